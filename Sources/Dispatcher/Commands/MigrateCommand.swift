@@ -1,0 +1,65 @@
+import Foundation
+import Postgres
+import QueueModel
+
+/// `dispatcher migrate [--status]`.
+enum MigrateCommand {
+    static let usage = """
+        usage: dispatcher migrate [--status] [--database-url URL]
+
+        Applies the schema migrations this binary carries, each in its own transaction. Safe to run
+        twice, and from several machines at once (an advisory lock makes them take turns). Refuses a
+        database migrated by a newer Switchyard.
+
+          --status   show applied and pending migrations; change nothing
+        """
+
+    static func run(_ words: [String]) async throws -> Int32 {
+        let arguments = try Arguments(words, command: "dispatcher migrate", options: ["database-url"], flags: ["status"])
+        if arguments.flag("help") {
+            print(usage)
+            return 0
+        }
+        let pool = PostgresPool(
+            try Database.configuration(arguments, applicationName: "switchyard-migrate"),
+            options: .init(maxConnections: 1)
+        )
+        defer { Task { await pool.close() } }
+        let migrator = Migrator()
+        if arguments.flag("status") {
+            let status = try await migrator.status(pool)
+            print(SchemaReport.render(status))
+            return status.isCurrent ? 0 : 3
+        }
+        let applied = try await migrator.migrate(pool)
+        if applied.isEmpty {
+            print("schema is up to date (version \(migrator.migrations.last?.version ?? 0))")
+        } else {
+            for migration in applied { print("applied \(migration.version) \(migration.name)") }
+        }
+        return 0
+    }
+}
+
+/// Renders a schema status for people.
+enum SchemaReport {
+    static func render(_ status: SchemaStatus) -> String {
+        var lines: [String] = []
+        for applied in status.applied {
+            lines.append("  applied  \(pad(applied.version))  \(applied.name)  (\(applied.appliedAt.formatted(.iso8601)))")
+        }
+        for pending in status.pending { lines.append("  pending  \(pad(pending.version))  \(pending.name)") }
+        for unknown in status.unknown { lines.append("  UNKNOWN  \(pad(unknown.version))  \(unknown.name)  (newer than this binary)") }
+        for modified in status.modified { lines.append("  CHANGED  \(pad(modified.version))  \(modified.name)  (differs from this binary)") }
+        let summary = status.isCurrent
+            ? "schema version \(status.version): up to date"
+            : "schema version \(status.version): \(status.pending.count) pending, \(status.unknown.count) unknown, "
+                + "\(status.modified.count) changed"
+        return ([summary] + lines).joined(separator: "\n")
+    }
+
+    private static func pad(_ version: Int) -> String {
+        let digits = String(version)
+        return String(repeating: "0", count: max(0, 4 - digits.count)) + digits
+    }
+}

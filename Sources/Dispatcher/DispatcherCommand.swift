@@ -1,0 +1,47 @@
+import Foundation
+import Postgres
+import QueueModel
+
+/// `dispatcher`: the operator's and the shell user's command.
+enum DispatcherCommand {
+    static let usage = """
+        usage: dispatcher COMMAND [OPTIONS]
+
+        commands:
+          demo       start a private Postgres, migrate it, and show the schema (no setup needed)
+          migrate    apply schema migrations to DATABASE_URL (--status to only show them)
+          bench      measure throughput and latency against baselines run alongside
+
+        Every command takes --database-url URL (default: $DATABASE_URL) and --help.
+        """
+
+    /// Runs a command line and returns the process exit status.
+    static func run(_ arguments: [String]) async -> Int32 {
+        guard let command = arguments.first, command != "--help", command != "-h", command != "help" else {
+            print(usage)
+            return arguments.isEmpty ? 2 : 0
+        }
+        let rest = Array(arguments.dropFirst())
+        do {
+            switch command {
+            case "migrate": return try await MigrateCommand.run(rest)
+            case "demo": return try await DemoCommand.run(rest)
+            case "bench": return try await BenchCommand.run(rest)
+            default:
+                printError("unknown command \"\(command)\"\n\n\(usage)")
+                return 2
+            }
+        } catch let error as QueueError where error.code == .invalidInput {
+            printError("error: \(error)")
+            return 2
+        } catch {
+            printError("error: \(error)")
+            return 1
+        }
+    }
+}
+
+/// Writes a line to stderr.
+func printError(_ text: String) {
+    FileHandle.standardError.write(Data((text + "\n").utf8))
+}

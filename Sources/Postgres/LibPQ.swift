@@ -1,0 +1,226 @@
+import CLibPQ
+import Foundation
+
+/// The libpq calls every connection, listener and pipeline shares. All of them block; callers run
+/// them on a connection's own thread.
+enum LibPQ {
+    /// Opens a `PGconn`, with UTC timestamps in ISO style and NOTICEs routed to `noticeSink`.
+    static func connect(_ configuration: PostgresConfiguration, noticeSink: NoticeSink?) throws -> OpaquePointer {
+        // Later keywords win, and the connection string comes last, so whatever it says overrides
+        // these defaults ("expand_dbname" lets it be a URL or a key=value string).
+        var keywords = [
+            "application_name", "connect_timeout", "client_encoding", "keepalives", "keepalives_idle",
+            "keepalives_interval", "keepalives_count", "dbname",
+        ]
+        var values = [
+            configuration.applicationName, String(configuration.connectTimeoutSeconds), "UTF8", "1", "10", "5",
+            "3", configuration.connectionString,
+        ]
+        if let database = configuration.databaseOverride {
+            keywords.append("dbname")
+            values.append(database)
+        }
+        let handle = withCStringArray(keywords) { keywordPointers in
+            withCStringArray(values) { valuePointers in
+                PQconnectdbParams(keywordPointers, valuePointers, 1)
+            }
+        }
+        guard let handle else {
+            throw PostgresError(.connectionFailed, "could not allocate a libpq connection (out of memory)")
+        }
+        guard PQstatus(handle) == CONNECTION_OK else {
+            let reason = configuration.scrub(errorMessage(handle))
+            PQfinish(handle)
+            throw PostgresError(
+                .connectionFailed, "could not connect to \(configuration.target): \(reason)",
+                hint: connectionHint(reason)
+            )
+        }
+        if let noticeSink {
+            PQsetNoticeReceiver(handle, noticeReceiver, Unmanaged.passUnretained(noticeSink).toOpaque())
+        }
+        // Decoding relies on ISO dates in UTC; a server or role may default to something else.
+        let timeZone = PQparameterStatus(handle, "TimeZone").map { String(cString: $0) }
+        let dateStyle = PQparameterStatus(handle, "DateStyle").map { String(cString: $0) } ?? ""
+        if timeZone != "UTC" || !dateStyle.hasPrefix("ISO") {
+            let result = PQexec(handle, "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'")
+            defer { PQclear(result) }
+            guard PQresultStatus(result) == PGRES_COMMAND_OK else {
+                let reason = errorMessage(handle)
+                PQfinish(handle)
+                throw PostgresError(.connectionFailed, "could not set the session time zone: \(reason)")
+            }
+        }
+        return handle
+    }
+
+    private static func connectionHint(_ reason: String) -> String {
+        if reason.contains("password authentication failed") || reason.contains("no password supplied") {
+            return "Check the user name and password in DATABASE_URL."
+        }
+        if reason.contains("database") && reason.contains("does not exist") {
+            return "Create the database (createdb NAME) or fix its name in DATABASE_URL."
+        }
+        if reason.contains("role") && reason.contains("does not exist") {
+            return "Create the role (createuser NAME) or fix the user name in DATABASE_URL."
+        }
+        return "Check that the server is running and accepts connections at that host and port, "
+            + "and that DATABASE_URL is right."
+    }
+
+    /// libpq's notice receiver: turns a NOTICE into a `PostgresNotice` for the configured handler.
+    private static let noticeReceiver: PQnoticeReceiver = { context, result in
+        guard let context, let result else { return }
+        let sink = Unmanaged<NoticeSink>.fromOpaque(context).takeUnretainedValue()
+        guard let handler = sink.handler else { return }
+        handler(
+            PostgresNotice(
+                severity: field(result, "S") ?? "NOTICE",
+                sqlState: field(result, "C").map(SQLState.init),
+                message: field(result, "M") ?? ""
+            )
+        )
+    }
+
+    // MARK: Results
+
+    /// Turns a finished `PGresult` into rows, or its error into a `PostgresError`. Frees the result.
+    static func rows(_ result: OpaquePointer?, _ handle: OpaquePointer) throws -> PostgresRows {
+        guard let result else { throw connectionError(handle) }
+        defer { PQclear(result) }
+        switch PQresultStatus(result) {
+        case PGRES_TUPLES_OK, PGRES_COMMAND_OK, PGRES_EMPTY_QUERY:
+            return copyRows(result)
+        case PGRES_FATAL_ERROR, PGRES_NONFATAL_ERROR:
+            throw serverError(result, handle)
+        case PGRES_PIPELINE_ABORTED:
+            throw PostgresError(.server, "statement skipped: an earlier statement in the pipeline failed")
+        default:
+            let status = String(cString: PQresStatus(PQresultStatus(result)))
+            throw PostgresError(.protocolViolation, "unexpected result status \(status)")
+        }
+    }
+
+    private static func copyRows(_ result: OpaquePointer) -> PostgresRows {
+        let fieldCount = Int(PQnfields(result))
+        let rowCount = Int(PQntuples(result))
+        var columns: [PostgresRows.Column] = []
+        columns.reserveCapacity(fieldCount)
+        for column in 0..<fieldCount {
+            columns.append(
+                .init(name: String(cString: PQfname(result, Int32(column))), type: .init(oid: PQftype(result, Int32(column))))
+            )
+        }
+        var cells: [String?] = []
+        cells.reserveCapacity(fieldCount * rowCount)
+        for row in 0..<Int32(rowCount) {
+            for column in 0..<Int32(fieldCount) {
+                if PQgetisnull(result, row, column) == 1 {
+                    cells.append(nil)
+                } else {
+                    let length = Int(PQgetlength(result, row, column))
+                    let bytes = UnsafeRawPointer(PQgetvalue(result, row, column)!).assumingMemoryBound(to: UInt8.self)
+                    cells.append(String(decoding: UnsafeBufferPointer(start: bytes, count: length), as: UTF8.self))
+                }
+            }
+        }
+        let tag = String(cString: PQcmdStatus(result))
+        let affected = Int(String(cString: PQcmdTuples(result))) ?? rowCount
+        return PostgresRows(columns: columns, cells: cells, affectedRows: affected, commandTag: tag)
+    }
+
+    static func serverError(_ result: OpaquePointer, _ handle: OpaquePointer) -> PostgresError {
+        guard let sqlState = field(result, "C") else {
+            // No SQLSTATE: libpq made this error up itself, usually because the connection broke.
+            return connectionError(handle)
+        }
+        return PostgresError(
+            .server,
+            field(result, "M") ?? errorMessage(handle),
+            sqlState: SQLState(sqlState),
+            detail: field(result, "D"),
+            hint: field(result, "H"),
+            severity: field(result, "S"),
+            constraint: field(result, "n")
+        )
+    }
+
+    static func connectionError(_ handle: OpaquePointer) -> PostgresError {
+        let message = errorMessage(handle)
+        if PQstatus(handle) != CONNECTION_OK {
+            return PostgresError(
+                .connectionClosed, "the database connection was lost: \(message)",
+                hint: "The server may have restarted or the network failed; retry on a new connection."
+            )
+        }
+        return PostgresError(.protocolViolation, message.isEmpty ? "libpq reported an unknown error" : message)
+    }
+
+    static func closedError() -> PostgresError {
+        PostgresError(.connectionClosed, "the connection is closed", hint: "Open a new connection.")
+    }
+
+    static func errorMessage(_ handle: OpaquePointer) -> String {
+        guard let message = PQerrorMessage(handle) else { return "" }
+        return String(cString: message).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// One field of an error or notice, by its protocol letter (libpq's `PG_DIAG_*` macros are
+    /// character constants, which Swift does not import): S severity, C SQLSTATE, M message,
+    /// D detail, H hint, n constraint name.
+    private static func field(_ result: OpaquePointer, _ code: Unicode.Scalar) -> String? {
+        PQresultErrorField(result, Int32(code.value)).map { String(cString: $0) }
+    }
+
+    // MARK: Parameters
+
+    /// Rejects text that C would silently cut short at a NUL byte.
+    static func checked(_ text: String) throws -> String {
+        if text.utf8.contains(0) {
+            throw PostgresError(
+                .invalidParameter, "text contains a NUL byte (\\u0000), which Postgres text cannot hold",
+                hint: "Remove the NUL bytes, or send binary data as bytea."
+            )
+        }
+        return text
+    }
+
+    /// Lends libpq the parameters as C strings (nil for NULL), all in one buffer.
+    static func withParameters<T>(
+        _ binds: [(any PostgresEncodable)?],
+        _ body: (Int32, UnsafePointer<UnsafePointer<CChar>?>?) throws -> T
+    ) throws -> T {
+        if binds.isEmpty { return try body(0, nil) }
+        var buffer: [CChar] = []
+        var offsets: [Int?] = []
+        offsets.reserveCapacity(binds.count)
+        for bind in binds {
+            guard let bind else {
+                offsets.append(nil)
+                continue
+            }
+            let text = bind.postgresText
+            if text.utf8.contains(0) {
+                throw PostgresError(
+                    .invalidParameter,
+                    "parameter $\(offsets.count + 1) contains a NUL byte (\\u0000), which Postgres text cannot hold",
+                    hint: "Remove the NUL bytes, or send binary data as bytea."
+                )
+            }
+            offsets.append(buffer.count)
+            buffer.append(contentsOf: text.utf8.map { CChar(bitPattern: $0) })
+            buffer.append(0)
+        }
+        return try buffer.withUnsafeBufferPointer { storage in
+            let pointers: [UnsafePointer<CChar>?] = offsets.map { offset in offset.map { storage.baseAddress! + $0 } }
+            return try pointers.withUnsafeBufferPointer { try body(Int32(binds.count), $0.baseAddress) }
+        }
+    }
+
+    private static func withCStringArray<T>(_ strings: [String], _ body: (UnsafePointer<UnsafePointer<CChar>?>) -> T) -> T {
+        let copies = strings.map { strdup($0) }
+        defer { copies.forEach { free($0) } }
+        let pointers = copies.map { UnsafePointer($0) } + [nil]
+        return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
+    }
+}

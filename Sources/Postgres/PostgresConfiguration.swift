@@ -1,0 +1,95 @@
+import CLibPQ
+import Foundation
+
+/// Where and how to connect: a `postgres://` URL or a libpq `key=value` connection string, plus
+/// the client's own settings.
+///
+/// The password may be part of the connection string; it is never part of `target`,
+/// `description` or any error this client raises.
+public struct PostgresConfiguration: Sendable, CustomStringConvertible {
+    /// The connection string as given.
+    public let connectionString: String
+    /// Sent as `application_name`, shown in `pg_stat_activity`.
+    public var applicationName: String = "switchyard"
+    /// How long one connection attempt may take.
+    public var connectTimeoutSeconds: Int = 10
+    /// Receives the server's NOTICE and WARNING messages instead of libpq's default (stderr).
+    public var noticeHandler: (@Sendable (PostgresNotice) -> Void)?
+
+    /// The server, database and user this configuration points at, without the password.
+    public private(set) var target: String
+    /// A database name that replaces the one in the connection string.
+    public private(set) var databaseOverride: String?
+    /// The password, kept only so error messages can be scrubbed of it.
+    let password: String?
+
+    /// Parses and checks a connection string.
+    /// - Parameter connectionString: `postgres://user:pw@host:5432/db?sslmode=require` or
+    ///   `host=/tmp port=5432 dbname=db`.
+    /// - Throws: `PostgresError` with code `.invalidConfiguration` when libpq cannot parse it.
+    public init(_ connectionString: String) throws {
+        self.connectionString = connectionString
+        var errorMessage: UnsafeMutablePointer<CChar>?
+        guard let options = PQconninfoParse(connectionString, &errorMessage) else {
+            var message = "could not parse the database connection string"
+            if let errorMessage {
+                message += ": " + String(cString: errorMessage).trimmingCharacters(in: .whitespacesAndNewlines)
+                PQfreemem(errorMessage)
+            }
+            throw PostgresError(
+                .invalidConfiguration, message,
+                hint: "Use a URL like postgres://user@localhost:5432/dbname or key=value pairs like "
+                    + "\"host=localhost dbname=app\"."
+            )
+        }
+        defer { PQconninfoFree(options) }
+        var values: [String: String] = [:]
+        var option = options
+        while let keyword = option.pointee.keyword {
+            if let value = option.pointee.val {
+                values[String(cString: keyword)] = String(cString: value)
+            }
+            option += 1
+        }
+        let environment = ProcessInfo.processInfo.environment
+        let host = values["host"] ?? values["hostaddr"] ?? environment["PGHOST"] ?? "/var/run/postgresql"
+        let port = values["port"] ?? environment["PGPORT"] ?? "5432"
+        let user = values["user"] ?? environment["PGUSER"] ?? NSUserName()
+        let database = values["dbname"] ?? environment["PGDATABASE"] ?? user
+        self.password = values["password"]
+        let hostPart = host.hasPrefix("/") ? "[\(host)]" : host
+        self.target = "postgres://\(user)@\(hostPart):\(port)/\(database)"
+    }
+
+    /// The same server and credentials, another database.
+    public func withDatabase(_ name: String) -> PostgresConfiguration {
+        var copy = self
+        copy.databaseOverride = name
+        if let slash = target.lastIndex(of: "/") {
+            copy.target = target[...slash] + name
+        }
+        return copy
+    }
+
+    /// The configuration named by an environment variable, by default `DATABASE_URL`.
+    /// - Returns: nil when the variable is unset or empty.
+    public static func fromEnvironment(_ variable: String = "DATABASE_URL") throws -> PostgresConfiguration? {
+        guard let value = ProcessInfo.processInfo.environment[variable], !value.isEmpty else { return nil }
+        return try PostgresConfiguration(value)
+    }
+
+    public var description: String { target }
+
+    /// Removes the password from a message that might quote the connection string.
+    func scrub(_ message: String) -> String {
+        guard let password, !password.isEmpty else { return message }
+        return message.replacingOccurrences(of: password, with: "********")
+    }
+}
+
+/// A NOTICE, WARNING or other non-error message the server sent during a statement.
+public struct PostgresNotice: Sendable {
+    public var severity: String
+    public var sqlState: SQLState?
+    public var message: String
+}

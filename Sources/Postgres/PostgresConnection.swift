@@ -1,0 +1,229 @@
+import CLibPQ
+import Foundation
+
+/// A statement and its bind parameters, for `pipeline(_:)`.
+public struct PostgresStatement: Sendable {
+    public var sql: String
+    public var binds: [(any PostgresEncodable)?]
+
+    public init(_ sql: String, _ binds: [(any PostgresEncodable)?] = []) {
+        self.sql = sql
+        self.binds = binds
+    }
+}
+
+/// Transaction isolation levels for `withTransaction`.
+public enum PostgresIsolation: String, Sendable {
+    case readCommitted = "READ COMMITTED"
+    case repeatableRead = "REPEATABLE READ"
+    case serializable = "SERIALIZABLE"
+}
+
+/// One libpq connection, confined to its own thread.
+///
+/// Every method runs on the connection's `ThreadExecutor`, so the blocking libpq calls inside
+/// never touch Swift's cooperative pool, and the `PGconn` is only ever used from one thread.
+/// Use it from one task at a time (a pool lends it out that way); statements from two tasks
+/// would interleave between awaits.
+public actor PostgresConnection {
+    private let executor: ThreadExecutor
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
+
+    public nonisolated let configuration: PostgresConfiguration
+    private var handle: OpaquePointer?
+    private let canceller = Canceller()
+    private let noticeSink: NoticeSink
+
+    private init(configuration: PostgresConfiguration, threadName: String) {
+        self.configuration = configuration
+        self.executor = ThreadExecutor(name: threadName)
+        self.noticeSink = NoticeSink(handler: configuration.noticeHandler)
+    }
+
+    // Isolated, so the handle is finished on the connection's own thread like every other call.
+    isolated deinit {
+        canceller.replace(with: nil)
+        if let handle { PQfinish(handle) }
+        executor.shutdown()
+    }
+
+    /// Opens a connection.
+    /// - Throws: `PostgresError` `.connectionFailed`, naming the target (never the password) and
+    ///   saying what to check.
+    public static func connect(
+        _ configuration: PostgresConfiguration, threadName: String = "postgres"
+    ) async throws -> PostgresConnection {
+        let connection = PostgresConnection(configuration: configuration, threadName: threadName)
+        try await connection.open()
+        return connection
+    }
+
+    private func open() throws {
+        handle = try LibPQ.connect(configuration, noticeSink: noticeSink)
+        canceller.replace(with: PQgetCancel(handle))
+    }
+
+    /// Closes the connection. Later calls throw `.connectionClosed`.
+    public func close() {
+        canceller.replace(with: nil)
+        if let handle { PQfinish(handle) }
+        handle = nil
+    }
+
+    /// The server's process id for this connection (`pg_backend_pid()`), or nil once closed.
+    public var backendPID: Int32? { handle.map { PQbackendPID($0) } }
+
+    // MARK: Statements
+
+    /// Runs one statement with bind parameters and returns its rows.
+    ///
+    /// Cancelling the calling task sends a cancel request for this statement to the server.
+    /// - Throws: `PostgresError`; `.server` errors carry the SQLSTATE.
+    @discardableResult
+    public nonisolated func query(_ sql: String, _ binds: [(any PostgresEncodable)?] = []) async throws
+        -> PostgresRows
+    {
+        let ticket = canceller.newTicket()
+        return try await withTaskCancellationHandler {
+            try await self.run(ticket) { handle in
+                try LibPQ.withParameters(binds) { count, values in
+                    try LibPQ.rows(PQexecParams(handle, try LibPQ.checked(sql), count, nil, values, nil, nil, 0), handle)
+                }
+            }
+        } onCancel: {
+            canceller.cancel(ticket)
+        }
+    }
+
+    /// Runs a script of one or more statements separated by semicolons, with no parameters
+    /// (the simple query protocol), e.g. a migration file.
+    public nonisolated func execute(script: String) async throws {
+        let ticket = canceller.newTicket()
+        try await withTaskCancellationHandler {
+            try await self.run(ticket) { handle in
+                var last: PostgresRows?
+                guard PQsendQuery(handle, try LibPQ.checked(script)) == 1 else { throw LibPQ.connectionError(handle) }
+                var firstError: Error?
+                while let result = PQgetResult(handle) {
+                    do { last = try LibPQ.rows(result, handle) } catch { firstError = firstError ?? error }
+                }
+                if let firstError { throw firstError }
+                _ = last
+            }
+        } onCancel: {
+            canceller.cancel(ticket)
+        }
+    }
+
+    /// Sends a batch of statements in one round trip (libpq pipeline mode) and returns each
+    /// statement's rows, in order.
+    ///
+    /// The batch runs as one implicit transaction: if any statement fails, none of them takes
+    /// effect, and the first error is thrown.
+    public func pipeline(_ statements: [PostgresStatement]) throws -> [PostgresRows] {
+        guard let handle else { throw LibPQ.closedError() }
+        return try Pipeline(handle: handle, statements: statements).run()
+    }
+
+    private func run<T>(_ ticket: UInt64, _ body: (OpaquePointer) throws -> T) throws -> T {
+        guard let handle else { throw LibPQ.closedError() }
+        if Task.isCancelled { throw CancellationError() }
+        canceller.begin(ticket)
+        defer { canceller.end() }
+        return try body(handle)
+    }
+
+    // MARK: Transactions
+
+    /// Runs `body` in a transaction: commits when it returns, rolls back when it throws.
+    public nonisolated func withTransaction<T>(
+        isolation: PostgresIsolation? = nil, _ body: (PostgresConnection) async throws -> T
+    ) async throws -> T {
+        try await query(isolation.map { "BEGIN ISOLATION LEVEL \($0.rawValue)" } ?? "BEGIN")
+        let value: T
+        do {
+            value = try await body(self)
+        } catch {
+            _ = try? await query("ROLLBACK")
+            throw error
+        }
+        try await query("COMMIT")
+        return value
+    }
+
+    // MARK: Health
+
+    /// True when the connection is open, idle outside a transaction, and the server has not
+    /// closed it (a cheap, non-blocking check: no round trip).
+    public func isReusable() -> Bool {
+        guard let handle, PQstatus(handle) == CONNECTION_OK else { return false }
+        // An idle connection has nothing to read unless the server said goodbye (or sent a NOTIFY
+        // or a parameter change). A goodbye is a FATAL message followed by end-of-file, which
+        // libpq only notices on a second read, so keep reading while there is something to read.
+        for _ in 0..<4 {
+            var descriptor = pollfd(fd: PQsocket(handle), events: Int16(POLLIN), revents: 0)
+            guard poll(&descriptor, 1, 0) > 0 else { break }
+            guard PQconsumeInput(handle) == 1 else { return false }
+            while let notification = PQnotifies(handle) { PQfreemem(notification) }
+        }
+        return PQstatus(handle) == CONNECTION_OK && PQtransactionStatus(handle) == PQTRANS_IDLE
+    }
+
+    /// Rolls back a transaction a caller left open (it threw between BEGIN and COMMIT without
+    /// `withTransaction`), then answers `isReusable()`; one hop for a pool's checkin.
+    func resetForReuse() -> Bool {
+        guard let handle else { return false }
+        let status = PQtransactionStatus(handle)
+        if status == PQTRANS_INTRANS || status == PQTRANS_INERROR {
+            PQclear(PQexec(handle, "ROLLBACK"))
+        }
+        return isReusable()
+    }
+}
+
+/// Sends cancel requests for the statement that is running, from any thread.
+///
+/// `PQcancel` is made to be called from another thread than the connection's. A ticket ties a
+/// cancellation to one statement, so a late cancel never hits the next user's statement.
+private final class Canceller: @unchecked Sendable {
+    // Safe because every field is read and written with `lock` held.
+    private let lock = NSLock()
+    private var cancelHandle: OpaquePointer?
+    private var running: UInt64 = 0
+    private var nextTicket: UInt64 = 0
+
+    func newTicket() -> UInt64 {
+        lock.withLock {
+            nextTicket += 1
+            return nextTicket
+        }
+    }
+
+    func replace(with handle: OpaquePointer?) {
+        lock.withLock {
+            if let cancelHandle { PQfreeCancel(cancelHandle) }
+            cancelHandle = handle
+        }
+    }
+
+    func begin(_ ticket: UInt64) { lock.withLock { running = ticket } }
+    func end() { lock.withLock { running = 0 } }
+
+    /// Cancels the statement with this ticket if it is still running. `PQcancel` opens a network
+    /// connection, so it runs on a Dispatch thread, never on the cooperative pool that called us.
+    func cancel(_ ticket: UInt64) {
+        DispatchQueue.global().async { [self] in
+            lock.withLock {
+                guard running == ticket, let cancelHandle else { return }
+                var buffer = [CChar](repeating: 0, count: 256)
+                _ = PQcancel(cancelHandle, &buffer, Int32(buffer.count))
+            }
+        }
+    }
+}
+
+/// Holds the NOTICE handler for libpq's C callback.
+final class NoticeSink: Sendable {
+    let handler: (@Sendable (PostgresNotice) -> Void)?
+    init(handler: (@Sendable (PostgresNotice) -> Void)?) { self.handler = handler }
+}

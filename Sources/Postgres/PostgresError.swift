@@ -1,0 +1,103 @@
+/// An error from the Postgres client: a failed connection, a statement the server refused, or a
+/// value that could not be decoded.
+///
+/// Server errors carry the SQLSTATE, so callers can tell a unique violation, a serialization
+/// failure or a deadlock (worth a retry) from a bad request (not worth one).
+public struct PostgresError: Error, Sendable, CustomStringConvertible {
+    /// What kind of failure this is. Extensible: new codes may appear in later versions.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        public let rawValue: String
+        public init(_ rawValue: String) { self.rawValue = rawValue }
+        public var description: String { rawValue }
+
+        /// The connection string could not be parsed.
+        public static let invalidConfiguration = Code("invalidConfiguration")
+        /// The server could not be reached, refused the credentials, or has no such database.
+        public static let connectionFailed = Code("connectionFailed")
+        /// The connection broke while in use, or was used after it was closed.
+        public static let connectionClosed = Code("connectionClosed")
+        /// The server answered a statement with an error; see `sqlState`.
+        public static let server = Code("server")
+        /// A value could not be decoded into the requested Swift type.
+        public static let decoding = Code("decoding")
+        /// A parameter could not be sent (for example, a string with a NUL byte).
+        public static let invalidParameter = Code("invalidParameter")
+        /// libpq reported something this client did not expect.
+        public static let protocolViolation = Code("protocolViolation")
+        /// The pool was closed, or no connection became free in time.
+        public static let poolUnavailable = Code("poolUnavailable")
+    }
+
+    public var code: Code
+    /// The primary message, for a person.
+    public var message: String
+    /// The server's SQLSTATE for `.server` errors.
+    public var sqlState: SQLState?
+    public var detail: String?
+    public var hint: String?
+    /// The server's severity (`ERROR`, `FATAL`, …) for `.server` errors.
+    public var severity: String?
+    /// The constraint a violation names, when the server names one.
+    public var constraint: String?
+
+    public init(
+        _ code: Code, _ message: String, sqlState: SQLState? = nil, detail: String? = nil,
+        hint: String? = nil, severity: String? = nil, constraint: String? = nil
+    ) {
+        self.code = code
+        self.message = message
+        self.sqlState = sqlState
+        self.detail = detail
+        self.hint = hint
+        self.severity = severity
+        self.constraint = constraint
+    }
+
+    public var description: String {
+        var text = message
+        if let sqlState { text += " (SQLSTATE \(sqlState.rawValue))" }
+        if let detail { text += "\nDETAIL: \(detail)" }
+        if let hint { text += "\nHINT: \(hint)" }
+        return text
+    }
+
+    /// True for failures that a retry of the same transaction may cure: serialization failures,
+    /// deadlocks, and a connection that broke (the statement may or may not have run).
+    public var isTransient: Bool {
+        if code == .connectionClosed { return true }
+        guard let sqlState else { return false }
+        return sqlState == .serializationFailure || sqlState == .deadlockDetected
+            || sqlState.rawValue.hasPrefix("08") || sqlState == .adminShutdown
+            || sqlState == .cannotConnectNow
+    }
+}
+
+/// A Postgres SQLSTATE code (see the "PostgreSQL Error Codes" appendix).
+public struct SQLState: Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: String
+    public init(_ rawValue: String) { self.rawValue = rawValue }
+    public var description: String { rawValue }
+
+    /// The two-character class, e.g. `23` for integrity constraint violations.
+    public var errorClass: Substring { rawValue.prefix(2) }
+
+    public static let uniqueViolation = SQLState("23505")
+    public static let foreignKeyViolation = SQLState("23503")
+    public static let notNullViolation = SQLState("23502")
+    public static let checkViolation = SQLState("23514")
+    public static let serializationFailure = SQLState("40001")
+    public static let deadlockDetected = SQLState("40P01")
+    public static let syntaxError = SQLState("42601")
+    public static let undefinedTable = SQLState("42P01")
+    public static let undefinedFunction = SQLState("42883")
+    public static let invalidParameterValue = SQLState("22023")
+    public static let invalidTextRepresentation = SQLState("22P02")
+    public static let raiseException = SQLState("P0001")
+    public static let queryCanceled = SQLState("57014")
+    public static let adminShutdown = SQLState("57P01")
+    public static let cannotConnectNow = SQLState("57P03")
+    public static let insufficientPrivilege = SQLState("42501")
+    public static let invalidPassword = SQLState("28P01")
+    public static let invalidCatalogName = SQLState("3D000")
+    public static let lockNotAvailable = SQLState("55P03")
+}

@@ -1,0 +1,102 @@
+/// Command-line arguments parsed against the options a command declares.
+///
+/// Accepts `--name value`, `--name=value`, boolean `--flag`, repeated options, and `--` to end
+/// options. An undeclared option is an error that names the command's `--help`.
+public struct Arguments: Sendable {
+    public private(set) var positionals: [String] = []
+    private var values: [String: [String]] = [:]
+    private var flags: Set<String> = []
+
+    /// - Parameters:
+    ///   - arguments: the words after the command name.
+    ///   - command: the command, for error messages (`dispatcher submit`).
+    ///   - options: names of options that take a value.
+    ///   - flags: names of boolean options.
+    public init(_ arguments: [String], command: String, options: Set<String> = [], flags: Set<String> = []) throws {
+        var index = 0
+        while index < arguments.count {
+            let word = arguments[index]
+            index += 1
+            if word == "--" {
+                positionals += arguments[index...]
+                break
+            }
+            if word == "-h" {
+                self.flags.insert("help")
+                continue
+            }
+            guard word.hasPrefix("--"), word.count > 2 else {
+                positionals.append(word)
+                continue
+            }
+            var name = String(word.dropFirst(2))
+            var inlineValue: String?
+            if let equals = name.firstIndex(of: "=") {
+                inlineValue = String(name[name.index(after: equals)...])
+                name = String(name[..<equals])
+            }
+            if flags.contains(name) || name == "help" {
+                if let inlineValue, !["true", "false"].contains(inlineValue) {
+                    throw QueueError(.invalidInput, "--\(name) takes no value (got \"\(inlineValue)\")",
+                                     hint: "Run `\(command) --help`.")
+                }
+                if inlineValue != "false" { self.flags.insert(name) }
+            } else if options.contains(name) {
+                if let inlineValue {
+                    values[name, default: []].append(inlineValue)
+                } else {
+                    guard index < arguments.count else {
+                        throw QueueError(.invalidInput, "--\(name) needs a value", hint: "Run `\(command) --help`.")
+                    }
+                    values[name, default: []].append(arguments[index])
+                    index += 1
+                }
+            } else {
+                throw QueueError(
+                    .invalidInput, "unknown option --\(name) for `\(command)`",
+                    hint: "Run `\(command) --help` to see its options."
+                )
+            }
+        }
+    }
+
+    /// The last value given for an option.
+    public func value(_ name: String) -> String? { values[name]?.last }
+
+    /// Every value given for a repeatable option, in order.
+    public func values(_ name: String) -> [String] { values[name] ?? [] }
+
+    /// Whether a boolean option was given.
+    public func flag(_ name: String) -> Bool { flags.contains(name) }
+
+    /// An option parsed as an integer within bounds.
+    public func integer(_ name: String, default defaultValue: Int, range: ClosedRange<Int> = Int.min...Int.max) throws -> Int {
+        guard let text = value(name) else { return defaultValue }
+        guard let number = Int(text), range.contains(number) else {
+            throw QueueError(
+                .invalidInput, "--\(name) must be a whole number between \(range.lowerBound) and \(range.upperBound) (got \"\(text)\")"
+            )
+        }
+        return number
+    }
+
+    /// An option parsed as a duration: `250ms`, `30s`, `5m`, `2h`, `7d`, or plain seconds.
+    public func duration(_ name: String, default defaultValue: Duration) throws -> Duration {
+        guard let text = value(name) else { return defaultValue }
+        guard let duration = Self.parseDuration(text) else {
+            throw QueueError(.invalidInput, "--\(name) must be a duration like 500ms, 30s, 5m, 2h or 7d (got \"\(text)\")")
+        }
+        return duration
+    }
+
+    /// Parses `250ms`, `30s`, `5m`, `2h`, `7d`, or a plain number of seconds.
+    public static func parseDuration(_ text: String) -> Duration? {
+        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86_400)]
+        for (suffix, seconds) in units where text.hasSuffix(suffix) {
+            guard let number = Double(text.dropLast(suffix.count)), number >= 0 else { return nil }
+            return .milliseconds(Int64((number * seconds * 1000).rounded()))
+        }
+        guard let number = Double(text), number >= 0 else { return nil }
+        return .milliseconds(Int64((number * 1000).rounded()))
+    }
+}

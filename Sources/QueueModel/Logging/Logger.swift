@@ -1,0 +1,144 @@
+import Foundation
+import Synchronization
+
+/// A structured logger: one line per event, logfmt by default or JSON lines, to stderr.
+///
+/// Configure with `SWITCHYARD_LOG_LEVEL` (trace, debug, info, notice, warning, error) and
+/// `SWITCHYARD_LOG_FORMAT` (logfmt, json). Every registered secret is replaced by `[REDACTED]`
+/// before a line is written, whatever field or message it hides in.
+public struct Logger: Sendable {
+    public enum Level: Int, Comparable, Sendable, CaseIterable {
+        case trace, debug, info, notice, warning, error
+
+        public static func < (lhs: Level, rhs: Level) -> Bool { lhs.rawValue < rhs.rawValue }
+
+        public var name: String {
+            switch self {
+            case .trace: "trace"
+            case .debug: "debug"
+            case .info: "info"
+            case .notice: "notice"
+            case .warning: "warning"
+            case .error: "error"
+            }
+        }
+    }
+
+    public enum Format: Sendable { case logfmt, json }
+
+    /// The component writing (`worker`, `dispatcher`, `postgres`).
+    public var label: String
+    public var level: Level
+    public var format: Format
+    /// Fields added to every line (for example the worker's id).
+    public var metadata: [(String, String)] = []
+    private let sink: Sink
+
+    /// A logger configured from the environment, writing to stderr.
+    public init(label: String, environment: [String: String] = ProcessInfo.processInfo.environment) {
+        self.label = label
+        self.level = environment["SWITCHYARD_LOG_LEVEL"].flatMap { name in Level.allCases.first { $0.name == name } }
+            ?? .info
+        self.format = environment["SWITCHYARD_LOG_FORMAT"] == "json" ? .json : .logfmt
+        self.sink = .standardError
+    }
+
+    /// A logger that hands each line to `write` (tests read what was logged this way).
+    public init(label: String, level: Level = .trace, format: Format = .logfmt, write: @escaping @Sendable (String) -> Void) {
+        self.label = label
+        self.level = level
+        self.format = format
+        self.sink = Sink(write: write)
+    }
+
+    /// A copy that adds a field to every line.
+    public func with(_ key: String, _ value: some CustomStringConvertible) -> Logger {
+        var copy = self
+        copy.metadata.append((key, value.description))
+        return copy
+    }
+
+    public func trace(_ message: @autoclosure () -> String, _ fields: KeyValuePairs<String, any CustomStringConvertible> = [:]) {
+        log(.trace, message(), fields)
+    }
+    public func debug(_ message: @autoclosure () -> String, _ fields: KeyValuePairs<String, any CustomStringConvertible> = [:]) {
+        log(.debug, message(), fields)
+    }
+    public func info(_ message: @autoclosure () -> String, _ fields: KeyValuePairs<String, any CustomStringConvertible> = [:]) {
+        log(.info, message(), fields)
+    }
+    public func notice(_ message: @autoclosure () -> String, _ fields: KeyValuePairs<String, any CustomStringConvertible> = [:]) {
+        log(.notice, message(), fields)
+    }
+    public func warning(_ message: @autoclosure () -> String, _ fields: KeyValuePairs<String, any CustomStringConvertible> = [:]) {
+        log(.warning, message(), fields)
+    }
+    public func error(_ message: @autoclosure () -> String, _ fields: KeyValuePairs<String, any CustomStringConvertible> = [:]) {
+        log(.error, message(), fields)
+    }
+
+    public func log(_ level: Level, _ message: @autoclosure () -> String, _ fields: KeyValuePairs<String, any CustomStringConvertible> = [:]) {
+        guard level >= self.level else { return }
+        var pairs: [(String, String)] = [
+            ("ts", Self.timestamp()), ("level", level.name), ("logger", label), ("msg", message()),
+        ]
+        pairs += metadata
+        for (key, value) in fields { pairs.append((key, value.description)) }
+        let line = Secrets.redact(format == .json ? Self.json(pairs) : Self.logfmt(pairs))
+        sink.write(line)
+    }
+
+    static func logfmt(_ pairs: [(String, String)]) -> String {
+        pairs.map { key, value in
+            let needsQuotes = value.isEmpty || value.contains { $0 == " " || $0 == "=" || $0 == "\"" || $0.isNewline }
+            guard needsQuotes else { return "\(key)=\(value)" }
+            let escaped = value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+                .replacingOccurrences(of: "\n", with: "\\n")
+            return "\(key)=\"\(escaped)\""
+        }.joined(separator: " ")
+    }
+
+    static func json(_ pairs: [(String, String)]) -> String {
+        let object = Dictionary(pairs, uniquingKeysWith: { _, last in last })
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    static func timestamp() -> String {
+        Date().formatted(.iso8601.year().month().day().time(includingFractionalSeconds: true).timeZone(separator: .omitted))
+    }
+
+    struct Sink: Sendable {
+        let write: @Sendable (String) -> Void
+
+        static let standardError = Sink { line in
+            standardErrorLock.withLock { _ in
+                FileHandle.standardError.write(Data((line + "\n").utf8))
+            }
+        }
+    }
+
+    private static let standardErrorLock = Mutex(())
+}
+
+/// Values that must never be written anywhere: API keys read from the environment.
+public enum Secrets {
+    private static let registered = Mutex<[String]>([])
+
+    /// Registers a secret; from now on `redact` hides it. Values shorter than 8 characters are
+    /// ignored, since hiding them would mangle ordinary text.
+    public static func register(_ secret: String) {
+        guard secret.count >= 8 else { return }
+        registered.withLock { if !$0.contains(secret) { $0.append(secret) } }
+    }
+
+    /// The text with every registered secret replaced by `[REDACTED]`.
+    public static func redact(_ text: String) -> String {
+        let secrets = registered.withLock { $0 }
+        var result = text
+        for secret in secrets where result.contains(secret) {
+            result = result.replacingOccurrences(of: secret, with: "[REDACTED]")
+        }
+        return result
+    }
+}

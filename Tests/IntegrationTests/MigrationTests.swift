@@ -1,0 +1,101 @@
+import Foundation
+import Postgres
+import QueueModel
+import Testing
+
+@Suite("Schema migrations")
+struct MigrationTests {
+    @Test("migrate applies every migration once; a second run is a no-op")
+    func migrateTwice() async throws {
+        try await TestDatabase.withEmpty { configuration in
+            let pool = PostgresPool(configuration)
+            let first = try await Migrator().migrate(pool)
+            #expect(first.map(\.version) == Migration.all.map(\.version))
+            let second = try await Migrator().migrate(pool)
+            #expect(second.isEmpty)
+            let status = try await Migrator().status(pool)
+            #expect(status.isCurrent)
+            #expect(status.applied.count == Migration.all.count)
+            // v1's shape: jobs partitioned by priority.
+            let partitions = try await pool.query(
+                """
+                SELECT string_agg(c.relname, ',' ORDER BY c.relname) FROM pg_inherits i
+                JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'switchyard.jobs'::regclass
+                """
+            ).scalar(String.self)
+            #expect(partitions == "jobs_background,jobs_interactive")
+            await pool.close()
+        }
+    }
+
+    @Test("two concurrent migrates do not conflict")
+    func concurrentMigrates() async throws {
+        try await TestDatabase.withEmpty { configuration in
+            let applied = try await withThrowingTaskGroup(of: [Migration].self) { group in
+                for _ in 0..<2 {
+                    group.addTask {
+                        let pool = PostgresPool(configuration, options: .init(maxConnections: 1))
+                        defer { Task { await pool.close() } }
+                        return try await Migrator().migrate(pool)
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            // One run applied everything, the other found nothing left to do.
+            #expect(applied.map(\.count).sorted() == [0, Migration.all.count])
+            let pool = PostgresPool(configuration)
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.schema_migrations").scalar(Int.self)
+                == Migration.all.count)
+            await pool.close()
+        }
+    }
+
+    @Test("a database migrated by a newer binary is refused, with a clear message, before any change")
+    func refusesUnknownMigrations() async throws {
+        try await TestDatabase.withMigrated { configuration in
+            let pool = PostgresPool(configuration)
+            try await pool.query(
+                "INSERT INTO switchyard.schema_migrations (version, name, checksum) VALUES (9999, 'from_the_future', 'x')"
+            )
+            let error = try await #require(throws: QueueError.self) { try await Migrator().migrate(pool) }
+            #expect(error.code == .schemaMismatch)
+            #expect(error.message.contains("9999"))
+            #expect(error.message.contains("newer Switchyard"))
+            await #expect(throws: QueueError.self) { try await Migrator().requireCurrent(pool) }
+            await pool.close()
+        }
+    }
+
+    @Test("an applied migration whose SQL changed is refused")
+    func refusesEditedMigrations() async throws {
+        try await TestDatabase.withMigrated { configuration in
+            let pool = PostgresPool(configuration)
+            try await pool.query("UPDATE switchyard.schema_migrations SET checksum = 'edited' WHERE version = 1")
+            let error = try await #require(throws: QueueError.self) { try await Migrator().migrate(pool) }
+            #expect(error.code == .schemaMismatch)
+            #expect(error.message.contains("different SQL"))
+            await pool.close()
+        }
+    }
+
+    @Test("a failing migration leaves nothing behind and names itself")
+    func failingMigrationRollsBack() async throws {
+        try await TestDatabase.withEmpty { configuration in
+            let pool = PostgresPool(configuration)
+            let broken = Migrator(migrations: Migration.all + [
+                Migration(version: 9000, name: "broken", sql: "CREATE TABLE switchyard.half (id int); SELECT 1/0;")
+            ])
+            let error = try await #require(throws: QueueError.self) { try await broken.migrate(pool) }
+            #expect(error.message.contains("9000 (broken)"))
+            #expect(error.message.contains("division by zero"))
+            #expect(try await pool.query("SELECT to_regclass('switchyard.half') IS NULL").scalar(Bool.self))
+            let status = try await broken.status(pool)
+            #expect(status.pending.map(\.version) == [9000])
+            // A worker built with the broken migration refuses to start on this database.
+            let behind = try await #require(throws: QueueError.self) { try await broken.requireCurrent(pool) }
+            #expect(behind.code == .schemaBehind)
+            #expect(behind.hint?.contains("dispatcher migrate") == true)
+            await pool.close()
+        }
+    }
+}

@@ -1,0 +1,257 @@
+import Foundation
+import Postgres
+import Testing
+
+@Suite("Postgres client against a real server")
+struct PostgresClientTests {
+    @Test("every supported type decodes, including NULL and non-ASCII text")
+    func decodesEveryType() async throws {
+        try await TestDatabase.withEmpty { configuration in
+            let connection = try await PostgresConnection.connect(configuration)
+            let rows = try await connection.query(
+                """
+                SELECT 'Grüße, 世界 🚀'::text AS text, 'x'::varchar(4) AS varchar,
+                       (-32768)::int2 AS small, 2147483647::int4 AS int, (-9223372036854775808)::int8 AS big,
+                       true AS yes, false AS no, 1.5::float8 AS double, 'Infinity'::float8 AS infinite,
+                       12345678901234567890.123456789::numeric AS exact,
+                       '2026-11-26 21:08:05.123456+00'::timestamptz AS moment,
+                       '2024-02-29 23:59:59.5+05:30'::timestamptz AS offset_moment,
+                       '1969-12-31 23:59:59.999999+00'::timestamptz AS before_epoch,
+                       '{"a": [1, 2, {"b": null}], "ü": "✓"}'::jsonb AS document,
+                       'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid AS id,
+                       NULL::text AS missing, NULL::int8 AS missing_number
+                """
+            )
+            let row = try #require(rows.first)
+            #expect(try row.decode("text", as: String.self) == "Grüße, 世界 🚀")
+            #expect(try row.decode("varchar", as: String.self) == "x")
+            #expect(try row.decode("small", as: Int16.self) == -32768)
+            #expect(try row.decode("int", as: Int32.self) == 2_147_483_647)
+            #expect(try row.decode("big", as: Int64.self) == Int64.min)
+            #expect(try row.decode("big", as: Int.self) == Int.min)
+            #expect(try row.decode("yes", as: Bool.self) == true)
+            #expect(try row.decode("no", as: Bool.self) == false)
+            #expect(try row.decode("double", as: Double.self) == 1.5)
+            #expect(try row.decode("infinite", as: Double.self) == .infinity)
+            #expect(try row.decode("exact", as: Decimal.self) == Decimal(string: "12345678901234567890.123456789"))
+            // numeric never silently becomes a Double.
+            #expect(throws: PostgresError.self) { try row.decode("exact", as: Double.self) }
+            let moment = try row.decode("moment", as: Date.self)
+            #expect(abs(moment.timeIntervalSince1970 - 1_795_727_285.123456) < 0.000001)
+            let offsetMoment = try row.decode("offset_moment", as: Date.self)
+            #expect(abs(offsetMoment.timeIntervalSince1970 - 1_709_231_399.5) < 0.000001)
+            let beforeEpoch = try row.decode("before_epoch", as: Date.self)
+            #expect(abs(beforeEpoch.timeIntervalSince1970 - -0.000001) < 0.0000001)
+            let document = try row.decode("document", as: PostgresJSON.self)
+            let object = try #require(try document.object() as? [String: Any])
+            #expect(object["ü"] as? String == "✓")
+            #expect(try row.decode("id", as: UUID.self) == UUID(uuidString: "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"))
+            #expect(try row.decode("missing", as: String?.self) == nil)
+            #expect(try row.decode("missing_number", as: Int?.self) == nil)
+            #expect(row["missing"].isNull)
+            // A NULL asked for as non-optional is an error that says how to allow it.
+            let error = try #require(throws: PostgresError.self) { try row.decode("missing", as: String.self) }
+            #expect(error.message.contains("is NULL"))
+            await connection.close()
+        }
+    }
+
+    @Test("bind parameters round-trip every encodable type, and values are never spliced into SQL")
+    func encodesParameters() async throws {
+        try await TestDatabase.withEmpty { configuration in
+            let connection = try await PostgresConnection.connect(configuration)
+            let date = Date(timeIntervalSince1970: 1_795_727_285.123456)
+            let uuid = UUID()
+            let hostile = "Robert'); DROP TABLE students;--"
+            let row = try #require(
+                try await connection.query(
+                    """
+                    SELECT $1::text AS text, $2::int8 AS big, $3::bool AS flag, $4::float8 AS double,
+                           $5::numeric AS exact, $6::timestamptz AS moment, $7::uuid AS id, $8::jsonb AS document,
+                           $9::text AS missing, $10::text[] AS list
+                    """,
+                    [
+                        hostile, Int64.max, true, 0.1, Decimal(string: "0.30000000000000000001")!, date, uuid,
+                        PostgresJSON(text: #"{"k": "v"}"#), nil, ["a\"b", "c\\d", "e,f"],
+                    ]
+                ).first
+            )
+            #expect(try row.decode("text", as: String.self) == hostile)
+            #expect(try row.decode("big", as: Int64.self) == .max)
+            #expect(try row.decode("flag", as: Bool.self))
+            #expect(try row.decode("double", as: Double.self) == 0.1)
+            #expect(try row.decode("exact", as: Decimal.self) == Decimal(string: "0.30000000000000000001"))
+            #expect(abs(try row.decode("moment", as: Date.self).timeIntervalSince(date)) < 0.000001)
+            #expect(try row.decode("id", as: UUID.self) == uuid)
+            #expect(try row.decode("document", as: PostgresJSON.self).text == #"{"k": "v"}"#)
+            #expect(try row.decode("missing", as: String?.self) == nil)
+            #expect(try row.decode("list", as: String.self) == #"{"a\"b","c\\d","e,f"}"#)
+            await connection.close()
+        }
+    }
+
+    @Test("a NUL byte in a parameter is refused before it reaches the server")
+    func refusesNulBytes() async throws {
+        try await TestDatabase.withEmpty { configuration in
+            let connection = try await PostgresConnection.connect(configuration)
+            let error = try await #require(throws: PostgresError.self) {
+                try await connection.query("SELECT $1::text", ["before\u{0}after"])
+            }
+            #expect(error.code == .invalidParameter)
+            #expect(error.message.contains("NUL"))
+            // The connection is still usable.
+            #expect(try await connection.query("SELECT 1").scalar(Int.self) == 1)
+            await connection.close()
+        }
+    }
+
+    @Test("server errors carry SQLSTATE, detail and constraint")
+    func reportsSQLState() async throws {
+        try await TestDatabase.withEmpty { configuration in
+            let connection = try await PostgresConnection.connect(configuration)
+            try await connection.query("CREATE TABLE t (id int PRIMARY KEY)")
+            try await connection.query("INSERT INTO t VALUES (1)")
+            let duplicate = try await #require(throws: PostgresError.self) {
+                try await connection.query("INSERT INTO t VALUES ($1)", [1])
+            }
+            #expect(duplicate.code == .server)
+            #expect(duplicate.sqlState == .uniqueViolation)
+            #expect(duplicate.constraint == "t_pkey")
+            #expect(duplicate.detail?.contains("(id)=(1)") == true)
+            #expect(!duplicate.isTransient)
+
+            let syntax = try await #require(throws: PostgresError.self) {
+                try await connection.query("SELEC 1")
+            }
+            #expect(syntax.sqlState == .syntaxError)
+            #expect(syntax.message.contains("syntax error"))
+            await connection.close()
+        }
+    }
+
+    @Test("a transaction commits on return and rolls back on a thrown error")
+    func transactions() async throws {
+        struct Boom: Error {}
+        try await TestDatabase.withEmpty { configuration in
+            let pool = PostgresPool(configuration, options: .init(maxConnections: 2))
+            try await pool.query("CREATE TABLE t (id int)")
+            _ = try await pool.withTransaction { try await $0.query("INSERT INTO t VALUES (1)") }
+            await #expect(throws: Boom.self) {
+                try await pool.withTransaction { connection in
+                    try await connection.query("INSERT INTO t VALUES (2)")
+                    throw Boom()
+                }
+            }
+            // A server error inside the transaction rolls back too.
+            await #expect(throws: PostgresError.self) {
+                try await pool.withTransaction { connection in
+                    try await connection.query("INSERT INTO t VALUES (3)")
+                    try await connection.query("INSERT INTO t VALUES ('not a number')")
+                }
+            }
+            #expect(try await pool.query("SELECT array_agg(id)::text FROM t").scalar(String.self) == "{1}")
+            await pool.close()
+        }
+    }
+
+    @Test("a pipelined batch of 1,000 inserts lands in one round trip, all or nothing")
+    func pipelineBatch() async throws {
+        try await TestDatabase.withEmpty { configuration in
+            let connection = try await PostgresConnection.connect(configuration)
+            try await connection.query("CREATE TABLE t (id int PRIMARY KEY, label text)")
+            let statements = (1...1000).map { (id: Int) in
+                PostgresStatement("INSERT INTO t VALUES ($1, $2) RETURNING id", [id, "row \(id)"])
+            }
+            let results = try await connection.pipeline(statements)
+            #expect(results.count == 1000)
+            #expect(try results.map { try $0.scalar(Int.self) } == Array(1...1000))
+            #expect(try await connection.query("SELECT count(*) FROM t").scalar(Int.self) == 1000)
+
+            // One failing statement undoes the whole batch and reports its own error.
+            var failing = (1001...1010).map { PostgresStatement("INSERT INTO t VALUES ($1, 'x')", [$0]) }
+            failing.insert(PostgresStatement("INSERT INTO t VALUES (5, 'duplicate')"), at: 5)
+            let error = try await #require(throws: PostgresError.self) { try await connection.pipeline(failing) }
+            #expect(error.sqlState == .uniqueViolation)
+            #expect(try await connection.query("SELECT count(*) FROM t").scalar(Int.self) == 1000)
+            // And the connection is back in normal mode.
+            #expect(try await connection.query("SELECT 41 + 1").scalar(Int.self) == 42)
+            await connection.close()
+        }
+    }
+
+    @Test("NOTICEs go to the configured handler, not to stderr")
+    func routesNotices() async throws {
+        try await TestDatabase.withEmpty { configuration in
+            let received = Received<PostgresNotice>()
+            var configured = configuration
+            configured.noticeHandler = { received.append($0) }
+            let connection = try await PostgresConnection.connect(configured)
+            try await connection.query("DO $$ BEGIN RAISE NOTICE 'hello from %', 'plpgsql'; END $$")
+            let notices = received.values
+            #expect(notices.count == 1)
+            #expect(notices.first?.message == "hello from plpgsql")
+            #expect(notices.first?.severity == "NOTICE")
+            await connection.close()
+        }
+    }
+
+    @Test("cancelling the task cancels the running statement on the server")
+    func cancellation() async throws {
+        try await TestDatabase.withEmpty { configuration in
+            let connection = try await PostgresConnection.connect(configuration)
+            let pid = try #require(await connection.backendPID)
+            let task = Task { try await connection.query("SELECT pg_sleep(30)") }
+            // Wait until the statement is running on the server before cancelling.
+            let observer = try await PostgresConnection.connect(configuration)
+            while try await observer.query(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND query LIKE 'SELECT pg_sleep%' AND state = 'active'",
+                [Int(pid)]
+            ).scalar(Int.self) == 0 {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            task.cancel()
+            let error = try await #require(throws: PostgresError.self) { try await task.value }
+            #expect(error.sqlState == .queryCanceled)
+            #expect(try await connection.query("SELECT 1").scalar(Int.self) == 1)
+            await connection.close()
+            await observer.close()
+        }
+    }
+
+    @Test("16 connections run 16 blocking statements at once: none waits on the cooperative pool")
+    func connectionsDoNotSerialize() async throws {
+        try await TestDatabase.withEmpty { configuration in
+            var connections: [PostgresConnection] = []
+            for _ in 0..<16 { connections.append(try await PostgresConnection.connect(configuration)) }
+            let intervals = try await withThrowingTaskGroup(of: (Date, Date).self) { group in
+                for connection in connections {
+                    group.addTask {
+                        let row = try #require(
+                            try await connection.query(
+                                "SELECT clock_timestamp() AS started, pg_sleep(0.3), clock_timestamp() AS ended"
+                            ).first
+                        )
+                        return (try row.decode("started", as: Date.self), try row.decode("ended", as: Date.self))
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(intervals.count == 16)
+            // Every statement started before any one of them ended: all 16 ran at the same time.
+            // (Times come from the server's clock, so this holds however slow the machine is.)
+            let latestStart = try #require(intervals.map(\.0).max())
+            let earliestEnd = try #require(intervals.map(\.1).min())
+            #expect(latestStart < earliestEnd)
+            for connection in connections { await connection.close() }
+        }
+    }
+}
+
+/// Collects values from callbacks on other threads.
+final class Received<Value: Sendable>: @unchecked Sendable {
+    // Safe because `items` is only touched with `lock` held.
+    private let lock = NSLock()
+    private var items: [Value] = []
+    func append(_ value: Value) { lock.withLock { items.append(value) } }
+    var values: [Value] { lock.withLock { items } }
+}

@@ -1,0 +1,46 @@
+import QueueModel
+import Testing
+
+@Suite("Command-line arguments")
+struct ArgumentsTests {
+    @Test("options, flags, positionals and --")
+    func parses() throws {
+        let arguments = try Arguments(
+            ["submit", "--priority", "background", "--class=code", "--wait", "-h", "--json=false", "--", "--literal"],
+            command: "dispatcher submit", options: ["priority", "class"], flags: ["wait", "json"]
+        )
+        #expect(arguments.positionals == ["submit", "--literal"])
+        #expect(arguments.value("priority") == "background")
+        #expect(arguments.value("class") == "code")
+        #expect(arguments.flag("wait"))
+        #expect(arguments.flag("help"))
+        #expect(!arguments.flag("json"))
+    }
+
+    @Test("an unknown option or a missing value names the command's --help")
+    func errors() {
+        let unknown = #expect(throws: QueueError.self) {
+            try Arguments(["--prio", "x"], command: "dispatcher submit", options: ["priority"])
+        }
+        #expect(unknown?.message == "unknown option --prio for `dispatcher submit`")
+        #expect(unknown?.hint?.contains("dispatcher submit --help") == true)
+        let missing = #expect(throws: QueueError.self) {
+            try Arguments(["--priority"], command: "dispatcher submit", options: ["priority"])
+        }
+        #expect(missing?.message == "--priority needs a value")
+    }
+
+    @Test("durations", arguments: [("250ms", 250), ("30s", 30_000), ("5m", 300_000), ("2h", 7_200_000), ("1.5", 1500)])
+    func durations(text: String, milliseconds: Int64) {
+        #expect(Arguments.parseDuration(text) == .milliseconds(milliseconds))
+    }
+
+    @Test("bad numbers and durations say what was expected")
+    func badValues() throws {
+        let arguments = try Arguments(["--n", "x", "--t", "soon"], command: "c", options: ["n", "t"])
+        let number = #expect(throws: QueueError.self) { try arguments.integer("n", default: 1, range: 1...10) }
+        #expect(number?.message.contains("between 1 and 10") == true)
+        let duration = #expect(throws: QueueError.self) { try arguments.duration("t", default: .seconds(1)) }
+        #expect(duration?.message.contains("like 500ms") == true)
+    }
+}

@@ -1,0 +1,27 @@
+import Postgres
+import Testing
+
+@Suite("Connection strings")
+struct ConfigurationTests {
+    @Test("URLs and key=value strings both parse, and the target never shows the password")
+    func targets() throws {
+        let url = try PostgresConfiguration("postgres://alice:s3cret-pass@db.example.com:6432/orders?sslmode=require")
+        #expect(url.target == "postgres://alice@db.example.com:6432/orders")
+        #expect(!url.description.contains("s3cret-pass"))
+
+        let pairs = try PostgresConfiguration("host=/run/pg port=5433 user=bob password=hunter22 dbname=app")
+        #expect(pairs.target == "postgres://bob@[/run/pg]:5433/app")
+        #expect(!"\(pairs)".contains("hunter22"))
+
+        let other = url.withDatabase("reports")
+        #expect(other.target == "postgres://alice@db.example.com:6432/reports")
+        #expect(other.databaseOverride == "reports")
+    }
+
+    @Test("a malformed string is an invalid-configuration error with an example of a good one")
+    func malformed() {
+        let error = #expect(throws: PostgresError.self) { try PostgresConfiguration("host=a port") }
+        #expect(error?.code == .invalidConfiguration)
+        #expect(error?.hint?.contains("postgres://") == true)
+    }
+}

@@ -1,0 +1,50 @@
+import Foundation
+import Testing
+
+@testable import Postgres
+
+@Suite("Postgres timestamp text")
+struct TimestampTests {
+    @Test(
+        "parses the ISO forms Postgres writes",
+        arguments: [
+            ("2026-11-26 21:08:05.123456+00", 1_795_727_285.123456),
+            ("2026-11-26 21:08:05+00", 1_795_727_285.0),
+            ("2026-11-26 21:08:05.5+00", 1_795_727_285.5),
+            ("2026-11-26 23:38:05+02:30", 1_795_727_285.0),
+            ("2026-11-26 21:08:05-00:00:30", 1_795_727_315.0),
+            ("1970-01-01 00:00:00+00", 0.0),
+            ("1969-12-31 23:59:59.999999+00", -0.000001),
+            ("2000-02-29", 951_782_400.0),
+            ("2026-11-26T21:08:05.123456Z", 1_795_727_285.123456),
+        ]
+    )
+    func parses(text: String, seconds: Double) throws {
+        let date = try #require(PostgresTimestamp.parse(text))
+        #expect(abs(date.timeIntervalSince1970 - seconds) < 0.0000005)
+    }
+
+    @Test("rejects what it cannot represent exactly", arguments: ["", "2026-11-26 21:08", "0044-03-15 12:00:00+00 BC", "yesterday"])
+    func rejects(text: String) {
+        #expect(PostgresTimestamp.parse(text) == nil)
+    }
+
+    @Test("infinity maps to the distant dates")
+    func infinity() {
+        #expect(PostgresTimestamp.parse("infinity") == .distantFuture)
+        #expect(PostgresTimestamp.parse("-infinity") == .distantPast)
+    }
+
+    @Test("format and parse round-trip to the microsecond")
+    func roundTrip() throws {
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<2000 {
+            let micros = Int64.random(in: -2_000_000_000_000_000...4_000_000_000_000_000, using: &generator)
+            let date = Date(timeIntervalSince1970: Double(micros) / 1_000_000)
+            let text = PostgresTimestamp.format(date)
+            let parsed = try #require(PostgresTimestamp.parse(text), "\(text)")
+            #expect(abs(parsed.timeIntervalSince(date)) < 0.000002, "\(text)")
+        }
+        #expect(PostgresTimestamp.format(Date(timeIntervalSince1970: 0)) == "1970-01-01T00:00:00.000000Z")
+    }
+}
