@@ -9,6 +9,12 @@ enum DispatcherCommand {
 
         commands:
           demo       start a private Postgres, migrate it, and show the schema (no setup needed)
+          submit     submit a job (--prompt, --request FILE) or many (--file JOBS.jsonl)
+          wait       wait for jobs to finish and print their outcomes
+          result     print a finished job's result
+          cancel     cancel jobs (queued: at once; running: at the next heartbeat)
+          retry      submit a failed, cancelled or expired job again
+          prune      drop results older than a given age (whole partitions)
           migrate    apply schema migrations to DATABASE_URL (--status to only show them)
           bench      measure throughput and latency against baselines run alongside
 
@@ -25,6 +31,12 @@ enum DispatcherCommand {
         do {
             switch command {
             case "migrate": return try await MigrateCommand.run(rest)
+            case "submit": return try await SubmitCommand.run(rest)
+            case "wait": return try await JobCommands.wait(rest)
+            case "result": return try await JobCommands.result(rest)
+            case "cancel": return try await JobCommands.cancel(rest)
+            case "retry": return try await JobCommands.retry(rest)
+            case "prune": return try await JobCommands.prune(rest)
             case "demo": return try await DemoCommand.run(rest)
             case "bench": return try await BenchCommand.run(rest)
             default:

@@ -139,7 +139,7 @@ public struct ChildProcess: Sendable {
     public static func resolve(_ executable: String) throws -> String {
         if executable.contains("/") { return executable }
         let directories = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin")
-            .split(separator: ":") + ["/usr/sbin", "/sbin"]
+            .split(separator: ":").map(String.init) + ["/usr/sbin", "/sbin"]
         for directory in directories {
             let candidate = "\(directory)/\(executable)"
             if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }

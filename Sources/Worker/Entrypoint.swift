@@ -1,10 +1,8 @@
 import Foundation
-import QueueModel
 
 @main
 struct Entrypoint {
     static func main() async {
-        print("worker: not yet implemented")
-        exit(1)
+        exit(await WorkerCommand.run(Array(CommandLine.arguments.dropFirst())))
     }
 }

@@ -53,10 +53,3 @@ enum ClientBenchmarks {
         try await connection.query("DROP TABLE bench_pipeline")
     }
 }
-
-extension Duration {
-    /// The duration in seconds, as a Double.
-    var seconds: Double {
-        Double(components.seconds) + Double(components.attoseconds) / 1e18
-    }
-}

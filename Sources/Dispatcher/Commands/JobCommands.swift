@@ -1,0 +1,149 @@
+import Foundation
+import Postgres
+import QueueModel
+
+/// `dispatcher wait | result | cancel | retry | prune`.
+enum JobCommands {
+    static let waitUsage = """
+        usage: dispatcher wait ID… [--timeout DURATION] [--json]
+
+        Waits until every job finishes (LISTEN/NOTIFY, no polling loop) and prints each outcome.
+        Exit status: 0 all succeeded; 3 one failed, was cancelled or expired; 4 timed out
+        (default --timeout 5m); 6 an id is unknown.
+        """
+
+    static let resultUsage = """
+        usage: dispatcher result ID [--content]
+
+        Prints the job's result row as JSON (status, model, response, error, attempts, tokens,
+        cost, timings), or with --content only the answer's text.
+        Exit status: 0 succeeded; 3 failed, cancelled or expired; 5 not finished yet; 6 unknown.
+        """
+
+    static let cancelUsage = """
+        usage: dispatcher cancel ID…
+
+        A queued job ends as cancelled at once; a running one at its worker's next heartbeat.
+        Exit status: 0 cancelled or cancelling; 3 it had already finished; 6 unknown.
+        """
+
+    static let retryUsage = """
+        usage: dispatcher retry ID
+
+        Submits a failed, cancelled or expired job again, as a new job linked to the old one
+        (retry_of), and prints the new id.
+        """
+
+    static let pruneUsage = """
+        usage: dispatcher prune --older-than DURATION
+
+        Drops whole daily results partitions older than DURATION (e.g. 30d), and trims old
+        idempotency keys. No DELETE of result rows, so no bloat.
+        """
+
+    private static func open(_ arguments: Arguments) throws -> QueueStore {
+        QueueStore(
+            pool: PostgresPool(
+                try Database.configuration(arguments, applicationName: "switchyard-dispatcher"),
+                options: .init(maxConnections: 2)
+            )
+        )
+    }
+
+    private static func ids(_ arguments: Arguments, usage: String) throws -> [Int64] {
+        guard !arguments.positionals.isEmpty else { throw QueueError(.invalidInput, "no job id given", hint: usage) }
+        return try arguments.positionals.map { text in
+            guard let id = Int64(text), id > 0 else {
+                throw QueueError(.invalidInput, "\"\(text)\" is not a job id (job ids are positive whole numbers)")
+            }
+            return id
+        }
+    }
+
+    static func wait(_ words: [String]) async throws -> Int32 {
+        let arguments = try Arguments(words, command: "dispatcher wait", options: ["timeout", "database-url"], flags: ["json"])
+        if arguments.flag("help") { print(waitUsage); return ExitCode.success }
+        let store = try open(arguments)
+        defer { Task { await store.pool.close() } }
+        return try await JobWaiter(store: store).wait(
+            for: try ids(arguments, usage: waitUsage), timeout: try arguments.duration("timeout", default: .seconds(300)),
+            json: arguments.flag("json")
+        )
+    }
+
+    static func result(_ words: [String]) async throws -> Int32 {
+        let arguments = try Arguments(words, command: "dispatcher result", options: ["database-url"], flags: ["content", "json"])
+        if arguments.flag("help") { print(resultUsage); return ExitCode.success }
+        let jobs = try ids(arguments, usage: resultUsage)
+        guard jobs.count == 1 else { throw QueueError(.invalidInput, "give one job id", hint: resultUsage) }
+        let store = try open(arguments)
+        defer { Task { await store.pool.close() } }
+        guard let result = try await store.result(of: jobs[0]) else {
+            guard let status = try await store.status(of: jobs[0]) else {
+                printError("job \(jobs[0]) not found")
+                return ExitCode.notFound
+            }
+            printError("job \(jobs[0]) has not finished: it is \(status)")
+            return ExitCode.notFinished
+        }
+        if arguments.flag("content") {
+            print(result["response"]?["choices"]?[0]?["message"]?["content"]?.stringValue ?? "")
+        } else {
+            print(result.prettyText)
+        }
+        return result["status"]?.stringValue == "succeeded" ? ExitCode.success : ExitCode.jobNotSucceeded
+    }
+
+    static func cancel(_ words: [String]) async throws -> Int32 {
+        let arguments = try Arguments(words, command: "dispatcher cancel", options: ["database-url"], flags: ["json"])
+        if arguments.flag("help") { print(cancelUsage); return ExitCode.success }
+        let jobs = try ids(arguments, usage: cancelUsage)
+        let store = try open(arguments)
+        defer { Task { await store.pool.close() } }
+        var status = ExitCode.success
+        for id in jobs {
+            let outcome = try await store.cancel(id)
+            switch outcome {
+            case "cancelled", "cancelling":
+                print("\(id)  \(outcome)")
+            case "not_found":
+                print("\(id)  not found")
+                status = max(status, ExitCode.notFound)
+            default:
+                print("\(id)  already \(outcome)")
+                status = max(status, ExitCode.jobNotSucceeded)
+            }
+        }
+        return status
+    }
+
+    static func retry(_ words: [String]) async throws -> Int32 {
+        let arguments = try Arguments(words, command: "dispatcher retry", options: ["database-url"], flags: ["json"])
+        if arguments.flag("help") { print(retryUsage); return ExitCode.success }
+        let jobs = try ids(arguments, usage: retryUsage)
+        guard jobs.count == 1 else { throw QueueError(.invalidInput, "give one job id", hint: retryUsage) }
+        let store = try open(arguments)
+        defer { Task { await store.pool.close() } }
+        do {
+            let id = try await store.retry(jobs[0])
+            print(arguments.flag("json") ? JSONValue.object(["id": .number(Double(id)), "retry_of": .number(Double(jobs[0]))]).jsonText : String(id))
+            return ExitCode.success
+        } catch let error as QueueError where error.code == .notFound {
+            printError("error: \(error)")
+            return ExitCode.notFound
+        }
+    }
+
+    static func prune(_ words: [String]) async throws -> Int32 {
+        let arguments = try Arguments(words, command: "dispatcher prune", options: ["older-than", "database-url"])
+        if arguments.flag("help") { print(pruneUsage); return ExitCode.success }
+        guard arguments.value("older-than") != nil else {
+            throw QueueError(.invalidInput, "--older-than is required", hint: "e.g. dispatcher prune --older-than 30d")
+        }
+        let age = try arguments.duration("older-than", default: .seconds(30 * 86_400))
+        let store = try open(arguments)
+        defer { Task { await store.pool.close() } }
+        for (item, removed) in try await store.prune(olderThan: age) { print("\(item): \(removed) removed") }
+        return ExitCode.success
+    }
+}

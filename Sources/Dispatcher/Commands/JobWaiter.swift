@@ -1,0 +1,99 @@
+import Foundation
+import Postgres
+import QueueModel
+
+/// Waits for jobs to finish: LISTENs on switchyard_results, then checks (so a job that finished
+/// before the LISTEN is not missed), and checks again after any reconnect.
+struct JobWaiter {
+    let store: QueueStore
+
+    static let finalStatuses: Set<String> = ["succeeded", "failed", "cancelled", "expired"]
+
+    /// Waits, prints each job's outcome as it finishes, and returns the exit status.
+    func wait(for ids: [Int64], timeout: Duration, json: Bool) async throws -> Int32 {
+        let notifications = try await store.pool.listen(on: ["switchyard_results"])
+        var pending = Set(ids)
+        var statuses: [Int64: String] = [:]
+        var results: [Int64: JSONValue] = [:]
+
+        func check(_ candidates: Set<Int64>) async throws {
+            let found = try await store.statuses(of: Array(candidates))
+            for id in candidates {
+                guard let status = found[id] else {
+                    statuses[id] = "not_found"
+                    pending.remove(id)
+                    continue
+                }
+                statuses[id] = status
+                if Self.finalStatuses.contains(status) {
+                    pending.remove(id)
+                    if let result = try await store.result(of: id) {
+                        results[id] = result
+                        if !json { print(Self.summary(id: id, result: result)) }
+                    }
+                }
+            }
+        }
+
+        try await check(pending)
+        if !pending.isEmpty {
+            let deadline = ContinuousClock.now + timeout
+            let waiting = pending
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    try await Task.sleep(until: deadline)
+                }
+                group.addTask {
+                    var remaining = waiting
+                    for await event in notifications {
+                        var changed: Set<Int64> = []
+                        switch event {
+                        case .notification(let notification):
+                            for part in notification.payload.split(separator: ",") {
+                                if let id = Int64(part), remaining.contains(id) { changed.insert(id) }
+                            }
+                        case .reconnected: changed = remaining
+                        case .disconnected: continue
+                        }
+                        if changed.isEmpty { continue }
+                        remaining.subtract(changed)
+                        if remaining.isEmpty { return }
+                    }
+                }
+                // Whichever ends first: every job finished, or the timeout.
+                _ = try await group.next()
+                group.cancelAll()
+            }
+            try await check(pending)
+        }
+
+        if json {
+            let items: [JSONValue] = ids.map { id in
+                results[id] ?? ["job_id": .number(Double(id)), "status": .string(statuses[id] ?? "unknown")]
+            }
+            print(JSONValue.array(items).prettyText)
+        } else {
+            for id in ids where !(Self.finalStatuses.contains(statuses[id] ?? "")) {
+                print("\(id)  \(statuses[id] ?? "unknown")")
+            }
+        }
+        if statuses.values.contains("not_found") { return ExitCode.notFound }
+        if !pending.isEmpty { return ExitCode.timedOut }
+        return ids.allSatisfy({ statuses[$0] == "succeeded" }) ? ExitCode.success : ExitCode.jobNotSucceeded
+    }
+
+    /// One line per finished job: id, status, model, latency, and the answer or the error.
+    static func summary(id: Int64, result: JSONValue) -> String {
+        let status = result["status"]?.stringValue ?? "?"
+        var parts = ["\(id)", status]
+        if let model = result["model"]?.stringValue { parts.append(model) }
+        if let latency = result["latency_ms"]?.doubleValue { parts.append(String(format: "%.0fms", latency)) }
+        if status == "succeeded" {
+            let content = result["response"]?["choices"]?[0]?["message"]?["content"]?.stringValue ?? ""
+            parts.append(String(content.prefix(200)).replacingOccurrences(of: "\n", with: " "))
+        } else if let message = result["error"]?["message"]?.stringValue {
+            parts.append(message)
+        }
+        return parts.joined(separator: "  ")
+    }
+}

@@ -1,0 +1,144 @@
+import Foundation
+import Postgres
+import QueueModel
+
+/// `dispatcher submit`: one job from flags or a request file, or many from JSONL.
+enum SubmitCommand {
+    static let usage = """
+        usage: dispatcher submit --prompt TEXT [--system TEXT] [options]
+               dispatcher submit --request FILE.json [options]      (one OpenAI chat request; - for stdin)
+               dispatcher submit --file JOBS.jsonl [options]        (one job per line; - for stdin)
+
+        Each JSONL line is a request ({"messages": [...]}) or an envelope
+        ({"request": {...}, "priority": "background", "affinity_key": "conv-1", ...}); the options
+        below are the defaults for what a line leaves out. One bad line never loses the others:
+        the good ones are submitted and the bad ones listed with their line numbers.
+
+          --priority interactive|background   (default interactive)
+          --class NAME            routing task class (default: classify the request)
+          --affinity KEY          jobs with the same key go to the same model
+          --deadline TIME         ISO 8601 time, or a duration from now (10m, 2h)
+          --run-at TIME           not before this time (ISO 8601 or a duration from now)
+          --max-attempts N        (default 3)
+          --idempotency-key KEY   a repeat returns the first job instead of a new one
+          --tenant NAME
+          --metadata JSON         an object returned with the result
+          --wait                  wait for the result and print it (single job)
+          --timeout DURATION      with --wait (default 5m)
+          --json                  machine-readable output
+
+        Exit status: 0 submitted (and, with --wait, succeeded); 2 invalid input (for --file: at
+        least one line rejected); 3 the job failed, was cancelled or expired; 4 --wait timed out.
+        """
+
+    static func run(_ words: [String]) async throws -> Int32 {
+        let arguments = try Arguments(
+            words, command: "dispatcher submit",
+            options: [
+                "prompt", "system", "request", "file", "priority", "class", "affinity", "deadline", "run-at",
+                "max-attempts", "idempotency-key", "tenant", "metadata", "timeout", "database-url",
+            ],
+            flags: ["wait", "json"]
+        )
+        if arguments.flag("help") {
+            print(usage)
+            return ExitCode.success
+        }
+        if let extra = arguments.positionals.first {
+            throw QueueError(
+                .invalidInput, "unexpected argument \"\(extra)\"",
+                hint: "Pass the prompt with --prompt \"…\" (quoted), or a file with --request or --file."
+            )
+        }
+        let defaults = try defaultSubmission(arguments)
+        let sources = ["prompt", "request", "file"].filter { arguments.value($0) != nil }
+        guard sources.count <= 1 else {
+            throw QueueError(.invalidInput, "give only one of --prompt, --request and --file")
+        }
+        let pool = PostgresPool(
+            try Database.configuration(arguments, applicationName: "switchyard-submit"),
+            options: .init(maxConnections: 2)
+        )
+        defer { Task { await pool.close() } }
+        let store = QueueStore(pool: pool)
+
+        if let file = arguments.value("file") ?? (sources.isEmpty && isatty(0) == 0 ? "-" : nil) {
+            return try await BulkSubmission(store: store, defaults: defaults, json: arguments.flag("json"))
+                .run(reading: file)
+        }
+        var submission = defaults
+        if let prompt = arguments.value("prompt") {
+            submission.request = Submission.prompt(prompt, system: arguments.value("system"))
+        } else if let path = arguments.value("request") {
+            submission.request = try JSONValue(parsing: try readInput(path))
+            if let system = arguments.value("system"), case .array(var messages)? = submission.request["messages"] {
+                messages.insert(["role": "system", "content": .string(system)], at: 0)
+                submission.request["messages"] = .array(messages)
+            }
+        } else {
+            throw QueueError(
+                .invalidInput, "nothing to submit",
+                hint: "Give --prompt \"…\", --request FILE.json, or --file JOBS.jsonl (see dispatcher submit --help)."
+            )
+        }
+        let id = try await store.submit(submission)
+        guard arguments.flag("wait") else {
+            print(arguments.flag("json") ? JSONValue.object(["id": .number(Double(id))]).jsonText : String(id))
+            return ExitCode.success
+        }
+        if !arguments.flag("json") { printError("submitted job \(id); waiting…") }
+        return try await JobWaiter(store: store).wait(
+            for: [id], timeout: try arguments.duration("timeout", default: .seconds(300)), json: arguments.flag("json")
+        )
+    }
+
+    /// The submission options given as flags (the defaults for JSONL lines).
+    static func defaultSubmission(_ arguments: Arguments) throws -> Submission {
+        var submission = Submission(request: [:])
+        if let priority = arguments.value("priority") {
+            guard let parsed = Priority(rawValue: priority) else {
+                throw QueueError(.invalidInput, "--priority must be interactive or background (got \"\(priority)\")")
+            }
+            submission.priority = parsed
+        }
+        submission.taskClass = arguments.value("class")
+        submission.affinityKey = arguments.value("affinity")
+        submission.idempotencyKey = arguments.value("idempotency-key")
+        submission.tenant = arguments.value("tenant")
+        submission.deadline = try time(arguments, "deadline")
+        submission.runAt = try time(arguments, "run-at")
+        if arguments.value("max-attempts") != nil {
+            submission.maxAttempts = try arguments.integer("max-attempts", default: 3, range: 1...100)
+        }
+        if let metadata = arguments.value("metadata") {
+            let value = try JSONValue(parsing: metadata)
+            guard case .object = value else {
+                throw QueueError(.invalidInput, "--metadata must be a JSON object, like '{\"team\":\"search\"}'")
+            }
+            submission.metadata = value
+        }
+        return submission
+    }
+
+    /// An ISO 8601 time, or a duration from now.
+    static func time(_ arguments: Arguments, _ name: String) throws -> Date? {
+        guard let text = arguments.value(name) else { return nil }
+        if let date = ISO8601Parsing.date(text) { return date }
+        if let duration = Arguments.parseDuration(text.hasPrefix("+") ? String(text.dropFirst()) : text) {
+            return Date().addingTimeInterval(duration.seconds)
+        }
+        throw QueueError(
+            .invalidInput, "--\(name) must be an ISO 8601 time (2026-11-26T21:00:00Z) or a duration from now (10m)"
+                + " (got \"\(text)\")"
+        )
+    }
+
+    /// The contents of a file, or of stdin for "-".
+    static func readInput(_ path: String) throws -> String {
+        if path == "-" { return String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self) }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw QueueError(.invalidInput, "cannot read \(path)", hint: "Check that the file exists and is readable.")
+        }
+        return String(decoding: data, as: UTF8.self)
+    }
+}

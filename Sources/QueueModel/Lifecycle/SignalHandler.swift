@@ -1,0 +1,35 @@
+import Dispatch
+import Foundation
+import Synchronization
+
+/// Turns the first SIGTERM or SIGINT into a call to `onSignal` (a graceful shutdown); a second
+/// one exits at once with status 130, for when the graceful path is stuck.
+public final class SignalHandler: @unchecked Sendable {
+    // Safe because `sources` is only written in `init`; Dispatch sources are thread-safe.
+    private let sources: [any DispatchSourceSignal]
+
+    public init(onSignal: @escaping @Sendable () -> Void) {
+        let received = Mutex(false)
+        var sources: [any DispatchSourceSignal] = []
+        for signalNumber in [SIGTERM, SIGINT] {
+            signal(signalNumber, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
+            source.setEventHandler {
+                let again = received.withLock { received in
+                    defer { received = true }
+                    return received
+                }
+                if again { exit(130) }
+                onSignal()
+            }
+            source.resume()
+            sources.append(source)
+        }
+        self.sources = sources
+    }
+
+    /// Stops listening for signals.
+    public func cancel() {
+        for source in sources { source.cancel() }
+    }
+}

@@ -1,0 +1,132 @@
+import Foundation
+import Postgres
+
+/// A job's priority, which is also its partition of `switchyard.jobs`.
+public enum Priority: String, Sendable, Hashable, Codable, CaseIterable {
+    /// A person waits for the answer: seconds matter.
+    case interactive
+    /// Batch work: cost matters.
+    case background
+}
+
+/// A job a worker has claimed: its request and what it needs to run it and to write it back.
+public struct Job: Sendable, Hashable {
+    public var id: Int64
+    public var priority: Priority
+    public var taskClass: String?
+    public var affinityKey: String?
+    public var request: JSONValue
+    /// This attempt's number (1 for the first); with the worker's id, it fences the write-back.
+    public var attempt: Int
+    public var maxAttempts: Int
+    public var runAt: Date
+    public var deadline: Date?
+    public var leaseExpiresAt: Date?
+    public var claimedAt: Date?
+    public var tenant: String?
+    public var createdAt: Date
+    public var metadata: JSONValue
+    /// The trail of earlier attempts.
+    public var attempts: [JSONValue]
+
+    public init(
+        id: Int64, priority: Priority, taskClass: String? = nil, affinityKey: String? = nil, request: JSONValue,
+        attempt: Int = 1, maxAttempts: Int = 3, runAt: Date = Date(), deadline: Date? = nil,
+        leaseExpiresAt: Date? = nil, claimedAt: Date? = nil, tenant: String? = nil, createdAt: Date = Date(),
+        metadata: JSONValue = [:], attempts: [JSONValue] = []
+    ) {
+        self.id = id
+        self.priority = priority
+        self.taskClass = taskClass
+        self.affinityKey = affinityKey
+        self.request = request
+        self.attempt = attempt
+        self.maxAttempts = maxAttempts
+        self.runAt = runAt
+        self.deadline = deadline
+        self.leaseExpiresAt = leaseExpiresAt
+        self.claimedAt = claimedAt
+        self.tenant = tenant
+        self.createdAt = createdAt
+        self.metadata = metadata
+        self.attempts = attempts
+    }
+
+    /// Decodes a row of `switchyard.jobs`.
+    init(row: PostgresRow) throws {
+        let priorityText = try row.decode("priority", as: String.self)
+        guard let priority = Priority(rawValue: priorityText) else {
+            throw QueueError(.database, "job has unknown priority \(priorityText)")
+        }
+        self.init(
+            id: try row.decode("id"), priority: priority, taskClass: try row.decode("task_class", as: String?.self),
+            affinityKey: try row.decode("affinity_key", as: String?.self),
+            request: try JSONValue(parsing: try row.decode("request", as: String.self)),
+            attempt: try row.decode("attempt"), maxAttempts: try row.decode("max_attempts"),
+            runAt: try row.decode("run_at"), deadline: try row.decode("deadline", as: Date?.self),
+            leaseExpiresAt: try row.decode("lease_expires_at", as: Date?.self),
+            claimedAt: try row.decode("claimed_at", as: Date?.self), tenant: try row.decode("tenant", as: String?.self),
+            createdAt: try row.decode("created_at"),
+            metadata: try JSONValue(parsing: try row.decode("metadata", as: String.self)),
+            attempts: try JSONValue(parsing: try row.decode("attempts", as: String.self)).arrayValue ?? []
+        )
+    }
+}
+
+/// One entry of a job's trail: a model tried, and how it went.
+public struct AttemptRecord: Sendable, Hashable, Codable {
+    /// The job attempt this call belonged to.
+    public var attempt: Int
+    public var model: String?
+    public var provider: String?
+    public var tier: String?
+    /// `succeeded`, `error`, `timeout`, `rate_limited`, `cancelled`, …
+    public var outcome: String
+    public var httpStatus: Int?
+    public var latencyMS: Double?
+    /// A short summary of the error, never containing a key or the prompt.
+    public var error: String?
+    public var worker: String?
+    public var at: Date
+
+    public init(
+        attempt: Int, model: String? = nil, provider: String? = nil, tier: String? = nil, outcome: String,
+        httpStatus: Int? = nil, latencyMS: Double? = nil, error: String? = nil, worker: String? = nil, at: Date = Date()
+    ) {
+        self.attempt = attempt
+        self.model = model
+        self.provider = provider
+        self.tier = tier
+        self.outcome = outcome
+        self.httpStatus = httpStatus
+        self.latencyMS = latencyMS
+        self.error = error
+        self.worker = worker
+        self.at = at
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case attempt, model, provider, tier, outcome, error, worker, at
+        case httpStatus = "http_status"
+        case latencyMS = "latency_ms"
+    }
+
+    /// The record as JSON, the way the trail stores it.
+    public var json: JSONValue {
+        var object: [String: JSONValue] = ["attempt": .number(Double(attempt)), "outcome": .string(outcome)]
+        if let model { object["model"] = .string(model) }
+        if let provider { object["provider"] = .string(provider) }
+        if let tier { object["tier"] = .string(tier) }
+        if let httpStatus { object["http_status"] = .number(Double(httpStatus)) }
+        if let latencyMS { object["latency_ms"] = .number((latencyMS * 1000).rounded() / 1000) }
+        if let error { object["error"] = .string(error) }
+        if let worker { object["worker"] = .string(worker) }
+        object["at"] = .string(PostgresTimestampText.format(at))
+        return .object(object)
+    }
+}
+
+/// ISO 8601 text for JSON documents (the same format bind parameters use).
+enum PostgresTimestampText {
+    static func format(_ date: Date) -> String { date.postgresText }
+}

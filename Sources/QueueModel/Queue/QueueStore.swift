@@ -1,0 +1,219 @@
+import Foundation
+import Postgres
+
+/// The queue's SQL operations. Each is one statement (one round trip), whatever the batch size.
+public struct QueueStore: Sendable {
+    public let pool: PostgresPool
+
+    public init(pool: PostgresPool) {
+        self.pool = pool
+    }
+
+    // MARK: Submission
+
+    private static let submitSQL = """
+        SELECT switchyard.submit($1::jsonb, $2, $3, $4, coalesce($5::timestamptz, now()), $6::timestamptz,
+                                 coalesce($7::integer, 3), $8, $9, $10::jsonb)
+        """
+
+    /// Submits one job and returns its id (an earlier job's id for a repeated idempotency key).
+    /// - Throws: `QueueError.invalidInput` with the server's message when validation refuses it.
+    public func submit(_ submission: Submission) async throws -> Int64 {
+        do {
+            return try await pool.query(Self.submitSQL, Self.binds(submission)).scalar(Int64.self)
+        } catch let error as PostgresError {
+            throw QueueError(submissionError: error)
+        }
+    }
+
+    /// Submits many jobs in one statement. When the server refuses any of them, none of the batch
+    /// is stored, and this says which one (so the caller can resubmit the others).
+    /// - Returns: the ids, in order.
+    public func submit(batch: [Submission]) async throws -> [Int64] {
+        if batch.isEmpty { return [] }
+        let items: [JSONValue] = batch.map { submission in
+            var object: [String: JSONValue] = [
+                "request": submission.request, "priority": .string(submission.priority.rawValue),
+                "metadata": submission.metadata,
+            ]
+            if let value = submission.taskClass { object["task_class"] = .string(value) }
+            if let value = submission.affinityKey { object["affinity_key"] = .string(value) }
+            if let value = submission.runAt { object["run_at"] = .string(value.postgresText) }
+            if let value = submission.deadline { object["deadline"] = .string(value.postgresText) }
+            if let value = submission.maxAttempts { object["max_attempts"] = .number(Double(value)) }
+            if let value = submission.idempotencyKey { object["idempotency_key"] = .string(value) }
+            if let value = submission.tenant { object["tenant"] = .string(value) }
+            return .object(object)
+        }
+        do {
+            let rows = try await pool.query(
+                """
+                SELECT switchyard.submit(x.request, x.priority, x.task_class, x.affinity_key,
+                                         coalesce(x.run_at, now()), x.deadline, coalesce(x.max_attempts, 3),
+                                         x.idempotency_key, x.tenant, coalesce(x.metadata, '{}'))
+                FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS e(item, position),
+                     jsonb_to_record(e.item) AS x(request jsonb, priority text, task_class text, affinity_key text,
+                                                  run_at timestamptz, deadline timestamptz, max_attempts integer,
+                                                  idempotency_key text, tenant text, metadata jsonb)
+                ORDER BY e.position
+                """,
+                [JSONValue.array(items).jsonText]
+            )
+            return try rows.map { try $0[0].decode(Int64.self) }
+        } catch let error as PostgresError {
+            throw QueueError(submissionError: error)
+        }
+    }
+
+    static func binds(_ submission: Submission) -> [(any PostgresEncodable)?] {
+        [
+            submission.request.jsonText, submission.priority.rawValue, submission.taskClass, submission.affinityKey,
+            submission.runAt, submission.deadline, submission.maxAttempts, submission.idempotencyKey,
+            submission.tenant, submission.metadata.jsonText,
+        ]
+    }
+
+    // MARK: Claims, leases, write-back
+
+    /// Claims up to `freeSlots` jobs, interactive first, background only into `backgroundSlots`.
+    public func claim(worker: String, freeSlots: Int, backgroundSlots: Int, lease: Duration) async throws -> [Job] {
+        let rows = try await pool.query(
+            "SELECT * FROM switchyard.claim($1, $2, $3, $4)", [worker, freeSlots, backgroundSlots, lease.seconds]
+        )
+        return try rows.map(Job.init(row:))
+    }
+
+    /// Renews the leases a worker holds and records its heartbeat.
+    /// - Parameter held: the jobs the worker runs, with their attempt numbers.
+    /// - Returns: the jobs it still holds, and whether each was asked to cancel. A job left out
+    ///   was taken away from the worker (its lease expired and it was rescued).
+    public func heartbeat(
+        worker: WorkerIdentity, held: [(id: Int64, attempt: Int)], lease: Duration
+    ) async throws -> [Int64: Bool] {
+        let rows = try await pool.query(
+            "SELECT job_id, cancel_requested FROM switchyard.heartbeat($1, $2::bigint[], $3::integer[], $4, $5, $6, $7, $8)",
+            [
+                worker.id, held.map(\.id), held.map(\.attempt), lease.seconds, worker.concurrency, worker.hostname,
+                Int(worker.pid), worker.version,
+            ]
+        )
+        var result: [Int64: Bool] = [:]
+        for row in rows { result[try row.decode("job_id")] = try row.decode("cancel_requested", as: Bool.self) }
+        return result
+    }
+
+    /// Writes a batch of outcomes, fenced on (job, worker, attempt).
+    /// - Returns: the ids written; the others had lost their lease, and nothing was written for them.
+    public func complete(worker: String, _ completions: [Completion]) async throws -> Set<Int64> {
+        if completions.isEmpty { return [] }
+        let rows = try await pool.query(
+            "SELECT job_id FROM switchyard.complete($1, $2::jsonb)",
+            [worker, JSONValue.array(completions.map(\.json)).jsonText]
+        )
+        return Set(try rows.map { try $0[0].decode(Int64.self) })
+    }
+
+    // MARK: Housekeeping
+
+    /// Requeues (or ends) jobs whose lease expired. Returns (job id, outcome) pairs.
+    public func rescueExpired(limit: Int = 1000) async throws -> [(Int64, String)] {
+        try await pool.query("SELECT job_id, outcome FROM switchyard.rescue_expired($1)", [limit]).map {
+            (try $0[0].decode(Int64.self), try $0[1].decode(String.self))
+        }
+    }
+
+    /// Ends queued jobs whose deadline passed. Returns how many.
+    public func expireOverdue(limit: Int = 1000) async throws -> Int {
+        try await pool.query("SELECT switchyard.expire_overdue($1)", [limit]).scalar(Int.self)
+    }
+
+    /// Creates the daily results partitions for today and the next days.
+    public func ensureResultPartitions(daysAhead: Int = 3) async throws -> Int {
+        try await pool.query("SELECT switchyard.ensure_result_partitions($1)", [daysAhead]).scalar(Int.self)
+    }
+
+    /// Drops results partitions (and trims what is kept outside them) older than `olderThan`.
+    public func prune(olderThan: Duration) async throws -> [(item: String, removed: Int)] {
+        try await pool.query(
+            "SELECT item, removed FROM switchyard.prune(make_interval(secs => $1))", [olderThan.seconds]
+        ).map { (try $0[0].decode(String.self), try $0[1].decode(Int.self)) }
+    }
+
+    // MARK: Reading and controlling jobs
+
+    /// queued, scheduled, running, cancelling, succeeded, failed, cancelled, expired; nil if unknown.
+    public func status(of job: Int64) async throws -> String? {
+        try await pool.query("SELECT switchyard.job_status($1)", [job]).scalar(String?.self)
+    }
+
+    /// Statuses of many jobs at once (unknown ids are left out).
+    public func statuses(of jobs: [Int64]) async throws -> [Int64: String] {
+        let rows = try await pool.query(
+            "SELECT id, switchyard.job_status(id) FROM unnest($1::bigint[]) AS id", [jobs]
+        )
+        var result: [Int64: String] = [:]
+        for row in rows {
+            if let status = try row[1].decode(String?.self) { result[try row[0].decode(Int64.self)] = status }
+        }
+        return result
+    }
+
+    /// The result row of a finished job as JSON, or nil while it is not finished (or unknown).
+    public func result(of job: Int64) async throws -> JSONValue? {
+        let text = try await pool.query("SELECT to_jsonb(r)::text FROM switchyard.result($1) r", [job])
+            .scalar(String?.self)
+        return try text.map { try JSONValue(parsing: $0) }
+    }
+
+    /// Cancels a job: `cancelled`, `cancelling`, a final status it already had, or `not_found`.
+    public func cancel(_ job: Int64) async throws -> String {
+        try await pool.query("SELECT switchyard.cancel($1)", [job]).scalar(String.self)
+    }
+
+    /// Resubmits a failed, cancelled or expired job; returns the new job's id.
+    public func retry(_ job: Int64) async throws -> Int64 {
+        do {
+            return try await pool.query("SELECT switchyard.retry($1)", [job]).scalar(Int64.self)
+        } catch let error as PostgresError {
+            throw QueueError(submissionError: error)
+        }
+    }
+}
+
+/// Who a worker is, as its heartbeat records it.
+public struct WorkerIdentity: Sendable {
+    public var id: String
+    public var concurrency: Int
+    public var hostname: String
+    public var pid: Int32
+    public var version: String
+
+    public init(id: String, concurrency: Int, hostname: String, pid: Int32, version: String) {
+        self.id = id
+        self.concurrency = concurrency
+        self.hostname = hostname
+        self.pid = pid
+        self.version = version
+    }
+}
+
+extension QueueError {
+    /// Maps a server refusal to the caller's error: validation failures (22xxx, P0002) are
+    /// invalid input with the server's own message and hint; the rest are database errors.
+    init(submissionError error: PostgresError) {
+        if error.sqlState == SQLState("P0002") {
+            self.init(.notFound, error.message, hint: error.hint, sqlState: error.sqlState)
+        } else if let state = error.sqlState, state.errorClass == "22" {
+            self.init(.invalidInput, error.message, hint: error.hint, sqlState: state)
+        } else {
+            self.init(.database, error.message, hint: error.hint, sqlState: error.sqlState)
+        }
+    }
+}
+
+extension Duration {
+    /// The duration in seconds, as a Double.
+    public var seconds: Double {
+        Double(components.seconds) + Double(components.attoseconds) / 1e18
+    }
+}

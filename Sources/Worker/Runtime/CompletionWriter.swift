@@ -1,0 +1,133 @@
+import Foundation
+import Postgres
+import QueueModel
+import Synchronization
+
+/// Writes outcomes back in batches (group commit): while one batch is being written, the next
+/// one collects, so a busy worker writes hundreds of results per round trip and an idle one
+/// writes each result at once.
+final class CompletionWriter: Sendable {
+    private struct Pending {
+        var completion: Completion
+        var continuation: CheckedContinuation<Bool, Never>
+    }
+
+    private struct State {
+        var pending: [Pending] = []
+        var flusher: CheckedContinuation<Void, Never>?
+        var finishing = false
+    }
+
+    private let state = Mutex(State())
+    private let store: QueueStore
+    private let worker: String
+    private let batchLimit: Int
+    private let logger: Logger
+
+    init(store: QueueStore, worker: String, batchLimit: Int, logger: Logger) {
+        self.store = store
+        self.worker = worker
+        self.batchLimit = max(1, batchLimit)
+        self.logger = logger
+    }
+
+    /// Queues an outcome and waits until it is written.
+    /// - Returns: true when written; false when the job's lease was lost (nothing was written, as
+    ///   the fence demands) or the writer stopped before it could write.
+    func write(_ completion: Completion) async -> Bool {
+        await withCheckedContinuation { continuation in
+            let flusher: CheckedContinuation<Void, Never>? = state.withLock { state in
+                state.pending.append(Pending(completion: completion, continuation: continuation))
+                defer { state.flusher = nil }
+                return state.flusher
+            }
+            flusher?.resume()
+        }
+    }
+
+    /// Asks `run()` to write what is pending and return.
+    func finish() {
+        let flusher: CheckedContinuation<Void, Never>? = state.withLock { state in
+            state.finishing = true
+            defer { state.flusher = nil }
+            return state.flusher
+        }
+        flusher?.resume()
+    }
+
+    /// Writes batches until `finish()` is called and nothing is pending.
+    func run() async {
+        while true {
+            let batch: [Pending]? = await nextBatch()
+            guard let batch else { return }
+            await flush(batch)
+        }
+    }
+
+    private func nextBatch() async -> [Pending]? {
+        while true {
+            enum Step {
+                case batch([Pending])
+                case done
+                case wait
+            }
+            let step: Step = state.withLock { state in
+                if !state.pending.isEmpty {
+                    let count = min(batchLimit, state.pending.count)
+                    let batch = Array(state.pending.prefix(count))
+                    state.pending.removeFirst(count)
+                    return .batch(batch)
+                }
+                return state.finishing ? .done : .wait
+            }
+            switch step {
+            case .batch(let batch): return batch
+            case .done: return nil
+            case .wait:
+                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                    let ready = state.withLock { state -> Bool in
+                        if !state.pending.isEmpty || state.finishing { return true }
+                        state.flusher = continuation
+                        return false
+                    }
+                    if ready { continuation.resume() }
+                }
+            }
+        }
+    }
+
+    /// Writes one batch, retrying while the database is unreachable. Giving up is safe: an
+    /// unwritten job keeps its row in switchyard.jobs and is rescued when its lease expires.
+    private func flush(_ batch: [Pending]) async {
+        var delay = Duration.milliseconds(100)
+        var attempts = 0
+        while true {
+            do {
+                let written = try await store.complete(worker: worker, batch.map(\.completion))
+                for item in batch {
+                    let ok = written.contains(item.completion.jobID)
+                    if !ok {
+                        logger.warning(
+                            "result not written: this worker no longer holds the job's lease",
+                            ["job": item.completion.jobID, "attempt": item.completion.attempt]
+                        )
+                    }
+                    item.continuation.resume(returning: ok)
+                }
+                return
+            } catch {
+                attempts += 1
+                let stopping = state.withLock { $0.finishing }
+                logger.error(
+                    "could not write results; retrying", ["jobs": batch.count, "error": "\(error)", "attempt": attempts]
+                )
+                if stopping && attempts >= 5 {
+                    for item in batch { item.continuation.resume(returning: false) }
+                    return
+                }
+                try? await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(5))
+            }
+        }
+    }
+}

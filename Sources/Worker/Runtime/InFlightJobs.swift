@@ -1,0 +1,98 @@
+import Foundation
+import QueueModel
+import Synchronization
+
+/// Why a running job's task was cancelled, which decides what is written back for it.
+enum StopReason: Sendable {
+    /// The user cancelled the job: write a `cancelled` result.
+    case cancelRequested
+    /// The lease was taken away (expired and rescued): write nothing, it is not ours any more.
+    case leaseLost
+    /// The worker is shutting down: release the job to the queue without spending the attempt.
+    case shutdown
+}
+
+/// The jobs this worker is running, with their tasks, for heartbeats, cancellation and shutdown.
+final class InFlightJobs: Sendable {
+    struct Entry: Sendable {
+        var job: Job
+        var task: Task<Void, Never>?
+        var stopReason: StopReason?
+    }
+
+    private struct State {
+        var entries: [Int64: Entry] = [:]
+        var backgroundCount = 0
+        var emptyWaiters: [CheckedContinuation<Void, Never>] = []
+    }
+
+    private let state = Mutex(State())
+
+    var count: Int { state.withLock { $0.entries.count } }
+    var backgroundCount: Int { state.withLock { $0.backgroundCount } }
+
+    /// The jobs held, with their attempts, for the heartbeat.
+    var held: [(id: Int64, attempt: Int)] {
+        state.withLock { $0.entries.values.map { ($0.job.id, $0.job.attempt) } }
+    }
+
+    func add(_ job: Job) {
+        state.withLock { state in
+            state.entries[job.id] = Entry(job: job)
+            if job.priority == .background { state.backgroundCount += 1 }
+        }
+    }
+
+    /// Attaches the job's task. If a stop was asked for before the task existed, cancels it now.
+    func attach(_ task: Task<Void, Never>, to id: Int64) {
+        let cancelNow = state.withLock { state -> Bool in
+            state.entries[id]?.task = task
+            return state.entries[id]?.stopReason != nil
+        }
+        if cancelNow { task.cancel() }
+    }
+
+    func remove(_ id: Int64) {
+        let waiters: [CheckedContinuation<Void, Never>] = state.withLock { state in
+            if let entry = state.entries.removeValue(forKey: id), entry.job.priority == .background {
+                state.backgroundCount -= 1
+            }
+            guard state.entries.isEmpty else { return [] }
+            defer { state.emptyWaiters = [] }
+            return state.emptyWaiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// Asks a job's task to stop. The first reason given wins.
+    func stop(_ id: Int64, reason: StopReason) {
+        let task: Task<Void, Never>? = state.withLock { state in
+            guard var entry = state.entries[id], entry.stopReason == nil else { return nil }
+            entry.stopReason = reason
+            state.entries[id] = entry
+            return entry.task
+        }
+        task?.cancel()
+    }
+
+    /// Asks every job's task to stop.
+    func stopAll(reason: StopReason) {
+        for id in state.withLock({ Array($0.entries.keys) }) { stop(id, reason: reason) }
+    }
+
+    func stopReason(of id: Int64) -> StopReason? {
+        state.withLock { $0.entries[id]?.stopReason }
+    }
+
+    /// Returns when no job is running (at once if none is).
+    func waitUntilEmpty() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let done = state.withLock { state -> Bool in
+                if state.entries.isEmpty { return true }
+                state.emptyWaiters.append(continuation)
+                return false
+            }
+            if done { continuation.resume() }
+        }
+    }
+}

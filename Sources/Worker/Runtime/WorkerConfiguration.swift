@@ -1,0 +1,45 @@
+import Foundation
+import QueueModel
+
+/// How a worker runs.
+struct WorkerConfiguration: Sendable {
+    var identity: WorkerIdentity
+    /// Jobs run at once.
+    var concurrency: Int
+    /// Slots background work may not take, kept for interactive jobs.
+    var reservedInteractiveSlots: Int
+    /// How long a claim holds a job without a heartbeat.
+    var lease: Duration = .seconds(30)
+    /// How often leases are renewed; a third of the lease by default.
+    var heartbeatInterval: Duration = .seconds(10)
+    /// The slow poll that catches what notifications missed (and scheduled jobs coming due).
+    var pollInterval: Duration = .seconds(1)
+    /// Never LISTEN (for servers behind a transaction-mode pooler).
+    var pollOnly = false
+    /// How long shutdown waits for running jobs before releasing them.
+    var shutdownGrace: Duration = .seconds(30)
+    var retryPolicy = RetryPolicy()
+    /// How often the elected housekeeper rescues expired leases and expires overdue jobs.
+    var housekeepingInterval: Duration = .seconds(2)
+    /// The most outcomes written in one statement.
+    var completionBatchLimit = 500
+    /// Connections in the worker's pool (LISTEN and the housekeeper's lock use their own).
+    var poolSize = 4
+
+    init(identity: WorkerIdentity, reserveInteractiveShare: Double = 0.25) {
+        self.identity = identity
+        self.concurrency = identity.concurrency
+        self.reservedInteractiveSlots = Self.reserved(concurrency: identity.concurrency, share: reserveInteractiveShare)
+    }
+
+    /// Slots kept for interactive work: the share of the concurrency, rounded up, but always
+    /// leaving background work at least one slot.
+    static func reserved(concurrency: Int, share: Double) -> Int {
+        guard share > 0 else { return 0 }
+        return min(Int((Double(concurrency) * share).rounded(.up)), max(concurrency - 1, 0))
+    }
+
+    /// How many slots may be asked for per claim when a freed slot (not a notification) wakes the
+    /// loop: waiting for a few to free up turns many one-job claims into one batch.
+    var claimThreshold: Int { max(1, concurrency / 8) }
+}

@@ -1,0 +1,263 @@
+import Foundation
+import Postgres
+import QueueModel
+import Synchronization
+
+/// A worker process's service: claims jobs, runs them, renews their leases, writes outcomes back,
+/// and (when elected) keeps house. `run()` returns after `shutdown()` once everything is written.
+final class WorkerService: Sendable {
+    let configuration: WorkerConfiguration
+    let store: QueueStore
+    let logger: Logger
+    private let executor: any JobExecutor
+    private let inFlight = InFlightJobs()
+    private let wake = WakeSignal()
+    private let writer: CompletionWriter
+    private let housekeeper: Housekeeper
+    private let now: @Sendable () -> Date
+    private let random: @Sendable () -> Double
+    private let stopping = Mutex(false)
+
+    init(
+        configuration: WorkerConfiguration, pool: PostgresPool, executor: any JobExecutor, logger: Logger,
+        now: @escaping @Sendable () -> Date = { Date() },
+        random: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) }
+    ) {
+        self.configuration = configuration
+        self.store = QueueStore(pool: pool)
+        self.executor = executor
+        self.logger = logger
+        self.now = now
+        self.random = random
+        self.writer = CompletionWriter(
+            store: store, worker: configuration.identity.id, batchLimit: configuration.completionBatchLimit,
+            logger: logger
+        )
+        self.housekeeper = Housekeeper(
+            store: store, interval: configuration.housekeepingInterval, logger: logger
+        )
+    }
+
+    private var isStopping: Bool { stopping.withLock { $0 } }
+
+    /// Starts a graceful shutdown: no more claims; running jobs get the grace period to finish.
+    func shutdown() {
+        let first = stopping.withLock { stopping in
+            defer { stopping = true }
+            return !stopping
+        }
+        guard first else { return }
+        logger.notice("shutting down: no new claims", ["in_flight": inFlight.count])
+        wake.signal(.stopping)
+    }
+
+    func run() async throws {
+        try await Migrator().requireCurrent(store.pool)
+        _ = try await store.heartbeat(worker: configuration.identity, held: [], lease: configuration.lease)
+        logger.notice(
+            "worker started",
+            [
+                "concurrency": configuration.concurrency, "reserved_interactive": configuration.reservedInteractiveSlots,
+                "lease_s": configuration.lease.seconds, "poll_only": configuration.pollOnly,
+            ]
+        )
+        let writing = Task { await self.writer.run() }
+        await withTaskGroup(of: Void.self) { background in
+            background.addTask { await self.heartbeatLoop() }
+            background.addTask { await self.housekeeper.run() }
+            if !configuration.pollOnly {
+                background.addTask { await self.listenLoop() }
+            }
+            await claimLoop()
+            await drain()
+            // Every job has handed its outcome to the writer; let it write them all before the
+            // heartbeat stops (never cancel the writer: cancelling a statement could lose a batch).
+            writer.finish()
+            await writing.value
+            background.cancelAll()
+        }
+        _ = try? await store.pool.query("DELETE FROM switchyard.workers WHERE id = $1", [configuration.identity.id])
+        logger.notice("worker stopped")
+    }
+
+    // MARK: Claiming
+
+    private func claimLoop() async {
+        // Start as if notified: there may be a backlog from before this worker started.
+        var queueMayHaveWork = true
+        var reasons: WakeReasons = .notified
+        while !isStopping {
+            let free = configuration.concurrency - inFlight.count
+            let eager = reasons.contains(.notified) || reasons.contains(.timer)
+            if free > 0 && (eager || (queueMayHaveWork && free >= configuration.claimThreshold)) {
+                let backgroundSlots = max(
+                    0, configuration.concurrency - configuration.reservedInteractiveSlots - inFlight.backgroundCount
+                )
+                do {
+                    let jobs = try await store.claim(
+                        worker: configuration.identity.id, freeSlots: free, backgroundSlots: backgroundSlots,
+                        lease: configuration.lease
+                    )
+                    for job in jobs { start(job) }
+                    queueMayHaveWork = Self.mayHaveMore(jobs, free: free, backgroundSlots: backgroundSlots)
+                } catch {
+                    logger.error("claim failed; retrying", ["error": "\(error)"])
+                    try? await Task.sleep(for: .milliseconds(500))
+                }
+            }
+            reasons = await wake.wait(timeout: configuration.pollInterval)
+        }
+    }
+
+    /// Whether a claim suggests more jobs are waiting: it got all the interactive jobs it asked
+    /// for, or all the background jobs it was allowed (or was allowed none, so could not tell).
+    /// When neither, the queue is empty for now, and only a notification or the poll timer
+    /// triggers the next claim (a freed slot alone does not).
+    static func mayHaveMore(_ jobs: [Job], free: Int, backgroundSlots: Int) -> Bool {
+        let interactive = jobs.count { $0.priority == .interactive }
+        let backgroundAllowed = min(backgroundSlots, free - interactive)
+        let background = jobs.count - interactive
+        return interactive == free || backgroundAllowed <= 0 || background == backgroundAllowed
+    }
+
+    private func start(_ job: Job) {
+        inFlight.add(job)
+        let task = Task {
+            let outcome = await executor.execute(job)
+            await finish(job, outcome)
+            inFlight.remove(job.id)
+            wake.signal(.slotFreed)
+        }
+        inFlight.attach(task, to: job.id)
+    }
+
+    /// Turns an outcome into what the queue should record, and writes it.
+    private func finish(_ job: Job, _ outcome: JobOutcome) async {
+        let worker = configuration.identity.id
+        let completion: Completion
+        switch (inFlight.stopReason(of: job.id), outcome) {
+        case (.leaseLost, _):
+            logger.warning("abandoned job: its lease was taken over", ["job": job.id, "attempt": job.attempt])
+            return
+        case (.shutdown, _):
+            completion = Completion(jobID: job.id, attempt: job.attempt, kind: .release)
+        case (.cancelRequested, _), (_, .cancelled):
+            var trail: [AttemptRecord] = []
+            if case .cancelled(let calls) = outcome { trail = calls }
+            trail.append(AttemptRecord(attempt: job.attempt, outcome: "cancelled", worker: worker, at: now()))
+            completion = Completion(
+                jobID: job.id, attempt: job.attempt, kind: .result, status: "cancelled",
+                error: ["code": "cancelled", "message": "cancelled while running"], trail: trail
+            )
+        case (nil, .succeeded(let answer)):
+            completion = Completion(
+                jobID: job.id, attempt: job.attempt, kind: .result, status: "succeeded", taskClass: answer.taskClass,
+                model: answer.model, provider: answer.provider, tier: answer.tier, response: answer.response,
+                trail: answer.trail, tokensIn: answer.tokensIn, tokensOut: answer.tokensOut, cost: answer.cost,
+                latencyMS: job.claimedAt.map { now().timeIntervalSince($0) * 1000 }, metadata: answer.metadata
+            )
+        case (nil, .failed(let failure)):
+            let error: JSONValue = ["code": .string(failure.code), "message": .string(failure.message)]
+            if failure.retryable && job.attempt < job.maxAttempts {
+                let delay = configuration.retryPolicy.delay(afterAttempt: job.attempt, random: random())
+                completion = Completion(
+                    jobID: job.id, attempt: job.attempt, kind: .retry, error: error, trail: trail(of: failure, job),
+                    retryAt: now().addingTimeInterval(delay.seconds)
+                )
+                logger.info(
+                    "attempt failed; retrying later",
+                    ["job": job.id, "attempt": job.attempt, "retry_in_s": delay.seconds, "error": failure.code]
+                )
+            } else {
+                completion = Completion(
+                    jobID: job.id, attempt: job.attempt, kind: .result, status: "failed", taskClass: failure.taskClass,
+                    error: error, trail: trail(of: failure, job), metadata: failure.metadata
+                )
+            }
+        }
+        _ = await writer.write(completion)
+    }
+
+    /// The failure's own trail, or one entry for the attempt when the executor gave none.
+    private func trail(of failure: JobFailure, _ job: Job) -> [AttemptRecord] {
+        guard failure.trail.isEmpty else { return failure.trail }
+        return [
+            AttemptRecord(
+                attempt: job.attempt, outcome: "error", error: failure.message, worker: configuration.identity.id,
+                at: now()
+            )
+        ]
+    }
+
+    /// Waits for running jobs up to the grace period, then stops the rest; they are released to
+    /// the queue without spending an attempt.
+    private func drain() async {
+        let grace = configuration.shutdownGrace
+        await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                await self.inFlight.waitUntilEmpty()
+                return true
+            }
+            group.addTask {
+                try? await Task.sleep(for: grace)
+                return false
+            }
+            if await group.next() == false {
+                logger.warning("grace period over; releasing unfinished jobs", ["in_flight": inFlight.count])
+                // Stopping them is what lets the other child (waiting for empty) finish.
+                inFlight.stopAll(reason: .shutdown)
+            }
+            group.cancelAll()
+        }
+    }
+
+    // MARK: Leases
+
+    private func heartbeatLoop() async {
+        while !isStopping || inFlight.count > 0 {
+            try? await Task.sleep(for: configuration.heartbeatInterval)
+            if Task.isCancelled { return }
+            let held = inFlight.held
+            do {
+                let answer = try await store.heartbeat(
+                    worker: configuration.identity, held: held, lease: configuration.lease
+                )
+                for (id, _) in held {
+                    guard let cancelRequested = answer[id] else {
+                        inFlight.stop(id, reason: .leaseLost)
+                        continue
+                    }
+                    if cancelRequested { inFlight.stop(id, reason: .cancelRequested) }
+                }
+            } catch {
+                logger.error("heartbeat failed; leases not renewed", ["error": "\(error)", "in_flight": held.count])
+            }
+        }
+    }
+
+    // MARK: Wake-ups
+
+    private func listenLoop() async {
+        var delay = Duration.milliseconds(200)
+        while !isStopping && !Task.isCancelled {
+            do {
+                let notifications = try await store.pool.listen(on: ["switchyard_jobs"])
+                delay = .milliseconds(200)
+                // Jobs submitted before LISTEN took effect announced themselves to nobody.
+                wake.signal(.notified)
+                for await event in notifications {
+                    switch event {
+                    case .notification, .reconnected: wake.signal(.notified)
+                    case .disconnected(let reason):
+                        logger.warning("lost the LISTEN connection; polling until it is back", ["reason": reason])
+                    }
+                    if isStopping { break }
+                }
+            } catch {
+                logger.warning("could not LISTEN; polling instead", ["error": "\(error)"])
+                try? await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(10))
+            }
+        }
+    }
+}

@@ -1,0 +1,132 @@
+import Dispatch
+import Foundation
+import Postgres
+import QueueModel
+
+/// `worker`: parses the command line, runs a `WorkerService`, and turns SIGTERM/SIGINT into a
+/// graceful shutdown.
+enum WorkerCommand {
+    static let usage = """
+        usage: worker [--concurrency N] [--id NAME] [--database-url URL] [options]
+
+        Claims jobs from switchyard.jobs, routes and runs them, and writes each result back once.
+        Start as many as the load needs, on any machine that reaches Postgres.
+
+          --concurrency N             jobs run at once (default 16)
+          --id NAME                   this worker's name (default HOST-PID)
+          --database-url URL          default: $DATABASE_URL
+          --reserve-interactive P%    share of slots background work may not take (default 25%)
+          --lease DURATION            how long a claim holds a job without a heartbeat (default 30s)
+          --heartbeat DURATION        how often leases are renewed (default: a third of the lease)
+          --poll-interval DURATION    the slow poll behind LISTEN/NOTIFY (default 1s)
+          --poll-only                 never LISTEN (for PgBouncer in transaction mode)
+          --shutdown-grace DURATION   on SIGTERM, how long running jobs may finish (default 30s)
+          --retry-base DURATION       first retry delay, doubling each attempt (default 2s)
+          --simulated-latency DURATION
+                                      answer every job with the built-in simulated model after this
+                                      latency, without routing (for trying the queue)
+
+        Durations: 500ms, 30s, 5m. Logs go to stderr (SWITCHYARD_LOG_LEVEL, SWITCHYARD_LOG_FORMAT).
+        """
+
+    static func run(_ words: [String]) async -> Int32 {
+        let arguments: Arguments
+        do {
+            arguments = try Arguments(
+                words, command: "worker",
+                options: [
+                    "concurrency", "id", "database-url", "reserve-interactive", "lease", "heartbeat", "poll-interval",
+                    "shutdown-grace", "retry-base", "simulated-latency",
+                ],
+                flags: ["poll-only"]
+            )
+        } catch {
+            printError("error: \(error)")
+            return 2
+        }
+        if arguments.flag("help") {
+            print(usage)
+            return 0
+        }
+        do {
+            let (configuration, database, executor) = try configure(arguments)
+            let logger = Logger(label: "worker").with("worker", configuration.identity.id)
+            var databaseConfiguration = database
+            let postgresLogger = logger
+            databaseConfiguration.noticeHandler = { notice in
+                postgresLogger.notice("postgres \(notice.severity.lowercased()): \(notice.message)")
+            }
+            let pool = PostgresPool(
+                databaseConfiguration,
+                options: .init(maxConnections: configuration.poolSize, threadName: "worker-pg")
+            )
+            let service = WorkerService(configuration: configuration, pool: pool, executor: executor, logger: logger)
+            let signals = SignalHandler { service.shutdown() }
+            defer { signals.cancel() }
+            if ProcessInfo.processInfo.environment["SWITCHYARD_EXIT_WITH_PARENT"] == "1" {
+                watchParent { service.shutdown() }
+            }
+            try await service.run()
+            await pool.close()
+            return 0
+        } catch let error as QueueError where error.code == .invalidInput {
+            printError("error: \(error)")
+            return 2
+        } catch {
+            printError("error: \(error)")
+            return 1
+        }
+    }
+
+    static func configure(_ arguments: Arguments) throws -> (WorkerConfiguration, PostgresConfiguration, any JobExecutor) {
+        let concurrency = try arguments.integer("concurrency", default: 16, range: 1...10_000)
+        let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "worker"
+        let pid = getpid()
+        let identity = WorkerIdentity(
+            id: arguments.value("id") ?? "\(host)-\(pid)", concurrency: concurrency, hostname: host, pid: pid,
+            version: SwitchyardVersion.current
+        )
+        var share = 0.25
+        if let text = arguments.value("reserve-interactive") {
+            let number = Double(text.hasSuffix("%") ? String(text.dropLast()) : text)
+            guard let number, number >= 0, number <= 100 else {
+                throw QueueError(.invalidInput, "--reserve-interactive must be a percentage like 25% (got \"\(text)\")")
+            }
+            share = number / 100
+        }
+        var configuration = WorkerConfiguration(identity: identity, reserveInteractiveShare: share)
+        configuration.lease = try arguments.duration("lease", default: .seconds(30))
+        guard configuration.lease >= .milliseconds(200) else {
+            throw QueueError(.invalidInput, "--lease must be at least 200ms")
+        }
+        configuration.heartbeatInterval = try arguments.duration("heartbeat", default: configuration.lease / 3)
+        guard configuration.heartbeatInterval < configuration.lease else {
+            throw QueueError(.invalidInput, "--heartbeat must be shorter than --lease, or leases expire between beats")
+        }
+        configuration.pollInterval = try arguments.duration("poll-interval", default: .seconds(1))
+        configuration.pollOnly = arguments.flag("poll-only")
+        configuration.shutdownGrace = try arguments.duration("shutdown-grace", default: .seconds(30))
+        configuration.retryPolicy.base = try arguments.duration("retry-base", default: .seconds(2))
+        configuration.housekeepingInterval = min(.seconds(2), configuration.lease / 2)
+        configuration.poolSize = min(8, max(3, concurrency / 32 + 3))
+        let database = try Database.configuration(arguments, applicationName: "switchyard-worker \(identity.id)")
+        let executor = SimulatedExecutor(latency: try arguments.duration("simulated-latency", default: .zero))
+        return (configuration, database, executor)
+    }
+}
+
+/// Calls `onExit` when the process that started this one exits (for workers started by the demo
+/// or a test: they must not outlive it, even when it is killed with SIGKILL).
+func watchParent(onExit: @escaping @Sendable () -> Void) {
+    let parent = getppid()
+    Task.detached {
+        while getppid() == parent {
+            try? await Task.sleep(for: .milliseconds(500))
+        }
+        onExit()
+    }
+}
+
+func printError(_ text: String) {
+    FileHandle.standardError.write(Data((text + "\n").utf8))
+}

@@ -1,0 +1,262 @@
+import Foundation
+import Postgres
+import QueueModel
+import Testing
+
+@Suite("Queue SQL: submission, validation, fencing, cancellation, deadlines")
+struct QueueSQLTests {
+    static let hello: JSONValue = ["messages": [["role": "user", "content": "hello"]]]
+
+    @Test(
+        "every validation rule refuses with a message naming the field and the rule, and stores nothing",
+        arguments: [
+            ("[1, 2]", "interactive", "request must be a JSON object, got array"),
+            (#"{"prompt": "hi"}"#, "interactive", "request.messages is missing"),
+            (#"{"messages": "hi"}"#, "interactive", "request.messages must be an array, got string"),
+            (#"{"messages": []}"#, "interactive", "request.messages must not be empty"),
+            (#"{"messages": ["hi"]}"#, "interactive", "request.messages[0] must be an object with role and content, got string"),
+            (#"{"messages": [{"content": "hi"}]}"#, "interactive", "request.messages[0].role must be a string"),
+            (#"{"messages": [{"role": "robot", "content": "hi"}]}"#, "interactive", "request.messages[0].role must be system, developer, user, assistant or tool (got 'robot')"),
+            (#"{"messages": [{"role": "user"}]}"#, "interactive", "request.messages[0].content is missing"),
+            (#"{"messages": [{"role": "user", "content": 42}]}"#, "interactive", "request.messages[0].content must be a string or an array of parts, got number"),
+            (#"{"messages": [{"role": "user", "content": "hi"}], "model": "gpt-17"}"#, "interactive", "request.model names an unknown model: 'gpt-17'"),
+            (#"{"messages": [{"role": "user", "content": "hi"}]}"#, "urgent", "priority must be interactive or background (got 'urgent')"),
+        ]
+    )
+    func validation(request: String, priority: String, message: String) async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            // Through switchyard.submit …
+            let viaSubmit = try await #require(throws: PostgresError.self) {
+                try await pool.query("SELECT switchyard.submit($1::jsonb, priority => $2)", [request, priority])
+            }
+            #expect(viaSubmit.message == message)
+            #expect(viaSubmit.sqlState == .invalidParameterValue)
+            #expect(viaSubmit.hint?.isEmpty == false)
+            // … and through a plain INSERT, the same rule and the same words.
+            let viaInsert = try await #require(throws: PostgresError.self) {
+                try await pool.query("INSERT INTO switchyard.jobs (request, priority) VALUES ($1::jsonb, $2)", [request, priority])
+            }
+            #expect(viaInsert.message == message)
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.jobs").scalar(Int.self) == 0)
+        }
+    }
+
+    @Test("size limit, deadline, attempts and metadata rules")
+    func otherRules() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            try await pool.query("UPDATE switchyard.settings SET value = '100' WHERE name = 'max_request_bytes'")
+            let long = Submission(request: Submission.prompt(String(repeating: "x", count: 200)))
+            let tooBig = try await #require(throws: QueueError.self) { try await store.submit(long) }
+            #expect(tooBig.message.contains("over the limit of 100 bytes"))
+            #expect(tooBig.hint?.contains("max_request_bytes") == true)
+            try await pool.query("UPDATE switchyard.settings SET value = '1048576' WHERE name = 'max_request_bytes'")
+
+            let past = Submission(request: Self.hello, deadline: Date().addingTimeInterval(-60))
+            let deadline = try await #require(throws: QueueError.self) { try await store.submit(past) }
+            #expect(deadline.message.hasPrefix("deadline ("))
+            #expect(deadline.message.contains("must be after run_at"))
+
+            let attempts = try await #require(throws: QueueError.self) {
+                try await store.submit(Submission(request: Self.hello, maxAttempts: 0))
+            }
+            #expect(attempts.message == "max_attempts must be between 1 and 100 (got 0)")
+
+            let metadata = try await #require(throws: QueueError.self) {
+                try await store.submit(Submission(request: Self.hello, metadata: [1, 2]))
+            }
+            #expect(metadata.message == "metadata must be a JSON object")
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.jobs").scalar(Int.self) == 0)
+        }
+    }
+
+    @Test("a plain INSERT cannot smuggle in run state, and wakes workers like submit does")
+    func plainInsert() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let notifications = try await pool.listen(on: ["switchyard_jobs"])
+            var events = notifications.makeAsyncIterator()
+            try await pool.query(
+                """
+                INSERT INTO switchyard.jobs (request, lease_owner, lease_expires_at, attempt)
+                VALUES ('{"messages":[{"role":"user","content":"hi"}]}', 'intruder', now() + interval '1 day', 7)
+                """
+            )
+            let row = try #require(try await pool.query("SELECT lease_owner, attempt FROM switchyard.jobs").first)
+            #expect(try row.decode("lease_owner", as: String?.self) == nil)
+            #expect(try row.decode("attempt", as: Int.self) == 0)
+            guard case .notification(let wake)? = await events.next() else {
+                Issue.record("no wake-up notification")
+                return
+            }
+            #expect(wake.channel == "switchyard_jobs")
+        }
+    }
+
+    @Test("the same idempotency key (per tenant) returns the first job, even after it finished")
+    func idempotency() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let first = try await store.submit(Submission(request: Self.hello, idempotencyKey: "order-7"))
+            let again = try await store.submit(Submission(request: Self.hello, idempotencyKey: "order-7"))
+            #expect(again == first)
+            let otherTenant = try await store.submit(Submission(request: Self.hello, idempotencyKey: "order-7", tenant: "acme"))
+            #expect(otherTenant != first)
+            // A plain INSERT with a used key inserts nothing (like ON CONFLICT DO NOTHING).
+            let inserted = try await pool.query(
+                "INSERT INTO switchyard.jobs (request, idempotency_key) VALUES ($1::jsonb, 'order-7')", [Self.hello.jsonText]
+            )
+            #expect(inserted.affectedRows == 0)
+            // Finish the first job; the key still answers with it.
+            let jobs = try await store.claim(worker: "w", freeSlots: 10, backgroundSlots: 10, lease: .seconds(30))
+            let written = try await store.complete(
+                worker: "w", jobs.map { Completion(jobID: $0.id, attempt: $0.attempt, kind: .result, status: "succeeded") }
+            )
+            #expect(written.count == 2)
+            #expect(try await store.submit(Submission(request: Self.hello, idempotencyKey: "order-7")) == first)
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.jobs").scalar(Int.self) == 0)
+        }
+    }
+
+    @Test("a worker whose lease was taken over cannot write its result; the new holder can, once")
+    func fencing() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let id = try await store.submit(Submission(request: Self.hello))
+            let first = try #require(try await store.claim(worker: "slow", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30)).first)
+            // Time passes without a heartbeat: make the lease run out, then let housekeeping rescue it.
+            try await pool.query("UPDATE switchyard.jobs SET lease_expires_at = now() - interval '1 second' WHERE id = $1", [id])
+            #expect(try await store.rescueExpired().map(\.1) == ["requeued"])
+            let second = try #require(try await store.claim(worker: "fast", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30)).first)
+            #expect(second.attempt == first.attempt + 1)
+
+            // The slow worker's heartbeat no longer holds the job…
+            let held = try await store.heartbeat(
+                worker: WorkerIdentity(id: "slow", concurrency: 1, hostname: "h", pid: 1, version: "t"),
+                held: [(id, first.attempt)], lease: .seconds(30)
+            )
+            #expect(held[id] == nil)
+            // …its late answer is refused…
+            let late = Completion(jobID: id, attempt: first.attempt, kind: .result, status: "succeeded", model: "late")
+            #expect(try await store.complete(worker: "slow", [late]).isEmpty)
+            // …and so is a forged one for the right attempt from the wrong worker.
+            let forged = Completion(jobID: id, attempt: second.attempt, kind: .result, status: "succeeded", model: "forged")
+            #expect(try await store.complete(worker: "slow", [forged]).isEmpty)
+            // The holder writes once; a repeat of the same write changes nothing.
+            let good = Completion(jobID: id, attempt: second.attempt, kind: .result, status: "succeeded", model: "good")
+            #expect(try await store.complete(worker: "fast", [good]) == [id])
+            #expect(try await store.complete(worker: "fast", [good]).isEmpty)
+            let results = try await pool.query("SELECT model, attempt_count, attempts FROM switchyard.results WHERE job_id = $1", [id])
+            #expect(results.count == 1)
+            #expect(try results[0].decode("model", as: String.self) == "good")
+            #expect(try results[0].decode("attempt_count", as: Int.self) == 2)
+            #expect(try results[0].decode("attempts", as: String.self).contains("lease_expired"))
+        }
+    }
+
+    @Test("a lease that expires on the last attempt ends the job as failed, with the reason")
+    func rescueOnLastAttempt() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let id = try await store.submit(Submission(request: Self.hello, maxAttempts: 1))
+            _ = try await store.claim(worker: "gone", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30))
+            try await pool.query("UPDATE switchyard.jobs SET lease_expires_at = now() - interval '1 second'")
+            #expect(try await store.rescueExpired().map(\.1) == ["failed"])
+            let result = try #require(try await store.result(of: id))
+            #expect(result["status"] == "failed")
+            #expect(result["error"]?["code"] == "lease_expired")
+            #expect(result["error"]?["message"]?.stringValue?.contains("worker gone stopped renewing its lease") == true)
+        }
+    }
+
+    @Test("cancelling a queued job ends it at once; a running one is flagged for its worker")
+    func cancel() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let queued = try await store.submit(Submission(request: Self.hello))
+            #expect(try await store.cancel(queued) == "cancelled")
+            #expect(try await store.status(of: queued) == "cancelled")
+            #expect(try await store.cancel(queued) == "cancelled")
+            #expect(try await store.cancel(999_999) == "not_found")
+
+            let running = try await store.submit(Submission(request: Self.hello))
+            let job = try #require(try await store.claim(worker: "w", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30)).first)
+            #expect(try await store.cancel(running) == "cancelling")
+            #expect(try await store.status(of: running) == "cancelling")
+            let held = try await store.heartbeat(
+                worker: WorkerIdentity(id: "w", concurrency: 1, hostname: "h", pid: 1, version: "t"),
+                held: [(running, job.attempt)], lease: .seconds(30)
+            )
+            #expect(held[running] == true)
+        }
+    }
+
+    @Test("a job not started by its deadline ends as expired, and is never claimed")
+    func deadlines() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let id = try await store.submit(Submission(request: Self.hello, deadline: Date().addingTimeInterval(3600)))
+            // The clock moves past the deadline.
+            try await pool.query("UPDATE switchyard.jobs SET deadline = now() - interval '1 second' WHERE id = $1", [id])
+            #expect(try await store.claim(worker: "w", freeSlots: 5, backgroundSlots: 5, lease: .seconds(30)).isEmpty)
+            #expect(try await store.expireOverdue() == 1)
+            let result = try #require(try await store.result(of: id))
+            #expect(result["status"] == "expired")
+            #expect(result["error"]?["code"] == "deadline_passed")
+        }
+    }
+
+    @Test("retry resubmits a failed job as a new one linked to it, and refuses a succeeded one")
+    func retry() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let id = try await store.submit(Submission(request: Self.hello, affinityKey: "conv-1"))
+            let job = try #require(try await store.claim(worker: "w", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30)).first)
+            _ = try await store.complete(worker: "w", [Completion(jobID: id, attempt: job.attempt, kind: .result, status: "failed")])
+            let again = try await store.retry(id)
+            #expect(again != id)
+            let row = try #require(try await pool.query("SELECT retry_of, affinity_key FROM switchyard.jobs WHERE id = $1", [again]).first)
+            #expect(try row.decode("retry_of", as: Int64.self) == id)
+            #expect(try row.decode("affinity_key", as: String.self) == "conv-1")
+
+            let done = try await store.submit(Submission(request: Self.hello))
+            let claimed = try await store.claim(worker: "w", freeSlots: 5, backgroundSlots: 0, lease: .seconds(30))
+            let doneAttempt = try #require(claimed.first { $0.id == done }).attempt
+            _ = try await store.complete(worker: "w", [Completion(jobID: done, attempt: doneAttempt, kind: .result, status: "succeeded")])
+            let refused = try await #require(throws: QueueError.self) { try await store.retry(done) }
+            #expect(refused.message.contains("succeeded"))
+            let missing = try await #require(throws: QueueError.self) { try await store.retry(424_242) }
+            #expect(missing.code == .notFound)
+        }
+    }
+
+    @Test("results land in daily partitions, and prune drops whole old ones")
+    func retention() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let partitions = try await pool.query(
+                """
+                SELECT count(*) FROM pg_inherits
+                WHERE inhparent = 'switchyard.results'::regclass
+                  AND inhrelid::regclass::text ~ '^switchyard\\.results_[0-9]{8}$'
+                """
+            ).scalar(Int.self)
+            #expect(partitions >= 4)
+            // An old partition, as if created 40 days ago and filled then.
+            try await pool.query(
+                """
+                CREATE TABLE switchyard.results_20000101 PARTITION OF switchyard.results
+                FOR VALUES FROM ('2000-01-01 00:00:00+00') TO ('2000-01-02 00:00:00+00')
+                """
+            )
+            try await pool.query(
+                """
+                INSERT INTO switchyard.results (job_id, status, priority, request, created_at, finished_at)
+                VALUES (1, 'succeeded', 'interactive', '{}', '2000-01-01', '2000-01-01 12:00:00+00')
+                """
+            )
+            let store = QueueStore(pool: pool)
+            let removed = try await store.prune(olderThan: .seconds(30 * 86_400))
+            #expect(removed.contains { $0.item == "partition results_20000101" && $0.removed == 1 })
+            #expect(try await pool.query("SELECT to_regclass('switchyard.results_20000101') IS NULL").scalar(Bool.self))
+        }
+    }
+}

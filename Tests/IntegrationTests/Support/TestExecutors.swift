@@ -1,0 +1,68 @@
+import Foundation
+import QueueModel
+import Synchronization
+
+@testable import Worker
+
+/// An executor whose jobs wait until the test lets them go (or their task is cancelled), and
+/// that records the order in which jobs started.
+final class GatedExecutor: JobExecutor, Sendable {
+    private struct State {
+        var started: [Job] = []
+        var released: Set<Int64> = []
+        var releaseAll = false
+        var waiters: [Int64: CheckedContinuation<Void, Never>] = [:]
+    }
+
+    private let state = Mutex(State())
+
+    var started: [Job] { state.withLock { $0.started } }
+
+    func release(_ id: Int64) {
+        let waiter = state.withLock { state in
+            state.released.insert(id)
+            return state.waiters.removeValue(forKey: id)
+        }
+        waiter?.resume()
+    }
+
+    func releaseAll() {
+        let waiters = state.withLock { state in
+            state.releaseAll = true
+            defer { state.waiters = [:] }
+            return Array(state.waiters.values)
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// Waits (polling lightly) until `count` jobs have started.
+    func waitForStarts(_ count: Int) async throws {
+        for _ in 0..<2000 where started.count < count { try await Task.sleep(for: .milliseconds(5)) }
+    }
+
+    func execute(_ job: Job) async -> JobOutcome {
+        state.withLock { $0.started.append(job) }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let go = state.withLock { state -> Bool in
+                    if state.releaseAll || state.released.contains(job.id) || Task.isCancelled { return true }
+                    state.waiters[job.id] = continuation
+                    return false
+                }
+                if go { continuation.resume() }
+            }
+        } onCancel: {
+            let waiter = state.withLock { $0.waiters.removeValue(forKey: job.id) }
+            waiter?.resume()
+        }
+        if Task.isCancelled { return .cancelled(trail: []) }
+        return .succeeded(JobAnswer(model: "gated", provider: "test", tier: "primary", response: ["ok": true]))
+    }
+}
+
+/// An executor whose every attempt fails with a retryable error.
+struct FailingExecutor: JobExecutor {
+    func execute(_ job: Job) async -> JobOutcome {
+        .failed(JobFailure(code: "all_candidates_failed", message: "every model answered 503", retryable: true))
+    }
+}

@@ -1,0 +1,117 @@
+import Foundation
+import Postgres
+import QueueModel
+import Testing
+
+/// Several real `worker` processes against one real Postgres.
+@Suite("Worker processes: exactly once, crash safety")
+struct WorkerProcessTests {
+    static let hello: JSONValue = ["messages": [["role": "user", "content": "hello"]]]
+
+    /// Polls until every one of `total` jobs has a result, or `limit` passes.
+    static func waitForResults(_ pool: PostgresPool, total: Int, limit: Duration) async throws -> Int {
+        let clock = ContinuousClock()
+        let deadline = clock.now + limit
+        var finished = 0
+        while clock.now < deadline {
+            finished = try await pool.query("SELECT count(*) FROM switchyard.results").scalar(Int.self)
+            if finished >= total { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return finished
+    }
+
+    /// What both tests check at the end: one result per job, none left, none extra.
+    static func expectExactlyOnce(_ pool: PostgresPool, submitted: [Int64]) async throws {
+        #expect(try await pool.query("SELECT count(*) FROM switchyard.jobs").scalar(Int.self) == 0)
+        let row = try #require(
+            try await pool.query(
+                """
+                SELECT count(*) AS results, count(DISTINCT job_id) AS jobs,
+                       count(*) FILTER (WHERE status = 'succeeded') AS succeeded
+                FROM switchyard.results
+                """
+            ).first
+        )
+        #expect(try row.decode("results", as: Int.self) == submitted.count)
+        #expect(try row.decode("jobs", as: Int.self) == submitted.count)
+        #expect(try row.decode("succeeded", as: Int.self) == submitted.count)
+        let missing = try await pool.query(
+            "SELECT count(*) FROM unnest($1::bigint[]) AS id WHERE NOT EXISTS (SELECT 1 FROM switchyard.results r WHERE r.job_id = id)",
+            [submitted]
+        ).scalar(Int.self)
+        #expect(missing == 0)
+    }
+
+    @Test("4 worker processes × concurrency 16 drain 20,000 jobs: every job has exactly one result")
+    func exactlyOnce() async throws {
+        try await TestDatabase.withMigrated { configuration in
+            let pool = PostgresPool(configuration, options: .init(maxConnections: 4))
+            defer { Task { await pool.close() } }
+            let store = QueueStore(pool: pool)
+            var submitted: [Int64] = []
+            for chunk in 0..<20 {
+                let priority: Priority = chunk % 4 == 0 ? .interactive : .background
+                submitted += try await store.submit(
+                    batch: (0..<1000).map { _ in Submission(request: Self.hello, priority: priority) }
+                )
+            }
+            let workers = try (0..<4).map { index in
+                try WorkerProcess.start(configuration, id: "exactly-once-\(index)", arguments: ["--concurrency", "16"])
+            }
+            let finished = try await Self.waitForResults(pool, total: submitted.count, limit: .seconds(300))
+            for worker in workers { worker.terminate() }
+            for worker in workers {
+                let status = await worker.wait()
+                #expect(status == 0, "worker exited \(status); log:\n\(worker.log.suffix(2000))")
+            }
+            #expect(finished == submitted.count)
+            try await Self.expectExactlyOnce(pool, submitted: submitted)
+            // Every worker took part.
+            let perWorker = try await pool.query("SELECT worker, count(*) FROM switchyard.results GROUP BY worker")
+            #expect(perWorker.count == 4)
+        }
+    }
+
+    @Test("kill -9 a worker mid-run: its jobs are rescued when their leases expire, and all complete once")
+    func crashSafety() async throws {
+        try await TestDatabase.withMigrated { configuration in
+            let pool = PostgresPool(configuration, options: .init(maxConnections: 4))
+            defer { Task { await pool.close() } }
+            let store = QueueStore(pool: pool)
+            var submitted: [Int64] = []
+            for _ in 0..<3 {
+                submitted += try await store.submit(batch: (0..<1000).map { _ in Submission(request: Self.hello) })
+            }
+            let arguments = ["--concurrency", "16", "--lease", "1s", "--simulated-latency", "30ms"]
+            let victim = try WorkerProcess.start(configuration, id: "victim", arguments: arguments)
+            // Let the victim get going before the others start, so it surely holds jobs when killed.
+            for _ in 0..<200 {
+                if try await pool.query("SELECT count(*) FROM switchyard.results").scalar(Int.self) > 100 { break }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            let survivors = try (0..<2).map { index in
+                try WorkerProcess.start(configuration, id: "survivor-\(index)", arguments: arguments)
+            }
+            try await Task.sleep(for: .milliseconds(300))
+            victim.kill()
+            #expect(await victim.wait() == 128 + SIGKILL)
+            // Read at once: its leases (1 s) have not expired yet, so nothing was rescued so far.
+            let heldByVictim = try await pool.query(
+                "SELECT count(*) FROM switchyard.jobs WHERE lease_owner = 'victim'"
+            ).scalar(Int.self)
+            #expect(heldByVictim > 0)
+
+            let finished = try await Self.waitForResults(pool, total: submitted.count, limit: .seconds(300))
+            for worker in survivors { worker.terminate() }
+            for worker in survivors { #expect(await worker.wait() == 0) }
+            #expect(finished == submitted.count)
+            try await Self.expectExactlyOnce(pool, submitted: submitted)
+            let rescued = try await pool.query(
+                "SELECT count(*) FROM switchyard.results WHERE attempts::text LIKE '%lease_expired%' AND worker <> 'victim'"
+            ).scalar(Int.self)
+            #expect(rescued > 0)
+            #expect(rescued <= heldByVictim)
+        }
+    }
+}

@@ -1,0 +1,169 @@
+import Foundation
+import Postgres
+import QueueModel
+import Testing
+
+@testable import Worker
+
+/// The worker's behaviour in-process, with executors the test controls, against a real Postgres.
+@Suite("Worker: priority, cancellation, retries, shutdown")
+struct WorkerServiceTests {
+    static let hello: JSONValue = ["messages": [["role": "user", "content": "hello"]]]
+
+    static func configuration(concurrency: Int, reserve: Double = 0.25) -> WorkerConfiguration {
+        var configuration = WorkerConfiguration(
+            identity: WorkerIdentity(id: "test-\(UUID().uuidString.prefix(8))", concurrency: concurrency,
+                                     hostname: "test", pid: getpid(), version: "test"),
+            reserveInteractiveShare: reserve
+        )
+        configuration.lease = .seconds(5)
+        configuration.heartbeatInterval = .milliseconds(100)
+        configuration.pollInterval = .milliseconds(100)
+        configuration.housekeepingInterval = .milliseconds(200)
+        configuration.shutdownGrace = .seconds(5)
+        return configuration
+    }
+
+    /// Runs a worker service until `body` returns, then shuts it down and waits for it.
+    static func withWorker<T>(
+        _ pool: PostgresPool, _ configuration: WorkerConfiguration, _ executor: any JobExecutor,
+        now: @escaping @Sendable () -> Date = { Date() }, random: @escaping @Sendable () -> Double = { 0.5 },
+        _ body: (WorkerService) async throws -> T
+    ) async throws -> T {
+        let logger = Logger(label: "worker", level: .warning) { _ in }
+        let service = WorkerService(
+            configuration: configuration, pool: pool, executor: executor, logger: logger, now: now, random: random
+        )
+        let running = Task { try await service.run() }
+        do {
+            let value = try await body(service)
+            service.shutdown()
+            try await running.value
+            return value
+        } catch {
+            service.shutdown()
+            _ = try? await running.value
+            throw error
+        }
+    }
+
+    @Test("interactive jobs submitted later start before further background jobs, and the reserved share holds")
+    func priorityAndReservedShare() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let background = try await store.submit(batch: (0..<20).map { _ in Submission(request: Self.hello, priority: .background) })
+            let executor = GatedExecutor()
+            // 4 slots, 25% reserved: background may hold 3 at most.
+            try await Self.withWorker(pool, Self.configuration(concurrency: 4), executor) { _ in
+                try await executor.waitForStarts(3)
+                try await Task.sleep(for: .milliseconds(300))  // several claim rounds
+                #expect(executor.started.count == 3)
+                #expect(executor.started.allSatisfy { $0.priority == .background })
+                #expect(try await pool.query("SELECT count(*) FROM switchyard.jobs WHERE lease_owner IS NOT NULL")
+                    .scalar(Int.self) == 3)
+
+                // Interactive work arrives: it takes the reserved slot at once.
+                let first = try await store.submit(Submission(request: Self.hello))
+                let second = try await store.submit(Submission(request: Self.hello))
+                try await executor.waitForStarts(4)
+                #expect(executor.started[3].id == first)
+
+                // A background job finishes: the freed slot goes to the waiting interactive job,
+                // not to the next background job.
+                executor.release(executor.started[0].id)
+                try await executor.waitForStarts(5)
+                #expect(executor.started[4].id == second)
+                executor.releaseAll()
+                for _ in 0..<400 {
+                    if try await pool.query("SELECT count(*) FROM switchyard.results").scalar(Int.self) == 22 { break }
+                    try await Task.sleep(for: .milliseconds(10))
+                }
+                #expect(Set(executor.started.map(\.id)).isSuperset(of: background))
+            }
+        }
+    }
+
+    @Test("a running job cancelled by the user ends as cancelled at the next heartbeat")
+    func cancelRunning() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let id = try await store.submit(Submission(request: Self.hello))
+            let executor = GatedExecutor()
+            try await Self.withWorker(pool, Self.configuration(concurrency: 2), executor) { _ in
+                try await executor.waitForStarts(1)
+                #expect(try await store.cancel(id) == "cancelling")
+                for _ in 0..<300 where try await store.status(of: id) != "cancelled" {
+                    try await Task.sleep(for: .milliseconds(10))
+                }
+                let result = try #require(try await store.result(of: id))
+                #expect(result["status"] == "cancelled")
+                #expect(result["error"]?["message"] == "cancelled while running")
+            }
+        }
+    }
+
+    @Test("failed attempts are retried with exponential backoff (run_at moves), then end as failed with the trail")
+    func retrySchedule() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let id = try await store.submit(Submission(request: Self.hello, maxAttempts: 3))
+            // A frozen clock: the retry time is exactly now + delay(attempt 1, random 0.5).
+            let frozen = Date(timeIntervalSince1970: 2_000_000_000)
+            var configuration = Self.configuration(concurrency: 1)
+            configuration.retryPolicy = RetryPolicy(base: .seconds(10), maximum: .seconds(300), jitter: 0.5)
+            try await Self.withWorker(pool, configuration, FailingExecutor(), now: { frozen }) { _ in
+                for _ in 0..<300 {
+                    let attempts = try await pool.query(
+                        "SELECT jsonb_array_length(attempts) FROM switchyard.jobs WHERE id = $1", [id]
+                    ).scalar(Int?.self)
+                    if attempts == 1 { break }
+                    try await Task.sleep(for: .milliseconds(10))
+                }
+            }
+            let runAt = try await pool.query("SELECT run_at FROM switchyard.jobs WHERE id = $1", [id]).scalar(Date.self)
+            // 10 s × 2^0 × (1 − 0.5 × 0.5) = 7.5 s after the frozen "now".
+            #expect(abs(runAt.timeIntervalSince(frozen) - 7.5) < 0.001)
+            #expect(RetryPolicy(base: .seconds(10), jitter: 0.5).delay(afterAttempt: 2, random: 0.5) == .seconds(15))
+
+            // With a tiny base, the remaining attempts run at once, and the job ends failed.
+            try await pool.query("UPDATE switchyard.jobs SET run_at = now() WHERE id = $1", [id])
+            configuration.retryPolicy = RetryPolicy(base: .milliseconds(1), jitter: 0)
+            try await Self.withWorker(pool, configuration, FailingExecutor()) { _ in
+                for _ in 0..<500 where try await store.status(of: id) != "failed" {
+                    try await Task.sleep(for: .milliseconds(10))
+                }
+            }
+            let result = try #require(try await store.result(of: id))
+            #expect(result["status"] == "failed")
+            #expect(result["attempt_count"] == 3)
+            #expect(result["attempts"]?.arrayValue?.count == 3)
+            #expect(result["error"]?["code"] == "all_candidates_failed")
+        }
+    }
+
+    @Test("graceful shutdown releases unfinished jobs without spending their attempt")
+    func gracefulShutdown() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let ids = try await store.submit(batch: (0..<3).map { _ in Submission(request: Self.hello) })
+            let executor = GatedExecutor()
+            var configuration = Self.configuration(concurrency: 4)
+            configuration.shutdownGrace = .milliseconds(200)
+            let workerID = configuration.identity.id
+            try await Self.withWorker(pool, configuration, executor) { _ in
+                try await executor.waitForStarts(3)
+                executor.release(ids[0])  // one finishes within the grace period
+            }
+            #expect(try await store.status(of: ids[0]) == "succeeded")
+            let rows = try await pool.query(
+                "SELECT id, attempt, lease_owner FROM switchyard.jobs WHERE id = ANY($1::bigint[]) ORDER BY id", [ids]
+            )
+            #expect(rows.count == 2)
+            for row in rows {
+                #expect(try row.decode("attempt", as: Int.self) == 0)
+                #expect(try row.decode("lease_owner", as: String?.self) == nil)
+            }
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.workers WHERE id = $1", [workerID]).scalar(Int.self) == 0)
+        }
+    }
+}
