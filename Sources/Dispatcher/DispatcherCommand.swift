@@ -16,6 +16,8 @@ enum DispatcherCommand {
           retry      submit a failed, cancelled or expired job again
           prune      drop results older than a given age (whole partitions)
           migrate    apply schema migrations to DATABASE_URL (--status to only show them)
+          models     import the model catalog and routing rules (import FILE.json), or list them
+          route      explain the routing plan for a request (--explain), without running it
           bench      measure throughput and latency against baselines run alongside
 
         Every command takes --database-url URL (default: $DATABASE_URL) and --help.
@@ -31,6 +33,8 @@ enum DispatcherCommand {
         do {
             switch command {
             case "migrate": return try await MigrateCommand.run(rest)
+            case "models": return try await ModelsCommand.run(rest)
+            case "route": return try await RouteCommand.run(rest)
             case "submit": return try await SubmitCommand.run(rest)
             case "wait": return try await JobCommands.wait(rest)
             case "result": return try await JobCommands.result(rest)

@@ -1,0 +1,105 @@
+import Foundation
+import QueueModel
+
+/// Renders the catalog with health for `dispatcher models list`.
+enum CatalogListing {
+    static func text(_ catalog: Catalog, health: [String: CatalogStore.HealthRecord]) -> String {
+        guard !catalog.models.isEmpty || !catalog.rules.isEmpty else {
+            return
+                "the catalog is empty: load one with `dispatcher models import FILE.json` (see examples/catalog.json)"
+        }
+        var rows = [
+            [
+                "MODEL", "PROVIDER", "TIER", "IN $/1K", "OUT $/1K", "CONTEXT", "WEIGHT", "ENABLED", "BREAKER",
+                "EWMA MS", "P95 MS",
+            ]
+        ]
+        for model in catalog.models {
+            let record = health[model.name]
+            rows.append([
+                model.name, model.provider.rawValue, model.tier, "\(model.pricePer1KInput)",
+                "\(model.pricePer1KOutput)",
+                "\(model.contextWindow)", number(model.weight), model.enabled ? "yes" : "no",
+                record.map { breaker($0) } ?? "closed (no reports)",
+                record?.latencyEWMAMS.map { String(Int($0.rounded())) } ?? "-",
+                record?.latencyP95MS.map { String(Int($0.rounded())) } ?? "-",
+            ])
+        }
+        var lines = table(rows)
+        lines.append("")
+        var ruleRows = [["RULE", "STRATEGY", "MODELS (in order)", "LIMITS", "CLASSES"]]
+        for rule in catalog.rules {
+            var limits: [String] = []
+            if let floor = rule.qualityFloor { limits.append("quality ≥ \(floor)") }
+            if let cost = rule.maxCostPer1K { limits.append("≤ $\(cost)/1K") }
+            if let latency = rule.maxLatencyMS { limits.append("≤ \(latency) ms") }
+            var strategy = rule.strategy.rawValue
+            if rule.strategy == .hash { strategy += " (else \(rule.strategyWithoutAffinity.rawValue))" }
+            ruleRows.append([
+                rule.taskClass, strategy, rule.models.joined(separator: " → "),
+                limits.isEmpty ? "-" : limits.joined(separator: ", "),
+                rule.servedClasses.isEmpty ? "-" : rule.servedClasses.joined(separator: ", "),
+            ])
+        }
+        lines += table(ruleRows)
+        return lines.joined(separator: "\n")
+    }
+
+    static func json(_ catalog: Catalog, health: [String: CatalogStore.HealthRecord]) -> JSONValue {
+        let models: [JSONValue] = catalog.models.map { model in
+            let record = health[model.name]
+            return [
+                "name": .string(model.name), "provider": .string(model.provider.rawValue),
+                "upstream_model": .string(model.upstreamName), "tier": .string(model.tier),
+                "price_per_1k_input": .string("\(model.pricePer1KInput)"),
+                "price_per_1k_output": .string("\(model.pricePer1KOutput)"),
+                "context_window": .number(Double(model.contextWindow)), "weight": .number(model.weight),
+                "enabled": .bool(model.enabled),
+                "capabilities": .object(model.capabilities.mapValues { .number(Double($0)) }),
+                "health": [
+                    "breaker": .string(record?.breaker.rawValue ?? "closed"),
+                    "reported": .bool(record != nil),
+                    "consecutive_failures": .number(Double(record?.consecutiveFailures ?? 0)),
+                    "window_requests": .number(Double(record?.windowRequests ?? 0)),
+                    "window_failures": .number(Double(record?.windowFailures ?? 0)),
+                    "latency_ewma_ms": record?.latencyEWMAMS.map { .number($0) } ?? .null,
+                    "latency_p95_ms": record?.latencyP95MS.map { .number($0) } ?? .null,
+                ],
+            ]
+        }
+        let rules: [JSONValue] = catalog.rules.map { rule in
+            [
+                "name": .string(rule.taskClass), "primary": .string(rule.primary),
+                "fallbacks": .array(rule.fallbacks.map { .string($0) }), "strategy": .string(rule.strategy.rawValue),
+                "max_cost_per_1k": rule.maxCostPer1K.map { .string("\($0)") } ?? .null,
+                "max_latency_ms": rule.maxLatencyMS.map { .number(Double($0)) } ?? .null,
+                "quality_floor": rule.qualityFloor.map { .number(Double($0)) } ?? .null,
+                "classes": .array(rule.servedClasses.map { .string($0) }),
+            ]
+        }
+        return ["models": .array(models), "rules": .array(rules)]
+    }
+
+    private static func breaker(_ record: CatalogStore.HealthRecord) -> String {
+        switch record.breaker {
+        case .closed: "closed"
+        case .halfOpen: "half-open"
+        case .open: "OPEN (\(record.consecutiveFailures) failures in a row)"
+        }
+    }
+
+    private static func number(_ value: Double) -> String {
+        value.rounded() == value ? String(Int(value)) : String(value)
+    }
+
+    /// Left-aligned columns, two spaces apart.
+    private static func table(_ rows: [[String]]) -> [String] {
+        guard let header = rows.first else { return [] }
+        let widths = header.indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
+        return rows.map { row in
+            row.enumerated().map { column, cell in
+                column == row.count - 1 ? cell : cell.padding(toLength: widths[column], withPad: " ", startingAt: 0)
+            }.joined(separator: "  ")
+        }
+    }
+}

@@ -1,0 +1,111 @@
+import Foundation
+import Postgres
+import QueueModel
+
+/// `dispatcher models import FILE.json` and `dispatcher models list`.
+enum ModelsCommand {
+    static let usage = """
+        usage: dispatcher models import FILE.json [--merge] [--dry-run] [--json]
+               dispatcher models list [--json]
+
+        import   validates a catalog document (a "models" section and/or "routing_rules") and loads
+                 it in one transaction, then prints what changed. Every problem is listed at once,
+                 with its path in the file; nothing is written unless all is well. Workers reload
+                 the catalog on their own (NOTIFY switchyard_catalog).
+
+                 A section the file has is the whole truth for its kind: models (or rules) the file
+                 does not list are removed, as with a LiteLLM or Portkey config. A section the file
+                 lacks is left alone, so a rules-only file never removes models.
+
+                   --merge     only add and update; remove nothing
+                   --dry-run   validate and show what would change; write nothing
+                   FILE        a path, or - for stdin
+
+        list     the catalog with live health (breaker state, latency EWMA and P95) and the rules.
+
+          --json   machine-readable output
+
+        Exit status: 0 done; 2 invalid document or usage (every problem listed); 1 other failures.
+        See examples/catalog.json for every field.
+        """
+
+    static func run(_ words: [String]) async throws -> Int32 {
+        let arguments = try Arguments(
+            words, command: "dispatcher models", options: ["database-url"], flags: ["merge", "dry-run", "json"]
+        )
+        guard let action = arguments.positionals.first, !arguments.flag("help") else {
+            print(usage)
+            return arguments.flag("help") ? 0 : 2
+        }
+        switch action {
+        case "import":
+            guard arguments.positionals.count == 2 else {
+                throw QueueError(
+                    .invalidInput, "dispatcher models import takes one file", hint: "Run `dispatcher models --help`.")
+            }
+            return try await importFile(arguments.positionals[1], arguments: arguments)
+        case "list":
+            return try await list(arguments)
+        default:
+            throw QueueError(
+                .invalidInput, "unknown models command \"\(action)\"",
+                hint: "Use `dispatcher models import FILE` or `dispatcher models list`."
+            )
+        }
+    }
+
+    private static func importFile(_ path: String, arguments: Arguments) async throws -> Int32 {
+        let data = try readFile(path)
+        let pool = PostgresPool(
+            try Database.configuration(arguments, applicationName: "switchyard-models"),
+            options: .init(maxConnections: 1)
+        )
+        defer { Task { await pool.close() } }
+        let dryRun = arguments.flag("dry-run")
+        let outcome = try await CatalogStore(pool: pool).importDocument(
+            data, mode: arguments.flag("merge") ? .merge : .replace, dryRun: dryRun
+        )
+        if arguments.flag("json") {
+            let json: JSONValue = [
+                "dry_run": .bool(dryRun), "changes": outcome.changes.json,
+                "warnings": .array(outcome.warnings.map { .string($0.description) }),
+            ]
+            print(json.prettyText)
+            return 0
+        }
+        for warning in outcome.warnings { printError("warning: \(warning)") }
+        print(outcome.changes.rendered())
+        print(
+            dryRun
+                ? "dry run: nothing was written"
+                : "catalog now has \(outcome.catalog.models.count) models and \(outcome.catalog.rules.count) rules"
+        )
+        return 0
+    }
+
+    private static func list(_ arguments: Arguments) async throws -> Int32 {
+        let pool = PostgresPool(
+            try Database.configuration(arguments, applicationName: "switchyard-models"),
+            options: .init(maxConnections: 1)
+        )
+        defer { Task { await pool.close() } }
+        let store = CatalogStore(pool: pool)
+        let catalog = try await store.load()
+        let health = try await store.health()
+        if arguments.flag("json") {
+            print(CatalogListing.json(catalog, health: health).prettyText)
+        } else {
+            print(CatalogListing.text(catalog, health: health))
+        }
+        return 0
+    }
+
+    /// The bytes of a file, or of stdin for `-`.
+    static func readFile(_ path: String) throws -> Data {
+        if path == "-" { return FileHandle.standardInput.readDataToEndOfFile() }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw QueueError(.invalidInput, "cannot read \(path)", hint: "Check the path and its permissions.")
+        }
+        return data
+    }
+}

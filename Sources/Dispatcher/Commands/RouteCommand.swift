@@ -1,0 +1,138 @@
+import Foundation
+import Postgres
+import QueueModel
+
+/// `dispatcher route --explain`: the plan for a request, and why, without running it.
+enum RouteCommand {
+    static let usage = """
+        usage: dispatcher route --explain (--prompt TEXT | --file REQUEST.json) [options]
+
+        Prints the plan the workers would make for a request — its class and how it was decided,
+        the rule, the strategy, every candidate model with why it was kept or dropped, and the
+        attempts in order with their tiers and timeouts — without running it.
+
+          --prompt TEXT        a one-message request
+          --file FILE          an OpenAI chat request, or a job envelope
+                               ({"request": {...}, "task_class": …, "affinity_key": …, "priority": …}); - for stdin
+          --class NAME         the job's task class (default: classify the request)
+          --affinity KEY       the job's affinity key; repeat it for one plan per key
+          --priority P         interactive (default) or background
+          --max-tokens N       the request's max_tokens
+          --sequence N         the round_robin/weighted sequence number (default 0)
+          --catalog FILE       route with this catalog document instead of the database's
+                               (no database needed; every model counts as healthy)
+          --json               machine-readable output (an array when --affinity is repeated)
+
+        With the database's catalog, breaker states and latencies come from switchyard.model_health.
+        """
+
+    static func run(_ words: [String]) async throws -> Int32 {
+        let arguments = try Arguments(
+            words, command: "dispatcher route",
+            options: [
+                "prompt", "file", "class", "affinity", "priority", "max-tokens", "sequence", "catalog", "database-url",
+            ],
+            flags: ["explain", "json"]
+        )
+        if arguments.flag("help") {
+            print(usage)
+            return 0
+        }
+        guard arguments.flag("explain") else {
+            throw QueueError(
+                .invalidInput, "dispatcher route only explains a plan (workers do the routing)",
+                hint: "Add --explain, e.g. `dispatcher route --explain --prompt \"Why is the sky blue?\"`."
+            )
+        }
+        var request = try request(from: arguments)
+        let (catalog, state) = try await catalogAndState(arguments)
+        let router = Router(catalog: catalog)
+        let keys = arguments.values("affinity")
+        let requests =
+            keys.isEmpty
+            ? [request]
+            : keys.map { key in
+                request.affinityKey = key
+                return request
+            }
+        let plans = requests.map { router.plan(for: $0, state: state) }
+        if arguments.flag("json") {
+            if keys.count > 1 {
+                let entries: [JSONValue] = zip(requests, plans).map { request, plan in
+                    ["affinity_key": .string(request.affinityKey ?? ""), "plan": plan.json]
+                }
+                print(JSONValue.array(entries).prettyText)
+            } else {
+                print(plans[0].json.prettyText)
+            }
+        } else {
+            print(zip(requests, plans).map { $1.explanationText(for: $0) }.joined(separator: "\n\n"))
+        }
+        return 0
+    }
+
+    private static func request(from arguments: Arguments) throws -> RoutingRequest {
+        var request = RoutingRequest(body: [:])
+        switch (arguments.value("prompt"), arguments.value("file")) {
+        case (let prompt?, nil):
+            request.body = ["messages": [["role": "user", "content": .string(prompt)]]]
+        case (nil, let path?):
+            let document = try JSONValue(parsing: try ModelsCommand.readFile(path))
+            if let body = document["request"] {
+                request.body = body
+                request.taskClass = document["task_class"]?.stringValue
+                request.affinityKey = document["affinity_key"]?.stringValue
+                if let priority = document["priority"]?.stringValue { request.priority = try parsePriority(priority) }
+            } else {
+                request.body = document
+            }
+        default:
+            throw QueueError(
+                .invalidInput, "give one of --prompt TEXT or --file REQUEST.json",
+                hint: "Run `dispatcher route --help`.")
+        }
+        guard request.body["messages"]?.arrayValue?.isEmpty == false else {
+            throw QueueError(
+                .invalidInput, "the request has no messages",
+                hint:
+                    "An OpenAI chat request looks like {\"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}."
+            )
+        }
+        if let taskClass = arguments.value("class") { request.taskClass = taskClass }
+        if let priority = arguments.value("priority") { request.priority = try parsePriority(priority) }
+        if arguments.value("max-tokens") != nil {
+            request.body["max_tokens"] = .number(
+                Double(try arguments.integer("max-tokens", default: 0, range: 1...10_000_000)))
+        }
+        return request
+    }
+
+    private static func parsePriority(_ text: String) throws -> Priority {
+        guard let priority = Priority(rawValue: text) else {
+            throw QueueError(.invalidInput, "unknown priority \"\(text)\"", hint: "Use interactive or background.")
+        }
+        return priority
+    }
+
+    private static func catalogAndState(_ arguments: Arguments) async throws -> (Catalog, RoutingState) {
+        let sequence = UInt64(try arguments.integer("sequence", default: 0, range: 0...Int.max))
+        if let path = arguments.value("catalog") {
+            let document = try CatalogDocument(parsing: try ModelsCommand.readFile(path))
+            return (document.applied(to: .empty), RoutingState(sequence: sequence))
+        }
+        let pool = PostgresPool(
+            try Database.configuration(arguments, applicationName: "switchyard-route"),
+            options: .init(maxConnections: 1)
+        )
+        defer { Task { await pool.close() } }
+        let store = CatalogStore(pool: pool)
+        let catalog = try await store.load()
+        guard !catalog.rules.isEmpty else {
+            throw QueueError(
+                .invalidInput, "the database's catalog has no routing rules",
+                hint: "Load one with `dispatcher models import examples/catalog.json`, or pass --catalog FILE."
+            )
+        }
+        return (catalog, try await store.routingState(sequence: sequence))
+    }
+}

@@ -1,0 +1,198 @@
+import Foundation
+
+extension CatalogReader {
+    /// The fields a model may have, in documentation order.
+    static let modelFields = [
+        "name", "provider", "base_url", "api_key_env", "upstream_model", "tier", "price_per_1k_input",
+        "price_per_1k_output", "price_windows", "context_window", "capabilities", "weight", "max_concurrency",
+        "requests_per_minute", "tokens_per_minute", "enabled", "settings",
+    ]
+
+    /// Names from LiteLLM and Portkey configs, and what Switchyard calls them.
+    static let modelSynonyms = [
+        "api_base": "base_url", "base_uri": "base_url", "url": "base_url", "endpoint": "base_url",
+        "api_key": "api_key_env (the NAME of an environment variable holding the key, never the key)",
+        "model": "upstream_model", "model_name": "name", "kind": "provider", "provider_kind": "provider",
+        "input_cost_per_1k": "price_per_1k_input", "output_cost_per_1k": "price_per_1k_output",
+        "input_cost_per_token": "price_per_1k_input (per 1,000 tokens)",
+        "output_cost_per_token": "price_per_1k_output (per 1,000 tokens)",
+        "max_input_tokens": "context_window", "context_length": "context_window", "max_context": "context_window",
+        "rpm": "requests_per_minute", "tpm": "tokens_per_minute", "max_parallel_requests": "max_concurrency",
+    ]
+
+    /// The tiers (price classes) the examples and documentation use; others are allowed.
+    static let knownTiers = ["premium", "standard", "cheap", "open_source"]
+
+    /// Reads the `models` section: an object keyed by model name, or an array of models with `name`.
+    mutating func models(_ node: JSONNode, at path: String) -> [ModelSpec] {
+        var entries: [(name: String?, node: JSONNode, path: String)] = []
+        switch node {
+        case .object(let members):
+            var seen: Set<String> = []
+            for member in members {
+                let entryPath = Self.join(path, member.key)
+                if !seen.insert(member.key).inserted {
+                    problem(entryPath, "model \"\(member.key)\" is defined twice", hint: "keep one definition")
+                    continue
+                }
+                entries.append((member.key, member.value, entryPath))
+            }
+        case .array(let elements):
+            for (index, element) in elements.enumerated() { entries.append((nil, element, "\(path)[\(index)]")) }
+        default:
+            problem(path, "expected an object of models keyed by name, got \(node.typeName)")
+        }
+        var models: [ModelSpec] = []
+        var names: Set<String> = []
+        for entry in entries {
+            if let name = entry.name ?? entry.node.members?.first(where: { $0.key == "name" })?.value.stringValue {
+                definedModelNames.insert(name)
+            }
+            guard let model = model(entry.node, named: entry.name, at: entry.path) else { continue }
+            if !names.insert(model.name).inserted {
+                problem(entry.path, "model \"\(model.name)\" is defined twice", hint: "keep one definition")
+                continue
+            }
+            models.append(model)
+        }
+        return models
+    }
+
+    private mutating func model(_ node: JSONNode, named key: String?, at path: String) -> ModelSpec? {
+        let before = problems.count
+        guard let fields = members(node, at: path, allowed: Self.modelFields, synonyms: Self.modelSynonyms) else {
+            return nil
+        }
+        var name = key
+        if let given = string(fields["name"], at: Self.join(path, "name"), required: key == nil) {
+            if let key, given != key {
+                problem(
+                    Self.join(path, "name"), "\"\(given)\" differs from the key \"\(key)\"",
+                    hint: "make them equal, or drop \"name\"")
+            }
+            name = given
+        }
+        if let name, !Self.isValidName(name) {
+            problem(
+                key == nil ? Self.join(path, "name") : path, "\"\(name)\" is not a usable model name",
+                hint: "use letters, digits and . _ - : / @ only, at most 200 characters"
+            )
+        }
+        let providerPath = Self.join(path, "provider")
+        var provider: ProviderKind?
+        if let text = string(fields["provider"], at: providerPath, required: true) {
+            provider = ProviderKind(rawValue: text)
+            if provider == nil {
+                let kinds = ProviderKind.allCases.map(\.rawValue)
+                problem(
+                    providerPath, "unknown provider \"\(text)\"\(CatalogProblem.didYouMean(text, among: kinds))",
+                    hint: "use one of \(kinds.joined(separator: ", ")) (openai covers any OpenAI-compatible endpoint)"
+                )
+            }
+        }
+        let baseURL = baseURL(fields["base_url"], at: Self.join(path, "base_url"))
+        let apiKeyEnv = environmentName(fields["api_key_env"], at: Self.join(path, "api_key_env"))
+        let upstream = string(fields["upstream_model"], at: Self.join(path, "upstream_model"))
+        let tier = string(fields["tier"], at: Self.join(path, "tier"))
+        let capabilities = capabilities(fields["capabilities"], at: Self.join(path, "capabilities"))
+        let spec = ModelSpec(
+            name: name ?? "", provider: provider ?? .simulated, baseURL: baseURL, apiKeyEnv: apiKeyEnv,
+            upstreamModel: upstream, tier: tier ?? "standard",
+            pricePer1KInput: decimal(fields["price_per_1k_input"], at: Self.join(path, "price_per_1k_input")) ?? 0,
+            pricePer1KOutput: decimal(fields["price_per_1k_output"], at: Self.join(path, "price_per_1k_output")) ?? 0,
+            priceWindows: json(fields["price_windows"], at: Self.join(path, "price_windows"), expected: "an array")
+                ?? [],
+            contextWindow: integer(
+                fields["context_window"], at: Self.join(path, "context_window"), range: 1...100_000_000, unit: " tokens"
+            ) ?? 8192,
+            capabilities: capabilities,
+            weight: double(fields["weight"], at: Self.join(path, "weight"), range: 0...1000) ?? 1,
+            maxConcurrency: integer(
+                fields["max_concurrency"], at: Self.join(path, "max_concurrency"), range: 1...1_000_000),
+            requestsPerMinute: integer(
+                fields["requests_per_minute"], at: Self.join(path, "requests_per_minute"), range: 1...100_000_000
+            ),
+            tokensPerMinute: integer(
+                fields["tokens_per_minute"], at: Self.join(path, "tokens_per_minute"), range: 1...10_000_000_000
+            ),
+            enabled: bool(fields["enabled"], at: Self.join(path, "enabled")) ?? true,
+            settings: json(fields["settings"], at: Self.join(path, "settings"), expected: "an object") ?? [:]
+        )
+        if let tier, !Self.knownTiers.contains(tier),
+            let close = CatalogProblem.suggestion(for: tier, among: Self.knownTiers)
+        {
+            warning(Self.join(path, "tier"), "\"\(tier)\" is not one of the usual tiers (did you mean \"\(close)\"?)")
+        }
+        return problems.count == before ? spec : nil
+    }
+
+    private mutating func capabilities(_ node: JSONNode?, at path: String) -> [String: Int] {
+        guard let node, node != .null else { return [:] }
+        guard let members = node.members else {
+            problem(path, "expected an object of scores such as {\"reasoning\": 80}, got \(node.typeName)")
+            return [:]
+        }
+        var scores: [String: Int] = [:]
+        for member in members {
+            let memberPath = Self.join(path, member.key)
+            guard scores[member.key] == nil else {
+                problem(memberPath, "appears twice", hint: "keep one score")
+                continue
+            }
+            if let score = integer(member.value, at: memberPath, range: 0...100) { scores[member.key] = score }
+        }
+        return scores
+    }
+
+    private mutating func baseURL(_ node: JSONNode?, at path: String) -> String? {
+        guard let text = string(node, at: path) else { return nil }
+        guard let url = URLComponents(string: text), ["http", "https"].contains(url.scheme?.lowercased() ?? ""),
+            url.host?.isEmpty == false
+        else {
+            problem(path, "\"\(text)\" is not an http(s) URL", hint: "write it like https://api.openai.com/v1")
+            return nil
+        }
+        guard url.password == nil, url.user == nil, url.query == nil else {
+            // Credentials or query strings in a URL are where keys hide; never store them.
+            problem(
+                path, "has credentials or a query string (the value is not shown)",
+                hint: "give the bare base URL and put the key in api_key_env")
+            return nil
+        }
+        return text
+    }
+
+    private mutating func environmentName(_ node: JSONNode?, at path: String) -> String? {
+        guard let node, node != .null else { return nil }
+        guard let text = node.stringValue else {
+            problem(path, "expected the name of an environment variable, got \(node.typeName)")
+            return nil
+        }
+        if Self.looksLikeSecret(text) {
+            problem(
+                path, "looks like an API key, not the name of an environment variable (the value is not shown)",
+                hint: "put the key in an environment variable on the workers (e.g. OPENAI_API_KEY) and write "
+                    + "that name here"
+            )
+            return nil
+        }
+        let isName =
+            text.first.map { $0 == "_" || ($0.isASCII && $0.isLetter) } == true
+            && text.allSatisfy { $0 == "_" || ($0.isASCII && ($0.isLetter || $0.isNumber)) } && text.count <= 100
+        guard isName else {
+            problem(
+                path, "is not an environment variable name (the value is not shown)",
+                hint: "use letters, digits and underscores, starting with a letter, e.g. ANTHROPIC_API_KEY"
+            )
+            return nil
+        }
+        return text
+    }
+
+    static func isValidName(_ name: String) -> Bool {
+        name.count <= 200 && !name.isEmpty
+            && name.unicodeScalars.allSatisfy {
+                $0.isASCII && ($0.properties.isAlphabetic || "0123456789._-:/@".unicodeScalars.contains($0))
+            }
+    }
+}

@@ -1,0 +1,64 @@
+import Foundation
+import Postgres
+
+extension CatalogStore {
+    /// A model's fleet-wide health, as kept in `switchyard.model_health` by the workers.
+    public struct HealthRecord: Sendable, Hashable {
+        /// The model name.
+        public var model: String
+        /// `closed` (healthy), `open` (skipped) or `half_open` (probing).
+        public var breaker: RoutingState.Breaker
+        /// When the breaker last opened.
+        public var openedAt: Date?
+        /// Failures in a row, reset by a success.
+        public var consecutiveFailures: Int
+        /// Requests in the current error-rate window.
+        public var windowRequests: Int
+        /// Failures in the current error-rate window.
+        public var windowFailures: Int
+        /// Recent latency (EWMA), in milliseconds.
+        public var latencyEWMAMS: Double?
+        /// Recent 95th-percentile latency, in milliseconds.
+        public var latencyP95MS: Double?
+        /// When a worker last reported.
+        public var updatedAt: Date
+
+        /// What the router needs of it.
+        public var modelState: RoutingState.ModelState {
+            RoutingState.ModelState(breaker: breaker, latencyEWMAMS: latencyEWMAMS)
+        }
+    }
+
+    /// Every model's health row, by model name (models no worker has reported on have none).
+    public func health() async throws -> [String: HealthRecord] {
+        let rows = try await pool.query(
+            """
+            SELECT model, state, opened_at, consecutive_failures, window_requests, window_failures,
+                   latency_ewma_ms, latency_p95_ms, updated_at
+            FROM switchyard.model_health ORDER BY model
+            """
+        )
+        var records: [String: HealthRecord] = [:]
+        for row in rows {
+            let model = try row.decode("model", as: String.self)
+            let state = try row.decode("state", as: String.self)
+            records[model] = HealthRecord(
+                model: model, breaker: RoutingState.Breaker(rawValue: state) ?? .closed,
+                openedAt: try row.decode("opened_at", as: Date?.self),
+                consecutiveFailures: try row.decode("consecutive_failures"),
+                windowRequests: try row.decode("window_requests"),
+                windowFailures: try row.decode("window_failures"),
+                latencyEWMAMS: try row.decode("latency_ewma_ms", as: Double?.self),
+                latencyP95MS: try row.decode("latency_p95_ms", as: Double?.self),
+                updatedAt: try row.decode("updated_at")
+            )
+        }
+        return records
+    }
+
+    /// The routing state the stored health implies (breakers and latencies; in-flight counts and
+    /// rate budgets live in the workers).
+    public func routingState(sequence: UInt64 = 0) async throws -> RoutingState {
+        RoutingState(models: try await health().mapValues(\.modelState), sequence: sequence)
+    }
+}

@@ -1,0 +1,210 @@
+import Foundation
+import Postgres
+
+/// The catalog's SQL: loads models and rules from `switchyard.models` and `switchyard.routes`,
+/// and imports a document into them in one transaction.
+///
+/// Every change to either table sends a NOTIFY on `switchyard_catalog` (a trigger from
+/// `sql/0003_catalog.sql`, so hand-written SQL announces itself too); workers listen there and
+/// reload without a restart.
+public struct CatalogStore: Sendable {
+    /// The channel a catalog change is announced on; the payload names the table (`models`, `routes`).
+    public static let channel = "switchyard_catalog"
+
+    /// Serializes imports, so two operators importing at once cannot interleave their diffs (the
+    /// bytes of "SWYDCATL").
+    static let importLockKey: Int64 = 0x5357_5944_4341_544C
+
+    /// The pool every statement runs on.
+    public let pool: PostgresPool
+
+    /// A store over a pool (one connection per call; an import holds one for its transaction).
+    public init(pool: PostgresPool) {
+        self.pool = pool
+    }
+
+    /// What an import did (or would do, for a dry run).
+    public struct ImportOutcome: Sendable {
+        /// The differences between the catalog before and after.
+        public var changes: CatalogChanges
+        /// The catalog after the import.
+        public var catalog: Catalog
+        /// Things worth telling the operator that did not stop the import.
+        public var warnings: [CatalogProblem]
+    }
+
+    // MARK: Loading
+
+    /// The catalog as stored now.
+    public func load() async throws -> Catalog {
+        try await pool.withConnection { try await Self.load(on: $0) }
+    }
+
+    static func load(on connection: PostgresConnection) async throws -> Catalog {
+        let modelRows = try await connection.query(
+            """
+            SELECT name, provider, base_url, api_key_env, upstream_model, tier, price_per_1k_input,
+                   price_per_1k_output, price_windows::text AS price_windows, context_window,
+                   capabilities::text AS capabilities, weight, max_concurrency, requests_per_minute,
+                   tokens_per_minute, enabled, settings::text AS settings
+            FROM switchyard.models ORDER BY name
+            """
+        )
+        let ruleRows = try await connection.query(
+            """
+            SELECT task_class, primary_model, array_to_json(fallbacks)::text AS fallbacks, strategy,
+                   max_cost_per_1k, max_latency_ms, quality_floor, settings::text AS settings
+            FROM switchyard.routes ORDER BY task_class
+            """
+        )
+        return Catalog(models: try modelRows.map(Self.model(row:)), rules: try ruleRows.map(Self.rule(row:)))
+    }
+
+    // MARK: Importing
+
+    /// Validates a document against the stored catalog and imports it, all in one transaction.
+    ///
+    /// Models and rules in the file are inserted or updated (only those that differ are written).
+    /// With `.replace` (the default), a section the file has is the whole truth: models or rules it
+    /// does not list are removed; a section it lacks is left alone. With `.merge` nothing is removed.
+    /// - Parameters:
+    ///   - data: the document's JSON text.
+    ///   - dryRun: validate and compute the changes, write nothing.
+    /// - Returns: what changed, the resulting catalog, and warnings.
+    /// - Throws: `QueueError.invalidInput` listing every problem (nothing is written).
+    public func importDocument(_ data: Data, mode: CatalogImportMode = .replace, dryRun: Bool = false) async throws
+        -> ImportOutcome
+    {
+        try await pool.withTransaction { connection in
+            try await connection.query("SELECT pg_advisory_xact_lock($1)", [Self.importLockKey])
+            let existing = try await Self.load(on: connection)
+            let validation = CatalogDocument.validate(data, importingInto: existing, mode: mode)
+            guard let document = validation.document else { throw CatalogDocument.error(listing: validation.problems) }
+            let catalog = document.applied(to: existing, mode: mode)
+            let changes = CatalogChanges(from: existing, to: catalog)
+            if !dryRun && !changes.isEmpty { try await Self.write(changes, of: catalog, on: connection) }
+            let unserved = RuleMatcher(catalog: catalog).unservedClasses()
+            var warnings = validation.warnings
+            if !unserved.isEmpty {
+                warnings.append(
+                    CatalogProblem(
+                        path: "routing_rules",
+                        message: "no rule serves the classes \(unserved.joined(separator: ", ")) and there is no "
+                            + "\"\(RuleMatcher.defaultRule)\" rule: jobs of those classes cannot be routed",
+                        hint: "add a rule named \"\(RuleMatcher.defaultRule)\", or list the classes in a rule's "
+                            + "\"classes\""
+                    )
+                )
+            }
+            return ImportOutcome(changes: changes, catalog: catalog, warnings: warnings)
+        }
+    }
+
+    /// Writes a change set: rules that go are deleted first, models that go last, so no moment of
+    /// the transaction has a rule naming a missing model (not that anyone could see it).
+    static func write(_ changes: CatalogChanges, of catalog: Catalog, on connection: PostgresConnection) async throws {
+        if !changes.removedRules.isEmpty {
+            try await connection.query(
+                "DELETE FROM switchyard.routes WHERE task_class = ANY($1::text[])", [changes.removedRules])
+        }
+        let modelsToWrite = changes.modelsToWrite
+        for model in catalog.models where modelsToWrite.contains(model.name) {
+            try await connection.query(upsertModel, try binds(for: model))
+        }
+        let rulesToWrite = changes.rulesToWrite
+        for rule in catalog.rules where rulesToWrite.contains(rule.taskClass) {
+            try await connection.query(
+                upsertRule,
+                [
+                    rule.taskClass, rule.primary, rule.fallbacks, rule.strategy.rawValue, rule.maxCostPer1K,
+                    rule.maxLatencyMS, rule.qualityFloor, PostgresJSON(text: rule.settings.jsonText),
+                ]
+            )
+        }
+        if !changes.removedModels.isEmpty {
+            try await connection.query(
+                "DELETE FROM switchyard.models WHERE name = ANY($1::text[])", [changes.removedModels])
+        }
+    }
+
+    private static let upsertModel = """
+        INSERT INTO switchyard.models (
+            name, provider, base_url, api_key_env, upstream_model, tier, price_per_1k_input, price_per_1k_output,
+            price_windows, context_window, capabilities, weight, max_concurrency, requests_per_minute,
+            tokens_per_minute, enabled, settings, updated_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7::numeric, $8::numeric, $9::jsonb, $10, $11::jsonb, $12, $13, $14, $15, $16,
+                $17::jsonb, now())
+        ON CONFLICT (name) DO UPDATE SET
+            provider = EXCLUDED.provider, base_url = EXCLUDED.base_url, api_key_env = EXCLUDED.api_key_env,
+            upstream_model = EXCLUDED.upstream_model, tier = EXCLUDED.tier,
+            price_per_1k_input = EXCLUDED.price_per_1k_input, price_per_1k_output = EXCLUDED.price_per_1k_output,
+            price_windows = EXCLUDED.price_windows, context_window = EXCLUDED.context_window,
+            capabilities = EXCLUDED.capabilities, weight = EXCLUDED.weight,
+            max_concurrency = EXCLUDED.max_concurrency, requests_per_minute = EXCLUDED.requests_per_minute,
+            tokens_per_minute = EXCLUDED.tokens_per_minute, enabled = EXCLUDED.enabled,
+            settings = EXCLUDED.settings, updated_at = now()
+        """
+
+    private static let upsertRule = """
+        INSERT INTO switchyard.routes (
+            task_class, primary_model, fallbacks, strategy, max_cost_per_1k, max_latency_ms, quality_floor, settings,
+            updated_at)
+        VALUES ($1, $2, $3::text[], $4, $5::numeric, $6, $7, $8::jsonb, now())
+        ON CONFLICT (task_class) DO UPDATE SET
+            primary_model = EXCLUDED.primary_model, fallbacks = EXCLUDED.fallbacks, strategy = EXCLUDED.strategy,
+            max_cost_per_1k = EXCLUDED.max_cost_per_1k, max_latency_ms = EXCLUDED.max_latency_ms,
+            quality_floor = EXCLUDED.quality_floor, settings = EXCLUDED.settings, updated_at = now()
+        """
+
+    private static func binds(for model: ModelSpec) throws -> [(any PostgresEncodable)?] {
+        let capabilities = JSONValue.object(model.capabilities.mapValues { .number(Double($0)) })
+        return [
+            model.name, model.provider.rawValue, model.baseURL, model.apiKeyEnv, model.upstreamModel, model.tier,
+            model.pricePer1KInput, model.pricePer1KOutput, PostgresJSON(text: model.priceWindows.jsonText),
+            model.contextWindow, PostgresJSON(text: capabilities.jsonText), model.weight, model.maxConcurrency,
+            model.requestsPerMinute, model.tokensPerMinute, model.enabled, PostgresJSON(text: model.settings.jsonText),
+        ]
+    }
+
+    // MARK: Rows
+
+    static func model(row: PostgresRow) throws -> ModelSpec {
+        let name = try row.decode("name", as: String.self)
+        let providerText = try row.decode("provider", as: String.self)
+        guard let provider = ProviderKind(rawValue: providerText) else {
+            throw QueueError(
+                .database, "model \(name) has unknown provider \(providerText)", hint: "re-import the catalog")
+        }
+        let scores = try JSONValue(parsing: try row.decode("capabilities", as: String.self)).objectValue ?? [:]
+        return ModelSpec(
+            name: name, provider: provider, baseURL: try row.decode("base_url", as: String?.self),
+            apiKeyEnv: try row.decode("api_key_env", as: String?.self),
+            upstreamModel: try row.decode("upstream_model", as: String?.self), tier: try row.decode("tier"),
+            pricePer1KInput: try row.decode("price_per_1k_input"),
+            pricePer1KOutput: try row.decode("price_per_1k_output"),
+            priceWindows: try JSONValue(parsing: try row.decode("price_windows", as: String.self)),
+            contextWindow: try row.decode("context_window"), capabilities: scores.compactMapValues(\.intValue),
+            weight: try row.decode("weight"), maxConcurrency: try row.decode("max_concurrency", as: Int?.self),
+            requestsPerMinute: try row.decode("requests_per_minute", as: Int?.self),
+            tokensPerMinute: try row.decode("tokens_per_minute", as: Int?.self), enabled: try row.decode("enabled"),
+            settings: try JSONValue(parsing: try row.decode("settings", as: String.self))
+        )
+    }
+
+    static func rule(row: PostgresRow) throws -> RouteRule {
+        let name = try row.decode("task_class", as: String.self)
+        let strategyText = try row.decode("strategy", as: String.self)
+        guard let strategy = RoutingStrategy(rawValue: strategyText) else {
+            throw QueueError(
+                .database, "rule \(name) has unknown strategy \(strategyText)", hint: "re-import the catalog")
+        }
+        let fallbacks = try JSONValue(parsing: try row.decode("fallbacks", as: String.self)).arrayValue ?? []
+        return RouteRule(
+            taskClass: name, primary: try row.decode("primary_model"), fallbacks: fallbacks.compactMap(\.stringValue),
+            strategy: strategy, maxCostPer1K: try row.decode("max_cost_per_1k", as: Decimal?.self),
+            maxLatencyMS: try row.decode("max_latency_ms", as: Int?.self),
+            qualityFloor: try row.decode("quality_floor", as: Int?.self),
+            settings: try JSONValue(parsing: try row.decode("settings", as: String.self))
+        )
+    }
+}

@@ -1,0 +1,30 @@
+extension RouteRule {
+    /// Keys of `settings` that the import document fills from a rule's own members.
+    enum SettingsKey {
+        static let classes = "classes"
+        static let strategyWithoutAffinity = "strategy_without_affinity"
+        static let loadEpsilon = "load_epsilon"
+        static let description = "description"
+    }
+
+    /// The task classes this rule serves besides the one it is named after (`"classes"` in the
+    /// import document, kept in `settings`), e.g. `simple_queries` serving `["simple", "factual"]`.
+    public var servedClasses: [String] {
+        settings[SettingsKey.classes]?.arrayValue?.compactMap(\.stringValue) ?? []
+    }
+
+    /// What a `hash` rule does with a job that has no affinity key (`ordered` unless the rule says).
+    public var strategyWithoutAffinity: RoutingStrategy {
+        settings[SettingsKey.strategyWithoutAffinity]?.stringValue.flatMap(RoutingStrategy.init(rawValue:))
+            .flatMap { $0 == .hash ? nil : $0 } ?? .ordered
+    }
+
+    /// The bounded-load slack ε of a `hash` rule: a model already above (1 + ε) × its fair share of
+    /// the in-flight requests passes its keys to the next model on the ring. Default 0.25.
+    public var loadEpsilon: Double {
+        settings[SettingsKey.loadEpsilon]?.doubleValue.flatMap { $0 > 0 ? $0 : nil } ?? Self.defaultLoadEpsilon
+    }
+
+    /// ε when a rule gives none: 25% above the average, as HAProxy's default `hash-balance-factor`.
+    public static let defaultLoadEpsilon = 0.25
+}

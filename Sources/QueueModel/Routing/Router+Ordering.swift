@@ -1,0 +1,113 @@
+import Foundation
+
+extension Router {
+    /// The kept models in the order to try them, and what the strategy did.
+    struct Ordering {
+        var strategy: RoutingStrategy
+        var reason: String
+        var models: [Evaluation]
+        /// Extra facts per model (ring notes).
+        var notes: [String: [String]] = [:]
+    }
+
+    /// Orders the kept models by the rule's strategy. Every strategy breaks ties by the rule's
+    /// order (primary first), so the result never depends on sort stability.
+    func order(
+        _ kept: [Evaluation], rule: RouteRule, request: RoutingRequest, scoringClass: TaskClass, state: RoutingState
+    ) -> Ordering {
+        var strategy = rule.strategy
+        var prefix = ""
+        if strategy == .hash {
+            if let key = request.affinityKey, !key.isEmpty {
+                return hashOrdering(kept, rule: rule, key: key, state: state)
+            }
+            strategy = rule.strategyWithoutAffinity
+            prefix = "hash rule, but the job has no affinity key: "
+        }
+        func sorted<Key: Comparable>(by key: (Evaluation) -> Key) -> [Evaluation] {
+            kept.sorted { (key($0), $0.index) < (key($1), $1.index) }
+        }
+        let models: [Evaluation]
+        let reason: String
+        switch strategy {
+        case .ordered, .hash:
+            models = kept
+            reason = "ordered: primary, then the fallbacks as listed"
+        case .roundRobin:
+            let start = kept.isEmpty ? 0 : Int(state.sequence % UInt64(kept.count))
+            models = Array(kept[start...] + kept[..<start])
+            reason = "round_robin: sequence \(state.sequence) starts at model \(start + 1) of \(kept.count)"
+        case .weighted:
+            models = sorted { -Self.weightedKey(for: $0, sequence: state.sequence) }
+            reason = "weighted: a draw by weight seeded with sequence \(state.sequence)"
+        case .leastBusy:
+            models = sorted { $0.inFlight }
+            reason = "least_busy: fewest requests in flight first"
+        case .lowestLatency:
+            // Unmeasured models go first, so they get measured (as LiteLLM's latency routing does).
+            models = sorted { $0.latencyEWMAMS ?? -1 }
+            reason = "lowest_latency: lowest latency EWMA first (unmeasured models first, to measure them)"
+        case .cheapest:
+            models = sorted { $0.price }
+            reason = "cheapest: lowest average price per 1K first, among models meeting the quality floor"
+        case .bestQuality:
+            models = sorted { -($0.score ?? -1) }
+            reason = "best_quality: highest \(scoringClass.capabilityNames.joined(separator: " or ")) score first"
+        }
+        return Ordering(strategy: strategy, reason: prefix + reason, models: models)
+    }
+
+    /// An Efraimidis–Spirakis key: sorting by it descending is a weighted draw without
+    /// replacement, and each model's key depends only on its name and the sequence.
+    static func weightedKey(for evaluation: Evaluation, sequence: UInt64) -> Double {
+        let weight = evaluation.model?.weight ?? 0
+        guard weight > 0 else { return -.infinity }
+        let bits = StableHash.mix((sequence &* 0x9E37_79B9_7F4A_7C15) ^ StableHash.hash(evaluation.name))
+        let unit = (Double(bits >> 11) + 0.5) / 9_007_199_254_740_992  // in (0, 1)
+        return log(unit) / weight
+    }
+
+    /// Consistent hashing with bounded load.
+    ///
+    /// The key's owner is the first model clockwise from the key on the rule's ring. Models that
+    /// were dropped (unhealthy, too small, over budget) are walked past, so only their keys move,
+    /// each to the next model on the ring. A model already at its bounded load — in flight ≥
+    /// ⌈(1 + ε) × (total in flight + 1) × its share of the weight⌉ — is walked past too, so a hot
+    /// key spills to the next model instead of piling up (Mirrokni et al., "Consistent Hashing
+    /// with Bounded Loads"); it stays in the plan as a later fallback.
+    private func hashOrdering(_ kept: [Evaluation], rule: RouteRule, key: String, state: RoutingState) -> Ordering {
+        let ring = rings[rule.taskClass] ?? HashRing(members: [String]())
+        let byName = Dictionary(kept.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        let walk = ring.walk(from: key)
+        let onRing = walk.compactMap { byName[$0] }
+        let epsilon = rule.loadEpsilon
+        let totalInFlight = onRing.reduce(0) { $0 + $1.inFlight }
+        let totalWeight = onRing.reduce(0.0) { $0 + ($1.model?.weight ?? 0) }
+        var notes: [String: [String]] = [:]
+        var within: [Evaluation] = []
+        var over: [Evaluation] = []
+        for evaluation in onRing {
+            let share = (evaluation.model?.weight ?? 0) / max(totalWeight, .leastNormalMagnitude)
+            let capacity = Int(((1 + epsilon) * Double(totalInFlight + 1) * share).rounded(.up))
+            if evaluation.inFlight < capacity {
+                within.append(evaluation)
+            } else {
+                over.append(evaluation)
+                notes[evaluation.name, default: []].append(
+                    "over bounded load (\(evaluation.inFlight) in flight ≥ cap \(capacity)): "
+                        + "spilled to the next on the ring"
+                )
+            }
+        }
+        let offRing = kept.filter { evaluation in !walk.contains(evaluation.name) }
+        for evaluation in offRing {
+            notes[evaluation.name, default: []].append("not on the ring (weight 0 or disabled)")
+        }
+        var reason = "hash on affinity key \"\(key)\" (ring position \(StableHash.hex(key)), ε = \(epsilon))"
+        if let home = walk.first {
+            reason += byName[home] == nil ? "; its home model \(home) was dropped, walked on" : "; home model \(home)"
+            notes[home, default: []].append("home of this key on the ring")
+        }
+        return Ordering(strategy: .hash, reason: reason, models: within + over + offRing, notes: notes)
+    }
+}

@@ -1,0 +1,159 @@
+import Foundation
+
+/// The routing engine: turns a request and the live state of the models into a plan of attempts.
+///
+/// Pure and deterministic: no clock, no randomness, no I/O. The same catalog, request and state
+/// always give the same plan, in any process. Build one per catalog version (it precomputes the
+/// hash rings) and share it; it is a value.
+///
+/// For each request:
+/// 1. classify it (`TaskClassifier`; the job's `task_class` wins);
+/// 2. find its rule (`RuleMatcher`: by name, by `classes`, by alias, else `default`);
+/// 3. check every model the rule names: in the catalog, enabled, breaker not open, context window
+///    fits the estimated prompt plus output, within the cost ceiling, at or above the quality
+///    floor, rate-limit budget left, below max concurrency;
+/// 4. order the models that pass by the rule's strategy (a model the request names in its body's
+///    `"model"` goes first, ahead of the rule's models, if it passes the filters);
+/// 5. give each a tier by position and a timeout (the tier's target; the rule's
+///    `max_latency_ms` for the primary).
+public struct Router: Sendable {
+    /// The catalog this router routes with.
+    public let catalog: Catalog
+    /// Classifies requests that carry no task class.
+    public let classifier: TaskClassifier
+    let matcher: RuleMatcher
+    let modelsByName: [String: ModelSpec]
+    /// Each model's average price per 1K and its text, computed once: `Decimal` division is slow
+    /// enough to dominate a plan otherwise.
+    let prices: [String: (average: Decimal, text: String)]
+    /// One ring per `hash` rule, over the rule's enabled catalog models. Health is not part of
+    /// membership: an unhealthy model is walked past, so only its keys move.
+    let rings: [String: HashRing]
+
+    /// A router for one catalog version; builds the hash rings of its `hash` rules.
+    public init(catalog: Catalog, classifier: TaskClassifier = TaskClassifier()) {
+        self.catalog = catalog
+        self.classifier = classifier
+        self.matcher = RuleMatcher(catalog: catalog)
+        let models = Dictionary(catalog.models.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        self.modelsByName = models
+        self.prices = models.mapValues { model in
+            let average = Self.averagePricePer1K(model)
+            return (average, "$\(average)/1K")
+        }
+        var rings: [String: HashRing] = [:]
+        for rule in catalog.rules where rule.strategy == .hash {
+            let members = Self.uniqueModels(of: rule).compactMap { models[$0] }.filter(\.enabled).map {
+                ($0.name, $0.weight)
+            }
+            rings[rule.taskClass] = HashRing(members: members)
+        }
+        self.rings = rings
+    }
+
+    /// The plan for one request.
+    /// - Parameters:
+    ///   - request: the job's body, class, affinity key, priority.
+    ///   - state: health, in-flight counts, latencies and budgets of the models, and a sequence
+    ///     number for `round_robin` and `weighted`.
+    /// - Returns: the attempts in order, or none with `unroutable` saying why; always explained.
+    public func plan(for request: RoutingRequest, state: RoutingState) -> RoutePlan {
+        let estimate = PromptEstimate(request: request.body)
+        let classification = classifier.classify(request.body, given: request.taskClass, estimate: estimate)
+        guard let match = matcher.match(classification.taskClass) else {
+            return RoutePlan(
+                attempts: [], classification: classification, rule: nil, strategy: nil, estimate: estimate,
+                explanation: RouteExplanation(rule: "none", strategy: "none", candidates: []),
+                unroutable: .init(
+                    reason: "no routing rule serves class \"\(classification.taskClass)\" and there is no "
+                        + "\"\(RuleMatcher.defaultRule)\" rule",
+                    hint: "add a rule named \"\(classification.taskClass)\" or \"\(RuleMatcher.defaultRule)\" to the "
+                        + "catalog (dispatcher models import), or submit with a task_class a rule serves",
+                    isTransient: false
+                )
+            )
+        }
+        let rule = match.rule
+        let ceiling = [rule.maxCostPer1K, request.maxCostPer1K].compactMap { $0 }.min()
+        // A request that names a model ("model": "gpt-4o") gets it first, if it passes the filters
+        // that protect the request (the job's own ceiling, not the rule's floor and ceiling: the
+        // caller chose it); the rule's models follow as fallbacks.
+        let requested = Self.requestedModel(in: request.body)
+        let pinned = requested.map { name in
+            evaluate(
+                name, index: -1, rule: RouteRule(taskClass: rule.taskClass, primary: name),
+                scoringClass: match.scoringClass, estimate: estimate, ceiling: request.maxCostPer1K, state: state
+            )
+        }
+        var evaluations = Self.uniqueModels(of: rule).filter { $0 != requested }.enumerated().map { index, name in
+            evaluate(
+                name, index: index, rule: rule, scoringClass: match.scoringClass, estimate: estimate, ceiling: ceiling,
+                state: state
+            )
+        }
+        var ordering = order(
+            evaluations.filter(\.isKept), rule: rule, request: request, scoringClass: match.scoringClass, state: state
+        )
+        if let pinned {
+            ordering.reason = "the request names model \"\(pinned.name)\": it goes first; then " + ordering.reason
+            if pinned.isKept { ordering.models.insert(pinned, at: 0) }
+            evaluations.insert(pinned, at: 0)
+        }
+
+        let attempts = ordering.models.enumerated().map { position, evaluation in
+            RoutePlan.Attempt(
+                model: evaluation.model!, position: position,
+                timeout: position == 0 ? rule.maxLatencyMS.map { Duration.milliseconds($0) } : nil
+            )
+        }
+        var candidates = attempts.map { attempt in
+            let evaluation = ordering.models[attempt.position]
+            var facts = evaluation.facts + (ordering.notes[evaluation.name] ?? [])
+            facts.append(Self.timeoutFact(attempt, rule: rule))
+            return RouteExplanation.Candidate(model: evaluation.name, position: attempt.position, facts: facts)
+        }
+        candidates += evaluations.filter { !$0.isKept }.map {
+            RouteExplanation.Candidate(model: $0.name, dropReasons: $0.dropReasons, facts: $0.facts)
+        }
+        var plan = RoutePlan(
+            attempts: attempts, classification: classification, rule: rule, strategy: ordering.strategy,
+            estimate: estimate,
+            explanation: RouteExplanation(rule: match.reason, strategy: ordering.reason, candidates: candidates),
+            unroutable: nil
+        )
+        if attempts.isEmpty { plan.unroutable = Self.unroutable(rule: rule, evaluations: evaluations) }
+        return plan
+    }
+
+    /// The model a request names in its body (`"model"`), unless empty or `auto`.
+    static func requestedModel(in body: JSONValue) -> String? {
+        guard let name = body["model"]?.stringValue, !name.isEmpty, name != "auto" else { return nil }
+        return name
+    }
+
+    /// The rule's models, primary first, each once.
+    static func uniqueModels(of rule: RouteRule) -> [String] {
+        var seen: Set<String> = []
+        return rule.models.filter { seen.insert($0).inserted }
+    }
+
+    private static func timeoutFact(_ attempt: RoutePlan.Attempt, rule: RouteRule) -> String {
+        let source =
+            attempt.position == 0 && rule.maxLatencyMS != nil ? "rule max_latency_ms" : "\(attempt.tier) target"
+        return "timeout \(attempt.timeoutMS) ms (\(source))"
+    }
+
+    private static func unroutable(rule: RouteRule, evaluations: [Evaluation]) -> RoutePlan.Unroutable {
+        let transient = !evaluations.isEmpty && evaluations.allSatisfy { !$0.isPermanentlyDropped }
+        let reasons = evaluations.map { "\($0.name): \($0.dropReasons.joined(separator: "; "))" }
+        return RoutePlan.Unroutable(
+            reason: "no model of rule \"\(rule.taskClass)\" can take this request (" + reasons.joined(separator: " | ")
+                + ")",
+            hint: transient
+                ? "every model is unhealthy, busy or out of rate budget right now; retry later"
+                : "shorten the request, raise the rule's max_cost_per_1k or lower its quality_floor, or add a model "
+                    + "that fits to the rule",
+            isTransient: transient
+        )
+    }
+}

@@ -1,0 +1,58 @@
+/// The live facts the router weighs, passed in so that routing stays pure: the same request and
+/// state always give the same plan.
+public struct RoutingState: Sendable, Hashable {
+    /// A model's circuit breaker, as kept in `switchyard.model_health`.
+    public enum Breaker: String, Sendable, Hashable, CaseIterable {
+        /// Healthy: requests flow.
+        case closed
+        /// Failing: the router skips the model until the breaker half-opens.
+        case open
+        /// Probing: the router keeps the model (the worker limits how many probes go through).
+        case halfOpen = "half_open"
+    }
+
+    /// What is known about one model right now. Unknown facts are nil and never drop a model.
+    public struct ModelState: Sendable, Hashable {
+        /// The model's circuit breaker.
+        public var breaker: Breaker
+        /// Requests in flight to the model (this worker's or the fleet's, as the caller counts).
+        public var inFlight: Int
+        /// Recent latency (exponentially weighted moving average), in milliseconds.
+        public var latencyEWMAMS: Double?
+        /// Requests left in this minute's budget.
+        public var requestsRemaining: Int?
+        /// Tokens left in this minute's budget.
+        public var tokensRemaining: Int?
+
+        /// A model state; every fact defaults to "healthy, idle, unknown".
+        public init(
+            breaker: Breaker = .closed, inFlight: Int = 0, latencyEWMAMS: Double? = nil, requestsRemaining: Int? = nil,
+            tokensRemaining: Int? = nil
+        ) {
+            self.breaker = breaker
+            self.inFlight = inFlight
+            self.latencyEWMAMS = latencyEWMAMS
+            self.requestsRemaining = requestsRemaining
+            self.tokensRemaining = tokensRemaining
+        }
+    }
+
+    /// Per-model state by model name; a model missing here is healthy, idle and unmeasured.
+    public var models: [String: ModelState]
+    /// A number that differs from one decision to the next (the job id, or a counter): where
+    /// `round_robin` starts and what `weighted` draws. The caller owns it, so a plan can be
+    /// reproduced exactly.
+    public var sequence: UInt64
+
+    /// A state with these model facts and sequence number.
+    public init(models: [String: ModelState] = [:], sequence: UInt64 = 0) {
+        self.models = models
+        self.sequence = sequence
+    }
+
+    /// The state of a model (the defaults when nothing is known).
+    public subscript(model: String) -> ModelState {
+        get { models[model] ?? ModelState() }
+        set { models[model] = newValue }
+    }
+}

@@ -1,0 +1,76 @@
+/// Finds the routing rule for a task class.
+///
+/// In this order:
+/// 1. the rule named after the class (a rule `code` serves class `code`; a job whose task_class is
+///    `simple_queries` gets that rule);
+/// 2. the rule that lists the class in its `classes` (e.g. `"classes": ["simple", "factual"]`);
+/// 3. the alias table, so the seed rules work as users already write them:
+///    `simple` → `simple_queries`, `reasoning` → `complex_reasoning`;
+/// 4. the rule named `default`.
+///
+/// A class none of these finds cannot be routed; an import warns about such classes.
+public struct RuleMatcher: Sendable {
+    /// The rule that serves every class no other rule does.
+    public static let defaultRule = "default"
+
+    /// Built-in class → rule names used when no rule is named after or lists the class.
+    public static let aliases: [TaskClass: String] = [.simple: "simple_queries", .reasoning: "complex_reasoning"]
+
+    /// A rule found for a class, and why.
+    public struct Match: Sendable, Hashable {
+        /// The rule found.
+        public var rule: RouteRule
+        /// How the rule was found, for people.
+        public var reason: String
+        /// The class whose capability scores measure models under this rule: the job's class,
+        /// or, for a class that is a rule name (`complex_reasoning`), the built-in class the rule
+        /// serves (`reasoning`).
+        public var scoringClass: TaskClass
+    }
+
+    private let rulesByName: [String: RouteRule]
+    private let rulesByClass: [String: RouteRule]
+
+    /// A matcher over a catalog's rules.
+    public init(catalog: Catalog) {
+        rulesByName = Dictionary(catalog.rules.map { ($0.taskClass, $0) }, uniquingKeysWith: { first, _ in first })
+        var byClass: [String: RouteRule] = [:]
+        // Rules are sorted by name, so when two list one class the first name wins, everywhere.
+        for rule in catalog.rules {
+            for taskClass in rule.servedClasses where byClass[taskClass] == nil { byClass[taskClass] = rule }
+        }
+        rulesByClass = byClass
+    }
+
+    /// The rule for a class, or nil when no rule serves it and there is no `default` rule.
+    public func match(_ taskClass: TaskClass) -> Match? {
+        if let rule = rulesByName[taskClass.rawValue] {
+            return Match(
+                rule: rule, reason: "the rule named \"\(taskClass)\"", scoringClass: scoringClass(taskClass, rule))
+        }
+        if let rule = rulesByClass[taskClass.rawValue] {
+            return Match(
+                rule: rule, reason: "rule \"\(rule.taskClass)\" lists class \"\(taskClass)\"", scoringClass: taskClass)
+        }
+        if let name = Self.aliases[taskClass], let rule = rulesByName[name] {
+            return Match(rule: rule, reason: "alias \(taskClass) → \(name)", scoringClass: taskClass)
+        }
+        if let rule = rulesByName[Self.defaultRule] {
+            return Match(
+                rule: rule, reason: "no rule for \"\(taskClass)\": the \"\(Self.defaultRule)\" rule",
+                scoringClass: taskClass)
+        }
+        return nil
+    }
+
+    /// The built-in classes no rule would serve.
+    public func unservedClasses() -> [String] {
+        TaskClass.builtIn.filter { match($0) == nil }.map(\.rawValue)
+    }
+
+    private func scoringClass(_ taskClass: TaskClass, _ rule: RouteRule) -> TaskClass {
+        if TaskClass.builtIn.contains(taskClass) { return taskClass }
+        if let alias = Self.aliases.first(where: { $0.value == rule.taskClass })?.key { return alias }
+        return rule.servedClasses.first.map(TaskClass.init(rawValue:)) ?? taskClass
+    }
+}

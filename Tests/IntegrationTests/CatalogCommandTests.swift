@@ -1,0 +1,93 @@
+import Foundation
+import Postgres
+import QueueModel
+import Testing
+
+/// The `dispatcher models` and `dispatcher route` commands, run as real child processes.
+@Suite("Catalog and route commands")
+struct CatalogCommandTests {
+    private func dispatcher(_ arguments: [String]) async throws -> (status: Int32, output: String) {
+        let binary = WorkerProcess.binary("dispatcher")
+        return try await BlockingWork.run { try ChildProcess.run(binary, arguments) }
+    }
+
+    @Test("another process maps every affinity key to the same model as this one (invariant 5)")
+    func hashingAgreesAcrossProcesses() async throws {
+        let keys = (0..<300).map { "conversation-\($0)" }
+        let path = CatalogStoreTests.exampleURL.path
+        let arguments =
+            ["route", "--explain", "--json", "--catalog", path, "--class", "general", "--prompt", "hello"]
+            + keys.flatMap { ["--affinity", $0] }
+        let (status, output) = try await dispatcher(arguments)
+        #expect(status == 0, "\(output)")
+        let entries = try #require(try JSONValue(parsing: output).arrayValue)
+        let router = Router(catalog: try CatalogDocument(parsing: CatalogStoreTests.example).applied(to: .empty))
+        var owners: Set<String> = []
+        for (key, entry) in zip(keys, entries) {
+            let theirs = entry["plan"]?["attempts"]?.arrayValue?.compactMap { $0["model"]?.stringValue }
+            let request = RoutingRequest(
+                body: ["messages": [["role": "user", "content": "hello"]]], taskClass: "general", affinityKey: key
+            )
+            let ours = router.plan(for: request, state: RoutingState()).attempts.map(\.model.name)
+            #expect(entry["affinity_key"]?.stringValue == key)
+            #expect(theirs == ours, "key \(key)")
+            owners.insert(ours[0])
+        }
+        #expect(owners.count == 4)
+    }
+
+    @Test("models import prints what changed, models list shows the catalog, route --explain reads the database")
+    func importListExplain() async throws {
+        try await TestDatabase.withMigrated { configuration in
+            let url = WorkerProcess.databaseURL(configuration)
+            let path = CatalogStoreTests.exampleURL.path
+            let imported = try await dispatcher(["models", "import", path, "--database-url", url])
+            #expect(imported.status == 0, "\(imported.output)")
+            #expect(imported.output.contains("+ model claude-haiku"))
+            #expect(
+                imported.output.contains("models: 12 added, 0 changed, 0 removed; rules: 7 added, 0 changed, 0 removed")
+            )
+
+            let listed = try await dispatcher(["models", "list", "--json", "--database-url", url])
+            #expect(listed.status == 0, "\(listed.output)")
+            let catalog = try JSONValue(parsing: listed.output)
+            #expect(catalog["models"]?.arrayValue?.count == 12)
+            #expect(catalog["models"]?[0]?["health"]?["breaker"] == "closed")
+
+            let text = try await dispatcher(["models", "list", "--database-url", url])
+            #expect(text.output.contains("simple_queries"))
+
+            let explained = try await dispatcher(
+                ["route", "--explain", "--prompt", "Write a haiku about autumn", "--database-url", url]
+            )
+            #expect(explained.status == 0, "\(explained.output)")
+            #expect(explained.output.contains("class     creative — heuristic: creative writing (\"write\")"))
+            #expect(explained.output.contains("rule      creative — the rule named \"creative\""))
+        }
+    }
+
+    @Test("an invalid file exits 2 and lists every problem; nothing is written")
+    func invalidImport() async throws {
+        try await TestDatabase.withMigrated { configuration in
+            let url = WorkerProcess.databaseURL(configuration)
+            let file = FileManager.default.temporaryDirectory.appending(path: "catalog-\(UUID().uuidString).json")
+            defer { try? FileManager.default.removeItem(at: file) }
+            let text = """
+                {"models": {"m": {"provider": "simulated", "wieght": 2}},
+                 "routing_rules": {"r": {"primary": "n", "strategy": "cheap"}}}
+                """
+            try Data(text.utf8).write(to: file)
+            let result = try await dispatcher(["models", "import", file.path, "--database-url", url])
+            #expect(result.status == 2)
+            #expect(result.output.contains("the catalog document has 3 problems:"))
+            #expect(result.output.contains("models.m.wieght: unknown field (did you mean \"weight\"?)"))
+            #expect(result.output.contains("routing_rules.r.primary: unknown model \"n\""))
+            #expect(
+                result.output.contains(
+                    "routing_rules.r.strategy: unknown strategy \"cheap\" (did you mean \"cheapest\"?)"))
+            let pool = PostgresPool(configuration, options: .init(maxConnections: 1))
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.models").scalar(Int.self) == 0)
+            await pool.close()
+        }
+    }
+}

@@ -1,0 +1,183 @@
+import Foundation
+import Postgres
+import QueueModel
+import Testing
+
+@Suite("Catalog store against a real server")
+struct CatalogStoreTests {
+    static var exampleURL: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+            .appending(path: "examples/catalog.json")
+    }
+
+    static var example: Data { FileManager.default.contents(atPath: exampleURL.path) ?? Data() }
+
+    @Test("an import round-trips exactly: prices to 10 places, JSON settings, rule options")
+    func roundTrip() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = CatalogStore(pool: pool)
+            let outcome = try await store.importDocument(Self.example)
+            #expect(outcome.changes.addedModels.count == 12)
+            #expect(
+                outcome.changes.addedRules == [
+                    "code", "complex_reasoning", "creative", "default", "long_context", "multilingual",
+                    "simple_queries",
+                ])
+            let loaded = try await store.load()
+            #expect(loaded == (try CatalogDocument(parsing: Self.example).applied(to: .empty)))
+            #expect(loaded.model(named: "gpt-4o-mini")?.pricePer1KInput == Decimal(string: "0.00015"))
+            #expect(loaded.rule(named: "default")?.strategyWithoutAffinity == .leastBusy)
+
+            let fine =
+                #"{"models": {"fine": {"provider": "simulated", "price_per_1k_input": 0.0000000001, "price_per_1k_output": 1234.5678901234}}}"#
+            _ = try await store.importDocument(Data(fine.utf8), mode: .merge)
+            let stored = try await store.load().model(named: "fine")
+            #expect(stored?.pricePer1KInput == Decimal(string: "0.0000000001"))
+            #expect(stored?.pricePer1KOutput == Decimal(string: "1234.5678901234"))
+
+            // The same file again changes nothing and writes nothing.
+            let again = try await store.importDocument(Self.example, mode: .merge)
+            #expect(again.changes.isEmpty)
+            #expect(again.changes.rendered() == "no changes: the catalog already matches the file")
+        }
+    }
+
+    @Test("the change summary names added, changed (with fields) and removed models and rules")
+    func changeSummary() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = CatalogStore(pool: pool)
+            _ = try await store.importDocument(Data(Self.small(price: "0.001", fallbacks: #"["b"]"#, extra: true).utf8))
+            let outcome = try await store.importDocument(
+                Data(Self.small(price: "0.002", fallbacks: #"["c", "b"]"#, extra: false).utf8))
+            let changes = outcome.changes
+            #expect(changes.addedModels == ["c"])
+            #expect(changes.changedModels == [.init(name: "a", fields: ["tier", "price_per_1k_input"])])
+            #expect(changes.removedModels == ["extra"])
+            #expect(changes.addedRules.isEmpty)
+            #expect(changes.changedRules == [.init(name: "r", fields: ["fallbacks", "strategy"])])
+            #expect(changes.removedRules == ["extra_rule"])
+            #expect(
+                changes.rendered().split(separator: "\n") == [
+                    "+ model c", "~ model a: tier, price_per_1k_input", "- model extra",
+                    "~ rule r: fallbacks, strategy",
+                    "- rule extra_rule", "models: 1 added, 1 changed, 1 removed; rules: 0 added, 1 changed, 1 removed",
+                ])
+            #expect(try await store.load().models.map(\.name) == ["a", "b", "c"])
+        }
+    }
+
+    @Test("merge removes nothing; a rules-only file leaves the models alone; dry runs write nothing")
+    func modes() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = CatalogStore(pool: pool)
+            _ = try await store.importDocument(Data(Self.small(price: "0.001", fallbacks: #"["b"]"#, extra: true).utf8))
+            let merged = try await store.importDocument(
+                Data(#"{"models": {"z": {"provider": "simulated"}}}"#.utf8), mode: .merge
+            )
+            #expect(merged.changes.addedModels == ["z"] && merged.changes.removedModels.isEmpty)
+
+            let seedRules = #"{"routing_rules": {"r": {"primary": "a", "fallback": "z"}}}"#
+            let rulesOnly = try await store.importDocument(Data(seedRules.utf8))
+            #expect(rulesOnly.changes.removedModels.isEmpty)
+            #expect(rulesOnly.changes.removedRules == ["extra_rule"])
+
+            let dry = try await store.importDocument(
+                Data(#"{"models": {"a": {"provider": "simulated"}, "z": {"provider": "simulated"}}}"#.utf8),
+                dryRun: true)
+            #expect(dry.changes.removedModels == ["b", "extra"])
+            #expect(try await store.load().models.count == 4)
+        }
+    }
+
+    @Test("an invalid document lists every problem and writes nothing; the seed format needs its models")
+    func invalid() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = CatalogStore(pool: pool)
+            let seed = """
+                {"routing_rules": {"simple_queries": {"primary": "gpt-3.5-turbo", "fallback": "claude-haiku", "max_cost_per_1k": 0.002},
+                 "complex_reasoning": {"primary": "gpt-4", "fallback": "claude-opus", "max_latency_ms": 5000}}}
+                """
+            let error = try await #require(throws: QueueError.self) { try await store.importDocument(Data(seed.utf8)) }
+            #expect(error.code == .invalidInput)
+            #expect(error.message.hasPrefix("the catalog document has 4 problems:"))
+            #expect(error.message.contains("routing_rules.complex_reasoning.fallback: unknown model \"claude-opus\""))
+            #expect(error.hint == "Fix every line above and import again; nothing was changed.")
+            #expect(try await store.load() == .empty)
+            // Once the models exist, the same seed file imports as-is.
+            _ = try await store.importDocument(Self.example)
+            let outcome = try await store.importDocument(Data(seed.utf8), mode: .merge)
+            #expect(outcome.changes.isEmpty)
+        }
+    }
+
+    @Test("every catalog change is announced once per table on switchyard_catalog")
+    func notifies() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = CatalogStore(pool: pool)
+            let events = try await pool.listen(on: [CatalogStore.channel])
+            _ = try await store.importDocument(Self.example)
+            // A marker sent after the import: everything the import announced arrives before it.
+            try await pool.query("SELECT pg_notify($1, 'marker')", [CatalogStore.channel])
+            var payloads: [String] = []
+            for await event in events {
+                guard case .notification(let notification) = event else { continue }
+                if notification.payload == "marker" { break }
+                payloads.append(notification.payload)
+            }
+            #expect(payloads.sorted() == ["models", "routes"])
+        }
+    }
+
+    @Test("the database refuses what the import refuses, even from hand-written SQL")
+    func constraints() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            _ = try await CatalogStore(pool: pool).importDocument(Self.example)
+            let key = try await #require(throws: PostgresError.self) {
+                try await pool.query(
+                    "UPDATE switchyard.models SET api_key_env = $1 WHERE name = 'gpt-4'", ["sk-live-abcdef123456"])
+            }
+            #expect(key.sqlState == .checkViolation)
+            let strategy = try await #require(throws: PostgresError.self) {
+                try await pool.query("UPDATE switchyard.routes SET strategy = 'random' WHERE task_class = 'code'")
+            }
+            #expect(strategy.sqlState == .checkViolation)
+        }
+    }
+
+    @Test("health comes from model_health, and an open breaker keeps the router away")
+    func health() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = CatalogStore(pool: pool)
+            _ = try await store.importDocument(Self.example)
+            try await pool.query(
+                """
+                INSERT INTO switchyard.model_health (model, state, opened_at, consecutive_failures, latency_ewma_ms, latency_p95_ms)
+                VALUES ('gpt-4', 'open', now(), 5, 4100, 9000), ('claude-opus', 'closed', NULL, 0, 2100.5, 5200)
+                """
+            )
+            let health = try await store.health()
+            #expect(health["gpt-4"]?.breaker == .open)
+            #expect(health["claude-opus"]?.latencyEWMAMS == 2100.5)
+            let state = try await store.routingState()
+            let plan = Router(catalog: try await store.load()).plan(
+                for: RoutingRequest(body: ["messages": [["role": "user", "content": "Why is the sky blue?"]]]),
+                state: state
+            )
+            #expect(plan.attempts.map(\.model.name) == ["claude-opus"])
+        }
+    }
+
+    /// A catalog of a few models and a rule, with knobs for the change-summary tests.
+    static func small(price: String, fallbacks: String, extra: Bool) -> String {
+        let tier = price == "0.001" ? "cheap" : "standard"
+        let extraModel = extra ? #", "extra": {"provider": "simulated"}"# : #", "c": {"provider": "simulated"}"#
+        let extraRule = extra ? #", "extra_rule": {"primary": "extra"}"# : ""
+        let strategy = extra ? "ordered" : "least_busy"
+        return """
+            {"models": {"a": {"provider": "simulated", "tier": "\(tier)", "price_per_1k_input": \(price)},
+                        "b": {"provider": "simulated"}\(extraModel)},
+             "routing_rules": {"r": {"primary": "a", "fallbacks": \(fallbacks), "strategy": "\(strategy)"}\(extraRule)}}
+            """
+    }
+}

@@ -1,0 +1,235 @@
+import Foundation
+import QueueModel
+import Testing
+
+@Suite("Catalog import document")
+struct CatalogDocumentTests {
+    static let seed = """
+        {"routing_rules": {"simple_queries": {"primary": "gpt-3.5-turbo", "fallback": "claude-haiku", "max_cost_per_1k": 0.002},
+         "complex_reasoning": {"primary": "gpt-4", "fallback": "claude-opus", "max_latency_ms": 5000}}}
+        """
+
+    static let seedModels: Set<String> = ["gpt-3.5-turbo", "claude-haiku", "gpt-4", "claude-opus"]
+
+    private func problems(_ text: String, known: Set<String> = []) -> [String] {
+        CatalogDocument.validate(Data(text.utf8), knownModels: known).problems.map(\.description)
+    }
+
+    @Test("the seed format users already write is accepted as-is, against models already in the database")
+    func acceptsSeedFormat() throws {
+        let document = try CatalogDocument(parsing: Data(Self.seed.utf8), knownModels: Self.seedModels)
+        #expect(document.models == nil)
+        let rules = try #require(document.rules)
+        let simple = try #require(rules.first { $0.taskClass == "simple_queries" })
+        #expect(simple.primary == "gpt-3.5-turbo")
+        #expect(simple.fallbacks == ["claude-haiku"])
+        #expect(simple.strategy == .ordered)
+        #expect(simple.maxCostPer1K == Decimal(string: "0.002"))
+        let complex = try #require(rules.first { $0.taskClass == "complex_reasoning" })
+        #expect(complex.models == ["gpt-4", "claude-opus"])
+        #expect(complex.maxLatencyMS == 5000)
+    }
+
+    @Test("the seed format without those models names every unknown model, with its path")
+    func seedWithoutModels() {
+        #expect(
+            problems(Self.seed, known: ["gpt-4", "claude-opus", "claude-haiku"]) == [
+                "routing_rules.simple_queries.primary: unknown model \"gpt-3.5-turbo\" — define it in the \"models\" "
+                    + "section, or name a model the catalog has"
+            ]
+        )
+        #expect(problems(Self.seed).count == 4)
+    }
+
+    @Test("fallback may be a string or an ordered array, and fallbacks is accepted too")
+    func fallbackForms() throws {
+        let text = """
+            {"routing_rules": {
+              "a": {"primary": "m1", "fallback": ["m3", "m2"]},
+              "b": {"primary": "m1", "fallbacks": ["m2", "m3"]},
+              "c": {"primary": "m1", "fallback": "m2"},
+              "d": {"primary": "m1"}}}
+            """
+        let rules = try #require(try CatalogDocument(parsing: Data(text.utf8), knownModels: ["m1", "m2", "m3"]).rules)
+        #expect(rules.map(\.fallbacks) == [["m3", "m2"], ["m2", "m3"], ["m2"], []])
+    }
+
+    @Test("prices are exact decimals read from the JSON text, to 10 places")
+    func exactPrices() throws {
+        let text = """
+            {"models": {"m": {"provider": "openai", "price_per_1k_input": 0.0000000001, "price_per_1k_output": 1.2345678901,
+             "capabilities": {"code": 90}, "settings": {"headers": {"X-Title": "switchyard"}}}},
+             "routing_rules": {"r": {"primary": "m", "max_cost_per_1k": 2e-3}}}
+            """
+        let document = try CatalogDocument(parsing: Data(text.utf8))
+        let model = try #require(document.models?.first)
+        #expect(model.pricePer1KInput == Decimal(string: "0.0000000001"))
+        #expect(model.pricePer1KOutput == Decimal(string: "1.2345678901"))
+        #expect(model.pricePer1KOutput.description == "1.2345678901")
+        #expect(model.capabilities == ["code": 90])
+        #expect(model.settings == ["headers": ["X-Title": "switchyard"]])
+        #expect(document.rules?.first?.maxCostPer1K == Decimal(string: "0.002"))
+        // Eleven places would be rounded by the database: refused, with the reason.
+        let tooFine = #"{"models": {"m": {"provider": "openai", "price_per_1k_input": 0.00000000001}}}"#
+        #expect(
+            problems(tooFine) == [
+                "models.m.price_per_1k_input: 0.00000000001 has more than 10 digits after the decimal point — the catalog "
+                    + "keeps prices to 10 places; round it"
+            ])
+    }
+
+    @Test("every problem is reported at once, each with its path and what to do")
+    func everyProblemAtOnce() {
+        let text = """
+            {"models": {
+               "gpt-4o": {"provider": "openia", "context_window": "big", "capabilities": {"code": 120}, "wieght": 2},
+               "bad": {"provider": "openai", "base_url": "ftp://example.com", "enabled": "yes", "max_concurrency": 0}},
+             "routing_rules": {
+               "chat": {"primary": "gpt-4o-mini", "fallbacks": ["gpt-4o", "gpt-4o"], "strategy": "round-robin",
+                        "quality_floor": 101, "max_latency_ms": 2.5, "timeout_ms": 100}}}
+            """
+        #expect(
+            problems(text) == [
+                "models.gpt-4o.wieght: unknown field (did you mean \"weight\"?)",
+                "models.gpt-4o.provider: unknown provider \"openia\" (did you mean \"openai\"?) — use one of openai, "
+                    + "anthropic, simulated (openai covers any OpenAI-compatible endpoint)",
+                "models.gpt-4o.capabilities.code: 120 is out of range — use a value from 0 to 100",
+                "models.gpt-4o.context_window: expected a whole number, got a string",
+                "models.bad.base_url: \"ftp://example.com\" is not an http(s) URL — write it like https://api.openai.com/v1",
+                "models.bad.max_concurrency: 0 is out of range — use a value from 1 to 1000000",
+                "models.bad.enabled: expected true or false, got a string",
+                "routing_rules.chat.timeout_ms: unknown field — write \"max_latency_ms\" instead",
+                "routing_rules.chat.primary: unknown model \"gpt-4o-mini\" — define it in the \"models\" section, or "
+                    + "name a model the catalog has",
+                "routing_rules.chat.fallbacks[1]: \"gpt-4o\" is already in this rule — list each model once",
+                "routing_rules.chat.strategy: unknown strategy \"round-robin\" (did you mean \"round_robin\"?) — use one "
+                    + "of ordered, round_robin, weighted, least_busy, lowest_latency, cheapest, best_quality, hash",
+                "routing_rules.chat.max_latency_ms: expected a whole number, got 2.5",
+                "routing_rules.chat.quality_floor: 101 is out of range — use a value from 0 to 100",
+            ]
+        )
+    }
+
+    @Test("an API key where the env var's name belongs is refused, and the key is never repeated")
+    func refusesKeys() {
+        let key = "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789"
+        let text = """
+            {"models": {"m": {"provider": "openai", "api_key_env": "\(key)", "settings": {"token": "\(key)"},
+             "base_url": "https://user:\(key)@api.example.com/v1"}, "n": {"provider": "openai", "api_key": "OPENAI_API_KEY"}}}
+            """
+        let found = problems(text)
+        #expect(found.count == 4)
+        #expect(found.allSatisfy { !$0.contains(key) && !$0.contains("sk-proj") })
+        #expect(found[0].hasPrefix("models.m.base_url: has credentials"))
+        #expect(
+            found[1].hasPrefix("models.m.api_key_env: looks like an API key, not the name of an environment variable"))
+        #expect(found[2].hasPrefix("models.m.settings.token: looks like an API key or token"))
+        #expect(found[3].hasPrefix("models.n.api_key: unknown field — write \"api_key_env (the NAME"))
+        let valid = #"{"models": {"m": {"provider": "openai", "api_key_env": "OPENAI_API_KEY"}}}"#
+        #expect(problems(valid).isEmpty)
+    }
+
+    @Test("syntax errors name the line and column; duplicate keys and empty documents are refused")
+    func syntaxAndShape() {
+        #expect(
+            problems("{\"routing_rules\": {\n  \"a\": {\"primary\": \"m\",}\n}}") == [
+                "not valid JSON at line 2, column 24: expected a member name in double quotes — Fix the file's syntax (a "
+                    + "JSON linter such as `python3 -m json.tool FILE` shows the spot)."
+            ])
+        #expect(
+            problems(#"{"routing_rules": {"a": {"primary": "m", "primary": "m"}}}"#, known: ["m"]) == [
+                "routing_rules.a.primary: appears twice — keep one of them"
+            ])
+        #expect(
+            problems("{}") == ["the document has neither \"models\" nor \"routing_rules\" — add at least one of them"])
+        #expect(problems(#"{"rules": {}}"#) == ["rules: unknown field — write \"routing_rules\" instead"])
+        #expect(problems("[]") == ["expected an object, got an array"])
+    }
+
+    @Test("hash options only where they apply; a class goes to one rule")
+    func ruleOptions() {
+        let text = """
+            {"routing_rules": {
+              "a": {"primary": "m", "strategy": "ordered", "strategy_without_affinity": "least_busy"},
+              "b": {"primary": "m", "strategy": "hash", "strategy_without_affinity": "hash", "classes": ["code", "a"]}}}
+            """
+        #expect(
+            problems(text, known: ["m"]) == [
+                "routing_rules.a.strategy_without_affinity: only applies when \"strategy\" is \"hash\" — remove it, or set "
+                    + "strategy to hash",
+                "routing_rules.b.strategy_without_affinity: cannot be \"hash\": it is for jobs that have no affinity key — "
+                    + "use ordered, least_busy, cheapest, …",
+                "routing_rules.b.classes[1]: class \"a\" is already served by rule \"a\" — a class goes to one rule; remove "
+                    + "it from one of them",
+            ])
+    }
+
+    @Test("replace makes each section the whole truth; merge only adds and updates; absent sections stay")
+    func applyModes() throws {
+        let existing = Catalog(
+            models: [RoutingFixtures.model("old"), RoutingFixtures.model("kept")],
+            rules: [RouteRule(taskClass: "legacy", primary: "kept")]
+        )
+        let text = #"{"models": {"new": {"provider": "simulated"}, "kept": {"provider": "simulated"}}}"#
+        let document = try CatalogDocument(parsing: Data(text.utf8))
+        let replaced = document.applied(to: existing, mode: .replace)
+        #expect(replaced.models.map(\.name) == ["kept", "new"])
+        #expect(replaced.rules.map(\.taskClass) == ["legacy"])
+        let merged = document.applied(to: existing, mode: .merge)
+        #expect(merged.models.map(\.name) == ["kept", "new", "old"])
+    }
+
+    @Test("an import that would strand a rule kept from the database is refused, naming the rule")
+    func strandedRule() {
+        let existing = Catalog(
+            models: [RoutingFixtures.model("old")], rules: [RouteRule(taskClass: "legacy", primary: "old")])
+        let text = Data(#"{"models": {"new": {"provider": "simulated"}}}"#.utf8)
+        let replace = CatalogDocument.validate(text, importingInto: existing, mode: .replace)
+        #expect(replace.document == nil)
+        #expect(
+            replace.problems.map(\.description) == [
+                "models: removes model \"old\", which rule \"legacy\" (in the database, not in this file) still names — keep "
+                    + "\"old\" in the models section, add routing_rules for \"legacy\", or import with --merge"
+            ])
+        #expect(CatalogDocument.validate(text, importingInto: existing, mode: .merge).problems.isEmpty)
+        // A rules-only file may name the database's models.
+        let rules = Data(#"{"routing_rules": {"legacy": {"primary": "old"}, "extra": {"primary": "old"}}}"#.utf8)
+        #expect(CatalogDocument.validate(rules, importingInto: existing, mode: .replace).problems.isEmpty)
+    }
+
+    @Test("the example catalog is valid and serves every built-in class")
+    func exampleCatalog() throws {
+        let document = try CatalogDocument(parsing: RoutingFixtures.exampleCatalogData)
+        #expect((8...12).contains(document.models?.count ?? 0))
+        #expect(document.models?.allSatisfy { $0.provider == .simulated } == true)
+        let catalog = document.applied(to: .empty)
+        #expect(RuleMatcher(catalog: catalog).unservedClasses().isEmpty)
+        #expect(catalog.rule(named: "simple_queries")?.fallbacks == ["claude-haiku"])
+        #expect(Set(catalog.models.map(\.tier)) == ["premium", "standard", "cheap", "open_source"])
+    }
+}
+
+@Suite("Catalog JSON parsing")
+struct CatalogJSONTests {
+    private func problems(_ text: String) -> [String] {
+        CatalogDocument.validate(Data(text.utf8), knownModels: ["m"]).problems.map(\.message)
+    }
+
+    @Test("strict JSON: leading zeros, trailing text, bad escapes and unclosed strings are refused")
+    func strict() {
+        #expect(
+            problems(#"{"models": {"x": {"provider": "simulated", "weight": 01}}}"#).first?.contains("leading zeros")
+                == true)
+        #expect(problems(#"{"routing_rules": {}} x"#).first?.contains("unexpected text after the end") == true)
+        #expect(problems(#"{"routing_rules": {"a\q": {}}}"#).first?.contains("unknown escape") == true)
+        #expect(problems(#"{"routing_rules": {"a"#).first?.contains("not closed") == true)
+    }
+
+    @Test("escapes, surrogate pairs and a byte order mark decode")
+    func escapes() throws {
+        let text =
+            "\u{FEFF}" + #"{"routing_rules": {"r": {"primary": "m", "description": "caf\u00e9 \ud83d\ude80 \"q\""}}}"#
+        let rule = try #require(try CatalogDocument(parsing: Data(text.utf8), knownModels: ["m"]).rules?.first)
+        #expect(rule.settings["description"] == "café 🚀 \"q\"")
+    }
+}

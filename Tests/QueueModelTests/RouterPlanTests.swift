@@ -1,0 +1,168 @@
+import Foundation
+import QueueModel
+import Testing
+
+@Suite("Routing filters and plans")
+struct RouterPlanTests {
+    typealias F = RoutingFixtures
+
+    @Test("tiers by position; the rule's max_latency_ms replaces only the primary's target")
+    func tiersAndTimeouts() {
+        let models = ["a", "b", "c", "d"].map { F.model($0) }
+        let plan = Router(catalog: F.catalog(models, maxLatencyMS: 5000)).plan(for: F.request(), state: RoutingState())
+        #expect(plan.attempts.map(\.tier) == [.primary, .secondary, .tertiary, .tertiary])
+        #expect(plan.attempts.map(\.timeout) == [.milliseconds(5000), .seconds(3), .seconds(10), .seconds(10)])
+        let defaults = Router(catalog: F.catalog(models)).plan(for: F.request(), state: RoutingState())
+        #expect(defaults.attempts.map(\.timeoutMS) == [1500, 3000, 10_000, 10_000])
+    }
+
+    @Test("every filter drops its model and says why; the rest keep their order")
+    func filters() {
+        let models = [
+            F.model("disabled", enabled: false),
+            F.model("broken"),
+            F.model("small", context: 1000),
+            F.model("dear", price: "0.05"),
+            F.model("weak", scores: ["r": 40]),
+            F.model("throttled"),
+            F.model("full", maxConcurrency: 2),
+            F.model("fine", scores: ["r": 90]),
+            F.model("probing", scores: ["r": 80]),
+        ].map { model -> ModelSpec in
+            var model = model
+            if model.capabilities.isEmpty { model.capabilities = ["r": 70] }
+            return model
+        }
+        var state = RoutingState()
+        state["broken"].breaker = .open
+        state["throttled"].requestsRemaining = 0
+        state["full"].inFlight = 2
+        state["probing"].breaker = .halfOpen
+        let router = Router(catalog: F.catalog(models, maxCost: "0.01", qualityFloor: 50))
+        let plan = router.plan(for: F.request(String(repeating: "x", count: 4000), maxTokens: 200), state: state)
+        #expect(plan.attempts.map(\.model.name) == ["fine", "probing"])
+        let dropped = Dictionary(
+            uniqueKeysWithValues: plan.explanation.candidates.filter { !$0.isKept }.map { ($0.model, $0.dropReasons) })
+        #expect(dropped["disabled"] == ["disabled in the catalog"])
+        #expect(dropped["broken"] == ["breaker open (unhealthy)"])
+        #expect(dropped["small"] == ["context window 1000 < 1204 tokens needed (≈ 1004 prompt + 200 output)"])
+        #expect(dropped["dear"] == ["$0.05/1K is over the cost ceiling $0.01/1K"])
+        #expect(dropped["weak"] == ["r score 40 < quality floor 50"])
+        #expect(dropped["throttled"] == ["requests-per-minute budget spent"])
+        #expect(dropped["full"] == ["at max_concurrency (2 of 2 in flight)"])
+        #expect(
+            plan.explanation.candidates.first { $0.model == "probing" }?.facts.contains("breaker half-open (probing)")
+                == true)
+    }
+
+    @Test("a model the rule names but the catalog lacks is dropped, not fatal; a token budget counts the whole request")
+    func missingModelAndTokenBudget() {
+        let rule = RouteRule(taskClass: "r", primary: "ghost", fallbacks: ["a", "b"])
+        let router = Router(catalog: Catalog(models: [F.model("a"), F.model("b")], rules: [rule]))
+        var state = RoutingState()
+        state["a"].tokensRemaining = 100
+        let plan = router.plan(for: F.request(maxTokens: 500), state: state)
+        #expect(plan.attempts.map(\.model.name) == ["b"])
+        #expect(plan.explanation.candidates.map(\.model) == ["b", "ghost", "a"])
+        #expect(plan.explanation.candidates[1].dropReasons == ["not in the catalog"])
+        #expect(plan.explanation.candidates[2].dropReasons == ["tokens-per-minute budget: 100 left < 506 needed"])
+    }
+
+    @Test("the job's own price ceiling applies when it is lower than the rule's")
+    func jobCeiling() {
+        let router = Router(
+            catalog: F.catalog([F.model("dear", price: "0.01"), F.model("cheap", price: "0.001")], maxCost: "0.05"))
+        var request = F.request()
+        #expect(F.order(router, request) == ["dear", "cheap"])
+        request.maxCostPer1K = Decimal(string: "0.005")
+        #expect(F.order(router, request) == ["cheap"])
+    }
+
+    @Test("no model left: transient when only health, budgets or concurrency stand in the way")
+    func unroutable() {
+        let router = Router(catalog: F.catalog([F.model("a"), F.model("b", context: 100)]))
+        var state = RoutingState()
+        state["a"].breaker = .open
+        let plan = router.plan(for: F.request(), state: state)
+        #expect(plan.attempts.isEmpty)
+        #expect(plan.unroutable?.isTransient == false)
+        let both = Router(catalog: F.catalog([F.model("a"), F.model("b")]))
+        state["b"].requestsRemaining = 0
+        let later = both.plan(for: F.request(), state: state)
+        #expect(later.unroutable?.isTransient == true)
+        #expect(
+            later.error?.message.contains("a: breaker open (unhealthy) | b: requests-per-minute budget spent") == true)
+    }
+
+    @Test("a context-length failure moves to a larger window: first in the plan, then anywhere in the catalog")
+    func largerContext() {
+        let models = [
+            F.model("small", context: 8000, scores: ["r": 80]), F.model("medium", context: 32_000, scores: ["r": 80]),
+            F.model("large", context: 128_000, scores: ["r": 80]),
+            F.model("huge", price: "0.002", context: 1_000_000, scores: ["r": 80]),
+            F.model("huger-but-dearer", price: "0.01", context: 1_000_000, scores: ["r": 80]),
+            F.model("weak-giant", context: 2_000_000, scores: ["r": 10]),
+        ]
+        let rule = RouteRule(taskClass: "r", primary: "small", fallbacks: ["medium", "large"], qualityFloor: 50)
+        let router = Router(catalog: Catalog(models: models, rules: [rule]))
+        let state = RoutingState()
+        let plan = router.plan(for: F.request(), state: state)
+        #expect(plan.nextAttempt(withContextLargerThan: 8000, after: 0)?.model.name == "medium")
+        #expect(plan.nextAttempt(withContextLargerThan: 40_000, after: 0)?.model.name == "large")
+        #expect(router.largerContextAttempt(than: 8000, after: plan, position: 0, state: state)?.model.name == "medium")
+        let beyond = router.largerContextAttempt(than: 128_000, after: plan, position: 2, state: state)
+        #expect(beyond?.model.name == "huge")
+        #expect(beyond?.position == 3)
+        var sick = state
+        sick["huge"].breaker = .open
+        #expect(
+            router.largerContextAttempt(than: 128_000, after: plan, position: 2, state: sick)?.model.name
+                == "huger-but-dearer")
+        #expect(router.largerContextAttempt(than: 1_000_000, after: plan, position: 2, state: state) == nil)
+    }
+
+    @Test("the explanation names the class, the rule and every candidate, for people and as JSON")
+    func explanation() throws {
+        let catalog = try CatalogDocument(parsing: F.exampleCatalogData).applied(to: .empty)
+        var state = RoutingState()
+        state["gpt-4"].breaker = .open
+        let request = RoutingRequest(body: ["messages": [["role": "user", "content": "Why is the sky blue?"]]])
+        let plan = Router(catalog: catalog).plan(for: request, state: state)
+        #expect(plan.attempts.map(\.model.name) == ["claude-opus"])
+        #expect(plan.attempts.first?.timeoutMS == 5000)
+        let text = plan.explanationText(for: request)
+        #expect(text.contains("class     reasoning — heuristic: asks to reason (\"why\")"))
+        #expect(text.contains("rule      complex_reasoning — alias reasoning → complex_reasoning; max latency 5000 ms"))
+        #expect(text.contains("-  dropped    gpt-4        breaker open (unhealthy)"))
+        #expect(text.contains("plan      claude-opus (primary, 5000 ms)"))
+        #expect(plan.json["attempts"]?[0]?["model"] == "claude-opus")
+        #expect(plan.json["candidates"]?[1]?["drop_reasons"] == ["breaker open (unhealthy)"])
+    }
+}
+
+@Suite("Requests that name a model")
+struct RequestedModelTests {
+    typealias F = RoutingFixtures
+
+    @Test("a model named in the request goes first, the rule's models follow; unusable, it is dropped with the reason")
+    func requestedModelFirst() {
+        let models = [
+            F.model("a", scores: ["r": 90]), F.model("b", scores: ["r": 90]), F.model("named", scores: ["r": 10]),
+        ]
+        let catalog = Catalog(
+            models: models, rules: [RouteRule(taskClass: "r", primary: "a", fallbacks: ["b"], qualityFloor: 50)]
+        )
+        let router = Router(catalog: catalog)
+        var request = F.request()
+        request.body["model"] = "named"
+        let plan = router.plan(for: request, state: RoutingState())
+        // The caller chose it: the rule's quality floor does not apply to it.
+        #expect(plan.attempts.map(\.model.name) == ["named", "a", "b"])
+        #expect(plan.explanation.strategy.hasPrefix("the request names model \"named\": it goes first"))
+        var sick = RoutingState()
+        sick["named"].breaker = .open
+        #expect(F.order(router, request, sick) == ["a", "b"])
+        request.body["model"] = "auto"
+        #expect(F.order(router, request) == ["a", "b"])
+    }
+}

@@ -1,0 +1,81 @@
+import QueueModel
+import Testing
+
+@Suite("Task classification")
+struct TaskClassifierTests {
+    private func classify(_ text: String, given: String? = nil) -> TaskClassification {
+        TaskClassifier().classify(["messages": [["role": "user", "content": .string(text)]]], given: given)
+    }
+
+    @Test(
+        "examples",
+        arguments: [
+            ("Fix this:\n```python\nprint(1/0)\n```", "code"),
+            ("Write a function that reverses a linked list", "code"),
+            ("Why does my Java loop never end?", "code"),
+            ("Traceback (most recent call last): File \"x.py\", line 1", "code"),
+            ("Write a poem about the sea", "creative"),
+            ("Tell me a story about a dragon who is afraid of heights", "creative"),
+            ("Write a story about a class trip to the museum", "creative"),
+            ("Why is the sky blue?", "reasoning"),
+            ("Explain the difference between TCP and UDP", "reasoning"),
+            ("How does a refrigerator keep food cold?", "reasoning"),
+            ("What is the capital of France?", "simple"),
+            ("How tall is Mount Everest?", "simple"),
+            ("東京で一番おいしいラーメン屋はどこですか？", "multilingual"),
+            ("Переведи, пожалуйста, этот текст на английский язык", "multilingual"),
+            ("Translate 'good morning' into Portuguese", "multilingual"),
+        ]
+    )
+    func examples(text: String, expected: String) {
+        #expect(classify(text).taskClass.rawValue == expected, "\(classify(text).reason)")
+        #expect(classify(text).source == .heuristic)
+    }
+
+    @Test("long input is long_context, whatever it says")
+    func longContext() {
+        let document = String(repeating: "The quarterly report shows steady growth. ", count: 900)
+        let classification = classify(document + "\nWrite a poem about it.")
+        #expect(classification.taskClass == .longContext)
+        #expect(classification.reason.contains("prompt tokens ≥ 8000"))
+    }
+
+    @Test("a long message with no cue is general")
+    func general() {
+        let text = String(
+            repeating: "The committee met on Tuesday and the minutes were approved without changes. ", count: 6)
+        #expect(classify(text).taskClass == .general)
+    }
+
+    @Test("the job's task_class overrides the heuristics")
+    func jobClassWins() {
+        let classification = classify("Write a poem about the sea", given: "complex_reasoning")
+        #expect(classification.taskClass.rawValue == "complex_reasoning")
+        #expect(classification.source == .job)
+    }
+
+    @Test("the last user message is the ask; the system prompt does not decide")
+    func lastUserMessage() {
+        let request: JSONValue = [
+            "messages": [
+                ["role": "system", "content": "You are a Python and SQL coding assistant."],
+                ["role": "user", "content": "Write a haiku about autumn"],
+            ]
+        ]
+        #expect(TaskClassifier().classify(request).taskClass == .creative)
+    }
+
+    @Test("the prompt estimate counts ASCII by 4 bytes and other scripts by character")
+    func estimate() {
+        #expect(PromptEstimate.tokens(in: "abcdefgh") == 2)
+        #expect(PromptEstimate.tokens(in: "abcdefghi") == 3)
+        #expect(PromptEstimate.tokens(in: "東京") == 2)
+        let estimate = PromptEstimate(request: [
+            "messages": [["role": "user", "content": "abcdefgh"]], "max_tokens": 100,
+        ])
+        #expect(estimate.promptTokens == 6)
+        #expect(estimate.outputTokens == 100)
+        #expect(estimate.totalTokens == 106)
+        #expect(PromptEstimate(request: ["messages": []]).outputTokens == PromptEstimate.defaultOutputTokens)
+    }
+}
