@@ -39,7 +39,8 @@ let package = Package(
         .testTarget(name: "QueueModelTests", dependencies: ["QueueModel"]),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["QueueModel", "Postgres", "Dispatcher", "Worker"]
+            dependencies: ["QueueModel", "Postgres", "Dispatcher", "Worker"],
+            exclude: ["Fixtures"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -1,0 +1,86 @@
+import Foundation
+import QueueModel
+
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
+
+/// The adapter for Anthropic's Messages API.
+///
+/// Translates the job's OpenAI-shaped request into a Messages request (see
+/// `AnthropicTranslation`), POSTs it to `{base_url}/v1/messages` with `x-api-key` from the
+/// environment variable the catalog names and `anthropic-version: 2023-06-01`, and translates the
+/// answer back into an OpenAI `chat.completion`, so stored results have one shape.
+///
+/// Settings: `default_max_tokens` (an integer, default 1024) is sent when the request sets no
+/// `max_tokens`, which Anthropic requires.
+public struct AnthropicProvider: ModelProvider {
+    /// Used when a model has no `base_url`.
+    public static let defaultBaseURL = "https://api.anthropic.com"
+    /// The API version this adapter speaks.
+    public static let apiVersion = "2023-06-01"
+    /// `max_tokens` when neither the request nor the model's settings give one.
+    public static let defaultMaxTokens = 1024
+
+    let transport: HTTPTransport
+    let environment: [String: String]
+    let clock: any ProviderClock
+
+    /// Creates the adapter.
+    /// - Parameters:
+    ///   - transport: the process's HTTP client.
+    ///   - environment: where API keys are read from (the process environment in production).
+    ///   - clock: for `created` stamps, `retry-after` dates and rate-limit reset timestamps.
+    public init(
+        transport: HTTPTransport, environment: [String: String] = ProcessInfo.processInfo.environment,
+        clock: any ProviderClock = SystemProviderClock()
+    ) {
+        self.transport = transport
+        self.environment = environment
+        self.clock = clock
+    }
+
+    /// Sends the translated request and returns the answer in OpenAI shape.
+    /// - Throws: `ProviderError` for every failure, `CancellationError` when cancelled.
+    public func complete(_ call: ProviderCall) async throws -> ProviderReply {
+        let model = call.model
+        let maxTokens = model.settings["default_max_tokens"]?.intValue ?? Self.defaultMaxTokens
+        let body = try AnthropicTranslation.messagesRequest(
+            from: try ProviderEndpoint.requestObject(call), model: model, defaultMaxTokens: maxTokens)
+        let url = try ProviderEndpoint.url(for: model, defaultBase: Self.defaultBaseURL, path: "/v1/messages")
+        var headers = ["anthropic-version": Self.apiVersion]
+        if let key = try ProviderEndpoint.apiKey(for: model, environment: environment) { headers["x-api-key"] = key }
+        let request = ProviderEndpoint.post(url, body: body, headers: headers, model: model)
+        let exchange = try await transport.send(request, timeout: call.timeout, model: model.name)
+        return try Self.reply(from: exchange, model: model, now: clock.now())
+    }
+
+    /// Reads a response: the translated completion for a readable 2xx message, else the
+    /// classified error.
+    static func reply(from exchange: HTTPTransport.Exchange, model: ModelSpec, now: Date) throws -> ProviderReply {
+        let rateLimit = RateLimitInfo(headers: exchange.headers, now: now)
+        guard (200..<300).contains(exchange.status) else {
+            throw ProviderError.fromResponse(
+                status: exchange.status, headers: exchange.headers, body: exchange.body, model: model.name, now: now,
+                latency: exchange.latency)
+        }
+        let message = try? JSONValue(parsing: exchange.body)
+        if let message, let status = ProviderEndpoint.embeddedErrorStatus(message) {
+            throw ProviderError.fromResponse(
+                status: status, headers: exchange.headers, body: exchange.body, model: model.name, now: now,
+                latency: exchange.latency)
+        }
+        guard let message,
+            let (completion, usage) = AnthropicTranslation.chatCompletion(
+                from: message, model: model.upstreamName, created: now)
+        else {
+            throw ProviderError.invalidResponse(
+                "the provider answered \(exchange.status) with a body that is not a Messages API message",
+                body: exchange.body, model: model.name, status: exchange.status, latency: exchange.latency,
+                rateLimit: rateLimit)
+        }
+        return ProviderReply(
+            response: completion, usage: usage, httpStatus: exchange.status, latency: exchange.latency,
+            rateLimit: rateLimit)
+    }
+}

@@ -1,0 +1,65 @@
+import Foundation
+import QueueModel
+
+extension AnthropicTranslation {
+    /// An Anthropic `message` as an OpenAI `chat.completion`, and its token usage.
+    ///
+    /// Text blocks join into `message.content`; `tool_use` blocks become `tool_calls`;
+    /// `stop_reason` maps to `finish_reason` (end_turn and stop_sequence → stop, max_tokens →
+    /// length, tool_use → tool_calls, refusal → content_filter); prompt tokens include cache
+    /// writes and reads, as OpenAI counts them, with reads also in
+    /// `usage.prompt_tokens_details.cached_tokens`.
+    /// - Parameters:
+    ///   - message: the Messages API response body.
+    ///   - model: the upstream name, used when the body does not say.
+    ///   - created: the `created` timestamp to stamp.
+    /// - Returns: nil when the body is not a message (no `content` array).
+    static func chatCompletion(from message: JSONValue, model: String, created: Date) -> (JSONValue, TokenUsage)? {
+        guard let blocks = message["content"]?.arrayValue else { return nil }
+        let text = blocks.filter { $0["type"] == "text" }.compactMap { $0["text"]?.stringValue }.joined()
+        let toolCalls: [JSONValue] = blocks.filter { $0["type"] == "tool_use" }.map { block in
+            [
+                "id": block["id"] ?? "", "type": "function",
+                "function": ["name": block["name"] ?? "", "arguments": .string((block["input"] ?? [:]).jsonText)],
+            ]
+        }
+        var assistant: [String: JSONValue] = [
+            "role": "assistant", "content": text.isEmpty && !toolCalls.isEmpty ? .null : .string(text),
+        ]
+        if !toolCalls.isEmpty { assistant["tool_calls"] = .array(toolCalls) }
+
+        let usage = message["usage"]
+        let cacheReads = usage?["cache_read_input_tokens"]?.intValue ?? 0
+        let tokens = TokenUsage(
+            promptTokens: (usage?["input_tokens"]?.intValue ?? 0)
+                + (usage?["cache_creation_input_tokens"]?.intValue ?? 0)
+                + cacheReads,
+            completionTokens: usage?["output_tokens"]?.intValue ?? 0)
+        var openAIUsage = tokens.openAIUsage
+        if cacheReads > 0 { openAIUsage["prompt_tokens_details"] = ["cached_tokens": .number(Double(cacheReads))] }
+
+        let completion: JSONValue = [
+            "id": message["id"] ?? "", "object": "chat.completion",
+            "created": .number(created.timeIntervalSince1970.rounded(.down)),
+            "model": message["model"] ?? .string(model),
+            "choices": [
+                [
+                    "index": 0, "message": .object(assistant),
+                    "finish_reason": .string(finishReason(message["stop_reason"]?.stringValue)),
+                ]
+            ],
+            "usage": openAIUsage,
+        ]
+        return (completion, tokens)
+    }
+
+    /// Anthropic's `stop_reason` as OpenAI's `finish_reason`.
+    static func finishReason(_ stopReason: String?) -> String {
+        switch stopReason {
+        case "max_tokens": "length"
+        case "tool_use": "tool_calls"
+        case "refusal": "content_filter"
+        default: "stop"  // end_turn, stop_sequence, pause_turn, or none given
+        }
+    }
+}

@@ -1,0 +1,161 @@
+import Foundation
+import QueueModel
+
+/// Translation between OpenAI Chat Completions and Anthropic's Messages API, so jobs are
+/// submitted and results stored in one shape whatever model ran them. Pure.
+///
+/// Requests: system and developer messages become the top-level `system`; `max_tokens` (or
+/// `max_completion_tokens`) is required by Anthropic, so a default fills in; `stop` becomes
+/// `stop_sequences`; `temperature` is capped at Anthropic's maximum of 1; tools, tool calls and
+/// tool results, text and image parts are carried over; consecutive messages of one role merge.
+enum AnthropicTranslation {
+    /// The Messages API body for an OpenAI-shaped request.
+    /// - Parameters:
+    ///   - request: the OpenAI-shaped request object.
+    ///   - model: the catalog entry (its upstream name is sent as `model`).
+    ///   - defaultMaxTokens: used when the request sets no `max_tokens`.
+    /// - Throws: `ProviderError.badRequest` for a request without messages or with an unknown
+    ///   role; `.unsupportedRequest` for a content part Anthropic cannot take.
+    static func messagesRequest(
+        from request: [String: JSONValue], model: ModelSpec, defaultMaxTokens: Int
+    ) throws -> JSONValue {
+        guard let messages = request["messages"]?.arrayValue, !messages.isEmpty else {
+            throw ProviderError(
+                .badRequest, "the request has no messages array",
+                hint: "submit {\"messages\":[{\"role\":\"user\",\"content\":\"…\"}]}", model: model.name)
+        }
+        var system: [String] = []
+        var turns: [(role: String, blocks: [JSONValue])] = []
+        func append(_ role: String, _ blocks: [JSONValue]) {
+            guard !blocks.isEmpty else { return }
+            if let last = turns.last, last.role == role {
+                turns[turns.count - 1].blocks += blocks
+            } else {
+                turns.append((role, blocks))
+            }
+        }
+        for message in messages {
+            let role = message["role"]?.stringValue ?? ""
+            switch role {
+            case "system", "developer":
+                system.append(
+                    try contentBlocks(message["content"], model: model).compactMap { $0["text"]?.stringValue }
+                        .joined(separator: "\n"))
+            case "user":
+                append("user", try contentBlocks(message["content"], model: model))
+            case "assistant":
+                append(
+                    "assistant", try contentBlocks(message["content"], model: model) + toolUses(message["tool_calls"]))
+            case "tool", "function":
+                let text = try contentBlocks(message["content"], model: model).compactMap { $0["text"]?.stringValue }
+                    .joined(separator: "\n")
+                let id = message["tool_call_id"]?.stringValue ?? message["name"]?.stringValue ?? ""
+                append("user", [["type": "tool_result", "tool_use_id": .string(id), "content": .string(text)]])
+            default:
+                throw ProviderError(
+                    .badRequest, "a message has the role \"\(role)\", which chat completions do not define",
+                    hint: "use system, developer, user, assistant or tool", model: model.name)
+            }
+        }
+
+        var body: [String: JSONValue] = [
+            "model": .string(model.upstreamName),
+            "messages": .array(
+                turns.map { turn in
+                    let content: JSONValue =
+                        turn.blocks.count == 1 && turn.blocks[0]["type"] == "text"
+                        ? turn.blocks[0]["text"]! : .array(turn.blocks)
+                    return ["role": .string(turn.role), "content": content]
+                }),
+        ]
+        let maxTokens =
+            request["max_tokens"]?.intValue ?? request["max_completion_tokens"]?.intValue ?? defaultMaxTokens
+        body["max_tokens"] = .number(Double(maxTokens))
+        if !system.isEmpty { body["system"] = .string(system.joined(separator: "\n\n")) }
+        if let temperature = request["temperature"]?.doubleValue { body["temperature"] = .number(min(1, temperature)) }
+        if let topP = request["top_p"]?.doubleValue { body["top_p"] = .number(topP) }
+        if let topK = request["top_k"]?.intValue { body["top_k"] = .number(Double(topK)) }
+        switch request["stop"] {
+        case .string(let stop)?: body["stop_sequences"] = [.string(stop)]
+        case .array(let stops)?: body["stop_sequences"] = .array(stops)
+        default: break
+        }
+        if let user = request["user"]?.stringValue { body["metadata"] = ["user_id": .string(user)] }
+        if let tools = request["tools"]?.arrayValue, !tools.isEmpty { body["tools"] = .array(tools.map(tool)) }
+        if let choice = request["tool_choice"].flatMap(toolChoice) { body["tool_choice"] = choice }
+        return .object(body)
+    }
+
+    /// OpenAI message content (a string, or an array of parts) as Anthropic content blocks.
+    private static func contentBlocks(_ content: JSONValue?, model: ModelSpec) throws -> [JSONValue] {
+        switch content {
+        case nil, .null?: return []
+        case .string(let text)?: return text.isEmpty ? [] : [["type": "text", "text": .string(text)]]
+        case .array(let parts)?:
+            return try parts.map { part in
+                switch part["type"]?.stringValue {
+                case "text": return ["type": "text", "text": part["text"] ?? ""]
+                case "image_url":
+                    let url = part["image_url"]?["url"]?.stringValue ?? part["image_url"]?.stringValue ?? ""
+                    return ["type": "image", "source": imageSource(url)]
+                default:
+                    throw ProviderError(
+                        .unsupportedRequest,
+                        "Anthropic models cannot take a content part of type \(part["type"]?.description ?? "null")",
+                        model: model.name)
+                }
+            }
+        case let other?:
+            throw ProviderError(
+                .badRequest, "a message's content is \(other.typeName); expected a string or an array of parts",
+                model: model.name)
+        }
+    }
+
+    /// `data:image/png;base64,…` → a base64 source; anything else → a URL source.
+    private static func imageSource(_ url: String) -> JSONValue {
+        guard url.hasPrefix("data:"), let comma = url.firstIndex(of: ","),
+            url[..<comma].hasSuffix(";base64")
+        else {
+            return ["type": "url", "url": .string(url)]
+        }
+        let mediaType = url[url.index(url.startIndex, offsetBy: 5)..<comma].dropLast(";base64".count)
+        return [
+            "type": "base64", "media_type": .string(String(mediaType)),
+            "data": .string(String(url[url.index(after: comma)...])),
+        ]
+    }
+
+    /// An assistant message's `tool_calls` as `tool_use` blocks.
+    private static func toolUses(_ calls: JSONValue?) -> [JSONValue] {
+        (calls?.arrayValue ?? []).map { call in
+            let arguments = call["function"]?["arguments"]?.stringValue ?? "{}"
+            let input = (try? JSONValue(parsing: arguments)).flatMap { $0.objectValue != nil ? $0 : nil } ?? [:]
+            return [
+                "type": "tool_use", "id": call["id"] ?? "", "name": call["function"]?["name"] ?? "", "input": input,
+            ]
+        }
+    }
+
+    /// `{"type":"function","function":{name,description,parameters}}` → `{name,description,input_schema}`.
+    private static func tool(_ tool: JSONValue) -> JSONValue {
+        let function = tool["function"] ?? tool
+        var result: [String: JSONValue] = [
+            "name": function["name"] ?? "", "input_schema": function["parameters"] ?? ["type": "object"],
+        ]
+        if let description = function["description"] { result["description"] = description }
+        return .object(result)
+    }
+
+    /// `none`, `auto`, `required`, or a named function → Anthropic's `tool_choice`.
+    private static func toolChoice(_ choice: JSONValue) -> JSONValue? {
+        switch choice {
+        case "none": return ["type": "none"]
+        case "auto": return ["type": "auto"]
+        case "required": return ["type": "any"]
+        default:
+            guard let name = choice["function"]?["name"] else { return nil }
+            return ["type": "tool", "name": name]
+        }
+    }
+}

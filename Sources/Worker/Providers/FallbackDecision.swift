@@ -1,0 +1,65 @@
+import QueueModel
+
+/// What the fallback executor does after an attempt failed: the taxonomy's second half.
+///
+/// | failure                                          | decision                              |
+/// |--------------------------------------------------|---------------------------------------|
+/// | 429 `rate_limit_exceeded`, wait fits the budget  | `retrySameModel(after:)`              |
+/// | 429 `rate_limit_exceeded`, no wait or too long   | `nextCandidate`                       |
+/// | 5xx, 529, timeout, connection failure            | `nextCandidate`                       |
+/// | undecodable 2xx body, unsupported by the API     | `nextCandidate`                       |
+/// | context-length error                             | `largerContext`                       |
+/// | 429 `insufficient_quota`, 401, 403, 404,         | `nextCandidateAndMarkUnhealthy`       |
+/// | missing key, unusable catalog entry              |                                       |
+/// | any other 4xx                                    | `failJob`                             |
+public enum FallbackDecision: Sendable, Hashable {
+    /// Wait this long (the provider's `retry-after`), then call the same model again.
+    case retrySameModel(after: Duration)
+    /// Try the plan's next candidate.
+    case nextCandidate
+    /// Try the next candidate whose context window is larger than this model's; fail the job if
+    /// there is none.
+    case largerContext
+    /// Try the next candidate, and mark this model unhealthy fleet-wide: it will keep failing for
+    /// every job until someone fixes its key, quota or catalog entry.
+    case nextCandidateAndMarkUnhealthy
+    /// Stop: the request itself is at fault, and no model would accept it.
+    case failJob
+}
+
+extension ProviderError {
+    /// What to do after this failure.
+    ///
+    /// Pure: the same error and budget give the same decision. The executor bounds how often it
+    /// retries one model; this only says whether the provider's wait fits.
+    /// - Parameter remainingBudget: the time left for the job (its deadline, or the plan's
+    ///   remaining latency budget); a 429 is retried on the same model only if its wait fits.
+    /// - Returns: the decision for the executor to switch on.
+    public func decision(remainingBudget: Duration) -> FallbackDecision {
+        switch code {
+        case .rateLimited:
+            guard let retryAfter, retryAfter <= remainingBudget else { return .nextCandidate }
+            return .retrySameModel(after: retryAfter)
+        case .contextLengthExceeded:
+            return .largerContext
+        case .quotaExhausted, .unauthorized, .modelNotFound, .missingAPIKey, .misconfigured:
+            return .nextCandidateAndMarkUnhealthy
+        case .badRequest:
+            return .failJob
+        default:
+            // serverError, overloaded, timedOut, connectionFailed, invalidResponse,
+            // unsupportedRequest, and codes
+            // added later: another model may well succeed.
+            return .nextCandidate
+        }
+    }
+
+    /// What to do after any error an adapter threw: `ProviderError`s by the taxonomy, anything
+    /// else (an adapter bug) by trying the next candidate.
+    ///
+    /// `CancellationError` is not a provider failure: check `Task.isCancelled` (the worker is
+    /// shutting down) before asking.
+    public static func decision(for error: any Error, remainingBudget: Duration) -> FallbackDecision {
+        (error as? ProviderError)?.decision(remainingBudget: remainingBudget) ?? .nextCandidate
+    }
+}

@@ -1,0 +1,85 @@
+import Foundation
+import QueueModel
+
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
+
+/// The adapter for any OpenAI-compatible Chat Completions endpoint: OpenAI, vLLM, llama.cpp's
+/// server, Ollama, DeepSeek, OpenRouter, a LiteLLM proxy.
+///
+/// POSTs the job's request to `{base_url}/chat/completions` with `model` set to the catalog's
+/// upstream name and `stream` forced off, and `Authorization: Bearer` from the environment
+/// variable the catalog names (none when it names none). The answer is returned as the provider
+/// sent it; error bodies and rate-limit headers are read into `ProviderError` and `RateLimitInfo`.
+public struct OpenAIProvider: ModelProvider {
+    /// Used when a model has no `base_url`.
+    public static let defaultBaseURL = "https://api.openai.com/v1"
+
+    let transport: HTTPTransport
+    let environment: [String: String]
+    let clock: any ProviderClock
+
+    /// Creates the adapter.
+    /// - Parameters:
+    ///   - transport: the process's HTTP client.
+    ///   - environment: where API keys are read from (the process environment in production).
+    ///   - clock: for `retry-after` dates and rate-limit reset timestamps.
+    public init(
+        transport: HTTPTransport, environment: [String: String] = ProcessInfo.processInfo.environment,
+        clock: any ProviderClock = SystemProviderClock()
+    ) {
+        self.transport = transport
+        self.environment = environment
+        self.clock = clock
+    }
+
+    /// Sends the request and returns the completion.
+    /// - Throws: `ProviderError` for every failure, `CancellationError` when cancelled.
+    public func complete(_ call: ProviderCall) async throws -> ProviderReply {
+        let model = call.model
+        var body = try ProviderEndpoint.requestObject(call)
+        body["model"] = .string(model.upstreamName)
+        body["stream"] = false
+        body["stream_options"] = nil
+        let url = try ProviderEndpoint.url(for: model, defaultBase: Self.defaultBaseURL, path: "/chat/completions")
+        var headers: [String: String] = [:]
+        if let key = try ProviderEndpoint.apiKey(for: model, environment: environment) {
+            headers["Authorization"] = "Bearer \(key)"
+        }
+        let request = ProviderEndpoint.post(url, body: .object(body), headers: headers, model: model)
+        let exchange = try await transport.send(request, timeout: call.timeout, model: model.name)
+        return try Self.reply(from: exchange, model: model.name, now: clock.now())
+    }
+
+    /// Reads a response: a reply for a readable 2xx completion, else the classified error.
+    static func reply(from exchange: HTTPTransport.Exchange, model: String, now: Date) throws -> ProviderReply {
+        let rateLimit = RateLimitInfo(headers: exchange.headers, now: now)
+        guard (200..<300).contains(exchange.status) else {
+            throw ProviderError.fromResponse(
+                status: exchange.status, headers: exchange.headers, body: exchange.body, model: model, now: now,
+                latency: exchange.latency)
+        }
+        func invalid(_ reason: String) -> ProviderError {
+            .invalidResponse(
+                reason, body: exchange.body, model: model, status: exchange.status, latency: exchange.latency,
+                rateLimit: rateLimit)
+        }
+        guard let response = try? JSONValue(parsing: exchange.body) else {
+            throw invalid("the provider answered \(exchange.status) with a body that is not JSON")
+        }
+        if let status = ProviderEndpoint.embeddedErrorStatus(response) {
+            throw ProviderError.fromResponse(
+                status: status, headers: exchange.headers, body: exchange.body, model: model, now: now,
+                latency: exchange.latency)
+        }
+        guard let choices = response["choices"]?.arrayValue, let first = choices.first,
+            first["message"]?.objectValue != nil
+        else {
+            throw invalid("the provider's answer has no choices[0].message")
+        }
+        return ProviderReply(
+            response: response, usage: TokenUsage(openAIResponse: response), httpStatus: exchange.status,
+            latency: exchange.latency, rateLimit: rateLimit)
+    }
+}

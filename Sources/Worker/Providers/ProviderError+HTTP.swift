@@ -1,0 +1,147 @@
+import Foundation
+import QueueModel
+
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
+
+extension ProviderError {
+    /// Classifies a provider's non-2xx answer: the taxonomy's first half (status, body and
+    /// headers → `Code`). Pure, so a table-driven test covers it.
+    ///
+    /// Reads OpenAI error bodies `{"error":{"message","type","param","code"}}`, Anthropic's
+    /// `{"type":"error","error":{"type","message"}}`, and the looser shapes of OpenAI-compatible
+    /// servers (`{"error":"text"}`, `{"detail":"text"}`, `{"message":"text"}`).
+    /// - Parameters:
+    ///   - status: the HTTP status.
+    ///   - headers: the response headers, names lowercased.
+    ///   - body: the response body.
+    ///   - model: the catalog name of the model called.
+    ///   - now: the current time (for HTTP-date `retry-after` and timestamp resets).
+    ///   - latency: how long the attempt took.
+    public static func fromResponse(
+        status: Int, headers: [String: String], body: Data, model: String, now: Date, latency: Duration? = nil
+    ) -> ProviderError {
+        let detail = ErrorBody(body)
+        let rateLimit = RateLimitInfo(headers: headers, now: now)
+        let text = "\(detail.message ?? "") \(detail.code ?? "") \(detail.type ?? "")".lowercased()
+        let message = detail.message ?? Self.fallbackMessage(status: status, body: body)
+
+        func make(_ code: Code, hint: String?, retryAfter: Duration? = nil) -> ProviderError {
+            ProviderError(
+                code, message, hint: hint, model: model, httpStatus: status, providerCode: detail.code,
+                providerType: detail.type, retryAfter: retryAfter, rateLimit: rateLimit, latency: latency)
+        }
+
+        switch status {
+        case 429 where Self.isQuota(text):
+            return make(.quotaExhausted, hint: "add credit or raise this account's quota, then re-enable the model")
+        case 429:
+            let wait = RateLimitInfo.retryAfter(headers: headers, now: now) ?? rateLimit?.exhaustedUntil
+            return make(
+                .rateLimited,
+                hint:
+                    "lower the model's requests_per_minute or tokens_per_minute in the catalog to stay under the limit",
+                retryAfter: wait)
+        case 401, 403:
+            return make(
+                .unauthorized,
+                hint: "check the key in the environment variable named by the model's api_key_env, "
+                    + "and that it may use this model")
+        case 404:
+            return make(.modelNotFound, hint: "check the model's base_url and upstream_model in the catalog")
+        case 408:
+            return make(.timedOut, hint: nil)
+        case 529:
+            return make(.overloaded, hint: nil)
+        case 500...599:
+            return make(.serverError, hint: nil)
+        case 400...499 where Self.isContextLength(text):
+            return make(
+                .contextLengthExceeded,
+                hint: "the job moves to a model with a larger context window; if none fits, shorten the "
+                    + "messages or lower max_tokens")
+        case 400...499 where Self.isQuota(text):
+            return make(.quotaExhausted, hint: "add credit or raise this account's quota, then re-enable the model")
+        case 400...499:
+            return make(
+                .badRequest,
+                hint: "fix the request and submit it again; no other model was tried because the request itself "
+                    + "was rejected")
+        default:
+            return make(.serverError, hint: "the provider answered with an unexpected HTTP status")
+        }
+    }
+
+    /// Classifies a failure to get any answer (no connection, connection lost, timeout).
+    /// - Parameters:
+    ///   - error: what URLSession threw.
+    ///   - model: the catalog name of the model called.
+    ///   - latency: how long the attempt took.
+    public static func fromTransport(_ error: any Error, model: String, latency: Duration?) -> ProviderError {
+        if let error = error as? ProviderError { return error }
+        let urlError = error as? URLError
+        if urlError?.code == .timedOut {
+            return ProviderError(.timedOut, "the provider did not answer in time", model: model, latency: latency)
+        }
+        let reason = urlError.map { "\($0.localizedDescription) (URLError \($0.code.rawValue))" } ?? "\(error)"
+        return ProviderError(
+            .connectionFailed, "could not reach the provider: \(reason)",
+            hint: "check the model's base_url and that the server is up", model: model, latency: latency)
+    }
+
+    /// An answer with status 2xx that is not a chat completion this adapter can read.
+    static func invalidResponse(
+        _ reason: String, body: Data, model: String, status: Int, latency: Duration?, rateLimit: RateLimitInfo?
+    ) -> ProviderError {
+        let excerpt = String(decoding: body.prefix(120), as: UTF8.self)
+        return ProviderError(
+            .invalidResponse, "\(reason); the body starts with: \(excerpt)",
+            hint: "check that the model's base_url points at a chat-completions compatible server", model: model,
+            httpStatus: status, rateLimit: rateLimit, latency: latency)
+    }
+
+    static func isContextLength(_ text: String) -> Bool {
+        let phrases = [
+            "context_length_exceeded", "maximum context length", "context length", "context window",
+            "prompt is too long", "exceeds the available context", "context size", "too many tokens",
+        ]
+        return phrases.contains { text.contains($0) }
+    }
+
+    static func isQuota(_ text: String) -> Bool {
+        ["insufficient_quota", "exceeded your current quota", "credit balance", "billing_error"]
+            .contains { text.contains($0) }
+    }
+
+    private static func fallbackMessage(status: Int, body: Data) -> String {
+        let text = String(decoding: body.prefix(200), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        let reason = HTTPURLResponse.localizedString(forStatusCode: status)
+        return text.isEmpty ? "HTTP \(status) (\(reason)) with an empty body" : "HTTP \(status) (\(reason)): \(text)"
+    }
+
+    /// The parts of an error body, whatever its shape.
+    struct ErrorBody {
+        /// `error.message` (or the body's own `message` / `detail`).
+        var message: String?
+        /// `error.type` (`invalid_request_error`, `overloaded_error`, …).
+        var type: String?
+        /// `error.code` (`rate_limit_exceeded`, `context_length_exceeded`, …), as text.
+        var code: String?
+
+        /// Reads whatever error fields the body has; all nil when it is not JSON.
+        init(_ body: Data) {
+            guard let json = try? JSONValue(parsing: body) else { return }
+            let error = json["error"]
+            if let text = error?.stringValue {
+                message = text
+            } else if let error, error.objectValue != nil {
+                message = error["message"]?.stringValue
+                type = error["type"]?.stringValue
+                code = error["code"].flatMap { $0.stringValue ?? $0.intValue.map(String.init) }
+            }
+            message = message ?? json["message"]?.stringValue ?? json["detail"]?.stringValue
+            if type == nil, json["type"]?.stringValue != "error" { type = json["type"]?.stringValue }
+        }
+    }
+}

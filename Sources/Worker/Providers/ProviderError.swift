@@ -1,0 +1,132 @@
+import Foundation
+import QueueModel
+
+/// Why one attempt to call a model failed, for the fallback executor and for a person to read.
+///
+/// `code` says what kind of failure it is (extensible, like `QueueError.Code`); ask
+/// `decision(remainingBudget:)` what to do next. Every text field is scrubbed of API keys when the
+/// error is made (registered secrets and anything shaped like a key), so the error can be logged
+/// and stored in a result's trail as it is.
+public struct ProviderError: Error, Sendable, CustomStringConvertible {
+    /// The kind of failure.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        /// The code's name, as stored in trails.
+        public let rawValue: String
+        /// Creates a code; prefer the named ones.
+        public init(_ rawValue: String) { self.rawValue = rawValue }
+        public var description: String { rawValue }
+
+        /// 429 `rate_limit_exceeded` (or a 429 without a code): retry after the wait it asks for.
+        public static let rateLimited = Code("rate_limited")
+        /// 429 `insufficient_quota`, or a billing error: the account cannot pay for this model.
+        public static let quotaExhausted = Code("quota_exhausted")
+        /// 401 or 403: the key is wrong, revoked or lacks access to this model.
+        public static let unauthorized = Code("unauthorized")
+        /// 404: the provider does not know the model (the catalog's upstream name is wrong).
+        public static let modelNotFound = Code("model_not_found")
+        /// 5xx other than 529: the provider failed.
+        public static let serverError = Code("server_error")
+        /// 529 (Anthropic's "overloaded"): the provider is out of capacity.
+        public static let overloaded = Code("overloaded")
+        /// The attempt ran out of its time budget (or the provider answered 408).
+        public static let timedOut = Code("timed_out")
+        /// No connection could be made, or it broke before the answer was complete.
+        public static let connectionFailed = Code("connection_failed")
+        /// The prompt plus `max_tokens` does not fit the model's context window.
+        public static let contextLengthExceeded = Code("context_length_exceeded")
+        /// Any other 4xx: the request itself is at fault, no model will accept it.
+        public static let badRequest = Code("bad_request")
+        /// A 2xx whose body is not a chat completion this adapter can read.
+        public static let invalidResponse = Code("invalid_response")
+        /// The environment variable named by the model's `api_key_env` is not set.
+        public static let missingAPIKey = Code("missing_api_key")
+        /// The request uses something this provider's API cannot express (an input type its
+        /// translation does not support); another model may take it.
+        public static let unsupportedRequest = Code("unsupported_request")
+        /// The catalog entry cannot be used as it is (bad base URL, bad simulated settings).
+        public static let misconfigured = Code("misconfigured")
+    }
+
+    /// The kind of failure.
+    public var code: Code
+    /// What happened, in words (the provider's own message when it sent one).
+    public var message: String
+    /// What to do about it, when there is something a person can do.
+    public var hint: String?
+    /// The catalog name of the model called.
+    public var model: String
+    /// The HTTP status, when the provider answered at all.
+    public var httpStatus: Int?
+    /// The provider's machine-readable code (`rate_limit_exceeded`, `context_length_exceeded`).
+    public var providerCode: String?
+    /// The provider's error type (`invalid_request_error`, `overloaded_error`).
+    public var providerType: String?
+    /// How long the provider asked to wait before retrying (`retry-after-ms`, `retry-after`, or
+    /// the reset time of an exhausted rate-limit budget).
+    public var retryAfter: Duration?
+    /// Rate-limit headers sent with the error.
+    public var rateLimit: RateLimitInfo?
+    /// From sending the request to the failure, when measured.
+    public var latency: Duration?
+
+    /// Creates an error; every text is scrubbed of secrets here, once, so no field can leak one.
+    public init(
+        _ code: Code, _ message: String, hint: String? = nil, model: String, httpStatus: Int? = nil,
+        providerCode: String? = nil, providerType: String? = nil, retryAfter: Duration? = nil,
+        rateLimit: RateLimitInfo? = nil, latency: Duration? = nil
+    ) {
+        self.code = code
+        self.message = Self.scrub(message)
+        self.hint = hint.map(Self.scrub)
+        self.model = model
+        self.httpStatus = httpStatus
+        self.providerCode = providerCode.map(Self.scrub)
+        self.providerType = providerType.map(Self.scrub)
+        self.retryAfter = retryAfter
+        self.rateLimit = rateLimit
+        self.latency = latency
+    }
+
+    /// The full text for logs: model, status, codes, message and hint.
+    public var description: String {
+        var text = "\(model): \(summary)"
+        if let hint { text += "\nhint: \(hint)" }
+        return Self.scrub(text)
+    }
+
+    /// A one-line summary for the attempt trail (at most 300 characters), e.g.
+    /// `HTTP 429 rate_limit_exceeded: Rate limit reached (retry after 1.5s)`. Never contains a key.
+    public var summary: String {
+        var head = httpStatus.map { "HTTP \($0) " } ?? ""
+        head += providerCode ?? providerType ?? code.rawValue
+        var text = "\(head): \(message.split(whereSeparator: \.isNewline).joined(separator: " "))"
+        if let retryAfter { text += " (retry after \(Self.format(retryAfter)))" }
+        if text.count > 300 { text = String(text.prefix(299)) + "…" }
+        return Self.scrub(text)
+    }
+
+    /// `1.5s`, `250ms`: durations as a person reads them.
+    static func format(_ duration: Duration) -> String {
+        let milliseconds =
+            Double(duration.components.seconds) * 1000
+            + Double(duration.components.attoseconds) / 1e15
+        if milliseconds < 1000 { return "\(Int(milliseconds.rounded()))ms" }
+        return String(format: "%.1fs", milliseconds / 1000)
+    }
+
+    /// Removes registered secrets and anything shaped like an API key or bearer token. Providers
+    /// echo part of a bad key in their 401 messages ("Incorrect API key provided: sk-abc…xyz").
+    static func scrub(_ text: String) -> String {
+        var result = Secrets.redact(text)
+        for (pattern, template) in Self.keyPatterns {
+            result = result.replacingOccurrences(of: pattern, with: template, options: .regularExpression)
+        }
+        return result
+    }
+
+    private static let keyPatterns: [(pattern: String, template: String)] = [
+        (#"\bsk-[A-Za-z0-9_*.\-]{6,}"#, "[REDACTED]"),
+        (#"(?i)\b(bearer\s+)[A-Za-z0-9_*.\-]{6,}"#, "$1[REDACTED]"),
+        (#"(?i)\b(x-api-key|api[_-]?key)(["']?\s*[:=]\s*["']?)[A-Za-z0-9_*.\-]{6,}"#, "$1$2[REDACTED]"),
+    ]
+}

@@ -1,0 +1,273 @@
+import Foundation
+import QueueModel
+import Testing
+@testable import Worker
+
+/// The `openai` adapter against the fake provider: what it sends, and how each answer is read.
+@Suite("OpenAI-compatible provider")
+struct OpenAIProviderTests {
+    static let keyVariable = "SWITCHYARD_TEST_OPENAI_KEY"
+    static let key = "sk-test-openai-0123456789abcdef"
+
+    static func model(_ server: FakeProviderServer, name: String = "gpt-test", upstream: String? = nil) -> ModelSpec {
+        ModelSpec(
+            name: name, provider: .openai, baseURL: server.openAIBaseURL, apiKeyEnv: keyVariable,
+            upstreamModel: upstream)
+    }
+
+    static func provider() -> OpenAIProvider {
+        OpenAIProvider(transport: ProviderTestSupport.transport(), environment: [keyVariable: key])
+    }
+
+    static func call(_ model: ModelSpec, _ text: String = "hello", timeout: Duration = .seconds(10)) -> ProviderCall {
+        ProviderCall(request: ProviderTestSupport.request(text), model: model, timeout: timeout)
+    }
+
+    @Test("a normal answer: upstream model name, stream off, bearer key, usage read")
+    func success() async throws {
+        try await withFakeProviderServer { server in
+            let model = Self.model(server, upstream: "upstream-gpt")
+            let request = ProviderTestSupport.request("hello there", extra: ["stream": true, "model": "ignored"])
+            let reply = try await Self.provider().complete(
+                ProviderCall(request: request, model: model, timeout: .seconds(10)))
+            #expect(reply.httpStatus == 200)
+            #expect(reply.response["object"] == "chat.completion")
+            #expect(reply.response["choices"]?[0]?["message"]?["content"] == "echo: hello there")
+            #expect(reply.usage == TokenUsage(promptTokens: 3, completionTokens: 3))
+            #expect(reply.latency > .zero)
+            #expect(reply.rateLimit == nil)
+
+            let sent = try await server.requests(for: "upstream-gpt")
+            #expect(sent.count == 1)
+            #expect(sent.first?["path"] == "/v1/chat/completions")
+            #expect(sent.first?["body"]?["stream"] == false)
+            #expect(sent.first?["body"]?["messages"] == request["messages"])
+            #expect(sent.first?["headers"]?["authorization"]?.stringValue == "Bearer \(Self.key)")
+            #expect(try await server.count(for: "ignored") == 0)
+        }
+    }
+
+    @Test("rate-limit headers on a success are parsed for routing")
+    func rateLimitHeaders() async throws {
+        try await withFakeProviderServer { server in
+            try await server.script([
+                "gpt-test": [
+                    "headers": [
+                        "x-ratelimit-limit-requests": "100", "x-ratelimit-remaining-requests": "7",
+                        "x-ratelimit-reset-requests": "6m0s", "x-ratelimit-remaining-tokens": "1234",
+                        "x-ratelimit-reset-tokens": "20ms",
+                    ]
+                ]
+            ])
+            let reply = try await Self.provider().complete(Self.call(Self.model(server)))
+            #expect(reply.rateLimit?.requestLimit == 100)
+            #expect(reply.rateLimit?.remainingRequests == 7)
+            #expect(reply.rateLimit?.requestsReset == .seconds(360))
+            #expect(reply.rateLimit?.remainingTokens == 1234)
+            #expect(reply.rateLimit?.tokensReset == .milliseconds(20))
+        }
+    }
+
+    @Test("500 and 529 move to the next candidate")
+    func serverErrors() async throws {
+        try await withFakeProviderServer { server in
+            try await server.script(["gpt-500": ["kind": "server_error"], "gpt-529": ["kind": "overloaded"]])
+            let provider = Self.provider()
+            let e500 = await ProviderTestSupport.providerError {
+                try await provider.complete(Self.call(Self.model(server, name: "gpt-500")))
+            }
+            #expect(e500?.code == .serverError)
+            #expect(e500?.httpStatus == 500)
+            #expect(e500?.decision(remainingBudget: .seconds(5)) == .nextCandidate)
+            let e529 = await ProviderTestSupport.providerError {
+                try await provider.complete(Self.call(Self.model(server, name: "gpt-529")))
+            }
+            #expect(e529?.code == .overloaded)
+            #expect(e529?.decision(remainingBudget: .seconds(5)) == .nextCandidate)
+        }
+    }
+
+    @Test("429 rate_limit_exceeded: the retry-after is honoured in the decision, and the retry succeeds")
+    func rateLimited() async throws {
+        try await withFakeProviderServer { server in
+            try await server.script([
+                "gpt-test": [["kind": "rate_limited", "retry_after_ms": 250], ["kind": "ok"]],
+                "gpt-seconds": ["kind": "rate_limited", "retry_after": "2"],
+            ])
+            let provider = Self.provider()
+            // Closures stay out of #require's argument: with Swift 6.3 a closure written inside a
+            // macro argument was seen to run a sibling closure's body instead.
+            let limited = await ProviderTestSupport.providerError {
+                try await provider.complete(Self.call(Self.model(server)))
+            }
+            let error = try #require(limited)
+            #expect(error.code == .rateLimited)
+            #expect(error.providerCode == "rate_limit_exceeded")
+            #expect(error.retryAfter == .milliseconds(250))
+            #expect(error.decision(remainingBudget: .seconds(2)) == .retrySameModel(after: .milliseconds(250)))
+            #expect(error.decision(remainingBudget: .milliseconds(100)) == .nextCandidate)
+            // What the executor does with the decision: the same model again, which now answers.
+            let reply = try await provider.complete(Self.call(Self.model(server)))
+            #expect(reply.httpStatus == 200)
+            #expect(try await server.count(for: "gpt-test") == 2)
+
+            let inSeconds = await ProviderTestSupport.providerError {
+                try await provider.complete(Self.call(Self.model(server, name: "gpt-seconds")))
+            }
+            #expect(inSeconds?.decision(remainingBudget: .seconds(5)) == .retrySameModel(after: .seconds(2)))
+            #expect(inSeconds?.decision(remainingBudget: .seconds(1)) == .nextCandidate)
+        }
+    }
+
+    @Test("429 insufficient_quota and 401 fail over and mark the model unhealthy")
+    func quotaAndAuth() async throws {
+        try await withFakeProviderServer { server in
+            try await server.script(["gpt-quota": ["kind": "quota"], "gpt-401": ["kind": "unauthorized"]])
+            let provider = Self.provider()
+            for (name, code) in [("gpt-quota", ProviderError.Code.quotaExhausted), ("gpt-401", .unauthorized)] {
+                let error = await ProviderTestSupport.providerError {
+                    try await provider.complete(Self.call(Self.model(server, name: name)))
+                }
+                #expect(error?.code == code)
+                #expect(error?.decision(remainingBudget: .seconds(5)) == .nextCandidateAndMarkUnhealthy)
+            }
+        }
+    }
+
+    @Test("a context-length error asks for a larger context; any other 400 fails the job")
+    func badRequests() async throws {
+        try await withFakeProviderServer { server in
+            try await server.script(["gpt-small": ["kind": "context_length"], "gpt-400": ["kind": "bad_request"]])
+            let provider = Self.provider()
+            let context = await ProviderTestSupport.providerError {
+                try await provider.complete(Self.call(Self.model(server, name: "gpt-small")))
+            }
+            #expect(context?.code == .contextLengthExceeded)
+            #expect(context?.decision(remainingBudget: .seconds(5)) == .largerContext)
+            let bad = await ProviderTestSupport.providerError {
+                try await provider.complete(Self.call(Self.model(server, name: "gpt-400")))
+            }
+            #expect(bad?.code == .badRequest)
+            #expect(bad?.httpStatus == 400)
+            #expect(bad?.message == "Invalid value for 'temperature': expected a number.")
+            #expect(bad?.decision(remainingBudget: .seconds(5)) == .failJob)
+        }
+    }
+
+    @Test("a malformed 200 body moves to the next candidate")
+    func malformed() async throws {
+        try await withFakeProviderServer { server in
+            try await server.script(["gpt-test": ["kind": "malformed"]])
+            let error = await ProviderTestSupport.providerError {
+                try await Self.provider().complete(Self.call(Self.model(server)))
+            }
+            #expect(error?.code == .invalidResponse)
+            #expect(error?.decision(remainingBudget: .seconds(5)) == .nextCandidate)
+        }
+    }
+
+    @Test("a server slower than the attempt's budget is cut off at the budget")
+    func slowServerTimesOut() async throws {
+        try await withFakeProviderServer { server in
+            try await server.script(["gpt-slow": ["delay_ms": 15000]])
+            let error = await ProviderTestSupport.providerError {
+                try await Self.provider().complete(
+                    Self.call(Self.model(server, name: "gpt-slow"), timeout: .milliseconds(300)))
+            }
+            #expect(error?.code == .timedOut)
+            #expect(error?.decision(remainingBudget: .seconds(5)) == .nextCandidate)
+            // Not a speed assertion: the attempt ended long before the server would have answered.
+            #expect(try #require(error?.latency) < .seconds(10))
+        }
+    }
+
+    @Test("cancelling the task cancels the request")
+    func cancellation() async throws {
+        try await withFakeProviderServer { server in
+            try await server.script(["gpt-slow": ["delay_ms": 15000]])
+            let provider = Self.provider()
+            let model = Self.model(server, name: "gpt-slow")
+            let task = Task { try await provider.complete(Self.call(model, timeout: .seconds(60))) }
+            while try await server.count(for: "gpt-slow") == 0 { try await Task.sleep(for: .milliseconds(20)) }
+            task.cancel()
+            do {
+                _ = try await task.value
+                Issue.record("a cancelled call returned an answer")
+            } catch {
+                #expect(error is CancellationError)
+            }
+        }
+    }
+
+    @Test("a refused connection moves to the next candidate")
+    func connectionRefused() async throws {
+        let model = ModelSpec(name: "gpt-nowhere", provider: .openai, baseURL: "http://127.0.0.1:1/v1")
+        let error = await ProviderTestSupport.providerError {
+            try await Self.provider().complete(Self.call(model, timeout: .seconds(10)))
+        }
+        #expect(error?.code == .connectionFailed)
+        #expect(error?.decision(remainingBudget: .seconds(5)) == .nextCandidate)
+    }
+
+    @Test("a missing key variable is named in the error, and nothing is sent")
+    func missingKey() async throws {
+        try await withFakeProviderServer { server in
+            var model = Self.model(server)
+            model.apiKeyEnv = "SWITCHYARD_TEST_UNSET_KEY"
+            let provider = OpenAIProvider(transport: ProviderTestSupport.transport(), environment: [:])
+            let error = await ProviderTestSupport.providerError { try await provider.complete(Self.call(model)) }
+            #expect(error?.code == .missingAPIKey)
+            #expect(error?.message.contains("SWITCHYARD_TEST_UNSET_KEY") == true)
+            #expect(error?.hint?.contains("SWITCHYARD_TEST_UNSET_KEY") == true)
+            #expect(error?.decision(remainingBudget: .seconds(5)) == .nextCandidateAndMarkUnhealthy)
+            let sent = try await server.count(for: "gpt-test")
+            #expect(sent == 0)
+        }
+    }
+
+    @Test("a model without api_key_env sends no Authorization header (local servers)")
+    func noKeyNeeded() async throws {
+        try await withFakeProviderServer { server in
+            var model = Self.model(server, name: "llama-local")
+            model.apiKeyEnv = nil
+            model.baseURL = server.openAIBaseURL + "/"
+            _ = try await Self.provider().complete(Self.call(model))
+            let sent = try await server.requests(for: "llama-local")
+            #expect(sent.first?["headers"]?["authorization"] == nil)
+        }
+    }
+
+    @Test("the HTTP session runs as many requests at once as the worker's concurrency, past the default 6")
+    func connectionsPerHost() async throws {
+        for (limit, requests) in [(12, 12), (2, 6)] {
+            try await withFakeProviderServer { server in
+                try await server.script(["gpt-test": ["delay_ms": 500]])
+                let provider = OpenAIProvider(
+                    transport: HTTPTransport(maximumConnectionsPerHost: limit),
+                    environment: [Self.keyVariable: Self.key])
+                let model = Self.model(server)
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for index in 0..<requests {
+                        group.addTask { _ = try await provider.complete(Self.call(model, "q\(index)")) }
+                    }
+                    try await group.waitForAll()
+                }
+                let inFlight = try await server.stats()["max_in_flight"]?.intValue ?? 0
+                if limit > 6 {
+                    #expect(inFlight > 6)
+                } else {
+                    #expect(inFlight <= limit)
+                }
+            }
+        }
+    }
+
+    @Test("the factory hands out the adapter for each provider kind")
+    func factory() {
+        let factory = ProviderFactory(concurrency: 32, environment: [:])
+        #expect(factory.transport.maximumConnectionsPerHost == 32)
+        #expect(factory.provider(for: ModelSpec(name: "a", provider: .openai)) is OpenAIProvider)
+        #expect(factory.provider(for: ModelSpec(name: "b", provider: .anthropic)) is AnthropicProvider)
+        #expect(factory.provider(for: ModelSpec(name: "c", provider: .simulated)) is SimulatedProvider)
+    }
+}

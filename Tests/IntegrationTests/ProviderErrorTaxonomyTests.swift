@@ -1,0 +1,215 @@
+import Foundation
+import QueueModel
+import Testing
+@testable import Worker
+
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
+
+/// The error taxonomy (DESIGN.md, issue 4) as a table: an HTTP answer → a code → a decision.
+@Suite("Provider error taxonomy")
+struct ProviderErrorTaxonomyTests {
+    struct Row: Sendable, CustomTestStringConvertible {
+        var name: String
+        var status: Int
+        var body: String
+        var headers: [String: String] = [:]
+        var budget: Duration = .seconds(5)
+        var code: ProviderError.Code
+        var decision: FallbackDecision
+        var testDescription: String { name }
+    }
+
+    static let now = Date(timeIntervalSince1970: 1_750_000_000)
+
+    static func openAI(_ message: String, type: String = "invalid_request_error", code: String? = nil) -> String {
+        let body: JSONValue = [
+            "error": [
+                "message": .string(message), "type": .string(type), "param": nil,
+                "code": code.map(JSONValue.string) ?? .null,
+            ]
+        ]
+        return body.jsonText
+    }
+
+    static func anthropic(_ type: String, _ message: String) -> String {
+        let body: JSONValue = ["type": "error", "error": ["type": .string(type), "message": .string(message)]]
+        return body.jsonText
+    }
+
+    static let rows: [Row] = [
+        Row(
+            name: "429 rate_limit_exceeded, retry-after-ms fits the budget → retry the same model",
+            status: 429, body: openAI("Rate limit reached", type: "requests", code: "rate_limit_exceeded"),
+            headers: ["retry-after-ms": "1500"], code: .rateLimited,
+            decision: .retrySameModel(after: .milliseconds(1500))),
+        Row(
+            name: "429 rate_limit_exceeded, retry-after in seconds fits → retry",
+            status: 429, body: openAI("Rate limit reached", code: "rate_limit_exceeded"),
+            headers: ["retry-after": "2"], code: .rateLimited, decision: .retrySameModel(after: .seconds(2))),
+        Row(
+            name: "429 rate_limit_exceeded, retry-after longer than the budget → next candidate",
+            status: 429, body: openAI("Rate limit reached", code: "rate_limit_exceeded"),
+            headers: ["retry-after": "30"], code: .rateLimited, decision: .nextCandidate),
+        Row(
+            name: "429 without retry-after, exhausted request budget resets in 1.5s → retry",
+            status: 429, body: openAI("Rate limit reached", code: "rate_limit_exceeded"),
+            headers: ["x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1.5s"],
+            code: .rateLimited, decision: .retrySameModel(after: .milliseconds(1500))),
+        Row(
+            name: "429 with no wait given → next candidate",
+            status: 429, body: openAI("Too many requests"), code: .rateLimited, decision: .nextCandidate),
+        Row(
+            name: "Anthropic 429 rate_limit_error with retry-after → retry",
+            status: 429, body: anthropic("rate_limit_error", "Number of requests has exceeded your rate limit"),
+            headers: ["retry-after": "3"], budget: .seconds(10), code: .rateLimited,
+            decision: .retrySameModel(after: .seconds(3))),
+        Row(
+            name: "429 insufficient_quota → fail over and mark unhealthy",
+            status: 429,
+            body: openAI(
+                "You exceeded your current quota", type: "insufficient_quota",
+                code: "insufficient_quota"),
+            headers: ["retry-after": "1"], code: .quotaExhausted, decision: .nextCandidateAndMarkUnhealthy),
+        Row(
+            name: "401 → fail over and mark unhealthy",
+            status: 401, body: openAI("Incorrect API key provided", code: "invalid_api_key"),
+            code: .unauthorized, decision: .nextCandidateAndMarkUnhealthy),
+        Row(
+            name: "Anthropic 403 permission_error → fail over and mark unhealthy",
+            status: 403, body: anthropic("permission_error", "Your API key does not have permission"),
+            code: .unauthorized, decision: .nextCandidateAndMarkUnhealthy),
+        Row(
+            name: "404 model_not_found → fail over and mark unhealthy (the catalog is wrong)",
+            status: 404, body: openAI("The model `gpt-5x` does not exist", code: "model_not_found"),
+            code: .modelNotFound, decision: .nextCandidateAndMarkUnhealthy),
+        Row(
+            name: "Anthropic 400 credit balance too low → fail over and mark unhealthy",
+            status: 400, body: anthropic("invalid_request_error", "Your credit balance is too low to access the API"),
+            code: .quotaExhausted, decision: .nextCandidateAndMarkUnhealthy),
+        Row(
+            name: "500 → next candidate",
+            status: 500, body: openAI("The server had an error", type: "server_error"),
+            code: .serverError, decision: .nextCandidate),
+        Row(
+            name: "502 with an HTML body → next candidate",
+            status: 502, body: "<html>Bad Gateway</html>", code: .serverError, decision: .nextCandidate),
+        Row(
+            name: "503 with an empty body → next candidate",
+            status: 503, body: "", code: .serverError, decision: .nextCandidate),
+        Row(
+            name: "Anthropic 529 overloaded → next candidate",
+            status: 529, body: anthropic("overloaded_error", "Overloaded"), code: .overloaded,
+            decision: .nextCandidate),
+        Row(
+            name: "408 → next candidate",
+            status: 408, body: "", code: .timedOut, decision: .nextCandidate),
+        Row(
+            name: "400 context_length_exceeded → larger context",
+            status: 400,
+            body: openAI("This model's maximum context length is 4096 tokens", code: "context_length_exceeded"),
+            code: .contextLengthExceeded, decision: .largerContext),
+        Row(
+            name: "400 'maximum context length' without a code (vLLM) → larger context",
+            status: 400,
+            body: openAI("This model's maximum context length is 2048 tokens. However, you requested 3000"),
+            code: .contextLengthExceeded, decision: .largerContext),
+        Row(
+            name: "Anthropic 400 'prompt is too long' → larger context",
+            status: 400, body: anthropic("invalid_request_error", "prompt is too long: 250000 tokens > 200000 maximum"),
+            code: .contextLengthExceeded, decision: .largerContext),
+        Row(
+            name: "llama.cpp 400 'exceeds the available context size' → larger context",
+            status: 400,
+            body: #"{"error":{"code":400,"message":"the request exceeds the available context size","#
+                + #""type":"exceed_context_size_error"}}"#,
+            code: .contextLengthExceeded, decision: .largerContext),
+        Row(
+            name: "other 400 → fail the job",
+            status: 400, body: openAI("Invalid value for 'temperature'"), code: .badRequest, decision: .failJob),
+        Row(
+            name: "422 → fail the job",
+            status: 422, body: #"{"detail":"messages: field required"}"#, code: .badRequest, decision: .failJob),
+        Row(
+            name: "Anthropic 413 request_too_large → fail the job",
+            status: 413, body: anthropic("request_too_large", "Request exceeds the maximum allowed size"),
+            code: .badRequest, decision: .failJob),
+    ]
+
+    @Test("an HTTP error answer maps to its code and decision", arguments: rows)
+    func classifies(_ row: Row) {
+        let error = ProviderError.fromResponse(
+            status: row.status, headers: row.headers, body: Data(row.body.utf8), model: "m", now: Self.now)
+        #expect(error.code == row.code)
+        #expect(error.httpStatus == row.status)
+        #expect(error.decision(remainingBudget: row.budget) == row.decision)
+        #expect(!error.message.isEmpty)
+    }
+
+    @Test("timeouts and connection failures move to the next candidate")
+    func transportFailures() {
+        let timeout = ProviderError.fromTransport(URLError(.timedOut), model: "m", latency: .seconds(1))
+        #expect(timeout.code == .timedOut)
+        #expect(timeout.decision(remainingBudget: .seconds(5)) == .nextCandidate)
+        let refused = ProviderError.fromTransport(URLError(.cannotConnectToHost), model: "m", latency: nil)
+        #expect(refused.code == .connectionFailed)
+        #expect(refused.decision(remainingBudget: .seconds(5)) == .nextCandidate)
+    }
+
+    @Test("an undecodable 200 body moves to the next candidate")
+    func undecodableSuccess() {
+        for body in ["{\"choices\": [ not json", "{\"object\":\"list\"}", "[]"] {
+            let exchange = HTTPTransport.Exchange(status: 200, headers: [:], body: Data(body.utf8), latency: .zero)
+            do {
+                _ = try OpenAIProvider.reply(from: exchange, model: "m", now: Self.now)
+                Issue.record("\(body) was read as a completion")
+            } catch let error as ProviderError {
+                #expect(error.code == .invalidResponse)
+                #expect(error.decision(remainingBudget: .seconds(5)) == .nextCandidate)
+            } catch {
+                Issue.record("unexpected error \(error)")
+            }
+        }
+    }
+
+    @Test("a 200 carrying an error object (as some proxies send) is classified by its code")
+    func embeddedError() throws {
+        let body = #"{"error":{"code":502,"message":"upstream provider returned an error"}}"#
+        let exchange = HTTPTransport.Exchange(status: 200, headers: [:], body: Data(body.utf8), latency: .zero)
+        do {
+            _ = try OpenAIProvider.reply(from: exchange, model: "m", now: Self.now)
+            Issue.record("an error body was read as a completion")
+        } catch let error as ProviderError {
+            #expect(error.code == .serverError)
+            #expect(error.message == "upstream provider returned an error")
+        }
+    }
+
+    @Test("missing keys, bad catalog entries and non-provider errors")
+    func otherFailures() {
+        let missing = ProviderError(.missingAPIKey, "no key", model: "m")
+        #expect(missing.decision(remainingBudget: .seconds(1)) == .nextCandidateAndMarkUnhealthy)
+        #expect(
+            ProviderError(.misconfigured, "bad", model: "m").decision(remainingBudget: .seconds(1))
+                == .nextCandidateAndMarkUnhealthy)
+        #expect(
+            ProviderError(.unsupportedRequest, "audio", model: "m").decision(remainingBudget: .seconds(1))
+                == .nextCandidate)
+        #expect(
+            ProviderError.decision(for: CocoaError(.fileNoSuchFile), remainingBudget: .seconds(1)) == .nextCandidate)
+        #expect(ProviderError.decision(for: missing, remainingBudget: .seconds(1)) == .nextCandidateAndMarkUnhealthy)
+    }
+
+    @Test("the trail summary is one short line with status, provider code and wait")
+    func summary() {
+        let error = ProviderError.fromResponse(
+            status: 429, headers: ["retry-after-ms": "1500"],
+            body: Data(Self.openAI("Rate limit reached\nfor requests", code: "rate_limit_exceeded").utf8),
+            model: "gpt-4", now: Self.now)
+        #expect(error.summary == "HTTP 429 rate_limit_exceeded: Rate limit reached for requests (retry after 1.5s)")
+        let long = ProviderError(.serverError, String(repeating: "x", count: 1000), model: "m", httpStatus: 500)
+        #expect(long.summary.count <= 300)
+        #expect(!long.summary.contains("\n"))
+    }
+}

@@ -1,0 +1,125 @@
+import Foundation
+import QueueModel
+import Synchronization
+import Testing
+@testable import Worker
+
+/// Invariant 4: an API key never reaches an error, a trail summary or a log line, even when the
+/// provider echoes it back.
+@Suite("Provider secrets")
+struct ProviderSecretTests {
+    static let variable = "SWITCHYARD_TEST_SENTINEL_KEY"
+    static let sentinel = "sk-switchyard-sentinel-7f3a9c2e1b5d"
+    static let partial = "sk-swit*****************1b5d"
+
+    /// Every text an error offers, the way a log line, a trail or a debugger would show it.
+    static func texts(_ error: ProviderError) -> [String] {
+        [
+            error.description, error.summary, error.message, error.hint ?? "", error.providerCode ?? "",
+            error.providerType ?? "", String(describing: error), String(reflecting: error), "\(error)",
+        ]
+    }
+
+    static func expectClean(_ error: ProviderError?, _ context: String) {
+        guard let error else {
+            Issue.record("\(context): expected an error")
+            return
+        }
+        for text in texts(error) {
+            #expect(!text.contains(sentinel), "\(context) leaked the key: \(text)")
+            #expect(!text.contains("sk-swit"), "\(context) leaked part of the key: \(text)")
+            #expect(!text.contains("7f3a9c2e1b5d"), "\(context) leaked part of the key: \(text)")
+        }
+    }
+
+    @Test("errors from every failure path carry no key, even when the provider echoes it")
+    func noKeyInErrors() async throws {
+        try await withFakeProviderServer { server in
+            let echo = "Incorrect API key provided: \(Self.sentinel). Bearer \(Self.sentinel)"
+            try await server.script([
+                "m-401": ["kind": "unauthorized", "message": .string(echo)],
+                "m-401-partial": [
+                    "kind": "unauthorized", "message": .string("Incorrect API key provided: \(Self.partial)."),
+                ],
+                "m-400": ["kind": "bad_request", "message": .string("bad header x-api-key: \(Self.sentinel)")],
+                "m-500": ["kind": "server_error", "message": .string(echo)],
+                "m-429": ["kind": "rate_limited", "retry_after_ms": 100, "message": .string(echo)],
+                "m-quota": ["kind": "quota", "code": .string(Self.sentinel)],
+                "m-malformed": ["status": 200, "body": .string("<html>\(Self.sentinel)</html>")],
+                "m-slow": ["delay_ms": 15000],
+                "a-401": ["kind": "unauthorized", "message": .string(echo)],
+            ])
+            let environment = [Self.variable: Self.sentinel]
+            let transport = ProviderTestSupport.transport()
+            let openAI = OpenAIProvider(transport: transport, environment: environment)
+            let anthropic = AnthropicProvider(transport: transport, environment: environment)
+            for name in ["m-401", "m-401-partial", "m-400", "m-500", "m-429", "m-quota", "m-malformed", "m-slow"] {
+                let model = ModelSpec(
+                    name: name, provider: .openai, baseURL: server.openAIBaseURL, apiKeyEnv: Self.variable)
+                let error = await ProviderTestSupport.providerError {
+                    try await openAI.complete(
+                        ProviderCall(
+                            request: ProviderTestSupport.request("hi"), model: model, timeout: .milliseconds(500)))
+                }
+                Self.expectClean(error, name)
+            }
+            let model = ModelSpec(
+                name: "a-401", provider: .anthropic, baseURL: server.anthropicBaseURL, apiKeyEnv: Self.variable)
+            let error = await ProviderTestSupport.providerError {
+                try await anthropic.complete(
+                    ProviderCall(request: ProviderTestSupport.request("hi"), model: model, timeout: .seconds(10)))
+            }
+            Self.expectClean(error, "a-401")
+            // The key did go out, where it belongs: in the request headers.
+            let sent = try await server.requests(for: "m-500")
+            #expect(sent.first?["headers"]?["authorization"]?.stringValue == "Bearer \(Self.sentinel)")
+        }
+    }
+
+    @Test("a missing key names its variable, and a key read once is redacted from logs")
+    func missingKeyAndLogs() async throws {
+        let model = ModelSpec(
+            name: "m", provider: .openai, baseURL: "http://127.0.0.1:1/v1", apiKeyEnv: "SWITCHYARD_TEST_OTHER_KEY")
+        let provider = OpenAIProvider(
+            transport: ProviderTestSupport.transport(), environment: [Self.variable: Self.sentinel])
+        let missing = await ProviderTestSupport.providerError {
+            try await provider.complete(
+                ProviderCall(request: ProviderTestSupport.request("hi"), model: model, timeout: .seconds(5)))
+        }
+        #expect(missing?.code == .missingAPIKey)
+        #expect(missing?.description.contains("SWITCHYARD_TEST_OTHER_KEY") == true)
+        Self.expectClean(missing, "missing key")
+
+        // Reading the key registers it: any log line that would show it shows [REDACTED].
+        var withKey = model
+        withKey.apiKeyEnv = Self.variable
+        let refused = await ProviderTestSupport.providerError {
+            try await provider.complete(
+                ProviderCall(request: ProviderTestSupport.request("hi"), model: withKey, timeout: .seconds(5)))
+        }
+        #expect(refused?.code == .connectionFailed)
+        let lines = LogLines()
+        let logger = Logger(label: "test") { lines.append($0) }
+        logger.error("attempt failed with key \(Self.sentinel)", ["error": refused?.description ?? ""])
+        let line = try #require(lines.all.first)
+        #expect(lines.all.count == 1)
+        #expect(!line.contains(Self.sentinel))
+        #expect(line.contains("[REDACTED]"))
+    }
+
+    @Test("key-shaped text is scrubbed from any error message")
+    func scrubbing() {
+        let error = ProviderError(
+            .unauthorized, "bad key sk-proj-abcdef123456, Authorization: Bearer abcdef.123456, api_key=\"zyxwvu987\"",
+            model: "m")
+        #expect(error.message == "bad key [REDACTED], Authorization: Bearer [REDACTED], api_key=\"[REDACTED]\"")
+        #expect(ProviderError(.badRequest, "a normal message", model: "m").message == "a normal message")
+    }
+}
+
+/// Log lines collected by a test's logger.
+final class LogLines: Sendable {
+    private let lines = Mutex<[String]>([])
+    func append(_ line: String) { lines.withLock { $0.append(line) } }
+    var all: [String] { lines.withLock { $0 } }
+}
