@@ -23,8 +23,8 @@ enum WorkerCommand {
           --shutdown-grace DURATION   on SIGTERM, how long running jobs may finish (default 30s)
           --retry-base DURATION       first retry delay, doubling each attempt (default 2s)
           --simulated-latency DURATION
-                                      answer every job with the built-in simulated model after this
-                                      latency, without routing (for trying the queue)
+                                      skip routing: answer every job with a built-in simulated model
+                                      after this latency (for trying the queue without a catalog)
 
         Durations: 500ms, 30s, 5m. Logs go to stderr (SWITCHYARD_LOG_LEVEL, SWITCHYARD_LOG_FORMAT).
         """
@@ -49,7 +49,7 @@ enum WorkerCommand {
             return 0
         }
         do {
-            let (configuration, database, executor) = try configure(arguments)
+            let (configuration, database, simulatedLatency) = try configure(arguments)
             let logger = Logger(label: "worker").with("worker", configuration.identity.id)
             var databaseConfiguration = database
             let postgresLogger = logger
@@ -60,7 +60,19 @@ enum WorkerCommand {
                 databaseConfiguration,
                 options: .init(maxConnections: configuration.poolSize, threadName: "worker-pg")
             )
-            let service = WorkerService(configuration: configuration, pool: pool, executor: executor, logger: logger)
+            // Routing by the catalog, unless asked to answer everything with the built-in model.
+            let fleet = simulatedLatency == nil ? FleetState(pool: pool, logger: logger) : nil
+            let executor: any JobExecutor = if let fleet {
+                RoutingExecutor(
+                    fleet: fleet, providers: ProviderFactory(concurrency: configuration.concurrency),
+                    worker: configuration.identity.id
+                )
+            } else {
+                SimulatedExecutor(latency: simulatedLatency ?? .zero)
+            }
+            let service = WorkerService(
+                configuration: configuration, pool: pool, executor: executor, fleet: fleet, logger: logger
+            )
             let signals = SignalHandler { service.shutdown() }
             defer { signals.cancel() }
             if ProcessInfo.processInfo.environment["SWITCHYARD_EXIT_WITH_PARENT"] == "1" {
@@ -78,7 +90,7 @@ enum WorkerCommand {
         }
     }
 
-    static func configure(_ arguments: Arguments) throws -> (WorkerConfiguration, PostgresConfiguration, any JobExecutor) {
+    static func configure(_ arguments: Arguments) throws -> (WorkerConfiguration, PostgresConfiguration, Duration?) {
         let concurrency = try arguments.integer("concurrency", default: 16, range: 1...10_000)
         let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "worker"
         let pid = getpid()
@@ -110,8 +122,9 @@ enum WorkerCommand {
         configuration.housekeepingInterval = min(.seconds(2), configuration.lease / 2)
         configuration.poolSize = min(8, max(3, concurrency / 32 + 3))
         let database = try Database.configuration(arguments, applicationName: "switchyard-worker \(identity.id)")
-        let executor = SimulatedExecutor(latency: try arguments.duration("simulated-latency", default: .zero))
-        return (configuration, database, executor)
+        let simulatedLatency = arguments.value("simulated-latency") == nil
+            ? nil : try arguments.duration("simulated-latency", default: .zero)
+        return (configuration, database, simulatedLatency)
     }
 }
 

@@ -57,7 +57,9 @@ struct WorkerProcessTests {
                 )
             }
             let workers = try (0..<4).map { index in
-                try WorkerProcess.start(configuration, id: "exactly-once-\(index)", arguments: ["--concurrency", "16"])
+                try WorkerProcess.start(
+                    configuration, id: "exactly-once-\(index)", arguments: ["--concurrency", "16", "--simulated-latency", "0ms"]
+                )
             }
             let finished = try await Self.waitForResults(pool, total: submitted.count, limit: .seconds(300))
             for worker in workers { worker.terminate() }

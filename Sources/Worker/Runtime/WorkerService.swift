@@ -10,6 +10,8 @@ final class WorkerService: Sendable {
     let store: QueueStore
     let logger: Logger
     private let executor: any JobExecutor
+    /// The catalog, breakers and budgets the executor routes by (nil when it does not route).
+    private let fleet: FleetState?
     private let inFlight = InFlightJobs()
     private let wake = WakeSignal()
     private let writer: CompletionWriter
@@ -19,13 +21,14 @@ final class WorkerService: Sendable {
     private let stopping = Mutex(false)
 
     init(
-        configuration: WorkerConfiguration, pool: PostgresPool, executor: any JobExecutor, logger: Logger,
-        now: @escaping @Sendable () -> Date = { Date() },
+        configuration: WorkerConfiguration, pool: PostgresPool, executor: any JobExecutor, fleet: FleetState? = nil,
+        logger: Logger, now: @escaping @Sendable () -> Date = { Date() },
         random: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) }
     ) {
         self.configuration = configuration
         self.store = QueueStore(pool: pool)
         self.executor = executor
+        self.fleet = fleet
         self.logger = logger
         self.now = now
         self.random = random
@@ -54,6 +57,7 @@ final class WorkerService: Sendable {
     func run() async throws {
         try await Migrator().requireCurrent(store.pool)
         _ = try await store.heartbeat(worker: configuration.identity, held: [], lease: configuration.lease)
+        await fleet?.reload()
         logger.notice(
             "worker started",
             [
@@ -65,6 +69,9 @@ final class WorkerService: Sendable {
         await withTaskGroup(of: Void.self) { background in
             background.addTask { await self.heartbeatLoop() }
             background.addTask { await self.housekeeper.run() }
+            if let fleet {
+                background.addTask { await fleet.run() }
+            }
             if !configuration.pollOnly {
                 background.addTask { await self.listenLoop() }
             }
@@ -239,15 +246,23 @@ final class WorkerService: Sendable {
 
     private func listenLoop() async {
         var delay = Duration.milliseconds(200)
+        let channels = ["switchyard_jobs"] + (fleet == nil ? [] : FleetState.channels)
         while !isStopping && !Task.isCancelled {
             do {
-                let notifications = try await store.pool.listen(on: ["switchyard_jobs"])
+                let notifications = try await store.pool.listen(on: channels)
                 delay = .milliseconds(200)
                 // Jobs submitted before LISTEN took effect announced themselves to nobody.
                 wake.signal(.notified)
                 for await event in notifications {
                     switch event {
-                    case .notification, .reconnected: wake.signal(.notified)
+                    case .notification(let notification) where notification.channel == "switchyard_jobs":
+                        wake.signal(.notified)
+                    case .notification(let notification):
+                        await fleet?.handle(notification)
+                    case .reconnected:
+                        // Whatever was announced while disconnected is lost: catch up on all of it.
+                        wake.signal(.notified)
+                        await fleet?.reload()
                     case .disconnected(let reason):
                         logger.warning("lost the LISTEN connection; polling until it is back", ["reason": reason])
                     }

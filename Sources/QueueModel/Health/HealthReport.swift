@@ -1,0 +1,48 @@
+import Foundation
+
+/// One worker's outcomes for one model since its last report, folded into the fleet's breaker by
+/// `switchyard.report_health`.
+public struct HealthReport: Sendable, Hashable {
+    public var model: String
+    public var requests = 0
+    public var failures = 0
+    /// Whether any call succeeded in this batch.
+    public var hadSuccess = false
+    /// Failures after the batch's last success.
+    public var trailingFailures = 0
+    /// Latencies of this batch's calls, in milliseconds.
+    public var latenciesMS: [Double] = []
+    /// Set to open the breaker at once (bad key, quota gone, model not found).
+    public var markUnhealthy: String?
+
+    public init(model: String) {
+        self.model = model
+    }
+
+    /// Counts one call.
+    public mutating func record(success: Bool, latencyMS: Double?) {
+        requests += 1
+        if success {
+            hadSuccess = true
+            trailingFailures = 0
+        } else {
+            failures += 1
+            trailingFailures += 1
+        }
+        if let latencyMS { latenciesMS.append(latencyMS) }
+    }
+
+    var json: JSONValue {
+        var object: [String: JSONValue] = [
+            "model": .string(model), "requests": .number(Double(requests)), "failures": .number(Double(failures)),
+            "had_success": .bool(hadSuccess), "trailing_failures": .number(Double(trailingFailures)),
+        ]
+        if !latenciesMS.isEmpty {
+            let sorted = latenciesMS.sorted()
+            object["latency_mean_ms"] = .number(sorted.reduce(0, +) / Double(sorted.count))
+            object["latency_p95_ms"] = .number(sorted[min(sorted.count - 1, Int(Double(sorted.count) * 0.95))])
+        }
+        if let markUnhealthy { object["mark_unhealthy"] = .string(markUnhealthy) }
+        return .object(object)
+    }
+}

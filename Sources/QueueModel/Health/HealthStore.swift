@@ -1,0 +1,62 @@
+import Foundation
+import Postgres
+
+/// The fleet's shared model health in `switchyard.model_health`.
+public struct HealthStore: Sendable {
+    /// The NOTIFY channel on which a model's name is sent when its breaker changes state.
+    public static let channel = "switchyard_health"
+
+    public let pool: PostgresPool
+
+    public init(pool: PostgresPool) {
+        self.pool = pool
+    }
+
+    /// Folds reports into the fleet's breakers.
+    /// - Returns: each reported model's breaker afterwards.
+    @discardableResult
+    public func report(_ reports: [HealthReport]) async throws -> [String: RoutingState.Breaker] {
+        guard !reports.isEmpty else { return [:] }
+        let rows = try await pool.query(
+            "SELECT model_name, breaker FROM switchyard.report_health($1::jsonb)",
+            [JSONValue.array(reports.map(\.json)).jsonText]
+        )
+        var states: [String: RoutingState.Breaker] = [:]
+        for row in rows {
+            states[try row.decode("model_name")] = RoutingState.Breaker(rawValue: try row.decode("breaker")) ?? .closed
+        }
+        return states
+    }
+
+    /// What a worker routes by: each model's breaker and latency as of now, and how many workers
+    /// are alive to share rate budgets.
+    public struct Snapshot: Sendable {
+        public var models: [String: RoutingState.ModelState]
+        public var liveWorkers: Int
+    }
+
+    /// Reads the fleet's health in one round trip.
+    public func snapshot() async throws -> Snapshot {
+        let rows = try await pool.query(
+            """
+            SELECT model, state, latency_ewma_ms,
+                   (SELECT count(*) FROM switchyard.workers WHERE heartbeat_at > now() - interval '30 seconds') AS live
+            FROM switchyard.fleet_health
+            UNION ALL
+            SELECT NULL, NULL, NULL,
+                   (SELECT count(*) FROM switchyard.workers WHERE heartbeat_at > now() - interval '30 seconds')
+            """
+        )
+        var models: [String: RoutingState.ModelState] = [:]
+        var live = 1
+        for row in rows {
+            live = max(1, try row.decode("live", as: Int.self))
+            guard let model = try row.decode("model", as: String?.self) else { continue }
+            models[model] = RoutingState.ModelState(
+                breaker: RoutingState.Breaker(rawValue: try row.decode("state", as: String.self)) ?? .closed,
+                latencyEWMAMS: try row.decode("latency_ewma_ms", as: Double?.self)
+            )
+        }
+        return Snapshot(models: models, liveWorkers: live)
+    }
+}

@@ -1,0 +1,195 @@
+import Foundation
+import Postgres
+import QueueModel
+import Synchronization
+
+/// What this worker knows about the models: the catalog's router, the fleet's breakers, its own
+/// calls in flight, and its share of each model's rate budget.
+///
+/// The catalog reloads on `switchyard_catalog`, breakers refresh on `switchyard_health` and on a
+/// slow timer, and this worker's own outcomes are reported in batches (every 250 ms) and applied
+/// locally at once, so a model failing here is avoided here before the NOTIFY comes back.
+final class FleetState: Sendable {
+    private struct State {
+        var router = Router(catalog: .empty)
+        var breakers: [String: RoutingState.ModelState] = [:]
+        var liveWorkers = 1
+        var inFlight: [String: Int] = [:]
+        var budgets: [String: RateBudget] = [:]
+        var pending: [String: HealthReport] = [:]
+    }
+
+    private let state = Mutex(State())
+    private let catalogStore: CatalogStore
+    private let healthStore: HealthStore
+    private let logger: Logger
+    private let reportInterval: Duration
+    private let refreshInterval: Duration
+
+    init(pool: PostgresPool, logger: Logger, reportInterval: Duration = .milliseconds(250),
+         refreshInterval: Duration = .seconds(2)) {
+        self.catalogStore = CatalogStore(pool: pool)
+        self.healthStore = HealthStore(pool: pool)
+        self.logger = logger
+        self.reportInterval = reportInterval
+        self.refreshInterval = refreshInterval
+    }
+
+    /// The NOTIFY channels this state follows.
+    static let channels = [CatalogStore.channel, HealthStore.channel]
+
+    var router: Router { state.withLock { $0.router } }
+
+    // MARK: Loading
+
+    /// Loads the catalog and the breakers (at start, on NOTIFY, and after a reconnect).
+    func reload() async {
+        await reloadCatalog()
+        await refreshHealth()
+    }
+
+    func reloadCatalog() async {
+        do {
+            let catalog = try await catalogStore.load()
+            let router = Router(catalog: catalog)
+            state.withLock { $0.router = router }
+            if catalog.models.isEmpty {
+                logger.warning(
+                    "the model catalog is empty: jobs cannot be routed",
+                    ["hint": "import one: dispatcher models import examples/catalog.json"]
+                )
+            } else {
+                logger.info("loaded the model catalog", ["models": catalog.models.count, "rules": catalog.rules.count])
+            }
+        } catch {
+            logger.error("could not load the model catalog", ["error": "\(error)"])
+        }
+    }
+
+    func refreshHealth() async {
+        do {
+            let snapshot = try await healthStore.snapshot()
+            state.withLock { state in
+                state.breakers = snapshot.models
+                state.liveWorkers = snapshot.liveWorkers
+            }
+        } catch {
+            logger.warning("could not refresh model health", ["error": "\(error)"])
+        }
+    }
+
+    /// Follows NOTIFYs on `channels`.
+    func handle(_ notification: PostgresNotification) async {
+        switch notification.channel {
+        case CatalogStore.channel: await reloadCatalog()
+        case HealthStore.channel: await refreshHealth()
+        default: break
+        }
+    }
+
+    /// Reports outcomes and refreshes breakers until cancelled; reports once more on the way out.
+    func run() async {
+        let clock = ContinuousClock()
+        var lastRefresh = clock.now
+        while !Task.isCancelled {
+            try? await Task.sleep(for: reportInterval)
+            await flushReports()
+            if clock.now - lastRefresh >= refreshInterval {
+                await refreshHealth()
+                lastRefresh = clock.now
+            }
+        }
+        await flushReports()
+    }
+
+    private func flushReports() async {
+        let reports = state.withLock { state in
+            defer { state.pending = [:] }
+            return Array(state.pending.values)
+        }
+        guard !reports.isEmpty else { return }
+        do {
+            let breakers = try await healthStore.report(reports)
+            state.withLock { state in
+                for (model, breaker) in breakers { state.breakers[model, default: .init()].breaker = breaker }
+            }
+            for (model, breaker) in breakers where breaker == .open {
+                if let reason = reports.first(where: { $0.model == model && $0.failures > 0 }) {
+                    logger.warning("model breaker open", ["model": model, "failures": reason.failures])
+                }
+            }
+        } catch {
+            logger.warning("could not report model health", ["error": "\(error)", "models": reports.count])
+        }
+    }
+
+    // MARK: Routing state
+
+    /// The state to route one job by. A half-open model gets one probe at a time from this
+    /// worker: while a probe is in flight, it reads as open.
+    func routingState(sequence: UInt64, now: Date = Date()) -> RoutingState {
+        state.withLock { state in
+            var models: [String: RoutingState.ModelState] = [:]
+            for model in state.router.catalog.models {
+                var modelState = state.breakers[model.name] ?? RoutingState.ModelState()
+                let inFlight = state.inFlight[model.name] ?? 0
+                modelState.inFlight = inFlight
+                if modelState.breaker == .halfOpen && inFlight > 0 { modelState.breaker = .open }
+                if var budget = state.budgets[model.name] {
+                    budget.refill(now: now)
+                    modelState.requestsRemaining = budget.requestsRemaining
+                    modelState.tokensRemaining = budget.tokensRemaining
+                    state.budgets[model.name] = budget
+                }
+                models[model.name] = modelState
+            }
+            return RoutingState(models: models, sequence: sequence)
+        }
+    }
+
+    // MARK: Calls
+
+    /// Notes a call starting: in flight, and spending the model's rate budget.
+    func begin(_ model: ModelSpec, estimatedTokens: Int, now: Date = Date()) {
+        state.withLock { state in
+            state.inFlight[model.name, default: 0] += 1
+            if model.requestsPerMinute != nil || model.tokensPerMinute != nil {
+                var budget = state.budgets[model.name]
+                    ?? RateBudget(model: model, workers: state.liveWorkers, now: now)
+                budget.update(model: model, workers: state.liveWorkers)
+                budget.spend(requests: 1, tokens: estimatedTokens, now: now)
+                state.budgets[model.name] = budget
+            }
+        }
+    }
+
+    /// Notes a call's end and its outcome for the breaker.
+    /// - Parameters:
+    ///   - countsAgainstModel: false for failures that are the request's fault (a 400), which
+    ///     say nothing about the model's health.
+    ///   - markUnhealthy: a reason to open the breaker at once (bad key, quota gone).
+    func end(
+        _ model: ModelSpec, success: Bool, countsAgainstModel: Bool = true, latencyMS: Double?,
+        rateLimit: RateLimitInfo? = nil, markUnhealthy: String? = nil, now: Date = Date()
+    ) {
+        let flushNow = markUnhealthy != nil
+        state.withLock { state in
+            state.inFlight[model.name, default: 1] -= 1
+            if success || countsAgainstModel {
+                state.pending[model.name, default: HealthReport(model: model.name)]
+                    .record(success: success, latencyMS: latencyMS)
+            }
+            if let markUnhealthy {
+                state.pending[model.name, default: HealthReport(model: model.name)].markUnhealthy = markUnhealthy
+                // Avoid it here at once; the fleet learns from the report.
+                state.breakers[model.name, default: .init()].breaker = .open
+            }
+            if let rateLimit {
+                var budget = state.budgets[model.name] ?? RateBudget(model: model, workers: state.liveWorkers, now: now)
+                budget.apply(rateLimit, workers: state.liveWorkers, now: now)
+                state.budgets[model.name] = budget
+            }
+        }
+        if flushNow { Task { await self.flushReports() } }
+    }
+}

@@ -1,0 +1,178 @@
+import Foundation
+import QueueModel
+
+/// Runs a job the way the catalog says: plans the attempts with the router, calls each model in
+/// turn within its tier's time budget, and falls back by the provider error taxonomy (retry after
+/// `retry-after`, next candidate, a larger context window, or stop when the request is at fault).
+/// Every call's outcome feeds the fleet's breakers.
+struct RoutingExecutor: JobExecutor {
+    let fleet: FleetState
+    let providers: ProviderFactory
+    let worker: String
+    /// How often one model is retried after a 429 with `retry-after` before moving on.
+    var sameModelRetries = 2
+    var now: @Sendable () -> Date = { Date() }
+
+    func execute(_ job: Job) async -> JobOutcome {
+        let router = fleet.router
+        let request = RoutingRequest(job: job)
+        let plan = router.plan(for: request, state: fleet.routingState(sequence: UInt64(bitPattern: job.id)))
+        let taskClass = plan.classification.taskClass.rawValue
+        // Which rule routed it: the savings report prices every job at its rule's primary model.
+        let routeMetadata: [String: JSONValue] = plan.rule.map { ["rule": .string($0.taskClass)] } ?? [:]
+        if plan.attempts.isEmpty {
+            let unroutable = plan.unroutable
+            return .failed(
+                JobFailure(
+                    code: unroutable?.isTransient == true ? "no_model_available" : "unroutable",
+                    message: [unroutable?.reason, unroutable?.hint].compactMap { $0 }.joined(separator: "; "),
+                    retryable: router.catalog.models.isEmpty || unroutable?.isTransient == true, taskClass: taskClass
+                )
+            )
+        }
+
+        var queue = plan.attempts
+        var tried: Set<String> = []
+        var trail: [AttemptRecord] = []
+        var retriesOnModel = 0
+        while let attempt = queue.first {
+            let model = attempt.model
+            let budget = remainingBudget(job)
+            if budget <= .zero {
+                return .failed(
+                    JobFailure(
+                        code: "deadline_passed", message: "the job's deadline passed while trying its models",
+                        retryable: false, taskClass: taskClass, trail: trail
+                    )
+                )
+            }
+            let timeout = min(attempt.timeout, budget)
+            let started = now()
+            fleet.begin(model, estimatedTokens: plan.estimate.totalTokens)
+            do {
+                let reply = try await providers.provider(for: model)
+                    .complete(ProviderCall(request: job.request, model: model, timeout: timeout))
+                let latencyMS = reply.latency.seconds * 1000
+                fleet.end(model, success: true, latencyMS: latencyMS, rateLimit: reply.rateLimit)
+                trail.append(
+                    AttemptRecord(
+                        attempt: job.attempt, model: model.name, provider: model.provider.rawValue,
+                        tier: attempt.tier.rawValue, outcome: "succeeded", httpStatus: reply.httpStatus,
+                        latencyMS: latencyMS, worker: worker, at: started
+                    )
+                )
+                return .succeeded(
+                    JobAnswer(
+                        model: model.name, provider: model.provider.rawValue, tier: attempt.tier.rawValue,
+                        taskClass: taskClass, response: reply.response, tokensIn: reply.usage.promptTokens,
+                        tokensOut: reply.usage.completionTokens,
+                        cost: Pricing.cost(of: model, tokensIn: reply.usage.promptTokens,
+                                           tokensOut: reply.usage.completionTokens),
+                        trail: trail, metadata: routeMetadata
+                    )
+                )
+            } catch {
+                let latencyMS = now().timeIntervalSince(started) * 1000
+                if error is CancellationError || Task.isCancelled {
+                    fleet.end(model, success: false, countsAgainstModel: false, latencyMS: nil)
+                    trail.append(
+                        AttemptRecord(
+                            attempt: job.attempt, model: model.name, provider: model.provider.rawValue,
+                            tier: attempt.tier.rawValue, outcome: "cancelled", latencyMS: latencyMS, worker: worker,
+                            at: started
+                        )
+                    )
+                    return .cancelled(trail: trail)
+                }
+                let providerError = error as? ProviderError
+                let decision = ProviderError.decision(for: error, remainingBudget: remainingBudget(job))
+                let summary = providerError?.summary ?? "\(error)"
+                trail.append(
+                    AttemptRecord(
+                        attempt: job.attempt, model: model.name, provider: model.provider.rawValue,
+                        tier: attempt.tier.rawValue, outcome: Self.outcome(of: providerError),
+                        httpStatus: providerError?.httpStatus, latencyMS: latencyMS, error: summary, worker: worker,
+                        at: started
+                    )
+                )
+                let requestAtFault = decision == .failJob || decision == .largerContext
+                fleet.end(
+                    model, success: false, countsAgainstModel: !requestAtFault, latencyMS: latencyMS,
+                    rateLimit: providerError?.rateLimit,
+                    markUnhealthy: decision == .nextCandidateAndMarkUnhealthy ? summary : nil
+                )
+                switch decision {
+                case .retrySameModel(let wait) where retriesOnModel < sameModelRetries:
+                    retriesOnModel += 1
+                    do {
+                        try await Task.sleep(for: wait)
+                    } catch {
+                        return .cancelled(trail: trail)
+                    }
+                    continue
+                case .retrySameModel, .nextCandidate, .nextCandidateAndMarkUnhealthy:
+                    break
+                case .largerContext:
+                    tried.insert(model.name)
+                    let needed = max(model.contextWindow, plan.estimate.totalTokens)
+                    guard let larger = router.largerContextAttempt(
+                        than: needed, after: plan, position: attempt.position, excluding: tried,
+                        state: fleet.routingState(sequence: UInt64(bitPattern: job.id))
+                    ) else {
+                        return .failed(
+                            JobFailure(
+                                code: "context_length_exceeded",
+                                message: "the request is too long for \(model.name) and no model in the catalog has a "
+                                    + "larger context window: \(summary)",
+                                retryable: false, taskClass: taskClass, trail: trail
+                            )
+                        )
+                    }
+                    queue = [larger] + queue.dropFirst().filter {
+                        $0.model.contextWindow > needed && $0.model.name != larger.model.name
+                    }
+                    retriesOnModel = 0
+                    continue
+                case .failJob:
+                    return .failed(
+                        JobFailure(
+                            code: "bad_request",
+                            message: "\(model.name) refused the request, and another model would too: \(summary)",
+                            retryable: false, taskClass: taskClass, trail: trail
+                        )
+                    )
+                }
+            }
+            tried.insert(model.name)
+            queue.removeFirst()
+            retriesOnModel = 0
+        }
+        let models = trail.compactMap(\.model).reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
+        return .failed(
+            JobFailure(
+                code: "all_candidates_failed",
+                message: "every model in the plan failed (\(models.joined(separator: ", "))); last: "
+                    + (trail.last?.error ?? "unknown error"),
+                retryable: true, taskClass: taskClass, trail: trail
+            )
+        )
+    }
+
+    /// Time left before the job's deadline; a day when it has none (each attempt is still bounded
+    /// by its tier's latency target).
+    private func remainingBudget(_ job: Job) -> Duration {
+        guard let deadline = job.deadline else { return .seconds(86_400) }
+        return .milliseconds(Int64(deadline.timeIntervalSince(now()) * 1000))
+    }
+
+    /// The trail's outcome word for a failed call.
+    static func outcome(of error: ProviderError?) -> String {
+        guard let error else { return "error" }
+        switch error.code {
+        case .timedOut: return "timeout"
+        case .rateLimited: return "rate_limited"
+        case .contextLengthExceeded: return "context_length"
+        default: return "error"
+        }
+    }
+}

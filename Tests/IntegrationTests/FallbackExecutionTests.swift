@@ -1,0 +1,245 @@
+import Foundation
+import Postgres
+import QueueModel
+import Testing
+
+@testable import Worker
+
+/// Routing and fallback end to end: a real Postgres, a worker routing by an imported catalog, and
+/// a fake OpenAI/Anthropic server whose answers each test scripts.
+@Suite("Fallback execution through the fake provider")
+struct FallbackExecutionTests {
+    static let key = "sk-fallback-test-key-1234567890"
+
+    /// A catalog of fake-server models: `primary` → `secondary` → `big` (the larger context) for
+    /// class `chat`, and an Anthropic model for class `claude`.
+    static func catalog(_ server: FakeProviderServer, primaryLatencyMS: Int = 1500) -> String {
+        """
+        {
+          "models": {
+            "primary":   {"provider": "openai", "base_url": "\(server.openAIBaseURL)", "api_key_env": "FAKE_KEY",
+                          "tier": "standard", "price_per_1k_input": 0.001, "price_per_1k_output": 0.002,
+                          "context_window": 8000},
+            "secondary": {"provider": "openai", "base_url": "\(server.openAIBaseURL)", "api_key_env": "FAKE_KEY",
+                          "tier": "cheap", "price_per_1k_input": 0.0005, "price_per_1k_output": 0.001,
+                          "context_window": 8000},
+            "big":       {"provider": "openai", "base_url": "\(server.openAIBaseURL)", "api_key_env": "FAKE_KEY",
+                          "tier": "premium", "price_per_1k_input": 0.01, "price_per_1k_output": 0.03,
+                          "context_window": 200000},
+            "claude":    {"provider": "anthropic", "base_url": "\(server.anthropicBaseURL)", "api_key_env": "FAKE_KEY",
+                          "upstream_model": "claude-test", "tier": "standard", "context_window": 200000}
+          },
+          "routing_rules": {
+            "chat":   {"primary": "primary", "fallback": ["secondary", "big"], "max_latency_ms": \(primaryLatencyMS)},
+            "claude": {"primary": "claude"}
+          }
+        }
+        """
+    }
+
+    /// Runs a routing worker in-process against a fresh database and a fresh fake server.
+    static func withRoutingWorker<T>(
+        primaryLatencyMS: Int = 1500,
+        _ body: (QueueStore, FakeProviderServer, PostgresPool) async throws -> T
+    ) async throws -> T {
+        try await withFakeProviderServer { server in
+            try await TestDatabase.withMigratedPool { pool in
+                _ = try await CatalogStore(pool: pool).importDocument(
+                    Data(catalog(server, primaryLatencyMS: primaryLatencyMS).utf8)
+                )
+                let logger = Logger(label: "worker", level: .error) { _ in }
+                let fleet = FleetState(pool: pool, logger: logger)
+                var configuration = WorkerServiceTests.configuration(concurrency: 4)
+                configuration.retryPolicy = RetryPolicy(base: .seconds(60))
+                let executor = RoutingExecutor(
+                    fleet: fleet, providers: ProviderFactory(concurrency: 4, environment: ["FAKE_KEY": key]),
+                    worker: configuration.identity.id
+                )
+                let service = WorkerService(
+                    configuration: configuration, pool: pool, executor: executor, fleet: fleet, logger: logger
+                )
+                let running = Task { try await service.run() }
+                do {
+                    let value = try await body(QueueStore(pool: pool), server, pool)
+                    service.shutdown()
+                    try await running.value
+                    return value
+                } catch {
+                    service.shutdown()
+                    _ = try? await running.value
+                    throw error
+                }
+            }
+        }
+    }
+
+    static func submitAndWait(_ store: QueueStore, _ submission: Submission) async throws -> JSONValue {
+        let id = try await store.submit(submission)
+        for _ in 0..<1000 {
+            if let result = try await store.result(of: id) { return result }
+            if try await store.status(of: id) == "scheduled" {
+                // Failed and waiting for a retry: read the trail from the live row instead.
+                return ["status": "scheduled"]
+            }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        throw QueueError(.timedOut, "job \(id) did not finish")
+    }
+
+    static func chat(_ text: String = "hello") -> Submission {
+        Submission(request: Submission.prompt(text), taskClass: "chat")
+    }
+
+    static func trail(_ result: JSONValue) -> [(model: String, outcome: String)] {
+        (result["attempts"]?.arrayValue ?? []).map {
+            ($0["model"]?.stringValue ?? "", $0["outcome"]?.stringValue ?? "")
+        }
+    }
+
+    @Test("primary answers 500: the job succeeds on the secondary, and the trail shows both")
+    func serverErrorFallsBack() async throws {
+        try await Self.withRoutingWorker { store, server, _ in
+            try await server.script(["primary": ["kind": "server_error"]])
+            let result = try await Self.submitAndWait(store, Self.chat())
+            #expect(result["status"] == "succeeded")
+            #expect(result["model"] == "secondary")
+            #expect(result["tier"] == "secondary")
+            let trail = Self.trail(result)
+            #expect(trail.map(\.model) == ["primary", "secondary"])
+            #expect(trail.map(\.outcome) == ["error", "succeeded"])
+            #expect(result["attempts"]?[0]?["http_status"] == 500)
+            #expect(result["response"]?["object"] == "chat.completion")
+            #expect(result["cost"]?.doubleValue ?? -1 > 0)
+        }
+    }
+
+    @Test("429 with retry-after: the same model is called again after the wait")
+    func rateLimitHonoursRetryAfter() async throws {
+        try await Self.withRoutingWorker { store, server, _ in
+            try await server.script(["primary": [["kind": "rate_limited", "retry_after_ms": "300"], ["kind": "ok"]]])
+            let result = try await Self.submitAndWait(store, Self.chat())
+            #expect(result["status"] == "succeeded")
+            #expect(result["model"] == "primary")
+            #expect(Self.trail(result).map(\.outcome) == ["rate_limited", "succeeded"])
+            #expect(try await server.count(for: "primary") == 2)
+            #expect(try await server.count(for: "secondary") == 0)
+        }
+    }
+
+    @Test("a primary slower than its latency target times out, and the job falls back")
+    func slowPrimaryTimesOut() async throws {
+        try await Self.withRoutingWorker(primaryLatencyMS: 300) { store, server, _ in
+            try await server.script(["primary": ["kind": "ok", "delay_ms": 3000]])
+            let result = try await Self.submitAndWait(store, Self.chat())
+            #expect(result["status"] == "succeeded")
+            #expect(result["model"] == "secondary")
+            #expect(Self.trail(result).map(\.outcome) == ["timeout", "succeeded"])
+        }
+    }
+
+    @Test("a context-length error moves the job to a model with a larger context window")
+    func contextLengthMovesToLargerModel() async throws {
+        try await Self.withRoutingWorker { store, server, _ in
+            try await server.script(["primary": ["kind": "context_length"], "secondary": ["kind": "context_length"]])
+            let result = try await Self.submitAndWait(store, Self.chat())
+            #expect(result["status"] == "succeeded")
+            #expect(result["model"] == "big")
+            // The secondary has the same small window: it is skipped, not tried.
+            #expect(Self.trail(result).map(\.model) == ["primary", "big"])
+            #expect(try await server.count(for: "secondary") == 0)
+        }
+    }
+
+    @Test("a 400 fails the job without falling back: the request is at fault")
+    func badRequestFailsWithoutFallback() async throws {
+        try await Self.withRoutingWorker { store, server, _ in
+            try await server.script(["primary": ["kind": "bad_request", "message": "temperature must be <= 2"]])
+            let result = try await Self.submitAndWait(store, Self.chat())
+            #expect(result["status"] == "failed")
+            #expect(result["error"]?["code"] == "bad_request")
+            #expect(result["error"]?["message"]?.stringValue?.contains("temperature must be <= 2") == true)
+            #expect(try await server.count(for: "secondary") == 0)
+            #expect(try await server.count(for: "big") == 0)
+        }
+    }
+
+    @Test("an Anthropic model: the request goes out as a Messages call and comes back OpenAI-shaped")
+    func anthropicExchange() async throws {
+        try await Self.withRoutingWorker { store, server, _ in
+            let request: JSONValue = [
+                "messages": [["role": "system", "content": "Be brief."], ["role": "user", "content": "Name a colour."]],
+                "max_tokens": 50,
+            ]
+            let result = try await Self.submitAndWait(store, Submission(request: request, taskClass: "claude"))
+            #expect(result["status"] == "succeeded")
+            #expect(result["provider"] == "anthropic")
+            #expect(result["response"]?["choices"]?[0]?["message"]?["role"] == "assistant")
+            #expect(result["response"]?["usage"]?["prompt_tokens"]?.intValue != nil)
+            let sent = try #require(try await server.requests(for: "claude-test").first)
+            #expect(sent["path"]?.stringValue?.hasSuffix("/v1/messages") == true)
+            #expect(sent["body"]?["system"] == "Be brief.")
+            #expect(sent["body"]?["max_tokens"] == 50)
+            #expect(sent["headers"]?["x-api-key"] == .string(Self.key))
+            // The key is used, never stored.
+            #expect(!result.jsonText.contains(Self.key))
+        }
+    }
+
+    @Test("a model failing under one worker process is avoided by another worker process")
+    func breakerIsSharedAcrossProcesses() async throws {
+        try await withFakeProviderServer { server in
+            try await TestDatabase.withMigrated { configuration in
+                let pool = PostgresPool(configuration, options: .init(maxConnections: 2))
+                defer { Task { await pool.close() } }
+                _ = try await CatalogStore(pool: pool).importDocument(Data(Self.catalog(server).utf8))
+                try await server.script(["primary": ["kind": "server_error"]])
+                let store = QueueStore(pool: pool)
+                let environment = ["FAKE_KEY": Self.key]
+
+                // Worker A meets the failing primary until its breaker opens (5 failures in a row).
+                let first = try WorkerProcess.start(configuration, id: "breaker-a", environment: environment)
+                let firstJobs = try await store.submit(batch: (0..<8).map { _ in Self.chat() })
+                try await Self.waitForResults(store, firstJobs)
+                // Its outcomes reach the shared breaker within a report interval.
+                var state: String?
+                for _ in 0..<200 where state != "open" {
+                    state = try await pool.query("SELECT state FROM switchyard.fleet_health WHERE model = 'primary'")
+                        .scalar(String?.self)
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                #expect(state == "open")
+                let callsBefore = try await server.count(for: "primary")
+                first.terminate()
+                _ = await first.wait()
+
+                // Worker B, a fresh process, never calls the primary: it goes straight to the secondary.
+                let second = try WorkerProcess.start(configuration, id: "breaker-b", environment: environment)
+                let secondJobs = try await store.submit(batch: (0..<8).map { _ in Self.chat() })
+                try await Self.waitForResults(store, secondJobs)
+                second.terminate()
+                _ = await second.wait()
+                #expect(try await server.count(for: "primary") == callsBefore)
+                for id in secondJobs {
+                    let result = try #require(try await store.result(of: id))
+                    #expect(result["model"] == "secondary")
+                    #expect(result["tier"] == "primary")
+                }
+            }
+        }
+    }
+
+    static func waitForResults(_ store: QueueStore, _ ids: [Int64]) async throws {
+        for _ in 0..<1500 {
+            let statuses = try await store.statuses(of: ids)
+            if statuses.values.allSatisfy({ JobWaiterStatuses.final.contains($0) }) && statuses.count == ids.count {
+                return
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw QueueError(.timedOut, "jobs did not finish")
+    }
+}
+
+enum JobWaiterStatuses {
+    static let final: Set<String> = ["succeeded", "failed", "cancelled", "expired"]
+}
