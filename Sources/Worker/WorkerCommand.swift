@@ -25,6 +25,9 @@ enum WorkerCommand {
           --simulated-latency DURATION
                                       skip routing: answer every job with a built-in simulated model
                                       after this latency (for trying the queue without a catalog)
+          --metrics-port PORT         serve Prometheus metrics on http://ADDRESS:PORT/metrics
+                                      (0 picks a free port; the log says which)
+          --metrics-address ADDRESS   the address to serve metrics on (default 127.0.0.1)
 
         Durations: 500ms, 30s, 5m. Logs go to stderr (SWITCHYARD_LOG_LEVEL, SWITCHYARD_LOG_FORMAT).
         """
@@ -36,7 +39,7 @@ enum WorkerCommand {
                 words, command: "worker",
                 options: [
                     "concurrency", "id", "database-url", "reserve-interactive", "lease", "heartbeat", "poll-interval",
-                    "shutdown-grace", "retry-base", "simulated-latency",
+                    "shutdown-grace", "retry-base", "simulated-latency", "metrics-port", "metrics-address",
                 ],
                 flags: ["poll-only"]
             )
@@ -62,17 +65,21 @@ enum WorkerCommand {
             )
             // Routing by the catalog, unless asked to answer everything with the built-in model.
             let fleet = simulatedLatency == nil ? FleetState(pool: pool, logger: logger) : nil
+            let metrics = WorkerMetrics()
             let executor: any JobExecutor = if let fleet {
                 RoutingExecutor(
                     fleet: fleet, providers: ProviderFactory(concurrency: configuration.concurrency),
-                    worker: configuration.identity.id
+                    worker: configuration.identity.id, logger: logger, metrics: metrics
                 )
             } else {
                 SimulatedExecutor(latency: simulatedLatency ?? .zero)
             }
             let service = WorkerService(
-                configuration: configuration, pool: pool, executor: executor, fleet: fleet, logger: logger
+                configuration: configuration, pool: pool, executor: executor, fleet: fleet, logger: logger,
+                metrics: metrics
             )
+            let metricsServer = try serveMetrics(arguments, metrics: metrics, logger: logger)
+            defer { metricsServer?.stop() }
             let signals = SignalHandler { service.shutdown() }
             defer { signals.cancel() }
             if ProcessInfo.processInfo.environment["SWITCHYARD_EXIT_WITH_PARENT"] == "1" {
@@ -88,6 +95,19 @@ enum WorkerCommand {
             printError("error: \(error)")
             return 1
         }
+    }
+
+    /// Starts the `/metrics` responder when `--metrics-port` is given.
+    static func serveMetrics(_ arguments: Arguments, metrics: WorkerMetrics, logger: Logger) throws -> MetricsServer? {
+        guard arguments.value("metrics-port") != nil else { return nil }
+        let port = try arguments.integer("metrics-port", default: 0, range: 0...65_535)
+        let server = try MetricsServer(
+            address: arguments.value("metrics-address") ?? "127.0.0.1", port: port, render: metrics.render
+        )
+        server.start()
+        let url = "http://\(server.address):\(server.port)/metrics"
+        logger.notice("serving metrics", ["address": server.address, "port": server.port, "url": url])
+        return server
     }
 
     static func configure(_ arguments: Arguments) throws -> (WorkerConfiguration, PostgresConfiguration, Duration?) {

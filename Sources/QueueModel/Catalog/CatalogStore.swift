@@ -35,9 +35,12 @@ public struct CatalogStore: Sendable {
 
     // MARK: Loading
 
-    /// The catalog as stored now.
+    /// The catalog as routing uses it: as stored now, with capability scores blended with quality
+    /// feedback (`FeedbackBlend`; the stored rows are not changed).
     public func load() async throws -> Catalog {
-        try await pool.withConnection { try await Self.load(on: $0) }
+        try await pool.withConnection { connection in
+            try await Self.blendingFeedback(into: try await Self.load(on: connection), on: connection)
+        }
     }
 
     static func load(on connection: PostgresConnection) async throws -> Catalog {

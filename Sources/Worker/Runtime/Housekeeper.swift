@@ -4,7 +4,7 @@ import QueueModel
 import Synchronization
 
 /// Queue housekeeping — rescuing expired leases, expiring overdue jobs, creating results
-/// partitions — run by exactly one worker at a time, elected by a session advisory lock: no
+/// partitions, evaluating alerts — run by exactly one worker at a time, elected by a session advisory lock: no
 /// extra daemon to deploy, and when the elected worker dies its lock goes with its session, so
 /// another takes over within one interval.
 final class Housekeeper: Sendable {
@@ -14,12 +14,16 @@ final class Housekeeper: Sendable {
     private let store: QueueStore
     private let interval: Duration
     private let logger: Logger
+    private let metrics: WorkerMetrics
+    private let alerts: AlertStore
     private let stopped = StopFlag()
 
-    init(store: QueueStore, interval: Duration, logger: Logger) {
+    init(store: QueueStore, interval: Duration, logger: Logger, metrics: WorkerMetrics = WorkerMetrics()) {
         self.store = store
         self.interval = interval
         self.logger = logger
+        self.metrics = metrics
+        self.alerts = AlertStore(pool: store.pool)
     }
 
     func stop() { stopped.set() }
@@ -35,6 +39,7 @@ final class Housekeeper: Sendable {
             do {
                 if lockConnection == nil {
                     let connection = try await PostgresConnection.connect(store.pool.configuration, threadName: "housekeeper")
+                    metrics.roundTrip("housekeeper_lock")
                     if try await connection.query("SELECT pg_try_advisory_lock($1)", [Self.lockKey]).scalar(Bool.self) {
                         lockConnection = connection
                         logger.info("elected housekeeper")
@@ -63,15 +68,70 @@ final class Housekeeper: Sendable {
     }
 
     private func keepHouse(partitions: Bool) async throws {
-        let rescued = try await store.rescueExpired()
-        for (job, outcome) in rescued {
-            logger.warning("rescued a job whose lease expired", ["job": job, "outcome": outcome])
+        for rescue in try await metrics.measure("rescue", rescueExpired) {
+            metrics.rescues.increment([rescue.outcome])
+            logger.warning(
+                "rescued a job whose lease expired",
+                [
+                    "job": rescue.job, "model": rescue.model ?? "unknown", "attempt": rescue.attempt ?? 0,
+                    "outcome": rescue.outcome, "lease_owner": rescue.owner ?? "unknown",
+                ]
+            )
         }
-        let expired = try await store.expireOverdue()
+        let expired = try await metrics.measure("expire") { try await store.expireOverdue() }
+        metrics.expired.increment(by: Double(expired))
         if expired > 0 { logger.info("expired jobs not started by their deadline", ["count": expired]) }
         if partitions {
-            let created = try await store.ensureResultPartitions()
+            let created = try await metrics.measure("partitions") { try await store.ensureResultPartitions() }
             if created > 0 { logger.info("created results partitions", ["count": created]) }
+        }
+        for event in try await metrics.measure("alerts", { try await alerts.evaluate() }) {
+            metrics.alertEvents.increment([event.kind, event.event.rawValue])
+            var fields: [(String, String)] = [
+                ("alert", "\(event.alertID)"), ("kind", event.kind), ("subject", event.subject),
+                ("value", event.value.map { "\($0)" } ?? "none"), ("threshold", "\(event.threshold)"),
+            ]
+            if event.isModelAlert { fields.append(("model", event.subject)) }
+            let logger = fields.reduce(self.logger) { $0.with($1.0, $1.1) }
+            if event.event == .raised {
+                logger.warning("alert raised: \(event.message)")
+            } else {
+                logger.notice("alert cleared: \(event.message)")
+            }
+        }
+    }
+
+    /// A rescued job, with what its row said before the rescue: the attempt that was lost, the
+    /// worker that held it, and the last model its trail names.
+    private struct Rescue {
+        var job: Int64
+        var outcome: String
+        var attempt: Int?
+        var owner: String?
+        var model: String?
+    }
+
+    /// `switchyard.rescue_expired`, joined to the jobs as they were when the statement began (the
+    /// statement's snapshot predates the function's changes), so each log line can name the lost
+    /// attempt and its worker.
+    private func rescueExpired() async throws -> [Rescue] {
+        let rows = try await store.pool.query(
+            """
+            SELECT r.job_id, r.outcome, j.attempt, j.lease_owner,
+                   (SELECT e ->> 'model' FROM jsonb_array_elements(j.attempts) WITH ORDINALITY AS t(e, n)
+                    WHERE e ? 'model' ORDER BY n DESC LIMIT 1) AS model
+            FROM switchyard.rescue_expired($1) r
+            LEFT JOIN switchyard.jobs j ON j.id = r.job_id
+            """,
+            [1000]
+        )
+        return try rows.map { row in
+            Rescue(
+                job: try row.decode("job_id"), outcome: try row.decode("outcome"),
+                attempt: try row.decode("attempt", as: Int?.self),
+                owner: try row.decode("lease_owner", as: String?.self),
+                model: try row.decode("model", as: String?.self)
+            )
         }
     }
 }

@@ -1,0 +1,45 @@
+import Foundation
+import Postgres
+import QueueModel
+
+/// `dispatcher status`: one screen about the fleet, or the same as JSON.
+enum StatusCommand {
+    static let usage = """
+        usage: dispatcher status [--window DURATION] [--json]
+
+        One screen about the fleet: throughput, error rate and latency percentiles of the jobs that
+        finished in the window (overall, per priority and per tier), the queue per partition and its
+        oldest waiting job, the workers and their heartbeats, each model's calls, errors, timeouts,
+        latency, fallbacks, cost and breaker, and the open alerts.
+
+          --window DURATION   how far back to summarise (default 5m; e.g. 1h, 24h)
+          --json              the same as one JSON object, a key per section
+
+        The numbers come from SQL any client can run: switchyard.job_stats, switchyard.model_stats,
+        switchyard.queue_depth, switchyard.worker_status, switchyard.alerts (docs/observability.md).
+        """
+
+    static func run(_ words: [String]) async throws -> Int32 {
+        let arguments = try Arguments(
+            words, command: "dispatcher status", options: ["window", "database-url"], flags: ["json"])
+        if arguments.flag("help") {
+            print(usage)
+            return ExitCode.success
+        }
+        let window = try arguments.duration("window", default: .seconds(300))
+        guard window > .zero else { throw QueueError(.invalidInput, "--window must be longer than zero") }
+        let pool = PostgresPool(
+            try Database.configuration(arguments, applicationName: "switchyard-status"),
+            options: .init(maxConnections: 1)
+        )
+        defer { Task { await pool.close() } }
+        try await Migrator().requireCurrent(pool)
+        let report = await StatusReport.load(StatusContext(pool: pool, window: window, at: nil))
+        if arguments.flag("json") {
+            print(report.json.prettyText)
+        } else {
+            print(report.lines().joined(separator: "\n"))
+        }
+        return ExitCode.success
+    }
+}

@@ -1,0 +1,93 @@
+import Foundation
+
+/// How numbers read on the status screen: short, with units, `—` for nothing.
+enum StatusFormat {
+    static let none = "—"
+
+    /// `412 ms`, `1.21 s`, `2.3 min`.
+    static func milliseconds(_ value: Double?) -> String {
+        guard let value, value.isFinite else { return none }
+        if value < 1000 { return "\(Int(value.rounded())) ms" }
+        if value < 60_000 { return String(format: "%.2f s", value / 1000) }
+        return String(format: "%.1f min", value / 60_000)
+    }
+
+    /// `42 s`, `3.5 min`, `2.0 h`.
+    static func seconds(_ value: Double?) -> String {
+        guard let value, value.isFinite else { return none }
+        if value < 90 { return "\(Int(value.rounded())) s" }
+        if value < 5400 { return String(format: "%.1f min", value / 60) }
+        return String(format: "%.1f h", value / 3600)
+    }
+
+    /// `0.7%`, `12%`.
+    static func percent(_ value: Double?) -> String {
+        guard let value, value.isFinite else { return none }
+        let percent = value * 100
+        if percent == 0 { return "0%" }
+        return percent < 10 ? String(format: "%.1f%%", percent) : String(format: "%.0f%%", percent)
+    }
+
+    /// `$0.3412`, `$12.50`, `$0.000021`.
+    static func money(_ value: Decimal?) -> String {
+        guard let value else { return none }
+        let number = NSDecimalNumber(decimal: value).doubleValue
+        if number == 0 { return "$0" }
+        if abs(number) >= 1 { return String(format: "$%.2f", number) }
+        if abs(number) >= 0.0001 { return String(format: "$%.4f", number) }
+        return String(format: "$%.6f", number)
+    }
+
+    /// `82.4` (one decimal under 100).
+    static func rate(_ value: Double) -> String {
+        value < 100 ? String(format: "%.1f", value) : String(Int(value.rounded()))
+    }
+
+    /// `5 min`, `1 h`, `90 s`.
+    static func window(_ duration: Duration) -> String {
+        let seconds = Int(duration.seconds.rounded())
+        if seconds % 3600 == 0 { return "\(seconds / 3600) h" }
+        if seconds % 60 == 0 { return "\(seconds / 60) min" }
+        return "\(seconds) s"
+    }
+
+    /// `2025-06-01 12:00:03` in UTC.
+    static func clock(_ date: Date) -> String {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC")!
+        let parts = calendar.dateComponents([.year, .month, .day, .hour, .minute, .second], from: date)
+        return String(
+            format: "%04d-%02d-%02d %02d:%02d:%02d", parts.year ?? 0, parts.month ?? 0, parts.day ?? 0, parts.hour ?? 0,
+            parts.minute ?? 0, parts.second ?? 0)
+    }
+}
+
+/// A plain-text table: a header row and rows, columns padded to their widest cell; numbers (and
+/// columns marked so) are right-aligned.
+struct TextTable {
+    var header: [String]
+    var rows: [[String]] = []
+    /// Columns aligned to the right (by index).
+    var rightAligned: Set<Int> = []
+
+    init(_ header: [String], rightAligned: Set<Int> = []) {
+        self.header = header
+        self.rightAligned = rightAligned
+    }
+
+    mutating func append(_ row: [String]) { rows.append(row) }
+
+    var lines: [String] {
+        let all = [header] + rows
+        let widths = header.indices.map { column in
+            all.map { $0.indices.contains(column) ? $0[column].count : 0 }.max() ?? 0
+        }
+        return all.map { row in
+            header.indices.map { column -> String in
+                let cell = row.indices.contains(column) ? row[column] : ""
+                let padding = String(repeating: " ", count: max(0, widths[column] - cell.count))
+                return rightAligned.contains(column) ? padding + cell : cell + padding
+            }.joined(separator: "  ").replacingOccurrences(of: #"\s+$"#, with: "", options: .regularExpression)
+        }
+    }
+}

@@ -1,0 +1,86 @@
+import Foundation
+import QueueModel
+
+extension StatusSection {
+    /// Throughput, errors, latency and cost of the jobs that finished in the window.
+    static let overview = StatusSection(key: "overview", title: "THROUGHPUT AND LATENCY") { context in
+        let stats = try await context.observability.jobStats(window: context.window, at: context.at)
+        guard let total = stats.first(where: { $0.dimension == "total" }) else {
+            return StatusOutput(
+                lines: ["no jobs finished in the last \(StatusFormat.window(context.window))"],
+                json: ["jobs": 0, "by_priority": [], "by_tier": []])
+        }
+        var lines = [
+            "\(total.jobs) jobs finished (\(StatusFormat.rate(total.jobsPerMinute))/min): "
+                + "\(total.succeeded) succeeded, \(total.failed) failed, \(total.expired) expired — "
+                + "error rate \(StatusFormat.percent(total.errorRate)), "
+                + "fallbacks \(StatusFormat.percent(total.fallbackRate)), "
+                + "timeouts \(StatusFormat.percent(total.timeoutRate))",
+            "cost \(StatusFormat.money(total.cost)) (\(StatusFormat.money(total.costPerRequest)) per job), "
+                + "tokens \(total.tokensIn) in / \(total.tokensOut) out",
+        ]
+        var table = TextTable(
+            ["", "jobs", "/min", "errors", "latency P50", "P95", "P99", "queue wait P50", "P95", "P99"],
+            rightAligned: Set(1...9))
+        for row in stats where row.dimension == "total" || row.dimension == "priority" || row.dimension == "tier" {
+            table.append([
+                row.dimension == "total" ? "all" : row.subject, String(row.jobs), StatusFormat.rate(row.jobsPerMinute),
+                StatusFormat.percent(row.errorRate), StatusFormat.milliseconds(row.latencyP50MS),
+                StatusFormat.milliseconds(row.latencyP95MS), StatusFormat.milliseconds(row.latencyP99MS),
+                StatusFormat.milliseconds(row.queueWaitP50MS), StatusFormat.milliseconds(row.queueWaitP95MS),
+                StatusFormat.milliseconds(row.queueWaitP99MS),
+            ])
+        }
+        lines += [""] + table.lines
+        return StatusOutput(
+            lines: lines,
+            json: [
+                "total": total.json,
+                "by_priority": .array(stats.filter { $0.dimension == "priority" }.map(\.json)),
+                "by_tier": .array(stats.filter { $0.dimension == "tier" }.map(\.json)),
+                "by_provider": .array(stats.filter { $0.dimension == "provider" }.map(\.json)),
+            ])
+    }
+
+    /// Live jobs per partition and the oldest one waiting.
+    static let queue = StatusSection(key: "queue", title: "QUEUE") { context in
+        let depth = try await context.observability.queueDepth()
+        var table = TextTable(
+            ["partition", "queued", "scheduled", "running", "with deadline", "oldest waiting"],
+            rightAligned: [1, 2, 3, 4])
+        for row in depth {
+            let oldest = row.oldestJobID.map { "job \($0), \(StatusFormat.seconds(row.oldestWaitSeconds))" }
+            table.append([
+                row.priority, String(row.queued), String(row.scheduled), String(row.running), String(row.withDeadline),
+                oldest ?? StatusFormat.none,
+            ])
+        }
+        return StatusOutput(lines: table.lines, json: .array(depth.map(\.json)))
+    }
+
+    /// Worker processes and their heartbeats.
+    static let workers = StatusSection(key: "workers", title: "WORKERS") { context in
+        let workers = try await context.observability.workers()
+        guard !workers.isEmpty else {
+            return StatusOutput(lines: ["no workers have reported (start one: worker --concurrency 16)"], json: [])
+        }
+        var table = TextTable(
+            ["worker", "host", "version", "in flight", "leased", "concurrency", "heartbeat", "up since"],
+            rightAligned: [3, 4, 5])
+        for worker in workers {
+            table.append([
+                worker.id, worker.hostname ?? StatusFormat.none, worker.version ?? StatusFormat.none,
+                String(worker.inFlight), String(worker.leased), String(worker.concurrency),
+                worker.alive
+                    ? "\(StatusFormat.seconds(worker.heartbeatAgeSeconds)) ago"
+                    : "STALE \(StatusFormat.seconds(worker.heartbeatAgeSeconds)) ago",
+                StatusFormat.clock(worker.startedAt),
+            ])
+        }
+        let alive = workers.filter(\.alive)
+        let summary =
+            "\(alive.count) alive of \(workers.count); \(alive.reduce(0) { $0 + $1.inFlight }) of "
+            + "\(alive.reduce(0) { $0 + $1.concurrency }) slots busy at their last heartbeat"
+        return StatusOutput(lines: [summary] + table.lines, json: .array(workers.map(\.json)))
+    }
+}

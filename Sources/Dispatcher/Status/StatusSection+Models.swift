@@ -1,0 +1,44 @@
+import Foundation
+import QueueModel
+
+extension StatusSection {
+    /// Per-model calls, errors, latency, cost and breaker.
+    static let models = StatusSection(key: "models", title: "MODELS") { context in
+        let models = try await context.observability.modelStats(window: context.window, at: context.at)
+        guard !models.isEmpty else {
+            return StatusOutput(lines: ["no model was called in the window, and no breaker is set"], json: [])
+        }
+        var table = TextTable(
+            [
+                "model", "calls", "errors", "timeouts", "P50", "P95", "P99", "answered", "fallback", "cost/job",
+                "breaker",
+            ],
+            rightAligned: Set(1...9))
+        for model in models {
+            var breaker = model.breaker
+            if model.breaker != "closed", let reason = model.breakerReason {
+                // Alerts are listed in full below; other reasons are short ("5 failures in a row").
+                let short = reason.count > 48 ? String(reason.prefix(47)) + "…" : reason
+                breaker += reason.hasPrefix("alert:") ? " (alert)" : " (\(short))"
+            }
+            table.append([
+                model.model, String(model.calls), StatusFormat.percent(model.errorRate),
+                StatusFormat.percent(model.timeoutRate), StatusFormat.milliseconds(model.latencyP50MS),
+                StatusFormat.milliseconds(model.latencyP95MS), StatusFormat.milliseconds(model.latencyP99MS),
+                String(model.answered), StatusFormat.percent(model.fallbackRate),
+                StatusFormat.money(model.costPerRequest), breaker,
+            ])
+        }
+        return StatusOutput(lines: table.lines, json: .array(models.map(\.json)))
+    }
+
+    /// Open alerts, oldest first.
+    static let alerts = StatusSection(key: "alerts", title: "ALERTS") { context in
+        let open = try await context.alerts.open()
+        guard !open.isEmpty else { return StatusOutput(lines: ["none open"], json: []) }
+        let lines = open.map { alert in
+            "since \(StatusFormat.clock(alert.openedAt))  \(alert.kind)  \(alert.subject): \(alert.message)"
+        }
+        return StatusOutput(lines: lines, json: .array(open.map(\.json)))
+    }
+}

@@ -1,0 +1,49 @@
+import Foundation
+import Postgres
+
+/// One incident in `switchyard.alerts`: open while `clearedAt` is nil.
+public struct Alert: Sendable, Hashable {
+    /// Its id in `switchyard.alerts`.
+    public var id: Int64
+    /// `error_rate`, `latency`, `queue_wait` or `backlog_deadlines`.
+    public var kind: String
+    /// What it is about: a model, `interactive`, `background`.
+    public var subject: String
+    /// When it was raised (the evaluation time).
+    public var openedAt: Date
+    /// When it cleared; nil while open.
+    public var clearedAt: Date?
+    /// The measurement that raised it, and the limit it passed.
+    public var value: Double
+    /// The limit the value passed.
+    public var threshold: Double
+    /// What happened, for people.
+    public var message: String
+    /// The latest measurement while open.
+    public var lastValue: Double?
+
+    /// True while the alert has not cleared.
+    public var isOpen: Bool { clearedAt == nil }
+
+    init(row: PostgresRow) throws {
+        id = try row.decode("id")
+        kind = try row.decode("kind")
+        subject = try row.decode("subject")
+        openedAt = try row.decode("opened_at")
+        clearedAt = try row.decode("cleared_at", as: Date?.self)
+        value = try row.decode("value")
+        threshold = try row.decode("threshold")
+        message = try row.decode("message")
+        lastValue = try row.decode("last_value", as: Double?.self)
+    }
+
+    /// The alert as JSON (snake_case keys, as in SQL).
+    public var json: JSONValue {
+        [
+            "id": .number(Double(id)), "kind": .string(kind), "subject": .string(subject),
+            "opened_at": .string(openedAt.postgresText),
+            "cleared_at": clearedAt.map { .string($0.postgresText) } ?? .null, "value": .optional(value),
+            "threshold": .optional(threshold), "message": .string(message), "last_value": .optional(lastValue),
+        ]
+    }
+}

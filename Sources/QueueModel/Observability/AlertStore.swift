@@ -1,0 +1,44 @@
+import Foundation
+import Postgres
+
+/// Alerts: evaluates the rules of `switchyard.evaluate_alerts` and reads `switchyard.alerts`.
+///
+/// Thresholds are rows of `switchyard.settings` (`alert_*`); see docs/observability.md. Each
+/// raised or cleared alert is also announced on `channel` with a JSON payload.
+public struct AlertStore: Sendable {
+    /// The NOTIFY channel alert events are announced on.
+    public static let channel = "switchyard_alerts"
+
+    /// The pool every statement runs on.
+    public let pool: PostgresPool
+
+    /// A store over a pool.
+    public init(pool: PostgresPool) {
+        self.pool = pool
+    }
+
+    /// Evaluates every alert rule once, as of `at` (default: the database's now), raising and
+    /// clearing alerts; a raised model alert opens the model's breaker.
+    /// - Parameter at: the evaluation time; tests pass one to replay a scripted breach.
+    /// - Returns: the alerts raised or cleared by this evaluation (none when nothing changed).
+    @discardableResult
+    public func evaluate(at: Date? = nil) async throws -> [AlertEvent] {
+        try await pool.query(
+            "SELECT * FROM switchyard.evaluate_alerts(coalesce($1::timestamptz, now()))", [at]
+        ).map(AlertEvent.init(row:))
+    }
+
+    /// Alerts open now, oldest first.
+    public func open() async throws -> [Alert] {
+        try await pool.query(
+            "SELECT * FROM switchyard.alerts WHERE cleared_at IS NULL ORDER BY opened_at, id"
+        ).map(Alert.init(row:))
+    }
+
+    /// The most recent alerts, open or cleared, newest first.
+    public func recent(limit: Int = 20) async throws -> [Alert] {
+        try await pool.query(
+            "SELECT * FROM switchyard.alerts ORDER BY opened_at DESC, id DESC LIMIT $1", [limit]
+        ).map(Alert.init(row:))
+    }
+}

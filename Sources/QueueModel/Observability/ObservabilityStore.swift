@@ -1,0 +1,49 @@
+import Foundation
+import Postgres
+
+/// Reads what the fleet did and what is waiting: the SQL of `sql/0006_observability.sql` for
+/// `dispatcher status`, `top` and `report`. Every call is one statement.
+public struct ObservabilityStore: Sendable {
+    /// The pool every statement runs on.
+    public let pool: PostgresPool
+
+    /// A store over a pool.
+    public init(pool: PostgresPool) {
+        self.pool = pool
+    }
+
+    /// Per-model calls, latency, errors, cost and breaker over the window ending at `at`
+    /// (default: the database's now).
+    public func modelStats(window: Duration, at: Date? = nil) async throws -> [ModelStats] {
+        try await pool.query(
+            "SELECT * FROM switchyard.model_stats(make_interval(secs => $1), coalesce($2::timestamptz, now()))",
+            [window.seconds, at]
+        ).map(ModelStats.init(row:))
+    }
+
+    /// Finished jobs over the window by total, priority, model, provider and tier.
+    public func jobStats(window: Duration, at: Date? = nil) async throws -> [JobStats] {
+        try await pool.query(
+            "SELECT * FROM switchyard.job_stats(make_interval(secs => $1), coalesce($2::timestamptz, now()))",
+            [window.seconds, at]
+        ).map(JobStats.init(row:))
+    }
+
+    /// Model calls over the window by total, priority, model, provider and tier.
+    public func callStats(window: Duration, at: Date? = nil) async throws -> [CallStats] {
+        try await pool.query(
+            "SELECT * FROM switchyard.call_stats(make_interval(secs => $1), coalesce($2::timestamptz, now()))",
+            [window.seconds, at]
+        ).map(CallStats.init(row:))
+    }
+
+    /// Both partitions of the live queue.
+    public func queueDepth() async throws -> [QueueDepth] {
+        try await pool.query("SELECT * FROM switchyard.queue_depth").map(QueueDepth.init(row:))
+    }
+
+    /// Every worker with a row in `switchyard.workers` (live or not yet pruned).
+    public func workers() async throws -> [WorkerStatus] {
+        try await pool.query("SELECT * FROM switchyard.worker_status").map(WorkerStatus.init(row:))
+    }
+}

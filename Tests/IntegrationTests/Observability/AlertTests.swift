@@ -1,0 +1,210 @@
+import Foundation
+import Postgres
+import QueueModel
+import Testing
+
+/// Alerts raise and clear on scripted breaches, evaluated at injected times; a model alert opens
+/// the model's breaker and the router then avoids it.
+@Suite("Alerts on a scripted breach")
+struct AlertTests {
+    static let catalog = """
+        {
+          "models": {
+            "flaky":  {"provider": "simulated", "tier": "standard", "capabilities": {"reasoning": 80}},
+            "steady": {"provider": "simulated", "tier": "standard", "capabilities": {"reasoning": 70}}
+          },
+          "routing_rules": {"chat": {"primary": "flaky", "fallback": ["steady"]}}
+        }
+        """
+
+    static func withCatalog<T>(_ body: (PostgresPool) async throws -> T) async throws -> T {
+        try await TestDatabase.withMigratedPool { pool in
+            _ = try await CatalogStore(pool: pool).importDocument(Data(catalog.utf8))
+            return try await body(pool)
+        }
+    }
+
+    /// `count` calls to `model` finishing in the `spread` seconds before `end`; `failing` of them
+    /// answer 500 and the job falls back to steady; `slow` of them take 4 s.
+    static func calls(
+        _ model: String, count: Int, failing: Int = 0, slow: Int = 0, end: Date, spread: Double = 240,
+        firstJob: Int64
+    ) -> [ResultRow] {
+        (0..<count).map { index in
+            let finished = end.addingTimeInterval(-spread * Double(index) / Double(count))
+            if index < failing {
+                return ResultRow(
+                    job: firstJob + Int64(index), model: "steady", tier: "secondary", latencyMS: 700,
+                    finishedAt: finished,
+                    trail: [
+                        ResultRow.call(model, outcome: "error", latencyMS: 300, httpStatus: 500),
+                        ResultRow.call("steady", tier: "secondary", latencyMS: 400),
+                    ])
+            }
+            let latency = index < failing + slow ? 4000.0 : 300
+            return ResultRow(
+                job: firstJob + Int64(index), model: model, latencyMS: latency, finishedAt: finished,
+                trail: [ResultRow.call(model, latencyMS: latency)])
+        }
+    }
+
+    static let hello = RoutingRequest(body: ["messages": [["role": "user", "content": "hi"]]], taskClass: "chat")
+
+    @Test("a model's error rate over 2% raises an alert, opens its breaker so the router avoids it, then clears")
+    func errorRateAlert() async throws {
+        try await Self.withCatalog { pool in
+            let alerts = AlertStore(pool: pool)
+            let at = try await ResultRow.databaseNow(pool)
+            // 6 of 60 calls fail: 10%, over the default 2%, with more than the 50 calls needed.
+            try await ResultRow.insert(Self.calls("flaky", count: 60, failing: 6, end: at, firstJob: 1), into: pool)
+            let notifications = try await pool.listen(on: [AlertStore.channel])
+
+            let raised = try await alerts.evaluate(at: at)
+            let event = try #require(raised.first { $0.kind == "error_rate" })
+            #expect(raised.count == 1)
+            #expect(event.event == .raised && event.subject == "flaky")
+            #expect(event.value == 0.1 && event.threshold == 0.02)
+            #expect(event.message.contains("10.0% of 60 calls ended in an error"))
+            let notification = try #require(await firstNotification(notifications))
+            let payload = try JSONValue(parsing: notification.payload)
+            #expect(payload["event"] == "raised" && payload["subject"] == "flaky" && payload["kind"] == "error_rate")
+
+            // The breaker is open fleet-wide, with the alert as its reason; a router avoids flaky.
+            let snapshot = try await HealthStore(pool: pool).snapshot()
+            #expect(snapshot.models["flaky"]?.breaker == .open)
+            let reason = try await pool.query("SELECT reason FROM switchyard.fleet_health WHERE model = 'flaky'")
+                .scalar(String.self)
+            #expect(reason.hasPrefix("alert: model flaky"))
+            let router = Router(catalog: try await CatalogStore(pool: pool).load())
+            let plan = router.plan(for: Self.hello, state: RoutingState(models: snapshot.models))
+            #expect(plan.attempts.map(\.model.name) == ["steady"])
+            let dropped = plan.explanation.candidates.first { $0.model == "flaky" }
+            #expect(dropped?.dropReasons == ["breaker open (unhealthy)"])
+
+            // Still breached a little later: nothing new, no second alert.
+            #expect(try await alerts.evaluate(at: at.addingTimeInterval(30)).isEmpty)
+            #expect(try await alerts.open().count == 1)
+
+            // The model recovers: five minutes of clean calls, and the failures age out.
+            let later = at.addingTimeInterval(360)
+            try await ResultRow.insert(
+                Self.calls("flaky", count: 100, end: later, spread: 60, firstJob: 1000), into: pool)
+            let cleared = try await alerts.evaluate(at: later)
+            #expect(cleared.map(\.event) == [.cleared])
+            #expect(cleared.first?.alertID == event.alertID)
+            #expect(cleared.first?.value == 0)
+            let row = try #require(try await alerts.recent().first { $0.id == event.alertID })
+            #expect(row.clearedAt == later && row.openedAt == at)
+            #expect(try await alerts.open().isEmpty)
+        }
+    }
+
+    @Test("an alert never opens the breaker of the last healthy model of a rule")
+    func lastHealthyModelKeepsItsBreaker() async throws {
+        try await Self.withCatalog { pool in
+            let at = try await ResultRow.databaseNow(pool)
+            try await pool.query(
+                """
+                INSERT INTO switchyard.model_health (model, state, opened_at, reason)
+                VALUES ('steady', 'open', now(), 'test')
+                """
+            )
+            try await ResultRow.insert(Self.calls("flaky", count: 60, failing: 6, end: at, firstJob: 1), into: pool)
+            let raised = try await AlertStore(pool: pool).evaluate(at: at)
+            #expect(raised.map(\.kind) == ["error_rate"])
+            #expect(
+                raised.first?.message.hasSuffix("breaker left closed: it is the last healthy model of rule chat")
+                    == true)
+            #expect(try await HealthStore(pool: pool).snapshot().models["flaky"] == nil)
+        }
+    }
+
+    @Test("a model's P95 over its tier's target raises a latency alert; raising the target in settings clears it")
+    func latencyAlert() async throws {
+        try await Self.withCatalog { pool in
+            let alerts = AlertStore(pool: pool)
+            let at = try await ResultRow.databaseNow(pool)
+            // 6 of 60 primary calls take 4 s: the P95 is 4 s, over the primary target of 1.5 s.
+            try await ResultRow.insert(Self.calls("flaky", count: 60, slow: 6, end: at, firstJob: 1), into: pool)
+            let raised = try await alerts.evaluate(at: at)
+            let event = try #require(raised.first)
+            #expect(raised.count == 1)
+            #expect(event.kind == "latency" && event.subject == "flaky" && event.event == .raised)
+            #expect(event.value == 4000 && event.threshold == 1500)
+            #expect(try await HealthStore(pool: pool).snapshot().models["flaky"]?.breaker == .open)
+
+            try await pool.query(
+                "UPDATE switchyard.settings SET value = '5000' WHERE name = 'alert_latency_target_ms_primary'")
+            let cleared = try await alerts.evaluate(at: at.addingTimeInterval(10))
+            #expect(cleared.map(\.event) == [.cleared])
+            #expect(cleared.first?.threshold == 5000)
+        }
+    }
+
+    @Test("interactive queue wait P95 over 2 s raises an alert; turning the rule off clears it")
+    func queueWaitAlert() async throws {
+        try await Self.withCatalog { pool in
+            let alerts = AlertStore(pool: pool)
+            let at = try await ResultRow.databaseNow(pool)
+            let waits = (0..<20).map { index in
+                ResultRow(
+                    job: Int64(index + 1), model: "steady", latencyMS: 300, queueWaitMS: index < 18 ? 100 : 3000,
+                    finishedAt: at.addingTimeInterval(-Double(index)), trail: [ResultRow.call("steady", latencyMS: 300)]
+                )
+            }
+            try await ResultRow.insert(waits, into: pool)
+            let raised = try await alerts.evaluate(at: at)
+            #expect(raised.map(\.kind) == ["queue_wait"])
+            #expect(raised.first?.subject == "interactive")
+            #expect((raised.first?.value ?? 0) > 2000)
+            // A model alert is not raised: the calls were fast and clean (and there are too few of them).
+            #expect(try await HealthStore(pool: pool).snapshot().models["steady"] == nil)
+
+            try await pool.query("UPDATE switchyard.settings SET value = 'off' WHERE name = 'alert_queue_wait_p95_ms'")
+            let cleared = try await alerts.evaluate(at: at.addingTimeInterval(5))
+            #expect(cleared.map(\.event) == [.cleared])
+            #expect(cleared.first?.message.contains("nothing left to measure") == true)
+        }
+    }
+
+    @Test(
+        "background jobs that cannot meet their deadlines at recent throughput raise an alert until throughput recovers"
+    )
+    func backlogAlert() async throws {
+        try await Self.withCatalog { pool in
+            let alerts = AlertStore(pool: pool)
+            let at = try await ResultRow.databaseNow(pool)
+            // 15 background jobs in the last 15 minutes: one a minute.
+            let finished = (0..<15).map { index in
+                ResultRow(
+                    job: Int64(index + 1), priority: "background", model: "steady", latencyMS: 300,
+                    finishedAt: at.addingTimeInterval(-60 * Double(index)),
+                    trail: [ResultRow.call("steady", latencyMS: 300)])
+            }
+            try await ResultRow.insert(finished, into: pool)
+            // 30 queued, due in 10 minutes: at one a minute they need 30.
+            let hello: JSONValue = ["messages": [["role": "user", "content": "hello"]]]
+            _ = try await QueueStore(pool: pool).submit(
+                batch: (0..<30).map { _ in
+                    Submission(request: hello, priority: .background, deadline: Date().addingTimeInterval(600))
+                })
+            let raised = try await alerts.evaluate(at: at)
+            let event = try #require(raised.first)
+            #expect(raised.count == 1)
+            #expect(event.kind == "backlog_deadlines" && event.subject == "background")
+            #expect(event.value == 30 && event.threshold == 0)
+
+            // Throughput picks up (300 more in the window): the backlog drains in under two minutes.
+            let faster = (0..<300).map { index in
+                ResultRow(
+                    job: Int64(index + 100), priority: "background", model: "steady", latencyMS: 300,
+                    finishedAt: at.addingTimeInterval(-Double(index)), trail: [ResultRow.call("steady", latencyMS: 300)]
+                )
+            }
+            try await ResultRow.insert(faster, into: pool)
+            let cleared = try await alerts.evaluate(at: at.addingTimeInterval(1))
+            #expect(cleared.map(\.event) == [.cleared])
+            #expect(cleared.first?.value == 0)
+        }
+    }
+}

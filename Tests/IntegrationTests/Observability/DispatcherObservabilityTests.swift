@@ -1,0 +1,109 @@
+import Foundation
+import Postgres
+import QueueModel
+import Testing
+
+@testable import Dispatcher
+@testable import Worker
+
+/// `dispatcher status`, `top`, `report` and `feedback` on a known data set, and the pure pieces
+/// behind them.
+@Suite("Dispatcher: status, top, report, feedback")
+struct DispatcherObservabilityTests {
+    @Test("status renders every section on one screen and as JSON, a key per section")
+    func statusReport() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            try await ResultRow.insert(ObservabilityViewTests.dataSet(), into: pool)
+            let context = StatusContext(pool: pool, window: .seconds(3600), at: ObservabilityViewTests.at)
+            let report = await StatusReport.load(context)
+            let screen = report.lines().joined(separator: "\n")
+            for title in ["THROUGHPUT AND LATENCY", "QUEUE", "WORKERS", "MODELS", "ALERTS"] {
+                #expect(screen.contains("\n\(title)\n"), "missing \(title)")
+            }
+            #expect(screen.contains("116 jobs finished"))
+            #expect(
+                screen.range(of: #"alpha +116 +4.3% +8.6% +555 ms"#, options: .regularExpression) != nil, "\(screen)")
+            #expect(!screen.contains("unavailable"))
+            let json = report.json
+            #expect(json["overview"]?["total"]?["jobs"] == 116)
+            #expect(json["models"]?[0]?["model"] == "alpha")
+            #expect(json["queue"]?.arrayValue?.count == 2)
+            #expect(json["window_s"] == 3600)
+        }
+    }
+
+    @Test("a section can be added to status without touching the others")
+    func extraSection() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let extra = StatusSection(key: "backlog", title: "BACKGROUND BACKLOG") { _ in
+                StatusOutput(lines: ["nothing waiting"], json: ["jobs": 0])
+            }
+            let report = await StatusReport.load(
+                StatusContext(pool: pool, window: .seconds(60), at: nil), sections: StatusSection.all + [extra])
+            #expect(report.lines().suffix(2) == ["BACKGROUND BACKLOG", "  nothing waiting"])
+            #expect(report.json["backlog"]?["jobs"] == 0)
+        }
+    }
+
+    @Test("report --html: one self-contained page with latency, cost, tier mix and fallback charts")
+    func htmlReport() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            try await ResultRow.insert(ObservabilityViewTests.dataSet(), into: pool)
+            let series = try await ReportStore(pool: pool).series(
+                window: .seconds(3600), bucket: .seconds(600), at: ObservabilityViewTests.at)
+            #expect(series.buckets.count == 6)
+            #expect(series.totals.reduce(0) { $0 + $1.jobs } == 116)
+            #expect(series.totals.reduce(0) { $0 + $1.fellBack } == 15)
+            let alpha = series.models.filter { $0.model == "alpha" }
+            #expect(alpha.reduce(0) { $0 + $1.calls } == 116)
+            #expect(alpha.reduce(0) { $0 + $1.answered } == 100)
+            #expect(alpha.reduce(Decimal(0)) { $0 + $1.cost } == Decimal(string: "0.1"))
+
+            let html = HTMLReport(series: series, window: .seconds(3600), generatedAt: ObservabilityViewTests.at)
+                .render()
+            #expect(html.hasPrefix("<!DOCTYPE html>"))
+            for heading in ["Latency by model", "Cost by model", "Tier mix and fallbacks", "Summary"] {
+                #expect(html.contains(heading))
+            }
+            #expect(html.components(separatedBy: "<svg").count - 1 == 5)  // alpha, beta, cost, tiers, fallbacks
+            // Self-contained: no scripts, no links, no remote anything (the SVG namespace is not fetched).
+            #expect(!html.contains("<script") && !html.contains("<link") && !html.contains("src="))
+            #expect(html.replacingOccurrences(of: "http://www.w3.org/2000/svg", with: "").range(of: "http") == nil)
+            #expect(html.contains("secondary 8.6%"))
+        }
+    }
+
+    @Test("top draws a frame over the last one, cut to the terminal's size")
+    func topFrame() {
+        let report = StatusReport(
+            window: .seconds(60), generatedAt: Date(timeIntervalSince1970: 0),
+            sections: [(StatusSection.alerts, StatusOutput(lines: [String(repeating: "x", count: 200)], json: []))])
+        let frame = TopCommand.frame(report, interval: .seconds(2), size: (rows: 3, columns: 40), inPlace: true)
+        #expect(frame.hasPrefix("\u{1B}[H") && frame.hasSuffix("\u{1B}[J"))
+        let lines = frame.dropFirst(3).dropLast(4).components(separatedBy: "\u{1B}[K\n")
+        #expect(lines.count == 2)
+        #expect(lines.allSatisfy { $0.replacingOccurrences(of: "\u{1B}[K", with: "").count <= 40 })
+    }
+
+    @Test("feedback scores: 0–100 or stars")
+    func scores() throws {
+        #expect(try FeedbackCommand.parseScore("80") == 80)
+        #expect(try FeedbackCommand.parseScore("4/5") == 80)
+        #expect(try FeedbackCommand.parseScore("2/3") == 66.7)
+        #expect(throws: QueueError.self) { try FeedbackCommand.parseScore("6/5") }
+        #expect(throws: QueueError.self) { try FeedbackCommand.parseScore("good") }
+    }
+
+    @Test("the metrics responder answers GET /metrics, 404 elsewhere, 405 for other methods")
+    func responder() {
+        func status(_ head: String) -> String {
+            let response = String(decoding: MetricsServer.respond(to: head, render: { "m 1\n" }), as: UTF8.self)
+            return response.components(separatedBy: "\r\n").first ?? ""
+        }
+        #expect(status("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n") == "HTTP/1.1 200 OK")
+        #expect(status("GET /metrics?x=1 HTTP/1.1\r\n\r\n") == "HTTP/1.1 200 OK")
+        #expect(status("GET / HTTP/1.1\r\n\r\n") == "HTTP/1.1 404 Not Found")
+        #expect(status("POST /metrics HTTP/1.1\r\n\r\n") == "HTTP/1.1 405 Method Not Allowed")
+        #expect(status("garbage") == "HTTP/1.1 400 Bad Request")
+    }
+}

@@ -1,0 +1,126 @@
+import Foundation
+import Postgres
+import QueueModel
+import Testing
+
+/// Quality feedback: validated ratings whose averages move the capability scores that
+/// `best_quality` and `quality_floor` route by.
+@Suite("Quality feedback shifts routing")
+struct FeedbackRoutingTests {
+    static let catalog = """
+        {
+          "models": {
+            "alpha": {"provider": "simulated", "capabilities": {"reasoning": 80}},
+            "beta":  {"provider": "simulated", "capabilities": {"reasoning": 78}}
+          },
+          "routing_rules": {
+            "reasoning": {"primary": "alpha", "fallback": ["beta"], "strategy": "best_quality"},
+            "general":   {"primary": "alpha", "fallback": ["beta"], "quality_floor": 70}
+          }
+        }
+        """
+
+    static func request(_ taskClass: String) -> RoutingRequest {
+        RoutingRequest(body: ["messages": [["role": "user", "content": "Why is the sky blue?"]]], taskClass: taskClass)
+    }
+
+    static func order(_ pool: PostgresPool, _ taskClass: String) async throws -> [String] {
+        let router = Router(catalog: try await CatalogStore(pool: pool).load())
+        return router.plan(for: request(taskClass), state: RoutingState()).attempts.map(\.model.name)
+    }
+
+    @Test("users rating alpha low and beta high move best_quality to beta and drop alpha under a quality floor")
+    func feedbackShiftsBestQuality() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            _ = try await CatalogStore(pool: pool).importDocument(Data(Self.catalog.utf8))
+            let now = try await ResultRow.databaseNow(pool)
+            var rows: [ResultRow] = []
+            for index in 0..<10 {
+                for (offset, model) in [(0, "alpha"), (100, "beta")] {
+                    rows.append(
+                        ResultRow(
+                            job: Int64(index + offset + 1), taskClass: "reasoning", model: model, latencyMS: 300,
+                            finishedAt: now.addingTimeInterval(-Double(index)),
+                            trail: [ResultRow.call(model, latencyMS: 300)]))
+                }
+            }
+            try await ResultRow.insert(rows, into: pool)
+            #expect(try await Self.order(pool, "reasoning") == ["alpha", "beta"])
+            #expect(try await Self.order(pool, "general") == ["alpha", "beta"])
+
+            let feedback = FeedbackStore(pool: pool)
+            let notifications = try await pool.listen(on: [CatalogStore.channel])
+            // Four ratings each: below feedback_min_ratings (5), nothing moves yet.
+            for index in 0..<4 {
+                try await feedback.rate(job: Int64(index + 1), score: 20, note: "missed the point")
+                try await feedback.rate(job: Int64(index + 101), score: 95)
+            }
+            #expect(try await Self.order(pool, "reasoning") == ["alpha", "beta"])
+            for index in 4..<10 {
+                try await feedback.rate(job: Int64(index + 1), score: 20)
+                try await feedback.rate(job: Int64(index + 101), score: 95)
+            }
+            // Workers hear about it on the catalog channel and reload.
+            let notification = try #require(await firstNotification(notifications))
+            #expect(notification.payload == "feedback")
+
+            // alpha: (20 × 80 + 10 × 20) / 30 = 60; beta: (20 × 78 + 10 × 95) / 30 = 83.7 → 84.
+            let blended = try await CatalogStore(pool: pool).load()
+            #expect(blended.model(named: "alpha")?.capabilities["reasoning"] == 60)
+            #expect(blended.model(named: "beta")?.capabilities["reasoning"] == 84)
+            #expect(try await Self.order(pool, "reasoning") == ["beta", "alpha"])
+            #expect(try await Self.order(pool, "general") == ["beta"])
+            // The stored catalog is untouched.
+            let stored = try await pool.query(
+                "SELECT capabilities->>'reasoning' FROM switchyard.models WHERE name = 'alpha'"
+            )
+            .scalar(String.self)
+            #expect(stored == "80")
+
+            let averages = try await feedback.averages()
+            #expect(averages.map(\.model) == ["alpha", "beta"])
+            #expect(averages.map(\.ratings) == [10, 10])
+            #expect(averages.first?.averageScore == 20)
+        }
+    }
+
+    @Test("a rating is refused with a clear error: out of range, unknown job, unfinished job, no answer")
+    func validation() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let feedback = FeedbackStore(pool: pool)
+            let now = try await ResultRow.databaseNow(pool)
+            try await ResultRow.insert(
+                [
+                    ResultRow(job: 9001, model: "alpha", latencyMS: 10, finishedAt: now),
+                    ResultRow(job: 9002, status: "failed", model: nil, provider: nil, tier: nil, finishedAt: now),
+                ], into: pool)
+            let queued = try await QueueStore(pool: pool).submit(
+                Submission(request: ["messages": [["role": "user", "content": "hi"]]]))
+
+            let cases: [(job: Int64, score: Double, code: QueueError.Code, message: String)] = [
+                (9001, 101, .invalidInput, "score must be between 0 and 100 (got 101)"),
+                (9001, -1, .invalidInput, "score must be between 0 and 100 (got -1)"),
+                (424_242, 50, .notFound, "job 424242 not found"),
+                (queued, 50, .invalidInput, "job \(queued) has not finished yet"),
+                (9002, 50, .invalidInput, "job 9002 has no answer to rate: it ended failed"),
+            ]
+            for check in cases {
+                do {
+                    try await feedback.rate(job: check.job, score: check.score)
+                    Issue.record("rating job \(check.job) with \(check.score) was accepted")
+                } catch let error as QueueError {
+                    #expect(error.code == check.code)
+                    #expect(error.message == check.message)
+                    #expect(error.hint?.isEmpty == false)
+                }
+            }
+            let id = try await feedback.rate(job: 9001, score: 87.5, note: "good")
+            #expect(id > 0)
+            let stored = try await pool.query(
+                "SELECT model || ' ' || score FROM switchyard.feedback WHERE id = $1", [id]
+            )
+            .scalar(String.self)
+            #expect(stored == "alpha 87.50")
+        }
+    }
+}

@@ -1,0 +1,47 @@
+import Foundation
+import Postgres
+import QueueModel
+import Synchronization
+
+/// Collects what a `Logger` writes, for tests that read the logs.
+final class LogCapture: Sendable {
+    private let lines = Mutex<[String]>([])
+
+    /// A logger at `level` that writes here (lines pass through `Secrets.redact`, as in production).
+    func logger(label: String = "worker", level: Logger.Level = .trace) -> Logger {
+        Logger(label: label, level: level) { line in self.lines.withLock { $0.append(line) } }
+    }
+
+    /// Every line so far.
+    var all: [String] { lines.withLock { $0 } }
+
+    /// Waits (polling lightly) until a line satisfies `predicate`, for at most `attempts` × 20 ms.
+    func waitFor(attempts: Int = 500, _ predicate: (String) -> Bool) async throws -> String? {
+        for _ in 0..<attempts {
+            if let line = all.first(where: predicate) { return line }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return nil
+    }
+}
+
+/// The first notification `notifications` yields, or nil after `timeout`.
+func firstNotification(_ notifications: PostgresNotifications, timeout: Duration = .seconds(10)) async
+    -> PostgresNotification?
+{
+    await withTaskGroup(of: PostgresNotification?.self) { group in
+        group.addTask {
+            for await event in notifications {
+                if case .notification(let notification) = event { return notification }
+            }
+            return nil
+        }
+        group.addTask {
+            try? await Task.sleep(for: timeout)
+            return nil
+        }
+        let first = await group.next() ?? nil
+        group.cancelAll()
+        return first
+    }
+}
