@@ -15,9 +15,15 @@ enum DispatcherCommand {
           cancel     cancel jobs (queued: at once; running: at the next heartbeat)
           retry      submit a failed, cancelled or expired job again
           prune      drop results older than a given age (whole partitions)
+          background pause, resume or drain background work; its price ceiling and backlog
+          simulate   a month of traffic in simulated time: what off-peak draining saves
           migrate    apply schema migrations to DATABASE_URL (--status to only show them)
           models     import the model catalog and routing rules (import FILE.json), or list them
           route      explain the routing plan for a request (--explain), without running it
+          status     one screen about the fleet: throughput, latency, queue, workers, models, alerts
+          top        the status screen, redrawn live until q or Ctrl-C
+          report     write a self-contained HTML report with charts (--html FILE)
+          feedback   rate a finished job's answer (ID SCORE); ratings feed best_quality routing
           bench      measure throughput and latency against baselines run alongside
 
         Every command takes --database-url URL (default: $DATABASE_URL) and --help.
@@ -41,8 +47,14 @@ enum DispatcherCommand {
             case "cancel": return try await JobCommands.cancel(rest)
             case "retry": return try await JobCommands.retry(rest)
             case "prune": return try await JobCommands.prune(rest)
+            case "background": return try await BackgroundCommand.run(rest)
+            case "simulate": return try await SimulateCommand.run(rest)
             case "demo": return try await DemoCommand.run(rest)
             case "bench": return try await BenchCommand.run(rest)
+            case "status": return try await StatusCommand.run(rest)
+            case "top": return try await TopCommand.run(rest)
+            case "report": return try await ReportCommand.run(rest)
+            case "feedback": return try await FeedbackCommand.run(rest)
             default:
                 printError("unknown command \"\(command)\"\n\n\(usage)")
                 return 2

@@ -27,12 +27,14 @@ struct WorkerServiceTests {
     /// Runs a worker service until `body` returns, then shuts it down and waits for it.
     static func withWorker<T>(
         _ pool: PostgresPool, _ configuration: WorkerConfiguration, _ executor: any JobExecutor,
+        fleet: FleetState? = nil,
         now: @escaping @Sendable () -> Date = { Date() }, random: @escaping @Sendable () -> Double = { 0.5 },
         _ body: (WorkerService) async throws -> T
     ) async throws -> T {
         let logger = Logger(label: "worker", level: .warning) { _ in }
         let service = WorkerService(
-            configuration: configuration, pool: pool, executor: executor, logger: logger, now: now, random: random
+            configuration: configuration, pool: pool, executor: executor, fleet: fleet, logger: logger, now: now,
+            random: random
         )
         let running = Task { try await service.run() }
         do {

@@ -78,14 +78,17 @@ struct RouterPlanTests {
         #expect(F.order(router, request) == ["cheap"])
     }
 
-    @Test("no model left: transient when only health, budgets or concurrency stand in the way")
+    @Test("no model left: transient when some model is kept out only by health, budgets or concurrency")
     func unroutable() {
         let router = Router(catalog: F.catalog([F.model("a"), F.model("b", context: 100)]))
         var state = RoutingState()
         state["a"].breaker = .open
         let plan = router.plan(for: F.request(), state: state)
         #expect(plan.attempts.isEmpty)
-        #expect(plan.unroutable?.isTransient == false)
+        // b will never fit, but a may recover: waiting may help.
+        #expect(plan.unroutable?.isTransient == true)
+        let tooSmall = Router(catalog: F.catalog([F.model("b", context: 100)]))
+        #expect(tooSmall.plan(for: F.request(), state: state).unroutable?.isTransient == false)
         let both = Router(catalog: F.catalog([F.model("a"), F.model("b")]))
         state["b"].requestsRemaining = 0
         let later = both.plan(for: F.request(), state: state)

@@ -7,6 +7,7 @@ enum ModelsCommand {
     static let usage = """
         usage: dispatcher models import FILE.json [--merge] [--dry-run] [--json]
                dispatcher models list [--json]
+               dispatcher models prices [--at TIME] [--json]
 
         import   validates a catalog document (a "models" section and/or "routing_rules") and loads
                  it in one transaction, then prints what changed. Every problem is listed at once,
@@ -23,6 +24,9 @@ enum ModelsCommand {
 
         list     the catalog with live health (breaker state, latency EWMA and P95) and the rules.
 
+        prices   each model's list price and its price now (or --at an ISO 8601 time, or a
+                 duration from now like 8h): which off-peak window is open, and when the next opens.
+
           --json   machine-readable output
 
         Exit status: 0 done; 2 invalid document or usage (every problem listed); 1 other failures.
@@ -31,7 +35,7 @@ enum ModelsCommand {
 
     static func run(_ words: [String]) async throws -> Int32 {
         let arguments = try Arguments(
-            words, command: "dispatcher models", options: ["database-url"], flags: ["merge", "dry-run", "json"]
+            words, command: "dispatcher models", options: ["database-url", "at"], flags: ["merge", "dry-run", "json"]
         )
         guard let action = arguments.positionals.first, !arguments.flag("help") else {
             print(usage)
@@ -46,10 +50,12 @@ enum ModelsCommand {
             return try await importFile(arguments.positionals[1], arguments: arguments)
         case "list":
             return try await list(arguments)
+        case "prices":
+            return try await PriceListing.run(arguments)
         default:
             throw QueueError(
                 .invalidInput, "unknown models command \"\(action)\"",
-                hint: "Use `dispatcher models import FILE` or `dispatcher models list`."
+                hint: "Use `dispatcher models import FILE`, `dispatcher models list` or `dispatcher models prices`."
             )
         }
     }

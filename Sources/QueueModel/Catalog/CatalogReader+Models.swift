@@ -100,8 +100,7 @@ extension CatalogReader {
             upstreamModel: upstream, tier: tier ?? "standard",
             pricePer1KInput: decimal(fields["price_per_1k_input"], at: Self.join(path, "price_per_1k_input")) ?? 0,
             pricePer1KOutput: decimal(fields["price_per_1k_output"], at: Self.join(path, "price_per_1k_output")) ?? 0,
-            priceWindows: json(fields["price_windows"], at: Self.join(path, "price_windows"), expected: "an array")
-                ?? [],
+            priceWindows: priceWindows(fields["price_windows"], at: Self.join(path, "price_windows")),
             contextWindow: integer(
                 fields["context_window"], at: Self.join(path, "context_window"), range: 1...100_000_000, unit: " tokens"
             ) ?? 8192,
@@ -124,6 +123,23 @@ extension CatalogReader {
             warning(Self.join(path, "tier"), "\"\(tier)\" is not one of the usual tiers (did you mean \"\(close)\"?)")
         }
         return problems.count == before ? spec : nil
+    }
+
+    /// Off-peak windows: kept as JSON, but each must parse as a `PriceWindow`.
+    private mutating func priceWindows(_ node: JSONNode?, at path: String) -> JSONValue {
+        guard let windows = json(node, at: path, expected: "an array") else { return [] }
+        guard case .array(let items) = windows else {
+            problem(path, "must be an array of windows, got \(windows.typeName)")
+            return []
+        }
+        for (index, item) in items.enumerated() {
+            do {
+                _ = try PriceWindow.parse(item)
+            } catch {
+                problem("\(path)[\(index)]", "\(error)")
+            }
+        }
+        return windows
     }
 
     private mutating func capabilities(_ node: JSONNode?, at path: String) -> [String: Int] {

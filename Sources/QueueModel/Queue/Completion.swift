@@ -9,6 +9,9 @@ public struct Completion: Sendable {
         case retry
         /// The job goes back to the queue now; the attempt does not count (shutdown).
         case release
+        /// The job goes back to the queue until `retryAt`; the attempt does not count (a
+        /// background job that no model may run now waits for the next price window).
+        case postpone
     }
 
     public var jobID: Int64
@@ -29,6 +32,10 @@ public struct Completion: Sendable {
     public var tokensOut: Int?
     /// Exact; sent as a decimal string so it never passes through a Double.
     public var cost: Decimal?
+    /// The same call on the same model at its list (peak) price.
+    public var baseCost: Decimal?
+    /// The same call on the rule's primary model at its list price: the savings baseline.
+    public var primaryCost: Decimal?
     public var latencyMS: Double?
     public var metadata: [String: JSONValue]
     public var retryAt: Date?
@@ -37,7 +44,7 @@ public struct Completion: Sendable {
         jobID: Int64, attempt: Int, kind: Kind, status: String? = nil, taskClass: String? = nil,
         model: String? = nil, provider: String? = nil, tier: String? = nil, response: JSONValue? = nil,
         error: JSONValue? = nil, trail: [AttemptRecord] = [], tokensIn: Int? = nil, tokensOut: Int? = nil,
-        cost: Decimal? = nil, latencyMS: Double? = nil, metadata: [String: JSONValue] = [:], retryAt: Date? = nil
+        cost: Decimal? = nil, baseCost: Decimal? = nil, primaryCost: Decimal? = nil, latencyMS: Double? = nil, metadata: [String: JSONValue] = [:], retryAt: Date? = nil
     ) {
         self.jobID = jobID
         self.attempt = attempt
@@ -53,6 +60,8 @@ public struct Completion: Sendable {
         self.tokensIn = tokensIn
         self.tokensOut = tokensOut
         self.cost = cost
+        self.baseCost = baseCost
+        self.primaryCost = primaryCost
         self.latencyMS = latencyMS
         self.metadata = metadata
         self.retryAt = retryAt
@@ -74,6 +83,8 @@ public struct Completion: Sendable {
         if let tokensIn { object["tokens_in"] = .number(Double(tokensIn)) }
         if let tokensOut { object["tokens_out"] = .number(Double(tokensOut)) }
         if let cost { object["cost"] = .string(cost.description) }
+        if let baseCost { object["base_cost"] = .string(baseCost.description) }
+        if let primaryCost { object["primary_cost"] = .string(primaryCost.description) }
         if let latencyMS { object["latency_ms"] = .number(latencyMS) }
         if !metadata.isEmpty { object["metadata"] = .object(metadata) }
         if let retryAt { object["retry_at"] = .string(retryAt.postgresText) }

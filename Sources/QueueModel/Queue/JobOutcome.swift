@@ -9,6 +9,9 @@ public enum JobOutcome: Sendable {
     case failed(JobFailure)
     /// The job was cancelled while running (its call abandoned).
     case cancelled(trail: [AttemptRecord])
+    /// The job should wait until a later time without spending its attempt: a background job
+    /// that no model may run at the current price waits for the next price window.
+    case postponed(until: Date, reason: String)
 }
 
 /// A successful answer and what it cost.
@@ -23,14 +26,18 @@ public struct JobAnswer: Sendable {
     public var tokensIn: Int?
     public var tokensOut: Int?
     public var cost: Decimal?
+    /// The same call on the same model at its list (peak) price.
+    public var baseCost: Decimal?
+    /// The same call on the rule's primary model at list price.
+    public var primaryCost: Decimal?
     public var trail: [AttemptRecord]
     /// Added to the job's metadata in the result (e.g. why a deadline escalated it).
     public var metadata: [String: JSONValue]
 
     public init(
         model: String, provider: String, tier: String, taskClass: String? = nil, response: JSONValue,
-        tokensIn: Int? = nil, tokensOut: Int? = nil, cost: Decimal? = nil, trail: [AttemptRecord] = [],
-        metadata: [String: JSONValue] = [:]
+        tokensIn: Int? = nil, tokensOut: Int? = nil, cost: Decimal? = nil, baseCost: Decimal? = nil,
+        primaryCost: Decimal? = nil, trail: [AttemptRecord] = [], metadata: [String: JSONValue] = [:]
     ) {
         self.model = model
         self.provider = provider
@@ -40,6 +47,8 @@ public struct JobAnswer: Sendable {
         self.tokensIn = tokensIn
         self.tokensOut = tokensOut
         self.cost = cost
+        self.baseCost = baseCost
+        self.primaryCost = primaryCost
         self.trail = trail
         self.metadata = metadata
     }

@@ -6,7 +6,8 @@ extension Router {
         var name: String
         /// Position in the rule (primary 0), the tie-breaker of every strategy.
         var index: Int
-        var model: ModelSpec?
+        var entry: ModelEntry?
+        var model: ModelSpec? { entry?.spec }
         var dropReasons: [String] = []
         /// True when some reason will not pass with time (too small, too dear, not good enough).
         var isPermanentlyDropped = false
@@ -15,14 +16,40 @@ extension Router {
         var latencyEWMAMS: Double?
         var score: Int?
         var price: Decimal = 0
+        /// `price` as a Double, for comparing and sorting (Decimal comparison normalises both
+        /// sides every time, which dominated a plan).
+        var priceValue = 0.0
+        /// Whether to word the drop reasons (the worker's hot path does not; an empty plan is
+        /// planned again with explanation to say why).
+        var explain = true
+        private(set) var isDropped = false
         /// Dropped (among possibly other reasons) because the context window is too small.
         var isTooSmall = false
 
-        var isKept: Bool { dropReasons.isEmpty && model != nil }
+        var isKept: Bool { !isDropped && model != nil }
 
-        mutating func drop(_ reason: String, permanent: Bool) {
-            dropReasons.append(reason)
+        mutating func drop(_ reason: @autoclosure () -> String, permanent: Bool) {
+            isDropped = true
+            if explain { dropReasons.append(reason()) }
             if permanent { isPermanentlyDropped = true }
+        }
+    }
+
+    /// A catalog model and what every plan needs of it, computed once per catalog.
+    final class ModelEntry: Sendable {
+        let spec: ModelSpec
+        let averagePricePer1K: Decimal
+        let averagePricePer1KValue: Double
+        let priceText: String
+        let hasPriceWindows: Bool
+
+        init(_ spec: ModelSpec) {
+            self.spec = spec
+            // Decimal division is slow enough to dominate a plan if done per decision.
+            self.averagePricePer1K = Router.averagePricePer1K(spec)
+            self.averagePricePer1KValue = NSDecimalNumber(decimal: averagePricePer1K).doubleValue
+            self.priceText = "$\(averagePricePer1K)/1K"
+            self.hasPriceWindows = !(spec.priceWindows.arrayValue?.isEmpty ?? true)
         }
     }
 
@@ -36,30 +63,42 @@ extension Router {
     /// so the explanation says all there is.
     func evaluate(
         _ name: String, index: Int, rule: RouteRule, scoringClass: TaskClass, estimate: PromptEstimate,
-        ceiling: Decimal?,
-        state: RoutingState
+        ceiling: Decimal?, allowedTiers: Set<String>? = nil,
+        state: RoutingState, explain: Bool = true
     ) -> Evaluation {
         var evaluation = Evaluation(name: name, index: index)
-        guard let model = modelsByName[name] else {
+        evaluation.explain = explain
+        guard let entry = modelsByName[name] else {
             evaluation.drop("not in the catalog", permanent: true)
             return evaluation
         }
-        evaluation.model = model
+        let model = entry.spec
+        evaluation.entry = entry
         let live = state[name]
         evaluation.inFlight = live.inFlight
         evaluation.latencyEWMAMS = live.latencyEWMAMS
-        evaluation.score = scoringClass.score(of: model)
-
-        let (price, priceText) = prices[name] ?? (Self.averagePricePer1K(model), "$\(Self.averagePricePer1K(model))/1K")
-        evaluation.price = price
-        evaluation.facts.append(priceText)
         let scored = scoringClass.scoredCapability(of: model)
-        evaluation.facts.append(
-            scored.map { "\($0.name) \($0.score)" } ?? "no \(scoringClass.capabilityNames[0]) score")
-        evaluation.facts.append("context \(model.contextWindow)")
-        evaluation.facts.append("\(live.inFlight) in flight")
-        if let latency = live.latencyEWMAMS { evaluation.facts.append("EWMA \(Int(latency.rounded())) ms") }
-        if live.breaker == .halfOpen { evaluation.facts.append("breaker half-open (probing)") }
+        evaluation.score = scored?.score
+
+        var price = entry.averagePricePer1K
+        var priceValue = entry.averagePricePer1KValue
+        var priceText = entry.priceText
+        if let offPeak = live.averagePricePer1K, offPeak != price {
+            price = offPeak
+            priceValue = NSDecimalNumber(decimal: offPeak).doubleValue
+            priceText = explain ? "$\(offPeak)/1K off-peak" : ""
+        }
+        evaluation.price = price
+        evaluation.priceValue = priceValue
+        if explain {
+            evaluation.facts.append(priceText)
+            evaluation.facts.append(
+                scored.map { "\($0.name) \($0.score)" } ?? "no \(scoringClass.capabilityNames[0]) score")
+            evaluation.facts.append("context \(model.contextWindow)")
+            evaluation.facts.append("\(live.inFlight) in flight")
+            if let latency = live.latencyEWMAMS { evaluation.facts.append("EWMA \(Int(latency.rounded())) ms") }
+            if live.breaker == .halfOpen { evaluation.facts.append("breaker half-open (probing)") }
+        }
 
         if !model.enabled { evaluation.drop("disabled in the catalog", permanent: true) }
         if live.breaker == .open { evaluation.drop("breaker open (unhealthy)", permanent: false) }
@@ -71,8 +110,14 @@ extension Router {
                 permanent: true
             )
         }
-        if let ceiling, price > ceiling {
-            evaluation.drop("\(priceText) is over the cost ceiling $\(ceiling)/1K", permanent: true)
+        if let ceiling, priceValue > NSDecimalNumber(decimal: ceiling).doubleValue {
+            // A model with price windows may come within the ceiling later.
+            evaluation.drop("\(priceText) is over the cost ceiling $\(ceiling)/1K", permanent: !entry.hasPriceWindows)
+        }
+        if let allowedTiers, !allowedTiers.contains(model.tier) {
+            evaluation.drop(
+                "tier \(model.tier) is not allowed here (\(allowedTiers.sorted().joined(separator: ", ")))", permanent: true
+            )
         }
         if let floor = rule.qualityFloor {
             if let score = evaluation.score, score < floor {

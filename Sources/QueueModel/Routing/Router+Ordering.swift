@@ -13,13 +13,14 @@ extension Router {
     /// Orders the kept models by the rule's strategy. Every strategy breaks ties by the rule's
     /// order (primary first), so the result never depends on sort stability.
     func order(
-        _ kept: [Evaluation], rule: RouteRule, request: RoutingRequest, scoringClass: TaskClass, state: RoutingState
+        _ kept: [Evaluation], rule: RouteRule, request: RoutingRequest, scoringClass: TaskClass, state: RoutingState,
+        explain: Bool = true
     ) -> Ordering {
         var strategy = rule.strategy
         var prefix = ""
         if strategy == .hash {
             if let key = request.affinityKey, !key.isEmpty {
-                return hashOrdering(kept, rule: rule, key: key, state: state)
+                return hashOrdering(kept, rule: rule, key: key, state: state, explain: explain)
             }
             strategy = rule.strategyWithoutAffinity
             prefix = "hash rule, but the job has no affinity key: "
@@ -48,7 +49,7 @@ extension Router {
             models = sorted { $0.latencyEWMAMS ?? -1 }
             reason = "lowest_latency: lowest latency EWMA first (unmeasured models first, to measure them)"
         case .cheapest:
-            models = sorted { $0.price }
+            models = sorted { $0.priceValue }
             reason = "cheapest: lowest average price per 1K first, among models meeting the quality floor"
         case .bestQuality:
             models = sorted { -($0.score ?? -1) }
@@ -75,7 +76,9 @@ extension Router {
     /// ⌈(1 + ε) × (total in flight + 1) × its share of the weight⌉ — is walked past too, so a hot
     /// key spills to the next model instead of piling up (Mirrokni et al., "Consistent Hashing
     /// with Bounded Loads"); it stays in the plan as a later fallback.
-    private func hashOrdering(_ kept: [Evaluation], rule: RouteRule, key: String, state: RoutingState) -> Ordering {
+    private func hashOrdering(
+        _ kept: [Evaluation], rule: RouteRule, key: String, state: RoutingState, explain: Bool
+    ) -> Ordering {
         let ring = rings[rule.taskClass] ?? HashRing(members: [String]())
         let byName = Dictionary(kept.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         let walk = ring.walk(from: key)
@@ -93,6 +96,7 @@ extension Router {
                 within.append(evaluation)
             } else {
                 over.append(evaluation)
+                guard explain else { continue }
                 notes[evaluation.name, default: []].append(
                     "over bounded load (\(evaluation.inFlight) in flight ≥ cap \(capacity)): "
                         + "spilled to the next on the ring"
@@ -100,6 +104,7 @@ extension Router {
             }
         }
         let offRing = kept.filter { evaluation in !walk.contains(evaluation.name) }
+        guard explain else { return Ordering(strategy: .hash, reason: "hash", models: within + over + offRing) }
         for evaluation in offRing {
             notes[evaluation.name, default: []].append("not on the ring (weight 0 or disabled)")
         }

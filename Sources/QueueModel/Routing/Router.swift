@@ -22,10 +22,9 @@ public struct Router: Sendable {
     /// Classifies requests that carry no task class.
     public let classifier: TaskClassifier
     let matcher: RuleMatcher
-    let modelsByName: [String: ModelSpec]
-    /// Each model's average price per 1K and its text, computed once: `Decimal` division is slow
-    /// enough to dominate a plan otherwise.
-    let prices: [String: (average: Decimal, text: String)]
+    /// Each catalog model with what every plan needs of it, computed once. A reference, so the
+    /// evaluations a plan copies around carry one pointer instead of a whole `ModelSpec`.
+    let modelsByName: [String: ModelEntry]
     /// One ring per `hash` rule, over the rule's enabled catalog models. Health is not part of
     /// membership: an unhealthy model is walked past, so only its keys move.
     let rings: [String: HashRing]
@@ -36,11 +35,7 @@ public struct Router: Sendable {
         self.classifier = classifier
         self.matcher = RuleMatcher(catalog: catalog)
         let models = Dictionary(catalog.models.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
-        self.modelsByName = models
-        self.prices = models.mapValues { model in
-            let average = Self.averagePricePer1K(model)
-            return (average, "$\(average)/1K")
-        }
+        self.modelsByName = models.mapValues(ModelEntry.init)
         var rings: [String: HashRing] = [:]
         for rule in catalog.rules where rule.strategy == .hash {
             let members = Self.uniqueModels(of: rule).compactMap { models[$0] }.filter(\.enabled).map {
@@ -56,8 +51,10 @@ public struct Router: Sendable {
     ///   - request: the job's body, class, affinity key, priority.
     ///   - state: health, in-flight counts, latencies and budgets of the models, and a sequence
     ///     number for `round_robin` and `weighted`.
-    /// - Returns: the attempts in order, or none with `unroutable` saying why; always explained.
-    public func plan(for request: RoutingRequest, state: RoutingState) -> RoutePlan {
+    ///   - explain: build the per-candidate explanation (`route --explain`); the worker's hot path
+    ///     skips it, since formatting the facts costs more than the decision itself.
+    /// - Returns: the attempts in order, or none with `unroutable` saying why.
+    public func plan(for request: RoutingRequest, state: RoutingState, explain: Bool = true) -> RoutePlan {
         let estimate = PromptEstimate(request: request.body)
         let classification = classifier.classify(request.body, given: request.taskClass, estimate: estimate)
         guard let match = matcher.match(classification.taskClass) else {
@@ -82,17 +79,19 @@ public struct Router: Sendable {
         let pinned = requested.map { name in
             evaluate(
                 name, index: -1, rule: RouteRule(taskClass: rule.taskClass, primary: name),
-                scoringClass: match.scoringClass, estimate: estimate, ceiling: request.maxCostPer1K, state: state
+                scoringClass: match.scoringClass, estimate: estimate, ceiling: request.maxCostPer1K, state: state,
+                explain: explain
             )
         }
         var evaluations = Self.uniqueModels(of: rule).filter { $0 != requested }.enumerated().map { index, name in
             evaluate(
                 name, index: index, rule: rule, scoringClass: match.scoringClass, estimate: estimate, ceiling: ceiling,
-                state: state
+                allowedTiers: request.allowedTiers, state: state, explain: explain
             )
         }
         var ordering = order(
-            evaluations.filter(\.isKept), rule: rule, request: request, scoringClass: match.scoringClass, state: state
+            evaluations.filter(\.isKept), rule: rule, request: request, scoringClass: match.scoringClass, state: state,
+            explain: explain
         )
         if let pinned {
             ordering.reason = "the request names model \"\(pinned.name)\": it goes first; then " + ordering.reason
@@ -106,14 +105,17 @@ public struct Router: Sendable {
                 timeout: position == 0 ? rule.maxLatencyMS.map { Duration.milliseconds($0) } : nil
             )
         }
-        var candidates = attempts.map { attempt in
-            let evaluation = ordering.models[attempt.position]
-            var facts = evaluation.facts + (ordering.notes[evaluation.name] ?? [])
-            facts.append(Self.timeoutFact(attempt, rule: rule))
-            return RouteExplanation.Candidate(model: evaluation.name, position: attempt.position, facts: facts)
-        }
-        candidates += evaluations.filter { !$0.isKept }.map {
-            RouteExplanation.Candidate(model: $0.name, dropReasons: $0.dropReasons, facts: $0.facts)
+        var candidates: [RouteExplanation.Candidate] = []
+        if explain {
+            candidates = attempts.map { attempt in
+                let evaluation = ordering.models[attempt.position]
+                var facts = evaluation.facts + (ordering.notes[evaluation.name] ?? [])
+                facts.append(Self.timeoutFact(attempt, rule: rule))
+                return RouteExplanation.Candidate(model: evaluation.name, position: attempt.position, facts: facts)
+            }
+            candidates += evaluations.filter { !$0.isKept }.map {
+                RouteExplanation.Candidate(model: $0.name, dropReasons: $0.dropReasons, facts: $0.facts)
+            }
         }
         var plan = RoutePlan(
             attempts: attempts, classification: classification, rule: rule, strategy: ordering.strategy,
@@ -121,7 +123,12 @@ public struct Router: Sendable {
             explanation: RouteExplanation(rule: match.reason, strategy: ordering.reason, candidates: candidates),
             unroutable: nil
         )
-        if attempts.isEmpty { plan.unroutable = Self.unroutable(rule: rule, evaluations: evaluations) }
+        if attempts.isEmpty {
+            // Planning without words is for plans that work; one that fails is planned again
+            // with them, so its error says why every model was dropped.
+            if !explain { return self.plan(for: request, state: state, explain: true) }
+            plan.unroutable = Self.unroutable(rule: rule, evaluations: evaluations)
+        }
         return plan
     }
 
@@ -144,7 +151,9 @@ public struct Router: Sendable {
     }
 
     private static func unroutable(rule: RouteRule, evaluations: [Evaluation]) -> RoutePlan.Unroutable {
-        let transient = !evaluations.isEmpty && evaluations.allSatisfy { !$0.isPermanentlyDropped }
+        // Transient when some model is kept out only by something that passes (breaker, budget,
+        // concurrency): that model may take the job later, whatever keeps the others out for good.
+        let transient = evaluations.contains { !$0.isPermanentlyDropped }
         let reasons = evaluations.map { "\($0.name): \($0.dropReasons.joined(separator: "; "))" }
         return RoutePlan.Unroutable(
             reason: "no model of rule \"\(rule.taskClass)\" can take this request (" + reasons.joined(separator: " | ")

@@ -13,17 +13,20 @@ public struct RoutingRequest: Sendable, Hashable {
     public var priority: Priority
     /// A ceiling of the job's own on the price per 1K tokens; the lower of it and the rule's applies.
     public var maxCostPer1K: Decimal?
+    /// The price tiers the job may use (background work limited to cheap tiers); nil for any.
+    public var allowedTiers: Set<String>?
 
     /// A request to route.
     public init(
         body: JSONValue, taskClass: String? = nil, affinityKey: String? = nil, priority: Priority = .interactive,
-        maxCostPer1K: Decimal? = nil
+        maxCostPer1K: Decimal? = nil, allowedTiers: Set<String>? = nil
     ) {
         self.body = body
         self.taskClass = taskClass
         self.affinityKey = affinityKey
         self.priority = priority
         self.maxCostPer1K = maxCostPer1K
+        self.allowedTiers = allowedTiers
     }
 
     /// The routing view of a claimed job.

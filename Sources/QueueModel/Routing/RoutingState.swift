@@ -1,3 +1,5 @@
+import Foundation
+
 /// The live facts the router weighs, passed in so that routing stays pure: the same request and
 /// state always give the same plan.
 public struct RoutingState: Sendable, Hashable {
@@ -23,17 +25,21 @@ public struct RoutingState: Sendable, Hashable {
         public var requestsRemaining: Int?
         /// Tokens left in this minute's budget.
         public var tokensRemaining: Int?
+        /// The model's average price per 1K tokens now, when an off-peak window changes it from
+        /// the list price (what ceilings and `cheapest` then compare).
+        public var averagePricePer1K: Decimal?
 
         /// A model state; every fact defaults to "healthy, idle, unknown".
         public init(
             breaker: Breaker = .closed, inFlight: Int = 0, latencyEWMAMS: Double? = nil, requestsRemaining: Int? = nil,
-            tokensRemaining: Int? = nil
+            tokensRemaining: Int? = nil, averagePricePer1K: Decimal? = nil
         ) {
             self.breaker = breaker
             self.inFlight = inFlight
             self.latencyEWMAMS = latencyEWMAMS
             self.requestsRemaining = requestsRemaining
             self.tokensRemaining = tokensRemaining
+            self.averagePricePer1K = averagePricePer1K
         }
     }
 

@@ -44,20 +44,31 @@ public struct TaskClassifier: Sendable {
         }
         let texts = PromptEstimate.messageTexts(of: request)
         let ask = texts.last { $0.role == "user" }?.text ?? texts.last?.text ?? ""
-        let lowered = ask.lowercased()
-        let words = Self.words(lowered)
-        let vocabulary = Set(words)
+        // Byte-level matching, lowercased in ASCII only: every cue is ASCII, and both Unicode
+        // lowercasing and Foundation's `contains` (ICU-backed) cost more than the rest of a plan.
+        let bytes = ask.utf8.map { $0 >= 65 && $0 <= 90 ? $0 + 32 : $0 }
+        let words = Self.words(bytes)
+        // One dictionary lookup per word decides; the cue lists are only searched again to word
+        // the reason for the class chosen.
+        var found: Cue = []
+        var strongTerms: [String] = []
+        var weakTerms: [String] = []
+        for word in words {
+            guard let cue = Self.cues[word] else { continue }
+            found.formUnion(cue)
+            if cue.contains(.strong), !strongTerms.contains(word) { strongTerms.append(word) }
+            if cue.contains(.weak), !weakTerms.contains(word) { weakTerms.append(word) }
+        }
+        let vocabulary = words  // searched only to word a reason
 
-        if ask.contains("```") { return heuristic(.code, "a fenced code block") }
-        if let shape = Self.codeShapes.first(where: { lowered.contains($0) }) {
+        if Self.find("```", in: bytes) { return heuristic(.code, "a fenced code block") }
+        if let shape = Self.codeShapes.first(where: { Self.find($0, in: bytes) }) {
             return heuristic(.code, "code-shaped text (\(shape.trimmingCharacters(in: .whitespaces)))")
         }
-        let strong = Self.programmingTerms.filter(vocabulary.contains)
-        let weak = Self.ambiguousProgrammingTerms.filter(vocabulary.contains)
-        let verb = Self.codeVerbs.first(where: vocabulary.contains)
-        let terms = (strong + weak).sorted()
-        if strong.count * 2 + weak.count >= 2 && (terms.count >= 2 || verb != nil) {
-            let cue = (verb.map { ["\"\($0)\""] } ?? []) + terms.prefix(4)
+        let termCount = strongTerms.count + weakTerms.count
+        if strongTerms.count * 2 + weakTerms.count >= 2 && (termCount >= 2 || found.contains(.verb)) {
+            let verb = Self.codeVerbs.first(where: vocabulary.contains)
+            let cue = (verb.map { ["\"\($0)\""] } ?? []) + (strongTerms + weakTerms).sorted().prefix(4)
             return heuristic(.code, "programming terms: \(cue.joined(separator: ", "))")
         }
 
@@ -65,22 +76,23 @@ public struct TaskClassifier: Sendable {
         if letters >= 3, nonLatin * 10 >= letters * 3 {
             return heuristic(.multilingual, "\(nonLatin * 100 / letters)% of its letters are non-Latin")
         }
-        if let word = ["translate", "translation", "translating"].first(where: vocabulary.contains) {
+        if found.contains(.translate), let word = Self.translateTerms.first(where: vocabulary.contains) {
             return heuristic(.multilingual, "asks to \"\(word)\"")
         }
-        if let word = Self.creativeTerms.first(where: vocabulary.contains) {
+        if found.contains(.creative), let word = Self.creativeTerms.first(where: vocabulary.contains) {
             return heuristic(.creative, "creative writing (\"\(word)\")")
         }
-        if let word = Self.reasoningTerms.first(where: vocabulary.contains)
-            ?? Self.reasoningPhrases.first(where: lowered.contains)
+        if let word = (found.contains(.reasoning) ? Self.reasoningTerms.first(where: vocabulary.contains) : nil)
+            ?? Self.reasoningPhrases.first(where: { Self.find($0, in: bytes) })
         {
             return heuristic(.reasoning, "asks to reason (\"\(word)\")")
         }
         if let how = Self.howQuestion(words) { return heuristic(.reasoning, "asks how something works (\"\(how)\")") }
-        if ask.count <= shortMessageCharacters {
-            return heuristic(.simple, "a short message (\(ask.count) characters ≤ \(shortMessageCharacters))")
+        let length = ask.unicodeScalars.count
+        if length <= shortMessageCharacters {
+            return heuristic(.simple, "a short message (\(length) characters ≤ \(shortMessageCharacters))")
         }
-        return heuristic(.general, "no cue matched (\(ask.count) characters)")
+        return heuristic(.general, "no cue matched (\(length) characters)")
     }
 
     private func heuristic(_ taskClass: TaskClass, _ reason: String) -> TaskClassification {
@@ -88,6 +100,31 @@ public struct TaskClassifier: Sendable {
     }
 
     // MARK: Cues
+
+    /// Which cue lists a word is in.
+    struct Cue: OptionSet, Sendable {
+        let rawValue: UInt8
+        static let strong = Cue(rawValue: 1)
+        static let weak = Cue(rawValue: 2)
+        static let verb = Cue(rawValue: 4)
+        static let translate = Cue(rawValue: 8)
+        static let creative = Cue(rawValue: 16)
+        static let reasoning = Cue(rawValue: 32)
+    }
+
+    static let translateTerms = ["translate", "translation", "translating"]
+
+    /// Every cue word, with the lists it is in.
+    static let cues: [String: Cue] = {
+        var cues: [String: Cue] = [:]
+        for (list, cue) in [
+            (programmingTerms, Cue.strong), (ambiguousProgrammingTerms, .weak), (codeVerbs, .verb),
+            (translateTerms, .translate), (creativeTerms, .creative), (reasoningTerms, .reasoning),
+        ] {
+            for word in list { cues[word, default: []].formUnion(cue) }
+        }
+        return cues
+    }()
 
     static let codeShapes = [
         "def ", "#include", "=>", "};", "fn main", "func ", "console.log", "print(", "import java", "select * from",
@@ -132,18 +169,60 @@ public struct TaskClassifier: Sendable {
         return nil
     }
 
-    /// Lowercased words: runs of letters, digits, `_` and `-`.
-    static func words(_ text: String) -> [String] {
-        text.split { !($0.isLetter || $0.isNumber || $0 == "_" || $0 == "-") }.map(String.init)
+    /// Lowercased words: runs of letters, digits, `_` and `-` (any non-ASCII byte counts as a
+    /// letter, so words in other scripts stay whole).
+    static func words(_ bytes: [UInt8]) -> [String] {
+        var words: [String] = []
+        var start: Int?
+        for index in 0...bytes.count {
+            let isWordByte: Bool
+            if index < bytes.count {
+                let byte = bytes[index]
+                isWordByte = byte >= 0x80 || (byte >= 97 && byte <= 122) || (byte >= 65 && byte <= 90)
+                    || (byte >= 48 && byte <= 57) || byte == 95 || byte == 45
+            } else {
+                isWordByte = false
+            }
+            if isWordByte {
+                if start == nil { start = index }
+            } else if let first = start {
+                words.append(String(decoding: bytes[first..<index], as: UTF8.self))
+                start = nil
+            }
+        }
+        return words
+    }
+
+    /// Whether an ASCII needle occurs in the bytes.
+    static func find(_ needle: String, in bytes: [UInt8]) -> Bool {
+        let pattern = Array(needle.utf8)
+        guard let first = pattern.first, pattern.count <= bytes.count else { return false }
+        var index = 0
+        let last = bytes.count - pattern.count
+        while index <= last {
+            if bytes[index] == first {
+                var matched = 1
+                while matched < pattern.count && bytes[index + matched] == pattern[matched] { matched += 1 }
+                if matched == pattern.count { return true }
+            }
+            index += 1
+        }
+        return false
     }
 
     /// Letters in the text, and how many of them are outside the Latin script.
     static func letterCounts(_ text: String) -> (letters: Int, nonLatin: Int) {
         var letters = 0
         var nonLatin = 0
-        for scalar in text.unicodeScalars where scalar.properties.isAlphabetic {
-            letters += 1
+        for scalar in text.unicodeScalars {
             let value = scalar.value
+            if value < 0x80 {
+                // ASCII: a letter or not, no table lookup.
+                if (value >= 97 && value <= 122) || (value >= 65 && value <= 90) { letters += 1 }
+                continue
+            }
+            guard scalar.properties.isAlphabetic else { continue }
+            letters += 1
             let latin =
                 value < 0x250 || (0x1E00...0x1EFF).contains(value) || (0x2C60...0x2C7F).contains(value)
                 || (0xA720...0xA7FF).contains(value) || (0xFF21...0xFF5A).contains(value)

@@ -12,6 +12,13 @@ import Synchronization
 final class FleetState: Sendable {
     private struct State {
         var router = Router(catalog: .empty)
+        var schedules: [String: PriceSchedule] = [:]
+        /// Each model's average price per 1K now, when a window changes it; recomputed each minute
+        /// (windows have minute granularity), not per job.
+        var offPeakPrices: [String: Decimal] = [:]
+        var pricesComputedFor: Int64 = -1
+        var policy = BackgroundPolicy()
+        var planner = OffPeakPlanner(router: Router(catalog: .empty), policy: BackgroundPolicy(), schedules: [:])
         var breakers: [String: RoutingState.ModelState] = [:]
         var liveWorkers = 1
         var inFlight: [String: Int] = [:]
@@ -36,9 +43,18 @@ final class FleetState: Sendable {
     }
 
     /// The NOTIFY channels this state follows.
-    static let channels = [CatalogStore.channel, HealthStore.channel]
+    static let channels = [CatalogStore.channel, HealthStore.channel, FleetState.settingsChannel]
+    static let settingsChannel = "switchyard_settings"
 
     var router: Router { state.withLock { $0.router } }
+    var policy: BackgroundPolicy { state.withLock { $0.policy } }
+    /// The router and the background policy together, rebuilt when either changes.
+    var planner: OffPeakPlanner { state.withLock { $0.planner } }
+
+    /// A model's price windows, parsed once per catalog.
+    func schedule(of model: ModelSpec) -> PriceSchedule {
+        state.withLock { $0.schedules[model.name] } ?? PriceSchedule(model)
+    }
 
     // MARK: Loading
 
@@ -46,13 +62,32 @@ final class FleetState: Sendable {
     func reload() async {
         await reloadCatalog()
         await refreshHealth()
+        await reloadPolicy()
+    }
+
+    func reloadPolicy() async {
+        do {
+            let policy = try await BackgroundPolicy.load(healthStore.pool)
+            state.withLock { state in
+                state.policy = policy
+                state.planner = OffPeakPlanner(router: state.router, policy: policy, schedules: state.schedules)
+            }
+        } catch {
+            logger.warning("could not read the background settings", ["error": "\(error)"])
+        }
     }
 
     func reloadCatalog() async {
         do {
             let catalog = try await catalogStore.load()
             let router = Router(catalog: catalog)
-            state.withLock { $0.router = router }
+            let schedules = Dictionary(catalog.models.map { ($0.name, PriceSchedule($0)) }, uniquingKeysWith: { a, _ in a })
+            state.withLock { state in
+                state.router = router
+                state.schedules = schedules
+                state.pricesComputedFor = -1
+                state.planner = OffPeakPlanner(router: router, policy: state.policy, schedules: schedules)
+            }
             if catalog.models.isEmpty {
                 logger.warning(
                     "the model catalog is empty: jobs cannot be routed",
@@ -83,6 +118,7 @@ final class FleetState: Sendable {
         switch notification.channel {
         case CatalogStore.channel: await reloadCatalog()
         case HealthStore.channel: await refreshHealth()
+        case Self.settingsChannel: await reloadPolicy()
         default: break
         }
     }
@@ -129,11 +165,21 @@ final class FleetState: Sendable {
     /// worker: while a probe is in flight, it reads as open.
     func routingState(sequence: UInt64, now: Date = Date()) -> RoutingState {
         state.withLock { state in
+            let minute = Int64(now.timeIntervalSince1970 / 60)
+            if minute != state.pricesComputedFor {
+                state.offPeakPrices = [:]
+                for (name, schedule) in state.schedules where !schedule.windows.isEmpty {
+                    let price = schedule.averagePricePer1K(at: now)
+                    if price != Router.averagePricePer1K(schedule.model) { state.offPeakPrices[name] = price }
+                }
+                state.pricesComputedFor = minute
+            }
             var models: [String: RoutingState.ModelState] = [:]
             for model in state.router.catalog.models {
                 var modelState = state.breakers[model.name] ?? RoutingState.ModelState()
                 let inFlight = state.inFlight[model.name] ?? 0
                 modelState.inFlight = inFlight
+                modelState.averagePricePer1K = state.offPeakPrices[model.name]
                 if modelState.breaker == .halfOpen && inFlight > 0 { modelState.breaker = .open }
                 if var budget = state.budgets[model.name] {
                     budget.refill(now: now)

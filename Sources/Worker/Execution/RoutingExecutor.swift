@@ -4,7 +4,8 @@ import QueueModel
 /// Runs a job the way the catalog says: plans the attempts with the router, calls each model in
 /// turn within its tier's time budget, and falls back by the provider error taxonomy (retry after
 /// `retry-after`, next candidate, a larger context window, or stop when the request is at fault).
-/// Every call's outcome feeds the fleet's breakers.
+/// Every call's outcome feeds the fleet's breakers, the worker's metrics and a log line that names
+/// the job, the model and the attempt (prompts and answers only at trace level).
 struct RoutingExecutor: JobExecutor {
     let fleet: FleetState
     let providers: ProviderFactory
@@ -12,16 +13,54 @@ struct RoutingExecutor: JobExecutor {
     /// How often one model is retried after a 429 with `retry-after` before moving on.
     var sameModelRetries = 2
     var now: @Sendable () -> Date = { Date() }
+    var logger = Logger(label: "worker")
+    /// Counts calls by model and outcome, and times them (nil: not counted).
+    var metrics: WorkerMetrics?
 
     func execute(_ job: Job) async -> JobOutcome {
-        let router = fleet.router
-        let request = RoutingRequest(job: job)
-        let plan = router.plan(for: request, state: fleet.routingState(sequence: UInt64(bitPattern: job.id)))
+        let planner = fleet.planner
+        let router = planner.router
+        let instant = now()
+        let plan: RoutePlan
+        let escalation: String?
+        // Background work runs within its price ceiling, or escalated near its deadline, or waits
+        // for the next cheap window (without spending the attempt).
+        switch planner.decide(
+            RoutingRequest(job: job), deadline: job.deadline, maxAttempts: job.maxAttempts,
+            state: fleet.routingState(sequence: UInt64(bitPattern: job.id), now: instant), now: instant
+        ) {
+        case .run(let chosen, let why):
+            plan = chosen
+            escalation = why
+        case .postpone(let until, let reason):
+            return .postponed(until: until, reason: reason)
+        }
         let taskClass = plan.classification.taskClass.rawValue
+        let logger = logger.with("job", job.id).with("attempt", job.attempt)
+        logger.debug(
+            "routed job",
+            [
+                "model": plan.attempts.first?.model.name ?? "none", "task_class": taskClass,
+                "plan": plan.attempts.map(\.model.name).joined(separator: ","),
+            ]
+        )
+        // The prompt is the caller's data: it only ever appears at trace level.
+        logger.trace(
+            "job request", ["model": plan.attempts.first?.model.name ?? "none", "request": job.request.jsonText])
         // Which rule routed it: the savings report prices every job at its rule's primary model.
-        let routeMetadata: [String: JSONValue] = plan.rule.map { ["rule": .string($0.taskClass)] } ?? [:]
+        var routeMetadata: [String: JSONValue] = plan.rule.map { ["rule": .string($0.taskClass)] } ?? [:]
+        if let escalation {
+            routeMetadata["escalation"] = ["reason": .string(escalation)]
+            logger.info("background job escalated past its price ceiling", ["reason": escalation])
+        }
+        let primary = plan.rule.flatMap { router.catalog.model(named: $0.primary) }
         if plan.attempts.isEmpty {
             let unroutable = plan.unroutable
+            // Every model busy or unhealthy passes; a request no model can serve does not.
+            logger.log(
+                unroutable?.isTransient == true ? .info : .warning, "job cannot be routed",
+                ["model": "none", "task_class": taskClass, "reason": unroutable?.reason ?? "no attempts"]
+            )
             return .failed(
                 JobFailure(
                     code: unroutable?.isTransient == true ? "no_model_available" : "unroutable",
@@ -54,6 +93,12 @@ struct RoutingExecutor: JobExecutor {
                     .complete(ProviderCall(request: job.request, model: model, timeout: timeout))
                 let latencyMS = reply.latency.seconds * 1000
                 fleet.end(model, success: true, latencyMS: latencyMS, rateLimit: reply.rateLimit)
+                record(model, tier: attempt.tier, outcome: "succeeded", latencyMS: latencyMS)
+                logger.debug(
+                    "model answered",
+                    ["model": model.name, "tier": attempt.tier.rawValue, "latency_ms": Int(latencyMS.rounded())]
+                )
+                logger.trace("model response", ["model": model.name, "response": reply.response.jsonText])
                 trail.append(
                     AttemptRecord(
                         attempt: job.attempt, model: model.name, provider: model.provider.rawValue,
@@ -61,20 +106,30 @@ struct RoutingExecutor: JobExecutor {
                         latencyMS: latencyMS, worker: worker, at: started
                     )
                 )
+                // Priced at the moment of the call: an off-peak window may be open.
+                let schedule = fleet.schedule(of: model)
+                let (tokensIn, tokensOut) = (reply.usage.promptTokens, reply.usage.completionTokens)
+                var metadata = routeMetadata
+                if job.priority == .background {
+                    // What the ceiling compared; lets an SQL check prove no job ran above it unannounced.
+                    metadata["price_per_1k"] = .string(schedule.averagePricePer1K(at: started).description)
+                }
                 return .succeeded(
                     JobAnswer(
                         model: model.name, provider: model.provider.rawValue, tier: attempt.tier.rawValue,
-                        taskClass: taskClass, response: reply.response, tokensIn: reply.usage.promptTokens,
-                        tokensOut: reply.usage.completionTokens,
-                        cost: Pricing.cost(of: model, tokensIn: reply.usage.promptTokens,
-                                           tokensOut: reply.usage.completionTokens),
-                        trail: trail, metadata: routeMetadata
+                        taskClass: taskClass, response: reply.response, tokensIn: tokensIn, tokensOut: tokensOut,
+                        cost: schedule.cost(tokensIn: tokensIn, tokensOut: tokensOut, at: started),
+                        baseCost: Pricing.cost(of: model, tokensIn: tokensIn, tokensOut: tokensOut),
+                        primaryCost: Pricing.cost(of: primary ?? model, tokensIn: tokensIn, tokensOut: tokensOut),
+                        trail: trail, metadata: metadata
                     )
                 )
             } catch {
                 let latencyMS = now().timeIntervalSince(started) * 1000
                 if error is CancellationError || Task.isCancelled {
                     fleet.end(model, success: false, countsAgainstModel: false, latencyMS: nil)
+                    record(model, tier: attempt.tier, outcome: "cancelled", latencyMS: nil)
+                    logger.info("model call cancelled", ["model": model.name, "tier": attempt.tier.rawValue])
                     trail.append(
                         AttemptRecord(
                             attempt: job.attempt, model: model.name, provider: model.provider.rawValue,
@@ -94,6 +149,16 @@ struct RoutingExecutor: JobExecutor {
                         httpStatus: providerError?.httpStatus, latencyMS: latencyMS, error: summary, worker: worker,
                         at: started
                     )
+                )
+                let outcome = Self.outcome(of: providerError)
+                record(model, tier: attempt.tier, outcome: outcome, latencyMS: latencyMS)
+                logger.info(
+                    "model call failed",
+                    [
+                        "model": model.name, "tier": attempt.tier.rawValue, "outcome": outcome,
+                        "http_status": providerError?.httpStatus.map(String.init) ?? "none",
+                        "latency_ms": Int(latencyMS.rounded()), "next": Self.describe(decision), "error": summary,
+                    ]
                 )
                 let requestAtFault = decision == .failJob || decision == .largerContext
                 fleet.end(
@@ -156,6 +221,24 @@ struct RoutingExecutor: JobExecutor {
                 retryable: true, taskClass: taskClass, trail: trail
             )
         )
+    }
+
+    /// Counts one call and times it (cancelled calls are counted, not timed).
+    private func record(_ model: ModelSpec, tier: Tier, outcome: String, latencyMS: Double?) {
+        guard let metrics else { return }
+        metrics.attempts.increment([model.name, outcome])
+        if let latencyMS { metrics.attemptLatency.observe(latencyMS / 1000, [model.name, tier.rawValue]) }
+    }
+
+    /// What the executor does next, for the log.
+    static func describe(_ decision: FallbackDecision) -> String {
+        switch decision {
+        case .retrySameModel(let wait): "retry the same model after \(Int((wait.seconds * 1000).rounded())) ms"
+        case .nextCandidate: "next candidate"
+        case .largerContext: "a model with a larger context window"
+        case .nextCandidateAndMarkUnhealthy: "next candidate; model marked unhealthy"
+        case .failJob: "fail the job: the request is at fault"
+        }
     }
 
     /// Time left before the job's deadline; a day when it has none (each attempt is still bounded

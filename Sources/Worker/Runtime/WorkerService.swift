@@ -19,11 +19,14 @@ final class WorkerService: Sendable {
     private let now: @Sendable () -> Date
     private let random: @Sendable () -> Double
     private let stopping = Mutex(false)
+    /// The series served on `/metrics` (when the worker serves them).
+    let metrics: WorkerMetrics
 
     init(
         configuration: WorkerConfiguration, pool: PostgresPool, executor: any JobExecutor, fleet: FleetState? = nil,
         logger: Logger, now: @escaping @Sendable () -> Date = { Date() },
-        random: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) }
+        random: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) },
+        metrics: WorkerMetrics = WorkerMetrics()
     ) {
         self.configuration = configuration
         self.store = QueueStore(pool: pool)
@@ -32,12 +35,14 @@ final class WorkerService: Sendable {
         self.logger = logger
         self.now = now
         self.random = random
+        self.metrics = metrics
+        metrics.concurrency.set(Double(configuration.concurrency))
         self.writer = CompletionWriter(
             store: store, worker: configuration.identity.id, batchLimit: configuration.completionBatchLimit,
             logger: logger
         )
         self.housekeeper = Housekeeper(
-            store: store, interval: configuration.housekeepingInterval, logger: logger
+            store: store, interval: configuration.housekeepingInterval, logger: logger, metrics: metrics
         )
     }
 
@@ -56,7 +61,9 @@ final class WorkerService: Sendable {
 
     func run() async throws {
         try await Migrator().requireCurrent(store.pool)
-        _ = try await store.heartbeat(worker: configuration.identity, held: [], lease: configuration.lease)
+        _ = try await metrics.measure("heartbeat") {
+            try await store.heartbeat(worker: configuration.identity, held: [], lease: configuration.lease)
+        }
         await fleet?.reload()
         logger.notice(
             "worker started",
@@ -83,7 +90,9 @@ final class WorkerService: Sendable {
             await writing.value
             background.cancelAll()
         }
-        _ = try? await store.pool.query("DELETE FROM switchyard.workers WHERE id = $1", [configuration.identity.id])
+        _ = try? await metrics.measure("deregister") {
+            try await store.pool.query("DELETE FROM switchyard.workers WHERE id = $1", [configuration.identity.id])
+        }
         logger.notice("worker stopped")
     }
 
@@ -101,11 +110,16 @@ final class WorkerService: Sendable {
                     0, configuration.concurrency - configuration.reservedInteractiveSlots - inFlight.backgroundCount
                 )
                 do {
-                    let jobs = try await store.claim(
-                        worker: configuration.identity.id, freeSlots: free, backgroundSlots: backgroundSlots,
-                        lease: configuration.lease
-                    )
-                    for job in jobs { start(job) }
+                    let jobs = try await metrics.measure("claim") {
+                        try await store.claim(
+                            worker: configuration.identity.id, freeSlots: free, backgroundSlots: backgroundSlots,
+                            lease: configuration.lease
+                        )
+                    }
+                    for job in jobs {
+                        metrics.jobsClaimed.increment([job.priority.rawValue])
+                        start(job)
+                    }
                     queueMayHaveWork = Self.mayHaveMore(jobs, free: free, backgroundSlots: backgroundSlots)
                 } catch {
                     logger.error("claim failed; retrying", ["error": "\(error)"])
@@ -129,9 +143,13 @@ final class WorkerService: Sendable {
 
     private func start(_ job: Job) {
         inFlight.add(job)
+        metrics.inFlight.add(1, [job.priority.rawValue])
         let task = Task {
+            let started = ContinuousClock.now
             let outcome = await executor.execute(job)
+            metrics.jobLatency.observe((ContinuousClock.now - started).seconds, [job.priority.rawValue])
             await finish(job, outcome)
+            metrics.inFlight.add(-1, [job.priority.rawValue])
             inFlight.remove(job.id)
             wake.signal(.slotFreed)
         }
@@ -141,10 +159,12 @@ final class WorkerService: Sendable {
     /// Turns an outcome into what the queue should record, and writes it.
     private func finish(_ job: Job, _ outcome: JobOutcome) async {
         let worker = configuration.identity.id
+        let model = Self.model(of: outcome)
         let completion: Completion
         switch (inFlight.stopReason(of: job.id), outcome) {
         case (.leaseLost, _):
-            logger.warning("abandoned job: its lease was taken over", ["job": job.id, "attempt": job.attempt])
+            logger.warning(
+                "abandoned job: its lease was taken over", ["job": job.id, "model": model, "attempt": job.attempt])
             return
         case (.shutdown, _):
             completion = Completion(jobID: job.id, attempt: job.attempt, kind: .release)
@@ -161,8 +181,12 @@ final class WorkerService: Sendable {
                 jobID: job.id, attempt: job.attempt, kind: .result, status: "succeeded", taskClass: answer.taskClass,
                 model: answer.model, provider: answer.provider, tier: answer.tier, response: answer.response,
                 trail: answer.trail, tokensIn: answer.tokensIn, tokensOut: answer.tokensOut, cost: answer.cost,
+                baseCost: answer.baseCost, primaryCost: answer.primaryCost,
                 latencyMS: job.claimedAt.map { now().timeIntervalSince($0) * 1000 }, metadata: answer.metadata
             )
+        case (nil, .postponed(let until, let reason)):
+            completion = Completion(jobID: job.id, attempt: job.attempt, kind: .postpone, retryAt: until)
+            logger.info("background job waits for a cheaper price", ["job": job.id, "until": until, "reason": reason])
         case (nil, .failed(let failure)):
             let error: JSONValue = ["code": .string(failure.code), "message": .string(failure.message)]
             if failure.retryable && job.attempt < job.maxAttempts {
@@ -173,7 +197,10 @@ final class WorkerService: Sendable {
                 )
                 logger.info(
                     "attempt failed; retrying later",
-                    ["job": job.id, "attempt": job.attempt, "retry_in_s": delay.seconds, "error": failure.code]
+                    [
+                        "job": job.id, "model": model, "attempt": job.attempt, "retry_in_s": delay.seconds,
+                        "error": failure.code,
+                    ]
                 )
             } else {
                 completion = Completion(
@@ -182,7 +209,8 @@ final class WorkerService: Sendable {
                 )
             }
         }
-        _ = await writer.write(completion)
+        let written = await writer.write(completion)
+        record(completion, of: job, model: model, written: written)
     }
 
     /// The failure's own trail, or one entry for the attempt when the executor gave none.
@@ -226,11 +254,13 @@ final class WorkerService: Sendable {
             if Task.isCancelled { return }
             let held = inFlight.held
             do {
-                let answer = try await store.heartbeat(
-                    worker: configuration.identity, held: held, lease: configuration.lease
-                )
+                let answer = try await metrics.measure("heartbeat") {
+                    try await store.heartbeat(worker: configuration.identity, held: held, lease: configuration.lease)
+                }
+                metrics.leaseRenewals.increment(by: Double(answer.count))
                 for (id, _) in held {
                     guard let cancelRequested = answer[id] else {
+                        metrics.leasesLost.increment()
                         inFlight.stop(id, reason: .leaseLost)
                         continue
                     }

@@ -1,0 +1,81 @@
+import Foundation
+import Postgres
+import QueueModel
+
+/// `dispatcher background pause | resume | drain --until TIME | status`.
+enum BackgroundCommand {
+    static let usage = """
+        usage: dispatcher background status
+               dispatcher background pause
+               dispatcher background resume
+               dispatcher background drain --until TIME
+               dispatcher background ceiling PRICE|none [--tiers cheap,open_source|any]
+
+        Background jobs run only while some model's price is within the background ceiling (per
+        1K tokens, input and output averaged; off-peak windows count), unless a job's deadline
+        is too near to wait. Workers never claim background work that may not run now.
+
+          status    the backlog, the gate (open or closed, and why), the next cheap window, and
+                    when the backlog will be drained at the current pace
+          pause     stop starting background jobs (running ones finish); deadlines do not override it
+          resume    undo pause
+          drain     ignore the ceiling until TIME (ISO 8601, or a duration from now like 2h)
+          ceiling   set the global ceiling (a rule may set its own: background_max_cost_per_1k in
+                    its settings) and, with --tiers, the price tiers background work may use
+
+        Workers follow every change within a second (NOTIFY switchyard_settings).
+        """
+
+    static func run(_ words: [String]) async throws -> Int32 {
+        let arguments = try Arguments(
+            words, command: "dispatcher background", options: ["until", "tiers", "database-url"], flags: ["json"]
+        )
+        guard let action = arguments.positionals.first, !arguments.flag("help") else {
+            print(usage)
+            return arguments.flag("help") ? ExitCode.success : ExitCode.invalidInput
+        }
+        let pool = PostgresPool(
+            try Database.configuration(arguments, applicationName: "switchyard-background"),
+            options: .init(maxConnections: 1)
+        )
+        defer { Task { await pool.close() } }
+        switch action {
+        case "status":
+            break
+        case "pause":
+            try await BackgroundPolicy.set("background_paused", to: "true", in: pool)
+            print("background work paused; running jobs finish, no new ones start (resume: dispatcher background resume)")
+        case "resume":
+            try await BackgroundPolicy.set("background_paused", to: "false", in: pool)
+            print("background work resumed")
+        case "drain":
+            guard let until = try SubmitCommand.time(arguments, "until") else {
+                throw QueueError(.invalidInput, "drain needs --until TIME", hint: "e.g. dispatcher background drain --until 2h")
+            }
+            try await BackgroundPolicy.set("background_drain_until", to: until.postgresText, in: pool)
+            print("draining: background work ignores its price ceiling until \(until.formatted(.iso8601))")
+        case "ceiling":
+            guard arguments.positionals.count == 2 else {
+                throw QueueError(.invalidInput, "ceiling needs a price per 1K tokens, or none", hint: usage)
+            }
+            let value = arguments.positionals[1]
+            if value != "none" {
+                guard let price = Decimal(string: value), price >= 0 else {
+                    throw QueueError(.invalidInput, "the ceiling must be a price like 0.002 (dollars per 1K tokens) or none")
+                }
+                try await BackgroundPolicy.set("background_max_cost_per_1k", to: price.description, in: pool)
+            } else {
+                try await BackgroundPolicy.set("background_max_cost_per_1k", to: "", in: pool)
+            }
+            if let tiers = arguments.value("tiers") {
+                try await BackgroundPolicy.set("background_tiers", to: tiers == "any" ? "" : tiers, in: pool)
+            }
+            print("background ceiling set")
+        default:
+            throw QueueError(.invalidInput, "unknown background command \"\(action)\"", hint: usage)
+        }
+        let status = try await BacklogStatus.load(pool)
+        print(status.lines.joined(separator: "\n"))
+        return ExitCode.success
+    }
+}

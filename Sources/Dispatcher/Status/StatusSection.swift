@@ -1,0 +1,80 @@
+import Foundation
+import Postgres
+import QueueModel
+
+/// What every status section reads from: the database and the window to summarise.
+struct StatusContext: Sendable {
+    let pool: PostgresPool
+    /// How far back the summaries look.
+    let window: Duration
+    /// The moment to report as of; nil for the database's now.
+    let at: Date?
+
+    var observability: ObservabilityStore { ObservabilityStore(pool: pool) }
+    var alerts: AlertStore { AlertStore(pool: pool) }
+}
+
+/// One section's contribution: lines for the screen, a value for `--json`.
+struct StatusOutput: Sendable {
+    /// The section's lines, without its title.
+    var lines: [String]
+    /// The section's data under its key in `--json`.
+    var json: JSONValue
+}
+
+/// One part of `dispatcher status` (and of `dispatcher top`): loads its data and renders it.
+///
+/// A feature adds its own part by appending a section to `StatusSection.all`; nothing else needs
+/// to change. Sections load one after another and render in order.
+struct StatusSection: Sendable {
+    /// Its key in the `--json` object (snake_case).
+    var key: String
+    /// Its heading on screen.
+    var title: String
+    /// Loads and renders the section.
+    var load: @Sendable (StatusContext) async throws -> StatusOutput
+
+    /// The sections `status` and `top` show, in order.
+    static let all: [StatusSection] = [.overview, .queue, .background, .workers, .models, .alerts]
+}
+
+/// A whole status report: every section's output, for the screen or as JSON.
+struct StatusReport: Sendable {
+    var window: Duration
+    var generatedAt: Date
+    var sections: [(section: StatusSection, output: StatusOutput)]
+
+    /// Loads every section; a section that fails shows its error instead of failing the report.
+    static func load(_ context: StatusContext, sections: [StatusSection] = StatusSection.all) async -> StatusReport {
+        var outputs: [(StatusSection, StatusOutput)] = []
+        for section in sections {
+            do {
+                outputs.append((section, try await section.load(context)))
+            } catch {
+                outputs.append(
+                    (section, StatusOutput(lines: ["unavailable: \(error)"], json: ["error": .string("\(error)")])))
+            }
+        }
+        return StatusReport(window: context.window, generatedAt: context.at ?? Date(), sections: outputs)
+    }
+
+    /// The report as lines for a terminal.
+    func lines(heading: String = "Switchyard status") -> [String] {
+        var lines = ["\(heading) — \(StatusFormat.clock(generatedAt)) UTC, last \(StatusFormat.window(window))"]
+        for (section, output) in sections {
+            lines.append("")
+            lines.append(section.title)
+            lines += output.lines.map { $0.isEmpty ? "" : "  " + $0 }
+        }
+        return lines
+    }
+
+    /// The report as one JSON object: the window, the time, then each section under its key.
+    var json: JSONValue {
+        var object: [String: JSONValue] = [
+            "window_s": .number(window.seconds), "generated_at": .string(generatedAt.postgresText),
+        ]
+        for (section, output) in sections { object[section.key] = output.json }
+        return .object(object)
+    }
+}

@@ -1,0 +1,142 @@
+import Foundation
+
+/// A time of the week when a model is sold at a different price (off-peak hours), as data in the
+/// catalog: providers change these hours, so they are never code.
+///
+/// In the catalog's `price_windows` array:
+/// `{"days": ["mon", "tue"], "start": "16:30", "end": "00:30", "time_zone": "Asia/Shanghai",
+///   "multiplier": 0.5}` — or `input_multiplier` and `output_multiplier` apart. `days` (default:
+/// every day) are the days a window *starts* on; a window whose end is not after its start runs
+/// past midnight into the next day.
+public struct PriceWindow: Sendable, Hashable {
+    /// ISO weekdays the window starts on, 1 = Monday … 7 = Sunday.
+    public var days: Set<Int>
+    /// Minutes after local midnight.
+    public var startMinute: Int
+    public var endMinute: Int
+    public var timeZone: TimeZone
+    public var inputMultiplier: Decimal
+    public var outputMultiplier: Decimal
+
+    public init(
+        days: Set<Int> = Set(1...7), startMinute: Int, endMinute: Int, timeZone: TimeZone = .gmt,
+        inputMultiplier: Decimal, outputMultiplier: Decimal
+    ) {
+        self.days = days
+        self.startMinute = startMinute
+        self.endMinute = endMinute
+        self.timeZone = timeZone
+        self.inputMultiplier = inputMultiplier
+        self.outputMultiplier = outputMultiplier
+    }
+
+    /// True when the window runs past local midnight.
+    public var crossesMidnight: Bool { endMinute <= startMinute }
+
+    private var calendar: Calendar {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = timeZone
+        return calendar
+    }
+
+    /// Whether the window is open at an instant.
+    public func contains(_ instant: Date) -> Bool {
+        let parts = calendar.dateComponents([.weekday, .hour, .minute], from: instant)
+        let minute = (parts.hour ?? 0) * 60 + (parts.minute ?? 0)
+        let weekday = Self.isoWeekday(parts.weekday ?? 1)
+        if crossesMidnight {
+            if minute >= startMinute { return days.contains(weekday) }
+            if minute < endMinute { return days.contains(weekday == 1 ? 7 : weekday - 1) }
+            return false
+        }
+        return minute >= startMinute && minute < endMinute && days.contains(weekday)
+    }
+
+    /// The first time the window opens at or after an instant (nil if it never does: no days).
+    public func nextStart(after instant: Date) -> Date? {
+        let calendar = calendar
+        let today = calendar.startOfDay(for: instant)
+        for offset in 0...7 {
+            guard let day = calendar.date(byAdding: .day, value: offset, to: today) else { continue }
+            let weekday = Self.isoWeekday(calendar.component(.weekday, from: day))
+            guard days.contains(weekday),
+                let start = calendar.date(byAdding: .minute, value: startMinute, to: day), start >= instant
+            else { continue }
+            return start
+        }
+        return nil
+    }
+
+    /// Foundation's weekday (1 = Sunday) as ISO (1 = Monday … 7 = Sunday).
+    static func isoWeekday(_ foundationWeekday: Int) -> Int { foundationWeekday == 1 ? 7 : foundationWeekday - 1 }
+
+    // MARK: Catalog JSON
+
+    static let dayNames = ["mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6, "sun": 7]
+
+    /// Reads one window from the catalog's JSON.
+    /// - Throws: a message (without a path; the caller adds it) saying what is wrong and how to fix it.
+    public static func parse(_ value: JSONValue) throws -> PriceWindow {
+        guard case .object(let fields) = value else {
+            throw PriceWindowError("must be an object like {\"start\": \"16:30\", \"end\": \"00:30\", \"multiplier\": 0.5}")
+        }
+        let known: Set<String> = ["days", "start", "end", "time_zone", "multiplier", "input_multiplier", "output_multiplier"]
+        if let unknown = fields.keys.sorted().first(where: { !known.contains($0) }) {
+            throw PriceWindowError("has an unknown field \"\(unknown)\" (known: \(known.sorted().joined(separator: ", ")))")
+        }
+        func minute(_ key: String) throws -> Int {
+            guard let text = fields[key]?.stringValue else { throw PriceWindowError("needs \"\(key)\" as \"HH:MM\"") }
+            let parts = text.split(separator: ":")
+            guard parts.count == 2, let hour = Int(parts[0]), let minute = Int(parts[1]), (0...24).contains(hour),
+                (0..<60).contains(minute), hour * 60 + minute <= 1440
+            else { throw PriceWindowError("\"\(key)\" must be a time like \"16:30\" (got \"\(text)\")") }
+            return (hour * 60 + minute) % 1440
+        }
+        func multiplier(_ key: String) throws -> Decimal? {
+            guard let field = fields[key] else { return nil }
+            guard let number = field.doubleValue, number >= 0, number <= 10 else {
+                throw PriceWindowError("\"\(key)\" must be a number from 0 to 10, like 0.5 for half price")
+            }
+            return Decimal(string: String(number)) ?? Decimal(number)
+        }
+        var days = Set(1...7)
+        if let list = fields["days"] {
+            guard let items = list.arrayValue, !items.isEmpty else {
+                throw PriceWindowError("\"days\" must be a non-empty array like [\"mon\", \"fri\"]")
+            }
+            days = []
+            for item in items {
+                if let name = item.stringValue?.lowercased().prefix(3), let number = dayNames[String(name)] {
+                    days.insert(number)
+                } else if let number = item.intValue, (1...7).contains(number) {
+                    days.insert(number)
+                } else {
+                    throw PriceWindowError("\"days\" has \(item.jsonText); use mon…sun or 1 (Monday)…7 (Sunday)")
+                }
+            }
+        }
+        var timeZone = TimeZone.gmt
+        if let name = fields["time_zone"] {
+            guard let identifier = name.stringValue, let zone = TimeZone(identifier: identifier) else {
+                throw PriceWindowError("\"time_zone\" must be an IANA zone like \"UTC\" or \"Asia/Shanghai\" (got \(name.jsonText))")
+            }
+            timeZone = zone
+        }
+        let common = try multiplier("multiplier")
+        guard let input = try multiplier("input_multiplier") ?? common,
+            let output = try multiplier("output_multiplier") ?? common
+        else { throw PriceWindowError("needs \"multiplier\" (or input_multiplier and output_multiplier)") }
+        let start = try minute("start")
+        let end = try minute("end")
+        return PriceWindow(
+            days: days, startMinute: start, endMinute: end, timeZone: timeZone, inputMultiplier: input,
+            outputMultiplier: output
+        )
+    }
+}
+
+/// A price window the catalog describes wrongly.
+public struct PriceWindowError: Error, CustomStringConvertible {
+    public var description: String
+    init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,103 @@
+import Foundation
+import Postgres
+
+/// The rules background work runs by: a price ceiling, allowed tiers, pause and drain, and when a
+/// deadline overrides them. Read from `switchyard.settings`; the claim's gate
+/// (`switchyard.background_gate`) applies the same rules in SQL.
+public struct BackgroundPolicy: Sendable, Hashable {
+    /// The global ceiling on the price per 1K tokens (input and output averaged); nil for none.
+    public var maxCostPer1K: Decimal?
+    /// The price tiers background work may use; nil for any.
+    public var tiers: Set<String>?
+    public var paused: Bool
+    /// Until then, ceilings are ignored.
+    public var drainUntil: Date?
+    /// A fixed escalation horizon; nil for the default formula.
+    public var escalationSeconds: Double?
+
+    public init(
+        maxCostPer1K: Decimal? = nil, tiers: Set<String>? = nil, paused: Bool = false, drainUntil: Date? = nil,
+        escalationSeconds: Double? = nil
+    ) {
+        self.maxCostPer1K = maxCostPer1K
+        self.tiers = tiers
+        self.paused = paused
+        self.drainUntil = drainUntil
+        self.escalationSeconds = escalationSeconds
+    }
+
+    /// The ceiling for jobs of a rule: the rule's `background_max_cost_per_1k` setting, else the
+    /// global one.
+    public func ceiling(for rule: RouteRule?) -> Decimal? {
+        if let text = rule?.settings["background_max_cost_per_1k"].flatMap({ $0.doubleValue.map { String($0) } ?? $0.stringValue }),
+            let value = Decimal(string: text)
+        {
+            return value
+        }
+        return maxCostPer1K
+    }
+
+    /// Whether ceilings are suspended at an instant (drain).
+    public func isDraining(at instant: Date) -> Bool {
+        drainUntil.map { $0 > instant } ?? false
+    }
+
+    /// How close a deadline must be for a job to run whatever the price: the setting, or every
+    /// attempt at every tier's latency target (1.5 + 3 + 10 s) plus retry backoff, plus a minute.
+    /// The same formula as `switchyard.escalation_horizon`.
+    public func escalationHorizon(maxAttempts: Int) -> Duration {
+        if let escalationSeconds { return .milliseconds(Int64(escalationSeconds * 1000)) }
+        let attempts = max(maxAttempts, 1)
+        var backoff = 0.0
+        if attempts > 1 { for k in 1..<attempts { backoff += min(2 * pow(2, Double(k - 1)), 300) } }
+        return .milliseconds(Int64((14.5 * Double(attempts) + backoff + 60) * 1000))
+    }
+
+    // MARK: Settings
+
+    /// Reads the policy from `switchyard.settings`.
+    public static func load(_ pool: PostgresPool) async throws -> BackgroundPolicy {
+        let rows = try await pool.query(
+            "SELECT name, value FROM switchyard.settings WHERE name LIKE 'background\\_%'"
+        )
+        var values: [String: String] = [:]
+        for row in rows { values[try row.decode("name")] = try row.decode("value", as: String.self) }
+        func text(_ name: String) -> String? { values[name].flatMap { $0.isEmpty ? nil : $0 } }
+        return BackgroundPolicy(
+            maxCostPer1K: text("background_max_cost_per_1k").flatMap { Decimal(string: $0) },
+            tiers: text("background_tiers").map { Set($0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }) },
+            paused: text("background_paused") == "true",
+            drainUntil: text("background_drain_until").flatMap { ISO8601Parsing.date($0) },
+            escalationSeconds: text("background_escalation_seconds").flatMap(Double.init)
+        )
+    }
+
+    /// Sets one of the `background_*` settings (workers follow at once: NOTIFY switchyard_settings).
+    public static func set(_ name: String, to value: String, in pool: PostgresPool) async throws {
+        let rows = try await pool.query("UPDATE switchyard.settings SET value = $2 WHERE name = $1", [name, value])
+        guard rows.affectedRows == 1 else {
+            throw QueueError(.notFound, "no setting named \(name)", hint: "Run `dispatcher migrate` to create it.")
+        }
+    }
+}
+
+/// What the claim gate says now.
+public struct BackgroundGate: Sendable, Hashable {
+    public var isOpen: Bool
+    public var reason: String
+    public var nextOpenAt: Date?
+
+    /// Asks `switchyard.background_gate` (at an instant, by default now).
+    public static func check(_ pool: PostgresPool, at instant: Date? = nil) async throws -> BackgroundGate {
+        guard let row = try await pool.query(
+            "SELECT is_open, reason, next_open_at FROM switchyard.background_gate(coalesce($1::timestamptz, now()))",
+            [instant]
+        ).first else {
+            throw QueueError(.database, "switchyard.background_gate returned nothing")
+        }
+        return BackgroundGate(
+            isOpen: try row.decode("is_open"), reason: try row.decode("reason"),
+            nextOpenAt: try row.decode("next_open_at", as: Date?.self)
+        )
+    }
+}

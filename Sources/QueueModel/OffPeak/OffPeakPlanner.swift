@@ -1,0 +1,79 @@
+import Foundation
+import Postgres
+
+/// Decides how a job runs under the background policy: within its price ceiling now, escalated
+/// to any eligible model because its deadline is near, or postponed to the next cheap window.
+///
+/// Pure: the worker's executor and the off-peak simulation make the same decisions with it.
+public struct OffPeakPlanner: Sendable {
+    public enum Decision: Sendable {
+        /// Run this plan. `escalation` says why the ceiling was set aside, when it was.
+        case run(RoutePlan, escalation: String?)
+        /// No model may run it at the current price: try again then (without spending an attempt).
+        case postpone(until: Date, reason: String)
+    }
+
+    public let router: Router
+    public let policy: BackgroundPolicy
+    private let schedules: [String: PriceSchedule]
+
+    public init(router: Router, policy: BackgroundPolicy, schedules: [String: PriceSchedule]? = nil) {
+        self.router = router
+        self.policy = policy
+        self.schedules = schedules
+            ?? Dictionary(router.catalog.models.map { ($0.name, PriceSchedule($0)) }, uniquingKeysWith: { a, _ in a })
+    }
+
+    public func decide(
+        _ request: RoutingRequest, deadline: Date?, maxAttempts: Int, state: RoutingState, now: Date
+    ) -> Decision {
+        let unconstrained = router.plan(for: request, state: state, explain: false)
+        guard request.priority == .background, !policy.isDraining(at: now) else {
+            return .run(unconstrained, escalation: nil)
+        }
+        let ceiling = policy.ceiling(for: unconstrained.rule)
+        guard ceiling != nil || policy.tiers != nil else { return .run(unconstrained, escalation: nil) }
+        var constrained = request
+        constrained.maxCostPer1K = [request.maxCostPer1K, ceiling].compactMap { $0 }.min()
+        constrained.allowedTiers = policy.tiers
+        let plan = router.plan(for: constrained, state: state, explain: false)
+        if !plan.attempts.isEmpty { return .run(plan, escalation: nil) }
+
+        let horizon = policy.escalationHorizon(maxAttempts: maxAttempts)
+        let limit = ceiling.map { "the background ceiling of $\($0)/1K" } ?? "the background tiers"
+        if let deadline, deadline.timeIntervalSince(now) <= horizon.seconds {
+            return .run(
+                unconstrained,
+                escalation: "deadline \(deadline.postgresText) is \(Int(deadline.timeIntervalSince(now))) s away, "
+                    + "within its escalation horizon of \(Int(horizon.seconds)) s, and no model is within \(limit) now"
+            )
+        }
+        let window = nextAffordableWindow(for: unconstrained, ceiling: ceiling, after: now)
+        let escalationPoint = deadline.map { $0.addingTimeInterval(-horizon.seconds) }
+        let until = [window, escalationPoint].compactMap { $0 }.min() ?? now.addingTimeInterval(3600)
+        let reason = window == nil
+            ? "no model of its rule is within \(limit) at any hour; waiting" + (deadline == nil ? "" : " for its deadline")
+            : "no model is within \(limit) until \(until.postgresText)"
+        return .postpone(until: max(until, now.addingTimeInterval(1)), reason: reason)
+    }
+
+    /// When the first of the rule's models opens a window whose price fits the ceiling.
+    func nextAffordableWindow(for plan: RoutePlan, ceiling: Decimal?, after now: Date) -> Date? {
+        guard let rule = plan.rule else { return nil }
+        var best: Date?
+        for name in rule.models {
+            guard let schedule = schedules[name], policy.tiers.map({ $0.contains(schedule.model.tier) }) ?? true,
+                schedule.model.enabled
+            else { continue }
+            for window in schedule.windows {
+                let price = (schedule.model.pricePer1KInput * window.inputMultiplier
+                    + schedule.model.pricePer1KOutput * window.outputMultiplier) / 2
+                guard ceiling.map({ price <= $0 }) ?? true else { continue }
+                // Open now, yet the job could not run (breaker, budget): look again in five minutes.
+                let start = window.contains(now) ? now.addingTimeInterval(300) : window.nextStart(after: now)
+                if let start { best = min(best ?? start, start) }
+            }
+        }
+        return best
+    }
+}

@@ -1,0 +1,77 @@
+import Foundation
+import Postgres
+
+/// What finished jobs cost against running every one of them on its rule's primary model at list
+/// (peak) price, by priority, and where the difference came from.
+public struct SavingsReport: Sendable {
+    public struct Row: Sendable {
+        /// `interactive`, `background`, or nil for the total.
+        public var priority: String?
+        public var jobs: Int
+        public var cost: Decimal
+        public var baseline: Decimal
+        public var saved: Decimal
+        public var savedByCheaperModel: Decimal
+        public var savedByOffPeak: Decimal
+        public var escalatedJobs: Int
+        public var escalatedCost: Decimal
+    }
+
+    public var since: Date?
+    public var rows: [Row]
+
+    public static func load(_ pool: PostgresPool, since: Date?) async throws -> SavingsReport {
+        let rows = try await pool.query(
+            "SELECT * FROM switchyard.savings(coalesce($1::timestamptz, '-infinity'))", [since]
+        )
+        return SavingsReport(
+            since: since,
+            rows: try rows.map { row in
+                Row(
+                    priority: try row.decode("priority", as: String?.self), jobs: try row.decode("jobs"),
+                    cost: try row.decode("cost"), baseline: try row.decode("baseline"), saved: try row.decode("saved"),
+                    savedByCheaperModel: try row.decode("saved_by_cheaper_model"),
+                    savedByOffPeak: try row.decode("saved_by_off_peak"), escalatedJobs: try row.decode("escalated_jobs"),
+                    escalatedCost: try row.decode("escalated_cost")
+                )
+            }
+        )
+    }
+
+    /// The report as text, money rounded to the cent for reading (the database keeps it exact).
+    public var text: String {
+        var lines = ["savings" + (since.map { " since \($0.formatted(.iso8601))" } ?? "")
+            + ": cost against every job on its rule's primary model at list price"]
+        let header = ["", "jobs", "cost", "all-primary", "saved", "cheaper model", "off-peak", "escalated"]
+        var table = [header]
+        for row in rows {
+            table.append([
+                row.priority ?? "total", "\(row.jobs)", Self.money(row.cost), Self.money(row.baseline),
+                Self.money(row.saved) + (row.baseline > 0 ? " (\(Self.percent(row.saved, of: row.baseline)))" : ""),
+                Self.money(row.savedByCheaperModel), Self.money(row.savedByOffPeak),
+                "\(row.escalatedJobs) jobs, \(Self.money(row.escalatedCost))",
+            ])
+        }
+        var widths = header.map(\.count)
+        for row in table { for (index, cell) in row.enumerated() { widths[index] = max(widths[index], cell.count) } }
+        for row in table {
+            lines.append(row.enumerated().map { index, cell in
+                index == 0 ? cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
+                    : String(repeating: " ", count: widths[index] - cell.count) + cell
+            }.joined(separator: "  "))
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    static func money(_ value: Decimal) -> String {
+        var rounded = Decimal()
+        var input = value
+        NSDecimalRound(&rounded, &input, 2, .plain)
+        return "$" + rounded.formatted(.number.precision(.fractionLength(2)).locale(Locale(identifier: "en_US")))
+    }
+
+    static func percent(_ part: Decimal, of whole: Decimal) -> String {
+        let ratio = (part / whole) as NSDecimalNumber
+        return String(format: "%.1f%%", ratio.doubleValue * 100)
+    }
+}

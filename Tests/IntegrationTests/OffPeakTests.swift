@@ -1,0 +1,157 @@
+import Foundation
+import Postgres
+import QueueModel
+import Testing
+
+/// The off-peak gate in SQL: background work is claimed only when some model may run it now.
+@Suite("Off-peak: price windows, the background gate, pause, drain, escalation")
+struct OffPeakTests {
+    static let hello: JSONValue = ["messages": [["role": "user", "content": "hello"]]]
+
+    /// A catalog with one premium model ($0.01/1K) whose off-peak window (×0.1 → $0.001) starts
+    /// `startsIn` from now and lasts an hour, and a rule that uses it.
+    static func importCatalog(_ pool: PostgresPool, windowStartsIn offset: TimeInterval) async throws {
+        let calendar = Calendar(identifier: .gregorian)
+        var utc = calendar
+        utc.timeZone = .gmt
+        let start = Date().addingTimeInterval(offset)
+        let parts = utc.dateComponents([.hour, .minute], from: start)
+        let end = start.addingTimeInterval(3600)
+        let endParts = utc.dateComponents([.hour, .minute], from: end)
+        func hhmm(_ p: DateComponents) -> String { String(format: "%02d:%02d", p.hour ?? 0, p.minute ?? 0) }
+        let document = """
+            {"models": {"premium": {"provider": "simulated", "tier": "premium", "price_per_1k_input": 0.01,
+                                    "price_per_1k_output": 0.01, "settings": {"mode": "instant"},
+                                    "price_windows": [{"start": "\(hhmm(parts))", "end": "\(hhmm(endParts))",
+                                                       "time_zone": "UTC", "multiplier": 0.1}]}},
+             "routing_rules": {"default": {"primary": "premium"}}}
+            """
+        _ = try await CatalogStore(pool: pool).importDocument(Data(document.utf8))
+    }
+
+    static func claim(_ store: QueueStore) async throws -> [Job] {
+        try await store.claim(worker: "w", freeSlots: 10, backgroundSlots: 10, lease: .seconds(30))
+    }
+
+    @Test("SQL and Swift agree on every window's price at every instant")
+    func sqlMatchesSwift() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let windows: [String] = [
+                #"{"start": "16:30", "end": "00:30", "time_zone": "UTC", "multiplier": 0.5}"#,
+                #"{"days": ["fri", "sat"], "start": "22:00", "end": "02:00", "time_zone": "Asia/Shanghai", "input_multiplier": 0.25, "output_multiplier": 0.5}"#,
+                #"{"days": [1, 3], "start": "09:00", "end": "17:00", "time_zone": "America/New_York", "multiplier": 0.75}"#,
+                #"{"start": "00:00", "end": "00:00", "time_zone": "Europe/Berlin", "multiplier": 0.9}"#,
+            ]
+            var generator = SystemRandomNumberGenerator()
+            for text in windows {
+                let window = try PriceWindow.parse(try JSONValue(parsing: text))
+                let schedule = PriceSchedule(ModelSpec(name: "m", provider: .simulated, priceWindows: [try JSONValue(parsing: text)]))
+                for _ in 0..<150 {
+                    // Instants across 2026, including both sides of daylight-saving changes.
+                    let instant = Date(timeIntervalSince1970: Double.random(in: 1_767_225_600...1_798_761_600, using: &generator).rounded())
+                    let row = try #require(
+                        try await pool.query(
+                            "SELECT input, output FROM switchyard.price_multipliers(jsonb_build_array($1::jsonb), $2)",
+                            [text, instant]
+                        ).first
+                    )
+                    let swift = schedule.multipliers(at: instant)
+                    #expect(try row.decode("input", as: Decimal.self) == swift.input, "\(text) at \(instant)")
+                    #expect(try row.decode("output", as: Decimal.self) == swift.output, "\(text) at \(instant)")
+                    let next = try await pool.query(
+                        "SELECT switchyard.window_next_start($1::jsonb, $2)", [text, instant]
+                    ).scalar(Date?.self)
+                    #expect(next == window.nextStart(after: instant), "\(text) after \(instant)")
+                }
+            }
+        }
+    }
+
+    @Test("background waits outside its window (claims nothing), runs inside it; interactive never waits")
+    func waitsForTheWindow() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            try await Self.importCatalog(pool, windowStartsIn: 7200)
+            try await BackgroundPolicy.set("background_max_cost_per_1k", to: "0.002", in: pool)
+            let background = try await store.submit(Submission(request: Self.hello, priority: .background))
+            let interactive = try await store.submit(Submission(request: Self.hello))
+
+            let gate = try await BackgroundGate.check(pool)
+            #expect(!gate.isOpen)
+            #expect(gate.reason == "no model is within the background price ceiling now")
+            let nextOpen = try #require(gate.nextOpenAt)
+            #expect(abs(nextOpen.timeIntervalSinceNow - 7200) < 120)
+            // Interactive work is claimed; background work is not even claimed (no claim-and-release churn).
+            #expect(try await Self.claim(store).map(\.id) == [interactive])
+            #expect(try await pool.query("SELECT attempt FROM switchyard.jobs WHERE id = $1", [background]).scalar(Int.self) == 0)
+
+            // The window moves to now (the catalog is data; workers reload it).
+            try await Self.importCatalog(pool, windowStartsIn: -60)
+            #expect(try await BackgroundGate.check(pool).isOpen)
+            #expect(try await Self.claim(store).map(\.id) == [background])
+        }
+    }
+
+    @Test("pause stops background claims, even urgent ones; resume restarts them")
+    func pauseAndResume() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let urgent = try await store.submit(
+                Submission(request: Self.hello, priority: .background, deadline: Date().addingTimeInterval(30))
+            )
+            try await BackgroundPolicy.set("background_paused", to: "true", in: pool)
+            let gate = try await BackgroundGate.check(pool)
+            #expect(!gate.isOpen)
+            #expect(gate.reason.contains("paused"))
+            #expect(try await Self.claim(store).isEmpty)
+            try await BackgroundPolicy.set("background_paused", to: "false", in: pool)
+            #expect(try await Self.claim(store).map(\.id) == [urgent])
+        }
+    }
+
+    @Test("drain --until ignores the ceiling until then")
+    func drainUntil() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            try await Self.importCatalog(pool, windowStartsIn: 7200)
+            try await BackgroundPolicy.set("background_max_cost_per_1k", to: "0.002", in: pool)
+            let job = try await store.submit(Submission(request: Self.hello, priority: .background))
+            #expect(try await Self.claim(store).isEmpty)
+            try await BackgroundPolicy.set(
+                "background_drain_until", to: Date().addingTimeInterval(600).postgresText, in: pool
+            )
+            let policy = try await BackgroundPolicy.load(pool)
+            #expect(policy.isDraining(at: Date()))
+            #expect(try await BackgroundGate.check(pool).reason.hasPrefix("draining until"))
+            #expect(try await Self.claim(store).map(\.id) == [job])
+        }
+    }
+
+    @Test("with the gate closed, only background jobs whose deadline is near are claimed")
+    func escalationClaims() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            try await Self.importCatalog(pool, windowStartsIn: 7200)
+            try await BackgroundPolicy.set("background_max_cost_per_1k", to: "0.002", in: pool)
+            _ = try await store.submit(
+                Submission(request: Self.hello, priority: .background, deadline: Date().addingTimeInterval(6 * 3600))
+            )
+            let urgent = try await store.submit(
+                Submission(request: Self.hello, priority: .background, deadline: Date().addingTimeInterval(60))
+            )
+            #expect(try await Self.claim(store).map(\.id) == [urgent])
+        }
+    }
+
+    @Test("price windows are validated on import, with the path of each bad one")
+    func importValidation() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let document = #"{"models": {"m": {"provider": "simulated", "price_windows": [{"start": "9am", "end": "17:00", "multiplier": 0.5}]}}}"#
+            let error = try await #require(throws: QueueError.self) {
+                _ = try await CatalogStore(pool: pool).importDocument(Data(document.utf8))
+            }
+            #expect(error.description.contains("models.m.price_windows[0]"))
+            #expect(error.description.contains("\"start\" must be a time like \"16:30\""))
+        }
+    }
+}

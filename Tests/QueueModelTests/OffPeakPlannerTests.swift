@@ -1,0 +1,132 @@
+import Foundation
+import QueueModel
+import Testing
+
+/// The background policy's decisions, at chosen instants (an injected clock): no waiting on real time.
+@Suite("Off-peak planner")
+struct OffPeakPlannerTests {
+    static func date(_ text: String) -> Date { ISO8601Parsing.date(text)! }
+
+    /// `premium` ($0.01/1K) and `budget` ($0.002/1K list, ×0.25 from 22:00 to 06:00 UTC → $0.0005).
+    static let catalog = Catalog(
+        models: [
+            ModelSpec(name: "premium", provider: .simulated, tier: "premium", pricePer1KInput: 0.01, pricePer1KOutput: 0.01),
+            ModelSpec(
+                name: "budget", provider: .simulated, tier: "open_source", pricePer1KInput: 0.002,
+                pricePer1KOutput: 0.002,
+                priceWindows: [["start": "22:00", "end": "06:00", "time_zone": "UTC", "multiplier": 0.25]]
+            ),
+        ],
+        rules: [RouteRule(taskClass: "default", primary: "premium", fallbacks: ["budget"])]
+    )
+
+    static func planner(_ policy: BackgroundPolicy) -> OffPeakPlanner {
+        OffPeakPlanner(router: Router(catalog: catalog), policy: policy)
+    }
+
+    /// The routing state at an instant, with off-peak prices the way the worker computes them.
+    static func state(at instant: Date) -> RoutingState {
+        var state = RoutingState()
+        for model in catalog.models {
+            state[model.name].averagePricePer1K = PriceSchedule(model).averagePricePer1K(at: instant)
+        }
+        return state
+    }
+
+    static func request(_ priority: Priority) -> RoutingRequest {
+        RoutingRequest(body: ["messages": [["role": "user", "content": "hi"]]], priority: priority)
+    }
+
+    static let ceiling = BackgroundPolicy(maxCostPer1K: Decimal(string: "0.001"))
+
+    @Test("outside the window, background work is postponed to the window's start")
+    func waitsOutsideTheWindow() {
+        let noon = Self.date("2026-11-26T12:00:00Z")
+        let decision = Self.planner(Self.ceiling).decide(
+            Self.request(.background), deadline: nil, maxAttempts: 3, state: Self.state(at: noon), now: noon
+        )
+        guard case .postpone(let until, let reason) = decision else {
+            Issue.record("expected a postponement, got \(decision)")
+            return
+        }
+        #expect(until == Self.date("2026-11-26T22:00:00Z"))
+        #expect(reason.contains("$0.001/1K"))
+    }
+
+    @Test("inside the window, background work runs on the model that is cheap now, and only on it")
+    func runsInsideTheWindow() {
+        let night = Self.date("2026-11-26T23:00:00Z")
+        let decision = Self.planner(Self.ceiling).decide(
+            Self.request(.background), deadline: nil, maxAttempts: 3, state: Self.state(at: night), now: night
+        )
+        guard case .run(let plan, let escalation) = decision else {
+            Issue.record("expected a plan, got \(decision)")
+            return
+        }
+        #expect(plan.attempts.map(\.model.name) == ["budget"])
+        #expect(escalation == nil)
+    }
+
+    @Test("near its deadline, background work runs on any model, and says why")
+    func escalatesNearTheDeadline() {
+        let noon = Self.date("2026-11-26T12:00:00Z")
+        let decision = Self.planner(Self.ceiling).decide(
+            Self.request(.background), deadline: noon.addingTimeInterval(90), maxAttempts: 3,
+            state: Self.state(at: noon), now: noon
+        )
+        guard case .run(let plan, let escalation) = decision else {
+            Issue.record("expected a plan, got \(decision)")
+            return
+        }
+        #expect(plan.attempts.first?.model.name == "premium")
+        #expect(escalation?.contains("within its escalation horizon of 109 s") == true)
+        #expect(escalation?.contains("no model is within the background ceiling of $0.001/1K") == true)
+
+        // With the deadline further away, it waits — but no later than its escalation point.
+        let later = Self.planner(Self.ceiling).decide(
+            Self.request(.background), deadline: noon.addingTimeInterval(3600), maxAttempts: 3,
+            state: Self.state(at: noon), now: noon
+        )
+        guard case .postpone(let until, _) = later else {
+            Issue.record("expected a postponement, got \(later)")
+            return
+        }
+        #expect(until == noon.addingTimeInterval(3600 - 109.5))
+    }
+
+    @Test("interactive work never waits for a window")
+    func interactiveNeverWaits() {
+        let noon = Self.date("2026-11-26T12:00:00Z")
+        let decision = Self.planner(Self.ceiling).decide(
+            Self.request(.interactive), deadline: nil, maxAttempts: 3, state: Self.state(at: noon), now: noon
+        )
+        guard case .run(let plan, nil) = decision else {
+            Issue.record("expected an unconstrained plan, got \(decision)")
+            return
+        }
+        #expect(plan.attempts.first?.model.name == "premium")
+    }
+
+    @Test("drain ignores the ceiling until its end; tiers limit background work to cheap tiers")
+    func drainAndTiers() {
+        let noon = Self.date("2026-11-26T12:00:00Z")
+        var draining = Self.ceiling
+        draining.drainUntil = noon.addingTimeInterval(600)
+        guard case .run(let plan, nil) = Self.planner(draining).decide(
+            Self.request(.background), deadline: nil, maxAttempts: 3, state: Self.state(at: noon), now: noon
+        ) else {
+            Issue.record("expected an unconstrained plan while draining")
+            return
+        }
+        #expect(plan.attempts.first?.model.name == "premium")
+
+        let cheapTiers = BackgroundPolicy(tiers: ["open_source"])
+        guard case .run(let tiered, nil) = Self.planner(cheapTiers).decide(
+            Self.request(.background), deadline: nil, maxAttempts: 3, state: Self.state(at: noon), now: noon
+        ) else {
+            Issue.record("expected a plan on the open-source tier")
+            return
+        }
+        #expect(tiered.attempts.map(\.model.name) == ["budget"])
+    }
+}

@@ -1,0 +1,90 @@
+import Foundation
+import QueueModel
+import Testing
+
+@Suite("Price windows and pricing")
+struct PriceWindowTests {
+    static func date(_ text: String) -> Date { ISO8601Parsing.date(text)! }
+
+    static func window(_ json: String) throws -> PriceWindow { try PriceWindow.parse(try JSONValue(parsing: json)) }
+
+    @Test("a window across midnight belongs to the day it starts on")
+    func acrossMidnight() throws {
+        // Fridays 22:00 → Saturday 02:00 UTC.
+        let window = try Self.window(#"{"days": ["fri"], "start": "22:00", "end": "02:00", "multiplier": 0.5}"#)
+        #expect(window.crossesMidnight)
+        #expect(window.contains(Self.date("2026-11-27T22:00:00Z")))  // Friday 22:00
+        #expect(window.contains(Self.date("2026-11-28T01:59:00Z")))  // Saturday 01:59, Friday's window
+        #expect(!window.contains(Self.date("2026-11-28T02:00:00Z")))  // the end is exclusive
+        #expect(!window.contains(Self.date("2026-11-27T01:00:00Z")))  // Friday 01:00 is Thursday's (not listed)
+        #expect(!window.contains(Self.date("2026-11-28T22:30:00Z")))  // Saturday evening
+    }
+
+    @Test("windows follow their own time zone, daylight saving included")
+    func timeZones() throws {
+        // 00:30–08:30 in Beijing (UTC+8, no DST) is 16:30–00:30 UTC.
+        let beijing = try Self.window(#"{"start": "00:30", "end": "08:30", "time_zone": "Asia/Shanghai", "multiplier": 0.25}"#)
+        #expect(beijing.contains(Self.date("2026-11-26T16:30:00Z")))
+        #expect(beijing.contains(Self.date("2026-11-27T00:29:00Z")))
+        #expect(!beijing.contains(Self.date("2026-11-27T00:30:00Z")))
+        // 22:00–06:00 in New York: 03:00 UTC in winter (EST, UTC−5), 02:00 UTC in summer (EDT, UTC−4).
+        let newYork = try Self.window(#"{"start": "22:00", "end": "06:00", "time_zone": "America/New_York", "multiplier": 0.5}"#)
+        #expect(newYork.contains(Self.date("2026-01-15T03:00:00Z")))
+        #expect(!newYork.contains(Self.date("2026-01-15T02:59:00Z")))
+        #expect(newYork.contains(Self.date("2026-07-15T02:00:00Z")))
+        #expect(!newYork.contains(Self.date("2026-07-15T01:59:00Z")))
+    }
+
+    @Test("the next window start")
+    func nextStart() throws {
+        let window = try Self.window(#"{"days": ["mon"], "start": "22:00", "end": "02:00", "time_zone": "Asia/Shanghai", "multiplier": 0.5}"#)
+        // Thursday 2026-11-26 18:30 UTC → Monday 2026-11-30 22:00 Beijing = 14:00 UTC.
+        #expect(window.nextStart(after: Self.date("2026-11-26T18:30:00Z")) == Self.date("2026-11-30T14:00:00Z"))
+        #expect(window.nextStart(after: Self.date("2026-11-30T14:00:00Z")) == Self.date("2026-11-30T14:00:00Z"))
+    }
+
+    @Test(
+        "bad windows are refused with what to write instead",
+        arguments: [
+            (#"{"start": "25:00", "end": "02:00", "multiplier": 0.5}"#, "\"start\" must be a time like \"16:30\""),
+            (#"{"start": "22:00", "end": "02:00"}"#, "needs \"multiplier\""),
+            (#"{"start": "22:00", "end": "02:00", "multiplier": 0.5, "time_zone": "Mars/Olympus"}"#, "IANA zone"),
+            (#"{"start": "22:00", "end": "02:00", "multiplier": 0.5, "days": ["someday"]}"#, "use mon…sun"),
+            (#"{"start": "22:00", "end": "02:00", "multiplier": 0.5, "discount": 1}"#, "unknown field \"discount\""),
+        ]
+    )
+    func refusesBadWindows(json: String, message: String) throws {
+        let error = #expect(throws: PriceWindowError.self) { try Self.window(json) }
+        #expect(error?.description.contains(message) == true)
+    }
+
+    @Test("cost is exact to the cent (and beyond) on known token counts, at the price in force")
+    func exactCost() throws {
+        let model = ModelSpec(
+            name: "m", provider: .simulated, pricePer1KInput: Decimal(string: "0.003")!,
+            pricePer1KOutput: Decimal(string: "0.015")!,
+            priceWindows: try JSONValue(parsing: #"[{"start": "00:00", "end": "08:00", "input_multiplier": 0.25, "output_multiplier": 0.5}]"#)
+        )
+        let schedule = PriceSchedule(model)
+        // 1,234 in × $0.003/1K + 567 out × $0.015/1K = $0.003702 + $0.008505 = $0.012207.
+        #expect(schedule.cost(tokensIn: 1234, tokensOut: 567, at: Self.date("2026-11-26T12:00:00Z"))
+            == Decimal(string: "0.012207"))
+        // Off-peak: $0.003702 × 0.25 + $0.008505 × 0.5 = $0.0009255 + $0.0042525 = $0.005178.
+        #expect(schedule.cost(tokensIn: 1234, tokensOut: 567, at: Self.date("2026-11-26T03:00:00Z"))
+            == Decimal(string: "0.005178"))
+        // A million calls of that size: exactly a million times as much (no float drift).
+        var total = Decimal(0)
+        for _ in 0..<1000 { total += schedule.cost(tokensIn: 1234, tokensOut: 567, at: Self.date("2026-11-26T12:00:00Z")) }
+        #expect(total == Decimal(string: "12.207"))
+        #expect(schedule.averagePricePer1K(at: Self.date("2026-11-26T03:00:00Z")) == Decimal(string: "0.004125"))
+        #expect(schedule.nextWindowStart(after: Self.date("2026-11-26T12:00:00Z")) == Self.date("2026-11-27T00:00:00Z"))
+    }
+
+    @Test("the escalation horizon covers every tier's target on every attempt, plus backoff")
+    func escalationHorizon() {
+        let policy = BackgroundPolicy()
+        // 3 attempts: 14.5 × 3 + (2 + 4) + 60 = 109.5 s.
+        #expect(policy.escalationHorizon(maxAttempts: 3) == .milliseconds(109_500))
+        #expect(BackgroundPolicy(escalationSeconds: 30).escalationHorizon(maxAttempts: 3) == .seconds(30))
+    }
+}
