@@ -71,6 +71,18 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible {
         return copy
     }
 
+    /// The connection string with the database override applied, for handing to another
+    /// process (a worker, `psql`, `pgbench`).
+    public var effectiveConnectionString: String {
+        guard let database = databaseOverride else { return connectionString }
+        if connectionString.contains("://") {
+            return connectionString.replacingOccurrences(
+                of: #"^([a-z]+://[^/?]*)(/[^?]*)?"#, with: "$1/\(database)", options: .regularExpression
+            )
+        }
+        return connectionString + " dbname=\(database)"
+    }
+
     /// The configuration named by an environment variable, by default `DATABASE_URL`.
     /// - Returns: nil when the variable is unset or empty.
     public static func fromEnvironment(_ variable: String = "DATABASE_URL") throws -> PostgresConfiguration? {

@@ -25,3 +25,17 @@ struct ConfigurationTests {
         #expect(error?.hint?.contains("postgres://") == true)
     }
 }
+
+@Suite("Connection strings for other processes")
+struct EffectiveConnectionStringTests {
+    @Test("the database override is applied to URLs (with or without a path or query) and key=value strings")
+    func override() throws {
+        #expect(try PostgresConfiguration("postgres://u:p@h:5432/app?sslmode=require").withDatabase("t1")
+            .effectiveConnectionString == "postgres://u:p@h:5432/t1?sslmode=require")
+        #expect(try PostgresConfiguration("postgresql://u@h").withDatabase("t1").effectiveConnectionString
+            == "postgresql://u@h/t1")
+        #expect(try PostgresConfiguration("host=/tmp port=5 user=u").withDatabase("t1").effectiveConnectionString
+            == "host=/tmp port=5 user=u dbname=t1")
+        #expect(try PostgresConfiguration("host=/tmp").effectiveConnectionString == "host=/tmp")
+    }
+}

@@ -8,21 +8,30 @@ struct BenchContext: Sendable {
     /// The private cluster the run started, if it started one.
     let cluster: PrivatePostgres?
 
-    /// Runs `pgbench` (libpq, no Swift) with a custom script on one connection.
+    /// The same context on another database of the same server.
+    func on(_ database: PostgresConfiguration) -> BenchContext {
+        BenchContext(configuration: database, cluster: cluster)
+    }
+
+    /// Runs `pgbench` (libpq, no Swift) with a custom script, for a time or a number of
+    /// transactions per client.
     /// - Returns: transactions per second, or nil when pgbench is not installed.
-    func pgbench(script: String, seconds: Int, extendedProtocol: Bool = false) async throws -> Double? {
+    @discardableResult
+    func pgbench(
+        script: String, seconds: Int? = nil, clients: Int = 1, transactions: Int? = nil, extendedProtocol: Bool = false
+    ) async throws -> Double? {
         guard let pgbench = Self.findPgbench() else { return nil }
         let file = FileManager.default.temporaryDirectory.appending(path: "switchyard-bench-\(UUID().uuidString).sql")
         try script.write(to: file, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(at: file) }
-        var arguments = ["-n", "-c", "1", "-T", String(seconds), "-f", file.path]
+        var arguments = ["-n", "-c", String(clients), "-j", String(clients), "-f", file.path]
+        if let transactions { arguments += ["-t", String(transactions)] } else { arguments += ["-T", String(seconds ?? 5)] }
         if extendedProtocol { arguments += ["-M", "extended"] }
-        arguments.append(configuration.connectionString)
-        if let database = configuration.databaseOverride { arguments += ["-d", database] }
+        arguments.append(configuration.effectiveConnectionString)
         let finalArguments = arguments
         let output = try await BlockingWork.run { try ChildProcess.run(pgbench, finalArguments) }
         guard output.status == 0 else {
-            throw QueueError(.database, "pgbench failed: \(output.output.suffix(500))")
+            throw QueueError(.database, "pgbench failed: \(output.output.prefix(1500))")
         }
         // "tps = 12345.678901 (without initial connection time)"
         let line = output.output.split(separator: "\n").first { $0.hasPrefix("tps = ") }
@@ -42,7 +51,9 @@ struct BenchContext: Sendable {
 
 /// `dispatcher bench [SCENARIO…]`.
 enum BenchCommand {
-    static let scenarios = ["client"]
+    static let scenarios = [
+        "client", "routing", "throughput", "latency", "isolation", "bloat", "backlog", "scale", "memory",
+    ]
 
     static let usage = """
         usage: dispatcher bench [SCENARIO…] [--json FILE] [--database-url URL]
@@ -53,13 +64,36 @@ enum BenchCommand {
 
         scenarios (default: all):
           client     SELECT 1 round trips and pipelined inserts, against pgbench
+          routing    routing decisions per second and per-decision latency, 20-model catalog
+          throughput enqueue (single-row submits, bulk CLI) and drain (worker processes, routing,
+                     write-back) against the same cycle as raw SQL (the ceiling)
+          latency    pickup latency at idle and under load, LISTEN/NOTIFY and --poll-only
+          isolation  interactive queue wait with 100,000 background jobs queued and every slot busy
+          bloat      drain throughput with a snapshot held open, against without
+          backlog    drain throughput with 1,000,000 queued against 10,000
+          scale      drain throughput for 1, 2, 4 and 8 worker processes
+          memory     a worker's peak RSS at concurrency 256
+
+        options:
+          --jobs N          jobs per run (default 100000)
+          --workers N       worker processes (default 2)
+          --concurrency N   per worker (default 64)
+          --hold DURATION   how long bloat holds its snapshot (default 2m)
 
         Without DATABASE_URL or --database-url it starts a private Postgres (fsync off) and removes
         it afterwards.
         """
 
     static func run(_ words: [String]) async throws -> Int32 {
-        let arguments = try Arguments(words, command: "dispatcher bench", options: ["database-url", "json"])
+        let arguments = try Arguments(
+            words, command: "dispatcher bench",
+            options: ["database-url", "json", "jobs", "workers", "concurrency", "hold", "backlog"]
+        )
+        let jobs = try arguments.integer("jobs", default: 100_000, range: 1_000...10_000_000)
+        let workers = try arguments.integer("workers", default: 2, range: 1...64)
+        let concurrency = try arguments.integer("concurrency", default: 64, range: 1...10_000)
+        let hold = try arguments.duration("hold", default: .seconds(120))
+        let backlog = try arguments.integer("backlog", default: 1_000_000, range: 10_000...100_000_000)
         if arguments.flag("help") {
             print(usage)
             return 0
@@ -79,18 +113,35 @@ enum BenchCommand {
         if let given = try Database.optionalConfiguration(arguments) {
             configuration = given
         } else {
-            let started = try await PrivatePostgres.start()
+            // Like a production server: checkpoints spread out, autovacuum on (the bloat scenario
+            // depends on it); durability off, as a throwaway cluster affords (both sides of every
+            // comparison run on it).
+            var settings = PrivatePostgres.fastSettings
+            settings["max_wal_size"] = "4GB"
+            settings["autovacuum_naptime"] = "5s"
+            let started = try await PrivatePostgres.start(settings: settings)
             cluster = started
             configuration = started.configuration()
         }
         configuration.applicationName = "switchyard-bench"
         let context = BenchContext(configuration: configuration, cluster: cluster)
+        let fleet = BenchFleet(context: context)
+        let queue = QueueBenchmarks(fleet: fleet, jobs: jobs, workers: workers, concurrency: concurrency)
+        let latency = LatencyBenchmarks(fleet: fleet, concurrency: concurrency)
         var report = BenchReport(database: configuration.target)
         print("benchmarking against \(configuration.target) on \(report.machine.cores) cores (\(report.machine.cpu))")
         do {
             for scenario in chosen {
                 switch scenario {
                 case "client": try await ClientBenchmarks.run(context, report: &report)
+                case "routing": RoutingBenchmarks.run(report: &report)
+                case "throughput": try await queue.throughput(report: &report)
+                case "latency": try await latency.latency(report: &report)
+                case "isolation": try await latency.isolation(report: &report)
+                case "bloat": try await queue.bloat(report: &report, hold: hold)
+                case "backlog": try await queue.backlog(report: &report, large: backlog)
+                case "scale": try await queue.scale(report: &report)
+                case "memory": try await queue.memory(report: &report)
                 default: break
                 }
             }

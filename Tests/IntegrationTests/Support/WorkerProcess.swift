@@ -35,13 +35,7 @@ struct WorkerProcess {
 
     /// A connection string another process can use for the same database.
     static func databaseURL(_ configuration: PostgresConfiguration) -> String {
-        guard let database = configuration.databaseOverride else { return configuration.connectionString }
-        if configuration.connectionString.contains("://") {
-            return configuration.connectionString.replacingOccurrences(
-                of: #"/[^/?]*(\?|$)"#, with: "/\(database)$1", options: .regularExpression
-            )
-        }
-        return configuration.connectionString + " dbname=\(database)"
+        configuration.effectiveConnectionString
     }
 
     func terminate() { child.signal(SIGTERM) }

@@ -1,0 +1,127 @@
+import Foundation
+import Postgres
+import QueueModel
+
+/// What the queue benchmarks share: fresh databases, the benchmark catalog, worker processes,
+/// and the results to time them by.
+struct BenchFleet {
+    let context: BenchContext
+
+    /// A simulated catalog: `instant` answers at once (the default rule), `slow` after about 200 ms
+    /// (class `slow`), so a benchmark measures the queue and routing, not a model.
+    static let catalog = """
+        {"models": {
+           "instant": {"provider": "simulated", "tier": "cheap", "price_per_1k_input": 0.0001,
+                       "price_per_1k_output": 0.0002, "settings": {"mode": "instant"}},
+           "slow":    {"provider": "simulated", "tier": "cheap", "price_per_1k_input": 0.0001,
+                       "price_per_1k_output": 0.0002,
+                       "settings": {"latency_p50_ms": 200, "latency_p95_ms": 220, "error_rate": 0, "rate_limit_rate": 0}}},
+         "routing_rules": {"default": {"primary": "instant"}, "slow": {"primary": "slow"}}}
+        """
+
+    /// A new, migrated database with the benchmark catalog, named for the scenario.
+    func freshDatabase(_ name: String) async throws -> PostgresConfiguration {
+        let database = "switchyard_bench_\(name)"
+        let admin = try await PostgresConnection.connect(context.configuration)
+        try await admin.query("DROP DATABASE IF EXISTS \(database) WITH (FORCE)")
+        try await admin.query("CREATE DATABASE \(database)")
+        await admin.close()
+        let configuration = context.configuration.withDatabase(database)
+        let pool = PostgresPool(configuration, options: .init(maxConnections: 1))
+        try await Migrator().migrate(pool)
+        _ = try await CatalogStore(pool: pool).importDocument(Data(Self.catalog.utf8))
+        await pool.close()
+        return configuration
+    }
+
+    /// The `worker` next to this `dispatcher`.
+    static var workerBinary: String {
+        URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+            .appending(path: "worker").path
+    }
+
+    /// Starts worker processes; their logs go to a file in the temporary directory.
+    static func startWorkers(
+        _ count: Int, concurrency: Int, database: PostgresConfiguration, extra: [String] = []
+    ) throws -> [ChildProcess] {
+        var environment = ProcessInfo.processInfo.environment
+        environment["DATABASE_URL"] = database.effectiveConnectionString
+        environment["SWITCHYARD_EXIT_WITH_PARENT"] = "1"
+        environment["SWITCHYARD_LOG_LEVEL"] = "warning"
+        let log = FileManager.default.temporaryDirectory.appending(path: "switchyard-bench-workers.log").path
+        return try (0..<count).map { index in
+            try ChildProcess.spawn(
+                workerBinary, ["--concurrency", String(concurrency), "--id", "bench-\(index)"] + extra,
+                environment: environment, standardOutput: .file(log), standardError: .file(log)
+            )
+        }
+    }
+
+    /// Stops workers gracefully and waits for them.
+    static func stop(_ workers: [ChildProcess]) async {
+        for worker in workers { worker.signal(SIGTERM) }
+        for worker in workers { _ = try? await BlockingWork.run { worker.wait() } }
+    }
+
+    /// Waits until `count` results exist (polling lightly), or `limit` passes.
+    static func waitForResults(_ pool: PostgresPool, count: Int, limit: Duration = .seconds(1800)) async throws {
+        let clock = ContinuousClock()
+        let deadline = clock.now + limit
+        while clock.now < deadline {
+            if try await pool.query("SELECT count(*) FROM switchyard.results").scalar(Int.self) >= count { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw QueueError(.timedOut, "the workers did not finish \(count) jobs in time")
+    }
+
+    /// Jobs per second between the first and the last result (the steady rate, without start-up).
+    static func drainRate(_ pool: PostgresPool, where condition: String = "true") async throws -> Double {
+        let row = try await pool.query(
+            """
+            SELECT count(*)::float8 AS jobs, extract(epoch FROM max(finished_at) - min(finished_at))::float8 AS seconds
+            FROM switchyard.results WHERE \(condition)
+            """
+        ).first
+        let jobs = try row?.decode("jobs", as: Double.self) ?? 0
+        let seconds = try row?.decode("seconds", as: Double?.self) ?? 0
+        return seconds > 0 ? jobs / seconds : 0
+    }
+
+    /// Inserts `count` interactive (or background) jobs in one statement, server-side.
+    static func enqueue(_ pool: PostgresPool, count: Int, priority: Priority = .interactive, taskClass: String? = nil)
+        async throws
+    {
+        var inserted = 0
+        while inserted < count {
+            let chunk = min(100_000, count - inserted)
+            try await pool.query(
+                """
+                INSERT INTO switchyard.jobs (request, priority, task_class)
+                SELECT jsonb_build_object('messages', jsonb_build_array(
+                           jsonb_build_object('role', 'user', 'content', 'benchmark question ' || n))), $2, $3
+                FROM generate_series(1, $1) AS n
+                """,
+                [chunk, priority.rawValue, taskClass]
+            )
+            inserted += chunk
+        }
+    }
+
+    /// Percentiles of a column over results matching a condition.
+    static func percentiles(_ pool: PostgresPool, _ column: String, where condition: String) async throws
+        -> (p50: Double, p95: Double, p99: Double)
+    {
+        let row = try await pool.query(
+            """
+            SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY \(column)) AS p50,
+                   percentile_cont(0.95) WITHIN GROUP (ORDER BY \(column)) AS p95,
+                   percentile_cont(0.99) WITHIN GROUP (ORDER BY \(column)) AS p99
+            FROM switchyard.results WHERE \(condition)
+            """
+        ).first
+        return (
+            try row?.decode("p50", as: Double?.self) ?? 0, try row?.decode("p95", as: Double?.self) ?? 0,
+            try row?.decode("p99", as: Double?.self) ?? 0
+        )
+    }
+}

@@ -1,0 +1,77 @@
+import Foundation
+import Postgres
+import QueueModel
+
+/// Pickup latency (submit → claimed) and interactive isolation from background load.
+struct LatencyBenchmarks {
+    let fleet: BenchFleet
+    let concurrency: Int
+
+    /// Submits `count` interactive jobs one at a time, `gap` apart, and waits for them.
+    private func trickle(_ pool: PostgresPool, count: Int, gap: Duration, taskClass: String? = nil) async throws -> [Int64] {
+        var ids: [Int64] = []
+        let store = QueueStore(pool: pool)
+        for _ in 0..<count {
+            ids.append(try await store.submit(Submission(request: Submission.prompt("latency probe"), taskClass: taskClass)))
+            try await Task.sleep(for: gap)
+        }
+        return ids
+    }
+
+    /// Pickup latency at idle and under load, with LISTEN/NOTIFY and with polling only.
+    func latency(report: inout BenchReport) async throws {
+        for pollOnly in [false, true] {
+            let label = pollOnly ? "--poll-only" : "LISTEN/NOTIFY"
+            let database = try await fleet.freshDatabase(pollOnly ? "latency_poll" : "latency_listen")
+            let pool = PostgresPool(database, options: .init(maxConnections: 2))
+            let processes = try BenchFleet.startWorkers(
+                1, concurrency: concurrency, database: database, extra: pollOnly ? ["--poll-only"] : []
+            )
+            try await Task.sleep(for: .seconds(1))  // let it start and go idle
+            let idle = try await trickle(pool, count: 200, gap: .milliseconds(20))
+            try await BenchFleet.waitForResults(pool, count: idle.count)
+            let quiet = try await BenchFleet.percentiles(pool, "queue_wait_ms", where: "true")
+            report.add(Measurement(scenario: "latency", metric: "pickup P50/P95 at idle, \(label)", value: quiet.p50,
+                                   unit: "ms", note: String(format: "P95 %.2f ms", quiet.p95)))
+            report.add(Measurement(scenario: "latency", metric: "pickup P99 at idle, \(label)", value: quiet.p99, unit: "ms",
+                                   note: pollOnly ? nil : "target ≤ 10 ms"))
+
+            // Under load: a background backlog drains while interactive probes arrive.
+            try await BenchFleet.enqueue(pool, count: 30_000, priority: .background)
+            let loaded = try await trickle(pool, count: 200, gap: .milliseconds(20))
+            try await BenchFleet.waitForResults(pool, count: idle.count + loaded.count)
+            let busy = try await BenchFleet.percentiles(
+                pool, "queue_wait_ms", where: "priority = 'interactive' AND job_id > \(idle.last ?? 0)")
+            report.add(Measurement(scenario: "latency", metric: "pickup P99 under load, \(label)", value: busy.p99,
+                                   unit: "ms", note: String(format: "P50 %.2f ms", busy.p50)))
+            await BenchFleet.stop(processes)
+            await pool.close()
+        }
+    }
+
+    /// Every slot busy with slow background calls and a deep background backlog; interactive
+    /// jobs arriving at a steady rate: how long they wait.
+    func isolation(report: inout BenchReport, backlog: Int = 100_000) async throws {
+        let database = try await fleet.freshDatabase("isolation")
+        let pool = PostgresPool(database, options: .init(maxConnections: 2))
+        defer { Task { await pool.close() } }
+        try await BenchFleet.enqueue(pool, count: backlog, priority: .background, taskClass: "slow")
+        let processes = try BenchFleet.startWorkers(1, concurrency: concurrency, database: database)
+        try await Task.sleep(for: .seconds(2))  // every background slot is busy by now
+        let probes = try await trickle(pool, count: 300, gap: .milliseconds(50))
+        for _ in 0..<600 {
+            let done = try await pool.query(
+                "SELECT count(*) FROM switchyard.results WHERE priority = 'interactive'").scalar(Int.self)
+            if done >= probes.count { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        await BenchFleet.stop(processes)
+        let waits = try await BenchFleet.percentiles(pool, "queue_wait_ms", where: "priority = 'interactive'")
+        report.add(Measurement(
+            scenario: "isolation", metric: "interactive wait P50, \(backlog) background queued", value: waits.p50,
+            unit: "ms"))
+        report.add(Measurement(
+            scenario: "isolation", metric: "interactive wait P99, \(backlog) background queued", value: waits.p99,
+            unit: "ms", note: "target ≤ 50 ms"))
+    }
+}
