@@ -191,7 +191,7 @@ enum LibPQ {
         _ body: (Int32, UnsafePointer<UnsafePointer<CChar>?>?) throws -> T
     ) throws -> T {
         if binds.isEmpty { return try body(0, nil) }
-        var buffer: [CChar] = []
+        var buffer: [UInt8] = []
         var offsets: [Int?] = []
         offsets.reserveCapacity(binds.count)
         for bind in binds {
@@ -199,20 +199,25 @@ enum LibPQ {
                 offsets.append(nil)
                 continue
             }
-            let text = bind.postgresText
-            if text.utf8.contains(0) {
+            let start = buffer.count
+            buffer.append(contentsOf: bind.postgresText.utf8)
+            // One pass to copy, one memchr over the copy (cheaper than scanning the String).
+            let hasNUL = buffer.withUnsafeBufferPointer { all in
+                memchr(all.baseAddress! + start, 0, all.count - start) != nil
+            }
+            if hasNUL {
                 throw PostgresError(
                     .invalidParameter,
                     "parameter $\(offsets.count + 1) contains a NUL byte (\\u0000), which Postgres text cannot hold",
                     hint: "Remove the NUL bytes, or send binary data as bytea."
                 )
             }
-            offsets.append(buffer.count)
-            buffer.append(contentsOf: text.utf8.map { CChar(bitPattern: $0) })
+            offsets.append(start)
             buffer.append(0)
         }
         return try buffer.withUnsafeBufferPointer { storage in
-            let pointers: [UnsafePointer<CChar>?] = offsets.map { offset in offset.map { storage.baseAddress! + $0 } }
+            let base = UnsafeRawPointer(storage.baseAddress!).assumingMemoryBound(to: CChar.self)
+            let pointers: [UnsafePointer<CChar>?] = offsets.map { offset in offset.map { base + $0 } }
             return try pointers.withUnsafeBufferPointer { try body(Int32(binds.count), $0.baseAddress) }
         }
     }

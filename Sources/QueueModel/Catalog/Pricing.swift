@@ -13,9 +13,13 @@ public enum Pricing {
     public static func cost(
         of model: ModelSpec, tokensIn: Int, tokensOut: Int, multipliers: (input: Decimal, output: Decimal)
     ) -> Decimal {
-        Decimal(tokensIn) * model.pricePer1KInput * multipliers.input / 1000
-            + Decimal(tokensOut) * model.pricePer1KOutput * multipliers.output / 1000
+        // × 0.001 rather than ÷ 1000: exact either way, and Decimal division is slow.
+        (Decimal(tokensIn) * model.pricePer1KInput * multipliers.input
+            + Decimal(tokensOut) * model.pricePer1KOutput * multipliers.output) * perThousand
     }
+
+    static let perThousand = Decimal(sign: .plus, exponent: -3, significand: 1)
+    static let half = Decimal(sign: .plus, exponent: -1, significand: 5)
 }
 
 /// A model's price windows, parsed once, and its price at any instant.
@@ -43,7 +47,7 @@ public struct PriceSchedule: Sendable, Hashable {
     /// The average of input and output price per 1K at an instant (what ceilings compare with).
     public func averagePricePer1K(at instant: Date) -> Decimal {
         let (input, output) = multipliers(at: instant)
-        return (model.pricePer1KInput * input + model.pricePer1KOutput * output) / 2
+        return (model.pricePer1KInput * input + model.pricePer1KOutput * output) * Pricing.half
     }
 
     /// The cost of a call made at an instant.

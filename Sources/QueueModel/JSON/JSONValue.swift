@@ -20,26 +20,23 @@ public enum JSONValue: Sendable, Hashable, Codable, CustomStringConvertible, Exp
     /// Parses a JSON document (any value at the top level).
     /// - Throws: `QueueError.invalidInput` saying where the text stops being JSON.
     public init(parsing data: Data) throws {
-        do {
-            self = try JSONDecoder().decode(JSONValue.self, from: data)
-        } catch let DecodingError.dataCorrupted(context) {
-            let reason = (context.underlyingError as NSError?)?.userInfo[NSDebugDescriptionErrorKey] as? String
-            throw QueueError(.invalidInput, "not valid JSON: \(reason ?? context.debugDescription)")
-        } catch {
-            throw QueueError(.invalidInput, "not valid JSON: \(error)")
+        self = try data.withUnsafeBytes { raw in
+            try JSONValue.parse(raw.bindMemory(to: UInt8.self))
         }
     }
 
     /// Parses a JSON document from text.
     public init(parsing text: String) throws {
-        try self.init(parsing: Data(text.utf8))
+        var text = text
+        self = try text.withUTF8 { try JSONValue.parse($0) }
     }
 
     /// Compact JSON text with sorted keys (stable, so equal values print equally).
     public var jsonText: String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return (try? String(decoding: encoder.encode(self), as: UTF8.self)) ?? "null"
+        var output: [UInt8] = []
+        output.reserveCapacity(256)
+        write(into: &output)
+        return String(decoding: output, as: UTF8.self)
     }
 
     /// Indented JSON text with sorted keys, for people.

@@ -1,6 +1,9 @@
 import Foundation
 import Synchronization
 
+/// A log line's fields, in order: `["job": 42, "model": "gpt-4"]`.
+public typealias LogFields = KeyValuePairs<String, any CustomStringConvertible>
+
 /// A structured logger: one line per event, logfmt by default or JSON lines, to stderr.
 ///
 /// Configure with `SWITCHYARD_LOG_LEVEL` (trace, debug, info, notice, warning, error) and
@@ -58,32 +61,33 @@ public struct Logger: Sendable {
         return copy
     }
 
-    public func trace(_ message: @autoclosure () -> String, _ fields: KeyValuePairs<String, any CustomStringConvertible> = [:]) {
-        log(.trace, message(), fields)
+    public func trace(_ message: @autoclosure () -> String, _ fields: @autoclosure () -> LogFields = [:]) {
+        log(.trace, message(), fields())
     }
-    public func debug(_ message: @autoclosure () -> String, _ fields: KeyValuePairs<String, any CustomStringConvertible> = [:]) {
-        log(.debug, message(), fields)
+    public func debug(_ message: @autoclosure () -> String, _ fields: @autoclosure () -> LogFields = [:]) {
+        log(.debug, message(), fields())
     }
-    public func info(_ message: @autoclosure () -> String, _ fields: KeyValuePairs<String, any CustomStringConvertible> = [:]) {
-        log(.info, message(), fields)
+    public func info(_ message: @autoclosure () -> String, _ fields: @autoclosure () -> LogFields = [:]) {
+        log(.info, message(), fields())
     }
-    public func notice(_ message: @autoclosure () -> String, _ fields: KeyValuePairs<String, any CustomStringConvertible> = [:]) {
-        log(.notice, message(), fields)
+    public func notice(_ message: @autoclosure () -> String, _ fields: @autoclosure () -> LogFields = [:]) {
+        log(.notice, message(), fields())
     }
-    public func warning(_ message: @autoclosure () -> String, _ fields: KeyValuePairs<String, any CustomStringConvertible> = [:]) {
-        log(.warning, message(), fields)
+    public func warning(_ message: @autoclosure () -> String, _ fields: @autoclosure () -> LogFields = [:]) {
+        log(.warning, message(), fields())
     }
-    public func error(_ message: @autoclosure () -> String, _ fields: KeyValuePairs<String, any CustomStringConvertible> = [:]) {
-        log(.error, message(), fields)
+    public func error(_ message: @autoclosure () -> String, _ fields: @autoclosure () -> LogFields = [:]) {
+        log(.error, message(), fields())
     }
 
-    public func log(_ level: Level, _ message: @autoclosure () -> String, _ fields: KeyValuePairs<String, any CustomStringConvertible> = [:]) {
+    /// Writes a line when `level` is enabled; the message and the fields are only built then.
+    public func log(_ level: Level, _ message: @autoclosure () -> String, _ fields: @autoclosure () -> LogFields = [:]) {
         guard level >= self.level else { return }
         var pairs: [(String, String)] = [
             ("ts", Self.timestamp()), ("level", level.name), ("logger", label), ("msg", message()),
         ]
         pairs += metadata
-        for (key, value) in fields { pairs.append((key, value.description)) }
+        for (key, value) in fields() { pairs.append((key, value.description)) }
         let line = Secrets.redact(format == .json ? Self.json(pairs) : Self.logfmt(pairs))
         sink.write(line)
     }

@@ -1,4 +1,5 @@
 import Foundation
+import Postgres
 
 /// One outcome for `switchyard.complete`: the end of a job, a retry later, or a release.
 public struct Completion: Sendable {
@@ -67,27 +68,71 @@ public struct Completion: Sendable {
         self.retryAt = retryAt
     }
 
-    /// The item as `switchyard.complete` reads it (`jsonb_to_recordset`).
-    var json: JSONValue {
-        var object: [String: JSONValue] = [
-            "id": .number(Double(jobID)), "attempt": .number(Double(attempt)), "kind": .string(kind.rawValue),
-            "trail": .array(trail.map(\.json)),
-        ]
-        if let status { object["status"] = .string(status) }
-        if let taskClass { object["task_class"] = .string(taskClass) }
-        if let model { object["model"] = .string(model) }
-        if let provider { object["provider"] = .string(provider) }
-        if let tier { object["tier"] = .string(tier) }
-        if let response { object["response"] = response }
-        if let error { object["error"] = error }
-        if let tokensIn { object["tokens_in"] = .number(Double(tokensIn)) }
-        if let tokensOut { object["tokens_out"] = .number(Double(tokensOut)) }
-        if let cost { object["cost"] = .string(cost.description) }
-        if let baseCost { object["base_cost"] = .string(baseCost.description) }
-        if let primaryCost { object["primary_cost"] = .string(primaryCost.description) }
-        if let latencyMS { object["latency_ms"] = .number(latencyMS) }
-        if !metadata.isEmpty { object["metadata"] = .object(metadata) }
-        if let retryAt { object["retry_at"] = .string(retryAt.postgresText) }
-        return .object(object)
+    /// Writes the item as `switchyard.complete` reads it (`jsonb_to_recordset`), straight to
+    /// UTF-8: a batch of these is written per write-back, so no intermediate `JSONValue` tree.
+    func write(into output: inout [UInt8]) {
+        var first = true
+        func key(_ name: StaticString) {
+            output.append(first ? 0x7B : 0x2C)
+            first = false
+            output.append(0x22)
+            output.append(contentsOf: UnsafeBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount))
+            output.append(0x22)
+            output.append(0x3A)
+        }
+        func text(_ name: StaticString, _ value: String?) {
+            guard let value else { return }
+            key(name)
+            JSONValue.writeString(value, into: &output)
+        }
+        func number(_ name: StaticString, _ value: Double?) {
+            guard let value else { return }
+            key(name)
+            JSONValue.writeNumber(value, into: &output)
+        }
+        func json(_ name: StaticString, _ value: JSONValue?) {
+            guard let value else { return }
+            key(name)
+            value.write(into: &output)
+        }
+        number("id", Double(jobID))
+        number("attempt", Double(attempt))
+        text("kind", kind.rawValue)
+        text("status", status)
+        text("task_class", taskClass)
+        text("model", model)
+        text("provider", provider)
+        text("tier", tier)
+        json("response", response)
+        json("error", error)
+        key("trail")
+        output.append(0x5B)
+        for (index, record) in trail.enumerated() {
+            if index > 0 { output.append(0x2C) }
+            record.json.write(into: &output)
+        }
+        output.append(0x5D)
+        number("tokens_in", tokensIn.map(Double.init))
+        number("tokens_out", tokensOut.map(Double.init))
+        // Money as decimal strings: never through a Double.
+        text("cost", cost?.description)
+        text("base_cost", baseCost?.description)
+        text("primary_cost", primaryCost?.description)
+        number("latency_ms", latencyMS)
+        if !metadata.isEmpty { json("metadata", .object(metadata)) }
+        text("retry_at", retryAt?.postgresText)
+        output.append(0x7D)
+    }
+
+    /// A batch as the JSON array `switchyard.complete` takes.
+    static func jsonText(_ batch: [Completion]) -> String {
+        var output: [UInt8] = [0x5B]
+        output.reserveCapacity(batch.count * 700)
+        for (index, completion) in batch.enumerated() {
+            if index > 0 { output.append(0x2C) }
+            completion.write(into: &output)
+        }
+        output.append(0x5D)
+        return String(decoding: output, as: UTF8.self)
     }
 }

@@ -108,7 +108,7 @@ public struct QueueStore: Sendable {
         if completions.isEmpty { return [] }
         let rows = try await pool.query(
             "SELECT job_id FROM switchyard.complete($1, $2::jsonb)",
-            [worker, JSONValue.array(completions.map(\.json)).jsonText]
+            [worker, Completion.jsonText(completions)]
         )
         return Set(try rows.map { try $0[0].decode(Int64.self) })
     }

@@ -28,37 +28,52 @@ final class Housekeeper: Sendable {
 
     func stop() { stopped.set() }
 
+    /// How often alerts are evaluated: they look back over minutes, and each evaluation reads
+    /// every result of its window, so every few seconds would cost more than it tells.
+    static let alertInterval = Duration.seconds(15)
+
     func run() async {
-        var lockConnection: PostgresConnection?
+        // One connection for the whole run: it asks for the lock each round (no reconnect churn
+        // on every worker), and while it holds the lock, the lock lives as long as its session.
+        var connection: PostgresConnection?
+        var isLeader = false
         var lastPartitionCheck: ContinuousClock.Instant?
+        var lastAlertCheck: ContinuousClock.Instant?
         let clock = ContinuousClock()
         defer {
-            if let lockConnection { Task { await lockConnection.close() } }
+            if let connection { Task { await connection.close() } }
         }
         while !stopped.isSet && !Task.isCancelled {
             do {
-                if lockConnection == nil {
-                    let connection = try await PostgresConnection.connect(store.pool.configuration, threadName: "housekeeper")
-                    metrics.roundTrip("housekeeper_lock")
-                    if try await connection.query("SELECT pg_try_advisory_lock($1)", [Self.lockKey]).scalar(Bool.self) {
-                        lockConnection = connection
-                        logger.info("elected housekeeper")
-                    } else {
-                        await connection.close()
-                    }
+                if let open = connection, !(await open.isReusable()) {
+                    if isLeader { logger.warning("lost the housekeeper lock connection; standing down") }
+                    await open.close()
+                    connection = nil
+                    isLeader = false
                 }
-                if let connection = lockConnection {
-                    // The lock lives as long as this session: check it is still alive.
-                    guard await connection.isReusable() else {
-                        logger.warning("lost the housekeeper lock connection; standing down")
-                        await connection.close()
-                        lockConnection = nil
-                        continue
-                    }
+                if connection == nil {
+                    let open = try await PostgresConnection.connect(store.pool.configuration, threadName: "housekeeper")
+                    // If this host vanishes from the network, the server must notice and free the
+                    // lock within seconds, not after TCP's default two hours: server-side
+                    // keepalives and a user timeout on this session.
+                    try await open.execute(
+                        script: "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; "
+                            + "SET tcp_keepalives_count = 3; SET tcp_user_timeout = 10000"
+                    )
+                    connection = open
+                }
+                if !isLeader, let open = connection {
+                    metrics.roundTrip("housekeeper_lock")
+                    isLeader = try await open.query("SELECT pg_try_advisory_lock($1)", [Self.lockKey]).scalar(Bool.self)
+                    if isLeader { logger.info("elected housekeeper") }
+                }
+                if isLeader {
                     // Partitions are made days ahead; checking hourly is plenty.
                     let partitionsDue = lastPartitionCheck.map { clock.now - $0 > .seconds(3600) } ?? true
-                    try await keepHouse(partitions: partitionsDue)
+                    let alertsDue = lastAlertCheck.map { clock.now - $0 >= Self.alertInterval } ?? true
+                    try await keepHouse(partitions: partitionsDue, alerts: alertsDue)
                     if partitionsDue { lastPartitionCheck = clock.now }
+                    if alertsDue { lastAlertCheck = clock.now }
                 }
             } catch {
                 logger.error("housekeeping failed", ["error": "\(error)"])
@@ -67,7 +82,7 @@ final class Housekeeper: Sendable {
         }
     }
 
-    private func keepHouse(partitions: Bool) async throws {
+    private func keepHouse(partitions: Bool, alerts evaluateAlerts: Bool) async throws {
         for rescue in try await metrics.measure("rescue", rescueExpired) {
             metrics.rescues.increment([rescue.outcome])
             logger.warning(
@@ -85,6 +100,7 @@ final class Housekeeper: Sendable {
             let created = try await metrics.measure("partitions") { try await store.ensureResultPartitions() }
             if created > 0 { logger.info("created results partitions", ["count": created]) }
         }
+        guard evaluateAlerts else { return }
         for event in try await metrics.measure("alerts", { try await alerts.evaluate() }) {
             metrics.alertEvents.increment([event.kind, event.event.rawValue])
             var fields: [(String, String)] = [

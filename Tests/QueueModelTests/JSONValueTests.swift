@@ -1,0 +1,71 @@
+import Foundation
+import QueueModel
+import Testing
+
+@Suite("JSON text: parsing and writing")
+struct JSONValueTests {
+    @Test("round trips: escapes, non-ASCII, surrogate pairs, numbers, nesting")
+    func roundTrip() throws {
+        let text = #"{"a":[1,-2.5,3e2,true,false,null],"b":"quote \" backslash \\ newline \n tab \t nul-free \u0001","c":"Grüße 世界 😀 \ud83d\ude00","d":{}}"#
+        let value = try JSONValue(parsing: text)
+        #expect(value["a"] == [1, -2.5, 300, true, false, nil])
+        #expect(value["b"]?.stringValue == "quote \" backslash \\ newline \n tab \t nul-free \u{1}")
+        #expect(value["c"]?.stringValue == "Grüße 世界 😀 😀")
+        #expect(try JSONValue(parsing: value.jsonText) == value)
+        #expect(value.jsonText == #"{"a":[1,-2.5,300,true,false,null],"b":"quote \" backslash \\ newline \n tab \t nul-free \u0001","c":"Grüße 世界 😀 😀","d":{}}"#)
+    }
+
+    @Test("agrees with Foundation's JSONSerialization on generated documents")
+    func agreesWithFoundation() throws {
+        var generator = SystemRandomNumberGenerator()
+        func random(_ depth: Int) -> JSONValue {
+            switch depth > 3 ? Int.random(in: 0..<4, using: &generator) : Int.random(in: 0..<6, using: &generator) {
+            case 0: return .number(Double(Int.random(in: -1_000_000...1_000_000, using: &generator)) / 8)
+            case 1: return .string(String((0..<Int.random(in: 0..<12, using: &generator)).map { _ in
+                ["a", "\"", "\\", "\n", "é", "世", "😀", " ", "\u{7}"].randomElement(using: &generator)!
+            }))
+            case 2: return .bool(Bool.random(using: &generator))
+            case 3: return .null
+            case 4: return .array((0..<Int.random(in: 0..<5, using: &generator)).map { _ in random(depth + 1) })
+            default:
+                var members: [String: JSONValue] = [:]
+                for index in 0..<Int.random(in: 0..<5, using: &generator) { members["k\(index)"] = random(depth + 1) }
+                return .object(members)
+            }
+        }
+        for _ in 0..<500 {
+            let value = random(0)
+            let text = value.jsonText
+            #expect(try JSONValue(parsing: text) == value)
+            // Foundation reads our text back to the same structure.
+            let foundation = try JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed])
+            let again = try JSONSerialization.data(withJSONObject: foundation, options: [.fragmentsAllowed, .sortedKeys])
+            #expect(try JSONValue(parsing: again) == value)
+        }
+    }
+
+    @Test(
+        "malformed text is refused with where it went wrong",
+        arguments: [
+            ("{\"a\":}", "unexpected character at byte 6"), ("[1,2", "unexpected end of input"),
+            ("{\"a\" 1}", "expected ':'"), ("\"\\x\"", "an invalid escape"), ("01x", "unexpected text after"),
+            ("\"\\ud800\"", "an unpaired surrogate"), ("[1,]", "unexpected character"), ("tru", "unexpected end"),
+            ("\"a\u{1}b\"", "a control character in a string"), ("", "unexpected end of input"),
+        ]
+    )
+    func malformed(text: String, reason: String) {
+        let error = #expect(throws: QueueError.self) { try JSONValue(parsing: text) }
+        #expect(error?.message.contains(reason) == true, "\(error?.message ?? "")")
+    }
+
+    @Test("invalid UTF-8 and excessive nesting are refused")
+    func limits() {
+        var bytes = Data("\"".utf8)
+        bytes.append(contentsOf: [0xC3, 0x28])
+        bytes.append(contentsOf: Data("\"".utf8))
+        #expect(throws: QueueError.self) { try JSONValue(parsing: bytes) }
+        let deep = String(repeating: "[", count: 600) + String(repeating: "]", count: 600)
+        let error = #expect(throws: QueueError.self) { try JSONValue(parsing: deep) }
+        #expect(error?.message.contains("nested deeper than 512 levels") == true)
+    }
+}
