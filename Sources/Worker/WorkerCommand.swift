@@ -68,7 +68,13 @@ enum WorkerCommand {
             let metrics = WorkerMetrics()
             let executor: any JobExecutor = if let fleet {
                 RoutingExecutor(
-                    fleet: fleet, providers: ProviderFactory(concurrency: configuration.concurrency),
+                    fleet: fleet,
+                    // Each worker its own simulated random stream: with one shared salt, every
+                    // worker's n-th call to a model would fail or succeed together.
+                    providers: ProviderFactory(
+                        concurrency: configuration.concurrency,
+                        simulationSalt: StableHash.hash(configuration.identity.id)
+                    ),
                     worker: configuration.identity.id, logger: logger, metrics: metrics
                 )
             } else {

@@ -16,7 +16,8 @@ struct WorkerServiceTests {
                                      hostname: "test", pid: getpid(), version: "test"),
             reserveInteractiveShare: reserve
         )
-        configuration.lease = .seconds(5)
+        // Long enough that a loaded machine never lets a lease lapse mid-test (rescue is tested elsewhere).
+        configuration.lease = .seconds(30)
         configuration.heartbeatInterval = .milliseconds(100)
         configuration.pollInterval = .milliseconds(100)
         configuration.housekeepingInterval = .milliseconds(200)

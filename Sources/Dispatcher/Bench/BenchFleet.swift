@@ -34,33 +34,19 @@ struct BenchFleet {
         return configuration
     }
 
-    /// The `worker` next to this `dispatcher`.
-    static var workerBinary: String {
-        URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
-            .appending(path: "worker").path
-    }
-
     /// Starts worker processes; their logs go to a file in the temporary directory.
     static func startWorkers(
         _ count: Int, concurrency: Int, database: PostgresConfiguration, extra: [String] = []
     ) throws -> [ChildProcess] {
-        var environment = ProcessInfo.processInfo.environment
-        environment["DATABASE_URL"] = database.effectiveConnectionString
-        environment["SWITCHYARD_EXIT_WITH_PARENT"] = "1"
-        environment["SWITCHYARD_LOG_LEVEL"] = "warning"
         let log = FileManager.default.temporaryDirectory.appending(path: "switchyard-bench-workers.log").path
-        return try (0..<count).map { index in
-            try ChildProcess.spawn(
-                workerBinary, ["--concurrency", String(concurrency), "--id", "bench-\(index)"] + extra,
-                environment: environment, standardOutput: .file(log), standardError: .file(log)
-            )
-        }
+        return try LocalWorkers.start(
+            count, concurrency: concurrency, database: database, extra: extra, log: log, idPrefix: "bench"
+        )
     }
 
     /// Stops workers gracefully and waits for them.
     static func stop(_ workers: [ChildProcess]) async {
-        for worker in workers { worker.signal(SIGTERM) }
-        for worker in workers { _ = try? await BlockingWork.run { worker.wait() } }
+        await LocalWorkers.stop(workers)
     }
 
     /// Waits until `count` results exist (polling lightly), or `limit` passes.

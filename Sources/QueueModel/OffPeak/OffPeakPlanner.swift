@@ -28,7 +28,9 @@ public struct OffPeakPlanner: Sendable {
         _ request: RoutingRequest, deadline: Date?, maxAttempts: Int, state: RoutingState, now: Date
     ) -> Decision {
         let unconstrained = router.plan(for: request, state: state, explain: false)
-        guard request.priority == .background, !policy.isDraining(at: now) else {
+        // Only price (or tier) is the policy's business: if no model can take the job at any
+        // price, say so (the executor handles unavailability), rather than waiting for a window.
+        guard request.priority == .background, !policy.isDraining(at: now), !unconstrained.attempts.isEmpty else {
             return .run(unconstrained, escalation: nil)
         }
         let ceiling = policy.ceiling(for: unconstrained.rule)

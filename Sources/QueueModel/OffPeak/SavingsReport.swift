@@ -67,7 +67,9 @@ public struct SavingsReport: Sendable {
         var rounded = Decimal()
         var input = value
         NSDecimalRound(&rounded, &input, 2, .plain)
-        return "$" + rounded.formatted(.number.precision(.fractionLength(2)).locale(Locale(identifier: "en_US")))
+        let text = (rounded < 0 ? -rounded : rounded).formatted(
+            .number.precision(.fractionLength(2)).locale(Locale(identifier: "en_US")))
+        return (rounded < 0 ? "-$" : "$") + text
     }
 
     static func percent(_ part: Decimal, of whole: Decimal) -> String {

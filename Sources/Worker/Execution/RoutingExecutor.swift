@@ -61,6 +61,17 @@ struct RoutingExecutor: JobExecutor {
                 unroutable?.isTransient == true ? .info : .warning, "job cannot be routed",
                 ["model": "none", "task_class": taskClass, "reason": unroutable?.reason ?? "no attempts"]
             )
+            // Every model of the rule is out for now (breakers, budgets): wait for one to come
+            // back without spending an attempt, for as long as the job's priority allows.
+            let waited = instant.timeIntervalSince(job.createdAt)
+            if unroutable?.isTransient == true, !router.catalog.models.isEmpty,
+                waited < Self.longestWaitForAModel(job.priority).seconds
+            {
+                return .postponed(
+                    until: instant.addingTimeInterval(Self.recheckInterval.seconds),
+                    reason: "no model available now: \(unroutable?.reason ?? "")"
+                )
+            }
             return .failed(
                 JobFailure(
                     code: unroutable?.isTransient == true ? "no_model_available" : "unroutable",
@@ -239,6 +250,15 @@ struct RoutingExecutor: JobExecutor {
         case .nextCandidateAndMarkUnhealthy: "next candidate; model marked unhealthy"
         case .failJob: "fail the job: the request is at fault"
         }
+    }
+
+    /// How often a job with no model available looks again.
+    static let recheckInterval = Duration.seconds(5)
+
+    /// How long a job waits for a model of its rule to come back before it fails (its attempts
+    /// then retry it as usual): a person waits for an interactive answer, a batch does not.
+    static func longestWaitForAModel(_ priority: Priority) -> Duration {
+        priority == .interactive ? .seconds(60) : .seconds(3600)
     }
 
     /// Time left before the job's deadline; a day when it has none (each attempt is still bounded
