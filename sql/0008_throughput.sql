@@ -5,6 +5,11 @@
 -- batch at 100,000 queued jobs. An explicit id array turns that into primary-key probes. The
 -- heartbeat skips rows its own worker is writing back at the same moment (it used to wait for
 -- them, and the two could deadlock), and reports lost leases separately.
+--
+-- As 0007 asks: run as the schema's owner, and restate SECURITY DEFINER and the fixed
+-- search_path on every function replaced (CREATE OR REPLACE resets them).
+
+SET LOCAL ROLE switchyard_admin;
 
 CREATE OR REPLACE FUNCTION switchyard.complete(p_worker text, p_items jsonb)
     RETURNS TABLE (job_id bigint, kind text)
@@ -100,4 +105,7 @@ END $$;
 -- it with nested loops: quadratic in the batch size, and a batch of 256 took 40 ms. With nested
 -- loops off inside this function, the joins hash (linear), and the jobs are still found by
 -- primary key through `id = ANY (...)`.
-ALTER FUNCTION switchyard.complete(text, jsonb) SET enable_nestloop = off;
+ALTER FUNCTION switchyard.complete(text, jsonb)
+    SECURITY DEFINER SET search_path = pg_catalog, switchyard, pg_temp SET enable_nestloop = off;
+ALTER FUNCTION switchyard.heartbeat(text, bigint[], integer[], double precision, integer, text, integer, text)
+    SECURITY DEFINER SET search_path = pg_catalog, switchyard, pg_temp;

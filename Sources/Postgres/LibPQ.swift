@@ -61,6 +61,10 @@ enum LibPQ {
         if reason.contains("database") && reason.contains("does not exist") {
             return "Create the database (createdb NAME) or fix its name in DATABASE_URL."
         }
+        if reason.contains("SSL") {
+            return "Check sslmode in DATABASE_URL against what the server offers (require/verify-full need SSL on "
+                + "the server; verify-full also needs sslrootcert)."
+        }
         if reason.contains("role") && reason.contains("does not exist") {
             return "Create the role (createuser NAME) or fix the user name in DATABASE_URL."
         }

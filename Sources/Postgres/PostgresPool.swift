@@ -232,7 +232,7 @@ extension PostgresError {
         guard code == .connectionFailed else { return false }
         let permanent = [
             "authentication failed", "no password supplied", "does not exist", "permission denied",
-            "no pg_hba.conf entry", "invalid",
+            "no pg_hba.conf entry", "invalid", "SSL", "certificate",
         ]
         return !permanent.contains { message.contains($0) }
     }

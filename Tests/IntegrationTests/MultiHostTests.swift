@@ -12,7 +12,7 @@ import Testing
 struct MultiHostTests {
     static let hello: JSONValue = ["messages": [["role": "user", "content": "hello"]]]
     static let workerArguments = [
-        "--concurrency", "16", "--lease", "2s", "--heartbeat", "500ms", "--simulated-latency", "20ms",
+        "--concurrency", "16", "--lease", "2s", "--heartbeat", "500ms", "--simulated-latency", "100ms",
         "--shutdown-grace", "5s",
     ]
 
@@ -42,7 +42,7 @@ struct MultiHostTests {
                 try lab.socketConfiguration(database: "switchyard"), options: .init(maxConnections: 2))
             defer { Task { await pool.close() } }
             let submitted = try await QueueStore(pool: pool).submit(
-                batch: (0..<2000).map { _ in Submission(request: Self.hello) }
+                batch: (0..<3000).map { _ in Submission(request: Self.hello) }
             )
 
             // w1 starts alone, so it is surely the elected housekeeper when it is cut off: the

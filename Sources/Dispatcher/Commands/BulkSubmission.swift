@@ -23,23 +23,28 @@ struct BulkSubmission {
         var ids: [Int64] = []
         while let lines = await reader.next(count: batchSize) {
             var batch: [(line: Int, submission: Submission)] = []
-            for (number, text) in lines where !text.trimmingCharacters(in: .whitespaces).isEmpty {
+            for line in lines {
                 do {
-                    batch.append((number, try Submission.parse(line: text, defaults: defaults)))
+                    // Bytes that are not UTF-8, NUL bytes and absurd nesting are refused here, with
+                    // the line's number, before the JSON parser or the server sees them.
+                    let text = try line.text()
+                    guard !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else { continue }
+                    batch.append((line.number, try Submission.parse(line: text, defaults: defaults)))
                 } catch let error as QueueError {
-                    rejections.append(Rejection(line: number, reason: error.message))
+                    rejections.append(Rejection(line: line.number, reason: error.message))
                 }
             }
             do {
                 ids += try await store.submit(batch: batch.map(\.submission))
                 submitted += batch.count
-            } catch let error as QueueError where error.code == .invalidInput {
-                // Someone in this batch is invalid: find out who, one by one.
+            } catch let error as QueueError where error.isSubmissionRefusal {
+                // Someone in this batch was refused (invalid, or a tenant this role may not
+                // submit for): none of it was stored; find out who, one by one.
                 for item in batch {
                     do {
                         ids.append(try await store.submit(item.submission))
                         submitted += 1
-                    } catch let error as QueueError where error.code == .invalidInput {
+                    } catch let error as QueueError where error.isSubmissionRefusal {
                         rejections.append(Rejection(line: item.line, reason: error.message))
                     }
                 }
@@ -65,16 +70,49 @@ struct BulkSubmission {
 }
 
 /// Reads a file (or stdin) line by line on a Dispatch queue, never on the cooperative pool
-/// (a read from a pipe can block for as long as the writer pleases).
+/// (a read from a pipe can block for as long as the writer pleases). Lines are handed out as
+/// bytes: whether they are text is for `Line.text()` to say, with the line's number.
 final class LineReader: @unchecked Sendable {
     // Safe because every field below is only touched from `queue`.
     private let handle: FileHandle
     private let queue = DispatchQueue(label: "switchyard.line-reader")
-    private var buffer = Data()
+    private var buffer: [UInt8] = []
+    /// Where the next line starts in `buffer` (the bytes before it were handed out).
+    private var start = 0
     private var lineNumber = 0
     private var atEnd = false
+    /// The bytes of the current line dropped so far because it is longer than the limit.
+    private var skipped = 0
+    private let maximumLineBytes: Int
 
-    init(path: String) throws {
+    /// One line, without its newline.
+    struct Line {
+        var number: Int
+        var bytes: [UInt8]
+        /// The line's length when it was too long to keep (its bytes are then dropped).
+        var oversizedBytes: Int?
+
+        /// The line as text.
+        /// - Throws: `QueueError.invalidInput` when it is too long, not UTF-8, holds a NUL byte or
+        ///   nests too deeply (`InputScreen`).
+        func text() throws -> String {
+            if let oversizedBytes {
+                throw QueueError(
+                    .invalidInput,
+                    "the line is \(oversizedBytes) bytes, over the client's limit of \(InputScreen.maximumBytes) bytes",
+                    hint: "The server refuses requests over its max_request_bytes setting (1 MiB by default).")
+            }
+            do {
+                return try InputScreen.text(bytes)
+            } catch var error as QueueError {
+                error.message = "the line " + error.message
+                throw error
+            }
+        }
+    }
+
+    init(path: String, maximumLineBytes: Int = InputScreen.maximumBytes) throws {
+        self.maximumLineBytes = maximumLineBytes
         if path == "-" {
             handle = FileHandle.standardInput
         } else {
@@ -86,34 +124,47 @@ final class LineReader: @unchecked Sendable {
     }
 
     /// The next lines (up to `count`) with their 1-based numbers; nil at the end.
-    func next(count: Int) async -> [(Int, String)]? {
+    func next(count: Int) async -> [Line]? {
         await withCheckedContinuation { continuation in
             queue.async { continuation.resume(returning: self.readLines(count)) }
         }
     }
 
-    private func readLines(_ count: Int) -> [(Int, String)]? {
-        var lines: [(Int, String)] = []
+    private func readLines(_ count: Int) -> [Line]? {
+        var lines: [Line] = []
         while lines.count < count {
-            if let newline = buffer.firstIndex(of: 10) {
-                let line = buffer[buffer.startIndex..<newline]
-                buffer.removeSubrange(buffer.startIndex...newline)
-                lineNumber += 1
-                lines.append((lineNumber, String(decoding: line, as: UTF8.self)))
+            if let newline = buffer[start...].firstIndex(of: 10) {
+                lines.append(take(start..<newline))
+                start = newline + 1
                 continue
             }
+            // Drop what was handed out, so the buffer holds one partial line at most.
+            buffer.removeSubrange(0..<start)
+            start = 0
+            // A line longer than the limit: keep counting it, never holding more than the limit.
+            if buffer.count > maximumLineBytes {
+                skipped += buffer.count
+                buffer.removeAll(keepingCapacity: true)
+            }
             if atEnd {
-                if !buffer.isEmpty {
-                    lineNumber += 1
-                    lines.append((lineNumber, String(decoding: buffer, as: UTF8.self)))
-                    buffer.removeAll()
-                }
+                if !buffer.isEmpty || skipped > 0 { lines.append(take(0..<buffer.count)) }
+                buffer.removeAll()
                 break
             }
             let chunk = handle.readData(ofLength: 1 << 16)
-            if chunk.isEmpty { atEnd = true } else { buffer.append(chunk) }
+            if chunk.isEmpty { atEnd = true } else { buffer.append(contentsOf: chunk) }
         }
         return lines.isEmpty ? nil : lines
+    }
+
+    /// The line made of the skipped bytes and `buffer[range]`.
+    private func take(_ range: Range<Int>) -> Line {
+        lineNumber += 1
+        defer { skipped = 0 }
+        if skipped > 0 || range.count > maximumLineBytes {
+            return Line(number: lineNumber, bytes: [], oversizedBytes: skipped + range.count)
+        }
+        return Line(number: lineNumber, bytes: Array(buffer[range]), oversizedBytes: nil)
     }
 }
 

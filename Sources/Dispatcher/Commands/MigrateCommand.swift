@@ -11,6 +11,10 @@ enum MigrateCommand {
         twice, and from several machines at once (an advisory lock makes them take turns). Refuses a
         database migrated by a newer Switchyard.
 
+        The first run on a server creates the roles switchyard_submitter, switchyard_worker and
+        switchyard_admin (shared by every database of the server), so it needs a superuser or a role
+        with CREATEROLE; later runs need a member of switchyard_admin. See docs/security.md.
+
           --status   show applied and pending migrations; change nothing
         """
 

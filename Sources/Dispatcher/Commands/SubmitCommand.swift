@@ -71,6 +71,7 @@ enum SubmitCommand {
             submission.request = Submission.prompt(prompt, system: arguments.value("system"))
         } else if let path = arguments.value("request") {
             submission.request = try JSONValue(parsing: try readInput(path))
+            try InputScreen.checkStrings(submission.request, path: "request")
             if let system = arguments.value("system"), case .array(var messages)? = submission.request["messages"] {
                 messages.insert(["role": "system", "content": .string(system)], at: 0)
                 submission.request["messages"] = .array(messages)
@@ -115,6 +116,7 @@ enum SubmitCommand {
             guard case .object = value else {
                 throw QueueError(.invalidInput, "--metadata must be a JSON object, like '{\"team\":\"search\"}'")
             }
+            try InputScreen.checkStrings(value, path: "--metadata")
             submission.metadata = value
         }
         return submission
@@ -133,12 +135,25 @@ enum SubmitCommand {
         )
     }
 
-    /// The contents of a file, or of stdin for "-".
+    /// The contents of a file, or of stdin for "-", as text.
+    /// - Throws: `QueueError.invalidInput` when it cannot be read, or is not UTF-8, holds a NUL
+    ///   byte or nests too deeply (`InputScreen`); never a silently repaired request.
     static func readInput(_ path: String) throws -> String {
-        if path == "-" { return String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self) }
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw QueueError(.invalidInput, "cannot read \(path)", hint: "Check that the file exists and is readable.")
+        let data: Data
+        if path == "-" {
+            data = FileHandle.standardInput.readDataToEndOfFile()
+        } else {
+            guard let contents = FileManager.default.contents(atPath: path) else {
+                throw QueueError(
+                    .invalidInput, "cannot read \(path)", hint: "Check that the file exists and is readable.")
+            }
+            data = contents
         }
-        return String(decoding: data, as: UTF8.self)
+        do {
+            return try InputScreen.text([UInt8](data))
+        } catch var error as QueueError {
+            error.message = "\(path == "-" ? "stdin" : path) " + error.message
+            throw error
+        }
     }
 }

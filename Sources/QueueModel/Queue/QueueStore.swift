@@ -203,7 +203,8 @@ extension QueueError {
     init(submissionError error: PostgresError) {
         if error.sqlState == SQLState("P0002") {
             self.init(.notFound, error.message, hint: error.hint, sqlState: error.sqlState)
-        } else if let state = error.sqlState, state.errorClass == "22" {
+        } else if let state = error.sqlState, state.errorClass == "22" || state == .insufficientPrivilege {
+            // 22xxx: the request broke a rule; 42501: this role may not submit for that tenant.
             self.init(.invalidInput, error.message, hint: error.hint, sqlState: state)
         } else {
             self.init(.database, error.message, hint: error.hint, sqlState: error.sqlState)

@@ -42,12 +42,14 @@ public struct Submission: Sendable, Hashable {
     /// Reads one line of a JSONL submission file: either a bare request (`{"messages": …}`) or an
     /// envelope (`{"request": {…}, "priority": "background", "affinity_key": …}`), with
     /// `defaults` for whatever the line leaves out.
-    /// - Throws: `QueueError.invalidInput` saying what is wrong with the line.
+    /// - Throws: `QueueError.invalidInput` saying what is wrong with the line (a NUL character
+    ///   anywhere included: Postgres cannot store it, and libpq would cut a parameter short at it).
     public static func parse(line: String, defaults: Submission) throws -> Submission {
         let value = try JSONValue(parsing: line)
         guard case .object(let object) = value else {
             throw QueueError(.invalidInput, "a line must be a JSON object, got \(value.typeName)")
         }
+        try InputScreen.checkStrings(value, path: object["request"] == nil ? "request" : "")
         guard let request = object["request"] else {
             var submission = defaults
             submission.request = value

@@ -50,14 +50,18 @@ public struct AnthropicProvider: ModelProvider {
         let url = try ProviderEndpoint.url(for: model, defaultBase: Self.defaultBaseURL, path: "/v1/messages")
         var headers = ["anthropic-version": Self.apiVersion]
         if let key = try ProviderEndpoint.apiKey(for: model, environment: environment) { headers["x-api-key"] = key }
+        let skipVerification = try transport.insecureTLS.skipsVerification(for: model, url: url)
         let request = ProviderEndpoint.post(url, body: body, headers: headers, model: model)
-        let exchange = try await transport.send(request, timeout: call.timeout, model: model.name)
+        let exchange = try await transport.send(
+            request, timeout: call.timeout, model: model.name, skipVerification: skipVerification)
         return try Self.reply(from: exchange, model: model, now: clock.now())
     }
 
     /// Reads a response: the translated completion for a readable 2xx message, else the
-    /// classified error.
+    /// classified error. Registered secrets are replaced first: a provider that echoes the key
+    /// leaves `[REDACTED]`.
     static func reply(from exchange: HTTPTransport.Exchange, model: ModelSpec, now: Date) throws -> ProviderReply {
+        let exchange = exchange.redactingSecrets()
         let rateLimit = RateLimitInfo(headers: exchange.headers, now: now)
         guard (200..<300).contains(exchange.status) else {
             throw ProviderError.fromResponse(

@@ -1,4 +1,5 @@
 import Foundation
+import QueueModel
 import Synchronization
 
 #if canImport(FoundationNetworking)
@@ -10,16 +11,32 @@ import Synchronization
 ///
 /// FoundationNetworking allows 6 connections per host by default, which would queue a worker's
 /// attempts behind each other; the limit is raised to the worker's concurrency. TLS certificates
-/// are verified (no delegate overrides it). Nothing is cached and no cookies are kept.
+/// are verified; only a model the catalog flags and the worker's operator confirms may skip it
+/// (`InsecureTLS`). Nothing is cached and no cookies are kept.
 public final class HTTPTransport: Sendable {
     /// The most connections held open to one host at once.
     public let maximumConnectionsPerHost: Int
+    /// Whether (and for which models) this worker's operator allowed skipping TLS verification.
+    public let insecureTLS: InsecureTLS
     private let session: URLSession
+    #if !canImport(FoundationNetworking)
+        /// Made only when the operator confirmed skipping verification for some model.
+        private let unverifiedSession: URLSession?
+    #endif
 
-    /// Creates the process's transport.
-    /// - Parameter maximumConnectionsPerHost: the worker's concurrency (attempts in flight).
-    public init(maximumConnectionsPerHost: Int) {
+    /// Creates the process's transport, and warns (on every start) when the environment allows
+    /// skipping TLS verification for some model.
+    /// - Parameters:
+    ///   - maximumConnectionsPerHost: the worker's concurrency (attempts in flight).
+    ///   - environment: where `SWITCHYARD_INSECURE_TLS_MODELS` is read from.
+    ///   - logger: where the warning goes.
+    public init(
+        maximumConnectionsPerHost: Int, environment: [String: String] = ProcessInfo.processInfo.environment,
+        logger: Logger = Logger(label: "worker")
+    ) {
         self.maximumConnectionsPerHost = max(1, maximumConnectionsPerHost)
+        insecureTLS = InsecureTLS(environment: environment)
+        if let warning = insecureTLS.startWarning { logger.warning(warning) }
         let configuration = URLSessionConfiguration.ephemeral
         configuration.httpMaximumConnectionsPerHost = self.maximumConnectionsPerHost
         configuration.requestCachePolicy = .reloadIgnoringLocalCacheData
@@ -31,10 +48,18 @@ public final class HTTPTransport: Sendable {
         configuration.timeoutIntervalForRequest = 600
         configuration.timeoutIntervalForResource = 600
         session = URLSession(configuration: configuration)
+        #if !canImport(FoundationNetworking)
+            unverifiedSession =
+                insecureTLS.confirmedModels.isEmpty
+                ? nil : URLSession(configuration: configuration, delegate: TrustingDelegate(), delegateQueue: nil)
+        #endif
     }
 
     deinit {
         session.finishTasksAndInvalidate()
+        #if !canImport(FoundationNetworking)
+            unverifiedSession?.finishTasksAndInvalidate()
+        #endif
     }
 
     /// A response, whatever its status.
@@ -47,6 +72,19 @@ public final class HTTPTransport: Sendable {
         var body: Data
         /// From sending the request to having the whole body.
         var latency: Duration
+
+        /// The exchange with every registered secret replaced in its body and headers, whole,
+        /// before anything parses or cuts them (an excerpt cut through a key would no longer
+        /// match it). Adapters read provider answers only this way, so a key a provider echoes
+        /// cannot reach a result, a trail or a log.
+        func redactingSecrets() -> Exchange {
+            var copy = self
+            let text = String(decoding: body, as: UTF8.self)
+            let clean = Secrets.redact(text)
+            if clean != text { copy.body = Data(clean.utf8) }
+            copy.headers = headers.mapValues { Secrets.redact($0) }
+            return copy
+        }
     }
 
     /// Sends a request and waits for the whole response, at most `timeout`.
@@ -54,9 +92,12 @@ public final class HTTPTransport: Sendable {
     /// The timeout is enforced twice: as the request's own timeout, and by racing the request
     /// against a timer in a task group, which cancels the request when the timer wins, so a server
     /// that accepts the connection and then hangs cannot hold the attempt past its budget.
+    /// - Parameter skipVerification: true only when `InsecureTLS.skipsVerification` said so.
     /// - Throws: `ProviderError` (`timedOut`, `connectionFailed`), or `CancellationError` when the
     ///   calling task was cancelled (the request is cancelled with it).
-    func send(_ request: URLRequest, timeout: Duration, model: String) async throws -> Exchange {
+    func send(
+        _ request: URLRequest, timeout: Duration, model: String, skipVerification: Bool = false
+    ) async throws -> Exchange {
         var bounded = request
         bounded.timeoutInterval = max(
             0.001, Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18)
@@ -65,7 +106,7 @@ public final class HTTPTransport: Sendable {
         let start = clock.now
         do {
             var exchange = try await withThrowingTaskGroup(of: Exchange.self) { group in
-                group.addTask { try await self.perform(request) }
+                group.addTask { try await self.perform(request, skipVerification: skipVerification) }
                 group.addTask {
                     try await Task.sleep(for: timeout)
                     throw ProviderError(
@@ -86,7 +127,12 @@ public final class HTTPTransport: Sendable {
     }
 
     /// One data task, cancelled when the calling task is.
-    private func perform(_ request: URLRequest) async throws -> Exchange {
+    private func perform(_ request: URLRequest, skipVerification: Bool) async throws -> Exchange {
+        #if canImport(FoundationNetworking)
+            let session = session
+        #else
+            let session = skipVerification ? (unverifiedSession ?? session) : session
+        #endif
         let handle = TaskHandle()
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Exchange, Error>) in
@@ -134,3 +180,18 @@ public final class HTTPTransport: Sendable {
         }
     }
 }
+
+#if !canImport(FoundationNetworking)
+    /// Accepts any server certificate: used only for models the catalog flags and the operator
+    /// confirmed (`InsecureTLS`). No state, so sharing it between threads is safe.
+    private final class TrustingDelegate: NSObject, URLSessionDelegate, @unchecked Sendable {
+        func urlSession(
+            _ session: URLSession, didReceive challenge: URLAuthenticationChallenge
+        ) async -> (URLSession.AuthChallengeDisposition, URLCredential?) {
+            guard challenge.protectionSpace.authenticationMethod == NSURLAuthenticationMethodServerTrust,
+                let trust = challenge.protectionSpace.serverTrust
+            else { return (.performDefaultHandling, nil) }
+            return (.useCredential, URLCredential(trust: trust))
+        }
+    }
+#endif

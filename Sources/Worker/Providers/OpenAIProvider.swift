@@ -47,13 +47,17 @@ public struct OpenAIProvider: ModelProvider {
         if let key = try ProviderEndpoint.apiKey(for: model, environment: environment) {
             headers["Authorization"] = "Bearer \(key)"
         }
+        let skipVerification = try transport.insecureTLS.skipsVerification(for: model, url: url)
         let request = ProviderEndpoint.post(url, body: .object(body), headers: headers, model: model)
-        let exchange = try await transport.send(request, timeout: call.timeout, model: model.name)
+        let exchange = try await transport.send(
+            request, timeout: call.timeout, model: model.name, skipVerification: skipVerification)
         return try Self.reply(from: exchange, model: model.name, now: clock.now())
     }
 
-    /// Reads a response: a reply for a readable 2xx completion, else the classified error.
+    /// Reads a response: a reply for a readable 2xx completion, else the classified error. Registered
+    /// secrets are replaced first: a provider that echoes the key leaves `[REDACTED]`.
     static func reply(from exchange: HTTPTransport.Exchange, model: String, now: Date) throws -> ProviderReply {
+        let exchange = exchange.redactingSecrets()
         let rateLimit = RateLimitInfo(headers: exchange.headers, now: now)
         guard (200..<300).contains(exchange.status) else {
             throw ProviderError.fromResponse(

@@ -40,11 +40,12 @@ a step as JSON overrides the model's script for that request.
 
 import argparse
 import json
-import os
 import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from fixture_process import announce
 
 KINDS = {
     "ok": {},
@@ -232,13 +233,6 @@ class Handler(BaseHTTPRequestHandler):
                           "code": step.get("code")}}
 
 
-def watch_parent(pid):
-    while True:
-        time.sleep(0.5)
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            os._exit(0)
 
 
 def main():
@@ -259,13 +253,7 @@ def main():
     server = ThreadingHTTPServer((arguments.host, arguments.port), Handler)
     server.daemon_threads = True
     port = server.server_address[1]
-    if arguments.parent_pid:
-        threading.Thread(target=watch_parent, args=(arguments.parent_pid,), daemon=True).start()
-    if arguments.port_file:
-        temporary = arguments.port_file + ".tmp"
-        with open(temporary, "w") as file:
-            file.write("%d\n" % port)
-        os.replace(temporary, arguments.port_file)
+    announce(port, arguments.port_file, arguments.parent_pid)
     print(port, flush=True)
     try:
         server.serve_forever()

@@ -1,0 +1,10 @@
+import Postgres
+
+extension QueueError {
+    /// Whether the server refused one submission for a reason of its own — invalid input, or a
+    /// tenant the caller's role may not submit for — rather than failing as a whole. A bulk
+    /// submission reports such a job and goes on with the others.
+    public var isSubmissionRefusal: Bool {
+        code == .invalidInput || sqlState == .insufficientPrivilege
+    }
+}

@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""An HTTP server that breaks connections on purpose, for Switchyard's poison-job tests.
+Python 3 standard library only.
+
+Usage:
+    misbehaving_server.py [--port-file PATH] [--parent-pid PID]
+
+Writes the port it listens on to --port-file (atomically) once ready; with --parent-pid it exits
+when that process is gone. Every request is read whole, then answered by the first path segment:
+    /reset/...     the connection is reset (TCP RST, SO_LINGER 0): "connection reset by peer"
+    /close/...     the connection is closed without a byte of answer
+    /partial/...   a 200 head promising 1000 bytes, a few bytes of body, then close
+GET /count answers how many requests were broken so far.
+"""
+
+import argparse
+import socket
+import struct
+import threading
+import time
+
+from fixture_process import announce
+
+COUNT = 0
+LOCK = threading.Lock()
+
+
+def read_request(connection):
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = connection.recv(65536)
+        if not chunk:
+            return None
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    while len(body) < length:
+        chunk = connection.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head.split(b"\r\n")[0].decode("latin-1")
+
+
+def serve(connection):
+    global COUNT
+    try:
+        request_line = read_request(connection)
+        if request_line is None:
+            return
+        path = request_line.split(" ")[1] if " " in request_line else "/"
+        if path == "/count":
+            with LOCK:
+                body = str(COUNT).encode()
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+            return
+        with LOCK:
+            COUNT += 1
+        if path.startswith("/reset/"):
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        elif path.startswith("/partial/"):
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"choi")
+            time.sleep(0.05)
+    except OSError:
+        pass
+    finally:
+        connection.close()
+
+
+
+
+def main():
+    parser = argparse.ArgumentParser(description="An HTTP server that breaks connections on purpose.")
+    parser.add_argument("--port-file")
+    parser.add_argument("--parent-pid", type=int)
+    arguments = parser.parse_args()
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    announce(listener.getsockname()[1], arguments.port_file, arguments.parent_pid)
+    while True:
+        connection, _ = listener.accept()
+        threading.Thread(target=serve, args=(connection,), daemon=True).start()
+
+
+if __name__ == "__main__":
+    main()

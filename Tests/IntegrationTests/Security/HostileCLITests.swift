@@ -1,0 +1,191 @@
+import Foundation
+import Postgres
+import QueueModel
+import Testing
+
+@testable import Dispatcher
+
+/// Generated hostile submissions through the command line — JSONL with `--file`, one request with
+/// `--request` — as a real submitter login role: every one refused with a clear error (and its
+/// line number), nothing of it stored, the valid ones accepted.
+@Suite("Security: hostile input through the CLI")
+struct HostileCLITests {
+    static let hello = #"{"messages":[{"role":"user","content":"hi"}]}"#
+
+    /// Envelope mistakes only a JSONL line can make, and what each must be told.
+    static let envelopeMistakes: [(line: String, expected: String)] = [
+        (#"{"request": \#(hello), "priorty": "background"}"#, #"unknown field "priorty""#),
+        (#"{"request": \#(hello), "priority": 5}"#, "priority must be a string, got a number"),
+        (#"{"request": \#(hello), "max_attempts": "3"}"#, "max_attempts must be a whole number, got a string"),
+        (#"{"request": \#(hello), "run_at": "tomorrow"}"#, "run_at must be an ISO 8601 time"),
+        (#"{"request": \#(hello), "deadline": "2001-01-01T00:00:00Z"}"#, "must be after run_at"),
+        (#"{"request": \#(hello), "tenant": "globex"}"#, "may not submit for tenant 'globex'"),
+        (#"{"request": \#(hello), "tenant": "acme\u0000"}"#, "tenant contains a NUL character"),
+        (#"{"request": \#(hello), "metadata": [1]}"#, "metadata must be a JSON object"),
+        (#"{"request": "hello"}"#, "request must be a JSON object, got string"),
+        (
+            #"{"request": \#(hello), "task_class": "\#(String(repeating: "x", count: 150))"}"#,
+            "limited to 100, 500, 200 and 500"
+        ),
+    ]
+
+    /// A submitter login role for tenant acme, and the database as that role.
+    static func withSubmitter(
+        _ body: (_ url: String, _ admin: PostgresPool) async throws -> Void
+    ) async throws {
+        try await TestDatabase.withMigrated { configuration in
+            let admin = PostgresPool(configuration, options: .init(maxConnections: 2))
+            defer { Task { await admin.close() } }
+            try await admin.query(HostileInputs.settingsSQL)
+            try await SecurityFixtures.withRoles(admin, ["cli": "switchyard_submitter"], login: true) { roles in
+                try await SecurityFixtures.map(admin, [(roles["cli"]!, "acme")])
+                try await body(SecurityFixtures.connectionString(configuration, as: roles["cli"]!), admin)
+            }
+        }
+    }
+
+    static func temporaryFile(_ name: String) -> URL {
+        FileManager.default.temporaryDirectory.appending(path: "switchyard-\(UUID().uuidString)-\(name)")
+    }
+
+    @Test("one JSONL file of 1,300 hostile lines and 150 valid ones: each hostile line reported with its number")
+    func jsonl() async throws {
+        try await Self.withSubmitter { url, admin in
+            var generator = HostileInputs(seed: 4, client: true)
+            var lines: [(bytes: [UInt8], input: GeneratedInput)] = []
+            for index in 0..<1_200 {
+                let input = generator.hostile(index)
+                lines.append((input.line, input))
+                if index % 8 == 0 {
+                    let valid = generator.valid()
+                    lines.append((valid.line, valid))
+                }
+                if index % 12 == 0 {
+                    let mistake = Self.envelopeMistakes[(index / 12) % Self.envelopeMistakes.count]
+                    lines.append(
+                        (
+                            Array(mistake.line.utf8),
+                            GeneratedInput(kind: "envelope", request: [], expected: [mistake.expected])
+                        ))
+                }
+            }
+            let hostile = lines.filter { !$0.input.isValid }
+            let valid = lines.filter(\.input.isValid)
+            #expect(hostile.count >= 1_300)
+            let file = Self.temporaryFile("hostile.jsonl")
+            defer { try? FileManager.default.removeItem(at: file) }
+            try Data(lines.map(\.bytes).joined(separator: [0x0A])).write(to: file)
+
+            let binary = WorkerProcess.binary("dispatcher")
+            let (status, output) = try await BlockingWork.run {
+                try ChildProcess.run(binary, ["submit", "--file", file.path, "--json", "--database-url", url])
+            }
+            #expect(status == 2, "\(output.suffix(2000))")
+            let lastObject = output.split(separator: "\n").last { $0.hasPrefix("{") }
+            let summaryLine = try #require(lastObject)
+            let summary = try JSONValue(parsing: String(summaryLine))
+            #expect(summary["submitted"]?.intValue == valid.count)
+            #expect(summary["rejected"]?.intValue == hostile.count)
+            var reported: [Int: String] = [:]
+            for rejection in summary["rejections"]?.arrayValue ?? [] {
+                let line = try #require(rejection["line"]?.intValue)
+                #expect(reported[line] == nil, "line \(line) reported twice")
+                reported[line] = rejection["error"]?.stringValue ?? ""
+            }
+            for (number, entry) in zip(1..., lines) {
+                if entry.input.isValid {
+                    #expect(reported[number] == nil, "valid line \(number) was refused: \(reported[number] ?? "")")
+                } else if let error = reported[number] {
+                    #expect(
+                        entry.input.matches(error),
+                        "line \(number) \(entry.input): expected \(entry.input.expected), got \(error)")
+                } else {
+                    Issue.record("hostile line \(number) was not reported: \(entry.input)")
+                }
+            }
+            // The valid lines are the only jobs, stored exactly as sent, in order.
+            let ids = (summary["ids"]?.arrayValue ?? []).compactMap { $0.intValue.map(Int64.init) }
+            let exact = try await admin.query(
+                """
+                SELECT count(*) FROM unnest($1::bigint[], $2::text[]) AS v(id, request)
+                JOIN switchyard.jobs j ON j.id = v.id WHERE j.request = v.request::jsonb AND j.tenant = 'acme'
+                """,
+                [ids, valid.map { String(decoding: $0.input.request, as: UTF8.self) }]
+            ).scalar(Int.self)
+            #expect(exact == valid.count)
+            #expect(try await admin.query("SELECT count(*) FROM switchyard.jobs").scalar(Int.self) == valid.count)
+        }
+    }
+
+    @Test("1,000 hostile --request files through `dispatcher submit` in process: each refused, nothing stored")
+    func requestInProcess() async throws {
+        try await Self.withSubmitter { url, admin in
+            var generator = HostileInputs(seed: 5, client: true)
+            let file = Self.temporaryFile("request.json")
+            defer { try? FileManager.default.removeItem(at: file) }
+            for index in 0..<1_000 {
+                let input = generator.hostile(index)
+                try Data(input.request).write(to: file)
+                var words = ["--request", file.path, "--database-url", url]
+                if input.hasOptions {
+                    words += [
+                        "--priority=\(input.priority)", "--max-attempts=\(input.maxAttempts)",
+                        "--metadata=\(String(decoding: input.metadata, as: UTF8.self))",
+                    ]
+                }
+                do {
+                    _ = try await SubmitCommand.run(words)
+                    Issue.record("accepted: \(input)")
+                } catch let error as QueueError {
+                    #expect(error.isSubmissionRefusal, "\(input): \(error)")
+                    #expect(input.matches(error.message), "\(input): expected \(input.expected), got \(error.message)")
+                }
+            }
+            for table in ["jobs", "results", "idempotency_keys"] {
+                #expect(try await admin.query("SELECT count(*) FROM switchyard.\(table)").scalar(Int.self) == 0)
+            }
+        }
+    }
+
+    @Test("`dispatcher submit --request` as a process: exit 2 and a clear error for each kind of hostile input")
+    func requestProcess() async throws {
+        try await Self.withSubmitter { url, admin in
+            var generator = HostileInputs(seed: 6, client: true)
+            let binary = WorkerProcess.binary("dispatcher")
+            for index in 0..<(2 * HostileInputs.kinds.count) {
+                let input = generator.hostile(index)
+                let file = Self.temporaryFile("request-\(index).json")
+                defer { try? FileManager.default.removeItem(at: file) }
+                try Data(input.request).write(to: file)
+                var words = ["submit", "--request", file.path, "--database-url", url]
+                if input.hasOptions {
+                    words += [
+                        "--priority=\(input.priority)", "--max-attempts=\(input.maxAttempts)",
+                        "--metadata=\(String(decoding: input.metadata, as: UTF8.self))",
+                    ]
+                }
+                let arguments = words
+                let (status, output) = try await BlockingWork.run { try ChildProcess.run(binary, arguments) }
+                #expect(status == 2, "\(input): exit \(status): \(output)")
+                #expect(output.hasPrefix("error: "), "\(output)")
+                #expect(input.matches(output), "\(input): expected \(input.expected), got \(output)")
+            }
+            #expect(try await admin.query("SELECT count(*) FROM switchyard.jobs").scalar(Int.self) == 0)
+        }
+    }
+
+    @Test("a JSONL line over the client's limit is reported by number without being held in memory")
+    func oversizedLine() async throws {
+        let file = Self.temporaryFile("long.jsonl")
+        defer { try? FileManager.default.removeItem(at: file) }
+        let long = String(repeating: "x", count: 300_000)
+        try Data("\(Self.hello)\n\"\(long)\"\n\(Self.hello)\n\(long)".utf8).write(to: file)
+        let reader = try LineReader(path: file.path, maximumLineBytes: 1_000)
+        var lines: [LineReader.Line] = []
+        while let batch = await reader.next(count: 2) { lines += batch }
+        #expect(lines.map(\.number) == [1, 2, 3, 4])
+        #expect(lines.map(\.oversizedBytes) == [nil, 300_002, nil, 300_000])
+        #expect(throws: QueueError.self) { try lines[1].text() }
+        #expect(try lines[2].text() == Self.hello)
+    }
+}

@@ -1,0 +1,55 @@
+import Foundation
+import Testing
+
+@testable import QueueModel
+
+/// The client-side screen of submission input: UTF-8, NUL bytes, nesting, NUL characters.
+@Suite("Input screen")
+struct InputScreenTests {
+    @Test(
+        "well-formed UTF-8 passes, each kind of malformed sequence is found at its byte",
+        arguments: [
+            ([0x68, 0x69], nil),
+            (Array("naïve 中文 🚀".utf8), nil),
+            ([0x61, 0xFF], 1),  // never a UTF-8 byte
+            ([0xC0, 0x80], 0),  // overlong NUL
+            ([0xE0, 0x80, 0x80], 0),  // overlong three-byte form
+            ([0xED, 0xA0, 0x80], 0),  // a surrogate
+            ([0xF4, 0x90, 0x80, 0x80], 0),  // past U+10FFFF
+            ([0x61, 0x80], 1),  // a continuation byte on its own
+            ([0x61, 0xE2, 0x82], 1),  // cut short at the end
+            ([0xC3, 0x28], 0),  // a lead byte not continued
+        ] as [([UInt8], Int?)]
+    )
+    func utf8(bytes: [UInt8], invalidAt: Int?) {
+        #expect(InputScreen.firstInvalidUTF8(bytes)?.0 == invalidAt)
+    }
+
+    @Test("text: refuses NUL bytes, malformed UTF-8 and deep nesting, naming the byte")
+    func text() throws {
+        #expect(try InputScreen.text(Array(#"{"a": "[[["}"#.utf8)) == #"{"a": "[[["}"#)
+        let nul = try #require(throws: QueueError.self) { try InputScreen.text([0x7B, 0x00, 0x7D]) }
+        #expect(nul.message == "contains a NUL byte (0x00) at byte 2")
+        let latin1 = try #require(throws: QueueError.self) { try InputScreen.text([0x22, 0xE9, 0x22]) }
+        #expect(latin1.message.hasPrefix("is not valid UTF-8: byte 2 (0xE9)"))
+        let depth = InputScreen.maximumDepth
+        let deep = Array((String(repeating: "[", count: depth + 1) + String(repeating: "]", count: depth + 1)).utf8)
+        let tooDeep = try #require(throws: QueueError.self) { try InputScreen.text(deep) }
+        #expect(tooDeep.message == "nests objects and arrays deeper than \(depth) levels (at byte \(depth + 1))")
+        let deepEnough = Array((String(repeating: "[", count: depth) + String(repeating: "]", count: depth)).utf8)
+        #expect(throws: Never.self) { try InputScreen.text(deepEnough) }
+    }
+
+    @Test("checkStrings names the field holding a NUL character, or the object whose key holds one")
+    func nulCharacters() throws {
+        let value: JSONValue = ["messages": [["role": "user", "content": "a\u{0}b"]]]
+        let error = try #require(throws: QueueError.self) { try InputScreen.checkStrings(value, path: "request") }
+        #expect(
+            error.message == "request.messages[0].content contains a NUL character (\\u0000), which cannot be stored")
+        let key: JSONValue = ["metadata": ["k\u{0}": "v"]]
+        let keyError = try #require(throws: QueueError.self) { try InputScreen.checkStrings(key, path: "") }
+        #expect(keyError.message == "metadata has a key with a NUL character (\\u0000)")
+        #expect(throws: Never.self) { try InputScreen.checkStrings(["odd key": ["x": 1]], path: "request") }
+        #expect(InputScreen.path("request", "odd key") == #"request["odd key"]"#)
+    }
+}
