@@ -29,9 +29,7 @@ struct FakeProviderServer: Sendable {
     /// Starts a server and waits until it listens.
     /// - Throws: when python3 is missing or the server does not come up within 20 seconds.
     static func start() async throws -> FakeProviderServer {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
-            "switchyard-fake-provider-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let directory = try Scratch.makeDirectory("fake-provider")
         let portFile = directory.appendingPathComponent("port").path
         let log = directory.appendingPathComponent("log").path
         let process = try ChildProcess.spawn(

@@ -16,9 +16,7 @@ struct MisbehavingServer: Sendable {
 
     /// Starts a server and waits until it listens.
     static func start() async throws -> MisbehavingServer {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
-            "switchyard-misbehaving-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let directory = try Scratch.makeDirectory("misbehaving")
         let portFile = directory.appendingPathComponent("port").path
         let process = try ChildProcess.spawn(
             try FakeProviderServer.python(), [scriptPath, "--port-file", portFile, "--parent-pid", String(getpid())],

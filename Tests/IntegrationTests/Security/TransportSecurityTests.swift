@@ -20,9 +20,7 @@ struct TransportSecurityTests {
         var baseURL: String { "https://127.0.0.1:\(port)/v1" }
 
         static func start() async throws -> SelfSignedProvider {
-            let directory = FileManager.default.temporaryDirectory.appending(
-                path: "switchyard-tls-\(UUID().uuidString)")
-            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            let directory = try Scratch.makeDirectory("tls")
             let (cert, key, portFile) = (
                 directory.appending(path: "cert.pem").path, directory.appending(path: "key.pem").path,
                 directory.appending(path: "port").path

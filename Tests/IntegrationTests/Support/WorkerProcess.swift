@@ -21,7 +21,7 @@ struct WorkerProcess {
         _ configuration: PostgresConfiguration, id: String, arguments: [String] = [],
         environment: [String: String] = [:]
     ) throws -> WorkerProcess {
-        let logFile = FileManager.default.temporaryDirectory.appending(path: "switchyard-\(id)-\(UUID().uuidString).log").path
+        let logFile = Scratch.path(id, suffix: ".log").path
         var processEnvironment = ProcessInfo.processInfo.environment
         processEnvironment["DATABASE_URL"] = databaseURL(configuration)
         processEnvironment["SWITCHYARD_EXIT_WITH_PARENT"] = "1"
