@@ -8,7 +8,7 @@ enum DispatcherCommand {
         usage: dispatcher COMMAND [OPTIONS]
 
         commands:
-          demo       start a private Postgres, migrate it, and show the schema (no setup needed)
+          demo       the whole product on a private Postgres and simulated models (no setup, no keys)
           submit     submit a job (--prompt, --request FILE) or many (--file JOBS.jsonl)
           wait       wait for jobs to finish and print their outcomes
           result     print a finished job's result
