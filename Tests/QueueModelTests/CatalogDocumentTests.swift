@@ -164,6 +164,28 @@ struct CatalogDocumentTests {
             ])
     }
 
+    @Test("a rule's background ceiling is a price, as max_cost_per_1k is: the claim's SQL gate casts it")
+    func backgroundCeiling() throws {
+        let path = "routing_rules.r.settings.background_max_cost_per_1k"
+        func rule(_ ceiling: String) -> String {
+            #"{"routing_rules": {"r": {"primary": "m", "settings": {"background_max_cost_per_1k": \#(ceiling)}}}}"#
+        }
+        for (ceiling, message) in [
+            (#""cheap""#, "expected a number, got a string"), ("true", "expected a number, got a boolean"),
+            (#""0.002""#, "expected a number, got a string"), ("[0.002]", "expected a number, got an array"),
+            ("-1", "-1 is out of range"), ("0.00000000001", "0.00000000001 has more than 10 digits"),
+        ] {
+            let found = problems(rule(ceiling), known: ["m"])
+            #expect(found.count == 1, "\(ceiling): \(found)")
+            #expect(found.first?.hasPrefix("\(path): \(message)") == true, "\(ceiling): \(found)")
+            #expect(found.first?.contains(" — ") == true, "says what to do: \(found)")
+        }
+        let document = try CatalogDocument(parsing: Data(rule("0.0015").utf8), knownModels: ["m"])
+        #expect(document.rules?.first?.settings["background_max_cost_per_1k"]?.doubleValue == 0.0015)
+        #expect(problems(rule("0"), known: ["m"]).isEmpty)
+        #expect(problems(rule("null"), known: ["m"]).isEmpty)
+    }
+
     @Test("replace makes each section the whole truth; merge only adds and updates; absent sections stay")
     func applyModes() throws {
         let existing = Catalog(

@@ -79,6 +79,7 @@ extension CatalogReader {
 
         let strategy = strategy(fields["strategy"], at: Self.join(path, "strategy")) ?? .ordered
         var settings = json(fields["settings"], at: Self.join(path, "settings"), expected: "an object") ?? [:]
+        checkBackgroundCeiling(in: fields["settings"], at: Self.join(path, "settings"))
         if let classes = stringList(fields["classes"], at: Self.join(path, "classes")) {
             settings[RouteRule.SettingsKey.classes] = .array(classes.map { .string($0) })
         }
@@ -121,6 +122,28 @@ extension CatalogReader {
             hint: "use one of \(names.joined(separator: ", "))"
         )
         return nil
+    }
+
+    /// A rule's `settings.background_max_cost_per_1k` is a price, read as `max_cost_per_1k` is:
+    /// every worker's claim casts it to numeric (`switchyard.background_gate`), so one that is not
+    /// a number would stop the whole fleet claiming.
+    private mutating func checkBackgroundCeiling(in settings: JSONNode?, at path: String) {
+        let key = RouteRule.SettingsKey.backgroundMaxCostPer1K
+        // The last of duplicated keys, as the stored settings keep it.
+        guard let node = settings?.members?.last(where: { $0.key == key })?.value else { return }
+        let ceilingPath = Self.join(path, key)
+        switch node {
+        case .null:
+            return
+        case .number:
+            _ = decimal(node, at: ceilingPath)
+        default:
+            problem(
+                ceilingPath, "expected a number, got \(node.typeName)",
+                hint: "write the most this rule's background jobs may pay per 1K tokens as a number without quotes, "
+                    + "e.g. 0.001, or remove it to use the global ceiling (dispatcher background ceiling)"
+            )
+        }
     }
 
     private mutating func checkModel(_ name: String, at path: String, knownModels: Set<String>) {

@@ -5,6 +5,8 @@ extension RouteRule {
         static let strategyWithoutAffinity = "strategy_without_affinity"
         static let loadEpsilon = "load_epsilon"
         static let description = "description"
+        /// Not filled by the import: written in the rule's own `settings`, and checked there.
+        static let backgroundMaxCostPer1K = "background_max_cost_per_1k"
     }
 
     /// The task classes this rule serves besides the one it is named after (`"classes"` in the

@@ -29,8 +29,8 @@ public struct BackgroundPolicy: Sendable, Hashable {
     /// The ceiling for jobs of a rule: the rule's `background_max_cost_per_1k` setting, else the
     /// global one.
     public func ceiling(for rule: RouteRule?) -> Decimal? {
-        if let text = rule?.settings["background_max_cost_per_1k"].flatMap({ $0.doubleValue.map { String($0) } ?? $0.stringValue }),
-            let value = Decimal(string: text)
+        if let setting = rule?.settings[RouteRule.SettingsKey.backgroundMaxCostPer1K],
+            let text = setting.doubleValue.map({ String($0) }) ?? setting.stringValue, let value = Decimal(string: text)
         {
             return value
         }
