@@ -127,6 +127,39 @@ struct OffPeakTests {
         }
     }
 
+    @Test("a ceiling written by hand that is not a number is ignored, by the gate as by the planner: claims go on")
+    func handWrittenCeilingThatIsNotANumber() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            try await Self.importCatalog(pool, windowStartsIn: 7200)  // $0.01/1K now, over the global ceiling
+            try await BackgroundPolicy.set("background_max_cost_per_1k", to: "0.002", in: pool)
+            let background = try await store.submit(Submission(request: Self.hello, priority: .background))
+            // psql, not the import (which refuses these): the rule's own ceiling gives way to the global one.
+            for ceiling in [#""cheap""#, "true", "[1]", #""""#] {
+                try await pool.query(
+                    "UPDATE switchyard.routes SET settings = jsonb_build_object('background_max_cost_per_1k', $1::jsonb)",
+                    [ceiling])
+                let gate = try await BackgroundGate.check(pool)
+                #expect(!gate.isOpen, "\(ceiling)")
+                #expect(gate.reason == "no model is within the background price ceiling now", "\(ceiling)")
+                let rule = try await CatalogStore(pool: pool).load().rule(named: "default")
+                #expect(try await BackgroundPolicy.load(pool).ceiling(for: rule) == Decimal(string: "0.002"))
+                let interactive = try await store.submit(Submission(request: Self.hello))
+                #expect(try await Self.claim(store).map(\.id) == [interactive], "\(ceiling)")
+            }
+            // A number in a string still counts, as it did.
+            try await pool.query(
+                #"UPDATE switchyard.routes SET settings = '{"background_max_cost_per_1k": "0.5"}'"#)
+            #expect(try await BackgroundGate.check(pool).isOpen)
+            // So does the global one; one that is not a number is no ceiling, for the planner too.
+            try await pool.query("UPDATE switchyard.routes SET settings = '{}'")
+            try await BackgroundPolicy.set("background_max_cost_per_1k", to: "lots", in: pool)
+            #expect(try await BackgroundPolicy.load(pool).maxCostPer1K == nil)
+            #expect(try await BackgroundGate.check(pool).reason == "no background price ceiling")
+            #expect(try await Self.claim(store).map(\.id) == [background])
+        }
+    }
+
     @Test("with the gate closed, only background jobs whose deadline is near are claimed")
     func escalationClaims() async throws {
         try await TestDatabase.withMigratedPool { pool in
