@@ -111,6 +111,36 @@ struct CatalogStoreTests {
         }
     }
 
+    @Test("whole numbers the import accepts fit their integer columns; one more is a catalog problem")
+    func integerLimits() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = CatalogStore(pool: pool)
+            func model(tokensPerMinute: String) -> Data {
+                Data(
+                    """
+                    {"models": {"m": {"provider": "simulated", "context_window": 100000000, "max_concurrency": 1000000,
+                                      "requests_per_minute": 100000000, "tokens_per_minute": \(tokensPerMinute)}},
+                     "routing_rules": {"r": {"primary": "m", "max_latency_ms": 3600000, "quality_floor": 100}}}
+                    """.utf8)
+            }
+            _ = try await store.importDocument(model(tokensPerMinute: "2147483647"))
+            let stored = try await store.load()
+            #expect(stored.model(named: "m")?.tokensPerMinute == 2_147_483_647)
+            #expect(stored.model(named: "m")?.contextWindow == 100_000_000)
+
+            let error = try await #require(throws: QueueError.self) {
+                try await store.importDocument(model(tokensPerMinute: "2147483648"))
+            }
+            #expect(error.code == .invalidInput)
+            #expect(
+                error.message.contains(
+                    "models.m.tokens_per_minute: 2147483648 tokens per minute is out of range — use a value from 1 to "
+                        + "2147483647"),
+                "\(error)")
+            #expect(try await store.load() == stored)
+        }
+    }
+
     @Test("every catalog change is announced once per table on switchyard_catalog")
     func notifies() async throws {
         try await TestDatabase.withMigratedPool { pool in

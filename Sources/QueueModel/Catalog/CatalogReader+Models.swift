@@ -20,6 +20,10 @@ extension CatalogReader {
         "rpm": "requests_per_minute", "tpm": "tokens_per_minute", "max_parallel_requests": "max_concurrency",
     ]
 
+    /// The most a Postgres `integer` column holds (2,147,483,647): the upper bound of any whole
+    /// number stored in one, so that the import, not the database, refuses a larger one.
+    static let largestInteger = Int(Int32.max)
+
     /// The tiers (price classes) the examples and documentation use; others are allowed.
     static let knownTiers = ["premium", "standard", "cheap", "open_source"]
 
@@ -112,8 +116,8 @@ extension CatalogReader {
                 fields["requests_per_minute"], at: Self.join(path, "requests_per_minute"), range: 1...100_000_000
             ),
             tokensPerMinute: integer(
-                fields["tokens_per_minute"], at: Self.join(path, "tokens_per_minute"), range: 1...10_000_000_000
-            ),
+                fields["tokens_per_minute"], at: Self.join(path, "tokens_per_minute"), range: 1...Self.largestInteger,
+                unit: " tokens per minute"),
             enabled: bool(fields["enabled"], at: Self.join(path, "enabled")) ?? true,
             settings: json(fields["settings"], at: Self.join(path, "settings"), expected: "an object") ?? [:]
         )
