@@ -12,12 +12,15 @@ struct FallbackExecutionTests {
     static let key = "sk-fallback-test-key-1234567890"
 
     /// A catalog of fake-server models: `primary` → `secondary` → `big` (the larger context) for
-    /// class `chat`, and an Anthropic model for class `claude`.
-    static func catalog(_ server: FakeProviderServer, primaryLatencyMS: Int = 1500) -> String {
+    /// class `chat`, and an Anthropic model for class `claude`. Every model's key is in `FAKE_KEY`
+    /// but the primary's, which is in `primaryKeyVariable`.
+    static func catalog(
+        _ server: FakeProviderServer, primaryLatencyMS: Int = 1500, primaryKeyVariable: String = "FAKE_KEY"
+    ) -> String {
         """
         {
           "models": {
-            "primary":   {"provider": "openai", "base_url": "\(server.openAIBaseURL)", "api_key_env": "FAKE_KEY",
+            "primary":   {"provider": "openai", "base_url": "\(server.openAIBaseURL)", "api_key_env": "\(primaryKeyVariable)",
                           "tier": "standard", "price_per_1k_input": 0.001, "price_per_1k_output": 0.002,
                           "context_window": 8000},
             "secondary": {"provider": "openai", "base_url": "\(server.openAIBaseURL)", "api_key_env": "FAKE_KEY",
@@ -47,29 +50,28 @@ struct FallbackExecutionTests {
                 _ = try await CatalogStore(pool: pool).importDocument(
                     Data(catalog(server, primaryLatencyMS: primaryLatencyMS).utf8)
                 )
-                let logger = Logger(label: "worker", level: .error) { _ in }
-                let fleet = FleetState(pool: pool, logger: logger)
-                var configuration = WorkerServiceTests.configuration(concurrency: 4)
-                configuration.retryPolicy = RetryPolicy(base: .seconds(60))
-                let executor = RoutingExecutor(
-                    fleet: fleet, providers: ProviderFactory(concurrency: 4, environment: ["FAKE_KEY": key]),
-                    worker: configuration.identity.id
-                )
-                let service = WorkerService(
-                    configuration: configuration, pool: pool, executor: executor, fleet: fleet, logger: logger
-                )
-                let running = Task { try await service.run() }
-                do {
-                    let value = try await body(QueueStore(pool: pool), server, pool)
-                    service.shutdown()
-                    try await running.value
-                    return value
-                } catch {
-                    service.shutdown()
-                    _ = try? await running.value
-                    throw error
+                return try await withRoutingWorker(on: pool, environment: ["FAKE_KEY": key]) {
+                    try await body(QueueStore(pool: pool), server, pool)
                 }
             }
+        }
+    }
+
+    /// Runs a routing worker in-process on `pool`, reading API keys from `environment`, until
+    /// `body` returns.
+    static func withRoutingWorker<T>(
+        on pool: PostgresPool, environment: [String: String],
+        logger: Logger = Logger(label: "worker", level: .error) { _ in }, _ body: () async throws -> T
+    ) async throws -> T {
+        let fleet = FleetState(pool: pool, logger: logger)
+        var configuration = WorkerServiceTests.configuration(concurrency: 4)
+        configuration.retryPolicy = RetryPolicy(base: .seconds(60))
+        let executor = RoutingExecutor(
+            fleet: fleet, providers: ProviderFactory(concurrency: 4, environment: environment),
+            worker: configuration.identity.id
+        )
+        return try await WorkerServiceTests.withWorker(pool, configuration, executor, fleet: fleet) { _ in
+            try await body()
         }
     }
 
@@ -224,6 +226,51 @@ struct FallbackExecutionTests {
                     #expect(result["model"] == "secondary")
                     #expect(result["tier"] == "primary")
                 }
+            }
+        }
+    }
+
+    @Test("a key missing from one worker's environment: it skips the model, others keep it, the breaker stays closed")
+    func missingKeyStaysWithItsWorker() async throws {
+        try await withFakeProviderServer { server in
+            try await TestDatabase.withMigratedPool { pool in
+                _ = try await CatalogStore(pool: pool).importDocument(
+                    Data(Self.catalog(server, primaryKeyVariable: "PRIMARY_KEY").utf8))
+                let store = QueueStore(pool: pool)
+
+                // This worker has no PRIMARY_KEY: its first job falls back, later ones skip the primary.
+                let logs = LogCapture()
+                try await Self.withRoutingWorker(
+                    on: pool, environment: ["FAKE_KEY": Self.key], logger: logs.logger(level: .warning)
+                ) {
+                    let first = try await Self.submitAndWait(store, Self.chat())
+                    #expect(first["model"] == "secondary")
+                    #expect(Self.trail(first).map(\.model) == ["primary", "secondary"])
+                    #expect(first["attempts"]?[0]?["error"]?.stringValue?.contains("PRIMARY_KEY") == true)
+                    for _ in 0..<3 {
+                        let next = try await Self.submitAndWait(store, Self.chat())
+                        #expect(next["model"] == "secondary")
+                        #expect(Self.trail(next).map(\.model) == ["secondary"])
+                    }
+                }
+                // Said once, naming the variable; the worker's keys never appear.
+                let skipped = logs.all.filter { $0.contains("model skipped by this worker") }
+                #expect(skipped.count == 1, "\(logs.all)")
+                #expect(skipped.first?.contains("PRIMARY_KEY") == true)
+                #expect(!logs.all.joined().contains(Self.key))
+                // Its reports have reached the fleet's breaker (a worker reports once more as it stops).
+                let state = try await pool.query("SELECT state FROM switchyard.fleet_health WHERE model = 'primary'")
+                    .scalar(String?.self)
+                #expect(state != "open")
+
+                // A worker that has the key calls the primary as usual.
+                let bothKeys = ["FAKE_KEY": Self.key, "PRIMARY_KEY": Self.key]
+                try await Self.withRoutingWorker(on: pool, environment: bothKeys) {
+                    let result = try await Self.submitAndWait(store, Self.chat())
+                    #expect(result["model"] == "primary")
+                    #expect(Self.trail(result).map(\.model) == ["primary"])
+                }
+                #expect(try await server.count(for: "primary") == 1)
             }
         }
     }

@@ -219,7 +219,7 @@ struct OpenAIProviderTests {
             #expect(error?.code == .missingAPIKey)
             #expect(error?.message.contains("SWITCHYARD_TEST_UNSET_KEY") == true)
             #expect(error?.hint?.contains("SWITCHYARD_TEST_UNSET_KEY") == true)
-            #expect(error?.decision(remainingBudget: .seconds(5)) == .nextCandidateAndMarkUnhealthy)
+            #expect(error?.decision(remainingBudget: .seconds(5)) == .nextCandidateAndSkipHere)
             let sent = try await server.count(for: "gpt-test")
             #expect(sent == 0)
         }

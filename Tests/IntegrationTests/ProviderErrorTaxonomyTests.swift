@@ -189,7 +189,7 @@ struct ProviderErrorTaxonomyTests {
     @Test("missing keys, bad catalog entries and non-provider errors")
     func otherFailures() {
         let missing = ProviderError(.missingAPIKey, "no key", model: "m")
-        #expect(missing.decision(remainingBudget: .seconds(1)) == .nextCandidateAndMarkUnhealthy)
+        #expect(missing.decision(remainingBudget: .seconds(1)) == .nextCandidateAndSkipHere)
         #expect(
             ProviderError(.misconfigured, "bad", model: "m").decision(remainingBudget: .seconds(1))
                 == .nextCandidateAndMarkUnhealthy)
@@ -198,7 +198,7 @@ struct ProviderErrorTaxonomyTests {
                 == .nextCandidate)
         #expect(
             ProviderError.decision(for: CocoaError(.fileNoSuchFile), remainingBudget: .seconds(1)) == .nextCandidate)
-        #expect(ProviderError.decision(for: missing, remainingBudget: .seconds(1)) == .nextCandidateAndMarkUnhealthy)
+        #expect(ProviderError.decision(for: missing, remainingBudget: .seconds(1)) == .nextCandidateAndSkipHere)
     }
 
     @Test("the trail summary is one short line with status, provider code and wait")

@@ -102,6 +102,8 @@ extension Router {
 
         if !model.enabled { evaluation.drop("disabled in the catalog", permanent: true) }
         if live.breaker == .open { evaluation.drop("breaker open (unhealthy)", permanent: false) }
+        // Another worker may call it: the job waits for one rather than failing as unroutable.
+        if let reason = live.unavailableHere { evaluation.drop("not on this worker: \(reason)", permanent: false) }
         if model.contextWindow < estimate.totalTokens {
             evaluation.isTooSmall = true
             evaluation.drop(

@@ -28,11 +28,14 @@ public struct RoutingState: Sendable, Hashable {
         /// The model's average price per 1K tokens now, when an off-peak window changes it from
         /// the list price (what ceilings and `cheapest` then compare).
         public var averagePricePer1K: Decimal?
+        /// Why this worker cannot call the model, when only this worker cannot (its environment
+        /// lacks the model's key); the router skips the model, other workers keep it.
+        public var unavailableHere: String?
 
         /// A model state; every fact defaults to "healthy, idle, unknown".
         public init(
             breaker: Breaker = .closed, inFlight: Int = 0, latencyEWMAMS: Double? = nil, requestsRemaining: Int? = nil,
-            tokensRemaining: Int? = nil, averagePricePer1K: Decimal? = nil
+            tokensRemaining: Int? = nil, averagePricePer1K: Decimal? = nil, unavailableHere: String? = nil
         ) {
             self.breaker = breaker
             self.inFlight = inFlight
@@ -40,6 +43,7 @@ public struct RoutingState: Sendable, Hashable {
             self.requestsRemaining = requestsRemaining
             self.tokensRemaining = tokensRemaining
             self.averagePricePer1K = averagePricePer1K
+            self.unavailableHere = unavailableHere
         }
     }
 

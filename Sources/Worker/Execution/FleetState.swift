@@ -24,6 +24,9 @@ final class FleetState: Sendable {
         var inFlight: [String: Int] = [:]
         var budgets: [String: RateBudget] = [:]
         var pending: [String: HealthReport] = [:]
+        /// Models this worker cannot call though the fleet can, by name: the catalog entry it
+        /// failed with (a changed entry is tried again) and why.
+        var skippedHere: [String: (model: ModelSpec, reason: String)] = [:]
     }
 
     private let state = Mutex(State())
@@ -87,6 +90,7 @@ final class FleetState: Sendable {
                 state.schedules = schedules
                 state.pricesComputedFor = -1
                 state.planner = OffPeakPlanner(router: router, policy: state.policy, schedules: schedules)
+                state.skippedHere = state.skippedHere.filter { catalog.model(named: $0.key) == $0.value.model }
             }
             if catalog.models.isEmpty {
                 logger.warning(
@@ -180,6 +184,7 @@ final class FleetState: Sendable {
                 let inFlight = state.inFlight[model.name] ?? 0
                 modelState.inFlight = inFlight
                 modelState.averagePricePer1K = state.offPeakPrices[model.name]
+                modelState.unavailableHere = state.skippedHere[model.name]?.reason
                 if modelState.breaker == .halfOpen && inFlight > 0 { modelState.breaker = .open }
                 if var budget = state.budgets[model.name] {
                     budget.refill(now: now)
@@ -237,5 +242,18 @@ final class FleetState: Sendable {
             }
         }
         if flushNow { Task { await self.flushReports() } }
+    }
+
+    /// Stops routing to a model from this worker until the catalog's entry for it changes. For a
+    /// failure that is this worker's own (the model's key missing from its environment): the
+    /// fleet's breaker is not told, so other workers keep the model. Logged once per model.
+    func skipHere(_ model: ModelSpec, reason: String, hint: String?) {
+        let isNew = state.withLock { state in
+            state.skippedHere.updateValue((model, reason), forKey: model.name) == nil
+        }
+        guard isNew else { return }
+        logger.warning(
+            "model skipped by this worker; other workers keep using it",
+            ["model": model.name, "reason": reason, "hint": hint ?? "none"])
     }
 }

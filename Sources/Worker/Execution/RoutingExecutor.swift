@@ -171,12 +171,16 @@ struct RoutingExecutor: JobExecutor {
                         "latency_ms": Int(latencyMS.rounded()), "next": Self.describe(decision), "error": summary,
                     ]
                 )
-                let requestAtFault = decision == .failJob || decision == .largerContext
+                // Neither the request's fault nor this worker's says anything about the model's health.
+                let modelAtFault = ![.failJob, .largerContext, .nextCandidateAndSkipHere].contains(decision)
                 fleet.end(
-                    model, success: false, countsAgainstModel: !requestAtFault, latencyMS: latencyMS,
+                    model, success: false, countsAgainstModel: modelAtFault, latencyMS: latencyMS,
                     rateLimit: providerError?.rateLimit,
                     markUnhealthy: decision == .nextCandidateAndMarkUnhealthy ? summary : nil
                 )
+                if decision == .nextCandidateAndSkipHere {
+                    fleet.skipHere(model, reason: providerError?.message ?? summary, hint: providerError?.hint)
+                }
                 switch decision {
                 case .retrySameModel(let wait) where retriesOnModel < sameModelRetries:
                     retriesOnModel += 1
@@ -186,7 +190,7 @@ struct RoutingExecutor: JobExecutor {
                         return .cancelled(trail: trail)
                     }
                     continue
-                case .retrySameModel, .nextCandidate, .nextCandidateAndMarkUnhealthy:
+                case .retrySameModel, .nextCandidate, .nextCandidateAndMarkUnhealthy, .nextCandidateAndSkipHere:
                     break
                 case .largerContext:
                     tried.insert(model.name)
@@ -248,6 +252,7 @@ struct RoutingExecutor: JobExecutor {
         case .nextCandidate: "next candidate"
         case .largerContext: "a model with a larger context window"
         case .nextCandidateAndMarkUnhealthy: "next candidate; model marked unhealthy"
+        case .nextCandidateAndSkipHere: "next candidate; model skipped by this worker"
         case .failJob: "fail the job: the request is at fault"
         }
     }

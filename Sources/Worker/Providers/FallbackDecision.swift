@@ -10,7 +10,8 @@ import QueueModel
 /// | undecodable 2xx body, unsupported by the API     | `nextCandidate`                       |
 /// | context-length error                             | `largerContext`                       |
 /// | 429 `insufficient_quota`, 401, 403, 404,         | `nextCandidateAndMarkUnhealthy`       |
-/// | missing key, unusable catalog entry              |                                       |
+/// | unusable catalog entry                           |                                       |
+/// | the key's variable unset on this worker          | `nextCandidateAndSkipHere`            |
 /// | any other 4xx                                    | `failJob`                             |
 public enum FallbackDecision: Sendable, Hashable {
     /// Wait this long (the provider's `retry-after`), then call the same model again.
@@ -23,6 +24,10 @@ public enum FallbackDecision: Sendable, Hashable {
     /// Try the next candidate, and mark this model unhealthy fleet-wide: it will keep failing for
     /// every job until someone fixes its key, quota or catalog entry.
     case nextCandidateAndMarkUnhealthy
+    /// Try the next candidate, and stop calling this model from this worker only: what is wrong
+    /// (the model's key missing from this worker's environment) is this worker's, so the fleet's
+    /// breaker is left alone and other workers keep the model.
+    case nextCandidateAndSkipHere
     /// Stop: the request itself is at fault, and no model would accept it.
     case failJob
 }
@@ -42,8 +47,10 @@ extension ProviderError {
             return .retrySameModel(after: retryAfter)
         case .contextLengthExceeded:
             return .largerContext
-        case .quotaExhausted, .unauthorized, .modelNotFound, .missingAPIKey, .misconfigured:
+        case .quotaExhausted, .unauthorized, .modelNotFound, .misconfigured:
             return .nextCandidateAndMarkUnhealthy
+        case .missingAPIKey:
+            return .nextCandidateAndSkipHere
         case .badRequest:
             return .failJob
         default:
