@@ -11,6 +11,14 @@ struct CatalogCommandTests {
         return try await BlockingWork.run { try ChildProcess.run(binary, arguments) }
     }
 
+    /// Runs `body` with the path of a file holding `text`, removed afterwards.
+    private func withFile<T>(_ text: String, _ body: (String) async throws -> T) async throws -> T {
+        let file = FileManager.default.temporaryDirectory.appending(path: "catalog-\(UUID().uuidString).json")
+        defer { try? FileManager.default.removeItem(at: file) }
+        try Data(text.utf8).write(to: file)
+        return try await body(file.path)
+    }
+
     @Test("another process maps every affinity key to the same model as this one (invariant 5)")
     func hashingAgreesAcrossProcesses() async throws {
         let keys = (0..<300).map { "conversation-\($0)" }
@@ -66,18 +74,38 @@ struct CatalogCommandTests {
         }
     }
 
+    @Test("models import warns of a simulated setting it does not know, on stderr and in --json")
+    func unknownSimulatedSettingWarning() async throws {
+        try await TestDatabase.withMigrated { configuration in
+            let url = WorkerProcess.databaseURL(configuration)
+            let text = """
+                {"models": {"m": {"provider": "simulated", "settings": {"latency_p50": 100}}},
+                 "routing_rules": {"default": {"primary": "m"}}}
+                """
+            let warning =
+                "models.m.settings.latency_p50: unknown simulated setting, ignored (did you mean \"latency_p50_ms\"?)"
+            try await withFile(text) { path in
+                let dryRun = try await dispatcher(["models", "import", path, "--dry-run", "--database-url", url])
+                #expect(dryRun.status == 0, "\(dryRun.output)")
+                #expect(dryRun.output.contains("warning: \(warning)"), "\(dryRun.output)")
+                let json = try await dispatcher(["models", "import", path, "--json", "--database-url", url])
+                #expect(json.status == 0, "\(json.output)")
+                #expect(try JSONValue(parsing: json.output)["warnings"] == [.string(warning)], "\(json.output)")
+            }
+        }
+    }
+
     @Test("an invalid file exits 2 and lists every problem; nothing is written")
     func invalidImport() async throws {
         try await TestDatabase.withMigrated { configuration in
             let url = WorkerProcess.databaseURL(configuration)
-            let file = FileManager.default.temporaryDirectory.appending(path: "catalog-\(UUID().uuidString).json")
-            defer { try? FileManager.default.removeItem(at: file) }
             let text = """
                 {"models": {"m": {"provider": "simulated", "wieght": 2}},
                  "routing_rules": {"r": {"primary": "n", "strategy": "cheap"}}}
                 """
-            try Data(text.utf8).write(to: file)
-            let result = try await dispatcher(["models", "import", file.path, "--database-url", url])
+            let result = try await withFile(text) { path in
+                try await dispatcher(["models", "import", path, "--database-url", url])
+            }
             #expect(result.status == 2)
             #expect(result.output.contains("the catalog document has 3 problems:"))
             #expect(result.output.contains("models.m.wieght: unknown field (did you mean \"weight\"?)"))

@@ -236,7 +236,6 @@ struct SimulatedProviderTests {
             #expect(error?.message.contains(field) == true)
             #expect(error?.decision(remainingBudget: .seconds(5)) == .nextCandidateAndMarkUnhealthy)
         }
-        #expect(SimulatedSettings.unknownKeys(in: ["eror_rate": 0.1, "seed": 1]) == ["eror_rate"])
     }
 
     @Test("cancelling the task ends a simulated call at once")

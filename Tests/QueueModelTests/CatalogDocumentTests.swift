@@ -186,6 +186,24 @@ struct CatalogDocumentTests {
         #expect(problems(rule("null"), known: ["m"]).isEmpty)
     }
 
+    @Test("an unknown key in a simulated model's settings is a warning, with the key it was likely meant to be")
+    func unknownSimulatedSettings() {
+        let text = """
+            {"models": {"m": {"provider": "simulated", "settings": {"latency_p50": 100, "error_rate": 0.1, "colour": 1}},
+                        "o": {"provider": "openai", "settings": {"headers": {"X-Title": "switchyard"}}}}}
+            """
+        let validation = CatalogDocument.validate(Data(text.utf8))
+        #expect(validation.problems.isEmpty)
+        #expect(
+            validation.warnings.map(\.description) == [
+                "models.m.settings.latency_p50: unknown simulated setting, ignored (did you mean \"latency_p50_ms\"?)",
+                "models.m.settings.colour: unknown simulated setting, ignored — remove it; a simulated model reads mode, "
+                    + "latency_p50_ms, latency_p95_ms, error_rate, rate_limit_rate, retry_after_ms, seed, "
+                    + "output_tokens_min, output_tokens_max, outages, outage_file, outage_fault",
+            ])
+        #expect(validation.document?.models?.first?.settings["latency_p50"] == 100)
+    }
+
     @Test("replace makes each section the whole truth; merge only adds and updates; absent sections stay")
     func applyModes() throws {
         let existing = Catalog(

@@ -121,12 +121,28 @@ extension CatalogReader {
             enabled: bool(fields["enabled"], at: Self.join(path, "enabled")) ?? true,
             settings: json(fields["settings"], at: Self.join(path, "settings"), expected: "an object") ?? [:]
         )
+        if provider == .simulated { checkSimulatedSettings(fields["settings"], at: Self.join(path, "settings")) }
         if let tier, !Self.knownTiers.contains(tier),
             let close = CatalogProblem.suggestion(for: tier, among: Self.knownTiers)
         {
             warning(Self.join(path, "tier"), "\"\(tier)\" is not one of the usual tiers (did you mean \"\(close)\"?)")
         }
         return problems.count == before ? spec : nil
+    }
+
+    /// Warns of keys a simulated model does not read: the adapter ignores them, so a misspelt
+    /// `latency_p50` would silently leave the default latency.
+    private mutating func checkSimulatedSettings(_ node: JSONNode?, at path: String) {
+        let known = ModelSpec.simulatedSettingsKeys
+        for member in node?.members ?? [] where !known.contains(member.key) {
+            let suggestion = CatalogProblem.suggestion(for: member.key, among: known)
+            warning(
+                Self.join(path, member.key),
+                "unknown simulated setting, ignored" + (suggestion.map { " (did you mean \"\($0)\"?)" } ?? ""),
+                hint: suggestion == nil
+                    ? "remove it; a simulated model reads \(known.joined(separator: ", "))" : nil
+            )
+        }
     }
 
     /// Off-peak windows: kept as JSON, but each must parse as a `PriceWindow`.

@@ -10,7 +10,8 @@ import QueueModel
 ///   "outage_file": "/tmp/switchyard-primary-down", "outage_fault": "server_error" }
 /// ```
 /// `{"mode": "instant"}` answers at once and never fails at random (for benchmarks); scheduled
-/// outages still apply, since someone asked for them. Every key is optional.
+/// outages still apply, since someone asked for them. Every key is optional; the keys are
+/// `ModelSpec.simulatedSettingsKeys`, and the import warns of any other (which is ignored here).
 struct SimulatedSettings: Sendable {
     /// What a failing simulated call does.
     enum Fault: String, Sendable, CaseIterable {
@@ -60,12 +61,6 @@ struct SimulatedSettings: Sendable {
     /// `outage_fault` (default `server_error`): what calls do while the outage file exists.
     var outageFault = Fault.serverError
 
-    /// Every key the settings may hold.
-    static let knownKeys: Set<String> = [
-        "mode", "latency_p50_ms", "latency_p95_ms", "error_rate", "rate_limit_rate", "retry_after_ms", "seed",
-        "output_tokens_min", "output_tokens_max", "outages", "outage_file", "outage_fault",
-    ]
-
     /// Reads and checks the settings.
     /// - Throws: `ProviderError.misconfigured` naming the field and what it must be.
     init(_ settings: JSONValue, model: String) throws {
@@ -112,11 +107,6 @@ struct SimulatedSettings: Sendable {
         if let window = outages.first(where: { $0.start <= now && now < $0.end }) { return window.fault }
         if let outageFile, FileManager.default.fileExists(atPath: outageFile) { return outageFault }
         return nil
-    }
-
-    /// Keys a catalog importer should warn about: unknown ones are ignored here.
-    static func unknownKeys(in settings: JSONValue) -> [String] {
-        (settings.objectValue?.keys.filter { !knownKeys.contains($0) } ?? []).sorted()
     }
 
     /// `{"start","end","fault"}` or `[start, end]`; times are ISO 8601 strings or epoch seconds;
