@@ -166,12 +166,7 @@ struct QueueBenchmarks {
             try await BenchFleet.enqueue(pool, count: size)
             let deadBefore = try await deadTuples(pool)
             let processes = try BenchFleet.startWorkers(workers, concurrency: concurrency, database: database)
-            let clock = ContinuousClock()
-            let started = clock.now
-            while clock.now - started < hold {
-                if try await pool.query("SELECT count(*) FROM switchyard.results").scalar(Int.self) >= size { break }
-                try await Task.sleep(for: .milliseconds(250))
-            }
+            try await BenchFleet.waitForResults(pool, count: size, limit: hold, throwing: false)
             await BenchFleet.stop(processes)
             let rate = try await BenchFleet.drainRate(pool)
             let deadAfter = try await deadTuples(pool)

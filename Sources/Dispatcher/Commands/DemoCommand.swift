@@ -152,7 +152,7 @@ enum DemoCommand {
             let done = try row?.decode("done", as: Int.self) ?? 0
             if !outageStarted && done >= items.count / 2 {
                 outageStarted = true
-                FileManager.default.createFile(atPath: outageFile, contents: nil)
+                _ = FileManager.default.createFile(atPath: outageFile, contents: nil)
                 let line = "!! halfway: \(failing), the default rule's primary, starts failing (HTTP 500)"
                 print(live ? "\r\u{1B}[2K      \(line)" : "      \(line)")
             }
