@@ -75,10 +75,17 @@ public struct QueueStore: Sendable {
 
     // MARK: Claims, leases, write-back
 
-    /// Claims up to `freeSlots` jobs, interactive first, background only into `backgroundSlots`.
-    public func claim(worker: String, freeSlots: Int, backgroundSlots: Int, lease: Duration) async throws -> [Job] {
+    /// Claims up to `freeSlots` jobs, interactive first, background only into `backgroundSlots`,
+    /// each partition read from after its position in `cursor`.
+    public func claim(
+        worker: String, freeSlots: Int, backgroundSlots: Int, lease: Duration, after cursor: ClaimCursor = ClaimCursor()
+    ) async throws -> [Job] {
         let rows = try await pool.query(
-            "SELECT * FROM switchyard.claim($1, $2, $3, $4)", [worker, freeSlots, backgroundSlots, lease.seconds]
+            "SELECT * FROM switchyard.claim($1, $2, $3, $4, $5, $6, $7, $8)",
+            [
+                worker, freeSlots, backgroundSlots, lease.seconds, cursor.interactive?.runAt, cursor.interactive?.id,
+                cursor.background?.runAt, cursor.background?.id,
+            ]
         )
         return try rows.map(Job.init(row:))
     }

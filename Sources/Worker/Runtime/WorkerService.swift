@@ -102,6 +102,9 @@ final class WorkerService: Sendable {
         // Start as if notified: there may be a backlog from before this worker started.
         var queueMayHaveWork = true
         var reasons: WakeReasons = .notified
+        var cursor = ClaimCursor()
+        let clock = ContinuousClock()
+        var cursorSince = clock.now
         while !isStopping {
             let free = configuration.concurrency - inFlight.count
             let eager = reasons.contains(.notified) || reasons.contains(.timer)
@@ -109,13 +112,19 @@ final class WorkerService: Sendable {
                 let backgroundSlots = max(
                     0, configuration.concurrency - configuration.reservedInteractiveSlots - inFlight.backgroundCount
                 )
+                // Every poll interval, from the head again: finds jobs that came back behind the cursor.
+                if clock.now - cursorSince >= configuration.pollInterval {
+                    cursor.reset()
+                    cursorSince = clock.now
+                }
                 do {
-                    let jobs = try await metrics.measure("claim") {
+                    let jobs = try await metrics.measure("claim") { [cursor] in
                         try await store.claim(
                             worker: configuration.identity.id, freeSlots: free, backgroundSlots: backgroundSlots,
-                            lease: configuration.lease
+                            lease: configuration.lease, after: cursor
                         )
                     }
+                    cursor.advance(past: jobs)
                     for job in jobs {
                         metrics.jobsClaimed.increment([job.priority.rawValue])
                         start(job)

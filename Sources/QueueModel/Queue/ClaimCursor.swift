@@ -1,0 +1,53 @@
+import Foundation
+
+/// Where a worker's next claim starts reading each partition: after the last job it claimed
+/// there, so that it does not step again over the index entries of the jobs already claimed,
+/// which Postgres keeps while any session holds an older snapshot (see `sql/0012_held_snapshot.sql`).
+///
+/// A job that comes back behind the cursor (released at shutdown, rescued from a dead worker)
+/// is found when the worker resets the cursor and reads from the head again: every poll interval.
+public struct ClaimCursor: Sendable, Hashable {
+    /// A position in a partition's queue order.
+    public struct Position: Sendable, Hashable, Comparable {
+        public var runAt: Date
+        public var id: Int64
+
+        public init(runAt: Date, id: Int64) {
+            self.runAt = runAt
+            self.id = id
+        }
+
+        public static func < (lhs: Position, rhs: Position) -> Bool {
+            (lhs.runAt, lhs.id) < (rhs.runAt, rhs.id)
+        }
+    }
+
+    /// How long before a claim a submission may have started and still be committing: its
+    /// run_at is its transaction's start, so the cursor never passes what is that recent.
+    public static let inFlightSubmissions: TimeInterval = 1
+
+    public private(set) var interactive: Position?
+    public private(set) var background: Position?
+
+    /// From the head of both partitions.
+    public init() {}
+
+    /// Moves past the jobs one claim returned, held back to `inFlightSubmissions` before the
+    /// claim's time (the database's, from `claimed_at`).
+    public mutating func advance(past jobs: [Job]) {
+        for job in jobs {
+            guard let claimedAt = job.claimedAt else { continue }
+            let settled = Position(runAt: claimedAt.addingTimeInterval(-Self.inFlightSubmissions), id: .min)
+            let position = min(Position(runAt: job.runAt, id: job.id), settled)
+            switch job.priority {
+            case .interactive: interactive = max(interactive ?? position, position)
+            case .background: background = max(background ?? position, position)
+            }
+        }
+    }
+
+    /// Back to the head of both partitions.
+    public mutating func reset() {
+        self = ClaimCursor()
+    }
+}

@@ -1,0 +1,145 @@
+import Foundation
+import Postgres
+import QueueModel
+import Testing
+
+/// Claims that start after a cursor: they skip what the worker already stepped over, even while
+/// another session's snapshot keeps those index entries alive, and find jobs that came back
+/// behind the cursor once it is reset.
+@Suite("Claim cursor: resisting a held snapshot")
+struct ClaimCursorTests {
+    static let lease = Duration.seconds(30)
+
+    /// Jobs submitted a minute ago, so the cursor is not held back for submissions in flight.
+    static func enqueueMinuteOld(_ pool: PostgresPool, count: Int) async throws {
+        try await pool.query(
+            """
+            INSERT INTO switchyard.jobs (request, run_at)
+            SELECT jsonb_build_object('messages', jsonb_build_array(jsonb_build_object('role', 'user', 'content', 'x' || g))),
+                   now() - interval '1 minute'
+            FROM generate_series(1, $1::integer) g
+            """, [count])
+    }
+
+    @Test("with a snapshot held, a claim from the cursor skips the jobs already claimed; heartbeat and write-back probe by key")
+    func heldSnapshot() async throws {
+        try await TestDatabase.withMigrated { configuration in
+            let pool = PostgresPool(configuration, options: .init(maxConnections: 2))
+            defer { Task { await pool.close() } }
+            let store = QueueStore(pool: pool)
+            try await Self.enqueueMinuteOld(pool, count: 1000)
+            try await pool.query("VACUUM ANALYZE switchyard.jobs_interactive")
+
+            let holder = try await PostgresConnection.connect(configuration)
+            defer { Task { await holder.close() } }
+            try await holder.query("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            try await holder.query("SELECT count(*) FROM switchyard.jobs")
+
+            // Drain 800 jobs in claims of 100, each from the cursor, as a worker does.
+            var cursor = ClaimCursor()
+            var order: [Int64] = []
+            for _ in 0..<8 {
+                let jobs = try await store.claim(worker: "w", freeSlots: 100, backgroundSlots: 0, lease: Self.lease, after: cursor)
+                cursor.advance(past: jobs)
+                order += jobs.map(\.id)
+                _ = try await store.complete(
+                    worker: "w", jobs.map { Completion(jobID: $0.id, attempt: $0.attempt, kind: .result, status: "succeeded") })
+            }
+            #expect(order == order.sorted() && Set(order).count == 800)
+            #expect(cursor.interactive?.id == order.last)
+
+            // Both find the next ten; from the head, the claim steps over the 800 claimed jobs'
+            // entries, which the held snapshot keeps; from the cursor, it reads only what it takes.
+            let fromHead = try await cycle(configuration, after: ClaimCursor())
+            let fromCursor = try await cycle(configuration, after: cursor)
+            #expect(fromHead.jobs == Array(order.last! + 1...order.last! + 10))
+            #expect(fromCursor.jobs == fromHead.jobs)
+            #expect(fromHead.queued >= 810, "from the head: \(fromHead.queued) index entries")
+            #expect(fromCursor.queued <= 20, "from the cursor: \(fromCursor.queued) index entries")
+            // The heartbeat and the write-back find their jobs by primary key, not by reading the
+            // leased jobs' index, where the 800 written back still have entries.
+            #expect(fromCursor.leased == 0, "the leased jobs' index gave \(fromCursor.leased) entries")
+            try await holder.query("ROLLBACK")
+        }
+    }
+
+    /// In a transaction it rolls back, claims ten jobs, renews their leases and writes them back
+    /// as a worker does; returns the jobs and the entries each index gave (live or not: the
+    /// statistics count both).
+    private func cycle(
+        _ configuration: PostgresConfiguration, after cursor: ClaimCursor
+    ) async throws -> (jobs: [Int64], queued: Int, leased: Int) {
+        let connection = try await PostgresConnection.connect(configuration)
+        defer { Task { await connection.close() } }
+        try await connection.query("BEGIN")
+        let rows = try await connection.query(
+            "SELECT id, attempt FROM switchyard.claim('probe', 10, 0, 30, $1, $2)",
+            [cursor.interactive?.runAt, cursor.interactive?.id])
+        let jobs = try rows.map { try $0.decode("id", as: Int64.self) }
+        let attempts = try rows.map { try $0.decode("attempt", as: Int.self) }
+        let renewed = try await connection.query(
+            "SELECT job_id FROM switchyard.heartbeat('probe', $1::bigint[], $2::integer[], 30, 10, 'h', 1, 't')",
+            [jobs, attempts])
+        #expect(renewed.count == jobs.count)
+        let items = zip(jobs, attempts).map { id, attempt -> JSONValue in
+            ["id": .number(Double(id)), "attempt": .number(Double(attempt)), "kind": "result", "status": "succeeded"]
+        }
+        let written = try await connection.query(
+            "SELECT job_id FROM switchyard.complete('probe', $1::jsonb)", [JSONValue.array(items).jsonText])
+        #expect(written.count == jobs.count)
+        let entries = try await connection.query(
+            """
+            SELECT pg_stat_get_xact_tuples_returned('switchyard.jobs_interactive_run_at_id_idx'::regclass) AS queued,
+                   pg_stat_get_xact_tuples_returned('switchyard.jobs_interactive_lease_expires_at_idx'::regclass) AS leased
+            """
+        ).first
+        try await connection.query("ROLLBACK")
+        return (jobs, try entries?.decode("queued", as: Int.self) ?? -1, try entries?.decode("leased", as: Int.self) ?? -1)
+    }
+
+    @Test("a job released behind the cursor is skipped until the cursor is reset, then claimed first")
+    func releasedBehindCursor() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            try await Self.enqueueMinuteOld(pool, count: 5)
+            var cursor = ClaimCursor()
+            let first = try await store.claim(worker: "w", freeSlots: 2, backgroundSlots: 0, lease: Self.lease, after: cursor)
+            cursor.advance(past: first)
+            // The first job comes back (as at a worker's shutdown), behind the cursor.
+            let released = try await store.complete(
+                worker: "w", [Completion(jobID: first[0].id, attempt: first[0].attempt, kind: .release)])
+            #expect(released == [first[0].id])
+
+            let next = try await store.claim(worker: "w", freeSlots: 1, backgroundSlots: 0, lease: Self.lease, after: cursor)
+            #expect(next.map(\.id) == [first[1].id + 1])
+            cursor.reset()
+            let again = try await store.claim(worker: "w", freeSlots: 1, backgroundSlots: 0, lease: Self.lease, after: cursor)
+            #expect(again.map(\.id) == [first[0].id])
+        }
+    }
+
+    @Test("a submission that commits after a later one was claimed is not passed over: the cursor stays a second behind")
+    func lateCommit() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let hello: JSONValue = ["messages": [["role": "user", "content": "hi"]]]
+            _ = try await store.submit(Submission(request: hello))
+            // Claimed in the instant it became runnable (one transaction: one now()), however
+            // busy the machine is.
+            let row = try #require(try await pool.withTransaction { connection in
+                try await connection.query("UPDATE switchyard.jobs SET run_at = now()")
+                return try await connection.query("SELECT id, run_at, claimed_at FROM switchyard.claim('w', 1, 0, 30)").first
+            })
+            let first = Job(
+                id: try row.decode("id"), priority: .interactive, request: hello, runAt: try row.decode("run_at"),
+                claimedAt: try row.decode("claimed_at", as: Date?.self))
+            var cursor = ClaimCursor()
+            cursor.advance(past: [first])
+            // A submission whose transaction started half a second earlier and committed only now:
+            // its run_at is behind the job just claimed.
+            let late = try await store.submit(Submission(request: hello, runAt: first.runAt.addingTimeInterval(-0.5)))
+            let next = try await store.claim(worker: "w", freeSlots: 1, backgroundSlots: 0, lease: Self.lease, after: cursor)
+            #expect(next.map(\.id) == [late])
+        }
+    }
+}
