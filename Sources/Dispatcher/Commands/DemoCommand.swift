@@ -106,10 +106,10 @@ enum DemoCommand {
                 Router.averagePricePer1K($0) < Router.averagePricePer1K($1)
             }!
             print(try await DemoSummary(pool: pool, failing: failing, premium: premium).render())
-            print("\n" + (try await SavingsReport.load(pool, since: nil).text))
             if arguments.flag("keep") {
                 print("\nthe database stays up: DATABASE_URL='\(configuration.effectiveConnectionString)'")
                 print("try: dispatcher status, dispatcher top, or psql \"$DATABASE_URL\"; Ctrl-C to stop and remove it")
+                fflush(nil)  // before waiting, also when stdout is a pipe or a file
                 await LocalWorkers.stop(workers)
                 workers = []
                 while !interrupted.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(200)) }
