@@ -64,7 +64,8 @@ enum WorkerCommand {
                 options: .init(maxConnections: configuration.poolSize, threadName: "worker-pg")
             )
             // Routing by the catalog, unless asked to answer everything with the built-in model.
-            let fleet = simulatedLatency == nil ? FleetState(pool: pool, logger: logger) : nil
+            let fleet = simulatedLatency == nil
+                ? FleetState(pool: pool, logger: logger, reloadInterval: configuration.pollOnly ? .seconds(10) : nil) : nil
             let metrics = WorkerMetrics()
             let executor: any JobExecutor = if let fleet {
                 RoutingExecutor(

@@ -6,8 +6,8 @@ import Synchronization
 /// What this worker knows about the models: the catalog's router, the fleet's breakers, its own
 /// calls in flight, and its share of each model's rate budget.
 ///
-/// The catalog reloads on `switchyard_catalog`, breakers refresh on `switchyard_health` and on a
-/// slow timer, and this worker's own outcomes are reported in batches (every 250 ms) and applied
+/// The catalog reloads on `switchyard_catalog` (or, for a `--poll-only` worker, every 10 s),
+/// breakers refresh on `switchyard_health` and on a slow timer, and this worker's own outcomes are reported in batches (every 250 ms) and applied
 /// locally at once, so a model failing here is avoided here before the NOTIFY comes back.
 final class FleetState: Sendable {
     private struct State {
@@ -36,13 +36,18 @@ final class FleetState: Sendable {
     private let reportInterval: Duration
     private let refreshInterval: Duration
 
+    /// How often the catalog and the background settings are re-read without being told to:
+    /// never for a worker that LISTENs; for a `--poll-only` worker, which hears no NOTIFY.
+    private let reloadInterval: Duration?
+
     init(pool: PostgresPool, logger: Logger, reportInterval: Duration = .milliseconds(250),
-         refreshInterval: Duration = .seconds(2)) {
+         refreshInterval: Duration = .seconds(2), reloadInterval: Duration? = nil) {
         self.catalogStore = CatalogStore(pool: pool)
         self.healthStore = HealthStore(pool: pool)
         self.logger = logger
         self.reportInterval = reportInterval
         self.refreshInterval = refreshInterval
+        self.reloadInterval = reloadInterval
     }
 
     /// The NOTIFY channels this state follows.
@@ -72,6 +77,7 @@ final class FleetState: Sendable {
         do {
             let policy = try await BackgroundPolicy.load(healthStore.pool)
             state.withLock { state in
+                guard policy != state.policy else { return }
                 state.policy = policy
                 state.planner = OffPeakPlanner(router: state.router, policy: policy, schedules: state.schedules)
             }
@@ -83,6 +89,7 @@ final class FleetState: Sendable {
     func reloadCatalog() async {
         do {
             let catalog = try await catalogStore.load()
+            if catalog == state.withLock({ $0.router.catalog }) && !catalog.models.isEmpty { return }
             let router = Router(catalog: catalog)
             let schedules = Dictionary(catalog.models.map { ($0.name, PriceSchedule($0)) }, uniquingKeysWith: { a, _ in a })
             state.withLock { state in
@@ -131,12 +138,18 @@ final class FleetState: Sendable {
     func run() async {
         let clock = ContinuousClock()
         var lastRefresh = clock.now
+        var lastReload = clock.now
         while !Task.isCancelled {
             try? await Task.sleep(for: reportInterval)
             await flushReports()
             if clock.now - lastRefresh >= refreshInterval {
                 await refreshHealth()
                 lastRefresh = clock.now
+            }
+            if let reloadInterval, clock.now - lastReload >= reloadInterval {
+                await reloadCatalog()
+                await reloadPolicy()
+                lastReload = clock.now
             }
         }
         await flushReports()

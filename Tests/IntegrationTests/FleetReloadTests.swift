@@ -1,0 +1,38 @@
+import Foundation
+import Postgres
+import QueueModel
+import Testing
+
+@testable import Worker
+
+/// A `--poll-only` worker hears no NOTIFY, so its fleet state re-reads the catalog and the
+/// background settings on a timer.
+@Suite("Fleet state: reloading without NOTIFY")
+struct FleetReloadTests {
+    static let catalog = """
+        {"models": {"m": {"provider": "simulated", "price_per_1k_input": 0.001, "price_per_1k_output": 0.001}},
+         "routing_rules": {"default": {"primary": "m"}}}
+        """
+
+    @Test("with a reload interval, a catalog import and a background setting reach the worker without a NOTIFY")
+    func pollOnlyReload() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let catalogs = CatalogStore(pool: pool)
+            _ = try await catalogs.importDocument(Data(Self.catalog.utf8))
+            let fleet = FleetState(
+                pool: pool, logger: Logger(label: "worker", level: .error) { _ in }, reloadInterval: .milliseconds(200))
+            await fleet.reload()
+            #expect(fleet.router.catalog.models.map(\.name) == ["m"])
+            let running = Task { await fleet.run() }
+            defer { running.cancel() }
+
+            _ = try await catalogs.importDocument(Data(Self.catalog.replacingOccurrences(of: "\"m\"", with: "\"n\"").utf8))
+            try await BackgroundPolicy.set("background_max_cost_per_1k", to: "0.5", in: pool)
+            for _ in 0..<300 where fleet.router.catalog.models.map(\.name) != ["n"] || fleet.policy.maxCostPer1K == nil {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            #expect(fleet.router.catalog.models.map(\.name) == ["n"])
+            #expect(fleet.policy.maxCostPer1K == Decimal(string: "0.5"))
+        }
+    }
+}
