@@ -79,6 +79,8 @@ enum BenchCommand {
           --workers N       worker processes (default 2)
           --concurrency N   per worker (default 64)
           --hold DURATION   how long bloat holds its snapshot (default 2m)
+          --decisions N     routing decisions timed (default 200000; a small count keeps a run
+                            under valgrind --tool=callgrind short)
 
         Without DATABASE_URL or --database-url it starts a private Postgres (fsync off) and removes
         it afterwards.
@@ -87,13 +89,14 @@ enum BenchCommand {
     static func run(_ words: [String]) async throws -> Int32 {
         let arguments = try Arguments(
             words, command: "dispatcher bench",
-            options: ["database-url", "json", "jobs", "workers", "concurrency", "hold", "backlog"]
+            options: ["database-url", "json", "jobs", "workers", "concurrency", "hold", "backlog", "decisions"]
         )
         let jobs = try arguments.integer("jobs", default: 100_000, range: 1_000...10_000_000)
         let workers = try arguments.integer("workers", default: 2, range: 1...64)
         let concurrency = try arguments.integer("concurrency", default: 64, range: 1...10_000)
         let hold = try arguments.duration("hold", default: .seconds(120))
         let backlog = try arguments.integer("backlog", default: 1_000_000, range: 10_000...100_000_000)
+        let decisions = try arguments.integer("decisions", default: 200_000, range: 1_000...100_000_000)
         if arguments.flag("help") {
             print(usage)
             return 0
@@ -134,7 +137,7 @@ enum BenchCommand {
             for scenario in chosen {
                 switch scenario {
                 case "client": try await ClientBenchmarks.run(context, report: &report)
-                case "routing": RoutingBenchmarks.run(report: &report)
+                case "routing": RoutingBenchmarks.run(report: &report, decisions: decisions)
                 case "throughput": try await queue.throughput(report: &report)
                 case "latency": try await latency.latency(report: &report)
                 case "isolation": try await latency.isolation(report: &report)

@@ -33,7 +33,8 @@ enum RoutingBenchmarks {
         return Catalog(models: models, rules: rules)
     }
 
-    static func run(report: inout BenchReport) {
+    /// Times `decisions` plans after a tenth as many to warm up, then a tenth as many with explanation.
+    static func run(report: inout BenchReport, decisions: Int = 200_000) {
         let router = Router(catalog: catalog())
         let prompts = [
             "What is the capital of France?", "Explain why the sky is blue in two sentences.",
@@ -52,11 +53,11 @@ enum RoutingBenchmarks {
         }
         state["model-7"].breaker = .open
         // Warm up, then time every decision.
-        for index in 0..<20_000 {
+        let warmUp = decisions / 10
+        for index in 0..<warmUp {
             state.sequence = UInt64(index)
             _ = router.plan(for: requests[index % requests.count], state: state, explain: false)
         }
-        let decisions = 200_000
         var samples = [Int64](repeating: 0, count: decisions)
         let clock = ContinuousClock()
         let started = clock.now
@@ -80,13 +81,13 @@ enum RoutingBenchmarks {
         )
         // The same with the full explanation (what `route --explain` builds).
         let explained = clock.now
-        for index in 0..<20_000 {
+        for index in 0..<warmUp {
             state.sequence = UInt64(index)
             _ = router.plan(for: requests[index % requests.count], state: state)
         }
         report.add(
             Measurement(scenario: "routing", metric: "decisions per second, with explanation",
-                        value: 20_000 / (clock.now - explained).seconds, unit: "/s")
+                        value: Double(warmUp) / (clock.now - explained).seconds, unit: "/s")
         )
     }
 }
