@@ -59,6 +59,27 @@ extension Router {
         (model.pricePer1KInput + model.pricePer1KOutput) / 2
     }
 
+    /// A rule's models, each once, primary first, with their catalog entries (nil for a name the
+    /// catalog lacks), and the rule's hash ring: computed once per catalog, since building them
+    /// (a set of names, a dictionary lookup per model) cost a tenth of a plan.
+    struct RuleModels: Sendable {
+        let names: [String]
+        let entries: [ModelEntry?]
+        /// For a `hash` rule, the ring over its enabled catalog models. Health is not part of
+        /// membership: an unhealthy model is walked past, so only its keys move.
+        let ring: HashRing?
+
+        init(rule: RouteRule, entries byName: [String: ModelEntry]) {
+            names = Router.uniqueModels(of: rule)
+            entries = names.map { byName[$0] }
+            guard rule.strategy == .hash else {
+                ring = nil
+                return
+            }
+            ring = HashRing(members: entries.compactMap { $0?.spec }.filter(\.enabled).map { ($0.name, $0.weight) })
+        }
+    }
+
     /// Runs every filter on one model, collecting every reason to drop it (not just the first),
     /// so the explanation says all there is.
     func evaluate(
@@ -66,9 +87,21 @@ extension Router {
         ceiling: Decimal?, allowedTiers: Set<String>? = nil,
         state: RoutingState, explain: Bool = true
     ) -> Evaluation {
+        evaluate(
+            name, entry: modelsByName[name], index: index, rule: rule, scoringClass: scoringClass, estimate: estimate,
+            ceiling: ceiling, allowedTiers: allowedTiers, state: state, explain: explain
+        )
+    }
+
+    /// `evaluate` for a model whose catalog entry the caller has already found.
+    func evaluate(
+        _ name: String, entry: ModelEntry?, index: Int, rule: RouteRule, scoringClass: TaskClass,
+        estimate: PromptEstimate, ceiling: Decimal?, allowedTiers: Set<String>? = nil,
+        state: RoutingState, explain: Bool = true
+    ) -> Evaluation {
         var evaluation = Evaluation(name: name, index: index)
         evaluation.explain = explain
-        guard let entry = modelsByName[name] else {
+        guard let entry else {
             evaluation.drop("not in the catalog", permanent: true)
             return evaluation
         }

@@ -13,14 +13,14 @@ extension Router {
     /// Orders the kept models by the rule's strategy. Every strategy breaks ties by the rule's
     /// order (primary first), so the result never depends on sort stability.
     func order(
-        _ kept: [Evaluation], rule: RouteRule, request: RoutingRequest, scoringClass: TaskClass, state: RoutingState,
-        explain: Bool = true
+        _ kept: [Evaluation], rule: RouteRule, ring: HashRing?, request: RoutingRequest, scoringClass: TaskClass,
+        state: RoutingState, explain: Bool = true
     ) -> Ordering {
         var strategy = rule.strategy
         var prefix = ""
         if strategy == .hash {
             if let key = request.affinityKey, !key.isEmpty {
-                return hashOrdering(kept, rule: rule, key: key, state: state, explain: explain)
+                return hashOrdering(kept, rule: rule, ring: ring, key: key, state: state, explain: explain)
             }
             strategy = rule.strategyWithoutAffinity
             prefix = "hash rule, but the job has no affinity key: "
@@ -77,9 +77,9 @@ extension Router {
     /// key spills to the next model instead of piling up (Mirrokni et al., "Consistent Hashing
     /// with Bounded Loads"); it stays in the plan as a later fallback.
     private func hashOrdering(
-        _ kept: [Evaluation], rule: RouteRule, key: String, state: RoutingState, explain: Bool
+        _ kept: [Evaluation], rule: RouteRule, ring: HashRing?, key: String, state: RoutingState, explain: Bool
     ) -> Ordering {
-        let ring = rings[rule.taskClass] ?? HashRing(members: [String]())
+        let ring = ring ?? HashRing(members: [String]())
         let byName = Dictionary(kept.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         let walk = ring.walk(from: key)
         let onRing = walk.compactMap { byName[$0] }

@@ -25,9 +25,8 @@ public struct Router: Sendable {
     /// Each catalog model with what every plan needs of it, computed once. A reference, so the
     /// evaluations a plan copies around carry one pointer instead of a whole `ModelSpec`.
     let modelsByName: [String: ModelEntry]
-    /// One ring per `hash` rule, over the rule's enabled catalog models. Health is not part of
-    /// membership: an unhealthy model is walked past, so only its keys move.
-    let rings: [String: HashRing]
+    /// Each rule's models, by rule name, computed once: every plan for the rule walks them.
+    let rulesModels: [String: RuleModels]
 
     /// A router for one catalog version; builds the hash rings of its `hash` rules.
     public init(catalog: Catalog, classifier: TaskClassifier = TaskClassifier()) {
@@ -35,15 +34,12 @@ public struct Router: Sendable {
         self.classifier = classifier
         self.matcher = RuleMatcher(catalog: catalog)
         let models = Dictionary(catalog.models.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
-        self.modelsByName = models.mapValues(ModelEntry.init)
-        var rings: [String: HashRing] = [:]
-        for rule in catalog.rules where rule.strategy == .hash {
-            let members = Self.uniqueModels(of: rule).compactMap { models[$0] }.filter(\.enabled).map {
-                ($0.name, $0.weight)
-            }
-            rings[rule.taskClass] = HashRing(members: members)
-        }
-        self.rings = rings
+        let entries = models.mapValues(ModelEntry.init)
+        self.modelsByName = entries
+        self.rulesModels = Dictionary(
+            catalog.rules.map { ($0.taskClass, RuleModels(rule: $0, entries: entries)) },
+            uniquingKeysWith: { first, _ in first }
+        )
     }
 
     /// The plan for one request.
@@ -83,15 +79,22 @@ public struct Router: Sendable {
                 explain: explain
             )
         }
-        var evaluations = Self.uniqueModels(of: rule).filter { $0 != requested }.enumerated().map { index, name in
-            evaluate(
-                name, index: index, rule: rule, scoringClass: match.scoringClass, estimate: estimate, ceiling: ceiling,
-                allowedTiers: request.allowedTiers, state: state, explain: explain
+        // Catalog rule names are unique, so the rule matched is the one these were computed for.
+        let ruleModels = rulesModels[rule.taskClass] ?? RuleModels(rule: rule, entries: modelsByName)
+        var evaluations: [Evaluation] = []
+        evaluations.reserveCapacity(ruleModels.names.count)
+        for (name, entry) in zip(ruleModels.names, ruleModels.entries) where name != requested {
+            evaluations.append(
+                evaluate(
+                    name, entry: entry, index: evaluations.count, rule: rule, scoringClass: match.scoringClass,
+                    estimate: estimate, ceiling: ceiling, allowedTiers: request.allowedTiers, state: state,
+                    explain: explain
+                )
             )
         }
         var ordering = order(
-            evaluations.filter(\.isKept), rule: rule, request: request, scoringClass: match.scoringClass, state: state,
-            explain: explain
+            evaluations.filter(\.isKept), rule: rule, ring: ruleModels.ring, request: request,
+            scoringClass: match.scoringClass, state: state, explain: explain
         )
         if let pinned {
             ordering.reason = "the request names model \"\(pinned.name)\": it goes first; then " + ordering.reason
