@@ -76,6 +76,31 @@ struct HashRingTests {
         #expect(HashRing(members: [String]()).owner(of: "k") == nil)
     }
 
+    @Test("a walk meets the members in the order their points come clockwise from the key, weights and all")
+    func walkOrderMatchesTheCircle() {
+        let members: [(name: String, weight: Double)] = [
+            ("light", 0.5), ("heavy", 3), ("zero", 0), ("one", 1), ("two", 2), ("tiny", 0.01),
+        ]
+        let ring = HashRing(members: members)
+        // The circle spelled out: every point, sorted, stepped over from the key's position.
+        var circle: [(position: UInt64, name: String)] = []
+        for member in members where member.weight > 0 {
+            let count = max(1, Int((Double(HashRing.pointsPerWeight) * member.weight).rounded()))
+            for replica in 0..<count { circle.append((StableHash.hash("\(member.name)#\(replica)"), member.name)) }
+        }
+        circle.sort { ($0.position, $0.name) < ($1.position, $1.name) }
+        for key in Self.keys.prefix(500) + ["", "tenant-acme"] {
+            let position = HashRing.position(of: key)
+            let start = circle.firstIndex { $0.position >= position } ?? circle.count
+            var expected: [String] = []
+            for step in 0..<circle.count {
+                let name = circle[(start + step) % circle.count].name
+                if !expected.contains(name) { expected.append(name) }
+            }
+            #expect(ring.walk(from: key) == expected, "key \(key)")
+        }
+    }
+
     @Test("an unhealthy model's keys move to the next model on the ring; every other key stays")
     func unhealthySkipped() {
         let models = Self.fiveModels.map { RoutingFixtures.model($0) }

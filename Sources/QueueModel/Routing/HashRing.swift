@@ -19,8 +19,9 @@ public struct HashRing: Sendable, Hashable {
     /// The members, in the order given.
     public let members: [String]
     private let points: [Point]
-    /// How many members own at least one point.
-    private let placedMembers: Int
+    /// Each member's point indices into `points`, ascending (empty for weight 0): where a walk
+    /// first meets a member is found by a binary search of its own points.
+    private let pointsByMember: [[Int]]
 
     /// A ring of these members; a member's point count is `pointsPerWeight × weight`, rounded,
     /// at least 1 for a positive weight. Members with weight 0 own no keys.
@@ -37,7 +38,9 @@ public struct HashRing: Sendable, Hashable {
         // Ties (vanishingly rare) break by name, so the order never depends on the input order.
         let names = self.members
         self.points = points.sorted { ($0.position, names[$0.member]) < ($1.position, names[$1.member]) }
-        self.placedMembers = Set(points.map(\.member)).count
+        var pointsByMember = [[Int]](repeating: [], count: members.count)
+        for (index, point) in self.points.enumerated() { pointsByMember[point.member].append(index) }
+        self.pointsByMember = pointsByMember
     }
 
     /// Equal-weight members.
@@ -55,49 +58,47 @@ public struct HashRing: Sendable, Hashable {
 
     /// The first member, clockwise from the key, that `accept` allows (walking past the others).
     public func owner(of key: String, where accept: (String) -> Bool) -> String? {
-        var found: String?
-        walk(from: key) { member in
-            if accept(member) {
-                found = member
-                return false
-            }
-            return true
-        }
-        return found
+        memberWalk(from: key).lazy.map { members[$0] }.first(where: accept)
     }
 
     /// Every member with points, in the order a walk clockwise from the key meets them: the
     /// owner first, then where its keys would go if it were skipped, and so on.
     public func walk(from key: String) -> [String] {
-        var order: [String] = []
-        walk(from: key) { member in
-            order.append(member)
-            return true
-        }
-        return order
+        memberWalk(from: key).map { members[$0] }
     }
 
-    /// Calls `visit` with each distinct member clockwise from the key until it returns false.
-    private func walk(from key: String, _ visit: (String) -> Bool) {
-        guard !points.isEmpty else { return }
+    /// `walk(from:)` as indices into `members`.
+    ///
+    /// A walk meets each member first at that member's first point at or after the key's (wrapping
+    /// past the end), so ordering the members by how far on that point lies gives the walk without
+    /// stepping over the points of members already met: a walk is a binary search per member, not
+    /// a scan of the circle (which for the last of a dozen members meets most of its points).
+    func memberWalk(from key: String) -> [Int] {
+        guard !points.isEmpty else { return [] }
         let position = Self.position(of: key)
         // The first point at or after the key's position (wrapping to the start).
-        var low = 0
-        var high = points.count
+        let start = Self.firstIndex(in: points.indices) { points[$0].position >= position }
+        var met: [(distance: Int, member: Int)] = []
+        met.reserveCapacity(members.count)
+        for (member, indices) in pointsByMember.enumerated() where !indices.isEmpty {
+            let next = Self.firstIndex(in: indices.indices) { indices[$0] >= start }
+            let distance = next < indices.count ? indices[next] - start : indices[0] + points.count - start
+            met.append((distance, member))
+        }
+        // Distances are distinct: each is a different point's.
+        met.sort { $0.distance < $1.distance }
+        return met.map(\.member)
+    }
+
+    /// The first index in `range` for which `isAtOrAfter` holds (it must hold for every index after
+    /// that one too), or `range.upperBound` when none does.
+    private static func firstIndex(in range: Range<Int>, where isAtOrAfter: (Int) -> Bool) -> Int {
+        var low = range.lowerBound
+        var high = range.upperBound
         while low < high {
             let middle = (low + high) / 2
-            if points[middle].position < position { low = middle + 1 } else { high = middle }
+            if isAtOrAfter(middle) { high = middle } else { low = middle + 1 }
         }
-        var seen = [Bool](repeating: false, count: members.count)
-        var remaining = placedMembers
-        var index = low
-        for _ in 0..<points.count where remaining > 0 {
-            let member = points[index % points.count].member
-            index += 1
-            guard !seen[member] else { continue }
-            seen[member] = true
-            remaining -= 1
-            if !visit(members[member]) { return }
-        }
+        return low
     }
 }

@@ -6,6 +6,8 @@ extension Router {
         var name: String
         /// Position in the rule (primary 0), the tie-breaker of every strategy.
         var index: Int
+        /// Index in the rule's hash ring's members, nil when not a member.
+        var ringMember: Int?
         var entry: ModelEntry?
         var model: ModelSpec? { entry?.spec }
         var dropReasons: [String] = []
@@ -68,15 +70,24 @@ extension Router {
         /// For a `hash` rule, the ring over its enabled catalog models. Health is not part of
         /// membership: an unhealthy model is walked past, so only its keys move.
         let ring: HashRing?
+        /// Each model's index in `ring.members`, nil when it is not a member.
+        let ringMembers: [Int?]
 
         init(rule: RouteRule, entries byName: [String: ModelEntry]) {
             names = Router.uniqueModels(of: rule)
             entries = names.map { byName[$0] }
             guard rule.strategy == .hash else {
                 ring = nil
+                ringMembers = names.map { _ in nil }
                 return
             }
-            ring = HashRing(members: entries.compactMap { $0?.spec }.filter(\.enabled).map { ($0.name, $0.weight) })
+            var members: [(name: String, weight: Double)] = []
+            ringMembers = entries.map { entry in
+                guard let model = entry?.spec, model.enabled else { return nil }
+                members.append((model.name, model.weight))
+                return members.count - 1
+            }
+            ring = HashRing(members: members)
         }
     }
 

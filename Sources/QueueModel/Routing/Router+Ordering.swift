@@ -80,9 +80,21 @@ extension Router {
         _ kept: [Evaluation], rule: RouteRule, ring: HashRing?, key: String, state: RoutingState, explain: Bool
     ) -> Ordering {
         let ring = ring ?? HashRing(members: [String]())
-        let byName = Dictionary(kept.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
-        let walk = ring.walk(from: key)
-        let onRing = walk.compactMap { byName[$0] }
+        // Which kept model each ring member is (by the member indices computed with the ring, so
+        // no name is hashed or compared here); -1 for none.
+        var keptByMember = [Int](repeating: -1, count: ring.members.count)
+        for (position, evaluation) in kept.enumerated() {
+            if let member = evaluation.ringMember { keptByMember[member] = position }
+        }
+        let walk = ring.memberWalk(from: key)
+        let isHomeKept = walk.first.map { keptByMember[$0] >= 0 } ?? false
+        var onRing: [Evaluation] = []
+        onRing.reserveCapacity(kept.count)
+        var isOnRing = [Bool](repeating: false, count: kept.count)
+        for member in walk where keptByMember[member] >= 0 {
+            onRing.append(kept[keptByMember[member]])
+            isOnRing[keptByMember[member]] = true
+        }
         let epsilon = rule.loadEpsilon
         let totalInFlight = onRing.reduce(0) { $0 + $1.inFlight }
         let totalWeight = onRing.reduce(0.0) { $0 + ($1.model?.weight ?? 0) }
@@ -103,14 +115,14 @@ extension Router {
                 )
             }
         }
-        let offRing = kept.filter { evaluation in !walk.contains(evaluation.name) }
+        let offRing = kept.indices.filter { !isOnRing[$0] }.map { kept[$0] }
         guard explain else { return Ordering(strategy: .hash, reason: "hash", models: within + over + offRing) }
         for evaluation in offRing {
             notes[evaluation.name, default: []].append("not on the ring (weight 0 or disabled)")
         }
         var reason = "hash on affinity key \"\(key)\" (ring position \(StableHash.hex(key)), ε = \(epsilon))"
-        if let home = walk.first {
-            reason += byName[home] == nil ? "; its home model \(home) was dropped, walked on" : "; home model \(home)"
+        if let home = walk.first.map({ ring.members[$0] }) {
+            reason += isHomeKept ? "; home model \(home)" : "; its home model \(home) was dropped, walked on"
             notes[home, default: []].append("home of this key on the ring")
         }
         return Ordering(strategy: .hash, reason: reason, models: within + over + offRing, notes: notes)

@@ -83,14 +83,14 @@ public struct Router: Sendable {
         let ruleModels = rulesModels[rule.taskClass] ?? RuleModels(rule: rule, entries: modelsByName)
         var evaluations: [Evaluation] = []
         evaluations.reserveCapacity(ruleModels.names.count)
-        for (name, entry) in zip(ruleModels.names, ruleModels.entries) where name != requested {
-            evaluations.append(
-                evaluate(
-                    name, entry: entry, index: evaluations.count, rule: rule, scoringClass: match.scoringClass,
-                    estimate: estimate, ceiling: ceiling, allowedTiers: request.allowedTiers, state: state,
-                    explain: explain
-                )
+        for (position, name) in ruleModels.names.enumerated() where name != requested {
+            var evaluation = evaluate(
+                name, entry: ruleModels.entries[position], index: evaluations.count, rule: rule,
+                scoringClass: match.scoringClass, estimate: estimate, ceiling: ceiling,
+                allowedTiers: request.allowedTiers, state: state, explain: explain
             )
+            evaluation.ringMember = ruleModels.ringMembers[position]
+            evaluations.append(evaluation)
         }
         var ordering = order(
             evaluations.filter(\.isKept), rule: rule, ring: ruleModels.ring, request: request,
