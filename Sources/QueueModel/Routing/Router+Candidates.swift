@@ -28,7 +28,7 @@ extension Router {
         /// Dropped (among possibly other reasons) because the context window is too small.
         var isTooSmall = false
 
-        var isKept: Bool { !isDropped && model != nil }
+        var isKept: Bool { !isDropped && entry != nil }
 
         mutating func drop(_ reason: @autoclosure () -> String, permanent: Bool) {
             isDropped = true
@@ -44,6 +44,9 @@ extension Router {
         let averagePricePer1KValue: Double
         let priceText: String
         let hasPriceWindows: Bool
+        /// The model's scored capability for each of `TaskClass.builtIn`, in that order (a class's
+        /// capability names and the dictionary lookups cost a tenth of a plan when done per plan).
+        let builtInScores: [(name: String, score: Int)?]
 
         init(_ spec: ModelSpec) {
             self.spec = spec
@@ -52,6 +55,7 @@ extension Router {
             self.averagePricePer1KValue = NSDecimalNumber(decimal: averagePricePer1K).doubleValue
             self.priceText = "$\(averagePricePer1K)/1K"
             self.hasPriceWindows = !(spec.priceWindows.arrayValue?.isEmpty ?? true)
+            self.builtInScores = TaskClass.builtIn.map { $0.scoredCapability(of: spec) }
         }
     }
 
@@ -91,6 +95,35 @@ extension Router {
         }
     }
 
+    /// What a plan checks every model against, worked out once per plan.
+    struct Criteria {
+        var rule: RouteRule
+        var scoringClass: TaskClass
+        /// `scoringClass`'s index in `TaskClass.builtIn`, where `ModelEntry.builtInScores` has it.
+        var scoringIndex: Int?
+        var estimate: PromptEstimate
+        var ceiling: Decimal?
+        /// `ceiling` as a Double, to compare with `Evaluation.priceValue` (NSDecimalNumber
+        /// allocates, so this is done once, not once per model).
+        var ceilingValue: Double?
+        var allowedTiers: Set<String>?
+        var explain: Bool
+
+        init(
+            rule: RouteRule, scoringClass: TaskClass, estimate: PromptEstimate, ceiling: Decimal?,
+            allowedTiers: Set<String>? = nil, explain: Bool = true
+        ) {
+            self.rule = rule
+            self.scoringClass = scoringClass
+            self.scoringIndex = TaskClass.builtIn.firstIndex(of: scoringClass)
+            self.estimate = estimate
+            self.ceiling = ceiling
+            self.ceilingValue = ceiling.map { NSDecimalNumber(decimal: $0).doubleValue }
+            self.allowedTiers = allowedTiers
+            self.explain = explain
+        }
+    }
+
     /// Runs every filter on one model, collecting every reason to drop it (not just the first),
     /// so the explanation says all there is.
     func evaluate(
@@ -98,30 +131,34 @@ extension Router {
         ceiling: Decimal?, allowedTiers: Set<String>? = nil,
         state: RoutingState, explain: Bool = true
     ) -> Evaluation {
-        evaluate(
-            name, entry: modelsByName[name], index: index, rule: rule, scoringClass: scoringClass, estimate: estimate,
-            ceiling: ceiling, allowedTiers: allowedTiers, state: state, explain: explain
+        let criteria = Criteria(
+            rule: rule, scoringClass: scoringClass, estimate: estimate, ceiling: ceiling, allowedTiers: allowedTiers,
+            explain: explain
         )
+        return evaluate(name, entry: modelsByName[name], index: index, criteria: criteria, state: state)
     }
 
     /// `evaluate` for a model whose catalog entry the caller has already found.
     func evaluate(
-        _ name: String, entry: ModelEntry?, index: Int, rule: RouteRule, scoringClass: TaskClass,
-        estimate: PromptEstimate, ceiling: Decimal?, allowedTiers: Set<String>? = nil,
-        state: RoutingState, explain: Bool = true
+        _ name: String, entry: ModelEntry?, index: Int, criteria: Criteria, state: RoutingState
     ) -> Evaluation {
+        let explain = criteria.explain
+        let estimate = criteria.estimate
         var evaluation = Evaluation(name: name, index: index)
         evaluation.explain = explain
         guard let entry else {
             evaluation.drop("not in the catalog", permanent: true)
             return evaluation
         }
-        let model = entry.spec
+        // Read through the entry, never copied out: a ModelSpec copy retains a dozen fields.
         evaluation.entry = entry
         let live = state[name]
         evaluation.inFlight = live.inFlight
         evaluation.latencyEWMAMS = live.latencyEWMAMS
-        let scored = scoringClass.scoredCapability(of: model)
+        let scored =
+            if let scoringIndex = criteria.scoringIndex { entry.builtInScores[scoringIndex] } else {
+                criteria.scoringClass.scoredCapability(of: entry.spec)
+            }
         evaluation.score = scored?.score
 
         var price = entry.averagePricePer1K
@@ -137,40 +174,40 @@ extension Router {
         if explain {
             evaluation.facts.append(priceText)
             evaluation.facts.append(
-                scored.map { "\($0.name) \($0.score)" } ?? "no \(scoringClass.capabilityNames[0]) score")
-            evaluation.facts.append("context \(model.contextWindow)")
+                scored.map { "\($0.name) \($0.score)" } ?? "no \(criteria.scoringClass.capabilityNames[0]) score")
+            evaluation.facts.append("context \(entry.spec.contextWindow)")
             evaluation.facts.append("\(live.inFlight) in flight")
             if let latency = live.latencyEWMAMS { evaluation.facts.append("EWMA \(Int(latency.rounded())) ms") }
             if live.breaker == .halfOpen { evaluation.facts.append("breaker half-open (probing)") }
         }
 
-        if !model.enabled { evaluation.drop("disabled in the catalog", permanent: true) }
+        if !entry.spec.enabled { evaluation.drop("disabled in the catalog", permanent: true) }
         if live.breaker == .open { evaluation.drop("breaker open (unhealthy)", permanent: false) }
         // Another worker may call it: the job waits for one rather than failing as unroutable.
         if let reason = live.unavailableHere { evaluation.drop("not on this worker: \(reason)", permanent: false) }
-        if model.contextWindow < estimate.totalTokens {
+        if entry.spec.contextWindow < estimate.totalTokens {
             evaluation.isTooSmall = true
             evaluation.drop(
-                "context window \(model.contextWindow) < \(estimate.totalTokens) tokens needed "
+                "context window \(entry.spec.contextWindow) < \(estimate.totalTokens) tokens needed "
                     + "(≈ \(estimate.promptTokens) prompt + \(estimate.outputTokens) output)",
                 permanent: true
             )
         }
-        if let ceiling, priceValue > NSDecimalNumber(decimal: ceiling).doubleValue {
+        if let ceiling = criteria.ceiling, let ceilingValue = criteria.ceilingValue, priceValue > ceilingValue {
             // A model with price windows may come within the ceiling later.
             evaluation.drop("\(priceText) is over the cost ceiling $\(ceiling)/1K", permanent: !entry.hasPriceWindows)
         }
-        if let allowedTiers, !allowedTiers.contains(model.tier) {
+        if let allowedTiers = criteria.allowedTiers, !allowedTiers.contains(entry.spec.tier) {
             evaluation.drop(
-                "tier \(model.tier) is not allowed here (\(allowedTiers.sorted().joined(separator: ", ")))", permanent: true
+                "tier \(entry.spec.tier) is not allowed here (\(allowedTiers.sorted().joined(separator: ", ")))", permanent: true
             )
         }
-        if let floor = rule.qualityFloor {
+        if let floor = criteria.rule.qualityFloor {
             if let score = evaluation.score, score < floor {
                 evaluation.drop("\(scored?.name ?? "") score \(score) < quality floor \(floor)", permanent: true)
             } else if evaluation.score == nil, floor > 0 {
                 evaluation.drop(
-                    "no \(scoringClass.capabilityNames.joined(separator: "/")) score for quality floor \(floor)",
+                    "no \(criteria.scoringClass.capabilityNames.joined(separator: "/")) score for quality floor \(floor)",
                     permanent: true)
             }
         }
@@ -181,7 +218,7 @@ extension Router {
             evaluation.drop(
                 "tokens-per-minute budget: \(tokens) left < \(estimate.totalTokens) needed", permanent: false)
         }
-        if let limit = model.maxConcurrency, live.inFlight >= limit {
+        if let limit = entry.spec.maxConcurrency, live.inFlight >= limit {
             evaluation.drop("at max_concurrency (\(live.inFlight) of \(limit) in flight)", permanent: false)
         }
         return evaluation

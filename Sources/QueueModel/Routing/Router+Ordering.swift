@@ -61,7 +61,7 @@ extension Router {
     /// An Efraimidis–Spirakis key: sorting by it descending is a weighted draw without
     /// replacement, and each model's key depends only on its name and the sequence.
     static func weightedKey(for evaluation: Evaluation, sequence: UInt64) -> Double {
-        let weight = evaluation.model?.weight ?? 0
+        let weight = evaluation.entry?.spec.weight ?? 0
         guard weight > 0 else { return -.infinity }
         let bits = StableHash.mix((sequence &* 0x9E37_79B9_7F4A_7C15) ^ StableHash.hash(evaluation.name))
         let unit = (Double(bits >> 11) + 0.5) / 9_007_199_254_740_992  // in (0, 1)
@@ -97,12 +97,12 @@ extension Router {
         }
         let epsilon = rule.loadEpsilon
         let totalInFlight = onRing.reduce(0) { $0 + $1.inFlight }
-        let totalWeight = onRing.reduce(0.0) { $0 + ($1.model?.weight ?? 0) }
+        let totalWeight = onRing.reduce(0.0) { $0 + ($1.entry?.spec.weight ?? 0) }
         var notes: [String: [String]] = [:]
         var within: [Evaluation] = []
         var over: [Evaluation] = []
         for evaluation in onRing {
-            let share = (evaluation.model?.weight ?? 0) / max(totalWeight, .leastNormalMagnitude)
+            let share = (evaluation.entry?.spec.weight ?? 0) / max(totalWeight, .leastNormalMagnitude)
             let capacity = Int(((1 + epsilon) * Double(totalInFlight + 1) * share).rounded(.up))
             if evaluation.inFlight < capacity {
                 within.append(evaluation)

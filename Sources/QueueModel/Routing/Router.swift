@@ -83,11 +83,13 @@ public struct Router: Sendable {
         let ruleModels = rulesModels[rule.taskClass] ?? RuleModels(rule: rule, entries: modelsByName)
         var evaluations: [Evaluation] = []
         evaluations.reserveCapacity(ruleModels.names.count)
+        let criteria = Criteria(
+            rule: rule, scoringClass: match.scoringClass, estimate: estimate, ceiling: ceiling,
+            allowedTiers: request.allowedTiers, explain: explain
+        )
         for (position, name) in ruleModels.names.enumerated() where name != requested {
             var evaluation = evaluate(
-                name, entry: ruleModels.entries[position], index: evaluations.count, rule: rule,
-                scoringClass: match.scoringClass, estimate: estimate, ceiling: ceiling,
-                allowedTiers: request.allowedTiers, state: state, explain: explain
+                name, entry: ruleModels.entries[position], index: evaluations.count, criteria: criteria, state: state
             )
             evaluation.ringMember = ruleModels.ringMembers[position]
             evaluations.append(evaluation)
