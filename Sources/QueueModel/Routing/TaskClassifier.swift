@@ -54,15 +54,15 @@ public struct TaskClassifier: Sendable {
         var strongTerms: [String] = []
         var weakTerms: [String] = []
         for word in words {
-            guard let cue = Self.cues[word] else { continue }
+            guard Self.mayBeCue(word), let cue = Self.cues[word] else { continue }
             found.formUnion(cue)
             if cue.contains(.strong), !strongTerms.contains(word) { strongTerms.append(word) }
             if cue.contains(.weak), !weakTerms.contains(word) { weakTerms.append(word) }
         }
         let vocabulary = words  // searched only to word a reason
 
-        if Self.find("```", in: bytes) { return heuristic(.code, "a fenced code block") }
-        if let shape = Self.codeShapes.first(where: { Self.find($0, in: bytes) }) {
+        if Self.find(Self.fence, in: bytes) { return heuristic(.code, "a fenced code block") }
+        if let shape = Self.first(of: Self.codeShapes, Self.codeShapePatterns, in: bytes) {
             return heuristic(.code, "code-shaped text (\(shape.trimmingCharacters(in: .whitespaces)))")
         }
         let termCount = strongTerms.count + weakTerms.count
@@ -83,7 +83,7 @@ public struct TaskClassifier: Sendable {
             return heuristic(.creative, "creative writing (\"\(word)\")")
         }
         if let word = (found.contains(.reasoning) ? Self.reasoningTerms.first(where: vocabulary.contains) : nil)
-            ?? Self.reasoningPhrases.first(where: { Self.find($0, in: bytes) })
+            ?? Self.first(of: Self.reasoningPhrases, Self.reasoningPhrasePatterns, in: bytes)
         {
             return heuristic(.reasoning, "asks to reason (\"\(word)\")")
         }
@@ -126,6 +126,30 @@ public struct TaskClassifier: Sendable {
         return cues
     }()
 
+    /// Whether a word has the first byte and length of some cue word: most words do not, and
+    /// this check costs far less than hashing the word for `cues`.
+    static func mayBeCue(_ word: String) -> Bool {
+        guard let first = word.utf8.first else { return false }
+        return cueLengthsByFirstByte[Int(first)] & (1 << min(word.utf8.count, 63)) != 0
+    }
+
+    /// For each first byte, a bit per length (63 for 63 and over) of the cue words starting with it.
+    static let cueLengthsByFirstByte: [UInt64] = {
+        var lengths = [UInt64](repeating: 0, count: 256)
+        for word in cues.keys {
+            guard let first = word.utf8.first else { continue }
+            lengths[Int(first)] |= 1 << min(word.utf8.count, 63)
+        }
+        return lengths
+    }()
+
+    /// The first of `needles` whose bytes (`patterns`, in the same order) occur in `bytes`.
+    static func first(of needles: [String], _ patterns: [[UInt8]], in bytes: [UInt8]) -> String? {
+        patterns.firstIndex { find($0, in: bytes) }.map { needles[$0] }
+    }
+
+    static let fence = Array("```".utf8)
+
     static let codeShapes = [
         "def ", "#include", "=>", "};", "fn main", "func ", "console.log", "print(", "import java", "select * from",
         "traceback (most recent call last)", "exception in thread", "segmentation fault", "npm install", "pip install",
@@ -160,11 +184,19 @@ public struct TaskClassifier: Sendable {
 
     static let reasoningPhrases = ["step by step", "pros and cons", "what would happen"]
 
+    // The cue phrases as bytes, made once: converting them per request allocated an array each.
+    static let codeShapePatterns = codeShapes.map { Array($0.utf8) }
+    static let reasoningPhrasePatterns = reasoningPhrases.map { Array($0.utf8) }
+
+    /// Words after "how" that ask how something works.
+    static let howFollowers: Set<String> = [
+        "does", "do", "did", "can", "could", "would", "should", "is", "are", "to", "might",
+    ]
+
     /// "how does/do/can/would/should/to …" asks how something works; "how many/much/tall …" asks a fact.
     static func howQuestion(_ words: [String]) -> String? {
-        let follows: Set<String> = ["does", "do", "did", "can", "could", "would", "should", "is", "are", "to", "might"]
         for (index, word) in words.enumerated() where word == "how" && index + 1 < words.count {
-            if follows.contains(words[index + 1]) { return "how \(words[index + 1])" }
+            if howFollowers.contains(words[index + 1]) { return "how \(words[index + 1])" }
         }
         return nil
     }
@@ -193,9 +225,8 @@ public struct TaskClassifier: Sendable {
         return words
     }
 
-    /// Whether an ASCII needle occurs in the bytes.
-    static func find(_ needle: String, in bytes: [UInt8]) -> Bool {
-        let pattern = Array(needle.utf8)
+    /// Whether a byte pattern (an ASCII cue) occurs in the bytes.
+    static func find(_ pattern: [UInt8], in bytes: [UInt8]) -> Bool {
         guard let first = pattern.first, pattern.count <= bytes.count else { return false }
         var index = 0
         let last = bytes.count - pattern.count
