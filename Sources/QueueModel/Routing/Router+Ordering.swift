@@ -5,30 +5,36 @@ extension Router {
     struct Ordering {
         var strategy: RoutingStrategy
         var reason: String
-        var models: [Evaluation]
+        /// Indices into the evaluations ordered (moving indices, not evaluations, spares copying
+        /// and releasing every evaluation's fields at each step).
+        var models: [Int]
         /// Extra facts per model (ring notes).
         var notes: [String: [String]] = [:]
     }
 
     /// Orders the kept models by the rule's strategy. Every strategy breaks ties by the rule's
     /// order (primary first), so the result never depends on sort stability.
+    /// - Parameters:
+    ///   - kept: indices into `evaluations` of the models that passed the filters.
     func order(
-        _ kept: [Evaluation], rule: RouteRule, ring: HashRing?, request: RoutingRequest, scoringClass: TaskClass,
-        state: RoutingState, explain: Bool = true
+        _ kept: [Int], of evaluations: [Evaluation], rule: RouteRule, ring: HashRing?, request: RoutingRequest,
+        scoringClass: TaskClass, state: RoutingState, explain: Bool = true
     ) -> Ordering {
         var strategy = rule.strategy
         var prefix = ""
         if strategy == .hash {
             if let key = request.affinityKey, !key.isEmpty {
-                return hashOrdering(kept, rule: rule, ring: ring, key: key, state: state, explain: explain)
+                return hashOrdering(kept, of: evaluations, rule: rule, ring: ring, key: key, explain: explain)
             }
             strategy = rule.strategyWithoutAffinity
             prefix = "hash rule, but the job has no affinity key: "
         }
-        func sorted<Key: Comparable>(by key: (Evaluation) -> Key) -> [Evaluation] {
-            kept.sorted { (key($0), $0.index) < (key($1), $1.index) }
+        func sorted<Key: Comparable>(by key: (Evaluation) -> Key) -> [Int] {
+            kept.sorted {
+                (key(evaluations[$0]), evaluations[$0].index) < (key(evaluations[$1]), evaluations[$1].index)
+            }
         }
-        let models: [Evaluation]
+        let models: [Int]
         let reason: String
         switch strategy {
         case .ordered, .hash:
@@ -77,48 +83,46 @@ extension Router {
     /// key spills to the next model instead of piling up (Mirrokni et al., "Consistent Hashing
     /// with Bounded Loads"); it stays in the plan as a later fallback.
     private func hashOrdering(
-        _ kept: [Evaluation], rule: RouteRule, ring: HashRing?, key: String, state: RoutingState, explain: Bool
+        _ kept: [Int], of evaluations: [Evaluation], rule: RouteRule, ring: HashRing?, key: String, explain: Bool
     ) -> Ordering {
         let ring = ring ?? HashRing(members: [String]())
         // Which kept model each ring member is (by the member indices computed with the ring, so
         // no name is hashed or compared here); -1 for none.
         var keptByMember = [Int](repeating: -1, count: ring.members.count)
-        for (position, evaluation) in kept.enumerated() {
-            if let member = evaluation.ringMember { keptByMember[member] = position }
+        for chosen in kept {
+            if let member = evaluations[chosen].ringMember { keptByMember[member] = chosen }
         }
         let walk = ring.memberWalk(from: key)
         let isHomeKept = walk.first.map { keptByMember[$0] >= 0 } ?? false
-        var onRing: [Evaluation] = []
+        var onRing: [Int] = []
         onRing.reserveCapacity(kept.count)
-        var isOnRing = [Bool](repeating: false, count: kept.count)
-        for member in walk where keptByMember[member] >= 0 {
-            onRing.append(kept[keptByMember[member]])
-            isOnRing[keptByMember[member]] = true
-        }
+        for member in walk where keptByMember[member] >= 0 { onRing.append(keptByMember[member]) }
         let epsilon = rule.loadEpsilon
-        let totalInFlight = onRing.reduce(0) { $0 + $1.inFlight }
-        let totalWeight = onRing.reduce(0.0) { $0 + ($1.entry?.spec.weight ?? 0) }
+        let totalInFlight = onRing.reduce(0) { $0 + evaluations[$1].inFlight }
+        let totalWeight = onRing.reduce(0.0) { $0 + (evaluations[$1].entry?.spec.weight ?? 0) }
         var notes: [String: [String]] = [:]
-        var within: [Evaluation] = []
-        var over: [Evaluation] = []
-        for evaluation in onRing {
-            let share = (evaluation.entry?.spec.weight ?? 0) / max(totalWeight, .leastNormalMagnitude)
+        var within: [Int] = []
+        var over: [Int] = []
+        within.reserveCapacity(onRing.count)
+        for chosen in onRing {
+            let inFlight = evaluations[chosen].inFlight
+            let share = (evaluations[chosen].entry?.spec.weight ?? 0) / max(totalWeight, .leastNormalMagnitude)
             let capacity = Int(((1 + epsilon) * Double(totalInFlight + 1) * share).rounded(.up))
-            if evaluation.inFlight < capacity {
-                within.append(evaluation)
+            if inFlight < capacity {
+                within.append(chosen)
             } else {
-                over.append(evaluation)
+                over.append(chosen)
                 guard explain else { continue }
-                notes[evaluation.name, default: []].append(
-                    "over bounded load (\(evaluation.inFlight) in flight ≥ cap \(capacity)): "
+                notes[evaluations[chosen].name, default: []].append(
+                    "over bounded load (\(inFlight) in flight ≥ cap \(capacity)): "
                         + "spilled to the next on the ring"
                 )
             }
         }
-        let offRing = kept.indices.filter { !isOnRing[$0] }.map { kept[$0] }
+        let offRing = kept.filter { !onRing.contains($0) }
         guard explain else { return Ordering(strategy: .hash, reason: "hash", models: within + over + offRing) }
-        for evaluation in offRing {
-            notes[evaluation.name, default: []].append("not on the ring (weight 0 or disabled)")
+        for chosen in offRing {
+            notes[evaluations[chosen].name, default: []].append("not on the ring (weight 0 or disabled)")
         }
         var reason = "hash on affinity key \"\(key)\" (ring position \(StableHash.hex(key)), ε = \(epsilon))"
         if let home = walk.first.map({ ring.members[$0] }) {

@@ -81,39 +81,44 @@ public struct Router: Sendable {
         }
         // Catalog rule names are unique, so the rule matched is the one these were computed for.
         let ruleModels = rulesModels[rule.taskClass] ?? RuleModels(rule: rule, entries: modelsByName)
-        var evaluations: [Evaluation] = []
-        evaluations.reserveCapacity(ruleModels.names.count)
+        // The pinned model first, then the rule's: the order the explanation lists them in.
+        var evaluations = pinned.map { [$0] } ?? []
+        evaluations.reserveCapacity(evaluations.count + ruleModels.names.count)
         let criteria = Criteria(
             rule: rule, scoringClass: match.scoringClass, estimate: estimate, ceiling: ceiling,
             allowedTiers: request.allowedTiers, explain: explain
         )
+        var kept: [Int] = []
+        kept.reserveCapacity(ruleModels.names.count)
+        var index = 0
         for (position, name) in ruleModels.names.enumerated() where name != requested {
             var evaluation = evaluate(
-                name, entry: ruleModels.entries[position], index: evaluations.count, criteria: criteria, state: state
+                name, entry: ruleModels.entries[position], index: index, criteria: criteria, state: state
             )
+            index += 1
             evaluation.ringMember = ruleModels.ringMembers[position]
+            if evaluation.isKept { kept.append(evaluations.count) }
             evaluations.append(evaluation)
         }
         var ordering = order(
-            evaluations.filter(\.isKept), rule: rule, ring: ruleModels.ring, request: request,
+            kept, of: evaluations, rule: rule, ring: ruleModels.ring, request: request,
             scoringClass: match.scoringClass, state: state, explain: explain
         )
         if let pinned {
             ordering.reason = "the request names model \"\(pinned.name)\": it goes first; then " + ordering.reason
-            if pinned.isKept { ordering.models.insert(pinned, at: 0) }
-            evaluations.insert(pinned, at: 0)
+            if pinned.isKept { ordering.models.insert(0, at: 0) }
         }
 
-        let attempts = ordering.models.enumerated().map { position, evaluation in
+        let attempts = ordering.models.enumerated().map { position, chosen in
             RoutePlan.Attempt(
-                model: evaluation.model!, position: position,
+                model: evaluations[chosen].model!, position: position,
                 timeout: position == 0 ? rule.maxLatencyMS.map { Duration.milliseconds($0) } : nil
             )
         }
         var candidates: [RouteExplanation.Candidate] = []
         if explain {
             candidates = attempts.map { attempt in
-                let evaluation = ordering.models[attempt.position]
+                let evaluation = evaluations[ordering.models[attempt.position]]
                 var facts = evaluation.facts + (ordering.notes[evaluation.name] ?? [])
                 facts.append(Self.timeoutFact(attempt, rule: rule))
                 return RouteExplanation.Candidate(model: evaluation.name, position: attempt.position, facts: facts)
