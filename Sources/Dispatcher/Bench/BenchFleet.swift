@@ -23,7 +23,13 @@ struct BenchFleet {
     func freshDatabase(_ name: String) async throws -> PostgresConfiguration {
         let database = "switchyard_bench_\(name)"
         let admin = try await PostgresConnection.connect(context.configuration)
-        try await admin.query("DROP DATABASE IF EXISTS \(database) WITH (FORCE)")
+        // Earlier scenarios' databases go first: autovacuum on their dead rows would take CPU
+        // from this one's measurement.
+        let earlier = try await admin.query(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'switchyard\\_bench\\_%'")
+        for row in earlier {
+            try await admin.query("DROP DATABASE IF EXISTS \(try row.decode("datname", as: String.self)) WITH (FORCE)")
+        }
         try await admin.query("CREATE DATABASE \(database)")
         await admin.close()
         let configuration = context.configuration.withDatabase(database)
