@@ -7,8 +7,9 @@ import Synchronization
 /// calls in flight, and its share of each model's rate budget.
 ///
 /// The catalog reloads on `switchyard_catalog` (or, for a `--poll-only` worker, every 10 s),
-/// breakers refresh on `switchyard_health` and on a slow timer, and this worker's own outcomes are reported in batches (every 250 ms) and applied
-/// locally at once, so a model failing here is avoided here before the NOTIFY comes back.
+/// breakers refresh on `switchyard_health` and on a slow timer, and this worker's own outcomes
+/// are reported in batches (every 250 ms) and applied locally at once, so a model failing here is
+/// avoided here before the NOTIFY comes back.
 final class FleetState: Sendable {
     private struct State {
         var router = Router(catalog: .empty)
