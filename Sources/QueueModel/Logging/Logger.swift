@@ -88,16 +88,31 @@ public struct Logger: Sendable {
         ]
         pairs += metadata
         for (key, value) in fields() { pairs.append((key, value.description)) }
-        let line = Secrets.redact(format == .json ? Self.json(pairs) : Self.logfmt(pairs))
-        sink.write(line)
+        // Each value before it is escaped: an escaped key (`/` as `\/`, `"` as `\"`) would no
+        // longer match the registered one.
+        pairs = pairs.map { key, value in (key, Secrets.redact(value)) }
+        sink.write(format == .json ? Self.json(pairs) : Self.logfmt(pairs))
     }
 
     static func logfmt(_ pairs: [(String, String)]) -> String {
         pairs.map { key, value in
-            let needsQuotes = value.isEmpty || value.contains { $0 == " " || $0 == "=" || $0 == "\"" || $0.isNewline }
+            let needsQuotes = value.isEmpty || value.unicodeScalars.contains {
+                $0 == "=" || $0 == "\"" || $0.properties.isWhitespace || $0.properties.generalCategory == .control
+            }
             guard needsQuotes else { return "\(key)=\(value)" }
-            let escaped = value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
-                .replacingOccurrences(of: "\n", with: "\\n")
+            var escaped = ""
+            for scalar in value.unicodeScalars {
+                switch scalar {
+                case "\\": escaped += "\\\\"
+                case "\"": escaped += "\\\""
+                case "\n": escaped += "\\n"
+                case "\r": escaped += "\\r"
+                case "\t": escaped += "\\t"
+                case _ where scalar.properties.generalCategory == .control || scalar == "\u{2028}" || scalar == "\u{2029}":
+                    escaped += String(format: "\\u%04x", scalar.value)
+                default: escaped.unicodeScalars.append(scalar)
+                }
+            }
             return "\(key)=\"\(escaped)\""
         }.joined(separator: " ")
     }
