@@ -11,17 +11,19 @@ extension JSONValue {
 
     /// Appends the value's compact JSON text, as UTF-8 (appending to bytes is several times
     /// cheaper than appending to a `String`).
-    func write(into output: inout [UInt8]) {
+    /// - Parameter storable: write U+0000 as U+FFFD, the replacement character: Postgres's `jsonb`
+    ///   refuses `\u0000`, and an answer bound for it must not be refused for one stray byte.
+    func write(into output: inout [UInt8], storable: Bool = false) {
         switch self {
         case .null: output.append(contentsOf: Self.nullBytes)
         case .bool(let value): output.append(contentsOf: value ? Self.trueBytes : Self.falseBytes)
         case .number(let value): Self.writeNumber(value, into: &output)
-        case .string(let value): Self.writeString(value, into: &output)
+        case .string(let value): Self.writeString(value, into: &output, storable: storable)
         case .array(let elements):
             output.append(0x5B)
             for (index, element) in elements.enumerated() {
                 if index > 0 { output.append(0x2C) }
-                element.write(into: &output)
+                element.write(into: &output, storable: storable)
             }
             output.append(0x5D)
         case .object(let members):
@@ -29,9 +31,9 @@ extension JSONValue {
             let keys = members.count > 1 ? members.keys.sorted() : Array(members.keys)
             for (index, key) in keys.enumerated() {
                 if index > 0 { output.append(0x2C) }
-                Self.writeString(key, into: &output)
+                Self.writeString(key, into: &output, storable: storable)
                 output.append(0x3A)
-                members[key]!.write(into: &output)
+                members[key]!.write(into: &output, storable: storable)
             }
             output.append(0x7D)
         }
@@ -52,7 +54,7 @@ extension JSONValue {
         }
     }
 
-    static func writeString(_ value: String, into output: inout [UInt8]) {
+    static func writeString(_ value: String, into output: inout [UInt8], storable: Bool = false) {
         output.append(0x22)
         for byte in value.utf8 {
             switch byte {
@@ -61,6 +63,7 @@ extension JSONValue {
             case 0x0A: output.append(0x5C); output.append(0x6E)
             case 0x0D: output.append(0x5C); output.append(0x72)
             case 0x09: output.append(0x5C); output.append(0x74)
+            case 0x00 where storable: output.append(contentsOf: [0xEF, 0xBF, 0xBD])
             case 0..<0x20:
                 output.append(contentsOf: [0x5C, 0x75, 0x30, 0x30, hexDigits[Int(byte >> 4)], hexDigits[Int(byte & 0xF)]])
             default: output.append(byte)

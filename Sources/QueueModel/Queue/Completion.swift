@@ -83,7 +83,7 @@ public struct Completion: Sendable {
         func text(_ name: StaticString, _ value: String?) {
             guard let value else { return }
             key(name)
-            JSONValue.writeString(value, into: &output)
+            JSONValue.writeString(value, into: &output, storable: true)
         }
         func number(_ name: StaticString, _ value: Double?) {
             guard let value else { return }
@@ -93,7 +93,7 @@ public struct Completion: Sendable {
         func json(_ name: StaticString, _ value: JSONValue?) {
             guard let value else { return }
             key(name)
-            value.write(into: &output)
+            value.write(into: &output, storable: true)
         }
         number("id", Double(jobID))
         number("attempt", Double(attempt))
@@ -109,7 +109,7 @@ public struct Completion: Sendable {
         output.append(0x5B)
         for (index, record) in trail.enumerated() {
             if index > 0 { output.append(0x2C) }
-            record.json.write(into: &output)
+            record.json.write(into: &output, storable: true)
         }
         output.append(0x5D)
         number("tokens_in", tokensIn.map(Double.init))

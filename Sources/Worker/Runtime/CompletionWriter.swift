@@ -98,6 +98,9 @@ final class CompletionWriter: Sendable {
 
     /// Writes one batch, retrying while the database is unreachable. Giving up is safe: an
     /// unwritten job keeps its row in switchyard.jobs and is rescued when its lease expires.
+    /// An error a retry cannot cure (the database refuses a value in the batch) is narrowed down
+    /// to the outcome that causes it, which is written as failed instead: retrying the batch
+    /// forever would hold every later outcome, and their leases, behind it.
     private func flush(_ batch: [Pending]) async {
         var delay = Duration.milliseconds(100)
         var attempts = 0
@@ -115,6 +118,9 @@ final class CompletionWriter: Sendable {
                     item.continuation.resume(returning: ok)
                 }
                 return
+            } catch let error as PostgresError where !error.isTransient {
+                await isolate(batch, error)
+                return
             } catch {
                 attempts += 1
                 let stopping = state.withLock { $0.finishing }
@@ -129,5 +135,34 @@ final class CompletionWriter: Sendable {
                 delay = min(delay * 2, .seconds(5))
             }
         }
+    }
+
+    /// Writes the halves of a batch the database refused apart, down to the one outcome it
+    /// refuses, and records that job as failed with the reason.
+    private func isolate(_ batch: [Pending], _ error: PostgresError) async {
+        if batch.count > 1 {
+            await flush(Array(batch[..<(batch.count / 2)]))
+            await flush(Array(batch[(batch.count / 2)...]))
+            return
+        }
+        let item = batch[0]
+        let refused = item.completion
+        logger.error(
+            "the database refused this job's outcome; recording the job as failed",
+            ["job": refused.jobID, "model": refused.model ?? "none", "attempt": refused.attempt, "error": "\(error)"]
+        )
+        if refused.kind == .result && refused.status == "failed" && refused.error?["code"] == "outcome_not_storable" {
+            item.continuation.resume(returning: false)  // even that was refused: leave it to the rescue
+            return
+        }
+        let failed = Completion(
+            jobID: refused.jobID, attempt: refused.attempt, kind: .result, status: "failed", model: refused.model,
+            provider: refused.provider, tier: refused.tier,
+            error: [
+                "code": "outcome_not_storable",
+                "message": .string("the database refused this job's outcome (\(error.message)); it was not retried"),
+            ]
+        )
+        await flush([Pending(completion: failed, continuation: item.continuation)])
     }
 }

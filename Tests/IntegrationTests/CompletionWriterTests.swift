@@ -1,0 +1,59 @@
+import Foundation
+import Postgres
+import QueueModel
+import Testing
+
+@testable import Worker
+
+/// The batched write-back when the database refuses part of a batch: the rest is written, the
+/// refused outcome ends as a failed result saying why, and the writer goes on.
+@Suite("Completion writer: outcomes the database refuses")
+struct CompletionWriterTests {
+    static let hello: JSONValue = ["messages": [["role": "user", "content": "hi"]]]
+
+    @Test("one outcome the database cannot store does not hold up the batch: it ends failed, the others are written",
+          .timeLimit(.minutes(1)))
+    func refusedOutcome() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            for _ in 0..<3 { _ = try await store.submit(Submission(request: Self.hello)) }
+            let jobs = try await store.claim(worker: "w", freeSlots: 3, backgroundSlots: 0, lease: .seconds(30))
+            #expect(jobs.count == 3)
+            let writer = CompletionWriter(store: store, worker: "w", batchLimit: 10, logger: Logger(label: "t", level: .error) { _ in })
+            let running = Task { await writer.run() }
+            // The second answer's token count is beyond the integer column: a value no retry can store.
+            let written = await withTaskGroup(of: (Int64, Bool).self) { group in
+                for (index, job) in jobs.enumerated() {
+                    let completion = Completion(
+                        jobID: job.id, attempt: job.attempt, kind: .result, status: "succeeded", model: "m",
+                        response: ["choices": []], tokensIn: index == 1 ? 3_000_000_000 : 5)
+                    group.addTask { (job.id, await writer.write(completion)) }
+                }
+                return await group.reduce(into: [:]) { $0[$1.0] = $1.1 }
+            }
+            writer.finish()
+            await running.value
+            #expect(written.values.allSatisfy { $0 }, "\(written)")
+            let rows = try await pool.query("SELECT job_id, status, error->>'code' AS code FROM switchyard.results ORDER BY job_id")
+            let statuses = try rows.map { try "\($0.decode("status", as: String.self)) \($0.decode("code", as: String?.self) ?? "-")" }
+            #expect(statuses == ["succeeded -", "failed outcome_not_storable", "succeeded -"])
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.jobs").scalar(Int.self) == 0)
+        }
+    }
+
+    @Test("a provider answer with a NUL character is stored, the NUL replaced by U+FFFD")
+    func nulInAnswer() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            _ = try await store.submit(Submission(request: Self.hello))
+            let job = try #require(try await store.claim(worker: "w", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30)).first)
+            let answer: JSONValue = ["choices": [["message": ["role": "assistant", "content": "a\u{0}b"]]]]
+            let written = try await store.complete(
+                worker: "w", [Completion(jobID: job.id, attempt: job.attempt, kind: .result, status: "succeeded", response: answer)])
+            #expect(written == [job.id])
+            let content = try await pool.query(
+                "SELECT response->'choices'->0->'message'->>'content' FROM switchyard.results").scalar(String.self)
+            #expect(content == "a\u{FFFD}b")
+        }
+    }
+}
