@@ -168,4 +168,19 @@ struct RequestedModelTests {
         request.body["model"] = "auto"
         #expect(F.order(router, request) == ["a", "b"])
     }
+
+    @Test("a model named in the request still keeps to the job's own limits: its ceiling and its allowed tiers")
+    func requestedModelKeepsJobLimits() {
+        var premium = F.model("premium")
+        premium.tier = "premium"
+        let catalog = Catalog(
+            models: [F.model("a"), premium], rules: [RouteRule(taskClass: "r", primary: "a")])
+        var request = F.request()
+        request.body["model"] = "premium"
+        request.allowedTiers = ["standard"]
+        let plan = Router(catalog: catalog).plan(for: request, state: RoutingState())
+        #expect(plan.attempts.map(\.model.name) == ["a"])
+        let dropped = plan.explanation.candidates.first { $0.model == "premium" }
+        #expect(dropped?.isKept == false)
+    }
 }

@@ -69,14 +69,14 @@ public struct Router: Sendable {
         let rule = match.rule
         let ceiling = [rule.maxCostPer1K, request.maxCostPer1K].compactMap { $0 }.min()
         // A request that names a model ("model": "gpt-4o") gets it first, if it passes the filters
-        // that protect the request (the job's own ceiling, not the rule's floor and ceiling: the
-        // caller chose it); the rule's models follow as fallbacks.
+        // that protect the request (the job's own ceiling and allowed tiers, not the rule's floor
+        // and ceiling: the caller chose it); the rule's models follow as fallbacks.
         let requested = Self.requestedModel(in: request.body)
         let pinned = requested.map { name in
             evaluate(
                 name, index: -1, rule: RouteRule(taskClass: rule.taskClass, primary: name),
-                scoringClass: match.scoringClass, estimate: estimate, ceiling: request.maxCostPer1K, state: state,
-                explain: explain
+                scoringClass: match.scoringClass, estimate: estimate, ceiling: request.maxCostPer1K,
+                allowedTiers: request.allowedTiers, state: state, explain: explain
             )
         }
         // Catalog rule names are unique, so the rule matched is the one these were computed for.
