@@ -129,4 +129,38 @@ struct OffPeakPlannerTests {
         }
         #expect(tiered.attempts.map(\.model.name) == ["budget"])
     }
+
+    @Test("a model within the ceiling that cannot take the job now (breaker open) is looked at again in five minutes")
+    func unavailableWithinTheCeiling() {
+        let night = Self.date("2026-11-26T23:00:00Z")
+        var state = Self.state(at: night)
+        state["budget"].breaker = .open
+        let decision = Self.planner(Self.ceiling).decide(
+            Self.request(.background), deadline: nil, maxAttempts: 3, state: state, now: night
+        )
+        guard case .postpone(let until, let reason) = decision else {
+            Issue.record("expected a postponement, got \(decision)")
+            return
+        }
+        #expect(until == night.addingTimeInterval(300))
+        #expect(reason.contains("cannot take it now"))
+
+        // A list price within the ceiling, no window at all: the same.
+        let cheap = ModelSpec(name: "cheap", provider: .simulated, tier: "cheap", pricePer1KInput: 0.0001, pricePer1KOutput: 0.0001)
+        let planner = OffPeakPlanner(
+            router: Router(catalog: Catalog(
+                models: Self.catalog.models + [cheap],
+                rules: [RouteRule(taskClass: "default", primary: "premium", fallbacks: ["cheap"])])),
+            policy: Self.ceiling)
+        var down = RoutingState()
+        down["cheap"].breaker = .open
+        let noon = Self.date("2026-11-26T12:00:00Z")
+        guard case .postpone(let later, _) = planner.decide(
+            Self.request(.background), deadline: nil, maxAttempts: 3, state: down, now: noon)
+        else {
+            Issue.record("expected a postponement")
+            return
+        }
+        #expect(later == noon.addingTimeInterval(300))
+    }
 }

@@ -50,30 +50,48 @@ public struct OffPeakPlanner: Sendable {
                     + "within its escalation horizon of \(Int(horizon.seconds)) s, and no model is within \(limit) now"
             )
         }
-        let window = nextAffordableWindow(for: unconstrained, ceiling: ceiling, after: now)
+        // A model within the limit now that could not take the job (breaker open, budget spent)
+        // is looked at again in five minutes, not at its next window.
+        let availableLater = affordableNow(for: unconstrained, ceiling: ceiling, at: now)
+        let window = availableLater ? now.addingTimeInterval(300) : nextAffordableWindow(
+            for: unconstrained, ceiling: ceiling, after: now)
         let escalationPoint = deadline.map { $0.addingTimeInterval(-horizon.seconds) }
         let until = [window, escalationPoint].compactMap { $0 }.min() ?? now.addingTimeInterval(3600)
-        let reason = window == nil
+        let reason = availableLater
+            ? "the models within \(limit) cannot take it now (breaker open or rate budget spent); "
+                + "looking again at \(until.postgresText)"
+            : window == nil
             ? "no model of its rule is within \(limit) at any hour; waiting" + (deadline == nil ? "" : " for its deadline")
             : "no model is within \(limit) until \(until.postgresText)"
         return .postpone(until: max(until, now.addingTimeInterval(1)), reason: reason)
     }
 
+    /// The rule's enabled models within the policy's tiers, with their price schedules.
+    private func eligibleSchedules(for plan: RoutePlan) -> [PriceSchedule] {
+        (plan.rule?.models ?? []).compactMap { name in
+            guard let schedule = schedules[name], schedule.model.enabled,
+                policy.tiers.map({ $0.contains(schedule.model.tier) }) ?? true
+            else { return nil }
+            return schedule
+        }
+    }
+
+    /// Whether one of the rule's models is within the ceiling at its price now.
+    func affordableNow(for plan: RoutePlan, ceiling: Decimal?, at now: Date) -> Bool {
+        eligibleSchedules(for: plan).contains { schedule in
+            ceiling.map { schedule.averagePricePer1K(at: now) <= $0 } ?? true
+        }
+    }
+
     /// When the first of the rule's models opens a window whose price fits the ceiling.
     func nextAffordableWindow(for plan: RoutePlan, ceiling: Decimal?, after now: Date) -> Date? {
-        guard let rule = plan.rule else { return nil }
         var best: Date?
-        for name in rule.models {
-            guard let schedule = schedules[name], policy.tiers.map({ $0.contains(schedule.model.tier) }) ?? true,
-                schedule.model.enabled
-            else { continue }
+        for schedule in eligibleSchedules(for: plan) {
             for window in schedule.windows {
                 let price = (schedule.model.pricePer1KInput * window.inputMultiplier
                     + schedule.model.pricePer1KOutput * window.outputMultiplier) / 2
                 guard ceiling.map({ price <= $0 }) ?? true else { continue }
-                // Open now, yet the job could not run (breaker, budget): look again in five minutes.
-                let start = window.contains(now) ? now.addingTimeInterval(300) : window.nextStart(after: now)
-                if let start { best = min(best ?? start, start) }
+                if let start = window.nextStart(after: now) { best = min(best ?? start, start) }
             }
         }
         return best
