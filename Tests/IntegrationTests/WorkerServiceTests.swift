@@ -169,4 +169,20 @@ struct WorkerServiceTests {
             #expect(try await pool.query("SELECT count(*) FROM switchyard.workers WHERE id = $1", [workerID]).scalar(Int.self) == 0)
         }
     }
+
+    @Test("an answer that arrives after the grace period, as the worker stops, is written, not released")
+    func answerAtShutdown() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let id = try await store.submit(Submission(request: Self.hello))
+            var configuration = Self.configuration(concurrency: 1)
+            configuration.shutdownGrace = .milliseconds(100)
+            try await Self.withWorker(pool, configuration, LateAnswerExecutor(duration: .milliseconds(600))) { _ in
+                for _ in 0..<400 where try await store.status(of: id) != "running" {
+                    try await Task.sleep(for: .milliseconds(5))
+                }
+            }
+            #expect(try await store.status(of: id) == "succeeded")
+        }
+    }
 }

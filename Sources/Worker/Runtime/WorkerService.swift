@@ -156,8 +156,9 @@ final class WorkerService: Sendable {
         let task = Task {
             let started = ContinuousClock.now
             let outcome = await executor.execute(job)
-            metrics.jobLatency.observe((ContinuousClock.now - started).seconds, [job.priority.rawValue])
-            await finish(job, outcome)
+            let elapsed = ContinuousClock.now - started
+            metrics.jobLatency.observe(elapsed.seconds, [job.priority.rawValue])
+            await finish(job, outcome, elapsed: elapsed)
             metrics.inFlight.add(-1, [job.priority.rawValue])
             inFlight.remove(job.id)
             wake.signal(.slotFreed)
@@ -166,7 +167,9 @@ final class WorkerService: Sendable {
     }
 
     /// Turns an outcome into what the queue should record, and writes it.
-    private func finish(_ job: Job, _ outcome: JobOutcome) async {
+    /// - Parameter elapsed: from the claim to the outcome, on this worker's clock (the database's
+    ///   `claimed_at` is on another host's, which may be set differently).
+    private func finish(_ job: Job, _ outcome: JobOutcome, elapsed: Duration) async {
         let worker = configuration.identity.id
         let model = Self.model(of: outcome)
         let completion: Completion
@@ -175,6 +178,15 @@ final class WorkerService: Sendable {
             logger.warning(
                 "abandoned job: its lease was taken over", ["job": job.id, "model": model, "attempt": job.attempt])
             return
+        case (nil, .succeeded(let answer)), (.shutdown, .succeeded(let answer)):
+            // An answer that came in as the worker stops is written, not thrown away and paid for again.
+            completion = Completion(
+                jobID: job.id, attempt: job.attempt, kind: .result, status: "succeeded", taskClass: answer.taskClass,
+                model: answer.model, provider: answer.provider, tier: answer.tier, response: answer.response,
+                trail: answer.trail, tokensIn: answer.tokensIn, tokensOut: answer.tokensOut, cost: answer.cost,
+                baseCost: answer.baseCost, primaryCost: answer.primaryCost, latencyMS: elapsed.seconds * 1000,
+                metadata: answer.metadata
+            )
         case (.shutdown, _):
             completion = Completion(jobID: job.id, attempt: job.attempt, kind: .release)
         case (.cancelRequested, _), (_, .cancelled):
@@ -184,14 +196,6 @@ final class WorkerService: Sendable {
             completion = Completion(
                 jobID: job.id, attempt: job.attempt, kind: .result, status: "cancelled",
                 error: ["code": "cancelled", "message": "cancelled while running"], trail: trail
-            )
-        case (nil, .succeeded(let answer)):
-            completion = Completion(
-                jobID: job.id, attempt: job.attempt, kind: .result, status: "succeeded", taskClass: answer.taskClass,
-                model: answer.model, provider: answer.provider, tier: answer.tier, response: answer.response,
-                trail: answer.trail, tokensIn: answer.tokensIn, tokensOut: answer.tokensOut, cost: answer.cost,
-                baseCost: answer.baseCost, primaryCost: answer.primaryCost,
-                latencyMS: job.claimedAt.map { now().timeIntervalSince($0) * 1000 }, metadata: answer.metadata
             )
         case (nil, .postponed(let until, let reason)):
             completion = Completion(jobID: job.id, attempt: job.attempt, kind: .postpone, retryAt: until)

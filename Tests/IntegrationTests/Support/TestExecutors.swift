@@ -66,3 +66,15 @@ struct FailingExecutor: JobExecutor {
         .failed(JobFailure(code: "all_candidates_failed", message: "every model answered 503", retryable: true))
     }
 }
+
+/// An executor whose calls take `duration` and answer even when cancelled: a provider's answer
+/// that arrives as the worker stops.
+struct LateAnswerExecutor: JobExecutor {
+    let duration: Duration
+
+    func execute(_ job: Job) async -> JobOutcome {
+        // Not cancellable: an unstructured task's sleep, awaited.
+        await Task.detached { [duration] in try? await Task.sleep(for: duration) }.value
+        return .succeeded(JobAnswer(model: "late", provider: "test", tier: "primary", response: ["ok": true]))
+    }
+}
