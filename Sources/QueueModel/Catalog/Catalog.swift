@@ -24,28 +24,6 @@ public struct Catalog: Sendable, Hashable {
     /// Every model's name.
     public var modelNames: Set<String> { Set(models.map(\.name)) }
 
-    /// Rules that name a model the catalog does not have, one problem per reference.
-    public var referenceProblems: [CatalogProblem] {
-        let names = modelNames
-        var problems: [CatalogProblem] = []
-        for rule in rules {
-            for (position, model) in rule.models.enumerated() where !names.contains(model) {
-                let path =
-                    position == 0
-                    ? "routing_rules.\(rule.taskClass).primary"
-                    : "routing_rules.\(rule.taskClass).fallbacks[\(position - 1)]"
-                problems.append(
-                    CatalogProblem(
-                        path: path,
-                        message: "unknown model \"\(model)\"\(CatalogProblem.didYouMean(model, among: names))",
-                        hint: "add \"\(model)\" to the models section, or name one of the catalog's models"
-                    )
-                )
-            }
-        }
-        return problems
-    }
-
     private static func unique<T>(_ items: [T], by name: KeyPath<T, String>) -> [T] {
         var byName: [String: T] = [:]
         for item in items { byName[item[keyPath: name]] = item }

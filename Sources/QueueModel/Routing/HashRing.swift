@@ -56,11 +56,6 @@ public struct HashRing: Sendable, Hashable {
         walk(from: key).first
     }
 
-    /// The first member, clockwise from the key, that `accept` allows (walking past the others).
-    public func owner(of key: String, where accept: (String) -> Bool) -> String? {
-        memberWalk(from: key).lazy.map { members[$0] }.first(where: accept)
-    }
-
     /// Every member with points, in the order a walk clockwise from the key meets them: the
     /// owner first, then where its keys would go if it were skipped, and so on.
     public func walk(from key: String) -> [String] {

@@ -118,9 +118,6 @@ final class Histogram: MetricFamily {
         }
     }
 
-    /// Observations recorded for one label set (tests).
-    func count(_ labels: [String] = []) -> UInt64 { series.withLock { $0[labels]?.count ?? 0 } }
-
     func renderSamples(into text: inout String) {
         for (labels, entry) in series.withLock({ $0 }).sorted(by: { $0.key.lexicographicallyPrecedes($1.key) }) {
             var cumulative: UInt64 = 0

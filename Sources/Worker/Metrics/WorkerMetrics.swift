@@ -107,7 +107,7 @@ final class WorkerMetrics: Sendable {
         if failed { databaseErrors.increment([operation]) }
     }
 
-    /// Times one database call and counts it (and its failure) under `operation`.
+    /// Runs one database call and counts it (and its failure) under `operation`.
     func measure<T>(_ operation: String, _ body: () async throws -> T) async throws -> T {
         do {
             let value = try await body()
