@@ -186,6 +186,13 @@ struct CatalogDocumentTests {
         #expect(problems(rule("null"), known: ["m"]).isEmpty)
     }
 
+    @Test("a price written as a quoted number is refused with the fix: the same number without quotes")
+    func quotedPrice() {
+        let found = problems(
+            #"{"models": {"m": {"provider": "simulated", "price_per_1k_input": "0.002"}}}"#, known: [])
+        #expect(found == [#"models.m.price_per_1k_input: expected a number, got a string — write it without quotes: 0.002"#])
+    }
+
     @Test("an unknown key in a simulated model's settings is a warning, with the key it was likely meant to be")
     func unknownSimulatedSettings() {
         let text = """

@@ -99,7 +99,11 @@ struct CatalogReader {
     mutating func decimal(_ node: JSONNode?, at path: String, minimum: Decimal = 0, places: Int = 10) -> Decimal? {
         guard let node, node != .null else { return nil }
         guard let value = node.decimalValue else {
-            problem(path, "expected a number, got \(node.typeName)")
+            if case .string(let text) = node, Double(text) != nil {
+                problem(path, "expected a number, got a string", hint: "write it without quotes: \(text)")
+            } else {
+                problem(path, "expected a number, got \(node.typeName)")
+            }
             return nil
         }
         guard value >= minimum, value < 10_000_000_000 else {

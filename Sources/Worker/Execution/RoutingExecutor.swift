@@ -202,8 +202,9 @@ struct RoutingExecutor: JobExecutor {
                         return .failed(
                             JobFailure(
                                 code: "context_length_exceeded",
-                                message: "the request is too long for \(model.name) and no model in the catalog has a "
-                                    + "larger context window: \(summary)",
+                                message: "the request is too long for \(model.name) and no model with a larger "
+                                    + "context window may take it (none in the catalog, or each is disabled, unhealthy, "
+                                    + "over its ceiling or under its quality floor): \(summary)",
                                 retryable: false, taskClass: taskClass, trail: trail
                             )
                         )
