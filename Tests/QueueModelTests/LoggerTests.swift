@@ -35,4 +35,19 @@ struct LoggerTests {
         #expect(!line.contains("\r") && !line.contains("\t"))
         #expect(line.contains(#"body="ok\rlevel=error forged\tx""#))
     }
+
+    @Test("log settings in any case are understood; an unknown one keeps the default and says so")
+    func settings() {
+        let lines = Lines()
+        let upper = Logger(label: "t", environment: ["SWITCHYARD_LOG_LEVEL": "WARN", "SWITCHYARD_LOG_FORMAT": "JSON"]) { line in
+            lines.all.withLock { $0.append(line) }
+        }
+        #expect(upper.level == .warning && upper.format == .json)
+        #expect(lines.all.withLock { $0.isEmpty })
+        let typo = Logger(label: "t", environment: ["SWITCHYARD_LOG_LEVEL": "verbose"]) { line in
+            lines.all.withLock { $0.append(line) }
+        }
+        #expect(typo.level == .info)
+        #expect(lines.all.withLock { $0.contains { $0.contains("SWITCHYARD_LOG_LEVEL=verbose is not a level") } })
+    }
 }

@@ -37,13 +37,37 @@ public struct Logger: Sendable {
     public var metadata: [(String, String)] = []
     private let sink: Sink
 
-    /// A logger configured from the environment, writing to stderr.
+    /// A logger configured from the environment, writing to stderr. A value it does not know
+    /// (any case is fine; `warn` means warning) leaves the default and says so in a warning line.
     public init(label: String, environment: [String: String] = ProcessInfo.processInfo.environment) {
+        self.init(label: label, environment: environment, sink: .standardError)
+    }
+
+    /// A logger configured from `environment` that hands each line to `write` (tests).
+    public init(label: String, environment: [String: String], write: @escaping @Sendable (String) -> Void) {
+        self.init(label: label, environment: environment, sink: Sink(write: write))
+    }
+
+    private init(label: String, environment: [String: String], sink: Sink) {
         self.label = label
-        self.level = environment["SWITCHYARD_LOG_LEVEL"].flatMap { name in Level.allCases.first { $0.name == name } }
-            ?? .info
-        self.format = environment["SWITCHYARD_LOG_FORMAT"] == "json" ? .json : .logfmt
-        self.sink = .standardError
+        self.level = .info
+        self.format = .logfmt
+        self.sink = sink
+        var unknown: [String] = []
+        if let text = environment["SWITCHYARD_LOG_LEVEL"] {
+            let name = text.lowercased() == "warn" ? "warning" : text.lowercased()
+            if let level = Level.allCases.first(where: { $0.name == name }) { self.level = level } else {
+                unknown.append("SWITCHYARD_LOG_LEVEL=\(text) is not a level: use trace, debug, info, notice, warning or error")
+            }
+        }
+        if let text = environment["SWITCHYARD_LOG_FORMAT"] {
+            switch text.lowercased() {
+            case "json": format = .json
+            case "logfmt": format = .logfmt
+            default: unknown.append("SWITCHYARD_LOG_FORMAT=\(text) is not a format: use logfmt or json")
+            }
+        }
+        for problem in unknown { warning("\(problem); using the default") }
     }
 
     /// A logger that hands each line to `write` (tests read what was logged this way).
