@@ -122,6 +122,14 @@ struct RouterPlanTests {
             router.largerContextAttempt(than: 128_000, after: plan, position: 2, state: sick)?.model.name
                 == "huger-but-dearer")
         #expect(router.largerContextAttempt(than: 1_000_000, after: plan, position: 2, state: state) == nil)
+
+        // A job held to its own ceiling (background work) keeps to it past its plan.
+        var held = F.request()
+        held.maxCostPer1K = Decimal(string: "0.005")
+        let heldPlan = router.plan(for: held, state: state)
+        #expect(
+            router.largerContextAttempt(than: 128_000, after: heldPlan, position: 2, state: sick) == nil,
+            "huger-but-dearer is over the job's ceiling")
     }
 
     @Test("the explanation names the class, the rule and every candidate, for people and as JSON")

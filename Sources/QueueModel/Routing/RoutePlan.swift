@@ -1,3 +1,5 @@
+import Foundation
+
 /// The router's answer for one job: the models to try, in order, each with its tier and time
 /// budget, and why.
 public struct RoutePlan: Sendable, Hashable {
@@ -55,6 +57,10 @@ public struct RoutePlan: Sendable, Hashable {
     public var explanation: RouteExplanation
     /// Set when `attempts` is empty.
     public var unroutable: Unroutable?
+    /// The price ceiling the plan's models were held to (the lower of the rule's and the job's
+    /// own), and the price tiers the job may use: a later fallback keeps to them too.
+    public var ceiling: Decimal? = nil
+    public var allowedTiers: Set<String>? = nil
 
     /// The first attempt after `position` whose model has a context window larger than `tokens`:
     /// where a context-length error moves to.

@@ -4,8 +4,8 @@ extension Router {
     ///
     /// First the plan's own later attempts (the rule's order, already filtered); then any other
     /// enabled catalog model that is not unhealthy, has budget left, and meets the rule's quality
-    /// floor and cost ceiling — the smallest sufficient window first (usually the cheapest), then
-    /// the lowest price, then the name.
+    /// floor and the plan's cost ceiling and price tiers (a background job's included) — the
+    /// smallest sufficient window first (usually the cheapest), then the lowest price, then the name.
     /// - Parameters:
     ///   - tokens: the window that proved too small (the failed model's `contextWindow`, or the
     ///     token count the provider reported, whichever is larger).
@@ -24,14 +24,14 @@ extension Router {
         }
         let planned = Set(plan.attempts.map(\.model.name))
         let scoringClass = matcher.match(plan.classification.taskClass)?.scoringClass ?? plan.classification.taskClass
-        let ceiling = plan.rule?.maxCostPer1K
         let candidates = catalog.models.filter { model in
             guard model.contextWindow > tokens, !excluding.contains(model.name), !planned.contains(model.name) else {
                 return false
             }
             let evaluation = evaluate(
                 model.name, index: 0, rule: plan.rule ?? RouteRule(taskClass: "", primary: model.name),
-                scoringClass: scoringClass, estimate: plan.estimate, ceiling: ceiling, state: state
+                scoringClass: scoringClass, estimate: plan.estimate, ceiling: plan.ceiling,
+                allowedTiers: plan.allowedTiers, state: state
             )
             // The estimate said the request fits; the provider disagreed. Trust the provider.
             return evaluation.dropReasons.count == (evaluation.isTooSmall ? 1 : 0)

@@ -131,7 +131,7 @@ public struct Router: Sendable {
             attempts: attempts, classification: classification, rule: rule, strategy: ordering.strategy,
             estimate: estimate,
             explanation: RouteExplanation(rule: match.reason, strategy: ordering.reason, candidates: candidates),
-            unroutable: nil
+            unroutable: nil, ceiling: ceiling, allowedTiers: request.allowedTiers
         )
         if attempts.isEmpty {
             // Planning without words is for plans that work; one that fails is planned again
