@@ -118,4 +118,22 @@ struct CatalogCommandTests {
             await pool.close()
         }
     }
+
+    @Test("simulate and demo refuse a database that already has Switchyard data: exit 2, nothing changed")
+    func scratchCommandsRefuseUsedDatabase() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let real = try await store.submit(Submission(request: ["messages": [["role": "user", "content": "mine"]]]))
+            let url = pool.configuration.effectiveConnectionString
+            for command in [["simulate", "--jobs", "50"], ["demo", "--jobs", "50"]] {
+                let (status, output) = try await dispatcher(command + ["--database-url", url])
+                #expect(status == 2, "\(command): \(output)")
+                #expect(output.contains("already has Switchyard jobs, results or a model catalog"), "\(output)")
+                #expect(output.contains("DATABASE_URL unset"), "\(output)")
+            }
+            #expect(try await store.status(of: real) == "queued")
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.results").scalar(Int.self) == 0)
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.models").scalar(Int.self) == 0)
+        }
+    }
 }

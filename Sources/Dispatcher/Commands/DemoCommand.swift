@@ -9,7 +9,8 @@ enum DemoCommand {
         usage: dispatcher demo [--jobs N] [--workers N] [--keep] [--database-url URL]
 
         Runs Switchyard end to end with nothing to set up and no API keys: a private Postgres
-        (unless DATABASE_URL or --database-url names one), the schema, a simulated catalog modelled
+        (unless DATABASE_URL or --database-url names one, which must hold no Switchyard jobs,
+        results or catalog yet: the demo replaces the catalog), the schema, a simulated catalog modelled
         on public list prices (premium, standard, cheap and open-source tiers; one model with
         off-peak prices), real worker processes, and a mixed workload — interactive chat,
         conversations that share affinity keys, a background batch — during which the default
@@ -74,6 +75,9 @@ enum DemoCommand {
         }
         do {
             let applied = try await Migrator().migrate(pool)
+            if cluster == nil {
+                try await ScratchDatabase.requireEmpty(pool, target: configuration.target, for: "the demo")
+            }
             let failing = "gpt-4o-mini"
             let outageFile = scratch.appending(path: "\(failing)-down").path
             let catalog = try DemoWorkload.catalog(from: catalogData, outageFile: outageFile, failing: failing)

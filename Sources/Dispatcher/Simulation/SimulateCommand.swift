@@ -14,7 +14,9 @@ enum SimulateCommand {
         ceiling (default $0.0005 per 1K tokens), or run anyway when their deadline (24 h, or 4 h
         for 10% of them) is near. Every decision is the worker's own (the off-peak planner and
         the router); every price is the one in force at the simulated instant. The results are
-        written to a private Postgres and reported with `dispatcher report savings`'s own SQL.
+        written to a private Postgres (or, with DATABASE_URL or --database-url, to that database,
+        which must hold no Switchyard jobs, results or catalog yet) and reported with
+        `dispatcher report savings`'s own SQL.
 
           --jobs N              default 100000
           --days N              default 30
@@ -83,6 +85,9 @@ enum SimulateCommand {
         let pool = PostgresPool(configuration, options: .init(maxConnections: 2))
         do {
             try await Migrator().migrate(pool)
+            if cluster == nil {
+                try await ScratchDatabase.requireEmpty(pool, target: configuration.target, for: "the simulation")
+            }
             try await store(summary.outcomes, in: pool)
             print(try await SavingsReport.load(pool, since: nil).text)
             let above = try await pool.query(
