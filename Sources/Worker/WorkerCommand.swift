@@ -41,7 +41,7 @@ enum WorkerCommand {
                     "concurrency", "id", "database-url", "reserve-interactive", "lease", "heartbeat", "poll-interval",
                     "shutdown-grace", "retry-base", "simulated-latency", "metrics-port", "metrics-address",
                 ],
-                flags: ["poll-only"]
+                flags: ["poll-only"], takesWords: false
             )
         } catch {
             printError("error: \(error)")

@@ -43,4 +43,20 @@ struct ArgumentsTests {
         let duration = #expect(throws: QueueError.self) { try arguments.duration("t", default: .seconds(1)) }
         #expect(duration?.message.contains("like 500ms") == true)
     }
+
+    @Test("a command that takes options only refuses a stray word, and suggests the option it looks like")
+    func strayWord() {
+        #expect(throws: QueueError.self) {
+            try Arguments(["status"], command: "dispatcher migrate", flags: ["status"], takesWords: false)
+        }
+        do {
+            _ = try Arguments(["status"], command: "dispatcher migrate", flags: ["status"], takesWords: false)
+        } catch let error as QueueError {
+            #expect(error.message.contains("takes no arguments besides its options (got \"status\")"))
+            #expect(error.hint == "Did you mean --status?")
+        } catch {
+            Issue.record("unexpected error \(error)")
+        }
+        #expect((try? Arguments(["--status"], command: "dispatcher migrate", flags: ["status"], takesWords: false)) != nil)
+    }
 }

@@ -27,7 +27,8 @@ enum DemoCommand {
 
     static func run(_ words: [String]) async throws -> Int32 {
         let arguments = try Arguments(
-            words, command: "dispatcher demo", options: ["database-url", "jobs", "workers", "catalog"], flags: ["keep"]
+            words, command: "dispatcher demo", options: ["database-url", "jobs", "workers", "catalog"], flags: ["keep"],
+            takesWords: false
         )
         if arguments.flag("help") {
             print(usage)

@@ -19,7 +19,8 @@ enum MigrateCommand {
         """
 
     static func run(_ words: [String]) async throws -> Int32 {
-        let arguments = try Arguments(words, command: "dispatcher migrate", options: ["database-url"], flags: ["status"])
+        let arguments = try Arguments(
+            words, command: "dispatcher migrate", options: ["database-url"], flags: ["status"], takesWords: false)
         if arguments.flag("help") {
             print(usage)
             return 0

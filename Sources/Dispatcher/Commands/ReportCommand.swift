@@ -31,6 +31,10 @@ enum ReportCommand {
             return ExitCode.success
         }
         if arguments.positionals.first == "savings" { return try await savings(arguments) }
+        if let word = arguments.positionals.first {
+            throw QueueError(
+                .invalidInput, "unknown report \"\(word)\"", hint: "use dispatcher report savings, or --html FILE")
+        }
         guard let path = arguments.value("html") else {
             throw QueueError(
                 .invalidInput, "--html FILE is required", hint: "e.g. dispatcher report --html report.html")

@@ -21,7 +21,7 @@ enum StatusCommand {
 
     static func run(_ words: [String]) async throws -> Int32 {
         let arguments = try Arguments(
-            words, command: "dispatcher status", options: ["window", "database-url"], flags: ["json"])
+            words, command: "dispatcher status", options: ["window", "database-url"], flags: ["json"], takesWords: false)
         if arguments.flag("help") {
             print(usage)
             return ExitCode.success

@@ -18,7 +18,8 @@ enum TopCommand {
 
     static func run(_ words: [String]) async throws -> Int32 {
         let arguments = try Arguments(
-            words, command: "dispatcher top", options: ["interval", "window", "iterations", "database-url"])
+            words, command: "dispatcher top", options: ["interval", "window", "iterations", "database-url"],
+            takesWords: false)
         if arguments.flag("help") {
             print(usage)
             return ExitCode.success

@@ -29,7 +29,8 @@ enum SimulateCommand {
     static func run(_ words: [String]) async throws -> Int32 {
         let arguments = try Arguments(
             words, command: "dispatcher simulate",
-            options: ["jobs", "days", "ceiling", "tiers", "background-share", "catalog", "database-url"]
+            options: ["jobs", "days", "ceiling", "tiers", "background-share", "catalog", "database-url"],
+            takesWords: false
         )
         if arguments.flag("help") {
             print(usage)

@@ -12,7 +12,12 @@ public struct Arguments: Sendable {
     ///   - command: the command, for error messages (`dispatcher submit`).
     ///   - options: names of options that take a value.
     ///   - flags: names of boolean options.
-    public init(_ arguments: [String], command: String, options: Set<String> = [], flags: Set<String> = []) throws {
+    ///   - takesWords: false for a command that takes options only: a stray word is an error
+    ///     (`dispatcher migrate status` must not migrate when `--status` was meant).
+    public init(
+        _ arguments: [String], command: String, options: Set<String> = [], flags: Set<String> = [],
+        takesWords: Bool = true
+    ) throws {
         var index = 0
         while index < arguments.count {
             let word = arguments[index]
@@ -57,6 +62,13 @@ public struct Arguments: Sendable {
                     hint: "Run `\(command) --help` to see its options."
                 )
             }
+        }
+        if !takesWords, let word = positionals.first {
+            throw QueueError(
+                .invalidInput, "`\(command)` takes no arguments besides its options (got \"\(word)\"); nothing was done",
+                hint: options.union(flags).contains(word)
+                    ? "Did you mean --\(word)?" : "Run `\(command) --help` to see its options."
+            )
         }
     }
 
