@@ -56,16 +56,26 @@ enum DispatcherCommand {
             case "report": return try await ReportCommand.run(rest)
             case "feedback": return try await FeedbackCommand.run(rest)
             default:
-                printError("unknown command \"\(command)\"\n\n\(usage)")
+                printError("error: unknown command \"\(command)\"\n\n\(usage)")
                 return 2
             }
         } catch let error as QueueError where error.code == .invalidInput {
             printError("error: \(error)")
             return 2
         } catch {
-            printError("error: \(error)")
+            printError("error: \(error)" + (Self.lacksSchema(error) ? Self.migrateHint : ""))
             return 1
         }
+    }
+
+    static let migrateHint = "\nhint: this database has no Switchyard schema, or an older one: run `dispatcher migrate`."
+
+    /// Whether a command failed because the database lacks the schema or part of it (missing
+    /// schema, table or function), which `dispatcher migrate` cures.
+    static func lacksSchema(_ error: any Error) -> Bool {
+        let state = (error as? PostgresError)?.sqlState ?? (error as? QueueError)?.sqlState
+        let missing: Set<SQLState> = [SQLState("3F000"), .undefinedTable, .undefinedFunction]
+        return state.map(missing.contains) ?? false
     }
 }
 

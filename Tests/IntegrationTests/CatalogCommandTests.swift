@@ -136,4 +136,26 @@ struct CatalogCommandTests {
             #expect(try await pool.query("SELECT count(*) FROM switchyard.models").scalar(Int.self) == 0)
         }
     }
+
+    @Test("on a database without the schema, a command says to run dispatcher migrate")
+    func unmigratedDatabase() async throws {
+        try await TestDatabase.withEmpty { configuration in
+            let (status, output) = try await dispatcher(
+                ["submit", "--prompt", "hi", "--database-url", configuration.effectiveConnectionString])
+            #expect(status == 1, "\(output)")
+            #expect(output.contains("run `dispatcher migrate`"), "\(output)")
+        }
+    }
+
+    @Test("a JSONL file with no jobs in it is an error, not \"submitted 0\"")
+    func emptySubmission() async throws {
+        try await TestDatabase.withMigrated { configuration in
+            try await withFile("\n  \n") { path in
+                let (status, output) = try await dispatcher(
+                    ["submit", "--file", path, "--database-url", configuration.effectiveConnectionString])
+                #expect(status == 2, "\(output)")
+                #expect(output.contains("nothing to submit"), "\(output)")
+            }
+        }
+    }
 }

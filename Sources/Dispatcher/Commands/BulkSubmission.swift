@@ -65,6 +65,12 @@ struct BulkSubmission {
             for rejection in rejections.prefix(100) { print("  line \(rejection.line): \(rejection.reason)") }
             if rejections.count > 100 { print("  … and \(rejections.count - 100) more (use --json for all)") }
         }
+        if submitted == 0 && rejections.isEmpty {
+            printError(
+                "error: nothing to submit: \(path == "-" ? "stdin" : path) has no jobs\n"
+                    + "hint: give one JSON request (or job envelope) per line")
+            return ExitCode.invalidInput
+        }
         return rejections.isEmpty ? ExitCode.success : ExitCode.invalidInput
     }
 }
