@@ -153,10 +153,45 @@ struct OffPeakTests {
             #expect(try await BackgroundGate.check(pool).isOpen)
             // So does the global one; one that is not a number is no ceiling, for the planner too.
             try await pool.query("UPDATE switchyard.routes SET settings = '{}'")
+            // The global one is checked when it is written (0013); one already in the table from
+            // before that check is no ceiling either.
+            await #expect(throws: (any Error).self) {
+                try await BackgroundPolicy.set("background_max_cost_per_1k", to: "lots", in: pool)
+            }
+            try await pool.query("ALTER TABLE switchyard.settings DISABLE TRIGGER settings_before_write")
             try await BackgroundPolicy.set("background_max_cost_per_1k", to: "lots", in: pool)
+            try await pool.query("ALTER TABLE switchyard.settings ENABLE TRIGGER settings_before_write")
             #expect(try await BackgroundPolicy.load(pool).maxCostPer1K == nil)
             #expect(try await BackgroundGate.check(pool).reason == "no background price ceiling")
             #expect(try await Self.claim(store).map(\.id) == [background])
+        }
+    }
+
+    @Test("a setting read on the claim or health path is checked when written: a bad value is refused with the fix")
+    func settingsCheckedWhenWritten() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            for (name, bad) in [
+                ("background_drain_until", "soon"), ("background_escalation_seconds", "an hour"),
+                ("background_max_cost_per_1k", "cheap"), ("background_paused", "yes"),
+                ("breaker_consecutive_failures", "five"), ("breaker_error_rate", "2%"), ("breaker_open_seconds", "-1"),
+            ] {
+                do {
+                    try await pool.query("UPDATE switchyard.settings SET value = $2 WHERE name = $1", [name, bad])
+                    Issue.record("\(name) = \(bad) was stored")
+                } catch let error as PostgresError {
+                    #expect(error.message.contains("setting \(name) must be"), "\(error)")
+                    #expect(error.hint?.isEmpty == false, "\(name): says what to write")
+                }
+            }
+            for (name, good) in [
+                ("background_drain_until", "2026-11-27T06:00:00Z"), ("background_drain_until", ""),
+                ("background_escalation_seconds", "600"), ("breaker_error_rate", "0.05"), ("background_paused", "false"),
+            ] {
+                try await pool.query("UPDATE switchyard.settings SET value = $2 WHERE name = $1", [name, good])
+            }
+            let id = try await store.submit(Submission(request: Self.hello))
+            #expect(try await Self.claim(store).map(\.id) == [id])
         }
     }
 
