@@ -201,6 +201,19 @@ struct ProviderErrorTaxonomyTests {
         #expect(ProviderError.decision(for: missing, remainingBudget: .seconds(1)) == .nextCandidateAndSkipHere)
     }
 
+    @Test("a TLS skip this worker has not confirmed is this worker's problem: skipped here, the breaker left alone")
+    func unconfirmedTLSSkip() throws {
+        var model = ModelSpec(name: "m", provider: .openai)
+        model.settings = ["insecure_skip_tls_verify": true]
+        do {
+            _ = try InsecureTLS(environment: [:]).skipsVerification(for: model, url: URL(string: "https://h/v1")!)
+            Issue.record("an unconfirmed skip was allowed")
+        } catch let error as ProviderError {
+            #expect(error.code == .misconfigured)
+            #expect(error.decision(remainingBudget: .seconds(1)) == .nextCandidateAndSkipHere)
+        }
+    }
+
     @Test("the trail summary is one short line with status, provider code and wait")
     func summary() {
         let error = ProviderError.fromResponse(

@@ -25,8 +25,9 @@ public enum FallbackDecision: Sendable, Hashable {
     /// every job until someone fixes its key, quota or catalog entry.
     case nextCandidateAndMarkUnhealthy
     /// Try the next candidate, and stop calling this model from this worker only: what is wrong
-    /// (the model's key missing from this worker's environment) is this worker's, so the fleet's
-    /// breaker is left alone and other workers keep the model.
+    /// (the model's key missing from this worker's environment, a TLS opt-in this worker's
+    /// operator has not confirmed) is this worker's, so the fleet's breaker is left alone and
+    /// other workers keep the model.
     case nextCandidateAndSkipHere
     /// Stop: the request itself is at fault, and no model would accept it.
     case failJob
@@ -41,6 +42,7 @@ extension ProviderError {
     ///   remaining latency budget); a 429 is retried on the same model only if its wait fits.
     /// - Returns: the decision for the executor to switch on.
     public func decision(remainingBudget: Duration) -> FallbackDecision {
+        if isThisWorkerOnly { return .nextCandidateAndSkipHere }
         switch code {
         case .rateLimited:
             guard let retryAfter, retryAfter <= remainingBudget else { return .nextCandidate }
@@ -49,8 +51,6 @@ extension ProviderError {
             return .largerContext
         case .quotaExhausted, .unauthorized, .modelNotFound, .misconfigured:
             return .nextCandidateAndMarkUnhealthy
-        case .missingAPIKey:
-            return .nextCandidateAndSkipHere
         case .badRequest:
             return .failJob
         default:

@@ -70,7 +70,7 @@ public struct InsecureTLS: Sendable {
                     + "but this worker's operator has not confirmed it",
                 hint: "prefer trusting the server's CA (e.g. update-ca-certificates); to skip verification anyway, "
                     + "start the worker with \(Self.environmentVariable)=\(model.name)",
-                model: model.name)
+                model: model.name, isThisWorkerOnly: true)
         }
         guard Self.isSupported else {
             throw ProviderError(
@@ -79,7 +79,7 @@ public struct InsecureTLS: Sendable {
                     + "platform cannot do",
                 hint: "add the server's CA certificate to the system trust store (/usr/local/share/ca-certificates, "
                     + "then update-ca-certificates) and remove settings.\(Self.catalogSetting)",
-                model: model.name)
+                model: model.name, isThisWorkerOnly: true)
         }
         return true
     }

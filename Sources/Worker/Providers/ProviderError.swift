@@ -68,12 +68,16 @@ public struct ProviderError: Error, Sendable, CustomStringConvertible {
     public var rateLimit: RateLimitInfo?
     /// From sending the request to the failure, when measured.
     public var latency: Duration?
+    /// The failure comes from this worker's own setup (its environment, its platform), not from
+    /// the model: other workers may call the model, so it is skipped here and the fleet's
+    /// breaker is not told. A missing API key always is.
+    public var isThisWorkerOnly: Bool
 
     /// Creates an error; every text is scrubbed of secrets here, once, so no field can leak one.
     public init(
         _ code: Code, _ message: String, hint: String? = nil, model: String, httpStatus: Int? = nil,
         providerCode: String? = nil, providerType: String? = nil, retryAfter: Duration? = nil,
-        rateLimit: RateLimitInfo? = nil, latency: Duration? = nil
+        rateLimit: RateLimitInfo? = nil, latency: Duration? = nil, isThisWorkerOnly: Bool = false
     ) {
         self.code = code
         self.message = Self.scrub(message)
@@ -85,6 +89,7 @@ public struct ProviderError: Error, Sendable, CustomStringConvertible {
         self.retryAfter = retryAfter
         self.rateLimit = rateLimit
         self.latency = latency
+        self.isThisWorkerOnly = isThisWorkerOnly || code == .missingAPIKey
     }
 
     /// The full text for logs: model, status, codes, message and hint.
