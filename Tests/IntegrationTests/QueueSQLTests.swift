@@ -125,7 +125,7 @@ struct QueueSQLTests {
             let first = try #require(try await store.claim(worker: "slow", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30)).first)
             // Time passes without a heartbeat: make the lease run out, then let housekeeping rescue it.
             try await pool.query("UPDATE switchyard.jobs SET lease_expires_at = now() - interval '1 second' WHERE id = $1", [id])
-            #expect(try await store.rescueExpired().map(\.1) == ["requeued"])
+            #expect(try await store.rescueExpired().map(\.outcome) == ["requeued"])
             let second = try #require(try await store.claim(worker: "fast", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30)).first)
             #expect(second.attempt == first.attempt + 1)
 
@@ -160,7 +160,7 @@ struct QueueSQLTests {
             let id = try await store.submit(Submission(request: Self.hello, maxAttempts: 1))
             _ = try await store.claim(worker: "gone", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30))
             try await pool.query("UPDATE switchyard.jobs SET lease_expires_at = now() - interval '1 second'")
-            #expect(try await store.rescueExpired().map(\.1) == ["failed"])
+            #expect(try await store.rescueExpired().map(\.outcome) == ["failed"])
             let result = try #require(try await store.result(of: id))
             #expect(result["status"] == "failed")
             #expect(result["error"]?["code"] == "lease_expired")

@@ -122,11 +122,38 @@ public struct QueueStore: Sendable {
 
     // MARK: Housekeeping
 
-    /// Requeues (or ends) jobs whose lease expired. Returns (job id, outcome) pairs.
-    public func rescueExpired(limit: Int = 1000) async throws -> [(Int64, String)] {
-        try await pool.query("SELECT job_id, outcome FROM switchyard.rescue_expired($1)", [limit]).map {
-            (try $0[0].decode(Int64.self), try $0[1].decode(String.self))
+    /// Requeues (or ends) jobs whose lease expired, and says what each was.
+    public func rescueExpired(limit: Int = 1000) async throws -> [Rescue] {
+        // Joined to the jobs as they were when the statement began (its snapshot predates the
+        // function's changes), so each rescue can name the lost attempt and its worker.
+        let rows = try await pool.query(
+            """
+            SELECT r.job_id, r.outcome, j.attempt, j.lease_owner,
+                   (SELECT e ->> 'model' FROM jsonb_array_elements(j.attempts) WITH ORDINALITY AS t(e, n)
+                    WHERE e ? 'model' ORDER BY n DESC LIMIT 1) AS model
+            FROM switchyard.rescue_expired($1) r
+            LEFT JOIN switchyard.jobs j ON j.id = r.job_id
+            """,
+            [limit]
+        )
+        return try rows.map { row in
+            Rescue(
+                job: try row.decode("job_id"), outcome: try row.decode("outcome"),
+                attempt: try row.decode("attempt", as: Int?.self),
+                owner: try row.decode("lease_owner", as: String?.self),
+                model: try row.decode("model", as: String?.self)
+            )
         }
+    }
+
+    /// A job whose lease expired, put back in the queue (`requeued`) or ended (`failed`), with the
+    /// attempt that was lost, the worker that held it and the model it last called.
+    public struct Rescue: Sendable, Hashable {
+        public var job: Int64
+        public var outcome: String
+        public var attempt: Int?
+        public var owner: String?
+        public var model: String?
     }
 
     /// Ends queued jobs whose deadline passed. Returns how many.

@@ -83,7 +83,7 @@ final class Housekeeper: Sendable {
     }
 
     private func keepHouse(partitions: Bool, alerts evaluateAlerts: Bool) async throws {
-        for rescue in try await metrics.measure("rescue", rescueExpired) {
+        for rescue in try await metrics.measure("rescue", { try await store.rescueExpired() }) {
             metrics.rescues.increment([rescue.outcome])
             logger.warning(
                 "rescued a job whose lease expired",
@@ -114,40 +114,6 @@ final class Housekeeper: Sendable {
             } else {
                 logger.notice("alert cleared: \(event.message)")
             }
-        }
-    }
-
-    /// A rescued job, with what its row said before the rescue: the attempt that was lost, the
-    /// worker that held it, and the last model its trail names.
-    private struct Rescue {
-        var job: Int64
-        var outcome: String
-        var attempt: Int?
-        var owner: String?
-        var model: String?
-    }
-
-    /// `switchyard.rescue_expired`, joined to the jobs as they were when the statement began (the
-    /// statement's snapshot predates the function's changes), so each log line can name the lost
-    /// attempt and its worker.
-    private func rescueExpired() async throws -> [Rescue] {
-        let rows = try await store.pool.query(
-            """
-            SELECT r.job_id, r.outcome, j.attempt, j.lease_owner,
-                   (SELECT e ->> 'model' FROM jsonb_array_elements(j.attempts) WITH ORDINALITY AS t(e, n)
-                    WHERE e ? 'model' ORDER BY n DESC LIMIT 1) AS model
-            FROM switchyard.rescue_expired($1) r
-            LEFT JOIN switchyard.jobs j ON j.id = r.job_id
-            """,
-            [1000]
-        )
-        return try rows.map { row in
-            Rescue(
-                job: try row.decode("job_id"), outcome: try row.decode("outcome"),
-                attempt: try row.decode("attempt", as: Int?.self),
-                owner: try row.decode("lease_owner", as: String?.self),
-                model: try row.decode("model", as: String?.self)
-            )
         }
     }
 }
