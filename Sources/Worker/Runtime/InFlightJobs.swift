@@ -18,6 +18,9 @@ final class InFlightJobs: Sendable {
         var job: Job
         var task: Task<Void, Never>?
         var stopReason: StopReason?
+        /// Its outcome is with the writer: a heartbeat that no longer finds the job has met the
+        /// write-back, not a lost lease.
+        var handedOver = false
     }
 
     private struct State {
@@ -78,6 +81,15 @@ final class InFlightJobs: Sendable {
     /// Asks every job's task to stop.
     func stopAll(reason: StopReason) {
         for id in state.withLock({ Array($0.entries.keys) }) { stop(id, reason: reason) }
+    }
+
+    /// Marks the job's outcome as handed to the writer.
+    func handOver(_ id: Int64) {
+        state.withLock { $0.entries[id]?.handedOver = true }
+    }
+
+    func isHandedOver(_ id: Int64) -> Bool {
+        state.withLock { $0.entries[id]?.handedOver ?? true }
     }
 
     func stopReason(of id: Int64) -> StopReason? {

@@ -222,6 +222,7 @@ final class WorkerService: Sendable {
                 )
             }
         }
+        inFlight.handOver(job.id)
         let written = await writer.write(completion)
         record(completion, of: job, model: model, written: written)
     }
@@ -273,6 +274,9 @@ final class WorkerService: Sendable {
                 metrics.leaseRenewals.increment(by: Double(answer.count))
                 for (id, _) in held {
                     guard let cancelRequested = answer[id] else {
+                        // Written back while the heartbeat was on its way: not lost. (The
+                        // write-back's own fence says whether the lease really was.)
+                        if inFlight.isHandedOver(id) { continue }
                         metrics.leasesLost.increment()
                         inFlight.stop(id, reason: .leaseLost)
                         continue
