@@ -230,10 +230,14 @@ extension PostgresError {
     /// unlike wrong credentials or a missing database.
     var isWorthReconnecting: Bool {
         guard code == .connectionFailed else { return false }
+        // Only libpq's reason, after "could not connect to TARGET: ": a database named
+        // `invalid_x` must not make every failure look permanent.
+        let reason = message.range(of: ": ").map { String(message[$0.upperBound...]) } ?? message
         let permanent = [
             "authentication failed", "no password supplied", "does not exist", "permission denied",
-            "no pg_hba.conf entry", "invalid", "SSL", "certificate",
+            "no pg_hba.conf entry", "invalid ", "server does not support SSL", "certificate", "sslmode",
         ]
-        return !permanent.contains { message.contains($0) }
+        // Not "SSL" alone: "SSL SYSCALL error: EOF detected" is a server going away mid-handshake.
+        return !permanent.contains { reason.contains($0) }
     }
 }
