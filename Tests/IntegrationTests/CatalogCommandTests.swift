@@ -158,4 +158,15 @@ struct CatalogCommandTests {
             }
         }
     }
+
+    @Test("submit flags that cannot work together or do not parse are refused before the database is asked")
+    func submitFlagErrors() async throws {
+        let unreachable = "host=/nonexistent-socket-dir"
+        let (early, tooEarly) = try await dispatcher(
+            ["submit", "--prompt", "hi", "--deadline", "10m", "--run-at", "1h", "--database-url", unreachable])
+        #expect(early == 2 && tooEarly.contains("--deadline") && tooEarly.contains("must come after --run-at"), "\(tooEarly)")
+        let (bad, badJSON) = try await dispatcher(
+            ["submit", "--prompt", "hi", "--metadata", "{bad", "--database-url", unreachable])
+        #expect(bad == 2 && badJSON.contains("--metadata: not valid JSON"), "\(badJSON)")
+    }
 }

@@ -108,11 +108,24 @@ enum SubmitCommand {
         submission.tenant = arguments.value("tenant")
         submission.deadline = try time(arguments, "deadline")
         submission.runAt = try time(arguments, "run-at")
+        if let deadline = submission.deadline, let runAt = submission.runAt, deadline <= runAt {
+            throw QueueError(
+                .invalidInput,
+                "--deadline (\(deadline.postgresText)) must come after --run-at (\(runAt.postgresText)): "
+                    + "the job could never start in time",
+                hint: "a duration counts from now for both: e.g. --run-at 1h --deadline 3h")
+        }
         if arguments.value("max-attempts") != nil {
             submission.maxAttempts = try arguments.integer("max-attempts", default: 3, range: 1...100)
         }
         if let metadata = arguments.value("metadata") {
-            let value = try JSONValue(parsing: metadata)
+            let value: JSONValue
+            do {
+                value = try JSONValue(parsing: metadata)
+            } catch let error as QueueError {
+                throw QueueError(.invalidInput, "--metadata: \(error.message)",
+                                 hint: "give a JSON object, like '{\"team\":\"search\"}'")
+            }
             guard case .object = value else {
                 throw QueueError(.invalidInput, "--metadata must be a JSON object, like '{\"team\":\"search\"}'")
             }
