@@ -80,10 +80,12 @@ enum JobCommands {
         defer { Task { await store.pool.close() } }
         guard let result = try await store.result(of: jobs[0]) else {
             guard let status = try await store.status(of: jobs[0]) else {
-                printError("job \(jobs[0]) not found")
+                printError(
+                    "error: job \(jobs[0]) not found\nhint: check the id; results older than the retention "
+                        + "(dispatcher prune) are gone, and another tenant's jobs are not visible")
                 return ExitCode.notFound
             }
-            printError("job \(jobs[0]) has not finished: it is \(status)")
+            printError("job \(jobs[0]) has not finished: it is \(status) (wait for it: dispatcher wait \(jobs[0]))")
             return ExitCode.notFinished
         }
         if arguments.flag("content") {
