@@ -168,5 +168,13 @@ struct CatalogCommandTests {
         let (bad, badJSON) = try await dispatcher(
             ["submit", "--prompt", "hi", "--metadata", "{bad", "--database-url", unreachable])
         #expect(bad == 2 && badJSON.contains("--metadata: not valid JSON"), "\(badJSON)")
+        let (lone, loneTimeout) = try await dispatcher(
+            ["submit", "--prompt", "hi", "--timeout", "5m", "--database-url", unreachable])
+        #expect(lone == 2 && loneTimeout.contains("--timeout applies to --wait"), "\(loneTimeout)")
+        let (many, manyWait) = try await dispatcher(
+            ["submit", "--file", "jobs.jsonl", "--wait", "--database-url", unreachable])
+        #expect(many == 2 && manyWait.contains("--wait waits for one job"), "\(manyWait)")
+        let (cancel, cancelJSON) = try await dispatcher(["cancel", "1", "--json", "--database-url", unreachable])
+        #expect(cancel == 2 && cancelJSON.contains("unknown option --json"), "\(cancelJSON)")
     }
 }

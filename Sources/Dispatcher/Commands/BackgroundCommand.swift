@@ -28,7 +28,7 @@ enum BackgroundCommand {
 
     static func run(_ words: [String]) async throws -> Int32 {
         let arguments = try Arguments(
-            words, command: "dispatcher background", options: ["until", "tiers", "database-url"], flags: ["json"]
+            words, command: "dispatcher background", options: ["until", "tiers", "database-url"]
         )
         guard let action = arguments.positionals.first, !arguments.flag("help") else {
             print(usage)

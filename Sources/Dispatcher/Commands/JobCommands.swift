@@ -97,7 +97,7 @@ enum JobCommands {
     }
 
     static func cancel(_ words: [String]) async throws -> Int32 {
-        let arguments = try Arguments(words, command: "dispatcher cancel", options: ["database-url"], flags: ["json"])
+        let arguments = try Arguments(words, command: "dispatcher cancel", options: ["database-url"])
         if arguments.flag("help") { print(cancelUsage); return ExitCode.success }
         let jobs = try ids(arguments, usage: cancelUsage)
         let store = try open(arguments)

@@ -55,6 +55,14 @@ enum SubmitCommand {
         guard sources.count <= 1 else {
             throw QueueError(.invalidInput, "give only one of --prompt, --request and --file")
         }
+        if arguments.value("timeout") != nil && !arguments.flag("wait") {
+            throw QueueError(.invalidInput, "--timeout applies to --wait", hint: "add --wait, or leave --timeout out")
+        }
+        if arguments.flag("wait") && sources.first != "prompt" && sources.first != "request" {
+            throw QueueError(
+                .invalidInput, "--wait waits for one job, from --prompt or --request",
+                hint: "for many jobs, submit with --json and pass the ids to dispatcher wait")
+        }
         let pool = PostgresPool(
             try Database.configuration(arguments, applicationName: "switchyard-submit"),
             options: .init(maxConnections: 2)
