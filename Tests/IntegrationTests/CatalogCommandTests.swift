@@ -177,4 +177,18 @@ struct CatalogCommandTests {
         let (cancel, cancelJSON) = try await dispatcher(["cancel", "1", "--json", "--database-url", unreachable])
         #expect(cancel == 2 && cancelJSON.contains("unknown option --json"), "\(cancelJSON)")
     }
+
+    @Test("background ceiling: a price with trailing junk is refused; a tier no model has is warned about")
+    func backgroundCeilingInput() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            _ = try await CatalogStore(pool: pool).importDocument(CatalogStoreTests.example)
+            let url = pool.configuration.effectiveConnectionString
+            let (junk, junkOutput) = try await dispatcher(["background", "ceiling", "0.001abc", "--database-url", url])
+            #expect(junk == 2 && junkOutput.contains("the ceiling must be a price"), "\(junkOutput)")
+            let (status, output) = try await dispatcher(
+                ["background", "ceiling", "0.001", "--tiers", "chaep", "--database-url", url])
+            #expect(status == 0, "\(output)")
+            #expect(output.contains(#"warning: no model in the catalog has tier "chaep" (did you mean "cheap"?)"#), "\(output)")
+        }
+    }
 }

@@ -60,7 +60,7 @@ enum BackgroundCommand {
             }
             let value = arguments.positionals[1]
             if value != "none" {
-                guard let price = Decimal(string: value), price >= 0 else {
+                guard Double(value) != nil, let price = Decimal(string: value), price >= 0 else {
                     throw QueueError(.invalidInput, "the ceiling must be a price like 0.002 (dollars per 1K tokens) or none")
                 }
                 try await BackgroundPolicy.set("background_max_cost_per_1k", to: price.description, in: pool)
@@ -69,6 +69,13 @@ enum BackgroundCommand {
             }
             if let tiers = arguments.value("tiers") {
                 try await BackgroundPolicy.set("background_tiers", to: tiers == "any" ? "" : tiers, in: pool)
+                // Tiers are the catalog's free text: one no model has holds back all background work.
+                let known = Set(try await CatalogStore(pool: pool).load().models.map(\.tier))
+                for tier in tiers.split(separator: ",").map(String.init) where tiers != "any" && !known.contains(tier) {
+                    printError(
+                        "warning: no model in the catalog has tier \"\(tier)\""
+                            + "\(CatalogProblem.didYouMean(tier, among: known)); background work on it alone waits")
+                }
             }
             print("background ceiling set")
         default:

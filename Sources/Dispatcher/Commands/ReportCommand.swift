@@ -30,7 +30,14 @@ enum ReportCommand {
             print(usage)
             return ExitCode.success
         }
-        if arguments.positionals.first == "savings" { return try await savings(arguments) }
+        if arguments.positionals.first == "savings" {
+            if let option = ["html", "window", "bucket"].first(where: { arguments.value($0) != nil }) {
+                throw QueueError(
+                    .invalidInput, "--\(option) is for the HTML report, not savings",
+                    hint: "dispatcher report savings [--since TIME|DURATION] [--json], or dispatcher report --html FILE")
+            }
+            return try await savings(arguments)
+        }
         if let word = arguments.positionals.first {
             throw QueueError(
                 .invalidInput, "unknown report \"\(word)\"", hint: "use dispatcher report savings, or --html FILE")

@@ -38,7 +38,7 @@ public struct CatalogProblem: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// A " (did you mean …?)" clause, or nothing.
-    static func didYouMean(_ name: String, among candidates: some Sequence<String>) -> String {
+    public static func didYouMean(_ name: String, among candidates: some Sequence<String>) -> String {
         suggestion(for: name, among: candidates).map { " (did you mean \"\($0)\"?)" } ?? ""
     }
 
