@@ -5,6 +5,12 @@ import Foundation
 /// floating point: these sums end up in invoices).
 public enum Pricing {
     /// The cost of one call at the model's list (peak) price.
+    /// The average of a model's input and output price per 1K tokens, each times its multiplier
+    /// (1: the list price): what `max_cost_per_1k`, the background ceiling and `cheapest` compare.
+    public static func averagePricePer1K(_ model: ModelSpec, input: Decimal = 1, output: Decimal = 1) -> Decimal {
+        (model.pricePer1KInput * input + model.pricePer1KOutput * output) * half
+    }
+
     public static func cost(of model: ModelSpec, tokensIn: Int, tokensOut: Int) -> Decimal {
         cost(of: model, tokensIn: tokensIn, tokensOut: tokensOut, multipliers: (1, 1))
     }
@@ -47,7 +53,7 @@ public struct PriceSchedule: Sendable, Hashable {
     /// The average of input and output price per 1K at an instant (what ceilings compare with).
     public func averagePricePer1K(at instant: Date) -> Decimal {
         let (input, output) = multipliers(at: instant)
-        return (model.pricePer1KInput * input + model.pricePer1KOutput * output) * Pricing.half
+        return Pricing.averagePricePer1K(model, input: input, output: output)
     }
 
     /// The cost of a call made at an instant.

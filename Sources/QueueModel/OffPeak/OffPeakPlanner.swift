@@ -88,8 +88,8 @@ public struct OffPeakPlanner: Sendable {
         var best: Date?
         for schedule in eligibleSchedules(for: plan) {
             for window in schedule.windows {
-                let price = (schedule.model.pricePer1KInput * window.inputMultiplier
-                    + schedule.model.pricePer1KOutput * window.outputMultiplier) / 2
+                let price = Pricing.averagePricePer1K(
+                    schedule.model, input: window.inputMultiplier, output: window.outputMultiplier)
                 guard ceiling.map({ price <= $0 }) ?? true else { continue }
                 if let start = window.nextStart(after: now) { best = min(best ?? start, start) }
             }

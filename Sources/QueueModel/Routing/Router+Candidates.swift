@@ -61,9 +61,7 @@ extension Router {
 
     /// The average of a model's input and output price per 1K tokens: what `max_cost_per_1k`
     /// and `cheapest` compare.
-    public static func averagePricePer1K(_ model: ModelSpec) -> Decimal {
-        (model.pricePer1KInput + model.pricePer1KOutput) / 2
-    }
+    public static func averagePricePer1K(_ model: ModelSpec) -> Decimal { Pricing.averagePricePer1K(model) }
 
     /// A rule's models, each once, primary first, with their catalog entries (nil for a name the
     /// catalog lacks), and the rule's hash ring: computed once per catalog, since building them
