@@ -21,19 +21,13 @@ public struct Job: Sendable, Hashable {
     public var maxAttempts: Int
     public var runAt: Date
     public var deadline: Date?
-    public var leaseExpiresAt: Date?
     public var claimedAt: Date?
-    public var tenant: String?
     public var createdAt: Date
-    public var metadata: JSONValue
-    /// The trail of earlier attempts.
-    public var attempts: [JSONValue]
 
     public init(
         id: Int64, priority: Priority, taskClass: String? = nil, affinityKey: String? = nil, request: JSONValue,
         attempt: Int = 1, maxAttempts: Int = 3, runAt: Date = Date(), deadline: Date? = nil,
-        leaseExpiresAt: Date? = nil, claimedAt: Date? = nil, tenant: String? = nil, createdAt: Date = Date(),
-        metadata: JSONValue = [:], attempts: [JSONValue] = []
+        claimedAt: Date? = nil, createdAt: Date = Date()
     ) {
         self.id = id
         self.priority = priority
@@ -44,15 +38,16 @@ public struct Job: Sendable, Hashable {
         self.maxAttempts = maxAttempts
         self.runAt = runAt
         self.deadline = deadline
-        self.leaseExpiresAt = leaseExpiresAt
         self.claimedAt = claimedAt
-        self.tenant = tenant
         self.createdAt = createdAt
-        self.metadata = metadata
-        self.attempts = attempts
     }
 
     /// Decodes a row of `switchyard.jobs`.
+    /// The columns `init(row:)` reads: what a claim returns.
+    static let columns = """
+        id, priority, task_class, affinity_key, request, attempt, max_attempts, run_at, deadline, claimed_at, created_at
+        """
+
     init(row: PostgresRow) throws {
         let priorityText = try row.decode("priority", as: String.self)
         guard let priority = Priority(rawValue: priorityText) else {
@@ -64,11 +59,7 @@ public struct Job: Sendable, Hashable {
             request: try JSONValue(parsing: try row.decode("request", as: String.self)),
             attempt: try row.decode("attempt"), maxAttempts: try row.decode("max_attempts"),
             runAt: try row.decode("run_at"), deadline: try row.decode("deadline", as: Date?.self),
-            leaseExpiresAt: try row.decode("lease_expires_at", as: Date?.self),
-            claimedAt: try row.decode("claimed_at", as: Date?.self), tenant: try row.decode("tenant", as: String?.self),
-            createdAt: try row.decode("created_at"),
-            metadata: try JSONValue(parsing: try row.decode("metadata", as: String.self)),
-            attempts: try JSONValue(parsing: try row.decode("attempts", as: String.self)).arrayValue ?? []
+            claimedAt: try row.decode("claimed_at", as: Date?.self), createdAt: try row.decode("created_at")
         )
     }
 }
@@ -111,22 +102,19 @@ public struct AttemptRecord: Sendable, Hashable, Codable {
         case latencyMS = "latency_ms"
     }
 
-    /// The record as JSON, the way the trail stores it.
-    public var json: JSONValue {
-        var object: [String: JSONValue] = ["attempt": .number(Double(attempt)), "outcome": .string(outcome)]
-        if let model { object["model"] = .string(model) }
-        if let provider { object["provider"] = .string(provider) }
-        if let tier { object["tier"] = .string(tier) }
-        if let httpStatus { object["http_status"] = .number(Double(httpStatus)) }
-        if let latencyMS { object["latency_ms"] = .number((latencyMS * 1000).rounded() / 1000) }
-        if let error { object["error"] = .string(error) }
-        if let worker { object["worker"] = .string(worker) }
-        object["at"] = .string(PostgresTimestampText.format(at))
-        return .object(object)
+    /// Writes the record as JSON, the way the trail stores it.
+    func write(into output: inout [UInt8]) {
+        var object = JSONObjectWriter(into: &output)
+        object.number("attempt", Double(attempt), into: &output)
+        object.text("outcome", outcome, into: &output)
+        object.text("model", model, into: &output)
+        object.text("provider", provider, into: &output)
+        object.text("tier", tier, into: &output)
+        object.number("http_status", httpStatus.map(Double.init), into: &output)
+        object.number("latency_ms", latencyMS.map { ($0 * 1000).rounded() / 1000 }, into: &output)
+        object.text("error", error, into: &output)
+        object.text("worker", worker, into: &output)
+        object.text("at", at.postgresText, into: &output)  // ISO 8601, as bind parameters are written
+        object.close(into: &output)
     }
-}
-
-/// ISO 8601 text for JSON documents (the same format bind parameters use).
-enum PostgresTimestampText {
-    static func format(_ date: Date) -> String { date.postgresText }
 }

@@ -81,7 +81,7 @@ public struct QueueStore: Sendable {
         worker: String, freeSlots: Int, backgroundSlots: Int, lease: Duration, after cursor: ClaimCursor = ClaimCursor()
     ) async throws -> [Job] {
         let rows = try await pool.query(
-            "SELECT * FROM switchyard.claim($1, $2, $3, $4, $5, $6, $7, $8)",
+            "SELECT \(Job.columns) FROM switchyard.claim($1, $2, $3, $4, $5, $6, $7, $8)",
             [
                 worker, freeSlots, backgroundSlots, lease.seconds, cursor.interactive?.runAt, cursor.interactive?.id,
                 cursor.background?.runAt, cursor.background?.id,
