@@ -4,27 +4,30 @@ import Foundation
 /// price in force when the call was made (off-peak windows), in exact decimal arithmetic (never
 /// floating point: these sums end up in invoices).
 public enum Pricing {
-    /// The cost of one call at the model's list (peak) price.
     /// The average of a model's input and output price per 1K tokens, each times its multiplier
     /// (1: the list price): what `max_cost_per_1k`, the background ceiling and `cheapest` compare.
     public static func averagePricePer1K(_ model: ModelSpec, input: Decimal = 1, output: Decimal = 1) -> Decimal {
         (model.pricePer1KInput * input + model.pricePer1KOutput * output) * half
     }
 
+    /// The cost of one call at the model's list (peak) price.
     public static func cost(of model: ModelSpec, tokensIn: Int, tokensOut: Int) -> Decimal {
-        cost(of: model, tokensIn: tokensIn, tokensOut: tokensOut, multipliers: (1, 1))
+        thousands(tokensIn) * model.pricePer1KInput + thousands(tokensOut) * model.pricePer1KOutput
     }
 
     /// The cost of one call under the given price multipliers.
     public static func cost(
         of model: ModelSpec, tokensIn: Int, tokensOut: Int, multipliers: (input: Decimal, output: Decimal)
     ) -> Decimal {
-        // × 0.001 rather than ÷ 1000: exact either way, and Decimal division is slow.
-        (Decimal(tokensIn) * model.pricePer1KInput * multipliers.input
-            + Decimal(tokensOut) * model.pricePer1KOutput * multipliers.output) * perThousand
+        thousands(tokensIn) * model.pricePer1KInput * multipliers.input
+            + thousands(tokensOut) * model.pricePer1KOutput * multipliers.output
     }
 
-    static let perThousand = Decimal(sign: .plus, exponent: -3, significand: 1)
+    /// A token count in thousands, exactly (the exponent moves; no division, no extra product).
+    static func thousands(_ tokens: Int) -> Decimal {
+        Decimal(sign: tokens < 0 ? .minus : .plus, exponent: -3, significand: Decimal(tokens.magnitude))
+    }
+
     static let half = Decimal(sign: .plus, exponent: -1, significand: 5)
 }
 
@@ -41,13 +44,18 @@ public struct PriceSchedule: Sendable, Hashable {
 
     /// The input and output multipliers at an instant: the lowest of the open windows', else 1.
     public func multipliers(at instant: Date) -> (input: Decimal, output: Decimal) {
-        var input: Decimal = 1
-        var output: Decimal = 1
+        openMultipliers(at: instant) ?? (1, 1)
+    }
+
+    /// The lowest multipliers of the windows open at an instant; nil when none is open.
+    private func openMultipliers(at instant: Date) -> (input: Decimal, output: Decimal)? {
+        var lowest: (input: Decimal, output: Decimal)?
         for window in windows where window.contains(instant) {
-            input = min(input, window.inputMultiplier)
-            output = min(output, window.outputMultiplier)
+            lowest = (
+                min(lowest?.input ?? 1, window.inputMultiplier), min(lowest?.output ?? 1, window.outputMultiplier)
+            )
         }
-        return (input, output)
+        return lowest
     }
 
     /// The average of input and output price per 1K at an instant (what ceilings compare with).
@@ -58,7 +66,10 @@ public struct PriceSchedule: Sendable, Hashable {
 
     /// The cost of a call made at an instant.
     public func cost(tokensIn: Int, tokensOut: Int, at instant: Date) -> Decimal {
-        Pricing.cost(of: model, tokensIn: tokensIn, tokensOut: tokensOut, multipliers: multipliers(at: instant))
+        guard let multipliers = openMultipliers(at: instant) else {
+            return Pricing.cost(of: model, tokensIn: tokensIn, tokensOut: tokensOut)
+        }
+        return Pricing.cost(of: model, tokensIn: tokensIn, tokensOut: tokensOut, multipliers: multipliers)
     }
 
     /// When the next window opens, at or after an instant (nil when the model has none).

@@ -71,57 +71,37 @@ public struct Completion: Sendable {
     /// Writes the item as `switchyard.complete` reads it (`jsonb_to_recordset`), straight to
     /// UTF-8: a batch of these is written per write-back, so no intermediate `JSONValue` tree.
     func write(into output: inout [UInt8]) {
-        var first = true
-        func key(_ name: StaticString) {
-            output.append(first ? 0x7B : 0x2C)
-            first = false
-            output.append(0x22)
-            output.append(contentsOf: UnsafeBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount))
-            output.append(0x22)
-            output.append(0x3A)
-        }
-        func text(_ name: StaticString, _ value: String?) {
-            guard let value else { return }
-            key(name)
-            JSONValue.writeString(value, into: &output, storable: true)
-        }
-        func number(_ name: StaticString, _ value: Double?) {
-            guard let value else { return }
-            key(name)
-            JSONValue.writeNumber(value, into: &output)
-        }
-        func json(_ name: StaticString, _ value: JSONValue?) {
-            guard let value else { return }
-            key(name)
-            value.write(into: &output, storable: true)
-        }
-        number("id", Double(jobID))
-        number("attempt", Double(attempt))
-        text("kind", kind.rawValue)
-        text("status", status)
-        text("task_class", taskClass)
-        text("model", model)
-        text("provider", provider)
-        text("tier", tier)
-        json("response", response)
-        json("error", error)
-        key("trail")
+        var object = JSONObjectWriter(into: &output)
+        object.number("id", Double(jobID), into: &output)
+        object.number("attempt", Double(attempt), into: &output)
+        object.text("kind", kind.rawValue, into: &output)
+        object.text("status", status, into: &output)
+        object.text("task_class", taskClass, into: &output)
+        object.text("model", model, into: &output)
+        object.text("provider", provider, into: &output)
+        object.text("tier", tier, into: &output)
+        object.json("response", response, into: &output)
+        object.json("error", error, into: &output)
+        object.key("trail", into: &output)
         output.append(0x5B)
         for (index, record) in trail.enumerated() {
             if index > 0 { output.append(0x2C) }
-            record.json.write(into: &output, storable: true)
+            record.write(into: &output)
         }
         output.append(0x5D)
-        number("tokens_in", tokensIn.map(Double.init))
-        number("tokens_out", tokensOut.map(Double.init))
-        // Money as decimal strings: never through a Double.
-        text("cost", cost?.description)
-        text("base_cost", baseCost?.description)
-        text("primary_cost", primaryCost?.description)
-        number("latency_ms", latencyMS)
-        if !metadata.isEmpty { json("metadata", .object(metadata)) }
-        text("retry_at", retryAt?.postgresText)
-        output.append(0x7D)
+        object.number("tokens_in", tokensIn.map(Double.init), into: &output)
+        object.number("tokens_out", tokensOut.map(Double.init), into: &output)
+        // Money as decimal strings: never through a Double. The three are often equal (no
+        // off-peak window, the primary model answered): formatted once.
+        let costText = cost?.description
+        let baseCostText = baseCost == cost ? costText : baseCost?.description
+        object.text("cost", costText, into: &output)
+        object.text("base_cost", baseCostText, into: &output)
+        object.text("primary_cost", primaryCost == baseCost ? baseCostText : primaryCost?.description, into: &output)
+        object.number("latency_ms", latencyMS, into: &output)
+        if !metadata.isEmpty { object.json("metadata", .object(metadata), into: &output) }
+        object.text("retry_at", retryAt?.postgresText, into: &output)
+        object.close(into: &output)
     }
 
     /// A batch as the JSON array `switchyard.complete` takes.

@@ -120,6 +120,7 @@ struct RoutingExecutor: JobExecutor {
                 // Priced at the moment of the call: an off-peak window may be open.
                 let schedule = fleet.schedule(of: model)
                 let (tokensIn, tokensOut) = (reply.usage.promptTokens, reply.usage.completionTokens)
+                let baseCost = Pricing.cost(of: model, tokensIn: tokensIn, tokensOut: tokensOut)
                 var metadata = routeMetadata
                 if job.priority == .background {
                     // What the ceiling compared; lets an SQL check prove no job ran above it unannounced.
@@ -130,8 +131,9 @@ struct RoutingExecutor: JobExecutor {
                         model: model.name, provider: model.provider.rawValue, tier: attempt.tier.rawValue,
                         taskClass: taskClass, response: reply.response, tokensIn: tokensIn, tokensOut: tokensOut,
                         cost: schedule.cost(tokensIn: tokensIn, tokensOut: tokensOut, at: started),
-                        baseCost: Pricing.cost(of: model, tokensIn: tokensIn, tokensOut: tokensOut),
-                        primaryCost: Pricing.cost(of: primary ?? model, tokensIn: tokensIn, tokensOut: tokensOut),
+                        baseCost: baseCost,
+                        primaryCost: primary.map { $0.name == model.name ? baseCost
+                            : Pricing.cost(of: $0, tokensIn: tokensIn, tokensOut: tokensOut) } ?? baseCost,
                         trail: trail, metadata: metadata
                     )
                 )
