@@ -192,18 +192,32 @@ enum LibPQ {
     /// Lends libpq the parameters as C strings (nil for NULL), all in one buffer.
     static func withParameters<T>(
         _ binds: [(any PostgresEncodable)?],
-        _ body: (Int32, UnsafePointer<UnsafePointer<CChar>?>?) throws -> T
+        _ body: (Parameters) throws -> T
     ) throws -> T {
-        if binds.isEmpty { return try body(0, nil) }
+        if binds.isEmpty { return try body(Parameters(count: 0)) }
         var buffer: [UInt8] = []
         var offsets: [Int?] = []
         offsets.reserveCapacity(binds.count)
+        // Only when a parameter is binary: its type, length and format (text ones are 0, 0, 0).
+        var binary: (types: [UInt32], lengths: [Int32], formats: [Int32])?
         for bind in binds {
             guard let bind else {
                 offsets.append(nil)
                 continue
             }
             let start = buffer.count
+            if let value = bind.postgresBinary {
+                if binary == nil {
+                    binary = ([UInt32](repeating: 0, count: binds.count), [Int32](repeating: 0, count: binds.count),
+                              [Int32](repeating: 0, count: binds.count))
+                }
+                binary!.types[offsets.count] = value.type
+                binary!.lengths[offsets.count] = Int32(value.bytes.count)
+                binary!.formats[offsets.count] = 1
+                buffer.append(contentsOf: value.bytes)
+                offsets.append(start)
+                continue
+            }
             buffer.append(contentsOf: bind.postgresText.utf8)
             // One pass to copy, one memchr over the copy (cheaper than scanning the String).
             let hasNUL = buffer.withUnsafeBufferPointer { all in
@@ -219,11 +233,35 @@ enum LibPQ {
             offsets.append(start)
             buffer.append(0)
         }
-        return try buffer.withUnsafeBufferPointer { storage in
-            let base = UnsafeRawPointer(storage.baseAddress!).assumingMemoryBound(to: CChar.self)
+        return try buffer.withUnsafeBufferPointer { (storage: UnsafeBufferPointer<UInt8>) throws -> T in
+            let start = storage.baseAddress.map(UnsafeRawPointer.init) ?? UnsafeRawPointer(bitPattern: 1)!
+            let base = start.assumingMemoryBound(to: CChar.self)
             let pointers: [UnsafePointer<CChar>?] = offsets.map { offset in offset.map { base + $0 } }
-            return try pointers.withUnsafeBufferPointer { try body(Int32(binds.count), $0.baseAddress) }
+            return try pointers.withUnsafeBufferPointer { (values: UnsafeBufferPointer<UnsafePointer<CChar>?>) throws -> T in
+                var parameters = Parameters(count: Int32(binds.count), values: values.baseAddress)
+                guard let binary else { return try body(parameters) }
+                return try binary.types.withUnsafeBufferPointer { (types: UnsafeBufferPointer<UInt32>) throws -> T in
+                    try binary.lengths.withUnsafeBufferPointer { (lengths: UnsafeBufferPointer<Int32>) throws -> T in
+                        try binary.formats.withUnsafeBufferPointer { (formats: UnsafeBufferPointer<Int32>) throws -> T in
+                            parameters.types = types.baseAddress
+                            parameters.lengths = lengths.baseAddress
+                            parameters.formats = formats.baseAddress
+                            return try body(parameters)
+                        }
+                    }
+                }
+            }
         }
+    }
+
+    /// Bind parameters as `PQexecParams`/`PQsendQueryParams` take them; types, lengths and
+    /// formats are nil when every parameter is text.
+    struct Parameters {
+        var count: Int32
+        var values: UnsafePointer<UnsafePointer<CChar>?>? = nil
+        var types: UnsafePointer<UInt32>? = nil
+        var lengths: UnsafePointer<Int32>? = nil
+        var formats: UnsafePointer<Int32>? = nil
     }
 
     private static func withCStringArray<T>(_ strings: [String], _ body: (UnsafePointer<UnsafePointer<CChar>?>) -> T) -> T {

@@ -41,8 +41,11 @@ struct Pipeline {
             var queued = 0
             while sent < statements.count && queued < sendChunk {
                 let statement = statements[sent]
-                let accepted = try LibPQ.withParameters(statement.binds) { count, values in
-                    PQsendQueryParams(handle, try LibPQ.checked(statement.sql), count, nil, values, nil, nil, 0)
+                let accepted = try LibPQ.withParameters(statement.binds) { parameters in
+                    PQsendQueryParams(
+                        handle, try LibPQ.checked(statement.sql), parameters.count, parameters.types, parameters.values,
+                        parameters.lengths, parameters.formats, 0
+                    )
                 }
                 guard accepted == 1 else { throw LibPQ.connectionError(handle) }
                 sent += 1

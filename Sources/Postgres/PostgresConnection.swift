@@ -86,8 +86,14 @@ public actor PostgresConnection {
         let ticket = canceller.newTicket()
         return try await withTaskCancellationHandler {
             try await self.run(ticket) { handle in
-                try LibPQ.withParameters(binds) { count, values in
-                    try LibPQ.rows(PQexecParams(handle, try LibPQ.checked(sql), count, nil, values, nil, nil, 0), handle)
+                try LibPQ.withParameters(binds) { parameters in
+                    try LibPQ.rows(
+                        PQexecParams(
+                            handle, try LibPQ.checked(sql), parameters.count, parameters.types, parameters.values,
+                            parameters.lengths, parameters.formats, 0
+                        ),
+                        handle
+                    )
                 }
             }
         } onCancel: {

@@ -8,6 +8,20 @@ import Foundation
 public protocol PostgresEncodable: Sendable {
     /// The value in Postgres's text input format.
     var postgresText: String { get }
+    /// The value in Postgres's binary format with its type, when it is sent that way (nil, the
+    /// default: it is sent as `postgresText`).
+    var postgresBinary: PostgresBinaryValue? { get }
+}
+
+extension PostgresEncodable {
+    public var postgresBinary: PostgresBinaryValue? { nil }
+}
+
+/// A parameter in binary format: its type's OID (the server needs it: binary is not inferred)
+/// and its bytes.
+public struct PostgresBinaryValue: Sendable {
+    public var type: UInt32
+    public var bytes: [UInt8]
 }
 
 extension String: PostgresEncodable {

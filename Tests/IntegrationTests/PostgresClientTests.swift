@@ -90,6 +90,59 @@ struct PostgresClientTests {
         }
     }
 
+    @Test("binary array parameters: every element type, NULLs, empty, mixed with text parameters")
+    func binaryArrays() async throws {
+        try await TestDatabase.withEmpty { configuration in
+            let connection = try await PostgresConnection.connect(configuration)
+            let date = Date(timeIntervalSince1970: 1_795_727_285.123456)
+            var big = PostgresBinaryArray(of: .int8)
+            [Int64.min, -1, 0, Int64.max].forEach { big.append($0) }
+            big.append(nil as Int64?)
+            var small = PostgresBinaryArray(of: .int4)
+            [Int32.min, 7].forEach { small.append($0) }
+            var doubles = PostgresBinaryArray(of: .float8)
+            [0.1, -2.5e300].forEach { doubles.append($0) }
+            var texts = PostgresBinaryArray(of: .text)
+            ["", "a\"b", "c\\d", "e,f", "NULL", "Grüße 😀"].forEach { texts.append($0) }
+            texts.append(nil as String?)
+            var documents = PostgresBinaryArray(of: .jsonb)
+            documents.appendJSON { $0.append(contentsOf: Array(#"{"b": [1, "x\"y"], "a": null}"#.utf8)) }
+            documents.appendNull()
+            var moments = PostgresBinaryArray(of: .timestamptz)
+            moments.append(date)
+            let empty = PostgresBinaryArray(of: .text)
+            let arrays = [big, small, doubles, texts, documents, moments, empty]
+            let row = try #require(
+                try await connection.query(
+                    """
+                    SELECT $1::text AS plain, $2::text AS big, $3::text AS small, $4::text AS doubles,
+                           $5::text AS texts, $6::text AS documents, $7::text AS moments,
+                           cardinality($8::text[]) AS empty
+                    """,
+                    ["plain text"] + arrays
+                ).first
+            )
+            #expect(try row.decode("plain", as: String.self) == "plain text")
+            #expect(try row.decode("big", as: String.self) == "{-9223372036854775808,-1,0,9223372036854775807,NULL}")
+            #expect(try row.decode("small", as: String.self) == "{-2147483648,7}")
+            #expect(try row.decode("doubles", as: String.self) == "{0.1,-2.5e+300}")
+            #expect(try row.decode("texts", as: String.self) == #"{"","a\"b","c\\d","e,f","NULL","Grüße 😀",NULL}"#)
+            #expect(try row.decode("documents", as: String.self) == #"{"{\"a\": null, \"b\": [1, \"x\\\"y\"]}",NULL}"#)
+            #expect(try row.decode("moments", as: String.self) == #"{"2026-11-26 21:08:05.123456+00"}"#)
+            #expect(try row.decode("empty", as: Int.self) == 0)
+            // The text form (for callers that need one) reads back as the same array.
+            for array in arrays {
+                let type = ["int8[]", "int4[]", "float8[]", "text[]", "jsonb[]", "timestamptz[]", "text[]"][
+                    arrays.firstIndex { $0.postgresText == array.postgresText }!]
+                let same = try await connection.query(
+                    "SELECT $1::\(type) IS NOT DISTINCT FROM $2::\(type)", [array.postgresText, array]
+                ).scalar(Bool.self)
+                #expect(same, "\(type): \(array.postgresText)")
+            }
+            await connection.close()
+        }
+    }
+
     @Test("a NUL byte in a parameter is refused before it reaches the server")
     func refusesNulBytes() async throws {
         try await TestDatabase.withEmpty { configuration in
