@@ -1,7 +1,7 @@
 import Foundation
 
 /// Writes one JSON object member by member, straight to UTF-8, for documents bound for `jsonb`
-/// (the write-back): no intermediate `JSONValue` tree, and members are left out when nil.
+/// (the write-back's trail entries): no intermediate `JSONValue` tree; nil members are left out.
 struct JSONObjectWriter: ~Copyable {
     private var first = true
 
@@ -29,12 +29,6 @@ struct JSONObjectWriter: ~Copyable {
         guard let value else { return }
         key(name, into: &output)
         JSONValue.writeNumber(value, into: &output)
-    }
-
-    mutating func json(_ name: StaticString, _ value: JSONValue?, into output: inout [UInt8]) {
-        guard let value else { return }
-        key(name, into: &output)
-        value.write(into: &output, storable: true)
     }
 
     consuming func close(into output: inout [UInt8]) {

@@ -68,51 +68,84 @@ public struct Completion: Sendable {
         self.retryAt = retryAt
     }
 
-    /// Writes the item as `switchyard.complete` reads it (`jsonb_to_recordset`), straight to
-    /// UTF-8: a batch of these is written per write-back, so no intermediate `JSONValue` tree.
-    func write(into output: inout [UInt8]) {
-        var object = JSONObjectWriter(into: &output)
-        object.number("id", Double(jobID), into: &output)
-        object.number("attempt", Double(attempt), into: &output)
-        object.text("kind", kind.rawValue, into: &output)
-        object.text("status", status, into: &output)
-        object.text("task_class", taskClass, into: &output)
-        object.text("model", model, into: &output)
-        object.text("provider", provider, into: &output)
-        object.text("tier", tier, into: &output)
-        object.json("response", response, into: &output)
-        object.json("error", error, into: &output)
-        object.key("trail", into: &output)
-        output.append(0x5B)
-        for (index, record) in trail.enumerated() {
-            if index > 0 { output.append(0x2C) }
-            record.write(into: &output)
+    /// A batch as the bind parameters of `switchyard.complete`'s array form (after the worker's
+    /// id): one binary array per column, so the server parses no JSON but what it stores as jsonb.
+    static func columns(_ batch: [Completion]) -> [PostgresBinaryArray] {
+        var ids = PostgresBinaryArray(of: .int8, capacity: batch.count)
+        var attempts = PostgresBinaryArray(of: .int4, capacity: batch.count)
+        var kinds = PostgresBinaryArray(of: .text, capacity: batch.count)
+        var statuses = PostgresBinaryArray(of: .text, capacity: batch.count)
+        var taskClasses = PostgresBinaryArray(of: .text, capacity: batch.count)
+        var models = PostgresBinaryArray(of: .text, capacity: batch.count)
+        var providers = PostgresBinaryArray(of: .text, capacity: batch.count)
+        var tiers = PostgresBinaryArray(of: .text, capacity: batch.count)
+        var responses = PostgresBinaryArray(of: .jsonb, capacity: batch.count * 50)
+        var errors = PostgresBinaryArray(of: .jsonb, capacity: batch.count)
+        var trails = PostgresBinaryArray(of: .jsonb, capacity: batch.count * 20)
+        // As bigint, cast to integer by the statement: a count beyond `integer` is refused there
+        // (and the writer records the outcome as not storable), never silently clamped here.
+        var tokensIn = PostgresBinaryArray(of: .int8, capacity: batch.count)
+        var tokensOut = PostgresBinaryArray(of: .int8, capacity: batch.count)
+        // Money as decimal text (cast to numeric by the statement): never through a Double.
+        var costs = PostgresBinaryArray(of: .text, capacity: batch.count)
+        var baseCosts = PostgresBinaryArray(of: .text, capacity: batch.count)
+        var primaryCosts = PostgresBinaryArray(of: .text, capacity: batch.count)
+        var latencies = PostgresBinaryArray(of: .float8, capacity: batch.count)
+        var metadata = PostgresBinaryArray(of: .jsonb, capacity: batch.count)
+        var retryAt = PostgresBinaryArray(of: .timestamptz, capacity: batch.count)
+        for completion in batch {
+            ids.append(completion.jobID)
+            attempts.append(Int32(clamping: completion.attempt))
+            kinds.append(completion.kind.rawValue)
+            statuses.append(completion.status.map(storable))
+            taskClasses.append(completion.taskClass.map(storable))
+            models.append(completion.model.map(storable))
+            providers.append(completion.provider.map(storable))
+            tiers.append(completion.tier.map(storable))
+            if let response = completion.response {
+                responses.appendJSON { response.write(into: &$0, storable: true) }
+            } else {
+                responses.appendNull()
+            }
+            if let error = completion.error {
+                errors.appendJSON { error.write(into: &$0, storable: true) }
+            } else {
+                errors.appendNull()
+            }
+            trails.appendJSON { output in
+                output.append(0x5B)
+                for (index, record) in completion.trail.enumerated() {
+                    if index > 0 { output.append(0x2C) }
+                    record.write(into: &output)
+                }
+                output.append(0x5D)
+            }
+            tokensIn.append(completion.tokensIn.map(Int64.init))
+            tokensOut.append(completion.tokensOut.map(Int64.init))
+            // The three are often equal (no off-peak window, the primary model answered):
+            // formatted once.
+            let cost = completion.cost?.description
+            let baseCost = completion.baseCost == completion.cost ? cost : completion.baseCost?.description
+            costs.append(cost)
+            baseCosts.append(baseCost)
+            primaryCosts.append(
+                completion.primaryCost == completion.baseCost ? baseCost : completion.primaryCost?.description)
+            latencies.append(completion.latencyMS)
+            if completion.metadata.isEmpty {
+                metadata.appendNull()
+            } else {
+                metadata.appendJSON { JSONValue.object(completion.metadata).write(into: &$0, storable: true) }
+            }
+            retryAt.append(completion.retryAt)
         }
-        output.append(0x5D)
-        object.number("tokens_in", tokensIn.map(Double.init), into: &output)
-        object.number("tokens_out", tokensOut.map(Double.init), into: &output)
-        // Money as decimal strings: never through a Double. The three are often equal (no
-        // off-peak window, the primary model answered): formatted once.
-        let costText = cost?.description
-        let baseCostText = baseCost == cost ? costText : baseCost?.description
-        object.text("cost", costText, into: &output)
-        object.text("base_cost", baseCostText, into: &output)
-        object.text("primary_cost", primaryCost == baseCost ? baseCostText : primaryCost?.description, into: &output)
-        object.number("latency_ms", latencyMS, into: &output)
-        if !metadata.isEmpty { object.json("metadata", .object(metadata), into: &output) }
-        object.text("retry_at", retryAt?.postgresText, into: &output)
-        object.close(into: &output)
+        return [
+            ids, attempts, kinds, statuses, taskClasses, models, providers, tiers, responses, errors, trails, tokensIn,
+            tokensOut, costs, baseCosts, primaryCosts, latencies, metadata, retryAt,
+        ]
     }
 
-    /// A batch as the JSON array `switchyard.complete` takes.
-    static func jsonText(_ batch: [Completion]) -> String {
-        var output: [UInt8] = [0x5B]
-        output.reserveCapacity(batch.count * 700)
-        for (index, completion) in batch.enumerated() {
-            if index > 0 { output.append(0x2C) }
-            completion.write(into: &output)
-        }
-        output.append(0x5D)
-        return String(decoding: output, as: UTF8.self)
+    /// Postgres text cannot hold U+0000: written as U+FFFD, as in the JSON documents.
+    private static func storable(_ text: String) -> String {
+        text.utf8.contains(0) ? text.replacingOccurrences(of: "\u{0}", with: "\u{FFFD}") : text
     }
 }

@@ -114,8 +114,12 @@ public struct QueueStore: Sendable {
     public func complete(worker: String, _ completions: [Completion]) async throws -> Set<Int64> {
         if completions.isEmpty { return [] }
         let rows = try await pool.query(
-            "SELECT job_id FROM switchyard.complete($1, $2::jsonb)",
-            [worker, Completion.jsonText(completions)]
+            """
+            SELECT job_id FROM switchyard.complete(
+                $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::integer[], $14::integer[], $15::numeric[],
+                $16::numeric[], $17::numeric[], $18, $19, $20)
+            """,
+            [worker] + Completion.columns(completions)
         )
         return Set(try rows.map { try $0[0].decode(Int64.self) })
     }

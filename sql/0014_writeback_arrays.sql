@@ -1,0 +1,119 @@
+-- The write-back takes its batch as one array per column.
+--
+-- `complete(worker, items jsonb)` made the server parse the whole batch into one jsonb document
+-- (sorting every object's keys), then walk it twice with jsonb_to_recordset: about 23 µs of
+-- server CPU per job, a third of what the write-back costs it. Workers now send each column as
+-- an array in binary format: ids and counts as integers, names as text, and only what is stored
+-- as jsonb (the response, the error, the trail, the metadata) parsed as JSON, each document once.
+--
+-- `complete(worker, items jsonb)` stays for workers written in other languages (and psql): it
+-- unpacks the items into the same arrays and calls this one, so there is one fence and one
+-- write path.
+
+SET LOCAL ROLE switchyard_admin;
+
+CREATE FUNCTION switchyard.complete(
+    p_worker text, p_ids bigint[], p_attempts integer[], p_kinds text[], p_statuses text[], p_task_classes text[],
+    p_models text[], p_providers text[], p_tiers text[], p_responses jsonb[], p_errors jsonb[], p_trails jsonb[],
+    p_tokens_in integer[], p_tokens_out integer[], p_costs numeric[], p_base_costs numeric[],
+    p_primary_costs numeric[], p_latency_ms double precision[], p_metadata jsonb[], p_retry_at timestamptz[]
+) RETURNS TABLE (job_id bigint, kind text)
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, switchyard, pg_temp SET enable_nestloop = off
+    AS $$
+DECLARE
+    result_ids bigint[];
+    requeue_ids bigint[];
+    requeued integer;
+BEGIN
+    IF cardinality(p_ids) IS DISTINCT FROM cardinality(p_kinds)
+       OR cardinality(p_ids) IS DISTINCT FROM cardinality(p_attempts) THEN
+        PERFORM switchyard.reject('complete: every array must have one element per job',
+                                  'Pass p_ids, p_attempts, p_kinds, … of the same length.');
+    END IF;
+    SELECT array_agg(x.id) FILTER (WHERE x.kind = 'result'),
+           array_agg(x.id) FILTER (WHERE x.kind IN ('retry', 'release', 'postpone'))
+    INTO result_ids, requeue_ids
+    FROM unnest(p_ids, p_kinds) AS x(id, kind);
+
+    IF result_ids IS NOT NULL THEN
+        RETURN QUERY
+        WITH input AS (
+            SELECT * FROM unnest(p_ids, p_attempts, p_kinds, p_statuses, p_task_classes, p_models, p_providers,
+                                 p_tiers, p_responses, p_errors, p_trails, p_tokens_in, p_tokens_out, p_costs,
+                                 p_base_costs, p_primary_costs, p_latency_ms, p_metadata)
+                AS x(id, attempt, kind, status, task_class, model, provider, tier, response, error, trail, tokens_in,
+                     tokens_out, cost, base_cost, primary_cost, latency_ms, metadata)
+            WHERE x.kind = 'result'
+        ), finished AS (
+            -- The fence: only the holder of the lease, for this attempt, ends the job.
+            DELETE FROM switchyard.jobs j USING input i
+            WHERE j.id = ANY (result_ids) AND j.id = i.id AND j.attempt = i.attempt
+                  AND coalesce(j.lease_owner = p_worker, false)
+            RETURNING j.*
+        )
+        INSERT INTO switchyard.results AS r
+            (job_id, status, priority, task_class, affinity_key, tenant, model, provider, tier, request, response,
+             error, attempts, attempt_count, tokens_in, tokens_out, cost, base_cost, primary_cost, queue_wait_ms,
+             latency_ms, created_at, started_at, worker, retry_of, metadata)
+        SELECT f.id, i.status, f.priority, coalesce(i.task_class, f.task_class), f.affinity_key, f.tenant, i.model,
+               i.provider, i.tier, f.request, i.response, i.error, f.attempts || coalesce(i.trail, '[]'),
+               f.attempt, i.tokens_in, i.tokens_out, i.cost, i.base_cost, i.primary_cost,
+               extract(epoch FROM f.claimed_at - greatest(f.created_at, f.run_at)) * 1000, i.latency_ms,
+               f.created_at, f.claimed_at, p_worker, f.retry_of, f.metadata || coalesce(i.metadata, '{}')
+        FROM finished f JOIN input i ON i.id = f.id
+        RETURNING r.job_id, 'result'::text;
+    END IF;
+
+    IF requeue_ids IS NOT NULL THEN
+        RETURN QUERY
+        UPDATE switchyard.jobs j
+        SET lease_owner = NULL, lease_expires_at = NULL, claimed_at = NULL,
+            run_at = CASE WHEN i.kind IN ('retry', 'postpone') THEN coalesce(i.retry_at, now()) ELSE j.run_at END,
+            attempt = CASE WHEN i.kind IN ('release', 'postpone') THEN greatest(j.attempt - 1, 0) ELSE j.attempt END,
+            attempts = j.attempts || coalesce(i.trail, '[]')
+        FROM unnest(p_ids, p_attempts, p_kinds, p_retry_at, p_trails) AS i(id, attempt, kind, retry_at, trail)
+        WHERE j.id = ANY (requeue_ids) AND i.kind IN ('retry', 'release', 'postpone') AND j.id = i.id
+          AND j.attempt = i.attempt AND coalesce(j.lease_owner = p_worker, false)
+        RETURNING j.id, i.kind;
+        GET DIAGNOSTICS requeued = ROW_COUNT;
+        IF requeued > 0 THEN
+            PERFORM pg_notify('switchyard_jobs', '');
+        END IF;
+    END IF;
+END $$;
+
+-- The items' form: the same outcomes as a JSON array of objects, one per job, with the keys of
+-- the arrays above (id, attempt, kind, status, task_class, model, provider, tier, response,
+-- error, trail, tokens_in, tokens_out, cost, base_cost, primary_cost, latency_ms, metadata,
+-- retry_at). One scan of the items fills every array in the same order.
+CREATE OR REPLACE FUNCTION switchyard.complete(p_worker text, p_items jsonb)
+    RETURNS TABLE (job_id bigint, kind text)
+    LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, switchyard, pg_temp AS $$
+    SELECT c.job_id, c.kind
+    FROM (
+        SELECT array_agg(x.id) AS ids, array_agg(x.attempt) AS attempts, array_agg(x.kind) AS kinds,
+               array_agg(x.status) AS statuses, array_agg(x.task_class) AS task_classes,
+               array_agg(x.model) AS models, array_agg(x.provider) AS providers, array_agg(x.tier) AS tiers,
+               array_agg(x.response) AS responses, array_agg(x.error) AS errors, array_agg(x.trail) AS trails,
+               array_agg(x.tokens_in) AS tokens_in, array_agg(x.tokens_out) AS tokens_out,
+               array_agg(x.cost) AS costs, array_agg(x.base_cost) AS base_costs,
+               array_agg(x.primary_cost) AS primary_costs, array_agg(x.latency_ms) AS latency_ms,
+               array_agg(x.metadata) AS metadata, array_agg(x.retry_at) AS retry_at
+        FROM jsonb_to_recordset(p_items) AS x(
+            id bigint, attempt integer, kind text, status text, task_class text, model text, provider text,
+            tier text, response jsonb, error jsonb, trail jsonb, tokens_in integer, tokens_out integer,
+            cost numeric, base_cost numeric, primary_cost numeric, latency_ms double precision, metadata jsonb,
+            retry_at timestamptz)
+    ) a,
+    LATERAL switchyard.complete(p_worker, a.ids, a.attempts, a.kinds, a.statuses, a.task_classes, a.models,
+                                a.providers, a.tiers, a.responses, a.errors, a.trails, a.tokens_in, a.tokens_out,
+                                a.costs, a.base_costs, a.primary_costs, a.latency_ms, a.metadata, a.retry_at) c
+$$;
+
+REVOKE ALL ON FUNCTION switchyard.complete(text, bigint[], integer[], text[], text[], text[], text[], text[], text[],
+                                           jsonb[], jsonb[], jsonb[], integer[], integer[], numeric[], numeric[],
+                                           numeric[], double precision[], jsonb[], timestamptz[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION switchyard.complete(text, bigint[], integer[], text[], text[], text[], text[], text[], text[],
+                                              jsonb[], jsonb[], jsonb[], integer[], integer[], numeric[], numeric[],
+                                              numeric[], double precision[], jsonb[], timestamptz[])
+    TO switchyard_worker;
