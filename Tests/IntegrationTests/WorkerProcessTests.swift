@@ -96,9 +96,26 @@ struct WorkerProcessTests {
                 try WorkerProcess.start(configuration, id: "survivor-\(index)", arguments: arguments)
             }
             try await Task.sleep(for: .milliseconds(300))
+            // Kill it while it holds jobs (between writing a batch back and claiming the next, it
+            // holds none for a moment).
+            for _ in 0..<500 {
+                let holding = try await pool.query(
+                    "SELECT count(*) FROM switchyard.jobs WHERE lease_owner = 'victim'"
+                ).scalar(Int.self)
+                if holding > 0 { break }
+            }
             victim.kill()
             #expect(await victim.wait() == 128 + SIGKILL)
-            // Read at once: its leases (1 s) have not expired yet, so nothing was rescued so far.
+            // A statement the victim sent just before it died still runs (and a claim commits):
+            // wait for its sessions to end. Its leases (1 s) have not expired by then, so nothing
+            // was rescued so far.
+            for _ in 0..<250 {
+                let sessions = try await pool.query(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'switchyard-worker victim'"
+                ).scalar(Int.self)
+                if sessions == 0 { break }
+                try await Task.sleep(for: .milliseconds(2))
+            }
             let heldByVictim = try await pool.query(
                 "SELECT count(*) FROM switchyard.jobs WHERE lease_owner = 'victim'"
             ).scalar(Int.self)
