@@ -161,7 +161,11 @@ final class WorkerService: Sendable {
             await finish(job, outcome, elapsed: elapsed)
             metrics.inFlight.add(-1, [job.priority.rawValue])
             inFlight.remove(job.id)
-            wake.signal(.slotFreed)
+            // A freed slot alone leads to a claim only once enough are free (the claim threshold):
+            // waking the claim loop for each one before that costs a task switch per job for nothing.
+            if configuration.concurrency - inFlight.count >= configuration.claimThreshold {
+                wake.signal(.slotFreed)
+            }
         }
         inFlight.attach(task, to: job.id)
     }
