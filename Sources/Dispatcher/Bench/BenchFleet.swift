@@ -7,12 +7,14 @@ import QueueModel
 struct BenchFleet {
     let context: BenchContext
 
-    /// A simulated catalog: `instant` answers at once (the default rule), `slow` after about 200 ms
-    /// (class `slow`), so a benchmark measures the queue and routing, not a model.
+    /// A simulated catalog: `instant` answers at once (the default rule) with two tokens, the
+    /// answer the raw-SQL ceiling writes (a no-op job: the benchmark measures the queue and
+    /// routing, not a model); `slow` after about 200 ms (class `slow`).
     static let catalog = """
         {"models": {
            "instant": {"provider": "simulated", "tier": "cheap", "price_per_1k_input": 0.0001,
-                       "price_per_1k_output": 0.0002, "settings": {"mode": "instant"}},
+                       "price_per_1k_output": 0.0002,
+                       "settings": {"mode": "instant", "output_tokens_min": 2, "output_tokens_max": 2}},
            "slow":    {"provider": "simulated", "tier": "cheap", "price_per_1k_input": 0.0001,
                        "price_per_1k_output": 0.0002,
                        "settings": {"latency_p50_ms": 200, "latency_p95_ms": 220, "error_rate": 0, "rate_limit_rate": 0}}},
