@@ -22,7 +22,8 @@ struct BenchFleet {
         """
 
     /// A new, migrated database with the benchmark catalog, named for the scenario.
-    func freshDatabase(_ name: String) async throws -> PostgresConfiguration {
+    /// - Parameter keeping: other databases of this scenario, still in use, that stay.
+    func freshDatabase(_ name: String, keeping: [String] = []) async throws -> PostgresConfiguration {
         let database = "switchyard_bench_\(name)"
         let admin = try await PostgresConnection.connect(context.configuration)
         // Earlier scenarios' databases go first: autovacuum on their dead rows would take CPU
@@ -30,7 +31,9 @@ struct BenchFleet {
         let earlier = try await admin.query(
             "SELECT datname FROM pg_database WHERE datname LIKE 'switchyard\\_bench\\_%'")
         for row in earlier {
-            try await admin.query("DROP DATABASE IF EXISTS \(try row.decode("datname", as: String.self)) WITH (FORCE)")
+            let name = try row.decode("datname", as: String.self)
+            if keeping.contains(where: { "switchyard_bench_\($0)" == name }) { continue }
+            try await admin.query("DROP DATABASE IF EXISTS \(name) WITH (FORCE)")
         }
         try await admin.query("CREATE DATABASE \(database)")
         await admin.close()

@@ -143,41 +143,49 @@ struct QueueBenchmarks {
         }
     }
 
-    /// Drain rate with 1,000,000 jobs queued against 10,000: the median of three rounds of
-    /// 10,000 results each (one round lasts about a second, too short to trust alone). The small
-    /// queue is refilled to 10,000 before each round; the large one keeps its backlog.
+    /// Drain rate with 1,000,000 jobs queued against 10,000: five rounds of 10,000 results on
+    /// each queue, alternated (one round lasts about a second, and this machine's speed drifts
+    /// over the minutes the whole takes), the median of each. The small queue is refilled to
+    /// 10,000 before each of its rounds; the large one keeps its backlog.
     func backlog(report: inout BenchReport, large: Int = 1_000_000) async throws {
         let round = 10_000
-        var rates: [Double] = []
-        for queued in [round, large] {
-            let database = try await fleet.freshDatabase("backlog_\(queued)")
+        let sizes = [round, large]
+        var queues: [(database: PostgresConfiguration, pool: PostgresPool)] = []
+        for queued in sizes {
+            let database = try await fleet.freshDatabase("backlog_\(queued)", keeping: sizes.map { "backlog_\($0)" })
             let pool = PostgresPool(database, options: .init(maxConnections: 2))
             try await BenchFleet.enqueue(pool, count: queued)
             try await pool.query("VACUUM ANALYZE switchyard.jobs_interactive")
-            // Write out what the enqueue dirtied now, not during the measurement (superusers only).
-            _ = try? await pool.query("CHECKPOINT")
-            var rounds: [Double] = []
-            for index in 0..<3 {
-                if index > 0 && queued == round {  // refill: the last round drained it
-                    try await BenchFleet.enqueue(pool, count: round)
-                    try await pool.query("VACUUM ANALYZE switchyard.jobs_interactive")
+            queues.append((database, pool))
+        }
+        // Write out what the enqueues dirtied now, not during the measurement (superusers only).
+        _ = try? await queues[0].pool.query("CHECKPOINT")
+        var rates: [[Double]] = [[], []]
+        for index in 0..<5 {
+            for (which, queue) in queues.enumerated() {
+                if index > 0 && sizes[which] == round {  // refill: the last round drained it
+                    try await BenchFleet.enqueue(queue.pool, count: round)
+                    try await queue.pool.query("VACUUM ANALYZE switchyard.jobs_interactive")
                 }
                 // Stopping workers finish what they hold, so a round may end past its 10,000.
-                let before = try await pool.query("SELECT count(*) FROM switchyard.results").scalar(Int.self)
-                let processes = try BenchFleet.startWorkers(workers, concurrency: concurrency, database: database)
-                try await BenchFleet.waitForResults(pool, count: before + round)
+                let before = try await queue.pool.query("SELECT count(*) FROM switchyard.results").scalar(Int.self)
+                let processes = try BenchFleet.startWorkers(workers, concurrency: concurrency, database: queue.database)
+                try await BenchFleet.waitForResults(queue.pool, count: before + round)
                 await BenchFleet.stop(processes)
-                rounds.append(try await BenchFleet.drainRate(
-                    pool, where: """
+                rates[which].append(try await BenchFleet.drainRate(
+                    queue.pool, where: """
                         job_id IN (SELECT job_id FROM switchyard.results ORDER BY finished_at, job_id
                                    OFFSET \(before) LIMIT \(round))
                         """))
             }
-            rates.append(rounds.sorted()[1])
-            await pool.close()
         }
-        report.add(Measurement(scenario: "backlog", metric: "drain with \(large) queued", value: rates[1], unit: "jobs/s",
-                               baseline: rates[0], baselineName: "\(round) queued", note: "median of 3 rounds"))
+        for queue in queues { await queue.pool.close() }
+        let medians = rates.map { $0.sorted()[2] }
+        report.add(Measurement(
+            scenario: "backlog", metric: "drain with \(large) queued", value: medians[1], unit: "jobs/s",
+            baseline: medians[0], baselineName: "\(round) queued",
+            note: "medians of 5 rounds each, alternated; " + rates[1].map { String(Int($0)) }.joined(separator: "/")
+                + " vs " + rates[0].map { String(Int($0)) }.joined(separator: "/")))
     }
 
     /// Drain rate while another session holds a snapshot open, against the same without, and
