@@ -25,8 +25,30 @@ enum PostgresTimestamp {
             days -= 1
         }
         let (year, month, day) = civil(fromDays: days)
-        return pad(year, 4) + "-" + pad(month, 2) + "-" + pad(day, 2) + "T" + pad(secondOfDay / 3600, 2) + ":"
-            + pad(secondOfDay / 60 % 60, 2) + ":" + pad(secondOfDay % 60, 2) + "." + pad(fraction, 6) + "Z"
+        guard (0...9999).contains(year) else {
+            return pad(year, 4) + "-" + pad(month, 2) + "-" + pad(day, 2) + "T" + pad(secondOfDay / 3600, 2) + ":"
+                + pad(secondOfDay / 60 % 60, 2) + ":" + pad(secondOfDay % 60, 2) + "." + pad(fraction, 6) + "Z"
+        }
+        // The usual case, digit by digit into a fixed buffer: YYYY-MM-DDTHH:MM:SS.ffffffZ.
+        return String(unsafeUninitializedCapacity: 27) { buffer in
+            var position = 0
+            func digits(_ value: Int64, _ width: Int) {
+                var value = value
+                for offset in stride(from: width - 1, through: 0, by: -1) {
+                    buffer[position + offset] = UInt8(48 + value % 10)
+                    value /= 10
+                }
+                position += width
+            }
+            func character(_ byte: UInt8) {
+                buffer[position] = byte
+                position += 1
+            }
+            digits(year, 4); character(45); digits(month, 2); character(45); digits(day, 2); character(84)
+            digits(secondOfDay / 3600, 2); character(58); digits(secondOfDay / 60 % 60, 2); character(58)
+            digits(secondOfDay % 60, 2); character(46); digits(fraction, 6); character(90)
+            return position
+        }
     }
 
     /// Parses `YYYY-MM-DD[ HH:MM:SS[.ffffff]][+HH[:MM[:SS]]]`, `infinity` and `-infinity`.
@@ -34,20 +56,25 @@ enum PostgresTimestamp {
     static func parse(_ text: String) -> Date? {
         if text == "infinity" { return .distantFuture }
         if text == "-infinity" { return .distantPast }
-        var bytes = Array(text.utf8)[...]
+        var text = text
+        return text.withUTF8 { parse(bytes: $0) }
+    }
+
+    private static func parse(bytes: UnsafeBufferPointer<UInt8>) -> Date? {
+        var position = 0
         func number(_ minDigits: Int, _ maxDigits: Int) -> Int64? {
             var value: Int64 = 0
             var count = 0
-            while count < maxDigits, let byte = bytes.first, byte >= 48, byte <= 57 {
-                value = value * 10 + Int64(byte - 48)
-                bytes = bytes.dropFirst()
+            while count < maxDigits, position < bytes.count, bytes[position] >= 48, bytes[position] <= 57 {
+                value = value * 10 + Int64(bytes[position] - 48)
+                position += 1
                 count += 1
             }
             return count >= minDigits ? value : nil
         }
         func expect(_ character: UInt8) -> Bool {
-            guard bytes.first == character else { return false }
-            bytes = bytes.dropFirst()
+            guard position < bytes.count, bytes[position] == character else { return false }
+            position += 1
             return true
         }
         guard let year = number(4, 6), expect(45), let month = number(2, 2), expect(45), let day = number(2, 2)
@@ -60,14 +87,15 @@ enum PostgresTimestamp {
             else { return nil }
             seconds += hour * 3600 + minute * 60 + second
             if expect(46) {
-                let start = bytes.count
+                let start = position
                 guard var fraction = number(1, 6) else { return nil }
-                for _ in 0..<(6 - (start - bytes.count)) { fraction *= 10 }
+                for _ in 0..<(6 - (position - start)) { fraction *= 10 }
                 micros = fraction
             }
         }
-        if let sign = bytes.first, sign == 43 || sign == 45 {
-            bytes = bytes.dropFirst()
+        if position < bytes.count, bytes[position] == 43 || bytes[position] == 45 {
+            let sign = bytes[position]
+            position += 1
             guard let hours = number(2, 2) else { return nil }
             var offset = hours * 3600
             if expect(58) {
@@ -82,7 +110,7 @@ enum PostgresTimestamp {
         } else if expect(90) {
             // "Z": already UTC.
         }
-        guard bytes.isEmpty else { return nil }
+        guard position == bytes.count else { return nil }
         return Date(timeIntervalSince1970: Double(seconds) + Double(micros) / 1_000_000)
     }
 

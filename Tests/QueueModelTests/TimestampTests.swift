@@ -47,4 +47,27 @@ struct TimestampTests {
         }
         #expect(PostgresTimestamp.format(Date(timeIntervalSince1970: 0)) == "1970-01-01T00:00:00.000000Z")
     }
+
+    @Test("formatting agrees with the calendar, field by field, from year 1600 to 9891")
+    func formatAgreesWithCalendar() throws {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC")!
+        var generator = SystemRandomNumberGenerator()
+        // Seconds from 1600-01-01 (Foundation's calendar is Julian before 1582; Postgres's
+        // proleptic Gregorian) to 2.5e11 s after 1970, beyond which it writes infinity; whole
+        // seconds (the fraction is checked apart).
+        for _ in 0..<2000 {
+            let seconds = Int64.random(in: -11_676_096_000...249_999_999_999, using: &generator)
+            let micros = Int64.random(in: 0..<1_000_000, using: &generator)
+            let date = Date(timeIntervalSince1970: Double(seconds))
+            let text = PostgresTimestamp.format(date.addingTimeInterval(Double(micros) / 1_000_000))
+            let parts = calendar.dateComponents([.year, .month, .day, .hour, .minute, .second], from: date)
+            let expected = String(
+                format: "%04d-%02d-%02dT%02d:%02d:%02d.", parts.year!, parts.month!, parts.day!, parts.hour!,
+                parts.minute!, parts.second!)
+            #expect(text.hasPrefix(expected), "\(text) for \(seconds) s")
+            #expect(text.count == 27 && text.hasSuffix("Z"), "\(text)")
+        }
+        #expect(PostgresTimestamp.format(Date(timeIntervalSince1970: 250_000_000_001)) == "infinity")
+    }
 }
