@@ -9,7 +9,8 @@ import Synchronization
 final class CompletionWriter: Sendable {
     private struct Pending {
         var completion: Completion
-        var continuation: CheckedContinuation<Bool, Never>
+        /// Told whether the outcome was written, on the writer's task, right after its batch.
+        var done: @Sendable (Bool) -> Void
     }
 
     private struct State {
@@ -31,17 +32,23 @@ final class CompletionWriter: Sendable {
         self.logger = logger
     }
 
-    /// Queues an outcome and waits until it is written.
-    /// - Returns: true when written; false when the job's lease was lost (nothing was written, as
-    ///   the fence demands) or the writer stopped before it could write.
+    /// Queues an outcome; `done` is called once it is written (true), or not: the job's lease
+    /// was lost (nothing was written, as the fence demands) or the writer stopped before it could
+    /// write (false). It runs on the writer's task, so it must be quick: the worker counts the
+    /// outcome and frees the job's slot there (a task resumed per job cost more than the write).
+    func submit(_ completion: Completion, done: @escaping @Sendable (Bool) -> Void) {
+        let flusher: CheckedContinuation<Void, Never>? = state.withLock { state in
+            state.pending.append(Pending(completion: completion, done: done))
+            defer { state.flusher = nil }
+            return state.flusher
+        }
+        flusher?.resume()
+    }
+
+    /// Queues an outcome and waits until it is written; true when written (see `submit`).
     func write(_ completion: Completion) async -> Bool {
         await withCheckedContinuation { continuation in
-            let flusher: CheckedContinuation<Void, Never>? = state.withLock { state in
-                state.pending.append(Pending(completion: completion, continuation: continuation))
-                defer { state.flusher = nil }
-                return state.flusher
-            }
-            flusher?.resume()
+            submit(completion) { continuation.resume(returning: $0) }
         }
     }
 
@@ -115,7 +122,7 @@ final class CompletionWriter: Sendable {
                             ["job": item.completion.jobID, "attempt": item.completion.attempt]
                         )
                     }
-                    item.continuation.resume(returning: ok)
+                    item.done(ok)
                 }
                 return
             } catch let error as PostgresError where !error.isTransient {
@@ -128,7 +135,7 @@ final class CompletionWriter: Sendable {
                     "could not write results; retrying", ["jobs": batch.count, "error": "\(error)", "attempt": attempts]
                 )
                 if stopping && attempts >= 5 {
-                    for item in batch { item.continuation.resume(returning: false) }
+                    for item in batch { item.done(false) }
                     return
                 }
                 try? await Task.sleep(for: delay)
@@ -152,7 +159,7 @@ final class CompletionWriter: Sendable {
             ["job": refused.jobID, "model": refused.model ?? "none", "attempt": refused.attempt, "error": "\(error)"]
         )
         if refused.kind == .result && refused.status == "failed" && refused.error?["code"] == "outcome_not_storable" {
-            item.continuation.resume(returning: false)  // even that was refused: leave it to the rescue
+            item.done(false)  // even that was refused: leave it to the rescue
             return
         }
         let failed = Completion(
@@ -163,6 +170,6 @@ final class CompletionWriter: Sendable {
                 "message": .string("the database refused this job's outcome (\(error.message)); it was not retried"),
             ]
         )
-        await flush([Pending(completion: failed, continuation: item.continuation)])
+        await flush([Pending(completion: failed, done: item.done)])
     }
 }

@@ -158,30 +158,44 @@ final class WorkerService: Sendable {
             let outcome = await executor.execute(job)
             let elapsed = ContinuousClock.now - started
             metrics.jobLatency.observe(elapsed.seconds, [job.priority.rawValue])
-            await finish(job, outcome, elapsed: elapsed)
-            metrics.inFlight.add(-1, [job.priority.rawValue])
-            inFlight.remove(job.id)
-            // A freed slot alone leads to a claim only once enough are free (the claim threshold):
-            // waking the claim loop for each one before that costs a task switch per job for nothing.
-            if configuration.concurrency - inFlight.count >= configuration.claimThreshold {
-                wake.signal(.slotFreed)
+            let model = Self.model(of: outcome)
+            guard let completion = completion(of: job, outcome, model: model, elapsed: elapsed) else {
+                release(job)
+                return
+            }
+            // Written in the writer's next batch; the slot stays taken until then.
+            inFlight.handOver(job.id)
+            writer.submit(completion) { [self] written in
+                record(completion, of: job, model: model, written: written)
+                release(job)
             }
         }
         inFlight.attach(task, to: job.id)
     }
 
-    /// Turns an outcome into what the queue should record, and writes it.
+    /// Frees a job's slot once its outcome is written (or abandoned).
+    private func release(_ job: Job) {
+        metrics.inFlight.add(-1, [job.priority.rawValue])
+        inFlight.remove(job.id)
+        // A freed slot alone leads to a claim only once enough are free (the claim threshold):
+        // waking the claim loop for each one before that costs a task switch per job for nothing.
+        if configuration.concurrency - inFlight.count >= configuration.claimThreshold {
+            wake.signal(.slotFreed)
+        }
+    }
+
+    /// What the queue should record for an outcome; nil when nothing may be written (the lease
+    /// was taken over).
     /// - Parameter elapsed: from the claim to the outcome, on this worker's clock (the database's
     ///   `claimed_at` is on another host's, which may be set differently).
-    private func finish(_ job: Job, _ outcome: JobOutcome, elapsed: Duration) async {
+    private func completion(of job: Job, _ outcome: JobOutcome, model: String, elapsed: Duration) -> Completion? {
         let worker = configuration.identity.id
-        let model = Self.model(of: outcome)
         let completion: Completion
         switch (inFlight.stopReason(of: job.id), outcome) {
         case (.leaseLost, _):
             logger.warning(
                 "abandoned job: its lease was taken over", ["job": job.id, "model": model, "attempt": job.attempt])
-            return
+            return nil
         case (nil, .succeeded(let answer)), (.shutdown, .succeeded(let answer)):
             // An answer that came in as the worker stops is written, not thrown away and paid for again.
             completion = Completion(
@@ -226,9 +240,7 @@ final class WorkerService: Sendable {
                 )
             }
         }
-        inFlight.handOver(job.id)
-        let written = await writer.write(completion)
-        record(completion, of: job, model: model, written: written)
+        return completion
     }
 
     /// The failure's own trail, or one entry for the attempt when the executor gave none.
