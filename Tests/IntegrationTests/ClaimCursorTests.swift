@@ -21,39 +21,6 @@ struct ClaimCursorTests {
             """, [count])
     }
 
-    @Test("claims run on a generic plan (no planning per call) that probes the primary key")
-    func genericPlan() async throws {
-        try await TestDatabase.withMigrated { configuration in
-            let pool = PostgresPool(configuration, options: .init(maxConnections: 1))
-            defer { Task { await pool.close() } }
-            try await Self.enqueueMinuteOld(pool, count: 5000)
-            try await pool.query("VACUUM ANALYZE switchyard.jobs_interactive")
-            // auto_explain, loaded in this session, sends the plan of every statement the
-            // function runs to the client.
-            let plans = Received<PostgresNotice>()
-            var configured = configuration
-            configured.noticeHandler = { plans.append($0) }
-            let connection = try await PostgresConnection.connect(configured)
-            defer { Task { await connection.close() } }
-            for setting in [
-                "LOAD 'auto_explain'", "SET auto_explain.log_min_duration = 0",
-                "SET auto_explain.log_nested_statements = on", "SET client_min_messages = log",
-            ] { try await connection.query(setting) }
-            var claimed = 0
-            for _ in 0..<8 {
-                claimed += try await connection.query(
-                    "SELECT id FROM switchyard.claim('w', 10, 0, 30, now() - interval '2 minutes', 0)"
-                ).count
-            }
-            #expect(claimed == 80)
-            let update = try #require(plans.values.last { $0.message.contains("Update on jobs_interactive") }?.message)
-            // Generic: the cursor is a parameter ($n), not the value of this call.
-            #expect(update.contains("ROW(run_at, id) > ROW($"), "\(update)")
-            #expect(update.contains("Index Scan using jobs_interactive_pkey"), "\(update)")
-            #expect(!update.contains("Seq Scan on jobs_interactive") && !update.contains("Hash Join"), "\(update)")
-        }
-    }
-
     @Test("with a snapshot held, a claim from the cursor skips the jobs already claimed; heartbeat and write-back probe by key")
     func heldSnapshot() async throws {
         try await TestDatabase.withMigrated { configuration in
