@@ -21,6 +21,53 @@ struct ClaimCursorTests {
             """, [count])
     }
 
+    @Test("a session's plans made while the queue was empty still probe by key once it holds thousands of jobs")
+    func plansMadeOnAnEmptyQueue() async throws {
+        try await TestDatabase.withMigrated { configuration in
+            let pool = PostgresPool(configuration, options: .init(maxConnections: 1))
+            defer { Task { await pool.close() } }
+            let plans = Received<PostgresNotice>()
+            var configured = configuration
+            configured.noticeHandler = { plans.append($0) }
+            let connection = try await PostgresConnection.connect(configured)
+            defer { Task { await connection.close() } }
+            for setting in [
+                "LOAD 'auto_explain'", "SET auto_explain.log_min_duration = 0",
+                "SET auto_explain.log_nested_statements = on", "SET client_min_messages = log",
+            ] { try await connection.query(setting) }
+            // A worker that starts before the backlog: its first claims find nothing.
+            for _ in 0..<6 {
+                #expect(try await connection.query("SELECT id FROM switchyard.claim('w', 10, 10, 30)").isEmpty)
+            }
+            try await pool.query(
+                """
+                INSERT INTO switchyard.jobs (request, priority, run_at)
+                SELECT jsonb_build_object('messages', jsonb_build_array(jsonb_build_object('role', 'user', 'content', 'x' || g))),
+                       'background', now() - interval '1 minute'
+                FROM generate_series(1, 5000) g
+                """)
+            let store = QueueStore(pool: pool)
+            let jobs = try await store.claim(worker: "w2", freeSlots: 5, backgroundSlots: 5, lease: Self.lease)
+            var claimed = 0
+            for _ in 0..<4 {
+                claimed += try await connection.query("SELECT id FROM switchyard.claim('w', 10, 10, 30)").count
+            }
+            #expect(claimed == 40)
+            // The write-back of a claimed batch, planned the same way.
+            for _ in 0..<6 {
+                _ = try await connection.query(
+                    "SELECT * FROM switchyard.complete('w2', $1::jsonb)",
+                    [JSONValue.array(jobs.map { ["id": .number(Double($0.id)), "attempt": 9, "kind": "release"] }).jsonText])
+            }
+            let messages = plans.values.map(\.message)
+            let claim = try #require(messages.last { $0.contains("SELECT j.id FROM switchyard.jobs_background") })
+            #expect(claim.contains("jobs_background_pkey"), "\(claim)")
+            #expect(!claim.contains("Seq Scan on jobs_background"), "\(claim)")
+            let requeue = try #require(messages.last { $0.contains("Query Text: UPDATE switchyard.jobs j") })
+            #expect(!requeue.contains("Seq Scan on jobs_background"), "\(requeue)")
+        }
+    }
+
     @Test("with a snapshot held, a claim from the cursor skips the jobs already claimed; heartbeat and write-back probe by key")
     func heldSnapshot() async throws {
         try await TestDatabase.withMigrated { configuration in
