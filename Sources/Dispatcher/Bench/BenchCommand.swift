@@ -66,11 +66,13 @@ enum BenchCommand {
           client     SELECT 1 round trips and pipelined inserts, against pgbench
           routing    routing decisions per second and per-decision latency, 20-model catalog
           throughput enqueue (single-row submits, bulk CLI) and drain (worker processes, routing,
-                     write-back) against the same cycle as raw SQL (the ceiling)
+                     write-back) against the same cycle as raw SQL (the ceiling), three rounds
+                     of each, alternated
           latency    pickup latency at idle and under load, LISTEN/NOTIFY and --poll-only
           isolation  interactive queue wait with 100,000 background jobs queued and every slot busy
           bloat      drain throughput with a snapshot held open, against without
-          backlog    drain throughput with 1,000,000 queued against 10,000
+          backlog    drain throughput with 1,000,000 queued against 10,000, seven rounds of
+                     each, alternated
           scale      drain throughput for 1, 2, 4 and 8 worker processes
           memory     a worker's peak RSS at concurrency 256
 
