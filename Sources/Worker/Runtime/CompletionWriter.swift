@@ -63,11 +63,14 @@ final class CompletionWriter: Sendable {
     }
 
     /// Writes batches until `finish()` is called and nothing is pending.
-    func run() async {
+    /// - Parameter afterEachBatch: called once a batch's outcomes have all been told (the worker
+    ///   wakes its claim loop there: the whole batch's slots are free by then).
+    func run(afterEachBatch: @Sendable () -> Void = {}) async {
         while true {
             let batch: [Pending]? = await nextBatch()
             guard let batch else { return }
             await flush(batch)
+            afterEachBatch()
         }
     }
 

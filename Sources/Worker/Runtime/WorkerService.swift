@@ -72,7 +72,7 @@ final class WorkerService: Sendable {
                 "lease_s": configuration.lease.seconds, "poll_only": configuration.pollOnly,
             ]
         )
-        let writing = Task { await self.writer.run() }
+        let writing = Task { await self.writer.run(afterEachBatch: { self.wakeIfWorthClaiming() }) }
         await withTaskGroup(of: Void.self) { background in
             background.addTask { await self.heartbeatLoop() }
             background.addTask { await self.housekeeper.run() }
@@ -165,20 +165,26 @@ final class WorkerService: Sendable {
             }
             // Written in the writer's next batch; the slot stays taken until then.
             inFlight.handOver(job.id)
+            // The writer wakes the claim loop after the whole batch (`wakeIfWorthClaiming`).
             writer.submit(completion) { [self] written in
                 record(completion, of: job, model: model, written: written)
-                release(job)
+                release(job, wakeClaims: false)
             }
         }
         inFlight.attach(task, to: job.id)
     }
 
     /// Frees a job's slot once its outcome is written (or abandoned).
-    private func release(_ job: Job) {
+    private func release(_ job: Job, wakeClaims: Bool = true) {
         metrics.inFlight.add(-1, [job.priority.rawValue])
         inFlight.remove(job.id)
-        // A freed slot alone leads to a claim only once enough are free (the claim threshold):
-        // waking the claim loop for each one before that costs a task switch per job for nothing.
+        if wakeClaims { wakeIfWorthClaiming() }
+    }
+
+    /// A freed slot alone leads to a claim only once enough are free (the claim threshold):
+    /// waking the claim loop for each one before that costs a task switch per job for nothing,
+    /// and waking it in the middle of a write-back batch's slots claims half of them.
+    private func wakeIfWorthClaiming() {
         if configuration.concurrency - inFlight.count >= configuration.claimThreshold {
             wake.signal(.slotFreed)
         }
