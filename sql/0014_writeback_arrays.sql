@@ -21,21 +21,22 @@ CREATE FUNCTION switchyard.complete(
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, switchyard, pg_temp SET enable_nestloop = off
     AS $$
 DECLARE
-    result_ids bigint[];
-    requeue_ids bigint[];
+    jobs constant integer := coalesce(cardinality(p_ids), 0);
     requeued integer;
 BEGIN
-    IF cardinality(p_ids) IS DISTINCT FROM cardinality(p_kinds)
-       OR cardinality(p_ids) IS DISTINCT FROM cardinality(p_attempts) THEN
+    -- unnest pads a short array with NULLs: one too short would write NULLs into the tail of its
+    -- column, silently. Every array has one element per job (NULL elements for what is unset).
+    IF EXISTS (SELECT FROM unnest(ARRAY[
+            cardinality(p_attempts), cardinality(p_kinds), cardinality(p_statuses), cardinality(p_task_classes),
+            cardinality(p_models), cardinality(p_providers), cardinality(p_tiers), cardinality(p_responses),
+            cardinality(p_errors), cardinality(p_trails), cardinality(p_tokens_in), cardinality(p_tokens_out),
+            cardinality(p_costs), cardinality(p_base_costs), cardinality(p_primary_costs), cardinality(p_latency_ms),
+            cardinality(p_metadata), cardinality(p_retry_at)]) AS n WHERE coalesce(n, 0) <> jobs) THEN
         PERFORM switchyard.reject('complete: every array must have one element per job',
-                                  'Pass p_ids, p_attempts, p_kinds, … of the same length.');
+                                  'Pass p_ids, p_attempts, p_kinds, … of the same length (NULL elements for unset values).');
     END IF;
-    SELECT array_agg(x.id) FILTER (WHERE x.kind = 'result'),
-           array_agg(x.id) FILTER (WHERE x.kind IN ('retry', 'release', 'postpone'))
-    INTO result_ids, requeue_ids
-    FROM unnest(p_ids, p_kinds) AS x(id, kind);
 
-    IF result_ids IS NOT NULL THEN
+    IF 'result' = ANY (p_kinds) THEN
         RETURN QUERY
         WITH input AS (
             SELECT * FROM unnest(p_ids, p_attempts, p_kinds, p_statuses, p_task_classes, p_models, p_providers,
@@ -47,7 +48,7 @@ BEGIN
         ), finished AS (
             -- The fence: only the holder of the lease, for this attempt, ends the job.
             DELETE FROM switchyard.jobs j USING input i
-            WHERE j.id = ANY (result_ids) AND j.id = i.id AND j.attempt = i.attempt
+            WHERE j.id = ANY (p_ids) AND j.id = i.id AND j.attempt = i.attempt
                   AND coalesce(j.lease_owner = p_worker, false)
             RETURNING j.*
         )
@@ -64,7 +65,7 @@ BEGIN
         RETURNING r.job_id, 'result'::text;
     END IF;
 
-    IF requeue_ids IS NOT NULL THEN
+    IF p_kinds && ARRAY['retry', 'release', 'postpone'] THEN
         RETURN QUERY
         UPDATE switchyard.jobs j
         SET lease_owner = NULL, lease_expires_at = NULL, claimed_at = NULL,
@@ -72,7 +73,7 @@ BEGIN
             attempt = CASE WHEN i.kind IN ('release', 'postpone') THEN greatest(j.attempt - 1, 0) ELSE j.attempt END,
             attempts = j.attempts || coalesce(i.trail, '[]')
         FROM unnest(p_ids, p_attempts, p_kinds, p_retry_at, p_trails) AS i(id, attempt, kind, retry_at, trail)
-        WHERE j.id = ANY (requeue_ids) AND i.kind IN ('retry', 'release', 'postpone') AND j.id = i.id
+        WHERE j.id = ANY (p_ids) AND i.kind IN ('retry', 'release', 'postpone') AND j.id = i.id
           AND j.attempt = i.attempt AND coalesce(j.lease_owner = p_worker, false)
         RETURNING j.id, i.kind;
         GET DIAGNOSTICS requeued = ROW_COUNT;

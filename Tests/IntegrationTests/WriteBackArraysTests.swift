@@ -146,4 +146,27 @@ struct WriteBackArraysTests {
         #expect(binary.contains { $0.contains("nul \u{FFFD} byte") })
         #expect(!binary.joined().contains("\\u0000"))
     }
+
+    @Test("arrays of different lengths are refused, not padded with NULLs")
+    func unequalLengths() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            _ = try await store.submit(Submission(request: Self.hello))
+            let job = try #require(try await store.claim(worker: "w", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30)).first)
+            // One outcome, but no retry_at element: the retry would have run at once.
+            let error = await #expect(throws: PostgresError.self) {
+                try await pool.query(
+                    """
+                    SELECT * FROM switchyard.complete('w', ARRAY[$1::bigint], ARRAY[$2::integer], ARRAY['retry'],
+                        ARRAY[NULL::text], ARRAY[NULL::text], ARRAY[NULL::text], ARRAY[NULL::text], ARRAY[NULL::text],
+                        ARRAY[NULL::jsonb], ARRAY[NULL::jsonb], ARRAY['[]'::jsonb], ARRAY[NULL::integer],
+                        ARRAY[NULL::integer], ARRAY[NULL::numeric], ARRAY[NULL::numeric], ARRAY[NULL::numeric],
+                        ARRAY[NULL::float8], ARRAY[NULL::jsonb], ARRAY[]::timestamptz[])
+                    """, [job.id, job.attempt])
+            }
+            #expect(error?.sqlState == SQLState("22023"))
+            #expect(error?.message.contains("every array must have one element per job") == true)
+            #expect(try await pool.query("SELECT lease_owner FROM switchyard.jobs").scalar(String?.self) == "w")
+        }
+    }
 }
