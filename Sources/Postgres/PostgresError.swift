@@ -70,6 +70,14 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
             || sqlState.rawValue.hasPrefix("08") || sqlState == .adminShutdown
             || sqlState == .cannotConnectNow
     }
+
+    /// True when the server refused a value the statement carried (a data exception, a
+    /// constraint, a limit: SQLSTATE classes 22, 23 and 54): sending the same values again
+    /// cannot succeed, and waiting does not help. Not for failures of the connection or the server.
+    public var isRefusedValue: Bool {
+        guard code == .server, let sqlState else { return false }
+        return ["22", "23", "54"].contains(sqlState.errorClass)
+    }
 }
 
 /// A Postgres SQLSTATE code (see the "PostgreSQL Error Codes" appendix).

@@ -41,6 +41,27 @@ struct CompletionWriterTests {
         }
     }
 
+    @Test("only a value the database refuses is narrowed down to one outcome; an outage is retried")
+    func refusedOrUnavailable() {
+        let refused = [
+            ("22003", "integer out of range"), ("22021", "invalid byte sequence"), ("23502", "null value"),
+            ("54000", "array too large"),
+        ]
+        for (state, message) in refused {
+            #expect(PostgresError(.server, message, sqlState: SQLState(state)).isRefusedValue, "\(state)")
+        }
+        let unavailable = [
+            PostgresError(.connectionFailed, "could not connect: no connection became free in 15 s"),
+            PostgresError(.poolUnavailable, "the pool is closed"),
+            PostgresError(.server, "terminating connection because of crash of another server process",
+                          sqlState: SQLState("57P02")),
+            PostgresError(.server, "cannot execute INSERT in a read-only transaction", sqlState: SQLState("25006")),
+            PostgresError(.server, "too many connections", sqlState: SQLState("53300")),
+            PostgresError(.server, "canceling statement due to statement timeout", sqlState: SQLState("57014")),
+        ]
+        for error in unavailable { #expect(!error.isRefusedValue, "\(error.message)") }
+    }
+
     @Test("a provider answer with a NUL character is stored, the NUL replaced by U+FFFD")
     func nulInAnswer() async throws {
         try await TestDatabase.withMigratedPool { pool in

@@ -9,8 +9,8 @@ import Synchronization
 final class CompletionWriter: Sendable {
     private struct Pending {
         var completion: Completion
-        /// Told whether the outcome was written, on the writer's task, right after its batch.
-        var done: @Sendable (Bool) -> Void
+        /// Told what was written for the job, on the writer's task, right after its batch.
+        var done: @Sendable (Completion?) -> Void
     }
 
     private struct State {
@@ -32,11 +32,12 @@ final class CompletionWriter: Sendable {
         self.logger = logger
     }
 
-    /// Queues an outcome; `done` is called once it is written (true), or not: the job's lease
-    /// was lost (nothing was written, as the fence demands) or the writer stopped before it could
-    /// write (false). It runs on the writer's task, so it must be quick: the worker counts the
+    /// Queues an outcome; `done` is called with what was written for the job: the outcome, or
+    /// the failure that replaced it when the database refused it (see `isolate`), or nil when
+    /// nothing was: the job's lease was lost (as the fence demands) or the writer stopped before
+    /// it could write. It runs on the writer's task, so it must be quick: the worker counts the
     /// outcome and frees the job's slot there (a task resumed per job cost more than the write).
-    func submit(_ completion: Completion, done: @escaping @Sendable (Bool) -> Void) {
+    func submit(_ completion: Completion, done: @escaping @Sendable (Completion?) -> Void) {
         let flusher: CheckedContinuation<Void, Never>? = state.withLock { state in
             state.pending.append(Pending(completion: completion, done: done))
             defer { state.flusher = nil }
@@ -45,10 +46,11 @@ final class CompletionWriter: Sendable {
         flusher?.resume()
     }
 
-    /// Queues an outcome and waits until it is written; true when written (see `submit`).
+    /// Queues an outcome and waits until it is written; true when it (or the failure that
+    /// replaced it) was written (see `submit`).
     func write(_ completion: Completion) async -> Bool {
         await withCheckedContinuation { continuation in
-            submit(completion) { continuation.resume(returning: $0) }
+            submit(completion) { continuation.resume(returning: $0 != nil) }
         }
     }
 
@@ -110,7 +112,8 @@ final class CompletionWriter: Sendable {
     /// unwritten job keeps its row in switchyard.jobs and is rescued when its lease expires.
     /// An error a retry cannot cure (the database refuses a value in the batch) is narrowed down
     /// to the outcome that causes it, which is written as failed instead: retrying the batch
-    /// forever would hold every later outcome, and their leases, behind it.
+    /// forever would hold every later outcome, and their leases, behind it. Anything else (the
+    /// database down, restarting, out of connections, read-only after a failover) is retried.
     private func flush(_ batch: [Pending]) async {
         var delay = Duration.milliseconds(100)
         var attempts = 0
@@ -125,10 +128,10 @@ final class CompletionWriter: Sendable {
                             ["job": item.completion.jobID, "attempt": item.completion.attempt]
                         )
                     }
-                    item.done(ok)
+                    item.done(ok ? item.completion : nil)
                 }
                 return
-            } catch let error as PostgresError where !error.isTransient {
+            } catch let error as PostgresError where error.isRefusedValue {
                 await isolate(batch, error)
                 return
             } catch {
@@ -138,7 +141,7 @@ final class CompletionWriter: Sendable {
                     "could not write results; retrying", ["jobs": batch.count, "error": "\(error)", "attempt": attempts]
                 )
                 if stopping && attempts >= 5 {
-                    for item in batch { item.done(false) }
+                    for item in batch { item.done(nil) }
                     return
                 }
                 try? await Task.sleep(for: delay)
@@ -162,7 +165,7 @@ final class CompletionWriter: Sendable {
             ["job": refused.jobID, "model": refused.model ?? "none", "attempt": refused.attempt, "error": "\(error)"]
         )
         if refused.kind == .result && refused.status == "failed" && refused.error?["code"] == "outcome_not_storable" {
-            item.done(false)  // even that was refused: leave it to the rescue
+            item.done(nil)  // even that was refused: leave it to the rescue
             return
         }
         let failed = Completion(

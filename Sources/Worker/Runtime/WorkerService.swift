@@ -84,8 +84,9 @@ final class WorkerService: Sendable {
             }
             await claimLoop()
             await drain()
-            // Every job has handed its outcome to the writer; let it write them all before the
-            // heartbeat stops (never cancel the writer: cancelling a statement could lose a batch).
+            // Every job's outcome is written by now (a slot is freed only after its write); let the
+            // writer end before the heartbeat stops (never cancel it: cancelling a statement could
+            // lose a batch).
             writer.finish()
             await writing.value
             background.cancelAll()
@@ -167,7 +168,8 @@ final class WorkerService: Sendable {
             inFlight.handOver(job.id)
             // The writer wakes the claim loop after the whole batch (`wakeIfWorthClaiming`).
             writer.submit(completion) { [self] written in
-                record(completion, of: job, model: model, written: written)
+                // What was written: a refused outcome is counted as the failure that replaced it.
+                record(written ?? completion, of: job, model: model, written: written != nil)
                 release(job, wakeClaims: false)
             }
         }
@@ -223,7 +225,7 @@ final class WorkerService: Sendable {
             )
         case (nil, .postponed(let until, let reason)):
             completion = Completion(jobID: job.id, attempt: job.attempt, kind: .postpone, retryAt: until)
-            logger.info("background job waits for a cheaper price", ["job": job.id, "until": until, "reason": reason])
+            logger.info("job waits to run later", ["job": job.id, "until": until, "reason": reason])
         case (nil, .failed(let failure)):
             let error: JSONValue = ["code": .string(failure.code), "message": .string(failure.message)]
             if failure.retryable && job.attempt < job.maxAttempts {
@@ -260,8 +262,8 @@ final class WorkerService: Sendable {
         ]
     }
 
-    /// Waits for running jobs up to the grace period, then stops the rest; they are released to
-    /// the queue without spending an attempt.
+    /// Waits for running jobs (and the writes of their outcomes) up to the grace period, then
+    /// stops the jobs still running; they are released to the queue without spending an attempt.
     private func drain() async {
         let grace = configuration.shutdownGrace
         await withTaskGroup(of: Bool.self) { group in
