@@ -74,13 +74,12 @@ public struct PostgresBinaryArray: PostgresEncodable {
         elements.append(contentsOf: value.utf8)
     }
 
-    /// Appends a `timestamptz` element (microseconds since 2000-01-01 UTC).
+    /// Appends a `timestamptz` element (as the text form would: dates beyond it as infinity).
     public mutating func append(_ value: Date?) {
         precondition(element == .timestamptz, "a Date in an array of \(element)")
         guard let value else { return appendNull() }
-        let microseconds = ((value.timeIntervalSince1970 - 946_684_800) * 1_000_000).rounded()
         appendLength(8)
-        appendBigEndian(UInt64(bitPattern: Int64(max(-9.2e18, min(9.2e18, microseconds)))))
+        appendBigEndian(UInt64(bitPattern: PostgresTimestamp.microsecondsSince2000(value)))
     }
 
     /// Appends a `jsonb` element written by `write` as JSON text (UTF-8), straight into the buffer.
@@ -153,7 +152,8 @@ public struct PostgresBinaryArray: PostgresEncodable {
             case .float8: element = Double(bitPattern: read(8)).postgresText
             case .timestamptz:
                 let microseconds = Int64(bitPattern: read(8))
-                element = Date(timeIntervalSince1970: 946_684_800 + Double(microseconds) / 1_000_000).postgresText
+                element = microseconds == .max ? "infinity" : microseconds == .min ? "-infinity"
+                    : PostgresTimestamp.date(microsecondsSince2000: microseconds).postgresText
             case .text, .jsonb:
                 let skip = self.element == .jsonb ? 1 : 0
                 element = String(decoding: elements[(position + skip)..<(position + length)], as: UTF8.self)

@@ -51,6 +51,21 @@ enum PostgresTimestamp {
         }
     }
 
+    /// Postgres's binary `timestamptz`: microseconds since 2000-01-01 UTC, with the dates `format`
+    /// writes as `infinity`/`-infinity` sent as Postgres's infinities (`Int64.max`/`Int64.min`).
+    static func microsecondsSince2000(_ date: Date) -> Int64 {
+        let since1970 = (date.timeIntervalSince1970 * 1_000_000).rounded()
+        guard since1970.isFinite, abs(since1970) < 2.5e17 else { return since1970 < 0 ? .min : .max }
+        return Int64(since1970) - epoch2000Microseconds
+    }
+
+    /// The inverse of `microsecondsSince2000`, for finite values.
+    static func date(microsecondsSince2000 value: Int64) -> Date {
+        Date(timeIntervalSince1970: Double(value + epoch2000Microseconds) / 1_000_000)
+    }
+
+    private static let epoch2000Microseconds: Int64 = 946_684_800_000_000
+
     /// Parses `YYYY-MM-DD[ HH:MM:SS[.ffffff]][+HH[:MM[:SS]]]`, `infinity` and `-infinity`.
     /// - Returns: nil for anything else (including BC dates, which Switchyard never stores).
     static func parse(_ text: String) -> Date? {
