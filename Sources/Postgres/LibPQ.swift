@@ -189,7 +189,8 @@ enum LibPQ {
         return text
     }
 
-    /// Lends libpq the parameters as C strings (nil for NULL), all in one buffer.
+    /// Lends libpq the parameters, all in one buffer: text ones as C strings (nil for NULL), binary
+    /// ones as bytes with their lengths, formats and types.
     static func withParameters<T>(
         _ binds: [(any PostgresEncodable)?],
         _ body: (Parameters) throws -> T

@@ -3,7 +3,8 @@ import Foundation
 /// A Swift value that can be sent as a bind parameter (`$1`, `$2`, …).
 ///
 /// Parameters travel in Postgres's text format with an unspecified type, so the server infers the
-/// type from the statement; add a cast (`$1::jsonb`) where the statement leaves it ambiguous.
+/// type from the statement; add a cast (`$1::jsonb`) where the statement leaves it ambiguous. A
+/// value with a `postgresBinary` form (`PostgresBinaryArray`) travels in binary with its type.
 /// Values are never spliced into SQL text.
 public protocol PostgresEncodable: Sendable {
     /// The value in Postgres's text input format.

@@ -80,7 +80,9 @@ enum BenchCommand {
           --jobs N          jobs per run (default 100000)
           --workers N       worker processes (default 2)
           --concurrency N   per worker (default 64)
-          --hold DURATION   how long bloat holds its snapshot (default 2m)
+          --hold DURATION   the longest bloat holds its snapshot (default 2m; it lets go when
+                            its drain ends)
+          --backlog N       the large queue of backlog (default 1000000)
           --decisions N     routing decisions timed (default 200000; a small count keeps a run
                             under valgrind --tool=callgrind short)
 

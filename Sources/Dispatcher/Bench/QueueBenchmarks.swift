@@ -65,23 +65,23 @@ struct QueueBenchmarks {
         // delete cycle as raw SQL (pgbench), with the same batch size and connections, on the
         // same number of jobs. Three rounds of each, alternated: on a shared machine either can
         // land on a slow minute, and the median of each is steadier than one run.
+        // Each starts with no results and a vacuumed, analyzed queue, as a queue in service is
+        // (autovacuum catching up on 100,000 new rows would otherwise land inside one of them).
+        @Sendable func fill(enqueue: Bool) async throws {
+            try await pool.query("DELETE FROM switchyard.results")
+            if enqueue { try await BenchFleet.enqueue(pool, count: jobs) }
+            try await pool.query("VACUUM ANALYZE switchyard.jobs_interactive, switchyard.results")
+        }
         var drains: [Double] = []
         var ceilings: [Double] = []
         for round in 0..<3 {
-            if round > 0 {
-                try await pool.query("DELETE FROM switchyard.results")
-                try await BenchFleet.enqueue(pool, count: jobs)
-            }
-            // Both start from a vacuumed, analyzed queue, as a queue in service is (autovacuum
-            // catching up on 100,000 new rows would otherwise land inside one of them).
-            try await pool.query("VACUUM ANALYZE switchyard.jobs_interactive, switchyard.results")
+            try await fill(enqueue: round > 0)  // the first round drains what was just submitted
             let workerProcesses = try BenchFleet.startWorkers(workers, concurrency: concurrency, database: database)
             try await BenchFleet.waitForResults(pool, count: jobs)
             await BenchFleet.stop(workerProcesses)
             drains.append(try await BenchFleet.drainRate(pool))
 
-            try await BenchFleet.enqueue(pool, count: jobs)
-            try await pool.query("VACUUM ANALYZE switchyard.jobs_interactive, switchyard.results")
+            try await fill(enqueue: true)
             ceilings.append(try await rawSQLDrain(database, pool: pool))
         }
         report.add(Measurement(
@@ -93,7 +93,6 @@ struct QueueBenchmarks {
 
     /// Drains the queue with pgbench running the claim and complete statements as plain SQL.
     func rawSQLDrain(_ database: PostgresConfiguration, pool: PostgresPool) async throws -> Double {
-        try await pool.query("DELETE FROM switchyard.results")
         let script = """
             WITH picked AS (
                 SELECT id FROM switchyard.jobs_interactive

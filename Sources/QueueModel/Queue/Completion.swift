@@ -11,7 +11,7 @@ public struct Completion: Sendable {
         /// The job goes back to the queue now; the attempt does not count (shutdown).
         case release
         /// The job goes back to the queue until `retryAt`; the attempt does not count (a
-        /// background job that no model may run now waits for the next price window).
+        /// background job waiting for a cheaper price, or a job whose models are all out for now).
         case postpone
     }
 

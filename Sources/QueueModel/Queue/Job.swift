@@ -42,12 +42,12 @@ public struct Job: Sendable, Hashable {
         self.createdAt = createdAt
     }
 
-    /// Decodes a row of `switchyard.jobs`.
     /// The columns `init(row:)` reads: what a claim returns.
     static let columns = """
         id, priority, task_class, affinity_key, request, attempt, max_attempts, run_at, deadline, claimed_at, created_at
         """
 
+    /// Decodes a row of `switchyard.jobs` with (at least) `columns`.
     init(row: PostgresRow) throws {
         let priorityText = try row.decode("priority", as: String.self)
         guard let priority = Priority(rawValue: priorityText) else {

@@ -10,7 +10,8 @@ public enum JobOutcome: Sendable {
     /// The job was cancelled while running (its call abandoned).
     case cancelled(trail: [AttemptRecord])
     /// The job should wait until a later time without spending its attempt: a background job
-    /// that no model may run at the current price waits for the next price window.
+    /// that no model may run at the current price waits for the next price window, and a job
+    /// whose rule's models are all out for now (breakers, budgets) waits for one to come back.
     case postponed(until: Date, reason: String)
 }
 
