@@ -167,6 +167,31 @@ struct AlertTests {
         }
     }
 
+    @Test("a backlog waiting ten minutes raises the queue-wait alert behind 25,000 jobs that finished quickly")
+    func queueWaitBehindManyFinished() async throws {
+        try await Self.withCatalog { pool in
+            // Ten minutes from now, as the housekeeper would see it: the 5,000 queued jobs have
+            // waited ten minutes; 25,000 jobs finished in the last minute after 10 ms each.
+            let at = try await ResultRow.databaseNow(pool).addingTimeInterval(600)
+            try await pool.query(
+                """
+                INSERT INTO switchyard.results (job_id, status, priority, request, created_at, queue_wait_ms, finished_at)
+                SELECT g, 'succeeded', 'interactive', '{"messages":[{"role":"user","content":"hi"}]}',
+                       $1::timestamptz - interval '1 minute', 10, $1::timestamptz - (g % 60) * interval '1 second'
+                FROM generate_series(1, 25000) g
+                """, [at])
+            try await pool.query(
+                """
+                INSERT INTO switchyard.jobs (request)
+                SELECT jsonb_build_object('messages', jsonb_build_array(jsonb_build_object('role', 'user', 'content', 'q' || g)))
+                FROM generate_series(1, 5000) g
+                """)
+            let raised = try await AlertStore(pool: pool).evaluate(at: at)
+            let alert = try #require(raised.first { $0.kind == "queue_wait" }, "\(raised)")
+            #expect((alert.value ?? 0) > 500_000, "\(alert.message)")
+        }
+    }
+
     @Test(
         "background jobs that cannot meet their deadlines at recent throughput raise an alert until throughput recovers"
     )
