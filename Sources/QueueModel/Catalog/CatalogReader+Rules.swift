@@ -125,8 +125,8 @@ extension CatalogReader {
     }
 
     /// A rule's `settings.background_max_cost_per_1k` is a price, read as `max_cost_per_1k` is:
-    /// every worker's claim casts it to numeric (`switchyard.background_gate`), so one that is not
-    /// a number would stop the whole fleet claiming.
+    /// the claim's gate (`switchyard.background_gate`) ignores one that is not a number
+    /// (`sql/0011`), so a typo would lift the ceiling unnoticed; import refuses it instead.
     private mutating func checkBackgroundCeiling(in settings: JSONNode?, at path: String) {
         let key = RouteRule.SettingsKey.backgroundMaxCostPer1K
         // The last of duplicated keys, as the stored settings keep it.
