@@ -33,6 +33,9 @@ public actor PostgresConnection {
     private var handle: OpaquePointer?
     private let canceller = Canceller()
     private let noticeSink: NoticeSink
+    /// Statements prepared on this connection by `query(_:_:prepared:)`, by their text.
+    private var prepared: [String: PreparedStatement] = [:]
+    private var preparedCount = 0
 
     private init(configuration: PostgresConfiguration, threadName: String) {
         self.configuration = configuration
@@ -86,19 +89,83 @@ public actor PostgresConnection {
         let ticket = canceller.newTicket()
         return try await withTaskCancellationHandler {
             try await self.run(ticket) { handle in
-                try LibPQ.withParameters(binds) { parameters in
-                    try LibPQ.rows(
-                        PQexecParams(
-                            handle, try LibPQ.checked(sql), parameters.count, parameters.types, parameters.values,
-                            parameters.lengths, parameters.formats, 0
-                        ),
-                        handle
-                    )
-                }
+                try LibPQ.withParameters(binds) { try Self.unprepared(sql, $0, handle) }
             }
         } onCancel: {
             canceller.cancel(ticket)
         }
+    }
+
+    /// Runs one statement as a prepared statement of this connection: parsed and analyzed once,
+    /// then only bound and executed (the statements a worker runs for every claim and write-back
+    /// are the same text each time). Postgres still chooses between a custom and a generic plan
+    /// per execution, as for any prepared statement.
+    ///
+    /// When the parameters' binary types differ from the types the statement was prepared with,
+    /// or the server has lost the statement (`DISCARD ALL` from a connection pooler, SQLSTATE
+    /// 26000) or must re-plan it with another result type (0A000), the statement runs unprepared
+    /// instead, as `query(_:_:)` runs it; the next call prepares it again.
+    @discardableResult
+    public nonisolated func query(_ sql: String, _ binds: [(any PostgresEncodable)?], prepared: Bool) async throws
+        -> PostgresRows
+    {
+        guard prepared else { return try await query(sql, binds) }
+        let ticket = canceller.newTicket()
+        return try await withTaskCancellationHandler {
+            try await self.runPrepared(ticket, sql, binds)
+        } onCancel: {
+            canceller.cancel(ticket)
+        }
+    }
+
+    private func runPrepared(_ ticket: UInt64, _ sql: String, _ binds: [(any PostgresEncodable)?]) throws
+        -> PostgresRows
+    {
+        try run(ticket) { handle in
+            try LibPQ.withParameters(binds) { parameters in
+                let statement: PreparedStatement
+                if let known = self.prepared[sql] {
+                    statement = known
+                } else {
+                    statement = try PreparedStatement.prepare(
+                        sql, name: "switchyard_\(self.preparedCount)", parameters, handle)
+                    self.preparedCount += 1
+                    self.prepared[sql] = statement
+                }
+                guard statement.accepts(parameters) else { return try Self.unprepared(sql, parameters, handle) }
+                do {
+                    return try LibPQ.rows(
+                        PQexecPrepared(
+                            handle, statement.name, parameters.count, parameters.values, parameters.lengths,
+                            parameters.formats, 0
+                        ),
+                        handle
+                    )
+                } catch let error as PostgresError
+                    where error.sqlState == .invalidStatementName || error.sqlState == .featureNotSupported
+                {
+                    // Lost or stale: forget it, and run this call unprepared unless the error
+                    // aborted the caller's transaction. (A stale one is deallocated; names are
+                    // never reused.)
+                    self.prepared[sql] = nil
+                    guard PQtransactionStatus(handle) == PQTRANS_IDLE else { throw error }
+                    if error.sqlState == .featureNotSupported { PQclear(PQexec(handle, "DEALLOCATE \(statement.name)")) }
+                    return try Self.unprepared(sql, parameters, handle)
+                }
+            }
+        }
+    }
+
+    private static func unprepared(_ sql: String, _ parameters: LibPQ.Parameters, _ handle: OpaquePointer) throws
+        -> PostgresRows
+    {
+        try LibPQ.rows(
+            PQexecParams(
+                handle, try LibPQ.checked(sql), parameters.count, parameters.types, parameters.values,
+                parameters.lengths, parameters.formats, 0
+            ),
+            handle
+        )
     }
 
     /// Runs a script of one or more statements separated by semicolons, with no parameters
@@ -184,6 +251,30 @@ public actor PostgresConnection {
             PQclear(PQexec(handle, "ROLLBACK"))
         }
         return isReusable()
+    }
+}
+
+/// A statement prepared on one connection, with the parameter types the server settled on.
+private struct PreparedStatement {
+    let name: String
+    let types: [UInt32]
+
+    static func prepare(_ sql: String, name: String, _ parameters: LibPQ.Parameters, _ handle: OpaquePointer) throws
+        -> PreparedStatement
+    {
+        _ = try LibPQ.rows(PQprepare(handle, name, try LibPQ.checked(sql), parameters.count, parameters.types), handle)
+        guard let described = PQdescribePrepared(handle, name) else { throw LibPQ.connectionError(handle) }
+        defer { PQclear(described) }
+        guard PQresultStatus(described) == PGRES_COMMAND_OK else { throw LibPQ.serverError(described, handle) }
+        return PreparedStatement(name: name, types: (0..<PQnparams(described)).map { PQparamtype(described, $0) })
+    }
+
+    /// Whether every binary parameter has the type the statement was prepared with (the server
+    /// reads text ones as that type).
+    func accepts(_ parameters: LibPQ.Parameters) -> Bool {
+        guard Int(parameters.count) == types.count else { return false }
+        guard let formats = parameters.formats, let given = parameters.types else { return true }
+        return (0..<types.count).allSatisfy { formats[$0] == 0 || given[$0] == types[$0] }
     }
 }
 

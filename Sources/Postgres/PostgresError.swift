@@ -108,4 +108,6 @@ public struct SQLState: Hashable, Sendable, CustomStringConvertible {
     public static let invalidPassword = SQLState("28P01")
     public static let invalidCatalogName = SQLState("3D000")
     public static let lockNotAvailable = SQLState("55P03")
+    public static let invalidStatementName = SQLState("26000")
+    public static let featureNotSupported = SQLState("0A000")
 }

@@ -77,6 +77,13 @@ public final class PostgresPool: Sendable {
         try await withConnection { try await $0.query(sql, binds) }
     }
 
+    /// Runs one statement on a pooled connection, prepared there the first time it runs on it;
+    /// see `PostgresConnection.query(_:_:prepared:)`.
+    @discardableResult
+    public func query(_ sql: String, _ binds: [(any PostgresEncodable)?], prepared: Bool) async throws -> PostgresRows {
+        try await withConnection { try await $0.query(sql, binds, prepared: prepared) }
+    }
+
     /// Sends a batch of statements in one round trip; see `PostgresConnection.pipeline(_:)`.
     public func pipeline(_ statements: [PostgresStatement]) async throws -> [PostgresRows] {
         try await withConnection { try await $0.pipeline(statements) }

@@ -144,6 +144,54 @@ struct PostgresClientTests {
         }
     }
 
+    @Test("prepared statements: prepared once per connection, and run unprepared when the server lost or outdated them")
+    func preparedStatements() async throws {
+        try await TestDatabase.withEmpty { configuration in
+            let connection = try await PostgresConnection.connect(configuration)
+            try await connection.execute(script: "CREATE TABLE t (a integer); INSERT INTO t VALUES (1), (2)")
+            let select = "SELECT * FROM t WHERE a >= $1 ORDER BY a"
+            @Sendable func preparedHere() async throws -> Int {
+                try await connection.query("SELECT count(*) AS n FROM pg_prepared_statements").first!.decode("n", as: Int.self)
+            }
+            for _ in 0..<3 {
+                let rows = try await connection.query(select, [2], prepared: true)
+                #expect(try rows.map { try $0.decode("a", as: Int.self) } == [2])
+            }
+            #expect(try await preparedHere() == 1)
+
+            // A pooler's DISCARD ALL: the next call runs unprepared, the one after prepares again.
+            try await connection.query("DEALLOCATE ALL")
+            #expect(try await connection.query(select, [1], prepared: true).count == 2)
+            #expect(try await preparedHere() == 0)
+            #expect(try await connection.query(select, [1], prepared: true).count == 2)
+            #expect(try await preparedHere() == 1)
+
+            // A new column changes `*`: Postgres refuses the old statement; the call still answers.
+            try await connection.query("ALTER TABLE t ADD COLUMN b text DEFAULT 'x'")
+            let widened = try #require(try await connection.query(select, [2], prepared: true).first)
+            #expect(try widened.decode("b", as: String.self) == "x")
+            #expect(try await preparedHere() == 0)
+
+            // Binary parameters of another type than the prepared one run unprepared.
+            let count = "SELECT cardinality($1::bigint[]) AS n"
+            var big = PostgresBinaryArray(of: .int8)
+            big.append(Int64(7))
+            var small = PostgresBinaryArray(of: .int4)
+            [Int32(1), 2].forEach { small.append($0) }
+            #expect(try await connection.query(count, [big], prepared: true).first!.decode("n", as: Int.self) == 1)
+            #expect(try await connection.query(count, [small], prepared: true).first!.decode("n", as: Int.self) == 2)
+            #expect(try await preparedHere() == 1)
+
+            // A statement the server refuses to prepare throws, and leaves nothing behind.
+            let error = try await #require(throws: PostgresError.self) {
+                try await connection.query("SELECT FROM nowhere WHERE $1", [true], prepared: true)
+            }
+            #expect(error.sqlState == .undefinedTable)
+            #expect(try await connection.query(select, [3], prepared: true).isEmpty)
+            await connection.close()
+        }
+    }
+
     @Test("a NUL byte in a parameter is refused before it reaches the server")
     func refusesNulBytes() async throws {
         try await TestDatabase.withEmpty { configuration in

@@ -85,7 +85,8 @@ public struct QueueStore: Sendable {
             [
                 worker, freeSlots, backgroundSlots, lease.seconds, cursor.interactive?.runAt, cursor.interactive?.id,
                 cursor.background?.runAt, cursor.background?.id,
-            ]
+            ],
+            prepared: true
         )
         return try rows.map(Job.init(row:))
     }
@@ -119,7 +120,8 @@ public struct QueueStore: Sendable {
                 $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::integer[], $14::integer[], $15::numeric[],
                 $16::numeric[], $17::numeric[], $18, $19, $20)
             """,
-            [worker] + Completion.columns(completions)
+            [worker] + Completion.columns(completions),
+            prepared: true
         )
         return Set(try rows.map { try $0[0].decode(Int64.self) })
     }
