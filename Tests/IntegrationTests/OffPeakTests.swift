@@ -195,6 +195,55 @@ struct OffPeakTests {
         }
     }
 
+    @Test("a drain time is stored as the one UTC time the gate and the planner both read, resolved when written")
+    func drainUntilStoredAbsolute() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            try await Self.importCatalog(pool, windowStartsIn: 7200)
+            try await BackgroundPolicy.set("background_max_cost_per_1k", to: "0.002", in: pool)
+            @Sendable func stored(_ value: String) async throws -> String {
+                try await BackgroundPolicy.set("background_drain_until", to: value, in: pool)
+                return try await pool.query("SELECT value FROM switchyard.settings WHERE name = 'background_drain_until'")
+                    .first!.decode("value", as: String.self)
+            }
+            #expect(try await stored("2026-11-27 06:00") == "2026-11-27T06:00:00.000000Z")
+            #expect(try await stored("2026-11-27T06:00:00+05:30") == "2026-11-27T00:30:00.000000Z")
+            #expect(try await stored("") == "")
+            // A word Postgres resolves when it reads it is resolved once, now: the gate used to
+            // re-read 'tomorrow' on every claim (a drain with no end) while the planner read none.
+            let tomorrow = try #require(ISO8601Parsing.date(try await stored("tomorrow")))
+            #expect(tomorrow > Date() && tomorrow <= Date().addingTimeInterval(86_400))
+            #expect(try await BackgroundPolicy.load(pool).isDraining(at: Date()))
+            #expect(try await BackgroundGate.check(pool).reason.hasPrefix("draining until"))
+            for bad in ["infinity", "-infinity", "10000-01-01", "soon"] {
+                let error = await #expect(throws: PostgresError.self, "\(bad)") {
+                    try await BackgroundPolicy.set("background_drain_until", to: bad, in: pool)
+                }
+                #expect(error?.message.contains("must be a time between the years 1 and 9999") == true, "\(bad)")
+                #expect(error?.hint?.contains("ceiling none") == true)
+            }
+            let kept = try await pool.query("SELECT value FROM switchyard.settings WHERE name = 'background_drain_until'")
+            #expect(try kept.first!.decode("value", as: String.self) == tomorrow.postgresText)  // the refusals changed nothing
+        }
+    }
+
+    @Test("a drain time stored before it was checked is rewritten as an absolute time, or cleared when infinite")
+    func drainUntilStoredBeforeTheCheck() async throws {
+        for (before, after) in [("infinity", ""), ("2026-11-27 06:00", "2026-11-27T06:00:00.000000Z")] {
+            try await TestDatabase.withEmpty { configuration in
+                let pool = PostgresPool(configuration)
+                _ = try await Migrator(migrations: Migration.all.filter { $0.version < 16 }).migrate(pool)
+                try await pool.query(
+                    "UPDATE switchyard.settings SET value = $1 WHERE name = 'background_drain_until'", [before])
+                #expect(try await Migrator().migrate(pool).map(\.version).contains(16))
+                let value = try await pool.query(
+                    "SELECT value FROM switchyard.settings WHERE name = 'background_drain_until'"
+                ).first!.decode("value", as: String.self)
+                #expect(value == after, "\(before)")
+                await pool.close()
+            }
+        }
+    }
+
     @Test("with the gate closed, only background jobs whose deadline is near are claimed")
     func escalationClaims() async throws {
         try await TestDatabase.withMigratedPool { pool in
