@@ -35,7 +35,10 @@ public actor PostgresConnection {
     private let noticeSink: NoticeSink
     /// Statements prepared on this connection by `query(_:_:prepared:)`, by their text.
     private var prepared: [String: PreparedStatement] = [:]
-    private var preparedCount = 0
+    /// False once a statement this connection prepared was gone when it ran it: a pooler shares
+    /// server connections under it (transaction mode), or reset the session (`DISCARD ALL`).
+    /// From then on it sends unnamed statements only, which every pooler handles.
+    private var preparing = true
 
     private init(configuration: PostgresConfiguration, threadName: String) {
         self.configuration = configuration
@@ -101,10 +104,12 @@ public actor PostgresConnection {
     /// are the same text each time). Postgres still chooses between a custom and a generic plan
     /// per execution, as for any prepared statement.
     ///
-    /// When the parameters' binary types differ from the types the statement was prepared with,
-    /// or the server has lost the statement (`DISCARD ALL` from a connection pooler, SQLSTATE
-    /// 26000) or must re-plan it with another result type (0A000), the statement runs unprepared
-    /// instead, as `query(_:_:)` runs it; the next call prepares it again.
+    /// A statement is named after a hash of its text, so on a server connection that a pooler
+    /// shares between clients a name always means the same statement. It runs unprepared, as
+    /// `query(_:_:)` runs it, when its binary parameters are of other types than it was prepared
+    /// with; when Postgres must re-plan it with another result type (SQLSTATE 0A000: prepared
+    /// again next time); and once a prepared statement was gone when this connection ran it
+    /// (26000: a transaction-mode pooler, or `DISCARD ALL`), for every later call too.
     @discardableResult
     public nonisolated func query(_ sql: String, _ binds: [(any PostgresEncodable)?], prepared: Bool) async throws
         -> PostgresRows
@@ -123,17 +128,16 @@ public actor PostgresConnection {
     {
         try run(ticket) { handle in
             try LibPQ.withParameters(binds) { parameters in
-                let statement: PreparedStatement
-                if let known = self.prepared[sql] {
-                    statement = known
-                } else {
-                    statement = try PreparedStatement.prepare(
-                        sql, name: "switchyard_\(self.preparedCount)", parameters, handle)
-                    self.preparedCount += 1
-                    self.prepared[sql] = statement
-                }
-                guard statement.accepts(parameters) else { return try Self.unprepared(sql, parameters, handle) }
+                guard self.preparing else { return try Self.unprepared(sql, parameters, handle) }
                 do {
+                    let statement: PreparedStatement
+                    if let known = self.prepared[sql] {
+                        statement = known
+                    } else {
+                        statement = try PreparedStatement.prepare(sql, parameters, handle)
+                        self.prepared[sql] = statement
+                    }
+                    guard statement.accepts(parameters) else { return try Self.unprepared(sql, parameters, handle) }
                     return try LibPQ.rows(
                         PQexecPrepared(
                             handle, statement.name, parameters.count, parameters.values, parameters.lengths,
@@ -144,12 +148,17 @@ public actor PostgresConnection {
                 } catch let error as PostgresError
                     where error.sqlState == .invalidStatementName || error.sqlState == .featureNotSupported
                 {
-                    // Lost or stale: forget it, and run this call unprepared unless the error
-                    // aborted the caller's transaction. (A stale one is deallocated; names are
-                    // never reused.)
-                    self.prepared[sql] = nil
+                    // Gone (even between preparing and describing it), or stale: this call runs
+                    // unprepared, unless the error aborted the caller's transaction.
+                    let stale = self.prepared.removeValue(forKey: sql)
+                    if error.sqlState == .invalidStatementName {
+                        self.preparing = false
+                        self.prepared = [:]
+                    }
                     guard PQtransactionStatus(handle) == PQTRANS_IDLE else { throw error }
-                    if error.sqlState == .featureNotSupported { PQclear(PQexec(handle, "DEALLOCATE \(statement.name)")) }
+                    if let stale, error.sqlState == .featureNotSupported {
+                        PQclear(PQexec(handle, "DEALLOCATE \(stale.name)"))
+                    }
                     return try Self.unprepared(sql, parameters, handle)
                 }
             }
@@ -259,14 +268,28 @@ private struct PreparedStatement {
     let name: String
     let types: [UInt32]
 
-    static func prepare(_ sql: String, name: String, _ parameters: LibPQ.Parameters, _ handle: OpaquePointer) throws
+    /// Prepares `sql` as `switchyard_` and a hash of its text. When the server already has a
+    /// statement of that name (a pooler's server connection that another client prepared it on),
+    /// it is the same text: that one is used.
+    static func prepare(_ sql: String, _ parameters: LibPQ.Parameters, _ handle: OpaquePointer) throws
         -> PreparedStatement
     {
-        _ = try LibPQ.rows(PQprepare(handle, name, try LibPQ.checked(sql), parameters.count, parameters.types), handle)
+        let name = "switchyard_" + String(fnv1a(sql), radix: 16)
+        do {
+            _ = try LibPQ.rows(
+                PQprepare(handle, name, try LibPQ.checked(sql), parameters.count, parameters.types), handle)
+        } catch let error as PostgresError where error.sqlState == .duplicatePreparedStatement {
+            guard PQtransactionStatus(handle) == PQTRANS_IDLE else { throw error }
+        }
         guard let described = PQdescribePrepared(handle, name) else { throw LibPQ.connectionError(handle) }
         defer { PQclear(described) }
         guard PQresultStatus(described) == PGRES_COMMAND_OK else { throw LibPQ.serverError(described, handle) }
         return PreparedStatement(name: name, types: (0..<PQnparams(described)).map { PQparamtype(described, $0) })
+    }
+
+    /// 64-bit FNV-1a of the text's UTF-8.
+    private static func fnv1a(_ text: String) -> UInt64 {
+        text.utf8.reduce(0xcbf2_9ce4_8422_2325) { ($0 ^ UInt64($1)) &* 0x100_0000_01b3 }
     }
 
     /// Whether every binary parameter has the type the statement was prepared with (the server

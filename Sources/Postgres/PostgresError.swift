@@ -110,4 +110,5 @@ public struct SQLState: Hashable, Sendable, CustomStringConvertible {
     public static let lockNotAvailable = SQLState("55P03")
     public static let invalidStatementName = SQLState("26000")
     public static let featureNotSupported = SQLState("0A000")
+    public static let duplicatePreparedStatement = SQLState("42P05")
 }

@@ -159,18 +159,25 @@ struct PostgresClientTests {
             }
             #expect(try await preparedHere() == 1)
 
-            // A pooler's DISCARD ALL: the next call runs unprepared, the one after prepares again.
-            try await connection.query("DEALLOCATE ALL")
-            #expect(try await connection.query(select, [1], prepared: true).count == 2)
-            #expect(try await preparedHere() == 0)
-            #expect(try await connection.query(select, [1], prepared: true).count == 2)
-            #expect(try await preparedHere() == 1)
-
-            // A new column changes `*`: Postgres refuses the old statement; the call still answers.
+            // A new column changes `*`: Postgres refuses the old statement; the call still
+            // answers, and the next one prepares it again.
             try await connection.query("ALTER TABLE t ADD COLUMN b text DEFAULT 'x'")
             let widened = try #require(try await connection.query(select, [2], prepared: true).first)
             #expect(try widened.decode("b", as: String.self) == "x")
             #expect(try await preparedHere() == 0)
+            #expect(try await connection.query(select, [2], prepared: true).count == 1)
+            #expect(try await preparedHere() == 1)
+
+            // Another client of a pooler's server connection prepared the same text: the same name,
+            // so it is used as it is.
+            let name = try await connection.query("SELECT name FROM pg_prepared_statements").first!
+                .decode("name", as: String.self)
+            let other = try await PostgresConnection.connect(configuration)
+            try await other.query("PREPARE \(name) (integer) AS \(select)")
+            #expect(try await other.query(select, [1], prepared: true).count == 2)
+            #expect(try await other.query("SELECT count(*) AS n FROM pg_prepared_statements").first!
+                .decode("n", as: Int.self) == 1)
+            await other.close()
 
             // Binary parameters of another type than the prepared one run unprepared.
             let count = "SELECT cardinality($1::bigint[]) AS n"
@@ -180,7 +187,7 @@ struct PostgresClientTests {
             [Int32(1), 2].forEach { small.append($0) }
             #expect(try await connection.query(count, [big], prepared: true).first!.decode("n", as: Int.self) == 1)
             #expect(try await connection.query(count, [small], prepared: true).first!.decode("n", as: Int.self) == 2)
-            #expect(try await preparedHere() == 1)
+            #expect(try await preparedHere() == 2)
 
             // A statement the server refuses to prepare throws, and leaves nothing behind.
             let error = try await #require(throws: PostgresError.self) {
@@ -188,6 +195,15 @@ struct PostgresClientTests {
             }
             #expect(error.sqlState == .undefinedTable)
             #expect(try await connection.query(select, [3], prepared: true).isEmpty)
+
+            // A statement gone from under the connection (a transaction-mode pooler sent it to
+            // another server connection, or DISCARD ALL): this call and every later one unprepared.
+            try await connection.query("DEALLOCATE ALL")
+            for _ in 0..<2 {
+                #expect(try await connection.query(select, [1], prepared: true).count == 2)
+                #expect(try await connection.query(count, [big], prepared: true).first!.decode("n", as: Int.self) == 1)
+            }
+            #expect(try await preparedHere() == 0)
             await connection.close()
         }
     }
