@@ -1,6 +1,7 @@
 import Foundation
 import Postgres
 import QueueModel
+import Synchronization
 import Testing
 
 @testable import Worker
@@ -167,6 +168,48 @@ struct WorkerServiceTests {
                 #expect(try row.decode("lease_owner", as: String?.self) == nil)
             }
             #expect(try await pool.query("SELECT count(*) FROM switchyard.workers WHERE id = $1", [workerID]).scalar(Int.self) == 0)
+        }
+    }
+
+    @Test("with the database down, the worker still stops after its grace period; its jobs stay leased for rescue")
+    func shutdownWithTheDatabaseDown() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let ids = try await store.submit(batch: (0..<2).map { _ in Submission(request: Self.hello) })
+            let database = try await pool.query("SELECT current_database() AS name").first!.decode("name", as: String.self)
+            let admin = try await PostgresConnection.connect(pool.configuration.withDatabase("postgres"))
+            let executor = GatedExecutor()
+            var configuration = Self.configuration(concurrency: 2)
+            configuration.shutdownGrace = .milliseconds(200)
+            let logger = Logger(label: "worker", level: .warning) { _ in }
+            let service = WorkerService(
+                configuration: configuration, pool: PostgresPool(pool.configuration, options: .init(connectRetryTimeout: .seconds(1))),
+                executor: executor, logger: logger)
+            let running = Task { try await service.run() }
+            try await executor.waitForStarts(2)
+            // The database goes away: every connection closed, no new one allowed.
+            try await admin.query("ALTER DATABASE \(database) ALLOW_CONNECTIONS false")
+            try await admin.query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", [database])
+            service.shutdown()
+            // It used to retry writing the released jobs until the database came back. (Polled:
+            // a worker that never stops must fail the test, not hang it.)
+            let finished = Mutex(false)
+            Task {
+                _ = try? await running.value
+                finished.withLock { $0 = true }
+            }
+            for _ in 0..<1200 where !finished.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(100)) }
+            let stopped = finished.withLock { $0 }
+            #expect(stopped, "the worker did not stop while the database was down")
+            try await admin.query("ALTER DATABASE \(database) ALLOW_CONNECTIONS true")
+            await admin.close()
+            // Nothing was lost: both jobs are still there, leased to the stopped worker.
+            let owners = try await pool.query(
+                "SELECT lease_owner FROM switchyard.jobs WHERE id = ANY($1::bigint[])", [ids]
+            ).map { try $0.decode("lease_owner", as: String?.self) }
+            #expect(owners == [configuration.identity.id, configuration.identity.id])
+            if !stopped { running.cancel() }
         }
     }
 

@@ -17,6 +17,9 @@ final class CompletionWriter: Sendable {
         var pending: [Pending] = []
         var flusher: CheckedContinuation<Void, Never>?
         var finishing = false
+        /// Set once the shutdown's grace period is over: a batch the database will not take is
+        /// given up after a few attempts instead of being retried until it is back.
+        var givingUp = false
     }
 
     private let state = Mutex(State())
@@ -52,6 +55,14 @@ final class CompletionWriter: Sendable {
         await withCheckedContinuation { continuation in
             submit(completion) { continuation.resume(returning: $0 != nil) }
         }
+    }
+
+    /// From now on, gives up a batch at its next failed attempt (each waits at most the pool's
+    /// connect timeout), telling its jobs nil: the worker stops soon after its grace period even
+    /// while the database is down. Their jobs keep their rows and leases, and are rescued when
+    /// those expire.
+    func stopRetrying() {
+        state.withLock { $0.givingUp = true }
     }
 
     /// Asks `run()` to write what is pending and return.
@@ -136,14 +147,19 @@ final class CompletionWriter: Sendable {
                 return
             } catch {
                 attempts += 1
-                let stopping = state.withLock { $0.finishing }
-                logger.error(
-                    "could not write results; retrying", ["jobs": batch.count, "error": "\(error)", "attempt": attempts]
-                )
-                if stopping && attempts >= 5 {
+                // Past the grace period at the first failure; while finishing after five.
+                let giveUp = state.withLock { $0.givingUp || ($0.finishing && attempts >= 5) }
+                if giveUp {
+                    logger.error(
+                        "could not write results; giving up as the worker stops (the jobs are rescued when their "
+                            + "leases expire)", ["jobs": batch.count, "error": "\(error)", "attempt": attempts]
+                    )
                     for item in batch { item.done(nil) }
                     return
                 }
+                logger.error(
+                    "could not write results; retrying", ["jobs": batch.count, "error": "\(error)", "attempt": attempts]
+                )
                 try? await Task.sleep(for: delay)
                 delay = min(delay * 2, .seconds(5))
             }

@@ -264,6 +264,8 @@ final class WorkerService: Sendable {
 
     /// Waits for running jobs (and the writes of their outcomes) up to the grace period, then
     /// stops the jobs still running; they are released to the queue without spending an attempt.
+    /// Past the grace period, an outcome the database cannot take (it is down) is given up after
+    /// a few attempts: the job stays leased and is rescued when its lease expires.
     private func drain() async {
         let grace = configuration.shutdownGrace
         await withTaskGroup(of: Bool.self) { group in
@@ -277,8 +279,10 @@ final class WorkerService: Sendable {
             }
             if await group.next() == false {
                 logger.warning("grace period over; releasing unfinished jobs", ["in_flight": inFlight.count])
-                // Stopping them is what lets the other child (waiting for empty) finish.
+                // Stopping them, and not waiting on a database that is down for their outcomes,
+                // is what lets the other child (waiting for empty) finish.
                 inFlight.stopAll(reason: .shutdown)
+                writer.stopRetrying()
             }
             group.cancelAll()
         }
