@@ -39,6 +39,8 @@ public actor PostgresConnection {
     /// server connections under it (transaction mode), or reset the session (`DISCARD ALL`).
     /// From then on it sends unnamed statements only, which every pooler handles.
     private var preparing = true
+    /// Statements whose prepared form went stale (their result type changed): run unprepared.
+    private var unpreparable: Set<String> = []
 
     private init(configuration: PostgresConfiguration, threadName: String) {
         self.configuration = configuration
@@ -104,12 +106,14 @@ public actor PostgresConnection {
     /// are the same text each time). Postgres still chooses between a custom and a generic plan
     /// per execution, as for any prepared statement.
     ///
-    /// A statement is named after a hash of its text, so on a server connection that a pooler
-    /// shares between clients a name always means the same statement. It runs unprepared, as
-    /// `query(_:_:)` runs it, when its binary parameters are of other types than it was prepared
-    /// with; when Postgres must re-plan it with another result type (SQLSTATE 0A000: prepared
-    /// again next time); and once a prepared statement was gone when this connection ran it
-    /// (26000: a transaction-mode pooler, or `DISCARD ALL`), for every later call too.
+    /// A statement is named after a hash of its text and parameter types, so on a server
+    /// connection that a pooler shares between clients a name always means the same statement.
+    /// It runs unprepared, as `query(_:_:)` runs it: when its binary parameters are of other
+    /// types than it was prepared with; from the first time its result type changed under it
+    /// (0A000, "cached plan must not change result type"), on this connection; and, for every
+    /// statement of this connection, from the first time a prepared statement was gone when it
+    /// ran it (26000: a transaction-mode pooler without prepared-statement support, or `DISCARD
+    /// ALL`). When such an error aborts the caller's transaction, it is thrown.
     @discardableResult
     public nonisolated func query(_ sql: String, _ binds: [(any PostgresEncodable)?], prepared: Bool) async throws
         -> PostgresRows
@@ -128,7 +132,9 @@ public actor PostgresConnection {
     {
         try run(ticket) { handle in
             try LibPQ.withParameters(binds) { parameters in
-                guard self.preparing else { return try Self.unprepared(sql, parameters, handle) }
+                guard self.preparing, !self.unpreparable.contains(sql) else {
+                    return try Self.unprepared(sql, parameters, handle)
+                }
                 do {
                     let statement: PreparedStatement
                     if let known = self.prepared[sql] {
@@ -145,20 +151,20 @@ public actor PostgresConnection {
                         ),
                         handle
                     )
-                } catch let error as PostgresError
-                    where error.sqlState == .invalidStatementName || error.sqlState == .featureNotSupported
-                {
-                    // Gone (even between preparing and describing it), or stale: this call runs
-                    // unprepared, unless the error aborted the caller's transaction.
-                    let stale = self.prepared.removeValue(forKey: sql)
-                    if error.sqlState == .invalidStatementName {
+                } catch let error as PostgresError where error.sqlState == .invalidStatementName || error.isStalePlan {
+                    // Gone (even between preparing and describing it): this connection prepares
+                    // nothing more. Stale: this text is not prepared again on it (a pooler that
+                    // keeps prepared statements for its clients would hand the stale one back
+                    // under the same name). Either way this call runs unprepared, unless the
+                    // error aborted the caller's transaction.
+                    self.prepared[sql] = nil
+                    if error.isStalePlan {
+                        self.unpreparable.insert(sql)
+                    } else {
                         self.preparing = false
                         self.prepared = [:]
                     }
                     guard PQtransactionStatus(handle) == PQTRANS_IDLE else { throw error }
-                    if let stale, error.sqlState == .featureNotSupported {
-                        PQclear(PQexec(handle, "DEALLOCATE \(stale.name)"))
-                    }
                     return try Self.unprepared(sql, parameters, handle)
                 }
             }
@@ -268,13 +274,14 @@ private struct PreparedStatement {
     let name: String
     let types: [UInt32]
 
-    /// Prepares `sql` as `switchyard_` and a hash of its text. When the server already has a
-    /// statement of that name (a pooler's server connection that another client prepared it on),
-    /// it is the same text: that one is used.
+    /// Prepares `sql` as `switchyard_` and a hash of its text and parameter types. When the
+    /// server already has a statement of that name (a pooler's server connection that another
+    /// client prepared it on), it is the same statement: that one is used.
     static func prepare(_ sql: String, _ parameters: LibPQ.Parameters, _ handle: OpaquePointer) throws
         -> PreparedStatement
     {
-        let name = "switchyard_" + String(fnv1a(sql), radix: 16)
+        let types = (0..<Int(parameters.count)).map { parameters.types?[$0] ?? 0 }
+        let name = "switchyard_" + String(fnv1a(sql + "\u{0}" + types.map(String.init).joined(separator: ",")), radix: 16)
         do {
             _ = try LibPQ.rows(
                 PQprepare(handle, name, try LibPQ.checked(sql), parameters.count, parameters.types), handle)

@@ -112,3 +112,11 @@ public struct SQLState: Hashable, Sendable, CustomStringConvertible {
     public static let featureNotSupported = SQLState("0A000")
     public static let duplicatePreparedStatement = SQLState("42P05")
 }
+
+extension PostgresError {
+    /// A prepared statement whose result type changed since it was prepared (a column added to
+    /// a table it reads with `*`, a function's result redefined): Postgres will not run it.
+    var isStalePlan: Bool {
+        sqlState == .featureNotSupported && message.contains("cached plan must not change result type")
+    }
+}

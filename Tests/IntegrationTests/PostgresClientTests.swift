@@ -159,17 +159,8 @@ struct PostgresClientTests {
             }
             #expect(try await preparedHere() == 1)
 
-            // A new column changes `*`: Postgres refuses the old statement; the call still
-            // answers, and the next one prepares it again.
-            try await connection.query("ALTER TABLE t ADD COLUMN b text DEFAULT 'x'")
-            let widened = try #require(try await connection.query(select, [2], prepared: true).first)
-            #expect(try widened.decode("b", as: String.self) == "x")
-            #expect(try await preparedHere() == 0)
-            #expect(try await connection.query(select, [2], prepared: true).count == 1)
-            #expect(try await preparedHere() == 1)
-
-            // Another client of a pooler's server connection prepared the same text: the same name,
-            // so it is used as it is.
+            // Another client of a pooler's server connection prepared the same statement: the
+            // same name, so it is used as it is.
             let name = try await connection.query("SELECT name FROM pg_prepared_statements").first!
                 .decode("name", as: String.self)
             let other = try await PostgresConnection.connect(configuration)
@@ -177,7 +168,34 @@ struct PostgresClientTests {
             #expect(try await other.query(select, [1], prepared: true).count == 2)
             #expect(try await other.query("SELECT count(*) AS n FROM pg_prepared_statements").first!
                 .decode("n", as: Int.self) == 1)
-            await other.close()
+            let third = try await PostgresConnection.connect(configuration)
+            try await third.query("PREPARE \(name) (integer) AS \(select)")  // used only after the change below
+
+            // A new column changes `*`: Postgres refuses the old statement. The call still
+            // answers, and the text runs unprepared on that connection from then on (a pooler
+            // that keeps clients' statements would hand the stale one back under its name).
+            try await connection.query("ALTER TABLE t ADD COLUMN b text DEFAULT 'x'")
+            for _ in 0..<2 {
+                let widened = try #require(try await connection.query(select, [2], prepared: true).first)
+                #expect(try widened.decode("b", as: String.self) == "x")
+            }
+            #expect(try await preparedHere() == 1)  // the stale one, never run again
+            // On the connections that found it under its name (prepared there before the change,
+            // used before it or not): the same.
+            for client in [other, third] {
+                #expect(try await client.query(select, [2], prepared: true).first?.decode("b", as: String.self) == "x")
+                #expect(try await client.query(select, [2], prepared: true).first?.decode("b", as: String.self) == "x")
+                await client.close()
+            }
+            // Inside a transaction the error aborts it, so it is thrown; the next call is unprepared.
+            let fresh = "SELECT * FROM t WHERE a <= $1"
+            #expect(try await connection.query(fresh, [5], prepared: true).count == 2)
+            try await connection.query("ALTER TABLE t ADD COLUMN c integer")
+            await #expect(throws: PostgresError.self) {
+                try await connection.withTransaction { try await $0.query(fresh, [5], prepared: true) }
+            }
+            let inTransaction = try await connection.withTransaction { try await $0.query(fresh, [5], prepared: true) }
+            #expect(inTransaction.count == 2)
 
             // Binary parameters of another type than the prepared one run unprepared.
             let count = "SELECT cardinality($1::bigint[]) AS n"
@@ -187,13 +205,14 @@ struct PostgresClientTests {
             [Int32(1), 2].forEach { small.append($0) }
             #expect(try await connection.query(count, [big], prepared: true).first!.decode("n", as: Int.self) == 1)
             #expect(try await connection.query(count, [small], prepared: true).first!.decode("n", as: Int.self) == 2)
-            #expect(try await preparedHere() == 2)
+            #expect(try await preparedHere() == 3)
 
             // A statement the server refuses to prepare throws, and leaves nothing behind.
             let error = try await #require(throws: PostgresError.self) {
                 try await connection.query("SELECT FROM nowhere WHERE $1", [true], prepared: true)
             }
             #expect(error.sqlState == .undefinedTable)
+            #expect(try await preparedHere() == 3)
             #expect(try await connection.query(select, [3], prepared: true).isEmpty)
 
             // A statement gone from under the connection (a transaction-mode pooler sent it to
