@@ -1,6 +1,7 @@
 import Foundation
 import Postgres
 import QueueModel
+import Synchronization
 import Testing
 
 @testable import Worker
@@ -38,6 +39,42 @@ struct CompletionWriterTests {
             let statuses = try rows.map { try "\($0.decode("status", as: String.self)) \($0.decode("code", as: String?.self) ?? "-")" }
             #expect(statuses == ["succeeded -", "failed outcome_not_storable", "succeeded -"])
             #expect(try await pool.query("SELECT count(*) FROM switchyard.jobs").scalar(Int.self) == 0)
+        }
+    }
+
+    @Test("past the grace period, a write the database is up for but refuses for now (a lock timeout) is still retried",
+          .timeLimit(.minutes(1)))
+    func transientFailureAfterGrace() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let database = try await pool.query("SELECT current_database() AS name").first!.decode("name", as: String.self)
+            try await pool.query("ALTER DATABASE \(database) SET lock_timeout = '100ms'")  // for new connections
+            let writerPool = PostgresPool(pool.configuration)
+            let store = QueueStore(pool: writerPool)
+            _ = try await store.submit(Submission(request: Self.hello))
+            let job = try #require(try await store.claim(worker: "w", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30)).first)
+            // Another session holds the job's row: the write-back waits 100 ms for it, then fails (55P03).
+            let holder = try await PostgresConnection.connect(pool.configuration)
+            try await holder.query("BEGIN")
+            try await holder.query("SELECT id FROM switchyard.jobs WHERE id = $1 FOR UPDATE", [job.id])
+            let failures = Mutex(0)
+            let logger = Logger(label: "t", level: .error) { line in
+                if line.contains("could not write results; retrying") { failures.withLock { $0 += 1 } }
+            }
+            let writer = CompletionWriter(store: store, worker: "w", batchLimit: 10, logger: logger)
+            let running = Task { await writer.run() }
+            writer.stopRetrying()
+            let written = Task {
+                await writer.write(Completion(jobID: job.id, attempt: job.attempt, kind: .result, status: "succeeded"))
+            }
+            for _ in 0..<400 where failures.withLock({ $0 }) == 0 { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(failures.withLock { $0 } > 0)
+            try await holder.query("COMMIT")
+            #expect(await written.value, "the outcome was given up while the database was up")
+            writer.finish()
+            await running.value
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.results").scalar(Int.self) == 1)
+            await holder.close()
+            await writerPool.close()
         }
     }
 

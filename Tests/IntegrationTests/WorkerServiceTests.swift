@@ -182,9 +182,8 @@ struct WorkerServiceTests {
             var configuration = Self.configuration(concurrency: 2)
             configuration.shutdownGrace = .milliseconds(200)
             let logger = Logger(label: "worker", level: .warning) { _ in }
-            let service = WorkerService(
-                configuration: configuration, pool: PostgresPool(pool.configuration, options: .init(connectRetryTimeout: .seconds(1))),
-                executor: executor, logger: logger)
+            let servicePool = PostgresPool(pool.configuration, options: .init(connectRetryTimeout: .seconds(1)))
+            let service = WorkerService(configuration: configuration, pool: servicePool, executor: executor, logger: logger)
             let running = Task { try await service.run() }
             try await executor.waitForStarts(2)
             // The database goes away: every connection closed, no new one allowed.
@@ -210,6 +209,7 @@ struct WorkerServiceTests {
             ).map { try $0.decode("lease_owner", as: String?.self) }
             #expect(owners == [configuration.identity.id, configuration.identity.id])
             if !stopped { running.cancel() }
+            await servicePool.close()
         }
     }
 

@@ -17,8 +17,7 @@ final class CompletionWriter: Sendable {
         var pending: [Pending] = []
         var flusher: CheckedContinuation<Void, Never>?
         var finishing = false
-        /// Set once the shutdown's grace period is over: a batch the database will not take is
-        /// given up after a few attempts instead of being retried until it is back.
+        /// Set once the shutdown's grace period is over (see `stopRetrying`).
         var givingUp = false
     }
 
@@ -57,10 +56,12 @@ final class CompletionWriter: Sendable {
         }
     }
 
-    /// From now on, gives up a batch at its next failed attempt (each waits at most the pool's
-    /// connect timeout), telling its jobs nil: the worker stops soon after its grace period even
-    /// while the database is down. Their jobs keep their rows and leases, and are rescued when
-    /// those expire.
+    /// From now on, gives up a batch the database cannot be reached for at its next failed
+    /// attempt (an attempt waits at most the pool's connect timeout), and one that fails
+    /// otherwise (a deadlock, a lock timeout, a failover under way) after five attempts, as when
+    /// finishing; its jobs are told nil. So the worker stops soon after its grace period even
+    /// while the database is down; those jobs keep their rows and leases, and are rescued when
+    /// the leases expire.
     func stopRetrying() {
         state.withLock { $0.givingUp = true }
     }
@@ -147,8 +148,12 @@ final class CompletionWriter: Sendable {
                 return
             } catch {
                 attempts += 1
-                // Past the grace period at the first failure; while finishing after five.
-                let giveUp = state.withLock { $0.givingUp || ($0.finishing && attempts >= 5) }
+                let unreachable = (error as? PostgresError).map {
+                    [.connectionFailed, .connectionClosed, .poolUnavailable].contains($0.code)
+                } ?? false
+                let giveUp = state.withLock { state in
+                    (state.givingUp && unreachable) || ((state.finishing || state.givingUp) && attempts >= 5)
+                }
                 if giveUp {
                     logger.error(
                         "could not write results; giving up as the worker stops (the jobs are rescued when their "

@@ -264,8 +264,9 @@ final class WorkerService: Sendable {
 
     /// Waits for running jobs (and the writes of their outcomes) up to the grace period, then
     /// stops the jobs still running; they are released to the queue without spending an attempt.
-    /// Past the grace period, an outcome the database cannot take (it is down) is given up after
-    /// a few attempts: the job stays leased and is rescued when its lease expires.
+    /// Past the grace period, an outcome the database cannot be reached for is given up at the
+    /// next failed attempt (see `CompletionWriter.stopRetrying`): the job stays leased and is
+    /// rescued when its lease expires.
     private func drain() async {
         let grace = configuration.shutdownGrace
         await withTaskGroup(of: Bool.self) { group in
