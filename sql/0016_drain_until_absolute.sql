@@ -7,15 +7,17 @@
 --   - 'infinity', a drain with no end for the gate and none for the planner;
 --   - any other spelling Postgres reads and ISO 8601 does not ('2026-11-27 06:00' with no zone,
 --     'Nov 27 2026'): a drain for the gate, none for the planner.
--- A value is now resolved once, when it is written, and stored as the one form both read
--- (2026-11-27T06:00:00.000000Z, UTC): 'tomorrow 06:00' means the next morning from when it was
--- set. Infinite and out-of-range times are refused with what to write instead. A value stored
--- before this check is rewritten the same way here, or cleared (no drain) when it cannot be.
+-- A value is now resolved once, when it is written (in the writing session's time zone), and
+-- stored as the one form both read (2026-11-27T06:00:00.000000Z, UTC): 'tomorrow 06:00' means
+-- the next morning from when it was set, and 'infinity' (no end) the last instant of 9999.
+-- Other times outside the years 1 to 9999 are refused with what to write instead. A value
+-- stored before this check is rewritten the same way here, or cleared (no drain) when it is no
+-- time at all (every claim raised on it).
 
 SET LOCAL ROLE switchyard_admin;
 
--- The stored form of a drain time, or NULL when the text is not a finite time from year 1 to
--- 9999. '' (no drain) stays ''.
+-- The stored form of a drain time, or NULL when the text is no time from the year 1 to 9999.
+-- '' (no drain) stays ''; 'infinity' is the last instant of 9999.
 CREATE FUNCTION switchyard.drain_until_text(p_value text) RETURNS text
     LANGUAGE plpgsql STABLE SET search_path = pg_catalog, switchyard, pg_temp AS $$
 DECLARE
@@ -25,6 +27,9 @@ BEGIN
         RETURN '';
     END IF;
     instant := p_value::timestamptz;
+    IF instant = 'infinity' THEN
+        instant := '9999-12-31 23:59:59.999999+00';
+    END IF;
     IF NOT isfinite(instant) OR instant < '0001-01-01 00:00:00+00' OR instant >= '10000-01-01 00:00:00+00' THEN
         RETURN NULL;
     END IF;
@@ -58,10 +63,10 @@ BEGIN
         stored := switchyard.drain_until_text(NEW.value);
         IF stored IS NULL THEN
             PERFORM switchyard.reject(
-                format('setting background_drain_until must be a time between the years 1 and 9999, or empty for '
-                       'none, got %L', NEW.value),
+                format('setting background_drain_until must be a time between the years 1 and 9999 (or infinity), '
+                       'or empty for none, got %L', NEW.value),
                 'Write a time such as 2026-11-27T06:00:00Z (stored in UTC), or use dispatcher background drain '
-                    '--until 2h. For a drain with no end, remove the ceiling: dispatcher background ceiling none.');
+                    '--until 2h; infinity drains with no end.');
         END IF;
         NEW.value := stored;
     ELSIF NEW.name = 'background_paused' AND NEW.value NOT IN ('true', 'false') THEN
@@ -77,7 +82,7 @@ DECLARE
     stored text := (SELECT value FROM switchyard.settings WHERE name = 'background_drain_until');
 BEGIN
     IF stored IS NOT NULL AND switchyard.drain_until_text(stored) IS NULL THEN
-        RAISE WARNING 'background_drain_until was %, which is no finite time: cleared (no drain)', quote_literal(stored);
+        RAISE WARNING 'background_drain_until was %, which is no time: cleared (no drain)', quote_literal(stored);
         UPDATE switchyard.settings SET value = '' WHERE name = 'background_drain_until';
     ELSIF stored IS NOT NULL THEN
         UPDATE switchyard.settings SET value = stored WHERE name = 'background_drain_until';
