@@ -21,20 +21,28 @@ struct ClaimCursorTests {
             """, [count])
     }
 
+    /// A connection whose every statement's plan, nested ones included, arrives as a notice.
+    static func explaining(
+        _ configuration: PostgresConfiguration, into plans: Received<PostgresNotice>
+    ) async throws -> PostgresConnection {
+        var configured = configuration
+        configured.noticeHandler = { plans.append($0) }
+        let connection = try await PostgresConnection.connect(configured)
+        for setting in [
+            "LOAD 'auto_explain'", "SET auto_explain.log_min_duration = 0",
+            "SET auto_explain.log_nested_statements = on", "SET client_min_messages = log",
+        ] { try await connection.query(setting) }
+        return connection
+    }
+
     @Test("a session's plans made while the queue was empty still probe by key once it holds thousands of jobs")
     func plansMadeOnAnEmptyQueue() async throws {
         try await TestDatabase.withMigrated { configuration in
             let pool = PostgresPool(configuration, options: .init(maxConnections: 1))
             defer { Task { await pool.close() } }
             let plans = Received<PostgresNotice>()
-            var configured = configuration
-            configured.noticeHandler = { plans.append($0) }
-            let connection = try await PostgresConnection.connect(configured)
+            let connection = try await Self.explaining(configuration, into: plans)
             defer { Task { await connection.close() } }
-            for setting in [
-                "LOAD 'auto_explain'", "SET auto_explain.log_min_duration = 0",
-                "SET auto_explain.log_nested_statements = on", "SET client_min_messages = log",
-            ] { try await connection.query(setting) }
             // A worker that starts before the backlog: its first claims find nothing.
             for _ in 0..<6 {
                 #expect(try await connection.query("SELECT id FROM switchyard.claim('w', 10, 10, 30)").isEmpty)
@@ -65,6 +73,43 @@ struct ClaimCursorTests {
             #expect(!claim.contains("Seq Scan on jobs_background"), "\(claim)")
             let requeue = try #require(messages.last { $0.contains("Query Text: UPDATE switchyard.jobs j") })
             #expect(!requeue.contains("Seq Scan on jobs_background"), "\(requeue)")
+        }
+    }
+
+    @Test("a bulk submit into a partition analyzed near empty: claims sort it all until the housekeeper analyzes it")
+    func statisticsAfterABulkSubmit() async throws {
+        try await TestDatabase.withMigrated { configuration in
+            let pool = PostgresPool(configuration, options: .init(maxConnections: 1))
+            defer { Task { await pool.close() } }
+            let store = QueueStore(pool: pool)
+            try await pool.query("ANALYZE switchyard.jobs_background")  // near empty, as a fresh queue is
+            #expect(try await store.analyzeStalePartitions().isEmpty)
+            let plans = Received<PostgresNotice>()
+            let connection = try await Self.explaining(configuration, into: plans)
+            defer { Task { await connection.close() } }
+            try await pool.query(
+                """
+                INSERT INTO switchyard.jobs (request, priority, run_at)
+                SELECT jsonb_build_object('messages', jsonb_build_array(jsonb_build_object('role', 'user', 'content', 'x' || g))),
+                       'background', now() - interval '1 minute'
+                FROM generate_series(1, 20000) g
+                """)
+            #expect(try await connection.query("SELECT id FROM switchyard.claim('w', 10, 10, 30)").count == 10)
+            let stale = try #require(plans.values.map(\.message).last { $0.contains("SELECT j.id FROM switchyard.jobs_background") })
+            #expect(stale.contains("Sort"), "planned for a near-empty partition: \(stale)")
+            // pg_stat's live row count is flushed within a second of the insert.
+            var analyzed: [String] = []
+            for _ in 0..<100 where analyzed.isEmpty {
+                analyzed = try await store.analyzeStalePartitions()
+                if analyzed.isEmpty { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(analyzed == ["switchyard.jobs_background"])
+            #expect(try await store.analyzeStalePartitions().isEmpty, "analyzed again with nothing changed")
+            #expect(try await connection.query("SELECT id FROM switchyard.claim('w', 10, 10, 30)").count == 10)
+            let messages = plans.values.map(\.message)
+            let claim = try #require(messages.last { $0.contains("SELECT j.id FROM switchyard.jobs_background") })
+            #expect(!claim.contains("Sort"), "\(claim)")
+            #expect(claim.contains("Index Scan using jobs_background_run_at_id_idx"), "\(claim)")
         }
     }
 

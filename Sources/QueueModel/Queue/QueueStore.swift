@@ -173,6 +173,12 @@ public struct QueueStore: Sendable {
         try await pool.query("SELECT switchyard.expire_overdue($1)", [limit]).scalar(Int.self)
     }
 
+    /// Analyzes the job partitions whose statistics are far from what they hold (a bulk submit
+    /// into an empty queue); returns their names. See `sql/0017_queue_statistics.sql`.
+    public func analyzeStalePartitions() async throws -> [String] {
+        try await pool.query("SELECT switchyard.analyze_stale_partitions()").map { try $0[0].decode(String.self) }
+    }
+
     /// Creates the daily results partitions for today and the next days.
     public func ensureResultPartitions(daysAhead: Int = 3) async throws -> Int {
         try await pool.query("SELECT switchyard.ensure_result_partitions($1)", [daysAhead]).scalar(Int.self)

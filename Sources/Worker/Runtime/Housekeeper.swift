@@ -3,8 +3,9 @@ import Postgres
 import QueueModel
 import Synchronization
 
-/// Queue housekeeping — rescuing expired leases, expiring overdue jobs, creating results
-/// partitions, evaluating alerts — run by exactly one worker at a time, elected by a session advisory lock: no
+/// Queue housekeeping — rescuing expired leases, analyzing job partitions whose statistics went
+/// stale, expiring overdue jobs, creating results partitions, evaluating alerts — run by exactly
+/// one worker at a time, elected by a session advisory lock: no
 /// extra daemon to deploy, and when the elected worker dies its lock goes with its session, so
 /// another takes over within one interval.
 final class Housekeeper: Sendable {
@@ -92,6 +93,9 @@ final class Housekeeper: Sendable {
                     "outcome": rescue.outcome, "lease_owner": rescue.owner ?? "unknown",
                 ]
             )
+        }
+        for partition in try await metrics.measure("analyze", { try await store.analyzeStalePartitions() }) {
+            logger.info("analyzed a job partition whose statistics were stale", ["partition": partition])
         }
         let expired = try await metrics.measure("expire") { try await store.expireOverdue() }
         metrics.expired.increment(by: Double(expired))
