@@ -1,10 +1,12 @@
 -- Claims planned from statistics that no longer describe the queue. A bulk submit of 100,000
 -- background jobs into a partition last analyzed near empty left the planner expecting a few
--- dozen queued rows: it read all of them with a bitmap scan and sorted them on disk, 50–75 ms a
--- claim, until autovacuum analyzed the partition (its naptime, a minute by default, plus its
--- thresholds). Interactive jobs arriving meanwhile waited behind those claims (`dispatcher bench
--- latency` under load: pickup P99 66 ms). The elected housekeeper now calls this every interval
--- (2 s): a job partition that holds far more rows than its statistics say is analyzed.
+-- dozen queued rows: it read all of them with a bitmap scan and sorted them on disk, 50–100 ms
+-- a claim, until autovacuum analyzed the partition (its naptime, a minute by default, plus its
+-- thresholds); interactive jobs arriving meanwhile waited behind those claims. The elected
+-- housekeeper now calls this every round (2 s): a job partition that holds far more rows than
+-- its statistics say is analyzed, once the statistics system has counted them (a submitting
+-- session reports its rows when its transaction ends, or up to about 10 s later when it then
+-- goes idle).
 --
 -- Far: more than 1,000 rows above the estimate, and more than twice it. A queue that churns at a
 -- steady depth is not analyzed again and again; one that fills is, once per doubling. (One that

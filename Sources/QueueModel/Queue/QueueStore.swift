@@ -133,8 +133,10 @@ public struct QueueStore: Sendable {
         // Joined to the jobs as they were when the statement began (its snapshot predates the
         // function's changes), so each rescue can name the lost attempt and its worker. Each
         // rescued job is looked up by key (the LIMIT keeps the planner from turning the lookup
-        // into a join): a plain join expected the function's default 1,000 rows and read the
-        // whole queue for them, 350–530 ms every housekeeping interval with 100,000 queued.
+        // into a join). The plain join was estimated from the never-analyzed partitioned parent
+        // at 500,000 rows: past the JIT thresholds, so with 100,000 queued every housekeeping
+        // round compiled it, 265 ms of its 290–530 ms, with nothing to rescue. This one plans
+        // at a cost of about 10,000, a tenth of `jit_above_cost`: 2 ms.
         let rows = try await pool.query(
             """
             SELECT r.job_id, r.outcome, j.attempt, j.lease_owner, j.model

@@ -94,8 +94,14 @@ final class Housekeeper: Sendable {
                 ]
             )
         }
-        for partition in try await metrics.measure("analyze", { try await store.analyzeStalePartitions() }) {
-            logger.info("analyzed a job partition whose statistics were stale", ["partition": partition])
+        // Only an optimisation: a failure here (a statement timeout on a large ANALYZE) must not
+        // hold up the rest of the round.
+        do {
+            for partition in try await metrics.measure("analyze", { try await store.analyzeStalePartitions() }) {
+                logger.info("analyzed a job partition whose statistics were stale", ["partition": partition])
+            }
+        } catch {
+            logger.warning("could not analyze the job partitions", ["error": "\(error)"])
         }
         let expired = try await metrics.measure("expire") { try await store.expireOverdue() }
         metrics.expired.increment(by: Double(expired))

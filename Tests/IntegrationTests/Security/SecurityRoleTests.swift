@@ -72,6 +72,9 @@ struct SecurityRoleTests {
                 name: "rescue_expired", sql: "SELECT count(*) FROM switchyard.rescue_expired(10)", allowed: workers),
             Operation(name: "expire_overdue", sql: "SELECT switchyard.expire_overdue(10)", allowed: workers),
             Operation(
+                name: "analyze_stale_partitions", sql: "SELECT count(*) FROM switchyard.analyze_stale_partitions()",
+                allowed: workers),
+            Operation(
                 name: "ensure_result_partitions", sql: "SELECT switchyard.ensure_result_partitions(3)", allowed: workers
             ),
             Operation(
