@@ -10,6 +10,19 @@ struct LatencyBenchmarks {
     /// The background backlog that `latency` drains under its probes.
     static let loadBacklog = 100_000
 
+    /// Polls `condition` (a query returning one boolean) every 50 ms until it holds.
+    /// - Throws: after 60 s, saying what was awaited.
+    private static func waitUntil(_ pool: PostgresPool, _ condition: String) async throws {
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(60)
+        while try await !pool.query(condition).scalar(Bool.self) {
+            guard clock.now < deadline else {
+                throw QueueError(.timedOut, "the latency benchmark waited 60 s for: \(condition)")
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
     /// Submits `count` interactive jobs one at a time, `gap` apart, and waits for them.
     private func trickle(_ pool: PostgresPool, count: Int, gap: Duration, taskClass: String? = nil) async throws -> [Int64] {
         var ids: [Int64] = []
@@ -41,14 +54,16 @@ struct LatencyBenchmarks {
 
             // Under load: a background backlog drains while interactive probes arrive. It must
             // outlast the probes (4 s of them): 30,000 jobs ran out after about 3 s here, and the
-            // last probes measured an idle worker (with --poll-only, its 1 s poll). What is left
-            // of it when the last probe has been claimed is reported, and the rest deleted.
+            // last probes measured an idle worker (with --poll-only, its 1 s poll). And the
+            // probes start once the worker is draining it, not while it wakes up to it (with
+            // --poll-only, up to a poll later) or claims by the statistics of an empty queue
+            // (until the housekeeper analyzes it). What is left of it when the last probe has
+            // been claimed is reported.
             try await BenchFleet.enqueue(pool, count: Self.loadBacklog, priority: .background)
+            try await Self.waitUntil(pool, "SELECT count(*) >= 10000 FROM switchyard.results WHERE priority = 'background'")
             let loaded = try await trickle(pool, count: 200, gap: .milliseconds(20))
-            let probesDone = "SELECT count(*) FROM switchyard.results WHERE job_id = ANY($1::bigint[])"
-            for _ in 0..<600 where try await pool.query(probesDone, [loaded]).scalar(Int.self) < loaded.count {
-                try await Task.sleep(for: .milliseconds(50))
-            }
+            try await Self.waitUntil(
+                pool, "SELECT count(*) = \(loaded.count) FROM switchyard.results WHERE job_id = ANY('{\(loaded.map(String.init).joined(separator: ","))}'::bigint[])")
             let left = try await pool.query(
                 "SELECT count(*) FROM switchyard.jobs WHERE priority = 'background' AND lease_owner IS NULL"
             ).scalar(Int.self)
@@ -59,7 +74,6 @@ struct LatencyBenchmarks {
                 note: String(format: "P50 %.2f ms; ", busy.p50)
                     + (left > 0 ? "\(left) background jobs still queued after the last probe"
                         : "the backlog ran out before the last probe: not all of them under load")))
-            try await pool.query("DELETE FROM switchyard.jobs WHERE priority = 'background'")
             await BenchFleet.stop(processes)
             await pool.close()
         }
