@@ -71,6 +71,17 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
             || sqlState == .cannotConnectNow
     }
 
+    /// True when the database could not be reached or went away: this client could not connect
+    /// or lost the connection (or its pool is closed), the connection broke (class 08), or the
+    /// server is shutting down, restarting or starting up. Unlike `isTransient`, not a deadlock or a
+    /// serialization failure: those come from a server that is up.
+    public var isUnreachable: Bool {
+        if [.connectionFailed, .connectionClosed, .poolUnavailable].contains(code) { return true }
+        guard let sqlState else { return false }
+        // 57P01 shutting down, 57P02 restarting after a crash, 57P03 not accepting connections yet.
+        return sqlState.errorClass == "08" || ["57P01", "57P02", "57P03"].contains(sqlState.rawValue)
+    }
+
     /// True when the server refused a value the statement carried (a data exception, a
     /// constraint, a limit: SQLSTATE classes 22, 23 and 54): sending the same values again
     /// cannot succeed, and waiting does not help. Not for failures of the connection or the server.

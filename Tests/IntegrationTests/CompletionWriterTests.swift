@@ -97,6 +97,11 @@ struct CompletionWriterTests {
             PostgresError(.server, "canceling statement due to statement timeout", sqlState: SQLState("57014")),
         ]
         for error in unavailable { #expect(!error.isRefusedValue, "\(error.message)") }
+        // Past the grace period only these give a batch up at once (the database is not there).
+        #expect(unavailable.map(\.isUnreachable) == [true, true, true, false, false, false])
+        #expect(PostgresError(.server, "terminating connection due to administrator command", sqlState: .adminShutdown)
+            .isUnreachable)
+        #expect(!PostgresError(.server, "deadlock detected", sqlState: .deadlockDetected).isUnreachable)
     }
 
     @Test("a provider answer with a NUL character is stored, the NUL replaced by U+FFFD")

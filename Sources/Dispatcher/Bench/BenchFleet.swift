@@ -45,13 +45,15 @@ struct BenchFleet {
         return configuration
     }
 
-    /// Starts worker processes; their logs go to a file in the temporary directory.
+    /// Where the workers' output goes.
+    static let workerLog = FileManager.default.temporaryDirectory.appending(path: "switchyard-bench-workers.log").path
+
+    /// Starts worker processes; their output goes to `workerLog`.
     static func startWorkers(
         _ count: Int, concurrency: Int, database: PostgresConfiguration, extra: [String] = []
     ) throws -> [ChildProcess] {
-        let log = FileManager.default.temporaryDirectory.appending(path: "switchyard-bench-workers.log").path
-        return try LocalWorkers.start(
-            count, concurrency: concurrency, database: database, extra: extra, log: log, idPrefix: "bench"
+        try LocalWorkers.start(
+            count, concurrency: concurrency, database: database, extra: extra, log: workerLog, idPrefix: "bench"
         )
     }
 
@@ -113,6 +115,24 @@ struct BenchFleet {
             throw QueueError(.timedOut, "the workers did not finish \(count) jobs in time")
         }
         return finished
+    }
+
+    /// Polls `condition` (a query answering one boolean) every 50 ms until it holds.
+    /// - Throws: after `limit`, saying what was awaited and where the workers' log is.
+    static func waitUntil(
+        _ pool: PostgresPool, _ condition: String, _ binds: [(any PostgresEncodable)?] = [],
+        limit: Duration = .seconds(60)
+    ) async throws {
+        let clock = ContinuousClock()
+        let deadline = clock.now + limit
+        while try await !pool.query(condition, binds).scalar(Bool.self) {
+            guard clock.now < deadline else {
+                throw QueueError(
+                    .timedOut, "waited \(limit) for: \(condition)",
+                    hint: "The workers may have stopped: see their log, \(workerLog).")
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
     }
 
     /// Jobs per second between the first and the last result (the steady rate, without start-up).

@@ -10,19 +10,6 @@ struct LatencyBenchmarks {
     /// The background backlog that `latency` drains under its probes.
     static let loadBacklog = 100_000
 
-    /// Polls `condition` (a query returning one boolean) every 50 ms until it holds.
-    /// - Throws: after 60 s, saying what was awaited.
-    private static func waitUntil(_ pool: PostgresPool, _ condition: String) async throws {
-        let clock = ContinuousClock()
-        let deadline = clock.now + .seconds(60)
-        while try await !pool.query(condition).scalar(Bool.self) {
-            guard clock.now < deadline else {
-                throw QueueError(.timedOut, "the latency benchmark waited 60 s for: \(condition)")
-            }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-    }
-
     /// Submits `count` interactive jobs one at a time, `gap` apart, and waits for them.
     private func trickle(_ pool: PostgresPool, count: Int, gap: Duration, taskClass: String? = nil) async throws -> [Int64] {
         var ids: [Int64] = []
@@ -60,10 +47,11 @@ struct LatencyBenchmarks {
             // (until the housekeeper analyzes it). What is left of it when the last probe has
             // been claimed is reported.
             try await BenchFleet.enqueue(pool, count: Self.loadBacklog, priority: .background)
-            try await Self.waitUntil(pool, "SELECT count(*) >= 10000 FROM switchyard.results WHERE priority = 'background'")
+            try await BenchFleet.waitUntil(
+                pool, "SELECT count(*) >= 10000 FROM switchyard.results WHERE priority = 'background'")
             let loaded = try await trickle(pool, count: 200, gap: .milliseconds(20))
-            try await Self.waitUntil(
-                pool, "SELECT count(*) = \(loaded.count) FROM switchyard.results WHERE job_id = ANY('{\(loaded.map(String.init).joined(separator: ","))}'::bigint[])")
+            try await BenchFleet.waitUntil(
+                pool, "SELECT count(*) = cardinality($1::bigint[]) FROM switchyard.results WHERE job_id = ANY($1)", [loaded])
             let left = try await pool.query(
                 "SELECT count(*) FROM switchyard.jobs WHERE priority = 'background' AND lease_owner IS NULL"
             ).scalar(Int.self)
@@ -89,12 +77,8 @@ struct LatencyBenchmarks {
         let processes = try BenchFleet.startWorkers(1, concurrency: concurrency, database: database)
         try await Task.sleep(for: .seconds(2))  // every background slot is busy by now
         let probes = try await trickle(pool, count: 300, gap: .milliseconds(50))
-        for _ in 0..<600 {
-            let done = try await pool.query(
-                "SELECT count(*) FROM switchyard.results WHERE priority = 'interactive'").scalar(Int.self)
-            if done >= probes.count { break }
-            try await Task.sleep(for: .milliseconds(100))
-        }
+        try await BenchFleet.waitUntil(
+            pool, "SELECT count(*) >= $1 FROM switchyard.results WHERE priority = 'interactive'", [probes.count])
         await BenchFleet.stop(processes)
         let waits = try await BenchFleet.percentiles(pool, "queue_wait_ms", where: "priority = 'interactive'")
         report.add(Measurement(

@@ -148,9 +148,7 @@ final class CompletionWriter: Sendable {
                 return
             } catch {
                 attempts += 1
-                let unreachable = (error as? PostgresError).map {
-                    [.connectionFailed, .connectionClosed, .poolUnavailable].contains($0.code)
-                } ?? false
+                let unreachable = (error as? PostgresError)?.isUnreachable ?? false
                 let giveUp = state.withLock { state in
                     (state.givingUp && unreachable) || ((state.finishing || state.givingUp) && attempts >= 5)
                 }
