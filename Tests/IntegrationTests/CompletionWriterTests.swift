@@ -66,8 +66,7 @@ struct CompletionWriterTests {
             let written = Task {
                 await writer.write(Completion(jobID: job.id, attempt: job.attempt, kind: .result, status: "succeeded"))
             }
-            for _ in 0..<400 where failures.withLock({ $0 }) == 0 { try await Task.sleep(for: .milliseconds(10)) }
-            #expect(failures.withLock { $0 } > 0)
+            try await waitUntil("the write has failed") { failures.withLock { $0 } > 0 }
             try await holder.query("COMMIT")
             #expect(await written.value, "the outcome was given up while the database was up")
             writer.finish()

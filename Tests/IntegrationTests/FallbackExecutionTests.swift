@@ -203,13 +203,10 @@ struct FallbackExecutionTests {
                 let firstJobs = try await store.submit(batch: (0..<8).map { _ in Self.chat() })
                 try await Self.waitForResults(store, firstJobs)
                 // Its outcomes reach the shared breaker within a report interval.
-                var state: String?
-                for _ in 0..<200 where state != "open" {
-                    state = try await pool.query("SELECT state FROM switchyard.fleet_health WHERE model = 'primary'")
-                        .scalar(String?.self)
-                    try await Task.sleep(for: .milliseconds(20))
+                try await waitUntil("the shared breaker is open") {
+                    try await pool.query("SELECT state FROM switchyard.fleet_health WHERE model = 'primary'")
+                        .scalar(String?.self) == "open"
                 }
-                #expect(state == "open")
                 let callsBefore = try await server.count(for: "primary")
                 first.terminate()
                 _ = await first.wait()

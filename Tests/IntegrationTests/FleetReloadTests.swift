@@ -28,8 +28,8 @@ struct FleetReloadTests {
 
             _ = try await catalogs.importDocument(Data(Self.catalog.replacingOccurrences(of: "\"m\"", with: "\"n\"").utf8))
             try await BackgroundPolicy.set("background_max_cost_per_1k", to: "0.5", in: pool)
-            for _ in 0..<300 where fleet.router.catalog.models.map(\.name) != ["n"] || fleet.policy.maxCostPer1K == nil {
-                try await Task.sleep(for: .milliseconds(20))
+            try await waitUntil("the fleet has reloaded both") {
+                fleet.router.catalog.models.map(\.name) == ["n"] && fleet.policy.maxCostPer1K != nil
             }
             #expect(fleet.router.catalog.models.map(\.name) == ["n"])
             #expect(fleet.policy.maxCostPer1K == Decimal(string: "0.5"))

@@ -137,16 +137,4 @@ struct MultiHostTests {
         )
         return WorkerProcess(child: child, logFile: logFile)
     }
-
-    private func waitUntil(
-        _ what: String, limit: Duration, _ condition: () async throws -> Bool
-    ) async throws {
-        let clock = ContinuousClock()
-        let deadline = clock.now + limit
-        while clock.now < deadline {
-            if try await condition() { return }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        throw NetworkLabError("timed out after \(limit) waiting until \(what)")
-    }
 }

@@ -55,8 +55,8 @@ struct OffPeakExecutionTests {
                 }
                 // The patient one was claimed, found nothing within its ceiling, and was put back
                 // until its escalation point, its attempt not spent.
-                for _ in 0..<500 where try await store.status(of: patient) != "scheduled" {
-                    try await Task.sleep(for: .milliseconds(10))
+                try await waitUntil("the patient job is put back") {
+                    try await store.status(of: patient) == "scheduled"
                 }
             }
 

@@ -78,9 +78,8 @@ struct WorkerServiceTests {
                 try await executor.waitForStarts(5)
                 #expect(executor.started[4].id == second)
                 executor.releaseAll()
-                for _ in 0..<400 {
-                    if try await pool.query("SELECT count(*) FROM switchyard.results").scalar(Int.self) == 22 { break }
-                    try await Task.sleep(for: .milliseconds(10))
+                try await waitUntil("all 22 jobs have results") {
+                    try await pool.query("SELECT count(*) FROM switchyard.results").scalar(Int.self) == 22
                 }
                 #expect(Set(executor.started.map(\.id)).isSuperset(of: background))
             }
@@ -96,9 +95,7 @@ struct WorkerServiceTests {
             try await Self.withWorker(pool, Self.configuration(concurrency: 2), executor) { _ in
                 try await executor.waitForStarts(1)
                 #expect(try await store.cancel(id) == "cancelling")
-                for _ in 0..<300 where try await store.status(of: id) != "cancelled" {
-                    try await Task.sleep(for: .milliseconds(10))
-                }
+                try await waitUntil("the job is cancelled") { try await store.status(of: id) == "cancelled" }
                 let result = try #require(try await store.result(of: id))
                 #expect(result["status"] == "cancelled")
                 #expect(result["error"]?["message"] == "cancelled while running")
@@ -133,15 +130,67 @@ struct WorkerServiceTests {
             try await pool.query("UPDATE switchyard.jobs SET run_at = now() WHERE id = $1", [id])
             configuration.retryPolicy = RetryPolicy(base: .milliseconds(1), jitter: 0)
             try await Self.withWorker(pool, configuration, FailingExecutor()) { _ in
-                for _ in 0..<500 where try await store.status(of: id) != "failed" {
-                    try await Task.sleep(for: .milliseconds(10))
-                }
+                try await waitUntil("the job has failed") { try await store.status(of: id) == "failed" }
             }
             let result = try #require(try await store.result(of: id))
             #expect(result["status"] == "failed")
             #expect(result["attempt_count"] == 3)
             #expect(result["attempts"]?.arrayValue?.count == 3)
             #expect(result["error"]?["code"] == "all_candidates_failed")
+        }
+    }
+
+    /// A retry with a short backoff is claimed again by the same worker while a heartbeat sent for
+    /// the attempt before is still on its way. That heartbeat cannot renew the earlier attempt
+    /// (it is written back); it must not stop the new one as if its lease were lost (the worker
+    /// used to abandon it, and the job sat "running" until its lease expired).
+    @Test("a job claimed again while a heartbeat for its previous attempt is on its way keeps running")
+    func heartbeatAcrossAttempts() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let id = try await store.submit(Submission(request: Self.hello, maxAttempts: 3))
+            // Gated by attempt; the first fails (retryable), the second succeeds.
+            let executor = GatedExecutor(gate: { Int64($0.attempt) }) { job in
+                job.attempt > 1
+                    ? .succeeded(JobAnswer(model: "gated", provider: "test", tier: "primary", response: ["ok": true]))
+                    : .failed(JobFailure(code: "all_candidates_failed", message: "every model answered 503", retryable: true))
+            }
+            var configuration = Self.configuration(concurrency: 1)
+            configuration.retryPolicy = RetryPolicy(base: .milliseconds(1), jitter: 0)
+            let worker = configuration.identity.id
+            try await Self.withWorker(pool, configuration, executor) { _ in
+                try await waitUntil("attempt 1 runs") { executor.started.map(\.attempt) == [1] }
+                try await pool.withConnection { blocker in
+                    // Holding the worker's row holds its next heartbeat, sent for attempt 1.
+                    try await blocker.query("BEGIN")
+                    try await blocker.query("SELECT 1 FROM switchyard.workers WHERE id = $1 FOR UPDATE", [worker])
+                    try await waitUntil("a heartbeat waits for the worker's row") {
+                        try await pool.query(
+                            """
+                            SELECT count(*) FROM pg_stat_activity
+                            WHERE wait_event_type = 'Lock' AND query LIKE '%switchyard.heartbeat(%'
+                            """
+                        ).scalar(Int.self) == 1
+                    }
+                    executor.release(1)
+                    try await waitUntil("attempt 2 runs") { executor.started.map(\.attempt) == [1, 2] }
+                    let released = try await blocker.query("SELECT clock_timestamp()").scalar(Date.self)
+                    try await blocker.query("COMMIT")
+                    // A heartbeat sent after the held one returned: its answer has been acted on.
+                    try await waitUntil("the worker heartbeats again") {
+                        try await pool.query(
+                            "SELECT heartbeat_at > $2 FROM switchyard.workers WHERE id = $1", [worker, released]
+                        ).scalar(Bool.self)
+                    }
+                }
+                executor.release(2)
+                try await waitUntil("the job has an outcome") {
+                    try await store.status(of: id).map(JobWaiterStatuses.final.contains) ?? false
+                }
+            }
+            let result = try #require(try await store.result(of: id))
+            #expect(result["status"] == "succeeded")
+            #expect(result["attempt_count"] == 2)
         }
     }
 
@@ -221,8 +270,8 @@ struct WorkerServiceTests {
             var configuration = Self.configuration(concurrency: 1)
             configuration.shutdownGrace = .milliseconds(100)
             try await Self.withWorker(pool, configuration, LateAnswerExecutor(duration: .milliseconds(600))) { _ in
-                for _ in 0..<400 where try await store.status(of: id) != "running" {
-                    try await Task.sleep(for: .milliseconds(5))
+                try await waitUntil("the job runs", every: .milliseconds(5)) {
+                    try await store.status(of: id) == "running"
                 }
             }
             #expect(try await store.status(of: id) == "succeeded")

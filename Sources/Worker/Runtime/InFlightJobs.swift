@@ -13,7 +13,25 @@ enum StopReason: Sendable {
 }
 
 /// The jobs this worker is running, with their tasks, for heartbeats, cancellation and shutdown.
+///
+/// Held by attempt, not by job: a job whose retry (or postponement) is being written can be
+/// claimed again by this worker before the writer has freed the earlier attempt's slot, and each
+/// attempt keeps its own slot, lease and stop reason until then.
 final class InFlightJobs: Sendable {
+    struct Key: Hashable, Sendable {
+        var id: Int64
+        var attempt: Int
+
+        init(id: Int64, attempt: Int) {
+            self.id = id
+            self.attempt = attempt
+        }
+
+        init(_ job: Job) {
+            self.init(id: job.id, attempt: job.attempt)
+        }
+    }
+
     struct Entry: Sendable {
         var job: Job
         var task: Task<Void, Never>?
@@ -24,7 +42,7 @@ final class InFlightJobs: Sendable {
     }
 
     private struct State {
-        var entries: [Int64: Entry] = [:]
+        var entries: [Key: Entry] = [:]
         var backgroundCount = 0
         var emptyWaiters: [CheckedContinuation<Void, Never>] = []
     }
@@ -41,23 +59,24 @@ final class InFlightJobs: Sendable {
 
     func add(_ job: Job) {
         state.withLock { state in
-            state.entries[job.id] = Entry(job: job)
+            state.entries[Key(job)] = Entry(job: job)
             if job.priority == .background { state.backgroundCount += 1 }
         }
     }
 
     /// Attaches the job's task. If a stop was asked for before the task existed, cancels it now.
-    func attach(_ task: Task<Void, Never>, to id: Int64) {
+    func attach(_ task: Task<Void, Never>, to job: Job) {
+        let key = Key(job)
         let cancelNow = state.withLock { state -> Bool in
-            state.entries[id]?.task = task
-            return state.entries[id]?.stopReason != nil
+            state.entries[key]?.task = task
+            return state.entries[key]?.stopReason != nil
         }
         if cancelNow { task.cancel() }
     }
 
-    func remove(_ id: Int64) {
+    func remove(_ job: Job) {
         let waiters: [CheckedContinuation<Void, Never>] = state.withLock { state in
-            if let entry = state.entries.removeValue(forKey: id), entry.job.priority == .background {
+            if let entry = state.entries.removeValue(forKey: Key(job)), entry.job.priority == .background {
                 state.backgroundCount -= 1
             }
             guard state.entries.isEmpty else { return [] }
@@ -68,11 +87,11 @@ final class InFlightJobs: Sendable {
     }
 
     /// Asks a job's task to stop. The first reason given wins.
-    func stop(_ id: Int64, reason: StopReason) {
+    func stop(_ key: Key, reason: StopReason) {
         let task: Task<Void, Never>? = state.withLock { state in
-            guard var entry = state.entries[id], entry.stopReason == nil else { return nil }
+            guard var entry = state.entries[key], entry.stopReason == nil else { return nil }
             entry.stopReason = reason
-            state.entries[id] = entry
+            state.entries[key] = entry
             return entry.task
         }
         task?.cancel()
@@ -80,20 +99,21 @@ final class InFlightJobs: Sendable {
 
     /// Asks every job's task to stop.
     func stopAll(reason: StopReason) {
-        for id in state.withLock({ Array($0.entries.keys) }) { stop(id, reason: reason) }
+        for key in state.withLock({ Array($0.entries.keys) }) { stop(key, reason: reason) }
     }
 
     /// Marks the job's outcome as handed to the writer.
-    func handOver(_ id: Int64) {
-        state.withLock { $0.entries[id]?.handedOver = true }
+    func handOver(_ job: Job) {
+        state.withLock { $0.entries[Key(job)]?.handedOver = true }
     }
 
-    func isHandedOver(_ id: Int64) -> Bool {
-        state.withLock { $0.entries[id]?.handedOver ?? true }
+    /// True also once the attempt is gone: its outcome was written.
+    func isHandedOver(_ key: Key) -> Bool {
+        state.withLock { $0.entries[key]?.handedOver ?? true }
     }
 
-    func stopReason(of id: Int64) -> StopReason? {
-        state.withLock { $0.entries[id]?.stopReason }
+    func stopReason(of job: Job) -> StopReason? {
+        state.withLock { $0.entries[Key(job)]?.stopReason }
     }
 
     /// Returns when no job is running (at once if none is).

@@ -165,7 +165,7 @@ final class WorkerService: Sendable {
                 return
             }
             // Written in the writer's next batch; the slot stays taken until then.
-            inFlight.handOver(job.id)
+            inFlight.handOver(job)
             // The writer wakes the claim loop after the whole batch (`wakeIfWorthClaiming`).
             writer.submit(completion) { [self] written in
                 // What was written: a refused outcome is counted as the failure that replaced it.
@@ -173,13 +173,13 @@ final class WorkerService: Sendable {
                 release(job, wakeClaims: false)
             }
         }
-        inFlight.attach(task, to: job.id)
+        inFlight.attach(task, to: job)
     }
 
     /// Frees a job's slot once its outcome is written (or abandoned).
     private func release(_ job: Job, wakeClaims: Bool = true) {
         metrics.inFlight.add(-1, [job.priority.rawValue])
-        inFlight.remove(job.id)
+        inFlight.remove(job)
         if wakeClaims { wakeIfWorthClaiming() }
     }
 
@@ -199,7 +199,7 @@ final class WorkerService: Sendable {
     private func completion(of job: Job, _ outcome: JobOutcome, model: String, elapsed: Duration) -> Completion? {
         let worker = configuration.identity.id
         let completion: Completion
-        switch (inFlight.stopReason(of: job.id), outcome) {
+        switch (inFlight.stopReason(of: job), outcome) {
         case (.leaseLost, _):
             logger.warning(
                 "abandoned job: its lease was taken over", ["job": job.id, "model": model, "attempt": job.attempt])
@@ -301,16 +301,22 @@ final class WorkerService: Sendable {
                     try await store.heartbeat(worker: configuration.identity, held: held, lease: configuration.lease)
                 }
                 metrics.leaseRenewals.increment(by: Double(answer.count))
-                for (id, _) in held {
-                    guard let cancelRequested = answer[id] else {
+                // The answer names the jobs whose held attempt is still leased to this worker: for
+                // a job held twice (an attempt claimed again before the earlier one's slot was
+                // freed), that is the later attempt, as attempts only grow. Each attempt is judged
+                // as it was sent: one claimed since is not in `held`.
+                let latest = Dictionary(held.map { ($0.id, $0.attempt) }, uniquingKeysWith: max)
+                for (id, attempt) in held {
+                    let key = InFlightJobs.Key(id: id, attempt: attempt)
+                    guard let cancelRequested = answer[id], attempt == latest[id] else {
                         // Written back while the heartbeat was on its way: not lost. (The
                         // write-back's own fence says whether the lease really was.)
-                        if inFlight.isHandedOver(id) { continue }
+                        if inFlight.isHandedOver(key) { continue }
                         metrics.leasesLost.increment()
-                        inFlight.stop(id, reason: .leaseLost)
+                        inFlight.stop(key, reason: .leaseLost)
                         continue
                     }
-                    if cancelRequested { inFlight.stop(id, reason: .cancelRequested) }
+                    if cancelRequested { inFlight.stop(key, reason: .cancelRequested) }
                 }
             } catch {
                 logger.error("heartbeat failed; leases not renewed", ["error": "\(error)", "in_flight": held.count])

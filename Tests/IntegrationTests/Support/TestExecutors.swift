@@ -15,6 +15,20 @@ final class GatedExecutor: JobExecutor, Sendable {
     }
 
     private let state = Mutex(State())
+    /// What `release` names: the job's id, unless the test gates by something else (its attempt).
+    private let gate: @Sendable (Job) -> Int64
+    /// What a released job answers.
+    private let outcome: @Sendable (Job) -> JobOutcome
+
+    init(
+        gate: @escaping @Sendable (Job) -> Int64 = { $0.id },
+        outcome: @escaping @Sendable (Job) -> JobOutcome = { _ in
+            .succeeded(JobAnswer(model: "gated", provider: "test", tier: "primary", response: ["ok": true]))
+        }
+    ) {
+        self.gate = gate
+        self.outcome = outcome
+    }
 
     var started: [Job] { state.withLock { $0.started } }
 
@@ -37,26 +51,27 @@ final class GatedExecutor: JobExecutor, Sendable {
 
     /// Waits (polling lightly) until `count` jobs have started.
     func waitForStarts(_ count: Int) async throws {
-        for _ in 0..<2000 where started.count < count { try await Task.sleep(for: .milliseconds(5)) }
+        try await waitUntil("\(count) jobs have started", every: .milliseconds(5)) { started.count >= count }
     }
 
     func execute(_ job: Job) async -> JobOutcome {
         state.withLock { $0.started.append(job) }
+        let key = gate(job)
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                 let go = state.withLock { state -> Bool in
-                    if state.releaseAll || state.released.contains(job.id) || Task.isCancelled { return true }
-                    state.waiters[job.id] = continuation
+                    if state.releaseAll || state.released.contains(key) || Task.isCancelled { return true }
+                    state.waiters[key] = continuation
                     return false
                 }
                 if go { continuation.resume() }
             }
         } onCancel: {
-            let waiter = state.withLock { $0.waiters.removeValue(forKey: job.id) }
+            let waiter = state.withLock { $0.waiters.removeValue(forKey: key) }
             waiter?.resume()
         }
         if Task.isCancelled { return .cancelled(trail: []) }
-        return .succeeded(JobAnswer(model: "gated", provider: "test", tier: "primary", response: ["ok": true]))
+        return outcome(job)
     }
 }
 

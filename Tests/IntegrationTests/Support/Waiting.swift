@@ -1,0 +1,20 @@
+/// A wait the test gave up on; says what it waited for.
+struct WaitTimedOut: Error, CustomStringConvertible {
+    var description: String
+}
+
+/// Polls `condition` until it holds; throws once `limit` has passed without it. The limit is
+/// generous: a full test run loads both cores, and a wait that ends early only costs time when
+/// something is wrong.
+func waitUntil(
+    _ what: String, limit: Duration = .seconds(30), every interval: Duration = .milliseconds(20),
+    _ condition: () async throws -> Bool
+) async throws {
+    let clock = ContinuousClock()
+    let deadline = clock.now + limit
+    while true {
+        if try await condition() { return }
+        if clock.now >= deadline { throw WaitTimedOut(description: "timed out after \(limit) waiting until \(what)") }
+        try await Task.sleep(for: interval)
+    }
+}
