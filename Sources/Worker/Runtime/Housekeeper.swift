@@ -1,7 +1,6 @@
 import Foundation
 import Postgres
 import QueueModel
-import Synchronization
 
 /// Queue housekeeping — rescuing expired leases, analyzing job partitions whose statistics went
 /// stale, expiring overdue jobs, creating results partitions, evaluating alerts — run by exactly
@@ -17,7 +16,6 @@ final class Housekeeper: Sendable {
     private let logger: Logger
     private let metrics: WorkerMetrics
     private let alerts: AlertStore
-    private let stopped = StopFlag()
 
     init(store: QueueStore, interval: Duration, logger: Logger, metrics: WorkerMetrics = WorkerMetrics()) {
         self.store = store
@@ -26,8 +24,6 @@ final class Housekeeper: Sendable {
         self.metrics = metrics
         self.alerts = AlertStore(pool: store.pool)
     }
-
-    func stop() { stopped.set() }
 
     /// How often alerts are evaluated: they look back over minutes, and each evaluation reads
     /// every result of its window, so every few seconds would cost more than it tells.
@@ -44,7 +40,7 @@ final class Housekeeper: Sendable {
         defer {
             if let connection { Task { await connection.close() } }
         }
-        while !stopped.isSet && !Task.isCancelled {
+        while !Task.isCancelled {
             do {
                 if let open = connection, !(await open.isReusable()) {
                     if isLeader { logger.warning("lost the housekeeper lock connection; standing down") }
@@ -77,6 +73,8 @@ final class Housekeeper: Sendable {
                     if alertsDue { lastAlertCheck = clock.now }
                 }
             } catch {
+                // Cancelled as the worker stops, mid-statement: nothing failed.
+                if Task.isCancelled { return }
                 logger.error("housekeeping failed", ["error": "\(error)"])
             }
             try? await Task.sleep(for: interval)
@@ -101,6 +99,7 @@ final class Housekeeper: Sendable {
                 logger.info("analyzed a job partition whose statistics were stale", ["partition": partition])
             }
         } catch {
+            if Task.isCancelled { throw error }
             logger.warning("could not analyze the job partitions", ["error": "\(error)"])
         }
         let expired = try await metrics.measure("expire") { try await store.expireOverdue() }
@@ -126,11 +125,4 @@ final class Housekeeper: Sendable {
             }
         }
     }
-}
-
-/// A flag set once, read from anywhere.
-final class StopFlag: Sendable {
-    private let value = Mutex(false)
-    var isSet: Bool { value.withLock { $0 } }
-    func set() { value.withLock { $0 = true } }
 }

@@ -319,6 +319,7 @@ final class WorkerService: Sendable {
                     if cancelRequested { inFlight.stop(key, reason: .cancelRequested) }
                 }
             } catch {
+                if Task.isCancelled { return }  // the worker is stopping, with nothing left to hold
                 logger.error("heartbeat failed; leases not renewed", ["error": "\(error)", "in_flight": held.count])
             }
         }
@@ -351,6 +352,7 @@ final class WorkerService: Sendable {
                     if isStopping { break }
                 }
             } catch {
+                if Task.isCancelled { return }
                 logger.warning("could not LISTEN; polling instead", ["error": "\(error)"])
                 try? await Task.sleep(for: delay)
                 delay = min(delay * 2, .seconds(10))
