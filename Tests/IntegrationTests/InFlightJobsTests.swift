@@ -4,36 +4,36 @@ import Testing
 
 @testable import Worker
 
-/// The worker's table of running jobs, held by attempt: a job can be claimed again (its retry)
-/// before the writer has freed the slot of the attempt before.
-@Suite("In-flight jobs: one entry per attempt")
+/// The worker's table of running jobs, held by claim: a job can be claimed again (its retry, or a
+/// postponed or released job with its attempt unspent) before the writer has freed the slot of
+/// the claim before.
+@Suite("In-flight jobs: one entry per claim")
 struct InFlightJobsTests {
-    static func job(_ id: Int64, attempt: Int, _ priority: Priority = .background) -> Job {
-        Job(id: id, priority: priority, request: [:], attempt: attempt)
-    }
-
-    @Test("freeing an attempt's slot leaves the next attempt of the same job held, counted and stoppable")
-    func attemptsOfOneJob() {
+    @Test("freeing a claim's slot leaves the job's next claim held, counted and stoppable", arguments: [3, 2])
+    func claimsOfOneJob(nextAttempt: Int) {
         let inFlight = InFlightJobs()
-        let written = Self.job(7, attempt: 2)
-        let again = Self.job(7, attempt: 3)
-        inFlight.add(written)
+        let written = inFlight.add(Job(id: 7, priority: .background, request: [:], attempt: 2))
         inFlight.handOver(written)
-        inFlight.add(again)  // claimed again before the writer told the worker attempt 2 was written
+        // Claimed again before the writer told the worker the first claim's outcome was written:
+        // its retry (attempt 3), or the same attempt when the first was postponed or released.
+        let again = inFlight.add(Job(id: 7, priority: .background, request: [:], attempt: nextAttempt))
+        #expect(written != again)
+        #expect(again.isLater(than: written))
         #expect(inFlight.count == 2)
         #expect(inFlight.backgroundCount == 2)
 
         inFlight.remove(written)
         #expect(inFlight.count == 1)
         #expect(inFlight.backgroundCount == 1)
-        #expect(inFlight.held.map(\.attempt) == [3])
-        #expect(!inFlight.isHandedOver(InFlightJobs.Key(again)))
-        #expect(inFlight.isHandedOver(InFlightJobs.Key(written)))  // gone: its outcome was written
+        #expect(inFlight.held.map(\.ticket) == [again])
+        #expect(inFlight.held.map(\.attempt) == [nextAttempt])
+        #expect(!inFlight.isHandedOver(again))
+        #expect(inFlight.isHandedOver(written))  // gone: its outcome was written
 
-        // A stop meant for the written attempt does not reach the running one.
-        inFlight.stop(InFlightJobs.Key(written), reason: .leaseLost)
+        // A stop meant for the first claim does not reach the running one.
+        inFlight.stop(written, reason: .leaseLost)
         #expect(inFlight.stopReason(of: again) == nil)
-        inFlight.stop(InFlightJobs.Key(again), reason: .cancelRequested)
+        inFlight.stop(again, reason: .cancelRequested)
         #expect(inFlight.stopReason(of: again) == .cancelRequested)
         inFlight.remove(again)
         #expect(inFlight.count == 0)

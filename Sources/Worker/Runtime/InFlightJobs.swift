@@ -14,22 +14,18 @@ enum StopReason: Sendable {
 
 /// The jobs this worker is running, with their tasks, for heartbeats, cancellation and shutdown.
 ///
-/// Held by attempt, not by job: a job whose retry (or postponement) is being written can be
-/// claimed again by this worker before the writer has freed the earlier attempt's slot, and each
-/// attempt keeps its own slot, lease and stop reason until then.
+/// Held by claim, not by job: a job whose retry, postponement or release is being written can be
+/// claimed again by this worker before the writer has freed the earlier claim's slot (a
+/// postponed or released job even comes back with the same attempt number), and each claim keeps
+/// its own slot, lease and stop reason until then.
 final class InFlightJobs: Sendable {
-    struct Key: Hashable, Sendable {
+    /// One claim of one job, told apart from the job's other claims by when this worker made it.
+    struct Ticket: Hashable, Sendable {
         var id: Int64
-        var attempt: Int
+        fileprivate var serial: UInt64
 
-        init(id: Int64, attempt: Int) {
-            self.id = id
-            self.attempt = attempt
-        }
-
-        init(_ job: Job) {
-            self.init(id: job.id, attempt: job.attempt)
-        }
+        /// Whether this claim came after `other` (of the same job).
+        func isLater(than other: Ticket) -> Bool { serial > other.serial }
     }
 
     struct Entry: Sendable {
@@ -42,7 +38,8 @@ final class InFlightJobs: Sendable {
     }
 
     private struct State {
-        var entries: [Key: Entry] = [:]
+        var entries: [Ticket: Entry] = [:]
+        var nextSerial: UInt64 = 0
         var backgroundCount = 0
         var emptyWaiters: [CheckedContinuation<Void, Never>] = []
     }
@@ -52,31 +49,33 @@ final class InFlightJobs: Sendable {
     var count: Int { state.withLock { $0.entries.count } }
     var backgroundCount: Int { state.withLock { $0.backgroundCount } }
 
-    /// The jobs held, with their attempts, for the heartbeat.
-    var held: [(id: Int64, attempt: Int)] {
-        state.withLock { $0.entries.values.map { ($0.job.id, $0.job.attempt) } }
+    /// The claims held, with their jobs' attempts, for the heartbeat.
+    var held: [(ticket: Ticket, attempt: Int)] {
+        state.withLock { $0.entries.map { ($0.key, $0.value.job.attempt) } }
     }
 
-    func add(_ job: Job) {
+    func add(_ job: Job) -> Ticket {
         state.withLock { state in
-            state.entries[Key(job)] = Entry(job: job)
+            state.nextSerial += 1
+            let ticket = Ticket(id: job.id, serial: state.nextSerial)
+            state.entries[ticket] = Entry(job: job)
             if job.priority == .background { state.backgroundCount += 1 }
+            return ticket
         }
     }
 
-    /// Attaches the job's task. If a stop was asked for before the task existed, cancels it now.
-    func attach(_ task: Task<Void, Never>, to job: Job) {
-        let key = Key(job)
+    /// Attaches the claim's task. If a stop was asked for before the task existed, cancels it now.
+    func attach(_ task: Task<Void, Never>, to ticket: Ticket) {
         let cancelNow = state.withLock { state -> Bool in
-            state.entries[key]?.task = task
-            return state.entries[key]?.stopReason != nil
+            state.entries[ticket]?.task = task
+            return state.entries[ticket]?.stopReason != nil
         }
         if cancelNow { task.cancel() }
     }
 
-    func remove(_ job: Job) {
+    func remove(_ ticket: Ticket) {
         let waiters: [CheckedContinuation<Void, Never>] = state.withLock { state in
-            if let entry = state.entries.removeValue(forKey: Key(job)), entry.job.priority == .background {
+            if let entry = state.entries.removeValue(forKey: ticket), entry.job.priority == .background {
                 state.backgroundCount -= 1
             }
             guard state.entries.isEmpty else { return [] }
@@ -86,34 +85,34 @@ final class InFlightJobs: Sendable {
         for waiter in waiters { waiter.resume() }
     }
 
-    /// Asks a job's task to stop. The first reason given wins.
-    func stop(_ key: Key, reason: StopReason) {
+    /// Asks a claim's task to stop. The first reason given wins.
+    func stop(_ ticket: Ticket, reason: StopReason) {
         let task: Task<Void, Never>? = state.withLock { state in
-            guard var entry = state.entries[key], entry.stopReason == nil else { return nil }
+            guard var entry = state.entries[ticket], entry.stopReason == nil else { return nil }
             entry.stopReason = reason
-            state.entries[key] = entry
+            state.entries[ticket] = entry
             return entry.task
         }
         task?.cancel()
     }
 
-    /// Asks every job's task to stop.
+    /// Asks every claim's task to stop.
     func stopAll(reason: StopReason) {
-        for key in state.withLock({ Array($0.entries.keys) }) { stop(key, reason: reason) }
+        for ticket in state.withLock({ Array($0.entries.keys) }) { stop(ticket, reason: reason) }
     }
 
-    /// Marks the job's outcome as handed to the writer.
-    func handOver(_ job: Job) {
-        state.withLock { $0.entries[Key(job)]?.handedOver = true }
+    /// Marks the claim's outcome as handed to the writer.
+    func handOver(_ ticket: Ticket) {
+        state.withLock { $0.entries[ticket]?.handedOver = true }
     }
 
-    /// True also once the attempt is gone: its outcome was written.
-    func isHandedOver(_ key: Key) -> Bool {
-        state.withLock { $0.entries[key]?.handedOver ?? true }
+    /// True also once the claim is gone: its outcome was written.
+    func isHandedOver(_ ticket: Ticket) -> Bool {
+        state.withLock { $0.entries[ticket]?.handedOver ?? true }
     }
 
-    func stopReason(of job: Job) -> StopReason? {
-        state.withLock { $0.entries[Key(job)]?.stopReason }
+    func stopReason(of ticket: Ticket) -> StopReason? {
+        state.withLock { $0.entries[ticket]?.stopReason }
     }
 
     /// Returns when no job is running (at once if none is).

@@ -152,7 +152,7 @@ final class WorkerService: Sendable {
     }
 
     private func start(_ job: Job) {
-        inFlight.add(job)
+        let ticket = inFlight.add(job)
         metrics.inFlight.add(1, [job.priority.rawValue])
         let task = Task {
             let started = ContinuousClock.now
@@ -160,26 +160,27 @@ final class WorkerService: Sendable {
             let elapsed = ContinuousClock.now - started
             metrics.jobLatency.observe(elapsed.seconds, [job.priority.rawValue])
             let model = Self.model(of: outcome)
-            guard let completion = completion(of: job, outcome, model: model, elapsed: elapsed) else {
-                release(job)
+            let stopReason = inFlight.stopReason(of: ticket)
+            guard let completion = completion(of: job, outcome, stopReason, model: model, elapsed: elapsed) else {
+                release(job, ticket)
                 return
             }
             // Written in the writer's next batch; the slot stays taken until then.
-            inFlight.handOver(job)
+            inFlight.handOver(ticket)
             // The writer wakes the claim loop after the whole batch (`wakeIfWorthClaiming`).
             writer.submit(completion) { [self] written in
                 // What was written: a refused outcome is counted as the failure that replaced it.
                 record(written ?? completion, of: job, model: model, written: written != nil)
-                release(job, wakeClaims: false)
+                release(job, ticket, wakeClaims: false)
             }
         }
-        inFlight.attach(task, to: job)
+        inFlight.attach(task, to: ticket)
     }
 
-    /// Frees a job's slot once its outcome is written (or abandoned).
-    private func release(_ job: Job, wakeClaims: Bool = true) {
+    /// Frees a claim's slot once its outcome is written (or abandoned).
+    private func release(_ job: Job, _ ticket: InFlightJobs.Ticket, wakeClaims: Bool = true) {
         metrics.inFlight.add(-1, [job.priority.rawValue])
-        inFlight.remove(job)
+        inFlight.remove(ticket)
         if wakeClaims { wakeIfWorthClaiming() }
     }
 
@@ -194,12 +195,16 @@ final class WorkerService: Sendable {
 
     /// What the queue should record for an outcome; nil when nothing may be written (the lease
     /// was taken over).
-    /// - Parameter elapsed: from the claim to the outcome, on this worker's clock (the database's
-    ///   `claimed_at` is on another host's, which may be set differently).
-    private func completion(of job: Job, _ outcome: JobOutcome, model: String, elapsed: Duration) -> Completion? {
+    /// - Parameters:
+    ///   - stopReason: why the claim's task was stopped, if it was.
+    ///   - elapsed: from the claim to the outcome, on this worker's clock (the database's
+    ///     `claimed_at` is on another host's, which may be set differently).
+    private func completion(
+        of job: Job, _ outcome: JobOutcome, _ stopReason: StopReason?, model: String, elapsed: Duration
+    ) -> Completion? {
         let worker = configuration.identity.id
         let completion: Completion
-        switch (inFlight.stopReason(of: job), outcome) {
+        switch (stopReason, outcome) {
         case (.leaseLost, _):
             logger.warning(
                 "abandoned job: its lease was taken over", ["job": job.id, "model": model, "attempt": job.attempt])
@@ -298,25 +303,29 @@ final class WorkerService: Sendable {
             let held = inFlight.held
             do {
                 let answer = try await metrics.measure("heartbeat") {
-                    try await store.heartbeat(worker: configuration.identity, held: held, lease: configuration.lease)
+                    try await store.heartbeat(
+                        worker: configuration.identity, held: held.map { ($0.ticket.id, $0.attempt) },
+                        lease: configuration.lease
+                    )
                 }
                 metrics.leaseRenewals.increment(by: Double(answer.count))
-                // The answer names the jobs whose held attempt is still leased to this worker: for
-                // a job held twice (an attempt claimed again before the earlier one's slot was
-                // freed), that is the later attempt, as attempts only grow. Each attempt is judged
-                // as it was sent: one claimed since is not in `held`.
-                let latest = Dictionary(held.map { ($0.id, $0.attempt) }, uniquingKeysWith: max)
-                for (id, attempt) in held {
-                    let key = InFlightJobs.Key(id: id, attempt: attempt)
-                    guard let cancelRequested = answer[id], attempt == latest[id] else {
+                // The answer names the jobs still leased to this worker. A job held twice (claimed
+                // again before the earlier claim's slot was freed) is leased by its later claim.
+                // Each claim is judged as it was sent: one made since is not in `held`.
+                var latest: [Int64: InFlightJobs.Ticket] = [:]
+                for (ticket, _) in held where latest[ticket.id].map(ticket.isLater) ?? true {
+                    latest[ticket.id] = ticket
+                }
+                for (ticket, _) in held {
+                    guard let cancelRequested = answer[ticket.id], latest[ticket.id] == ticket else {
                         // Written back while the heartbeat was on its way: not lost. (The
                         // write-back's own fence says whether the lease really was.)
-                        if inFlight.isHandedOver(key) { continue }
+                        if inFlight.isHandedOver(ticket) { continue }
                         metrics.leasesLost.increment()
-                        inFlight.stop(key, reason: .leaseLost)
+                        inFlight.stop(ticket, reason: .leaseLost)
                         continue
                     }
-                    if cancelRequested { inFlight.stop(key, reason: .cancelRequested) }
+                    if cancelRequested { inFlight.stop(ticket, reason: .cancelRequested) }
                 }
             } catch {
                 if Task.isCancelled { return }  // the worker is stopping, with nothing left to hold
