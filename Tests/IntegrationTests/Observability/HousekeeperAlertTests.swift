@@ -34,6 +34,15 @@ struct HousekeeperAlertTests {
     }
 }
 
+extension HousekeeperAlertTests {
+    @Test("alerts are evaluated every 15 s, or ten times as long as an evaluation takes when that is longer")
+    func alertInterval() {
+        #expect(Housekeeper.alertInterval(after: .milliseconds(400)) == .seconds(15))
+        #expect(Housekeeper.alertInterval(after: .milliseconds(1500)) == .seconds(15))
+        #expect(Housekeeper.alertInterval(after: .seconds(3)) == .seconds(30))
+    }
+}
+
 @Suite("Housekeeper: a stop mid-round")
 struct HousekeeperStopTests {
     /// The worker cancels its housekeeper as it stops; a round caught mid-statement (here: alert
