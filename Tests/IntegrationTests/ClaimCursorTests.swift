@@ -203,7 +203,7 @@ struct ClaimCursorTests {
             // The first job comes back (as at a worker's shutdown), behind the cursor.
             let released = try await store.complete(
                 worker: "w", [Completion(jobID: first[0].id, attempt: first[0].attempt, kind: .release)])
-            #expect(released == [first[0].id])
+            #expect(released == [first[0].id: "release"])
 
             let next = try await store.claim(worker: "w", freeSlots: 1, backgroundSlots: 0, lease: Self.lease, after: cursor)
             #expect(next.map(\.id) == [first[1].id + 1])

@@ -112,7 +112,7 @@ struct CompletionWriterTests {
             let answer: JSONValue = ["choices": [["message": ["role": "assistant", "content": "a\u{0}b"]]]]
             let written = try await store.complete(
                 worker: "w", [Completion(jobID: job.id, attempt: job.attempt, kind: .result, status: "succeeded", response: answer)])
-            #expect(written == [job.id])
+            #expect(written == [job.id: "result"])
             let content = try await pool.query(
                 "SELECT response->'choices'->0->'message'->>'content' FROM switchyard.results").scalar(String.self)
             #expect(content == "a\u{FFFD}b")

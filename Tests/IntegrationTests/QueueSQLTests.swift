@@ -143,7 +143,7 @@ struct QueueSQLTests {
             #expect(try await store.complete(worker: "slow", [forged]).isEmpty)
             // The holder writes once; a repeat of the same write changes nothing.
             let good = Completion(jobID: id, attempt: second.attempt, kind: .result, status: "succeeded", model: "good")
-            #expect(try await store.complete(worker: "fast", [good]) == [id])
+            #expect(try await store.complete(worker: "fast", [good]) == [id: "result"])
             #expect(try await store.complete(worker: "fast", [good]).isEmpty)
             let results = try await pool.query("SELECT model, attempt_count, attempts FROM switchyard.results WHERE job_id = $1", [id])
             #expect(results.count == 1)
@@ -187,6 +187,41 @@ struct QueueSQLTests {
                 held: [(running, job.attempt)], lease: .seconds(30)
             )
             #expect(held[running] == true)
+        }
+    }
+
+    @Test(
+        "a cancel asked for while an attempt runs ends the job when the attempt comes back instead",
+        arguments: [Completion.Kind.retry, .postpone, .release]
+    )
+    func cancelMeetsRequeue(kind: Completion.Kind) async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let id = try await store.submit(Submission(request: Self.hello, maxAttempts: 3))
+            let job = try #require(try await store.claim(worker: "w", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30)).first)
+            #expect(try await store.cancel(id) == "cancelling")
+            // The attempt ends before the worker's next heartbeat brings it the cancel.
+            let trail = [AttemptRecord(attempt: job.attempt, outcome: "error", error: "503", worker: "w", at: Date())]
+            let back = Completion(
+                jobID: id, attempt: job.attempt, kind: kind, error: ["code": "all_candidates_failed"], trail: trail,
+                retryAt: Date().addingTimeInterval(60)
+            )
+            #expect(try await store.complete(worker: "w", [back]) == [id: "cancelled"])
+            #expect(try await store.status(of: id) == "cancelled")
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.jobs").scalar(Int.self) == 0)
+            let result = try #require(try await store.result(of: id))
+            #expect(result["error"]?["message"] == "cancelled while running")
+            #expect(result["attempts"]?.arrayValue?.last?["error"] == "503")
+            #expect(result["worker"] == "w")
+
+            // Without a cancel, the same outcome puts the job back.
+            let other = try await store.submit(Submission(request: Self.hello, maxAttempts: 3))
+            let next = try #require(try await store.claim(worker: "w", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30)).first)
+            var again = back
+            again.jobID = other
+            again.attempt = next.attempt
+            #expect(try await store.complete(worker: "w", [again]) == [other: kind.rawValue])
+            #expect(try await store.status(of: other) != "cancelled")
         }
     }
 

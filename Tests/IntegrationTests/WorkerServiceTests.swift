@@ -29,14 +29,14 @@ struct WorkerServiceTests {
     /// Runs a worker service until `body` returns, then shuts it down and waits for it.
     static func withWorker<T>(
         _ pool: PostgresPool, _ configuration: WorkerConfiguration, _ executor: any JobExecutor,
-        fleet: FleetState? = nil,
+        fleet: FleetState? = nil, metrics: WorkerMetrics = WorkerMetrics(),
         now: @escaping @Sendable () -> Date = { Date() }, random: @escaping @Sendable () -> Double = { 0.5 },
         _ body: (WorkerService) async throws -> T
     ) async throws -> T {
         let logger = Logger(label: "worker", level: .warning) { _ in }
         let service = WorkerService(
             configuration: configuration, pool: pool, executor: executor, fleet: fleet, logger: logger, now: now,
-            random: random
+            random: random, metrics: metrics
         )
         let running = Task { try await service.run() }
         do {
@@ -137,6 +137,35 @@ struct WorkerServiceTests {
             #expect(result["attempt_count"] == 3)
             #expect(result["attempts"]?.arrayValue?.count == 3)
             #expect(result["error"]?["code"] == "all_candidates_failed")
+        }
+    }
+
+    /// The user cancels while the attempt runs, and the attempt fails (retryable) before the next
+    /// heartbeat brings the worker the cancel: the job ends cancelled, not back in the queue.
+    @Test("a cancel that meets a retry ends the job as cancelled, and the worker counts it so")
+    func cancelMeetsRetry() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let id = try await store.submit(Submission(request: Self.hello, maxAttempts: 3))
+            let executor = GatedExecutor(outcome: { _ in
+                .failed(JobFailure(code: "all_candidates_failed", message: "every model answered 503", retryable: true))
+            })
+            var configuration = Self.configuration(concurrency: 1)
+            configuration.heartbeatInterval = .seconds(60)  // the cancel must not arrive by heartbeat
+            let metrics = WorkerMetrics()
+            try await Self.withWorker(pool, configuration, executor, metrics: metrics) { _ in
+                try await executor.waitForStarts(1)
+                #expect(try await store.cancel(id) == "cancelling")
+                executor.release(id)
+                try await waitUntil("the job is cancelled") { try await store.status(of: id) == "cancelled" }
+                try await waitUntil("the worker has counted it") {
+                    metrics.jobsCancelled.value(["interactive"]) == 1
+                }
+            }
+            #expect(metrics.jobsRetried.value(["interactive"]) == 0)
+            let result = try #require(try await store.result(of: id))
+            #expect(result["error"]?["code"] == "cancelled")
+            #expect(result["attempt_count"] == 1)
         }
     }
 

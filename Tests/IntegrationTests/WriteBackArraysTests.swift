@@ -104,7 +104,7 @@ struct WriteBackArraysTests {
             let outcomes = Self.outcomes(for: jobs)
             let written: Set<Int64>
             if binary {
-                written = try await store.complete(worker: "w", outcomes)
+                written = Set(try await store.complete(worker: "w", outcomes).keys)
             } else {
                 written = Set(try await pool.query(
                     "SELECT job_id FROM switchyard.complete('w', $1::jsonb)",

@@ -41,6 +41,20 @@ public struct Completion: Sendable {
     public var metadata: [String: JSONValue]
     public var retryAt: Date?
 
+    /// A job that ends as cancelled by its user while this attempt ran.
+    public static func cancelledWhileRunning(jobID: Int64, attempt: Int, trail: [AttemptRecord]) -> Completion {
+        Completion(
+            jobID: jobID, attempt: attempt, kind: .result, status: "cancelled",
+            error: ["code": "cancelled", "message": "cancelled while running"], trail: trail
+        )
+    }
+
+    /// What the queue wrote instead of this retry, postponement or release when the job had been
+    /// asked to cancel while the attempt ran (see `QueueStore.complete`).
+    public var cancelledWhileRunning: Completion {
+        Self.cancelledWhileRunning(jobID: jobID, attempt: attempt, trail: trail)
+    }
+
     public init(
         jobID: Int64, attempt: Int, kind: Kind, status: String? = nil, taskClass: String? = nil,
         model: String? = nil, provider: String? = nil, tier: String? = nil, response: JSONValue? = nil,

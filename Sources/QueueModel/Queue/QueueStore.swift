@@ -111,19 +111,24 @@ public struct QueueStore: Sendable {
     }
 
     /// Writes a batch of outcomes, fenced on (job, worker, attempt).
-    /// - Returns: the ids written; the others had lost their lease, and nothing was written for them.
-    public func complete(worker: String, _ completions: [Completion]) async throws -> Set<Int64> {
-        if completions.isEmpty { return [] }
+    /// - Returns: what was written for each job written: the outcome's kind (`result`, `retry`,
+    ///   `release`, `postpone`), or `cancelled` where a retry, postponement or release met a
+    ///   cancel asked for while the attempt ran, and ended the job instead. The jobs left out had
+    ///   lost their lease, and nothing was written for them.
+    public func complete(worker: String, _ completions: [Completion]) async throws -> [Int64: String] {
+        if completions.isEmpty { return [:] }
         let rows = try await pool.query(
             """
-            SELECT job_id FROM switchyard.complete(
+            SELECT job_id, kind FROM switchyard.complete(
                 $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::integer[], $14::integer[], $15::numeric[],
                 $16::numeric[], $17::numeric[], $18, $19, $20)
             """,
             [worker] + Completion.columns(completions),
             prepared: true
         )
-        return Set(try rows.map { try $0[0].decode(Int64.self) })
+        var written: [Int64: String] = [:]
+        for row in rows { written[try row[0].decode(Int64.self)] = try row[1].decode(String.self) }
+        return written
     }
 
     // MARK: Housekeeping

@@ -133,14 +133,18 @@ final class CompletionWriter: Sendable {
             do {
                 let written = try await store.complete(worker: worker, batch.map(\.completion))
                 for item in batch {
-                    let ok = written.contains(item.completion.jobID)
-                    if !ok {
+                    switch written[item.completion.jobID] {
+                    case nil:
                         logger.warning(
                             "result not written: this worker no longer holds the job's lease",
                             ["job": item.completion.jobID, "attempt": item.completion.attempt]
                         )
+                        item.done(nil)
+                    case "cancelled" where item.completion.kind != .result:
+                        item.done(item.completion.cancelledWhileRunning)
+                    default:
+                        item.done(item.completion)
                     }
-                    item.done(ok ? item.completion : nil)
                 }
                 return
             } catch let error as PostgresError where error.isRefusedValue {

@@ -224,10 +224,7 @@ final class WorkerService: Sendable {
             var trail: [AttemptRecord] = []
             if case .cancelled(let calls) = outcome { trail = calls }
             trail.append(AttemptRecord(attempt: job.attempt, outcome: "cancelled", worker: worker, at: now()))
-            completion = Completion(
-                jobID: job.id, attempt: job.attempt, kind: .result, status: "cancelled",
-                error: ["code": "cancelled", "message": "cancelled while running"], trail: trail
-            )
+            completion = .cancelledWhileRunning(jobID: job.id, attempt: job.attempt, trail: trail)
         case (nil, .postponed(let until, let reason)):
             completion = Completion(jobID: job.id, attempt: job.attempt, kind: .postpone, retryAt: until)
             logger.info("job waits to run later", ["job": job.id, "until": until, "reason": reason])
