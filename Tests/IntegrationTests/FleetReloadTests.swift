@@ -35,4 +35,28 @@ struct FleetReloadTests {
             #expect(fleet.policy.maxCostPer1K == Decimal(string: "0.5"))
         }
     }
+
+    @Test("the calls reported since the last round reach the fleet's breakers when the worker stops")
+    func lastReportOnTheWayOut() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            _ = try await CatalogStore(pool: pool).importDocument(Data(Self.catalog.utf8))
+            let capture = LogCapture()
+            // Rounds far apart: only the report on the way out can carry the calls.
+            let fleet = FleetState(pool: pool, logger: capture.logger(level: .info), reportInterval: .seconds(60))
+            await fleet.reload()
+            let model = try #require(fleet.router.catalog.models.first)
+            let running = Task { await fleet.run() }
+            for _ in 0..<3 {
+                fleet.begin(model, estimatedTokens: 10)
+                fleet.end(model, success: false, latencyMS: 12)
+            }
+            running.cancel()
+            await running.value
+            let failures = try await pool.query(
+                "SELECT window_failures FROM switchyard.model_health WHERE model = 'm'"
+            ).scalar(Int?.self)
+            #expect(failures == 3, "\(capture.all.joined(separator: "\n"))")
+            #expect(!capture.all.contains { $0.contains("could not report model health") })
+        }
+    }
 }

@@ -142,6 +142,7 @@ final class FleetState: Sendable {
         var lastReload = clock.now
         while !Task.isCancelled {
             try? await Task.sleep(for: reportInterval)
+            if Task.isCancelled { break }
             await flushReports()
             if clock.now - lastRefresh >= refreshInterval {
                 await refreshHealth()
@@ -153,7 +154,10 @@ final class FleetState: Sendable {
                 lastReload = clock.now
             }
         }
-        await flushReports()
+        // This task is cancelled by now, and a cancelled task's statement is cancelled: the last
+        // reports (the calls of the jobs finished while the worker drained) go from a task of
+        // their own.
+        await Task { await self.flushReports() }.value
     }
 
     private func flushReports() async {
