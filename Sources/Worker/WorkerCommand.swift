@@ -13,7 +13,8 @@ enum WorkerCommand {
         Start as many as the load needs, on any machine that reaches Postgres.
 
           --concurrency N             jobs run at once (default 16)
-          --id NAME                   this worker's name (default HOST-PID)
+          --id NAME                   this worker's name, unique in the fleet (default HOST-PID-XXXX,
+                                      XXXX random at each start)
           --database-url URL          default: $DATABASE_URL
           --reserve-interactive P%    share of slots background work may not take (default 25%)
           --lease DURATION            how long a claim holds a job without a heartbeat (default 30s)
@@ -121,9 +122,12 @@ enum WorkerCommand {
         let concurrency = try arguments.integer("concurrency", default: 16, range: 1...10_000)
         let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "worker"
         let pid = getpid()
+        // HOST-PID alone repeats across containers that share the host's name (host networking)
+        // and all run as PID 1; the id is the lease fence, so two workers must never share it.
+        let suffix = String(format: "%04x", UInt16.random(in: 0...UInt16.max))
         let identity = WorkerIdentity(
-            id: arguments.value("id") ?? "\(host)-\(pid)", concurrency: concurrency, hostname: host, pid: pid,
-            version: SwitchyardVersion.current
+            id: arguments.value("id") ?? "\(host)-\(pid)-\(suffix)", concurrency: concurrency, hostname: host,
+            pid: pid, version: SwitchyardVersion.current
         )
         var share = 0.25
         if let text = arguments.value("reserve-interactive") {

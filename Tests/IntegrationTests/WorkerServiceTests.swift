@@ -51,6 +51,25 @@ struct WorkerServiceTests {
         }
     }
 
+    @Test("the default worker id is HOST-PID and four random hex digits, drawn at each start")
+    func defaultIdentity() throws {
+        let arguments = try Arguments(
+            ["--database-url", "postgres://localhost/switchyard"], command: "worker", options: ["database-url", "id"])
+        let identities = try (0..<5).map { _ in try WorkerCommand.configure(arguments).0.identity }
+        for identity in identities {
+            let prefix = "\(identity.hostname)-\(identity.pid)-"
+            #expect(identity.id.hasPrefix(prefix) && identity.id.count == prefix.count + 4, "\(identity.id)")
+            #expect(identity.id.dropFirst(prefix.count).allSatisfy { $0.isHexDigit }, "\(identity.id)")
+        }
+        // Same host, same PID (as containers on the host's network, each PID 1): still apart.
+        #expect(Set(identities.map(\.id)).count > 1)
+        let named = try Arguments(
+            ["--database-url", "postgres://localhost/switchyard", "--id", "w1"], command: "worker",
+            options: ["database-url", "id"])
+        let chosen = try WorkerCommand.configure(named).0.identity.id
+        #expect(chosen == "w1")
+    }
+
     @Test("interactive jobs submitted later start before further background jobs, and the reserved share holds")
     func priorityAndReservedShare() async throws {
         try await TestDatabase.withMigratedPool { pool in
