@@ -77,6 +77,50 @@ struct CompletionWriterTests {
         }
     }
 
+    @Test("a batch the database keeps failing while up (a statement timeout) is written in halves",
+          .timeLimit(.minutes(1)))
+    func batchTooBigForTheDatabase() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            for _ in 0..<8 { _ = try await store.submit(Submission(request: Self.hello)) }
+            let jobs = try await store.claim(worker: "w", freeSlots: 8, backgroundSlots: 0, lease: .seconds(30))
+            #expect(jobs.count == 8)
+            // A write-back of more than two results runs out of time (57014), every time.
+            try await pool.query(
+                """
+                CREATE FUNCTION public.at_most_two() RETURNS trigger LANGUAGE plpgsql AS $$
+                DECLARE n integer := coalesce(nullif(current_setting('test.rows', true), ''), '0')::integer + 1;
+                BEGIN
+                    PERFORM set_config('test.rows', n::text, true);
+                    IF n > 2 THEN
+                        RAISE EXCEPTION 'canceling statement due to statement timeout' USING ERRCODE = '57014';
+                    END IF;
+                    RETURN NEW;
+                END $$
+                """)
+            try await pool.query(
+                "CREATE TRIGGER at_most_two BEFORE INSERT ON switchyard.results FOR EACH ROW EXECUTE FUNCTION public.at_most_two()")
+            let splits = Mutex(0)
+            let logger = Logger(label: "t", level: .warning) { line in
+                if line.contains("writing the batch in halves") { splits.withLock { $0 += 1 } }
+            }
+            // Delays of 100 + 200 ms before each split: the test's minute is plenty.
+            let writer = CompletionWriter(store: store, worker: "w", batchLimit: 10, logger: logger)
+            let written = Mutex(0)
+            for job in jobs {
+                writer.submit(Completion(jobID: job.id, attempt: job.attempt, kind: .result, status: "succeeded")) {
+                    if $0 != nil { written.withLock { $0 += 1 } }
+                }
+            }
+            let running = Task { await writer.run() }
+            try await waitUntil("all eight are written") { written.withLock { $0 } == 8 }
+            writer.finish()
+            await running.value
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.results").scalar(Int.self) == 8)
+            #expect(splits.withLock { $0 } == 3)  // 8 → 4 + 4 → each 4 → 2 + 2
+        }
+    }
+
     @Test("only a value the database refuses is narrowed down to one outcome; an outage is retried")
     func refusedOrUnavailable() {
         let refused = [

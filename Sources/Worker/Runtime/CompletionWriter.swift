@@ -22,6 +22,8 @@ final class CompletionWriter: Sendable {
     }
 
     private let state = Mutex(State())
+    /// Failed attempts at a batch, with the database up, before it is written in halves.
+    static let attemptsBeforeSplitting = 3
     private let store: QueueStore
     private let worker: String
     private let batchLimit: Int
@@ -125,7 +127,8 @@ final class CompletionWriter: Sendable {
     /// An error a retry cannot cure (the database refuses a value in the batch) is narrowed down
     /// to the outcome that causes it, which is written as failed instead: retrying the batch
     /// forever would hold every later outcome, and their leases, behind it. Anything else (the
-    /// database down, restarting, out of connections, read-only after a failover) is retried.
+    /// database down, restarting, out of connections, read-only after a failover) is retried;
+    /// with the database up, a batch that fails three times is retried in halves.
     private func flush(_ batch: [Pending]) async {
         var delay = Duration.milliseconds(100)
         var attempts = 0
@@ -162,6 +165,19 @@ final class CompletionWriter: Sendable {
                             + "leases expire)", ["jobs": batch.count, "error": "\(error)", "attempt": attempts]
                     )
                     for item in batch { item.done(nil) }
+                    return
+                }
+                // The database is up and keeps failing this batch: a statement timeout on a batch
+                // too big for it, a lock one job's row is held under. Retried whole, forever, it
+                // would hold every later outcome (and their slots and leases) behind it; halves
+                // get through, or narrow the failure down to the job it is about.
+                if !unreachable && attempts >= Self.attemptsBeforeSplitting && batch.count > 1 {
+                    logger.warning(
+                        "could not write results; writing the batch in halves",
+                        ["jobs": batch.count, "error": "\(error)", "attempt": attempts]
+                    )
+                    await flush(Array(batch[..<(batch.count / 2)]))
+                    await flush(Array(batch[(batch.count / 2)...]))
                     return
                 }
                 logger.error(
