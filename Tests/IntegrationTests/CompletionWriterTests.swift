@@ -121,6 +121,80 @@ struct CompletionWriterTests {
         }
     }
 
+    @Test("one outcome the database keeps failing while up (its row locked) waits while the others are written",
+          .timeLimit(.minutes(1)))
+    func oneStuckOutcome() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let database = try await pool.query("SELECT current_database()").scalar(String.self)
+            try await pool.query("ALTER DATABASE \(database) SET lock_timeout = '100ms'")  // for new connections
+            let writerPool = PostgresPool(pool.configuration)
+            let store = QueueStore(pool: writerPool)
+            for _ in 0..<4 { _ = try await store.submit(Submission(request: Self.hello)) }
+            let jobs = try await store.claim(worker: "w", freeSlots: 4, backgroundSlots: 0, lease: .seconds(30))
+            #expect(jobs.count == 4)
+            // Another session holds the first job's row: every write-back that includes it fails (55P03).
+            let holder = try await PostgresConnection.connect(pool.configuration)
+            try await holder.query("BEGIN")
+            try await holder.query("SELECT id FROM switchyard.jobs WHERE id = $1 FOR UPDATE", [jobs[0].id])
+            let writer = CompletionWriter(
+                store: store, worker: "w", batchLimit: 10, logger: Logger(label: "t", level: .error) { _ in })
+            let written = Mutex<Set<Int64>>([])
+            for job in jobs {
+                writer.submit(Completion(jobID: job.id, attempt: job.attempt, kind: .result, status: "succeeded")) {
+                    if $0 != nil { written.withLock { _ = $0.insert(job.id) } }
+                }
+            }
+            let running = Task { await writer.run() }
+            try await waitUntil("the three others are written") { written.withLock { $0 } == Set(jobs.dropFirst().map(\.id)) }
+            try await holder.query("COMMIT")
+            try await waitUntil("the first is written too") { written.withLock { $0.count } == 4 }
+            writer.finish()
+            await running.value
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.results").scalar(Int.self) == 4)
+            await holder.close()
+            await writerPool.close()
+        }
+    }
+
+    @Test("as the worker stops, a batch the database keeps failing is given up after five tries, not split",
+          .timeLimit(.minutes(1)))
+    func noSplittingWhenStopping() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            for _ in 0..<4 { _ = try await store.submit(Submission(request: Self.hello)) }
+            let jobs = try await store.claim(worker: "w", freeSlots: 4, backgroundSlots: 0, lease: .seconds(30))
+            try await pool.query(
+                """
+                CREATE FUNCTION public.never() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    RAISE EXCEPTION 'canceling statement due to statement timeout' USING ERRCODE = '57014';
+                END $$
+                """)
+            try await pool.query(
+                "CREATE TRIGGER never BEFORE INSERT ON switchyard.results FOR EACH ROW EXECUTE FUNCTION public.never()")
+            let lines = Mutex<[String]>([])
+            let writer = CompletionWriter(
+                store: store, worker: "w", batchLimit: 10,
+                logger: Logger(label: "t", level: .warning) { line in lines.withLock { $0.append(line) } })
+            let told = Mutex<[Bool]>([])
+            for job in jobs {
+                writer.submit(Completion(jobID: job.id, attempt: job.attempt, kind: .result, status: "succeeded")) {
+                    let written = $0 != nil
+                    told.withLock { $0.append(written) }
+                }
+            }
+            writer.stopRetrying()
+            let running = Task { await writer.run() }
+            writer.finish()
+            await running.value
+            #expect(told.withLock { $0 } == [false, false, false, false])
+            #expect(!lines.withLock { $0 }.contains { $0.contains("in halves") || $0.contains("the others first") })
+            #expect(lines.withLock { $0 }.contains { $0.contains("giving up as the worker stops") && $0.contains("jobs=4") })
+            // Nothing written: the jobs stay, leased, for the rescue.
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.jobs WHERE lease_owner = 'w'").scalar(Int.self) == 4)
+        }
+    }
+
     @Test("only a value the database refuses is narrowed down to one outcome; an outage is retried")
     func refusedOrUnavailable() {
         let refused = [

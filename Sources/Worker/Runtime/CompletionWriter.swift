@@ -22,7 +22,8 @@ final class CompletionWriter: Sendable {
     }
 
     private let state = Mutex(State())
-    /// Failed attempts at a batch, with the database up, before it is written in halves.
+    /// Failed attempts at a batch, with the database up, before it is written in halves (or, for
+    /// one outcome, put at the back of the queue).
     static let attemptsBeforeSplitting = 3
     private let store: QueueStore
     private let worker: String
@@ -36,10 +37,11 @@ final class CompletionWriter: Sendable {
         self.logger = logger
     }
 
-    /// Queues an outcome; `done` is called with what was written for the job: the outcome, or
-    /// the failure that replaced it when the database refused it (see `isolate`), or nil when
-    /// nothing was: the job's lease was lost (as the fence demands) or the writer stopped before
-    /// it could write. It runs on the writer's task, so it must be quick: the worker counts the
+    /// Queues an outcome; `done` is called with what was written for the job: the outcome, the
+    /// failure that replaced it when the database refused it (see `isolate`), the cancelled
+    /// result the queue wrote instead of a retry, postponement or release (the user cancelled the
+    /// job while the attempt ran), or nil when nothing was: the job's lease was lost (as the
+    /// fence demands) or the writer stopped before it could write. It runs on the writer's task, so it must be quick: the worker counts the
     /// outcome and frees the job's slot there (a task resumed per job cost more than the write).
     func submit(_ completion: Completion, done: @escaping @Sendable (Completion?) -> Void) {
         let flusher: CheckedContinuation<Void, Never>? = state.withLock { state in
@@ -128,7 +130,8 @@ final class CompletionWriter: Sendable {
     /// to the outcome that causes it, which is written as failed instead: retrying the batch
     /// forever would hold every later outcome, and their leases, behind it. Anything else (the
     /// database down, restarting, out of connections, read-only after a failover) is retried;
-    /// with the database up, a batch that fails three times is retried in halves.
+    /// with the database up, a batch that fails three times is retried in halves, and a single
+    /// outcome goes to the back of the queue.
     private func flush(_ batch: [Pending]) async {
         var delay = Duration.milliseconds(100)
         var attempts = 0
@@ -167,17 +170,28 @@ final class CompletionWriter: Sendable {
                     for item in batch { item.done(nil) }
                     return
                 }
-                // The database is up and keeps failing this batch: a statement timeout on a batch
-                // too big for it, a lock one job's row is held under. Retried whole, forever, it
-                // would hold every later outcome (and their slots and leases) behind it; halves
-                // get through, or narrow the failure down to the job it is about.
-                if !unreachable && attempts >= Self.attemptsBeforeSplitting && batch.count > 1 {
-                    logger.warning(
-                        "could not write results; writing the batch in halves",
-                        ["jobs": batch.count, "error": "\(error)", "attempt": attempts]
-                    )
-                    await flush(Array(batch[..<(batch.count / 2)]))
-                    await flush(Array(batch[(batch.count / 2)...]))
+                // The database is up and keeps failing this batch (a statement timeout on a batch
+                // too big for it; a lock timeout on one job's row). Retried whole, forever, it
+                // would hold every later outcome (and their slots and leases) behind it: halves
+                // get through, or narrow the failure down to one job, which then waits at the back
+                // of the queue while the others are written. Not once the worker is stopping: then
+                // the five tries above decide.
+                let stopping = state.withLock { $0.finishing || $0.givingUp }
+                if !unreachable && !stopping && attempts >= Self.attemptsBeforeSplitting {
+                    if batch.count > 1 {
+                        logger.warning(
+                            "could not write results; writing the batch in halves",
+                            ["jobs": batch.count, "error": "\(error)", "attempt": attempts]
+                        )
+                        await flush(Array(batch[..<(batch.count / 2)]))
+                        await flush(Array(batch[(batch.count / 2)...]))
+                    } else {
+                        logger.warning(
+                            "could not write a result; writing the others first",
+                            ["job": batch[0].completion.jobID, "error": "\(error)", "attempt": attempts]
+                        )
+                        state.withLock { $0.pending.append(batch[0]) }
+                    }
                     return
                 }
                 logger.error(
