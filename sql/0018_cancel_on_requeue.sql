@@ -65,6 +65,23 @@ BEGIN
     END IF;
 
     IF p_kinds && ARRAY['retry', 'release', 'postpone'] THEN
+        -- Back to the queue, unless asked to cancel while this attempt ran. A cancel that commits
+        -- while this waits for the row is seen here (the row is re-read), and one that comes
+        -- after finds the job unleased and ends it itself.
+        RETURN QUERY
+        UPDATE switchyard.jobs j
+        SET lease_owner = NULL, lease_expires_at = NULL, claimed_at = NULL,
+            run_at = CASE WHEN i.kind IN ('retry', 'postpone') THEN coalesce(i.retry_at, now()) ELSE j.run_at END,
+            attempt = CASE WHEN i.kind IN ('release', 'postpone') THEN greatest(j.attempt - 1, 0) ELSE j.attempt END,
+            attempts = j.attempts || coalesce(i.trail, '[]')
+        FROM unnest(p_ids, p_attempts, p_kinds, p_retry_at, p_trails) AS i(id, attempt, kind, retry_at, trail)
+        WHERE j.id = ANY (p_ids) AND i.kind IN ('retry', 'release', 'postpone') AND j.id = i.id
+          AND j.attempt = i.attempt AND coalesce(j.lease_owner = p_worker, false) AND NOT j.cancel_requested
+        RETURNING j.id, i.kind;
+        GET DIAGNOSTICS requeued = ROW_COUNT;
+        IF requeued > 0 THEN
+            PERFORM pg_notify('switchyard_jobs', '');
+        END IF;
         -- Asked to cancel while this attempt ran: the job ends here, not back in the queue.
         FOR cancelled IN
             SELECT j AS job, i.trail FROM switchyard.jobs j
@@ -80,19 +97,5 @@ BEGIN
             kind := 'cancelled';
             RETURN NEXT;
         END LOOP;
-        RETURN QUERY
-        UPDATE switchyard.jobs j
-        SET lease_owner = NULL, lease_expires_at = NULL, claimed_at = NULL,
-            run_at = CASE WHEN i.kind IN ('retry', 'postpone') THEN coalesce(i.retry_at, now()) ELSE j.run_at END,
-            attempt = CASE WHEN i.kind IN ('release', 'postpone') THEN greatest(j.attempt - 1, 0) ELSE j.attempt END,
-            attempts = j.attempts || coalesce(i.trail, '[]')
-        FROM unnest(p_ids, p_attempts, p_kinds, p_retry_at, p_trails) AS i(id, attempt, kind, retry_at, trail)
-        WHERE j.id = ANY (p_ids) AND i.kind IN ('retry', 'release', 'postpone') AND j.id = i.id
-          AND j.attempt = i.attempt AND coalesce(j.lease_owner = p_worker, false)
-        RETURNING j.id, i.kind;
-        GET DIAGNOSTICS requeued = ROW_COUNT;
-        IF requeued > 0 THEN
-            PERFORM pg_notify('switchyard_jobs', '');
-        END IF;
     END IF;
 END $$;
