@@ -100,7 +100,7 @@ final class Housekeeper: Sendable {
         }
     }
 
-    /// One round; returns how long the alert evaluation took, when there was one.
+    /// One round; returns how long the alert evaluation took (or failed after), when there was one.
     private func keepHouse(partitions: Bool, alerts evaluateAlerts: Bool) async throws -> Duration? {
         for rescue in try await metrics.measure("rescue", { try await store.rescueExpired() }) {
             metrics.rescues.increment([rescue.outcome])
@@ -131,7 +131,16 @@ final class Housekeeper: Sendable {
         }
         guard evaluateAlerts else { return nil }
         let started = ContinuousClock.now
-        let events = try await metrics.measure("alerts") { try await alerts.evaluate() }
+        let events: [AlertEvent]
+        do {
+            events = try await metrics.measure("alerts") { try await alerts.evaluate() }
+        } catch {
+            // Counted as an evaluation all the same: one that fails slowly (a statement timeout)
+            // must not be retried every round.
+            if Task.isCancelled { throw error }
+            logger.error("could not evaluate alerts", ["error": "\(error)"])
+            return ContinuousClock.now - started
+        }
         let evaluation = ContinuousClock.now - started
         for event in events {
             metrics.alertEvents.increment([event.kind, event.event.rawValue])
