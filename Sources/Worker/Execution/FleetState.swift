@@ -83,6 +83,7 @@ final class FleetState: Sendable {
                 state.planner = OffPeakPlanner(router: state.router, policy: policy, schedules: state.schedules)
             }
         } catch {
+            if Task.isCancelled { return }
             logger.warning("could not read the background settings", ["error": "\(error)"])
         }
     }
@@ -109,6 +110,7 @@ final class FleetState: Sendable {
                 logger.info("loaded the model catalog", ["models": catalog.models.count, "rules": catalog.rules.count])
             }
         } catch {
+            if Task.isCancelled { return }
             logger.error("could not load the model catalog", ["error": "\(error)"])
         }
     }
@@ -121,6 +123,7 @@ final class FleetState: Sendable {
                 state.liveWorkers = snapshot.liveWorkers
             }
         } catch {
+            if Task.isCancelled { return }
             logger.warning("could not refresh model health", ["error": "\(error)"])
         }
     }
@@ -177,6 +180,16 @@ final class FleetState: Sendable {
                 }
             }
         } catch {
+            // Kept for the next round (or the last one, as the worker stops): calls are not lost
+            // to a failed round trip.
+            state.withLock { state in
+                for report in reports {
+                    var merged = state.pending[report.model] ?? HealthReport(model: report.model)
+                    merged.prepend(report)
+                    state.pending[report.model] = merged
+                }
+            }
+            if Task.isCancelled { return }
             logger.warning("could not report model health", ["error": "\(error)", "models": reports.count])
         }
     }
