@@ -86,11 +86,11 @@ struct WorkerProcessTests {
                 submitted += try await store.submit(batch: (0..<1000).map { _ in Submission(request: Self.hello) })
             }
             // The victim's calls take a second, so it always holds jobs when killed (its write-backs
-            // are a round trip in a second of work), and its 5 s lease outlasts the counting
-            // below on a loaded machine. The survivors' short leases keep the test quick.
+            // are a round trip in a second of work), and its 8 s lease (renewed every 2.7 s) outlasts
+            // the counting below on a loaded machine. The survivors' short leases keep the test quick.
             let victim = try WorkerProcess.start(
                 configuration, id: "victim",
-                arguments: ["--concurrency", "16", "--lease", "5s", "--simulated-latency", "1s"]
+                arguments: ["--concurrency", "16", "--lease", "8s", "--simulated-latency", "1s"]
             )
             try await waitUntil("the victim has written results", limit: .seconds(60)) {
                 try await pool.query("SELECT count(*) FROM switchyard.results WHERE worker = 'victim'")
@@ -117,7 +117,10 @@ struct WorkerProcessTests {
             // rescued so far.
             try await waitUntil("the victim's sessions have ended", every: .milliseconds(2)) {
                 try await pool.query(
-                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'switchyard-worker victim'"
+                    """
+                    SELECT count(*) FROM pg_stat_activity
+                    WHERE datname = current_database() AND application_name = 'switchyard-worker victim'
+                    """
                 ).scalar(Int.self) == 0
             }
             let heldByVictim = try await pool.query(

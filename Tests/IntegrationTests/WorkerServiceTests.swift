@@ -208,6 +208,11 @@ struct WorkerServiceTests {
             let worker = configuration.identity.id
             try await Self.withWorker(pool, configuration, executor) { _ in
                 try await waitUntil("attempt 1 runs") { executor.started.map(\.attempt) == [1] }
+                // A heartbeat has counted attempt 1: every later one is sent for it.
+                try await waitUntil("a heartbeat holds attempt 1") {
+                    try await pool.query("SELECT in_flight FROM switchyard.workers WHERE id = $1", [worker])
+                        .scalar(Int?.self) == 1
+                }
                 try await pool.withConnection { blocker in
                     // Holding the worker's row holds its next heartbeat, sent for attempt 1.
                     try await blocker.query("BEGIN")
@@ -216,7 +221,8 @@ struct WorkerServiceTests {
                         try await pool.query(
                             """
                             SELECT count(*) FROM pg_stat_activity
-                            WHERE wait_event_type = 'Lock' AND query LIKE '%switchyard.heartbeat(%'
+                            WHERE datname = current_database() AND wait_event_type = 'Lock'
+                                  AND query LIKE '%switchyard.heartbeat(%'
                             """
                         ).scalar(Int.self) == 1
                     }
