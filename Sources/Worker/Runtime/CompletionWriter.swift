@@ -41,8 +41,9 @@ final class CompletionWriter: Sendable {
     /// failure that replaced it when the database refused it (see `isolate`), the cancelled
     /// result the queue wrote instead of a retry, postponement or release (the user cancelled the
     /// job while the attempt ran), or nil when nothing was: the job's lease was lost (as the
-    /// fence demands) or the writer stopped before it could write. It runs on the writer's task, so it must be quick: the worker counts the
-    /// outcome and frees the job's slot there (a task resumed per job cost more than the write).
+    /// fence demands) or the writer stopped before it could write. It runs on the writer's task,
+    /// so it must be quick: the worker counts the outcome and frees the job's slot there (a task
+    /// resumed per job cost more than the write).
     func submit(_ completion: Completion, done: @escaping @Sendable (Completion?) -> Void) {
         let flusher: CheckedContinuation<Void, Never>? = state.withLock { state in
             state.pending.append(Pending(completion: completion, done: done))
