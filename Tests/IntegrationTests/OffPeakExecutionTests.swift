@@ -48,10 +48,9 @@ struct OffPeakExecutionTests {
             try await WorkerServiceTests.withWorker(
                 pool, WorkerServiceTests.configuration(concurrency: 4), executor, fleet: fleet
             ) { _ in
-                for _ in 0..<500 {
+                try await waitUntil("the three others have succeeded") {
                     let finished = try await store.statuses(of: [cheap, urgent, interactive])
-                    if finished.values.allSatisfy({ $0 == "succeeded" }) && finished.count == 3 { break }
-                    try await Task.sleep(for: .milliseconds(10))
+                    return finished.values.allSatisfy({ $0 == "succeeded" }) && finished.count == 3
                 }
                 // The patient one was claimed, found nothing within its ceiling, and was put back
                 // until its escalation point, its attempt not spent.

@@ -132,12 +132,10 @@ struct WorkerServiceTests {
             var configuration = Self.configuration(concurrency: 1)
             configuration.retryPolicy = RetryPolicy(base: .seconds(10), maximum: .seconds(300), jitter: 0.5)
             try await Self.withWorker(pool, configuration, FailingExecutor(), now: { frozen }) { _ in
-                for _ in 0..<300 {
-                    let attempts = try await pool.query(
+                try await waitUntil("the first attempt is recorded") {
+                    try await pool.query(
                         "SELECT jsonb_array_length(attempts) FROM switchyard.jobs WHERE id = $1", [id]
-                    ).scalar(Int?.self)
-                    if attempts == 1 { break }
-                    try await Task.sleep(for: .milliseconds(10))
+                    ).scalar(Int?.self) == 1
                 }
             }
             let runAt = try await pool.query("SELECT run_at FROM switchyard.jobs WHERE id = $1", [id]).scalar(Date.self)

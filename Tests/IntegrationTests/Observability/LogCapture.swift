@@ -15,13 +15,14 @@ final class LogCapture: Sendable {
     /// Every line so far.
     var all: [String] { lines.withLock { $0 } }
 
-    /// Waits (polling lightly) until a line satisfies `predicate`, for at most `attempts` × 20 ms.
-    func waitFor(attempts: Int = 500, _ predicate: (String) -> Bool) async throws -> String? {
-        for _ in 0..<attempts {
+    /// Waits (polling lightly) until a line satisfies `predicate`, for at most `limit`.
+    func waitFor(limit: Duration = .seconds(30), _ predicate: (String) -> Bool) async throws -> String? {
+        let deadline = ContinuousClock.now + limit
+        while ContinuousClock.now < deadline {
             if let line = all.first(where: predicate) { return line }
             try await Task.sleep(for: .milliseconds(20))
         }
-        return nil
+        return all.first(where: predicate)
     }
 }
 

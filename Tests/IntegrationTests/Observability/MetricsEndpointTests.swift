@@ -54,11 +54,10 @@ struct MetricsEndpointTests {
             _ = try await store.submit(batch: (0..<4).map { _ in Submission(request: hello, priority: .background) })
             // The worker counts a job once its result is written and it has let go of it: wait for
             // that, not just for the rows.
-            for _ in 0..<1000 {
+            try await waitUntil("the worker has counted all 12 and let go of them") {
                 let completed = Priority.allCases.reduce(0.0) { $0 + metrics.jobsCompleted.value([$1.rawValue]) }
                 let busy = Priority.allCases.reduce(0.0) { $0 + metrics.inFlight.value([$1.rawValue]) }
-                if completed == 12 && busy == 0 { break }
-                try await Task.sleep(for: .milliseconds(10))
+                return completed == 12 && busy == 0
             }
             let scrape = try await Self.get("http://127.0.0.1:\(server.port)/metrics")
             service.shutdown()
@@ -107,11 +106,11 @@ struct MetricsEndpointTests {
                 arguments: ["--metrics-port", "0", "--simulated-latency", "1ms", "--concurrency", "2"])
             defer { worker.kill() }
             var port: Int?
-            for _ in 0..<500 where port == nil {
+            try? await waitUntil("the worker says where it serves metrics") {
                 if let match = worker.log.firstMatch(of: /msg="serving metrics".* address=127\.0\.0\.1 port=(\d+)/) {
                     port = Int(match.1)
                 }
-                if port == nil { try await Task.sleep(for: .milliseconds(20)) }
+                return port != nil
             }
             let bound = try #require(port, "the worker never said where it serves metrics:\n\(worker.log)")
             let scrape = try await Self.get("http://127.0.0.1:\(bound)/metrics")
