@@ -121,7 +121,7 @@ struct CompletionWriterTests {
         }
     }
 
-    @Test("one outcome the database keeps failing while up (its row locked) waits while the others are written",
+    @Test("one outcome the database keeps failing while up (its row locked) is set aside: the others, and later ones, are written",
           .timeLimit(.minutes(1)))
     func oneStuckOutcome() async throws {
         try await TestDatabase.withMigratedPool { pool in
@@ -129,28 +129,43 @@ struct CompletionWriterTests {
             try await pool.query("ALTER DATABASE \(database) SET lock_timeout = '100ms'")  // for new connections
             let writerPool = PostgresPool(pool.configuration)
             let store = QueueStore(pool: writerPool)
-            for _ in 0..<4 { _ = try await store.submit(Submission(request: Self.hello)) }
-            let jobs = try await store.claim(worker: "w", freeSlots: 4, backgroundSlots: 0, lease: .seconds(30))
-            #expect(jobs.count == 4)
+            for _ in 0..<8 { _ = try await store.submit(Submission(request: Self.hello)) }
+            let jobs = try await store.claim(worker: "w", freeSlots: 8, backgroundSlots: 0, lease: .seconds(30))
+            #expect(jobs.count == 8)
             // Another session holds the first job's row: every write-back that includes it fails (55P03).
             let holder = try await PostgresConnection.connect(pool.configuration)
             try await holder.query("BEGIN")
             try await holder.query("SELECT id FROM switchyard.jobs WHERE id = $1 FOR UPDATE", [jobs[0].id])
+            let lines = Mutex<[String]>([])
             let writer = CompletionWriter(
-                store: store, worker: "w", batchLimit: 10, logger: Logger(label: "t", level: .error) { _ in })
+                store: store, worker: "w", batchLimit: 10,
+                logger: Logger(label: "t", level: .warning) { line in lines.withLock { $0.append(line) } })
             let written = Mutex<Set<Int64>>([])
-            for job in jobs {
-                writer.submit(Completion(jobID: job.id, attempt: job.attempt, kind: .result, status: "succeeded")) {
-                    if $0 != nil { written.withLock { _ = $0.insert(job.id) } }
+            func submit(_ batch: ArraySlice<Job>) {
+                for job in batch {
+                    writer.submit(Completion(jobID: job.id, attempt: job.attempt, kind: .result, status: "succeeded")) {
+                        if $0 != nil { written.withLock { _ = $0.insert(job.id) } }
+                    }
                 }
             }
+            submit(jobs[0..<4])
             let running = Task { await writer.run() }
-            try await waitUntil("the three others are written") { written.withLock { $0 } == Set(jobs.dropFirst().map(\.id)) }
+            try await waitUntil("the three others are written") {
+                written.withLock { $0 } == Set(jobs[1..<4].map(\.id))
+            }
+            // Set aside, it does not join the next batch: that one is written whole, not split.
+            let splits = lines.withLock { $0 }.count { $0.contains("in halves") }
+            submit(jobs[4...])
+            try await waitUntil("the later four are written") {
+                written.withLock { $0 } == Set(jobs[1...].map(\.id))
+            }
+            #expect(lines.withLock { $0 }.count { $0.contains("in halves") } == splits)
+            #expect(lines.withLock { $0 }.count { $0.contains("writing the others first") } == 1)
             try await holder.query("COMMIT")
-            try await waitUntil("the first is written too") { written.withLock { $0.count } == 4 }
+            try await waitUntil("the first is written too") { written.withLock { $0.count } == 8 }
             writer.finish()
             await running.value
-            #expect(try await pool.query("SELECT count(*) FROM switchyard.results").scalar(Int.self) == 4)
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.results").scalar(Int.self) == 8)
             await holder.close()
             await writerPool.close()
         }

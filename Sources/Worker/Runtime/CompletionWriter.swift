@@ -11,10 +11,15 @@ final class CompletionWriter: Sendable {
         var completion: Completion
         /// Told what was written for the job, on the writer's task, right after its batch.
         var done: @Sendable (Completion?) -> Void
+        /// How many times the database, up, failed this outcome alone and it was set aside.
+        var setAside = 0
     }
 
     private struct State {
         var pending: [Pending] = []
+        /// Outcomes the database keeps failing while it is up, each retried alone, with a growing
+        /// pause, whenever nothing else is pending.
+        var stuck: [Pending] = []
         var flusher: CheckedContinuation<Void, Never>?
         var finishing = false
         /// Set once the shutdown's grace period is over (see `stopRetrying`).
@@ -23,7 +28,7 @@ final class CompletionWriter: Sendable {
 
     private let state = Mutex(State())
     /// Failed attempts at a batch, with the database up, before it is written in halves (or, for
-    /// one outcome, put at the back of the queue).
+    /// one outcome, set aside).
     static let attemptsBeforeSplitting = 3
     private let store: QueueStore
     private let worker: String
@@ -86,8 +91,14 @@ final class CompletionWriter: Sendable {
     ///   wakes its claim loop there: the whole batch's slots are free by then).
     func run(afterEachBatch: @Sendable () -> Void = {}) async {
         while true {
-            let batch: [Pending]? = await nextBatch()
-            guard let batch else { return }
+            guard let batch = await nextBatch() else { return }
+            if batch.count == 1, batch[0].setAside > 0, !state.withLock({ $0.finishing || $0.givingUp }) {
+                // A pause that grows each time it is set aside (100 ms doubling to 5 s): it is
+                // retried only while nothing else waits, and must not keep the database busy.
+                // (Not as the worker stops: then it gets its five tries at once.)
+                let pause = Duration.milliseconds(100) * (1 << min(batch[0].setAside - 1, 6))
+                try? await Task.sleep(for: min(pause, .seconds(5)))
+            }
             await flush(batch)
             afterEachBatch()
         }
@@ -107,6 +118,7 @@ final class CompletionWriter: Sendable {
                     state.pending.removeFirst(count)
                     return .batch(batch)
                 }
+                if !state.stuck.isEmpty { return .batch([state.stuck.removeFirst()]) }
                 return state.finishing ? .done : .wait
             }
             switch step {
@@ -115,7 +127,7 @@ final class CompletionWriter: Sendable {
             case .wait:
                 await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                     let ready = state.withLock { state -> Bool in
-                        if !state.pending.isEmpty || state.finishing { return true }
+                        if !state.pending.isEmpty || !state.stuck.isEmpty || state.finishing { return true }
                         state.flusher = continuation
                         return false
                     }
@@ -132,10 +144,12 @@ final class CompletionWriter: Sendable {
     /// forever would hold every later outcome, and their leases, behind it. Anything else (the
     /// database down, restarting, out of connections, read-only after a failover) is retried;
     /// with the database up, a batch that fails three times is retried in halves, and a single
-    /// outcome goes to the back of the queue.
+    /// outcome is set aside (see `State.stuck`).
     private func flush(_ batch: [Pending]) async {
         var delay = Duration.milliseconds(100)
         var attempts = 0
+        // One set aside before is set aside again at its first failure: its pause is in run().
+        let triesBeforeSettingAside = batch.count == 1 && batch[0].setAside > 0 ? 1 : Self.attemptsBeforeSplitting
         while true {
             do {
                 let written = try await store.complete(worker: worker, batch.map(\.completion))
@@ -174,11 +188,11 @@ final class CompletionWriter: Sendable {
                 // The database is up and keeps failing this batch (a statement timeout on a batch
                 // too big for it; a lock timeout on one job's row). Retried whole, forever, it
                 // would hold every later outcome (and their slots and leases) behind it: halves
-                // get through, or narrow the failure down to one job, which then waits at the back
-                // of the queue while the others are written. Not once the worker is stopping: then
-                // the five tries above decide.
+                // get through, or narrow the failure down to one job, which is then set aside and
+                // retried alone whenever nothing else is pending. Not once the worker is stopping:
+                // then the five tries above decide.
                 let stopping = state.withLock { $0.finishing || $0.givingUp }
-                if !unreachable && !stopping && attempts >= Self.attemptsBeforeSplitting {
+                if !unreachable && !stopping && attempts >= triesBeforeSettingAside {
                     if batch.count > 1 {
                         logger.warning(
                             "could not write results; writing the batch in halves",
@@ -187,11 +201,15 @@ final class CompletionWriter: Sendable {
                         await flush(Array(batch[..<(batch.count / 2)]))
                         await flush(Array(batch[(batch.count / 2)...]))
                     } else {
-                        logger.warning(
-                            "could not write a result; writing the others first",
-                            ["job": batch[0].completion.jobID, "error": "\(error)", "attempt": attempts]
-                        )
-                        state.withLock { $0.pending.append(batch[0]) }
+                        var item = batch[0]
+                        item.setAside += 1
+                        if item.setAside == 1 {
+                            logger.warning(
+                                "could not write a result; writing the others first",
+                                ["job": item.completion.jobID, "error": "\(error)", "attempt": attempts]
+                            )
+                        }
+                        state.withLock { $0.stuck.append(item) }
                     }
                     return
                 }
