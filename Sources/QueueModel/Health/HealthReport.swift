@@ -19,16 +19,6 @@ public struct HealthReport: Sendable, Hashable {
         self.model = model
     }
 
-    /// Puts an earlier report's calls (one that could not be sent) before this one's.
-    public mutating func prepend(_ earlier: HealthReport) {
-        requests += earlier.requests
-        failures += earlier.failures
-        if !hadSuccess { trailingFailures += earlier.trailingFailures }
-        hadSuccess = hadSuccess || earlier.hadSuccess
-        latenciesMS = earlier.latenciesMS + latenciesMS
-        markUnhealthy = markUnhealthy ?? earlier.markUnhealthy
-    }
-
     /// Counts one call.
     public mutating func record(success: Bool, latencyMS: Double?) {
         requests += 1

@@ -180,15 +180,9 @@ final class FleetState: Sendable {
                 }
             }
         } catch {
-            // Kept for the next round (or the last one, as the worker stops): calls are not lost
-            // to a failed round trip.
-            state.withLock { state in
-                for report in reports {
-                    var merged = state.pending[report.model] ?? HealthReport(model: report.model)
-                    merged.prepend(report)
-                    state.pending[report.model] = merged
-                }
-            }
+            // Dropped, not kept for the next round: a statement that failed may still have been
+            // applied (the connection lost after the commit), and a report the server refuses
+            // would be refused again every round. The next calls report the model's health anew.
             if Task.isCancelled { return }
             logger.warning("could not report model health", ["error": "\(error)", "models": reports.count])
         }
