@@ -59,20 +59,22 @@ extension HousekeeperAlertTests {
                 let service = WorkerService(
                     configuration: WorkerServiceTests.configuration(concurrency: 1), pool: pool,
                     executor: GatedExecutor(), logger: capture.logger(level: .info), metrics: metrics)
+                let startedAt = ContinuousClock.now
                 let running = Task { try await service.run() }
                 try await waitUntil("an evaluation has failed") { metrics.databaseErrors.value(["alerts"]) >= 1 }
-                let failedAt = ContinuousClock.now
                 let rounds = metrics.roundTrips.value(["rescue"])
                 try await waitUntil("five more housekeeping rounds") { metrics.roundTrips.value(["rescue"]) >= rounds + 5 }
                 service.shutdown()
                 try await running.value
                 // One evaluation per 15 s interval at most (a loaded machine may take that long
                 // over five rounds); every round used to evaluate.
-                let intervals = Int((ContinuousClock.now - failedAt) / Housekeeper.alertInterval)
+                let intervals = Int((ContinuousClock.now - startedAt) / Housekeeper.alertInterval)
                 try await blocker.query("ROLLBACK")
                 let evaluations = Int(metrics.roundTrips.value(["alerts"]))
                 #expect(evaluations >= 1 && evaluations <= 1 + intervals, "\(evaluations) evaluations")
-                #expect(capture.all.filter { $0.contains("could not evaluate alerts") }.count == evaluations)
+                // (One cut short by the stop counts as a round trip but is not logged.)
+                let logged = capture.all.filter { $0.contains("could not evaluate alerts") }.count
+                #expect(logged >= 1 && logged <= evaluations)
                 #expect(!capture.all.contains { $0.contains("housekeeping failed") })
             }
         }
