@@ -46,12 +46,15 @@ struct CompletionWriterTests {
           .timeLimit(.minutes(1)))
     func transientFailureAfterGrace() async throws {
         try await TestDatabase.withMigratedPool { pool in
+            // Submitted and claimed before the lock timeout is set: a NOTIFY's commit-time lock is
+            // shared with the other tests' databases and could time out under load.
+            let setup = QueueStore(pool: pool)
+            _ = try await setup.submit(Submission(request: Self.hello))
+            let job = try #require(try await setup.claim(worker: "w", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30)).first)
             let database = try await pool.query("SELECT current_database() AS name").first!.decode("name", as: String.self)
             try await pool.query("ALTER DATABASE \(database) SET lock_timeout = '100ms'")  // for new connections
             let writerPool = PostgresPool(pool.configuration)
             let store = QueueStore(pool: writerPool)
-            _ = try await store.submit(Submission(request: Self.hello))
-            let job = try #require(try await store.claim(worker: "w", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30)).first)
             // Another session holds the job's row: the write-back waits 100 ms for it, then fails (55P03).
             let holder = try await PostgresConnection.connect(pool.configuration)
             try await holder.query("BEGIN")
@@ -121,21 +124,29 @@ struct CompletionWriterTests {
         }
     }
 
-    @Test("one outcome the database keeps failing while up (its row locked) is set aside: the others, and later ones, are written",
+    @Test("one outcome the database keeps failing while up is set aside: the others, and later ones, are written",
           .timeLimit(.minutes(1)))
     func oneStuckOutcome() async throws {
         try await TestDatabase.withMigratedPool { pool in
-            let database = try await pool.query("SELECT current_database()").scalar(String.self)
-            try await pool.query("ALTER DATABASE \(database) SET lock_timeout = '100ms'")  // for new connections
-            let writerPool = PostgresPool(pool.configuration)
-            let store = QueueStore(pool: writerPool)
+            let store = QueueStore(pool: pool)
             for _ in 0..<8 { _ = try await store.submit(Submission(request: Self.hello)) }
             let jobs = try await store.claim(worker: "w", freeSlots: 8, backgroundSlots: 0, lease: .seconds(30))
             #expect(jobs.count == 8)
-            // Another session holds the first job's row: every write-back that includes it fails (55P03).
-            let holder = try await PostgresConnection.connect(pool.configuration)
-            try await holder.query("BEGIN")
-            try await holder.query("SELECT id FROM switchyard.jobs WHERE id = $1 FOR UPDATE", [jobs[0].id])
+            // Every write-back that includes the first job fails, until the trigger goes. (Not a
+            // lock timeout on its row: with lock_timeout set, every NOTIFY's commit-time lock,
+            // which the whole cluster shares with the other tests, could time out too.)
+            try await pool.query(
+                """
+                CREATE FUNCTION public.refuse_first() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    RAISE EXCEPTION 'canceling statement due to lock timeout' USING ERRCODE = '55P03';
+                END $$
+                """)
+            try await pool.query(
+                """
+                CREATE TRIGGER refuse_first BEFORE INSERT ON switchyard.results FOR EACH ROW
+                WHEN (NEW.job_id = \(jobs[0].id)) EXECUTE FUNCTION public.refuse_first()
+                """)
             let lines = Mutex<[String]>([])
             let writer = CompletionWriter(
                 store: store, worker: "w", batchLimit: 10,
@@ -161,13 +172,11 @@ struct CompletionWriterTests {
             }
             #expect(lines.withLock { $0 }.count { $0.contains("in halves") } == splits)
             #expect(lines.withLock { $0 }.count { $0.contains("writing the others first") } == 1)
-            try await holder.query("COMMIT")
+            try await pool.query("DROP TRIGGER refuse_first ON switchyard.results")
             try await waitUntil("the first is written too") { written.withLock { $0.count } == 8 }
             writer.finish()
             await running.value
             #expect(try await pool.query("SELECT count(*) FROM switchyard.results").scalar(Int.self) == 8)
-            await holder.close()
-            await writerPool.close()
         }
     }
 

@@ -58,7 +58,11 @@ struct MultiHostTests {
                 try startWorker(lab, on: host, id: id, url: url)
             }
             try await Task.sleep(for: .milliseconds(300))
-
+            // Cut it while it holds jobs (on a loaded machine its claims can lag its write-backs).
+            try await waitUntil("the victim holds jobs", every: .milliseconds(1)) {
+                try await pool.query("SELECT count(*) FROM switchyard.jobs WHERE lease_owner = 'victim'")
+                    .scalar(Int.self) > 0
+            }
             try await lab.setLink("w1", up: false)
             let cutAt = Date()
             // A claim the victim sent just before the cut may still be committing: let it land,
