@@ -12,6 +12,26 @@ import Testing
 struct CompletionWriterTests {
     static let hello: JSONValue = ["messages": [["role": "user", "content": "hi"]]]
 
+    /// Makes every write-back that stores a result matching `condition` fail with `sqlState`: a
+    /// failure the database keeps giving while it is up. Dropping the trigger `name` ends it.
+    static func failWriteBacks(
+        _ pool: PostgresPool, named name: String, with sqlState: String, _ message: String,
+        when condition: String = "true"
+    ) async throws {
+        try await pool.query(
+            """
+            CREATE FUNCTION public.\(name)() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                RAISE EXCEPTION '\(message)' USING ERRCODE = '\(sqlState)';
+            END $$
+            """)
+        try await pool.query(
+            """
+            CREATE TRIGGER \(name) BEFORE INSERT ON switchyard.results FOR EACH ROW
+            WHEN (\(condition)) EXECUTE FUNCTION public.\(name)()
+            """)
+    }
+
     @Test("one outcome the database cannot store does not hold up the batch: it ends failed, the others are written",
           .timeLimit(.minutes(1)))
     func refusedOutcome() async throws {
@@ -135,18 +155,9 @@ struct CompletionWriterTests {
             // Every write-back that includes the first job fails, until the trigger goes. (Not a
             // lock timeout on its row: with lock_timeout set, every NOTIFY's commit-time lock,
             // which the whole cluster shares with the other tests, could time out too.)
-            try await pool.query(
-                """
-                CREATE FUNCTION public.refuse_first() RETURNS trigger LANGUAGE plpgsql AS $$
-                BEGIN
-                    RAISE EXCEPTION 'canceling statement due to lock timeout' USING ERRCODE = '55P03';
-                END $$
-                """)
-            try await pool.query(
-                """
-                CREATE TRIGGER refuse_first BEFORE INSERT ON switchyard.results FOR EACH ROW
-                WHEN (NEW.job_id = \(jobs[0].id)) EXECUTE FUNCTION public.refuse_first()
-                """)
+            try await Self.failWriteBacks(
+                pool, named: "refuse_first", with: "55P03", "canceling statement due to lock timeout",
+                when: "NEW.job_id = \(jobs[0].id)")
             let lines = Mutex<[String]>([])
             let writer = CompletionWriter(
                 store: store, worker: "w", batchLimit: 10,
@@ -187,15 +198,8 @@ struct CompletionWriterTests {
             let store = QueueStore(pool: pool)
             for _ in 0..<4 { _ = try await store.submit(Submission(request: Self.hello)) }
             let jobs = try await store.claim(worker: "w", freeSlots: 4, backgroundSlots: 0, lease: .seconds(30))
-            try await pool.query(
-                """
-                CREATE FUNCTION public.never() RETURNS trigger LANGUAGE plpgsql AS $$
-                BEGIN
-                    RAISE EXCEPTION 'canceling statement due to statement timeout' USING ERRCODE = '57014';
-                END $$
-                """)
-            try await pool.query(
-                "CREATE TRIGGER never BEFORE INSERT ON switchyard.results FOR EACH ROW EXECUTE FUNCTION public.never()")
+            try await Self.failWriteBacks(
+                pool, named: "never", with: "57014", "canceling statement due to statement timeout")
             let lines = Mutex<[String]>([])
             let writer = CompletionWriter(
                 store: store, worker: "w", batchLimit: 10,
