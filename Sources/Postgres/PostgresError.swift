@@ -78,8 +78,7 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
     public var isUnreachable: Bool {
         if [.connectionFailed, .connectionClosed, .poolUnavailable].contains(code) { return true }
         guard let sqlState else { return false }
-        // 57P01 shutting down, 57P02 restarting after a crash, 57P03 not accepting connections yet.
-        return sqlState.errorClass == "08" || ["57P01", "57P02", "57P03"].contains(sqlState.rawValue)
+        return sqlState.errorClass == "08" || [.adminShutdown, .crashShutdown, .cannotConnectNow].contains(sqlState)
     }
 
     /// True when the server refused a value the statement carried (a data exception, a
@@ -114,6 +113,7 @@ public struct SQLState: Hashable, Sendable, CustomStringConvertible {
     public static let raiseException = SQLState("P0001")
     public static let queryCanceled = SQLState("57014")
     public static let adminShutdown = SQLState("57P01")
+    public static let crashShutdown = SQLState("57P02")
     public static let cannotConnectNow = SQLState("57P03")
     public static let insufficientPrivilege = SQLState("42501")
     public static let invalidPassword = SQLState("28P01")

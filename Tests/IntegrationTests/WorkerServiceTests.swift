@@ -215,15 +215,8 @@ struct WorkerServiceTests {
                     // Holding the worker's row holds its next heartbeat, sent for attempt 1.
                     try await blocker.query("BEGIN")
                     try await blocker.query("SELECT 1 FROM switchyard.workers WHERE id = $1 FOR UPDATE", [worker])
-                    try await waitUntil("a heartbeat waits for the worker's row") {
-                        try await pool.query(
-                            """
-                            SELECT count(*) FROM pg_stat_activity
-                            WHERE datname = current_database() AND wait_event_type = 'Lock'
-                                  AND query LIKE '%switchyard.heartbeat(%'
-                            """
-                        ).scalar(Int.self) == 1
-                    }
+                    try await waitUntilBlocked(
+                        pool, calling: "switchyard.heartbeat", "a heartbeat waits for the worker's row")
                     executor.release(1)
                     try await waitUntil("attempt 2 runs") { executor.started.map(\.attempt) == [1, 2] }
                     let released = try await blocker.query("SELECT clock_timestamp()").scalar(Date.self)

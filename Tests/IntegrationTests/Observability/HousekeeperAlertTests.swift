@@ -100,15 +100,8 @@ struct HousekeeperStopTests {
                     configuration: configuration, pool: pool, executor: GatedExecutor(),
                     logger: capture.logger(level: .info))
                 let running = Task { try await service.run() }
-                try await waitUntil("the housekeeper's alert evaluation waits for the lock") {
-                    try await pool.query(
-                        """
-                        SELECT count(*) FROM pg_stat_activity
-                        WHERE datname = current_database() AND wait_event_type = 'Lock'
-                              AND query LIKE '%switchyard.evaluate_alerts(%'
-                        """
-                    ).scalar(Int.self) == 1
-                }
+                try await waitUntilBlocked(
+                    pool, calling: "switchyard.evaluate_alerts", "the housekeeper's alert evaluation waits for the lock")
                 service.shutdown()
                 try await running.value
                 try await blocker.query("ROLLBACK")

@@ -1,3 +1,5 @@
+import Postgres
+
 /// A wait the test gave up on; says what it waited for.
 struct WaitTimedOut: Error, CustomStringConvertible {
     var description: String
@@ -16,5 +18,19 @@ func waitUntil(
         if try await condition() { return }
         if clock.now >= deadline { throw WaitTimedOut(description: "timed out after \(limit) waiting until \(what)") }
         try await Task.sleep(for: interval)
+    }
+}
+
+/// Waits until a statement of this pool's database that calls `function` waits for a lock (one a
+/// test holds on purpose).
+func waitUntilBlocked(_ pool: PostgresPool, calling function: String, _ what: String) async throws {
+    try await waitUntil(what) {
+        try await pool.query(
+            """
+            SELECT count(*) FROM pg_stat_activity
+            WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%' || $1 || '(%'
+            """,
+            [function]
+        ).scalar(Int.self) == 1
     }
 }
