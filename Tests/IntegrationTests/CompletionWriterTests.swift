@@ -223,6 +223,68 @@ struct CompletionWriterTests {
         }
     }
 
+    /// A writer whose pauses between tries are endless unless `short(call)` (the calls counted
+    /// from 0), holding one claimed job whose every write-back fails with `sqlState`; `pauses`
+    /// counts the pauses begun.
+    static func withFailingWriter(
+        failing sqlState: String, _ message: String, short: @escaping @Sendable (Int) -> Bool = { _ in false },
+        _ body: (CompletionWriter, _ pauses: borrowing Mutex<Int>, _ lines: borrowing Mutex<[String]>) async throws -> Void
+    ) async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            _ = try await store.submit(Submission(request: Self.hello))
+            let job = try #require(try await store.claim(worker: "w", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30)).first)
+            try await Self.failWriteBacks(pool, named: "always", with: sqlState, message)
+            let pauses = Mutex(0)
+            let lines = Mutex<[String]>([])
+            let writer = CompletionWriter(
+                store: store, worker: "w", batchLimit: 10,
+                logger: Logger(label: "t", level: .warning) { line in lines.withLock { $0.append(line) } },
+                sleep: { duration in
+                    let call = pauses.withLock { count in
+                        defer { count += 1 }
+                        return count
+                    }
+                    try await Task.sleep(for: short(call) ? duration : .seconds(3600))
+                })
+            let told = Mutex<[Bool]>([])
+            writer.submit(Completion(jobID: job.id, attempt: job.attempt, kind: .result, status: "succeeded")) {
+                let written = $0 != nil
+                told.withLock { $0.append(written) }
+            }
+            let running = Task { await writer.run() }
+            try await body(writer, pauses, lines)
+            await running.value
+            #expect(told.withLock { $0 } == [false])
+            #expect(lines.withLock { $0 }.contains { $0.contains("giving up as the worker stops") })
+        }
+    }
+
+    @Test("the end of the grace period cuts short a pause between tries (it grows to 5 s while the database is away)",
+          .timeLimit(.minutes(1)))
+    func graceEndsThePause() async throws {
+        try await Self.withFailingWriter(
+            failing: "57P01", "terminating connection due to administrator command"
+        ) { writer, pauses, _ in
+            try await waitUntil("the writer pauses after its first try") { pauses.withLock { $0 } == 1 }
+            writer.finish()  // does not end this pause: the database may come back within the grace period
+            writer.stopRetrying()
+        }
+    }
+
+    @Test("as the worker stops, a set-aside outcome's pause ends, and the outcome gets its last tries",
+          .timeLimit(.minutes(1)))
+    func finishEndsTheSetAsidePause() async throws {
+        // The first two pauses (between the batch's three tries) are short; the set-aside one is not.
+        try await Self.withFailingWriter(
+            failing: "55P03", "canceling statement due to lock timeout", short: { $0 != 2 }
+        ) { writer, pauses, lines in
+            try await waitUntil("the outcome is set aside and pausing") { pauses.withLock { $0 } == 3 }
+            #expect(lines.withLock { $0 }.contains { $0.contains("writing the others first") })
+            writer.finish()
+        }
+    }
+
     @Test("only a value the database refuses is narrowed down to one outcome; an outage is retried")
     func refusedOrUnavailable() {
         let refused = [

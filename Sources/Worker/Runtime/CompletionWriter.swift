@@ -24,6 +24,10 @@ final class CompletionWriter: Sendable {
         var finishing = false
         /// Set once the shutdown's grace period is over (see `stopRetrying`).
         var givingUp = false
+        /// The pause between tries under way, and whether `finish()` ends it (a set-aside outcome's;
+        /// a batch's pause between retries ends at `stopRetrying()`). A pause grows to 5 s, and the
+        /// exit must not wait it out.
+        var pause: (task: Task<Void, Never>, endsAtFinish: Bool)?
     }
 
     private let state = Mutex(State())
@@ -34,12 +38,19 @@ final class CompletionWriter: Sendable {
     private let worker: String
     private let batchLimit: Int
     private let logger: Logger
+    private let sleep: @Sendable (Duration) async throws -> Void
 
-    init(store: QueueStore, worker: String, batchLimit: Int, logger: Logger) {
+    /// - Parameter sleep: how a pause between tries is waited out (tests make it endless, to show
+    ///   that stopping cuts it short).
+    init(
+        store: QueueStore, worker: String, batchLimit: Int, logger: Logger,
+        sleep: @escaping @Sendable (Duration) async throws -> Void = { try await Task.sleep(for: $0) }
+    ) {
         self.store = store
         self.worker = worker
         self.batchLimit = max(1, batchLimit)
         self.logger = logger
+        self.sleep = sleep
     }
 
     /// Queues an outcome; `done` is called with what was written for the job: the outcome, the
@@ -73,17 +84,37 @@ final class CompletionWriter: Sendable {
     /// while the database is down; those jobs keep their rows and leases, and are rescued when
     /// the leases expire.
     func stopRetrying() {
-        state.withLock { $0.givingUp = true }
+        let pause = state.withLock { state in
+            state.givingUp = true
+            return state.pause?.task
+        }
+        pause?.cancel()
     }
 
     /// Asks `run()` to write what is pending and return.
     func finish() {
-        let flusher: CheckedContinuation<Void, Never>? = state.withLock { state in
+        let (flusher, pause) = state.withLock { state in
             state.finishing = true
             defer { state.flusher = nil }
-            return state.flusher
+            return (state.flusher, state.pause?.endsAtFinish == true ? state.pause?.task : nil)
         }
         flusher?.resume()
+        pause?.cancel()
+    }
+
+    /// Waits `duration` before the next try, or less: `stopRetrying()` ends the pause, and so does
+    /// `finish()` when `endsAtFinish`.
+    private func pause(for duration: Duration, endsAtFinish: Bool) async {
+        let sleep = self.sleep
+        let pause = Task { _ = try? await sleep(duration) }
+        let over = state.withLock { state in
+            state.pause = (pause, endsAtFinish)
+            return state.givingUp || (endsAtFinish && state.finishing)
+        }
+        // Already over before it began. (A stop that comes later cancels it in `state.pause`.)
+        if over { pause.cancel() }
+        await pause.value
+        state.withLock { $0.pause = nil }
     }
 
     /// Writes batches until `finish()` is called and nothing is pending.
@@ -92,12 +123,12 @@ final class CompletionWriter: Sendable {
     func run(afterEachBatch: @Sendable () -> Void = {}) async {
         while true {
             guard let batch = await nextBatch() else { return }
-            if batch.count == 1, batch[0].setAside > 0, !state.withLock({ $0.finishing || $0.givingUp }) {
+            if batch.count == 1, batch[0].setAside > 0 {
                 // A pause that grows each time it is set aside (100 ms doubling to 5 s): it is
                 // retried only while nothing else waits, and must not keep the database busy.
-                // (Not as the worker stops: then it gets its five tries at once.)
-                let pause = Duration.milliseconds(100) * (1 << min(batch[0].setAside - 1, 6))
-                try? await Task.sleep(for: min(pause, .seconds(5)))
+                // (None as the worker stops: then it gets its five tries at once.)
+                let pause = min(.milliseconds(100) * (1 << min(batch[0].setAside - 1, 6)), Duration.seconds(5))
+                await self.pause(for: pause, endsAtFinish: true)
             }
             await flush(batch)
             afterEachBatch()
@@ -216,7 +247,7 @@ final class CompletionWriter: Sendable {
                 logger.error(
                     "could not write results; retrying", ["jobs": batch.count, "error": "\(error)", "attempt": attempts]
                 )
-                try? await Task.sleep(for: delay)
+                await pause(for: delay, endsAtFinish: false)
                 delay = min(delay * 2, .seconds(5))
             }
         }
