@@ -117,6 +117,26 @@ struct QueueSQLTests {
         }
     }
 
+    @Test("prune keeps the idempotency key of a job still queued, however old the key")
+    func pruneKeepsLiveKeys() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let waiting = try await store.submit(
+                Submission(request: Self.hello, runAt: Date().addingTimeInterval(40 * 86_400), idempotencyKey: "report-1"))
+            let finished = try await store.submit(Submission(request: Self.hello, idempotencyKey: "report-2"))
+            let jobs = try await store.claim(worker: "w", freeSlots: 10, backgroundSlots: 10, lease: .seconds(30))
+            #expect(jobs.map(\.id) == [finished])
+            _ = try await store.complete(
+                worker: "w", jobs.map { Completion(jobID: $0.id, attempt: $0.attempt, kind: .result, status: "succeeded") })
+            try await pool.query("UPDATE switchyard.idempotency_keys SET created_at = now() - interval '60 days'")
+            let removed = try await store.prune(olderThan: .seconds(30 * 86_400))
+            #expect(removed.contains { $0.item == "idempotency keys" && $0.removed == 1 })
+            // The queued job's key still answers with it: no second job.
+            #expect(try await store.submit(Submission(request: Self.hello, idempotencyKey: "report-1")) == waiting)
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.jobs").scalar(Int.self) == 1)
+        }
+    }
+
     @Test("a worker whose lease was taken over cannot write its result; the new holder can, once")
     func fencing() async throws {
         try await TestDatabase.withMigratedPool { pool in

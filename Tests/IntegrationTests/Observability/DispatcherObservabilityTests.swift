@@ -32,6 +32,21 @@ struct DispatcherObservabilityTests {
         }
     }
 
+    @Test("status on a fresh database: every section renders, and the window is reported empty")
+    func statusWhenNothingFinished() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let report = await StatusReport.load(StatusContext(pool: pool, window: .seconds(60), at: nil))
+            let screen = report.lines().joined(separator: "\n")
+            #expect(!screen.contains("unavailable"), "\(screen)")
+            #expect(screen.contains("no jobs finished in the last"), "\(screen)")
+            #expect(report.json["overview"]?["jobs"] == 0)
+            for function in ["job_stats", "call_stats", "model_stats"] {
+                let rows = try await pool.query("SELECT count(*) FROM switchyard.\(function)()").scalar(Int.self)
+                #expect(rows == 0, "\(function)")
+            }
+        }
+    }
+
     @Test("a section can be added to status without touching the others")
     func extraSection() async throws {
         try await TestDatabase.withMigratedPool { pool in
