@@ -146,7 +146,8 @@ enum WorkerCommand {
         guard configuration.heartbeatInterval < configuration.lease else {
             throw QueueError(.invalidInput, "--heartbeat must be shorter than --lease, or leases expire between beats")
         }
-        configuration.pollInterval = try arguments.duration("poll-interval", default: .seconds(1))
+        // A poll every few microseconds would keep a core busy querying an empty queue.
+        configuration.pollInterval = try arguments.duration("poll-interval", default: .seconds(1), minimum: .milliseconds(10))
         configuration.pollOnly = arguments.flag("poll-only")
         configuration.shutdownGrace = try arguments.duration("shutdown-grace", default: .seconds(30))
         configuration.retryPolicy.base = try arguments.duration("retry-base", default: .seconds(2))

@@ -44,6 +44,26 @@ struct ArgumentsTests {
         #expect(duration?.message.contains("like 500ms") == true)
     }
 
+    @Test("a duration too long for a date or a timer is refused, not a crash",
+          arguments: ["9999999999999999d", "99999999999999999s", "1e300", "inf", "infinity", "nan", "36501d", "-1s"])
+    func tooLong(text: String) throws {
+        #expect(Arguments.parseDuration(text) == nil)
+        let arguments = try Arguments(["--timeout", text], command: "c", options: ["timeout"])
+        let error = #expect(throws: QueueError.self) { try arguments.duration("timeout", default: .seconds(1)) }
+        #expect(error?.message.contains("at most 36500d") == true)
+    }
+
+    @Test("the longest duration is taken; an option can ask for a shortest")
+    func durationBounds() throws {
+        #expect(Arguments.parseDuration("36500d") == .seconds(36_500 * 86_400))
+        let arguments = try Arguments(["--poll-interval", "0s"], command: "c", options: ["poll-interval"])
+        let error = #expect(throws: QueueError.self) {
+            try arguments.duration("poll-interval", default: .seconds(1), minimum: .milliseconds(10))
+        }
+        #expect(error?.message == "--poll-interval must be at least 10ms (got \"0s\")")
+        #expect(try arguments.duration("poll-interval", default: .seconds(1)) == .zero)
+    }
+
     @Test("a command that takes options only refuses a stray word, and suggests the option it looks like")
     func strayWord() {
         #expect(throws: QueueError.self) {

@@ -52,6 +52,11 @@ enum ReportCommand {
         guard window > .zero, bucket > .zero else {
             throw QueueError(.invalidInput, "--window and --bucket must be longer than zero")
         }
+        guard bucket <= window else {
+            throw QueueError(
+                .invalidInput, "--bucket must not be longer than --window (a chart of one partial point)",
+                hint: "use a shorter --bucket (e.g. \(StatusFormat.window(automatic)))")
+        }
         guard window.seconds / bucket.seconds <= 2000 else {
             throw QueueError(
                 .invalidInput, "--bucket is too small for --window: over 2000 points per chart",

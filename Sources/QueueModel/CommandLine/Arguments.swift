@@ -92,23 +92,39 @@ public struct Arguments: Sendable {
         return number
     }
 
-    /// An option parsed as a duration: `250ms`, `30s`, `5m`, `2h`, `7d`, or plain seconds.
-    public func duration(_ name: String, default defaultValue: Duration) throws -> Duration {
+    /// An option parsed as a duration: `250ms`, `30s`, `5m`, `2h`, `7d`, or plain seconds, from
+    /// `minimum` up to `Arguments.longestDuration`.
+    public func duration(_ name: String, default defaultValue: Duration, minimum: Duration = .zero) throws -> Duration {
         guard let text = value(name) else { return defaultValue }
         guard let duration = Self.parseDuration(text) else {
-            throw QueueError(.invalidInput, "--\(name) must be a duration like 500ms, 30s, 5m, 2h or 7d (got \"\(text)\")")
+            throw QueueError(
+                .invalidInput,
+                "--\(name) must be a duration like 500ms, 30s, 5m, 2h or 7d, at most \(Self.longestDurationDays)d (got \"\(text)\")")
+        }
+        guard duration >= minimum else {
+            throw QueueError(
+                .invalidInput, "--\(name) must be at least \(Self.format(minimum)) (got \"\(text)\")")
         }
         return duration
     }
 
-    /// Parses `250ms`, `30s`, `5m`, `2h`, `7d`, or a plain number of seconds.
+    /// The longest duration an option takes, in days (a hundred years): past it, dates and
+    /// timers overflow, and nobody means it.
+    public static let longestDurationDays = 36_500
+
+    /// Parses `250ms`, `30s`, `5m`, `2h`, `7d`, or a plain number of seconds, up to
+    /// `longestDurationDays`; nil for anything else.
     public static func parseDuration(_ text: String) -> Duration? {
         let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86_400)]
-        for (suffix, seconds) in units where text.hasSuffix(suffix) {
-            guard let number = Double(text.dropLast(suffix.count)), number >= 0 else { return nil }
-            return .milliseconds(Int64((number * seconds * 1000).rounded()))
-        }
-        guard let number = Double(text), number >= 0 else { return nil }
-        return .milliseconds(Int64((number * 1000).rounded()))
+        let (number, unit): (Double?, Double) =
+            units.first { text.hasSuffix($0.0) }.map { (Double(text.dropLast($0.0.count)), $0.1) } ?? (Double(text), 1)
+        guard let number, number >= 0, number * unit <= Double(longestDurationDays) * 86_400 else { return nil }
+        return .milliseconds(Int64((number * unit * 1000).rounded()))
+    }
+
+    /// A duration as an option takes it back: `250ms`, `30s`.
+    private static func format(_ duration: Duration) -> String {
+        let milliseconds = duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
+        return milliseconds % 1000 == 0 ? "\(milliseconds / 1000)s" : "\(milliseconds)ms"
     }
 }
