@@ -31,6 +31,16 @@ struct OffPeakExecutionTests {
         )
     }
 
+    /// Runs `body` while a routing worker (4 slots, the catalog's simulated models) works the queue.
+    static func withRoutingWorker(_ pool: PostgresPool, _ body: () async throws -> Void) async throws {
+        let logger = Logger(label: "worker", level: .error) { _ in }
+        let fleet = FleetState(pool: pool, logger: logger)
+        let executor = RoutingExecutor(fleet: fleet, providers: ProviderFactory(concurrency: 4), worker: "w")
+        try await WorkerServiceTests.withWorker(
+            pool, WorkerServiceTests.configuration(concurrency: 4), executor, fleet: fleet
+        ) { _ in try await body() }
+    }
+
     @Test("background work runs within its ceiling, escalates near its deadline (recorded), and otherwise waits")
     func ceilingsAndEscalation() async throws {
         try await TestDatabase.withMigratedPool { pool in
@@ -42,12 +52,7 @@ struct OffPeakExecutionTests {
             let patient = try await Self.submit(store, "premium_only", priority: .background, deadlineIn: 6 * 3600)
             let interactive = try await Self.submit(store, "premium_only", priority: .interactive)
 
-            let logger = Logger(label: "worker", level: .error) { _ in }
-            let fleet = FleetState(pool: pool, logger: logger)
-            let executor = RoutingExecutor(fleet: fleet, providers: ProviderFactory(concurrency: 4), worker: "w")
-            try await WorkerServiceTests.withWorker(
-                pool, WorkerServiceTests.configuration(concurrency: 4), executor, fleet: fleet
-            ) { _ in
+            try await Self.withRoutingWorker(pool) {
                 try await waitUntil("the three others have succeeded") {
                     let finished = try await store.statuses(of: [cheap, urgent, interactive])
                     return finished.values.allSatisfy({ $0 == "succeeded" }) && finished.count == 3
@@ -96,6 +101,73 @@ struct OffPeakExecutionTests {
             #expect((savings.rows.last?.savedByCheaperModel ?? 0) > 0)
             #expect((savings.rows.last?.savedByOffPeak ?? 0) > 0)
             #expect(savings.rows.last?.escalatedJobs == 1)
+        }
+    }
+
+    @Test("a drain puts the jobs waiting for a cheaper price back to work at once; jobs submitted for later keep their time")
+    func drainReleasesPostponed() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            _ = try await CatalogStore(pool: pool).importDocument(Data(Self.catalog.utf8))
+            try await BackgroundPolicy.set("background_max_cost_per_1k", to: "0.001", in: pool)
+            let store = QueueStore(pool: pool)
+            let patient = try await Self.submit(store, "premium_only", priority: .background)
+            let later = try await store.submit(
+                Submission(request: Submission.prompt("summarise"), priority: .background,
+                           runAt: Date().addingTimeInterval(3600)))
+            try await Self.withRoutingWorker(pool) {
+                try await waitUntil("the patient job is put back until the next cheap window") {
+                    try await store.status(of: patient) == "scheduled"
+                }
+                try await BackgroundPolicy.set(
+                    "background_drain_until", to: Date().addingTimeInterval(3600).postgresText, in: pool)
+                try await waitUntil("the patient job has run, drained") {
+                    try await store.status(of: patient) == "succeeded"
+                }
+            }
+            #expect(try await store.result(of: patient)?["model"] == "premium")
+            #expect(try await store.status(of: later) == "scheduled")
+        }
+    }
+
+    @Test("a policy change releases postponed jobs; a postponement decided under the old policy is not kept")
+    func postponementsFollowThePolicy() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            for _ in 0..<3 { _ = try await Self.submit(store, nil, priority: .background) }
+            let scheduled = try await store.submit(
+                Submission(request: Submission.prompt("summarise"), priority: .background,
+                           runAt: Date().addingTimeInterval(3600)))
+            let jobs = try await store.claim(worker: "w", freeSlots: 3, backgroundSlots: 3, lease: .seconds(30))
+            #expect(jobs.count == 3)
+            let current = try #require(try await BackgroundPolicy.load(pool).version)
+            let hourAway = Date().addingTimeInterval(3600)
+            let written = try await store.complete(
+                worker: "w",
+                zip(jobs, [current, "a policy changed since", nil]).map { job, policy in
+                    Completion(jobID: job.id, attempt: job.attempt, kind: .postpone, retryAt: hourAway, policy: policy)
+                })
+            #expect(written.count == 3)
+            @Sendable func waits(_ id: Int64) async throws -> (later: Bool, postponed: Bool) {
+                let row = try #require(try await pool.query(
+                    "SELECT run_at > now() AS later, postponed_at IS NOT NULL AS postponed FROM switchyard.jobs WHERE id = $1",
+                    [id]
+                ).first)
+                return (try row.decode("later"), try row.decode("postponed"))
+            }
+            // Decided under the policy in force, or under none named: kept. Under an older one:
+            // back at once, to be decided again.
+            #expect(try await waits(jobs[0].id) == (true, true))
+            #expect(try await waits(jobs[1].id) == (false, false))
+            #expect(try await waits(jobs[2].id) == (true, true))
+            // Ending a drain or pausing is stricter: nothing moves.
+            try await BackgroundPolicy.set("background_paused", to: "true", in: pool)
+            #expect(try await waits(jobs[0].id) == (true, true))
+            // A new ceiling: every postponed job is back, a job submitted for later is not.
+            try await BackgroundPolicy.set("background_max_cost_per_1k", to: "0.5", in: pool)
+            #expect(try await waits(jobs[0].id) == (false, false))
+            #expect(try await waits(jobs[2].id) == (false, false))
+            #expect(try await waits(scheduled) == (true, false))
+            #expect(try await BackgroundPolicy.load(pool).version != current)
         }
     }
 }

@@ -90,6 +90,7 @@ struct WriteBackArraysTests {
             if let value = completion.latencyMS { item["latency_ms"] = .number(value) }
             if !completion.metadata.isEmpty { item["metadata"] = .object(completion.metadata) }
             if let value = completion.retryAt { item["retry_at"] = .string(value.postgresText) }
+            if let value = completion.policy { item["policy"] = .string(value) }
             return .object(item)
         })
     }
@@ -161,7 +162,7 @@ struct WriteBackArraysTests {
                         ARRAY[NULL::text], ARRAY[NULL::text], ARRAY[NULL::text], ARRAY[NULL::text], ARRAY[NULL::text],
                         ARRAY[NULL::jsonb], ARRAY[NULL::jsonb], ARRAY['[]'::jsonb], ARRAY[NULL::integer],
                         ARRAY[NULL::integer], ARRAY[NULL::numeric], ARRAY[NULL::numeric], ARRAY[NULL::numeric],
-                        ARRAY[NULL::float8], ARRAY[NULL::jsonb], ARRAY[]::timestamptz[])
+                        ARRAY[NULL::float8], ARRAY[NULL::jsonb], ARRAY[]::timestamptz[], ARRAY[NULL::text])
                     """, [job.id, job.attempt])
             }
             #expect(error?.sqlState == SQLState("22023"))

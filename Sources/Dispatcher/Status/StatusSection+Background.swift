@@ -9,10 +9,12 @@ extension StatusSection {
         let status = try await BacklogStatus.load(context.pool)
         var json: [String: JSONValue] = [
             "queued": .number(Double(status.queued)), "running": .number(Double(status.running)),
+            "waiting": .number(Double(status.waiting)),
             "gate_open": .bool(status.gate.isOpen), "gate_reason": .string(status.gate.reason),
             "per_minute": .number(status.perMinute), "paused": .bool(status.policy.paused),
         ]
         if let next = status.gate.nextOpenAt { json["next_cheap_window"] = .string(next.postgresText) }
+        if let next = status.nextWaitingAt { json["next_waiting_at"] = .string(next.postgresText) }
         if let done = status.drainedAt { json["drained_by"] = .string(done.postgresText) }
         if let ceiling = status.policy.maxCostPer1K { json["max_cost_per_1k"] = .string(ceiling.description) }
         // BacklogStatus.lines starts with its own heading line; the section title replaces it.

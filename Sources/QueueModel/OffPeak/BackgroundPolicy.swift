@@ -14,6 +14,9 @@ public struct BackgroundPolicy: Sendable, Hashable {
     public var drainUntil: Date?
     /// A fixed escalation horizon; nil for the default formula.
     public var escalationSeconds: Double?
+    /// `switchyard.background_policy_version()` when read from the database: a postponement
+    /// names the version it was decided under, and is not kept if the policy has changed since.
+    public var version: String?
 
     public init(
         maxCostPer1K: Decimal? = nil, tiers: Set<String>? = nil, paused: Bool = false, drainUntil: Date? = nil,
@@ -57,19 +60,25 @@ public struct BackgroundPolicy: Sendable, Hashable {
 
     /// Reads the policy from `switchyard.settings`.
     public static func load(_ pool: PostgresPool) async throws -> BackgroundPolicy {
+        // The version in the same statement: it is the version of exactly these values.
         let rows = try await pool.query(
-            "SELECT name, value FROM switchyard.settings WHERE name LIKE 'background\\_%'"
+            """
+            SELECT name, value, switchyard.background_policy_version() AS version
+            FROM switchyard.settings WHERE name LIKE 'background\\_%'
+            """
         )
         var values: [String: String] = [:]
         for row in rows { values[try row.decode("name")] = try row.decode("value", as: String.self) }
         func text(_ name: String) -> String? { values[name].flatMap { $0.isEmpty ? nil : $0 } }
-        return BackgroundPolicy(
+        var policy = BackgroundPolicy(
             maxCostPer1K: text("background_max_cost_per_1k").flatMap { Decimal(string: $0) },
             tiers: text("background_tiers").map { Set($0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }) },
             paused: text("background_paused") == "true",
             drainUntil: text("background_drain_until").flatMap { ISO8601Parsing.date($0) },
             escalationSeconds: text("background_escalation_seconds").flatMap(Double.init)
         )
+        policy.version = try rows.first?.decode("version", as: String.self)
+        return policy
     }
 
     /// Sets one of the `background_*` settings (workers follow at once: NOTIFY switchyard_settings).

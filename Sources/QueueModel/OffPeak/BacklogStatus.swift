@@ -4,14 +4,20 @@ import Postgres
 /// The background backlog at a glance: how much waits, whether it may run now, when it may, and
 /// when it will be done at the current pace.
 public struct BacklogStatus: Sendable {
+    /// Jobs that may run now (`run_at` passed), not running.
     public var queued: Int
+    /// Jobs set to run later: submitted with a later `run_at`, or put back by a worker until a
+    /// cheaper price (postponed), or until a retry's backoff ends.
+    public var waiting: Int
+    /// The earliest `run_at` among the waiting.
+    public var nextWaitingAt: Date?
     public var running: Int
     public var gate: BackgroundGate
     /// Background jobs finished per minute over the last 10 minutes.
     public var perMinute: Double
     public var policy: BackgroundPolicy
 
-    /// When the backlog would be drained at the current pace (nil when it is not moving).
+    /// When the queued jobs would be drained at the current pace (nil when they are not moving).
     public var drainedAt: Date? {
         guard queued > 0 else { return Date() }
         guard perMinute > 0, gate.isOpen else { return nil }
@@ -21,16 +27,20 @@ public struct BacklogStatus: Sendable {
     public static func load(_ pool: PostgresPool) async throws -> BacklogStatus {
         guard let row = try await pool.query(
             """
-            SELECT (SELECT count(*) FROM switchyard.jobs_background WHERE lease_owner IS NULL) AS queued,
-                   (SELECT count(*) FROM switchyard.jobs_background WHERE lease_owner IS NOT NULL) AS running,
+            SELECT count(*) FILTER (WHERE lease_owner IS NULL AND run_at <= now()) AS queued,
+                   count(*) FILTER (WHERE lease_owner IS NULL AND run_at > now()) AS waiting,
+                   min(run_at) FILTER (WHERE lease_owner IS NULL AND run_at > now()) AS next_waiting_at,
+                   count(*) FILTER (WHERE lease_owner IS NOT NULL) AS running,
                    (SELECT count(*) FROM switchyard.results
                     WHERE priority = 'background' AND finished_at > now() - interval '10 minutes') / 10.0 AS per_minute
+            FROM switchyard.jobs_background
             """
         ).first else {
             throw QueueError(.database, "the backlog query returned nothing")
         }
         return BacklogStatus(
-            queued: try row.decode("queued"), running: try row.decode("running"),
+            queued: try row.decode("queued"), waiting: try row.decode("waiting"),
+            nextWaitingAt: try row.decode("next_waiting_at", as: Date?.self), running: try row.decode("running"),
             gate: try await BackgroundGate.check(pool),
             perMinute: Double(truncating: try row.decode("per_minute", as: Decimal.self) as NSNumber),
             policy: try await BackgroundPolicy.load(pool)
@@ -39,7 +49,10 @@ public struct BacklogStatus: Sendable {
 
     /// Lines for `dispatcher status` and `dispatcher background status`.
     public var lines: [String] {
-        var lines = ["background backlog: \(queued) queued, \(running) running"]
+        var lines = ["background backlog: \(queued) queued, \(running) running, \(waiting) waiting to run later"]
+        if let next = nextWaitingAt {
+            lines[0] += " (the next at \(next.formatted(.iso8601)))"
+        }
         var gateLine = "  gate: " + (gate.isOpen ? "open" : "closed") + " (\(gate.reason))"
         if let next = gate.nextOpenAt { gateLine += "; next cheap window \(next.formatted(.iso8601))" }
         lines.append(gateLine)

@@ -40,6 +40,9 @@ public struct Completion: Sendable {
     public var latencyMS: Double?
     public var metadata: [String: JSONValue]
     public var retryAt: Date?
+    /// For `.postpone`: the background policy's version it was decided under (not kept if the
+    /// policy has changed since; see `BackgroundPolicy.version`).
+    public var policy: String?
 
     /// A job that ends as cancelled by its user while this attempt ran.
     public static func cancelledWhileRunning(jobID: Int64, attempt: Int, trail: [AttemptRecord]) -> Completion {
@@ -59,7 +62,8 @@ public struct Completion: Sendable {
         jobID: Int64, attempt: Int, kind: Kind, status: String? = nil, taskClass: String? = nil,
         model: String? = nil, provider: String? = nil, tier: String? = nil, response: JSONValue? = nil,
         error: JSONValue? = nil, trail: [AttemptRecord] = [], tokensIn: Int? = nil, tokensOut: Int? = nil,
-        cost: Decimal? = nil, baseCost: Decimal? = nil, primaryCost: Decimal? = nil, latencyMS: Double? = nil, metadata: [String: JSONValue] = [:], retryAt: Date? = nil
+        cost: Decimal? = nil, baseCost: Decimal? = nil, primaryCost: Decimal? = nil, latencyMS: Double? = nil, metadata: [String: JSONValue] = [:], retryAt: Date? = nil,
+        policy: String? = nil
     ) {
         self.jobID = jobID
         self.attempt = attempt
@@ -80,6 +84,7 @@ public struct Completion: Sendable {
         self.latencyMS = latencyMS
         self.metadata = metadata
         self.retryAt = retryAt
+        self.policy = policy
     }
 
     /// A batch as the bind parameters of `switchyard.complete`'s array form (after the worker's
@@ -107,6 +112,7 @@ public struct Completion: Sendable {
         var latencies = PostgresBinaryArray(of: .float8, capacity: batch.count)
         var metadata = PostgresBinaryArray(of: .jsonb, capacity: batch.count)
         var retryAt = PostgresBinaryArray(of: .timestamptz, capacity: batch.count)
+        var policies = PostgresBinaryArray(of: .text, capacity: batch.count)
         for completion in batch {
             ids.append(completion.jobID)
             attempts.append(Int32(clamping: completion.attempt))
@@ -151,10 +157,11 @@ public struct Completion: Sendable {
                 metadata.appendJSON { JSONValue.object(completion.metadata).write(into: &$0, storable: true) }
             }
             retryAt.append(completion.retryAt)
+            policies.append(completion.policy)
         }
         return [
             ids, attempts, kinds, statuses, taskClasses, models, providers, tiers, responses, errors, trails, tokensIn,
-            tokensOut, costs, baseCosts, primaryCosts, latencies, metadata, retryAt,
+            tokensOut, costs, baseCosts, primaryCosts, latencies, metadata, retryAt, policies,
         ]
     }
 

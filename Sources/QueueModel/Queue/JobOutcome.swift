@@ -12,7 +12,8 @@ public enum JobOutcome: Sendable {
     /// The job should wait until a later time without spending its attempt: a background job
     /// that no model may run at the current price waits for the next price window, and a job
     /// whose rule's models are all out for now (breakers, budgets) waits for one to come back.
-    case postponed(until: Date, reason: String)
+    /// `policy`: the version of the background policy it was decided under.
+    case postponed(until: Date, reason: String, policy: String?)
 }
 
 /// A successful answer and what it cost.

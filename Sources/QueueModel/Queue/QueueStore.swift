@@ -121,7 +121,7 @@ public struct QueueStore: Sendable {
             """
             SELECT job_id, kind FROM switchyard.complete(
                 $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::integer[], $14::integer[], $15::numeric[],
-                $16::numeric[], $17::numeric[], $18, $19, $20)
+                $16::numeric[], $17::numeric[], $18, $19, $20, $21)
             """,
             [worker] + Completion.columns(completions),
             prepared: true

@@ -33,7 +33,7 @@ struct RoutingExecutor: JobExecutor {
             plan = chosen
             escalation = why
         case .postpone(let until, let reason):
-            return .postponed(until: until, reason: reason)
+            return .postponed(until: until, reason: reason, policy: planner.policy.version)
         }
         let taskClass = plan.classification.taskClass.rawValue
         let logger = logger.with("job", job.id).with("attempt", job.attempt)
@@ -69,7 +69,7 @@ struct RoutingExecutor: JobExecutor {
             {
                 return .postponed(
                     until: instant.addingTimeInterval(Self.recheckInterval.seconds),
-                    reason: "no model available now: \(unroutable?.reason ?? "")"
+                    reason: "no model available now: \(unroutable?.reason ?? "")", policy: planner.policy.version
                 )
             }
             return .failed(

@@ -225,8 +225,8 @@ final class WorkerService: Sendable {
             if case .cancelled(let calls) = outcome { trail = calls }
             trail.append(AttemptRecord(attempt: job.attempt, outcome: "cancelled", worker: worker, at: now()))
             completion = .cancelledWhileRunning(jobID: job.id, attempt: job.attempt, trail: trail)
-        case (nil, .postponed(let until, let reason)):
-            completion = Completion(jobID: job.id, attempt: job.attempt, kind: .postpone, retryAt: until)
+        case (nil, .postponed(let until, let reason, let policy)):
+            completion = Completion(jobID: job.id, attempt: job.attempt, kind: .postpone, retryAt: until, policy: policy)
             logger.info("job waits to run later", ["job": job.id, "until": until, "reason": reason])
         case (nil, .failed(let failure)):
             let error: JSONValue = ["code": .string(failure.code), "message": .string(failure.message)]
