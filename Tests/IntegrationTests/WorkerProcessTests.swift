@@ -43,6 +43,20 @@ struct WorkerProcessTests {
         #expect(missing == 0)
     }
 
+    @Test("SIGTERM while the worker is still trying to reach the database: it stops at once, cleanly")
+    func stopWhileConnecting() async throws {
+        // Nothing listens on port 1: every connection is refused, and the pool keeps retrying.
+        let unreachable = try PostgresConfiguration("postgres://nobody:secret@127.0.0.1:1/nothing")
+        let worker = try WorkerProcess.start(unreachable, id: "unreachable")
+        try await waitUntil("the worker says it is connecting") {
+            worker.log.contains("connecting to the database")
+        }
+        worker.terminate()
+        #expect(await worker.wait() == 0, "\(worker.log)")
+        #expect(worker.log.contains("worker stopped before it started"), "\(worker.log)")
+        #expect(!worker.log.contains("secret"))
+    }
+
     @Test("4 worker processes × concurrency 16 drain 20,000 jobs: every job has exactly one result")
     func exactlyOnce() async throws {
         try await TestDatabase.withMigrated { configuration in

@@ -19,6 +19,10 @@ final class WorkerService: Sendable {
     private let now: @Sendable () -> Date
     private let random: @Sendable () -> Double
     private let stopping = Mutex(false)
+    /// Connecting, checking the schema, registering and loading the catalog: a stop asked for
+    /// meanwhile cancels it (with the database out of reach, it would wait out the connect
+    /// timeout, and then fail).
+    private let startup = Mutex<Task<Void, any Error>?>(nil)
     /// The series served on `/metrics` (when the worker serves them).
     let metrics: WorkerMetrics
 
@@ -56,15 +60,32 @@ final class WorkerService: Sendable {
         }
         guard first else { return }
         logger.notice("shutting down: no new claims", ["in_flight": inFlight.count])
+        startup.withLock { $0 }?.cancel()
         wake.signal(.stopping)
     }
 
     func run() async throws {
-        try await Migrator().requireCurrent(store.pool)
-        _ = try await metrics.measure("heartbeat") {
-            try await store.heartbeat(worker: configuration.identity, held: [], lease: configuration.lease)
+        logger.info("starting: connecting to the database", ["database": store.pool.configuration.description])
+        let registered = Mutex(false)
+        let starting = Task {
+            try await Migrator().requireCurrent(store.pool)
+            _ = try await metrics.measure("heartbeat") {
+                try await store.heartbeat(worker: configuration.identity, held: [], lease: configuration.lease)
+            }
+            registered.withLock { $0 = true }
+            await fleet?.reload()
         }
-        await fleet?.reload()
+        startup.withLock { $0 = starting }
+        if isStopping { starting.cancel() }
+        do {
+            try await starting.value
+            startup.withLock { $0 = nil }
+        } catch {
+            guard isStopping else { throw error }
+            if registered.withLock({ $0 }) { await deregister() }
+            logger.notice("worker stopped before it started")
+            return
+        }
         logger.notice(
             "worker started",
             [
@@ -91,10 +112,14 @@ final class WorkerService: Sendable {
             await writing.value
             background.cancelAll()
         }
+        await deregister()
+        logger.notice("worker stopped")
+    }
+
+    private func deregister() async {
         _ = try? await metrics.measure("deregister") {
             try await store.pool.query("DELETE FROM switchyard.workers WHERE id = $1", [configuration.identity.id])
         }
-        logger.notice("worker stopped")
     }
 
     // MARK: Claiming
