@@ -6,7 +6,7 @@ import Synchronization
 /// `dispatcher demo`: the whole product on embedded defaults.
 enum DemoCommand {
     static let usage = """
-        usage: dispatcher demo [--jobs N] [--workers N] [--keep] [--database-url URL]
+        usage: dispatcher demo [--jobs N] [--workers N] [--catalog FILE] [--keep] [--database-url URL]
 
         Runs Switchyard end to end with nothing to set up and no API keys: a private Postgres
         (unless DATABASE_URL or --database-url names one, which must hold no Switchyard jobs,
@@ -20,9 +20,11 @@ enum DemoCommand {
         Ctrl-C stops everything cleanly. Nothing is left running or on disk, unless --keep: then
         the private Postgres stays up for psql until Ctrl-C.
 
-          --jobs N      jobs to submit (default 1000)
-          --workers N   worker processes (default 2)
-          --keep        keep the database up after the summary, until Ctrl-C
+          --jobs N        jobs to submit, 50 to 1000000 (default 1000)
+          --workers N     worker processes, 1 to 32 (default 2)
+          --catalog FILE  the simulated catalog (default examples/catalog.json, found in the working
+                          directory or the repository this binary was built in)
+          --keep          keep the database up after the summary, until Ctrl-C
         """
 
     static func run(_ words: [String]) async throws -> Int32 {
@@ -36,7 +38,7 @@ enum DemoCommand {
         }
         let total = try arguments.integer("jobs", default: 1000, range: 50...1_000_000)
         let workerCount = try arguments.integer("workers", default: 2, range: 1...32)
-        let catalogPath = arguments.value("catalog") ?? Self.exampleCatalog()
+        let catalogPath = arguments.value("catalog") ?? Self.exampleFile("examples/catalog.json")
         guard let catalogData = FileManager.default.contents(atPath: catalogPath) else {
             throw QueueError(
                 .invalidInput, "cannot read the demo catalog at \(catalogPath)",
@@ -151,14 +153,14 @@ enum DemoCommand {
                 """
                 SELECT (SELECT count(*) FROM switchyard.results) AS done,
                        (SELECT count(*) FROM switchyard.jobs WHERE lease_owner IS NOT NULL) AS running,
-                       (SELECT count(*) FROM switchyard.results WHERE jsonb_array_length(attempts) > 1) AS fallbacks
+                       (SELECT count(*) FROM switchyard.results WHERE switchyard.fell_back(attempts)) AS fallbacks
                 """
             ).first
             let done = try row?.decode("done", as: Int.self) ?? 0
             if !outageStarted && done >= items.count / 2 {
                 outageStarted = true
                 _ = FileManager.default.createFile(atPath: outageFile, contents: nil)
-                let line = "!! halfway: \(failing), the default rule's primary, starts failing (HTTP 500)"
+                let line = "!! halfway: \(failing), the default rule's primary, starts failing (HTTP 503)"
                 print(live ? "\r\u{1B}[2K      \(line)" : "      \(line)")
             }
             let elapsed = (clock.now - started).seconds
@@ -178,10 +180,9 @@ enum DemoCommand {
         if live { print("") }
     }
 
-    /// examples/catalog.json from the working directory, else from the repository this binary
-    /// was built in (…/.build/<config>/dispatcher).
-    static func exampleCatalog() -> String {
-        let relative = "examples/catalog.json"
+    /// A file of the repository (`examples/catalog.json`) from the working directory, else from
+    /// the repository this binary was built in (…/.build/<config>/dispatcher).
+    static func exampleFile(_ relative: String) -> String {
         if FileManager.default.fileExists(atPath: relative) { return relative }
         let binary = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
         var directory = binary.deletingLastPathComponent()

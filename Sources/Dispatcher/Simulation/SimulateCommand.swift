@@ -53,9 +53,11 @@ enum SimulateCommand {
             }
         }
         policy.tiers = arguments.value("tiers").map { Set($0.split(separator: ",").map(String.init)) }
-        let path = arguments.value("catalog") ?? "examples/offpeak-simulation.json"
+        let path = arguments.value("catalog") ?? DemoCommand.exampleFile("examples/offpeak-simulation.json")
         guard let data = FileManager.default.contents(atPath: path) else {
-            throw QueueError(.invalidInput, "cannot read the catalog \(path)", hint: "Run from the repository root, or pass --catalog FILE.")
+            throw QueueError(
+                .invalidInput, "cannot read the catalog \(path)",
+                hint: "Run from the repository (examples/offpeak-simulation.json), or pass --catalog FILE.")
         }
         let catalog = try CatalogDocument(parsing: data).applied(to: .empty)
 
