@@ -155,6 +155,24 @@ struct CatalogCommandTests {
                     ["submit", "--file", path, "--database-url", configuration.effectiveConnectionString])
                 #expect(status == 2, "\(output)")
                 #expect(output.contains("nothing to submit"), "\(output)")
+                #expect(!output.contains("submitted 0"), "\(output)")
+            }
+        }
+    }
+
+    @Test("a JSONL file saved with a byte order mark is read; a repeated idempotency key is counted as one job")
+    func byteOrderMarkAndRepeats() async throws {
+        try await TestDatabase.withMigrated { configuration in
+            let lines = [
+                #"{"messages":[{"role":"user","content":"a"}]}"#,
+                #"{"request":{"messages":[{"role":"user","content":"b"}]},"idempotency_key":"k1"}"#,
+                #"{"request":{"messages":[{"role":"user","content":"c"}]},"idempotency_key":"k1"}"#,
+            ]
+            try await withFile("\u{FEFF}" + lines.joined(separator: "\n") + "\n") { path in
+                let (status, output) = try await dispatcher(
+                    ["submit", "--file", path, "--database-url", configuration.effectiveConnectionString])
+                #expect(status == 0, "\(output)")
+                #expect(output.contains("submitted 3, rejected 0 (2 jobs: 1 line repeats"), "\(output)")
             }
         }
     }

@@ -53,23 +53,30 @@ struct BulkSubmission {
         }
         progress.finish()
         rejections.sort { $0.line < $1.line }
-        if json {
-            let summary: JSONValue = [
-                "submitted": .number(Double(submitted)), "rejected": .number(Double(rejections.count)),
-                "ids": .array(ids.map { .number(Double($0)) }),
-                "rejections": .array(rejections.map { ["line": .number(Double($0.line)), "error": .string($0.reason)] }),
-            ]
-            print(summary.jsonText)
-        } else {
-            print("submitted \(submitted), rejected \(rejections.count)")
-            for rejection in rejections.prefix(100) { print("  line \(rejection.line): \(rejection.reason)") }
-            if rejections.count > 100 { print("  … and \(rejections.count - 100) more (use --json for all)") }
-        }
         if submitted == 0 && rejections.isEmpty {
             printError(
                 "error: nothing to submit: \(path == "-" ? "stdin" : path) has no jobs\n"
                     + "hint: give one JSON request (or job envelope) per line")
             return ExitCode.invalidInput
+        }
+        // A line whose idempotency key an earlier line used names that line's job, not a new one.
+        let jobs = Set(ids).count
+        if json {
+            let summary: JSONValue = [
+                "submitted": .number(Double(submitted)), "jobs": .number(Double(jobs)),
+                "rejected": .number(Double(rejections.count)),
+                "ids": .array(ids.map { .number(Double($0)) }),
+                "rejections": .array(rejections.map { ["line": .number(Double($0.line)), "error": .string($0.reason)] }),
+            ]
+            print(summary.jsonText)
+        } else {
+            let repeats = submitted - jobs
+            print(
+                "submitted \(submitted), rejected \(rejections.count)"
+                    + (repeats == 0 ? "" : " (\(jobs) jobs: \(repeats) \(repeats == 1 ? "line repeats" : "lines repeat") "
+                        + "an earlier line's idempotency key, and names its job)"))
+            for rejection in rejections.prefix(100) { print("  line \(rejection.line): \(rejection.reason)") }
+            if rejections.count > 100 { print("  … and \(rejections.count - 100) more (use --json for all)") }
         }
         return rejections.isEmpty ? ExitCode.success : ExitCode.invalidInput
     }
@@ -108,6 +115,9 @@ final class LineReader: @unchecked Sendable {
                     "the line is \(oversizedBytes) bytes, over the client's limit of \(InputScreen.maximumBytes) bytes",
                     hint: "The server refuses requests over its max_request_bytes setting (1 MiB by default).")
             }
+            // A byte order mark that an editor put at the start of the file is not JSON.
+            let byteOrderMark: [UInt8] = [0xEF, 0xBB, 0xBF]
+            let bytes = number == 1 && bytes.starts(with: byteOrderMark) ? Array(bytes.dropFirst(3)) : bytes
             do {
                 return try InputScreen.text(bytes)
             } catch var error as QueueError {
