@@ -12,7 +12,9 @@
 --     database (the worker had not reloaded the settings yet), is not kept: complete() takes
 --     the policy version each one was decided under (background_policy_version(), which the
 --     worker reads with the settings) and sends the job back now if it has changed since.
--- complete()'s array form gains p_policies (its items form a "policy" key); the old form goes.
+-- complete()'s array form gains p_policies (its items form a "policy" key). The form without it
+-- stays, for the workers of the release before still running while this one is rolled out:
+-- their postponements name no policy, and are kept as before.
 
 SET LOCAL ROLE switchyard_admin;
 
@@ -48,9 +50,6 @@ END $$;
 CREATE TRIGGER settings_release_postponed AFTER INSERT OR UPDATE ON switchyard.settings
     FOR EACH ROW WHEN (NEW.name LIKE 'background\_%') EXECUTE FUNCTION switchyard.release_postponed();
 
-DROP FUNCTION switchyard.complete(text, bigint[], integer[], text[], text[], text[], text[], text[], text[],
-                                  jsonb[], jsonb[], jsonb[], integer[], integer[], numeric[], numeric[],
-                                  numeric[], double precision[], jsonb[], timestamptz[]);
 
 CREATE FUNCTION switchyard.complete(
     p_worker text, p_ids bigint[], p_attempts integer[], p_kinds text[], p_statuses text[], p_task_classes text[],
@@ -179,6 +178,21 @@ CREATE OR REPLACE FUNCTION switchyard.complete(p_worker text, p_items jsonb)
                                 a.providers, a.tiers, a.responses, a.errors, a.trails, a.tokens_in, a.tokens_out,
                                 a.costs, a.base_costs, a.primary_costs, a.latency_ms, a.metadata, a.retry_at,
                                 a.policies) c
+$$;
+
+-- The array form before p_policies (see above).
+CREATE OR REPLACE FUNCTION switchyard.complete(
+    p_worker text, p_ids bigint[], p_attempts integer[], p_kinds text[], p_statuses text[], p_task_classes text[],
+    p_models text[], p_providers text[], p_tiers text[], p_responses jsonb[], p_errors jsonb[], p_trails jsonb[],
+    p_tokens_in integer[], p_tokens_out integer[], p_costs numeric[], p_base_costs numeric[],
+    p_primary_costs numeric[], p_latency_ms double precision[], p_metadata jsonb[], p_retry_at timestamptz[]
+) RETURNS TABLE (job_id bigint, kind text)
+    LANGUAGE sql SET search_path = pg_catalog, switchyard, pg_temp AS $$
+    SELECT c.job_id, c.kind
+    FROM switchyard.complete(p_worker, p_ids, p_attempts, p_kinds, p_statuses, p_task_classes, p_models, p_providers,
+                             p_tiers, p_responses, p_errors, p_trails, p_tokens_in, p_tokens_out, p_costs,
+                             p_base_costs, p_primary_costs, p_latency_ms, p_metadata, p_retry_at,
+                             array_fill(NULL::text, ARRAY[coalesce(cardinality(p_ids), 0)])) c
 $$;
 
 REVOKE ALL ON FUNCTION switchyard.background_policy_version() FROM PUBLIC;

@@ -148,6 +148,32 @@ struct WriteBackArraysTests {
         #expect(!binary.joined().contains("\\u0000"))
     }
 
+    @Test("the array form of the release before (no p_policies) still writes back: workers not yet restarted keep working")
+    func previousForm() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            for _ in 0..<2 { _ = try await store.submit(Submission(request: Self.hello)) }
+            let jobs = try await store.claim(worker: "w", freeSlots: 2, backgroundSlots: 0, lease: .seconds(30))
+            #expect(jobs.count == 2)
+            // As a worker built before 0020 sends it: twenty arrays after the worker's id.
+            let written = try await pool.query(
+                """
+                SELECT job_id, kind FROM switchyard.complete('w', ARRAY[$1, $2]::bigint[], ARRAY[$3, $4]::integer[],
+                    ARRAY['result', 'postpone'], ARRAY['succeeded', NULL], ARRAY[NULL, NULL]::text[],
+                    ARRAY[NULL, NULL]::text[], ARRAY[NULL, NULL]::text[], ARRAY[NULL, NULL]::text[],
+                    ARRAY[NULL, NULL]::jsonb[], ARRAY[NULL, NULL]::jsonb[], ARRAY['[]', '[]']::jsonb[],
+                    ARRAY[NULL, NULL]::integer[], ARRAY[NULL, NULL]::integer[], ARRAY[NULL, NULL]::numeric[],
+                    ARRAY[NULL, NULL]::numeric[], ARRAY[NULL, NULL]::numeric[], ARRAY[NULL, NULL]::float8[],
+                    ARRAY[NULL, NULL]::jsonb[], ARRAY[NULL, now() + interval '1 hour']::timestamptz[])
+                """,
+                [jobs[0].id, jobs[1].id, jobs[0].attempt, jobs[1].attempt]
+            ).map { try $0[1].decode(String.self) }
+            #expect(written.sorted() == ["postpone", "result"])
+            #expect(try await store.status(of: jobs[0].id) == "succeeded")
+            #expect(try await store.status(of: jobs[1].id) == "scheduled")
+        }
+    }
+
     @Test("arrays of different lengths are refused, not padded with NULLs")
     func unequalLengths() async throws {
         try await TestDatabase.withMigratedPool { pool in
