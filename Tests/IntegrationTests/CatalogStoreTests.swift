@@ -90,6 +90,30 @@ struct CatalogStoreTests {
         }
     }
 
+    @Test("a merge cannot give a class to a second rule: the rule in the database already serves it")
+    func mergeKeepsOneRulePerClass() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = CatalogStore(pool: pool)
+            _ = try await store.importDocument(
+                Data(#"{"models": {"a": {"provider": "simulated"}}, "routing_rules": {"r": {"primary": "a", "classes": ["general"]}}}"#.utf8))
+            for file in [
+                #"{"routing_rules": {"zz": {"primary": "a", "classes": ["general"]}}}"#,
+                #"{"routing_rules": {"general": {"primary": "a"}}}"#,
+            ] {
+                let error = try await #require(throws: QueueError.self) {
+                    try await store.importDocument(Data(file.utf8), mode: .merge)
+                }
+                #expect(error.message.contains(#"class "general" is already served by rule "r" (in the database"#), "\(error)")
+            }
+            #expect(try await store.load().rules.map(\.taskClass) == ["r"])
+            // The same file that moves the class off rule "r" imports.
+            _ = try await store.importDocument(
+                Data(#"{"routing_rules": {"r": {"primary": "a"}, "zz": {"primary": "a", "classes": ["general"]}}}"#.utf8),
+                mode: .merge)
+            #expect(Set(try await store.load().rules.map(\.taskClass)) == ["r", "zz"])
+        }
+    }
+
     @Test("an invalid document lists every problem and writes nothing; the seed format needs its models")
     func invalid() async throws {
         try await TestDatabase.withMigratedPool { pool in

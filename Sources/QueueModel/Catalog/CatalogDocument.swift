@@ -145,6 +145,26 @@ public struct CatalogDocument: Sendable, Hashable {
                 )
             }
         }
+        // A class goes to one rule, across the file and the rules the import keeps (the file
+        // checks its own): with two, the router would follow one and the other would be dead.
+        var servedBy: [String: String] = [:]
+        for rule in kept.rules where !fileRules.contains(rule.taskClass) {
+            for taskClass in [rule.taskClass] + rule.servedClasses { servedBy[taskClass] = rule.taskClass }
+        }
+        for rule in kept.rules where fileRules.contains(rule.taskClass) {
+            for taskClass in [rule.taskClass] + rule.servedClasses {
+                guard let other = servedBy[taskClass] else { continue }
+                orphans.append(
+                    CatalogProblem(
+                        path: "routing_rules.\(rule.taskClass)",
+                        message: "class \"\(taskClass)\" is already served by rule \"\(other)\" (in the database, "
+                            + "not in this file)",
+                        hint: "a class goes to one rule: remove it here, or give rule \"\(other)\" in this file "
+                            + "without it"
+                    )
+                )
+            }
+        }
         if !orphans.isEmpty {
             validation.problems = orphans
             validation.document = nil
