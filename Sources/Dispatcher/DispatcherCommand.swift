@@ -26,7 +26,8 @@ enum DispatcherCommand {
           feedback   rate a finished job's answer (ID SCORE); ratings feed best_quality routing
           bench      measure throughput and latency against baselines run alongside
 
-        Every command takes --database-url URL (default: $DATABASE_URL) and --help.
+        Every command takes --database-url URL (default: $DATABASE_URL) and --help, after the
+        command's name. dispatcher --version prints the version.
         """
 
     /// Runs a command line and returns the process exit status.
@@ -34,6 +35,16 @@ enum DispatcherCommand {
         guard let command = arguments.first, command != "--help", command != "-h", command != "help" else {
             print(usage)
             return arguments.isEmpty ? 2 : 0
+        }
+        if command == "--version" || command == "version" {
+            print("dispatcher \(SwitchyardVersion.current)")
+            return 0
+        }
+        if command.hasPrefix("-") {
+            printError(
+                "error: \(command) comes after a command: dispatcher COMMAND \(command) …\n"
+                    + "hint: e.g. dispatcher status --database-url URL; dispatcher --help lists the commands")
+            return 2
         }
         let rest = Array(arguments.dropFirst())
         do {

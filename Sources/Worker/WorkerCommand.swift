@@ -29,6 +29,7 @@ enum WorkerCommand {
           --metrics-port PORT         serve Prometheus metrics on http://ADDRESS:PORT/metrics
                                       (0 picks a free port; the log says which)
           --metrics-address ADDRESS   the address to serve metrics on (default 127.0.0.1)
+          --version                   print the version and exit
 
         Durations: 500ms, 30s, 5m. Logs go to stderr (SWITCHYARD_LOG_LEVEL, SWITCHYARD_LOG_FORMAT).
         """
@@ -42,7 +43,7 @@ enum WorkerCommand {
                     "concurrency", "id", "database-url", "reserve-interactive", "lease", "heartbeat", "poll-interval",
                     "shutdown-grace", "retry-base", "simulated-latency", "metrics-port", "metrics-address",
                 ],
-                flags: ["poll-only"], takesWords: false
+                flags: ["poll-only", "version"], takesWords: false
             )
         } catch {
             printError("error: \(error)")
@@ -50,6 +51,10 @@ enum WorkerCommand {
         }
         if arguments.flag("help") {
             print(usage)
+            return 0
+        }
+        if arguments.flag("version") {
+            print("worker \(SwitchyardVersion.current)")
             return 0
         }
         do {

@@ -62,8 +62,17 @@ struct CatalogCommandTests {
             #expect(catalog["models"]?.arrayValue?.count == 12)
             #expect(catalog["models"]?[0]?["health"]?["breaker"] == "closed")
 
+            // A breaker opened by the error rate says so, not "1 failures in a row".
+            let pool = PostgresPool(configuration)
+            try await pool.query(
+                """
+                INSERT INTO switchyard.model_health (model, state, reason, opened_at, consecutive_failures)
+                VALUES ('claude-haiku', 'open', 'error rate 12.0% over the last 50 requests (limit 2.0%)', now(), 1)
+                """)
+            await pool.close()
             let text = try await dispatcher(["models", "list", "--database-url", url])
             #expect(text.output.contains("simple_queries"))
+            #expect(text.output.contains("OPEN (error rate 12.0% over the last 50 requests (limit 2.0%))"), "\(text.output)")
 
             let explained = try await dispatcher(
                 ["route", "--explain", "--prompt", "Write a haiku about autumn", "--database-url", url]
@@ -145,6 +154,35 @@ struct CatalogCommandTests {
             #expect(status == 1, "\(output)")
             #expect(output.contains("run `dispatcher migrate`"), "\(output)")
         }
+    }
+
+    @Test("on a database a release behind, background settings are refused before anything is written")
+    func backgroundOnOlderSchema() async throws {
+        try await TestDatabase.withEmpty { configuration in
+            let pool = PostgresPool(configuration)
+            try await Migrator(migrations: Array(Migration.all.prefix(18))).migrate(pool)
+            let (status, output) = try await dispatcher(
+                ["background", "drain", "--until", "2h", "--database-url", configuration.effectiveConnectionString])
+            #expect(status == 1, "\(output)")
+            #expect(output.contains("this binary needs version \(Migration.all.count)") && output.contains("Run `dispatcher migrate`"), "\(output)")
+            #expect(!output.contains("draining"), "\(output)")
+            let drain = try await pool.query(
+                "SELECT value FROM switchyard.settings WHERE name = 'background_drain_until'").scalar(String.self)
+            #expect(drain == "")
+            await pool.close()
+        }
+    }
+
+    @Test("both binaries print their version, which names the schema; an option before the command says where it goes")
+    func versionAndOptionPlace() async throws {
+        let (status, output) = try await dispatcher(["--version"])
+        #expect(status == 0 && output == "dispatcher \(SwitchyardVersion.current)\n", "\(output)")
+        #expect(SwitchyardVersion.current.hasSuffix("+schema.\(Migration.all.count)"))
+        let worker = WorkerProcess.binary("worker")
+        let (workerStatus, workerOutput) = try await BlockingWork.run { try ChildProcess.run(worker, ["--version"]) }
+        #expect(workerStatus == 0 && workerOutput == "worker \(SwitchyardVersion.current)\n", "\(workerOutput)")
+        let (misplaced, hint) = try await dispatcher(["--database-url", "host=/nowhere", "status"])
+        #expect(misplaced == 2 && hint.contains("--database-url comes after a command"), "\(hint)")
     }
 
     @Test("a JSONL file with no jobs in it is an error, not \"submitted 0\"")

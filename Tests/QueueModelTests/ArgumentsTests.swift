@@ -53,6 +53,15 @@ struct ArgumentsTests {
         #expect(error?.message.contains("at most 36500d") == true)
     }
 
+    @Test("a duration a hint suggests is one the parser takes back", arguments: [
+        (Duration.milliseconds(250), "250ms"), (.seconds(75), "75s"), (.seconds(210 * 60), "210m"), (.seconds(7200), "2h"),
+        (.seconds(3 * 86_400), "3d"), (.milliseconds(1500), "1500ms"),
+    ])
+    func formatted(duration: Duration, text: String) {
+        #expect(Arguments.format(duration) == text)
+        #expect(Arguments.parseDuration(text) == duration)
+    }
+
     @Test("the longest duration is taken; an option can ask for a shortest")
     func durationBounds() throws {
         #expect(Arguments.parseDuration("36500d") == .seconds(36_500 * 86_400))

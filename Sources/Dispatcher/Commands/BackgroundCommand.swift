@@ -19,7 +19,8 @@ enum BackgroundCommand {
                     when the backlog will be drained at the current pace
           pause     stop starting background jobs (running ones finish); deadlines do not override it
           resume    undo pause
-          drain     ignore the ceiling until TIME (ISO 8601, or a duration from now like 2h)
+          drain     ignore the ceiling until TIME (ISO 8601, or a duration from now like 2h), and
+                    put the jobs waiting for a cheaper price back to work; --until 0s ends a drain
           ceiling   set the global ceiling (a rule may set its own: background_max_cost_per_1k in
                     its settings) and, with --tiers, the price tiers background work may use
 
@@ -39,6 +40,9 @@ enum BackgroundCommand {
             options: .init(maxConnections: 1)
         )
         defer { Task { await pool.close() } }
+        // Before anything is written: a setting changed on a schema this binary does not match
+        // would be reported as a failure after it was applied.
+        try await Migrator().requireCurrent(pool)
         switch action {
         case "status":
             break
@@ -52,8 +56,13 @@ enum BackgroundCommand {
             guard let until = try SubmitCommand.time(arguments, "until") else {
                 throw QueueError(.invalidInput, "drain needs --until TIME", hint: "e.g. dispatcher background drain --until 2h")
             }
-            try await BackgroundPolicy.set("background_drain_until", to: until.postgresText, in: pool)
-            print("draining: background work ignores its price ceiling until \(until.formatted(.iso8601))")
+            if until > Date() {
+                try await BackgroundPolicy.set("background_drain_until", to: until.postgresText, in: pool)
+                print("draining: background work ignores its price ceiling until \(until.formatted(.iso8601))")
+            } else {
+                try await BackgroundPolicy.set("background_drain_until", to: "", in: pool)
+                print("not draining: background work keeps to its price ceiling again")
+            }
         case "ceiling":
             guard arguments.positionals.count == 2 else {
                 throw QueueError(.invalidInput, "ceiling needs a price per 1K tokens, or none", hint: usage)

@@ -83,8 +83,8 @@ enum CatalogListing {
     private static func breaker(_ record: CatalogStore.HealthRecord) -> String {
         switch record.breaker {
         case .closed: "closed"
-        case .halfOpen: "half-open"
-        case .open: "OPEN (\(record.consecutiveFailures) failures in a row)"
+        case .halfOpen: "half_open"
+        case .open: "OPEN (\(record.reason ?? "\(record.consecutiveFailures) failures in a row"))"
         }
     }
 

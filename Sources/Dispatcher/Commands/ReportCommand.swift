@@ -55,12 +55,12 @@ enum ReportCommand {
         guard bucket <= window else {
             throw QueueError(
                 .invalidInput, "--bucket must not be longer than --window (a chart of one partial point)",
-                hint: "use a shorter --bucket (e.g. \(StatusFormat.window(automatic)))")
+                hint: "use a shorter --bucket (e.g. \(Arguments.format(automatic)))")
         }
         guard window.seconds / bucket.seconds <= 2000 else {
             throw QueueError(
                 .invalidInput, "--bucket is too small for --window: over 2000 points per chart",
-                hint: "use a larger --bucket (e.g. \(StatusFormat.window(automatic)))")
+                hint: "use a larger --bucket (e.g. \(Arguments.format(automatic)))")
         }
         let pool = PostgresPool(
             try Database.configuration(arguments, applicationName: "switchyard-report"),

@@ -8,6 +8,9 @@ extension CatalogStore {
         public var model: String
         /// `closed` (healthy), `open` (skipped) or `half_open` (probing).
         public var breaker: RoutingState.Breaker
+        /// Why the breaker is as it is (`error rate 12.0% over the last 50 requests (limit 2.0%)`,
+        /// `5 failures in a row`, an alert's reason), when it is not closed.
+        public var reason: String?
         /// When the breaker last opened.
         public var openedAt: Date?
         /// Failures in a row, reset by a success.
@@ -33,7 +36,7 @@ extension CatalogStore {
     public func health() async throws -> [String: HealthRecord] {
         let rows = try await pool.query(
             """
-            SELECT model, state, opened_at, consecutive_failures, window_requests, window_failures,
+            SELECT model, state, reason, opened_at, consecutive_failures, window_requests, window_failures,
                    latency_ewma_ms, latency_p95_ms, updated_at
             FROM switchyard.model_health ORDER BY model
             """
@@ -44,7 +47,7 @@ extension CatalogStore {
             let state = try row.decode("state", as: String.self)
             records[model] = HealthRecord(
                 model: model, breaker: RoutingState.Breaker(rawValue: state) ?? .closed,
-                openedAt: try row.decode("opened_at", as: Date?.self),
+                reason: try row.decode("reason", as: String?.self), openedAt: try row.decode("opened_at", as: Date?.self),
                 consecutiveFailures: try row.decode("consecutive_failures"),
                 windowRequests: try row.decode("window_requests"),
                 windowFailures: try row.decode("window_failures"),

@@ -93,7 +93,7 @@ public struct Arguments: Sendable {
     }
 
     /// An option parsed as a duration: `250ms`, `30s`, `5m`, `2h`, `7d`, or plain seconds, from
-    /// `minimum` up to `Arguments.longestDuration`.
+    /// `minimum` up to `longestDurationDays`.
     public func duration(_ name: String, default defaultValue: Duration, minimum: Duration = .zero) throws -> Duration {
         guard let text = value(name) else { return defaultValue }
         guard let duration = Self.parseDuration(text) else {
@@ -122,9 +122,13 @@ public struct Arguments: Sendable {
         return .milliseconds(Int64((number * unit * 1000).rounded()))
     }
 
-    /// A duration as an option takes it back: `250ms`, `30s`.
-    private static func format(_ duration: Duration) -> String {
+    /// A duration as an option takes it back, in its largest whole unit: `250ms`, `75s`, `210m`, `2h`.
+    public static func format(_ duration: Duration) -> String {
         let milliseconds = duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
-        return milliseconds % 1000 == 0 ? "\(milliseconds / 1000)s" : "\(milliseconds)ms"
+        for (suffix, size) in [("d", Int64(86_400_000)), ("h", 3_600_000), ("m", 60_000), ("s", 1000)]
+        where milliseconds >= size && milliseconds % size == 0 {
+            return "\(milliseconds / size)\(suffix)"
+        }
+        return "\(milliseconds)ms"
     }
 }

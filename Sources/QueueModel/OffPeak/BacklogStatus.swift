@@ -62,7 +62,9 @@ public struct BacklogStatus: Sendable {
         if policy.paused { ceiling += ", PAUSED" }
         lines.append(ceiling)
         let pace = String(format: "%.1f", perMinute)
-        if let done = drainedAt {
+        if queued == 0 {
+            lines.append("  pace: \(pace) jobs/min; nothing queued now")
+        } else if let done = drainedAt {
             lines.append("  pace: \(pace) jobs/min; drained by \(done.formatted(.iso8601))")
         } else {
             lines.append("  pace: \(pace) jobs/min; not draining now")
