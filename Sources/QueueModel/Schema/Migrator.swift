@@ -57,17 +57,32 @@ public struct Migrator: Sendable {
     }
 
     private func apply(on connection: PostgresConnection) async throws -> [Migration] {
-        try await connection.execute(
-            script: """
-                CREATE SCHEMA IF NOT EXISTS switchyard;
-                CREATE TABLE IF NOT EXISTS switchyard.schema_migrations (
-                    version    integer     PRIMARY KEY,
-                    name       text        NOT NULL,
-                    checksum   text        NOT NULL,
-                    applied_at timestamptz NOT NULL DEFAULT now()
-                );
-                """
-        )
+        // Only the first migration creates the schema: CREATE SCHEMA, even IF NOT EXISTS, needs
+        // CREATE on the database, which a member of switchyard_admin applying later ones lacks.
+        let started = try await connection.query(
+            "SELECT to_regclass('switchyard.schema_migrations') IS NOT NULL"
+        ).scalar(Bool.self)
+        if !started {
+            do {
+                try await connection.execute(
+                    script: """
+                        CREATE SCHEMA IF NOT EXISTS switchyard;
+                        CREATE TABLE IF NOT EXISTS switchyard.schema_migrations (
+                            version    integer     PRIMARY KEY,
+                            name       text        NOT NULL,
+                            checksum   text        NOT NULL,
+                            applied_at timestamptz NOT NULL DEFAULT now()
+                        );
+                        """
+                )
+            } catch let error as PostgresError where error.sqlState == .insufficientPrivilege {
+                throw QueueError(
+                    .database, "the first migration needs to create schema switchyard: \(error.message)",
+                    hint: "Run it as a superuser (it also creates Switchyard's roles), or GRANT CREATE ON DATABASE "
+                        + "to this role; later migrations need only membership in switchyard_admin.",
+                    sqlState: error.sqlState)
+            }
+        }
         let status = try await status(on: connection)
         try Self.refuseMismatch(status)
         for migration in status.pending {

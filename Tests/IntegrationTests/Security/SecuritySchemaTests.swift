@@ -132,4 +132,20 @@ struct SecuritySchemaTests {
             #expect(roles == 3)
         }
     }
+
+    @Test("a member of switchyard_admin applies later migrations without CREATE on the database")
+    func adminMemberMigrates() async throws {
+        try await TestDatabase.withEmpty { configuration in
+            let pool = PostgresPool(configuration)
+            defer { Task { await pool.close() } }
+            try await Migrator(migrations: Array(Migration.all.prefix(18))).migrate(pool)
+            try await SecurityFixtures.withRoles(pool, ["ops": "switchyard_admin"], login: true) { roles in
+                let ops = PostgresPool(try SecurityFixtures.configuration(configuration, as: roles["ops"]!))
+                defer { Task { await ops.close() } }
+                let applied = try await Migrator().migrate(ops)
+                #expect(applied.map(\.version) == Array(19...Migration.all.count))
+                try await Migrator().requireCurrent(ops)
+            }
+        }
+    }
 }
