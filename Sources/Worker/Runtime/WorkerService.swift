@@ -78,7 +78,7 @@ final class WorkerService: Sendable {
         startup.withLock { $0 = starting }
         if isStopping { starting.cancel() }
         do {
-            try await starting.value
+            try await withTaskCancellationHandler { try await starting.value } onCancel: { starting.cancel() }
             startup.withLock { $0 = nil }
         } catch {
             guard isStopping else { throw error }
