@@ -284,6 +284,37 @@ struct QueueSQLTests {
         }
     }
 
+    @Test("a job is retried once: retrying it again, even at once from two sessions, returns that retry")
+    func retryOnce() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            func finish(_ id: Int64, as status: String) async throws {
+                let job = try #require(
+                    try await store.claim(worker: "w", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30)).first)
+                #expect(job.id == id)
+                _ = try await store.complete(
+                    worker: "w", [Completion(jobID: id, attempt: job.attempt, kind: .result, status: status)])
+            }
+            let original = try await store.submit(Submission(request: Self.hello))
+            try await finish(original, as: "failed")
+            async let first = store.retry(original)
+            async let second = store.retry(original)
+            let retries = try await [first, second]
+            #expect(retries[0] == retries[1] && retries[0] != original)
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.jobs").scalar(Int.self) == 1)
+            // Once the retry has run, the same call still names it: no second answer to pay for.
+            try await finish(retries[0], as: "failed")
+            #expect(try await store.retry(original) == retries[0])
+            // To try again, retry the retry.
+            let next = try await store.retry(retries[0])
+            #expect(next != retries[0] && next != original)
+            let refused = await #expect(throws: PostgresError.self) {
+                try await pool.query("SELECT switchyard.retry(NULL)")
+            }
+            #expect(refused?.message == "retry needs a job id, got NULL")
+        }
+    }
+
     @Test("results land in daily partitions, and prune drops whole old ones")
     func retention() async throws {
         try await TestDatabase.withMigratedPool { pool in
