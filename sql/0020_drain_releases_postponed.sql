@@ -50,7 +50,6 @@ END $$;
 CREATE TRIGGER settings_release_postponed AFTER INSERT OR UPDATE ON switchyard.settings
     FOR EACH ROW WHEN (NEW.name LIKE 'background\_%') EXECUTE FUNCTION switchyard.release_postponed();
 
-
 CREATE FUNCTION switchyard.complete(
     p_worker text, p_ids bigint[], p_attempts integer[], p_kinds text[], p_statuses text[], p_task_classes text[],
     p_models text[], p_providers text[], p_tiers text[], p_responses jsonb[], p_errors jsonb[], p_trails jsonb[],
