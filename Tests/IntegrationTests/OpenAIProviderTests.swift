@@ -181,6 +181,19 @@ struct OpenAIProviderTests {
         }
     }
 
+    @Test("an answer within a budget of a fraction of a second is taken, not cut at a whole second")
+    func fractionalBudget() async throws {
+        try await withFakeProviderServer { server in
+            // Each well inside its budget; the second past a whole second of it.
+            for (delay, budget) in [(100, 800), (1100, 1900)] {
+                try await server.script(["gpt-test": ["delay_ms": .number(Double(delay))]])
+                let reply = try await Self.provider().complete(
+                    Self.call(Self.model(server), timeout: .milliseconds(budget)))
+                #expect(reply.response["choices"]?[0]?["message"]?["content"] != nil, "\(delay) ms in \(budget) ms")
+            }
+        }
+    }
+
     @Test("cancelling the task cancels the request")
     func cancellation() async throws {
         try await withFakeProviderServer { server in

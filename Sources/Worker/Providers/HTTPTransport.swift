@@ -89,9 +89,11 @@ public final class HTTPTransport: Sendable {
 
     /// Sends a request and waits for the whole response, at most `timeout`.
     ///
-    /// The timeout is enforced twice: as the request's own timeout, and by racing the request
-    /// against a timer in a task group, which cancels the request when the timer wins, so a server
-    /// that accepts the connection and then hangs cannot hold the attempt past its budget.
+    /// The timer is the budget: the request races a timer in a task group, which cancels the
+    /// request when the timer wins, so a server that accepts the connection and then hangs cannot
+    /// hold the attempt past its budget. The request's own timeout is only a backstop, a second
+    /// past the budget in whole seconds: Linux's URLSession applies it in whole seconds (1.5 s
+    /// cut at 1 s; 0.7 s at once).
     /// - Parameter skipVerification: true only when `InsecureTLS.skipsVerification` said so.
     /// - Throws: `ProviderError` (`timedOut`, `connectionFailed`), or `CancellationError` when the
     ///   calling task was cancelled (the request is cancelled with it).
@@ -99,8 +101,8 @@ public final class HTTPTransport: Sendable {
         _ request: URLRequest, timeout: Duration, model: String, skipVerification: Bool = false
     ) async throws -> Exchange {
         var bounded = request
-        bounded.timeoutInterval = max(
-            0.001, Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18)
+        bounded.timeoutInterval =
+            (Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18).rounded(.up) + 1
         let request = bounded
         let clock = ContinuousClock()
         let start = clock.now
