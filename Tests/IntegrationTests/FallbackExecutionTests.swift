@@ -128,6 +128,19 @@ struct FallbackExecutionTests {
         }
     }
 
+    @Test("429 asking for longer than the plan's attempts may take: the next model at once, not a wait")
+    func longRetryAfterFallsBack() async throws {
+        try await Self.withRoutingWorker { store, server, _ in
+            // No deadline: the wait is held to what the plan's remaining attempts may take.
+            try await server.script(["primary": ["kind": "rate_limited", "retry_after": "20"]])
+            let result = try await Self.submitAndWait(store, Self.chat())
+            #expect(result["status"] == "succeeded")
+            #expect(result["model"] == "secondary")
+            #expect(Self.trail(result).map(\.outcome) == ["rate_limited", "succeeded"])
+            #expect(try await server.count(for: "primary") == 1)
+        }
+    }
+
     @Test("a primary slower than its latency target times out, and the job falls back")
     func slowPrimaryTimesOut() async throws {
         try await Self.withRoutingWorker(primaryLatencyMS: 300) { store, server, _ in

@@ -153,7 +153,8 @@ struct RoutingExecutor: JobExecutor {
                     return .cancelled(trail: trail)
                 }
                 let providerError = error as? ProviderError
-                let decision = ProviderError.decision(for: error, remainingBudget: remainingBudget(job))
+                let decision = ProviderError.decision(
+                    for: error, remainingBudget: min(remainingBudget(job), Self.latencyBudget(of: queue)))
                 let summary = providerError?.summary ?? "\(error)"
                 trail.append(
                     AttemptRecord(
@@ -267,6 +268,13 @@ struct RoutingExecutor: JobExecutor {
     /// then retry it as usual): a person waits for an interactive answer, a batch does not.
     static func longestWaitForAModel(_ priority: Priority) -> Duration {
         priority == .interactive ? .seconds(60) : .seconds(3600)
+    }
+
+    /// How long the attempts still to come may take: the most a model's `retry-after` may hold
+    /// the job's slot (with or without a deadline), so that a 429 asking for a minute moves on to
+    /// the next model instead of holding the slot (twice) while models that could answer wait.
+    static func latencyBudget(of attempts: [RoutePlan.Attempt]) -> Duration {
+        attempts.reduce(.zero) { $0 + $1.timeout }
     }
 
     /// Time left before the job's deadline; a day when it has none (each attempt is still bounded
