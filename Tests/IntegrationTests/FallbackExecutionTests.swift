@@ -240,6 +240,29 @@ struct FallbackExecutionTests {
         }
     }
 
+    @Test("a worker missing every model's key leaves even its first job for a worker that has them, attempt not spent")
+    func noKeyAtAllWaits() async throws {
+        try await withFakeProviderServer { server in
+            try await TestDatabase.withMigratedPool { pool in
+                _ = try await CatalogStore(pool: pool).importDocument(Data(Self.catalog(server).utf8))
+                let store = QueueStore(pool: pool)
+                var chat = Self.chat()
+                chat.maxAttempts = 1
+                let id = try await store.submit(chat)
+                try await Self.withRoutingWorker(on: pool, environment: [:]) {
+                    try await waitUntil("the job is put back to wait") {
+                        try await store.status(of: id) == "scheduled"
+                    }
+                }
+                #expect(try await store.result(of: id) == nil)
+                let attempt = try await pool.query("SELECT attempt FROM switchyard.jobs WHERE id = $1", [id])
+                    .scalar(Int.self)
+                #expect(attempt == 0)
+                #expect(try await server.count(for: "primary") == 0)
+            }
+        }
+    }
+
     @Test("a key missing from one worker's environment: it skips the model, others keep it, the breaker stays closed")
     func missingKeyStaysWithItsWorker() async throws {
         try await withFakeProviderServer { server in

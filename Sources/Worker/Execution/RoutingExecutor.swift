@@ -85,6 +85,10 @@ struct RoutingExecutor: JobExecutor {
         var tried: Set<String> = []
         var trail: [AttemptRecord] = []
         var retriesOnModel = 0
+        // Whether every model failed for a reason of this worker's (a key missing from its
+        // environment): then the job waits for a worker that can call them, as later jobs do
+        // once these models are skipped here.
+        var onlySkippedHere = true
         while let attempt = queue.first {
             let model = attempt.model
             let budget = remainingBudget(job)
@@ -183,6 +187,8 @@ struct RoutingExecutor: JobExecutor {
                 )
                 if decision == .nextCandidateAndSkipHere {
                     fleet.skipHere(model, reason: providerError?.message ?? summary, hint: providerError?.hint)
+                } else {
+                    onlySkippedHere = false
                 }
                 switch decision {
                 case .retrySameModel(let wait) where retriesOnModel < sameModelRetries:
@@ -232,6 +238,15 @@ struct RoutingExecutor: JobExecutor {
             retriesOnModel = 0
         }
         let models = trail.compactMap(\.model).reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
+        if onlySkippedHere && !trail.isEmpty
+            && instant.timeIntervalSince(job.createdAt) < Self.longestWaitForAModel(job.priority).seconds
+        {
+            return .postponed(
+                until: now().addingTimeInterval(Self.recheckInterval.seconds),
+                reason: "this worker cannot call any model of the plan (\(models.joined(separator: ", "))): "
+                    + (trail.last?.error ?? "unknown error"),
+                policy: planner.policy.version)
+        }
         return .failed(
             JobFailure(
                 code: "all_candidates_failed",
