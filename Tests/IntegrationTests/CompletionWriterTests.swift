@@ -62,6 +62,35 @@ struct CompletionWriterTests {
         }
     }
 
+    @Test("an answer the database cannot store: the job ends failed with its trail, tokens and cost (the call was billed)",
+          .timeLimit(.minutes(1)))
+    func refusedAnswerKeepsItsTrail() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            _ = try await store.submit(Submission(request: Self.hello))
+            let job = try #require(try await store.claim(worker: "w", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30)).first)
+            // The answer itself is what the database refuses (as a string too long for jsonb would be).
+            try await Self.failWriteBacks(
+                pool, named: "refuse_answer", with: "22021", "invalid byte sequence", when: "NEW.response IS NOT NULL")
+            let writer = CompletionWriter(store: store, worker: "w", batchLimit: 10, logger: Logger(label: "t", level: .error) { _ in })
+            let running = Task { await writer.run() }
+            let trail = [AttemptRecord(attempt: job.attempt, model: "m", provider: "openai", tier: "primary", outcome: "succeeded", latencyMS: 12)]
+            #expect(await writer.write(Completion(
+                jobID: job.id, attempt: job.attempt, kind: .result, status: "succeeded", model: "m",
+                response: ["choices": []], trail: trail, tokensIn: 5, tokensOut: 7, cost: Decimal(string: "0.01"))))
+            writer.finish()
+            await running.value
+            let row = try #require(try await pool.query(
+                "SELECT status, error->>'code' AS code, jsonb_array_length(attempts) AS calls, tokens_in, cost FROM switchyard.results"
+            ).first)
+            #expect(try row.decode("status", as: String.self) == "failed")
+            #expect(try row.decode("code", as: String.self) == "outcome_not_storable")
+            #expect(try row.decode("calls", as: Int.self) == 1)
+            #expect(try row.decode("tokens_in", as: Int.self) == 5)
+            #expect(try row.decode("cost", as: Decimal.self) == Decimal(string: "0.01"))
+        }
+    }
+
     @Test("past the grace period, a write the database is up for but refuses for now (a lock timeout) is still retried",
           .timeLimit(.minutes(1)))
     func transientFailureAfterGrace() async throws {

@@ -254,7 +254,8 @@ final class CompletionWriter: Sendable {
     }
 
     /// Writes the halves of a batch the database refused apart, down to the one outcome it
-    /// refuses, and records that job as failed with the reason.
+    /// refuses, and records that job as failed with the reason: with the attempt's trail, tokens
+    /// and cost (the calls were made and are billed), else, if that is refused too, without.
     private func isolate(_ batch: [Pending], _ error: PostgresError) async {
         if batch.count > 1 {
             await flush(Array(batch[..<(batch.count / 2)]))
@@ -267,18 +268,33 @@ final class CompletionWriter: Sendable {
             "the database refused this job's outcome; recording the job as failed",
             ["job": refused.jobID, "model": refused.model ?? "none", "attempt": refused.attempt, "error": "\(error)"]
         )
-        if refused.kind == .result && refused.status == "failed" && refused.error?["code"] == "outcome_not_storable" {
-            item.done(nil)  // even that was refused: leave it to the rescue
+        let replacement = refused.kind == .result && refused.status == "failed"
+            && refused.error?["code"] == "outcome_not_storable"
+        let bare = replacement && refused.trail.isEmpty && refused.cost == nil && refused.tokensIn == nil
+        if bare {
+            item.done(nil)  // even the bare record was refused: leave it to the rescue
             return
         }
-        let failed = Completion(
+        var failed = Completion(
             jobID: refused.jobID, attempt: refused.attempt, kind: .result, status: "failed", model: refused.model,
             provider: refused.provider, tier: refused.tier,
-            error: [
-                "code": "outcome_not_storable",
-                "message": .string("the database refused this job's outcome (\(error.message)); it was not retried"),
-            ]
+            error: replacement
+                ? refused.error
+                : [
+                    "code": "outcome_not_storable",
+                    "message": .string("the database refused this job's outcome (\(error.message)); it was not retried"),
+                ]
         )
+        if !replacement {
+            failed.taskClass = refused.taskClass
+            failed.trail = refused.trail
+            failed.tokensIn = refused.tokensIn
+            failed.tokensOut = refused.tokensOut
+            failed.cost = refused.cost
+            failed.baseCost = refused.baseCost
+            failed.primaryCost = refused.primaryCost
+            failed.latencyMS = refused.latencyMS
+        }
         await flush([Pending(completion: failed, done: item.done)])
     }
 }
