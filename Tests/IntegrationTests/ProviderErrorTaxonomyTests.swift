@@ -214,13 +214,17 @@ struct ProviderErrorTaxonomyTests {
         }
     }
 
-    @Test("the trail summary is one short line with status, provider code and wait")
+    @Test("the trail summary is one short line with status, Switchyard's code, the provider's, and wait")
     func summary() {
         let error = ProviderError.fromResponse(
             status: 429, headers: ["retry-after-ms": "1500"],
             body: Data(Self.openAI("Rate limit reached\nfor requests", code: "rate_limit_exceeded").utf8),
             model: "gpt-4", now: Self.now)
-        #expect(error.summary == "HTTP 429 rate_limit_exceeded: Rate limit reached for requests (retry after 1.5s)")
+        #expect(error.summary == "HTTP 429 rate_limited (rate_limit_exceeded): Rate limit reached for requests (retry after 1.5s)")
+        let mislabelled = ProviderError.fromResponse(
+            status: 401, headers: [:], body: Data(#"{"error":{"type":"server_error","message":"no"}}"#.utf8), model: "m",
+            now: Self.now)
+        #expect(mislabelled.summary == "HTTP 401 unauthorized (server_error): no")
         let long = ProviderError(.serverError, String(repeating: "x", count: 1000), model: "m", httpStatus: 500)
         #expect(long.summary.count <= 300)
         #expect(!long.summary.contains("\n"))

@@ -102,8 +102,10 @@ public struct ProviderError: Error, Sendable, CustomStringConvertible {
     /// A one-line summary for the attempt trail (at most 300 characters), e.g.
     /// `HTTP 429 rate_limit_exceeded: Rate limit reached (retry after 1.5s)`. Never contains a key.
     public var summary: String {
-        var head = httpStatus.map { "HTTP \($0) " } ?? ""
-        head += providerCode ?? providerType ?? code.rawValue
+        // Switchyard's code (the taxonomy the docs list) first; the provider's own label, which
+        // may say otherwise (a 401 whose body says server_error), after it.
+        var head = (httpStatus.map { "HTTP \($0) " } ?? "") + code.rawValue
+        if let label = providerCode ?? providerType, label != code.rawValue { head += " (\(label))" }
         var text = "\(head): \(message.split(whereSeparator: \.isNewline).joined(separator: " "))"
         if let retryAfter { text += " (retry after \(Self.format(retryAfter)))" }
         if text.count > 300 { text = String(text.prefix(299)) + "…" }
