@@ -6,8 +6,9 @@
 -- operator asked to drain did not move, while `background status` reported it draining. Now:
 --   - the queue remembers which jobs a worker postponed (jobs.postponed_at), as against those
 --     submitted to run later, which keep their run_at;
---   - a change to a background_* setting (other than ending a drain or pausing) puts every
---     postponed background job back in the queue at once, to be decided again;
+--   - a change to a background_* setting that may let them run (a drain begins, the ceiling rises
+--     or goes, the tiers change) puts every postponed background job back in the queue at once,
+--     to be decided again;
 --   - a postponement decided under the policy before the change, still on its way to the
 --     database (the worker had not reloaded the settings yet), is not kept: complete() takes
 --     the policy version each one was decided under (background_policy_version(), which the
@@ -27,17 +28,34 @@ CREATE FUNCTION switchyard.background_policy_version() RETURNS text
     FROM switchyard.settings s WHERE s.name LIKE 'background\_%'
 $$;
 
+-- Releases the postponed background jobs when a setting changes in a way that may let them run:
+-- a drain begins (or moves later), the ceiling rises or goes, the tiers or the escalation
+-- horizon change. Not for a stricter change (a lower ceiling, a drain ended, a pause; a resume
+-- neither: a pause postpones nothing), which would only have every job claimed and put back.
 CREATE FUNCTION switchyard.release_postponed() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, switchyard, pg_temp AS $$
 DECLARE
     released integer;
+    old_value constant text := CASE WHEN TG_OP = 'UPDATE' THEN OLD.value END;
 BEGIN
-    -- Stricter than before: what waits goes on waiting.
-    IF (TG_OP = 'UPDATE' AND NEW.value IS NOT DISTINCT FROM OLD.value)
-       OR (NEW.name = 'background_drain_until' AND NEW.value = '')
-       OR (NEW.name = 'background_paused' AND NEW.value = 'true') THEN
+    IF NEW.value IS NOT DISTINCT FROM old_value OR NEW.name = 'background_paused' THEN
         RETURN NULL;
     END IF;
+    BEGIN
+        IF NEW.name = 'background_drain_until'
+           AND (NEW.value = '' OR NEW.value::timestamptz <= greatest(now(), nullif(old_value, '')::timestamptz)) THEN
+            RETURN NULL;
+        END IF;
+        IF NEW.name = 'background_max_cost_per_1k' AND NEW.value <> ''
+           AND coalesce(nullif(old_value, '')::numeric >= NEW.value::numeric, true) THEN
+            RETURN NULL;
+        END IF;
+    EXCEPTION WHEN data_exception THEN
+        NULL;  -- a value that is no time or number (written with the checks off): release, to be safe
+    END;
+    -- After any complete() postponing jobs under the old policy has committed (it holds this lock
+    -- shared); the UPDATE below, a statement of its own, then sees those jobs.
+    PERFORM pg_advisory_xact_lock(6005366778061868105);  -- 'SWYDPOLI'
     UPDATE switchyard.jobs_background j SET run_at = now(), postponed_at = NULL
     WHERE j.postponed_at IS NOT NULL AND j.lease_owner IS NULL AND j.run_at > now();
     GET DIAGNOSTICS released = ROW_COUNT;
@@ -113,7 +131,11 @@ BEGIN
         -- A postponement decided under a background policy other than the one in force (it
         -- changed while the job ran: a drain, a new ceiling) is not kept: the job goes back now,
         -- to be decided again under the new one. One that names no policy is kept.
+        -- The shared lock orders this against a policy change's release (release_postponed takes
+        -- it exclusively): a change that commits first is read here; one that commits later
+        -- finds these postponements and releases them.
         IF 'postpone' = ANY (p_kinds) THEN
+            PERFORM pg_advisory_xact_lock_shared(6005366778061868105);  -- 'SWYDPOLI'
             current_policy := switchyard.background_policy_version();
         END IF;
         RETURN QUERY

@@ -159,15 +159,46 @@ struct OffPeakExecutionTests {
             #expect(try await waits(jobs[0].id) == (true, true))
             #expect(try await waits(jobs[1].id) == (false, false))
             #expect(try await waits(jobs[2].id) == (true, true))
-            // Ending a drain or pausing is stricter: nothing moves.
+            // Stricter (a pause, a lower ceiling, a drain ended): nothing moves.
             try await BackgroundPolicy.set("background_paused", to: "true", in: pool)
+            try await BackgroundPolicy.set("background_max_cost_per_1k", to: "0.1", in: pool)
+            try await BackgroundPolicy.set("background_drain_until", to: "", in: pool)
             #expect(try await waits(jobs[0].id) == (true, true))
-            // A new ceiling: every postponed job is back, a job submitted for later is not.
+            // A higher ceiling: every postponed job is back, a job submitted for later is not.
             try await BackgroundPolicy.set("background_max_cost_per_1k", to: "0.5", in: pool)
             #expect(try await waits(jobs[0].id) == (false, false))
             #expect(try await waits(jobs[2].id) == (false, false))
             #expect(try await waits(scheduled) == (true, false))
             #expect(try await BackgroundPolicy.load(pool).version != current)
+        }
+    }
+
+    @Test("a policy change and a postponement at once: the postponement waits for the change, and is not kept")
+    func changeRacesPostponement() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            _ = try await Self.submit(store, nil, priority: .background)
+            let job = try #require(
+                try await store.claim(worker: "w", freeSlots: 1, backgroundSlots: 1, lease: .seconds(30)).first)
+            let decidedUnder = try await BackgroundPolicy.load(pool).version
+            // An operator's drain, not yet committed: it releases postponed jobs.
+            let operatorSession = try await PostgresConnection.connect(pool.configuration)
+            try await operatorSession.query("BEGIN")
+            try await operatorSession.query(
+                "UPDATE switchyard.settings SET value = '2999-01-01T00:00:00Z' WHERE name = 'background_drain_until'")
+            let postponing = Task {
+                try await store.complete(worker: "w", [
+                    Completion(jobID: job.id, attempt: job.attempt, kind: .postpone,
+                               retryAt: Date().addingTimeInterval(3600), policy: decidedUnder)
+                ])
+            }
+            try await waitUntilBlocked(pool, calling: "switchyard.complete", "the postponement waits for the change")
+            try await operatorSession.query("COMMIT")
+            await operatorSession.close()
+            #expect(try await postponing.value.count == 1)
+            let later = try await pool.query("SELECT run_at > now() FROM switchyard.jobs WHERE id = $1", [job.id])
+                .scalar(Bool.self)
+            #expect(!later, "a postponement decided under the old policy was kept after the change")
         }
     }
 }
