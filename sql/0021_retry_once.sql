@@ -9,6 +9,17 @@
 
 SET LOCAL ROLE switchyard_admin;
 
+-- The retry made of a job, looked up under the tenant the caller may act for, as submit() looks
+-- up a repeated key: retry() runs as its caller, and submitters may not read the keys.
+CREATE FUNCTION switchyard.retry_made(p_job_id bigint, p_tenant text) RETURNS bigint
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, switchyard, pg_temp AS $$
+    SELECT k.job_id FROM switchyard.idempotency_keys k
+    WHERE k.tenant = coalesce(switchyard.job_tenant(p_tenant), '') AND k.key = 'switchyard:retry-of:' || p_job_id
+$$;
+
+REVOKE ALL ON FUNCTION switchyard.retry_made(bigint, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION switchyard.retry_made(bigint, text) TO switchyard_submitter;
+
 CREATE OR REPLACE FUNCTION switchyard.retry(job_id bigint) RETURNS bigint
     LANGUAGE plpgsql AS $$
 DECLARE
@@ -39,12 +50,7 @@ BEGIN
     RETURNING j.id INTO new_id;
     IF new_id IS NULL THEN
         -- Retried before: that job is its retry (if it failed too, retry that one).
-        SELECT k.job_id INTO new_id FROM switchyard.idempotency_keys k
-        WHERE k.tenant = coalesce(old.tenant, '') AND k.key = retry_key;
-        IF new_id IS NULL THEN
-            -- A job submitted without a tenant got the session's at its retry.
-            SELECT k.job_id INTO new_id FROM switchyard.idempotency_keys k WHERE k.key = retry_key;
-        END IF;
+        new_id := switchyard.retry_made(retry.job_id, old.tenant);
     END IF;
     RETURN new_id;
 END $$;

@@ -244,6 +244,27 @@ struct TenantIsolationTests {
         }
     }
 
+    @Test("a tenant's role retries its failed job once (again, the same retry); another tenant's is not found")
+    func retryOnceAsTenant() async throws {
+        try await TestDatabase.withMigrated { configuration in
+            let pool = PostgresPool(configuration, options: .init(maxConnections: 2))
+            defer { Task { await pool.close() } }
+            let jobs = try await Self.makeJobs(pool)
+            try await Self.withTenantRoles(pool, login: true) { roles in
+                let acme = PostgresPool(try SecurityFixtures.configuration(configuration, as: roles["acme"]!))
+                defer { Task { await acme.close() } }
+                let store = QueueStore(pool: acme)
+                let retry = try await store.retry(jobs["acme"]!.failed)
+                #expect(try await store.retry(jobs["acme"]!.failed) == retry)
+                let tenant = try await pool.query("SELECT tenant FROM switchyard.jobs WHERE id = $1", [retry])
+                    .scalar(String.self)
+                #expect(tenant == "acme")
+                let theirs = await #expect(throws: QueueError.self) { try await store.retry(jobs["globex"]!.failed) }
+                #expect(theirs?.code == .notFound)
+            }
+        }
+    }
+
     @Test("the CLI as a tenant's login role: another tenant's job is not found, submitting as it is refused")
     func commandLine() async throws {
         try await TestDatabase.withMigrated { configuration in
