@@ -141,6 +141,16 @@ struct FallbackExecutionTests {
         }
     }
 
+    @Test("429 on the plan's last model: it waits the retry-after (past its own timeout), there is no other")
+    func lastModelWaits() async throws {
+        try await Self.withRoutingWorker { store, server, _ in
+            try await server.script(["claude-test": [["kind": "rate_limited", "retry_after": "2"], ["kind": "ok"]]])
+            let result = try await Self.submitAndWait(store, Submission(request: Submission.prompt("hi"), taskClass: "claude"))
+            #expect(result["status"] == "succeeded")
+            #expect(Self.trail(result).map(\.outcome) == ["rate_limited", "succeeded"])
+        }
+    }
+
     @Test("a primary slower than its latency target times out, and the job falls back")
     func slowPrimaryTimesOut() async throws {
         try await Self.withRoutingWorker(primaryLatencyMS: 300) { store, server, _ in

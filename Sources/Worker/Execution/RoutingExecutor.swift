@@ -158,7 +158,7 @@ struct RoutingExecutor: JobExecutor {
                 }
                 let providerError = error as? ProviderError
                 let decision = ProviderError.decision(
-                    for: error, remainingBudget: min(remainingBudget(job), Self.latencyBudget(of: queue)))
+                    for: error, remainingBudget: min(remainingBudget(job), Self.longestSameModelWait(queue)))
                 let summary = providerError?.summary ?? "\(error)"
                 trail.append(
                     AttemptRecord(
@@ -285,11 +285,12 @@ struct RoutingExecutor: JobExecutor {
         priority == .interactive ? .seconds(60) : .seconds(3600)
     }
 
-    /// How long the attempts still to come may take: the most a model's `retry-after` may hold
-    /// the job's slot (with or without a deadline), so that a 429 asking for a minute moves on to
-    /// the next model instead of holding the slot (twice) while models that could answer wait.
-    static func latencyBudget(of attempts: [RoutePlan.Attempt]) -> Duration {
-        attempts.reduce(.zero) { $0 + $1.timeout }
+    /// The most a model's `retry-after` may hold the job's slot (deadline or not): while other
+    /// models remain, what they may take (their timeouts added up), so a 429 asking for a minute
+    /// moves on instead of holding the slot twice while models that could answer wait; on the
+    /// last model, up to a minute (past it the job fails and is retried later, slot freed).
+    static func longestSameModelWait(_ queue: [RoutePlan.Attempt]) -> Duration {
+        queue.count > 1 ? queue.dropFirst().reduce(.zero) { $0 + $1.timeout } : .seconds(60)
     }
 
     /// Time left before the job's deadline; a day when it has none (each attempt is still bounded
