@@ -59,4 +59,20 @@ struct FleetReloadTests {
             #expect(!capture.all.contains { $0.contains("could not report model health") })
         }
     }
+
+    @Test("a reload that failed is tried again at the next refresh, without a NOTIFY or a reload interval")
+    func failedReloadIsRetried() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            // The settings cannot be read for a moment.
+            try await pool.query("ALTER FUNCTION switchyard.background_policy_version() RENAME TO policy_version_away")
+            let fleet = FleetState(
+                pool: pool, logger: Logger(label: "worker", level: .error) { _ in }, refreshInterval: .milliseconds(100))
+            await fleet.reloadPolicy()
+            #expect(fleet.planner.policy.version == nil)
+            try await pool.query("ALTER FUNCTION switchyard.policy_version_away() RENAME TO background_policy_version")
+            let running = Task { await fleet.run() }
+            defer { running.cancel() }
+            try await waitUntil("the worker has read the settings again") { fleet.planner.policy.version != nil }
+        }
+    }
 }

@@ -28,6 +28,11 @@ final class FleetState: Sendable {
         /// Models this worker cannot call though the fleet can, by name: the catalog entry it
         /// failed with (a changed entry is tried again) and why.
         var skippedHere: [String: (model: ModelSpec, reason: String)] = [:]
+        /// A reload that failed (the database away for a moment) is tried again at the next
+        /// refresh, not left until the next notification: a stale policy would have every
+        /// postponement it decides sent back at once (`complete()` keeps none decided under an
+        /// older policy), job after job.
+        var reloadFailed = false
     }
 
     private let state = Mutex(State())
@@ -84,7 +89,8 @@ final class FleetState: Sendable {
             }
         } catch {
             if Task.isCancelled { return }
-            logger.warning("could not read the background settings", ["error": "\(error)"])
+            state.withLock { $0.reloadFailed = true }
+            logger.warning("could not read the background settings; trying again shortly", ["error": "\(error)"])
         }
     }
 
@@ -111,7 +117,8 @@ final class FleetState: Sendable {
             }
         } catch {
             if Task.isCancelled { return }
-            logger.error("could not load the model catalog", ["error": "\(error)"])
+            state.withLock { $0.reloadFailed = true }
+            logger.error("could not load the model catalog; trying again shortly", ["error": "\(error)"])
         }
     }
 
@@ -150,6 +157,14 @@ final class FleetState: Sendable {
             if clock.now - lastRefresh >= refreshInterval {
                 await refreshHealth()
                 lastRefresh = clock.now
+                let retry = state.withLock { state in
+                    defer { state.reloadFailed = false }
+                    return state.reloadFailed
+                }
+                if retry {
+                    await reloadCatalog()
+                    await reloadPolicy()
+                }
             }
             if let reloadInterval, clock.now - lastReload >= reloadInterval {
                 await reloadCatalog()
