@@ -113,7 +113,7 @@ final class CompletionWriter: Sendable {
         }
         // Already over before it began. (A stop that comes later cancels it in `state.pause`.)
         if over { pause.cancel() }
-        await pause.value
+        await withTaskCancellationHandler { await pause.value } onCancel: { pause.cancel() }
         state.withLock { $0.pause = nil }
     }
 
