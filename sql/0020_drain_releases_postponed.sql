@@ -95,6 +95,15 @@ BEGIN
                                   'Pass p_ids, p_attempts, p_kinds, … of the same length (NULL elements for unset values).');
     END IF;
 
+    -- A batch that postpones takes this lock shared, before it locks any row, to be ordered
+    -- against a policy change's release (release_postponed takes it exclusively): a change that
+    -- commits first is read below; one that commits later finds these postponements and releases
+    -- them. (Taken later, while the batch held the rows of its results, it could deadlock with a
+    -- release waiting for one of those rows.)
+    IF 'postpone' = ANY (p_kinds) THEN
+        PERFORM pg_advisory_xact_lock_shared(6005366778061868105);  -- 'SWYDPOLI'
+    END IF;
+
     IF 'result' = ANY (p_kinds) THEN
         RETURN QUERY
         WITH input AS (
@@ -131,11 +140,7 @@ BEGIN
         -- A postponement decided under a background policy other than the one in force (it
         -- changed while the job ran: a drain, a new ceiling) is not kept: the job goes back now,
         -- to be decided again under the new one. One that names no policy is kept.
-        -- The shared lock orders this against a policy change's release (release_postponed takes
-        -- it exclusively): a change that commits first is read here; one that commits later
-        -- finds these postponements and releases them.
         IF 'postpone' = ANY (p_kinds) THEN
-            PERFORM pg_advisory_xact_lock_shared(6005366778061868105);  -- 'SWYDPOLI'
             current_policy := switchyard.background_policy_version();
         END IF;
         RETURN QUERY

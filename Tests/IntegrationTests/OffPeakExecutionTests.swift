@@ -173,6 +173,35 @@ struct OffPeakExecutionTests {
         }
     }
 
+    @Test("a write-back that postpones waits for a policy change before it locks any job row (no deadlock)")
+    func postponingBatchLocksNothingWhileWaiting() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            for _ in 0..<2 { _ = try await Self.submit(store, nil, priority: .background) }
+            let jobs = try await store.claim(worker: "w", freeSlots: 2, backgroundSlots: 2, lease: .seconds(30))
+            #expect(jobs.count == 2)
+            // A release in progress holds the policy lock (as release_postponed does).
+            let release = try await PostgresConnection.connect(pool.configuration)
+            try await release.query("BEGIN")
+            try await release.query("SELECT pg_advisory_xact_lock(6005366778061868105)")
+            let writing = Task {
+                try await store.complete(worker: "w", [
+                    Completion(jobID: jobs[0].id, attempt: jobs[0].attempt, kind: .result, status: "succeeded"),
+                    Completion(jobID: jobs[1].id, attempt: jobs[1].attempt, kind: .postpone,
+                               retryAt: Date().addingTimeInterval(3600)),
+                ])
+            }
+            try await waitUntilBlocked(pool, calling: "switchyard.complete", "the write-back waits for the lock")
+            // The result's row is not held meanwhile: the release could take it.
+            let free = try await release.query(
+                "SELECT id FROM switchyard.jobs WHERE id = $1 FOR UPDATE NOWAIT", [jobs[0].id])
+            #expect(free.count == 1)
+            try await release.query("ROLLBACK")
+            await release.close()
+            #expect(try await writing.value.count == 2)
+        }
+    }
+
     @Test("a policy change and a postponement at once: the postponement waits for the change, and is not kept")
     func changeRacesPostponement() async throws {
         try await TestDatabase.withMigratedPool { pool in
