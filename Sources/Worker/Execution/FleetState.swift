@@ -33,6 +33,11 @@ final class FleetState: Sendable {
         /// postponement it decides sent back at once (`complete()` keeps none decided under an
         /// older policy), job after job.
         var reloadFailed = false
+        /// Policy reads started, and the latest one applied: reloads run from more than one task
+        /// (a notification, a reconnect, the retry above), and an older read that finishes last
+        /// must not put back the policy a newer one replaced.
+        var policyReadsStarted = 0
+        var policyReadApplied = 0
     }
 
     private let state = Mutex(State())
@@ -80,9 +85,15 @@ final class FleetState: Sendable {
     }
 
     func reloadPolicy() async {
+        let read = state.withLock { state in
+            state.policyReadsStarted += 1
+            return state.policyReadsStarted
+        }
         do {
             let policy = try await BackgroundPolicy.load(healthStore.pool)
             state.withLock { state in
+                guard read > state.policyReadApplied else { return }
+                state.policyReadApplied = read
                 guard policy != state.policy else { return }
                 state.policy = policy
                 state.planner = OffPeakPlanner(router: state.router, policy: policy, schedules: state.schedules)

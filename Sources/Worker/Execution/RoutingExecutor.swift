@@ -288,7 +288,8 @@ struct RoutingExecutor: JobExecutor {
     /// The most a model's `retry-after` may hold the job's slot (deadline or not): while other
     /// models remain, what they may take (their timeouts added up), so a 429 asking for a minute
     /// moves on instead of holding the slot twice while models that could answer wait; on the
-    /// last model, up to a minute (past it the job fails and is retried later, slot freed).
+    /// last model, up to a minute a wait (two at most: `sameModelRetries`; past it the job fails
+    /// and is retried later, its slot freed).
     static func longestSameModelWait(_ queue: [RoutePlan.Attempt]) -> Duration {
         queue.count > 1 ? queue.dropFirst().reduce(.zero) { $0 + $1.timeout } : .seconds(60)
     }

@@ -203,6 +203,11 @@ final class CompletionWriter: Sendable {
                 await isolate(batch, error)
                 return
             } catch {
+                if Task.isCancelled {
+                    // run() cancelled without finish(): nothing can be written from this task.
+                    for item in batch { item.done(nil) }
+                    return
+                }
                 attempts += 1
                 let unreachable = (error as? PostgresError)?.isUnreachable ?? false
                 let giveUp = state.withLock { state in
