@@ -97,11 +97,13 @@ BEGIN
 
     -- A batch that postpones takes this lock shared, before it locks any row, to be ordered
     -- against a policy change's release (release_postponed takes it exclusively): a change that
-    -- commits first is read below; one that commits later finds these postponements and releases
-    -- them. (Taken later, while the batch held the rows of its results, it could deadlock with a
-    -- release waiting for one of those rows.)
+    -- commits first is read here (the version is read after the lock, in a statement of its
+    -- own); one that commits later finds these postponements and releases them. (Taken later,
+    -- while the batch held the rows of its results, it could deadlock with a release waiting for
+    -- one of those rows.)
     IF 'postpone' = ANY (p_kinds) THEN
         PERFORM pg_advisory_xact_lock_shared(6005366778061868105);  -- 'SWYDPOLI'
+        current_policy := switchyard.background_policy_version();
     END IF;
 
     IF 'result' = ANY (p_kinds) THEN
@@ -139,10 +141,8 @@ BEGIN
         -- after finds the job unleased and ends it itself.
         -- A postponement decided under a background policy other than the one in force (it
         -- changed while the job ran: a drain, a new ceiling) is not kept: the job goes back now,
-        -- to be decided again under the new one. One that names no policy is kept.
-        IF 'postpone' = ANY (p_kinds) THEN
-            current_policy := switchyard.background_policy_version();
-        END IF;
+        -- to be decided again under the new one (current_policy, read above). One that names no
+        -- policy is kept.
         RETURN QUERY
         UPDATE switchyard.jobs j
         SET lease_owner = NULL, lease_expires_at = NULL, claimed_at = NULL,

@@ -27,13 +27,12 @@ public struct BacklogStatus: Sendable {
     public static func load(_ pool: PostgresPool) async throws -> BacklogStatus {
         guard let row = try await pool.query(
             """
-            SELECT count(*) FILTER (WHERE lease_owner IS NULL AND run_at <= now()) AS queued,
-                   count(*) FILTER (WHERE lease_owner IS NULL AND run_at > now()) AS waiting,
-                   min(run_at) FILTER (WHERE lease_owner IS NULL AND run_at > now()) AS next_waiting_at,
-                   count(*) FILTER (WHERE lease_owner IS NOT NULL) AS running,
+            SELECT d.queued, d.scheduled AS waiting, d.running,
+                   (SELECT min(j.run_at) FROM switchyard.jobs_background j
+                    WHERE j.lease_owner IS NULL AND j.run_at > now()) AS next_waiting_at,
                    (SELECT count(*) FROM switchyard.results
                     WHERE priority = 'background' AND finished_at > now() - interval '10 minutes') / 10.0 AS per_minute
-            FROM switchyard.jobs_background
+            FROM switchyard.queue_depth d WHERE d.priority = 'background'
             """
         ).first else {
             throw QueueError(.database, "the backlog query returned nothing")

@@ -63,14 +63,11 @@ struct RoutingExecutor: JobExecutor {
             )
             // Every model of the rule is out for now (breakers, budgets): wait for one to come
             // back without spending an attempt, for as long as the job's priority allows.
-            let waited = instant.timeIntervalSince(job.createdAt)
             if unroutable?.isTransient == true, !router.catalog.models.isEmpty,
-                waited < Self.longestWaitForAModel(job.priority).seconds
+                let wait = Self.waitForAModel(
+                    job, at: instant, reason: "no model available now: \(unroutable?.reason ?? "")", planner: planner)
             {
-                return .postponed(
-                    until: instant.addingTimeInterval(Self.recheckInterval.seconds),
-                    reason: "no model available now: \(unroutable?.reason ?? "")", policy: planner.policy.version
-                )
+                return wait
             }
             return .failed(
                 JobFailure(
@@ -238,14 +235,12 @@ struct RoutingExecutor: JobExecutor {
             retriesOnModel = 0
         }
         let models = trail.compactMap(\.model).reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
-        if onlySkippedHere && !trail.isEmpty
-            && instant.timeIntervalSince(job.createdAt) < Self.longestWaitForAModel(job.priority).seconds
+        if onlySkippedHere && !trail.isEmpty,
+            let wait = Self.waitForAModel(
+                job, at: now(), reason: "this worker cannot call any model of the plan "
+                    + "(\(models.joined(separator: ", "))): \(trail.last?.error ?? "unknown error")", planner: planner)
         {
-            return .postponed(
-                until: now().addingTimeInterval(Self.recheckInterval.seconds),
-                reason: "this worker cannot call any model of the plan (\(models.joined(separator: ", "))): "
-                    + (trail.last?.error ?? "unknown error"),
-                policy: planner.policy.version)
+            return wait
         }
         return .failed(
             JobFailure(
@@ -278,6 +273,14 @@ struct RoutingExecutor: JobExecutor {
 
     /// How often a job with no model available looks again.
     static let recheckInterval = Duration.seconds(5)
+
+    /// The job put back to look again in `recheckInterval`, attempt not spent, while it has not
+    /// waited longer than its priority allows (nil then: it fails, and its attempts retry it).
+    static func waitForAModel(_ job: Job, at instant: Date, reason: String, planner: OffPeakPlanner) -> JobOutcome? {
+        guard instant.timeIntervalSince(job.createdAt) < longestWaitForAModel(job.priority).seconds else { return nil }
+        return .postponed(
+            until: instant.addingTimeInterval(recheckInterval.seconds), reason: reason, policy: planner.policy.version)
+    }
 
     /// How long a job waits for a model of its rule to come back before it fails (its attempts
     /// then retry it as usual): a person waits for an interactive answer, a batch does not.
