@@ -7,34 +7,49 @@ import Synchronization
 #endif
 
 /// The process's one HTTP client for provider APIs: a URLSession sized for the worker's
-/// concurrency, with per-attempt timeouts and cancellation.
+/// concurrency, with per-attempt timeouts, cancellation and a bound on how much of an answer it
+/// reads.
 ///
 /// FoundationNetworking allows 6 connections per host by default, which would queue a worker's
 /// attempts behind each other; the limit is raised to the worker's concurrency. TLS certificates
 /// are verified; only a model the catalog flags and the worker's operator confirms may skip it
 /// (`InsecureTLS`). Nothing is cached and no cookies are kept.
+///
+/// A body is collected as it arrives and cut off once it passes `maximumResponseBytes`: a
+/// provider (or a misconfigured base URL) that sends an endless or enormous answer fails that
+/// attempt instead of holding it all in the worker's memory, where it would take every job in
+/// flight down with the process.
 public final class HTTPTransport: Sendable {
+    /// The most bytes of one response body read by default: 32 MiB. A chat completion at the
+    /// largest output limits is a few megabytes at most.
+    public static let defaultMaximumResponseBytes = 32 << 20
     /// The most connections held open to one host at once.
     public let maximumConnectionsPerHost: Int
+    /// The most bytes of one response body read; a longer one fails the attempt.
+    public let maximumResponseBytes: Int
     /// Whether (and for which models) this worker's operator allowed skipping TLS verification.
     public let insecureTLS: InsecureTLS
     private let session: URLSession
+    private let collector: ResponseCollector
     #if !canImport(FoundationNetworking)
         /// Made only when the operator confirmed skipping verification for some model.
         private let unverifiedSession: URLSession?
+        private let unverifiedCollector: ResponseCollector
     #endif
 
     /// Creates the process's transport, and warns (on every start) when the environment allows
     /// skipping TLS verification for some model.
     /// - Parameters:
     ///   - maximumConnectionsPerHost: the worker's concurrency (attempts in flight).
+    ///   - maximumResponseBytes: the most bytes of one response body read.
     ///   - environment: where `SWITCHYARD_INSECURE_TLS_MODELS` is read from.
     ///   - logger: where the warning goes.
     public init(
-        maximumConnectionsPerHost: Int, environment: [String: String] = ProcessInfo.processInfo.environment,
-        logger: Logger = Logger(label: "worker")
+        maximumConnectionsPerHost: Int, maximumResponseBytes: Int = HTTPTransport.defaultMaximumResponseBytes,
+        environment: [String: String] = ProcessInfo.processInfo.environment, logger: Logger = Logger(label: "worker")
     ) {
         self.maximumConnectionsPerHost = max(1, maximumConnectionsPerHost)
+        self.maximumResponseBytes = max(1, maximumResponseBytes)
         insecureTLS = InsecureTLS(environment: environment)
         if let warning = insecureTLS.startWarning { logger.warning(warning) }
         let configuration = URLSessionConfiguration.ephemeral
@@ -47,11 +62,13 @@ public final class HTTPTransport: Sendable {
         // request nobody bounded from living forever.
         configuration.timeoutIntervalForRequest = 600
         configuration.timeoutIntervalForResource = 600
-        session = URLSession(configuration: configuration)
+        collector = ResponseCollector(limit: self.maximumResponseBytes, trustsAnyServer: false)
+        session = URLSession(configuration: configuration, delegate: collector, delegateQueue: nil)
         #if !canImport(FoundationNetworking)
+            unverifiedCollector = ResponseCollector(limit: self.maximumResponseBytes, trustsAnyServer: true)
             unverifiedSession =
                 insecureTLS.confirmedModels.isEmpty
-                ? nil : URLSession(configuration: configuration, delegate: TrustingDelegate(), delegateQueue: nil)
+                ? nil : URLSession(configuration: configuration, delegate: unverifiedCollector, delegateQueue: nil)
         #endif
     }
 
@@ -95,8 +112,9 @@ public final class HTTPTransport: Sendable {
     /// past the budget in whole seconds: Linux's URLSession applies it in whole seconds (1.5 s
     /// cut at 1 s; 0.7 s at once).
     /// - Parameter skipVerification: true only when `InsecureTLS.skipsVerification` said so.
-    /// - Throws: `ProviderError` (`timedOut`, `connectionFailed`), or `CancellationError` when the
-    ///   calling task was cancelled (the request is cancelled with it).
+    /// - Throws: `ProviderError` (`timedOut`, `connectionFailed`, `invalidResponse` for a body over
+    ///   `maximumResponseBytes`), or `CancellationError` when the calling task was cancelled (the
+    ///   request is cancelled with it).
     func send(
         _ request: URLRequest, timeout: Duration, model: String, skipVerification: Bool = false
     ) async throws -> Exchange {
@@ -122,6 +140,14 @@ public final class HTTPTransport: Sendable {
             return exchange
         } catch {
             if Task.isCancelled { throw CancellationError() }
+            if let tooLarge = error as? ResponseTooLarge {
+                throw ProviderError(
+                    .invalidResponse,
+                    "the answer is larger than \(Self.describe(bytes: tooLarge.limit)), the most a worker reads; "
+                        + "it was cut off there",
+                    hint: "check that the model's base_url points at a chat-completions server, and the request's "
+                        + "max_tokens", model: model, httpStatus: tooLarge.status, latency: start.duration(to: clock.now))
+            }
             var failure = ProviderError.fromTransport(error, model: model, latency: nil)
             failure.latency = start.duration(to: clock.now)
             throw failure
@@ -131,33 +157,27 @@ public final class HTTPTransport: Sendable {
     /// One data task, cancelled when the calling task is.
     private func perform(_ request: URLRequest, skipVerification: Bool) async throws -> Exchange {
         #if canImport(FoundationNetworking)
-            let session = session
+            let (session, collector) = (session, collector)
         #else
-            let session = skipVerification ? (unverifiedSession ?? session) : session
+            let (session, collector) =
+                skipVerification && unverifiedSession != nil
+                ? (unverifiedSession!, unverifiedCollector) : (session, collector)
         #endif
         let handle = TaskHandle()
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Exchange, Error>) in
-                let task = session.dataTask(with: request) { data, response, error in
-                    if let error {
-                        continuation.resume(throwing: error)
-                    } else if let response = response as? HTTPURLResponse {
-                        var headers: [String: String] = [:]
-                        for (name, value) in response.allHeaderFields {
-                            headers[String(describing: name).lowercased()] = String(describing: value)
-                        }
-                        continuation.resume(
-                            returning: Exchange(
-                                status: response.statusCode, headers: headers, body: data ?? Data(), latency: .zero))
-                    } else {
-                        continuation.resume(throwing: URLError(.badServerResponse))
-                    }
-                }
+                let task = session.dataTask(with: request)
+                collector.expect(task, continuation)
                 handle.start(task)
             }
         } onCancel: {
             handle.cancel()
         }
+    }
+
+    /// Formats a byte count for a message: "32 MiB", "1500 bytes".
+    static func describe(bytes: Int) -> String {
+        bytes % (1 << 20) == 0 ? "\(bytes >> 20) MiB" : bytes % 1024 == 0 ? "\(bytes >> 10) KiB" : "\(bytes) bytes"
     }
 
     /// The data task of one `perform`, so the cancellation handler (which may run before the task
@@ -183,17 +203,102 @@ public final class HTTPTransport: Sendable {
     }
 }
 
-#if !canImport(FoundationNetworking)
-    /// Accepts any server certificate: used only for models the catalog flags and the operator
-    /// confirmed (`InsecureTLS`). No state, so sharing it between threads is safe.
-    private final class TrustingDelegate: NSObject, URLSessionDelegate, @unchecked Sendable {
+/// A body that passed the transport's limit: its task was cancelled there.
+private struct ResponseTooLarge: Error {
+    var status: Int
+    var limit: Int
+}
+
+/// The sessions' delegate: collects each data task's head and body as they arrive and resumes the
+/// task's continuation once, when it completes, fails, or its body passes the limit (the task is
+/// then cancelled, so no more of it is read). Tasks are registered with `expect` before they start.
+private final class ResponseCollector: NSObject, URLSessionDataDelegate, Sendable {
+    private struct Collecting {
+        var continuation: CheckedContinuation<HTTPTransport.Exchange, Error>
+        var response: HTTPURLResponse?
+        var body = Data()
+    }
+
+    let limit: Int
+    /// Accepts any server certificate: only for the session of models whose verification the
+    /// catalog and the operator turned off (`InsecureTLS`), and only where URLSession asks.
+    let trustsAnyServer: Bool
+    private let tasks = Mutex<[Int: Collecting]>([:])
+
+    init(limit: Int, trustsAnyServer: Bool) {
+        self.limit = limit
+        self.trustsAnyServer = trustsAnyServer
+    }
+
+    func expect(_ task: URLSessionTask, _ continuation: CheckedContinuation<HTTPTransport.Exchange, Error>) {
+        tasks.withLock { $0[task.taskIdentifier] = Collecting(continuation: continuation) }
+    }
+
+    /// Resumes the task's continuation, the first time only.
+    private func finish(_ task: URLSessionTask, _ result: (Collecting) -> Result<HTTPTransport.Exchange, Error>) {
+        guard let collecting = tasks.withLock({ $0.removeValue(forKey: task.taskIdentifier) }) else { return }
+        collecting.continuation.resume(with: result(collecting))
+    }
+
+    private func tooLarge(_ task: URLSessionTask, status: Int) {
+        finish(task) { _ in .failure(ResponseTooLarge(status: status, limit: self.limit)) }
+        task.cancel()
+    }
+
+    func urlSession(
+        _ session: URLSession, dataTask: URLSessionDataTask, didReceive response: URLResponse,
+        completionHandler: @escaping @Sendable (URLSession.ResponseDisposition) -> Void
+    ) {
+        guard let response = response as? HTTPURLResponse else {
+            finish(dataTask) { _ in .failure(URLError(.badServerResponse)) }
+            completionHandler(.cancel)
+            return
+        }
+        // A head that announces more than the limit is refused before any of the body is read.
+        if response.expectedContentLength > Int64(limit) {
+            tooLarge(dataTask, status: response.statusCode)
+            completionHandler(.cancel)
+            return
+        }
+        tasks.withLock { $0[dataTask.taskIdentifier]?.response = response }
+        completionHandler(.allow)
+    }
+
+    func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive data: Data) {
+        let over: Int? = tasks.withLock { tasks in
+            // Read and appended in place: a copy taken out and put back would copy the body each time.
+            guard let count = tasks[dataTask.taskIdentifier]?.body.count else { return nil }
+            if count + data.count > limit { return tasks[dataTask.taskIdentifier]?.response?.statusCode ?? 0 }
+            tasks[dataTask.taskIdentifier]?.body.append(data)
+            return nil
+        }
+        if let status = over { tooLarge(dataTask, status: status) }
+    }
+
+    func urlSession(_ session: URLSession, task: URLSessionTask, didCompleteWithError error: Error?) {
+        finish(task) { collecting in
+            if let error { return .failure(error) }
+            guard let response = collecting.response ?? (task.response as? HTTPURLResponse) else {
+                return .failure(URLError(.badServerResponse))
+            }
+            var headers: [String: String] = [:]
+            for (name, value) in response.allHeaderFields {
+                headers[String(describing: name).lowercased()] = String(describing: value)
+            }
+            return .success(
+                HTTPTransport.Exchange(status: response.statusCode, headers: headers, body: collecting.body, latency: .zero))
+        }
+    }
+
+    #if !canImport(FoundationNetworking)
         func urlSession(
             _ session: URLSession, didReceive challenge: URLAuthenticationChallenge
         ) async -> (URLSession.AuthChallengeDisposition, URLCredential?) {
-            guard challenge.protectionSpace.authenticationMethod == NSURLAuthenticationMethodServerTrust,
+            guard trustsAnyServer,
+                challenge.protectionSpace.authenticationMethod == NSURLAuthenticationMethodServerTrust,
                 let trust = challenge.protectionSpace.serverTrust
             else { return (.performDefaultHandling, nil) }
             return (.useCredential, URLCredential(trust: trust))
         }
-    }
-#endif
+    #endif
+}

@@ -10,7 +10,11 @@ when that process is gone. Every request is read whole, then answered by the fir
     /reset/...     the connection is reset (TCP RST, SO_LINGER 0): "connection reset by peer"
     /close/...     the connection is closed without a byte of answer
     /partial/...   a 200 head promising 1000 bytes, a few bytes of body, then close
-GET /count answers how many requests were broken so far.
+    /endless/...   a 200 head with a chunked body that never ends: 64 KiB pieces, one a
+                   millisecond, until the client hangs up
+    /huge/...      a 200 head promising 1 GiB (Content-Length), then the body, the same way
+GET /count answers how many requests were broken so far, GET /sent how many bytes of body the
+endless and huge answers sent in all.
 """
 
 import argparse
@@ -22,7 +26,23 @@ import time
 from fixture_process import announce
 
 COUNT = 0
+SENT = 0
 LOCK = threading.Lock()
+GIB = 1 << 30
+
+
+def stream(connection, chunked):
+    """Sends 64 KiB pieces, one a millisecond, until the client hangs up, counting into SENT."""
+    global SENT
+    piece = b" " * 65536
+    try:
+        while True:
+            connection.sendall(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+            with LOCK:
+                SENT += len(piece)
+            time.sleep(0.001)
+    except OSError:
+        pass
 
 
 def read_request(connection):
@@ -53,9 +73,9 @@ def serve(connection):
         if request_line is None:
             return
         path = request_line.split(" ")[1] if " " in request_line else "/"
-        if path == "/count":
+        if path in ("/count", "/sent"):
             with LOCK:
-                body = str(COUNT).encode()
+                body = str(COUNT if path == "/count" else SENT).encode()
             connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
             return
         with LOCK:
@@ -65,6 +85,12 @@ def serve(connection):
         elif path.startswith("/partial/"):
             connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"choi")
             time.sleep(0.05)
+        elif path.startswith("/endless/"):
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+            stream(connection, chunked=True)
+        elif path.startswith("/huge/"):
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % GIB)
+            stream(connection, chunked=False)
     except OSError:
         pass
     finally:

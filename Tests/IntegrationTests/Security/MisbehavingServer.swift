@@ -1,6 +1,11 @@
 import Foundation
 import Postgres
 import QueueModel
+@testable import Worker
+
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
 
 /// `Fixtures/misbehaving_server.py`, run as a child process on a free loopback port: an HTTP
 /// server that resets, closes or truncates every connection (see the script's docstring).
@@ -8,7 +13,8 @@ struct MisbehavingServer: Sendable {
     let process: ChildProcess
     let port: Int
 
-    /// The base URL of a model whose every call meets `behaviour` (`reset`, `close`, `partial`).
+    /// The base URL of a model whose every call meets `behaviour` (`reset`, `close`, `partial`,
+    /// `endless`, `huge`).
     func baseURL(_ behaviour: String) -> String { "http://127.0.0.1:\(port)/\(behaviour)/v1" }
 
     static let scriptPath = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
@@ -36,6 +42,16 @@ struct MisbehavingServer: Sendable {
         }
         process.signal(SIGKILL)
         throw FakeProviderError("misbehaving_server.py did not write its port within 20 seconds")
+    }
+
+    /// How many bytes of body the `endless` and `huge` answers sent so far, in all.
+    func bytesSent() async throws -> Int {
+        let exchange = try await HTTPTransport(maximumConnectionsPerHost: 1).send(
+            URLRequest(url: URL(string: "http://127.0.0.1:\(port)/sent")!), timeout: .seconds(10), model: "control")
+        guard let sent = Int(String(decoding: exchange.body, as: UTF8.self)) else {
+            throw FakeProviderError("misbehaving_server.py answered /sent with something not a number")
+        }
+        return sent
     }
 
     func stop() async {
