@@ -41,14 +41,25 @@ struct OffPeakTests {
                 #"{"days": ["fri", "sat"], "start": "22:00", "end": "02:00", "time_zone": "Asia/Shanghai", "input_multiplier": 0.25, "output_multiplier": 0.5}"#,
                 #"{"days": [1, 3], "start": "09:00", "end": "17:00", "time_zone": "America/New_York", "multiplier": 0.75}"#,
                 #"{"start": "00:00", "end": "00:00", "time_zone": "Europe/Berlin", "multiplier": 0.9}"#,
+                // A surcharge; starts that happen twice, or not at all, on the days the clocks change.
+                #"{"start": "11:00", "end": "12:00", "multiplier": 5}"#,
+                #"{"days": ["sun"], "start": "22:00", "end": "22:45", "time_zone": "Europe/London", "multiplier": 0.25}"#,
+                #"{"start": "01:30", "end": "03:00", "time_zone": "America/New_York", "input_multiplier": 2, "output_multiplier": 0.5}"#,
+                #"{"start": "02:30", "end": "04:00", "time_zone": "America/New_York", "multiplier": 0.5}"#,
             ]
+            // Around the changes of 2026 in London (03-29, 10-25) and New York (03-08, 11-01).
+            let changeDays = ["2026-03-08T00:00:00Z", "2026-03-29T12:00:00Z", "2026-03-29T21:10:00Z",
+                              "2026-10-25T00:30:00Z", "2026-11-01T00:00:00Z", "2026-11-01T05:45:00Z",
+                              "2026-11-01T06:15:00Z"].map { ISO8601Parsing.date($0)! }
             var generator = SystemRandomNumberGenerator()
             for text in windows {
                 let window = try PriceWindow.parse(try JSONValue(parsing: text))
                 let schedule = PriceSchedule(ModelSpec(name: "m", provider: .simulated, priceWindows: [try JSONValue(parsing: text)]))
-                for _ in 0..<150 {
+                let random = (0..<150).map { _ in
                     // Instants across 2026, including both sides of daylight-saving changes.
-                    let instant = Date(timeIntervalSince1970: Double.random(in: 1_767_225_600...1_798_761_600, using: &generator).rounded())
+                    Date(timeIntervalSince1970: Double.random(in: 1_767_225_600...1_798_761_600, using: &generator).rounded())
+                }
+                for instant in changeDays + random {
                     let row = try #require(
                         try await pool.query(
                             "SELECT input, output FROM switchyard.price_multipliers(jsonb_build_array($1::jsonb), $2)",
@@ -127,6 +138,61 @@ struct OffPeakTests {
         }
     }
 
+    @Test("a window's time zone must be one Postgres knows and reads as the worker does; one stored anyway stops no claim")
+    func windowTimeZones() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            @Sendable func document(_ zone: String) -> Data {
+                Data(
+                    #"""
+                    {"models": {"m": {"provider": "simulated", "price_per_1k_input": 0.004, "price_per_1k_output": 0.004,
+                                      "price_windows": [{"start": "00:00", "end": "24:00", "time_zone": "\#(zone)",
+                                                         "multiplier": 0.25}]}},
+                     "routing_rules": {"default": {"primary": "m"}}}
+                    """#.utf8)
+            }
+            let catalogs = CatalogStore(pool: pool)
+            // Foundation takes these; Postgres does not know them, or reads them otherwise
+            // ("GMT+8" is UTC-8 to Postgres, "CET" has no summer time there).
+            for (zone, message) in [
+                ("GMT+0800", "is not a time zone Postgres knows"), ("GMT+8", "is not a time zone Postgres knows"),
+                ("IST", "is not a time zone Postgres knows"), ("CET", "is read as UTC+01:00 by Postgres but as UTC+02:00"),
+            ] {
+                let error = await #expect(throws: QueueError.self) { try await catalogs.importDocument(document(zone)) }
+                #expect(error?.message.contains("models.m.price_windows[0].time_zone") == true, "\(zone)")
+                #expect(error?.message.contains(message) == true, "\(zone): \(String(describing: error))")
+                #expect(try await catalogs.load().models.isEmpty, "nothing written for \(zone)")
+            }
+            _ = try await catalogs.importDocument(document("Asia/Shanghai"))
+            // Written by hand: refused by the table.
+            await #expect(throws: PostgresError.self) {
+                try await pool.query(
+                    #"UPDATE switchyard.models SET price_windows = '[{"start": "00:00", "end": "24:00", "time_zone": "GMT+0800", "multiplier": 0.25}]'"#)
+            }
+            // One there already (from before the check) is a window that never opens: the gate reads
+            // the list price, and claims go on.
+            try await pool.withTransaction { connection in
+                try await connection.query("SET LOCAL session_replication_role = replica")
+                try await connection.query(
+                    #"UPDATE switchyard.models SET price_windows = '[{"start": "00:00", "end": "24:00", "time_zone": "GMT+0800", "multiplier": 0.25}]'"#)
+            }
+            try await BackgroundPolicy.set("background_max_cost_per_1k", to: "0.002", in: pool)
+            let store = QueueStore(pool: pool)
+            let interactive = try await store.submit(Submission(request: Self.hello))
+            _ = try await store.submit(Submission(request: Self.hello, priority: .background))
+            #expect(try await Self.claim(store).map(\.id) == [interactive])
+            #expect(try await BackgroundGate.check(pool).reason == "no model is within the background price ceiling now")
+        }
+    }
+
+    @Test("background tiers are read without the spaces around them, by the gate as by the worker")
+    func tiersWithSpaces() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            try await Self.importCatalog(pool, windowStartsIn: 7200)  // one premium model
+            try await pool.query("UPDATE switchyard.settings SET value = 'cheap, premium ' WHERE name = 'background_tiers'")
+            #expect(try await BackgroundGate.check(pool).isOpen)
+        }
+    }
+
     @Test("a ceiling written by hand that is not a number is ignored, by the gate as by the planner: claims go on")
     func handWrittenCeilingThatIsNotANumber() async throws {
         try await TestDatabase.withMigratedPool { pool in
@@ -135,7 +201,7 @@ struct OffPeakTests {
             try await BackgroundPolicy.set("background_max_cost_per_1k", to: "0.002", in: pool)
             let background = try await store.submit(Submission(request: Self.hello, priority: .background))
             // psql, not the import (which refuses these): the rule's own ceiling gives way to the global one.
-            for ceiling in [#""cheap""#, "true", "[1]", #""""#] {
+            for ceiling in [#""cheap""#, "true", "[1]", #""""#, #""0.00005abc""#] {
                 try await pool.query(
                     "UPDATE switchyard.routes SET settings = jsonb_build_object('background_max_cost_per_1k', $1::jsonb)",
                     [ceiling])

@@ -53,6 +53,37 @@ struct OffPeakPlannerTests {
         #expect(reason.contains("$0.001/1K"))
     }
 
+    @Test("a model within the ceiling at list price waits out a surcharge window, to its end")
+    func waitsOutASurcharge() {
+        let catalog = Catalog(
+            models: [
+                ModelSpec(
+                    name: "surge", provider: .simulated, pricePer1KInput: 0.001, pricePer1KOutput: 0.001,
+                    priceWindows: [["start": "11:00", "end": "12:00", "time_zone": "UTC", "multiplier": 5]])
+            ],
+            rules: [RouteRule(taskClass: "default", primary: "surge")])
+        let planner = OffPeakPlanner(router: Router(catalog: catalog), policy: BackgroundPolicy(maxCostPer1K: 0.002))
+        let schedule = PriceSchedule(catalog.models[0])
+        func state(_ instant: Date) -> RoutingState {
+            var state = RoutingState()
+            state["surge"].averagePricePer1K = schedule.averagePricePer1K(at: instant)
+            return state
+        }
+        let during = Self.date("2026-11-27T11:27:00Z")
+        let decision = planner.decide(Self.request(.background), deadline: nil, maxAttempts: 3, state: state(during), now: during)
+        guard case .postpone(let until, _) = decision else {
+            Issue.record("expected a postponement during the surcharge, got \(decision)")
+            return
+        }
+        #expect(until == Self.date("2026-11-27T12:00:00Z"))
+        let after = Self.date("2026-11-27T12:00:00Z")
+        guard case .run = planner.decide(Self.request(.background), deadline: nil, maxAttempts: 3, state: state(after), now: after)
+        else {
+            Issue.record("expected the job to run once the surcharge ends")
+            return
+        }
+    }
+
     @Test("inside the window, background work runs on the model that is cheap now, and only on it")
     func runsInsideTheWindow() {
         let night = Self.date("2026-11-26T23:00:00Z")

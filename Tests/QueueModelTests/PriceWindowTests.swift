@@ -43,6 +43,55 @@ struct PriceWindowTests {
         #expect(window.nextStart(after: Self.date("2026-11-30T14:00:00Z")) == Self.date("2026-11-30T14:00:00Z"))
     }
 
+    @Test("on the days the clocks change, a window starts and ends at its wall-clock times")
+    func daylightSavingDays() throws {
+        // Sundays 22:00–22:45 in London: on 2026-03-29 (BST from 01:00 UTC) that is 21:00–21:45 UTC.
+        let london = try Self.window(
+            #"{"days": ["sun"], "start": "22:00", "end": "22:45", "time_zone": "Europe/London", "multiplier": 0.25}"#)
+        #expect(london.nextStart(after: Self.date("2026-03-29T12:00:00Z")) == Self.date("2026-03-29T21:00:00Z"))
+        #expect(london.contains(Self.date("2026-03-29T21:10:00Z")))
+        #expect(london.nextEnd(after: Self.date("2026-03-29T21:10:00Z")) == Self.date("2026-03-29T21:45:00Z"))
+        #expect(london.nextStart(after: Self.date("2026-03-29T21:50:00Z")) == Self.date("2026-04-05T21:00:00Z"))
+        // 01:30 happens twice in New York on 2026-11-01: the window opens at the first (05:30 UTC, EDT).
+        let repeated = try Self.window(
+            #"{"start": "01:30", "end": "03:00", "time_zone": "America/New_York", "multiplier": 0.5}"#)
+        #expect(repeated.nextStart(after: Self.date("2026-11-01T00:00:00Z")) == Self.date("2026-11-01T05:30:00Z"))
+        #expect(repeated.contains(Self.date("2026-11-01T05:30:00Z")))
+        // 02:30 does not happen in New York on 2026-03-08: read with the offset before (EST), 07:30 UTC.
+        let skipped = try Self.window(
+            #"{"start": "02:30", "end": "04:00", "time_zone": "America/New_York", "multiplier": 0.5}"#)
+        #expect(skipped.nextStart(after: Self.date("2026-03-08T00:00:00Z")) == Self.date("2026-03-08T07:30:00Z"))
+        #expect(skipped.contains(Self.date("2026-03-08T07:30:00Z")))
+    }
+
+    @Test("a window that crosses midnight ends the next day, also when it began yesterday")
+    func nextEnd() throws {
+        let window = try Self.window(#"{"days": ["fri"], "start": "22:00", "end": "02:00", "multiplier": 0.5}"#)
+        #expect(window.nextEnd(after: Self.date("2026-11-28T01:00:00Z")) == Self.date("2026-11-28T02:00:00Z"))
+        #expect(window.nextEnd(after: Self.date("2026-11-28T03:00:00Z")) == Self.date("2026-12-05T02:00:00Z"))
+    }
+
+    @Test("a multiplier over 1 is a surcharge, and applies; among open windows the lowest does")
+    func surcharges() throws {
+        let model = ModelSpec(
+            name: "m", provider: .simulated, pricePer1KInput: 0.001, pricePer1KOutput: 0.001,
+            priceWindows: [
+                ["start": "11:00", "end": "12:00", "multiplier": 5],
+                ["start": "11:30", "end": "13:00", "input_multiplier": 0.5, "output_multiplier": 2],
+            ])
+        let schedule = PriceSchedule(model)
+        #expect(schedule.multipliers(at: Self.date("2026-11-27T11:10:00Z")) == (5, 5))
+        #expect(schedule.averagePricePer1K(at: Self.date("2026-11-27T11:10:00Z")) == Decimal(string: "0.005"))
+        #expect(schedule.multipliers(at: Self.date("2026-11-27T11:40:00Z")) == (0.5, 2))
+        #expect(schedule.multipliers(at: Self.date("2026-11-27T13:10:00Z")) == (1, 1))
+        #expect(
+            schedule.cost(tokensIn: 1000, tokensOut: 1000, at: Self.date("2026-11-27T11:10:00Z"))
+                == Decimal(string: "0.01"))
+        #expect(
+            schedule.priceChanges(after: Self.date("2026-11-27T11:10:00Z")).prefix(3)
+                == [Self.date("2026-11-27T11:30:00Z"), Self.date("2026-11-27T12:00:00Z"), Self.date("2026-11-27T13:00:00Z")])
+    }
+
     @Test(
         "bad windows are refused with what to write instead",
         arguments: [

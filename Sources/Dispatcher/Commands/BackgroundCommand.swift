@@ -76,11 +76,12 @@ enum BackgroundCommand {
             } else {
                 try await BackgroundPolicy.set("background_max_cost_per_1k", to: "", in: pool)
             }
-            if let tiers = arguments.value("tiers") {
-                try await BackgroundPolicy.set("background_tiers", to: tiers == "any" ? "" : tiers, in: pool)
+            if let value = arguments.value("tiers") {
+                let tiers = value == "any" ? [] : (BackgroundPolicy.tiers(value) ?? []).sorted()
+                try await BackgroundPolicy.set("background_tiers", to: tiers.joined(separator: ","), in: pool)
                 // Tiers are the catalog's free text: one no model has holds back all background work.
                 let known = Set(try await CatalogStore(pool: pool).load().models.map(\.tier))
-                for tier in tiers.split(separator: ",").map(String.init) where tiers != "any" && !known.contains(tier) {
+                for tier in tiers where !known.contains(tier) {
                     printError(
                         "warning: no model in the catalog has tier \"\(tier)\""
                             + "\(CatalogProblem.didYouMean(tier, among: known)); background work on it alone waits")

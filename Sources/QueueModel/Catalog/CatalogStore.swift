@@ -85,6 +85,9 @@ public struct CatalogStore: Sendable {
             guard let document = validation.document else { throw CatalogDocument.error(listing: validation.problems) }
             let catalog = document.applied(to: existing, mode: mode)
             let changes = CatalogChanges(from: existing, to: catalog)
+            let zoneProblems = try await Self.timeZoneProblems(
+                in: catalog.models.filter { changes.modelsToWrite.contains($0.name) }, on: connection)
+            guard zoneProblems.isEmpty else { throw CatalogDocument.error(listing: zoneProblems) }
             if !dryRun && !changes.isEmpty { try await Self.write(changes, of: catalog, on: connection) }
             let unserved = RuleMatcher(catalog: catalog).unservedClasses()
             var warnings = validation.warnings
@@ -101,6 +104,71 @@ public struct CatalogStore: Sendable {
             }
             return ImportOutcome(changes: changes, catalog: catalog, warnings: warnings)
         }
+    }
+
+    /// Price windows whose `time_zone` Postgres does not know, or reads differently from this
+    /// program: the claim's gate reads a window in Postgres, the worker's planner in Foundation,
+    /// and the two must agree on when it opens. Foundation takes names Postgres refuses
+    /// ("GMT+0800") and reads others differently: abbreviations ("IST" is India's for one, Israel's
+    /// for the other) and POSIX offsets ("GMT+8" is UTC+8 for one, UTC-8 for the other). So each
+    /// zone must be one of Postgres's (`pg_timezone_names`) and have the same UTC offset in both,
+    /// every six hours over the next 400 days.
+    static func timeZoneProblems(in models: [ModelSpec], on connection: PostgresConnection) async throws
+        -> [CatalogProblem]
+    {
+        var paths: [String: [String]] = [:]
+        for model in models {
+            for (index, window) in (model.priceWindows.arrayValue ?? []).enumerated() {
+                guard let zone = window["time_zone"]?.stringValue else { continue }
+                paths[zone, default: []].append("models.\(model.name).price_windows[\(index)].time_zone")
+            }
+        }
+        guard !paths.isEmpty else { return [] }
+        let start = (Date().timeIntervalSince1970 / 3600).rounded(.down) * 3600
+        let instants = (0..<1600).map { Date(timeIntervalSince1970: start + Double($0) * 21_600) }
+        let rows = try await connection.query(
+            """
+            SELECT z.name, n.name IS NOT NULL AS known, i.ordinal::integer AS instant,
+                   CASE WHEN n.name IS NOT NULL
+                        THEN extract(epoch FROM (i.t AT TIME ZONE z.name) - (i.t AT TIME ZONE 'UTC'))::integer END
+                       AS offset_seconds
+            FROM unnest($1::text[]) AS z(name)
+            LEFT JOIN (SELECT DISTINCT name FROM pg_catalog.pg_timezone_names) n ON n.name = z.name
+            CROSS JOIN unnest($2::timestamptz[]) WITH ORDINALITY AS i(t, ordinal)
+            ORDER BY z.name, i.ordinal
+            """, [Array(paths.keys), instants])
+        var problems: [String: (message: String, hint: String)] = [:]
+        let hint = "use an IANA region name such as \"Asia/Shanghai\" or \"Europe/Paris\" "
+            + "(SELECT name FROM pg_timezone_names lists them)"
+        for row in rows {
+            let zone = try row.decode("name", as: String.self)
+            guard problems[zone] == nil else { continue }
+            guard try row.decode("known", as: Bool.self) else {
+                problems[zone] = ("\"\(zone)\" is not a time zone Postgres knows", hint)
+                continue
+            }
+            let instant = instants[try row.decode("instant", as: Int.self) - 1]
+            let postgres = try row.decode("offset_seconds", as: Int.self)
+            let foundation = TimeZone(identifier: zone)?.secondsFromGMT(for: instant)
+            if foundation != postgres {
+                problems[zone] = (
+                    "\"\(zone)\" is read as UTC\(Self.offset(postgres)) by Postgres but as "
+                        + "UTC\(foundation.map(Self.offset) ?? "?") by this program at \(instant.postgresText)",
+                    hint
+                )
+            }
+        }
+        return paths.keys.sorted().flatMap { zone in
+            problems[zone].map { problem in
+                paths[zone, default: []].map { CatalogProblem(path: $0, message: problem.message, hint: problem.hint) }
+            } ?? []
+        }
+    }
+
+    /// "+08:00", "-03:30".
+    private static func offset(_ seconds: Int) -> String {
+        let minutes = abs(seconds) / 60
+        return (seconds < 0 ? "-" : "+") + String(format: "%02d:%02d", minutes / 60, minutes % 60)
     }
 
     /// Writes a change set: rules that go are deleted first, models that go last, so no moment of

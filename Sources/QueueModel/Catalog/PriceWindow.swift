@@ -53,18 +53,41 @@ public struct PriceWindow: Sendable, Hashable {
     }
 
     /// The first time the window opens at or after an instant (nil if it never does: no days).
+    ///
+    /// Each day's start is that day's wall-clock time in the window's zone: on a day the clocks
+    /// go back, a time that happens twice is the first (when `contains` turns true); on a day they
+    /// go forward, a time that does not happen is read with the offset before the change.
     public func nextStart(after instant: Date) -> Date? {
+        starts(around: instant).first { $0 >= instant }
+    }
+
+    /// The first time the window closes at or after an instant (nil if it never opens).
+    public func nextEnd(after instant: Date) -> Date? {
+        let calendar = calendar
+        // A window that crosses midnight closes the day after it starts: look from yesterday's start.
+        return starts(around: instant, from: -1).compactMap { start -> Date? in
+            guard let day = calendar.date(byAdding: .day, value: crossesMidnight ? 1 : 0, to: start) else { return nil }
+            var parts = calendar.dateComponents([.year, .month, .day], from: day)
+            parts.hour = endMinute / 60
+            parts.minute = endMinute % 60
+            return calendar.date(from: parts)
+        }.first { $0 >= instant }
+    }
+
+    /// The window's starts on its days, from `from` days before the instant's local day to a
+    /// week after, in order.
+    private func starts(around instant: Date, from first: Int = 0) -> [Date] {
         let calendar = calendar
         let today = calendar.startOfDay(for: instant)
-        for offset in 0...7 {
-            guard let day = calendar.date(byAdding: .day, value: offset, to: today) else { continue }
-            let weekday = Self.isoWeekday(calendar.component(.weekday, from: day))
-            guard days.contains(weekday),
-                let start = calendar.date(byAdding: .minute, value: startMinute, to: day), start >= instant
-            else { continue }
-            return start
+        return (first...7).compactMap { offset in
+            guard let day = calendar.date(byAdding: .day, value: offset, to: today),
+                days.contains(Self.isoWeekday(calendar.component(.weekday, from: day)))
+            else { return nil }
+            var parts = calendar.dateComponents([.year, .month, .day], from: day)
+            parts.hour = startMinute / 60
+            parts.minute = startMinute % 60
+            return calendar.date(from: parts)
         }
-        return nil
     }
 
     /// Foundation's weekday (1 = Sunday) as ISO (1 = Monday … 7 = Sunday).

@@ -47,12 +47,14 @@ public struct PriceSchedule: Sendable, Hashable {
         openMultipliers(at: instant) ?? (1, 1)
     }
 
-    /// The lowest multipliers of the windows open at an instant; nil when none is open.
+    /// The lowest multipliers of the windows open at an instant, each of which may be over 1 (a
+    /// surcharge); nil when none is open.
     private func openMultipliers(at instant: Date) -> (input: Decimal, output: Decimal)? {
         var lowest: (input: Decimal, output: Decimal)?
         for window in windows where window.contains(instant) {
             lowest = (
-                min(lowest?.input ?? 1, window.inputMultiplier), min(lowest?.output ?? 1, window.outputMultiplier)
+                min(lowest?.input ?? window.inputMultiplier, window.inputMultiplier),
+                min(lowest?.output ?? window.outputMultiplier, window.outputMultiplier)
             )
         }
         return lowest
@@ -75,5 +77,12 @@ public struct PriceSchedule: Sendable, Hashable {
     /// When the next window opens, at or after an instant (nil when the model has none).
     public func nextWindowStart(after instant: Date) -> Date? {
         windows.compactMap { $0.nextStart(after: instant) }.min()
+    }
+
+    /// The times within the next week when this model's price may change (a window opens or
+    /// closes), after an instant, in order.
+    public func priceChanges(after instant: Date) -> [Date] {
+        Set(windows.flatMap { [$0.nextStart(after: instant), $0.nextEnd(after: instant)].compactMap { $0 } })
+            .filter { $0 > instant }.sorted()
     }
 }

@@ -33,11 +33,27 @@ public struct BackgroundPolicy: Sendable, Hashable {
     /// global one.
     public func ceiling(for rule: RouteRule?) -> Decimal? {
         if let setting = rule?.settings[RouteRule.SettingsKey.backgroundMaxCostPer1K],
-            let text = setting.doubleValue.map({ String($0) }) ?? setting.stringValue, let value = Decimal(string: text)
+            let text = setting.doubleValue.map({ String($0) }) ?? setting.stringValue, let value = Self.price(text)
         {
             return value
         }
         return maxCostPer1K
+    }
+
+    /// A ceiling's text as a number, when the whole of it is one (as `switchyard.background_gate`
+    /// reads it: "0.002", " 2e-3 "); nil otherwise ("0.002abc", "cheap"), and the ceiling is
+    /// ignored. `Decimal(string:)` alone reads the number at the start of "0.00005abc".
+    public static func price(_ text: String) -> Decimal? {
+        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard trimmed.wholeMatch(of: /[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]{1,4})?/) != nil else { return nil }
+        return Decimal(string: trimmed)
+    }
+
+    /// A `background_tiers` value as the tier names it lists: "cheap, open_source" names
+    /// `cheap` and `open_source` (spaces around a name are not part of it); nil when it lists none.
+    public static func tiers(_ text: String) -> Set<String>? {
+        let names = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        return names.isEmpty ? nil : Set(names)
     }
 
     /// Whether ceilings are suspended at an instant (drain).
@@ -71,8 +87,8 @@ public struct BackgroundPolicy: Sendable, Hashable {
         for row in rows { values[try row.decode("name")] = try row.decode("value", as: String.self) }
         func text(_ name: String) -> String? { values[name].flatMap { $0.isEmpty ? nil : $0 } }
         var policy = BackgroundPolicy(
-            maxCostPer1K: text("background_max_cost_per_1k").flatMap { Decimal(string: $0) },
-            tiers: text("background_tiers").map { Set($0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }) },
+            maxCostPer1K: text("background_max_cost_per_1k").flatMap(Self.price),
+            tiers: text("background_tiers").flatMap(Self.tiers),
             paused: text("background_paused") == "true",
             drainUntil: text("background_drain_until").flatMap { ISO8601Parsing.date($0) },
             escalationSeconds: text("background_escalation_seconds").flatMap(Double.init)

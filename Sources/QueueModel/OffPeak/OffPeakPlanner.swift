@@ -83,17 +83,14 @@ public struct OffPeakPlanner: Sendable {
         }
     }
 
-    /// When the first of the rule's models opens a window whose price fits the ceiling.
+    /// When the first of the rule's models is next priced within the ceiling: a price changes
+    /// only when a window opens or closes (a discount opens, a surcharge ends), so the first such
+    /// time at which one fits.
     func nextAffordableWindow(for plan: RoutePlan, ceiling: Decimal?, after now: Date) -> Date? {
-        var best: Date?
-        for schedule in eligibleSchedules(for: plan) {
-            for window in schedule.windows {
-                let price = Pricing.averagePricePer1K(
-                    schedule.model, input: window.inputMultiplier, output: window.outputMultiplier)
-                guard ceiling.map({ price <= $0 }) ?? true else { continue }
-                if let start = window.nextStart(after: now) { best = min(best ?? start, start) }
-            }
+        let schedules = eligibleSchedules(for: plan)
+        let changes = Set(schedules.flatMap { $0.priceChanges(after: now) }).sorted()
+        return changes.first { instant in
+            schedules.contains { schedule in ceiling.map { schedule.averagePricePer1K(at: instant) <= $0 } ?? true }
         }
-        return best
     }
 }
