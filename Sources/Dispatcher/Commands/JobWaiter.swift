@@ -3,7 +3,8 @@ import Postgres
 import QueueModel
 
 /// Waits for jobs to finish: LISTENs on switchyard_results, then checks (so a job that finished
-/// before the LISTEN is not missed), and checks again after any reconnect.
+/// before the LISTEN is not missed), and checks again after any reconnect (notifications sent
+/// while the connection was down are lost), waiting on for the jobs still running.
 struct JobWaiter {
     let store: QueueStore
 
@@ -52,7 +53,12 @@ struct JobWaiter {
                             for part in notification.payload.split(separator: ",") {
                                 if let id = Int64(part), remaining.contains(id) { changed.insert(id) }
                             }
-                        case .reconnected: changed = remaining
+                        case .reconnected:
+                            // Notifications sent while the connection was down are lost: ask which
+                            // jobs finished meanwhile. (Not all of them did: a blip is no timeout.)
+                            // If the database cannot say yet, keep waiting; the last check says.
+                            guard let found = try? await store.statuses(of: Array(remaining)) else { continue }
+                            changed = remaining.filter { found[$0].map(Self.finalStatuses.contains) ?? true }
                         case .disconnected: continue
                         }
                         if changed.isEmpty { continue }
