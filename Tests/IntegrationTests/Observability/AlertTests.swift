@@ -50,6 +50,51 @@ struct AlertTests {
 
     static let hello = RoutingRequest(body: ["messages": [["role": "user", "content": "hi"]]], taskClass: "chat")
 
+    @Test("an alert setting that does not fit is refused when written, and one stored before is set back")
+    func alertSettingsChecked() async throws {
+        let bad: [(name: String, value: String, message: String)] = [
+            ("alert_error_rate", "abc", "must be a fraction from 0 to 1, or off"),
+            ("alert_error_rate", "NaN", "must be a fraction from 0 to 1"),
+            ("alert_queue_wait_p95_ms", "", "must be a number of at least 0, or off"),
+            ("alert_error_window_seconds", "1e12", "must be a number of seconds from 1 to 31536000"),
+            ("alert_latency_window_seconds", "0", "must be a number of seconds from 1"),
+            ("alert_opens_breaker", "TRUE", "must be true or false"),
+            ("alert_min_calls", "off", "must be a whole number"),
+        ]
+        try await TestDatabase.withMigratedPool { pool in
+            for setting in bad {
+                let error = await #expect(throws: PostgresError.self) {
+                    try await pool.query(
+                        "UPDATE switchyard.settings SET value = $2 WHERE name = $1", [setting.name, setting.value])
+                }
+                #expect(error?.message.contains(setting.message) == true, "\(setting): \(String(describing: error))")
+            }
+            for (name, value) in [("alert_error_rate", "off"), ("alert_error_rate", "0.5"), ("alert_opens_breaker", "false"),
+                                  ("alert_error_window_seconds", "600")] {
+                try await pool.query("UPDATE switchyard.settings SET value = $2 WHERE name = $1", [name, value])
+            }
+            _ = try await pool.query("SELECT * FROM switchyard.evaluate_alerts()")
+        }
+        // Stored before the check: every round of alerts failed. The migration sets them back.
+        try await TestDatabase.withEmpty { configuration in
+            let pool = PostgresPool(configuration)
+            defer { Task { await pool.close() } }
+            try await Migrator(migrations: Array(Migration.all.prefix(22))).migrate(pool)
+            for setting in bad {
+                try await pool.query(
+                    "UPDATE switchyard.settings SET value = $2 WHERE name = $1", [setting.name, setting.value])
+            }
+            await #expect(throws: PostgresError.self) { try await pool.query("SELECT * FROM switchyard.evaluate_alerts()") }
+            try await Migrator().migrate(pool)
+            let values = try await pool.query(
+                "SELECT value FROM switchyard.settings WHERE name = ANY($1::text[]) ORDER BY name",
+                [["alert_error_rate", "alert_error_window_seconds", "alert_opens_breaker"]]
+            ).map { try $0.decode("value", as: String.self) }
+            #expect(values == ["0.02", "300", "true"])
+            _ = try await pool.query("SELECT * FROM switchyard.evaluate_alerts()")
+        }
+    }
+
     @Test("a model's error rate over 2% raises an alert, opens its breaker so the router avoids it, then clears")
     func errorRateAlert() async throws {
         try await Self.withCatalog { pool in
