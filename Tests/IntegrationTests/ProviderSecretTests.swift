@@ -78,6 +78,26 @@ struct ProviderSecretTests {
         }
     }
 
+    @Test("an answer that echoes the key with escaped characters stores it redacted")
+    func escapedKeyInAnswer() async throws {
+        try await withFakeProviderServer { server in
+            // "\u0073" is "s", "\/" is "/": the raw body does not contain the key, the decoded one does.
+            let escaped = "\\u0073" + Self.sentinel.dropFirst()
+            let body = #"{"id": "x", "object": "chat.completion", "choices": [{"index": 0, "message": "#
+                + #"{"role": "assistant", "content": "your key is \#(escaped)"}, "finish_reason": "stop"}], "#
+                + #""usage": {"prompt_tokens": 1, "completion_tokens": 1}, "\#(escaped)": 1}"#
+            try await server.script(["m-echo": ["status": 200, "body": .string(body)]])
+            let provider = OpenAIProvider(
+                transport: ProviderTestSupport.transport(), environment: [Self.variable: Self.sentinel])
+            let model = ModelSpec(name: "m-echo", provider: .openai, baseURL: server.openAIBaseURL, apiKeyEnv: Self.variable)
+            let reply = try await provider.complete(
+                ProviderCall(request: ProviderTestSupport.request("hi"), model: model, timeout: .seconds(10)))
+            let stored = reply.response.jsonText
+            #expect(!stored.contains(Self.sentinel), "\(stored)")
+            #expect(reply.response["choices"]?[0]?["message"]?["content"]?.stringValue == "your key is [REDACTED]")
+        }
+    }
+
     @Test("a missing key names its variable, and a key read once is redacted from logs")
     func missingKeyAndLogs() async throws {
         let model = ModelSpec(

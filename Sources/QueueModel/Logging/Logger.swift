@@ -175,6 +175,24 @@ public enum Secrets {
         registered.withLock { if !$0.contains(secret) { $0.append(secret) } }
     }
 
+    /// A JSON document with every registered secret replaced in its strings and member names as
+    /// they read once decoded: redacting the raw text misses a key the sender escaped (`/` as
+    /// `\/`, any character as `\u0041`).
+    public static func redact(_ value: JSONValue) -> JSONValue {
+        let secrets = registered.withLock { $0 }
+        guard !secrets.isEmpty else { return value }
+        func clean(_ value: JSONValue) -> JSONValue {
+            switch value {
+            case .string(let text): .string(redact(text))
+            case .array(let items): .array(items.map(clean))
+            case .object(let members):
+                .object(Dictionary(members.map { (redact($0.key), clean($0.value)) }, uniquingKeysWith: { first, _ in first }))
+            case .null, .bool, .number: value
+            }
+        }
+        return clean(value)
+    }
+
     /// The text with every registered secret replaced by `[REDACTED]`.
     public static func redact(_ text: String) -> String {
         let secrets = registered.withLock { $0 }

@@ -68,7 +68,8 @@ public struct AnthropicProvider: ModelProvider {
                 status: exchange.status, headers: exchange.headers, body: exchange.body, model: model.name, now: now,
                 latency: exchange.latency)
         }
-        let message = try? JSONValue(parsing: exchange.body)
+        // Redacted again once decoded: the raw text hides a key whose characters are escaped.
+        let message = (try? JSONValue(parsing: exchange.body)).map(Secrets.redact)
         if let message, let status = ProviderEndpoint.embeddedErrorStatus(message) {
             throw ProviderError.fromResponse(
                 status: status, headers: exchange.headers, body: exchange.body, model: model.name, now: now,

@@ -69,7 +69,8 @@ public struct OpenAIProvider: ModelProvider {
                 reason, body: exchange.body, model: model, status: exchange.status, latency: exchange.latency,
                 rateLimit: rateLimit)
         }
-        guard let response = try? JSONValue(parsing: exchange.body) else {
+        // Redacted again once decoded: the raw text hides a key whose characters are escaped.
+        guard let response = (try? JSONValue(parsing: exchange.body)).map(Secrets.redact) else {
             throw invalid("the provider answered \(exchange.status) with a body that is not JSON")
         }
         if let status = ProviderEndpoint.embeddedErrorStatus(response) {
