@@ -89,6 +89,41 @@ struct WorkerProcessTests {
         }
     }
 
+    @Test("a frozen housekeeper (SIGSTOP) is replaced once its tenure runs out: expired leases are rescued")
+    func frozenHousekeeper() async throws {
+        try await TestDatabase.withMigrated { configuration in
+            let pool = PostgresPool(configuration, options: .init(maxConnections: 2))
+            defer { Task { await pool.close() } }
+            let arguments = ["--concurrency", "2", "--lease", "2s", "--simulated-latency", "10ms"]
+            let frozen = try WorkerProcess.start(configuration, id: "frozen", arguments: arguments)
+            defer { frozen.child.signal(SIGCONT) }
+            try await waitUntil("the first worker keeps house") { frozen.log.contains("elected housekeeper") }
+            // Its session stays open while it is stopped (as it would under docker pause).
+            frozen.child.signal(SIGSTOP)
+            let other = try WorkerProcess.start(configuration, id: "other", arguments: arguments)
+            // A job whose worker vanished, its lease long expired: only a housekeeper puts it back.
+            let store = QueueStore(pool: pool)
+            let job = try await store.submit(Submission(request: Self.hello, runAt: Date().addingTimeInterval(3600)))
+            try await pool.query(
+                """
+                UPDATE switchyard.jobs SET lease_owner = 'gone', lease_expires_at = now() - interval '1 minute',
+                       claimed_at = now() - interval '2 minutes', attempt = 1, run_at = now() - interval '2 minutes'
+                WHERE id = $1
+                """, [job])
+            try await waitUntil("the other worker keeps house and the job is rescued and run", limit: .seconds(60)) {
+                try await store.status(of: job) == "succeeded"
+            }
+            #expect(other.log.contains("elected housekeeper"))
+            // Woken, the first one finds its tenure taken and stands down.
+            frozen.child.signal(SIGCONT)
+            try await waitUntil("the first worker stands down") { frozen.log.contains("standing down") }
+            frozen.terminate()
+            other.terminate()
+            #expect(await frozen.wait() == 0)
+            #expect(await other.wait() == 0)
+        }
+    }
+
     @Test("kill -9 a worker mid-run: its jobs are rescued when their leases expire, and all complete once")
     func crashSafety() async throws {
         try await TestDatabase.withMigrated { configuration in

@@ -133,6 +133,17 @@ public struct QueueStore: Sendable {
 
     // MARK: Housekeeping
 
+    /// Takes or renews the housekeeper's tenure: true when `worker` keeps house for `tenure` from
+    /// now (nobody held it, its holder's ran out, or it was already this worker's).
+    public func keepHouse(worker: String, tenure: Duration) async throws -> Bool {
+        try await pool.query("SELECT switchyard.keep_house($1, $2)", [worker, tenure.seconds]).scalar(Bool.self)
+    }
+
+    /// Ends `worker`'s tenure as housekeeper, if it holds it, so another worker takes over at once.
+    public func standDown(worker: String) async throws {
+        try await pool.query("SELECT switchyard.stand_down($1)", [worker])
+    }
+
     /// Requeues (or ends) jobs whose lease expired, and says what each was.
     public func rescueExpired(limit: Int = 1000) async throws -> [Rescue] {
         // Joined to the jobs as they were when the statement began (its snapshot predates the

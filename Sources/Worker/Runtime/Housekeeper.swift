@@ -3,23 +3,29 @@ import Postgres
 import QueueModel
 
 /// Queue housekeeping — rescuing expired leases, analyzing job partitions whose statistics went
-/// stale, expiring overdue jobs, creating results partitions, evaluating alerts — run by exactly
-/// one worker at a time, elected by a session advisory lock: no
-/// extra daemon to deploy, and when the elected worker dies its lock goes with its session, so
-/// another takes over within one interval.
+/// stale, expiring overdue jobs, creating results partitions, evaluating alerts — run by one
+/// worker at a time, elected for a tenure it renews every round (`switchyard.keep_house`): no
+/// extra daemon to deploy. When the elected worker dies, hangs or is frozen, its tenure runs out
+/// and another takes over at its next round; one that stops ends its tenure at once.
 final class Housekeeper: Sendable {
-    /// The advisory lock key ("SWYDHOUS").
-    static let lockKey: Int64 = 0x5357_5944_484F_5553
-
     private let store: QueueStore
+    private let worker: String
     private let interval: Duration
+    /// How long a tenure lasts without renewal: the worker's lease, the time after which a worker
+    /// that stopped renewing loses its jobs too.
+    private let tenure: Duration
     private let logger: Logger
     private let metrics: WorkerMetrics
     private let alerts: AlertStore
 
-    init(store: QueueStore, interval: Duration, logger: Logger, metrics: WorkerMetrics = WorkerMetrics()) {
+    init(
+        store: QueueStore, worker: String, interval: Duration, tenure: Duration, logger: Logger,
+        metrics: WorkerMetrics = WorkerMetrics()
+    ) {
         self.store = store
+        self.worker = worker
         self.interval = interval
+        self.tenure = tenure
         self.logger = logger
         self.metrics = metrics
         self.alerts = AlertStore(pool: store.pool)
@@ -39,41 +45,21 @@ final class Housekeeper: Sendable {
     }
 
     func run() async {
-        // One connection for the whole run: it asks for the lock each round (no reconnect churn
-        // on every worker), and while it holds the lock, the lock lives as long as its session.
-        var connection: PostgresConnection?
         var isLeader = false
         var lastPartitionCheck: ContinuousClock.Instant?
         var lastAlertCheck: ContinuousClock.Instant?
         var alertInterval = Self.alertInterval
         let clock = ContinuousClock()
-        defer {
-            if let connection { Task { await connection.close() } }
-        }
         while !Task.isCancelled {
             do {
-                if let open = connection, !(await open.isReusable()) {
-                    if isLeader { logger.warning("lost the housekeeper lock connection; standing down") }
-                    await open.close()
-                    connection = nil
-                    isLeader = false
+                let held = try await metrics.measure("housekeeper_tenure") {
+                    try await store.keepHouse(worker: worker, tenure: tenure)
                 }
-                if connection == nil {
-                    let open = try await PostgresConnection.connect(store.pool.configuration, threadName: "housekeeper")
-                    // If this host vanishes from the network, the server must notice and free the
-                    // lock within seconds, not after TCP's default two hours: server-side
-                    // keepalives and a user timeout on this session.
-                    try await open.execute(
-                        script: "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; "
-                            + "SET tcp_keepalives_count = 3; SET tcp_user_timeout = 10000"
-                    )
-                    connection = open
+                if held && !isLeader { logger.info("elected housekeeper", ["tenure_s": tenure.seconds]) }
+                if !held && isLeader {
+                    logger.warning("another worker keeps house now (this one did not renew its tenure in time); standing down")
                 }
-                if !isLeader, let open = connection {
-                    metrics.roundTrip("housekeeper_lock")
-                    isLeader = try await open.query("SELECT pg_try_advisory_lock($1)", [Self.lockKey]).scalar(Bool.self)
-                    if isLeader { logger.info("elected housekeeper") }
-                }
+                isLeader = held
                 if isLeader {
                     // Partitions are made days ahead; checking hourly is plenty.
                     let partitionsDue = lastPartitionCheck.map { clock.now - $0 > .seconds(3600) } ?? true
@@ -98,6 +84,12 @@ final class Housekeeper: Sendable {
             }
             try? await Task.sleep(for: interval)
         }
+    }
+
+    /// Ends this worker's tenure, if it holds it, so another takes over at its next round (the
+    /// worker stopping).
+    func standDown() async {
+        _ = try? await metrics.measure("stand_down") { try await store.standDown(worker: worker) }
     }
 
     /// One round; returns how long the alert evaluation took (or failed after), when there was one.

@@ -46,7 +46,8 @@ final class WorkerService: Sendable {
             logger: logger
         )
         self.housekeeper = Housekeeper(
-            store: store, interval: configuration.housekeepingInterval, logger: logger, metrics: metrics
+            store: store, worker: configuration.identity.id, interval: configuration.housekeepingInterval,
+            tenure: configuration.lease, logger: logger, metrics: metrics
         )
     }
 
@@ -117,6 +118,7 @@ final class WorkerService: Sendable {
     }
 
     private func deregister() async {
+        await housekeeper.standDown()
         _ = try? await metrics.measure("deregister") {
             try await store.pool.query("DELETE FROM switchyard.workers WHERE id = $1", [configuration.identity.id])
         }

@@ -12,7 +12,7 @@ struct SecuritySchemaTests {
     static let definers = [
         "submit", "cancel", "feedback", "jobs_before_insert", "claim", "heartbeat", "complete", "rescue_expired",
         "expire_overdue", "ensure_result_partitions", "report_health", "evaluate_alerts", "visible_tenants",
-        "analyze_stale_partitions", "retry_made",
+        "analyze_stale_partitions", "retry_made", "keep_house", "stand_down",
     ]
 
     @Test("definer functions have a fixed search_path; nothing is PUBLIC's; switchyard_admin owns all; RLS is on")
