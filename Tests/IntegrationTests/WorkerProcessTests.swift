@@ -57,6 +57,40 @@ struct WorkerProcessTests {
         #expect(!worker.log.contains("secret"))
     }
 
+    @Test("a worker whose log reader goes away (| head) keeps working, and stops cleanly")
+    func logReaderGoesAway() async throws {
+        try await TestDatabase.withMigrated { configuration in
+            let pool = PostgresPool(configuration, options: .init(maxConnections: 2))
+            defer { Task { await pool.close() } }
+            // Its stdout and stderr are a pipe (a FIFO) this test reads a little of and then closes.
+            let fifo = Scratch.path("log-reader", suffix: ".fifo").path
+            #expect(mkfifo(fifo, 0o600) == 0)
+            let reader = open(fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC)  // not inherited: the child must not read it too
+            #expect(reader >= 0)
+            var environment = ProcessInfo.processInfo.environment
+            environment["DATABASE_URL"] = WorkerProcess.databaseURL(configuration)
+            environment["SWITCHYARD_EXIT_WITH_PARENT"] = "1"
+            // With SIGPIPE's default action, as a shell starts it (this test process ignores it, and
+            // a child would inherit that).
+            let worker = try ChildProcess.spawn(
+                "/usr/bin/env",
+                ["--default-signal=PIPE", WorkerProcess.binary("worker"), "--id", "piped", "--simulated-latency", "10ms"],
+                environment: environment, standardOutput: .file(fifo), standardError: .file(fifo))
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            try await waitUntil("the worker has written its first lines") { read(reader, &buffer, buffer.count) > 0 }
+            close(reader)
+            // Each line it writes now fails (EPIPE). It works on, and its stop is logged into the void.
+            let store = QueueStore(pool: pool)
+            let job = try await store.submit(Submission(request: Self.hello))
+            try await waitUntil("the job is done") { try await store.status(of: job) == "succeeded" }
+            worker.signal(SIGTERM)
+            #expect(try await BlockingWork.run { worker.wait() } == 0)
+            let registered = try await pool.query("SELECT count(*) FROM switchyard.workers WHERE id = 'piped'")
+                .scalar(Int.self)
+            #expect(registered == 0, "a clean stop deregisters")
+        }
+    }
+
     @Test("4 worker processes × concurrency 16 drain 20,000 jobs: every job has exactly one result")
     func exactlyOnce() async throws {
         try await TestDatabase.withMigrated { configuration in

@@ -155,8 +155,20 @@ public struct Logger: Sendable {
         let write: @Sendable (String) -> Void
 
         static let standardError = Sink { line in
+            // write(2), not FileHandle (which traps when the write fails): a line the reader is no
+            // longer there for (EPIPE) is dropped.
             standardErrorLock.withLock { _ in
-                FileHandle.standardError.write(Data((line + "\n").utf8))
+                var bytes = Array((line + "\n").utf8)[...]
+                while !bytes.isEmpty {
+                    let written = bytes.withUnsafeBytes { Foundation.write(STDERR_FILENO, $0.baseAddress, $0.count) }
+                    if written > 0 {
+                        bytes = bytes.dropFirst(written)
+                    } else if written < 0 && errno == EINTR {
+                        continue
+                    } else {
+                        return
+                    }
+                }
             }
         }
     }
