@@ -130,6 +130,15 @@ enum WorkerCommand {
         // HOST-PID alone repeats across containers that share the host's name (host networking)
         // and all run as PID 1; the id is the lease fence, so two workers must never share it.
         let suffix = String(format: "%04x", UInt16.random(in: 0...UInt16.max))
+        // Shown in status tables and terminals: no control characters (escape sequences, newlines).
+        if let id = arguments.value("id") {
+            let allowed = CharacterSet.alphanumerics.union(CharacterSet(charactersIn: "._-:@/"))
+            guard (1...100).contains(id.count), id.unicodeScalars.allSatisfy(allowed.contains) else {
+                throw QueueError(
+                    .invalidInput, "--id must be 1 to 100 letters, digits, '.', '_', '-', ':', '@' or '/', got \(id.debugDescription)",
+                    hint: "Name each worker uniquely, e.g. --id web-3 or --id \(host)-1.")
+            }
+        }
         let identity = WorkerIdentity(
             id: arguments.value("id") ?? "\(host)-\(pid)-\(suffix)", concurrency: concurrency, hostname: host,
             pid: pid, version: SwitchyardVersion.current

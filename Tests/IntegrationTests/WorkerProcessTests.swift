@@ -57,6 +57,18 @@ struct WorkerProcessTests {
         #expect(!worker.log.contains("secret"))
     }
 
+    @Test("a worker id with control characters (or over 100 characters) is refused before anything starts")
+    func badWorkerIDs() async throws {
+        for id in ["w\u{1b}[31mRED", "two\nlines", String(repeating: "w", count: 101), ""] {
+            let (status, output) = try await BlockingWork.run {
+                try ChildProcess.run(WorkerProcess.binary("worker"), ["--id", id, "--simulated-latency", "1ms"])
+            }
+            #expect(status == 2, "\(id.debugDescription): \(output)")
+            #expect(output.contains("--id must be 1 to 100 letters"), "\(output)")
+            #expect(!output.contains("\u{1b}"), "the id is printed escaped")
+        }
+    }
+
     @Test("a worker whose log reader goes away (| head) keeps working, and stops cleanly")
     func logReaderGoesAway() async throws {
         try await TestDatabase.withMigrated { configuration in
