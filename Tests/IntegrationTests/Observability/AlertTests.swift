@@ -50,6 +50,31 @@ struct AlertTests {
 
     static let hello = RoutingRequest(body: ["messages": [["role": "user", "content": "hi"]]], taskClass: "chat")
 
+    @Test("a model's primary calls over their target raise the latency alert, whatever a few calls in another tier took")
+    func latencyJudgedByATierWithEnoughCalls() async throws {
+        try await Self.withCatalog { pool in
+            let at = Date()
+            // 60 primary calls at 2 s (target 1.5 s), and 3 secondary calls at 9 s (target 3 s, too
+            // few calls to judge): the primary ones decide.
+            var rows = (0..<60).map { index in
+                ResultRow(
+                    job: 5000 + Int64(index), model: "steady", latencyMS: 2000,
+                    finishedAt: at.addingTimeInterval(-Double(index)), trail: [ResultRow.call("steady", latencyMS: 2000)])
+            }
+            rows += (0..<3).map { index in
+                ResultRow(
+                    job: 6000 + Int64(index), model: "steady", tier: "secondary", latencyMS: 9000,
+                    finishedAt: at.addingTimeInterval(-Double(index)),
+                    trail: [ResultRow.call("steady", tier: "secondary", latencyMS: 9000)])
+            }
+            try await ResultRow.insert(rows, into: pool)
+            let events = try await AlertStore(pool: pool).evaluate(at: at)
+            let latency = events.first { $0.kind == "latency" && $0.subject == "steady" }
+            #expect(latency?.event == .raised, "\(events)")
+            #expect(latency?.message.contains("as primary") == true, "\(String(describing: latency))")
+        }
+    }
+
     @Test("an alert setting that does not fit is refused when written, and one stored before is set back")
     func alertSettingsChecked() async throws {
         let bad: [(name: String, value: String, message: String)] = [
