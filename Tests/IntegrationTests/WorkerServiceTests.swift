@@ -157,6 +157,37 @@ struct WorkerServiceTests {
         }
     }
 
+    @Test("an attempt that fails when no retry could start before the deadline ends the job, trail and all")
+    func noRetryPastTheDeadline() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            // The retry would start 7.5 s after this failure; the deadline is 3 s away.
+            let id = try await store.submit(
+                Submission(request: Self.hello, deadline: Date().addingTimeInterval(3), maxAttempts: 3))
+            var configuration = Self.configuration(concurrency: 1)
+            configuration.retryPolicy = RetryPolicy(base: .seconds(10), maximum: .seconds(300), jitter: 0.5)
+            try await Self.withWorker(pool, configuration, FailingExecutor()) { _ in
+                try await waitUntil("the job has ended") { try await store.status(of: id) == "failed" }
+            }
+            let result = try #require(try await store.result(of: id))
+            #expect(result["error"]?["code"] == "deadline_passed")
+            #expect(result["error"]?["message"]?.stringValue?.contains("passed before another attempt could start") == true)
+            #expect(result["attempt_count"] == 1)
+            #expect(result["attempts"]?.arrayValue?.count == 1)
+            #expect(result["worker"]?.stringValue == configuration.identity.id)
+
+            // One already waiting for its retry when the deadline passes expires, saying it ran.
+            let waiting = try await store.submit(
+                Submission(request: Self.hello, deadline: Date().addingTimeInterval(3600), maxAttempts: 3))
+            try await pool.query(
+                "UPDATE switchyard.jobs SET attempt = 1, deadline = now() - interval '1 second' WHERE id = $1", [waiting])
+            #expect(try await store.expireOverdue() == 1)
+            let expired = try #require(try await store.result(of: waiting))
+            #expect(expired["status"] == "expired")
+            #expect(expired["error"]?["message"]?.stringValue?.contains("passed before attempt 2 could start") == true)
+        }
+    }
+
     /// The user cancels while the attempt runs, and the attempt fails (retryable) before the next
     /// heartbeat brings the worker the cancel: the job ends cancelled, not back in the queue.
     @Test("a cancel that meets a retry ends the job as cancelled, and the worker counts it so")

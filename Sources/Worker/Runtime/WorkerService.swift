@@ -256,12 +256,27 @@ final class WorkerService: Sendable {
             completion = Completion(jobID: job.id, attempt: job.attempt, kind: .postpone, retryAt: until, policy: policy)
             logger.info("job waits to run later", ["job": job.id, "until": until, "reason": reason])
         case (nil, .failed(let failure)):
-            let error: JSONValue = ["code": .string(failure.code), "message": .string(failure.message)]
+            var error: JSONValue = ["code": .string(failure.code), "message": .string(failure.message)]
+            var retry: (delay: Duration, at: Date)?
             if failure.retryable && job.attempt < job.maxAttempts {
                 let delay = configuration.retryPolicy.delay(afterAttempt: job.attempt, random: random())
+                retry = (delay, now().addingTimeInterval(delay.seconds))
+            }
+            // A retry that could only start after the deadline is not made: the job ends here, with
+            // what its attempts did, rather than be requeued to expire as "not started".
+            if let at = retry?.at, let deadline = job.deadline, at >= deadline {
+                error = [
+                    "code": "deadline_passed",
+                    "message": .string(
+                        "its deadline (\(deadline.postgresText)) passed before another attempt could start; "
+                            + "the last one failed: \(failure.message)"),
+                ]
+                retry = nil
+            }
+            if let (delay, retryAt) = retry {
                 completion = Completion(
                     jobID: job.id, attempt: job.attempt, kind: .retry, error: error, trail: trail(of: failure, job),
-                    retryAt: now().addingTimeInterval(delay.seconds)
+                    retryAt: retryAt
                 )
                 logger.info(
                     "attempt failed; retrying later",
