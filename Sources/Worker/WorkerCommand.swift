@@ -93,7 +93,13 @@ enum WorkerCommand {
             )
             let metricsServer = try serveMetrics(arguments, metrics: metrics, logger: logger)
             defer { metricsServer?.stop() }
-            let signals = SignalHandler { service.shutdown() }
+            let signals = SignalHandler(
+                onSignal: { service.shutdown() },
+                onSecondSignal: {
+                    logger.error(
+                        "second signal: exiting now; the jobs still running keep their leases until they expire "
+                            + "and are rescued", ["in_flight": service.inFlightCount, "lease_s": configuration.lease.seconds])
+                })
             defer { signals.cancel() }
             if ProcessInfo.processInfo.environment["SWITCHYARD_EXIT_WITH_PARENT"] == "1" {
                 watchParent { service.shutdown() }

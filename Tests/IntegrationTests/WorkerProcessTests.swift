@@ -57,6 +57,39 @@ struct WorkerProcessTests {
         #expect(!worker.log.contains("secret"))
     }
 
+    @Test("the log says when the LISTEN connection is back, and what a second signal leaves behind")
+    func recoveryAndSecondSignalLogged() async throws {
+        try await TestDatabase.withMigrated { configuration in
+            let pool = PostgresPool(configuration, options: .init(maxConnections: 2))
+            defer { Task { await pool.close() } }
+            let worker = try WorkerProcess.start(
+                configuration, id: "logged", arguments: ["--concurrency", "2", "--simulated-latency", "30s"])
+            @Sendable func listener() async throws -> Int? {
+                try await pool.query(
+                    """
+                    SELECT pid FROM pg_stat_activity
+                    WHERE application_name = 'switchyard-worker logged' AND query LIKE 'LISTEN%'
+                    """
+                ).first.map { try $0.decode("pid", as: Int.self) }
+            }
+            try await waitUntil("the worker listens") { try await listener() != nil }
+            try await pool.query("SELECT pg_terminate_backend($1)", [try await listener()!])
+            try await waitUntil("the worker says its LISTEN connection is back") {
+                worker.log.contains("the LISTEN connection is back")
+            }
+            _ = try await QueueStore(pool: pool).submit(Submission(request: Self.hello))
+            try await waitUntil("the worker runs the job") {
+                try await pool.query("SELECT count(*) FROM switchyard.jobs WHERE lease_owner = 'logged'").scalar(Int.self) == 1
+            }
+            worker.terminate()
+            try await waitUntil("the worker is shutting down") { worker.log.contains("shutting down") }
+            worker.terminate()
+            #expect(await worker.wait() == 130)
+            #expect(worker.log.contains("second signal: exiting now"), "\(worker.log)")
+            #expect(worker.log.contains("in_flight=1"), "\(worker.log)")
+        }
+    }
+
     @Test("a worker id with control characters (or over 100 characters) is refused before anything starts")
     func badWorkerIDs() async throws {
         for id in ["w\u{1b}[31mRED", "two\nlines", String(repeating: "w", count: 101), ""] {

@@ -8,7 +8,10 @@ public final class SignalHandler: @unchecked Sendable {
     // Safe because `sources` is only written in `init`; Dispatch sources are thread-safe.
     private let sources: [any DispatchSourceSignal]
 
-    public init(onSignal: @escaping @Sendable () -> Void) {
+    /// - Parameters:
+    ///   - onSignal: the graceful path, at the first signal.
+    ///   - onSecondSignal: called just before the exit at the second (to say what is left behind).
+    public init(onSignal: @escaping @Sendable () -> Void, onSecondSignal: @escaping @Sendable () -> Void = {}) {
         let received = Mutex(false)
         var sources: [any DispatchSourceSignal] = []
         for signalNumber in [SIGTERM, SIGINT] {
@@ -19,7 +22,10 @@ public final class SignalHandler: @unchecked Sendable {
                     defer { received = true }
                     return received
                 }
-                if again { exit(130) }
+                if again {
+                    onSecondSignal()
+                    exit(130)
+                }
                 onSignal()
             }
             source.resume()

@@ -53,6 +53,9 @@ final class WorkerService: Sendable {
 
     private var isStopping: Bool { stopping.withLock { $0 } }
 
+    /// Jobs claimed and not yet written back.
+    var inFlightCount: Int { inFlight.count }
+
     /// Starts a graceful shutdown: no more claims; running jobs get the grace period to finish.
     func shutdown() {
         let first = stopping.withLock { stopping in
@@ -254,7 +257,9 @@ final class WorkerService: Sendable {
             completion = .cancelledWhileRunning(jobID: job.id, attempt: job.attempt, trail: trail)
         case (nil, .postponed(let until, let reason, let policy)):
             completion = Completion(jobID: job.id, attempt: job.attempt, kind: .postpone, retryAt: until, policy: policy)
-            logger.info("job waits to run later", ["job": job.id, "until": until, "reason": reason])
+            logger.info(
+                "job waits to run later",
+                ["job": job.id, "model": model, "attempt": job.attempt, "until": until, "reason": reason])
         case (nil, .failed(let failure)):
             var error: JSONValue = ["code": .string(failure.code), "message": .string(failure.message)]
             var retry: (delay: Duration, at: Date)?
@@ -391,6 +396,7 @@ final class WorkerService: Sendable {
                     case .notification(let notification):
                         await fleet?.handle(notification)
                     case .reconnected:
+                        logger.notice("the LISTEN connection is back")
                         // Whatever was announced while disconnected is lost: catch up on all of it.
                         wake.signal(.notified)
                         await fleet?.reload()
