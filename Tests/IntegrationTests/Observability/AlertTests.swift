@@ -300,6 +300,13 @@ struct AlertTests {
             let cleared = try await alerts.evaluate(at: at.addingTimeInterval(1))
             #expect(cleared.map(\.event) == [.cleared])
             #expect(cleared.first?.value == 0)
+
+            // Paused, the backlog does not drain at any throughput: every job with a deadline is at risk.
+            try await BackgroundPolicy.set("background_paused", to: "true", in: pool)
+            let paused = try await alerts.evaluate(at: at.addingTimeInterval(2))
+            #expect(paused.map(\.event) == [.raised])
+            #expect(paused.first?.value == 30)
+            #expect(paused.first?.message.contains("never while background work is paused") == true, "\(paused)")
         }
     }
 }
