@@ -161,11 +161,12 @@ struct WorkerServiceTests {
     func noRetryPastTheDeadline() async throws {
         try await TestDatabase.withMigratedPool { pool in
             let store = QueueStore(pool: pool)
-            // The retry would start 7.5 s after this failure; the deadline is 3 s away.
+            // The retry would start 75 s after this failure; the deadline is 60 s away (time enough
+            // for a loaded machine to claim it first).
             let id = try await store.submit(
-                Submission(request: Self.hello, deadline: Date().addingTimeInterval(3), maxAttempts: 3))
+                Submission(request: Self.hello, deadline: Date().addingTimeInterval(60), maxAttempts: 3))
             var configuration = Self.configuration(concurrency: 1)
-            configuration.retryPolicy = RetryPolicy(base: .seconds(10), maximum: .seconds(300), jitter: 0.5)
+            configuration.retryPolicy = RetryPolicy(base: .seconds(100), maximum: .seconds(300), jitter: 0.5)
             try await Self.withWorker(pool, configuration, FailingExecutor()) { _ in
                 try await waitUntil("the job has ended") { try await store.status(of: id) == "failed" }
             }
