@@ -32,6 +32,41 @@ struct CompletionWriterTests {
             """)
     }
 
+    @Test("a result the failed first try committed is not reported as a lost lease by the retry")
+    func retryAfterACommittedTry() async throws {
+        try await TestDatabase.withMigrated { configuration in
+            let pool = PostgresPool(configuration, options: .init(maxConnections: 2))
+            defer { Task { await pool.close() } }
+            let store = QueueStore(pool: pool)
+            _ = try await store.submit(Submission(request: Self.hello))
+            let job = try #require(try await store.claim(worker: "w", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30)).first)
+            let outcome = Completion(jobID: job.id, attempt: job.attempt, kind: .result, status: "succeeded")
+            // As if the writer's first try had committed and then lost its connection before the answer.
+            #expect(try await store.complete(worker: "w", [outcome])[job.id] == "result")
+            // Its first try fails (a lock held past the writer's statement timeout); the retry finds
+            // the job gone, as it would after a committed first try.
+            let locker = try await PostgresConnection.connect(configuration)
+            defer { Task { await locker.close() } }
+            try await locker.execute(script: "BEGIN; LOCK TABLE switchyard.jobs_interactive IN ACCESS EXCLUSIVE MODE")
+            let database = try await pool.query("SELECT current_database()").scalar(String.self)
+            try await pool.query("ALTER DATABASE \"\(database)\" SET statement_timeout = '300ms'")
+            let writerPool = PostgresPool(configuration, options: .init(maxConnections: 1))
+            defer { Task { await writerPool.close() } }
+            let lines = Mutex<[String]>([])
+            let writer = CompletionWriter(
+                store: QueueStore(pool: writerPool), worker: "w", batchLimit: 10,
+                logger: Logger(label: "t", level: .warning) { line in lines.withLock { $0.append(line) } },
+                sleep: { _ in try await locker.execute(script: "COMMIT") })
+            let running = Task { await writer.run() }
+            let written = await writer.write(outcome)
+            writer.finish()
+            await running.value
+            #expect(written, "the result it wrote is reported written")
+            #expect(!lines.withLock { $0 }.contains { $0.contains("no longer holds the job's lease") }, "\(lines.withLock { $0 })")
+            #expect(lines.withLock { $0 }.contains { $0.contains("could not write results; retrying") })
+        }
+    }
+
     @Test("one outcome the database cannot store does not hold up the batch: it ends failed, the others are written",
           .timeLimit(.minutes(1)))
     func refusedOutcome() async throws {

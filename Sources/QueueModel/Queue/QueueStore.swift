@@ -131,6 +131,16 @@ public struct QueueStore: Sendable {
         return written
     }
 
+    /// Which of `worker`'s outcomes (job and attempt) are already written as results: after a
+    /// write-back whose connection was lost, the first try may have committed.
+    public func resultsWritten(worker: String, jobs: [(id: Int64, attempt: Int)]) async throws -> Set<Int64> {
+        guard !jobs.isEmpty else { return [] }
+        let rows = try await pool.query(
+            "SELECT switchyard.results_written($1, $2::bigint[], $3::integer[]) AS job_id",
+            [worker, jobs.map(\.id), jobs.map(\.attempt)])
+        return Set(try rows.map { try $0.decode("job_id", as: Int64.self) })
+    }
+
     // MARK: Housekeeping
 
     /// Takes or renews the housekeeper's tenure: true when `worker` keeps house for `tenure` from

@@ -184,8 +184,19 @@ final class CompletionWriter: Sendable {
         while true {
             do {
                 let written = try await store.complete(worker: worker, batch.map(\.completion))
+                // After a failed try, a job this try did not find may be one the failed try wrote
+                // (it committed, and the connection went before the answer came).
+                var writtenBefore: Set<Int64> = []
+                let missing = batch.filter { written[$0.completion.jobID] == nil && $0.completion.kind == .result }
+                if attempts > 0 && !missing.isEmpty {
+                    writtenBefore =
+                        (try? await store.resultsWritten(
+                            worker: worker, jobs: missing.map { ($0.completion.jobID, $0.completion.attempt) })) ?? []
+                }
                 for item in batch {
                     switch written[item.completion.jobID] {
+                    case nil where writtenBefore.contains(item.completion.jobID):
+                        item.done(item.completion)
                     case nil:
                         logger.warning(
                             "result not written: this worker no longer holds the job's lease",
