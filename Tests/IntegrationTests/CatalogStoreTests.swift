@@ -43,6 +43,34 @@ struct CatalogStoreTests {
         }
     }
 
+    @Test("an exported catalog imports back unchanged, into the same database or an empty one")
+    func exportRoundTrip() async throws {
+        let extra = #"""
+            {"models": {
+               "fine": {"provider": "simulated", "price_per_1k_input": 0.0000000001, "price_per_1k_output": 1234.5678901234,
+                        "enabled": false, "settings": {"mode": "instant"},
+                        "price_windows": [{"days": ["sat", "sun"], "start": "22:00", "end": "06:00",
+                                           "time_zone": "Europe/Paris", "input_multiplier": 0.5, "output_multiplier": 2}]}},
+             "routing_rules": {"fine": {"primary": "fine", "classes": ["tiny"], "description": "the fine one",
+                                        "settings": {"background_max_cost_per_1k": 0.0001}}}}
+            """#
+        let exported = try await TestDatabase.withMigratedPool { pool in
+            let store = CatalogStore(pool: pool)
+            _ = try await store.importDocument(Self.example)
+            _ = try await store.importDocument(Data(extra.utf8), mode: .merge)
+            let catalog = try await store.load()
+            let document = catalog.document.jsonText
+            let again = try await store.importDocument(Data(document.utf8))
+            #expect(again.changes.isEmpty, "\(again.changes.rendered())")
+            return (catalog, document)
+        }
+        try await TestDatabase.withMigratedPool { pool in
+            let store = CatalogStore(pool: pool)
+            _ = try await store.importDocument(Data(exported.1.utf8))
+            #expect(try await store.load() == exported.0)
+        }
+    }
+
     @Test("the change summary names added, changed (with fields) and removed models and rules")
     func changeSummary() async throws {
         try await TestDatabase.withMigratedPool { pool in

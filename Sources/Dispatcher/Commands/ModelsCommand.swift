@@ -2,12 +2,13 @@ import Foundation
 import Postgres
 import QueueModel
 
-/// `dispatcher models import FILE.json` and `dispatcher models list`.
+/// `dispatcher models import FILE.json`, `list`, `prices` and `export`.
 enum ModelsCommand {
     static let usage = """
         usage: dispatcher models import FILE.json [--merge] [--dry-run] [--json]
                dispatcher models list [--json]
                dispatcher models prices [--at TIME] [--json]
+               dispatcher models export [--file FILE]
 
         import   validates a catalog document (a "models" section and/or "routing_rules") and loads
                  it in one transaction, then prints what changed. Every problem is listed at once,
@@ -27,6 +28,9 @@ enum ModelsCommand {
         prices   each model's list price and its price now (or --at an ISO 8601 time, or a
                  duration from now like 8h): which off-peak window is open, and when the next opens.
 
+        export   the catalog as an import document (stdout, or --file FILE): edit it and import it
+                 back, keep it in version control, or copy a catalog to another database.
+
           --json   machine-readable output
 
         Exit status: 0 done; 2 invalid document or usage (every problem listed); 1 other failures.
@@ -35,7 +39,8 @@ enum ModelsCommand {
 
     static func run(_ words: [String]) async throws -> Int32 {
         let arguments = try Arguments(
-            words, command: "dispatcher models", options: ["database-url", "at"], flags: ["merge", "dry-run", "json"]
+            words, command: "dispatcher models", options: ["database-url", "at", "file"],
+            flags: ["merge", "dry-run", "json"]
         )
         guard let action = arguments.positionals.first, !arguments.flag("help") else {
             print(usage)
@@ -52,12 +57,39 @@ enum ModelsCommand {
             return try await list(arguments)
         case "prices":
             return try await PriceListing.run(arguments)
+        case "export":
+            return try await export(arguments)
         default:
             throw QueueError(
                 .invalidInput, "unknown models command \"\(action)\"",
-                hint: "Use `dispatcher models import FILE`, `dispatcher models list` or `dispatcher models prices`."
+                hint: "Use `dispatcher models import FILE`, `list`, `prices` or `export`."
             )
         }
+    }
+
+    private static func export(_ arguments: Arguments) async throws -> Int32 {
+        guard arguments.positionals.count == 1 else {
+            throw QueueError(
+                .invalidInput, "dispatcher models export takes no file name", hint: "Write to a file with --file FILE.")
+        }
+        let pool = PostgresPool(
+            try Database.configuration(arguments, applicationName: "switchyard-models"),
+            options: .init(maxConnections: 1)
+        )
+        defer { Task { await pool.close() } }
+        let text = try await CatalogStore(pool: pool).load().document.prettyText + "\n"
+        if let file = arguments.value("file") {
+            do {
+                try Data(text.utf8).write(to: URL(fileURLWithPath: file))
+            } catch {
+                throw QueueError(
+                    .invalidInput, "cannot write \(file): \(error.localizedDescription)",
+                    hint: "Check that its directory exists and is writable.")
+            }
+        } else {
+            print(text, terminator: "")
+        }
+        return ExitCode.success
     }
 
     private static func importFile(_ path: String, arguments: Arguments) async throws -> Int32 {
