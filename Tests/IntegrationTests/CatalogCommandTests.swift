@@ -245,6 +245,21 @@ struct CatalogCommandTests {
                 ["background", "ceiling", "0.001", "--tiers", "chaep", "--database-url", url])
             #expect(status == 0, "\(output)")
             #expect(output.contains(#"warning: no model in the catalog has tier "chaep" (did you mean "cheap"?)"#), "\(output)")
+            // More decimal places than a price has, as the catalog's: refused the same way.
+            let (fine, fineOutput) = try await dispatcher(["background", "ceiling", "0.00000000001", "--database-url", url])
+            #expect(fine == 2 && fineOutput.contains("at most 10 decimal places"), "\(fineOutput)")
+            // Tiers are stored without the spaces around them.
+            let (spaced, spacedOutput) = try await dispatcher(
+                ["background", "ceiling", "0.001", "--tiers", "cheap, premium", "--database-url", url])
+            #expect(spaced == 0 && !spacedOutput.contains("warning"), "\(spacedOutput)")
+            #expect(
+                try await pool.query("SELECT value FROM switchyard.settings WHERE name = 'background_tiers'")
+                    .scalar(String.self) == "cheap,premium")
+            // A word where none belongs, and a drain past the longest duration, say what is wrong.
+            let (extra, extraOutput) = try await dispatcher(["background", "pause", "now", "--database-url", url])
+            #expect(extra == 2 && extraOutput.contains("takes no words after it"), "\(extraOutput)")
+            let (far, farOutput) = try await dispatcher(["background", "drain", "--until", "99999d", "--database-url", url])
+            #expect(far == 2 && farOutput.contains("at most 36500d"), "\(farOutput)")
         }
     }
 }

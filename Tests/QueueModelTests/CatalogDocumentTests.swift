@@ -150,13 +150,14 @@ struct CatalogDocumentTests {
     func ruleOptions() {
         let text = """
             {"routing_rules": {
-              "a": {"primary": "m", "strategy": "ordered", "strategy_without_affinity": "least_busy"},
+              "a": {"primary": "m", "strategy": "ordered", "strategy_without_affinity": "least_busy", "load_epsilon": 0.25},
               "b": {"primary": "m", "strategy": "hash", "strategy_without_affinity": "hash", "classes": ["code", "a"]}}}
             """
         #expect(
             problems(text, known: ["m"]) == [
                 "routing_rules.a.strategy_without_affinity: only applies when \"strategy\" is \"hash\" — remove it, or set "
                     + "strategy to hash",
+                "routing_rules.a.load_epsilon: only applies when \"strategy\" is \"hash\" — remove it, or set strategy to hash",
                 "routing_rules.b.strategy_without_affinity: cannot be \"hash\": it is for jobs that have no affinity key — "
                     + "use ordered, least_busy, cheapest, …",
                 "routing_rules.b.classes[1]: class \"a\" is already served by rule \"a\" — a class goes to one rule; remove "
@@ -209,6 +210,21 @@ struct CatalogDocumentTests {
                     + "output_tokens_min, output_tokens_max, outages, outage_file, outage_fault",
             ])
         #expect(validation.document?.models?.first?.settings["latency_p50"] == 100)
+    }
+
+    @Test("a window that starts and ends at the same time is a whole day: said in a warning")
+    func sameStartAndEnd() {
+        let text = """
+            {"models": {"m": {"provider": "simulated", "price_windows": [
+                {"start": "10:00", "end": "10:00", "multiplier": 0.5}, {"start": "00:00", "end": "24:00", "multiplier": 0.9}]}}}
+            """
+        let validation = CatalogDocument.validate(Data(text.utf8))
+        #expect(validation.problems.isEmpty)
+        #expect(
+            validation.warnings.map(\.description) == [
+                "models.m.price_windows[0]: starts and ends at 10:00: it lasts the whole day — write \"00:00\" to "
+                    + "\"24:00\" for a whole day, or the end you meant"
+            ])
     }
 
     @Test("replace makes each section the whole truth; merge only adds and updates; absent sections stay")

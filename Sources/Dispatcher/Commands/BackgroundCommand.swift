@@ -43,6 +43,12 @@ enum BackgroundCommand {
         // Before anything is written: a setting changed on a schema this binary does not match
         // would be reported as a failure after it was applied.
         try await Migrator().requireCurrent(pool)
+        // Only `ceiling` takes a word after it: another one elsewhere is a mistake, not ignored.
+        if action != "ceiling", arguments.positionals.count > 1 {
+            throw QueueError(
+                .invalidInput, "dispatcher background \(action) takes no words after it (got \"\(arguments.positionals[1])\")",
+                hint: usage)
+        }
         switch action {
         case "status":
             break
@@ -69,8 +75,12 @@ enum BackgroundCommand {
             }
             let value = arguments.positionals[1]
             if value != "none" {
-                guard Double(value) != nil, let price = Decimal(string: value), price >= 0 else {
-                    throw QueueError(.invalidInput, "the ceiling must be a price like 0.002 (dollars per 1K tokens) or none")
+                // As the catalog's prices: plain digits, at most 10 decimal places (numeric(20, 10)).
+                guard value.wholeMatch(of: /[0-9]{1,10}(\.[0-9]{1,10})?/) != nil, let price = Decimal(string: value) else {
+                    throw QueueError(
+                        .invalidInput,
+                        "the ceiling must be a price like 0.002 (dollars per 1K tokens, at most 10 decimal places) or none"
+                            + " (got \"\(value)\")")
                 }
                 try await BackgroundPolicy.set("background_max_cost_per_1k", to: price.description, in: pool)
             } else {

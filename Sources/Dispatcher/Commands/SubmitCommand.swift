@@ -151,8 +151,8 @@ enum SubmitCommand {
             return Date().addingTimeInterval(duration.seconds)
         }
         throw QueueError(
-            .invalidInput, "--\(name) must be an ISO 8601 time (2026-11-26T21:00:00Z) or a duration from now (10m)"
-                + " (got \"\(text)\")"
+            .invalidInput, "--\(name) must be an ISO 8601 time (2026-11-26T21:00:00Z) or a duration from now (10m), "
+                + "at most \(Arguments.longestDurationDays)d (got \"\(text)\")"
         )
     }
 

@@ -155,6 +155,13 @@ extension CatalogReader {
         for (index, item) in items.enumerated() {
             do {
                 _ = try PriceWindow.parse(item)
+                // "10:00" to "10:00" is a whole day (an end not after the start runs past midnight),
+                // which is seldom what was meant.
+                if let start = item["start"]?.stringValue, start == item["end"]?.stringValue {
+                    warning(
+                        "\(path)[\(index)]", "starts and ends at \(start): it lasts the whole day",
+                        hint: "write \"00:00\" to \"24:00\" for a whole day, or the end you meant")
+                }
             } catch {
                 problem("\(path)[\(index)]", "\(error)")
             }

@@ -97,6 +97,12 @@ extension CatalogReader {
             settings[RouteRule.SettingsKey.strategyWithoutAffinity] = .string(other.rawValue)
         }
         if let epsilon = double(fields["load_epsilon"], at: Self.join(path, "load_epsilon"), range: 0.01...10) {
+            if strategy != .hash {
+                // The bound on a model's share of the load applies to consistent hashing only.
+                problem(
+                    Self.join(path, "load_epsilon"), "only applies when \"strategy\" is \"hash\"",
+                    hint: "remove it, or set strategy to hash")
+            }
             settings[RouteRule.SettingsKey.loadEpsilon] = .number(epsilon)
         }
         if let description = string(fields["description"], at: Self.join(path, "description")) {
