@@ -47,6 +47,8 @@ enum DispatcherCommand {
             return 2
         }
         let rest = Array(arguments.dropFirst())
+        // Says (once, on stderr) if SWITCHYARD_LOG_LEVEL or SWITCHYARD_LOG_FORMAT is not one it knows.
+        _ = Logger(label: "dispatcher")
         do {
             switch command {
             case "migrate": return try await MigrateCommand.run(rest)

@@ -90,6 +90,22 @@ struct WorkerProcessTests {
         }
     }
 
+    @Test("a log level the programs do not know is said once, by the worker and by the dispatcher")
+    func unknownLogLevelSaidOnce() async throws {
+        let unreachable = try PostgresConfiguration("postgres://nobody@127.0.0.1:1/nothing")
+        let worker = try WorkerProcess.start(
+            unreachable, id: "loglevel", environment: ["SWITCHYARD_LOG_LEVEL": "bogus"])
+        try await waitUntil("the worker says it is connecting") { worker.log.contains("connecting to the database") }
+        worker.terminate()
+        _ = await worker.wait()
+        #expect(worker.log.components(separatedBy: "SWITCHYARD_LOG_LEVEL=bogus is not a level").count == 2, "\(worker.log)")
+        let (_, output) = try await BlockingWork.run {
+            try ChildProcess.run("/usr/bin/env", ["SWITCHYARD_LOG_LEVEL=bogus", WorkerProcess.binary("dispatcher"), "route",
+                                                  "--explain", "--prompt", "hi", "--catalog", CatalogStoreTests.exampleURL.path])
+        }
+        #expect(output.components(separatedBy: "SWITCHYARD_LOG_LEVEL=bogus is not a level").count == 2, "\(output)")
+    }
+
     @Test("a worker id with control characters (or over 100 characters) is refused before anything starts")
     func badWorkerIDs() async throws {
         for id in ["w\u{1b}[31mRED", "two\nlines", String(repeating: "w", count: 101), ""] {

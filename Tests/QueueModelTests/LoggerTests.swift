@@ -49,5 +49,26 @@ struct LoggerTests {
         }
         #expect(typo.level == .info)
         #expect(lines.all.withLock { $0.contains { $0.contains("SWITCHYARD_LOG_LEVEL=verbose is not a level") } })
+        // Set but blank is unset; spaces around a value are not part of it.
+        lines.all.withLock { $0.removeAll() }
+        let blank = Logger(label: "t", environment: ["SWITCHYARD_LOG_LEVEL": " ", "SWITCHYARD_LOG_FORMAT": " json "]) { line in
+            lines.all.withLock { $0.append(line) }
+        }
+        #expect(blank.level == .info && blank.format == .json)
+        #expect(lines.all.withLock { $0.isEmpty })
+    }
+
+    @Test("in JSON lines, numbers are numbers")
+    func jsonNumbers() throws {
+        let lines = Lines()
+        let logger = Logger(label: "t", format: .json) { line in lines.all.withLock { $0.append(line) } }
+        logger.info("call", ["latency_ms": 4, "ratio": 0.5, "job": Int64(42), "model": "gpt-4", "port": "8080"])
+        let line = try #require(lines.all.withLock { $0.first })
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+        #expect(object["latency_ms"] as? Int == 4)
+        #expect(object["ratio"] as? Double == 0.5)
+        #expect(object["job"] as? Int == 42)
+        #expect(object["model"] as? String == "gpt-4")
+        #expect(object["port"] as? String == "8080", "a string stays a string")
     }
 }

@@ -40,7 +40,7 @@ public struct Logger: Sendable {
     /// A logger configured from the environment, writing to stderr. A value it does not know
     /// (any case is fine; `warn` means warning) leaves the default and says so in a warning line.
     public init(label: String, environment: [String: String] = ProcessInfo.processInfo.environment) {
-        self.init(label: label, environment: environment, sink: .standardError)
+        self.init(label: label, environment: environment, sink: .standardError, warnOnce: true)
     }
 
     /// A logger configured from `environment` that hands each line to `write` (tests).
@@ -48,27 +48,38 @@ public struct Logger: Sendable {
         self.init(label: label, environment: environment, sink: Sink(write: write))
     }
 
-    private init(label: String, environment: [String: String], sink: Sink) {
+    /// - Parameter warnOnce: say what is wrong with the environment once per process, not once
+    ///   per logger (a process makes several).
+    private init(label: String, environment: [String: String], sink: Sink, warnOnce: Bool = false) {
         self.label = label
         self.level = .info
         self.format = .logfmt
         self.sink = sink
         var unknown: [String] = []
-        if let text = environment["SWITCHYARD_LOG_LEVEL"] {
+        // Set but empty (or blank) is as good as unset.
+        func setting(_ name: String) -> String? {
+            environment[name].map { $0.trimmingCharacters(in: .whitespaces) }.flatMap { $0.isEmpty ? nil : $0 }
+        }
+        if let text = setting("SWITCHYARD_LOG_LEVEL") {
             let name = text.lowercased() == "warn" ? "warning" : text.lowercased()
             if let level = Level.allCases.first(where: { $0.name == name }) { self.level = level } else {
                 unknown.append("SWITCHYARD_LOG_LEVEL=\(text) is not a level: use trace, debug, info, notice, warning or error")
             }
         }
-        if let text = environment["SWITCHYARD_LOG_FORMAT"] {
+        if let text = setting("SWITCHYARD_LOG_FORMAT") {
             switch text.lowercased() {
             case "json": format = .json
             case "logfmt": format = .logfmt
             default: unknown.append("SWITCHYARD_LOG_FORMAT=\(text) is not a format: use logfmt or json")
             }
         }
-        for problem in unknown { warning("\(problem); using the default") }
+        for problem in unknown where !warnOnce || Self.warned.withLock({ $0.insert(problem).inserted }) {
+            warning("\(problem); using the default")
+        }
     }
+
+    /// The environment problems this process has warned about (see `warnOnce`).
+    private static let warned = Mutex<Set<String>>([])
 
     /// A logger that hands each line to `write` (tests read what was logged this way).
     public init(label: String, level: Level = .trace, format: Format = .logfmt, write: @escaping @Sendable (String) -> Void) {
@@ -111,11 +122,16 @@ public struct Logger: Sendable {
             ("ts", Self.timestamp()), ("level", level.name), ("logger", label), ("msg", message()),
         ]
         pairs += metadata
-        for (key, value) in fields() { pairs.append((key, value.description)) }
+        // Numbers stay numbers in JSON lines (`"latency_ms":4`, not `"4"`).
+        var numbers: Set<String> = []
+        for (key, value) in fields() {
+            pairs.append((key, value.description))
+            if value is any BinaryInteger || value is any BinaryFloatingPoint { numbers.insert(key) }
+        }
         // Each value before it is escaped: an escaped key (`/` as `\/`, `"` as `\"`) would no
         // longer match the registered one.
         pairs = pairs.map { key, value in (key, Secrets.redact(value)) }
-        sink.write(format == .json ? Self.json(pairs) : Self.logfmt(pairs))
+        sink.write(format == .json ? Self.json(pairs, numbers: numbers) : Self.logfmt(pairs))
     }
 
     static func logfmt(_ pairs: [(String, String)]) -> String {
@@ -141,8 +157,14 @@ public struct Logger: Sendable {
         }.joined(separator: " ")
     }
 
-    static func json(_ pairs: [(String, String)]) -> String {
-        let object = Dictionary(pairs, uniquingKeysWith: { _, last in last })
+    static func json(_ pairs: [(String, String)], numbers: Set<String> = []) -> String {
+        let object = Dictionary(
+            pairs.map { key, value -> (String, Any) in
+                guard numbers.contains(key) else { return (key, value) }
+                if let whole = Int64(value) { return (key, NSNumber(value: whole)) }
+                if let number = Double(value), number.isFinite { return (key, NSNumber(value: number)) }
+                return (key, value)
+            }, uniquingKeysWith: { _, last in last })
         let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
         return String(decoding: data, as: UTF8.self)
     }
