@@ -124,12 +124,22 @@ enum WorkerCommand {
             address: arguments.value("metrics-address") ?? "127.0.0.1", port: port, render: metrics.render
         )
         server.start()
-        let url = "http://\(server.address):\(server.port)/metrics"
+        let url = metricsURL(address: server.address, port: server.port)
         logger.notice("serving metrics", ["address": server.address, "port": server.port, "url": url])
         return server
     }
 
+    /// The URL the metrics are served at; an IPv6 address goes in brackets (`http://[::1]:9464/metrics`).
+    static func metricsURL(address: String, port: Int) -> String {
+        "http://\(address.contains(":") ? "[\(address)]" : address):\(port)/metrics"
+    }
+
     static func configure(_ arguments: Arguments) throws -> (WorkerConfiguration, PostgresConfiguration, Duration?) {
+        if arguments.value("metrics-address") != nil && arguments.value("metrics-port") == nil {
+            throw QueueError(
+                .invalidInput, "--metrics-address needs --metrics-port: without it no metrics are served",
+                hint: "Add --metrics-port 9464 (or 0 for a free port).")
+        }
         let concurrency = try arguments.integer("concurrency", default: 16, range: 1...10_000)
         let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "worker"
         let pid = getpid()

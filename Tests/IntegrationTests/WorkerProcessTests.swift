@@ -3,6 +3,8 @@ import Postgres
 import QueueModel
 import Testing
 
+@testable import Worker
+
 /// Several real `worker` processes against one real Postgres.
 @Suite("Worker processes: exactly once, crash safety")
 struct WorkerProcessTests {
@@ -104,6 +106,16 @@ struct WorkerProcessTests {
                                                   "--explain", "--prompt", "hi", "--catalog", CatalogStoreTests.exampleURL.path])
         }
         #expect(output.components(separatedBy: "SWITCHYARD_LOG_LEVEL=bogus is not a level").count == 2, "\(output)")
+    }
+
+    @Test("--metrics-address without --metrics-port is refused: it would serve nothing")
+    func metricsAddressAlone() async throws {
+        let (status, output) = try await BlockingWork.run {
+            try ChildProcess.run(WorkerProcess.binary("worker"), ["--metrics-address", "0.0.0.0", "--simulated-latency", "1ms"])
+        }
+        #expect(status == 2 && output.contains("--metrics-address needs --metrics-port"), "\(output)")
+        #expect(WorkerCommand.metricsURL(address: "::1", port: 9464) == "http://[::1]:9464/metrics")
+        #expect(WorkerCommand.metricsURL(address: "127.0.0.1", port: 9464) == "http://127.0.0.1:9464/metrics")
     }
 
     @Test("a worker id with control characters (or over 100 characters) is refused before anything starts")

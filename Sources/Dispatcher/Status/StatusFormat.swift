@@ -43,9 +43,12 @@ enum StatusFormat {
         value < 100 ? String(format: "%.1f", value) : String(Int(value.rounded()))
     }
 
-    /// `5 min`, `1 h`, `90 s`.
+    /// `5 min`, `1 h`, `90 s`, `1.5 s`, `500 ms`.
     static func window(_ duration: Duration) -> String {
-        let seconds = Int(duration.seconds.rounded())
+        let milliseconds = Int((duration.seconds * 1000).rounded())
+        if milliseconds < 1000 { return "\(milliseconds) ms" }
+        if milliseconds % 1000 != 0 { return String(format: "%.1f s", Double(milliseconds) / 1000) }
+        let seconds = milliseconds / 1000
         if seconds % 3600 == 0 { return "\(seconds / 3600) h" }
         if seconds % 60 == 0 { return "\(seconds / 60) min" }
         return "\(seconds) s"

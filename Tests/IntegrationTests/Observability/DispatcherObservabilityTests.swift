@@ -100,6 +100,16 @@ struct DispatcherObservabilityTests {
         #expect(lines.allSatisfy { $0.replacingOccurrences(of: "\u{1B}[K", with: "").count <= 40 })
     }
 
+    @Test("a window is printed in the unit it was given in, down to milliseconds")
+    func windowText() {
+        #expect(StatusFormat.window(.milliseconds(1)) == "1 ms")
+        #expect(StatusFormat.window(.milliseconds(500)) == "500 ms")
+        #expect(StatusFormat.window(.milliseconds(1500)) == "1.5 s")
+        #expect(StatusFormat.window(.seconds(90)) == "90 s")
+        #expect(StatusFormat.window(.seconds(300)) == "5 min")
+        #expect(StatusFormat.window(.seconds(3600)) == "1 h")
+    }
+
     @Test("feedback scores: 0–100 or stars")
     func scores() throws {
         #expect(try FeedbackCommand.parseScore("80") == 80)
