@@ -9,10 +9,12 @@ import Synchronization
 #endif
 
 /// A minimal HTTP responder for Prometheus scrapes: `GET /metrics` answers the rendered series,
-/// any other path 404, any other method 405. One connection at a time, `Connection: close`.
+/// any other path 404, any other method 405. `Connection: close`.
 ///
-/// Sockets block, so the accept loop runs on a dedicated thread, never on the cooperative pool;
-/// each connection has 2-second read and write timeouts, so a stalled client cannot hold it.
+/// Sockets block, so the accept loop runs on a dedicated thread, never on the cooperative pool,
+/// and each connection on a thread of its own (at most `maximumConnections` at once; past that a
+/// connection is closed at once): an idle or slow client cannot hold up a scrape. A request has
+/// 2 seconds in all to send its head, however slowly it trickles in, and 2 for its answer.
 final class MetricsServer: Sendable {
     /// The address bound (`127.0.0.1` unless told otherwise).
     let address: String
@@ -23,6 +25,10 @@ final class MetricsServer: Sendable {
     /// Whether `stop()` ran, and whether the loop closed the listener: kept under one lock so the
     /// descriptor is never shut down after it was closed (and perhaps reused).
     private let state = Mutex((stopped: false, closed: false))
+    /// Connections being served now.
+    private let active = Mutex(0)
+    /// The most connections served at once.
+    static let maximumConnections = 16
 
     /// Binds and listens (the thread starts with `start()`).
     /// - Throws: `QueueError.invalidInput` when the address is not an IP address, or the port
@@ -101,8 +107,23 @@ final class MetricsServer: Sendable {
                 usleep(100_000)  // e.g. out of descriptors: back off instead of spinning
                 continue
             }
-            serve(connection)
-            close(connection)
+            let admitted = active.withLock { count in
+                guard count < Self.maximumConnections else { return false }
+                count += 1
+                return true
+            }
+            guard admitted else {
+                close(connection)
+                continue
+            }
+            let thread = Thread { [self] in
+                serve(connection)
+                close(connection)
+                active.withLock { $0 -= 1 }
+            }
+            thread.name = "metrics-conn"
+            thread.stackSize = 256 * 1024
+            thread.start()
         }
         state.withLock { state in
             state.closed = true
@@ -112,9 +133,8 @@ final class MetricsServer: Sendable {
 
     private func serve(_ connection: Int32) {
         var timeout = timeval(tv_sec: 2, tv_usec: 0)
-        setsockopt(connection, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(connection, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        guard let head = Self.readHead(connection) else { return }
+        guard let head = Self.readHead(connection, within: .seconds(2)) else { return }
         let response = Self.respond(to: head, render: render)
         Self.writeAll(connection, response)
     }
@@ -147,12 +167,21 @@ final class MetricsServer: Sendable {
         return data
     }
 
-    /// Reads until the end of the headers (or 16 KB, or the timeout); nil when nothing came.
-    private static func readHead(_ connection: Int32) -> String? {
+    /// Reads until the end of the headers (or 16 KB, or `limit` in all); nil when nothing came.
+    private static func readHead(_ connection: Int32, within limit: Duration) -> String? {
         var received = [UInt8]()
         var buffer = [UInt8](repeating: 0, count: 4096)
         let end: [UInt8] = Array("\r\n\r\n".utf8)
+        let clock = ContinuousClock()
+        let deadline = clock.now + limit
         while received.count < 16_384 {
+            // Each read waits only for what is left of the limit: a byte now and then cannot keep
+            // the connection open.
+            let left = clock.now.duration(to: deadline)
+            guard left > .zero else { break }
+            let microseconds = max(1, Int(left.components.seconds) * 1_000_000 + Int(left.components.attoseconds / 1_000_000_000_000))
+            var timeout = timeval(tv_sec: microseconds / 1_000_000, tv_usec: .init(microseconds % 1_000_000))
+            setsockopt(connection, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
             let count = buffer.withUnsafeMutableBytes { recv(connection, $0.baseAddress, $0.count, 0) }
             if count <= 0 { break }
             received += buffer[..<count]

@@ -28,6 +28,41 @@ struct MetricsEndpointTests {
         return (exchange.status, exchange.headers, String(decoding: exchange.body, as: UTF8.self))
     }
 
+    @Test("idle and trickling clients do not hold up a scrape")
+    func slowClients() async throws {
+        let server = try MetricsServer(port: 0, render: { "up 1\n" })
+        server.start()
+        defer { server.stop() }
+        // Eight connections that send nothing, and one that sends a byte now and then.
+        var sockets: [Int32] = []
+        defer { for socket in sockets { close(socket) } }
+        for _ in 0..<9 {
+            let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = in_port_t(UInt16(server.port).bigEndian)
+            inet_pton(AF_INET, "127.0.0.1", &address.sin_addr)
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            }
+            #expect(connected == 0)
+            sockets.append(descriptor)
+        }
+        let trickle = Task.detached { [last = sockets[8]] in
+            for byte in "GET /metrics HTTP/1.1\r\n".utf8 {
+                var value = byte
+                _ = send(last, &value, 1, Int32(MSG_NOSIGNAL))
+                try? await Task.sleep(for: .milliseconds(500))
+            }
+        }
+        defer { trickle.cancel() }
+        // Served one at a time, this scrape waited 2 s behind each idle one: past its own 10 s.
+        let (status, _, body) = try await Self.get("http://127.0.0.1:\(server.port)/metrics")
+        #expect(status == 200 && body == "up 1\n")
+    }
+
     @Test("a worker that ran jobs serves every required series in valid Prometheus text; other paths 404")
     func scrapeInProcessWorker() async throws {
         try await TestDatabase.withMigratedPool { pool in
