@@ -32,6 +32,26 @@ struct CompletionWriterTests {
             """)
     }
 
+    @Test("an outcome the fence refuses is a lost lease, and is counted as one")
+    func refusedByTheFence() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            _ = try await store.submit(Submission(request: Self.hello))
+            // Claimed by another worker: this one's outcome for it is refused.
+            let job = try #require(try await store.claim(worker: "other", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30)).first)
+            let lost = Mutex(0)
+            let writer = CompletionWriter(
+                store: store, worker: "w", batchLimit: 10, logger: Logger(label: "t", level: .error) { _ in },
+                leaseLost: { lost.withLock { $0 += 1 } })
+            let running = Task { await writer.run() }
+            let written = await writer.write(Completion(jobID: job.id, attempt: job.attempt, kind: .result, status: "succeeded"))
+            writer.finish()
+            await running.value
+            #expect(!written)
+            #expect(lost.withLock { $0 } == 1)
+        }
+    }
+
     @Test("a result the failed first try committed is not reported as a lost lease by the retry")
     func retryAfterACommittedTry() async throws {
         try await TestDatabase.withMigrated { configuration in

@@ -39,13 +39,19 @@ final class CompletionWriter: Sendable {
     private let batchLimit: Int
     private let logger: Logger
     private let sleep: @Sendable (Duration) async throws -> Void
+    /// Told of each outcome the fence refused: its job's lease had been taken over.
+    private let leaseLost: @Sendable () -> Void
 
-    /// - Parameter sleep: how a pause between tries is waited out (tests make it endless, to show
-    ///   that stopping cuts it short).
+    /// - Parameters:
+    ///   - sleep: how a pause between tries is waited out (tests make it endless, to show that
+    ///     stopping cuts it short).
+    ///   - leaseLost: told of each outcome refused because its job's lease was taken over.
     init(
         store: QueueStore, worker: String, batchLimit: Int, logger: Logger,
-        sleep: @escaping @Sendable (Duration) async throws -> Void = { try await Task.sleep(for: $0) }
+        sleep: @escaping @Sendable (Duration) async throws -> Void = { try await Task.sleep(for: $0) },
+        leaseLost: @escaping @Sendable () -> Void = {}
     ) {
+        self.leaseLost = leaseLost
         self.store = store
         self.worker = worker
         self.batchLimit = max(1, batchLimit)
@@ -202,6 +208,7 @@ final class CompletionWriter: Sendable {
                             "result not written: this worker no longer holds the job's lease",
                             ["job": item.completion.jobID, "attempt": item.completion.attempt]
                         )
+                        leaseLost()
                         item.done(nil)
                     case "cancelled" where item.completion.kind != .result:
                         item.done(item.completion.cancelledWhileRunning)

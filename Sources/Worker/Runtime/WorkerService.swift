@@ -43,7 +43,7 @@ final class WorkerService: Sendable {
         metrics.concurrency.set(Double(configuration.concurrency))
         self.writer = CompletionWriter(
             store: store, worker: configuration.identity.id, batchLimit: configuration.completionBatchLimit,
-            logger: logger
+            logger: logger, leaseLost: { metrics.leasesLost.increment() }
         )
         self.housekeeper = Housekeeper(
             store: store, worker: configuration.identity.id, interval: configuration.housekeepingInterval,
