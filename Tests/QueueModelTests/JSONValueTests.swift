@@ -4,6 +4,12 @@ import Testing
 
 @Suite("JSON text: parsing and writing")
 struct JSONValueTests {
+    @Test("a decimal amount is written with its own digits, not a binary approximation")
+    func decimalNumbers() {
+        #expect(JSONValue.number(Decimal(string: "0.058292")!).jsonText == "0.058292")
+        #expect(JSONValue.number(Decimal(string: "1234.5678901234")!).jsonText == "1234.5678901234")
+    }
+
     @Test("round trips: escapes, non-ASCII, surrogate pairs, numbers, nesting")
     func roundTrip() throws {
         let text = #"{"a":[1,-2.5,3e2,true,false,null],"b":"quote \" backslash \\ newline \n tab \t nul-free \u0001","c":"Grüße 世界 😀 \ud83d\ude00","d":{}}"#

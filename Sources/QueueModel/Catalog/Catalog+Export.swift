@@ -14,7 +14,7 @@ extension Catalog {
     static func document(of model: ModelSpec) -> JSONValue {
         var fields: [String: JSONValue] = [
             "provider": .string(model.provider.rawValue), "tier": .string(model.tier),
-            "price_per_1k_input": number(model.pricePer1KInput), "price_per_1k_output": number(model.pricePer1KOutput),
+            "price_per_1k_input": .number(model.pricePer1KInput), "price_per_1k_output": .number(model.pricePer1KOutput),
             "context_window": .number(Double(model.contextWindow)), "weight": .number(model.weight),
         ]
         if let baseURL = model.baseURL { fields["base_url"] = .string(baseURL) }
@@ -36,7 +36,7 @@ extension Catalog {
         var fields: [String: JSONValue] = ["primary": .string(rule.primary)]
         if !rule.fallbacks.isEmpty { fields["fallbacks"] = .array(rule.fallbacks.map { .string($0) }) }
         if rule.strategy != .ordered { fields["strategy"] = .string(rule.strategy.rawValue) }
-        if let value = rule.maxCostPer1K { fields["max_cost_per_1k"] = number(value) }
+        if let value = rule.maxCostPer1K { fields["max_cost_per_1k"] = .number(value) }
         if let value = rule.maxLatencyMS { fields["max_latency_ms"] = .number(Double(value)) }
         if let value = rule.qualityFloor { fields["quality_floor"] = .number(Double(value)) }
         // The import keeps these in the rule's settings; they go back to the fields they came from.
@@ -49,10 +49,5 @@ extension Catalog {
         }
         if !settings.isEmpty { fields["settings"] = .object(settings) }
         return .object(fields)
-    }
-
-    /// A price as a JSON number, written with the digits the catalog holds.
-    private static func number(_ value: Decimal) -> JSONValue {
-        .number(Double(value.description) ?? NSDecimalNumber(decimal: value).doubleValue)
     }
 }

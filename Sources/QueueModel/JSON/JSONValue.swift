@@ -136,3 +136,11 @@ public enum JSONValue: Sendable, Hashable, Codable, CustomStringConvertible, Exp
     public init(booleanLiteral value: Bool) { self = .bool(value) }
     public init(nilLiteral: ()) { self = .null }
 }
+
+extension JSONValue {
+    /// A decimal (a price, a cost) as a JSON number written with its own digits: `0.058292`, where
+    /// going through `NSDecimalNumber.doubleValue` gives `0.05829199999999999`.
+    public static func number(_ value: Decimal) -> JSONValue {
+        .number(Double(value.description) ?? NSDecimalNumber(decimal: value).doubleValue)
+    }
+}

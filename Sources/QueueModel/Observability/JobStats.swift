@@ -78,7 +78,7 @@ public struct JobStats: Sendable, Hashable {
             "latency_p50_ms": .optional(latencyP50MS), "latency_p95_ms": .optional(latencyP95MS),
             "latency_p99_ms": .optional(latencyP99MS), "queue_wait_p50_ms": .optional(queueWaitP50MS),
             "queue_wait_p95_ms": .optional(queueWaitP95MS), "queue_wait_p99_ms": .optional(queueWaitP99MS),
-            "cost": .decimal(cost), "cost_per_request": costPerRequest.map(JSONValue.decimal) ?? .null,
+            "cost": .number(cost), "cost_per_request": costPerRequest.map(JSONValue.number) ?? .null,
             "tokens_in": .number(Double(tokensIn)), "tokens_out": .number(Double(tokensOut)),
             "jobs_per_minute": .optional(jobsPerMinute),
         ]

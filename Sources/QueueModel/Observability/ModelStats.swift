@@ -66,7 +66,7 @@ public struct ModelStats: Sendable, Hashable {
             "timeout_rate": .optional(timeoutRate), "latency_p50_ms": .optional(latencyP50MS),
             "latency_p95_ms": .optional(latencyP95MS), "latency_p99_ms": .optional(latencyP99MS),
             "answered": .number(Double(answered)), "fallback_rate": .optional(fallbackRate),
-            "cost": .decimal(cost), "cost_per_request": costPerRequest.map(JSONValue.decimal) ?? .null,
+            "cost": .number(cost), "cost_per_request": costPerRequest.map(JSONValue.number) ?? .null,
             "tokens_in": .number(Double(tokensIn)), "tokens_out": .number(Double(tokensOut)),
             "breaker": .string(breaker), "breaker_reason": breakerReason.map(JSONValue.string) ?? .null,
         ]
@@ -79,8 +79,4 @@ extension JSONValue {
         value.map { .number(($0 * 1000).rounded() / 1000) } ?? .null
     }
 
-    /// A money amount as a JSON number.
-    static func decimal(_ value: Decimal) -> JSONValue {
-        .number(NSDecimalNumber(decimal: value).doubleValue)
-    }
 }
