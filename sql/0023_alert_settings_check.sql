@@ -3,8 +3,12 @@
 -- number ('abc', '', '1e12') made every round raise, so no alert of any kind raised or cleared
 -- (the open ones stayed open, frozen), while the UPDATE itself had said UPDATE 1. Others were
 -- silently wrong: alert_opens_breaker 'TRUE' or 'on' read as false, an error rate of 'NaN' cleared
--- an alert, a window of 0 or -60 cleared every open alert as "nothing left to measure". A value
--- already stored that fails the check is set back to its default here, with a warning.
+-- an alert, a window of 0 or -60 cleared every open alert as "nothing left to measure".
+-- 'off', 'true' and 'false' are taken in any case, with spaces around, and stored in lower case.
+-- What is already stored keeps its meaning where it had one: 'OFF' is 'off'; an
+-- alert_opens_breaker other than 'true' (in any case) read as false, and is stored as 'false'.
+-- A value that made every round fail ('abc' for a number) is set back to its default; each
+-- change is said in a warning.
 
 SET LOCAL ROLE switchyard_admin;
 
@@ -104,7 +108,10 @@ BEGIN
     ELSIF NEW.name = 'background_paused' AND NEW.value NOT IN ('true', 'false') THEN
         PERFORM switchyard.reject(format('setting background_paused must be true or false, got %L', NEW.value),
                                   'Use dispatcher background pause or resume.');
-    ELSE
+    ELSIF (switchyard.setting_rule(NEW.name)).kind IS NOT NULL THEN
+        IF lower(btrim(NEW.value)) IN ('off', 'true', 'false') THEN
+            NEW.value := lower(btrim(NEW.value));
+        END IF;
         problem := switchyard.setting_problem(NEW.name, NEW.value);
         IF problem.message IS NOT NULL THEN
             PERFORM switchyard.reject(problem.message, problem.hint);
@@ -116,13 +123,28 @@ END $$;
 DO $$
 DECLARE
     setting record;
+    meant text;
 BEGIN
     FOR setting IN
-        SELECT s.name, s.value, (switchyard.setting_problem(s.name, s.value)).message AS message
-        FROM switchyard.settings s WHERE (switchyard.setting_problem(s.name, s.value)).message IS NOT NULL
+        SELECT s.name, s.value, (switchyard.setting_rule(s.name)).kind AS kind,
+               (switchyard.setting_rule(s.name)).default_value AS default_value
+        FROM switchyard.settings s WHERE (switchyard.setting_rule(s.name)).kind IS NOT NULL
     LOOP
-        RAISE WARNING '%: set back to its default %', setting.message, (switchyard.setting_rule(setting.name)).default_value;
-        UPDATE switchyard.settings SET value = (switchyard.setting_rule(setting.name)).default_value
-        WHERE name = setting.name;
+        -- What the value meant before this check.
+        meant := CASE WHEN setting.kind = 'boolean' THEN CASE WHEN setting.value = 'true' THEN 'true' ELSE 'false' END
+                      WHEN lower(btrim(setting.value)) = 'off' AND (switchyard.setting_rule(setting.name)).may_be_off
+                          THEN 'off'
+                      WHEN (switchyard.setting_problem(setting.name, btrim(setting.value))).message IS NULL
+                          THEN btrim(setting.value)
+                      ELSE setting.default_value END;
+        CONTINUE WHEN meant = setting.value;
+        IF meant = setting.default_value AND setting.kind <> 'boolean' THEN
+            RAISE WARNING '%: set back to its default %',
+                (switchyard.setting_problem(setting.name, setting.value)).message, meant;
+        ELSE
+            RAISE WARNING 'setting % was %, which read as %: stored as %', setting.name, quote_literal(setting.value),
+                meant, quote_literal(meant);
+        END IF;
+        UPDATE switchyard.settings SET value = meant WHERE name = setting.name;
     END LOOP;
 END $$;

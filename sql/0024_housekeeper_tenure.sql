@@ -30,6 +30,11 @@ CREATE FUNCTION switchyard.keep_house(p_worker text, p_tenure_seconds double pre
 DECLARE
     held boolean;
 BEGIN
+    -- Another's tenure in force: answered by a read, so the workers that do not keep house (all
+    -- but one, every round) neither lock the row nor use a transaction id.
+    IF EXISTS (SELECT FROM switchyard.housekeeper h WHERE h.holder <> p_worker AND h.expires_at > now()) THEN
+        RETURN false;
+    END IF;
     INSERT INTO switchyard.housekeeper AS h (holder, elected_at, expires_at)
     VALUES (p_worker, now(), now() + make_interval(secs => p_tenure_seconds))
     ON CONFLICT (singleton) DO UPDATE

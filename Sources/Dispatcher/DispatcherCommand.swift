@@ -94,5 +94,5 @@ enum DispatcherCommand {
 
 /// Writes a line to stderr.
 func printError(_ text: String) {
-    FileHandle.standardError.write(Data((text + "\n").utf8))
+    StandardStream.error.write(text + "\n")
 }

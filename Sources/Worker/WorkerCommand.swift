@@ -148,10 +148,10 @@ enum WorkerCommand {
         let suffix = String(format: "%04x", UInt16.random(in: 0...UInt16.max))
         // Shown in status tables and terminals: no control characters (escape sequences, newlines).
         if let id = arguments.value("id") {
-            let allowed = CharacterSet.alphanumerics.union(CharacterSet(charactersIn: "._-:@/"))
-            guard (1...100).contains(id.count), id.unicodeScalars.allSatisfy(allowed.contains) else {
+            let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-:@/".unicodeScalars)
+            guard (1...100).contains(id.unicodeScalars.count), id.unicodeScalars.allSatisfy(allowed.contains) else {
                 throw QueueError(
-                    .invalidInput, "--id must be 1 to 100 letters, digits, '.', '_', '-', ':', '@' or '/', got \(id.debugDescription)",
+                    .invalidInput, "--id must be 1 to 100 ASCII letters, digits, '.', '_', '-', ':', '@' or '/', got \(id.debugDescription)",
                     hint: "Name each worker uniquely, e.g. --id web-3 or --id \(host)-1.")
             }
         }
@@ -203,5 +203,5 @@ func watchParent(onExit: @escaping @Sendable () -> Void) {
 }
 
 func printError(_ text: String) {
-    FileHandle.standardError.write(Data((text + "\n").utf8))
+    StandardStream.error.write(text + "\n")
 }

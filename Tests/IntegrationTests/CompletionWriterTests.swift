@@ -84,6 +84,17 @@ struct CompletionWriterTests {
             #expect(written, "the result it wrote is reported written")
             #expect(!lines.withLock { $0 }.contains { $0.contains("no longer holds the job's lease") }, "\(lines.withLock { $0 })")
             #expect(lines.withLock { $0 }.contains { $0.contains("could not write results; retrying") })
+
+            // A result the housekeeper wrote in the worker's name (its lease ran out on the last
+            // attempt) is not the worker's own outcome.
+            let rescued = try await store.submit(Submission(request: Self.hello, maxAttempts: 1))
+            let claimed = try #require(
+                try await store.claim(worker: "w", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30)).first)
+            #expect(claimed.id == rescued)
+            try await pool.query("UPDATE switchyard.jobs SET lease_expires_at = now() - interval '1 second' WHERE id = $1", [rescued])
+            _ = try await store.rescueExpired()
+            let own = Completion(jobID: rescued, attempt: claimed.attempt, kind: .result, status: "succeeded")
+            #expect(try await store.resultsWritten(worker: "w", [own]).isEmpty)
         }
     }
 

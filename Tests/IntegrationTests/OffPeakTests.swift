@@ -73,6 +73,10 @@ struct OffPeakTests {
                         "SELECT switchyard.window_next_start($1::jsonb, $2)", [text, instant]
                     ).scalar(Date?.self)
                     #expect(next == window.nextStart(after: instant), "\(text) after \(instant)")
+                    let end = try await pool.query(
+                        "SELECT switchyard.window_next_end($1::jsonb, $2)", [text, instant]
+                    ).scalar(Date?.self)
+                    #expect(end == window.nextEnd(after: instant), "end: \(text) after \(instant)")
                 }
             }
         }
@@ -154,8 +158,8 @@ struct OffPeakTests {
             // Foundation takes these; Postgres does not know them, or reads them otherwise
             // ("GMT+8" is UTC-8 to Postgres, "CET" has no summer time there).
             for (zone, message) in [
-                ("GMT+0800", "is not a time zone Postgres knows"), ("GMT+8", "is not a time zone Postgres knows"),
-                ("IST", "is not a time zone Postgres knows"), ("CET", "is read as UTC+01:00 by Postgres but as UTC+02:00"),
+                ("GMT+0800", "is not an IANA time zone Postgres knows"), ("GMT+8", "is not an IANA time zone Postgres knows"),
+                ("IST", "is not an IANA time zone Postgres knows"), ("CET", "is read as UTC+01:00 by Postgres but as UTC+02:00"),
             ] {
                 let error = await #expect(throws: QueueError.self) { try await catalogs.importDocument(document(zone)) }
                 #expect(error?.message.contains("models.m.price_windows[0].time_zone") == true, "\(zone)")
@@ -169,11 +173,19 @@ struct OffPeakTests {
                     #"UPDATE switchyard.models SET price_windows = '[{"start": "00:00", "end": "24:00", "time_zone": "GMT+0800", "multiplier": 0.25}]'"#)
             }
             // One there already (from before the check) is a window that never opens: the gate reads
-            // the list price, and claims go on.
-            try await pool.withTransaction { connection in
-                try await connection.query("SET LOCAL session_replication_role = replica")
-                try await connection.query(
-                    #"UPDATE switchyard.models SET price_windows = '[{"start": "00:00", "end": "24:00", "time_zone": "GMT+0800", "multiplier": 0.25}]'"#)
+            // the list price, and claims go on. So is one Postgres would read, but otherwise than
+            // the worker: an abbreviation, a POSIX offset.
+            for zone in ["PST", "GMT+8", "GMT+0800"] {
+                try await pool.withTransaction { connection in
+                    try await connection.query("SET LOCAL session_replication_role = replica")
+                    try await connection.query(
+                        #"UPDATE switchyard.models SET price_windows = jsonb_build_array(jsonb_build_object('start', '00:00', 'end', '24:00', 'time_zone', $1::text, 'multiplier', 0.25))"#,
+                        [zone])
+                }
+                let multipliers = try await pool.query(
+                    "SELECT input FROM switchyard.models m, switchyard.price_multipliers(m.price_windows, now())"
+                ).scalar(Decimal.self)
+                #expect(multipliers == 1, "\(zone): the window must not open")
             }
             try await BackgroundPolicy.set("background_max_cost_per_1k", to: "0.002", in: pool)
             let store = QueueStore(pool: pool)
@@ -181,6 +193,31 @@ struct OffPeakTests {
             _ = try await store.submit(Submission(request: Self.hello, priority: .background))
             #expect(try await Self.claim(store).map(\.id) == [interactive])
             #expect(try await BackgroundGate.check(pool).reason == "no model is within the background price ceiling now")
+        }
+    }
+
+    @Test("within the ceiling at list price, the gate opens when the surcharge open now ends")
+    func surchargeEndsOpenTheGate() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let calendar = Calendar(identifier: .gregorian)
+            var utc = calendar
+            utc.timeZone = .gmt
+            let now = Date()
+            let start = utc.dateComponents([.hour, .minute], from: now.addingTimeInterval(-600))
+            let end = utc.dateComponents([.hour, .minute], from: now.addingTimeInterval(1800))
+            func hhmm(_ p: DateComponents) -> String { String(format: "%02d:%02d", p.hour ?? 0, p.minute ?? 0) }
+            let document = """
+                {"models": {"m": {"provider": "simulated", "price_per_1k_input": 0.001, "price_per_1k_output": 0.001,
+                                  "price_windows": [{"start": "\(hhmm(start))", "end": "\(hhmm(end))", "multiplier": 5}]}},
+                 "routing_rules": {"default": {"primary": "m"}}}
+                """
+            _ = try await CatalogStore(pool: pool).importDocument(Data(document.utf8))
+            try await BackgroundPolicy.set("background_max_cost_per_1k", to: "0.002", in: pool)
+            let gate = try await BackgroundGate.check(pool)
+            #expect(!gate.isOpen)
+            let expected = try #require(try PriceWindow.parse(
+                ["start": .string(hhmm(start)), "end": .string(hhmm(end)), "multiplier": 5]).nextEnd(after: now))
+            #expect(gate.nextOpenAt.map { abs($0.timeIntervalSince(expected)) < 1 } == true, "\(gate)")
         }
     }
 

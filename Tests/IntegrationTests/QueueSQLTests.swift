@@ -7,6 +7,25 @@ import Testing
 struct QueueSQLTests {
     static let hello: JSONValue = ["messages": [["role": "user", "content": "hello"]]]
 
+    @Test("the housekeeper's tenure: taken when free or run out, renewed by its holder, asked of by a read")
+    func housekeeperTenure() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            #expect(try await store.keepHouse(worker: "a", tenure: .seconds(30)))
+            #expect(try await store.keepHouse(worker: "a", tenure: .seconds(30)), "renewed")
+            // Another asks while a's tenure is in force: no, without locking the row or using a
+            // transaction id (every worker asks every round).
+            let row = try #require(
+                try await pool.query("SELECT switchyard.keep_house('b', 30) AS held, txid_current_if_assigned() AS txid").first)
+            #expect(try row.decode("held", as: Bool.self) == false)
+            #expect(try row.decode("txid", as: Int64?.self) == nil)
+            // a stops (or its tenure runs out): b takes over.
+            try await store.standDown(worker: "a")
+            #expect(try await store.keepHouse(worker: "b", tenure: .seconds(30)))
+            #expect(try await store.keepHouse(worker: "a", tenure: .seconds(30)) == false)
+        }
+    }
+
     @Test(
         "every validation rule refuses with a message naming the field and the rule, and stores nothing",
         arguments: [

@@ -108,6 +108,14 @@ struct WorkerProcessTests {
         #expect(output.components(separatedBy: "SWITCHYARD_LOG_LEVEL=bogus is not a level").count == 2, "\(output)")
     }
 
+    @Test("an error message that cannot be written (stderr closed) does not crash the dispatcher")
+    func closedStandardError() async throws {
+        let (status, _) = try await BlockingWork.run {
+            try ChildProcess.run("/bin/sh", ["-c", #"exec "$0" no-such-command 2>&-"#, WorkerProcess.binary("dispatcher")])
+        }
+        #expect(status == 2, "exit \(status) (132 is a trap)")
+    }
+
     @Test("--metrics-address without --metrics-port is refused: it would serve nothing")
     func metricsAddressAlone() async throws {
         let (status, output) = try await BlockingWork.run {
@@ -120,12 +128,12 @@ struct WorkerProcessTests {
 
     @Test("a worker id with control characters (or over 100 characters) is refused before anything starts")
     func badWorkerIDs() async throws {
-        for id in ["w\u{1b}[31mRED", "two\nlines", String(repeating: "w", count: 101), ""] {
+        for id in ["w\u{1b}[31mRED", "two\nlines", String(repeating: "w", count: 101), "", "e" + String(repeating: "\u{301}", count: 500)] {
             let (status, output) = try await BlockingWork.run {
                 try ChildProcess.run(WorkerProcess.binary("worker"), ["--id", id, "--simulated-latency", "1ms"])
             }
             #expect(status == 2, "\(id.debugDescription): \(output)")
-            #expect(output.contains("--id must be 1 to 100 letters"), "\(output)")
+            #expect(output.contains("--id must be 1 to 100 ASCII letters"), "\(output)")
             #expect(!output.contains("\u{1b}"), "the id is printed escaped")
         }
     }

@@ -172,7 +172,7 @@ struct WorkerServiceTests {
             }
             let result = try #require(try await store.result(of: id))
             #expect(result["error"]?["code"] == "deadline_passed")
-            #expect(result["error"]?["message"]?.stringValue?.contains("passed before another attempt could start") == true)
+            #expect(result["error"]?["message"]?.stringValue?.contains("comes before its next attempt could start") == true)
             #expect(result["attempt_count"] == 1)
             #expect(result["attempts"]?.arrayValue?.count == 1)
             #expect(result["worker"]?.stringValue == configuration.identity.id)

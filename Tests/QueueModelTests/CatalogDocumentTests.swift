@@ -157,11 +157,15 @@ struct CatalogDocumentTests {
             problems(text, known: ["m"]) == [
                 "routing_rules.a.strategy_without_affinity: only applies when \"strategy\" is \"hash\" — remove it, or set "
                     + "strategy to hash",
-                "routing_rules.a.load_epsilon: only applies when \"strategy\" is \"hash\" — remove it, or set strategy to hash",
                 "routing_rules.b.strategy_without_affinity: cannot be \"hash\": it is for jobs that have no affinity key — "
                     + "use ordered, least_busy, cheapest, …",
                 "routing_rules.b.classes[1]: class \"a\" is already served by rule \"a\" — a class goes to one rule; remove "
                     + "it from one of them",
+            ])
+        #expect(
+            CatalogDocument.validate(Data(text.utf8), knownModels: ["m"]).warnings.map(\.description) == [
+                "routing_rules.a.load_epsilon: only applies when \"strategy\" is \"hash\"; ignored — remove it, or set "
+                    + "strategy to hash"
             ])
     }
 

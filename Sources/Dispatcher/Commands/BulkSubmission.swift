@@ -193,11 +193,11 @@ struct Progress {
         guard enabled else { return }
         let rate = Double(submitted) / max(Date().timeIntervalSince(started), 0.001)
         let text = "\r\u{1B}[2Ksubmitted \(submitted)  rejected \(rejected)  (\(Int(rate))/s)"
-        FileHandle.standardError.write(Data(text.utf8))
+        StandardStream.error.write(text)
     }
 
     func finish() {
         guard enabled else { return }
-        FileHandle.standardError.write(Data("\r\u{1B}[2K".utf8))
+        StandardStream.error.write("\r\u{1B}[2K")
     }
 }

@@ -56,8 +56,15 @@ struct JobWaiter {
                         case .reconnected:
                             // Notifications sent while the connection was down are lost: ask which
                             // jobs finished meanwhile. (Not all of them did: a blip is no timeout.)
-                            // If the database cannot say yet, keep waiting; the last check says.
-                            guard let found = try? await store.statuses(of: Array(remaining)) else { continue }
+                            // Asked up to three times (the pool may still be reconnecting); if it
+                            // cannot say, keep waiting: the last check says.
+                            var found: [Int64: String]?
+                            for pause in [0, 200, 1000] as [Int64] {
+                                try? await Task.sleep(for: .milliseconds(pause))
+                                found = try? await store.statuses(of: Array(remaining))
+                                if found != nil { break }
+                            }
+                            guard let found else { continue }
                             changed = remaining.filter { found[$0].map(Self.finalStatuses.contains) ?? true }
                         case .disconnected: continue
                         }

@@ -1,4 +1,5 @@
 import Foundation
+import QueueModel
 
 #if canImport(Glibc)
     import Glibc
@@ -48,6 +49,6 @@ struct RawTerminal: Sendable {
 
     /// Writes text to stdout at once (unbuffered).
     static func write(_ text: String) {
-        FileHandle.standardOutput.write(Data(text.utf8))
+        StandardStream.output.write(text)
     }
 }

@@ -98,9 +98,11 @@ extension CatalogReader {
         }
         if let epsilon = double(fields["load_epsilon"], at: Self.join(path, "load_epsilon"), range: 0.01...10) {
             if strategy != .hash {
-                // The bound on a model's share of the load applies to consistent hashing only.
-                problem(
-                    Self.join(path, "load_epsilon"), "only applies when \"strategy\" is \"hash\"",
+                // The bound on a model's share of the load applies to consistent hashing only. A
+                // warning, not a refusal: rules stored before this check export it, and must
+                // import back.
+                warning(
+                    Self.join(path, "load_epsilon"), "only applies when \"strategy\" is \"hash\"; ignored",
                     hint: "remove it, or set strategy to hash")
             }
             settings[RouteRule.SettingsKey.loadEpsilon] = .number(epsilon)

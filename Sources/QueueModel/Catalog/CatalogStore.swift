@@ -144,7 +144,7 @@ public struct CatalogStore: Sendable {
             let zone = try row.decode("name", as: String.self)
             guard problems[zone] == nil else { continue }
             guard try row.decode("known", as: Bool.self) else {
-                problems[zone] = ("\"\(zone)\" is not a time zone Postgres knows", hint)
+                problems[zone] = ("\"\(zone)\" is not an IANA time zone Postgres knows", hint)
                 continue
             }
             let instant = instants[try row.decode("instant", as: Int.self) - 1]

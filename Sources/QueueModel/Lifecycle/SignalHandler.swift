@@ -23,6 +23,8 @@ public final class SignalHandler: @unchecked Sendable {
                     return received
                 }
                 if again {
+                    // Out within a second even if saying so blocks (a full pipe on stderr).
+                    DispatchQueue.global().asyncAfter(deadline: .now() + 1) { _exit(130) }
                     onSecondSignal()
                     exit(130)
                 }

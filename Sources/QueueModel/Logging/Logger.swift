@@ -177,21 +177,7 @@ public struct Logger: Sendable {
         let write: @Sendable (String) -> Void
 
         static let standardError = Sink { line in
-            // write(2), not FileHandle (which traps when the write fails): a line the reader is no
-            // longer there for (EPIPE) is dropped.
-            standardErrorLock.withLock { _ in
-                var bytes = Array((line + "\n").utf8)[...]
-                while !bytes.isEmpty {
-                    let written = bytes.withUnsafeBytes { Foundation.write(STDERR_FILENO, $0.baseAddress, $0.count) }
-                    if written > 0 {
-                        bytes = bytes.dropFirst(written)
-                    } else if written < 0 && errno == EINTR {
-                        continue
-                    } else {
-                        return
-                    }
-                }
-            }
+            standardErrorLock.withLock { _ in StandardStream.error.write(line + "\n") }
         }
     }
 
@@ -235,5 +221,27 @@ public enum Secrets {
             result = result.replacingOccurrences(of: secret, with: "[REDACTED]")
         }
         return result
+    }
+}
+
+/// Standard output and error, written with write(2): FileHandle traps when a write fails, and with
+/// SIGPIPE ignored (both programs ignore it) a reader that went away (`| head`) is such a failure.
+/// What cannot be written is dropped.
+public enum StandardStream {
+    case output, error
+
+    public func write(_ text: String) {
+        let descriptor = self == .output ? STDOUT_FILENO : STDERR_FILENO
+        var bytes = Array(text.utf8)[...]
+        while !bytes.isEmpty {
+            let written = bytes.withUnsafeBytes { Foundation.write(descriptor, $0.baseAddress, $0.count) }
+            if written > 0 {
+                bytes = bytes.dropFirst(written)
+            } else if written < 0 && errno == EINTR {
+                continue
+            } else {
+                return
+            }
+        }
     }
 }

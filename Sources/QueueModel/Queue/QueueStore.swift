@@ -131,13 +131,17 @@ public struct QueueStore: Sendable {
         return written
     }
 
-    /// Which of `worker`'s outcomes (job and attempt) are already written as results: after a
-    /// write-back whose connection was lost, the first try may have committed.
-    public func resultsWritten(worker: String, jobs: [(id: Int64, attempt: Int)]) async throws -> Set<Int64> {
-        guard !jobs.isEmpty else { return [] }
+    /// Which of `worker`'s results are already written as such (the same job, attempt, status and
+    /// error code): after a write-back whose connection was lost, the first try may have committed.
+    public func resultsWritten(worker: String, _ completions: [Completion]) async throws -> Set<Int64> {
+        let results = completions.filter { $0.kind == .result }
+        guard !results.isEmpty else { return [] }
         let rows = try await pool.query(
-            "SELECT switchyard.results_written($1, $2::bigint[], $3::integer[]) AS job_id",
-            [worker, jobs.map(\.id), jobs.map(\.attempt)])
+            "SELECT switchyard.results_written($1, $2::bigint[], $3::integer[], $4::text[], $5::text[]) AS job_id",
+            [
+                worker, results.map(\.jobID), results.map(\.attempt), results.map { $0.status ?? "" },
+                results.map { $0.error?["code"]?.stringValue ?? "" },
+            ])
         return Set(try rows.map { try $0.decode("job_id", as: Int64.self) })
     }
 

@@ -136,7 +136,7 @@ final class CompletionWriter: Sendable {
                 let pause = min(.milliseconds(100) * (1 << min(batch[0].setAside - 1, 6)), Duration.seconds(5))
                 await self.pause(for: pause, endsAtFinish: true)
             }
-            await flush(batch)
+            await flush(batch, afterFailure: batch.count == 1 && batch[0].setAside > 0)
             afterEachBatch()
         }
     }
@@ -182,7 +182,9 @@ final class CompletionWriter: Sendable {
     /// database down, restarting, out of connections, read-only after a failover) is retried;
     /// with the database up, a batch that fails three times is retried in halves, and a single
     /// outcome is set aside (see `State.stuck`).
-    private func flush(_ batch: [Pending]) async {
+    /// - Parameter afterFailure: a try of these outcomes failed before (the halves of a batch, an
+    ///   outcome set aside): one of them may have committed.
+    private func flush(_ batch: [Pending], afterFailure: Bool = false) async {
         var delay = Duration.milliseconds(100)
         var attempts = 0
         // One set aside before is set aside again at its first failure: its pause is in run().
@@ -192,17 +194,24 @@ final class CompletionWriter: Sendable {
                 let written = try await store.complete(worker: worker, batch.map(\.completion))
                 // After a failed try, a job this try did not find may be one the failed try wrote
                 // (it committed, and the connection went before the answer came).
+                let retried = afterFailure || attempts > 0
                 var writtenBefore: Set<Int64> = []
-                let missing = batch.filter { written[$0.completion.jobID] == nil && $0.completion.kind == .result }
-                if attempts > 0 && !missing.isEmpty {
-                    writtenBefore =
-                        (try? await store.resultsWritten(
-                            worker: worker, jobs: missing.map { ($0.completion.jobID, $0.completion.attempt) })) ?? []
+                let missing = batch.filter { written[$0.completion.jobID] == nil }.map(\.completion)
+                if retried && !missing.isEmpty {
+                    writtenBefore = (try? await store.resultsWritten(worker: worker, missing)) ?? []
                 }
                 for item in batch {
                     switch written[item.completion.jobID] {
                     case nil where writtenBefore.contains(item.completion.jobID):
                         item.done(item.completion)
+                    case nil where retried && item.completion.kind != .result:
+                        // A requeue leaves no result to look for: the failed try may have made it.
+                        logger.warning(
+                            "not written again: the try before may have written it, or the job's lease was lost",
+                            ["job": item.completion.jobID, "attempt": item.completion.attempt,
+                             "kind": item.completion.kind.rawValue]
+                        )
+                        item.done(nil)
                     case nil:
                         logger.warning(
                             "result not written: this worker no longer holds the job's lease",
@@ -252,8 +261,8 @@ final class CompletionWriter: Sendable {
                             "could not write results; writing the batch in halves",
                             ["jobs": batch.count, "error": "\(error)", "attempt": attempts]
                         )
-                        await flush(Array(batch[..<(batch.count / 2)]))
-                        await flush(Array(batch[(batch.count / 2)...]))
+                        await flush(Array(batch[..<(batch.count / 2)]), afterFailure: true)
+                        await flush(Array(batch[(batch.count / 2)...]), afterFailure: true)
                     } else {
                         var item = batch[0]
                         item.setAside += 1

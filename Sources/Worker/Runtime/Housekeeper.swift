@@ -122,6 +122,10 @@ final class Housekeeper: Sendable {
             if created > 0 { logger.info("created results partitions", ["count": created]) }
         }
         guard evaluateAlerts else { return nil }
+        // The round so far may have taken a while (a big ANALYZE, a slow server): the evaluation,
+        // the longest step, runs only while the tenure is still this worker's, renewed for it.
+        guard try await metrics.measure("housekeeper_tenure", { try await store.keepHouse(worker: worker, tenure: tenure) })
+        else { return nil }
         let started = ContinuousClock.now
         let events: [AlertEvent]
         do {

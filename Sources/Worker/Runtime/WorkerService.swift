@@ -273,7 +273,7 @@ final class WorkerService: Sendable {
                 error = [
                     "code": "deadline_passed",
                     "message": .string(
-                        "its deadline (\(deadline.postgresText)) passed before another attempt could start; "
+                        "its deadline (\(deadline.postgresText)) comes before its next attempt could start (at \(at.postgresText)); "
                             + "the last one failed: \(failure.message)"),
                 ]
                 retry = nil

@@ -83,7 +83,7 @@ struct AlertTests {
             ("alert_queue_wait_p95_ms", "", "must be a number of at least 0, or off"),
             ("alert_error_window_seconds", "1e12", "must be a number of seconds from 1 to 31536000"),
             ("alert_latency_window_seconds", "0", "must be a number of seconds from 1"),
-            ("alert_opens_breaker", "TRUE", "must be true or false"),
+            ("alert_opens_breaker", "yes", "must be true or false"),
             ("alert_min_calls", "off", "must be a whole number"),
         ]
         try await TestDatabase.withMigratedPool { pool in
@@ -95,9 +95,15 @@ struct AlertTests {
                 #expect(error?.message.contains(setting.message) == true, "\(setting): \(String(describing: error))")
             }
             for (name, value) in [("alert_error_rate", "off"), ("alert_error_rate", "0.5"), ("alert_opens_breaker", "false"),
-                                  ("alert_error_window_seconds", "600")] {
+                                  ("alert_error_window_seconds", "600"), ("alert_queue_wait_p95_ms", " OFF "),
+                                  ("alert_opens_breaker", "TRUE")] {
                 try await pool.query("UPDATE switchyard.settings SET value = $2 WHERE name = $1", [name, value])
             }
+            // off, true and false in any case are stored as they read.
+            #expect(
+                try await pool.query(
+                    "SELECT string_agg(value, ',' ORDER BY name) FROM switchyard.settings WHERE name IN ('alert_queue_wait_p95_ms', 'alert_opens_breaker')"
+                ).scalar(String.self) == "true,off")
             _ = try await pool.query("SELECT * FROM switchyard.evaluate_alerts()")
         }
         // Stored before the check: every round of alerts failed. The migration sets them back.
@@ -109,13 +115,17 @@ struct AlertTests {
                 try await pool.query(
                     "UPDATE switchyard.settings SET value = $2 WHERE name = $1", [setting.name, setting.value])
             }
+            // Turned off in capitals, which read as off: it stays off.
+            try await pool.query("UPDATE switchyard.settings SET value = 'OFF' WHERE name = 'alert_latency_target_ms_primary'")
             await #expect(throws: PostgresError.self) { try await pool.query("SELECT * FROM switchyard.evaluate_alerts()") }
             try await Migrator().migrate(pool)
             let values = try await pool.query(
                 "SELECT value FROM switchyard.settings WHERE name = ANY($1::text[]) ORDER BY name",
-                [["alert_error_rate", "alert_error_window_seconds", "alert_opens_breaker"]]
+                [["alert_error_rate", "alert_error_window_seconds", "alert_latency_target_ms_primary", "alert_opens_breaker"]]
             ).map { try $0.decode("value", as: String.self) }
-            #expect(values == ["0.02", "300", "true"])
+            // What broke every round goes back to its default; what had a meaning keeps it ("yes"
+            // read as false).
+            #expect(values == ["0.02", "300", "off", "false"])
             _ = try await pool.query("SELECT * FROM switchyard.evaluate_alerts()")
         }
     }
