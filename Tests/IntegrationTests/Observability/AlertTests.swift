@@ -247,6 +247,41 @@ struct AlertTests {
         }
     }
 
+    @Test("an interactive job put back to wait for a model keeps waiting: the alert sees it, its result counts it")
+    func waitThroughPostponement() async throws {
+        try await Self.withCatalog { pool in
+            let store = QueueStore(pool: pool)
+            let alerts = AlertStore(pool: pool)
+            let hello: JSONValue = ["messages": [["role": "user", "content": "hello"]]]
+            let id = try await store.submit(Submission(request: hello))
+            // Submitted ten minutes ago; every model of its rule is down since: the worker puts it
+            // back to look again in an hour, and again.
+            try await pool.query(
+                "UPDATE switchyard.jobs SET created_at = now() - interval '10 minutes', run_at = now() - interval '10 minutes' WHERE id = $1",
+                [id])
+            for round in 0..<2 {
+                if round > 0 { try await pool.query("UPDATE switchyard.jobs SET run_at = now() WHERE id = $1", [id]) }
+                let job = try #require(try await store.claim(worker: "w", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30)).first)
+                _ = try await store.complete(
+                    worker: "w",
+                    [Completion(jobID: id, attempt: job.attempt, kind: .postpone, retryAt: Date().addingTimeInterval(3600))])
+            }
+            // Ten minutes later, as the housekeeper would see it: scheduled, and waiting all the same.
+            let at = try await ResultRow.databaseNow(pool).addingTimeInterval(600)
+            let events = try await alerts.evaluate(at: at)
+            let wait = events.first { $0.kind == "queue_wait" }
+            #expect(wait?.event == .raised, "\(events)")
+            #expect((wait?.value ?? 0) >= 590_000, "\(String(describing: wait))")
+            // When it runs at last (due now), its queue wait is from when it began to wait.
+            try await pool.query("UPDATE switchyard.jobs SET run_at = now() WHERE id = $1", [id])
+            let job = try #require(try await store.claim(worker: "w", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30)).first)
+            _ = try await store.complete(worker: "w", [Completion(jobID: id, attempt: job.attempt, kind: .result, status: "succeeded")])
+            let recorded = try await pool.query(
+                "SELECT queue_wait_ms FROM switchyard.results WHERE job_id = $1", [id]).scalar(Double.self)
+            #expect(recorded >= 590_000, "\(recorded) ms")
+        }
+    }
+
     @Test("a backlog waiting ten minutes raises the queue-wait alert behind 25,000 jobs that finished quickly")
     func queueWaitBehindManyFinished() async throws {
         try await Self.withCatalog { pool in
