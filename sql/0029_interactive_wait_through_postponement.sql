@@ -15,7 +15,8 @@ SET LOCAL ROLE switchyard_admin;
 ALTER TABLE switchyard.jobs ADD COLUMN waiting_since timestamptz;
 COMMENT ON COLUMN switchyard.jobs.waiting_since IS
     'When an interactive job put back to wait for a model began to wait (its queue wait counts from it); else NULL.';
-CREATE INDEX jobs_waiting_idx ON switchyard.jobs (waiting_since) WHERE waiting_since IS NOT NULL AND lease_owner IS NULL;
+-- No index for it: one more index on the hot tables cost the drain a few percent (alternated
+-- runs), and the alert looks for these jobs once a round, in the interactive partition only.
 
 CREATE OR REPLACE FUNCTION switchyard.complete(
     p_worker text, p_ids bigint[], p_attempts integer[], p_kinds text[], p_statuses text[], p_task_classes text[],
