@@ -44,8 +44,8 @@ struct MultiHostTests {
                 batch: (0..<3000).map { _ in Submission(request: Self.hello) }
             )
 
-            // w1 starts alone, so it is surely the elected housekeeper when it is cut off: the
-            // others can take over only once the server drops its dead sessions (and the lock).
+            // w1 starts alone, so it is the elected housekeeper when it is cut off: the others
+            // take over once its tenure (its lease) runs out.
             // Its calls take a second: its 16 jobs end together, and between writing them back
             // and its next claim it holds none. With 100 ms calls a cut landed in that gap now
             // and then (more often on a loaded machine), and there was nothing to rescue.
@@ -67,8 +67,19 @@ struct MultiHostTests {
             let cutAt = Date()
             // A claim the victim sent just before the cut may still be committing: let it land,
             // then read what the victim holds. Its leases (2 s, renewed every 500 ms until the cut)
-            // cannot have expired yet, and only it could rescue them so far: it is the housekeeper.
+            // have not expired yet, so nobody has rescued them.
             try await Task.sleep(for: .milliseconds(500))
+            // On a loaded machine a statement can take longer than that: wait until none of the
+            // victim's sessions is still running one (they stay open: the server has not noticed
+            // the cut yet).
+            try await waitUntil("the victim's last statements have finished", every: .milliseconds(10)) {
+                try await pool.query(
+                    """
+                    SELECT count(*) FROM pg_stat_activity
+                    WHERE application_name = 'switchyard-worker victim' AND state = 'active'
+                    """
+                ).scalar(Int.self) == 0
+            }
             let readAt = Date()
             let heldByVictim = Set(
                 try await pool.query("SELECT id FROM switchyard.jobs WHERE lease_owner = 'victim'")
@@ -118,7 +129,7 @@ struct MultiHostTests {
             ).scalar(Int.self)
             #expect(lateResults == 0, "the cut-off worker wrote results after it lost the network")
 
-            // Housekeeping moved to a survivor once the server dropped the victim's sessions.
+            // Housekeeping moved to a survivor once the victim's tenure ran out.
             #expect(survivors.contains { $0.log.contains("elected housekeeper") })
             let workers = try await pool.query("SELECT DISTINCT worker FROM switchyard.results ORDER BY 1")
                 .map { try $0.decode("worker", as: String.self) }
