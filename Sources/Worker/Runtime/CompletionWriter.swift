@@ -194,11 +194,14 @@ final class CompletionWriter: Sendable {
                 let written = try await store.complete(worker: worker, batch.map(\.completion))
                 // After a failed try, a job this try did not find may be one the failed try wrote
                 // (it committed, and the connection went before the answer came).
+                // (Looked at only then: every batch of a busy worker comes through here.)
                 let retried = afterFailure || attempts > 0
                 var writtenBefore: Set<Int64> = []
-                let missing = batch.filter { written[$0.completion.jobID] == nil }.map(\.completion)
-                if retried && !missing.isEmpty {
-                    writtenBefore = (try? await store.resultsWritten(worker: worker, missing)) ?? []
+                if retried {
+                    let missing = batch.filter { written[$0.completion.jobID] == nil }.map(\.completion)
+                    if !missing.isEmpty {
+                        writtenBefore = (try? await store.resultsWritten(worker: worker, missing)) ?? []
+                    }
                 }
                 for item in batch {
                     switch written[item.completion.jobID] {
