@@ -192,6 +192,53 @@ struct QueueSQLTests {
         }
     }
 
+    @Test("a job whose row another session keeps locked past its lease stays with its live worker")
+    func heartbeatVouchesForLockedJob() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let worker = WorkerIdentity(id: "live", concurrency: 1, hostname: "h", pid: 1, version: "t")
+            let id = try await store.submit(Submission(request: Self.hello, maxAttempts: 1))
+            let job = try #require(try await store.claim(worker: "live", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30)).first)
+
+            // An operator's transaction holds the row: the heartbeat cannot renew the lease, and
+            // the lease runs out while the lock is held.
+            let operatorSession = try await PostgresConnection.connect(pool.configuration)
+            defer { Task { await operatorSession.close() } }
+            try await operatorSession.query("BEGIN")
+            try await operatorSession.query("SELECT id FROM switchyard.jobs WHERE id = $1 FOR UPDATE", [id])
+            #expect(try await store.heartbeat(worker: worker, held: [(id, job.attempt)], lease: .seconds(30))[id] == false)
+            try await pool.query("UPDATE switchyard.workers SET heartbeat_at = now() - interval '10 seconds'")
+            try await operatorSession.query("COMMIT")
+            try await pool.query("UPDATE switchyard.jobs SET lease_expires_at = now() - interval '1 second' WHERE id = $1", [id])
+
+            // The worker's latest heartbeat listed it and is younger than a lease: not rescued…
+            #expect(try await store.rescueExpired().isEmpty)
+            // …its next heartbeat renews it, and its answer is written.
+            #expect(try await store.heartbeat(worker: worker, held: [(id, job.attempt)], lease: .seconds(30))[id] == false)
+            let done = Completion(jobID: id, attempt: job.attempt, kind: .result, status: "succeeded", model: "m")
+            #expect(try await store.complete(worker: "live", [done]) == [id: "result"])
+        }
+    }
+
+    @Test("a heartbeat vouches for what it listed for one lease: then, or for what it did not list, the job is rescued")
+    func heartbeatVouchesOnlyForWhatItListed() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let worker = WorkerIdentity(id: "w", concurrency: 2, hostname: "h", pid: 1, version: "t")
+            let first = try await store.submit(Submission(request: Self.hello))
+            let second = try await store.submit(Submission(request: Self.hello))
+            let claimed = try await store.claim(worker: "w", freeSlots: 2, backgroundSlots: 0, lease: .seconds(30))
+            #expect(claimed.count == 2)
+            // A worker restarted under the same id: its heartbeat lists only what it claimed itself.
+            _ = try await store.heartbeat(worker: worker, held: [(first, 1)], lease: .seconds(30))
+            try await pool.query("UPDATE switchyard.jobs SET lease_expires_at = now() - interval '1 second'")
+            #expect(try await store.rescueExpired().map(\.job) == [second])
+            // A worker that stopped heartbeating a lease ago vouches for nothing.
+            try await pool.query("UPDATE switchyard.workers SET heartbeat_at = now() - interval '31 seconds'")
+            #expect(try await store.rescueExpired().map(\.job) == [first])
+        }
+    }
+
     @Test("a lease that expires on the last attempt ends the job as failed, with the reason")
     func rescueOnLastAttempt() async throws {
         try await TestDatabase.withMigratedPool { pool in
