@@ -87,7 +87,8 @@ struct JobWaiter {
             print(JSONValue.array(items).prettyText)
         } else {
             for id in ids where !(Self.finalStatuses.contains(statuses[id] ?? "")) {
-                print("\(id)  \(statuses[id] ?? "unknown")")
+                let status = statuses[id] ?? "unknown"
+                print("\(id)  \(status == "not_found" ? "not found" : status)")  // as `cancel` says it
             }
         }
         if statuses.values.contains("not_found") { return ExitCode.notFound }

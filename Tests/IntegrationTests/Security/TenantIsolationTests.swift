@@ -283,6 +283,9 @@ struct TenantIsolationTests {
                 #expect(mine.status == 0, "\(mine.output)")
                 let cancel = try await dispatcher(["cancel", String(jobs["globex"]!.queued)])
                 #expect(cancel.status == 6 && cancel.output.contains("not found"), "\(cancel.output)")
+                // `wait` says it as `cancel` does (its --json keeps the status `not_found`).
+                let wait = try await dispatcher(["wait", String(jobs["globex"]!.queued)])
+                #expect(wait.status == 6 && wait.output.contains("\(jobs["globex"]!.queued)  not found"), "\(wait.output)")
                 let refused = try await dispatcher(["submit", "--prompt", "hi", "--tenant", "globex"])
                 #expect(refused.status != 0)
                 #expect(refused.output.contains("may not submit for tenant 'globex'"), "\(refused.output)")
