@@ -98,6 +98,59 @@ struct ProviderSecretTests {
         }
     }
 
+    @Test("a redirect is not followed: the key goes to the configured address only")
+    func redirectNotFollowed() async throws {
+        try await withFakeProviderServer { server in
+            // Followed, the POST (307 keeps it) would come back to this server under another path,
+            // the key with it; the step repeats, so it would redirect again and again.
+            try await server.script([
+                "m-redirect": ["status": 307, "headers": ["location": .string(server.openAIBaseURL + "/elsewhere/chat/completions")]],
+            ])
+            let provider = OpenAIProvider(
+                transport: ProviderTestSupport.transport(), environment: [Self.variable: Self.sentinel])
+            let model = ModelSpec(
+                name: "m-redirect", provider: .openai, baseURL: server.openAIBaseURL, apiKeyEnv: Self.variable)
+            let error = await ProviderTestSupport.providerError {
+                try await provider.complete(
+                    ProviderCall(request: ProviderTestSupport.request("hi"), model: model, timeout: .seconds(10)))
+            }
+            #expect(error?.code == .misconfigured)
+            #expect(error?.httpStatus == 307)
+            #expect(error?.message.contains("redirect to \(server.openAIBaseURL)/elsewhere") == true, "\(String(describing: error))")
+            #expect(error?.decision(remainingBudget: .seconds(60)) == .nextCandidateAndMarkUnhealthy)
+            #expect(try await server.requests(for: "m-redirect").count == 1)
+        }
+    }
+
+    @Test("an error body that escapes the key, masks it or cuts it short leaves none of it in the error")
+    func escapedMaskedAndCutKeysInErrors() async throws {
+        try await withFakeProviderServer { server in
+            let escaped = "\\u0073" + Self.sentinel.dropFirst().replacingOccurrences(of: "-", with: "\\u002d")
+            let masked = "swtc" + String(repeating: "*", count: 12) + "1b5d"
+            try await server.script([
+                // Shapes ErrorBody does not read: the raw body becomes the message.
+                "m-escaped-500": ["status": 500, "body": .string(#"{"detail":[{"msg":"upstream rejected key \#(escaped)"}]}"#)],
+                "m-escaped-200": ["status": 200, "body": .string(#"{"broken": "\#(escaped)""#)],
+                "m-masked": ["kind": "unauthorized", "message": .string("Incorrect API key provided: \(masked)")],
+                "m-cut": ["kind": "server_error", "message": .string("key \(Self.sentinel.dropLast(3)) refused")],
+            ])
+            let provider = OpenAIProvider(
+                transport: ProviderTestSupport.transport(), environment: [Self.variable: Self.sentinel])
+            for name in ["m-escaped-500", "m-escaped-200", "m-masked", "m-cut"] {
+                let model = ModelSpec(name: name, provider: .openai, baseURL: server.openAIBaseURL, apiKeyEnv: Self.variable)
+                let error = await ProviderTestSupport.providerError {
+                    try await provider.complete(
+                        ProviderCall(request: ProviderTestSupport.request("hi"), model: model, timeout: .seconds(10)))
+                }
+                Self.expectClean(error, name)
+                for text in Self.texts(error!) {
+                    #expect(!text.contains("\\u002d"), "\(name) kept the escaped key: \(text)")
+                    #expect(!text.contains("1b5d"), "\(name) kept the masked key: \(text)")
+                }
+            }
+        }
+    }
+
     @Test("a missing key names its variable, and a key read once is redacted from logs")
     func missingKeyAndLogs() async throws {
         let model = ModelSpec(

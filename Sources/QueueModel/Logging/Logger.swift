@@ -213,14 +213,88 @@ public enum Secrets {
         return clean(value)
     }
 
-    /// The text with every registered secret replaced by `[REDACTED]`.
+    /// The text with every registered secret replaced by `[REDACTED]`, and with it what is left of
+    /// one cut short (its first half, or its first 12 characters, and on as far as it matches).
     public static func redact(_ text: String) -> String {
         let secrets = registered.withLock { $0 }
         var result = text
-        for secret in secrets where result.contains(secret) {
-            result = result.replacingOccurrences(of: secret, with: "[REDACTED]")
-        }
+        for secret in secrets { result = redact(secret, in: result) }
         return result
+    }
+
+    /// `redact`, for a message rather than a document: text that holds a secret written with JSON
+    /// escapes (`\/`, `\u0073`: an excerpt of a body, a message copied from one) comes back with
+    /// its escapes read, redacted. (A document must keep its escapes: `redact(JSONValue)` reads it.)
+    public static func redactUnescaping(_ text: String) -> String {
+        let result = redact(text)
+        guard result.contains("\\"), let unescaped = jsonUnescaped(result) else { return result }
+        let clean = redact(unescaped)
+        return clean != unescaped ? clean : result
+    }
+
+    /// Replaces every run of `text` that starts with the secret's first half (at least 12
+    /// characters; the whole of a shorter one) and matches it as far as it goes.
+    private static func redact(_ secret: String, in text: String) -> String {
+        let stem = Array(secret.utf8.prefix(max(12, secret.utf8.count / 2)))
+        guard let first = stem.first, text.contains(String(decoding: stem, as: UTF8.self)) else { return text }
+        let key = Array(secret.utf8)
+        let bytes = Array(text.utf8)
+        var output: [UInt8] = []
+        var index = 0
+        var changed = false
+        while index < bytes.count {
+            if bytes[index] == first, index + stem.count <= bytes.count, bytes[index..<(index + stem.count)].elementsEqual(stem) {
+                var end = index + stem.count
+                while end < bytes.count, end - index < key.count, bytes[end] == key[end - index] { end += 1 }
+                output.append(contentsOf: "[REDACTED]".utf8)
+                index = end
+                changed = true
+            } else {
+                output.append(bytes[index])
+                index += 1
+            }
+        }
+        return changed ? String(decoding: output, as: UTF8.self) : text
+    }
+
+    private static let simpleEscapes: [Unicode.Scalar: Unicode.Scalar] = [
+        "/": "/", "\\": "\\", "\"": "\"", "n": "\n", "t": "\t", "r": "\r", "b": "\u{8}", "f": "\u{C}",
+    ]
+
+    /// The text with JSON string escapes read (`\/`, `\"`, `\n`, `\u0073`, surrogate pairs), or
+    /// nil when it has none that change it.
+    static func jsonUnescaped(_ text: String) -> String? {
+        var scalars = String.UnicodeScalarView()
+        var iterator = Array(text.unicodeScalars)[...]
+        var changed = false
+        func hex4(_ digits: ArraySlice<Unicode.Scalar>) -> UInt32? {
+            guard digits.count == 4 else { return nil }
+            return UInt32(String(String.UnicodeScalarView(digits)), radix: 16)
+        }
+        while let scalar = iterator.first {
+            iterator = iterator.dropFirst()
+            guard scalar == "\\", let next = iterator.first else { scalars.append(scalar); continue }
+            if let replacement = simpleEscapes[next] {
+                scalars.append(replacement)
+                iterator = iterator.dropFirst()
+                changed = true
+            } else if next == "u", let high = hex4(iterator.dropFirst().prefix(4)) {
+                iterator = iterator.dropFirst(5)
+                if (0xD800..<0xDC00).contains(high), iterator.starts(with: ["\\", "u"]),
+                    let low = hex4(iterator.dropFirst(2).prefix(4)), (0xDC00..<0xE000).contains(low),
+                    let combined = Unicode.Scalar(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00))
+                {
+                    scalars.append(combined)
+                    iterator = iterator.dropFirst(6)
+                } else {
+                    scalars.append(Unicode.Scalar(high) ?? "\u{FFFD}")
+                }
+                changed = true
+            } else {
+                scalars.append(scalar)
+            }
+        }
+        return changed ? String(scalars) : nil
     }
 }
 

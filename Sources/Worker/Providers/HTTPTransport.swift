@@ -275,6 +275,17 @@ private final class ResponseCollector: NSObject, URLSessionDataDelegate, Sendabl
         if let status = over { tooLarge(dataTask, status: status) }
     }
 
+    /// Redirects are not followed: the request carries the model's API key, and following would
+    /// hand it to whatever address the answer names (libcurl drops it only across hosts, and an
+    /// http:// target would carry it in clear). The 3xx itself is the answer, classified as a
+    /// misconfigured base_url.
+    func urlSession(
+        _ session: URLSession, task: URLSessionTask, willPerformHTTPRedirection response: HTTPURLResponse,
+        newRequest request: URLRequest, completionHandler: @escaping @Sendable (URLRequest?) -> Void
+    ) {
+        completionHandler(nil)
+    }
+
     func urlSession(_ session: URLSession, task: URLSessionTask, didCompleteWithError error: Error?) {
         finish(task) { collecting in
             if let error { return .failure(error) }

@@ -34,6 +34,15 @@ extension ProviderError {
         }
 
         switch status {
+        case 300...399:
+            // Not followed (HTTPTransport): the key would go wherever the answer points.
+            let target = headers["location"].map { " to \($0)" } ?? ""
+            return ProviderError(
+                .misconfigured,
+                "the provider answered HTTP \(status), a redirect\(target); workers do not follow redirects, "
+                    + "which would send the API key to another address",
+                hint: "set the model's base_url to the address it redirects to", model: model, httpStatus: status,
+                rateLimit: rateLimit, latency: latency)
         case 429 where Self.isQuota(text):
             return make(.quotaExhausted, hint: "add credit or raise this account's quota, then re-enable the model")
         case 429:

@@ -124,7 +124,7 @@ public struct ProviderError: Error, Sendable, CustomStringConvertible {
     /// Removes registered secrets and anything shaped like an API key or bearer token. Providers
     /// echo part of a bad key in their 401 messages ("Incorrect API key provided: sk-abc…xyz").
     static func scrub(_ text: String) -> String {
-        var result = Secrets.redact(text)
+        var result = Secrets.redactUnescaping(text)
         for (pattern, template) in Self.keyPatterns {
             result = result.replacingOccurrences(of: pattern, with: template, options: .regularExpression)
         }
@@ -133,6 +133,9 @@ public struct ProviderError: Error, Sendable, CustomStringConvertible {
 
     private static let keyPatterns: [(pattern: String, template: String)] = [
         (#"\bsk-[A-Za-z0-9_*.\-]{6,}"#, "[REDACTED]"),
+        // A key the provider masked, whatever its shape: "gsk_abc1************wxyz".
+        (#"[A-Za-z0-9_.\-]{3,}\*{4,}[A-Za-z0-9_.\-]*"#, "[REDACTED]"),
+        (#"(?i)\b(api key provided:\s*)\S+"#, "$1[REDACTED]"),
         (#"(?i)\b(bearer\s+)[A-Za-z0-9_*.\-]{6,}"#, "$1[REDACTED]"),
         (#"(?i)\b(x-api-key|api[_-]?key)(["']?\s*[:=]\s*["']?)[A-Za-z0-9_*.\-]{6,}"#, "$1$2[REDACTED]"),
     ]
