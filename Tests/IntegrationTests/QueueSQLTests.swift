@@ -89,6 +89,45 @@ struct QueueSQLTests {
         }
     }
 
+    @Test("times a worker cannot read, a past deadline, and tenant '*' or '' are refused, by submit and INSERT alike")
+    func timesAndTenants() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let request = #"{"messages":[{"role":"user","content":"hi"}]}"#
+            func refusal(_ sql: String) async -> String {
+                do {
+                    try await pool.query(sql, [request])
+                    return "accepted"
+                } catch let error as PostgresError {
+                    return error.message
+                } catch {
+                    return "\(error)"
+                }
+            }
+            for time in ["0044-03-15 BC", "-infinity", "infinity", "1899-12-31", "9000-01-01"] {
+                #expect(await refusal("SELECT switchyard.submit($1::jsonb, run_at => '\(time)')")
+                    .hasPrefix("run_at must be between the years 1900 and 8999"), "\(time)")
+                #expect(await refusal("INSERT INTO switchyard.jobs (request, run_at) VALUES ($1::jsonb, '\(time)')")
+                    .hasPrefix("run_at must be between the years 1900 and 8999"), "\(time)")
+            }
+            // After its run_at, but already past: the job could only expire.
+            #expect(await refusal(
+                "SELECT switchyard.submit($1::jsonb, run_at => '2000-01-01', deadline => '2000-01-02')")
+                .contains("must be in the future"))
+            #expect(await refusal("SELECT switchyard.submit($1::jsonb, deadline => 'infinity')").contains("before the year 9000"))
+            // The superuser is unrestricted, but not to reserved or empty tenants.
+            #expect(await refusal("SELECT switchyard.submit($1::jsonb, tenant => '*')").contains("is reserved"))
+            #expect(await refusal("INSERT INTO switchyard.jobs (request, tenant) VALUES ($1::jsonb, '')")
+                == "tenant must not be empty")
+            let left = try await pool.query(
+                "SELECT (SELECT count(*) FROM switchyard.jobs) + (SELECT count(*) FROM switchyard.idempotency_keys)")
+            #expect(try left.scalar(Int.self) == 0)
+            // What is fine still is.
+            #expect(await refusal(
+                "SELECT switchyard.submit($1::jsonb, run_at => now() - interval '1 day', deadline => now() + interval '1 hour', tenant => 'acme')")
+                == "accepted")
+        }
+    }
+
     @Test("a plain INSERT cannot smuggle in run state, and wakes workers like submit does")
     func plainInsert() async throws {
         try await TestDatabase.withMigratedPool { pool in
