@@ -230,6 +230,13 @@ struct CatalogCommandTests {
         let (many, manyWait) = try await dispatcher(
             ["submit", "--file", "jobs.jsonl", "--wait", "--database-url", unreachable])
         #expect(many == 2 && manyWait.contains("--wait waits for one job"), "\(manyWait)")
+        // One key for many lines would have made every line after the first a repeat of it.
+        let (keyed, keyedFile) = try await dispatcher(
+            ["submit", "--file", "jobs.jsonl", "--idempotency-key", "k", "--database-url", unreachable])
+        #expect(keyed == 2 && keyedFile.contains("--idempotency-key names one job"), "\(keyedFile)")
+        let (twice, twicePrompt) = try await dispatcher(
+            ["submit", "--prompt", "a", "--prompt", "b", "--database-url", unreachable])
+        #expect(twice == 2 && twicePrompt.contains("--prompt is given twice (\"a\", then \"b\")"), "\(twicePrompt)")
         let (cancel, cancelJSON) = try await dispatcher(["cancel", "1", "--json", "--database-url", unreachable])
         #expect(cancel == 2 && cancelJSON.contains("unknown option --json"), "\(cancelJSON)")
     }

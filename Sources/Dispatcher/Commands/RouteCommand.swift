@@ -32,7 +32,7 @@ enum RouteCommand {
             options: [
                 "prompt", "file", "class", "affinity", "priority", "max-tokens", "sequence", "catalog", "database-url",
             ],
-            flags: ["explain", "json"], takesWords: false
+            flags: ["explain", "json"], takesWords: false, repeatable: ["affinity"]
         )
         if arguments.flag("help") {
             print(usage)

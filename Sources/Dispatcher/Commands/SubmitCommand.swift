@@ -20,7 +20,8 @@ enum SubmitCommand {
           --deadline TIME         ISO 8601 time, or a duration from now (10m, 2h)
           --run-at TIME           not before this time (ISO 8601 or a duration from now)
           --max-attempts N        (default 3)
-          --idempotency-key KEY   a repeat returns the first job instead of a new one
+          --idempotency-key KEY   a repeat returns the first job instead of a new one (one job:
+                                  with --file, each line gives its own idempotency_key)
           --tenant NAME
           --metadata JSON         an object returned with the result
           --wait                  wait for the result and print it (single job)
@@ -62,6 +63,13 @@ enum SubmitCommand {
             throw QueueError(
                 .invalidInput, "--wait waits for one job, from --prompt or --request",
                 hint: "for many jobs, submit with --json and pass the ids to dispatcher wait")
+        }
+        // One key for many lines would make every line after the first a repeat of the first.
+        let bulk = sources.first == "file" || (sources.isEmpty && isatty(0) == 0)
+        if bulk && arguments.value("idempotency-key") != nil {
+            throw QueueError(
+                .invalidInput, "--idempotency-key names one job, and --file submits many; nothing was submitted",
+                hint: "give each line its own key: {\"request\": {…}, \"idempotency_key\": \"…\"}")
         }
         let pool = PostgresPool(
             try Database.configuration(arguments, applicationName: "switchyard-submit"),

@@ -1,7 +1,8 @@
 /// Command-line arguments parsed against the options a command declares.
 ///
-/// Accepts `--name value`, `--name=value`, boolean `--flag`, repeated options, and `--` to end
-/// options. An undeclared option is an error that names the command's `--help`.
+/// Accepts `--name value`, `--name=value`, boolean `--flag`, options declared repeatable given
+/// more than once, and `--` to end options. An undeclared option is an error that names the
+/// command's `--help`; so is another given twice (`--prompt a --prompt b` would drop one).
 public struct Arguments: Sendable {
     public private(set) var positionals: [String] = []
     private var values: [String: [String]] = [:]
@@ -14,9 +15,10 @@ public struct Arguments: Sendable {
     ///   - flags: names of boolean options.
     ///   - takesWords: false for a command that takes options only: a stray word is an error
     ///     (`dispatcher migrate status` must not migrate when `--status` was meant).
+    ///   - repeatable: the options that may be given more than once (read with `values`).
     public init(
         _ arguments: [String], command: String, options: Set<String> = [], flags: Set<String> = [],
-        takesWords: Bool = true
+        takesWords: Bool = true, repeatable: Set<String> = []
     ) throws {
         var index = 0
         while index < arguments.count {
@@ -47,15 +49,22 @@ public struct Arguments: Sendable {
                 }
                 if inlineValue != "false" { self.flags.insert(name) }
             } else if options.contains(name) {
+                let value: String
                 if let inlineValue {
-                    values[name, default: []].append(inlineValue)
+                    value = inlineValue
                 } else {
                     guard index < arguments.count else {
                         throw QueueError(.invalidInput, "--\(name) needs a value", hint: "Run `\(command) --help`.")
                     }
-                    values[name, default: []].append(arguments[index])
+                    value = arguments[index]
                     index += 1
                 }
+                if let earlier = values[name]?.first, !repeatable.contains(name) {
+                    throw QueueError(
+                        .invalidInput, "--\(name) is given twice (\"\(earlier)\", then \"\(value)\"); nothing was done",
+                        hint: "Give it once.")
+                }
+                values[name, default: []].append(value)
             } else {
                 throw QueueError(
                     .invalidInput, "unknown option --\(name) for `\(command)`",
@@ -72,7 +81,7 @@ public struct Arguments: Sendable {
         }
     }
 
-    /// The last value given for an option.
+    /// The value given for an option (the last, for a repeatable one).
     public func value(_ name: String) -> String? { values[name]?.last }
 
     /// Every value given for a repeatable option, in order.
