@@ -23,7 +23,7 @@ enum RouteCommand {
                                (no database needed; every model counts as healthy)
           --json               machine-readable output (an array when --affinity is repeated)
 
-        With the database's catalog, breaker states and latencies come from switchyard.model_health.
+        With the database's catalog, breaker states and latencies come from switchyard.fleet_health.
         """
 
     static func run(_ words: [String]) async throws -> Int32 {

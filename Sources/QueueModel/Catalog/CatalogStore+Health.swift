@@ -2,7 +2,8 @@ import Foundation
 import Postgres
 
 extension CatalogStore {
-    /// A model's fleet-wide health, as kept in `switchyard.model_health` by the workers.
+    /// A model's fleet-wide health, as kept in `switchyard.model_health` by the workers and read
+    /// through `switchyard.fleet_health` (a breaker open past its cool-down reads `half_open`).
     public struct HealthRecord: Sendable, Hashable {
         /// The model name.
         public var model: String
@@ -32,13 +33,15 @@ extension CatalogStore {
         }
     }
 
-    /// Every model's health row, by model name (models no worker has reported on have none).
+    /// Every model's health row, by model name (models no worker has reported on have none), with
+    /// its breaker as the workers treat it now: the stored `open` of a breaker whose cool-down has
+    /// run is `half_open` (a probe may go), as `status` and `fleet_health` say.
     public func health() async throws -> [String: HealthRecord] {
         let rows = try await pool.query(
             """
             SELECT model, state, reason, opened_at, consecutive_failures, window_requests, window_failures,
                    latency_ewma_ms, latency_p95_ms, updated_at
-            FROM switchyard.model_health ORDER BY model
+            FROM switchyard.fleet_health ORDER BY model
             """
         )
         var records: [String: HealthRecord] = [:]
