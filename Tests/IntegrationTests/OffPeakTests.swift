@@ -33,6 +33,20 @@ struct OffPeakTests {
         try await store.claim(worker: "w", freeSlots: 10, backgroundSlots: 10, lease: .seconds(30))
     }
 
+    @Test("the backlog's pace counts jobs workers finished, not cancelled or expired ones")
+    func backlogPace() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let now = try await ResultRow.databaseNow(pool)
+            let statuses = Array(repeating: "succeeded", count: 3) + ["failed"] + Array(repeating: "cancelled", count: 50)
+                + Array(repeating: "expired", count: 20)
+            try await ResultRow.insert(
+                statuses.enumerated().map { ResultRow(job: Int64($0.offset + 1), status: $0.element, priority: "background",
+                                                      finishedAt: now.addingTimeInterval(-60)) },
+                into: pool)
+            #expect(try await BacklogStatus.load(pool).perMinute == 0.4)
+        }
+    }
+
     @Test("SQL and Swift agree on every window's price at every instant")
     func sqlMatchesSwift() async throws {
         try await TestDatabase.withMigratedPool { pool in

@@ -13,7 +13,7 @@ public struct BacklogStatus: Sendable {
     public var nextWaitingAt: Date?
     public var running: Int
     public var gate: BackgroundGate
-    /// Background jobs finished per minute over the last 10 minutes.
+    /// Background jobs workers finished (succeeded or failed) per minute over the last 10 minutes.
     public var perMinute: Double
     public var policy: BackgroundPolicy
 
@@ -30,8 +30,10 @@ public struct BacklogStatus: Sendable {
             SELECT d.queued, d.scheduled AS waiting, d.running,
                    (SELECT min(j.run_at) FROM switchyard.jobs_background j
                     WHERE j.lease_owner IS NULL AND j.run_at > now()) AS next_waiting_at,
+                   -- What workers finished: a mass cancel or expiry is no pace of draining.
                    (SELECT count(*) FROM switchyard.results
-                    WHERE priority = 'background' AND finished_at > now() - interval '10 minutes') / 10.0 AS per_minute
+                    WHERE priority = 'background' AND status IN ('succeeded', 'failed')
+                          AND finished_at > now() - interval '10 minutes') / 10.0 AS per_minute
             FROM switchyard.queue_depth d WHERE d.priority = 'background'
             """
         ).first else {
