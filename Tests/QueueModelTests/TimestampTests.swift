@@ -2,6 +2,7 @@ import Foundation
 import Testing
 
 @testable import Postgres
+import QueueModel
 
 @Suite("Postgres timestamp text")
 struct TimestampTests {
@@ -71,5 +72,26 @@ struct TimestampTests {
             #expect(text.count == 27 && text.hasSuffix("Z"), "\(text)")
         }
         #expect(PostgresTimestamp.format(Date(timeIntervalSince1970: 250_000_000_001)) == "infinity")
+    }
+}
+
+@Suite("ISO 8601 times on the command line and in JSONL")
+struct ISO8601ParsingTests {
+    @Test(
+        "a date that does not exist is refused, not rolled over",
+        arguments: ["2027-02-30T00:00:00Z", "2027-02-29T00:00:00Z", "2026-11-27T24:00:00Z", "2026-11-27T17:00:60Z",
+                    "2026-11-27T17:60:00Z", "2026-13-01T00:00:00Z", "2026-00-10T00:00:00Z", "2026-04-31T10:00:00+02:00"]
+    )
+    func refusesImpossible(text: String) {
+        #expect(QueueModel.ISO8601Parsing.date(text) == nil)
+    }
+
+    @Test("real dates, leap days and offsets are read", arguments: [
+        ("2028-02-29T12:00:00Z", 1_835_438_400.0), ("2026-11-27T23:59:59Z", 1_795_823_999.0),
+        ("2026-11-27T10:00:00+02:00", 1_795_766_400.0), ("2026-11-27T10:00:00.5Z", 1_795_773_600.5),
+    ])
+    func reads(text: String, seconds: Double) throws {
+        let date = try #require(QueueModel.ISO8601Parsing.date(text))
+        #expect(abs(date.timeIntervalSince1970 - seconds) < 0.001)
     }
 }

@@ -105,10 +105,35 @@ public struct Submission: Sendable, Hashable {
 }
 
 /// ISO 8601 parsing for command-line and JSONL times, with or without fractional seconds.
+/// A date that does not exist (February 30, 24:00, a 60th second) is nil: Foundation's parser
+/// would roll it over into the next month, day or minute.
 public enum ISO8601Parsing {
     public static func date(_ text: String) -> Date? {
+        guard fieldsExist(text) else { return nil }
         if let date = try? Date(text, strategy: .iso8601) { return date }
         let fractional = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
         return try? fractional.parse(text)
+    }
+
+    /// Whether the `YYYY-MM-DDTHH:MM:SS` fields at the start of the text name a real moment.
+    static func fieldsExist(_ text: String) -> Bool {
+        let digits = Array(text.utf8.prefix(19))
+        func number(_ range: Range<Int>) -> Int? {
+            guard range.upperBound <= digits.count else { return nil }
+            var value = 0
+            for byte in digits[range] {
+                guard (0x30...0x39).contains(byte) else { return nil }
+                value = value * 10 + Int(byte - 0x30)
+            }
+            return value
+        }
+        guard let year = number(0..<4), let month = number(5..<7), let day = number(8..<10) else { return true }
+        let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
+        let days = [31, leap ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
+        guard (1...12).contains(month), (1...days[month - 1]).contains(day) else { return false }
+        if let hour = number(11..<13), hour > 23 { return false }
+        if let minute = number(14..<16), minute > 59 { return false }
+        if let second = number(17..<19), second > 59 { return false }
+        return true
     }
 }
