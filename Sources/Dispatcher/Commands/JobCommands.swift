@@ -104,7 +104,10 @@ enum JobCommands {
         defer { Task { await store.pool.close() } }
         var status = ExitCode.success
         for id in jobs {
-            let outcome = try await store.cancel(id)
+            // switchyard.cancel answers `cancelled` both for a job it cancels now and for one
+            // cancelled before; only the first is this command's doing.
+            let before = try await store.status(of: id)
+            let outcome = before == "cancelled" ? "already cancelled" : try await store.cancel(id)
             switch outcome {
             case "cancelled", "cancelling":
                 print("\(id)  \(outcome)")
@@ -112,7 +115,7 @@ enum JobCommands {
                 print("\(id)  not found")
                 status = max(status, ExitCode.notFound)
             default:
-                print("\(id)  already \(outcome)")
+                print("\(id)  \(outcome.hasPrefix("already") ? outcome : "already \(outcome)")")
                 status = max(status, ExitCode.jobNotSucceeded)
             }
         }

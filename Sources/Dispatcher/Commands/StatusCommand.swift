@@ -17,6 +17,8 @@ enum StatusCommand {
 
         The numbers come from SQL any client can run: switchyard.job_stats, switchyard.model_stats,
         switchyard.queue_depth, switchyard.worker_status, switchyard.alerts (docs/observability.md).
+        A section that cannot be read (permissions, an error) says why in its place, and the exit
+        status is then 1.
         """
 
     static func run(_ words: [String]) async throws -> Int32 {
@@ -39,6 +41,12 @@ enum StatusCommand {
             print(report.json.prettyText)
         } else {
             print(report.lines().joined(separator: "\n"))
+        }
+        // Printed all the same; but a script must not take a report it could not read for a good one.
+        guard report.unavailable.isEmpty else {
+            printError("error: \(report.unavailable.count) of \(report.sections.count) sections unavailable: "
+                       + report.unavailable.joined(separator: ", "))
+            return ExitCode.failure
         }
         return ExitCode.success
     }

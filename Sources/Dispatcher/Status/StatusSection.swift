@@ -43,19 +43,24 @@ struct StatusReport: Sendable {
     var window: Duration
     var generatedAt: Date
     var sections: [(section: StatusSection, output: StatusOutput)]
+    /// The keys of the sections that could not be loaded (their output shows why).
+    var unavailable: [String] = []
 
     /// Loads every section; a section that fails shows its error instead of failing the report.
     static func load(_ context: StatusContext, sections: [StatusSection] = StatusSection.all) async -> StatusReport {
         var outputs: [(StatusSection, StatusOutput)] = []
+        var unavailable: [String] = []
         for section in sections {
             do {
                 outputs.append((section, try await section.load(context)))
             } catch {
                 outputs.append(
                     (section, StatusOutput(lines: ["unavailable: \(error)"], json: ["error": .string("\(error)")])))
+                unavailable.append(section.key)
             }
         }
-        return StatusReport(window: context.window, generatedAt: context.at ?? Date(), sections: outputs)
+        return StatusReport(
+            window: context.window, generatedAt: context.at ?? Date(), sections: outputs, unavailable: unavailable)
     }
 
     /// The report as lines for a terminal.

@@ -283,6 +283,14 @@ struct TenantIsolationTests {
                 #expect(mine.status == 0, "\(mine.output)")
                 let cancel = try await dispatcher(["cancel", String(jobs["globex"]!.queued)])
                 #expect(cancel.status == 6 && cancel.output.contains("not found"), "\(cancel.output)")
+                // A job cancelled before is not cancelled again: exit 3, as for any finished job.
+                let first = try await dispatcher(["cancel", String(jobs["acme"]!.queued)])
+                #expect(first.status == 0 && first.output.contains("  cancelled"), "\(first.output)")
+                let again = try await dispatcher(["cancel", String(jobs["acme"]!.queued)])
+                #expect(again.status == 3 && again.output.contains("already cancelled"), "\(again.output)")
+                // A submitter may not read the fleet's state: status says so, and exits 1.
+                let status = try await dispatcher(["status"])
+                #expect(status.status == 1 && status.output.contains("unavailable"), "\(status.output)")
                 // `wait` says it as `cancel` does (its --json keeps the status `not_found`).
                 let wait = try await dispatcher(["wait", String(jobs["globex"]!.queued)])
                 #expect(wait.status == 6 && wait.output.contains("\(jobs["globex"]!.queued)  not found"), "\(wait.output)")
