@@ -267,6 +267,20 @@ struct CatalogCommandTests {
             #expect(extra == 2 && extraOutput.contains("takes no words after it"), "\(extraOutput)")
             let (far, farOutput) = try await dispatcher(["background", "drain", "--until", "99999d", "--database-url", url])
             #expect(far == 2 && farOutput.contains("at most 36500d"), "\(farOutput)")
+            // An option of another action is refused, not ignored (pause --until 1h paused for good).
+            let (until, untilOutput) = try await dispatcher(["background", "pause", "--until", "1h", "--database-url", url])
+            #expect(until == 2 && untilOutput.contains("--until is for dispatcher background drain"), "\(untilOutput)")
+            let (tiers, tiersOutput) = try await dispatcher(
+                ["background", "drain", "--until", "1m", "--tiers", "cheap", "--database-url", url])
+            #expect(tiers == 2 && tiersOutput.contains("--tiers is for dispatcher background ceiling"), "\(tiersOutput)")
+            #expect(try await pool.query(
+                "SELECT count(*) FROM switchyard.settings WHERE name IN ('background_paused', 'background_drain_until') AND value NOT IN ('', 'false')"
+            ).scalar(Int.self) == 0)
+            // The same for the other commands' options of one mode.
+            let (since, sinceOutput) = try await dispatcher(["report", "--html", "-", "--since", "1h", "--database-url", url])
+            #expect(since == 2 && sinceOutput.contains("--since is for report savings"), "\(sinceOutput)")
+            let (list, listOutput) = try await dispatcher(["feedback", "--list", "5", "--database-url", url])
+            #expect(list == 2 && listOutput.contains("--list takes no job"), "\(listOutput)")
         }
     }
 }

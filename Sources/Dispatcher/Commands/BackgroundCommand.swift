@@ -35,6 +35,14 @@ enum BackgroundCommand {
             print(usage)
             return arguments.flag("help") ? ExitCode.success : ExitCode.invalidInput
         }
+        // Each option belongs to one action: elsewhere it would be ignored (pause --until 1h paused
+        // for good), so it is refused before anything is changed.
+        let owners = ["until": "drain", "tiers": "ceiling"]
+        if let (option, owner) = owners.sorted(by: { $0.key < $1.key }).first(where: { arguments.value($0.key) != nil && $0.value != action }) {
+            throw QueueError(
+                .invalidInput, "--\(option) is for dispatcher background \(owner), not \(action); nothing was changed",
+                hint: usage)
+        }
         let pool = PostgresPool(
             try Database.configuration(arguments, applicationName: "switchyard-background"),
             options: .init(maxConnections: 1)

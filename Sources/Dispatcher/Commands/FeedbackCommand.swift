@@ -28,6 +28,11 @@ enum FeedbackCommand {
         defer { Task { await pool.close() } }
         let store = FeedbackStore(pool: pool)
         if arguments.flag("list") {
+            if let word = arguments.positionals.first ?? arguments.value("note") {
+                throw QueueError(
+                    .invalidInput, "--list takes no job, score or note (got \"\(word)\")",
+                    hint: "dispatcher feedback --list [--json]; to rate: dispatcher feedback ID SCORE")
+            }
             return try await list(store, json: arguments.flag("json"))
         }
         guard arguments.positionals.count == 2 else {

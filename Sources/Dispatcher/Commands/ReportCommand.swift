@@ -42,6 +42,11 @@ enum ReportCommand {
             throw QueueError(
                 .invalidInput, "unknown report \"\(word)\"", hint: "use dispatcher report savings, or --html FILE")
         }
+        if let option = ["since", "json"].first(where: { $0 == "json" ? arguments.flag($0) : arguments.value($0) != nil }) {
+            throw QueueError(
+                .invalidInput, "--\(option) is for report savings, not the HTML report",
+                hint: "the HTML report looks back --window (e.g. --window 1h); or dispatcher report savings --\(option)")
+        }
         guard let path = arguments.value("html") else {
             throw QueueError(
                 .invalidInput, "--html FILE is required", hint: "e.g. dispatcher report --html report.html")
