@@ -71,4 +71,15 @@ struct LoggerTests {
         #expect(object["model"] as? String == "gpt-4")
         #expect(object["port"] as? String == "8080", "a string stays a string")
     }
+
+    @Test("in JSON lines, fields added with `with` keep their type, and booleans are booleans")
+    func jsonTypedContext() throws {
+        let lines = Lines()
+        let logger = Logger(label: "t", format: .json) { line in lines.all.withLock { $0.append(line) } }
+            .with("job", Int64(789)).with("attempt", 1).with("model", "gpt-4")
+        logger.info("routed job", ["poll_only": false])
+        let line = try #require(lines.all.withLock { $0.first })
+        #expect(line.contains(#""job":789"#) && line.contains(#""attempt":1"#), "\(line)")
+        #expect(line.contains(#""model":"gpt-4""#) && line.contains(#""poll_only":false"#), "\(line)")
+    }
 }

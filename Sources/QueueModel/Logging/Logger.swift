@@ -93,7 +93,20 @@ public struct Logger: Sendable {
     public func with(_ key: String, _ value: some CustomStringConvertible) -> Logger {
         var copy = self
         copy.metadata.append((key, value.description))
+        if let kind = Self.kind(of: value) { copy.typed[key] = kind }
         return copy
+    }
+
+    /// The JSON type a field keeps in JSON lines, when it is not a string.
+    enum ValueKind: Sendable { case number, bool }
+
+    /// The fields added with `with` that are numbers or booleans.
+    private var typed: [String: ValueKind] = [:]
+
+    static func kind(of value: any CustomStringConvertible) -> ValueKind? {
+        if value is Bool { return .bool }
+        if value is any BinaryInteger || value is any BinaryFloatingPoint { return .number }
+        return nil
     }
 
     public func trace(_ message: @autoclosure () -> String, _ fields: @autoclosure () -> LogFields = [:]) {
@@ -122,16 +135,16 @@ public struct Logger: Sendable {
             ("ts", Self.timestamp()), ("level", level.name), ("logger", label), ("msg", message()),
         ]
         pairs += metadata
-        // Numbers stay numbers in JSON lines (`"latency_ms":4`, not `"4"`).
-        var numbers: Set<String> = []
+        // Numbers and booleans stay so in JSON lines (`"latency_ms":4`, not `"4"`).
+        var kinds = typed
         for (key, value) in fields() {
             pairs.append((key, value.description))
-            if value is any BinaryInteger || value is any BinaryFloatingPoint { numbers.insert(key) }
+            kinds[key] = Self.kind(of: value)
         }
         // Each value before it is escaped: an escaped key (`/` as `\/`, `"` as `\"`) would no
         // longer match the registered one.
         pairs = pairs.map { key, value in (key, Secrets.redact(value)) }
-        sink.write(format == .json ? Self.json(pairs, numbers: numbers) : Self.logfmt(pairs))
+        sink.write(format == .json ? Self.json(pairs, kinds: kinds) : Self.logfmt(pairs))
     }
 
     static func logfmt(_ pairs: [(String, String)]) -> String {
@@ -157,12 +170,18 @@ public struct Logger: Sendable {
         }.joined(separator: " ")
     }
 
-    static func json(_ pairs: [(String, String)], numbers: Set<String> = []) -> String {
+    static func json(_ pairs: [(String, String)], kinds: [String: ValueKind] = [:]) -> String {
         let object = Dictionary(
             pairs.map { key, value -> (String, Any) in
-                guard numbers.contains(key) else { return (key, value) }
-                if let whole = Int64(value) { return (key, NSNumber(value: whole)) }
-                if let number = Double(value), number.isFinite { return (key, NSNumber(value: number)) }
+                switch kinds[key] {
+                case .bool?:
+                    if let flag = Bool(value) { return (key, NSNumber(value: flag)) }
+                case .number?:
+                    if let whole = Int64(value) { return (key, NSNumber(value: whole)) }
+                    if let number = Double(value), number.isFinite { return (key, NSNumber(value: number)) }
+                case nil:
+                    break
+                }
                 return (key, value)
             }, uniquingKeysWith: { _, last in last })
         let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
