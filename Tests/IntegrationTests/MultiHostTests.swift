@@ -58,10 +58,13 @@ struct MultiHostTests {
                 try startWorker(lab, on: host, id: id, url: url)
             }
             try await Task.sleep(for: .milliseconds(300))
-            // Cut it while it holds jobs (on a loaded machine its claims can lag its write-backs).
-            try await waitUntil("the victim holds jobs", every: .milliseconds(1)) {
-                try await pool.query("SELECT count(*) FROM switchyard.jobs WHERE lease_owner = 'victim'")
-                    .scalar(Int.self) > 0
+            // Cut it while it holds jobs it claimed a moment ago: their calls take a second, so it
+            // still holds them at the cut. (Cut when it merely held some, it had now and then
+            // written them all back, its next claim lost in the cut, on a loaded machine.)
+            try await waitUntil("the victim holds jobs it has just claimed", every: .milliseconds(1)) {
+                try await pool.query(
+                    "SELECT count(*) FROM switchyard.jobs WHERE lease_owner = 'victim' AND claimed_at > now() - interval '400 milliseconds'"
+                ).scalar(Int.self) > 0
             }
             try await lab.setLink("w1", up: false)
             let cutAt = Date()

@@ -172,6 +172,33 @@ struct WorkerProcessTests {
         }
     }
 
+    @Test("a second worker under a running worker's --id is refused, and leaves the first one's row alone")
+    func twinRefused() async throws {
+        try await TestDatabase.withMigrated { configuration in
+            let pool = PostgresPool(configuration, options: .init(maxConnections: 2))
+            defer { Task { await pool.close() } }
+            let first = try WorkerProcess.start(configuration, id: "twin", arguments: ["--simulated-latency", "1ms"])
+            try await waitUntil("the first worker has registered") {
+                try await pool.query("SELECT count(*) FROM switchyard.workers WHERE id = 'twin'").scalar(Int.self) == 1
+            }
+            let second = try WorkerProcess.start(configuration, id: "twin", arguments: ["--simulated-latency", "1ms"])
+            #expect(await second.wait() == 2, "\(second.log)")
+            #expect(second.log.contains("another worker is running as --id twin"), "\(second.log)")
+            #expect(second.log.contains("pid \(first.child.pid)"), "\(second.log)")
+            let row = try await pool.query("SELECT pid FROM switchyard.workers WHERE id = 'twin'")
+            #expect(try row.first?.decode("pid", as: Int32.self) == first.child.pid, "the first worker's row is kept")
+            first.terminate()
+            #expect(await first.wait() == 0)
+            // Its row gone, or had it died: the id is free again.
+            let third = try WorkerProcess.start(configuration, id: "twin", arguments: ["--simulated-latency", "1ms"])
+            try await waitUntil("the third worker has registered") {
+                try await pool.query("SELECT count(*) FROM switchyard.workers WHERE id = 'twin'").scalar(Int.self) == 1
+            }
+            third.terminate()
+            #expect(await third.wait() == 0)
+        }
+    }
+
     @Test("4 worker processes × concurrency 16 drain 20,000 jobs: every job has exactly one result")
     func exactlyOnce() async throws {
         try await TestDatabase.withMigrated { configuration in

@@ -73,6 +73,7 @@ final class WorkerService: Sendable {
         let registered = Mutex(false)
         let starting = Task {
             try await Migrator().requireCurrent(store.pool)
+            try await refuseTwin()
             _ = try await metrics.measure("heartbeat") {
                 try await store.heartbeat(worker: configuration.identity, held: [], lease: configuration.lease)
             }
@@ -122,9 +123,26 @@ final class WorkerService: Sendable {
 
     private func deregister() async {
         await housekeeper.standDown()
-        _ = try? await metrics.measure("deregister") {
-            try await store.pool.query("DELETE FROM switchyard.workers WHERE id = $1", [configuration.identity.id])
+        _ = try? await metrics.measure("deregister") { try await store.deregister(configuration.identity) }
+    }
+
+    /// Refuses to start under the id of a worker that is running: the id is the lease fence, so
+    /// two processes under one id would take each other's jobs for their own (and end each
+    /// other's). Running means: on another host, a heartbeat younger than a lease; on this host,
+    /// a process with that pid (a container restarted as the same pid, or a worker that died,
+    /// is no twin).
+    private func refuseTwin() async throws {
+        let identity = configuration.identity
+        guard let other = try await store.liveRegistration(id: identity.id, lease: configuration.lease) else { return }
+        if other.hostname == identity.hostname {
+            guard let pid = other.pid, pid != identity.pid, kill(pid, 0) == 0 || errno == EPERM else { return }
         }
+        throw QueueError(
+            .invalidInput,
+            "another worker is running as --id \(identity.id) (host \(other.hostname ?? "?"), pid "
+                + "\(other.pid.map(String.init) ?? "?"), last heartbeat \(Int(other.age.rounded())) s ago); nothing was started",
+            hint: "give each worker its own --id (two under one id would take and end each other's jobs); if that one "
+                + "is gone, start again once its heartbeat is older than its lease (\(Int(configuration.lease.seconds)) s)")
     }
 
     // MARK: Claiming
