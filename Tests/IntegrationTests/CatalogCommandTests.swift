@@ -139,6 +139,8 @@ struct CatalogCommandTests {
                 #expect(status == 2, "\(command): \(output)")
                 #expect(output.contains("already has Switchyard jobs, results or a model catalog"), "\(output)")
                 #expect(output.contains("DATABASE_URL unset"), "\(output)")
+                // Refused before the simulation runs, not after.
+                #expect(!output.contains("simulating"), "\(output)")
             }
             #expect(try await store.status(of: real) == "queued")
             #expect(try await pool.query("SELECT count(*) FROM switchyard.results").scalar(Int.self) == 0)

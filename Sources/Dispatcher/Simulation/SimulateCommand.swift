@@ -61,21 +61,6 @@ enum SimulateCommand {
         }
         let catalog = try CatalogDocument(parsing: data).applied(to: .empty)
 
-        print("simulating \(options.jobs) jobs over \(options.days) days…")
-        let clock = ContinuousClock()
-        let started = clock.now
-        let summary = OffPeakSimulation(catalog: catalog, policy: policy, options: options).run()
-        print("  simulated in \(String(format: "%.1f", (clock.now - started).seconds)) s: "
-            + "\(summary.outcomes.count) succeeded, \(summary.failed) failed on every model, "
-            + "\(summary.postponements) waits for a cheaper price, largest backlog \(summary.largestBacklog)")
-        let waits = summary.backgroundWaitSeconds.sorted()
-        if !waits.isEmpty {
-            let median = waits[waits.count / 2] / 3600
-            let p95 = waits[min(waits.count - 1, waits.count * 95 / 100)] / 3600
-            print("  background wait for a cheap price: median \(String(format: "%.1f", median)) h, P95 \(String(format: "%.1f", p95)) h; "
-                + "\(summary.outcomes.filter { $0.escalation != nil }.count) escalated by their deadline")
-        }
-
         var cluster: PrivatePostgres?
         let configuration: PostgresConfiguration
         if let given = try Database.optionalConfiguration(arguments) {
@@ -87,10 +72,26 @@ enum SimulateCommand {
         }
         let pool = PostgresPool(configuration, options: .init(maxConnections: 2))
         do {
+            // The database is checked before the month is simulated, not after (minutes, wasted).
             try await Migrator().migrate(pool)
             if cluster == nil {
                 try await ScratchDatabase.requireEmpty(pool, target: configuration.target, for: "the simulation")
             }
+            print("simulating \(options.jobs) jobs over \(options.days) days…")
+            let clock = ContinuousClock()
+            let started = clock.now
+            let summary = OffPeakSimulation(catalog: catalog, policy: policy, options: options).run()
+            print("  simulated in \(String(format: "%.1f", (clock.now - started).seconds)) s: "
+                + "\(summary.outcomes.count) succeeded, \(summary.failed) failed on every model, "
+                + "\(summary.postponements) waits for a cheaper price, largest backlog \(summary.largestBacklog)")
+            let waits = summary.backgroundWaitSeconds.sorted()
+            if !waits.isEmpty {
+                let median = waits[waits.count / 2] / 3600
+                let p95 = waits[min(waits.count - 1, waits.count * 95 / 100)] / 3600
+                print("  background wait for a cheap price: median \(String(format: "%.1f", median)) h, P95 \(String(format: "%.1f", p95)) h; "
+                    + "\(summary.outcomes.filter { $0.escalation != nil }.count) escalated by their deadline")
+            }
+
             try await store(summary.outcomes, in: pool)
             print(try await SavingsReport.load(pool, since: nil).text)
             let above = try await pool.query(
