@@ -53,3 +53,24 @@ struct InputScreenTests {
         #expect(InputScreen.path("request", "odd key") == #"request["odd key"]"#)
     }
 }
+
+@Suite("Numbers in status JSON")
+struct StatusNumberTests {
+    @Test("small rates keep their digits; larger figures are given to the thousandth", arguments: [
+        (0.00782, 0.00782), (0.0004, 0.0004), (0.123456789, 0.123457), (12.34567, 12.346), (0, 0), (-0.00002, -0.00002),
+    ])
+    func rounding(value: Double, expected: Double) {
+        #expect(JSONValue.optional(value) == .number(expected))
+    }
+}
+
+@Suite("Money in the savings report")
+struct SavingsMoneyTests {
+    @Test("to the cent from a dollar up; two significant digits below", arguments: [
+        ("1234.567", "$1,234.57"), ("0.5", "$0.50"), ("0.00123", "$0.0012"), ("0.0000008", "$0.00000080"),
+        ("0", "$0.00"), ("-0.0042", "-$0.0042"), ("-3.456", "-$3.46"),
+    ])
+    func money(value: String, expected: String) {
+        #expect(SavingsReport.money(Decimal(string: value)!) == expected)
+    }
+}

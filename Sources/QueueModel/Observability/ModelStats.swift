@@ -74,9 +74,12 @@ public struct ModelStats: Sendable, Hashable {
 }
 
 extension JSONValue {
-    /// A number, or null.
+    /// A number, or null: to the thousandth, or below 1 to six significant digits (an error rate
+    /// of 0.00782 stays that, not 0.008; one under 0.0005 is not 0).
     static func optional(_ value: Double?) -> JSONValue {
-        value.map { .number(($0 * 1000).rounded() / 1000) } ?? .null
+        guard let value else { return .null }
+        guard value.isFinite, abs(value) < 1, value != 0 else { return .number((value * 1000).rounded() / 1000) }
+        return .number(Double(String(format: "%.6g", value)) ?? value)
     }
 
 }

@@ -63,12 +63,16 @@ public struct SavingsReport: Sendable {
         return lines.joined(separator: "\n")
     }
 
+    /// Dollars to the cent; an amount under a dollar to two significant digits (at most eight
+    /// decimals), so a few cheap jobs do not read as $0.00.
     static func money(_ value: Decimal) -> String {
+        let magnitude = abs((value as NSDecimalNumber).doubleValue)
+        let decimals = magnitude >= 1 || magnitude == 0 ? 2 : max(2, min(8, 1 - Int(log10(magnitude).rounded(.down))))
         var rounded = Decimal()
         var input = value
-        NSDecimalRound(&rounded, &input, 2, .plain)
+        NSDecimalRound(&rounded, &input, decimals, .plain)
         let text = (rounded < 0 ? -rounded : rounded).formatted(
-            .number.precision(.fractionLength(2)).locale(Locale(identifier: "en_US")))
+            .number.precision(.fractionLength(decimals)).locale(Locale(identifier: "en_US")))
         return (rounded < 0 ? "-$" : "$") + text
     }
 
