@@ -76,9 +76,20 @@ enum DispatcherCommand {
             printError("error: \(error)")
             return 2
         } catch {
-            printError("error: \(error)" + (Self.lacksSchema(error) ? Self.migrateHint : ""))
+            printError("error: \(error)" + (Self.lacksSchema(error) ? Self.migrateHint : Self.privilegeHint(error)))
             return 1
         }
+    }
+
+    /// For a refusal the server gave without a hint of its own (`permission denied for table
+    /// models`): which roles may do what.
+    static func privilegeHint(_ error: any Error) -> String {
+        guard let error = error as? PostgresError, error.sqlState == .insufficientPrivilege, error.hint == nil else {
+            return ""
+        }
+        return "\nhint: this role may not do that. Operator commands (models import, background, prune, status, "
+            + "report, top) need a member of switchyard_admin; submit, wait, result, cancel and retry, of "
+            + "switchyard_submitter (docs/security.md)."
     }
 
     static let migrateHint = "\nhint: this database has no Switchyard schema, or an older one: run `dispatcher migrate`."

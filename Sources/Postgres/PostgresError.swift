@@ -56,8 +56,8 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
     public var description: String {
         var text = message
         if let sqlState { text += " (SQLSTATE \(sqlState.rawValue))" }
-        if let detail { text += "\nDETAIL: \(detail)" }
-        if let hint { text += "\nHINT: \(hint)" }
+        if let detail { text += "\ndetail: \(detail)" }
+        if let hint { text += "\nhint: \(hint)" }
         return text
     }
 

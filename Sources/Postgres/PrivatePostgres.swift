@@ -271,5 +271,5 @@ public struct PrivatePostgresError: Error, CustomStringConvertible {
         self.message = message
         self.hint = hint
     }
-    public var description: String { hint.map { "\(message)\nHINT: \($0)" } ?? message }
+    public var description: String { hint.map { "\(message)\nhint: \($0)" } ?? message }
 }

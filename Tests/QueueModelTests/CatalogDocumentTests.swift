@@ -76,6 +76,9 @@ struct CatalogDocumentTests {
                 "models.m.price_per_1k_input: 0.00000000001 has more than 10 digits after the decimal point — the catalog "
                     + "keeps prices to 10 places; round it"
             ])
+        // Too large for a number at all: out of range, not "expected a number, got a number".
+        let huge = #"{"models": {"m": {"provider": "openai", "price_per_1k_input": 1e400}}}"#
+        #expect(problems(huge) == ["models.m.price_per_1k_input: 1e400 is out of range — use a number from 0 up to 9999999999"])
     }
 
     @Test("every problem is reported at once, each with its path and what to do")

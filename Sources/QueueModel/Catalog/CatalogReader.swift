@@ -101,6 +101,8 @@ struct CatalogReader {
         guard let value = node.decimalValue else {
             if case .string(let text) = node, Double(text) != nil {
                 problem(path, "expected a number, got a string", hint: "write it without quotes: \(text)")
+            } else if case .number(let text) = node {
+                problem(path, "\(text) is out of range", hint: "use a number from \(minimum) up to 9999999999")
             } else {
                 problem(path, "expected a number, got \(node.typeName)")
             }

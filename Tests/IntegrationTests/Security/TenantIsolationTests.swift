@@ -291,6 +291,9 @@ struct TenantIsolationTests {
                 // A submitter may not read the fleet's state: status says so, and exits 1.
                 let status = try await dispatcher(["status"])
                 #expect(status.status == 1 && status.output.contains("unavailable"), "\(status.output)")
+                // An operator's command says which role it needs.
+                let prices = try await dispatcher(["models", "list"])
+                #expect(prices.status == 1 && prices.output.contains("need a member of switchyard_admin"), "\(prices.output)")
                 // `wait` says it as `cancel` does (its --json keeps the status `not_found`).
                 let wait = try await dispatcher(["wait", String(jobs["globex"]!.queued)])
                 #expect(wait.status == 6 && wait.output.contains("\(jobs["globex"]!.queued)  not found"), "\(wait.output)")
