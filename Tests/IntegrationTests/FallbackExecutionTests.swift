@@ -188,6 +188,31 @@ struct FallbackExecutionTests {
         }
     }
 
+    @Test("a 400 only this model gives (unsupported_parameter, as o1 answers max_tokens): the next model answers")
+    func unsupportedParameterFallsBack() async throws {
+        try await Self.withRoutingWorker { store, server, _ in
+            try await server.script([
+                "primary": [
+                    "kind": "bad_request", "code": "unsupported_parameter",
+                    "message": .string(
+                        "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                            + "Use 'max_completion_tokens' instead."),
+                ]
+            ])
+            let result = try await Self.submitAndWait(store, Self.chat())
+            #expect(result["status"] == "succeeded")
+            #expect(result["model"] == "secondary")
+            #expect(Self.trail(result).map(\.model) == ["primary", "secondary"])
+            #expect(result["attempts"]?[0]?["error"]?.stringValue?.contains("unsupported_request") == true)
+            // More such requests than the breaker's failures in a row (5): the model is not broken, the
+            // requests are, so its breaker stays closed and it is still tried for each.
+            for _ in 0..<6 {
+                #expect(try await Self.submitAndWait(store, Self.chat())["model"] == "secondary")
+            }
+            #expect(try await server.count(for: "primary") == 7)
+        }
+    }
+
     @Test("an Anthropic model: the request goes out as a Messages call and comes back OpenAI-shaped")
     func anthropicExchange() async throws {
         try await Self.withRoutingWorker { store, server, _ in

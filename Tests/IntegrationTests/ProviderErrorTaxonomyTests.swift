@@ -126,6 +126,24 @@ struct ProviderErrorTaxonomyTests {
                 + #""type":"exceed_context_size_error"}}"#,
             code: .contextLengthExceeded, decision: .largerContext),
         Row(
+            name: "400 unsupported_parameter (max_tokens on an o1-style model) → next candidate: only it refuses",
+            status: 400,
+            body: #"{"error":{"code":"unsupported_parameter","param":"max_tokens","type":"invalid_request_error","#
+                + #""message":"Unsupported parameter: 'max_tokens' is not supported with this model. "#
+                + #"Use 'max_completion_tokens' instead."}}"#,
+            code: .unsupportedRequest, decision: .nextCandidate),
+        Row(
+            name: "400 unsupported_value (a temperature this model does not take) → next candidate",
+            status: 400,
+            body: openAI(
+                "Unsupported value: 'temperature' does not support 0.2 with this model. Only the default (1) value "
+                    + "is supported.", code: "unsupported_value"),
+            code: .unsupportedRequest, decision: .nextCandidate),
+        Row(
+            name: "400 without a code saying the model does not support it → next candidate",
+            status: 400, body: anthropic("invalid_request_error", "This model does not support image input."),
+            code: .unsupportedRequest, decision: .nextCandidate),
+        Row(
             name: "other 400 → fail the job",
             status: 400, body: openAI("Invalid value for 'temperature'"), code: .badRequest, decision: .failJob),
         Row(

@@ -175,8 +175,12 @@ struct RoutingExecutor: JobExecutor {
                         "latency_ms": Int(latencyMS.rounded()), "next": Self.describe(decision), "error": summary,
                     ]
                 )
-                // Neither the request's fault nor this worker's says anything about the model's health.
-                let modelAtFault = ![.failJob, .largerContext, .nextCandidateAndSkipHere].contains(decision)
+                // Neither the request's fault nor this worker's says anything about the model's health, nor
+                // does a request this model cannot take (`max_tokens` on o1, `n` on Anthropic): counted, a
+                // run of them would open its breaker for the requests it can take.
+                let modelAtFault =
+                    ![.failJob, .largerContext, .nextCandidateAndSkipHere].contains(decision)
+                    && providerError?.code != .unsupportedRequest
                 fleet.end(
                     model, success: false, countsAgainstModel: modelAtFault, latencyMS: latencyMS,
                     rateLimit: providerError?.rateLimit,

@@ -8,6 +8,8 @@ import QueueModel
 /// | 429 `rate_limit_exceeded`, no wait or too long   | `nextCandidate`                       |
 /// | 5xx, 529, timeout, connection failure            | `nextCandidate`                       |
 /// | undecodable 2xx body, unsupported by the API     | `nextCandidate`                       |
+/// | 4xx: this model does not take a parameter        | `nextCandidate` (breaker not told)    |
+/// | (`unsupported_parameter`, `unsupported_value`)   |                                       |
 /// | context-length error                             | `largerContext`                       |
 /// | 429 `insufficient_quota`, 401, 403, 404,         | `nextCandidateAndMarkUnhealthy`       |
 /// | unusable catalog entry                           |                                       |

@@ -72,6 +72,13 @@ extension ProviderError {
                     + "messages or lower max_tokens")
         case 400...499 where Self.isQuota(text):
             return make(.quotaExhausted, hint: "add credit or raise this account's quota, then re-enable the model")
+        case 400...499 where Self.isUnsupportedByModel(text):
+            // o1-style models refuse `max_tokens` ("use max_completion_tokens instead"), some refuse a
+            // temperature: this model's limit, not the request's fault, so another model may take it.
+            return make(
+                .unsupportedRequest,
+                hint: "the job moves to the next model; to keep it on this one, submit the request without the "
+                    + "parameter the message names (or with the one it suggests)")
         case 400...499:
             return make(
                 .badRequest,
@@ -116,6 +123,14 @@ extension ProviderError {
             "prompt is too long", "exceeds the available context", "context size", "too many tokens",
         ]
         return phrases.contains { text.contains($0) }
+    }
+
+    /// A 4xx saying this model does not take a parameter or value the request uses (OpenAI's
+    /// `unsupported_parameter` / `unsupported_value`, or a message to that effect), as opposed to
+    /// a request no model would accept.
+    static func isUnsupportedByModel(_ text: String) -> Bool {
+        ["unsupported_parameter", "unsupported_value", "not supported with this model", "does not support"]
+            .contains { text.contains($0) }
     }
 
     static func isQuota(_ text: String) -> Bool {

@@ -40,8 +40,9 @@ public struct ProviderError: Error, Sendable, CustomStringConvertible {
         public static let invalidResponse = Code("invalid_response")
         /// The environment variable named by the model's `api_key_env` is not set.
         public static let missingAPIKey = Code("missing_api_key")
-        /// The request uses something this provider's API cannot express (an input type its
-        /// translation does not support); another model may take it.
+        /// The request uses something this provider's API or this model cannot take (an input
+        /// type its translation does not support, or a 4xx `unsupported_parameter` such as
+        /// `max_tokens` on an o1-style model); another model may take it.
         public static let unsupportedRequest = Code("unsupported_request")
         /// The catalog entry cannot be used as it is (bad base URL, bad simulated settings).
         public static let misconfigured = Code("misconfigured")
