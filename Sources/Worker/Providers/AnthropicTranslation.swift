@@ -6,8 +6,11 @@ import QueueModel
 ///
 /// Requests: system and developer messages become the top-level `system`; `max_tokens` (or
 /// `max_completion_tokens`) is required by Anthropic, so a default fills in; `stop` becomes
-/// `stop_sequences`; `temperature` is capped at Anthropic's maximum of 1; tools, tool calls and
-/// tool results, text and image parts are carried over; consecutive messages of one role merge.
+/// `stop_sequences`; `temperature` is capped at Anthropic's maximum of 1; `user` becomes
+/// `metadata.user_id`; tools, tool calls and tool results, text and image parts are carried over
+/// (empty text parts dropped, as Anthropic refuses them); `parallel_tool_calls: false` becomes
+/// `disable_parallel_tool_use`; consecutive messages of one role merge. What Anthropic has no
+/// equivalent for is refused (`refuseUntranslatable`), never dropped.
 enum AnthropicTranslation {
     /// The Messages API body for an OpenAI-shaped request.
     /// - Parameters:
@@ -15,7 +18,8 @@ enum AnthropicTranslation {
     ///   - model: the catalog entry (its upstream name is sent as `model`).
     ///   - defaultMaxTokens: used when the request sets no `max_tokens`.
     /// - Throws: `ProviderError.badRequest` for a request without messages or with an unknown
-    ///   role; `.unsupportedRequest` for a content part Anthropic cannot take.
+    ///   role; `.unsupportedRequest` for a content part or parameter Anthropic cannot take, a
+    ///   message left empty, or no message but system ones.
     static func messagesRequest(
         from request: [String: JSONValue], model: ModelSpec, defaultMaxTokens: Int
     ) throws -> JSONValue {
@@ -24,6 +28,7 @@ enum AnthropicTranslation {
                 .badRequest, "the request has no messages array",
                 hint: "submit {\"messages\":[{\"role\":\"user\",\"content\":\"…\"}]}", model: model.name)
         }
+        try refuseUntranslatable(request, model: model)
         var system: [String] = []
         var turns: [(role: String, blocks: [JSONValue])] = []
         func append(_ role: String, _ blocks: [JSONValue]) {
@@ -34,18 +39,31 @@ enum AnthropicTranslation {
                 turns.append((role, blocks))
             }
         }
-        for message in messages {
+        /// Anthropic refuses a message without content; dropping it would change the conversation.
+        func appendTurn(_ role: String, _ blocks: [JSONValue], index: Int) throws {
+            guard !blocks.isEmpty else {
+                throw ProviderError(
+                    .unsupportedRequest,
+                    "messages[\(index)] (\(role)) has no content once its empty text parts are dropped, and "
+                        + "Anthropic models refuse an empty message",
+                    hint: "give the message some text or remove it; meanwhile the job moves to the next model",
+                    model: model.name)
+            }
+            append(role, blocks)
+        }
+        for (index, message) in messages.enumerated() {
             let role = message["role"]?.stringValue ?? ""
             switch role {
             case "system", "developer":
-                system.append(
-                    try contentBlocks(message["content"], model: model).compactMap { $0["text"]?.stringValue }
-                        .joined(separator: "\n"))
+                let text = try contentBlocks(message["content"], model: model).compactMap { $0["text"]?.stringValue }
+                    .joined(separator: "\n")
+                if !text.isEmpty { system.append(text) }
             case "user":
-                append("user", try contentBlocks(message["content"], model: model))
+                try appendTurn("user", try contentBlocks(message["content"], model: model), index: index)
             case "assistant":
-                append(
-                    "assistant", try contentBlocks(message["content"], model: model) + toolUses(message["tool_calls"]))
+                try appendTurn(
+                    "assistant", try contentBlocks(message["content"], model: model) + toolUses(message["tool_calls"]),
+                    index: index)
             case "tool", "function":
                 let text = try contentBlocks(message["content"], model: model).compactMap { $0["text"]?.stringValue }
                     .joined(separator: "\n")
@@ -56,6 +74,14 @@ enum AnthropicTranslation {
                     .badRequest, "a message has the role \"\(role)\", which chat completions do not define",
                     hint: "use system, developer, user, assistant or tool", model: model.name)
             }
+        }
+        guard !turns.isEmpty else {
+            // Anthropic answers `"messages": []` with a 400; an OpenAI model may answer a system prompt alone.
+            throw ProviderError(
+                .unsupportedRequest,
+                "the request has only system messages, and Anthropic models need at least one user message",
+                hint: "add a user message to run the job on an Anthropic model; meanwhile it moves to the next model",
+                model: model.name)
         }
 
         var body: [String: JSONValue] = [
@@ -82,7 +108,14 @@ enum AnthropicTranslation {
         }
         if let user = request["user"]?.stringValue { body["metadata"] = ["user_id": .string(user)] }
         if let tools = request["tools"]?.arrayValue, !tools.isEmpty { body["tools"] = .array(tools.map(tool)) }
-        if let choice = request["tool_choice"].flatMap(toolChoice) { body["tool_choice"] = choice }
+        var choice = request["tool_choice"].flatMap(toolChoice)
+        if request["parallel_tool_calls"]?.boolValue == false, body["tools"] != nil, choice?["type"] != "none" {
+            choice = choice ?? ["type": "auto"]
+            choice?["disable_parallel_tool_use"] = true
+        }
+        if let choice { body["tool_choice"] = choice }
+        // Not sent: `stream` (workers never stream; the answer is read whole), `seed` (Anthropic has
+        // no seed, and OpenAI's is best effort only), and any other parameter not named here.
         return .object(body)
     }
 
@@ -92,9 +125,12 @@ enum AnthropicTranslation {
         case nil, .null?: return []
         case .string(let text)?: return text.isEmpty ? [] : [["type": "text", "text": .string(text)]]
         case .array(let parts)?:
-            return try parts.map { part in
+            return try parts.compactMap { part in
                 switch part["type"]?.stringValue {
-                case "text": return ["type": "text", "text": part["text"] ?? ""]
+                case "text":
+                    // Anthropic refuses an empty text block; an empty part says nothing anyway.
+                    guard let text = part["text"], !text.isNull, text != "" else { return nil }
+                    return ["type": "text", "text": text]
                 case "image_url":
                     let url = part["image_url"]?["url"]?.stringValue ?? part["image_url"]?.stringValue ?? ""
                     return ["type": "image", "source": imageSource(url)]
@@ -119,9 +155,11 @@ enum AnthropicTranslation {
         else {
             return ["type": "url", "url": .string(url)]
         }
-        let mediaType = url[url.index(url.startIndex, offsetBy: 5)..<comma].dropLast(";base64".count)
+        var mediaType = String(url[url.index(url.startIndex, offsetBy: 5)..<comma].dropLast(";base64".count))
+        // Browsers and some SDKs write image/jpg, which Anthropic refuses; the registered type is image/jpeg.
+        if mediaType.lowercased() == "image/jpg" { mediaType = "image/jpeg" }
         return [
-            "type": "base64", "media_type": .string(String(mediaType)),
+            "type": "base64", "media_type": .string(mediaType),
             "data": .string(String(url[url.index(after: comma)...])),
         ]
     }

@@ -1,0 +1,127 @@
+import Foundation
+import QueueModel
+import Testing
+@testable import Worker
+
+/// What the Anthropic translation cannot carry over is refused (the job moves to the next model),
+/// never dropped, and what it can translate is translated.
+@Suite("Anthropic translation: refused, translated, dropped")
+struct AnthropicTranslationTests {
+    static let model = ModelSpec(name: "claude-test", provider: .anthropic, upstreamModel: "claude-upstream")
+    static let hello: JSONValue = [["role": "user", "content": "hi"]]
+
+    static func translate(_ request: [String: JSONValue]) throws -> JSONValue {
+        try AnthropicTranslation.messagesRequest(from: request, model: model, defaultMaxTokens: 1024)
+    }
+
+    /// The error a request is refused with, or nil when it translates.
+    static func refusal(_ request: [String: JSONValue]) -> ProviderError? {
+        do {
+            _ = try translate(request)
+            return nil
+        } catch {
+            return error as? ProviderError
+        }
+    }
+
+    /// Each parameter, with the words the refusal must name it by.
+    static let untranslatable: [(name: String, parameters: [String: JSONValue])] = [
+        ("n = 2", ["n": 2]),
+        ("response_format of type \"json_object\"", ["response_format": ["type": "json_object"]]),
+        ("response_format of type \"json_schema\"", ["response_format": ["type": "json_schema"]]),
+        ("logprobs", ["logprobs": true]),
+        ("top_logprobs", ["top_logprobs": 3]),
+        ("logit_bias", ["logit_bias": ["50256": -100]]),
+        ("presence_penalty = 0.5", ["presence_penalty": 0.5]),
+        ("frequency_penalty = -1", ["frequency_penalty": -1]),
+    ]
+
+    @Test(
+        "parameters Anthropic has no equivalent for are refused, naming them; the job moves to the next model",
+        arguments: untranslatable)
+    func refusesUntranslatableParameters(name: String, parameters: [String: JSONValue]) throws {
+        let error = try #require(Self.refusal(parameters.merging(["messages": Self.hello]) { $1 }))
+        #expect(error.code == .unsupportedRequest)
+        #expect(error.message.contains(name))
+        #expect(error.decision(remainingBudget: .seconds(5)) == .nextCandidate)
+    }
+
+    @Test("their neutral values translate: n 1, text format, no logprobs, empty bias, zero penalties")
+    func acceptsNeutralValues() throws {
+        let body = try Self.translate([
+            "messages": Self.hello, "n": 1, "response_format": ["type": "text"], "logprobs": false,
+            "top_logprobs": nil, "logit_bias": [:], "presence_penalty": 0, "frequency_penalty": 0, "seed": 7,
+            "stream": true,
+        ])
+        #expect(body["messages"] == [["role": "user", "content": "hi"]])
+        for dropped in ["n", "response_format", "logprobs", "logit_bias", "seed", "stream"] {
+            #expect(body[dropped] == nil, "\(dropped) was sent")
+        }
+    }
+
+    @Test("a request with only system messages is refused, not sent as \"messages\": []")
+    func refusesSystemOnly() throws {
+        let error = try #require(
+            Self.refusal(["messages": [["role": "system", "content": "Be brief."]]]))
+        #expect(error.code == .unsupportedRequest)
+        #expect(error.message.contains("user message"))
+    }
+
+    @Test("empty text parts are dropped; a message left empty is refused, naming its index")
+    func emptyText() throws {
+        let body = try Self.translate([
+            "messages": [
+                ["role": "system", "content": [["type": "text", "text": ""]]],
+                ["role": "user", "content": [["type": "text", "text": ""], ["type": "text", "text": "hi"]]],
+            ]
+        ])
+        #expect(body["messages"] == [["role": "user", "content": "hi"]])
+        #expect(body["system"] == nil)
+
+        let error = try #require(
+            Self.refusal([
+                "messages": [
+                    ["role": "user", "content": "hi"],
+                    ["role": "assistant", "content": [["type": "text", "text": ""]]],
+                    ["role": "user", "content": "again"],
+                ]
+            ]))
+        #expect(error.code == .unsupportedRequest)
+        #expect(error.message.contains("messages[1] (assistant)"))
+    }
+
+    @Test("parallel_tool_calls false becomes disable_parallel_tool_use, kept with a given tool_choice")
+    func parallelToolCalls() throws {
+        let tools: JSONValue = [
+            ["type": "function", "function": ["name": "weather", "parameters": ["type": "object"]]]
+        ]
+        let auto = try Self.translate(["messages": Self.hello, "tools": tools, "parallel_tool_calls": false])
+        #expect(auto["tool_choice"] == ["type": "auto", "disable_parallel_tool_use": true])
+
+        let required = try Self.translate([
+            "messages": Self.hello, "tools": tools, "tool_choice": "required", "parallel_tool_calls": false,
+        ])
+        #expect(required["tool_choice"] == ["type": "any", "disable_parallel_tool_use": true])
+
+        let allowed = try Self.translate(["messages": Self.hello, "tools": tools, "parallel_tool_calls": true])
+        #expect(allowed["tool_choice"] == nil)
+        let noTools = try Self.translate(["messages": Self.hello, "parallel_tool_calls": false])
+        #expect(noTools["tool_choice"] == nil)
+    }
+
+    @Test("an image/jpg data URL is sent as image/jpeg, the type Anthropic accepts")
+    func jpgMediaType() throws {
+        let body = try Self.translate([
+            "messages": [
+                [
+                    "role": "user",
+                    "content": [["type": "image_url", "image_url": ["url": "data:image/jpg;base64,/9j/4AAQ"]]],
+                ]
+            ]
+        ])
+        #expect(
+            body["messages"]?[0]?["content"] == [
+                ["type": "image", "source": ["type": "base64", "media_type": "image/jpeg", "data": "/9j/4AAQ"]]
+            ])
+    }
+}
