@@ -219,6 +219,38 @@ struct CatalogDocumentTests {
         #expect(validation.document?.models?.first?.settings["latency_p50"] == 100)
     }
 
+    @Test("a setting an adapter reads, of the wrong type, is refused naming the model, the key and the type")
+    func settingsOfTheWrongType() {
+        let text = """
+            {"models": {
+              "claude": {"provider": "anthropic", "settings": {"default_max_tokens": "4096", "colour": [1]}},
+              "router": {"provider": "openai",
+                         "settings": {"headers": ["HTTP-Referer: x"], "insecure_skip_tls_verify": 1}},
+              "sim": {"provider": "simulated", "settings": {"error_rate": "0.1", "outages": null}}}}
+            """
+        #expect(
+            problems(text) == [
+                "models.claude.settings.default_max_tokens: must be a positive whole number, got a string — write it "
+                    + "without quotes, e.g. \"default_max_tokens\": 4096",
+                "models.router.settings.headers: must be an object whose values are strings, got an array — write it "
+                    + "as, e.g., \"headers\": {\"HTTP-Referer\": \"https://example.com\"}",
+                "models.router.settings.insecure_skip_tls_verify: must be true or false, got a number — write it as, "
+                    + "e.g., \"insecure_skip_tls_verify\": true",
+                "models.sim.settings.error_rate: must be a number, got a string — write it without quotes, e.g. "
+                    + "\"error_rate\": 0.02",
+            ])
+        // In an array of models the path does not name the model: the message does.
+        let array = #"{"models": [{"name": "claude", "provider": "anthropic", "settings": {"default_max_tokens": 0}}]}"#
+        #expect(
+            problems(array) == [
+                "models[0].settings.default_max_tokens: model \"claude\": must be a positive whole number, got a "
+                    + "number — write it as, e.g., \"default_max_tokens\": 4096"
+            ])
+        // Keys no adapter reads are still kept (an openai model's settings are not warned of).
+        let fine = #"{"models": {"o": {"provider": "openai", "settings": {"default_max_tokens": "x", "note": 1}}}}"#
+        #expect(problems(fine).isEmpty)
+    }
+
     @Test("a window that starts and ends at the same time is a whole day: said in a warning")
     func sameStartAndEnd() {
         let text = """

@@ -122,6 +122,15 @@ extension CatalogReader {
             settings: json(fields["settings"], at: Self.join(path, "settings"), expected: "an object") ?? [:]
         )
         if provider == .simulated { checkSimulatedSettings(fields["settings"], at: Self.join(path, "settings")) }
+        if let provider {
+            // Adapters read these at call time; a wrong type would otherwise go out as the default.
+            for setting in ModelSetting.problems(in: spec.settings, provider: provider) {
+                // A path into an array of models ("models[2]") does not say which model.
+                let which = key == nil ? "model \"\(spec.name)\": " : ""
+                let settingPath = Self.join(Self.join(path, "settings"), setting.key)
+                problem(settingPath, which + setting.message, hint: setting.hint)
+            }
+        }
         if let tier, !Self.knownTiers.contains(tier),
             let close = CatalogProblem.suggestion(for: tier, among: Self.knownTiers)
         {

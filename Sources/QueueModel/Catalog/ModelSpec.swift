@@ -71,8 +71,5 @@ public struct ModelSpec: Sendable, Hashable, Codable {
 
     /// The keys a simulated model's `settings` may hold, in documentation order: what the worker's
     /// simulated adapter reads, and what the import warns of a key that is not among them.
-    public static let simulatedSettingsKeys = [
-        "mode", "latency_p50_ms", "latency_p95_ms", "error_rate", "rate_limit_rate", "retry_after_ms", "seed",
-        "output_tokens_min", "output_tokens_max", "outages", "outage_file", "outage_fault",
-    ]
+    public static let simulatedSettingsKeys = ModelSetting.all.filter { $0.providers.contains(.simulated) }.map(\.key)
 }

@@ -12,8 +12,9 @@ import QueueModel
 /// environment variable the catalog names and `anthropic-version: 2023-06-01`, and translates the
 /// answer back into an OpenAI `chat.completion`, so stored results have one shape.
 ///
-/// Settings: `default_max_tokens` (an integer, default 1024) is sent when the request sets no
-/// `max_tokens`, which Anthropic requires.
+/// Settings: `default_max_tokens` (a positive integer, default 1024) is sent when the request
+/// sets no `max_tokens`, which Anthropic requires; a value of another type fails the call as
+/// `misconfigured` (`ModelSpec.checkSettings`) rather than send the default.
 public struct AnthropicProvider: ModelProvider {
     /// Used when a model has no `base_url`.
     public static let defaultBaseURL = "https://api.anthropic.com"
@@ -44,6 +45,7 @@ public struct AnthropicProvider: ModelProvider {
     /// - Throws: `ProviderError` for every failure, `CancellationError` when cancelled.
     public func complete(_ call: ProviderCall) async throws -> ProviderReply {
         let model = call.model
+        try model.checkSettings()
         let maxTokens = model.settings["default_max_tokens"]?.intValue ?? Self.defaultMaxTokens
         let body = try AnthropicTranslation.messagesRequest(
             from: try ProviderEndpoint.requestObject(call), model: model, defaultMaxTokens: maxTokens)

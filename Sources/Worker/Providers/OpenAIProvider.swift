@@ -38,6 +38,7 @@ public struct OpenAIProvider: ModelProvider {
     /// - Throws: `ProviderError` for every failure, `CancellationError` when cancelled.
     public func complete(_ call: ProviderCall) async throws -> ProviderReply {
         let model = call.model
+        try model.checkSettings()
         var body = try ProviderEndpoint.requestObject(call)
         body["model"] = .string(model.upstreamName)
         body["stream"] = false

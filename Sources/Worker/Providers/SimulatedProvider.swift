@@ -33,6 +33,7 @@ public final class SimulatedProvider: ModelProvider {
     /// - Throws: `ProviderError` as a real provider would fail, `CancellationError` when cancelled.
     public func complete(_ call: ProviderCall) async throws -> ProviderReply {
         let model = call.model
+        try model.checkSettings()
         let settings = try SimulatedSettings(model.settings, model: model.name)
         _ = try ProviderEndpoint.requestObject(call)
 
