@@ -35,6 +35,14 @@ struct ArgumentsTests {
         #expect(Arguments.parseDuration(text) == .milliseconds(milliseconds))
     }
 
+    @Test("a positive duration shorter than a millisecond is refused, not read as zero")
+    func tooShort() throws {
+        let arguments = try Arguments(["--window", "0.0001s", "--grace", "0s"], command: "c", options: ["window", "grace"])
+        let error = #expect(throws: QueueError.self) { try arguments.duration("window", default: .seconds(1)) }
+        #expect(error?.message == "--window 0.0001s is shorter than a millisecond, the shortest duration an option takes")
+        #expect(try arguments.duration("grace", default: .seconds(1)) == .zero)
+    }
+
     @Test("bad numbers and durations say what was expected")
     func badValues() throws {
         let arguments = try Arguments(["--n", "x", "--t", "soon"], command: "c", options: ["n", "t"])

@@ -110,6 +110,12 @@ public struct Arguments: Sendable {
                 .invalidInput,
                 "--\(name) must be a duration like 500ms, 30s, 5m, 2h or 7d, at most \(Self.longestDurationDays)d (got \"\(text)\")")
         }
+        // Durations are whole milliseconds: a positive one shorter than that would read as zero.
+        if duration == .zero, let number = Double(text.trimmingCharacters(in: .letters)), number > 0 {
+            throw QueueError(
+                .invalidInput, "--\(name) \(text) is shorter than a millisecond, the shortest duration an option takes",
+                hint: "write it in milliseconds, e.g. 1ms, or 0s for none")
+        }
         guard duration >= minimum else {
             throw QueueError(
                 .invalidInput, "--\(name) must be at least \(Self.format(minimum)) (got \"\(text)\")")
