@@ -38,7 +38,9 @@ enum BackgroundCommand {
         // Each option belongs to one action: elsewhere it would be ignored (pause --until 1h paused
         // for good), so it is refused before anything is changed.
         let owners = ["until": "drain", "tiers": "ceiling"]
-        if let (option, owner) = owners.sorted(by: { $0.key < $1.key }).first(where: { arguments.value($0.key) != nil && $0.value != action }) {
+        let misplaced = owners.sorted(by: { $0.key < $1.key })
+            .first { arguments.value($0.key) != nil && $0.value != action }
+        if let (option, owner) = misplaced {
             throw QueueError(
                 .invalidInput, "--\(option) is for dispatcher background \(owner), not \(action); nothing was changed",
                 hint: usage)

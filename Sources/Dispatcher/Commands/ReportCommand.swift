@@ -42,10 +42,12 @@ enum ReportCommand {
             throw QueueError(
                 .invalidInput, "unknown report \"\(word)\"", hint: "use dispatcher report savings, or --html FILE")
         }
-        if let option = ["since", "json"].first(where: { $0 == "json" ? arguments.flag($0) : arguments.value($0) != nil }) {
+        let savingsOnly = ["since", "json"].first { $0 == "json" ? arguments.flag($0) : arguments.value($0) != nil }
+        if let option = savingsOnly {
             throw QueueError(
                 .invalidInput, "--\(option) is for report savings, not the HTML report",
-                hint: "the HTML report looks back --window (e.g. --window 1h); or dispatcher report savings --\(option)")
+                hint: "the HTML report looks back --window (e.g. --window 1h); "
+                    + "or dispatcher report savings --\(option)")
         }
         guard let path = arguments.value("html") else {
             throw QueueError(

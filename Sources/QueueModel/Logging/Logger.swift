@@ -262,7 +262,9 @@ public enum Secrets {
         var index = 0
         var changed = false
         while index < bytes.count {
-            if bytes[index] == first, index + stem.count <= bytes.count, bytes[index..<(index + stem.count)].elementsEqual(stem) {
+            if bytes[index] == first, index + stem.count <= bytes.count,
+                bytes[index..<(index + stem.count)].elementsEqual(stem)
+            {
                 var end = index + stem.count
                 while end < bytes.count, end - index < key.count, bytes[end] == key[end - index] { end += 1 }
                 output.append(contentsOf: "[REDACTED]".utf8)

@@ -93,7 +93,9 @@ public struct QueueStore: Sendable {
 
     /// The process registered under `id` whose heartbeat is younger than its lease (or `lease`,
     /// the longer): a worker that may be running under this id now.
-    public func liveRegistration(id: String, lease: Duration) async throws -> (hostname: String?, pid: Int32?, age: Double)? {
+    public func liveRegistration(
+        id: String, lease: Duration
+    ) async throws -> (hostname: String?, pid: Int32?, age: Double)? {
         let rows = try await pool.query(
             """
             SELECT hostname, pid, extract(epoch FROM now() - heartbeat_at)::double precision AS age
@@ -103,13 +105,18 @@ public struct QueueStore: Sendable {
             [id, lease.seconds]
         )
         guard let row = rows.first else { return nil }
-        return (try row.decode("hostname", as: String?.self), try row.decode("pid", as: Int32?.self), try row.decode("age"))
+        return (
+            try row.decode("hostname", as: String?.self), try row.decode("pid", as: Int32?.self), try row.decode("age")
+        )
     }
 
     /// Deletes a stopping worker's row, if it is still this process's (not a successor's).
     public func deregister(_ worker: WorkerIdentity) async throws {
         try await pool.query(
-            "DELETE FROM switchyard.workers WHERE id = $1 AND hostname IS NOT DISTINCT FROM $2 AND pid IS NOT DISTINCT FROM $3",
+            """
+            DELETE FROM switchyard.workers
+            WHERE id = $1 AND hostname IS NOT DISTINCT FROM $2 AND pid IS NOT DISTINCT FROM $3
+            """,
             [worker.id, worker.hostname, Int(worker.pid)])
     }
 

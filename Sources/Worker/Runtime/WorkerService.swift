@@ -140,9 +140,11 @@ final class WorkerService: Sendable {
         throw QueueError(
             .invalidInput,
             "another worker is running as --id \(identity.id) (host \(other.hostname ?? "?"), pid "
-                + "\(other.pid.map(String.init) ?? "?"), last heartbeat \(Int(other.age.rounded())) s ago); nothing was started",
-            hint: "give each worker its own --id (two under one id would take and end each other's jobs); if that one "
-                + "is gone, start again once its heartbeat is older than its lease (\(Int(configuration.lease.seconds)) s)")
+                + "\(other.pid.map(String.init) ?? "?"), last heartbeat \(Int(other.age.rounded())) s ago); "
+                + "nothing was started",
+            hint: "give each worker its own --id (two under one id would take and end each other's jobs); if that "
+                + "one is gone, start again once its heartbeat is older than its lease "
+                + "(\(Int(configuration.lease.seconds)) s)")
     }
 
     // MARK: Claiming
