@@ -138,6 +138,11 @@ struct FallbackExecutionTests {
             #expect(result["model"] == "secondary")
             #expect(Self.trail(result).map(\.outcome) == ["rate_limited", "succeeded"])
             #expect(try await server.count(for: "primary") == 1)
+            // The provider asked for 20 s: the next job is not sent to it before then.
+            let next = try await Self.submitAndWait(store, Self.chat())
+            #expect(next["model"] == "secondary")
+            #expect(Self.trail(next).map(\.outcome) == ["succeeded"])
+            #expect(try await server.count(for: "primary") == 1)
         }
     }
 

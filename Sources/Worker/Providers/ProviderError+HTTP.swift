@@ -27,7 +27,9 @@ extension ProviderError {
         let text = "\(detail.message ?? "") \(detail.code ?? "") \(detail.type ?? "")".lowercased()
         let message = detail.message ?? Self.fallbackMessage(status: status, body: body)
 
-        func make(_ code: Code, hint: String?, retryAfter: Duration? = nil) -> ProviderError {
+        func make(
+            _ code: Code, hint: String?, retryAfter: Duration? = nil, rateLimit: RateLimitInfo? = rateLimit
+        ) -> ProviderError {
             ProviderError(
                 code, message, hint: hint, model: model, httpStatus: status, providerCode: detail.code,
                 providerType: detail.type, retryAfter: retryAfter, rateLimit: rateLimit, latency: latency)
@@ -47,11 +49,21 @@ extension ProviderError {
             return make(.quotaExhausted, hint: "add credit or raise this account's quota, then re-enable the model")
         case 429:
             let wait = RateLimitInfo.retryAfter(headers: headers, now: now) ?? rateLimit?.exhaustedUntil
+            // A provider that asked for a pause is not called again before it ends: the model's
+            // budget reads as spent until then (as when its headers say nothing is left), so the
+            // worker's other jobs go to other models instead of drawing more 429s.
+            var limits = rateLimit
+            if let wait, limits?.exhaustedUntil == nil {
+                var paused = limits ?? RateLimitInfo()
+                paused.remainingRequests = 0
+                paused.requestsReset = wait
+                limits = paused
+            }
             return make(
                 .rateLimited,
                 hint:
                     "lower the model's requests_per_minute or tokens_per_minute in the catalog to stay under the limit",
-                retryAfter: wait)
+                retryAfter: wait, rateLimit: limits)
         case 401, 403:
             return make(
                 .unauthorized,
