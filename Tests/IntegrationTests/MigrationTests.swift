@@ -1,6 +1,7 @@
 import Foundation
 import Postgres
 import QueueModel
+import Synchronization
 import Testing
 
 @Suite("Schema migrations")
@@ -74,6 +75,48 @@ struct MigrationTests {
             let error = try await #require(throws: QueueError.self) { try await Migrator().migrate(pool) }
             #expect(error.code == .schemaMismatch)
             #expect(error.message.contains("different SQL"))
+            await pool.close()
+        }
+    }
+
+    @Test("a migration waiting behind a long transaction lets the fleet through, retries, and names the holder")
+    func migrationWaitsBriefly() async throws {
+        try await TestDatabase.withEmpty { configuration in
+            let pool = PostgresPool(configuration, options: .init(maxConnections: 3))
+            try await Migrator(migrations: Array(Migration.all.prefix(28))).migrate(pool)
+            // A dashboard's transaction that has read the jobs table and stays open.
+            let holder = try await PostgresConnection.connect(configuration)
+            try await holder.query("SET application_name = 'slow-dashboard'")
+            try await holder.query("BEGIN")
+            try await holder.query("SELECT count(*) FROM switchyard.jobs")
+            var migrator = Migrator()  // 0029 alters switchyard.jobs
+            migrator.lockWait = .milliseconds(200)
+            migrator.lockTries = 3
+            migrator.lockPause = .milliseconds(300)
+            let waits = Mutex<[String]>([])
+            migrator.onLockWait = { message in waits.withLock { $0.append(message) } }
+            let migrating = Task { [migrator] in try await migrator.migrate(pool) }
+            // Meanwhile the fleet's statements on the table go through (between tries at least):
+            // each waits at most one try's lock wait, never the whole transaction.
+            for _ in 0..<3 {
+                try await pool.withConnection { connection in
+                    try await connection.query("SET statement_timeout = '2s'")
+                    try await connection.query("SELECT count(*) FROM switchyard.jobs")
+                    try await connection.query("RESET statement_timeout")
+                }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            let error = await #expect(throws: QueueError.self) { try await migrating.value }
+            #expect(error?.message.contains("29 (interactive_wait_through_postponement) could not take its locks in 3 tries") == true,
+                    "\(String(describing: error))")
+            #expect(error?.hint?.contains("slow-dashboard") == true, "\(String(describing: error?.hint))")
+            #expect(waits.withLock { $0.count } == 2)
+            #expect(try await Migrator().status(pool).version == 28, "nothing of 0029 was applied")
+            // Once the transaction ends, migrate goes through.
+            try await holder.query("COMMIT")
+            await holder.close()
+            try await Migrator().migrate(pool)
+            #expect(try await Migrator().status(pool).isCurrent)
             await pool.close()
         }
     }

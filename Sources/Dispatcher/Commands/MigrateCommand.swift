@@ -9,13 +9,16 @@ enum MigrateCommand {
 
         Applies the schema migrations this binary carries, each in its own transaction. Safe to run
         twice, and from several machines at once (an advisory lock makes them take turns). Refuses a
-        database migrated by a newer Switchyard.
+        database migrated by a newer Switchyard. A migration waits at most 3 s for a table's lock (a
+        long transaction elsewhere), then lets the fleet's statements through and tries again, up to
+        20 times, saying so on stderr.
 
         The first run on a server creates the roles switchyard_submitter, switchyard_worker and
         switchyard_admin (shared by every database of the server), so it needs a superuser or a role
         with CREATEROLE; later runs need a member of switchyard_admin. See docs/security.md.
 
-          --status   show applied and pending migrations; change nothing
+          --status   show applied and pending migrations; change nothing. Exit 0 up to date, 3
+                     migrations pending, 1 a database this binary cannot migrate (newer or changed)
         """
 
     static func run(_ words: [String]) async throws -> Int32 {
@@ -30,10 +33,14 @@ enum MigrateCommand {
             options: .init(maxConnections: 1)
         )
         defer { Task { await pool.close() } }
-        let migrator = Migrator()
+        var migrator = Migrator()
+        migrator.onLockWait = { printError($0) }
         if arguments.flag("status") {
             let status = try await migrator.status(pool)
             print(SchemaReport.render(status))
+            // 3 says "run migrate"; a database this binary cannot migrate (newer, or changed) is a
+            // failure, since migrate would refuse it.
+            if !status.unknown.isEmpty || !status.modified.isEmpty { return 1 }
             return status.isCurrent ? 0 : 3
         }
         let applied = try await migrator.migrate(pool)

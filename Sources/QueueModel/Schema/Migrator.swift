@@ -27,8 +27,21 @@ public struct SchemaStatus: Sendable {
 
 /// Applies `sql/` migrations: each in its own transaction, recorded in
 /// `switchyard.schema_migrations`, under an advisory lock so concurrent runs take turns.
+///
+/// A migration waits for a table's lock at most `lockWait` per try: while an `ALTER TABLE` waits
+/// behind a long transaction (a dashboard's, a `pg_dump`), every statement of the fleet on that
+/// table queues behind it, and the workers stall. It lets go, pauses, and tries again, up to
+/// `lockTries` times, then names the oldest open transactions.
 public struct Migrator: Sendable {
     public let migrations: [Migration]
+    /// How long one try of a migration waits for a lock.
+    public var lockWait: Duration = .seconds(3)
+    /// How many tries a migration gets before migrate gives up.
+    public var lockTries = 20
+    /// The pause between tries.
+    public var lockPause: Duration = .seconds(2)
+    /// Told about each try that timed out waiting for a lock.
+    public var onLockWait: @Sendable (String) -> Void = { _ in }
 
     /// The advisory lock every migrating process takes (the bytes of "SWYDMIGR").
     static let lockKey: Int64 = 0x5357_5944_4D49_4752
@@ -86,24 +99,70 @@ public struct Migrator: Sendable {
         let status = try await status(on: connection)
         try Self.refuseMismatch(status)
         for migration in status.pending {
-            try await connection.withTransaction { connection in
+            var tries = 0
+            while true {
+                tries += 1
                 do {
-                    try await connection.execute(script: migration.sql)
-                } catch let error as PostgresError {
+                    try await apply(migration, on: connection)
+                    break
+                } catch let error as QueueError where error.sqlState == .lockNotAvailable && tries < lockTries {
+                    onLockWait(
+                        "migration \(migration.version) (\(migration.name)) waited \(Arguments.format(lockWait)) for a "
+                            + "lock (try \(tries) of \(lockTries)); letting the fleet's statements through, then trying again")
+                    try await Task.sleep(for: lockPause)
+                } catch let error as QueueError where error.sqlState == .lockNotAvailable {
                     throw QueueError(
                         .database,
-                        "migration \(migration.version) (\(migration.name)) failed: \(error.message)",
-                        hint: error.hint ?? "Nothing of this migration was applied; fix the cause and run migrate again.",
-                        sqlState: error.sqlState
-                    )
+                        "migration \(migration.version) (\(migration.name)) could not take its locks in \(lockTries) tries "
+                            + "of \(Arguments.format(lockWait)); nothing of it was applied",
+                        hint: "end the long transactions holding Switchyard's tables, then run migrate again. The oldest "
+                            + "open now: " + (try await Self.oldestTransactions(on: connection)),
+                        sqlState: error.sqlState)
                 }
-                try await connection.query(
-                    "INSERT INTO switchyard.schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                    [migration.version, migration.name, migration.checksum]
-                )
             }
         }
         return status.pending
+    }
+
+    /// One migration in its own transaction, waiting at most `lockWait` for each lock.
+    private func apply(_ migration: Migration, on connection: PostgresConnection) async throws {
+        try await connection.withTransaction { connection in
+            do {
+                let milliseconds = lockWait.components.seconds * 1000 + lockWait.components.attoseconds / 1_000_000_000_000_000
+                try await connection.query("SELECT set_config('lock_timeout', $1, true)", ["\(max(milliseconds, 1))ms"])
+                try await connection.execute(script: migration.sql)
+            } catch let error as PostgresError {
+                throw QueueError(
+                    .database,
+                    "migration \(migration.version) (\(migration.name)) failed: \(error.message)",
+                    hint: error.hint ?? "Nothing of this migration was applied; fix the cause and run migrate again.",
+                    sqlState: error.sqlState
+                )
+            }
+            try await connection.query(
+                "INSERT INTO switchyard.schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                [migration.version, migration.name, migration.checksum]
+            )
+        }
+    }
+
+    /// The three oldest open transactions of other sessions on this database, for a person.
+    static func oldestTransactions(on connection: PostgresConnection) async throws -> String {
+        let rows = try await connection.query(
+            """
+            SELECT pid, coalesce(nullif(application_name, ''), usename::text, '?') AS who, state,
+                   extract(epoch FROM now() - xact_start)::bigint AS age_s, left(query, 60) AS query
+            FROM pg_catalog.pg_stat_activity
+            WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL
+            ORDER BY xact_start LIMIT 3
+            """
+        )
+        let sessions = try rows.map { row in
+            "pid \(try row.decode("pid", as: Int.self)) (\(try row.decode("who", as: String.self)), "
+                + "\(try row.decode("state", as: String?.self) ?? "?") for \(try row.decode("age_s", as: Int.self)) s: "
+                + "\(try row.decode("query", as: String?.self) ?? "")"
+        }
+        return sessions.isEmpty ? "none (they have ended: run migrate again)" : sessions.joined(separator: "; ")
     }
 
     /// Compares the database with this binary's migrations without changing anything.
