@@ -227,6 +227,56 @@ struct CatalogStoreTests {
         }
     }
 
+    @Test("cache prices are stored, exported and imported back unchanged; a change is listed; SQL cannot store < 0")
+    func cachePrices() async throws {
+        func document(cachedInput: String) -> Data {
+            Data(
+                """
+                {"models": {
+                   "claude": {"provider": "anthropic", "price_per_1k_input": 0.003, "price_per_1k_output": 0.015,
+                              "price_per_1k_cached_input": \(cachedInput), "price_per_1k_cache_write": 0.00375},
+                   "plain": {"provider": "openai", "price_per_1k_input": 0.0025}}}
+                """.utf8)
+        }
+        let exported = try await TestDatabase.withMigratedPool { pool in
+            let store = CatalogStore(pool: pool)
+            _ = try await store.importDocument(document(cachedInput: "0.0003"))
+            let catalog = try await store.load()
+            #expect(catalog.model(named: "claude")?.pricePer1KCachedInput == Decimal(string: "0.0003"))
+            #expect(catalog.model(named: "claude")?.pricePer1KCacheWrite == Decimal(string: "0.00375"))
+            #expect(catalog.model(named: "plain")?.pricePer1KCachedInput == nil)
+            #expect(catalog.model(named: "plain")?.pricePer1KCacheWrite == nil)
+            // Exported, they are in the document; left out, they stay out (the input price).
+            let text = catalog.document.jsonText
+            let claude = catalog.document["models"]?["claude"]
+            #expect(claude?["price_per_1k_cache_write"] == .number(Decimal(string: "0.00375")!))
+            #expect(catalog.document["models"]?["plain"]?["price_per_1k_cached_input"] == nil)
+            let again = try await store.importDocument(Data(text.utf8))
+            #expect(again.changes.isEmpty, "\(again.changes.rendered())")
+
+            let changed = try await store.importDocument(document(cachedInput: "0.0006"))
+            #expect(changed.changes.changedModels == [.init(name: "claude", fields: ["price_per_1k_cached_input"])])
+            #expect(changed.changes.rendered().hasPrefix("~ model claude: price_per_1k_cached_input"))
+
+            for column in ["price_per_1k_cached_input", "price_per_1k_cache_write"] {
+                let negative = try await #require(throws: PostgresError.self) {
+                    try await pool.query("UPDATE switchyard.models SET \(column) = -0.001 WHERE name = 'claude'")
+                }
+                #expect(negative.sqlState == .checkViolation, "\(column)")
+            }
+            return (try await store.load(), text)
+        }
+        // Into an empty database: the same catalog (its first version, as exported).
+        try await TestDatabase.withMigratedPool { pool in
+            let store = CatalogStore(pool: pool)
+            _ = try await store.importDocument(Data(exported.1.utf8))
+            let loaded = try await store.load()
+            #expect(loaded.model(named: "claude")?.pricePer1KCachedInput == Decimal(string: "0.0003"))
+            #expect(loaded.models.map(\.name) == exported.0.models.map(\.name))
+            #expect(loaded.model(named: "plain") == exported.0.model(named: "plain"))
+        }
+    }
+
     @Test("health comes from model_health, and an open breaker keeps the router away")
     func health() async throws {
         try await TestDatabase.withMigratedPool { pool in

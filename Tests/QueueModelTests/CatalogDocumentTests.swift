@@ -81,6 +81,39 @@ struct CatalogDocumentTests {
         #expect(problems(huge) == ["models.m.price_per_1k_input: 1e400 is out of range — use a number from 0 up to 9999999999"])
     }
 
+    @Test("cache prices are optional exact decimals, checked like the other prices; LiteLLM's names get the fix")
+    func cachePrices() throws {
+        let text = """
+            {"models": {"cached": {"provider": "anthropic", "price_per_1k_input": 0.003,
+                                   "price_per_1k_cached_input": 0.0003, "price_per_1k_cache_write": 0.00375},
+                        "plain": {"provider": "openai", "price_per_1k_input": 0.003}}}
+            """
+        let document = try CatalogDocument(parsing: Data(text.utf8))
+        let cached = try #require(document.models?.first { $0.name == "cached" })
+        #expect(cached.pricePer1KCachedInput == Decimal(string: "0.0003"))
+        #expect(cached.pricePer1KCacheWrite == Decimal(string: "0.00375"))
+        // Left out: nil, which prices cache reads and writes at the input price.
+        let plain = try #require(document.models?.first { $0.name == "plain" })
+        #expect(plain.pricePer1KCachedInput == nil && plain.pricePer1KCacheWrite == nil)
+
+        let bad = """
+            {"models": {"m": {"provider": "openai", "price_per_1k_cached_input": -0.001,
+                              "price_per_1k_cache_write": 0.00000000001},
+                        "n": {"provider": "openai", "price_per_1k_cached_input": "0.0003",
+                              "cache_read_input_token_cost": 3e-7}}}
+            """
+        #expect(
+            problems(bad) == [
+                "models.m.price_per_1k_cached_input: -0.001 is out of range — use a number from 0 up to 9999999999",
+                "models.m.price_per_1k_cache_write: 0.00000000001 has more than 10 digits after the decimal point — "
+                    + "the catalog keeps prices to 10 places; round it",
+                "models.n.cache_read_input_token_cost: unknown field — write \"price_per_1k_cached_input (per 1,000 "
+                    + "tokens)\" instead",
+                "models.n.price_per_1k_cached_input: expected a number, got a string — write it without quotes: "
+                    + "0.0003",
+            ])
+    }
+
     @Test("every problem is reported at once, each with its path and what to do")
     func everyProblemAtOnce() {
         let text = """

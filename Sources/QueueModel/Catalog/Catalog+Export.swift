@@ -20,6 +20,9 @@ extension Catalog {
         if let baseURL = model.baseURL { fields["base_url"] = .string(baseURL) }
         if let variable = model.apiKeyEnv { fields["api_key_env"] = .string(variable) }
         if let upstream = model.upstreamModel { fields["upstream_model"] = .string(upstream) }
+        // Left out when not given, so the model keeps following its input price.
+        if let price = model.pricePer1KCachedInput { fields["price_per_1k_cached_input"] = .number(price) }
+        if let price = model.pricePer1KCacheWrite { fields["price_per_1k_cache_write"] = .number(price) }
         if model.priceWindows.arrayValue?.isEmpty == false { fields["price_windows"] = model.priceWindows }
         if !model.capabilities.isEmpty {
             fields["capabilities"] = .object(model.capabilities.mapValues { .number(Double($0)) })

@@ -113,6 +113,8 @@ public struct CatalogChanges: Sendable, Hashable {
         check("tier", \.tier)
         check("price_per_1k_input", \.pricePer1KInput)
         check("price_per_1k_output", \.pricePer1KOutput)
+        check("price_per_1k_cached_input", \.pricePer1KCachedInput)
+        check("price_per_1k_cache_write", \.pricePer1KCacheWrite)
         check("price_windows", \.priceWindows)
         check("context_window", \.contextWindow)
         check("capabilities", \.capabilities)

@@ -4,8 +4,9 @@ extension CatalogReader {
     /// The fields a model may have, in documentation order.
     static let modelFields = [
         "name", "provider", "base_url", "api_key_env", "upstream_model", "tier", "price_per_1k_input",
-        "price_per_1k_output", "price_windows", "context_window", "capabilities", "weight", "max_concurrency",
-        "requests_per_minute", "tokens_per_minute", "enabled", "settings",
+        "price_per_1k_output", "price_per_1k_cached_input", "price_per_1k_cache_write", "price_windows",
+        "context_window", "capabilities", "weight", "max_concurrency", "requests_per_minute", "tokens_per_minute",
+        "enabled", "settings",
     ]
 
     /// Names from LiteLLM and Portkey configs, and what Switchyard calls them.
@@ -16,6 +17,8 @@ extension CatalogReader {
         "input_cost_per_1k": "price_per_1k_input", "output_cost_per_1k": "price_per_1k_output",
         "input_cost_per_token": "price_per_1k_input (per 1,000 tokens)",
         "output_cost_per_token": "price_per_1k_output (per 1,000 tokens)",
+        "cache_read_input_token_cost": "price_per_1k_cached_input (per 1,000 tokens)",
+        "cache_creation_input_token_cost": "price_per_1k_cache_write (per 1,000 tokens)",
         "max_input_tokens": "context_window", "context_length": "context_window", "max_context": "context_window",
         "rpm": "requests_per_minute", "tpm": "tokens_per_minute", "max_parallel_requests": "max_concurrency",
     ]
@@ -104,6 +107,10 @@ extension CatalogReader {
             upstreamModel: upstream, tier: tier ?? "standard",
             pricePer1KInput: decimal(fields["price_per_1k_input"], at: Self.join(path, "price_per_1k_input")) ?? 0,
             pricePer1KOutput: decimal(fields["price_per_1k_output"], at: Self.join(path, "price_per_1k_output")) ?? 0,
+            pricePer1KCachedInput: decimal(
+                fields["price_per_1k_cached_input"], at: Self.join(path, "price_per_1k_cached_input")),
+            pricePer1KCacheWrite: decimal(
+                fields["price_per_1k_cache_write"], at: Self.join(path, "price_per_1k_cache_write")),
             priceWindows: priceWindows(fields["price_windows"], at: Self.join(path, "price_windows")),
             contextWindow: integer(
                 fields["context_window"], at: Self.join(path, "context_window"), range: 1...100_000_000, unit: " tokens"

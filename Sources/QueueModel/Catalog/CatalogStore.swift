@@ -47,7 +47,8 @@ public struct CatalogStore: Sendable {
         let modelRows = try await connection.query(
             """
             SELECT name, provider, base_url, api_key_env, upstream_model, tier, price_per_1k_input,
-                   price_per_1k_output, price_windows::text AS price_windows, context_window,
+                   price_per_1k_output, price_per_1k_cached_input, price_per_1k_cache_write,
+                   price_windows::text AS price_windows, context_window,
                    capabilities::text AS capabilities, weight, max_concurrency, requests_per_minute,
                    tokens_per_minute, enabled, settings::text AS settings
             FROM switchyard.models ORDER BY name
@@ -202,13 +203,15 @@ public struct CatalogStore: Sendable {
         INSERT INTO switchyard.models (
             name, provider, base_url, api_key_env, upstream_model, tier, price_per_1k_input, price_per_1k_output,
             price_windows, context_window, capabilities, weight, max_concurrency, requests_per_minute,
-            tokens_per_minute, enabled, settings, updated_at)
+            tokens_per_minute, enabled, settings, price_per_1k_cached_input, price_per_1k_cache_write, updated_at)
         VALUES ($1, $2, $3, $4, $5, $6, $7::numeric, $8::numeric, $9::jsonb, $10, $11::jsonb, $12, $13, $14, $15, $16,
-                $17::jsonb, now())
+                $17::jsonb, $18::numeric, $19::numeric, now())
         ON CONFLICT (name) DO UPDATE SET
             provider = EXCLUDED.provider, base_url = EXCLUDED.base_url, api_key_env = EXCLUDED.api_key_env,
             upstream_model = EXCLUDED.upstream_model, tier = EXCLUDED.tier,
             price_per_1k_input = EXCLUDED.price_per_1k_input, price_per_1k_output = EXCLUDED.price_per_1k_output,
+            price_per_1k_cached_input = EXCLUDED.price_per_1k_cached_input,
+            price_per_1k_cache_write = EXCLUDED.price_per_1k_cache_write,
             price_windows = EXCLUDED.price_windows, context_window = EXCLUDED.context_window,
             capabilities = EXCLUDED.capabilities, weight = EXCLUDED.weight,
             max_concurrency = EXCLUDED.max_concurrency, requests_per_minute = EXCLUDED.requests_per_minute,
@@ -234,6 +237,7 @@ public struct CatalogStore: Sendable {
             model.pricePer1KInput, model.pricePer1KOutput, PostgresJSON(text: model.priceWindows.jsonText),
             model.contextWindow, PostgresJSON(text: capabilities.jsonText), model.weight, model.maxConcurrency,
             model.requestsPerMinute, model.tokensPerMinute, model.enabled, PostgresJSON(text: model.settings.jsonText),
+            model.pricePer1KCachedInput, model.pricePer1KCacheWrite,
         ]
     }
 
@@ -253,6 +257,8 @@ public struct CatalogStore: Sendable {
             upstreamModel: try row.decode("upstream_model", as: String?.self), tier: try row.decode("tier"),
             pricePer1KInput: try row.decode("price_per_1k_input"),
             pricePer1KOutput: try row.decode("price_per_1k_output"),
+            pricePer1KCachedInput: try row.decode("price_per_1k_cached_input", as: Decimal?.self),
+            pricePer1KCacheWrite: try row.decode("price_per_1k_cache_write", as: Decimal?.self),
             priceWindows: try JSONValue(parsing: try row.decode("price_windows", as: String.self)),
             contextWindow: try row.decode("context_window"), capabilities: scores.compactMapValues(\.intValue),
             weight: try row.decode("weight"), maxConcurrency: try row.decode("max_concurrency", as: Int?.self),

@@ -25,6 +25,12 @@ public struct ModelSpec: Sendable, Hashable, Codable {
     public var tier: String
     public var pricePer1KInput: Decimal
     public var pricePer1KOutput: Decimal
+    /// The price per 1K prompt tokens read from the provider's prompt cache (OpenAI's
+    /// `cached_tokens`, Anthropic's `cache_read_input_tokens`); nil: `pricePer1KInput`.
+    public var pricePer1KCachedInput: Decimal?
+    /// The price per 1K prompt tokens written to the provider's prompt cache (Anthropic's
+    /// `cache_creation_input_tokens`); nil: `pricePer1KInput`.
+    public var pricePer1KCacheWrite: Decimal?
     /// Off-peak price windows (data, never code); refined by the off-peak work.
     public var priceWindows: JSONValue
     /// Context window in tokens.
@@ -43,7 +49,8 @@ public struct ModelSpec: Sendable, Hashable, Codable {
     public init(
         name: String, provider: ProviderKind, baseURL: String? = nil, apiKeyEnv: String? = nil,
         upstreamModel: String? = nil, tier: String = "standard", pricePer1KInput: Decimal = 0,
-        pricePer1KOutput: Decimal = 0, priceWindows: JSONValue = [], contextWindow: Int = 8192,
+        pricePer1KOutput: Decimal = 0, pricePer1KCachedInput: Decimal? = nil, pricePer1KCacheWrite: Decimal? = nil,
+        priceWindows: JSONValue = [], contextWindow: Int = 8192,
         capabilities: [String: Int] = [:], weight: Double = 1, maxConcurrency: Int? = nil,
         requestsPerMinute: Int? = nil, tokensPerMinute: Int? = nil, enabled: Bool = true, settings: JSONValue = [:]
     ) {
@@ -55,6 +62,8 @@ public struct ModelSpec: Sendable, Hashable, Codable {
         self.tier = tier
         self.pricePer1KInput = pricePer1KInput
         self.pricePer1KOutput = pricePer1KOutput
+        self.pricePer1KCachedInput = pricePer1KCachedInput
+        self.pricePer1KCacheWrite = pricePer1KCacheWrite
         self.priceWindows = priceWindows
         self.contextWindow = contextWindow
         self.capabilities = capabilities
