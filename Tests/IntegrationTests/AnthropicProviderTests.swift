@@ -183,7 +183,7 @@ struct AnthropicProviderTests {
                         "function": ["name": "weather", "arguments": #"{"city":"Paris"}"#],
                     ]
                 ])
-            #expect(reply.usage == TokenUsage(promptTokens: 100, completionTokens: 7))
+            #expect(reply.usage == TokenUsage(promptTokens: 100, completionTokens: 7, cachedTokens: 90))
             #expect(reply.response["usage"]?["prompt_tokens_details"]?["cached_tokens"] == 90)
 
             let long = try await provider.complete(
@@ -191,6 +191,33 @@ struct AnthropicProviderTests {
                     request: ProviderTestSupport.request("go on"), model: Self.model(server, name: "claude-long"),
                     timeout: .seconds(10)))
             #expect(long.response["choices"]?[0]?["finish_reason"] == "length")
+        }
+    }
+
+    @Test("cache reads and writes are parts of the prompt tokens, counted apart, and kept in the OpenAI usage")
+    func cacheUsage() async throws {
+        try await withFakeProviderServer { server in
+            try await server.script([
+                "claude-test": [
+                    "usage": [
+                        "input_tokens": 100, "cache_creation_input_tokens": 10, "cache_read_input_tokens": 50,
+                        "output_tokens": 30,
+                    ]
+                ]
+            ])
+            let reply = try await Self.provider().complete(
+                ProviderCall(
+                    request: ProviderTestSupport.request("hello"), model: Self.model(server), timeout: .seconds(10)))
+            #expect(
+                reply.usage
+                    == TokenUsage(promptTokens: 160, completionTokens: 30, cachedTokens: 50, cacheWriteTokens: 10))
+            #expect(
+                reply.response["usage"] == [
+                    "prompt_tokens": 160, "completion_tokens": 30, "total_tokens": 190,
+                    "prompt_tokens_details": ["cached_tokens": 50], "cache_creation_input_tokens": 10,
+                ])
+            // Read back as an OpenAI answer, the translated usage gives the same counts.
+            #expect(TokenUsage(openAIResponse: reply.response) == reply.usage)
         }
     }
 

@@ -47,6 +47,33 @@ struct OpenAIProviderTests {
         }
     }
 
+    @Test("cached prompt tokens are read from prompt_tokens_details, as a part of prompt_tokens")
+    func cachedTokens() async throws {
+        try await withFakeProviderServer { server in
+            try await server.script([
+                "gpt-test": [
+                    "usage": [
+                        "prompt_tokens": 2000, "completion_tokens": 100, "total_tokens": 2100,
+                        "prompt_tokens_details": ["cached_tokens": 1536, "audio_tokens": 0],
+                    ]
+                ],
+                // What a LiteLLM proxy in front of Anthropic adds: the cache writes.
+                "proxied": [
+                    "usage": [
+                        "prompt_tokens": 160, "completion_tokens": 30, "total_tokens": 190,
+                        "prompt_tokens_details": ["cached_tokens": 50], "cache_creation_input_tokens": 10,
+                    ]
+                ],
+            ])
+            let reply = try await Self.provider().complete(Self.call(Self.model(server)))
+            #expect(reply.usage == TokenUsage(promptTokens: 2000, completionTokens: 100, cachedTokens: 1536))
+            let proxied = try await Self.provider().complete(Self.call(Self.model(server, name: "proxied")))
+            #expect(
+                proxied.usage
+                    == TokenUsage(promptTokens: 160, completionTokens: 30, cachedTokens: 50, cacheWriteTokens: 10))
+        }
+    }
+
     @Test("rate-limit headers on a success are parsed for routing")
     func rateLimitHeaders() async throws {
         try await withFakeProviderServer { server in

@@ -1,26 +1,46 @@
 import Foundation
 
-/// What a call costs: tokens times the model's price per 1K, input and output apart, at the
-/// price in force when the call was made (off-peak windows), in exact decimal arithmetic (never
-/// floating point: these sums end up in invoices).
+/// What a call costs: tokens times the model's price per 1K, input (cache reads and writes apart)
+/// and output apart, at the price in force when the call was made (off-peak windows), in exact
+/// decimal arithmetic (never floating point: these sums end up in invoices).
 public enum Pricing {
     /// The average of a model's input and output price per 1K tokens, each times its multiplier
     /// (1: the list price): what `max_cost_per_1k`, the background ceiling and `cheapest` compare.
+    /// Before a call nobody knows how much of its prompt the provider's cache will serve, so these
+    /// estimates take the full input price; the call's cost (below) uses the cache prices.
     public static func averagePricePer1K(_ model: ModelSpec, input: Decimal = 1, output: Decimal = 1) -> Decimal {
         (model.pricePer1KInput * input + model.pricePer1KOutput * output) * half
     }
 
     /// The cost of one call at the model's list (peak) price.
     public static func cost(of model: ModelSpec, tokensIn: Int, tokensOut: Int) -> Decimal {
-        thousands(tokensIn) * model.pricePer1KInput + thousands(tokensOut) * model.pricePer1KOutput
+        cost(of: model, TokenUsage(promptTokens: tokensIn, completionTokens: tokensOut))
     }
 
-    /// The cost of one call under the given price multipliers.
+    /// The cost of one call: prompt tokens read from the provider's cache at the cached-input
+    /// price, those written to it at the cache-write price, the rest at the input price, and output
+    /// at the output price (each per 1K, the cache prices defaulting to the input price). An
+    /// off-peak window's input multiplier applies to all three input prices, its output
+    /// multiplier to the output price.
+    /// - Parameters:
+    ///   - model: the model called.
+    ///   - usage: the provider's token counts.
+    ///   - multipliers: the price window's factors; nil: the list price.
     public static func cost(
-        of model: ModelSpec, tokensIn: Int, tokensOut: Int, multipliers: (input: Decimal, output: Decimal)
+        of model: ModelSpec, _ usage: TokenUsage, multipliers: (input: Decimal, output: Decimal)? = nil
     ) -> Decimal {
-        thousands(tokensIn) * model.pricePer1KInput * multipliers.input
-            + thousands(tokensOut) * model.pricePer1KOutput * multipliers.output
+        let split = usage.promptSplit
+        var input = thousands(split.uncached) * model.pricePer1KInput
+        // Most calls touch no cache: they skip these products (the worker prices each answer thrice).
+        if split.cached != 0 {
+            input += thousands(split.cached) * (model.pricePer1KCachedInput ?? model.pricePer1KInput)
+        }
+        if split.written != 0 {
+            input += thousands(split.written) * (model.pricePer1KCacheWrite ?? model.pricePer1KInput)
+        }
+        let output = thousands(usage.completionTokens) * model.pricePer1KOutput
+        guard let multipliers else { return input + output }
+        return input * multipliers.input + output * multipliers.output
     }
 
     /// A token count in thousands, exactly (the exponent moves; no division, no extra product).
@@ -68,10 +88,13 @@ public struct PriceSchedule: Sendable, Hashable {
 
     /// The cost of a call made at an instant.
     public func cost(tokensIn: Int, tokensOut: Int, at instant: Date) -> Decimal {
-        guard let multipliers = openMultipliers(at: instant) else {
-            return Pricing.cost(of: model, tokensIn: tokensIn, tokensOut: tokensOut)
-        }
-        return Pricing.cost(of: model, tokensIn: tokensIn, tokensOut: tokensOut, multipliers: multipliers)
+        cost(TokenUsage(promptTokens: tokensIn, completionTokens: tokensOut), at: instant)
+    }
+
+    /// The cost of a call made at an instant, its prompt priced by what the provider's cache served
+    /// (`Pricing.cost(of:_:multipliers:)`).
+    public func cost(_ usage: TokenUsage, at instant: Date) -> Decimal {
+        Pricing.cost(of: model, usage, multipliers: openMultipliers(at: instant))
     }
 
     /// When the next window opens, at or after an instant (nil when the model has none).

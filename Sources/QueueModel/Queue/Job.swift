@@ -79,10 +79,17 @@ public struct AttemptRecord: Sendable, Hashable, Codable {
     public var error: String?
     public var worker: String?
     public var at: Date
+    /// Of the call's prompt tokens, those read from the provider's prompt cache (nil: none): why
+    /// its cost is below tokens times the input price.
+    public var cachedTokens: Int?
+    /// Of the call's prompt tokens, those written to the provider's prompt cache (nil: none),
+    /// priced at the model's cache-write price.
+    public var cacheWriteTokens: Int?
 
     public init(
         attempt: Int, model: String? = nil, provider: String? = nil, tier: String? = nil, outcome: String,
-        httpStatus: Int? = nil, latencyMS: Double? = nil, error: String? = nil, worker: String? = nil, at: Date = Date()
+        httpStatus: Int? = nil, latencyMS: Double? = nil, error: String? = nil, worker: String? = nil,
+        at: Date = Date(), cachedTokens: Int? = nil, cacheWriteTokens: Int? = nil
     ) {
         self.attempt = attempt
         self.model = model
@@ -94,12 +101,16 @@ public struct AttemptRecord: Sendable, Hashable, Codable {
         self.error = error
         self.worker = worker
         self.at = at
+        self.cachedTokens = cachedTokens
+        self.cacheWriteTokens = cacheWriteTokens
     }
 
     enum CodingKeys: String, CodingKey {
         case attempt, model, provider, tier, outcome, error, worker, at
         case httpStatus = "http_status"
         case latencyMS = "latency_ms"
+        case cachedTokens = "cached_tokens"
+        case cacheWriteTokens = "cache_write_tokens"
     }
 
     /// Writes the record as JSON, the way the trail stores it.
@@ -115,6 +126,8 @@ public struct AttemptRecord: Sendable, Hashable, Codable {
         object.text("error", error, into: &output)
         object.text("worker", worker, into: &output)
         object.text("at", at.postgresText, into: &output)  // ISO 8601, as bind parameters are written
+        object.number("cached_tokens", cachedTokens.map(Double.init), into: &output)
+        object.number("cache_write_tokens", cacheWriteTokens.map(Double.init), into: &output)
         object.close(into: &output)
     }
 }

@@ -60,7 +60,8 @@ extension Router {
     }
 
     /// The average of a model's input and output price per 1K tokens: what `max_cost_per_1k`
-    /// and `cheapest` compare.
+    /// and `cheapest` compare. It takes the full input price, not the cache prices: whether the
+    /// provider's cache will serve a prompt is not known before the call.
     public static func averagePricePer1K(_ model: ModelSpec) -> Decimal { Pricing.averagePricePer1K(model) }
 
     /// A rule's models, each once, primary first, with their catalog entries (nil for a name the

@@ -111,17 +111,22 @@ struct RoutingExecutor: JobExecutor {
                     ["model": model.name, "tier": attempt.tier.rawValue, "latency_ms": Int(latencyMS.rounded())]
                 )
                 logger.trace("model response", ["model": model.name, "response": reply.response.jsonText])
+                let usage = reply.usage
+                // The cache counts say why a cost is below tokens_in times the input price.
                 trail.append(
                     AttemptRecord(
                         attempt: job.attempt, model: model.name, provider: model.provider.rawValue,
                         tier: attempt.tier.rawValue, outcome: "succeeded", httpStatus: reply.httpStatus,
-                        latencyMS: latencyMS, worker: worker, at: started
+                        latencyMS: latencyMS, worker: worker, at: started,
+                        cachedTokens: usage.cachedTokens > 0 ? usage.cachedTokens : nil,
+                        cacheWriteTokens: usage.cacheWriteTokens > 0 ? usage.cacheWriteTokens : nil
                     )
                 )
-                // Priced at the moment of the call: an off-peak window may be open.
+                // Priced at the moment of the call: an off-peak window may be open. All three costs
+                // split the prompt the same way (cache reads, cache writes, the rest), so savings
+                // compare like with like; the primary is priced at its own cache prices.
                 let schedule = fleet.schedule(of: model)
-                let (tokensIn, tokensOut) = (reply.usage.promptTokens, reply.usage.completionTokens)
-                let baseCost = Pricing.cost(of: model, tokensIn: tokensIn, tokensOut: tokensOut)
+                let baseCost = Pricing.cost(of: model, usage)
                 var metadata = routeMetadata
                 if job.priority == .background {
                     // What the ceiling compared; lets an SQL check prove no job ran above it unannounced.
@@ -130,11 +135,11 @@ struct RoutingExecutor: JobExecutor {
                 return .succeeded(
                     JobAnswer(
                         model: model.name, provider: model.provider.rawValue, tier: attempt.tier.rawValue,
-                        taskClass: taskClass, response: reply.response, tokensIn: tokensIn, tokensOut: tokensOut,
-                        cost: schedule.cost(tokensIn: tokensIn, tokensOut: tokensOut, at: started),
+                        taskClass: taskClass, response: reply.response, tokensIn: usage.promptTokens,
+                        tokensOut: usage.completionTokens, cost: schedule.cost(usage, at: started),
                         baseCost: baseCost,
-                        primaryCost: primary.map { $0.name == model.name ? baseCost
-                            : Pricing.cost(of: $0, tokensIn: tokensIn, tokensOut: tokensOut) } ?? baseCost,
+                        primaryCost: primary.map { $0.name == model.name ? baseCost : Pricing.cost(of: $0, usage) }
+                            ?? baseCost,
                         trail: trail, metadata: metadata
                     )
                 )

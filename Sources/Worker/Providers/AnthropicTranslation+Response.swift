@@ -8,7 +8,7 @@ extension AnthropicTranslation {
     /// `stop_reason` maps to `finish_reason` (end_turn and stop_sequence → stop, max_tokens →
     /// length, tool_use → tool_calls, refusal → content_filter); prompt tokens include cache
     /// writes and reads, as OpenAI counts them, with reads also in
-    /// `usage.prompt_tokens_details.cached_tokens`.
+    /// `usage.prompt_tokens_details.cached_tokens` and writes in `usage.cache_creation_input_tokens`.
     /// - Parameters:
     ///   - message: the Messages API response body.
     ///   - model: the upstream name, used when the body does not say.
@@ -28,15 +28,15 @@ extension AnthropicTranslation {
         ]
         if !toolCalls.isEmpty { assistant["tool_calls"] = .array(toolCalls) }
 
+        // Anthropic counts input apart from cache reads and writes; OpenAI's prompt_tokens, which
+        // results.tokens_in stores, is all three. Each is priced apart (Pricing).
         let usage = message["usage"]
         let cacheReads = usage?["cache_read_input_tokens"]?.intValue ?? 0
+        let cacheWrites = usage?["cache_creation_input_tokens"]?.intValue ?? 0
         let tokens = TokenUsage(
-            promptTokens: (usage?["input_tokens"]?.intValue ?? 0)
-                + (usage?["cache_creation_input_tokens"]?.intValue ?? 0)
-                + cacheReads,
-            completionTokens: usage?["output_tokens"]?.intValue ?? 0)
-        var openAIUsage = tokens.openAIUsage
-        if cacheReads > 0 { openAIUsage["prompt_tokens_details"] = ["cached_tokens": .number(Double(cacheReads))] }
+            promptTokens: (usage?["input_tokens"]?.intValue ?? 0) + cacheWrites + cacheReads,
+            completionTokens: usage?["output_tokens"]?.intValue ?? 0, cachedTokens: cacheReads,
+            cacheWriteTokens: cacheWrites)
 
         let completion: JSONValue = [
             "id": message["id"] ?? "", "object": "chat.completion",
@@ -48,7 +48,7 @@ extension AnthropicTranslation {
                     "finish_reason": .string(finishReason(message["stop_reason"]?.stringValue)),
                 ]
             ],
-            "usage": openAIUsage,
+            "usage": tokens.openAIUsage,
         ]
         return (completion, tokens)
     }
