@@ -13,7 +13,7 @@ struct SecuritySchemaTests {
         "submit", "cancel", "feedback", "jobs_before_insert", "claim", "heartbeat", "complete", "rescue_expired",
         "expire_overdue", "ensure_result_partitions", "report_health", "evaluate_alerts", "visible_tenants",
         "analyze_stale_partitions", "retry_made", "keep_house", "stand_down",
-        "results_written", "local_time",
+        "results_written", "local_time", "submits_for_any_tenant",
     ]
 
     @Test("definer functions have a fixed search_path; nothing is PUBLIC's; switchyard_admin owns all; RLS is on")

@@ -184,6 +184,18 @@ struct TenantIsolationTests {
                         #expect(error.message.contains(refusal.fragment), "\(error)")
                         #expect(error.hint?.isEmpty == false)
                     }
+                    // A gateway names the tenant in the row, as in submit(…, tenant => …); it reads the
+                    // job back only once it has chosen that tenant for the session.
+                    _ = try await session.attempt(
+                        as: gateway, tenant: nil,
+                        "INSERT INTO switchyard.jobs (request, tenant) VALUES ('\(Self.hello)', 'globex')"
+                    ).get()
+                    let gatewayStar = try await session.attempt(
+                        as: gateway, tenant: nil, "INSERT INTO switchyard.jobs (request, tenant) VALUES ('\(Self.hello)', '*')")
+                    guard case .failure = gatewayStar else {
+                        Issue.record("a gateway could submit for tenant '*'")
+                        return
+                    }
                     let accepted: [(role: String, tenant: String?, expected: String)] = [
                         (acme, nil, "acme"), (both, "globex", "globex"), (gateway, "globex", "globex"),
                     ]
