@@ -6,7 +6,8 @@
 -- left a job scheduled forever. A deadline after run_at but already past (run_at given in the
 -- past) was accepted, and the job expired at once; with run_at left out the same deadline was
 -- refused. An admin could submit for tenant '*', which is reserved; tenant '' shared the
--- idempotency keys of jobs with no tenant.
+-- idempotency keys of jobs with no tenant. A key of retry()'s form (switchyard:retry-of:ID) made
+-- a later retry(ID) answer with the unrelated job that took it.
 --
 -- jobs_before_insert is 0007's with these checks added. (A second trigger for them cost bulk
 -- inserts 5-9%: a trigger call per row.)
@@ -64,6 +65,13 @@ BEGIN
         PERFORM switchyard.reject(
             'task_class, affinity_key, tenant and idempotency_key are limited to 100, 500, 200 and 500 characters',
             'Use shorter identifiers (hash long ones).');
+    END IF;
+    -- The prefix is Switchyard's: retry() keys its retries switchyard:retry-of:ID, and a job of the
+    -- same key would be taken for the retry of ID.
+    IF NEW.idempotency_key LIKE 'switchyard:%'
+       AND NEW.idempotency_key IS DISTINCT FROM 'switchyard:retry-of:' || NEW.retry_of THEN
+        PERFORM switchyard.reject('idempotency keys starting with switchyard: are reserved for Switchyard''s own',
+                                  'Use another prefix for your keys.');
     END IF;
     -- The tenant comes from the session (and is checked against the role), never just from the row.
     NEW.tenant := switchyard.job_tenant(NEW.tenant);

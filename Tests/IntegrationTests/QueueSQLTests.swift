@@ -118,6 +118,9 @@ struct QueueSQLTests {
             #expect(await refusal("SELECT switchyard.submit($1::jsonb, tenant => '*')").contains("is reserved"))
             #expect(await refusal("INSERT INTO switchyard.jobs (request, tenant) VALUES ($1::jsonb, '')")
                 == "tenant must not be empty")
+            // retry()'s keys are its own.
+            #expect(await refusal("SELECT switchyard.submit($1::jsonb, idempotency_key => 'switchyard:retry-of:7')")
+                .contains("reserved for Switchyard's own"))
             let left = try await pool.query(
                 "SELECT (SELECT count(*) FROM switchyard.jobs) + (SELECT count(*) FROM switchyard.idempotency_keys)")
             #expect(try left.scalar(Int.self) == 0)
