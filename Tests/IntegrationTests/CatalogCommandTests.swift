@@ -61,6 +61,8 @@ struct CatalogCommandTests {
             let catalog = try JSONValue(parsing: listed.output)
             #expect(catalog["models"]?.arrayValue?.count == 12)
             #expect(catalog["models"]?[0]?["health"]?["breaker"] == "closed")
+            // No cache prices in the example: null, the input price.
+            #expect(catalog["models"]?[0]?["price_per_1k_cached_input"] == .null)
 
             // A breaker opened by the error rate says so, not "1 failures in a row".
             let pool = PostgresPool(configuration)

@@ -53,6 +53,9 @@ enum CatalogListing {
                 "upstream_model": .string(model.upstreamName), "tier": .string(model.tier),
                 "price_per_1k_input": .string("\(model.pricePer1KInput)"),
                 "price_per_1k_output": .string("\(model.pricePer1KOutput)"),
+                // null: the input price (the call's cache reads and writes cost what its other input does)
+                "price_per_1k_cached_input": model.pricePer1KCachedInput.map { .string("\($0)") } ?? .null,
+                "price_per_1k_cache_write": model.pricePer1KCacheWrite.map { .string("\($0)") } ?? .null,
                 "context_window": .number(Double(model.contextWindow)), "weight": .number(model.weight),
                 "enabled": .bool(model.enabled),
                 "capabilities": .object(model.capabilities.mapValues { .number(Double($0)) }),
