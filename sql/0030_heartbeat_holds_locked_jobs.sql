@@ -13,7 +13,9 @@
 -- had the row been free, and its next one will. A worker that stops heartbeating (dead, frozen,
 -- cut off) loses its jobs exactly when their leases say, as before; one restarted under the same
 -- --id lists only what it claimed itself, so what its predecessor held is rescued as before.
--- Workers of earlier versions call the same heartbeat and get the same protection.
+-- Workers of earlier versions call the same heartbeat and get the same protection. The row now
+-- follows a process that takes over an id (its host, pid, version and start), which the upsert
+-- kept from the first registrant.
 
 SET LOCAL ROLE switchyard_admin;
 
@@ -39,7 +41,12 @@ BEGIN
     ON CONFLICT (id) DO UPDATE
         SET in_flight = EXCLUDED.in_flight, concurrency = EXCLUDED.concurrency, heartbeat_at = now(),
             held_jobs = EXCLUDED.held_jobs, held_attempts = EXCLUDED.held_attempts,
-            lease_seconds = EXCLUDED.lease_seconds;
+            lease_seconds = EXCLUDED.lease_seconds,
+            -- A process that took over the id (restarted, or moved to another host): the row is
+            -- its own from now on (a stopping worker deletes only its own row).
+            hostname = EXCLUDED.hostname, pid = EXCLUDED.pid, version = EXCLUDED.version,
+            started_at = CASE WHEN (w.hostname, w.pid) IS DISTINCT FROM (EXCLUDED.hostname, EXCLUDED.pid)
+                              THEN now() ELSE w.started_at END;
     RETURN QUERY
     WITH held AS (
         SELECT j.id, j.priority, j.cancel_requested FROM switchyard.jobs j

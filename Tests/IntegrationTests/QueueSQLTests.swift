@@ -281,6 +281,30 @@ struct QueueSQLTests {
         }
     }
 
+    @Test("a process that takes over a worker id owns its row: host, pid and start follow it, and it deregisters")
+    func heartbeatFollowsNewProcess() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let first = WorkerIdentity(id: "w", concurrency: 1, hostname: "host-a", pid: 100, version: "v1")
+            let second = WorkerIdentity(id: "w", concurrency: 1, hostname: "host-b", pid: 200, version: "v2")
+            _ = try await store.heartbeat(worker: first, held: [], lease: .seconds(30))
+            try await pool.query("UPDATE switchyard.workers SET started_at = now() - interval '1 hour'")
+            _ = try await store.heartbeat(worker: second, held: [], lease: .seconds(30))
+            let row = try #require(try await pool.query(
+                "SELECT hostname, pid, version, started_at > now() - interval '1 minute' AS restarted FROM switchyard.workers"
+            ).first)
+            #expect(try row.decode("hostname", as: String.self) == "host-b")
+            #expect(try row.decode("pid", as: Int.self) == 200)
+            #expect(try row.decode("version", as: String.self) == "v2")
+            #expect(try row.decode("restarted", as: Bool.self))
+            // The first one stopping late leaves it alone; the second one's stop deletes it.
+            try await store.deregister(first)
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.workers").scalar(Int.self) == 1)
+            try await store.deregister(second)
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.workers").scalar(Int.self) == 0)
+        }
+    }
+
     @Test("a lease that expires on the last attempt ends the job as failed, with the reason")
     func rescueOnLastAttempt() async throws {
         try await TestDatabase.withMigratedPool { pool in
