@@ -189,6 +189,14 @@ struct ProviderSecretTests {
             model: "m")
         #expect(error.message == "bad key [REDACTED], Authorization: Bearer [REDACTED], api_key=\"[REDACTED]\"")
         #expect(ProviderError(.badRequest, "a normal message", model: "m").message == "a normal message")
+        #expect(ProviderError(.unauthorized, "key gsk_ab12************wxyz refused", model: "m").message
+            == "key [REDACTED] refused")
+        // A long run of key-like characters (a base64 image echoed back) with no mask in it: the
+        // scrub takes time in proportion (it used to backtrack from every position), and the
+        // message is kept to its first 4,000 characters.
+        let echoed = ProviderError(.badRequest, "bad image " + String(repeating: "QUJD", count: 50_000), model: "m")
+        #expect(echoed.message.count == ProviderError.messageLimit)
+        #expect(echoed.message.hasPrefix("bad image QUJD") && echoed.message.hasSuffix("…"))
     }
 }
 

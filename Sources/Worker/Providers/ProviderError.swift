@@ -81,7 +81,7 @@ public struct ProviderError: Error, Sendable, CustomStringConvertible {
         rateLimit: RateLimitInfo? = nil, latency: Duration? = nil, isThisWorkerOnly: Bool = false
     ) {
         self.code = code
-        self.message = Self.scrub(message)
+        self.message = Self.capped(Self.scrub(message))
         self.hint = hint.map(Self.scrub)
         self.model = model
         self.httpStatus = httpStatus
@@ -122,6 +122,14 @@ public struct ProviderError: Error, Sendable, CustomStringConvertible {
         return String(format: "%.1fs", milliseconds / 1000)
     }
 
+    /// The most of a message kept (a provider's error body can echo a whole request); scrubbed
+    /// first, so no cut can leave part of a key behind.
+    static let messageLimit = 4000
+
+    static func capped(_ text: String) -> String {
+        text.count > messageLimit ? String(text.prefix(messageLimit - 1)) + "…" : text
+    }
+
     /// Removes registered secrets and anything shaped like an API key or bearer token. Providers
     /// echo part of a bad key in their 401 messages ("Incorrect API key provided: sk-abc…xyz").
     static func scrub(_ text: String) -> String {
@@ -134,8 +142,10 @@ public struct ProviderError: Error, Sendable, CustomStringConvertible {
 
     private static let keyPatterns: [(pattern: String, template: String)] = [
         (#"\bsk-[A-Za-z0-9_*.\-]{6,}"#, "[REDACTED]"),
-        // A key the provider masked, whatever its shape: "gsk_abc1************wxyz".
-        (#"[A-Za-z0-9_.\-]{3,}\*{4,}[A-Za-z0-9_.\-]*"#, "[REDACTED]"),
+        // A key the provider masked, whatever its shape: "gsk_abc1************wxyz". Matched only
+        // from the start of a run, and the run taken whole (possessive): tried at every position
+        // of a long run with no asterisks, it took time growing with the square of the run.
+        (#"(?<![A-Za-z0-9_.\-])[A-Za-z0-9_.\-]{3,}+\*{4,}[A-Za-z0-9_.\-]*"#, "[REDACTED]"),
         (#"(?i)\b(api key provided:\s*)\S+"#, "$1[REDACTED]"),
         (#"(?i)\b(bearer\s+)[A-Za-z0-9_*.\-]{6,}"#, "$1[REDACTED]"),
         (#"(?i)\b(x-api-key|api[_-]?key)(["']?\s*[:=]\s*["']?)[A-Za-z0-9_*.\-]{6,}"#, "$1$2[REDACTED]"),
