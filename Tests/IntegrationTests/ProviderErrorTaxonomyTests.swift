@@ -239,6 +239,13 @@ struct ProviderErrorTaxonomyTests {
             body: Data(Self.openAI("Rate limit reached\nfor requests", code: "rate_limit_exceeded").utf8),
             model: "gpt-4", now: Self.now)
         #expect(error.summary == "HTTP 429 rate_limited (rate_limit_exceeded): Rate limit reached for requests (retry after 1.5s)")
+        // The wait spends the model's budget for as long as it asks, not as long as the headers'
+        // token window (45 s) runs.
+        #expect(error.rateLimit == RateLimitInfo(remainingRequests: 0, requestsReset: .milliseconds(1500)))
+        let withWindow = ProviderError.fromResponse(
+            status: 429, headers: ["retry-after": "1", "x-ratelimit-reset-tokens": "45s", "x-ratelimit-remaining-tokens": "900"],
+            body: Data(Self.openAI("Rate limit reached", code: "rate_limit_exceeded").utf8), model: "gpt-4", now: Self.now)
+        #expect(withWindow.rateLimit == RateLimitInfo(remainingRequests: 0, requestsReset: .seconds(1)))
         let mislabelled = ProviderError.fromResponse(
             status: 401, headers: [:], body: Data(#"{"error":{"type":"server_error","message":"no"}}"#.utf8), model: "m",
             now: Self.now)
