@@ -144,6 +144,10 @@ struct ProviderErrorTaxonomyTests {
             status: 400, body: anthropic("invalid_request_error", "This model does not support image input."),
             code: .unsupportedRequest, decision: .nextCandidate),
         Row(
+            name: "400 saying something of the request does not support something → fail the job",
+            status: 400, body: openAI("Messages with role 'tool' does not support the field 'name'"),
+            code: .badRequest, decision: .failJob),
+        Row(
             name: "other 400 → fail the job",
             status: 400, body: openAI("Invalid value for 'temperature'"), code: .badRequest, decision: .failJob),
         Row(

@@ -140,8 +140,12 @@ extension ProviderError {
     /// `unsupported_parameter` / `unsupported_value`, or a message to that effect), as opposed to
     /// a request no model would accept.
     static func isUnsupportedByModel(_ text: String) -> Bool {
-        ["unsupported_parameter", "unsupported_value", "not supported with this model", "does not support"]
-            .contains { text.contains($0) }
+        // Said of the model, not of any "does not support": a request's own mistake ("the role
+        // does not support tool calls") stays the caller's, and is not sent round every model.
+        [
+            "unsupported_parameter", "unsupported_value", "not supported with this model", "model does not support",
+            "not supported by this model",
+        ].contains { text.contains($0) }
     }
 
     static func isQuota(_ text: String) -> Bool {
