@@ -82,4 +82,13 @@ struct LoggerTests {
         #expect(line.contains(#""job":789"#) && line.contains(#""attempt":1"#), "\(line)")
         #expect(line.contains(#""model":"gpt-4""#) && line.contains(#""poll_only":false"#), "\(line)")
     }
+
+    @Test("a secret is redacted whole or cut short, compared as bytes (its stem may end inside a character)")
+    func secretBytes() {
+        let secret = "ключ-секретный-2026"  // 2-byte letters: its stem, 16 of 32 bytes, ends inside one
+        Secrets.register(secret)
+        #expect(Secrets.redact("a \(secret) b") == "a [REDACTED] b")
+        #expect(Secrets.redact("cut: \(secret.dropLast(5))!") == "cut: [REDACTED]!")
+        #expect(Secrets.redact("ключ alone") == "ключ alone")
+    }
 }

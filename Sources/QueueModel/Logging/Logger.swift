@@ -205,13 +205,26 @@ public struct Logger: Sendable {
 
 /// Values that must never be written anywhere: API keys read from the environment.
 public enum Secrets {
-    private static let registered = Mutex<[String]>([])
+    /// A registered secret, as bytes, with the stem that marks it: its first half, or its first
+    /// 12 bytes (all of a shorter one).
+    private struct Secret: Sendable, Equatable {
+        let key: [UInt8]
+        let stem: [UInt8]
+
+        init(_ text: String) {
+            key = Array(text.utf8)
+            stem = Array(key.prefix(max(12, key.count / 2)))
+        }
+    }
+
+    private static let registered = Mutex<[Secret]>([])
 
     /// Registers a secret; from now on `redact` hides it. Values shorter than 8 characters are
     /// ignored, since hiding them would mangle ordinary text.
     public static func register(_ secret: String) {
         guard secret.count >= 8 else { return }
-        registered.withLock { if !$0.contains(secret) { $0.append(secret) } }
+        let entry = Secret(secret)
+        registered.withLock { if !$0.contains(entry) { $0.append(entry) } }
     }
 
     /// A JSON document with every registered secret replaced in its strings and member names as
@@ -251,31 +264,40 @@ public enum Secrets {
         return clean != unescaped ? clean : result
     }
 
-    /// Replaces every run of `text` that starts with the secret's first half (at least 12
-    /// characters; the whole of a shorter one) and matches it as far as it goes.
-    private static func redact(_ secret: String, in text: String) -> String {
-        let stem = Array(secret.utf8.prefix(max(12, secret.utf8.count / 2)))
-        guard let first = stem.first, text.contains(String(decoding: stem, as: UTF8.self)) else { return text }
-        let key = Array(secret.utf8)
-        let bytes = Array(text.utf8)
-        var output: [UInt8] = []
-        var index = 0
-        var changed = false
-        while index < bytes.count {
-            if bytes[index] == first, index + stem.count <= bytes.count,
-                bytes[index..<(index + stem.count)].elementsEqual(stem)
-            {
-                var end = index + stem.count
-                while end < bytes.count, end - index < key.count, bytes[end] == key[end - index] { end += 1 }
+    /// Replaces every run of `text` that starts with the secret's stem and matches the secret as
+    /// far as it goes. Compared as bytes: a stem that ends inside a character still matches.
+    private static func redact(_ secret: Secret, in text: String) -> String {
+        var text = text
+        text.makeContiguousUTF8()
+        let clean = text.utf8.withContiguousStorageIfAvailable { bytes -> String? in
+            guard var next = find(secret.stem, in: bytes, from: 0) else { return nil }
+            var output: [UInt8] = []
+            output.reserveCapacity(bytes.count)
+            var copied = 0
+            while true {
+                output.append(contentsOf: bytes[copied..<next])
+                var end = next + secret.stem.count
+                while end < bytes.count, end - next < secret.key.count, bytes[end] == secret.key[end - next] { end += 1 }
                 output.append(contentsOf: "[REDACTED]".utf8)
-                index = end
-                changed = true
-            } else {
-                output.append(bytes[index])
-                index += 1
+                copied = end
+                guard let found = find(secret.stem, in: bytes, from: end) else { break }
+                next = found
             }
+            output.append(contentsOf: bytes[copied...])
+            return String(decoding: output, as: UTF8.self)
         }
-        return changed ? String(decoding: output, as: UTF8.self) : text
+        return (clean ?? nil) ?? text
+    }
+
+    /// Where `needle` first occurs in `bytes` at or after `start`.
+    private static func find(_ needle: [UInt8], in bytes: UnsafeBufferPointer<UInt8>, from start: Int) -> Int? {
+        guard let first = needle.first, bytes.count >= needle.count else { return nil }
+        var index = start
+        while index <= bytes.count - needle.count {
+            if bytes[index] == first, needle.indices.allSatisfy({ bytes[index + $0] == needle[$0] }) { return index }
+            index += 1
+        }
+        return nil
     }
 
     private static let simpleEscapes: [Unicode.Scalar: Unicode.Scalar] = [
