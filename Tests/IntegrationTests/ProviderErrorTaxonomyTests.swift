@@ -249,7 +249,8 @@ struct ProviderErrorTaxonomyTests {
         let withWindow = ProviderError.fromResponse(
             status: 429, headers: ["retry-after": "1", "x-ratelimit-reset-tokens": "45s", "x-ratelimit-remaining-tokens": "900"],
             body: Data(Self.openAI("Rate limit reached", code: "rate_limit_exceeded").utf8), model: "gpt-4", now: Self.now)
-        #expect(withWindow.rateLimit == RateLimitInfo(remainingRequests: 0, requestsReset: .seconds(1)))
+        #expect(withWindow.rateLimit == RateLimitInfo(
+            remainingRequests: 0, requestsReset: .seconds(1), remainingTokens: 900, tokensReset: .seconds(1)))
         let mislabelled = ProviderError.fromResponse(
             status: 401, headers: [:], body: Data(#"{"error":{"type":"server_error","message":"no"}}"#.utf8), model: "m",
             now: Self.now)

@@ -277,7 +277,9 @@ public enum Secrets {
             while true {
                 output.append(contentsOf: bytes[copied..<next])
                 var end = next + secret.stem.count
-                while end < bytes.count, end - next < secret.key.count, bytes[end] == secret.key[end - next] { end += 1 }
+                while end < bytes.count, end - next < secret.key.count, bytes[end] == secret.key[end - next] {
+                    end += 1
+                }
                 output.append(contentsOf: "[REDACTED]".utf8)
                 copied = end
                 guard let found = find(secret.stem, in: bytes, from: end) else { break }

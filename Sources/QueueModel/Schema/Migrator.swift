@@ -107,16 +107,17 @@ public struct Migrator: Sendable {
                     break
                 } catch let error as QueueError where error.sqlState == .lockNotAvailable && tries < lockTries {
                     onLockWait(
-                        "migration \(migration.version) (\(migration.name)) waited \(Arguments.format(lockWait)) for a "
-                            + "lock (try \(tries) of \(lockTries)); letting the fleet's statements through, then trying again")
+                        "migration \(migration.version) (\(migration.name)) waited \(Arguments.format(lockWait)) "
+                            + "for a lock (try \(tries) of \(lockTries)); letting the fleet's statements through, "
+                            + "then trying again")
                     try await Task.sleep(for: lockPause)
                 } catch let error as QueueError where error.sqlState == .lockNotAvailable {
                     throw QueueError(
                         .database,
-                        "migration \(migration.version) (\(migration.name)) could not take its locks in \(lockTries) tries "
-                            + "of \(Arguments.format(lockWait)); nothing of it was applied",
-                        hint: "end the long transactions holding Switchyard's tables, then run migrate again. The oldest "
-                            + "open now: " + (try await Self.oldestTransactions(on: connection)),
+                        "migration \(migration.version) (\(migration.name)) could not take its locks in "
+                            + "\(lockTries) tries of \(Arguments.format(lockWait)); nothing of it was applied",
+                        hint: "end the long transactions holding Switchyard's tables, then run migrate again. The "
+                            + "oldest open now: " + (try await Self.oldestTransactions(on: connection)),
                         sqlState: error.sqlState)
                 }
             }
@@ -128,8 +129,10 @@ public struct Migrator: Sendable {
     private func apply(_ migration: Migration, on connection: PostgresConnection) async throws {
         try await connection.withTransaction { connection in
             do {
-                let milliseconds = lockWait.components.seconds * 1000 + lockWait.components.attoseconds / 1_000_000_000_000_000
-                try await connection.query("SELECT set_config('lock_timeout', $1, true)", ["\(max(milliseconds, 1))ms"])
+                let milliseconds =
+                    lockWait.components.seconds * 1000 + lockWait.components.attoseconds / 1_000_000_000_000_000
+                try await connection.query(
+                    "SELECT set_config('lock_timeout', $1, true)", ["\(max(milliseconds, 1))ms"])
                 try await connection.execute(script: migration.sql)
             } catch let error as PostgresError {
                 throw QueueError(

@@ -52,11 +52,14 @@ extension ProviderError {
             // A provider that asked for a pause is not called again before it ends: the model's
             // budget reads as spent until then (as when its headers say nothing is left), so the
             // worker's other jobs go to other models instead of drawing more 429s.
-            // (A pause of its own: the headers' other resets, a token window's 45 s, would hold
-            // the model out longer than the wait asked for.)
+            // (No longer than that: a token window's reset, 45 s, is cut to the wait.)
             var limits = rateLimit
             if let wait, limits?.exhaustedUntil == nil {
-                limits = RateLimitInfo(remainingRequests: 0, requestsReset: wait)
+                var paused = limits ?? RateLimitInfo()
+                paused.remainingRequests = 0
+                paused.requestsReset = wait
+                paused.tokensReset = paused.tokensReset.map { min($0, wait) }
+                limits = paused
             }
             return make(
                 .rateLimited,
