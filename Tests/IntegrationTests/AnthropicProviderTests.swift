@@ -221,6 +221,22 @@ struct AnthropicProviderTests {
         }
     }
 
+    @Test("a usage no call could have (9e18 tokens) is an invalid answer, not an overflow that kills the worker")
+    func absurdUsage() async throws {
+        try await withFakeProviderServer { server in
+            try await server.script([
+                "claude-test": ["usage": ["input_tokens": 9e18, "cache_read_input_tokens": 9e18, "output_tokens": 1]]
+            ])
+            let error = await ProviderTestSupport.providerError {
+                try await Self.provider().complete(
+                    ProviderCall(
+                        request: ProviderTestSupport.request("hello"), model: Self.model(server), timeout: .seconds(10)))
+            }
+            #expect(error?.code == .invalidResponse)
+            #expect(error?.message.contains("more tokens than any call uses") == true, "\(String(describing: error))")
+        }
+    }
+
     @Test("Anthropic errors: 529 overloaded, prompt too long, rate limit with retry-after, rate-limit headers")
     func errors() async throws {
         try await withFakeProviderServer { server in

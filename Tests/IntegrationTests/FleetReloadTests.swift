@@ -36,6 +36,23 @@ struct FleetReloadTests {
         }
     }
 
+    @Test("a call is priced by the catalog it was planned with, not one reloaded while it ran")
+    func scheduleOfThePlannedModel() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            _ = try await CatalogStore(pool: pool).importDocument(Data(Self.catalog.utf8))
+            let fleet = FleetState(pool: pool, logger: Logger(label: "worker", level: .error) { _ in })
+            await fleet.reload()
+            let planned = try #require(fleet.router.catalog.models.first)
+            #expect(fleet.schedule(of: planned).model == planned)
+            // The catalog changed the price while the call ran: the planned model prices it.
+            _ = try await CatalogStore(pool: pool).importDocument(
+                Data(Self.catalog.replacingOccurrences(of: "\"price_per_1k_input\": 0.001", with: "\"price_per_1k_input\": 0.003").utf8))
+            await fleet.reload()
+            #expect(fleet.router.catalog.models.first?.pricePer1KInput == Decimal(string: "0.003"))
+            #expect(fleet.schedule(of: planned).model.pricePer1KInput == Decimal(string: "0.001"))
+        }
+    }
+
     @Test("the calls reported since the last round reach the fleet's breakers when the worker stops")
     func lastReportOnTheWayOut() async throws {
         try await TestDatabase.withMigratedPool { pool in

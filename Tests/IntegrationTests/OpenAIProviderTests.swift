@@ -71,6 +71,12 @@ struct OpenAIProviderTests {
             #expect(
                 proxied.usage
                     == TokenUsage(promptTokens: 160, completionTokens: 30, cachedTokens: 50, cacheWriteTokens: 10))
+            // More than results can store (or any call uses): an invalid answer, not a failed write-back.
+            try await server.script(["huge": ["usage": ["prompt_tokens": 3e9, "completion_tokens": 1]]])
+            let huge = await ProviderTestSupport.providerError {
+                try await Self.provider().complete(Self.call(Self.model(server, name: "huge")))
+            }
+            #expect(huge?.code == .invalidResponse)
         }
     }
 

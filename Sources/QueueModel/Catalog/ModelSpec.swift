@@ -78,6 +78,13 @@ public struct ModelSpec: Sendable, Hashable, Codable {
     /// The name to send to the provider.
     public var upstreamName: String { upstreamModel ?? name }
 
+    /// Whether the two price a call alike: the same prices and price windows.
+    public func samePrices(as other: ModelSpec) -> Bool {
+        pricePer1KInput == other.pricePer1KInput && pricePer1KOutput == other.pricePer1KOutput
+            && pricePer1KCachedInput == other.pricePer1KCachedInput
+            && pricePer1KCacheWrite == other.pricePer1KCacheWrite && priceWindows == other.priceWindows
+    }
+
     /// The keys a simulated model's `settings` may hold, in documentation order: what the worker's
     /// simulated adapter reads, and what the import warns of a key that is not among them.
     public static let simulatedSettingsKeys = ModelSetting.all.filter { $0.providers.contains(.simulated) }.map(\.key)

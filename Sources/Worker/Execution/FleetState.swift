@@ -72,7 +72,12 @@ final class FleetState: Sendable {
 
     /// A model's price windows, parsed once per catalog.
     func schedule(of model: ModelSpec) -> PriceSchedule {
-        state.withLock { $0.schedules[model.name] } ?? PriceSchedule(model)
+        // The catalog may have been reloaded since `model` was planned with: price the call by the
+        // same prices its base and primary costs use, or a new price list would pass for savings.
+        if let cached = state.withLock({ $0.schedules[model.name] }), cached.model.samePrices(as: model) {
+            return cached
+        }
+        return PriceSchedule(model)
     }
 
     // MARK: Loading

@@ -112,14 +112,16 @@ struct RoutingExecutor: JobExecutor {
                 )
                 logger.trace("model response", ["model": model.name, "response": reply.response.jsonText])
                 let usage = reply.usage
-                // The cache counts say why a cost is below tokens_in times the input price.
+                // The cache counts say why a cost is below tokens_in times the input price: as they
+                // were priced (a provider's counts that do not add up are held within the prompt).
+                let split = usage.promptSplit
                 trail.append(
                     AttemptRecord(
                         attempt: job.attempt, model: model.name, provider: model.provider.rawValue,
                         tier: attempt.tier.rawValue, outcome: "succeeded", httpStatus: reply.httpStatus,
                         latencyMS: latencyMS, worker: worker, at: started,
-                        cachedTokens: usage.cachedTokens > 0 ? usage.cachedTokens : nil,
-                        cacheWriteTokens: usage.cacheWriteTokens > 0 ? usage.cacheWriteTokens : nil
+                        cachedTokens: split.cached > 0 ? split.cached : nil,
+                        cacheWriteTokens: split.written > 0 ? split.written : nil
                     )
                 )
                 // Priced at the moment of the call: an off-peak window may be open. All three costs

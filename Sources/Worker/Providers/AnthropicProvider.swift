@@ -86,6 +86,12 @@ public struct AnthropicProvider: ModelProvider {
                 body: exchange.body, model: model.name, status: exchange.status, latency: exchange.latency,
                 rateLimit: rateLimit)
         }
+        guard usage.isPlausible else {
+            throw ProviderError.invalidResponse(
+                "the provider's answer reports more tokens than any call uses (a count over 1,000,000,000)",
+                body: exchange.body, model: model.name, status: exchange.status, latency: exchange.latency,
+                rateLimit: rateLimit)
+        }
         return ProviderReply(
             response: completion, usage: usage, httpStatus: exchange.status, latency: exchange.latency,
             rateLimit: rateLimit)

@@ -31,11 +31,11 @@ extension AnthropicTranslation {
         // Anthropic counts input apart from cache reads and writes; OpenAI's prompt_tokens, which
         // results.tokens_in stores, is all three. Each is priced apart (Pricing).
         let usage = message["usage"]
-        let cacheReads = usage?["cache_read_input_tokens"]?.intValue ?? 0
-        let cacheWrites = usage?["cache_creation_input_tokens"]?.intValue ?? 0
+        let cacheReads = TokenUsage.count(usage?["cache_read_input_tokens"])
+        let cacheWrites = TokenUsage.count(usage?["cache_creation_input_tokens"])
         let tokens = TokenUsage(
-            promptTokens: (usage?["input_tokens"]?.intValue ?? 0) + cacheWrites + cacheReads,
-            completionTokens: usage?["output_tokens"]?.intValue ?? 0, cachedTokens: cacheReads,
+            promptTokens: TokenUsage.count(usage?["input_tokens"]) + cacheWrites + cacheReads,
+            completionTokens: TokenUsage.count(usage?["output_tokens"]), cachedTokens: cacheReads,
             cacheWriteTokens: cacheWrites)
 
         let completion: JSONValue = [

@@ -84,8 +84,12 @@ public struct OpenAIProvider: ModelProvider {
         else {
             throw invalid("the provider's answer has no choices[0].message")
         }
+        let usage = TokenUsage(openAIResponse: response)
+        guard usage.isPlausible else {
+            throw invalid("the provider's answer reports more tokens than any call uses (a count over 1,000,000,000)")
+        }
         return ProviderReply(
-            response: response, usage: TokenUsage(openAIResponse: response), httpStatus: exchange.status,
-            latency: exchange.latency, rateLimit: rateLimit)
+            response: response, usage: usage, httpStatus: exchange.status, latency: exchange.latency,
+            rateLimit: rateLimit)
     }
 }

@@ -1,6 +1,21 @@
 import QueueModel
 
 extension TokenUsage {
+    /// More tokens than any call uses: a count past it is a provider's bug, not a bill.
+    static let largestPlausible = 1_000_000_000
+
+    /// A count from a usage object: 0 when absent or negative, and never past just over
+    /// `largestPlausible`, so sums of counts cannot overflow (the adapters then refuse the answer).
+    static func count(_ value: JSONValue?) -> Int {
+        guard let number = value?.doubleValue, number > 0 else { return 0 }
+        return number > Double(largestPlausible) ? largestPlausible + 1 : Int(number)
+    }
+
+    /// Whether every count is one a call could have used (and `results` can store).
+    var isPlausible: Bool {
+        [promptTokens, completionTokens, cachedTokens, cacheWriteTokens].allSatisfy { $0 <= Self.largestPlausible }
+    }
+
     /// Reads an OpenAI `usage` object (`prompt_tokens`, `completion_tokens`, and
     /// `prompt_tokens_details.cached_tokens`, which `prompt_tokens` includes); missing counts are 0.
     /// Cache writes are read from `cache_creation_input_tokens`, where an OpenAI-compatible proxy in
@@ -9,10 +24,10 @@ extension TokenUsage {
     public init(openAIResponse response: JSONValue) {
         let usage = response["usage"]
         self.init(
-            promptTokens: usage?["prompt_tokens"]?.intValue ?? 0,
-            completionTokens: usage?["completion_tokens"]?.intValue ?? 0,
-            cachedTokens: usage?["prompt_tokens_details"]?["cached_tokens"]?.intValue ?? 0,
-            cacheWriteTokens: usage?["cache_creation_input_tokens"]?.intValue ?? 0
+            promptTokens: Self.count(usage?["prompt_tokens"]),
+            completionTokens: Self.count(usage?["completion_tokens"]),
+            cachedTokens: Self.count(usage?["prompt_tokens_details"]?["cached_tokens"]),
+            cacheWriteTokens: Self.count(usage?["cache_creation_input_tokens"])
         )
     }
 
