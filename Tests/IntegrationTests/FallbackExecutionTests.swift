@@ -209,12 +209,31 @@ struct FallbackExecutionTests {
             #expect(result["model"] == "secondary")
             #expect(Self.trail(result).map(\.model) == ["primary", "secondary"])
             #expect(result["attempts"]?[0]?["error"]?.stringValue?.contains("unsupported_request") == true)
+            // Not the model's error in the statistics and alerts either.
+            #expect(Self.trail(result).map(\.outcome) == ["unsupported", "succeeded"])
             // More such requests than the breaker's failures in a row (5): the model is not broken, the
             // requests are, so its breaker stays closed and it is still tried for each.
             for _ in 0..<6 {
                 #expect(try await Self.submitAndWait(store, Self.chat())["model"] == "secondary")
             }
             #expect(try await server.count(for: "primary") == 7)
+        }
+    }
+
+    @Test("a request no model of its plan can take (n = 2, Anthropic only) fails at once, not retried")
+    func unsupportedEverywhereFails() async throws {
+        try await Self.withRoutingWorker { store, server, pool in
+            var submission = Submission(request: Submission.prompt("hi"), taskClass: "claude")
+            submission.request["n"] = 2
+            let result = try await Self.submitAndWait(store, submission)
+            #expect(result["status"] == "failed")
+            #expect(result["error"]?["code"] == "unsupported_request")
+            #expect(result["attempt_count"] == 1, "a retry would meet the same refusal")
+            #expect(Self.trail(result).map(\.outcome) == ["unsupported"])
+            #expect(try await server.count(for: "claude-test") == 0, "refused before it was sent")
+            let errors = try await pool.query(
+                "SELECT count(*) FROM switchyard.calls WHERE model = 'claude' AND model_error").scalar(Int.self)
+            #expect(errors == 0)
         }
     }
 

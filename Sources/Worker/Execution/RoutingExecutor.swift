@@ -86,6 +86,9 @@ struct RoutingExecutor: JobExecutor {
         // environment): then the job waits for a worker that can call them, as later jobs do
         // once these models are skipped here.
         var onlySkippedHere = true
+        // Every model tried refused the request as one it cannot take (`n` on Anthropic, `max_tokens`
+        // on o1): a retry would meet the same refusals.
+        var onlyUnsupported = true
         while let attempt = queue.first {
             let model = attempt.model
             let budget = remainingBudget(job)
@@ -193,6 +196,7 @@ struct RoutingExecutor: JobExecutor {
                     rateLimit: providerError?.rateLimit,
                     markUnhealthy: decision == .nextCandidateAndMarkUnhealthy ? summary : nil
                 )
+                if providerError?.code != .unsupportedRequest { onlyUnsupported = false }
                 if decision == .nextCandidateAndSkipHere {
                     fleet.skipHere(model, reason: providerError?.message ?? summary, hint: providerError?.hint)
                 } else {
@@ -252,6 +256,16 @@ struct RoutingExecutor: JobExecutor {
                     + "(\(models.joined(separator: ", "))): \(trail.last?.error ?? "unknown error")", planner: planner)
         {
             return wait
+        }
+        if onlyUnsupported && !trail.isEmpty {
+            return .failed(
+                JobFailure(
+                    code: "unsupported_request",
+                    message: "no model of the plan can take this request (\(models.joined(separator: ", "))); last: "
+                        + (trail.last?.error ?? "unknown error"),
+                    retryable: false, taskClass: taskClass, trail: trail
+                )
+            )
         }
         return .failed(
             JobFailure(
@@ -322,6 +336,8 @@ struct RoutingExecutor: JobExecutor {
         case .timedOut: return "timeout"
         case .rateLimited: return "rate_limited"
         case .contextLengthExceeded: return "context_length"
+        // The request is not one this model takes: no error of the model's (is_model_error).
+        case .unsupportedRequest: return "unsupported"
         default: return "error"
         }
     }
