@@ -297,11 +297,27 @@ struct QueueSQLTests {
             #expect(try row.decode("pid", as: Int.self) == 200)
             #expect(try row.decode("version", as: String.self) == "v2")
             #expect(try row.decode("restarted", as: Bool.self))
-            // The first one stopping late leaves it alone; the second one's stop deletes it.
+            // The first one, back from a freeze, may not take it back: its heartbeat says so, and the
+            // worker stops. Its stop leaves the row alone; the second one's deletes it.
+            let refused = await #expect(throws: PostgresError.self) {
+                try await store.heartbeat(worker: first, held: [], lease: .seconds(30), takeOver: false)
+            }
+            #expect(refused?.sqlState == QueueStore.idTakenOver)
+            #expect(refused?.message.contains("taken over by another process (host host-b, pid 200)") == true)
+            _ = try await store.heartbeat(worker: second, held: [], lease: .seconds(30), takeOver: false)
             try await store.deregister(first)
             #expect(try await pool.query("SELECT count(*) FROM switchyard.workers").scalar(Int.self) == 1)
             try await store.deregister(second)
             #expect(try await pool.query("SELECT count(*) FROM switchyard.workers").scalar(Int.self) == 0)
+            // A container restarted as the same host and pid 1 is a new process all the same.
+            let container = WorkerIdentity(id: "c", concurrency: 1, hostname: "box", pid: 1, version: "v1")
+            _ = try await store.heartbeat(worker: container, held: [], lease: .seconds(30))
+            try await pool.query("UPDATE switchyard.workers SET started_at = now() - interval '1 hour'")
+            var restarted = container
+            restarted.instance = UUID().uuidString
+            _ = try await store.heartbeat(worker: restarted, held: [], lease: .seconds(30))
+            #expect(try await pool.query(
+                "SELECT started_at > now() - interval '1 minute' FROM switchyard.workers WHERE id = 'c'").scalar(Bool.self))
         }
     }
 

@@ -199,6 +199,26 @@ struct WorkerProcessTests {
         }
     }
 
+    @Test("a worker whose id another process takes over (started while it was frozen) stops")
+    func takenOverStops() async throws {
+        try await TestDatabase.withMigrated { configuration in
+            let pool = PostgresPool(configuration, options: .init(maxConnections: 2))
+            defer { Task { await pool.close() } }
+            let worker = try WorkerProcess.start(
+                configuration, id: "taken", arguments: ["--simulated-latency", "1ms", "--lease", "3s", "--heartbeat", "200ms"])
+            try await waitUntil("the worker has registered") {
+                try await pool.query("SELECT count(*) FROM switchyard.workers WHERE id = 'taken'").scalar(Int.self) == 1
+            }
+            // Another process registers under the id, as one started on another host would.
+            let other = WorkerIdentity(id: "taken", concurrency: 1, hostname: "elsewhere", pid: 7, version: "t")
+            _ = try await QueueStore(pool: pool).heartbeat(worker: other, held: [], lease: .seconds(30))
+            #expect(await worker.wait() == 0, "\(worker.log)")
+            #expect(worker.log.contains("another process has taken this worker's id; stopping"), "\(worker.log)")
+            let row = try await pool.query("SELECT hostname FROM switchyard.workers WHERE id = 'taken'")
+            #expect(try row.first?.decode("hostname", as: String.self) == "elsewhere", "the other's row is kept")
+        }
+    }
+
     @Test("4 worker processes × concurrency 16 drain 20,000 jobs: every job has exactly one result")
     func exactlyOnce() async throws {
         try await TestDatabase.withMigrated { configuration in

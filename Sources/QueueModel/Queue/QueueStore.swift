@@ -95,10 +95,11 @@ public struct QueueStore: Sendable {
     /// the longer): a worker that may be running under this id now.
     public func liveRegistration(
         id: String, lease: Duration
-    ) async throws -> (hostname: String?, pid: Int32?, age: Double)? {
+    ) async throws -> (hostname: String?, pid: Int32?, age: Double, lease: Double)? {
         let rows = try await pool.query(
             """
-            SELECT hostname, pid, extract(epoch FROM now() - heartbeat_at)::double precision AS age
+            SELECT hostname, pid, extract(epoch FROM now() - heartbeat_at)::double precision AS age,
+                   greatest($2, coalesce(lease_seconds, 0)) AS lease
             FROM switchyard.workers
             WHERE id = $1 AND heartbeat_at > now() - make_interval(secs => greatest($2, coalesce(lease_seconds, 0)))
             """,
@@ -106,32 +107,39 @@ public struct QueueStore: Sendable {
         )
         guard let row = rows.first else { return nil }
         return (
-            try row.decode("hostname", as: String?.self), try row.decode("pid", as: Int32?.self), try row.decode("age")
+            try row.decode("hostname", as: String?.self), try row.decode("pid", as: Int32?.self), try row.decode("age"),
+            try row.decode("lease")
         )
     }
 
     /// Deletes a stopping worker's row, if it is still this process's (not a successor's).
     public func deregister(_ worker: WorkerIdentity) async throws {
         try await pool.query(
-            """
-            DELETE FROM switchyard.workers
-            WHERE id = $1 AND hostname IS NOT DISTINCT FROM $2 AND pid IS NOT DISTINCT FROM $3
-            """,
-            [worker.id, worker.hostname, Int(worker.pid)])
+            "DELETE FROM switchyard.workers WHERE id = $1 AND instance IS NOT DISTINCT FROM $2",
+            [worker.id, worker.instance])
     }
 
     /// Renews the leases a worker holds and records its heartbeat.
     /// - Parameter held: the jobs the worker runs, with their attempt numbers.
     /// - Returns: the jobs it still holds, and whether each was asked to cancel. A job left out
     ///   was taken away from the worker (its lease expired and it was rescued).
+    /// What the heartbeat answers a process whose worker id another live process has taken.
+    public static let idTakenOver = SQLState("SWI01")
+
+    /// - Parameter takeOver: true at start, after the twin check: the row becomes this process's
+    ///   whoever's it was. Afterwards a row another live process has taken makes the heartbeat
+    ///   throw a `PostgresError` with SQLSTATE `QueueStore.idTakenOver`.
     public func heartbeat(
-        worker: WorkerIdentity, held: [(id: Int64, attempt: Int)], lease: Duration
+        worker: WorkerIdentity, held: [(id: Int64, attempt: Int)], lease: Duration, takeOver: Bool = true
     ) async throws -> [Int64: Bool] {
         let rows = try await pool.query(
-            "SELECT job_id, cancel_requested FROM switchyard.heartbeat($1, $2::bigint[], $3::integer[], $4, $5, $6, $7, $8)",
+            """
+            SELECT job_id, cancel_requested
+            FROM switchyard.heartbeat($1, $2::bigint[], $3::integer[], $4, $5, $6, $7, $8, $9, $10)
+            """,
             [
                 worker.id, held.map(\.id), held.map(\.attempt), lease.seconds, worker.concurrency, worker.hostname,
-                Int(worker.pid), worker.version,
+                Int(worker.pid), worker.version, worker.instance, takeOver,
             ]
         )
         var result: [Int64: Bool] = [:]
@@ -300,13 +308,20 @@ public struct WorkerIdentity: Sendable {
     public var hostname: String
     public var pid: Int32
     public var version: String
+    /// Drawn at each start: which process holds the id (a restarted container is the same host
+    /// and pid 1 again).
+    public var instance: String
 
-    public init(id: String, concurrency: Int, hostname: String, pid: Int32, version: String) {
+    public init(
+        id: String, concurrency: Int, hostname: String, pid: Int32, version: String,
+        instance: String = UUID().uuidString
+    ) {
         self.id = id
         self.concurrency = concurrency
         self.hostname = hostname
         self.pid = pid
         self.version = version
+        self.instance = instance
     }
 }
 

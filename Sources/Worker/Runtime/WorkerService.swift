@@ -143,8 +143,7 @@ final class WorkerService: Sendable {
                 + "\(other.pid.map(String.init) ?? "?"), last heartbeat \(Int(other.age.rounded())) s ago); "
                 + "nothing was started",
             hint: "give each worker its own --id (two under one id would take and end each other's jobs); if that "
-                + "one is gone, start again once its heartbeat is older than its lease "
-                + "(\(Int(configuration.lease.seconds)) s)")
+                + "one is gone, start again once its heartbeat is older than its lease (\(Int(other.lease.rounded())) s)")
     }
 
     // MARK: Claiming
@@ -369,7 +368,7 @@ final class WorkerService: Sendable {
                 let answer = try await metrics.measure("heartbeat") {
                     try await store.heartbeat(
                         worker: configuration.identity, held: held.map { ($0.ticket.id, $0.attempt) },
-                        lease: configuration.lease
+                        lease: configuration.lease, takeOver: false
                     )
                 }
                 metrics.leaseRenewals.increment(by: Double(answer.count))
@@ -390,6 +389,15 @@ final class WorkerService: Sendable {
                         continue
                     }
                     if cancelRequested { inFlight.stop(ticket, reason: .cancelRequested) }
+                }
+            } catch let error as PostgresError where error.sqlState == QueueStore.idTakenOver {
+                // Started under this id while this one was frozen or cut off: two processes under
+                // one id take each other's jobs for their own. This one gives the id up.
+                if !isStopping {
+                    logger.error(
+                        "another process has taken this worker's id; stopping",
+                        ["error": error.message, "in_flight": held.count])
+                    shutdown()
                 }
             } catch {
                 if Task.isCancelled { return }  // the worker is stopping, with nothing left to hold
