@@ -34,7 +34,7 @@ public struct Logger: Sendable {
     public var level: Level
     public var format: Format
     /// Fields added to every line (for example the worker's id).
-    public var metadata: [(String, String)] = []
+    public private(set) var metadata: [(String, String)] = []
     private let sink: Sink
 
     /// A logger configured from the environment, writing to stderr. A value it does not know
@@ -93,15 +93,15 @@ public struct Logger: Sendable {
     public func with(_ key: String, _ value: some CustomStringConvertible) -> Logger {
         var copy = self
         copy.metadata.append((key, value.description))
-        if let kind = Self.kind(of: value) { copy.typed[key] = kind }
+        copy.metadataKinds.append(Self.kind(of: value))
         return copy
     }
 
     /// The JSON type a field keeps in JSON lines, when it is not a string.
     enum ValueKind: Sendable { case number, bool }
 
-    /// The fields added with `with` that are numbers or booleans.
-    private var typed: [String: ValueKind] = [:]
+    /// Each `metadata` field's JSON type (nil: a string), in the same order.
+    private var metadataKinds: [ValueKind?] = []
 
     static func kind(of value: any CustomStringConvertible) -> ValueKind? {
         if value is Bool { return .bool }
@@ -136,7 +136,8 @@ public struct Logger: Sendable {
         ]
         pairs += metadata
         // Numbers and booleans stay so in JSON lines (`"latency_ms":4`, not `"4"`).
-        var kinds = typed
+        var kinds: [String: ValueKind] = [:]
+        for ((key, _), kind) in zip(metadata, metadataKinds) { kinds[key] = kind }
         for (key, value) in fields() {
             pairs.append((key, value.description))
             kinds[key] = Self.kind(of: value)

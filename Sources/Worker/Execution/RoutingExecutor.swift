@@ -257,22 +257,13 @@ struct RoutingExecutor: JobExecutor {
         {
             return wait
         }
-        if onlyUnsupported && !trail.isEmpty {
-            return .failed(
-                JobFailure(
-                    code: "unsupported_request",
-                    message: "no model of the plan can take this request (\(models.joined(separator: ", "))); last: "
-                        + (trail.last?.error ?? "unknown error"),
-                    retryable: false, taskClass: taskClass, trail: trail
-                )
-            )
-        }
+        let unsupported = onlyUnsupported && !trail.isEmpty
         return .failed(
             JobFailure(
-                code: "all_candidates_failed",
-                message: "every model in the plan failed (\(models.joined(separator: ", "))); last: "
-                    + (trail.last?.error ?? "unknown error"),
-                retryable: true, taskClass: taskClass, trail: trail
+                code: unsupported ? "unsupported_request" : "all_candidates_failed",
+                message: (unsupported ? "no model of the plan can take this request" : "every model in the plan failed")
+                    + " (\(models.joined(separator: ", "))); last: " + (trail.last?.error ?? "unknown error"),
+                retryable: !unsupported, taskClass: taskClass, trail: trail
             )
         )
     }
