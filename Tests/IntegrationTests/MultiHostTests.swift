@@ -46,10 +46,11 @@ struct MultiHostTests {
 
             // w1 starts alone, so it is the elected housekeeper when it is cut off: the others
             // take over once its tenure (its lease) runs out.
-            // Its calls take a second: its 16 jobs end together, and between writing them back
-            // and its next claim it holds none. With 100 ms calls a cut landed in that gap now
-            // and then (more often on a loaded machine), and there was nothing to rescue.
-            let victim = try startWorker(lab, on: "w1", id: "victim", url: url, latency: "1s")
+            // Its calls take three seconds: its 16 jobs end together, and between writing them
+            // back and its next claim it holds none. With 100 ms calls a cut landed in that gap
+            // now and then, and there was nothing to rescue; with 1 s calls it still did on a
+            // loaded machine, where cutting the link (an `ip` process) can take most of a second.
+            let victim = try startWorker(lab, on: "w1", id: "victim", url: url, latency: "3s")
             try await waitUntil("the victim is elected housekeeper and has finished 32 jobs", limit: .seconds(60)) {
                 let finished = try await pool.query("SELECT count(*) FROM switchyard.results").scalar(Int.self)
                 return victim.log.contains("elected housekeeper") && finished >= 32
@@ -58,14 +59,15 @@ struct MultiHostTests {
                 try startWorker(lab, on: host, id: id, url: url)
             }
             try await Task.sleep(for: .milliseconds(300))
-            // Cut it while it holds jobs it claimed a moment ago: their calls take a second, so it
-            // still holds them at the cut. (Cut when it merely held some, it had now and then
+            // Cut it while it holds jobs it claimed a moment ago: their calls take three seconds,
+            // so it still holds them at the cut. (Cut when it merely held some, it had now and then
             // written them all back, its next claim lost in the cut, on a loaded machine.)
             try await waitUntil("the victim holds jobs it has just claimed", every: .milliseconds(1)) {
                 try await pool.query(
                     "SELECT count(*) FROM switchyard.jobs WHERE lease_owner = 'victim' AND claimed_at > now() - interval '400 milliseconds'"
                 ).scalar(Int.self) > 0
             }
+            let cutting = Date()
             try await lab.setLink("w1", up: false)
             let cutAt = Date()
             // A claim the victim sent just before the cut may still be committing: let it land,
@@ -104,7 +106,7 @@ struct MultiHostTests {
             )
             #expect(
                 !heldByVictim.isEmpty,
-                "the victim held no jobs when it was cut off; nothing to rescue (read \(readAt.timeIntervalSince(cutAt)) s after the cut)")
+                "the victim held no jobs when it was cut off; nothing to rescue (the cut took \(cutAt.timeIntervalSince(cutting)) s; read \(readAt.timeIntervalSince(cutAt)) s after it)")
 
             let finished = try await WorkerProcessTests.waitForResults(
                 pool, total: submitted.count, limit: .seconds(180))
