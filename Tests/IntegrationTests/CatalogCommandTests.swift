@@ -74,6 +74,8 @@ struct CatalogCommandTests {
             await pool.close()
             let text = try await dispatcher(["models", "list", "--database-url", url])
             #expect(text.output.contains("simple_queries"))
+            // No model in the example sets a cache price: no cache columns.
+            #expect(!text.output.contains("CACHED $/1K"))
             #expect(text.output.contains("OPEN (error rate 12.0% over the last 50 requests (limit 2.0%))"), "\(text.output)")
 
             let explained = try await dispatcher(
@@ -285,6 +287,30 @@ struct CatalogCommandTests {
             #expect(since == 2 && sinceOutput.contains("--since is for report savings"), "\(sinceOutput)")
             let (list, listOutput) = try await dispatcher(["feedback", "--list", "5", "--database-url", url])
             #expect(list == 2 && listOutput.contains("--list takes no job"), "\(listOutput)")
+        }
+    }
+    @Test("models list shows cache prices when a model sets one: its own, or the input price it falls back to")
+    func listsCachePrices() async throws {
+        try await TestDatabase.withMigrated { configuration in
+            let url = WorkerProcess.databaseURL(configuration)
+            let file = FileManager.default.temporaryDirectory.appending(path: "cache-prices-\(UUID()).json")
+            defer { try? FileManager.default.removeItem(at: file) }
+            try Data(
+                """
+                {"models": {"claude": {"provider": "simulated", "price_per_1k_input": 0.003, "price_per_1k_output": 0.015,
+                                       "price_per_1k_cached_input": 0.0003, "price_per_1k_cache_write": 0.00375},
+                            "plain": {"provider": "simulated", "price_per_1k_input": 0.002, "price_per_1k_output": 0.004}},
+                 "routing_rules": {"default": {"primary": "claude", "fallback": "plain"}}}
+                """.utf8
+            ).write(to: file)
+            let imported = try await dispatcher(["models", "import", file.path, "--database-url", url])
+            #expect(imported.status == 0, "\(imported.output)")
+            let listed = try await dispatcher(["models", "list", "--database-url", url])
+            let lines = listed.output.split(separator: "\n").map { $0.split(separator: " ").map(String.init) }
+            #expect(lines.first?[3...6] == ["IN", "$/1K", "OUT", "$/1K"])
+            #expect(lines.first?.contains("CACHED") == true && lines.first?.contains("WRITE") == true)
+            #expect(lines.first { $0.first == "claude" }?[3...7] == ["0.003", "0.015", "0.0003", "0.00375", "8192"])
+            #expect(lines.first { $0.first == "plain" }?[3...7] == ["0.002", "0.004", "0.002", "0.002", "8192"])
         }
     }
 }

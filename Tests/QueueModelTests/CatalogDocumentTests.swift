@@ -114,6 +114,23 @@ struct CatalogDocumentTests {
             ])
     }
 
+    @Test("a cached-input price above the input price is imported, with a warning that says so")
+    func cachedAboveInputWarns() {
+        let text = """
+            {"models": {"swapped": {"provider": "anthropic", "price_per_1k_input": 0.0003,
+                                    "price_per_1k_cached_input": 0.003},
+                        "fine": {"provider": "openai", "price_per_1k_input": 0.0025, "price_per_1k_cached_input": 0.00125}}}
+            """
+        let validation = CatalogDocument.validate(Data(text.utf8), knownModels: [])
+        #expect(validation.problems.isEmpty)
+        #expect(
+            validation.warnings.map(\.description) == [
+                "models.swapped.price_per_1k_cached_input: 0.003 is above the input price (0.0003): cache reads would "
+                    + "cost more than uncached input — cache reads are discounted (OpenAI: half, Anthropic: a tenth); "
+                    + "a cache write's price goes in price_per_1k_cache_write"
+            ])
+    }
+
     @Test("every problem is reported at once, each with its path and what to do")
     func everyProblemAtOnce() {
         let text = """

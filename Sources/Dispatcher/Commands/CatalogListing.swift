@@ -14,16 +14,28 @@ enum CatalogListing {
                 "EWMA MS", "P95 MS",
             ]
         ]
+        // Cache prices only when a model sets one: each is what such tokens cost (the input
+        // price where a model leaves it out).
+        let cachePrices = catalog.models.contains { $0.pricePer1KCachedInput != nil || $0.pricePer1KCacheWrite != nil }
+        if cachePrices { rows[0].insert(contentsOf: ["CACHED $/1K", "CACHE WRITE $/1K"], at: 5) }
+        let priced: (Decimal?, Decimal) -> String = { price, input in "\(price ?? input)" }
         for model in catalog.models {
             let record = health[model.name]
-            rows.append([
+            var row: [String] = [
                 model.name, model.provider.rawValue, model.tier, "\(model.pricePer1KInput)",
                 "\(model.pricePer1KOutput)",
                 "\(model.contextWindow)", number(model.weight), model.enabled ? "yes" : "no",
                 record.map { breaker($0) } ?? "closed (no reports)",
                 record?.latencyEWMAMS.map { String(Int($0.rounded())) } ?? "-",
                 record?.latencyP95MS.map { String(Int($0.rounded())) } ?? "-",
-            ])
+            ]
+            if cachePrices {
+                row.insert(contentsOf: [
+                    priced(model.pricePer1KCachedInput, model.pricePer1KInput),
+                    priced(model.pricePer1KCacheWrite, model.pricePer1KInput),
+                ], at: 5)
+            }
+            rows.append(row)
         }
         var lines = table(rows)
         lines.append("")

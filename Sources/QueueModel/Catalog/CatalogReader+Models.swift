@@ -138,6 +138,14 @@ extension CatalogReader {
                 problem(settingPath, which + setting.message, hint: setting.hint)
             }
         }
+        // Every provider discounts cache reads; a cached price above the input price is most
+        // likely the two swapped, or a cache write's price in the wrong field.
+        if let cached = spec.pricePer1KCachedInput, cached > spec.pricePer1KInput {
+            warning(
+                Self.join(path, "price_per_1k_cached_input"),
+                "\(cached) is above the input price (\(spec.pricePer1KInput)): cache reads would cost more than uncached input",
+                hint: "cache reads are discounted (OpenAI: half, Anthropic: a tenth); a cache write's price goes in price_per_1k_cache_write")
+        }
         if let tier, !Self.knownTiers.contains(tier),
             let close = CatalogProblem.suggestion(for: tier, among: Self.knownTiers)
         {
