@@ -7,7 +7,7 @@ import Testing
 
 /// A `--poll-only` worker hears no NOTIFY, so its fleet state re-reads the catalog and the
 /// background settings on a timer.
-@Suite("Fleet state: reloading without NOTIFY")
+@Suite("Fleet state: reloading without NOTIFY, breakers between report rounds")
 struct FleetReloadTests {
     static let catalog = """
         {"models": {"m": {"provider": "simulated", "price_per_1k_input": 0.001, "price_per_1k_output": 0.001}},
@@ -90,6 +90,81 @@ struct FleetReloadTests {
             let running = Task { await fleet.run() }
             defer { running.cancel() }
             try await waitUntil("the worker has read the settings again") { fleet.planner.policy.version != nil }
+        }
+    }
+    /// The model `m`, its breaker open long enough ago to be half-open now.
+    private static func halfOpenFleet(_ pool: PostgresPool) async throws -> (FleetState, ModelSpec) {
+        _ = try await CatalogStore(pool: pool).importDocument(Data(Self.catalog.utf8))
+        try await pool.query(
+            """
+            INSERT INTO switchyard.model_health (model, state, reason, opened_at, consecutive_failures)
+            VALUES ('m', 'open', '5 failures in a row', now() - interval '1 hour', 5)
+            """)
+        // Rounds far apart: only a report sent at once reaches the fleet within the test.
+        let fleet = FleetState(
+            pool: pool, logger: Logger(label: "worker", level: .error) { _ in }, reportInterval: .seconds(600))
+        await fleet.reload()
+        let model = try #require(fleet.router.catalog.models.first)
+        #expect(fleet.routingState(sequence: 0).models["m"]?.breaker == .halfOpen)
+        return (fleet, model)
+    }
+
+    /// The fleet's breaker for `m` (nothing before its first report).
+    private static func fleetBreaker(_ pool: PostgresPool) async throws -> (state: String, reason: String?) {
+        guard let row = try await pool.query("SELECT state, reason FROM switchyard.fleet_health WHERE model = 'm'").first
+        else { return ("none", nil) }
+        return (try row.decode("state"), try row.decode("reason", as: String?.self))
+    }
+
+    @Test("a half-open model's failed probe shuts it here at once and reopens the fleet's breaker: the next job is no second probe")
+    func failedProbe() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let (fleet, model) = try await Self.halfOpenFleet(pool)
+            fleet.begin(model, estimatedTokens: 10)
+            #expect(fleet.routingState(sequence: 1).models["m"]?.breaker == .open)  // the probe is in flight
+            fleet.end(model, success: false, latencyMS: 3)
+            #expect(fleet.routingState(sequence: 2).models["m"]?.breaker == .open)
+            try await waitUntil("the fleet's breaker is open again") {
+                try await Self.fleetBreaker(pool).state == "open"
+            }
+            #expect(try await Self.fleetBreaker(pool).reason == "a probe failed while half-open")
+        }
+    }
+
+    @Test("a half-open model's successful probe closes the fleet's breaker without waiting for the next report round")
+    func successfulProbe() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let (fleet, model) = try await Self.halfOpenFleet(pool)
+            fleet.begin(model, estimatedTokens: 10)
+            fleet.end(model, success: true, latencyMS: 3)
+            try await waitUntil("the fleet's breaker is closed") { try await Self.fleetBreaker(pool).state == "closed" }
+        }
+    }
+
+    @Test("breaker_consecutive_failures failures in a row shut the model here at once, not after the report round's worth")
+    func failuresInARow() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            _ = try await CatalogStore(pool: pool).importDocument(Data(Self.catalog.utf8))
+            try await pool.query("UPDATE switchyard.settings SET value = '3' WHERE name = 'breaker_consecutive_failures'")
+            let fleet = FleetState(
+                pool: pool, logger: Logger(label: "worker", level: .error) { _ in }, reportInterval: .seconds(600))
+            await fleet.reload()
+            let model = try #require(fleet.router.catalog.models.first)
+            // A success resets the count.
+            for success in [false, false, true, false, false] {
+                fleet.begin(model, estimatedTokens: 10)
+                fleet.end(model, success: success, latencyMS: 3)
+            }
+            #expect(fleet.routingState(sequence: 0).models["m"]?.breaker == .closed)
+            // A request's own fault (a 400) says nothing about the model.
+            fleet.begin(model, estimatedTokens: 10)
+            fleet.end(model, success: false, countsAgainstModel: false, latencyMS: 3)
+            #expect(fleet.routingState(sequence: 0).models["m"]?.breaker == .closed)
+            fleet.begin(model, estimatedTokens: 10)
+            fleet.end(model, success: false, latencyMS: 3)
+            #expect(fleet.routingState(sequence: 0).models["m"]?.breaker == .open)
+            try await waitUntil("the fleet's breaker is open") { try await Self.fleetBreaker(pool).state == "open" }
+            #expect(try await Self.fleetBreaker(pool).reason == "3 failures in a row")
         }
     }
 }

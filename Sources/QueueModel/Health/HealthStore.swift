@@ -33,6 +33,9 @@ public struct HealthStore: Sendable {
     public struct Snapshot: Sendable {
         public var models: [String: RoutingState.ModelState]
         public var liveWorkers: Int
+        /// `breaker_consecutive_failures`: after this many failures in a row a worker stops
+        /// calling the model at once, before its report comes back with the fleet's breaker.
+        public var consecutiveFailureLimit: Int
     }
 
     /// Reads the fleet's health in one round trip.
@@ -40,23 +43,29 @@ public struct HealthStore: Sendable {
         let rows = try await pool.query(
             """
             SELECT model, state, latency_ewma_ms,
-                   (SELECT count(*) FROM switchyard.workers WHERE heartbeat_at > now() - interval '30 seconds') AS live
+                   (SELECT count(*) FROM switchyard.workers WHERE heartbeat_at > now() - interval '30 seconds') AS live,
+                   NULL AS consecutive_limit
             FROM switchyard.fleet_health
             UNION ALL
             SELECT NULL, NULL, NULL,
-                   (SELECT count(*) FROM switchyard.workers WHERE heartbeat_at > now() - interval '30 seconds')
+                   (SELECT count(*) FROM switchyard.workers WHERE heartbeat_at > now() - interval '30 seconds'),
+                   (SELECT value FROM switchyard.settings WHERE name = 'breaker_consecutive_failures')
             """
         )
         var models: [String: RoutingState.ModelState] = [:]
         var live = 1
+        var limit = 5
         for row in rows {
             live = max(1, try row.decode("live", as: Int.self))
+            if let text = try row.decode("consecutive_limit", as: String?.self), let value = Int(text), value > 0 {
+                limit = value
+            }
             guard let model = try row.decode("model", as: String?.self) else { continue }
             models[model] = RoutingState.ModelState(
                 breaker: RoutingState.Breaker(rawValue: try row.decode("state", as: String.self)) ?? .closed,
                 latencyEWMAMS: try row.decode("latency_ewma_ms", as: Double?.self)
             )
         }
-        return Snapshot(models: models, liveWorkers: live)
+        return Snapshot(models: models, liveWorkers: live, consecutiveFailureLimit: limit)
     }
 }

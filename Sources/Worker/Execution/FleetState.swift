@@ -22,6 +22,12 @@ final class FleetState: Sendable {
         var planner = OffPeakPlanner(router: Router(catalog: .empty), policy: BackgroundPolicy(), schedules: [:])
         var breakers: [String: RoutingState.ModelState] = [:]
         var liveWorkers = 1
+        /// `breaker_consecutive_failures`, and this worker's own failures in a row per model
+        /// since its last success: at the limit it stops calling the model at once, as it does
+        /// after a failed probe, rather than failing job after job until its report (every 250 ms)
+        /// comes back with the fleet's breaker open.
+        var consecutiveFailureLimit = 5
+        var failuresInARow: [String: Int] = [:]
         var inFlight: [String: Int] = [:]
         var budgets: [String: RateBudget] = [:]
         var pending: [String: HealthReport] = [:]
@@ -144,6 +150,7 @@ final class FleetState: Sendable {
             state.withLock { state in
                 state.breakers = snapshot.models
                 state.liveWorkers = snapshot.liveWorkers
+                state.consecutiveFailureLimit = snapshot.consecutiveFailureLimit
             }
         } catch {
             if Task.isCancelled { return }
@@ -275,16 +282,34 @@ final class FleetState: Sendable {
     ///   - countsAgainstModel: false for failures that are the request's fault (a 400), which
     ///     say nothing about the model's health.
     ///   - markUnhealthy: a reason to open the breaker at once (bad key, quota gone).
+    ///
+    /// The breaker opens here at once, and the report goes out now rather than in the next round,
+    /// when the call marks the model unhealthy, when it was a half-open model's probe and failed
+    /// (the probe is the one call let through: the next job must not be the next probe), or when
+    /// it is this worker's `breaker_consecutive_failures`-th failure in a row on the model. A
+    /// probe that succeeded is reported at once too, so the fleet closes the breaker sooner.
     func end(
         _ model: ModelSpec, success: Bool, countsAgainstModel: Bool = true, latencyMS: Double?,
         rateLimit: RateLimitInfo? = nil, markUnhealthy: String? = nil, now: Date = Date()
     ) {
-        let flushNow = markUnhealthy != nil
-        state.withLock { state in
+        let flushNow = state.withLock { state in
             state.inFlight[model.name, default: 1] -= 1
+            var flushNow = markUnhealthy != nil
             if success || countsAgainstModel {
                 state.pending[model.name, default: HealthReport(model: model.name)]
                     .record(success: success, latencyMS: latencyMS)
+                let breaker = state.breakers[model.name]?.breaker ?? .closed
+                if success {
+                    state.failuresInARow[model.name] = nil
+                    flushNow = flushNow || breaker == .halfOpen
+                } else {
+                    let inARow = (state.failuresInARow[model.name] ?? 0) + 1
+                    state.failuresInARow[model.name] = inARow
+                    if breaker == .halfOpen || (breaker == .closed && inARow == state.consecutiveFailureLimit) {
+                        state.breakers[model.name, default: .init()].breaker = .open
+                        flushNow = true
+                    }
+                }
             }
             if let markUnhealthy {
                 state.pending[model.name, default: HealthReport(model: model.name)].markUnhealthy = markUnhealthy
@@ -296,6 +321,7 @@ final class FleetState: Sendable {
                 budget.apply(rateLimit, workers: state.liveWorkers, now: now)
                 state.budgets[model.name] = budget
             }
+            return flushNow
         }
         if flushNow { Task { await self.flushReports() } }
     }
