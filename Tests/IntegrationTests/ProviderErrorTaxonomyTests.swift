@@ -144,6 +144,23 @@ struct ProviderErrorTaxonomyTests {
             status: 400, body: anthropic("invalid_request_error", "This model does not support image input."),
             code: .unsupportedRequest, decision: .nextCandidate),
         Row(
+            name: "Ollama 400 '<model> does not support tools' → next candidate",
+            status: 400, body: #"{"error":"registry.ollama.ai/library/notools:latest does not support tools"}"#,
+            code: .unsupportedRequest, decision: .nextCandidate),
+        Row(
+            name: "OpenAI 400 'image_url is only supported by certain models' → next candidate",
+            status: 400,
+            body: openAI("Invalid content type. image_url is only supported by certain models.", code: "invalid_value"),
+            code: .unsupportedRequest, decision: .nextCandidate),
+        Row(
+            name: "vLLM 400 '<model> is not a multimodal model' → next candidate",
+            status: 400, body: openAI("meta-llama/Llama-3.1-8B-Instruct is not a multimodal model"),
+            code: .unsupportedRequest, decision: .nextCandidate),
+        Row(
+            name: "OpenRouter 404 'No endpoints found that support tool use' → next candidate",
+            status: 404, body: #"{"error":{"message":"No endpoints found that support tool use.","code":404}}"#,
+            code: .unsupportedRequest, decision: .nextCandidate),
+        Row(
             name: "400 saying something of the request does not support something → fail the job",
             status: 400, body: openAI("Messages with role 'tool' does not support the field 'name'"),
             code: .badRequest, decision: .failJob),

@@ -71,6 +71,12 @@ extension ProviderError {
                 .unauthorized,
                 hint: "check the key in the environment variable named by the model's api_key_env, "
                     + "and that it may use this model")
+        case 404 where Self.isUnsupportedByModel(text):
+            // OpenRouter: the model exists, but none of its hosts takes this request (tools,
+            // images); a 404 for a missing model would open the breaker for every request.
+            return make(
+                .unsupportedRequest,
+                hint: "the job moves to the next model; this one does not take what the request uses")
         case 404:
             return make(.modelNotFound, hint: "check the model's base_url and upstream_model in the catalog")
         case 408:
@@ -145,9 +151,16 @@ extension ProviderError {
     static func isUnsupportedByModel(_ text: String) -> Bool {
         // Said of the model, not of any "does not support": a request's own mistake ("the role
         // does not support tool calls") stays the caller's, and is not sent round every model.
+        // Servers that name the model rather than say "model" are matched by what they refuse:
+        // Ollama's "<model> does not support tools", OpenAI's "image_url is only supported by
+        // certain models", vLLM's "<model> is not a multimodal model", OpenRouter's "No endpoints
+        // found that support tool use".
         [
             "unsupported_parameter", "unsupported_value", "not supported with this model", "model does not support",
-            "not supported by this model",
+            "not supported by this model", "only supported by certain models", "is not a multimodal model",
+            "does not support tools", "does not support tool use", "does not support function calling",
+            "does not support images", "does not support image input", "does not support vision",
+            "no endpoints found that support",
         ].contains { text.contains($0) }
     }
 
