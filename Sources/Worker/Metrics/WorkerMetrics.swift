@@ -63,7 +63,7 @@ final class WorkerMetrics: Sendable {
             "switchyard_attempts_total", help: "Model calls by model and outcome (succeeded, error, timeout, ...).",
             labels: ["model", "outcome"])
         jobLatency = registry.histogram(
-            "switchyard_job_latency_seconds", help: "Time from claim to outcome of each job attempt run here.",
+            "switchyard_job_latency_seconds", help: "Time from claim to result of each job finished here (retries and postponements are not results).",
             labels: priority, buckets: Self.latencyBuckets)
         attemptLatency = registry.histogram(
             "switchyard_attempt_latency_seconds", help: "Duration of each model call, by model and tier.",

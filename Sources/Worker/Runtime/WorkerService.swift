@@ -207,12 +207,16 @@ final class WorkerService: Sendable {
             let started = ContinuousClock.now
             let outcome = await executor.execute(job)
             let elapsed = ContinuousClock.now - started
-            metrics.jobLatency.observe(elapsed.seconds, [job.priority.rawValue])
             let model = Self.model(of: outcome)
             let stopReason = inFlight.stopReason(of: ticket)
             guard let completion = completion(of: job, outcome, stopReason, model: model, elapsed: elapsed) else {
                 release(job, ticket)
                 return
+            }
+            // The job's latency, as its result's latency_ms: a retry or a postponement is no
+            // outcome of the job (a model outage's postponements, a few ms each, read as fast jobs).
+            if completion.kind == .result {
+                metrics.jobLatency.observe(elapsed.seconds, [job.priority.rawValue])
             }
             // Written in the writer's next batch; the slot stays taken until then.
             inFlight.handOver(ticket)

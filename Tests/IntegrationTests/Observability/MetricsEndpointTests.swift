@@ -63,20 +63,26 @@ struct MetricsEndpointTests {
         #expect(status == 200 && body == "up 1\n")
     }
 
+    /// An in-process worker that routes with the catalog in `pool`, counting into `metrics`.
+    static func routingWorker(
+        _ pool: PostgresPool, _ configuration: WorkerConfiguration, metrics: WorkerMetrics
+    ) -> WorkerService {
+        let logger = Logger(label: "worker", level: .error) { _ in }
+        let fleet = FleetState(pool: pool, logger: logger)
+        let executor = RoutingExecutor(
+            fleet: fleet, providers: ProviderFactory(concurrency: configuration.identity.concurrency),
+            worker: configuration.identity.id, logger: logger, metrics: metrics)
+        return WorkerService(
+            configuration: configuration, pool: pool, executor: executor, fleet: fleet, logger: logger,
+            metrics: metrics)
+    }
+
     @Test("a worker that ran jobs serves every required series in valid Prometheus text; other paths 404")
     func scrapeInProcessWorker() async throws {
         try await TestDatabase.withMigratedPool { pool in
             _ = try await CatalogStore(pool: pool).importDocument(Data(Self.catalog.utf8))
-            let logger = Logger(label: "worker", level: .error) { _ in }
             let metrics = WorkerMetrics()
-            let fleet = FleetState(pool: pool, logger: logger)
-            let configuration = WorkerServiceTests.configuration(concurrency: 4)
-            let executor = RoutingExecutor(
-                fleet: fleet, providers: ProviderFactory(concurrency: 4), worker: configuration.identity.id,
-                logger: logger, metrics: metrics)
-            let service = WorkerService(
-                configuration: configuration, pool: pool, executor: executor, fleet: fleet, logger: logger,
-                metrics: metrics)
+            let service = Self.routingWorker(pool, WorkerServiceTests.configuration(concurrency: 4), metrics: metrics)
             let server = try MetricsServer(port: 0, render: metrics.render)
             server.start()
             defer { server.stop() }
@@ -130,6 +136,30 @@ struct MetricsEndpointTests {
 
             let missing = try await Self.get("http://127.0.0.1:\(server.port)/other")
             #expect(missing.status == 404)
+        }
+    }
+
+    @Test("job latency counts each job once, at its result: not the attempts that ended in a retry")
+    func jobLatencyOncePerJob() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            _ = try await CatalogStore(pool: pool).importDocument(
+                Data(Self.catalog.replacingOccurrences(of: "\"error_rate\": 0", with: "\"error_rate\": 1").utf8))
+            let metrics = WorkerMetrics()
+            var configuration = WorkerServiceTests.configuration(concurrency: 4)
+            configuration.retryPolicy = RetryPolicy(base: .milliseconds(10), maximum: .milliseconds(10), jitter: 0)
+            let service = Self.routingWorker(pool, configuration, metrics: metrics)
+            let running = Task { try await service.run() }
+            let hello: JSONValue = ["messages": [["role": "user", "content": "hello"]]]
+            _ = try await QueueStore(pool: pool).submit(batch: [Submission(request: hello, maxAttempts: 3)])
+            try await waitUntil("the job has failed its three attempts") {
+                metrics.jobsFailed.value([Priority.interactive.rawValue]) == 1
+                    && metrics.inFlight.value([Priority.interactive.rawValue]) == 0
+            }
+            service.shutdown()
+            try await running.value
+            let text = try PrometheusText(parsing: metrics.render())
+            #expect(text.value("switchyard_attempts_total", ["model": "sim-fast", "outcome": "error"]) == 3)
+            #expect(text.value("switchyard_job_latency_seconds_count", ["priority": "interactive"]) == 1)
         }
     }
 
