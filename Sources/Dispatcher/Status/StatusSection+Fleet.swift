@@ -8,7 +8,7 @@ extension StatusSection {
         guard let total = stats.first(where: { $0.dimension == "total" }) else {
             return StatusOutput(
                 lines: ["no jobs finished in the last \(StatusFormat.window(context.window))"],
-                json: ["jobs": 0, "by_priority": [], "by_tier": []])
+                json: ["total": JobStats.emptyTotal.json, "by_priority": [], "by_tier": [], "by_provider": []])
         }
         var lines = [
             "\(total.jobs) jobs finished (\(StatusFormat.rate(total.jobsPerMinute))/min): "

@@ -45,6 +45,31 @@ public struct JobStats: Sendable, Hashable {
     /// Jobs per minute over the window.
     public var jobsPerMinute: Double
 
+    /// The `total` row of a window in which no job finished (SQL returns no row then): zero jobs,
+    /// zero cost and rates, no percentiles. Its JSON has the keys a busy window's has.
+    public static let emptyTotal = JobStats(
+        dimension: "total", subject: "all", jobs: 0, succeeded: 0, failed: 0, expired: 0, errorRate: 0,
+        timeoutRate: 0, fallbackRate: 0, cost: 0, tokensIn: 0, tokensOut: 0, jobsPerMinute: 0)
+
+    private init(
+        dimension: String, subject: String, jobs: Int, succeeded: Int, failed: Int, expired: Int, errorRate: Double,
+        timeoutRate: Double, fallbackRate: Double, cost: Decimal, tokensIn: Int, tokensOut: Int, jobsPerMinute: Double
+    ) {
+        self.dimension = dimension
+        self.subject = subject
+        self.jobs = jobs
+        self.succeeded = succeeded
+        self.failed = failed
+        self.expired = expired
+        self.errorRate = errorRate
+        self.timeoutRate = timeoutRate
+        self.fallbackRate = fallbackRate
+        self.cost = cost
+        self.tokensIn = tokensIn
+        self.tokensOut = tokensOut
+        self.jobsPerMinute = jobsPerMinute
+    }
+
     init(row: PostgresRow) throws {
         dimension = try row.decode("dimension")
         subject = try row.decode("subject")
