@@ -177,13 +177,13 @@ struct RoutingExecutor: JobExecutor {
                 )
                 let outcome = Self.outcome(of: providerError)
                 record(model, tier: attempt.tier, outcome: outcome, latencyMS: latencyMS)
-                logger.info(
+                // The status a number in JSON lines, and left out when there was no answer.
+                var callLogger = logger.with("model", model.name).with("tier", attempt.tier.rawValue)
+                    .with("outcome", outcome)
+                if let status = providerError?.httpStatus { callLogger = callLogger.with("http_status", status) }
+                callLogger.info(
                     "model call failed",
-                    [
-                        "model": model.name, "tier": attempt.tier.rawValue, "outcome": outcome,
-                        "http_status": providerError?.httpStatus.map(String.init) ?? "none",
-                        "latency_ms": Int(latencyMS.rounded()), "next": Self.describe(decision), "error": summary,
-                    ]
+                    ["latency_ms": Int(latencyMS.rounded()), "next": Self.describe(decision), "error": summary]
                 )
                 // Neither the request's fault nor this worker's says anything about the model's health, nor
                 // does a request this model cannot take (`max_tokens` on o1, `n` on Anthropic): counted, a

@@ -140,12 +140,12 @@ final class Housekeeper: Sendable {
         let evaluation = ContinuousClock.now - started
         for event in events {
             metrics.alertEvents.increment([event.kind, event.event.rawValue])
-            var fields: [(String, String)] = [
-                ("alert", "\(event.alertID)"), ("kind", event.kind), ("subject", event.subject),
-                ("value", event.value.map { "\($0)" } ?? "none"), ("threshold", "\(event.threshold)"),
-            ]
-            if event.isModelAlert { fields.append(("model", event.subject)) }
-            let logger = fields.reduce(self.logger) { $0.with($1.0, $1.1) }
+            // Numbers stay numbers in JSON lines; a value there is none of is left out.
+            var logger = self.logger.with("alert", event.alertID).with("kind", event.kind)
+                .with("subject", event.subject)
+            if let value = event.value { logger = logger.with("value", value) }
+            logger = logger.with("threshold", event.threshold)
+            if event.isModelAlert { logger = logger.with("model", event.subject) }
             if event.event == .raised {
                 logger.warning("alert raised: \(event.message)")
             } else {

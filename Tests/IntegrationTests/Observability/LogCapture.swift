@@ -8,8 +8,8 @@ final class LogCapture: Sendable {
     private let lines = Mutex<[String]>([])
 
     /// A logger at `level` that writes here (lines pass through `Secrets.redact`, as in production).
-    func logger(label: String = "worker", level: Logger.Level = .trace) -> Logger {
-        Logger(label: label, level: level) { line in self.lines.withLock { $0.append(line) } }
+    func logger(label: String = "worker", level: Logger.Level = .trace, format: Logger.Format = .logfmt) -> Logger {
+        Logger(label: label, level: level, format: format) { line in self.lines.withLock { $0.append(line) } }
     }
 
     /// Every line so far.

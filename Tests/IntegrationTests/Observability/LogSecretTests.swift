@@ -75,6 +75,9 @@ struct LogSecretTests {
                 let failures = lines.filter { $0.contains("msg=\"model call failed\"") }
                 #expect(failures.count == 2)
                 #expect(failures.allSatisfy { $0.contains("job=\(id)") && $0.contains("level=info") })
+                // The status as the provider sent it (a number in JSON lines), never "none".
+                #expect(failures.allSatisfy { !$0.contains("http_status=none") })
+                #expect(failures.contains { $0.range(of: #" http_status=[0-9]{3} "#, options: .regularExpression) != nil })
 
                 // The prompt and the answer: trace only.
                 let private_ = lines.filter { $0.contains("PROMPT-MARKER-7731") || $0.contains("ANSWER-MARKER-5521") }
