@@ -34,3 +34,28 @@ struct JobWaiterTests {
         }
     }
 }
+
+/// Text a submitter or a provider chose reaches the operator's terminal inert.
+@Suite("Terminal output: control characters shown, not obeyed")
+struct PrintableOutputTests {
+    @Test("a table cell with escape sequences prints them as cat -v does, and the columns stay aligned")
+    func tableCells() {
+        var table = TextTable(["class", "jobs"], rightAligned: [1])
+        table.append(["evil\u{1B}[2J\u{1B}]0;pwned\u{07}", "1"])
+        table.append(["plain", "22"])
+        table.append(["c1\u{9B}31m\u{7F}", "3"])
+        #expect(table.lines == [
+            "class                  jobs",
+            "evil^[[2J^[]0;pwned^G     1",
+            "plain                    22",
+            "c1M-^[31m^?               3",
+        ])
+        #expect(StatusFormat.printable("naïve — ok") == "naïve — ok")
+    }
+
+    @Test("wait's one-line summary shows a provider's control characters instead of sending them")
+    func waitSummary() {
+        let failed: JSONValue = ["status": "failed", "error": ["message": "bad\u{1B}[31m red\r\nline"]]
+        #expect(JobWaiter.summary(id: 7, result: failed) == "7  failed  bad^[[31m red^M^Jline")
+    }
+}

@@ -108,6 +108,8 @@ struct JobWaiter {
         } else if let message = result["error"]?["message"]?.stringValue {
             parts.append(message)
         }
-        return parts.joined(separator: "  ")
+        // The answer and the error are a model's or a provider's text: one line, nothing a
+        // terminal would act on.
+        return StatusFormat.printable(parts.joined(separator: "  "))
     }
 }

@@ -4,6 +4,27 @@ import Foundation
 enum StatusFormat {
     static let none = "—"
 
+    /// Text a submitter chose (a task class, a tenant, a note), made safe to print: control
+    /// characters shown as `cat -v` does (ESC as `^[`, DEL as `^?`, C1 as `M-^[`), so none can
+    /// clear the operator's screen, retitle the window or break the columns.
+    static func printable(_ text: String) -> String {
+        guard text.unicodeScalars.contains(where: isControl) else { return text }
+        var shown = ""
+        for scalar in text.unicodeScalars {
+            switch scalar.value {
+            case 0x00..<0x20: shown += "^" + String(UnicodeScalar(UInt8(scalar.value + 0x40)))
+            case 0x7F: shown += "^?"
+            case 0x80..<0xA0: shown += "M-^" + String(UnicodeScalar(UInt8(scalar.value - 0x80 + 0x40)))
+            default: shown.unicodeScalars.append(scalar)
+            }
+        }
+        return shown
+    }
+
+    private static func isControl(_ scalar: Unicode.Scalar) -> Bool {
+        scalar.value < 0x20 || (0x7F..<0xA0).contains(scalar.value)
+    }
+
     /// `412 ms`, `1.21 s`, `2.3 min`.
     static func milliseconds(_ value: Double?) -> String {
         guard let value, value.isFinite else { return none }
@@ -81,7 +102,7 @@ struct TextTable {
     mutating func append(_ row: [String]) { rows.append(row) }
 
     var lines: [String] {
-        let all = [header] + rows
+        let all = ([header] + rows).map { $0.map(StatusFormat.printable) }
         let widths = header.indices.map { column in
             all.map { $0.indices.contains(column) ? $0[column].count : 0 }.max() ?? 0
         }
