@@ -55,6 +55,32 @@ struct RouterPlanTests {
                 == true)
     }
 
+    @Test("over the ceiling: transient only when a window can bring the model within it; a surcharge is no off-peak price")
+    func ceilingAndWindows() throws {
+        func model(_ name: String, windows: JSONValue) -> ModelSpec {
+            var model = F.model(name, price: "0.01")
+            model.priceWindows = windows
+            return model
+        }
+        let surcharge = model("surcharged", windows: [["start": "00:00", "end": "24:00", "multiplier": 2]])
+        let halfOff = model("half-off", windows: [["start": "00:00", "end": "06:00", "multiplier": 0.5]])
+        // Half price for input only: 0.0075 on average, still over 0.005.
+        let inputOff = model("input-off", windows: [["start": "00:00", "end": "06:00", "input_multiplier": 0.5, "output_multiplier": 1]])
+        func unroutable(_ model: ModelSpec, offPeak: Decimal? = nil) -> RoutePlan.Unroutable? {
+            var state = RoutingState()
+            state[model.name].averagePricePer1K = offPeak
+            return Router(catalog: F.catalog([model], maxCost: "0.005")).plan(for: F.request(), state: state).unroutable
+        }
+        #expect(unroutable(surcharge, offPeak: 0.02)?.isTransient == false)
+        #expect(unroutable(inputOff)?.isTransient == false)
+        #expect(unroutable(halfOff)?.isTransient == true)
+
+        var state = RoutingState()
+        state["surcharged"].averagePricePer1K = 0.02
+        let explained = Router(catalog: F.catalog([surcharge], maxCost: "0.005")).plan(for: F.request(), state: state)
+        #expect(explained.explanation.candidates[0].dropReasons == ["$0.02/1K surcharged is over the cost ceiling $0.005/1K"])
+    }
+
     @Test("a model the rule names but the catalog lacks is dropped, not fatal; a token budget counts the whole request")
     func missingModelAndTokenBudget() {
         let rule = RouteRule(taskClass: "r", primary: "ghost", fallbacks: ["a", "b"])

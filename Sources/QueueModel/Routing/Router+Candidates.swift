@@ -43,7 +43,9 @@ extension Router {
         let averagePricePer1K: Decimal
         let averagePricePer1KValue: Double
         let priceText: String
-        let hasPriceWindows: Bool
+        /// The lowest average price per 1K its windows can bring it to (its list price when it has
+        /// none, or only surcharges): over a ceiling, the model never comes within it.
+        let lowestPricePer1KValue: Double
         /// The model's scored capability for each of `TaskClass.builtIn`, in that order (a class's
         /// capability names and the dictionary lookups cost a tenth of a plan when done per plan).
         let builtInScores: [(name: String, score: Int)?]
@@ -54,7 +56,14 @@ extension Router {
             self.averagePricePer1K = Router.averagePricePer1K(spec)
             self.averagePricePer1KValue = NSDecimalNumber(decimal: averagePricePer1K).doubleValue
             self.priceText = "$\(averagePricePer1K)/1K"
-            self.hasPriceWindows = !(spec.priceWindows.arrayValue?.isEmpty ?? true)
+            // Open windows price a call at their lowest multipliers, input and output apart: no
+            // instant is cheaper than every window's lowest of each at once.
+            let windows = PriceSchedule(spec).windows
+            let lowest = windows.isEmpty ? averagePricePer1K : min(
+                averagePricePer1K,
+                Pricing.averagePricePer1K(
+                    spec, input: windows.map(\.inputMultiplier).min() ?? 1, output: windows.map(\.outputMultiplier).min() ?? 1))
+            self.lowestPricePer1KValue = NSDecimalNumber(decimal: lowest).doubleValue
             self.builtInScores = TaskClass.builtIn.map { $0.scoredCapability(of: spec) }
         }
     }
@@ -166,7 +175,7 @@ extension Router {
         if let offPeak = live.averagePricePer1K, offPeak != price {
             price = offPeak
             priceValue = NSDecimalNumber(decimal: offPeak).doubleValue
-            priceText = explain ? "$\(offPeak)/1K off-peak" : ""
+            priceText = explain ? "$\(offPeak)/1K \(offPeak < entry.averagePricePer1K ? "off-peak" : "surcharged")" : ""
         }
         evaluation.price = price
         evaluation.priceValue = priceValue
@@ -193,8 +202,9 @@ extension Router {
             )
         }
         if let ceiling = criteria.ceiling, let ceilingValue = criteria.ceilingValue, priceValue > ceilingValue {
-            // A model with price windows may come within the ceiling later.
-            evaluation.drop("\(priceText) is over the cost ceiling $\(ceiling)/1K", permanent: !entry.hasPriceWindows)
+            // A model whose windows can bring it within the ceiling may come within it later.
+            evaluation.drop(
+                "\(priceText) is over the cost ceiling $\(ceiling)/1K", permanent: entry.lowestPricePer1KValue > ceilingValue)
         }
         if let allowedTiers = criteria.allowedTiers, !allowedTiers.contains(entry.spec.tier) {
             evaluation.drop(

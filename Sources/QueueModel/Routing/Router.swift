@@ -169,7 +169,8 @@ public struct Router: Sendable {
             reason: "no model of rule \"\(rule.taskClass)\" can take this request (" + reasons.joined(separator: " | ")
                 + ")",
             hint: transient
-                ? "every model is unhealthy, busy or out of rate budget right now; retry later"
+                ? "every model is unhealthy, busy, out of rate budget or priced over the ceiling right now "
+                    + "(a price window brings it within later); retry later"
                 : "shorten the request, raise the rule's max_cost_per_1k or lower its quality_floor, or add a model "
                     + "that fits to the rule",
             isTransient: transient
