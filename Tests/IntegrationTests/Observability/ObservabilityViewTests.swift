@@ -179,6 +179,19 @@ struct ObservabilityViewTests {
             #expect((depth[0].oldestWaitSeconds ?? -1) >= 0)
             #expect(depth[1].queued == 1 && depth[1].scheduled == 1 && depth[1].running == 0)
 
+            // Put back to wait for a model (every one of its rule's down): waiting, not scheduled,
+            // and its wait counts from when it began to wait.
+            try await pool.query(
+                """
+                UPDATE switchyard.jobs SET run_at = now() + interval '5 seconds', postponed_at = now(),
+                       waiting_since = now() - interval '40 seconds'
+                WHERE id = $1
+                """, [interactive[2]])
+            let outage = try await observability.queueDepth()
+            #expect(outage[0].queued == 2 && outage[0].scheduled == 0)
+            #expect(outage[0].oldestJobID == interactive[2])
+            #expect((outage[0].oldestWaitSeconds ?? 0) >= 40)
+
             let workers = try await observability.workers()
             let worker = try #require(workers.first { $0.id == "w-test" })
             #expect(worker.inFlight == 1 && worker.leased == 1 && worker.alive)
