@@ -321,6 +321,30 @@ struct QueueSQLTests {
         }
     }
 
+    @Test("a take-over that commits while the old process's heartbeat checks its row stops it: the heartbeat does not write over it")
+    func takeOverDuringHeartbeat() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let first = WorkerIdentity(id: "w", concurrency: 1, hostname: "host-a", pid: 100, version: "v1")
+            let second = WorkerIdentity(id: "w", concurrency: 1, hostname: "host-b", pid: 200, version: "v1")
+            _ = try await store.heartbeat(worker: first, held: [], lease: .seconds(30))
+            try await pool.withConnection { taker in
+                // The second process takes the id over, in a transaction still open …
+                try await taker.query("BEGIN")
+                try await taker.query(
+                    "SELECT * FROM switchyard.heartbeat('w', '{}', '{}', 30, 1, 'host-b', 200, 'v1', $1, true)",
+                    [second.instance])
+                // … while the first one's next heartbeat runs.
+                let beat = Task { try await store.heartbeat(worker: first, held: [], lease: .seconds(30), takeOver: false) }
+                try await waitUntilBlocked(pool, calling: "switchyard.heartbeat", "the first one's heartbeat waits for the row")
+                try await taker.query("COMMIT")
+                let refused = await #expect(throws: PostgresError.self) { try await beat.value }
+                #expect(refused?.sqlState == QueueStore.idTakenOver)
+            }
+            #expect(try await pool.query("SELECT hostname FROM switchyard.workers WHERE id = 'w'").scalar(String.self) == "host-b")
+        }
+    }
+
     @Test("a lease that expires on the last attempt ends the job as failed, with the reason")
     func rescueOnLastAttempt() async throws {
         try await TestDatabase.withMigratedPool { pool in

@@ -199,7 +199,7 @@ struct WorkerProcessTests {
         }
     }
 
-    @Test("a worker whose id another process takes over (started while it was frozen) stops")
+    @Test("a worker whose id another process takes over (started while it was frozen) stops", .timeLimit(.minutes(2)))
     func takenOverStops() async throws {
         try await TestDatabase.withMigrated { configuration in
             let pool = PostgresPool(configuration, options: .init(maxConnections: 2))

@@ -1,0 +1,65 @@
+-- A heartbeat's check for a take-over and its write are one step.
+--
+-- 0030's heartbeat read the worker's row, raised SWI01 if another process had taken the id, and
+-- then wrote the row. A take-over that committed between the read and the write was overwritten:
+-- the process that should have stopped took its id back and ran on beside the other (seen as a
+-- test that waited 13 minutes for the stop, on a loaded machine). The read now locks the row.
+-- Otherwise 0030's.
+
+SET LOCAL ROLE switchyard_admin;
+
+CREATE OR REPLACE FUNCTION switchyard.heartbeat(
+    p_worker text, p_job_ids bigint[], p_attempts integer[], p_lease_seconds double precision,
+    p_concurrency integer, p_hostname text, p_pid integer, p_version text,
+    p_instance text DEFAULT NULL, p_take_over boolean DEFAULT true
+) RETURNS TABLE (job_id bigint, cancel_requested boolean)
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, switchyard, pg_temp AS $$
+DECLARE
+    other switchyard.workers;
+BEGIN
+    IF NOT p_take_over THEN
+        -- Locked, so the check and the write below are one step: read unlocked, a take-over
+        -- committing between them was overwritten, and the process it stopped went on.
+        SELECT * INTO other FROM switchyard.workers w WHERE w.id = p_worker FOR UPDATE;
+        IF FOUND AND other.instance IS DISTINCT FROM p_instance AND other.instance IS NOT NULL
+           AND other.heartbeat_at + make_interval(secs => coalesce(other.lease_seconds, p_lease_seconds)) > now() THEN
+            RAISE EXCEPTION USING ERRCODE = 'SWI01',
+                MESSAGE = format('worker id %s was taken over by another process (host %s, pid %s)', p_worker,
+                                 coalesce(other.hostname, '?'), coalesce(other.pid::text, '?')),
+                HINT = 'Two processes must never share an id: this one stops.';
+        END IF;
+    END IF;
+    INSERT INTO switchyard.workers AS w
+        (id, hostname, pid, version, concurrency, in_flight, held_jobs, held_attempts, lease_seconds, instance)
+    VALUES (p_worker, p_hostname, p_pid, p_version, p_concurrency, coalesce(cardinality(p_job_ids), 0),
+            coalesce(p_job_ids, '{}'), coalesce(p_attempts, '{}'), p_lease_seconds, p_instance)
+    ON CONFLICT (id) DO UPDATE
+        SET in_flight = EXCLUDED.in_flight, concurrency = EXCLUDED.concurrency, heartbeat_at = now(),
+            held_jobs = EXCLUDED.held_jobs, held_attempts = EXCLUDED.held_attempts,
+            lease_seconds = EXCLUDED.lease_seconds,
+            -- A process that took over the id (restarted, or moved to another host): the row is
+            -- its own from now on (a stopping worker deletes only its own row).
+            hostname = EXCLUDED.hostname, pid = EXCLUDED.pid, version = EXCLUDED.version,
+            started_at = CASE WHEN (w.hostname, w.pid, w.instance)
+                                   IS DISTINCT FROM (EXCLUDED.hostname, EXCLUDED.pid, EXCLUDED.instance)
+                              THEN now() ELSE w.started_at END,
+            instance = EXCLUDED.instance;
+    RETURN QUERY
+    WITH held AS (
+        SELECT j.id, j.priority, j.cancel_requested FROM switchyard.jobs j
+        JOIN unnest(p_job_ids, p_attempts) AS h(id, attempt) ON j.id = h.id AND j.attempt = h.attempt
+        WHERE j.id = ANY (p_job_ids) AND coalesce(j.lease_owner = p_worker, false)
+        ORDER BY j.id
+        FOR NO KEY UPDATE OF j SKIP LOCKED
+    ), renewed AS (
+        UPDATE switchyard.jobs j SET lease_expires_at = now() + make_interval(secs => p_lease_seconds)
+        FROM held WHERE j.id = held.id AND j.priority = held.priority
+        RETURNING j.id
+    )
+    -- Every job still ours: renewed, or locked by someone else (the worker's own write-back, or
+    -- another session; the statement's snapshot still shows it, and the record above keeps it
+    -- from being rescued). A data-modifying WITH runs whether or not it is read.
+    SELECT j.id, j.cancel_requested FROM switchyard.jobs j
+    JOIN unnest(p_job_ids, p_attempts) AS h(id, attempt) ON j.id = h.id AND j.attempt = h.attempt
+    WHERE j.id = ANY (p_job_ids) AND coalesce(j.lease_owner = p_worker, false);
+END $$;
