@@ -16,7 +16,8 @@ enum WorkerCommand {
           --id NAME                   this worker's name, unique in the fleet (default HOST-PID-XXXX,
                                       XXXX random at each start)
           --database-url URL          default: $DATABASE_URL
-          --reserve-interactive P%    share of slots background work may not take (default 25%)
+          --reserve-interactive P%    share of slots, and of each model's max_concurrency and rate
+                                      budget, background work may not take (default 25%)
           --lease DURATION            how long a claim holds a job without a heartbeat (default 30s)
           --heartbeat DURATION        how often leases are renewed (default: a third of the lease)
           --poll-interval DURATION    the slow poll behind LISTEN/NOTIFY (default 1s)
@@ -71,7 +72,9 @@ enum WorkerCommand {
             )
             // Routing by the catalog, unless asked to answer everything with the built-in model.
             let fleet = simulatedLatency == nil
-                ? FleetState(pool: pool, logger: logger, reloadInterval: configuration.pollOnly ? .seconds(10) : nil) : nil
+                ? FleetState(
+                    pool: pool, logger: logger, reloadInterval: configuration.pollOnly ? .seconds(10) : nil,
+                    interactiveReserve: configuration.reserveInteractiveShare) : nil
             let metrics = WorkerMetrics()
             let executor: any JobExecutor = if let fleet {
                 RoutingExecutor(

@@ -81,6 +81,42 @@ struct RouterPlanTests {
         #expect(explained.explanation.candidates[0].dropReasons == ["$0.02/1K surcharged is over the cost ceiling $0.005/1K"])
     }
 
+    @Test("background work leaves interactive work its share of a model's max_concurrency and rate budget")
+    func interactiveReserve() {
+        let limited = F.model("limited", maxConcurrency: 2)
+        let single = F.model("single", maxConcurrency: 1)
+        let router = Router(catalog: F.catalog([limited, single]))
+        func plan(_ priority: Priority, _ configure: (inout RoutingState) -> Void) -> [String] {
+            var state = RoutingState(interactiveReserve: 0.25)
+            configure(&state)
+            var request = F.request()
+            request.priority = priority
+            return router.plan(for: request, state: state).attempts.map(\.model.name)
+        }
+        // One of two calls in flight: the other is kept for interactive work. A model limited to
+        // one call keeps none (background work would never get it).
+        #expect(plan(.background) { $0["limited"].inFlight = 1 } == ["single"])
+        #expect(plan(.interactive) { $0["limited"].inFlight = 1 } == ["limited", "single"])
+        #expect(plan(.background) { $0["limited"].inFlight = 0 } == ["limited", "single"])
+        // The budget's last requests and tokens, likewise.
+        let budget: (inout RoutingState) -> Void = {
+            $0["limited"].requestsRemaining = 2
+            $0["limited"].requestsReserved = 2
+            $0["single"].tokensRemaining = 1000
+            $0["single"].tokensReserved = 995
+        }
+        #expect(plan(.background, budget) == [])
+        #expect(plan(.interactive, budget) == ["limited", "single"])
+        // Nothing kept without a share.
+        var request = F.request()
+        request.priority = .background
+        var unreserved = RoutingState()
+        unreserved["limited"].inFlight = 1
+        #expect(router.plan(for: request, state: unreserved).attempts.map(\.model.name) == ["limited", "single"])
+        #expect(RoutingState.reserved(of: 2, share: 0.25) == 1 && RoutingState.reserved(of: 1, share: 0.25) == 0)
+        #expect(RoutingState.reserved(of: 100, share: 0.25) == 25 && RoutingState.reserved(of: 4, share: 0) == 0)
+    }
+
     @Test("a model the rule names but the catalog lacks is dropped, not fatal; a token budget counts the whole request")
     func missingModelAndTokenBudget() {
         let rule = RouteRule(taskClass: "r", primary: "ghost", fallbacks: ["a", "b"])

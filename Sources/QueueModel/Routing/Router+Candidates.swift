@@ -115,12 +115,16 @@ extension Router {
         /// allocates, so this is done once, not once per model).
         var ceilingValue: Double?
         var allowedTiers: Set<String>?
+        /// A background job: it leaves interactive work its share of each model's budget and
+        /// calls in flight (`RoutingState.interactiveReserve`).
+        var background: Bool
         var explain: Bool
 
         init(
             rule: RouteRule, scoringClass: TaskClass, estimate: PromptEstimate, ceiling: Decimal?,
-            allowedTiers: Set<String>? = nil, explain: Bool = true
+            allowedTiers: Set<String>? = nil, background: Bool = false, explain: Bool = true
         ) {
+            self.background = background
             self.rule = rule
             self.scoringClass = scoringClass
             self.scoringIndex = TaskClass.builtIn.firstIndex(of: scoringClass)
@@ -136,12 +140,12 @@ extension Router {
     /// so the explanation says all there is.
     func evaluate(
         _ name: String, index: Int, rule: RouteRule, scoringClass: TaskClass, estimate: PromptEstimate,
-        ceiling: Decimal?, allowedTiers: Set<String>? = nil,
+        ceiling: Decimal?, allowedTiers: Set<String>? = nil, background: Bool = false,
         state: RoutingState, explain: Bool = true
     ) -> Evaluation {
         let criteria = Criteria(
             rule: rule, scoringClass: scoringClass, estimate: estimate, ceiling: ceiling, allowedTiers: allowedTiers,
-            explain: explain
+            background: background, explain: explain
         )
         return evaluate(name, entry: modelsByName[name], index: index, criteria: criteria, state: state)
     }
@@ -220,15 +224,37 @@ extension Router {
                     permanent: true)
             }
         }
-        if let requests = live.requestsRemaining, requests <= 0 {
-            evaluation.drop("requests-per-minute budget spent", permanent: false)
+        // Background work leaves interactive work its share of the model's budget and calls in
+        // flight, as of the worker's slots: a backlog on a model limited to 2 calls otherwise
+        // took both, and a person's question waited behind all of it.
+        let background = criteria.background
+        if let requests = live.requestsRemaining {
+            if requests <= 0 {
+                evaluation.drop("requests-per-minute budget spent", permanent: false)
+            } else if background, let reserved = live.requestsReserved, requests <= reserved {
+                evaluation.drop(
+                    "requests-per-minute budget: the \(requests) left are kept for interactive work", permanent: false)
+            }
         }
-        if let tokens = live.tokensRemaining, tokens < estimate.totalTokens {
-            evaluation.drop(
-                "tokens-per-minute budget: \(tokens) left < \(estimate.totalTokens) needed", permanent: false)
+        if let tokens = live.tokensRemaining {
+            if tokens < estimate.totalTokens {
+                evaluation.drop(
+                    "tokens-per-minute budget: \(tokens) left < \(estimate.totalTokens) needed", permanent: false)
+            } else if background, let reserved = live.tokensReserved, tokens - estimate.totalTokens < reserved {
+                evaluation.drop(
+                    "tokens-per-minute budget: \(reserved) of the \(tokens) left are kept for interactive work",
+                    permanent: false)
+            }
         }
-        if let limit = entry.spec.maxConcurrency, live.inFlight >= limit {
-            evaluation.drop("at max_concurrency (\(live.inFlight) of \(limit) in flight)", permanent: false)
+        if let limit = entry.spec.maxConcurrency {
+            let reserved = background ? RoutingState.reserved(of: limit, share: state.interactiveReserve) : 0
+            if live.inFlight >= limit {
+                evaluation.drop("at max_concurrency (\(live.inFlight) of \(limit) in flight)", permanent: false)
+            } else if live.inFlight >= limit - reserved {
+                evaluation.drop(
+                    "at max_concurrency for background work (\(live.inFlight) of \(limit) in flight, \(reserved) kept "
+                        + "for interactive work)", permanent: false)
+            }
         }
         return evaluation
     }

@@ -76,7 +76,8 @@ public struct Router: Sendable {
             evaluate(
                 name, index: -1, rule: RouteRule(taskClass: rule.taskClass, primary: name),
                 scoringClass: match.scoringClass, estimate: estimate, ceiling: request.maxCostPer1K,
-                allowedTiers: request.allowedTiers, state: state, explain: explain
+                allowedTiers: request.allowedTiers, background: request.priority == .background, state: state,
+                explain: explain
             )
         }
         // Catalog rule names are unique, so the rule matched is the one these were computed for.
@@ -86,7 +87,7 @@ public struct Router: Sendable {
         evaluations.reserveCapacity(evaluations.count + ruleModels.names.count)
         let criteria = Criteria(
             rule: rule, scoringClass: match.scoringClass, estimate: estimate, ceiling: ceiling,
-            allowedTiers: request.allowedTiers, explain: explain
+            allowedTiers: request.allowedTiers, background: request.priority == .background, explain: explain
         )
         var kept: [Int] = []
         kept.reserveCapacity(ruleModels.names.count)

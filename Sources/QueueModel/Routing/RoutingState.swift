@@ -25,6 +25,10 @@ public struct RoutingState: Sendable, Hashable {
         public var requestsRemaining: Int?
         /// Tokens left in this minute's budget.
         public var tokensRemaining: Int?
+        /// Of this worker's requests (tokens) per minute, how many background work may not spend:
+        /// kept for interactive jobs (`RoutingState.interactiveReserve` of the budget).
+        public var requestsReserved: Int?
+        public var tokensReserved: Int?
         /// The model's average price per 1K tokens now, when an off-peak window changes it from
         /// the list price (what ceilings and `cheapest` then compare).
         public var averagePricePer1K: Decimal?
@@ -54,15 +58,31 @@ public struct RoutingState: Sendable, Hashable {
     /// reproduced exactly.
     public var sequence: UInt64
 
+    /// The share of each model's `max_concurrency` (and, through `requestsReserved` and
+    /// `tokensReserved`, of its rate budget) that background jobs may not take: kept for
+    /// interactive ones, as the worker keeps a share of its slots (`--reserve-interactive`).
+    /// 0: none kept.
+    public var interactiveReserve: Double
+
     /// A state with these model facts and sequence number.
-    public init(models: [String: ModelState] = [:], sequence: UInt64 = 0) {
+    public init(models: [String: ModelState] = [:], sequence: UInt64 = 0, interactiveReserve: Double = 0) {
         self.models = models
         self.sequence = sequence
+        self.interactiveReserve = interactiveReserve
     }
 
     /// The state of a model (the defaults when nothing is known).
     public subscript(model: String) -> ModelState {
         get { models[model] ?? ModelState() }
         set { models[model] = newValue }
+    }
+}
+
+extension RoutingState {
+    /// Of `capacity` (slots, calls in flight, requests or tokens a minute), what is kept for
+    /// interactive work: the share, rounded up, but always leaving background work at least one.
+    public static func reserved(of capacity: Int, share: Double) -> Int {
+        guard share > 0, capacity > 1 else { return 0 }
+        return min(Int((Double(capacity) * share).rounded(.up)), capacity - 1)
     }
 }

@@ -52,13 +52,17 @@ final class FleetState: Sendable {
     private let logger: Logger
     private let reportInterval: Duration
     private let refreshInterval: Duration
+    /// The share of each model's max_concurrency and rate budget background work leaves to
+    /// interactive work (the worker's `--reserve-interactive`).
+    private let interactiveReserve: Double
 
     /// How often the catalog and the background settings are re-read without being told to:
     /// never for a worker that LISTENs; for a `--poll-only` worker, which hears no NOTIFY.
     private let reloadInterval: Duration?
 
     init(pool: PostgresPool, logger: Logger, reportInterval: Duration = .milliseconds(250),
-         refreshInterval: Duration = .seconds(2), reloadInterval: Duration? = nil) {
+         refreshInterval: Duration = .seconds(2), reloadInterval: Duration? = nil, interactiveReserve: Double = 0) {
+        self.interactiveReserve = interactiveReserve
         self.catalogStore = CatalogStore(pool: pool)
         self.healthStore = HealthStore(pool: pool)
         self.logger = logger
@@ -253,11 +257,17 @@ final class FleetState: Sendable {
                     budget.refill(now: now)
                     modelState.requestsRemaining = budget.requestsRemaining
                     modelState.tokensRemaining = budget.tokensRemaining
+                    modelState.requestsReserved = budget.requestCapacity.map {
+                        RoutingState.reserved(of: Int($0), share: interactiveReserve)
+                    }
+                    modelState.tokensReserved = budget.tokenCapacity.map {
+                        RoutingState.reserved(of: Int($0), share: interactiveReserve)
+                    }
                     state.budgets[model.name] = budget
                 }
                 models[model.name] = modelState
             }
-            return RoutingState(models: models, sequence: sequence)
+            return RoutingState(models: models, sequence: sequence, interactiveReserve: interactiveReserve)
         }
     }
 

@@ -8,6 +8,8 @@ struct WorkerConfiguration: Sendable {
     var concurrency: Int
     /// Slots background work may not take, kept for interactive jobs.
     var reservedInteractiveSlots: Int
+    /// The share of slots, and of each model's max_concurrency and rate budget, kept so.
+    var reserveInteractiveShare: Double
     /// How long a claim holds a job without a heartbeat.
     var lease: Duration = .seconds(30)
     /// How often leases are renewed; a third of the lease by default.
@@ -29,14 +31,14 @@ struct WorkerConfiguration: Sendable {
     init(identity: WorkerIdentity, reserveInteractiveShare: Double = 0.25) {
         self.identity = identity
         self.concurrency = identity.concurrency
+        self.reserveInteractiveShare = reserveInteractiveShare
         self.reservedInteractiveSlots = Self.reserved(concurrency: identity.concurrency, share: reserveInteractiveShare)
     }
 
     /// Slots kept for interactive work: the share of the concurrency, rounded up, but always
     /// leaving background work at least one slot.
     static func reserved(concurrency: Int, share: Double) -> Int {
-        guard share > 0 else { return 0 }
-        return min(Int((Double(concurrency) * share).rounded(.up)), max(concurrency - 1, 0))
+        RoutingState.reserved(of: concurrency, share: share)
     }
 
     /// How many slots may be asked for per claim when a freed slot (not a notification) wakes the
