@@ -50,7 +50,12 @@ struct OffPeakExecutionTests {
             let cheap = try await Self.submit(store, nil, priority: .background)
             let urgent = try await Self.submit(store, "premium_only", priority: .background, deadlineIn: 60)
             let patient = try await Self.submit(store, "premium_only", priority: .background, deadlineIn: 6 * 3600)
-            let interactive = try await Self.submit(store, "premium_only", priority: .interactive)
+            // The worker's metadata keys are its own: the job's values under them do not reach the
+            // result (an "escalation" of the submitter's was counted as one by savings).
+            let interactive = try await store.submit(
+                Submission(
+                    request: Submission.prompt("summarise"), taskClass: "premium_only",
+                    metadata: ["escalation": "mine", "rule": "mine", "price_per_1k": 0, "team": "a"]))
 
             try await Self.withRoutingWorker(pool) {
                 try await waitUntil("the three others have succeeded") {
@@ -81,6 +86,9 @@ struct OffPeakExecutionTests {
             let interactiveResult = try #require(try await store.result(of: interactive))
             #expect(interactiveResult["model"] == "premium")
             #expect(interactiveResult["metadata"]?["escalation"] == nil)
+            #expect(interactiveResult["metadata"]?["price_per_1k"] == nil)
+            #expect(interactiveResult["metadata"]?["rule"] == "premium_only")
+            #expect(interactiveResult["metadata"]?["team"] == "a")
 
             let row = try #require(try await pool.query("SELECT attempt, run_at FROM switchyard.jobs WHERE id = $1", [patient]).first)
             #expect(try row.decode("attempt", as: Int.self) == 0)
