@@ -40,3 +40,38 @@ struct InFlightJobsTests {
         #expect(inFlight.backgroundCount == 0)
     }
 }
+
+/// How long a job is put back to wait for a model before it fails.
+@Suite("Waiting for a model: from when the job began to wait")
+struct WaitForAModelTests {
+    static let planner = OffPeakPlanner(router: Router(catalog: .empty), policy: BackgroundPolicy(), schedules: [:])
+
+    static func waits(_ job: Job, at now: Date) -> Bool {
+        RoutingExecutor.waitForAModel(job, at: now, reason: "breaker open", planner: planner) != nil
+    }
+
+    @Test("an interactive job waits 60 s from when it became due, through its puttings back; a background job 1 h from its creation")
+    func limits() {
+        let now = Date()
+        // Submitted two minutes ago for now: not waiting before its time.
+        let scheduled = Job(id: 1, priority: .interactive, request: [:], runAt: now.addingTimeInterval(-1),
+                            createdAt: now.addingTimeInterval(-120))
+        #expect(Self.waits(scheduled, at: now))
+        // Put back 70 s ago and since: its wait is over.
+        var putBack = scheduled
+        putBack.runAt = now
+        putBack.waitingSince = now.addingTimeInterval(-70)
+        #expect(!Self.waits(putBack, at: now))
+        putBack.waitingSince = now.addingTimeInterval(-50)
+        #expect(Self.waits(putBack, at: now))
+        // Waited in the queue 70 s before it was claimed: a person has waited that long.
+        let queued = Job(id: 2, priority: .interactive, request: [:], runAt: now.addingTimeInterval(-70),
+                         createdAt: now.addingTimeInterval(-70))
+        #expect(!Self.waits(queued, at: now))
+        // Background: its age, whatever its run_at (each putting back moves it).
+        let young = Job(id: 3, priority: .background, request: [:], runAt: now, createdAt: now.addingTimeInterval(-3000))
+        #expect(Self.waits(young, at: now))
+        let old = Job(id: 4, priority: .background, request: [:], runAt: now, createdAt: now.addingTimeInterval(-3700))
+        #expect(!Self.waits(old, at: now))
+    }
+}

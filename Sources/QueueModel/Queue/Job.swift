@@ -23,12 +23,15 @@ public struct Job: Sendable, Hashable {
     public var deadline: Date?
     public var claimedAt: Date?
     public var createdAt: Date
+    /// When an interactive job put back to wait for a model began to wait (nil until then).
+    public var waitingSince: Date?
 
     public init(
         id: Int64, priority: Priority, taskClass: String? = nil, affinityKey: String? = nil, request: JSONValue,
         attempt: Int = 1, maxAttempts: Int = 3, runAt: Date = Date(), deadline: Date? = nil,
-        claimedAt: Date? = nil, createdAt: Date = Date()
+        claimedAt: Date? = nil, createdAt: Date = Date(), waitingSince: Date? = nil
     ) {
+        self.waitingSince = waitingSince
         self.id = id
         self.priority = priority
         self.taskClass = taskClass
@@ -44,7 +47,8 @@ public struct Job: Sendable, Hashable {
 
     /// The columns `init(row:)` reads: what a claim returns.
     static let columns = """
-        id, priority, task_class, affinity_key, request, attempt, max_attempts, run_at, deadline, claimed_at, created_at
+        id, priority, task_class, affinity_key, request, attempt, max_attempts, run_at, deadline, claimed_at, created_at,
+        waiting_since
         """
 
     /// Decodes a row of `switchyard.jobs` with (at least) `columns`.
@@ -59,7 +63,8 @@ public struct Job: Sendable, Hashable {
             request: try JSONValue(parsing: try row.decode("request", as: String.self)),
             attempt: try row.decode("attempt"), maxAttempts: try row.decode("max_attempts"),
             runAt: try row.decode("run_at"), deadline: try row.decode("deadline", as: Date?.self),
-            claimedAt: try row.decode("claimed_at", as: Date?.self), createdAt: try row.decode("created_at")
+            claimedAt: try row.decode("claimed_at", as: Date?.self), createdAt: try row.decode("created_at"),
+            waitingSince: try row.decode("waiting_since", as: Date?.self)
         )
     }
 }

@@ -293,9 +293,19 @@ struct RoutingExecutor: JobExecutor {
     /// The job put back to look again in `recheckInterval`, attempt not spent, while it has not
     /// waited longer than its priority allows (nil then: it fails, and its attempts retry it).
     static func waitForAModel(_ job: Job, at instant: Date, reason: String, planner: OffPeakPlanner) -> JobOutcome? {
-        guard instant.timeIntervalSince(job.createdAt) < longestWaitForAModel(job.priority).seconds else { return nil }
+        guard instant.timeIntervalSince(waitStart(job)) < longestWaitForAModel(job.priority).seconds else { return nil }
         return .postponed(
             until: instant.addingTimeInterval(recheckInterval.seconds), reason: reason, policy: planner.policy.version)
+    }
+
+    /// When an interactive job began to wait: when it became due (one submitted for later is
+    /// not waiting before its time: scheduled two minutes ahead, it failed at its first claim
+    /// while a breaker was open), or when its putting back began (`waiting_since`, kept through
+    /// each one). A background job's age counts: each putting back moves its `run_at`, and
+    /// `waiting_since` is an interactive job's.
+    static func waitStart(_ job: Job) -> Date {
+        guard job.priority == .interactive else { return job.createdAt }
+        return job.waitingSince ?? max(job.createdAt, job.runAt)
     }
 
     /// How long a job waits for a model of its rule to come back before it fails (its attempts
