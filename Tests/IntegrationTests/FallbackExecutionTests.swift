@@ -125,6 +125,16 @@ struct FallbackExecutionTests {
             #expect(Self.trail(result).map(\.outcome) == ["rate_limited", "succeeded"])
             #expect(try await server.count(for: "primary") == 2)
             #expect(try await server.count(for: "secondary") == 0)
+            // The 429 is no failure of the model's: its breaker counts the answer alone.
+            try await waitUntil("the worker has reported the model's calls") {
+                try await store.pool.query(
+                    "SELECT coalesce(max(total_requests), 0) FROM switchyard.model_health WHERE model = 'primary'"
+                ).scalar(Int.self) >= 1
+            }
+            let health = try #require(try await store.pool.query(
+                "SELECT total_requests, total_failures FROM switchyard.model_health WHERE model = 'primary'").first)
+            #expect(try health.decode("total_requests", as: Int.self) == 1)
+            #expect(try health.decode("total_failures", as: Int.self) == 0)
         }
     }
 

@@ -191,6 +191,10 @@ struct RoutingExecutor: JobExecutor {
                 let modelAtFault =
                     ![.failJob, .largerContext, .nextCandidateAndSkipHere].contains(decision)
                     && providerError?.code != .unsupportedRequest
+                    // A 429 says "slower", not "broken": its wait and the rate budget handle it. Counted,
+                    // a few percent of 429s among 128 calls in flight came back first, "in a row",
+                    // opened the breaker, and a backlog the provider was serving failed.
+                    && providerError?.code != .rateLimited
                 fleet.end(
                     model, success: false, countsAgainstModel: modelAtFault, latencyMS: latencyMS,
                     rateLimit: providerError?.rateLimit,
