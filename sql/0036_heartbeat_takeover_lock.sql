@@ -4,7 +4,8 @@
 -- then wrote the row. A take-over that committed between the read and the write was overwritten:
 -- the process that should have stopped took its id back and ran on beside the other (seen as a
 -- test that waited 13 minutes for the stop, on a loaded machine). The read now locks the row.
--- Otherwise 0030's.
+-- And a lease is renewed from the moment of renewal (clock_timestamp()), not from the start of a
+-- heartbeat that may have waited behind a lock on the jobs. Otherwise 0030's.
 
 SET LOCAL ROLE switchyard_admin;
 
@@ -52,7 +53,9 @@ BEGIN
         ORDER BY j.id
         FOR NO KEY UPDATE OF j SKIP LOCKED
     ), renewed AS (
-        UPDATE switchyard.jobs j SET lease_expires_at = now() + make_interval(secs => p_lease_seconds)
+        -- From when the renewal is made, not when the heartbeat began: one that waited behind a
+        -- lock on the jobs (an index build) longer than the lease renewed them into the past.
+        UPDATE switchyard.jobs j SET lease_expires_at = clock_timestamp() + make_interval(secs => p_lease_seconds)
         FROM held WHERE j.id = held.id AND j.priority = held.priority
         RETURNING j.id
     )

@@ -269,14 +269,17 @@ struct QueueSQLTests {
             let worker = WorkerIdentity(id: "w", concurrency: 2, hostname: "h", pid: 1, version: "t")
             let first = try await store.submit(Submission(request: Self.hello))
             let second = try await store.submit(Submission(request: Self.hello))
-            let claimed = try await store.claim(worker: "w", freeSlots: 2, backgroundSlots: 0, lease: .seconds(30))
+            // Short leases: a registered worker's jobs are not rescued in the first lease after
+            // the server started, and this test's server may be younger than 30 s.
+            let claimed = try await store.claim(worker: "w", freeSlots: 2, backgroundSlots: 0, lease: .seconds(5))
             #expect(claimed.count == 2)
             // A worker restarted under the same id: its heartbeat lists only what it claimed itself.
-            _ = try await store.heartbeat(worker: worker, held: [(first, 1)], lease: .seconds(30))
+            try await Self.waitForServerOlderThan(.seconds(5), pool)
+            _ = try await store.heartbeat(worker: worker, held: [(first, 1)], lease: .seconds(5))
             try await pool.query("UPDATE switchyard.jobs SET lease_expires_at = now() - interval '1 second'")
             #expect(try await store.rescueExpired().map(\.job) == [second])
             // A worker that stopped heartbeating a lease ago vouches for nothing.
-            try await pool.query("UPDATE switchyard.workers SET heartbeat_at = now() - interval '31 seconds'")
+            try await pool.query("UPDATE switchyard.workers SET heartbeat_at = now() - interval '6 seconds'")
             #expect(try await store.rescueExpired().map(\.job) == [first])
         }
     }
@@ -342,6 +345,38 @@ struct QueueSQLTests {
                 #expect(refused?.sqlState == QueueStore.idTakenOver)
             }
             #expect(try await pool.query("SELECT hostname FROM switchyard.workers WHERE id = 'w'").scalar(String.self) == "host-b")
+        }
+    }
+
+    /// Waits until the test's server has run for `age` (rescue leaves a worker's jobs alone for
+    /// one of its leases after the server starts).
+    static func waitForServerOlderThan(_ age: Duration, _ pool: PostgresPool) async throws {
+        try await waitUntil("the server has run for \(age)") {
+            try await pool.query("SELECT now() - pg_postmaster_start_time() > $1::interval", ["\(age.seconds) seconds"])
+                .scalar(Bool.self)
+        }
+    }
+
+    @Test("after the server restarts, a worker's expired leases wait one of its leases for its heartbeat before they are rescued")
+    func noRescueRightAfterRestart() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let id = try await store.submit(Submission(request: Self.hello))
+            let worker = WorkerIdentity(id: "back", concurrency: 1, hostname: "h", pid: 1, version: "t")
+            _ = try await store.claim(worker: "back", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30))
+            _ = try await store.heartbeat(worker: worker, held: [], lease: .seconds(30))
+            // The lease ran out while the server was down; the server is younger than one lease
+            // (as if it had just restarted: its lease is set to run for an hour from the start).
+            try await pool.query("UPDATE switchyard.jobs SET lease_expires_at = now() - interval '1 second'")
+            try await pool.query(
+                "UPDATE switchyard.workers SET lease_seconds = extract(epoch FROM now() - pg_postmaster_start_time()) + 3600, heartbeat_at = now() - interval '2 hours'")
+            #expect(try await store.rescueExpired().isEmpty)
+            // Its heartbeat comes back and renews it.
+            #expect(try await store.heartbeat(worker: worker, held: [(id, 1)], lease: .seconds(30))[id] == false)
+            // A worker that does not come back loses its jobs one lease after the start.
+            try await pool.query("UPDATE switchyard.jobs SET lease_expires_at = now() - interval '1 second'")
+            try await pool.query("UPDATE switchyard.workers SET lease_seconds = 0.001, heartbeat_at = now() - interval '2 hours'")
+            #expect(try await store.rescueExpired().map(\.job) == [id])
         }
     }
 
