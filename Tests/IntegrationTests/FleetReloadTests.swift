@@ -64,8 +64,8 @@ struct FleetReloadTests {
             let model = try #require(fleet.router.catalog.models.first)
             let running = Task { await fleet.run() }
             for _ in 0..<3 {
-                fleet.begin(model, estimatedTokens: 10)
-                fleet.end(model, success: false, latencyMS: 12)
+                let call = fleet.begin(model, estimatedTokens: 10)
+                fleet.end(model, call: call, success: false, latencyMS: 12)
             }
             running.cancel()
             await running.value
@@ -120,9 +120,9 @@ struct FleetReloadTests {
     func failedProbe() async throws {
         try await TestDatabase.withMigratedPool { pool in
             let (fleet, model) = try await Self.halfOpenFleet(pool)
-            fleet.begin(model, estimatedTokens: 10)
+            let probe = fleet.begin(model, estimatedTokens: 10)
             #expect(fleet.routingState(sequence: 1).models["m"]?.breaker == .open)  // the probe is in flight
-            fleet.end(model, success: false, latencyMS: 3)
+            fleet.end(model, call: probe, success: false, latencyMS: 3)
             #expect(fleet.routingState(sequence: 2).models["m"]?.breaker == .open)
             try await waitUntil("the fleet's breaker is open again") {
                 try await Self.fleetBreaker(pool).state == "open"
@@ -135,8 +135,8 @@ struct FleetReloadTests {
     func successfulProbe() async throws {
         try await TestDatabase.withMigratedPool { pool in
             let (fleet, model) = try await Self.halfOpenFleet(pool)
-            fleet.begin(model, estimatedTokens: 10)
-            fleet.end(model, success: true, latencyMS: 3)
+            let probe = fleet.begin(model, estimatedTokens: 10)
+            fleet.end(model, call: probe, success: true, latencyMS: 3)
             try await waitUntil("the fleet's breaker is closed") { try await Self.fleetBreaker(pool).state == "closed" }
         }
     }
@@ -152,19 +152,61 @@ struct FleetReloadTests {
             let model = try #require(fleet.router.catalog.models.first)
             // A success resets the count.
             for success in [false, false, true, false, false] {
-                fleet.begin(model, estimatedTokens: 10)
-                fleet.end(model, success: success, latencyMS: 3)
+                let call = fleet.begin(model, estimatedTokens: 10)
+                fleet.end(model, call: call, success: success, latencyMS: 3)
             }
             #expect(fleet.routingState(sequence: 0).models["m"]?.breaker == .closed)
             // A request's own fault (a 400) says nothing about the model.
-            fleet.begin(model, estimatedTokens: 10)
-            fleet.end(model, success: false, countsAgainstModel: false, latencyMS: 3)
+            let refused = fleet.begin(model, estimatedTokens: 10)
+            fleet.end(model, call: refused, success: false, countsAgainstModel: false, latencyMS: 3)
             #expect(fleet.routingState(sequence: 0).models["m"]?.breaker == .closed)
-            fleet.begin(model, estimatedTokens: 10)
-            fleet.end(model, success: false, latencyMS: 3)
+            let third = fleet.begin(model, estimatedTokens: 10)
+            fleet.end(model, call: third, success: false, latencyMS: 3)
             #expect(fleet.routingState(sequence: 0).models["m"]?.breaker == .open)
             try await waitUntil("the fleet's breaker is open") { try await Self.fleetBreaker(pool).state == "open" }
             #expect(try await Self.fleetBreaker(pool).reason == "3 failures in a row")
+        }
+    }
+    @Test("failures in a row count in the order calls started: a wave's fast errors are no run until the calls before them end")
+    func failuresInStartOrder() {
+        // 128 calls start together; 4 fail at once, the rest answer a second later.
+        var wave = FailureRun()
+        let calls = (0..<128).map { _ in wave.begin() }
+        for call in [3, 40, 77, 120].map({ calls[$0] }) {
+            #expect(wave.end(call, success: false).after == 0)  // earlier calls still in flight
+        }
+        var last = 0
+        for call in calls where ![3, 40, 77, 120].contains(Int(call)) { last = wave.end(call, success: true).after }
+        #expect(last == 0)  // each failure has an answer that started after it
+
+        // A model that fails every call: the run grows as the calls end, in any order.
+        var dead = FailureRun()
+        let deadCalls = (0..<6).map { _ in dead.begin() }
+        var runs: [Int] = []
+        for call in deadCalls.reversed() { runs.append(dead.end(call, success: false).after) }
+        #expect(runs == [0, 0, 0, 0, 0, 6])
+        // A call the model is not to blame for (nil) neither breaks nor extends the run.
+        let refused = dead.begin()
+        #expect(dead.end(refused, success: nil).after == 6)
+        let answered = dead.begin()
+        #expect(dead.end(answered, success: true).after == 0)
+    }
+
+    @Test("report_health takes a worker's failures in a row as the model's; a report without one counts as before")
+    func reportedRun() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            _ = try await CatalogStore(pool: pool).importDocument(Data(Self.catalog.utf8))
+            let store = HealthStore(pool: pool)
+            // Six failures in the batch, none of them a run yet: still closed.
+            var wave = HealthReport(model: "m")
+            for _ in 0..<6 { wave.record(success: false, latencyMS: 5) }
+            wave.failuresInARow = 0
+            #expect(try await store.report([wave]) == ["m": .closed])
+            var run = HealthReport(model: "m")
+            run.record(success: false, latencyMS: 5)
+            run.failuresInARow = 5
+            #expect(try await store.report([run]) == ["m": .open])
+            #expect(try await Self.fleetBreaker(pool).reason == "5 failures in a row")
         }
     }
 }

@@ -14,6 +14,10 @@ public struct HealthReport: Sendable, Hashable {
     public var latenciesMS: [Double] = []
     /// Set to open the breaker at once (bad key, quota gone, model not found).
     public var markUnhealthy: String?
+    /// The reporting worker's failures in a row on the model, in the order its calls started,
+    /// counting only failures every earlier-started call of which has ended (`report_health`
+    /// takes it for the model's consecutive failures; without it, the batch's own count).
+    public var failuresInARow: Int?
 
     public init(model: String) {
         self.model = model
@@ -43,6 +47,7 @@ public struct HealthReport: Sendable, Hashable {
             object["latency_p95_ms"] = .number(sorted[min(sorted.count - 1, Int(Double(sorted.count) * 0.95))])
         }
         if let markUnhealthy { object["mark_unhealthy"] = .string(markUnhealthy) }
+        if let failuresInARow { object["failures_in_a_row"] = .number(Double(failuresInARow)) }
         return .object(object)
     }
 }

@@ -102,12 +102,12 @@ struct RoutingExecutor: JobExecutor {
             }
             let timeout = min(attempt.timeout, budget)
             let started = now()
-            fleet.begin(model, estimatedTokens: plan.estimate.totalTokens)
+            let call = fleet.begin(model, estimatedTokens: plan.estimate.totalTokens)
             do {
                 let reply = try await providers.provider(for: model)
                     .complete(ProviderCall(request: job.request, model: model, timeout: timeout))
                 let latencyMS = reply.latency.seconds * 1000
-                fleet.end(model, success: true, latencyMS: latencyMS, rateLimit: reply.rateLimit)
+                fleet.end(model, call: call, success: true, latencyMS: latencyMS, rateLimit: reply.rateLimit)
                 record(model, tier: attempt.tier, outcome: "succeeded", latencyMS: latencyMS)
                 logger.debug(
                     "model answered",
@@ -151,7 +151,7 @@ struct RoutingExecutor: JobExecutor {
             } catch {
                 let latencyMS = now().timeIntervalSince(started) * 1000
                 if error is CancellationError || Task.isCancelled {
-                    fleet.end(model, success: false, countsAgainstModel: false, latencyMS: nil)
+                    fleet.end(model, call: call, success: false, countsAgainstModel: false, latencyMS: nil)
                     record(model, tier: attempt.tier, outcome: "cancelled", latencyMS: nil)
                     logger.info("model call cancelled", ["model": model.name, "tier": attempt.tier.rawValue])
                     trail.append(
@@ -196,7 +196,7 @@ struct RoutingExecutor: JobExecutor {
                     // opened the breaker, and a backlog the provider was serving failed.
                     && providerError?.code != .rateLimited
                 fleet.end(
-                    model, success: false, countsAgainstModel: modelAtFault, latencyMS: latencyMS,
+                    model, call: call, success: false, countsAgainstModel: modelAtFault, latencyMS: latencyMS,
                     rateLimit: providerError?.rateLimit,
                     markUnhealthy: decision == .nextCandidateAndMarkUnhealthy ? summary : nil
                 )
