@@ -74,4 +74,20 @@ struct WaitForAModelTests {
         let old = Job(id: 4, priority: .background, request: [:], runAt: now, createdAt: now.addingTimeInterval(-3700))
         #expect(!Self.waits(old, at: now))
     }
+
+    @Test("a job waiting out a provider's pause looks again when the pause ends, not five seconds later")
+    func recheckAtPauseEnd() {
+        let now = Date()
+        let job = Job(id: 1, priority: .interactive, request: [:], runAt: now, createdAt: now)
+        func until(_ pauseEnd: Date?) -> Date? {
+            guard case .postponed(let until, _, _)? = RoutingExecutor.waitForAModel(
+                job, at: now, reason: "paused", planner: Self.planner, until: pauseEnd)
+            else { return nil }
+            return until
+        }
+        #expect(until(now.addingTimeInterval(1)) == now.addingTimeInterval(1))
+        #expect(until(now.addingTimeInterval(60)) == now.addingTimeInterval(5))
+        #expect(until(nil) == now.addingTimeInterval(5))
+        #expect(until(now.addingTimeInterval(0.01)) == now.addingTimeInterval(0.25))
+    }
 }

@@ -49,6 +49,16 @@ struct RouterPlanTests {
         #expect(dropped["dear"] == ["$0.05/1K is over the cost ceiling $0.01/1K"])
         #expect(dropped["weak"] == ["r score 40 < quality floor 50"])
         #expect(dropped["throttled"] == ["requests-per-minute budget spent"])
+        // A provider's pause (a 429's retry-after) says so, not "budget spent".
+        var paused = RoutingState()
+        paused["fine"].pausedUntil = Date(timeIntervalSince1970: 1_800_000_000)
+        paused["fine"].requestsRemaining = 0
+        paused["fine"].tokensRemaining = 0
+        let pausedPlan = Router(catalog: F.catalog([models[7]])).plan(for: F.request(), state: paused)
+        #expect(pausedPlan.explanation.candidates.first?.dropReasons
+            == ["paused by the provider until 2027-01-15T08:00:00.000000Z (its retry-after)"])
+        #expect(paused.soonestPauseEnd(of: ["fine", "other"], after: Date(timeIntervalSince1970: 0))
+            == Date(timeIntervalSince1970: 1_800_000_000))
         #expect(dropped["full"] == ["at max_concurrency (2 of 2 in flight)"])
         #expect(
             plan.explanation.candidates.first { $0.model == "probing" }?.facts.contains("breaker half-open (probing)")

@@ -228,7 +228,10 @@ extension Router {
         // flight, as of the worker's slots: a backlog on a model limited to 2 calls otherwise
         // took both, and a person's question waited behind all of it.
         let background = criteria.background
-        if let requests = live.requestsRemaining {
+        if let paused = live.pausedUntil {
+            // The provider's own wait (a 429's retry-after), not the catalog's budget.
+            evaluation.drop("paused by the provider until \(paused.postgresText) (its retry-after)", permanent: false)
+        } else if let requests = live.requestsRemaining {
             if requests <= 0 {
                 evaluation.drop("requests-per-minute budget spent", permanent: false)
             } else if background, let reserved = live.requestsReserved, requests <= reserved {
@@ -236,7 +239,7 @@ extension Router {
                     "requests-per-minute budget: the \(requests) left are kept for interactive work", permanent: false)
             }
         }
-        if let tokens = live.tokensRemaining {
+        if live.pausedUntil == nil, let tokens = live.tokensRemaining {
             if tokens < estimate.totalTokens {
                 evaluation.drop(
                     "tokens-per-minute budget: \(tokens) left < \(estimate.totalTokens) needed", permanent: false)

@@ -29,6 +29,9 @@ public struct RoutingState: Sendable, Hashable {
         /// kept for interactive jobs (`RoutingState.interactiveReserve` of the budget).
         public var requestsReserved: Int?
         public var tokensReserved: Int?
+        /// Until when the provider asked this worker for no calls (a 429's `retry-after`): the
+        /// model is out of budget until then, and says why.
+        public var pausedUntil: Date?
         /// The model's average price per 1K tokens now, when an off-peak window changes it from
         /// the list price (what ceilings and `cheapest` then compare).
         public var averagePricePer1K: Decimal?
@@ -84,5 +87,12 @@ extension RoutingState {
     public static func reserved(of capacity: Int, share: Double) -> Int {
         guard share > 0, capacity > 1 else { return 0 }
         return min(Int((Double(capacity) * share).rounded(.up)), capacity - 1)
+    }
+}
+
+extension RoutingState {
+    /// The soonest moment a pause of one of these models ends, after `instant` (nil: none paused).
+    public func soonestPauseEnd(of models: [String], after instant: Date) -> Date? {
+        models.compactMap { self.models[$0]?.pausedUntil }.filter { $0 > instant }.min()
     }
 }

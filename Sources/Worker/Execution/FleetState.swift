@@ -257,6 +257,7 @@ final class FleetState: Sendable {
                     budget.refill(now: now)
                     modelState.requestsRemaining = budget.requestsRemaining
                     modelState.tokensRemaining = budget.tokensRemaining
+                    modelState.pausedUntil = budget.pausedUntil
                     modelState.requestsReserved = budget.requestCapacity.map {
                         RoutingState.reserved(of: Int($0), share: interactiveReserve)
                     }

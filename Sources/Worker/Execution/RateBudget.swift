@@ -77,6 +77,9 @@ struct RateBudget: Sendable {
         return requests.isFinite ? max(0, Int(requests.rounded(.down))) : nil
     }
 
+    /// Until when the provider asked for no calls (a 429's wait, or a budget it said is spent).
+    var pausedUntil: Date? { blockedUntil }
+
     var tokensRemaining: Int? {
         if blockedUntil != nil { return 0 }
         return tokens.isFinite ? max(0, Int(tokens.rounded(.down))) : nil

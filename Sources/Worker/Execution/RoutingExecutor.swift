@@ -25,9 +25,9 @@ struct RoutingExecutor: JobExecutor {
         let escalation: String?
         // Background work runs within its price ceiling, or escalated near its deadline, or waits
         // for the next cheap window (without spending the attempt).
+        let state = fleet.routingState(sequence: UInt64(bitPattern: job.id), now: instant)
         switch planner.decide(
-            RoutingRequest(job: job), deadline: job.deadline, maxAttempts: job.maxAttempts,
-            state: fleet.routingState(sequence: UInt64(bitPattern: job.id), now: instant), now: instant
+            RoutingRequest(job: job), deadline: job.deadline, maxAttempts: job.maxAttempts, state: state, now: instant
         ) {
         case .run(let chosen, let why):
             plan = chosen
@@ -65,7 +65,9 @@ struct RoutingExecutor: JobExecutor {
             // back without spending an attempt, for as long as the job's priority allows.
             if unroutable?.isTransient == true, !router.catalog.models.isEmpty,
                 let wait = Self.waitForAModel(
-                    job, at: instant, reason: "no model available now: \(unroutable?.reason ?? "")", planner: planner)
+                    job, at: instant, reason: "no model available now: \(unroutable?.reason ?? "")", planner: planner,
+                    // A provider's pause of a second is looked at again when it ends, not in five.
+                    until: state.soonestPauseEnd(of: plan.rule.map { [$0.primary] + $0.fallbacks } ?? [], after: instant))
             {
                 return wait
             }
@@ -296,10 +298,14 @@ struct RoutingExecutor: JobExecutor {
 
     /// The job put back to look again in `recheckInterval`, attempt not spent, while it has not
     /// waited longer than its priority allows (nil then: it fails, and its attempts retry it).
-    static func waitForAModel(_ job: Job, at instant: Date, reason: String, planner: OffPeakPlanner) -> JobOutcome? {
+    /// - Parameter until: when a model may be back sooner than that (a provider's pause ends).
+    static func waitForAModel(
+        _ job: Job, at instant: Date, reason: String, planner: OffPeakPlanner, until: Date? = nil
+    ) -> JobOutcome? {
         guard instant.timeIntervalSince(waitStart(job)) < longestWaitForAModel(job.priority).seconds else { return nil }
-        return .postponed(
-            until: instant.addingTimeInterval(recheckInterval.seconds), reason: reason, policy: planner.policy.version)
+        let recheck = instant.addingTimeInterval(recheckInterval.seconds)
+        let soonest = until.map { max($0, instant.addingTimeInterval(0.25)) } ?? recheck
+        return .postponed(until: min(soonest, recheck), reason: reason, policy: planner.policy.version)
     }
 
     /// When an interactive job began to wait: when it became due (one submitted for later is
