@@ -3,7 +3,9 @@
 -- 0030's heartbeat read the worker's row, raised SWI01 if another process had taken the id, and
 -- then wrote the row. A take-over that committed between the read and the write was overwritten:
 -- the process that should have stopped took its id back and ran on beside the other (seen as a
--- test that waited 13 minutes for the stop, on a loaded machine). The read now locks the row.
+-- test that waited 13 minutes for the stop, on a loaded machine). The read now locks the row;
+-- when another session holds it, the heartbeat renews the jobs' leases and leaves the row (it
+-- waited for the row, and a worker whose row an operator's transaction held lost every job).
 -- And a lease is renewed from the moment of renewal (clock_timestamp()), not from the start of a
 -- heartbeat that may have waited behind a lock on the jobs. Otherwise 0030's.
 
@@ -17,11 +19,16 @@ CREATE OR REPLACE FUNCTION switchyard.heartbeat(
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, switchyard, pg_temp AS $$
 DECLARE
     other switchyard.workers;
+    row_held_elsewhere boolean := false;
 BEGIN
     IF NOT p_take_over THEN
         -- Locked, so the check and the write below are one step: read unlocked, a take-over
-        -- committing between them was overwritten, and the process it stopped went on.
-        SELECT * INTO other FROM switchyard.workers w WHERE w.id = p_worker FOR UPDATE;
+        -- committing between them was overwritten, and the process it stopped went on. A row
+        -- another session holds (an operator's open transaction, a take-over in flight) is left
+        -- alone this time: the jobs' leases are renewed all the same (waiting for the row, the
+        -- worker lost every job it ran once the hold outlasted its lease).
+        SELECT * INTO other FROM switchyard.workers w WHERE w.id = p_worker FOR UPDATE SKIP LOCKED;
+        row_held_elsewhere := NOT FOUND AND EXISTS (SELECT FROM switchyard.workers w WHERE w.id = p_worker);
         IF FOUND AND other.instance IS DISTINCT FROM p_instance AND other.instance IS NOT NULL
            AND other.heartbeat_at + make_interval(secs => coalesce(other.lease_seconds, p_lease_seconds)) > now() THEN
             RAISE EXCEPTION USING ERRCODE = 'SWI01',
@@ -30,6 +37,7 @@ BEGIN
                 HINT = 'Two processes must never share an id: this one stops.';
         END IF;
     END IF;
+    IF NOT row_held_elsewhere THEN
     INSERT INTO switchyard.workers AS w
         (id, hostname, pid, version, concurrency, in_flight, held_jobs, held_attempts, lease_seconds, instance)
     VALUES (p_worker, p_hostname, p_pid, p_version, p_concurrency, coalesce(cardinality(p_job_ids), 0),
@@ -45,6 +53,7 @@ BEGIN
                                    IS DISTINCT FROM (EXCLUDED.hostname, EXCLUDED.pid, EXCLUDED.instance)
                               THEN now() ELSE w.started_at END,
             instance = EXCLUDED.instance;
+    END IF;
     RETURN QUERY
     WITH held AS (
         SELECT j.id, j.priority, j.cancel_requested FROM switchyard.jobs j

@@ -324,7 +324,7 @@ struct QueueSQLTests {
         }
     }
 
-    @Test("a take-over that commits while the old process's heartbeat checks its row stops it: the heartbeat does not write over it")
+    @Test("a take-over in flight while the old process heartbeats is not written over; the next heartbeat stops it")
     func takeOverDuringHeartbeat() async throws {
         try await TestDatabase.withMigratedPool { pool in
             let store = QueueStore(pool: pool)
@@ -337,14 +337,39 @@ struct QueueSQLTests {
                 try await taker.query(
                     "SELECT * FROM switchyard.heartbeat('w', '{}', '{}', 30, 1, 'host-b', 200, 'v1', $1, true)",
                     [second.instance])
-                // … while the first one's next heartbeat runs.
-                let beat = Task { try await store.heartbeat(worker: first, held: [], lease: .seconds(30), takeOver: false) }
-                try await waitUntilBlocked(pool, calling: "switchyard.heartbeat", "the first one's heartbeat waits for the row")
+                // … while the first one's next heartbeat runs: it leaves the row alone …
+                _ = try await store.heartbeat(worker: first, held: [], lease: .seconds(30), takeOver: false)
                 try await taker.query("COMMIT")
-                let refused = await #expect(throws: PostgresError.self) { try await beat.value }
-                #expect(refused?.sqlState == QueueStore.idTakenOver)
             }
+            // … and the next one finds it taken.
+            let refused = await #expect(throws: PostgresError.self) {
+                try await store.heartbeat(worker: first, held: [], lease: .seconds(30), takeOver: false)
+            }
+            #expect(refused?.sqlState == QueueStore.idTakenOver)
             #expect(try await pool.query("SELECT hostname FROM switchyard.workers WHERE id = 'w'").scalar(String.self) == "host-b")
+        }
+    }
+
+    @Test("a worker whose row another session holds still renews its jobs' leases, without waiting for the row",
+          .timeLimit(.minutes(1)))
+    func heartbeatPastAHeldRow() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let worker = WorkerIdentity(id: "held", concurrency: 1, hostname: "h", pid: 1, version: "t")
+            let id = try await store.submit(Submission(request: Self.hello))
+            _ = try await store.claim(worker: "held", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30))
+            _ = try await store.heartbeat(worker: worker, held: [(id, 1)], lease: .seconds(30))
+            try await pool.query("UPDATE switchyard.jobs SET lease_expires_at = now() + interval '1 second'")
+            try await pool.withConnection { operator_ in
+                try await operator_.query("BEGIN")
+                try await operator_.query("SELECT * FROM switchyard.workers WHERE id = 'held' FOR UPDATE")
+                #expect(try await store.heartbeat(worker: worker, held: [(id, 1)], lease: .seconds(30), takeOver: false)[id] == false)
+                try await operator_.query("ROLLBACK")
+            }
+            let renewed = try await pool.query(
+                "SELECT lease_expires_at > now() + interval '20 seconds' FROM switchyard.jobs WHERE id = $1", [id]
+            ).scalar(Bool.self)
+            #expect(renewed)
         }
     }
 

@@ -244,9 +244,10 @@ struct WorkerServiceTests {
                         .scalar(Int?.self) == 1
                 }
                 try await pool.withConnection { blocker in
-                    // Holding the worker's row holds its next heartbeat, sent for attempt 1.
+                    // Holding the workers table holds its next heartbeat, sent for attempt 1. (A row
+                    // lock no longer does: a heartbeat leaves a row another session holds alone.)
                     try await blocker.query("BEGIN")
-                    try await blocker.query("SELECT 1 FROM switchyard.workers WHERE id = $1 FOR UPDATE", [worker])
+                    try await blocker.query("LOCK TABLE switchyard.workers IN EXCLUSIVE MODE")
                     try await waitUntilBlocked(
                         pool, calling: "switchyard.heartbeat", "a heartbeat waits for the worker's row")
                     executor.release(1)
