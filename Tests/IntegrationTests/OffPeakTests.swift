@@ -33,7 +33,7 @@ struct OffPeakTests {
         try await store.claim(worker: "w", freeSlots: 10, backgroundSlots: 10, lease: .seconds(30))
     }
 
-    @Test("the backlog's pace counts jobs workers finished, not cancelled or expired ones")
+    @Test("the backlog's pace counts jobs workers finished, not cancelled or expired ones; no worker, no drain time")
     func backlogPace() async throws {
         try await TestDatabase.withMigratedPool { pool in
             let now = try await ResultRow.databaseNow(pool)
@@ -44,6 +44,15 @@ struct OffPeakTests {
                                                       finishedAt: now.addingTimeInterval(-60)) },
                 into: pool)
             #expect(try await BacklogStatus.load(pool).perMinute == 0.4)
+            // Jobs queued and a pace, but no worker running: no time it will be drained by.
+            _ = try await QueueStore(pool: pool).submit(Submission(request: Submission.prompt("x"), priority: .background))
+            var backlog = try await BacklogStatus.load(pool)
+            #expect(backlog.liveWorkers == 0 && backlog.drainedAt == nil)
+            #expect(backlog.lines.last == "  pace: 0.4 jobs/min over the last 10 minutes; not draining now: no worker is running")
+            let worker = WorkerIdentity(id: "w", concurrency: 1, hostname: "h", pid: 1, version: "t")
+            _ = try await QueueStore(pool: pool).heartbeat(worker: worker, held: [], lease: .seconds(30))
+            backlog = try await BacklogStatus.load(pool)
+            #expect(backlog.liveWorkers == 1 && backlog.drainedAt != nil)
         }
     }
 

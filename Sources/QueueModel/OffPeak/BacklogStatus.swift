@@ -16,11 +16,14 @@ public struct BacklogStatus: Sendable {
     /// Background jobs workers finished (succeeded or failed) per minute over the last 10 minutes.
     public var perMinute: Double
     public var policy: BackgroundPolicy
+    /// Workers whose heartbeat is younger than their lease.
+    public var liveWorkers: Int
 
-    /// When the queued jobs would be drained at the current pace (nil when they are not moving).
+    /// When the queued jobs would be drained at the current pace (nil when they are not moving:
+    /// the gate closed, nothing finished lately, or no worker running).
     public var drainedAt: Date? {
         guard queued > 0 else { return Date() }
-        guard perMinute > 0, gate.isOpen else { return nil }
+        guard perMinute > 0, gate.isOpen, liveWorkers > 0 else { return nil }
         return Date().addingTimeInterval(Double(queued) / perMinute * 60)
     }
 
@@ -33,7 +36,9 @@ public struct BacklogStatus: Sendable {
                    -- What workers finished: a mass cancel or expiry is no pace of draining.
                    (SELECT count(*) FROM switchyard.results
                     WHERE priority = 'background' AND status IN ('succeeded', 'failed')
-                          AND finished_at > now() - interval '10 minutes') / 10.0 AS per_minute
+                          AND finished_at > now() - interval '10 minutes') / 10.0 AS per_minute,
+                   (SELECT count(*) FROM switchyard.workers w
+                    WHERE w.heartbeat_at + make_interval(secs => coalesce(w.lease_seconds, 30)) > now()) AS live_workers
             FROM switchyard.queue_depth d WHERE d.priority = 'background'
             """
         ).first else {
@@ -44,7 +49,7 @@ public struct BacklogStatus: Sendable {
             nextWaitingAt: try row.decode("next_waiting_at", as: Date?.self), running: try row.decode("running"),
             gate: try await BackgroundGate.check(pool),
             perMinute: Double(truncating: try row.decode("per_minute", as: Decimal.self) as NSNumber),
-            policy: try await BackgroundPolicy.load(pool)
+            policy: try await BackgroundPolicy.load(pool), liveWorkers: try row.decode("live_workers")
         )
     }
 
@@ -62,13 +67,15 @@ public struct BacklogStatus: Sendable {
         if let drain = policy.drainUntil, drain > Date() { ceiling += ", draining until \(drain.formatted(.iso8601))" }
         if policy.paused { ceiling += ", PAUSED" }
         lines.append(ceiling)
-        let pace = String(format: "%.1f", perMinute)
+        let pace = "  pace: \(String(format: "%.1f", perMinute)) jobs/min over the last 10 minutes"
         if queued == 0 {
-            lines.append("  pace: \(pace) jobs/min; nothing queued now")
+            lines.append("\(pace); nothing queued now")
         } else if let done = drainedAt {
-            lines.append("  pace: \(pace) jobs/min; drained by \(done.formatted(.iso8601))")
+            lines.append("\(pace); drained by \(done.formatted(.iso8601))")
+        } else if liveWorkers == 0 {
+            lines.append("\(pace); not draining now: no worker is running")
         } else {
-            lines.append("  pace: \(pace) jobs/min; not draining now")
+            lines.append("\(pace); not draining now")
         }
         return lines
     }
