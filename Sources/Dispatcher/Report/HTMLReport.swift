@@ -83,7 +83,7 @@ struct HTMLReport {
         let jobs = series.totals.reduce(0) { $0 + $1.jobs }
         let fellBack = series.totals.reduce(0) { $0 + $1.fellBack }
         var html =
-            "<h2>Summary</h2><p>\(jobs) jobs finished; "
+            "<h2>Summary</h2><p>\(jobs) job\(jobs == 1 ? "" : "s") finished; "
             + "\(StatusFormat.percent(jobs > 0 ? Double(fellBack) / Double(jobs) : nil)) "
             + "fell back to another model.</p><table><thead><tr><th>model</th><th>calls</th><th>errors</th>"
             + "<th>timeouts</th><th>P50</th><th>P95</th><th>P99</th><th>answered</th><th>fallback</th>"

@@ -11,7 +11,7 @@ extension StatusSection {
                 json: ["total": JobStats.emptyTotal.json, "by_priority": [], "by_tier": [], "by_provider": []])
         }
         var lines = [
-            "\(total.jobs) jobs finished (\(StatusFormat.rate(total.jobsPerMinute))/min): "
+            "\(total.jobs) job\(total.jobs == 1 ? "" : "s") finished (\(StatusFormat.rate(total.jobsPerMinute))/min): "
                 + "\(total.succeeded) succeeded, \(total.failed) failed, \(total.expired) expired — "
                 + "error rate \(StatusFormat.percent(total.errorRate)), "
                 + "fallbacks \(StatusFormat.percent(total.fallbackRate)), "
