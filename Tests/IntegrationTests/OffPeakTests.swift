@@ -56,6 +56,25 @@ struct OffPeakTests {
         }
     }
 
+    @Test("the gate's escalation horizon gives the primary the longest max_latency_ms of any rule")
+    func escalationHorizonFollowsRules() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            func horizon(_ attempts: Int) async throws -> Double {
+                try await pool.query("SELECT extract(epoch FROM switchyard.escalation_horizon($1))::float8", [attempts])
+                    .scalar(Double.self)
+            }
+            #expect(try await horizon(1) == 74.5)  // 1.5 + 3 + 10 + 60
+            _ = try await CatalogStore(pool: pool).importDocument(Data(
+                """
+                {"models": {"slow": {"provider": "simulated"}},
+                 "routing_rules": {"default": {"primary": "slow"}, "long": {"primary": "slow", "max_latency_ms": 180000}}}
+                """.utf8))
+            #expect(try await horizon(1) == 253)  // 180 + 3 + 10 + 60
+            // As the worker reckons it for that rule's jobs.
+            #expect(BackgroundPolicy().escalationHorizon(maxAttempts: 1, primaryTimeoutMS: 180_000) == .seconds(253))
+        }
+    }
+
     @Test("SQL and Swift agree on every window's price at every instant")
     func sqlMatchesSwift() async throws {
         try await TestDatabase.withMigratedPool { pool in

@@ -135,5 +135,7 @@ struct PriceWindowTests {
         // 3 attempts: 14.5 × 3 + (2 + 4) + 60 = 109.5 s.
         #expect(policy.escalationHorizon(maxAttempts: 3) == .milliseconds(109_500))
         #expect(BackgroundPolicy(escalationSeconds: 30).escalationHorizon(maxAttempts: 3) == .seconds(30))
+        // A rule whose primary has 180 s: 193 × 1 + 60 = 253 s for one attempt.
+        #expect(policy.escalationHorizon(maxAttempts: 1, primaryTimeoutMS: 180_000) == .seconds(253))
     }
 }

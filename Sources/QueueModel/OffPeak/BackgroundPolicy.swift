@@ -62,14 +62,17 @@ public struct BackgroundPolicy: Sendable, Hashable {
     }
 
     /// How close a deadline must be for a job to run whatever the price: the setting, or every
-    /// attempt at every tier's latency target (1.5 + 3 + 10 s) plus retry backoff, plus a minute.
-    /// The same formula as `switchyard.escalation_horizon`.
-    public func escalationHorizon(maxAttempts: Int) -> Duration {
+    /// attempt at every tier's latency target (the primary's: the rule's `max_latency_ms`, else
+    /// 1.5 s; then 3 + 10 s) plus retry backoff, plus a minute. The same formula as
+    /// `switchyard.escalation_horizon`, which takes the largest `max_latency_ms` of any rule (it
+    /// lets jobs through the gate; this decides, per rule, when one runs).
+    public func escalationHorizon(maxAttempts: Int, primaryTimeoutMS: Int? = nil) -> Duration {
         if let escalationSeconds { return .milliseconds(Int64(escalationSeconds * 1000)) }
         let attempts = max(maxAttempts, 1)
         var backoff = 0.0
         if attempts > 1 { for k in 1..<attempts { backoff += min(2 * pow(2, Double(k - 1)), 300) } }
-        return .milliseconds(Int64((14.5 * Double(attempts) + backoff + 60) * 1000))
+        let perAttempt = Double(primaryTimeoutMS ?? 1500) / 1000 + 13
+        return .milliseconds(Int64((perAttempt * Double(attempts) + backoff + 60) * 1000))
     }
 
     // MARK: Settings

@@ -41,7 +41,9 @@ public struct OffPeakPlanner: Sendable {
         let plan = router.plan(for: constrained, state: state, explain: false)
         if !plan.attempts.isEmpty { return .run(plan, escalation: nil) }
 
-        let horizon = policy.escalationHorizon(maxAttempts: maxAttempts)
+        // A rule whose primary may take minutes needs them before the deadline: with the 1.5 s
+        // default, a job escalated 74 s before its deadline was cut at it, its 180 s call unfinished.
+        let horizon = policy.escalationHorizon(maxAttempts: maxAttempts, primaryTimeoutMS: unconstrained.rule?.maxLatencyMS)
         let limit = ceiling.map { "the background ceiling of $\($0)/1K" } ?? "the background tiers"
         if let deadline, deadline.timeIntervalSince(now) <= horizon.seconds {
             return .run(
