@@ -236,7 +236,8 @@ struct JSONParser {
             guard exponent > 0 else { throw failure("expected a digit in the exponent") }
         }
         let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<position]), as: UTF8.self)
-        guard let value = Double(text) else { throw failure("a number out of range") }
+        // Double("1e999999") is infinity, which JSON cannot write back: stored, it became null.
+        guard let value = Double(text), value.isFinite else { throw failure("a number out of range") }
         return value
     }
 
