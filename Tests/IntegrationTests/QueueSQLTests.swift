@@ -269,17 +269,17 @@ struct QueueSQLTests {
             let worker = WorkerIdentity(id: "w", concurrency: 2, hostname: "h", pid: 1, version: "t")
             let first = try await store.submit(Submission(request: Self.hello))
             let second = try await store.submit(Submission(request: Self.hello))
-            // Short leases: a registered worker's jobs are not rescued in the first lease after
-            // the server started, and this test's server may be younger than 30 s.
-            let claimed = try await store.claim(worker: "w", freeSlots: 2, backgroundSlots: 0, lease: .seconds(5))
+            let claimed = try await store.claim(worker: "w", freeSlots: 2, backgroundSlots: 0, lease: .seconds(30))
             #expect(claimed.count == 2)
+            // A registered worker's jobs are not rescued in the first of its leases after the
+            // server started, and this test's server may be younger than that.
+            try await Self.waitForServerOlderThan(.seconds(31), pool)
             // A worker restarted under the same id: its heartbeat lists only what it claimed itself.
-            try await Self.waitForServerOlderThan(.seconds(5), pool)
-            _ = try await store.heartbeat(worker: worker, held: [(first, 1)], lease: .seconds(5))
+            _ = try await store.heartbeat(worker: worker, held: [(first, 1)], lease: .seconds(30))
             try await pool.query("UPDATE switchyard.jobs SET lease_expires_at = now() - interval '1 second'")
             #expect(try await store.rescueExpired().map(\.job) == [second])
             // A worker that stopped heartbeating a lease ago vouches for nothing.
-            try await pool.query("UPDATE switchyard.workers SET heartbeat_at = now() - interval '6 seconds'")
+            try await pool.query("UPDATE switchyard.workers SET heartbeat_at = now() - interval '31 seconds'")
             #expect(try await store.rescueExpired().map(\.job) == [first])
         }
     }
@@ -376,7 +376,7 @@ struct QueueSQLTests {
     /// Waits until the test's server has run for `age` (rescue leaves a worker's jobs alone for
     /// one of its leases after the server starts).
     static func waitForServerOlderThan(_ age: Duration, _ pool: PostgresPool) async throws {
-        try await waitUntil("the server has run for \(age)") {
+        try await waitUntil("the server has run for \(age)", limit: age + .seconds(30)) {
             try await pool.query("SELECT now() - pg_postmaster_start_time() > $1::interval", ["\(age.seconds) seconds"])
                 .scalar(Bool.self)
         }
