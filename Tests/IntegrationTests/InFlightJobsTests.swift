@@ -89,5 +89,14 @@ struct WaitForAModelTests {
         #expect(until(now.addingTimeInterval(60)) == now.addingTimeInterval(5))
         #expect(until(nil) == now.addingTimeInterval(5))
         #expect(until(now.addingTimeInterval(0.01)) == now.addingTimeInterval(0.25))
+        // Waited past its limit: an outage fails the attempt, a pause ending before the next look
+        // is waited out.
+        let old = Job(id: 2, priority: .interactive, request: [:], runAt: now.addingTimeInterval(-90),
+                      createdAt: now.addingTimeInterval(-90))
+        #expect(RoutingExecutor.waitForAModel(old, at: now, reason: "down", planner: Self.planner) == nil)
+        #expect(RoutingExecutor.waitForAModel(
+            old, at: now, reason: "paused", planner: Self.planner, until: now.addingTimeInterval(1)) != nil)
+        #expect(RoutingExecutor.waitForAModel(
+            old, at: now, reason: "paused", planner: Self.planner, until: now.addingTimeInterval(30)) == nil)
     }
 }

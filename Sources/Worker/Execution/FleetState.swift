@@ -275,9 +275,13 @@ final class FleetState: Sendable {
     // MARK: Calls
 
     /// Notes a call starting: in flight, and spending the model's rate budget.
-    /// - Returns: the call, to hand to `end`.
-    func begin(_ model: ModelSpec, estimatedTokens: Int, now: Date = Date()) -> UInt64 {
+    /// - Returns: the call, to hand to `end`; nil when the model is half-open and this worker's
+    ///   probe is already in flight (two jobs planned at once both saw none): do not call it.
+    func begin(_ model: ModelSpec, estimatedTokens: Int, now: Date = Date()) -> UInt64? {
         state.withLock { state in
+            if state.breakers[model.name]?.breaker == .halfOpen, state.inFlight[model.name, default: 0] > 0 {
+                return nil
+            }
             state.inFlight[model.name, default: 0] += 1
             if model.requestsPerMinute != nil || model.tokensPerMinute != nil {
                 var budget = state.budgets[model.name]

@@ -91,6 +91,8 @@ struct RoutingExecutor: JobExecutor {
         // Every model tried refused the request as one it cannot take (`n` on Anthropic, `max_tokens`
         // on o1): a retry would meet the same refusals.
         var onlyUnsupported = true
+        // A model skipped because its one probe was already out.
+        var probeBusy = false
         while let attempt = queue.first {
             let model = attempt.model
             let budget = remainingBudget(job)
@@ -104,7 +106,12 @@ struct RoutingExecutor: JobExecutor {
             }
             let timeout = min(attempt.timeout, budget)
             let started = now()
-            let call = fleet.begin(model, estimatedTokens: plan.estimate.totalTokens)
+            guard let call = fleet.begin(model, estimatedTokens: plan.estimate.totalTokens) else {
+                // Half-open, and another job's probe went out first: the model is not called.
+                probeBusy = true
+                queue.removeFirst()
+                continue
+            }
             do {
                 let reply = try await providers.provider(for: model)
                     .complete(ProviderCall(request: job.request, model: model, timeout: timeout))
@@ -255,6 +262,14 @@ struct RoutingExecutor: JobExecutor {
             queue.removeFirst()
             retriesOnModel = 0
         }
+        // Nothing called: every model left was a half-open one whose probe was out. Wait for it.
+        if trail.isEmpty && probeBusy,
+            let wait = Self.waitForAModel(
+                job, at: now(), reason: "the plan's models are half-open, each with its probe in flight",
+                planner: planner)
+        {
+            return wait
+        }
         let models = trail.compactMap(\.model).reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
         if onlySkippedHere && !trail.isEmpty,
             let wait = Self.waitForAModel(
@@ -302,8 +317,13 @@ struct RoutingExecutor: JobExecutor {
     static func waitForAModel(
         _ job: Job, at instant: Date, reason: String, planner: OffPeakPlanner, until: Date? = nil
     ) -> JobOutcome? {
-        guard instant.timeIntervalSince(waitStart(job)) < longestWaitForAModel(job.priority).seconds else { return nil }
         let recheck = instant.addingTimeInterval(recheckInterval.seconds)
+        // A provider's pause that ends before the next look is a blip, not an outage: waited out
+        // whatever the job's age (a backlog's older jobs each spent an attempt on a 1 s pause).
+        let blip = until.map { $0 <= recheck } ?? false
+        guard blip || instant.timeIntervalSince(waitStart(job)) < longestWaitForAModel(job.priority).seconds else {
+            return nil
+        }
         let soonest = until.map { max($0, instant.addingTimeInterval(0.25)) } ?? recheck
         return .postponed(until: min(soonest, recheck), reason: reason, policy: planner.policy.version)
     }
