@@ -23,7 +23,7 @@ FROM (VALUES ('interactive'), ('background')) AS p(priority)
 LEFT JOIN switchyard.jobs j ON j.priority = p.priority
 LEFT JOIN LATERAL (
     -- The longest waiting of: the first due (by the claim's order, which the index serves) and
-    -- the first put back to wait for a model.
+    -- the first put back to wait for a model (due again or not).
     SELECT w.id, w.waiting_since FROM (
         (SELECT o.id, coalesce(o.waiting_since, greatest(o.created_at, o.run_at)) AS waiting_since
          FROM switchyard.jobs o
@@ -33,7 +33,7 @@ LEFT JOIN LATERAL (
         UNION ALL
         (SELECT o.id, o.waiting_since
          FROM switchyard.jobs o
-         WHERE o.priority = p.priority AND o.lease_owner IS NULL AND o.run_at > now() AND o.waiting_since IS NOT NULL
+         WHERE o.priority = p.priority AND o.lease_owner IS NULL AND o.waiting_since IS NOT NULL
          ORDER BY o.waiting_since, o.id
          LIMIT 1)
     ) w

@@ -191,6 +191,13 @@ struct ObservabilityViewTests {
             #expect(outage[0].queued == 2 && outage[0].scheduled == 0)
             #expect(outage[0].oldestJobID == interactive[2])
             #expect((outage[0].oldestWaitSeconds ?? 0) >= 40)
+            // Due again, but not the first due: still the longest waiting.
+            try await pool.query(
+                "UPDATE switchyard.jobs SET run_at = now() - interval '1 second' WHERE id = $1", [interactive[2]])
+            try await pool.query(
+                "UPDATE switchyard.jobs SET run_at = now() - interval '2 seconds' WHERE id = $1", [interactive[1]])
+            let due = try await observability.queueDepth()
+            #expect(due[0].oldestJobID == interactive[2])
 
             let workers = try await observability.workers()
             let worker = try #require(workers.first { $0.id == "w-test" })
