@@ -138,6 +138,20 @@ struct FallbackExecutionTests {
         }
     }
 
+    @Test("a bare 429 (no wait asked, none set) counts against the model's breaker: nothing else would slow it")
+    func bareRateLimitCounts() async throws {
+        try await Self.withRoutingWorker { store, server, _ in
+            try await server.script(["primary": ["kind": "rate_limited"]])
+            let result = try await Self.submitAndWait(store, Self.chat())
+            #expect(result["model"] == "secondary")
+            try await waitUntil("the worker has reported the model's calls") {
+                try await store.pool.query(
+                    "SELECT coalesce(max(total_failures), 0) FROM switchyard.model_health WHERE model = 'primary'"
+                ).scalar(Int.self) >= 1
+            }
+        }
+    }
+
     @Test("429 asking for longer than the plan's attempts may take: the next model at once, not a wait")
     func longRetryAfterFallsBack() async throws {
         try await Self.withRoutingWorker { store, server, _ in

@@ -109,6 +109,17 @@ struct FleetReloadTests {
         return (fleet, model)
     }
 
+    /// The model `m`, whose breaker opens after 3 failures in a row, and a fleet state that
+    /// reports only when asked (or at once).
+    private static func fleetOpeningAfterThree(_ pool: PostgresPool) async throws -> (FleetState, ModelSpec) {
+        _ = try await CatalogStore(pool: pool).importDocument(Data(Self.catalog.utf8))
+        try await pool.query("UPDATE switchyard.settings SET value = '3' WHERE name = 'breaker_consecutive_failures'")
+        let fleet = FleetState(
+            pool: pool, logger: Logger(label: "worker", level: .error) { _ in }, reportInterval: .seconds(600))
+        await fleet.reload()
+        return (fleet, try #require(fleet.router.catalog.models.first))
+    }
+
     /// The fleet's breaker for `m` (nothing before its first report).
     private static func fleetBreaker(_ pool: PostgresPool) async throws -> (state: String, reason: String?) {
         guard let row = try await pool.query("SELECT state, reason FROM switchyard.fleet_health WHERE model = 'm'").first
@@ -146,12 +157,7 @@ struct FleetReloadTests {
     @Test("breaker_consecutive_failures failures in a row shut the model here at once, not after the report round's worth")
     func failuresInARow() async throws {
         try await TestDatabase.withMigratedPool { pool in
-            _ = try await CatalogStore(pool: pool).importDocument(Data(Self.catalog.utf8))
-            try await pool.query("UPDATE switchyard.settings SET value = '3' WHERE name = 'breaker_consecutive_failures'")
-            let fleet = FleetState(
-                pool: pool, logger: Logger(label: "worker", level: .error) { _ in }, reportInterval: .seconds(600))
-            await fleet.reload()
-            let model = try #require(fleet.router.catalog.models.first)
+            let (fleet, model) = try await Self.fleetOpeningAfterThree(pool)
             // A success resets the count.
             for success in [false, false, true, false, false] {
                 let call = try #require(fleet.begin(model, estimatedTokens: 10))
@@ -192,6 +198,51 @@ struct FleetReloadTests {
         #expect(dead.end(refused, success: nil).after == 6)
         let answered = dead.begin()
         #expect(dead.end(answered, success: true).after == 0)
+
+        // The fleet closed the breaker: the run starts afresh, and a call that started before
+        // the close and fails now is no part of it.
+        var reopened = FailureRun()
+        let before = reopened.begin()
+        for _ in 0..<3 { _ = reopened.end(reopened.begin(), success: false) }
+        reopened.restart()
+        #expect(reopened.end(before, success: false).after == 0)
+        #expect(reopened.end(reopened.begin(), success: false).after == 1)
+
+        // A call in flight longer than the hold-back no longer holds the count back.
+        var slow = FailureRun()
+        let start = Date()
+        _ = slow.begin(at: start)
+        let quick = slow.begin(at: start)
+        #expect(slow.end(quick, success: false, at: start.addingTimeInterval(1)).after == 0)
+        let later = slow.begin(at: start.addingTimeInterval(40))
+        #expect(slow.end(later, success: false, at: start.addingTimeInterval(41)).after == 2)
+    }
+
+    @Test("a breaker another worker's probe closed starts this worker's failures in a row afresh")
+    func runRestartsWhenFleetCloses() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let (fleet, model) = try await Self.fleetOpeningAfterThree(pool)
+            for _ in 0..<3 {
+                let call = try #require(fleet.begin(model, estimatedTokens: 10))
+                fleet.end(model, call: call, success: false, latencyMS: 3)
+            }
+            try await waitUntil("the fleet's breaker is open") { try await Self.fleetBreaker(pool).state == "open" }
+            // Another worker's probe closes it.
+            try await pool.query(
+                "UPDATE switchyard.model_health SET state = 'closed', opened_at = NULL, reason = NULL, consecutive_failures = 0")
+            await fleet.refreshHealth()
+            #expect(fleet.routingState(sequence: 0).models["m"]?.breaker == .closed)
+            // One failure now is one in a row, not a fourth: reported, it leaves the breaker closed.
+            let call = try #require(fleet.begin(model, estimatedTokens: 10))
+            fleet.end(model, call: call, success: false, latencyMS: 3)
+            #expect(fleet.routingState(sequence: 0).models["m"]?.breaker == .closed)
+            let running = Task { await fleet.run() }
+            running.cancel()
+            await running.value  // reports once more on the way out
+            let after = try await pool.query("SELECT state, consecutive_failures FROM switchyard.model_health").first
+            #expect(try after?.decode("state", as: String.self) == "closed")
+            #expect(try after?.decode("consecutive_failures", as: Int.self) == 1)
+        }
     }
 
     @Test("report_health takes a worker's failures in a row as the model's; a report without one counts as before")

@@ -56,7 +56,7 @@ struct RouterPlanTests {
         paused["fine"].tokensRemaining = 0
         let pausedPlan = Router(catalog: F.catalog([models[7]])).plan(for: F.request(), state: paused)
         #expect(pausedPlan.explanation.candidates.first?.dropReasons
-            == ["paused by the provider until 2027-01-15T08:00:00.000000Z (its retry-after)"])
+            == ["paused by the provider until 2027-01-15T08:00:00.000000Z"])
         #expect(paused.soonestPauseEnd(of: ["fine", "other"], after: Date(timeIntervalSince1970: 0))
             == Date(timeIntervalSince1970: 1_800_000_000))
         #expect(dropped["full"] == ["at max_concurrency (2 of 2 in flight)"])
@@ -114,9 +114,24 @@ struct RouterPlanTests {
             $0["limited"].requestsReserved = 2
             $0["single"].tokensRemaining = 1000
             $0["single"].tokensReserved = 995
+            $0["single"].tokensCapacity = 4000
         }
         #expect(plan(.background, budget) == [])
         #expect(plan(.interactive, budget) == ["limited", "single"])
+        // A job larger than what background work may spend (≈ 1,204 tokens of 1,300, 325 kept)
+        // runs on a full budget, and waits for it to refill otherwise (before, it never ran).
+        var large = F.request(String(repeating: "x", count: 4000), maxTokens: 200)
+        large.priority = .background
+        func largePlan(tokens: Int) -> [String] {
+            var state = RoutingState(interactiveReserve: 0.25)
+            state["limited"].requestsRemaining = 0
+            state["single"].tokensRemaining = tokens
+            state["single"].tokensReserved = 325
+            state["single"].tokensCapacity = 1300
+            return router.plan(for: large, state: state).attempts.map(\.model.name)
+        }
+        #expect(largePlan(tokens: 1300) == ["single"])
+        #expect(largePlan(tokens: 1250) == [])
         // Nothing kept without a share.
         var request = F.request()
         request.priority = .background

@@ -230,7 +230,7 @@ extension Router {
         let background = criteria.background
         if let paused = live.pausedUntil {
             // The provider's own wait (a 429's retry-after), not the catalog's budget.
-            evaluation.drop("paused by the provider until \(paused.postgresText) (its retry-after)", permanent: false)
+            evaluation.drop("paused by the provider until \(paused.postgresText)", permanent: false)
         } else if let requests = live.requestsRemaining {
             if requests <= 0 {
                 evaluation.drop("requests-per-minute budget spent", permanent: false)
@@ -243,7 +243,10 @@ extension Router {
             if tokens < estimate.totalTokens {
                 evaluation.drop(
                     "tokens-per-minute budget: \(tokens) left < \(estimate.totalTokens) needed", permanent: false)
-            } else if background, let reserved = live.tokensReserved, tokens - estimate.totalTokens < reserved {
+            } else if background, let reserved = live.tokensReserved, let capacity = live.tokensCapacity,
+                tokens - estimate.totalTokens < min(reserved, max(0, capacity - estimate.totalTokens))
+            {
+                // (A job larger than what background work may spend runs on a full budget.)
                 evaluation.drop(
                     "tokens-per-minute budget: \(reserved) of the \(tokens) left are kept for interactive work",
                     permanent: false)

@@ -29,6 +29,8 @@ public struct RoutingState: Sendable, Hashable {
         /// kept for interactive jobs (`RoutingState.interactiveReserve` of the budget).
         public var requestsReserved: Int?
         public var tokensReserved: Int?
+        /// This worker's tokens per minute when its budget is full.
+        public var tokensCapacity: Int?
         /// Until when the provider asked this worker for no calls (a 429's `retry-after`): the
         /// model is out of budget until then, and says why.
         public var pausedUntil: Date?

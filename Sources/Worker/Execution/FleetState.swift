@@ -44,6 +44,15 @@ final class FleetState: Sendable {
         /// must not put back the policy a newer one replaced.
         var policyReadsStarted = 0
         var policyReadApplied = 0
+
+        /// A breaker the fleet closed again (another worker's probe succeeded) starts this
+        /// worker's run of failures afresh: counted on, a failure before the opening and one
+        /// after reopened a model that had recovered.
+        mutating func resetRunsOfClosed(_ now: [String: RoutingState.Breaker]) {
+            for (model, breaker) in now where breaker == .closed && (breakers[model]?.breaker ?? .closed) != .closed {
+                runs[model]?.restart()
+            }
+        }
     }
 
     private let state = Mutex(State())
@@ -152,6 +161,7 @@ final class FleetState: Sendable {
         do {
             let snapshot = try await healthStore.snapshot()
             state.withLock { state in
+                state.resetRunsOfClosed(snapshot.models.mapValues(\.breaker))
                 state.breakers = snapshot.models
                 state.liveWorkers = snapshot.liveWorkers
                 state.consecutiveFailureLimit = snapshot.consecutiveFailureLimit
@@ -214,6 +224,7 @@ final class FleetState: Sendable {
         do {
             let breakers = try await healthStore.report(reports)
             state.withLock { state in
+                state.resetRunsOfClosed(breakers)
                 for (model, breaker) in breakers { state.breakers[model, default: .init()].breaker = breaker }
             }
             for (model, breaker) in breakers where breaker == .open {
@@ -264,6 +275,7 @@ final class FleetState: Sendable {
                     modelState.tokensReserved = budget.tokenCapacity.map {
                         RoutingState.reserved(of: Int($0), share: interactiveReserve)
                     }
+                    modelState.tokensCapacity = budget.tokenCapacity.map { Int($0) }
                     state.budgets[model.name] = budget
                 }
                 models[model.name] = modelState
@@ -290,7 +302,7 @@ final class FleetState: Sendable {
                 budget.spend(requests: 1, tokens: estimatedTokens, now: now)
                 state.budgets[model.name] = budget
             }
-            return state.runs[model.name, default: FailureRun()].begin()
+            return state.runs[model.name, default: FailureRun()].begin(at: now)
         }
     }
 
@@ -314,7 +326,7 @@ final class FleetState: Sendable {
             var flushNow = markUnhealthy != nil
             let counted = success || countsAgainstModel
             let (before, inARow) = state.runs[model.name, default: FailureRun()]
-                .end(call, success: counted ? success : nil)
+                .end(call, success: counted ? success : nil, at: now)
             if counted {
                 state.pending[model.name, default: HealthReport(model: model.name)]
                     .record(success: success, latencyMS: latencyMS)
@@ -366,24 +378,36 @@ final class FleetState: Sendable {
 /// opened on a model that was answering nearly every call. A model that fails every call still
 /// runs up its count as fast as its calls end.
 struct FailureRun: Sendable {
+    /// How long a call in flight holds back the count of failures that started after it: a
+    /// wave's answers come back within it; a model that is down is not kept open by one slow
+    /// call of minutes.
+    static let holdBack: TimeInterval = 30
+
     private var next: UInt64 = 0
-    private var inFlight: Set<UInt64> = []
+    /// Calls in flight, with when each started.
+    private var inFlight: [UInt64: Date] = [:]
     private var lastSuccess: UInt64?
     /// Failed calls that started after the last success to start (of those that succeeded).
     private var failures: [UInt64] = []
 
     /// A call starts; returns its number.
-    mutating func begin() -> UInt64 {
+    mutating func begin(at instant: Date = Date()) -> UInt64 {
         defer { next += 1 }
-        inFlight.insert(next)
+        inFlight[next] = instant
         return next
+    }
+
+    /// Counts afresh, as if the latest call to start had succeeded (the fleet closed the breaker).
+    mutating func restart() {
+        failures.removeAll()
+        lastSuccess = next == 0 ? nil : next - 1
     }
 
     /// A call ends: succeeded, failed, or (nil) neither as far as the model's health goes.
     /// - Returns: the failures in a row before and after.
-    mutating func end(_ call: UInt64, success: Bool?) -> (before: Int, after: Int) {
-        let before = settled
-        inFlight.remove(call)
+    mutating func end(_ call: UInt64, success: Bool?, at instant: Date = Date()) -> (before: Int, after: Int) {
+        let before = settled(at: instant)
+        inFlight[call] = nil
         switch success {
         case true?:
             if lastSuccess.map({ call > $0 }) ?? true {
@@ -395,12 +419,13 @@ struct FailureRun: Sendable {
         case nil:
             break
         }
-        return (before, settled)
+        return (before, settled(at: instant))
     }
 
-    /// Failures every earlier-started call of which has ended.
-    private var settled: Int {
-        guard let oldest = inFlight.min() else { return failures.count }
+    /// Failures every earlier-started call of which has ended (or has run past `holdBack`).
+    private func settled(at instant: Date) -> Int {
+        let cutoff = instant.addingTimeInterval(-Self.holdBack)
+        guard let oldest = inFlight.filter({ $0.value > cutoff }).keys.min() else { return failures.count }
         return failures.count { $0 < oldest }
     }
 }

@@ -200,10 +200,11 @@ struct RoutingExecutor: JobExecutor {
                 let modelAtFault =
                     ![.failJob, .largerContext, .nextCandidateAndSkipHere].contains(decision)
                     && providerError?.code != .unsupportedRequest
-                    // A 429 says "slower", not "broken": its wait and the rate budget handle it. Counted,
-                    // a few percent of 429s among 128 calls in flight came back first, "in a row",
-                    // opened the breaker, and a backlog the provider was serving failed.
-                    && providerError?.code != .rateLimited
+                    // A 429 that asks for a wait says "slower", not "broken": its wait and the rate
+                    // budget handle it. Counted, a few percent of 429s among 128 calls in flight came
+                    // back first, "in a row", opened the breaker, and a backlog the provider was
+                    // serving failed. A bare 429 sets no pause: it counts, or nothing would slow it.
+                    && !(providerError?.code == .rateLimited && providerError?.retryAfter != nil)
                 fleet.end(
                     model, call: call, success: false, countsAgainstModel: modelAtFault, latencyMS: latencyMS,
                     rateLimit: providerError?.rateLimit,
