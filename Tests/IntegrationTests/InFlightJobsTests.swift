@@ -98,5 +98,9 @@ struct WaitForAModelTests {
             old, at: now, reason: "paused", planner: Self.planner, until: now.addingTimeInterval(1)) != nil)
         #expect(RoutingExecutor.waitForAModel(
             old, at: now, reason: "paused", planner: Self.planner, until: now.addingTimeInterval(30)) == nil)
+        // A model merely busy (at its max_concurrency) is waited for whatever the job's age.
+        let backlog = Job(id: 3, priority: .background, request: [:], runAt: now, createdAt: now.addingTimeInterval(-7200))
+        #expect(RoutingExecutor.waitForAModel(backlog, at: now, reason: "busy", planner: Self.planner, busy: true) != nil)
+        #expect(RoutingExecutor.waitForAModel(backlog, at: now, reason: "down", planner: Self.planner) == nil)
     }
 }

@@ -132,6 +132,27 @@ struct RouterPlanTests {
         }
         #expect(largePlan(tokens: 1300) == ["single"])
         #expect(largePlan(tokens: 1250) == [])
+        // A context-length fallback outside the rule keeps to the reserve too.
+        let small = F.model("small", context: 2000)
+        let big = F.model("big", context: 200_000, maxConcurrency: 2)
+        let escalating = Router(catalog: Catalog(models: [small, big], rules: [RouteRule(taskClass: "r", primary: "small")]))
+        var busyBig = RoutingState(interactiveReserve: 0.25)
+        busyBig["big"].inFlight = 1
+        for (priority, expected) in [(Priority.background, nil), (.interactive, "big")] as [(Priority, String?)] {
+            var request = F.request()
+            request.priority = priority
+            let plan = escalating.plan(for: request, state: busyBig)
+            #expect(escalating.largerContextAttempt(than: 2000, after: plan, position: 0, state: busyBig)?.model.name == expected)
+        }
+
+        // Dropped only for being busy: worth waiting for, however long the job has waited.
+        var busyState = RoutingState(interactiveReserve: 0.25)
+        busyState["limited"].inFlight = 2
+        busyState["single"].inFlight = 1
+        #expect(router.plan(for: large, state: busyState).unroutable?.isBusy == true)
+        busyState["single"].breaker = .open
+        busyState["limited"].breaker = .open
+        #expect(router.plan(for: large, state: busyState).unroutable?.isBusy == false)
         // Nothing kept without a share.
         var request = F.request()
         request.priority = .background

@@ -40,6 +40,9 @@ public struct RoutePlan: Sendable, Hashable {
         /// spent, at max concurrency): retrying later may succeed. False when the request itself
         /// cannot be served (no rule, too long for every model, over every price ceiling).
         public var isTransient: Bool
+        /// True when some model was dropped only because it is busy (calls in flight, rate
+        /// budget, a provider's pause): it will be free in moments, not after an outage.
+        public var isBusy = false
     }
 
     /// The models to try, in order; empty when `unroutable` says why.
@@ -61,6 +64,8 @@ public struct RoutePlan: Sendable, Hashable {
     /// own), and the price tiers the job may use: a later fallback keeps to them too.
     public var ceiling: Decimal? = nil
     public var allowedTiers: Set<String>? = nil
+    /// A background job's plan: a later fallback leaves interactive work its reserve too.
+    public var background = false
 
     /// The first attempt after `position` whose model has a context window larger than `tokens`:
     /// where a context-length error moves to.

@@ -30,10 +30,17 @@ extension Router {
 
         var isKept: Bool { !isDropped && entry != nil }
 
-        mutating func drop(_ reason: @autoclosure () -> String, permanent: Bool) {
+        /// True when some reason that passes is no mere busyness (a breaker open, a model this
+        /// worker cannot call, a price that a window may lower).
+        var isDroppedForMoreThanBusy = false
+
+        /// - Parameter busy: the model is only busy (calls in flight, budget, a provider's pause):
+        ///   it will be free in moments, however long the job has waited.
+        mutating func drop(_ reason: @autoclosure () -> String, permanent: Bool, busy: Bool = false) {
             isDropped = true
             if explain { dropReasons.append(reason()) }
             if permanent { isPermanentlyDropped = true }
+            if !permanent && !busy { isDroppedForMoreThanBusy = true }
         }
     }
 
@@ -140,7 +147,7 @@ extension Router {
     /// so the explanation says all there is.
     func evaluate(
         _ name: String, index: Int, rule: RouteRule, scoringClass: TaskClass, estimate: PromptEstimate,
-        ceiling: Decimal?, allowedTiers: Set<String>? = nil, background: Bool = false,
+        ceiling: Decimal?, allowedTiers: Set<String>? = nil, background: Bool,
         state: RoutingState, explain: Bool = true
     ) -> Evaluation {
         let criteria = Criteria(
@@ -230,36 +237,39 @@ extension Router {
         let background = criteria.background
         if let paused = live.pausedUntil {
             // The provider's own wait (a 429's retry-after), not the catalog's budget.
-            evaluation.drop("paused by the provider until \(paused.postgresText)", permanent: false)
+            evaluation.drop("paused by the provider until \(paused.postgresText)", permanent: false, busy: true)
         } else if let requests = live.requestsRemaining {
             if requests <= 0 {
-                evaluation.drop("requests-per-minute budget spent", permanent: false)
+                evaluation.drop("requests-per-minute budget spent", permanent: false, busy: true)
             } else if background, let reserved = live.requestsReserved, requests <= reserved {
                 evaluation.drop(
-                    "requests-per-minute budget: the \(requests) left are kept for interactive work", permanent: false)
+                    "requests-per-minute budget: the \(requests) left are kept for interactive work", permanent: false,
+                    busy: true)
             }
         }
         if live.pausedUntil == nil, let tokens = live.tokensRemaining {
             if tokens < estimate.totalTokens {
                 evaluation.drop(
-                    "tokens-per-minute budget: \(tokens) left < \(estimate.totalTokens) needed", permanent: false)
+                    "tokens-per-minute budget: \(tokens) left < \(estimate.totalTokens) needed", permanent: false,
+                    // Busy while a full budget would take it; a job larger than a minute's is not.
+                    busy: live.tokensCapacity.map { estimate.totalTokens <= $0 } ?? false)
             } else if background, let reserved = live.tokensReserved, let capacity = live.tokensCapacity,
                 tokens - estimate.totalTokens < min(reserved, max(0, capacity - estimate.totalTokens))
             {
                 // (A job larger than what background work may spend runs on a full budget.)
                 evaluation.drop(
                     "tokens-per-minute budget: \(reserved) of the \(tokens) left are kept for interactive work",
-                    permanent: false)
+                    permanent: false, busy: true)
             }
         }
         if let limit = entry.spec.maxConcurrency {
             let reserved = background ? RoutingState.reserved(of: limit, share: state.interactiveReserve) : 0
             if live.inFlight >= limit {
-                evaluation.drop("at max_concurrency (\(live.inFlight) of \(limit) in flight)", permanent: false)
+                evaluation.drop("at max_concurrency (\(live.inFlight) of \(limit) in flight)", permanent: false, busy: true)
             } else if live.inFlight >= limit - reserved {
                 evaluation.drop(
                     "at max_concurrency for background work (\(live.inFlight) of \(limit) in flight, \(reserved) kept "
-                        + "for interactive work)", permanent: false)
+                        + "for interactive work)", permanent: false, busy: true)
             }
         }
         return evaluation

@@ -31,7 +31,7 @@ extension Router {
             let evaluation = evaluate(
                 model.name, index: 0, rule: plan.rule ?? RouteRule(taskClass: "", primary: model.name),
                 scoringClass: scoringClass, estimate: plan.estimate, ceiling: plan.ceiling,
-                allowedTiers: plan.allowedTiers, state: state
+                allowedTiers: plan.allowedTiers, background: plan.background, state: state
             )
             // The estimate said the request fits; the provider disagreed. Trust the provider.
             return evaluation.dropReasons.count == (evaluation.isTooSmall ? 1 : 0)

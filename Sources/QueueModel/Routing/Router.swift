@@ -132,7 +132,8 @@ public struct Router: Sendable {
             attempts: attempts, classification: classification, rule: rule, strategy: ordering.strategy,
             estimate: estimate,
             explanation: RouteExplanation(rule: match.reason, strategy: ordering.reason, candidates: candidates),
-            unroutable: nil, ceiling: ceiling, allowedTiers: request.allowedTiers
+            unroutable: nil, ceiling: ceiling, allowedTiers: request.allowedTiers,
+            background: request.priority == .background
         )
         if attempts.isEmpty {
             // Planning without words is for plans that work; one that fails is planned again
@@ -174,7 +175,8 @@ public struct Router: Sendable {
                     + "(a price window brings it within later); retry later"
                 : "shorten the request, raise the rule's max_cost_per_1k or lower its quality_floor, or add a model "
                     + "that fits to the rule",
-            isTransient: transient
+            isTransient: transient,
+            isBusy: evaluations.contains { !$0.isPermanentlyDropped && !$0.isDroppedForMoreThanBusy }
         )
     }
 }

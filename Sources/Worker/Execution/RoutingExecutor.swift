@@ -67,7 +67,8 @@ struct RoutingExecutor: JobExecutor {
                 let wait = Self.waitForAModel(
                     job, at: instant, reason: "no model available now: \(unroutable?.reason ?? "")", planner: planner,
                     // A provider's pause of a second is looked at again when it ends, not in five.
-                    until: state.soonestPauseEnd(of: plan.rule.map { [$0.primary] + $0.fallbacks } ?? [], after: instant))
+                    until: state.soonestPauseEnd(of: plan.rule.map { [$0.primary] + $0.fallbacks } ?? [], after: instant),
+                    busy: unroutable?.isBusy == true)
             {
                 return wait
             }
@@ -314,15 +315,20 @@ struct RoutingExecutor: JobExecutor {
 
     /// The job put back to look again in `recheckInterval`, attempt not spent, while it has not
     /// waited longer than its priority allows (nil then: it fails, and its attempts retry it).
-    /// - Parameter until: when a model may be back sooner than that (a provider's pause ends).
+    /// - Parameters:
+    ///   - until: when a model may be back sooner than that (a provider's pause ends).
+    ///   - busy: a model is only busy (calls in flight, budget): it is waited for however long the
+    ///     job has waited (a background job over an hour old spent an attempt each time it met a
+    ///     model at its max_concurrency).
     static func waitForAModel(
-        _ job: Job, at instant: Date, reason: String, planner: OffPeakPlanner, until: Date? = nil
+        _ job: Job, at instant: Date, reason: String, planner: OffPeakPlanner, until: Date? = nil, busy: Bool = false
     ) -> JobOutcome? {
         let recheck = instant.addingTimeInterval(recheckInterval.seconds)
         // A provider's pause that ends before the next look is a blip, not an outage: waited out
         // whatever the job's age (a backlog's older jobs each spent an attempt on a 1 s pause).
         let blip = until.map { $0 <= recheck } ?? false
-        guard blip || instant.timeIntervalSince(waitStart(job)) < longestWaitForAModel(job.priority).seconds else {
+        guard blip || busy || instant.timeIntervalSince(waitStart(job)) < longestWaitForAModel(job.priority).seconds
+        else {
             return nil
         }
         let soonest = until.map { max($0, instant.addingTimeInterval(0.25)) } ?? recheck
