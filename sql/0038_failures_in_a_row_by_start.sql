@@ -7,7 +7,9 @@
 -- a failure only once every call it started earlier has ended, and a success breaks the run for
 -- every call that started before it; it sends the count as failures_in_a_row, which is taken as
 -- the model's consecutive failures. A report without it (an older worker) is counted as before.
--- Otherwise 0009's.
+-- And the error-rate rule leaves closed the last healthy model of a rule, as an alert does (at
+-- 128 calls in flight, a model failing 1.5% of calls crossed 2% by chance and a one-model rule's
+-- jobs waited 30 s for nothing); failures in a row still open it. Otherwise 0009's.
 
 SET LOCAL ROLE switchyard_admin;
 
@@ -75,7 +77,19 @@ BEGIN
             IF health.consecutive_failures >= consecutive_limit THEN
                 next_state := 'open';
                 next_reason := format('%s failures in a row', health.consecutive_failures);
-            ELSIF switchyard.breaker_error_rate_exceeded(health.window_requests, health.window_failures) THEN
+            ELSIF switchyard.breaker_error_rate_exceeded(health.window_requests, health.window_failures)
+                  -- Not the last healthy model of a rule (every other one disabled, open or
+                  -- half-open), as an alert leaves it: a model answering most calls beats none.
+                  AND NOT EXISTS (
+                      SELECT FROM switchyard.routes r
+                      WHERE report.model = ANY (r.primary_model || r.fallbacks)
+                        AND NOT EXISTS (
+                            SELECT FROM unnest(r.primary_model || r.fallbacks) AS other(name)
+                            JOIN switchyard.models m ON m.name = other.name AND m.enabled
+                            LEFT JOIN switchyard.model_health o ON o.model = other.name
+                            WHERE other.name <> report.model
+                              AND coalesce(switchyard.effective_breaker(o.state, o.opened_at), 'closed') = 'closed'))
+            THEN
                 next_state := 'open';
                 next_reason := format('error rate %s%% over the last %s requests (limit %s%%)',
                                       round(100.0 * health.window_failures / health.window_requests, 1),

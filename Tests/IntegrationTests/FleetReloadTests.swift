@@ -245,6 +245,29 @@ struct FleetReloadTests {
         }
     }
 
+    @Test("the error-rate rule leaves a rule's last healthy model closed; failures in a row still open it")
+    func errorRateSparesLastHealthy() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            _ = try await CatalogStore(pool: pool).importDocument(Data(Self.catalog.utf8))  // rule default: m alone
+            let store = HealthStore(pool: pool)
+            func degraded() -> HealthReport {
+                var report = HealthReport(model: "m")
+                for index in 0..<60 { report.record(success: index % 10 != 0, latencyMS: 5) }  // 10% fail
+                report.failuresInARow = 0
+                return report
+            }
+            #expect(try await store.report([degraded()]) == ["m": .closed])
+            // With another healthy model in the rule, the same rate opens it.
+            _ = try await CatalogStore(pool: pool).importDocument(Data(
+                """
+                {"models": {"m": {"provider": "simulated"}, "n": {"provider": "simulated"}},
+                 "routing_rules": {"default": {"primary": "m", "fallback": "n"}}}
+                """.utf8))
+            #expect(try await store.report([degraded()]) == ["m": .open])
+            #expect(try await Self.fleetBreaker(pool).reason?.hasPrefix("error rate") == true)
+        }
+    }
+
     @Test("report_health takes a worker's failures in a row as the model's; a report without one counts as before")
     func reportedRun() async throws {
         try await TestDatabase.withMigratedPool { pool in
