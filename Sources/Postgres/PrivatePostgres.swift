@@ -21,7 +21,9 @@ public final class PrivatePostgres: Sendable {
         "fsync": "off",
         "synchronous_commit": "off",
         "full_page_writes": "off",
-        "max_connections": "300",
+        // The test suite runs some fifty databases at once, each with its pool and worker
+        // processes: 300 ran out now and then ("too many clients already").
+        "max_connections": "500",
         "shared_buffers": "256MB",
         "log_min_messages": "warning",
         "log_min_error_statement": "panic",
