@@ -276,9 +276,13 @@ struct WorkerProcessTests {
                 try await store.status(of: job) == "succeeded"
             }
             #expect(other.log.contains("elected housekeeper"))
-            // Woken, the first one finds its tenure taken and stands down.
+            // Woken, the first one finds its tenure taken and stands down. (On a loaded machine the
+            // other's tenure may lapse just as it wakes: then it keeps house again, and the other
+            // stands down. Either way one keeps house.)
             frozen.child.signal(SIGCONT)
-            try await waitUntil("the first worker stands down") { frozen.log.contains("standing down") }
+            try await waitUntil("one of the two stands down") {
+                frozen.log.contains("standing down") || other.log.contains("standing down")
+            }
             frozen.terminate()
             other.terminate()
             #expect(await frozen.wait() == 0)
