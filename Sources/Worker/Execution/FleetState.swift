@@ -425,7 +425,8 @@ struct FailureRun: Sendable {
     /// Failures every earlier-started call of which has ended (or has run past `holdBack`).
     private func settled(at instant: Date) -> Int {
         let cutoff = instant.addingTimeInterval(-Self.holdBack)
-        guard let oldest = inFlight.filter({ $0.value > cutoff }).keys.min() else { return failures.count }
+        guard !failures.isEmpty else { return 0 }  // the common case: nothing to count, nothing to scan
+        guard let oldest = inFlight.lazy.filter({ $0.value > cutoff }).map(\.key).min() else { return failures.count }
         return failures.count { $0 < oldest }
     }
 }
