@@ -50,7 +50,7 @@ struct WaitForAModelTests {
         RoutingExecutor.waitForAModel(job, at: now, reason: "breaker open", planner: planner) != nil
     }
 
-    @Test("an interactive job waits 60 s from when it became due, through its puttings back; a background job 1 h from its creation")
+    @Test("an interactive job waits 60 s from when it became due, through its puttings back; a background job 1 h from its first")
     func limits() {
         let now = Date()
         // Submitted two minutes ago for now: not waiting before its time.
@@ -68,11 +68,20 @@ struct WaitForAModelTests {
         let queued = Job(id: 2, priority: .interactive, request: [:], runAt: now.addingTimeInterval(-70),
                          createdAt: now.addingTimeInterval(-70))
         #expect(!Self.waits(queued, at: now))
-        // Background: its age, whatever its run_at (each putting back moves it).
-        let young = Job(id: 3, priority: .background, request: [:], runAt: now, createdAt: now.addingTimeInterval(-3000))
-        #expect(Self.waits(young, at: now))
-        let old = Job(id: 4, priority: .background, request: [:], runAt: now, createdAt: now.addingTimeInterval(-3700))
-        #expect(!Self.waits(old, at: now))
+        // Background: from its first putting back, not its age (held hours at the gate, it was
+        // not waiting for a model).
+        let old = Job(id: 3, priority: .background, request: [:], runAt: now.addingTimeInterval(-3 * 3600),
+                      claimedAt: now, createdAt: now.addingTimeInterval(-3 * 3600))
+        #expect(Self.waits(old, at: now))
+        var waiting = Job(id: 4, priority: .background, request: [:], runAt: now.addingTimeInterval(-1),
+                          claimedAt: now, createdAt: now.addingTimeInterval(-3 * 3600),
+                          waitingSince: now.addingTimeInterval(-3000))
+        #expect(Self.waits(waiting, at: now))
+        waiting.waitingSince = now.addingTimeInterval(-3700)
+        #expect(!Self.waits(waiting, at: now))
+        // Due for two hours before this claim (the gate closed between windows): waiting afresh.
+        waiting.runAt = now.addingTimeInterval(-2 * 3600)
+        #expect(Self.waits(waiting, at: now))
     }
 
     @Test("a job waiting out a provider's pause looks again when the pause ends, not five seconds later")
@@ -80,7 +89,7 @@ struct WaitForAModelTests {
         let now = Date()
         let job = Job(id: 1, priority: .interactive, request: [:], runAt: now, createdAt: now)
         func until(_ pauseEnd: Date?) -> Date? {
-            guard case .postponed(let until, _, _)? = RoutingExecutor.waitForAModel(
+            guard case .postponed(let until, _, _, true)? = RoutingExecutor.waitForAModel(
                 job, at: now, reason: "paused", planner: Self.planner, until: pauseEnd)
             else { return nil }
             return until
@@ -99,7 +108,8 @@ struct WaitForAModelTests {
         #expect(RoutingExecutor.waitForAModel(
             old, at: now, reason: "paused", planner: Self.planner, until: now.addingTimeInterval(30)) == nil)
         // A model merely busy (at its max_concurrency) is waited for whatever the job's age.
-        let backlog = Job(id: 3, priority: .background, request: [:], runAt: now, createdAt: now.addingTimeInterval(-7200))
+        let backlog = Job(id: 3, priority: .background, request: [:], runAt: now, claimedAt: now,
+                          createdAt: now.addingTimeInterval(-7200), waitingSince: now.addingTimeInterval(-7200))
         #expect(RoutingExecutor.waitForAModel(backlog, at: now, reason: "busy", planner: Self.planner, busy: true) != nil)
         #expect(RoutingExecutor.waitForAModel(backlog, at: now, reason: "down", planner: Self.planner) == nil)
     }

@@ -137,6 +137,44 @@ struct OffPeakExecutionTests {
         }
     }
 
+    @Test("a background job queued for hours waits for its model from its first putting back, not from its creation")
+    func backgroundWaitsFromFirstPuttingBack() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            _ = try await CatalogStore(pool: pool).importDocument(Data(Self.catalog.utf8))
+            try await pool.query(
+                """
+                INSERT INTO switchyard.model_health (model, state, reason, opened_at, consecutive_failures)
+                VALUES ('premium', 'open', '5 failures in a row', now(), 5)
+                """)
+            let store = QueueStore(pool: pool)
+            // Held three hours (at the background gate, behind a backlog) before its first claim,
+            // with one attempt: failing it would end the job.
+            let job = try await store.submit(
+                Submission(request: Submission.prompt("summarise"), priority: .background, taskClass: "premium_only",
+                           maxAttempts: 1))
+            try await pool.query(
+                "UPDATE switchyard.jobs SET created_at = now() - interval '3 hours', run_at = now() - interval '3 hours'")
+            try await Self.withRoutingWorker(pool) {
+                try await waitUntil("the job is put back to wait for its model") {
+                    try await pool.query(
+                        "SELECT count(*) FROM switchyard.jobs WHERE waiting_since IS NOT NULL AND lease_owner IS NULL"
+                    ).scalar(Int.self) == 1
+                }
+            }
+            #expect(try await store.status(of: job) != "failed")
+            let row = try #require(
+                try await pool.query(
+                    """
+                    SELECT attempt, now() - waiting_since < interval '1 minute' AS recent, postponed_at IS NOT NULL AS marked
+                    FROM switchyard.jobs WHERE id = $1
+                    """, [job]
+                ).first)
+            #expect(try row.decode("attempt", as: Int.self) == 0)
+            #expect(try row.decode("recent", as: Bool.self))
+            #expect(try row.decode("marked", as: Bool.self))
+        }
+    }
+
     @Test("a policy change releases postponed jobs; a postponement decided under the old policy is not kept")
     func postponementsFollowThePolicy() async throws {
         try await TestDatabase.withMigratedPool { pool in

@@ -444,7 +444,7 @@ struct QueueSQLTests {
 
     @Test(
         "a cancel asked for while an attempt runs ends the job when the attempt comes back instead",
-        arguments: [Completion.Kind.retry, .postpone, .release]
+        arguments: [Completion.Kind.retry, .postpone, .wait, .release]
     )
     func cancelMeetsRequeue(kind: Completion.Kind) async throws {
         try await TestDatabase.withMigratedPool { pool in

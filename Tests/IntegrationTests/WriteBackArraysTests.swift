@@ -48,8 +48,8 @@ struct WriteBackArraysTests {
                     jobID: job.id, attempt: job.attempt, kind: .retry, error: ["code": "x", "message": .string(text)],
                     trail: trail, retryAt: at.addingTimeInterval(Double(index)))
             default:
-                return Completion(jobID: job.id, attempt: job.attempt, kind: index % 2 == 0 ? .release : .postpone,
-                                  retryAt: index % 2 == 0 ? nil : at)
+                let kind = [Completion.Kind.release, .postpone, .wait][index % 3]
+                return Completion(jobID: job.id, attempt: job.attempt, kind: kind, retryAt: kind == .release ? nil : at)
             }
         }
     }
@@ -171,6 +171,62 @@ struct WriteBackArraysTests {
             #expect(written.sorted() == ["postpone", "result"])
             #expect(try await store.status(of: jobs[0].id) == "succeeded")
             #expect(try await store.status(of: jobs[1].id) == "scheduled")
+        }
+    }
+
+    @Test("a wait for a model keeps when it began (a background job's from its first, afresh after sitting due); a price's postponement does not")
+    func waitingSince() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let id = try await store.submit(Submission(request: Self.hello, priority: .background))
+            try await pool.query("UPDATE switchyard.jobs SET created_at = now() - interval '3 hours'")
+            @Sendable func putBack(_ kind: Completion.Kind) async throws -> Date? {
+                let job = try #require(
+                    try await store.claim(worker: "w", freeSlots: 1, backgroundSlots: 1, lease: .seconds(30)).first)
+                let back = Completion(jobID: id, attempt: job.attempt, kind: kind, retryAt: Date().addingTimeInterval(-1))
+                #expect(try await store.complete(worker: "w", [back]) == [id: kind.rawValue])
+                return try await pool.query("SELECT waiting_since FROM switchyard.jobs").scalar(Date?.self)
+            }
+            let first = try #require(try await putBack(.wait))
+            #expect(abs(first.timeIntervalSinceNow) < 60)  // not its creation, three hours ago
+            #expect(try await putBack(.wait) == first)
+            // Sat due for two minutes before its next claim (the gate was closed): a new wait.
+            try await pool.query("UPDATE switchyard.jobs SET run_at = now() - interval '2 minutes'")
+            #expect(try await putBack(.wait) != first)
+            // Sent to a price window: no longer waiting for a model.
+            #expect(try await putBack(.postpone) == nil)
+
+            // An interactive job's wait counts from when it became due, through a `wait` and
+            // through a `postpone` from a worker before 0040.
+            try await pool.query("DELETE FROM switchyard.jobs")
+            let interactive = try await store.submit(Submission(request: Self.hello))
+            try await pool.query("UPDATE switchyard.jobs SET created_at = now() - interval '30 seconds', run_at = now() - interval '30 seconds'")
+            for kind in [Completion.Kind.wait, .postpone] {
+                let job = try #require(
+                    try await store.claim(worker: "w", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30)).first)
+                let back = Completion(jobID: interactive, attempt: job.attempt, kind: kind, retryAt: Date().addingTimeInterval(-1))
+                _ = try await store.complete(worker: "w", [back])
+                let waited = try await pool.query("SELECT extract(epoch FROM now() - waiting_since)::float8 FROM switchyard.jobs")
+                    .scalar(Double.self)
+                #expect(waited >= 30 && waited < 90)
+            }
+        }
+    }
+
+    @Test("an unknown kind is refused, naming it, and the job stays with its worker")
+    func unknownKind() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            _ = try await store.submit(Submission(request: Self.hello))
+            let job = try #require(try await store.claim(worker: "w", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30)).first)
+            let error = await #expect(throws: PostgresError.self) {
+                try await pool.query(
+                    "SELECT * FROM switchyard.complete('w', $1::jsonb)",
+                    [JSONValue.array([["id": .number(Double(job.id)), "attempt": .number(Double(job.attempt)), "kind": "retried"]]).jsonText])
+            }
+            #expect(error?.message.contains("unknown kind 'retried'") == true)
+            #expect(error?.hint?.contains("result, retry, release, postpone") == true)
+            #expect(try await pool.query("SELECT lease_owner FROM switchyard.jobs").scalar(String?.self) == "w")
         }
     }
 

@@ -11,8 +11,11 @@ public struct Completion: Sendable {
         /// The job goes back to the queue now; the attempt does not count (shutdown).
         case release
         /// The job goes back to the queue until `retryAt`; the attempt does not count (a
-        /// background job waiting for a cheaper price, or a job whose models are all out for now).
+        /// background job waiting for a cheaper price).
         case postpone
+        /// As `postpone`, for a job whose rule's models are all out for now: it waits for one to
+        /// come back, and the queue keeps when it began to wait (`jobs.waiting_since`).
+        case wait
     }
 
     public var jobID: Int64

@@ -12,8 +12,9 @@ public enum JobOutcome: Sendable {
     /// The job should wait until a later time without spending its attempt: a background job
     /// that no model may run at the current price waits for the next price window, and a job
     /// whose rule's models are all out for now (breakers, budgets) waits for one to come back.
-    /// `policy`: the version of the background policy it was decided under.
-    case postponed(until: Date, reason: String, policy: String?)
+    /// `policy`: the version of the background policy it was decided under. `forModel`: it waits
+    /// for a model to come back (its wait keeps counting: `jobs.waiting_since`), not for a price.
+    case postponed(until: Date, reason: String, policy: String?, forModel: Bool = false)
 }
 
 /// A successful answer and what it cost.

@@ -327,23 +327,34 @@ struct RoutingExecutor: JobExecutor {
         // A provider's pause that ends before the next look is a blip, not an outage: waited out
         // whatever the job's age (a backlog's older jobs each spent an attempt on a 1 s pause).
         let blip = until.map { $0 <= recheck } ?? false
-        guard blip || busy || instant.timeIntervalSince(waitStart(job)) < longestWaitForAModel(job.priority).seconds
-        else {
+        let waited = instant.timeIntervalSince(waitStart(job, at: instant))
+        guard blip || busy || waited < longestWaitForAModel(job.priority).seconds else {
             return nil
         }
         let soonest = until.map { max($0, instant.addingTimeInterval(0.25)) } ?? recheck
-        return .postponed(until: min(soonest, recheck), reason: reason, policy: planner.policy.version)
+        return .postponed(until: min(soonest, recheck), reason: reason, policy: planner.policy.version, forModel: true)
     }
 
-    /// When an interactive job began to wait: when it became due (one submitted for later is
-    /// not waiting before its time: scheduled two minutes ahead, it failed at its first claim
-    /// while a breaker was open), or when its putting back began (`waiting_since`, kept through
-    /// each one). A background job's age counts: each putting back moves its `run_at`, and
-    /// `waiting_since` is an interactive job's.
-    static func waitStart(_ job: Job) -> Date {
-        guard job.priority == .interactive else { return job.createdAt }
-        return job.waitingSince ?? max(job.createdAt, job.runAt)
+    /// When a job began to wait for a model. An interactive job: when it became due (one
+    /// submitted for later is not waiting before its time: scheduled two minutes ahead, it failed
+    /// at its first claim while a breaker was open), or when its putting back began
+    /// (`waiting_since`, kept through each one): a person waits through all of it. A background
+    /// job: at its first putting back (`waiting_since`), not at its creation (one held for hours
+    /// at the background gate failed an attempt the moment its window opened on an open breaker),
+    /// and afresh when it sat due for longer than `interruptedWait` before this claim (held at
+    /// the closed gate between windows, or behind a backlog: it was not waiting for a model then;
+    /// `complete` starts its `waiting_since` again alike, sql/0040).
+    static func waitStart(_ job: Job, at instant: Date) -> Date {
+        guard job.priority == .background else { return job.waitingSince ?? max(job.createdAt, job.runAt) }
+        guard let since = job.waitingSince, let claimed = job.claimedAt,
+            claimed.timeIntervalSince(job.runAt) <= interruptedWait.seconds
+        else { return instant }
+        return since
     }
+
+    /// How long a background job waiting for a model may sit due and unclaimed before its wait
+    /// begins again (sql/0040 uses the same minute).
+    static let interruptedWait = Duration.seconds(60)
 
     /// How long a job waits for a model of its rule to come back before it fails (its attempts
     /// then retry it as usual): a person waits for an interactive answer, a batch does not.
