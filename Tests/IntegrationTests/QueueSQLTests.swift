@@ -121,6 +121,11 @@ struct QueueSQLTests {
             // retry()'s keys are its own.
             #expect(await refusal("SELECT switchyard.submit($1::jsonb, idempotency_key => 'switchyard:retry-of:7')")
                 .contains("reserved for Switchyard's own"))
+            // An empty key would make every job sent with it a repeat of the first.
+            #expect(await refusal("SELECT switchyard.submit($1::jsonb, idempotency_key => '')")
+                == "idempotency_key must not be empty")
+            #expect(await refusal("INSERT INTO switchyard.jobs (request, idempotency_key) VALUES ($1::jsonb, '')")
+                == "idempotency_key must not be empty")
             let left = try await pool.query(
                 "SELECT (SELECT count(*) FROM switchyard.jobs) + (SELECT count(*) FROM switchyard.idempotency_keys)")
             #expect(try left.scalar(Int.self) == 0)
@@ -513,6 +518,49 @@ struct QueueSQLTests {
             #expect(refused.message.contains("succeeded"))
             let missing = try await #require(throws: QueueError.self) { try await store.retry(424_242) }
             #expect(missing.code == .notFound)
+        }
+    }
+
+    @Test("retry_of is retry()'s: an INSERT of its own under the retry key, or linking another job, is refused")
+    func retryOfIsRetrys() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let id = try await store.submit(Submission(request: Self.hello, runAt: Date().addingTimeInterval(3600)))
+            #expect(try await store.cancel(id) == "cancelled")
+            for sql in [
+                // Taken for the retry of `id`, with another request.
+                """
+                INSERT INTO switchyard.jobs (request, retry_of, idempotency_key)
+                VALUES ('{"messages":[{"role":"user","content":"not the original"}]}', $1::bigint, 'switchyard:retry-of:' || $1::bigint)
+                """,
+                // Linked to a job, without the key.
+                "INSERT INTO switchyard.jobs (request, retry_of) VALUES ('\(Self.hello.jsonText)', $1)",
+            ] {
+                let error = await #expect(throws: PostgresError.self) { try await pool.query(sql, [id]) }
+                #expect(error?.message == "retry_of is set by switchyard.retry(), not by a submission")
+                #expect(error?.hint?.contains("switchyard.retry(ID)") == true)
+            }
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.jobs").scalar(Int.self) == 0)
+            // retry() itself still makes its copy, once.
+            let again = try await store.retry(id)
+            #expect(try await store.retry(id) == again)
+        }
+    }
+
+    @Test("a retry keeps its job's tenant (none), whatever the admin session's switchyard.tenant says")
+    func retryKeepsNoTenant() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let id = try await store.submit(Submission(request: Self.hello, runAt: Date().addingTimeInterval(3600)))
+            #expect(try await store.cancel(id) == "cancelled")
+            try await pool.withConnection { connection in
+                _ = try await connection.query("SET switchyard.tenant = 'acme'")
+                let retry = try await connection.query("SELECT switchyard.retry($1)", [id]).scalar(Int64.self)
+                _ = try await connection.query("RESET switchyard.tenant")
+                #expect(try await connection.query("SELECT switchyard.retry($1)", [id]).scalar(Int64.self) == retry)
+                #expect(try await connection.query("SELECT tenant FROM switchyard.jobs WHERE id = $1", [retry])
+                    .scalar(String?.self) == nil)
+            }
         }
     }
 

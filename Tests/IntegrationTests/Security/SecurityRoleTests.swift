@@ -109,7 +109,7 @@ struct SecurityRoleTests {
                 sql: "INSERT INTO switchyard.routes (task_class, primary_model) VALUES ('x', 'm')",
                 allowed: admins),
             Operation(
-                name: "map a tenant", sql: "INSERT INTO switchyard.tenant_roles (role, tenant) VALUES ('someone', 'x')",
+                name: "map a tenant", sql: "INSERT INTO switchyard.tenant_roles (role, tenant) VALUES ('pg_monitor', 'x')",
                 allowed: admins),
             Operation(
                 name: "read the tenant map", sql: "SELECT count(*) FROM switchyard.tenant_roles", allowed: admins),
@@ -232,6 +232,20 @@ struct SecurityRoleTests {
             )
             let privileged = try rows.map { try $0.decode("privileged", as: Bool.self) }
             #expect(privileged == [false, false, false], "NOLOGIN roles without attributes")
+        }
+    }
+
+    @Test("a tenant is mapped only to a role that exists: a mapping made before would go to whoever creates the role")
+    func mapsExistingRolesOnly() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let error = await #expect(throws: PostgresError.self) {
+                try await pool.query("INSERT INTO switchyard.tenant_roles (role, tenant) VALUES ('llm_gateway_later', '*')")
+            }
+            #expect(error?.sqlState == SQLState("42704"))
+            #expect(error?.message == "role llm_gateway_later does not exist")
+            #expect(error?.hint?.hasPrefix("Create it first (CREATE ROLE llm_gateway_later") == true)
+            try await pool.query("INSERT INTO switchyard.tenant_roles (role, tenant) VALUES ('pg_monitor', 'ops')")
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.tenant_roles").scalar(Int.self) == 1)
         }
     }
 }

@@ -171,7 +171,10 @@ struct TenantIsolationTests {
                             both, "acme", "SELECT switchyard.submit('\(Self.hello)', tenant => 'globex')",
                             "does not match this session's switchyard.tenant"
                         ),
-                        (gateway, nil, "SELECT switchyard.submit('\(Self.hello)')", "say which one this job is for"),
+                        (
+                            gateway, nil, "SELECT switchyard.submit('\(Self.hello)')",
+                            "acts for whichever tenant it names (it is mapped to *), and this job names none"
+                        ),
                         (nobody, nil, "SELECT switchyard.submit('\(Self.hello)')", "acts for no tenant"),
                     ]
                     for refusal in refusals {
