@@ -203,6 +203,24 @@ struct QueueSQLTests {
         }
     }
 
+    @Test("prune keeps a retry's key while the retried job's result is kept: retry() still makes one retry")
+    func pruneKeepsRetryKeys() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let id = try await store.submit(Submission(request: Self.hello, runAt: Date().addingTimeInterval(3600)))
+            #expect(try await store.cancel(id) == "cancelled")
+            let retry = try await store.retry(id)
+            // The retry ran, and its key is old; the cancelled job's result is in today's partition.
+            let job = try #require(try await store.claim(worker: "w", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30)).first)
+            _ = try await store.complete(
+                worker: "w", [Completion(jobID: retry, attempt: job.attempt, kind: .result, status: "succeeded")])
+            try await pool.query("UPDATE switchyard.idempotency_keys SET created_at = now() - interval '2 days'")
+            _ = try await store.prune(olderThan: .seconds(86_400))
+            #expect(try await store.retry(id) == retry)
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.jobs").scalar(Int.self) == 0)
+        }
+    }
+
     @Test("a worker whose lease was taken over cannot write its result; the new holder can, once")
     func fencing() async throws {
         try await TestDatabase.withMigratedPool { pool in
