@@ -233,6 +233,10 @@ struct CatalogCommandTests {
         let (lone, loneTimeout) = try await dispatcher(
             ["submit", "--prompt", "hi", "--timeout", "5m", "--database-url", unreachable])
         #expect(lone == 2 && loneTimeout.contains("--timeout applies to --wait"), "\(loneTimeout)")
+        // Refused after the insert, it left a job behind.
+        let (waiting, badTimeout) = try await dispatcher(
+            ["submit", "--prompt", "hi", "--wait", "--timeout", "abc", "--database-url", unreachable])
+        #expect(waiting == 2 && badTimeout.contains("--timeout must be a duration"), "\(badTimeout)")
         let (many, manyWait) = try await dispatcher(
             ["submit", "--file", "jobs.jsonl", "--wait", "--database-url", unreachable])
         #expect(many == 2 && manyWait.contains("--wait waits for one job"), "\(manyWait)")

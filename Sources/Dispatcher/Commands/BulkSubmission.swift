@@ -21,7 +21,7 @@ struct BulkSubmission {
         var submitted = 0
         var rejections: [Rejection] = []
         var ids: [Int64] = []
-        while let lines = await reader.next(count: batchSize) {
+        while let lines = try await Self.lines(reader, batchSize, path: path, submitted: submitted, rejected: rejections.count) {
             var batch: [(line: Int, submission: Submission)] = []
             for line in lines {
                 do {
@@ -79,6 +79,23 @@ struct BulkSubmission {
             if rejections.count > 100 { print("  … and \(rejections.count - 100) more (use --json for all)") }
         }
         return rejections.isEmpty ? ExitCode.success : ExitCode.invalidInput
+    }
+
+    /// The next lines; a read that fails (a directory, a closed stdin, an I/O error) says how far
+    /// the file had gone in, since the batches before it are submitted.
+    private static func lines(_ reader: LineReader, _ count: Int, path: String, submitted: Int, rejected: Int)
+        async throws -> [LineReader.Line]?
+    {
+        do {
+            return try await reader.next(count: count)
+        } catch {
+            throw QueueError(
+                .invalidInput,
+                "cannot read \(path == "-" ? "stdin" : path): \(InputFile.reason(error))"
+                    + (submitted + rejected == 0 ? "; nothing was submitted"
+                        : "; the lines before it were: submitted \(submitted), rejected \(rejected)"),
+                hint: "Give a readable JSONL file (or pipe one to --file -); submit the rest from where it stopped.")
+        }
     }
 }
 
@@ -140,13 +157,13 @@ final class LineReader: @unchecked Sendable {
     }
 
     /// The next lines (up to `count`) with their 1-based numbers; nil at the end.
-    func next(count: Int) async -> [Line]? {
-        await withCheckedContinuation { continuation in
-            queue.async { continuation.resume(returning: self.readLines(count)) }
+    func next(count: Int) async throws -> [Line]? {
+        try await withCheckedThrowingContinuation { continuation in
+            queue.async { continuation.resume(with: Result { try self.readLines(count) }) }
         }
     }
 
-    private func readLines(_ count: Int) -> [Line]? {
+    private func readLines(_ count: Int) throws -> [Line]? {
         var lines: [Line] = []
         while lines.count < count {
             if let newline = buffer[start...].firstIndex(of: 10) {
@@ -167,8 +184,12 @@ final class LineReader: @unchecked Sendable {
                 buffer.removeAll()
                 break
             }
-            let chunk = handle.readData(ofLength: 1 << 16)
-            if chunk.isEmpty { atEnd = true } else { buffer.append(contentsOf: chunk) }
+            // `read(upToCount:)` throws where `readData(ofLength:)` traps (a directory, a closed stdin).
+            if let chunk = try handle.read(upToCount: 1 << 16), !chunk.isEmpty {
+                buffer.append(contentsOf: chunk)
+            } else {
+                atEnd = true
+            }
         }
         return lines.isEmpty ? nil : lines
     }

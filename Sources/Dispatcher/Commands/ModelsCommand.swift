@@ -93,7 +93,7 @@ enum ModelsCommand {
     }
 
     private static func importFile(_ path: String, arguments: Arguments) async throws -> Int32 {
-        let data = try readFile(path)
+        let data = try InputFile.read(path)
         let pool = PostgresPool(
             try Database.configuration(arguments, applicationName: "switchyard-models"),
             options: .init(maxConnections: 1)
@@ -138,12 +138,4 @@ enum ModelsCommand {
         return 0
     }
 
-    /// The bytes of a file, or of stdin for `-`.
-    static func readFile(_ path: String) throws -> Data {
-        if path == "-" { return FileHandle.standardInput.readDataToEndOfFile() }
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw QueueError(.invalidInput, "cannot read \(path)", hint: "Check the path and its permissions.")
-        }
-        return data
-    }
 }

@@ -77,7 +77,7 @@ enum RouteCommand {
         case (let prompt?, nil):
             request.body = ["messages": [["role": "user", "content": .string(prompt)]]]
         case (nil, let path?):
-            let document = try JSONValue(parsing: try ModelsCommand.readFile(path))
+            let document = try JSONValue(parsing: try InputFile.read(path))
             if let body = document["request"] {
                 request.body = body
                 request.taskClass = document["task_class"]?.stringValue
@@ -117,7 +117,7 @@ enum RouteCommand {
     private static func catalogAndState(_ arguments: Arguments) async throws -> (Catalog, RoutingState) {
         let sequence = UInt64(try arguments.integer("sequence", default: 0, range: 0...Int.max))
         if let path = arguments.value("catalog") {
-            let document = try CatalogDocument(parsing: try ModelsCommand.readFile(path))
+            let document = try CatalogDocument(parsing: try InputFile.read(path))
             return (document.applied(to: .empty), RoutingState(sequence: sequence))
         }
         let pool = PostgresPool(

@@ -59,6 +59,8 @@ enum SubmitCommand {
         if arguments.value("timeout") != nil && !arguments.flag("wait") {
             throw QueueError(.invalidInput, "--timeout applies to --wait", hint: "add --wait, or leave --timeout out")
         }
+        // Read before the job goes in: a bad --timeout refused after the insert left a job behind.
+        let timeout = try arguments.duration("timeout", default: .seconds(300))
         if arguments.flag("wait") && sources.first != "prompt" && sources.first != "request" {
             throw QueueError(
                 .invalidInput, "--wait waits for one job, from --prompt or --request",
@@ -105,7 +107,7 @@ enum SubmitCommand {
         }
         if !arguments.flag("json") { printError("submitted job \(id); waiting…") }
         return try await JobWaiter(store: store).wait(
-            for: [id], timeout: try arguments.duration("timeout", default: .seconds(300)), json: arguments.flag("json")
+            for: [id], timeout: timeout, json: arguments.flag("json")
         )
     }
 
@@ -168,16 +170,7 @@ enum SubmitCommand {
     /// - Throws: `QueueError.invalidInput` when it cannot be read, or is not UTF-8, holds a NUL
     ///   byte or nests too deeply (`InputScreen`); never a silently repaired request.
     static func readInput(_ path: String) throws -> String {
-        let data: Data
-        if path == "-" {
-            data = FileHandle.standardInput.readDataToEndOfFile()
-        } else {
-            guard let contents = FileManager.default.contents(atPath: path) else {
-                throw QueueError(
-                    .invalidInput, "cannot read \(path)", hint: "Check that the file exists and is readable.")
-            }
-            data = contents
-        }
+        let data = try InputFile.read(path)
         do {
             return try InputScreen.text([UInt8](data))
         } catch var error as QueueError {

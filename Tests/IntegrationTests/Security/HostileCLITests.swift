@@ -182,10 +182,26 @@ struct HostileCLITests {
         try Data("\(Self.hello)\n\"\(long)\"\n\(Self.hello)\n\(long)".utf8).write(to: file)
         let reader = try LineReader(path: file.path, maximumLineBytes: 1_000)
         var lines: [LineReader.Line] = []
-        while let batch = await reader.next(count: 2) { lines += batch }
+        while let batch = try await reader.next(count: 2) { lines += batch }
         #expect(lines.map(\.number) == [1, 2, 3, 4])
         #expect(lines.map(\.oversizedBytes) == [nil, 300_002, nil, 300_000])
         #expect(throws: QueueError.self) { try lines[1].text() }
         #expect(try lines[2].text() == Self.hello)
+    }
+
+    @Test("input that cannot be read (a directory, a closed stdin) is an error naming it, not a crash", arguments: [
+        "submit --file DIR", "submit --file - < DIR", "submit --file - <&-", "submit --request - < DIR",
+        "models import - < DIR", "route --explain --file - < DIR",
+    ])
+    func unreadableInput(_ command: String) async throws {
+        let directory = FileManager.default.temporaryDirectory.path
+        let binary = WorkerProcess.binary("dispatcher")
+        let line = "'\(binary)' " + command.replacingOccurrences(of: "DIR", with: "'\(directory)'")
+            + " --database-url 'host=/nonexistent dbname=none'"
+        let (status, output) = try await BlockingWork.run { try ChildProcess.run("/bin/sh", ["-c", line]) }
+        #expect(status == 2, "\(command): exit \(status): \(output)")
+        #expect(output.hasPrefix("error: cannot read "), "\(command): \(output)")
+        #expect(output.contains(command.contains("- ") ? "stdin" : directory), "\(output)")
+        #expect(!output.contains("Fatal error"))
     }
 }
