@@ -138,6 +138,15 @@ struct OffPeakTests {
             #expect(gate.reason == "no model is within the background price ceiling now")
             let nextOpen = try #require(gate.nextOpenAt)
             #expect(abs(nextOpen.timeIntervalSinceNow - 7200) < 120)
+            // The gate names what holds it: tiers with the ceiling, tiers alone (a typo left after
+            // `background ceiling none` was reported as a price ceiling that did not exist).
+            try await BackgroundPolicy.set("background_tiers", to: "cheep", in: pool)
+            #expect(try await BackgroundGate.check(pool).reason
+                == "no model is within the background price ceiling and tiers (cheep) now")
+            try await BackgroundPolicy.set("background_max_cost_per_1k", to: "", in: pool)
+            #expect(try await BackgroundGate.check(pool).reason == "no model is within the background tiers (cheep) now")
+            try await BackgroundPolicy.set("background_tiers", to: "", in: pool)
+            try await BackgroundPolicy.set("background_max_cost_per_1k", to: "0.002", in: pool)
             // Interactive work is claimed; background work is not even claimed (no claim-and-release churn).
             #expect(try await Self.claim(store).map(\.id) == [interactive])
             #expect(try await pool.query("SELECT attempt FROM switchyard.jobs WHERE id = $1", [background]).scalar(Int.self) == 0)
