@@ -84,6 +84,30 @@ struct CatalogCommandTests {
             #expect(explained.status == 0, "\(explained.output)")
             #expect(explained.output.contains("class     creative — heuristic: creative writing (\"write\")"))
             #expect(explained.output.contains("rule      creative — the rule named \"creative\""))
+            #expect(!explained.output.contains("policy"))
+
+            // A background request within the background ceiling, as a worker would plan it: the
+            // plan without it named models the worker would not call.
+            #expect(try await dispatcher(["background", "ceiling", "0.0005", "--database-url", url]).status == 0)
+            let background = try await dispatcher(
+                ["route", "--explain", "--prompt", "Write a haiku about autumn", "--priority", "background",
+                 "--database-url", url])
+            #expect(background.status == 0, "\(background.output)")
+            #expect(background.output.contains("plan      none"), "\(background.output)")
+            #expect(background.output.contains(
+                "policy    background ceiling $0.0005/1K: put back without spending an attempt: no model of its rule is "
+                    + "within the background ceiling of $0.0005/1K"), "\(background.output)")
+            let json = try await dispatcher(
+                ["route", "--explain", "--json", "--prompt", "Write a haiku about autumn", "--priority", "background",
+                 "--database-url", url])
+            let plan = try JSONValue(parsing: json.output)
+            #expect(plan["attempts"]?.arrayValue?.isEmpty == true)
+            #expect(plan["background"]?["limits"] == "ceiling $0.0005/1K")
+            #expect(try await dispatcher(["background", "ceiling", "none", "--database-url", url]).status == 0)
+            let cleared = try await dispatcher(
+                ["route", "--explain", "--prompt", "Write a haiku about autumn", "--priority", "background",
+                 "--database-url", url])
+            #expect(!cleared.output.contains("policy") && !cleared.output.contains("plan      none"), "\(cleared.output)")
         }
     }
 

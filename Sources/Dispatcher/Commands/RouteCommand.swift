@@ -23,7 +23,9 @@ enum RouteCommand {
                                (no database needed; every model counts as healthy)
           --json               machine-readable output (an array when --affinity is repeated)
 
-        With the database's catalog, breaker states and latencies come from switchyard.fleet_health.
+        With the database's catalog, breaker states and latencies come from switchyard.fleet_health,
+        and a background request is planned within the background ceiling and tiers
+        (dispatcher background ceiling), as a worker plans it now.
         """
 
     static func run(_ words: [String]) async throws -> Int32 {
@@ -45,8 +47,10 @@ enum RouteCommand {
             )
         }
         var request = try request(from: arguments)
-        let (catalog, state) = try await catalogAndState(arguments)
+        let (catalog, state, policy) = try await catalogAndState(arguments)
         let router = Router(catalog: catalog)
+        let planner = OffPeakPlanner(router: router, policy: policy)
+        let now = Date()
         let keys = arguments.values("affinity")
         let requests =
             keys.isEmpty
@@ -55,7 +59,7 @@ enum RouteCommand {
                 request.affinityKey = key
                 return request
             }
-        let plans = requests.map { router.plan(for: $0, state: state) }
+        let plans = requests.map { explain($0, router: router, planner: planner, state: state, now: now) }
         if arguments.flag("json") {
             if keys.count > 1 {
                 let entries: [JSONValue] = zip(requests, plans).map { request, plan in
@@ -66,9 +70,52 @@ enum RouteCommand {
                 print(plans[0].json.prettyText)
             }
         } else {
-            print(zip(requests, plans).map { $1.explanationText(for: $0) }.joined(separator: "\n\n"))
+            print(zip(requests, plans).map { $1.text(for: $0) }.joined(separator: "\n\n"))
         }
         return 0
+    }
+
+    /// A plan, and for a background request the background policy's part in it.
+    struct Explained {
+        var plan: RoutePlan
+        /// The ceiling and tiers it was planned within, and what a worker would do now.
+        var background: (limits: String, decision: String)?
+
+        func text(for request: RoutingRequest) -> String {
+            var text = plan.explanationText(for: request)
+            if let background { text += "\n" + RoutePlan.row("policy", "background \(background.limits): \(background.decision)") }
+            return text
+        }
+
+        var json: JSONValue {
+            var object = plan.json
+            if let background {
+                object["background"] = ["limits": .string(background.limits), "decision": .string(background.decision)]
+            }
+            return object
+        }
+    }
+
+    /// The plan a worker would make now: a background request within the background ceiling and
+    /// tiers (a plan without them promised models the worker would not call).
+    static func explain(
+        _ request: RoutingRequest, router: Router, planner: OffPeakPlanner, state: RoutingState, now: Date
+    ) -> Explained {
+        let plan = router.plan(for: request, state: state)
+        guard !plan.attempts.isEmpty, let constrained = planner.constrained(request, rule: plan.rule, now: now) else {
+            return Explained(plan: plan)
+        }
+        let limits = [
+            planner.policy.ceiling(for: plan.rule).map { "ceiling $\($0)/1K" },
+            planner.policy.tiers.map { "tiers \($0.sorted().joined(separator: ", "))" },
+        ].compactMap { $0 }.joined(separator: ", ")
+        let decision: String
+        switch planner.decide(request, deadline: nil, maxAttempts: 3, state: state, now: now) {
+        case .run(_, let escalation?): decision = "escalated: \(escalation)"
+        case .run: decision = "runs now"
+        case .postpone(_, let reason): decision = "put back without spending an attempt: \(reason)"
+        }
+        return Explained(plan: router.plan(for: constrained, state: state), background: (limits, decision))
     }
 
     private static func request(from arguments: Arguments) throws -> RoutingRequest {
@@ -114,11 +161,13 @@ enum RouteCommand {
         return priority
     }
 
-    private static func catalogAndState(_ arguments: Arguments) async throws -> (Catalog, RoutingState) {
+    private static func catalogAndState(_ arguments: Arguments) async throws
+        -> (Catalog, RoutingState, BackgroundPolicy)
+    {
         let sequence = UInt64(try arguments.integer("sequence", default: 0, range: 0...Int.max))
         if let path = arguments.value("catalog") {
             let document = try CatalogDocument(parsing: try InputFile.read(path))
-            return (document.applied(to: .empty), RoutingState(sequence: sequence))
+            return (document.applied(to: .empty), RoutingState(sequence: sequence), BackgroundPolicy())
         }
         let pool = PostgresPool(
             try Database.configuration(arguments, applicationName: "switchyard-route"),
@@ -133,6 +182,6 @@ enum RouteCommand {
                 hint: "Load one with `dispatcher models import examples/catalog.json`, or pass --catalog FILE."
             )
         }
-        return (catalog, try await store.routingState(sequence: sequence))
+        return (catalog, try await store.routingState(sequence: sequence), try await BackgroundPolicy.load(pool))
     }
 }

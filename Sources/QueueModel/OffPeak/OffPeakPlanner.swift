@@ -24,20 +24,30 @@ public struct OffPeakPlanner: Sendable {
             ?? Dictionary(router.catalog.models.map { ($0.name, PriceSchedule($0)) }, uniquingKeysWith: { a, _ in a })
     }
 
+    /// The request as the background policy lets it run now: within its rule's price ceiling and
+    /// the background tiers. Nil when the policy does not bind it (interactive, a drain, no
+    /// ceiling or tiers set).
+    public func constrained(_ request: RoutingRequest, rule: RouteRule?, now: Date) -> RoutingRequest? {
+        guard request.priority == .background, !policy.isDraining(at: now) else { return nil }
+        let ceiling = policy.ceiling(for: rule)
+        guard ceiling != nil || policy.tiers != nil else { return nil }
+        var constrained = request
+        constrained.maxCostPer1K = [request.maxCostPer1K, ceiling].compactMap { $0 }.min()
+        constrained.allowedTiers = policy.tiers
+        return constrained
+    }
+
     public func decide(
         _ request: RoutingRequest, deadline: Date?, maxAttempts: Int, state: RoutingState, now: Date
     ) -> Decision {
         let unconstrained = router.plan(for: request, state: state, explain: false)
         // Only price (or tier) is the policy's business: if no model can take the job at any
         // price, say so (the executor handles unavailability), rather than waiting for a window.
-        guard request.priority == .background, !policy.isDraining(at: now), !unconstrained.attempts.isEmpty else {
+        guard !unconstrained.attempts.isEmpty, let constrained = constrained(request, rule: unconstrained.rule, now: now)
+        else {
             return .run(unconstrained, escalation: nil)
         }
         let ceiling = policy.ceiling(for: unconstrained.rule)
-        guard ceiling != nil || policy.tiers != nil else { return .run(unconstrained, escalation: nil) }
-        var constrained = request
-        constrained.maxCostPer1K = [request.maxCostPer1K, ceiling].compactMap { $0 }.min()
-        constrained.allowedTiers = policy.tiers
         let plan = router.plan(for: constrained, state: state, explain: false)
         if !plan.attempts.isEmpty { return .run(plan, escalation: nil) }
 

@@ -88,7 +88,8 @@ extension RoutePlan {
         return object
     }
 
-    private static func row(_ label: String, _ text: String) -> String {
+    /// One labelled line of the explanation.
+    public static func row(_ label: String, _ text: String) -> String {
         label.padding(toLength: 10, withPad: " ", startingAt: 0) + text
     }
 }
