@@ -23,6 +23,9 @@ enum WorkerCommand {
           --poll-interval DURATION    the slow poll behind LISTEN/NOTIFY (default 1s)
           --poll-only                 never LISTEN (for PgBouncer in transaction mode)
           --shutdown-grace DURATION   on SIGTERM, how long running jobs may finish (default 30s)
+          --max-jobs N                claim N jobs, finish them and exit 0, for a supervisor to start
+                                      afresh (default: no limit; Foundation's HTTP client leaks about
+                                      150 bytes per call: docs/deploy.md)
           --retry-base DURATION       first retry delay, doubling each attempt (default 2s)
           --simulated-latency DURATION
                                       skip routing: answer every job with a built-in simulated model
@@ -42,7 +45,7 @@ enum WorkerCommand {
                 words, command: "worker",
                 options: [
                     "concurrency", "id", "database-url", "reserve-interactive", "lease", "heartbeat", "poll-interval",
-                    "shutdown-grace", "retry-base", "simulated-latency", "metrics-port", "metrics-address",
+                    "shutdown-grace", "retry-base", "simulated-latency", "metrics-port", "metrics-address", "max-jobs",
                 ],
                 flags: ["poll-only", "version"], takesWords: false
             )
@@ -183,6 +186,9 @@ enum WorkerCommand {
         configuration.pollInterval = try arguments.duration("poll-interval", default: .seconds(1), minimum: .milliseconds(10))
         configuration.pollOnly = arguments.flag("poll-only")
         configuration.shutdownGrace = try arguments.duration("shutdown-grace", default: .seconds(30))
+        if arguments.value("max-jobs") != nil {
+            configuration.maxJobs = try arguments.integer("max-jobs", default: 0, range: 1...Int.max)
+        }
         configuration.retryPolicy.base = try arguments.duration("retry-base", default: .seconds(2))
         configuration.housekeepingInterval = min(.seconds(2), configuration.lease / 2)
         configuration.poolSize = min(8, max(3, concurrency / 32 + 3))

@@ -199,6 +199,25 @@ struct WorkerProcessTests {
         }
     }
 
+    @Test("--max-jobs: the worker claims that many jobs, finishes them and exits 0; the rest wait, attempts unspent")
+    func maxJobs() async throws {
+        try await TestDatabase.withMigrated { configuration in
+            let pool = PostgresPool(configuration, options: .init(maxConnections: 2))
+            defer { Task { await pool.close() } }
+            let store = QueueStore(pool: pool)
+            _ = try await store.submit(batch: (0..<30).map { _ in Submission(request: Self.hello) })
+            let worker = try WorkerProcess.start(
+                configuration, id: "recycled",
+                arguments: ["--max-jobs", "7", "--concurrency", "4", "--simulated-latency", "5ms"])
+            #expect(await worker.wait() == 0, "\(worker.log)")
+            #expect(worker.log.contains("claimed --max-jobs jobs; finishing them and stopping"), "\(worker.log)")
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.results WHERE status = 'succeeded'").scalar(Int.self) == 7)
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.jobs WHERE attempt = 0 AND lease_owner IS NULL")
+                .scalar(Int.self) == 23)
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.workers").scalar(Int.self) == 0)
+        }
+    }
+
     @Test("a worker whose id another process takes over (started while it was frozen) stops", .timeLimit(.minutes(2)))
     func takenOverStops() async throws {
         try await TestDatabase.withMigrated { configuration in

@@ -20,6 +20,9 @@ struct WorkerConfiguration: Sendable {
     var pollOnly = false
     /// How long shutdown waits for running jobs before releasing them.
     var shutdownGrace: Duration = .seconds(30)
+    /// Claim this many jobs, then stop as on SIGTERM (nil: no limit): a supervisor starts the
+    /// process afresh, and with it the memory a library leaks (`--max-jobs`).
+    var maxJobs: Int?
     var retryPolicy = RetryPolicy()
     /// How often the elected housekeeper rescues expired leases and expires overdue jobs.
     var housekeepingInterval: Duration = .seconds(2)

@@ -155,8 +155,11 @@ final class WorkerService: Sendable {
         var cursor = ClaimCursor()
         let clock = ContinuousClock()
         var cursorSince = clock.now
+        var claimed = 0
         while !isStopping {
-            let free = configuration.concurrency - inFlight.count
+            // With --max-jobs, no claim past the limit: the last claim asks for what is left.
+            let left = configuration.maxJobs.map { $0 - claimed } ?? Int.max
+            let free = min(configuration.concurrency - inFlight.count, left)
             let eager = reasons.contains(.notified) || reasons.contains(.timer)
             if free > 0 && (eager || (queueMayHaveWork && free >= configuration.claimThreshold)) {
                 let backgroundSlots = max(
@@ -178,6 +181,13 @@ final class WorkerService: Sendable {
                     for job in jobs {
                         metrics.jobsClaimed.increment([job.priority.rawValue])
                         start(job)
+                    }
+                    claimed += jobs.count
+                    if let maxJobs = configuration.maxJobs, claimed >= maxJobs {
+                        logger.notice(
+                            "claimed --max-jobs jobs; finishing them and stopping, to be started afresh",
+                            ["max_jobs": maxJobs])
+                        shutdown()
                     }
                     queueMayHaveWork = Self.mayHaveMore(jobs, free: free, backgroundSlots: backgroundSlots)
                 } catch {
