@@ -32,6 +32,8 @@ enum DispatcherCommand {
 
     /// Runs a command line and returns the process exit status.
     static func run(_ arguments: [String]) async -> Int32 {
+        // `dispatcher help submit` is `dispatcher submit --help`.
+        if arguments.count == 2, arguments[0] == "help" { return await run([arguments[1], "--help"]) }
         guard let command = arguments.first, command != "--help", command != "-h", command != "help" else {
             print(usage)
             return arguments.isEmpty ? 2 : 0
@@ -39,6 +41,10 @@ enum DispatcherCommand {
         if command == "--version" || command == "version" {
             print("dispatcher \(SwitchyardVersion.current)")
             return 0
+        }
+        if command.hasPrefix("-"), let meant = CatalogProblem.suggestion(for: command, among: ["--version", "--help"]) {
+            printError("error: unknown option \(command) (did you mean \(meant)?)")
+            return 2
         }
         if command.hasPrefix("-") {
             printError(
@@ -95,10 +101,10 @@ enum DispatcherCommand {
     static let migrateHint = "\nhint: this database has no Switchyard schema, or an older one: run `dispatcher migrate`."
 
     /// Whether a command failed because the database lacks the schema or part of it (missing
-    /// schema, table or function), which `dispatcher migrate` cures.
+    /// schema, table, column or function), which `dispatcher migrate` cures.
     static func lacksSchema(_ error: any Error) -> Bool {
         let state = (error as? PostgresError)?.sqlState ?? (error as? QueueError)?.sqlState
-        let missing: Set<SQLState> = [SQLState("3F000"), .undefinedTable, .undefinedFunction]
+        let missing: Set<SQLState> = [SQLState("3F000"), .undefinedTable, .undefinedFunction, SQLState("42703")]
         return state.map(missing.contains) ?? false
     }
 }

@@ -78,6 +78,10 @@ struct CatalogCommandTests {
             #expect(!text.output.contains("CACHED $/1K"))
             #expect(text.output.contains("OPEN (error rate 12.0% over the last 50 requests (limit 2.0%))"), "\(text.output)")
 
+            let (exported, exportedOutput) = try await dispatcher(
+                ["models", "export", "--file", FileManager.default.temporaryDirectory.path, "--database-url", url])
+            #expect(exported == 2 && exportedOutput.contains(": Is a directory"), "\(exportedOutput)")
+
             let explained = try await dispatcher(
                 ["route", "--explain", "--prompt", "Write a haiku about autumn", "--database-url", url]
             )
@@ -199,6 +203,12 @@ struct CatalogCommandTests {
             let drain = try await pool.query(
                 "SELECT value FROM switchyard.settings WHERE name = 'background_drain_until'").scalar(String.self)
             #expect(drain == "")
+            // The catalog commands too (they said "column … does not exist", with no hint).
+            for command in [["models", "list"], ["route", "--explain", "--prompt", "hi"]] {
+                let (status, output) = try await dispatcher(
+                    command + ["--database-url", configuration.effectiveConnectionString])
+                #expect(status == 1 && output.contains("Run `dispatcher migrate`"), "\(command): \(output)")
+            }
             await pool.close()
         }
     }
@@ -271,6 +281,16 @@ struct CatalogCommandTests {
         let (twice, twicePrompt) = try await dispatcher(
             ["submit", "--prompt", "a", "--prompt", "b", "--database-url", unreachable])
         #expect(twice == 2 && twicePrompt.contains("--prompt is given twice (\"a\", then \"b\")"), "\(twicePrompt)")
+        let (typo, typoOutput) = try await dispatcher(["--verison"])
+        #expect(typo == 2 && typoOutput.contains("unknown option --verison (did you mean --version?)"), "\(typoOutput)")
+        let (help, helpOutput) = try await dispatcher(["help", "submit"])
+        #expect(help == 0 && helpOutput.hasPrefix("usage: dispatcher submit"), "\(helpOutput)")
+        let (simulated, negative) = try await dispatcher(["simulate", "--ceiling", "-1"])
+        #expect(simulated == 2 && negative.contains("--ceiling must be a price like 0.002"), "\(negative)")
+        // Found after the run, the figures of a long benchmark were lost.
+        let directory = FileManager.default.temporaryDirectory.path
+        let (bench, benchJSON) = try await dispatcher(["bench", "routing", "--json", directory])
+        #expect(bench == 2 && benchJSON.contains("cannot write \(directory): Is a directory; nothing was run"), "\(benchJSON)")
         let (cancel, cancelJSON) = try await dispatcher(["cancel", "1", "--json", "--database-url", unreachable])
         #expect(cancel == 2 && cancelJSON.contains("unknown option --json"), "\(cancelJSON)")
     }

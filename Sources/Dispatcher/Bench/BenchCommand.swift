@@ -112,6 +112,8 @@ enum BenchCommand {
                 hint: "Choose from: \(scenarios.joined(separator: ", "))."
             )
         }
+        // Checked first: a path found unwritable after a run of many minutes lost its figures.
+        if let path = arguments.value("json") { try OutputFile.check(path) }
         #if DEBUG
         printError("warning: this is a debug build; figures will be far below a release build's.")
         #endif

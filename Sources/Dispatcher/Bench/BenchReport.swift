@@ -53,7 +53,7 @@ struct BenchReport: Codable, Sendable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         encoder.dateEncodingStrategy = .iso8601
-        try encoder.encode(self).write(to: URL(fileURLWithPath: path))
+        try OutputFile.write(try encoder.encode(self), to: path)
     }
 }
 

@@ -83,15 +83,7 @@ enum BackgroundCommand {
             guard arguments.positionals.count == 2 else {
                 throw QueueError(.invalidInput, "ceiling needs a price per 1K tokens, or none", hint: usage)
             }
-            let value = arguments.positionals[1]
-            if value != "none" {
-                // As the catalog's prices: plain digits, at most 10 decimal places (numeric(20, 10)).
-                guard value.wholeMatch(of: /[0-9]{1,10}(\.[0-9]{1,10})?/) != nil, let price = Decimal(string: value) else {
-                    throw QueueError(
-                        .invalidInput,
-                        "the ceiling must be a price like 0.002 (dollars per 1K tokens, at most 10 decimal places) or none"
-                            + " (got \"\(value)\")")
-                }
+            if let price = try ceiling(arguments.positionals[1], name: "the ceiling") {
                 try await BackgroundPolicy.set("background_max_cost_per_1k", to: price.description, in: pool)
             } else {
                 try await BackgroundPolicy.set("background_max_cost_per_1k", to: "", in: pool)
@@ -114,5 +106,18 @@ enum BackgroundCommand {
         let status = try await BacklogStatus.load(pool)
         print(status.lines.joined(separator: "\n"))
         return ExitCode.success
+    }
+
+    /// A ceiling as given: a price as the catalog's prices are (plain digits, at most 10 decimal
+    /// places: numeric(20, 10)), or nil for `none`.
+    static func ceiling(_ value: String, name: String) throws -> Decimal? {
+        guard value != "none" else { return nil }
+        guard value.wholeMatch(of: /[0-9]{1,10}(\.[0-9]{1,10})?/) != nil, let price = Decimal(string: value) else {
+            throw QueueError(
+                .invalidInput,
+                "\(name) must be a price like 0.002 (dollars per 1K tokens, at most 10 decimal places) or none"
+                    + " (got \"\(value)\")")
+        }
+        return price
     }
 }

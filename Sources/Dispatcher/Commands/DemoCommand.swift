@@ -56,15 +56,24 @@ enum DemoCommand {
         try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: scratch) }
 
-        print("Switchyard demo — a private Postgres, simulated models, \(workerCount) workers, no API keys\n")
+        let given = try Database.optionalConfiguration(arguments)
+        let workerNoun = workerCount == 1 ? "1 worker" : "\(workerCount) workers"
+        print("Switchyard demo — \(given == nil ? "a private Postgres" : "your database"), simulated models, \(workerNoun), no API keys\n")
         var cluster: PrivatePostgres?
         let configuration: PostgresConfiguration
-        if let given = try Database.optionalConfiguration(arguments) {
+        if let given {
             configuration = given
             print("[1/5] using \(given.target)")
         } else {
             print("[1/5] starting a private Postgres…", terminator: "")
-            let started = try await PrivatePostgres.start()
+            let started: PrivatePostgres
+            do {
+                started = try await PrivatePostgres.start()
+            } catch where interrupted.withLock({ $0 }) {
+                // Ctrl-C reached initdb or the server too: its complaint is not the demo's error.
+                print("")
+                return 130
+            }
             cluster = started
             configuration = started.configuration()
             print(" port \(started.port), data in \(started.root.path) (removed at the end)")
@@ -94,7 +103,7 @@ enum DemoCommand {
             workers = try LocalWorkers.start(
                 workerCount, concurrency: 16, database: configuration, log: scratch.appending(path: "workers.log").path
             )
-            print("[3/5] started \(workerCount) worker processes, 16 slots each")
+            print("[3/5] started \(workerCount == 1 ? "1 worker process" : "\(workerCount) worker processes"), 16 slots each")
 
             let items = DemoWorkload.items(total: total)
             let counts = Dictionary(grouping: items, by: \.kind).mapValues(\.count)

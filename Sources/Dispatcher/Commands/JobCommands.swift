@@ -89,6 +89,16 @@ enum JobCommands {
             return ExitCode.notFinished
         }
         if arguments.flag("content") {
+            guard result["status"]?.stringValue == "succeeded" else {
+                // No answer to print: say why, on stderr (an empty line alone said nothing).
+                let status = result["status"]?.stringValue ?? "unknown"
+                let error = [result["error"]?["code"]?.stringValue, result["error"]?["message"]?.stringValue]
+                    .compactMap { $0 }.joined(separator: ": ")
+                printError(
+                    "job \(jobs[0]) \(status)" + (error.isEmpty ? "" : " (\(error))") + "; it has no answer"
+                        + "\nhint: dispatcher result \(jobs[0]) shows its attempts; dispatcher retry \(jobs[0]) runs it again")
+                return ExitCode.jobNotSucceeded
+            }
             print(result["response"]?["choices"]?[0]?["message"]?["content"]?.stringValue ?? "")
         } else {
             print(result.prettyText)

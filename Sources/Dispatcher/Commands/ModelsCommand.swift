@@ -67,25 +67,32 @@ enum ModelsCommand {
         }
     }
 
+    /// The catalog's database, at this binary's schema: an older one lacks columns the catalog
+    /// has, and says so as "column … does not exist" (run `dispatcher migrate`, it should say).
+    private static func currentPool(_ arguments: Arguments) async throws -> PostgresPool {
+        let pool = PostgresPool(
+            try Database.configuration(arguments, applicationName: "switchyard-models"),
+            options: .init(maxConnections: 1)
+        )
+        do {
+            try await Migrator().requireCurrent(pool)
+        } catch {
+            await pool.close()
+            throw error
+        }
+        return pool
+    }
+
     private static func export(_ arguments: Arguments) async throws -> Int32 {
         guard arguments.positionals.count == 1 else {
             throw QueueError(
                 .invalidInput, "dispatcher models export takes no file name", hint: "Write to a file with --file FILE.")
         }
-        let pool = PostgresPool(
-            try Database.configuration(arguments, applicationName: "switchyard-models"),
-            options: .init(maxConnections: 1)
-        )
+        let pool = try await currentPool(arguments)
         defer { Task { await pool.close() } }
         let text = try await CatalogStore(pool: pool).load().document.prettyText + "\n"
         if let file = arguments.value("file") {
-            do {
-                try Data(text.utf8).write(to: URL(fileURLWithPath: file))
-            } catch {
-                throw QueueError(
-                    .invalidInput, "cannot write \(file): \(error.localizedDescription)",
-                    hint: "Check that its directory exists and is writable.")
-            }
+            try OutputFile.write(Data(text.utf8), to: file)
         } else {
             print(text, terminator: "")
         }
@@ -94,10 +101,7 @@ enum ModelsCommand {
 
     private static func importFile(_ path: String, arguments: Arguments) async throws -> Int32 {
         let data = try InputFile.read(path)
-        let pool = PostgresPool(
-            try Database.configuration(arguments, applicationName: "switchyard-models"),
-            options: .init(maxConnections: 1)
-        )
+        let pool = try await currentPool(arguments)
         defer { Task { await pool.close() } }
         let dryRun = arguments.flag("dry-run")
         let outcome = try await CatalogStore(pool: pool).importDocument(
@@ -122,10 +126,7 @@ enum ModelsCommand {
     }
 
     private static func list(_ arguments: Arguments) async throws -> Int32 {
-        let pool = PostgresPool(
-            try Database.configuration(arguments, applicationName: "switchyard-models"),
-            options: .init(maxConnections: 1)
-        )
+        let pool = try await currentPool(arguments)
         defer { Task { await pool.close() } }
         let store = CatalogStore(pool: pool)
         let catalog = try await store.load()

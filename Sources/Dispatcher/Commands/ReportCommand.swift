@@ -80,13 +80,7 @@ enum ReportCommand {
         if path == "-" {
             print(html)
         } else {
-            do {
-                try Data(html.utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
-            } catch {
-                throw QueueError(
-                    .invalidInput, "cannot write \(path): \(error.localizedDescription)",
-                    hint: "check that the directory exists and is writable")
-            }
+            try OutputFile.write(Data(html.utf8), to: path)
             let jobs = series.totals.reduce(0) { $0 + $1.jobs }
             print(
                 "wrote \(path): \(jobs) jobs, \(Set(series.models.map(\.model)).count) models, "

@@ -174,6 +174,7 @@ enum RouteCommand {
             options: .init(maxConnections: 1)
         )
         defer { Task { await pool.close() } }
+        try await Migrator().requireCurrent(pool)
         let store = CatalogStore(pool: pool)
         let catalog = try await store.load()
         guard !catalog.rules.isEmpty else {

@@ -47,10 +47,7 @@ enum SimulateCommand {
         }
         var policy = BackgroundPolicy(maxCostPer1K: Decimal(string: "0.0005"))
         if let ceiling = arguments.value("ceiling") {
-            policy.maxCostPer1K = ceiling == "none" ? nil : Decimal(string: ceiling)
-            if ceiling != "none" && policy.maxCostPer1K == nil {
-                throw QueueError(.invalidInput, "--ceiling must be a price like 0.0005 or none (got \"\(ceiling)\")")
-            }
+            policy.maxCostPer1K = try BackgroundCommand.ceiling(ceiling, name: "--ceiling")
         }
         policy.tiers = arguments.value("tiers").map { Set($0.split(separator: ",").map(String.init)) }
         let path = arguments.value("catalog") ?? DemoCommand.exampleFile("examples/offpeak-simulation.json")

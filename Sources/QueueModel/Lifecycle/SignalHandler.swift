@@ -3,7 +3,8 @@ import Foundation
 import Synchronization
 
 /// Turns the first SIGTERM or SIGINT into a call to `onSignal` (a graceful shutdown); a second
-/// one exits at once with status 130, for when the graceful path is stuck.
+/// one exits at once with status 128 + its number (130 for SIGINT, 143 for SIGTERM, as a shell
+/// reports a process those signals killed), for when the graceful path is stuck.
 public final class SignalHandler: @unchecked Sendable {
     // Safe because `sources` is only written in `init`; Dispatch sources are thread-safe.
     private let sources: [any DispatchSourceSignal]
@@ -24,9 +25,10 @@ public final class SignalHandler: @unchecked Sendable {
                 }
                 if again {
                     // Out within a second even if saying so blocks (a full pipe on stderr).
-                    DispatchQueue.global().asyncAfter(deadline: .now() + 1) { _exit(130) }
+                    let status = 128 + signalNumber
+                    DispatchQueue.global().asyncAfter(deadline: .now() + 1) { _exit(status) }
                     onSecondSignal()
-                    exit(130)
+                    exit(status)
                 }
                 onSignal()
             }

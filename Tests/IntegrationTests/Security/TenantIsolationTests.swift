@@ -296,6 +296,10 @@ struct TenantIsolationTests {
                 #expect(theirs.status == 6, "\(theirs.output)")
                 let mine = try await dispatcher(["result", String(jobs["acme"]!.succeeded), "--json"])
                 #expect(mine.status == 0, "\(mine.output)")
+                // A failed job has no answer: --content says so (it printed an empty line).
+                let failed = try await dispatcher(["result", String(jobs["acme"]!.failed), "--content"])
+                #expect(failed.status == 3 && failed.output.contains("failed") && failed.output.contains("it has no answer"),
+                        "\(failed.output)")
                 let cancel = try await dispatcher(["cancel", String(jobs["globex"]!.queued)])
                 #expect(cancel.status == 6 && cancel.output.contains("not found"), "\(cancel.output)")
                 // A job cancelled before is not cancelled again: exit 3, as for any finished job.
