@@ -1,12 +1,13 @@
 -- Submission fixes from a review of the SQL interface.
 --
--- - An empty idempotency key was accepted, and every job submitted with '' after the first was
---   taken for a repeat of it (a driver that sends '' for "no key" lost every submission but one).
---   It is refused, as an empty tenant is.
+-- - An empty (or all-space) idempotency key was accepted, and every job submitted with '' after
+--   the first was taken for a repeat of it (a driver that sends '' for "no key" lost every
+--   submission but one). It is refused, as an empty tenant is.
 -- - retry_of is set by retry() only. A submitter's INSERT with retry_of and the key retry() uses
 --   (switchyard:retry-of:ID) was accepted, and retry(ID) then answered with that unrelated job;
 --   one naming another tenant's job linked to it. A row with retry_of must be a copy of the
---   job's result (request, priority, task class, affinity key, metadata, tenant) under that key.
+--   job's result (request, priority, task class, affinity key, metadata, tenant) under that key,
+--   to run now with the default attempts and no deadline, as retry() makes it.
 -- - A retry keeps its job's tenant: an admin's session with switchyard.tenant set gave the retry
 --   of a job with no tenant its own tenant (the job then showed to that tenant), and a second
 --   retry() made a second job.
@@ -74,8 +75,8 @@ BEGIN
             'task_class, affinity_key, tenant and idempotency_key are limited to 100, 500, 200 and 500 characters',
             'Use shorter identifiers (hash long ones).');
     END IF;
-    IF NEW.idempotency_key = '' THEN
-        PERFORM switchyard.reject('idempotency_key must not be empty',
+    IF NEW.idempotency_key ~ '^\s*$' THEN
+        PERFORM switchyard.reject('idempotency_key must not be empty (or only spaces)',
             'Leave it out for a job with no key, or give one that names the submission (e.g. your request''s id): '
                 || 'every job with the same key is taken for a repeat of the first.');
     END IF;
@@ -93,6 +94,9 @@ BEGIN
         SELECT r.* INTO original FROM switchyard.results r WHERE r.job_id = NEW.retry_of;
         IF NOT FOUND OR original.status = 'succeeded'
            OR NEW.idempotency_key IS DISTINCT FROM 'switchyard:retry-of:' || NEW.retry_of
+           -- retry() runs it now, with the default attempts and no deadline (a forged retry set
+           -- to start in 2035 was answered by retry()).
+           OR NEW.run_at > now() OR NEW.deadline IS NOT NULL OR NEW.max_attempts IS DISTINCT FROM 3
            OR (NEW.tenant, NEW.request, NEW.priority, NEW.task_class, NEW.affinity_key, NEW.metadata)
               IS DISTINCT FROM (original.tenant, original.request, original.priority, original.task_class,
                                 original.affinity_key, original.metadata) THEN

@@ -97,10 +97,12 @@ struct CatalogCommandTests {
                 ["route", "--explain", "--prompt", "Write a haiku about autumn", "--priority", "background",
                  "--database-url", url])
             #expect(background.status == 0, "\(background.output)")
-            #expect(background.output.contains("plan      none"), "\(background.output)")
             #expect(background.output.contains(
-                "policy    background ceiling $0.0005/1K: put back without spending an attempt: no model of its rule is "
-                    + "within the background ceiling of $0.0005/1K"), "\(background.output)")
+                "plan      none: no model of its rule is within the background ceiling of $0.0005/1K"), "\(background.output)")
+            #expect(background.output.contains("transient; it waits for a model within them"), "\(background.output)")
+            #expect(background.output.contains(
+                "policy    background ceiling $0.0005/1K: put back without spending an attempt, until a model fits"),
+                "\(background.output)")
             let json = try await dispatcher(
                 ["route", "--explain", "--json", "--prompt", "Write a haiku about autumn", "--priority", "background",
                  "--database-url", url])
@@ -302,6 +304,8 @@ struct CatalogCommandTests {
             let url = pool.configuration.effectiveConnectionString
             let (junk, junkOutput) = try await dispatcher(["background", "ceiling", "0.001abc", "--database-url", url])
             #expect(junk == 2 && junkOutput.contains("the ceiling must be a price"), "\(junkOutput)")
+            let (none, noneOutput) = try await dispatcher(["background", "ceiling", "none", "--tiers", "none", "--database-url", url])
+            #expect(none == 2 && noneOutput.contains("--tiers none would allow only a tier named \"none\""), "\(noneOutput)")
             let (status, output) = try await dispatcher(
                 ["background", "ceiling", "0.001", "--tiers", "chaep", "--database-url", url])
             #expect(status == 0, "\(output)")

@@ -122,10 +122,12 @@ struct QueueSQLTests {
             #expect(await refusal("SELECT switchyard.submit($1::jsonb, idempotency_key => 'switchyard:retry-of:7')")
                 .contains("reserved for Switchyard's own"))
             // An empty key would make every job sent with it a repeat of the first.
-            #expect(await refusal("SELECT switchyard.submit($1::jsonb, idempotency_key => '')")
-                == "idempotency_key must not be empty")
-            #expect(await refusal("INSERT INTO switchyard.jobs (request, idempotency_key) VALUES ($1::jsonb, '')")
-                == "idempotency_key must not be empty")
+            for key in ["", " ", "\t "] {
+                #expect(await refusal("SELECT switchyard.submit($1::jsonb, idempotency_key => '\(key)')")
+                    == "idempotency_key must not be empty (or only spaces)")
+                #expect(await refusal("INSERT INTO switchyard.jobs (request, idempotency_key) VALUES ($1::jsonb, '\(key)')")
+                    == "idempotency_key must not be empty (or only spaces)")
+            }
             let left = try await pool.query(
                 "SELECT (SELECT count(*) FROM switchyard.jobs) + (SELECT count(*) FROM switchyard.idempotency_keys)")
             #expect(try left.scalar(Int.self) == 0)
@@ -553,6 +555,11 @@ struct QueueSQLTests {
                 """,
                 // Linked to a job, without the key.
                 "INSERT INTO switchyard.jobs (request, retry_of) VALUES ('\(Self.hello.jsonText)', $1)",
+                // The job's copy under its key, but to start in ten years (retry() answered with it).
+                """
+                INSERT INTO switchyard.jobs (request, retry_of, idempotency_key, run_at)
+                VALUES ('\(Self.hello.jsonText)', $1::bigint, 'switchyard:retry-of:' || $1::bigint, now() + interval '10 years')
+                """,
             ] {
                 let error = await #expect(throws: PostgresError.self) { try await pool.query(sql, [id]) }
                 #expect(error?.message == "retry_of is set by switchyard.retry(), not by a submission")

@@ -83,11 +83,15 @@ enum BackgroundCommand {
             guard arguments.positionals.count == 2 else {
                 throw QueueError(.invalidInput, "ceiling needs a price per 1K tokens, or none", hint: usage)
             }
-            if let price = try ceiling(arguments.positionals[1], name: "the ceiling") {
-                try await BackgroundPolicy.set("background_max_cost_per_1k", to: price.description, in: pool)
-            } else {
-                try await BackgroundPolicy.set("background_max_cost_per_1k", to: "", in: pool)
+            let price = try ceiling(arguments.positionals[1], name: "the ceiling")
+            // "none" would name a tier called none, and hold back every background job.
+            let named = arguments.value("tiers")?.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            if named?.contains("none") == true {
+                throw QueueError(
+                    .invalidInput, "--tiers none would allow only a tier named \"none\"; nothing was changed",
+                    hint: "--tiers any lets background work use every tier; --tiers cheap,open_source names the ones it may.")
             }
+            try await BackgroundPolicy.set("background_max_cost_per_1k", to: price?.description ?? "", in: pool)
             if let value = arguments.value("tiers") {
                 let tiers = value == "any" ? [] : (BackgroundPolicy.tiers(value) ?? []).sorted()
                 try await BackgroundPolicy.set("background_tiers", to: tiers.joined(separator: ","), in: pool)

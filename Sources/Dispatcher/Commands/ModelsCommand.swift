@@ -138,5 +138,4 @@ enum ModelsCommand {
         }
         return 0
     }
-
 }

@@ -109,13 +109,22 @@ enum RouteCommand {
             planner.policy.ceiling(for: plan.rule).map { "ceiling $\($0)/1K" },
             planner.policy.tiers.map { "tiers \($0.sorted().joined(separator: ", "))" },
         ].compactMap { $0 }.joined(separator: ", ")
+        var bound = router.plan(for: constrained, state: state)
         let decision: String
         switch planner.decide(request, deadline: nil, maxAttempts: 3, state: state, now: now) {
         case .run(_, let escalation?): decision = "escalated: \(escalation)"
         case .run: decision = "runs now"
-        case .postpone(_, let reason): decision = "put back without spending an attempt: \(reason)"
+        case .postpone(_, let reason):
+            decision = "put back without spending an attempt, until a model fits"
+            // Neither the request's fault nor the rule's (whose ceiling the router's hint named):
+            // the background policy holds it for now.
+            bound.unroutable = .init(
+                reason: reason,
+                hint: "it waits for a model within them (dispatcher background status shows the gate); "
+                    + "dispatcher background drain --until TIME runs background work now, whatever the price",
+                isTransient: true)
         }
-        return Explained(plan: router.plan(for: constrained, state: state), background: (limits, decision))
+        return Explained(plan: bound, background: (limits, decision))
     }
 
     private static func request(from arguments: Arguments) throws -> RoutingRequest {

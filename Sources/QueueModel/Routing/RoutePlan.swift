@@ -43,6 +43,13 @@ public struct RoutePlan: Sendable, Hashable {
         /// True when some model was dropped only because it is busy (calls in flight, rate
         /// budget, a provider's pause): it will be free in moments, not after an outage.
         public var isBusy = false
+
+        public init(reason: String, hint: String, isTransient: Bool, isBusy: Bool = false) {
+            self.reason = reason
+            self.hint = hint
+            self.isTransient = isTransient
+            self.isBusy = isBusy
+        }
     }
 
     /// The models to try, in order; empty when `unroutable` says why.
