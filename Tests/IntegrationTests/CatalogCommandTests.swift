@@ -206,7 +206,7 @@ struct CatalogCommandTests {
                 "SELECT value FROM switchyard.settings WHERE name = 'background_drain_until'").scalar(String.self)
             #expect(drain == "")
             // The catalog commands too (they said "column … does not exist", with no hint).
-            for command in [["models", "list"], ["route", "--explain", "--prompt", "hi"]] {
+            for command in [["models", "list"], ["route", "--explain", "--prompt", "hi"], ["prune", "--older-than", "30d"]] {
                 let (status, output) = try await dispatcher(
                     command + ["--database-url", configuration.effectiveConnectionString])
                 #expect(status == 1 && output.contains("Run `dispatcher migrate`"), "\(command): \(output)")

@@ -158,6 +158,8 @@ enum JobCommands {
         let age = try arguments.duration("older-than", default: .seconds(30 * 86_400))
         let store = try open(arguments)
         defer { Task { await store.pool.close() } }
+        // An operator's command: an older schema's prune is the older rules' (run migrate first).
+        try await Migrator().requireCurrent(store.pool)
         for (item, removed) in try await store.prune(olderThan: age) { print("\(item): \(removed) removed") }
         return ExitCode.success
     }
