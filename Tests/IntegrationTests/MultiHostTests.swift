@@ -61,10 +61,12 @@ struct MultiHostTests {
             try await Task.sleep(for: .milliseconds(300))
             // Cut it while it holds jobs it claimed a moment ago: their calls take three seconds,
             // so it still holds them at the cut. (Cut when it merely held some, it had now and then
-            // written them all back, its next claim lost in the cut, on a loaded machine.)
+            // written them all back, its next claim lost in the cut, on a loaded machine.) Within
+            // a second: with 400 ms, a loaded machine's slow claims and polls missed the window at
+            // each of the victim's claims until the survivors had drained the queue.
             try await waitUntil("the victim holds jobs it has just claimed", every: .milliseconds(1)) {
                 try await pool.query(
-                    "SELECT count(*) FROM switchyard.jobs WHERE lease_owner = 'victim' AND claimed_at > now() - interval '400 milliseconds'"
+                    "SELECT count(*) FROM switchyard.jobs WHERE lease_owner = 'victim' AND claimed_at > now() - interval '1 second'"
                 ).scalar(Int.self) > 0
             }
             let cutting = Date()
