@@ -1,6 +1,7 @@
 import Foundation
 import Postgres
 import QueueModel
+import Synchronization
 import Testing
 
 @testable import Worker
@@ -92,6 +93,30 @@ struct FleetReloadTests {
             try await waitUntil("the worker has read the settings again") { fleet.planner.policy.version != nil }
         }
     }
+    @Test("a model whose API key variable is unset is named at catalog load, by variable only")
+    func missingKeyAtLoad() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            _ = try await CatalogStore(pool: pool).importDocument(Data("""
+                {"models": {"keyed": {"provider": "openai", "api_key_env": "SWITCHYARD_TEST_UNSET_KEY",
+                                      "price_per_1k_input": 0.001, "price_per_1k_output": 0.001},
+                            "local": {"provider": "openai", "base_url": "http://127.0.0.1:1/v1",
+                                      "price_per_1k_input": 0.001, "price_per_1k_output": 0.001},
+                            "set": {"provider": "openai", "api_key_env": "SWITCHYARD_TEST_SET_KEY",
+                                    "price_per_1k_input": 0.001, "price_per_1k_output": 0.001}},
+                 "routing_rules": {"default": {"primary": "keyed", "fallback": ["local", "set"]}}}
+                """.utf8))
+            let lines = Mutex<[String]>([])
+            let fleet = FleetState(
+                pool: pool, logger: Logger(label: "worker", level: .warning) { line in lines.withLock { $0.append(line) } },
+                environment: ["SWITCHYARD_TEST_SET_KEY": "sk-test-0123456789"])
+            await fleet.reload()
+            let warnings = lines.withLock { $0 }.filter { $0.contains("API key variable is not set") }
+            #expect(warnings.count == 1, "\(lines.withLock { $0 })")
+            #expect(warnings.first?.contains("model=keyed") == true && warnings.first?.contains("SWITCHYARD_TEST_UNSET_KEY") == true)
+            #expect(!lines.withLock { $0 }.joined().contains("sk-test"))
+        }
+    }
+
     /// The model `m`, its breaker open long enough ago to be half-open now.
     private static func halfOpenFleet(_ pool: PostgresPool) async throws -> (FleetState, ModelSpec) {
         _ = try await CatalogStore(pool: pool).importDocument(Data(Self.catalog.utf8))

@@ -68,10 +68,15 @@ final class FleetState: Sendable {
     /// How often the catalog and the background settings are re-read without being told to:
     /// never for a worker that LISTENs; for a `--poll-only` worker, which hears no NOTIFY.
     private let reloadInterval: Duration?
+    /// The worker's environment, where the models' API keys are read (only their variables'
+    /// names are looked at here).
+    private let environment: [String: String]
 
     init(pool: PostgresPool, logger: Logger, reportInterval: Duration = .milliseconds(250),
-         refreshInterval: Duration = .seconds(2), reloadInterval: Duration? = nil, interactiveReserve: Double = 0) {
+         refreshInterval: Duration = .seconds(2), reloadInterval: Duration? = nil, interactiveReserve: Double = 0,
+         environment: [String: String] = ProcessInfo.processInfo.environment) {
         self.interactiveReserve = interactiveReserve
+        self.environment = environment
         self.catalogStore = CatalogStore(pool: pool)
         self.healthStore = HealthStore(pool: pool)
         self.logger = logger
@@ -149,6 +154,18 @@ final class FleetState: Sendable {
                 )
             } else {
                 logger.info("loaded the model catalog", ["models": catalog.models.count, "rules": catalog.rules.count])
+            }
+            // Said at load, not first at a job's call: a worker without a key skips the model.
+            for model in catalog.models {
+                guard let variable = model.apiKeyEnv, !variable.isEmpty,
+                    environment[variable]?.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty ?? true
+                else { continue }
+                logger.warning(
+                    "a model's API key variable is not set in this worker's environment: this worker will not call it",
+                    [
+                        "model": model.name, "api_key_env": variable,
+                        "hint": "set it and restart the worker, or change api_key_env in the catalog",
+                    ])
             }
         } catch {
             if Task.isCancelled { return }
