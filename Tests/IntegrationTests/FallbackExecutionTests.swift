@@ -363,6 +363,7 @@ struct FallbackExecutionTests {
                     #expect(first["model"] == "secondary")
                     #expect(Self.trail(first).map(\.model) == ["primary", "secondary"])
                     #expect(first["attempts"]?[0]?["error"]?.stringValue?.contains("PRIMARY_KEY") == true)
+                    #expect(first["attempts"]?[0]?["outcome"] == "missing_api_key")
                     for _ in 0..<3 {
                         let next = try await Self.submitAndWait(store, Self.chat())
                         #expect(next["model"] == "secondary")
@@ -378,6 +379,10 @@ struct FallbackExecutionTests {
                 let state = try await pool.query("SELECT state FROM switchyard.fleet_health WHERE model = 'primary'")
                     .scalar(String?.self)
                 #expect(state != "open")
+                // Nor does it count as the model's error in the fleet's error rate (its alert can
+                // open the breaker for every worker).
+                #expect(try await pool.query("SELECT count(*) FROM switchyard.calls WHERE model = 'primary' AND model_error")
+                    .scalar(Int.self) == 0)
 
                 // A worker that has the key calls the primary as usual.
                 let bothKeys = ["FAKE_KEY": Self.key, "PRIMARY_KEY": Self.key]

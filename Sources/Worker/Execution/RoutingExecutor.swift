@@ -387,6 +387,9 @@ struct RoutingExecutor: JobExecutor {
         case .contextLengthExceeded: return "context_length"
         // The request is not one this model takes: no error of the model's (is_model_error).
         case .unsupportedRequest: return "unsupported"
+        // This worker has no key for it: no error of the model's either (it counted in the
+        // fleet's error-rate alert, which can open the breaker for every worker).
+        case .missingAPIKey: return "missing_api_key"
         default: return "error"
         }
     }
