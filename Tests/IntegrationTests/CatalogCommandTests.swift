@@ -19,6 +19,20 @@ struct CatalogCommandTests {
         return try await body(file.path)
     }
 
+    @Test("route --explain prices a model by its window open now, as a worker does, and marks it off-peak")
+    func explainOffPeak() async throws {
+        let text = """
+            {"models": {"halved": {"provider": "simulated", "price_per_1k_input": 0.002, "price_per_1k_output": 0.002,
+                                   "price_windows": [{"start": "00:00", "end": "00:00", "multiplier": 0.5}]}},
+             "routing_rules": {"default": {"primary": "halved"}}}
+            """
+        try await withFile(text) { path in
+            let (status, output) = try await dispatcher(["route", "--explain", "--catalog", path, "--prompt", "hello"])
+            #expect(status == 0, "\(output)")
+            #expect(output.contains("$0.001/1K off-peak"), "\(output)")
+        }
+    }
+
     @Test("another process maps every affinity key to the same model as this one (invariant 5)")
     func hashingAgreesAcrossProcesses() async throws {
         let keys = (0..<300).map { "conversation-\($0)" }
@@ -29,14 +43,20 @@ struct CatalogCommandTests {
         let (status, output) = try await dispatcher(arguments)
         #expect(status == 0, "\(output)")
         let entries = try #require(try JSONValue(parsing: output).arrayValue)
-        let router = Router(catalog: try CatalogDocument(parsing: CatalogStoreTests.example).applied(to: .empty))
+        let catalog = try CatalogDocument(parsing: CatalogStoreTests.example).applied(to: .empty)
+        let router = Router(catalog: catalog)
+        // Priced as route --explain prices them: a window open now (the example has some).
+        var state = RoutingState()
+        for (model, price) in PriceSchedule.offPeakPrices(catalog.models.map(PriceSchedule.init), at: Date()) {
+            state[model].averagePricePer1K = price
+        }
         var owners: Set<String> = []
         for (key, entry) in zip(keys, entries) {
             let theirs = entry["plan"]?["attempts"]?.arrayValue?.compactMap { $0["model"]?.stringValue }
             let request = RoutingRequest(
                 body: ["messages": [["role": "user", "content": "hello"]]], taskClass: "general", affinityKey: key
             )
-            let ours = router.plan(for: request, state: RoutingState()).attempts.map(\.model.name)
+            let ours = router.plan(for: request, state: state).attempts.map(\.model.name)
             #expect(entry["affinity_key"]?.stringValue == key)
             #expect(theirs == ours, "key \(key)")
             owners.insert(ours[0])

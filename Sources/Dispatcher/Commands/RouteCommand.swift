@@ -47,10 +47,15 @@ enum RouteCommand {
             )
         }
         var request = try request(from: arguments)
-        let (catalog, state, policy) = try await catalogAndState(arguments)
+        let (catalog, unpriced, policy) = try await catalogAndState(arguments)
         let router = Router(catalog: catalog)
         let planner = OffPeakPlanner(router: router, policy: policy)
         let now = Date()
+        // Prices as a worker routes by them now: a window open now changes a model's.
+        var state = unpriced
+        for (model, price) in PriceSchedule.offPeakPrices(catalog.models.map(PriceSchedule.init), at: now) {
+            state[model].averagePricePer1K = price
+        }
         let keys = arguments.values("affinity")
         let requests =
             keys.isEmpty

@@ -86,6 +86,17 @@ public struct PriceSchedule: Sendable, Hashable {
         return Pricing.averagePricePer1K(model, input: input, output: output)
     }
 
+    /// The price each model routes at, at an instant, where a window open then changes it from
+    /// its list price (what `RoutingState.ModelState.averagePricePer1K` takes).
+    public static func offPeakPrices(_ schedules: some Sequence<PriceSchedule>, at instant: Date) -> [String: Decimal] {
+        var prices: [String: Decimal] = [:]
+        for schedule in schedules where !schedule.windows.isEmpty {
+            let price = schedule.averagePricePer1K(at: instant)
+            if price != Router.averagePricePer1K(schedule.model) { prices[schedule.model.name] = price }
+        }
+        return prices
+    }
+
     /// The cost of a call made at an instant.
     public func cost(tokensIn: Int, tokensOut: Int, at instant: Date) -> Decimal {
         cost(TokenUsage(promptTokens: tokensIn, completionTokens: tokensOut), at: instant)

@@ -266,11 +266,7 @@ final class FleetState: Sendable {
         state.withLock { state in
             let minute = Int64(now.timeIntervalSince1970 / 60)
             if minute != state.pricesComputedFor {
-                state.offPeakPrices = [:]
-                for (name, schedule) in state.schedules where !schedule.windows.isEmpty {
-                    let price = schedule.averagePricePer1K(at: now)
-                    if price != Router.averagePricePer1K(schedule.model) { state.offPeakPrices[name] = price }
-                }
+                state.offPeakPrices = PriceSchedule.offPeakPrices(state.schedules.values, at: now)
                 state.pricesComputedFor = minute
             }
             var models: [String: RoutingState.ModelState] = [:]
