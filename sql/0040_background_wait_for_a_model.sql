@@ -9,8 +9,10 @@
 -- job submitted a minute earlier waited an hour. The worker now sends such a putting back as the
 -- kind `wait` (a postponement for a model), and waiting_since keeps when it began for either
 -- priority: an interactive job's from when it became due (a person was waiting), a background
--- job's from its first putting back (again from the next one when the job sat due over a minute
--- before its claim: held at the closed gate between windows, or behind a backlog). A `postpone` (a background job sent to its next price
+-- job's from its first putting back (again from the next one when the job sat due over ten
+-- minutes before its claim: held at the closed gate between windows; not after the few minutes
+-- a job put back waits behind a backlog's due jobs, or a deep backlog would restart its wait at
+-- every claim and it would never fail). A `postpone` (a background job sent to its next price
 -- window) is not a wait for a model: it clears a background job's waiting_since. `postpone` from a
 -- worker before this change still keeps an interactive job's wait, as 0029 did.
 --
@@ -114,16 +116,16 @@ BEGIN
                                 THEN now() END,
             -- A job put back to wait for a model keeps waiting: an interactive one from when it
             -- became due (its user was waiting), a background one from its first putting back,
-            -- and again from now when it sat due for over a minute before this claim (held at the
-            -- closed gate between windows, or behind a backlog: not waiting for a model then; the
-            -- worker's RoutingExecutor.waitStart reads it alike). A background job sent to its
+            -- and again from now when it sat due for over ten minutes before this claim (held at
+            -- the closed gate between windows: not waiting for a model then; the worker's
+            -- RoutingExecutor.waitStart reads it alike). A background job sent to its
             -- price window is not waiting for a model; a retry's backoff starts its wait again
             -- (its run_at). (`postpone` of an interactive job: a wait for a model from a worker
             -- before 0040.)
             waiting_since = CASE WHEN i.kind IN ('wait', 'postpone') AND j.priority = 'interactive'
                                      THEN coalesce(j.waiting_since, greatest(j.created_at, j.run_at))
                                  WHEN i.kind = 'wait' AND j.waiting_since IS NOT NULL
-                                      AND j.claimed_at - j.run_at <= interval '60 seconds' THEN j.waiting_since
+                                      AND j.claimed_at - j.run_at <= interval '10 minutes' THEN j.waiting_since
                                  WHEN i.kind = 'wait' THEN now()
                                  WHEN i.kind IN ('retry', 'postpone') THEN NULL
                                  ELSE j.waiting_since END,

@@ -7,7 +7,7 @@
 --   (switchyard:retry-of:ID) was accepted, and retry(ID) then answered with that unrelated job;
 --   one naming another tenant's job linked to it. A row with retry_of must be a copy of the
 --   job's result (request, priority, task class, affinity key, metadata, tenant) under that key,
---   to run now with the default attempts and no deadline, as retry() makes it.
+--   to run now and without a deadline, as retry() makes it.
 -- - A retry keeps its job's tenant: an admin's session with switchyard.tenant set gave the retry
 --   of a job with no tenant its own tenant (the job then showed to that tenant), and a second
 --   retry() made a second job.
@@ -15,7 +15,7 @@
 --   tenants (*)".
 -- - switchyard.tenant_roles refuses a role that does not exist: the mapping waited for whoever
 --   created a role of that name later (security.md's own gateway example made an all-tenant
---   gateway of any future role llm_gateway).
+--   gateway of any future role llm_gateway). Such mappings made before are named at migrate.
 --
 -- jobs_before_insert() is 0031's otherwise; job_tenant() is 0007's otherwise.
 
@@ -94,9 +94,9 @@ BEGIN
         SELECT r.* INTO original FROM switchyard.results r WHERE r.job_id = NEW.retry_of;
         IF NOT FOUND OR original.status = 'succeeded'
            OR NEW.idempotency_key IS DISTINCT FROM 'switchyard:retry-of:' || NEW.retry_of
-           -- retry() runs it now, with the default attempts and no deadline (a forged retry set
-           -- to start in 2035 was answered by retry()).
-           OR NEW.run_at > now() OR NEW.deadline IS NOT NULL OR NEW.max_attempts IS DISTINCT FROM 3
+           -- retry() runs it now, without a deadline (a forged retry set to start in 2035 was
+           -- answered by retry()).
+           OR NEW.run_at > now() OR NEW.deadline IS NOT NULL
            OR (NEW.tenant, NEW.request, NEW.priority, NEW.task_class, NEW.affinity_key, NEW.metadata)
               IS DISTINCT FROM (original.tenant, original.request, original.priority, original.task_class,
                                 original.affinity_key, original.metadata) THEN
@@ -202,3 +202,20 @@ END $$;
 
 CREATE TRIGGER tenant_roles_check BEFORE INSERT OR UPDATE OF role ON switchyard.tenant_roles
     FOR EACH ROW EXECUTE FUNCTION switchyard.tenant_roles_check();
+
+-- Mappings made before this check, for roles that do not exist (security.md's example made one
+-- for llm_gateway), or left by a dropped role: said at migrate, for the operator to delete.
+DO $$
+DECLARE
+    orphan record;
+BEGIN
+    FOR orphan IN
+        SELECT t.role, t.tenant FROM switchyard.tenant_roles t
+        WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.rolname = t.role)
+        ORDER BY t.role, t.tenant
+    LOOP
+        RAISE WARNING 'switchyard.tenant_roles maps role % to tenant %, and no such role exists: whoever creates a role '
+                      'of that name will act for it; delete the mapping: DELETE FROM switchyard.tenant_roles '
+                      'WHERE role = %', quote_ident(orphan.role), quote_literal(orphan.tenant), quote_literal(orphan.role);
+    END LOOP;
+END $$;

@@ -212,6 +212,21 @@ struct CatalogCommandTests {
         }
     }
 
+    @Test("migrate names a tenant mapping to a role that does not exist (made before roles were checked)")
+    func migrateWarnsOfOrphanMappings() async throws {
+        try await TestDatabase.withEmpty { configuration in
+            let pool = PostgresPool(configuration)
+            try await Migrator(migrations: Array(Migration.all.prefix(40))).migrate(pool)
+            try await pool.query("INSERT INTO switchyard.tenant_roles (role, tenant) VALUES ('llm_gateway_gone', '*')")
+            await pool.close()
+            let (status, output) = try await dispatcher(["migrate", "--database-url", configuration.effectiveConnectionString])
+            #expect(status == 0, "\(output)")
+            #expect(output.contains(
+                "warning: switchyard.tenant_roles maps role llm_gateway_gone to tenant '*', and no such role exists"),
+                "\(output)")
+        }
+    }
+
     @Test("on a database a release behind, background settings are refused before anything is written")
     func backgroundOnOlderSchema() async throws {
         try await TestDatabase.withEmpty { configuration in
@@ -307,6 +322,8 @@ struct CatalogCommandTests {
         #expect(typo == 2 && typoOutput.contains("unknown option --verison (did you mean --version?)"), "\(typoOutput)")
         let (help, helpOutput) = try await dispatcher(["help", "submit"])
         #expect(help == 0 && helpOutput.hasPrefix("usage: dispatcher submit"), "\(helpOutput)")
+        let (tiers, tiersNone) = try await dispatcher(["simulate", "--tiers", "none"])
+        #expect(tiers == 2 && tiersNone.contains("--tiers none would allow only a tier named \"none\""), "\(tiersNone)")
         let (simulated, negative) = try await dispatcher(["simulate", "--ceiling", "-1"])
         #expect(simulated == 2 && negative.contains("--ceiling must be a price like 0.002"), "\(negative)")
         // Found after the run, the figures of a long benchmark were lost.

@@ -102,6 +102,8 @@ struct FleetReloadTests {
                             "local": {"provider": "openai", "base_url": "http://127.0.0.1:1/v1",
                                       "price_per_1k_input": 0.001, "price_per_1k_output": 0.001},
                             "set": {"provider": "openai", "api_key_env": "SWITCHYARD_TEST_SET_KEY",
+                                    "price_per_1k_input": 0.001, "price_per_1k_output": 0.001},
+                            "off": {"provider": "openai", "api_key_env": "SWITCHYARD_TEST_UNSET_KEY", "enabled": false,
                                     "price_per_1k_input": 0.001, "price_per_1k_output": 0.001}},
                  "routing_rules": {"default": {"primary": "keyed", "fallback": ["local", "set"]}}}
                 """.utf8))

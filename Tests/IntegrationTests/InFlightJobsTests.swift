@@ -79,7 +79,10 @@ struct WaitForAModelTests {
         #expect(Self.waits(waiting, at: now))
         waiting.waitingSince = now.addingTimeInterval(-3700)
         #expect(!Self.waits(waiting, at: now))
-        // Due for two hours before this claim (the gate closed between windows): waiting afresh.
+        // Due for five minutes before this claim (behind a backlog): the same wait, over.
+        waiting.runAt = now.addingTimeInterval(-300)
+        #expect(!Self.waits(waiting, at: now))
+        // Due for two hours (the gate closed between windows): waiting afresh.
         waiting.runAt = now.addingTimeInterval(-2 * 3600)
         #expect(Self.waits(waiting, at: now))
     }

@@ -210,11 +210,20 @@ struct WorkerProcessTests {
                 configuration, id: "recycled",
                 arguments: ["--max-jobs", "7", "--concurrency", "4", "--simulated-latency", "5ms"])
             #expect(await worker.wait() == 0, "\(worker.log)")
-            #expect(worker.log.contains("claimed --max-jobs jobs; finishing them and stopping"), "\(worker.log)")
+            #expect(worker.log.contains("claimed --max-jobs jobs; finishing them, then stopping"), "\(worker.log)")
             #expect(try await pool.query("SELECT count(*) FROM switchyard.results WHERE status = 'succeeded'").scalar(Int.self) == 7)
             #expect(try await pool.query("SELECT count(*) FROM switchyard.jobs WHERE attempt = 0 AND lease_owner IS NULL")
                 .scalar(Int.self) == 23)
             #expect(try await pool.query("SELECT count(*) FROM switchyard.workers").scalar(Int.self) == 0)
+
+            // Its last jobs finish however long they take: the shutdown grace is a signal's (cut at
+            // it, a long call would be paid for twice).
+            let patient = try WorkerProcess.start(
+                configuration, id: "recycled-slow",
+                arguments: ["--max-jobs", "2", "--concurrency", "2", "--simulated-latency", "3s", "--shutdown-grace", "1s"])
+            #expect(await patient.wait() == 0, "\(patient.log)")
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.results WHERE status = 'succeeded'").scalar(Int.self) == 9)
+            #expect(!patient.log.contains("grace period over"), "\(patient.log)")
         }
     }
 

@@ -190,8 +190,11 @@ struct WriteBackArraysTests {
             let first = try #require(try await putBack(.wait))
             #expect(abs(first.timeIntervalSinceNow) < 60)  // not its creation, three hours ago
             #expect(try await putBack(.wait) == first)
-            // Sat due for two minutes before its next claim (the gate was closed): a new wait.
-            try await pool.query("UPDATE switchyard.jobs SET run_at = now() - interval '2 minutes'")
+            // Sat due for five minutes (behind a backlog): the same wait; for twenty (the gate was
+            // closed): a new one.
+            try await pool.query("UPDATE switchyard.jobs SET run_at = now() - interval '5 minutes'")
+            #expect(try await putBack(.wait) == first)
+            try await pool.query("UPDATE switchyard.jobs SET run_at = now() - interval '20 minutes'")
             #expect(try await putBack(.wait) != first)
             // Sent to a price window: no longer waiting for a model.
             #expect(try await putBack(.postpone) == nil)

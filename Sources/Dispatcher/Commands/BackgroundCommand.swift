@@ -84,16 +84,10 @@ enum BackgroundCommand {
                 throw QueueError(.invalidInput, "ceiling needs a price per 1K tokens, or none", hint: usage)
             }
             let price = try ceiling(arguments.positionals[1], name: "the ceiling")
-            // "none" would name a tier called none, and hold back every background job.
-            let named = arguments.value("tiers")?.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-            if named?.contains("none") == true {
-                throw QueueError(
-                    .invalidInput, "--tiers none would allow only a tier named \"none\"; nothing was changed",
-                    hint: "--tiers any lets background work use every tier; --tiers cheap,open_source names the ones it may.")
-            }
+            let allowed = try arguments.value("tiers").map { try tiers($0) }
             try await BackgroundPolicy.set("background_max_cost_per_1k", to: price?.description ?? "", in: pool)
-            if let value = arguments.value("tiers") {
-                let tiers = value == "any" ? [] : (BackgroundPolicy.tiers(value) ?? []).sorted()
+            if let allowed {
+                let tiers = (allowed ?? []).sorted()
                 try await BackgroundPolicy.set("background_tiers", to: tiers.joined(separator: ","), in: pool)
                 // Tiers are the catalog's free text: one no model has holds back all background work.
                 let known = Set(try await CatalogStore(pool: pool).load().models.map(\.tier))
@@ -110,6 +104,20 @@ enum BackgroundCommand {
         let status = try await BacklogStatus.load(pool)
         print(status.lines.joined(separator: "\n"))
         return ExitCode.success
+    }
+
+    /// The tiers `--tiers` names: nil for `any` (every tier).
+    /// - Throws: for `none`, which would name a tier called none and hold back every background job.
+    static func tiers(_ value: String) throws -> Set<String>? {
+        guard value != "any" else { return nil }
+        let hint = "--tiers any lets background work use every tier; --tiers cheap,open_source names the ones it may."
+        guard let tiers = BackgroundPolicy.tiers(value) else {
+            throw QueueError(.invalidInput, "--tiers needs tier names, or any", hint: hint)
+        }
+        guard !tiers.contains("none") else {
+            throw QueueError(.invalidInput, "--tiers none would allow only a tier named \"none\"", hint: hint)
+        }
+        return tiers
     }
 
     /// A ceiling as given: a price as the catalog's prices are (plain digits, at most 10 decimal

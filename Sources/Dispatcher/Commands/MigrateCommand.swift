@@ -28,10 +28,12 @@ enum MigrateCommand {
             print(usage)
             return 0
         }
-        let pool = PostgresPool(
-            try Database.configuration(arguments, applicationName: "switchyard-migrate"),
-            options: .init(maxConnections: 1)
-        )
+        var configuration = try Database.configuration(arguments, applicationName: "switchyard-migrate")
+        // What a migration finds wrong in stored data and cannot fix itself is the operator's to read.
+        configuration.noticeHandler = { notice in
+            if notice.severity == "WARNING" { printError("warning: \(notice.message)") }
+        }
+        let pool = PostgresPool(configuration, options: .init(maxConnections: 1))
         defer { Task { await pool.close() } }
         var migrator = Migrator()
         migrator.onLockWait = { printError($0) }

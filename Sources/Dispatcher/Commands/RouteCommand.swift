@@ -116,8 +116,8 @@ enum RouteCommand {
         ].compactMap { $0 }.joined(separator: ", ")
         var bound = router.plan(for: constrained, state: state)
         let decision: String
+        // No deadline here: no escalation either.
         switch planner.decide(request, deadline: nil, maxAttempts: 3, state: state, now: now) {
-        case .run(_, let escalation?): decision = "escalated: \(escalation)"
         case .run: decision = "runs now"
         case .postpone(_, let reason):
             decision = "put back without spending an attempt, until a model fits"

@@ -49,7 +49,7 @@ enum SimulateCommand {
         if let ceiling = arguments.value("ceiling") {
             policy.maxCostPer1K = try BackgroundCommand.ceiling(ceiling, name: "--ceiling")
         }
-        policy.tiers = arguments.value("tiers").map { Set($0.split(separator: ",").map(String.init)) }
+        policy.tiers = try arguments.value("tiers").flatMap { try BackgroundCommand.tiers($0) }
         let path = arguments.value("catalog") ?? DemoCommand.exampleFile("examples/offpeak-simulation.json")
         guard let data = FileManager.default.contents(atPath: path) else {
             throw QueueError(

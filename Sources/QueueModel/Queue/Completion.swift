@@ -43,7 +43,7 @@ public struct Completion: Sendable {
     public var latencyMS: Double?
     public var metadata: [String: JSONValue]
     public var retryAt: Date?
-    /// For `.postpone`: the background policy's version it was decided under (not kept if the
+    /// For `.postpone` and `.wait`: the background policy's version it was decided under (not kept if the
     /// policy has changed since; see `BackgroundPolicy.version`).
     public var policy: String?
 

@@ -156,7 +156,7 @@ final class FleetState: Sendable {
                 logger.info("loaded the model catalog", ["models": catalog.models.count, "rules": catalog.rules.count])
             }
             // Said at load, not first at a job's call: a worker without a key skips the model.
-            for model in catalog.models {
+            for model in catalog.models where model.enabled && model.provider != .simulated {
                 guard let variable = model.apiKeyEnv, !variable.isEmpty,
                     environment[variable]?.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty ?? true
                 else { continue }

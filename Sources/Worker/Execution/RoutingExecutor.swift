@@ -342,8 +342,8 @@ struct RoutingExecutor: JobExecutor {
     /// job: at its first putting back (`waiting_since`), not at its creation (one held for hours
     /// at the background gate failed an attempt the moment its window opened on an open breaker),
     /// and afresh when it sat due for longer than `interruptedWait` before this claim (held at
-    /// the closed gate between windows, or behind a backlog: it was not waiting for a model then;
-    /// `complete` starts its `waiting_since` again alike, sql/0040).
+    /// the closed gate between windows: it was not waiting for a model then; `complete` starts
+    /// its `waiting_since` again alike, sql/0040).
     static func waitStart(_ job: Job, at instant: Date) -> Date {
         guard job.priority == .background else { return job.waitingSince ?? max(job.createdAt, job.runAt) }
         guard let since = job.waitingSince, let claimed = job.claimedAt,
@@ -353,8 +353,10 @@ struct RoutingExecutor: JobExecutor {
     }
 
     /// How long a background job waiting for a model may sit due and unclaimed before its wait
-    /// begins again (sql/0040 uses the same minute).
-    static let interruptedWait = Duration.seconds(60)
+    /// begins again (sql/0040 uses the same ten minutes). Longer than a job put back waits behind
+    /// a backlog's due jobs (claimed in run_at order): with a minute, a 50,000-job backlog at 200
+    /// jobs/s restarted its wait at every claim, and it never failed.
+    static let interruptedWait = Duration.seconds(600)
 
     /// How long a job waits for a model of its rule to come back before it fails (its attempts
     /// then retry it as usual): a person waits for an interactive answer, a batch does not.

@@ -157,8 +157,15 @@ final class WorkerService: Sendable {
         var cursorSince = clock.now
         var claimed = 0
         while !isStopping {
-            // With --max-jobs, no claim past the limit: the last claim asks for what is left.
+            // With --max-jobs, no claim past the limit: the last claim asks for what is left. Its
+            // jobs finish however long they take (a 3-minute call cut at the shutdown grace would
+            // be paid for twice): the worker stops once they are written, and only a signal
+            // applies the grace.
             let left = configuration.maxJobs.map { $0 - claimed } ?? Int.max
+            if left <= 0 && inFlight.count == 0 {
+                shutdown()
+                break
+            }
             let free = min(configuration.concurrency - inFlight.count, left)
             let eager = reasons.contains(.notified) || reasons.contains(.timer)
             if free > 0 && (eager || (queueMayHaveWork && free >= configuration.claimThreshold)) {
@@ -185,9 +192,8 @@ final class WorkerService: Sendable {
                     claimed += jobs.count
                     if let maxJobs = configuration.maxJobs, claimed >= maxJobs {
                         logger.notice(
-                            "claimed --max-jobs jobs; finishing them and stopping, to be started afresh",
-                            ["max_jobs": maxJobs])
-                        shutdown()
+                            "claimed --max-jobs jobs; finishing them, then stopping, to be started afresh",
+                            ["max_jobs": maxJobs, "in_flight": inFlight.count])
                     }
                     queueMayHaveWork = Self.mayHaveMore(jobs, free: free, backgroundSlots: backgroundSlots)
                 } catch {
