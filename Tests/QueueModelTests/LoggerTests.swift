@@ -91,4 +91,14 @@ struct LoggerTests {
         #expect(Secrets.redact("cut: \(secret.dropLast(5))!") == "cut: [REDACTED]!")
         #expect(Secrets.redact("ключ alone") == "ключ alone")
     }
+
+    @Test("durations in log lines are to the millisecond: 1.735, not 1.7349999999999999")
+    func loggedSeconds() {
+        let delay = Duration(secondsComponent: 1, attosecondsComponent: 734_999_999_999_999_900)
+        #expect(delay.loggedSeconds == 1.735)
+        let line = Mutex("")
+        Logger(label: "t", level: .info) { text in line.withLock { $0 = text } }
+            .info("attempt failed", ["retry_in_s": delay.loggedSeconds])
+        #expect(line.withLock { $0 }.contains("retry_in_s=1.735"), "\(line.withLock { $0 })")
+    }
 }

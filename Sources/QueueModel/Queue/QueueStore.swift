@@ -345,4 +345,10 @@ extension Duration {
     public var seconds: Double {
         Double(components.seconds) + Double(components.attoseconds) / 1e18
     }
+
+    /// The duration in seconds to the millisecond, for a log line (`1.735`, not
+    /// `1.7349999999999999`).
+    public var loggedSeconds: Double {
+        (seconds * 1000).rounded() / 1000
+    }
 }

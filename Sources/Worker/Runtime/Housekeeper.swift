@@ -69,7 +69,7 @@ final class Housekeeper: Sendable {
                         if next > Self.alertInterval && alertInterval == Self.alertInterval {
                             logger.notice(
                                 "alert evaluation is slow; evaluating less often",
-                                ["took_s": evaluation.seconds, "interval_s": next.seconds]
+                                ["took_s": evaluation.loggedSeconds, "interval_s": next.loggedSeconds]
                             )
                         }
                         alertInterval = next

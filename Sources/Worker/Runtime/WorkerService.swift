@@ -326,7 +326,7 @@ final class WorkerService: Sendable {
                 logger.info(
                     "attempt failed; retrying later",
                     [
-                        "job": job.id, "model": model, "attempt": job.attempt, "retry_in_s": delay.seconds,
+                        "job": job.id, "model": model, "attempt": job.attempt, "retry_in_s": delay.loggedSeconds,
                         "error": failure.code,
                     ]
                 )
