@@ -34,6 +34,9 @@ struct AnthropicTranslationTests {
         ("logit_bias", ["logit_bias": ["50256": -100]]),
         ("presence_penalty = 0.5", ["presence_penalty": 0.5]),
         ("frequency_penalty = -1", ["frequency_penalty": -1]),
+        // Sent without them, a request using the legacy API was answered in plain text.
+        ("functions (the legacy form of tools", ["functions": [["name": "get_weather", "parameters": [:]]]]),
+        ("function_call (the legacy form of tools", ["function_call": ["name": "get_weather"]]),
     ]
 
     @Test(
@@ -44,6 +47,34 @@ struct AnthropicTranslationTests {
         #expect(error.code == .unsupportedRequest)
         #expect(error.message.contains(name))
         #expect(error.decision(remainingBudget: .seconds(5)) == .nextCandidate)
+    }
+
+    @Test("a tool call whose arguments are not a JSON object is refused (no null input, no silent {}); an object goes as input",
+          arguments: ["null", "[1,2]", "not json", "\"text\""])
+    func toolCallArguments(arguments: String) throws {
+        func conversation(_ arguments: String) -> [String: JSONValue] {
+            [
+                "messages": [
+                    ["role": "user", "content": "weather?"],
+                    ["role": "assistant", "content": nil,
+                     "tool_calls": [["id": "c1", "type": "function",
+                                     "function": ["name": "f", "arguments": .string(arguments)]]]],
+                    ["role": "tool", "tool_call_id": "c1", "content": "sunny"],
+                ]
+            ]
+        }
+        let error = try #require(Self.refusal(conversation(arguments)))
+        #expect(error.code == .unsupportedRequest)
+        #expect(error.message.contains("are not a JSON object"), "\(error.message)")
+        let body = try Self.translate(conversation(#"{"city":"Oslo"}"#))
+        #expect(body["messages"]?[1]?["content"]?[0]?["input"] == ["city": "Oslo"])
+    }
+
+    @Test("a context window exceeded stop is a length finish, as max_tokens is")
+    func contextWindowStop() {
+        #expect(AnthropicTranslation.finishReason("model_context_window_exceeded") == "length")
+        #expect(AnthropicTranslation.finishReason("max_tokens") == "length")
+        #expect(AnthropicTranslation.finishReason("end_turn") == "stop")
     }
 
     @Test("their neutral values translate: n 1, text format, no logprobs, empty bias, zero penalties")

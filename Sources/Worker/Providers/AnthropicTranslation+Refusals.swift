@@ -4,7 +4,9 @@ import QueueModel
 extension AnthropicTranslation {
     /// Refuses the Chat Completions parameters the Messages API has no equivalent for: several
     /// choices (`n` > 1), a `response_format` other than text, `logprobs` / `top_logprobs`,
-    /// `logit_bias`, and non-zero `presence_penalty` / `frequency_penalty`.
+    /// `logit_bias`, non-zero `presence_penalty` / `frequency_penalty`, and the legacy
+    /// `functions` / `function_call` (not translated: a request using them was sent without its
+    /// tools, and answered in plain text).
     ///
     /// Dropping them would store an answer as if it honoured them (free text where JSON was asked
     /// for, one choice where three were), so the request is refused instead, as LiteLLM does by
@@ -25,6 +27,9 @@ extension AnthropicTranslation {
         if let bias = isSet("logit_bias"), bias.objectValue?.isEmpty != true { refused.append("logit_bias") }
         for key in ["presence_penalty", "frequency_penalty"] {
             if let penalty = isSet(key), penalty.doubleValue != 0 { refused.append("\(key) = \(penalty)") }
+        }
+        for key in ["functions", "function_call"] where isSet(key) != nil {
+            refused.append("\(key) (the legacy form of tools and tool_choice)")
         }
         guard !refused.isEmpty else { return }
         throw ProviderError(

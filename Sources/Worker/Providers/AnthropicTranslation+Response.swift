@@ -56,7 +56,7 @@ extension AnthropicTranslation {
     /// Anthropic's `stop_reason` as OpenAI's `finish_reason`.
     static func finishReason(_ stopReason: String?) -> String {
         switch stopReason {
-        case "max_tokens": "length"
+        case "max_tokens", "model_context_window_exceeded": "length"
         case "tool_use": "tool_calls"
         case "refusal": "content_filter"
         default: "stop"  // end_turn, stop_sequence, pause_turn, or none given

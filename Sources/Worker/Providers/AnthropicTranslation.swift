@@ -62,7 +62,9 @@ enum AnthropicTranslation {
                 try appendTurn("user", try contentBlocks(message["content"], model: model), index: index)
             case "assistant":
                 try appendTurn(
-                    "assistant", try contentBlocks(message["content"], model: model) + toolUses(message["tool_calls"]),
+                    "assistant",
+                    try contentBlocks(message["content"], model: model)
+                        + toolUses(message["tool_calls"], index: index, model: model),
                     index: index)
             case "tool", "function":
                 let text = try contentBlocks(message["content"], model: model).compactMap { $0["text"]?.stringValue }
@@ -165,12 +167,22 @@ enum AnthropicTranslation {
     }
 
     /// An assistant message's `tool_calls` as `tool_use` blocks.
-    private static func toolUses(_ calls: JSONValue?) -> [JSONValue] {
-        (calls?.arrayValue ?? []).map { call in
+    /// - Throws: `unsupportedRequest` for arguments that are not a JSON object, which Anthropic's
+    ///   `input` must be (sent as null, the request was refused as the caller's fault, and no
+    ///   other model tried; turned into `{}`, the conversation would have changed).
+    private static func toolUses(_ calls: JSONValue?, index: Int, model: ModelSpec) throws -> [JSONValue] {
+        try (calls?.arrayValue ?? []).map { call in
             let arguments = call["function"]?["arguments"]?.stringValue ?? "{}"
-            let input = (try? JSONValue(parsing: arguments)).flatMap { $0.objectValue != nil ? $0 : nil } ?? [:]
+            guard let input = (try? JSONValue(parsing: arguments))?.objectValue else {
+                throw ProviderError(
+                    .unsupportedRequest,
+                    "messages[\(index)].tool_calls: arguments \(arguments.prefix(60).debugDescription) are not a JSON "
+                        + "object, and an Anthropic tool_use input must be one",
+                    hint: "the job moves to the next model of its plan", model: model.name)
+            }
             return [
-                "type": "tool_use", "id": call["id"] ?? "", "name": call["function"]?["name"] ?? "", "input": input,
+                "type": "tool_use", "id": call["id"] ?? "", "name": call["function"]?["name"] ?? "",
+                "input": .object(input),
             ]
         }
     }
