@@ -58,4 +58,21 @@ struct PrintableOutputTests {
         let failed: JSONValue = ["status": "failed", "error": ["message": "bad\u{1B}[31m red\r\nline"]]
         #expect(JobWaiter.summary(id: 7, result: failed) == "7  failed  bad^[[31m red^M^Jline")
     }
+
+    @Test("an answer of tool calls, a refusal or several choices is shown, not an empty line")
+    func answerText() {
+        let tools: JSONValue = ["choices": [["finish_reason": "tool_calls", "message": [
+            "role": "assistant", "content": nil,
+            "tool_calls": [["id": "c1", "type": "function", "function": ["name": "get_weather", "arguments": #"{"city":"Oslo"}"#]]],
+        ]]]]
+        #expect(JobWaiter.answerText(tools) == #"tool call get_weather({"city":"Oslo"})"#)
+        let refused: JSONValue = ["choices": [["finish_reason": "stop", "message": ["content": nil, "refusal": "I can't help with that."]]]]
+        #expect(JobWaiter.answerText(refused) == "refusal: I can't help with that.")
+        let three: JSONValue = ["choices": [
+            ["finish_reason": "length", "message": ["content": "Once upon"]],
+            ["finish_reason": "stop", "message": ["content": "B"]], ["finish_reason": "stop", "message": ["content": "C"]],
+        ]]
+        #expect(JobWaiter.answerText(three) == "Once upon\n(finish_reason: length)\n(2 more choices: dispatcher result --json)")
+        #expect(JobWaiter.answerText(["choices": [["finish_reason": "stop", "message": ["content": "hi"]]]]) == "hi")
+    }
 }

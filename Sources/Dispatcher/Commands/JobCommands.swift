@@ -99,7 +99,7 @@ enum JobCommands {
                         + "\nhint: dispatcher result \(jobs[0]) shows its attempts; dispatcher retry \(jobs[0]) runs it again")
                 return ExitCode.jobNotSucceeded
             }
-            print(result["response"]?["choices"]?[0]?["message"]?["content"]?.stringValue ?? "")
+            print(JobWaiter.answerText(result["response"]))
         } else {
             print(result.prettyText)
         }

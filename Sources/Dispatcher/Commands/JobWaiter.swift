@@ -103,7 +103,7 @@ struct JobWaiter {
         if let model = result["model"]?.stringValue { parts.append(model) }
         if let latency = result["latency_ms"]?.doubleValue { parts.append(String(format: "%.0fms", latency)) }
         if status == "succeeded" {
-            let content = result["response"]?["choices"]?[0]?["message"]?["content"]?.stringValue ?? ""
+            let content = answerText(result["response"])
             parts.append(String(content.prefix(200)).replacingOccurrences(of: "\n", with: " "))
         } else if let message = result["error"]?["message"]?.stringValue {
             parts.append(message)
@@ -111,5 +111,26 @@ struct JobWaiter {
         // The answer and the error are a model's or a provider's text: one line, nothing a
         // terminal would act on.
         return StatusFormat.printable(parts.joined(separator: "  "))
+    }
+
+    /// What the answer says, for people: the first choice's text, else its refusal or its tool
+    /// calls (an answer of tool calls alone printed nothing), with how it finished when not
+    /// `stop`, and how many more choices there are (`result ID --json` shows them).
+    static func answerText(_ response: JSONValue?) -> String {
+        let choices = response?["choices"]?.arrayValue ?? []
+        guard let choice = choices.first else { return "" }
+        let message = choice["message"]
+        var lines: [String] = []
+        if let content = message?["content"]?.stringValue, !content.isEmpty { lines.append(content) }
+        if let refusal = message?["refusal"]?.stringValue, !refusal.isEmpty { lines.append("refusal: \(refusal)") }
+        for call in message?["tool_calls"]?.arrayValue ?? [] {
+            let name = call["function"]?["name"]?.stringValue ?? "?"
+            lines.append("tool call \(name)(\(call["function"]?["arguments"]?.stringValue ?? ""))")
+        }
+        if let reason = choice["finish_reason"]?.stringValue, reason != "stop", reason != "tool_calls" {
+            lines.append("(finish_reason: \(reason))")
+        }
+        if choices.count > 1 { lines.append("(\(choices.count - 1) more choices: dispatcher result --json)") }
+        return lines.joined(separator: "\n")
     }
 }
