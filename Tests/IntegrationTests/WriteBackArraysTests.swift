@@ -216,12 +216,17 @@ struct WriteBackArraysTests {
         }
     }
 
+    /// One job, submitted and claimed by worker `w`.
+    static func claimedJob(_ pool: PostgresPool) async throws -> Job {
+        let store = QueueStore(pool: pool)
+        _ = try await store.submit(Submission(request: Self.hello))
+        return try #require(try await store.claim(worker: "w", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30)).first)
+    }
+
     @Test("an unknown kind is refused, naming it, and the job stays with its worker")
     func unknownKind() async throws {
         try await TestDatabase.withMigratedPool { pool in
-            let store = QueueStore(pool: pool)
-            _ = try await store.submit(Submission(request: Self.hello))
-            let job = try #require(try await store.claim(worker: "w", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30)).first)
+            let job = try await Self.claimedJob(pool)
             let error = await #expect(throws: PostgresError.self) {
                 try await pool.query(
                     "SELECT * FROM switchyard.complete('w', $1::jsonb)",
@@ -236,9 +241,7 @@ struct WriteBackArraysTests {
     @Test("arrays of different lengths are refused, not padded with NULLs")
     func unequalLengths() async throws {
         try await TestDatabase.withMigratedPool { pool in
-            let store = QueueStore(pool: pool)
-            _ = try await store.submit(Submission(request: Self.hello))
-            let job = try #require(try await store.claim(worker: "w", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30)).first)
+            let job = try await Self.claimedJob(pool)
             // One outcome, but no retry_at element: the retry would have run at once.
             let error = await #expect(throws: PostgresError.self) {
                 try await pool.query(
