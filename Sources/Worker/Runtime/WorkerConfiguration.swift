@@ -20,8 +20,8 @@ struct WorkerConfiguration: Sendable {
     var pollOnly = false
     /// How long shutdown waits for running jobs before releasing them.
     var shutdownGrace: Duration = .seconds(30)
-    /// Claim this many jobs, then stop as on SIGTERM (nil: no limit): a supervisor starts the
-    /// process afresh, and with it the memory a library leaks (`--max-jobs`).
+    /// Claim this many jobs, let them finish, then stop and exit 0 (nil: no limit): a supervisor
+    /// starts the process afresh, and with it the memory a library leaks (`--max-jobs`).
     var maxJobs: Int?
     var retryPolicy = RetryPolicy()
     /// How often the elected housekeeper rescues expired leases and expires overdue jobs.
