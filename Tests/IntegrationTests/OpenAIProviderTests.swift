@@ -280,6 +280,7 @@ struct OpenAIProviderTests {
             _ = try await Self.provider().complete(Self.call(model))
             let sent = try await server.requests(for: "llama-local")
             #expect(sent.first?["headers"]?["authorization"] == nil)
+            #expect(sent.first?["headers"]?["user-agent"]?.stringValue == "switchyard-worker/\(SwitchyardVersion.current)")
         }
     }
 

@@ -55,6 +55,9 @@ enum ProviderEndpoint {
         request.httpMethod = "POST"
         request.setValue("application/json", forHTTPHeaderField: "Content-Type")
         request.setValue("application/json", forHTTPHeaderField: "Accept")
+        // Who calls, for the provider's logs (it said "worker (unknown version) curl/7.88.1");
+        // a model's `headers` may set another.
+        request.setValue("switchyard-worker/\(SwitchyardVersion.current)", forHTTPHeaderField: "User-Agent")
         for (name, value) in model.settings["headers"]?.objectValue ?? [:] {
             if let value = value.stringValue { request.setValue(value, forHTTPHeaderField: name) }
         }
