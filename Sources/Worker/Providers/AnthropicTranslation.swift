@@ -178,7 +178,8 @@ enum AnthropicTranslation {
                     .unsupportedRequest,
                     "messages[\(index)].tool_calls: arguments \(arguments.prefix(60).debugDescription) are not a JSON "
                         + "object, and an Anthropic tool_use input must be one",
-                    hint: "the job moves to the next model of its plan", model: model.name)
+                    hint: "the job moves to the next model of its plan; to run it on an Anthropic model, give each "
+                        + "tool call's arguments as a JSON object string, e.g. \"{}\"", model: model.name)
             }
             return [
                 "type": "tool_use", "id": call["id"] ?? "", "name": call["function"]?["name"] ?? "",
