@@ -155,4 +155,68 @@ struct AnthropicTranslationTests {
                 ["type": "image", "source": ["type": "base64", "media_type": "image/jpeg", "data": "/9j/4AAQ"]]
             ])
     }
+    @Test("cache_control marks stay on what they mark: parts, messages, system parts, tool results, tools")
+    func cacheControlMarks() throws {
+        let mark: JSONValue = ["type": "ephemeral"]
+        let hour: JSONValue = ["type": "ephemeral", "ttl": "1h"]
+        let body = try Self.translate([
+            "messages": [
+                ["role": "system", "content": [["type": "text", "text": "Rules."], ["type": "text", "text": "A long manual.", "cache_control": hour]]],
+                ["role": "user", "content": "The contract text.", "cache_control": mark],
+                ["role": "assistant", "content": nil,
+                 "tool_calls": [["id": "c1", "type": "function", "function": ["name": "f", "arguments": "{}"]]]],
+                ["role": "tool", "tool_call_id": "c1", "content": [["type": "text", "text": "sunny", "cache_control": mark]]],
+                ["role": "user", "content": [
+                    ["type": "image_url", "image_url": ["url": "https://example.com/a.png"], "cache_control": mark],
+                    ["type": "text", "text": "And this?"],
+                ]],
+            ]
+        ])
+        // Marked, the system prompt goes as blocks, so the cache ends at the marked part.
+        #expect(body["system"] == [
+            ["type": "text", "text": "Rules."], ["type": "text", "text": "A long manual.", "cache_control": hour],
+        ])
+        #expect(body["messages"]?[0]?["content"] == [["type": "text", "text": "The contract text.", "cache_control": mark]])
+        let results = body["messages"]?[2]?["content"]
+        #expect(results?[0]?["type"] == "tool_result")
+        #expect(results?[0]?["cache_control"] == mark)
+        #expect(results?[0]?["content"] == "sunny")
+        #expect(results?[1]?["type"] == "image")
+        #expect(results?[1]?["cache_control"] == mark)
+        #expect(results?[2]?["cache_control"] == nil)
+        let tools = try Self.translate([
+            "messages": Self.hello,
+            "tools": [["type": "function", "function": ["name": "f", "parameters": ["type": "object"]], "cache_control": mark]],
+        ])
+        #expect(tools["tools"]?[0]?["cache_control"] == mark)
+
+        // Without marks, nothing changes: one system string, a lone text block as a string.
+        let plain = try Self.translate([
+            "messages": [["role": "system", "content": [["type": "text", "text": "Rules."]]], ["role": "user", "content": "hi"]],
+        ])
+        #expect(plain["system"] == "Rules.")
+        #expect(plain["messages"] == [["role": "user", "content": "hi"]])
+    }
+
+    @Test("a cache_control that is not an object, or a fifth one, is refused, naming it; the job moves on")
+    func malformedCacheControl() throws {
+        let onMessage = try #require(
+            Self.refusal(["messages": [["role": "user", "content": "hi", "cache_control": "ephemeral"]]]))
+        #expect(onMessage.code == .unsupportedRequest)
+        #expect(onMessage.message.contains("messages[0].cache_control is a string"), "\(onMessage.message)")
+        let onTool = try #require(
+            Self.refusal([
+                "messages": Self.hello,
+                "tools": [["type": "function", "function": ["name": "f"], "cache_control": true]],
+            ]))
+        #expect(onTool.message.contains("tools[0].cache_control"), "\(onTool.message)")
+        #expect(onTool.decision(remainingBudget: .seconds(5)) == .nextCandidate)
+
+        // Anthropic takes four; a fifth would have failed the job there without trying another model.
+        let five: [JSONValue] = (1...5).map { ["type": "text", "text": .string("part \($0)"), "cache_control": ["type": "ephemeral"]] }
+        let tooMany = try #require(Self.refusal(["messages": [["role": "user", "content": .array(five)]]]))
+        #expect(tooMany.code == .unsupportedRequest)
+        #expect(tooMany.message.contains("5 cache_control marks"), "\(tooMany.message)")
+        #expect(Self.refusal(["messages": [["role": "user", "content": .array(Array(five.prefix(4)))]]]) == nil)
+    }
 }

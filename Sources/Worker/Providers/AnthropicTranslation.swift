@@ -9,8 +9,10 @@ import QueueModel
 /// `stop_sequences`; `temperature` is capped at Anthropic's maximum of 1; `user` becomes
 /// `metadata.user_id`; tools, tool calls and tool results, text and image parts are carried over
 /// (empty text parts dropped, as Anthropic refuses them); `parallel_tool_calls: false` becomes
-/// `disable_parallel_tool_use`; consecutive messages of one role merge. What Anthropic has no
-/// equivalent for is refused (`refuseUntranslatable`), never dropped.
+/// `disable_parallel_tool_use`; `cache_control` marks on content parts, messages and tools stay
+/// on the blocks they mark (Anthropic's prompt cache caches only up to such marks); consecutive
+/// messages of one role merge. What Anthropic has no equivalent for is refused
+/// (`refuseUntranslatable`), never dropped.
 enum AnthropicTranslation {
     /// The Messages API body for an OpenAI-shaped request.
     /// - Parameters:
@@ -19,7 +21,8 @@ enum AnthropicTranslation {
     ///   - defaultMaxTokens: used when the request sets no `max_tokens`.
     /// - Throws: `ProviderError.badRequest` for a request without messages or with an unknown
     ///   role; `.unsupportedRequest` for a content part or parameter Anthropic cannot take, a
-    ///   message left empty, or no message but system ones.
+    ///   `cache_control` that is not an object or more than four of them, a message left empty, or
+    ///   no message but system ones.
     static func messagesRequest(
         from request: [String: JSONValue], model: ModelSpec, defaultMaxTokens: Int
     ) throws -> JSONValue {
@@ -29,7 +32,7 @@ enum AnthropicTranslation {
                 hint: "submit {\"messages\":[{\"role\":\"user\",\"content\":\"…\"}]}", model: model.name)
         }
         try refuseUntranslatable(request, model: model)
-        var system: [String] = []
+        var system: [JSONValue] = []
         var turns: [(role: String, blocks: [JSONValue])] = []
         func append(_ role: String, _ blocks: [JSONValue]) {
             guard !blocks.isEmpty else { return }
@@ -55,22 +58,39 @@ enum AnthropicTranslation {
             let role = message["role"]?.stringValue ?? ""
             switch role {
             case "system", "developer":
-                let text = try contentBlocks(message["content"], model: model).compactMap { $0["text"]?.stringValue }
-                    .joined(separator: "\n")
-                if !text.isEmpty { system.append(text) }
+                let blocks = try contentBlocks(message["content"], model: model).filter { $0["type"] == "text" }
+                let mark = try cacheMark(message["cache_control"], of: "messages[\(index)]", model: model)
+                if mark == nil, !blocks.contains(where: { $0["cache_control"] != nil }) {
+                    let text = blocks.compactMap { $0["text"]?.stringValue }.joined(separator: "\n")
+                    if !text.isEmpty { system.append(["type": "text", "text": .string(text)]) }
+                } else {
+                    // Marked parts stay blocks of their own, so the cache ends where the mark is.
+                    system += marking(blocks, with: mark)
+                }
             case "user":
-                try appendTurn("user", try contentBlocks(message["content"], model: model), index: index)
+                let mark = try cacheMark(message["cache_control"], of: "messages[\(index)]", model: model)
+                try appendTurn("user", marking(try contentBlocks(message["content"], model: model), with: mark), index: index)
             case "assistant":
+                let mark = try cacheMark(message["cache_control"], of: "messages[\(index)]", model: model)
                 try appendTurn(
                     "assistant",
-                    try contentBlocks(message["content"], model: model)
-                        + toolUses(message["tool_calls"], index: index, model: model),
+                    marking(
+                        try contentBlocks(message["content"], model: model)
+                            + toolUses(message["tool_calls"], index: index, model: model),
+                        with: mark),
                     index: index)
             case "tool", "function":
-                let text = try contentBlocks(message["content"], model: model).compactMap { $0["text"]?.stringValue }
-                    .joined(separator: "\n")
+                let parts = try contentBlocks(message["content"], model: model)
+                let text = parts.compactMap { $0["text"]?.stringValue }.joined(separator: "\n")
                 let id = message["tool_call_id"]?.stringValue ?? message["name"]?.stringValue ?? ""
-                append("user", [["type": "tool_result", "tool_use_id": .string(id), "content": .string(text)]])
+                var result: JSONValue = ["type": "tool_result", "tool_use_id": .string(id), "content": .string(text)]
+                // Anthropic takes a mark on the tool_result, not inside its content.
+                if let mark = try cacheMark(message["cache_control"], of: "messages[\(index)]", model: model)
+                    ?? parts.last(where: { $0["cache_control"] != nil })?["cache_control"]
+                {
+                    result["cache_control"] = mark
+                }
+                append("user", [result])
             default:
                 throw ProviderError(
                     .badRequest, "a message has the role \"\(role)\", which chat completions do not define",
@@ -92,6 +112,7 @@ enum AnthropicTranslation {
                 turns.map { turn in
                     let content: JSONValue =
                         turn.blocks.count == 1 && turn.blocks[0]["type"] == "text"
+                            && turn.blocks[0]["cache_control"] == nil
                         ? turn.blocks[0]["text"]! : .array(turn.blocks)
                     return ["role": .string(turn.role), "content": content]
                 }),
@@ -99,7 +120,11 @@ enum AnthropicTranslation {
         let maxTokens =
             request["max_tokens"]?.intValue ?? request["max_completion_tokens"]?.intValue ?? defaultMaxTokens
         body["max_tokens"] = .number(Double(maxTokens))
-        if !system.isEmpty { body["system"] = .string(system.joined(separator: "\n\n")) }
+        if system.contains(where: { $0["cache_control"] != nil }) {
+            body["system"] = .array(system)
+        } else if !system.isEmpty {
+            body["system"] = .string(system.compactMap { $0["text"]?.stringValue }.joined(separator: "\n\n"))
+        }
         if let temperature = request["temperature"]?.doubleValue { body["temperature"] = .number(min(1, temperature)) }
         if let topP = request["top_p"]?.doubleValue { body["top_p"] = .number(topP) }
         if let topK = request["top_k"]?.intValue { body["top_k"] = .number(Double(topK)) }
@@ -109,13 +134,27 @@ enum AnthropicTranslation {
         default: break
         }
         if let user = request["user"]?.stringValue { body["metadata"] = ["user_id": .string(user)] }
-        if let tools = request["tools"]?.arrayValue, !tools.isEmpty { body["tools"] = .array(tools.map(tool)) }
+        if let tools = request["tools"]?.arrayValue, !tools.isEmpty {
+            body["tools"] = .array(
+                try tools.enumerated().map { index, item in try tool(item, of: "tools[\(index)]", model: model) })
+        }
         var choice = request["tool_choice"].flatMap(toolChoice)
         if request["parallel_tool_calls"]?.boolValue == false, body["tools"] != nil, choice?["type"] != "none" {
             choice = choice ?? ["type": "auto"]
             choice?["disable_parallel_tool_use"] = true
         }
         if let choice { body["tool_choice"] = choice }
+        let marks = (system + turns.flatMap(\.blocks) + (body["tools"]?.arrayValue ?? [])).count {
+            $0["cache_control"] != nil
+        }
+        if marks > 4 {
+            // Anthropic refuses the request whole (a 400, which fails the job on every model).
+            throw ProviderError(
+                .unsupportedRequest,
+                "the request has \(marks) cache_control marks, and Anthropic takes at most 4",
+                hint: "mark at most 4 places (the end of each prefix to cache); meanwhile the job moves to the next model",
+                model: model.name)
+        }
         // Not sent: `stream` (workers never stream; the answer is read whole), `seed` (Anthropic has
         // no seed, and OpenAI's is best effort only), and any other parameter not named here.
         return .object(body)
@@ -132,10 +171,10 @@ enum AnthropicTranslation {
                 case "text":
                     // Anthropic refuses an empty text block; an empty part says nothing anyway.
                     guard let text = part["text"], !text.isNull, text != "" else { return nil }
-                    return ["type": "text", "text": text]
+                    return try marking(["type": "text", "text": text], part, model: model)
                 case "image_url":
                     let url = part["image_url"]?["url"]?.stringValue ?? part["image_url"]?.stringValue ?? ""
-                    return ["type": "image", "source": imageSource(url)]
+                    return try marking(["type": "image", "source": imageSource(url)], part, model: model)
                 default:
                     throw ProviderError(
                         .unsupportedRequest,
@@ -148,6 +187,38 @@ enum AnthropicTranslation {
                 .badRequest, "a message's content is \(other.typeName); expected a string or an array of parts",
                 model: model.name)
         }
+    }
+
+    /// A `cache_control` mark as Anthropic takes it: an object (`{"type": "ephemeral"}`, with a
+    /// `ttl` if given), passed on as it is; nil when there is none.
+    /// - Throws: `unsupportedRequest` for a mark of another type, which Anthropic would refuse.
+    private static func cacheMark(_ mark: JSONValue?, of path: String, model: ModelSpec) throws -> JSONValue? {
+        switch mark {
+        case nil, .null?: return nil
+        case .object?: return mark
+        case let other?:
+            throw ProviderError(
+                .unsupportedRequest,
+                "\(path).cache_control is \(other.typeName), and Anthropic takes an object such as {\"type\": \"ephemeral\"}",
+                hint: "give the mark as an object; meanwhile the job moves to the next model", model: model.name)
+        }
+    }
+
+    /// A content block with the `cache_control` mark of the part it came from, if any.
+    private static func marking(_ block: JSONValue, _ part: JSONValue, model: ModelSpec) throws -> JSONValue {
+        guard let mark = try cacheMark(part["cache_control"], of: "a content part", model: model) else { return block }
+        var block = block
+        block["cache_control"] = mark
+        return block
+    }
+
+    /// The blocks of one message, its own `cache_control` mark on the last (Anthropic marks
+    /// blocks, not messages).
+    private static func marking(_ blocks: [JSONValue], with mark: JSONValue?) -> [JSONValue] {
+        guard let mark, !blocks.isEmpty else { return blocks }
+        var blocks = blocks
+        blocks[blocks.count - 1]["cache_control"] = mark
+        return blocks
     }
 
     /// `data:image/png;base64,…` → a base64 source; anything else → a URL source.
@@ -188,13 +259,15 @@ enum AnthropicTranslation {
         }
     }
 
-    /// `{"type":"function","function":{name,description,parameters}}` → `{name,description,input_schema}`.
-    private static func tool(_ tool: JSONValue) -> JSONValue {
+    /// `{"type":"function","function":{name,description,parameters},"cache_control":…}` →
+    /// `{name,description,input_schema,cache_control}`.
+    private static func tool(_ tool: JSONValue, of path: String, model: ModelSpec) throws -> JSONValue {
         let function = tool["function"] ?? tool
         var result: [String: JSONValue] = [
             "name": function["name"] ?? "", "input_schema": function["parameters"] ?? ["type": "object"],
         ]
         if let description = function["description"] { result["description"] = description }
+        if let mark = try cacheMark(tool["cache_control"], of: path, model: model) { result["cache_control"] = mark }
         return .object(result)
     }
 
