@@ -114,4 +114,32 @@ struct CachedTokenCostTests {
             }
         }
     }
+    @Test("an answer without usage is priced on an estimate, not stored as free, and its trail says so")
+    func missingUsage() async throws {
+        try await withFakeProviderServer { server in
+            try await TestDatabase.withMigratedPool { pool in
+                _ = try await CatalogStore(pool: pool).importDocument(Data(Self.catalog(server).utf8))
+                // Some OpenAI-compatible servers leave usage out (or send null).
+                try await server.script(["gpt": ["usage": nil, "content": "The capital of Norway is Oslo."]])
+                let store = QueueStore(pool: pool)
+                try await FallbackExecutionTests.withRoutingWorker(on: pool, environment: ["FAKE_KEY": "sk-usage-test-0123"]) {
+                    let job = try await Self.run(store)
+                    let stored = try await Self.stored(job, in: pool)
+                    let prompt = PromptEstimate(request: FallbackExecutionTests.chat().request).promptTokens
+                    let completion = PromptEstimate.tokens(in: "The capital of Norway is Oslo.")
+                    #expect(stored.model == "gpt" && stored.tokensIn == prompt && prompt > 0)
+                    // At gpt's prices: 0.0025 in, 0.01 out, per 1K (it was stored as $0).
+                    let expected = (Decimal(prompt) * Decimal(string: "0.0025")! + Decimal(completion) * Decimal(string: "0.01")!) / 1000
+                    #expect(stored.cost == expected, "\(stored.cost) vs \(expected)")
+                    #expect(stored.trail.last?["usage_estimated"] == true)
+
+                    // A reported usage is taken as it is, and the trail says nothing of estimates.
+                    try await server.script(["gpt": ["usage": ["prompt_tokens": 7, "completion_tokens": 0]]])
+                    let reported = try await Self.stored(try await Self.run(store), in: pool)
+                    #expect(reported.tokensIn == 7 && reported.cost == Decimal(string: "0.0000175"))
+                    #expect(reported.trail.last?["usage_estimated"] == nil)
+                }
+            }
+        }
+    }
 }

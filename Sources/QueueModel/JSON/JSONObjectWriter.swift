@@ -31,6 +31,12 @@ struct JSONObjectWriter: ~Copyable {
         JSONValue.writeNumber(value, into: &output)
     }
 
+    mutating func bool(_ name: StaticString, _ value: Bool?, into output: inout [UInt8]) {
+        guard let value else { return }
+        key(name, into: &output)
+        output.append(contentsOf: value ? Array("true".utf8) : Array("false".utf8))
+    }
+
     consuming func close(into output: inout [UInt8]) {
         output.append(0x7D)
     }

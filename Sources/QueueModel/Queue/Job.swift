@@ -90,11 +90,14 @@ public struct AttemptRecord: Sendable, Hashable, Codable {
     /// Of the call's prompt tokens, those written to the provider's prompt cache (nil: none),
     /// priced at the model's cache-write price.
     public var cacheWriteTokens: Int?
+    /// True when the answer reported no usage, so its tokens and cost are Switchyard's estimate
+    /// (nil: reported).
+    public var usageEstimated: Bool?
 
     public init(
         attempt: Int, model: String? = nil, provider: String? = nil, tier: String? = nil, outcome: String,
         httpStatus: Int? = nil, latencyMS: Double? = nil, error: String? = nil, worker: String? = nil,
-        at: Date = Date(), cachedTokens: Int? = nil, cacheWriteTokens: Int? = nil
+        at: Date = Date(), cachedTokens: Int? = nil, cacheWriteTokens: Int? = nil, usageEstimated: Bool? = nil
     ) {
         self.attempt = attempt
         self.model = model
@@ -108,6 +111,7 @@ public struct AttemptRecord: Sendable, Hashable, Codable {
         self.at = at
         self.cachedTokens = cachedTokens
         self.cacheWriteTokens = cacheWriteTokens
+        self.usageEstimated = usageEstimated
     }
 
     enum CodingKeys: String, CodingKey {
@@ -116,6 +120,7 @@ public struct AttemptRecord: Sendable, Hashable, Codable {
         case latencyMS = "latency_ms"
         case cachedTokens = "cached_tokens"
         case cacheWriteTokens = "cache_write_tokens"
+        case usageEstimated = "usage_estimated"
     }
 
     /// Writes the record as JSON, the way the trail stores it.
@@ -133,6 +138,7 @@ public struct AttemptRecord: Sendable, Hashable, Codable {
         object.text("at", at.postgresText, into: &output)  // ISO 8601, as bind parameters are written
         object.number("cached_tokens", cachedTokens.map(Double.init), into: &output)
         object.number("cache_write_tokens", cacheWriteTokens.map(Double.init), into: &output)
+        object.bool("usage_estimated", usageEstimated, into: &output)
         object.close(into: &output)
     }
 }

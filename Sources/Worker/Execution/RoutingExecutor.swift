@@ -124,7 +124,13 @@ struct RoutingExecutor: JobExecutor {
                     ["model": model.name, "tier": attempt.tier.rawValue, "latency_ms": Int(latencyMS.rounded())]
                 )
                 logger.trace("model response", ["model": model.name, "response": reply.response.jsonText])
-                let usage = reply.usage
+                // An answer without usage is not a free call: priced on an estimate, and the trail says so.
+                let usage =
+                    reply.usageReported
+                    ? reply.usage : TokenUsage.estimated(promptTokens: plan.estimate.promptTokens, response: reply.response)
+                if !reply.usageReported {
+                    logger.debug("answer reported no usage; tokens and cost estimated", ["model": model.name])
+                }
                 // The cache counts say why a cost is below tokens_in times the input price: as they
                 // were priced (a provider's counts that do not add up are held within the prompt).
                 let split = usage.promptSplit
@@ -134,7 +140,8 @@ struct RoutingExecutor: JobExecutor {
                         tier: attempt.tier.rawValue, outcome: "succeeded", httpStatus: reply.httpStatus,
                         latencyMS: latencyMS, worker: worker, at: started,
                         cachedTokens: split.cached > 0 ? split.cached : nil,
-                        cacheWriteTokens: split.written > 0 ? split.written : nil
+                        cacheWriteTokens: split.written > 0 ? split.written : nil,
+                        usageEstimated: reply.usageReported ? nil : true
                     )
                 )
                 // Priced at the moment of the call: an off-peak window may be open. All three costs

@@ -93,7 +93,8 @@ public struct AnthropicProvider: ModelProvider {
                 rateLimit: rateLimit)
         }
         return ProviderReply(
-            response: completion, usage: usage, httpStatus: exchange.status, latency: exchange.latency,
-            rateLimit: rateLimit)
+            response: completion, usage: usage,
+            usageReported: message["usage"]?["input_tokens"] != nil || message["usage"]?["output_tokens"] != nil,
+            httpStatus: exchange.status, latency: exchange.latency, rateLimit: rateLimit)
     }
 }

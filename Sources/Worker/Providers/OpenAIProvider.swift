@@ -89,7 +89,8 @@ public struct OpenAIProvider: ModelProvider {
             throw invalid("the provider's answer reports more tokens than any call uses (a count over 1,000,000,000)")
         }
         return ProviderReply(
-            response: response, usage: usage, httpStatus: exchange.status, latency: exchange.latency,
-            rateLimit: rateLimit)
+            response: response, usage: usage,
+            usageReported: response["usage"]?["prompt_tokens"] != nil || response["usage"]?["completion_tokens"] != nil,
+            httpStatus: exchange.status, latency: exchange.latency, rateLimit: rateLimit)
     }
 }

@@ -7,6 +7,9 @@ public struct ProviderReply: Sendable {
     public var response: JSONValue
     /// Tokens in and out, as the provider reported them (0 when it did not say).
     public var usage: TokenUsage
+    /// Whether the answer reported its usage (prompt or completion tokens); without it the
+    /// executor estimates both rather than record a free call.
+    public var usageReported: Bool
     /// The HTTP status of the answer (200 for simulated models).
     public var httpStatus: Int
     /// From sending the request to having the whole answer.
@@ -17,11 +20,12 @@ public struct ProviderReply: Sendable {
 
     /// Creates a reply.
     public init(
-        response: JSONValue, usage: TokenUsage, httpStatus: Int = 200, latency: Duration,
-        rateLimit: RateLimitInfo? = nil
+        response: JSONValue, usage: TokenUsage, usageReported: Bool = true, httpStatus: Int = 200,
+        latency: Duration, rateLimit: RateLimitInfo? = nil
     ) {
         self.response = response
         self.usage = usage
+        self.usageReported = usageReported
         self.httpStatus = httpStatus
         self.latency = latency
         self.rateLimit = rateLimit

@@ -31,6 +31,27 @@ extension TokenUsage {
         )
     }
 
+    /// Counts for an answer that reported none (some OpenAI-compatible servers leave `usage` out):
+    /// the prompt as routing estimated it, the completion from the text of every choice (content,
+    /// refusal, tool calls' names and arguments), as `PromptEstimate` counts text.
+    /// - Parameters:
+    ///   - promptTokens: the request's estimated prompt tokens.
+    ///   - response: the answer in OpenAI `chat.completion` shape.
+    static func estimated(promptTokens: Int, response: JSONValue) -> TokenUsage {
+        var completion = 0
+        for choice in response["choices"]?.arrayValue ?? [] {
+            let message = choice["message"]
+            for text in [message?["content"], message?["refusal"]].compactMap({ $0?.stringValue }) {
+                completion += PromptEstimate.tokens(in: text)
+            }
+            for call in message?["tool_calls"]?.arrayValue ?? [] {
+                completion += PromptEstimate.tokens(in: call["function"]?["name"]?.stringValue ?? "")
+                completion += PromptEstimate.tokens(in: call["function"]?["arguments"]?.stringValue ?? "")
+            }
+        }
+        return TokenUsage(promptTokens: promptTokens, completionTokens: completion)
+    }
+
     /// The OpenAI `usage` object for these counts: cache reads in
     /// `prompt_tokens_details.cached_tokens`, as OpenAI reports them; cache writes, which OpenAI has
     /// no field for, in `cache_creation_input_tokens`, as LiteLLM reports Anthropic's.
