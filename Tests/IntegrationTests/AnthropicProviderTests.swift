@@ -8,7 +8,7 @@ import Testing
 @Suite("Anthropic provider")
 struct AnthropicProviderTests {
     static let keyVariable = "SWITCHYARD_TEST_ANTHROPIC_KEY"
-    static let key = "sk-ant-test-0123456789abcdef"
+    static let key = "sk-ant-t9Qm4Xw7Lp2Vz8Kr5Ns3"
     static let model = ModelSpec(name: "claude-test", provider: .anthropic, upstreamModel: "claude-upstream")
 
     static func provider() -> AnthropicProvider {

@@ -83,7 +83,7 @@ struct CachedTokenCostTests {
                     ],
                 ])
                 let store = QueueStore(pool: pool)
-                let environment = ["FAKE_KEY": "sk-cache-test-0123456789"]
+                let environment = ["FAKE_KEY": "sk-c4Vn8Qz2Lw7Xm5Tr9Kp3"]
                 try await FallbackExecutionTests.withRoutingWorker(on: pool, environment: environment) {
                     // One after the other: the first takes gpt's first answer, the second its 500.
                     let openAI = try await Self.run(store)
@@ -122,7 +122,7 @@ struct CachedTokenCostTests {
                 // Some OpenAI-compatible servers leave usage out (or send null).
                 try await server.script(["gpt": ["usage": nil, "content": "The capital of Norway is Oslo."]])
                 let store = QueueStore(pool: pool)
-                try await FallbackExecutionTests.withRoutingWorker(on: pool, environment: ["FAKE_KEY": "sk-usage-test-0123"]) {
+                try await FallbackExecutionTests.withRoutingWorker(on: pool, environment: ["FAKE_KEY": "sk-u7Kp2Zq9Lw4Xn6Vr3Tm8"]) {
                     let job = try await Self.run(store)
                     let stored = try await Self.stored(job, in: pool)
                     let prompt = PromptEstimate(request: FallbackExecutionTests.chat().request).promptTokens

@@ -9,7 +9,7 @@ import Testing
 /// a fake OpenAI/Anthropic server whose answers each test scripts.
 @Suite("Fallback execution through the fake provider")
 struct FallbackExecutionTests {
-    static let key = "sk-fallback-test-key-1234567890"
+    static let key = "sk-f6Tz9Qw2Lm8Xr4Vn7Kp3Js"
 
     /// A catalog of fake-server models: `primary` → `secondary` → `big` (the larger context) for
     /// class `chat`, and an Anthropic model for class `claude`. Every model's key is in `FAKE_KEY`

@@ -110,12 +110,12 @@ struct FleetReloadTests {
             let lines = Mutex<[String]>([])
             let fleet = FleetState(
                 pool: pool, logger: Logger(label: "worker", level: .warning) { line in lines.withLock { $0.append(line) } },
-                environment: ["SWITCHYARD_TEST_SET_KEY": "sk-test-0123456789"])
+                environment: ["SWITCHYARD_TEST_SET_KEY": "sk-r8Mw3Zq6Lx2Vn9Tp5Kd4"])
             await fleet.reload()
             let warnings = lines.withLock { $0 }.filter { $0.contains("API key variable is not set") }
             #expect(warnings.count == 1, "\(lines.withLock { $0 })")
             #expect(warnings.first?.contains("model=keyed") == true && warnings.first?.contains("SWITCHYARD_TEST_UNSET_KEY") == true)
-            #expect(!lines.withLock { $0 }.joined().contains("sk-test"))
+            #expect(!lines.withLock { $0 }.joined().contains("sk-r8Mw"))
         }
     }
 

@@ -7,7 +7,7 @@ import Testing
 @Suite("OpenAI-compatible provider")
 struct OpenAIProviderTests {
     static let keyVariable = "SWITCHYARD_TEST_OPENAI_KEY"
-    static let key = "sk-test-openai-0123456789abcdef"
+    static let key = "sk-t3Jq8Wn5Rz2Lx9Vm4Pk7Hd"
 
     static func model(_ server: FakeProviderServer, name: String = "gpt-test", upstream: String? = nil) -> ModelSpec {
         ModelSpec(

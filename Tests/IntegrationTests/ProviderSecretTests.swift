@@ -9,8 +9,8 @@ import Testing
 @Suite("Provider secrets")
 struct ProviderSecretTests {
     static let variable = "SWITCHYARD_TEST_SENTINEL_KEY"
-    static let sentinel = "sk-switchyard-sentinel-7f3a9c2e1b5d"
-    static let partial = "sk-swit*****************1b5d"
+    static let sentinel = "sk-swq7Xk2-sentinel-7f3a9c2e1b5d"
+    static let partial = "sk-swq7*****************1b5d"
 
     /// Every text an error offers, the way a log line, a trail or a debugger would show it.
     static func texts(_ error: ProviderError) -> [String] {
@@ -27,7 +27,7 @@ struct ProviderSecretTests {
         }
         for text in texts(error) {
             #expect(!text.contains(sentinel), "\(context) leaked the key: \(text)")
-            #expect(!text.contains("sk-swit"), "\(context) leaked part of the key: \(text)")
+            #expect(!text.contains("sk-swq7"), "\(context) leaked part of the key: \(text)")
             #expect(!text.contains("7f3a9c2e1b5d"), "\(context) leaked part of the key: \(text)")
         }
     }
@@ -119,6 +119,34 @@ struct ProviderSecretTests {
             #expect(error?.message.contains("redirect to \(server.openAIBaseURL)/elsewhere") == true, "\(String(describing: error))")
             #expect(error?.decision(remainingBudget: .seconds(60)) == .nextCandidateAndMarkUnhealthy)
             #expect(try await server.requests(for: "m-redirect").count == 1)
+        }
+    }
+
+    @Test("a key echoed percent-encoded (a redirect's Location), in base64 or split leaves no 8 bytes of it")
+    func encodedKeyInErrors() async throws {
+        try await withFakeProviderServer { server in
+            let encoded = Self.sentinel.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!
+            try await server.script([
+                "m-location": ["status": 307, "headers": ["location": .string("https://elsewhere.test/v1?key=\(encoded)")]],
+                "m-base64": ["kind": "unauthorized", "message": .string("token \(Data("Bearer \(Self.sentinel)".utf8).base64EncodedString())")],
+                "m-split": ["kind": "unauthorized", "message": .string("bad credential \(Self.sentinel.prefix(12)) \(Self.sentinel.dropFirst(12))")],
+            ])
+            let provider = OpenAIProvider(
+                transport: ProviderTestSupport.transport(), environment: [Self.variable: Self.sentinel])
+            for name in ["m-location", "m-base64", "m-split"] {
+                let model = ModelSpec(name: name, provider: .openai, baseURL: server.openAIBaseURL, apiKeyEnv: Self.variable)
+                let error = await ProviderTestSupport.providerError {
+                    try await provider.complete(
+                        ProviderCall(request: ProviderTestSupport.request("hi"), model: model, timeout: .seconds(10)))
+                }
+                Self.expectClean(error, name)
+                #expect(error?.message.contains("[REDACTED]") == true, "\(name): \(String(describing: error))")
+                for text in Self.texts(try #require(error)) {
+                    // The key's second half (a tail has no "sk-" for the patterns to catch), as sent.
+                    #expect(!text.contains("sentinel-7f3a9c2e1b5d".addingPercentEncoding(withAllowedCharacters: .alphanumerics)!))
+                    #expect(!text.contains(Self.sentinel.dropFirst(12)), "\(name) kept part of the key: \(text)")
+                }
+            }
         }
     }
 

@@ -1,5 +1,5 @@
 import Foundation
-import QueueModel
+@testable import QueueModel
 import Synchronization
 import Testing
 
@@ -83,13 +83,43 @@ struct LoggerTests {
         #expect(line.contains(#""model":"gpt-4""#) && line.contains(#""poll_only":false"#), "\(line)")
     }
 
-    @Test("a secret is redacted whole or cut short, compared as bytes (its stem may end inside a character)")
+    @Test("a secret is redacted whole or cut short, compared as bytes (8 of them may end inside a character)")
     func secretBytes() {
-        let secret = "ключ-секретный-2026"  // 2-byte letters: its stem, 16 of 32 bytes, ends inside one
+        let secret = "ключ-секретный-2026"  // 2-byte letters
         Secrets.register(secret)
         #expect(Secrets.redact("a \(secret) b") == "a [REDACTED] b")
         #expect(Secrets.redact("cut: \(secret.dropLast(5))!") == "cut: [REDACTED]!")
-        #expect(Secrets.redact("ключ alone") == "ключ alone")
+        #expect(Secrets.redact("клю alone") == "клю alone")  // 6 bytes
+    }
+
+    /// The ways a provider was seen to echo a key that kept part of it readable (a review's fake
+    /// provider): each must leave no 8 characters of the key.
+    @Test("any 8 bytes of a key are hidden: split, masked, percent-encoded, in base64, upper-cased")
+    func secretFragments() throws {
+        let key = "zq8VX3mbN7pLw2Rt/QaK9+uYe4HsDf6J"
+        Secrets.register(key)
+        let echoes = [
+            "bad credential \(key.prefix(10)) \(key.dropFirst(10))",
+            "The key ending in \(key.suffix(15)) is revoked",
+            "redirect to https://x.test/?k=\(key.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!)",
+            "token \(Data("Bearer \(key)".utf8).base64EncodedString()) rejected",
+            "t=\(Data(key.utf8).base64EncodedString())&u=\(Data("ab\(key)".utf8).base64EncodedString())",
+            "t=\(Data("a\(key)".utf8).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_"))",
+            key.uppercased(),
+        ]
+        for echo in echoes {
+            let clean = Secrets.redact(echo)
+            #expect(clean.contains("[REDACTED]"), "\(echo) → \(clean)")
+            for form in Secrets.writtenForms(of: Array(key.utf8)) {
+                let text = String(decoding: form, as: UTF8.self).lowercased()
+                for start in 0...(text.count - 8) {
+                    let piece = String(text.dropFirst(start).prefix(8))
+                    #expect(!clean.lowercased().contains(piece), "\(echo) → \(clean) still holds \(piece)")
+                }
+            }
+        }
+        // Seven characters in a row are not enough to hide ordinary text.
+        #expect(Secrets.redact("zq8VX3m and QaK9+uY") == "zq8VX3m and QaK9+uY")
     }
 
     @Test("durations in log lines are to the millisecond: 1.735, not 1.7349999999999999")

@@ -205,35 +205,85 @@ public struct Logger: Sendable {
 }
 
 /// Values that must never be written anywhere: API keys read from the environment.
+///
+/// A key is hidden wherever any 8 bytes of it appear in a row, so a copy cut short, split in two,
+/// or with its head masked is hidden as the whole key is. Each key is looked for as written, with
+/// its letters in either case, percent-encoded (a URL or form field) and in base64 (plain or
+/// URL-safe, at any of the three byte offsets the key can start at in an encoded header).
 public enum Secrets {
-    /// A registered secret, as bytes, with the stem that marks it: its first half, or its first
-    /// 12 bytes (all of a shorter one).
-    private struct Secret: Sendable, Equatable {
-        let key: [UInt8]
-        let stem: [UInt8]
+    /// How many bytes of a key in a row give it away.
+    static let window = 8
 
-        init(_ text: String) {
-            key = Array(text.utf8)
-            stem = Array(key.prefix(max(12, key.count / 2)))
+    /// Every 8-byte window of every registered key in every written form, ASCII letters folded to
+    /// lower case and packed into a `UInt64`; and a 65,536-bit filter of their hashes, so most
+    /// positions of a text are ruled out by one bit test.
+    private struct Windows: Sendable {
+        var keys: Set<String> = []
+        var packed: Set<UInt64> = []
+        var filter = [UInt64](repeating: 0, count: 1024)
+
+        static func slot(_ window: UInt64) -> Int { Int(truncatingIfNeeded: (window &* 0x9E37_79B9_7F4A_7C15) >> 48) }
+
+        mutating func insert(_ form: [UInt8]) {
+            guard form.count >= Secrets.window else { return }
+            var window: UInt64 = 0
+            for (index, byte) in form.enumerated() {
+                window = window << 8 | UInt64(Secrets.folded(byte))
+                guard index >= Secrets.window - 1 else { continue }
+                packed.insert(window)
+                let slot = Self.slot(window)
+                filter[slot >> 6] |= 1 << UInt64(slot & 63)
+            }
+        }
+
+        func contains(_ window: UInt64) -> Bool {
+            let slot = Self.slot(window)
+            return filter[slot >> 6] & (1 << UInt64(slot & 63)) != 0 && packed.contains(window)
         }
     }
 
-    private static let registered = Mutex<[Secret]>([])
+    private static let registered = Mutex(Windows())
 
-    /// Registers a secret; from now on `redact` hides it. Values shorter than 8 characters are
-    /// ignored, since hiding them would mangle ordinary text.
+    /// Registers a secret; from now on `redact` hides it. Values shorter than 8 bytes are ignored:
+    /// hiding every copy of so short a text would mangle ordinary text, and no provider issues
+    /// keys that short.
     public static func register(_ secret: String) {
-        guard secret.count >= 8 else { return }
-        let entry = Secret(secret)
-        registered.withLock { if !$0.contains(entry) { $0.append(entry) } }
+        let key = Array(secret.utf8)
+        guard key.count >= window else { return }
+        registered.withLock { windows in
+            guard windows.keys.insert(secret).inserted else { return }
+            for form in writtenForms(of: key) { windows.insert(form) }
+        }
+    }
+
+    /// The ways a key may be written back: as it is, percent-encoded, and in base64 and its
+    /// URL-safe alphabet at each byte offset (only the characters that encode the key's bytes
+    /// alone, which are the same whatever surrounds it).
+    static func writtenForms(of key: [UInt8]) -> [[UInt8]] {
+        var forms = [key]
+        let unreserved = Set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~".utf8)
+        let hex = Array("0123456789ABCDEF".utf8)
+        let percent = key.flatMap { unreserved.contains($0) ? [$0] : [UInt8(ascii: "%"), hex[Int($0 >> 4)], hex[Int($0 & 15)]] }
+        if percent != key { forms.append(percent) }
+        for offset in 0..<3 {
+            let encoded = Array((Data(repeating: 0, count: offset) + Data(key)).base64EncodedString().utf8)
+            // A group of 4 characters encodes 3 bytes: drop the groups that hold a byte not the key's.
+            let stable = Array(encoded.dropFirst(offset == 0 ? 0 : 4).dropLast(4))
+            forms.append(stable)
+            forms.append(stable.map { $0 == UInt8(ascii: "+") ? UInt8(ascii: "-") : $0 == UInt8(ascii: "/") ? UInt8(ascii: "_") : $0 })
+        }
+        return forms
+    }
+
+    static func folded(_ byte: UInt8) -> UInt8 {
+        (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte) ? byte | 0x20 : byte
     }
 
     /// A JSON document with every registered secret replaced in its strings and member names as
     /// they read once decoded: redacting the raw text misses a key the sender escaped (`/` as
     /// `\/`, any character as `\u0041`).
     public static func redact(_ value: JSONValue) -> JSONValue {
-        let secrets = registered.withLock { $0 }
-        guard !secrets.isEmpty else { return value }
+        guard !registered.withLock({ $0.keys.isEmpty }) else { return value }
         func clean(_ value: JSONValue) -> JSONValue {
             switch value {
             case .string(let text): .string(redact(text))
@@ -246,45 +296,53 @@ public enum Secrets {
         return clean(value)
     }
 
-    /// The text with every registered secret replaced by `[REDACTED]`, and with it what is left of
-    /// one cut short (its first half, or its first 12 characters, and on as far as it matches).
+    /// The text with every run that holds 8 bytes of a registered secret in a row (in any of
+    /// its written forms, letters in either case) replaced by one `[REDACTED]`. JSON escapes are
+    /// read as what they stand for (`\/` as `/`, `\u0073` as `s`), so a key a provider escaped
+    /// is found too, and a document stays a document: a run covers whole escapes.
     public static func redact(_ text: String) -> String {
-        let secrets = registered.withLock { $0 }
-        var result = text
-        for secret in secrets { result = redact(secret, in: result) }
-        return result
-    }
-
-    /// `redact`, for a message rather than a document: text that holds a secret written with JSON
-    /// escapes (`\/`, `\u0073`: an excerpt of a body, a message copied from one) comes back with
-    /// its escapes read, redacted. (A document must keep its escapes: `redact(JSONValue)` reads it.)
-    public static func redactUnescaping(_ text: String) -> String {
-        let result = redact(text)
-        guard result.contains("\\"), let unescaped = jsonUnescaped(result) else { return result }
-        let clean = redact(unescaped)
-        return clean != unescaped ? clean : result
-    }
-
-    /// Replaces every run of `text` that starts with the secret's stem and matches the secret as
-    /// far as it goes. Compared as bytes: a stem that ends inside a character still matches.
-    private static func redact(_ secret: Secret, in text: String) -> String {
+        let windows = registered.withLock { $0 }
+        guard !windows.keys.isEmpty else { return text }
         var text = text
         text.makeContiguousUTF8()
         let clean = text.utf8.withContiguousStorageIfAvailable { bytes -> String? in
-            guard var next = find(secret.stem, in: bytes, from: 0) else { return nil }
+            // Runs of raw bytes covered by a window of a key, merged where they touch.
+            var runs: [Range<Int>] = []
+            var packed: UInt64 = 0
+            // Where each of the last 8 bytes read began in the raw text.
+            var starts = [Int](repeating: 0, count: window)
+            var count = 0
+            func read(_ byte: UInt8, from start: Int, to end: Int) {
+                packed = packed << 8 | UInt64(folded(byte))
+                starts[count % window] = start
+                count += 1
+                guard count >= window, windows.contains(packed) else { return }
+                let first = starts[count % window]
+                if let last = runs.last, first <= last.upperBound {
+                    runs[runs.count - 1] = last.lowerBound..<end
+                } else {
+                    runs.append(first..<end)
+                }
+            }
+            var position = 0
+            while position < bytes.count {
+                guard bytes[position] == UInt8(ascii: "\\"), let (scalar, length) = escape(in: bytes, at: position)
+                else {
+                    read(bytes[position], from: position, to: position + 1)
+                    position += 1
+                    continue
+                }
+                for byte in String(Character(scalar)).utf8 { read(byte, from: position, to: position + length) }
+                position += length
+            }
+            guard !runs.isEmpty else { return nil }
             var output: [UInt8] = []
             output.reserveCapacity(bytes.count)
             var copied = 0
-            while true {
-                output.append(contentsOf: bytes[copied..<next])
-                var end = next + secret.stem.count
-                while end < bytes.count, end - next < secret.key.count, bytes[end] == secret.key[end - next] {
-                    end += 1
-                }
+            for run in runs {
+                output.append(contentsOf: bytes[copied..<run.lowerBound])
                 output.append(contentsOf: "[REDACTED]".utf8)
-                copied = end
-                guard let found = find(secret.stem, in: bytes, from: end) else { break }
-                next = found
+                copied = run.upperBound
             }
             output.append(contentsOf: bytes[copied...])
             return String(decoding: output, as: UTF8.self)
@@ -292,56 +350,29 @@ public enum Secrets {
         return (clean ?? nil) ?? text
     }
 
-    /// Where `needle` first occurs in `bytes` at or after `start`.
-    private static func find(_ needle: [UInt8], in bytes: UnsafeBufferPointer<UInt8>, from start: Int) -> Int? {
-        guard let first = needle.first, bytes.count >= needle.count else { return nil }
-        var index = start
-        while index <= bytes.count - needle.count {
-            if bytes[index] == first, needle.indices.allSatisfy({ bytes[index + $0] == needle[$0] }) { return index }
-            index += 1
+    /// The JSON escape at `position` (a backslash): what it stands for and how many bytes it takes
+    /// (`\n` 2, `\u0073` 6, a surrogate pair 12); nil when what follows is no escape.
+    private static func escape(in bytes: UnsafeBufferPointer<UInt8>, at position: Int) -> (Unicode.Scalar, Int)? {
+        guard position + 1 < bytes.count else { return nil }
+        if let simple = simpleEscapes[Unicode.Scalar(bytes[position + 1])] { return (simple, 2) }
+        func hex4(_ start: Int) -> UInt32? {
+            guard start + 4 <= bytes.count else { return nil }
+            return UInt32(String(decoding: bytes[start..<(start + 4)], as: UTF8.self), radix: 16)
         }
-        return nil
+        guard bytes[position + 1] == UInt8(ascii: "u"), let high = hex4(position + 2) else { return nil }
+        if (0xD800..<0xDC00).contains(high), position + 12 <= bytes.count,
+            bytes[position + 6] == UInt8(ascii: "\\"), bytes[position + 7] == UInt8(ascii: "u"),
+            let low = hex4(position + 8), (0xDC00..<0xE000).contains(low),
+            let combined = Unicode.Scalar(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00))
+        {
+            return (combined, 12)
+        }
+        return (Unicode.Scalar(high) ?? "\u{FFFD}", 6)
     }
 
     private static let simpleEscapes: [Unicode.Scalar: Unicode.Scalar] = [
         "/": "/", "\\": "\\", "\"": "\"", "n": "\n", "t": "\t", "r": "\r", "b": "\u{8}", "f": "\u{C}",
     ]
-
-    /// The text with JSON string escapes read (`\/`, `\"`, `\n`, `\u0073`, surrogate pairs), or
-    /// nil when it has none that change it.
-    static func jsonUnescaped(_ text: String) -> String? {
-        var scalars = String.UnicodeScalarView()
-        var iterator = Array(text.unicodeScalars)[...]
-        var changed = false
-        func hex4(_ digits: ArraySlice<Unicode.Scalar>) -> UInt32? {
-            guard digits.count == 4 else { return nil }
-            return UInt32(String(String.UnicodeScalarView(digits)), radix: 16)
-        }
-        while let scalar = iterator.first {
-            iterator = iterator.dropFirst()
-            guard scalar == "\\", let next = iterator.first else { scalars.append(scalar); continue }
-            if let replacement = simpleEscapes[next] {
-                scalars.append(replacement)
-                iterator = iterator.dropFirst()
-                changed = true
-            } else if next == "u", let high = hex4(iterator.dropFirst().prefix(4)) {
-                iterator = iterator.dropFirst(5)
-                if (0xD800..<0xDC00).contains(high), iterator.starts(with: ["\\", "u"]),
-                    let low = hex4(iterator.dropFirst(2).prefix(4)), (0xDC00..<0xE000).contains(low),
-                    let combined = Unicode.Scalar(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00))
-                {
-                    scalars.append(combined)
-                    iterator = iterator.dropFirst(6)
-                } else {
-                    scalars.append(Unicode.Scalar(high) ?? "\u{FFFD}")
-                }
-                changed = true
-            } else {
-                scalars.append(scalar)
-            }
-        }
-        return changed ? String(scalars) : nil
-    }
 }
 
 /// Standard output and error, written with write(2): FileHandle traps when a write fails, and with

@@ -133,7 +133,7 @@ public struct ProviderError: Error, Sendable, CustomStringConvertible {
     /// Removes registered secrets and anything shaped like an API key or bearer token. Providers
     /// echo part of a bad key in their 401 messages ("Incorrect API key provided: sk-abc…xyz").
     static func scrub(_ text: String) -> String {
-        var result = Secrets.redactUnescaping(text)
+        var result = Secrets.redact(text)
         for (pattern, template) in Self.keyPatterns {
             result = result.replacingOccurrences(of: pattern, with: template, options: .regularExpression)
         }

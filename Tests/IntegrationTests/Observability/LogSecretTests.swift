@@ -12,7 +12,7 @@ import Testing
 @Suite("Logs: job context, no API key, no prompt above debug")
 struct LogSecretTests {
     static let variable = "SWITCHYARD_LOG_SENTINEL_KEY"
-    static let sentinel = "sk-switchyard-log-sentinel-4d1e9b77c02a"
+    static let sentinel = "sk-swq7Xk2-log-sentinel-4d1e9b77c02a"
     static let prompt = "PROMPT-MARKER-7731 what is in the box?"
 
     @Test("a sentinel key never appears in any log line, and job lines carry job, model and attempt")

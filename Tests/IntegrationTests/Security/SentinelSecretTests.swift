@@ -10,7 +10,7 @@ import Testing
 @Suite("Security: a sentinel key never lands anywhere")
 struct SentinelSecretTests {
     static let variable = "SWITCHYARD_E2E_SENTINEL_KEY"
-    static let sentinel = "sk-switchyard-e2e-sentinel-5a9c1f00d2e7"
+    static let sentinel = "sk-swq7Xk2-e2e-sentinel-5a9c1f00d2e7"
     /// A tail of the key: a cut or partly masked copy must not appear either.
     static let fragment = "5a9c1f00d2e7"
     static let echo = "Incorrect API key provided: \(sentinel). Authorization: Bearer \(sentinel)"
