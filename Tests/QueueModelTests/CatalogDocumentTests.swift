@@ -182,6 +182,28 @@ struct CatalogDocumentTests {
         #expect(problems(valid).isEmpty)
     }
 
+    /// Keys a shape check cannot tell from ids (a review got both stored): an Azure key, 32
+    /// lower-case hex digits, in an `api-key` header; 30 mixed-case characters where the
+    /// variable's name belongs.
+    @Test("a header that carries credentials, and a key pasted as api_key_env, are refused without repeating them")
+    func refusesCredentialHeaders() {
+        let hex = "3f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c"
+        let pasted = "zq8VX3mbN7pLw2RtQaK9uYe4HsDf6J"
+        let text = """
+            {"models": {"azure": {"provider": "openai", "base_url": "https://r.openai.azure.com/openai/v1",
+               "settings": {"headers": {"api-key": "\(hex)", "X-Custom-Token": "PLAINsecretvalue", "HTTP-Referer": "https://example.com"}}},
+             "pasted": {"provider": "openai", "api_key_env": "\(pasted)"}}}
+            """
+        let found = problems(text)
+        #expect(found.count == 3, "\(found)")
+        #expect(found.allSatisfy { !$0.contains(hex) && !$0.contains(pasted) && !$0.contains("PLAIN") })
+        #expect(found.contains { $0.hasPrefix("models.azure.settings.headers.api-key: is a header that carries credentials") })
+        #expect(found.contains { $0.hasPrefix("models.azure.settings.headers.X-Custom-Token: is a header that carries credentials") })
+        #expect(found.contains { $0.hasPrefix("models.pasted.api_key_env: looks like an API key") })
+        let names = #"{"models": {"a": {"provider": "openai", "api_key_env": "AZURE_OPENAI_API_KEY_2"}, "b": {"provider": "openai", "api_key_env": "OpenAIKey2024"}}}"#
+        #expect(problems(names).isEmpty)
+    }
+
     @Test("syntax errors name the line and column; duplicate keys and empty documents are refused")
     func syntaxAndShape() {
         #expect(

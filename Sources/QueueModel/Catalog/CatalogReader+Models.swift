@@ -129,6 +129,17 @@ extension CatalogReader {
             settings: json(fields["settings"], at: Self.join(path, "settings"), expected: "an object") ?? [:]
         )
         if provider == .simulated { checkSimulatedSettings(fields["settings"], at: Self.join(path, "settings")) }
+        // A header that carries credentials holds a key whatever its value looks like (an Azure
+        // key is 32 lower-case hex digits, which no shape check can tell from an id).
+        for name in (spec.settings["headers"]?.objectValue?.keys).map(Array.init) ?? [] where ModelSetting.carriesCredentials(header: name) {
+            problem(
+                Self.join(Self.join(Self.join(path, "settings"), "headers"), name),
+                "is a header that carries credentials, so its value would put a key in the catalog (the value is "
+                    + "not shown)",
+                hint: "keys never go into the catalog: put the key in an environment variable on the workers and name "
+                    + "it in api_key_env; it is sent as Authorization: Bearer (openai; Azure OpenAI's /openai/v1 "
+                    + "endpoint takes it so) or x-api-key (anthropic)")
+        }
         if let provider {
             // Adapters read these at call time; a wrong type would otherwise go out as the default.
             for setting in ModelSetting.problems(in: spec.settings, provider: provider) {
@@ -235,7 +246,12 @@ extension CatalogReader {
             problem(path, "expected the name of an environment variable, got \(node.typeName)")
             return nil
         }
-        if Self.looksLikeSecret(text) {
+        // Names are words and underscores; 20 characters of mixed-case letters and digits without
+        // one is a key pasted into the wrong field.
+        let mixed =
+            text.count >= 20 && !text.contains("_") && text.contains(where: \.isNumber)
+            && text.contains(where: \.isLowercase) && text.contains(where: \.isUppercase)
+        if Self.looksLikeSecret(text) || mixed {
             problem(
                 path, "looks like an API key, not the name of an environment variable (the value is not shown)",
                 hint: "put the key in an environment variable on the workers (e.g. OPENAI_API_KEY) and write "

@@ -79,6 +79,14 @@ public struct ModelSetting: Sendable, Hashable {
         ]
     }()
 
+    /// Whether a request header's name says it carries credentials (`Authorization`, `api-key`,
+    /// `x-portkey-api-key`, `X-Auth-Token`, …): import refuses such a `headers` entry, and a
+    /// worker hides the value of one stored before as it hides keys.
+    public static func carriesCredentials(header: String) -> Bool {
+        let name = header.lowercased()
+        return ["auth", "key", "token", "secret", "password", "cookie", "credential"].contains { name.contains($0) }
+    }
+
     /// A setting whose value is of the wrong type.
     public struct Problem: Sendable, Hashable {
         /// The key in `settings`.

@@ -59,7 +59,10 @@ enum ProviderEndpoint {
         // a model's `headers` may set another.
         request.setValue("switchyard-worker/\(SwitchyardVersion.current)", forHTTPHeaderField: "User-Agent")
         for (name, value) in model.settings["headers"]?.objectValue ?? [:] {
-            if let value = value.stringValue { request.setValue(value, forHTTPHeaderField: name) }
+            guard let value = value.stringValue else { continue }
+            // Import refuses these now; one stored before is still sent, and hidden as a key is.
+            if ModelSetting.carriesCredentials(header: name) { Secrets.register(value) }
+            request.setValue(value, forHTTPHeaderField: name)
         }
         for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
         request.httpBody = Data(body.jsonText.utf8)
