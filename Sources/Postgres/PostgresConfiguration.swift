@@ -33,8 +33,16 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible {
         guard let options = PQconninfoParse(connectionString, &errorMessage) else {
             var message = "could not parse the database connection string"
             if let errorMessage {
-                message += ": " + String(cString: errorMessage).trimmingCharacters(in: .whitespacesAndNewlines)
+                var reason = String(cString: errorMessage).trimmingCharacters(in: .whitespacesAndNewlines)
                 PQfreemem(errorMessage)
+                // libpq quotes the token it could not read, which may be the password: unparsed,
+                // the string's password is not known, so a string that may hold one loses them all.
+                if connectionString.contains("@") || connectionString.lowercased().contains("password") {
+                    reason = reason.replacingOccurrences(
+                        of: #""[^"]*""#, with: "(a part of the string, not shown: it may hold the password)",
+                        options: .regularExpression)
+                }
+                message += ": " + reason
             }
             throw PostgresError(
                 .invalidConfiguration, message,

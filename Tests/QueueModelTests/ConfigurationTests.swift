@@ -24,6 +24,18 @@ struct ConfigurationTests {
         #expect(error?.code == .invalidConfiguration)
         #expect(error?.hint?.contains("postgres://") == true)
     }
+
+    @Test("a string libpq cannot parse is refused without quoting its password")
+    func unparsablePassword() {
+        let url = #expect(throws: PostgresError.self) { try PostgresConfiguration("postgres://sub_a:Pw%zzTopSecret@localhost/x") }
+        #expect(url?.message.contains("invalid percent-encoded token") == true, "\(String(describing: url))")
+        #expect(url?.message.contains("TopSecret") == false, "\(String(describing: url))")
+        let pairs = #expect(throws: PostgresError.self) { try PostgresConfiguration("host=a password='hunter22") }
+        #expect(pairs?.message.contains("hunter22") == false, "\(String(describing: pairs))")
+        // Without a password, libpq's words stay whole: they name what to fix.
+        let plain = #expect(throws: PostgresError.self) { try PostgresConfiguration("postgres://localhost/x?nosuch=1") }
+        #expect(plain?.message.contains("\"nosuch\"") == true, "\(String(describing: plain))")
+    }
 }
 
 @Suite("Connection strings for other processes")
