@@ -122,6 +122,47 @@ struct WorkerServiceTests {
         }
     }
 
+    /// A review stored `"seed": 1e400` by SQL (jsonb keeps it): the worker's claim failed whole,
+    /// and the 31 other jobs it had leased stayed so until they failed lease_expired.
+    @Test("a stored request the worker cannot read fails alone; the other jobs of its claim succeed")
+    func unreadableRequest() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            var good: [Int64] = []
+            for _ in 0..<10 { good.append(try await store.submit(Submission(request: Self.hello))) }
+            // Stored as before submission refused it: past the check, as a superuser may.
+            let bad = try await pool.withConnection { connection in
+                try await connection.query("SET session_replication_role = replica")
+                let id = try await connection.query(
+                    """
+                    INSERT INTO switchyard.jobs (request) VALUES ('{"messages":[{"role":"user","content":"hi"}],"seed":1e400}')
+                    RETURNING id
+                    """
+                ).scalar(Int64.self)
+                try await connection.query("SET session_replication_role = DEFAULT")
+                return id
+            }
+            for _ in 0..<10 { good.append(try await store.submit(Submission(request: Self.hello))) }
+            try await Self.withWorker(pool, Self.configuration(concurrency: 32), SimulatedExecutor()) { _ in
+                try await waitUntil("every job has its result") {
+                    try await pool.query("SELECT count(*) FROM switchyard.results").scalar(Int.self) == 21
+                }
+            }
+            for id in good { #expect(try await store.status(of: id) == "succeeded") }
+            let result = try #require(try await pool.query(
+                "SELECT status, error->>'code' AS code, error->>'message' AS message, attempt_count FROM switchyard.results WHERE job_id = $1",
+                [bad]).first)
+            #expect(try result.decode("status", as: String.self) == "failed")
+            #expect(try result.decode("code", as: String.self) == "unreadable_request")
+            #expect(try result.decode("message", as: String.self).contains("submit it again without them"))
+            #expect(try result.decode("attempt_count", as: Int.self) == 1)
+            // `dispatcher result` and `wait` read it too: without the request they cannot show.
+            let shown = try #require(try await store.result(of: bad))
+            #expect(shown["error"]?["code"] == "unreadable_request")
+            #expect(shown["request"] == nil)
+        }
+    }
+
     @Test("failed attempts are retried with exponential backoff (run_at moves), then end as failed with the trail")
     func retrySchedule() async throws {
         try await TestDatabase.withMigratedPool { pool in

@@ -25,6 +25,10 @@ public struct Job: Sendable, Hashable {
     public var createdAt: Date
     /// When an interactive job put back to wait for a model began to wait (nil until then).
     public var waitingSince: Date?
+    /// Why the worker could not read the stored request (`request` is then null): a number
+    /// beyond a double's range, which jsonb accepts, or nesting past the parser's limit. The
+    /// job fails alone instead of failing the claim that brought it.
+    public var unreadableRequest: String?
 
     public init(
         id: Int64, priority: Priority, taskClass: String? = nil, affinityKey: String? = nil, request: JSONValue,
@@ -57,15 +61,25 @@ public struct Job: Sendable, Hashable {
         guard let priority = Priority(rawValue: priorityText) else {
             throw QueueError(.database, "job has unknown priority \(priorityText)")
         }
+        let requestText = try row.decode("request", as: String.self)
+        var unreadable: String?
+        let request: JSONValue
+        do {
+            request = try JSONValue(parsing: requestText)
+        } catch {
+            request = .null
+            unreadable = "\(error)"
+        }
         self.init(
             id: try row.decode("id"), priority: priority, taskClass: try row.decode("task_class", as: String?.self),
             affinityKey: try row.decode("affinity_key", as: String?.self),
-            request: try JSONValue(parsing: try row.decode("request", as: String.self)),
+            request: request,
             attempt: try row.decode("attempt"), maxAttempts: try row.decode("max_attempts"),
             runAt: try row.decode("run_at"), deadline: try row.decode("deadline", as: Date?.self),
             claimedAt: try row.decode("claimed_at", as: Date?.self), createdAt: try row.decode("created_at"),
             waitingSince: try row.decode("waiting_since", as: Date?.self)
         )
+        unreadableRequest = unreadable
     }
 }
 

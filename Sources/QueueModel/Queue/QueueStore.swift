@@ -283,7 +283,14 @@ public struct QueueStore: Sendable {
     public func result(of job: Int64) async throws -> JSONValue? {
         let text = try await pool.query("SELECT to_jsonb(r)::text FROM switchyard.result($1) r", [job])
             .scalar(String?.self)
-        return try text.map { try JSONValue(parsing: $0) }
+        guard let text else { return nil }
+        if let result = try? JSONValue(parsing: text) { return result }
+        // A request no worker could read either (a number past ±1.8e308, which jsonb keeps): the
+        // result without it, which says why the job failed.
+        let rest = try await pool.query(
+            "SELECT (to_jsonb(r) - 'request')::text FROM switchyard.result($1) r", [job]
+        ).scalar(String?.self)
+        return try rest.map { try JSONValue(parsing: $0) }
     }
 
     /// Cancels a job: `cancelled`, `cancelling`, a final status it already had, or `not_found`.

@@ -216,12 +216,27 @@ final class WorkerService: Sendable {
         return interactive == free || backgroundAllowed <= 0 || background == backgroundAllowed
     }
 
+    /// The failure of a job whose stored request the worker cannot read: no model could be
+    /// given it, and a retry would read it the same way.
+    static func unreadable(_ job: Job) -> JobOutcome? {
+        job.unreadableRequest.map { reason in
+            .failed(
+                JobFailure(
+                    code: "unreadable_request",
+                    message: "the worker cannot read this job's request (\(reason)): a number beyond ±1.8e308 "
+                        + "(jsonb keeps it; workers read numbers as doubles) or nesting deeper than 512 levels; "
+                        + "submit it again without them",
+                    retryable: false))
+        }
+    }
+
     private func start(_ job: Job) {
         let ticket = inFlight.add(job)
         metrics.inFlight.add(1, [job.priority.rawValue])
         let task = Task {
             let started = ContinuousClock.now
-            let outcome = await executor.execute(job)
+            let outcome: JobOutcome
+            if let unreadable = Self.unreadable(job) { outcome = unreadable } else { outcome = await executor.execute(job) }
             let elapsed = ContinuousClock.now - started
             let model = Self.model(of: outcome)
             let stopReason = inFlight.stopReason(of: ticket)

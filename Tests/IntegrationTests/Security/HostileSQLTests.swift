@@ -193,10 +193,12 @@ struct HostileSQLTests {
                     #expect(error.message == refusal, "\(error)")
                 }
             }
-            // The floors below which the validation would skip a limit.
+            // The floors below which the validation would skip a limit, and the ceiling of the depth.
             for (name, value) in [
                 ("max_request_depth", "7"), ("max_messages", "99"), ("max_content_chars", "9999"),
                 ("max_messages", "lots"),
+                // Above it, a request deeper than a worker parses (512 levels) could be stored.
+                ("max_request_depth", "257"),
             ] {
                 let error = try await #require(throws: PostgresError.self) {
                     try await pool.query("UPDATE switchyard.settings SET value = $2 WHERE name = $1", [name, value])
