@@ -157,6 +157,36 @@ struct CompletionWriterTests {
         }
     }
 
+    /// A review's model priced $9,999,999,999 per 1K, answering a billion tokens each way: the
+    /// cost overflowed its column, and the job was recorded with nothing of its paid call.
+    @Test("a cost past its column: the job ends failed with its trail and tokens, without the cost",
+          .timeLimit(.minutes(1)))
+    func refusedCostKeepsTrailAndTokens() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            _ = try await store.submit(Submission(request: Self.hello))
+            let job = try #require(try await store.claim(worker: "w", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30)).first)
+            let writer = CompletionWriter(store: store, worker: "w", batchLimit: 10, logger: Logger(label: "t", level: .error) { _ in })
+            let running = Task { await writer.run() }
+            let trail = [AttemptRecord(attempt: job.attempt, model: "m", provider: "openai", tier: "primary", outcome: "succeeded", latencyMS: 12)]
+            let huge = Decimal(string: "19999999998000000000")!
+            #expect(await writer.write(Completion(
+                jobID: job.id, attempt: job.attempt, kind: .result, status: "succeeded", model: "m",
+                response: ["choices": []], trail: trail, tokensIn: 999_999_999, tokensOut: 999_999_999, cost: huge,
+                baseCost: huge, primaryCost: huge)))
+            writer.finish()
+            await running.value
+            let row = try #require(try await pool.query(
+                "SELECT status, error->>'code' AS code, jsonb_array_length(attempts) AS calls, tokens_in, cost FROM switchyard.results"
+            ).first)
+            #expect(try row.decode("status", as: String.self) == "failed")
+            #expect(try row.decode("code", as: String.self) == "outcome_not_storable")
+            #expect(try row.decode("calls", as: Int?.self) == 1)
+            #expect(try row.decode("tokens_in", as: Int?.self) == 999_999_999)
+            #expect(try row.decode("cost", as: Decimal?.self) == nil)
+        }
+    }
+
     @Test("past the grace period, a write the database is up for but refuses for now (a lock timeout) is still retried",
           .timeLimit(.minutes(1)))
     func transientFailureAfterGrace() async throws {

@@ -290,7 +290,8 @@ final class CompletionWriter: Sendable {
 
     /// Writes the halves of a batch the database refused apart, down to the one outcome it
     /// refuses, and records that job as failed with the reason: with the attempt's trail, tokens
-    /// and cost (the calls were made and are billed), else, if that is refused too, without.
+    /// and cost (the calls were made and are billed); if that is refused too, without the costs
+    /// (a price times a count past `numeric`'s column); then without anything of the attempt.
     private func isolate(_ batch: [Pending], _ error: PostgresError) async {
         if batch.count > 1 {
             await flush(Array(batch[..<(batch.count / 2)]))
@@ -305,9 +306,18 @@ final class CompletionWriter: Sendable {
         )
         let replacement = refused.kind == .result && refused.status == "failed"
             && refused.error?["code"] == "outcome_not_storable"
-        let bare = replacement && refused.trail.isEmpty && refused.cost == nil && refused.tokensIn == nil
+        let costed = refused.cost != nil || refused.baseCost != nil || refused.primaryCost != nil
+        let bare = replacement && refused.trail.isEmpty && !costed && refused.tokensIn == nil
         if bare {
             item.done(nil)  // even the bare record was refused: leave it to the rescue
+            return
+        }
+        if replacement && costed {
+            var uncosted = refused
+            uncosted.cost = nil
+            uncosted.baseCost = nil
+            uncosted.primaryCost = nil
+            await flush([Pending(completion: uncosted, done: item.done)])
             return
         }
         var failed = Completion(
