@@ -199,6 +199,29 @@ struct OpenAIProviderTests {
         }
     }
 
+    @Test("a 200 the parser cannot read says why, not just \"not JSON\"; a byte order mark is skipped")
+    func unreadableBodies() async throws {
+        try await withFakeProviderServer { server in
+            let answer = #"{"id":"c1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1}}"#
+            try await server.script(["gpt-test": ["status": 200, "body": .string("\u{FEFF}" + answer)]])
+            let reply = try await Self.provider().complete(Self.call(Self.model(server)))
+            #expect(reply.response["choices"]?[0]?["message"]?["content"] == "hi")
+
+            for (body, reason) in [
+                (answer.replacingOccurrences(of: "\"hi\"", with: #""x\ud800y""#), "an unpaired surrogate"),
+                (answer.replacingOccurrences(of: #""index":0"#, with: #""index":0,"logprob":1e400"#), "a number out of range"),
+            ] {
+                try await server.script(["gpt-test": ["status": 200, "body": .string(body)]])
+                let error = await ProviderTestSupport.providerError {
+                    try await Self.provider().complete(Self.call(Self.model(server)))
+                }
+                #expect(error?.code == .invalidResponse)
+                #expect(error?.message.contains("with a body that is not valid JSON: \(reason) at byte") == true,
+                        "\(String(describing: error))")
+            }
+        }
+    }
+
     @Test("a server slower than the attempt's budget is cut off at the budget")
     func slowServerTimesOut() async throws {
         try await withFakeProviderServer { server in

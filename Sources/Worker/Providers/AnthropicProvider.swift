@@ -70,8 +70,15 @@ public struct AnthropicProvider: ModelProvider {
                 status: exchange.status, headers: exchange.headers, body: exchange.body, model: model.name, now: now,
                 latency: exchange.latency)
         }
-        // Redacted again once decoded: the raw text hides a key whose characters are escaped.
-        let message = (try? JSONValue(parsing: exchange.body)).map(Secrets.redact)
+        let message: JSONValue?
+        let unreadable: String?
+        do {
+            message = try ProviderEndpoint.decodedBody(exchange.body)
+            unreadable = nil
+        } catch {
+            message = nil
+            unreadable = (error as? QueueError)?.message ?? "\(error)"
+        }
         if let message, let status = ProviderEndpoint.embeddedErrorStatus(message) {
             throw ProviderError.fromResponse(
                 status: status, headers: exchange.headers, body: exchange.body, model: model.name, now: now,
@@ -82,7 +89,8 @@ public struct AnthropicProvider: ModelProvider {
                 from: message, model: model.upstreamName, created: now)
         else {
             throw ProviderError.invalidResponse(
-                "the provider answered \(exchange.status) with a body that is not a Messages API message",
+                "the provider answered \(exchange.status) with a body that is "
+                    + (unreadable ?? "not a Messages API message"),
                 body: exchange.body, model: model.name, status: exchange.status, latency: exchange.latency,
                 rateLimit: rateLimit)
         }

@@ -70,9 +70,12 @@ public struct OpenAIProvider: ModelProvider {
                 reason, body: exchange.body, model: model, status: exchange.status, latency: exchange.latency,
                 rateLimit: rateLimit)
         }
-        // Redacted again once decoded: the raw text hides a key whose characters are escaped.
-        guard let response = (try? JSONValue(parsing: exchange.body)).map(Secrets.redact) else {
-            throw invalid("the provider answered \(exchange.status) with a body that is not JSON")
+        let response: JSONValue
+        do {
+            response = try ProviderEndpoint.decodedBody(exchange.body)
+        } catch {
+            throw invalid(
+                "the provider answered \(exchange.status) with a body that is \((error as? QueueError)?.message ?? "\(error)")")
         }
         if let status = ProviderEndpoint.embeddedErrorStatus(response) {
             throw ProviderError.fromResponse(

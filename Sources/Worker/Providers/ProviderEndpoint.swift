@@ -81,6 +81,16 @@ enum ProviderEndpoint {
         return object
     }
 
+    /// A provider's body as JSON, its decoded strings redacted (the raw text hides a key whose
+    /// characters are escaped); a UTF-8 byte order mark before it is skipped, as RFC 8259 lets a
+    /// parser do (some servers send one).
+    /// - Throws: why it is not JSON this worker can read, and where: "not valid JSON: an
+    ///   unpaired surrogate at byte 20" (a number past ±1.8e308, nesting past 512 levels, …).
+    static func decodedBody(_ body: Data) throws -> JSONValue {
+        let text = body.starts(with: [0xEF, 0xBB, 0xBF]) ? Data(body.dropFirst(3)) : body
+        return Secrets.redact(try JSONValue(parsing: text))
+    }
+
     /// A 2xx body that carries an error instead of an answer (some proxies, e.g. OpenRouter, do
     /// this): the status to classify it as, or nil when the body is not such an error.
     static func embeddedErrorStatus(_ body: JSONValue) -> Int? {

@@ -11,7 +11,7 @@ import Testing
 struct PoisonJobTests {
     /// Each poison model, where it lives, and what its failure must be recorded as.
     static let poisons: [(model: String, fragments: [String])] = [
-        ("garbled", ["not JSON"]), ("stalled", ["timed_out"]), ("broken", ["HTTP 500"]), ("reset", ["could not reach"]),
+        ("garbled", ["not valid JSON"]), ("stalled", ["timed_out"]), ("broken", ["HTTP 500"]), ("reset", ["could not reach"]),
         ("closed", ["could not reach"]),
         // libcurl may wait out the promised length rather than report the cut: either is a failure.
         ("partial", ["could not reach", "timed_out"]),
