@@ -118,6 +118,30 @@ struct CatalogStoreTests {
         }
     }
 
+    /// A review emptied its catalog by accident with exit 0: `{"models": {}, "routing_rules": {}}`.
+    @Test("an empty section that would remove every model or rule is refused, naming the count, unless allowed")
+    func emptySections() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = CatalogStore(pool: pool)
+            _ = try await store.importDocument(Data(Self.small(price: "0.001", fallbacks: #"["b"]"#, extra: true).utf8))
+            let before = try await store.load()
+            let empty = Data(#"{"models": {}, "routing_rules": {}}"#.utf8)
+            let error = try await #require(throws: QueueError.self) { try await store.importDocument(empty) }
+            #expect(error.message.contains("models: is empty, so importing it would remove all \(before.models.count) models"), "\(error)")
+            #expect(error.message.contains("routing_rules: is empty, so importing it would remove all \(before.rules.count) rules"), "\(error)")
+            #expect(try await store.load() == before)
+            let rulesEmpty = try await #require(throws: QueueError.self) {
+                try await store.importDocument(Data(#"{"routing_rules": {}}"#.utf8), dryRun: true)
+            }
+            #expect(rulesEmpty.message.contains("routing_rules: is empty"))
+
+            let emptied = try await store.importDocument(empty, allowEmpty: true)
+            #expect(emptied.catalog.models.isEmpty && emptied.catalog.rules.isEmpty)
+            // Nothing to remove: an empty section into an empty catalog is no change, not a refusal.
+            #expect(try await store.importDocument(empty).changes.isEmpty)
+        }
+    }
+
     @Test("a merge cannot give a class to a second rule: the rule in the database already serves it")
     func mergeKeepsOneRulePerClass() async throws {
         try await TestDatabase.withMigratedPool { pool in

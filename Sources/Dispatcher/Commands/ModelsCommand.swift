@@ -5,7 +5,7 @@ import QueueModel
 /// `dispatcher models import FILE.json`, `list`, `prices` and `export`.
 enum ModelsCommand {
     static let usage = """
-        usage: dispatcher models import FILE.json [--merge] [--dry-run] [--json]
+        usage: dispatcher models import FILE.json [--merge] [--dry-run] [--allow-empty] [--json]
                dispatcher models list [--json]
                dispatcher models prices [--at TIME] [--json]
                dispatcher models export [--file FILE]
@@ -19,9 +19,11 @@ enum ModelsCommand {
                  does not list are removed, as with a LiteLLM or Portkey config. A section the file
                  lacks is left alone, so a rules-only file never removes models.
 
-                   --merge     only add and update; remove nothing
-                   --dry-run   validate and show what would change; write nothing
-                   FILE        a path, or - for stdin
+                   --merge        only add and update; remove nothing
+                   --dry-run      validate and show what would change; write nothing
+                   --allow-empty  let an empty section remove every model (or every rule), which
+                                  is refused without it
+                   FILE           a path, or - for stdin
 
         list     the catalog with live health (breaker state, latency EWMA and P95) and the rules.
 
@@ -40,7 +42,7 @@ enum ModelsCommand {
     static func run(_ words: [String]) async throws -> Int32 {
         let arguments = try Arguments(
             words, command: "dispatcher models", options: ["database-url", "at", "file"],
-            flags: ["merge", "dry-run", "json"]
+            flags: ["merge", "dry-run", "allow-empty", "json"]
         )
         guard let action = arguments.positionals.first, !arguments.flag("help") else {
             print(usage)
@@ -105,7 +107,8 @@ enum ModelsCommand {
         defer { Task { await pool.close() } }
         let dryRun = arguments.flag("dry-run")
         let outcome = try await CatalogStore(pool: pool).importDocument(
-            data, mode: arguments.flag("merge") ? .merge : .replace, dryRun: dryRun
+            data, mode: arguments.flag("merge") ? .merge : .replace, dryRun: dryRun,
+            allowEmpty: arguments.flag("allow-empty")
         )
         if arguments.flag("json") {
             let json: JSONValue = [

@@ -71,14 +71,17 @@ public struct CatalogStore: Sendable {
     /// Models and rules in the file are inserted or updated (only those that differ are written).
     /// With `.replace` (the default), a section the file has is the whole truth: models or rules it
     /// does not list are removed; a section it lacks is left alone. With `.merge` nothing is removed.
+    /// An empty section that would remove every model or every rule is refused unless
+    /// `allowEmpty`: `{"models": {}, "routing_rules": {}}` emptied a review's catalog with exit 0.
     /// - Parameters:
     ///   - data: the document's JSON text.
     ///   - dryRun: validate and compute the changes, write nothing.
+    ///   - allowEmpty: let an empty section remove everything of its kind.
     /// - Returns: what changed, the resulting catalog, and warnings.
     /// - Throws: `QueueError.invalidInput` listing every problem (nothing is written).
-    public func importDocument(_ data: Data, mode: CatalogImportMode = .replace, dryRun: Bool = false) async throws
-        -> ImportOutcome
-    {
+    public func importDocument(
+        _ data: Data, mode: CatalogImportMode = .replace, dryRun: Bool = false, allowEmpty: Bool = false
+    ) async throws -> ImportOutcome {
         try await pool.withTransaction { connection in
             try await connection.query("SELECT pg_advisory_xact_lock($1)", [Self.importLockKey])
             let existing = try await Self.load(on: connection)
@@ -86,6 +89,22 @@ public struct CatalogStore: Sendable {
             guard let document = validation.document else { throw CatalogDocument.error(listing: validation.problems) }
             let catalog = document.applied(to: existing, mode: mode)
             let changes = CatalogChanges(from: existing, to: catalog)
+            if !allowEmpty {
+                let emptied = [
+                    ("models", "models", existing.models.count, catalog.models.isEmpty),
+                    ("routing_rules", "rules", existing.rules.count, catalog.rules.isEmpty),
+                ].filter { $0.2 > 0 && $0.3 }
+                guard emptied.isEmpty else {
+                    throw CatalogDocument.error(
+                        listing: emptied.map { section, kind, count, _ in
+                            CatalogProblem(
+                                path: section,
+                                message: "is empty, so importing it would remove all \(count) \(kind) of the catalog",
+                                hint: "list the \(kind) to keep (dispatcher models export shows them), import with "
+                                    + "--merge to remove nothing, or pass --allow-empty to empty it on purpose")
+                        })
+                }
+            }
             let zoneProblems = try await Self.timeZoneProblems(
                 in: catalog.models.filter { changes.modelsToWrite.contains($0.name) }, on: connection)
             guard zoneProblems.isEmpty else { throw CatalogDocument.error(listing: zoneProblems) }
