@@ -189,15 +189,19 @@ final class FleetState: Sendable {
         }
     }
 
-    /// Follows NOTIFYs on `channels`.
-    func handle(_ notification: PostgresNotification) async {
+    /// Follows NOTIFYs on `channels`: starts the reload each asks for and returns, so the
+    /// listener goes on at once (see `ReloadGate`).
+    func handle(_ notification: PostgresNotification) {
         switch notification.channel {
-        case CatalogStore.channel: await reloadCatalog()
-        case HealthStore.channel: await refreshHealth()
-        case Self.settingsChannel: await reloadPolicy()
+        case CatalogStore.channel: gates.catalog.request { await self.reloadCatalog() }
+        case HealthStore.channel: gates.health.request { await self.refreshHealth() }
+        case Self.settingsChannel: gates.policy.request { await self.reloadPolicy() }
         default: break
         }
     }
+
+    /// One gate per kind of reload a notification asks for.
+    private let gates = (catalog: ReloadGate(), health: ReloadGate(), policy: ReloadGate())
 
     /// Reports outcomes and refreshes breakers until cancelled; reports once more on the way out.
     func run() async {

@@ -458,7 +458,7 @@ final class WorkerService: Sendable {
                     case .notification(let notification) where notification.channel == "switchyard_jobs":
                         wake.signal(.notified)
                     case .notification(let notification):
-                        await fleet?.handle(notification)
+                        fleet?.handle(notification)
                     case .reconnected:
                         logger.notice("the LISTEN connection is back")
                         // Whatever was announced while disconnected is lost: catch up on all of it.
