@@ -163,6 +163,53 @@ struct WorkerServiceTests {
         }
     }
 
+    /// A review restarted Postgres (`-m immediate`) under load: a claim committed, its answer was
+    /// lost with the connection, and its jobs sat leased to a live worker until the lease ran out,
+    /// then were rescued as failed ("stopped renewing its lease") with an attempt spent.
+    @Test("jobs a failed claim leased after all are found and run at once, not left for the rescue")
+    func claimAnswerLost() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let configuration = Self.configuration(concurrency: 8)
+            let worker = configuration.identity.id
+            try await Self.withWorker(pool, configuration, SimulatedExecutor()) { _ in
+                // What the lost claim did: three jobs leased to this worker, attempt 1 spent.
+                var leased: [Int64] = []
+                for _ in 0..<3 {
+                    let id = try await store.submit(Submission(request: Self.hello, runAt: Date().addingTimeInterval(3600), maxAttempts: 1))
+                    try await pool.query(
+                        """
+                        UPDATE switchyard.jobs SET lease_owner = $2, attempt = 1, claimed_at = now(),
+                               lease_expires_at = now() + interval '30 seconds', run_at = now()
+                        WHERE id = $1
+                        """, [id, worker])
+                    leased.append(id)
+                }
+                // The next claim fails (the connection's loss, as a claim sees it: an error).
+                try await pool.query(
+                    """
+                    CREATE FUNCTION public.fail_claims() RETURNS trigger LANGUAGE plpgsql AS $$
+                    BEGIN RAISE EXCEPTION 'the database connection was lost (test)'; END $$
+                    """)
+                try await pool.query(
+                    """
+                    CREATE TRIGGER fail_claims BEFORE UPDATE ON switchyard.jobs FOR EACH ROW
+                        WHEN (OLD.lease_owner IS NULL AND NEW.lease_owner IS NOT NULL) EXECUTE FUNCTION public.fail_claims()
+                    """)
+                _ = try await store.submit(Submission(request: Self.hello))
+                // Claims fail meanwhile: one for the notification, then one per 500 ms.
+                try await Task.sleep(for: .seconds(1))
+                try await pool.query("DROP TRIGGER fail_claims ON switchyard.jobs")
+                // Well inside the 30 s lease: found and run by the worker that holds them.
+                try await waitUntil("the leased jobs have run", limit: .seconds(10)) {
+                    try await pool.query("SELECT count(*) FROM switchyard.results WHERE job_id = ANY ($1::bigint[])", [leased])
+                        .scalar(Int.self) == 3
+                }
+                for id in leased { #expect(try await store.status(of: id) == "succeeded") }
+            }
+        }
+    }
+
     @Test("failed attempts are retried with exponential backoff (run_at moves), then end as failed with the trail")
     func retrySchedule() async throws {
         try await TestDatabase.withMigratedPool { pool in

@@ -91,6 +91,16 @@ public struct QueueStore: Sendable {
         return try rows.map(Job.init(row:))
     }
 
+    /// Jobs leased to `worker` other than those it holds: a claim that committed while its answer
+    /// was lost (the connection dropped as the server restarted) leased them, and nobody runs
+    /// them; left alone, they waited out the lease and were rescued with an attempt spent.
+    public func unheldLeases(worker: String, holding: [Int64]) async throws -> [Job] {
+        try await pool.query(
+            "SELECT \(Job.columns) FROM switchyard.jobs WHERE lease_owner = $1 AND NOT (id = ANY ($2::bigint[]))",
+            [worker, holding]
+        ).map(Job.init(row:))
+    }
+
     /// The process registered under `id` whose heartbeat is younger than its lease (or `lease`,
     /// the longer): a worker that may be running under this id now.
     public func liveRegistration(

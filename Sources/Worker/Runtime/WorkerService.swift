@@ -156,6 +156,8 @@ final class WorkerService: Sendable {
         let clock = ContinuousClock()
         var cursorSince = clock.now
         var claimed = 0
+        // A claim that failed may have committed before its answer was lost.
+        var claimMayHaveLeased = false
         while !isStopping {
             // With --max-jobs, no claim past the limit: the last claim asks for what is left. Its
             // jobs finish however long they take (a 3-minute call cut at the shutdown grace would
@@ -178,6 +180,23 @@ final class WorkerService: Sendable {
                     cursorSince = clock.now
                 }
                 do {
+                    if claimMayHaveLeased {
+                        let unheld = try await store.unheldLeases(
+                            worker: configuration.identity.id, holding: inFlight.held.map(\.ticket.id))
+                        claimMayHaveLeased = false
+                        if !unheld.isEmpty {
+                            logger.notice(
+                                "a claim whose answer was lost had gone through: running its jobs",
+                                ["jobs": unheld.count])
+                        }
+                        for job in unheld {
+                            metrics.jobsClaimed.increment([job.priority.rawValue])
+                            start(job)
+                        }
+                        claimed += unheld.count
+                        // They took slots: count again before claiming more.
+                        if !unheld.isEmpty { continue }
+                    }
                     let jobs = try await metrics.measure("claim") { [cursor] in
                         try await store.claim(
                             worker: configuration.identity.id, freeSlots: free, backgroundSlots: backgroundSlots,
@@ -197,6 +216,7 @@ final class WorkerService: Sendable {
                     }
                     queueMayHaveWork = Self.mayHaveMore(jobs, free: free, backgroundSlots: backgroundSlots)
                 } catch {
+                    claimMayHaveLeased = true
                     logger.error("claim failed; retrying", ["error": "\(error)"])
                     try? await Task.sleep(for: .milliseconds(500))
                 }
