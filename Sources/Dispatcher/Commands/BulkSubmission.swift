@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import Postgres
 import QueueModel
 
 /// Submits JSONL in batches of 1,000 jobs per statement. A batch the server refuses is retried
@@ -21,7 +22,10 @@ struct BulkSubmission {
         var submitted = 0
         var rejections: [Rejection] = []
         var ids: [Int64] = []
+        // The first line not yet submitted or rejected: where to start again if the server goes.
+        var resumeLine = 1
         while let lines = try await Self.lines(reader, batchSize, path: path, submitted: submitted, rejected: rejections.count) {
+            resumeLine = lines.first?.number ?? resumeLine
             var batch: [(line: Int, submission: Submission)] = []
             for line in lines {
                 do {
@@ -35,20 +39,28 @@ struct BulkSubmission {
                 }
             }
             do {
-                ids += try await store.submit(batch: batch.map(\.submission))
-                submitted += batch.count
-            } catch let error as QueueError where error.isSubmissionRefusal {
-                // Someone in this batch was refused (invalid, or a tenant this role may not
-                // submit for): none of it was stored; find out who, one by one.
-                for item in batch {
-                    do {
-                        ids.append(try await store.submit(item.submission))
-                        submitted += 1
-                    } catch let error as QueueError where error.isSubmissionRefusal {
-                        rejections.append(Rejection(line: item.line, reason: error.message))
+                do {
+                    ids += try await store.submit(batch: batch.map(\.submission))
+                    submitted += batch.count
+                } catch let error as QueueError where error.isSubmissionRefusal {
+                    // Someone in this batch was refused (invalid, or a tenant this role may not
+                    // submit for): none of it was stored; find out who, one by one.
+                    for item in batch {
+                        resumeLine = item.line
+                        do {
+                            ids.append(try await store.submit(item.submission))
+                            submitted += 1
+                        } catch let error as QueueError where error.isSubmissionRefusal {
+                            rejections.append(Rejection(line: item.line, reason: error.message))
+                        }
                     }
                 }
+            } catch {
+                progress.finish()
+                throw interrupted(by: error, path: path, resumeLine: resumeLine, submitted: submitted, ids: ids,
+                                  rejections: rejections)
             }
+            resumeLine = (lines.last?.number ?? resumeLine - 1) + 1
             progress.update(submitted: submitted, rejected: rejections.count)
         }
         progress.finish()
@@ -79,6 +91,37 @@ struct BulkSubmission {
             if rejections.count > 100 { print("  … and \(rejections.count - 100) more (use --json for all)") }
         }
         return rejections.isEmpty ? ExitCode.success : ExitCode.invalidInput
+    }
+
+    /// The error for a run the database stopped (a batch is one statement: it went in whole or
+    /// not at all), saying what went in and where to start again; with `--json`, the summary so
+    /// far goes to stdout first, with `error` and `resume_from_line`.
+    private func interrupted(
+        by error: any Error, path: String, resumeLine: Int, submitted: Int, ids: [Int64], rejections: [Rejection]
+    ) -> QueueError {
+        let reason = (error as? QueueError)?.message ?? (error as? PostgresError)?.message ?? "\(error)"
+        // Lines of the unfinished batch already refused on reading are read again on the rerun.
+        let rejections = rejections.filter { $0.line < resumeLine }
+        if json {
+            let summary: JSONValue = [
+                "submitted": .number(Double(submitted)), "jobs": .number(Double(Set(ids).count)),
+                "rejected": .number(Double(rejections.count)), "ids": .array(ids.map { .number(Double($0)) }),
+                "rejections": .array(rejections.map { ["line": .number(Double($0.line)), "error": .string($0.reason)] }),
+                "error": .string(reason), "resume_from_line": .number(Double(resumeLine)),
+            ]
+            print(summary.jsonText)
+            fflush(nil)  // whole, before the error goes to stderr
+        }
+        let source = path == "-" ? "stdin" : path
+        return QueueError(
+            .database,
+            "\(reason); lines 1–\(resumeLine - 1) of \(source) were done (submitted \(submitted), rejected "
+                + "\(rejections.count)); line \(resumeLine) on was not submitted",
+            hint: path == "-"
+                ? "Submit the rest from line \(resumeLine) once the database is back; give lines an idempotency_key "
+                    + "to make a rerun of the whole input safe."
+                : "Once the database is back, submit the rest: tail -n +\(resumeLine) \(path) | dispatcher submit "
+                    + "--file - (with the same options); or give lines an idempotency_key, and rerun the whole file.")
     }
 
     /// The next lines; a read that fails (a directory, a closed stdin, an I/O error) says how far

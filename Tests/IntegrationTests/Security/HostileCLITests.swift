@@ -174,6 +174,46 @@ struct HostileCLITests {
         }
     }
 
+    /// A review stopped Postgres under `submit --file` of 300,000 lines: 42,000 had gone in, and the
+    /// error said nothing of it (with --json, stdout was empty); rerun, the file doubled them.
+    @Test("a --file run the database stops says which lines went in and where to start again")
+    func interruptedFile() async throws {
+        try await TestDatabase.withMigrated { configuration in
+            let pool = PostgresPool(configuration, options: .init(maxConnections: 2))
+            defer { Task { await pool.close() } }
+            // The third batch (lines 2,001–2,600) fails as the server would going down.
+            try await pool.query(
+                """
+                CREATE FUNCTION public.go_down() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    IF NEW.request -> 'messages' -> 0 ->> 'content' = 'line 2500' THEN
+                        RAISE EXCEPTION USING ERRCODE = '57P01', MESSAGE = 'terminating connection due to administrator command';
+                    END IF;
+                    RETURN NEW;
+                END $$
+                """)
+            try await pool.query(
+                "CREATE TRIGGER go_down BEFORE INSERT ON switchyard.jobs FOR EACH ROW EXECUTE FUNCTION public.go_down()")
+            let file = Self.temporaryFile("interrupted.jsonl")
+            defer { try? FileManager.default.removeItem(at: file) }
+            let lines = (1...2600).map { #"{"messages":[{"role":"user","content":"line \#($0)"}]}"# }
+            try Data(lines.joined(separator: "\n").utf8).write(to: file)
+            let url = configuration.effectiveConnectionString
+            let binary = WorkerProcess.binary("dispatcher")
+            let (status, output) = try await BlockingWork.run {
+                try ChildProcess.run(binary, ["submit", "--file", file.path, "--json", "--database-url", url])
+            }
+            #expect(status == 1, "\(output)")
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.jobs").scalar(Int.self) == 2000)
+            let summaryLine = try #require(output.split(separator: "\n").first { $0.hasPrefix("{") }, "\(output)")
+            let summary = try JSONValue(parsing: String(summaryLine))
+            #expect(summary["submitted"] == 2000 && summary["resume_from_line"] == 2001)
+            #expect(summary["ids"]?.arrayValue?.count == 2000)
+            #expect(output.contains("lines 1–2000 of \(file.path) were done (submitted 2000, rejected 0); line 2001 on was not submitted"), "\(output)")
+            #expect(output.contains("tail -n +2001 \(file.path) | dispatcher submit --file -"), "\(output)")
+        }
+    }
+
     @Test("a JSONL line over the client's limit is reported by number without being held in memory")
     func oversizedLine() async throws {
         let file = Self.temporaryFile("long.jsonl")
