@@ -65,6 +65,16 @@ enum LibPQ {
             return "Check sslmode in DATABASE_URL against what the server offers (require/verify-full need SSL on "
                 + "the server; verify-full also needs sslrootcert)."
         }
+        if reason.contains("too many connections for") {
+            return "The role's or database's CONNECTION LIMIT is reached: raise it (ALTER ROLE … CONNECTION LIMIT n), "
+                + "or open fewer connections (each worker opens up to 9, by its --concurrency; see the connection "
+                + "budget in docs/deploy.md)."
+        }
+        if reason.contains("too many clients") || reason.contains("remaining connection slots are reserved") {
+            return "The server has no connection slot free: raise its max_connections, or open fewer connections "
+                + "(each worker opens up to 9, by its --concurrency; see the connection budget in docs/deploy.md), "
+                + "or put PgBouncer in front."
+        }
         if reason.contains("role") && reason.contains("does not exist") {
             return "Create the role (createuser NAME) or fix the user name in DATABASE_URL."
         }

@@ -39,6 +39,9 @@ public final class PostgresPool: Sendable {
         var waiters: [Waiter] = []
         var nextID: UInt64 = 0
         var closed = false
+        /// Fewer connections than `maxConnections` for a while: the server had no slot free for
+        /// one more, so checkouts wait for those open rather than knock on a full server.
+        var cap: (limit: Int, until: ContinuousClock.Instant)?
     }
 
     private let state = Mutex(State())
@@ -126,7 +129,7 @@ public final class PostgresPool: Sendable {
             let step: Step = try state.withLock { state in
                 if state.closed { throw Self.closedError }
                 if let connection = state.idle.popLast() { return .use(connection) }
-                if state.open < options.maxConnections {
+                if state.open < limit(&state) {
                     state.open += 1
                     return .open
                 }
@@ -139,6 +142,12 @@ public final class PostgresPool: Sendable {
             case .open:
                 do {
                     return try await openConnection()
+                } catch let error as PostgresError where error.isServerFull && othersOpen() {
+                    // A worker started beside a full fleet opened each extra connection for 15 s
+                    // per checkout and did 36 jobs in 90 s: it waits for its own instead, and
+                    // asks the server again after a while.
+                    state.withLock { $0.cap = ($0.open - 1, .now + .seconds(30)) }
+                    releaseSlot()
                 } catch {
                     releaseSlot()
                     throw error
@@ -160,7 +169,7 @@ public final class PostgresPool: Sendable {
                     if state.closed { return { continuation.resume(throwing: Self.closedError) } }
                     if Task.isCancelled { return { continuation.resume(throwing: CancellationError()) } }
                     if let connection = state.idle.popLast() { return { continuation.resume(returning: connection) } }
-                    if state.open < options.maxConnections { return { continuation.resume(returning: nil) } }
+                    if state.open < limit(&state) { return { continuation.resume(returning: nil) } }
                     state.waiters.append(Waiter(id: id, continuation: continuation))
                     return nil
                 }
@@ -212,6 +221,15 @@ public final class PostgresPool: Sendable {
         waiter?.continuation.resume(returning: nil)
     }
 
+    /// How many connections may be open now: `maxConnections`, or fewer while the server is full.
+    private func limit(_ state: inout State) -> Int {
+        if let cap = state.cap, cap.until < .now { state.cap = nil }
+        return min(options.maxConnections, state.cap?.limit ?? .max)
+    }
+
+    /// Whether connections other than the one being opened exist, to wait for.
+    private func othersOpen() -> Bool { state.withLock { $0.open > 1 } }
+
     private func openConnection() async throws -> PostgresConnection {
         let threadName = "\(options.threadName)-\(state.withLock { $0.open })"
         let clock = ContinuousClock()
@@ -220,7 +238,9 @@ public final class PostgresPool: Sendable {
         while true {
             do {
                 return try await PostgresConnection.connect(configuration, threadName: threadName)
-            } catch let error as PostgresError where error.isWorthReconnecting && clock.now + delay < deadline {
+            } catch let error as PostgresError
+                where error.isWorthReconnecting && !(error.isServerFull && othersOpen()) && clock.now + delay < deadline
+            {
                 try await Task.sleep(for: delay)
                 delay = min(delay * 2, .seconds(1))
             }
@@ -233,6 +253,14 @@ public final class PostgresPool: Sendable {
 }
 
 extension PostgresError {
+    /// The server refused a connection because it has no slot free (`max_connections`).
+    var isServerFull: Bool {
+        code == .connectionFailed
+            && ["too many clients", "remaining connection slots are reserved", "too many connections for"].contains {
+                message.contains($0)
+            }
+    }
+
     /// A connection failure that may clear up by itself (server down, restarting, or overloaded),
     /// unlike wrong credentials or a missing database.
     var isWorthReconnecting: Bool {

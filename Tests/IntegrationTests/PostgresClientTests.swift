@@ -227,6 +227,46 @@ struct PostgresClientTests {
         }
     }
 
+    /// A review started a worker beside a fleet that filled the server: each checkout past its one
+    /// connection knocked for 15 s on the full server, and it did 36 jobs in 90 s.
+    @Test("a pool the server has no more slots for works on with those it has, and says why it has no more")
+    func serverFull() async throws {
+        try await TestDatabase.withEmpty { configuration in
+            let admin = PostgresPool(configuration, options: .init(maxConnections: 1))
+            defer { Task { await admin.close() } }
+            try await SecurityFixtures.withRoles(admin, ["capped": "pg_read_all_data"], login: true) { roles in
+                try await admin.query("ALTER ROLE \(roles["capped"]!) CONNECTION LIMIT 2")
+                let pool = PostgresPool(
+                    try PostgresConfiguration(SecurityFixtures.connectionString(configuration, as: roles["capped"]!)),
+                    options: .init(maxConnections: 4))
+                defer { Task { await pool.close() } }
+                let answers = try await withThrowingTaskGroup(of: Int.self) { group in
+                    for index in 0..<8 {
+                        group.addTask { try await pool.query("SELECT $1::int, pg_sleep(0.1)", [index]).scalar(Int.self) }
+                    }
+                    return try await group.reduce(into: []) { $0.append($1) }
+                }
+                #expect(answers.sorted() == Array(0..<8))
+                #expect(pool.openConnections <= 2)
+
+                // With no connection at all to wait for, the error says what is full.
+                let third = PostgresPool(
+                    try PostgresConfiguration(SecurityFixtures.connectionString(configuration, as: roles["capped"]!)),
+                    options: .init(maxConnections: 1, connectRetryTimeout: .milliseconds(200)))
+                let held = try await withThrowingTaskGroup(of: Void.self) { group in
+                    // Both slots held by the first pool while the third asks.
+                    for _ in 0..<2 { group.addTask { try await pool.query("SELECT pg_sleep(1)") } }
+                    try await Task.sleep(for: .milliseconds(300))
+                    let error = await #expect(throws: PostgresError.self) { try await third.query("SELECT 1") }
+                    try await group.waitForAll()
+                    return error
+                }
+                #expect(held?.hint?.contains("CONNECTION LIMIT") == true, "\(String(describing: held))")
+                await third.close()
+            }
+        }
+    }
+
     @Test("a NUL byte in a parameter is refused before it reaches the server")
     func refusesNulBytes() async throws {
         try await TestDatabase.withEmpty { configuration in
