@@ -81,6 +81,13 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
         return sqlState.errorClass == "08" || [.adminShutdown, .crashShutdown, .cannotConnectNow].contains(sqlState)
     }
 
+    /// True when the server cannot take any write now, whatever the statement: unreachable, read
+    /// only (`25006`: a primary turned standby, `default_transaction_read_only`), or out of a
+    /// resource (class `53`: disk full, out of memory). Writing less at a time does not help.
+    public var isServerUnavailable: Bool {
+        isUnreachable || sqlState == .readOnlySQLTransaction || sqlState?.errorClass == "53"
+    }
+
     /// True when the server refused a value the statement carried (a data exception, a
     /// constraint, a limit: SQLSTATE classes 22, 23 and 54): sending the same values again
     /// cannot succeed, and waiting does not help. Not for failures of the connection or the server.
@@ -112,6 +119,7 @@ public struct SQLState: Hashable, Sendable, CustomStringConvertible {
     public static let invalidTextRepresentation = SQLState("22P02")
     public static let raiseException = SQLState("P0001")
     public static let queryCanceled = SQLState("57014")
+    public static let readOnlySQLTransaction = SQLState("25006")
     public static let adminShutdown = SQLState("57P01")
     public static let crashShutdown = SQLState("57P02")
     public static let cannotConnectNow = SQLState("57P03")

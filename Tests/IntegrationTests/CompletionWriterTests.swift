@@ -269,6 +269,40 @@ struct CompletionWriterTests {
         }
     }
 
+    /// A review made the database read-only mid-drain: each write-back was halved down to single
+    /// results set aside, and the worker wrote 2, 3, 4 … 15 results per 1.5 s for 23 s after.
+    @Test("a batch a read-only server refuses waits whole, and is written whole once it takes writes",
+          .timeLimit(.minutes(1)))
+    func readOnlyServer() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            for _ in 0..<8 { _ = try await store.submit(Submission(request: Self.hello)) }
+            let jobs = try await store.claim(worker: "w", freeSlots: 8, backgroundSlots: 0, lease: .seconds(30))
+            try await Self.failWriteBacks(
+                pool, named: "read_only", with: "25006", "cannot execute INSERT in a read-only transaction")
+            let lines = Mutex<[String]>([])
+            let logger = Logger(label: "t", level: .warning) { line in lines.withLock { $0.append(line) } }
+            let writer = CompletionWriter(store: store, worker: "w", batchLimit: 10, logger: logger)
+            let written = Mutex(0)
+            for job in jobs {
+                writer.submit(Completion(jobID: job.id, attempt: job.attempt, kind: .result, status: "succeeded")) {
+                    if $0 != nil { written.withLock { $0 += 1 } }
+                }
+            }
+            let running = Task { await writer.run() }
+            // Past the tries after which a failing batch is split (100 + 200 + 400 ms).
+            try await waitUntil("four tries have failed") {
+                lines.withLock { $0 }.count { $0.contains("could not write results; retrying") } >= 4
+            }
+            try await pool.query("DROP TRIGGER read_only ON switchyard.results")
+            try await waitUntil("all eight are written") { written.withLock { $0 } == 8 }
+            writer.finish()
+            await running.value
+            #expect(!lines.withLock { $0 }.contains { $0.contains("in halves") || $0.contains("the others first") },
+                    "\(lines.withLock { $0 })")
+        }
+    }
+
     @Test("one outcome the database keeps failing while up is set aside: the others, and later ones, are written",
           .timeLimit(.minutes(1)))
     func oneStuckOutcome() async throws {

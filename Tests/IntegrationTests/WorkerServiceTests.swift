@@ -210,6 +210,31 @@ struct WorkerServiceTests {
         }
     }
 
+    /// A review made the database read-only for longer than the lease: once it took writes again,
+    /// the housekeeper rescued live workers' jobs (its own too) before they could renew.
+    @Test("a housekeeper whose own heartbeat failed within its tenure rescues nothing until a tenure has passed")
+    func noRescueAfterOutage() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let id = try await store.submit(Submission(request: Self.hello))
+            _ = try await store.claim(worker: "ghost", freeSlots: 1, backgroundSlots: 0, lease: .milliseconds(1))
+            let heartbeats = HeartbeatRecord()
+            heartbeats.failed()
+            let housekeeper = Housekeeper(
+                store: store, worker: "keeper", interval: .milliseconds(50), tenure: .seconds(2),
+                logger: Logger(label: "t", level: .error) { _ in }, heartbeats: heartbeats)
+            let running = Task { await housekeeper.run() }
+            defer { running.cancel() }
+            func leased() async throws -> Bool {
+                try await pool.query("SELECT lease_owner IS NOT NULL FROM switchyard.jobs WHERE id = $1", [id]).scalar(Bool.self)
+            }
+            try await Task.sleep(for: .milliseconds(600))
+            #expect(try await leased(), "rescued while the database may just have come back")
+            try await waitUntil("rescued once a tenure has passed", limit: .seconds(10)) { try await !leased() }
+            #expect(!heartbeats.failedRecently(within: .seconds(2)))
+        }
+    }
+
     @Test("failed attempts are retried with exponential backoff (run_at moves), then end as failed with the trail")
     func retrySchedule() async throws {
         try await TestDatabase.withMigratedPool { pool in

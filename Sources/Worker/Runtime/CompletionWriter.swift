@@ -258,7 +258,10 @@ final class CompletionWriter: Sendable {
                 // retried alone whenever nothing else is pending. Not once the worker is stopping:
                 // then the five tries above decide.
                 let stopping = state.withLock { $0.finishing || $0.givingUp }
-                if !unreachable && !stopping && attempts >= triesBeforeSettingAside {
+                // A server that takes no writes now (read only, a disk full) refuses every half
+                // alike: the batch waits whole, as for one that cannot be reached.
+                let unavailable = (error as? PostgresError)?.isServerUnavailable ?? false
+                if !unavailable && !stopping && attempts >= triesBeforeSettingAside {
                     if batch.count > 1 {
                         logger.warning(
                             "could not write results; writing the batch in halves",

@@ -17,11 +17,14 @@ final class Housekeeper: Sendable {
     private let logger: Logger
     private let metrics: WorkerMetrics
     private let alerts: AlertStore
+    /// This worker's heartbeats: while one failed within a lease (the tenure), no rescue.
+    private let heartbeats: HeartbeatRecord
 
     init(
         store: QueueStore, worker: String, interval: Duration, tenure: Duration, logger: Logger,
-        metrics: WorkerMetrics = WorkerMetrics()
+        metrics: WorkerMetrics = WorkerMetrics(), heartbeats: HeartbeatRecord = HeartbeatRecord()
     ) {
+        self.heartbeats = heartbeats
         self.store = store
         self.worker = worker
         self.interval = interval
@@ -94,7 +97,12 @@ final class Housekeeper: Sendable {
 
     /// One round; returns how long the alert evaluation took (or failed after), when there was one.
     private func keepHouse(partitions: Bool, alerts evaluateAlerts: Bool) async throws -> Duration? {
-        for rescue in try await metrics.measure("rescue", { try await store.rescueExpired() }) {
+        // The database was out for this worker within a lease, so perhaps for every worker: their
+        // leases may have lapsed with them alive. Rescued now, their answers would be thrown away.
+        let rescues = heartbeats.failedRecently(within: tenure) ? [] : try await metrics.measure("rescue") {
+            try await store.rescueExpired()
+        }
+        for rescue in rescues {
             metrics.rescues.increment([rescue.outcome])
             logger.warning(
                 "rescued a job whose lease expired",

@@ -16,6 +16,8 @@ final class WorkerService: Sendable {
     private let wake = WakeSignal()
     private let writer: CompletionWriter
     private let housekeeper: Housekeeper
+    /// When this worker's heartbeats last failed, for the housekeeper.
+    private let heartbeats = HeartbeatRecord()
     private let now: @Sendable () -> Date
     private let random: @Sendable () -> Double
     private let stopping = Mutex(false)
@@ -47,7 +49,7 @@ final class WorkerService: Sendable {
         )
         self.housekeeper = Housekeeper(
             store: store, worker: configuration.identity.id, interval: configuration.housekeepingInterval,
-            tenure: configuration.lease, logger: logger, metrics: metrics
+            tenure: configuration.lease, logger: logger, metrics: metrics, heartbeats: heartbeats
         )
     }
 
@@ -457,6 +459,7 @@ final class WorkerService: Sendable {
                 }
             } catch {
                 if Task.isCancelled { return }  // the worker is stopping, with nothing left to hold
+                heartbeats.failed()
                 logger.error("heartbeat failed; leases not renewed", ["error": "\(error)", "in_flight": held.count])
             }
         }
