@@ -32,6 +32,12 @@ struct CompletionWriterTests {
             """)
     }
 
+    /// `count` jobs submitted and claimed by worker "w" for 30 s.
+    static func claimed(_ count: Int, in store: QueueStore) async throws -> [Job] {
+        for _ in 0..<count { _ = try await store.submit(Submission(request: hello)) }
+        return try await store.claim(worker: "w", freeSlots: count, backgroundSlots: 0, lease: .seconds(30))
+    }
+
     @Test("an outcome the fence refuses is a lost lease, and is counted as one")
     func refusedByTheFence() async throws {
         try await TestDatabase.withMigratedPool { pool in
@@ -103,8 +109,7 @@ struct CompletionWriterTests {
     func refusedOutcome() async throws {
         try await TestDatabase.withMigratedPool { pool in
             let store = QueueStore(pool: pool)
-            for _ in 0..<3 { _ = try await store.submit(Submission(request: Self.hello)) }
-            let jobs = try await store.claim(worker: "w", freeSlots: 3, backgroundSlots: 0, lease: .seconds(30))
+            let jobs = try await Self.claimed(3, in: store)
             #expect(jobs.count == 3)
             let writer = CompletionWriter(store: store, worker: "w", batchLimit: 10, logger: Logger(label: "t", level: .error) { _ in })
             let running = Task { await writer.run() }
@@ -230,8 +235,7 @@ struct CompletionWriterTests {
     func batchTooBigForTheDatabase() async throws {
         try await TestDatabase.withMigratedPool { pool in
             let store = QueueStore(pool: pool)
-            for _ in 0..<8 { _ = try await store.submit(Submission(request: Self.hello)) }
-            let jobs = try await store.claim(worker: "w", freeSlots: 8, backgroundSlots: 0, lease: .seconds(30))
+            let jobs = try await Self.claimed(8, in: store)
             #expect(jobs.count == 8)
             // A write-back of more than two results runs out of time (57014), every time.
             try await pool.query(
@@ -276,8 +280,7 @@ struct CompletionWriterTests {
     func readOnlyServer() async throws {
         try await TestDatabase.withMigratedPool { pool in
             let store = QueueStore(pool: pool)
-            for _ in 0..<8 { _ = try await store.submit(Submission(request: Self.hello)) }
-            let jobs = try await store.claim(worker: "w", freeSlots: 8, backgroundSlots: 0, lease: .seconds(30))
+            let jobs = try await Self.claimed(8, in: store)
             try await Self.failWriteBacks(
                 pool, named: "read_only", with: "25006", "cannot execute INSERT in a read-only transaction")
             let lines = Mutex<[String]>([])
@@ -308,8 +311,7 @@ struct CompletionWriterTests {
     func oneStuckOutcome() async throws {
         try await TestDatabase.withMigratedPool { pool in
             let store = QueueStore(pool: pool)
-            for _ in 0..<8 { _ = try await store.submit(Submission(request: Self.hello)) }
-            let jobs = try await store.claim(worker: "w", freeSlots: 8, backgroundSlots: 0, lease: .seconds(30))
+            let jobs = try await Self.claimed(8, in: store)
             #expect(jobs.count == 8)
             // Every write-back that includes the first job fails, until the trigger goes. (Not a
             // lock timeout on its row: with lock_timeout set, every NOTIFY's commit-time lock,
@@ -355,8 +357,7 @@ struct CompletionWriterTests {
     func noSplittingWhenStopping() async throws {
         try await TestDatabase.withMigratedPool { pool in
             let store = QueueStore(pool: pool)
-            for _ in 0..<4 { _ = try await store.submit(Submission(request: Self.hello)) }
-            let jobs = try await store.claim(worker: "w", freeSlots: 4, backgroundSlots: 0, lease: .seconds(30))
+            let jobs = try await Self.claimed(4, in: store)
             try await Self.failWriteBacks(
                 pool, named: "never", with: "57014", "canceling statement due to statement timeout")
             let lines = Mutex<[String]>([])
