@@ -42,6 +42,8 @@ public final class PostgresPool: Sendable {
         /// Fewer connections than `maxConnections` for a while: the server had no slot free for
         /// one more, so checkouts wait for those open rather than knock on a full server.
         var cap: (limit: Int, until: ContinuousClock.Instant)?
+        /// False once the owner gives up waiting for the server (`stopRetryingConnects`).
+        var retryConnects = true
     }
 
     private let state = Mutex(State())
@@ -111,6 +113,12 @@ public final class PostgresPool: Sendable {
         }
         for waiter in waiters { waiter.continuation.resume(throwing: Self.closedError) }
         for connection in idle { await connection.close() }
+    }
+
+    /// From now on, a connection that cannot be opened fails at once instead of being retried for
+    /// `connectRetryTimeout`: for a process stopping with the database down.
+    public func stopRetryingConnects() {
+        state.withLock { $0.retryConnects = false }
     }
 
     /// Connections open now, lent or idle.
@@ -240,6 +248,7 @@ public final class PostgresPool: Sendable {
                 return try await PostgresConnection.connect(configuration, threadName: threadName)
             } catch let error as PostgresError
                 where error.isWorthReconnecting && !(error.isServerFull && othersOpen()) && clock.now + delay < deadline
+                    && state.withLock({ $0.retryConnects })
             {
                 try await Task.sleep(for: delay)
                 delay = min(delay * 2, .seconds(1))

@@ -453,6 +453,45 @@ struct WorkerServiceTests {
         }
     }
 
+    /// A review's worker, signalled with the database down, took 86 s to stop (its supervisor
+    /// allowed 40): a claim, then standing down and deregistering, each retried the connection
+    /// for 15 s. Here the pool retries for a minute: only a stop that ends the retries passes.
+    @Test("with the database down, a stopping worker gives up connecting once its grace is over")
+    func shutdownEndsConnectRetries() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let database = try await pool.query("SELECT current_database() AS name").first!.decode("name", as: String.self)
+            let admin = try await PostgresConnection.connect(pool.configuration.withDatabase("postgres"))
+            var configuration = Self.configuration(concurrency: 2)
+            configuration.shutdownGrace = .milliseconds(300)
+            let servicePool = PostgresPool(pool.configuration, options: .init(connectRetryTimeout: .seconds(60)))
+            let service = WorkerService(
+                configuration: configuration, pool: servicePool, executor: SimulatedExecutor(),
+                logger: Logger(label: "worker", level: .error) { _ in })
+            let running = Task { try await service.run() }
+            try await waitUntil("the worker is registered") {
+                try await pool.query("SELECT count(*) FROM switchyard.workers WHERE id = $1", [configuration.identity.id])
+                    .scalar(Int.self) == 1
+            }
+            try await admin.query("ALTER DATABASE \(database) ALLOW_CONNECTIONS false")
+            try await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", [database])
+            // Its claims every 100 ms now wait on a connection that cannot be made.
+            try await Task.sleep(for: .milliseconds(500))
+            service.shutdown()
+            let finished = Mutex(false)
+            Task {
+                _ = try? await running.value
+                finished.withLock { $0 = true }
+            }
+            for _ in 0..<200 where !finished.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(100)) }
+            let stopped = finished.withLock { $0 }
+            try await admin.query("ALTER DATABASE \(database) ALLOW_CONNECTIONS true")
+            await admin.close()
+            #expect(stopped, "the worker was still retrying connections 20 s after its grace ended")
+            if !stopped { running.cancel() }
+            await servicePool.close()
+        }
+    }
+
     @Test("an answer that arrives after the grace period, as the worker stops, is written, not released")
     func answerAtShutdown() async throws {
         try await TestDatabase.withMigratedPool { pool in

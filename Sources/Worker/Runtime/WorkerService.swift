@@ -20,7 +20,10 @@ final class WorkerService: Sendable {
     private let heartbeats = HeartbeatRecord()
     private let now: @Sendable () -> Date
     private let random: @Sendable () -> Double
-    private let stopping = Mutex(false)
+    /// Ends connection retries when the grace period is over; cancelled once the worker stops.
+    private let graceTimer = Mutex<Task<Void, Never>?>(nil)
+    /// When shutdown began (nil: running); the grace period counts from then.
+    private let stopping = Mutex<ContinuousClock.Instant?>(nil)
     /// Connecting, checking the schema, registering and loading the catalog: a stop asked for
     /// meanwhile cancels it (with the database out of reach, it would wait out the connect
     /// timeout, and then fail).
@@ -53,7 +56,7 @@ final class WorkerService: Sendable {
         )
     }
 
-    private var isStopping: Bool { stopping.withLock { $0 } }
+    private var isStopping: Bool { stopping.withLock { $0 != nil } }
 
     /// Jobs claimed and not yet written back.
     var inFlightCount: Int { inFlight.count }
@@ -61,13 +64,24 @@ final class WorkerService: Sendable {
     /// Starts a graceful shutdown: no more claims; running jobs get the grace period to finish.
     func shutdown() {
         let first = stopping.withLock { stopping in
-            defer { stopping = true }
-            return !stopping
+            defer { stopping = stopping ?? .now }
+            return stopping == nil
         }
         guard first else { return }
         logger.notice("shutting down: no new claims", ["in_flight": inFlight.count])
         startup.withLock { $0 }?.cancel()
         wake.signal(.stopping)
+        // Once the grace is over, what is left to say (a claim on its way, the last write-backs,
+        // standing down, deregistering) is tried once each, not for 15 s each against a database
+        // that is down: a review's worker took 86 s to stop, its supervisor allowing 40.
+        let grace = configuration.shutdownGrace
+        let pool = store.pool
+        graceTimer.withLock {
+            $0 = Task {
+                try? await Task.sleep(for: grace)
+                if !Task.isCancelled { pool.stopRetryingConnects() }
+            }
+        }
     }
 
     func run() async throws {
@@ -120,6 +134,7 @@ final class WorkerService: Sendable {
             background.cancelAll()
         }
         await deregister()
+        graceTimer.withLock { $0 }?.cancel()
         logger.notice("worker stopped")
     }
 
@@ -400,8 +415,11 @@ final class WorkerService: Sendable {
                 await self.inFlight.waitUntilEmpty()
                 return true
             }
+            // From the signal, not from here: a claim waiting on a database that is down held
+            // the loop for 15 s first, and the worker outlasted its supervisor's patience.
+            let deadline = (stopping.withLock { $0 } ?? .now) + grace
             group.addTask {
-                try? await Task.sleep(for: grace)
+                try? await Task.sleep(until: deadline)
                 return false
             }
             if await group.next() == false {
