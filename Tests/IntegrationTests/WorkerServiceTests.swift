@@ -431,15 +431,8 @@ struct WorkerServiceTests {
             try await admin.query(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", [database])
             service.shutdown()
-            // It used to retry writing the released jobs until the database came back. (Polled:
-            // a worker that never stops must fail the test, not hang it.)
-            let finished = Mutex(false)
-            Task {
-                _ = try? await running.value
-                finished.withLock { $0 = true }
-            }
-            for _ in 0..<1200 where !finished.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(100)) }
-            let stopped = finished.withLock { $0 }
+            // It used to retry writing the released jobs until the database came back.
+            let stopped = try await Self.stops(running, within: .seconds(120))
             #expect(stopped, "the worker did not stop while the database was down")
             try await admin.query("ALTER DATABASE \(database) ALLOW_CONNECTIONS true")
             await admin.close()
@@ -451,6 +444,20 @@ struct WorkerServiceTests {
             if !stopped { running.cancel() }
             await servicePool.close()
         }
+    }
+
+    /// Whether `running` ends within `limit` (polled: a worker that never stops must fail the
+    /// test, not hang it).
+    static func stops(_ running: Task<Void, any Error>, within limit: Duration) async throws -> Bool {
+        let finished = Mutex(false)
+        Task {
+            _ = try? await running.value
+            finished.withLock { $0 = true }
+        }
+        let clock = ContinuousClock()
+        let deadline = clock.now + limit
+        while !finished.withLock({ $0 }) && clock.now < deadline { try await Task.sleep(for: .milliseconds(100)) }
+        return finished.withLock { $0 }
     }
 
     /// A review's worker, signalled with the database down, took 86 s to stop (its supervisor
@@ -477,13 +484,7 @@ struct WorkerServiceTests {
             // Its claims every 100 ms now wait on a connection that cannot be made.
             try await Task.sleep(for: .milliseconds(500))
             service.shutdown()
-            let finished = Mutex(false)
-            Task {
-                _ = try? await running.value
-                finished.withLock { $0 = true }
-            }
-            for _ in 0..<200 where !finished.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(100)) }
-            let stopped = finished.withLock { $0 }
+            let stopped = try await Self.stops(running, within: .seconds(20))
             try await admin.query("ALTER DATABASE \(database) ALLOW_CONNECTIONS true")
             await admin.close()
             #expect(stopped, "the worker was still retrying connections 20 s after its grace ended")
