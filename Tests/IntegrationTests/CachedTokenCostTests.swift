@@ -133,6 +133,11 @@ struct CachedTokenCostTests {
                     #expect(stored.cost == expected, "\(stored.cost) vs \(expected)")
                     #expect(stored.trail.last?["usage_estimated"] == true)
 
+                    // Counts written as strings are no counts: estimated too (they were read as 0).
+                    try await server.script(["gpt": ["usage": ["prompt_tokens": "5", "completion_tokens": "7"], "content": "Oslo."]])
+                    let strings = try await Self.stored(try await Self.run(store), in: pool)
+                    #expect(strings.tokensIn == prompt && strings.trail.last?["usage_estimated"] == true)
+
                     // A reported usage is taken as it is, and the trail says nothing of estimates.
                     try await server.script(["gpt": ["usage": ["prompt_tokens": 7, "completion_tokens": 0]]])
                     let reported = try await Self.stored(try await Self.run(store), in: pool)

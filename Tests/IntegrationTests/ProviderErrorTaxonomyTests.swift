@@ -223,6 +223,17 @@ struct ProviderErrorTaxonomyTests {
             #expect(error.code == .serverError)
             #expect(error.message == "upstream provider returned an error")
         }
+        // A code in words says what failed (it was taken for the provider's outage, a 502 against
+        // the breaker): a context too long asks for a larger one; a rate limit is a 429.
+        for (code, expected) in [
+            ("context_length_exceeded", ProviderError.Code.contextLengthExceeded),
+            ("rate_limit_exceeded", .rateLimited), ("insufficient_quota", .quotaExhausted), ("upstream_down", .serverError),
+        ] {
+            let body = #"{"error":{"code":"\#(code)","message":"the provider says \#(code)"}}"#
+            let exchange = HTTPTransport.Exchange(status: 200, headers: [:], body: Data(body.utf8), latency: .zero)
+            let error = #expect(throws: ProviderError.self) { try OpenAIProvider.reply(from: exchange, model: "m", now: Self.now) }
+            #expect(error?.code == expected, "\(code): \(String(describing: error))")
+        }
     }
 
     @Test("missing keys, bad catalog entries and non-provider errors")

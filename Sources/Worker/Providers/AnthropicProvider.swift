@@ -102,7 +102,8 @@ public struct AnthropicProvider: ModelProvider {
         }
         return ProviderReply(
             response: completion, usage: usage,
-            usageReported: message["usage"]?["input_tokens"] != nil || message["usage"]?["output_tokens"] != nil,
+            usageReported: message["usage"]?["input_tokens"]?.doubleValue != nil
+                || message["usage"]?["output_tokens"]?.doubleValue != nil,
             httpStatus: exchange.status, latency: exchange.latency, rateLimit: rateLimit)
     }
 }

@@ -93,7 +93,8 @@ public struct OpenAIProvider: ModelProvider {
         }
         return ProviderReply(
             response: response, usage: usage,
-            usageReported: response["usage"]?["prompt_tokens"] != nil || response["usage"]?["completion_tokens"] != nil,
+            usageReported: response["usage"]?["prompt_tokens"]?.doubleValue != nil
+                || response["usage"]?["completion_tokens"]?.doubleValue != nil,
             httpStatus: exchange.status, latency: exchange.latency, rateLimit: rateLimit)
     }
 }

@@ -92,12 +92,18 @@ enum ProviderEndpoint {
     }
 
     /// A 2xx body that carries an error instead of an answer (some proxies, e.g. OpenRouter, do
-    /// this): the status to classify it as, or nil when the body is not such an error.
+    /// this): the status to classify it as (its numeric code; else 429 for a quota or rate limit,
+    /// 400 for a context too long, 502 for the rest), or nil when the body is not such an error.
     static func embeddedErrorStatus(_ body: JSONValue) -> Int? {
         guard body["choices"] == nil, body["content"] == nil, let error = body["error"], !error.isNull else {
             return nil
         }
         if let code = error["code"]?.intValue, (400...599).contains(code) { return code }
+        // A code in words ("context_length_exceeded") says what kind of failure it is, as the
+        // same words in a 4xx body would: a context too small is not the provider's outage.
+        let text = ["code", "type", "message"].compactMap { error[$0]?.stringValue }.joined(separator: " ").lowercased()
+        if ProviderError.isQuota(text) || text.contains("rate_limit") || text.contains("rate limit") { return 429 }
+        if ProviderError.isContextLength(text) { return 400 }
         return 502
     }
 }

@@ -7,8 +7,9 @@ public struct ProviderReply: Sendable {
     public var response: JSONValue
     /// Tokens in and out, as the provider reported them (0 when it did not say).
     public var usage: TokenUsage
-    /// Whether the answer reported its usage (prompt or completion tokens); without it the
-    /// executor estimates both rather than record a free call.
+    /// Whether the answer reported its usage (prompt or completion tokens, as numbers); without
+    /// it (or with `"prompt_tokens": "5"`) the executor estimates both rather than record a free
+    /// call.
     public var usageReported: Bool
     /// The HTTP status of the answer (200 for simulated models).
     public var httpStatus: Int
