@@ -142,6 +142,25 @@ struct CatalogStoreTests {
         }
     }
 
+    /// A review imported rules that could route nothing with no word from import.
+    @Test("import warns of a rule whose models are all disabled, and of a hash rule whose models all weigh 0")
+    func unusableRules() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let document = """
+                {"models": {"a": {"provider": "simulated", "enabled": false}, "b": {"provider": "simulated", "enabled": false},
+                            "c": {"provider": "simulated", "weight": 0}, "d": {"provider": "simulated", "weight": 0},
+                            "e": {"provider": "simulated"}},
+                 "routing_rules": {"default": {"primary": "e"}, "off": {"primary": "a", "fallback": "b"},
+                                   "flat": {"primary": "c", "fallback": ["d", "a"], "strategy": "hash"}}}
+                """
+            let outcome = try await CatalogStore(pool: pool).importDocument(Data(document.utf8), dryRun: true)
+            let warnings = outcome.warnings.map(\.description)
+            #expect(warnings.contains { $0.hasPrefix("routing_rules.off: every model of the rule is disabled (a, b)") }, "\(warnings)")
+            #expect(warnings.contains { $0.hasPrefix("routing_rules.flat: every enabled model of this hash rule has weight 0") }, "\(warnings)")
+            #expect(warnings.count == 2, "\(warnings)")
+        }
+    }
+
     @Test("a merge cannot give a class to a second rule: the rule in the database already serves it")
     func mergeKeepsOneRulePerClass() async throws {
         try await TestDatabase.withMigratedPool { pool in

@@ -110,7 +110,7 @@ public struct CatalogStore: Sendable {
             guard zoneProblems.isEmpty else { throw CatalogDocument.error(listing: zoneProblems) }
             if !dryRun && !changes.isEmpty { try await Self.write(changes, of: catalog, on: connection) }
             let unserved = RuleMatcher(catalog: catalog).unservedClasses()
-            var warnings = validation.warnings
+            var warnings = validation.warnings + Self.unusableRules(in: catalog)
             if !unserved.isEmpty {
                 warnings.append(
                     CatalogProblem(
@@ -123,6 +123,32 @@ public struct CatalogStore: Sendable {
                 )
             }
             return ImportOutcome(changes: changes, catalog: catalog, warnings: warnings)
+        }
+    }
+
+    /// Rules that route nothing as imported: every model disabled (each job fails `unroutable`),
+    /// or, under `hash`, every enabled model of weight 0 (no model owns a key, so nothing is
+    /// pinned). Warnings, as the import takes them: a model may be disabled for a while on purpose.
+    static func unusableRules(in catalog: Catalog) -> [CatalogProblem] {
+        catalog.rules.compactMap { rule in
+            let models = ([rule.primary] + rule.fallbacks).compactMap { catalog.model(named: $0) }
+            let enabled = models.filter(\.enabled)
+            let path = "routing_rules.\(rule.taskClass)"
+            if enabled.isEmpty {
+                return CatalogProblem(
+                    path: path,
+                    message: "every model of the rule is disabled (\(models.map(\.name).joined(separator: ", "))): its jobs "
+                        + "cannot be routed",
+                    hint: "enable one of them (\"enabled\": true), or add an enabled model to the rule")
+            }
+            if rule.strategy == .hash, enabled.allSatisfy({ $0.weight == 0 }) {
+                return CatalogProblem(
+                    path: path,
+                    message: "every enabled model of this hash rule has weight 0, so none owns a key: jobs are not "
+                        + "pinned to a model by their affinity key",
+                    hint: "give the models weights above 0 (a model's share of the keys)")
+            }
+            return nil
         }
     }
 
