@@ -276,4 +276,30 @@ struct OffPeakExecutionTests {
             #expect(!later, "a postponement decided under the old policy was kept after the change")
         }
     }
+    /// A review's job named a model disabled while it waited: it ran on the rule's models with
+    /// nothing in its result saying the requested model was passed over.
+    @Test("a job naming a disabled model runs on the rule's models, and its result says why")
+    func requestedModelDisabled() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let catalog = Self.catalog.replacingOccurrences(
+                of: #""premium": {"provider": "simulated""#, with: #""premium": {"provider": "simulated", "enabled": false"#)
+            _ = try await CatalogStore(pool: pool).importDocument(Data(catalog.utf8))
+            let store = QueueStore(pool: pool)
+            let named = try await store.submit(Submission(request: [
+                "model": "premium", "messages": [["role": "user", "content": "summarise"]],
+            ]))
+            let plain = try await Self.submit(store, nil, priority: .interactive)
+            try await Self.withRoutingWorker(pool) {
+                try await waitUntil("both have results") {
+                    try await pool.query("SELECT count(*) FROM switchyard.results").scalar(Int.self) == 2
+                }
+            }
+            let result = try #require(try await store.result(of: named))
+            #expect(result["model"] == "budget")
+            #expect(result["metadata"]?["requested_model"]?["model"] == "premium")
+            #expect(result["metadata"]?["requested_model"]?["reason"]?.stringValue?.hasPrefix("it is disabled in the catalog") == true,
+                    "\(String(describing: result["metadata"]))")
+            #expect(try await store.result(of: plain)?["metadata"]?["requested_model"] == nil)
+        }
+    }
 }

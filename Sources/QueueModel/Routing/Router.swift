@@ -145,7 +145,7 @@ public struct Router: Sendable {
     }
 
     /// The model a request names in its body (`"model"`), unless empty or `auto`.
-    static func requestedModel(in body: JSONValue) -> String? {
+    public static func requestedModel(in body: JSONValue) -> String? {
         guard let name = body["model"]?.stringValue, !name.isEmpty, name != "auto" else { return nil }
         return name
     }

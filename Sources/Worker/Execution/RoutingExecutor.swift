@@ -53,6 +53,20 @@ struct RoutingExecutor: JobExecutor {
             routeMetadata["escalation"] = ["reason": .string(escalation)]
             logger.info("background job escalated past its price ceiling", ["reason": escalation])
         }
+        // A request that names a model its plan does not start with (disabled, or dropped by a
+        // filter since it was submitted) ran on the rule's models: the result says so.
+        if let requested = Router.requestedModel(in: job.request), plan.attempts.first?.model.name != requested {
+            let reason =
+                switch router.catalog.model(named: requested) {
+                case nil: "it is no longer in the catalog"
+                case let model? where !model.enabled: "it is disabled in the catalog"
+                default: "it is not usable now (breaker open, over the job's ceiling, or outside its tiers: "
+                    + "dispatcher route --explain says which)"
+                }
+            routeMetadata["requested_model"] = [
+                "model": .string(requested), "reason": .string(reason + "; the rule's models ran instead"),
+            ]
+        }
         let primary = plan.rule.flatMap { router.catalog.model(named: $0.primary) }
         if plan.attempts.isEmpty {
             let unroutable = plan.unroutable
