@@ -78,7 +78,7 @@ enum DispatcherCommand {
                 printError("error: unknown command \"\(command)\"\n\n\(usage)")
                 return 2
             }
-        } catch let error as QueueError where error.code == .invalidInput {
+        } catch let error as QueueError where error.code == .invalidInput && !error.isRoleRefusal {
             printError("error: \(error)")
             return 2
         } catch {
@@ -90,13 +90,17 @@ enum DispatcherCommand {
     /// For a refusal the server gave without a hint of its own (`permission denied for table
     /// models`): which roles may do what.
     static func privilegeHint(_ error: any Error) -> String {
-        guard let error = error as? PostgresError, error.sqlState == .insufficientPrivilege, error.hint == nil else {
-            return ""
-        }
-        return "\nhint: this role may not do that. Operator commands (models import, background, prune, status, "
-            + "report, top) need a member of switchyard_admin; submit, wait, result, cancel and retry, of "
-            + "switchyard_submitter (docs/security.md)."
+        let refused =
+            (error as? PostgresError).map { $0.sqlState == .insufficientPrivilege && $0.hint == nil }
+            ?? (error as? QueueError)?.isRoleRefusal ?? false
+        return refused ? roleHint : ""
     }
+
+    static let roleHint =
+        "\nhint: this role may not do that. Operator commands (models import, background, prune, status, "
+        + "report, top) need a member of switchyard_admin; submit, wait, result, cancel and retry, of "
+        + "switchyard_submitter (docs/security.md)."
+
 
     static let migrateHint = "\nhint: this database has no Switchyard schema, or an older one: run `dispatcher migrate`."
 

@@ -55,6 +55,9 @@ struct BulkSubmission {
                         }
                     }
                 }
+            } catch let error as QueueError where error.isRoleRefusal && submitted == 0 {
+                progress.finish()
+                throw error  // nothing this role submits can go in: the role's error, not the file's
             } catch {
                 progress.finish()
                 throw interrupted(by: error, path: path, resumeLine: resumeLine, submitted: submitted, ids: ids,

@@ -45,7 +45,8 @@ enum StatusCommand {
         // Printed all the same; but a script must not take a report it could not read for a good one.
         guard report.unavailable.isEmpty else {
             printError("error: \(report.unavailable.count) of \(report.sections.count) sections unavailable: "
-                       + report.unavailable.joined(separator: ", "))
+                       + report.unavailable.joined(separator: ", ")
+                       + (report.deniedByRole ? DispatcherCommand.roleHint : ""))
             return ExitCode.failure
         }
         return ExitCode.success

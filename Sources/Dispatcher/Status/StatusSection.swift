@@ -45,11 +45,14 @@ struct StatusReport: Sendable {
     var sections: [(section: StatusSection, output: StatusOutput)]
     /// The keys of the sections that could not be loaded (their output shows why).
     var unavailable: [String] = []
+    /// Whether one of them failed for the role's privileges (`permission denied`).
+    var deniedByRole = false
 
     /// Loads every section; a section that fails shows its error instead of failing the report.
     static func load(_ context: StatusContext, sections: [StatusSection] = StatusSection.all) async -> StatusReport {
         var outputs: [(StatusSection, StatusOutput)] = []
         var unavailable: [String] = []
+        var deniedByRole = false
         for section in sections {
             do {
                 outputs.append((section, try await section.load(context)))
@@ -57,10 +60,12 @@ struct StatusReport: Sendable {
                 outputs.append(
                     (section, StatusOutput(lines: ["unavailable: \(error)"], json: ["error": .string("\(error)")])))
                 unavailable.append(section.key)
+                if !DispatcherCommand.privilegeHint(error).isEmpty { deniedByRole = true }
             }
         }
         return StatusReport(
-            window: context.window, generatedAt: context.at ?? Date(), sections: outputs, unavailable: unavailable)
+            window: context.window, generatedAt: context.at ?? Date(), sections: outputs, unavailable: unavailable,
+            deniedByRole: deniedByRole)
     }
 
     /// The report as lines for a terminal.

@@ -214,6 +214,39 @@ struct HostileCLITests {
         }
     }
 
+    /// A review ran `submit` as a worker role: "permission denied for function submit", no hint,
+    /// exit 2 (bad input); `status` as a submitter listed six sections denied with no hint either.
+    @Test("a command its role may not run says which role may, exit 1; a file's lines are not each refused for it")
+    func wrongRole() async throws {
+        try await TestDatabase.withMigrated { configuration in
+            let admin = PostgresPool(configuration, options: .init(maxConnections: 2))
+            defer { Task { await admin.close() } }
+            try await SecurityFixtures.withRoles(admin, ["w": "switchyard_worker", "s": "switchyard_submitter"], login: true) { roles in
+                try await SecurityFixtures.map(admin, [(roles["s"]!, "acme")])
+                let binary = WorkerProcess.binary("dispatcher")
+                func run(_ role: String, _ arguments: [String]) async throws -> (Int32, String) {
+                    let url = SecurityFixtures.connectionString(configuration, as: roles[role]!)
+                    return try await BlockingWork.run { try ChildProcess.run(binary, arguments + ["--database-url", url]) }
+                }
+                let (submitted, submitOutput) = try await run("w", ["submit", "--prompt", "hi"])
+                #expect(submitted == 1, "\(submitOutput)")
+                #expect(submitOutput.contains("permission denied") && submitOutput.contains("of switchyard_submitter"), "\(submitOutput)")
+
+                let file = Self.temporaryFile("role.jsonl")
+                defer { try? FileManager.default.removeItem(at: file) }
+                try Data((0..<3).map { _ in Self.hello }.joined(separator: "\n").utf8).write(to: file)
+                let (bulk, bulkOutput) = try await run("w", ["submit", "--file", file.path])
+                #expect(bulk == 1 && !bulkOutput.contains("line 1:") && !bulkOutput.contains("tail -n"), "\(bulkOutput)")
+                #expect(bulkOutput.contains("of switchyard_submitter"), "\(bulkOutput)")
+
+                let (status, statusOutput) = try await run("s", ["status"])
+                #expect(status == 1)
+                #expect(statusOutput.contains("sections unavailable") && statusOutput.contains("need a member of switchyard_admin"),
+                        "\(statusOutput)")
+            }
+        }
+    }
+
     @Test("a JSONL line over the client's limit is reported by number without being held in memory")
     func oversizedLine() async throws {
         let file = Self.temporaryFile("long.jsonl")
