@@ -1,6 +1,7 @@
 import Foundation
 import Postgres
 import QueueModel
+import Synchronization
 import Testing
 
 @testable import Dispatcher
@@ -31,6 +32,37 @@ struct JobWaiterTests {
             try await Task.sleep(for: .milliseconds(300))
             _ = try await store.cancel(job)
             #expect(try await waiting.value == ExitCode.jobNotSucceeded)
+        }
+    }
+
+    /// A review's `wait --timeout 10s` through a 30 s outage exited 1 after 25 s: its last look,
+    /// past the timeout, waited out the pool's connection retries, then failed.
+    @Test("a wait that times out with the database down says so (exit 4) without retrying connections")
+    func timeoutWithTheDatabaseDown() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let job = try await QueueStore(pool: pool).submit(
+                Submission(request: ["messages": [["role": "user", "content": "hello"]]]))
+            let database = try await pool.query("SELECT current_database() AS name").first!.decode("name", as: String.self)
+            let admin = try await PostgresConnection.connect(pool.configuration.withDatabase("postgres"))
+            let waiterPool = PostgresPool(pool.configuration, options: .init(connectRetryTimeout: .seconds(60)))
+            let store = QueueStore(pool: waiterPool)
+            let waiting = Task { try await JobWaiter(store: store).wait(for: [job], timeout: .seconds(1), json: true) }
+            try await Task.sleep(for: .milliseconds(300))
+            try await admin.query("ALTER DATABASE \(database) ALLOW_CONNECTIONS false")
+            try await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", [database])
+            let code = Mutex<Int32?>(nil)
+            Task {
+                let value = try? await waiting.value
+                code.withLock { $0 = value ?? -1 }
+            }
+            let clock = ContinuousClock()
+            let limit = clock.now + .seconds(20)
+            while code.withLock({ $0 }) == nil && clock.now < limit { try await Task.sleep(for: .milliseconds(100)) }
+            try await admin.query("ALTER DATABASE \(database) ALLOW_CONNECTIONS true")
+            await admin.close()
+            #expect(code.withLock { $0 } == ExitCode.timedOut, "\(String(describing: code.withLock { $0 }))")
+            if code.withLock({ $0 }) == nil { waiting.cancel() }
+            await waiterPool.close()
         }
     }
 }
