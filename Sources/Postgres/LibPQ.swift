@@ -160,7 +160,10 @@ enum LibPQ {
     }
 
     static func connectionError(_ handle: OpaquePointer) -> PostgresError {
-        let message = errorMessage(handle)
+        // libpq's text goes on with the server's CONTEXT (every PL/pgSQL frame of the statement
+        // cut short, the statement's text with them): 2,776 characters in one log line.
+        var message = errorMessage(handle)
+        if let context = message.range(of: "\nCONTEXT:") { message = String(message[..<context.lowerBound]) }
         if PQstatus(handle) != CONNECTION_OK {
             return PostgresError(
                 .connectionClosed, "the database connection was lost: \(message)",

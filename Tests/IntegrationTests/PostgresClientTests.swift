@@ -267,6 +267,28 @@ struct PostgresClientTests {
         }
     }
 
+    /// A review terminated a worker's backend mid-`complete()`: the error, logged, ran to 2,776
+    /// characters (the server's CONTEXT: every PL/pgSQL frame and the statement's text).
+    @Test("a connection cut mid-function says so in a line, without the server's CONTEXT")
+    func cutMidFunction() async throws {
+        try await TestDatabase.withEmpty { configuration in
+            let connection = try await PostgresConnection.connect(configuration)
+            let admin = try await PostgresConnection.connect(configuration)
+            let pid = try await connection.query("SELECT pg_backend_pid()").scalar(Int.self)
+            let running = Task {
+                try await connection.query(
+                    "DO $$ BEGIN PERFORM pg_sleep(10) FROM generate_series(1, 1) WHERE \(String(repeating: "true AND ", count: 200))true; END $$")
+            }
+            try await Task.sleep(for: .milliseconds(500))
+            try await admin.query("SELECT pg_terminate_backend($1)", [pid])
+            let error = await #expect(throws: PostgresError.self) { try await running.value }
+            let text = "\(String(describing: error))"
+            #expect(text.contains("terminating connection"), "\(text)")
+            #expect(!text.contains("CONTEXT") && !text.contains("true AND true"), "\(text)")
+            await admin.close()
+        }
+    }
+
     @Test("a NUL byte in a parameter is refused before it reaches the server")
     func refusesNulBytes() async throws {
         try await TestDatabase.withEmpty { configuration in
