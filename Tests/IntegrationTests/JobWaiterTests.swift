@@ -83,6 +83,9 @@ struct PrintableOutputTests {
             "c1M-^[31m^?               3",
         ])
         #expect(StatusFormat.printable("naïve — ok") == "naïve — ok")
+        // A right-to-left override made a review's tenant `acme\u{202E}lanigiro` print as another name.
+        #expect(StatusFormat.printable("acme\u{202E}lanigiro\u{2066}") == "acme<U+202E>lanigiro<U+2066>")
+        #expect(StatusFormat.printable("שלום 世界") == "שלום 世界")
     }
 
     @Test("wait's one-line summary shows a provider's control characters instead of sending them")

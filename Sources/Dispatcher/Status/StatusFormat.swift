@@ -6,7 +6,9 @@ enum StatusFormat {
 
     /// Text a submitter chose (a task class, a tenant, a note), made safe to print: control
     /// characters shown as `cat -v` does (ESC as `^[`, DEL as `^?`, C1 as `M-^[`), so none can
-    /// clear the operator's screen, retitle the window or break the columns.
+    /// clear the operator's screen, retitle the window or break the columns; and bidirectional
+    /// overrides and isolates as `<U+202E>`, so none can make a name read as another
+    /// (`acme\u{202E}lanigiro` shows as `acmeoriginal`).
     static func printable(_ text: String) -> String {
         guard text.unicodeScalars.contains(where: isControl) else { return text }
         var shown = ""
@@ -15,6 +17,7 @@ enum StatusFormat {
             case 0x00..<0x20: shown += "^" + String(UnicodeScalar(UInt8(scalar.value + 0x40)))
             case 0x7F: shown += "^?"
             case 0x80..<0xA0: shown += "M-^" + String(UnicodeScalar(UInt8(scalar.value - 0x80 + 0x40)))
+            case _ where isBidiControl(scalar): shown += String(format: "<U+%04X>", scalar.value)
             default: shown.unicodeScalars.append(scalar)
             }
         }
@@ -22,7 +25,13 @@ enum StatusFormat {
     }
 
     private static func isControl(_ scalar: Unicode.Scalar) -> Bool {
-        scalar.value < 0x20 || (0x7F..<0xA0).contains(scalar.value)
+        scalar.value < 0x20 || (0x7F..<0xA0).contains(scalar.value) || isBidiControl(scalar)
+    }
+
+    /// Embeddings, overrides and isolates (U+202A–202E, U+2066–2069) and the marks U+200E/200F.
+    private static func isBidiControl(_ scalar: Unicode.Scalar) -> Bool {
+        (0x202A...0x202E).contains(scalar.value) || (0x2066...0x2069).contains(scalar.value)
+            || scalar.value == 0x200E || scalar.value == 0x200F
     }
 
     /// `412 ms`, `1.21 s`, `2.3 min`.

@@ -82,7 +82,7 @@ extension CatalogReader {
         if let name, !Self.isValidName(name) {
             problem(
                 key == nil ? Self.join(path, "name") : path, "\"\(name)\" is not a usable model name",
-                hint: "use letters, digits and . _ - : / @ only, at most 200 characters"
+                hint: "use ASCII letters and digits and . _ - : / @ only, at most 200 characters"
             )
         }
         let providerPath = Self.join(path, "provider")
@@ -265,7 +265,7 @@ extension CatalogReader {
         guard isName else {
             problem(
                 path, "is not an environment variable name (the value is not shown)",
-                hint: "use letters, digits and underscores, starting with a letter, e.g. ANTHROPIC_API_KEY"
+                hint: "use ASCII letters, digits and underscores, starting with a letter, e.g. ANTHROPIC_API_KEY"
             )
             return nil
         }

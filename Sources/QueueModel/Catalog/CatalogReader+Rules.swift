@@ -31,7 +31,7 @@ extension CatalogReader {
             }
             if !Self.isValidName(member.key) || member.key.contains("/") {
                 problem(
-                    rulePath, "\"\(member.key)\" is not a usable rule name", hint: "use letters, digits and . _ - only")
+                    rulePath, "\"\(member.key)\" is not a usable rule name", hint: "use ASCII letters and digits and . _ - only")
             }
             if let rule = rule(member.value, named: member.key, at: rulePath, knownModels: knownModels) {
                 rules.append(rule)
