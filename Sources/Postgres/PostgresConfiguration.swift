@@ -38,8 +38,9 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible {
                 // libpq quotes the token it could not read, which may be the password: unparsed,
                 // the string's password is not known, so a string that may hold one loses them all.
                 if connectionString.contains("@") || connectionString.lowercased().contains("password") {
+                    // First quote to last: a quote inside the token must not end the hiding.
                     reason = reason.replacingOccurrences(
-                        of: #""[^"]*""#, with: "(a part of the string, not shown: it may hold the password)",
+                        of: #"".*""#, with: "(a part of the string, not shown: it may hold the password)",
                         options: .regularExpression)
                 }
                 message += ": " + reason

@@ -82,10 +82,11 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
     }
 
     /// True when the server cannot take any write now, whatever the statement: unreachable, read
-    /// only (`25006`: a primary turned standby, `default_transaction_read_only`), or out of a
-    /// resource (class `53`: disk full, out of memory). Writing less at a time does not help.
+    /// only (`25006`: a primary turned standby, `default_transaction_read_only`), or out of disk
+    /// (`53100`). Writing less at a time does not help. (Not out of memory, `53200`: a batch of
+    /// large answers can cause that itself, and its halves get through.)
     public var isServerUnavailable: Bool {
-        isUnreachable || sqlState == .readOnlySQLTransaction || sqlState?.errorClass == "53"
+        isUnreachable || sqlState == .readOnlySQLTransaction || sqlState == SQLState("53100")
     }
 
     /// True when the server refused a value the statement carried (a data exception, a

@@ -150,11 +150,10 @@ public final class PostgresPool: Sendable {
             case .open:
                 do {
                     return try await openConnection()
-                } catch let error as PostgresError where error.isServerFull && othersOpen() {
+                } catch let error as PostgresError where error.isServerFull && capAtOthers() {
                     // A worker started beside a full fleet opened each extra connection for 15 s
                     // per checkout and did 36 jobs in 90 s: it waits for its own instead, and
                     // asks the server again after a while.
-                    state.withLock { $0.cap = ($0.open - 1, .now + .seconds(30)) }
                     releaseSlot()
                 } catch {
                     releaseSlot()
@@ -229,14 +228,26 @@ public final class PostgresPool: Sendable {
         waiter?.continuation.resume(returning: nil)
     }
 
-    /// How many connections may be open now: `maxConnections`, or fewer while the server is full.
+    /// How many connections may be open now: `maxConnections`, or fewer (never none) while the
+    /// server is full.
     private func limit(_ state: inout State) -> Int {
         if let cap = state.cap, cap.until < .now { state.cap = nil }
-        return min(options.maxConnections, state.cap?.limit ?? .max)
+        return min(options.maxConnections, max(1, state.cap?.limit ?? .max))
     }
 
     /// Whether connections other than the one being opened exist, to wait for.
     private func othersOpen() -> Bool { state.withLock { $0.open > 1 } }
+
+    /// When connections other than the one being opened exist, caps the pool at them for a while
+    /// and says so; in one step, so a connection discarded meanwhile cannot make the cap 0 (no
+    /// connection to wait for, and none allowed).
+    private func capAtOthers() -> Bool {
+        state.withLock { state in
+            guard state.open > 1 else { return false }
+            state.cap = (state.open - 1, .now + .seconds(30))
+            return true
+        }
+    }
 
     private func openConnection() async throws -> PostgresConnection {
         let threadName = "\(options.threadName)-\(state.withLock { $0.open })"

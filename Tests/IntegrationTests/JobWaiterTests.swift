@@ -46,8 +46,18 @@ struct JobWaiterTests {
             let admin = try await PostgresConnection.connect(pool.configuration.withDatabase("postgres"))
             let waiterPool = PostgresPool(pool.configuration, options: .init(connectRetryTimeout: .seconds(60)))
             let store = QueueStore(pool: waiterPool)
-            let waiting = Task { try await JobWaiter(store: store).wait(for: [job], timeout: .seconds(1), json: true) }
-            try await Task.sleep(for: .milliseconds(300))
+            let waiting = Task { try await JobWaiter(store: store).wait(for: [job], timeout: .seconds(3), json: true) }
+            // Down only once the wait has looked at the job and listens (a first look the outage
+            // caught would wait out the retries: that is not what is tested here).
+            try await waitUntil("the wait has looked and listens") {
+                try await pool.query(
+                    """
+                    SELECT count(*) FILTER (WHERE query LIKE 'LISTEN %switchyard_results%')
+                         + count(*) FILTER (WHERE state = 'idle' AND query LIKE '%switchyard.job_status(id)%')
+                    FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()
+                    """
+                ).scalar(Int.self) == 2
+            }
             try await admin.query("ALTER DATABASE \(database) ALLOW_CONNECTIONS false")
             try await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", [database])
             let code = Mutex<Int32?>(nil)

@@ -89,6 +89,24 @@ struct QueueSQLTests {
         }
     }
 
+    /// A review found the Anthropic translation's message-level marks refused at the door.
+    @Test("a message may carry cache_control (as the Anthropic translation takes it); an unknown field may not")
+    func messageCacheControl() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            _ = try await store.submit(Submission(request: [
+                "messages": [
+                    ["role": "system", "content": "Long rules.", "cache_control": ["type": "ephemeral"]],
+                    ["role": "user", "content": "hi", "cache_control": ["type": "ephemeral", "ttl": "1h"]],
+                ]
+            ]))
+            let unknown = try await #require(throws: QueueError.self) {
+                try await store.submit(Submission(request: ["messages": [["role": "user", "content": "hi", "cach_control": [:]]]]))
+            }
+            #expect(unknown.message.contains("unknown field 'cach_control'"), "\(unknown)")
+        }
+    }
+
     @Test("times a worker cannot read, a past deadline, and tenant '*' or '' are refused, by submit and INSERT alike")
     func timesAndTenants() async throws {
         try await TestDatabase.withMigratedPool { pool in

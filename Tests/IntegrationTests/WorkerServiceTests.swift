@@ -212,30 +212,56 @@ struct WorkerServiceTests {
 
     /// A review made the database read-only for longer than the lease: once it took writes again,
     /// the housekeeper rescued live workers' jobs (its own too) before they could renew.
-    @Test("a housekeeper whose own heartbeat failed within its tenure rescues nothing until a tenure has passed")
+    @Test("a housekeeper whose heartbeats failed in a row holds rescues back, for a bounded time")
     func noRescueAfterOutage() async throws {
         try await TestDatabase.withMigratedPool { pool in
             let store = QueueStore(pool: pool)
             let id = try await store.submit(Submission(request: Self.hello))
             _ = try await store.claim(worker: "ghost", freeSlots: 1, backgroundSlots: 0, lease: .milliseconds(1))
+            // Two in a row: one missed heartbeat lapses no lease.
             let heartbeats = HeartbeatRecord()
             heartbeats.failed()
+            heartbeats.failed()
             let housekeeper = Housekeeper(
-                store: store, worker: "keeper", interval: .milliseconds(50), tenure: .seconds(5),
+                store: store, worker: "keeper", interval: .milliseconds(50), tenure: .seconds(10),
                 logger: Logger(label: "t", level: .error) { _ in }, heartbeats: heartbeats)
             let running = Task { await housekeeper.run() }
             defer { running.cancel() }
             func leased() async throws -> Bool {
                 try await pool.query("SELECT lease_owner IS NOT NULL FROM switchyard.jobs WHERE id = $1", [id]).scalar(Bool.self)
             }
-            // Heartbeats failing meanwhile (kept recent, however slow the machine): many rounds, no rescue.
+            // Heartbeats failing meanwhile: many rounds, no rescue.
             for _ in 0..<15 {
                 heartbeats.failed()
                 try await Task.sleep(for: .milliseconds(100))
                 #expect(try await leased(), "rescued while the database may just have come back")
             }
-            try await waitUntil("rescued once a tenure has passed", limit: .seconds(30)) { try await !leased() }
+            // Back: the others get a tenure to renew, then the rescue goes on.
+            heartbeats.succeeded()
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(try await leased())
+            try await waitUntil("rescued once a tenure has passed", limit: .seconds(40)) { try await !leased() }
         }
+    }
+
+    @Test("only a run of heartbeat failures holds rescues back, and only for a while")
+    func heartbeatRuns() async throws {
+        let record = HeartbeatRecord()
+        record.failed()
+        #expect(!record.outageRecently(within: .seconds(60)), "one missed heartbeat lapses no lease")
+        record.succeeded()
+        record.failed()
+        #expect(!record.outageRecently(within: .seconds(60)), "failures with successes between are no outage")
+        record.failed()
+        #expect(record.outageRecently(within: .seconds(60)))
+        // Failing on and on: held back for two windows from the run's start, no longer.
+        try await Task.sleep(for: .milliseconds(250))
+        record.failed()
+        #expect(!record.outageRecently(within: .milliseconds(100)))
+        record.succeeded()
+        #expect(record.outageRecently(within: .seconds(60)), "a window after the run ends")
+        try await Task.sleep(for: .milliseconds(150))
+        #expect(!record.outageRecently(within: .milliseconds(100)))
     }
 
     @Test("failed attempts are retried with exponential backoff (run_at moves), then end as failed with the trail")

@@ -22,10 +22,13 @@ struct BulkSubmission {
         var submitted = 0
         var rejections: [Rejection] = []
         var ids: [Int64] = []
-        // The first line not yet submitted or rejected: where to start again if the server goes.
+        // The first line not yet submitted or rejected, and the last of the statement on its way:
+        // where to start again if the server goes, and what may or may not have gone in.
         var resumeLine = 1
+        var inFlightThrough = 0
         while let lines = try await Self.lines(reader, batchSize, path: path, submitted: submitted, rejected: rejections.count) {
             resumeLine = lines.first?.number ?? resumeLine
+            inFlightThrough = lines.last?.number ?? resumeLine
             var batch: [(line: Int, submission: Submission)] = []
             for line in lines {
                 do {
@@ -47,6 +50,7 @@ struct BulkSubmission {
                     // submit for): none of it was stored; find out who, one by one.
                     for item in batch {
                         resumeLine = item.line
+                        inFlightThrough = item.line
                         do {
                             ids.append(try await store.submit(item.submission))
                             submitted += 1
@@ -60,8 +64,9 @@ struct BulkSubmission {
                 throw error  // nothing this role submits can go in: the role's error, not the file's
             } catch {
                 progress.finish()
-                throw interrupted(by: error, path: path, resumeLine: resumeLine, submitted: submitted, ids: ids,
-                                  rejections: rejections)
+                throw interrupted(
+                    by: error, path: path, lines: resumeLine...max(resumeLine, inFlightThrough), submitted: submitted,
+                    ids: ids, rejections: rejections)
             }
             resumeLine = (lines.last?.number ?? resumeLine - 1) + 1
             progress.update(submitted: submitted, rejected: rejections.count)
@@ -96,12 +101,15 @@ struct BulkSubmission {
         return rejections.isEmpty ? ExitCode.success : ExitCode.invalidInput
     }
 
-    /// The error for a run the database stopped (a batch is one statement: it went in whole or
-    /// not at all), saying what went in and where to start again; with `--json`, the summary so
-    /// far goes to stdout first, with `error` and `resume_from_line`.
+    /// The error for a run the database stopped, saying what went in, what may have (a batch is
+    /// one statement: whole or not at all, but a connection lost before its answer cannot say
+    /// which), and how to go on; with `--json`, the summary so far goes to stdout first, with
+    /// `error`, `resume_from_line` and `in_flight_lines`.
     private func interrupted(
-        by error: any Error, path: String, resumeLine: Int, submitted: Int, ids: [Int64], rejections: [Rejection]
+        by error: any Error, path: String, lines inFlight: ClosedRange<Int>, submitted: Int, ids: [Int64],
+        rejections: [Rejection]
     ) -> QueueError {
+        let resumeLine = inFlight.lowerBound
         let reason = (error as? QueueError)?.message ?? (error as? PostgresError)?.message ?? "\(error)"
         // Lines of the unfinished batch already refused on reading are read again on the rerun.
         let rejections = rejections.filter { $0.line < resumeLine }
@@ -111,20 +119,26 @@ struct BulkSubmission {
                 "rejected": .number(Double(rejections.count)), "ids": .array(ids.map { .number(Double($0)) }),
                 "rejections": .array(rejections.map { ["line": .number(Double($0.line)), "error": .string($0.reason)] }),
                 "error": .string(reason), "resume_from_line": .number(Double(resumeLine)),
+                "in_flight_lines": [.number(Double(inFlight.lowerBound)), .number(Double(inFlight.upperBound))],
             ]
             print(summary.jsonText)
             fflush(nil)  // whole, before the error goes to stderr
         }
         let source = path == "-" ? "stdin" : path
+        let done =
+            resumeLine == 1
+            ? "nothing of \(source) was done before it"
+            : "lines 1–\(resumeLine - 1) of \(source) were done (submitted \(submitted), rejected \(rejections.count))"
+        let span = inFlight.count == 1 ? "line \(resumeLine)" : "lines \(resumeLine)–\(inFlight.upperBound)"
         return QueueError(
             .database,
-            "\(reason); lines 1–\(resumeLine - 1) of \(source) were done (submitted \(submitted), rejected "
-                + "\(rejections.count)); line \(resumeLine) on was not submitted",
-            hint: path == "-"
-                ? "Submit the rest from line \(resumeLine) once the database is back; give lines an idempotency_key "
-                    + "to make a rerun of the whole input safe."
-                : "Once the database is back, submit the rest: tail -n +\(resumeLine) \(path) | dispatcher submit "
-                    + "--file - (with the same options); or give lines an idempotency_key, and rerun the whole file.")
+            "\(reason); \(done); \(span) \(inFlight.count == 1 ? "was on its way" : "were on their way") and may or may "
+                + "not have gone in (the answer was lost); "
+                + "the lines after were not sent",
+            hint: "Give every line an idempotency_key and submit the whole input again once the database is back: "
+                + "lines that went in are not submitted twice. Without keys, see whether \(span) went in before "
+                + (path == "-" ? "submitting the rest from line \(resumeLine)."
+                    : "submitting the rest: tail -n +\(resumeLine) \(path) | dispatcher submit --file - (same options)."))
     }
 
     /// The next lines; a read that fails (a directory, a closed stdin, an I/O error) says how far

@@ -55,7 +55,9 @@ struct RoutingExecutor: JobExecutor {
         }
         // A request that names a model its plan does not start with (disabled, or dropped by a
         // filter since it was submitted) ran on the rule's models: the result says so.
-        if let requested = Router.requestedModel(in: job.request), plan.attempts.first?.model.name != requested {
+        if let requested = Router.requestedModel(in: job.request), let first = plan.attempts.first,
+            first.model.name != requested
+        {
             let reason =
                 switch router.catalog.model(named: requested) {
                 case nil: "it is no longer in the catalog"

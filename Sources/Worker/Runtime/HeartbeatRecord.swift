@@ -1,21 +1,50 @@
 import Synchronization
 
-/// When this worker's heartbeats last failed: the housekeeper's sign that the database may have
-/// been out for everyone.
+/// This worker's heartbeats, failed and renewed: the housekeeper's sign that the database may
+/// have been out for everyone.
 ///
 /// A review made the database read-only for longer than the lease: every worker's heartbeats
 /// failed, and once it took writes again the housekeeper rescued the jobs of live workers (its
 /// own among them) before they could renew, discarding 15 finished answers. A restart is covered
 /// in SQL (`sql/0037`: no lease expires sooner than a lease after the server started); an outage
 /// the server lived through leaves no such mark, so the housekeeper keeps its own.
+///
+/// Only a run of failures counts (one missed heartbeat lapses no lease: they come three to a
+/// lease), and it counts for a bounded time, so a worker whose heartbeats fail now and then, or
+/// for good, does not stop rescues for the whole fleet.
 final class HeartbeatRecord: Sendable {
-    private let lastFailure = Mutex<ContinuousClock.Instant?>(nil)
+    private struct Run {
+        var start: ContinuousClock.Instant
+        var failures = 1
+        var end: ContinuousClock.Instant?
+    }
 
-    func failed() { lastFailure.withLock { $0 = .now } }
+    /// The run of failures going on, and the last one that ended.
+    private let runs = Mutex<(current: Run?, last: Run?)>((nil, nil))
 
-    /// Whether a heartbeat failed less than `window` ago: other workers' may have failed too,
-    /// and their leases lapsed with nobody dead.
-    func failedRecently(within window: Duration) -> Bool {
-        lastFailure.withLock { $0.map { ContinuousClock.now - $0 < window } ?? false }
+    func failed() {
+        runs.withLock { runs in
+            if runs.current == nil { runs.current = Run(start: .now) } else { runs.current?.failures += 1 }
+        }
+    }
+
+    func succeeded() {
+        runs.withLock { runs in
+            guard var run = runs.current else { return }
+            run.end = .now
+            runs.last = run
+            runs.current = nil
+        }
+    }
+
+    /// Whether other workers' leases may have lapsed with them alive: two or more heartbeats in a
+    /// row failed, and that run is going on (for at most two `window`s from its start) or ended
+    /// less than `window` ago.
+    func outageRecently(within window: Duration) -> Bool {
+        runs.withLock { runs in
+            if let run = runs.current, run.failures >= 2 { return ContinuousClock.now - run.start < window * 2 }
+            if let run = runs.last, run.failures >= 2, let end = run.end { return ContinuousClock.now - end < window }
+            return false
+        }
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Postgres
 import QueueModel
+import Synchronization
 
 /// Queue housekeeping — rescuing expired leases, analyzing job partitions whose statistics went
 /// stale, expiring overdue jobs, creating results partitions, evaluating alerts — run by one
@@ -17,8 +18,10 @@ final class Housekeeper: Sendable {
     private let logger: Logger
     private let metrics: WorkerMetrics
     private let alerts: AlertStore
-    /// This worker's heartbeats: while one failed within a lease (the tenure), no rescue.
+    /// This worker's heartbeats: after a run of failures, no rescue for a while.
     private let heartbeats: HeartbeatRecord
+    /// Whether rescues are held back now (said once, when they start to be).
+    private let holdingRescues = Mutex(false)
 
     init(
         store: QueueStore, worker: String, interval: Duration, tenure: Duration, logger: Logger,
@@ -97,11 +100,20 @@ final class Housekeeper: Sendable {
 
     /// One round; returns how long the alert evaluation took (or failed after), when there was one.
     private func keepHouse(partitions: Bool, alerts evaluateAlerts: Bool) async throws -> Duration? {
-        // The database was out for this worker within a lease, so perhaps for every worker: their
-        // leases may have lapsed with them alive. Rescued now, their answers would be thrown away.
-        let rescues = heartbeats.failedRecently(within: tenure) ? [] : try await metrics.measure("rescue") {
-            try await store.rescueExpired()
+        // The database was out for this worker, so perhaps for every worker: their leases may
+        // have lapsed with them alive. Rescued now, their answers would be thrown away.
+        let hold = heartbeats.outageRecently(within: tenure)
+        let changed = holdingRescues.withLock { holding in
+            defer { holding = hold }
+            return holding != hold
         }
+        if changed {
+            logger.notice(
+                hold ? "holding rescues back: this worker's heartbeats failed in a row, so others' may have too"
+                    : "rescuing expired leases again",
+                ["for_s": tenure.seconds])
+        }
+        let rescues = hold ? [] : try await metrics.measure("rescue") { try await store.rescueExpired() }
         for rescue in rescues {
             metrics.rescues.increment([rescue.outcome])
             logger.warning(

@@ -104,6 +104,7 @@ final class WorkerService: Sendable {
         } catch {
             guard isStopping else { throw error }
             if registered.withLock({ $0 }) { await deregister() }
+            graceTimer.withLock { $0 }?.cancel()
             logger.notice("worker stopped before it started")
             return
         }
@@ -447,6 +448,7 @@ final class WorkerService: Sendable {
                         lease: configuration.lease, takeOver: false
                     )
                 }
+                heartbeats.succeeded()
                 metrics.leaseRenewals.increment(by: Double(answer.count))
                 // The answer names the jobs still leased to this worker. A job held twice (claimed
                 // again before the earlier claim's slot was freed) is leased by its later claim.
