@@ -173,6 +173,9 @@ struct WorkerServiceTests {
             let configuration = Self.configuration(concurrency: 8)
             let worker = configuration.identity.id
             try await Self.withWorker(pool, configuration, SimulatedExecutor()) { _ in
+                try await waitUntil("the worker is registered") {
+                    try await pool.query("SELECT count(*) FROM switchyard.workers WHERE id = $1", [worker]).scalar(Int.self) == 1
+                }
                 // What the lost claim did: three jobs leased to this worker, attempt 1 spent.
                 var leased: [Int64] = []
                 for _ in 0..<3 {
@@ -206,6 +209,23 @@ struct WorkerServiceTests {
                         .scalar(Int.self) == 3
                 }
                 for id in leased { #expect(try await store.status(of: id) == "succeeded") }
+
+                // One leased to this id before this process registered (a process that died on
+                // it): left to the rescue, which spends its attempt, not run again on this one's.
+                let earlier = try await store.submit(Submission(request: Self.hello, runAt: Date().addingTimeInterval(3600)))
+                try await pool.query(
+                    """
+                    UPDATE switchyard.jobs SET lease_owner = $2, attempt = 1, claimed_at = now() - interval '1 hour',
+                           lease_expires_at = now() + interval '30 seconds', run_at = now()
+                    WHERE id = $1
+                    """, [earlier, worker])
+                try await pool.query("CREATE TRIGGER fail_claims BEFORE UPDATE ON switchyard.jobs FOR EACH ROW WHEN (OLD.lease_owner IS NULL AND NEW.lease_owner IS NOT NULL) EXECUTE FUNCTION public.fail_claims()")
+                _ = try await store.submit(Submission(request: Self.hello))
+                try await Task.sleep(for: .seconds(1))
+                try await pool.query("DROP TRIGGER fail_claims ON switchyard.jobs")
+                try await Task.sleep(for: .milliseconds(500))
+                #expect(try await pool.query("SELECT lease_owner FROM switchyard.jobs WHERE id = $1", [earlier])
+                    .scalar(String?.self) == worker)
             }
         }
     }

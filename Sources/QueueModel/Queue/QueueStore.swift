@@ -91,13 +91,20 @@ public struct QueueStore: Sendable {
         return try rows.map(Job.init(row:))
     }
 
-    /// Jobs leased to `worker` other than those it holds: a claim that committed while its answer
-    /// was lost (the connection dropped as the server restarted) leased them, and nobody runs
-    /// them; left alone, they waited out the lease and were rescued with an attempt spent.
-    public func unheldLeases(worker: String, holding: [Int64]) async throws -> [Job] {
+    /// Jobs this worker process leased and does not hold: a claim that committed while its
+    /// answer was lost (the connection dropped as the server restarted) leased them, and nobody
+    /// runs them; left alone, they waited out the lease and were rescued with an attempt spent.
+    /// Only those claimed since this process registered: an earlier process under the same id
+    /// (one that died on a job) leaves its jobs to the rescue, which spends their attempt.
+    public func unheldLeases(worker: WorkerIdentity, holding: [Int64]) async throws -> [Job] {
         try await pool.query(
-            "SELECT \(Job.columns) FROM switchyard.jobs WHERE lease_owner = $1 AND NOT (id = ANY ($2::bigint[]))",
-            [worker, holding]
+            """
+            SELECT \(Job.columns) FROM switchyard.jobs
+            WHERE lease_owner = $1 AND NOT (id = ANY ($2::bigint[]))
+              AND claimed_at >= (SELECT w.started_at FROM switchyard.workers w
+                                 WHERE w.id = $1 AND w.instance IS NOT DISTINCT FROM $3)
+            """,
+            [worker.id, holding, worker.instance]
         ).map(Job.init(row:))
     }
 

@@ -197,24 +197,24 @@ final class WorkerService: Sendable {
                     cursor.reset()
                     cursorSince = clock.now
                 }
-                do {
-                    if claimMayHaveLeased {
-                        let unheld = try await store.unheldLeases(
-                            worker: configuration.identity.id, holding: inFlight.held.map(\.ticket.id))
-                        claimMayHaveLeased = false
-                        if !unheld.isEmpty {
-                            logger.notice(
-                                "a claim whose answer was lost had gone through: running its jobs",
-                                ["jobs": unheld.count])
-                        }
+                // Looked for apart from the claim: a failure here must not stop the worker claiming.
+                if claimMayHaveLeased,
+                    let unheld = try? await store.unheldLeases(
+                        worker: configuration.identity, holding: inFlight.held.map(\.ticket.id))
+                {
+                    claimMayHaveLeased = false
+                    if !unheld.isEmpty {
+                        logger.notice("a claim whose answer was lost had gone through: running its jobs", ["jobs": unheld.count])
                         for job in unheld {
                             metrics.jobsClaimed.increment([job.priority.rawValue])
                             start(job)
                         }
                         claimed += unheld.count
                         // They took slots: count again before claiming more.
-                        if !unheld.isEmpty { continue }
+                        continue
                     }
+                }
+                do {
                     let jobs = try await metrics.measure("claim") { [cursor] in
                         try await store.claim(
                             worker: configuration.identity.id, freeSlots: free, backgroundSlots: backgroundSlots,
