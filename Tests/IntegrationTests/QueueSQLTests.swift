@@ -668,4 +668,56 @@ struct QueueSQLTests {
             #expect(try await pool.query("SELECT to_regclass('switchyard.results_20000101') IS NULL").scalar(Bool.self))
         }
     }
+    /// A review's `dispatcher prune` held an exclusive lock on switchyard.results for 8.5 s (15
+    /// partitions, 430,000 keys, one transaction): no result written, no job submitted meanwhile.
+    @Test("prune goes a step at a time, each its own transaction, and a step stuck behind a reader gives up")
+    func pruneInSteps() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            for day in ["20000101", "20000102"] {
+                try await pool.query(
+                    """
+                    CREATE TABLE switchyard.results_\(day) PARTITION OF switchyard.results
+                    FOR VALUES FROM ('\(day) 00:00:00+00') TO ('\(day) 00:00:00+00'::timestamptz + interval '1 day')
+                    """)
+                try await pool.query(
+                    """
+                    INSERT INTO switchyard.results (job_id, status, priority, request, created_at, finished_at)
+                    VALUES (\(day), 'succeeded', 'interactive', '{}', '\(day)', '\(day) 12:00:00+00')
+                    """)
+            }
+            try await pool.query(
+                """
+                INSERT INTO switchyard.idempotency_keys (key, job_id, created_at)
+                SELECT 'old-' || n, -n, now() - interval '60 days' FROM generate_series(1, 5) n
+                """)
+            let store = QueueStore(pool: pool)
+            var steps: [String] = []
+            while let step = try await store.pruneStep(olderThan: .seconds(30 * 86_400), batch: 2, lockTimeout: .seconds(5)) {
+                steps.append("\(step.item) \(step.removed)")
+            }
+            #expect(steps == [
+                "partition results_20000101 1", "partition results_20000102 1",
+                "idempotency keys 2", "idempotency keys 2", "idempotency keys 1",
+            ])
+
+            // A long reader of results: the drop waits at most its lock timeout, instead of holding
+            // every writer behind it for as long as the reader reads.
+            try await pool.query(
+                """
+                CREATE TABLE switchyard.results_20000103 PARTITION OF switchyard.results
+                FOR VALUES FROM ('2000-01-03 00:00:00+00') TO ('2000-01-04 00:00:00+00')
+                """)
+            let reader = try await PostgresConnection.connect(pool.configuration)
+            try await reader.query("BEGIN")
+            _ = try await reader.query("SELECT count(*) FROM switchyard.results")
+            let error = await #expect(throws: PostgresError.self) {
+                try await store.pruneStep(olderThan: .seconds(30 * 86_400), lockTimeout: .milliseconds(300))
+            }
+            #expect(error?.sqlState == .lockNotAvailable, "\(String(describing: error))")
+            try await reader.query("COMMIT")
+            await reader.close()
+            #expect(try await store.pruneStep(olderThan: .seconds(30 * 86_400), lockTimeout: .seconds(5))?.item
+                    == "partition results_20000103")
+        }
+    }
 }

@@ -38,7 +38,9 @@ enum JobCommands {
         usage: dispatcher prune --older-than DURATION
 
         Drops whole daily results partitions older than DURATION (e.g. 30d), and trims old
-        idempotency keys. No DELETE of result rows, so no bloat.
+        idempotency keys. No DELETE of result rows, so no bloat. One step at a time, each
+        committed: a partition's drop locks the results table for milliseconds, not for the
+        whole run, and waits at most 5 s behind a long reader (then tries again).
         """
 
     private static func open(_ arguments: Arguments) throws -> QueueStore {
@@ -160,7 +162,30 @@ enum JobCommands {
         defer { Task { await store.pool.close() } }
         // An operator's command: an older schema's prune is the older rules' (run migrate first).
         try await Migrator().requireCurrent(store.pool)
-        for (item, removed) in try await store.prune(olderThan: age) { print("\(item): \(removed) removed") }
+        var defaultRows = 0
+        var keys = 0
+        var waits = 0
+        while true {
+            let step: (item: String, removed: Int)?
+            do {
+                step = try await store.pruneStep(olderThan: age, lockTimeout: .seconds(5))
+            } catch let error as PostgresError where error.sqlState == .lockNotAvailable && waits < 12 {
+                // A long reader of results (a 30-day report) holds the drop back; waiting on, the drop
+                // would hold every writer behind it.
+                waits += 1
+                printError("waiting: a reader of switchyard.results holds the next drop back (\(waits) of 12 tries)")
+                try await Task.sleep(for: .seconds(5))
+                continue
+            }
+            guard let step else { break }
+            switch step.item {
+            case "rows in results_default": defaultRows += step.removed
+            case "idempotency keys": keys += step.removed
+            default: print("\(step.item): \(step.removed) removed")
+            }
+        }
+        print("rows in results_default: \(defaultRows) removed")
+        print("idempotency keys: \(keys) removed")
         return ExitCode.success
     }
 }

@@ -277,6 +277,19 @@ public struct QueueStore: Sendable {
         ).map { (try $0[0].decode(String.self), try $0[1].decode(Int.self)) }
     }
 
+    /// One step of pruning, committed on its own: one partition dropped, or up to `batch` rows of
+    /// results_default or keys removed; nil once there is nothing left. A step waits at most
+    /// `lockTimeout` for its locks (a DROP waiting behind a long reader holds every writer of
+    /// results behind it), then fails with `lockNotAvailable`.
+    public func pruneStep(olderThan: Duration, batch: Int = 10_000, lockTimeout: Duration) async throws
+        -> (item: String, removed: Int)?
+    {
+        try await pool.query(
+            "SELECT item, removed FROM switchyard.prune_step(make_interval(secs => $1), $2, make_interval(secs => $3))",
+            [olderThan.seconds, batch, lockTimeout.seconds]
+        ).first.map { (try $0[0].decode(String.self), try $0[1].decode(Int.self)) }
+    }
+
     // MARK: Reading and controlling jobs
 
     /// queued, scheduled, running, cancelling, succeeded, failed, cancelled, expired; nil if unknown.
