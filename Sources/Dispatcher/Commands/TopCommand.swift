@@ -77,7 +77,13 @@ enum TopCommand {
         -> String
     {
         let heading = "switchyard top — every \(StatusFormat.window(interval)), q quits"
-        let lines = report.lines(heading: heading).prefix(max(1, size.rows - 1)).map { line in
+        let all = report.lines(heading: heading)
+        var kept = Array(all.prefix(max(1, size.rows - 1)))
+        if kept.count < all.count, kept.count > 1 {
+            // Said, not silently cut: the rest is a `dispatcher status` away.
+            kept[kept.count - 1] = "… \(all.count - kept.count + 1) more lines (dispatcher status shows all)"
+        }
+        let lines = kept.map { line in
             line.count > size.columns ? String(line.prefix(size.columns - 1)) + "…" : line
         }
         guard inPlace else { return lines.joined(separator: "\n") + "\n\n" }

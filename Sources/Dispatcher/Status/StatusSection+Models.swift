@@ -2,22 +2,27 @@ import Foundation
 import QueueModel
 
 extension StatusSection {
-    /// Per-model calls, errors, latency, cost and breaker.
+    /// Per-model calls, errors, latency, cost and breaker: on the screen, the models called in
+    /// the window or with a breaker not closed (the rest counted in a line); all of them in JSON.
     static let models = StatusSection(key: "models", title: "MODELS") { context in
         let models = try await context.observability.modelStats(window: context.window, at: context.at)
         guard !models.isEmpty else {
             return StatusOutput(lines: ["no model was called in the window, and no breaker is set"], json: [])
         }
+        let shown = models.filter { $0.calls > 0 || $0.breaker != "closed" }
+        let quiet = models.count - shown.count
+        let more = "\(quiet) \(quiet == 1 ? "model" : "models") not called in the window, breakers closed (--json lists them)"
+        guard !shown.isEmpty else { return StatusOutput(lines: [more], json: .array(models.map(\.json))) }
         var table = TextTable(
             [
                 "model", "calls", "errors", "timeouts", "P50", "P95", "P99", "answered", "fallback", "cost/job",
                 "breaker",
             ],
             rightAligned: Set(1...9))
-        for model in models {
+        for model in shown {
             var breaker = model.breaker
             if model.breaker != "closed", let reason = model.breakerReason {
-                // Alerts are listed in full below; other reasons are short ("5 failures in a row").
+                // Alerts are listed in full above; other reasons are short ("5 failures in a row").
                 let short = reason.count > 48 ? String(reason.prefix(47)) + "…" : reason
                 breaker += reason.hasPrefix("alert:") ? " (alert)" : " (\(short))"
             }
@@ -29,7 +34,7 @@ extension StatusSection {
                 StatusFormat.money(model.costPerRequest), breaker,
             ])
         }
-        return StatusOutput(lines: table.lines, json: .array(models.map(\.json)))
+        return StatusOutput(lines: table.lines + (quiet > 0 ? ["… and " + more] : []), json: .array(models.map(\.json)))
     }
 
     /// Open alerts, oldest first.

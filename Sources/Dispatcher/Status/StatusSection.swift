@@ -35,7 +35,8 @@ struct StatusSection: Sendable {
     var load: @Sendable (StatusContext) async throws -> StatusOutput
 
     /// The sections `status` and `top` show, in order.
-    static let all: [StatusSection] = [.overview, .queue, .background, .workers, .models, .alerts]
+    /// Alerts second: `top` cuts the report to the terminal, and with fifty models they fell off.
+    static let all: [StatusSection] = [.overview, .alerts, .queue, .background, .workers, .models]
 }
 
 /// A whole status report: every section's output, for the screen or as JSON.

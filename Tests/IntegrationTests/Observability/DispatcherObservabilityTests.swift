@@ -104,6 +104,34 @@ struct DispatcherObservabilityTests {
         #expect(lines.allSatisfy { $0.replacingOccurrences(of: "\u{1B}[K", with: "").count <= 40 })
     }
 
+    /// A review's `top` with 52 models never showed its 5 open alerts: they came last, past the
+    /// terminal's height, and MODELS listed every model, called or not.
+    @Test("alerts come before the tables; quiet models are counted, not listed; a cut frame says so")
+    func manyModels() async throws {
+        #expect(StatusSection.all.map(\.key).prefix(2) == ["overview", "alerts"])
+        try await TestDatabase.withMigratedPool { pool in
+            let models = (0..<30).map { #""m\#($0)": {"provider": "simulated"}"# }.joined(separator: ", ")
+            _ = try await CatalogStore(pool: pool).importDocument(
+                Data(#"{"models": {\#(models)}, "routing_rules": {"default": {"primary": "m0"}}}"#.utf8))
+            try await pool.query(
+                "INSERT INTO switchyard.model_health (model) SELECT 'm' || n FROM generate_series(0, 29) n ON CONFLICT DO NOTHING")
+            try await pool.query(
+                "UPDATE switchyard.model_health SET state = 'open', opened_at = now(), reason = 'test' WHERE model = 'm3'")
+            let report = await StatusReport.load(
+                StatusContext(pool: pool, window: .seconds(60), at: nil), sections: [StatusSection.models])
+            let lines = report.lines()
+            #expect(lines.contains { $0.contains("m3") && $0.contains("open") }, "\(lines)")
+            #expect(!lines.contains { $0.hasPrefix("  m1 ") }, "\(lines)")
+            #expect(lines.contains { $0.contains("… and 29 models not called in the window") }, "\(lines)")
+            #expect(report.json["models"]?.arrayValue?.count == 30)
+        }
+        let long = StatusReport(
+            window: .seconds(60), generatedAt: Date(timeIntervalSince1970: 0),
+            sections: [(StatusSection.models, StatusOutput(lines: (0..<50).map { "row \($0)" }, json: []))])
+        let frame = TopCommand.frame(long, interval: .seconds(2), size: (rows: 10, columns: 80), inPlace: false)
+        #expect(frame.contains("more lines (dispatcher status shows all)"), "\(frame)")
+    }
+
     @Test("a window is printed in the unit it was given in, down to milliseconds")
     func windowText() {
         #expect(StatusFormat.window(.milliseconds(1)) == "1 ms")
