@@ -35,6 +35,41 @@ struct JobWaiterTests {
         }
     }
 
+    /// A review's `wait A B` printed A's outcome only when B finished too (20 s after A), though
+    /// the docs say "prints each outcome as it lands".
+    @Test("wait prints each outcome as it lands, not when the last job ends")
+    func printsAsTheyLand() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let first = try await store.submit(Submission(request: ["messages": [["role": "user", "content": "a"]]]))
+            let second = try await store.submit(Submission(request: ["messages": [["role": "user", "content": "b"]]]))
+            let output = try Scratch.makeDirectory("wait-output").appendingPathComponent("out").path
+            let process = try ChildProcess.spawn(
+                WorkerProcess.binary("dispatcher"),
+                ["wait", String(first), String(second), "--timeout", "60s", "--database-url",
+                 pool.configuration.effectiveConnectionString],
+                standardOutput: .file(output), standardError: .discard)
+            defer { process.signal(SIGKILL); _ = process.wait() }
+            try await waitUntil("the wait listens") {
+                try await pool.query(
+                    """
+                    SELECT count(*) FROM pg_stat_activity
+                    WHERE datname = current_database() AND query LIKE 'LISTEN %switchyard_results%'
+                    """
+                ).scalar(Int.self) == 1
+            }
+            #expect(try await store.cancel(first) == "cancelled")
+            try await waitUntil("the first outcome is printed while the wait goes on") {
+                ((try? String(contentsOfFile: output, encoding: .utf8)) ?? "").contains("\(first)  cancelled")
+            }
+            #expect(process.poll() == nil, "the wait ended before the second job did")
+            #expect(try await store.cancel(second) == "cancelled")
+            try await waitUntil("the wait ends") { process.poll() != nil }
+            let text = try String(contentsOfFile: output, encoding: .utf8)
+            #expect(text.components(separatedBy: "\(first)  cancelled").count == 2, "printed once: \(text)")
+        }
+    }
+
     /// A review's `wait --timeout 10s` through a 30 s outage exited 1 after 25 s: its last look,
     /// past the timeout, waited out the pool's connection retries, then failed.
     @Test("a wait that times out with the database down says so (exit 4) without retrying connections")

@@ -1,6 +1,7 @@
 import Foundation
 import Postgres
 import QueueModel
+import Synchronization
 
 /// Waits for jobs to finish: LISTENs on switchyard_results, then checks (so a job that finished
 /// before the LISTEN is not missed), and checks again after any reconnect (notifications sent
@@ -16,6 +17,7 @@ struct JobWaiter {
         var pending = Set(ids)
         var statuses: [Int64: String] = [:]
         var results: [Int64: JSONValue] = [:]
+        let printed = PrintedOnce()
 
         func check(_ candidates: Set<Int64>) async throws {
             let found = try await store.statuses(of: Array(candidates))
@@ -28,12 +30,15 @@ struct JobWaiter {
                 statuses[id] = status
                 if Self.finalStatuses.contains(status) {
                     pending.remove(id)
+                    // Printed as it landed: fetched again only for --json, which prints them all.
+                    guard json || !printed.contains(id) else { continue }
                     if let result = try await store.result(of: id) {
                         results[id] = result
-                        if !json { print(Self.summary(id: id, result: result)) }
+                        if !json && printed.first(id) { print(Self.summary(id: id, result: result)) }
                     }
                 }
             }
+            fflush(nil)
         }
 
         try await check(pending)
@@ -70,6 +75,14 @@ struct JobWaiter {
                         }
                         if changed.isEmpty { continue }
                         remaining.subtract(changed)
+                        // Each outcome as it lands, not all at the end (as the docs promise).
+                        if !json {
+                            for id in changed.sorted() {
+                                guard let result = try? await store.result(of: id), printed.first(id) else { continue }
+                                print(Self.summary(id: id, result: result))
+                            }
+                            fflush(nil)  // a pipe or a file sees each line as it is printed, too
+                        }
                         if remaining.isEmpty { return }
                     }
                 }
@@ -105,6 +118,14 @@ struct JobWaiter {
         if statuses.values.contains("not_found") { return ExitCode.notFound }
         if !pending.isEmpty { return ExitCode.timedOut }
         return ids.allSatisfy({ statuses[$0] == "succeeded" }) ? ExitCode.success : ExitCode.jobNotSucceeded
+    }
+
+    /// The jobs whose line was printed, so each is printed once whoever gets to it first.
+    final class PrintedOnce: Sendable {
+        private let ids = Mutex<Set<Int64>>([])
+        /// True the first time `id` is asked for (it is then printed).
+        func first(_ id: Int64) -> Bool { ids.withLock { $0.insert(id).inserted } }
+        func contains(_ id: Int64) -> Bool { ids.withLock { $0.contains(id) } }
     }
 
     /// One line per finished job: id, status, model, latency, and the answer or the error.
