@@ -44,6 +44,17 @@ extension HousekeeperAlertTests {
         #expect(Housekeeper.alertInterval(after: .milliseconds(1500)) == .seconds(15))
         #expect(Housekeeper.alertInterval(after: .seconds(3)) == .seconds(30))
     }
+
+    /// A review's evaluations grew to 11 s, two minutes apart, with one notice at the first step.
+    @Test("a slower alert evaluation is said at each doubling of the interval, and its return to 15 s")
+    func alertIntervalNotices() {
+        let slow = "alert evaluation is slow; evaluating less often"
+        #expect(Housekeeper.intervalNotice(from: .seconds(15), to: .seconds(30)) == slow)
+        #expect(Housekeeper.intervalNotice(from: .seconds(30), to: .seconds(45)) == nil)
+        #expect(Housekeeper.intervalNotice(from: .seconds(45), to: .seconds(110)) == slow)
+        #expect(Housekeeper.intervalNotice(from: .seconds(110), to: .seconds(15)) == "alert evaluation is quick again")
+        #expect(Housekeeper.intervalNotice(from: .seconds(15), to: .seconds(15)) == nil)
+    }
 }
 
 extension HousekeeperAlertTests {
