@@ -35,13 +35,17 @@ public struct PostgresNotifications: AsyncSequence, Sendable {
 
     /// Starts listening; returns once every channel is listened to on the server.
     /// - Throws: `PostgresError` when the first connection or a `LISTEN` fails.
+    /// - Parameter coalescing: deliver at most one notification per channel of what arrived
+    ///   together, without its payload: for listeners that take a notification as a wake-up
+    ///   (any session may NOTIFY, and a flood of them cost a worker a core).
     static func start(
-        configuration: PostgresConfiguration, channels: [String], bufferLimit: Int = 10_000
+        configuration: PostgresConfiguration, channels: [String], coalescing: Bool = false, bufferLimit: Int = 10_000
     ) async throws -> PostgresNotifications {
         let (stream, continuation) = AsyncStream.makeStream(
             of: PostgresListenEvent.self, bufferingPolicy: .bufferingNewest(bufferLimit)
         )
-        let listener = try ListenerThread(configuration: configuration, channels: channels, continuation: continuation)
+        let listener = try ListenerThread(
+            configuration: configuration, channels: channels, coalescing: coalescing, continuation: continuation)
         continuation.onTermination = { _ in listener.stop() }
         try await withCheckedThrowingContinuation { (ready: CheckedContinuation<Void, Error>) in
             listener.start(ready: ready)
@@ -57,6 +61,7 @@ private final class ListenerThread: @unchecked Sendable {
     // only write to `wakeWrite`, and `stopped` is guarded by `lock`.
     private let configuration: PostgresConfiguration
     private let channels: [String]
+    private let coalescing: Bool
     private let noticeSink: NoticeSink
     private let continuation: AsyncStream<PostgresListenEvent>.Continuation
     private let wakeRead: Int32
@@ -65,11 +70,12 @@ private final class ListenerThread: @unchecked Sendable {
     private var stopped = false
 
     init(
-        configuration: PostgresConfiguration, channels: [String],
+        configuration: PostgresConfiguration, channels: [String], coalescing: Bool,
         continuation: AsyncStream<PostgresListenEvent>.Continuation
     ) throws {
         self.configuration = configuration
         self.channels = channels
+        self.coalescing = coalescing
         self.noticeSink = NoticeSink(handler: configuration.noticeHandler)
         self.continuation = continuation
         var descriptors: [Int32] = [0, 0]
@@ -150,17 +156,24 @@ private final class ListenerThread: @unchecked Sendable {
                     handle = nil
                     continue
                 }
+                var seen: Set<String> = []
                 while let notify = PQnotifies(connection) {
+                    defer { PQfreemem(notify) }
+                    let channel = String(cString: notify.pointee.relname)
+                    if coalescing {
+                        guard seen.insert(channel).inserted else { continue }
+                        continuation.yield(
+                            .notification(PostgresNotification(channel: channel, payload: "", senderPID: notify.pointee.be_pid)))
+                        continue
+                    }
                     continuation.yield(
                         .notification(
                             PostgresNotification(
-                                channel: String(cString: notify.pointee.relname),
-                                payload: String(cString: notify.pointee.extra),
+                                channel: channel, payload: String(cString: notify.pointee.extra),
                                 senderPID: notify.pointee.be_pid
                             )
                         )
                     )
-                    PQfreemem(notify)
                 }
             }
         }

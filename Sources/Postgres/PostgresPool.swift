@@ -96,8 +96,10 @@ public final class PostgresPool: Sendable {
 
     /// Listens on channels over a dedicated connection (outside the pool's bound).
     /// - Returns: once every `LISTEN` is in place, a sequence of notifications and reconnects.
-    public func listen(on channels: [String]) async throws -> PostgresNotifications {
-        try await PostgresNotifications.start(configuration: configuration, channels: channels)
+    /// - Parameter coalescing: at most one notification per channel of those that arrive
+    ///   together, without payloads (for wake-ups).
+    public func listen(on channels: [String], coalescing: Bool = false) async throws -> PostgresNotifications {
+        try await PostgresNotifications.start(configuration: configuration, channels: channels, coalescing: coalescing)
     }
 
     /// Closes idle connections and refuses new checkouts; lent connections close on return.

@@ -289,6 +289,35 @@ struct PostgresClientTests {
         }
     }
 
+    /// Any session may NOTIFY: a review's flood of distinct payloads on switchyard_catalog cost
+    /// each worker a core, one event per notification, and slowed job pickup fourfold.
+    @Test("a coalescing listener gets one notification per channel of those that arrive together")
+    func coalescingListener() async throws {
+        try await TestDatabase.withEmpty { configuration in
+            let pool = PostgresPool(configuration, options: .init(maxConnections: 1))
+            defer { Task { await pool.close() } }
+            let wakeUps = try await pool.listen(on: ["flood", "other"], coalescing: true)
+            let every = try await pool.listen(on: ["flood"])
+            try await pool.query(
+                "SELECT count(pg_notify('flood', 'x' || g)) FROM generate_series(1, 1000) g UNION ALL SELECT count(pg_notify('other', 'y'))")
+            try await pool.query("SELECT pg_notify('other', 'end')")
+            var coalesced: [String] = []
+            for await event in wakeUps {
+                guard case .notification(let note) = event else { continue }
+                coalesced.append(note.channel)
+                if note.channel == "other" && coalesced.filter({ $0 == "other" }).count == 2 { break }
+            }
+            #expect(coalesced.count <= 4 && coalesced.contains("flood"), "\(coalesced.count) events")
+            var all = 0
+            for await event in every {
+                guard case .notification = event else { continue }
+                all += 1
+                if all == 1000 { break }
+            }
+            #expect(all == 1000)
+        }
+    }
+
     @Test("a NUL byte in a parameter is refused before it reaches the server")
     func refusesNulBytes() async throws {
         try await TestDatabase.withEmpty { configuration in

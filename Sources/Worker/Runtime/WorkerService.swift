@@ -492,7 +492,9 @@ final class WorkerService: Sendable {
         let channels = ["switchyard_jobs"] + (fleet == nil ? [] : FleetState.channels)
         while !isStopping && !Task.isCancelled {
             do {
-                let notifications = try await store.pool.listen(on: channels)
+                // Wake-ups all (no payload is read): what arrives together is one per channel, so
+                // a session flooding NOTIFY costs a few events per read, not one per notification.
+                let notifications = try await store.pool.listen(on: channels, coalescing: true)
                 delay = .milliseconds(200)
                 // Jobs submitted before LISTEN took effect announced themselves to nobody.
                 wake.signal(.notified)
