@@ -46,16 +46,16 @@ final class Housekeeper: Sendable {
     /// five-minute windows (about 0.4 s per 100,000 results here, more on a busy server), so at a
     /// few thousand jobs per second a fixed 15 s would keep a database core busy evaluating;
     /// this way alerts never take more than a tenth of one, and come later instead.
+    static func alertInterval(after evaluation: Duration) -> Duration {
+        max(alertInterval, evaluation * 10)
+    }
+
     /// What to say when the alert interval changes: at each doubling, and on the way back (a
     /// review's evaluations grew to 11 s, two minutes apart, with a notice at the first step only).
     static func intervalNotice(from previous: Duration, to next: Duration) -> String? {
         if next >= previous * 2 { return "alert evaluation is slow; evaluating less often" }
         if next == alertInterval && previous > alertInterval { return "alert evaluation is quick again" }
         return nil
-    }
-
-    static func alertInterval(after evaluation: Duration) -> Duration {
-        max(alertInterval, evaluation * 10)
     }
 
     func run() async {
