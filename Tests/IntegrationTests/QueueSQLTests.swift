@@ -203,6 +203,14 @@ struct QueueSQLTests {
         }
     }
 
+    /// `switchyard.prune()` as SQL callers run it: every step in one transaction (`dispatcher prune`
+    /// goes step by step, `pruneInSteps`).
+    static func prune(_ pool: PostgresPool, olderThan: Duration) async throws -> [(item: String, removed: Int)] {
+        try await pool.query(
+            "SELECT item, removed FROM switchyard.prune(make_interval(secs => $1))", [olderThan.seconds]
+        ).map { (try $0[0].decode(String.self), try $0[1].decode(Int.self)) }
+    }
+
     @Test("prune keeps the idempotency key of a job still queued, however old the key")
     func pruneKeepsLiveKeys() async throws {
         try await TestDatabase.withMigratedPool { pool in
@@ -215,7 +223,7 @@ struct QueueSQLTests {
             _ = try await store.complete(
                 worker: "w", jobs.map { Completion(jobID: $0.id, attempt: $0.attempt, kind: .result, status: "succeeded") })
             try await pool.query("UPDATE switchyard.idempotency_keys SET created_at = now() - interval '60 days'")
-            let removed = try await store.prune(olderThan: .seconds(30 * 86_400))
+            let removed = try await Self.prune(pool, olderThan: .seconds(30 * 86_400))
             #expect(removed.contains { $0.item == "idempotency keys" && $0.removed == 1 })
             // The queued job's key still answers with it: no second job.
             #expect(try await store.submit(Submission(request: Self.hello, idempotencyKey: "report-1")) == waiting)
@@ -235,7 +243,7 @@ struct QueueSQLTests {
             _ = try await store.complete(
                 worker: "w", [Completion(jobID: retry, attempt: job.attempt, kind: .result, status: "succeeded")])
             try await pool.query("UPDATE switchyard.idempotency_keys SET created_at = now() - interval '2 days'")
-            _ = try await store.prune(olderThan: .seconds(86_400))
+            _ = try await Self.prune(pool, olderThan: .seconds(86_400))
             #expect(try await store.retry(id) == retry)
             #expect(try await pool.query("SELECT count(*) FROM switchyard.jobs").scalar(Int.self) == 0)
         }
@@ -662,8 +670,7 @@ struct QueueSQLTests {
                 VALUES (1, 'succeeded', 'interactive', '{}', '2000-01-01', '2000-01-01 12:00:00+00')
                 """
             )
-            let store = QueueStore(pool: pool)
-            let removed = try await store.prune(olderThan: .seconds(30 * 86_400))
+            let removed = try await Self.prune(pool, olderThan: .seconds(30 * 86_400))
             #expect(removed.contains { $0.item == "partition results_20000101" && $0.removed == 1 })
             #expect(try await pool.query("SELECT to_regclass('switchyard.results_20000101') IS NULL").scalar(Bool.self))
         }

@@ -270,13 +270,6 @@ public struct QueueStore: Sendable {
         try await pool.query("SELECT switchyard.ensure_result_partitions($1)", [daysAhead]).scalar(Int.self)
     }
 
-    /// Drops results partitions (and trims what is kept outside them) older than `olderThan`.
-    public func prune(olderThan: Duration) async throws -> [(item: String, removed: Int)] {
-        try await pool.query(
-            "SELECT item, removed FROM switchyard.prune(make_interval(secs => $1))", [olderThan.seconds]
-        ).map { (try $0[0].decode(String.self), try $0[1].decode(Int.self)) }
-    }
-
     /// One step of pruning, committed on its own: one partition dropped, or up to `batch` rows of
     /// results_default or keys removed; nil once there is nothing left. A step waits at most
     /// `lockTimeout` for its locks (a DROP waiting behind a long reader holds every writer of

@@ -16,7 +16,7 @@ final class WorkerService: Sendable {
     private let wake = WakeSignal()
     private let writer: CompletionWriter
     private let housekeeper: Housekeeper
-    /// When this worker's heartbeats last failed, for the housekeeper.
+    /// This worker's runs of failed heartbeats, for the housekeeper (`HeartbeatRecord`).
     private let heartbeats = HeartbeatRecord()
     private let now: @Sendable () -> Date
     private let random: @Sendable () -> Double
