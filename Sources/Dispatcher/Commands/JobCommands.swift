@@ -169,9 +169,17 @@ enum JobCommands {
             let step: (item: String, removed: Int)?
             do {
                 step = try await store.pruneStep(olderThan: age, lockTimeout: .seconds(5))
-            } catch let error as PostgresError where error.sqlState == .lockNotAvailable && waits < 12 {
+            } catch let error as PostgresError where error.sqlState == .lockNotAvailable {
                 // A long reader of results (a 30-day report) holds the drop back; waiting on, the drop
                 // would hold every writer behind it.
+                guard waits < 12 else {
+                    throw QueueError(
+                        .database,
+                        "a reader of switchyard.results held the next partition's drop back for two minutes; "
+                            + "the steps before it are done",
+                        hint: "Find it in pg_stat_activity (a long report or an open transaction), let it finish or "
+                            + "cancel it, and run prune again.")
+                }
                 waits += 1
                 printError("waiting: a reader of switchyard.results holds the next drop back (\(waits) of 12 tries)")
                 try await Task.sleep(for: .seconds(5))
