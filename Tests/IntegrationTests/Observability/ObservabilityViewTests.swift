@@ -156,6 +156,25 @@ struct ObservabilityViewTests {
         }
     }
 
+    @Test("fell_back: whether the trail's entries that name a model name more than one")
+    func fellBack() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let trails: [(String, Bool)] = [
+                ("[]", false),
+                (#"[{"model": "a"}]"#, false),
+                (#"[{"model": "a", "outcome": "timeout"}, {"model": "a"}]"#, false),
+                (#"[{"model": "a"}, {"outcome": "postponed"}, {"model": "b"}]"#, true),
+                (#"[{"outcome": "postponed"}, {"model": "b"}]"#, false),
+                (#"[{"model": null}, {"model": "b"}]"#, false),
+                (#"[{"model": "b"}, {"model": "a"}, {"model": "b"}]"#, true),
+            ]
+            for (trail, expected) in trails {
+                let answer = try await pool.query("SELECT switchyard.fell_back($1::jsonb)", [trail]).scalar(Bool.self)
+                #expect(answer == expected, "\(trail)")
+            }
+        }
+    }
+
     @Test("queue_depth counts each partition and names the oldest waiting job; worker_status shows leases")
     func queueAndWorkers() async throws {
         try await TestDatabase.withMigratedPool { pool in
