@@ -1,7 +1,7 @@
 import CLibPQ
 import Foundation
 
-/// One batch of statements sent in libpq pipeline mode, ending in a single Sync.
+/// One batch of statements sent in libpq pipeline mode, in one round trip.
 ///
 /// The socket is non-blocking while the batch is in flight and the results are read while
 /// statements are still being sent: with a large batch, a client that only wrote would
@@ -9,11 +9,27 @@ import Foundation
 struct Pipeline {
     let handle: OpaquePointer
     let statements: [PostgresStatement]
+    /// A Sync after each statement, so each commits (or fails) on its own; otherwise a single
+    /// Sync at the end makes the batch one implicit transaction.
+    let separately: Bool
 
     /// How many statements to queue before reading whatever results have arrived.
     private let sendChunk = 64
 
+    init(handle: OpaquePointer, statements: [PostgresStatement], separately: Bool = false) {
+        self.handle = handle
+        self.statements = statements
+        self.separately = separately
+    }
+
+    /// Each statement's rows, in order, or the batch's first failure (statements after it were
+    /// skipped, unless `separately`).
     func run() throws -> [PostgresRows] {
+        try exchange().map { try $0.get() }
+    }
+
+    /// Each statement's rows or failure, in order. A failure of the connection is thrown.
+    func exchange() throws -> [Result<PostgresRows, any Error>] {
         if statements.isEmpty { return [] }
         guard PQenterPipelineMode(handle) == 1 else {
             throw PostgresError(
@@ -29,15 +45,15 @@ struct Pipeline {
             PQexitPipelineMode(handle)
         }
 
-        var results: [PostgresRows] = []
+        var results: [Result<PostgresRows, any Error>] = []
         results.reserveCapacity(statements.count)
-        var firstError: Error?
         var sent = 0
         var synced = false
         var awaitingEndOfStatement = false
-        var sawSync = false
+        let syncs = separately ? statements.count : 1
+        var syncsSeen = 0
 
-        while !sawSync {
+        while syncsSeen < syncs {
             var queued = 0
             while sent < statements.count && queued < sendChunk {
                 let statement = statements[sent]
@@ -48,10 +64,13 @@ struct Pipeline {
                     )
                 }
                 guard accepted == 1 else { throw LibPQ.connectionError(handle) }
+                if separately {
+                    guard PQpipelineSync(handle) == 1 else { throw LibPQ.connectionError(handle) }
+                }
                 sent += 1
                 queued += 1
             }
-            if sent == statements.count && !synced {
+            if sent == statements.count && !synced && !separately {
                 guard PQpipelineSync(handle) == 1 else { throw LibPQ.connectionError(handle) }
                 synced = true
             }
@@ -60,7 +79,7 @@ struct Pipeline {
 
             guard PQconsumeInput(handle) == 1 else { throw LibPQ.connectionError(handle) }
             var progressed = false
-            while !sawSync && PQisBusy(handle) == 0 {
+            while syncsSeen < syncs && PQisBusy(handle) == 0 {
                 guard let result = PQgetResult(handle) else {
                     // NULL ends one statement's results; the next call starts the next statement's.
                     guard awaitingEndOfStatement else { break }
@@ -71,18 +90,15 @@ struct Pipeline {
                 progressed = true
                 if PQresultStatus(result) == PGRES_PIPELINE_SYNC {
                     PQclear(result)
-                    sawSync = true
-                    break
+                    syncsSeen += 1
+                    continue
                 }
                 awaitingEndOfStatement = true
-                do {
-                    results.append(try LibPQ.rows(result, handle))
-                } catch {
-                    // Statements after a failure come back "aborted"; the first failure is the story.
-                    if firstError == nil { firstError = error }
-                }
+                // In one transaction, statements after a failure come back "aborted": the first
+                // failure is the story.
+                results.append(Result { try LibPQ.rows(result, handle) })
             }
-            if sawSync { break }
+            if syncsSeen == syncs { break }
             // More to send and the socket took everything so far: keep sending.
             if flush == 0 && sent < statements.count { continue }
             if progressed && flush == 0 { continue }
@@ -94,7 +110,6 @@ struct Pipeline {
                 guard errno == EINTR else { throw LibPQ.connectionError(handle) }
             }
         }
-        if let firstError { throw firstError }
         return results
     }
 }

@@ -213,6 +213,14 @@ public actor PostgresConnection {
         return try Pipeline(handle: handle, statements: statements).run()
     }
 
+    /// Sends a batch of statements in one round trip, each its own transaction (a Sync after
+    /// each): one that fails leaves the others be. Returns each statement's rows or error, in
+    /// order; a lost connection is thrown (statements before it may have committed).
+    public func pipelineSeparately(_ statements: [PostgresStatement]) throws -> [Result<PostgresRows, any Error>] {
+        guard let handle else { throw LibPQ.closedError() }
+        return try Pipeline(handle: handle, statements: statements, separately: true).exchange()
+    }
+
     private func run<T>(_ ticket: UInt64, _ body: (OpaquePointer) throws -> T) throws -> T {
         guard let handle else { throw LibPQ.closedError() }
         if Task.isCancelled { throw CancellationError() }

@@ -94,6 +94,12 @@ public final class PostgresPool: Sendable {
         try await withConnection { try await $0.pipeline(statements) }
     }
 
+    /// Sends a batch of statements in one round trip, each its own transaction; see
+    /// `PostgresConnection.pipelineSeparately(_:)`.
+    public func pipelineSeparately(_ statements: [PostgresStatement]) async throws -> [Result<PostgresRows, any Error>] {
+        try await withConnection { try await $0.pipelineSeparately(statements) }
+    }
+
     /// Listens on channels over a dedicated connection (outside the pool's bound).
     /// - Returns: once every `LISTEN` is in place, a sequence of notifications and reconnects.
     /// - Parameter coalescing: at most one notification per channel of those that arrive

@@ -426,6 +426,25 @@ struct PostgresClientTests {
         }
     }
 
+    @Test("a pipelined batch run separately: each statement commits on its own, a failure stays its own")
+    func pipelineSeparately() async throws {
+        try await TestDatabase.withEmpty { configuration in
+            let connection = try await PostgresConnection.connect(configuration)
+            try await connection.query("CREATE TABLE t (id int PRIMARY KEY)")
+            var statements = (1...300).map { PostgresStatement("INSERT INTO t VALUES ($1) RETURNING id", [$0]) }
+            statements.insert(PostgresStatement("INSERT INTO t VALUES (5) RETURNING id"), at: 150)
+            let outcomes = try await connection.pipelineSeparately(statements)
+            #expect(outcomes.count == 301)
+            let failed = outcomes.enumerated().filter { if case .failure = $0.element { true } else { false } }
+            #expect(failed.map(\.offset) == [150])
+            if case .failure(let error) = outcomes[150] { #expect((error as? PostgresError)?.sqlState == .uniqueViolation) }
+            #expect(try outcomes[151].get().scalar(Int.self) == 151)
+            #expect(try await connection.query("SELECT count(*) FROM t").scalar(Int.self) == 300)
+            #expect(try await connection.query("SELECT 41 + 1").scalar(Int.self) == 42)
+            await connection.close()
+        }
+    }
+
     @Test("NOTICEs go to the configured handler, not to stderr")
     func routesNotices() async throws {
         try await TestDatabase.withEmpty { configuration in

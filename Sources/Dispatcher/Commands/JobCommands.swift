@@ -5,7 +5,7 @@ import QueueModel
 /// `dispatcher wait | result | cancel | retry | prune`.
 enum JobCommands {
     static let waitUsage = """
-        usage: dispatcher wait ID… [--timeout DURATION] [--json]
+        usage: dispatcher wait ID… | - [--timeout DURATION] [--json]
 
         Waits until every job finishes (LISTEN/NOTIFY, no polling loop) and prints each outcome.
         Exit status: 0 all succeeded; 3 one failed, was cancelled or expired; 4 timed out
@@ -21,9 +21,11 @@ enum JobCommands {
         """
 
     static let cancelUsage = """
-        usage: dispatcher cancel ID…
+        usage: dispatcher cancel ID… | -
 
         A queued job ends as cancelled at once; a running one at its worker's next heartbeat.
+        With -, the ids are read from stdin (thousands in a few seconds): e.g.
+          psql -Atc "SELECT id FROM switchyard.jobs WHERE tenant = 'acme'" | dispatcher cancel -
         Exit status: 0 cancelled or cancelling; 3 it had already finished; 6 unknown.
         """
 
@@ -52,9 +54,21 @@ enum JobCommands {
         )
     }
 
+    /// The job ids given, in order; `-` stands for those on stdin (one or more a line, as
+    /// `psql -At` or `dispatcher submit --json | jq` print them).
     private static func ids(_ arguments: Arguments, usage: String) throws -> [Int64] {
         guard !arguments.positionals.isEmpty else { throw QueueError(.invalidInput, "no job id given", hint: usage) }
-        return try arguments.positionals.map { text in
+        var words: [String] = []
+        for word in arguments.positionals {
+            guard word == "-" else { words.append(word); continue }
+            let read = try InputFile.read("-")
+            let given = String(decoding: read, as: UTF8.self).split(whereSeparator: { $0.isWhitespace }).map(String.init)
+            guard !given.isEmpty else {
+                throw QueueError(.invalidInput, "no job id on stdin", hint: "Pipe the ids in, one or more a line.")
+            }
+            words += given
+        }
+        return try words.map { text in
             guard let id = Int64(text), id > 0 else {
                 throw QueueError(.invalidInput, "\"\(text)\" is not a job id (job ids are positive whole numbers)")
             }
@@ -111,24 +125,36 @@ enum JobCommands {
     static func cancel(_ words: [String]) async throws -> Int32 {
         let arguments = try Arguments(words, command: "dispatcher cancel", options: ["database-url"])
         if arguments.flag("help") { print(cancelUsage); return ExitCode.success }
-        let jobs = try ids(arguments, usage: cancelUsage)
+        var seen = Set<Int64>()
+        let jobs = try ids(arguments, usage: cancelUsage).filter { seen.insert($0).inserted }
         let store = try open(arguments)
         defer { Task { await store.pool.close() } }
         var status = ExitCode.success
-        for id in jobs {
-            // switchyard.cancel answers `cancelled` both for a job it cancels now and for one
-            // cancelled before; only the first is this command's doing.
-            let before = try await store.status(of: id)
-            let outcome = before == "cancelled" ? "already cancelled" : try await store.cancel(id)
-            switch outcome {
-            case "cancelled", "cancelling":
-                print("\(id)  \(outcome)")
-            case "not_found":
-                print("\(id)  not found")
-                status = max(status, ExitCode.notFound)
-            default:
-                print("\(id)  \(outcome.hasPrefix("already") ? outcome : "already \(outcome)")")
-                status = max(status, ExitCode.jobNotSucceeded)
+        var answered = false
+        // A thousand a round trip, each its own transaction (a batch in one would lock its jobs
+        // in its own order, against workers writing back theirs).
+        for start in stride(from: 0, to: jobs.count, by: 1000) {
+            let chunk = Array(jobs[start..<min(start + 1000, jobs.count)])
+            let outcomes = try await store.cancel(chunk)
+            for (id, outcome) in zip(chunk, outcomes) {
+                switch outcome {
+                case .success("cancelled"), .success("cancelling"):
+                    print("\(id)  \(try outcome.get())")
+                case .success("not_found"):
+                    print("\(id)  not found")
+                    status = max(status, ExitCode.notFound)
+                case .success(let final):
+                    print("\(id)  \(final.hasPrefix("already") ? final : "already \(final)")")
+                    status = max(status, ExitCode.jobNotSucceeded)
+                case .failure(let error):
+                    // Refused for every job (the role may not cancel): the error alone, as for one.
+                    if !answered, outcomes.allSatisfy({ if case .failure = $0 { true } else { false } }) {
+                        throw error
+                    }
+                    printError("\(id)  not cancelled: \(error)")
+                    status = max(status, ExitCode.failure)
+                }
+                answered = true
             }
         }
         return status

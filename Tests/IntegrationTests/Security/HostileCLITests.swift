@@ -266,7 +266,7 @@ struct HostileCLITests {
 
     @Test("input that cannot be read (a directory, a closed stdin) is an error naming it, not a crash", arguments: [
         "submit --file DIR", "submit --file - < DIR", "submit --file - <&-", "submit --request - < DIR",
-        "models import - < DIR", "route --explain --file - < DIR",
+        "models import - < DIR", "route --explain --file - < DIR", "cancel - < DIR", "wait - < DIR",
     ])
     func unreadableInput(_ command: String) async throws {
         let directory = FileManager.default.temporaryDirectory.path
