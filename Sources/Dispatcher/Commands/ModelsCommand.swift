@@ -92,7 +92,7 @@ enum ModelsCommand {
         }
         let pool = try await currentPool(arguments)
         defer { Task { await pool.close() } }
-        let text = try await CatalogStore(pool: pool).load().document.prettyText + "\n"
+        let text = try await CatalogStore(pool: pool).loadStored().document.prettyText + "\n"
         if let file = arguments.value("file") {
             try OutputFile.write(Data(text.utf8), to: file)
         } else {

@@ -43,6 +43,12 @@ public struct CatalogStore: Sendable {
         }
     }
 
+    /// The catalog as stored, without feedback: what `models export` writes, so that importing
+    /// it back changes nothing.
+    public func loadStored() async throws -> Catalog {
+        try await pool.withConnection { try await Self.load(on: $0) }
+    }
+
     static func load(on connection: PostgresConnection) async throws -> Catalog {
         let modelRows = try await connection.query(
             """

@@ -81,6 +81,21 @@ struct FeedbackRoutingTests {
             #expect(averages.map(\.model) == ["alpha", "beta"])
             #expect(averages.map(\.ratings) == [10, 10])
             #expect(averages.first?.averageScore == 20)
+
+            // models export writes the stored catalog: importing it back changes nothing (it wrote
+            // the blended scores, and each round trip blended the ratings in again).
+            let file = try Scratch.makeDirectory("feedback-export").appendingPathComponent("catalog.json").path
+            let url = pool.configuration.effectiveConnectionString
+            let binary = WorkerProcess.binary("dispatcher")
+            let exported = try await BlockingWork.run {
+                try ChildProcess.run(binary, ["models", "export", "--file", file, "--database-url", url])
+            }
+            #expect(exported.status == 0, "\(exported.output)")
+            let reimported = try await BlockingWork.run {
+                try ChildProcess.run(binary, ["models", "import", file, "--database-url", url])
+            }
+            #expect(reimported.output.contains("no changes: the catalog already matches the file"), "\(reimported.output)")
+            #expect(try await CatalogStore(pool: pool).load().model(named: "alpha")?.capabilities["reasoning"] == 60)
         }
     }
 
