@@ -67,6 +67,26 @@ struct MigrationTests {
         }
     }
 
+    @Test("every operator command refuses a database a newer Switchyard migrated, exit 1", arguments: [
+        ["status"], ["report", "savings"], ["report", "--html", "-"], ["models", "prices"], ["models", "list"],
+        ["models", "export"], ["background", "pause"], ["prune", "--older-than", "30d"],
+    ])
+    func operatorCommandsRefuseNewerSchema(_ command: [String]) async throws {
+        try await TestDatabase.withMigrated { configuration in
+            let pool = PostgresPool(configuration)
+            defer { Task { await pool.close() } }
+            try await pool.query(
+                "INSERT INTO switchyard.schema_migrations (version, name, checksum) VALUES (9999, 'from_the_future', 'x')"
+            )
+            let binary = WorkerProcess.binary("dispatcher")
+            let url = configuration.effectiveConnectionString
+            let (status, output) = try await BlockingWork.run {
+                try ChildProcess.run(binary, command + ["--database-url", url])
+            }
+            #expect(status == 1 && output.contains("newer Switchyard"), "\(command): exit \(status): \(output)")
+        }
+    }
+
     @Test("an applied migration whose SQL changed is refused")
     func refusesEditedMigrations() async throws {
         try await TestDatabase.withMigrated { configuration in

@@ -10,6 +10,7 @@ enum PriceListing {
             try Database.configuration(arguments, applicationName: "switchyard-models"), options: .init(maxConnections: 1)
         )
         defer { Task { await pool.close() } }
+        try await Migrator().requireCurrent(pool)
         let catalog = try await CatalogStore(pool: pool).load()
         let schedules = catalog.models.map(PriceSchedule.init)
         if arguments.flag("json") {

@@ -103,6 +103,7 @@ enum ReportCommand {
             options: .init(maxConnections: 1)
         )
         defer { Task { await pool.close() } }
+        try await Migrator().requireCurrent(pool)
         let report = try await SavingsReport.load(pool, since: since)
         if arguments.flag("json") {
             let rows: [JSONValue] = report.rows.map { row in
