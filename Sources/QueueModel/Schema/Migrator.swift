@@ -125,6 +125,17 @@ public struct Migrator: Sendable {
         return status.pending
     }
 
+    /// What to do about a failure Postgres gives no hint for.
+    private static func hint(for error: PostgresError) -> String? {
+        // The roles exist (another database of the server made them), and a migrating role that
+        // is not a superuser becomes a member of switchyard_admin, which only a role with CREATEROLE
+        // (or the ADMIN option on it) may grant, itself included.
+        guard error.sqlState == .insufficientPrivilege, error.message.contains("switchyard_admin") else { return nil }
+        return "This role may not make itself a member of switchyard_admin (it needs CREATEROLE). Have a superuser "
+            + "run GRANT switchyard_admin TO this role, then run migrate again; the migrations before this one are "
+            + "applied."
+    }
+
     /// One migration in its own transaction, waiting at most `lockWait` for each lock.
     private func apply(_ migration: Migration, on connection: PostgresConnection) async throws {
         try await connection.withTransaction { connection in
@@ -138,7 +149,8 @@ public struct Migrator: Sendable {
                 throw QueueError(
                     .database,
                     "migration \(migration.version) (\(migration.name)) failed: \(error.message)",
-                    hint: error.hint ?? "Nothing of this migration was applied; fix the cause and run migrate again.",
+                    hint: error.hint ?? Self.hint(for: error)
+                        ?? "Nothing of this migration was applied; fix the cause and run migrate again.",
                     sqlState: error.sqlState
                 )
             }

@@ -134,6 +134,33 @@ struct SecuritySchemaTests {
         }
     }
 
+    @Test("a database's owner without CREATEROLE, on a server that has the roles, is told who must grant what")
+    func ownerWithoutCreateRole() async throws {
+        try await TestDatabase.withEmpty { configuration in
+            let pool = PostgresPool(configuration)
+            defer { Task { await pool.close() } }
+            for role in ["switchyard_submitter", "switchyard_worker", "switchyard_admin"] {
+                try await pool.query(
+                    """
+                    DO $$ BEGIN CREATE ROLE \(role) NOLOGIN;
+                    EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$
+                    """)
+            }
+            let database = try await pool.query("SELECT current_database()").scalar(String.self)
+            try await SecurityFixtures.withRoles(pool, ["owner": "switchyard_submitter"], login: true) { roles in
+                let owner = roles["owner"]!
+                try await pool.query("ALTER DATABASE \"\(database)\" OWNER TO \(owner)")
+                let ownerPool = PostgresPool(try SecurityFixtures.configuration(configuration, as: owner))
+                let error = await #expect(throws: QueueError.self) { try await Migrator().migrate(ownerPool) }
+                await ownerPool.close()
+                #expect(error?.message.contains("migration 7 (security) failed") == true, "\(String(describing: error))")
+                #expect(error?.hint?.contains("GRANT switchyard_admin TO this role") == true, "\(String(describing: error))")
+                try await pool.query("ALTER DATABASE \"\(database)\" OWNER TO CURRENT_USER")
+                try await pool.query("REASSIGN OWNED BY \(owner) TO CURRENT_USER")
+            }
+        }
+    }
+
     @Test("a member of switchyard_admin applies later migrations without CREATE on the database")
     func adminMemberMigrates() async throws {
         try await TestDatabase.withEmpty { configuration in
