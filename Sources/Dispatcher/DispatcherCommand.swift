@@ -97,10 +97,9 @@ enum DispatcherCommand {
     }
 
     static let roleHint =
-        "\nhint: this role may not do that. Operator commands (models import, background, prune, status, "
-        + "report, top) need a member of switchyard_admin; submit, wait, result, cancel and retry, of "
-        + "switchyard_submitter (docs/security.md)."
-
+        "\nhint: this role may not do that. Operator commands (models, background, prune, status, "
+        + "report, top, feedback --list) need a member of switchyard_admin; submit, wait, result, cancel, retry "
+        + "and feedback ID SCORE, of switchyard_submitter (docs/security.md)."
 
     static let migrateHint = "\nhint: this database has no Switchyard schema, or an older one: run `dispatcher migrate`."
 

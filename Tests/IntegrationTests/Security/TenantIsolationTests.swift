@@ -313,6 +313,10 @@ struct TenantIsolationTests {
                 // An operator's command says which role it needs.
                 let prices = try await dispatcher(["models", "list"])
                 #expect(prices.status == 1 && prices.output.contains("need a member of switchyard_admin"), "\(prices.output)")
+                // The ratings of every tenant are an operator's to read; the hint says so.
+                let ratings = try await dispatcher(["feedback", "--list"])
+                #expect(ratings.status == 1 && ratings.output.contains("feedback --list) need a member of switchyard_admin"),
+                        "\(ratings.output)")
                 // `wait` says it as `cancel` does (its --json keeps the status `not_found`).
                 let wait = try await dispatcher(["wait", String(jobs["globex"]!.queued)])
                 #expect(wait.status == 6 && wait.output.contains("\(jobs["globex"]!.queued)  not found"), "\(wait.output)")
