@@ -191,6 +191,29 @@ struct FallbackExecutionTests {
         }
     }
 
+    @Test("a call cut short by the job's deadline is no failure of the model's: its breaker does not count it")
+    func deadlineCutIsNotTheModels() async throws {
+        try await Self.withRoutingWorker { store, server, pool in
+            try await server.script(["primary": [["kind": "ok", "delay_ms": 5000], ["kind": "ok"]]])
+            var hurried = Self.chat()
+            hurried.deadline = Date().addingTimeInterval(1)
+            let cut = try await Self.submitAndWait(store, hurried)
+            #expect(cut["status"] == "failed")
+            #expect(Self.trail(cut).map(\.outcome) == ["timeout"])
+            let next = try await Self.submitAndWait(store, Self.chat())
+            #expect(next["model"] == "primary")
+            try await waitUntil("the primary's answer is reported") {
+                try await pool.query(
+                    "SELECT coalesce(max(total_requests - total_failures), 0) FROM switchyard.model_health WHERE model = 'primary'"
+                ).scalar(Int.self) >= 1
+            }
+            let failures = try await pool.query(
+                "SELECT total_failures FROM switchyard.model_health WHERE model = 'primary'"
+            ).scalar(Int.self)
+            #expect(failures == 0)
+        }
+    }
+
     @Test("a context-length error moves the job to a model with a larger context window")
     func contextLengthMovesToLargerModel() async throws {
         try await Self.withRoutingWorker { store, server, _ in

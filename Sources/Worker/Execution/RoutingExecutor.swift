@@ -221,8 +221,11 @@ struct RoutingExecutor: JobExecutor {
                 // Neither the request's fault nor this worker's says anything about the model's health, nor
                 // does a request this model cannot take (`max_tokens` on o1, `n` on Anthropic): counted, a
                 // run of them would open its breaker for the requests it can take.
+                // Cut short by the job's deadline, the model was not given its time: a run of short
+                // deadlines opened the breaker of a healthy model for every job of its rules.
+                let cutByDeadline = providerError?.code == .timedOut && timeout < attempt.timeout
                 let modelAtFault =
-                    ![.failJob, .largerContext, .nextCandidateAndSkipHere].contains(decision)
+                    !cutByDeadline && ![.failJob, .largerContext, .nextCandidateAndSkipHere].contains(decision)
                     && providerError?.code != .unsupportedRequest
                     // A 429 that asks for a wait says "slower", not "broken": its wait and the rate
                     // budget handle it. Counted, a few percent of 429s among 128 calls in flight came
