@@ -435,4 +435,60 @@ struct OffPeakTests {
             #expect(error.description.contains("\"start\" must be a time like \"16:30\""))
         }
     }
+
+    /// A review's `UPDATE … SET price_windows = '[{"start": "7pm", …}]'` made every claim raise
+    /// (the gate casts each window's fields), interactive jobs too, until it was put right.
+    @Test("the table refuses by SQL the windows the import refuses, and keeps those it keeps; the claim goes on")
+    func windowShapeBySQL() async throws {
+        let windows: [(String, Bool)] = [
+            (#"{"start": "22:00", "end": "06:00", "multiplier": 0.5}"#, true),
+            (#"{"start": "9:7", "end": "+10:00", "multiplier": 1, "days": ["Monday", 7]}"#, true),
+            (#"{"start": "00:00", "end": "24:00", "input_multiplier": 0, "output_multiplier": 10, "time_zone": "UTC"}"#, true),
+            (#"{"start": "7pm", "end": "9pm", "multiplier": 0.5}"#, false),
+            (#"{"start": "10::30", "end": "11:00", "multiplier": 0.5}"#, false),
+            (#"{"start": "10:00", "end": "24:30", "multiplier": 0.5}"#, false),
+            (#"{"start": "10:00", "end": "11:00", "multiplier": "half"}"#, false),
+            (#"{"start": "10:00", "end": "11:00", "multiplier": 11}"#, false),
+            (#"{"start": "10:00", "end": "11:00"}"#, false),
+            (#"{"start": "10:00", "end": "11:00", "input_multiplier": 0.5}"#, false),
+            (#"{"start": "10:00", "end": "11:00", "multiplier": 0.5, "days": ["xyz"]}"#, false),
+            (#"{"start": "10:00", "end": "11:00", "multiplier": 0.5, "days": [8]}"#, false),
+            (#"{"start": "10:00", "end": "11:00", "multiplier": 0.5, "days": [2.5]}"#, false),
+            (#"{"start": "10:00", "end": "11:00", "multiplier": 0.5, "days": []}"#, false),
+            (#"{"start": "10:00", "end": "11:00", "multiplier": 0.5, "days": "mon"}"#, false),
+            (#"{"start": "10:00", "end": "11:00", "multiplier": 0.5, "note": "x"}"#, false),
+            (#"{"start": 10, "end": "11:00", "multiplier": 0.5}"#, false),
+            (#"{"end": "11:00", "multiplier": 0.5}"#, false),
+            (#"{"start": "10:00", "end": "11:00", "multiplier": 0.5, "time_zone": 8}"#, false),
+            (#""22:00-06:00""#, false),
+        ]
+        try await TestDatabase.withMigratedPool { pool in
+            let catalogs = CatalogStore(pool: pool)
+            _ = try await catalogs.importDocument(
+                Data(#"{"models": {"m": {"provider": "simulated"}}, "routing_rules": {"default": {"primary": "m"}}}"#.utf8))
+            for (window, readable) in windows {
+                let imported = #"{"models": {"m": {"provider": "simulated", "price_windows": [\#(window)]}}}"#
+                let byImport = (try? await catalogs.importDocument(Data(imported.utf8), mode: .merge)) != nil
+                #expect(byImport == readable, "import: \(window)")
+                let bySQL: Bool
+                do {
+                    try await pool.query(
+                        "UPDATE switchyard.models SET price_windows = jsonb_build_array($1::jsonb) WHERE name = 'm'", [window])
+                    bySQL = true
+                } catch let error as PostgresError {
+                    #expect(error.message.hasPrefix("model m: price_windows[0] "), "\(error.message)")
+                    bySQL = false
+                }
+                #expect(bySQL == readable, "SQL: \(window)")
+            }
+            let notAnArray = await #expect(throws: PostgresError.self) {
+                try await pool.query(#"UPDATE switchyard.models SET price_windows = '{"start": "10:00"}'"#)
+            }
+            #expect(notAnArray?.message.contains("price_windows must be an array") == true)
+            // What the table kept, the claim reads.
+            let store = QueueStore(pool: pool)
+            let job = try await store.submit(Submission(request: Self.hello))
+            #expect(try await Self.claim(store).map(\.id) == [job])
+        }
+    }
 }

@@ -109,7 +109,8 @@ public struct PriceWindow: Sendable, Hashable {
         }
         func minute(_ key: String) throws -> Int {
             guard let text = fields[key]?.stringValue else { throw PriceWindowError("needs \"\(key)\" as \"HH:MM\"") }
-            let parts = text.split(separator: ":")
+            // "10::30" is no time (split would drop the empty part; Postgres's split_part does not).
+            let parts = text.split(separator: ":", omittingEmptySubsequences: false)
             guard parts.count == 2, let hour = Int(parts[0]), let minute = Int(parts[1]), (0...24).contains(hour),
                 (0..<60).contains(minute), hour * 60 + minute <= 1440
             else { throw PriceWindowError("\"\(key)\" must be a time like \"16:30\" (got \"\(text)\")") }
