@@ -1,5 +1,6 @@
 import Foundation
 import Postgres
+import Synchronization
 import QueueModel
 import Testing
 
@@ -132,8 +133,82 @@ struct OffPeakExecutionTests {
                     try await store.status(of: patient) == "succeeded"
                 }
             }
-            #expect(try await store.result(of: patient)?["model"] == "premium")
+            let drained = try #require(try await store.result(of: patient))
+            #expect(drained["model"] == "premium")
+            // Run above the ceiling, and the result says why (it did not).
+            let reason = drained["metadata"]?["escalation"]?["reason"]?.stringValue ?? ""
+            #expect(reason.contains("a drain until") && reason.contains("$0.001/1K"), "\(reason)")
             #expect(try await store.status(of: later) == "scheduled")
+        }
+    }
+
+    /// A review's background job, planned inside a window at 21:47:58, met a failing primary; its
+    /// fallback was called at 21:48:01, after the window closed, at 4× the ceiling, unrecorded.
+    @Test("a model that went over the ceiling since the plan is not called: the job fails or waits, its calls kept",
+          arguments: [false, true])
+    func windowClosesMidJob(primaryWindowed: Bool) async throws {
+        try await withFakeProviderServer { server in
+            try await TestDatabase.withMigratedPool { pool in
+                // The primary within the ceiling at any hour, or (primaryWindowed) only in the window too.
+                let primaryPrice = primaryWindowed ? "0.002" : "0.0005"
+                let catalog = """
+                    {"models": {
+                       "failing": {"provider": "openai", "base_url": "\(server.openAIBaseURL)", "api_key_env": "FAKE_KEY",
+                                   "price_per_1k_input": \(primaryPrice), "price_per_1k_output": \(primaryPrice),
+                                   "price_windows": [{"start": "10:00", "end": "11:00", "multiplier": 0.25}]},
+                       "windowed": {"provider": "simulated", "price_per_1k_input": 0.002, "price_per_1k_output": 0.002,
+                                    "settings": {"mode": "instant"},
+                                    "price_windows": [{"start": "10:00", "end": "11:00", "multiplier": 0.25}]}},
+                     "routing_rules": {"default": {"primary": "failing", "fallback": "windowed"}}}
+                    """
+                _ = try await CatalogStore(pool: pool).importDocument(Data(catalog.utf8))
+                try await BackgroundPolicy.set("background_max_cost_per_1k", to: "0.001", in: pool)
+                try await server.script(["failing": ["kind": "error", "status": 500]])
+                let store = QueueStore(pool: pool)
+                let job = try await store.submit(Submission(request: Submission.prompt("summarise"), priority: .background))
+                // The claim's gate reads the real clock: with the primary windowed, a drain lets it through.
+                if primaryWindowed {
+                    try await BackgroundPolicy.set(
+                        "background_drain_until", to: Date().addingTimeInterval(60).postgresText, in: pool)
+                }
+                let claimed = try #require(
+                    try await store.claim(worker: "w", freeSlots: 1, backgroundSlots: 1, lease: .seconds(30)).first)
+                #expect(claimed.id == job)
+                if primaryWindowed { try await BackgroundPolicy.set("background_drain_until", to: "", in: pool) }
+
+                let fleet = FleetState(pool: pool, logger: Logger(label: "worker", level: .error) { _ in })
+                await fleet.reload()
+                // Planned and the primary called at 10:59:59 UTC, inside the window; every later reading
+                // (the primary's failure, the fallback's start) is past 11:00.
+                let planned = try #require(ISO8601Parsing.date("2026-01-05T10:59:59Z"))
+                let readings = Mutex(0)
+                var executor = RoutingExecutor(
+                    fleet: fleet, providers: ProviderFactory(concurrency: 1, environment: ["FAKE_KEY": "sk-\(UUID())"]),
+                    worker: "w")
+                executor.now = {
+                    readings.withLock { count in
+                        count += 1
+                        return planned.addingTimeInterval(count <= 2 ? 0 : 90)
+                    }
+                }
+                let outcome = await executor.execute(claimed)
+                switch outcome {
+                case .failed(let failure) where !primaryWindowed:
+                    // Its primary is within the ceiling now too: an attempt of failed models, retried later.
+                    #expect(failure.retryable)
+                    #expect(failure.message.contains("not called, over the background ceiling since the plan: windowed"),
+                            "\(failure.message)")
+                    #expect(failure.trail.map(\.model) == ["failing"])
+                case .postponed(let until, let reason, _, false, let trail) where primaryWindowed:
+                    // Nothing within the ceiling until tomorrow's window: it waits, its attempt not spent.
+                    #expect(reason.contains("windowed went over the ceiling since it was planned"), "\(reason)")
+                    #expect(until == ISO8601Parsing.date("2026-01-06T10:00:00Z"))
+                    #expect(trail.map(\.model) == ["failing"])
+                    #expect(trail.map(\.outcome) == ["error"])
+                default:
+                    Issue.record("unexpected outcome: \(outcome)")
+                }
+            }
         }
     }
 

@@ -70,6 +70,13 @@ struct RoutingExecutor: JobExecutor {
             ]
         }
         let primary = plan.rule.flatMap { router.catalog.model(named: $0.primary) }
+        // Planned within the background ceiling: a model that has gone over it since (a price
+        // window closed while an earlier model was tried, or during a retry-after wait) is not
+        // called. Nil when the ceiling does not bind the job (interactive, escalated, a drain).
+        let ceiling =
+            escalation == nil && planner.constrained(RoutingRequest(job: job), rule: plan.rule, now: instant) != nil
+            ? planner.policy.ceiling(for: plan.rule) : nil
+        var overCeiling: [String] = []
         if plan.attempts.isEmpty {
             let unroutable = plan.unroutable
             // Every model busy or unhealthy passes; a request no model can serve does not.
@@ -123,6 +130,16 @@ struct RoutingExecutor: JobExecutor {
             }
             let timeout = min(attempt.timeout, budget)
             let started = now()
+            if let ceiling, fleet.schedule(of: model).averagePricePer1K(at: started) > ceiling {
+                logger.info(
+                    "model skipped: over the background ceiling now",
+                    ["model": model.name, "price_per_1k": "\(fleet.schedule(of: model).averagePricePer1K(at: started))",
+                     "ceiling": "\(ceiling)"])
+                overCeiling.append(model.name)
+                queue.removeFirst()
+                retriesOnModel = 0
+                continue
+            }
             guard let call = fleet.begin(model, estimatedTokens: plan.estimate.totalTokens) else {
                 // Half-open, and another job's probe went out first: the model is not called.
                 probeBusy = true
@@ -168,7 +185,19 @@ struct RoutingExecutor: JobExecutor {
                 var metadata = routeMetadata
                 if job.priority == .background {
                     // What the ceiling compared; lets an SQL check prove no job ran above it unannounced.
-                    metadata["price_per_1k"] = .string(schedule.averagePricePer1K(at: started).description)
+                    let price = schedule.averagePricePer1K(at: started)
+                    metadata["price_per_1k"] = .string(price.description)
+                    // A drain sets the ceiling aside: a job run above it says so, as an escalated one does.
+                    if metadata["escalation"] == nil, let drainUntil = planner.policy.drainUntil,
+                        planner.policy.isDraining(at: started), let limit = planner.policy.ceiling(for: plan.rule),
+                        price > limit
+                    {
+                        metadata["escalation"] = [
+                            "reason": .string(
+                                "a drain until \(drainUntil.postgresText) sets the background ceiling of $\(limit)/1K "
+                                    + "aside (dispatcher background drain)")
+                        ]
+                    }
                 }
                 return .succeeded(
                     JobAnswer(
@@ -290,6 +319,18 @@ struct RoutingExecutor: JobExecutor {
             queue.removeFirst()
             retriesOnModel = 0
         }
+        // Models left that have gone over the ceiling since the plan: the job waits for a price
+        // within it, its attempt not spent (or runs escalated at its next claim if its deadline
+        // is near by then), with the calls it made.
+        if !overCeiling.isEmpty,
+            case .postpone(let until, let reason) = planner.decide(
+                RoutingRequest(job: job), deadline: job.deadline, maxAttempts: job.maxAttempts,
+                state: fleet.routingState(sequence: UInt64(bitPattern: job.id), now: now()), now: now())
+        {
+            return .postponed(
+                until: until, reason: "\(overCeiling.joined(separator: ", ")) went over the ceiling since it was "
+                    + "planned; \(reason)", policy: planner.policy.version, trail: trail)
+        }
         // Nothing called: every model left was a half-open one whose probe was out. Wait for it.
         if trail.isEmpty && probeBusy,
             let wait = Self.waitForAModel(
@@ -307,11 +348,14 @@ struct RoutingExecutor: JobExecutor {
             return wait
         }
         let unsupported = onlyUnsupported && !trail.isEmpty
+        let skipped =
+            overCeiling.isEmpty
+            ? "" : "; not called, over the background ceiling since the plan: \(overCeiling.joined(separator: ", "))"
         return .failed(
             JobFailure(
                 code: unsupported ? "unsupported_request" : "all_candidates_failed",
                 message: (unsupported ? "no model of the plan can take this request" : "every model in the plan failed")
-                    + " (\(models.joined(separator: ", "))); last: " + (trail.last?.error ?? "unknown error"),
+                    + " (\(models.joined(separator: ", "))); last: " + (trail.last?.error ?? "unknown error") + skipped,
                 retryable: !unsupported, taskClass: taskClass, trail: trail
             )
         )

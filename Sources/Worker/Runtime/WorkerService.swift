@@ -347,9 +347,10 @@ final class WorkerService: Sendable {
             if case .cancelled(let calls) = outcome { trail = calls }
             trail.append(AttemptRecord(attempt: job.attempt, outcome: "cancelled", worker: worker, at: now()))
             completion = .cancelledWhileRunning(jobID: job.id, attempt: job.attempt, trail: trail)
-        case (nil, .postponed(let until, let reason, let policy, let forModel)):
+        case (nil, .postponed(let until, let reason, let policy, let forModel, let trail)):
             completion = Completion(
-                jobID: job.id, attempt: job.attempt, kind: forModel ? .wait : .postpone, retryAt: until, policy: policy)
+                jobID: job.id, attempt: job.attempt, kind: forModel ? .wait : .postpone, trail: trail, retryAt: until,
+                policy: policy)
             logger.info(
                 "job waits to run later",
                 ["job": job.id, "model": model, "attempt": job.attempt, "until": until, "reason": reason])
