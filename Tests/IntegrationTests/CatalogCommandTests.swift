@@ -33,6 +33,33 @@ struct CatalogCommandTests {
         }
     }
 
+    @Test("models prices names an open window off-peak or surcharged, not peak")
+    func pricesNameWindows() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let catalog = """
+                {"models": {
+                   "cheap":  {"provider": "simulated", "price_per_1k_input": 0.002, "price_per_1k_output": 0.002,
+                              "price_windows": [{"start": "00:00", "end": "24:00", "multiplier": 0.5}]},
+                   "dear":   {"provider": "simulated", "price_per_1k_input": 0.002, "price_per_1k_output": 0.002,
+                              "price_windows": [{"start": "00:00", "end": "24:00", "multiplier": 3}]},
+                   "flat":   {"provider": "simulated", "price_per_1k_input": 0.002, "price_per_1k_output": 0.002}},
+                 "routing_rules": {"default": {"primary": "flat"}}}
+                """
+            _ = try await CatalogStore(pool: pool).importDocument(Data(catalog.utf8))
+            let url = pool.configuration.effectiveConnectionString
+            let (status, output) = try await dispatcher(["models", "prices", "--database-url", url])
+            #expect(status == 0, "\(output)")
+            let lines = output.split(separator: "\n").map(String.init)
+            #expect(lines.contains { $0.hasPrefix("cheap") && $0.contains("off-peak ×0.5/×0.5") }, "\(output)")
+            #expect(lines.contains { $0.hasPrefix("dear") && $0.contains("surcharged ×3/×3") && !$0.contains("peak") },
+                    "\(output)")
+            let json = try await dispatcher(["models", "prices", "--json", "--database-url", url])
+            let models = try JSONValue(parsing: json.output)["models"]?.arrayValue ?? []
+            let dear = try #require(models.first { $0["model"] == "dear" })
+            #expect(dear["surcharged"] == true && dear["off_peak"] == false)
+        }
+    }
+
     @Test("another process maps every affinity key to the same model as this one (invariant 5)")
     func hashingAgreesAcrossProcesses() async throws {
         let keys = (0..<300).map { "conversation-\($0)" }

@@ -23,6 +23,7 @@ enum PriceListing {
                     "input_per_1k": .string((schedule.model.pricePer1KInput * input).description),
                     "output_per_1k": .string((schedule.model.pricePer1KOutput * output).description),
                     "off_peak": .bool(input < 1 || output < 1),
+                    "surcharged": .bool(input > 1 || output > 1),
                 ]
                 if let next = schedule.nextWindowStart(after: instant) { item["next_window_start"] = .string(next.postgresText) }
                 return .object(item)
@@ -35,11 +36,13 @@ enum PriceListing {
         for schedule in schedules {
             let (input, output) = schedule.multipliers(at: instant)
             let model = schedule.model
-            let offPeak = input < 1 || output < 1
+            let window =
+                input < 1 || output < 1
+                ? "off-peak ×\(input)/×\(output)"
+                : input > 1 || output > 1 ? "surcharged ×\(input)/×\(output)" : schedule.windows.isEmpty ? "-" : "peak"
             table.append([
                 model.name, model.tier, "\(dollars(model.pricePer1KInput)) / \(dollars(model.pricePer1KOutput))",
-                "\(dollars(model.pricePer1KInput * input)) / \(dollars(model.pricePer1KOutput * output))",
-                offPeak ? "off-peak ×\(input)/×\(output)" : (schedule.windows.isEmpty ? "-" : "peak"),
+                "\(dollars(model.pricePer1KInput * input)) / \(dollars(model.pricePer1KOutput * output))", window,
                 schedule.nextWindowStart(after: instant).map { $0.formatted(.iso8601) } ?? "-",
             ])
         }
