@@ -93,7 +93,7 @@ struct FleetReloadTests {
             try await waitUntil("the worker has read the settings again") { fleet.planner.policy.version != nil }
         }
     }
-    @Test("a model whose API key variable is unset is named at catalog load, by variable only")
+    @Test("a model whose API key variable is unset is named at catalog load, by variable only, and skipped from then")
     func missingKeyAtLoad() async throws {
         try await TestDatabase.withMigratedPool { pool in
             _ = try await CatalogStore(pool: pool).importDocument(Data("""
@@ -112,8 +112,14 @@ struct FleetReloadTests {
                 pool: pool, logger: Logger(label: "worker", level: .warning) { line in lines.withLock { $0.append(line) } },
                 environment: ["SWITCHYARD_TEST_SET_KEY": "sk-r8Mw3Zq6Lx2Vn9Tp5Kd4"])
             await fleet.reload()
-            let warnings = lines.withLock { $0 }.filter { $0.contains("API key variable is not set") }
+            await fleet.reload()
+            let warnings = lines.withLock { $0 }.filter { $0.contains("model skipped by this worker") }
             #expect(warnings.count == 1, "\(lines.withLock { $0 })")
+            // Its first job is not routed to it (it recorded a failed attempt there, and a fallback).
+            let plan = fleet.planner.router.plan(
+                for: RoutingRequest(body: ["messages": [["role": "user", "content": "hi"]]]),
+                state: fleet.routingState(sequence: 0))
+            #expect(plan.attempts.map(\.model.name) == ["local", "set"])
             #expect(warnings.first?.contains("model=keyed") == true && warnings.first?.contains("SWITCHYARD_TEST_UNSET_KEY") == true)
             #expect(!lines.withLock { $0 }.joined().contains("sk-r8Mw"))
         }

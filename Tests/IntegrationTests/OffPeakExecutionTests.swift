@@ -176,14 +176,15 @@ struct OffPeakExecutionTests {
                 #expect(claimed.id == job)
                 if primaryWindowed { try await BackgroundPolicy.set("background_drain_until", to: "", in: pool) }
 
-                let fleet = FleetState(pool: pool, logger: Logger(label: "worker", level: .error) { _ in })
+                let key = ["FAKE_KEY": "sk-\(UUID())"]
+                let fleet = FleetState(pool: pool, logger: Logger(label: "worker", level: .error) { _ in }, environment: key)
                 await fleet.reload()
                 // Planned and the primary called at 10:59:59 UTC, inside the window; every later reading
                 // (the primary's failure, the fallback's start) is past 11:00.
                 let planned = try #require(ISO8601Parsing.date("2026-01-05T10:59:59Z"))
                 let readings = Mutex(0)
                 var executor = RoutingExecutor(
-                    fleet: fleet, providers: ProviderFactory(concurrency: 1, environment: ["FAKE_KEY": "sk-\(UUID())"]),
+                    fleet: fleet, providers: ProviderFactory(concurrency: 1, environment: key),
                     worker: "w")
                 executor.now = {
                     readings.withLock { count in

@@ -155,17 +155,15 @@ final class FleetState: Sendable {
             } else {
                 logger.info("loaded the model catalog", ["models": catalog.models.count, "rules": catalog.rules.count])
             }
-            // Said at load, not first at a job's call: a worker without a key skips the model.
+            // Known at load: a worker without a model's key skips it from its first job (a job
+            // routed to it recorded a failed attempt, and counted as a fallback, first).
             for model in catalog.models where model.enabled && model.provider != .simulated {
                 guard let variable = model.apiKeyEnv, !variable.isEmpty,
                     environment[variable]?.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty ?? true
                 else { continue }
-                logger.warning(
-                    "a model's API key variable is not set in this worker's environment: this worker will not call it",
-                    [
-                        "model": model.name, "api_key_env": variable,
-                        "hint": "set it and restart the worker, or change api_key_env in the catalog",
-                    ])
+                skipHere(
+                    model, reason: "its API key variable \(variable) is not set in this worker's environment",
+                    hint: "set \(variable) and restart the worker, or change api_key_env in the catalog")
             }
         } catch {
             if Task.isCancelled { return }

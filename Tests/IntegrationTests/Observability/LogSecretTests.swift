@@ -37,7 +37,7 @@ struct LogSecretTests {
 
                 let capture = LogCapture()
                 let logger = capture.logger(level: .trace)
-                let fleet = FleetState(pool: pool, logger: logger)
+                let fleet = FleetState(pool: pool, logger: logger, environment: [Self.variable: Self.sentinel])
                 await fleet.reload()
                 let metrics = WorkerMetrics()
                 let executor = RoutingExecutor(
