@@ -43,6 +43,7 @@ extension StatusSection {
         guard !open.isEmpty else { return StatusOutput(lines: ["none open"], json: []) }
         let lines = open.map { alert in
             "since \(StatusFormat.clock(alert.openedAt))  \(alert.kind)  \(alert.subject): \(alert.message)"
+                + (alert.latest.map { "; now \($0)" } ?? "")
         }
         return StatusOutput(lines: lines, json: .array(open.map(\.json)))
     }

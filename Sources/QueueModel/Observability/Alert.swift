@@ -25,6 +25,18 @@ public struct Alert: Sendable, Hashable {
     /// True while the alert has not cleared.
     public var isOpen: Bool { clearedAt == nil }
 
+    /// The latest measurement in the unit of its message (`12.5%`, `2300 ms`, `140 jobs`), when it
+    /// differs from the one that raised it: the message keeps the figures it was raised with.
+    public var latest: String? {
+        guard let lastValue, lastValue != value else { return nil }
+        switch kind {
+        case "error_rate": return String(format: "%.1f%%", lastValue * 100)
+        case "latency", "queue_wait": return "\(Int(lastValue.rounded())) ms"
+        case "backlog_deadlines": return "\(Int(lastValue.rounded())) jobs"
+        default: return String(format: "%g", lastValue)
+        }
+    }
+
     init(row: PostgresRow) throws {
         id = try row.decode("id")
         kind = try row.decode("kind")

@@ -164,6 +164,12 @@ struct AlertTests {
             // Still breached a little later: nothing new, no second alert.
             #expect(try await alerts.evaluate(at: at.addingTimeInterval(30)).isEmpty)
             #expect(try await alerts.open().count == 1)
+            #expect(try await alerts.open().first?.latest == nil)
+            // Worse since: the message keeps the figure it was raised with, and status shows the latest.
+            try await ResultRow.insert(
+                Self.calls("flaky", count: 20, failing: 14, end: at.addingTimeInterval(40), firstJob: 500), into: pool)
+            #expect(try await alerts.evaluate(at: at.addingTimeInterval(40)).isEmpty)
+            #expect(try await alerts.open().first?.latest == "25.0%")
 
             // The model recovers: five minutes of clean calls, and the failures age out.
             let later = at.addingTimeInterval(360)
