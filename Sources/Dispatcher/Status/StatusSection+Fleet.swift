@@ -67,7 +67,11 @@ extension StatusSection {
         var table = TextTable(
             ["worker", "host", "version", "in flight", "leased", "concurrency", "heartbeat", "up since"],
             rightAligned: [3, 4, 5])
-        for worker in workers {
+        // Rows of workers that stopped without deregistering (killed, crashed) stay a day, until
+        // prune: after a few crashes they buried the live ones. Those silent over ten minutes are
+        // counted, not listed (--json lists them).
+        let gone = workers.filter { !$0.alive && $0.heartbeatAgeSeconds > Self.goneAfterSeconds }
+        for worker in workers where worker.alive || worker.heartbeatAgeSeconds <= Self.goneAfterSeconds {
             table.append([
                 worker.id, worker.hostname ?? StatusFormat.none, worker.version ?? StatusFormat.none,
                 String(worker.inFlight), String(worker.leased), String(worker.concurrency),
@@ -81,6 +85,15 @@ extension StatusSection {
         let summary =
             "\(alive.count) alive of \(workers.count); \(alive.reduce(0) { $0 + $1.inFlight }) of "
             + "\(alive.reduce(0) { $0 + $1.concurrency }) slots busy at their last heartbeat"
-        return StatusOutput(lines: [summary] + table.lines, json: .array(workers.map(\.json)))
+        var lines = [summary] + (table.lines.count > 1 ? table.lines : [])
+        if let latest = gone.map(\.heartbeatAgeSeconds).min() {
+            lines.append(
+                "\(gone.count) more stopped without deregistering, silent for \(StatusFormat.seconds(latest)) or more "
+                    + "(--json lists them; prune removes rows a day old)")
+        }
+        return StatusOutput(lines: lines, json: .array(workers.map(\.json)))
     }
+
+    /// How long a stopped worker's row is listed before it is only counted.
+    static let goneAfterSeconds = 600.0
 }

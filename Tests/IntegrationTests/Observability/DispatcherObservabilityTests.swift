@@ -51,6 +51,30 @@ struct DispatcherObservabilityTests {
         }
     }
 
+    @Test("workers that stopped over ten minutes ago are counted under the table, not listed")
+    func staleWorkersCounted() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            try await pool.query(
+                """
+                INSERT INTO switchyard.workers (id, hostname, concurrency, heartbeat_at, lease_seconds)
+                VALUES ('live', 'h', 16, now(), 30), ('just-died', 'h', 16, now() - interval '2 minutes', 30)
+                """)
+            try await pool.query(
+                """
+                INSERT INTO switchyard.workers (id, hostname, concurrency, heartbeat_at, lease_seconds)
+                SELECT 'crashed-' || n, 'h', 16, now() - interval '3 hours' - n * interval '1 minute', 30
+                FROM generate_series(1, 25) n
+                """)
+            let report = await StatusReport.load(StatusContext(pool: pool, window: .seconds(60), at: nil))
+            let screen = report.lines().joined(separator: "\n")
+            #expect(screen.contains("1 alive of 27"), "\(screen)")
+            #expect(screen.contains("live ") && screen.contains("just-died"), "\(screen)")
+            #expect(!screen.contains("crashed-"), "\(screen)")
+            #expect(screen.contains("25 more stopped without deregistering, silent for 3.0 h or more"), "\(screen)")
+            #expect(report.json["workers"]?.arrayValue?.count == 27)
+        }
+    }
+
     @Test("a section can be added to status without touching the others")
     func extraSection() async throws {
         try await TestDatabase.withMigratedPool { pool in
