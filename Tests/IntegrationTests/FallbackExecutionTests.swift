@@ -180,6 +180,30 @@ struct FallbackExecutionTests {
         }
     }
 
+    @Test("a pause longer than an interactive job may wait is an outage: the job stops waiting after its minute")
+    func longPauseIsAnOutage() async throws {
+        try await Self.withRoutingWorker { store, server, pool in
+            // The provider asks for ten minutes: the worker pauses the model for them.
+            try await server.script(["claude-test": ["kind": "rate_limited", "retry_after": "600"]])
+            let first = try await store.submit(Submission(request: Submission.prompt("hi"), taskClass: "claude"))
+            try await waitUntil("the first job has met the 429") { try await server.count(for: "claude-test") == 1 }
+            try await waitUntil("the first job is back in the queue") { try await store.status(of: first) == "scheduled" }
+            // A job whose person has waited two minutes already: no putting back for ten more.
+            let second = try await store.submit(
+                Submission(request: Submission.prompt("hi"), taskClass: "claude", runAt: Date().addingTimeInterval(3600)))
+            try await pool.query(
+                """
+                UPDATE switchyard.jobs SET created_at = now() - interval '2 minutes', run_at = now() - interval '2 minutes'
+                WHERE id = $1
+                """, [second])
+            try await waitUntil("the second job's attempt is spent") {
+                try await pool.query("SELECT attempt FROM switchyard.jobs WHERE id = $1 AND lease_owner IS NULL", [second])
+                    .first.map { try $0.decode("attempt", as: Int.self) } == 1
+            }
+            #expect(try await server.count(for: "claude-test") == 1)
+        }
+    }
+
     @Test("a primary slower than its latency target times out, and the job falls back")
     func slowPrimaryTimesOut() async throws {
         try await Self.withRoutingWorker(primaryLatencyMS: 300) { store, server, _ in

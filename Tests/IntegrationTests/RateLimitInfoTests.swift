@@ -1,4 +1,5 @@
 import Foundation
+import QueueModel
 import Testing
 @testable import Worker
 
@@ -55,5 +56,29 @@ struct RateLimitInfoTests {
         #expect(
             RateLimitInfo.retryAfter(headers: ["retry-after": "Sun, 15 Jun 2025 15:06:45 GMT"], now: Self.now)
                 == .seconds(5))
+    }
+
+    /// A review's proxy answered `Retry-After: inf` (and a 200 with `x-ratelimit-reset-tokens:
+    /// 1e30`): the worker stopped on a Duration overflow, and every worker that claimed the job next.
+    @Test("a wait past what a Duration holds is read as a day, never a crash; NaN and negatives as none")
+    func hugeWaits() {
+        let day = Duration.seconds(86_400)
+        for text in ["inf", "1e300", "1e400", "99999999"] {
+            #expect(RateLimitInfo.retryAfter(headers: ["retry-after": text], now: Self.now) == day, "\(text)")
+            #expect(RateLimitInfo.retryAfter(headers: ["retry-after-ms": text], now: Self.now) != nil, "\(text)")
+        }
+        #expect(RateLimitInfo.retryAfter(headers: ["retry-after-ms": "1e400"], now: Self.now) == day)
+        #expect(RateLimitInfo.retryAfter(headers: ["retry-after": "nan"], now: Self.now) == nil)
+        #expect(RateLimitInfo.retryAfter(headers: ["retry-after": "-5"], now: Self.now) == nil)
+        #expect(RateLimitInfo.parseGoDuration("99999999999999999999999h") == day)
+        #expect(RateLimitInfo.parseReset("1e30", now: Self.now) == day)
+        #expect(RateLimitInfo.parseReset("9999-12-31T23:59:59Z", now: Self.now) == day)
+        let info = RateLimitInfo(
+            headers: ["x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "1e30"], now: Self.now)
+        #expect(info?.tokensReset == day)
+        // A worker pauses the model no longer than longestPause, however long the provider asked.
+        var budget = RateBudget(model: ModelSpec(name: "m", provider: .openai), workers: 1, now: Self.now)
+        budget.apply(try! #require(info), workers: 1, now: Self.now)
+        #expect(budget.pausedUntil == Self.now.addingTimeInterval(RateLimitInfo.longestPause.seconds))
     }
 }

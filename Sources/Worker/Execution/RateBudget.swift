@@ -55,18 +55,20 @@ struct RateBudget: Sendable {
     mutating func apply(_ info: RateLimitInfo, workers: Int, now: Date) {
         refill(now: now)
         let share = Double(max(workers, 1))
+        // No longer than a provider's pause may hold a model (RateLimitInfo.longestPause).
+        func ending(_ reset: Duration) -> Date { now.addingTimeInterval(min(reset, RateLimitInfo.longestPause).seconds) }
         let reset = [info.requestsReset, info.tokensReset].compactMap { $0 }.max() ?? .seconds(60)
-        headersExpireAt = now.addingTimeInterval(reset.seconds)
+        headersExpireAt = ending(reset)
         if let remaining = info.remainingRequests {
-            requests = min(requests, Double(remaining) / share)
-            if remaining == 0, let reset = info.requestsReset {
-                blockedUntil = now.addingTimeInterval(reset.seconds)
+            requests = min(requests, Double(max(remaining, 0)) / share)
+            if remaining <= 0, let reset = info.requestsReset {
+                blockedUntil = ending(reset)
             }
         }
         if let remaining = info.remainingTokens {
-            tokens = min(tokens, Double(remaining) / share)
-            if remaining == 0, let reset = info.tokensReset {
-                blockedUntil = now.addingTimeInterval(reset.seconds)
+            tokens = min(tokens, Double(max(remaining, 0)) / share)
+            if remaining <= 0, let reset = info.tokensReset {
+                blockedUntil = ending(reset)
             }
         }
     }

@@ -86,12 +86,17 @@ struct RoutingExecutor: JobExecutor {
             )
             // Every model of the rule is out for now (breakers, budgets): wait for one to come
             // back without spending an attempt, for as long as the job's priority allows.
+            // A provider's pause of a second is looked at again when it ends, not in five.
+            let pauseEnd = state.soonestPauseEnd(of: plan.rule.map { [$0.primary] + $0.fallbacks } ?? [], after: instant)
+            // Paused for longer than the job may wait for a model is an outage, not a moment's
+            // business: a single-model rule's jobs were put back for as long as a provider asked.
+            let pausedLong = pauseEnd.map {
+                $0.timeIntervalSince(instant) > Self.longestWaitForAModel(job.priority).seconds
+            } ?? false
             if unroutable?.isTransient == true, !router.catalog.models.isEmpty,
                 let wait = Self.waitForAModel(
                     job, at: instant, reason: "no model available now: \(unroutable?.reason ?? "")", planner: planner,
-                    // A provider's pause of a second is looked at again when it ends, not in five.
-                    until: state.soonestPauseEnd(of: plan.rule.map { [$0.primary] + $0.fallbacks } ?? [], after: instant),
-                    busy: unroutable?.isBusy == true)
+                    until: pauseEnd, busy: unroutable?.isBusy == true && !pausedLong)
             {
                 return wait
             }

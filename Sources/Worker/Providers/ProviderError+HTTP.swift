@@ -48,7 +48,8 @@ extension ProviderError {
         case 429 where Self.isQuota(text):
             return make(.quotaExhausted, hint: "add credit or raise this account's quota, then re-enable the model")
         case 429:
-            let wait = RateLimitInfo.retryAfter(headers: headers, now: now) ?? rateLimit?.exhaustedUntil
+            let wait = (RateLimitInfo.retryAfter(headers: headers, now: now) ?? rateLimit?.exhaustedUntil)
+                .map { min($0, RateLimitInfo.longestPause) }
             // A provider that asked for a pause is not called again before it ends: the model's
             // budget reads as spent until then (as when its headers say nothing is left), so the
             // worker's other jobs go to other models instead of drawing more 429s.

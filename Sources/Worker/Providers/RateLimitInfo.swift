@@ -67,6 +67,22 @@ public struct RateLimitInfo: Sendable, Hashable {
         return waits.max()
     }
 
+    /// The longest a provider's pause holds a model back on a worker. A header of years
+    /// (`retry-after: 99999999`, a reset of `100000000h`) paused the model there until the worker
+    /// restarted, its jobs put back again and again. A longer pause is this long: the model is
+    /// tried again then, and a provider still out of budget says so again.
+    public static let longestPause = Duration.seconds(900)
+
+    /// The longest duration a header is read as: a day. One past what a `Duration` holds (`inf`,
+    /// `1e300`, `99999999999999999999999h`) stopped the worker.
+    static let longestReading = 86_400_000.0
+
+    /// A wait in milliseconds as a duration, at most a day; nil when it is no wait (NaN, negative).
+    static func wait(milliseconds: Double) -> Duration? {
+        guard !milliseconds.isNaN, milliseconds >= 0 else { return nil }
+        return .milliseconds(min(milliseconds, longestReading))
+    }
+
     /// The wait a response asks for: `retry-after-ms` (milliseconds), else `retry-after`
     /// (seconds, or an HTTP date); nil when neither is present or readable.
     /// - Parameters:
@@ -74,25 +90,25 @@ public struct RateLimitInfo: Sendable, Hashable {
     ///   - now: the current time, for the HTTP-date form.
     public static func retryAfter(headers: [String: String], now: Date) -> Duration? {
         if let text = headers["retry-after-ms"], let milliseconds = Double(text.trimmingCharacters(in: .whitespaces)),
-            milliseconds >= 0
+            let wait = wait(milliseconds: milliseconds)
         {
-            return .milliseconds(milliseconds)
+            return wait
         }
         guard let text = headers["retry-after"]?.trimmingCharacters(in: .whitespaces) else { return nil }
-        if let seconds = Double(text), seconds >= 0 { return .milliseconds(seconds * 1000) }
+        if let seconds = Double(text), let wait = wait(milliseconds: seconds * 1000) { return wait }
         let formatter = DateFormatter()
         formatter.locale = Locale(identifier: "en_US_POSIX")
         formatter.timeZone = TimeZone(identifier: "GMT")
         formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
         guard let date = formatter.date(from: text) else { return nil }
-        return .milliseconds(max(0, date.timeIntervalSince(now)) * 1000)
+        return wait(milliseconds: max(0, date.timeIntervalSince(now)) * 1000)
     }
 
     /// Parses a reset value: OpenAI's Go-style durations (`1s`, `6m0s`, `1h2m3.5s`, `20ms`), plain
     /// seconds, or an RFC 3339 timestamp (Anthropic).
     static func parseReset(_ text: String, now: Date) -> Duration? {
         let trimmed = text.trimmingCharacters(in: .whitespaces)
-        if let seconds = Double(trimmed), seconds >= 0 { return .milliseconds(seconds * 1000) }
+        if let seconds = Double(trimmed), let wait = wait(milliseconds: seconds * 1000) { return wait }
         if let duration = parseGoDuration(trimmed) { return duration }
         let formatter = ISO8601DateFormatter()
         formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
@@ -101,7 +117,7 @@ public struct RateLimitInfo: Sendable, Hashable {
             formatter.formatOptions = [.withInternetDateTime]
             date = formatter.date(from: trimmed)
         }
-        return date.map { .milliseconds(max(0, $0.timeIntervalSince(now)) * 1000) }
+        return date.flatMap { wait(milliseconds: max(0, $0.timeIntervalSince(now)) * 1000) }
     }
 
     /// `1h2m3.5s`, `6m0s`, `20ms`, `150us` → a duration; nil for anything else.
@@ -120,6 +136,6 @@ public struct RateLimitInfo: Sendable, Hashable {
             rest = rest.dropFirst(unit.suffix.count)
             total += value * unit.milliseconds
         }
-        return .milliseconds(total)
+        return wait(milliseconds: total)
     }
 }
