@@ -138,6 +138,15 @@ struct CachedTokenCostTests {
                     let strings = try await Self.stored(try await Self.run(store), in: pool)
                     #expect(strings.tokensIn == prompt && strings.trail.last?["usage_estimated"] == true)
 
+                    // Negative counts (read as 0: a free call) and one count alone (the other priced
+                    // as 0) are no report of the call either.
+                    for usage: JSONValue in [["prompt_tokens": -5, "completion_tokens": -7], ["prompt_tokens": 5]] {
+                        try await server.script(["gpt": ["usage": usage, "content": "Oslo."]])
+                        let odd = try await Self.stored(try await Self.run(store), in: pool)
+                        #expect(odd.tokensIn == prompt && odd.trail.last?["usage_estimated"] == true, "\(usage)")
+                        #expect((odd.cost ?? 0) > 0, "\(usage)")
+                    }
+
                     // A reported usage is taken as it is, and the trail says nothing of estimates.
                     try await server.script(["gpt": ["usage": ["prompt_tokens": 7, "completion_tokens": 0]]])
                     let reported = try await Self.stored(try await Self.run(store), in: pool)

@@ -102,8 +102,7 @@ public struct AnthropicProvider: ModelProvider {
         }
         return ProviderReply(
             response: completion, usage: usage,
-            usageReported: message["usage"]?["input_tokens"]?.doubleValue != nil
-                || message["usage"]?["output_tokens"]?.doubleValue != nil,
+            usageReported: TokenUsage.reports(message["usage"]?["input_tokens"], message["usage"]?["output_tokens"]),
             httpStatus: exchange.status, latency: exchange.latency, rateLimit: rateLimit)
     }
 }

@@ -93,8 +93,7 @@ public struct OpenAIProvider: ModelProvider {
         }
         return ProviderReply(
             response: response, usage: usage,
-            usageReported: response["usage"]?["prompt_tokens"]?.doubleValue != nil
-                || response["usage"]?["completion_tokens"]?.doubleValue != nil,
+            usageReported: TokenUsage.reports(response["usage"]?["prompt_tokens"], response["usage"]?["completion_tokens"]),
             httpStatus: exchange.status, latency: exchange.latency, rateLimit: rateLimit)
     }
 }

@@ -11,6 +11,14 @@ extension TokenUsage {
         return number > Double(largestPlausible) ? largestPlausible + 1 : Int(number)
     }
 
+    /// Whether a usage object reports a call's counts: both of them numbers, neither negative. A
+    /// negative count (read as 0) made the call free, unflagged; one count alone priced the other
+    /// as 0: both are priced on an estimate instead, and the trail says so.
+    static func reports(_ input: JSONValue?, _ output: JSONValue?) -> Bool {
+        guard let input = input?.doubleValue, let output = output?.doubleValue else { return false }
+        return input >= 0 && output >= 0
+    }
+
     /// Whether every count is one a call could have used (and `results` can store).
     var isPlausible: Bool {
         [promptTokens, completionTokens, cachedTokens, cacheWriteTokens].allSatisfy { $0 <= Self.largestPlausible }
