@@ -87,6 +87,28 @@ struct MigrationTests {
         }
     }
 
+    @Test("migrate --status on a newer or changed database lists each migration once, and says why it fails")
+    func statusOfNewerSchema() async throws {
+        try await TestDatabase.withMigrated { configuration in
+            let pool = PostgresPool(configuration)
+            defer { Task { await pool.close() } }
+            try await pool.query(
+                "INSERT INTO switchyard.schema_migrations (version, name, checksum) VALUES (9999, 'from_the_future', 'x')")
+            try await pool.query("UPDATE switchyard.schema_migrations SET checksum = 'edited' WHERE version = 10")
+            let binary = WorkerProcess.binary("dispatcher")
+            let url = configuration.effectiveConnectionString
+            let (status, output) = try await BlockingWork.run {
+                try ChildProcess.run(binary, ["migrate", "--status", "--database-url", url])
+            }
+            #expect(status == 1, "\(output)")
+            #expect(output.components(separatedBy: " 9999 ").count == 2, "listed once: \(output)")
+            #expect(output.components(separatedBy: " 0010 ").count == 2, "listed once: \(output)")
+            #expect(output.contains("UNKNOWN  9999") && output.contains("CHANGED  0010"), "\(output)")
+            #expect(output.contains("error: this binary cannot migrate this database: a newer Switchyard applied 9999; "
+                + "applied 10 differ from this binary's"), "\(output)")
+        }
+    }
+
     @Test("an applied migration whose SQL changed is refused")
     func refusesEditedMigrations() async throws {
         try await TestDatabase.withMigrated { configuration in

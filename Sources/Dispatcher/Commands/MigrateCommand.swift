@@ -41,8 +41,19 @@ enum MigrateCommand {
             let status = try await migrator.status(pool)
             print(SchemaReport.render(status))
             // 3 says "run migrate"; a database this binary cannot migrate (newer, or changed) is a
-            // failure, since migrate would refuse it.
-            if !status.unknown.isEmpty || !status.modified.isEmpty { return 1 }
+            // failure, since migrate would refuse it: said on stderr too, for a script's log.
+            if !status.unknown.isEmpty || !status.modified.isEmpty {
+                printError(
+                    "error: this binary cannot migrate this database: "
+                        + (status.unknown.isEmpty
+                            ? "" : "a newer Switchyard applied \(status.unknown.map { String($0.version) }.joined(separator: ", "))")
+                        + (!status.unknown.isEmpty && !status.modified.isEmpty ? "; " : "")
+                        + (status.modified.isEmpty
+                            ? "" : "applied \(status.modified.map { String($0.version) }.joined(separator: ", ")) "
+                                + "differ from this binary's")
+                        + "\nhint: run the release that applied them (dispatcher --version says which schema a binary has)")
+                return 1
+            }
             return status.isCurrent ? 0 : 3
         }
         let applied = try await migrator.migrate(pool)
@@ -59,7 +70,9 @@ enum MigrateCommand {
 enum SchemaReport {
     static func render(_ status: SchemaStatus) -> String {
         var lines: [String] = []
-        for applied in status.applied {
+        // A newer or changed migration is listed once, as what it is (it was listed as applied too).
+        let apart = Set(status.unknown.map(\.version) + status.modified.map(\.version))
+        for applied in status.applied where !apart.contains(applied.version) {
             lines.append("  applied  \(pad(applied.version))  \(applied.name)  (\(applied.appliedAt.formatted(.iso8601)))")
         }
         for pending in status.pending { lines.append("  pending  \(pad(pending.version))  \(pending.name)") }
