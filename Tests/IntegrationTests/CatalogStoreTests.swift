@@ -270,6 +270,17 @@ struct CatalogStoreTests {
         }
     }
 
+    @Test("a row SQL made unreadable (a number past ±1.8e308 in settings) is named when the catalog cannot load")
+    func unreadableRowIsNamed() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            _ = try await CatalogStore(pool: pool).importDocument(Self.example)
+            try await pool.query(#"UPDATE switchyard.models SET settings = '{"top": 1e400}' WHERE name = 'gpt-4'"#)
+            let error = await #expect(throws: QueueError.self) { try await CatalogStore(pool: pool).load() }
+            #expect(error?.message.hasPrefix("model gpt-4 as stored cannot be read") == true, "\(String(describing: error))")
+            #expect(error?.hint?.contains("switchyard.models") == true)
+        }
+    }
+
     @Test("cache prices are stored, exported and imported back unchanged; a change is listed; SQL cannot store < 0")
     func cachePrices() async throws {
         func document(cachedInput: String) -> Data {

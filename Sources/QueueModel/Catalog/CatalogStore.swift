@@ -67,7 +67,22 @@ public struct CatalogStore: Sendable {
             FROM switchyard.routes ORDER BY task_class
             """
         )
-        return Catalog(models: try modelRows.map(Self.model(row:)), rules: try ruleRows.map(Self.rule(row:)))
+        return Catalog(
+            models: try modelRows.map { try Self.named("model", $0, Self.model(row:)) },
+            rules: try ruleRows.map { try Self.named("rule", $0, Self.rule(row:)) })
+    }
+
+    /// Reads a row, or says which model or rule could not be read (a number past ±1.8e308 that
+    /// SQL wrote into its settings stopped every load, the worker saying only "number out of range").
+    private static func named<T>(_ kind: String, _ row: PostgresRow, _ read: (PostgresRow) throws -> T) throws -> T {
+        do {
+            return try read(row)
+        } catch {
+            let name = (try? row[0].decode(String.self)) ?? "?"
+            throw QueueError(
+                .database, "\(kind) \(name) as stored cannot be read: \(error)",
+                hint: "import the catalog again, or correct the row with SQL (switchyard.\(kind == "model" ? "models" : "routes"))")
+        }
     }
 
     // MARK: Importing
