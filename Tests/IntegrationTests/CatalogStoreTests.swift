@@ -134,6 +134,12 @@ struct CatalogStoreTests {
                 try await store.importDocument(Data(#"{"routing_rules": {}}"#.utf8), dryRun: true)
             }
             #expect(rulesEmpty.message.contains("routing_rules: is empty"))
+            // Said first, alone: not as each rule that still names a model it would remove.
+            let modelsEmpty = try await #require(throws: QueueError.self) {
+                try await store.importDocument(Data(#"{"models": {}}"#.utf8))
+            }
+            #expect(modelsEmpty.message.contains("models: is empty, so importing it would remove all"), "\(modelsEmpty)")
+            #expect(!modelsEmpty.message.contains("still names"), "\(modelsEmpty)")
 
             let emptied = try await store.importDocument(empty, allowEmpty: true)
             #expect(emptied.catalog.models.isEmpty && emptied.catalog.rules.isEmpty)

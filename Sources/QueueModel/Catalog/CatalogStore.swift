@@ -106,25 +106,26 @@ public struct CatalogStore: Sendable {
         try await pool.withTransaction { connection in
             try await connection.query("SELECT pg_advisory_xact_lock($1)", [Self.importLockKey])
             let existing = try await Self.load(on: connection)
+            // Checked first: `{"models": {}}` alone was refused for each rule still naming a model
+            // it would remove (24 lines), not for being empty.
+            if !allowEmpty && mode == .replace, let members = (try? JSONNode(parsing: data))?.members {
+                func isEmpty(_ names: Set<String>) -> Bool {
+                    members.contains { member in
+                        guard names.contains(member.key) else { return false }
+                        if case .object(let items) = member.value { return items.isEmpty }
+                        if case .array(let items) = member.value { return items.isEmpty }
+                        return false
+                    }
+                }
+                try Self.refuseEmptying(
+                    existing, models: isEmpty(["models", "model_list"]), rules: isEmpty(["routing_rules", "rules"]))
+            }
             let validation = CatalogDocument.validate(data, importingInto: existing, mode: mode)
             guard let document = validation.document else { throw CatalogDocument.error(listing: validation.problems) }
             let catalog = document.applied(to: existing, mode: mode)
             let changes = CatalogChanges(from: existing, to: catalog)
             if !allowEmpty {
-                let emptied = [
-                    ("models", "models", existing.models.count, catalog.models.isEmpty),
-                    ("routing_rules", "rules", existing.rules.count, catalog.rules.isEmpty),
-                ].filter { $0.2 > 0 && $0.3 }
-                guard emptied.isEmpty else {
-                    throw CatalogDocument.error(
-                        listing: emptied.map { section, kind, count, _ in
-                            CatalogProblem(
-                                path: section,
-                                message: "is empty, so importing it would remove all \(count) \(kind) of the catalog",
-                                hint: "list the \(kind) to keep (dispatcher models export shows them), import with "
-                                    + "--merge to remove nothing, or pass --allow-empty to empty it on purpose")
-                        })
-                }
+                try Self.refuseEmptying(existing, models: catalog.models.isEmpty, rules: catalog.rules.isEmpty)
             }
             let zoneProblems = try await Self.timeZoneProblems(
                 in: catalog.models.filter { changes.modelsToWrite.contains($0.name) }, on: connection)
@@ -144,6 +145,23 @@ public struct CatalogStore: Sendable {
                 )
             }
             return ImportOutcome(changes: changes, catalog: catalog, warnings: warnings)
+        }
+    }
+
+    /// Refuses an import that would leave no models (or no rules) in a catalog that has some.
+    private static func refuseEmptying(_ existing: Catalog, models: Bool, rules: Bool) throws {
+        let emptied = [
+            ("models", "models", existing.models.count, models), ("routing_rules", "rules", existing.rules.count, rules),
+        ].filter { $0.2 > 0 && $0.3 }
+        guard emptied.isEmpty else {
+            throw CatalogDocument.error(
+                listing: emptied.map { section, kind, count, _ in
+                    CatalogProblem(
+                        path: section,
+                        message: "is empty, so importing it would remove all \(count) \(kind) of the catalog",
+                        hint: "list the \(kind) to keep (dispatcher models export shows them), import with "
+                            + "--merge to remove nothing, or pass --allow-empty to empty it on purpose")
+                })
         }
     }
 
