@@ -35,6 +35,22 @@ BEGIN
         RETURN format('has an unknown field "%s" (known: %s)', unknown,
                       array_to_string(ARRAY(SELECT unnest(known) ORDER BY 1), ', '));
     END IF;
+    IF p_window ? 'days' THEN
+        IF jsonb_typeof(p_window -> 'days') <> 'array' OR jsonb_array_length(p_window -> 'days') = 0 THEN
+            RETURN '"days" must be a non-empty array like ["mon", "fri"]';
+        END IF;
+        FOR day IN SELECT value FROM jsonb_array_elements(p_window -> 'days') LOOP
+            CONTINUE WHEN jsonb_typeof(day) = 'string'
+                          AND lower(left(day #>> '{}', 3)) IN ('mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun');
+            -- As written: the gate reads a day with ::integer, which takes 1 but not 1.0 (jsonb keeps it).
+            CONTINUE WHEN jsonb_typeof(day) = 'number' AND day #>> '{}' ~ '^[1-7]$';
+            RETURN format('"days" has %s; use mon…sun or 1 (Monday)…7 (Sunday)', day::text);
+        END LOOP;
+    END IF;
+    IF p_window ? 'time_zone' AND jsonb_typeof(p_window -> 'time_zone') <> 'string' THEN
+        RETURN format('"time_zone" must be an IANA zone like "UTC" or "Asia/Shanghai" (got %s)',
+                      (p_window -> 'time_zone')::text);
+    END IF;
     FOREACH factor IN ARRAY ARRAY['multiplier', 'input_multiplier', 'output_multiplier'] LOOP
         CONTINUE WHEN NOT p_window ? factor;
         -- (A CASE here, not an OR: SQL does not promise to test the type before the cast.)
@@ -46,21 +62,6 @@ BEGIN
     END LOOP;
     IF NOT (p_window ? 'multiplier' OR (p_window ? 'input_multiplier' AND p_window ? 'output_multiplier')) THEN
         RETURN 'needs "multiplier" (or input_multiplier and output_multiplier)';
-    END IF;
-    IF p_window ? 'days' THEN
-        IF jsonb_typeof(p_window -> 'days') <> 'array' OR jsonb_array_length(p_window -> 'days') = 0 THEN
-            RETURN '"days" must be a non-empty array like ["mon", "fri"]';
-        END IF;
-        FOR day IN SELECT value FROM jsonb_array_elements(p_window -> 'days') LOOP
-            CONTINUE WHEN jsonb_typeof(day) = 'string'
-                          AND lower(left(day #>> '{}', 3)) IN ('mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun');
-            CONTINUE WHEN jsonb_typeof(day) = 'number' AND (day #>> '{}')::numeric IN (1, 2, 3, 4, 5, 6, 7);
-            RETURN format('"days" has %s; use mon…sun or 1 (Monday)…7 (Sunday)', day::text);
-        END LOOP;
-    END IF;
-    IF p_window ? 'time_zone' AND jsonb_typeof(p_window -> 'time_zone') <> 'string' THEN
-        RETURN format('"time_zone" must be an IANA zone like "UTC" or "Asia/Shanghai" (got %s)',
-                      (p_window -> 'time_zone')::text);
     END IF;
     FOREACH bound IN ARRAY ARRAY['start', 'end'] LOOP
         IF jsonb_typeof(p_window -> bound) IS DISTINCT FROM 'string' THEN
@@ -84,10 +85,11 @@ CREATE FUNCTION switchyard.price_windows_problem(p_windows jsonb) RETURNS text
     LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE WHEN jsonb_typeof(p_windows) IS DISTINCT FROM 'array'
                 THEN 'price_windows must be an array of windows like [{"start": "22:00", "end": "06:00", "multiplier": 0.5}]'
-                ELSE (SELECT format('price_windows[%s] %s', w.position - 1, switchyard.price_window_problem(w.value))
-                      FROM jsonb_array_elements(p_windows) WITH ORDINALITY AS w(value, position)
-                      WHERE switchyard.price_window_problem(w.value) IS NOT NULL
-                      ORDER BY w.position LIMIT 1) END
+                ELSE (SELECT format('price_windows[%s] %s', p.position - 1, p.problem)
+                      FROM (SELECT w.position, switchyard.price_window_problem(w.value) AS problem
+                            FROM jsonb_array_elements(p_windows) WITH ORDINALITY AS w(value, position)) p
+                      WHERE p.problem IS NOT NULL
+                      ORDER BY p.position LIMIT 1) END
 $$;
 
 CREATE FUNCTION switchyard.check_price_window_shape() RETURNS trigger

@@ -145,8 +145,17 @@ struct OffPeakExecutionTests {
     /// A review's background job, planned inside a window at 21:47:58, met a failing primary; its
     /// fallback was called at 21:48:01, after the window closed, at 4× the ceiling, unrecorded.
     @Test("a model that went over the ceiling since the plan is not called: the job fails or waits, its calls kept",
-          arguments: [false, true])
-    func windowClosesMidJob(primaryWindowed: Bool) async throws {
+          arguments: [(false, false), (true, false), (true, true)])
+    func windowClosesMidJob(primaryWindowed: Bool, deadlineNear: Bool) async throws {
+        // Planned and the primary called at 10:59:59 UTC (the next one), inside the window; every
+        // later reading (the primary's failure, the fallback's start) is past 11:00.
+        let calendar = Calendar(identifier: .gregorian)
+        var utc = calendar
+        utc.timeZone = TimeZone(identifier: "UTC")!
+        let planned = try #require(
+            utc.nextDate(
+                after: Date().addingTimeInterval(120), matching: DateComponents(hour: 10, minute: 59, second: 59),
+                matchingPolicy: .strict))
         try await withFakeProviderServer { server in
             try await TestDatabase.withMigratedPool { pool in
                 // The primary within the ceiling at any hour, or (primaryWindowed) only in the window too.
@@ -165,7 +174,11 @@ struct OffPeakExecutionTests {
                 try await BackgroundPolicy.set("background_max_cost_per_1k", to: "0.001", in: pool)
                 try await server.script(["failing": ["kind": "error", "status": 500]])
                 let store = QueueStore(pool: pool)
-                let job = try await store.submit(Submission(request: Submission.prompt("summarise"), priority: .background))
+                // Near: within the escalation horizon once the window has closed.
+                let job = try await store.submit(
+                    Submission(
+                        request: Submission.prompt("summarise"), priority: .background,
+                        deadline: deadlineNear ? planned.addingTimeInterval(150) : nil))
                 // The claim's gate reads the real clock: with the primary windowed, a drain lets it through.
                 if primaryWindowed {
                     try await BackgroundPolicy.set(
@@ -179,9 +192,6 @@ struct OffPeakExecutionTests {
                 let key = ["FAKE_KEY": "sk-\(UUID())"]
                 let fleet = FleetState(pool: pool, logger: Logger(label: "worker", level: .error) { _ in }, environment: key)
                 await fleet.reload()
-                // Planned and the primary called at 10:59:59 UTC, inside the window; every later reading
-                // (the primary's failure, the fallback's start) is past 11:00.
-                let planned = try #require(ISO8601Parsing.date("2026-01-05T10:59:59Z"))
                 let readings = Mutex(0)
                 var executor = RoutingExecutor(
                     fleet: fleet, providers: ProviderFactory(concurrency: 1, environment: key),
@@ -189,7 +199,8 @@ struct OffPeakExecutionTests {
                 executor.now = {
                     readings.withLock { count in
                         count += 1
-                        return planned.addingTimeInterval(count <= 2 ? 0 : 90)
+                        // The plan, (with a deadline) the budget's look, and the primary's start.
+                        return planned.addingTimeInterval(count <= (deadlineNear ? 3 : 2) ? 0 : 90)
                     }
                 }
                 let outcome = await executor.execute(claimed)
@@ -200,12 +211,17 @@ struct OffPeakExecutionTests {
                     #expect(failure.message.contains("not called, over the background ceiling since the plan: windowed"),
                             "\(failure.message)")
                     #expect(failure.trail.map(\.model) == ["failing"])
-                case .postponed(let until, let reason, _, false, let trail) where primaryWindowed:
+                case .postponed(let until, let reason, _, false, let trail) where primaryWindowed && !deadlineNear:
                     // Nothing within the ceiling until tomorrow's window: it waits, its attempt not spent.
                     #expect(reason.contains("windowed went over the ceiling since it was planned"), "\(reason)")
-                    #expect(until == ISO8601Parsing.date("2026-01-06T10:00:00Z"))
+                    #expect(until == planned.addingTimeInterval(86_400 - 3599))
                     #expect(trail.map(\.model) == ["failing"])
                     #expect(trail.map(\.outcome) == ["error"])
+                case .postponed(let until, let reason, _, false, let trail) where deadlineNear:
+                    // Its deadline near now: planned again at once, to run escalated, not an attempt spent.
+                    #expect(reason.contains("escalation horizon"), "\(reason)")
+                    #expect(until == planned.addingTimeInterval(90))
+                    #expect(trail.map(\.model) == ["failing"])
                 default:
                     Issue.record("unexpected outcome: \(outcome)")
                 }

@@ -485,6 +485,12 @@ struct OffPeakTests {
                 try await pool.query(#"UPDATE switchyard.models SET price_windows = '{"start": "10:00"}'"#)
             }
             #expect(notAnArray?.message.contains("price_windows must be an array") == true)
+            // A day of 1.0 (jsonb keeps the scale; the import writes 1): the gate's ::integer does
+            // not read it, so SQL may not write it.
+            await #expect(throws: PostgresError.self) {
+                try await pool.query(
+                    #"UPDATE switchyard.models SET price_windows = '[{"start": "22:00", "end": "06:00", "multiplier": 0.5, "days": [1.0, 7]}]'"#)
+            }
             // What the table kept, the claim reads.
             let store = QueueStore(pool: pool)
             let job = try await store.submit(Submission(request: Self.hello))

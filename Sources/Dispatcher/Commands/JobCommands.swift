@@ -130,6 +130,7 @@ enum JobCommands {
         let store = try open(arguments)
         defer { Task { await store.pool.close() } }
         var status = ExitCode.success
+        var failed = false
         var answered = false
         // A thousand a round trip, each its own transaction (a batch in one would lock its jobs
         // in its own order, against workers writing back theirs).
@@ -152,12 +153,13 @@ enum JobCommands {
                         throw error
                     }
                     printError("\(id)  not cancelled: \(error)")
-                    status = max(status, ExitCode.failure)
+                    failed = true
                 }
                 answered = true
             }
         }
-        return status
+        // A job that could not be cancelled outweighs one that had finished or was unknown.
+        return failed ? ExitCode.failure : status
     }
 
     static func retry(_ words: [String]) async throws -> Int32 {

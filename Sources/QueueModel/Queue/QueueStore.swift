@@ -328,22 +328,14 @@ public struct QueueStore: Sendable {
     /// (`switchyard.cancel` answers `cancelled` for a job cancelled before too: its status is
     /// read first, in the same statement.)
     public func cancel(_ jobs: [Int64]) async throws -> [Result<String, any Error>] {
-        let cancels = jobs.map { job in
+        let statements = jobs.map { job in
             PostgresStatement(
                 """
                 SELECT CASE WHEN s.before = 'cancelled' THEN 'already cancelled' ELSE switchyard.cancel(s.id) END
                 FROM (SELECT $1::bigint AS id, switchyard.job_status($1) AS before) s
                 """, [job])
         }
-        // A commit each, without waiting for each one's flush to disk: the last statement, a
-        // transaction with an id committed the usual way, flushes the log up to itself, and so
-        // every cancel before it, before any outcome is returned.
-        let statements =
-            [PostgresStatement("SET synchronous_commit = off")] + cancels
-            + [PostgresStatement("SET synchronous_commit = DEFAULT"), PostgresStatement("SELECT pg_current_xact_id()")]
-        let outcomes = try await pool.pipelineSeparately(statements)
-        for setting in [outcomes[0], outcomes[outcomes.count - 2], outcomes[outcomes.count - 1]] { _ = try setting.get() }
-        return outcomes.dropFirst().dropLast(2).map { outcome in
+        return try await pool.pipelineSeparately(statements).map { outcome in
             outcome.flatMap { rows in Result { try rows.scalar(String.self) } }
         }
     }

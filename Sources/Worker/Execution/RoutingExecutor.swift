@@ -88,11 +88,17 @@ struct RoutingExecutor: JobExecutor {
             // back without spending an attempt, for as long as the job's priority allows.
             // A provider's pause of a second is looked at again when it ends, not in five.
             let pauseEnd = state.soonestPauseEnd(of: plan.rule.map { [$0.primary] + $0.fallbacks } ?? [], after: instant)
-            // Paused for longer than the job may wait for a model is an outage, not a moment's
-            // business: a single-model rule's jobs were put back for as long as a provider asked.
-            let pausedLong = pauseEnd.map {
-                $0.timeIntervalSince(instant) > Self.longestWaitForAModel(job.priority).seconds
-            } ?? false
+            // Every model of the rule paused for longer than the job may wait for a model is an
+            // outage, not a moment's business: a single-model rule's jobs were put back for as long
+            // as a provider asked. (One at its max_concurrency beside it still frees in moments.)
+            let ruleModels = plan.rule.map { [$0.primary] + $0.fallbacks } ?? []
+            let allowance = instant.addingTimeInterval(Self.longestWaitForAModel(job.priority).seconds)
+            let pausedLong =
+                !ruleModels.isEmpty
+                && ruleModels.allSatisfy { name in
+                    router.catalog.model(named: name).map { !$0.enabled } ?? true
+                        || state.models[name]?.pausedUntil.map { $0 > allowance } ?? false
+                }
             if unroutable?.isTransient == true, !router.catalog.models.isEmpty,
                 let wait = Self.waitForAModel(
                     job, at: instant, reason: "no model available now: \(unroutable?.reason ?? "")", planner: planner,
@@ -256,8 +262,11 @@ struct RoutingExecutor: JobExecutor {
                 // does a request this model cannot take (`max_tokens` on o1, `n` on Anthropic): counted, a
                 // run of them would open its breaker for the requests it can take.
                 // Cut short by the job's deadline, the model was not given its time: a run of short
-                // deadlines opened the breaker of a healthy model for every job of its rules.
-                let cutByDeadline = providerError?.code == .timedOut && timeout < attempt.timeout
+                // deadlines opened the breaker of a healthy model for every job of its rules. Only our
+                // own timer's cut (not a provider's 408), and only with under half the tier's time:
+                // a model that hangs still meets its breaker when jobs' deadlines leave it most of it.
+                let cutByDeadline =
+                    providerError?.code == .timedOut && providerError?.httpStatus == nil && timeout * 2 < attempt.timeout
                 let modelAtFault =
                     !cutByDeadline && ![.failJob, .largerContext, .nextCandidateAndSkipHere].contains(decision)
                     && providerError?.code != .unsupportedRequest
@@ -327,14 +336,22 @@ struct RoutingExecutor: JobExecutor {
         // Models left that have gone over the ceiling since the plan: the job waits for a price
         // within it, its attempt not spent (or runs escalated at its next claim if its deadline
         // is near by then), with the calls it made.
-        if !overCeiling.isEmpty,
-            case .postpone(let until, let reason) = planner.decide(
+        if !overCeiling.isEmpty {
+            let instant = now()
+            let went = "\(overCeiling.joined(separator: ", ")) went over the ceiling since it was planned"
+            switch planner.decide(
                 RoutingRequest(job: job), deadline: job.deadline, maxAttempts: job.maxAttempts,
-                state: fleet.routingState(sequence: UInt64(bitPattern: job.id), now: now()), now: now())
-        {
-            return .postponed(
-                until: until, reason: "\(overCeiling.joined(separator: ", ")) went over the ceiling since it was "
-                    + "planned; \(reason)", policy: planner.policy.version, trail: trail)
+                state: fleet.routingState(sequence: UInt64(bitPattern: job.id), now: instant), now: instant)
+            {
+            case .postpone(let until, let reason):
+                return .postponed(until: until, reason: "\(went); \(reason)", policy: planner.policy.version, trail: trail)
+            case .run(_, let escalation?):
+                // Its deadline is near now: planned again at once, escalated (not an attempt spent).
+                return .postponed(
+                    until: instant, reason: "\(went); \(escalation)", policy: planner.policy.version, trail: trail)
+            case .run(_, nil):
+                break  // a model of its rule is within the ceiling now: an attempt of failed models
+            }
         }
         // Nothing called: every model left was a half-open one whose probe was out. Wait for it.
         if trail.isEmpty && probeBusy,

@@ -62,8 +62,8 @@ public struct RateLimitInfo: Sendable, Hashable {
     /// neither budget is exhausted or the provider did not say.
     public var exhaustedUntil: Duration? {
         var waits: [Duration] = []
-        if remainingRequests == 0, let requestsReset { waits.append(requestsReset) }
-        if remainingTokens == 0, let tokensReset { waits.append(tokensReset) }
+        if let remainingRequests, remainingRequests <= 0, let requestsReset { waits.append(requestsReset) }
+        if let remainingTokens, remainingTokens <= 0, let tokensReset { waits.append(tokensReset) }
         return waits.max()
     }
 

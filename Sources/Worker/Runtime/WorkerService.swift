@@ -345,6 +345,7 @@ final class WorkerService: Sendable {
         case (.cancelRequested, _), (_, .cancelled):
             var trail: [AttemptRecord] = []
             if case .cancelled(let calls) = outcome { trail = calls }
+            if case .postponed(_, _, _, _, let calls) = outcome { trail = calls }
             trail.append(AttemptRecord(attempt: job.attempt, outcome: "cancelled", worker: worker, at: now()))
             completion = .cancelledWhileRunning(jobID: job.id, attempt: job.attempt, trail: trail)
         case (nil, .postponed(let until, let reason, let policy, let forModel, let trail)):
