@@ -85,13 +85,13 @@ struct RoutingExecutor: JobExecutor {
                 ["model": "none", "task_class": taskClass, "reason": unroutable?.reason ?? "no attempts"]
             )
             // Every model of the rule is out for now (breakers, budgets): wait for one to come
-            // back without spending an attempt, for as long as the job's priority allows.
-            // A provider's pause of a second is looked at again when it ends, not in five.
-            let pauseEnd = state.soonestPauseEnd(of: plan.rule.map { [$0.primary] + $0.fallbacks } ?? [], after: instant)
+            // back without spending an attempt, for as long as the job's priority allows. A
+            // provider's pause of a second is looked at again when it ends, not in five.
+            let ruleModels = plan.rule.map { [$0.primary] + $0.fallbacks } ?? []
+            let pauseEnd = state.soonestPauseEnd(of: ruleModels, after: instant)
             // Every model of the rule paused for longer than the job may wait for a model is an
             // outage, not a moment's business: a single-model rule's jobs were put back for as long
             // as a provider asked. (One at its max_concurrency beside it still frees in moments.)
-            let ruleModels = plan.rule.map { [$0.primary] + $0.fallbacks } ?? []
             let allowance = instant.addingTimeInterval(Self.longestWaitForAModel(job.priority).seconds)
             let pausedLong =
                 !ruleModels.isEmpty
@@ -141,11 +141,10 @@ struct RoutingExecutor: JobExecutor {
             }
             let timeout = min(attempt.timeout, budget)
             let started = now()
-            if let ceiling, fleet.schedule(of: model).averagePricePer1K(at: started) > ceiling {
+            if let ceiling, case let price = fleet.schedule(of: model).averagePricePer1K(at: started), price > ceiling {
                 logger.info(
                     "model skipped: over the background ceiling now",
-                    ["model": model.name, "price_per_1k": "\(fleet.schedule(of: model).averagePricePer1K(at: started))",
-                     "ceiling": "\(ceiling)"])
+                    ["model": model.name, "price_per_1k": "\(price)", "ceiling": "\(ceiling)"])
                 overCeiling.append(model.name)
                 queue.removeFirst()
                 retriesOnModel = 0
@@ -258,15 +257,15 @@ struct RoutingExecutor: JobExecutor {
                     "model call failed",
                     ["latency_ms": Int(latencyMS.rounded()), "next": Self.describe(decision), "error": summary]
                 )
-                // Neither the request's fault nor this worker's says anything about the model's health, nor
-                // does a request this model cannot take (`max_tokens` on o1, `n` on Anthropic): counted, a
-                // run of them would open its breaker for the requests it can take.
                 // Cut short by the job's deadline, the model was not given its time: a run of short
                 // deadlines opened the breaker of a healthy model for every job of its rules. Only our
                 // own timer's cut (not a provider's 408), and only with under half the tier's time:
                 // a model that hangs still meets its breaker when jobs' deadlines leave it most of it.
                 let cutByDeadline =
                     providerError?.code == .timedOut && providerError?.httpStatus == nil && timeout * 2 < attempt.timeout
+                // Neither the request's fault nor this worker's says anything about the model's health, nor
+                // does a request this model cannot take (`max_tokens` on o1, `n` on Anthropic): counted, a
+                // run of them would open its breaker for the requests it can take.
                 let modelAtFault =
                     !cutByDeadline && ![.failJob, .largerContext, .nextCandidateAndSkipHere].contains(decision)
                     && providerError?.code != .unsupportedRequest
