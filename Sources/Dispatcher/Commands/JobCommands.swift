@@ -26,7 +26,8 @@ enum JobCommands {
         A queued job ends as cancelled at once; a running one at its worker's next heartbeat.
         With -, the ids are read from stdin (thousands in a few seconds): e.g.
           psql -Atc "SELECT id FROM switchyard.jobs WHERE tenant = 'acme'" | dispatcher cancel -
-        Exit status: 0 cancelled or cancelling; 3 it had already finished; 6 unknown.
+        Exit status: 0 cancelled or cancelling; 3 one had already finished; 6 one is unknown;
+        1 one could not be cancelled (its error is printed).
         """
 
     static let retryUsage = """
