@@ -160,6 +160,26 @@ struct FleetReloadTests {
         return (try row.decode("state"), try row.decode("reason", as: String?.self))
     }
 
+    /// A soak saw `claude-opus: at max_concurrency (9 of 8 in flight)`: jobs planned at once all saw
+    /// room, and a fallback or retry reaches its model after the plan.
+    @Test("a call past the model's max_concurrency is not begun, whatever the plan saw")
+    func maxConcurrencyAtBegin() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            _ = try await CatalogStore(pool: pool).importDocument(Data(
+                #"{"models": {"m": {"provider": "simulated", "max_concurrency": 2}}, "routing_rules": {"default": {"primary": "m"}}}"#
+                    .utf8))
+            let fleet = FleetState(pool: pool, logger: Logger(label: "worker", level: .error) { _ in })
+            await fleet.reload()
+            let model = try #require(fleet.router.catalog.models.first)
+            let first = try #require(fleet.begin(model, estimatedTokens: 10))
+            _ = try #require(fleet.begin(model, estimatedTokens: 10))
+            #expect(fleet.begin(model, estimatedTokens: 10) == nil)
+            fleet.end(model, call: first, success: true, latencyMS: 5)
+            #expect(fleet.begin(model, estimatedTokens: 10) != nil)
+            #expect(fleet.routingState(sequence: 0).models["m"]?.inFlight == 2)
+        }
+    }
+
     @Test("a half-open model's failed probe shuts it here at once and reopens the fleet's breaker: the next job is no second probe")
     func failedProbe() async throws {
         try await TestDatabase.withMigratedPool { pool in

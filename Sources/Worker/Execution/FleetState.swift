@@ -302,13 +302,15 @@ final class FleetState: Sendable {
     // MARK: Calls
 
     /// Notes a call starting: in flight, and spending the model's rate budget.
-    /// - Returns: the call, to hand to `end`; nil when the model is half-open and this worker's
-    ///   probe is already in flight (two jobs planned at once both saw none): do not call it.
+    /// - Returns: the call, to hand to `end`; nil when the model may not take another call now: it
+    ///   is half-open and this worker's probe is already in flight, or it is at its
+    ///   `max_concurrency` (jobs planned at once all saw room, and a fallback or a retry comes to
+    ///   its model after the plan: a soak saw 9 of 8 in flight). Do not call it.
     func begin(_ model: ModelSpec, estimatedTokens: Int, now: Date = Date()) -> UInt64? {
         state.withLock { state in
-            if state.breakers[model.name]?.breaker == .halfOpen, state.inFlight[model.name, default: 0] > 0 {
-                return nil
-            }
+            let inFlight = state.inFlight[model.name, default: 0]
+            if state.breakers[model.name]?.breaker == .halfOpen, inFlight > 0 { return nil }
+            if let limit = model.maxConcurrency, inFlight >= limit { return nil }
             state.inFlight[model.name, default: 0] += 1
             if model.requestsPerMinute != nil || model.tokensPerMinute != nil {
                 var budget = state.budgets[model.name]

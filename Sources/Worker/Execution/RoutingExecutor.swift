@@ -126,7 +126,7 @@ struct RoutingExecutor: JobExecutor {
         // Every model tried refused the request as one it cannot take (`n` on Anthropic, `max_tokens`
         // on o1): a retry would meet the same refusals.
         var onlyUnsupported = true
-        // A model skipped because its one probe was already out.
+        // A model skipped because its one probe was already out, or it was full.
         var probeBusy = false
         while let attempt = queue.first {
             let model = attempt.model
@@ -151,7 +151,8 @@ struct RoutingExecutor: JobExecutor {
                 continue
             }
             guard let call = fleet.begin(model, estimatedTokens: plan.estimate.totalTokens) else {
-                // Half-open, and another job's probe went out first: the model is not called.
+                // Half-open with another job's probe out first, or at its max_concurrency since the
+                // plan: the model is not called.
                 probeBusy = true
                 queue.removeFirst()
                 continue
@@ -352,11 +353,12 @@ struct RoutingExecutor: JobExecutor {
                 break  // a model of its rule is within the ceiling now: an attempt of failed models
             }
         }
-        // Nothing called: every model left was a half-open one whose probe was out. Wait for it.
+        // Nothing called: every model left was half-open with its probe out, or full. Wait for one.
         if trail.isEmpty && probeBusy,
             let wait = Self.waitForAModel(
-                job, at: now(), reason: "the plan's models are half-open, each with its probe in flight",
-                planner: planner)
+                job, at: now(),
+                reason: "the plan's models are each half-open with its probe in flight, or at max_concurrency",
+                planner: planner, busy: true)
         {
             return wait
         }
