@@ -74,12 +74,17 @@ public struct Submission: Sendable, Hashable {
             }
             return string
         }
+        // As the --run-at and --deadline flags read them: a time, or a duration from now ("15m").
         func date(_ key: String) throws -> Date? {
             guard let string = try text(key) else { return nil }
-            guard let parsed = ISO8601Parsing.date(string) else {
-                throw QueueError(.invalidInput, "\(key) must be an ISO 8601 time like 2026-11-26T21:00:00Z (got \"\(string)\")")
+            if let parsed = ISO8601Parsing.date(string) { return parsed }
+            if let duration = Arguments.parseDuration(string.hasPrefix("+") ? String(string.dropFirst()) : string) {
+                return Date().addingTimeInterval(duration.seconds)
             }
-            return parsed
+            throw QueueError(
+                .invalidInput,
+                "\(key) must be an ISO 8601 time like 2026-11-26T21:00:00Z or a duration from now like 15m "
+                    + "(got \"\(string)\")")
         }
         if let priority = try text("priority") {
             guard let parsed = Priority(rawValue: priority) else {
