@@ -35,6 +35,15 @@ struct CompletionWriterTests {
             """)
     }
 
+    /// Hands the writer a succeeded result for each job; `told` hears whether each was written.
+    static func submitSucceeded(_ jobs: [Job], to writer: CompletionWriter, _ told: @escaping @Sendable (Bool) -> Void) {
+        for job in jobs {
+            writer.submit(Completion(jobID: job.id, attempt: job.attempt, kind: .result, status: "succeeded")) {
+                told($0 != nil)
+            }
+        }
+    }
+
     /// `count` jobs submitted and claimed by worker "w" for 30 s.
     static func claimed(_ count: Int, in store: QueueStore) async throws -> [Job] {
         for _ in 0..<count { _ = try await store.submit(Submission(request: hello)) }
@@ -262,11 +271,7 @@ struct CompletionWriterTests {
             // Delays of 100 + 200 ms before each split: the test's minute is plenty.
             let writer = CompletionWriter(store: store, worker: "w", batchLimit: 10, logger: logger)
             let written = Mutex(0)
-            for job in jobs {
-                writer.submit(Completion(jobID: job.id, attempt: job.attempt, kind: .result, status: "succeeded")) {
-                    if $0 != nil { written.withLock { $0 += 1 } }
-                }
-            }
+            Self.submitSucceeded(jobs, to: writer) { if $0 { written.withLock { $0 += 1 } } }
             let running = Task { await writer.run() }
             try await waitUntil("all eight are written") { written.withLock { $0 } == 8 }
             writer.finish()
@@ -290,11 +295,7 @@ struct CompletionWriterTests {
             let logger = Logger(label: "t", level: .warning) { line in lines.withLock { $0.append(line) } }
             let writer = CompletionWriter(store: store, worker: "w", batchLimit: 10, logger: logger)
             let written = Mutex(0)
-            for job in jobs {
-                writer.submit(Completion(jobID: job.id, attempt: job.attempt, kind: .result, status: "succeeded")) {
-                    if $0 != nil { written.withLock { $0 += 1 } }
-                }
-            }
+            Self.submitSucceeded(jobs, to: writer) { if $0 { written.withLock { $0 += 1 } } }
             let running = Task { await writer.run() }
             // Past the tries after which a failing batch is split (100 + 200 + 400 ms).
             try await waitUntil("four tries have failed") {
@@ -368,12 +369,7 @@ struct CompletionWriterTests {
                 store: store, worker: "w", batchLimit: 10,
                 logger: Logger(label: "t", level: .warning) { line in lines.withLock { $0.append(line) } })
             let told = Mutex<[Bool]>([])
-            for job in jobs {
-                writer.submit(Completion(jobID: job.id, attempt: job.attempt, kind: .result, status: "succeeded")) {
-                    let written = $0 != nil
-                    told.withLock { $0.append(written) }
-                }
-            }
+            Self.submitSucceeded(jobs, to: writer) { written in told.withLock { $0.append(written) } }
             writer.stopRetrying()
             let running = Task { await writer.run() }
             writer.finish()

@@ -43,14 +43,15 @@ enum MigrateCommand {
             // 3 says "run migrate"; a database this binary cannot migrate (newer, or changed) is a
             // failure, since migrate would refuse it: said on stderr too, for a script's log.
             if !status.unknown.isEmpty || !status.modified.isEmpty {
+                func versions(_ list: [SchemaStatus.Applied]) -> String {
+                    list.map { String($0.version) }.joined(separator: ", ")
+                }
+                let reasons = [
+                    status.unknown.isEmpty ? nil : "a newer Switchyard applied \(versions(status.unknown))",
+                    status.modified.isEmpty ? nil : "applied \(versions(status.modified)) differ from this binary's",
+                ].compactMap { $0 }
                 printError(
-                    "error: this binary cannot migrate this database: "
-                        + (status.unknown.isEmpty
-                            ? "" : "a newer Switchyard applied \(status.unknown.map { String($0.version) }.joined(separator: ", "))")
-                        + (!status.unknown.isEmpty && !status.modified.isEmpty ? "; " : "")
-                        + (status.modified.isEmpty
-                            ? "" : "applied \(status.modified.map { String($0.version) }.joined(separator: ", ")) "
-                                + "differ from this binary's")
+                    "error: this binary cannot migrate this database: \(reasons.joined(separator: "; "))"
                         + "\nhint: run the release that applied them (dispatcher --version says which schema a binary has)")
                 return 1
             }

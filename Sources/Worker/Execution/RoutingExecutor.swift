@@ -74,7 +74,7 @@ struct RoutingExecutor: JobExecutor {
         // window closed while an earlier model was tried, or during a retry-after wait) is not
         // called. Nil when the ceiling does not bind the job (interactive, escalated, a drain).
         let ceiling =
-            escalation == nil && planner.constrained(RoutingRequest(job: job), rule: plan.rule, now: instant) != nil
+            job.priority == .background && escalation == nil && !planner.policy.isDraining(at: instant)
             ? planner.policy.ceiling(for: plan.rule) : nil
         var overCeiling: [String] = []
         if plan.attempts.isEmpty {
