@@ -56,19 +56,21 @@ struct MultiHostTests {
                 let finished = try await pool.query("SELECT count(*) FROM switchyard.results").scalar(Int.self)
                 return victim.log.contains("elected housekeeper") && finished >= 32
             }
-            let survivors = try [("w2", "survivor-2"), ("w3", "survivor-3")].map { host, id in
-                try startWorker(lab, on: host, id: id, url: url)
-            }
-            try await Task.sleep(for: .milliseconds(300))
             // Cut it while it holds jobs it claimed a moment ago: their calls take ten seconds,
             // so it still holds them at the cut. (Cut when it merely held some, it had now and then
             // written them all back, its next claim lost in the cut, on a loaded machine.) Within
             // a second: with 400 ms, a loaded machine's slow claims and polls missed the window at
-            // each of the victim's claims until the survivors had drained the queue.
+            // each of the victim's claims until the survivors had drained the queue. The survivors
+            // start after that claim, not before: started first, they drained the queue (about
+            // ten seconds at 100 ms a call) before the victim's next claim, now and then, and it
+            // never held a fresh job.
             try await waitUntil("the victim holds jobs it has just claimed", every: .milliseconds(1)) {
                 try await pool.query(
                     "SELECT count(*) FROM switchyard.jobs WHERE lease_owner = 'victim' AND claimed_at > now() - interval '1 second'"
                 ).scalar(Int.self) > 0
+            }
+            let survivors = try [("w2", "survivor-2"), ("w3", "survivor-3")].map { host, id in
+                try startWorker(lab, on: host, id: id, url: url)
             }
             let cutting = Date()
             try await lab.setLink("w1", up: false)
