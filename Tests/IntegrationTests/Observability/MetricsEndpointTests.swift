@@ -65,9 +65,9 @@ struct MetricsEndpointTests {
 
     /// An in-process worker that routes with the catalog in `pool`, counting into `metrics`.
     static func routingWorker(
-        _ pool: PostgresPool, _ configuration: WorkerConfiguration, metrics: WorkerMetrics
+        _ pool: PostgresPool, _ configuration: WorkerConfiguration, metrics: WorkerMetrics,
+        logger: Logger = Logger(label: "worker", level: .error) { _ in }
     ) -> WorkerService {
-        let logger = Logger(label: "worker", level: .error) { _ in }
         let fleet = FleetState(pool: pool, logger: logger)
         let executor = RoutingExecutor(
             fleet: fleet, providers: ProviderFactory(concurrency: configuration.identity.concurrency),
@@ -147,13 +147,22 @@ struct MetricsEndpointTests {
             let metrics = WorkerMetrics()
             var configuration = WorkerServiceTests.configuration(concurrency: 4)
             configuration.retryPolicy = RetryPolicy(base: .milliseconds(10), maximum: .milliseconds(10), jitter: 0)
-            let service = Self.routingWorker(pool, configuration, metrics: metrics)
+            // The worker's log, for a failure: once in a full run the job took over 30 s.
+            let log = LogCapture()
+            let service = Self.routingWorker(pool, configuration, metrics: metrics, logger: log.logger(level: .debug))
             let running = Task { try await service.run() }
             let hello: JSONValue = ["messages": [["role": "user", "content": "hello"]]]
             _ = try await QueueStore(pool: pool).submit(batch: [Submission(request: hello, maxAttempts: 3)])
-            try await waitUntil("the job has failed its three attempts") {
-                metrics.jobsFailed.value([Priority.interactive.rawValue]) == 1
-                    && metrics.inFlight.value([Priority.interactive.rawValue]) == 0
+            do {
+                try await waitUntil("the job has failed its three attempts") {
+                    metrics.jobsFailed.value([Priority.interactive.rawValue]) == 1
+                        && metrics.inFlight.value([Priority.interactive.rawValue]) == 0
+                }
+            } catch {
+                Issue.record("\(error); the worker's log:\n\(log.all.joined(separator: "\n"))")
+                service.shutdown()
+                try await running.value
+                return
             }
             service.shutdown()
             try await running.value
