@@ -212,6 +212,10 @@ struct FallbackExecutionTests {
             #expect(result["status"] == "succeeded")
             #expect(result["model"] == "secondary")
             #expect(Self.trail(result).map(\.outcome) == ["timeout", "succeeded"])
+            // The rule's max_latency_ms is the primary call's target, and the trail says so (the
+            // latency alert judges the call by it); the secondary's is its tier's.
+            #expect(result["attempts"]?[0]?["target_ms"] == 300)
+            #expect(result["attempts"]?[1]?["target_ms"] == nil)
         }
     }
 

@@ -94,6 +94,9 @@ public struct AttemptRecord: Sendable, Hashable, Codable {
     public var outcome: String
     public var httpStatus: Int?
     public var latencyMS: Double?
+    /// The call's latency target when its rule set one (`max_latency_ms`, on a primary call): the
+    /// latency alert judges the call by it instead of its tier's setting. Nil: the tier's.
+    public var targetMS: Int?
     /// A short summary of the error, never containing a key or the prompt.
     public var error: String?
     public var worker: String?
@@ -110,8 +113,9 @@ public struct AttemptRecord: Sendable, Hashable, Codable {
 
     public init(
         attempt: Int, model: String? = nil, provider: String? = nil, tier: String? = nil, outcome: String,
-        httpStatus: Int? = nil, latencyMS: Double? = nil, error: String? = nil, worker: String? = nil,
-        at: Date = Date(), cachedTokens: Int? = nil, cacheWriteTokens: Int? = nil, usageEstimated: Bool? = nil
+        httpStatus: Int? = nil, latencyMS: Double? = nil, targetMS: Int? = nil, error: String? = nil,
+        worker: String? = nil, at: Date = Date(), cachedTokens: Int? = nil, cacheWriteTokens: Int? = nil,
+        usageEstimated: Bool? = nil
     ) {
         self.attempt = attempt
         self.model = model
@@ -120,6 +124,7 @@ public struct AttemptRecord: Sendable, Hashable, Codable {
         self.outcome = outcome
         self.httpStatus = httpStatus
         self.latencyMS = latencyMS
+        self.targetMS = targetMS
         self.error = error
         self.worker = worker
         self.at = at
@@ -132,6 +137,7 @@ public struct AttemptRecord: Sendable, Hashable, Codable {
         case attempt, model, provider, tier, outcome, error, worker, at
         case httpStatus = "http_status"
         case latencyMS = "latency_ms"
+        case targetMS = "target_ms"
         case cachedTokens = "cached_tokens"
         case cacheWriteTokens = "cache_write_tokens"
         case usageEstimated = "usage_estimated"
@@ -147,6 +153,7 @@ public struct AttemptRecord: Sendable, Hashable, Codable {
         object.text("tier", tier, into: &output)
         object.number("http_status", httpStatus.map(Double.init), into: &output)
         object.number("latency_ms", latencyMS.map { ($0 * 1000).rounded() / 1000 }, into: &output)
+        object.number("target_ms", targetMS.map(Double.init), into: &output)
         object.text("error", error, into: &output)
         object.text("worker", worker, into: &output)
         object.text("at", at.postgresText, into: &output)  // ISO 8601, as bind parameters are written

@@ -14,6 +14,9 @@ public struct RoutePlan: Sendable, Hashable {
         /// How long this attempt may take: the tier's latency target, or for the primary the
         /// rule's `max_latency_ms` when it has one.
         public var timeout: Duration
+        /// True when `timeout` is the rule's `max_latency_ms`, not the tier's default: the trail
+        /// records it (`target_ms`), and the latency alert judges the call by it.
+        public var timeoutSetByRule: Bool
 
         /// An attempt at `position`, timed out after `timeout` (default: its tier's latency target).
         public init(model: ModelSpec, position: Int, timeout: Duration? = nil) {
@@ -21,6 +24,7 @@ public struct RoutePlan: Sendable, Hashable {
             self.position = position
             self.tier = Tier.at(position: position)
             self.timeout = timeout ?? tier.defaultLatencyTarget
+            self.timeoutSetByRule = timeout != nil
         }
 
         /// The timeout in whole milliseconds.
@@ -28,6 +32,9 @@ public struct RoutePlan: Sendable, Hashable {
             let (seconds, attoseconds) = timeout.components
             return Int(seconds) * 1000 + Int(attoseconds / 1_000_000_000_000_000)
         }
+
+        /// The trail's `target_ms`: the timeout when the rule set it, else nil (the tier's setting).
+        public var targetMS: Int? { timeoutSetByRule ? timeoutMS : nil }
     }
 
     /// Why a plan has no attempts.

@@ -121,7 +121,7 @@ public struct Router: Sendable {
             candidates = attempts.map { attempt in
                 let evaluation = evaluations[ordering.models[attempt.position]]
                 var facts = evaluation.facts + (ordering.notes[evaluation.name] ?? [])
-                facts.append(Self.timeoutFact(attempt, rule: rule))
+                facts.append(Self.timeoutFact(attempt))
                 return RouteExplanation.Candidate(model: evaluation.name, position: attempt.position, facts: facts)
             }
             candidates += evaluations.filter { !$0.isKept }.map {
@@ -156,9 +156,8 @@ public struct Router: Sendable {
         return rule.models.filter { seen.insert($0).inserted }
     }
 
-    private static func timeoutFact(_ attempt: RoutePlan.Attempt, rule: RouteRule) -> String {
-        let source =
-            attempt.position == 0 && rule.maxLatencyMS != nil ? "rule max_latency_ms" : "\(attempt.tier) target"
+    private static func timeoutFact(_ attempt: RoutePlan.Attempt) -> String {
+        let source = attempt.timeoutSetByRule ? "rule max_latency_ms" : "\(attempt.tier) target"
         return "timeout \(attempt.timeoutMS) ms (\(source))"
     }
 

@@ -182,7 +182,7 @@ struct RoutingExecutor: JobExecutor {
                     AttemptRecord(
                         attempt: job.attempt, model: model.name, provider: model.provider.rawValue,
                         tier: attempt.tier.rawValue, outcome: "succeeded", httpStatus: reply.httpStatus,
-                        latencyMS: latencyMS, worker: worker, at: started,
+                        latencyMS: latencyMS, targetMS: attempt.targetMS, worker: worker, at: started,
                         cachedTokens: split.cached > 0 ? split.cached : nil,
                         cacheWriteTokens: split.written > 0 ? split.written : nil,
                         usageEstimated: reply.usageReported ? nil : true
@@ -244,8 +244,8 @@ struct RoutingExecutor: JobExecutor {
                     AttemptRecord(
                         attempt: job.attempt, model: model.name, provider: model.provider.rawValue,
                         tier: attempt.tier.rawValue, outcome: Self.outcome(of: providerError),
-                        httpStatus: providerError?.httpStatus, latencyMS: latencyMS, error: summary, worker: worker,
-                        at: started
+                        httpStatus: providerError?.httpStatus, latencyMS: latencyMS, targetMS: attempt.targetMS,
+                        error: summary, worker: worker, at: started
                     )
                 )
                 let outcome = Self.outcome(of: providerError)

@@ -75,6 +75,72 @@ struct AlertTests {
         }
     }
 
+    /// `count` primary calls to `model` taking `latencyMS` each, with `targetMS` in their trail
+    /// entries, finishing in the minute before `at`.
+    static func primaryCalls(
+        _ model: String, count: Int, latencyMS: Double, targetMS: JSONValue?, at: Date, firstJob: Int64
+    ) -> [ResultRow] {
+        (0..<count).map { index in
+            ResultRow(
+                job: firstJob + Int64(index), model: model, latencyMS: latencyMS,
+                finishedAt: at.addingTimeInterval(-Double(index)),
+                trail: [ResultRow.call(model, latencyMS: latencyMS, targetMS: targetMS)])
+        }
+    }
+
+    @Test("a primary call of a rule with max_latency_ms is judged by it, not by the primary tier's setting")
+    func latencyJudgedByTheRulesTarget() async throws {
+        try await Self.withCatalog { pool in
+            let at = Date()
+            // steady's calls take 4 s, in their rule's 5 s: no alert, although 4 s is over 1.5 s.
+            // flaky's take 6 s against the same 5 s: raised, at the rule's target.
+            try await ResultRow.insert(
+                Self.primaryCalls("steady", count: 60, latencyMS: 4000, targetMS: 5000, at: at, firstJob: 1)
+                    + Self.primaryCalls("flaky", count: 60, latencyMS: 6000, targetMS: 5000, at: at, firstJob: 100),
+                into: pool)
+            let events = try await AlertStore(pool: pool).evaluate(at: at)
+            #expect(events.map(\.subject) == ["flaky"], "\(events)")
+            let raised = try #require(events.first)
+            #expect(raised.kind == "latency" && raised.value == 6000 && raised.threshold == 5000)
+            #expect(raised.message.contains("(target 5000 ms: its rule's max_latency_ms, 60 calls)"), "\(raised.message)")
+
+            // A model that is primary of two rules is judged per target: its calls in a rule of
+            // 10 s do not hide those over the rule of 5 s.
+            try await ResultRow.insert(
+                Self.primaryCalls("steady", count: 60, latencyMS: 5500, targetMS: 10000, at: at, firstJob: 200)
+                    + Self.primaryCalls("steady", count: 60, latencyMS: 5500, targetMS: 5000, at: at, firstJob: 300),
+                into: pool)
+            let measured = try await pool.query(
+                "SELECT subject, value, threshold FROM switchyard.alert_measurements($1) WHERE kind = 'latency' ORDER BY 1",
+                [at]
+            ).map { "\(try $0.decode("subject", as: String.self)) \(try $0.decode("threshold", as: Double.self))" }
+            #expect(measured == ["flaky 5000.0", "steady 5000.0"])
+
+            // Turned off for primary calls, the tier's calls are not judged, rule targets or not.
+            try await pool.query("UPDATE switchyard.settings SET value = 'off' WHERE name = 'alert_latency_target_ms_primary'")
+            let off = try await pool.query(
+                "SELECT count(*) FROM switchyard.alert_measurements($1) WHERE kind = 'latency'", [at]
+            ).scalar(Int.self)
+            #expect(off == 0)
+        }
+    }
+
+    @Test("a trail entry's target_ms that is not a number of milliseconds counts as none; the alerts still run")
+    func oddTargetIgnored() async throws {
+        try await Self.withCatalog { pool in
+            let at = Date()
+            var rows: [ResultRow] = []
+            for (offset, odd) in ([JSONValue.string("abc"), -5, 0, 1e300, ["ms": 5000]] as [JSONValue]).enumerated() {
+                rows += Self.primaryCalls(
+                    "steady", count: 12, latencyMS: 2000, targetMS: odd, at: at, firstJob: Int64(offset * 100 + 1))
+            }
+            try await ResultRow.insert(rows, into: pool)
+            let events = try await AlertStore(pool: pool).evaluate(at: at)
+            #expect(events.map(\.subject) == ["steady"], "\(events)")
+            #expect(events.first?.threshold == 1500)
+        }
+    }
+
     @Test("an alert setting that does not fit is refused when written, and one stored before is set back")
     func alertSettingsChecked() async throws {
         let bad: [(name: String, value: String, message: String)] = [

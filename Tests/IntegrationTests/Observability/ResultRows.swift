@@ -24,13 +24,14 @@ struct ResultRow {
     /// One trail entry: a call to `model` as `tier`, and how it went.
     static func call(
         _ model: String, tier: String = "primary", outcome: String = "succeeded", latencyMS: Double,
-        httpStatus: Int? = nil, provider: String = "simulated"
+        httpStatus: Int? = nil, provider: String = "simulated", targetMS: JSONValue? = nil
     ) -> JSONValue {
         var entry: JSONValue = [
             "attempt": 1, "model": .string(model), "provider": .string(provider), "tier": .string(tier),
             "outcome": .string(outcome), "latency_ms": .number(latencyMS), "worker": "test",
         ]
         if let httpStatus { entry["http_status"] = .number(Double(httpStatus)) }
+        if let targetMS { entry["target_ms"] = targetMS }
         return entry
     }
 
