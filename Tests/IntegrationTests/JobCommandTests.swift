@@ -52,4 +52,67 @@ struct JobCommandTests {
             #expect(word.status == 2 && word.output.contains("\"twelve\" is not a job id"), "\(word.output)")
         }
     }
+
+    /// `2026-11-28 22:00:00`, as the dispatcher writes a time (UTC).
+    static func clock(_ date: Date) -> String {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC")!
+        let parts = calendar.dateComponents([.year, .month, .day, .hour, .minute, .second], from: date)
+        return String(
+            format: "%04d-%02d-%02d %02d:%02d:%02d", parts.year!, parts.month!, parts.day!, parts.hour!, parts.minute!,
+            parts.second!)
+    }
+
+    @Test("a job put back says why: result and wait show when it runs next and the worker's reason")
+    func putBackJobSaysWhy() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let hello: JSONValue = ["messages": [["role": "user", "content": "hello"]]]
+            let ids = try await store.submit(batch: (0..<4).map { _ in Submission(request: hello, priority: .background) })
+            let claimed = try await store.claim(worker: "w", freeSlots: 4, backgroundSlots: 4, lease: .seconds(300))
+            #expect(claimed.map(\.id).sorted() == ids)
+            let later = Date().addingTimeInterval(7200)
+            let reason = "no model is within the background ceiling of $0.001/1K until \(later.postgresText)"
+            _ = try await store.complete(worker: "w", [
+                // Postponed for a price, with the worker's reason (as RoutingExecutor gives it).
+                Completion(jobID: ids[0], attempt: 1, kind: .postpone, error: ["code": "postponed", "message": .string(reason)],
+                           retryAt: later),
+                // A failed attempt, retried in an hour.
+                Completion(jobID: ids[1], attempt: 1, kind: .retry,
+                           error: ["code": "model_error", "message": "HTTP 500 server_error: upstream broke"],
+                           retryAt: Date().addingTimeInterval(3600)),
+                // Released at shutdown: nothing to say, and it is queued.
+                Completion(jobID: ids[2], attempt: 1, kind: .release),
+                // Postponed by a worker from before this change: no reason.
+                Completion(jobID: ids[3], attempt: 1, kind: .postpone, retryAt: later),
+            ])
+            let url = pool.configuration.effectiveConnectionString
+            let result = try await dispatcher(["result", String(ids[0])], stdin: "", url: url)
+            #expect(result.status == 5)
+            #expect(
+                result.output.contains(
+                    "job \(ids[0]) has not finished: it is scheduled until \(Self.clock(later)) UTC: \(reason) "
+                        + "(wait for it: dispatcher wait \(ids[0]))"), "\(result.output)")
+
+            let waited = try await dispatcher(["wait", "-", "--timeout", "1s"], stdin: ids.map(String.init).joined(separator: " "), url: url)
+            let lines = waited.output.split(separator: "\n").map(String.init)
+            #expect(waited.status == 4, "\(waited.output)")
+            #expect(lines.contains("\(ids[0])  scheduled until \(Self.clock(later)) UTC: \(reason)"), "\(lines)")
+            #expect(
+                lines.contains { $0.hasPrefix("\(ids[1])  scheduled until ") && $0.hasSuffix(" UTC: attempt 1 of 3 failed: HTTP 500 server_error: upstream broke") },
+                "\(lines)")
+            #expect(lines.contains("\(ids[2])  queued"), "\(lines)")
+            #expect(lines.contains("\(ids[3])  scheduled until \(Self.clock(later)) UTC"), "\(lines)")
+
+            let json = try await dispatcher(["wait", "-", "--timeout", "1s", "--json"], stdin: String(ids[0]), url: url)
+            let items = try JSONValue(parsing: json.output.drop { $0 != "[" }.description)
+            #expect(items[0]?["waiting_reason"]?.stringValue == reason, "\(json.output)")
+            #expect(items[0]?["status"] == "scheduled" && items[0]?["run_at"] != nil)
+
+            // A policy change sends postponed jobs back at once: the reason goes with it.
+            try await BackgroundPolicy.set("background_drain_until", to: Date().addingTimeInterval(600).postgresText, in: pool)
+            let left = try await store.waiting(of: [ids[0]])[ids[0]]
+            #expect(left?.reason == nil && (left?.runAt ?? .distantFuture) <= Date().addingTimeInterval(5))
+        }
+    }
 }

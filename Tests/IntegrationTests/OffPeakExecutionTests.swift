@@ -94,6 +94,11 @@ struct OffPeakExecutionTests {
             let row = try #require(try await pool.query("SELECT attempt, run_at FROM switchyard.jobs WHERE id = $1", [patient]).first)
             #expect(try row.decode("attempt", as: Int.self) == 0)
             #expect(try row.decode("run_at", as: Date.self) > Date().addingTimeInterval(3600))
+            // Its user can read why (dispatcher result and wait show it).
+            let waiting = try await store.waiting(of: [patient])[patient]?.reason ?? ""
+            #expect(
+                waiting == "no model of its rule is within the background ceiling of $0.001/1K at any hour; "
+                    + "waiting for its deadline", "\(waiting)")
 
             // The guarantee, as SQL: no background result ran above its ceiling without a
             // recorded escalation.

@@ -102,7 +102,11 @@ enum JobCommands {
                         + "(dispatcher prune) are gone, and another tenant's jobs are not visible")
                 return ExitCode.notFound
             }
-            printError("job \(jobs[0]) has not finished: it is \(status) (wait for it: dispatcher wait \(jobs[0]))")
+            let waiting = (try? await store.waiting(of: [jobs[0]]))?[jobs[0]] ?? nil
+            printError(
+                StatusFormat.printable(
+                    "job \(jobs[0]) has not finished: it is \(JobWaiter.describe(status, waiting)) "
+                        + "(wait for it: dispatcher wait \(jobs[0]))"))
             return ExitCode.notFinished
         }
         if arguments.flag("content") {

@@ -104,20 +104,40 @@ struct JobWaiter {
             }
         }
 
+        // Why the unfinished ones wait (a blip reading it leaves the bare statuses).
+        let waiting = pending.isEmpty ? [:] : ((try? await store.waiting(of: Array(pending))) ?? [:])
         if json {
             let items: [JSONValue] = ids.map { id in
-                results[id] ?? ["job_id": .number(Double(id)), "status": .string(statuses[id] ?? "unknown")]
+                if let result = results[id] { return result }
+                var item: JSONValue = ["job_id": .number(Double(id)), "status": .string(statuses[id] ?? "unknown")]
+                if let waits = waiting[id] {
+                    item["run_at"] = .string(waits.runAt.postgresText)
+                    if let reason = waits.reason { item["waiting_reason"] = .string(reason) }
+                }
+                return item
             }
             print(JSONValue.array(items).prettyText)
         } else {
             for id in ids where !(Self.finalStatuses.contains(statuses[id] ?? "")) {
                 let status = statuses[id] ?? "unknown"
-                print("\(id)  \(status == "not_found" ? "not found" : status)")  // as `cancel` says it
+                // As `cancel` says it.
+                let line = "\(id)  " + (status == "not_found" ? "not found" : Self.describe(status, waiting[id]))
+                print(StatusFormat.printable(line))
             }
         }
         if statuses.values.contains("not_found") { return ExitCode.notFound }
         if !pending.isEmpty { return ExitCode.timedOut }
         return ids.allSatisfy({ statuses[$0] == "succeeded" }) ? ExitCode.success : ExitCode.jobNotSucceeded
+    }
+
+    /// A job's status in the queue, with when it may run and why a worker put it back:
+    /// `scheduled until 2026-11-28 22:00:00 UTC: no model is within …`, `queued; put back: attempt 1
+    /// of 3 failed: …`.
+    static func describe(_ status: String, _ waiting: QueueStore.Waiting?) -> String {
+        guard let waiting, status == "scheduled" || status == "queued" else { return status }
+        var text = status == "scheduled" ? "scheduled until \(StatusFormat.clock(waiting.runAt)) UTC" : status
+        if let reason = waiting.reason { text += status == "scheduled" ? ": \(reason)" : "; put back: \(reason)" }
+        return text
     }
 
     /// The jobs whose line was printed, so each is printed once whoever gets to it first.

@@ -302,6 +302,26 @@ public struct QueueStore: Sendable {
         return result
     }
 
+    /// Why a job in the queue is waiting: when it may run next, and the reason a worker put it
+    /// back (a postponement, a wait for a model, the failure a retry follows), if one did.
+    public struct Waiting: Sendable, Hashable {
+        public var runAt: Date
+        public var reason: String?
+    }
+
+    /// What `Waiting` says of each of `jobs` still in the queue (finished and unknown ids are left out).
+    public func waiting(of jobs: [Int64]) async throws -> [Int64: Waiting] {
+        let rows = try await pool.query(
+            "SELECT id, run_at, waiting_reason FROM switchyard.jobs WHERE id = ANY ($1::bigint[])", [jobs])
+        var result: [Int64: Waiting] = [:]
+        for row in rows {
+            result[try row.decode("id", as: Int64.self)] = Waiting(
+                runAt: try row.decode("run_at", as: Date.self),
+                reason: try row.decode("waiting_reason", as: String?.self))
+        }
+        return result
+    }
+
     /// The result row of a finished job as JSON, or nil while it is not finished (or unknown).
     public func result(of job: Int64) async throws -> JSONValue? {
         let text = try await pool.query("SELECT to_jsonb(r)::text FROM switchyard.result($1) r", [job])

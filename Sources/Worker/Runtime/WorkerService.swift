@@ -349,9 +349,11 @@ final class WorkerService: Sendable {
             trail.append(AttemptRecord(attempt: job.attempt, outcome: "cancelled", worker: worker, at: now()))
             completion = .cancelledWhileRunning(jobID: job.id, attempt: job.attempt, trail: trail)
         case (nil, .postponed(let until, let reason, let policy, let forModel, let trail)):
+            // The reason is kept on the job (jobs.waiting_reason) for its user to read.
             completion = Completion(
-                jobID: job.id, attempt: job.attempt, kind: forModel ? .wait : .postpone, trail: trail, retryAt: until,
-                policy: policy)
+                jobID: job.id, attempt: job.attempt, kind: forModel ? .wait : .postpone,
+                error: ["code": forModel ? "waiting_for_model" : "postponed", "message": .string(reason)], trail: trail,
+                retryAt: until, policy: policy)
             logger.info(
                 "job waits to run later",
                 ["job": job.id, "model": model, "attempt": job.attempt, "until": until, "reason": reason])
