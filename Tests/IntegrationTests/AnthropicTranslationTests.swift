@@ -121,6 +121,94 @@ struct AnthropicTranslationTests {
         #expect(error.message.contains("messages[1] (assistant)"))
     }
 
+    /// Each of these Anthropic refuses with a 400 that failed the job on every model (a review,
+    /// against the API's documented answers).
+    @Test("whitespace Anthropic refuses is left out: blank parts, system, stops, a prefill's trailing whitespace")
+    func whitespaceAnthropicRefuses() throws {
+        let body = try Self.translate([
+            "messages": [
+                ["role": "system", "content": "  \n"],
+                ["role": "user", "content": [["type": "text", "text": "\n\n"], ["type": "text", "text": "hi"]]],
+                [
+                    "role": "assistant", "content": "\n\n",
+                    "tool_calls": [["id": "c1", "type": "function", "function": ["name": "look", "arguments": ""]]],
+                ],
+                ["role": "tool", "tool_call_id": "c1", "content": "found it"],
+                ["role": "assistant", "content": "Here is the poem:\n"],
+            ],
+            "stop": ["\n", " ", "END"],
+        ])
+        #expect(body["system"] == nil)
+        #expect(
+            body["messages"] == [
+                ["role": "user", "content": "hi"],
+                // An empty arguments string is no arguments.
+                ["role": "assistant", "content": [["type": "tool_use", "id": "c1", "name": "look", "input": [:]]]],
+                ["role": "user", "content": [["type": "tool_result", "tool_use_id": "c1", "content": "found it"]]],
+                ["role": "assistant", "content": "Here is the poem:"],
+            ])
+        #expect(body["stop_sequences"] == ["END"])
+        let onlyNewline = try Self.translate(["messages": Self.hello, "stop": "\n"])
+        #expect(onlyNewline["stop_sequences"] == nil)
+        // A message of whitespace alone is left empty, and refused as an empty one is: the job moves on.
+        let blank = Self.refusal(["messages": [["role": "user", "content": "   "]]])
+        #expect(blank?.code == .unsupportedRequest)
+    }
+
+    @Test("top_p goes only without temperature, which newer Claude models refuse beside it")
+    func temperatureOrTopP() throws {
+        let both = try Self.translate(["messages": Self.hello, "temperature": 0.2, "top_p": 0.9])
+        #expect(both["temperature"] == 0.2 && both["top_p"] == nil)
+        let topP = try Self.translate(["messages": Self.hello, "top_p": 0.9])
+        #expect(topP["top_p"] == 0.9 && topP["temperature"] == nil)
+    }
+
+    @Test("a tool result with an image keeps it: the tool_result's content is blocks, marks off them")
+    func toolResultImage() throws {
+        let body = try Self.translate([
+            "messages": [
+                ["role": "user", "content": "screenshot please"],
+                [
+                    "role": "assistant", "content": nil,
+                    "tool_calls": [["id": "c1", "type": "function", "function": ["name": "shot", "arguments": "{}"]]],
+                ],
+                [
+                    "role": "tool", "tool_call_id": "c1",
+                    "content": [
+                        ["type": "text", "text": "here"],
+                        [
+                            "type": "image_url", "image_url": ["url": "data:image/png;base64,iVBORw0K"],
+                            "cache_control": ["type": "ephemeral"],
+                        ],
+                    ],
+                ],
+            ]
+        ])
+        #expect(
+            body["messages"]?[2]?["content"] == [
+                [
+                    "type": "tool_result", "tool_use_id": "c1", "cache_control": ["type": "ephemeral"],
+                    "content": [
+                        ["type": "text", "text": "here"],
+                        ["type": "image", "source": ["type": "base64", "media_type": "image/png", "data": "iVBORw0K"]],
+                    ],
+                ]
+            ])
+    }
+
+    @Test("a data URL's scheme in any case, and parameters after its media type, still make a base64 source")
+    func dataURLForms() throws {
+        for url in ["DATA:image/png;base64,iVBORw0K", "data:image/png;charset=utf-8;base64,iVBORw0K", "data:image/png;BASE64,iVBORw0K"] {
+            let body = try Self.translate([
+                "messages": [["role": "user", "content": [["type": "image_url", "image_url": ["url": .string(url)]]]]]
+            ])
+            #expect(
+                body["messages"]?[0]?["content"] == [
+                    ["type": "image", "source": ["type": "base64", "media_type": "image/png", "data": "iVBORw0K"]]
+                ], "\(url)")
+        }
+    }
+
     @Test("parallel_tool_calls false becomes disable_parallel_tool_use, kept with a given tool_choice")
     func parallelToolCalls() throws {
         let tools: JSONValue = [

@@ -120,6 +120,28 @@ struct ProviderErrorTaxonomyTests {
             status: 400, body: anthropic("invalid_request_error", "prompt is too long: 250000 tokens > 200000 maximum"),
             code: .contextLengthExceeded, decision: .largerContext),
         Row(
+            name: "Anthropic 400 'input length and max_tokens exceed context limit' → larger context",
+            status: 400,
+            body: anthropic(
+                "invalid_request_error",
+                "input length and `max_tokens` exceed context limit: 198020 + 4096 > 200000, decrease input length "
+                    + "or `max_tokens` and try again"),
+            code: .contextLengthExceeded, decision: .largerContext),
+        Row(
+            name: "Anthropic 400 'temperature and top_p cannot both be specified for this model' → next candidate",
+            status: 400,
+            body: anthropic(
+                "invalid_request_error",
+                "`temperature` and `top_p` cannot both be specified for this model. Please use only one."),
+            code: .unsupportedRequest, decision: .nextCandidate),
+        Row(
+            name: "Anthropic 400 max_tokens over the model's output limit → next candidate",
+            status: 400,
+            body: anthropic(
+                "invalid_request_error",
+                "max_tokens: 32000 > 8192, which is the maximum allowed number of output tokens for claude-3-5-haiku"),
+            code: .unsupportedRequest, decision: .nextCandidate),
+        Row(
             name: "llama.cpp 400 'exceeds the available context size' → larger context",
             status: 400,
             body: #"{"error":{"code":400,"message":"the request exceeds the available context size","#

@@ -8,7 +8,9 @@ import QueueModel
 /// `max_completion_tokens`) is required by Anthropic, so a default fills in; `stop` becomes
 /// `stop_sequences`; `temperature` is capped at Anthropic's maximum of 1; `user` becomes
 /// `metadata.user_id`; tools, tool calls and tool results, text and image parts are carried over
-/// (empty text parts dropped, as Anthropic refuses them); `parallel_tool_calls: false` becomes
+/// (text parts of whitespace alone dropped, and a closing assistant prefill's trailing whitespace,
+/// as Anthropic refuses them; whitespace-only stop sequences too); `top_p` goes only without
+/// `temperature` (newer Claude models refuse both); `parallel_tool_calls: false` becomes
 /// `disable_parallel_tool_use`; `cache_control` marks on content parts, messages and tools stay
 /// on the blocks they mark (Anthropic's prompt cache caches only up to such marks); consecutive
 /// messages of one role merge. What Anthropic has no equivalent for is refused
@@ -62,7 +64,7 @@ enum AnthropicTranslation {
                 let mark = try cacheMark(message["cache_control"], of: "messages[\(index)]", model: model)
                 if mark == nil, !blocks.contains(where: { $0["cache_control"] != nil }) {
                     let text = blocks.compactMap { $0["text"]?.stringValue }.joined(separator: "\n")
-                    if !text.isEmpty { system.append(["type": "text", "text": .string(text)]) }
+                    if !Self.isBlank(text) { system.append(["type": "text", "text": .string(text)]) }
                 } else {
                     // Marked parts stay blocks of their own, so the cache ends where the mark is.
                     system += marking(blocks, with: mark)
@@ -81,9 +83,14 @@ enum AnthropicTranslation {
                     index: index)
             case "tool", "function":
                 let parts = try contentBlocks(message["content"], model: model)
-                let text = parts.compactMap { $0["text"]?.stringValue }.joined(separator: "\n")
                 let id = message["tool_call_id"]?.stringValue ?? message["name"]?.stringValue ?? ""
-                var result: JSONValue = ["type": "tool_result", "tool_use_id": .string(id), "content": .string(text)]
+                // Text alone as a string; with an image (a screenshot a tool took), the blocks, which
+                // a tool_result takes too (the marks come off them: see below).
+                let content: JSONValue =
+                    parts.allSatisfy { $0["type"] == "text" }
+                    ? .string(parts.compactMap { $0["text"]?.stringValue }.joined(separator: "\n"))
+                    : .array(parts.map { var block = $0; block["cache_control"] = nil; return block })
+                var result: JSONValue = ["type": "tool_result", "tool_use_id": .string(id), "content": content]
                 // Anthropic takes a mark on the tool_result, not inside its content.
                 if let mark = try cacheMark(message["cache_control"], of: "messages[\(index)]", model: model)
                     ?? parts.last(where: { $0["cache_control"] != nil })?["cache_control"]
@@ -106,6 +113,16 @@ enum AnthropicTranslation {
                 model: model.name)
         }
 
+        // A closing assistant turn is a prefill, which Anthropic refuses with trailing whitespace
+        // ("final assistant content cannot end with trailing whitespace"); the answer continues it.
+        if turns[turns.count - 1].role == "assistant", let last = turns[turns.count - 1].blocks.last,
+            last["type"] == "text", let text = last["text"]?.stringValue
+        {
+            var trimmed = text
+            while let character = trimmed.last, character.isWhitespace { trimmed.removeLast() }
+            turns[turns.count - 1].blocks[turns[turns.count - 1].blocks.count - 1]["text"] = .string(trimmed)
+        }
+
         var body: [String: JSONValue] = [
             "model": .string(model.upstreamName),
             "messages": .array(
@@ -126,13 +143,18 @@ enum AnthropicTranslation {
             body["system"] = .string(system.compactMap { $0["text"]?.stringValue }.joined(separator: "\n\n"))
         }
         if let temperature = request["temperature"]?.doubleValue { body["temperature"] = .number(min(1, temperature)) }
-        if let topP = request["top_p"]?.doubleValue { body["top_p"] = .number(topP) }
+        // Newer Claude models refuse both ("cannot both be specified"); OpenAI advises one or the other.
+        if body["temperature"] == nil, let topP = request["top_p"]?.doubleValue { body["top_p"] = .number(topP) }
         if let topK = request["top_k"]?.intValue { body["top_k"] = .number(Double(topK)) }
+        // Anthropic refuses a stop sequence of whitespace alone ("\n", common with OpenAI models).
+        let stops: [JSONValue]
         switch request["stop"] {
-        case .string(let stop)?: body["stop_sequences"] = [.string(stop)]
-        case .array(let stops)?: body["stop_sequences"] = .array(stops)
-        default: break
+        case .string(let stop)?: stops = [.string(stop)]
+        case .array(let all)?: stops = all
+        default: stops = []
         }
+        let kept = stops.filter { !Self.isBlank($0.stringValue ?? "x") }
+        if !kept.isEmpty { body["stop_sequences"] = .array(kept) }
         if let user = request["user"]?.stringValue { body["metadata"] = ["user_id": .string(user)] }
         if let tools = request["tools"]?.arrayValue, !tools.isEmpty {
             body["tools"] = .array(
@@ -164,13 +186,13 @@ enum AnthropicTranslation {
     private static func contentBlocks(_ content: JSONValue?, model: ModelSpec) throws -> [JSONValue] {
         switch content {
         case nil, .null?: return []
-        case .string(let text)?: return text.isEmpty ? [] : [["type": "text", "text": .string(text)]]
+        case .string(let text)?: return isBlank(text) ? [] : [["type": "text", "text": .string(text)]]
         case .array(let parts)?:
             return try parts.compactMap { part in
                 switch part["type"]?.stringValue {
                 case "text":
-                    // Anthropic refuses an empty text block; an empty part says nothing anyway.
-                    guard let text = part["text"], !text.isNull, text != "" else { return nil }
+                    // Anthropic refuses a text block of whitespace alone; such a part says nothing anyway.
+                    guard let text = part["text"], !text.isNull, !isBlank(text.stringValue ?? "x") else { return nil }
                     return try marking(["type": "text", "text": text], part, model: model)
                 case "image_url":
                     let url = part["image_url"]?["url"]?.stringValue ?? part["image_url"]?.stringValue ?? ""
@@ -221,14 +243,16 @@ enum AnthropicTranslation {
         return blocks
     }
 
-    /// `data:image/png;base64,…` → a base64 source; anything else → a URL source.
+    /// `data:image/png;base64,…` → a base64 source (the scheme in any case, parameters such as
+    /// `;charset=utf-8` left out of the media type); anything else → a URL source.
     private static func imageSource(_ url: String) -> JSONValue {
-        guard url.hasPrefix("data:"), let comma = url.firstIndex(of: ","),
-            url[..<comma].hasSuffix(";base64")
+        guard url.prefix(5).lowercased() == "data:", let comma = url.firstIndex(of: ","),
+            url[..<comma].lowercased().hasSuffix(";base64")
         else {
             return ["type": "url", "url": .string(url)]
         }
-        var mediaType = String(url[url.index(url.startIndex, offsetBy: 5)..<comma].dropLast(";base64".count))
+        let header = url[url.index(url.startIndex, offsetBy: 5)..<comma]
+        var mediaType = String(header.prefix { $0 != ";" })
         // Browsers and some SDKs write image/jpg, which Anthropic refuses; the registered type is image/jpeg.
         if mediaType.lowercased() == "image/jpg" { mediaType = "image/jpeg" }
         return [
@@ -243,7 +267,9 @@ enum AnthropicTranslation {
     ///   other model tried; turned into `{}`, the conversation would have changed).
     private static func toolUses(_ calls: JSONValue?, index: Int, model: ModelSpec) throws -> [JSONValue] {
         try (calls?.arrayValue ?? []).map { call in
-            let arguments = call["function"]?["arguments"]?.stringValue ?? "{}"
+            // No arguments (an empty string, as some clients write it) is an empty object.
+            let given = call["function"]?["arguments"]?.stringValue ?? "{}"
+            let arguments = isBlank(given) ? "{}" : given
             guard let input = (try? JSONValue(parsing: arguments))?.objectValue else {
                 throw ProviderError(
                     .unsupportedRequest,
@@ -258,6 +284,9 @@ enum AnthropicTranslation {
             ]
         }
     }
+
+    /// True for text of whitespace alone (or none), which Anthropic refuses as a text block.
+    static func isBlank(_ text: String) -> Bool { text.allSatisfy(\.isWhitespace) }
 
     /// `{"type":"function","function":{name,description,parameters},"cache_control":…}` →
     /// `{name,description,input_schema,cache_control}`.

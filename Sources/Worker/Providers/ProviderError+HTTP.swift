@@ -142,6 +142,8 @@ extension ProviderError {
         let phrases = [
             "context_length_exceeded", "maximum context length", "context length", "context window",
             "prompt is too long", "exceeds the available context", "context size", "too many tokens",
+            // Anthropic: "input length and `max_tokens` exceed context limit: 198020 + 4096 > 200000".
+            "exceed context limit",
         ]
         return phrases.contains { text.contains($0) }
     }
@@ -162,6 +164,10 @@ extension ProviderError {
             "does not support tools", "does not support tool use", "does not support function calling",
             "does not support images", "does not support image input", "does not support vision",
             "no endpoints found that support",
+            // Anthropic's newer models: "`temperature` and `top_p` cannot both be specified for this
+            // model"; and "max_tokens: 32000 > 8192, which is the maximum allowed number of output
+            // tokens for …": another model may allow it.
+            "cannot both be specified for this model", "maximum allowed number of output tokens",
         ].contains { text.contains($0) }
     }
 
