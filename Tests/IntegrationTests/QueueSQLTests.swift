@@ -60,6 +60,26 @@ struct QueueSQLTests {
         }
     }
 
+    @Test("an assistant message with tool_calls may leave content out, as OpenAI's SDKs send it; others may not")
+    func assistantToolCallsWithoutContent() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let history = #"""
+                {"messages": [{"role": "user", "content": "weather?"},
+                              {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function",
+                               "function": {"name": "weather", "arguments": "{}"}}]},
+                              {"role": "tool", "tool_call_id": "c1", "content": "sunny"}]}
+                """#
+            let id = try await pool.query("SELECT switchyard.submit($1::jsonb)", [history]).scalar(Int64.self)
+            #expect(id > 0)
+            let bare = try await #require(throws: PostgresError.self) {
+                try await pool.query(
+                    "SELECT switchyard.submit($1::jsonb)",
+                    [#"{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant"}]}"#])
+            }
+            #expect(bare.message == "request.messages[1].content is missing")
+        }
+    }
+
     @Test("size limit, deadline, attempts and metadata rules")
     func otherRules() async throws {
         try await TestDatabase.withMigratedPool { pool in
