@@ -37,6 +37,10 @@ struct AnthropicTranslationTests {
         // Sent without them, a request using the legacy API was answered in plain text.
         ("functions (the legacy form of tools", ["functions": [["name": "get_weather", "parameters": [:]]]]),
         ("function_call (the legacy form of tools", ["function_call": ["name": "get_weather"]]),
+        // Sent without them, an answer in text alone stood for the spoken one and the searched one.
+        ("modalities [\"text\",\"audio\"]", ["modalities": ["text", "audio"]]),
+        ("audio", ["audio": ["voice": "alloy", "format": "wav"]]),
+        ("web_search_options", ["web_search_options": [:]]),
     ]
 
     @Test(
@@ -82,7 +86,7 @@ struct AnthropicTranslationTests {
         let body = try Self.translate([
             "messages": Self.hello, "n": 1, "response_format": ["type": "text"], "logprobs": false,
             "top_logprobs": nil, "logit_bias": [:], "presence_penalty": 0, "frequency_penalty": 0, "seed": 7,
-            "stream": true,
+            "stream": true, "modalities": ["text"], "audio": nil,
         ])
         #expect(body["messages"] == [["role": "user", "content": "hi"]])
         for dropped in ["n", "response_format", "logprobs", "logit_bias", "seed", "stream"] {

@@ -4,9 +4,10 @@ import QueueModel
 extension AnthropicTranslation {
     /// Refuses the Chat Completions parameters the Messages API has no equivalent for: several
     /// choices (`n` > 1), a `response_format` other than text, `logprobs` / `top_logprobs`,
-    /// `logit_bias`, non-zero `presence_penalty` / `frequency_penalty`, and the legacy
+    /// `logit_bias`, non-zero `presence_penalty` / `frequency_penalty`, the legacy
     /// `functions` / `function_call` (not translated: a request using them was sent without its
-    /// tools, and answered in plain text).
+    /// tools, and answered in plain text), and audio output or web search (`modalities` other than
+    /// text, `audio`, `web_search_options`).
     ///
     /// Dropping them would store an answer as if it honoured them (free text where JSON was asked
     /// for, one choice where three were), so the request is refused instead, as LiteLLM does by
@@ -31,6 +32,11 @@ extension AnthropicTranslation {
         for key in ["functions", "function_call"] where isSet(key) != nil {
             refused.append("\(key) (the legacy form of tools and tool_choice)")
         }
+        // Asked for an answer a Messages call cannot give: spoken audio, a search of the web.
+        if let modalities = isSet("modalities")?.arrayValue, modalities.contains(where: { $0 != "text" }) {
+            refused.append("modalities \(JSONValue.array(modalities).description)")
+        }
+        for key in ["audio", "web_search_options"] where isSet(key) != nil { refused.append(key) }
         guard !refused.isEmpty else { return }
         throw ProviderError(
             .unsupportedRequest,
