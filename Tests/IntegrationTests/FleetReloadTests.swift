@@ -317,7 +317,7 @@ struct FleetReloadTests {
                  "routing_rules": {"default": {"primary": "m", "fallback": "n"}}}
                 """.utf8))
             #expect(try await store.report([degraded()]) == ["m": .open])
-            #expect(try await Self.fleetBreaker(pool).reason?.hasPrefix("error rate") == true)
+            #expect(try await Self.fleetBreaker(pool).reason?.hasPrefix("failure rate") == true)
         }
     }
 

@@ -426,4 +426,45 @@ struct AlertTests {
             #expect(paused.first?.message.contains("never while background work is paused") == true, "\(paused)")
         }
     }
+
+    @Test("jobs a worker put off to a later price window do not stand in the backlog's line; those submitted for later do")
+    func backlogLeavesPostponedOut() async throws {
+        try await Self.withCatalog { pool in
+            let at = try await ResultRow.databaseNow(pool)
+            // One background job a minute over the last 15.
+            try await ResultRow.insert(
+                (0..<15).map { index in
+                    ResultRow(
+                        job: Int64(index + 1), priority: "background", model: "steady", latencyMS: 300,
+                        finishedAt: at.addingTimeInterval(-60 * Double(index)),
+                        trail: [ResultRow.call("steady", latencyMS: 300)])
+                }, into: pool)
+            let hello: JSONValue = ["messages": [["role": "user", "content": "hello"]]]
+            let store = QueueStore(pool: pool)
+            // 5 jobs due in 10 minutes, behind 60 a worker put off for an hour (no price within
+            // the ceiling until then): none is ahead of them, and they are not at risk.
+            let due = try await store.submit(
+                batch: (0..<5).map { _ in
+                    Submission(request: hello, priority: .background, deadline: Date().addingTimeInterval(600))
+                })
+            let waiting = try await store.submit(batch: (0..<60).map { _ in Submission(request: hello, priority: .background) })
+            try await pool.query(
+                """
+                UPDATE switchyard.jobs SET run_at = now() + interval '1 hour', postponed_at = now()
+                WHERE id = ANY ($1)
+                """, [waiting])
+            let measured = try await pool.query(
+                "SELECT value FROM switchyard.alert_measurements($1) WHERE kind = 'backlog_deadlines'",
+                [at.addingTimeInterval(5)]
+            ).scalar(Double.self)
+            #expect(measured == 0)
+            // The same 60 submitted to run in a minute are in line by then, and the 5 would wait an hour.
+            try await pool.query("UPDATE switchyard.jobs SET postponed_at = NULL, run_at = now() + interval '1 minute' WHERE id = ANY ($1)", [waiting])
+            let submittedLater = try await pool.query(
+                "SELECT value FROM switchyard.alert_measurements($1) WHERE kind = 'backlog_deadlines'",
+                [at.addingTimeInterval(5)]
+            ).scalar(Double.self)
+            #expect(submittedLater == Double(due.count))
+        }
+    }
 }
