@@ -293,6 +293,47 @@ struct WorkerServiceTests {
         #expect(!record.outageRecently(within: .milliseconds(100)))
     }
 
+    /// A review's read-only outage of 75 s outlasted the bound of two tenures (60 s): the first
+    /// round that renewed the tenure afterwards rescued 26 live jobs before their workers'
+    /// heartbeats, 10 s apart, could renew them.
+    @Test("past its bound, a run still holds rescues from the database's answer until the next heartbeat says whose it was")
+    func heartbeatRunOutlastingItsBound() async throws {
+        let record = HeartbeatRecord()
+        record.failed()
+        record.failed()
+        try await Task.sleep(for: .milliseconds(250))
+        record.failed()
+        #expect(!record.outageRecently(within: .milliseconds(100)), "failing on and on: past the bound")
+        // The database answers the housekeeper again: held until this worker's next heartbeat.
+        record.databaseAnswered()
+        #expect(record.outageRecently(within: .milliseconds(100)))
+        // The heartbeat goes through: the database was out for everyone; a window after that.
+        record.succeeded()
+        #expect(record.outageRecently(within: .milliseconds(100)))
+        try await Task.sleep(for: .milliseconds(150))
+        #expect(!record.outageRecently(within: .milliseconds(100)))
+
+        // Or it fails again while the database answers: this worker's own trouble, rescues go on.
+        let own = HeartbeatRecord()
+        own.failed()
+        own.failed()
+        try await Task.sleep(for: .milliseconds(250))
+        own.databaseAnswered()
+        #expect(own.outageRecently(within: .milliseconds(100)))
+        own.failed()
+        own.databaseAnswered()
+        #expect(!own.outageRecently(within: .milliseconds(100)))
+        // And a database answer with no next heartbeat holds for a window at most.
+        let stuck = HeartbeatRecord()
+        stuck.failed()
+        stuck.failed()
+        try await Task.sleep(for: .milliseconds(250))
+        stuck.databaseAnswered()
+        #expect(stuck.outageRecently(within: .milliseconds(100)))
+        try await Task.sleep(for: .milliseconds(150))
+        #expect(!stuck.outageRecently(within: .milliseconds(100)))
+    }
+
     @Test("failed attempts are retried with exponential backoff (run_at moves), then end as failed with the trail")
     func retrySchedule() async throws {
         try await TestDatabase.withMigratedPool { pool in

@@ -11,12 +11,24 @@ import Synchronization
 ///
 /// Only a run of failures counts (one missed heartbeat lapses no lease: they come three to a
 /// lease), and it counts for a bounded time, so a worker whose heartbeats fail now and then, or
-/// for good, does not stop rescues for the whole fleet.
+/// for good, does not stop rescues for the whole fleet. Past that bound a run still holds rescues
+/// back from when the database answers again until this worker's next heartbeat says whether it
+/// was the database (the heartbeat goes through: the run ends) or this worker (it fails again):
+/// a review's 75 s read-only outage outlasted the bound, and the first round after it rescued
+/// 26 live jobs before any heartbeat could be sent.
 final class HeartbeatRecord: Sendable {
     private struct Run {
         var start: ContinuousClock.Instant
         var failures = 1
+        var lastFailure: ContinuousClock.Instant
         var end: ContinuousClock.Instant?
+        /// When the database first answered the housekeeper again during this run.
+        var databaseBack: ContinuousClock.Instant?
+
+        init(start: ContinuousClock.Instant) {
+            self.start = start
+            self.lastFailure = start
+        }
     }
 
     /// The run of failures going on, and the last one that ended.
@@ -24,7 +36,19 @@ final class HeartbeatRecord: Sendable {
 
     func failed() {
         runs.withLock { runs in
-            if runs.current == nil { runs.current = Run(start: .now) } else { runs.current?.failures += 1 }
+            if runs.current == nil {
+                runs.current = Run(start: .now)
+            } else {
+                runs.current?.failures += 1
+                runs.current?.lastFailure = .now
+            }
+        }
+    }
+
+    /// The database answered the housekeeper (its tenure statement went through).
+    func databaseAnswered() {
+        runs.withLock { runs in
+            if runs.current != nil, runs.current?.databaseBack == nil { runs.current?.databaseBack = .now }
         }
     }
 
@@ -38,11 +62,17 @@ final class HeartbeatRecord: Sendable {
     }
 
     /// Whether other workers' leases may have lapsed with them alive: two or more heartbeats in a
-    /// row failed, and that run is going on (for at most two `window`s from its start) or ended
-    /// less than `window` ago.
+    /// row failed, and that run is going on (for at most two `window`s from its start, or, the
+    /// database having answered since its last failure, until the next heartbeat, for at most a
+    /// `window` from that answer) or ended less than `window` ago.
     func outageRecently(within window: Duration) -> Bool {
         runs.withLock { runs in
-            if let run = runs.current, run.failures >= 2 { return ContinuousClock.now - run.start < window * 2 }
+            if let run = runs.current, run.failures >= 2 {
+                let now = ContinuousClock.now
+                if now - run.start < window * 2 { return true }
+                guard let back = run.databaseBack, back > run.lastFailure else { return false }
+                return now - back < window
+            }
             if let run = runs.last, run.failures >= 2, let end = run.end { return ContinuousClock.now - end < window }
             return false
         }
