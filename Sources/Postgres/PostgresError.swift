@@ -81,6 +81,10 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
         return sqlState.errorClass == "08" || [.adminShutdown, .crashShutdown, .cannotConnectNow].contains(sqlState)
     }
 
+    /// True when no statement was sent: the connection could not be opened (or the pool had none
+    /// to give). Unlike a connection lost mid-statement, the statement certainly did nothing.
+    public var sentNothing: Bool { code == .connectionFailed || code == .poolUnavailable }
+
     /// True when the server cannot take any write now, whatever the statement: unreachable, read
     /// only (`25006`: a primary turned standby, `default_transaction_read_only`), or out of disk
     /// (`53100`). Writing less at a time does not help. (Not out of memory, `53200`: a batch of

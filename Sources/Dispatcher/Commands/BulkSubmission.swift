@@ -111,6 +111,8 @@ struct BulkSubmission {
     ) -> QueueError {
         let resumeLine = inFlight.lowerBound
         let reason = (error as? QueueError)?.message ?? (error as? PostgresError)?.message ?? "\(error)"
+        // Not connected, the batch was never sent: nothing is in doubt.
+        let sentNothing = (error as? PostgresError)?.sentNothing == true
         // Lines of the unfinished batch already refused on reading are read again on the rerun.
         let rejections = rejections.filter { $0.line < resumeLine }
         if json {
@@ -119,7 +121,8 @@ struct BulkSubmission {
                 "rejected": .number(Double(rejections.count)), "ids": .array(ids.map { .number(Double($0)) }),
                 "rejections": .array(rejections.map { ["line": .number(Double($0.line)), "error": .string($0.reason)] }),
                 "error": .string(reason), "resume_from_line": .number(Double(resumeLine)),
-                "in_flight_lines": [.number(Double(inFlight.lowerBound)), .number(Double(inFlight.upperBound))],
+                "in_flight_lines": sentNothing
+                    ? [] : [.number(Double(inFlight.lowerBound)), .number(Double(inFlight.upperBound))],
             ]
             print(summary.jsonText)
             fflush(nil)  // whole, before the error goes to stderr
@@ -130,6 +133,14 @@ struct BulkSubmission {
             ? "nothing of \(source) was done before it"
             : "lines 1–\(resumeLine - 1) of \(source) were done (submitted \(submitted), rejected \(rejections.count))"
         let span = inFlight.count == 1 ? "line \(resumeLine)" : "lines \(resumeLine)–\(inFlight.upperBound)"
+        if sentNothing {
+            return QueueError(
+                .database, "\(reason); \(done); the lines from \(resumeLine) on were not sent",
+                hint: "Once the database is back, submit "
+                    + (resumeLine == 1 ? "it again."
+                        : path == "-" ? "the rest from line \(resumeLine)."
+                        : "the rest: tail -n +\(resumeLine) \(path) | dispatcher submit --file - (same options)."))
+        }
         return QueueError(
             .database,
             "\(reason); \(done); \(span) \(inFlight.count == 1 ? "was on its way" : "were on their way") and may or may "

@@ -60,7 +60,7 @@ public struct QueueStore: Sendable {
                 [JSONValue.array(items).jsonText]
             )
             return try rows.map { try $0[0].decode(Int64.self) }
-        } catch let error as PostgresError {
+        } catch let error as PostgresError where !error.sentNothing {
             throw QueueError(submissionError: error)
         }
     }

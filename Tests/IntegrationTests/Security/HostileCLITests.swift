@@ -216,6 +216,30 @@ struct HostileCLITests {
         }
     }
 
+    /// A review stopped the server and ran `submit --file`: "lines 1–1000 were on their way and
+    /// may or may not have gone in", and `in_flight_lines` [1, 1] for a one-line file, although no
+    /// connection was ever opened.
+    @Test("submit --file with no server to connect to says nothing was sent: no line in doubt")
+    func submitFileNoServer() async throws {
+        let file = Self.temporaryFile("no-server.jsonl")
+        defer { try? FileManager.default.removeItem(at: file) }
+        try Data(#"{"messages":[{"role":"user","content":"hi"}]}"#.utf8).write(to: file)
+        // A port nothing listens on (a socket directory with no server).
+        let empty = try Scratch.makeDirectory("no-server")
+        let url = "postgresql://postgres@/switchyard?host=\(empty.path)&port=1&connect_timeout=1"
+        let binary = WorkerProcess.binary("dispatcher")
+        let (status, output) = try await BlockingWork.run {
+            try ChildProcess.run(binary, ["submit", "--file", file.path, "--json", "--database-url", url])
+        }
+        #expect(status == 1, "\(output)")
+        let summaryLine = try #require(output.split(separator: "\n").first { $0.hasPrefix("{") }, "\(output)")
+        let summary = try JSONValue(parsing: String(summaryLine))
+        #expect(summary["in_flight_lines"] == [], "\(output)")
+        #expect(summary["resume_from_line"] == 1)
+        #expect(output.contains("nothing of \(file.path) was done before it; the lines from 1 on were not sent"), "\(output)")
+        #expect(!output.contains("may or may not"), "\(output)")
+    }
+
     /// A review ran `submit` as a worker role: "permission denied for function submit", no hint,
     /// exit 2 (bad input); `status` as a submitter listed six sections denied with no hint either.
     @Test("a command its role may not run says which role may, exit 1; a file's lines are not each refused for it")
