@@ -76,7 +76,8 @@ enum TopCommand {
     static func frame(_ report: StatusReport, interval: Duration, size: (rows: Int, columns: Int), inPlace: Bool)
         -> String
     {
-        let heading = "switchyard top — every \(StatusFormat.window(interval)), q quits"
+        // Keys are read only from a terminal; drawn to a pipe (--iterations), it is a snapshot.
+        let heading = "switchyard top — every \(StatusFormat.window(interval))" + (inPlace ? ", q quits" : "")
         let all = report.lines(heading: heading)
         var kept = Array(all.prefix(max(1, size.rows - 1)))
         if kept.count < all.count, kept.count > 1 {

@@ -154,6 +154,10 @@ struct DispatcherObservabilityTests {
             sections: [(StatusSection.models, StatusOutput(lines: (0..<50).map { "row \($0)" }, json: []))])
         let frame = TopCommand.frame(long, interval: .seconds(2), size: (rows: 10, columns: 80), inPlace: false)
         #expect(frame.contains("more lines (dispatcher status shows all)"), "\(frame)")
+        // Drawn to a pipe (top --iterations N > file), keys are not read: no "q quits".
+        #expect(frame.hasPrefix("switchyard top — every 2 s — "), "\(frame)")
+        let drawn = TopCommand.frame(long, interval: .seconds(2), size: (rows: 10, columns: 80), inPlace: true)
+        #expect(drawn.contains("switchyard top — every 2 s, q quits"), "\(drawn)")
     }
 
     @Test("a window is printed in the unit it was given in, down to milliseconds")
