@@ -117,9 +117,21 @@ enum WorkerCommand {
             printError("error: \(error)")
             return 2
         } catch {
-            printError("error: \(error)")
+            printError(failureText(error))
             return 1
         }
+    }
+
+    /// What the worker says when it stops on `error`: the error, and for a statement cancelled by
+    /// the database's own `statement_timeout` (a review set 2 ms: the worker stopped with the bare
+    /// server message, naming neither the setting nor where it comes from) where that is set.
+    static func failureText(_ error: any Error) -> String {
+        guard let error = error as? PostgresError, error.sqlState == .queryCanceled, error.hint == nil else {
+            return "error: \(error)"
+        }
+        return "error: \(error)\nhint: a statement ran past the statement_timeout this database or role sets "
+            + "(SHOW statement_timeout); the worker's statements need more: "
+            + "ALTER ROLE <worker role> SET statement_timeout = 0, or a larger value"
     }
 
     /// Starts the `/metrics` responder when `--metrics-port` is given.

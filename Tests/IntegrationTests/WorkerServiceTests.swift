@@ -273,6 +273,18 @@ struct WorkerServiceTests {
         }
     }
 
+    @Test("a worker stopped by the database's statement_timeout says where that is set")
+    func statementTimeoutHint() {
+        let cancelled = PostgresError(
+            .server, "canceling statement due to statement timeout", sqlState: .queryCanceled)
+        let text = WorkerCommand.failureText(cancelled)
+        #expect(text.hasPrefix("error: canceling statement due to statement timeout (SQLSTATE 57014)\nhint: "), "\(text)")
+        #expect(text.contains("SHOW statement_timeout") && text.contains("ALTER ROLE"), "\(text)")
+        // Any other error is said as it is.
+        let other = PostgresError(.server, "relation does not exist", sqlState: SQLState("42P01"))
+        #expect(WorkerCommand.failureText(other) == "error: relation does not exist (SQLSTATE 42P01)")
+    }
+
     @Test("only a run of heartbeat failures holds rescues back, and only for a while")
     func heartbeatRuns() async throws {
         let record = HeartbeatRecord()
