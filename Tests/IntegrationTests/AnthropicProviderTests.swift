@@ -194,6 +194,31 @@ struct AnthropicProviderTests {
         }
     }
 
+    /// A review: `{"snowflake": 1234567890123456789}` came back as `1.2345678901234568e+18`, and
+    /// `10000000000000000` as `1e+16`, in the arguments an OpenAI client parses.
+    @Test("a tool call's arguments are copied as written: a 64-bit id keeps its digits")
+    func toolArgumentsKeepTheirDigits() throws {
+        let body = #"""
+            {"id":"msg_1","type":"message","role":"assistant","model":"claude-upstream","stop_reason":"tool_use",
+             "content":[{"type":"text","text":"Looking."},
+                        {"type":"tool_use","id":"t1","name":"fetch","input":{ "snowflake": 1234567890123456789,
+                          "b" :10000000000000000, "s":"x\"y" }},
+                        {"type":"tool_use","id":"t2","name":"none","input":{}}],
+             "usage":{"input_tokens":5,"output_tokens":3}}
+            """#
+        let message = try JSONValue(parsing: body)
+        let (completion, _) = try #require(
+            AnthropicTranslation.chatCompletion(from: message, body: Data(body.utf8), model: "m", created: Date()))
+        let calls = completion["choices"]?[0]?["message"]?["tool_calls"]
+        #expect(
+            calls?[0]?["function"]?["arguments"]
+                == #"{"snowflake":1234567890123456789,"b":10000000000000000,"s":"x\"y"}"#, "\(String(describing: calls))")
+        #expect(calls?[1]?["function"]?["arguments"] == "{}")
+        // Without the body (or with one that does not match what was read), the parsed input, as before.
+        let (parsed, _) = try #require(AnthropicTranslation.chatCompletion(from: message, model: "m", created: Date()))
+        #expect(parsed["choices"]?[0]?["message"]?["tool_calls"]?[1]?["function"]?["arguments"] == "{}")
+    }
+
     @Test("cache reads and writes are parts of the prompt tokens, counted apart, and kept in the OpenAI usage")
     func cacheUsage() async throws {
         try await withFakeProviderServer { server in

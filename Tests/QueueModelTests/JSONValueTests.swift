@@ -76,4 +76,20 @@ struct JSONValueTests {
         let error = #expect(throws: QueueError.self) { try JSONValue(parsing: deep) }
         #expect(error?.message.contains("nested deeper than 512 levels") == true)
     }
+
+    @Test("the raw text of a value at a path: as written, or nil when the path leads nowhere")
+    func rawText() {
+        let data = Data(#" {"a": [1, {"b\u0022": 2}, {"c": 12345678901234567890, "d": [ true ]}], "e": "x"} "#.utf8)
+        #expect(JSONValue.rawText(in: data, at: [.key("a"), .index(2), .key("c")]) == "12345678901234567890")
+        #expect(JSONValue.rawText(in: data, at: [.key("a"), .index(2), .key("d")]) == "[true]")
+        #expect(JSONValue.rawText(in: data, at: [.key("a"), .index(1), .key("b\"")]) == "2")
+        #expect(JSONValue.rawText(in: data, at: [.key("e")]) == #""x""#)
+        #expect(JSONValue.rawText(in: data, at: []) == #"{"a":[1,{"b\u0022":2},{"c":12345678901234567890,"d":[true]}],"e":"x"}"#)
+        #expect(JSONValue.rawText(in: Data(#"{"s": " a \" b "}"#.utf8), at: [.key("s")]) == #"" a \" b ""#)
+        for nowhere: [JSONPathStep] in [[.key("z")], [.key("a"), .index(3)], [.key("a"), .index(-1)], [.key("e"), .key("f")], [.index(0)]] {
+            #expect(JSONValue.rawText(in: data, at: nowhere) == nil, "\(nowhere)")
+        }
+        #expect(JSONValue.rawText(in: Data(#"{"a": [1, "#.utf8), at: [.key("a"), .index(1)]) == nil)
+        #expect(JSONValue.rawText(in: Data("[]".utf8), at: [.index(0)]) == nil)
+    }
 }

@@ -108,6 +108,89 @@ extension JSONValue {
     }
 }
 
+/// One step of a path into a JSON document: a member of an object, or an element of an array.
+public enum JSONPathStep: Sendable, Hashable {
+    case key(String)
+    case index(Int)
+}
+
+extension JSONValue {
+    /// The text of the value at `path` in `data` as written (whitespace between tokens left out),
+    /// or nil when the document is not valid up to it or has nothing there. For numbers a
+    /// `Double` cannot hold exactly (a tool call's 64-bit id, `1234567890123456789`): parsed and
+    /// written again, they came back as `1.2345678901234568e+18`. The first of repeated member
+    /// names is taken.
+    public static func rawText(in data: Data, at path: [JSONPathStep]) -> String? {
+        data.withUnsafeBytes { raw -> String? in
+            var parser = JSONParser(bytes: raw.bindMemory(to: UInt8.self))
+            return try? parser.rawText(at: path)
+        }
+    }
+}
+
+extension JSONParser {
+    /// See `JSONValue.rawText(in:at:)`; throws on a document not valid up to the value.
+    mutating func rawText(at path: [JSONPathStep]) throws -> String? {
+        skipWhitespace()
+        for step in path {
+            guard position < bytes.count else { return nil }
+            switch step {
+            case .key(let wanted):
+                guard bytes[position] == 0x7B else { return nil }
+                position += 1
+                var found = false
+                while !found {
+                    skipWhitespace()
+                    guard position < bytes.count, bytes[position] == 0x22 else { return nil }  // `}` too: not there
+                    let key = try string()
+                    skipWhitespace()
+                    guard position < bytes.count, bytes[position] == 0x3A else { throw failure("expected ':'") }
+                    position += 1
+                    skipWhitespace()
+                    if key == wanted {
+                        found = true
+                    } else {
+                        _ = try value(depth: 1)
+                        skipWhitespace()
+                        guard position < bytes.count, bytes[position] == 0x2C else { return nil }
+                        position += 1
+                    }
+                }
+            case .index(let wanted):
+                guard bytes[position] == 0x5B, wanted >= 0 else { return nil }
+                position += 1
+                for _ in 0..<wanted {
+                    skipWhitespace()
+                    _ = try value(depth: 1)
+                    skipWhitespace()
+                    guard position < bytes.count, bytes[position] == 0x2C else { return nil }
+                    position += 1
+                }
+                skipWhitespace()
+                guard position < bytes.count, bytes[position] != 0x5D else { return nil }
+            }
+        }
+        let start = position
+        _ = try value(depth: 0)
+        // Compact: whitespace outside strings dropped (the value is valid JSON, checked above).
+        var compact: [UInt8] = []
+        compact.reserveCapacity(position - start)
+        var inString = false
+        var escaped = false
+        for byte in bytes[start..<position] {
+            if inString {
+                if escaped { escaped = false } else if byte == 0x5C { escaped = true } else if byte == 0x22 { inString = false }
+            } else if byte == 0x22 {
+                inString = true
+            } else if byte == 0x20 || byte == 0x0A || byte == 0x0D || byte == 0x09 {
+                continue
+            }
+            compact.append(byte)
+        }
+        return String(decoding: compact, as: UTF8.self)
+    }
+}
+
 /// A recursive-descent JSON parser over UTF-8 bytes.
 struct JSONParser {
     let bytes: UnsafeBufferPointer<UInt8>

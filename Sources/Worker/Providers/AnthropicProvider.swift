@@ -86,7 +86,8 @@ public struct AnthropicProvider: ModelProvider {
         }
         guard let message,
             let (completion, usage) = AnthropicTranslation.chatCompletion(
-                from: message, model: model.upstreamName, created: now)
+                from: message, body: ProviderEndpoint.withoutByteOrderMark(exchange.body), model: model.upstreamName,
+                created: now)
         else {
             throw ProviderError.invalidResponse(
                 "the provider answered \(exchange.status) with a body that is "

@@ -13,14 +13,26 @@ extension AnthropicTranslation {
     ///   - message: the Messages API response body.
     ///   - model: the upstream name, used when the body does not say.
     ///   - created: the `created` timestamp to stamp.
+    ///   - body: the body's bytes, which a tool call's arguments are copied from as written: through
+    ///     a `Double`, a 64-bit id in them (`1234567890123456789`) came back as `1.2345678901234568e+18`.
     /// - Returns: nil when the body is not a message (no `content` array).
-    static func chatCompletion(from message: JSONValue, model: String, created: Date) -> (JSONValue, TokenUsage)? {
+    static func chatCompletion(from message: JSONValue, body: Data? = nil, model: String, created: Date)
+        -> (JSONValue, TokenUsage)?
+    {
         guard let blocks = message["content"]?.arrayValue else { return nil }
         let text = blocks.filter { $0["type"] == "text" }.compactMap { $0["text"]?.stringValue }.joined()
-        let toolCalls: [JSONValue] = blocks.filter { $0["type"] == "tool_use" }.map { block in
-            [
+        let toolCalls: [JSONValue] = blocks.indices.filter { blocks[$0]["type"] == "tool_use" }.map { index in
+            let block = blocks[index]
+            let written = body.flatMap { JSONValue.rawText(in: $0, at: [.key("content"), .index(index), .key("input")]) }
+            // The written text only where it is the object that was read (a repeated "content" or
+            // "input" member, which the parse takes the last of, must not swap the arguments).
+            let arguments =
+                written.flatMap { text in
+                    (try? JSONValue(parsing: text)) == block["input"] ? Secrets.redact(text) : nil
+                } ?? (block["input"] ?? [:]).jsonText
+            return [
                 "id": block["id"] ?? "", "type": "function",
-                "function": ["name": block["name"] ?? "", "arguments": .string((block["input"] ?? [:]).jsonText)],
+                "function": ["name": block["name"] ?? "", "arguments": .string(arguments)],
             ]
         }
         var assistant: [String: JSONValue] = [

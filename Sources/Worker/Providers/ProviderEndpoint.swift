@@ -87,8 +87,12 @@ enum ProviderEndpoint {
     /// - Throws: why it is not JSON this worker can read, and where: "not valid JSON: an
     ///   unpaired surrogate at byte 20" (a number past ±1.8e308, nesting past 512 levels, …).
     static func decodedBody(_ body: Data) throws -> JSONValue {
-        let text = body.starts(with: [0xEF, 0xBB, 0xBF]) ? Data(body.dropFirst(3)) : body
-        return Secrets.redact(try JSONValue(parsing: text))
+        Secrets.redact(try JSONValue(parsing: withoutByteOrderMark(body)))
+    }
+
+    /// The body without a UTF-8 byte order mark at its start.
+    static func withoutByteOrderMark(_ body: Data) -> Data {
+        body.starts(with: [0xEF, 0xBB, 0xBF]) ? Data(body.dropFirst(3)) : body
     }
 
     /// A 2xx body that carries an error instead of an answer (some proxies, e.g. OpenRouter, do
