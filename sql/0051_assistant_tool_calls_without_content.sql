@@ -3,7 +3,9 @@
 -- OpenAI's chat completions take an assistant message's content as "required unless tool_calls or
 -- function_call is specified", and its SDKs send such a message (a conversation's history of tool
 -- calls) without the key. check_request refused it ("request.messages[1].content is missing")
--- although it took "content": null. check_request is 0007's otherwise.
+-- although it took "content": null. It takes it when tool_calls is a non-empty array (or
+-- function_call an object); an empty or null tool_calls still needs content. check_request is
+-- 0007's otherwise.
 
 SET LOCAL ROLE switchyard_admin;
 
@@ -91,7 +93,11 @@ BEGIN
                        position, quote_literal(left(role, 40))), example);
         END IF;
         -- OpenAI: content is required unless the assistant message has tool_calls (or function_call).
-        IF NOT message ? 'content' AND NOT (role = 'assistant' AND (message ? 'tool_calls' OR message ? 'function_call')) THEN
+        IF NOT message ? 'content'
+           AND NOT (role = 'assistant'
+                    AND (coalesce(jsonb_typeof(message -> 'tool_calls') = 'array'
+                                  AND jsonb_array_length(message -> 'tool_calls') > 0, false)
+                         OR coalesce(jsonb_typeof(message -> 'function_call') = 'object', false))) THEN
             PERFORM switchyard.reject(format('request.messages[%s].content is missing', position), example);
         END IF;
         IF jsonb_typeof(message -> 'content') NOT IN ('string', 'array')

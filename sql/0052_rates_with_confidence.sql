@@ -69,6 +69,10 @@ DECLARE
     waiting_sample constant integer := 1000;
     throughput_window constant interval :=
         make_interval(secs => coalesce(switchyard.numeric_setting('alert_backlog_throughput_window_seconds'), 900));
+    -- Read once, not per call: each call is compared with its target.
+    primary_target constant double precision := switchyard.numeric_setting('alert_latency_target_ms_primary');
+    secondary_target constant double precision := switchyard.numeric_setting('alert_latency_target_ms_secondary');
+    tertiary_target constant double precision := switchyard.numeric_setting('alert_latency_target_ms_tertiary');
 BEGIN
     -- A model's error rate.
     IF error_limit IS NOT NULL THEN
@@ -94,30 +98,31 @@ BEGIN
     -- only when that share is over 5% with 95% confidence (rate_lower_bound), not by a few calls
     -- of a model whose tail reaches its timeout now and then.
     RETURN QUERY
-    SELECT DISTINCT ON (t.model) 'latency'::text, t.model, t.p95, t.target,
-           t.calls >= min_calls AND t.p95 > t.target AND switchyard.rate_lower_bound(t.slow, t.calls) > 0.05,
-           t.p95 <= t.target,
+    SELECT DISTINCT ON (t.model) 'latency'::text, t.model, t.p95, t.target, t.breached, t.p95 <= t.target,
            format('model %s: P95 latency %s ms as %s over the last %s (target %s ms%s, %s calls)', t.model,
                   round(t.p95::numeric, 1), t.tier, switchyard.window_text(latency_window), round(t.target::numeric),
                   CASE WHEN t.rule_target IS NOT NULL THEN ': its rule''s max_latency_ms' ELSE '' END, t.calls)
-    FROM (SELECT k.model, k.tier, k.target_ms AS rule_target, count(*) AS calls,
-                 count(*) FILTER (
-                     WHERE k.latency_ms > coalesce(k.target_ms,
-                                                   switchyard.numeric_setting('alert_latency_target_ms_' || k.tier))
-                 ) AS slow,
-                 percentile_cont(0.95) WITHIN GROUP (ORDER BY k.latency_ms) AS p95,
-                 CASE WHEN switchyard.numeric_setting('alert_latency_target_ms_' || k.tier) IS NOT NULL
-                      THEN coalesce(k.target_ms, switchyard.numeric_setting('alert_latency_target_ms_' || k.tier))
-                 END AS target
-          FROM switchyard.calls k
-          WHERE k.finished_at > p_at - latency_window AND k.finished_at <= p_at
-                AND k.outcome IN ('succeeded', 'timeout') AND k.latency_ms IS NOT NULL
-                AND k.tier IN ('primary', 'secondary', 'tertiary')
-          GROUP BY k.model, k.tier, k.target_ms) t
+    FROM (SELECT g.*, g.calls >= min_calls AND g.p95 > g.target
+                      AND switchyard.rate_lower_bound(g.slow, g.calls) > 0.05 AS breached
+          FROM (SELECT c.model, c.tier, c.target_ms AS rule_target, count(*) AS calls,
+                       count(*) FILTER (WHERE c.latency_ms > c.target) AS slow,
+                       percentile_cont(0.95) WITHIN GROUP (ORDER BY c.latency_ms) AS p95,
+                       min(c.target) AS target
+                FROM (SELECT k.model, k.tier, k.target_ms, k.latency_ms,
+                             CASE WHEN tier_target IS NOT NULL THEN coalesce(k.target_ms, tier_target) END AS target
+                      FROM switchyard.calls k
+                      CROSS JOIN LATERAL (SELECT CASE k.tier WHEN 'primary' THEN primary_target
+                                                             WHEN 'secondary' THEN secondary_target
+                                                             ELSE tertiary_target END AS tier_target) s
+                      WHERE k.finished_at > p_at - latency_window AND k.finished_at <= p_at
+                            AND k.outcome IN ('succeeded', 'timeout') AND k.latency_ms IS NOT NULL
+                            AND k.tier IN ('primary', 'secondary', 'tertiary')) c
+                GROUP BY c.model, c.tier, c.target_ms) g) t
     WHERE t.target IS NOT NULL
-    -- A group with the calls to judge it comes before one without: a few slow calls in another
-    -- tier must not stand for a model whose primary calls are over their target.
-    ORDER BY t.model, t.calls >= min_calls DESC, t.p95 / t.target DESC;
+    -- A breached group comes first (a small group far over its target that the confidence rule
+    -- spares must not hide a large one over it), then one with the calls to judge it: a few slow
+    -- calls in another tier must not stand for a model whose primary calls are over their target.
+    ORDER BY t.model, t.breached DESC, t.calls >= min_calls DESC, t.p95 / t.target DESC;
 
     -- Interactive queue wait: jobs that finished in the window, and the longest-waiting jobs right
     -- now (their wait so far), so a stalled fleet raises it even though nothing finishes.
@@ -175,7 +180,8 @@ BEGIN
         ), backlog AS (
             -- A job a worker put off to a later time (no price within its ceiling until then, its
             -- escalation point) does not stand in line: most are put off again when they come due,
-            -- an hour at a time, without a call. Jobs submitted to run later do.
+            -- an hour at a time, without a call. Jobs submitted to run later do. (One put off with
+            -- a deadline is still at risk if the line ahead of it outlasts that deadline.)
             SELECT count(*) FILTER (WHERE j.postponed_at IS NULL OR j.run_at <= p_at) AS jobs,
                    min(j.deadline) AS earliest
             FROM switchyard.jobs_background j

@@ -219,6 +219,32 @@ struct AnthropicProviderTests {
         #expect(parsed["choices"]?[0]?["message"]?["tool_calls"]?[1]?["function"]?["arguments"] == "{}")
     }
 
+    /// A review: `stop: "\n"` (which Anthropic refuses) was dropped, and a many-line answer
+    /// stored as if the stop had been honoured.
+    @Test("a stop of whitespace alone, which Anthropic refuses, is applied to the answer by the worker")
+    func blankStopsApplied() throws {
+        #expect(AnthropicTranslation.blankStops(["stop": ["\n", " ", "END", ""]]) == ["\n", " "])
+        #expect(AnthropicTranslation.blankStops(["stop": "\n\n"]) == ["\n\n"])
+        let message: JSONValue = [
+            "id": "msg_1", "type": "message", "stop_reason": "tool_use",
+            "content": [
+                ["type": "text", "text": "first line\nsecond line"],
+                ["type": "tool_use", "id": "t1", "name": "look", "input": [:]],
+            ],
+            "usage": ["input_tokens": 5, "output_tokens": 9],
+        ]
+        let (cut, _) = try #require(
+            AnthropicTranslation.chatCompletion(from: message, stops: ["\n"], model: "m", created: Date()))
+        #expect(cut["choices"]?[0]?["message"]?["content"] == "first line")
+        #expect(cut["choices"]?[0]?["message"]?["tool_calls"] == nil)
+        #expect(cut["choices"]?[0]?["finish_reason"] == "stop")
+        // No stop in the text: as answered.
+        let (whole, _) = try #require(
+            AnthropicTranslation.chatCompletion(from: message, stops: ["\n\n"], model: "m", created: Date()))
+        #expect(whole["choices"]?[0]?["message"]?["content"] == "first line\nsecond line")
+        #expect(whole["choices"]?[0]?["finish_reason"] == "tool_calls")
+    }
+
     @Test("cache reads and writes are parts of the prompt tokens, counted apart, and kept in the OpenAI usage")
     func cacheUsage() async throws {
         try await withFakeProviderServer { server in

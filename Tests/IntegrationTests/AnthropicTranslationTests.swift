@@ -202,7 +202,10 @@ struct AnthropicTranslationTests {
 
     @Test("a data URL's scheme in any case, and parameters after its media type, still make a base64 source")
     func dataURLForms() throws {
-        for url in ["DATA:image/png;base64,iVBORw0K", "data:image/png;charset=utf-8;base64,iVBORw0K", "data:image/png;BASE64,iVBORw0K"] {
+        for url in [
+            "DATA:image/png;base64,iVBORw0K", "data:image/png;charset=utf-8;base64,iVBORw0K",
+            "data:image/png;BASE64,iVBORw0K", "data:IMAGE/PNG;base64,iVBORw0K",
+        ] {
             let body = try Self.translate([
                 "messages": [["role": "user", "content": [["type": "image_url", "image_url": ["url": .string(url)]]]]]
             ])

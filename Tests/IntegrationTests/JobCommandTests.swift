@@ -109,6 +109,15 @@ struct JobCommandTests {
             #expect(items[0]?["waiting_reason"]?.stringValue == reason, "\(json.output)")
             #expect(items[0]?["status"] == "scheduled" && items[0]?["run_at"] != nil)
 
+            // A rescue says whose lease lapsed, not why the job was put back before.
+            try await pool.query("UPDATE switchyard.jobs SET run_at = now() WHERE id = $1", [ids[1]])
+            let again = try await store.claim(worker: "w2", freeSlots: 4, backgroundSlots: 4, lease: .milliseconds(1))
+            #expect(again.map(\.id).contains(ids[1]))
+            try await Task.sleep(for: .milliseconds(20))
+            _ = try await store.rescueExpired()
+            let rescued = try await store.waiting(of: [ids[1]])[ids[1]]
+            #expect(rescued?.reason == "attempt 2 of 3: worker w2 stopped renewing its lease", "\(String(describing: rescued))")
+
             // A policy change sends postponed jobs back at once: the reason goes with it.
             try await BackgroundPolicy.set("background_drain_until", to: Date().addingTimeInterval(600).postgresText, in: pool)
             let left = try await store.waiting(of: [ids[0]])[ids[0]]

@@ -77,6 +77,15 @@ struct QueueSQLTests {
                     [#"{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant"}]}"#])
             }
             #expect(bare.message == "request.messages[1].content is missing")
+            // No tool call after all: content is needed.
+            for calls in ["[]", "null"] {
+                let empty = try await #require(throws: PostgresError.self) {
+                    try await pool.query(
+                        "SELECT switchyard.submit($1::jsonb)",
+                        [#"{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "tool_calls": \#(calls)}]}"#])
+                }
+                #expect(empty.message == "request.messages[1].content is missing", "\(calls)")
+            }
         }
     }
 

@@ -317,7 +317,7 @@ struct WorkerServiceTests {
         record.failed()
         #expect(!record.outageRecently(within: .milliseconds(100)), "failing on and on: past the bound")
         // The database answers the housekeeper again: held until this worker's next heartbeat.
-        record.databaseAnswered()
+        record.databaseAnswered(within: .milliseconds(100))
         #expect(record.outageRecently(within: .milliseconds(100)))
         // The heartbeat goes through: the database was out for everyone; a window after that.
         record.succeeded()
@@ -325,22 +325,32 @@ struct WorkerServiceTests {
         try await Task.sleep(for: .milliseconds(150))
         #expect(!record.outageRecently(within: .milliseconds(100)))
 
+        // An answer inside the bound (a flapping outage's early part) is not taken for its end.
+        let flapping = HeartbeatRecord()
+        flapping.failed()
+        flapping.failed()
+        flapping.databaseAnswered(within: .milliseconds(100))
+        try await Task.sleep(for: .milliseconds(250))
+        flapping.failed()
+        flapping.databaseAnswered(within: .milliseconds(100))
+        #expect(flapping.outageRecently(within: .milliseconds(100)), "the answer after the bound counts")
+
         // Or it fails again while the database answers: this worker's own trouble, rescues go on.
         let own = HeartbeatRecord()
         own.failed()
         own.failed()
         try await Task.sleep(for: .milliseconds(250))
-        own.databaseAnswered()
+        own.databaseAnswered(within: .milliseconds(100))
         #expect(own.outageRecently(within: .milliseconds(100)))
         own.failed()
-        own.databaseAnswered()
+        own.databaseAnswered(within: .milliseconds(100))
         #expect(!own.outageRecently(within: .milliseconds(100)))
         // And a database answer with no next heartbeat holds for a window at most.
         let stuck = HeartbeatRecord()
         stuck.failed()
         stuck.failed()
         try await Task.sleep(for: .milliseconds(250))
-        stuck.databaseAnswered()
+        stuck.databaseAnswered(within: .milliseconds(100))
         #expect(stuck.outageRecently(within: .milliseconds(100)))
         try await Task.sleep(for: .milliseconds(150))
         #expect(!stuck.outageRecently(within: .milliseconds(100)))

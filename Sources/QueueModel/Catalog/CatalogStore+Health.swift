@@ -9,7 +9,8 @@ extension CatalogStore {
         public var model: String
         /// `closed` (healthy), `open` (skipped) or `half_open` (probing).
         public var breaker: RoutingState.Breaker
-        /// Why the breaker is as it is (`error rate 12.0% over the last 50 requests (limit 2.0%)`,
+        /// Why the breaker is as it is (`failure rate 12.0% over the last 50 requests (errors and
+        /// timeouts; limit 2.0%)`,
         /// `5 failures in a row`, an alert's reason), when it is not closed.
         public var reason: String?
         /// When the breaker last opened.

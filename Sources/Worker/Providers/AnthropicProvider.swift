@@ -47,8 +47,8 @@ public struct AnthropicProvider: ModelProvider {
         let model = call.model
         try model.checkSettings()
         let maxTokens = model.settings["default_max_tokens"]?.intValue ?? Self.defaultMaxTokens
-        let body = try AnthropicTranslation.messagesRequest(
-            from: try ProviderEndpoint.requestObject(call), model: model, defaultMaxTokens: maxTokens)
+        let requestObject = try ProviderEndpoint.requestObject(call)
+        let body = try AnthropicTranslation.messagesRequest(from: requestObject, model: model, defaultMaxTokens: maxTokens)
         let url = try ProviderEndpoint.url(for: model, defaultBase: Self.defaultBaseURL, path: "/v1/messages")
         var headers = ["anthropic-version": Self.apiVersion]
         if let key = try ProviderEndpoint.apiKey(for: model, environment: environment) { headers["x-api-key"] = key }
@@ -56,13 +56,16 @@ public struct AnthropicProvider: ModelProvider {
         let request = ProviderEndpoint.post(url, body: body, headers: headers, model: model)
         let exchange = try await transport.send(
             request, timeout: call.timeout, model: model.name, skipVerification: skipVerification)
-        return try Self.reply(from: exchange, model: model, now: clock.now())
+        return try Self.reply(
+            from: exchange, model: model, stops: AnthropicTranslation.blankStops(requestObject), now: clock.now())
     }
 
     /// Reads a response: the translated completion for a readable 2xx message, else the
     /// classified error. Registered secrets are replaced first: a provider that echoes the key
     /// leaves `[REDACTED]`.
-    static func reply(from exchange: HTTPTransport.Exchange, model: ModelSpec, now: Date) throws -> ProviderReply {
+    static func reply(
+        from exchange: HTTPTransport.Exchange, model: ModelSpec, stops: [String] = [], now: Date
+    ) throws -> ProviderReply {
         let exchange = exchange.redactingSecrets()
         let rateLimit = RateLimitInfo(headers: exchange.headers, now: now)
         guard (200..<300).contains(exchange.status) else {
@@ -86,8 +89,8 @@ public struct AnthropicProvider: ModelProvider {
         }
         guard let message,
             let (completion, usage) = AnthropicTranslation.chatCompletion(
-                from: message, body: ProviderEndpoint.withoutByteOrderMark(exchange.body), model: model.upstreamName,
-                created: now)
+                from: message, body: ProviderEndpoint.withoutByteOrderMark(exchange.body), stops: stops,
+                model: model.upstreamName, created: now)
         else {
             throw ProviderError.invalidResponse(
                 "the provider answered \(exchange.status) with a body that is "

@@ -15,13 +15,19 @@ extension AnthropicTranslation {
     ///   - created: the `created` timestamp to stamp.
     ///   - body: the body's bytes, which a tool call's arguments are copied from as written: through
     ///     a `Double`, a 64-bit id in them (`1234567890123456789`) came back as `1.2345678901234568e+18`.
+    ///   - stops: the request's stop sequences Anthropic refuses (whitespace alone, `blankStops`),
+    ///     applied here: the text ends before the first, as the model would have stopped there.
     /// - Returns: nil when the body is not a message (no `content` array).
-    static func chatCompletion(from message: JSONValue, body: Data? = nil, model: String, created: Date)
-        -> (JSONValue, TokenUsage)?
-    {
+    static func chatCompletion(
+        from message: JSONValue, body: Data? = nil, stops: [String] = [], model: String, created: Date
+    ) -> (JSONValue, TokenUsage)? {
         guard let blocks = message["content"]?.arrayValue else { return nil }
-        let text = blocks.filter { $0["type"] == "text" }.compactMap { $0["text"]?.stringValue }.joined()
-        let toolCalls: [JSONValue] = blocks.indices.filter { blocks[$0]["type"] == "tool_use" }.map { index in
+        var text = blocks.filter { $0["type"] == "text" }.compactMap { $0["text"]?.stringValue }.joined()
+        let cut = stops.compactMap { text.range(of: $0)?.lowerBound }.min()
+        if let cut { text = String(text[..<cut]) }
+        // Stopped in its text, the model would not have gone on to call a tool.
+        let toolUses = cut == nil ? blocks.indices.filter { blocks[$0]["type"] == "tool_use" } : []
+        let toolCalls: [JSONValue] = toolUses.map { index in
             let block = blocks[index]
             let written = body.flatMap { JSONValue.rawText(in: $0, at: [.key("content"), .index(index), .key("input")]) }
             // The written text only where it is the object that was read (a repeated "content" or
@@ -57,7 +63,7 @@ extension AnthropicTranslation {
             "choices": [
                 [
                     "index": 0, "message": .object(assistant),
-                    "finish_reason": .string(finishReason(message["stop_reason"]?.stringValue)),
+                    "finish_reason": .string(cut == nil ? finishReason(message["stop_reason"]?.stringValue) : "stop"),
                 ]
             ],
             "usage": tokens.openAIUsage,

@@ -9,7 +9,8 @@ import QueueModel
 /// `stop_sequences`; `temperature` is capped at Anthropic's maximum of 1; `user` becomes
 /// `metadata.user_id`; tools, tool calls and tool results, text and image parts are carried over
 /// (text parts of whitespace alone dropped, and a closing assistant prefill's trailing whitespace,
-/// as Anthropic refuses them; whitespace-only stop sequences too); `top_p` goes only without
+/// as Anthropic refuses them; stop sequences of whitespace alone are applied to the answer by the
+/// worker instead); `top_p` goes only without
 /// `temperature` (newer Claude models refuse both); `parallel_tool_calls: false` becomes
 /// `disable_parallel_tool_use`; `cache_control` marks on content parts, messages and tools stay
 /// on the blocks they mark (Anthropic's prompt cache caches only up to such marks); consecutive
@@ -146,14 +147,9 @@ enum AnthropicTranslation {
         // Newer Claude models refuse both ("cannot both be specified"); OpenAI advises one or the other.
         if body["temperature"] == nil, let topP = request["top_p"]?.doubleValue { body["top_p"] = .number(topP) }
         if let topK = request["top_k"]?.intValue { body["top_k"] = .number(Double(topK)) }
-        // Anthropic refuses a stop sequence of whitespace alone ("\n", common with OpenAI models).
-        let stops: [JSONValue]
-        switch request["stop"] {
-        case .string(let stop)?: stops = [.string(stop)]
-        case .array(let all)?: stops = all
-        default: stops = []
-        }
-        let kept = stops.filter { !Self.isBlank($0.stringValue ?? "x") }
+        // Anthropic refuses a stop sequence of whitespace alone ("\n", common with OpenAI models):
+        // those are applied to the answer instead (`blankStops`, `chatCompletion`).
+        let kept = stopSequences(request).filter { !Self.isBlank($0.stringValue ?? "x") }
         if !kept.isEmpty { body["stop_sequences"] = .array(kept) }
         if let user = request["user"]?.stringValue { body["metadata"] = ["user_id": .string(user)] }
         if let tools = request["tools"]?.arrayValue, !tools.isEmpty {
@@ -252,9 +248,9 @@ enum AnthropicTranslation {
             return ["type": "url", "url": .string(url)]
         }
         let header = url[url.index(url.startIndex, offsetBy: 5)..<comma]
-        var mediaType = String(header.prefix { $0 != ";" })
+        var mediaType = String(header.prefix { $0 != ";" }).lowercased()
         // Browsers and some SDKs write image/jpg, which Anthropic refuses; the registered type is image/jpeg.
-        if mediaType.lowercased() == "image/jpg" { mediaType = "image/jpeg" }
+        if mediaType == "image/jpg" { mediaType = "image/jpeg" }
         return [
             "type": "base64", "media_type": .string(mediaType),
             "data": .string(String(url[url.index(after: comma)...])),
@@ -283,6 +279,21 @@ enum AnthropicTranslation {
                 "input": .object(input),
             ]
         }
+    }
+
+    /// The request's `stop`, as a list.
+    private static func stopSequences(_ request: [String: JSONValue]) -> [JSONValue] {
+        switch request["stop"] {
+        case .string(let stop)?: [.string(stop)]
+        case .array(let all)?: all
+        default: []
+        }
+    }
+
+    /// The request's stop sequences of whitespace alone, which Anthropic refuses: the worker ends
+    /// the answer's text at the first of them itself.
+    static func blankStops(_ request: [String: JSONValue]) -> [String] {
+        stopSequences(request).compactMap(\.stringValue).filter { !$0.isEmpty && isBlank($0) }
     }
 
     /// True for text of whitespace alone (or none), which Anthropic refuses as a text block.

@@ -45,10 +45,15 @@ final class HeartbeatRecord: Sendable {
         }
     }
 
-    /// The database answered the housekeeper (its tenure statement went through).
-    func databaseAnswered() {
+    /// The database answered the housekeeper (its tenure statement went through). Noted once a
+    /// run is past its bound of two `window`s, the first time only: an answer in a flapping outage's
+    /// early part would otherwise stand for its end, and answers after each of this worker's own
+    /// failures would hold rescues back for good.
+    func databaseAnswered(within window: Duration) {
         runs.withLock { runs in
-            if runs.current != nil, runs.current?.databaseBack == nil { runs.current?.databaseBack = .now }
+            guard let run = runs.current, run.databaseBack == nil, ContinuousClock.now - run.start >= window * 2
+            else { return }
+            runs.current?.databaseBack = .now
         }
     }
 

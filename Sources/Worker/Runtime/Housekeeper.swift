@@ -69,7 +69,7 @@ final class Housekeeper: Sendable {
                 let held = try await metrics.measure("housekeeper_tenure") {
                     try await store.keepHouse(worker: worker, tenure: tenure)
                 }
-                heartbeats.databaseAnswered()
+                heartbeats.databaseAnswered(within: tenure)
                 if held && !isLeader { logger.info("elected housekeeper", ["tenure_s": tenure.seconds]) }
                 if !held && isLeader {
                     logger.warning("another worker keeps house now (this one did not renew its tenure in time); standing down")

@@ -125,6 +125,85 @@ struct AlertTests {
         }
     }
 
+    /// A realistic run of the example catalog raised these on noise; an outage must still trip
+    /// them at once.
+    @Test("a rate over its limit by chance on a few dozen calls raises nothing; an outage does, and so does the breaker")
+    func ratesJudgedWithConfidence() async throws {
+        try await Self.withCatalog { pool in
+            func bound(_ events: Int, _ total: Int) async throws -> Double {
+                try await pool.query("SELECT switchyard.rate_lower_bound($1, $2)", [events, total]).scalar(Double.self)
+            }
+            #expect(try await bound(0, 0) == 0)
+            #expect(try await bound(2, 51) < 0.02)
+            #expect(try await bound(50, 50) > 0.9)
+            #expect(try await bound(10, 100) > 0.02)
+            // The breaker's rule: 3 failures in 91 requests is chance; 10 in 100 and 50 in 50 are not.
+            for (requests, failures, opens) in [(91, 3, false), (100, 10, true), (50, 50, true)] {
+                let exceeded = try await pool.query(
+                    "SELECT switchyard.breaker_error_rate_exceeded($1, $2)", [requests, failures]
+                ).scalar(Bool.self)
+                #expect(exceeded == opens, "\(failures) of \(requests)")
+            }
+
+            let at = Date()
+            // steady: 2 errors in 51 calls (3.9% against 2%: chance for a model failing 0.5%);
+            // flaky: 5 timeouts of 81 at its rule's 5 s (P95 over the target, 6%: chance at 2.4%).
+            try await ResultRow.insert(
+                Self.calls("steady", count: 51, failing: 2, end: at, firstJob: 1)
+                    + (0..<81).map { index in
+                        let latency = index < 5 ? 5000.3 : 2000
+                        return ResultRow(
+                            job: 1000 + Int64(index), model: "flaky", latencyMS: latency,
+                            finishedAt: at.addingTimeInterval(-Double(index)),
+                            trail: [ResultRow.call("flaky", outcome: index < 5 ? "timeout" : "succeeded", latencyMS: latency, targetMS: 5000)])
+                    },
+                into: pool)
+            let quiet = try await AlertStore(pool: pool).evaluate(at: at)
+            #expect(quiet.isEmpty, "\(quiet)")
+
+            // An outage: 40 more errors for steady, 40 more timeouts for flaky.
+            try await ResultRow.insert(
+                Self.calls("steady", count: 40, failing: 40, end: at, firstJob: 2000)
+                    + (0..<40).map { index in
+                        ResultRow(
+                            job: 3000 + Int64(index), model: "flaky", latencyMS: 5000.3,
+                            finishedAt: at.addingTimeInterval(-Double(index)),
+                            trail: [ResultRow.call("flaky", outcome: "timeout", latencyMS: 5000.3, targetMS: 5000)])
+                    },
+                into: pool)
+            let raised = try await AlertStore(pool: pool).evaluate(at: at.addingTimeInterval(1))
+            #expect(Set(raised.map { "\($0.kind) \($0.subject)" }) == ["error_rate steady", "latency flaky"], "\(raised)")
+        }
+    }
+
+    /// A code review: the group a model's latency alert showed was the one furthest over its
+    /// target, breached or not, so a small group the confidence rule spared hid a large breached one.
+    @Test("a model's latency alert shows a breached group before a small one further over its target")
+    func breachedGroupFirst() async throws {
+        try await Self.withCatalog { pool in
+            let at = Date()
+            // Primary, rule target 5 s: 50 calls, 5 at 20 s (P95 20 s, 4x over; the share not
+            // surely over 5%). Secondary, 3 s: 1000 calls, 80 at 4 s (8%: surely over).
+            let primary = (0..<50).map { index in
+                let latency = index < 5 ? 20000.0 : 1000
+                return ResultRow(
+                    job: 1 + Int64(index), model: "steady", latencyMS: latency, finishedAt: at.addingTimeInterval(-Double(index % 200)),
+                    trail: [ResultRow.call("steady", latencyMS: latency, targetMS: 5000)])
+            }
+            let secondary = (0..<1000).map { index in
+                let latency = index < 80 ? 4000.0 : 1000
+                return ResultRow(
+                    job: 100 + Int64(index), model: "steady", tier: "secondary", latencyMS: latency,
+                    finishedAt: at.addingTimeInterval(-Double(index % 200)),
+                    trail: [ResultRow.call("steady", tier: "secondary", latencyMS: latency)])
+            }
+            try await ResultRow.insert(primary + secondary, into: pool)
+            let raised = try await AlertStore(pool: pool).evaluate(at: at)
+            #expect(raised.map(\.subject) == ["steady"], "\(raised)")
+            #expect(raised.first?.message.contains("as secondary") == true, "\(raised)")
+        }
+    }
+
     @Test("a trail entry's target_ms that is not a number of milliseconds counts as none; the alerts still run")
     func oddTargetIgnored() async throws {
         try await Self.withCatalog { pool in
