@@ -196,16 +196,21 @@ BEGIN
                         ELSE p_at + throughput_window END AS drained_at
             FROM backlog b, throughput t
         ), at_risk AS (
-            SELECT d.*, (SELECT count(*) FROM switchyard.jobs_background j
-                         WHERE j.lease_owner IS NULL AND j.deadline IS NOT NULL
-                               AND j.deadline < d.drained_at) AS jobs_at_risk
+            SELECT d.*, r.jobs_at_risk, r.put_off
             FROM drain d
+            CROSS JOIN LATERAL (
+                SELECT count(*) AS jobs_at_risk,
+                       count(*) FILTER (WHERE j.postponed_at IS NOT NULL AND j.run_at > p_at) AS put_off
+                FROM switchyard.jobs_background j
+                WHERE j.lease_owner IS NULL AND j.deadline IS NOT NULL AND j.deadline < d.drained_at) r
         )
         SELECT 'backlog_deadlines'::text, 'background'::text, a.jobs_at_risk::double precision, backlog_limit,
                a.jobs_at_risk > backlog_limit, a.jobs_at_risk <= backlog_limit,
-               format('%s queued background jobs would miss their deadline: the backlog of %s drains %s '
+               format('%s queued background jobs would miss their deadline%s: the backlog of %s drains %s '
                       '(recent throughput %s jobs/min over %s; earliest deadline %s)',
-                      a.jobs_at_risk, a.jobs,
+                      a.jobs_at_risk,
+                      CASE WHEN a.put_off > 0 THEN format(' (%s of them waiting to run later)', a.put_off) ELSE '' END,
+                      a.jobs,
                       CASE WHEN paused THEN 'never while background work is paused (dispatcher background resume)'
                            WHEN a.per_second > 0
                            THEN 'by ' || to_char(a.drained_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"')

@@ -144,11 +144,12 @@ struct FleetReloadTests {
 
     /// The model `m`, whose breaker opens after 3 failures in a row, and a fleet state that
     /// reports only when asked (or at once).
-    private static func fleetOpeningAfterThree(_ pool: PostgresPool) async throws -> (FleetState, ModelSpec) {
+    private static func fleetOpeningAfterThree(
+        _ pool: PostgresPool, logger: Logger = Logger(label: "worker", level: .error) { _ in }
+    ) async throws -> (FleetState, ModelSpec) {
         _ = try await CatalogStore(pool: pool).importDocument(Data(Self.catalog.utf8))
         try await pool.query("UPDATE switchyard.settings SET value = '3' WHERE name = 'breaker_consecutive_failures'")
-        let fleet = FleetState(
-            pool: pool, logger: Logger(label: "worker", level: .error) { _ in }, reportInterval: .seconds(600))
+        let fleet = FleetState(pool: pool, logger: logger, reportInterval: .seconds(600))
         await fleet.reload()
         return (fleet, try #require(fleet.router.catalog.models.first))
     }
@@ -210,7 +211,8 @@ struct FleetReloadTests {
     @Test("breaker_consecutive_failures failures in a row shut the model here at once, not after the report round's worth")
     func failuresInARow() async throws {
         try await TestDatabase.withMigratedPool { pool in
-            let (fleet, model) = try await Self.fleetOpeningAfterThree(pool)
+            let log = LogCapture()
+            let (fleet, model) = try await Self.fleetOpeningAfterThree(pool, logger: log.logger(level: .warning))
             // A success resets the count.
             for success in [false, false, true, false, false] {
                 let call = try #require(fleet.begin(model, estimatedTokens: 10))
@@ -226,6 +228,10 @@ struct FleetReloadTests {
             #expect(fleet.routingState(sequence: 0).models["m"]?.breaker == .open)
             try await waitUntil("the fleet's breaker is open") { try await Self.fleetBreaker(pool).state == "open" }
             #expect(try await Self.fleetBreaker(pool).reason == "3 failures in a row")
+            // The log says why, with the fleet's reason (a review read "failures=1" as an
+            // opening on one failure, and the reason is gone once the breaker closes).
+            let line = try await log.waitFor { $0.contains("model breaker open") }
+            #expect(line?.contains(#"reason="3 failures in a row""#) == true, "\(log.all)")
         }
     }
     @Test("failures in a row count in the order calls started: a wave's fast errors are no run until the calls before them end")

@@ -28,6 +28,17 @@ public struct HealthStore: Sendable {
         return states
     }
 
+    /// Why each of `models`' breakers is as it is (`failure rate 5.3% over the last 57 requests
+    /// …`, `5 failures in a row`, an alert's message); models whose breaker has no reason are
+    /// left out.
+    public func reasons(of models: [String]) async throws -> [String: String] {
+        let rows = try await pool.query(
+            "SELECT model, reason FROM switchyard.model_health WHERE model = ANY ($1) AND reason IS NOT NULL", [models])
+        var reasons: [String: String] = [:]
+        for row in rows { reasons[try row.decode("model")] = try row.decode("reason") }
+        return reasons
+    }
+
     /// What a worker routes by: each model's breaker and latency as of now, and how many workers
     /// are alive to share rate budgets.
     public struct Snapshot: Sendable {

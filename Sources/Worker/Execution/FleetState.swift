@@ -246,9 +246,15 @@ final class FleetState: Sendable {
                 state.resetRunsOfClosed(breakers)
                 for (model, breaker) in breakers { state.breakers[model, default: .init()].breaker = breaker }
             }
-            for (model, breaker) in breakers where breaker == .open {
-                if let reason = reports.first(where: { $0.model == model && $0.failures > 0 }) {
-                    logger.warning("model breaker open", ["model": model, "failures": reason.failures])
+            // Said with the fleet's reason (it is gone from model_health once the breaker closes):
+            // "failures=1" alone, a report batch's count, read as an opening on one failure.
+            let opened = breakers.filter { model, breaker in
+                breaker == .open && reports.contains { $0.model == model && $0.failures > 0 }
+            }.keys.sorted()
+            if !opened.isEmpty {
+                let reasons = (try? await healthStore.reasons(of: opened)) ?? [:]
+                for model in opened {
+                    logger.warning("model breaker open", ["model": model, "reason": reasons[model] ?? "unknown"])
                 }
             }
         } catch {

@@ -537,6 +537,20 @@ struct AlertTests {
                 [at.addingTimeInterval(5)]
             ).scalar(Double.self)
             #expect(measured == 0)
+            // Paused, nothing drains: the put-off ones with a deadline are at risk too, and said apart.
+            try await pool.query(
+                "UPDATE switchyard.jobs SET deadline = now() + interval '2 hours' WHERE id = ANY ($1)",
+                [Array(waiting.prefix(3))])
+            try await BackgroundPolicy.set("background_paused", to: "true", in: pool)
+            let paused = try await pool.query(
+                "SELECT message FROM switchyard.alert_measurements($1) WHERE kind = 'backlog_deadlines'",
+                [at.addingTimeInterval(5)]
+            ).scalar(String.self)
+            #expect(
+                paused.hasPrefix("8 queued background jobs would miss their deadline (3 of them waiting to run later): "),
+                "\(paused)")
+            try await BackgroundPolicy.set("background_paused", to: "false", in: pool)
+            try await pool.query("UPDATE switchyard.jobs SET deadline = NULL WHERE id = ANY ($1)", [waiting])
             // The same 60 submitted to run in a minute are in line by then, and the 5 would wait an hour.
             try await pool.query("UPDATE switchyard.jobs SET postponed_at = NULL, run_at = now() + interval '1 minute' WHERE id = ANY ($1)", [waiting])
             let submittedLater = try await pool.query(
