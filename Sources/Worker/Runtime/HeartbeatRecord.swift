@@ -45,7 +45,7 @@ final class HeartbeatRecord: Sendable {
         }
     }
 
-    /// The database answered the housekeeper (its tenure statement went through). Noted once a
+    /// The database took the housekeeper's tenure statement (a write). Noted once a
     /// run is past its bound of two `window`s, the first time only: an answer in a flapping outage's
     /// early part would otherwise stand for its end, and answers after each of this worker's own
     /// failures would hold rescues back for good.

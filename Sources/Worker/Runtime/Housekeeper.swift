@@ -69,7 +69,10 @@ final class Housekeeper: Sendable {
                 let held = try await metrics.measure("housekeeper_tenure") {
                     try await store.keepHouse(worker: worker, tenure: tenure)
                 }
-                heartbeats.databaseAnswered(within: tenure)
+                // Only a tenure held is a write the database took: another's tenure in force is
+                // answered by a read, which a read-only database gives too (a review's takeover
+                // rescued 28 live jobs after its reads had counted as the database back).
+                if held { heartbeats.databaseAnswered(within: tenure) }
                 if held && !isLeader { logger.info("elected housekeeper", ["tenure_s": tenure.seconds]) }
                 if !held && isLeader {
                     logger.warning("another worker keeps house now (this one did not renew its tenure in time); standing down")
