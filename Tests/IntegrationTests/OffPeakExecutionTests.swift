@@ -97,8 +97,21 @@ struct OffPeakExecutionTests {
             // Its user can read why (dispatcher result and wait show it).
             let waiting = try await store.waiting(of: [patient])[patient]?.reason ?? ""
             #expect(
-                waiting == "no model of its rule is within the background ceiling of $0.001/1K at any hour; "
-                    + "waiting for its deadline", "\(waiting)")
+                waiting.hasPrefix(
+                    "no model of its rule is within the background ceiling of $0.001/1K at any hour; it runs above "
+                        + "the ceiling from "), "\(waiting)")
+            #expect(waiting.hasSuffix(" s before its deadline"), "\(waiting)")
+            // Without a deadline: what ends the wait is an operator's.
+            let noDeadline = try await Self.submit(store, "premium_only", priority: .background)
+            try await Self.withRoutingWorker(pool) {
+                try await waitUntil("the job without a deadline is put back") {
+                    try await store.waiting(of: [noDeadline])[noDeadline]?.reason != nil
+                }
+            }
+            #expect(
+                try await store.waiting(of: [noDeadline])[noDeadline]?.reason
+                    == "no model of its rule is within the background ceiling of $0.001/1K at any hour; it waits until "
+                    + "the ceiling is raised or a drain begins (dispatcher background ceiling | drain), looking again hourly")
 
             // The guarantee, as SQL: no background result ran above its ceiling without a
             // recorded escalation.

@@ -50,7 +50,21 @@ struct OffPeakPlannerTests {
             return
         }
         #expect(until == Self.date("2026-11-26T22:00:00Z"))
-        #expect(reason.contains("$0.001/1K"))
+        #expect(reason == "no model is within the background ceiling of $0.001/1K until 2026-11-26T22:00:00.000000Z")
+
+        // With a deadline whose escalation point comes first: the reason says when it runs anyway.
+        let soon = Self.planner(Self.ceiling).decide(
+            Self.request(.background), deadline: Self.date("2026-11-26T15:00:00Z"), maxAttempts: 3,
+            state: Self.state(at: noon), now: noon)
+        guard case .postpone(let escalation, let why) = soon else {
+            Issue.record("expected a postponement, got \(soon)")
+            return
+        }
+        #expect(escalation < Self.date("2026-11-26T15:00:00Z"))
+        #expect(
+            why.hasPrefix("no model is within the background ceiling of $0.001/1K until 2026-11-26T22:00:00.000000Z; "
+                + "it runs above the ceiling from \(escalation.postgresText), "), "\(why)")
+        #expect(why.hasSuffix(" s before its deadline"), "\(why)")
     }
 
     @Test("a model within the ceiling at list price waits out a surcharge window, to its end")

@@ -69,12 +69,22 @@ public struct OffPeakPlanner: Sendable {
             for: unconstrained, ceiling: ceiling, after: now)
         let escalationPoint = deadline.map { $0.addingTimeInterval(-horizon.seconds) }
         let until = [window, escalationPoint].compactMap { $0 }.min() ?? now.addingTimeInterval(3600)
-        let reason = availableLater
-            ? "the models within \(limit) cannot take it now (breaker open or rate budget spent); "
+        // Said so that its user knows what ends the wait: a time, an escalation, or an operator.
+        let escalates = escalationPoint.map { point in
+            "; it runs above the ceiling from \(point.postgresText), \(Int(horizon.seconds)) s before its deadline"
+        }
+        let reason: String
+        if availableLater {
+            reason = "the models within \(limit) cannot take it now (breaker open or rate budget spent); "
                 + "looking again at \(until.postgresText)"
-            : window == nil
-            ? "no model of its rule is within \(limit) at any hour; waiting" + (deadline == nil ? "" : " for its deadline")
-            : "no model is within \(limit) until \(until.postgresText)"
+        } else if let window {
+            let first = escalationPoint.map { $0 < window } ?? false
+            reason = "no model is within \(limit) until \(window.postgresText)" + (first ? escalates ?? "" : "")
+        } else {
+            reason = "no model of its rule is within \(limit) at any hour"
+                + (escalates ?? "; it waits until the ceiling is raised or a drain begins (dispatcher background "
+                    + "ceiling | drain), looking again hourly")
+        }
         return .postpone(until: max(until, now.addingTimeInterval(1)), reason: reason)
     }
 
