@@ -118,6 +118,15 @@ struct JobCommandTests {
             let rescued = try await store.waiting(of: [ids[1]])[ids[1]]
             #expect(rescued?.reason == "attempt 2 of 3: worker w2 stopped renewing its lease", "\(String(describing: rescued))")
 
+            // Paused, a background job's wait says so (a review's paused job read "queued" alone).
+            try await BackgroundPolicy.set("background_paused", to: "true", in: pool)
+            let pausedWait = try await dispatcher(["wait", "-", "--timeout", "1s"], stdin: String(ids[2]), url: url)
+            #expect(
+                pausedWait.output.contains("\(ids[2])  queued; put back: attempt 1 of 3: worker w2 stopped renewing its "
+                    + "lease; background work is paused (dispatcher background resume)"),
+                "\(pausedWait.output)")
+            try await BackgroundPolicy.set("background_paused", to: "false", in: pool)
+
             // A policy change sends postponed jobs back at once: the reason goes with it.
             try await BackgroundPolicy.set("background_drain_until", to: Date().addingTimeInterval(600).postgresText, in: pool)
             let left = try await store.waiting(of: [ids[0]])[ids[0]]

@@ -112,7 +112,8 @@ struct JobWaiter {
                 var item: JSONValue = ["job_id": .number(Double(id)), "status": .string(statuses[id] ?? "unknown")]
                 if let waits = waiting[id] {
                     item["run_at"] = .string(waits.runAt.postgresText)
-                    if let reason = waits.reason { item["waiting_reason"] = .string(reason) }
+                    item["waiting_reason"] = waits.reason.map(JSONValue.string) ?? .null
+                    if waits.paused { item["background_paused"] = true }
                 }
                 return item
             }
@@ -137,6 +138,7 @@ struct JobWaiter {
         guard let waiting, status == "scheduled" || status == "queued" else { return status }
         var text = status == "scheduled" ? "scheduled until \(StatusFormat.clock(waiting.runAt)) UTC" : status
         if let reason = waiting.reason { text += status == "scheduled" ? ": \(reason)" : "; put back: \(reason)" }
+        if waiting.paused { text += "; background work is paused (dispatcher background resume)" }
         return text
     }
 

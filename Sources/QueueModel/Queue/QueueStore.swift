@@ -307,17 +307,31 @@ public struct QueueStore: Sendable {
     public struct Waiting: Sendable, Hashable {
         public var runAt: Date
         public var reason: String?
+        /// A background job while background work is paused (`dispatcher background pause`): no
+        /// worker claims it, whatever its run_at, until it is resumed.
+        public var paused = false
     }
 
     /// What `Waiting` says of each of `jobs` still in the queue (finished and unknown ids are left out).
     public func waiting(of jobs: [Int64]) async throws -> [Int64: Waiting] {
         let rows = try await pool.query(
-            "SELECT id, run_at, waiting_reason FROM switchyard.jobs WHERE id = ANY ($1::bigint[])", [jobs])
+            "SELECT id, priority, run_at, waiting_reason FROM switchyard.jobs WHERE id = ANY ($1::bigint[])", [jobs])
         var result: [Int64: Waiting] = [:]
+        var background: [Int64] = []
         for row in rows {
-            result[try row.decode("id", as: Int64.self)] = Waiting(
+            let id = try row.decode("id", as: Int64.self)
+            result[id] = Waiting(
                 runAt: try row.decode("run_at", as: Date.self),
                 reason: try row.decode("waiting_reason", as: String?.self))
+            if try row.decode("priority", as: String.self) == Priority.background.rawValue { background.append(id) }
+        }
+        // The settings are an operator's and a worker's to read: a submitter's role is not told.
+        if !background.isEmpty,
+            (try? await pool.query(
+                "SELECT value = 'true' FROM switchyard.settings WHERE name = 'background_paused'"
+            ).scalar(Bool?.self)) == true
+        {
+            for id in background { result[id]?.paused = true }
         }
         return result
     }
