@@ -159,6 +159,38 @@ struct AnthropicTranslationTests {
         #expect(blank?.code == .unsupportedRequest)
     }
 
+    /// A review: history arguments {"snowflake":1234567890123456789} went out as input
+    /// {"snowflake": 1.2345678901234568e+18}: the model read a wrong id in its own history.
+    @Test("a tool call's arguments in the history go out as written when a number in them is past a Double")
+    func historyArgumentsKeepTheirDigits() throws {
+        let arguments = #"{ "snowflake": 1234567890123456789, "b": 10000000000000000, "s": "a \"q\"" }"#
+        let request: [String: JSONValue] = [
+            "messages": [
+                ["role": "user", "content": "fetch it"],
+                [
+                    "role": "assistant", "content": nil,
+                    "tool_calls": [
+                        ["id": "c1", "type": "function", "function": ["name": "fetch", "arguments": .string(arguments)]],
+                        ["id": "c2", "type": "function", "function": ["name": "small", "arguments": #"{"n": 7}"#]],
+                    ],
+                ],
+                ["role": "tool", "tool_call_id": "c1", "content": "done"],
+                ["role": "tool", "tool_call_id": "c2", "content": "done"],
+            ]
+        ]
+        let body = try Self.translate(request)
+        let text = AnthropicTranslation.bodyText(body, request: request)
+        #expect(text.contains(#""input":{"snowflake":1234567890123456789,"b":10000000000000000,"s":"a \"q\""}"#), "\(text)")
+        #expect(text.contains(#""input":{"n":7}"#), "\(text)")
+        // Still one JSON document, the same as the body but for those digits.
+        let parsed = try JSONValue(parsing: text)
+        #expect(parsed["messages"]?[1]?["content"]?[0]?["input"]?["b"] == 10000000000000000)
+        #expect(parsed["model"] == body["model"])
+        // Nothing past a Double: the body as it is.
+        let plain: [String: JSONValue] = ["messages": Self.hello]
+        #expect(AnthropicTranslation.bodyText(try Self.translate(plain), request: plain) == (try Self.translate(plain)).jsonText)
+    }
+
     @Test("top_p goes only without temperature, which newer Claude models refuse beside it")
     func temperatureOrTopP() throws {
         let both = try Self.translate(["messages": Self.hello, "temperature": 0.2, "top_p": 0.9])

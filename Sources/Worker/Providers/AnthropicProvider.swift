@@ -53,7 +53,8 @@ public struct AnthropicProvider: ModelProvider {
         var headers = ["anthropic-version": Self.apiVersion]
         if let key = try ProviderEndpoint.apiKey(for: model, environment: environment) { headers["x-api-key"] = key }
         let skipVerification = try transport.insecureTLS.skipsVerification(for: model, url: url)
-        let request = ProviderEndpoint.post(url, body: body, headers: headers, model: model)
+        var request = ProviderEndpoint.post(url, body: body, headers: headers, model: model)
+        request.httpBody = Data(AnthropicTranslation.bodyText(body, request: requestObject).utf8)
         let exchange = try await transport.send(
             request, timeout: call.timeout, model: model.name, skipVerification: skipVerification)
         return try Self.reply(

@@ -299,6 +299,58 @@ enum AnthropicTranslation {
     /// True for text of whitespace alone (or none), which Anthropic refuses as a text block.
     static func isBlank(_ text: String) -> Bool { text.allSatisfy(\.isWhitespace) }
 
+    /// The Messages API body as JSON text, each tool call's `input` written as its `arguments`
+    /// were (compacted) where they hold a number a `Double` cannot keep: parsed into the body,
+    /// `{"snowflake": 1234567890123456789}` went out as `1.2345678901234568e+18`, and the model
+    /// read a wrong id in its own history.
+    static func bodyText(_ body: JSONValue, request: [String: JSONValue]) -> String {
+        var written: [String: String] = [:]
+        var repeated: Set<String> = []
+        for message in request["messages"]?.arrayValue ?? [] {
+            for call in message["tool_calls"]?.arrayValue ?? [] {
+                guard let id = call["id"]?.stringValue, let arguments = call["function"]?["arguments"]?.stringValue,
+                    arguments.utf8.count >= 16, holdsLongNumber(arguments),
+                    let text = JSONValue.rawText(in: Data(arguments.utf8), at: []), text.hasPrefix("{")
+                else { continue }
+                if written.updateValue(text, forKey: id) != nil { repeated.insert(id) }
+            }
+        }
+        for id in repeated { written[id] = nil }  // which is which cannot be told: as parsed
+        guard !written.isEmpty else { return body.jsonText }
+        // Each such input goes as a marker string no request holds, replaced in the text after.
+        let nonce = UUID().uuidString
+        var markers: [String: String] = [:]
+        var body = body
+        if var messages = body["messages"]?.arrayValue {
+            for index in messages.indices {
+                guard var blocks = messages[index]["content"]?.arrayValue else { continue }
+                for block in blocks.indices {
+                    guard blocks[block]["type"] == "tool_use", let id = blocks[block]["id"]?.stringValue,
+                        let text = written[id]
+                    else { continue }
+                    let marker = "\u{0}\(nonce)-\(markers.count)\u{0}"
+                    markers[JSONValue.string(marker).jsonText] = text
+                    blocks[block]["input"] = .string(marker)
+                }
+                messages[index]["content"] = .array(blocks)
+            }
+            body["messages"] = .array(messages)
+        }
+        var text = body.jsonText
+        for (marker, input) in markers { text = text.replacingOccurrences(of: marker, with: input) }
+        return text
+    }
+
+    /// Whether JSON text holds a run of 16 digits or more: a number a `Double` may not keep.
+    private static func holdsLongNumber(_ text: String) -> Bool {
+        var run = 0
+        for byte in text.utf8 {
+            run = (0x30...0x39).contains(byte) ? run + 1 : 0
+            if run >= 16 { return true }
+        }
+        return false
+    }
+
     /// `{"type":"function","function":{name,description,parameters},"cache_control":…}` →
     /// `{name,description,input_schema,cache_control}`.
     private static func tool(_ tool: JSONValue, of path: String, model: ModelSpec) throws -> JSONValue {
