@@ -285,6 +285,53 @@ struct WorkerServiceTests {
         #expect(WorkerCommand.failureText(other) == "error: relation does not exist (SQLSTATE 42P01)")
     }
 
+    /// A review restarted a worker through a 75 s read-only outage: started as the database came
+    /// back, it had seen no failure of its own, was elected first, and rescued 32 of 32 live jobs.
+    @Test("a worker started while every other worker's heartbeat had lapsed holds rescues back for its first tenure")
+    func startedIntoSilence() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let id = try await store.submit(Submission(request: Self.hello))
+            // w1 and w2 ran; w1 holds the job; both heartbeats lapsed together (the outage). Leases
+            // of 2 s: rescue waits one of them after the server starts (sql/0037), not 30 s.
+            for name in ["w1", "w2"] {
+                let identity = WorkerIdentity(id: name, concurrency: 1, hostname: "h", pid: 1, version: "t")
+                _ = try await store.heartbeat(worker: identity, held: [], lease: .seconds(2))
+            }
+            try await QueueSQLTests.waitForServerOlderThan(.seconds(3), pool)
+            _ = try await store.claim(worker: "w1", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30))
+            try await pool.query("UPDATE switchyard.workers SET heartbeat_at = now() - interval '80 seconds'")
+            try await pool.query("UPDATE switchyard.jobs SET lease_expires_at = now() - interval '50 seconds'")
+            func leased() async throws -> Bool {
+                try await pool.query("SELECT lease_owner IS NOT NULL FROM switchyard.jobs WHERE id = $1", [id]).scalar(Bool.self)
+            }
+            func housekeeper(_ name: String, tenure: Duration) -> Task<Void, Never> {
+                let keeper = Housekeeper(
+                    store: store, worker: name, interval: .milliseconds(50), tenure: tenure,
+                    logger: Logger(label: "t", level: .error) { _ in })
+                return Task { await keeper.run() }
+            }
+            // Started into the silence: many rounds, no rescue.
+            let fresh = housekeeper("w9", tenure: .seconds(60))
+            for _ in 0..<10 {
+                try await Task.sleep(for: .milliseconds(100))
+                #expect(try await leased(), "rescued a job of a worker that may be alive, just after an outage")
+            }
+            fresh.cancel()
+            await fresh.value
+            try await pool.query("SELECT switchyard.stand_down('w9')")
+
+            // With another worker alive (w2 heartbeats again), w1's silence is its own: rescued.
+            let identity = WorkerIdentity(id: "w2", concurrency: 1, hostname: "h", pid: 1, version: "t")
+            _ = try await store.heartbeat(worker: identity, held: [], lease: .seconds(30))
+            let rescuing = housekeeper("w8", tenure: .seconds(60))
+            defer { rescuing.cancel() }
+            try await waitUntil("w1's job is rescued by a worker started beside a live one", limit: .seconds(30)) {
+                try await !leased()
+            }
+        }
+    }
+
     @Test("only a run of heartbeat failures holds rescues back, and only for a while")
     func heartbeatRuns() async throws {
         let record = HeartbeatRecord()

@@ -207,6 +207,20 @@ public struct QueueStore: Sendable {
         try await pool.query("SELECT switchyard.keep_house($1, $2)", [worker, tenure.seconds]).scalar(Bool.self)
     }
 
+    /// Whether every other worker seen in the last ten minutes let its heartbeat lapse (none is
+    /// within its lease), and there is at least one: the whole fleet went silent together, as in
+    /// an outage the database lived through, or every other worker died.
+    public func othersAllLapsed(except worker: String) async throws -> Bool {
+        try await pool.query(
+            """
+            SELECT count(*) > 0 AND count(*) FILTER (
+                       WHERE w.heartbeat_at + make_interval(secs => coalesce(w.lease_seconds, 30)) > now()) = 0
+            FROM switchyard.workers w
+            WHERE w.id <> $1 AND w.heartbeat_at > now() - interval '10 minutes'
+            """, [worker]
+        ).scalar(Bool.self)
+    }
+
     /// Ends `worker`'s tenure as housekeeper, if it holds it, so another worker takes over at once.
     public func standDown(worker: String) async throws {
         try await pool.query("SELECT switchyard.stand_down($1)", [worker])

@@ -22,6 +22,11 @@ final class Housekeeper: Sendable {
     private let heartbeats: HeartbeatRecord
     /// Whether rescues are held back now (said once, when they start to be).
     private let holdingRescues = Mutex(false)
+    /// When this housekeeper (this worker process) started.
+    private let started = ContinuousClock.now
+    /// Whether every other worker's heartbeat had lapsed at this process's first round: decided
+    /// once (nil until then), it holds rescues back for the process's first tenure.
+    private let startedIntoSilence = Mutex<Bool?>(nil)
 
     init(
         store: QueueStore, worker: String, interval: Duration, tenure: Duration, logger: Logger,
@@ -111,15 +116,32 @@ final class Housekeeper: Sendable {
     private func keepHouse(partitions: Bool, alerts evaluateAlerts: Bool) async throws -> Duration? {
         // The database was out for this worker, so perhaps for every worker: their leases may
         // have lapsed with them alive. Rescued now, their answers would be thrown away.
-        let hold = heartbeats.outageRecently(within: tenure)
+        let outage = heartbeats.outageRecently(within: tenure)
+        // A worker started as the database came back has seen no failure of its own: a review's,
+        // restarted through the outage, was elected first and rescued 32 of 32 live jobs. If
+        // every other worker's heartbeat had lapsed when it started, the fleet went silent
+        // together: it holds back for its first tenure, in which live ones renew (a fleet that
+        // really died waits that long for its rescue).
+        var silence = false
+        if !outage, ContinuousClock.now - started < tenure {
+            if let decided = startedIntoSilence.withLock({ $0 }) {
+                silence = decided
+            } else {
+                silence = try await store.othersAllLapsed(except: worker)
+                startedIntoSilence.withLock { $0 = silence }
+            }
+        }
+        let hold = outage || silence
         let changed = holdingRescues.withLock { holding in
             defer { holding = hold }
             return holding != hold
         }
         if changed {
             logger.notice(
-                hold ? "holding rescues back: this worker's heartbeats failed in a row, so others' may have too"
-                    : "rescuing expired leases again",
+                !hold ? "rescuing expired leases again"
+                    : outage ? "holding rescues back: this worker's heartbeats failed in a row, so others' may have too"
+                    : "holding rescues back: this worker has just started, and every other worker's heartbeat had "
+                        + "lapsed (the database may just be back)",
                 ["for_s": tenure.seconds])
         }
         let rescues = hold ? [] : try await metrics.measure("rescue") { try await store.rescueExpired() }
