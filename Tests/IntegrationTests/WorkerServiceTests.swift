@@ -286,22 +286,25 @@ struct WorkerServiceTests {
     }
 
     /// A review restarted a worker through a 75 s read-only outage: started as the database came
-    /// back, it had seen no failure of its own, was elected first, and rescued 32 of 32 live jobs.
-    @Test("a worker started while every other worker's heartbeat had lapsed holds rescues back for its first tenure")
+    /// back, it had seen no failure of its own, was elected first, and rescued 32 of 32 live jobs;
+    /// then two started together, each taking the other for a live fleet, and did the same.
+    @Test("a worker started while most of the fleet's heartbeats had lapsed holds rescues back for its first tenure")
     func startedIntoSilence() async throws {
         try await TestDatabase.withMigratedPool { pool in
             let store = QueueStore(pool: pool)
             let id = try await store.submit(Submission(request: Self.hello))
-            // w1 and w2 ran; w1 holds the job; both heartbeats lapsed together (the outage). Leases
-            // of 2 s: rescue waits one of them after the server starts (sql/0037), not 30 s.
-            for name in ["w1", "w2"] {
+            func register(_ name: String, lease: Duration) async throws {
                 let identity = WorkerIdentity(id: name, concurrency: 1, hostname: "h", pid: 1, version: "t")
-                _ = try await store.heartbeat(worker: identity, held: [], lease: .seconds(2))
+                _ = try await store.heartbeat(worker: identity, held: [], lease: lease)
             }
-            try await QueueSQLTests.waitForServerOlderThan(.seconds(3), pool)
+            // w1 and w2 ran for minutes; w1 holds the job; both heartbeats lapsed together (the
+            // outage). Leases of 2 s: rescue waits one of them after the server starts (sql/0037).
+            for name in ["w1", "w2"] { try await register(name, lease: .seconds(2)) }
+            try await pool.query("UPDATE switchyard.workers SET started_at = now() - interval '5 minutes'")
             _ = try await store.claim(worker: "w1", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30))
             try await pool.query("UPDATE switchyard.workers SET heartbeat_at = now() - interval '80 seconds'")
             try await pool.query("UPDATE switchyard.jobs SET lease_expires_at = now() - interval '50 seconds'")
+            try await QueueSQLTests.waitForServerOlderThan(.seconds(3), pool)
             func leased() async throws -> Bool {
                 try await pool.query("SELECT lease_owner IS NOT NULL FROM switchyard.jobs WHERE id = $1", [id]).scalar(Bool.self)
             }
@@ -311,7 +314,9 @@ struct WorkerServiceTests {
                     logger: Logger(label: "t", level: .error) { _ in })
                 return Task { await keeper.run() }
             }
-            // Started into the silence: many rounds, no rescue.
+            // Started into the silence beside another newcomer (registered just now): many
+            // rounds, no rescue.
+            try await register("w8", lease: .seconds(30))
             let fresh = housekeeper("w9", tenure: .seconds(60))
             for _ in 0..<10 {
                 try await Task.sleep(for: .milliseconds(100))
@@ -321,12 +326,13 @@ struct WorkerServiceTests {
             await fresh.value
             try await pool.query("SELECT switchyard.stand_down('w9')")
 
-            // With another worker alive (w2 heartbeats again), w1's silence is its own: rescued.
-            let identity = WorkerIdentity(id: "w2", concurrency: 1, hostname: "h", pid: 1, version: "t")
-            _ = try await store.heartbeat(worker: identity, held: [], lease: .seconds(30))
-            let rescuing = housekeeper("w8", tenure: .seconds(60))
+            // Most of the fleet alive (w2 and w3 heartbeat), w1's silence is its own: rescued.
+            for name in ["w2", "w3"] { try await register(name, lease: .seconds(30)) }
+            try await pool.query(
+                "UPDATE switchyard.workers SET started_at = now() - interval '5 minutes' WHERE id IN ('w2', 'w3')")
+            let rescuing = housekeeper("w7", tenure: .seconds(60))
             defer { rescuing.cancel() }
-            try await waitUntil("w1's job is rescued by a worker started beside a live one", limit: .seconds(30)) {
+            try await waitUntil("w1's job is rescued by a worker started beside live ones", limit: .seconds(30)) {
                 try await !leased()
             }
         }

@@ -207,17 +207,20 @@ public struct QueueStore: Sendable {
         try await pool.query("SELECT switchyard.keep_house($1, $2)", [worker, tenure.seconds]).scalar(Bool.self)
     }
 
-    /// Whether every other worker seen in the last ten minutes let its heartbeat lapse (none is
-    /// within its lease), and there is at least one: the whole fleet went silent together, as in
-    /// an outage the database lived through, or every other worker died.
-    public func othersAllLapsed(except worker: String) async throws -> Bool {
+    /// Whether the fleet went silent together: of the other workers seen in the last ten minutes
+    /// and started before `newcomer` ago (workers starting now, as this one, prove nothing), at
+    /// least one, and at least half, let their heartbeat lapse. As in an outage the database lived
+    /// through (their first heartbeats after it land over several seconds), or most of the fleet
+    /// died; one dead worker among live ones is not.
+    public func fleetWentSilent(except worker: String, newcomer: Duration) async throws -> Bool {
         try await pool.query(
             """
-            SELECT count(*) > 0 AND count(*) FILTER (
-                       WHERE w.heartbeat_at + make_interval(secs => coalesce(w.lease_seconds, 30)) > now()) = 0
-            FROM switchyard.workers w
-            WHERE w.id <> $1 AND w.heartbeat_at > now() - interval '10 minutes'
-            """, [worker]
+            SELECT count(*) FILTER (WHERE o.lapsed) > 0 AND count(*) FILTER (WHERE o.lapsed) * 2 >= count(*)
+            FROM (SELECT w.heartbeat_at + make_interval(secs => coalesce(w.lease_seconds, 30)) <= now() AS lapsed
+                  FROM switchyard.workers w
+                  WHERE w.id <> $1 AND w.heartbeat_at > now() - interval '10 minutes'
+                    AND w.started_at <= now() - make_interval(secs => $2)) o
+            """, [worker, newcomer.seconds]
         ).scalar(Bool.self)
     }
 

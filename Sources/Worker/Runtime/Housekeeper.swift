@@ -118,16 +118,17 @@ final class Housekeeper: Sendable {
         // have lapsed with them alive. Rescued now, their answers would be thrown away.
         let outage = heartbeats.outageRecently(within: tenure)
         // A worker started as the database came back has seen no failure of its own: a review's,
-        // restarted through the outage, was elected first and rescued 32 of 32 live jobs. If
-        // every other worker's heartbeat had lapsed when it started, the fleet went silent
-        // together: it holds back for its first tenure, in which live ones renew (a fleet that
-        // really died waits that long for its rescue).
+        // restarted through the outage, was elected first and rescued 32 of 32 live jobs (and two
+        // started together, each counting the other as alive, did the same). If half or more of
+        // the workers that ran before it had let their heartbeats lapse when it started, the
+        // fleet went silent together: it holds back for its first tenure, in which live ones renew
+        // (a fleet that really died waits that long for its rescue).
         var silence = false
         if !outage, ContinuousClock.now - started < tenure {
             if let decided = startedIntoSilence.withLock({ $0 }) {
                 silence = decided
             } else {
-                silence = try await store.othersAllLapsed(except: worker)
+                silence = try await store.fleetWentSilent(except: worker, newcomer: tenure)
                 startedIntoSilence.withLock { $0 = silence }
             }
         }
@@ -140,7 +141,7 @@ final class Housekeeper: Sendable {
             logger.notice(
                 !hold ? "rescuing expired leases again"
                     : outage ? "holding rescues back: this worker's heartbeats failed in a row, so others' may have too"
-                    : "holding rescues back: this worker has just started, and every other worker's heartbeat had "
+                    : "holding rescues back: this worker has just started, and most of the fleet's heartbeats had "
                         + "lapsed (the database may just be back)",
                 ["for_s": tenure.seconds])
         }
