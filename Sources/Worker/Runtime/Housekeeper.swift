@@ -142,7 +142,7 @@ final class Housekeeper: Sendable {
                 !hold ? "rescuing expired leases again"
                     : outage ? "holding rescues back: this worker's heartbeats failed in a row, so others' may have too"
                     : "holding rescues back: this worker has just started, and most of the fleet's heartbeats had "
-                        + "lapsed (the database may just be back)",
+                        + "lapsed (the database may just be back, or they crashed)",
                 ["for_s": tenure.seconds])
         }
         let rescues = hold ? [] : try await metrics.measure("rescue") { try await store.rescueExpired() }
