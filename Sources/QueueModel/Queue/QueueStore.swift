@@ -343,11 +343,7 @@ public struct QueueStore: Sendable {
             if try row.decode("priority", as: String.self) == Priority.background.rawValue { background.append(id) }
         }
         // The settings are an operator's and a worker's to read: a submitter's role is not told.
-        if !background.isEmpty,
-            (try? await pool.query(
-                "SELECT value = 'true' FROM switchyard.settings WHERE name = 'background_paused'"
-            ).scalar(Bool?.self)) == true
-        {
+        if !background.isEmpty, (try? await BackgroundPolicy.load(pool))?.paused == true {
             for id in background { result[id]?.paused = true }
         }
         return result
