@@ -198,13 +198,89 @@ struct FleetReloadTests {
         }
     }
 
-    @Test("a half-open model's successful probe closes the fleet's breaker without waiting for the next report round")
-    func successfulProbe() async throws {
+    /// One answered probe closed the breaker: a model failing 30% of its calls passed it seven
+    /// times in ten and had its traffic back while its alert was open.
+    @Test("a half-open breaker closes after breaker_half_open_successes probes answer, each reported without waiting for the round")
+    func successfulProbes() async throws {
         try await TestDatabase.withMigratedPool { pool in
             let (fleet, model) = try await Self.halfOpenFleet(pool)
-            let probe = try #require(fleet.begin(model, estimatedTokens: 10))
-            fleet.end(model, call: probe, success: true, latencyMS: 3)
-            try await waitUntil("the fleet's breaker is closed") { try await Self.fleetBreaker(pool).state == "closed" }
+            for answered in 1...4 {
+                let probe = try #require(fleet.begin(model, estimatedTokens: 10))
+                fleet.end(model, call: probe, success: true, latencyMS: 3)
+                try await waitUntil("probe \(answered) is counted") {
+                    try await Self.fleetBreaker(pool).reason == "5 failures in a row; \(answered) of 5 probes answered"
+                }
+                #expect(try await Self.fleetBreaker(pool).state == "half_open")
+                #expect(fleet.routingState(sequence: 0).models["m"]?.breaker == .halfOpen)  // the next probe may go
+            }
+            let last = try #require(fleet.begin(model, estimatedTokens: 10))
+            fleet.end(model, call: last, success: true, latencyMS: 3)
+            try await waitUntil("the fleet's breaker is closed") { try await Self.fleetBreaker(pool) == ("closed", nil) }
+        }
+    }
+
+    @Test("a failed probe, or an alert opening the breaker again, starts the count of answered probes afresh")
+    func probeCountRestarts() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            _ = try await CatalogStore(pool: pool).importDocument(Data(Self.catalog.utf8))
+            try await pool.query("UPDATE switchyard.settings SET value = '3' WHERE name = 'breaker_half_open_successes'")
+            let store = HealthStore(pool: pool)
+            func probe(_ success: Bool) async throws -> RoutingState.Breaker? {
+                var report = HealthReport(model: "m")
+                report.record(success: success, latencyMS: 5)
+                report.failuresInARow = success ? 0 : 1
+                return try await store.report([report])["m"]
+            }
+            try await pool.query(
+                """
+                INSERT INTO switchyard.model_health (model, state, reason, opened_at)
+                VALUES ('m', 'open', 'alert: error rate 30%', now() - interval '1 hour')
+                """)
+            #expect(try await probe(true) == .halfOpen)
+            #expect(try await probe(true) == .halfOpen)
+            #expect(try await Self.fleetBreaker(pool).reason == "alert: error rate 30%; 2 of 3 probes answered")
+            #expect(try await probe(false) == .open)
+            #expect(try await Self.fleetBreaker(pool).reason == "a probe failed while half-open")
+            try await pool.query("UPDATE switchyard.model_health SET opened_at = now() - interval '1 hour'")
+            #expect(try await probe(true) == .halfOpen)
+            #expect(try await Self.fleetBreaker(pool).reason == "a probe failed while half-open; 1 of 3 probes answered")
+            // An alert opens it again (as evaluate_alerts does): the probe before it no longer counts.
+            try await pool.query(
+                "UPDATE switchyard.model_health SET state = 'open', opened_at = now() - interval '1 hour', reason = 'alert: again'")
+            #expect(try await probe(true) == .halfOpen)
+            #expect(try await probe(true) == .halfOpen)
+            #expect(try await probe(true) == .closed)
+            #expect(try await Self.fleetBreaker(pool) == ("closed", nil))
+            // A setting that is no count is refused when written.
+            await #expect(throws: PostgresError.self) {
+                try await pool.query("UPDATE switchyard.settings SET value = 'five' WHERE name = 'breaker_half_open_successes'")
+            }
+        }
+    }
+
+    /// The error-rate rule needed 50 calls in its minute (a model with fewer could fail 30% of
+    /// them for ever) and opened on any 3 failures of 50–60 calls (a healthy model's chance).
+    @Test("the error-rate rule opens on 5 failures of 20 calls, not on 3 failures of 57")
+    func errorRateDefaults() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            _ = try await CatalogStore(pool: pool).importDocument(Data(
+                """
+                {"models": {"m": {"provider": "simulated"}, "n": {"provider": "simulated"}},
+                 "routing_rules": {"default": {"primary": "m", "fallback": "n"}}}
+                """.utf8))
+            let store = HealthStore(pool: pool)
+            func window(calls: Int, failing: Set<Int>) -> HealthReport {
+                var report = HealthReport(model: "m")
+                for index in 0..<calls { report.record(success: !failing.contains(index), latencyMS: 5) }
+                report.failuresInARow = 0
+                return report
+            }
+            #expect(try await store.report([window(calls: 57, failing: [10, 30, 50])]) == ["m": .closed])
+            try await pool.query("UPDATE switchyard.model_health SET window_started_at = now() - interval '2 minutes'")
+            #expect(try await store.report([window(calls: 19, failing: [2, 5, 8, 11, 14, 17])]) == ["m": .closed])
+            #expect(try await store.report([window(calls: 1, failing: [])]) == ["m": .open])
+            #expect(try await Self.fleetBreaker(pool).reason
+                == "failure rate 30.0% over the last 20 requests (errors and timeouts; limit 2.0%)")
         }
     }
 
