@@ -148,13 +148,20 @@ final class Housekeeper: Sendable {
         let rescues = hold ? [] : try await metrics.measure("rescue") { try await store.rescueExpired() }
         for rescue in rescues {
             metrics.rescues.increment([rescue.outcome])
-            logger.warning(
-                "rescued a job whose lease expired",
-                [
-                    "job": rescue.job, "model": rescue.model ?? "unknown", "attempt": rescue.attempt ?? 0,
-                    "outcome": rescue.outcome, "lease_owner": rescue.owner ?? "unknown",
-                ]
-            )
+            // The lost attempt's model is not recorded while it runs: the trail's last model is
+            // an earlier attempt's, and was logged as if it were this one's.
+            let message = "rescued a job whose lease expired"
+            let (job, attempt, owner) = (rescue.job, rescue.attempt ?? 0, rescue.owner ?? "unknown")
+            if let earlier = rescue.model {
+                logger.warning(message, [
+                    "job": job, "model": "unknown", "attempt": attempt, "outcome": rescue.outcome,
+                    "lease_owner": owner, "earlier_attempt_model": earlier,
+                ])
+            } else {
+                logger.warning(message, [
+                    "job": job, "model": "unknown", "attempt": attempt, "outcome": rescue.outcome, "lease_owner": owner,
+                ])
+            }
         }
         // Only an optimisation: a failure here (a statement timeout on a large ANALYZE) must not
         // hold up the rest of the round.

@@ -47,6 +47,8 @@ final class InFlightJobs: Sendable {
     private let state = Mutex(State())
 
     var count: Int { state.withLock { $0.entries.count } }
+    /// Claims whose outcome is with the writer, not yet written.
+    var handedOverCount: Int { state.withLock { $0.entries.values.count(where: \.handedOver) } }
     var backgroundCount: Int { state.withLock { $0.backgroundCount } }
 
     /// The claims held, with their jobs' attempts, for the heartbeat.

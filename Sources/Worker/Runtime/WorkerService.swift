@@ -428,7 +428,15 @@ final class WorkerService: Sendable {
                 return false
             }
             if await group.next() == false {
-                logger.warning("grace period over; releasing unfinished jobs", ["in_flight": inFlight.count])
+                // Jobs that finished but whose outcome is not written yet (the database is
+                // down) are no "unfinished jobs": they stay leased, and are rescued.
+                let unwritten = inFlight.handedOverCount
+                let running = inFlight.count - unwritten
+                logger.warning(
+                    unwritten == 0 ? "grace period over; releasing unfinished jobs"
+                        : running == 0 ? "grace period over; giving up outcomes not yet written (rescued when their leases expire)"
+                        : "grace period over; releasing unfinished jobs, giving up outcomes not yet written (rescued when their leases expire)",
+                    ["running": running, "outcomes_unwritten": unwritten])
                 // Stopping them, and not waiting on a database that is down for their outcomes,
                 // is what lets the other child (waiting for empty) finish.
                 inFlight.stopAll(reason: .shutdown)
