@@ -16,11 +16,18 @@ public final class PostgresPool: Sendable {
         public var connectRetryTimeout: Duration
         /// Names the connections' threads (`NAME-1`, `NAME-2`, …).
         public var threadName: String
+        /// Told when a connection attempt failed and will be tried again (for up to
+        /// `connectRetryTimeout`), with the failure: once per connection being opened.
+        public var onConnectRetry: (@Sendable (PostgresError) -> Void)?
 
-        public init(maxConnections: Int = 8, connectRetryTimeout: Duration = .seconds(15), threadName: String = "pg") {
+        public init(
+            maxConnections: Int = 8, connectRetryTimeout: Duration = .seconds(15), threadName: String = "pg",
+            onConnectRetry: (@Sendable (PostgresError) -> Void)? = nil
+        ) {
             self.maxConnections = max(1, maxConnections)
             self.connectRetryTimeout = connectRetryTimeout
             self.threadName = threadName
+            self.onConnectRetry = onConnectRetry
         }
     }
 
@@ -262,6 +269,7 @@ public final class PostgresPool: Sendable {
         let clock = ContinuousClock()
         let deadline = clock.now + options.connectRetryTimeout
         var delay = Duration.milliseconds(50)
+        var told = false
         while true {
             do {
                 return try await PostgresConnection.connect(configuration, threadName: threadName)
@@ -269,6 +277,10 @@ public final class PostgresPool: Sendable {
                 where error.isWorthReconnecting && !(error.isServerFull && othersOpen()) && clock.now + delay < deadline
                     && state.withLock({ $0.retryConnects })
             {
+                if !told, let onConnectRetry = options.onConnectRetry {
+                    told = true
+                    onConnectRetry(error)
+                }
                 try await Task.sleep(for: delay)
                 delay = min(delay * 2, .seconds(1))
             }

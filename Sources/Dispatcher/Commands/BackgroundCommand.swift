@@ -45,10 +45,7 @@ enum BackgroundCommand {
                 .invalidInput, "--\(option) is for dispatcher background \(owner), not \(action); nothing was changed",
                 hint: usage)
         }
-        let pool = PostgresPool(
-            try Database.configuration(arguments, applicationName: "switchyard-background"),
-            options: .init(maxConnections: 1)
-        )
+        let pool = try Database.pool(arguments, applicationName: "switchyard-background", maxConnections: 1)
         defer { Task { await pool.close() } }
         // Before anything is written: a setting changed on a schema this binary does not match
         // would be reported as a failure after it was applied.

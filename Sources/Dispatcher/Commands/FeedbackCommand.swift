@@ -21,10 +21,7 @@ enum FeedbackCommand {
             print(usage)
             return ExitCode.success
         }
-        let pool = PostgresPool(
-            try Database.configuration(arguments, applicationName: "switchyard-feedback"),
-            options: .init(maxConnections: 1)
-        )
+        let pool = try Database.pool(arguments, applicationName: "switchyard-feedback", maxConnections: 1)
         defer { Task { await pool.close() } }
         let store = FeedbackStore(pool: pool)
         if arguments.flag("list") {

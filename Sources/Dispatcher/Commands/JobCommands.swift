@@ -48,10 +48,7 @@ enum JobCommands {
 
     private static func open(_ arguments: Arguments) throws -> QueueStore {
         QueueStore(
-            pool: PostgresPool(
-                try Database.configuration(arguments, applicationName: "switchyard-dispatcher"),
-                options: .init(maxConnections: 2)
-            )
+            pool: try Database.pool(arguments, applicationName: "switchyard-dispatcher", maxConnections: 2)
         )
     }
 

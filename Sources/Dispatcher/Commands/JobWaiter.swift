@@ -13,6 +13,9 @@ struct JobWaiter {
 
     /// Waits, prints each job's outcome as it finishes, and returns the exit status.
     func wait(for ids: [Int64], timeout: Duration, json: Bool) async throws -> Int32 {
+        // Through the pool first, which waits out a database that is down or restarting as
+        // every other command does (the listening connection alone failed at once).
+        _ = try await store.pool.query("SELECT 1")
         let notifications = try await store.pool.listen(on: ["switchyard_results"])
         var pending = Set(ids)
         var statuses: [Int64: String] = [:]

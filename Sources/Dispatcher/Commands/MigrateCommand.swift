@@ -33,7 +33,7 @@ enum MigrateCommand {
         configuration.noticeHandler = { notice in
             if notice.severity == "WARNING" { printError("warning: \(notice.message)") }
         }
-        let pool = PostgresPool(configuration, options: .init(maxConnections: 1))
+        let pool = PostgresPool(configuration, options: Database.commandOptions(maxConnections: 1))
         defer { Task { await pool.close() } }
         var migrator = Migrator()
         migrator.onLockWait = { printError($0) }

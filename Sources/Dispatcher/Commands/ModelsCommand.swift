@@ -72,10 +72,7 @@ enum ModelsCommand {
     /// The catalog's database, at this binary's schema: an older one lacks columns the catalog
     /// has, and says so as "column … does not exist" (run `dispatcher migrate`, it should say).
     private static func currentPool(_ arguments: Arguments) async throws -> PostgresPool {
-        let pool = PostgresPool(
-            try Database.configuration(arguments, applicationName: "switchyard-models"),
-            options: .init(maxConnections: 1)
-        )
+        let pool = try Database.pool(arguments, applicationName: "switchyard-models", maxConnections: 1)
         do {
             try await Migrator().requireCurrent(pool)
         } catch {

@@ -6,9 +6,7 @@ import QueueModel
 enum PriceListing {
     static func run(_ arguments: Arguments) async throws -> Int32 {
         let instant = try SubmitCommand.time(arguments, "at") ?? Date()
-        let pool = PostgresPool(
-            try Database.configuration(arguments, applicationName: "switchyard-models"), options: .init(maxConnections: 1)
-        )
+        let pool = try Database.pool(arguments, applicationName: "switchyard-models", maxConnections: 1)
         defer { Task { await pool.close() } }
         try await Migrator().requireCurrent(pool)
         let catalog = try await CatalogStore(pool: pool).load()

@@ -69,10 +69,7 @@ enum ReportCommand {
                 .invalidInput, "--bucket is too small for --window: over 2000 points per chart",
                 hint: "use a larger --bucket (e.g. \(Arguments.format(automatic)))")
         }
-        let pool = PostgresPool(
-            try Database.configuration(arguments, applicationName: "switchyard-report"),
-            options: .init(maxConnections: 1)
-        )
+        let pool = try Database.pool(arguments, applicationName: "switchyard-report", maxConnections: 1)
         defer { Task { await pool.close() } }
         try await Migrator().requireCurrent(pool)
         let series = try await ReportStore(pool: pool).series(window: window, bucket: bucket)
@@ -98,10 +95,7 @@ enum ReportCommand {
             }
             return Date().addingTimeInterval(-age.seconds)
         }
-        let pool = PostgresPool(
-            try Database.configuration(arguments, applicationName: "switchyard-report"),
-            options: .init(maxConnections: 1)
-        )
+        let pool = try Database.pool(arguments, applicationName: "switchyard-report", maxConnections: 1)
         defer { Task { await pool.close() } }
         try await Migrator().requireCurrent(pool)
         let report = try await SavingsReport.load(pool, since: since)

@@ -183,10 +183,7 @@ enum RouteCommand {
             let document = try CatalogDocument(parsing: try InputFile.read(path))
             return (document.applied(to: .empty), RoutingState(sequence: sequence), BackgroundPolicy())
         }
-        let pool = PostgresPool(
-            try Database.configuration(arguments, applicationName: "switchyard-route"),
-            options: .init(maxConnections: 1)
-        )
+        let pool = try Database.pool(arguments, applicationName: "switchyard-route", maxConnections: 1)
         defer { Task { await pool.close() } }
         try await Migrator().requireCurrent(pool)
         let store = CatalogStore(pool: pool)

@@ -30,10 +30,7 @@ enum StatusCommand {
         }
         let window = try arguments.duration("window", default: .seconds(300))
         guard window > .zero else { throw QueueError(.invalidInput, "--window must be longer than zero") }
-        let pool = PostgresPool(
-            try Database.configuration(arguments, applicationName: "switchyard-status"),
-            options: .init(maxConnections: 1)
-        )
+        let pool = try Database.pool(arguments, applicationName: "switchyard-status", maxConnections: 1)
         defer { Task { await pool.close() } }
         try await Migrator().requireCurrent(pool)
         let report = await StatusReport.load(StatusContext(pool: pool, window: window, at: nil))

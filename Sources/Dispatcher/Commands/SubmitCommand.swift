@@ -73,10 +73,7 @@ enum SubmitCommand {
                 .invalidInput, "--idempotency-key names one job, and --file submits many; nothing was submitted",
                 hint: "give each line its own key: {\"request\": {…}, \"idempotency_key\": \"…\"}")
         }
-        let pool = PostgresPool(
-            try Database.configuration(arguments, applicationName: "switchyard-submit"),
-            options: .init(maxConnections: 2)
-        )
+        let pool = try Database.pool(arguments, applicationName: "switchyard-submit", maxConnections: 2)
         defer { Task { await pool.close() } }
         let store = QueueStore(pool: pool)
 

@@ -32,10 +32,7 @@ enum TopCommand {
         let iterations =
             arguments.value("iterations") == nil
             ? nil : try arguments.integer("iterations", default: 1, range: 1...1_000_000)
-        let pool = PostgresPool(
-            try Database.configuration(arguments, applicationName: "switchyard-top"),
-            options: .init(maxConnections: 1)
-        )
+        let pool = try Database.pool(arguments, applicationName: "switchyard-top", maxConnections: 1)
         defer { Task { await pool.close() } }
         try await Migrator().requireCurrent(pool)
         let context = StatusContext(pool: pool, window: window, at: nil)

@@ -1,4 +1,6 @@
+import Foundation
 import Postgres
+import Synchronization
 
 /// Where a command's database is: `--database-url`, else `DATABASE_URL`.
 public enum Database {
@@ -15,6 +17,31 @@ public enum Database {
         }
         configuration.applicationName = applicationName
         return configuration
+    }
+
+    /// A pool for a command: it retries a database that is down or restarting for 15 s, and
+    /// says so on stderr once (a command against a stopped server sat silent for 15 s, then
+    /// failed).
+    public static func pool(
+        _ arguments: Arguments, applicationName: String, maxConnections: Int
+    ) throws -> PostgresPool {
+        PostgresPool(
+            try configuration(arguments, applicationName: applicationName),
+            options: commandOptions(maxConnections: maxConnections))
+    }
+
+    /// Pool options for a command (see `pool(_:applicationName:maxConnections:)`).
+    public static func commandOptions(maxConnections: Int) -> PostgresPool.Options {
+        let options = PostgresPool.Options(maxConnections: maxConnections)
+        let said = Mutex(false)
+        let seconds = Int(options.connectRetryTimeout.components.seconds)
+        var withNotice = options
+        withNotice.onConnectRetry = { error in
+            guard said.withLock({ done in defer { done = true }; return !done }) else { return }
+            let line = "waiting for the database (retrying for up to \(seconds) s; Ctrl-C stops): \(error.message)\n"
+            FileHandle.standardError.write(Data(Secrets.redact(line).utf8))
+        }
+        return withNotice
     }
 
     /// The configuration from `--database-url` or `DATABASE_URL`, or nil when neither is set.

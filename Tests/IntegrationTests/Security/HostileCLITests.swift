@@ -228,10 +228,18 @@ struct HostileCLITests {
         let empty = try Scratch.makeDirectory("no-server")
         let url = "postgresql://postgres@/switchyard?host=\(empty.path)&port=1&connect_timeout=1"
         let binary = WorkerProcess.binary("dispatcher")
+        // `wait` beside it: its listening connection failed at once where every other command
+        // waited out the retries, and those said nothing for 15 s.
+        async let waited = BlockingWork.run { try ChildProcess.run(binary, ["wait", "1", "--database-url", url]) }
         let (status, output) = try await BlockingWork.run {
             try ChildProcess.run(binary, ["submit", "--file", file.path, "--json", "--database-url", url])
         }
         #expect(status == 1, "\(output)")
+        let notice = "waiting for the database (retrying for up to 15 s; Ctrl-C stops): could not connect"
+        #expect(output.hasPrefix(notice) && output.components(separatedBy: "waiting for").count == 2, "\(output)")
+        let (waitStatus, waitOutput) = try await waited
+        #expect(waitStatus == 1, "\(waitOutput)")
+        #expect(waitOutput.hasPrefix(notice), "\(waitOutput)")
         let summaryLine = try #require(output.split(separator: "\n").first { $0.hasPrefix("{") }, "\(output)")
         let summary = try JSONValue(parsing: String(summaryLine))
         #expect(summary["in_flight_lines"] == [], "\(output)")
