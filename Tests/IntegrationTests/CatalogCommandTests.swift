@@ -124,6 +124,18 @@ struct CatalogCommandTests {
             // No model in the example sets a cache price: no cache columns.
             #expect(!text.output.contains("CACHED $/1K"))
             #expect(text.output.contains("OPEN (error rate 12.0% over the last 50 requests (limit 2.0%))"), "\(text.output)")
+            // A best_quality rule's jobs go to the best-scored model, not the listed primary
+            // (deepseek-v3): the order they are tried in, not the listed one with arrows.
+            let code = try #require(text.output.split(separator: "\n").first { $0.hasPrefix("code ") }, "\(text.output)")
+            #expect(code.contains("best_quality (code score)"), "\(code)")
+            #expect(code.contains("claude-sonnet → deepseek-v3 → gpt-4o → qwen-2.5-72b → llama-3.1-70b"), "\(code)")
+            let creative = try #require(text.output.split(separator: "\n").first { $0.hasPrefix("creative ") })
+            #expect(creative.contains("  claude-sonnet, gpt-4o, llama-3.1-70b  "), "\(creative)")
+            #expect(text.output.contains("a, b: as listed, ordered for each job by the strategy"))
+            let rules = catalog["rules"]?.arrayValue ?? []
+            #expect(rules.first { $0["name"] == "code" }?["order"]?[0] == "claude-sonnet")
+            #expect(rules.first { $0["name"] == "simple_queries" }?["order"] == ["gpt-3.5-turbo", "claude-haiku"])
+            #expect(rules.first { $0["name"] == "creative" }?["order"] == .null)
 
             let (exported, exportedOutput) = try await dispatcher(
                 ["models", "export", "--file", FileManager.default.temporaryDirectory.path, "--database-url", url])

@@ -39,7 +39,7 @@ enum CatalogListing {
         }
         var lines = table(rows)
         lines.append("")
-        var ruleRows = [["RULE", "STRATEGY", "MODELS (in order)", "LIMITS", "CLASSES"]]
+        var ruleRows = [["RULE", "STRATEGY", "MODELS", "LIMITS", "CLASSES"]]
         for rule in catalog.rules {
             var limits: [String] = []
             if let floor = rule.qualityFloor { limits.append("quality ≥ \(floor)") }
@@ -47,14 +47,44 @@ enum CatalogListing {
             if let latency = rule.maxLatencyMS { limits.append("≤ \(latency) ms") }
             var strategy = rule.strategy.rawValue
             if rule.strategy == .hash { strategy += " (else \(rule.strategyWithoutAffinity.rawValue))" }
+            if rule.strategy == .bestQuality, fixedOrder(of: rule, in: catalog) != nil {
+                strategy += " (\(TaskClass(rule.taskClass).capabilityNames.joined(separator: "/")) score)"
+            }
             ruleRows.append([
-                rule.taskClass, strategy, rule.models.joined(separator: " → "),
+                rule.taskClass, strategy,
+                fixedOrder(of: rule, in: catalog)?.joined(separator: " → ") ?? rule.models.joined(separator: ", "),
                 limits.isEmpty ? "-" : limits.joined(separator: ", "),
                 rule.servedClasses.isEmpty ? "-" : rule.servedClasses.joined(separator: ", "),
             ])
         }
         lines += table(ruleRows)
+        if catalog.rules.contains(where: { fixedOrder(of: $0, in: catalog) == nil }) {
+            lines.append(
+                "(a → b: tried in that order; a, b: as listed, ordered for each job by the strategy: "
+                    + "dispatcher route --explain shows a job's plan)")
+        }
         return lines.joined(separator: "\n")
+    }
+
+    /// The order a rule tries its models in for every job it takes, when that order depends on
+    /// neither the job nor the moment: `ordered` (as listed) and `best_quality` on a rule serving
+    /// one class (by that class's score; listed order among equals, unscored last). A review read
+    /// the listed primary of a `best_quality` rule as the model its jobs went to: each went to the
+    /// best-scored one, at 13 times the price. Nil for the strategies that order per job.
+    static func fixedOrder(of rule: RouteRule, in catalog: Catalog) -> [String]? {
+        switch rule.strategy {
+        case .ordered:
+            return rule.models
+        case .bestQuality where rule.servedClasses.isEmpty && rule.taskClass != RuleMatcher.defaultRule:
+            let taskClass = TaskClass(rule.taskClass)
+            let specs = Dictionary(catalog.models.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+            let scored = rule.models.enumerated().map { index, name in
+                (name: name, index: index, score: specs[name].flatMap(taskClass.score(of:)) ?? -1)
+            }
+            return scored.sorted { ($1.score, $0.index) < ($0.score, $1.index) }.map(\.name)
+        default:
+            return nil
+        }
     }
 
     static func json(_ catalog: Catalog, health: [String: CatalogStore.HealthRecord]) -> JSONValue {
@@ -90,6 +120,8 @@ enum CatalogListing {
                 "max_latency_ms": rule.maxLatencyMS.map { .number(Double($0)) } ?? .null,
                 "quality_floor": rule.qualityFloor.map { .number(Double($0)) } ?? .null,
                 "classes": .array(rule.servedClasses.map { .string($0) }),
+                // The order every job of the rule is tried in, when one holds for all (null: per job).
+                "order": fixedOrder(of: rule, in: catalog).map { .array($0.map { .string($0) }) } ?? .null,
             ]
         }
         return ["models": .array(models), "rules": .array(rules)]
