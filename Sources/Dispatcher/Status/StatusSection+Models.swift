@@ -40,11 +40,21 @@ extension StatusSection {
     /// Open alerts, oldest first.
     static let alerts = StatusSection(key: "alerts", title: "ALERTS") { context in
         let open = try await context.alerts.open()
-        guard !open.isEmpty else { return StatusOutput(lines: ["none open"], json: []) }
-        let lines = open.map { alert in
+        // Evaluations failing (a statement timeout, a lock) raise and clear nothing: "none open"
+        // alone read as all well.
+        let evaluation = try await context.alerts.evaluationState()
+        var lines: [String] = []
+        if let error = evaluation.error, let since = evaluation.failingSince {
+            lines.append(
+                "EVALUATION FAILING since \(StatusFormat.clock(since))"
+                    + (evaluation.evaluatedAt.map { " (last success \(StatusFormat.clock($0)))" } ?? "")
+                    + ": \(error)")
+            lines.append("  no alert raises or clears until an evaluation succeeds; the housekeeper's log has each failure")
+        }
+        lines += open.isEmpty ? ["none open"] : open.map { alert in
             "since \(StatusFormat.clock(alert.openedAt))  \(alert.kind)  \(alert.subject): \(alert.message)"
                 + (alert.latest.map { "; now \($0)" } ?? "")
         }
-        return StatusOutput(lines: lines, json: .array(open.map(\.json)))
+        return StatusOutput(lines: lines, json: .array(open.map(\.json)), siblings: ["alert_evaluation": evaluation.json])
     }
 }

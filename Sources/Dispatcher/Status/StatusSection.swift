@@ -20,6 +20,8 @@ struct StatusOutput: Sendable {
     var lines: [String]
     /// The section's data under its key in `--json`.
     var json: JSONValue
+    /// More top-level keys of `--json`, beside the section's own (its key's shape stays as it was).
+    var siblings: [String: JSONValue] = [:]
 }
 
 /// One part of `dispatcher status` (and of `dispatcher top`): loads its data and renders it.
@@ -85,7 +87,10 @@ struct StatusReport: Sendable {
         var object: [String: JSONValue] = [
             "window_s": .number(window.seconds), "generated_at": .string(generatedAt.postgresText),
         ]
-        for (section, output) in sections { object[section.key] = output.json }
+        for (section, output) in sections {
+            object[section.key] = output.json
+            object.merge(output.siblings) { current, _ in current }
+        }
         return .object(object)
     }
 }

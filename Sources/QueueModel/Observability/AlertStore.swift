@@ -28,6 +28,38 @@ public struct AlertStore: Sendable {
         ).map(AlertEvent.init(row:))
     }
 
+    /// Notes how `worker`'s evaluation went (`error` nil: it succeeded), for `dispatcher status`.
+    public func noteEvaluation(worker: String, error: String?) async throws {
+        try await pool.query("SELECT switchyard.note_alert_evaluation($1, $2)", [worker, error])
+    }
+
+    /// Whether alerts are being evaluated: the last evaluation that succeeded, and while they
+    /// fail, since when and why.
+    public struct EvaluationState: Sendable, Equatable {
+        public var evaluatedAt: Date?
+        public var failingSince: Date?
+        public var error: String?
+
+        public var json: JSONValue {
+            [
+                "evaluated_at": evaluatedAt.map { .string($0.postgresText) } ?? .null,
+                "failing_since": failingSince.map { .string($0.postgresText) } ?? .null,
+                "error": error.map { .string($0) } ?? .null,
+            ]
+        }
+    }
+
+    /// The housekeeper's note of its alert evaluations (all nil before the first).
+    public func evaluationState() async throws -> EvaluationState {
+        guard let row = try await pool.query(
+            "SELECT alerts_evaluated_at, alerts_failing_since, alerts_error FROM switchyard.housekeeper").first
+        else { return EvaluationState() }
+        return EvaluationState(
+            evaluatedAt: try row.decode("alerts_evaluated_at", as: Date?.self),
+            failingSince: try row.decode("alerts_failing_since", as: Date?.self),
+            error: try row.decode("alerts_error", as: String?.self))
+    }
+
     /// Alerts open now, oldest first.
     public func open() async throws -> [Alert] {
         try await pool.query(

@@ -106,6 +106,13 @@ final class Housekeeper: Sendable {
         }
     }
 
+    /// Notes the evaluation's outcome where `dispatcher status` reads it: a log line every 15 s
+    /// was the only sign that alerts had stopped (status said "none open"). Best effort: a note
+    /// that fails (the database down) is left for the next evaluation.
+    private func noteEvaluation(error: String?) async {
+        _ = try? await metrics.measure("alert_note") { try await alerts.noteEvaluation(worker: worker, error: error) }
+    }
+
     /// Ends this worker's tenure, if it holds it, so another takes over at its next round (the
     /// worker stopping).
     func standDown() async {
@@ -194,9 +201,11 @@ final class Housekeeper: Sendable {
             // must not be retried every round.
             if Task.isCancelled { throw error }
             logger.error("could not evaluate alerts", ["error": "\(error)"])
+            await noteEvaluation(error: "\(error)")
             return ContinuousClock.now - started
         }
         let evaluation = ContinuousClock.now - started
+        await noteEvaluation(error: nil)
         for event in events {
             metrics.alertEvents.increment([event.kind, event.event.rawValue])
             // Numbers stay numbers in JSON lines; a value there is none of is left out.

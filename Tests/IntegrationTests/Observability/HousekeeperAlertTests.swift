@@ -3,6 +3,7 @@ import Postgres
 import QueueModel
 import Testing
 
+@testable import Dispatcher
 @testable import Worker
 
 /// The elected housekeeper evaluates alerts every round and logs each event.
@@ -33,6 +34,8 @@ struct HousekeeperAlertTests {
             #expect(metrics.alertEvents.value(["error_rate", "raised"]) == 1)
             #expect(metrics.roundTrips.value(["alerts"]) >= 1)
             #expect(try await AlertStore(pool: pool).open().map(\.subject) == ["flaky"])
+            let state = try await AlertStore(pool: pool).evaluationState()
+            #expect(state.evaluatedAt != nil && state.failingSince == nil && state.error == nil, "\(state)")
         }
     }
 }
@@ -90,6 +93,24 @@ extension HousekeeperAlertTests {
                 let logged = capture.all.filter { $0.contains("could not evaluate alerts") }.count
                 #expect(logged >= 1 && logged <= evaluations)
                 #expect(!capture.all.contains { $0.contains("housekeeping failed") })
+                // Said where status reads it: a log line every 15 s was the only sign, and status
+                // showed "none open".
+                let state = try await AlertStore(pool: pool).evaluationState()
+                #expect(state.evaluatedAt == nil && state.failingSince != nil, "\(state)")
+                #expect(state.error?.contains("lock timeout") == true, "\(state)")
+                let report = await StatusReport.load(StatusContext(pool: pool, window: .seconds(60), at: nil))
+                let screen = report.lines().joined(separator: "\n")
+                #expect(screen.contains("ALERTS\n  EVALUATION FAILING since "), "\(screen)")
+                #expect(screen.contains("no alert raises or clears until an evaluation succeeds"), "\(screen)")
+                #expect(report.json["alert_evaluation"]?["error"]?.stringValue?.contains("lock timeout") == true)
+                #expect(report.json["alerts"] == [])
+                // The next evaluation that succeeds clears it.
+                let holder = try await pool.query("SELECT holder FROM switchyard.housekeeper").scalar(String.self)
+                try await AlertStore(pool: pool).noteEvaluation(worker: holder, error: nil)
+                let cleared = try await AlertStore(pool: pool).evaluationState()
+                #expect(cleared.evaluatedAt != nil && cleared.failingSince == nil && cleared.error == nil, "\(cleared)")
+                let after = await StatusReport.load(StatusContext(pool: pool, window: .seconds(60), at: nil))
+                #expect(after.lines().joined(separator: "\n").contains("ALERTS\n  none open"))
             }
         }
     }
