@@ -41,6 +41,11 @@ struct AnthropicTranslationTests {
         ("modalities [\"text\",\"audio\"]", ["modalities": ["text", "audio"]]),
         ("audio", ["audio": ["voice": "alloy", "format": "wav"]]),
         ("web_search_options", ["web_search_options": [:]]),
+        // Sent nameless (free-form input, no JSON schema): a bad request on every Anthropic model.
+        ("tools[1] of type custom", ["tools": [
+            ["type": "function", "function": ["name": "f", "parameters": ["type": "object"]]],
+            ["type": "custom", "custom": ["name": "code_exec", "description": "runs code"]],
+        ]]),
     ]
 
     @Test(

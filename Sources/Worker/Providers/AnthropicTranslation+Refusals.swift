@@ -7,7 +7,7 @@ extension AnthropicTranslation {
     /// `logit_bias`, non-zero `presence_penalty` / `frequency_penalty`, the legacy
     /// `functions` / `function_call` (not translated: a request using them was sent without its
     /// tools, and answered in plain text), and audio output or web search (`modalities` other than
-    /// text, `audio`, `web_search_options`).
+    /// text, `audio`, `web_search_options`), and tools other than functions (`custom`).
     ///
     /// Dropping them would store an answer as if it honoured them (free text where JSON was asked
     /// for, one choice where three were), so the request is refused instead, as LiteLLM does by
@@ -37,6 +37,11 @@ extension AnthropicTranslation {
             refused.append("modalities \(JSONValue.array(modalities).description)")
         }
         for key in ["audio", "web_search_options"] where isSet(key) != nil { refused.append(key) }
+        // A tool that is no function (OpenAI's `custom` tools take free-form text, not JSON
+        // arguments) was sent with no name, and refused by Anthropic as a bad request.
+        for (index, tool) in (isSet("tools")?.arrayValue ?? []).enumerated() {
+            if let type = tool["type"]?.stringValue, type != "function" { refused.append("tools[\(index)] of type \(type)") }
+        }
         guard !refused.isEmpty else { return }
         throw ProviderError(
             .unsupportedRequest,
