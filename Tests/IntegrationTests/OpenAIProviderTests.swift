@@ -187,6 +187,45 @@ struct OpenAIProviderTests {
         }
     }
 
+    /// Prompt-caching marks written for Claude went to every OpenAI-compatible model: a strict
+    /// server (Mistral's, NVIDIA NIM) refuses them as extra inputs, and that 400 failed the job.
+    @Test("cache_control marks: kept for a custom endpoint, dropped for OpenAI or when the model says; a refusal of them moves on")
+    func cacheControlMarks() async throws {
+        try await withFakeProviderServer { server in
+            let marked: JSONValue = [
+                "messages": [
+                    ["role": "system", "content": [["type": "text", "text": "long rules", "cache_control": ["type": "ephemeral"]]]],
+                    ["role": "user", "content": "hi", "cache_control": ["type": "ephemeral"]],
+                ],
+                "tools": [["type": "function", "function": ["name": "f"], "cache_control": ["type": "ephemeral"]]],
+            ]
+            func sent(keep: Bool?) async throws -> JSONValue? {
+                var model = Self.model(server, name: "gpt-marks-\(keep.map(String.init) ?? "default")")
+                if let keep { model.settings = ["keep_cache_control": .bool(keep)] }
+                _ = try await Self.provider().complete(ProviderCall(request: marked, model: model, timeout: .seconds(10)))
+                return try await server.requests(for: model.name).first?["body"]
+            }
+            let kept = try await sent(keep: nil)
+            #expect(kept?["messages"] == marked["messages"] && kept?["tools"] == marked["tools"])
+            let dropped = try #require(try await sent(keep: false))
+            #expect(!dropped.description.contains("cache_control"), "\(dropped)")
+            #expect(dropped["messages"]?[0]?["content"]?[0]?["text"] == "long rules")
+            #expect(dropped["tools"]?[0]?["function"]?["name"] == "f")
+            // OpenAI itself caches long prompts on its own: dropped there unless the model keeps them.
+            let openAI = try #require(URL(string: "https://api.openai.com/v1/chat/completions"))
+            #expect(!OpenAIProvider.keepsCacheControl(ModelSpec(name: "o", provider: .openai), url: openAI))
+            #expect(OpenAIProvider.keepsCacheControl(
+                ModelSpec(name: "o", provider: .openai, settings: ["keep_cache_control": true]), url: openAI))
+        }
+        let refused = ProviderError.fromResponse(
+            status: 400, headers: [:],
+            body: Data(#"{"error": {"message": "messages.0.content.0.cache_control: Extra inputs are not permitted"}}"#.utf8),
+            model: "mistral", now: Date())
+        #expect(refused.code == .unsupportedRequest)
+        #expect(refused.decision(remainingBudget: .seconds(5)) == .nextCandidate)
+        #expect(refused.hint?.contains(#""keep_cache_control": false"#) == true)
+    }
+
     @Test("a malformed 200 body moves to the next candidate")
     func malformed() async throws {
         try await withFakeProviderServer { server in

@@ -64,6 +64,7 @@ public struct ModelSetting: Sendable, Hashable {
                 example: #"{"HTTP-Referer": "https://example.com"}"#),
             ModelSetting(key: "insecure_skip_tls_verify", kind: .boolean, providers: http, example: "true"),
             ModelSetting(key: "default_max_tokens", kind: .positiveInteger, providers: [.anthropic], example: "4096"),
+            ModelSetting(key: "keep_cache_control", kind: .boolean, providers: [.openai], example: "false"),
             simulated("mode", .string, #""instant""#),
             simulated("latency_p50_ms", .number, "400"),
             simulated("latency_p95_ms", .number, "1200"),

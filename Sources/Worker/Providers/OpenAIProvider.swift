@@ -44,6 +44,7 @@ public struct OpenAIProvider: ModelProvider {
         body["stream"] = false
         body["stream_options"] = nil
         let url = try ProviderEndpoint.url(for: model, defaultBase: Self.defaultBaseURL, path: "/chat/completions")
+        if !Self.keepsCacheControl(model, url: url) { Self.dropCacheControl(from: &body) }
         var headers: [String: String] = [:]
         if let key = try ProviderEndpoint.apiKey(for: model, environment: environment) {
             headers["Authorization"] = "Bearer \(key)"
@@ -53,6 +54,29 @@ public struct OpenAIProvider: ModelProvider {
         let exchange = try await transport.send(
             request, timeout: call.timeout, model: model.name, skipVerification: skipVerification)
         return try Self.reply(from: exchange, model: model.name, now: clock.now())
+    }
+
+    /// Whether the request goes with its `cache_control` marks (Anthropic's prompt caching, as
+    /// OpenAI-format clients write them): the model's `keep_cache_control`, else yes except to
+    /// OpenAI itself, which caches long prompts on its own, as LiteLLM does. OpenRouter and a
+    /// LiteLLM proxy pass the marks on to Claude; a strict server (Mistral's, NVIDIA NIM) refuses
+    /// them as extra inputs, and its model is then set to false.
+    static func keepsCacheControl(_ model: ModelSpec, url: URL) -> Bool {
+        model.settings["keep_cache_control"]?.boolValue ?? (url.host?.lowercased() != "api.openai.com")
+    }
+
+    /// Removes the `cache_control` marks where they sit: on messages, on their content parts, and
+    /// on tools.
+    static func dropCacheControl(from body: inout [String: JSONValue]) {
+        func unmarked(_ value: JSONValue) -> JSONValue {
+            guard var object = value.objectValue else { return value }
+            object["cache_control"] = nil
+            if let parts = object["content"]?.arrayValue { object["content"] = .array(parts.map(unmarked)) }
+            return .object(object)
+        }
+        for key in ["messages", "tools"] {
+            if let items = body[key]?.arrayValue { body[key] = .array(items.map(unmarked)) }
+        }
     }
 
     /// Reads a response: a reply for a readable 2xx completion, else the classified error. Registered

@@ -98,8 +98,11 @@ extension ProviderError {
             // temperature: this model's limit, not the request's fault, so another model may take it.
             return make(
                 .unsupportedRequest,
-                hint: "the job moves to the next model; to keep it on this one, submit the request without the "
-                    + "parameter the message names (or with the one it suggests)")
+                hint: text.contains("cache_control")
+                    ? "the job moves to the next model; set \"keep_cache_control\": false in this model's settings "
+                        + "(dispatcher models import) and its calls go without the marks"
+                    : "the job moves to the next model; to keep it on this one, submit the request without the "
+                        + "parameter the message names (or with the one it suggests)")
         case 400...499:
             return make(
                 .badRequest,
@@ -169,6 +172,11 @@ extension ProviderError {
             // tokens for …": another model may allow it.
             "cannot both be specified for this model", "maximum allowed number of output tokens",
         ].contains { text.contains($0) }
+            // A strict OpenAI-compatible server refusing prompt-caching marks: "….cache_control:
+            // Extra inputs are not permitted", "Unrecognized request argument supplied:
+            // cache_control". Another model (Claude) takes them.
+            || (text.contains("cache_control")
+                && ["extra inputs", "not permitted", "unrecognized", "unknown", "not allowed"].contains { text.contains($0) })
     }
 
     static func isQuota(_ text: String) -> Bool {
