@@ -23,7 +23,8 @@
 -- calls opened claude-sonnet's breaker at a simulated 0.5% error rate: about 1 window in 400 does
 -- that) need 5 now (about 1 in 70,000). A model that is down still opens on failures in a row.
 --
--- report_health is 0052's otherwise; setting_rule 0023's with the new setting.
+-- report_health is 0052's otherwise; setting_rule 0023's with the new setting;
+-- breaker_error_rate_exceeded 0052's with the new default where the setting's row is gone.
 
 SET LOCAL ROLE switchyard_admin;
 
@@ -40,6 +41,15 @@ UPDATE switchyard.settings SET value = '20',
 WHERE name = 'breaker_min_requests' AND value = '50';
 UPDATE switchyard.settings SET value = '5'
 WHERE name = 'breaker_min_failures' AND value = '3';
+
+CREATE OR REPLACE FUNCTION switchyard.breaker_error_rate_exceeded(p_requests integer, p_failures integer)
+    RETURNS boolean
+    LANGUAGE sql STABLE AS $$
+    SELECT p_requests >= switchyard.setting('breaker_min_requests')::integer
+       AND p_failures >= coalesce(switchyard.setting('breaker_min_failures')::integer, 5)
+       AND p_failures::double precision / p_requests > switchyard.setting('breaker_error_rate')::double precision
+       AND switchyard.rate_lower_bound(p_failures, p_requests) > switchyard.setting('breaker_error_rate')::double precision
+$$;
 
 CREATE OR REPLACE FUNCTION switchyard.setting_rule(p_name text, OUT kind text, OUT may_be_off boolean, OUT default_value text)
     LANGUAGE sql IMMUTABLE AS $$

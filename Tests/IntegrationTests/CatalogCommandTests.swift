@@ -3,6 +3,8 @@ import Postgres
 import QueueModel
 import Testing
 
+@testable import Dispatcher
+
 /// The `dispatcher models` and `dispatcher route` commands, run as real child processes.
 @Suite("Catalog and route commands")
 struct CatalogCommandTests {
@@ -128,7 +130,8 @@ struct CatalogCommandTests {
             // (deepseek-v3): the order they are tried in, not the listed one with arrows.
             let code = try #require(text.output.split(separator: "\n").first { $0.hasPrefix("code ") }, "\(text.output)")
             #expect(code.contains("best_quality (code score)"), "\(code)")
-            #expect(code.contains("claude-sonnet → deepseek-v3 → gpt-4o → qwen-2.5-72b → llama-3.1-70b"), "\(code)")
+            // llama-3.1-70b's code score (78) is under the rule's floor (80): it is never tried.
+            #expect(code.contains("claude-sonnet → deepseek-v3 → gpt-4o → qwen-2.5-72b (never: llama-3.1-70b, code 78 < floor 80)"), "\(code)")
             let creative = try #require(text.output.split(separator: "\n").first { $0.hasPrefix("creative ") })
             #expect(creative.contains("  claude-sonnet, gpt-4o, llama-3.1-70b  "), "\(creative)")
             #expect(text.output.contains("a, b: as listed, ordered for each job by the strategy"))
@@ -136,6 +139,7 @@ struct CatalogCommandTests {
             #expect(rules.first { $0["name"] == "code" }?["order"]?[0] == "claude-sonnet")
             #expect(rules.first { $0["name"] == "simple_queries" }?["order"] == ["gpt-3.5-turbo", "claude-haiku"])
             #expect(rules.first { $0["name"] == "creative" }?["order"] == .null)
+            #expect(rules.first { $0["name"] == "code" }?["order"]?.arrayValue?.count == 4)
 
             let (exported, exportedOutput) = try await dispatcher(
                 ["models", "export", "--file", FileManager.default.temporaryDirectory.path, "--database-url", url])
@@ -417,6 +421,31 @@ struct CatalogCommandTests {
             #expect(list == 2 && listOutput.contains("--list takes no job"), "\(listOutput)")
         }
     }
+    /// A review's `best_quality` rules named `complex_reasoning` and `simple_queries` were listed
+    /// by a capability named after the rule, which no model has: the listed order, while the router
+    /// scored them by `reasoning` and `simple`/`factual`, and put another model first.
+    @Test("models list orders a best_quality rule by the class the router scores its jobs by")
+    func fixedPlanScoringClass() throws {
+        var document = try JSONValue(parsing: String(decoding: CatalogStoreTests.example, as: UTF8.self))
+        for name in ["complex_reasoning", "simple_queries", "default"] {
+            document["routing_rules"]?[name]?["strategy"] = "best_quality"
+        }
+        document["routing_rules"]?["default"]?["strategy_without_affinity"] = nil
+        let parsed = try CatalogDocument(parsing: Data(document.jsonText.utf8))
+        let catalog = Catalog(models: parsed.models ?? [], rules: parsed.rules ?? [])
+        func plan(_ name: String) -> CatalogListing.FixedPlan? {
+            catalog.rules.first { $0.taskClass == name }.flatMap { CatalogListing.fixedPlan(of: $0, in: catalog) }
+        }
+        #expect(plan("complex_reasoning")?.scoring == .reasoning)
+        #expect(plan("complex_reasoning")?.order == ["claude-opus", "gpt-4"])  // reasoning 92 against 90
+        #expect(plan("simple_queries")?.scoring == .simple)
+        #expect(plan("simple_queries")?.order.first == "claude-haiku")
+        // The default rule takes every class no other rule does: no one order.
+        #expect(plan("default") == nil)
+        let text = CatalogListing.text(catalog, health: [:])
+        #expect(text.contains("best_quality (reasoning score)"), "\(text)")
+    }
+
     @Test("models list shows cache prices when a model sets one: its own, or the input price it falls back to")
     func listsCachePrices() async throws {
         try await TestDatabase.withMigrated { configuration in

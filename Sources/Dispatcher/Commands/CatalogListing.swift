@@ -40,6 +40,7 @@ enum CatalogListing {
         var lines = table(rows)
         lines.append("")
         var ruleRows = [["RULE", "STRATEGY", "MODELS", "LIMITS", "CLASSES"]]
+        let plans = Dictionary(catalog.rules.map { ($0.taskClass, fixedPlan(of: $0, in: catalog)) }) { first, _ in first }
         for rule in catalog.rules {
             var limits: [String] = []
             if let floor = rule.qualityFloor { limits.append("quality ≥ \(floor)") }
@@ -47,44 +48,95 @@ enum CatalogListing {
             if let latency = rule.maxLatencyMS { limits.append("≤ \(latency) ms") }
             var strategy = rule.strategy.rawValue
             if rule.strategy == .hash { strategy += " (else \(rule.strategyWithoutAffinity.rawValue))" }
-            if rule.strategy == .bestQuality, fixedOrder(of: rule, in: catalog) != nil {
-                strategy += " (\(TaskClass(rule.taskClass).capabilityNames.joined(separator: "/")) score)"
+            let plan = plans[rule.taskClass] ?? nil
+            if rule.strategy == .bestQuality, let scoring = plan?.scoring {
+                strategy += " (\(scoring.capabilityNames.joined(separator: "/")) score)"
+            }
+            var models = plan.map { $0.order.joined(separator: " → ") } ?? rule.models.joined(separator: ", ")
+            if let never = plan?.never, !never.isEmpty {
+                models += " (never: " + never.map { "\($0.model), \($0.reason)" }.joined(separator: "; ") + ")"
             }
             ruleRows.append([
-                rule.taskClass, strategy,
-                fixedOrder(of: rule, in: catalog)?.joined(separator: " → ") ?? rule.models.joined(separator: ", "),
+                rule.taskClass, strategy, models,
                 limits.isEmpty ? "-" : limits.joined(separator: ", "),
                 rule.servedClasses.isEmpty ? "-" : rule.servedClasses.joined(separator: ", "),
             ])
         }
         lines += table(ruleRows)
-        if catalog.rules.contains(where: { fixedOrder(of: $0, in: catalog) == nil }) {
+        if !catalog.rules.isEmpty {
             lines.append(
-                "(a → b: tried in that order; a, b: as listed, ordered for each job by the strategy: "
+                "(a → b: tried in that order, after any model the request names, passing over those over a cost "
+                    + "limit or with the breaker open; a, b: as listed, ordered for each job by the strategy; "
                     + "dispatcher route --explain shows a job's plan)")
         }
         return lines.joined(separator: "\n")
     }
 
-    /// The order a rule tries its models in for every job it takes, when that order depends on
-    /// neither the job nor the moment: `ordered` (as listed) and `best_quality` on a rule serving
-    /// one class (by that class's score; listed order among equals, unscored last). A review read
-    /// the listed primary of a `best_quality` rule as the model its jobs went to: each went to the
-    /// best-scored one, at 13 times the price. Nil for the strategies that order per job.
-    static func fixedOrder(of rule: RouteRule, in catalog: Catalog) -> [String]? {
-        switch rule.strategy {
-        case .ordered:
-            return rule.models
-        case .bestQuality where rule.servedClasses.isEmpty && rule.taskClass != RuleMatcher.defaultRule:
-            let taskClass = TaskClass(rule.taskClass)
-            let specs = Dictionary(catalog.models.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
-            let scored = rule.models.enumerated().map { index, name in
-                (name: name, index: index, score: specs[name].flatMap(taskClass.score(of:)) ?? -1)
-            }
-            return scored.sorted { ($1.score, $0.index) < ($0.score, $1.index) }.map(\.name)
-        default:
-            return nil
+    /// The order a rule tries its models in for every job it takes, where that order depends on
+    /// neither the job nor the moment, and the models it never tries. A review read the listed
+    /// primary of a `best_quality` rule as the model its jobs went to: each went to the
+    /// best-scored one, at 13 times the price.
+    struct FixedPlan: Equatable {
+        var order: [String]
+        /// Models the rule's filters always drop: disabled, unknown, or under its quality floor.
+        var never: [Skipped]
+        /// The class whose scores measure the rule's models, when every class it serves has the same.
+        var scoring: TaskClass?
+
+        struct Skipped: Equatable {
+            var model: String
+            var reason: String
         }
+    }
+
+    /// The rule's fixed plan: for `ordered` (as listed) and `best_quality` (by the score of the
+    /// one class the rule's jobs are measured by; listed order among equals, unscored last). Nil
+    /// for the strategies that order per job, and for a `best_quality` rule whose jobs are
+    /// scored by different classes (the `default` rule, a rule listing several classes).
+    static func fixedPlan(of rule: RouteRule, in catalog: Catalog) -> FixedPlan? {
+        guard rule.strategy == .ordered || rule.strategy == .bestQuality else { return nil }
+        let scoring = scoringClass(of: rule, in: catalog)
+        if rule.strategy == .bestQuality && scoring == nil { return nil }
+        let specs = Dictionary(catalog.models.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        var never: [FixedPlan.Skipped] = []
+        var kept: [(name: String, index: Int, score: Int)] = []
+        for (index, name) in rule.models.enumerated() {
+            guard let spec = specs[name] else {
+                never.append(.init(model: name, reason: "not in the catalog"))
+                continue
+            }
+            guard spec.enabled else {
+                never.append(.init(model: name, reason: "disabled"))
+                continue
+            }
+            let scored = scoring?.scoredCapability(of: spec)
+            if let floor = rule.qualityFloor, let scoring {
+                if let scored, scored.score < floor {
+                    never.append(.init(model: name, reason: "\(scored.name) \(scored.score) < floor \(floor)"))
+                    continue
+                } else if scored == nil, floor > 0 {
+                    never.append(.init(model: name, reason: "no \(scoring.capabilityNames[0]) score for floor \(floor)"))
+                    continue
+                }
+            }
+            kept.append((name, index, scored?.score ?? -1))
+        }
+        if rule.strategy == .bestQuality { kept.sort { ($1.score, $0.index) < ($0.score, $1.index) } }
+        return FixedPlan(order: kept.map(\.name), never: never, scoring: scoring)
+    }
+
+    /// The class the router scores the rule's models by, when it is the same for every class the
+    /// rule takes (as `RuleMatcher` finds them: its name, the classes it lists, an alias to it);
+    /// nil for the `default` rule, which takes every class no other rule does.
+    static func scoringClass(of rule: RouteRule, in catalog: Catalog) -> TaskClass? {
+        guard rule.taskClass != RuleMatcher.defaultRule else { return nil }
+        let matcher = RuleMatcher(catalog: catalog)
+        let classes = [TaskClass(rule.taskClass)] + rule.servedClasses.map(TaskClass.init(rawValue:))
+            + RuleMatcher.aliases.filter { $0.value == rule.taskClass }.map(\.key)
+        let scoring = Set(classes.compactMap { taskClass in
+            matcher.match(taskClass).flatMap { $0.rule.taskClass == rule.taskClass ? $0.scoringClass : nil }
+        })
+        return scoring.count == 1 ? scoring.first : nil
     }
 
     static func json(_ catalog: Catalog, health: [String: CatalogStore.HealthRecord]) -> JSONValue {
@@ -121,7 +173,7 @@ enum CatalogListing {
                 "quality_floor": rule.qualityFloor.map { .number(Double($0)) } ?? .null,
                 "classes": .array(rule.servedClasses.map { .string($0) }),
                 // The order every job of the rule is tried in, when one holds for all (null: per job).
-                "order": fixedOrder(of: rule, in: catalog).map { .array($0.map { .string($0) }) } ?? .null,
+                "order": fixedPlan(of: rule, in: catalog).map { .array($0.order.map { .string($0) }) } ?? .null,
             ]
         }
         return ["models": .array(models), "rules": .array(rules)]

@@ -14,8 +14,15 @@ struct JobWaiter {
     /// Waits, prints each job's outcome as it finishes, and returns the exit status.
     func wait(for ids: [Int64], timeout: Duration, json: Bool) async throws -> Int32 {
         // Through the pool first, which waits out a database that is down or restarting as
-        // every other command does (the listening connection alone failed at once).
+        // every other command does (the listening connection alone failed at once), for no
+        // longer than the caller's timeout (a review's --timeout 2s took 15 s).
+        let patience = Task {
+            try await Task.sleep(for: timeout)
+            store.pool.stopRetryingConnects()
+        }
+        defer { patience.cancel() }
         _ = try await store.pool.query("SELECT 1")
+        patience.cancel()
         let notifications = try await store.pool.listen(on: ["switchyard_results"])
         var pending = Set(ids)
         var statuses: [Int64: String] = [:]

@@ -38,7 +38,7 @@ public enum Database {
         var withNotice = options
         withNotice.onConnectRetry = { error in
             guard said.withLock({ done in defer { done = true }; return !done }) else { return }
-            let line = "waiting for the database (retrying for up to \(seconds) s; Ctrl-C stops): \(error.message)\n"
+            let line = "waiting for the database (retrying for about \(seconds) s; Ctrl-C stops): \(error.message)\n"
             FileHandle.standardError.write(Data(Secrets.redact(line).utf8))
         }
         return withNotice

@@ -339,7 +339,8 @@ final class FleetState: Sendable {
     /// when the call marks the model unhealthy, when it was a half-open model's probe and failed
     /// (the probe is the one call let through: the next job must not be the next probe), or when
     /// it is this worker's `breaker_consecutive_failures`-th failure in a row on the model. A
-    /// probe that succeeded is reported at once too, so the fleet closes the breaker sooner.
+    /// probe that succeeded is reported at once too, so the fleet counts it toward closing the
+    /// breaker (`breaker_half_open_successes`) and the next probe can go.
     func end(
         _ model: ModelSpec, call: UInt64, success: Bool, countsAgainstModel: Bool = true, latencyMS: Double?,
         rateLimit: RateLimitInfo? = nil, markUnhealthy: String? = nil, now: Date = Date()

@@ -428,14 +428,15 @@ final class WorkerService: Sendable {
                 return false
             }
             if await group.next() == false {
-                // Jobs that finished but whose outcome is not written yet (the database is
-                // down) are no "unfinished jobs": they stay leased, and are rescued.
+                // Jobs that finished but whose outcome is not written yet (the database down or
+                // slow) are no "unfinished jobs": said apart. Either kind stays leased, and is
+                // rescued, if the database cannot be reached before the writer gives up.
                 let unwritten = inFlight.handedOverCount
                 let running = inFlight.count - unwritten
                 logger.warning(
-                    unwritten == 0 ? "grace period over; releasing unfinished jobs"
-                        : running == 0 ? "grace period over; giving up outcomes not yet written (rescued when their leases expire)"
-                        : "grace period over; releasing unfinished jobs, giving up outcomes not yet written (rescued when their leases expire)",
+                    "grace period over; stopping the jobs still running (released to the queue, or rescued when "
+                        + "their leases expire if the database cannot be reached)"
+                        + (unwritten > 0 ? "; outcomes not yet written are given up, and rescued so, if it cannot be reached either" : ""),
                     ["running": running, "outcomes_unwritten": unwritten])
                 // Stopping them, and not waiting on a database that is down for their outcomes,
                 // is what lets the other child (waiting for empty) finish.

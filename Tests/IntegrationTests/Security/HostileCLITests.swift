@@ -230,12 +230,12 @@ struct HostileCLITests {
         let binary = WorkerProcess.binary("dispatcher")
         // `wait` beside it: its listening connection failed at once where every other command
         // waited out the retries, and those said nothing for 15 s.
-        async let waited = BlockingWork.run { try ChildProcess.run(binary, ["wait", "1", "--database-url", url]) }
+        async let waited = BlockingWork.run { try ChildProcess.run(binary, ["wait", "1", "--timeout", "2s", "--database-url", url]) }
         let (status, output) = try await BlockingWork.run {
             try ChildProcess.run(binary, ["submit", "--file", file.path, "--json", "--database-url", url])
         }
         #expect(status == 1, "\(output)")
-        let notice = "waiting for the database (retrying for up to 15 s; Ctrl-C stops): could not connect"
+        let notice = "waiting for the database (retrying for about 15 s; Ctrl-C stops): could not connect"
         #expect(output.hasPrefix(notice) && output.components(separatedBy: "waiting for").count == 2, "\(output)")
         let (waitStatus, waitOutput) = try await waited
         #expect(waitStatus == 1, "\(waitOutput)")
