@@ -330,7 +330,20 @@ struct CatalogCommandTests {
                 let (status, output) = try await dispatcher(
                     ["submit", "--file", path, "--database-url", configuration.effectiveConnectionString])
                 #expect(status == 0, "\(output)")
-                #expect(output.contains("submitted 3, rejected 0 (2 jobs: 1 line repeats"), "\(output)")
+                #expect(output.contains("submitted 3, rejected 0 (2 new jobs: 1 line repeats"), "\(output)")
+                // Run again: the keyed lines name the job from the first run (a review's re-run said
+                // "submitted 2" with nothing made); the line without a key makes a new job.
+                let (again, againOutput) = try await dispatcher(
+                    ["submit", "--file", path, "--database-url", configuration.effectiveConnectionString])
+                #expect(again == 0, "\(againOutput)")
+                #expect(
+                    againOutput.contains(
+                        "submitted 3, rejected 0 (1 new job: 1 line repeats an earlier line's idempotency key, and "
+                            + "names its job; 1 key names a job submitted before)"), "\(againOutput)")
+                let (_, json) = try await dispatcher(
+                    ["submit", "--file", path, "--json", "--database-url", configuration.effectiveConnectionString])
+                let summary = try JSONValue(parsing: json)
+                #expect(summary["new_jobs"] == 1 && summary["jobs"] == 2 && summary["submitted"] == 3, "\(json)")
             }
         }
     }

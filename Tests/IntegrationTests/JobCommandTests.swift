@@ -103,8 +103,13 @@ struct JobCommandTests {
                 "\(lines)")
             #expect(lines.contains("\(ids[2])  queued"), "\(lines)")
             #expect(lines.contains("\(ids[3])  scheduled until \(Self.clock(later)) UTC"), "\(lines)")
+            // No worker alive: said, not waited out in silence (a newcomer's first job looked stuck).
+            #expect(waited.output.contains("warning: no worker has sent a heartbeat in the last 30 s"), "\(waited.output)")
 
+            let identity = WorkerIdentity(id: "alive", concurrency: 1, hostname: "h", pid: 1, version: "t")
+            _ = try await store.heartbeat(worker: identity, held: [], lease: .seconds(30))
             let json = try await dispatcher(["wait", "-", "--timeout", "1s", "--json"], stdin: String(ids[0]), url: url)
+            #expect(!json.output.contains("warning: no worker"), "\(json.output)")
             let items = try JSONValue(parsing: json.output.drop { $0 != "[" }.description)
             #expect(items[0]?["waiting_reason"]?.stringValue == reason, "\(json.output)")
             #expect(items[0]?["status"] == "scheduled" && items[0]?["run_at"] != nil)
@@ -126,11 +131,49 @@ struct JobCommandTests {
                     + "lease; background work is paused (dispatcher background resume)"),
                 "\(pausedWait.output)")
             try await BackgroundPolicy.set("background_paused", to: "false", in: pool)
+            // Held back by the price ceiling before any worker claimed it: said too (a review's
+            // job read "queued" alone).
+            let fresh = try await store.submit(Submission(request: hello, priority: .background))
+            try await BackgroundPolicy.set("background_max_cost_per_1k", to: "0.0000001", in: pool)
+            let heldWait = try await dispatcher(["wait", "-", "--timeout", "1s", "--json"], stdin: String(fresh), url: url)
+            let heldItems = try JSONValue(parsing: heldWait.output.drop { $0 != "[" }.description)
+            #expect(heldItems[0]?["background_held"]?.stringValue?.hasPrefix("no model is within") == true, "\(heldWait.output)")
+            let heldText = try await dispatcher(["wait", "-", "--timeout", "1s"], stdin: String(fresh), url: url)
+            #expect(heldText.output.contains("\(fresh)  queued; background work is held back: no model is within"), "\(heldText.output)")
+            try await BackgroundPolicy.set("background_max_cost_per_1k", to: "", in: pool)
 
             // A policy change sends postponed jobs back at once: the reason goes with it.
             try await BackgroundPolicy.set("background_drain_until", to: Date().addingTimeInterval(600).postgresText, in: pool)
             let left = try await store.waiting(of: [ids[0]])[ids[0]]
             #expect(left?.reason == nil && (left?.runAt ?? .distantFuture) <= Date().addingTimeInterval(5))
+        }
+    }
+
+    /// A review's job failed with `unreadable_request`; `result --content` advised a retry, which
+    /// failed the same way.
+    @Test("result --content of a job whose request was refused advises a corrected submission, not a retry")
+    func refusedRequestHint() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let url = WorkerProcess.databaseURL(pool.configuration)
+            var ids: [Int64] = []
+            for code in ["bad_request", "server_error"] {
+                let id = try await store.submit(Submission(request: ["messages": [["role": "user", "content": "hi"]]]))
+                _ = try await store.claim(worker: "w", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30))
+                try await pool.query(
+                    """
+                    SELECT * FROM switchyard.complete('w', jsonb_build_array(jsonb_build_object(
+                        'id', $1::bigint, 'attempt', 1, 'kind', 'result', 'status', 'failed',
+                        'error', jsonb_build_object('code', $2::text, 'message', 'it broke'))))
+                    """, [id, code])
+                ids.append(id)
+            }
+            let refused = try await dispatcher(["result", String(ids[0]), "--content"], stdin: "", url: url)
+            #expect(refused.status == 3, "\(refused.output)")
+            #expect(refused.output.contains("the request itself was refused, so submit a corrected one"), "\(refused.output)")
+            #expect(!refused.output.contains("dispatcher retry"), "\(refused.output)")
+            let broke = try await dispatcher(["result", String(ids[1]), "--content"], stdin: "", url: url)
+            #expect(broke.output.contains("dispatcher retry \(ids[1]) runs it again"), "\(broke.output)")
         }
     }
 }

@@ -26,6 +26,13 @@ struct BulkSubmission {
         // where to start again if the server goes, and what may or may not have gone in.
         var resumeLine = 1
         var inFlightThrough = 0
+        // Jobs an idempotency key named from before this run, not new ones: a re-run of a keyed
+        // file said "submitted 2" with nothing made. Counted by the database's clock, read just
+        // before the first batch with a key (nil when it cannot be read: the batch then says
+        // what is wrong; no sooner, so a file that cannot be read is said first).
+        var runStart: Date?
+        var askedForStart = false
+        var earlier: Set<Int64> = []
         while let lines = try await Self.lines(reader, batchSize, path: path, submitted: submitted, rejected: rejections.count) {
             resumeLine = lines.first?.number ?? resumeLine
             inFlightThrough = lines.last?.number ?? resumeLine
@@ -40,6 +47,12 @@ struct BulkSubmission {
                 } catch let error as QueueError {
                     rejections.append(Rejection(line: line.number, reason: error.message))
                 }
+            }
+            let idsBefore = ids.count
+            let keyed = batch.contains { $0.submission.idempotencyKey != nil }
+            if keyed && !askedForStart {
+                askedForStart = true
+                runStart = try? await store.databaseNow()
             }
             do {
                 do {
@@ -68,6 +81,11 @@ struct BulkSubmission {
                     by: error, path: path, lines: resumeLine...max(resumeLine, inFlightThrough), submitted: submitted,
                     ids: ids, rejections: rejections)
             }
+            if let runStart, keyed, ids.count > idsBefore,
+                let found = try? await store.createdBefore(runStart, among: Array(ids[idsBefore...]))
+            {
+                earlier.formUnion(found)
+            }
             resumeLine = (lines.last?.number ?? resumeLine - 1) + 1
             progress.update(submitted: submitted, rejected: rejections.count)
         }
@@ -79,11 +97,14 @@ struct BulkSubmission {
                     + "hint: give one JSON request (or job envelope) per line")
             return ExitCode.invalidInput
         }
-        // A line whose idempotency key an earlier line used names that line's job, not a new one.
+        // A line whose idempotency key an earlier line used names that line's job, not a new one;
+        // one whose key a job from before this run has names that job.
         let jobs = Set(ids).count
+        let newJobs = jobs - earlier.count
         if json {
             let summary: JSONValue = [
                 "submitted": .number(Double(submitted)), "jobs": .number(Double(jobs)),
+                "new_jobs": .number(Double(newJobs)),
                 "rejected": .number(Double(rejections.count)),
                 "ids": .array(ids.map { .number(Double($0)) }),
                 "rejections": .array(rejections.map { ["line": .number(Double($0.line)), "error": .string($0.reason)] }),
@@ -91,10 +112,19 @@ struct BulkSubmission {
             print(summary.jsonText)
         } else {
             let repeats = submitted - jobs
+            var why: [String] = []
+            if repeats > 0 {
+                why.append(
+                    "\(repeats) \(repeats == 1 ? "line repeats" : "lines repeat") an earlier line's idempotency key, "
+                        + "and names its job")
+            }
+            if !earlier.isEmpty {
+                why.append(
+                    "\(earlier.count) \(earlier.count == 1 ? "key names a job" : "keys name jobs") submitted before")
+            }
             print(
                 "submitted \(submitted), rejected \(rejections.count)"
-                    + (repeats == 0 ? "" : " (\(jobs) jobs: \(repeats) \(repeats == 1 ? "line repeats" : "lines repeat") "
-                        + "an earlier line's idempotency key, and names its job)"))
+                    + (why.isEmpty ? "" : " (\(newJobs) new \(newJobs == 1 ? "job" : "jobs"): \(why.joined(separator: "; ")))"))
             for rejection in rejections.prefix(100) { print("  line \(rejection.line): \(rejection.reason)") }
             if rejections.count > 100 { print("  … and \(rejections.count - 100) more (use --json for all)") }
         }

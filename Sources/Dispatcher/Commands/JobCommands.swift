@@ -112,9 +112,14 @@ enum JobCommands {
                 let status = result["status"]?.stringValue ?? "unknown"
                 let error = [result["error"]?["code"]?.stringValue, result["error"]?["message"]?.stringValue]
                     .compactMap { $0 }.joined(separator: ": ")
+                // A request every model refuses fails the same way again: retry was the wrong advice.
+                let refused = ["bad_request", "unreadable_request", "context_length_exceeded", "unroutable"]
+                    .contains(result["error"]?["code"]?.stringValue ?? "")
                 printError(
                     "job \(jobs[0]) \(status)" + (error.isEmpty ? "" : " (\(error))") + "; it has no answer"
-                        + "\nhint: dispatcher result \(jobs[0]) shows its attempts; dispatcher retry \(jobs[0]) runs it again")
+                        + "\nhint: dispatcher result \(jobs[0]) shows its attempts; "
+                        + (refused ? "the request itself was refused, so submit a corrected one (a retry would fail "
+                            + "the same way)" : "dispatcher retry \(jobs[0]) runs it again"))
                 return ExitCode.jobNotSucceeded
             }
             print(JobWaiter.answerText(result["response"]))

@@ -52,6 +52,12 @@ struct JobWaiter {
         }
 
         try await check(pending)
+        if !pending.isEmpty, let live = try? await store.liveWorkers(), live == 0 {
+            // Waited out in silence, a newcomer's first job looked stuck (status knew why).
+            printError(
+                "warning: no worker has sent a heartbeat in the last 30 s: the jobs stay queued until one runs "
+                    + "(worker --concurrency 16)")
+        }
         if !pending.isEmpty {
             let deadline = ContinuousClock.now + timeout
             let waiting = pending
@@ -124,6 +130,7 @@ struct JobWaiter {
                     item["run_at"] = .string(waits.runAt.postgresText)
                     item["waiting_reason"] = waits.reason.map(JSONValue.string) ?? .null
                     if waits.paused { item["background_paused"] = true }
+                    if let held = waits.held { item["background_held"] = .string(held) }
                 }
                 return item
             }
@@ -149,6 +156,9 @@ struct JobWaiter {
         var text = status == "scheduled" ? "scheduled until \(StatusFormat.clock(waiting.runAt)) UTC" : status
         if let reason = waiting.reason { text += status == "scheduled" ? ": \(reason)" : "; put back: \(reason)" }
         if waiting.paused { text += "; background work is paused (dispatcher background resume)" }
+        if let held = waiting.held {
+            text += "; background work is held back: \(held) (sooner if its deadline needs it)"
+        }
         return text
     }
 

@@ -320,7 +320,14 @@ struct JSONParser {
         }
         let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<position]), as: UTF8.self)
         // Double("1e999999") is infinity, which JSON cannot write back: stored, it became null.
-        guard let value = Double(text), value.isFinite else { throw failure("a number out of range") }
+        guard let value = Double(text), value.isFinite else {
+            // Valid JSON (`jsonb` keeps it), but past what a worker reads: "not valid JSON" said
+            // the wrong thing.
+            throw QueueError(
+                .invalidInput, "not JSON this program can read: a number past ±1.8e308 at byte \(start + 1) "
+                    + "(\(text.prefix(40))), more than a 64-bit float holds",
+                hint: "write a smaller number, or send it as a string")
+        }
         return value
     }
 

@@ -26,6 +26,24 @@ public struct QueueStore: Sendable {
         }
     }
 
+    /// The database's clock now.
+    public func databaseNow() async throws -> Date {
+        try await pool.query("SELECT now()").scalar(Date.self)
+    }
+
+    /// Of `ids`, those of jobs created before `instant` (by the database's clock): a submission
+    /// whose idempotency key named a job from before, not a new one. Finished or not.
+    public func createdBefore(_ instant: Date, among ids: [Int64]) async throws -> Set<Int64> {
+        guard !ids.isEmpty else { return [] }
+        let rows = try await pool.query(
+            """
+            SELECT id FROM switchyard.jobs WHERE id = ANY ($1) AND created_at < $2
+            UNION ALL
+            SELECT job_id FROM switchyard.results WHERE job_id = ANY ($1) AND created_at < $2
+            """, [ids, instant])
+        return Set(try rows.map { try $0[0].decode(Int64.self) })
+    }
+
     /// Submits many jobs in one statement. When the server refuses any of them, none of the batch
     /// is stored, and this says which one (so the caller can resubmit the others).
     /// - Returns: the ids, in order.
@@ -229,6 +247,14 @@ public struct QueueStore: Sendable {
         try await pool.query("SELECT switchyard.stand_down($1)", [worker])
     }
 
+    /// How many workers sent a heartbeat in the last 30 s (the roles that may read the workers
+    /// table: worker and admin).
+    public func liveWorkers() async throws -> Int {
+        try await pool.query(
+            "SELECT count(*) FROM switchyard.workers WHERE heartbeat_at > now() - interval '30 seconds'"
+        ).scalar(Int.self)
+    }
+
     /// Requeues (or ends) jobs whose lease expired, and says what each was.
     public func rescueExpired(limit: Int = 1000) async throws -> [Rescue] {
         // Joined to the jobs as they were when the statement began (its snapshot predates the
@@ -327,6 +353,9 @@ public struct QueueStore: Sendable {
         /// A background job while background work is paused (`dispatcher background pause`): no
         /// worker claims it, whatever its run_at, until it is resumed.
         public var paused = false
+        /// A background job while the claim gate is closed (no model within the price ceiling
+        /// now): why, and when it opens next, as `switchyard.background_gate` says.
+        public var held: String?
     }
 
     /// What `Waiting` says of each of `jobs` still in the queue (finished and unknown ids are left out).
@@ -345,6 +374,11 @@ public struct QueueStore: Sendable {
         // The settings are an operator's and a worker's to read: a submitter's role is not told.
         if !background.isEmpty, (try? await BackgroundPolicy.load(pool))?.paused == true {
             for id in background { result[id]?.paused = true }
+        } else if !background.isEmpty, let gate = try? await BackgroundGate.check(pool), !gate.isOpen {
+            // A job held back by the ceiling read "queued" alone until a worker had put it back.
+            let held = gate.reason + (gate.nextOpenAt.map { "; the gate opens at \($0.postgresText)" } ?? "")
+            // A job a worker put back already says why (the same ceiling, with its next window).
+            for id in background where result[id]?.reason == nil { result[id]?.held = held }
         }
         return result
     }
