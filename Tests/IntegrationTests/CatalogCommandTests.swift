@@ -126,6 +126,10 @@ struct CatalogCommandTests {
             // No model in the example sets a cache price: no cache columns.
             #expect(!text.output.contains("CACHED $/1K"))
             #expect(text.output.contains("OPEN (error rate 12.0% over the last 50 requests (limit 2.0%))"), "\(text.output)")
+            let relisted = try JSONValue(
+                parsing: try await dispatcher(["models", "list", "--json", "--database-url", url]).output)
+            let haiku = relisted["models"]?.arrayValue?.first { $0["name"] == "claude-haiku" }
+            #expect(haiku?["health"]?["reason"] == "error rate 12.0% over the last 50 requests (limit 2.0%)")
             // A best_quality rule's jobs go to the best-scored model, not the listed primary
             // (deepseek-v3): the order they are tried in, not the listed one with arrows.
             let code = try #require(text.output.split(separator: "\n").first { $0.hasPrefix("code ") }, "\(text.output)")

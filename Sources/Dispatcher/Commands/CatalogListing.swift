@@ -155,6 +155,7 @@ enum CatalogListing {
                 "capabilities": .object(model.capabilities.mapValues { .number(Double($0)) }),
                 "health": [
                     "breaker": .string(record?.breaker.rawValue ?? "closed"),
+                    "reason": record?.reason.map(JSONValue.string) ?? .null,
                     "reported": .bool(record != nil),
                     "consecutive_failures": .number(Double(record?.consecutiveFailures ?? 0)),
                     "window_requests": .number(Double(record?.windowRequests ?? 0)),
@@ -182,7 +183,7 @@ enum CatalogListing {
     private static func breaker(_ record: CatalogStore.HealthRecord) -> String {
         switch record.breaker {
         case .closed: "closed"
-        case .halfOpen: "half_open"
+        case .halfOpen: StatusFormat.breaker("half_open", reason: record.reason, limit: 300)
         case .open: "OPEN (\(record.reason ?? "\(record.consecutiveFailures) failures in a row"))"
         }
     }

@@ -35,6 +35,26 @@ enum StatusFormat {
     }
 
     /// `412 ms`, `1.21 s`, `2.3 min`.
+    /// A breaker for a table cell: its state, a half-open breaker's probes apart from why it
+    /// opened (a review read "half_open (a probe failed while half-open)" as a failure now, and
+    /// the count was cut off with the reason), the reason cut to `limit` characters; an alert's
+    /// as "alert" (listed in full elsewhere) when `alertsShown`.
+    static func breaker(_ state: String, reason: String?, limit: Int = 48, alertsShown: Bool = false) -> String {
+        guard state != "closed", var reason, !reason.isEmpty else { return state }
+        var probes: String?
+        if let range = reason.range(of: #"; [0-9]+ of [0-9]+ probes answered$"#, options: .regularExpression) {
+            probes = String(reason[range].dropFirst(2))
+            reason.removeSubrange(range)
+        }
+        let short = alertsShown && reason.hasPrefix("alert:")
+            ? "alert" : reason.count > limit ? String(reason.prefix(limit - 1)) + "…" : reason
+        switch state {
+        case "half_open": return "half_open: \(probes ?? "probing") (opened on: \(short))"
+        case "open": return "open (\(short))"
+        default: return "\(state) (\(short))"
+        }
+    }
+
     static func milliseconds(_ value: Double?) -> String {
         guard let value, value.isFinite else { return none }
         if value < 1000 { return "\(Int(value.rounded())) ms" }

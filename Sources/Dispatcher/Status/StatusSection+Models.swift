@@ -20,12 +20,8 @@ extension StatusSection {
             ],
             rightAligned: Set(1...9))
         for model in shown {
-            var breaker = model.breaker
-            if model.breaker != "closed", let reason = model.breakerReason {
-                // Alerts are listed in full above; other reasons are short ("5 failures in a row").
-                let short = reason.count > 48 ? String(reason.prefix(47)) + "…" : reason
-                breaker += reason.hasPrefix("alert:") ? " (alert)" : " (\(short))"
-            }
+            // Alerts are listed in full above; other reasons are short ("5 failures in a row").
+            let breaker = StatusFormat.breaker(model.breaker, reason: model.breakerReason, alertsShown: true)
             table.append([
                 model.model, String(model.calls), StatusFormat.percent(model.errorRate),
                 StatusFormat.percent(model.timeoutRate), StatusFormat.milliseconds(model.latencyP50MS),

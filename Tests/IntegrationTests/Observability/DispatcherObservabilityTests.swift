@@ -32,6 +32,23 @@ struct DispatcherObservabilityTests {
         }
     }
 
+    /// A review's status read "half_open (a probe failed while half-open)" as a failure now, and
+    /// cut the probe count off with the reason ("half_open (failure rate 21.7% over the last 23
+    /// requests (e…)"); models list showed a bare "half_open".
+    @Test("a half-open breaker shows its probes apart from why it opened, whatever the reason's length")
+    func breakerCell() {
+        let long = "failure rate 21.7% over the last 23 requests (errors and timeouts; limit 2.0%)"
+        #expect(StatusFormat.breaker("half_open", reason: long + "; 2 of 5 probes answered")
+            == "half_open: 2 of 5 probes answered (opened on: failure rate 21.7% over the last 23 requests (e…)")
+        #expect(StatusFormat.breaker("half_open", reason: "a probe failed while half-open")
+            == "half_open: probing (opened on: a probe failed while half-open)")
+        #expect(StatusFormat.breaker("half_open", reason: "alert: error rate 4.0%; 1 of 5 probes answered", alertsShown: true)
+            == "half_open: 1 of 5 probes answered (opened on: alert)")
+        #expect(StatusFormat.breaker("open", reason: "5 failures in a row") == "open (5 failures in a row)")
+        #expect(StatusFormat.breaker("closed", reason: nil) == "closed")
+        #expect(StatusFormat.breaker("half_open", reason: nil) == "half_open")
+    }
+
     @Test("status on a fresh database: every section renders, and the window is reported empty")
     func statusWhenNothingFinished() async throws {
         try await TestDatabase.withMigratedPool { pool in
