@@ -34,7 +34,7 @@ struct QueueSQLTests {
             (#"{"messages": "hi"}"#, "interactive", "request.messages must be an array, got string"),
             (#"{"messages": []}"#, "interactive", "request.messages must not be empty"),
             (#"{"messages": ["hi"]}"#, "interactive", "request.messages[0] must be an object with role and content, got string"),
-            (#"{"messages": [{"content": "hi"}]}"#, "interactive", "request.messages[0].role must be a string"),
+            (#"{"messages": [{"content": "hi"}]}"#, "interactive", "request.messages[0].role is missing"),
             (#"{"messages": [{"role": "robot", "content": "hi"}]}"#, "interactive", "request.messages[0].role must be system, developer, user, assistant or tool (got 'robot')"),
             (#"{"messages": [{"role": "user"}]}"#, "interactive", "request.messages[0].content is missing"),
             (#"{"messages": [{"role": "user", "content": 42}]}"#, "interactive", "request.messages[0].content must be a string or an array of parts, got number"),
@@ -51,6 +51,10 @@ struct QueueSQLTests {
             #expect(viaSubmit.message == message)
             #expect(viaSubmit.sqlState == .invalidParameterValue)
             #expect(viaSubmit.hint?.isEmpty == false)
+            // A submitter may not run `dispatcher models list`: the hint says who can.
+            if message.contains("unknown model") {
+                #expect(viaSubmit.hint?.contains("an operator lists them: dispatcher models list") == true)
+            }
             // … and through a plain INSERT, the same rule and the same words.
             let viaInsert = try await #require(throws: PostgresError.self) {
                 try await pool.query("INSERT INTO switchyard.jobs (request, priority) VALUES ($1::jsonb, $2)", [request, priority])
@@ -103,7 +107,13 @@ struct QueueSQLTests {
             let past = Submission(request: Self.hello, deadline: Date().addingTimeInterval(-60))
             let deadline = try await #require(throws: QueueError.self) { try await store.submit(past) }
             #expect(deadline.message.hasPrefix("deadline ("))
-            #expect(deadline.message.contains("must be after run_at"))
+            // Past already, with run_at left to now: said to be past ("must be after run_at (…)"
+            // sent a reader to a run_at they never gave).
+            #expect(deadline.message.contains("must be in the future"), "\(deadline)")
+            let beforeStart = Submission(
+                request: Self.hello, runAt: Date().addingTimeInterval(7200), deadline: Date().addingTimeInterval(3600))
+            let early = try await #require(throws: QueueError.self) { try await store.submit(beforeStart) }
+            #expect(early.message.contains("must be after run_at"), "\(early)")
 
             let attempts = try await #require(throws: QueueError.self) {
                 try await store.submit(Submission(request: Self.hello, maxAttempts: 0))

@@ -275,7 +275,7 @@ struct HostileInputs {
         default:  // missing parts
             let (text, expected) = random.pick([
                 ("{}", "request.messages is missing"), (#"{"messages":[]}"#, "request.messages must not be empty"),
-                (#"{"messages":[{"content":"hi"}]}"#, "request.messages[0].role must be a string"),
+                (#"{"messages":[{"content":"hi"}]}"#, "request.messages[0].role is missing"),
                 (#"{"messages":[{"role":"user"}]}"#, "request.messages[0].content is missing"),
             ])
             input.request = Array(text.utf8)
