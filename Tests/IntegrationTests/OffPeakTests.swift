@@ -48,6 +48,11 @@ struct OffPeakTests {
             _ = try await QueueStore(pool: pool).submit(Submission(request: Submission.prompt("x"), priority: .background))
             var backlog = try await BacklogStatus.load(pool)
             #expect(backlog.liveWorkers == 0 && backlog.drainedAt == nil)
+            // A dash before the reason: brackets nested with the reason's own read "closed (… (…))".
+            try await BackgroundPolicy.set("background_paused", to: "true", in: pool)
+            #expect(try await BacklogStatus.load(pool).lines.contains(
+                "  gate: closed — background work is paused (dispatcher background resume)"))
+            try await BackgroundPolicy.set("background_paused", to: "false", in: pool)
             #expect(backlog.lines.last == "  pace: 0.4 jobs/min over the last 10 minutes; not draining now: no worker is running")
             let worker = WorkerIdentity(id: "w", concurrency: 1, hostname: "h", pid: 1, version: "t")
             _ = try await QueueStore(pool: pool).heartbeat(worker: worker, held: [], lease: .seconds(30))

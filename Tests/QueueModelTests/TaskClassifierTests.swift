@@ -32,6 +32,11 @@ struct TaskClassifierTests {
         #expect(classify(text).source == .heuristic)
     }
 
+    @Test("a one-character message is said in the singular")
+    func oneCharacter() {
+        #expect(classify("?").reason.contains("a short message (1 character ≤ "), "\(classify("?").reason)")
+    }
+
     @Test("long input is long_context, whatever it says")
     func longContext() {
         let document = String(repeating: "The quarterly report shows steady growth. ", count: 900)

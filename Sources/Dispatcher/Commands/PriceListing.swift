@@ -30,7 +30,8 @@ enum PriceListing {
             return ExitCode.success
         }
         print("prices at \(instant.formatted(.iso8601)) (per 1K tokens, input / output)")
-        var table = TextTable(["model", "tier", "list", "now", "window", "next window"])
+        // "now" titled the prices of another time (--at 8h).
+        var table = TextTable(["model", "tier", "list", arguments.value("at") == nil ? "now" : "then", "window", "next window"])
         for schedule in schedules {
             let (input, output) = schedule.multipliers(at: instant)
             let model = schedule.model

@@ -59,7 +59,8 @@ public struct BacklogStatus: Sendable {
         if let next = nextWaitingAt {
             lines[0] += " (the next at \(next.formatted(.iso8601)))"
         }
-        var gateLine = "  gate: " + (gate.isOpen ? "open" : "closed") + " (\(gate.reason))"
+        // A dash, not brackets: reasons carry their own ("paused (dispatcher background resume)").
+        var gateLine = "  gate: " + (gate.isOpen ? "open" : "closed") + " — \(gate.reason)"
         if let next = gate.nextOpenAt { gateLine += "; next cheap window \(next.formatted(.iso8601))" }
         lines.append(gateLine)
         var ceiling = "  ceiling: " + (policy.maxCostPer1K.map { "$\($0)/1K" } ?? "none")

@@ -90,7 +90,8 @@ public struct TaskClassifier: Sendable {
         if let how = Self.howQuestion(words) { return heuristic(.reasoning, "asks how something works (\"\(how)\")") }
         let length = ask.unicodeScalars.count
         if length <= shortMessageCharacters {
-            return heuristic(.simple, "a short message (\(length) characters ≤ \(shortMessageCharacters))")
+            return heuristic(
+                .simple, "a short message (\(length) \(length == 1 ? "character" : "characters") ≤ \(shortMessageCharacters))")
         }
         return heuristic(.general, "no cue matched (\(length) characters)")
     }
