@@ -128,6 +128,7 @@ struct OffPeakExecutionTests {
             #expect((savings.rows.last?.savedByCheaperModel ?? 0) > 0)
             #expect((savings.rows.last?.savedByOffPeak ?? 0) > 0)
             #expect(savings.rows.last?.escalatedJobs == 1)
+            #expect(savings.text.contains("by model  by off-peak"), "\(savings.text)")
         }
     }
 

@@ -10,8 +10,9 @@ enum ReportCommand {
                dispatcher report savings [--since TIME|DURATION] [--json]
 
         savings: what the finished jobs cost, against running every one of them on its rule's
-        primary model at list (peak) price, by priority and by reason (a cheaper model, an
-        off-peak window), with the jobs a deadline escalated past their price ceiling.
+        primary model at list (peak) price, by priority and by reason (another model than the
+        primary, negative when a dearer one was chosen; an off-peak window), with the jobs a
+        deadline escalated past their price ceiling.
 
         Writes one self-contained HTML file (inline SVG charts, no scripts, no external assets):
         latency percentiles (P50/P95/P99) and cost per model over time, the tier mix, the fallback

@@ -42,7 +42,9 @@ public struct SavingsReport: Sendable {
     public var text: String {
         var lines = ["savings" + (since.map { " since \($0.formatted(.iso8601))" } ?? "")
             + ": cost against every job on its rule's primary model at list price"]
-        let header = ["", "jobs", "cost", "all-primary", "saved", "cheaper model", "off-peak", "escalated"]
+        // "by model": negative where the strategy chose a dearer model than the primary
+        // (best_quality), which "cheaper model" misnamed.
+        let header = ["", "jobs", "cost", "all-primary", "saved", "by model", "by off-peak", "escalated"]
         var table = [header]
         for row in rows {
             table.append([
