@@ -330,6 +330,36 @@ struct AlertTests {
         }
     }
 
+    /// A realistic run's rate rule opened a degraded model's breaker; the alert raised 4.6 s later
+    /// replaced its reason with a weaker five-minute figure and restarted its open time.
+    @Test("an alert leaves a breaker open already as it is; a half-open one it opens again")
+    func alertKeepsOpenBreaker() async throws {
+        try await Self.withCatalog { pool in
+            let alerts = AlertStore(pool: pool)
+            let at = try await ResultRow.databaseNow(pool)
+            try await ResultRow.insert(Self.calls("flaky", count: 60, failing: 6, end: at, firstJob: 1), into: pool)
+            try await pool.query(
+                """
+                INSERT INTO switchyard.model_health (model, state, reason, opened_at)
+                VALUES ('flaky', 'open', 'failure rate 35.0% over the last 20 requests', now() - interval '5 seconds')
+                """)
+            let before = try await pool.query("SELECT opened_at FROM switchyard.model_health").scalar(Date.self)
+            #expect(try await alerts.evaluate(at: at).map(\.event) == [.raised])
+            let kept = try #require(try await pool.query("SELECT reason, opened_at FROM switchyard.model_health").first)
+            #expect(try kept.decode("reason", as: String.self) == "failure rate 35.0% over the last 20 requests")
+            #expect(try kept.decode("opened_at", as: Date.self) == before)
+
+            // Half-open when the alert raises: opened again, with the alert's reason.
+            try await pool.query("DELETE FROM switchyard.alerts")
+            try await pool.query(
+                "UPDATE switchyard.model_health SET opened_at = now() - interval '1 hour', reason = 'x; 2 of 5 probes answered'")
+            #expect(try await alerts.evaluate(at: at).map(\.event) == [.raised])
+            let reopened = try #require(try await pool.query("SELECT state, reason FROM switchyard.fleet_health").first)
+            #expect(try reopened.decode("state", as: String.self) == "open")
+            #expect(try reopened.decode("reason", as: String.self).hasPrefix("alert: model flaky"))
+        }
+    }
+
     @Test("an alert never opens the breaker of the last healthy model of a rule")
     func lastHealthyModelKeepsItsBreaker() async throws {
         try await Self.withCatalog { pool in
