@@ -459,6 +459,21 @@ struct CatalogCommandTests {
         #expect(plan("simple_queries")?.order.first == "claude-haiku")
         // The default rule takes every class no other rule does: no one order.
         #expect(plan("default") == nil)
+
+        // A review: gpt-4 ($0.045/1K, no windows) in a rule held to $0.002/1K, and an ordered
+        // rule with a floor but jobs of several classes, were drawn as tried.
+        document["routing_rules"]?["simple_queries"]?["strategy"] = "ordered"
+        document["routing_rules"]?["simple_queries"]?["fallback"] = ["claude-haiku", "gpt-4"]
+        document["routing_rules"]?["default"]?["strategy"] = "ordered"
+        document["routing_rules"]?["default"]?["quality_floor"] = 80
+        let second = try CatalogDocument(parsing: Data(document.jsonText.utf8))
+        let changed = Catalog(models: second.models ?? [], rules: second.rules ?? [])
+        let simple = try #require(changed.rules.first { $0.taskClass == "simple_queries" })
+        let capped = try #require(CatalogListing.fixedPlan(of: simple, in: changed))
+        #expect(capped.order == ["gpt-3.5-turbo", "claude-haiku"], "\(capped)")
+        #expect(capped.never.map(\.model) == ["gpt-4"] && capped.never[0].reason.contains("> ceiling $0.002/1K"), "\(capped)")
+        let floored = try #require(changed.rules.first { $0.taskClass == "default" })
+        #expect(CatalogListing.fixedPlan(of: floored, in: changed) == nil)
         let text = CatalogListing.text(catalog, health: [:])
         #expect(text.contains("best_quality (reasoning score)"), "\(text)")
     }

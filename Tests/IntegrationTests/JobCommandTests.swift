@@ -157,7 +157,7 @@ struct JobCommandTests {
             let store = QueueStore(pool: pool)
             let url = WorkerProcess.databaseURL(pool.configuration)
             var ids: [Int64] = []
-            for code in ["bad_request", "server_error"] {
+            for code in ["bad_request", "server_error", "unsupported_request"] {
                 let id = try await store.submit(Submission(request: ["messages": [["role": "user", "content": "hi"]]]))
                 _ = try await store.claim(worker: "w", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30))
                 try await pool.query(
@@ -174,6 +174,8 @@ struct JobCommandTests {
             #expect(!refused.output.contains("dispatcher retry"), "\(refused.output)")
             let broke = try await dispatcher(["result", String(ids[1]), "--content"], stdin: "", url: url)
             #expect(broke.output.contains("dispatcher retry \(ids[1]) runs it again"), "\(broke.output)")
+            let unsupported = try await dispatcher(["result", String(ids[2]), "--content"], stdin: "", url: url)
+            #expect(unsupported.output.contains("submit a corrected one"), "\(unsupported.output)")
         }
     }
 }

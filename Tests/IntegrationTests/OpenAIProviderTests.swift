@@ -217,13 +217,30 @@ struct OpenAIProviderTests {
             #expect(OpenAIProvider.keepsCacheControl(
                 ModelSpec(name: "o", provider: .openai, settings: ["keep_cache_control": true]), url: openAI))
         }
-        let refused = ProviderError.fromResponse(
-            status: 400, headers: [:],
-            body: Data(#"{"error": {"message": "messages.0.content.0.cache_control: Extra inputs are not permitted"}}"#.utf8),
-            model: "mistral", now: Date())
+        func classified(_ status: Int, _ body: String) -> ProviderError {
+            ProviderError.fromResponse(status: status, headers: [:], body: Data(body.utf8), model: "m", now: Date())
+        }
+        let refused = classified(
+            400, #"{"error": {"message": "messages.0.content.0.cache_control: Extra inputs are not permitted"}}"#)
         #expect(refused.code == .unsupportedRequest)
         #expect(refused.decision(remainingBudget: .seconds(5)) == .nextCandidate)
         #expect(refused.hint?.contains(#""keep_cache_control": false"#) == true)
+        // Mistral and other FastAPI servers answer with pydantic's list of problems (a review:
+        // read as no message at all, they still failed the job as bad_request).
+        let detail = #"[{"type": "extra_forbidden", "loc": ["body", "messages", 0, "content", 0, "cache_control"], "msg": "Extra inputs are not permitted"}]"#
+        for body in [
+            #"{"object": "error", "message": {"detail": \#(detail)}, "type": "invalid_request_error"}"#,
+            #"{"detail": \#(detail)}"#, #"{"message": \#(detail)}"#,
+            #"{"error": {"message": "Unrecognized request argument supplied: cache_control"}}"#,
+        ] {
+            let error = classified(422, body)
+            #expect(error.code == .unsupportedRequest, "\(body) → \(error)")
+        }
+        #expect(classified(422, #"{"detail": \#(detail)}"#).message
+            == "body.messages.0.content.0.cache_control: Extra inputs are not permitted")
+        // A mark's own field refused is the request's mistake: it fails, as any bad request.
+        let field = classified(400, #"{"error": {"message": "messages.0.content.0.cache_control.foo: Extra inputs are not permitted"}}"#)
+        #expect(field.code == .badRequest, "\(field)")
     }
 
     @Test("a malformed 200 body moves to the next candidate")

@@ -620,7 +620,7 @@ struct WorkerServiceTests {
             #expect(stopped, "the worker did not stop while the database was down")
             // The answered job is no "unfinished job" (a chaos review read the line so).
             let line = log.all.first { $0.contains("grace period over") }
-            #expect(line?.contains("; outcomes not yet written are given up") == true, "\(log.all)")
+            #expect(line?.contains("; giving up the outcomes not yet written if the database cannot take them") == true, "\(log.all)")
             #expect(line?.contains("running=1 outcomes_unwritten=1") == true, "\(log.all)")
             try await admin.query("ALTER DATABASE \(database) ALLOW_CONNECTIONS true")
             await admin.close()

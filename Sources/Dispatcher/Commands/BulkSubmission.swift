@@ -33,6 +33,9 @@ struct BulkSubmission {
         var runStart: Date?
         var askedForStart = false
         var earlier: Set<Int64> = []
+        // Which lines made new jobs cannot be told (this role cannot read some of them back, or
+        // the database did not answer): the summary then does not claim it.
+        var newJobsUnknown = false
         while let lines = try await Self.lines(reader, batchSize, path: path, submitted: submitted, rejected: rejections.count) {
             resumeLine = lines.first?.number ?? resumeLine
             inFlightThrough = lines.last?.number ?? resumeLine
@@ -53,6 +56,7 @@ struct BulkSubmission {
             if keyed && !askedForStart {
                 askedForStart = true
                 runStart = try? await store.databaseNow()
+                newJobsUnknown = runStart == nil
             }
             do {
                 do {
@@ -81,10 +85,13 @@ struct BulkSubmission {
                     by: error, path: path, lines: resumeLine...max(resumeLine, inFlightThrough), submitted: submitted,
                     ids: ids, rejections: rejections)
             }
-            if let runStart, keyed, ids.count > idsBefore,
-                let found = try? await store.createdBefore(runStart, among: Array(ids[idsBefore...]))
-            {
-                earlier.formUnion(found)
+            if let runStart, keyed, ids.count > idsBefore {
+                let made = Set(ids[idsBefore...])
+                if let found = try? await store.createdBefore(runStart, among: Array(made)), found.seen == made {
+                    earlier.formUnion(found.earlier)
+                } else {
+                    newJobsUnknown = true
+                }
             }
             resumeLine = (lines.last?.number ?? resumeLine - 1) + 1
             progress.update(submitted: submitted, rejected: rejections.count)
@@ -104,7 +111,7 @@ struct BulkSubmission {
         if json {
             let summary: JSONValue = [
                 "submitted": .number(Double(submitted)), "jobs": .number(Double(jobs)),
-                "new_jobs": .number(Double(newJobs)),
+                "new_jobs": newJobsUnknown ? .null : .number(Double(newJobs)),
                 "rejected": .number(Double(rejections.count)),
                 "ids": .array(ids.map { .number(Double($0)) }),
                 "rejections": .array(rejections.map { ["line": .number(Double($0.line)), "error": .string($0.reason)] }),
@@ -122,9 +129,13 @@ struct BulkSubmission {
                 why.append(
                     "\(earlier.count) \(earlier.count == 1 ? "key names a job" : "keys name jobs") submitted before")
             }
+            if newJobsUnknown {
+                why.append("which keys named jobs from before cannot be told: this role cannot read them back")
+            }
+            let made = newJobsUnknown ? "\(jobs) \(jobs == 1 ? "job" : "jobs")" : "\(newJobs) new \(newJobs == 1 ? "job" : "jobs")"
             print(
                 "submitted \(submitted), rejected \(rejections.count)"
-                    + (why.isEmpty ? "" : " (\(newJobs) new \(newJobs == 1 ? "job" : "jobs"): \(why.joined(separator: "; ")))"))
+                    + (why.isEmpty ? "" : " (\(made): \(why.joined(separator: "; ")))"))
             for rejection in rejections.prefix(100) { print("  line \(rejection.line): \(rejection.reason)") }
             if rejections.count > 100 { print("  … and \(rejections.count - 100) more (use --json for all)") }
         }

@@ -78,7 +78,8 @@ enum CatalogListing {
     /// best-scored one, at 13 times the price.
     struct FixedPlan: Equatable {
         var order: [String]
-        /// Models the rule's filters always drop: disabled, unknown, or under its quality floor.
+        /// Models the rule's filters always drop: disabled, unknown, over its cost ceiling at every
+        /// hour, or under its quality floor.
         var never: [Skipped]
         /// The class whose scores measure the rule's models, when every class it serves has the same.
         var scoring: TaskClass?
@@ -96,7 +97,9 @@ enum CatalogListing {
     static func fixedPlan(of rule: RouteRule, in catalog: Catalog) -> FixedPlan? {
         guard rule.strategy == .ordered || rule.strategy == .bestQuality else { return nil }
         let scoring = scoringClass(of: rule, in: catalog)
-        if rule.strategy == .bestQuality && scoring == nil { return nil }
+        // Scored by several classes: neither the order (best_quality) nor the floor's drops hold
+        // for every job.
+        if scoring == nil && (rule.strategy == .bestQuality || rule.qualityFloor != nil) { return nil }
         let specs = Dictionary(catalog.models.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         var never: [FixedPlan.Skipped] = []
         var kept: [(name: String, index: Int, score: Int)] = []
@@ -108,6 +111,17 @@ enum CatalogListing {
             guard spec.enabled else {
                 never.append(.init(model: name, reason: "disabled"))
                 continue
+            }
+            // Over the rule's cost ceiling at its cheapest window (as the router reckons it).
+            if let ceiling = rule.maxCostPer1K {
+                let windows = PriceSchedule(spec).windows
+                let list = Pricing.averagePricePer1K(spec)
+                let lowest = windows.isEmpty ? list : min(list, Pricing.averagePricePer1K(
+                    spec, input: windows.map(\.inputMultiplier).min() ?? 1, output: windows.map(\.outputMultiplier).min() ?? 1))
+                if lowest > ceiling {
+                    never.append(.init(model: name, reason: "$\(lowest)/1K at its cheapest > ceiling $\(ceiling)/1K"))
+                    continue
+                }
             }
             let scored = scoring?.scoredCapability(of: spec)
             if let floor = rule.qualityFloor, let scoring {

@@ -113,13 +113,17 @@ enum JobCommands {
                 let error = [result["error"]?["code"]?.stringValue, result["error"]?["message"]?.stringValue]
                     .compactMap { $0 }.joined(separator: ": ")
                 // A request every model refuses fails the same way again: retry was the wrong advice.
-                let refused = ["bad_request", "unreadable_request", "context_length_exceeded", "unroutable"]
-                    .contains(result["error"]?["code"]?.stringValue ?? "")
+                let code = result["error"]?["code"]?.stringValue ?? ""
+                let advice =
+                    ["bad_request", "unreadable_request", "context_length_exceeded", "unsupported_request"].contains(code)
+                    ? "the request itself was refused, so submit a corrected one (a retry would fail the same way)"
+                    : code == "unroutable"
+                        ? "no rule or model could take it: change the catalog or the request first (a retry before "
+                            + "that fails the same way)"
+                        : "dispatcher retry \(jobs[0]) runs it again"
                 printError(
                     "job \(jobs[0]) \(status)" + (error.isEmpty ? "" : " (\(error))") + "; it has no answer"
-                        + "\nhint: dispatcher result \(jobs[0]) shows its attempts; "
-                        + (refused ? "the request itself was refused, so submit a corrected one (a retry would fail "
-                            + "the same way)" : "dispatcher retry \(jobs[0]) runs it again"))
+                        + "\nhint: dispatcher result \(jobs[0]) shows its attempts; " + advice)
                 return ExitCode.jobNotSucceeded
             }
             print(JobWaiter.answerText(result["response"]))

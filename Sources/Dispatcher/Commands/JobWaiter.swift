@@ -13,6 +13,8 @@ struct JobWaiter {
 
     /// Waits, prints each job's outcome as it finishes, and returns the exit status.
     func wait(for ids: [Int64], timeout: Duration, json: Bool) async throws -> Int32 {
+        // From the start: the wait for the database counts against it.
+        let deadline = ContinuousClock.now + timeout
         // Through the pool first, which waits out a database that is down or restarting as
         // every other command does (the listening connection alone failed at once), for no
         // longer than the caller's timeout (a review's --timeout 2s took 15 s).
@@ -59,7 +61,6 @@ struct JobWaiter {
                     + "(worker --concurrency 16)")
         }
         if !pending.isEmpty {
-            let deadline = ContinuousClock.now + timeout
             let waiting = pending
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {

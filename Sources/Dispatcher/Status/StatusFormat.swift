@@ -34,7 +34,6 @@ enum StatusFormat {
             || scalar.value == 0x200E || scalar.value == 0x200F
     }
 
-    /// `412 ms`, `1.21 s`, `2.3 min`.
     /// A breaker for a table cell: its state, a half-open breaker's probes apart from why it
     /// opened (a review read "half_open (a probe failed while half-open)" as a failure now, and
     /// the count was cut off with the reason), the reason cut to `limit` characters; an alert's
@@ -55,6 +54,7 @@ enum StatusFormat {
         }
     }
 
+    /// `412 ms`, `1.21 s`, `2.3 min`.
     static func milliseconds(_ value: Double?) -> String {
         guard let value, value.isFinite else { return none }
         if value < 1000 { return "\(Int(value.rounded())) ms" }

@@ -33,6 +33,10 @@ extension StatusSection {
         return StatusOutput(lines: table.lines + (quiet > 0 ? ["… and " + more] : []), json: .array(models.map(\.json)))
     }
 
+    /// How old the last alert evaluation may be before status says so: past the interval a slow
+    /// evaluation backs off to (ten times its length), with room.
+    static let staleEvaluationSeconds = 600.0
+
     /// Open alerts, oldest first.
     static let alerts = StatusSection(key: "alerts", title: "ALERTS") { context in
         let open = try await context.alerts.open()
@@ -46,6 +50,13 @@ extension StatusSection {
                     + (evaluation.evaluatedAt.map { " (last success \(StatusFormat.clock($0)))" } ?? "")
                     + ": \(error)")
             lines.append("  no alert raises or clears until an evaluation succeeds; the housekeeper's log has each failure")
+        } else if let evaluatedAt = evaluation.evaluatedAt, let age = evaluation.secondsSinceEvaluated,
+            age > Self.staleEvaluationSeconds
+        {
+            // No housekeeper at all (no worker running, or one stuck) said nothing either.
+            lines.append(
+                "NOT EVALUATED since \(StatusFormat.clock(evaluatedAt)) (\(StatusFormat.seconds(age)) ago): no worker is "
+                    + "keeping house; the alerts below are as they were then")
         }
         lines += open.isEmpty ? ["none open"] : open.map { alert in
             "since \(StatusFormat.clock(alert.openedAt))  \(alert.kind)  \(alert.subject): \(alert.message)"

@@ -39,6 +39,8 @@ public struct AlertStore: Sendable {
         public var evaluatedAt: Date?
         public var failingSince: Date?
         public var error: String?
+        /// Seconds since the last success, by the database's clock.
+        public var secondsSinceEvaluated: Double?
 
         public var json: JSONValue {
             [
@@ -52,12 +54,17 @@ public struct AlertStore: Sendable {
     /// The housekeeper's note of its alert evaluations (all nil before the first).
     public func evaluationState() async throws -> EvaluationState {
         guard let row = try await pool.query(
-            "SELECT alerts_evaluated_at, alerts_failing_since, alerts_error FROM switchyard.housekeeper").first
+            """
+            SELECT alerts_evaluated_at, alerts_failing_since, alerts_error,
+                   extract(epoch FROM now() - alerts_evaluated_at)::float8 AS age
+            FROM switchyard.housekeeper
+            """).first
         else { return EvaluationState() }
         return EvaluationState(
             evaluatedAt: try row.decode("alerts_evaluated_at", as: Date?.self),
             failingSince: try row.decode("alerts_failing_since", as: Date?.self),
-            error: try row.decode("alerts_error", as: String?.self))
+            error: try row.decode("alerts_error", as: String?.self),
+            secondsSinceEvaluated: try row.decode("age", as: Double?.self))
     }
 
     /// Alerts open now, oldest first.

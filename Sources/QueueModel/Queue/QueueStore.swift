@@ -32,16 +32,25 @@ public struct QueueStore: Sendable {
     }
 
     /// Of `ids`, those of jobs created before `instant` (by the database's clock): a submission
-    /// whose idempotency key named a job from before, not a new one. Finished or not.
-    public func createdBefore(_ instant: Date, among ids: [Int64]) async throws -> Set<Int64> {
-        guard !ids.isEmpty else { return [] }
+    /// whose idempotency key named a job from before, not a new one. Finished or not. `seen`: the
+    /// ids this role could read at all (a gateway role's row security may hide its own jobs, and
+    /// then which are new cannot be told).
+    public func createdBefore(_ instant: Date, among ids: [Int64]) async throws -> (earlier: Set<Int64>, seen: Set<Int64>) {
+        guard !ids.isEmpty else { return ([], []) }
         let rows = try await pool.query(
             """
-            SELECT id FROM switchyard.jobs WHERE id = ANY ($1) AND created_at < $2
+            SELECT id, created_at < $2 AS earlier FROM switchyard.jobs WHERE id = ANY ($1)
             UNION ALL
-            SELECT job_id FROM switchyard.results WHERE job_id = ANY ($1) AND created_at < $2
+            SELECT job_id, created_at < $2 FROM switchyard.results WHERE job_id = ANY ($1)
             """, [ids, instant])
-        return Set(try rows.map { try $0[0].decode(Int64.self) })
+        var earlier: Set<Int64> = []
+        var seen: Set<Int64> = []
+        for row in rows {
+            let id = try row.decode("id", as: Int64.self)
+            seen.insert(id)
+            if try row.decode("earlier", as: Bool.self) { earlier.insert(id) }
+        }
+        return (earlier, seen)
     }
 
     /// Submits many jobs in one statement. When the server refuses any of them, none of the batch
@@ -247,10 +256,12 @@ public struct QueueStore: Sendable {
         try await pool.query("SELECT switchyard.stand_down($1)", [worker])
     }
 
-    /// How many workers sent a heartbeat in the last 30 s (the roles that may read the workers
-    /// table: worker and admin).
-    public func liveWorkers() async throws -> Int {
-        try await pool.query(
+    /// How many workers sent a heartbeat in the last 30 s; nil for a role that may not read the
+    /// workers table (a submitter: asked anyway, the server logged a permission error each time).
+    public func liveWorkers() async throws -> Int? {
+        guard try await pool.query("SELECT has_table_privilege('switchyard.workers', 'SELECT')").scalar(Bool.self)
+        else { return nil }
+        return try await pool.query(
             "SELECT count(*) FROM switchyard.workers WHERE heartbeat_at > now() - interval '30 seconds'"
         ).scalar(Int.self)
     }
@@ -371,10 +382,18 @@ public struct QueueStore: Sendable {
                 reason: try row.decode("waiting_reason", as: String?.self))
             if try row.decode("priority", as: String.self) == Priority.background.rawValue { background.append(id) }
         }
-        // The settings are an operator's and a worker's to read: a submitter's role is not told.
-        if !background.isEmpty, (try? await BackgroundPolicy.load(pool))?.paused == true {
+        // The settings and the gate are an operator's and a worker's to read: a submitter's role
+        // is not told (nor asked, which logged a permission error on the server each time).
+        guard !background.isEmpty else { return result }
+        let may = try await pool.query(
+            """
+            SELECT has_table_privilege('switchyard.settings', 'SELECT') AS settings,
+                   has_function_privilege('switchyard.background_gate(timestamptz)', 'EXECUTE') AS gate
+            """)
+        guard let may = may.first, try may.decode("settings", as: Bool.self) else { return result }
+        if (try? await BackgroundPolicy.load(pool))?.paused == true {
             for id in background { result[id]?.paused = true }
-        } else if !background.isEmpty, let gate = try? await BackgroundGate.check(pool), !gate.isOpen {
+        } else if try may.decode("gate", as: Bool.self), let gate = try? await BackgroundGate.check(pool), !gate.isOpen {
             // A job held back by the ceiling read "queued" alone until a worker had put it back.
             let held = gate.reason + (gate.nextOpenAt.map { "; the gate opens at \($0.postgresText)" } ?? "")
             // A job a worker put back already says why (the same ceiling, with its next window).

@@ -172,11 +172,13 @@ extension ProviderError {
             // tokens for …": another model may allow it.
             "cannot both be specified for this model", "maximum allowed number of output tokens",
         ].contains { text.contains($0) }
-            // A strict OpenAI-compatible server refusing prompt-caching marks: "….cache_control:
+            // A strict OpenAI-compatible server refusing prompt-caching marks as such: "….cache_control:
             // Extra inputs are not permitted", "Unrecognized request argument supplied:
-            // cache_control". Another model (Claude) takes them.
-            || (text.contains("cache_control")
-                && ["extra inputs", "not permitted", "unrecognized", "unknown", "not allowed"].contains { text.contains($0) })
+            // cache_control". Another model (Claude) takes them. Not a mark's own field refused
+            // ("cache_control.foo: …"): that is the request's mistake.
+            || text.range(
+                of: #"cache_control['"]?: (extra inputs|unrecognized|unknown|not permitted|not allowed)|(unrecognized request argument supplied|unknown parameter|unknown field)[: ]*['"]?([a-z0-9_\[\]]+\.)*cache_control\b(?!\.)"#,
+                options: .regularExpression) != nil
     }
 
     static func isQuota(_ text: String) -> Bool {
@@ -210,8 +212,28 @@ extension ProviderError {
                 type = error["type"]?.stringValue
                 code = error["code"].flatMap { $0.stringValue ?? $0.intValue.map(String.init) }
             }
-            message = message ?? json["message"]?.stringValue ?? json["detail"]?.stringValue
+            message = message ?? json["message"].flatMap(Self.text) ?? json["detail"].flatMap(Self.text)
             if type == nil, json["type"]?.stringValue != "error" { type = json["type"]?.stringValue }
+        }
+
+        /// A message as text, also as FastAPI and pydantic servers write a validation error
+        /// (Mistral's: `{"message": {"detail": [{"loc": ["body", "messages", 0, "cache_control"],
+        /// "msg": "Extra inputs are not permitted"}]}}`, or `{"detail": [...]}`): each item's
+        /// location joined with dots, then its message; read as nothing, a refusal of what one
+        /// model cannot take failed the job as the request's fault.
+        static func text(_ value: JSONValue) -> String? {
+            if let string = value.stringValue { return string }
+            if let items = value.arrayValue {
+                let parts = items.compactMap { item -> String? in
+                    guard let message = item["msg"]?.stringValue ?? item["message"]?.stringValue else {
+                        return item.stringValue
+                    }
+                    let location = (item["loc"]?.arrayValue ?? []).map { $0.stringValue ?? $0.intValue.map(String.init) ?? "" }
+                    return location.isEmpty ? message : location.joined(separator: ".") + ": " + message
+                }
+                return parts.isEmpty ? nil : parts.joined(separator: "; ")
+            }
+            return (value["detail"] ?? value["message"]).flatMap(text)
         }
     }
 }

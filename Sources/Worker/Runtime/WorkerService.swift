@@ -433,10 +433,12 @@ final class WorkerService: Sendable {
                 // rescued, if the database cannot be reached before the writer gives up.
                 let unwritten = inFlight.handedOverCount
                 let running = inFlight.count - unwritten
+                var parts: [String] = []
+                if running > 0 { parts.append("stopping the jobs still running (released to the queue)") }
+                if unwritten > 0 { parts.append("giving up the outcomes not yet written if the database cannot take them") }
                 logger.warning(
-                    "grace period over; stopping the jobs still running (released to the queue, or rescued when "
-                        + "their leases expire if the database cannot be reached)"
-                        + (unwritten > 0 ? "; outcomes not yet written are given up, and rescued so, if it cannot be reached either" : ""),
+                    "grace period over; " + parts.joined(separator: "; ")
+                        + "; jobs the database cannot be told of are rescued when their leases expire",
                     ["running": running, "outcomes_unwritten": unwritten])
                 // Stopping them, and not waiting on a database that is down for their outcomes,
                 // is what lets the other child (waiting for empty) finish.

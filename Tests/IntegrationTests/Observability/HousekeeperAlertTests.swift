@@ -111,6 +111,11 @@ extension HousekeeperAlertTests {
                 #expect(cleared.evaluatedAt != nil && cleared.failingSince == nil && cleared.error == nil, "\(cleared)")
                 let after = await StatusReport.load(StatusContext(pool: pool, window: .seconds(60), at: nil))
                 #expect(after.lines().joined(separator: "\n").contains("ALERTS\n  none open"))
+                // No housekeeper for an hour (no worker running): said too, not "none open" alone.
+                try await pool.query("UPDATE switchyard.housekeeper SET alerts_evaluated_at = now() - interval '1 hour'")
+                let stale = await StatusReport.load(StatusContext(pool: pool, window: .seconds(60), at: nil))
+                #expect(stale.lines().joined(separator: "\n").contains("ALERTS\n  NOT EVALUATED since "), "\(stale.lines())")
+                #expect(stale.lines().joined(separator: "\n").contains("(60.0 min ago): no worker is keeping house"))
             }
         }
     }

@@ -334,6 +334,24 @@ struct TenantIsolationTests {
                         "SELECT cancel_requested FROM switchyard.jobs WHERE id = $1",
                         [jobs["globex"]!.queued]
                     ).scalar(Bool.self) == false)
+
+                // A gateway ('*') cannot read back the jobs it submits without naming a tenant: a
+                // keyed file run again said 2 new jobs where it made none (a review). It says it
+                // cannot tell.
+                let gateway = SecurityFixtures.connectionString(configuration, as: roles["gateway"]!)
+                let file = try Scratch.makeDirectory("gateway-keys").appendingPathComponent("jobs.jsonl")
+                try Data(
+                    (1...2).map { #"{"request": {"messages": [{"role": "user", "content": "hi"}]}, "tenant": "acme", "idempotency_key": "g\#($0)"}"# }
+                        .joined(separator: "\n").utf8
+                ).write(to: file)
+                for run in 1...2 {
+                    let (status, output) = try await BlockingWork.run {
+                        try ChildProcess.run(binary, ["submit", "--file", file.path, "--json", "--database-url", gateway])
+                    }
+                    #expect(status == 0, "\(output)")
+                    let summary = try JSONValue(parsing: output)
+                    #expect(summary["new_jobs"] == .null && summary["jobs"] == 2, "run \(run): \(output)")
+                }
             }
         }
     }
