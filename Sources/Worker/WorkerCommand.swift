@@ -105,6 +105,9 @@ enum WorkerCommand {
                     logger.error(
                         "second signal: exiting now; the jobs still running keep their leases until they expire "
                             + "and are rescued", ["in_flight": service.inFlightCount, "lease_s": configuration.lease.seconds])
+                },
+                onCopy: {
+                    logger.notice("a signal within a second of the first, taken for a copy of it; send another to exit now")
                 })
             defer { signals.cancel() }
             if ProcessInfo.processInfo.environment["SWITCHYARD_EXIT_WITH_PARENT"] == "1" {

@@ -19,7 +19,11 @@ public final class SignalHandler: @unchecked Sendable {
     /// - Parameters:
     ///   - onSignal: the graceful path, at the first signal.
     ///   - onSecondSignal: called just before the exit at the second (to say what is left behind).
-    public init(onSignal: @escaping @Sendable () -> Void, onSecondSignal: @escaping @Sendable () -> Void = {}) {
+    ///   - onCopy: called for a signal taken for a copy of the first (to say how to exit now).
+    public init(
+        onSignal: @escaping @Sendable () -> Void, onSecondSignal: @escaping @Sendable () -> Void = {},
+        onCopy: @escaping @Sendable () -> Void = {}
+    ) {
         let firstAt = Mutex<ContinuousClock.Instant?>(nil)
         var sources: [any DispatchSourceSignal] = []
         for signalNumber in [SIGTERM, SIGINT] {
@@ -34,7 +38,10 @@ public final class SignalHandler: @unchecked Sendable {
                     }
                     return ContinuousClock.now - at < Self.repeatWindow ? .copy : .again
                 }
-                if seen == .copy { return }
+                if seen == .copy {
+                    onCopy()
+                    return
+                }
                 if seen == .again {
                     // Out within a second even if saying so blocks (a full pipe on stderr).
                     let status = 128 + signalNumber
