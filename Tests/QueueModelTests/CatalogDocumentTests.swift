@@ -291,6 +291,26 @@ struct CatalogDocumentTests {
         #expect(validation.document?.models?.first?.settings["latency_p50"] == 100)
     }
 
+    /// A review's import took keep_cache_control on an Anthropic model without a word.
+    @Test("an openai or anthropic model's setting that only another provider reads, or a near miss, is a warning")
+    func settingsOfAnotherProvider() {
+        let text = """
+            {"models": {"c": {"provider": "anthropic", "settings": {"keep_cache_control": false, "default_max_token": 5}},
+                        "o": {"provider": "openai", "settings": {"default_max_tokens": 100, "team": "search"}}}}
+            """
+        let validation = CatalogDocument.validate(Data(text.utf8))
+        #expect(validation.problems.isEmpty)
+        #expect(
+            validation.warnings.map(\.description) == [
+                "models.c.settings.keep_cache_control: only openai models read it; this anthropic model ignores it — "
+                    + "remove it, or set it on the model it was meant for",
+                "models.c.settings.default_max_token: not a setting the anthropic adapter reads, ignored "
+                    + "(did you mean \"default_max_tokens\"?)",
+                "models.o.settings.default_max_tokens: only anthropic models read it; this openai model ignores it — "
+                    + "remove it, or set it on the model it was meant for",
+            ], "\(validation.warnings.map(\.description))")
+    }
+
     @Test("a setting an adapter reads, of the wrong type, is refused naming the model, the key and the type")
     func settingsOfTheWrongType() {
         let text = """

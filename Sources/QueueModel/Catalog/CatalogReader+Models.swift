@@ -128,7 +128,11 @@ extension CatalogReader {
             enabled: bool(fields["enabled"], at: Self.join(path, "enabled")) ?? true,
             settings: json(fields["settings"], at: Self.join(path, "settings"), expected: "an object") ?? [:]
         )
-        if provider == .simulated { checkSimulatedSettings(fields["settings"], at: Self.join(path, "settings")) }
+        if provider == .simulated {
+            checkSimulatedSettings(fields["settings"], at: Self.join(path, "settings"))
+        } else if let provider {
+            checkProviderSettings(fields["settings"], provider: provider, at: Self.join(path, "settings"))
+        }
         // A header that carries credentials holds a key whatever its value looks like (an Azure
         // key is 32 lower-case hex digits, which no shape check can tell from an id).
         for name in (spec.settings["headers"]?.objectValue?.keys).map(Array.init) ?? [] where ModelSetting.carriesCredentials(header: name) {
@@ -177,6 +181,26 @@ extension CatalogReader {
                 hint: suggestion == nil
                     ? "remove it; a simulated model reads \(known.joined(separator: ", "))" : nil
             )
+        }
+    }
+
+    /// Warns of keys an `openai` or `anthropic` model does not read but another provider's does
+    /// (`keep_cache_control` on an Anthropic model, `default_max_tokens` on an OpenAI one: a
+    /// review's import took them silently), and of near misses of the keys it reads. Other keys
+    /// are kept as given, unchecked.
+    private mutating func checkProviderSettings(_ node: JSONNode?, provider: ProviderKind, at path: String) {
+        let known = ModelSetting.all.filter { $0.providers.contains(provider) }.map(\.key)
+        for member in node?.members ?? [] where !known.contains(member.key) {
+            if let other = ModelSetting.all.first(where: { $0.key == member.key }) {
+                let readers = other.providers.map(\.rawValue).sorted().joined(separator: " and ")
+                warning(
+                    Self.join(path, member.key), "only \(readers) models read it; this \(provider.rawValue) model ignores it",
+                    hint: "remove it, or set it on the model it was meant for")
+            } else if let suggestion = CatalogProblem.suggestion(for: member.key, among: known) {
+                warning(
+                    Self.join(path, member.key),
+                    "not a setting the \(provider.rawValue) adapter reads, ignored (did you mean \"\(suggestion)\"?)")
+            }
         }
     }
 
