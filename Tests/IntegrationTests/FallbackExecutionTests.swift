@@ -100,7 +100,7 @@ struct FallbackExecutionTests {
 
     @Test("primary answers 500: the job succeeds on the secondary, and the trail shows both")
     func serverErrorFallsBack() async throws {
-        try await Self.withRoutingWorker { store, server, _ in
+        try await Self.withRoutingWorker { store, server, pool in
             try await server.script(["primary": ["kind": "server_error"]])
             let result = try await Self.submitAndWait(store, Self.chat())
             #expect(result["status"] == "succeeded")
@@ -112,6 +112,16 @@ struct FallbackExecutionTests {
             #expect(result["attempts"]?[0]?["http_status"] == 500)
             #expect(result["response"]?["object"] == "chat.completion")
             #expect(result["cost"]?.doubleValue ?? -1 > 0)
+            // The 500 says nothing about the primary's speed: no latency for lowest_latency to read
+            // (a model failing at once read as the fastest).
+            try await waitUntil("both calls are reported") {
+                try await pool.query("SELECT count(*) FROM switchyard.model_health WHERE total_requests > 0").scalar(Int.self) == 2
+            }
+            let ewma = try await pool.query(
+                "SELECT model, latency_ewma_ms FROM switchyard.model_health ORDER BY model"
+            ).map { (try $0.decode("model", as: String.self), try $0.decode("latency_ewma_ms", as: Double?.self)) }
+            #expect(ewma.first { $0.0 == "primary" }?.1 == nil, "\(ewma)")
+            #expect(ewma.first { $0.0 == "secondary" }?.1 != nil, "\(ewma)")
         }
     }
 

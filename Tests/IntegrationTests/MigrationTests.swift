@@ -29,6 +29,27 @@ struct MigrationTests {
         }
     }
 
+    /// A walkthrough stored breaker_error_rate '30' and breaker_window_seconds '0' (any plain
+    /// number was taken): 0058 sets such values back to their defaults, and keeps good ones.
+    @Test("0058 sets a breaker rate over 1 and a window of 0 s back to their defaults")
+    func breakerSettingsSetBack() async throws {
+        try await TestDatabase.withEmpty { configuration in
+            let pool = PostgresPool(configuration)
+            let before = Migration.all.filter { $0.version < 58 }
+            _ = try await Migrator(migrations: before).migrate(pool)
+            try await pool.query("UPDATE switchyard.settings SET value = '30' WHERE name = 'breaker_error_rate'")
+            try await pool.query("UPDATE switchyard.settings SET value = '0' WHERE name = 'breaker_window_seconds'")
+            try await pool.query("UPDATE switchyard.settings SET value = '45' WHERE name = 'breaker_open_seconds'")
+            _ = try await Migrator().migrate(pool)
+            let values = Dictionary(uniqueKeysWithValues: try await pool.query(
+                "SELECT name, value FROM switchyard.settings WHERE name LIKE 'breaker_%'"
+            ).map { (try $0.decode("name", as: String.self), try $0.decode("value", as: String.self)) })
+            #expect(values["breaker_error_rate"] == "0.02" && values["breaker_window_seconds"] == "60", "\(values)")
+            #expect(values["breaker_open_seconds"] == "45")
+            await pool.close()
+        }
+    }
+
     @Test("two concurrent migrates do not conflict")
     func concurrentMigrates() async throws {
         try await TestDatabase.withEmpty { configuration in

@@ -337,6 +337,9 @@ struct OffPeakTests {
                 ("background_drain_until", "soon"), ("background_escalation_seconds", "an hour"),
                 ("background_max_cost_per_1k", "cheap"), ("background_paused", "yes"),
                 ("breaker_consecutive_failures", "five"), ("breaker_error_rate", "2%"), ("breaker_open_seconds", "-1"),
+                // Plain numbers that mean nothing here (a walkthrough's were taken): a share over 1,
+                // a window of no time.
+                ("breaker_error_rate", "30"), ("breaker_window_seconds", "0"),
             ] {
                 do {
                     try await pool.query("UPDATE switchyard.settings SET value = $2 WHERE name = $1", [name, bad])

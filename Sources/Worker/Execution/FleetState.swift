@@ -331,6 +331,8 @@ final class FleetState: Sendable {
 
     /// Notes a call's end and its outcome for the breaker.
     /// - Parameters:
+    ///   - latencyMS: the call's latency for the fleet's EWMA and P95 (`lowest_latency`): an
+    ///     answer's or a timeout's; nil for a failure that says nothing about speed.
     ///   - countsAgainstModel: false for failures that are the request's fault (a 400), which
     ///     say nothing about the model's health.
     ///   - markUnhealthy: a reason to open the breaker at once (bad key, quota gone).

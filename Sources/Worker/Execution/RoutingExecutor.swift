@@ -275,9 +275,12 @@ struct RoutingExecutor: JobExecutor {
                     // back first, "in a row", opened the breaker, and a backlog the provider was
                     // serving failed. A bare 429 sets no pause: it counts, or nothing would slow it.
                     && !(providerError?.code == .rateLimited && providerError?.retryAfter != nil)
+                // Only a timeout says how fast the model is (slow): a 500 in a millisecond fed the
+                // latency EWMA, and a model failing at once read as the fastest to lowest_latency.
+                let timedOut = providerError?.code == .timedOut && !cutByDeadline
                 fleet.end(
-                    model, call: call, success: false, countsAgainstModel: modelAtFault, latencyMS: latencyMS,
-                    rateLimit: providerError?.rateLimit,
+                    model, call: call, success: false, countsAgainstModel: modelAtFault,
+                    latencyMS: timedOut ? latencyMS : nil, rateLimit: providerError?.rateLimit,
                     markUnhealthy: decision == .nextCandidateAndMarkUnhealthy ? summary : nil
                 )
                 if providerError?.code != .unsupportedRequest { onlyUnsupported = false }
