@@ -134,6 +134,12 @@ struct CatalogStoreTests {
                 try await store.importDocument(Data(#"{"routing_rules": {}}"#.utf8), dryRun: true)
             }
             #expect(rulesEmpty.message.contains("routing_rules: is empty"))
+            // LiteLLM's name for the section, empty: told its name, not to pass --allow-empty.
+            let misnamed = try await #require(throws: QueueError.self) {
+                try await store.importDocument(Data(#"{"rules": {}}"#.utf8), dryRun: true)
+            }
+            #expect(misnamed.message.contains(#"rules: unknown field — write "routing_rules" instead"#), "\(misnamed)")
+            #expect(!misnamed.message.contains("allow-empty"), "\(misnamed)")
             // Said first, alone: not as each rule that still names a model it would remove.
             let modelsEmpty = try await #require(throws: QueueError.self) {
                 try await store.importDocument(Data(#"{"models": {}}"#.utf8))

@@ -107,8 +107,8 @@ struct CatalogDocumentTests {
                 "models.m.price_per_1k_cached_input: -0.001 is out of range — use a number from 0 up to 9999999999",
                 "models.m.price_per_1k_cache_write: 0.00000000001 has more than 10 digits after the decimal point — "
                     + "the catalog keeps prices to 10 places; round it",
-                "models.n.cache_read_input_token_cost: unknown field — write \"price_per_1k_cached_input (per 1,000 "
-                    + "tokens)\" instead",
+                "models.n.cache_read_input_token_cost: unknown field — write \"price_per_1k_cached_input\" instead "
+                    + "(per 1,000 tokens)",
                 "models.n.price_per_1k_cached_input: expected a number, got a string — write it without quotes: "
                     + "0.0003",
             ])
@@ -177,7 +177,7 @@ struct CatalogDocumentTests {
         #expect(
             found[1].hasPrefix("models.m.api_key_env: looks like an API key, not the name of an environment variable"))
         #expect(found[2].hasPrefix("models.m.settings.token: looks like an API key or token"))
-        #expect(found[3].hasPrefix("models.n.api_key: unknown field — write \"api_key_env (the NAME"))
+        #expect(found[3].hasPrefix("models.n.api_key: unknown field — write \"api_key_env\" instead (the NAME"), "\(found[3])")
         let valid = #"{"models": {"m": {"provider": "openai", "api_key_env": "OPENAI_API_KEY"}}}"#
         #expect(problems(valid).isEmpty)
     }

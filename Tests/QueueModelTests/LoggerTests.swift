@@ -70,6 +70,9 @@ struct LoggerTests {
         #expect(object["job"] as? Int == 42)
         #expect(object["model"] as? String == "gpt-4")
         #expect(object["port"] as? String == "8080", "a string stays a string")
+        // Slashes as written: "http:\/\/…" is valid JSON, but a walkthrough could not grep it.
+        logger.info("serving", ["url": "http://127.0.0.1:9464/metrics"])
+        #expect(lines.all.withLock { $0.last }?.contains(#""url":"http://127.0.0.1:9464/metrics""#) == true)
     }
 
     @Test("in JSON lines, fields added with `with` keep their type, and booleans are booleans")

@@ -83,6 +83,7 @@ struct RouterPlanTests {
         }
         #expect(unroutable(surcharge, offPeak: 0.02)?.isTransient == false)
         #expect(unroutable(inputOff)?.isTransient == false)
+        #expect(unroutable(inputOff)?.hint == "raise the rule's max_cost_per_1k, or add a model that fits to the rule")
         #expect(unroutable(halfOff)?.isTransient == true)
 
         var state = RoutingState()
@@ -197,6 +198,9 @@ struct RouterPlanTests {
         #expect(plan.unroutable?.isTransient == true)
         let tooSmall = Router(catalog: F.catalog([F.model("b", context: 100)]))
         #expect(tooSmall.plan(for: F.request(), state: state).unroutable?.isTransient == false)
+        // Only what applies: the rule has no ceiling or floor to change (a walkthrough was told both).
+        #expect(tooSmall.plan(for: F.request(), state: state).unroutable?.hint
+            == "shorten the request or lower its max_tokens, or add a model that fits to the rule")
         let both = Router(catalog: F.catalog([F.model("a"), F.model("b")]))
         state["b"].requestsRemaining = 0
         let later = both.plan(for: F.request(), state: state)

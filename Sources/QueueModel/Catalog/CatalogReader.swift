@@ -40,7 +40,10 @@ struct CatalogReader {
             }
             guard allowed.contains(member.key) else {
                 if let replacement = synonyms[member.key] {
-                    problem(memberPath, "unknown field", hint: "write \"\(replacement)\" instead")
+                    // The name in quotes, a note after it: `write "api_key_env" instead (the NAME …)`.
+                    let name = replacement.prefix { $0 != " " }
+                    let note = replacement.dropFirst(name.count).trimmingCharacters(in: .whitespaces)
+                    problem(memberPath, "unknown field", hint: "write \"\(name)\" instead" + (note.isEmpty ? "" : " \(note)"))
                 } else {
                     let suggestion = CatalogProblem.suggestion(for: member.key, among: allowed)
                     problem(

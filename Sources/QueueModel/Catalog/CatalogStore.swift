@@ -117,8 +117,9 @@ public struct CatalogStore: Sendable {
                         return false
                     }
                 }
-                try Self.refuseEmptying(
-                    existing, models: isEmpty(["models", "model_list"]), rules: isEmpty(["routing_rules", "rules"]))
+                // The real names only: an empty `rules` or `model_list` (LiteLLM's) is told its
+                // name first, not that it would empty the catalog (and to pass --allow-empty).
+                try Self.refuseEmptying(existing, models: isEmpty(["models"]), rules: isEmpty(["routing_rules"]))
             }
             let validation = CatalogDocument.validate(data, importingInto: existing, mode: mode)
             guard let document = validation.document else { throw CatalogDocument.error(listing: validation.problems) }

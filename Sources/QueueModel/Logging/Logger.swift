@@ -185,7 +185,9 @@ public struct Logger: Sendable {
                 }
                 return (key, value)
             }, uniquingKeysWith: { _, last in last })
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        // Slashes as they are ("http:\/\/…" is valid JSON, but no one greps for it).
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))
+            ?? Data("{}".utf8)
         return String(decoding: data, as: UTF8.self)
     }
 

@@ -161,6 +161,20 @@ public struct Router: Sendable {
         return "timeout \(attempt.timeoutMS) ms (\(source))"
     }
 
+    /// What would let the rule take the request, from what kept each model out (a walkthrough's
+    /// context-only case was told to raise a ceiling and lower a floor the rule did not have).
+    private static func permanentFixes(_ evaluations: [Evaluation]) -> String {
+        let reasons = evaluations.flatMap(\.dropReasons)
+        var fixes: [String] = []
+        if evaluations.contains(where: \.isTooSmall) { fixes.append("shorten the request or lower its max_tokens") }
+        if reasons.contains(where: { $0.contains("over the cost ceiling") }) { fixes.append("raise the rule's max_cost_per_1k") }
+        if reasons.contains(where: { $0.contains("quality floor") }) { fixes.append("lower its quality_floor") }
+        if reasons.contains(where: { $0.contains("disabled in the catalog") }) { fixes.append("enable one of its models") }
+        if reasons.contains(where: { $0.contains("is not allowed here") }) { fixes.append("allow its models' tiers") }
+        fixes.append("add a model that fits to the rule")
+        return fixes.count == 1 ? fixes[0] : fixes.dropLast().joined(separator: ", ") + ", or " + fixes.last!
+    }
+
     private static func unroutable(rule: RouteRule, evaluations: [Evaluation]) -> RoutePlan.Unroutable {
         // Transient when some model is kept out only by something that passes (breaker, budget,
         // concurrency): that model may take the job later, whatever keeps the others out for good.
@@ -172,8 +186,7 @@ public struct Router: Sendable {
             hint: transient
                 ? "every model is unhealthy, busy, out of rate budget or priced over the ceiling right now "
                     + "(a price window brings it within later); retry later"
-                : "shorten the request, raise the rule's max_cost_per_1k or lower its quality_floor, or add a model "
-                    + "that fits to the rule",
+                : permanentFixes(evaluations),
             isTransient: transient,
             isBusy: evaluations.contains { !$0.isPermanentlyDropped && !$0.isDroppedForMoreThanBusy }
         )

@@ -50,7 +50,7 @@ public final class SimulatedProvider: ModelProvider {
         }
         if let fault = settings.activeOutage(at: clock.now()) {
             throw try await fail(
-                with: fault, call: call, settings: settings, latency: .zero, reason: "scheduled outage")
+                with: fault, call: call, settings: settings, latency: .zero, reason: "simulated outage")
         }
         if settings.instant { return reply(call, settings: settings, latency: .zero) }
 
