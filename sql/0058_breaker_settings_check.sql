@@ -9,7 +9,8 @@
 -- stored as true).
 --
 -- setting_rule is 0053's with the two settings; setting_problem 0023's with the hint;
--- settings_before_write 0023's, leaving those two to setting_rule.
+-- settings_before_write 0023's, leaving those two to setting_rule (and breaker_open_seconds's
+-- message saying "seconds").
 
 SET LOCAL ROLE switchyard_admin;
 

@@ -107,7 +107,9 @@ enum WorkerCommand {
                             + "and are rescued", ["in_flight": service.inFlightCount, "lease_s": configuration.lease.seconds])
                 },
                 onCopy: {
-                    logger.notice("a signal within a second of the first, taken for a copy of it; send another to exit now")
+                    logger.notice(
+                        "a signal within a second of the first, taken for a copy of it; one a second or more after "
+                            + "the first exits at once")
                 })
             defer { signals.cancel() }
             if ProcessInfo.processInfo.environment["SWITCHYARD_EXIT_WITH_PARENT"] == "1" {

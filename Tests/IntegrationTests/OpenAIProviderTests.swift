@@ -232,6 +232,14 @@ struct OpenAIProviderTests {
             #"{"object": "error", "message": {"detail": \#(detail)}, "type": "invalid_request_error"}"#,
             #"{"detail": \#(detail)}"#, #"{"message": \#(detail)}"#,
             #"{"error": {"message": "Unrecognized request argument supplied: cache_control"}}"#,
+            // Other servers' words for it (a review: the first narrowing missed each).
+            #"{"error": {"message": "Error from provider: Extra inputs are not permitted, field: 'messages[0].cache_control'"}}"#,
+            #"{"error": {"message": "messages.0.content.0.cache_control\n  Extra inputs are not permitted"}}"#,
+            #"{"error": {"message": "body.messages.0.cache_control: extra fields not permitted"}}"#,
+            #"{"error": {"message": "unknown field `cache_control`, expected one of `role`, `content`"}}"#,
+            #"{"error": {"message": "Additional properties are not allowed ('cache_control' was unexpected)"}}"#,
+            #"{"error": {"message": "Unrecognized request arguments supplied: cache_control, temperature"}}"#,
+            #"{"error": {"message": "Unrecognized request argument supplied: cache_control."}}"#,
         ] {
             let error = classified(422, body)
             #expect(error.code == .unsupportedRequest, "\(body) → \(error)")

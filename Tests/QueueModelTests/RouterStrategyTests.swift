@@ -64,6 +64,11 @@ struct RouterStrategyTests {
         #expect(order(.lowestLatency, state) == ["charlie", "alpha", "bravo"])
         state["charlie"].latencyEWMAMS = 450
         #expect(order(.lowestLatency, state) == ["alpha", "charlie", "bravo"])
+        // Called, never answered (every call failed at once): no latency, and last, not first as
+        // unmeasured (a review's fast-failing model led every plan until its breaker opened).
+        state["charlie"].latencyEWMAMS = nil
+        state["charlie"].hasCalls = true
+        #expect(order(.lowestLatency, state) == ["alpha", "bravo", "charlie"])
     }
 
     @Test("cheapest: lowest average price first, among models that meet the quality floor")

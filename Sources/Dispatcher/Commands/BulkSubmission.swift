@@ -33,9 +33,9 @@ struct BulkSubmission {
         var runStart: Date?
         var askedForStart = false
         var earlier: Set<Int64> = []
-        // Which lines made new jobs cannot be told (this role cannot read some of them back, or
-        // the database did not answer): the summary then does not claim it.
-        var newJobsUnknown = false
+        // Why which lines made new jobs cannot be told (this role cannot read some of them back,
+        // or the database did not answer the check): the summary then does not claim it.
+        var newJobsUnknown: String?
         while let lines = try await Self.lines(reader, batchSize, path: path, submitted: submitted, rejected: rejections.count) {
             resumeLine = lines.first?.number ?? resumeLine
             inFlightThrough = lines.last?.number ?? resumeLine
@@ -56,7 +56,7 @@ struct BulkSubmission {
             if keyed && !askedForStart {
                 askedForStart = true
                 runStart = try? await store.databaseNow()
-                newJobsUnknown = runStart == nil
+                if runStart == nil { newJobsUnknown = "the database did not answer the check" }
             }
             do {
                 do {
@@ -87,10 +87,14 @@ struct BulkSubmission {
             }
             if let runStart, keyed, ids.count > idsBefore {
                 let made = Set(ids[idsBefore...])
-                if let found = try? await store.createdBefore(runStart, among: Array(made)), found.seen == made {
-                    earlier.formUnion(found.earlier)
+                if let found = try? await store.createdBefore(runStart, among: Array(made)) {
+                    if found.seen == made {
+                        earlier.formUnion(found.earlier)
+                    } else {
+                        newJobsUnknown = newJobsUnknown ?? "this role cannot read them back"
+                    }
                 } else {
-                    newJobsUnknown = true
+                    newJobsUnknown = newJobsUnknown ?? "the database did not answer the check"
                 }
             }
             resumeLine = (lines.last?.number ?? resumeLine - 1) + 1
@@ -111,7 +115,7 @@ struct BulkSubmission {
         if json {
             let summary: JSONValue = [
                 "submitted": .number(Double(submitted)), "jobs": .number(Double(jobs)),
-                "new_jobs": newJobsUnknown ? .null : .number(Double(newJobs)),
+                "new_jobs": newJobsUnknown == nil ? .number(Double(newJobs)) : .null,
                 "rejected": .number(Double(rejections.count)),
                 "ids": .array(ids.map { .number(Double($0)) }),
                 "rejections": .array(rejections.map { ["line": .number(Double($0.line)), "error": .string($0.reason)] }),
@@ -129,10 +133,10 @@ struct BulkSubmission {
                 why.append(
                     "\(earlier.count) \(earlier.count == 1 ? "key names a job" : "keys name jobs") submitted before")
             }
-            if newJobsUnknown {
-                why.append("which keys named jobs from before cannot be told: this role cannot read them back")
+            if let unknown = newJobsUnknown {
+                why.append("which keys named jobs from before cannot be told: \(unknown)")
             }
-            let made = newJobsUnknown ? "\(jobs) \(jobs == 1 ? "job" : "jobs")" : "\(newJobs) new \(newJobs == 1 ? "job" : "jobs")"
+            let made = newJobsUnknown != nil ? "\(jobs) \(jobs == 1 ? "job" : "jobs")" : "\(newJobs) new \(newJobs == 1 ? "job" : "jobs")"
             print(
                 "submitted \(submitted), rejected \(rejections.count)"
                     + (why.isEmpty ? "" : " (\(made): \(why.joined(separator: "; ")))"))

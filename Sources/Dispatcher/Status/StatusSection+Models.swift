@@ -56,7 +56,7 @@ extension StatusSection {
             // No housekeeper at all (no worker running, or one stuck) said nothing either.
             lines.append(
                 "NOT EVALUATED since \(StatusFormat.clock(evaluatedAt)) (\(StatusFormat.seconds(age)) ago): no worker is "
-                    + "keeping house; the alerts below are as they were then")
+                    + "keeping house, or evaluations are very slow; the alerts below are as they were then")
         }
         lines += open.isEmpty ? ["none open"] : open.map { alert in
             "since \(StatusFormat.clock(alert.openedAt))  \(alert.kind)  \(alert.subject): \(alert.message)"

@@ -27,10 +27,14 @@ extension CatalogStore {
         public var latencyP95MS: Double?
         /// When a worker last reported.
         public var updatedAt: Date
+        /// Calls reported since the row was made.
+        public var totalRequests = 0
 
         /// What the router needs of it.
         public var modelState: RoutingState.ModelState {
-            RoutingState.ModelState(breaker: breaker, latencyEWMAMS: latencyEWMAMS)
+            var state = RoutingState.ModelState(breaker: breaker, latencyEWMAMS: latencyEWMAMS)
+            state.hasCalls = totalRequests > 0
+            return state
         }
     }
 
@@ -41,7 +45,7 @@ extension CatalogStore {
         let rows = try await pool.query(
             """
             SELECT model, state, reason, opened_at, consecutive_failures, window_requests, window_failures,
-                   latency_ewma_ms, latency_p95_ms, updated_at
+                   latency_ewma_ms, latency_p95_ms, updated_at, total_requests
             FROM switchyard.fleet_health ORDER BY model
             """
         )
@@ -57,7 +61,8 @@ extension CatalogStore {
                 windowFailures: try row.decode("window_failures"),
                 latencyEWMAMS: try row.decode("latency_ewma_ms", as: Double?.self),
                 latencyP95MS: try row.decode("latency_p95_ms", as: Double?.self),
-                updatedAt: try row.decode("updated_at")
+                updatedAt: try row.decode("updated_at"),
+                totalRequests: try row.decode("total_requests", as: Int.self)
             )
         }
         return records

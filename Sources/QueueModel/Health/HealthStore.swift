@@ -53,12 +53,12 @@ public struct HealthStore: Sendable {
     public func snapshot() async throws -> Snapshot {
         let rows = try await pool.query(
             """
-            SELECT model, state, latency_ewma_ms,
+            SELECT model, state, latency_ewma_ms, total_requests > 0 AS has_calls,
                    (SELECT count(*) FROM switchyard.workers WHERE heartbeat_at > now() - interval '30 seconds') AS live,
                    NULL AS consecutive_limit
             FROM switchyard.fleet_health
             UNION ALL
-            SELECT NULL, NULL, NULL,
+            SELECT NULL, NULL, NULL, NULL,
                    (SELECT count(*) FROM switchyard.workers WHERE heartbeat_at > now() - interval '30 seconds'),
                    (SELECT value FROM switchyard.settings WHERE name = 'breaker_consecutive_failures')
             """
@@ -72,10 +72,12 @@ public struct HealthStore: Sendable {
                 limit = value
             }
             guard let model = try row.decode("model", as: String?.self) else { continue }
-            models[model] = RoutingState.ModelState(
+            var state = RoutingState.ModelState(
                 breaker: RoutingState.Breaker(rawValue: try row.decode("state", as: String.self)) ?? .closed,
                 latencyEWMAMS: try row.decode("latency_ewma_ms", as: Double?.self)
             )
+            state.hasCalls = try row.decode("has_calls", as: Bool?.self) ?? false
+            models[model] = state
         }
         return Snapshot(models: models, liveWorkers: live, consecutiveFailureLimit: limit)
     }

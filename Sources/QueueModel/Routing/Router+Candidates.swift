@@ -16,6 +16,7 @@ extension Router {
         var facts: [String] = []
         var inFlight = 0
         var latencyEWMAMS: Double?
+        var hasCalls = false
         var score: Int?
         var price: Decimal = 0
         /// `price` as a Double, for comparing and sorting (Decimal comparison normalises both
@@ -174,6 +175,7 @@ extension Router {
         let live = state[name]
         evaluation.inFlight = live.inFlight
         evaluation.latencyEWMAMS = live.latencyEWMAMS
+        evaluation.hasCalls = live.hasCalls
         let scored =
             if let scoringIndex = criteria.scoringIndex { entry.builtInScores[scoringIndex] } else {
                 criteria.scoringClass.scoredCapability(of: entry.spec)

@@ -51,8 +51,9 @@ extension Router {
             models = sorted { $0.inFlight }
             reason = "least_busy: fewest requests in flight first"
         case .lowestLatency:
-            // Unmeasured models go first, so they get measured (as LiteLLM's latency routing does).
-            models = sorted { $0.latencyEWMAMS ?? -1 }
+            // Unmeasured models go first, so they get measured (as LiteLLM's latency routing does);
+            // one called but never answered (only fast failures) goes last.
+            models = sorted { $0.latencyEWMAMS ?? ($0.hasCalls ? .infinity : -1) }
             reason = "lowest_latency: lowest latency EWMA first (unmeasured models first, to measure them)"
         case .cheapest:
             models = sorted { $0.priceValue }

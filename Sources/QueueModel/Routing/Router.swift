@@ -163,14 +163,22 @@ public struct Router: Sendable {
 
     /// What would let the rule take the request, from what kept each model out (a walkthrough's
     /// context-only case was told to raise a ceiling and lower a floor the rule did not have).
-    private static func permanentFixes(_ evaluations: [Evaluation]) -> String {
+    private static func permanentFixes(_ evaluations: [Evaluation], rule: RouteRule) -> String {
         let reasons = evaluations.flatMap(\.dropReasons)
         var fixes: [String] = []
         if evaluations.contains(where: \.isTooSmall) { fixes.append("shorten the request or lower its max_tokens") }
-        if reasons.contains(where: { $0.contains("over the cost ceiling") }) { fixes.append("raise the rule's max_cost_per_1k") }
+        // The ceiling that bound it: the rule's, or a lower one (the request's, the background one).
+        if let ceiling = reasons.first(where: { $0.contains("over the cost ceiling") }) {
+            fixes.append(
+                rule.maxCostPer1K.map { ceiling.hasSuffix("ceiling $\($0)/1K") } == true
+                    ? "raise the rule's max_cost_per_1k"
+                    : "raise the ceiling that bound it (the request's max_cost_per_1k, or the background ceiling)")
+        }
         if reasons.contains(where: { $0.contains("quality floor") }) { fixes.append("lower its quality_floor") }
         if reasons.contains(where: { $0.contains("disabled in the catalog") }) { fixes.append("enable one of its models") }
-        if reasons.contains(where: { $0.contains("is not allowed here") }) { fixes.append("allow its models' tiers") }
+        if reasons.contains(where: { $0.contains("is not allowed here") }) {
+            fixes.append("allow its models' tiers (dispatcher background ceiling --tiers)")
+        }
         fixes.append("add a model that fits to the rule")
         return fixes.count == 1 ? fixes[0] : fixes.dropLast().joined(separator: ", ") + ", or " + fixes.last!
     }
@@ -186,7 +194,7 @@ public struct Router: Sendable {
             hint: transient
                 ? "every model is unhealthy, busy, out of rate budget or priced over the ceiling right now "
                     + "(a price window brings it within later); retry later"
-                : permanentFixes(evaluations),
+                : permanentFixes(evaluations, rule: rule),
             isTransient: transient,
             isBusy: evaluations.contains { !$0.isPermanentlyDropped && !$0.isDroppedForMoreThanBusy }
         )

@@ -19,8 +19,13 @@ public struct RoutingState: Sendable, Hashable {
         public var breaker: Breaker
         /// Requests in flight to the model (this worker's or the fleet's, as the caller counts).
         public var inFlight: Int
-        /// Recent latency (exponentially weighted moving average), in milliseconds.
+        /// Recent latency (exponentially weighted moving average), in milliseconds: of answers and
+        /// timeouts only.
         public var latencyEWMAMS: Double?
+        /// Whether the fleet has reported calls to the model: one with calls and no latency has
+        /// only failed fast, which says nothing of its speed (`lowest_latency` tries it last, not
+        /// first as a model never measured).
+        public var hasCalls = false
         /// Requests left in this minute's budget.
         public var requestsRemaining: Int?
         /// Tokens left in this minute's budget.

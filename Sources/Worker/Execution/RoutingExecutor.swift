@@ -277,7 +277,8 @@ struct RoutingExecutor: JobExecutor {
                     && !(providerError?.code == .rateLimited && providerError?.retryAfter != nil)
                 // Only a timeout says how fast the model is (slow): a 500 in a millisecond fed the
                 // latency EWMA, and a model failing at once read as the fastest to lowest_latency.
-                let timedOut = providerError?.code == .timedOut && !cutByDeadline
+                // (Our own timer's: a provider's 408 may come back in a millisecond.)
+                let timedOut = providerError?.code == .timedOut && providerError?.httpStatus == nil && !cutByDeadline
                 fleet.end(
                     model, call: call, success: false, countsAgainstModel: modelAtFault,
                     latencyMS: timedOut ? latencyMS : nil, rateLimit: providerError?.rateLimit,

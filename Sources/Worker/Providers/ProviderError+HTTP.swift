@@ -174,11 +174,12 @@ extension ProviderError {
         ].contains { text.contains($0) }
             // A strict OpenAI-compatible server refusing prompt-caching marks as such: "….cache_control:
             // Extra inputs are not permitted", "Unrecognized request argument supplied:
-            // cache_control". Another model (Claude) takes them. Not a mark's own field refused
-            // ("cache_control.foo: …"): that is the request's mistake.
-            || text.range(
-                of: #"cache_control['"]?: (extra inputs|unrecognized|unknown|not permitted|not allowed)|(unrecognized request argument supplied|unknown parameter|unknown field)[: ]*['"]?([a-z0-9_\[\]]+\.)*cache_control\b(?!\.)"#,
-                options: .regularExpression) != nil
+            // cache_control", "unknown field `cache_control`", "('cache_control' was unexpected)".
+            // Another model (Claude) takes them. Not a field under a mark ("cache_control.foo:
+            // …", "cache_control[0]"): that is the request's own mistake.
+            || (text.range(of: #"cache_control(?![a-z0-9_\[]|\.[a-z_])"#, options: .regularExpression) != nil
+                && ["extra inputs", "extra fields", "not permitted", "unrecognized", "unknown", "not allowed",
+                    "was unexpected", "additional properties"].contains { text.contains($0) })
     }
 
     static func isQuota(_ text: String) -> Bool {

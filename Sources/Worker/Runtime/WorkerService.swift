@@ -436,6 +436,7 @@ final class WorkerService: Sendable {
                 var parts: [String] = []
                 if running > 0 { parts.append("stopping the jobs still running (released to the queue)") }
                 if unwritten > 0 { parts.append("giving up the outcomes not yet written if the database cannot take them") }
+                if parts.isEmpty { parts.append("the last jobs finished just now") }
                 logger.warning(
                     "grace period over; " + parts.joined(separator: "; ")
                         + "; jobs the database cannot be told of are rescued when their leases expire",
