@@ -225,6 +225,16 @@ struct OffPeakTests {
                 #expect(error?.message.contains(message) == true, "\(zone): \(String(describing: error))")
                 #expect(try await catalogs.load().models.isEmpty, "nothing written for \(zone)")
             }
+            // Listed with the file's other problems (a walkthrough's GMT+8 came up only once its
+            // "rpm" was fixed).
+            let both = Data(#"""
+                {"models": {"m": {"provider": "simulated", "rpm": 4,
+                                  "price_windows": [{"start": "00:00", "end": "24:00", "time_zone": "GMT+8", "multiplier": 0.5}]}}}
+                """#.utf8)
+            let listed = await #expect(throws: QueueError.self) { try await catalogs.importDocument(both) }
+            #expect(listed?.message.contains("models.m.rpm: unknown field") == true, "\(String(describing: listed))")
+            #expect(listed?.message.contains(#"models.m.price_windows[0].time_zone: "GMT+8" is not an IANA"#) == true,
+                    "\(String(describing: listed))")
             _ = try await catalogs.importDocument(document("Asia/Shanghai"))
             // Written by hand: refused by the table.
             await #expect(throws: PostgresError.self) {

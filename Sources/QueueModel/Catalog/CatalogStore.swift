@@ -122,7 +122,12 @@ public struct CatalogStore: Sendable {
                 try Self.refuseEmptying(existing, models: isEmpty(["models"]), rules: isEmpty(["routing_rules"]))
             }
             let validation = CatalogDocument.validate(data, importingInto: existing, mode: mode)
-            guard let document = validation.document else { throw CatalogDocument.error(listing: validation.problems) }
+            guard let document = validation.document else {
+                // With the rest, as the docs promise "every problem at once" (the zones were
+                // checked only once all else passed: a file's GMT+8 came up on its second import).
+                let zones = (try? await Self.timeZoneProblems(at: Self.zonePaths(inDocument: data), on: connection)) ?? []
+                throw CatalogDocument.error(listing: validation.problems + zones)
+            }
             let catalog = document.applied(to: existing, mode: mode)
             let changes = CatalogChanges(from: existing, to: catalog)
             if !allowEmpty {
@@ -209,6 +214,27 @@ public struct CatalogStore: Sendable {
                 paths[zone, default: []].append("models.\(model.name).price_windows[\(index)].time_zone")
             }
         }
+        return try await timeZoneProblems(at: paths, on: connection)
+    }
+
+    /// The time zones an import document's price windows name, with where, read from the document
+    /// as written (for a document whose other problems keep it from being read as a catalog).
+    static func zonePaths(inDocument data: Data) -> [String: [String]] {
+        guard let document = try? JSONValue(parsing: data), let models = document["models"]?.objectValue else { return [:] }
+        var paths: [String: [String]] = [:]
+        for (name, model) in models {
+            for (index, window) in (model["price_windows"]?.arrayValue ?? []).enumerated() {
+                guard let zone = window["time_zone"]?.stringValue else { continue }
+                paths[zone, default: []].append("models.\(name).price_windows[\(index)].time_zone")
+            }
+        }
+        return paths
+    }
+
+    /// The problems of each named zone (see `timeZoneProblems(in:on:)`), at its paths.
+    static func timeZoneProblems(at paths: [String: [String]], on connection: PostgresConnection) async throws
+        -> [CatalogProblem]
+    {
         guard !paths.isEmpty else { return [] }
         let start = (Date().timeIntervalSince1970 / 3600).rounded(.down) * 3600
         let instants = (0..<1600).map { Date(timeIntervalSince1970: start + Double($0) * 21_600) }
