@@ -319,9 +319,27 @@ struct FallbackExecutionTests {
     @Test("a request no model of its plan can take (n = 2, Anthropic only) fails at once, not retried")
     func unsupportedEverywhereFails() async throws {
         try await Self.withRoutingWorker { store, server, pool in
+            // What the router can read from the request: the Anthropic model is left out of the
+            // plan (route --explain planned it, and the worker spent an attempt to refuse it).
             var submission = Submission(request: Submission.prompt("hi"), taskClass: "claude")
             submission.request["n"] = 2
-            let result = try await Self.submitAndWait(store, submission)
+            let planned = try await Self.submitAndWait(store, submission)
+            #expect(planned["status"] == "failed")
+            #expect(planned["error"]?["code"] == "unroutable")
+            #expect(planned["error"]?["message"]?.stringValue?.contains("Anthropic models have no equivalent of n = 2") == true,
+                    "\(planned)")
+            #expect(planned["attempt_count"] == 1, "a retry would meet the same refusal")
+            // What only the translation finds (a tool call's arguments that are no JSON object):
+            // refused at the call, as before.
+            let history: JSONValue = [
+                "messages": [
+                    ["role": "user", "content": "weather?"],
+                    ["role": "assistant", "content": nil,
+                     "tool_calls": [["id": "c1", "type": "function", "function": ["name": "f", "arguments": "[1,2]"]]]],
+                    ["role": "tool", "tool_call_id": "c1", "content": "sunny"],
+                ]
+            ]
+            let result = try await Self.submitAndWait(store, Submission(request: history, taskClass: "claude"))
             #expect(result["status"] == "failed")
             #expect(result["error"]?["code"] == "unsupported_request")
             #expect(result["attempt_count"] == 1, "a retry would meet the same refusal")

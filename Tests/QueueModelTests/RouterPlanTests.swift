@@ -187,6 +187,26 @@ struct RouterPlanTests {
         #expect(F.order(router, request) == ["cheap"])
     }
 
+    /// route --explain planned an Anthropic model for `n = 2`, and the worker refused the call.
+    @Test("an Anthropic model is left out of a plan for what the request asks and Anthropic cannot give")
+    func anthropicLimits() {
+        var claude = F.model("claude")
+        claude.provider = .anthropic
+        let router = Router(catalog: F.catalog([claude, F.model("gpt")]))
+        var body = F.request().body.objectValue ?? [:]
+        body["n"] = 2
+        let plan = router.plan(for: RoutingRequest(body: .object(body), taskClass: "r"), state: RoutingState())
+        #expect(plan.attempts.map(\.model.name) == ["gpt"])
+        let dropped = plan.explanation.candidates.first { $0.model == "claude" }
+        #expect(dropped?.dropReasons == ["Anthropic models have no equivalent of n = 2"])
+        // Alone in its rule: unroutable for good, with the fix that applies.
+        let alone = Router(catalog: F.catalog([claude])).plan(for: RoutingRequest(body: .object(body), taskClass: "r"), state: RoutingState())
+        #expect(alone.unroutable?.isTransient == false)
+        #expect(alone.unroutable?.hint.hasPrefix("submit it without what Anthropic models cannot take") == true)
+        // Without it, planned as usual.
+        #expect(router.plan(for: F.request(), state: RoutingState()).attempts.map(\.model.name) == ["claude", "gpt"])
+    }
+
     @Test("no model left: transient when some model is kept out only by health, budgets or concurrency")
     func unroutable() {
         let router = Router(catalog: F.catalog([F.model("a"), F.model("b", context: 100)]))

@@ -92,10 +92,14 @@ extension Router {
         let ring: HashRing?
         /// Each model's index in `ring.members`, nil when it is not a member.
         let ringMembers: [Int?]
+        /// Whether an Anthropic model is among them (a plan then reads what the request asks that
+        /// Anthropic cannot give).
+        let hasAnthropic: Bool
 
         init(rule: RouteRule, entries byName: [String: ModelEntry]) {
             names = Router.uniqueModels(of: rule)
             entries = names.map { byName[$0] }
+            hasAnthropic = entries.contains { $0?.spec.provider == .anthropic }
             guard rule.strategy == .hash else {
                 ring = nil
                 ringMembers = names.map { _ in nil }
@@ -127,6 +131,9 @@ extension Router {
         /// calls in flight (`RoutingState.interactiveReserve`).
         var background: Bool
         var explain: Bool
+        /// What the request asks that an Anthropic model cannot give (`AnthropicLimits`), read
+        /// only when the plan has one.
+        var anthropicRefusals: [String] = []
 
         init(
             rule: RouteRule, scoringClass: TaskClass, estimate: PromptEstimate, ceiling: Decimal?,
@@ -149,12 +156,15 @@ extension Router {
     func evaluate(
         _ name: String, index: Int, rule: RouteRule, scoringClass: TaskClass, estimate: PromptEstimate,
         ceiling: Decimal?, allowedTiers: Set<String>? = nil, background: Bool,
-        state: RoutingState, explain: Bool = true
+        state: RoutingState, explain: Bool = true, request: RoutingRequest? = nil
     ) -> Evaluation {
-        let criteria = Criteria(
+        var criteria = Criteria(
             rule: rule, scoringClass: scoringClass, estimate: estimate, ceiling: ceiling, allowedTiers: allowedTiers,
             background: background, explain: explain
         )
+        if let request, modelsByName[name]?.spec.provider == .anthropic {
+            criteria.anthropicRefusals = AnthropicLimits.untranslatable(request.body.objectValue ?? [:])
+        }
         return evaluate(name, entry: modelsByName[name], index: index, criteria: criteria, state: state)
     }
 
@@ -203,6 +213,11 @@ extension Router {
         }
 
         if !entry.spec.enabled { evaluation.drop("disabled in the catalog", permanent: true) }
+        if entry.spec.provider == .anthropic, !criteria.anthropicRefusals.isEmpty {
+            evaluation.drop(
+                "Anthropic models have no equivalent of \(criteria.anthropicRefusals.joined(separator: ", "))",
+                permanent: true)
+        }
         if live.breaker == .open { evaluation.drop("breaker open (unhealthy)", permanent: false) }
         // Another worker may call it: the job waits for one rather than failing as unroutable.
         if let reason = live.unavailableHere { evaluation.drop("not on this worker: \(reason)", permanent: false) }

@@ -77,7 +77,7 @@ public struct Router: Sendable {
                 name, index: -1, rule: RouteRule(taskClass: rule.taskClass, primary: name),
                 scoringClass: match.scoringClass, estimate: estimate, ceiling: request.maxCostPer1K,
                 allowedTiers: request.allowedTiers, background: request.priority == .background, state: state,
-                explain: explain
+                explain: explain, request: request
             )
         }
         // Catalog rule names are unique, so the rule matched is the one these were computed for.
@@ -85,10 +85,13 @@ public struct Router: Sendable {
         // The pinned model first, then the rule's: the order the explanation lists them in.
         var evaluations = pinned.map { [$0] } ?? []
         evaluations.reserveCapacity(evaluations.count + ruleModels.names.count)
-        let criteria = Criteria(
+        var criteria = Criteria(
             rule: rule, scoringClass: match.scoringClass, estimate: estimate, ceiling: ceiling,
             allowedTiers: request.allowedTiers, background: request.priority == .background, explain: explain
         )
+        if ruleModels.hasAnthropic {
+            criteria.anthropicRefusals = AnthropicLimits.untranslatable(request.body.objectValue ?? [:])
+        }
         var kept: [Int] = []
         kept.reserveCapacity(ruleModels.names.count)
         var index = 0
@@ -176,6 +179,9 @@ public struct Router: Sendable {
         }
         if reasons.contains(where: { $0.contains("quality floor") }) { fixes.append("lower its quality_floor") }
         if reasons.contains(where: { $0.contains("disabled in the catalog") }) { fixes.append("enable one of its models") }
+        if reasons.contains(where: { $0.hasPrefix("Anthropic models have no equivalent") }) {
+            fixes.append("submit it without what Anthropic models cannot take")
+        }
         if reasons.contains(where: { $0.contains("is not allowed here") }) {
             fixes.append("allow its models' tiers (dispatcher background ceiling --tiers)")
         }
