@@ -209,7 +209,7 @@ struct CatalogStoreTests {
             #expect(error.code == .invalidInput)
             #expect(error.message.hasPrefix("the catalog document has 4 problems:"))
             #expect(error.message.contains("routing_rules.complex_reasoning.fallback: unknown model \"claude-opus\""))
-            #expect(error.hint == "Fix every line above and import again; nothing was changed.")
+            #expect(error.hint == "Fix every problem above and import again; nothing was changed.")
             #expect(try await store.load() == .empty)
             // Once the models exist, the same seed file imports as-is.
             _ = try await store.importDocument(Self.example)

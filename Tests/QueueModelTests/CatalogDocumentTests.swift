@@ -311,6 +311,19 @@ struct CatalogDocumentTests {
             ], "\(validation.warnings.map(\.description))")
     }
 
+    /// A walkthrough's file with a problem and a warning saw the warning only once the problem
+    /// was fixed (a third import).
+    @Test("a refused document's error lists its warnings too")
+    func warningsWithProblems() {
+        let text = """
+            {"models": {"m": {"provider": "simulated", "rpm": 4, "settings": {"latency_p50": 100}}}}
+            """
+        let error = #expect(throws: QueueError.self) { try CatalogDocument(parsing: Data(text.utf8)) }
+        #expect(error?.message.contains("models.m.rpm: unknown field") == true, "\(String(describing: error))")
+        #expect(error?.message.contains("and 1 warning (taken as they are):\n  models.m.settings.latency_p50: unknown simulated setting")
+            == true, "\(String(describing: error))")
+    }
+
     @Test("a setting an adapter reads, of the wrong type, is refused naming the model, the key and the type")
     func settingsOfTheWrongType() {
         let text = """

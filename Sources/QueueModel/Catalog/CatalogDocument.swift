@@ -94,17 +94,23 @@ public struct CatalogDocument: Sendable, Hashable {
     /// - Throws: `QueueError.invalidInput` listing every problem, one per line, each with its path.
     public init(parsing data: Data, knownModels: Set<String> = []) throws {
         let validation = Self.validate(data, knownModels: knownModels)
-        guard let document = validation.document else { throw Self.error(listing: validation.problems) }
+        guard let document = validation.document else {
+            throw Self.error(listing: validation.problems, warnings: validation.warnings)
+        }
         self = document
     }
 
-    /// One error listing every problem, for a person to fix all of them in one pass.
-    public static func error(listing problems: [CatalogProblem]) -> QueueError {
+    /// One error listing every problem, for a person to fix all of them in one pass, and the
+    /// warnings the document would also get (they came only once the problems were fixed: a
+    /// third import for a file with both).
+    public static func error(listing problems: [CatalogProblem], warnings: [CatalogProblem] = []) -> QueueError {
         let count = problems.count == 1 ? "1 problem" : "\(problems.count) problems"
-        return QueueError(
-            .invalidInput, "the catalog document has \(count):\n" + problems.map { "  \($0)" }.joined(separator: "\n"),
-            hint: "Fix every line above and import again; nothing was changed."
-        )
+        var message = "the catalog document has \(count):\n" + problems.map { "  \($0)" }.joined(separator: "\n")
+        if !warnings.isEmpty {
+            message += "\nand \(warnings.count == 1 ? "1 warning" : "\(warnings.count) warnings") (taken as they are):\n"
+                + warnings.map { "  \($0)" }.joined(separator: "\n")
+        }
+        return QueueError(.invalidInput, message, hint: "Fix every problem above and import again; nothing was changed.")
     }
 
     /// The catalog after importing this document into `existing`.

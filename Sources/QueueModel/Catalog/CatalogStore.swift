@@ -126,7 +126,7 @@ public struct CatalogStore: Sendable {
                 // With the rest, as the docs promise "every problem at once" (the zones were
                 // checked only once all else passed: a file's GMT+8 came up on its second import).
                 let zones = (try? await Self.timeZoneProblems(at: Self.zonePaths(inDocument: data), on: connection)) ?? []
-                throw CatalogDocument.error(listing: validation.problems + zones)
+                throw CatalogDocument.error(listing: validation.problems + zones, warnings: validation.warnings)
             }
             let catalog = document.applied(to: existing, mode: mode)
             let changes = CatalogChanges(from: existing, to: catalog)
@@ -135,7 +135,7 @@ public struct CatalogStore: Sendable {
             }
             let zoneProblems = try await Self.timeZoneProblems(
                 in: catalog.models.filter { changes.modelsToWrite.contains($0.name) }, on: connection)
-            guard zoneProblems.isEmpty else { throw CatalogDocument.error(listing: zoneProblems) }
+            guard zoneProblems.isEmpty else { throw CatalogDocument.error(listing: zoneProblems, warnings: validation.warnings) }
             if !dryRun && !changes.isEmpty { try await Self.write(changes, of: catalog, on: connection) }
             let unserved = RuleMatcher(catalog: catalog).unservedClasses()
             var warnings = validation.warnings + Self.unusableRules(in: catalog)
