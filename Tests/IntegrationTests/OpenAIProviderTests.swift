@@ -249,6 +249,9 @@ struct OpenAIProviderTests {
         // A mark's own field refused is the request's mistake: it fails, as any bad request.
         let field = classified(400, #"{"error": {"message": "messages.0.content.0.cache_control.foo: Extra inputs are not permitted"}}"#)
         #expect(field.code == .badRequest, "\(field)")
+        // So is a mark whose value the server does not take (it reads marks).
+        let value = classified(400, #"{"error": {"message": "cache_control: unknown variant `persistent`, expected `ephemeral`"}}"#)
+        #expect(value.code == .badRequest, "\(value)")
     }
 
     @Test("a malformed 200 body moves to the next candidate")

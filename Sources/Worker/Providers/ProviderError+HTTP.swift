@@ -179,7 +179,9 @@ extension ProviderError {
             // …", "cache_control[0]"): that is the request's own mistake.
             || (text.range(of: #"cache_control(?![a-z0-9_\[]|\.[a-z_])"#, options: .regularExpression) != nil
                 && ["extra inputs", "extra fields", "not permitted", "unrecognized", "unknown", "not allowed",
-                    "was unexpected", "additional properties"].contains { text.contains($0) })
+                    "was unexpected", "additional properties"].contains { text.contains($0) }
+                // A mark the server reads, with a value it does not take, is the request's.
+                && !["unknown variant", "input should be", "invalid value"].contains { text.contains($0) })
     }
 
     static func isQuota(_ text: String) -> Bool {
