@@ -21,8 +21,14 @@ struct JobWaiterTests {
                     "SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN %switchyard_results%' AND pid <> pg_backend_pid()"
                 ).map { try $0.decode("pid", as: Int.self) }
             }
-            try await waitUntil("the wait listens") { try await listeners().count == 1 }
-            let first = try await listeners()
+            // The pid read where it was seen (read again, it was once gone: the crash of a run).
+            let seen = Mutex<[Int]>([])
+            try await waitUntil("the wait listens") {
+                let now = try await listeners()
+                seen.withLock { $0 = now }
+                return now.count == 1
+            }
+            let first = seen.withLock { $0 }
             try await pool.query("SELECT pg_terminate_backend($1)", [first[0]])
             try await waitUntil("the wait listens again") {
                 let now = try await listeners()

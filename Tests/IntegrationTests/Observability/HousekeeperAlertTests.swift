@@ -57,6 +57,8 @@ extension HousekeeperAlertTests {
         #expect(Housekeeper.intervalNotice(from: .seconds(45), to: .seconds(110)) == slow)
         #expect(Housekeeper.intervalNotice(from: .seconds(110), to: .seconds(15)) == "alert evaluation is quick again")
         #expect(Housekeeper.intervalNotice(from: .seconds(15), to: .seconds(15)) == nil)
+        // Back from a step that said nothing (one evaluation of 2 s): nothing to take back.
+        #expect(Housekeeper.intervalNotice(from: .seconds(21), to: .seconds(15), slowSaid: false) == nil)
     }
 }
 
