@@ -94,8 +94,7 @@ struct JobWaiterTests {
                 try await pool.query(
                     """
                     SELECT count(*) FILTER (WHERE query LIKE 'LISTEN %switchyard_results%')
-                         + count(*) FILTER (WHERE state = 'idle' AND (query LIKE '%switchyard.job_status(id)%'
-                                                                      OR query LIKE '%FROM switchyard.workers WHERE%'))
+                         + count(*) FILTER (WHERE state = 'idle' AND query LIKE '%switchyard.job_status(id)%')
                     FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()
                     """
                 ).scalar(Int.self) == 2

@@ -308,12 +308,18 @@ struct OpenAIProviderTests {
     @Test("an answer within a budget of a fraction of a second is taken, not cut at a whole second")
     func fractionalBudget() async throws {
         try await withFakeProviderServer { server in
-            // Each well inside its budget; the second past a whole second of it.
-            for (delay, budget) in [(100, 800), (1100, 1900)] {
+            // Each well inside its budget; the second past a whole second of it. Up to three tries
+            // each: a loaded machine once took 800 ms more than the delay (CI); a budget cut to
+            // whole seconds fails every try (1 s < 1.05 s).
+            for (delay, budget) in [(100, 800), (1050, 1990)] {
                 try await server.script(["gpt-test": ["delay_ms": .number(Double(delay))]])
-                let reply = try await Self.provider().complete(
-                    Self.call(Self.model(server), timeout: .milliseconds(budget)))
-                #expect(reply.response["choices"]?[0]?["message"]?["content"] != nil, "\(delay) ms in \(budget) ms")
+                var answered = false
+                for _ in 0..<3 where !answered {
+                    let reply = try? await Self.provider().complete(
+                        Self.call(Self.model(server), timeout: .milliseconds(budget)))
+                    answered = reply?.response["choices"]?[0]?["message"]?["content"] != nil
+                }
+                #expect(answered, "\(delay) ms in \(budget) ms")
             }
         }
     }

@@ -24,6 +24,9 @@ struct JobWaiter {
         }
         defer { patience.cancel() }
         _ = try await store.pool.query("SELECT 1")
+        // Asked now, under the same patience: asked after the first look, a database gone by then
+        // held the wait past its timeout (the pool retrying to connect).
+        let live = try? await store.liveWorkers()
         patience.cancel()
         let notifications = try await store.pool.listen(on: ["switchyard_results"])
         var pending = Set(ids)
@@ -54,7 +57,7 @@ struct JobWaiter {
         }
 
         try await check(pending)
-        if !pending.isEmpty, let live = try? await store.liveWorkers(), live == 0 {
+        if !pending.isEmpty, live == 0 {
             // Waited out in silence, a newcomer's first job looked stuck (status knew why).
             printError(
                 "warning: no worker has sent a heartbeat in the last 30 s: the jobs stay queued until one runs "
