@@ -114,10 +114,7 @@ enum CatalogListing {
             }
             // Over the rule's cost ceiling at its cheapest window (as the router reckons it).
             if let ceiling = rule.maxCostPer1K {
-                let windows = PriceSchedule(spec).windows
-                let list = Pricing.averagePricePer1K(spec)
-                let lowest = windows.isEmpty ? list : min(list, Pricing.averagePricePer1K(
-                    spec, input: windows.map(\.inputMultiplier).min() ?? 1, output: windows.map(\.outputMultiplier).min() ?? 1))
+                let lowest = PriceSchedule(spec).lowestAveragePricePer1K
                 if lowest > ceiling {
                     never.append(.init(model: name, reason: "$\(lowest)/1K at its cheapest > ceiling $\(ceiling)/1K"))
                     continue

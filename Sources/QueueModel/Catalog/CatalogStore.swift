@@ -207,23 +207,21 @@ public struct CatalogStore: Sendable {
     static func timeZoneProblems(in models: [ModelSpec], on connection: PostgresConnection) async throws
         -> [CatalogProblem]
     {
-        var paths: [String: [String]] = [:]
-        for model in models {
-            for (index, window) in (model.priceWindows.arrayValue ?? []).enumerated() {
-                guard let zone = window["time_zone"]?.stringValue else { continue }
-                paths[zone, default: []].append("models.\(model.name).price_windows[\(index)].time_zone")
-            }
-        }
-        return try await timeZoneProblems(at: paths, on: connection)
+        try await timeZoneProblems(at: zonePaths(models.map { ($0.name, $0.priceWindows) }), on: connection)
     }
 
     /// The time zones an import document's price windows name, with where, read from the document
     /// as written (for a document whose other problems keep it from being read as a catalog).
     static func zonePaths(inDocument data: Data) -> [String: [String]] {
         guard let document = try? JSONValue(parsing: data), let models = document["models"]?.objectValue else { return [:] }
+        return zonePaths(models.map { ($0.key, $0.value["price_windows"] ?? []) })
+    }
+
+    /// Each time zone the models' price windows name, with the paths that name it.
+    private static func zonePaths(_ models: [(name: String, windows: JSONValue)]) -> [String: [String]] {
         var paths: [String: [String]] = [:]
-        for (name, model) in models {
-            for (index, window) in (model["price_windows"]?.arrayValue ?? []).enumerated() {
+        for (name, windows) in models {
+            for (index, window) in (windows.arrayValue ?? []).enumerated() {
                 guard let zone = window["time_zone"]?.stringValue else { continue }
                 paths[zone, default: []].append("models.\(name).price_windows[\(index)].time_zone")
             }

@@ -80,6 +80,17 @@ public struct PriceSchedule: Sendable, Hashable {
         return lowest
     }
 
+    /// The lowest average price per 1K the model has at any instant: its list price, or less in
+    /// a window. Open windows price a call at their lowest multipliers, input and output apart,
+    /// so no instant is cheaper than every window's lowest of each at once. A ceiling above this
+    /// keeps the model out for good.
+    public var lowestAveragePricePer1K: Decimal {
+        let list = Pricing.averagePricePer1K(model)
+        guard !windows.isEmpty else { return list }
+        return min(list, Pricing.averagePricePer1K(
+            model, input: windows.map(\.inputMultiplier).min() ?? 1, output: windows.map(\.outputMultiplier).min() ?? 1))
+    }
+
     /// The average of input and output price per 1K at an instant (what ceilings compare with).
     public func averagePricePer1K(at instant: Date) -> Decimal {
         let (input, output) = multipliers(at: instant)

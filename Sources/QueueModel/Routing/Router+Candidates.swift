@@ -64,14 +64,7 @@ extension Router {
             self.averagePricePer1K = Router.averagePricePer1K(spec)
             self.averagePricePer1KValue = NSDecimalNumber(decimal: averagePricePer1K).doubleValue
             self.priceText = "$\(averagePricePer1K)/1K"
-            // Open windows price a call at their lowest multipliers, input and output apart: no
-            // instant is cheaper than every window's lowest of each at once.
-            let windows = PriceSchedule(spec).windows
-            let lowest = windows.isEmpty ? averagePricePer1K : min(
-                averagePricePer1K,
-                Pricing.averagePricePer1K(
-                    spec, input: windows.map(\.inputMultiplier).min() ?? 1, output: windows.map(\.outputMultiplier).min() ?? 1))
-            self.lowestPricePer1KValue = NSDecimalNumber(decimal: lowest).doubleValue
+            self.lowestPricePer1KValue = NSDecimalNumber(decimal: PriceSchedule(spec).lowestAveragePricePer1K).doubleValue
             self.builtInScores = TaskClass.builtIn.map { $0.scoredCapability(of: spec) }
         }
     }
