@@ -22,8 +22,12 @@ struct ArgumentsTests {
         let unknown = #expect(throws: QueueError.self) {
             try Arguments(["--prio", "x"], command: "dispatcher submit", options: ["priority"])
         }
-        #expect(unknown?.message == "unknown option --prio for `dispatcher submit`")
+        #expect(unknown?.message == "unknown option --prio for `dispatcher submit` (did you mean --priority?)")
         #expect(unknown?.hint?.contains("dispatcher submit --help") == true)
+        let unlike = #expect(throws: QueueError.self) {
+            try Arguments(["--colour"], command: "dispatcher status", options: ["database-url"], flags: ["json"])
+        }
+        #expect(unlike?.message == "unknown option --colour for `dispatcher status`")
         let missing = #expect(throws: QueueError.self) {
             try Arguments(["--priority"], command: "dispatcher submit", options: ["priority"])
         }

@@ -311,6 +311,16 @@ struct CatalogDocumentTests {
             ], "\(validation.warnings.map(\.description))")
     }
 
+    /// A review's note: a user's own setting `def` was told "did you mean default_max_tokens".
+    @Test("a prefix suggests a name only when it is most of that name")
+    func prefixSuggestions() {
+        #expect(CatalogProblem.suggestion(for: "cheap", among: ["cheapest", "ordered"]) == "cheapest")
+        #expect(CatalogProblem.suggestion(for: "latency_p50", among: ["latency_p50_ms"]) == "latency_p50_ms")
+        #expect(CatalogProblem.suggestion(for: "def", among: ["default_max_tokens"]) == nil)
+        #expect(CatalogProblem.suggestion(for: "default", among: ["default_max_tokens"]) == nil)
+        #expect(CatalogProblem.suggestion(for: "default_max", among: ["default_max_tokens"]) == "default_max_tokens")
+    }
+
     /// A walkthrough's file with a problem and a warning saw the warning only once the problem
     /// was fixed (a third import).
     @Test("a refused document's error lists its warnings too")

@@ -27,8 +27,11 @@ public struct CatalogProblem: Sendable, Hashable, CustomStringConvertible {
         var best: (candidate: String, distance: Int)?
         for candidate in candidates {
             var distance = editDistance(lowered, candidate.lowercased())
-            // A prefix of a name ("cheap" for "cheapest") is as good a hint as a typo.
-            if lowered.count >= 3 && candidate.lowercased().hasPrefix(lowered) { distance = min(distance, 1) }
+            // A prefix of a name ("cheap" for "cheapest") is as good a hint as a typo, when it is
+            // most of the name ("def" is no hint of "default_max_tokens").
+            if lowered.count >= 3, lowered.count * 2 >= candidate.count, candidate.lowercased().hasPrefix(lowered) {
+                distance = min(distance, 1)
+            }
             if distance < (best?.distance ?? .max) { best = (candidate, distance) }
         }
         guard let best else { return nil }

@@ -66,8 +66,10 @@ public struct Arguments: Sendable {
                 }
                 values[name, default: []].append(value)
             } else {
+                // A misspelt option is named back, as git and cargo do.
+                let near = CatalogProblem.suggestion(for: name, among: options.union(flags))
                 throw QueueError(
-                    .invalidInput, "unknown option --\(name) for `\(command)`",
+                    .invalidInput, "unknown option --\(name) for `\(command)`" + (near.map { " (did you mean --\($0)?)" } ?? ""),
                     hint: "Run `\(command) --help` to see its options."
                 )
             }
