@@ -61,9 +61,10 @@ enum LibPQ {
         if reason.contains("database") && reason.contains("does not exist") {
             return "Create the database (createdb NAME) or fix its name in DATABASE_URL."
         }
-        if reason.contains("SSL") {
+        if reason.contains("SSL") || reason.contains("certificate") {
             return "Check sslmode in DATABASE_URL against what the server offers (require/verify-full need SSL on "
-                + "the server; verify-full also needs sslrootcert)."
+                + "the server; verify-ca/verify-full also need sslrootcert=FILE, the CA that signed the server's "
+                + "certificate; verify-full connects only by a host name the certificate names)."
         }
         if reason.contains("too many connections for") {
             return "The role's or database's CONNECTION LIMIT is reached: raise it (ALTER ROLE … CONNECTION LIMIT n), "

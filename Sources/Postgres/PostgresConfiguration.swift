@@ -60,6 +60,13 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible {
             }
             option += 1
         }
+        if let problem = Self.unencodedURLProblem(connectionString, values) {
+            throw PostgresError(
+                .invalidConfiguration, "the database URL cannot be read as written (not shown: it may hold the password): \(problem)",
+                hint: "Percent-encode these characters in the user name and password: @ as %40, : as %3A, / as %2F, "
+                    + "# as %23, ? as %3F, % as %25 (or pick a password of letters, digits and - _ . ~)."
+            )
+        }
         let environment = ProcessInfo.processInfo.environment
         let host = values["host"] ?? values["hostaddr"] ?? environment["PGHOST"] ?? "/var/run/postgresql"
         let port = values["port"] ?? environment["PGPORT"] ?? "5432"
@@ -101,10 +108,31 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible {
 
     public var description: String { target }
 
-    /// Removes the password from a message that might quote the connection string.
+    /// Why a `postgres://` URL that libpq parsed was most likely written with a reserved character
+    /// left unencoded in its password or user name (libpq then splits it elsewhere: the rest of a
+    /// password `p@ss:w/rd` became the host, port and database, and an error quoted them); nil
+    /// when it reads as a URL should.
+    private static func unencodedURLProblem(_ string: String, _ values: [String: String]) -> String? {
+        let lowered = string.lowercased()
+        guard lowered.hasPrefix("postgres://") || lowered.hasPrefix("postgresql://") else { return nil }
+        let beforeQuery = string.prefix { $0 != "?" }
+        if beforeQuery.count(where: { $0 == "@" }) > 1 { return "it has more than one @ before its host" }
+        if let port = values["port"], !port.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == ",") }) {
+            return "its port is not a number"
+        }
+        if let database = values["dbname"], database.contains("@") { return "its database name holds an @" }
+        return nil
+    }
+
+    /// Removes the password from a message that might quote the connection string. A short
+    /// password is removed only where it stands alone, so that a password `p` does not take every
+    /// p out of libpq's words.
     func scrub(_ message: String) -> String {
         guard let password, !password.isEmpty else { return message }
-        return message.replacingOccurrences(of: password, with: "********")
+        if password.count >= 8 { return message.replacingOccurrences(of: password, with: "********") }
+        let escaped = NSRegularExpression.escapedPattern(for: password)
+        return message.replacingOccurrences(
+            of: "(?<![A-Za-z0-9])\(escaped)(?![A-Za-z0-9])", with: "********", options: .regularExpression)
     }
 }
 

@@ -1,4 +1,4 @@
-import Postgres
+@testable import Postgres
 import Testing
 
 @Suite("Connection strings")
@@ -35,6 +35,38 @@ struct ConfigurationTests {
         // Without a password, libpq's words stay whole: they name what to fix.
         let plain = #expect(throws: PostgresError.self) { try PostgresConfiguration("postgres://localhost/x?nosuch=1") }
         #expect(plain?.message.contains("\"nosuch\"") == true, "\(String(describing: plain))")
+    }
+}
+
+/// An operator's compose password `p@ss:w/rd#1`, unencoded in the URL: libpq took `p` as the
+/// password and the rest as host, port and database; the error printed them, and the scrubber took
+/// every p out of libpq's words.
+@Suite("Connection strings with an unencoded password")
+struct UnencodedPasswordTests {
+    @Test("a URL whose password holds an unencoded @, : or / is refused, without quoting it, with how to encode it")
+    func refused() {
+        for url in [
+            "postgres://sp_user:p@ss:w/rd#1@127.0.0.1:5491/switchyard",
+            "postgres://sp_user:pa/ss@127.0.0.1:5491/switchyard",
+            "postgresql://u:a@b@db.example.com/app",
+        ] {
+            let error = #expect(throws: PostgresError.self) { try PostgresConfiguration(url) }
+            #expect(error?.code == .invalidConfiguration)
+            #expect(error?.message.contains("ss:w") == false && error?.message.contains("127.0.0.1") == false, "\(String(describing: error))")
+            #expect(error?.hint?.contains("@ as %40") == true, "\(String(describing: error))")
+        }
+        // Encoded, the same password reads.
+        #expect((try? PostgresConfiguration("postgres://sp_user:p%40ss%3Aw%2Frd%231@127.0.0.1:5491/switchyard"))?.target
+            == "postgres://sp_user@127.0.0.1:5491/switchyard")
+        #expect((try? PostgresConfiguration("postgres://u@h1:5432,h2:5433/app")) != nil)
+    }
+
+    @Test("a short password is scrubbed where it stands alone, not out of every word")
+    func shortPasswords() throws {
+        let short = try PostgresConfiguration("postgres://u:p@localhost:1/x")
+        #expect(short.scrub("invalid port: p (password p)") == "invalid port: ******** (password ********)")
+        let long = try PostgresConfiguration("postgres://u:hunter22x@localhost:1/x")
+        #expect(long.scrub("FATAL: password hunter22x!hunter22xy") == "FATAL: password ********!********y")
     }
 }
 
