@@ -176,6 +176,18 @@ struct WorkerServiceTests {
                 try await waitUntil("the worker is registered") {
                     try await pool.query("SELECT count(*) FROM switchyard.workers WHERE id = $1", [worker]).scalar(Int.self) == 1
                 }
+                // A trigger made or dropped while the worker claims and writes back can meet its
+                // statements in a deadlock (one run lost the DROP to it): tried again.
+                func alterTrigger(_ sql: String) async throws {
+                    for try_ in 1...5 {
+                        do {
+                            try await pool.query(sql)
+                            return
+                        } catch let error as PostgresError where error.sqlState == .deadlockDetected && try_ < 5 {
+                            try await Task.sleep(for: .milliseconds(100))
+                        }
+                    }
+                }
                 // What the lost claim did: three jobs leased to this worker, attempt 1 spent.
                 var leased: [Int64] = []
                 for _ in 0..<3 {
@@ -194,7 +206,7 @@ struct WorkerServiceTests {
                     CREATE FUNCTION public.fail_claims() RETURNS trigger LANGUAGE plpgsql AS $$
                     BEGIN RAISE EXCEPTION 'the database connection was lost (test)'; END $$
                     """)
-                try await pool.query(
+                try await alterTrigger(
                     """
                     CREATE TRIGGER fail_claims BEFORE UPDATE ON switchyard.jobs FOR EACH ROW
                         WHEN (OLD.lease_owner IS NULL AND NEW.lease_owner IS NOT NULL) EXECUTE FUNCTION public.fail_claims()
@@ -202,7 +214,7 @@ struct WorkerServiceTests {
                 _ = try await store.submit(Submission(request: Self.hello))
                 // Claims fail meanwhile: one for the notification, then one per 500 ms.
                 try await Task.sleep(for: .seconds(1))
-                try await pool.query("DROP TRIGGER fail_claims ON switchyard.jobs")
+                try await alterTrigger("DROP TRIGGER fail_claims ON switchyard.jobs")
                 // Well inside the 30 s lease: found and run by the worker that holds them.
                 try await waitUntil("the leased jobs have run", limit: .seconds(10)) {
                     try await pool.query("SELECT count(*) FROM switchyard.results WHERE job_id = ANY ($1::bigint[])", [leased])
@@ -219,10 +231,10 @@ struct WorkerServiceTests {
                            lease_expires_at = now() + interval '30 seconds', run_at = now()
                     WHERE id = $1
                     """, [earlier, worker])
-                try await pool.query("CREATE TRIGGER fail_claims BEFORE UPDATE ON switchyard.jobs FOR EACH ROW WHEN (OLD.lease_owner IS NULL AND NEW.lease_owner IS NOT NULL) EXECUTE FUNCTION public.fail_claims()")
+                try await alterTrigger("CREATE TRIGGER fail_claims BEFORE UPDATE ON switchyard.jobs FOR EACH ROW WHEN (OLD.lease_owner IS NULL AND NEW.lease_owner IS NOT NULL) EXECUTE FUNCTION public.fail_claims()")
                 _ = try await store.submit(Submission(request: Self.hello))
                 try await Task.sleep(for: .seconds(1))
-                try await pool.query("DROP TRIGGER fail_claims ON switchyard.jobs")
+                try await alterTrigger("DROP TRIGGER fail_claims ON switchyard.jobs")
                 try await Task.sleep(for: .milliseconds(500))
                 #expect(try await pool.query("SELECT lease_owner FROM switchyard.jobs WHERE id = $1", [earlier])
                     .scalar(String?.self) == worker)
@@ -278,6 +290,39 @@ struct WorkerServiceTests {
             let line = try await log.waitFor { $0.contains("rescued a job whose lease expired") }
             #expect(line?.contains("model=unknown attempt=1") == true, "\(log.all)")
             #expect(line?.hasSuffix("earlier_attempt_model=gpt-4o") == true, "\(log.all)")
+        }
+    }
+
+    /// An architecture review froze a lone worker (SIGSTOP) for 6 s with a 3 s lease: woken, its
+    /// housekeeper renewed the tenure no one else had taken and rescued the worker's own running
+    /// job before its heartbeat loop ran; the answer was thrown away and an attempt spent.
+    @Test("a housekeeper whose worker's heartbeat is overdue (the process was paused) holds rescues until it runs")
+    func noRescueWhileOwnHeartbeatOverdue() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let id = try await store.submit(Submission(request: Self.hello))
+            // The worker's own job, whose lease lapsed while the process was frozen.
+            _ = try await store.claim(worker: "keeper", freeSlots: 1, backgroundSlots: 0, lease: .milliseconds(1))
+            func leased() async throws -> Bool {
+                try await pool.query("SELECT lease_owner IS NOT NULL FROM switchyard.jobs WHERE id = $1", [id]).scalar(Bool.self)
+            }
+            // Heartbeats every 10 s with a 30 s lease, the last one a minute ago.
+            let heartbeats = HeartbeatRecord(interval: .seconds(10), lastAnswer: .now - .seconds(60))
+            let log = LogCapture()
+            let keeper = Housekeeper(
+                store: store, worker: "keeper", interval: .milliseconds(50), tenure: .seconds(30),
+                logger: log.logger(label: "t", level: .notice), heartbeats: heartbeats)
+            let running = Task { await keeper.run() }
+            defer { running.cancel() }
+            for _ in 0..<10 {
+                try await Task.sleep(for: .milliseconds(100))
+                #expect(try await leased(), "rescued the job of the worker whose own heartbeat had not run yet")
+            }
+            #expect(log.all.contains { $0.contains("holding rescues back until this worker's next heartbeat") }, "\(log.all)")
+            // The heartbeat runs (here it finds the job's lease gone): rescues go on.
+            heartbeats.succeeded()
+            try await waitUntil("rescued once the heartbeat ran", limit: .seconds(30)) { try await !leased() }
+            #expect(try await log.waitFor { $0.contains("rescuing expired leases again") } != nil, "\(log.all)")
         }
     }
 

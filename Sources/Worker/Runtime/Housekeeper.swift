@@ -142,7 +142,10 @@ final class Housekeeper: Sendable {
                 startedIntoSilence.withLock { $0 = silence }
             }
         }
-        let hold = outage || silence
+        // Paused or starved, this worker's own leases may have lapsed: until its heartbeat has
+        // run again, a rescue could take its running jobs from under it.
+        let overdue = !outage && !silence && heartbeats.overdue(lease: tenure)
+        let hold = outage || silence || overdue
         let changed = holdingRescues.withLock { holding in
             defer { holding = hold }
             return holding != hold
@@ -151,9 +154,11 @@ final class Housekeeper: Sendable {
             logger.notice(
                 !hold ? "rescuing expired leases again"
                     : outage ? "holding rescues back: this worker's heartbeats failed in a row, so others' may have too"
-                    : "holding rescues back: this worker has just started, and most of the fleet's heartbeats had "
-                        + "lapsed (the database may just be back, or they crashed)",
-                ["for_s": tenure.seconds])
+                    : silence ? "holding rescues back: this worker has just started, and most of the fleet's heartbeats had "
+                        + "lapsed (the database may just be back, or they crashed)"
+                    : "holding rescues back until this worker's next heartbeat: it is overdue (the process was paused "
+                        + "or starved), so its own running jobs' leases may have lapsed",
+                overdue ? [:] : ["for_s": tenure.seconds])
         }
         let rescues = hold ? [] : try await metrics.measure("rescue") { try await store.rescueExpired() }
         for rescue in rescues {

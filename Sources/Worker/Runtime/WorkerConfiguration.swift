@@ -28,7 +28,7 @@ struct WorkerConfiguration: Sendable {
     var housekeepingInterval: Duration = .seconds(2)
     /// The most outcomes written in one statement.
     var completionBatchLimit = 500
-    /// Connections in the worker's pool (LISTEN and the housekeeper's lock use their own).
+    /// Connections in the worker's pool (LISTEN uses its own); `WorkerCommand` sizes it from the concurrency.
     var poolSize = 4
 
     init(identity: WorkerIdentity, reserveInteractiveShare: Double = 0.25) {

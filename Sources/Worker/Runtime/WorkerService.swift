@@ -17,7 +17,7 @@ final class WorkerService: Sendable {
     private let writer: CompletionWriter
     private let housekeeper: Housekeeper
     /// This worker's runs of failed heartbeats, for the housekeeper (`HeartbeatRecord`).
-    private let heartbeats = HeartbeatRecord()
+    private let heartbeats: HeartbeatRecord
     private let now: @Sendable () -> Date
     private let random: @Sendable () -> Double
     /// Ends connection retries when the grace period is over; cancelled once the worker stops.
@@ -50,6 +50,7 @@ final class WorkerService: Sendable {
             store: store, worker: configuration.identity.id, batchLimit: configuration.completionBatchLimit,
             logger: logger, leaseLost: { metrics.leasesLost.increment() }
         )
+        self.heartbeats = HeartbeatRecord(interval: configuration.heartbeatInterval)
         self.housekeeper = Housekeeper(
             store: store, worker: configuration.identity.id, interval: configuration.housekeepingInterval,
             tenure: configuration.lease, logger: logger, metrics: metrics, heartbeats: heartbeats
