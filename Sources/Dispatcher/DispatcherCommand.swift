@@ -114,5 +114,8 @@ enum DispatcherCommand {
 
 /// Writes a line to stderr.
 func printError(_ text: String) {
+    // After what was printed before it: a pipe's stdout is buffered, and a hint written between
+    // its blocks split a line of `cancel -`'s output in two.
+    fflush(nil)
     StandardStream.error.write(text + "\n")
 }

@@ -20,6 +20,10 @@ enum LibPQ {
             keywords.append("dbname")
             values.append(database)
         }
+        if let options = configuration.optionsWithSettings {
+            keywords.append("options")
+            values.append(options)
+        }
         let handle = withCStringArray(keywords) { keywordPointers in
             withCStringArray(values) { valuePointers in
                 PQconnectdbParams(keywordPointers, valuePointers, 1)

@@ -22,6 +22,10 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible {
     public private(set) var databaseOverride: String?
     /// The password, kept only so error messages can be scrubbed of it.
     let password: String?
+    /// The connection string's own `options` (server settings such as `-c statement_timeout=5s`).
+    let givenOptions: String?
+    /// Server settings for every session, set with `setting(_:to:)` (`-c name=value` each).
+    private(set) var sessionSettings: [(name: String, value: String)] = []
 
     /// Parses and checks a connection string.
     /// - Parameter connectionString: `postgres://user:pw@host:5432/db?sslmode=require` or
@@ -73,8 +77,29 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible {
         let user = values["user"] ?? environment["PGUSER"] ?? NSUserName()
         let database = values["dbname"] ?? environment["PGDATABASE"] ?? user
         self.password = values["password"]
+        self.givenOptions = values["options"]
         let hostPart = host.hasPrefix("/") ? "[\(host)]" : host
         self.target = "postgres://\(user)@\(hostPart):\(port)/\(database)"
+    }
+
+    /// The same, with a server setting for every session it opens (a custom one such as
+    /// `switchyard.tenant` too), sent as libpq's `options` after the connection string's own.
+    public func setting(_ name: String, to value: String) -> PostgresConfiguration {
+        var copy = self
+        copy.sessionSettings.append((name, value))
+        return copy
+    }
+
+    /// libpq's `options` for a session: the connection string's, then each setting as
+    /// `-c name=value`, spaces and backslashes escaped with a backslash as libpq reads them; nil
+    /// when no setting was added (the connection string's own then stand as they are).
+    var optionsWithSettings: String? {
+        guard !sessionSettings.isEmpty else { return nil }
+        func escaped(_ text: String) -> String {
+            text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: " ", with: "\\ ")
+        }
+        let settings = sessionSettings.map { "-c " + escaped("\($0.name)=\($0.value)") }
+        return ([givenOptions].compactMap { $0 } + settings).joined(separator: " ")
     }
 
     /// The same server and credentials, another database.

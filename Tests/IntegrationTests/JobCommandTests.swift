@@ -28,7 +28,10 @@ struct JobCommandTests {
                 + jobs.dropFirst(750).map(String.init).joined(separator: "\n") + "\n\(jobs[3])\n"
             let (status, output) = try await dispatcher(["cancel", "-", "999999"], stdin: input, url: url)
             #expect(status == 6, "\(output.suffix(500))")
-            let lines = output.split(separator: "\n").map(String.init)
+            // The unknown id's hint goes to stderr, once.
+            let all = output.split(separator: "\n").map(String.init)
+            #expect(all.filter { $0.hasPrefix("hint: check the id") }.count == 1, "\(output.suffix(500))")
+            let lines = all.filter { !$0.hasPrefix("hint: ") }
             #expect(lines.count == 1_501, "\(output.suffix(500))")
             #expect(lines.first == "\(jobs[0])  cancelled")
             #expect(lines[7] == "\(jobs[7])  already cancelled")

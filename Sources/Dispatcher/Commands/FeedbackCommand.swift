@@ -5,18 +5,19 @@ import QueueModel
 /// `dispatcher feedback ID SCORE [--note TEXT]`: rates a finished job's answer.
 enum FeedbackCommand {
     static let usage = """
-        usage: dispatcher feedback ID SCORE [--note TEXT] [--json]
+        usage: dispatcher feedback ID SCORE [--note TEXT] [--tenant NAME] [--json]
                dispatcher feedback --list [--json]
 
         Rates the answer of finished job ID. SCORE is 0–100 (100 best), or stars as N/M (4/5 is 80).
         Ratings move the model's capability score for the job's task class, once it has enough of
         them (feedback_min_ratings, default 5), so best_quality and quality_floor routing follow what
         users report. --list shows the recent average per model and class.
+        \(JobCommands.tenantNote)
         """
 
     static func run(_ words: [String]) async throws -> Int32 {
         let arguments = try Arguments(
-            words, command: "dispatcher feedback", options: ["note", "database-url"], flags: ["list", "json"])
+            words, command: "dispatcher feedback", options: ["note", "tenant", "database-url"], flags: ["list", "json"])
         if arguments.flag("help") {
             print(usage)
             return ExitCode.success

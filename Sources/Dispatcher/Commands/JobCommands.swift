@@ -5,43 +5,60 @@ import QueueModel
 /// `dispatcher wait | result | cancel | retry | prune`.
 enum JobCommands {
     static let waitUsage = """
-        usage: dispatcher wait ID… | - [--timeout DURATION] [--json]
+        usage: dispatcher wait ID… | - [--timeout DURATION] [--tenant NAME] [--json]
 
         Waits until every job finishes (LISTEN/NOTIFY, no polling loop) and prints each outcome.
         Exit status: 0 all succeeded; 3 one failed, was cancelled or expired; 4 timed out
         (default --timeout 5m); 6 an id is unknown.
+        \(tenantNote)
         """
 
     static let resultUsage = """
-        usage: dispatcher result ID [--content]
+        usage: dispatcher result ID [--content] [--tenant NAME]
 
         Prints the job's result row as JSON (status, model, response, error, attempts, tokens,
         cost, timings), or with --content only the answer's text.
         Exit status: 0 succeeded; 3 failed, cancelled or expired; 5 not finished yet; 6 unknown.
+        \(tenantNote)
         """
 
     static let cancelUsage = """
-        usage: dispatcher cancel ID… | -
+        usage: dispatcher cancel ID… | - [--tenant NAME]
 
         A queued job ends as cancelled at once; a running one at its worker's next heartbeat.
         With -, the ids are read from stdin (thousands in a few seconds): e.g.
           psql -Atc "SELECT id FROM switchyard.jobs WHERE tenant = 'acme'" | dispatcher cancel -
         Exit status: 0 cancelled or cancelling; 3 one had already finished; 6 one is unknown;
         1 one could not be cancelled (its error is printed).
+        \(tenantNote)
         """
 
     static let retryUsage = """
-        usage: dispatcher retry ID
+        usage: dispatcher retry ID [--tenant NAME]
 
         Submits a failed, cancelled or expired job again, as a new job linked to the old one
         (retry_of), and prints the new id.
+        \(tenantNote)
         """
+
+    /// How a role acting for several tenants names one (a gateway mapped to `*` sees none without).
+    static let tenantNote = """
+        --tenant NAME acts as that tenant (sets switchyard.tenant): a role mapped to several
+        tenants, or to * (a gateway), sees only that tenant's jobs, and a * role none without it.
+        """
+
+    /// What a "not found" may mean, for a job the caller is sure of.
+    static let notFoundHint =
+        "check the id; results older than the retention (dispatcher prune) are gone, and another tenant's jobs "
+        + "are not visible (a role mapped to * names the tenant with --tenant NAME)"
 
     static let pruneUsage = """
         usage: dispatcher prune --older-than DURATION
 
         Drops whole daily results partitions older than DURATION (e.g. 30d), and trims old
-        idempotency keys. No DELETE of result rows, so no bloat. One step at a time, each
+        idempotency keys, the old rows of results_default (results written before their day's
+        partition existed) and workers gone for a day. No DELETE in the daily partitions, so no
+        bloat. One step at a time, each
         committed: a partition's drop locks the results table for milliseconds, not for the
         whole run, and waits at most 5 s behind a long reader (then tries again).
         """
@@ -75,7 +92,8 @@ enum JobCommands {
     }
 
     static func wait(_ words: [String]) async throws -> Int32 {
-        let arguments = try Arguments(words, command: "dispatcher wait", options: ["timeout", "database-url"], flags: ["json"])
+        let arguments = try Arguments(
+            words, command: "dispatcher wait", options: ["timeout", "tenant", "database-url"], flags: ["json"])
         if arguments.flag("help") { print(waitUsage); return ExitCode.success }
         let store = try open(arguments)
         defer { Task { await store.pool.close() } }
@@ -86,7 +104,8 @@ enum JobCommands {
     }
 
     static func result(_ words: [String]) async throws -> Int32 {
-        let arguments = try Arguments(words, command: "dispatcher result", options: ["database-url"], flags: ["content", "json"])
+        let arguments = try Arguments(
+            words, command: "dispatcher result", options: ["tenant", "database-url"], flags: ["content", "json"])
         if arguments.flag("help") { print(resultUsage); return ExitCode.success }
         let jobs = try ids(arguments, usage: resultUsage)
         guard jobs.count == 1 else { throw QueueError(.invalidInput, "give one job id", hint: resultUsage) }
@@ -94,9 +113,7 @@ enum JobCommands {
         defer { Task { await store.pool.close() } }
         guard let result = try await store.result(of: jobs[0]) else {
             guard let status = try await store.status(of: jobs[0]) else {
-                printError(
-                    "error: job \(jobs[0]) not found\nhint: check the id; results older than the retention "
-                        + "(dispatcher prune) are gone, and another tenant's jobs are not visible")
+                printError("error: job \(jobs[0]) not found\nhint: \(notFoundHint)")
                 return ExitCode.notFound
             }
             let waiting = (try? await store.waiting(of: [jobs[0]]))?[jobs[0]] ?? nil
@@ -134,7 +151,7 @@ enum JobCommands {
     }
 
     static func cancel(_ words: [String]) async throws -> Int32 {
-        let arguments = try Arguments(words, command: "dispatcher cancel", options: ["database-url"])
+        let arguments = try Arguments(words, command: "dispatcher cancel", options: ["tenant", "database-url"])
         if arguments.flag("help") { print(cancelUsage); return ExitCode.success }
         var seen = Set<Int64>()
         let jobs = try ids(arguments, usage: cancelUsage).filter { seen.insert($0).inserted }
@@ -169,12 +186,13 @@ enum JobCommands {
                 answered = true
             }
         }
+        if status == ExitCode.notFound { printError("hint: \(notFoundHint)") }
         // A job that could not be cancelled outweighs one that had finished or was unknown.
         return failed ? ExitCode.failure : status
     }
 
     static func retry(_ words: [String]) async throws -> Int32 {
-        let arguments = try Arguments(words, command: "dispatcher retry", options: ["database-url"], flags: ["json"])
+        let arguments = try Arguments(words, command: "dispatcher retry", options: ["tenant", "database-url"], flags: ["json"])
         if arguments.flag("help") { print(retryUsage); return ExitCode.success }
         let jobs = try ids(arguments, usage: retryUsage)
         guard jobs.count == 1 else { throw QueueError(.invalidInput, "give one job id", hint: retryUsage) }

@@ -147,7 +147,10 @@ struct JobWaiter {
                 print(StatusFormat.printable(line))
             }
         }
-        if statuses.values.contains("not_found") { return ExitCode.notFound }
+        if statuses.values.contains("not_found") {
+            if !json { printError("hint: \(JobCommands.notFoundHint)") }
+            return ExitCode.notFound
+        }
         if !pending.isEmpty { return ExitCode.timedOut }
         return ids.allSatisfy({ statuses[$0] == "succeeded" }) ? ExitCode.success : ExitCode.jobNotSucceeded
     }

@@ -22,7 +22,8 @@ enum SubmitCommand {
           --max-attempts N        (default 3)
           --idempotency-key KEY   a repeat returns the first job instead of a new one (one job:
                                   with --file, each line gives its own idempotency_key)
-          --tenant NAME
+          --tenant NAME           the job's tenant; a role mapped to several (or *) then also
+                                  reads as that tenant (switchyard.tenant), for --wait
           --metadata JSON         an object returned with the result
           --wait                  wait for the result and print it (single job)
           --timeout DURATION      with --wait (default 5m)
@@ -73,7 +74,7 @@ enum SubmitCommand {
                 .invalidInput, "--idempotency-key names one job, and --file submits many; nothing was submitted",
                 hint: "give each line its own key: {\"request\": {…}, \"idempotency_key\": \"…\"}")
         }
-        let pool = try Database.pool(arguments, applicationName: "switchyard-submit", maxConnections: 2)
+        let pool = try Database.pool(arguments, applicationName: "switchyard-submit", maxConnections: 2, asTenant: !bulk)
         defer { Task { await pool.close() } }
         let store = QueueStore(pool: pool)
 

@@ -6,8 +6,10 @@ import Synchronization
 public enum Database {
     /// The configuration a command should use.
     /// - Throws: `QueueError.invalidInput` when neither is set, saying how to set one.
+    /// - Parameter asTenant: whether `--tenant` names the tenant the session acts for (not for a
+    ///   bulk submit, whose lines may each name their own).
     public static func configuration(
-        _ arguments: Arguments, applicationName: String
+        _ arguments: Arguments, applicationName: String, asTenant: Bool = true
     ) throws -> PostgresConfiguration {
         guard var configuration = try optionalConfiguration(arguments) else {
             throw QueueError(
@@ -16,6 +18,12 @@ public enum Database {
             )
         }
         configuration.applicationName = applicationName
+        // A role mapped to `*` (a gateway) sees a tenant's jobs only with switchyard.tenant set:
+        // the commands that take --tenant read as that tenant (`submit --tenant acme --wait` said
+        // "not found" of the job it had just submitted).
+        if asTenant, let tenant = arguments.value("tenant") {
+            configuration = configuration.setting("switchyard.tenant", to: tenant)
+        }
         return configuration
     }
 
@@ -23,10 +31,10 @@ public enum Database {
     /// says so on stderr once (a command against a stopped server sat silent for 15 s, then
     /// failed).
     public static func pool(
-        _ arguments: Arguments, applicationName: String, maxConnections: Int
+        _ arguments: Arguments, applicationName: String, maxConnections: Int, asTenant: Bool = true
     ) throws -> PostgresPool {
         PostgresPool(
-            try configuration(arguments, applicationName: applicationName),
+            try configuration(arguments, applicationName: applicationName, asTenant: asTenant),
             options: commandOptions(maxConnections: maxConnections))
     }
 

@@ -352,6 +352,23 @@ struct TenantIsolationTests {
                     let summary = try JSONValue(parsing: output)
                     #expect(summary["new_jobs"] == .null && summary["jobs"] == 2, "run \(run): \(output)")
                 }
+
+                // An operator's walkthrough: `submit --tenant acme --wait` as a gateway said "not
+                // found" of the job it had just submitted (it would have been submitted again).
+                // --tenant reads as that tenant; no worker runs here, so the wait times out on it.
+                func asGateway(_ arguments: [String]) async throws -> (status: Int32, output: String) {
+                    try await BlockingWork.run { try ChildProcess.run(binary, arguments + ["--database-url", gateway]) }
+                }
+                let waited = try await asGateway(["submit", "--prompt", "hi", "--tenant", "acme", "--wait", "--timeout", "1s"])
+                #expect(waited.status == 4 && waited.output.contains("queued") && !waited.output.contains("not found"),
+                        "\(waited.output)")
+                let done = String(jobs["acme"]!.succeeded)
+                let unnamed = try await asGateway(["result", done])
+                #expect(unnamed.status == 6 && unnamed.output.contains("names the tenant with --tenant NAME"), "\(unnamed.output)")
+                #expect(try await asGateway(["result", done, "--tenant", "acme"]).status == 0)
+                #expect(try await asGateway(["wait", done, "--tenant", "acme"]).status == 0)
+                // Naming a tenant only narrows: another's job stays out of sight.
+                #expect(try await asGateway(["result", done, "--tenant", "globex"]).status == 6)
             }
         }
     }
