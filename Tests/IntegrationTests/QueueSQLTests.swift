@@ -173,8 +173,15 @@ struct QueueSQLTests {
             #expect(await refusal("SELECT switchyard.submit($1::jsonb, deadline => 'infinity')").contains("before the year 9000"))
             // The superuser is unrestricted, but not to reserved or empty tenants.
             #expect(await refusal("SELECT switchyard.submit($1::jsonb, tenant => '*')").contains("is reserved"))
-            #expect(await refusal("INSERT INTO switchyard.jobs (request, tenant) VALUES ($1::jsonb, '')")
-                == "tenant must not be empty")
+            for tenant in ["", "   "] {
+                #expect(await refusal("INSERT INTO switchyard.jobs (request, tenant) VALUES ($1::jsonb, '\(tenant)')")
+                    == "tenant must not be empty (or only spaces)")
+            }
+            // Each identifier over its limit is named (one message named all four).
+            for (column, limit) in [("task_class", 100), ("affinity_key", 500), ("tenant", 200), ("idempotency_key", 500)] {
+                #expect(await refusal("SELECT switchyard.submit($1::jsonb, \(column) => repeat('x', \(limit + 1)))")
+                    == "\(column) is \(limit + 1) characters, over the limit of \(limit)")
+            }
             // retry()'s keys are its own.
             #expect(await refusal("SELECT switchyard.submit($1::jsonb, idempotency_key => 'switchyard:retry-of:7')")
                 .contains("reserved for Switchyard's own"))
@@ -239,6 +246,67 @@ struct QueueSQLTests {
             #expect(written.count == 2)
             #expect(try await store.submit(Submission(request: Self.hello, idempotencyKey: "order-7")) == first)
             #expect(try await pool.query("SELECT count(*) FROM switchyard.jobs").scalar(Int.self) == 0)
+        }
+    }
+
+    /// An operator's walkthrough: the worker role made 37 partitions ahead with one call.
+    @Test("ensure_result_partitions makes at most a month ahead")
+    func partitionsAhead() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            for days in ["32", "-1", "NULL"] {
+                let error = await #expect(throws: PostgresError.self) {
+                    try await pool.query("SELECT switchyard.ensure_result_partitions(\(days))")
+                }
+                #expect(error?.message.hasPrefix("p_days_ahead must be between 0 and 31") == true, "\(String(describing: error))")
+            }
+            let created = try await pool.query("SELECT switchyard.ensure_result_partitions(5)").scalar(Int.self)
+            #expect(created == 2)
+        }
+    }
+
+    /// A figures audit: `status` named a job submitted with a run_at in the past (the claim's
+    /// first) as the oldest waiting, with its wait of a second, beside one waiting 21 s.
+    @Test("queue_depth's oldest waiting job is the one due longest, not the claim's first")
+    func oldestWaiting() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let waiting = try await store.submit(Submission(request: Self.hello, priority: .background))
+            try await pool.query("UPDATE switchyard.jobs SET created_at = now() - interval '21 seconds', run_at = now() - interval '21 seconds'")
+            let backdated = try await store.submit(
+                Submission(request: Self.hello, priority: .background, runAt: Date().addingTimeInterval(-3600)))
+            let oldest = try await pool.query(
+                "SELECT oldest_job_id, oldest_wait_s FROM switchyard.queue_depth WHERE priority = 'background'")[0]
+            #expect(try oldest[0].decode(Int64.self) == waiting, "not \(backdated)")
+            #expect(try oldest[1].decode(Double.self) >= 21)
+        }
+    }
+
+    /// A Python walkthrough reused a key for another prompt and got the first prompt's job (and
+    /// answer) back as its own, without a word.
+    @Test("a key reused for a different request is refused, naming the key's job; the same request in another spelling is a repeat")
+    func idempotencyKeyOtherRequest() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let first = try await store.submit(Submission(request: Self.hello, idempotencyKey: "turn-1"))
+            let other = Submission(request: Submission.prompt("Delete all my data"), idempotencyKey: "turn-1")
+            let refused = try await #require(throws: QueueError.self) { try await store.submit(other) }
+            #expect(refused.message == "idempotency_key 'turn-1' already names job \(first), which was submitted with a different request",
+                    "\(refused)")
+            #expect(refused.hint?.contains("give this request its own key") == true, "\(refused)")
+            // A plain INSERT is refused alike; the same request spelt otherwise (key order, spaces) is a repeat.
+            let insert = "INSERT INTO switchyard.jobs (request, idempotency_key) VALUES ($1::jsonb, 'turn-1')"
+            await #expect(throws: PostgresError.self) { try await pool.query(insert, [#"{"messages": [{"role": "user", "content": "other"}]}"#]) }
+            let respelt = #"{ "messages" : [ { "content" : "hello", "role" : "user" } ] }"#
+            #expect(try await pool.query(insert, [respelt]).affectedRows == 0)
+            #expect(try await pool.query("SELECT switchyard.submit($1::jsonb, idempotency_key => 'turn-1')", [respelt])
+                .scalar(Int64.self) == first)
+            // Finished, the key still belongs to its request.
+            let jobs = try await store.claim(worker: "w", freeSlots: 10, backgroundSlots: 10, lease: .seconds(30))
+            _ = try await store.complete(
+                worker: "w", jobs.map { Completion(jobID: $0.id, attempt: $0.attempt, kind: .result, status: "succeeded") })
+            await #expect(throws: QueueError.self) { try await store.submit(other) }
+            #expect(try await store.submit(Submission(request: Self.hello, idempotencyKey: "turn-1")) == first)
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.results").scalar(Int.self) == 1)
         }
     }
 

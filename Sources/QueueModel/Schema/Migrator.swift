@@ -98,12 +98,12 @@ public struct Migrator: Sendable {
         }
         let status = try await status(on: connection)
         try Self.refuseMismatch(status)
-        for migration in status.pending {
+        for (index, migration) in status.pending.enumerated() {
             var tries = 0
             while true {
                 tries += 1
                 do {
-                    try await apply(migration, on: connection)
+                    try await apply(migration, on: connection, earlierApplied: index > 0)
                     break
                 } catch let error as QueueError where error.sqlState == .lockNotAvailable && tries < lockTries {
                     onLockWait(
@@ -126,18 +126,21 @@ public struct Migrator: Sendable {
     }
 
     /// What to do about a failure Postgres gives no hint for.
-    private static func hint(for error: PostgresError) -> String? {
+    static func hint(for error: PostgresError, earlierApplied: Bool) -> String? {
         // The roles exist (another database of the server made them), and a migrating role that
         // is not a superuser becomes a member of switchyard_admin, which only a role with CREATEROLE
-        // (or the ADMIN option on it) may grant, itself included.
+        // (or the ADMIN option on it) may grant, itself included. An operator's walkthrough ran
+        // migrate with the workers' URL: told to grant switchyard_admin to "this role", it would
+        // have made the fleet's login an admin.
         guard error.sqlState == .insufficientPrivilege, error.message.contains("switchyard_admin") else { return nil }
-        return "This role may not make itself a member of switchyard_admin (it needs CREATEROLE). Have a superuser "
-            + "run GRANT switchyard_admin TO this role, then run migrate again; the migrations before this one are "
-            + "applied."
+        return "Run migrate as an operator's role: the one that ran the first migrate, or another member of "
+            + "switchyard_admin (not a worker's or an application's role: DATABASE_URL may be theirs). A role "
+            + "becomes a member only through a superuser's GRANT switchyard_admin TO it, or by migrating with "
+            + "CREATEROLE." + (earlierApplied ? " The migrations before this one are applied." : "")
     }
 
     /// One migration in its own transaction, waiting at most `lockWait` for each lock.
-    private func apply(_ migration: Migration, on connection: PostgresConnection) async throws {
+    private func apply(_ migration: Migration, on connection: PostgresConnection, earlierApplied: Bool) async throws {
         try await connection.withTransaction { connection in
             do {
                 let milliseconds =
@@ -149,7 +152,7 @@ public struct Migrator: Sendable {
                 throw QueueError(
                     .database,
                     "migration \(migration.version) (\(migration.name)) failed: \(error.message)",
-                    hint: error.hint ?? Self.hint(for: error)
+                    hint: error.hint ?? Self.hint(for: error, earlierApplied: earlierApplied)
                         ?? "Nothing of this migration was applied; fix the cause and run migrate again.",
                     sqlState: error.sqlState
                 )

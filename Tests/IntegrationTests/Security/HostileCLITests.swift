@@ -25,7 +25,7 @@ struct HostileCLITests {
         (#"{"request": "hello"}"#, "request must be a JSON object, got string"),
         (
             #"{"request": \#(hello), "task_class": "\#(String(repeating: "x", count: 150))"}"#,
-            "limited to 100, 500, 200 and 500"
+            "task_class is 150 characters, over the limit of 100"
         ),
     ]
 
