@@ -328,7 +328,7 @@ struct CatalogCommandTests {
             let lines = [
                 #"{"messages":[{"role":"user","content":"a"}]}"#,
                 #"{"request":{"messages":[{"role":"user","content":"b"}]},"idempotency_key":"k1"}"#,
-                #"{"request":{"messages":[{"role":"user","content":"c"}]},"idempotency_key":"k1"}"#,
+                #"{"request":{"messages":[{"role":"user","content":"b"}]},"idempotency_key":"k1"}"#,
             ]
             try await withFile("\u{FEFF}" + lines.joined(separator: "\n") + "\n") { path in
                 let (status, output) = try await dispatcher(
@@ -348,6 +348,12 @@ struct CatalogCommandTests {
                     ["submit", "--file", path, "--json", "--database-url", configuration.effectiveConnectionString])
                 let summary = try JSONValue(parsing: json)
                 #expect(summary["new_jobs"] == 1 && summary["jobs"] == 2 && summary["submitted"] == 3, "\(json)")
+            }
+            // The key with another request is that line's error, not a repeat of job k1's.
+            try await withFile(#"{"request":{"messages":[{"role":"user","content":"c"}]},"idempotency_key":"k1"}"# + "\n") { path in
+                let (status, output) = try await dispatcher(
+                    ["submit", "--file", path, "--database-url", configuration.effectiveConnectionString])
+                #expect(status == 2 && output.contains("line 1: idempotency_key 'k1' already names job"), "\(output)")
             }
         }
     }

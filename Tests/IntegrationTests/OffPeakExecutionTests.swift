@@ -413,4 +413,29 @@ struct OffPeakExecutionTests {
             #expect(try await store.result(of: plain)?["metadata"]?["requested_model"] == nil)
         }
     }
+
+    /// A Python walkthrough's result said "breaker open, over the job's ceiling, or outside its
+    /// tiers" of a named model too small for the request, and pointed to an operator's command.
+    @Test("a job naming a model the router leaves out says the router's reason in its result")
+    func requestedModelLeftOut() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let catalog = Self.catalog.replacingOccurrences(
+                of: #""premium": {"provider": "simulated""#, with: #""premium": {"provider": "simulated", "context_window": 1000"#)
+            _ = try await CatalogStore(pool: pool).importDocument(Data(catalog.utf8))
+            let store = QueueStore(pool: pool)
+            let named = try await store.submit(Submission(request: [
+                "model": "premium", "max_tokens": 2000, "messages": [["role": "user", "content": "summarise"]],
+            ]))
+            try await Self.withRoutingWorker(pool) {
+                try await waitUntil("it has a result") {
+                    try await pool.query("SELECT count(*) FROM switchyard.results").scalar(Int.self) == 1
+                }
+            }
+            let result = try #require(try await store.result(of: named))
+            #expect(result["model"] == "budget")
+            let reason = result["metadata"]?["requested_model"]?["reason"]?.stringValue ?? ""
+            #expect(reason.hasPrefix("it was left out: context window 1000 <") && reason.hasSuffix("; the rule's models ran instead"),
+                    "\(reason)")
+        }
+    }
 }

@@ -17,6 +17,22 @@ struct RoutingExecutor: JobExecutor {
     /// Counts calls by model and outcome, and times them (nil: not counted).
     var metrics: WorkerMetrics?
 
+    /// Why the plan left out the model a request named, in the router's words (`context window
+    /// 16385 < 100008 tokens needed`): planned again with its explanation, only in this case (the
+    /// hot path plans without one). A Python walkthrough's result said "breaker open, over the
+    /// job's ceiling, or outside its tiers" of a model too small for the request, and sent the
+    /// submitter to `route --explain`, an operator's command.
+    static func whyLeftOut(
+        _ requested: String, job: Job, rule: RouteRule?, escalated: Bool, planner: OffPeakPlanner, state: RoutingState,
+        at instant: Date
+    ) -> String {
+        let request = RoutingRequest(job: job)
+        let planned = escalated ? request : planner.constrained(request, rule: rule, now: instant) ?? request
+        let explained = planner.router.plan(for: planned, state: state, explain: true)
+        let reasons = explained.explanation.candidates.first { $0.model == requested && $0.position == nil }?.dropReasons ?? []
+        return reasons.isEmpty ? "it is not usable now" : "it was left out: " + reasons.joined(separator: "; ")
+    }
+
     func execute(_ job: Job) async -> JobOutcome {
         let planner = fleet.planner
         let router = planner.router
@@ -62,8 +78,10 @@ struct RoutingExecutor: JobExecutor {
                 switch router.catalog.model(named: requested) {
                 case nil: "it is no longer in the catalog"
                 case let model? where !model.enabled: "it is disabled in the catalog"
-                default: "it is not usable now (breaker open, over the job's ceiling, or outside its tiers: "
-                    + "dispatcher route --explain says which)"
+                default:
+                    Self.whyLeftOut(
+                        requested, job: job, rule: plan.rule, escalated: escalation != nil, planner: planner, state: state,
+                        at: instant)
                 }
             routeMetadata["requested_model"] = [
                 "model": .string(requested), "reason": .string(reason + "; the rule's models ran instead"),
