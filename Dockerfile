@@ -59,8 +59,9 @@ RUN apt-get update \
         --shell /usr/sbin/nologin switchyard
 
 COPY --from=build /staging/bin/ /usr/local/bin/
-# The example catalog (simulated models, no API keys), for `dispatcher models import` in
-# compose.yaml until an operator mounts a catalog of their own.
+# The example catalog (simulated models, no API keys), for a trial without a checkout:
+# `docker run IMAGE dispatcher models import /usr/share/switchyard/catalog.json` (compose.yaml
+# mounts the checkout's, or the operator's, instead).
 COPY examples/catalog.json /usr/share/switchyard/catalog.json
 
 # A crash prints a symbolicated backtrace of every thread to stderr instead of dying silently.

@@ -15,7 +15,11 @@
 --   with the earliest run_at (a run_at in the past comes first), measured from when it became
 --   due; it now takes the job that became due first.
 --
--- check_request and jobs_before_insert are 0055's otherwise, ensure_result_partitions 0002's (with
+-- * model_stats listed only models called in the window or with a breaker row: `status` said
+--   "N models not called in the window (--json lists them)", and a catalog model never called
+--   was in neither; every catalog model is now a row.
+--
+-- check_request and jobs_before_insert are 0055's otherwise, model_stats 0006's, ensure_result_partitions 0002's (with
 -- 0007's SECURITY DEFINER and search_path), queue_depth 0035's.
 
 SET LOCAL ROLE switchyard_admin;
@@ -453,3 +457,38 @@ LEFT JOIN LATERAL (
 ) oldest ON true
 GROUP BY p.priority, oldest.id, oldest.waiting_since
 ORDER BY p.priority DESC;
+
+CREATE OR REPLACE FUNCTION switchyard.model_stats(p_window interval DEFAULT '1 hour', p_at timestamptz DEFAULT now())
+    RETURNS TABLE (
+        model text, provider text, calls bigint, error_rate double precision, timeout_rate double precision,
+        latency_p50_ms double precision, latency_p95_ms double precision, latency_p99_ms double precision,
+        answered bigint, fallback_rate double precision, cost numeric, cost_per_request numeric,
+        tokens_in bigint, tokens_out bigint, breaker text, breaker_reason text)
+    LANGUAGE sql STABLE AS $$
+    WITH called AS (
+        SELECT s.subject AS model, s.calls, s.error_rate, s.timeout_rate, s.latency_p50_ms, s.latency_p95_ms,
+               s.latency_p99_ms
+        FROM switchyard.call_stats(p_window, p_at) s WHERE s.dimension = 'model'
+    ), answered AS (
+        SELECT s.subject AS model, s.jobs, s.fallback_rate, s.cost, s.cost_per_request, s.tokens_in, s.tokens_out
+        FROM switchyard.job_stats(p_window, p_at) s WHERE s.dimension = 'model' AND s.subject <> '(none)'
+    ), names AS (
+        SELECT c.model FROM called c
+        UNION SELECT a.model FROM answered a
+        UNION SELECT h.model FROM switchyard.model_health h
+        -- And every model of the catalog, called or not: `status` counted the quiet ones and said
+        -- "--json lists them", but a model never called and without a breaker row was in neither.
+        UNION SELECT m.name FROM switchyard.models m
+    )
+    SELECT n.model, m.provider, coalesce(c.calls, 0), c.error_rate, c.timeout_rate,
+           c.latency_p50_ms, c.latency_p95_ms, c.latency_p99_ms,
+           coalesce(a.jobs, 0), a.fallback_rate, coalesce(a.cost, 0), a.cost_per_request,
+           coalesce(a.tokens_in, 0), coalesce(a.tokens_out, 0),
+           coalesce(h.state, 'closed'), h.reason
+    FROM names n
+    LEFT JOIN called c ON c.model = n.model
+    LEFT JOIN answered a ON a.model = n.model
+    LEFT JOIN switchyard.fleet_health h ON h.model = n.model
+    LEFT JOIN switchyard.models m ON m.name = n.model
+    ORDER BY coalesce(c.calls, 0) DESC, n.model
+$$;

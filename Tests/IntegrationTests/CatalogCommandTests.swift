@@ -499,7 +499,7 @@ struct CatalogCommandTests {
                 """.utf8
             ).write(to: file)
             let imported = try await dispatcher(["models", "import", file.path, "--database-url", url])
-            #expect(imported.status == 0, "\(imported.output)")
+            #expect(imported.status == 0 && imported.output.contains("catalog now has 2 models and 1 rule\n"), "\(imported.output)")
             let listed = try await dispatcher(["models", "list", "--database-url", url])
             let lines = listed.output.split(separator: "\n").map { $0.split(separator: " ").map(String.init) }
             #expect(lines.first?[3...6] == ["IN", "$/1K", "OUT", "$/1K"])

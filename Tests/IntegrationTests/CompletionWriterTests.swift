@@ -87,7 +87,9 @@ struct CompletionWriterTests {
             defer { Task { await locker.close() } }
             try await locker.execute(script: "BEGIN; LOCK TABLE switchyard.jobs_interactive IN ACCESS EXCLUSIVE MODE")
             let database = try await pool.query("SELECT current_database()").scalar(String.self)
-            try await pool.query("ALTER DATABASE \"\(database)\" SET statement_timeout = '300ms'")
+            // Long enough for the retry's write on a loaded machine (at 300 ms, a full run's retries
+            // timed out too, and the writer gave the result up after 50 s).
+            try await pool.query("ALTER DATABASE \"\(database)\" SET statement_timeout = '2s'")
             let writerPool = PostgresPool(configuration, options: .init(maxConnections: 1))
             defer { Task { await writerPool.close() } }
             let lines = Mutex<[String]>([])

@@ -11,7 +11,7 @@ enum CatalogListing {
         var rows = [
             [
                 "MODEL", "PROVIDER", "TIER", "IN $/1K", "OUT $/1K", "CONTEXT", "WEIGHT", "ENABLED", "BREAKER",
-                "EWMA MS", "P95 MS",
+                "EWMA MS", "SMOOTHED P95 MS",
             ]
         ]
         // Cache prices only when a model sets one: each is what such tokens cost (the input

@@ -120,7 +120,8 @@ enum ModelsCommand {
         print(
             dryRun
                 ? "dry run: nothing was written"
-                : "catalog now has \(outcome.catalog.models.count) models and \(outcome.catalog.rules.count) rules"
+                : "catalog now has " + Self.counted(outcome.catalog.models.count, "model") + " and "
+                    + Self.counted(outcome.catalog.rules.count, "rule")
         )
         return 0
     }
@@ -137,5 +138,10 @@ enum ModelsCommand {
             print(CatalogListing.text(catalog, health: health))
         }
         return 0
+    }
+
+    /// `1 rule`, `7 rules`.
+    static func counted(_ count: Int, _ noun: String) -> String {
+        "\(count) \(noun)\(count == 1 ? "" : "s")"
     }
 }

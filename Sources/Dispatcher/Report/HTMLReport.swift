@@ -88,7 +88,8 @@ struct HTMLReport {
             + "fell back to another model.</p><table><thead><tr><th>model</th><th>calls</th><th>errors</th>"
             + "<th>timeouts</th><th>P50</th><th>P95</th><th>P99</th><th>answered</th><th>fallback</th>"
             + "<th>cost</th><th>cost/job</th><th>breaker</th></tr></thead><tbody>"
-        for model in series.summary {
+        // The models that did something in the window (model_stats lists the whole catalog).
+        for model in series.summary where model.calls > 0 || model.answered > 0 || model.breaker != "closed" {
             let cells = [
                 String(model.calls), StatusFormat.percent(model.errorRate), StatusFormat.percent(model.timeoutRate),
                 StatusFormat.milliseconds(model.latencyP50MS), StatusFormat.milliseconds(model.latencyP95MS),

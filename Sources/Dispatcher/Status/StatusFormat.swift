@@ -1,4 +1,5 @@
 import Foundation
+import QueueModel
 
 /// How numbers read on the status screen: short, with units, `—` for nothing.
 enum StatusFormat {
@@ -79,13 +80,11 @@ enum StatusFormat {
     }
 
     /// `$0.3412`, `$12.50`, `$0.000021`.
+    /// As `report savings` says amounts: to the cent, or under a dollar to two significant
+    /// digits (a figures audit read $0.0001 for models 40% apart, and $0.000056 beside them).
     static func money(_ value: Decimal?) -> String {
         guard let value else { return none }
-        let number = NSDecimalNumber(decimal: value).doubleValue
-        if number == 0 { return "$0" }
-        if abs(number) >= 1 { return String(format: "$%.2f", number) }
-        if abs(number) >= 0.0001 { return String(format: "$%.4f", number) }
-        return String(format: "$%.6f", number)
+        return value == 0 ? "$0" : SavingsReport.money(value)
     }
 
     /// `82.4` (one decimal under 100).

@@ -16,7 +16,7 @@ extension StatusSection {
                 + "error rate \(StatusFormat.percent(total.errorRate)), "
                 + "fallbacks \(StatusFormat.percent(total.fallbackRate)), "
                 + "timeouts \(StatusFormat.percent(total.timeoutRate))",
-            "cost \(StatusFormat.money(total.cost)) (\(StatusFormat.money(total.costPerRequest)) per job), "
+            "cost \(StatusFormat.money(total.cost)) (\(StatusFormat.money(total.costPerRequest)) per answered job), "
                 + "tokens \(total.tokensIn) in / \(total.tokensOut) out",
         ]
         var table = TextTable(

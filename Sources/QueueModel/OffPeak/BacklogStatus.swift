@@ -15,16 +15,24 @@ public struct BacklogStatus: Sendable {
     public var gate: BackgroundGate
     /// Background jobs workers finished (succeeded or failed) per minute over the last 10 minutes.
     public var perMinute: Double
+    /// The same over the last minute.
+    public var lastMinute: Double = 0
     public var policy: BackgroundPolicy
     /// Workers whose heartbeat is younger than their lease.
     public var liveWorkers: Int
 
-    /// When the queued jobs would be drained at the current pace (nil when they are not moving:
-    /// the gate closed, nothing finished lately, or no worker running).
+    /// The pace the drain time is reckoned at: the last minute's when it is faster (a drain or
+    /// a cheap window just began: a figures audit read "drained by" 40 minutes off from the
+    /// ten-minute average, the backlog gone in 45 s), else the ten minutes'.
+    public var pace: Double { max(perMinute, lastMinute) }
+
+    /// When the queued and running jobs would be done at the current pace (nil when they are not
+    /// moving: the gate closed, nothing finished lately, or no worker running). Jobs waiting to
+    /// run later are not counted: they come due at their own times.
     public var drainedAt: Date? {
         guard queued > 0 else { return Date() }
-        guard perMinute > 0, gate.isOpen, liveWorkers > 0 else { return nil }
-        return Date().addingTimeInterval(Double(queued) / perMinute * 60)
+        guard pace > 0, gate.isOpen, liveWorkers > 0 else { return nil }
+        return Date().addingTimeInterval(Double(queued + running) / pace * 60)
     }
 
     public static func load(_ pool: PostgresPool) async throws -> BacklogStatus {
@@ -37,6 +45,9 @@ public struct BacklogStatus: Sendable {
                    (SELECT count(*) FROM switchyard.results
                     WHERE priority = 'background' AND status IN ('succeeded', 'failed')
                           AND finished_at > now() - interval '10 minutes') / 10.0 AS per_minute,
+                   (SELECT count(*) FROM switchyard.results
+                    WHERE priority = 'background' AND status IN ('succeeded', 'failed')
+                          AND finished_at > now() - interval '1 minute') AS last_minute,
                    (SELECT count(*) FROM switchyard.workers w
                     WHERE w.heartbeat_at + make_interval(secs => coalesce(w.lease_seconds, 30)) > now()) AS live_workers
             FROM switchyard.queue_depth d WHERE d.priority = 'background'
@@ -49,6 +60,7 @@ public struct BacklogStatus: Sendable {
             nextWaitingAt: try row.decode("next_waiting_at", as: Date?.self), running: try row.decode("running"),
             gate: try await BackgroundGate.check(pool),
             perMinute: Double(truncating: try row.decode("per_minute", as: Decimal.self) as NSNumber),
+            lastMinute: Double(try row.decode("last_minute", as: Int.self)),
             policy: try await BackgroundPolicy.load(pool), liveWorkers: try row.decode("live_workers")
         )
     }
@@ -72,7 +84,8 @@ public struct BacklogStatus: Sendable {
         if queued == 0 {
             lines.append("\(pace); nothing queued now")
         } else if let done = drainedAt {
-            lines.append("\(pace); drained by \(done.formatted(.iso8601))")
+            let recent = lastMinute > perMinute ? ", \(Int(lastMinute)) in the last minute" : ""
+            lines.append("\(pace)\(recent); the \(queued + running) queued and running drained by \(done.formatted(.iso8601))")
         } else if liveWorkers == 0 {
             lines.append("\(pace); not draining now: no worker is running")
         } else {

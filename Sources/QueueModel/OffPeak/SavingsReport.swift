@@ -67,7 +67,7 @@ public struct SavingsReport: Sendable {
 
     /// Dollars to the cent; an amount under a dollar to two significant digits (at most eight
     /// decimals), so a few cheap jobs do not read as $0.00.
-    static func money(_ value: Decimal) -> String {
+    public static func money(_ value: Decimal) -> String {
         let magnitude = abs((value as NSDecimalNumber).doubleValue)
         let decimals = magnitude >= 1 || magnitude == 0 ? 2 : max(2, min(8, 1 - Int(log10(magnitude).rounded(.down))))
         var rounded = Decimal()

@@ -68,7 +68,9 @@ public struct Job: Sendable, Hashable {
             request = try JSONValue(parsing: requestText)
         } catch {
             request = .null
-            unreadable = "\(error)"
+            // The message alone: a QueueError's description carries its hint on a line of its own,
+            // and the failure's message says what to do itself.
+            unreadable = (error as? QueueError)?.message ?? "\(error)"
         }
         self.init(
             id: try row.decode("id"), priority: priority, taskClass: try row.decode("task_class", as: String?.self),

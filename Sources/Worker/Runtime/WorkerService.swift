@@ -262,9 +262,9 @@ final class WorkerService: Sendable {
             .failed(
                 JobFailure(
                     code: "unreadable_request",
-                    message: "the worker cannot read this job's request (\(reason)): a number beyond ±1.8e308 "
-                        + "(jsonb keeps it; workers read numbers as doubles) or nesting deeper than 512 levels; "
-                        + "submit it again without them",
+                    message: "the worker cannot read this job's request: \(reason) (jsonb keeps such a request, "
+                        + "but a worker reads numbers as 64-bit floats and nesting to 512 levels); submit it again "
+                        + "without that",
                     retryable: false))
         }
     }
