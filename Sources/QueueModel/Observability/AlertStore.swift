@@ -67,6 +67,23 @@ public struct AlertStore: Sendable {
             secondsSinceEvaluated: try row.decode("age", as: Double?.self))
     }
 
+    /// Tenant mappings whose role no longer exists (dropped after it was mapped): whoever creates
+    /// a role of that name acts for the tenant. Roles are the server's, so no trigger sees the
+    /// drop; `status` names them. Empty for a role that may not read the map.
+    public func orphanTenantMappings() async throws -> [(role: String, tenant: String)] {
+        do {
+            return try await pool.query(
+                """
+                SELECT t.role, t.tenant FROM switchyard.tenant_roles t
+                WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.rolname = t.role)
+                ORDER BY t.role, t.tenant
+                """
+            ).map { (try $0.decode("role", as: String.self), try $0.decode("tenant", as: String.self)) }
+        } catch let error as PostgresError where error.sqlState == .insufficientPrivilege {
+            return []
+        }
+    }
+
     /// Alerts open now, oldest first.
     public func open() async throws -> [Alert] {
         try await pool.query(

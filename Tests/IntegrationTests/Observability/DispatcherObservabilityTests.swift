@@ -145,6 +145,25 @@ struct DispatcherObservabilityTests {
         #expect(lines.allSatisfy { $0.replacingOccurrences(of: "\u{1B}[K", with: "").count <= 40 })
     }
 
+    /// An operator's walkthrough: a dropped role's tenant mapping waited, unlisted anywhere after
+    /// migrate, for whoever created a role of that name.
+    @Test("status names a tenant mapping whose role was dropped, and how to delete it")
+    func orphanTenantMapping() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let role = "gone_\(UInt32.random(in: 0...UInt32.max))"
+            try await pool.query("CREATE ROLE \(role) NOLOGIN")
+            try await pool.query("INSERT INTO switchyard.tenant_roles (role, tenant) VALUES ($1, 'billing')", [role])
+            try await pool.query("DROP ROLE \(role)")
+            let report = await StatusReport.load(
+                StatusContext(pool: pool, window: .seconds(60), at: nil), sections: [StatusSection.alerts])
+            #expect(report.lines().contains {
+                $0.contains("TENANT MAPPING of role \(role) to billing: no such role")
+                    && $0.hasSuffix("DELETE FROM switchyard.tenant_roles WHERE role = '\(role)'")
+            }, "\(report.lines())")
+            #expect(report.json["orphan_tenant_mappings"]?.arrayValue?.first?["role"]?.stringValue == role)
+        }
+    }
+
     /// A review's `top` with 52 models never showed its 5 open alerts: they came last, past the
     /// terminal's height, and MODELS listed every model, called or not.
     @Test("alerts come before the tables; quiet models are counted, not listed; a cut frame says so")
