@@ -22,7 +22,8 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible {
     public private(set) var databaseOverride: String?
     /// The password, kept only so error messages can be scrubbed of it.
     let password: String?
-    /// The connection string's own `options` (server settings such as `-c statement_timeout=5s`).
+    /// The connection string's own `options` (server settings such as `-c statement_timeout=5s`),
+    /// or PGOPTIONS's.
     let givenOptions: String?
     /// Server settings for every session, set with `setting(_:to:)` (`-c name=value` each).
     private(set) var sessionSettings: [(name: String, value: String)] = []
@@ -77,7 +78,8 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible {
         let user = values["user"] ?? environment["PGUSER"] ?? NSUserName()
         let database = values["dbname"] ?? environment["PGDATABASE"] ?? user
         self.password = values["password"]
-        self.givenOptions = values["options"]
+        // libpq would read PGOPTIONS when the string names none; an `options` of ours replaces both.
+        self.givenOptions = values["options"] ?? ProcessInfo.processInfo.environment["PGOPTIONS"].flatMap { $0.isEmpty ? nil : $0 }
         let hostPart = host.hasPrefix("/") ? "[\(host)]" : host
         self.target = "postgres://\(user)@\(hostPart):\(port)/\(database)"
     }

@@ -70,6 +70,19 @@ struct UnencodedPasswordTests {
     }
 }
 
+@Suite("Session settings")
+struct SessionSettingTests {
+    @Test("a setting goes to libpq's options after the string's own, spaces and backslashes escaped")
+    func options() throws {
+        let plain = try PostgresConfiguration("postgres://u@h/db")
+        #expect(plain.optionsWithSettings == nil)
+        #expect(plain.setting("switchyard.tenant", to: "acme").optionsWithSettings == "-c switchyard.tenant=acme")
+        let given = try PostgresConfiguration("postgres://u@h/db?options=-c%20statement_timeout%3D5s")
+        #expect(given.setting("switchyard.tenant", to: #"big co\x"#).optionsWithSettings
+            == #"-c statement_timeout=5s -c switchyard.tenant=big\ co\\x"#)
+    }
+}
+
 @Suite("Connection strings for other processes")
 struct EffectiveConnectionStringTests {
     @Test("the database override is applied to URLs (with or without a path or query) and key=value strings")
