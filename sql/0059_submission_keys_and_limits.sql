@@ -335,7 +335,7 @@ BEGIN
         -- tenant was told it "may not submit for tenant ''", and a gateway's '   ' was taken).
         IF NEW.tenant ~ '^\s*$' THEN
             PERFORM switchyard.reject('tenant must not be empty (or only spaces)',
-                'Name the tenant, or leave it out: a role that acts for one tenant submits for that one.');
+                'Name a tenant (a role that acts for one tenant may leave it out, and submits for that one).');
         END IF;
         -- The tenant comes from the session (and is checked against the role), never just from the row.
         NEW.tenant := switchyard.job_tenant(NEW.tenant);
@@ -345,9 +345,10 @@ BEGIN
     IF NEW.tenant = '*' THEN
         PERFORM switchyard.reject('tenant ''*'' is reserved (it maps a role to every tenant)', 'Name a real tenant.');
     END IF;
-    IF NEW.tenant ~ '^\s*$' THEN
+    -- A retry keeps its job's tenant, even one of spaces taken before this check.
+    IF NEW.retry_of IS NULL AND NEW.tenant ~ '^\s*$' THEN
         PERFORM switchyard.reject('tenant must not be empty (or only spaces)',
-            'Name the tenant, or leave it out: a role that acts for one tenant submits for that one.');
+            'Name a tenant (a role that acts for one tenant may leave it out, and submits for that one).');
     END IF;
     -- A new job starts clean, whatever the INSERT said about its run state.
     NEW.attempt := 0;

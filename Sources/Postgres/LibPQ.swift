@@ -70,6 +70,13 @@ enum LibPQ {
                 + "the server; verify-ca/verify-full also need sslrootcert=FILE, the CA that signed the server's "
                 + "certificate; verify-full connects only by a host name the certificate names)."
         }
+        // PgBouncer before 1.20 takes no session settings at connect (--tenant sends one); later
+        // ones only those listed in track_extra_parameters.
+        if reason.contains("unsupported startup parameter") {
+            return "A pooler (PgBouncer) refused a session setting sent at connect: --tenant sends switchyard.tenant "
+                + "so. Add switchyard.tenant to PgBouncer's track_extra_parameters (1.20+), or run this command "
+                + "against Postgres itself."
+        }
         if reason.contains("too many connections for") {
             return "The role's or database's CONNECTION LIMIT is reached: raise it (ALTER ROLE … CONNECTION LIMIT n), "
                 + "or open fewer connections (each worker opens up to 9, by its --concurrency; see the connection "

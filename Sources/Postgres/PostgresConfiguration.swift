@@ -52,8 +52,10 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible {
             }
             throw PostgresError(
                 .invalidConfiguration, message,
-                hint: "Use a URL like postgres://user@localhost:5432/dbname or key=value pairs like "
-                    + "\"host=localhost dbname=app\"."
+                hint: message.contains("percent-encoded")
+                    ? "Write a % in the user name or password as %25 (and @ as %40, : as %3A, / as %2F, # as %23)."
+                    : "Use a URL like postgres://user@localhost:5432/dbname or key=value pairs like "
+                        + "\"host=localhost dbname=app\"."
             )
         }
         defer { PQconninfoFree(options) }
@@ -93,12 +95,18 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible {
     }
 
     /// libpq's `options` for a session: the connection string's, then each setting as
-    /// `-c name=value`, spaces and backslashes escaped with a backslash as libpq reads them; nil
+    /// `-c name=value`, white space and backslashes escaped with a backslash as the server reads them; nil
     /// when no setting was added (the connection string's own then stand as they are).
     var optionsWithSettings: String? {
         guard !sessionSettings.isEmpty else { return nil }
+        // The server splits `options` at any white space (a tenant with a tab failed the connection).
         func escaped(_ text: String) -> String {
-            text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: " ", with: "\\ ")
+            var out = ""
+            for character in text {
+                if character == "\\" || character.isWhitespace { out.append("\\") }
+                out.append(character)
+            }
+            return out
         }
         let settings = sessionSettings.map { "-c " + escaped("\($0.name)=\($0.value)") }
         return ([givenOptions].compactMap { $0 } + settings).joined(separator: " ")
@@ -142,12 +150,13 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible {
     private static func unencodedURLProblem(_ string: String, _ values: [String: String]) -> String? {
         let lowered = string.lowercased()
         guard lowered.hasPrefix("postgres://") || lowered.hasPrefix("postgresql://") else { return nil }
-        let beforeQuery = string.prefix { $0 != "?" }
-        if beforeQuery.count(where: { $0 == "@" }) > 1 { return "it has more than one @ before its host" }
+        // libpq's authority ends at the first / or ?: a database name may hold an @ (my@db).
+        let authority = string.dropFirst(lowered.hasPrefix("postgres://") ? 11 : 13).prefix { $0 != "/" && $0 != "?" }
+        if authority.count(where: { $0 == "@" }) > 1 { return "it has more than one @ before its host" }
+        // A / in the password ends the authority there: what came before it reads as host:port.
         if let port = values["port"], !port.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == ",") }) {
             return "its port is not a number"
         }
-        if let database = values["dbname"], database.contains("@") { return "its database name holds an @" }
         return nil
     }
 

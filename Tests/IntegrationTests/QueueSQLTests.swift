@@ -249,6 +249,20 @@ struct QueueSQLTests {
         }
     }
 
+    /// A review: a job whose tenant is all spaces (taken before sql/0059) could not be retried,
+    /// and its hint asked for a tenant, which a retry cannot name.
+    @Test("a retry keeps its job's tenant, even one of spaces from before the check")
+    func retryBlankTenant() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let id = try await store.submit(Submission(request: Self.hello, tenant: "acme"))
+            #expect(try await store.cancel(id) == "cancelled")
+            try await pool.query("UPDATE switchyard.results SET tenant = '   ' WHERE job_id = $1", [id])
+            let again = try await store.retry(id)
+            #expect(try await pool.query("SELECT tenant FROM switchyard.jobs WHERE id = $1", [again]).scalar(String.self) == "   ")
+        }
+    }
+
     /// An operator's walkthrough: the worker role made 37 partitions ahead with one call.
     @Test("ensure_result_partitions makes at most a month ahead")
     func partitionsAhead() async throws {

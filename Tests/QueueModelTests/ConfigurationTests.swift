@@ -29,6 +29,7 @@ struct ConfigurationTests {
     func unparsablePassword() {
         let url = #expect(throws: PostgresError.self) { try PostgresConfiguration("postgres://sub_a:Pw%zzTopSecret@localhost/x") }
         #expect(url?.message.contains("invalid percent-encoded token") == true, "\(String(describing: url))")
+        #expect(url?.hint?.contains("% in the user name or password as %25") == true, "\(String(describing: url))")
         #expect(url?.message.contains("TopSecret") == false, "\(String(describing: url))")
         let pairs = #expect(throws: PostgresError.self) { try PostgresConfiguration("host=a password='hunter22") }
         #expect(pairs?.message.contains("hunter22") == false, "\(String(describing: pairs))")
@@ -59,6 +60,10 @@ struct UnencodedPasswordTests {
         #expect((try? PostgresConfiguration("postgres://sp_user:p%40ss%3Aw%2Frd%231@127.0.0.1:5491/switchyard"))?.target
             == "postgres://sp_user@127.0.0.1:5491/switchyard")
         #expect((try? PostgresConfiguration("postgres://u@h1:5432,h2:5433/app")) != nil)
+        // An @ in the database name, as written or encoded, is no password's (a review's were refused).
+        #expect((try? PostgresConfiguration("postgres://u@h:5432/my@db"))?.target == "postgres://u@h:5432/my@db")
+        #expect((try? PostgresConfiguration("postgres://u@h:5432/my%40db"))?.target == "postgres://u@h:5432/my@db")
+        #expect((try? PostgresConfiguration("postgres://u:pw@[::1]:5432/db?application_name=a@b")) != nil)
     }
 
     @Test("a short password is scrubbed where it stands alone, not out of every word")
@@ -77,6 +82,8 @@ struct SessionSettingTests {
         let plain = try PostgresConfiguration("postgres://u@h/db")
         #expect(plain.optionsWithSettings == nil)
         #expect(plain.setting("switchyard.tenant", to: "acme").optionsWithSettings == "-c switchyard.tenant=acme")
+        // A tab or newline splits options too: escaped like a space.
+        #expect(plain.setting("switchyard.tenant", to: "a\tb\nc").optionsWithSettings == "-c switchyard.tenant=a\\\tb\\\nc")
         let given = try PostgresConfiguration("postgres://u@h/db?options=-c%20statement_timeout%3D5s")
         #expect(given.setting("switchyard.tenant", to: #"big co\x"#).optionsWithSettings
             == #"-c statement_timeout=5s -c switchyard.tenant=big\ co\\x"#)

@@ -53,7 +53,8 @@ enum FeedbackCommand {
             }
             return ExitCode.success
         } catch let error as QueueError where error.code == .notFound {
-            printError("error: \(error)")
+            // The --tenant advice too (the SQL hint speaks only of retention).
+            printError("error: \(error.message)\nhint: \(JobCommands.notFoundHint(tenant: arguments.value("tenant")))")
             return ExitCode.notFound
         }
     }

@@ -47,10 +47,16 @@ enum JobCommands {
         tenants, or to * (a gateway), sees only that tenant's jobs, and a * role none without it.
         """
 
-    /// What a "not found" may mean, for a job the caller is sure of.
-    static let notFoundHint =
-        "check the id; results older than the retention (dispatcher prune) are gone, and another tenant's jobs "
-        + "are not visible (a role mapped to * names the tenant with --tenant NAME)"
+    /// What a "not found" may mean, for a job the caller is sure of: with `--tenant`, that the job
+    /// is none of that tenant's (a walkthrough was told to name the tenant it had named).
+    static func notFoundHint(tenant: String?) -> String {
+        let retention = "results older than the retention (dispatcher prune) are gone"
+        if let tenant {
+            return "check the id and the tenant: it is not a job of tenant \(tenant) that this role may see; \(retention)"
+        }
+        return "check the id; \(retention), and another tenant's jobs are not visible (a role mapped to * names the "
+            + "tenant with --tenant NAME)"
+    }
 
     static let pruneUsage = """
         usage: dispatcher prune --older-than DURATION
@@ -97,7 +103,7 @@ enum JobCommands {
         if arguments.flag("help") { print(waitUsage); return ExitCode.success }
         let store = try open(arguments)
         defer { Task { await store.pool.close() } }
-        return try await JobWaiter(store: store).wait(
+        return try await JobWaiter(store: store, notFoundHint: notFoundHint(tenant: arguments.value("tenant"))).wait(
             for: try ids(arguments, usage: waitUsage), timeout: try arguments.duration("timeout", default: .seconds(300)),
             json: arguments.flag("json")
         )
@@ -113,7 +119,7 @@ enum JobCommands {
         defer { Task { await store.pool.close() } }
         guard let result = try await store.result(of: jobs[0]) else {
             guard let status = try await store.status(of: jobs[0]) else {
-                printError("error: job \(jobs[0]) not found\nhint: \(notFoundHint)")
+                printError("error: job \(jobs[0]) not found\nhint: \(notFoundHint(tenant: arguments.value("tenant")))")
                 return ExitCode.notFound
             }
             let waiting = (try? await store.waiting(of: [jobs[0]]))?[jobs[0]] ?? nil
@@ -186,7 +192,7 @@ enum JobCommands {
                 answered = true
             }
         }
-        if status == ExitCode.notFound { printError("hint: \(notFoundHint)") }
+        if status == ExitCode.notFound { printError("hint: \(notFoundHint(tenant: arguments.value("tenant")))") }
         // A job that could not be cancelled outweighs one that had finished or was unknown.
         return failed ? ExitCode.failure : status
     }
@@ -203,7 +209,8 @@ enum JobCommands {
             print(arguments.flag("json") ? JSONValue.object(["id": .number(Double(id)), "retry_of": .number(Double(jobs[0]))]).jsonText : String(id))
             return ExitCode.success
         } catch let error as QueueError where error.code == .notFound {
-            printError("error: \(error)")
+            // The --tenant advice too: a gateway without it finds none of its jobs.
+            printError("error: \(error.message)\nhint: \(notFoundHint(tenant: arguments.value("tenant")))")
             return ExitCode.notFound
         }
     }

@@ -8,6 +8,8 @@ import Synchronization
 /// while the connection was down are lost), waiting on for the jobs still running.
 struct JobWaiter {
     let store: QueueStore
+    /// Said under the lines of unknown ids (`JobCommands.notFoundHint(tenant:)`).
+    var notFoundHint = JobCommands.notFoundHint(tenant: nil)
 
     static let finalStatuses: Set<String> = ["succeeded", "failed", "cancelled", "expired"]
 
@@ -148,7 +150,7 @@ struct JobWaiter {
             }
         }
         if statuses.values.contains("not_found") {
-            if !json { printError("hint: \(JobCommands.notFoundHint)") }
+            if !json { printError("hint: \(notFoundHint)") }
             return ExitCode.notFound
         }
         if !pending.isEmpty { return ExitCode.timedOut }

@@ -74,7 +74,10 @@ enum SubmitCommand {
                 .invalidInput, "--idempotency-key names one job, and --file submits many; nothing was submitted",
                 hint: "give each line its own key: {\"request\": {…}, \"idempotency_key\": \"…\"}")
         }
-        let pool = try Database.pool(arguments, applicationName: "switchyard-submit", maxConnections: 2, asTenant: !bulk)
+        // The session reads as the tenant only to wait: a submit alone names it as a parameter, and
+        // so still goes through a PgBouncer that refuses session settings (a review's did).
+        let pool = try Database.pool(
+            arguments, applicationName: "switchyard-submit", maxConnections: 2, asTenant: !bulk && arguments.flag("wait"))
         defer { Task { await pool.close() } }
         let store = QueueStore(pool: pool)
 
@@ -104,7 +107,7 @@ enum SubmitCommand {
             return ExitCode.success
         }
         if !arguments.flag("json") { printError("submitted job \(id); waiting…") }
-        return try await JobWaiter(store: store).wait(
+        return try await JobWaiter(store: store, notFoundHint: JobCommands.notFoundHint(tenant: arguments.value("tenant"))).wait(
             for: [id], timeout: timeout, json: arguments.flag("json")
         )
     }

@@ -58,10 +58,6 @@ extension StatusSection {
                 "NOT EVALUATED since \(StatusFormat.clock(evaluatedAt)) (\(StatusFormat.seconds(age)) ago): no worker is "
                     + "keeping house, or evaluations are very slow; the alerts below are as they were then")
         }
-        lines += open.isEmpty ? ["none open"] : open.map { alert in
-            "since \(StatusFormat.clock(alert.openedAt))  \(alert.kind)  \(alert.subject): \(alert.message)"
-                + (alert.latest.map { "; now \($0)" } ?? "")
-        }
         // A dropped role's mappings stay, for whoever creates a role of its name: an operator's
         // walkthrough found nothing that listed them after migrate.
         let orphans = try await context.alerts.orphanTenantMappings()
@@ -70,6 +66,10 @@ extension StatusSection {
                 "TENANT MAPPING of role \(orphan.role) to \(orphan.tenant): no such role (one created under that name "
                     + "would act for \(orphan.tenant)); delete it: DELETE FROM switchyard.tenant_roles WHERE role = "
                     + "'\(orphan.role.replacingOccurrences(of: "'", with: "''"))'")
+        }
+        lines += open.isEmpty ? ["none open"] : open.map { alert in
+            "since \(StatusFormat.clock(alert.openedAt))  \(alert.kind)  \(alert.subject): \(alert.message)"
+                + (alert.latest.map { "; now \($0)" } ?? "")
         }
         return StatusOutput(
             lines: lines, json: .array(open.map(\.json)),

@@ -15,7 +15,8 @@ public struct BacklogStatus: Sendable {
     public var gate: BackgroundGate
     /// Background jobs workers finished (succeeded or failed) per minute over the last 10 minutes.
     public var perMinute: Double
-    /// The same over the last minute.
+    /// The same over the last minute: its finishes over the time since the first of them (5 s at
+    /// least), so seconds into a drain its pace is not taken for a minute's.
     public var lastMinute: Double = 0
     public var policy: BackgroundPolicy
     /// Workers whose heartbeat is younger than their lease.
@@ -30,7 +31,7 @@ public struct BacklogStatus: Sendable {
     /// moving: the gate closed, nothing finished lately, or no worker running). Jobs waiting to
     /// run later are not counted: they come due at their own times.
     public var drainedAt: Date? {
-        guard queued > 0 else { return Date() }
+        guard queued + running > 0 else { return Date() }
         guard pace > 0, gate.isOpen, liveWorkers > 0 else { return nil }
         return Date().addingTimeInterval(Double(queued + running) / pace * 60)
     }
@@ -45,7 +46,8 @@ public struct BacklogStatus: Sendable {
                    (SELECT count(*) FROM switchyard.results
                     WHERE priority = 'background' AND status IN ('succeeded', 'failed')
                           AND finished_at > now() - interval '10 minutes') / 10.0 AS per_minute,
-                   (SELECT count(*) FROM switchyard.results
+                   (SELECT coalesce(count(*) * 60.0 / greatest(5, extract(epoch FROM now() - min(finished_at))), 0)
+                    FROM switchyard.results
                     WHERE priority = 'background' AND status IN ('succeeded', 'failed')
                           AND finished_at > now() - interval '1 minute') AS last_minute,
                    (SELECT count(*) FROM switchyard.workers w
@@ -60,7 +62,7 @@ public struct BacklogStatus: Sendable {
             nextWaitingAt: try row.decode("next_waiting_at", as: Date?.self), running: try row.decode("running"),
             gate: try await BackgroundGate.check(pool),
             perMinute: Double(truncating: try row.decode("per_minute", as: Decimal.self) as NSNumber),
-            lastMinute: Double(try row.decode("last_minute", as: Int.self)),
+            lastMinute: Double(truncating: try row.decode("last_minute", as: Decimal.self) as NSNumber),
             policy: try await BackgroundPolicy.load(pool), liveWorkers: try row.decode("live_workers")
         )
     }
@@ -84,10 +86,13 @@ public struct BacklogStatus: Sendable {
         if queued == 0 {
             lines.append("\(pace); nothing queued now")
         } else if let done = drainedAt {
-            let recent = lastMinute > perMinute ? ", \(Int(lastMinute)) in the last minute" : ""
+            let recent = lastMinute > perMinute ? ", \(Int(lastMinute.rounded()))/min in the last minute" : ""
             lines.append("\(pace)\(recent); the \(queued + running) queued and running drained by \(done.formatted(.iso8601))")
         } else if liveWorkers == 0 {
             lines.append("\(pace); not draining now: no worker is running")
+        } else if gate.isOpen {
+            // Seconds into a drain nothing has finished yet: "not draining now" said the opposite.
+            lines.append("\(pace); no job finished lately to reckon a drain time by")
         } else {
             lines.append("\(pace); not draining now")
         }

@@ -91,8 +91,9 @@ public struct Migrator: Sendable {
             } catch let error as PostgresError where error.sqlState == .insufficientPrivilege {
                 throw QueueError(
                     .database, "the first migration needs to create schema switchyard: \(error.message)",
-                    hint: "Run it as a superuser (it also creates Switchyard's roles), or GRANT CREATE ON DATABASE "
-                        + "to this role; later migrations need only membership in switchyard_admin.",
+                    hint: "Run it as a superuser (it also creates Switchyard's roles), or as an operator's role with "
+                        + "CREATE on the database (GRANT CREATE ON DATABASE … TO it), not as a worker's or an "
+                        + "application's; later migrations need only membership in switchyard_admin.",
                     sqlState: error.sqlState)
             }
         }

@@ -46,14 +46,16 @@ final class HeartbeatRecord: Sendable {
         self.lastAnswer = Mutex(lastAnswer)
     }
 
-    /// Whether this worker's heartbeat is overdue by a third of `lease`: the process was paused
-    /// (SIGSTOP, a VM frozen) or starved, so its own leases may have lapsed with its jobs running.
+    /// Whether this worker's heartbeat is overdue: none has come back for halfway from the
+    /// interval to `lease` (20 s of the default 10 s and 30 s), so the process was paused (SIGSTOP, a
+    /// VM frozen) or starved, and its own leases are near lapsing, or lapsed, with its jobs running.
+    /// Always before the lease, however close `--heartbeat` is to it.
     /// An architecture review froze a lone worker for 6 s with a 3 s lease: woken, its
     /// housekeeper renewed the tenure no one else had taken and rescued the worker's own running
     /// job before its heartbeat loop ran, throwing the answer away (and on a last attempt it
     /// would have failed the job). A heartbeat that ran and failed is an outage, not this.
     func overdue(lease: Duration) -> Bool {
-        ContinuousClock.now - lastAnswer.withLock { $0 } > interval + lease / 3
+        ContinuousClock.now - lastAnswer.withLock { $0 } > (interval + lease) / 2
     }
 
     func failed() {

@@ -94,6 +94,8 @@ final class WorkerService: Sendable {
             _ = try await metrics.measure("heartbeat") {
                 try await store.heartbeat(worker: configuration.identity, held: [], lease: configuration.lease)
             }
+            // Registered now: a slow start (the database coming back) is no overdue heartbeat.
+            heartbeats.succeeded()
             registered.withLock { $0 = true }
             await fleet?.reload()
         }
