@@ -212,6 +212,20 @@ struct RoutingExecutor: JobExecutor {
                 let schedule = fleet.schedule(of: model)
                 let baseCost = Pricing.cost(of: model, usage)
                 var metadata = routeMetadata
+                // The named model was tried and did not answer (a slow one within the primary's
+                // budget, mostly): a walkthrough's jobs naming claude-opus were answered by another
+                // model with nothing but the trail to say why.
+                if let requested = Router.requestedModel(in: job.request), requested != model.name,
+                    metadata["requested_model"] == nil,
+                    let tried = trail.last(where: { $0.model == requested && $0.attempt == job.attempt })
+                {
+                    metadata["requested_model"] = [
+                        "model": .string(requested),
+                        "reason": .string(
+                            "it was tried first and did not answer (\(tried.outcome)"
+                                + (tried.error.map { ": \($0)" } ?? "") + "); the rule's models ran instead"),
+                    ]
+                }
                 if job.priority == .background {
                     // What the ceiling compared; lets an SQL check prove no job ran above it unannounced.
                     let price = schedule.averagePricePer1K(at: started)
