@@ -61,7 +61,7 @@ struct HTMLReport {
         let colors = ["#59a14f", "#edc948", "#f28e2b", "#e15759"]
         let layers = tiers.enumerated().map { index, tier in
             SVGChart.Series(
-                name: tier == "none" ? "no answer (failed)" : tier, color: colors[index],
+                name: tier == "none" ? "no answer (failed or expired)" : tier, color: colors[index],
                 values: points.map { point in point.map { Double($0.tiers[tier] ?? 0) } })
         }
         var totalsByTier: [String: Int] = [:]
