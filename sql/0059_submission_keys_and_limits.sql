@@ -7,7 +7,8 @@
 -- * task_class, affinity_key, tenant and idempotency_key over their limits were refused with one
 --   message naming all four: each is now named with its length.
 -- * A blank tenant is refused as empty before the role's tenants are asked (a role of one tenant
---   was told it "may not submit for tenant ''"; a gateway's '   ' was taken as a tenant).
+--   was told it "may not submit for tenant ''"; a gateway's '   ' was taken as a tenant), and one
+--   that begins or ends with white space is refused (' acme' was a tenant beside 'acme').
 -- * Hints that change a limit say an operator does it (a submitter may not UPDATE settings).
 -- * switchyard.ensure_result_partitions, which the worker role may call, makes at most a month
 --   of partitions ahead (40 made 37 future partitions; nothing bounded it).
@@ -336,6 +337,12 @@ BEGIN
         IF NEW.tenant ~ '^\s*$' THEN
             PERFORM switchyard.reject('tenant must not be empty (or only spaces)',
                 'Name a tenant (a role that acts for one tenant may leave it out, and submits for that one).');
+        END IF;
+        -- ' acme' was a tenant of its own beside 'acme' (a gateway's typo splits a tenant's jobs).
+        IF NEW.tenant ~ '^\s|\s$' THEN
+            PERFORM switchyard.reject(
+                format('tenant %s begins or ends with white space', quote_literal(left(NEW.tenant, 60))),
+                format('Name it without: %s.', quote_literal(left(btrim(NEW.tenant, E' \t\r\n'), 60))));
         END IF;
         -- The tenant comes from the session (and is checked against the role), never just from the row.
         NEW.tenant := switchyard.job_tenant(NEW.tenant);

@@ -177,6 +177,9 @@ struct QueueSQLTests {
                 #expect(await refusal("INSERT INTO switchyard.jobs (request, tenant) VALUES ($1::jsonb, '\(tenant)')")
                     == "tenant must not be empty (or only spaces)")
             }
+            // ' acme' would be a tenant of its own beside 'acme'.
+            #expect(await refusal("SELECT switchyard.submit($1::jsonb, tenant => ' acme')")
+                == "tenant ' acme' begins or ends with white space")
             // Each identifier over its limit is named (one message named all four).
             for (column, limit) in [("task_class", 100), ("affinity_key", 500), ("tenant", 200), ("idempotency_key", 500)] {
                 #expect(await refusal("SELECT switchyard.submit($1::jsonb, \(column) => repeat('x', \(limit + 1)))")
