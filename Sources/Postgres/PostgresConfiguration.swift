@@ -69,7 +69,8 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible {
         }
         if let problem = Self.unencodedURLProblem(connectionString, values) {
             throw PostgresError(
-                .invalidConfiguration, "the database URL cannot be read as written (not shown: it may hold the password): \(problem)",
+                .invalidConfiguration,
+                "the database URL cannot be read as written (not shown: it may hold the password): \(problem)",
                 hint: "Percent-encode these characters in the user name and password: @ as %40, : as %3A, / as %2F, "
                     + "# as %23, ? as %3F, % as %25 (or pick a password of letters, digits and - _ . ~)."
             )
@@ -81,7 +82,8 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible {
         let database = values["dbname"] ?? environment["PGDATABASE"] ?? user
         self.password = values["password"]
         // libpq would read PGOPTIONS when the string names none; an `options` of ours replaces both.
-        self.givenOptions = values["options"] ?? ProcessInfo.processInfo.environment["PGOPTIONS"].flatMap { $0.isEmpty ? nil : $0 }
+        self.givenOptions =
+            values["options"] ?? ProcessInfo.processInfo.environment["PGOPTIONS"].flatMap { $0.isEmpty ? nil : $0 }
         let hostPart = host.hasPrefix("/") ? "[\(host)]" : host
         self.target = "postgres://\(user)@\(hostPart):\(port)/\(database)"
     }

@@ -198,7 +198,8 @@ enum JobCommands {
     }
 
     static func retry(_ words: [String]) async throws -> Int32 {
-        let arguments = try Arguments(words, command: "dispatcher retry", options: ["tenant", "database-url"], flags: ["json"])
+        let arguments = try Arguments(
+            words, command: "dispatcher retry", options: ["tenant", "database-url"], flags: ["json"])
         if arguments.flag("help") { print(retryUsage); return ExitCode.success }
         let jobs = try ids(arguments, usage: retryUsage)
         guard jobs.count == 1 else { throw QueueError(.invalidInput, "give one job id", hint: retryUsage) }

@@ -107,7 +107,8 @@ enum SubmitCommand {
             return ExitCode.success
         }
         if !arguments.flag("json") { printError("submitted job \(id); waiting…") }
-        return try await JobWaiter(store: store, notFoundHint: JobCommands.notFoundHint(tenant: arguments.value("tenant"))).wait(
+        let hint = JobCommands.notFoundHint(tenant: arguments.value("tenant"))
+        return try await JobWaiter(store: store, notFoundHint: hint).wait(
             for: [id], timeout: timeout, json: arguments.flag("json")
         )
     }

@@ -11,7 +11,8 @@ extension StatusSection {
             "queued": .number(Double(status.queued)), "running": .number(Double(status.running)),
             "waiting": .number(Double(status.waiting)),
             "gate_open": .bool(status.gate.isOpen), "gate_reason": .string(status.gate.reason),
-            "per_minute": .number(status.perMinute), "last_minute": .number(status.lastMinute), "paused": .bool(status.policy.paused),
+            "per_minute": .number(status.perMinute), "last_minute": .number(status.lastMinute),
+            "paused": .bool(status.policy.paused),
         ]
         if let next = status.gate.nextOpenAt { json["next_cheap_window"] = .string(next.postgresText) }
         if let next = status.nextWaitingAt { json["next_waiting_at"] = .string(next.postgresText) }

@@ -69,7 +69,8 @@ public struct Arguments: Sendable {
                 // A misspelt option is named back, as git and cargo do.
                 let near = CatalogProblem.suggestion(for: name, among: options.union(flags))
                 throw QueueError(
-                    .invalidInput, "unknown option --\(name) for `\(command)`" + (near.map { " (did you mean --\($0)?)" } ?? ""),
+                    .invalidInput,
+                    "unknown option --\(name) for `\(command)`" + (near.map { " (did you mean --\($0)?)" } ?? ""),
                     hint: "Run `\(command) --help` to see its options."
                 )
             }

@@ -87,7 +87,8 @@ public struct BacklogStatus: Sendable {
             lines.append("\(pace); nothing queued now")
         } else if let done = drainedAt {
             let recent = lastMinute > perMinute ? ", \(Int(lastMinute.rounded()))/min in the last minute" : ""
-            lines.append("\(pace)\(recent); the \(queued + running) queued and running drained by \(done.formatted(.iso8601))")
+            lines.append(
+                "\(pace)\(recent); the \(queued + running) queued and running drained by \(done.formatted(.iso8601))")
         } else if liveWorkers == 0 {
             lines.append("\(pace); not draining now: no worker is running")
         } else if gate.isOpen {

@@ -127,7 +127,7 @@ public struct Migrator: Sendable {
     }
 
     /// What to do about a failure Postgres gives no hint for.
-    static func hint(for error: PostgresError, earlierApplied: Bool) -> String? {
+    private static func hint(for error: PostgresError, earlierApplied: Bool) -> String? {
         // The roles exist (another database of the server made them), and a migrating role that
         // is not a superuser becomes a member of switchyard_admin, which only a role with CREATEROLE
         // (or the ADMIN option on it) may grant, itself included. An operator's walkthrough ran

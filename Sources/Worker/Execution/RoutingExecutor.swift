@@ -29,7 +29,8 @@ struct RoutingExecutor: JobExecutor {
         let request = RoutingRequest(job: job)
         let planned = escalated ? request : planner.constrained(request, rule: rule, now: instant) ?? request
         let explained = planner.router.plan(for: planned, state: state, explain: true)
-        let reasons = explained.explanation.candidates.first { $0.model == requested && $0.position == nil }?.dropReasons ?? []
+        let left = explained.explanation.candidates.first { $0.model == requested && $0.position == nil }
+        let reasons = left?.dropReasons ?? []
         return reasons.isEmpty ? "it is not usable now" : "it was left out: " + reasons.joined(separator: "; ")
     }
 
