@@ -119,12 +119,20 @@ enum WorkerCommand {
             await pool.close()
             return 0
         } catch let error as QueueError where error.code == .invalidInput {
-            printError("error: \(error)")
+            stopped("error: \(error)")
             return 2
         } catch {
-            printError(failureText(error))
+            stopped(failureText(error))
             return 1
         }
+    }
+
+    /// Says why the worker stopped: as text, or with JSON logs as a JSON line (an upgrade
+    /// rehearsal's log pipeline got the one line that mattered, the schema refusal, as plain text).
+    static func stopped(_ text: String) {
+        let logger = Logger(label: "worker")
+        guard logger.format == .json else { return printError(text) }
+        logger.error("worker stopped", ["error": text.hasPrefix("error: ") ? String(text.dropFirst(7)) : text])
     }
 
     /// What the worker says when it stops on `error`: the error, and for a statement cancelled by

@@ -114,6 +114,24 @@ struct WorkerProcessTests {
         #expect(output.components(separatedBy: "SWITCHYARD_LOG_LEVEL=bogus is not a level").count == 2, "\(output)")
     }
 
+    /// An upgrade rehearsal: with JSON logs, the schema refusal came as plain text among JSON lines.
+    @Test("with JSON logs, why the worker stopped is a JSON line too")
+    func stoppedAsJSON() async throws {
+        try await TestDatabase.withEmpty { configuration in
+            let (status, output) = try await BlockingWork.run {
+                try ChildProcess.run("/usr/bin/env", [
+                    "SWITCHYARD_LOG_FORMAT=json", WorkerProcess.binary("worker"), "--database-url",
+                    configuration.effectiveConnectionString,
+                ])
+            }
+            #expect(status == 1, "\(output)")
+            let last = try #require(output.split(separator: "\n").last.map(String.init))
+            let line = try JSONValue(parsing: last)
+            #expect(line["msg"] == "worker stopped" && line["level"] == "error", "\(last)")
+            #expect(line["error"]?.stringValue?.contains("Run `dispatcher migrate`") == true, "\(last)")
+        }
+    }
+
     @Test("an error message that cannot be written (stderr closed) does not crash the dispatcher")
     func closedStandardError() async throws {
         let (status, _) = try await BlockingWork.run {
