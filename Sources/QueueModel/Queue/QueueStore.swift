@@ -267,7 +267,11 @@ public struct QueueStore: Sendable {
     }
 
     /// Requeues (or ends) jobs whose lease expired, and says what each was.
-    public func rescueExpired(limit: Int = 1000) async throws -> [Rescue] {
+    /// - Parameters:
+    ///   - worker: the calling housekeeper's worker id and instance: what that process claimed
+    ///     since it registered is left to it (frozen past its lease, a worker woke and rescued its
+    ///     own running jobs before its heartbeat renewed them; `sql/0060`). Nil: no caller.
+    public func rescueExpired(limit: Int = 1000, worker: (id: String, instance: String)? = nil) async throws -> [Rescue] {
         // Joined to the jobs as they were when the statement began (its snapshot predates the
         // function's changes), so each rescue can name the lost attempt and its worker. Each
         // rescued job is looked up by key (the LIMIT keeps the planner from turning the lookup
@@ -278,7 +282,7 @@ public struct QueueStore: Sendable {
         let rows = try await pool.query(
             """
             SELECT r.job_id, r.outcome, j.attempt, j.lease_owner, j.model
-            FROM switchyard.rescue_expired($1) r
+            FROM switchyard.rescue_expired($1, $2, $3) r
             LEFT JOIN LATERAL (
                 SELECT j.attempt, j.lease_owner,
                        (SELECT e ->> 'model' FROM jsonb_array_elements(j.attempts) WITH ORDINALITY AS t(e, n)
@@ -286,7 +290,7 @@ public struct QueueStore: Sendable {
                 FROM switchyard.jobs j WHERE j.id = r.job_id LIMIT 1
             ) j ON true
             """,
-            [limit]
+            [limit, worker?.id, worker?.instance]
         )
         return try rows.map { row in
             Rescue(

@@ -33,33 +33,8 @@ final class HeartbeatRecord: Sendable {
 
     /// The run of failures going on, and the last one that ended.
     private let runs = Mutex<(current: Run?, last: Run?)>((nil, nil))
-    /// How often the worker sends a heartbeat.
-    private let interval: Duration
-    /// When the last heartbeat came back, failed or not (the record's making before the first).
-    private let lastAnswer: Mutex<ContinuousClock.Instant>
-
-    /// - Parameters:
-    ///   - interval: the worker's heartbeat interval.
-    ///   - lastAnswer: when a heartbeat last came back (a test's frozen worker; now by default).
-    init(interval: Duration = .seconds(10), lastAnswer: ContinuousClock.Instant = .now) {
-        self.interval = interval
-        self.lastAnswer = Mutex(lastAnswer)
-    }
-
-    /// Whether this worker's heartbeat is overdue: none has come back for halfway from the
-    /// interval to `lease` (20 s of the default 10 s and 30 s), so the process was paused (SIGSTOP, a
-    /// VM frozen) or starved, and its own leases are near lapsing, or lapsed, with its jobs running.
-    /// Always before the lease, however close `--heartbeat` is to it.
-    /// An architecture review froze a lone worker for 6 s with a 3 s lease: woken, its
-    /// housekeeper renewed the tenure no one else had taken and rescued the worker's own running
-    /// job before its heartbeat loop ran, throwing the answer away (and on a last attempt it
-    /// would have failed the job). A heartbeat that ran and failed is an outage, not this.
-    func overdue(lease: Duration) -> Bool {
-        ContinuousClock.now - lastAnswer.withLock { $0 } > (interval + lease) / 2
-    }
 
     func failed() {
-        lastAnswer.withLock { $0 = .now }
         runs.withLock { runs in
             if runs.current == nil {
                 runs.current = Run(start: .now)
@@ -83,7 +58,6 @@ final class HeartbeatRecord: Sendable {
     }
 
     func succeeded() {
-        lastAnswer.withLock { $0 = .now }
         runs.withLock { runs in
             guard var run = runs.current else { return }
             run.end = .now

@@ -11,6 +11,8 @@ import Synchronization
 final class Housekeeper: Sendable {
     private let store: QueueStore
     private let worker: String
+    /// This worker process's registration, whose own jobs the rescue leaves alone.
+    private let instance: String?
     private let interval: Duration
     /// How long a tenure lasts without renewal: the worker's lease, the time after which a worker
     /// that stopped renewing loses its jobs too.
@@ -28,13 +30,16 @@ final class Housekeeper: Sendable {
     /// once (nil until then), it holds rescues back for the process's first tenure.
     private let startedIntoSilence = Mutex<Bool?>(nil)
 
+    /// - Parameter instance: this worker process's registration (`WorkerIdentity.instance`): the
+    ///   rescue leaves what it claimed to it. Nil: a housekeeper of no worker process (tests).
     init(
-        store: QueueStore, worker: String, interval: Duration, tenure: Duration, logger: Logger,
-        metrics: WorkerMetrics = WorkerMetrics(), heartbeats: HeartbeatRecord = HeartbeatRecord()
+        store: QueueStore, worker: String, instance: String? = nil, interval: Duration, tenure: Duration,
+        logger: Logger, metrics: WorkerMetrics = WorkerMetrics(), heartbeats: HeartbeatRecord = HeartbeatRecord()
     ) {
         self.heartbeats = heartbeats
         self.store = store
         self.worker = worker
+        self.instance = instance
         self.interval = interval
         self.tenure = tenure
         self.logger = logger
@@ -142,10 +147,7 @@ final class Housekeeper: Sendable {
                 startedIntoSilence.withLock { $0 = silence }
             }
         }
-        // Paused or starved, this worker's own leases may have lapsed: until its heartbeat has
-        // run again, a rescue could take its running jobs from under it.
-        let overdue = !outage && !silence && heartbeats.overdue(lease: tenure)
-        let hold = outage || silence || overdue
+        let hold = outage || silence
         let changed = holdingRescues.withLock { holding in
             defer { holding = hold }
             return holding != hold
@@ -154,13 +156,14 @@ final class Housekeeper: Sendable {
             logger.notice(
                 !hold ? "rescuing expired leases again"
                     : outage ? "holding rescues back: this worker's heartbeats failed in a row, so others' may have too"
-                    : silence ? "holding rescues back: this worker has just started, and most of the fleet's heartbeats had "
-                        + "lapsed (the database may just be back, or they crashed)"
-                    : "holding rescues back until this worker's next heartbeat: it is overdue (the process was paused "
-                        + "or starved), so its own running jobs' leases may have lapsed",
-                overdue ? [:] : ["for_s": tenure.seconds])
+                    : "holding rescues back: this worker has just started, and most of the fleet's heartbeats had "
+                        + "lapsed (the database may just be back, or they crashed)",
+                hold ? ["for_s": tenure.seconds] : [:])
         }
-        let rescues = hold ? [] : try await metrics.measure("rescue") { try await store.rescueExpired() }
+        // Not this process's own jobs: it is alive, and its heartbeat renews them (sql/0060).
+        let rescues = hold ? [] : try await metrics.measure("rescue") {
+            try await store.rescueExpired(worker: instance.map { (worker, $0) })
+        }
         for rescue in rescues {
             metrics.rescues.increment([rescue.outcome])
             // The lost attempt's model is not recorded while it runs: the trail's last model is

@@ -17,7 +17,7 @@ final class WorkerService: Sendable {
     private let writer: CompletionWriter
     private let housekeeper: Housekeeper
     /// This worker's runs of failed heartbeats, for the housekeeper (`HeartbeatRecord`).
-    private let heartbeats: HeartbeatRecord
+    private let heartbeats = HeartbeatRecord()
     private let now: @Sendable () -> Date
     private let random: @Sendable () -> Double
     /// Ends connection retries when the grace period is over; cancelled once the worker stops.
@@ -50,10 +50,10 @@ final class WorkerService: Sendable {
             store: store, worker: configuration.identity.id, batchLimit: configuration.completionBatchLimit,
             logger: logger, leaseLost: { metrics.leasesLost.increment() }
         )
-        self.heartbeats = HeartbeatRecord(interval: configuration.heartbeatInterval)
         self.housekeeper = Housekeeper(
-            store: store, worker: configuration.identity.id, interval: configuration.housekeepingInterval,
-            tenure: configuration.lease, logger: logger, metrics: metrics, heartbeats: heartbeats
+            store: store, worker: configuration.identity.id, instance: configuration.identity.instance,
+            interval: configuration.housekeepingInterval, tenure: configuration.lease, logger: logger, metrics: metrics,
+            heartbeats: heartbeats
         )
     }
 
@@ -94,8 +94,6 @@ final class WorkerService: Sendable {
             _ = try await metrics.measure("heartbeat") {
                 try await store.heartbeat(worker: configuration.identity, held: [], lease: configuration.lease)
             }
-            // Registered now: a slow start (the database coming back) is no overdue heartbeat.
-            heartbeats.succeeded()
             registered.withLock { $0 = true }
             await fleet?.reload()
         }
