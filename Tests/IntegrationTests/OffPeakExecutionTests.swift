@@ -414,55 +414,51 @@ struct OffPeakExecutionTests {
         }
     }
 
-    /// A walkthrough's jobs naming a slow model were answered by another with nothing but the
-    /// trail to say why.
-    @Test("a job whose named model was tried and failed says so in its result")
-    func requestedModelFailed() async throws {
+    /// Runs one job whose request names "premium" (with `fields` besides), under the catalog with
+    /// `original` replaced by `changed`: the model that answered and the result's requested_model
+    /// reason.
+    static func namedPremium(
+        replacing original: String, with changed: String, fields: [String: JSONValue] = [:]
+    ) async throws -> (model: JSONValue?, reason: String) {
         try await TestDatabase.withMigratedPool { pool in
-            let catalog = Self.catalog.replacingOccurrences(
-                of: #""price_per_1k_output": 0.01, "settings": {"mode": "instant"}}"#,
-                with: #""price_per_1k_output": 0.01, "settings": {"error_rate": 1, "latency_p50_ms": 1, "latency_p95_ms": 2}}"#)
+            let catalog = Self.catalog.replacingOccurrences(of: original, with: changed)
             #expect(catalog != Self.catalog)
             _ = try await CatalogStore(pool: pool).importDocument(Data(catalog.utf8))
             let store = QueueStore(pool: pool)
-            let named = try await store.submit(Submission(request: [
-                "model": "premium", "messages": [["role": "user", "content": "summarise"]],
-            ]))
+            var request: [String: JSONValue] = ["model": "premium", "messages": [["role": "user", "content": "summarise"]]]
+            request.merge(fields) { _, new in new }
+            let named = try await store.submit(Submission(request: .object(request)))
             try await Self.withRoutingWorker(pool) {
                 try await waitUntil("it has a result") {
                     try await pool.query("SELECT count(*) FROM switchyard.results").scalar(Int.self) == 1
                 }
             }
             let result = try #require(try await store.result(of: named))
-            #expect(result["model"] == "budget")
-            let reason = result["metadata"]?["requested_model"]?["reason"]?.stringValue ?? ""
-            #expect(reason.hasPrefix("it was tried first and did not answer (error: ") && reason.hasSuffix("; the rule's models ran instead"),
-                    "\(reason)")
+            return (result["model"], result["metadata"]?["requested_model"]?["reason"]?.stringValue ?? "")
         }
+    }
+
+    /// A walkthrough's jobs naming a slow model were answered by another with nothing but the
+    /// trail to say why.
+    @Test("a job whose named model was tried and failed says so in its result")
+    func requestedModelFailed() async throws {
+        let (model, reason) = try await Self.namedPremium(
+            replacing: #""price_per_1k_output": 0.01, "settings": {"mode": "instant"}}"#,
+            with: #""price_per_1k_output": 0.01, "settings": {"error_rate": 1, "latency_p50_ms": 1, "latency_p95_ms": 2}}"#)
+        #expect(model == "budget")
+        #expect(reason.hasPrefix("it was tried first and did not answer (error: ") && reason.hasSuffix("; the rule's models ran instead"),
+                "\(reason)")
     }
 
     /// A Python walkthrough's result said "breaker open, over the job's ceiling, or outside its
     /// tiers" of a named model too small for the request, and pointed to an operator's command.
     @Test("a job naming a model the router leaves out says the router's reason in its result")
     func requestedModelLeftOut() async throws {
-        try await TestDatabase.withMigratedPool { pool in
-            let catalog = Self.catalog.replacingOccurrences(
-                of: #""premium": {"provider": "simulated""#, with: #""premium": {"provider": "simulated", "context_window": 1000"#)
-            _ = try await CatalogStore(pool: pool).importDocument(Data(catalog.utf8))
-            let store = QueueStore(pool: pool)
-            let named = try await store.submit(Submission(request: [
-                "model": "premium", "max_tokens": 2000, "messages": [["role": "user", "content": "summarise"]],
-            ]))
-            try await Self.withRoutingWorker(pool) {
-                try await waitUntil("it has a result") {
-                    try await pool.query("SELECT count(*) FROM switchyard.results").scalar(Int.self) == 1
-                }
-            }
-            let result = try #require(try await store.result(of: named))
-            #expect(result["model"] == "budget")
-            let reason = result["metadata"]?["requested_model"]?["reason"]?.stringValue ?? ""
-            #expect(reason.hasPrefix("it was left out: context window 1000 <") && reason.hasSuffix("; the rule's models ran instead"),
-                    "\(reason)")
-        }
+        let (model, reason) = try await Self.namedPremium(
+            replacing: #""premium": {"provider": "simulated""#, with: #""premium": {"provider": "simulated", "context_window": 1000"#,
+            fields: ["max_tokens": 2000])
+        #expect(model == "budget")
+        #expect(reason.hasPrefix("it was left out: context window 1000 <") && reason.hasSuffix("; the rule's models ran instead"),
+                "\(reason)")
     }
 }
