@@ -255,6 +255,19 @@ struct RouterPlanTests {
                 == "huger-but-dearer")
         #expect(router.largerContextAttempt(than: 1_000_000, after: plan, position: 2, state: state) == nil)
 
+        // An Anthropic model past the plan is left out for what the request asks that it cannot
+        // give, as the plan leaves it out (it was chosen, and its adapter refused the call).
+        var claude = F.model("claude-huge", price: "0.001", context: 1_000_000, scores: ["r": 80])
+        claude.provider = .anthropic
+        let withClaude = Router(catalog: Catalog(models: models + [claude], rules: [rule]))
+        var twice = F.request()
+        twice.body["n"] = 2
+        let planned = withClaude.plan(for: twice, state: state)
+        #expect(withClaude.largerContextAttempt(than: 128_000, after: planned, position: 2, state: state)?.model.name
+            == "claude-huge")
+        #expect(withClaude.largerContextAttempt(
+            than: 128_000, after: planned, position: 2, state: state, request: twice.body)?.model.name == "huge")
+
         // A job held to its own ceiling (background work) keeps to it past its plan.
         var held = F.request()
         held.maxCostPer1K = Decimal(string: "0.005")

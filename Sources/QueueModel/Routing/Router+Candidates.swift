@@ -149,15 +149,13 @@ extension Router {
     func evaluate(
         _ name: String, index: Int, rule: RouteRule, scoringClass: TaskClass, estimate: PromptEstimate,
         ceiling: Decimal?, allowedTiers: Set<String>? = nil, background: Bool,
-        state: RoutingState, explain: Bool = true, request: RoutingRequest? = nil
+        state: RoutingState, explain: Bool = true, anthropicRefusals: [String] = []
     ) -> Evaluation {
         var criteria = Criteria(
             rule: rule, scoringClass: scoringClass, estimate: estimate, ceiling: ceiling, allowedTiers: allowedTiers,
             background: background, explain: explain
         )
-        if let request, modelsByName[name]?.spec.provider == .anthropic {
-            criteria.anthropicRefusals = AnthropicLimits.untranslatable(request.body.objectValue ?? [:])
-        }
+        criteria.anthropicRefusals = anthropicRefusals
         return evaluate(name, entry: modelsByName[name], index: index, criteria: criteria, state: state)
     }
 

@@ -13,9 +13,12 @@ extension Router {
     ///   - position: the failed attempt's position; the answer comes after it.
     ///   - excluding: models already tried.
     ///   - state: the live state, as for `plan(for:state:)`.
+    ///   - request: the job's request, so an Anthropic model is left out for what it cannot give
+    ///     (`AnthropicLimits`), as the plan leaves it out.
     /// - Returns: the attempt to make next, or nil when no model has a larger window.
     public func largerContextAttempt(
-        than tokens: Int, after plan: RoutePlan, position: Int, excluding: Set<String> = [], state: RoutingState
+        than tokens: Int, after plan: RoutePlan, position: Int, excluding: Set<String> = [], state: RoutingState,
+        request: JSONValue? = nil
     ) -> RoutePlan.Attempt? {
         if let next = plan.attempts.first(where: {
             $0.position > position && $0.model.contextWindow > tokens && !excluding.contains($0.model.name)
@@ -24,6 +27,7 @@ extension Router {
         }
         let planned = Set(plan.attempts.map(\.model.name))
         let scoringClass = matcher.match(plan.classification.taskClass)?.scoringClass ?? plan.classification.taskClass
+        let anthropicRefusals = request.map { AnthropicLimits.untranslatable($0.objectValue ?? [:]) } ?? []
         let candidates = catalog.models.filter { model in
             guard model.contextWindow > tokens, !excluding.contains(model.name), !planned.contains(model.name) else {
                 return false
@@ -31,7 +35,8 @@ extension Router {
             let evaluation = evaluate(
                 model.name, index: 0, rule: plan.rule ?? RouteRule(taskClass: "", primary: model.name),
                 scoringClass: scoringClass, estimate: plan.estimate, ceiling: plan.ceiling,
-                allowedTiers: plan.allowedTiers, background: plan.background, state: state
+                allowedTiers: plan.allowedTiers, background: plan.background, state: state,
+                anthropicRefusals: anthropicRefusals
             )
             // The estimate said the request fits; the provider disagreed. Trust the provider.
             return evaluation.dropReasons.count == (evaluation.isTooSmall ? 1 : 0)

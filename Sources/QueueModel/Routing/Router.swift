@@ -72,16 +72,21 @@ public struct Router: Sendable {
         // that protect the request (the job's own ceiling and allowed tiers, not the rule's floor
         // and ceiling: the caller chose it); the rule's models follow as fallbacks.
         let requested = Self.requestedModel(in: request.body)
+        // Catalog rule names are unique, so the rule matched is the one these were computed for.
+        let ruleModels = rulesModels[rule.taskClass] ?? RuleModels(rule: rule, entries: modelsByName)
+        // What the request asks that Anthropic cannot give, read once, and only when the plan has
+        // an Anthropic model.
+        let anthropicRefusals =
+            ruleModels.hasAnthropic || requested.flatMap({ modelsByName[$0] })?.spec.provider == .anthropic
+            ? AnthropicLimits.untranslatable(request.body.objectValue ?? [:]) : []
         let pinned = requested.map { name in
             evaluate(
                 name, index: -1, rule: RouteRule(taskClass: rule.taskClass, primary: name),
                 scoringClass: match.scoringClass, estimate: estimate, ceiling: request.maxCostPer1K,
                 allowedTiers: request.allowedTiers, background: request.priority == .background, state: state,
-                explain: explain, request: request
+                explain: explain, anthropicRefusals: anthropicRefusals
             )
         }
-        // Catalog rule names are unique, so the rule matched is the one these were computed for.
-        let ruleModels = rulesModels[rule.taskClass] ?? RuleModels(rule: rule, entries: modelsByName)
         // The pinned model first, then the rule's: the order the explanation lists them in.
         var evaluations = pinned.map { [$0] } ?? []
         evaluations.reserveCapacity(evaluations.count + ruleModels.names.count)
@@ -89,9 +94,7 @@ public struct Router: Sendable {
             rule: rule, scoringClass: match.scoringClass, estimate: estimate, ceiling: ceiling,
             allowedTiers: request.allowedTiers, background: request.priority == .background, explain: explain
         )
-        if ruleModels.hasAnthropic {
-            criteria.anthropicRefusals = AnthropicLimits.untranslatable(request.body.objectValue ?? [:])
-        }
+        criteria.anthropicRefusals = anthropicRefusals
         var kept: [Int] = []
         kept.reserveCapacity(ruleModels.names.count)
         var index = 0

@@ -339,7 +339,7 @@ struct RoutingExecutor: JobExecutor {
                     let needed = max(model.contextWindow, plan.estimate.totalTokens)
                     guard let larger = router.largerContextAttempt(
                         than: needed, after: plan, position: attempt.position, excluding: tried,
-                        state: fleet.routingState(sequence: UInt64(bitPattern: job.id))
+                        state: fleet.routingState(sequence: UInt64(bitPattern: job.id)), request: job.request
                     ) else {
                         return .failed(
                             JobFailure(
