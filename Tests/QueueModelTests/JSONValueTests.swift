@@ -10,6 +10,41 @@ struct JSONValueTests {
         #expect(JSONValue.number(Decimal(string: "1234.5678901234")!).jsonText == "1234.5678901234")
     }
 
+    @Test("small and large amounts are written without an exponent, with the same digits")
+    func noExponent() throws {
+        // `dispatcher result` printed a job's cost as 4.375e-05.
+        let cases: [(Double, String)] = [
+            (4.375e-05, "0.00004375"), (-4.375e-05, "-0.00004375"), (1.5e-7, "0.00000015"),
+            (0.1, "0.1"), (123.25, "123.25"), (2.5e+17, "250000000000000000"), (1.25e+20, "125000000000000000000"),
+            (1e-30, "1e-30"), (1.5e+300, "1.5e+300"),
+        ]
+        for (value, text) in cases {
+            #expect(JSONValue.number(value).jsonText == text, "\(value)")
+            #expect(try JSONValue(parsing: text) == .number(value), "\(text)")
+        }
+    }
+
+    @Test("pretty text: two spaces a level, sorted keys, empty containers inline, reads back the same")
+    func pretty() throws {
+        let value: JSONValue = ["b": [1, ["x": nil]], "a": "s/lash", "c": [:], "d": [], "cost": 4.375e-05]
+        #expect(value.prettyText == """
+            {
+              "a": "s/lash",
+              "b": [
+                1,
+                {
+                  "x": null
+                }
+              ],
+              "c": {},
+              "cost": 0.00004375,
+              "d": []
+            }
+            """)
+        #expect(try JSONValue(parsing: value.prettyText) == value)
+        #expect(JSONValue.string("x").prettyText == #""x""#)
+    }
+
     @Test("round trips: escapes, non-ASCII, surrogate pairs, numbers, nesting")
     func roundTrip() throws {
         let text = #"{"a":[1,-2.5,3e2,true,false,null],"b":"quote \" backslash \\ newline \n tab \t nul-free \u0001","c":"Grüße 世界 😀 \ud83d\ude00","d":{}}"#

@@ -52,6 +52,38 @@ extension JSONValue {
         }
     }
 
+    /// Appends the value's JSON text indented two spaces a level, keys sorted (as `jq` prints).
+    func writePretty(into output: inout [UInt8], depth: Int) {
+        func newline(_ depth: Int) {
+            output.append(0x0A)
+            output.append(contentsOf: repeatElement(0x20, count: 2 * depth))
+        }
+        switch self {
+        case .array(let elements) where !elements.isEmpty:
+            output.append(0x5B)
+            for (index, element) in elements.enumerated() {
+                if index > 0 { output.append(0x2C) }
+                newline(depth + 1)
+                element.writePretty(into: &output, depth: depth + 1)
+            }
+            newline(depth)
+            output.append(0x5D)
+        case .object(let members) where !members.isEmpty:
+            output.append(0x7B)
+            for (index, key) in members.keys.sorted().enumerated() {
+                if index > 0 { output.append(0x2C) }
+                newline(depth + 1)
+                Self.writeString(key, into: &output)
+                output.append(contentsOf: [0x3A, 0x20])
+                members[key]!.writePretty(into: &output, depth: depth + 1)
+            }
+            newline(depth)
+            output.append(0x7D)
+        default:
+            write(into: &output)
+        }
+    }
+
     private static let nullBytes = Array("null".utf8)
     private static let trueBytes = Array("true".utf8)
     private static let falseBytes = Array("false".utf8)
@@ -61,10 +93,42 @@ extension JSONValue {
         if value.rounded() == value, abs(value) < 9_007_199_254_740_992 {
             output.append(contentsOf: String(Int64(value)).utf8)
         } else if value.isFinite {
-            output.append(contentsOf: "\(value)".utf8)
+            output.append(contentsOf: plainDecimal("\(value)").utf8)
         } else {
             output.append(contentsOf: nullBytes)  // JSON has no NaN or infinity
         }
+    }
+
+    /// Swift's shortest round-trip text of a `Double`, with an exponent written out for the
+    /// magnitudes people read (a cost of `4.375e-05` dollars is `0.00004375`); very large or very
+    /// small numbers keep their exponent. The digits, and so the value, are the same.
+    static func plainDecimal(_ text: String) -> String {
+        guard let e = text.firstIndex(where: { $0 == "e" || $0 == "E" }),
+            let exponent = Int(text[text.index(after: e)...]), (-12...20).contains(exponent)
+        else { return text }
+        var mantissa = text[..<e]
+        let negative = mantissa.hasPrefix("-")
+        if negative { mantissa = mantissa.dropFirst() }
+        let point = mantissa.firstIndex(of: ".")
+        let whole = point.map { mantissa[..<$0] } ?? mantissa
+        let fraction = point.map { mantissa[mantissa.index(after: $0)...] } ?? ""
+        let digits = String(whole + fraction)
+        // The decimal point's place in `digits`, after moving it by the exponent.
+        let place = whole.count + exponent
+        var plain: String
+        if place <= 0 {
+            plain = "0." + String(repeating: "0", count: -place) + digits
+        } else if place >= digits.count {
+            plain = digits + String(repeating: "0", count: place - digits.count)
+        } else {
+            plain = String(digits.prefix(place)) + "." + String(digits.dropFirst(place))
+        }
+        // Trailing zeros after a point, and a point left bare, carry nothing.
+        if plain.contains(".") {
+            while plain.hasSuffix("0") { plain.removeLast() }
+            if plain.hasSuffix(".") { plain.removeLast() }
+        }
+        return (negative ? "-" : "") + plain
     }
 
     static func writeString(_ value: String, into output: inout [UInt8], storable: Bool = false) {

@@ -41,9 +41,10 @@ public enum JSONValue: Sendable, Hashable, Codable, CustomStringConvertible, Exp
 
     /// Indented JSON text with sorted keys, for people.
     public var prettyText: String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
-        return (try? String(decoding: encoder.encode(self), as: UTF8.self)) ?? "null"
+        var output: [UInt8] = []
+        output.reserveCapacity(1024)
+        writePretty(into: &output, depth: 0)
+        return String(decoding: output, as: UTF8.self)
     }
 
     public var description: String { jsonText }
