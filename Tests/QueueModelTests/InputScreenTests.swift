@@ -68,7 +68,8 @@ struct StatusNumberTests {
 struct SavingsMoneyTests {
     @Test("to the cent from a dollar up; two significant digits below", arguments: [
         ("1234.567", "$1,234.57"), ("0.5", "$0.50"), ("0.00123", "$0.0012"), ("0.0000008", "$0.00000080"),
-        ("0", "$0.00"), ("-0.0042", "-$0.0042"), ("-3.456", "-$3.46"),
+        ("0", "$0.00"), ("-0.0042", "-$0.0042"), ("-3.456", "-$3.46"), ("0.0995", "$0.10"), ("0.000999", "$0.0010"),
+        ("-0.0995", "-$0.10"), ("0.996", "$1.00"),
     ])
     func money(value: String, expected: String) {
         #expect(SavingsReport.money(Decimal(string: value)!) == expected)

@@ -87,9 +87,9 @@ enum StatusFormat {
         return value == 0 ? "$0" : SavingsReport.money(value)
     }
 
-    /// `82.4` (one decimal under 100).
+    /// `82.4` (one decimal under 100; a half rounds up, as people round: 65.25 is 65.3).
     static func rate(_ value: Double) -> String {
-        value < 100 ? String(format: "%.1f", value) : String(Int(value.rounded()))
+        value < 100 ? String(format: "%.1f", (value * 10).rounded() / 10) : String(Int(value.rounded()))
     }
 
     /// `5 min`, `1 h`, `90 s`, `1.5 s`, `500 ms`.

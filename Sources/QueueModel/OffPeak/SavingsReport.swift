@@ -68,11 +68,16 @@ public struct SavingsReport: Sendable {
     /// Dollars to the cent; an amount under a dollar to two significant digits (at most eight
     /// decimals), so a few cheap jobs do not read as $0.00.
     public static func money(_ value: Decimal) -> String {
-        let magnitude = abs((value as NSDecimalNumber).doubleValue)
-        let decimals = magnitude >= 1 || magnitude == 0 ? 2 : max(2, min(8, 1 - Int(log10(magnitude).rounded(.down))))
+        func places(_ value: Decimal) -> Int {
+            let magnitude = abs((value as NSDecimalNumber).doubleValue)
+            return magnitude >= 1 || magnitude == 0 ? 2 : max(2, min(8, 1 - Int(log10(magnitude).rounded(.down))))
+        }
+        var decimals = places(value)
         var rounded = Decimal()
         var input = value
         NSDecimalRound(&rounded, &input, decimals, .plain)
+        // Rounding up to the next power of ten leaves one digit too many (0.0995 is $0.10, not $0.100).
+        decimals = min(decimals, places(rounded))
         let text = (rounded < 0 ? -rounded : rounded).formatted(
             .number.precision(.fractionLength(decimals)).locale(Locale(identifier: "en_US")))
         return (rounded < 0 ? "-$" : "$") + text
