@@ -9,10 +9,22 @@ extension StatusSection {
         guard !models.isEmpty else {
             return StatusOutput(lines: ["no model was called in the window, and no breaker is set"], json: [])
         }
+        // A model disabled in the catalog read like any other not called lately.
+        let disabled = Set(
+            try await context.pool.query("SELECT name FROM switchyard.models WHERE NOT enabled")
+                .map { try $0.decode("name", as: String.self) })
+        let json = JSONValue.array(models.map { model in
+            var json = model.json
+            json["enabled"] = .bool(!disabled.contains(model.model))
+            return json
+        })
         let shown = models.filter { $0.calls > 0 || $0.breaker != "closed" }
-        let quiet = models.count - shown.count
-        let more = "\(quiet) \(quiet == 1 ? "model" : "models") not called in the window, breakers closed (--json lists them)"
-        guard !shown.isEmpty else { return StatusOutput(lines: [more], json: .array(models.map(\.json))) }
+        let quiet = models.filter { !($0.calls > 0 || $0.breaker != "closed") }
+        let quietDisabled = quiet.map(\.model).filter(disabled.contains)
+        let more = "\(quiet.count) \(quiet.count == 1 ? "model" : "models") not called in the window, breakers closed"
+            + (quietDisabled.isEmpty ? "" : "; disabled in the catalog: " + quietDisabled.joined(separator: ", "))
+            + " (--json lists them)"
+        guard !shown.isEmpty else { return StatusOutput(lines: [more], json: json) }
         var table = TextTable(
             [
                 "model", "calls", "errors", "timeouts", "P50", "P95", "P99", "answered", "fallback", "cost/job",
@@ -23,14 +35,15 @@ extension StatusSection {
             // Alerts are listed in full above; other reasons are short ("5 failures in a row").
             let breaker = StatusFormat.breaker(model.breaker, reason: model.breakerReason, alertsShown: true)
             table.append([
-                model.model, String(model.calls), StatusFormat.percent(model.errorRate),
+                model.model + (disabled.contains(model.model) ? " (disabled)" : ""), String(model.calls),
+                StatusFormat.percent(model.errorRate),
                 StatusFormat.percent(model.timeoutRate), StatusFormat.milliseconds(model.latencyP50MS),
                 StatusFormat.milliseconds(model.latencyP95MS), StatusFormat.milliseconds(model.latencyP99MS),
                 String(model.answered), StatusFormat.percent(model.fallbackRate),
                 StatusFormat.money(model.costPerRequest), breaker,
             ])
         }
-        return StatusOutput(lines: table.lines + (quiet > 0 ? ["… and " + more] : []), json: .array(models.map(\.json)))
+        return StatusOutput(lines: table.lines + (quiet.isEmpty ? [] : ["… and " + more]), json: json)
     }
 
     /// How old the last alert evaluation may be before status says so: past the interval a slow

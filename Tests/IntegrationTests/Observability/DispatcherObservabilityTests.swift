@@ -32,6 +32,14 @@ struct DispatcherObservabilityTests {
         }
     }
 
+    /// `feedback --list` showed an average of 65.25 as 65.2 (printf rounds a half to even).
+    @Test("rates and scores round a half up", arguments: [
+        (65.25, "65.3"), (82.44, "82.4"), (0.15, "0.2"), (99.96, "100.0"), (123.5, "124"),
+    ])
+    func rateCell(value: Double, text: String) {
+        #expect(StatusFormat.rate(value) == text)
+    }
+
     /// A review's status read "half_open (a probe failed while half-open)" as a failure now, and
     /// cut the probe count off with the reason ("half_open (failure rate 21.7% over the last 23
     /// requests (e…)"); models list showed a bare "half_open".
@@ -179,13 +187,18 @@ struct DispatcherObservabilityTests {
                 "INSERT INTO switchyard.model_health (model) SELECT 'm' || n FROM generate_series(0, 9) n ON CONFLICT DO NOTHING")
             try await pool.query(
                 "UPDATE switchyard.model_health SET state = 'open', opened_at = now(), reason = 'test' WHERE model = 'm3'")
+            // Disabled models are said to be (a figures audit's status read them as merely quiet).
+            try await pool.query("UPDATE switchyard.models SET enabled = false WHERE name IN ('m3', 'm7', 'm8')")
             let report = await StatusReport.load(
                 StatusContext(pool: pool, window: .seconds(60), at: nil), sections: [StatusSection.models])
             let lines = report.lines()
             #expect(lines.contains { $0.contains("m3") && $0.contains("open") }, "\(lines)")
             #expect(!lines.contains { $0.hasPrefix("  m1 ") }, "\(lines)")
             #expect(lines.contains { $0.contains("… and 29 models not called in the window") }, "\(lines)")
+            #expect(lines.contains { $0.contains("m3 (disabled)") }, "\(lines)")
+            #expect(lines.contains { $0.contains("breakers closed; disabled in the catalog: m7, m8 (--json") }, "\(lines)")
             #expect(report.json["models"]?.arrayValue?.count == 30)
+            #expect(report.json["models"]?.arrayValue?.filter { $0["enabled"] == false }.count == 3)
         }
         let long = StatusReport(
             window: .seconds(60), generatedAt: Date(timeIntervalSince1970: 0),
