@@ -414,6 +414,36 @@ struct OffPeakExecutionTests {
         }
     }
 
+    /// A job's misspelt task_class ("premium_onyl") was routed by the default rule, and nothing
+    /// said its class had found no rule.
+    @Test("a job whose own task_class no rule serves says, in its result, that the default rule routed it")
+    func unservedTaskClass() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            _ = try await CatalogStore(pool: pool).importDocument(Data(Self.catalog.utf8))
+            let store = QueueStore(pool: pool)
+            let misspelt = try await Self.submit(store, "premium_onyl", priority: .interactive)
+            let served = try await Self.submit(store, "premium_only", priority: .interactive)
+            let builtIn = try await Self.submit(store, "code", priority: .interactive)
+            let classified = try await Self.submit(store, nil, priority: .interactive)
+            try await Self.withRoutingWorker(pool) {
+                try await waitUntil("all four have results") {
+                    try await pool.query("SELECT count(*) FROM switchyard.results").scalar(Int.self) == 4
+                }
+            }
+            let result = try #require(try await store.result(of: misspelt))
+            #expect(result["status"] == "succeeded")
+            #expect(result["metadata"]?["task_class"] == [
+                "class": "premium_onyl",
+                "reason": #"no rule serves it, by name or in its classes; the "default" rule routed the job (the other rules: premium_only)"#,
+            ], "\(String(describing: result["metadata"]))")
+            // A served class, a built-in one (the default rule is how the catalog serves it) and a
+            // classified request: nothing to say.
+            for job in [served, builtIn, classified] {
+                #expect(try await store.result(of: job)?["metadata"]?["task_class"] == nil)
+            }
+        }
+    }
+
     /// Runs one job whose request names "premium" (with `fields` besides), under the catalog with
     /// `original` replaced by `changed`: the model that answered and the result's requested_model
     /// reason.

@@ -42,6 +42,14 @@ public struct Router: Sendable {
         )
     }
 
+    /// Whether the job's own `task_class` found no rule by name, by `classes` or by alias, and was
+    /// routed by the `default` rule: for a class the classifier does not produce, most likely a
+    /// misspelt one ("sumarize"), which otherwise ran like any job without a word.
+    public func isUnservedClass(_ classification: TaskClassification) -> Bool {
+        classification.source == .job && !TaskClass.builtIn.contains(classification.taskClass)
+            && matcher.match(classification.taskClass)?.byDefault == true
+    }
+
     /// The plan for one request.
     /// - Parameters:
     ///   - request: the job's body, class, affinity key, priority.

@@ -26,6 +26,9 @@ public struct RuleMatcher: Sendable {
         /// or, for a class that is a rule name (`complex_reasoning`), the built-in class the rule
         /// serves (`reasoning`).
         public var scoringClass: TaskClass
+        /// Found by the last step, the `default` rule: no rule is named after the class, lists it,
+        /// or is its alias.
+        public var byDefault = false
     }
 
     private let rulesByName: [String: RouteRule]
@@ -58,7 +61,7 @@ public struct RuleMatcher: Sendable {
         if let rule = rulesByName[Self.defaultRule] {
             return Match(
                 rule: rule, reason: "no rule for \"\(taskClass)\": the \"\(Self.defaultRule)\" rule",
-                scoringClass: taskClass)
+                scoringClass: taskClass, byDefault: true)
         }
         return nil
     }

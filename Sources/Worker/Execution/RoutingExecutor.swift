@@ -88,6 +88,15 @@ struct RoutingExecutor: JobExecutor {
                 "model": .string(requested), "reason": .string(reason + "; the rule's models ran instead"),
             ]
         }
+        if router.isUnservedClass(plan.classification) {
+            let rules = router.catalog.rules.map(\.taskClass).filter { $0 != RuleMatcher.defaultRule }
+            routeMetadata["task_class"] = [
+                "class": .string(taskClass),
+                "reason": .string(
+                    "no rule serves it, by name or in its classes; the \"\(RuleMatcher.defaultRule)\" rule routed the job"
+                        + (rules.isEmpty ? "" : " (the other rules: " + rules.joined(separator: ", ") + ")")),
+            ]
+        }
         let primary = plan.rule.flatMap { router.catalog.model(named: $0.primary) }
         // Planned within the background ceiling: a model that has gone over it since (a price
         // window closed while an earlier model was tried, or during a retry-after wait) is not
