@@ -163,11 +163,26 @@ public final class HTTPTransport: Sendable {
                 skipVerification && unverifiedSession != nil
                 ? (unverifiedSession!, unverifiedCollector) : (session, collector)
         #endif
+        // The body goes as a stream the collector can give again from its start: libcurl sends a
+        // request again on a new connection when the server closed the one it reused (an idle
+        // timeout, a restart), and a body given as data went again empty (FoundationNetworking
+        // rewinds only a stream, and only one the delegate hands it anew).
+        var request = request
+        let body = request.httpBody
+        if let body {
+            request.httpBody = nil
+            request.httpBodyStream = InputStream(data: body)
+            request.setValue(String(body.count), forHTTPHeaderField: "Content-Length")
+            // A stream's length is unknown to FoundationNetworking, so libcurl would send it
+            // chunked (beside our Content-Length); a blank Transfer-Encoding is not sent, and tells
+            // libcurl not to chunk.
+            request.setValue(" ", forHTTPHeaderField: "Transfer-Encoding")
+        }
         let handle = TaskHandle()
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Exchange, Error>) in
                 let task = session.dataTask(with: request)
-                collector.expect(task, continuation)
+                collector.expect(task, continuation, body: body)
                 handle.start(task)
             }
         } onCancel: {
@@ -215,6 +230,8 @@ private struct ResponseTooLarge: Error {
 private final class ResponseCollector: NSObject, URLSessionDataDelegate, Sendable {
     private struct Collecting {
         var continuation: CheckedContinuation<HTTPTransport.Exchange, Error>
+        /// The request's body, to send again from its start.
+        var requestBody: Data?
         var response: HTTPURLResponse?
         var body = Data()
     }
@@ -230,8 +247,19 @@ private final class ResponseCollector: NSObject, URLSessionDataDelegate, Sendabl
         self.trustsAnyServer = trustsAnyServer
     }
 
-    func expect(_ task: URLSessionTask, _ continuation: CheckedContinuation<HTTPTransport.Exchange, Error>) {
-        tasks.withLock { $0[task.taskIdentifier] = Collecting(continuation: continuation) }
+    func expect(
+        _ task: URLSessionTask, _ continuation: CheckedContinuation<HTTPTransport.Exchange, Error>, body: Data?
+    ) {
+        tasks.withLock { $0[task.taskIdentifier] = Collecting(continuation: continuation, requestBody: body) }
+    }
+
+    /// The request's body again, from its start, for a request sent again.
+    func urlSession(
+        _ session: URLSession, task: URLSessionTask,
+        needNewBodyStream completionHandler: @escaping @Sendable (InputStream?) -> Void
+    ) {
+        let body = tasks.withLock { $0[task.taskIdentifier]?.requestBody }
+        completionHandler(body.map { InputStream(data: $0) })
     }
 
     /// Resumes the task's continuation, the first time only.

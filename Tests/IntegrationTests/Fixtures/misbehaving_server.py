@@ -13,6 +13,12 @@ when that process is gone. Every request is read whole, then answered by the fir
     /endless/...   a 200 head with a chunked body that never ends: 64 KiB pieces, one a
                    millisecond, until the client hangs up
     /huge/...      a 200 head promising 1 GiB (Content-Length), then the body, the same way
+    /keepalive-drop/...  the first request of a connection is answered 200 (kept alive) with
+                   {"body_bytes": N, "framing": "length" or "chunked"}, the bytes of body that
+                   arrived and whether a Transfer-Encoding header came; the next request on that
+                   connection is read and the connection closed without a reply, as a server
+                   closing an idle connection just as the client reuses it does. A request whose
+                   body never arrives (a client that sent only its head) waits for it
 GET /count answers how many requests were broken so far, GET /sent how many bytes of body the
 endless and huge answers sent in all.
 """
@@ -63,15 +69,17 @@ def read_request(connection):
         if not chunk:
             break
         body += chunk
-    return head.split(b"\r\n")[0].decode("latin-1")
+    framing = b"chunked" if b"\r\ntransfer-encoding:" in head.lower() else b"length"
+    return head.split(b"\r\n")[0].decode("latin-1"), body, framing
 
 
 def serve(connection):
     global COUNT
     try:
-        request_line = read_request(connection)
-        if request_line is None:
+        request = read_request(connection)
+        if request is None:
             return
+        request_line, body, framing = request
         path = request_line.split(" ")[1] if " " in request_line else "/"
         if path in ("/count", "/sent"):
             with LOCK:
@@ -88,6 +96,11 @@ def serve(connection):
         elif path.startswith("/endless/"):
             connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
             stream(connection, chunked=True)
+        elif path.startswith("/keepalive-drop/"):
+            answer = b'{"body_bytes": %d, "framing": "%s"}' % (len(body), framing)
+            connection.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(answer), answer))
+            read_request(connection)
         elif path.startswith("/huge/"):
             connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % GIB)
             stream(connection, chunked=False)

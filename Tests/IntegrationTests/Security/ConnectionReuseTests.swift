@@ -1,0 +1,39 @@
+import Foundation
+import QueueModel
+import Testing
+
+@testable import Worker
+
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
+
+/// A provider's server that closes a kept-alive connection just as the worker reuses it (an idle
+/// timeout, a rolling restart): libcurl sends the request again on a new connection, and a
+/// walkthrough's fake provider saw it arrive with its head and no body. The attempt then hung until
+/// its budget ran out, or a server that answered the empty body with a 400 failed a valid job as
+/// `bad_request`.
+@Suite("Provider calls: a connection closed as it is reused")
+struct ConnectionReuseTests {
+    @Test("a request sent again after the server closed its reused connection carries its whole body")
+    func bodyResentWhole() async throws {
+        let broken = try await MisbehavingServer.start()
+        defer { Task { await broken.stop() } }
+        let transport = HTTPTransport(maximumConnectionsPerHost: 1)
+        let body = Data(#"{"model":"m","messages":[{"role":"user","content":"hello, twice"}]}"#.utf8)
+        var request = URLRequest(url: URL(string: broken.baseURL("keepalive-drop") + "/chat/completions")!)
+        request.httpMethod = "POST"
+        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+        request.httpBody = body
+        // The first opens the connection; the second goes on it, is read, and the connection is
+        // closed unanswered; the third likewise. Each is answered on a new connection in the end.
+        for call in 1...3 {
+            let exchange = try await transport.send(request, timeout: .seconds(10), model: "m")
+            #expect(exchange.status == 200)
+            // Whole, and framed by its length as before (not chunked: some servers refuse that).
+            #expect(
+                try JSONValue(parsing: exchange.body) == ["body_bytes": .number(Double(body.count)), "framing": "length"],
+                "call \(call): \(String(decoding: exchange.body, as: UTF8.self))")
+        }
+    }
+}
