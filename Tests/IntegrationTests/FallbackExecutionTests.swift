@@ -289,6 +289,32 @@ struct FallbackExecutionTests {
         }
     }
 
+    /// A walkthrough's OpenRouter 402 failed the job as bad_request; an Anthropic 400 "credit
+    /// balance is too low" fell back, but status showed the model at 0% errors beside its open breaker.
+    @Test("an account out of credit (a 402, or a 400 that says so) falls back, and counts as the model's error")
+    func outOfCreditFallsBackAndCounts() async throws {
+        try await Self.withRoutingWorker { store, server, pool in
+            try await server.script([
+                "primary": [
+                    "kind": "quota", "status": 402, "type": nil, "code": 402,
+                    "message": "Insufficient credits. Add more using https://openrouter.ai/settings/credits",
+                ]
+            ])
+            let result = try await Self.submitAndWait(store, Self.chat())
+            #expect(result["status"] == "succeeded")
+            #expect(result["model"] == "secondary")
+            #expect(Self.trail(result).map(\.outcome) == ["quota_exhausted", "succeeded"])
+            #expect(result["attempts"]?[0]?["http_status"] == 402)
+            let errors = try await pool.query(
+                "SELECT count(*) FILTER (WHERE model_error) FROM switchyard.calls WHERE model = 'primary'").scalar(Int.self)
+            #expect(errors == 1)
+            // Said with a 400, as Anthropic says it: the model's error too (a request's 400 is not).
+            #expect(try await pool.query(
+                "SELECT switchyard.is_model_error('quota_exhausted', 400) AND NOT switchyard.is_model_error('error', 400)"
+            ).scalar(Bool.self))
+        }
+    }
+
     @Test("a 400 only this model gives (unsupported_parameter, as o1 answers max_tokens): the next model answers")
     func unsupportedParameterFallsBack() async throws {
         try await Self.withRoutingWorker { store, server, _ in

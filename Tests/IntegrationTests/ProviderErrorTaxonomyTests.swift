@@ -88,6 +88,17 @@ struct ProviderErrorTaxonomyTests {
             name: "Anthropic 400 credit balance too low → fail over and mark unhealthy",
             status: 400, body: anthropic("invalid_request_error", "Your credit balance is too low to access the API"),
             code: .quotaExhausted, decision: .nextCandidateAndMarkUnhealthy),
+        // A walkthrough's OpenRouter-shaped 402 was bad_request: the job failed with no fallback.
+        Row(
+            name: "402 insufficient credits (OpenRouter) → fail over and mark unhealthy",
+            status: 402,
+            body: #"{"error":{"code":402,"message":"Insufficient credits. Add more using https://openrouter.ai/settings/credits"}}"#,
+            code: .quotaExhausted, decision: .nextCandidateAndMarkUnhealthy),
+        Row(
+            name: "DeepSeek's insufficient balance, under another status too → fail over and mark unhealthy",
+            status: 400,
+            body: openAI("Insufficient Balance", type: "unknown_error", code: "invalid_request_error"),
+            code: .quotaExhausted, decision: .nextCandidateAndMarkUnhealthy),
         Row(
             name: "500 → next candidate",
             status: 500, body: openAI("The server had an error", type: "server_error"),

@@ -531,6 +531,9 @@ struct RoutingExecutor: JobExecutor {
         // This worker has no key for it: no error of the model's either (it counted in the
         // fleet's error-rate alert, which can open the breaker for every worker).
         case .missingAPIKey: return "missing_api_key"
+        // Out of credit, said with a 400 or 402 as often as a 429: the model's error all the same
+        // (is_model_error counts it whatever the status).
+        case .quotaExhausted: return "quota_exhausted"
         default: return "error"
         }
     }

@@ -80,6 +80,11 @@ extension ProviderError {
                 hint: "the job moves to the next model; this one does not take what the request uses")
         case 404:
             return make(.modelNotFound, hint: "check the model's base_url and upstream_model in the catalog")
+        case 402:
+            // Payment Required: OpenRouter's "Insufficient credits", DeepSeek's "Insufficient Balance".
+            // The account's, not the request's: another model may answer, and this one will not
+            // until someone pays (it was bad_request, which failed every job without a fallback).
+            return make(.quotaExhausted, hint: "add credit or raise this account's quota, then re-enable the model")
         case 408:
             return make(.timedOut, hint: nil)
         case 529:
@@ -185,7 +190,10 @@ extension ProviderError {
     }
 
     static func isQuota(_ text: String) -> Bool {
-        ["insufficient_quota", "exceeded your current quota", "credit balance", "billing_error"]
+        [
+            "insufficient_quota", "exceeded your current quota", "credit balance", "billing_error",
+            "insufficient balance", "insufficient credits",
+        ]
             .contains { text.contains($0) }
     }
 
