@@ -398,6 +398,19 @@ struct CatalogCommandTests {
         #expect(bench == 2 && benchJSON.contains("cannot write \(directory): Is a directory; nothing was run"), "\(benchJSON)")
         let (cancel, cancelJSON) = try await dispatcher(["cancel", "1", "--json", "--database-url", unreachable])
         #expect(cancel == 2 && cancelJSON.contains("unknown option --json"), "\(cancelJSON)")
+        // A models command's option given to another was taken and ignored (export --dry-run wrote
+        // its file; list --file wrote none).
+        for (words, expected) in [
+            (["models", "export", "--dry-run", "--file", "x.json"], "--dry-run is for dispatcher models import, not export"),
+            (["models", "list", "--file", "x.json"], "--file is for dispatcher models export, not list"),
+            (["models", "prices", "--merge"], "--merge is for dispatcher models import, not prices"),
+            (["models", "export", "--json"], "--json is for dispatcher models import, list and prices, not export"),
+            (["models", "import", "c.json", "--at", "8h"], "--at is for dispatcher models prices, not import"),
+        ] {
+            let (status, output) = try await dispatcher(words + ["--database-url", unreachable])
+            #expect(status == 2 && output.contains(expected) && output.contains("nothing was done"), "\(words): \(output)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: "x.json"))
     }
 
     @Test("background ceiling: a price with trailing junk is refused; a tier no model has is warned about")

@@ -48,6 +48,7 @@ enum ModelsCommand {
             print(usage)
             return arguments.flag("help") ? 0 : 2
         }
+        try refuseOthersOptions(arguments, action: action)
         switch action {
         case "import":
             guard arguments.positionals.count == 2 else {
@@ -67,6 +68,30 @@ enum ModelsCommand {
                 hint: "Use `dispatcher models import FILE`, `list`, `prices` or `export`."
             )
         }
+    }
+
+    /// The options each command takes: one given to another (`export --dry-run` wrote its file,
+    /// `list --file x.json` wrote none) was taken and ignored.
+    static let optionsByCommand: [String: (options: [String], flags: [String])] = [
+        "import": ([], ["merge", "dry-run", "allow-empty", "json"]), "list": ([], ["json"]),
+        "prices": (["at"], ["json"]), "export": (["file"], []),
+    ]
+
+    private static func refuseOthersOptions(_ arguments: Arguments, action: String) throws {
+        guard let own = optionsByCommand[action] else { return }
+        let given =
+            ["at", "file"].filter { arguments.value($0) != nil && !own.options.contains($0) }
+            + ["merge", "dry-run", "allow-empty", "json"].filter { arguments.flag($0) && !own.flags.contains($0) }
+        guard let stray = given.first else { return }
+        let owners = optionsByCommand.keys.sorted().filter {
+            optionsByCommand[$0]!.options.contains(stray) || optionsByCommand[$0]!.flags.contains(stray)
+        }
+        throw QueueError(
+            .invalidInput,
+            "--\(stray) is for dispatcher models "
+                + (owners.count > 1 ? owners.dropLast().joined(separator: ", ") + " and " : "") + owners.last!
+                + ", not \(action); nothing was done",
+            hint: usage)
     }
 
     /// The catalog's database, at this binary's schema: an older one lacks columns the catalog
