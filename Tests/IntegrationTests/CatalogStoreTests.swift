@@ -215,6 +215,14 @@ struct CatalogStoreTests {
             _ = try await store.importDocument(Self.example)
             let outcome = try await store.importDocument(Data(seed.utf8), mode: .merge)
             #expect(outcome.changes.isEmpty)
+            // A models section replaces the database's models: a rule naming one the file leaves
+            // out was told to "name a model the catalog has", which it was.
+            let partial = #"{"models": {"m": {"provider": "simulated"}}, "routing_rules": {"r": {"primary": "m", "fallback": "claude-haiku"}}}"#
+            let replaced = try await #require(throws: QueueError.self) { try await store.importDocument(Data(partial.utf8)) }
+            #expect(replaced.message.contains(
+                #"routing_rules.r.fallback: model "claude-haiku" is in the database but not in this file's "models" section"#)
+                && replaced.message.contains("add \"claude-haiku\" to the file's models section, or import with --merge"),
+                "\(replaced.message)")
         }
     }
 

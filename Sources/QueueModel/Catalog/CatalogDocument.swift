@@ -56,7 +56,10 @@ public struct CatalogDocument: Sendable, Hashable {
     ///   - data: the file's bytes.
     ///   - knownModels: models that exist besides the document's own (those in the database, when
     ///     they will still exist after the import); rules may name these.
-    public static func validate(_ data: Data, knownModels: Set<String> = []) -> Validation {
+    ///   - replacedModels: models in the database that the document's "models" section replaces.
+    public static func validate(
+        _ data: Data, knownModels: Set<String> = [], replacedModels: Set<String> = []
+    ) -> Validation {
         let root: JSONNode
         do {
             root = try JSONNode(parsing: data)
@@ -68,6 +71,7 @@ public struct CatalogDocument: Sendable, Hashable {
             return Validation(document: nil, problems: [CatalogProblem(path: "", message: "\(error)")], warnings: [])
         }
         var reader = CatalogReader()
+        reader.replacedModels = replacedModels
         guard
             let sections = reader.members(
                 root, at: "", allowed: sections, synonyms: ["rules": "routing_rules", "model_list": "models"])
@@ -131,7 +135,9 @@ public struct CatalogDocument: Sendable, Hashable {
     /// survive the import, and rules the import keeps from `existing` must not lose their models.
     public static func validate(_ data: Data, importingInto existing: Catalog, mode: CatalogImportMode) -> Validation {
         let hasModels = (try? JSONNode(parsing: data))?.members?.contains { $0.key == "models" } ?? false
-        var validation = validate(data, knownModels: hasModels && mode == .replace ? [] : existing.modelNames)
+        let replacing = hasModels && mode == .replace
+        var validation = validate(
+            data, knownModels: replacing ? [] : existing.modelNames, replacedModels: replacing ? existing.modelNames : [])
         guard let document = validation.document else { return validation }
         let fileRules = Set(document.rules?.map(\.taskClass) ?? [])
         let kept = document.applied(to: existing, mode: mode)

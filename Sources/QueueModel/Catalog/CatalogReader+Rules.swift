@@ -156,6 +156,13 @@ extension CatalogReader {
 
     private mutating func checkModel(_ name: String, at path: String, knownModels: Set<String>) {
         guard !knownModels.contains(name) else { return }
+        if replacedModels.contains(name) {
+            return problem(
+                path,
+                "model \"\(name)\" is in the database but not in this file's \"models\" section, which replaces the "
+                    + "catalog's models",
+                hint: "add \"\(name)\" to the file's models section, or import with --merge to keep the database's models")
+        }
         problem(
             path, "unknown model \"\(name)\"\(CatalogProblem.didYouMean(name, among: knownModels))",
             hint: knownModels.isEmpty

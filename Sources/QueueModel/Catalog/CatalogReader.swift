@@ -8,6 +8,9 @@ struct CatalogReader {
     /// Every model name the document defines, valid or not, so a rule naming a model that has
     /// its own problems is not also reported as naming an unknown model.
     var definedModelNames: Set<String> = []
+    /// Models the database has that the document's "models" section replaces (an import without
+    /// --merge): a rule naming one is told so, not that the catalog lacks it.
+    var replacedModels: Set<String> = []
 
     mutating func problem(_ path: String, _ message: String, hint: String? = nil) {
         problems.append(CatalogProblem(path: path, message: message, hint: hint))
