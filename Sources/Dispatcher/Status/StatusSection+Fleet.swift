@@ -89,7 +89,7 @@ extension StatusSection {
         if let latest = gone.map(\.heartbeatAgeSeconds).min() {
             lines.append(
                 "\(gone.count) more stopped without deregistering, silent for \(StatusFormat.seconds(latest)) or more "
-                    + "(--json lists them; prune removes rows a day old)")
+                    + "(status --json lists them; prune removes rows a day old)")
         }
         return StatusOutput(lines: lines, json: .array(workers.map(\.json)))
     }

@@ -23,7 +23,7 @@ extension StatusSection {
         let quietDisabled = quiet.map(\.model).filter(disabled.contains)
         let more = "\(quiet.count) \(quiet.count == 1 ? "model" : "models") not called in the window, breakers closed"
             + (quietDisabled.isEmpty ? "" : "; disabled in the catalog: " + quietDisabled.joined(separator: ", "))
-            + " (--json lists them)"
+            + " (status --json lists them)"
         guard !shown.isEmpty else { return StatusOutput(lines: [more], json: json) }
         var table = TextTable(
             [

@@ -196,7 +196,7 @@ struct DispatcherObservabilityTests {
             #expect(!lines.contains { $0.hasPrefix("  m1 ") }, "\(lines)")
             #expect(lines.contains { $0.contains("… and 29 models not called in the window") }, "\(lines)")
             #expect(lines.contains { $0.contains("m3 (disabled)") }, "\(lines)")
-            #expect(lines.contains { $0.contains("breakers closed; disabled in the catalog: m7, m8 (--json") }, "\(lines)")
+            #expect(lines.contains { $0.contains("breakers closed; disabled in the catalog: m7, m8 (status --json") }, "\(lines)")
             #expect(report.json["models"]?.arrayValue?.count == 30)
             #expect(report.json["models"]?.arrayValue?.filter { $0["enabled"] == false }.count == 3)
         }
