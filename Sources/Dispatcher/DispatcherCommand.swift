@@ -18,7 +18,7 @@ enum DispatcherCommand {
           background pause, resume or drain background work; its price ceiling and backlog
           simulate   a month of traffic in simulated time: what off-peak draining saves
           migrate    apply schema migrations to DATABASE_URL (--status to only show them)
-          models     import the model catalog and routing rules (import FILE.json), or list them
+          models     the model catalog and routing rules: import FILE.json, list, prices, export
           route      explain the routing plan for a request (--explain), without running it
           status     one screen about the fleet: throughput, latency, queue, workers, models, alerts
           top        the status screen, redrawn live until q or Ctrl-C

@@ -34,8 +34,10 @@ enum WorkerCommand {
                                       (0 picks a free port; the log says which)
           --metrics-address ADDRESS   the address to serve metrics on (default 127.0.0.1)
           --version                   print the version and exit
+          --help                      print this and exit
 
-        Durations: 500ms, 30s, 5m. Logs go to stderr (SWITCHYARD_LOG_LEVEL, SWITCHYARD_LOG_FORMAT).
+        Durations: 500ms, 30s, 5m, 2h, 7d or plain seconds. Logs go to stderr (SWITCHYARD_LOG_LEVEL,
+        SWITCHYARD_LOG_FORMAT).
         """
 
     static func run(_ words: [String]) async -> Int32 {

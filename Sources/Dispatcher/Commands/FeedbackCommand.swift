@@ -12,6 +12,10 @@ enum FeedbackCommand {
         Ratings move the model's capability score for the job's task class, once it has enough of
         them (feedback_min_ratings, default 5), so best_quality and quality_floor routing follow what
         users report. --list shows the recent average per model and class.
+
+          --note TEXT  why, kept with the rating (switchyard.feedback.note)
+          --json       the rating as {"id", "job_id", "score"}; with --list, the averages as JSON
+        Exit status: 0 rated; 2 a bad id or score, or the job has not finished; 6 the job is unknown.
         \(JobCommands.tenantNote)
         """
 

@@ -29,15 +29,19 @@ enum JobCommands {
         With -, the ids are read from stdin (thousands in a few seconds): e.g.
           psql -Atc "SELECT id FROM switchyard.jobs WHERE tenant = 'acme'" | dispatcher cancel -
         Exit status: 0 cancelled or cancelling; 3 one had already finished; 6 one is unknown;
-        1 one could not be cancelled (its error is printed).
+        2 an id that is not one (or none on stdin); 1 one could not be cancelled (its error is
+        printed).
         \(tenantNote)
         """
 
     static let retryUsage = """
-        usage: dispatcher retry ID [--tenant NAME]
+        usage: dispatcher retry ID [--json] [--tenant NAME]
 
         Submits a failed, cancelled or expired job again, as a new job linked to the old one
-        (retry_of), and prints the new id.
+        (retry_of), and prints the new id (--json: {"id": NEW, "retry_of": ID}). A job is retried
+        once: retrying it again prints the same new id.
+        Exit status: 0 submitted (now or before); 2 the job succeeded or has not finished, or the
+        id is not one; 6 unknown; 1 other failures.
         \(tenantNote)
         """
 
@@ -64,9 +68,9 @@ enum JobCommands {
         Drops whole daily results partitions older than DURATION (e.g. 30d), and trims old
         idempotency keys, the old rows of results_default (results written before their day's
         partition existed) and workers gone for a day. No DELETE in the daily partitions, so no
-        bloat. One step at a time, each
-        committed: a partition's drop locks the results table for milliseconds, not for the
-        whole run, and waits at most 5 s behind a long reader (then tries again).
+        bloat. One step at a time, each committed: a partition's drop locks the results table for
+        milliseconds, not for the whole run, and waits at most 5 s behind a long reader (then
+        tries again).
         """
 
     private static func open(_ arguments: Arguments) throws -> QueueStore {

@@ -9,18 +9,22 @@ enum ReportCommand {
         usage: dispatcher report --html FILE [--window DURATION] [--bucket DURATION]
                dispatcher report savings [--since TIME|DURATION] [--json]
 
-        savings: what the finished jobs cost, against running every one of them on its rule's
-        primary model at list (peak) price, by priority and by reason (another model than the
-        primary, negative when a dearer one was chosen; an off-peak window), with the jobs a
-        deadline escalated past their price ceiling.
-
-        Writes one self-contained HTML file (inline SVG charts, no scripts, no external assets):
+        --html: one self-contained HTML file (inline SVG charts, no scripts, no external assets):
         latency percentiles (P50/P95/P99) and cost per model over time, the tier mix, the fallback
         rate, and a per-model summary table.
 
           --html FILE          where to write the page (- for stdout)
           --window DURATION    how far back (default 24h)
           --bucket DURATION    the time step of the charts (default: the window / 48, at least 1m)
+
+        savings: what the finished jobs cost, against running every one of them on its rule's
+        primary model at list (peak) price, by priority and by reason (another model than the
+        primary, negative when a dearer one was chosen; an off-peak window), with the jobs a
+        deadline escalated past their price ceiling.
+
+          --since TIME|DURATION  from an ISO 8601 time or an age like 30d (default: every result
+                                 kept, back to what prune left)
+          --json                 the figures as JSON
         """
 
     static func run(_ words: [String]) async throws -> Int32 {
@@ -52,7 +56,8 @@ enum ReportCommand {
         }
         guard let path = arguments.value("html") else {
             throw QueueError(
-                .invalidInput, "--html FILE is required", hint: "e.g. dispatcher report --html report.html")
+                .invalidInput, "--html FILE is required",
+                hint: "e.g. dispatcher report --html report.html, or dispatcher report savings for the cost figures")
         }
         let window = try arguments.duration("window", default: .seconds(86_400))
         let automatic = max(Duration.seconds(60), window / 48)
