@@ -275,6 +275,43 @@ struct AlertTests {
         }
     }
 
+    /// An on-call walkthrough's retried background jobs finished together long after their model
+    /// had recovered: their old failed calls raised "9.7% of 165 calls ended in an error over the
+    /// last 5 min" and opened the healthy model's breaker.
+    @Test("calls made before the window do not count in it, however recently their jobs finished")
+    func windowsCountCallsByWhenTheyWereMade() async throws {
+        try await Self.withCatalog { pool in
+            let at = try await ResultRow.databaseNow(pool)
+            let old = at.addingTimeInterval(-600)
+            // 60 jobs that finished in the last minute: each failed on flaky 10 minutes ago (500s and
+            // 4 s timeouts), then steady answered just now.
+            let failed = ResultRow.call("flaky", outcome: "error", latencyMS: 300, httpStatus: 500, at: old)
+            let timedOut = ResultRow.call("flaky", outcome: "timeout", latencyMS: 4000, at: old)
+            let rows: [ResultRow] = (0..<60).map { (index: Int) -> ResultRow in
+                let finished = at.addingTimeInterval(-Double(index))
+                let answered = ResultRow.call("steady", tier: "secondary", latencyMS: 400, at: finished)
+                return ResultRow(
+                    job: Int64(index + 1), model: "steady", tier: "secondary", latencyMS: 400, finishedAt: finished,
+                    trail: [index % 2 == 0 ? failed : timedOut, answered])
+            }
+            try await ResultRow.insert(rows, into: pool)
+            let events = try await AlertStore(pool: pool).evaluate(at: at)
+            #expect(!events.contains { $0.subject == "flaky" }, "\(events)")
+            #expect(try await HealthStore(pool: pool).snapshot().models["flaky"]?.breaker != .open)
+            let calls = try await pool.query(
+                "SELECT subject, calls FROM switchyard.call_stats('5 minutes', $1) WHERE dimension = 'model'", [at]
+            ).map { (try $0.decode("subject", as: String.self), try $0.decode("calls", as: Int.self)) }
+            #expect(calls.map(\.0) == ["steady"] && calls.first?.1 == 60, "\(calls)")
+            // The view says when each call was made; over a longer window the old calls count again.
+            #expect(try await pool.query(
+                "SELECT count(*) FROM switchyard.calls WHERE model = 'flaky' AND called_at = $1", [old]).scalar(Int.self) == 60)
+            let hour = try await pool.query(
+                "SELECT errors FROM switchyard.call_stats('1 hour', $1) WHERE dimension = 'model' AND subject = 'flaky'", [at]
+            ).scalar(Int.self)
+            #expect(hour == 30)
+        }
+    }
+
     @Test("a model's error rate over 2% raises an alert, opens its breaker so the router avoids it, then clears")
     func errorRateAlert() async throws {
         try await Self.withCatalog { pool in

@@ -24,7 +24,7 @@ struct ResultRow {
     /// One trail entry: a call to `model` as `tier`, and how it went.
     static func call(
         _ model: String, tier: String = "primary", outcome: String = "succeeded", latencyMS: Double,
-        httpStatus: Int? = nil, provider: String = "simulated", targetMS: JSONValue? = nil
+        httpStatus: Int? = nil, provider: String = "simulated", targetMS: JSONValue? = nil, at: Date? = nil
     ) -> JSONValue {
         var entry: JSONValue = [
             "attempt": 1, "model": .string(model), "provider": .string(provider), "tier": .string(tier),
@@ -32,6 +32,7 @@ struct ResultRow {
         ]
         if let httpStatus { entry["http_status"] = .number(Double(httpStatus)) }
         if let targetMS { entry["target_ms"] = targetMS }
+        if let at { entry["at"] = .string(at.postgresText) }
         return entry
     }
 
