@@ -56,6 +56,42 @@ struct JobCommandTests {
         }
     }
 
+    /// An on-call walkthrough could cancel thousands of jobs from a pipe but retry only one job
+    /// at a time; a retried job's result still said to retry it.
+    @Test("retry - retries each job in turn, says why of those it cannot, and a retried job's result names its retry")
+    func retryFromStdin() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let hello: JSONValue = ["messages": [["role": "user", "content": "hello"]]]
+            let jobs = try await store.submit(batch: (0..<3).map { _ in Submission(request: hello, priority: .background) })
+            for job in jobs.prefix(2) { #expect(try await store.cancel(job) == "cancelled") }
+            let url = pool.configuration.effectiveConnectionString
+            let input = "\(jobs[0]) \(jobs[1])\n\(jobs[2])\n999999\n\(jobs[0])\n"
+            let (status, output) = try await dispatcher(["retry", "-"], stdin: input, url: url)
+            #expect(status == 6, "\(output)")
+            let lines = output.split(separator: "\n").map(String.init)
+            let retried = lines.filter { $0.contains("  retried as ") }
+            #expect(retried.count == 2, "\(output)")
+            #expect(retried.first?.hasPrefix("\(jobs[0])  retried as ") == true, "\(output)")
+            #expect(lines.contains("\(jobs[2])  not retried: job \(jobs[2]) has not finished yet"), "\(output)")
+            #expect(lines.contains("999999  not retried: job 999999 not found"), "\(output)")
+            #expect(lines.filter { $0.hasPrefix("hint: check the id") }.count == 1, "\(output)")
+            // Again, as ids: the same retries (a job is retried once), and --json lines.
+            let again = try await dispatcher(["retry", String(jobs[0]), String(jobs[1]), "--json"], stdin: "", url: url)
+            #expect(again.status == 0, "\(again.output)")
+            let news = try again.output.split(separator: "\n").map { try JSONValue(parsing: String($0)) }
+            #expect(news.map { $0["retry_of"] } == [.number(Double(jobs[0])), .number(Double(jobs[1]))])
+            let first = try #require(news.first?["id"]?.intValue)
+            #expect(retried.first == "\(jobs[0])  retried as \(first)")
+            // The old job's result points to its retry rather than advising one.
+            let result = try await dispatcher(["result", String(jobs[0]), "--content"], stdin: "", url: url)
+            #expect(result.status == 3)
+            #expect(
+                result.output.contains("hint: dispatcher result \(jobs[0]) shows its attempts; it was retried as job \(first) (queued): dispatcher result \(first)"),
+                "\(result.output)")
+        }
+    }
+
     /// `2026-11-28 22:00:00`, as the dispatcher writes a time (UTC).
     static func clock(_ date: Date) -> String {
         var calendar = Calendar(identifier: .gregorian)

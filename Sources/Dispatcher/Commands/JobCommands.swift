@@ -35,13 +35,16 @@ enum JobCommands {
         """
 
     static let retryUsage = """
-        usage: dispatcher retry ID [--json] [--tenant NAME]
+        usage: dispatcher retry ID… | - [--json] [--tenant NAME]
 
         Submits a failed, cancelled or expired job again, as a new job linked to the old one
         (retry_of), and prints the new id (--json: {"id": NEW, "retry_of": ID}). A job is retried
-        once: retrying it again prints the same new id.
-        Exit status: 0 submitted (now or before); 2 the job succeeded or has not finished, or the
-        id is not one; 6 unknown; 1 other failures.
+        once: retrying it again prints the same new id. Several ids, or - to read them from stdin,
+        print a line each ("ID  retried as NEW"), e.g. every failed job of the last hour:
+          psql -Atc "SELECT job_id FROM switchyard.results WHERE status = 'failed'
+                     AND finished_at > now() - interval '1 hour'" | dispatcher retry -
+        Exit status: 0 submitted (now or before); 2 a job succeeded or has not finished, or an id
+        is not one; 6 one is unknown; 1 other failures.
         \(tenantNote)
         """
 
@@ -148,9 +151,17 @@ enum JobCommands {
                         ? "no rule or model could take it: change the catalog or the request first (a retry before "
                             + "that fails the same way)"
                         : "dispatcher retry \(jobs[0]) runs it again"
+                // Retried already: where its answer is (the advice to retry it named the retry's id
+                // only once it was run).
+                let retried = code == "unroutable" || advice.hasPrefix("the request")
+                    ? nil : try? await store.retryMade(of: jobs[0], tenant: result["tenant"]?.stringValue)
+                let next = retried.map { retry in
+                    "it was retried as job \(retry.id)" + (retry.status.map { " (\($0))" } ?? "")
+                        + ": dispatcher result \(retry.id)"
+                }
                 printError(
                     "job \(jobs[0]) \(status)" + (error.isEmpty ? "" : " (\(error))") + "; it has no answer"
-                        + "\nhint: dispatcher result \(jobs[0]) shows its attempts; " + advice)
+                        + "\nhint: dispatcher result \(jobs[0]) shows its attempts; " + (next ?? advice))
                 return ExitCode.jobNotSucceeded
             }
             print(JobWaiter.answerText(result["response"]))
@@ -205,10 +216,14 @@ enum JobCommands {
         let arguments = try Arguments(
             words, command: "dispatcher retry", options: ["tenant", "database-url"], flags: ["json"])
         if arguments.flag("help") { print(retryUsage); return ExitCode.success }
-        let jobs = try ids(arguments, usage: retryUsage)
-        guard jobs.count == 1 else { throw QueueError(.invalidInput, "give one job id", hint: retryUsage) }
+        var seen = Set<Int64>()
+        let jobs = try ids(arguments, usage: retryUsage).filter { seen.insert($0).inserted }
         let store = try open(arguments)
         defer { Task { await store.pool.close() } }
+        // Many (ids, or - for stdin, as cancel takes them): a line each, and on to the next.
+        if jobs.count > 1 || arguments.positionals == ["-"] {
+            return try await retryMany(jobs, store: store, arguments: arguments)
+        }
         do {
             let id = try await store.retry(jobs[0])
             print(arguments.flag("json") ? JSONValue.object(["id": .number(Double(id)), "retry_of": .number(Double(jobs[0]))]).jsonText : String(id))
@@ -218,6 +233,40 @@ enum JobCommands {
             printError("error: \(error.message)\nhint: \(notFoundHint(tenant: arguments.value("tenant")))")
             return ExitCode.notFound
         }
+    }
+
+    /// `retry ID ID…` and `retry -`: each job retried in its own transaction, a thousand a round
+    /// trip; a line per job (`OLD  retried as NEW`, or with --json `{"id": NEW, "retry_of": OLD}`),
+    /// those not retried on stderr with why.
+    private static func retryMany(_ jobs: [Int64], store: QueueStore, arguments: Arguments) async throws -> Int32 {
+        let json = arguments.flag("json")
+        var (unknown, refused, failed, answered) = (false, false, false, false)
+        for start in stride(from: 0, to: jobs.count, by: 1000) {
+            let chunk = Array(jobs[start..<min(start + 1000, jobs.count)])
+            let outcomes = try await store.retry(chunk)
+            for (id, outcome) in zip(chunk, outcomes) {
+                defer { answered = true }
+                switch outcome {
+                case .success(let new):
+                    print(
+                        json
+                            ? JSONValue.object(["id": .number(Double(new)), "retry_of": .number(Double(id))]).jsonText
+                            : "\(id)  retried as \(new)")
+                case .failure(let error):
+                    // Refused for every job (the role may not retry): the error alone, as for one.
+                    if !answered, outcomes.allSatisfy({ if case .failure = $0 { true } else { false } }),
+                        (error as? QueueError)?.code != .notFound, (error as? QueueError)?.code != .invalidInput
+                    {
+                        throw error
+                    }
+                    let code = (error as? QueueError)?.code
+                    if code == .notFound { unknown = true } else if code == .invalidInput { refused = true } else { failed = true }
+                    printError("\(id)  not retried: \((error as? QueueError)?.message ?? "\(error)")")
+                }
+            }
+        }
+        if unknown { printError("hint: \(notFoundHint(tenant: arguments.value("tenant")))") }
+        return failed ? ExitCode.failure : unknown ? ExitCode.notFound : refused ? ExitCode.invalidInput : ExitCode.success
     }
 
     static func prune(_ words: [String]) async throws -> Int32 {

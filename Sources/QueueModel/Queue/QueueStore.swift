@@ -452,6 +452,28 @@ public struct QueueStore: Sendable {
             throw QueueError(submissionError: error)
         }
     }
+
+    /// Resubmits jobs, each in its own transaction as if one by one, in one round trip: per job,
+    /// in order, the new job's id (the earlier retry's, for a job retried before) or the error
+    /// that stopped that one (`QueueError`, `.notFound` for an unknown job).
+    public func retry(_ jobs: [Int64]) async throws -> [Result<Int64, any Error>] {
+        let statements = jobs.map { PostgresStatement("SELECT switchyard.retry($1)", [$0]) }
+        return try await pool.pipelineSeparately(statements).map { outcome in
+            outcome.flatMap { rows in Result { try rows.scalar(Int64.self) } }.mapError { error in
+                (error as? PostgresError).map { QueueError(submissionError: $0) } ?? error
+            }
+        }
+    }
+
+    /// The retry made of a job (by `retry`), and its status; nil when it was not retried (or the
+    /// record of it was pruned).
+    public func retryMade(of job: Int64, tenant: String?) async throws -> (id: Int64, status: String?)? {
+        let row = try await pool.query(
+            "SELECT r.id, switchyard.job_status(r.id) AS status FROM switchyard.retry_made($1, $2) AS r(id) WHERE r.id IS NOT NULL",
+            [job, tenant]
+        ).first
+        return try row.map { (try $0.decode("id", as: Int64.self), try $0.decode("status", as: String?.self)) }
+    }
 }
 
 /// Who a worker is, as its heartbeat records it.
