@@ -126,7 +126,9 @@ struct FleetReloadTests {
     }
 
     /// The model `m`, its breaker open long enough ago to be half-open now.
-    private static func halfOpenFleet(_ pool: PostgresPool) async throws -> (FleetState, ModelSpec) {
+    private static func halfOpenFleet(
+        _ pool: PostgresPool, logger: Logger = Logger(label: "worker", level: .error) { _ in }
+    ) async throws -> (FleetState, ModelSpec) {
         _ = try await CatalogStore(pool: pool).importDocument(Data(Self.catalog.utf8))
         try await pool.query(
             """
@@ -134,8 +136,7 @@ struct FleetReloadTests {
             VALUES ('m', 'open', '5 failures in a row', now() - interval '1 hour', 5)
             """)
         // Rounds far apart: only a report sent at once reaches the fleet within the test.
-        let fleet = FleetState(
-            pool: pool, logger: Logger(label: "worker", level: .error) { _ in }, reportInterval: .seconds(600))
+        let fleet = FleetState(pool: pool, logger: logger, reportInterval: .seconds(600))
         await fleet.reload()
         let model = try #require(fleet.router.catalog.models.first)
         #expect(fleet.routingState(sequence: 0).models["m"]?.breaker == .halfOpen)
@@ -203,7 +204,8 @@ struct FleetReloadTests {
     @Test("a half-open breaker closes after breaker_half_open_successes probes answer, each reported without waiting for the round")
     func successfulProbes() async throws {
         try await TestDatabase.withMigratedPool { pool in
-            let (fleet, model) = try await Self.halfOpenFleet(pool)
+            let log = LogCapture()
+            let (fleet, model) = try await Self.halfOpenFleet(pool, logger: log.logger(level: .notice))
             for answered in 1...4 {
                 let probe = try #require(fleet.begin(model, estimatedTokens: 10))
                 fleet.end(model, call: probe, success: true, latencyMS: 3)
@@ -216,6 +218,10 @@ struct FleetReloadTests {
             let last = try #require(fleet.begin(model, estimatedTokens: 10))
             fleet.end(model, call: last, success: true, latencyMS: 3)
             try await waitUntil("the fleet's breaker is closed") { try await Self.fleetBreaker(pool) == ("closed", nil) }
+            // Logged, as its opening is: an on-call walkthrough could not tell when an incident ended.
+            let line = try await log.waitFor { $0.contains("model breaker closed") }
+            #expect(line?.contains("model=m") == true && line?.contains("was=half_open") == true, "\(log.all)")
+            #expect(log.all.filter { $0.contains("model breaker closed") }.count == 1, "\(log.all)")
         }
     }
 

@@ -242,10 +242,20 @@ final class FleetState: Sendable {
         guard !reports.isEmpty else { return }
         do {
             let breakers = try await healthStore.report(reports)
-            state.withLock { state in
-                state.resetRunsOfClosed(breakers)
-                for (model, breaker) in breakers { state.breakers[model, default: .init()].breaker = breaker }
+            let before = state.withLock { state in
+                defer {
+                    state.resetRunsOfClosed(breakers)
+                    for (model, breaker) in breakers { state.breakers[model, default: .init()].breaker = breaker }
+                }
+                return state.breakers.mapValues(\.breaker)
             }
+            // The other end of an incident: the log said when a breaker opened, and nothing when
+            // this worker's probes closed it (an on-call walkthrough could not tell when it ended).
+            let closed = breakers.filter { model, breaker in
+                breaker == .closed && [.open, .halfOpen].contains(before[model])
+                    && reports.contains { $0.model == model && $0.hadSuccess }
+            }.keys.sorted()
+            for model in closed { logger.notice("model breaker closed", ["model": model, "was": before[model]!.rawValue]) }
             // Said with the fleet's reason (it is gone from model_health once the breaker closes):
             // "failures=1" alone, a report batch's count, read as an opening on one failure.
             let opened = breakers.filter { model, breaker in
