@@ -46,6 +46,13 @@ enum StatusFormat {
             probes = String(reason[range].dropFirst(2))
             reason.removeSubrange(range)
         }
+        // Too long: first without a closing aside ("… 551 requests (errors and timeouts; limit
+        // 2.0%)", cut mid-word to "… 551 requests (e…"), then cut.
+        if reason.count > limit, reason.hasSuffix(")"), let aside = reason.range(of: " (", options: .backwards),
+            aside.lowerBound > reason.startIndex
+        {
+            reason = String(reason[..<aside.lowerBound])
+        }
         let short = alertsShown && reason.hasPrefix("alert:")
             ? "alert" : reason.count > limit ? String(reason.prefix(limit - 1)) + "…" : reason
         switch state {

@@ -47,7 +47,12 @@ struct DispatcherObservabilityTests {
     func breakerCell() {
         let long = "failure rate 21.7% over the last 23 requests (errors and timeouts; limit 2.0%)"
         #expect(StatusFormat.breaker("half_open", reason: long + "; 2 of 5 probes answered")
-            == "half_open: 2 of 5 probes answered (opened on: failure rate 21.7% over the last 23 requests (e…)")
+            == "half_open: 2 of 5 probes answered (opened on: failure rate 21.7% over the last 23 requests)")
+        // An on-call walkthrough's status cut the aside mid-word ("… 551 requests (e…"): it goes first.
+        #expect(StatusFormat.breaker("open", reason: "failure rate 3.1% over the last 551 requests (errors and timeouts; limit 2.0%)")
+            == "open (failure rate 3.1% over the last 551 requests)")
+        #expect(StatusFormat.breaker("open", reason: String(repeating: "x", count: 60) + " (y)")
+            == "open (" + String(repeating: "x", count: 47) + "…)")
         #expect(StatusFormat.breaker("half_open", reason: "a probe failed while half-open")
             == "half_open: probing (opened on: a probe failed while half-open)")
         #expect(StatusFormat.breaker("half_open", reason: "alert: error rate 4.0%; 1 of 5 probes answered", alertsShown: true)
