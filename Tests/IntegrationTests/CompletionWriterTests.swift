@@ -93,15 +93,20 @@ struct CompletionWriterTests {
             let writerPool = PostgresPool(configuration, options: .init(maxConnections: 1))
             defer { Task { await writerPool.close() } }
             let lines = Mutex<[String]>([])
+            let tries = Mutex<[Bool]>([])
             let writer = CompletionWriter(
                 store: QueueStore(pool: writerPool), worker: "w", batchLimit: 10,
                 logger: Logger(label: "t", level: .warning) { line in lines.withLock { $0.append(line) } },
-                sleep: { _ in try await locker.execute(script: "COMMIT") })
+                sleep: { _ in try await locker.execute(script: "COMMIT") },
+                wrote: { failed in tries.withLock { $0.append(failed) } })
             let running = Task { await writer.run() }
             let written = await writer.write(outcome)
             writer.finish()
             await running.value
             #expect(written, "the result it wrote is reported written")
+            // Each try is counted for the metrics, the failed one as failed (an outage's write-backs
+            // were in no metric).
+            #expect(tries.withLock { $0 } == [true, false])
             #expect(!lines.withLock { $0 }.contains { $0.contains("no longer holds the job's lease") }, "\(lines.withLock { $0 })")
             #expect(lines.withLock { $0 }.contains { $0.contains("could not write results; retrying") })
 

@@ -97,7 +97,10 @@ final class WorkerMetrics: Sendable {
             }
             inFlight.set(0, [priority])
         }
-        for operation in ["claim", "heartbeat"] { roundTrips.touch([operation]) }
+        for operation in ["claim", "heartbeat", "complete"] {
+            roundTrips.touch([operation])
+            databaseErrors.touch([operation])
+        }
         for outcome in ["requeued", "failed", "cancelled"] { rescues.touch([outcome]) }
     }
 

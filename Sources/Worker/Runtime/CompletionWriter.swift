@@ -41,17 +41,21 @@ final class CompletionWriter: Sendable {
     private let sleep: @Sendable (Duration) async throws -> Void
     /// Told of each outcome the fence refused: its job's lease had been taken over.
     private let leaseLost: @Sendable () -> Void
+    /// Told of each write-back statement, and whether it failed (the metrics' `complete`).
+    private let wrote: @Sendable (_ failed: Bool) -> Void
 
     /// - Parameters:
     ///   - sleep: how a pause between tries is waited out (tests make it endless, to show that
     ///     stopping cuts it short).
     ///   - leaseLost: told of each outcome refused because its job's lease was taken over.
+    ///   - wrote: told of each write-back statement, and whether it failed.
     init(
         store: QueueStore, worker: String, batchLimit: Int, logger: Logger,
         sleep: @escaping @Sendable (Duration) async throws -> Void = { try await Task.sleep(for: $0) },
-        leaseLost: @escaping @Sendable () -> Void = {}
+        leaseLost: @escaping @Sendable () -> Void = {}, wrote: @escaping @Sendable (_ failed: Bool) -> Void = { _ in }
     ) {
         self.leaseLost = leaseLost
+        self.wrote = wrote
         self.store = store
         self.worker = worker
         self.batchLimit = max(1, batchLimit)
@@ -191,7 +195,15 @@ final class CompletionWriter: Sendable {
         let triesBeforeSettingAside = batch.count == 1 && batch[0].setAside > 0 ? 1 : Self.attemptsBeforeSplitting
         while true {
             do {
-                let written = try await store.complete(worker: worker, batch.map(\.completion))
+                let written: [Int64: String]
+                do {
+                    written = try await store.complete(worker: worker, batch.map(\.completion))
+                    wrote(false)
+                } catch {
+                    // Counted: an outage's failed write-backs were in no metric (only in the log).
+                    if !Task.isCancelled { wrote(true) }
+                    throw error
+                }
                 // After a failed try, a job this try did not find may be one the failed try wrote
                 // (it committed, and the connection went before the answer came).
                 // (Looked at only then: every batch of a busy worker comes through here.)

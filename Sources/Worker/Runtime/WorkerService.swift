@@ -48,7 +48,8 @@ final class WorkerService: Sendable {
         metrics.concurrency.set(Double(configuration.concurrency))
         self.writer = CompletionWriter(
             store: store, worker: configuration.identity.id, batchLimit: configuration.completionBatchLimit,
-            logger: logger, leaseLost: { metrics.leasesLost.increment() }
+            logger: logger, leaseLost: { metrics.leasesLost.increment() },
+            wrote: { failed in metrics.roundTrip("complete", failed: failed) }
         )
         self.housekeeper = Housekeeper(
             store: store, worker: configuration.identity.id, instance: configuration.identity.instance,

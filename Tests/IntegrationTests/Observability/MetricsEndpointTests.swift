@@ -133,6 +133,8 @@ struct MetricsEndpointTests {
             #expect(text.value("switchyard_rescues_total", ["outcome": "requeued"]) == 0)
             #expect((text.value("switchyard_db_round_trips_total", ["operation": "claim"]) ?? 0) >= 1)
             #expect((text.value("switchyard_db_round_trips_total", ["operation": "heartbeat"]) ?? 0) >= 1)
+            #expect((text.value("switchyard_db_round_trips_total", ["operation": "complete"]) ?? 0) >= 1)
+            #expect(text.value("switchyard_db_errors_total", ["operation": "complete"]) == 0)
 
             let missing = try await Self.get("http://127.0.0.1:\(server.port)/other")
             #expect(missing.status == 404)
