@@ -191,7 +191,18 @@ struct ProviderSecretTests {
         }
         #expect(missing?.code == .missingAPIKey)
         #expect(missing?.description.contains("SWITCHYARD_TEST_OTHER_KEY") == true)
+        #expect(missing?.message.contains("is not set in this worker's environment") == true)
         Self.expectClean(missing, "missing key")
+        // Set to blanks: said so, not "not set" (a walkthrough looked for a variable it had set).
+        let blankProvider = OpenAIProvider(
+            transport: ProviderTestSupport.transport(), environment: ["SWITCHYARD_TEST_OTHER_KEY": "  "])
+        let blank = await ProviderTestSupport.providerError {
+            try await blankProvider.complete(
+                ProviderCall(request: ProviderTestSupport.request("hi"), model: model, timeout: .seconds(5)))
+        }
+        #expect(blank?.code == .missingAPIKey)
+        #expect(blank?.message.contains("SWITCHYARD_TEST_OTHER_KEY, named by model m's api_key_env, is set but blank") == true,
+                "\(String(describing: blank))")
 
         // Reading the key registers it: any log line that would show it shows [REDACTED].
         var withKey = model
@@ -217,6 +228,13 @@ struct ProviderSecretTests {
             model: "m")
         #expect(error.message == "bad key [REDACTED], Authorization: Bearer [REDACTED], api_key=\"[REDACTED]\"")
         #expect(ProviderError(.badRequest, "a normal message", model: "m").message == "a normal message")
+        // The sentence's full stop after a key stays (a walkthrough's 401 read "…provided: [REDACTED] You…").
+        #expect(ProviderError(.unauthorized, "Incorrect API key provided: sk-ant-test-SECRET456. You can find it.", model: "m")
+            .message == "Incorrect API key provided: [REDACTED]. You can find it.")
+        #expect(ProviderError(.unauthorized, "Incorrect API key provided: abc123xyz. Check it.", model: "m")
+            .message == "Incorrect API key provided: [REDACTED]. Check it.")
+        #expect(ProviderError(.unauthorized, "Authorization: Bearer abcdef.123456.", model: "m")
+            .message == "Authorization: Bearer [REDACTED].")
         #expect(ProviderError(.unauthorized, "key gsk_ab12************wxyz refused", model: "m").message
             == "key [REDACTED] refused")
         // A long run of key-like characters (a base64 image echoed back) with no mask in it: the

@@ -65,6 +65,24 @@ struct RouterPlanTests {
                 == true)
     }
 
+    /// A walkthrough's worker without a model's key was told every model was "unhealthy, busy, out
+    /// of rate budget or priced over the ceiling right now", and to retry later.
+    @Test("models this worker cannot call (a missing key) get their own hint, not a wait for health or prices")
+    func unavailableHereHint() {
+        let catalog = F.catalog([F.model("keyed", price: "0.001"), F.model("other", price: "0.001")])
+        var state = RoutingState()
+        state["keyed"].unavailableHere = "its API key variable K is not set in this worker's environment"
+        state["other"].unavailableHere = "its API key variable K is not set in this worker's environment"
+        let plan = Router(catalog: catalog).plan(for: F.request(), state: state)
+        #expect(plan.unroutable?.isTransient == true)
+        #expect(plan.unroutable?.hint.hasPrefix("this worker cannot call them for the reasons given") == true,
+                "\(String(describing: plan.unroutable))")
+        // One of them merely open: the general hint.
+        state["other"].unavailableHere = nil
+        state["other"].breaker = .open
+        #expect(Router(catalog: catalog).plan(for: F.request(), state: state).unroutable?.hint.hasPrefix("every model is unhealthy") == true)
+    }
+
     @Test("over the ceiling: transient only when a window can bring the model within it; a surcharge is no off-peak price")
     func ceilingAndWindows() throws {
         func model(_ name: String, windows: JSONValue) -> ModelSpec {

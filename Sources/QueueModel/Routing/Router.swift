@@ -209,8 +209,15 @@ public struct Router: Sendable {
             reason: "no model of rule \"\(rule.taskClass)\" can take this request (" + reasons.joined(separator: " | ")
                 + ")",
             hint: transient
-                ? "every model is unhealthy, busy, out of rate budget or priced over the ceiling right now "
-                    + "(a price window brings it within later); retry later"
+                ? (evaluations.filter { !$0.isPermanentlyDropped }.allSatisfy {
+                    $0.dropReasons.contains { $0.hasPrefix("not on this worker: ") }
+                }
+                    // A key this worker lacks is no passing state (a walkthrough's missing key was
+                    // told to wait for health and prices).
+                    ? "this worker cannot call them for the reasons given (a key not in its environment, a TLS "
+                        + "setting it was not given): fix that and restart it; workers that can call them take the job"
+                    : "every model is unhealthy, busy, out of rate budget or priced over the ceiling right now "
+                        + "(a price window brings it within later); retry later")
                 : permanentFixes(evaluations, rule: rule),
             isTransient: transient,
             isBusy: evaluations.contains { !$0.isPermanentlyDropped && !$0.isDroppedForMoreThanBusy }

@@ -162,7 +162,9 @@ final class FleetState: Sendable {
                     environment[variable]?.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty ?? true
                 else { continue }
                 skipHere(
-                    model, reason: "its API key variable \(variable) is not set in this worker's environment",
+                    model,
+                    reason: "its API key variable \(variable) is "
+                        + (environment[variable] == nil ? "not set" : "set but blank") + " in this worker's environment",
                     hint: "set \(variable) and restart the worker, or change api_key_env in the catalog")
             }
         } catch {

@@ -38,8 +38,8 @@ enum ProviderEndpoint {
         guard let key = environment[variable]?.trimmingCharacters(in: .whitespacesAndNewlines), !key.isEmpty else {
             throw ProviderError(
                 .missingAPIKey,
-                "the environment variable \(variable), named by model \(model.name)'s api_key_env, is not set "
-                    + "in this worker's environment",
+                "the environment variable \(variable), named by model \(model.name)'s api_key_env, is "
+                    + (environment[variable] == nil ? "not set" : "set but blank") + " in this worker's environment",
                 hint:
                     "set \(variable) in the worker's environment and restart it, or change api_key_env in the catalog",
                 model: model.name)

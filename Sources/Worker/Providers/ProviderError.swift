@@ -140,14 +140,16 @@ public struct ProviderError: Error, Sendable, CustomStringConvertible {
         return result
     }
 
+    // A key ends with a letter, digit, `_`, `*` or `-`: the sentence's full stop after it stays
+    // ("…provided: [REDACTED]. You can…").
     private static let keyPatterns: [(pattern: String, template: String)] = [
-        (#"\bsk-[A-Za-z0-9_*.\-]{6,}"#, "[REDACTED]"),
+        (#"\bsk-[A-Za-z0-9_*.\-]{5,}[A-Za-z0-9_*\-]"#, "[REDACTED]"),
         // A key the provider masked, whatever its shape: "gsk_abc1************wxyz". Matched only
         // from the start of a run, and the run taken whole (possessive): tried at every position
         // of a long run with no asterisks, it took time growing with the square of the run.
         (#"(?<![A-Za-z0-9_.\-])[A-Za-z0-9_.\-]{3,}+\*{4,}[A-Za-z0-9_.\-]*"#, "[REDACTED]"),
-        (#"(?i)\b(api key provided:\s*)\S+"#, "$1[REDACTED]"),
-        (#"(?i)\b(bearer\s+)[A-Za-z0-9_*.\-]{6,}"#, "$1[REDACTED]"),
-        (#"(?i)\b(x-api-key|api[_-]?key)(["']?\s*[:=]\s*["']?)[A-Za-z0-9_*.\-]{6,}"#, "$1$2[REDACTED]"),
+        (#"(?i)\b(api key provided:\s*)(?!\[REDACTED\])\S*[^\s.,;:!?)"']"#, "$1[REDACTED]"),
+        (#"(?i)\b(bearer\s+)[A-Za-z0-9_*.\-]{5,}[A-Za-z0-9_*\-]"#, "$1[REDACTED]"),
+        (#"(?i)\b(x-api-key|api[_-]?key)(["']?\s*[:=]\s*["']?)[A-Za-z0-9_*.\-]{5,}[A-Za-z0-9_*\-]"#, "$1$2[REDACTED]"),
     ]
 }
