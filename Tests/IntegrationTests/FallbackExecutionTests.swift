@@ -312,6 +312,14 @@ struct FallbackExecutionTests {
             #expect(try await pool.query(
                 "SELECT switchyard.is_model_error('quota_exhausted', 400) AND NOT switchyard.is_model_error('error', 400)"
             ).scalar(Bool.self))
+            // Its breaker is open now: the next job goes to secondary, and says why primary was not tried
+            // (the model that answered read as the rule's primary, and only status told of the breaker).
+            let next = try await Self.submitAndWait(store, Self.chat())
+            #expect(next["model"] == "secondary")
+            #expect(Self.trail(next).map(\.model) == ["secondary"])
+            #expect(next["metadata"]?["passed_over"] == [
+                ["model": "primary", "reason": "its breaker is open (or a probe of it is in flight)"],
+            ], "\(String(describing: next["metadata"]))")
         }
     }
 

@@ -88,6 +88,20 @@ struct RoutingExecutor: JobExecutor {
                 "model": .string(requested), "reason": .string(reason + "; the rule's models ran instead"),
             ]
         }
+        // A model of the rule kept out for its health, or because this worker cannot call it: said
+        // (the model that answered read as the rule's primary, and only status told of the breaker).
+        if let rule = plan.rule, !plan.attempts.isEmpty {
+            let planned = Set(plan.attempts.map(\.model.name))
+            let passedOver: [JSONValue] = ([rule.primary] + rule.fallbacks).filter { !planned.contains($0) }.compactMap { name in
+                guard let model = state.models[name] else { return nil }
+                let reason =
+                    if let here = model.unavailableHere { "not on this worker: \(here)" }
+                    else if model.breaker == .open { "its breaker is open (or a probe of it is in flight)" }
+                    else { nil as String? }
+                return reason.map { ["model": .string(name), "reason": .string($0)] }
+            }
+            if !passedOver.isEmpty { routeMetadata["passed_over"] = .array(passedOver) }
+        }
         if router.isUnservedClass(plan.classification) {
             let rules = router.catalog.rules.map(\.taskClass).filter { $0 != RuleMatcher.defaultRule }
             routeMetadata["task_class"] = [
