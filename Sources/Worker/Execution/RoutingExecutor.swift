@@ -90,15 +90,18 @@ struct RoutingExecutor: JobExecutor {
         }
         // A model of the rule kept out for its health, or because this worker cannot call it: said
         // (the model that answered read as the rule's primary, and only status told of the breaker).
+        // (Looked at per job: nothing is built unless a model is missing from the plan.)
         if let rule = plan.rule, !plan.attempts.isEmpty {
-            let planned = Set(plan.attempts.map(\.model.name))
-            let passedOver: [JSONValue] = ([rule.primary] + rule.fallbacks).filter { !planned.contains($0) }.compactMap { name in
-                guard let model = state.models[name] else { return nil }
+            var passedOver: [JSONValue] = []
+            for index in -1..<rule.fallbacks.count {
+                let name = index < 0 ? rule.primary : rule.fallbacks[index]
+                if plan.attempts.contains(where: { $0.model.name == name }) { continue }
+                guard let model = state.models[name] else { continue }
                 let reason =
                     if let here = model.unavailableHere { "not on this worker: \(here)" }
                     else if model.breaker == .open { "its breaker is open (or a probe of it is in flight)" }
                     else { nil as String? }
-                return reason.map { ["model": .string(name), "reason": .string($0)] }
+                if let reason { passedOver.append(["model": .string(name), "reason": .string(reason)]) }
             }
             if !passedOver.isEmpty { routeMetadata["passed_over"] = .array(passedOver) }
         }
