@@ -330,6 +330,50 @@ struct OffPeakExecutionTests {
         }
     }
 
+    /// A cost walkthrough raised its rule's own ceiling, as the waiting job's reason said to, and
+    /// moved a model's cheap window to now: the jobs went on waiting an hour with the old reason.
+    @Test("a catalog change releases postponed jobs; an import that changes nothing does not")
+    func catalogChangesReleasePostponements() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let catalogs = CatalogStore(pool: pool)
+            _ = try await catalogs.importDocument(Data(Self.catalog.utf8))
+            let store = QueueStore(pool: pool)
+            // Submits a job and postpones every queued one (a released one too), as a worker would.
+            func postponeOne() async throws -> Int64 {
+                let id = try await Self.submit(store, nil, priority: .background)
+                let jobs = try await store.claim(worker: "w", freeSlots: 10, backgroundSlots: 10, lease: .seconds(30))
+                #expect(jobs.contains { $0.id == id })
+                _ = try await store.complete(worker: "w", jobs.map { job in
+                    Completion(jobID: job.id, attempt: job.attempt, kind: .postpone, retryAt: Date().addingTimeInterval(3600))
+                })
+                return id
+            }
+            func waiting(_ id: Int64) async throws -> Bool {
+                try await pool.query(
+                    "SELECT run_at > now() AND postponed_at IS NOT NULL FROM switchyard.jobs WHERE id = $1", [id]
+                ).scalar(Bool.self)
+            }
+            let first = try await postponeOne()
+            // The same catalog again: nothing written, nothing moves.
+            let same = try await catalogs.importDocument(Data(Self.catalog.utf8))
+            #expect(same.changes.isEmpty)
+            #expect(try await waiting(first))
+            // A rule's own ceiling raised: back in the queue at once.
+            let ceiling = Self.catalog.replacingOccurrences(
+                of: #""premium_only": {"primary": "premium"}"#,
+                with: #""premium_only": {"primary": "premium", "settings": {"background_max_cost_per_1k": 0.5}}"#)
+            #expect(ceiling != Self.catalog)
+            _ = try await catalogs.importDocument(Data(ceiling.utf8))
+            #expect(try await !waiting(first))
+            // A model's price window moved: likewise.
+            let second = try await postponeOne()
+            let window = ceiling.replacingOccurrences(of: #""multiplier": 0.1"#, with: #""multiplier": 0.2"#)
+            #expect(window != ceiling)
+            _ = try await catalogs.importDocument(Data(window.utf8))
+            #expect(try await !waiting(second))
+        }
+    }
+
     @Test("a write-back that postpones waits for a policy change before it locks any job row (no deadlock)")
     func postponingBatchLocksNothingWhileWaiting() async throws {
         try await TestDatabase.withMigratedPool { pool in
