@@ -176,6 +176,14 @@ struct CatalogCommandTests {
             let plan = try JSONValue(parsing: json.output)
             #expect(plan["attempts"]?.arrayValue?.isEmpty == true)
             #expect(plan["background"]?["limits"] == "ceiling $0.0005/1K")
+            // Paused: it waits, whatever the price (a cost walkthrough was told "runs now").
+            #expect(try await dispatcher(["background", "pause", "--database-url", url]).status == 0)
+            let paused = try await dispatcher(
+                ["route", "--explain", "--prompt", "Write a haiku about autumn", "--priority", "background",
+                 "--database-url", url])
+            #expect(paused.output.contains(
+                "policy    background paused: waits until dispatcher background resume"), "\(paused.output)")
+            #expect(try await dispatcher(["background", "resume", "--database-url", url]).status == 0)
             #expect(try await dispatcher(["background", "ceiling", "none", "--database-url", url]).status == 0)
             let cleared = try await dispatcher(
                 ["route", "--explain", "--prompt", "Write a haiku about autumn", "--priority", "background",

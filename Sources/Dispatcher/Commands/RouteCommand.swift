@@ -107,6 +107,12 @@ enum RouteCommand {
         _ request: RoutingRequest, router: Router, planner: OffPeakPlanner, state: RoutingState, now: Date
     ) -> Explained {
         let plan = router.plan(for: request, state: state)
+        // Paused, no background job is claimed, whatever the price or its deadline (it said "runs now").
+        if request.priority == .background, planner.policy.paused {
+            return Explained(
+                plan: plan,
+                background: ("paused", "waits until dispatcher background resume (a deadline does not override a pause)"))
+        }
         guard !plan.attempts.isEmpty, let constrained = planner.constrained(request, rule: plan.rule, now: now) else {
             return Explained(plan: plan)
         }
