@@ -430,10 +430,27 @@ struct CatalogCommandTests {
             #expect(junk == 2 && junkOutput.contains("the ceiling must be a price"), "\(junkOutput)")
             let (none, noneOutput) = try await dispatcher(["background", "ceiling", "none", "--tiers", "none", "--database-url", url])
             #expect(none == 2 && noneOutput.contains("--tiers none would allow only a tier named \"none\""), "\(noneOutput)")
+            // Every tier named unknown: no background job could run, so refused, nothing changed (a cost
+            // walkthrough's typo closed the gate for all background work, with a warning).
             let (status, output) = try await dispatcher(
-                ["background", "ceiling", "0.001", "--tiers", "chaep", "--database-url", url])
-            #expect(status == 0, "\(output)")
-            #expect(output.contains(#"warning: no model in the catalog has tier "chaep" (did you mean "cheap"?)"#), "\(output)")
+                ["background", "ceiling", "0.002", "--tiers", "chaep", "--database-url", url])
+            #expect(status == 2, "\(output)")
+            #expect(output.contains(#"no model in the catalog has tier "chaep" (did you mean "cheap"?): no background job could run; nothing was changed"#), "\(output)")
+            #expect(try await pool.query(
+                "SELECT count(*) FROM switchyard.settings WHERE name IN ('background_tiers', 'background_max_cost_per_1k') AND value <> ''"
+            ).scalar(Int.self) == 0)
+            // One of several unknown: taken, with a warning.
+            let (partly, partlyOutput) = try await dispatcher(
+                ["background", "ceiling", "0.001", "--tiers", "cheap,chaep", "--database-url", url])
+            #expect(partly == 0, "\(partlyOutput)")
+            #expect(partlyOutput.contains(#"warning: no model in the catalog has tier "chaep" (did you mean "cheap"?)"#), "\(partlyOutput)")
+            let (two, twoOutput) = try await dispatcher(["background", "ceiling", "0.001", "0.002", "--database-url", url])
+            #expect(two == 2 && twoOutput.contains("ceiling takes one price (got 0.001 0.002)"), "\(twoOutput)")
+            // status --json: the figures, the ceiling and tiers with them.
+            let (json, jsonOutput) = try await dispatcher(["background", "status", "--json", "--database-url", url])
+            #expect(json == 0, "\(jsonOutput)")
+            let figures = try JSONValue(parsing: jsonOutput)
+            #expect(figures["max_cost_per_1k"] == "0.001" && figures["tiers"] == ["chaep", "cheap"], "\(jsonOutput)")
             // More decimal places than a price has, as the catalog's: refused the same way.
             let (fine, fineOutput) = try await dispatcher(["background", "ceiling", "0.00000000001", "--database-url", url])
             #expect(fine == 2 && fineOutput.contains("at most 10 decimal places"), "\(fineOutput)")

@@ -50,8 +50,11 @@ struct OffPeakTests {
             #expect(backlog.liveWorkers == 0 && backlog.drainedAt == nil)
             // A dash before the reason: brackets nested with the reason's own read "closed (… (…))".
             try await BackgroundPolicy.set("background_paused", to: "true", in: pool)
-            #expect(try await BacklogStatus.load(pool).lines.contains(
-                "  gate: closed — background work is paused (dispatcher background resume)"))
+            let paused = try await BacklogStatus.load(pool)
+            #expect(paused.lines.contains("  gate: closed — background work is paused (dispatcher background resume)"))
+            // Said as paused, not "not draining now" beside "draining until …, PAUSED".
+            #expect(paused.lines.last?.hasSuffix("; paused: nothing starts until dispatcher background resume") == true,
+                    "\(paused.lines)")
             try await BackgroundPolicy.set("background_paused", to: "false", in: pool)
             #expect(backlog.lines.last == "  pace: 0.4 jobs/min over the last 10 minutes; not draining now: no worker is running")
             let worker = WorkerIdentity(id: "w", concurrency: 1, hostname: "h", pid: 1, version: "t")
@@ -70,6 +73,15 @@ struct OffPeakTests {
             #expect(backlog.lines.last?.hasPrefix("  pace: 6.4 jobs/min over the last 10 minutes, ") == true
                 && backlog.lines.last?.contains("/min in the last minute; the 1 queued and running drained by ") == true,
                 "\(backlog.lines)")
+            // A rule's own ceiling is shown beside the global one (a cost walkthrough found it nowhere).
+            _ = try await CatalogStore(pool: pool).importDocument(Data(#"""
+                {"models": {"m": {"provider": "simulated"}},
+                 "routing_rules": {"classify": {"primary": "m", "settings": {"background_max_cost_per_1k": 0.0005}}}}
+                """#.utf8))
+            try await BackgroundPolicy.set("background_max_cost_per_1k", to: "0.001", in: pool)
+            let ceilings = try await BacklogStatus.load(pool)
+            #expect(ceilings.lines.contains("  ceiling: $0.001/1K (rule classify: $0.0005/1K)"), "\(ceilings.lines)")
+            #expect(ceilings.json["rule_ceilings"] == ["classify": "0.0005"])
         }
     }
 

@@ -5,7 +5,7 @@ import QueueModel
 /// `dispatcher background pause | resume | drain --until TIME | status`.
 enum BackgroundCommand {
     static let usage = """
-        usage: dispatcher background status
+        usage: dispatcher background status [--json]
                dispatcher background pause
                dispatcher background resume
                dispatcher background drain --until TIME
@@ -15,8 +15,9 @@ enum BackgroundCommand {
         1K tokens, input and output averaged; off-peak windows count), unless a job's deadline
         is too near to wait. Workers never claim background work that may not run now.
 
-          status    the backlog, the gate (open or closed, and why), the next cheap window, and
-                    when the backlog will be drained at the current pace
+          status    the backlog, the gate (open or closed, and why), the next cheap window, the
+                    ceilings (global and rules' own), and when the backlog will be drained at the
+                    current pace; --json for the figures as JSON
           pause     stop starting background jobs (running ones finish); deadlines do not override it
           resume    undo pause
           drain     ignore the ceiling until TIME (ISO 8601, or a duration from now like 2h), and
@@ -29,7 +30,7 @@ enum BackgroundCommand {
 
     static func run(_ words: [String]) async throws -> Int32 {
         let arguments = try Arguments(
-            words, command: "dispatcher background", options: ["until", "tiers", "database-url"]
+            words, command: "dispatcher background", options: ["until", "tiers", "database-url"], flags: ["json"]
         )
         guard let action = arguments.positionals.first, !arguments.flag("help") else {
             print(usage)
@@ -44,6 +45,10 @@ enum BackgroundCommand {
             throw QueueError(
                 .invalidInput, "--\(option) is for dispatcher background \(owner), not \(action); nothing was changed",
                 hint: usage)
+        }
+        if arguments.flag("json"), action != "status" {
+            throw QueueError(
+                .invalidInput, "--json is for dispatcher background status, not \(action); nothing was changed", hint: usage)
         }
         let pool = try Database.pool(arguments, applicationName: "switchyard-background", maxConnections: 1)
         defer { Task { await pool.close() } }
@@ -72,23 +77,42 @@ enum BackgroundCommand {
             if until > Date() {
                 try await BackgroundPolicy.set("background_drain_until", to: until.postgresText, in: pool)
                 print("draining: background work ignores its price ceiling until \(until.formatted(.iso8601))")
+                // A pause outranks a drain: said, not left to be found (nothing moved).
+                if try await BackgroundPolicy.load(pool).paused {
+                    printError("note: background work is paused: nothing runs, drained or not, until dispatcher "
+                        + "background resume (the drain lasts until \(until.formatted(.iso8601)))")
+                }
             } else {
                 try await BackgroundPolicy.set("background_drain_until", to: "", in: pool)
                 print("not draining: background work keeps to its price ceiling again")
             }
         case "ceiling":
             guard arguments.positionals.count == 2 else {
-                throw QueueError(.invalidInput, "ceiling needs a price per 1K tokens, or none", hint: usage)
+                throw QueueError(
+                    .invalidInput,
+                    arguments.positionals.count > 2
+                        ? "ceiling takes one price (got \(arguments.positionals.dropFirst().joined(separator: " ")))"
+                        : "ceiling needs a price per 1K tokens, or none",
+                    hint: usage)
             }
             let price = try ceiling(arguments.positionals[1], name: "the ceiling")
-            let allowed = try arguments.value("tiers").map { try tiers($0) }
+            let allowed = try arguments.value("tiers").map { try Self.tiers($0) }
+            // Checked before anything is written.
+            let named = (allowed ?? nil)?.sorted() ?? []
+            let known = allowed == nil ? [] : Set(try await CatalogStore(pool: pool).load().models.map(\.tier))
+            if !named.isEmpty, !known.isEmpty, named.allSatisfy({ !known.contains($0) }) {
+                // Every one unknown (--tiers chaep): no background job could ever run.
+                throw QueueError(
+                    .invalidInput,
+                    "no model in the catalog has tier " + named.map { "\"\($0)\"" }.joined(separator: " or ")
+                        + "\(CatalogProblem.didYouMean(named[0], among: known)): no background job could run; "
+                        + "nothing was changed",
+                    hint: "the catalog's tiers: \(known.sorted().joined(separator: ", ")) (dispatcher models list)")
+            }
             try await BackgroundPolicy.set("background_max_cost_per_1k", to: price?.description ?? "", in: pool)
-            if let allowed {
-                let tiers = (allowed ?? []).sorted()
-                try await BackgroundPolicy.set("background_tiers", to: tiers.joined(separator: ","), in: pool)
-                // Tiers are the catalog's free text: one no model has holds back all background work.
-                let known = Set(try await CatalogStore(pool: pool).load().models.map(\.tier))
-                for tier in tiers where !known.contains(tier) {
+            if allowed != nil {
+                try await BackgroundPolicy.set("background_tiers", to: named.joined(separator: ","), in: pool)
+                for tier in named where !known.contains(tier) {
                     printError(
                         "warning: no model in the catalog has tier \"\(tier)\""
                             + "\(CatalogProblem.didYouMean(tier, among: known)); background work on it alone waits")
@@ -99,7 +123,7 @@ enum BackgroundCommand {
             throw QueueError(.invalidInput, "unknown background command \"\(action)\"", hint: usage)
         }
         let status = try await BacklogStatus.load(pool)
-        print(status.lines.joined(separator: "\n"))
+        print(arguments.flag("json") ? status.json.prettyText : status.lines.joined(separator: "\n"))
         return ExitCode.success
     }
 

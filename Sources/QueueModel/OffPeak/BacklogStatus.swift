@@ -21,6 +21,9 @@ public struct BacklogStatus: Sendable {
     public var policy: BackgroundPolicy
     /// Workers whose heartbeat is younger than their lease.
     public var liveWorkers: Int
+    /// Rules with a background ceiling of their own (settings.background_max_cost_per_1k), by name:
+    /// shown beside the global one (a cost walkthrough found them nowhere).
+    public var ruleCeilings: [(rule: String, ceiling: String)] = []
 
     /// The pace the drain time is reckoned at: the last minute's when it is faster (a drain or
     /// a cheap window just began: a figures audit read "drained by" 40 minutes off from the
@@ -57,14 +60,39 @@ public struct BacklogStatus: Sendable {
         ).first else {
             throw QueueError(.database, "the backlog query returned nothing")
         }
+        let ruleCeilings = try await pool.query(
+            """
+            SELECT task_class, settings ->> 'background_max_cost_per_1k' AS ceiling FROM switchyard.routes
+            WHERE jsonb_typeof(settings -> 'background_max_cost_per_1k') = 'number' ORDER BY task_class
+            """
+        ).map { (rule: try $0.decode("task_class", as: String.self), ceiling: try $0.decode("ceiling", as: String.self)) }
         return BacklogStatus(
             queued: try row.decode("queued"), waiting: try row.decode("waiting"),
             nextWaitingAt: try row.decode("next_waiting_at", as: Date?.self), running: try row.decode("running"),
             gate: try await BackgroundGate.check(pool),
             perMinute: Double(truncating: try row.decode("per_minute", as: Decimal.self) as NSNumber),
             lastMinute: Double(truncating: try row.decode("last_minute", as: Decimal.self) as NSNumber),
-            policy: try await BackgroundPolicy.load(pool), liveWorkers: try row.decode("live_workers")
+            policy: try await BackgroundPolicy.load(pool), liveWorkers: try row.decode("live_workers"),
+            ruleCeilings: ruleCeilings
         )
+    }
+
+    /// The figures as JSON (`status --json`'s background object, `background status --json`).
+    public var json: JSONValue {
+        var json: [String: JSONValue] = [
+            "queued": .number(Double(queued)), "running": .number(Double(running)), "waiting": .number(Double(waiting)),
+            "gate_open": .bool(gate.isOpen), "gate_reason": .string(gate.reason),
+            "per_minute": .number(perMinute), "last_minute": .number(lastMinute), "paused": .bool(policy.paused),
+            "max_cost_per_1k": policy.maxCostPer1K.map { .string($0.description) } ?? .null,
+            "tiers": policy.tiers.map { .array($0.sorted().map(JSONValue.string)) } ?? .null,
+            "rule_ceilings": .object(Dictionary(
+                ruleCeilings.map { ($0.rule, JSONValue.string($0.ceiling)) }, uniquingKeysWith: { first, _ in first })),
+        ]
+        if let next = gate.nextOpenAt { json["next_cheap_window"] = .string(next.postgresText) }
+        if let next = nextWaitingAt { json["next_waiting_at"] = .string(next.postgresText) }
+        if let done = drainedAt { json["drained_by"] = .string(done.postgresText) }
+        if let drain = policy.drainUntil, drain > Date() { json["draining_until"] = .string(drain.postgresText) }
+        return .object(json)
     }
 
     /// Lines for `dispatcher status` and `dispatcher background status`.
@@ -76,14 +104,24 @@ public struct BacklogStatus: Sendable {
         // A dash, not brackets: reasons carry their own ("paused (dispatcher background resume)").
         var gateLine = "  gate: " + (gate.isOpen ? "open" : "closed") + " — \(gate.reason)"
         if let next = gate.nextOpenAt { gateLine += "; next cheap window \(next.formatted(.iso8601))" }
+        // The gate opens for all when one model is within a ceiling: a job whose rule has none waits
+        // (a cost walkthrough read "open — chat-fast is within…" beside 12 jobs its rules held back).
+        if gate.isOpen, waiting > 0, !policy.paused {
+            gateLine += " (for the fleet: a job whose rule has no model within it is put off; route --explain says why)"
+        }
         lines.append(gateLine)
         var ceiling = "  ceiling: " + (policy.maxCostPer1K.map { "$\($0)/1K" } ?? "none")
+        if !ruleCeilings.isEmpty {
+            ceiling += " (" + ruleCeilings.map { "rule \($0.rule): $\($0.ceiling)/1K" }.joined(separator: ", ") + ")"
+        }
         if let tiers = policy.tiers { ceiling += ", tiers \(tiers.sorted().joined(separator: ","))" }
         if let drain = policy.drainUntil, drain > Date() { ceiling += ", draining until \(drain.formatted(.iso8601))" }
         if policy.paused { ceiling += ", PAUSED" }
         lines.append(ceiling)
         let pace = "  pace: \(String(format: "%.1f", perMinute)) jobs/min over the last 10 minutes"
-        if queued == 0 {
+        if policy.paused {
+            lines.append("\(pace); paused: nothing starts until dispatcher background resume")
+        } else if queued == 0 {
             lines.append("\(pace); nothing queued now")
         } else if let done = drainedAt {
             let recent = lastMinute > perMinute ? ", \(Int(lastMinute.rounded()))/min in the last minute" : ""
