@@ -16,7 +16,7 @@ enum DispatcherCommand {
           retry      submit a failed, cancelled or expired job again
           prune      drop results older than a given age (whole partitions)
           background pause, resume or drain background work; its price ceiling and backlog
-          simulate   a month of traffic in simulated time: what off-peak draining saves
+          simulate   a month of traffic in simulated time: what the background price policy saves
           migrate    apply schema migrations to DATABASE_URL (--status to only show them)
           models     the model catalog and routing rules: import FILE.json, list, prices, export
           route      explain the routing plan for a request (--explain), without running it

@@ -19,8 +19,8 @@ enum ReportCommand {
 
         savings: what the finished jobs cost, against running every one of them on its rule's
         primary model at list (peak) price, by priority and by reason (another model than the
-        primary, negative when a dearer one was chosen; an off-peak window), with the jobs a
-        deadline escalated past their price ceiling.
+        primary, negative when a dearer one was chosen; an off-peak window), with the jobs that
+        ran past their price ceiling (a deadline escalated them, or a drain set it aside).
 
           --since TIME|DURATION  from an ISO 8601 time or an age like 30d (default: every result
                                  kept, back to what prune left)

@@ -2,7 +2,7 @@ import Foundation
 import Postgres
 
 /// Decides how a job runs under the background policy: within its price ceiling now, escalated
-/// to any eligible model because its deadline is near, or postponed to the next cheap window.
+/// past the ceiling on its rule's plan because its deadline is near, or postponed to the next cheap window.
 ///
 /// Pure: the worker's executor and the off-peak simulation make the same decisions with it.
 public struct OffPeakPlanner: Sendable {
