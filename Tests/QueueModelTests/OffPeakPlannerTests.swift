@@ -112,7 +112,7 @@ struct OffPeakPlannerTests {
         #expect(escalation == nil)
     }
 
-    @Test("near its deadline, background work runs on any model, and says why")
+    @Test("near its deadline, background work runs past its ceiling, cheapest model first, and says why")
     func escalatesNearTheDeadline() {
         let noon = Self.date("2026-11-26T12:00:00Z")
         let decision = Self.planner(Self.ceiling).decide(
@@ -123,9 +123,24 @@ struct OffPeakPlannerTests {
             Issue.record("expected a plan, got \(decision)")
             return
         }
-        #expect(plan.attempts.first?.model.name == "premium")
+        // The ceiling lifted as little as it can be: budget ($0.002 at noon) before premium ($0.01),
+        // the rule's order for interactive work (a cost walkthrough's escalations all ran on the
+        // primary, at 4.5 times the price).
+        #expect(plan.attempts.map(\.model.name) == ["budget", "premium"])
+        #expect(plan.attempts.map(\.tier) == [.primary, .secondary])
         #expect(escalation?.contains("within its escalation horizon of 109 s") == true)
         #expect(escalation?.contains("no model is within the background ceiling of $0.001/1K") == true)
+        #expect(escalation?.hasSuffix("; its models in the order of their price now, cheapest first") == true)
+        // A model the request names stays first.
+        var named = Self.request(.background)
+        named.body["model"] = "premium"
+        guard case .run(let namedPlan, _) = Self.planner(Self.ceiling).decide(
+            named, deadline: noon.addingTimeInterval(90), maxAttempts: 3, state: Self.state(at: noon), now: noon)
+        else {
+            Issue.record("expected a plan")
+            return
+        }
+        #expect(namedPlan.attempts.first?.model.name == "premium")
 
         // With the deadline further away, it waits — but no later than its escalation point.
         let later = Self.planner(Self.ceiling).decide(
