@@ -33,6 +33,9 @@ public struct Alert: Sendable, Hashable {
         case "error_rate": return String(format: "%.1f%%", lastValue * 100)
         case "latency", "queue_wait": return "\(Int(lastValue.rounded())) ms"
         case "backlog_deadlines": return "\(Int(lastValue.rounded())) jobs"
+        case "breaker":
+            let seconds = Int(lastValue.rounded(.down))
+            return seconds >= 60 ? "out for \(seconds / 60) min \(seconds % 60) s" : "out for \(seconds) s"
         default: return String(format: "%g", lastValue)
         }
     }

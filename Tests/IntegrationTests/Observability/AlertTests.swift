@@ -358,12 +358,50 @@ struct AlertTests {
             try await ResultRow.insert(
                 Self.calls("flaky", count: 100, end: later, spread: 60, firstJob: 1000), into: pool)
             let cleared = try await alerts.evaluate(at: later)
-            #expect(cleared.map(\.event) == [.cleared])
+            #expect(cleared.first?.event == .cleared)
             #expect(cleared.first?.alertID == event.alertID)
             #expect(cleared.first?.value == 0)
             let row = try #require(try await alerts.recent().first { $0.id == event.alertID })
             #expect(row.clearedAt == later && row.openedAt == at)
+            // No probe has closed its breaker (nothing calls flaky here): six minutes out of rotation
+            // raise the breaker alert, which opens nothing and clears when the breaker closes.
+            let outage = try #require(cleared.last)
+            #expect(cleared.count == 2 && outage.event == .raised && outage.kind == "breaker" && outage.subject == "flaky",
+                    "\(cleared)")
+            #expect(outage.message.hasPrefix("model flaky: out of rotation for 5 min "), "\(outage.message)")
+            try await pool.query("UPDATE switchyard.model_health SET state = 'closed', opened_at = NULL WHERE model = 'flaky'")
+            let closed = try await alerts.evaluate(at: later.addingTimeInterval(10))
+            #expect(closed.map(\.event) == [.cleared] && closed.first?.message == "model flaky: its breaker is closed",
+                    "\(closed)")
             #expect(try await alerts.open().isEmpty)
+        }
+    }
+
+    /// An on-call walkthrough's primary answered every call with a 503: its breaker opened at once
+    /// and again at each failed probe, and no alert was raised (the error-rate rule never had its
+    /// 50 calls).
+    @Test("a breaker not closed for alert_breaker_open_seconds raises the breaker alert, through reopenings")
+    func breakerOutOfRotation() async throws {
+        try await Self.withCatalog { pool in
+            let alerts = AlertStore(pool: pool)
+            let at = try await ResultRow.databaseNow(pool)
+            try await pool.query(
+                "INSERT INTO switchyard.model_health (model, state, opened_at, reason) VALUES ('flaky', 'open', $1, '5 failures in a row')",
+                [at])
+            #expect(try await alerts.evaluate(at: at.addingTimeInterval(60)).isEmpty)
+            // A failed probe opens it again (a new opened_at): it has been out since the first opening.
+            try await pool.query(
+                "UPDATE switchyard.model_health SET state = 'open', opened_at = $1, reason = 'a probe failed while half-open'",
+                [at.addingTimeInterval(90)])
+            let raised = try await alerts.evaluate(at: at.addingTimeInterval(125))
+            #expect(raised.map(\.kind) == ["breaker"] && raised.first?.event == .raised, "\(raised)")
+            #expect(raised.first?.value == 125)
+            #expect(raised.first?.message.contains("a probe failed while half-open") == true, "\(String(describing: raised.first))")
+            // Its own breaker is open: the alert opens nothing, and a steady model keeps its traffic.
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.model_health WHERE model = 'steady'").scalar(Int.self) == 0)
+            // Off: measured no more, and the open one is cleared.
+            try await pool.query("UPDATE switchyard.settings SET value = 'off' WHERE name = 'alert_breaker_open_seconds'")
+            #expect(try await alerts.evaluate(at: at.addingTimeInterval(130)).map(\.event) == [.cleared])
         }
     }
 
