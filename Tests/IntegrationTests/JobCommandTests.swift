@@ -92,6 +92,19 @@ struct JobCommandTests {
         }
     }
 
+    /// A docs walkthrough: prune never said how many partitions it dropped when it dropped none.
+    @Test("prune says what it did, nothing included")
+    func pruneSaysNothingDropped() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let (status, output) = try await dispatcher(
+                ["prune", "--older-than", "30d"], stdin: "", url: pool.configuration.effectiveConnectionString)
+            #expect(status == 0, "\(output)")
+            #expect(output.split(separator: "\n") == [
+                "daily results partitions dropped: 0", "rows in results_default: 0 removed", "idempotency keys: 0 removed",
+            ], "\(output)")
+        }
+    }
+
     /// `2026-11-28 22:00:00`, as the dispatcher writes a time (UTC).
     static func clock(_ date: Date) -> String {
         var calendar = Calendar(identifier: .gregorian)

@@ -51,6 +51,13 @@ struct WorkerServiceTests {
         }
     }
 
+    /// A docs walkthrough's `--simulated-latency 15s` worker answered as "simulated-instant".
+    @Test("the built-in simulated model is named for its latency")
+    func simulatedModelName() {
+        #expect(SimulatedExecutor().model == "simulated-instant")
+        #expect(SimulatedExecutor(latency: .seconds(15)).model == "simulated-15s")
+    }
+
     @Test("the default worker id is HOST-PID and four random hex digits, drawn at each start")
     func defaultIdentity() throws {
         let arguments = try Arguments(

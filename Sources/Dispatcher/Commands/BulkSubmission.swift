@@ -155,14 +155,18 @@ struct BulkSubmission {
         rejections: [Rejection]
     ) -> QueueError {
         let resumeLine = inFlight.lowerBound
-        let reason = (error as? QueueError)?.message ?? (error as? PostgresError)?.message ?? "\(error)"
+        // On one line: libpq's words for a lost connection come on two, which split the sentence.
+        let reason = ((error as? QueueError)?.message ?? (error as? PostgresError)?.message ?? "\(error)")
+            .split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
+            .filter { !$0.isEmpty }.joined(separator: " ")
         // Not connected, the batch was never sent: nothing is in doubt.
         let sentNothing = (error as? PostgresError)?.sentNothing == true
         // Lines of the unfinished batch already refused on reading are read again on the rerun.
         let rejections = rejections.filter { $0.line < resumeLine }
         if json {
             let summary: JSONValue = [
-                "submitted": .number(Double(submitted)), "jobs": .number(Double(Set(ids).count)),
+                // The keys of a whole run's summary; which keys named earlier jobs is not known here.
+                "submitted": .number(Double(submitted)), "jobs": .number(Double(Set(ids).count)), "new_jobs": .null,
                 "rejected": .number(Double(rejections.count)), "ids": .array(ids.map { .number(Double($0)) }),
                 "rejections": .array(rejections.map { ["line": .number(Double($0.line)), "error": .string($0.reason)] }),
                 "error": .string(reason), "resume_from_line": .number(Double(resumeLine)),

@@ -282,6 +282,7 @@ enum JobCommands {
         try await Migrator().requireCurrent(store.pool)
         var defaultRows = 0
         var keys = 0
+        var partitions = 0
         var waits = 0
         while true {
             let step: (item: String, removed: Int)?
@@ -307,9 +308,13 @@ enum JobCommands {
             switch step.item {
             case "rows in results_default": defaultRows += step.removed
             case "idempotency keys": keys += step.removed
-            default: print("\(step.item): \(step.removed) removed")
+            default:
+                if step.item.hasPrefix("partition ") { partitions += 1 }
+                print("\(step.item): \(step.removed) removed")
             }
         }
+        // Said when none went too: the main thing prune does was never reported as nothing.
+        print("daily results partitions dropped: \(partitions)")
         print("rows in results_default: \(defaultRows) removed")
         print("idempotency keys: \(keys) removed")
         return ExitCode.success

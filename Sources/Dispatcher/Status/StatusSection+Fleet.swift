@@ -22,7 +22,14 @@ extension StatusSection {
         var table = TextTable(
             ["", "jobs", "/min", "errors", "latency P50", "P95", "P99", "queue wait P50", "P95", "P99"],
             rightAligned: Set(1...9))
-        for row in stats where row.dimension == "total" || row.dimension == "priority" || row.dimension == "tier" {
+        // Tiers in their order (primary, secondary, tertiary, then a failed job's "(none)"), not by
+        // their jobs: "primary, secondary, (none), tertiary" read as a ranking.
+        let tierOrder = ["primary", "secondary", "tertiary"]
+        let rows = stats.filter { $0.dimension == "total" || $0.dimension == "priority" }
+            + stats.filter { $0.dimension == "tier" }.sorted {
+                (tierOrder.firstIndex(of: $0.subject) ?? tierOrder.count) < (tierOrder.firstIndex(of: $1.subject) ?? tierOrder.count)
+            }
+        for row in rows {
             table.append([
                 row.dimension == "total" ? "all" : row.subject, String(row.jobs), StatusFormat.rate(row.jobsPerMinute),
                 StatusFormat.percent(row.errorRate), StatusFormat.milliseconds(row.latencyP50MS),

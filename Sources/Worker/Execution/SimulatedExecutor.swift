@@ -6,7 +6,9 @@ import QueueModel
 /// need jobs that take a known time.
 struct SimulatedExecutor: JobExecutor {
     var latency: Duration = .zero
-    var model = "simulated-instant"
+    /// `simulated-instant`, or `simulated-15s` for a latency of 15 s (the name said instant of every
+    /// latency).
+    var model: String { latency == .zero ? "simulated-instant" : "simulated-\(Arguments.format(latency))" }
 
     func execute(_ job: Job) async -> JobOutcome {
         let started = Date()

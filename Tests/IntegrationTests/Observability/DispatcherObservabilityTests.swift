@@ -177,6 +177,27 @@ struct DispatcherObservabilityTests {
         }
     }
 
+    /// A docs walkthrough's status listed tiers by their jobs: primary, secondary, (none), tertiary.
+    @Test("status lists tiers in their order, a failed job's (none) last")
+    func tiersInOrder() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let at = try await ResultRow.databaseNow(pool)
+            var rows: [ResultRow] = []
+            for (index, tier) in (Array(repeating: "secondary", count: 5) + ["primary"] + ["tertiary"] + [nil, nil]).enumerated() {
+                var row = ResultRow(job: Int64(index + 1), model: tier == nil ? nil : "m", tier: tier, finishedAt: at)
+                if tier == nil { row.status = "failed" }
+                rows.append(row)
+            }
+            try await ResultRow.insert(rows, into: pool)
+            let report = await StatusReport.load(
+                StatusContext(pool: pool, window: .seconds(60), at: at), sections: [StatusSection.overview])
+            let order = report.lines().compactMap { line -> String? in
+                ["primary", "secondary", "tertiary", "(none)"].first { line.hasPrefix("  \($0) ") }
+            }
+            #expect(order == ["primary", "secondary", "tertiary", "(none)"], "\(report.lines())")
+        }
+    }
+
     /// A review's `top` with 52 models never showed its 5 open alerts: they came last, past the
     /// terminal's height, and MODELS listed every model, called or not.
     @Test("alerts come before the tables; quiet models are counted, not listed; a cut frame says so")

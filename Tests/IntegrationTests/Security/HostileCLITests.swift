@@ -210,6 +210,11 @@ struct HostileCLITests {
             #expect(summary["submitted"] == 2000 && summary["resume_from_line"] == 2001)
             #expect(summary["in_flight_lines"] == [2001, 2600])
             #expect(summary["ids"]?.arrayValue?.count == 2000)
+            // The keys of a whole run's summary (a docs walkthrough's script found no new_jobs).
+            #expect(summary["new_jobs"] == .null && summary.objectValue?["new_jobs"] != nil)
+            // The error on one line: the server's words for a lost connection came on two, mid-sentence.
+            let error = try #require(output.split(separator: "\n").first { $0.hasPrefix("error: ") }, "\(output)")
+            #expect(error.contains("; lines 1–2000 of \(file.path) were done"), "\(output)")
             #expect(output.contains("lines 1–2000 of \(file.path) were done (submitted 2000, rejected 0); lines 2001–2600 "
                                     + "were on their way and may or may not have gone in"), "\(output)")
             #expect(output.contains("tail -n +2001 \(file.path) | dispatcher submit --file -"), "\(output)")
