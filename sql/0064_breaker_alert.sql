@@ -10,7 +10,8 @@
 -- raised once a catalog model's breaker has not been closed for the limit, and cleared when it
 -- closes. It opens no breaker (its own is open). `off` turns it off.
 --
--- alert_measurements is 0062's otherwise, setting_rule 0058's with the new setting.
+-- alert_measurements is 0062's otherwise (and says "1 queued background job would miss", not "jobs"),
+-- setting_rule 0058's with the new setting.
 
 SET LOCAL ROLE switchyard_admin;
 
@@ -249,9 +250,9 @@ BEGIN
         )
         SELECT 'backlog_deadlines'::text, 'background'::text, a.jobs_at_risk::double precision, backlog_limit,
                a.jobs_at_risk > backlog_limit, a.jobs_at_risk <= backlog_limit,
-               format('%s queued background jobs would miss their deadline%s: the backlog of %s drains %s '
+               format('%s queued background %s their deadline%s: the backlog of %s drains %s '
                       '(recent throughput %s jobs/min over %s; earliest deadline %s)',
-                      a.jobs_at_risk,
+                      a.jobs_at_risk, CASE WHEN a.jobs_at_risk = 1 THEN 'job would miss' ELSE 'jobs would miss' END,
                       CASE WHEN a.put_off > 0 THEN format(' (%s of them waiting to run later)', a.put_off) ELSE '' END,
                       a.jobs,
                       CASE WHEN paused THEN 'never while background work is paused (dispatcher background resume)'

@@ -399,7 +399,10 @@ public struct QueueStore: Sendable {
             for id in background { result[id]?.paused = true }
         } else if try may.decode("gate", as: Bool.self), let gate = try? await BackgroundGate.check(pool), !gate.isOpen {
             // A job held back by the ceiling read "queued" alone until a worker had put it back.
-            let held = gate.reason + (gate.nextOpenAt.map { "; the gate opens at \($0.postgresText)" } ?? "")
+            // The gate is the fleet's: it opens when some rule's model fits, which may not be this
+            // job's (a docs walkthrough's job was promised 16:30 by another rule's window).
+            let held = gate.reason
+                + (gate.nextOpenAt.map { "; the gate opens at \($0.postgresText) for the first rule a model fits then" } ?? "")
             // A job a worker put back already says why (the same ceiling, with its next window).
             for id in background where result[id]?.reason == nil { result[id]?.held = held }
         }
