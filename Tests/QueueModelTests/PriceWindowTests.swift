@@ -8,6 +8,13 @@ struct PriceWindowTests {
 
     static func window(_ json: String) throws -> PriceWindow { try PriceWindow.parse(try JSONValue(parsing: json)) }
 
+    @Test("a day is its name or the start of it, in any case")
+    func dayNames() throws {
+        let window = try Self.window(
+            #"{"days": ["Monday", "tues", "WED", "thur", 5, "sat", "sunday"], "start": "22:00", "end": "02:00", "multiplier": 0.5}"#)
+        #expect(window.days == Set(1...7))
+    }
+
     @Test("a window across midnight belongs to the day it starts on")
     func acrossMidnight() throws {
         // Fridays 22:00 → Saturday 02:00 UTC.
@@ -98,7 +105,12 @@ struct PriceWindowTests {
             (#"{"start": "25:00", "end": "02:00", "multiplier": 0.5}"#, "\"start\" must be a time like \"16:30\""),
             (#"{"start": "22:00", "end": "02:00"}"#, "needs \"multiplier\""),
             (#"{"start": "22:00", "end": "02:00", "multiplier": 0.5, "time_zone": "Mars/Olympus"}"#, "IANA zone"),
+            (#"{"start": "22:00", "end": "02:00", "multiplier": 0.5, "time_zone": "Europe/london"}"#,
+             #"did you mean "Europe/London"? (zone names are case-sensitive)"#),
             (#"{"start": "22:00", "end": "02:00", "multiplier": 0.5, "days": ["someday"]}"#, "use mon…sun"),
+            // Read by its first three letters, "monkey" was a Monday (a cost walkthrough).
+            (#"{"start": "22:00", "end": "02:00", "multiplier": 0.5, "days": ["monkey"]}"#, "use mon…sun"),
+            (#"{"start": "22:00", "end": "02:00", "multiplier": 0.5, "days": ["mo"]}"#, "use mon…sun"),
             (#"{"start": "22:00", "end": "02:00", "multiplier": 0.5, "discount": 1}"#, "unknown field \"discount\""),
         ]
     )

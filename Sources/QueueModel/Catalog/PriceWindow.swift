@@ -96,6 +96,7 @@ public struct PriceWindow: Sendable, Hashable {
     // MARK: Catalog JSON
 
     static let dayNames = ["mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6, "sun": 7]
+    static let fullDayNames = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 
     /// Reads one window from the catalog's JSON.
     /// - Throws: a message (without a path; the caller adds it) saying what is wrong and how to fix it.
@@ -130,7 +131,11 @@ public struct PriceWindow: Sendable, Hashable {
             }
             days = []
             for item in items {
-                if let name = item.stringValue?.lowercased().prefix(3), let number = dayNames[String(name)] {
+                // A day's name or its start ("mon", "tues", "Thursday"): "monkey" is no Monday.
+                if let name = item.stringValue?.lowercased(), name.count >= 3,
+                    let number = dayNames[String(name.prefix(3))],
+                    Self.fullDayNames[number - 1].hasPrefix(name)
+                {
                     days.insert(number)
                 } else if let number = item.intValue, (1...7).contains(number) {
                     days.insert(number)
@@ -142,7 +147,13 @@ public struct PriceWindow: Sendable, Hashable {
         var timeZone = TimeZone.gmt
         if let name = fields["time_zone"] {
             guard let identifier = name.stringValue, let zone = TimeZone(identifier: identifier) else {
-                throw PriceWindowError("\"time_zone\" must be an IANA zone like \"UTC\" or \"Asia/Shanghai\" (got \(name.jsonText))")
+                // Zone names are case-sensitive: "utc" and "Europe/london" were refused without a word on why.
+                let near = name.stringValue.flatMap { given in
+                    (TimeZone.knownTimeZoneIdentifiers + ["UTC"]).first { $0.caseInsensitiveCompare(given) == .orderedSame }
+                }
+                throw PriceWindowError(
+                    "\"time_zone\" must be an IANA zone like \"UTC\" or \"Asia/Shanghai\" (got \(name.jsonText))"
+                        + (near.map { "; did you mean \"\($0)\"? (zone names are case-sensitive)" } ?? ""))
             }
             timeZone = zone
         }
