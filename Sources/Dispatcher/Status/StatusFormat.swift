@@ -62,6 +62,15 @@ enum StatusFormat {
         }
     }
 
+    /// A latency percentile of calls, `≥1.50 s` when the calls beyond it timed out: a timed-out
+    /// call is recorded at its timeout, so a model timing out on a third of its calls showed a P95
+    /// of 1.50 s, "on target" (an on-call walkthrough).
+    static func latency(_ value: Double?, quantile: Double, timeoutRate: Double?) -> String {
+        let text = milliseconds(value)
+        guard value != nil, let timeoutRate, timeoutRate > 1 - quantile else { return text }
+        return "≥" + text
+    }
+
     /// `412 ms`, `1.21 s`, `2.3 min`.
     static func milliseconds(_ value: Double?) -> String {
         guard let value, value.isFinite else { return none }

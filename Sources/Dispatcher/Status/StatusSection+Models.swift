@@ -37,8 +37,10 @@ extension StatusSection {
             table.append([
                 model.model + (disabled.contains(model.model) ? " (disabled)" : ""), String(model.calls),
                 StatusFormat.percent(model.errorRate),
-                StatusFormat.percent(model.timeoutRate), StatusFormat.milliseconds(model.latencyP50MS),
-                StatusFormat.milliseconds(model.latencyP95MS), StatusFormat.milliseconds(model.latencyP99MS),
+                StatusFormat.percent(model.timeoutRate),
+                StatusFormat.latency(model.latencyP50MS, quantile: 0.5, timeoutRate: model.timeoutRate),
+                StatusFormat.latency(model.latencyP95MS, quantile: 0.95, timeoutRate: model.timeoutRate),
+                StatusFormat.latency(model.latencyP99MS, quantile: 0.99, timeoutRate: model.timeoutRate),
                 String(model.answered), StatusFormat.percent(model.fallbackRate),
                 StatusFormat.money(model.costPerRequest), breaker,
             ])

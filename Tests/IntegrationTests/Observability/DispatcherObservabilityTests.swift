@@ -40,6 +40,15 @@ struct DispatcherObservabilityTests {
         #expect(StatusFormat.rate(value) == text)
     }
 
+    /// An on-call walkthrough's model timed out on 31% of its calls and showed a P95 of 1.50 s.
+    @Test("a percentile the timeouts reach is shown as at least the timeout")
+    func latencyCellWithTimeouts() {
+        #expect(StatusFormat.latency(1500.4, quantile: 0.95, timeoutRate: 0.31) == "≥" + StatusFormat.milliseconds(1500.4))
+        #expect(StatusFormat.latency(412, quantile: 0.5, timeoutRate: 0.31) == StatusFormat.milliseconds(412))
+        #expect(StatusFormat.latency(900, quantile: 0.95, timeoutRate: 0.01) == StatusFormat.milliseconds(900))
+        #expect(StatusFormat.latency(nil, quantile: 0.95, timeoutRate: 0.5) == StatusFormat.milliseconds(nil))
+    }
+
     /// A review's status read "half_open (a probe failed while half-open)" as a failure now, and
     /// cut the probe count off with the reason ("half_open (failure rate 21.7% over the last 23
     /// requests (e…)"); models list showed a bare "half_open".
