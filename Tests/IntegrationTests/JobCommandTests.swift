@@ -31,8 +31,11 @@ struct JobCommandTests {
             // The unknown id's hint goes to stderr, once.
             let all = output.split(separator: "\n").map(String.init)
             #expect(all.filter { $0.hasPrefix("hint: check the id") }.count == 1, "\(output.suffix(500))")
-            let lines = all.filter { !$0.hasPrefix("hint: ") }
+            let lines = all.filter { !$0.hasPrefix("hint: ") && !$0.hasPrefix("total: ") }
             #expect(lines.count == 1_501, "\(output.suffix(500))")
+            // The totals, once, on stderr.
+            #expect(all.filter { $0.hasPrefix("total: ") } == ["total: 1499 cancelled, 1 already finished, 1 not found"],
+                    "\(output.suffix(500))")
             #expect(lines.first == "\(jobs[0])  cancelled")
             #expect(lines[7] == "\(jobs[7])  already cancelled")
             #expect(lines[1_499] == "\(jobs[1_499])  cancelled")

@@ -181,6 +181,7 @@ enum JobCommands {
         var status = ExitCode.success
         var failed = false
         var answered = false
+        var counts: [String: Int] = [:]
         // A thousand a round trip, each its own transaction (a batch in one would lock its jobs
         // in its own order, against workers writing back theirs).
         for start in stride(from: 0, to: jobs.count, by: 1000) {
@@ -190,11 +191,14 @@ enum JobCommands {
                 switch outcome {
                 case .success("cancelled"), .success("cancelling"):
                     print("\(id)  \(try outcome.get())")
+                    counts[try outcome.get(), default: 0] += 1
                 case .success("not_found"):
                     print("\(id)  not found")
+                    counts["not found", default: 0] += 1
                     status = max(status, ExitCode.notFound)
                 case .success(let final):
                     print("\(id)  \(final.hasPrefix("already") ? final : "already \(final)")")
+                    counts["already finished", default: 0] += 1
                     status = max(status, ExitCode.jobNotSucceeded)
                 case .failure(let error):
                     // Refused for every job (the role may not cancel): the error alone, as for one.
@@ -202,12 +206,18 @@ enum JobCommands {
                         throw error
                     }
                     printError("\(id)  not cancelled: \(error)")
+                    counts["not cancelled", default: 0] += 1
                     failed = true
                 }
                 answered = true
             }
         }
         if status == ExitCode.notFound { printError("hint: \(notFoundHint(tenant: arguments.value("tenant")))") }
+        // The totals of a long list (an on-call's 8,006 ids scrolled past without them), on stderr.
+        if jobs.count > 1 {
+            let order = ["cancelled", "cancelling", "already finished", "not found", "not cancelled"]
+            printError("total: " + order.compactMap { key in counts[key].map { "\($0) \(key)" } }.joined(separator: ", "))
+        }
         // A job that could not be cancelled outweighs one that had finished or was unknown.
         return failed ? ExitCode.failure : status
     }
