@@ -81,7 +81,10 @@ extension StatusSection {
         for worker in workers where worker.alive || worker.heartbeatAgeSeconds <= Self.goneAfterSeconds {
             table.append([
                 worker.id, worker.hostname ?? StatusFormat.none, worker.version ?? StatusFormat.none,
-                String(worker.inFlight), String(worker.leased), String(worker.concurrency),
+                // A stale worker's count is its last heartbeat's, beside leases already rescued (an
+                // on-call walkthrough read "15 in flight, 0 leased" of a killed worker).
+                worker.alive ? String(worker.inFlight) : StatusFormat.none, String(worker.leased),
+                String(worker.concurrency),
                 worker.alive
                     ? "\(StatusFormat.seconds(worker.heartbeatAgeSeconds)) ago"
                     : "STALE \(StatusFormat.seconds(worker.heartbeatAgeSeconds)) ago",

@@ -35,7 +35,10 @@ public struct BacklogStatus: Sendable {
     /// run later are not counted: they come due at their own times.
     public var drainedAt: Date? {
         guard queued + running > 0 else { return Date() }
-        guard pace > 0, gate.isOpen, liveWorkers > 0 else { return nil }
+        // Nothing running and nothing finished in the last minute: not draining, whatever the ten
+        // minutes before did (an on-call walkthrough's backlog, starved by an interactive surge,
+        // was "drained by" a time it could not meet).
+        guard pace > 0, gate.isOpen, liveWorkers > 0, running > 0 || lastMinute > 0 else { return nil }
         return Date().addingTimeInterval(Double(queued + running) / pace * 60)
     }
 

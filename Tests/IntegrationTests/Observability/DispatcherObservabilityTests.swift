@@ -108,6 +108,10 @@ struct DispatcherObservabilityTests {
             let screen = report.lines().joined(separator: "\n")
             #expect(screen.contains("1 alive of 27"), "\(screen)")
             #expect(screen.contains("live ") && screen.contains("just-died"), "\(screen)")
+            // A stale worker's in-flight count is its last heartbeat's: shown as unknown.
+            let died = try #require(report.lines().first { $0.contains("just-died") })
+            #expect(died.split(separator: " ", omittingEmptySubsequences: true).prefix(5).map(String.init)
+                == ["just-died", "h", "—", "—", "0"], "\(died)")
             #expect(!screen.contains("crashed-"), "\(screen)")
             #expect(screen.contains("25 more stopped without deregistering, silent for 3.0 h or more"), "\(screen)")
             #expect(report.json["workers"]?.arrayValue?.count == 27)
