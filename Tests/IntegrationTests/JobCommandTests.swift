@@ -127,7 +127,7 @@ struct JobCommandTests {
             let claimed = try await store.claim(worker: "w", freeSlots: 4, backgroundSlots: 4, lease: .seconds(300))
             #expect(claimed.map(\.id).sorted() == ids)
             let later = Date().addingTimeInterval(7200)
-            let reason = "no model is within the background ceiling of $0.001/1K until \(later.postgresText)"
+            let reason = "no model is within the background ceiling of $0.001/1K until \(later.readableUTC)"
             _ = try await store.complete(worker: "w", [
                 // Postponed for a price, with the worker's reason (as RoutingExecutor gives it).
                 Completion(jobID: ids[0], attempt: 1, kind: .postpone, error: ["code": "postponed", "message": .string(reason)],

@@ -50,7 +50,7 @@ struct OffPeakPlannerTests {
             return
         }
         #expect(until == Self.date("2026-11-26T22:00:00Z"))
-        #expect(reason == "no model is within the background ceiling of $0.001/1K until 2026-11-26T22:00:00.000000Z")
+        #expect(reason == "no model is within the background ceiling of $0.001/1K until 2026-11-26 22:00:00 UTC")
 
         // With a deadline whose escalation point comes first: the reason says when it runs anyway.
         let soon = Self.planner(Self.ceiling).decide(
@@ -62,8 +62,8 @@ struct OffPeakPlannerTests {
         }
         #expect(escalation < Self.date("2026-11-26T15:00:00Z"))
         #expect(
-            why.hasPrefix("no model is within the background ceiling of $0.001/1K until 2026-11-26T22:00:00.000000Z; "
-                + "it runs above the ceiling from \(escalation.postgresText), "), "\(why)")
+            why.hasPrefix("no model is within the background ceiling of $0.001/1K until 2026-11-26 22:00:00 UTC; "
+                + "it runs above the ceiling from \(escalation.readableUTC), "), "\(why)")
         #expect(why.hasSuffix(" s before its deadline"), "\(why)")
     }
 

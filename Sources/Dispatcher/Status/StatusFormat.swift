@@ -120,14 +120,7 @@ enum StatusFormat {
     }
 
     /// `2025-06-01 12:00:03` in UTC.
-    static func clock(_ date: Date) -> String {
-        var calendar = Calendar(identifier: .gregorian)
-        calendar.timeZone = TimeZone(identifier: "UTC")!
-        let parts = calendar.dateComponents([.year, .month, .day, .hour, .minute, .second], from: date)
-        return String(
-            format: "%04d-%02d-%02d %02d:%02d:%02d", parts.year ?? 0, parts.month ?? 0, parts.day ?? 0, parts.hour ?? 0,
-            parts.minute ?? 0, parts.second ?? 0)
-    }
+    static func clock(_ date: Date) -> String { String(date.readableUTC.dropLast(4)) }
 }
 
 /// A plain-text table: a header row and rows, columns padded to their widest cell; numbers (and

@@ -60,7 +60,7 @@ public struct OffPeakPlanner: Sendable {
             let plan = cheapestFirst(unconstrained, request: request, at: now)
             return .run(
                 plan,
-                escalation: "deadline \(deadline.postgresText) is \(Int(deadline.timeIntervalSince(now))) s away, "
+                escalation: "deadline \(deadline.readableUTC) is \(Int(deadline.timeIntervalSince(now))) s away, "
                     + "within its escalation horizon of \(Int(horizon.seconds)) s, and no model is within \(limit) now"
                     + (plan.attempts.count > 1 ? "; its models in the order of their price now, cheapest first" : "")
             )
@@ -74,15 +74,15 @@ public struct OffPeakPlanner: Sendable {
         let until = [window, escalationPoint].compactMap { $0 }.min() ?? now.addingTimeInterval(3600)
         // Said so that its user knows what ends the wait: a time, an escalation, or an operator.
         let escalates = escalationPoint.map { point in
-            "; it runs above the ceiling from \(point.postgresText), \(Int(horizon.seconds)) s before its deadline"
+            "; it runs above the ceiling from \(point.readableUTC), \(Int(horizon.seconds)) s before its deadline"
         }
         let reason: String
         if availableLater {
             reason = "the models within \(limit) cannot take it now (breaker open or rate budget spent); "
-                + "looking again at \(until.postgresText)"
+                + "looking again at \(until.readableUTC)"
         } else if let window {
             let first = escalationPoint.map { $0 < window } ?? false
-            reason = "no model is within \(limit) until \(window.postgresText)" + (first ? escalates ?? "" : "")
+            reason = "no model is within \(limit) until \(window.readableUTC)" + (first ? escalates ?? "" : "")
         } else {
             reason = "no model of its rule is within \(limit) at any hour"
                 + (escalates ?? "; it waits until the ceiling is raised or a drain begins (dispatcher background "
@@ -147,5 +147,18 @@ public struct OffPeakPlanner: Sendable {
         return changes.first { instant in
             schedules.contains { schedule in ceiling.map { schedule.averagePricePer1K(at: instant) <= $0 } ?? true }
         }
+    }
+}
+
+extension Date {
+    /// `2026-11-28 16:30:00 UTC`: a time in a reason people read (`wait` printed "scheduled until
+    /// 2026-11-28 16:30:00 UTC: … until 2026-11-28T16:30:00.000000Z", one time in two forms).
+    public var readableUTC: String {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC")!
+        let parts = calendar.dateComponents([.year, .month, .day, .hour, .minute, .second], from: self)
+        return String(
+            format: "%04d-%02d-%02d %02d:%02d:%02d UTC", parts.year ?? 0, parts.month ?? 0, parts.day ?? 0,
+            parts.hour ?? 0, parts.minute ?? 0, parts.second ?? 0)
     }
 }
