@@ -371,6 +371,27 @@ struct OffPeakExecutionTests {
             #expect(window != ceiling)
             _ = try await catalogs.importDocument(Data(window.utf8))
             #expect(try await !waiting(second))
+            // A price raised lets no job run sooner: they stay put (releasing them would only have
+            // every one claimed and put back).
+            let third = try await postponeOne()
+            let dearer = window.replacingOccurrences(of: #""price_per_1k_output": 0.01"#, with: #""price_per_1k_output": 0.02"#)
+            #expect(dearer != window)
+            _ = try await catalogs.importDocument(Data(dearer.utf8))
+            #expect(try await waiting(third))
+            // A postponement decided under the catalog before an import, written after it, is sent
+            // back at once (the policy's version covers the catalog): a worker that had not reloaded
+            // yet put released jobs off for another hour.
+            let before = try #require(try await BackgroundPolicy.load(pool).version)
+            _ = try await catalogs.importDocument(Data(window.utf8))
+            #expect(try await BackgroundPolicy.load(pool).version != before)
+            let late = try await Self.submit(store, nil, priority: .background)
+            let claimed = try await store.claim(worker: "w", freeSlots: 10, backgroundSlots: 10, lease: .seconds(30))
+            let job = try #require(claimed.first { $0.id == late })
+            _ = try await store.complete(worker: "w", [
+                Completion(jobID: late, attempt: job.attempt, kind: .postpone, retryAt: Date().addingTimeInterval(3600),
+                           policy: before),
+            ])
+            #expect(try await !waiting(late))
         }
     }
 

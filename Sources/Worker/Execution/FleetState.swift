@@ -193,7 +193,13 @@ final class FleetState: Sendable {
     /// listener goes on at once (see `ReloadGate`).
     func handle(_ notification: PostgresNotification) {
         switch notification.channel {
-        case CatalogStore.channel: gates.catalog.request { await self.reloadCatalog() }
+        // The background policy's version covers the catalog too (sql/0063): read again with it,
+        // or every postponement after an import would carry the version before it, and be sent back.
+        case CatalogStore.channel:
+            gates.catalog.request {
+                await self.reloadCatalog()
+                await self.reloadPolicy()
+            }
         case HealthStore.channel: gates.health.request { await self.refreshHealth() }
         case Self.settingsChannel: gates.policy.request { await self.reloadPolicy() }
         default: break
