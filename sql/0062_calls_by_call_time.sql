@@ -1,5 +1,5 @@
--- Windows of model calls count the calls made in them, not the calls of the jobs that finished in
--- them.
+-- Windows of model calls count the calls that ended in them, not the calls of the jobs that
+-- finished in them.
 --
 -- The alerts (error rate, latency) and call_stats (status's MODELS figures) took the calls of the
 -- jobs that finished in the window. An on-call walkthrough's background jobs met a model's outage,
@@ -7,10 +7,12 @@
 -- old failed calls landed in one window: "9.7% of 165 calls ended in an error over the last 5 min"
 -- was raised on a model that had recovered 4 minutes before (none of its calls in those 5 minutes
 -- had failed), rose as more finished, and opened the healthy model's breaker. The latency alert did
--- the same 82 s after a recovery. The calls view now has called_at (the trail entry's at); a call
--- counts in a window when it was made in it (its job's finish time still bounds the scan, which its
--- index serves: a call is never made after its job finished). An entry without a readable at
--- counts by its job's finish time, as before.
+-- the same 82 s after a recovery. The calls view now has called_at (the trail entry's at, when the
+-- call began); a call counts in a window when it ended in it (called_at plus its latency: a call
+-- that timed out after 6 minutes began before any 5-minute window its end falls in). Its job's
+-- finish time still bounds the scan, which its index serves (a call ends before its job finishes,
+-- with the workers' clocks in step with the database's, as leases and heartbeats assume). An entry
+-- without a readable at counts by its job's finish time, as before.
 --
 -- calls is 0049's otherwise, with called_at at the end; call_stats 0019's; alert_measurements 0052's.
 
@@ -58,7 +60,8 @@ CREATE OR REPLACE FUNCTION switchyard.call_stats(p_window interval DEFAULT '1 ho
                CASE WHEN c.outcome IN ('succeeded', 'timeout') THEN c.latency_ms END AS latency_ms
         FROM switchyard.calls c
         WHERE c.finished_at > p_at - p_window AND c.finished_at <= p_at AND c.outcome <> 'cancelled'
-              AND coalesce(c.called_at, c.finished_at) > p_at - p_window
+              AND coalesce(c.called_at + make_interval(secs => coalesce(c.latency_ms, 0) / 1000), c.finished_at)
+                  > p_at - p_window
     ), grouped AS (
         SELECT CASE WHEN grouping(m.priority) = 0 THEN 'priority' WHEN grouping(m.model) = 0 THEN 'model'
                     WHEN grouping(m.provider) = 0 THEN 'provider' WHEN grouping(m.tier) = 0 THEN 'tier'
@@ -121,7 +124,8 @@ BEGIN
         FROM (SELECT k.model, count(*) AS calls, count(*) FILTER (WHERE k.model_error) AS errors
               FROM switchyard.calls k
               WHERE k.finished_at > p_at - error_window AND k.finished_at <= p_at AND k.outcome <> 'cancelled'
-                    AND coalesce(k.called_at, k.finished_at) > p_at - error_window
+                    AND coalesce(k.called_at + make_interval(secs => coalesce(k.latency_ms, 0) / 1000), k.finished_at)
+                  > p_at - error_window
               GROUP BY k.model) c;
     END IF;
 
@@ -150,7 +154,8 @@ BEGIN
                                                              WHEN 'secondary' THEN secondary_target
                                                              ELSE tertiary_target END AS tier_target) s
                       WHERE k.finished_at > p_at - latency_window AND k.finished_at <= p_at
-                            AND coalesce(k.called_at, k.finished_at) > p_at - latency_window
+                            AND coalesce(k.called_at + make_interval(secs => coalesce(k.latency_ms, 0) / 1000), k.finished_at)
+                  > p_at - latency_window
                             AND k.outcome IN ('succeeded', 'timeout') AND k.latency_ms IS NOT NULL
                             AND k.tier IN ('primary', 'secondary', 'tertiary')) c
                 GROUP BY c.model, c.tier, c.target_ms) g) t

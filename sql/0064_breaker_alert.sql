@@ -104,7 +104,8 @@ BEGIN
         FROM (SELECT k.model, count(*) AS calls, count(*) FILTER (WHERE k.model_error) AS errors
               FROM switchyard.calls k
               WHERE k.finished_at > p_at - error_window AND k.finished_at <= p_at AND k.outcome <> 'cancelled'
-                    AND coalesce(k.called_at, k.finished_at) > p_at - error_window
+                    AND coalesce(k.called_at + make_interval(secs => coalesce(k.latency_ms, 0) / 1000), k.finished_at)
+                  > p_at - error_window
               GROUP BY k.model) c;
     END IF;
 
@@ -133,7 +134,8 @@ BEGIN
                                                              WHEN 'secondary' THEN secondary_target
                                                              ELSE tertiary_target END AS tier_target) s
                       WHERE k.finished_at > p_at - latency_window AND k.finished_at <= p_at
-                            AND coalesce(k.called_at, k.finished_at) > p_at - latency_window
+                            AND coalesce(k.called_at + make_interval(secs => coalesce(k.latency_ms, 0) / 1000), k.finished_at)
+                  > p_at - latency_window
                             AND k.outcome IN ('succeeded', 'timeout') AND k.latency_ms IS NOT NULL
                             AND k.tier IN ('primary', 'secondary', 'tertiary')) c
                 GROUP BY c.model, c.tier, c.target_ms) g) t

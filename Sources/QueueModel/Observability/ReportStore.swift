@@ -69,14 +69,17 @@ public struct ReportStore: Sendable {
         let binds: [(any PostgresEncodable)?] = [start, end, bucket.seconds]
         let calls = try await pool.query(
             """
-            SELECT date_bin(make_interval(secs => $3), coalesce(c.called_at, c.finished_at), $1::timestamptz) AS bucket,
+            SELECT date_bin(make_interval(secs => $3), c.ended_at, $1::timestamptz) AS bucket,
                    c.model, count(*) AS calls,
                    percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (
                        ORDER BY CASE WHEN c.outcome IN ('succeeded', 'timeout') THEN c.latency_ms END) AS latency
-            FROM switchyard.calls c
-            WHERE c.finished_at > $1::timestamptz AND c.finished_at <= $2::timestamptz AND c.outcome <> 'cancelled'
-                  -- When the call was made (a retried job's early calls belong to their own time).
-                  AND coalesce(c.called_at, c.finished_at) > $1::timestamptz
+            FROM (SELECT k.*, coalesce(k.called_at + make_interval(secs => coalesce(k.latency_ms, 0) / 1000),
+                                       k.finished_at) AS ended_at
+                  FROM switchyard.calls k
+                  WHERE k.finished_at > $1::timestamptz AND k.finished_at <= $2::timestamptz
+                        AND k.outcome <> 'cancelled') c
+            -- When the call ended (a retried job's early calls belong to their own time).
+            WHERE c.ended_at > $1::timestamptz
             GROUP BY 1, 2
             """, binds)
         let answered = try await pool.query(

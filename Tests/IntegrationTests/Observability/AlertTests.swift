@@ -309,6 +309,15 @@ struct AlertTests {
                 "SELECT errors FROM switchyard.call_stats('1 hour', $1) WHERE dimension = 'model' AND subject = 'flaky'", [at]
             ).scalar(Int.self)
             #expect(hour == 30)
+            // A call that began 6 minutes ago and timed out just now counts now, where it ended (a
+            // review's 6-minute timeout fell in no 5-minute window at all).
+            let long = ResultRow.call("steady", outcome: "timeout", latencyMS: 360_000, at: at.addingTimeInterval(-360))
+            try await ResultRow.insert(
+                [ResultRow(job: 500, status: "failed", model: nil, tier: nil, finishedAt: at, trail: [long])], into: pool)
+            let timeouts = try await pool.query(
+                "SELECT timeouts FROM switchyard.call_stats('5 minutes', $1) WHERE dimension = 'model' AND subject = 'steady'", [at]
+            ).scalar(Int.self)
+            #expect(timeouts == 1)
         }
     }
 
