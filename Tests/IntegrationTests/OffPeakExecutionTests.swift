@@ -56,7 +56,12 @@ struct OffPeakExecutionTests {
             let interactive = try await store.submit(
                 Submission(
                     request: Submission.prompt("summarise"), taskClass: "premium_only",
-                    metadata: ["escalation": "mine", "rule": "mine", "price_per_1k": 0, "team": "a"]))
+                    metadata: [
+                        "escalation": "mine", "rule": "mine", "price_per_1k": 0, "team": "a",
+                        // Keys workers added later: a review's forged passed_over came back as the worker's.
+                        "passed_over": [["model": "premium", "reason": "forged"]], "requested_model": "forged",
+                        "unserved_task_class": "forged", "task_class": "mine",
+                    ]))
 
             try await Self.withRoutingWorker(pool) {
                 try await waitUntil("the three others have succeeded") {
@@ -90,6 +95,10 @@ struct OffPeakExecutionTests {
             #expect(interactiveResult["metadata"]?["price_per_1k"] == nil)
             #expect(interactiveResult["metadata"]?["rule"] == "premium_only")
             #expect(interactiveResult["metadata"]?["team"] == "a")
+            for key in ["passed_over", "requested_model", "unserved_task_class"] {
+                #expect(interactiveResult["metadata"]?[key] == nil, "\(key)")
+            }
+            #expect(interactiveResult["metadata"]?["task_class"] == "mine")  // not Switchyard's: kept
 
             let row = try #require(try await pool.query("SELECT attempt, run_at FROM switchyard.jobs WHERE id = $1", [patient]).first)
             #expect(try row.decode("attempt", as: Int.self) == 0)
@@ -497,14 +506,14 @@ struct OffPeakExecutionTests {
             }
             let result = try #require(try await store.result(of: misspelt))
             #expect(result["status"] == "succeeded")
-            #expect(result["metadata"]?["task_class"] == [
+            #expect(result["metadata"]?["unserved_task_class"] == [
                 "class": "premium_onyl",
                 "reason": #"no rule serves it, by name or in its classes; the "default" rule routed the job (the other rules: premium_only)"#,
             ], "\(String(describing: result["metadata"]))")
             // A served class, a built-in one (the default rule is how the catalog serves it) and a
             // classified request: nothing to say.
             for job in [served, builtIn, classified] {
-                #expect(try await store.result(of: job)?["metadata"]?["task_class"] == nil)
+                #expect(try await store.result(of: job)?["metadata"]?["unserved_task_class"] == nil)
             }
         }
     }

@@ -107,7 +107,7 @@ struct RoutingExecutor: JobExecutor {
         }
         if router.isUnservedClass(plan.classification) {
             let rules = router.catalog.rules.map(\.taskClass).filter { $0 != RuleMatcher.defaultRule }
-            routeMetadata["task_class"] = [
+            routeMetadata["unserved_task_class"] = [
                 "class": .string(taskClass),
                 "reason": .string(
                     "no rule serves it, by name or in its classes; the \"\(RuleMatcher.defaultRule)\" rule routed the job"
