@@ -412,7 +412,6 @@ struct CatalogCommandTests {
             (["models", "export", "--dry-run", "--file", "x.json"], "--dry-run is for dispatcher models import, not export"),
             (["models", "list", "--file", "x.json"], "--file is for dispatcher models export, not list"),
             (["models", "prices", "--merge"], "--merge is for dispatcher models import, not prices"),
-            (["models", "export", "--json"], "--json is for dispatcher models import, list and prices, not export"),
             (["models", "import", "c.json", "--at", "8h"], "--at is for dispatcher models prices, not import"),
         ] {
             let (status, output) = try await dispatcher(words + ["--database-url", unreachable])

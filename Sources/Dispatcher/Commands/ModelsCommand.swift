@@ -74,7 +74,8 @@ enum ModelsCommand {
     /// `list --file x.json` wrote none) was taken and ignored.
     static let optionsByCommand: [String: (options: [String], flags: [String])] = [
         "import": ([], ["merge", "dry-run", "allow-empty", "json"]), "list": ([], ["json"]),
-        "prices": (["at"], ["json"]), "export": (["file"], []),
+        // export writes JSON whatever it is given: --json is taken (scripts pass it), not refused.
+        "prices": (["at"], ["json"]), "export": (["file"], ["json"]),
     ]
 
     private static func refuseOthersOptions(_ arguments: Arguments, action: String) throws {

@@ -48,10 +48,8 @@ enum StatusFormat {
         }
         // Too long: first without a closing aside ("… 551 requests (errors and timeouts; limit
         // 2.0%)", cut mid-word to "… 551 requests (e…"), then cut.
-        if reason.count > limit, reason.hasSuffix(")"), let aside = reason.range(of: " (", options: .backwards),
-            aside.lowerBound > reason.startIndex
-        {
-            reason = String(reason[..<aside.lowerBound])
+        if reason.count > limit, reason.hasSuffix(")"), let aside = Self.closingAside(of: reason) {
+            reason = String(reason[..<aside])
         }
         let short = alertsShown && reason.hasPrefix("alert:")
             ? "alert" : reason.count > limit ? String(reason.prefix(limit - 1)) + "…" : reason
@@ -69,6 +67,26 @@ enum StatusFormat {
         let text = milliseconds(value)
         guard value != nil, let timeoutRate, timeoutRate > 1 - quantile else { return text }
         return "≥" + text
+    }
+
+    /// Where the parenthesis closing `text` opens, with the space before it (nested ones counted:
+    /// "a (b (c))" drops " (b (c))"); nil when it opens at the start or does not balance.
+    static func closingAside(of text: String) -> String.Index? {
+        var depth = 0
+        var index = text.endIndex
+        while index > text.startIndex {
+            index = text.index(before: index)
+            if text[index] == ")" { depth += 1 }
+            if text[index] == "(" {
+                depth -= 1
+                if depth == 0 {
+                    guard index > text.startIndex, text[text.index(before: index)] == " " else { return nil }
+                    let space = text.index(before: index)
+                    return space > text.startIndex ? space : nil
+                }
+            }
+        }
+        return nil
     }
 
     /// `412 ms`, `1.21 s`, `2.3 min`.

@@ -10,12 +10,15 @@ extension StatusSection {
             return StatusOutput(lines: ["no model was called in the window, and no breaker is set"], json: [])
         }
         // A model disabled in the catalog read like any other not called lately.
-        let disabled = Set(
-            try await context.pool.query("SELECT name FROM switchyard.models WHERE NOT enabled")
-                .map { try $0.decode("name", as: String.self) })
+        let enabled = Dictionary(
+            try await context.pool.query("SELECT name, enabled FROM switchyard.models")
+                .map { (try $0.decode("name", as: String.self), try $0.decode("enabled", as: Bool.self)) },
+            uniquingKeysWith: { first, _ in first })
+        let disabled = Set(enabled.filter { !$0.value }.keys)
         let json = JSONValue.array(models.map { model in
             var json = model.json
-            json["enabled"] = .bool(!disabled.contains(model.model))
+            // null: no longer in the catalog (called in the window, or a breaker row left).
+            json["enabled"] = enabled[model.model].map(JSONValue.bool) ?? .null
             return json
         })
         let shown = models.filter { $0.calls > 0 || $0.breaker != "closed" }

@@ -11,6 +11,9 @@ public struct BacklogStatus: Sendable {
     public var waiting: Int
     /// The earliest `run_at` among the waiting.
     public var nextWaitingAt: Date?
+    /// Of the waiting, those a worker put off (no model of their rule within a ceiling), as against
+    /// those submitted to run later.
+    public var putOff = 0
     public var running: Int
     public var gate: BackgroundGate
     /// Background jobs workers finished (succeeded or failed) per minute over the last 10 minutes.
@@ -48,6 +51,8 @@ public struct BacklogStatus: Sendable {
             SELECT d.queued, d.scheduled AS waiting, d.running,
                    (SELECT min(j.run_at) FROM switchyard.jobs_background j
                     WHERE j.lease_owner IS NULL AND j.run_at > now()) AS next_waiting_at,
+                   (SELECT count(*) FROM switchyard.jobs_background j
+                    WHERE j.postponed_at IS NOT NULL AND j.lease_owner IS NULL AND j.run_at > now()) AS put_off,
                    -- What workers finished: a mass cancel or expiry is no pace of draining.
                    (SELECT count(*) FROM switchyard.results
                     WHERE priority = 'background' AND status IN ('succeeded', 'failed')
@@ -71,7 +76,8 @@ public struct BacklogStatus: Sendable {
         ).map { (rule: try $0.decode("task_class", as: String.self), ceiling: try $0.decode("ceiling", as: String.self)) }
         return BacklogStatus(
             queued: try row.decode("queued"), waiting: try row.decode("waiting"),
-            nextWaitingAt: try row.decode("next_waiting_at", as: Date?.self), running: try row.decode("running"),
+            nextWaitingAt: try row.decode("next_waiting_at", as: Date?.self),
+            putOff: try row.decode("put_off"), running: try row.decode("running"),
             gate: try await BackgroundGate.check(pool),
             perMinute: Double(truncating: try row.decode("per_minute", as: Decimal.self) as NSNumber),
             lastMinute: Double(truncating: try row.decode("last_minute", as: Decimal.self) as NSNumber),
@@ -84,6 +90,7 @@ public struct BacklogStatus: Sendable {
     public var json: JSONValue {
         var json: [String: JSONValue] = [
             "queued": .number(Double(queued)), "running": .number(Double(running)), "waiting": .number(Double(waiting)),
+            "put_off": .number(Double(putOff)),
             "gate_open": .bool(gate.isOpen), "gate_reason": .string(gate.reason),
             "per_minute": .number(perMinute), "last_minute": .number(lastMinute), "paused": .bool(policy.paused),
             "max_cost_per_1k": policy.maxCostPer1K.map { .string($0.description) } ?? .null,
@@ -109,7 +116,7 @@ public struct BacklogStatus: Sendable {
         if let next = gate.nextOpenAt { gateLine += "; next cheap window \(next.formatted(.iso8601))" }
         // The gate opens for all when one model is within a ceiling: a job whose rule has none waits
         // (a cost walkthrough read "open — chat-fast is within…" beside 12 jobs its rules held back).
-        if gate.isOpen, waiting > 0, !policy.paused {
+        if gate.isOpen, putOff > 0, !policy.paused {
             gateLine += " (for the fleet: a job whose rule has no model within it is put off; route --explain says why)"
         }
         lines.append(gateLine)

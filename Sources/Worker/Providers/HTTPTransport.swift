@@ -169,15 +169,17 @@ public final class HTTPTransport: Sendable {
         // rewinds only a stream, and only one the delegate hands it anew).
         var request = request
         let body = request.httpBody
-        if let body {
-            request.httpBody = nil
-            request.httpBodyStream = InputStream(data: body)
-            request.setValue(String(body.count), forHTTPHeaderField: "Content-Length")
-            // A stream's length is unknown to FoundationNetworking, so libcurl would send it
-            // chunked (beside our Content-Length); a blank Transfer-Encoding is not sent, and tells
-            // libcurl not to chunk.
-            request.setValue(" ", forHTTPHeaderField: "Transfer-Encoding")
-        }
+        #if canImport(FoundationNetworking)
+            if let body {
+                request.httpBody = nil
+                request.httpBodyStream = InputStream(data: body)
+                request.setValue(String(body.count), forHTTPHeaderField: "Content-Length")
+                // A stream's length is unknown to FoundationNetworking, so libcurl would send it
+                // chunked (beside our Content-Length); a blank Transfer-Encoding is not sent, and
+                // tells libcurl not to chunk.
+                request.setValue(" ", forHTTPHeaderField: "Transfer-Encoding")
+            }
+        #endif
         let handle = TaskHandle()
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Exchange, Error>) in

@@ -62,6 +62,9 @@ struct DispatcherObservabilityTests {
             == "open (failure rate 3.1% over the last 551 requests)")
         #expect(StatusFormat.breaker("open", reason: String(repeating: "x", count: 60) + " (y)")
             == "open (" + String(repeating: "x", count: 47) + "…)")
+        // A nested aside goes whole (a review's cut left "… (b" unbalanced).
+        #expect(StatusFormat.breaker("open", reason: "failure rate 3.1% of the calls (errors (and timeouts); limit 2.0%)")
+            == "open (failure rate 3.1% of the calls)")
         #expect(StatusFormat.breaker("half_open", reason: "a probe failed while half-open")
             == "half_open: probing (opened on: a probe failed while half-open)")
         #expect(StatusFormat.breaker("half_open", reason: "alert: error rate 4.0%; 1 of 5 probes answered", alertsShown: true)
@@ -228,16 +231,19 @@ struct DispatcherObservabilityTests {
                 "UPDATE switchyard.model_health SET state = 'open', opened_at = now(), reason = 'test' WHERE model = 'm3'")
             // Disabled models are said to be (a figures audit's status read them as merely quiet).
             try await pool.query("UPDATE switchyard.models SET enabled = false WHERE name IN ('m3', 'm7', 'm8')")
+            // A breaker row of a model no longer in the catalog: listed, neither enabled nor disabled.
+            try await pool.query("INSERT INTO switchyard.model_health (model) VALUES ('gone')")
             let report = await StatusReport.load(
                 StatusContext(pool: pool, window: .seconds(60), at: nil), sections: [StatusSection.models])
             let lines = report.lines()
             #expect(lines.contains { $0.contains("m3") && $0.contains("open") }, "\(lines)")
             #expect(!lines.contains { $0.hasPrefix("  m1 ") }, "\(lines)")
-            #expect(lines.contains { $0.contains("… and 29 models not called in the window") }, "\(lines)")
+            #expect(lines.contains { $0.contains("… and 30 models not called in the window") }, "\(lines)")
             #expect(lines.contains { $0.contains("m3 (disabled)") }, "\(lines)")
             #expect(lines.contains { $0.contains("breakers closed; disabled in the catalog: m7, m8 (status --json") }, "\(lines)")
-            #expect(report.json["models"]?.arrayValue?.count == 30)
+            #expect(report.json["models"]?.arrayValue?.count == 31)
             #expect(report.json["models"]?.arrayValue?.filter { $0["enabled"] == false }.count == 3)
+            #expect(report.json["models"]?.arrayValue?.first { $0["model"] == "gone" }?["enabled"] == .null)
         }
         let long = StatusReport(
             window: .seconds(60), generatedAt: Date(timeIntervalSince1970: 0),
