@@ -153,8 +153,7 @@ enum JobCommands {
                         : "dispatcher retry \(jobs[0]) runs it again"
                 // Retried already: where its answer is (the advice to retry it named the retry's id
                 // only once it was run).
-                let retried = code == "unroutable" || advice.hasPrefix("the request")
-                    ? nil : try? await store.retryMade(of: jobs[0], tenant: result["tenant"]?.stringValue)
+                let retried = try? await store.retryMade(of: jobs[0], tenant: result["tenant"]?.stringValue)
                 let next = retried.map { retry in
                     "it was retried as job \(retry.id)" + (retry.status.map { " (\($0))" } ?? "")
                         + ": dispatcher result \(retry.id)"
