@@ -190,6 +190,26 @@ struct FallbackExecutionTests {
         }
     }
 
+    /// A soak's models paused a second at a time by 429s put 40,000 jobs back 156,530 times.
+    @Test("a job whose every model is paused for a moment waits in its slot, not put back")
+    func shortPauseHeldInSlot() async throws {
+        try await Self.withRoutingWorker { store, server, _ in
+            try await server.script(["claude-test": [["kind": "rate_limited", "retry_after": "1"], ["kind": "ok"], ["kind": "ok"]]])
+            let first = try await store.submit(Submission(request: Submission.prompt("hi"), taskClass: "claude"))
+            try await waitUntil("the first job has met the 429") { try await server.count(for: "claude-test") == 1 }
+            let second = try await store.submit(Submission(request: Submission.prompt("hi"), taskClass: "claude"))
+            var statuses: Set<String> = []
+            try await waitUntil("both have succeeded", every: .milliseconds(20)) {
+                let now = try await store.statuses(of: [first, second])
+                if let status = now[second] { statuses.insert(status) }
+                return now.values.allSatisfy { $0 == "succeeded" } && now.count == 2
+            }
+            #expect(!statuses.contains("scheduled"), "\(statuses)")
+            let result = try #require(try await store.result(of: second))
+            #expect(Self.trail(result).map(\.outcome) == ["succeeded"])
+        }
+    }
+
     @Test("a pause longer than an interactive job may wait is an outage: the job stops waiting after its minute")
     func longPauseIsAnOutage() async throws {
         try await Self.withRoutingWorker { store, server, pool in
