@@ -130,6 +130,15 @@ extension ProviderError {
             return ProviderError(.timedOut, "the provider did not answer in time", model: model, latency: latency)
         }
         let reason = urlError.map { "\($0.localizedDescription) (URLError \($0.code.rawValue))" } ?? "\(error)"
+        // Reached, and hung up on: the request went out and may have been billed ("could not
+        // reach the provider" and "check the base_url" said otherwise, of a server that answered
+        // most calls).
+        if let code = urlError?.code, [.badServerResponse, .networkConnectionLost].contains(code) {
+            return ProviderError(
+                .connectionFailed, "the provider closed the connection without answering: \(reason)",
+                hint: "the request may have reached it; the job moves to the next model", model: model,
+                latency: latency)
+        }
         return ProviderError(
             .connectionFailed, "could not reach the provider: \(reason)",
             hint: "check the model's base_url and that the server is up", model: model, latency: latency)
