@@ -340,6 +340,15 @@ struct FallbackExecutionTests {
             #expect(next["metadata"]?["passed_over"] == [
                 ["model": "primary", "reason": "its breaker is open (or a probe of it is in flight)"],
             ], "\(String(describing: next["metadata"]))")
+            // A job that fails says so too (a soak's failures read "every model in the plan failed
+            // (soak-c)" with nothing on the two passed over), and names its rule.
+            try await server.script(["secondary": ["kind": "server_error"], "big": ["kind": "server_error"]])
+            var once = Self.chat()
+            once.maxAttempts = 1
+            let failed = try await Self.submitAndWait(store, once)
+            #expect(failed["status"] == "failed")
+            #expect(failed["metadata"]?["rule"] == "chat")
+            #expect(failed["metadata"]?["passed_over"]?[0]?["model"] == "primary", "\(String(describing: failed["metadata"]))")
         }
     }
 

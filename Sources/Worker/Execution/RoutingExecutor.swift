@@ -396,7 +396,8 @@ struct RoutingExecutor: JobExecutor {
                                 message: "the request is too long for \(model.name) and no model with a larger "
                                     + "context window may take it (none in the catalog, or each is disabled, unhealthy, "
                                     + "over its ceiling or under its quality floor): \(summary)",
-                                retryable: false, taskClass: taskClass, trail: trail
+                                retryable: false, taskClass: taskClass, trail: trail,
+                                metadata: routeMetadata  // the rule, and why models were passed over
                             )
                         )
                     }
@@ -410,7 +411,8 @@ struct RoutingExecutor: JobExecutor {
                         JobFailure(
                             code: "bad_request",
                             message: "\(model.name) refused the request, and another model would too: \(summary)",
-                            retryable: false, taskClass: taskClass, trail: trail
+                            retryable: false, taskClass: taskClass, trail: trail,
+                            metadata: routeMetadata  // the rule, and why models were passed over
                         )
                     )
                 }
@@ -465,7 +467,8 @@ struct RoutingExecutor: JobExecutor {
                 code: unsupported ? "unsupported_request" : "all_candidates_failed",
                 message: (unsupported ? "no model of the plan can take this request" : "every model in the plan failed")
                     + " (\(models.joined(separator: ", "))); last: " + (trail.last?.error ?? "unknown error") + skipped,
-                retryable: !unsupported, taskClass: taskClass, trail: trail
+                retryable: !unsupported, taskClass: taskClass, trail: trail,
+                metadata: routeMetadata  // the rule, and why models were passed over
             )
         )
     }
