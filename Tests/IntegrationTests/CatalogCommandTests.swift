@@ -182,7 +182,11 @@ struct CatalogCommandTests {
                 ["route", "--explain", "--prompt", "Write a haiku about autumn", "--priority", "background",
                  "--database-url", url])
             #expect(paused.output.contains(
-                "policy    background paused: waits until dispatcher background resume"), "\(paused.output)")
+                "policy    background paused, ceiling $0.0005/1K: waits until dispatcher background resume"),
+                "\(paused.output)")
+            // The plan it will have on resume, within the ceiling (a verification pass saw a model over it).
+            #expect(paused.output.contains("is over the cost ceiling $0.0005/1K") && !paused.output.contains("kept:"),
+                    "\(paused.output)")
             #expect(try await dispatcher(["background", "resume", "--database-url", url]).status == 0)
             #expect(try await dispatcher(["background", "ceiling", "none", "--database-url", url]).status == 0)
             let cleared = try await dispatcher(

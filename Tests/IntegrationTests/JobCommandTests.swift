@@ -34,7 +34,7 @@ struct JobCommandTests {
             let lines = all.filter { !$0.hasPrefix("hint: ") && !$0.hasPrefix("total: ") }
             #expect(lines.count == 1_501, "\(output.suffix(500))")
             // The totals, once, on stderr.
-            #expect(all.filter { $0.hasPrefix("total: ") } == ["total: 1499 cancelled, 1 already finished, 1 not found"],
+            #expect(all.filter { $0.hasPrefix("total: ") } == ["total: 1499 cancelled, 1 already ended, 1 not found"],
                     "\(output.suffix(500))")
             #expect(lines.first == "\(jobs[0])  cancelled")
             #expect(lines[7] == "\(jobs[7])  already cancelled")

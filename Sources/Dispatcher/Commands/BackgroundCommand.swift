@@ -76,11 +76,11 @@ enum BackgroundCommand {
             }
             if until > Date() {
                 try await BackgroundPolicy.set("background_drain_until", to: until.postgresText, in: pool)
-                print("draining: background work ignores its price ceiling until \(until.formatted(.iso8601))")
+                print("draining: background work ignores its price ceiling until \(until.readableUTC)")
                 // A pause outranks a drain: said, not left to be found (nothing moved).
                 if try await BackgroundPolicy.load(pool).paused {
                     printError("note: background work is paused: nothing runs, drained or not, until dispatcher "
-                        + "background resume (the drain lasts until \(until.formatted(.iso8601)))")
+                        + "background resume (the drain lasts until \(until.readableUTC))")
                 }
             } else {
                 try await BackgroundPolicy.set("background_drain_until", to: "", in: pool)

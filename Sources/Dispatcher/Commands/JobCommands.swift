@@ -197,7 +197,7 @@ enum JobCommands {
                     status = max(status, ExitCode.notFound)
                 case .success(let final):
                     print("\(id)  \(final.hasPrefix("already") ? final : "already \(final)")")
-                    counts["already finished", default: 0] += 1
+                    counts["already ended", default: 0] += 1
                     status = max(status, ExitCode.jobNotSucceeded)
                 case .failure(let error):
                     // Refused for every job (the role may not cancel): the error alone, as for one.
@@ -214,7 +214,7 @@ enum JobCommands {
         if status == ExitCode.notFound { printError("hint: \(notFoundHint(tenant: arguments.value("tenant")))") }
         // The totals of a long list (an on-call's 8,006 ids scrolled past without them), on stderr.
         if jobs.count > 1 {
-            let order = ["cancelled", "cancelling", "already finished", "not found", "not cancelled"]
+            let order = ["cancelled", "cancelling", "already ended", "not found", "not cancelled"]
             printError("total: " + order.compactMap { key in counts[key].map { "\($0) \(key)" } }.joined(separator: ", "))
         }
         // A job that could not be cancelled outweighs one that had finished or was unknown.

@@ -8,7 +8,7 @@ enum ModelsCommand {
         usage: dispatcher models import FILE.json [--merge] [--dry-run] [--allow-empty] [--json]
                dispatcher models list [--json]
                dispatcher models prices [--at TIME] [--json]
-               dispatcher models export [--file FILE]
+               dispatcher models export [--file FILE]   (JSON, --json or not)
 
         import   validates a catalog document (a "models" section and/or "routing_rules") and loads
                  it in one transaction, then prints what changed. Every problem is listed at once,
@@ -92,7 +92,7 @@ enum ModelsCommand {
             "--\(stray) is for dispatcher models "
                 + (owners.count > 1 ? owners.dropLast().joined(separator: ", ") + " and " : "") + owners.last!
                 + ", not \(action); nothing was done",
-            hint: usage)
+            hint: "Run `dispatcher models --help`.")
     }
 
     /// The catalog's database, at this binary's schema: an older one lacks columns the catalog

@@ -107,20 +107,19 @@ enum RouteCommand {
         _ request: RoutingRequest, router: Router, planner: OffPeakPlanner, state: RoutingState, now: Date
     ) -> Explained {
         let plan = router.plan(for: request, state: state)
-        // Paused, no background job is claimed, whatever the price or its deadline (it said "runs now").
-        if request.priority == .background, planner.policy.paused {
-            return Explained(
-                plan: plan,
-                background: ("paused", "waits until dispatcher background resume (a deadline does not override a pause)"))
-        }
+        // Paused, no background job is claimed, whatever the price or its deadline (it said "runs
+        // now"); the plan shown is the one it will have on resume, within the ceiling.
+        let paused = request.priority == .background && planner.policy.paused
+        let pausedDecision = "waits until dispatcher background resume (a deadline does not override a pause)"
         guard !plan.attempts.isEmpty, let constrained = planner.constrained(request, rule: plan.rule, now: now) else {
-            return Explained(plan: plan)
+            return paused ? Explained(plan: plan, background: ("paused", pausedDecision)) : Explained(plan: plan)
         }
         let limits = [
             planner.policy.ceiling(for: plan.rule).map { "ceiling $\($0)/1K" },
             planner.policy.tiers.map { "tiers \($0.sorted().joined(separator: ", "))" },
         ].compactMap { $0 }.joined(separator: ", ")
         var bound = router.plan(for: constrained, state: state)
+        if paused { return Explained(plan: bound, background: ("paused, " + limits, pausedDecision)) }
         let decision: String
         // No deadline here: no escalation either.
         switch planner.decide(request, deadline: nil, maxAttempts: 3, state: state, now: now) {

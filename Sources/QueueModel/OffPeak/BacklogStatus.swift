@@ -92,7 +92,8 @@ public struct BacklogStatus: Sendable {
             "queued": .number(Double(queued)), "running": .number(Double(running)), "waiting": .number(Double(waiting)),
             "put_off": .number(Double(putOff)),
             "gate_open": .bool(gate.isOpen), "gate_reason": .string(gate.reason),
-            "per_minute": .number(perMinute), "last_minute": .number(lastMinute), "paused": .bool(policy.paused),
+            "per_minute": .number(perMinute), "last_minute": .number((lastMinute * 10).rounded() / 10),
+            "paused": .bool(policy.paused),
             "max_cost_per_1k": policy.maxCostPer1K.map { .string($0.description) } ?? .null,
             "tiers": policy.tiers.map { .array($0.sorted().map(JSONValue.string)) } ?? .null,
             "rule_ceilings": .object(Dictionary(
@@ -109,11 +110,11 @@ public struct BacklogStatus: Sendable {
     public var lines: [String] {
         var lines = ["background backlog: \(queued) queued, \(running) running, \(waiting) waiting to run later"]
         if let next = nextWaitingAt {
-            lines[0] += " (the next at \(next.formatted(.iso8601)))"
+            lines[0] += " (the next at \(next.readableUTC))"
         }
         // A dash, not brackets: reasons carry their own ("paused (dispatcher background resume)").
         var gateLine = "  gate: " + (gate.isOpen ? "open" : "closed") + " — \(gate.reason)"
-        if let next = gate.nextOpenAt { gateLine += "; next cheap window \(next.formatted(.iso8601))" }
+        if let next = gate.nextOpenAt { gateLine += "; next cheap window \(next.readableUTC)" }
         // The gate opens for all when one model is within a ceiling: a job whose rule has none waits
         // (a cost walkthrough read "open — chat-fast is within…" beside 12 jobs its rules held back).
         if gate.isOpen, putOff > 0, !policy.paused {
@@ -125,7 +126,7 @@ public struct BacklogStatus: Sendable {
             ceiling += " (" + ruleCeilings.map { "rule \($0.rule): $\($0.ceiling)/1K" }.joined(separator: ", ") + ")"
         }
         if let tiers = policy.tiers { ceiling += ", tiers \(tiers.sorted().joined(separator: ","))" }
-        if let drain = policy.drainUntil, drain > Date() { ceiling += ", draining until \(drain.formatted(.iso8601))" }
+        if let drain = policy.drainUntil, drain > Date() { ceiling += ", draining until \(drain.readableUTC)" }
         if policy.paused { ceiling += ", PAUSED" }
         lines.append(ceiling)
         let pace = "  pace: \(String(format: "%.1f", perMinute)) jobs/min over the last 10 minutes"
@@ -136,7 +137,7 @@ public struct BacklogStatus: Sendable {
         } else if let done = drainedAt {
             let recent = lastMinute > perMinute ? ", \(Int(lastMinute.rounded()))/min in the last minute" : ""
             lines.append(
-                "\(pace)\(recent); the \(queued + running) queued and running drained by \(done.formatted(.iso8601))")
+                "\(pace)\(recent); the \(queued + running) queued and running drained by \(done.readableUTC)")
         } else if liveWorkers == 0 {
             lines.append("\(pace); not draining now: no worker is running")
         } else if gate.isOpen {
