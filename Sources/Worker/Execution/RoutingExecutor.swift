@@ -137,7 +137,8 @@ struct RoutingExecutor: JobExecutor {
         if plan.attempts.isEmpty {
             let unroutable = plan.unroutable
             // Every model busy or unhealthy passes; a request no model can serve does not. (A job
-            // held in its slot for a pause says so once, at debug, each time it is planned again.)
+            // held in its slot for a pause logs it at info once, then at debug each time it is
+            // planned again.)
             logger.log(
                 unroutable?.isTransient == true ? (held > 0 ? .debug : .info) : .warning, "job cannot be routed",
                 ["model": "none", "task_class": taskClass, "reason": unroutable?.reason ?? "no attempts"]
