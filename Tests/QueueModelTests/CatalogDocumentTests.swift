@@ -131,6 +131,24 @@ struct CatalogDocumentTests {
             ])
     }
 
+    /// A provider walkthrough's plain http:// base URL with a key imported without a word.
+    @Test("a key sent over plain http to another machine is warned about; loopback and https are not")
+    func plainHTTPKeyWarns() {
+        let text = """
+            {"models": {"far": {"provider": "openai", "base_url": "http://llm.internal:8000/v1", "api_key_env": "K"},
+                        "near": {"provider": "openai", "base_url": "http://127.0.0.1:8000/v1", "api_key_env": "K"},
+                        "safe": {"provider": "openai", "base_url": "https://llm.internal/v1", "api_key_env": "K"},
+                        "keyless": {"provider": "openai", "base_url": "http://llm.internal:8000/v1"}}}
+            """
+        let validation = CatalogDocument.validate(Data(text.utf8), knownModels: [])
+        #expect(validation.problems.isEmpty)
+        #expect(
+            validation.warnings.map(\.description) == [
+                "models.far.base_url: sends the key in K unencrypted (http:// to llm.internal) — use https:// unless "
+                    + "the network between the workers and llm.internal is private"
+            ])
+    }
+
     @Test("every problem is reported at once, each with its path and what to do")
     func everyProblemAtOnce() {
         let text = """

@@ -99,6 +99,16 @@ extension CatalogReader {
         }
         let baseURL = baseURL(fields["base_url"], at: Self.join(path, "base_url"))
         let apiKeyEnv = environmentName(fields["api_key_env"], at: Self.join(path, "api_key_env"))
+        // A key sent in clear to another machine: warned, not refused (a private network may be
+        // meant), as a walkthrough's plain http:// base URL with a key imported without a word.
+        if let baseURL, apiKeyEnv != nil, let url = URLComponents(string: baseURL), url.scheme?.lowercased() == "http",
+            let host = url.host?.lowercased(), !Self.isLoopback(host)
+        {
+            warning(
+                Self.join(path, "base_url"),
+                "sends the key in \(apiKeyEnv!) unencrypted (http:// to \(host))",
+                hint: "use https:// unless the network between the workers and \(host) is private")
+        }
         let upstream = string(fields["upstream_model"], at: Self.join(path, "upstream_model"))
         let tier = string(fields["tier"], at: Self.join(path, "tier"))
         let capabilities = capabilities(fields["capabilities"], at: Self.join(path, "capabilities"))
@@ -244,6 +254,12 @@ extension CatalogReader {
             if let score = integer(member.value, at: memberPath, range: 0...100) { scores[member.key] = score }
         }
         return scores
+    }
+
+    /// `localhost`, `127.x.x.x`, `::1`: a key sent there does not leave the machine.
+    static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host.hasSuffix(".localhost") || host.hasPrefix("127.") || host == "::1"
+            || host == "[::1]"
     }
 
     private mutating func baseURL(_ node: JSONNode?, at path: String) -> String? {
