@@ -62,7 +62,40 @@ extension StatusSection {
                 oldest ?? StatusFormat.none,
             ])
         }
-        return StatusOutput(lines: table.lines, json: .array(depth.map(\.json)))
+        // Who is waiting: an on-call walkthrough's surge was one tenant's 10,000 jobs ahead of the
+        // others', which only SQL on switchyard.jobs could show. The three with most jobs due and
+        // unclaimed per partition, read only when some are queued.
+        var lines = table.lines
+        var siblings: [String: JSONValue] = [:]
+        if depth.contains(where: { $0.queued > 0 }) {
+            // A role that may read the queue's figures but not its rows gets the table alone.
+            let rows = (try? await context.pool.query(
+                """
+                SELECT priority, tenant, n FROM (
+                    SELECT j.priority, j.tenant, count(*) AS n,
+                           row_number() OVER (PARTITION BY j.priority ORDER BY count(*) DESC, j.tenant) AS rank
+                    FROM switchyard.jobs j WHERE j.lease_owner IS NULL AND j.run_at <= now()
+                    GROUP BY j.priority, j.tenant) t
+                WHERE rank <= 3 ORDER BY priority DESC, n DESC, tenant
+                """))
+            var byPriority: [(String, [(String?, Int)])] = []
+            for row in rows.map(Array.init) ?? [] {
+                let priority = try row.decode("priority", as: String.self)
+                let entry = (try row.decode("tenant", as: String?.self), try row.decode("n", as: Int.self))
+                if byPriority.last?.0 == priority { byPriority[byPriority.count - 1].1.append(entry) }
+                else { byPriority.append((priority, [entry])) }
+            }
+            for (priority, tenants) in byPriority {
+                lines.append(
+                    "\(priority) queued by tenant: "
+                        + tenants.map { "\($0.0.map(StatusFormat.printable) ?? "(none)") \($0.1)" }.joined(separator: ", "))
+            }
+            siblings["queued_by_tenant"] = .object(Dictionary(
+                byPriority.map { priority, tenants in
+                    (priority, JSONValue.array(tenants.map { ["tenant": $0.0.map(JSONValue.string) ?? .null, "queued": .number(Double($0.1))] }))
+                }, uniquingKeysWith: { first, _ in first }))
+        }
+        return StatusOutput(lines: lines, json: .array(depth.map(\.json)), siblings: siblings)
     }
 
     /// Worker processes and their heartbeats.

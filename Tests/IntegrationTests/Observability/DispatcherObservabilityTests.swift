@@ -193,6 +193,26 @@ struct DispatcherObservabilityTests {
         }
     }
 
+    /// An on-call walkthrough's surge was one tenant's jobs ahead of the others', which only SQL showed.
+    @Test("status names the tenants with most jobs queued, per partition")
+    func queuedByTenant() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let hello: JSONValue = ["messages": [["role": "user", "content": "hi"]]]
+            var submissions = (0..<5).map { _ in Submission(request: hello, tenant: "globex") }
+            submissions += (0..<2).map { _ in Submission(request: hello, tenant: "acme") }
+            submissions += [Submission(request: hello), Submission(request: hello, tenant: "initech"),
+                            Submission(request: hello, priority: .background, tenant: "acme")]
+            _ = try await store.submit(batch: submissions)
+            let report = await StatusReport.load(
+                StatusContext(pool: pool, window: .seconds(60), at: nil), sections: [StatusSection.queue])
+            let lines = report.lines()
+            #expect(lines.contains("  interactive queued by tenant: globex 5, acme 2, initech 1"), "\(lines)")
+            #expect(lines.contains("  background queued by tenant: acme 1"), "\(lines)")
+            #expect(report.json["queued_by_tenant"]?["interactive"]?[0]?["tenant"] == "globex")
+        }
+    }
+
     /// A docs walkthrough's status listed tiers by their jobs: primary, secondary, (none), tertiary.
     @Test("status lists tiers in their order, a failed job's (none) last")
     func tiersInOrder() async throws {
