@@ -7,8 +7,9 @@
 -- rule's own ceiling (settings.background_max_cost_per_1k, as the job's reason told it to) and
 -- moved a model's off-peak window to now, and `route --explain` said "runs now" of jobs that went
 -- on waiting an hour with the old reason, missing the whole window. Now:
---   - a model added or enabled, a price lowered, its windows or tier changed, or a rule's models,
---     ceilings or quality floor changed put every postponed background job back in the queue,
+--   - a model added or enabled, a price lowered, its windows, tier, scores or context window
+--     changed, or a rule's models, ceilings, floor or settings changed, or a rule removed, put
+--     every postponed background job back in the queue,
 --     once per transaction (an import writes one statement per changed model and rule; a review's
 --     import of 17 changes updated 300,000 postponed jobs 17 times over). A change that cannot let
 --     a job run sooner (a price raised, a base_url fixed, a model disabled) leaves them;
@@ -39,14 +40,18 @@ BEGIN
                     OR NEW.price_per_1k_input < OLD.price_per_1k_input
                     OR NEW.price_per_1k_output < OLD.price_per_1k_output
                     OR NEW.price_windows IS DISTINCT FROM OLD.price_windows
-                    OR NEW.tier IS DISTINCT FROM OLD.tier) THEN
+                    OR NEW.tier IS DISTINCT FROM OLD.tier
+                    -- A score over a rule's quality floor, a window that now fits the request.
+                    OR NEW.capabilities IS DISTINCT FROM OLD.capabilities
+                    OR NEW.context_window IS DISTINCT FROM OLD.context_window) THEN
                 RETURN NULL;
             END IF;
         ELSIF NOT (NEW.primary_model IS DISTINCT FROM OLD.primary_model
                    OR NEW.fallbacks IS DISTINCT FROM OLD.fallbacks
                    OR NEW.max_cost_per_1k IS DISTINCT FROM OLD.max_cost_per_1k
                    OR NEW.quality_floor IS DISTINCT FROM OLD.quality_floor
-                   OR NEW.settings -> 'background_max_cost_per_1k' IS DISTINCT FROM OLD.settings -> 'background_max_cost_per_1k') THEN
+                   -- Its own ceiling, the classes it serves, its strategy's settings.
+                   OR NEW.settings IS DISTINCT FROM OLD.settings) THEN
             RETURN NULL;
         END IF;
     END IF;
@@ -68,5 +73,20 @@ END $$;
 
 CREATE TRIGGER models_release_postponed AFTER INSERT OR UPDATE ON switchyard.models
     FOR EACH ROW EXECUTE FUNCTION switchyard.release_postponed_for_catalog();
-CREATE TRIGGER routes_release_postponed AFTER INSERT OR UPDATE ON switchyard.routes
+-- A rule removed: its classes fall to another rule (default).
+CREATE TRIGGER routes_release_postponed AFTER INSERT OR UPDATE OR DELETE ON switchyard.routes
     FOR EACH ROW EXECUTE FUNCTION switchyard.release_postponed_for_catalog();
+
+-- The version reads the rows' updated_at: kept by the tables themselves, so an operator's UPDATE
+-- without it (a review's price cut by hand) changes the version as an import does.
+CREATE FUNCTION switchyard.catalog_row_updated() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.updated_at := now();
+    RETURN NEW;
+END $$;
+
+CREATE TRIGGER models_updated_at BEFORE UPDATE ON switchyard.models
+    FOR EACH ROW EXECUTE FUNCTION switchyard.catalog_row_updated();
+CREATE TRIGGER routes_updated_at BEFORE UPDATE ON switchyard.routes
+    FOR EACH ROW EXECUTE FUNCTION switchyard.catalog_row_updated();

@@ -24,8 +24,13 @@ CREATE FUNCTION switchyard.model_health_unhealthy_since() RETURNS trigger
 BEGIN
     IF NEW.state = 'closed' THEN
         NEW.unhealthy_since := NULL;
-    ELSIF TG_OP = 'INSERT' OR OLD.state = 'closed' OR OLD.unhealthy_since IS NULL THEN
+    ELSIF TG_OP = 'INSERT' THEN
         NEW.unhealthy_since := coalesce(NEW.opened_at, now());
+    ELSIF OLD.state = 'closed' OR OLD.unhealthy_since IS NULL THEN
+        -- Its opened_at only when this write set it: a closed breaker keeps its last opening's, and
+        -- an operator's "SET state = 'open'" alone read as out for ten minutes (a review).
+        NEW.unhealthy_since := CASE WHEN NEW.opened_at IS DISTINCT FROM OLD.opened_at
+                                    THEN coalesce(NEW.opened_at, now()) ELSE now() END;
     ELSE
         NEW.unhealthy_since := OLD.unhealthy_since;
     END IF;

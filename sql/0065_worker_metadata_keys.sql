@@ -5,7 +5,10 @@
 -- added requested_model (why a named model did not answer), passed_over (rule models kept out by
 -- their breakers) and unserved_task_class (a job's class no rule serves): a review submitted a job
 -- whose metadata carried a forged passed_over, and it came back as if the worker had written it.
--- They are stripped likewise. complete() is 0050's otherwise.
+-- They are stripped likewise. And a postponement decided under a policy other than the one in force
+-- goes back a second ahead, not at once: the worker that decided it has not read the new policy
+-- (with the catalog in the version since 0063, a --poll-only worker reads it up to 10 s after an
+-- import), and would claim it and put it off again in a loop. complete() is 0050's otherwise.
 
 SET LOCAL ROLE switchyard_admin;
 
@@ -99,7 +102,11 @@ BEGIN
             run_at = CASE WHEN i.kind = 'retry' THEN coalesce(i.retry_at, now())
                           WHEN i.kind IN ('postpone', 'wait') AND coalesce(i.policy = current_policy, true)
                               THEN coalesce(i.retry_at, now())
-                          WHEN i.kind IN ('postpone', 'wait') THEN now()
+                          -- A second ahead: a worker that has not read the new policy yet (a
+                          -- --poll-only one reloads every 10 s) decides it again under the old one,
+                          -- and at now() claimed and sent it back in a loop (a review: 2,788
+                          -- putting-backs in 2 s for 200 jobs).
+                          WHEN i.kind IN ('postpone', 'wait') THEN now() + interval '1 second'
                           ELSE j.run_at END,
             postponed_at = CASE WHEN i.kind IN ('postpone', 'wait') AND coalesce(i.policy = current_policy, true)
                                 THEN now() END,

@@ -315,7 +315,8 @@ struct OffPeakExecutionTests {
             #expect(written.count == 3)
             @Sendable func waits(_ id: Int64) async throws -> (later: Bool, postponed: Bool) {
                 let row = try #require(try await pool.query(
-                    "SELECT run_at > now() AS later, postponed_at IS NOT NULL AS postponed FROM switchyard.jobs WHERE id = $1",
+                    // Sent back a second ahead (a worker on the old policy would loop on it), not later.
+                    "SELECT run_at > now() + interval '2 seconds' AS later, postponed_at IS NOT NULL AS postponed FROM switchyard.jobs WHERE id = $1",
                     [id]
                 ).first)
                 return (try row.decode("later"), try row.decode("postponed"))
@@ -401,6 +402,18 @@ struct OffPeakExecutionTests {
                            policy: before),
             ])
             #expect(try await !waiting(late))
+            // Also released: a model's scores changed (over a rule's quality floor now), a rule
+            // removed (its classes fall to another); and an operator's UPDATE by hand changes the
+            // policy's version as an import does (the tables keep updated_at themselves).
+            let scored = try await postponeOne()
+            try await pool.query("UPDATE switchyard.models SET capabilities = '{\"reasoning\": 90}' WHERE name = 'budget'")
+            #expect(try await !waiting(scored))
+            let removed = try await postponeOne()
+            let version = try #require(try await BackgroundPolicy.load(pool).version)
+            try await pool.query("DELETE FROM switchyard.routes WHERE task_class = 'premium_only'")
+            #expect(try await !waiting(removed))
+            try await pool.query("UPDATE switchyard.models SET price_per_1k_input = price_per_1k_input / 2 WHERE name = 'budget'")
+            #expect(try await BackgroundPolicy.load(pool).version != version)
         }
     }
 
@@ -456,8 +469,11 @@ struct OffPeakExecutionTests {
             try await operatorSession.query("COMMIT")
             await operatorSession.close()
             #expect(try await postponing.value.count == 1)
-            let later = try await pool.query("SELECT run_at > now() FROM switchyard.jobs WHERE id = $1", [job.id])
-                .scalar(Bool.self)
+            // Back within a second (not at once: a worker on the old policy would loop on it), not kept.
+            let later = try await pool.query(
+                "SELECT run_at > now() + interval '2 seconds' OR postponed_at IS NOT NULL FROM switchyard.jobs WHERE id = $1",
+                [job.id]
+            ).scalar(Bool.self)
             #expect(!later, "a postponement decided under the old policy was kept after the change")
         }
     }

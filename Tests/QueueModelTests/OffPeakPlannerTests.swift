@@ -134,13 +134,14 @@ struct OffPeakPlannerTests {
         // A model the request names stays first.
         var named = Self.request(.background)
         named.body["model"] = "premium"
-        guard case .run(let namedPlan, _) = Self.planner(Self.ceiling).decide(
+        guard case .run(let namedPlan, let namedWhy) = Self.planner(Self.ceiling).decide(
             named, deadline: noon.addingTimeInterval(90), maxAttempts: 3, state: Self.state(at: noon), now: noon)
         else {
             Issue.record("expected a plan")
             return
         }
         #expect(namedPlan.attempts.first?.model.name == "premium")
+        #expect(namedWhy?.contains("cheapest first") == false, "\(String(describing: namedWhy))")
 
         // With the deadline further away, it waits — but no later than its escalation point.
         let later = Self.planner(Self.ceiling).decide(

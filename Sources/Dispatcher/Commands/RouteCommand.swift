@@ -119,7 +119,14 @@ enum RouteCommand {
             planner.policy.tiers.map { "tiers \($0.sorted().joined(separator: ", "))" },
         ].compactMap { $0 }.joined(separator: ", ")
         var bound = router.plan(for: constrained, state: state)
-        if paused { return Explained(plan: bound, background: ("paused, " + limits, pausedDecision)) }
+        if paused {
+            // Nothing within the ceiling now is the policy's wait, not the rule's fault.
+            if bound.attempts.isEmpty, let reason = bound.unroutable?.reason {
+                bound.unroutable = .init(
+                    reason: reason, hint: "it waits for resume, then for a model within the ceiling", isTransient: true)
+            }
+            return Explained(plan: bound, background: ("paused, " + limits, pausedDecision))
+        }
         let decision: String
         // No deadline here: no escalation either.
         switch planner.decide(request, deadline: nil, maxAttempts: 3, state: state, now: now) {

@@ -63,9 +63,12 @@ enum StatusFormat {
     /// A latency percentile of calls, `≥1.50 s` when the calls beyond it timed out: a timed-out
     /// call is recorded at its timeout, so a model timing out on a third of its calls showed a P95
     /// of 1.50 s, "on target" (an on-call walkthrough).
-    static func latency(_ value: Double?, quantile: Double, timeoutRate: Double?) -> String {
+    /// - Parameter errorRate: the calls that failed otherwise: the percentiles are of the answered
+    ///   and timed-out calls, so the timeouts' share is taken among those.
+    static func latency(_ value: Double?, quantile: Double, timeoutRate: Double?, errorRate: Double? = nil) -> String {
         let text = milliseconds(value)
-        guard value != nil, let timeoutRate, timeoutRate > 1 - quantile else { return text }
+        let timed = 1 - min(errorRate ?? 0, 0.999_999)
+        guard value != nil, let timeoutRate, timeoutRate / timed > 1 - quantile else { return text }
         return "≥" + text
     }
 

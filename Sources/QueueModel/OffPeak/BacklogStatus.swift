@@ -51,8 +51,10 @@ public struct BacklogStatus: Sendable {
             SELECT d.queued, d.scheduled AS waiting, d.running,
                    (SELECT min(j.run_at) FROM switchyard.jobs_background j
                     WHERE j.lease_owner IS NULL AND j.run_at > now()) AS next_waiting_at,
+                   -- Put off for a price, not those waiting for a model of their rule to come back.
                    (SELECT count(*) FROM switchyard.jobs_background j
-                    WHERE j.postponed_at IS NOT NULL AND j.lease_owner IS NULL AND j.run_at > now()) AS put_off,
+                    WHERE j.postponed_at IS NOT NULL AND j.lease_owner IS NULL AND j.run_at > now()
+                          AND coalesce(j.waiting_reason, '') NOT LIKE 'no model available now:%') AS put_off,
                    -- What workers finished: a mass cancel or expiry is no pace of draining.
                    (SELECT count(*) FROM switchyard.results
                     WHERE priority = 'background' AND status IN ('succeeded', 'failed')

@@ -62,7 +62,8 @@ public struct OffPeakPlanner: Sendable {
                 plan,
                 escalation: "deadline \(deadline.readableUTC) is \(Int(deadline.timeIntervalSince(now))) s away, "
                     + "within its escalation horizon of \(Int(horizon.seconds)) s, and no model is within \(limit) now"
-                    + (plan.attempts.count > 1 ? "; its models in the order of their price now, cheapest first" : "")
+                    + (plan.attempts.map(\.model.name) != unconstrained.attempts.map(\.model.name)
+                        ? "; its models in the order of their price now, cheapest first" : "")
             )
         }
         // A model within the limit now that could not take the job (breaker open, budget spent)

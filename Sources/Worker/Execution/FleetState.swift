@@ -196,9 +196,12 @@ final class FleetState: Sendable {
         // The background policy's version covers the catalog too (sql/0063): read again with it,
         // or every postponement after an import would carry the version before it, and be sent back.
         case CatalogStore.channel:
+            // The version first: an import committing between the two reads then leaves an old
+            // version beside the new catalog (a postponement needlessly sent back once), not the
+            // new version beside the old catalog (one wrongly kept).
             gates.catalog.request {
-                await self.reloadCatalog()
                 await self.reloadPolicy()
+                await self.reloadCatalog()
             }
         case HealthStore.channel: gates.health.request { await self.refreshHealth() }
         case Self.settingsChannel: gates.policy.request { await self.reloadPolicy() }

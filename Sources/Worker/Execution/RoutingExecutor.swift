@@ -167,7 +167,9 @@ struct RoutingExecutor: JobExecutor {
                     until.timeIntervalSince(instant) <= Self.holdInSlot.seconds
                 {
                     do {
-                        try await Task.sleep(for: .seconds(max(until.timeIntervalSince(now()), 0.05)))
+                        // With up to 100 ms of jitter: the jobs held for one pause woke together.
+                        try await Task.sleep(
+                            for: .seconds(max(until.timeIntervalSince(now()), 0.05) + Double.random(in: 0...0.1)))
                         return await execute(job, heldFor: held + 1)
                     } catch {
                         return wait  // cancelled (the worker stops, or the job was cancelled): put back
@@ -179,7 +181,8 @@ struct RoutingExecutor: JobExecutor {
                 JobFailure(
                     code: unroutable?.isTransient == true ? "no_model_available" : "unroutable",
                     message: [unroutable?.reason, unroutable?.hint].compactMap { $0 }.joined(separator: "; "),
-                    retryable: router.catalog.models.isEmpty || unroutable?.isTransient == true, taskClass: taskClass
+                    retryable: router.catalog.models.isEmpty || unroutable?.isTransient == true, taskClass: taskClass,
+                    metadata: routeMetadata
                 )
             )
         }
@@ -204,7 +207,7 @@ struct RoutingExecutor: JobExecutor {
                 return .failed(
                     JobFailure(
                         code: "deadline_passed", message: "the job's deadline passed while trying its models",
-                        retryable: false, taskClass: taskClass, trail: trail
+                        retryable: false, taskClass: taskClass, trail: trail, metadata: routeMetadata
                     )
                 )
             }

@@ -408,9 +408,21 @@ struct AlertTests {
             #expect(raised.first?.message.contains("a probe failed while half-open") == true, "\(String(describing: raised.first))")
             // Its own breaker is open: the alert opens nothing, and a steady model keeps its traffic.
             #expect(try await pool.query("SELECT count(*) FROM switchyard.model_health WHERE model = 'steady'").scalar(Int.self) == 0)
+            // A breaker closed long ago keeps that opening's time: set open again by hand without
+            // one, it is out from now, not from then (a review's read ten minutes at once).
+            try await pool.query(
+                """
+                INSERT INTO switchyard.model_health (model, state, opened_at) VALUES ('steady', 'closed', $1)
+                ON CONFLICT (model) DO UPDATE SET state = 'closed', opened_at = $1
+                """, [at.addingTimeInterval(-3600)])
+            try await pool.query("UPDATE switchyard.model_health SET state = 'open' WHERE model = 'steady'")
+            #expect(try await pool.query(
+                "SELECT unhealthy_since > now() - interval '1 minute' FROM switchyard.model_health WHERE model = 'steady'"
+            ).scalar(Bool.self))
             // Off: measured no more, and the open one is cleared.
             try await pool.query("UPDATE switchyard.settings SET value = 'off' WHERE name = 'alert_breaker_open_seconds'")
             #expect(try await alerts.evaluate(at: at.addingTimeInterval(130)).map(\.event) == [.cleared])
+            try await pool.query("UPDATE switchyard.model_health SET state = 'closed' WHERE model = 'steady'")
         }
     }
 

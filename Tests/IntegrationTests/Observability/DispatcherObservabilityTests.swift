@@ -47,6 +47,8 @@ struct DispatcherObservabilityTests {
         #expect(StatusFormat.latency(412, quantile: 0.5, timeoutRate: 0.31) == StatusFormat.milliseconds(412))
         #expect(StatusFormat.latency(900, quantile: 0.95, timeoutRate: 0.01) == StatusFormat.milliseconds(900))
         #expect(StatusFormat.latency(nil, quantile: 0.95, timeoutRate: 0.5) == StatusFormat.milliseconds(nil))
+        // The percentiles are of the timed calls: 4% timeouts among 10% timed calls is 40% of them.
+        #expect(StatusFormat.latency(1500, quantile: 0.95, timeoutRate: 0.04, errorRate: 0.9) == "≥" + StatusFormat.milliseconds(1500))
     }
 
     /// A review's status read "half_open (a probe failed while half-open)" as a failure now, and
