@@ -69,30 +69,18 @@ extension StatusSection {
         var siblings: [String: JSONValue] = [:]
         if depth.contains(where: { $0.queued > 0 }) {
             // A role that may read the queue's figures but not its rows gets the table alone.
-            let rows = (try? await context.pool.query(
-                """
-                SELECT priority, tenant, n FROM (
-                    SELECT j.priority, j.tenant, count(*) AS n,
-                           row_number() OVER (PARTITION BY j.priority ORDER BY count(*) DESC, j.tenant) AS rank
-                    FROM switchyard.jobs j WHERE j.lease_owner IS NULL AND j.run_at <= now()
-                    GROUP BY j.priority, j.tenant) t
-                WHERE rank <= 3 ORDER BY priority DESC, n DESC, tenant
-                """))
-            var byPriority: [(String, [(String?, Int)])] = []
-            for row in rows.map(Array.init) ?? [] {
-                let priority = try row.decode("priority", as: String.self)
-                let entry = (try row.decode("tenant", as: String?.self), try row.decode("n", as: Int.self))
-                if byPriority.last?.0 == priority { byPriority[byPriority.count - 1].1.append(entry) }
-                else { byPriority.append((priority, [entry])) }
-            }
+            let byPriority = (try? await context.observability.queuedByTenant()) ?? []
             for (priority, tenants) in byPriority {
                 lines.append(
                     "\(priority) queued by tenant: "
-                        + tenants.map { "\($0.0.map(StatusFormat.printable) ?? "(none)") \($0.1)" }.joined(separator: ", "))
+                        + tenants.map { "\($0.tenant.map(StatusFormat.printable) ?? "(none)") \($0.queued)" }
+                        .joined(separator: ", "))
             }
             siblings["queued_by_tenant"] = .object(Dictionary(
                 byPriority.map { priority, tenants in
-                    (priority, JSONValue.array(tenants.map { ["tenant": $0.0.map(JSONValue.string) ?? .null, "queued": .number(Double($0.1))] }))
+                    (priority, JSONValue.array(tenants.map {
+                        ["tenant": $0.tenant.map(JSONValue.string) ?? .null, "queued": .number(Double($0.queued))]
+                    }))
                 }, uniquingKeysWith: { first, _ in first }))
         }
         return StatusOutput(lines: lines, json: .array(depth.map(\.json)), siblings: siblings)

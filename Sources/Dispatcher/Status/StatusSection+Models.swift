@@ -10,10 +10,7 @@ extension StatusSection {
             return StatusOutput(lines: ["no model was called in the window, and no breaker is set"], json: [])
         }
         // A model disabled in the catalog read like any other not called lately.
-        let enabled = Dictionary(
-            try await context.pool.query("SELECT name, enabled FROM switchyard.models")
-                .map { (try $0.decode("name", as: String.self), try $0.decode("enabled", as: Bool.self)) },
-            uniquingKeysWith: { first, _ in first })
+        let enabled = try await context.observability.modelsEnabled()
         let disabled = Set(enabled.filter { !$0.value }.keys)
         let json = JSONValue.array(models.map { model in
             var json = model.json

@@ -42,6 +42,36 @@ public struct ObservabilityStore: Sendable {
         try await pool.query("SELECT * FROM switchyard.queue_depth").map(QueueDepth.init(row:))
     }
 
+    /// Per partition (interactive first), the three tenants with most jobs due and unclaimed,
+    /// most first (a nil tenant: jobs submitted without one).
+    public func queuedByTenant() async throws -> [(priority: String, tenants: [(tenant: String?, queued: Int)])] {
+        let rows = try await pool.query(
+            """
+            SELECT priority, tenant, n FROM (
+                SELECT j.priority, j.tenant, count(*) AS n,
+                       row_number() OVER (PARTITION BY j.priority ORDER BY count(*) DESC, j.tenant) AS rank
+                FROM switchyard.jobs j WHERE j.lease_owner IS NULL AND j.run_at <= now()
+                GROUP BY j.priority, j.tenant) t
+            WHERE rank <= 3 ORDER BY priority DESC, n DESC, tenant
+            """)
+        var result: [(priority: String, tenants: [(tenant: String?, queued: Int)])] = []
+        for row in rows {
+            let priority = try row.decode("priority", as: String.self)
+            let entry = (tenant: try row.decode("tenant", as: String?.self), queued: try row.decode("n", as: Int.self))
+            if result.last?.priority == priority { result[result.count - 1].tenants.append(entry) }
+            else { result.append((priority, [entry])) }
+        }
+        return result
+    }
+
+    /// Whether each catalog model is enabled, by name.
+    public func modelsEnabled() async throws -> [String: Bool] {
+        Dictionary(
+            try await pool.query("SELECT name, enabled FROM switchyard.models")
+                .map { (try $0.decode("name", as: String.self), try $0.decode("enabled", as: Bool.self)) },
+            uniquingKeysWith: { first, _ in first })
+    }
+
     /// Every worker with a row in `switchyard.workers` (live or not yet pruned).
     public func workers() async throws -> [WorkerStatus] {
         try await pool.query("SELECT * FROM switchyard.worker_status").map(WorkerStatus.init(row:))
