@@ -10,8 +10,9 @@
 -- raised once a catalog model's breaker has not been closed for the limit, and cleared when it
 -- closes. It opens no breaker (its own is open). `off` turns it off.
 --
--- alert_measurements is 0062's otherwise (and says "1 queued background job would miss", not "jobs"),
--- setting_rule 0058's with the new setting.
+-- alert_measurements is 0052's otherwise, with the windows of calls by their end that 0062
+-- describes (its error-rate and latency rules), and "1 queued background job would miss", not
+-- "jobs"; setting_rule 0058's with the new setting.
 
 SET LOCAL ROLE switchyard_admin;
 
