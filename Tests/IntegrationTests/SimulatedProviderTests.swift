@@ -238,6 +238,21 @@ struct SimulatedProviderTests {
         }
     }
 
+    @Test("settings changed in the catalog apply to the next call of the same provider, checked again")
+    func changedSettings() async throws {
+        let clock = ManualProviderClock()
+        let provider = SimulatedProvider(clock: clock)
+        #expect(try await provider.complete(Self.call(Self.model(["mode": "instant"]))).latency == .zero)
+        let broken = await ProviderTestSupport.providerError {
+            try await provider.complete(Self.call(Self.model(["mode": "instant", "error_rate": 2])))
+        }
+        #expect(broken?.code == .misconfigured)
+        let slow = Self.model(["latency_p50_ms": 200, "latency_p95_ms": 220, "seed": 7])
+        #expect(try await provider.complete(Self.call(slow)).latency > .milliseconds(100))
+        #expect(clock.sleeps.count == 1)
+        #expect(try await provider.complete(Self.call(Self.model(["mode": "instant"]))).latency == .zero)
+    }
+
     @Test("cancelling the task ends a simulated call at once")
     func cancellation() async throws {
         let factory = ProviderFactory(concurrency: 4, environment: [:])

@@ -18,6 +18,8 @@ public final class SimulatedProvider: ModelProvider {
     private let salt: UInt64
     /// Calls made so far, per model: the position of the next call in the model's random stream.
     private let calls = Mutex<[String: UInt64]>([:])
+    /// Each model's settings as last checked, with the catalog's text of them.
+    private let checked = Mutex<[String: (source: JSONValue, settings: SimulatedSettings)]>([:])
 
     /// Creates the provider.
     /// - Parameters:
@@ -33,8 +35,7 @@ public final class SimulatedProvider: ModelProvider {
     /// - Throws: `ProviderError` as a real provider would fail, `CancellationError` when cancelled.
     public func complete(_ call: ProviderCall) async throws -> ProviderReply {
         let model = call.model
-        try model.checkSettings()
-        let settings = try SimulatedSettings(model.settings, model: model.name)
+        let settings = try self.settings(of: model)
         _ = try ProviderEndpoint.requestObject(call)
 
         let promptTokens = SimulatedAnswer.promptTokens(call.request)
@@ -73,6 +74,17 @@ public final class SimulatedProvider: ModelProvider {
                 latency: latency)
         }
         return reply(call, settings: settings, latency: latency)
+    }
+
+    /// A model's settings, checked and read once per version of them: checking them on every call
+    /// was a twentieth of a worker's CPU draining instant jobs. Settings that fail their check are
+    /// not kept, so each call fails as the first did.
+    private func settings(of model: ModelSpec) throws -> SimulatedSettings {
+        if let known = checked.withLock({ $0[model.name] }), known.source == model.settings { return known.settings }
+        try model.checkSettings()
+        let settings = try SimulatedSettings(model.settings, model: model.name)
+        checked.withLock { $0[model.name] = (model.settings, settings) }
+        return settings
     }
 
     private func reply(_ call: ProviderCall, settings: SimulatedSettings, latency: Duration) -> ProviderReply {
