@@ -120,11 +120,18 @@ struct OffPeakTests {
                 #"{"days": ["sun"], "start": "22:00", "end": "22:45", "time_zone": "Europe/London", "multiplier": 0.25}"#,
                 #"{"start": "01:30", "end": "03:00", "time_zone": "America/New_York", "input_multiplier": 2, "output_multiplier": 0.5}"#,
                 #"{"start": "02:30", "end": "04:00", "time_zone": "America/New_York", "multiplier": 0.5}"#,
+                // An end the clocks skip; a window they skip whole; a zone that jumps half an hour.
+                #"{"start": "01:00", "end": "02:30", "time_zone": "America/New_York", "multiplier": 0.5}"#,
+                #"{"start": "01:15", "end": "01:45", "time_zone": "Europe/London", "multiplier": 0.5}"#,
+                #"{"start": "02:10", "end": "05:00", "time_zone": "Australia/Lord_Howe", "multiplier": 0.5}"#,
             ]
-            // Around the changes of 2026 in London (03-29, 10-25) and New York (03-08, 11-01).
+            // Around the changes of 2026 in London (03-29, 10-25), New York (03-08, 11-01) and
+            // Lord Howe Island (10-04, 02:00 → 02:30).
             let changeDays = ["2026-03-08T00:00:00Z", "2026-03-29T12:00:00Z", "2026-03-29T21:10:00Z",
                               "2026-10-25T00:30:00Z", "2026-11-01T00:00:00Z", "2026-11-01T05:45:00Z",
-                              "2026-11-01T06:15:00Z"].map { ISO8601Parsing.date($0)! }
+                              "2026-11-01T06:15:00Z", "2026-03-08T06:30:00Z", "2026-03-08T06:59:00Z",
+                              "2026-03-08T07:00:00Z", "2026-03-29T00:30:00Z", "2026-10-03T12:00:00Z",
+                              "2026-10-03T15:30:00Z"].map { ISO8601Parsing.date($0)! }
             var generator = SystemRandomNumberGenerator()
             for text in windows {
                 let window = try PriceWindow.parse(try JSONValue(parsing: text))

@@ -64,11 +64,26 @@ struct PriceWindowTests {
             #"{"start": "01:30", "end": "03:00", "time_zone": "America/New_York", "multiplier": 0.5}"#)
         #expect(repeated.nextStart(after: Self.date("2026-11-01T00:00:00Z")) == Self.date("2026-11-01T05:30:00Z"))
         #expect(repeated.contains(Self.date("2026-11-01T05:30:00Z")))
-        // 02:30 does not happen in New York on 2026-03-08: read with the offset before (EST), 07:30 UTC.
+        // 02:30 does not happen in New York on 2026-03-08: the clocks jump from 02:00 EST to 03:00
+        // EDT (07:00 UTC), and the window is open from the jump (it was said to open at 07:30).
         let skipped = try Self.window(
             #"{"start": "02:30", "end": "04:00", "time_zone": "America/New_York", "multiplier": 0.5}"#)
-        #expect(skipped.nextStart(after: Self.date("2026-03-08T00:00:00Z")) == Self.date("2026-03-08T07:30:00Z"))
-        #expect(skipped.contains(Self.date("2026-03-08T07:30:00Z")))
+        #expect(skipped.nextStart(after: Self.date("2026-03-08T00:00:00Z")) == Self.date("2026-03-08T07:00:00Z"))
+        #expect(!skipped.contains(Self.date("2026-03-08T06:59:00Z")))
+        #expect(skipped.contains(Self.date("2026-03-08T07:00:00Z")))
+        #expect(skipped.nextEnd(after: Self.date("2026-03-08T07:00:00Z")) == Self.date("2026-03-08T08:00:00Z"))
+        // An end the clocks skip closes the window at the jump.
+        let endSkipped = try Self.window(
+            #"{"start": "01:00", "end": "02:30", "time_zone": "America/New_York", "multiplier": 0.5}"#)
+        #expect(endSkipped.nextStart(after: Self.date("2026-03-08T00:00:00Z")) == Self.date("2026-03-08T06:00:00Z"))
+        #expect(endSkipped.contains(Self.date("2026-03-08T06:59:00Z")))
+        #expect(!endSkipped.contains(Self.date("2026-03-08T07:00:00Z")))
+        #expect(endSkipped.nextEnd(after: Self.date("2026-03-08T06:30:00Z")) == Self.date("2026-03-08T07:00:00Z"))
+        // A window wholly within the skipped hour does not open that day: the next is the day after's.
+        let wholly = try Self.window(
+            #"{"start": "02:10", "end": "02:40", "time_zone": "America/New_York", "multiplier": 0.5}"#)
+        #expect(wholly.nextStart(after: Self.date("2026-03-08T00:00:00Z")) == Self.date("2026-03-09T06:10:00Z"))
+        #expect(wholly.nextEnd(after: Self.date("2026-03-08T00:00:00Z")) == Self.date("2026-03-09T06:40:00Z"))
     }
 
     @Test("a window that crosses midnight ends the next day, also when it began yesterday")

@@ -54,40 +54,51 @@ public struct PriceWindow: Sendable, Hashable {
 
     /// The first time the window opens at or after an instant (nil if it never does: no days).
     ///
-    /// Each day's start is that day's wall-clock time in the window's zone: on a day the clocks
-    /// go back, a time that happens twice is the first (when `contains` turns true); on a day they
-    /// go forward, a time that does not happen is read with the offset before the change.
+    /// Each day's start is when the zone's wall clock first reads that time: on a day the clocks
+    /// go back, a time that happens twice is the first; on a day they go forward past it, the
+    /// jump (a 02:30 start in New York opens at 03:00 EDT, when `contains` turns true).
     public func nextStart(after instant: Date) -> Date? {
-        starts(around: instant).first { $0 >= instant }
+        openings(around: instant).first { $0.start >= instant }?.start
     }
 
     /// The first time the window closes at or after an instant (nil if it never opens).
     public func nextEnd(after instant: Date) -> Date? {
-        let calendar = calendar
-        // A window that crosses midnight closes the day after it starts: look from yesterday's start.
-        return starts(around: instant, from: -1).compactMap { start -> Date? in
-            guard let day = calendar.date(byAdding: .day, value: crossesMidnight ? 1 : 0, to: start) else { return nil }
-            var parts = calendar.dateComponents([.year, .month, .day], from: day)
-            parts.hour = endMinute / 60
-            parts.minute = endMinute % 60
-            return calendar.date(from: parts)
-        }.first { $0 >= instant }
+        // A window that crosses midnight closes the day after it starts: look from yesterday's.
+        openings(around: instant, from: -1).map(\.end).filter { $0 >= instant }.min()
     }
 
-    /// The window's starts on its days, from `from` days before the instant's local day to a
-    /// week after, in order.
-    private func starts(around instant: Date, from first: Int = 0) -> [Date] {
+    /// The window's openings on its days, from `first` days before the instant's local day to a
+    /// week after, in order. A day on which the clocks skip the whole window (it starts and ends
+    /// within the hour they go forward) has none.
+    private func openings(around instant: Date, from first: Int = 0) -> [(start: Date, end: Date)] {
         let calendar = calendar
         let today = calendar.startOfDay(for: instant)
         return (first...7).compactMap { offset in
             guard let day = calendar.date(byAdding: .day, value: offset, to: today),
-                days.contains(Self.isoWeekday(calendar.component(.weekday, from: day)))
+                days.contains(Self.isoWeekday(calendar.component(.weekday, from: day))),
+                let start = firstReading(startMinute, on: day, calendar),
+                let endDay = calendar.date(byAdding: .day, value: crossesMidnight ? 1 : 0, to: day),
+                let end = firstReading(endMinute, on: endDay, calendar), end > start
             else { return nil }
-            var parts = calendar.dateComponents([.year, .month, .day], from: day)
-            parts.hour = startMinute / 60
-            parts.minute = startMinute % 60
-            return calendar.date(from: parts)
+            return (start, end)
         }
+    }
+
+    /// When the zone's wall clock first reads a time of a day, or a later one: the time itself
+    /// (the first of two when the clocks go back), or, when the clocks jump over it, the jump.
+    private func firstReading(_ minute: Int, on day: Date, _ calendar: Calendar) -> Date? {
+        var parts = calendar.dateComponents([.year, .month, .day], from: day)
+        parts.hour = minute / 60
+        parts.minute = minute % 60
+        // Foundation reads a time that does not happen with the offset before the jump: 02:30
+        // EST is 03:30 EDT, half an hour after the window is open.
+        guard let date = calendar.date(from: parts) else { return nil }
+        let read = calendar.dateComponents([.hour, .minute], from: date)
+        guard (read.hour ?? 0) * 60 + (read.minute ?? 0) != minute,
+            let jump = timeZone.nextDaylightSavingTimeTransition(after: date.addingTimeInterval(-4 * 3600)),
+            jump <= date
+        else { return date }
+        return jump
     }
 
     /// Foundation's weekday (1 = Sunday) as ISO (1 = Monday … 7 = Sunday).

@@ -206,6 +206,41 @@ struct SecurityRoleTests {
         }
     }
 
+    @Test("the worker role reads the background gate while a surcharge window holds it (it opens at the window's end)")
+    func gateDuringSurcharge() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            // A window open from an hour ago to two hours ahead, at five times the list price.
+            let now = Date()
+            let formatter = DateFormatter()
+            formatter.timeZone = .gmt
+            formatter.dateFormat = "HH:mm"
+            let window: JSONValue = [
+                "start": .string(formatter.string(from: now.addingTimeInterval(-3600))),
+                "end": .string(formatter.string(from: now.addingTimeInterval(7200))), "multiplier": 5,
+            ]
+            try await pool.query(
+                """
+                INSERT INTO switchyard.models (name, provider, price_per_1k_input, price_per_1k_output, price_windows)
+                VALUES ('m', 'simulated', 0.001, 0.001, jsonb_build_array($1::jsonb))
+                """, [window.jsonText])
+            try await pool.query("INSERT INTO switchyard.routes (task_class, primary_model) VALUES ('default', 'm')")
+            try await BackgroundPolicy.set("background_max_cost_per_1k", to: "0.002", in: pool)
+            try await pool.withConnection { connection in
+                let outcome = try await RoleSession(connection: connection).attempt(
+                    as: Self.worker, "SELECT is_open, next_open_at FROM switchyard.background_gate()")
+                switch outcome {
+                case .success(let rows):
+                    let row = try #require(rows.first)
+                    #expect(try row.decode("is_open", as: Bool.self) == false)
+                    let opens = try #require(try row.decode("next_open_at", as: Date?.self))
+                    #expect(abs(opens.timeIntervalSince(now) - 7200) < 120, "\(opens)")
+                case .failure(let error):
+                    Issue.record("the worker role could not read the gate: \(error)")
+                }
+            }
+        }
+    }
+
     @Test("the admin role is not a superuser: it administers Switchyard, not the server")
     func adminIsNotSuperuser() async throws {
         try await TestDatabase.withMigratedPool { pool in
