@@ -9,6 +9,7 @@ enum FeedbackCommand {
                dispatcher feedback --list [--json]
 
         Rates the answer of finished job ID. SCORE is 0–100 (100 best), or stars as N/M (4/5 is 80).
+        A job has one rating: rating it again replaces the earlier one.
         Ratings move the model's capability score for the job's task class, once it has enough of
         them (feedback_min_ratings, default 5), so best_quality and quality_floor routing follow what
         users report. --list shows the recent average per model and class.

@@ -99,6 +99,43 @@ struct FeedbackRoutingTests {
         }
     }
 
+    @Test("a job's answer has one rating: rating it again replaces it, and workers hear of a change or a removal")
+    func oneRatingPerJob() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            _ = try await CatalogStore(pool: pool).importDocument(Data(Self.catalog.utf8))
+            let now = try await ResultRow.databaseNow(pool)
+            try await ResultRow.insert(
+                (1...10).map { ResultRow(job: Int64($0), taskClass: "reasoning", model: "alpha", latencyMS: 300, finishedAt: now) },
+                into: pool)
+            let feedback = FeedbackStore(pool: pool)
+            // One answer rated 0 three hundred times is one rating (each counted: alpha left the
+            // quality floor's rule for every tenant).
+            var ids: Set<Int64> = []
+            for _ in 0..<300 { ids.insert(try await feedback.rate(job: 1, score: 0)) }
+            #expect(ids.count == 1)
+            #expect(try await feedback.averages().map(\.ratings) == [1])
+            for job in 1...10 { try await feedback.rate(job: Int64(job), score: 20) }
+            #expect(try await CatalogStore(pool: pool).load().model(named: "alpha")?.capabilities["reasoning"] == 60)
+
+            // A rating changed moves the blend, and the workers are told.
+            let changed = try await pool.listen(on: [CatalogStore.channel])
+            let again = try await feedback.rate(job: 1, score: 100, note: "on reflection, right")
+            #expect(ids == [again])
+            #expect(try #require(await firstNotification(changed)).payload == "feedback")
+            let averages = try await feedback.averages()
+            #expect(averages.map(\.ratings) == [10])
+            #expect(averages.first?.averageScore == 28)
+            let note = try await pool.query("SELECT note FROM switchyard.feedback WHERE job_id = 1").scalar(String.self)
+            #expect(note == "on reflection, right")
+
+            // Ratings removed by an operator: the workers are told, and the catalog's score is back.
+            let removed = try await pool.listen(on: [CatalogStore.channel])
+            try await pool.query("DELETE FROM switchyard.feedback WHERE job_id <= 6")
+            #expect(try #require(await firstNotification(removed)).payload == "feedback")
+            #expect(try await CatalogStore(pool: pool).load().model(named: "alpha")?.capabilities["reasoning"] == 80)
+        }
+    }
+
     @Test("a rating is refused with a clear error: out of range, unknown job, unfinished job, no answer")
     func validation() async throws {
         try await TestDatabase.withMigratedPool { pool in
