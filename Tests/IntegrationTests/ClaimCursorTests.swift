@@ -14,11 +14,12 @@ struct ClaimCursorTests {
     static func enqueueMinuteOld(_ pool: PostgresPool, count: Int) async throws {
         try await pool.query(
             """
-            INSERT INTO switchyard.jobs (request, run_at)
-            SELECT jsonb_build_object('messages', jsonb_build_array(jsonb_build_object('role', 'user', 'content', 'x' || g))),
-                   now() - interval '1 minute'
+            INSERT INTO switchyard.jobs (request)
+            SELECT jsonb_build_object('messages', jsonb_build_array(jsonb_build_object('role', 'user', 'content', 'x' || g)))
             FROM generate_series(1, $1::integer) g
             """, [count])
+        // Due a minute ago (a submission's past run_at is now: sql/0068).
+        try await pool.query("UPDATE switchyard.jobs SET run_at = now() - interval '1 minute' WHERE lease_owner IS NULL")
     }
 
     /// A connection whose every statement's plan, nested ones included, arrives as a notice.
@@ -136,7 +137,8 @@ struct ClaimCursorTests {
             for _ in 0..<8 {
                 let jobs = try await store.claim(worker: "w", freeSlots: 100, backgroundSlots: 0, lease: Self.lease, after: cursor)
                 cursor.advance(past: jobs)
-                order += jobs.map(\.id)
+                // Each claim's jobs follow the last claim's (in a claim, the order of the update's rows).
+                order += jobs.map(\.id).sorted()
                 _ = try await store.complete(
                     worker: "w", jobs.map { Completion(jobID: $0.id, attempt: $0.attempt, kind: .result, status: "succeeded") })
             }

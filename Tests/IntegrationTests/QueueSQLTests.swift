@@ -227,6 +227,39 @@ struct QueueSQLTests {
         }
     }
 
+    @Test("a run_at in the past is now: it does not put a job ahead of those already queued")
+    func pastRunAt() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let first = try await store.submit(Submission(request: Self.hello))
+            let second = try await store.submit(Submission(request: Self.hello))
+            let backdated = try await pool.query(
+                "SELECT switchyard.submit($1::jsonb, run_at => '1900-01-01')", [Self.hello.jsonText]
+            ).scalar(Int64.self)
+            let inserted = try await pool.query(
+                "INSERT INTO switchyard.jobs (request, run_at) VALUES ($1::jsonb, now() - interval '1 day') RETURNING id",
+                [Self.hello.jsonText]
+            ).scalar(Int64.self)
+            #expect(
+                try await pool.query("SELECT count(*) FROM switchyard.jobs WHERE run_at < created_at").scalar(Int.self) == 0)
+            let claimed = try await store.claim(worker: "w", freeSlots: 4, backgroundSlots: 0, lease: .seconds(30))
+            #expect(claimed.map(\.id) == [first, second, backdated, inserted])
+        }
+    }
+
+    @Test("NULL metadata is none, by INSERT as by submit")
+    func nullMetadata() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            for sql in [
+                "SELECT switchyard.submit($1::jsonb, metadata => NULL)",
+                "INSERT INTO switchyard.jobs (request, metadata) VALUES ($1::jsonb, NULL)",
+            ] {
+                try await pool.query(sql, [Self.hello.jsonText])
+            }
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.jobs WHERE metadata = '{}'").scalar(Int.self) == 2)
+        }
+    }
+
     @Test("the same idempotency key (per tenant) returns the first job, even after it finished")
     func idempotency() async throws {
         try await TestDatabase.withMigratedPool { pool in
