@@ -46,6 +46,9 @@ struct SecurityRoleTests {
                 allowed: submitters),
             Operation(name: "read results", sql: "SELECT count(*) FROM switchyard.results", allowed: submitters),
             Operation(
+                name: "read idempotency keys", sql: "SELECT count(*) FROM switchyard.idempotency_keys",
+                allowed: submitters),
+            Operation(
                 name: "job_status", sql: "SELECT switchyard.job_status($1)", binds: [jobs.queued], allowed: submitters),
             Operation(
                 name: "result", sql: "SELECT * FROM switchyard.result($1)", binds: [jobs.succeeded], allowed: submitters
@@ -126,8 +129,6 @@ struct SecurityRoleTests {
             Operation(
                 name: "read a partition directly", sql: "SELECT count(*) FROM switchyard.jobs_interactive",
                 allowed: admins),
-            Operation(
-                name: "read idempotency keys", sql: "SELECT count(*) FROM switchyard.idempotency_keys", allowed: admins),
             Operation(name: "read ratings", sql: "SELECT count(*) FROM switchyard.feedback", allowed: admins),
             Operation(name: "read alerts", sql: "SELECT count(*) FROM switchyard.alerts", allowed: admins),
             Operation(name: "job_stats", sql: "SELECT count(*) FROM switchyard.job_stats()", allowed: admins),

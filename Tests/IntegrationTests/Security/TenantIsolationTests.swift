@@ -87,16 +87,20 @@ struct TenantIsolationTests {
         return try rows.map { try $0[0].decode(String?.self) ?? "(none)" }
     }
 
-    @Test("reads: jobs, results, job_status and result show a role only its tenants' jobs")
+    @Test("reads: jobs, results, idempotency keys, job_status and result show a role only its tenants' jobs")
     func reads() async throws {
         try await TestDatabase.withMigratedPool { pool in
             let jobs = try await Self.makeJobs(pool)
+            for tenant in ["acme", "globex"] {
+                try await QueueStore(pool: pool).submit(
+                    Submission(request: Submission.prompt("keyed"), idempotencyKey: "turn-1", tenant: tenant))
+            }
             try await Self.withTenantRoles(pool) { roles in
                 try await pool.withConnection { connection in
                     let session = RoleSession(connection: connection)
                     let (acme, globex, both, gateway, nobody) =
                         (roles["acme"]!, roles["globex"]!, roles["both"]!, roles["gateway"]!, roles["nobody"]!)
-                    for table in ["jobs", "results"] {
+                    for table in ["jobs", "results", "idempotency_keys"] {
                         #expect(try await Self.tenants(session, acme, in: table) == ["acme"])
                         #expect(try await Self.tenants(session, globex, in: table) == ["globex"])
                         #expect(try await Self.tenants(session, both, in: table) == ["acme", "globex"])
