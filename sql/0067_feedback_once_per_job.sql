@@ -9,9 +9,13 @@
 --   had several ratings, the latest stays.
 -- * The workers were told to reload the catalog only when ratings were added: an operator who
 --   deleted the 300 ratings saw `models list` come back at once while the workers kept the
---   blend they had (they reload on the notification). An update or a delete now notifies too.
+--   blend they had (they reload on the notification). An update, a delete or a truncate now
+--   notifies too.
 
 SET LOCAL ROLE switchyard_admin;
+
+-- A rating committed between the clean-up and the constraint would make the constraint fail.
+LOCK TABLE switchyard.feedback IN SHARE ROW EXCLUSIVE MODE;
 
 DELETE FROM switchyard.feedback f
 WHERE EXISTS (SELECT 1 FROM switchyard.feedback later
@@ -83,4 +87,15 @@ CREATE TRIGGER feedback_notify_delete AFTER DELETE ON switchyard.feedback
     REFERENCING OLD TABLE AS removed
     FOR EACH STATEMENT EXECUTE FUNCTION switchyard.notify_feedback_removed();
 
-REVOKE ALL ON FUNCTION switchyard.notify_feedback_removed() FROM PUBLIC;
+-- TRUNCATE has no transition table: it removed every rating, if any.
+CREATE FUNCTION switchyard.notify_feedback_truncated() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('switchyard_catalog', 'feedback');
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER feedback_notify_truncate AFTER TRUNCATE ON switchyard.feedback
+    FOR EACH STATEMENT EXECUTE FUNCTION switchyard.notify_feedback_truncated();
+
+REVOKE ALL ON FUNCTION switchyard.notify_feedback_removed(), switchyard.notify_feedback_truncated() FROM PUBLIC;

@@ -234,7 +234,10 @@ struct ClaimCursorTests {
             cursor.advance(past: [first])
             // A submission whose transaction started half a second earlier and committed only now:
             // its run_at is behind the job just claimed.
-            let late = try await store.submit(Submission(request: hello, runAt: first.runAt.addingTimeInterval(-0.5)))
+            // (A submission's run_at is never before its statement, sql/0068: set as it would be.)
+            let late = try await store.submit(Submission(request: hello))
+            try await pool.query(
+                "UPDATE switchyard.jobs SET run_at = $1 WHERE id = $2", [first.runAt.addingTimeInterval(-0.5), late])
             let next = try await store.claim(worker: "w", freeSlots: 1, backgroundSlots: 0, lease: Self.lease, after: cursor)
             #expect(next.map(\.id) == [late])
         }

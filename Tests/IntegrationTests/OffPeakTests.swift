@@ -124,14 +124,18 @@ struct OffPeakTests {
                 #"{"start": "01:00", "end": "02:30", "time_zone": "America/New_York", "multiplier": 0.5}"#,
                 #"{"start": "01:15", "end": "01:45", "time_zone": "Europe/London", "multiplier": 0.5}"#,
                 #"{"start": "02:10", "end": "05:00", "time_zone": "Australia/Lord_Howe", "multiplier": 0.5}"#,
+                // A weekly window the clocks skip on its day; a start repeated by a two-hour fall-back.
+                #"{"days": ["sun"], "start": "02:00", "end": "03:00", "time_zone": "America/New_York", "multiplier": 0.5}"#,
+                #"{"start": "02:30", "end": "05:00", "time_zone": "Antarctica/Troll", "multiplier": 0.5}"#,
             ]
             // Around the changes of 2026 in London (03-29, 10-25), New York (03-08, 11-01) and
-            // Lord Howe Island (10-04, 02:00 → 02:30).
+            // Lord Howe Island (10-04, 02:00 → 02:30), Troll (10-25, 03:00 → 01:00), New York 2027 (03-14).
             let changeDays = ["2026-03-08T00:00:00Z", "2026-03-29T12:00:00Z", "2026-03-29T21:10:00Z",
                               "2026-10-25T00:30:00Z", "2026-11-01T00:00:00Z", "2026-11-01T05:45:00Z",
                               "2026-11-01T06:15:00Z", "2026-03-08T06:30:00Z", "2026-03-08T06:59:00Z",
                               "2026-03-08T07:00:00Z", "2026-03-29T00:30:00Z", "2026-10-03T12:00:00Z",
-                              "2026-10-03T15:30:00Z"].map { ISO8601Parsing.date($0)! }
+                              "2026-10-03T15:30:00Z", "2027-03-08T12:00:00Z", "2027-03-13T12:00:00Z",
+                              "2026-10-24T14:11:00Z"].map { ISO8601Parsing.date($0)! }
             var generator = SystemRandomNumberGenerator()
             for text in windows {
                 let window = try PriceWindow.parse(try JSONValue(parsing: text))

@@ -242,8 +242,17 @@ struct QueueSQLTests {
             ).scalar(Int64.self)
             #expect(
                 try await pool.query("SELECT count(*) FROM switchyard.jobs WHERE run_at < created_at").scalar(Int.self) == 0)
-            let claimed = try await store.claim(worker: "w", freeSlots: 4, backgroundSlots: 0, lease: .seconds(30))
-            #expect(claimed.map(\.id) == [first, second, backdated, inserted])
+            // A transaction open since before another's submission commits submits after it: it
+            // queues behind it (now(), its start, put it ahead).
+            let open = try await PostgresConnection.connect(pool.configuration)
+            try await open.query("BEGIN")
+            try await open.query("SELECT 1")
+            let meanwhile = try await store.submit(Submission(request: Self.hello))
+            let held = try await open.query("SELECT switchyard.submit($1::jsonb)", [Self.hello.jsonText]).scalar(Int64.self)
+            try await open.query("COMMIT")
+            await open.close()
+            let claimed = try await store.claim(worker: "w", freeSlots: 6, backgroundSlots: 0, lease: .seconds(30))
+            #expect(claimed.map(\.id) == [first, second, backdated, inserted, meanwhile, held])
         }
     }
 
@@ -322,8 +331,10 @@ struct QueueSQLTests {
             let store = QueueStore(pool: pool)
             let waiting = try await store.submit(Submission(request: Self.hello, priority: .background))
             try await pool.query("UPDATE switchyard.jobs SET created_at = now() - interval '21 seconds', run_at = now() - interval '21 seconds'")
-            let backdated = try await store.submit(
-                Submission(request: Self.hello, priority: .background, runAt: Date().addingTimeInterval(-3600)))
+            // Due an hour before it was created (set by hand: a submission's past run_at is its
+            // statement's time, sql/0068).
+            let backdated = try await store.submit(Submission(request: Self.hello, priority: .background))
+            try await pool.query("UPDATE switchyard.jobs SET run_at = now() - interval '1 hour' WHERE id = $1", [backdated])
             let oldest = try await pool.query(
                 "SELECT oldest_job_id, oldest_wait_s FROM switchyard.queue_depth WHERE priority = 'background'")[0]
             #expect(try oldest[0].decode(Int64.self) == waiting, "not \(backdated)")

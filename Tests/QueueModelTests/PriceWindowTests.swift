@@ -84,6 +84,11 @@ struct PriceWindowTests {
             #"{"start": "02:10", "end": "02:40", "time_zone": "America/New_York", "multiplier": 0.5}"#)
         #expect(wholly.nextStart(after: Self.date("2026-03-08T00:00:00Z")) == Self.date("2026-03-09T06:10:00Z"))
         #expect(wholly.nextEnd(after: Self.date("2026-03-08T00:00:00Z")) == Self.date("2026-03-09T06:40:00Z"))
+        // A weekly one skipped on its day opens the week after (looking a week ahead found none).
+        let weekly = try Self.window(
+            #"{"days": ["sun"], "start": "02:00", "end": "03:00", "time_zone": "America/New_York", "multiplier": 0.5}"#)
+        #expect(weekly.nextStart(after: Self.date("2027-03-08T12:00:00Z")) == Self.date("2027-03-21T06:00:00Z"))
+        #expect(weekly.nextEnd(after: Self.date("2027-03-13T12:00:00Z")) == Self.date("2027-03-21T07:00:00Z"))
     }
 
     @Test("a window that crosses midnight ends the next day, also when it began yesterday")

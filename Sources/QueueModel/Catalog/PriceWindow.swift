@@ -58,29 +58,41 @@ public struct PriceWindow: Sendable, Hashable {
     /// go back, a time that happens twice is the first; on a day they go forward past it, the
     /// jump (a 02:30 start in New York opens at 03:00 EDT, when `contains` turns true).
     public func nextStart(after instant: Date) -> Date? {
-        openings(around: instant).first { $0.start >= instant }?.start
+        let calendar = calendar
+        let today = calendar.startOfDay(for: instant)
+        // Two weeks: a weekly window whose day the clocks skip opens the week after.
+        for offset in 0...14 {
+            guard let day = calendar.date(byAdding: .day, value: offset, to: today), isOneOfItsDays(day, calendar),
+                let start = firstReading(startMinute, on: day, calendar), start >= instant
+            else { continue }
+            if let end = end(ofOpeningOn: day, calendar), end > start { return start }
+        }
+        return nil
     }
 
     /// The first time the window closes at or after an instant (nil if it never opens).
     public func nextEnd(after instant: Date) -> Date? {
-        // A window that crosses midnight closes the day after it starts: look from yesterday's.
-        openings(around: instant, from: -1).map(\.end).filter { $0 >= instant }.min()
-    }
-
-    /// The window's openings on its days, from `first` days before the instant's local day to a
-    /// week after, in order. A day on which the clocks skip the whole window (it starts and ends
-    /// within the hour they go forward) has none.
-    private func openings(around instant: Date, from first: Int = 0) -> [(start: Date, end: Date)] {
         let calendar = calendar
         let today = calendar.startOfDay(for: instant)
-        return (first...7).compactMap { offset in
-            guard let day = calendar.date(byAdding: .day, value: offset, to: today),
-                days.contains(Self.isoWeekday(calendar.component(.weekday, from: day))),
-                let start = firstReading(startMinute, on: day, calendar),
-                let endDay = calendar.date(byAdding: .day, value: crossesMidnight ? 1 : 0, to: day),
-                let end = firstReading(endMinute, on: endDay, calendar), end > start
-            else { return nil }
-            return (start, end)
+        // A window that crosses midnight closes the day after it starts: from yesterday's opening.
+        for offset in -1...14 {
+            guard let day = calendar.date(byAdding: .day, value: offset, to: today), isOneOfItsDays(day, calendar),
+                let end = end(ofOpeningOn: day, calendar), end >= instant
+            else { continue }
+            if let start = firstReading(startMinute, on: day, calendar), end > start { return end }
+        }
+        return nil
+    }
+
+    private func isOneOfItsDays(_ day: Date, _ calendar: Calendar) -> Bool {
+        days.contains(Self.isoWeekday(calendar.component(.weekday, from: day)))
+    }
+
+    /// When the opening that starts on a day closes (the next day, for one that crosses midnight).
+    /// On a day the clocks skip all of it, no later than it opens.
+    private func end(ofOpeningOn day: Date, _ calendar: Calendar) -> Date? {
+        calendar.date(byAdding: .day, value: crossesMidnight ? 1 : 0, to: day).flatMap {
+            firstReading(endMinute, on: $0, calendar)
         }
     }
 

@@ -133,6 +133,9 @@ struct FeedbackRoutingTests {
             try await pool.query("DELETE FROM switchyard.feedback WHERE job_id <= 6")
             #expect(try #require(await firstNotification(removed)).payload == "feedback")
             #expect(try await CatalogStore(pool: pool).load().model(named: "alpha")?.capabilities["reasoning"] == 80)
+            let truncated = try await pool.listen(on: [CatalogStore.channel])
+            try await pool.query("TRUNCATE switchyard.feedback")
+            #expect(try #require(await firstNotification(truncated)).payload == "feedback")
         }
     }
 
