@@ -10,11 +10,11 @@ enum LibPQ {
         // these defaults ("expand_dbname" lets it be a URL or a key=value string).
         var keywords = [
             "application_name", "connect_timeout", "client_encoding", "keepalives", "keepalives_idle",
-            "keepalives_interval", "keepalives_count", "dbname",
+            "keepalives_interval", "keepalives_count", "tcp_user_timeout", "dbname",
         ]
         var values = [
             configuration.applicationName, String(configuration.connectTimeoutSeconds), "UTF8", "1", "10", "5",
-            "3", configuration.connectionString,
+            "3", String(configuration.tcpUserTimeoutMilliseconds), configuration.connectionString,
         ]
         if let database = configuration.databaseOverride {
             keywords.append("dbname")

@@ -13,6 +13,14 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible {
     public var applicationName: String = "switchyard"
     /// How long one connection attempt may take.
     public var connectTimeoutSeconds: Int = 10
+    /// How long data sent over TCP may go unacknowledged before libpq drops the connection
+    /// (`tcp_user_timeout`; the connection string may set its own). Keepalives do not probe a
+    /// connection with a statement on its way: a worker whose connections a middlebox forgot hung
+    /// 15 minutes in TCP retransmission, its write-back stuck and its leases renewed by
+    /// heartbeats on new connections, and a 15 s cut got a heartbeat through 26 s late, after its
+    /// jobs had been rescued. A server busy with a long statement has long acknowledged it, so this
+    /// bounds only a link that carries nothing.
+    public var tcpUserTimeoutMilliseconds: Int = 10_000
     /// Receives the server's NOTICE and WARNING messages instead of libpq's default (stderr).
     public var noticeHandler: (@Sendable (PostgresNotice) -> Void)?
 

@@ -247,6 +247,19 @@ public actor PostgresConnection {
         return value
     }
 
+    /// The value a libpq connection option came to on this connection (`PQconninfo`): the
+    /// client's defaults, or what the connection string said instead.
+    func option(_ keyword: String) -> String? {
+        guard let handle, let options = PQconninfo(handle) else { return nil }
+        defer { PQconninfoFree(options) }
+        var entry = options
+        while let name = entry.pointee.keyword {
+            if String(cString: name) == keyword { return entry.pointee.val.map { String(cString: $0) } }
+            entry += 1
+        }
+        return nil
+    }
+
     // MARK: Health
 
     /// True when the connection is open, idle outside a transaction, and the server has not

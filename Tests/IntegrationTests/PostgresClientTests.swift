@@ -1,9 +1,30 @@
 import Foundation
-import Postgres
 import Testing
+
+@testable import Postgres
 
 @Suite("Postgres client against a real server")
 struct PostgresClientTests {
+    /// A network walkthrough: connections a middlebox forgot (packets silently dropped) held a
+    /// worker's write-back in TCP retransmission for 15 minutes, and a heartbeat sent into a 15 s
+    /// cut arrived 26 s later, after its jobs had been rescued. Keepalives do not probe a
+    /// connection with data on its way; the TCP user timeout bounds it.
+    @Test("connections drop data unacknowledged for 10 s (tcp_user_timeout), and keep alive; a URL may say otherwise")
+    func tcpTimeouts() async throws {
+        try await TestDatabase.withEmpty { configuration in
+            let connection = try await PostgresConnection.connect(configuration)
+            #expect(await connection.option("tcp_user_timeout") == "10000")
+            #expect(await connection.option("keepalives") == "1")
+            await connection.close()
+            let base = configuration.effectiveConnectionString
+            let custom = try PostgresConfiguration(
+                base + (base.contains("://") ? (base.contains("?") ? "&" : "?") + "tcp_user_timeout=2500" : " tcp_user_timeout=2500"))
+            let overridden = try await PostgresConnection.connect(custom)
+            #expect(await overridden.option("tcp_user_timeout") == "2500")
+            await overridden.close()
+        }
+    }
+
     @Test("every supported type decodes, including NULL and non-ASCII text")
     func decodesEveryType() async throws {
         try await TestDatabase.withEmpty { configuration in
