@@ -122,7 +122,21 @@ extension StatusSection {
                 "\(gone.count) more stopped without deregistering, silent for \(StatusFormat.seconds(latest)) or more "
                     + "(status --json lists them; prune removes rows a day old)")
         }
-        return StatusOutput(lines: lines, json: .array(workers.map(\.json)))
+        // A network walkthrough's cut had 30 jobs taken from a live worker and their answers
+        // refused, and status said nothing of it (only the worker logs and the trails did).
+        var siblings: [String: JSONValue] = [:]
+        if let rescues = try? await context.observability.rescues(window: context.window, at: context.at) {
+            let total = rescues.reduce(0) { $0 + $1.jobs }
+            if total > 0 {
+                lines.append(
+                    "leases run out in the last \(StatusFormat.window(context.window)): \(total) job\(total == 1 ? "" : "s") "
+                        + "taken back from "
+                        + rescues.map { "\(StatusFormat.printable($0.worker)) (\($0.jobs))" }.joined(separator: ", ")
+                        + " and run again; an answer such a worker sends later is refused")
+            }
+            siblings["rescued_jobs"] = .array(rescues.map { ["worker": .string($0.worker), "jobs": .number(Double($0.jobs))] })
+        }
+        return StatusOutput(lines: lines, json: .array(workers.map(\.json)), siblings: siblings)
     }
 
     /// How long a stopped worker's row is listed before it is only counted.

@@ -64,6 +64,28 @@ public struct ObservabilityStore: Sendable {
         return result
     }
 
+    /// Jobs taken back from their workers in the window because their leases ran out (the
+    /// `lease_expired` entries of the trails of jobs finished in the window or still live), by
+    /// the worker they were taken from, most first.
+    public func rescues(window: Duration, at: Date? = nil) async throws -> [(worker: String, jobs: Int)] {
+        try await pool.query(
+            """
+            SELECT e->>'worker' AS worker, count(*) AS jobs
+            FROM (SELECT r.attempts FROM switchyard.results r
+                  WHERE r.finished_at > coalesce($2::timestamptz, now()) - make_interval(secs => $1)
+                    AND r.attempt_count > 1
+                  UNION ALL
+                  SELECT j.attempts FROM switchyard.jobs j WHERE j.attempts <> '[]') trails,
+                 jsonb_array_elements(trails.attempts) e
+            WHERE e->>'outcome' = 'lease_expired'
+              AND (e->>'at')::timestamptz > coalesce($2::timestamptz, now()) - make_interval(secs => $1)
+              AND (e->>'at')::timestamptz <= coalesce($2::timestamptz, now())
+            GROUP BY 1 ORDER BY 2 DESC, 1
+            """,
+            [window.seconds, at]
+        ).map { (worker: try $0.decode("worker", as: String?.self) ?? "?", jobs: try $0.decode("jobs", as: Int.self)) }
+    }
+
     /// Whether each catalog model is enabled, by name.
     public func modelsEnabled() async throws -> [String: Bool] {
         Dictionary(

@@ -123,6 +123,35 @@ struct DispatcherObservabilityTests {
         }
     }
 
+    @Test("status says how many jobs were taken back from which worker when their leases ran out")
+    func rescuesShown() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            try await pool.query(
+                "INSERT INTO switchyard.workers (id, hostname, concurrency, heartbeat_at, lease_seconds) VALUES ('live', 'h', 16, now(), 30)")
+            for _ in 0..<3 { _ = try await store.submit(Submission(request: ["messages": [["role": "user", "content": "hi"]]])) }
+            // Claimed by a worker cut off from the database: its leases run out, and they are rescued.
+            let lost = try await store.claim(worker: "cut-off", freeSlots: 3, backgroundSlots: 0, lease: .seconds(30))
+            #expect(lost.count == 3)
+            try await pool.query("UPDATE switchyard.jobs SET lease_expires_at = now() - interval '1 second'")
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.rescue_expired(10)").scalar(Int.self) == 3)
+            // One of them is finished by another worker since; two wait in the queue.
+            let again = try await store.claim(worker: "live", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30))
+            _ = try await store.complete(
+                worker: "live", again.map { Completion(jobID: $0.id, attempt: $0.attempt, kind: .result, status: "succeeded") })
+            let report = await StatusReport.load(StatusContext(pool: pool, window: .seconds(300), at: nil))
+            let screen = report.lines().joined(separator: "\n")
+            #expect(
+                screen.contains("leases run out in the last 5 min: 3 jobs taken back from cut-off (3) and run again"),
+                "\(screen)")
+            #expect(report.json["rescued_jobs"] == [["worker": "cut-off", "jobs": 3]])
+            // Outside the window, nothing is said.
+            let later = await StatusReport.load(
+                StatusContext(pool: pool, window: .seconds(60), at: Date().addingTimeInterval(3600)))
+            #expect(!later.lines().joined().contains("leases run out"))
+        }
+    }
+
     @Test("a section can be added to status without touching the others")
     func extraSection() async throws {
         try await TestDatabase.withMigratedPool { pool in
