@@ -1,15 +1,14 @@
--- Submissions: a run_at in the past is the submitting statement's time; NULL metadata in an
--- INSERT is none.
+-- Submissions: a run_at in the past is now; NULL metadata in an INSERT is none.
 --
 -- * Claims take the earliest run_at first, and a run_at may be as early as 1900: a walkthrough's
 --   application submitted 50 jobs with run_at => '1900-01-01' half a second after another
 --   tenant's 400, and all 50 started while 296 of the 400 had not (their queue_wait_ms, counted
 --   from the later of creation and run_at, showed nothing). run_at means "not before this time":
---   one in the past is the time of the statement that submits the job (statement_timestamp(),
---   not now(): a transaction held open four seconds before it submitted put its job ahead of
---   the jobs others had committed in those seconds), and the job queues behind those already
---   due. A deadline is checked against the same time, and created_at is it too: a job's queue
---   wait counted the time its transaction had been open before it was submitted.
+--   one in the past is now (the transaction's start, as created_at), and the job queues behind
+--   those already due. (A transaction held open before it submits still takes its place from its
+--   start: statement_timestamp() would close that, but every reader that compares run_at with
+--   now(), job_status and queue_depth among them, then read the job as scheduled inside the
+--   transaction that submitted it; idle_in_transaction_session_timeout bounds how long.)
 -- * switchyard.submit(metadata => NULL) stored {} while an INSERT of NULL metadata was refused
 --   ("metadata must be a JSON object"): both take NULL for none.
 --
@@ -44,14 +43,12 @@ BEGIN
             format('run_at must be between the years 1900 and 8999 (got %s)', NEW.run_at),
             'Leave run_at out to run the job now, or give the time it may start, e.g. now() + interval ''1 hour''.');
     END IF;
-    -- Not before this time: a time past is the submitting statement's, not a place ahead of the
-    -- jobs already queued (claims take the earliest run_at first; a tenant's run_at =>
-    -- '1900-01-01' jumped them all, and now(), the transaction's start, let one kept open jump
-    -- the jobs others committed meanwhile).
-    NEW.run_at := greatest(NEW.run_at, statement_timestamp());
+    -- Not before this time: a time past is now, not a place ahead of the jobs already queued
+    -- (claims take the earliest run_at first; a tenant's run_at => '1900-01-01' jumped them all).
+    NEW.run_at := greatest(NEW.run_at, now());
     -- Past already (whatever run_at is), or past the year 9000: the job could only expire. First,
     -- so a past deadline is said to be past, not "after run_at" (run_at is now by default).
-    IF NEW.deadline <= statement_timestamp() OR NEW.deadline >= '9000-01-01' THEN
+    IF NEW.deadline <= now() OR NEW.deadline >= '9000-01-01' THEN
         PERFORM switchyard.reject(
             format('deadline (%s) must be in the future, before the year 9000', NEW.deadline),
             'Give a deadline in the future, or leave it out.');
@@ -114,7 +111,7 @@ BEGIN
            OR NEW.idempotency_key IS DISTINCT FROM 'switchyard:retry-of:' || NEW.retry_of
            -- retry() runs it now, without a deadline (a forged retry set to start in 2035 was
            -- answered by retry()).
-           OR NEW.run_at > statement_timestamp() OR NEW.deadline IS NOT NULL
+           OR NEW.run_at > now() OR NEW.deadline IS NOT NULL
            OR (NEW.tenant, NEW.request, NEW.priority, NEW.task_class, NEW.affinity_key, NEW.metadata)
               IS DISTINCT FROM (original.tenant, original.request, original.priority, original.task_class,
                                 original.affinity_key, original.metadata) THEN
@@ -157,8 +154,7 @@ BEGIN
     NEW.claimed_at := NULL;
     NEW.cancel_requested := false;
     NEW.attempts := '[]';
-    -- When the statement that submits it began, as run_at (now() is the transaction's start).
-    NEW.created_at := statement_timestamp();
+    NEW.created_at := now();
     IF NEW.idempotency_key IS NOT NULL THEN
         INSERT INTO switchyard.idempotency_keys (tenant, key, job_id)
         VALUES (coalesce(NEW.tenant, ''), NEW.idempotency_key, NEW.id)

@@ -10,12 +10,17 @@ enum LibPQ {
         // these defaults ("expand_dbname" lets it be a URL or a key=value string).
         var keywords = [
             "application_name", "connect_timeout", "client_encoding", "keepalives", "keepalives_idle",
-            "keepalives_interval", "keepalives_count", "tcp_user_timeout", "dbname",
+            "keepalives_interval", "keepalives_count",
         ]
         var values = [
-            configuration.applicationName, String(configuration.connectTimeoutSeconds), "UTF8", "1", "10", "5",
-            "3", String(configuration.tcpUserTimeoutMilliseconds), configuration.connectionString,
+            configuration.applicationName, String(configuration.connectTimeoutSeconds), "UTF8", "1", "10", "5", "3",
         ]
+        if let timeout = configuration.tcpUserTimeoutMilliseconds {
+            keywords.append("tcp_user_timeout")
+            values.append(String(timeout))
+        }
+        keywords.append("dbname")
+        values.append(configuration.connectionString)
         if let database = configuration.databaseOverride {
             keywords.append("dbname")
             values.append(database)

@@ -14,13 +14,13 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible {
     /// How long one connection attempt may take.
     public var connectTimeoutSeconds: Int = 10
     /// How long data sent over TCP may go unacknowledged before libpq drops the connection
-    /// (`tcp_user_timeout`; the connection string may set its own). Keepalives do not probe a
-    /// connection with a statement on its way: a worker whose connections a middlebox forgot hung
-    /// 15 minutes in TCP retransmission, its write-back stuck and its leases renewed by
-    /// heartbeats on new connections, and a 15 s cut got a heartbeat through 26 s late, after its
-    /// jobs had been rescued. A server busy with a long statement has long acknowledged it, so this
-    /// bounds only a link that carries nothing.
-    public var tcpUserTimeoutMilliseconds: Int = 10_000
+    /// (`tcp_user_timeout`; nil: the system's, about 15 minutes; the connection string may set its
+    /// own). Keepalives do not probe a connection with a statement on its way: a worker whose
+    /// connections a middlebox forgot hung 15 minutes in TCP retransmission. Linux counts a server
+    /// that stops reading (its receive window full) the same way, so a client that pipelines more
+    /// than the socket buffers hold behind a statement waiting on a lock is dropped too: workers
+    /// set it (`WorkerCommand`), the CLI's bulk `cancel -` and `retry -` do not.
+    public var tcpUserTimeoutMilliseconds: Int?
     /// Receives the server's NOTICE and WARNING messages instead of libpq's default (stderr).
     public var noticeHandler: (@Sendable (PostgresNotice) -> Void)?
 

@@ -219,7 +219,8 @@ enum WorkerCommand {
         configuration.retryPolicy.base = try arguments.duration("retry-base", default: .seconds(2))
         configuration.housekeepingInterval = min(.seconds(2), configuration.lease / 2)
         configuration.poolSize = min(8, max(3, concurrency / 32 + 3))
-        let database = try Database.configuration(arguments, applicationName: "switchyard-worker \(identity.id)")
+        var database = try Database.configuration(arguments, applicationName: "switchyard-worker \(identity.id)")
+        database.tcpUserTimeoutMilliseconds = WorkerConfiguration.tcpUserTimeoutMilliseconds
         let simulatedLatency = arguments.value("simulated-latency") == nil
             ? nil : try arguments.duration("simulated-latency", default: .zero)
         return (configuration, database, simulatedLatency)

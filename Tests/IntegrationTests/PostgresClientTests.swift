@@ -9,16 +9,22 @@ struct PostgresClientTests {
     /// worker's write-back in TCP retransmission for 15 minutes, and a heartbeat sent into a 15 s
     /// cut arrived 26 s later, after its jobs had been rescued. Keepalives do not probe a
     /// connection with data on its way; the TCP user timeout bounds it.
-    @Test("connections drop data unacknowledged for 10 s (tcp_user_timeout), and keep alive; a URL may say otherwise")
+    @Test("connections keep alive, and drop data unacknowledged as long as they are told (tcp_user_timeout); a URL may say otherwise")
     func tcpTimeouts() async throws {
         try await TestDatabase.withEmpty { configuration in
-            let connection = try await PostgresConnection.connect(configuration)
+            let plain = try await PostgresConnection.connect(configuration)
+            #expect(await plain.option("keepalives") == "1")
+            #expect(["", nil].contains(await plain.option("tcp_user_timeout")))
+            await plain.close()
+            var bounded = configuration
+            bounded.tcpUserTimeoutMilliseconds = 10_000
+            let connection = try await PostgresConnection.connect(bounded)
             #expect(await connection.option("tcp_user_timeout") == "10000")
-            #expect(await connection.option("keepalives") == "1")
             await connection.close()
             let base = configuration.effectiveConnectionString
-            let custom = try PostgresConfiguration(
+            var custom = try PostgresConfiguration(
                 base + (base.contains("://") ? (base.contains("?") ? "&" : "?") + "tcp_user_timeout=2500" : " tcp_user_timeout=2500"))
+            custom.tcpUserTimeoutMilliseconds = 10_000
             let overridden = try await PostgresConnection.connect(custom)
             #expect(await overridden.option("tcp_user_timeout") == "2500")
             await overridden.close()

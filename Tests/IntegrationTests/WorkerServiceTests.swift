@@ -75,6 +75,10 @@ struct WorkerServiceTests {
             options: ["database-url", "id"])
         let chosen = try WorkerCommand.configure(named).0.identity.id
         #expect(chosen == "w1")
+        // A worker's connections give up on a dead link's unacknowledged data after 10 s (a
+        // network walkthrough's worker hung 15 minutes); the CLI's keep the system's.
+        #expect(try WorkerCommand.configure(named).1.tcpUserTimeoutMilliseconds == 10_000)
+        #expect(try Database.configuration(named, applicationName: "dispatcher").tcpUserTimeoutMilliseconds == nil)
     }
 
     @Test("interactive jobs submitted later start before further background jobs, and the reserved share holds")

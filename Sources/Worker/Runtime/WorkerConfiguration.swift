@@ -14,6 +14,10 @@ struct WorkerConfiguration: Sendable {
     var lease: Duration = .seconds(30)
     /// How often leases are renewed; a third of the lease by default.
     var heartbeatInterval: Duration = .seconds(10)
+    /// A worker's connections give up on data unacknowledged this long (`tcp_user_timeout`; a
+    /// `--database-url` may set its own): a statement sent into a dead link fails and is tried
+    /// again on a new connection, well inside a lease, instead of after TCP's 15 minutes.
+    static let tcpUserTimeoutMilliseconds = 10_000
     /// The slow poll that catches what notifications missed (and scheduled jobs coming due).
     var pollInterval: Duration = .seconds(1)
     /// Never LISTEN (for servers behind a transaction-mode pooler).

@@ -455,13 +455,13 @@ final class WorkerService: Sendable {
     // MARK: Leases
 
     private func heartbeatLoop() async {
-        var lastFailed = false
         var retrySoon = false
         while !isStopping || inFlight.count > 0 {
-            // After one failure, the next heartbeat goes in a second: a heartbeat stuck on a dead
+            // After a failure, one heartbeat goes a second later: a heartbeat stuck on a dead
             // connection fails after the TCP user timeout (10 s), and a full interval more let the
             // leases it meant to renew run out while the worker was back on a new connection.
-            try? await Task.sleep(for: retrySoon ? min(configuration.heartbeatInterval, .seconds(1)) : configuration.heartbeatInterval)
+            let retrying = retrySoon
+            try? await Task.sleep(for: retrying ? min(configuration.heartbeatInterval, .seconds(1)) : configuration.heartbeatInterval)
             if Task.isCancelled { return }
             retrySoon = false
             let held = inFlight.held
@@ -473,7 +473,6 @@ final class WorkerService: Sendable {
                     )
                 }
                 heartbeats.succeeded()
-                lastFailed = false
                 metrics.leaseRenewals.increment(by: Double(answer.count))
                 // The answer names the jobs still leased to this worker. A job held twice (claimed
                 // again before the earlier claim's slot was freed) is leased by its later claim.
@@ -504,9 +503,10 @@ final class WorkerService: Sendable {
                 }
             } catch {
                 if Task.isCancelled { return }  // the worker is stopping, with nothing left to hold
-                heartbeats.failed()
-                retrySoon = !lastFailed
-                lastFailed = true
+                // The quick retry's failure is not counted: failures in a row are the housekeeper's
+                // sign of an outage (`HeartbeatRecord`), and a second's retry made a 2 s blip two.
+                if !retrying { heartbeats.failed() }
+                retrySoon = !retrying
                 logger.error("heartbeat failed; leases not renewed", ["error": "\(error)", "in_flight": held.count])
             }
         }
