@@ -77,7 +77,7 @@ public final class SimulatedProvider: ModelProvider {
     }
 
     /// A model's settings, checked and read once per version of them: checking them on every call
-    /// was a twentieth of a worker's CPU draining instant jobs. Settings that fail their check are
+    /// was 3% of a worker's CPU draining instant jobs. Settings that fail their check are
     /// not kept, so each call fails as the first did.
     private func settings(of model: ModelSpec) throws -> SimulatedSettings {
         if let known = checked.withLock({ $0[model.name] }), known.source == model.settings { return known.settings }

@@ -461,7 +461,8 @@ final class WorkerService: Sendable {
             // connection fails after the TCP user timeout (10 s), and a full interval more let the
             // leases it meant to renew run out while the worker was back on a new connection.
             let retrying = retrySoon
-            try? await Task.sleep(for: retrying ? min(configuration.heartbeatInterval, .seconds(1)) : configuration.heartbeatInterval)
+            let interval = configuration.heartbeatInterval
+            try? await Task.sleep(for: retrying ? min(interval, .seconds(1)) : interval)
             if Task.isCancelled { return }
             retrySoon = false
             let held = inFlight.held
