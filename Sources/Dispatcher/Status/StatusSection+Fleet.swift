@@ -83,8 +83,27 @@ extension StatusSection {
                     }))
                 }, uniquingKeysWith: { first, _ in first }))
         }
+        // A network walkthrough's worker held 29 jobs for 15 minutes on a dead connection: status
+        // showed "running 29" and a fresh heartbeat, nothing of how long they had run.
+        if depth.contains(where: { $0.running > 0 }),
+            let longest = try? await context.observability.longestRunning()
+        {
+            if longest.seconds >= Self.longRunningSeconds {
+                lines.append(
+                    "running longest: job \(longest.job), \(StatusFormat.seconds(longest.seconds)) on "
+                        + "\(StatusFormat.printable(longest.worker)) (past its calls' timeouts, it may be stuck: its "
+                        + "worker's log says why)")
+            }
+            siblings["longest_running"] = [
+                "job_id": .number(Double(longest.job)), "worker": .string(longest.worker),
+                "running_s": .number(longest.seconds),
+            ]
+        }
         return StatusOutput(lines: lines, json: .array(depth.map(\.json)), siblings: siblings)
     }
+
+    /// How long a job runs before status names it under the queue.
+    static let longRunningSeconds = 300.0
 
     /// Worker processes and their heartbeats.
     static let workers = StatusSection(key: "workers", title: "WORKERS") { context in

@@ -86,6 +86,21 @@ public struct ObservabilityStore: Sendable {
         ).map { (worker: try $0.decode("worker", as: String?.self) ?? "?", jobs: try $0.decode("jobs", as: Int.self)) }
     }
 
+    /// The job running longest (claimed earliest and not yet written back), its worker, and for
+    /// how many seconds; nil when none runs.
+    public func longestRunning() async throws -> (job: Int64, worker: String, seconds: Double)? {
+        try await pool.query(
+            """
+            SELECT id, lease_owner, extract(epoch FROM now() - claimed_at)::double precision AS seconds
+            FROM switchyard.jobs WHERE lease_owner IS NOT NULL AND claimed_at IS NOT NULL
+            ORDER BY claimed_at, id LIMIT 1
+            """
+        ).first.map {
+            (job: try $0.decode("id", as: Int64.self), worker: try $0.decode("lease_owner", as: String.self),
+             seconds: try $0.decode("seconds", as: Double.self))
+        }
+    }
+
     /// Whether each catalog model is enabled, by name.
     public func modelsEnabled() async throws -> [String: Bool] {
         Dictionary(

@@ -152,6 +152,28 @@ struct DispatcherObservabilityTests {
         }
     }
 
+    @Test("status names the job running longest once it has run five minutes, with its worker")
+    func longestRunningShown() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            for _ in 0..<2 { _ = try await store.submit(Submission(request: ["messages": [["role": "user", "content": "hi"]]])) }
+            let claimed = try await store.claim(worker: "w1", freeSlots: 2, backgroundSlots: 0, lease: .seconds(30))
+            #expect(claimed.count == 2)
+            var report = await StatusReport.load(StatusContext(pool: pool, window: .seconds(300), at: nil))
+            #expect(!report.lines().joined().contains("running longest"))
+            #expect(report.json["longest_running"]?["worker"] == "w1")
+            // Held 16 minutes, as a worker on a dead connection held its jobs.
+            try await pool.query(
+                "UPDATE switchyard.jobs SET claimed_at = now() - interval '16 minutes' WHERE id = $1", [claimed[1].id])
+            report = await StatusReport.load(StatusContext(pool: pool, window: .seconds(300), at: nil))
+            let screen = report.lines().joined(separator: "\n")
+            // (16.0 min, or a tenth more on a machine slow between the two statements.)
+            #expect(screen.contains("running longest: job \(claimed[1].id), 16."), "\(screen)")
+            #expect(screen.contains(" min on w1 (past its calls' timeouts"), "\(screen)")
+            #expect(report.json["longest_running"]?["job_id"]?.intValue == Int(claimed[1].id))
+        }
+    }
+
     @Test("a section can be added to status without touching the others")
     func extraSection() async throws {
         try await TestDatabase.withMigratedPool { pool in
