@@ -402,7 +402,7 @@ public struct QueueStore: Sendable {
             // The gate is the fleet's: it opens when some rule's model fits, which may not be this
             // job's (a docs walkthrough's job was promised 16:30 by another rule's window).
             let held = gate.reason
-                + (gate.nextOpenAt.map { "; the gate opens at \($0.postgresText) for the first rule a model fits then" } ?? "")
+                + (gate.nextOpenAt.map { "; the gate opens at \($0.readableUTC) for the first rule a model fits then" } ?? "")
             // A job a worker put back already says why (the same ceiling, with its next window).
             for id in background where result[id]?.reason == nil { result[id]?.held = held }
         }

@@ -163,8 +163,8 @@ final class FleetState: Sendable {
                 else { continue }
                 skipHere(
                     model,
-                    reason: "its API key variable \(variable) is "
-                        + (environment[variable] == nil ? "not set" : "set but blank") + " in this worker's environment",
+                    reason: "its API key variable \(variable) is \(ProviderEndpoint.missing(variable, in: environment)) "
+                        + "in this worker's environment",
                     hint: "set \(variable) and restart the worker, or change api_key_env in the catalog")
             }
         } catch {

@@ -39,7 +39,7 @@ enum ProviderEndpoint {
             throw ProviderError(
                 .missingAPIKey,
                 "the environment variable \(variable), named by model \(model.name)'s api_key_env, is "
-                    + (environment[variable] == nil ? "not set" : "set but blank") + " in this worker's environment",
+                    + missing(variable, in: environment) + " in this worker's environment",
                 hint:
                     "set \(variable) in the worker's environment and restart it, or change api_key_env in the catalog",
                 model: model.name)
@@ -109,5 +109,10 @@ enum ProviderEndpoint {
         if ProviderError.isQuota(text) || text.contains("rate_limit") || text.contains("rate limit") { return 429 }
         if ProviderError.isContextLength(text) { return 400 }
         return 502
+    }
+
+    /// How a key variable that gives no key is missing: "not set", or "set but blank".
+    static func missing(_ variable: String, in environment: [String: String]) -> String {
+        environment[variable] == nil ? "not set" : "set but blank"
     }
 }
