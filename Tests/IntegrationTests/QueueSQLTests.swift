@@ -40,6 +40,15 @@ struct QueueSQLTests {
             (#"{"messages": [{"role": "user", "content": 42}]}"#, "interactive", "request.messages[0].content must be a string or an array of parts, got number"),
             (#"{"messages": [{"role": "user", "content": "hi"}], "model": "gpt-17"}"#, "interactive", "request.model names an unknown model: 'gpt-17'"),
             (#"{"messages": [{"role": "user", "content": "hi"}]}"#, "urgent", "priority must be interactive or background (got 'urgent')"),
+            // What a provider refuses (a walkthrough's were stored and failed at the provider after their wait).
+            (#"{"messages": [{"role": "user", "content": []}]}"#, "interactive", "request.messages[0].content must not be an empty array"),
+            (#"{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1e30}"#, "interactive",
+             "request.max_tokens must be between 1 and 2147483647, got 1000000000000000000000000000000"),
+            (#"{"messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": 0}"#, "interactive",
+             "request.max_completion_tokens must be between 1 and 2147483647, got 0"),
+            (#"{"messages": [{"role": "user", "content": "hi"}], "n": 0}"#, "interactive", "request.n must be between 1 and 2147483647, got 0"),
+            (#"{"messages": [{"role": "user", "content": "hi"}], "seed": 1e19}"#, "interactive",
+             "request.seed must be between 0 and 9223372036854775807, got 10000000000000000000"),
         ]
     )
     func validation(request: String, priority: String, message: String) async throws {
@@ -247,7 +256,7 @@ struct QueueSQLTests {
         }
     }
 
-    @Test("NULL metadata is none, by INSERT as by submit")
+    @Test("NULL metadata is none, by INSERT as by submit; submit's NULL priority is the default")
     func nullMetadata() async throws {
         try await TestDatabase.withMigratedPool { pool in
             for sql in [
@@ -257,6 +266,10 @@ struct QueueSQLTests {
                 try await pool.query(sql, [Self.hello.jsonText])
             }
             #expect(try await pool.query("SELECT count(*) FROM switchyard.jobs WHERE metadata = '{}'").scalar(Int.self) == 2)
+            // A driver's None for priority, as for run_at or max_attempts (it was refused, "got NULL").
+            let id = try await pool.query("SELECT switchyard.submit($1::jsonb, priority => NULL)", [Self.hello.jsonText])
+                .scalar(Int64.self)
+            #expect(try await pool.query("SELECT priority FROM switchyard.jobs WHERE id = $1", [id]).scalar(String.self) == "interactive")
         }
     }
 
@@ -348,6 +361,16 @@ struct QueueSQLTests {
             // A plain INSERT is refused alike; the same request spelt otherwise (key order, spaces) is a repeat.
             let insert = "INSERT INTO switchyard.jobs (request, idempotency_key) VALUES ($1::jsonb, 'turn-1')"
             await #expect(throws: PostgresError.self) { try await pool.query(insert, [#"{"messages": [{"role": "user", "content": "other"}]}"#]) }
+            // One statement giving the key to two requests: the other row's job is rolled back with
+            // it, so the error names no job to send again for.
+            let twice = try await #require(throws: PostgresError.self) {
+                try await pool.query(
+                    "INSERT INTO switchyard.jobs (request, idempotency_key) VALUES ($1::jsonb, 'twice'), ($2::jsonb, 'twice')",
+                    [#"{"messages": [{"role": "user", "content": "a"}]}"#, #"{"messages": [{"role": "user", "content": "b"}]}"#])
+            }
+            #expect(twice.message == "idempotency_key 'twice' is given twice in this transaction, for different requests",
+                    "\(twice)")
+            #expect(twice.hint?.contains("give each request its own key") == true, "\(twice)")
             let respelt = #"{ "messages" : [ { "content" : "hello", "role" : "user" } ] }"#
             #expect(try await pool.query(insert, [respelt]).affectedRows == 0)
             #expect(try await pool.query("SELECT switchyard.submit($1::jsonb, idempotency_key => 'turn-1')", [respelt])
