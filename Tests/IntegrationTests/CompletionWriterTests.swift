@@ -181,6 +181,25 @@ struct CompletionWriterTests {
         }
     }
 
+    /// A Python walkthrough read a result's latency_ms as 447.44812299999995 beside its trail's 447.448.
+    @Test("a result's latency is kept to the microsecond, as its trail's")
+    func latencyToTheMicrosecond() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            _ = try await store.submit(Submission(request: Self.hello))
+            let job = try #require(try await store.claim(worker: "w", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30)).first)
+            let latency = 447.44812299999995
+            let trail = [AttemptRecord(attempt: job.attempt, model: "m", provider: "openai", tier: "primary", outcome: "succeeded", latencyMS: latency)]
+            _ = try await store.complete(worker: "w", [Completion(
+                jobID: job.id, attempt: job.attempt, kind: .result, status: "succeeded", model: "m",
+                response: ["choices": []], trail: trail, latencyMS: latency)])
+            let row = try #require(try await pool.query(
+                "SELECT latency_ms::text AS result, attempts->0->>'latency_ms' AS trail FROM switchyard.results").first)
+            #expect(try row.decode("result", as: String.self) == "447.448")
+            #expect(try row.decode("trail", as: String.self) == "447.448")
+        }
+    }
+
     /// A review's model priced $9,999,999,999 per 1K, answering a billion tokens each way: the
     /// cost overflowed its column, and the job was recorded with nothing of its paid call.
     @Test("a cost past its column: the job ends failed with its trail and tokens, without the cost",

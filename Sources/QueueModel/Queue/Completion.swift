@@ -153,7 +153,7 @@ public struct Completion: Sendable {
             baseCosts.append(baseCost)
             primaryCosts.append(
                 completion.primaryCost == completion.baseCost ? baseCost : completion.primaryCost?.description)
-            latencies.append(completion.latencyMS)
+            latencies.append(completion.latencyMS.map(Completion.toMicroseconds))
             if completion.metadata.isEmpty {
                 metadata.appendNull()
             } else {
@@ -167,6 +167,10 @@ public struct Completion: Sendable {
             tokensOut, costs, baseCosts, primaryCosts, latencies, metadata, retryAt, policies,
         ]
     }
+
+    /// Milliseconds to the microsecond, as results and trails keep them (the raw difference of
+    /// two clock readings read back as 447.44812299999995).
+    static func toMicroseconds(_ milliseconds: Double) -> Double { (milliseconds * 1000).rounded() / 1000 }
 
     /// Postgres text cannot hold U+0000: written as U+FFFD, as in the JSON documents.
     private static func storable(_ text: String) -> String {

@@ -154,7 +154,7 @@ public struct AttemptRecord: Sendable, Hashable, Codable {
         object.text("provider", provider, into: &output)
         object.text("tier", tier, into: &output)
         object.number("http_status", httpStatus.map(Double.init), into: &output)
-        object.number("latency_ms", latencyMS.map { ($0 * 1000).rounded() / 1000 }, into: &output)
+        object.number("latency_ms", latencyMS.map(Completion.toMicroseconds), into: &output)
         object.number("target_ms", targetMS.map(Double.init), into: &output)
         object.text("error", error, into: &output)
         object.text("worker", worker, into: &output)
