@@ -217,7 +217,10 @@ BEGIN
                 PERFORM switchyard.reject(
                     format('request.%s must be between %s and %s, got %s', culprit,
                            CASE WHEN culprit IN ('max_tokens', 'max_completion_tokens', 'n') THEN 1 ELSE 0 END,
-                           CASE culprit WHEN 'seed' THEN '9223372036854775807' ELSE '2147483647' END, actual),
+                           CASE culprit WHEN 'seed' THEN '9223372036854775807' ELSE '2147483647' END,
+                           -- 1e400 is 401 digits as numeric text.
+                           CASE WHEN length(actual) > 40 THEN format('%s (%s digits)', left(actual, 12) || '…', length(actual))
+                                ELSE actual END),
                     CASE WHEN culprit IN ('max_tokens', 'max_completion_tokens')
                          THEN 'Give the most tokens the answer may have, e.g. "max_tokens": 256, or leave it out.'
                          ELSE 'See the OpenAI chat completions reference for the field''s range.' END);

@@ -49,6 +49,8 @@ struct QueueSQLTests {
             (#"{"messages": [{"role": "user", "content": "hi"}], "n": 0}"#, "interactive", "request.n must be between 1 and 2147483647, got 0"),
             (#"{"messages": [{"role": "user", "content": "hi"}], "seed": 1e19}"#, "interactive",
              "request.seed must be between 0 and 9223372036854775807, got 10000000000000000000"),
+            (#"{"messages": [{"role": "user", "content": "hi"}], "seed": 1e400}"#, "interactive",
+             "request.seed must be between 0 and 9223372036854775807, got 100000000000… (401 digits)"),
         ]
     )
     func validation(request: String, priority: String, message: String) async throws {
