@@ -1,5 +1,5 @@
 -- Submissions: what a provider would refuse, refused at submission; a key given twice in one
--- transaction said as such; submit(priority => NULL) is interactive.
+-- transaction said as such; no blank affinity key; submit(priority => NULL) is interactive.
 --
 -- * "content": [] and "max_tokens": 1e30 were stored, waited their turn and failed at the provider
 --   (OpenAI: "expected an array with minimum length 1", "integer above maximum value"). An empty
@@ -8,6 +8,8 @@
 -- * A multi-row INSERT giving one key to two different requests was refused with "already names
 --   job N … send the first request again to get job N back": job N was the other row, rolled back
 --   with the statement. A key first given in the same transaction is named as given twice in it.
+-- * An affinity_key of '' or spaces is refused, as a tenant or idempotency key is: '   ' was a key
+--   every job sent with it shared (one model for all, spilling as a hot key), '' was taken for none.
 -- * switchyard.submit(priority => NULL) was refused while a NULL run_at, max_attempts or metadata
 --   takes its default: NULL is the default, interactive.
 --
@@ -316,6 +318,13 @@ BEGIN
     IF length(NEW.affinity_key) > 500 THEN
         PERFORM switchyard.reject(format('affinity_key is %s characters, over the limit of 500', length(NEW.affinity_key)),
                                   'Use a shorter key (hash a long one).');
+    END IF;
+    -- As idempotency keys and tenants: '   ' was one key that every job sent with it shared (one
+    -- model for all of them, spilled as a hot key), and '' was taken for none.
+    IF NEW.affinity_key ~ '^\s*$' THEN
+        PERFORM switchyard.reject('affinity_key must not be empty (or only spaces)',
+            'Leave it out for a job that belongs to no conversation, or give one that names it (e.g. the '
+                || 'conversation''s id): jobs with the same key go to the same model.');
     END IF;
     IF length(NEW.tenant) > 200 THEN
         PERFORM switchyard.reject(format('tenant is %s characters, over the limit of 200', length(NEW.tenant)),

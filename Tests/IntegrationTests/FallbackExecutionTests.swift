@@ -98,6 +98,36 @@ struct FallbackExecutionTests {
         }
     }
 
+    /// An affinity walkthrough could not tell from a result whether its model was its key's.
+    @Test("under a hash rule, a call that went to another model than the key's home names the home in the trail")
+    func affinityHomeInTrail() async throws {
+        try await withFakeProviderServer { server in
+            try await TestDatabase.withMigratedPool { pool in
+                let pinned = #""pinned": {"primary": "primary", "fallback": ["secondary", "big"], "strategy": "hash"},"#
+                let catalog = Self.catalog(server)
+                    .replacingOccurrences(of: #""claude": {"primary""#, with: pinned + #""claude": {"primary""#)
+                _ = try await CatalogStore(pool: pool).importDocument(Data(catalog.utf8))
+                try await Self.withRoutingWorker(on: pool, environment: ["FAKE_KEY": Self.key]) {
+                    let store = QueueStore(pool: pool)
+                    let ring = HashRing(members: ["primary", "secondary", "big"])
+                    let key = try #require((0..<1000).map { "conv-\($0)" }.first { ring.walk(from: $0)[0] == "primary" })
+                    try await server.script(["primary": ["kind": "server_error"]])
+                    let result = try await Self.submitAndWait(
+                        store, Submission(request: Submission.prompt("hello"), taskClass: "pinned", affinityKey: key))
+                    #expect(result["status"] == "succeeded")
+                    let trail = result["attempts"]?.arrayValue ?? []
+                    #expect(trail.map { $0["model"] } == ["primary", "secondary"])
+                    // The home's own call has no mark; the one that went elsewhere names it.
+                    #expect(trail.map { $0["affinity_home"] } == [nil, "primary"], "\(trail)")
+                    // A job without a key under the same rule has none.
+                    let unkeyed = try await Self.submitAndWait(
+                        store, Submission(request: Submission.prompt("hello"), taskClass: "pinned"))
+                    #expect((unkeyed["attempts"]?.arrayValue ?? []).allSatisfy { $0["affinity_home"] == nil })
+                }
+            }
+        }
+    }
+
     @Test("primary answers 500: the job succeeds on the secondary, and the trail shows both")
     func serverErrorFallsBack() async throws {
         try await Self.withRoutingWorker { store, server, pool in

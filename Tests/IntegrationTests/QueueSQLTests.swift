@@ -275,6 +275,21 @@ struct QueueSQLTests {
         }
     }
 
+    /// An affinity walkthrough's '   ' was one key for every job sent with it (one model for all).
+    @Test("an empty or blank affinity key is refused, as a blank tenant or idempotency key is")
+    func blankAffinityKey() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            for key in ["", "   "] {
+                let refused = try await #require(throws: PostgresError.self) {
+                    try await pool.query("SELECT switchyard.submit($1::jsonb, affinity_key => $2)", [Self.hello.jsonText, key])
+                }
+                #expect(refused.message == "affinity_key must not be empty (or only spaces)")
+                #expect(refused.hint?.contains("Leave it out") == true)
+            }
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.jobs").scalar(Int.self) == 0)
+        }
+    }
+
     @Test("the same idempotency key (per tenant) returns the first job, even after it finished")
     func idempotency() async throws {
         try await TestDatabase.withMigratedPool { pool in

@@ -154,6 +154,39 @@ struct HashRingTests {
         #expect(piled.models.count == 1)
     }
 
+    /// A walkthrough at about 10 calls in flight had 26% of its calls off their key's model under
+    /// the default ε of 0.25 (a bound of one or two calls per model at that load).
+    @Test("at low load the default ε keeps a key on its home: two calls in flight there do not spill the third")
+    func defaultEpsilonPinsAtLowLoad() {
+        let models = Self.fiveModels.map { RoutingFixtures.model($0) }
+        let router = Router(catalog: RoutingFixtures.catalog(models, strategy: .hash))
+        #expect(router.catalog.rules[0].loadEpsilon == 2)
+        let ring = HashRing(members: Self.fiveModels)
+        for key in Self.keys.prefix(200) {
+            let home = ring.walk(from: key)[0]
+            var state = RoutingState()
+            state[home].inFlight = 2
+            for other in Self.fiveModels where other != home { state[other].inFlight = 1 }
+            let plan = router.plan(for: RoutingFixtures.request(affinity: key), state: state)
+            #expect(plan.attempts.first?.model.name == home, "key \(key)")
+            #expect(plan.affinityHome == home)
+        }
+    }
+
+    @Test("a plan names the key's home, which a spilled or walked-past job's trail then marks")
+    func affinityHomeNamed() {
+        let models = Self.fiveModels.map { RoutingFixtures.model($0) }
+        let router = Router(catalog: RoutingFixtures.catalog(models, strategy: .hash, settings: ["load_epsilon": 0.25]))
+        let key = Self.keys[0]
+        let home = HashRing(members: Self.fiveModels).walk(from: key)[0]
+        var state = RoutingState()
+        state[home].inFlight = 3
+        let plan = router.plan(for: RoutingFixtures.request(affinity: key), state: state, explain: false)
+        #expect(plan.affinityHome == home)
+        #expect(plan.attempts.first?.model.name != home)
+        #expect(router.plan(for: RoutingFixtures.request(), state: state).affinityHome == nil)
+    }
+
     @Test("a job without an affinity key under a hash rule uses the rule's other strategy")
     func noAffinityKey() {
         let models = Self.fiveModels.map { RoutingFixtures.model($0) }

@@ -70,6 +70,29 @@ struct TaskClassifierTests {
         #expect(TaskClassifier().classify(request).taskClass == .creative)
     }
 
+    /// A walkthrough's 500 conversations of four turns, classed by each turn's ask (simple, then
+    /// reasoning, creative, general), were each served by three or four models despite their keys.
+    @Test("a job with an affinity key is classed by its first user message, so every turn of a conversation shares a class")
+    func conversationClassedByItsStart() {
+        var history: [JSONValue] = [["role": "user", "content": "Hi! I'm planning a trip to Japan in May."]]
+        let turns = ["Why is May better than April?", "Could you write a short poem about Kyoto?"]
+        let first = TaskClassifier().classify(["messages": .array(history)], conversation: true)
+        #expect(first.taskClass == .simple)
+        #expect(!first.reason.contains("first user message"))
+        for turn in turns {
+            history += [["role": "assistant", "content": "Sure."], ["role": "user", "content": .string(turn)]]
+            let request: JSONValue = ["messages": .array(history)]
+            let keyed = TaskClassifier().classify(request, conversation: true)
+            #expect(keyed.taskClass == .simple)
+            #expect(keyed.reason.hasSuffix("in the first user message (the job has an affinity key)"), "\(keyed.reason)")
+            // Without a key, each turn's ask decides.
+            #expect(TaskClassifier().classify(request).taskClass != .simple)
+        }
+        // Size still decides first: a conversation grown past the threshold moves once.
+        let long: JSONValue = ["messages": .array(history + [["role": "user", "content": .string(String(repeating: "word ", count: 8000))]])]
+        #expect(TaskClassifier().classify(long, conversation: true).taskClass == .longContext)
+    }
+
     @Test("the prompt estimate counts ASCII by 4 bytes and other scripts by character")
     func estimate() {
         #expect(PromptEstimate.tokens(in: "abcdefgh") == 2)

@@ -22,11 +22,15 @@ extension RouteRule {
     }
 
     /// The bounded-load slack ε of a `hash` rule: a model already above (1 + ε) × its fair share of
-    /// the in-flight requests passes its keys to the next model on the ring. Default 0.25.
+    /// the in-flight requests passes its keys to the next model on the ring. Default 2.
     public var loadEpsilon: Double {
         settings[SettingsKey.loadEpsilon]?.doubleValue.flatMap { $0 > 0 ? $0 : nil } ?? Self.defaultLoadEpsilon
     }
 
-    /// ε when a rule gives none: 25% above the average, as HAProxy's default `hash-balance-factor`.
-    public static let defaultLoadEpsilon = 0.25
+    /// ε when a rule gives none: a model takes up to three times its share of the calls in flight
+    /// before its keys spill. A hash rule is there for prompt caches, and at low load the bound is a
+    /// call or two (⌈(1 + ε) × (calls in flight + 1) × share⌉): at 0.25 (the paper's and HAProxy's
+    /// suggestion, for servers) a walkthrough's 500 conversations at about 10 calls in flight had 26%
+    /// of their calls off their key's model and 57% of them split across models; at 2, 0.9% and 4%.
+    public static let defaultLoadEpsilon = 2.0
 }

@@ -112,12 +112,16 @@ public struct AttemptRecord: Sendable, Hashable, Codable {
     /// True when the answer reported no usage, so its tokens and cost are Switchyard's estimate
     /// (nil: reported).
     public var usageEstimated: Bool?
+    /// The job's affinity home under a `hash` rule, when this call went to another model (nil:
+    /// to the home, or no key): a walkthrough's result could not show whether its model was the
+    /// key's, and 26% of its calls had spilled.
+    public var affinityHome: String?
 
     public init(
         attempt: Int, model: String? = nil, provider: String? = nil, tier: String? = nil, outcome: String,
         httpStatus: Int? = nil, latencyMS: Double? = nil, targetMS: Int? = nil, error: String? = nil,
         worker: String? = nil, at: Date = Date(), cachedTokens: Int? = nil, cacheWriteTokens: Int? = nil,
-        usageEstimated: Bool? = nil
+        usageEstimated: Bool? = nil, affinityHome: String? = nil
     ) {
         self.attempt = attempt
         self.model = model
@@ -133,6 +137,7 @@ public struct AttemptRecord: Sendable, Hashable, Codable {
         self.cachedTokens = cachedTokens
         self.cacheWriteTokens = cacheWriteTokens
         self.usageEstimated = usageEstimated
+        self.affinityHome = affinityHome
     }
 
     enum CodingKeys: String, CodingKey {
@@ -143,6 +148,7 @@ public struct AttemptRecord: Sendable, Hashable, Codable {
         case cachedTokens = "cached_tokens"
         case cacheWriteTokens = "cache_write_tokens"
         case usageEstimated = "usage_estimated"
+        case affinityHome = "affinity_home"
     }
 
     /// Writes the record as JSON, the way the trail stores it.
@@ -162,6 +168,7 @@ public struct AttemptRecord: Sendable, Hashable, Codable {
         object.number("cached_tokens", cachedTokens.map(Double.init), into: &output)
         object.number("cache_write_tokens", cacheWriteTokens.map(Double.init), into: &output)
         object.bool("usage_estimated", usageEstimated, into: &output)
+        object.text("affinity_home", affinityHome, into: &output)
         object.close(into: &output)
     }
 }

@@ -78,6 +78,9 @@ public struct RoutePlan: Sendable, Hashable {
     /// own), and the price tiers the job may use: a later fallback keeps to them too.
     public var ceiling: Decimal? = nil
     public var allowedTiers: Set<String>? = nil
+    /// Under a `hash` rule, for a job with an affinity key: the key's home model on the ring (a
+    /// call to any other is marked in the trail, `affinity_home`).
+    public var affinityHome: String? = nil
     /// A background job's plan: a later fallback leaves interactive work its reserve too.
     public var background = false
 

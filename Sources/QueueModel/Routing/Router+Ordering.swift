@@ -10,6 +10,8 @@ extension Router {
         var models: [Int]
         /// Extra facts per model (ring notes).
         var notes: [String: [String]] = [:]
+        /// For a `hash` rule and a job with a key: the key's home model on the ring.
+        var home: String? = nil
     }
 
     /// Orders the kept models by the rule's strategy. Every strategy breaks ties by the rule's
@@ -121,15 +123,18 @@ extension Router {
             }
         }
         let offRing = kept.filter { !onRing.contains($0) }
-        guard explain else { return Ordering(strategy: .hash, reason: "hash", models: within + over + offRing) }
+        let home = walk.first.map { ring.members[$0] }
+        guard explain else {
+            return Ordering(strategy: .hash, reason: "hash", models: within + over + offRing, home: home)
+        }
         for chosen in offRing {
             notes[evaluations[chosen].name, default: []].append("not on the ring (weight 0 or disabled)")
         }
         var reason = "hash on affinity key \"\(key)\" (ring position \(StableHash.hex(key)), ε = \(epsilon))"
-        if let home = walk.first.map({ ring.members[$0] }) {
+        if let home {
             reason += isHomeKept ? "; home model \(home)" : "; its home model \(home) was dropped, walked on"
             notes[home, default: []].append("home of this key on the ring")
         }
-        return Ordering(strategy: .hash, reason: reason, models: within + over + offRing, notes: notes)
+        return Ordering(strategy: .hash, reason: reason, models: within + over + offRing, notes: notes, home: home)
     }
 }

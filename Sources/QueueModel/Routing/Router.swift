@@ -60,7 +60,8 @@ public struct Router: Sendable {
     /// - Returns: the attempts in order, or none with `unroutable` saying why.
     public func plan(for request: RoutingRequest, state: RoutingState, explain: Bool = true) -> RoutePlan {
         let estimate = PromptEstimate(request: request.body)
-        let classification = classifier.classify(request.body, given: request.taskClass, estimate: estimate)
+        let classification = classifier.classify(
+            request.body, given: request.taskClass, estimate: estimate, conversation: request.affinityKey?.isEmpty == false)
         guard let match = matcher.match(classification.taskClass) else {
             return RoutePlan(
                 attempts: [], classification: classification, rule: nil, strategy: nil, estimate: estimate,
@@ -149,6 +150,8 @@ public struct Router: Sendable {
             unroutable: nil, ceiling: ceiling, allowedTiers: request.allowedTiers,
             background: request.priority == .background
         )
+        // A model the request names is its own reason to go first (the result says so).
+        if pinned == nil { plan.affinityHome = ordering.home }
         if attempts.isEmpty {
             // Planning without words is for plans that work; one that fails is planned again
             // with them, so its error says why every model was dropped.

@@ -2,7 +2,10 @@
 /// deterministic: the same messages always get the same class.
 ///
 /// The job's own `task_class` always wins. Otherwise the first of these that matches decides,
-/// looking at the last user message (the current ask) and, for size, the whole prompt:
+/// looking at the last user message (the current ask) and, for size, the whole prompt. A job with
+/// an affinity key is read by its first user message instead: each turn of a conversation resends
+/// the ones before, so its turns share a class, a rule and a model (classed by each turn's ask, a
+/// walkthrough's 500 conversations of four turns were each served by three or four models).
 ///
 /// 1. `long_context`: the prompt is estimated at `longContextTokens` or more.
 /// 2. `code`: a fenced code block, code-shaped text (`def f(`, `#include`, `=>`, a traceback), two
@@ -32,9 +35,10 @@ public struct TaskClassifier: Sendable {
     ///   - request: the chat-completions body.
     ///   - given: the job's `task_class`, which overrides the heuristics when set.
     ///   - estimate: the request's size, when the caller already has it.
-    public func classify(_ request: JSONValue, given: String? = nil, estimate: PromptEstimate? = nil)
-        -> TaskClassification
-    {
+    ///   - conversation: the job has an affinity key: read the first user message, not the last.
+    public func classify(
+        _ request: JSONValue, given: String? = nil, estimate: PromptEstimate? = nil, conversation: Bool = false
+    ) -> TaskClassification {
         if let given = given?.trimmingCharacters(in: .whitespaces), !given.isEmpty {
             return TaskClassification(taskClass: TaskClass(given), source: .job, reason: "the job's task_class")
         }
@@ -43,7 +47,17 @@ public struct TaskClassifier: Sendable {
             return heuristic(.longContext, "≈ \(estimate.promptTokens) prompt tokens ≥ \(longContextTokens)")
         }
         let texts = PromptEstimate.messageTexts(of: request)
-        let ask = texts.last { $0.role == "user" }?.text ?? texts.last?.text ?? ""
+        let users = texts.lazy.filter { $0.role == "user" }
+        let fromFirst = conversation && users.dropFirst().first != nil
+        let ask = (fromFirst ? users.first?.text : users.last?.text) ?? texts.last?.text ?? ""
+        let classification = classify(ask: ask)
+        guard fromFirst else { return classification }
+        return heuristic(
+            classification.taskClass, classification.reason + ", in the first user message (the job has an affinity key)")
+    }
+
+    /// The class the heuristics give one message.
+    private func classify(ask: String) -> TaskClassification {
         // Byte-level matching, lowercased in ASCII only: every cue is ASCII, and both Unicode
         // lowercasing and Foundation's `contains` (ICU-backed) cost more than the rest of a plan.
         let bytes = ask.utf8.map { $0 >= 65 && $0 <= 90 ? $0 + 32 : $0 }

@@ -188,6 +188,8 @@ struct RoutingExecutor: JobExecutor {
         }
 
         var queue = plan.attempts
+        /// The key's home, for a call that went elsewhere.
+        func awayFromHome(_ model: ModelSpec) -> String? { plan.affinityHome.flatMap { $0 == model.name ? nil : $0 } }
         var tried: Set<String> = []
         var trail: [AttemptRecord] = []
         var retriesOnModel = 0
@@ -257,7 +259,7 @@ struct RoutingExecutor: JobExecutor {
                         latencyMS: latencyMS, targetMS: attempt.targetMS, worker: worker, at: started,
                         cachedTokens: split.cached > 0 ? split.cached : nil,
                         cacheWriteTokens: split.written > 0 ? split.written : nil,
-                        usageEstimated: reply.usageReported ? nil : true
+                        usageEstimated: reply.usageReported ? nil : true, affinityHome: awayFromHome(model)
                     )
                 )
                 // Priced at the moment of the call: an off-peak window may be open. All three costs
@@ -317,7 +319,7 @@ struct RoutingExecutor: JobExecutor {
                         AttemptRecord(
                             attempt: job.attempt, model: model.name, provider: model.provider.rawValue,
                             tier: attempt.tier.rawValue, outcome: "cancelled", latencyMS: latencyMS, worker: worker,
-                            at: started
+                            at: started, affinityHome: awayFromHome(model)
                         )
                     )
                     return .cancelled(trail: trail)
@@ -331,7 +333,7 @@ struct RoutingExecutor: JobExecutor {
                         attempt: job.attempt, model: model.name, provider: model.provider.rawValue,
                         tier: attempt.tier.rawValue, outcome: Self.outcome(of: providerError),
                         httpStatus: providerError?.httpStatus, latencyMS: latencyMS, targetMS: attempt.targetMS,
-                        error: summary, worker: worker, at: started
+                        error: summary, worker: worker, at: started, affinityHome: awayFromHome(model)
                     )
                 )
                 let outcome = Self.outcome(of: providerError)
