@@ -32,6 +32,12 @@ struct CatalogCommandTests {
             let (status, output) = try await dispatcher(["route", "--explain", "--catalog", path, "--prompt", "hello"])
             #expect(status == 0, "\(output)")
             #expect(output.contains("$0.001/1K off-peak"), "\(output)")
+            // A key submission refuses is no key to explain (a walkthrough's '   ' got a home model).
+            for key in ["", "   ", String(repeating: "k", count: 501)] {
+                let (refused, words) = try await dispatcher(
+                    ["route", "--explain", "--catalog", path, "--prompt", "hello", "--affinity", key])
+                #expect(refused == 2 && words.contains("error: affinity key "), "\(words)")
+            }
         }
     }
 

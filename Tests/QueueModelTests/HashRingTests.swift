@@ -185,6 +185,12 @@ struct HashRingTests {
         #expect(plan.affinityHome == home)
         #expect(plan.attempts.first?.model.name != home)
         #expect(router.plan(for: RoutingFixtures.request(), state: state).affinityHome == nil)
+        // A model the request names goes first, and its call is away from home all the same.
+        var named = RoutingFixtures.request(affinity: key)
+        let other = Self.fiveModels.first { $0 != home }!
+        named.body["model"] = .string(other)
+        let pinned = router.plan(for: named, state: RoutingState(), explain: false)
+        #expect(pinned.attempts.first?.model.name == other && pinned.affinityHome == home)
     }
 
     @Test("a job without an affinity key under a hash rule uses the rule's other strategy")

@@ -47,6 +47,33 @@ struct RouterStrategyTests {
         #expect(order(.weighted, RoutingState(sequence: 77)) == order(.weighted, RoutingState(sequence: 77)))
     }
 
+    /// A walkthrough's conversations on a weighted rule had 191 of 200 split over two or three
+    /// models: each turn was a new draw.
+    @Test("weighted and round_robin: a job with an affinity key draws by it, so the key keeps its model; keys spread by weight")
+    func keyedDraws() {
+        for strategy in [RoutingStrategy.weighted, .roundRobin] {
+            let router = Router(catalog: F.catalog(Self.models, strategy: strategy))
+            var firsts: [String: Int] = [:]
+            for index in 0..<3000 {
+                let request = F.request(affinity: "conv-\(index)")
+                let plans = (0..<4).map { F.order(router, request, RoutingState(sequence: UInt64($0 * 7 + index))) }
+                #expect(Set(plans.map { $0[0] }).count == 1, "\(strategy) conv-\(index): \(plans)")
+                firsts[plans[0][0], default: 0] += 1
+                // A model that leaves takes only its own keys along.
+                var state = RoutingState()
+                state["alpha"] = RoutingState.ModelState(breaker: .open)
+                let without = F.order(router, request, state)
+                if plans[0][0] != "alpha" { #expect(without[0] == plans[0][0]) }
+            }
+            if strategy == .weighted {
+                #expect((2025...2475).contains(firsts["bravo"] ?? 0), "\(firsts)")
+                #expect(firsts["charlie"] == nil)
+            } else {
+                #expect(firsts.count == 3 && firsts.values.allSatisfy { (800...1200).contains($0) }, "\(firsts)")
+            }
+        }
+    }
+
     @Test("least_busy: fewest in flight first, ties in rule order")
     func leastBusy() {
         var state = RoutingState()

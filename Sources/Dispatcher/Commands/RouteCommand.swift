@@ -57,6 +57,19 @@ enum RouteCommand {
             state[model].averagePricePer1K = price
         }
         let keys = arguments.values("affinity")
+        // As a submission takes them: a plan for a key no job may have explains nothing.
+        for key in keys + [request.affinityKey].compactMap({ $0 }) {
+            if key.allSatisfy(\.isWhitespace) {
+                throw QueueError(
+                    .invalidInput, "affinity key must not be empty (or only spaces)",
+                    hint: "Submission refuses such a key: leave --affinity out for a job of no conversation.")
+            }
+            if key.unicodeScalars.count > 500 {
+                throw QueueError(
+                    .invalidInput, "affinity key is \(key.unicodeScalars.count) characters, over the limit of 500",
+                    hint: "Submission refuses such a key: use a shorter one (hash a long one).")
+            }
+        }
         let requests =
             keys.isEmpty
             ? [request]

@@ -58,6 +58,7 @@ extension RoutePlan {
             "rule_reason": .string(explanation.rule),
             "strategy": strategy.map { .string($0.rawValue) } ?? .null,
             "strategy_reason": .string(explanation.strategy),
+            "affinity_home": affinityHome.map { .string($0) } ?? .null,
             "estimated_prompt_tokens": .number(Double(estimate.promptTokens)),
             "output_tokens": .number(Double(estimate.outputTokens)),
             "attempts": .array(

@@ -31,6 +31,7 @@ extension Router {
             strategy = rule.strategyWithoutAffinity
             prefix = "hash rule, but the job has no affinity key: "
         }
+        let keyed = request.affinityKey.flatMap { $0.isEmpty ? nil : StableHash.hash($0) }
         func sorted<Key: Comparable>(by key: (Evaluation) -> Key) -> [Int] {
             kept.sorted {
                 (key(evaluations[$0]), evaluations[$0].index) < (key(evaluations[$1]), evaluations[$1].index)
@@ -42,6 +43,15 @@ extension Router {
         case .ordered, .hash:
             models = kept
             reason = "ordered: primary, then the fallbacks as listed"
+        // A job with a key draws by the key, not the sequence: the same key draws the same model
+        // (rendezvous hashing; a model that leaves takes only its own keys along). Drawn per job, a
+        // walkthrough's conversations on a weighted rule had 191 of 200 split over two or three models.
+        case .roundRobin where keyed != nil, .weighted where keyed != nil:
+            let seed = keyed ?? 0
+            let byWeight = strategy == .weighted
+            models = sorted { -Self.weightedKey(for: $0, sequence: seed, weighted: byWeight) }
+            reason = "\(strategy.rawValue): drawn by the affinity key (the same key draws the same model"
+                + (byWeight ? ", in proportion to weight)" : ")")
         case .roundRobin:
             let start = kept.isEmpty ? 0 : Int(state.sequence % UInt64(kept.count))
             models = Array(kept[start...] + kept[..<start])
@@ -68,9 +78,10 @@ extension Router {
     }
 
     /// An Efraimidis–Spirakis key: sorting by it descending is a weighted draw without
-    /// replacement, and each model's key depends only on its name and the sequence.
-    static func weightedKey(for evaluation: Evaluation, sequence: UInt64) -> Double {
-        let weight = evaluation.entry?.spec.weight ?? 0
+    /// replacement, and each model's key depends only on its name and the sequence (`weighted`
+    /// false: every model of positive weight weighs the same).
+    static func weightedKey(for evaluation: Evaluation, sequence: UInt64, weighted: Bool = true) -> Double {
+        let weight = weighted ? evaluation.entry?.spec.weight ?? 0 : 1
         guard weight > 0 else { return -.infinity }
         let bits = StableHash.mix((sequence &* 0x9E37_79B9_7F4A_7C15) ^ StableHash.hash(evaluation.name))
         let unit = (Double(bits >> 11) + 0.5) / 9_007_199_254_740_992  // in (0, 1)

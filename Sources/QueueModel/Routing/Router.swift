@@ -150,8 +150,7 @@ public struct Router: Sendable {
             unroutable: nil, ceiling: ceiling, allowedTiers: request.allowedTiers,
             background: request.priority == .background
         )
-        // A model the request names is its own reason to go first (the result says so).
-        if pinned == nil { plan.affinityHome = ordering.home }
+        plan.affinityHome = ordering.home
         if attempts.isEmpty {
             // Planning without words is for plans that work; one that fails is planned again
             // with them, so its error says why every model was dropped.
