@@ -82,7 +82,9 @@ enum DispatcherCommand {
             printError("error: \(error)")
             return 2
         } catch {
-            printError("error: \(error)" + (Self.lacksSchema(error) ? Self.migrateHint : Self.privilegeHint(error)))
+            printError(
+                "error: \(error)"
+                    + (Self.lacksSchema(error) ? Self.migrateHint : Self.privilegeHint(error) + Self.readOnlyHint(error)))
             return 1
         }
     }
@@ -100,6 +102,19 @@ enum DispatcherCommand {
         "\nhint: this role may not do that. Operator commands (models, background, prune, status, "
         + "report, top, feedback --list) need a member of switchyard_admin; submit, wait, result, cancel, retry "
         + "and feedback ID SCORE, of switchyard_submitter (docs/security.md)."
+
+    /// For a write the server refused as read-only (`25006`) without a hint of its own: a
+    /// failover walkthrough's `submit`, `cancel`, `prune` and `background pause` against a standby
+    /// said "cannot execute INSERT in a read-only transaction" and no more.
+    static func readOnlyHint(_ error: any Error) -> String {
+        let state = (error as? PostgresError)?.sqlState ?? (error as? QueueError)?.sqlState
+        let hint = (error as? PostgresError)?.hint ?? (error as? QueueError)?.hint
+        return state == .readOnlySQLTransaction && hint == nil ? readOnlyDatabaseHint : ""
+    }
+
+    static let readOnlyDatabaseHint =
+        "\nhint: the database takes no writes: it is a standby (a replica), or read-only by setting. Run this "
+        + "against the primary; with several hosts in DATABASE_URL, add target_session_attrs=read-write to find it."
 
     static let migrateHint = "\nhint: this database has no Switchyard schema, or an older one: run `dispatcher migrate`."
 

@@ -431,6 +431,34 @@ struct WorkerServiceTests {
         #expect(!record.outageRecently(within: .milliseconds(100)))
     }
 
+    /// A failover walkthrough's 40 s without a primary had one counted failure: each heartbeat
+    /// waited out a 15 s connection attempt, and the quick retry's failure is not counted. The
+    /// housekeeper rescued 32 live jobs the moment the standby was promoted.
+    @Test("one failure that kept the worker from the database for two-thirds of a lease is an outage too")
+    func heartbeatRunByItsLength() async throws {
+        // Windows of 3 s: a loaded machine's sleep may overshoot by seconds, and a run is held for
+        // two windows from its start.
+        let long = HeartbeatRecord()
+        long.succeeded()
+        try await Task.sleep(for: .milliseconds(2100))
+        long.failed()
+        #expect(long.outageRecently(within: .seconds(3)), "2.1 s since the last heartbeat went through")
+        // A blip: one failure, and the quick retry's, soon after a heartbeat went through.
+        let blip = HeartbeatRecord()
+        blip.succeeded()
+        blip.failed()
+        blip.failed(counted: false)
+        #expect(!blip.outageRecently(within: .seconds(60)))
+        // The quick retry's failure, late, lengthens the run all the same.
+        let retried = HeartbeatRecord()
+        retried.succeeded()
+        retried.failed()
+        try await Task.sleep(for: .milliseconds(2100))
+        #expect(!retried.outageRecently(within: .seconds(3)))
+        retried.failed(counted: false)
+        #expect(retried.outageRecently(within: .seconds(3)))
+    }
+
     /// A review's read-only outage of 75 s outlasted the bound of two tenures (60 s): the first
     /// round that renewed the tenure afterwards rescued 26 live jobs before their workers'
     /// heartbeats, 10 s apart, could renew them.
@@ -695,6 +723,48 @@ struct WorkerServiceTests {
             ).map { try $0.decode("lease_owner", as: String?.self) }
             #expect(owners == [configuration.identity.id, configuration.identity.id])
             if !stopped { running.cancel() }
+            await servicePool.close()
+        }
+    }
+
+    /// A failover walkthrough: a write-back committed on the old primary and lost with its last
+    /// seconds left the job leased to its worker on the new one. The worker no longer ran it and
+    /// its own housekeeper leaves its process's jobs alone: 31 stayed leased until it stopped.
+    @Test("after its heartbeats failed, a worker runs the jobs leased to it that it does not run")
+    func leasedButNotRunAfterAnOutage() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let busy = try await store.submit(batch: (0..<2).map { _ in Submission(request: Self.hello) })
+            let database = try await pool.query("SELECT current_database() AS name").first!.decode("name", as: String.self)
+            let admin = try await PostgresConnection.connect(pool.configuration.withDatabase("postgres"))
+            let executor = GatedExecutor()
+            let configuration = Self.configuration(concurrency: 2)
+            let servicePool = PostgresPool(pool.configuration, options: .init(connectRetryTimeout: .milliseconds(300)))
+            let service = WorkerService(
+                configuration: configuration, pool: servicePool, executor: executor,
+                logger: Logger(label: "worker", level: .error) { _ in })
+            let running = Task { try await service.run() }
+            // Both slots busy: no claim is tried (and fails) while the database is away.
+            try await executor.waitForStarts(2)
+            // The lost write-back's job: leased to this process, which does not run it.
+            let lost = try await store.submit(Submission(request: Self.hello, runAt: Date().addingTimeInterval(3600)))
+            try await pool.query(
+                """
+                UPDATE switchyard.jobs SET lease_owner = $2, lease_expires_at = now() + interval '30 seconds',
+                    claimed_at = now(), attempt = 1, run_at = now()
+                WHERE id = $1
+                """, [lost, configuration.identity.id])
+            try await admin.query("ALTER DATABASE \(database) ALLOW_CONNECTIONS false")
+            try await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", [database])
+            try await Task.sleep(for: .seconds(1))  // heartbeats fail
+            try await admin.query("ALTER DATABASE \(database) ALLOW_CONNECTIONS true")
+            await admin.close()
+            for id in busy { executor.release(id) }
+            try await waitUntil("the job leased and not run is run") { executor.started.contains { $0.id == lost } }
+            executor.release(lost)
+            try await waitUntil("it is written back") { try await store.status(of: lost) == "succeeded" }
+            service.shutdown()
+            _ = try? await running.value
             await servicePool.close()
         }
     }

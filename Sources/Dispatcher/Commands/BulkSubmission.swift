@@ -159,8 +159,13 @@ struct BulkSubmission {
         let reason = ((error as? QueueError)?.message ?? (error as? PostgresError)?.message ?? "\(error)")
             .split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
             .filter { !$0.isEmpty }.joined(separator: " ")
-        // Not connected, the batch was never sent: nothing is in doubt.
+        // Not connected, the batch was never sent, or the server answered with a refusal (one
+        // statement, whole or not at all: a standby's read-only 25006 went as "may or may not have
+        // gone in"): nothing is in doubt.
         let sentNothing = (error as? PostgresError)?.sentNothing == true
+        // (Not a lost connection, 08, nor a server shutting down, 57P0x: the answer may be lost.)
+        let state = (error as? PostgresError)?.sqlState ?? (error as? QueueError)?.sqlState
+        let refused = !sentNothing && state.map { $0.errorClass != "08" && !$0.rawValue.hasPrefix("57P0") } ?? false
         // Lines of the unfinished batch already refused on reading are read again on the rerun.
         let rejections = rejections.filter { $0.line < resumeLine }
         if json {
@@ -182,13 +187,20 @@ struct BulkSubmission {
             ? "nothing of \(source) was done before it"
             : "lines 1–\(resumeLine - 1) of \(source) were done (submitted \(submitted), rejected \(rejections.count))"
         let span = inFlight.count == 1 ? "line \(resumeLine)" : "lines \(resumeLine)–\(inFlight.upperBound)"
-        if sentNothing {
+        if sentNothing || refused {
+            let again =
+                resumeLine == 1 ? "it again."
+                : path == "-" ? "the rest from line \(resumeLine)."
+                : "the rest: tail -n +\(resumeLine) \(path) | dispatcher submit --file - (same options)."
             return QueueError(
-                .database, "\(reason); \(done); the lines from \(resumeLine) on were not sent",
-                hint: "Once the database is back, submit "
-                    + (resumeLine == 1 ? "it again."
-                        : path == "-" ? "the rest from line \(resumeLine)."
-                        : "the rest: tail -n +\(resumeLine) \(path) | dispatcher submit --file - (same options)."))
+                .database,
+                "\(reason); \(done); the lines from \(resumeLine) on were not "
+                    + (refused ? "submitted (the database refused \(span) whole)" : "sent"),
+                hint: (state == .readOnlySQLTransaction
+                    ? "The database takes no writes (a standby, or read-only by setting): against the primary (with "
+                        + "several hosts in DATABASE_URL, add target_session_attrs=read-write), submit "
+                    : "Once the database is back, submit ") + again,
+                sqlState: state)
         }
         return QueueError(
             .database,

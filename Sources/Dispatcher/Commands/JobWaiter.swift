@@ -30,7 +30,23 @@ struct JobWaiter {
         // held the wait past its timeout (the pool retrying to connect).
         let live = try? await store.liveWorkers()
         patience.cancel()
-        let notifications = try await store.pool.listen(on: ["switchyard_results"])
+        let notifications: any AsyncSequence<PostgresListenEvent, Never> & Sendable
+        do {
+            notifications = try await store.pool.listen(on: ["switchyard_results"])
+        } catch let error as PostgresError where error.sqlState == .readOnlySQLTransaction {
+            // A standby takes no LISTEN ("cannot execute LISTEN during recovery": a failover
+            // walkthrough's wait on a replica failed so, even for jobs already finished). Its
+            // results are read as on the primary, asked for every second instead.
+            notifications = AsyncStream { continuation in
+                let asking = Task {
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: .seconds(1))
+                        continuation.yield(.reconnected)
+                    }
+                }
+                continuation.onTermination = { _ in asking.cancel() }
+            }
+        }
         var pending = Set(ids)
         var statuses: [Int64: String] = [:]
         var results: [Int64: JSONValue] = [:]

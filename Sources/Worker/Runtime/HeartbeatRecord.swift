@@ -10,7 +10,10 @@ import Synchronization
 /// the server lived through leaves no such mark, so the housekeeper keeps its own.
 ///
 /// Only a run of failures counts (one missed heartbeat lapses no lease: they come three to a
-/// lease), and it counts for a bounded time, so a worker whose heartbeats fail now and then, or
+/// lease): two or more, or one that kept this worker from the database for two-thirds of a lease
+/// (a heartbeat that waits out a connection attempt fails once in 15 s: a failover's 40 s had
+/// one counted failure, and the housekeeper rescued 32 live jobs the moment the standby was
+/// promoted). It counts for a bounded time, so a worker whose heartbeats fail now and then, or
 /// for good, does not stop rescues for the whole fleet. Past that bound a run still holds rescues
 /// back from when the database answers again until this worker's next heartbeat says whether it
 /// was the database (the heartbeat goes through: the run ends) or this worker (it fails again):
@@ -19,27 +22,37 @@ import Synchronization
 final class HeartbeatRecord: Sendable {
     private struct Run {
         var start: ContinuousClock.Instant
+        /// The last heartbeat that went through before the run (its start, if none did).
+        var since: ContinuousClock.Instant
         var failures = 1
         var lastFailure: ContinuousClock.Instant
         var end: ContinuousClock.Instant?
         /// When the database first answered the housekeeper again during this run.
         var databaseBack: ContinuousClock.Instant?
 
-        init(start: ContinuousClock.Instant) {
+        init(start: ContinuousClock.Instant, since: ContinuousClock.Instant?) {
             self.start = start
+            self.since = since ?? start
             self.lastFailure = start
         }
+
+        /// Whether the run is long enough that other workers' leases may have lapsed with them
+        /// alive (they renew three times a lease: missing two-thirds of one, they may).
+        func isOutage(lease: Duration) -> Bool { failures >= 2 || lastFailure - since >= lease * 2 / 3 }
     }
 
-    /// The run of failures going on, and the last one that ended.
-    private let runs = Mutex<(current: Run?, last: Run?)>((nil, nil))
+    /// The run of failures going on, the last one that ended, and the last heartbeat that went through.
+    private let runs = Mutex<(current: Run?, last: Run?, success: ContinuousClock.Instant?)>((nil, nil, nil))
 
-    func failed() {
+    /// A heartbeat failed. A quick retry's failure (`counted` false) is not one more in the run,
+    /// but the time the run lasted runs on to it.
+    func failed(counted: Bool = true) {
         runs.withLock { runs in
             if runs.current == nil {
-                runs.current = Run(start: .now)
+                runs.current = Run(start: .now, since: runs.success)
+                runs.current?.failures = counted ? 1 : 0
             } else {
-                runs.current?.failures += 1
+                if counted { runs.current?.failures += 1 }
                 runs.current?.lastFailure = .now
             }
         }
@@ -59,6 +72,7 @@ final class HeartbeatRecord: Sendable {
 
     func succeeded() {
         runs.withLock { runs in
+            runs.success = .now
             guard var run = runs.current else { return }
             run.end = .now
             runs.last = run
@@ -67,18 +81,19 @@ final class HeartbeatRecord: Sendable {
     }
 
     /// Whether other workers' leases may have lapsed with them alive: two or more heartbeats in a
-    /// row failed, and that run is going on (for at most two `window`s from its start, or, the
-    /// database having answered since its last failure, until the next heartbeat, for at most a
-    /// `window` from that answer) or ended less than `window` ago.
+    /// row failed (or failures for two-thirds of a `window`), and that run is going on (for at most
+    /// two `window`s from its start, or, the database having answered since its last failure,
+    /// until the next heartbeat, for at most a `window` from that answer) or ended less than
+    /// `window` ago.
     func outageRecently(within window: Duration) -> Bool {
         runs.withLock { runs in
-            if let run = runs.current, run.failures >= 2 {
+            if let run = runs.current, run.isOutage(lease: window) {
                 let now = ContinuousClock.now
                 if now - run.start < window * 2 { return true }
                 guard let back = run.databaseBack, back > run.lastFailure else { return false }
                 return now - back < window
             }
-            if let run = runs.last, run.failures >= 2, let end = run.end { return ContinuousClock.now - end < window }
+            if let run = runs.last, run.isOutage(lease: window), let end = run.end { return ContinuousClock.now - end < window }
             return false
         }
     }

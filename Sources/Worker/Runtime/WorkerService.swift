@@ -18,6 +18,12 @@ final class WorkerService: Sendable {
     private let housekeeper: Housekeeper
     /// This worker's runs of failed heartbeats, for the housekeeper (`HeartbeatRecord`).
     private let heartbeats = HeartbeatRecord()
+    /// A heartbeat failed: the claim loop looks for jobs leased to this process that it does not
+    /// run, once the database answers. After a failover that lost the last seconds of the old
+    /// primary, jobs whose write-back was lost were leased to their worker again, which no longer
+    /// ran them (and its own housekeeper does not rescue them): a walkthrough's 31 stayed leased
+    /// until the process stopped.
+    private let leasesToLookAt = Mutex(false)
     private let now: @Sendable () -> Date
     private let random: @Sendable () -> Double
     /// Ends connection retries when the grace period is over; cancelled once the worker stops.
@@ -200,13 +206,16 @@ final class WorkerService: Sendable {
                     cursorSince = clock.now
                 }
                 // Looked for apart from the claim: a failure here must not stop the worker claiming.
-                if claimMayHaveLeased,
+                if claimMayHaveLeased || leasesToLookAt.withLock({ $0 }),
                     let unheld = try? await store.unheldLeases(
                         worker: configuration.identity, holding: inFlight.held.map(\.ticket.id))
                 {
                     claimMayHaveLeased = false
+                    leasesToLookAt.withLock { $0 = false }
                     if !unheld.isEmpty {
-                        logger.notice("a claim whose answer was lost had gone through: running its jobs", ["jobs": unheld.count])
+                        logger.notice(
+                            "jobs leased to this worker that it was not running (a claim's answer or a write-back lost "
+                                + "with the connection): running them", ["jobs": unheld.count])
                         for job in unheld {
                             metrics.jobsClaimed.increment([job.priority.rawValue])
                             start(job)
@@ -506,7 +515,9 @@ final class WorkerService: Sendable {
                 if Task.isCancelled { return }  // the worker is stopping, with nothing left to hold
                 // The quick retry's failure is not counted: failures in a row are the housekeeper's
                 // sign of an outage (`HeartbeatRecord`), and a second's retry made a 2 s blip two.
-                if !retrying { heartbeats.failed() }
+                // The time it failed at still counts, for a run that lasts.
+                heartbeats.failed(counted: !retrying)
+                leasesToLookAt.withLock { $0 = true }
                 retrySoon = !retrying
                 logger.error("heartbeat failed; leases not renewed", ["error": "\(error)", "in_flight": held.count])
             }
