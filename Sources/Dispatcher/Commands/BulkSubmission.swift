@@ -155,10 +155,8 @@ struct BulkSubmission {
         rejections: [Rejection]
     ) -> QueueError {
         let resumeLine = inFlight.lowerBound
-        // On one line: libpq's words for a lost connection come on two, which split the sentence.
-        let reason = ((error as? QueueError)?.message ?? (error as? PostgresError)?.message ?? "\(error)")
-            .split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
-            .filter { !$0.isEmpty }.joined(separator: " ")
+        let reason = JobCommands.oneLine(
+            (error as? QueueError)?.message ?? (error as? PostgresError)?.message ?? "\(error)")
         // Not connected, the batch was never sent, or the server answered with a refusal (one
         // statement, whole or not at all: a standby's read-only 25006 went as "may or may not have
         // gone in"): nothing is in doubt.

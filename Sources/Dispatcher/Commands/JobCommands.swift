@@ -4,6 +4,12 @@ import QueueModel
 
 /// `dispatcher wait | result | cancel | retry | prune`.
 enum JobCommands {
+    /// libpq's words on one line: it breaks lines inside its messages, which split a sentence.
+    static func oneLine(_ text: String) -> String {
+        text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            .joined(separator: " ")
+    }
+
     static let waitUsage = """
         usage: dispatcher wait ID… | - [--timeout DURATION] [--tenant NAME] [--json]
 

@@ -89,6 +89,7 @@ struct JobWaiter {
                 }
                 group.addTask {
                     var remaining = waiting
+                    var lostConnectionSaid = false
                     for await event in notifications {
                         var changed: Set<Int64> = []
                         switch event {
@@ -109,7 +110,16 @@ struct JobWaiter {
                             }
                             guard let found else { continue }
                             changed = remaining.filter { found[$0].map(Self.finalStatuses.contains) ?? true }
-                        case .disconnected: continue
+                        case .disconnected(let reason):
+                            // Said once, as it happens: a wait on a server that died printed nothing
+                            // until its timeout (a failover walkthrough's 240 s).
+                            if !lostConnectionSaid {
+                                lostConnectionSaid = true
+                                printError(
+                                    "warning: lost the connection to the database (\(JobCommands.oneLine(reason))); "
+                                        + "waiting for it to come back, until the timeout")
+                            }
+                            continue
                         }
                         if changed.isEmpty { continue }
                         remaining.subtract(changed)
