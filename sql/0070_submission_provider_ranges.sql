@@ -1,15 +1,16 @@
 -- Submissions: what a provider would refuse, refused at submission; a key given twice in one
--- transaction said as such; no blank affinity key; submit(priority => NULL) is interactive.
+-- transaction said as such; a blank affinity key is none; submit(priority => NULL) is interactive.
 --
 -- * "content": [] and "max_tokens": 1e30 were stored, waited their turn and failed at the provider
 --   (OpenAI: "expected an array with minimum length 1", "integer above maximum value"). An empty
 --   content array is refused, and the whole-number fields are held to the provider's range:
---   32-bit (a seed 64-bit), and at least 1 for max_tokens, max_completion_tokens and n.
+--   32-bit (a seed up to 2^53 - 1, what a worker carries exactly), and at least 1 for max_tokens,
+--   max_completion_tokens and n.
 -- * A multi-row INSERT giving one key to two different requests was refused with "already names
 --   job N … send the first request again to get job N back": job N was the other row, rolled back
 --   with the statement. A key first given in the same transaction is named as given twice in it.
--- * An affinity_key of '' or spaces is refused, as a tenant or idempotency key is: '   ' was a key
---   every job sent with it shared (one model for all, spilling as a hot key), '' was taken for none.
+-- * An affinity_key of '' or spaces is no key (stored NULL): '   ' was a key every job sent with it
+--   shared (one model for all, spilling as a hot key), while '' was taken for none.
 -- * switchyard.submit(priority => NULL) was refused while a NULL run_at, max_attempts or metadata
 --   takes its default: NULL is the default, interactive.
 --
@@ -204,22 +205,23 @@ BEGIN
           AND NOT (t.types ? 'integer' AND jsonb_typeof(e.value) = 'number'
                    AND (e.value)::numeric = trunc((e.value)::numeric) AND (e.value)::numeric >= 0)
         ORDER BY e.key LIMIT 1;
-        -- Whole numbers a provider takes: OpenAI's are 32-bit (a seed 64-bit), and a token limit or
-        -- n of 0 is refused ("expected a value >= 1"). max_tokens 1e30 passed and the job failed at
+        -- Whole numbers a provider takes: OpenAI's are 32-bit (a seed 64-bit, of which a worker,
+        -- reading JSON numbers as doubles, sends up to 2^53 - 1 exactly), and a token limit or n
+        -- of 0 is refused ("expected a value >= 1"). max_tokens 1e30 passed and the job failed at
         -- the provider, after its wait; no worker could even read it as a limit.
         IF culprit IS NULL THEN
             SELECT e.key, e.value::text INTO culprit, actual
             FROM jsonb_each(options) AS e
             WHERE e.key IN ('max_tokens', 'max_completion_tokens', 'n', 'seed', 'top_logprobs', 'top_k')
               AND jsonb_typeof(e.value) = 'number'
-              AND ((e.value)::numeric > CASE e.key WHEN 'seed' THEN 9223372036854775807 ELSE 2147483647 END
+              AND ((e.value)::numeric > CASE e.key WHEN 'seed' THEN 9007199254740991 ELSE 2147483647 END
                    OR (e.key IN ('max_tokens', 'max_completion_tokens', 'n') AND (e.value)::numeric < 1))
             ORDER BY e.key LIMIT 1;
             IF culprit IS NOT NULL THEN
                 PERFORM switchyard.reject(
                     format('request.%s must be between %s and %s, got %s', culprit,
                            CASE WHEN culprit IN ('max_tokens', 'max_completion_tokens', 'n') THEN 1 ELSE 0 END,
-                           CASE culprit WHEN 'seed' THEN '9223372036854775807' ELSE '2147483647' END,
+                           CASE culprit WHEN 'seed' THEN '9007199254740991' ELSE '2147483647' END,
                            -- 1e400 is 401 digits as numeric text.
                            CASE WHEN length(actual) > 40 THEN format('%s (%s digits)', left(actual, 12) || '…', length(actual))
                                 ELSE actual END),
@@ -231,7 +233,11 @@ BEGIN
         IF culprit IS NOT NULL THEN
             IF expected ? 'integer' AND actual = 'number' THEN
                 PERFORM switchyard.reject(
-                    format('request.%s must be a whole number of at least 0, got %s', culprit, options -> culprit),
+                    format('request.%s must be a whole number of at least 0, got %s', culprit,
+                           CASE WHEN length((options -> culprit)::text) > 40
+                                THEN format('%s (%s characters)', left((options -> culprit)::text, 12) || '…',
+                                            length((options -> culprit)::text))
+                                ELSE (options -> culprit)::text END),
                     'For example "max_tokens": 256.');
             END IF;
             PERFORM switchyard.reject(
@@ -319,12 +325,10 @@ BEGIN
         PERFORM switchyard.reject(format('affinity_key is %s characters, over the limit of 500', length(NEW.affinity_key)),
                                   'Use a shorter key (hash a long one).');
     END IF;
-    -- As idempotency keys and tenants: '   ' was one key that every job sent with it shared (one
-    -- model for all of them, spilled as a hot key), and '' was taken for none.
-    IF NEW.affinity_key ~ '^\s*$' THEN
-        PERFORM switchyard.reject('affinity_key must not be empty (or only spaces)',
-            'Leave it out for a job that belongs to no conversation, or give one that names it (e.g. the '
-                || 'conversation''s id): jobs with the same key go to the same model.');
+    -- No key, as '' was taken already: '   ' was one key that every job sent with it shared (one
+    -- model for all of them, spilled as a hot key). A retry keeps its job's key, whatever it was.
+    IF NEW.affinity_key ~ '^\s*$' AND NEW.retry_of IS NULL THEN
+        NEW.affinity_key := NULL;
     END IF;
     IF length(NEW.tenant) > 200 THEN
         PERFORM switchyard.reject(format('tenant is %s characters, over the limit of 200', length(NEW.tenant)),
@@ -418,9 +422,15 @@ BEGIN
                -- Given earlier in this transaction (a multi-row INSERT's other row): job N is rolled
                -- back with it, and "send the first request again to get job N back" named a job
                -- that never came to be.
+               -- A key row this statement sees whose writer is still in progress can only be this
+               -- transaction's (a savepoint's included: its xmin is the subtransaction's, which
+               -- comes after this transaction's own, so its age is 0 or less); read in the current
+               -- epoch, which an older row's would not be.
                AND EXISTS (SELECT 1 FROM switchyard.idempotency_keys k
                            WHERE k.tenant = coalesce(NEW.tenant, '') AND k.key = NEW.idempotency_key
-                             AND k.xmin = pg_current_xact_id()::xid) THEN
+                             AND age(k.xmin) <= 0
+                             AND pg_xact_status(((pg_current_xact_id()::text::bigint >> 32) << 32
+                                                 | k.xmin::text::bigint)::text::xid8) = 'in progress') THEN
                 PERFORM switchyard.reject(
                     format('idempotency_key %s is given twice in this transaction, for different requests',
                            quote_literal(left(NEW.idempotency_key, 100))),

@@ -32,12 +32,38 @@ struct CatalogCommandTests {
             let (status, output) = try await dispatcher(["route", "--explain", "--catalog", path, "--prompt", "hello"])
             #expect(status == 0, "\(output)")
             #expect(output.contains("$0.001/1K off-peak"), "\(output)")
-            // A key submission refuses is no key to explain (a walkthrough's '   ' got a home model).
-            for key in ["", "   ", String(repeating: "k", count: 501)] {
-                let (refused, words) = try await dispatcher(
-                    ["route", "--explain", "--catalog", path, "--prompt", "hello", "--affinity", key])
-                #expect(refused == 2 && words.contains("error: affinity key "), "\(words)")
+            // Keys as submission takes them: blank is none (a walkthrough's '   ' got a home model), and
+            // one over 500 characters is refused.
+            for key in ["", "   "] {
+                let (status, words) = try await dispatcher(
+                    ["route", "--explain", "--json", "--catalog", path, "--prompt", "hello", "--affinity", key])
+                #expect(status == 0 && !words.contains("affinity key \""), "\(words)")
             }
+            let (refused, words) = try await dispatcher(
+                ["route", "--explain", "--catalog", path, "--prompt", "hello", "--affinity", String(repeating: "k", count: 501)])
+            #expect(refused == 2 && words.contains("error: affinity key is 501 characters"), "\(words)")
+        }
+    }
+
+    /// A failover walkthrough's writes against a standby said "cannot execute INSERT in a read-only
+    /// transaction" and no more, and a bulk submit called its refused batch "may or may not have gone in".
+    @Test("a write the database refuses as read-only says to run it against the primary; a refused batch is not in doubt")
+    func readOnlyDatabase() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let database = try await pool.query("SELECT current_database() AS name").first!.decode("name", as: String.self)
+            try await pool.query("ALTER DATABASE \(database) SET default_transaction_read_only = on")
+            let url = pool.configuration.effectiveConnectionString
+            let (status, output) = try await dispatcher(["submit", "--prompt", "hi", "--database-url", url])
+            #expect(status == 1 && output.contains("hint: the database takes no writes"), "\(output)")
+            let lines = #"{"request":{"messages":[{"role":"user","content":"a"}]}}"# + "\n"
+                + #"{"request":{"messages":[{"role":"user","content":"b"}]}}"# + "\n"
+            try await withFile(lines) { path in
+                let (bulk, words) = try await dispatcher(["submit", "--file", path, "--json", "--database-url", url])
+                #expect(bulk == 1, "\(words)")
+                #expect(words.contains("the database refused lines 1–2 whole") && words.contains("against the primary"), "\(words)")
+                #expect(words.contains(#""in_flight_lines":[]"#) && !words.contains("may or may not"), "\(words)")
+            }
+            try await pool.query("ALTER DATABASE \(database) RESET default_transaction_read_only")
         }
     }
 

@@ -440,18 +440,24 @@ struct WorkerServiceTests {
         // two windows from its start.
         let long = HeartbeatRecord()
         long.succeeded()
+        let sent = ContinuousClock.now
         try await Task.sleep(for: .milliseconds(2100))
-        long.failed()
-        #expect(long.outageRecently(within: .seconds(3)), "2.1 s since the last heartbeat went through")
-        // A blip: one failure, and the quick retry's, soon after a heartbeat went through.
+        long.failed(sent: sent)
+        #expect(long.outageRecently(within: .seconds(3)), "2.1 s from the heartbeat's sending to its failure")
+        // One that failed at once, a while after the last went through (a heartbeat stuck on a dead
+        // connection measured from the last success would count): no outage.
+        let stuck = HeartbeatRecord()
+        stuck.succeeded()
+        try await Task.sleep(for: .milliseconds(2100))
+        stuck.failed()
+        #expect(!stuck.outageRecently(within: .seconds(3)))
+        // A blip: one failure, and the quick retry's.
         let blip = HeartbeatRecord()
-        blip.succeeded()
         blip.failed()
         blip.failed(counted: false)
         #expect(!blip.outageRecently(within: .seconds(60)))
         // The quick retry's failure, late, lengthens the run all the same.
         let retried = HeartbeatRecord()
-        retried.succeeded()
         retried.failed()
         try await Task.sleep(for: .milliseconds(2100))
         #expect(!retried.outageRecently(within: .seconds(3)))

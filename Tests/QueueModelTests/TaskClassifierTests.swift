@@ -88,6 +88,18 @@ struct TaskClassifierTests {
             // Without a key, each turn's ask decides.
             #expect(TaskClassifier().classify(request).taskClass != .simple)
         }
+        // An opening of no words (an image alone, "") does not decide: the first with words does.
+        let wordless: JSONValue = ["messages": [
+            ["role": "user", "content": ""], ["role": "assistant", "content": "?"],
+            ["role": "user", "content": "Write a Python function that parses ISO dates, with a regex"],
+            ["role": "assistant", "content": "Sure."], ["role": "user", "content": "Thanks"],
+        ]]
+        #expect(TaskClassifier().classify(wordless, conversation: true).taskClass == .code)
+        // Messages with no answer among them are no conversation under way: the last ask decides.
+        let fewShot: JSONValue = ["messages": [
+            ["role": "user", "content": "Hi"], ["role": "user", "content": "Write a haiku about autumn"],
+        ]]
+        #expect(TaskClassifier().classify(fewShot, conversation: true).taskClass == .creative)
         // Size still decides first: a conversation grown past the threshold moves once.
         let long: JSONValue = ["messages": .array(history + [["role": "user", "content": .string(String(repeating: "word ", count: 8000))]])]
         #expect(TaskClassifier().classify(long, conversation: true).taskClass == .longContext)

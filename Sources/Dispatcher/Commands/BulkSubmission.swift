@@ -173,7 +173,7 @@ struct BulkSubmission {
                 "rejected": .number(Double(rejections.count)), "ids": .array(ids.map { .number(Double($0)) }),
                 "rejections": .array(rejections.map { ["line": .number(Double($0.line)), "error": .string($0.reason)] }),
                 "error": .string(reason), "resume_from_line": .number(Double(resumeLine)),
-                "in_flight_lines": sentNothing
+                "in_flight_lines": sentNothing || refused
                     ? [] : [.number(Double(inFlight.lowerBound)), .number(Double(inFlight.upperBound))],
             ]
             print(summary.jsonText)

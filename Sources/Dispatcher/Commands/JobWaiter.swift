@@ -31,9 +31,12 @@ struct JobWaiter {
         let live = try? await store.liveWorkers()
         patience.cancel()
         let notifications: any AsyncSequence<PostgresListenEvent, Never> & Sendable
+        let onStandby: Bool
         do {
             notifications = try await store.pool.listen(on: ["switchyard_results"])
+            onStandby = false
         } catch let error as PostgresError where error.sqlState == .readOnlySQLTransaction {
+            onStandby = true
             // A standby takes no LISTEN ("cannot execute LISTEN during recovery": a failover
             // walkthrough's wait on a replica failed so, even for jobs already finished). Its
             // results are read as on the primary, asked for every second instead.
@@ -52,10 +55,17 @@ struct JobWaiter {
         var results: [Int64: JSONValue] = [:]
         let printed = PrintedOnce()
 
-        func check(_ candidates: Set<Int64>) async throws {
+        /// `last`: the final look, after which a job not found is reported so.
+        func check(_ candidates: Set<Int64>, last: Bool = false) async throws {
             let found = try await store.statuses(of: Array(candidates))
             for id in candidates {
                 guard let status = found[id] else {
+                    // A replica may not have the job yet: waited for until the timeout (a review's
+                    // wait on a lagging standby said "not found" at once).
+                    if onStandby && !last {
+                        printError("warning: job \(id) is not on this replica (yet): it may lag behind the primary; waiting")
+                        continue
+                    }
                     statuses[id] = "not_found"
                     pending.remove(id)
                     continue
@@ -98,6 +108,10 @@ struct JobWaiter {
                                 if let id = Int64(part), remaining.contains(id) { changed.insert(id) }
                             }
                         case .reconnected:
+                            if lostConnectionSaid && !onStandby {
+                                lostConnectionSaid = false
+                                printError("the connection to the database is back")
+                            }
                             // Notifications sent while the connection was down are lost: ask which
                             // jobs finished meanwhile. (Not all of them did: a blip is no timeout.)
                             // Asked up to three times (the pool may still be reconnecting); if it
@@ -109,7 +123,7 @@ struct JobWaiter {
                                 if found != nil { break }
                             }
                             guard let found else { continue }
-                            changed = remaining.filter { found[$0].map(Self.finalStatuses.contains) ?? true }
+                            changed = remaining.filter { found[$0].map(Self.finalStatuses.contains) ?? !onStandby }
                         case .disconnected(let reason):
                             // Said once, as it happens: a wait on a server that died printed nothing
                             // until its timeout (a failover walkthrough's 240 s).
@@ -143,12 +157,12 @@ struct JobWaiter {
                 // down it waited out 15 s of connection retries, then failed (exit 1, not 4).
                 store.pool.stopRetryingConnects()
                 do {
-                    try await check(pending)
+                    try await check(pending, last: true)
                 } catch {
                     printError("warning: could not look at the jobs once more after the timeout: \(error)")
                 }
             } else {
-                try await check(pending)
+                try await check(pending, last: true)
             }
         }
 

@@ -3,8 +3,8 @@
 ///
 /// The job's own `task_class` always wins. Otherwise the first of these that matches decides,
 /// looking at the last user message (the current ask) and, for size, the whole prompt. A job with
-/// an affinity key is read by its first user message instead: each turn of a conversation resends
-/// the ones before, so its turns share a class, a rule and a model (classed by each turn's ask, a
+/// an affinity key whose messages hold an answer is read by its first user message with words in
+/// it instead: each turn of a conversation resends the ones before, so its turns share a class, a rule and a model (classed by each turn's ask, a
 /// walkthrough's 500 conversations of four turns were each served by three or four models).
 ///
 /// 1. `long_context`: the prompt is estimated at `longContextTokens` or more.
@@ -48,8 +48,13 @@ public struct TaskClassifier: Sendable {
         }
         let texts = PromptEstimate.messageTexts(of: request)
         let users = texts.lazy.filter { $0.role == "user" }
-        let fromFirst = conversation && users.dropFirst().first != nil
-        let ask = (fromFirst ? users.first?.text : users.last?.text) ?? texts.last?.text ?? ""
+        // A conversation under way (an answer in it): its first user message with words in it (a
+        // first message of "" or an image alone classed a whole conversation simple).
+        let opening =
+            conversation && texts.contains(where: { $0.role == "assistant" })
+            ? users.first(where: { !$0.text.allSatisfy(\.isWhitespace) }) : nil
+        let fromFirst = opening != nil && users.dropFirst().first != nil
+        let ask = (fromFirst ? opening?.text : users.last?.text) ?? texts.last?.text ?? ""
         let classification = classify(ask: ask)
         guard fromFirst else { return classification }
         return heuristic(

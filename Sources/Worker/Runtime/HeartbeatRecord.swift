@@ -10,10 +10,12 @@ import Synchronization
 /// the server lived through leaves no such mark, so the housekeeper keeps its own.
 ///
 /// Only a run of failures counts (one missed heartbeat lapses no lease: they come three to a
-/// lease): two or more, or one that kept this worker from the database for two-thirds of a lease
-/// (a heartbeat that waits out a connection attempt fails once in 15 s: a failover's 40 s had
-/// one counted failure, and the housekeeper rescued 32 live jobs the moment the standby was
-/// promoted). It counts for a bounded time, so a worker whose heartbeats fail now and then, or
+/// lease): two or more, or failures that kept this worker from the database for two-thirds of a
+/// lease, from the start of the first failed heartbeat to the end of the last (a heartbeat that
+/// waits out a connection attempt fails once in 15 s: a failover's 40 s had one counted failure,
+/// and the housekeeper rescued 32 live jobs the moment the standby was promoted). Measured from
+/// the last heartbeat that went through instead, one stuck 10 s on a dead connection would have
+/// counted: its interval and its timeout make two-thirds of a lease. It counts for a bounded time, so a worker whose heartbeats fail now and then, or
 /// for good, does not stop rescues for the whole fleet. Past that bound a run still holds rescues
 /// back from when the database answers again until this worker's next heartbeat says whether it
 /// was the database (the heartbeat goes through: the run ends) or this worker (it fails again):
@@ -22,7 +24,7 @@ import Synchronization
 final class HeartbeatRecord: Sendable {
     private struct Run {
         var start: ContinuousClock.Instant
-        /// The last heartbeat that went through before the run (its start, if none did).
+        /// When the run's first failed heartbeat was sent.
         var since: ContinuousClock.Instant
         var failures = 1
         var lastFailure: ContinuousClock.Instant
@@ -30,9 +32,9 @@ final class HeartbeatRecord: Sendable {
         /// When the database first answered the housekeeper again during this run.
         var databaseBack: ContinuousClock.Instant?
 
-        init(start: ContinuousClock.Instant, since: ContinuousClock.Instant?) {
+        init(start: ContinuousClock.Instant, since: ContinuousClock.Instant) {
             self.start = start
-            self.since = since ?? start
+            self.since = min(since, start)
             self.lastFailure = start
         }
 
@@ -41,15 +43,15 @@ final class HeartbeatRecord: Sendable {
         func isOutage(lease: Duration) -> Bool { failures >= 2 || lastFailure - since >= lease * 2 / 3 }
     }
 
-    /// The run of failures going on, the last one that ended, and the last heartbeat that went through.
-    private let runs = Mutex<(current: Run?, last: Run?, success: ContinuousClock.Instant?)>((nil, nil, nil))
+    /// The run of failures going on, and the last one that ended.
+    private let runs = Mutex<(current: Run?, last: Run?)>((nil, nil))
 
-    /// A heartbeat failed. A quick retry's failure (`counted` false) is not one more in the run,
-    /// but the time the run lasted runs on to it.
-    func failed(counted: Bool = true) {
+    /// A heartbeat sent at `sent` failed. A quick retry's failure (`counted` false) is not one
+    /// more in the run, but the time the run lasted runs on to it.
+    func failed(counted: Bool = true, sent: ContinuousClock.Instant = .now) {
         runs.withLock { runs in
             if runs.current == nil {
-                runs.current = Run(start: .now, since: runs.success)
+                runs.current = Run(start: .now, since: sent)
                 runs.current?.failures = counted ? 1 : 0
             } else {
                 if counted { runs.current?.failures += 1 }
@@ -72,7 +74,6 @@ final class HeartbeatRecord: Sendable {
 
     func succeeded() {
         runs.withLock { runs in
-            runs.success = .now
             guard var run = runs.current else { return }
             run.end = .now
             runs.last = run

@@ -210,17 +210,19 @@ final class WorkerService: Sendable {
                     let unheld = try? await store.unheldLeases(
                         worker: configuration.identity, holding: inFlight.held.map(\.ticket.id))
                 {
-                    claimMayHaveLeased = false
+                    // As many as there are free slots; the rest at the next look.
+                    let adopted = unheld.prefix(free)
+                    claimMayHaveLeased = adopted.count < unheld.count
                     leasesToLookAt.withLock { $0 = false }
-                    if !unheld.isEmpty {
+                    if !adopted.isEmpty {
                         logger.notice(
                             "jobs leased to this worker that it was not running (a claim's answer or a write-back lost "
-                                + "with the connection): running them", ["jobs": unheld.count])
-                        for job in unheld {
+                                + "with the connection): running them", ["jobs": adopted.count, "left": unheld.count - adopted.count])
+                        for job in adopted {
                             metrics.jobsClaimed.increment([job.priority.rawValue])
                             start(job)
                         }
-                        claimed += unheld.count
+                        claimed += adopted.count
                         // They took slots: count again before claiming more.
                         continue
                     }
@@ -475,6 +477,7 @@ final class WorkerService: Sendable {
             if Task.isCancelled { return }
             retrySoon = false
             let held = inFlight.held
+            let sent = ContinuousClock.now
             do {
                 let answer = try await metrics.measure("heartbeat") {
                     try await store.heartbeat(
@@ -516,7 +519,7 @@ final class WorkerService: Sendable {
                 // The quick retry's failure is not counted: failures in a row are the housekeeper's
                 // sign of an outage (`HeartbeatRecord`), and a second's retry made a 2 s blip two.
                 // The time it failed at still counts, for a run that lasts.
-                heartbeats.failed(counted: !retrying)
+                heartbeats.failed(counted: !retrying, sent: sent)
                 leasesToLookAt.withLock { $0 = true }
                 retrySoon = !retrying
                 logger.error("heartbeat failed; leases not renewed", ["error": "\(error)", "in_flight": held.count])
@@ -545,6 +548,9 @@ final class WorkerService: Sendable {
                         fleet?.handle(notification)
                     case .reconnected:
                         logger.notice("the LISTEN connection is back")
+                        // A failover between two heartbeats fails none of them: the lost connection
+                        // is the sign that write-backs may have been lost with the old primary.
+                        leasesToLookAt.withLock { $0 = true }
                         // Whatever was announced while disconnected is lost: catch up on all of it.
                         wake.signal(.notified)
                         await fleet?.reload()
