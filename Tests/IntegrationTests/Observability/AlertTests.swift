@@ -176,6 +176,28 @@ struct AlertTests {
         }
     }
 
+    /// A soak's model answering 95% of its calls, with 5% rate limits it asked to wait out, was
+    /// paged by the error-rate alert, which then took it out of rotation.
+    @Test("rate limits do not count in a model's error-rate alert; its 500s do")
+    func rateLimitsAreNoErrorRate() async throws {
+        try await Self.withCatalog { pool in
+            let at = Date()
+            try await ResultRow.insert(
+                (0..<200).map { index in
+                    let limited = index < 20
+                    return ResultRow(
+                        job: Int64(index + 1), model: "steady", latencyMS: 300, finishedAt: at.addingTimeInterval(-Double(index)),
+                        trail: [ResultRow.call(
+                            "steady", outcome: limited ? "rate_limited" : "succeeded", latencyMS: 300,
+                            httpStatus: limited ? 429 : 200)])
+                }, into: pool)
+            #expect(try await AlertStore(pool: pool).evaluate(at: at).isEmpty)
+            try await ResultRow.insert(Self.calls("steady", count: 40, failing: 40, end: at, firstJob: 1000), into: pool)
+            let raised = try await AlertStore(pool: pool).evaluate(at: at.addingTimeInterval(1))
+            #expect(raised.map { "\($0.kind) \($0.subject)" } == ["error_rate steady"], "\(raised)")
+        }
+    }
+
     /// A code review: the group a model's latency alert showed was the one furthest over its
     /// target, breached or not, so a small group the confidence rule spared hid a large breached one.
     @Test("a model's latency alert shows a breached group before a small one further over its target")
@@ -684,6 +706,14 @@ struct AlertTests {
                 [at.addingTimeInterval(5)]
             ).scalar(Double.self)
             #expect(submittedLater == Double(due.count))
+            // Submitted for the next day, they come due after every deadline here: not in line (a soak's
+            // 3,000 paged about a job due in minutes while nothing was queued).
+            try await pool.query("UPDATE switchyard.jobs SET run_at = now() + interval '1 day' WHERE id = ANY ($1)", [waiting])
+            let tomorrow = try await pool.query(
+                "SELECT value FROM switchyard.alert_measurements($1) WHERE kind = 'backlog_deadlines'",
+                [at.addingTimeInterval(5)]
+            ).scalar(Double.self)
+            #expect(tomorrow == 0)
         }
     }
 }
