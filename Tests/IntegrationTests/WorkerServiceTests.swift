@@ -465,6 +465,27 @@ struct WorkerServiceTests {
         #expect(retried.outageRecently(within: .seconds(3)))
     }
 
+    /// A failover walkthrough's housekeeper: its heartbeat waited out the outage in a connection
+    /// attempt and went through as the standby was promoted, 22 s after the one before, without
+    /// failing; the first round after it rescued 32 live jobs.
+    @Test("a heartbeat late by two-thirds of a lease, failed or not yet back, counts as an outage too")
+    func lateHeartbeat() async throws {
+        let record = HeartbeatRecord(lease: .seconds(3))
+        record.succeeded()
+        #expect(!record.outageRecently(within: .seconds(3)))
+        try await Task.sleep(for: .milliseconds(2100))
+        // On its way still: its own statement may go through before the heartbeat does.
+        #expect(record.outageRecently(within: .seconds(3)))
+        // Back, late: an outage that just ended, held for a window.
+        record.succeeded()
+        #expect(record.outageRecently(within: .seconds(3)))
+        // On time, with no record of a lease: nothing.
+        let prompt = HeartbeatRecord()
+        prompt.succeeded()
+        prompt.succeeded()
+        #expect(!prompt.outageRecently(within: .seconds(3)))
+    }
+
     /// A review's read-only outage of 75 s outlasted the bound of two tenures (60 s): the first
     /// round that renewed the tenure afterwards rescued 26 live jobs before their workers'
     /// heartbeats, 10 s apart, could renew them.

@@ -43,8 +43,21 @@ final class HeartbeatRecord: Sendable {
         func isOutage(lease: Duration) -> Bool { failures >= 2 || lastFailure - since >= lease * 2 / 3 }
     }
 
-    /// The run of failures going on, and the last one that ended.
-    private let runs = Mutex<(current: Run?, last: Run?)>((nil, nil))
+    /// The run of failures going on, the last one that ended, and when a heartbeat last went through.
+    private let runs = Mutex<(current: Run?, last: Run?, success: ContinuousClock.Instant?)>((nil, nil, nil))
+    /// The worker's lease and heartbeat interval, when known: a heartbeat on its way, or gone
+    /// through, two-thirds of a lease (and two intervals) after the one before counts as an outage.
+    private let lease: Duration?
+    private let interval: Duration
+
+    /// A record for a worker of `lease` and `interval` (nil: only failures count).
+    init(lease: Duration? = nil, interval: Duration = .zero) {
+        self.lease = lease
+        self.interval = interval
+    }
+
+    /// How long after a heartbeat went through the next one is late.
+    private func lateAfter(_ window: Duration) -> Duration { max(window * 2 / 3, interval * 2) }
 
     /// A heartbeat sent at `sent` failed. A quick retry's failure (`counted` false) is not one
     /// more in the run, but the time the run lasted runs on to it.
@@ -74,8 +87,23 @@ final class HeartbeatRecord: Sendable {
 
     func succeeded() {
         runs.withLock { runs in
-            guard var run = runs.current else { return }
-            run.end = .now
+            let now = ContinuousClock.now
+            defer { runs.success = now }
+            guard var run = runs.current else {
+                // None failed, but this one waited out the outage (a connection attempt retried
+                // for 15 s, and went through as the standby was promoted 22 s after the kill): a
+                // walkthrough's housekeeper, its heartbeat late but never failed, rescued 32 live
+                // jobs at the promotion.
+                if let lease, let previous = runs.success, now - previous >= lateAfter(lease) {
+                    var late = Run(start: previous, since: previous)
+                    late.failures = 0
+                    late.lastFailure = now
+                    late.end = now
+                    runs.last = late
+                }
+                return
+            }
+            run.end = now
             runs.last = run
             runs.current = nil
         }
@@ -88,13 +116,20 @@ final class HeartbeatRecord: Sendable {
     /// `window` ago.
     func outageRecently(within window: Duration) -> Bool {
         runs.withLock { runs in
+            let now = ContinuousClock.now
+            // A heartbeat on its way for two-thirds of a lease (failed or not yet), for at most two
+            // `window`s: the housekeeper's own statement may go through before it does.
+            if lease != nil, runs.current == nil, let success = runs.success, now - success >= lateAfter(window),
+                now - success < window * 2
+            {
+                return true
+            }
             if let run = runs.current, run.isOutage(lease: window) {
-                let now = ContinuousClock.now
                 if now - run.start < window * 2 { return true }
                 guard let back = run.databaseBack, back > run.lastFailure else { return false }
                 return now - back < window
             }
-            if let run = runs.last, run.isOutage(lease: window), let end = run.end { return ContinuousClock.now - end < window }
+            if let run = runs.last, run.isOutage(lease: window), let end = run.end { return now - end < window }
             return false
         }
     }

@@ -17,7 +17,7 @@ final class WorkerService: Sendable {
     private let writer: CompletionWriter
     private let housekeeper: Housekeeper
     /// This worker's runs of failed heartbeats, for the housekeeper (`HeartbeatRecord`).
-    private let heartbeats = HeartbeatRecord()
+    private let heartbeats: HeartbeatRecord
     /// A heartbeat failed: the claim loop looks for jobs leased to this process that it does not
     /// run, once the database answers. After a failover that lost the last seconds of the old
     /// primary, jobs whose write-back was lost were leased to their worker again, which no longer
@@ -51,6 +51,7 @@ final class WorkerService: Sendable {
         self.now = now
         self.random = random
         self.metrics = metrics
+        self.heartbeats = HeartbeatRecord(lease: configuration.lease, interval: configuration.heartbeatInterval)
         metrics.concurrency.set(Double(configuration.concurrency))
         self.writer = CompletionWriter(
             store: store, worker: configuration.identity.id, batchLimit: configuration.completionBatchLimit,
@@ -499,6 +500,10 @@ final class WorkerService: Sendable {
                         // Written back while the heartbeat was on its way: not lost. (The
                         // write-back's own fence says whether the lease really was.)
                         if inFlight.isHandedOver(ticket) { continue }
+                        // The database lost what this worker knew (a failover that lost the old
+                        // primary's last seconds): its write-backs may be lost too, their jobs
+                        // leased to it again (a walkthrough's one worker kept 32 for 5 minutes).
+                        leasesToLookAt.withLock { $0 = true }
                         metrics.leasesLost.increment()
                         inFlight.stop(ticket, reason: .leaseLost)
                         continue
