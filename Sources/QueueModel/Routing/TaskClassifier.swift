@@ -4,8 +4,9 @@
 /// The job's own `task_class` always wins. Otherwise the first of these that matches decides,
 /// looking at the last user message (the current ask) and, for size, the whole prompt. A job with
 /// an affinity key whose messages hold an answer is read by its first user message with words in
-/// it instead: each turn of a conversation resends the ones before, so its turns share a class, a rule and a model (classed by each turn's ask, a
-/// walkthrough's 500 conversations of four turns were each served by three or four models).
+/// it instead: each turn of a conversation resends the ones before, so its turns share a class, a
+/// rule and a model (classed by each turn's ask, a walkthrough's 500 conversations of four turns
+/// were each served by three or four models).
 ///
 /// 1. `long_context`: the prompt is estimated at `longContextTokens` or more.
 /// 2. `code`: a fenced code block, code-shaped text (`def f(`, `#include`, `=>`, a traceback), two

@@ -15,12 +15,14 @@ import Synchronization
 /// waits out a connection attempt fails once in 15 s: a failover's 40 s had one counted failure,
 /// and the housekeeper rescued 32 live jobs the moment the standby was promoted). Measured from
 /// the last heartbeat that went through instead, one stuck 10 s on a dead connection would have
-/// counted: its interval and its timeout make two-thirds of a lease. It counts for a bounded time, so a worker whose heartbeats fail now and then, or
-/// for good, does not stop rescues for the whole fleet. Past that bound a run still holds rescues
-/// back from when the database answers again until this worker's next heartbeat says whether it
-/// was the database (the heartbeat goes through: the run ends) or this worker (it fails again):
-/// a review's 75 s read-only outage outlasted the bound, and the first round after it rescued
-/// 26 live jobs before any heartbeat could be sent.
+/// counted: its interval and its timeout make two-thirds of a lease. A heartbeat that does not
+/// fail but is still on its way, or goes through, that long after the one before counts too (a
+/// 22 s promotion failed none). It counts for a bounded time, so a worker whose heartbeats fail
+/// now and then, or for good, does not stop rescues for the whole fleet. Past that bound a run
+/// still holds rescues back from when the database answers again until this worker's next
+/// heartbeat says whether it was the database (the heartbeat goes through: the run ends) or this
+/// worker (it fails again): a review's 75 s read-only outage outlasted the bound, and the first
+/// round after it rescued 26 live jobs before any heartbeat could be sent.
 final class HeartbeatRecord: Sendable {
     private struct Run {
         var start: ContinuousClock.Instant

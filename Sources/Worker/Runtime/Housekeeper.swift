@@ -155,7 +155,7 @@ final class Housekeeper: Sendable {
         if changed {
             logger.notice(
                 !hold ? "rescuing expired leases again"
-                    : outage ? "holding rescues back: this worker's heartbeats failed, so others' may have too"
+                    : outage ? "holding rescues back: this worker's heartbeats failed or came late, so others' may have too"
                     : "holding rescues back: this worker has just started, and most of the fleet's heartbeats had "
                         + "lapsed (the database may just be back, or they crashed)",
                 hold ? ["for_s": tenure.seconds] : [:])
