@@ -76,6 +76,7 @@ struct CatalogStoreTests {
         try await TestDatabase.withMigratedPool { pool in
             let store = CatalogStore(pool: pool)
             _ = try await store.importDocument(Data(Self.small(price: "0.001", fallbacks: #"["b"]"#, extra: true).utf8))
+            try await pool.query("INSERT INTO switchyard.model_health (model, state) VALUES ('extra', 'open'), ('a', 'open')")
             let outcome = try await store.importDocument(
                 Data(Self.small(price: "0.002", fallbacks: #"["c", "b"]"#, extra: false).utf8))
             let changes = outcome.changes
@@ -92,6 +93,9 @@ struct CatalogStoreTests {
                     "- rule extra_rule", "models: 1 added, 1 changed, 1 removed; rules: 0 added, 1 changed, 1 removed",
                 ])
             #expect(try await store.load().models.map(\.name) == ["a", "b", "c"])
+            // A removed model's breaker goes with it (a soak's stayed in status for good); the others stay.
+            #expect(try await pool.query("SELECT string_agg(model, ',' ORDER BY model) FROM switchyard.model_health")
+                .scalar(String.self) == "a")
         }
     }
 

@@ -305,6 +305,10 @@ public struct CatalogStore: Sendable {
         if !changes.removedModels.isEmpty {
             try await connection.query(
                 "DELETE FROM switchyard.models WHERE name = ANY($1::text[])", [changes.removedModels])
+            // Its breaker goes with it: a soak's model removed from the catalog stayed in status
+            // (and its breaker state in model_health) for good.
+            try await connection.query(
+                "DELETE FROM switchyard.model_health WHERE model = ANY($1::text[])", [changes.removedModels])
         }
     }
 
