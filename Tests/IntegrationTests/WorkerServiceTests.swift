@@ -480,6 +480,12 @@ struct WorkerServiceTests {
         // Back, late: an outage that just ended, held for a window.
         record.succeeded()
         #expect(record.outageRecently(within: .seconds(6)))
+        // One failure, then a retry that went through late: the run to its end counts.
+        let retried = HeartbeatRecord(lease: .seconds(6))
+        retried.failed()
+        try await Task.sleep(for: .milliseconds(4100))
+        retried.succeeded()
+        #expect(retried.outageRecently(within: .seconds(6)))
         // On time, with no record of a lease: nothing.
         let prompt = HeartbeatRecord()
         prompt.succeeded()

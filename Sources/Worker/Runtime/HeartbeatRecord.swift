@@ -41,8 +41,11 @@ final class HeartbeatRecord: Sendable {
         }
 
         /// Whether the run is long enough that other workers' leases may have lapsed with them
-        /// alive (they renew three times a lease: missing two-thirds of one, they may).
-        func isOutage(lease: Duration) -> Bool { failures >= 2 || lastFailure - since >= lease * 2 / 3 }
+        /// alive (they renew three times a lease: missing two-thirds of one, they may), to its
+        /// last failure or the heartbeat that ended it (a failure and a quick retry that waited out
+        /// the rest of a 27 s promotion: 15 s to the failure, 31 s to the end, and 32 live jobs
+        /// taken at the promotion).
+        func isOutage(lease: Duration) -> Bool { failures >= 2 || (end ?? lastFailure) - since >= lease * 2 / 3 }
     }
 
     /// The run of failures going on, the last one that ended, and when a heartbeat last went through.
