@@ -480,6 +480,13 @@ struct WorkerServiceTests {
         // Back, late: an outage that just ended, held for a window.
         record.succeeded()
         #expect(record.outageRecently(within: .seconds(6)))
+        // One failure, sent late (on time, it waited out a connection attempt): counted from the
+        // last heartbeat that went through (a 27 s promotion's took 32 live jobs, 4 of 4 runs).
+        let waited = HeartbeatRecord(lease: .seconds(6))
+        waited.succeeded()
+        try await Task.sleep(for: .milliseconds(4100))
+        waited.failed(sent: .now)
+        #expect(waited.outageRecently(within: .seconds(6)))
         // One failure, then a retry that went through late: the run to its end counts.
         let retried = HeartbeatRecord(lease: .seconds(6))
         retried.failed()

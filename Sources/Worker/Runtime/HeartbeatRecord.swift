@@ -11,11 +11,12 @@ import Synchronization
 ///
 /// Only a run of failures counts (one missed heartbeat lapses no lease: they come three to a
 /// lease): two or more, or failures that kept this worker from the database for two-thirds of a
-/// lease, from the start of the first failed heartbeat to the end of the last (a heartbeat that
-/// waits out a connection attempt fails once in 15 s: a failover's 40 s had one counted failure,
-/// and the housekeeper rescued 32 live jobs the moment the standby was promoted). Measured from
-/// the last heartbeat that went through instead, one stuck 10 s on a dead connection would have
-/// counted: its interval and its timeout make two-thirds of a lease. A heartbeat that does not
+/// lease, from its last heartbeat that went through (a bare record: from the first failed one's
+/// sending) to the last failure or the heartbeat that ended the run (a heartbeat that waits out a
+/// connection attempt fails once in 15 s: a failover's 40 s had one counted failure, and the
+/// housekeeper rescued 32 live jobs the moment the standby was promoted). One stuck 10 s on a dead
+/// connection counts too, its interval and its timeout making two-thirds of a lease: a lease's
+/// hold of the fleet's rescues is the lesser harm. A heartbeat that does not
 /// fail but is still on its way, or goes through, that long after the one before counts too (a
 /// 22 s promotion failed none). It counts for a bounded time, so a worker whose heartbeats fail
 /// now and then, or for good, does not stop rescues for the whole fleet. Past that bound a run
@@ -69,7 +70,13 @@ final class HeartbeatRecord: Sendable {
     func failed(counted: Bool = true, sent: ContinuousClock.Instant = .now) {
         runs.withLock { runs in
             if runs.current == nil {
-                runs.current = Run(start: .now, since: sent)
+                // A worker's record (its lease known) counts from its last heartbeat that went
+                // through: counted from the failed one's sending, a 27 s promotion's one failure
+                // and its retry made 17 s, while the other worker's leases, renewed 36 s before,
+                // had lapsed; its 32 live jobs were taken at the promotion (4 of 4 runs). A
+                // heartbeat stuck 10 s on a dead connection then counts too: a lease's hold of
+                // the fleet's rescues is the lesser harm.
+                runs.current = Run(start: .now, since: lease == nil ? sent : runs.success ?? sent)
                 runs.current?.failures = counted ? 1 : 0
             } else {
                 if counted { runs.current?.failures += 1 }
