@@ -31,7 +31,8 @@ extension Router {
             strategy = rule.strategyWithoutAffinity
             prefix = "hash rule, but the job has no affinity key: "
         }
-        let keyed = request.affinityKey.flatMap { $0.isEmpty ? nil : StableHash.hash($0) }
+        // Only a weighted or round_robin rule draws by it: hashed there, not for every plan.
+        let key = request.affinityKey.flatMap { $0.isEmpty ? nil : $0 }
         func sorted<Key: Comparable>(by key: (Evaluation) -> Key) -> [Int] {
             kept.sorted {
                 (key(evaluations[$0]), evaluations[$0].index) < (key(evaluations[$1]), evaluations[$1].index)
@@ -46,8 +47,8 @@ extension Router {
         // A job with a key draws by the key, not the sequence: the same key draws the same model
         // (rendezvous hashing; a model that leaves takes only its own keys along). Drawn per job, a
         // walkthrough's conversations on a weighted rule had 191 of 200 split over two or three models.
-        case .roundRobin where keyed != nil, .weighted where keyed != nil:
-            let seed = keyed ?? 0
+        case .roundRobin where key != nil, .weighted where key != nil:
+            let seed = StableHash.hash(key ?? "")
             let byWeight = strategy == .weighted
             models = sorted { -Self.weightedKey(for: $0, sequence: seed, weighted: byWeight) }
             reason = "\(strategy.rawValue): drawn by the affinity key (the same key draws the same model"
