@@ -12,9 +12,9 @@ public struct AlertEvent: Sendable, Hashable {
     public var event: Kind
     /// The alert's row in `switchyard.alerts`.
     public var alertID: Int64
-    /// `error_rate`, `latency`, `queue_wait` or `backlog_deadlines`.
+    /// `error_rate`, `latency`, `breaker`, `queue_wait`, `backlog_deadlines` or `job_failures`.
     public var kind: String
-    /// A model name, `interactive` or `background`.
+    /// A model name, `interactive`, `background` or a task class.
     public var subject: String
     /// The measurement (nil when a cleared alert had nothing left to measure and never had one).
     public var value: Double?

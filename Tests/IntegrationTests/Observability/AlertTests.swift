@@ -716,4 +716,94 @@ struct AlertTests {
             #expect(tomorrow == 0)
         }
     }
+
+    @Test("a task class whose jobs fail raises job_failures naming the most frequent error; requests' own faults do not count")
+    func jobFailureAlert() async throws {
+        try await Self.withCatalog { pool in
+            let alerts = AlertStore(pool: pool)
+            let at = try await ResultRow.databaseNow(pool)
+            let unroutable: JSONValue = [
+                "code": "unroutable",
+                "message": #"no model of rule "chat" can take this request (flaky: reasoning score 61 < quality floor 70)"#,
+            ]
+            func jobs(_ taskClass: String, _ count: Int, failing: Int, error: JSONValue, from first: Int64) -> [ResultRow] {
+                (0..<count).map { index in
+                    index < failing
+                        ? ResultRow(job: first + Int64(index), status: "failed", taskClass: taskClass, model: nil,
+                                    provider: nil, tier: nil, finishedAt: at.addingTimeInterval(-Double(index)),
+                                    error: error)
+                        : ResultRow(job: first + Int64(index), taskClass: taskClass, model: "steady", latencyMS: 300,
+                                    finishedAt: at.addingTimeInterval(-Double(index)),
+                                    trail: [ResultRow.call("steady", latencyMS: 300)])
+                }
+            }
+            try await ResultRow.insert(
+                // 8 of 30 unroutable and one deadline cut: over 5% with confidence.
+                jobs("chat", 30, failing: 8, error: unroutable, from: 1)
+                    + [ResultRow(job: 31, status: "failed", taskClass: "chat", model: "steady", finishedAt: at,
+                                 error: ["code": "deadline_passed", "message": "cut at its deadline"])]
+                    // Half of these the provider refused as bad requests: the requests' fault.
+                    + jobs("summarize", 20, failing: 10, error: ["code": "bad_request", "message": "invalid"], from: 100)
+                    // Every one failed, but too few to judge.
+                    + jobs("tiny", 5, failing: 5, error: unroutable, from: 200)
+                    // Cancelled jobs are not failures.
+                    + (0..<20).map { ResultRow(job: 300 + Int64($0), status: "cancelled", taskClass: "quiet", finishedAt: at) },
+                into: pool)
+            let raised = try await alerts.evaluate(at: at)
+            #expect(raised.map(\.kind) == ["job_failures"], "\(raised)")
+            let alert = try #require(raised.first)
+            #expect(alert.subject == "chat")
+            #expect(abs((alert.value ?? 0) - 9.0 / 31) < 1e-9)
+            #expect(alert.threshold == 0.05)
+            #expect(
+                alert.message == "task class chat: 9 of 31 jobs failed over the last 5 min (29.0%, limit 5%); most often "
+                    + #"unroutable (8): no model of rule "chat" can take this request (flaky: reasoning score 61 < quality floor 70)"#,
+                "\(alert.message)")
+            // A model rule does not see it: the failures made no calls.
+            #expect(try await HealthStore(pool: pool).snapshot().models["steady"] == nil)
+
+            // Ten minutes later nothing finished in the window: it clears.
+            let cleared = try await alerts.evaluate(at: at.addingTimeInterval(600))
+            #expect(cleared.map(\.event) == [.cleared])
+            #expect(cleared.first?.subject == "chat")
+            // Off, the rule raises nothing.
+            try await pool.query("UPDATE switchyard.settings SET value = 'off' WHERE name = 'alert_job_failure_rate'")
+            #expect(try await alerts.evaluate(at: at).isEmpty)
+        }
+    }
+
+    @Test("a rule whose quality floor no model reaches fails its jobs as unroutable, and the job-failure alert says so")
+    func unroutableRuleRaisesJobFailures() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let catalog = """
+                {"models": {
+                   "flaky":  {"provider": "simulated", "tier": "standard", "capabilities": {"reasoning": 80},
+                              "settings": {"mode": "instant"}},
+                   "steady": {"provider": "simulated", "tier": "standard", "capabilities": {"reasoning": 70},
+                              "settings": {"mode": "instant"}}},
+                 "routing_rules": {"default": {"primary": "steady"},
+                                   "complex_reasoning": {"primary": "flaky", "fallback": ["steady"], "quality_floor": 90}}}
+                """
+            _ = try await CatalogStore(pool: pool).importDocument(Data(catalog.utf8))
+            let store = QueueStore(pool: pool)
+            let ids = try await store.submit(
+                batch: (0..<12).map { Submission(request: Submission.prompt("prove lemma \($0)"), taskClass: "complex_reasoning") })
+            try await OffPeakExecutionTests.withRoutingWorker(pool) {
+                try await waitUntil("the 12 jobs have results") {
+                    try await pool.query("SELECT count(*) FROM switchyard.results").scalar(Int.self) == 12
+                }
+            }
+            #expect(Set(try await store.statuses(of: ids).values) == ["failed"])
+            // The worker's housekeeper may have raised it already.
+            let alerts = AlertStore(pool: pool)
+            _ = try await alerts.evaluate()
+            let open = try await alerts.open()
+            let alert = try #require(open.first { $0.kind == "job_failures" }, "\(open)")
+            #expect(alert.subject == "complex_reasoning" && alert.value == 1)
+            // Raised by the housekeeper of a slow run, it may count fewer than the 12.
+            #expect(alert.message.contains(#/task class complex_reasoning: (\d+) of \1 jobs failed/#), "\(alert.message)")
+            #expect(alert.message.contains(#/most often unroutable \(\d+\): no model of rule/#), "\(alert.message)")
+            #expect(alert.message.contains("< quality floor 90"), "\(alert.message)")
+        }
+    }
 }

@@ -20,6 +20,8 @@ struct ResultRow {
     var tokensOut: Int?
     var finishedAt: Date
     var trail: [JSONValue] = []
+    /// `{"code", "message"}` of a failed job.
+    var error: JSONValue?
 
     /// One trail entry: a call to `model` as `tier`, and how it went.
     static func call(
@@ -42,6 +44,7 @@ struct ResultRow {
             "finished_at": .string(finishedAt.postgresText), "attempts": .array(trail),
         ]
         if let taskClass { object["task_class"] = .string(taskClass) }
+        if let error { object["error"] = error }
         if let model { object["model"] = .string(model) }
         if let provider { object["provider"] = .string(provider) }
         if let tier { object["tier"] = .string(tier) }
@@ -58,15 +61,15 @@ struct ResultRow {
         try await pool.query(
             """
             INSERT INTO switchyard.results
-                (job_id, status, priority, task_class, model, provider, tier, request, attempts, attempt_count,
+                (job_id, status, priority, task_class, model, provider, tier, request, error, attempts, attempt_count,
                  latency_ms, queue_wait_ms, cost, tokens_in, tokens_out, created_at, started_at, finished_at, worker)
             SELECT x.job_id, x.status, x.priority, x.task_class, x.model, x.provider, x.tier,
-                   '{"messages":[{"role":"user","content":"test"}]}', coalesce(x.attempts, '[]'), 1, x.latency_ms,
+                   '{"messages":[{"role":"user","content":"test"}]}', x.error, coalesce(x.attempts, '[]'), 1, x.latency_ms,
                    x.queue_wait_ms, x.cost, x.tokens_in, x.tokens_out, x.finished_at - interval '2 seconds',
                    x.finished_at - interval '1 second', x.finished_at, 'test'
             FROM jsonb_to_recordset($1::jsonb) AS x(
                 job_id bigint, status text, priority text, task_class text, model text, provider text, tier text,
-                attempts jsonb, latency_ms double precision, queue_wait_ms double precision, cost numeric,
+                error jsonb, attempts jsonb, latency_ms double precision, queue_wait_ms double precision, cost numeric,
                 tokens_in integer, tokens_out integer, finished_at timestamptz)
             """,
             [JSONValue.array(rows.map(\.json)).jsonText]
