@@ -92,6 +92,14 @@ enum LibPQ {
                 + "(each worker opens up to 9, by its --concurrency; see the connection budget in docs/deploy.md), "
                 + "or put PgBouncer in front."
         }
+        // target_session_attrs refused every host that answered (libpq 14+'s words): named with
+        // the hosts that did not answer, the "is the server running" hint sent a failover's
+        // operator to look for a dead server, not for a standby not yet promoted.
+        if reason.contains("session is read-only") || reason.contains("server is in hot standby mode") {
+            return "No host in DATABASE_URL that answered takes writes (target_session_attrs): a standby waits to be "
+                + "promoted, or the URL lists only standbys. During a failover, wait for the promotion; otherwise "
+                + "add the primary's host to the URL (host=a,b&port=5432,5432)."
+        }
         if reason.contains("role") && reason.contains("does not exist") {
             return "Create the role (createuser NAME) or fix the user name in DATABASE_URL."
         }

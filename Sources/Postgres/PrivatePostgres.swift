@@ -78,23 +78,8 @@ public final class PrivatePostgres: Sendable {
     ) throws -> PrivatePostgres {
         let binaries = try findBinaries()
         let runAsPostgres = geteuid() == 0
-        let template = FileManager.default.temporaryDirectory.appending(path: "switchyard-pg-XXXXXX").path
-        var buffer = Array(template.utf8CString)
-        guard mkdtemp(&buffer) != nil else {
-            throw PrivatePostgresError("could not create a temporary directory under \(template): errno \(errno)")
-        }
-        let root = URL(fileURLWithPath: String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+        let root = try makeRoot(asPostgres: runAsPostgres)
         do {
-            if runAsPostgres {
-                guard let account = getpwnam("postgres") else {
-                    throw PrivatePostgresError(
-                        "running as root, but there is no `postgres` user to run initdb as (initdb refuses root)",
-                        hint: "Install PostgreSQL from your distribution (it creates the user), or run as a normal user."
-                    )
-                }
-                chmod(root.path, 0o700)
-                chown(root.path, account.pointee.pw_uid, account.pointee.pw_gid)
-            }
             try run(
                 binaries.appending(path: "initdb"),
                 ["-D", root.appending(path: "data").path, "-U", "postgres", "-A", "trust", "-E", "UTF8",
@@ -106,44 +91,108 @@ public final class PrivatePostgres: Sendable {
             for (key, value) in settings.sorted(by: { $0.key < $1.key }) {
                 lines.append("\(key) = '\(value.replacingOccurrences(of: "'", with: "''"))'")
             }
-            // The socket is this machine's user's own; TCP (other hosts, in the multi-host test) is
-            // trusted too unless the caller asks for passwords.
+            // The socket is this machine's user's own (replication too, for a standby of it); TCP
+            // (other hosts, in the multi-host test) is trusted too unless the caller asks for passwords.
             let hba = """
                 local all all trust
+                local replication all trust
                 host all all 0.0.0.0/0 \(tcpAuthentication)
                 host all all ::/0 \(tcpAuthentication)
 
                 """
             try hba.write(to: root.appending(path: "data/pg_hba.conf"), atomically: false, encoding: .utf8)
-            let configFile = root.appending(path: "data/postgresql.conf")
-            try appendText(lines.joined(separator: "\n") + "\n", to: configFile)
-            var lastError: Error?
-            for _ in 0..<5 {
-                let port = try freePort()
-                // The last `port` line wins, so a retry just appends another.
-                try appendText("port = \(port)\n", to: configFile)
-                do {
-                    try run(
-                        binaries.appending(path: "pg_ctl"),
-                        ["-D", root.appending(path: "data").path, "-l", root.appending(path: "server.log").path,
-                         "-w", "-t", "60", "start"],
-                        asPostgres: runAsPostgres, step: "pg_ctl start", logFile: root.appending(path: "server.log")
-                    )
-                    let watchdog = try startWatchdog(root: root, binaries: binaries, asPostgres: runAsPostgres)
-                    return PrivatePostgres(
-                        root: root, port: port, listenAddress: listenAddress == "*" ? "127.0.0.1" : listenAddress,
-                        binaries: binaries, runAsPostgres: runAsPostgres, watchdogPID: watchdog
-                    )
-                } catch {
-                    // Most likely another process took the port between our probe and the start.
-                    lastError = error
-                }
-            }
-            throw lastError ?? PrivatePostgresError("could not start the server")
+            try appendText(lines.joined(separator: "\n") + "\n", to: root.appending(path: "data/postgresql.conf"))
+            return try startServer(root: root, listenAddress: listenAddress, binaries: binaries, asPostgres: runAsPostgres)
         } catch {
             try? FileManager.default.removeItem(at: root)
             throw error
         }
+    }
+
+    /// Creates and starts a streaming standby of this cluster (`pg_basebackup -R` over its
+    /// socket), in its own directory, on its own port: read-only until `promote()`.
+    public func startStandby() async throws -> PrivatePostgres {
+        try await BlockingWork.run(name: "private-postgres") { [self] in
+            let root = try Self.makeRoot(asPostgres: runAsPostgres)
+            do {
+                try Self.run(
+                    binaries.appending(path: "pg_basebackup"),
+                    ["-D", root.appending(path: "data").path, "-R", "-X", "stream", "-h", self.root.path,
+                     "-p", String(port), "-U", "postgres"],
+                    asPostgres: runAsPostgres, step: "pg_basebackup"
+                )
+                // The copy's settings are the primary's: its own socket directory wins, as the last line.
+                try Self.appendText(
+                    "unix_socket_directories = '\(root.path)'\n", to: root.appending(path: "data/postgresql.conf"))
+                return try Self.startServer(
+                    root: root, listenAddress: listenAddress, binaries: binaries, asPostgres: runAsPostgres)
+            } catch {
+                try? FileManager.default.removeItem(at: root)
+                throw error
+            }
+        }
+    }
+
+    /// Promotes a standby to a primary (a new timeline), and waits until it takes writes.
+    public func promote() async throws {
+        try await BlockingWork.run(name: "private-postgres") { [self] in
+            try Self.run(
+                binaries.appending(path: "pg_ctl"), ["-D", dataDirectory.path, "-w", "-t", "60", "promote"],
+                asPostgres: runAsPostgres, step: "pg_ctl promote", logFile: logFile
+            )
+        }
+    }
+
+    /// A new temporary directory for a cluster, the `postgres` user's when running as root.
+    private static func makeRoot(asPostgres: Bool) throws -> URL {
+        let template = FileManager.default.temporaryDirectory.appending(path: "switchyard-pg-XXXXXX").path
+        var buffer = Array(template.utf8CString)
+        guard mkdtemp(&buffer) != nil else {
+            throw PrivatePostgresError("could not create a temporary directory under \(template): errno \(errno)")
+        }
+        let root = URL(fileURLWithPath: String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+        if asPostgres {
+            guard let account = getpwnam("postgres") else {
+                try? FileManager.default.removeItem(at: root)
+                throw PrivatePostgresError(
+                    "running as root, but there is no `postgres` user to run initdb as (initdb refuses root)",
+                    hint: "Install PostgreSQL from your distribution (it creates the user), or run as a normal user."
+                )
+            }
+            chmod(root.path, 0o700)
+            chown(root.path, account.pointee.pw_uid, account.pointee.pw_gid)
+        }
+        return root
+    }
+
+    /// Starts the cluster in `root/data` on a free port, with a watchdog.
+    private static func startServer(root: URL, listenAddress: String, binaries: URL, asPostgres: Bool) throws
+        -> PrivatePostgres
+    {
+        let configFile = root.appending(path: "data/postgresql.conf")
+        var lastError: Error?
+        for _ in 0..<5 {
+            let port = try freePort()
+            // The last `port` line wins, so a retry just appends another.
+            try appendText("port = \(port)\n", to: configFile)
+            do {
+                try run(
+                    binaries.appending(path: "pg_ctl"),
+                    ["-D", root.appending(path: "data").path, "-l", root.appending(path: "server.log").path,
+                     "-w", "-t", "60", "start"],
+                    asPostgres: asPostgres, step: "pg_ctl start", logFile: root.appending(path: "server.log")
+                )
+                let watchdog = try startWatchdog(root: root, binaries: binaries, asPostgres: asPostgres)
+                return PrivatePostgres(
+                    root: root, port: port, listenAddress: listenAddress == "*" ? "127.0.0.1" : listenAddress,
+                    binaries: binaries, runAsPostgres: asPostgres, watchdogPID: watchdog
+                )
+            } catch {
+                // Most likely another process took the port between our probe and the start.
+                lastError = error
+            }
+        }
+        throw lastError ?? PrivatePostgresError("could not start the server")
     }
 
     /// Stops the server (fast shutdown) and deletes its directory.

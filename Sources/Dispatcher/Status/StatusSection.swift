@@ -50,6 +50,8 @@ struct StatusReport: Sendable {
     var unavailable: [String] = []
     /// Whether one of them failed for the role's privileges (`permission denied`).
     var deniedByRole = false
+    /// The server the report was read from (nil if it could not be read).
+    var server: ServerIdentity?
 
     /// Loads every section; a section that fails shows its error instead of failing the report.
     static func load(_ context: StatusContext, sections: [StatusSection] = StatusSection.all) async -> StatusReport {
@@ -68,12 +70,13 @@ struct StatusReport: Sendable {
         }
         return StatusReport(
             window: context.window, generatedAt: context.at ?? Date(), sections: outputs, unavailable: unavailable,
-            deniedByRole: deniedByRole)
+            deniedByRole: deniedByRole, server: try? await ServerIdentity.read(context.pool))
     }
 
     /// The report as lines for a terminal.
     func lines(heading: String = "Switchyard status") -> [String] {
         var lines = ["\(heading) — \(StatusFormat.clock(generatedAt)) UTC, last \(StatusFormat.window(window))"]
+        if let server { lines.append(Self.serverLine(server, at: Date())) }
         for (section, output) in sections {
             lines.append("")
             lines.append(section.title)
@@ -82,10 +85,28 @@ struct StatusReport: Sendable {
         return lines
     }
 
+    /// `database: 10.0.0.5:5432, PostgreSQL 15.18, system 77…, timeline 2`; on a standby, what it
+    /// has replayed: its figures are the primary's as of then.
+    static func serverLine(_ server: ServerIdentity, at now: Date) -> String {
+        var line = "database: \(server.description)"
+        if server.isStandby {
+            line += ": takes no writes; "
+            if let replayed = server.replayedCommitAt {
+                let behind = max(now.timeIntervalSince(replayed), 0)
+                line += "replayed up to a commit made \(StatusFormat.seconds(behind)) ago on the primary "
+                    + "(\(StatusFormat.clock(replayed)) UTC; it may simply have committed nothing since)"
+            } else {
+                line += "it has replayed no transaction since it started"
+            }
+        }
+        return line
+    }
+
     /// The report as one JSON object: the window, the time, then each section under its key.
     var json: JSONValue {
         var object: [String: JSONValue] = [
             "window_s": .number(window.seconds), "generated_at": .string(generatedAt.postgresText),
+            "database": server?.json ?? .null,
         ]
         for (section, output) in sections {
             object[section.key] = output.json

@@ -97,7 +97,10 @@ final class HeartbeatRecord: Sendable {
         }
     }
 
-    func succeeded() {
+    /// A heartbeat went through. Returns how long since the last one that did (or since the
+    /// first failure's sending), when this one ends a run of failures.
+    @discardableResult
+    func succeeded() -> Duration? {
         runs.withLock { runs in
             let now = ContinuousClock.now
             defer { runs.success = now }
@@ -113,11 +116,12 @@ final class HeartbeatRecord: Sendable {
                     late.end = now
                     runs.last = late
                 }
-                return
+                return nil
             }
             run.end = now
             runs.last = run
             runs.current = nil
+            return now - run.since
         }
     }
 

@@ -117,11 +117,12 @@ final class WorkerService: Sendable {
             logger.notice("worker stopped before it started")
             return
         }
+        let server = await serverDescription()
         logger.notice(
             "worker started",
             [
                 "concurrency": configuration.concurrency, "reserved_interactive": configuration.reservedInteractiveSlots,
-                "lease_s": configuration.lease.seconds, "poll_only": configuration.pollOnly,
+                "lease_s": configuration.lease.seconds, "poll_only": configuration.pollOnly, "server": server,
             ]
         )
         let writing = Task { await self.writer.run(afterEachBatch: { self.wakeIfWorthClaiming() }) }
@@ -486,7 +487,7 @@ final class WorkerService: Sendable {
                         lease: configuration.lease, takeOver: false
                     )
                 }
-                heartbeats.succeeded()
+                let outage = heartbeats.succeeded()
                 metrics.leaseRenewals.increment(by: Double(answer.count))
                 // The answer names the jobs still leased to this worker. A job held twice (claimed
                 // again before the earlier claim's slot was freed) is leased by its later claim.
@@ -510,6 +511,12 @@ final class WorkerService: Sendable {
                     }
                     if cancelRequested { inFlight.stop(ticket, reason: .cancelRequested) }
                 }
+                if let outage {
+                    let server = await serverDescription()
+                    logger.notice(
+                        "heartbeats go through again",
+                        ["since_last_s": outage.seconds, "in_flight": held.count, "server": server])
+                }
             } catch let error as PostgresError where error.sqlState == QueueStore.idTakenOver {
                 // Started under this id while this one was frozen or cut off: two processes under
                 // one id take each other's jobs for their own. This one gives the id up.
@@ -529,6 +536,16 @@ final class WorkerService: Sendable {
                 retrySoon = !retrying
                 logger.error("heartbeat failed; leases not renewed", ["error": "\(error)", "in_flight": held.count])
             }
+        }
+    }
+
+    /// The server the pool reaches now (`ServerIdentity`), for the log: after a failover, a worker
+    /// on another address or timeline than the rest is writing to another database.
+    private func serverDescription() async -> String {
+        do {
+            return try await ServerIdentity.read(store.pool).description
+        } catch {
+            return "unknown (\(error))"
         }
     }
 
@@ -552,7 +569,8 @@ final class WorkerService: Sendable {
                     case .notification(let notification):
                         fleet?.handle(notification)
                     case .reconnected:
-                        logger.notice("the LISTEN connection is back")
+                        let server = await serverDescription()
+                        logger.notice("the LISTEN connection is back", ["server": server])
                         // A failover between two heartbeats fails none of them: the lost connection
                         // is the sign that write-backs may have been lost with the old primary.
                         leasesToLookAt.withLock { $0 = true }
