@@ -337,6 +337,43 @@ struct FleetReloadTests {
             #expect(line?.contains(#"reason="3 failures in a row""#) == true, "\(log.all)")
         }
     }
+    /// A soak's flapping model logged a warning per worker per reopening.
+    @Test("a breaker's opening is logged once in the fleet, by the worker whose report opened it; a failed probe's reopening at info")
+    func openingLoggedOnce() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let first = LogCapture(), second = LogCapture()
+            let (opener, model) = try await Self.fleetOpeningAfterThree(pool, logger: first.logger(level: .info))
+            let other = FleetState(pool: pool, logger: second.logger(level: .info), reportInterval: .seconds(600))
+            await other.reload()
+            func fail(_ fleet: FleetState, times: Int) throws {
+                for _ in 0..<times {
+                    let call = try #require(fleet.begin(model, estimatedTokens: 10))
+                    fleet.end(model, call: call, success: false, latencyMS: 3)
+                }
+            }
+            try fail(opener, times: 3)
+            let opened = try await first.waitFor { $0.contains(#"msg="model breaker open""#) }
+            #expect(opened?.contains("level=warning") == true, "\(first.all)")
+            // The other worker's failures, reported while the breaker is open, open nothing.
+            try fail(other, times: 3)
+            try await waitUntil("the other worker's report has come back") {
+                other.routingState(sequence: 0).models["m"]?.breaker == .open
+            }
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(!second.all.contains { $0.contains("model breaker") }, "\(second.all)")
+
+            // Half-open again; a probe fails: the incident goes on, said at info.
+            try await pool.query("UPDATE switchyard.model_health SET opened_at = now() - interval '1 hour' WHERE model = 'm'")
+            await opener.reload()
+            let probe = try #require(opener.begin(model, estimatedTokens: 10))
+            opener.end(model, call: probe, success: false, latencyMS: 3)
+            let again = try await first.waitFor { $0.contains("model breaker open again") }
+            #expect(again?.contains("level=info") == true && again?.contains("a probe failed while half-open") == true,
+                    "\(first.all)")
+            #expect(first.all.filter { $0.contains(#"msg="model breaker open""#) }.count == 1, "\(first.all)")
+        }
+    }
+
     @Test("failures in a row count in the order calls started: a wave's fast errors are no run until the calls before them end")
     func failuresInStartOrder() {
         // 128 calls start together; 4 fail at once, the rest answer a second later.

@@ -16,16 +16,27 @@ public struct HealthStore: Sendable {
     /// - Returns: each reported model's breaker afterwards.
     @discardableResult
     public func report(_ reports: [HealthReport]) async throws -> [String: RoutingState.Breaker] {
-        guard !reports.isEmpty else { return [:] }
+        try await reportChanges(reports).breakers
+    }
+
+    /// Reports, and says which breakers these reports moved (opened, closed, or opened again
+    /// from half-open): of all the workers reporting on a model, the one whose report moved it.
+    public func reportChanges(_ reports: [HealthReport]) async throws
+        -> (breakers: [String: RoutingState.Breaker], changed: Set<String>)
+    {
+        guard !reports.isEmpty else { return ([:], []) }
         let rows = try await pool.query(
-            "SELECT model_name, breaker FROM switchyard.report_health($1::jsonb)",
+            "SELECT model_name, breaker, changed FROM switchyard.report_health($1::jsonb)",
             [JSONValue.array(reports.map(\.json)).jsonText]
         )
         var states: [String: RoutingState.Breaker] = [:]
+        var changed: Set<String> = []
         for row in rows {
-            states[try row.decode("model_name")] = RoutingState.Breaker(rawValue: try row.decode("breaker")) ?? .closed
+            let model: String = try row.decode("model_name")
+            states[model] = RoutingState.Breaker(rawValue: try row.decode("breaker")) ?? .closed
+            if try row.decode("changed", as: Bool.self) { changed.insert(model) }
         }
-        return states
+        return (states, changed)
     }
 
     /// Why each of `models`' breakers is as it is (`failure rate 5.3% over the last 57 requests

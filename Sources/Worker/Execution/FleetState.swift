@@ -261,7 +261,7 @@ final class FleetState: Sendable {
         }
         guard !reports.isEmpty else { return }
         do {
-            let breakers = try await healthStore.report(reports)
+            let (breakers, changed) = try await healthStore.reportChanges(reports)
             let before = state.withLock { state in
                 defer {
                     state.resetRunsOfClosed(breakers)
@@ -269,22 +269,28 @@ final class FleetState: Sendable {
                 }
                 return state.breakers.mapValues(\.breaker)
             }
+            // Each change is logged once in the fleet, by the worker whose report made it: every
+            // worker that reported failures logged each opening (a soak's flapping model, a
+            // warning per worker per reopening).
             // The other end of an incident: the log said when a breaker opened, and nothing when
-            // this worker's probes closed it (an on-call walkthrough could not tell when it ended).
-            let closed = breakers.filter { model, breaker in
-                breaker == .closed && [.open, .halfOpen].contains(before[model])
-                    && reports.contains { $0.model == model && $0.hadSuccess }
-            }.keys.sorted()
-            for model in closed { logger.notice("model breaker closed", ["model": model, "was": before[model]!.rawValue]) }
+            // the probes closed it (an on-call walkthrough could not tell when it ended).
+            let closed = breakers.filter { model, breaker in breaker == .closed && changed.contains(model) }.keys.sorted()
+            for model in closed {
+                logger.notice("model breaker closed", ["model": model, "was": (before[model] ?? .halfOpen).rawValue])
+            }
             // Said with the fleet's reason (it is gone from model_health once the breaker closes):
             // "failures=1" alone, a report batch's count, read as an opening on one failure.
-            let opened = breakers.filter { model, breaker in
-                breaker == .open && reports.contains { $0.model == model && $0.failures > 0 }
-            }.keys.sorted()
+            let opened = breakers.filter { model, breaker in breaker == .open && changed.contains(model) }.keys.sorted()
             if !opened.isEmpty {
                 let reasons = (try? await healthStore.reasons(of: opened)) ?? [:]
                 for model in opened {
-                    logger.warning("model breaker open", ["model": model, "reason": reasons[model] ?? "unknown"])
+                    let reason = reasons[model] ?? "unknown"
+                    // A failed probe keeps an incident going (the breaker alert says when it lasts).
+                    if reason.hasPrefix("a probe failed while half-open") {
+                        logger.info("model breaker open again", ["model": model, "reason": reason])
+                    } else {
+                        logger.warning("model breaker open", ["model": model, "reason": reason])
+                    }
                 }
             }
         } catch {
