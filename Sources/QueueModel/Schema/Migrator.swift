@@ -199,7 +199,10 @@ public struct Migrator: Sendable {
                 .schemaBehind,
                 "the database schema is at version \(status.version); this binary needs version "
                     + "\(migrations.last?.version ?? 0)",
-                hint: "Run `dispatcher migrate` against this database first."
+                // An older `dispatcher` says "up to date" at its own version (an upgrade's old
+                // one first on PATH): the hint names the schema this release brings.
+                hint: "Run `dispatcher migrate` of this release (schema \(migrations.last?.version ?? 0), "
+                    + "`dispatcher --version`) against this database first."
             )
         }
     }
