@@ -20,6 +20,9 @@ struct ResultRow {
     var tokensOut: Int?
     var finishedAt: Date
     var trail: [JSONValue] = []
+    /// When the job was created (default: 2 s before it finished). A call whose trail says it was
+    /// made earlier needs a job created before it: windows count a job created in them whole.
+    var createdAt: Date?
     /// `{"code", "message"}` of a failed job.
     var error: JSONValue?
 
@@ -42,6 +45,7 @@ struct ResultRow {
         var object: [String: JSONValue] = [
             "job_id": .number(Double(job)), "status": .string(status), "priority": .string(priority),
             "finished_at": .string(finishedAt.postgresText), "attempts": .array(trail),
+            "created_at": .string((createdAt ?? finishedAt.addingTimeInterval(-2)).postgresText),
         ]
         if let taskClass { object["task_class"] = .string(taskClass) }
         if let error { object["error"] = error }
@@ -65,12 +69,12 @@ struct ResultRow {
                  latency_ms, queue_wait_ms, cost, tokens_in, tokens_out, created_at, started_at, finished_at, worker)
             SELECT x.job_id, x.status, x.priority, x.task_class, x.model, x.provider, x.tier,
                    '{"messages":[{"role":"user","content":"test"}]}', x.error, coalesce(x.attempts, '[]'), 1, x.latency_ms,
-                   x.queue_wait_ms, x.cost, x.tokens_in, x.tokens_out, x.finished_at - interval '2 seconds',
+                   x.queue_wait_ms, x.cost, x.tokens_in, x.tokens_out, x.created_at,
                    x.finished_at - interval '1 second', x.finished_at, 'test'
             FROM jsonb_to_recordset($1::jsonb) AS x(
                 job_id bigint, status text, priority text, task_class text, model text, provider text, tier text,
                 error jsonb, attempts jsonb, latency_ms double precision, queue_wait_ms double precision, cost numeric,
-                tokens_in integer, tokens_out integer, finished_at timestamptz)
+                tokens_in integer, tokens_out integer, finished_at timestamptz, created_at timestamptz)
             """,
             [JSONValue.array(rows.map(\.json)).jsonText]
         )
