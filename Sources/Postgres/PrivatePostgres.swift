@@ -117,7 +117,7 @@ public final class PrivatePostgres: Sendable {
             do {
                 try Self.run(
                     binaries.appending(path: "pg_basebackup"),
-                    ["-D", root.appending(path: "data").path, "-R", "-X", "stream", "-h", self.root.path,
+                    ["-D", root.appending(path: "data").path, "-R", "-X", "stream", "-c", "fast", "-h", self.root.path,
                      "-p", String(port), "-U", "postgres"],
                     asPostgres: runAsPostgres, step: "pg_basebackup"
                 )
@@ -182,14 +182,25 @@ public final class PrivatePostgres: Sendable {
                      "-w", "-t", "60", "start"],
                     asPostgres: asPostgres, step: "pg_ctl start", logFile: root.appending(path: "server.log")
                 )
+            } catch {
+                // Most likely another process took the port between our probe and the start.
+                lastError = error
+                continue
+            }
+            // Started: a watchdog that cannot start is no port clash; the server stops before its
+            // directory goes.
+            do {
                 let watchdog = try startWatchdog(root: root, binaries: binaries, asPostgres: asPostgres)
                 return PrivatePostgres(
                     root: root, port: port, listenAddress: listenAddress == "*" ? "127.0.0.1" : listenAddress,
                     binaries: binaries, runAsPostgres: asPostgres, watchdogPID: watchdog
                 )
             } catch {
-                // Most likely another process took the port between our probe and the start.
-                lastError = error
+                try? run(
+                    binaries.appending(path: "pg_ctl"),
+                    ["-D", root.appending(path: "data").path, "-m", "immediate", "-w", "stop"],
+                    asPostgres: asPostgres, step: "pg_ctl stop")
+                throw error
             }
         }
         throw lastError ?? PrivatePostgresError("could not start the server")

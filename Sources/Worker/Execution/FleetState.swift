@@ -262,12 +262,9 @@ final class FleetState: Sendable {
         guard !reports.isEmpty else { return }
         do {
             let (breakers, changed) = try await healthStore.reportChanges(reports)
-            let before = state.withLock { state in
-                defer {
-                    state.resetRunsOfClosed(breakers)
-                    for (model, breaker) in breakers { state.breakers[model, default: .init()].breaker = breaker }
-                }
-                return state.breakers.mapValues(\.breaker)
+            state.withLock { state in
+                state.resetRunsOfClosed(breakers)
+                for (model, breaker) in breakers { state.breakers[model, default: .init()].breaker = breaker }
             }
             // Each change is logged once in the fleet, by the worker whose report made it: every
             // worker that reported failures logged each opening (a soak's flapping model, a
@@ -275,9 +272,8 @@ final class FleetState: Sendable {
             // The other end of an incident: the log said when a breaker opened, and nothing when
             // the probes closed it (an on-call walkthrough could not tell when it ended).
             let closed = breakers.filter { model, breaker in breaker == .closed && changed.contains(model) }.keys.sorted()
-            for model in closed {
-                logger.notice("model breaker closed", ["model": model, "was": (before[model] ?? .halfOpen).rawValue])
-            }
+            // Only answered probes close one (report_health), so it was half-open.
+            for model in closed { logger.notice("model breaker closed", ["model": model, "was": "half_open"]) }
             // Said with the fleet's reason (it is gone from model_health once the breaker closes):
             // "failures=1" alone, a report batch's count, read as an opening on one failure.
             let opened = breakers.filter { model, breaker in breaker == .open && changed.contains(model) }.keys.sorted()

@@ -98,7 +98,8 @@ final class HeartbeatRecord: Sendable {
     }
 
     /// A heartbeat went through. Returns how long since the last one that did (or since the
-    /// first failure's sending), when this one ends a run of failures.
+    /// first failure's sending), when this one ends a run of failures or came late (it waited out
+    /// an outage without failing).
     @discardableResult
     func succeeded() -> Duration? {
         runs.withLock { runs in
@@ -115,6 +116,7 @@ final class HeartbeatRecord: Sendable {
                     late.lastFailure = now
                     late.end = now
                     runs.last = late
+                    return now - previous
                 }
                 return nil
             }

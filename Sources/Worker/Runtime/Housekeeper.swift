@@ -47,6 +47,22 @@ final class Housekeeper: Sendable {
         self.alerts = AlertStore(pool: store.pool)
     }
 
+    /// Logs the breakers the raised model alerts opened, as a worker's report that opens one is
+    /// (`model breaker open`): the breaker's later closing was logged with no opening before it.
+    /// An alert opens one unless it was open already or the model is a rule's last healthy one;
+    /// the breaker's reason then is the alert's message.
+    private func logBreakersOpened(by events: [AlertEvent]) async {
+        let raised = events.filter { $0.event == .raised && $0.isModelAlert }
+        guard !raised.isEmpty,
+            let reasons = try? await HealthStore(pool: store.pool).reasons(of: raised.map(\.subject))
+        else { return }
+        for event in raised {
+            guard let reason = reasons[event.subject], reason == String("alert: \(event.message)".prefix(300))
+            else { continue }
+            logger.warning("model breaker open", ["model": event.subject, "reason": reason])
+        }
+    }
+
     /// How often alerts are evaluated: they look back over minutes, and each evaluation reads
     /// every result of its window, so every few seconds would cost more than it tells.
     static let alertInterval = Duration.seconds(15)
@@ -231,6 +247,7 @@ final class Housekeeper: Sendable {
                 logger.notice("alert cleared: \(event.message)")
             }
         }
+        await logBreakersOpened(by: events)
         return evaluation
     }
 }

@@ -512,10 +512,10 @@ final class WorkerService: Sendable {
                     if cancelRequested { inFlight.stop(ticket, reason: .cancelRequested) }
                 }
                 if let outage {
-                    let server = await serverDescription()
-                    logger.notice(
+                    let inFlight = held.count
+                    logServer { self.logger.notice(
                         "heartbeats go through again",
-                        ["since_last_s": outage.seconds, "in_flight": held.count, "server": server])
+                        ["since_last_s": outage.seconds, "in_flight": inFlight, "server": $0]) }
                 }
             } catch let error as PostgresError where error.sqlState == QueueStore.idTakenOver {
                 // Started under this id while this one was frozen or cut off: two processes under
@@ -540,13 +540,19 @@ final class WorkerService: Sendable {
     }
 
     /// The server the pool reaches now (`ServerIdentity`), for the log: after a failover, a worker
-    /// on another address or timeline than the rest is writing to another database.
+    /// on another timeline or system than the rest is writing to another database.
     private func serverDescription() async -> String {
         do {
             return try await ServerIdentity.read(store.pool).description
         } catch {
             return "unknown (\(error))"
         }
+    }
+
+    /// Logs with the server's description, looked up off the caller's path: in the heartbeat
+    /// loop a lookup waiting out a connection attempt (15 s) would hold back the next heartbeat.
+    private func logServer(_ log: @escaping @Sendable (String) -> Void) {
+        Task { log(await self.serverDescription()) }
     }
 
     // MARK: Wake-ups
@@ -569,11 +575,10 @@ final class WorkerService: Sendable {
                     case .notification(let notification):
                         fleet?.handle(notification)
                     case .reconnected:
-                        let server = await serverDescription()
-                        logger.notice("the LISTEN connection is back", ["server": server])
                         // A failover between two heartbeats fails none of them: the lost connection
                         // is the sign that write-backs may have been lost with the old primary.
                         leasesToLookAt.withLock { $0 = true }
+                        logServer { self.logger.notice("the LISTEN connection is back", ["server": $0]) }
                         // Whatever was announced while disconnected is lost: catch up on all of it.
                         wake.signal(.notified)
                         await fleet?.reload()

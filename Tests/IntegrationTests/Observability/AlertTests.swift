@@ -775,11 +775,24 @@ struct AlertTests {
                     // Every one failed, but too few to judge.
                     + jobs("tiny", 5, failing: 5, error: unroutable, from: 200)
                     // Cancelled jobs are not failures.
-                    + (0..<20).map { ResultRow(job: 300 + Int64($0), status: "cancelled", taskClass: "quiet", finishedAt: at) },
+                    + (0..<20).map { ResultRow(job: 300 + Int64($0), status: "cancelled", taskClass: "quiet", finishedAt: at) }
+                    // Requests no model of the rule takes, or no worker can read: their own fault too.
+                    + jobs("vision", 12, failing: 6, error: ["code": "unsupported_request", "message": "n > 1"], from: 400)
+                    + jobs("vision", 4, failing: 4, error: ["code": "unreadable_request", "message": "no messages"], from: 420)
+                    // Failed without a recorded error, in a class of its own: named as such, with no message.
+                    + jobs("bare", 10, failing: 10, error: .null, from: 500)
+                    // No failure at all.
+                    + jobs("fine", 15, failing: 0, error: .null, from: 600),
                 into: pool)
             let raised = try await alerts.evaluate(at: at)
-            #expect(raised.map(\.kind) == ["job_failures"], "\(raised)")
-            let alert = try #require(raised.first)
+            #expect(raised.map(\.subject).sorted() == ["bare", "chat"], "\(raised)")
+            #expect(raised.first { $0.subject == "bare" }?.message
+                == "task class bare: 10 of 10 jobs failed over the last 5 min (100.0%, limit 5%); most often no code (10)")
+            let measured = try await pool.query(
+                "SELECT message FROM switchyard.alert_measurements($1) WHERE kind = 'job_failures' AND subject = 'fine'", [at]
+            ).scalar(String.self)
+            #expect(measured == "task class fine: 0 of 15 jobs failed over the last 5 min (0.0%, limit 5%)")
+            let alert = try #require(raised.first { $0.subject == "chat" })
             #expect(alert.subject == "chat")
             #expect(abs((alert.value ?? 0) - 9.0 / 31) < 1e-9)
             #expect(alert.threshold == 0.05)
@@ -792,8 +805,8 @@ struct AlertTests {
 
             // Ten minutes later nothing finished in the window: it clears.
             let cleared = try await alerts.evaluate(at: at.addingTimeInterval(600))
-            #expect(cleared.map(\.event) == [.cleared])
-            #expect(cleared.first?.subject == "chat")
+            #expect(cleared.map(\.event) == [.cleared, .cleared])
+            #expect(cleared.map(\.subject).sorted() == ["bare", "chat"])
             // Off, the rule raises nothing.
             try await pool.query("UPDATE switchyard.settings SET value = 'off' WHERE name = 'alert_job_failure_rate'")
             #expect(try await alerts.evaluate(at: at).isEmpty)

@@ -22,8 +22,14 @@ struct HousekeeperAlertTests {
                 logger: capture.logger(level: .info, format: .json), metrics: metrics)
             let running = Task { try await service.run() }
             let line = try await capture.waitFor { $0.contains("alert raised") }
+            // The alert opened flaky's breaker: said as a worker's report opening one is (its
+            // closing was logged with no opening before it).
+            let opened = try await capture.waitFor { $0.contains("model breaker open") }
             service.shutdown()
             try await running.value
+            let breaker = try JSONValue(parsing: try #require(opened, "\(capture.all)"))
+            #expect(breaker["level"] == "warning" && breaker["model"] == "flaky", "\(breaker)")
+            #expect(breaker["reason"]?.stringValue?.hasPrefix("alert: model flaky: 10.0% of 60 calls") == true, "\(breaker)")
 
             let raised = try JSONValue(
                 parsing: try #require(line, "no alert line in:\n\(capture.all.joined(separator: "\n"))"))
