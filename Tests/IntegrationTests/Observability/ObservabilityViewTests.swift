@@ -223,4 +223,30 @@ struct ObservabilityViewTests {
             #expect(worker.inFlight == 1 && worker.leased == 1 && worker.alive)
         }
     }
+
+    @Test("the report puts a retried job's early call in the bucket it ended in, and reads no call time for a job of one bucket")
+    func reportBucketsCallsByTheirEnd() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let at = Self.at
+            // Created 50 min before `at`; a call failed then, and another answered at the end.
+            let early = ResultRow.call("alpha", outcome: "error", latencyMS: 300, httpStatus: 500,
+                                       at: at.addingTimeInterval(-3000))
+            let late = ResultRow.call("beta", tier: "secondary", latencyMS: 300, at: at.addingTimeInterval(-2))
+            // Created and finished in the last bucket; its trail's time (a worker's clock far behind)
+            // is not read: its call ended in that bucket.
+            let skewed = ResultRow.call("alpha", latencyMS: 300, at: at.addingTimeInterval(-5000))
+            try await ResultRow.insert(
+                [ResultRow(job: 1, model: "beta", tier: "secondary", latencyMS: 300, finishedAt: at.addingTimeInterval(-1),
+                           trail: [early, late],
+                           createdAt: at.addingTimeInterval(-3001)),
+                 ResultRow(job: 2, model: "alpha", latencyMS: 300, finishedAt: at.addingTimeInterval(-1), trail: [skewed],
+                           createdAt: at.addingTimeInterval(-30))], into: pool)
+            let series = try await ReportStore(pool: pool).series(window: .seconds(3600), bucket: .seconds(600), at: at)
+            let calls = series.models.filter { $0.calls > 0 }.map { ($0.bucket.timeIntervalSince(at), $0.model, $0.calls) }
+            #expect(calls.count == 3, "\(calls)")
+            #expect(calls.contains { $0 == (-3000, "alpha", 1) }, "\(calls)")  // the early call, 50 min back
+            #expect(calls.contains { $0 == (-600, "alpha", 1) }, "\(calls)")  // the skewed one, at its job's end
+            #expect(calls.contains { $0 == (-600, "beta", 1) }, "\(calls)")
+        }
+    }
 }
