@@ -83,15 +83,22 @@ struct WorkerProcessTests {
             try await waitUntil("the worker runs the job") {
                 try await pool.query("SELECT count(*) FROM switchyard.jobs WHERE lease_owner = 'logged'").scalar(Int.self) == 1
             }
+            let first = ContinuousClock.now
             worker.terminate()
             try await waitUntil("the worker is shutting down") { worker.log.contains("shutting down") }
             // A copy of the first (as `timeout` sends one to the process group) is no second signal.
+            // Sent once the first is seen: on a loaded machine (a CI run) that took over a second,
+            // and the copy came as a second signal, as it should; the copy is judged only when it
+            // went well within the window (two sent at once are one to a signal source).
+            let copySent = ContinuousClock.now - first
             worker.terminate()
-            try await Task.sleep(for: SignalHandler.repeatWindow * 2)
-            #expect(!worker.log.contains("second signal"), "\(worker.log)")
-            #expect(worker.log.contains("taken for a copy of it; one a second or more after the first exits at once"),
-                    "\(worker.log)")
-            worker.terminate()
+            if copySent < SignalHandler.repeatWindow / 2 {
+                try await Task.sleep(for: SignalHandler.repeatWindow * 2)
+                #expect(!worker.log.contains("second signal"), "\(worker.log)")
+                #expect(worker.log.contains("taken for a copy of it; one a second or more after the first exits at once"),
+                        "\(worker.log)")
+                worker.terminate()
+            }
             #expect(await worker.wait() == 128 + SIGTERM)  // 143, as a shell reports it
             #expect(worker.log.contains("second signal: exiting now"), "\(worker.log)")
             #expect(worker.log.contains("in_flight=1"), "\(worker.log)")
