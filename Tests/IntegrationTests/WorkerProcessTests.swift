@@ -87,16 +87,22 @@ struct WorkerProcessTests {
             worker.terminate()
             try await waitUntil("the worker is shutting down") { worker.log.contains("shutting down") }
             // A copy of the first (as `timeout` sends one to the process group) is no second signal.
-            // Sent once the first is seen: on a loaded machine (a CI run) that took over a second,
-            // and the copy came as a second signal, as it should; the copy is judged only when it
-            // went well within the window (two sent at once are one to a signal source).
+            // Sent once the first is seen (two sent at once are one to a signal source): on a loaded
+            // machine (a CI run) that took over a second, and the copy came, rightly, as a second
+            // signal. It must be taken for a copy when sent well within the window; nearer its end
+            // it may be either, and the test goes on from what the worker made of it.
             let copySent = ContinuousClock.now - first
             worker.terminate()
+            let copyLine = "taken for a copy of it; one a second or more after the first exits at once"
+            try await waitUntil("the worker takes the signal for a copy or exits") {
+                worker.log.contains(copyLine) || worker.log.contains("second signal")
+            }
             if copySent < SignalHandler.repeatWindow / 2 {
+                #expect(worker.log.contains(copyLine), "\(worker.log)")
+            }
+            if worker.log.contains(copyLine) {
                 try await Task.sleep(for: SignalHandler.repeatWindow * 2)
                 #expect(!worker.log.contains("second signal"), "\(worker.log)")
-                #expect(worker.log.contains("taken for a copy of it; one a second or more after the first exits at once"),
-                        "\(worker.log)")
                 worker.terminate()
             }
             #expect(await worker.wait() == 128 + SIGTERM)  // 143, as a shell reports it
