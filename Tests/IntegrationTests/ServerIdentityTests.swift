@@ -7,7 +7,7 @@ import Testing
 @testable import Worker
 
 /// Which server a process reached: workers log it and `status` shows it, so a failover that left
-/// some processes on the old primary (a split brain) shows as two addresses or timelines.
+/// some processes on the old primary (a split brain) shows as two timelines or two systems.
 @Suite("Server identity: address, cluster, timeline, standby")
 struct ServerIdentityTests {
     static func identity(_ cluster: PrivatePostgres) async throws -> ServerIdentity {

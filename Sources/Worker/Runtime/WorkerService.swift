@@ -513,9 +513,11 @@ final class WorkerService: Sendable {
                 }
                 if let outage {
                     let inFlight = held.count
-                    logServer { self.logger.notice(
-                        "heartbeats go through again",
-                        ["since_last_s": outage.seconds, "in_flight": inFlight, "server": $0]) }
+                    logServer {
+                        self.logger.notice(
+                            "heartbeats go through again",
+                            ["since_last_s": outage.seconds, "in_flight": inFlight, "server": $0])
+                    }
                 }
             } catch let error as PostgresError where error.sqlState == QueueStore.idTakenOver {
                 // Started under this id while this one was frozen or cut off: two processes under
