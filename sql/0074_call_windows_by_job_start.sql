@@ -206,10 +206,12 @@ BEGIN
     END IF;
 
     -- Jobs of a task class that failed: every model of its rule kept out for good (a quality floor
-    -- the ratings rose past, a ceiling, a disabled model), every fallback failing, deadlines cut.
-    -- No model alert sees a job that made no call. Not the requests' own faults (a provider's 400,
-    -- a prompt too long for the model, one no model of the rule takes, one a worker cannot read),
-    -- as the error-rate rule leaves those out; cancelled and expired jobs are not counted at all.
+    -- the ratings rose past, a ceiling, a disabled model), every fallback failing. No model alert
+    -- sees a job that made no call. Not the requests' own faults (a provider's 400, a prompt too
+    -- long for the models, one they cannot take, one a worker cannot read), as the error-rate rule
+    -- leaves those out, nor a deadline the client set too short (an on-call walkthrough's 600 ms
+    -- deadlines paged, then cleared as a burst diluted them while they went on failing: slowness
+    -- is the queue-wait and latency rules'); cancelled and expired jobs are not counted at all.
     -- The most frequent error is named, with one of its messages. One pass over the window's
     -- results, grouped by class and code (a review's 200 classes cost 3 s more with a scan per class).
     IF failure_limit IS NOT NULL THEN
@@ -223,7 +225,8 @@ BEGIN
                   AND r.status IN ('succeeded', 'failed')
                   AND (r.status = 'succeeded'
                        OR coalesce(r.error->>'code', '') NOT IN
-                          ('bad_request', 'context_length_exceeded', 'unsupported_request', 'unreadable_request'))
+                          ('bad_request', 'context_length_exceeded', 'unsupported_request', 'unreadable_request',
+                           'deadline_passed'))
             GROUP BY 1, 2
         ), classes AS (
             SELECT c.task_class, sum(c.jobs)::bigint AS jobs,

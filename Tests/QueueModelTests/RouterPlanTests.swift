@@ -226,7 +226,7 @@ struct RouterPlanTests {
     }
 
     @Test("no model left: transient when some model is kept out only by health, budgets or concurrency")
-    func unroutable() {
+    func unroutable() throws {
         let router = Router(catalog: F.catalog([F.model("a"), F.model("b", context: 100)]))
         var state = RoutingState()
         state["a"].breaker = .open
@@ -239,6 +239,13 @@ struct RouterPlanTests {
         // Only what applies: the rule has no ceiling or floor to change (a walkthrough was told both).
         #expect(tooSmall.plan(for: F.request(), state: state).unroutable?.hint
             == "shorten the request or lower its max_tokens, or add a model that fits to the rule")
+        // Too long for every model: the request's fault (the job fails context_length_exceeded, which
+        // the job-failure alert leaves out); a rule kept out by anything else is the catalog's.
+        let tooLarge = try #require(tooSmall.plan(for: F.request(), state: state).unroutable)
+        #expect(tooLarge.isTooLarge && tooLarge.isRequestsFault)
+        let disabled = Router(catalog: F.catalog([F.model("b", context: 100), F.model("c", enabled: false)]))
+        let mixed = try #require(disabled.plan(for: F.request(), state: state).unroutable)
+        #expect(!mixed.isTooLarge && !mixed.isRequestsFault && !mixed.isTransient)
         let both = Router(catalog: F.catalog([F.model("a"), F.model("b")]))
         state["b"].requestsRemaining = 0
         let later = both.plan(for: F.request(), state: state)

@@ -50,12 +50,23 @@ public struct RoutePlan: Sendable, Hashable {
         /// True when some model was dropped only because it is busy (calls in flight, rate
         /// budget, a provider's pause): it will be free in moments, not after an outage.
         public var isBusy = false
+        /// True when the request is too long for every model of the rule: the request's fault, as
+        /// a provider's context-length error is, not the catalog's.
+        public var isTooLarge = false
+        /// True when every model of the rule is kept out by the request itself (too long for it,
+        /// or asking what it cannot do), whatever else keeps it out too.
+        public var isRequestsFault = false
 
-        public init(reason: String, hint: String, isTransient: Bool, isBusy: Bool = false) {
+        public init(
+            reason: String, hint: String, isTransient: Bool, isBusy: Bool = false, isTooLarge: Bool = false,
+            isRequestsFault: Bool = false
+        ) {
             self.reason = reason
             self.hint = hint
             self.isTransient = isTransient
             self.isBusy = isBusy
+            self.isTooLarge = isTooLarge
+            self.isRequestsFault = isRequestsFault || isTooLarge
         }
     }
 

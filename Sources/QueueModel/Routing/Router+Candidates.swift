@@ -28,6 +28,9 @@ extension Router {
         private(set) var isDropped = false
         /// Dropped (among possibly other reasons) because the context window is too small.
         var isTooSmall = false
+        /// Dropped (among possibly other reasons) because the model cannot take what the request
+        /// asks for (`n` > 1 on Anthropic): the request's doing, as a too-small window is.
+        var refusesRequest = false
 
         var isKept: Bool { !isDropped && entry != nil }
 
@@ -205,6 +208,7 @@ extension Router {
 
         if !entry.spec.enabled { evaluation.drop("disabled in the catalog", permanent: true) }
         if entry.spec.provider == .anthropic, !criteria.anthropicRefusals.isEmpty {
+            evaluation.refusesRequest = true
             evaluation.drop(
                 "Anthropic models have no equivalent of \(criteria.anthropicRefusals.joined(separator: ", "))",
                 permanent: true)

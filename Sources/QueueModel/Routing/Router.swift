@@ -222,7 +222,9 @@ public struct Router: Sendable {
                         + "(a price window brings it within later); retry later")
                 : permanentFixes(evaluations, rule: rule),
             isTransient: transient,
-            isBusy: evaluations.contains { !$0.isPermanentlyDropped && !$0.isDroppedForMoreThanBusy }
+            isBusy: evaluations.contains { !$0.isPermanentlyDropped && !$0.isDroppedForMoreThanBusy },
+            isTooLarge: !evaluations.isEmpty && evaluations.allSatisfy(\.isTooSmall),
+            isRequestsFault: !evaluations.isEmpty && evaluations.allSatisfy { $0.isTooSmall || $0.refusesRequest }
         )
     }
 }

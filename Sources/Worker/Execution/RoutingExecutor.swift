@@ -179,7 +179,7 @@ struct RoutingExecutor: JobExecutor {
             }
             return .failed(
                 JobFailure(
-                    code: unroutable?.isTransient == true ? "no_model_available" : "unroutable",
+                    code: Self.unroutableCode(unroutable),
                     message: [unroutable?.reason, unroutable?.hint].compactMap { $0 }.joined(separator: "; "),
                     retryable: router.catalog.models.isEmpty || unroutable?.isTransient == true, taskClass: taskClass,
                     metadata: routeMetadata
@@ -328,15 +328,24 @@ struct RoutingExecutor: JobExecutor {
                 let decision = ProviderError.decision(
                     for: error, remainingBudget: min(remainingBudget(job), Self.longestSameModelWait(queue)))
                 let summary = providerError?.summary ?? "\(error)"
+                // Cut short by the job's deadline, the model was not given its time: a run of short
+                // deadlines opened the breaker of a healthy model for every job of its rules. Only our
+                // own timer's cut (not a provider's 408), and only with under half the tier's time:
+                // a model that hangs still meets its breaker when jobs' deadlines leave it most of it.
+                let cutByDeadline =
+                    providerError?.code == .timedOut && providerError?.httpStatus == nil && timeout * 2 < attempt.timeout
+                // Recorded as `deadline`, not `timeout`: an on-call walkthrough's clients with 600 ms
+                // deadlines showed two healthy models at 3–6% timeouts in status, the calls counted
+                // against them in every window.
+                let outcome = cutByDeadline ? "deadline" : Self.outcome(of: providerError)
                 trail.append(
                     AttemptRecord(
                         attempt: job.attempt, model: model.name, provider: model.provider.rawValue,
-                        tier: attempt.tier.rawValue, outcome: Self.outcome(of: providerError),
+                        tier: attempt.tier.rawValue, outcome: outcome,
                         httpStatus: providerError?.httpStatus, latencyMS: latencyMS, targetMS: attempt.targetMS,
                         error: summary, worker: worker, at: started, affinityHome: awayFromHome(model)
                     )
                 )
-                let outcome = Self.outcome(of: providerError)
                 record(model, tier: attempt.tier, outcome: outcome, latencyMS: latencyMS)
                 // The status a number in JSON lines, and left out when there was no answer.
                 var callLogger = logger.with("model", model.name).with("tier", attempt.tier.rawValue)
@@ -346,12 +355,6 @@ struct RoutingExecutor: JobExecutor {
                     "model call failed",
                     ["latency_ms": Int(latencyMS.rounded()), "next": Self.describe(decision), "error": summary]
                 )
-                // Cut short by the job's deadline, the model was not given its time: a run of short
-                // deadlines opened the breaker of a healthy model for every job of its rules. Only our
-                // own timer's cut (not a provider's 408), and only with under half the tier's time:
-                // a model that hangs still meets its breaker when jobs' deadlines leave it most of it.
-                let cutByDeadline =
-                    providerError?.code == .timedOut && providerError?.httpStatus == nil && timeout * 2 < attempt.timeout
                 // Neither the request's fault nor this worker's says anything about the model's health, nor
                 // does a request this model cannot take (`max_tokens` on o1, `n` on Anthropic): counted, a
                 // run of them would open its breaker for the requests it can take.
@@ -566,6 +569,17 @@ struct RoutingExecutor: JobExecutor {
     private func remainingBudget(_ job: Job) -> Duration {
         guard let deadline = job.deadline else { return .seconds(86_400) }
         return .milliseconds(Int64(deadline.timeIntervalSince(now()) * 1000))
+    }
+
+    /// The code of a job no model of its rule can take. Kept out by the request itself (too long
+    /// for every model, or asking what none can do), it is the request's fault, said as a provider
+    /// says it: a walkthrough's client sending `max_tokens` 5,000,000 paged on-call as `unroutable`,
+    /// the catalog's code.
+    static func unroutableCode(_ unroutable: RoutePlan.Unroutable?) -> String {
+        guard let unroutable else { return "unroutable" }
+        if unroutable.isTransient { return "no_model_available" }
+        if unroutable.isTooLarge { return "context_length_exceeded" }
+        return unroutable.isRequestsFault ? "unsupported_request" : "unroutable"
     }
 
     /// The trail's outcome word for a failed call.

@@ -766,9 +766,12 @@ struct AlertTests {
                 }
             }
             try await ResultRow.insert(
-                // 8 of 30 unroutable and one deadline cut: over 5% with confidence.
+                // 8 of 30 unroutable and one all_candidates_failed: over 5% with confidence. A deadline
+                // the client set too short is not counted (an on-call walkthrough's paged).
                 jobs("chat", 30, failing: 8, error: unroutable, from: 1)
                     + [ResultRow(job: 31, status: "failed", taskClass: "chat", model: "steady", finishedAt: at,
+                                 error: ["code": "all_candidates_failed", "message": "every model failed"]),
+                       ResultRow(job: 32, status: "failed", taskClass: "chat", model: "steady", finishedAt: at,
                                  error: ["code": "deadline_passed", "message": "cut at its deadline"])]
                     // Half of these the provider refused as bad requests: the requests' fault.
                     + jobs("summarize", 20, failing: 10, error: ["code": "bad_request", "message": "invalid"], from: 100)
