@@ -159,7 +159,7 @@ struct CatalogStoreTests {
     }
 
     /// A review imported rules that could route nothing with no word from import.
-    @Test("import warns of a rule whose models are all disabled, and of a hash rule whose models all weigh 0")
+    @Test("import warns of a rule whose models are all disabled, under its quality floor, or all of weight 0 under hash")
     func unusableRules() async throws {
         try await TestDatabase.withMigratedPool { pool in
             let document = """
@@ -167,13 +167,22 @@ struct CatalogStoreTests {
                             "c": {"provider": "simulated", "weight": 0}, "d": {"provider": "simulated", "weight": 0},
                             "e": {"provider": "simulated"}},
                  "routing_rules": {"default": {"primary": "e"}, "off": {"primary": "a", "fallback": "b"},
-                                   "flat": {"primary": "c", "fallback": ["d", "a"], "strategy": "hash"}}}
-                """
+                                   "flat": {"primary": "c", "fallback": ["d", "a"], "strategy": "hash"},
+                                   "creative": {"primary": "f", "fallback": ["g"], "quality_floor": 95},
+                                   "complex_reasoning": {"primary": "f", "quality_floor": 60}}}
+                """.replacingOccurrences(
+                    of: #""e": {"provider": "simulated"}}"#,
+                    with: #""e": {"provider": "simulated"}, "f": {"provider": "simulated", "capabilities": {"creative": 80, "reasoning": 70}},"#
+                        + #" "g": {"provider": "simulated", "capabilities": {"creative": 90}}}"#)
             let outcome = try await CatalogStore(pool: pool).importDocument(Data(document.utf8), dryRun: true)
             let warnings = outcome.warnings.map(\.description)
             #expect(warnings.contains { $0.hasPrefix("routing_rules.off: every model of the rule is disabled (a, b)") }, "\(warnings)")
             #expect(warnings.contains { $0.hasPrefix("routing_rules.flat: every enabled model of this hash rule has weight 0") }, "\(warnings)")
-            #expect(warnings.count == 2, "\(warnings)")
+            // An on-call walkthrough's floor of 95 imported without a word; a floor a model meets is fine.
+            #expect(warnings.contains {
+                $0.hasPrefix("routing_rules.creative: no enabled model of the rule reaches its quality_floor 95 (the best: g, creative 90)")
+            }, "\(warnings)")
+            #expect(warnings.count == 3, "\(warnings)")
         }
     }
 

@@ -100,5 +100,8 @@ struct ServerIdentityTests {
         #expect(quick.succeeded() == nil)
         Thread.sleep(forTimeInterval: 0.1)
         #expect((quick.succeeded() ?? .zero) >= .milliseconds(40))
+        // Said as a warning once two-thirds of a lease went unrenewed: leases may have lapsed.
+        #expect(WorkerService.heartbeatBackLevel(after: .seconds(28.7), lease: .seconds(30)) == .warning)
+        #expect(WorkerService.heartbeatBackLevel(after: .seconds(12), lease: .seconds(30)) == .notice)
     }
 }

@@ -96,7 +96,7 @@ enum CatalogListing {
     /// scored by different classes (the `default` rule, a rule listing several classes).
     static func fixedPlan(of rule: RouteRule, in catalog: Catalog) -> FixedPlan? {
         guard rule.strategy == .ordered || rule.strategy == .bestQuality else { return nil }
-        let scoring = scoringClass(of: rule, in: catalog)
+        let scoring = RuleMatcher.scoringClass(of: rule, in: catalog)
         // Scored by several classes: neither the order (best_quality) nor the floor's drops hold
         // for every job.
         if scoring == nil && (rule.strategy == .bestQuality || rule.qualityFloor != nil) { return nil }
@@ -134,20 +134,6 @@ enum CatalogListing {
         }
         if rule.strategy == .bestQuality { kept.sort { ($1.score, $0.index) < ($0.score, $1.index) } }
         return FixedPlan(order: kept.map(\.name), never: never, scoring: scoring)
-    }
-
-    /// The class the router scores the rule's models by, when it is the same for every class the
-    /// rule takes (as `RuleMatcher` finds them: its name, the classes it lists, an alias to it);
-    /// nil for the `default` rule, which takes every class no other rule does.
-    static func scoringClass(of rule: RouteRule, in catalog: Catalog) -> TaskClass? {
-        guard rule.taskClass != RuleMatcher.defaultRule else { return nil }
-        let matcher = RuleMatcher(catalog: catalog)
-        let classes = [TaskClass(rule.taskClass)] + rule.servedClasses.map(TaskClass.init(rawValue:))
-            + RuleMatcher.aliases.filter { $0.value == rule.taskClass }.map(\.key)
-        let scoring = Set(classes.compactMap { taskClass in
-            matcher.match(taskClass).flatMap { $0.rule.taskClass == rule.taskClass ? $0.scoringClass : nil }
-        })
-        return scoring.count == 1 ? scoring.first : nil
     }
 
     static func json(_ catalog: Catalog, health: [String: CatalogStore.HealthRecord]) -> JSONValue {

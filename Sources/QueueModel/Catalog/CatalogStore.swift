@@ -172,8 +172,8 @@ public struct CatalogStore: Sendable {
     }
 
     /// Rules that route nothing as imported: every model disabled (each job fails `unroutable`),
-    /// or, under `hash`, every enabled model of weight 0 (no model owns a key, so nothing is
-    /// pinned). Warnings, as the import takes them: a model may be disabled for a while on purpose.
+    /// no enabled model reaching the rule's quality floor, or, under `hash`, every enabled model of
+    /// weight 0 (no model owns a key, so nothing is pinned). Warnings, as the import takes them: a model may be disabled for a while on purpose.
     static func unusableRules(in catalog: Catalog) -> [CatalogProblem] {
         catalog.rules.compactMap { rule in
             let models = ([rule.primary] + rule.fallbacks).compactMap { catalog.model(named: $0) }
@@ -185,6 +185,24 @@ public struct CatalogStore: Sendable {
                     message: "every model of the rule is disabled (\(models.map(\.name).joined(separator: ", "))): its jobs "
                         + "cannot be routed",
                     hint: "enable one of them (\"enabled\": true), or add an enabled model to the rule")
+            }
+            // Scored by one class, no enabled model reaches the floor (as the catalog scores them;
+            // ratings move them): an on-call walkthrough's floor of 95 imported without a word, and
+            // every job of the rule failed until the job-failure alert said why.
+            if let floor = rule.qualityFloor, floor > 0, let scoring = RuleMatcher.scoringClass(of: rule, in: catalog) {
+                let scores = enabled.map { ($0.name, scoring.scoredCapability(of: $0)) }
+                if scores.allSatisfy({ ($0.1?.score ?? -1) < floor }) {
+                    let best = scores.compactMap { name, scored in scored.map { (name, $0.name, $0.score) } }
+                        .max { $0.2 < $1.2 }
+                    return CatalogProblem(
+                        path: path,
+                        message: "no enabled model of the rule reaches its quality_floor \(floor) ("
+                            + (best.map { "the best: \($0.0), \($0.1) \($0.2)" }
+                                ?? "none has a \(scoring.capabilityNames.joined(separator: "/")) score")
+                            + "): its jobs cannot be routed unless ratings raise one",
+                        hint: "lower the quality_floor, or add a model that reaches it (dispatcher route --explain "
+                            + "shows the scores with the ratings blended in)")
+                }
             }
             if rule.strategy == .hash, enabled.allSatisfy({ $0.weight == 0 }) {
                 return CatalogProblem(

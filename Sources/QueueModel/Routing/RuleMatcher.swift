@@ -76,4 +76,18 @@ public struct RuleMatcher: Sendable {
         if let alias = Self.aliases.first(where: { $0.value == rule.taskClass })?.key { return alias }
         return rule.servedClasses.first.map(TaskClass.init(rawValue:)) ?? taskClass
     }
+
+    /// The class the router scores the rule's models by, when it is the same for every class the
+    /// rule takes (as `match` finds them: its name, the classes it lists, an alias to it); nil for
+    /// the `default` rule, which takes every class no other rule does.
+    public static func scoringClass(of rule: RouteRule, in catalog: Catalog) -> TaskClass? {
+        guard rule.taskClass != defaultRule else { return nil }
+        let matcher = RuleMatcher(catalog: catalog)
+        let classes = [TaskClass(rule.taskClass)] + rule.servedClasses.map(TaskClass.init(rawValue:))
+            + aliases.filter { $0.value == rule.taskClass }.map(\.key)
+        let scoring = Set(classes.compactMap { taskClass in
+            matcher.match(taskClass).flatMap { $0.rule.taskClass == rule.taskClass ? $0.scoringClass : nil }
+        })
+        return scoring.count == 1 ? scoring.first : nil
+    }
 }
