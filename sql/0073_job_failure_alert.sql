@@ -8,12 +8,68 @@
 -- jobs that finished in alert_job_failure_window_seconds (300) failed, with at least
 -- alert_job_failure_min_jobs (10) and over the limit with 95% confidence, as the other rate rules;
 -- it names the most frequent error code and one of its messages. The requests' own faults (a
--- provider's 400, a prompt over the models' context, a request they cannot take or no worker can
--- read) and deadlines passed do not count, nor cancelled or expired jobs.
+-- provider's 400, a prompt over every model's context, a request they cannot take or no worker
+-- can read) do not count, nor cancelled or expired jobs.
 --
--- alert_measurements is 0072's otherwise; setting_rule 0064's with the new settings.
+-- And the breaker alert takes a flapping model for one incident. An on-call walkthrough's model
+-- failing 30% of its calls had its breaker closed by five answered probes every 35 s or so, each
+-- closing restarting its unhealthy_since, and the alert (2 min out of rotation) never came. Now a
+-- closing keeps unhealthy_since, model_health.closed_at says when it closed, and a reopening
+-- within twice breaker_open_seconds of it goes on with the incident (flaps counts them); the alert
+-- clears once the breaker has stayed closed that long, not at each closing.
+--
+-- alert_measurements is 0072's otherwise; setting_rule 0064's with the new settings;
+-- model_health_unhealthy_since 0064's with the closings.
 
 SET LOCAL ROLE switchyard_admin;
+
+ALTER TABLE switchyard.model_health ADD COLUMN closed_at timestamptz, ADD COLUMN flaps integer NOT NULL DEFAULT 0;
+
+CREATE OR REPLACE FUNCTION switchyard.model_health_unhealthy_since() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+DECLARE
+    settle constant interval :=
+        make_interval(secs => 2 * coalesce(switchyard.numeric_setting('breaker_open_seconds'), 30));
+BEGIN
+    IF NEW.state = 'closed' THEN
+        -- The incident is over only once it stays closed (the alert reads closed_at).
+        IF TG_OP = 'INSERT' THEN
+            NEW.unhealthy_since := NULL;
+            NEW.closed_at := NULL;
+        ELSIF OLD.state <> 'closed' THEN
+            NEW.unhealthy_since := OLD.unhealthy_since;
+            NEW.closed_at := now();
+        ELSE
+            NEW.unhealthy_since := OLD.unhealthy_since;
+            NEW.closed_at := OLD.closed_at;
+        END IF;
+    ELSIF TG_OP = 'INSERT' THEN
+        NEW.unhealthy_since := coalesce(NEW.opened_at, now());
+        NEW.closed_at := NULL;
+        NEW.flaps := 0;
+    ELSIF OLD.state = 'closed' THEN
+        IF OLD.unhealthy_since IS NOT NULL AND OLD.closed_at > now() - settle THEN
+            -- Closed by its probes and failing again: the same incident.
+            NEW.unhealthy_since := OLD.unhealthy_since;
+            NEW.flaps := OLD.flaps + 1;
+        ELSE
+            -- Its opened_at only when this write set it: a closed breaker keeps its last opening's, and
+            -- an operator's "SET state = 'open'" alone read as out for ten minutes (a review).
+            NEW.unhealthy_since := CASE WHEN NEW.opened_at IS DISTINCT FROM OLD.opened_at
+                                        THEN coalesce(NEW.opened_at, now()) ELSE now() END;
+            NEW.flaps := 0;
+        END IF;
+        NEW.closed_at := NULL;
+    ELSIF OLD.unhealthy_since IS NULL THEN
+        NEW.unhealthy_since := CASE WHEN NEW.opened_at IS DISTINCT FROM OLD.opened_at
+                                    THEN coalesce(NEW.opened_at, now()) ELSE now() END;
+        NEW.closed_at := NULL;
+    ELSE
+        NEW.unhealthy_since := OLD.unhealthy_since;
+        NEW.closed_at := NULL;
+    END IF;
+    RETURN NEW;
+END $$;
 
 CREATE OR REPLACE FUNCTION switchyard.setting_rule(p_name text, OUT kind text, OUT may_be_off boolean, OUT default_value text)
     LANGUAGE sql IMMUTABLE AS $$
@@ -73,6 +129,9 @@ DECLARE
     secondary_target constant double precision := switchyard.numeric_setting('alert_latency_target_ms_secondary');
     tertiary_target constant double precision := switchyard.numeric_setting('alert_latency_target_ms_tertiary');
     breaker_limit constant double precision := switchyard.numeric_setting('alert_breaker_open_seconds');
+    -- How long a closed breaker must stay closed to end an incident (twice its open time).
+    settle constant interval :=
+        make_interval(secs => 2 * coalesce(switchyard.numeric_setting('breaker_open_seconds'), 30));
     failure_limit constant double precision := switchyard.numeric_setting('alert_job_failure_rate');
     failure_window constant interval :=
         make_interval(secs => coalesce(switchyard.numeric_setting('alert_job_failure_window_seconds'), 300));
@@ -94,7 +153,7 @@ BEGIN
         FROM (SELECT k.model, count(*) AS calls,
                      count(*) FILTER (WHERE k.model_error AND k.outcome <> 'rate_limited') AS errors
               FROM switchyard.calls k
-              WHERE k.finished_at > p_at - error_window AND k.finished_at <= p_at AND k.outcome <> 'cancelled'
+              WHERE k.finished_at > p_at - error_window AND k.finished_at <= p_at AND k.outcome NOT IN ('cancelled', 'deadline')
                     AND coalesce(k.called_at + make_interval(secs => coalesce(k.latency_ms, 0) / 1000), k.finished_at)
                   > p_at - error_window
               GROUP BY k.model) c;
@@ -138,36 +197,47 @@ BEGIN
 
     -- A model of the catalog out of rotation (its breaker open or half-open, opened again by failed
     -- probes) for longer than the limit: an outage that trips the breaker within seconds keeps a
-    -- model under the error-rate rule's minimum of calls, and raised no alert at all. Measured for
-    -- every breaker not closed, and for the models with such an alert open, which it clears.
+    -- model under the error-rate rule's minimum of calls, and raised no alert at all. A flapping
+    -- model is one incident: a closing that lasts under twice breaker_open_seconds does not end it
+    -- (the trigger keeps unhealthy_since through it; an on-call walkthrough's model failing 30% of
+    -- its calls was closed by its probes every 35 s and never raised this), and an alert raised
+    -- clears once the breaker has stayed closed that long. Measured for every incident going on,
+    -- and for the models with such an alert open, which it clears.
     IF breaker_limit IS NOT NULL THEN
         RETURN QUERY
         SELECT 'breaker'::text, h.model, coalesce(extract(epoch FROM p_at - h.unhealthy_since), 0)::double precision,
                breaker_limit,
-               h.unhealthy_since IS NOT NULL AND h.unhealthy_since <= p_at - make_interval(secs => breaker_limit),
-               h.unhealthy_since IS NULL,
-               CASE WHEN h.unhealthy_since IS NULL THEN format('model %s: its breaker is closed', h.model)
-                    ELSE format('model %s: out of rotation for %s (breaker %s since %s; %s)', h.model,
+               h.state <> 'closed' AND h.unhealthy_since IS NOT NULL
+                   AND h.unhealthy_since <= p_at - make_interval(secs => breaker_limit),
+               h.unhealthy_since IS NULL OR (h.state = 'closed' AND coalesce(h.closed_at <= p_at - settle, true)),
+               CASE WHEN h.unhealthy_since IS NULL OR h.state = 'closed'
+                    THEN format('model %s: its breaker is closed', h.model)
+                    ELSE format('model %s: out of rotation for %s (breaker %s since %s%s; %s)', h.model,
                                 CASE WHEN d.s >= 60 THEN format('%s min %s s', d.s / 60, d.s % 60)
                                      ELSE format('%s s', d.s) END,
                                 switchyard.effective_breaker(h.state, h.opened_at),
                                 to_char(h.unhealthy_since AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"'),
+                                CASE WHEN h.flaps > 0
+                                     THEN format(', closed by its probes %s %s and failing again', h.flaps,
+                                                 CASE WHEN h.flaps = 1 THEN 'time' ELSE 'times' END)
+                                     ELSE '' END,
                                 coalesce(h.reason, 'no reason recorded')) END
         FROM switchyard.model_health h
         JOIN switchyard.models m ON m.name = h.model AND m.enabled
         CROSS JOIN LATERAL (SELECT greatest(floor(extract(epoch FROM p_at - h.unhealthy_since)), 0)::bigint AS s) d
-        WHERE h.unhealthy_since IS NOT NULL
+        WHERE (h.unhealthy_since IS NOT NULL AND (h.state <> 'closed' OR h.closed_at > p_at - settle))
            OR EXISTS (SELECT FROM switchyard.alerts a
                       WHERE a.kind = 'breaker' AND a.subject = h.model AND a.cleared_at IS NULL);
     END IF;
 
     -- Jobs of a task class that failed: every model of its rule kept out for good (a quality floor
-    -- the ratings rose past, a ceiling, a disabled model), every fallback failing. No model alert
-    -- sees a job that made no call. Not the requests' own faults (a provider's 400, a prompt too
-    -- long for the models, one they cannot take, one a worker cannot read), as the error-rate rule
-    -- leaves those out, nor a deadline the client set too short (an on-call walkthrough's 600 ms
-    -- deadlines paged, then cleared as a burst diluted them while they went on failing: slowness
-    -- is the queue-wait and latency rules'); cancelled and expired jobs are not counted at all.
+    -- the ratings rose past, a ceiling, a disabled model), every fallback failing, deadlines passed
+    -- (a retry that could not start before its deadline ends so, whatever failed: left out, an
+    -- outage of a rule's only model paged nothing; and a model that hangs on jobs with short
+    -- deadlines shows nowhere else). No model alert sees a job that made no call. Not the requests'
+    -- own faults (a provider's 400, a prompt too long for every model, one they cannot take, one a
+    -- worker cannot read), as the error-rate rule leaves those out; cancelled and expired jobs are
+    -- not counted at all.
     -- The most frequent error is named, with one of its messages. One pass over the window's
     -- results, grouped by class and code (a review's 200 classes cost 3 s more with a scan per class).
     IF failure_limit IS NOT NULL THEN
@@ -181,8 +251,7 @@ BEGIN
                   AND r.status IN ('succeeded', 'failed')
                   AND (r.status = 'succeeded'
                        OR coalesce(r.error->>'code', '') NOT IN
-                          ('bad_request', 'context_length_exceeded', 'unsupported_request', 'unreadable_request',
-                           'deadline_passed'))
+                          ('bad_request', 'context_length_exceeded', 'unsupported_request', 'unreadable_request'))
             GROUP BY 1, 2
         ), classes AS (
             SELECT c.task_class, sum(c.jobs)::bigint AS jobs,

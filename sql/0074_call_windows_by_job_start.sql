@@ -11,7 +11,9 @@
 -- And Postgres compiled each of these queries (JIT) past jit_above_cost, about 0.5 s of call_stats'
 -- time over those 150,000 results and 1 s of model_stats': they run with jit off.
 --
--- model_stats computes its own figures by model (see below).
+-- model_stats computes its own figures by model (see below). And a call cut by its job's deadline
+-- with under half its tier's time (trail outcome `deadline`, the job's, not the model's) is no call
+-- of the model's in these windows, as a cancelled one is not.
 --
 -- calls is 0062's otherwise, with job_created_at at the end; call_stats 0062's; alert_measurements
 -- 0073's.
@@ -62,7 +64,7 @@ CREATE OR REPLACE FUNCTION switchyard.call_stats(p_window interval DEFAULT '1 ho
         SELECT c.priority, c.model, c.provider, c.tier, c.outcome, c.model_error,
                CASE WHEN c.outcome IN ('succeeded', 'timeout') THEN c.latency_ms END AS latency_ms
         FROM switchyard.calls c
-        WHERE c.finished_at > p_at - p_window AND c.finished_at <= p_at AND c.outcome <> 'cancelled'
+        WHERE c.finished_at > p_at - p_window AND c.finished_at <= p_at AND c.outcome NOT IN ('cancelled', 'deadline')
               AND (c.job_created_at > p_at - p_window
                    OR coalesce(c.called_at + make_interval(secs => coalesce(c.latency_ms, 0) / 1000), c.finished_at)
                       > p_at - p_window)
@@ -115,6 +117,9 @@ DECLARE
     secondary_target constant double precision := switchyard.numeric_setting('alert_latency_target_ms_secondary');
     tertiary_target constant double precision := switchyard.numeric_setting('alert_latency_target_ms_tertiary');
     breaker_limit constant double precision := switchyard.numeric_setting('alert_breaker_open_seconds');
+    -- How long a closed breaker must stay closed to end an incident (twice its open time).
+    settle constant interval :=
+        make_interval(secs => 2 * coalesce(switchyard.numeric_setting('breaker_open_seconds'), 30));
     failure_limit constant double precision := switchyard.numeric_setting('alert_job_failure_rate');
     failure_window constant interval :=
         make_interval(secs => coalesce(switchyard.numeric_setting('alert_job_failure_window_seconds'), 300));
@@ -136,7 +141,7 @@ BEGIN
         FROM (SELECT k.model, count(*) AS calls,
                      count(*) FILTER (WHERE k.model_error AND k.outcome <> 'rate_limited') AS errors
               FROM switchyard.calls k
-              WHERE k.finished_at > p_at - error_window AND k.finished_at <= p_at AND k.outcome <> 'cancelled'
+              WHERE k.finished_at > p_at - error_window AND k.finished_at <= p_at AND k.outcome NOT IN ('cancelled', 'deadline')
                     AND (k.job_created_at > p_at - error_window
                          OR coalesce(k.called_at + make_interval(secs => coalesce(k.latency_ms, 0) / 1000), k.finished_at)
                             > p_at - error_window)
@@ -182,36 +187,47 @@ BEGIN
 
     -- A model of the catalog out of rotation (its breaker open or half-open, opened again by failed
     -- probes) for longer than the limit: an outage that trips the breaker within seconds keeps a
-    -- model under the error-rate rule's minimum of calls, and raised no alert at all. Measured for
-    -- every breaker not closed, and for the models with such an alert open, which it clears.
+    -- model under the error-rate rule's minimum of calls, and raised no alert at all. A flapping
+    -- model is one incident: a closing that lasts under twice breaker_open_seconds does not end it
+    -- (the trigger keeps unhealthy_since through it; an on-call walkthrough's model failing 30% of
+    -- its calls was closed by its probes every 35 s and never raised this), and an alert raised
+    -- clears once the breaker has stayed closed that long. Measured for every incident going on,
+    -- and for the models with such an alert open, which it clears.
     IF breaker_limit IS NOT NULL THEN
         RETURN QUERY
         SELECT 'breaker'::text, h.model, coalesce(extract(epoch FROM p_at - h.unhealthy_since), 0)::double precision,
                breaker_limit,
-               h.unhealthy_since IS NOT NULL AND h.unhealthy_since <= p_at - make_interval(secs => breaker_limit),
-               h.unhealthy_since IS NULL,
-               CASE WHEN h.unhealthy_since IS NULL THEN format('model %s: its breaker is closed', h.model)
-                    ELSE format('model %s: out of rotation for %s (breaker %s since %s; %s)', h.model,
+               h.state <> 'closed' AND h.unhealthy_since IS NOT NULL
+                   AND h.unhealthy_since <= p_at - make_interval(secs => breaker_limit),
+               h.unhealthy_since IS NULL OR (h.state = 'closed' AND coalesce(h.closed_at <= p_at - settle, true)),
+               CASE WHEN h.unhealthy_since IS NULL OR h.state = 'closed'
+                    THEN format('model %s: its breaker is closed', h.model)
+                    ELSE format('model %s: out of rotation for %s (breaker %s since %s%s; %s)', h.model,
                                 CASE WHEN d.s >= 60 THEN format('%s min %s s', d.s / 60, d.s % 60)
                                      ELSE format('%s s', d.s) END,
                                 switchyard.effective_breaker(h.state, h.opened_at),
                                 to_char(h.unhealthy_since AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"'),
+                                CASE WHEN h.flaps > 0
+                                     THEN format(', closed by its probes %s %s and failing again', h.flaps,
+                                                 CASE WHEN h.flaps = 1 THEN 'time' ELSE 'times' END)
+                                     ELSE '' END,
                                 coalesce(h.reason, 'no reason recorded')) END
         FROM switchyard.model_health h
         JOIN switchyard.models m ON m.name = h.model AND m.enabled
         CROSS JOIN LATERAL (SELECT greatest(floor(extract(epoch FROM p_at - h.unhealthy_since)), 0)::bigint AS s) d
-        WHERE h.unhealthy_since IS NOT NULL
+        WHERE (h.unhealthy_since IS NOT NULL AND (h.state <> 'closed' OR h.closed_at > p_at - settle))
            OR EXISTS (SELECT FROM switchyard.alerts a
                       WHERE a.kind = 'breaker' AND a.subject = h.model AND a.cleared_at IS NULL);
     END IF;
 
     -- Jobs of a task class that failed: every model of its rule kept out for good (a quality floor
-    -- the ratings rose past, a ceiling, a disabled model), every fallback failing. No model alert
-    -- sees a job that made no call. Not the requests' own faults (a provider's 400, a prompt too
-    -- long for the models, one they cannot take, one a worker cannot read), as the error-rate rule
-    -- leaves those out, nor a deadline the client set too short (an on-call walkthrough's 600 ms
-    -- deadlines paged, then cleared as a burst diluted them while they went on failing: slowness
-    -- is the queue-wait and latency rules'); cancelled and expired jobs are not counted at all.
+    -- the ratings rose past, a ceiling, a disabled model), every fallback failing, deadlines passed
+    -- (a retry that could not start before its deadline ends so, whatever failed: left out, an
+    -- outage of a rule's only model paged nothing; and a model that hangs on jobs with short
+    -- deadlines shows nowhere else). No model alert sees a job that made no call. Not the requests'
+    -- own faults (a provider's 400, a prompt too long for every model, one they cannot take, one a
+    -- worker cannot read), as the error-rate rule leaves those out; cancelled and expired jobs are
+    -- not counted at all.
     -- The most frequent error is named, with one of its messages. One pass over the window's
     -- results, grouped by class and code (a review's 200 classes cost 3 s more with a scan per class).
     IF failure_limit IS NOT NULL THEN
@@ -225,8 +241,7 @@ BEGIN
                   AND r.status IN ('succeeded', 'failed')
                   AND (r.status = 'succeeded'
                        OR coalesce(r.error->>'code', '') NOT IN
-                          ('bad_request', 'context_length_exceeded', 'unsupported_request', 'unreadable_request',
-                           'deadline_passed'))
+                          ('bad_request', 'context_length_exceeded', 'unsupported_request', 'unreadable_request'))
             GROUP BY 1, 2
         ), classes AS (
             SELECT c.task_class, sum(c.jobs)::bigint AS jobs,
@@ -370,7 +385,7 @@ CREATE OR REPLACE FUNCTION switchyard.model_stats(p_window interval DEFAULT '1 h
                percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (
                    ORDER BY CASE WHEN c.outcome IN ('succeeded', 'timeout') THEN c.latency_ms END) AS latency
         FROM switchyard.calls c
-        WHERE c.finished_at > p_at - p_window AND c.finished_at <= p_at AND c.outcome <> 'cancelled'
+        WHERE c.finished_at > p_at - p_window AND c.finished_at <= p_at AND c.outcome NOT IN ('cancelled', 'deadline')
               AND (c.job_created_at > p_at - p_window
                    OR coalesce(c.called_at + make_interval(secs => coalesce(c.latency_ms, 0) / 1000), c.finished_at)
                       > p_at - p_window)

@@ -169,7 +169,8 @@ struct CatalogStoreTests {
                  "routing_rules": {"default": {"primary": "e"}, "off": {"primary": "a", "fallback": "b"},
                                    "flat": {"primary": "c", "fallback": ["d", "a"], "strategy": "hash"},
                                    "creative": {"primary": "f", "fallback": ["g"], "quality_floor": 95},
-                                   "complex_reasoning": {"primary": "f", "quality_floor": 60}}}
+                                   "complex_reasoning": {"primary": "f", "quality_floor": 60},
+                                   "translate": {"primary": "f", "classes": ["multilingual", "factual"], "quality_floor": 99}}}
                 """.replacingOccurrences(
                     of: #""e": {"provider": "simulated"}}"#,
                     with: #""e": {"provider": "simulated"}, "f": {"provider": "simulated", "capabilities": {"creative": 80, "reasoning": 70}},"#
@@ -182,7 +183,21 @@ struct CatalogStoreTests {
             #expect(warnings.contains {
                 $0.hasPrefix("routing_rules.creative: no enabled model of the rule reaches its quality_floor 95 (the best: g, creative 90)")
             }, "\(warnings)")
-            #expect(warnings.count == 3, "\(warnings)")
+            // Scored by several classes, none of which any model reaches (a review's rule of two went unwarned).
+            #expect(warnings.contains {
+                $0.hasPrefix("routing_rules.translate: no enabled model of the rule reaches its quality_floor 99")
+            }, "\(warnings)")
+            #expect(warnings.count == 4, "\(warnings)")
+            // Ratings lift g to the floor, as the workers blend them: no warning (a review's was warned of).
+            let now = try await ResultRow.databaseNow(pool)
+            try await ResultRow.insert(
+                (0..<20).map { ResultRow(job: Int64($0 + 1), taskClass: "creative", model: "g", latencyMS: 300,
+                                         finishedAt: now.addingTimeInterval(-Double($0)), trail: [ResultRow.call("g", latencyMS: 300)]) },
+                into: pool)
+            for job in 1...20 { try await FeedbackStore(pool: pool).rate(job: Int64(job), score: 100) }
+            let rated = try await CatalogStore(pool: pool).importDocument(Data(document.utf8), dryRun: true)
+            #expect(!rated.warnings.map(\.description).contains { $0.hasPrefix("routing_rules.creative:") },
+                    "\(rated.warnings)")
         }
     }
 

@@ -246,6 +246,11 @@ struct RouterPlanTests {
         let disabled = Router(catalog: F.catalog([F.model("b", context: 100), F.model("c", enabled: false)]))
         let mixed = try #require(disabled.plan(for: F.request(), state: state).unroutable)
         #expect(!mixed.isTooLarge && !mixed.isRequestsFault && !mixed.isTransient)
+        // Too long for the rule's models but not for another of the catalog's: the rule is too small.
+        let narrow = F.catalog([F.model("b", context: 100)])
+        let wider = Catalog(models: narrow.models + [F.model("big")], rules: narrow.rules)
+        let undersized = try #require(Router(catalog: wider).plan(for: F.request(), state: state).unroutable)
+        #expect(!undersized.isTooLarge && !undersized.isRequestsFault && !undersized.isTransient)
         let both = Router(catalog: F.catalog([F.model("a"), F.model("b")]))
         state["b"].requestsRemaining = 0
         let later = both.plan(for: F.request(), state: state)

@@ -138,7 +138,10 @@ public struct CatalogStore: Sendable {
             guard zoneProblems.isEmpty else { throw CatalogDocument.error(listing: zoneProblems, warnings: validation.warnings) }
             if !dryRun && !changes.isEmpty { try await Self.write(changes, of: catalog, on: connection) }
             let unserved = RuleMatcher(catalog: catalog).unservedClasses()
-            var warnings = validation.warnings + Self.unusableRules(in: catalog)
+            // Judged as the workers will route: with the ratings blended in (a review's model the
+            // ratings lifted past a floor was warned of as under it).
+            var warnings = validation.warnings
+                + Self.unusableRules(in: try await Self.blendingFeedback(into: catalog, on: connection))
             if !unserved.isEmpty {
                 warnings.append(
                     CatalogProblem(
@@ -186,19 +189,22 @@ public struct CatalogStore: Sendable {
                         + "cannot be routed",
                     hint: "enable one of them (\"enabled\": true), or add an enabled model to the rule")
             }
-            // Scored by one class, no enabled model reaches the floor (as the catalog scores them;
-            // ratings move them): an on-call walkthrough's floor of 95 imported without a word, and
-            // every job of the rule failed until the job-failure alert said why.
-            if let floor = rule.qualityFloor, floor > 0, let scoring = RuleMatcher.scoringClass(of: rule, in: catalog) {
-                let scores = enabled.map { ($0.name, scoring.scoredCapability(of: $0)) }
+            // Under every class it may be scored by, no enabled model reaches the floor (with the
+            // ratings blended in, as the workers score them): an on-call walkthrough's floor of 95
+            // imported without a word, and every job of the rule failed until the job-failure
+            // alert said why. (The `default` rule takes any class: not judged.)
+            let scoring = RuleMatcher.scoringClasses(of: rule, in: catalog).sorted { $0.rawValue < $1.rawValue }
+            if let floor = rule.qualityFloor, floor > 0, !scoring.isEmpty {
+                let scores = scoring.flatMap { taskClass in
+                    enabled.map { ($0.name, taskClass.scoredCapability(of: $0)) }
+                }
                 if scores.allSatisfy({ ($0.1?.score ?? -1) < floor }) {
                     let best = scores.compactMap { name, scored in scored.map { (name, $0.name, $0.score) } }
                         .max { $0.2 < $1.2 }
                     return CatalogProblem(
                         path: path,
                         message: "no enabled model of the rule reaches its quality_floor \(floor) ("
-                            + (best.map { "the best: \($0.0), \($0.1) \($0.2)" }
-                                ?? "none has a \(scoring.capabilityNames.joined(separator: "/")) score")
+                            + (best.map { "the best: \($0.0), \($0.1) \($0.2)" } ?? "none has a score for it")
                             + "): its jobs cannot be routed unless ratings raise one",
                         hint: "lower the quality_floor, or add a model that reaches it (dispatcher route --explain "
                             + "shows the scores with the ratings blended in)")

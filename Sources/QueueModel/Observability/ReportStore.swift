@@ -86,7 +86,7 @@ public struct ReportStore: Sendable {
                                                 k.finished_at) END AS ended_at
                       FROM switchyard.calls k
                       WHERE k.finished_at > $1::timestamptz AND k.finished_at <= $2::timestamptz
-                            AND k.outcome <> 'cancelled') c
+                            AND k.outcome NOT IN ('cancelled', 'deadline')) c
                 -- When the call ended (a retried job's early calls belong to their own time).
                 WHERE c.ended_at > $1::timestamptz
                 GROUP BY 1, 2

@@ -50,8 +50,8 @@ public struct RoutePlan: Sendable, Hashable {
         /// True when some model was dropped only because it is busy (calls in flight, rate
         /// budget, a provider's pause): it will be free in moments, not after an outage.
         public var isBusy = false
-        /// True when the request is too long for every model of the rule: the request's fault, as
-        /// a provider's context-length error is, not the catalog's.
+        /// True when the request is too long for every model of the rule, and of the catalog: the
+        /// request's fault, as a provider's context-length error is, not the rule's.
         public var isTooLarge = false
         /// True when every model of the rule is kept out by the request itself (too long for it,
         /// or asking what it cannot do), whatever else keeps it out too.

@@ -155,7 +155,11 @@ public struct Router: Sendable {
             // Planning without words is for plans that work; one that fails is planned again
             // with them, so its error says why every model was dropped.
             if !explain { return self.plan(for: request, state: state, explain: true) }
-            plan.unroutable = Self.unroutable(rule: rule, evaluations: evaluations)
+            // Too long for the rule's models, it may fit another of the catalog's: then the rule is
+            // too small, not the request too long (a review's 40,000 tokens failed as the request's
+            // fault on a rule of 32k models, and ran on a 128k model named outright).
+            let fitsElsewhere = catalog.models.contains { $0.enabled && $0.contextWindow >= estimate.totalTokens }
+            plan.unroutable = Self.unroutable(rule: rule, evaluations: evaluations, fitsElsewhere: fitsElsewhere)
         }
         return plan
     }
@@ -202,7 +206,9 @@ public struct Router: Sendable {
         return fixes.count == 1 ? fixes[0] : fixes.dropLast().joined(separator: ", ") + ", or " + fixes.last!
     }
 
-    private static func unroutable(rule: RouteRule, evaluations: [Evaluation]) -> RoutePlan.Unroutable {
+    private static func unroutable(rule: RouteRule, evaluations: [Evaluation], fitsElsewhere: Bool)
+        -> RoutePlan.Unroutable
+    {
         // Transient when some model is kept out only by something that passes (breaker, budget,
         // concurrency): that model may take the job later, whatever keeps the others out for good.
         let transient = evaluations.contains { !$0.isPermanentlyDropped }
@@ -223,8 +229,9 @@ public struct Router: Sendable {
                 : permanentFixes(evaluations, rule: rule),
             isTransient: transient,
             isBusy: evaluations.contains { !$0.isPermanentlyDropped && !$0.isDroppedForMoreThanBusy },
-            isTooLarge: !evaluations.isEmpty && evaluations.allSatisfy(\.isTooSmall),
-            isRequestsFault: !evaluations.isEmpty && evaluations.allSatisfy { $0.isTooSmall || $0.refusesRequest }
+            isTooLarge: !fitsElsewhere && !evaluations.isEmpty && evaluations.allSatisfy(\.isTooSmall),
+            isRequestsFault: !evaluations.isEmpty
+                && evaluations.allSatisfy { ($0.isTooSmall && !fitsElsewhere) || $0.refusesRequest }
         )
     }
 }

@@ -81,13 +81,19 @@ public struct RuleMatcher: Sendable {
     /// rule takes (as `match` finds them: its name, the classes it lists, an alias to it); nil for
     /// the `default` rule, which takes every class no other rule does.
     public static func scoringClass(of rule: RouteRule, in catalog: Catalog) -> TaskClass? {
-        guard rule.taskClass != defaultRule else { return nil }
+        let scoring = scoringClasses(of: rule, in: catalog)
+        return scoring.count == 1 ? scoring.first : nil
+    }
+
+    /// Every class the router may score the rule's models by (for the classes it takes by name,
+    /// by listing, by alias); empty for the `default` rule, whose classes are any others.
+    public static func scoringClasses(of rule: RouteRule, in catalog: Catalog) -> Set<TaskClass> {
+        guard rule.taskClass != defaultRule else { return [] }
         let matcher = RuleMatcher(catalog: catalog)
         let classes = [TaskClass(rule.taskClass)] + rule.servedClasses.map(TaskClass.init(rawValue:))
             + aliases.filter { $0.value == rule.taskClass }.map(\.key)
-        let scoring = Set(classes.compactMap { taskClass in
+        return Set(classes.compactMap { taskClass in
             matcher.match(taskClass).flatMap { $0.rule.taskClass == rule.taskClass ? $0.scoringClass : nil }
         })
-        return scoring.count == 1 ? scoring.first : nil
     }
 }

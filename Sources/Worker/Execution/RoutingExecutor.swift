@@ -346,7 +346,8 @@ struct RoutingExecutor: JobExecutor {
                         error: summary, worker: worker, at: started, affinityHome: awayFromHome(model)
                     )
                 )
-                record(model, tier: attempt.tier, outcome: outcome, latencyMS: latencyMS)
+                // A deadline's cut says nothing of the model's speed: no latency observed.
+                record(model, tier: attempt.tier, outcome: outcome, latencyMS: cutByDeadline ? nil : latencyMS)
                 // The status a number in JSON lines, and left out when there was no answer.
                 var callLogger = logger.with("model", model.name).with("tier", attempt.tier.rawValue)
                     .with("outcome", outcome)

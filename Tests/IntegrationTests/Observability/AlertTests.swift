@@ -476,6 +476,45 @@ struct AlertTests {
         }
     }
 
+    /// An on-call walkthrough's model failing 30% of its calls: five answered probes closed its
+    /// breaker every 35 s or so, it failed again at once, and the breaker alert never came.
+    @Test("a flapping breaker is one incident: the breaker alert comes through its closings, and clears once it stays closed")
+    func flappingBreaker() async throws {
+        try await Self.withCatalog { pool in
+            let alerts = AlertStore(pool: pool)
+            let at = try await ResultRow.databaseNow(pool)
+            try await pool.query(
+                "INSERT INTO switchyard.model_health (model, state, opened_at, reason) VALUES ('flaky', 'open', now(), 'failure rate 22.2%')")
+            for _ in 0..<2 {
+                try await pool.query("UPDATE switchyard.model_health SET state = 'closed', opened_at = NULL WHERE model = 'flaky'")
+                try await pool.query(
+                    """
+                    UPDATE switchyard.model_health SET state = 'open', opened_at = now(), reason = 'failure rate 30.0%'
+                    WHERE model = 'flaky'
+                    """)
+            }
+            #expect(try await pool.query(
+                "SELECT unhealthy_since <= now() AND flaps = 2 AND closed_at IS NULL FROM switchyard.model_health"
+            ).scalar(Bool.self))
+            let raised = try await alerts.evaluate(at: at.addingTimeInterval(125))
+            let alert = try #require(raised.first { $0.kind == "breaker" }, "\(raised)")
+            #expect(alert.message.contains("closed by its probes 2 times and failing again"), "\(alert.message)")
+            // Closed by its probes again: not over until it stays closed twice breaker_open_seconds (60 s).
+            try await pool.query("UPDATE switchyard.model_health SET state = 'closed', opened_at = NULL WHERE model = 'flaky'")
+            try await pool.query("UPDATE switchyard.model_health SET closed_at = $1 WHERE model = 'flaky'", [at.addingTimeInterval(124)])
+            #expect(try await alerts.evaluate(at: at.addingTimeInterval(150)).isEmpty)
+            let cleared = try await alerts.evaluate(at: at.addingTimeInterval(190))
+            #expect(cleared.map(\.event) == [.cleared] && cleared.first?.message == "model flaky: its breaker is closed",
+                    "\(cleared)")
+            // Opened again long after it closed: a new incident, from now.
+            try await pool.query("UPDATE switchyard.model_health SET closed_at = now() - interval '10 minutes' WHERE model = 'flaky'")
+            try await pool.query("UPDATE switchyard.model_health SET state = 'open', opened_at = now() WHERE model = 'flaky'")
+            #expect(try await pool.query(
+                "SELECT unhealthy_since > now() - interval '1 minute' AND flaps = 0 FROM switchyard.model_health"
+            ).scalar(Bool.self))
+        }
+    }
+
     /// A realistic run's rate rule opened a degraded model's breaker; the alert raised 4.6 s later
     /// replaced its reason with a weaker five-minute figure and restarted its open time.
     @Test("an alert leaves a breaker open already as it is; a half-open one it opens again")
@@ -766,12 +805,10 @@ struct AlertTests {
                 }
             }
             try await ResultRow.insert(
-                // 8 of 30 unroutable and one all_candidates_failed: over 5% with confidence. A deadline
-                // the client set too short is not counted (an on-call walkthrough's paged).
+                // 8 of 30 unroutable and one deadline passed (a retry that could not start before it
+                // ends so whatever failed): over 5% with confidence.
                 jobs("chat", 30, failing: 8, error: unroutable, from: 1)
                     + [ResultRow(job: 31, status: "failed", taskClass: "chat", model: "steady", finishedAt: at,
-                                 error: ["code": "all_candidates_failed", "message": "every model failed"]),
-                       ResultRow(job: 32, status: "failed", taskClass: "chat", model: "steady", finishedAt: at,
                                  error: ["code": "deadline_passed", "message": "cut at its deadline"])]
                     // Half of these the provider refused as bad requests: the requests' fault.
                     + jobs("summarize", 20, failing: 10, error: ["code": "bad_request", "message": "invalid"], from: 100)
