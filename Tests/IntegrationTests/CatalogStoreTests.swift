@@ -188,6 +188,17 @@ struct CatalogStoreTests {
                 $0.hasPrefix("routing_rules.translate: no enabled model of the rule reaches its quality_floor 99")
             }, "\(warnings)")
             #expect(warnings.count == 4, "\(warnings)")
+            // One class of two out of reach: those jobs, said so (a review's went unwarned).
+            let split = """
+                {"models": {"small": {"provider": "simulated", "capabilities": {"code": 90, "creative": 60}}},
+                 "routing_rules": {"default": {"primary": "small"},
+                                   "coding": {"primary": "small", "classes": ["code", "creative"], "quality_floor": 85}}}
+                """
+            let half = try await CatalogStore(pool: pool).importDocument(Data(split.utf8), dryRun: true).warnings
+            #expect(half.map(\.description).contains {
+                $0.hasPrefix("routing_rules.coding: no enabled model of the rule reaches its quality_floor 85 for its "
+                    + "creative jobs (the best: small, creative 60): those jobs cannot be routed")
+            }, "\(half)")
             // Ratings lift g to the floor, as the workers blend them: no warning (a review's was warned of).
             let now = try await ResultRow.databaseNow(pool)
             try await ResultRow.insert(

@@ -428,8 +428,9 @@ struct FallbackExecutionTests {
             submission.request["n"] = 2
             let planned = try await Self.submitAndWait(store, submission)
             #expect(planned["status"] == "failed")
-            // The request's fault, as a call's refusal is (the job-failure alert leaves it out).
-            #expect(planned["error"]?["code"] == "unsupported_request")
+            // Other models of the catalog would take it: the rule's fault (adding one fixes it), so
+            // `unroutable`, which the job-failure alert counts; with none, `unsupported_request`.
+            #expect(planned["error"]?["code"] == "unroutable")
             #expect(planned["error"]?["message"]?.stringValue?.contains("Anthropic models have no equivalent of n = 2") == true,
                     "\(planned)")
             #expect(planned["attempt_count"] == 1, "a retry would meet the same refusal")

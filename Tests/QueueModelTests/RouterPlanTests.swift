@@ -251,6 +251,21 @@ struct RouterPlanTests {
         let wider = Catalog(models: narrow.models + [F.model("big")], rules: narrow.rules)
         let undersized = try #require(Router(catalog: wider).plan(for: F.request(), state: state).unroutable)
         #expect(!undersized.isTooLarge && !undersized.isRequestsFault && !undersized.isTransient)
+        // Too long for one, and asking `n` = 2 of the other (Anthropic), with nothing else in the
+        // catalog: the request's fault (a review's case; "the rest of the catalog" must judge what
+        // the request itself keeps out, not the context window alone).
+        var claude = F.model("claude")
+        claude.provider = .anthropic
+        var twice = F.request()
+        twice.body["n"] = 2
+        let nowhere = Router(catalog: Catalog(models: narrow.models + [claude], rules: [
+            RouteRule(taskClass: "r", primary: "b", fallbacks: ["claude"])]))
+        let refused = try #require(nowhere.plan(for: twice, state: state).unroutable)
+        #expect(refused.isRequestsFault && !refused.isTooLarge, "\(refused)")
+        // A model of the catalog outside the rule would take it: the rule's fault.
+        let elsewhere = Router(catalog: Catalog(models: narrow.models + [claude, F.model("big")], rules: [
+            RouteRule(taskClass: "r", primary: "b", fallbacks: ["claude"])]))
+        #expect(elsewhere.plan(for: twice, state: state).unroutable?.isRequestsFault == false)
         let both = Router(catalog: F.catalog([F.model("a"), F.model("b")]))
         state["b"].requestsRemaining = 0
         let later = both.plan(for: F.request(), state: state)

@@ -189,23 +189,28 @@ public struct CatalogStore: Sendable {
                         + "cannot be routed",
                     hint: "enable one of them (\"enabled\": true), or add an enabled model to the rule")
             }
-            // Under every class it may be scored by, no enabled model reaches the floor (with the
-            // ratings blended in, as the workers score them): an on-call walkthrough's floor of 95
-            // imported without a word, and every job of the rule failed until the job-failure
-            // alert said why. (The `default` rule takes any class: not judged.)
-            let scoring = RuleMatcher.scoringClasses(of: rule, in: catalog).sorted { $0.rawValue < $1.rawValue }
-            if let floor = rule.qualityFloor, floor > 0, !scoring.isEmpty {
-                let scores = scoring.flatMap { taskClass in
-                    enabled.map { ($0.name, taskClass.scoredCapability(of: $0)) }
+            // For a class it may be scored by, no enabled model reaches the floor (with the ratings
+            // blended in, as the workers score them): an on-call walkthrough's floor of 95 imported
+            // without a word, and every job of the rule failed until the job-failure alert said
+            // why; a review's rule of two classes failed every job of one. (The `default` rule
+            // takes any class: not judged.)
+            if let floor = rule.qualityFloor, floor > 0 {
+                let scoring = RuleMatcher.scoringClasses(of: rule, in: catalog).sorted { $0.rawValue < $1.rawValue }
+                var short: [(taskClass: TaskClass, best: (model: String, capability: String, score: Int)?)] = []
+                for taskClass in scoring {
+                    let scores = enabled.compactMap { model in taskClass.scoredCapability(of: model).map { (model.name, $0) } }
+                    guard scores.allSatisfy({ $0.1.score < floor }) else { continue }
+                    short.append((taskClass, scores.max { $0.1.score < $1.1.score }.map { ($0.0, $0.1.name, $0.1.score) }))
                 }
-                if scores.allSatisfy({ ($0.1?.score ?? -1) < floor }) {
-                    let best = scores.compactMap { name, scored in scored.map { (name, $0.name, $0.score) } }
-                        .max { $0.2 < $1.2 }
+                if let first = short.first {
+                    let which = short.count == scoring.count
+                        ? "" : " for its \(short.map(\.taskClass.rawValue).joined(separator: ", ")) jobs"
                     return CatalogProblem(
                         path: path,
-                        message: "no enabled model of the rule reaches its quality_floor \(floor) ("
-                            + (best.map { "the best: \($0.0), \($0.1) \($0.2)" } ?? "none has a score for it")
-                            + "): its jobs cannot be routed unless ratings raise one",
+                        message: "no enabled model of the rule reaches its quality_floor \(floor)\(which) ("
+                            + (first.best.map { "the best: \($0.model), \($0.capability) \($0.score)" }
+                                ?? "none has a score for it")
+                            + "): \(which.isEmpty ? "its" : "those") jobs cannot be routed unless ratings raise one",
                         hint: "lower the quality_floor, or add a model that reaches it (dispatcher route --explain "
                             + "shows the scores with the ratings blended in)")
                 }

@@ -54,7 +54,8 @@ public struct RoutePlan: Sendable, Hashable {
         /// request's fault, as a provider's context-length error is, not the rule's.
         public var isTooLarge = false
         /// True when every model of the rule is kept out by the request itself (too long for it,
-        /// or asking what it cannot do), whatever else keeps it out too.
+        /// or asking what it cannot do), whatever else keeps it out too, and no model of the
+        /// catalog would take it either.
         public var isRequestsFault = false
 
         public init(

@@ -155,11 +155,22 @@ public struct Router: Sendable {
             // Planning without words is for plans that work; one that fails is planned again
             // with them, so its error says why every model was dropped.
             if !explain { return self.plan(for: request, state: state, explain: true) }
-            // Too long for the rule's models, it may fit another of the catalog's: then the rule is
-            // too small, not the request too long (a review's 40,000 tokens failed as the request's
-            // fault on a rule of 32k models, and ran on a 128k model named outright).
-            let fitsElsewhere = catalog.models.contains { $0.enabled && $0.contextWindow >= estimate.totalTokens }
-            plan.unroutable = Self.unroutable(rule: rule, evaluations: evaluations, fitsElsewhere: fitsElsewhere)
+            // Kept out of the rule's models by the request itself, it may still suit another of the
+            // catalog's: then the rule is at fault, which adding that model fixes, not the request (a
+            // review's 40,000 tokens failed as the request's fault on a rule of 32k models, and ran
+            // on a 128k model named outright). Judged as a context escalation judges a model: the
+            // request's ceiling, tiers and what Anthropic cannot give count; the rule's floor does not.
+            let refusals = AnthropicLimits.untranslatable(request.body.objectValue ?? [:])
+            let servableElsewhere = catalog.models.contains { model in
+                !evaluate(
+                    model.name, index: 0, rule: RouteRule(taskClass: "", primary: model.name),
+                    scoringClass: match.scoringClass, estimate: estimate, ceiling: ceiling,
+                    allowedTiers: request.allowedTiers, background: request.priority == .background, state: state,
+                    explain: false, anthropicRefusals: refusals
+                ).isPermanentlyDropped
+            }
+            plan.unroutable = Self.unroutable(
+                rule: rule, evaluations: evaluations, servableElsewhere: servableElsewhere)
         }
         return plan
     }
@@ -206,7 +217,7 @@ public struct Router: Sendable {
         return fixes.count == 1 ? fixes[0] : fixes.dropLast().joined(separator: ", ") + ", or " + fixes.last!
     }
 
-    private static func unroutable(rule: RouteRule, evaluations: [Evaluation], fitsElsewhere: Bool)
+    private static func unroutable(rule: RouteRule, evaluations: [Evaluation], servableElsewhere: Bool)
         -> RoutePlan.Unroutable
     {
         // Transient when some model is kept out only by something that passes (breaker, budget,
@@ -229,9 +240,9 @@ public struct Router: Sendable {
                 : permanentFixes(evaluations, rule: rule),
             isTransient: transient,
             isBusy: evaluations.contains { !$0.isPermanentlyDropped && !$0.isDroppedForMoreThanBusy },
-            isTooLarge: !fitsElsewhere && !evaluations.isEmpty && evaluations.allSatisfy(\.isTooSmall),
-            isRequestsFault: !evaluations.isEmpty
-                && evaluations.allSatisfy { ($0.isTooSmall && !fitsElsewhere) || $0.refusesRequest }
+            isTooLarge: !servableElsewhere && !evaluations.isEmpty && evaluations.allSatisfy(\.isTooSmall),
+            isRequestsFault: !servableElsewhere && !evaluations.isEmpty
+                && evaluations.allSatisfy { $0.isTooSmall || $0.refusesRequest }
         )
     }
 }
