@@ -208,8 +208,9 @@ BEGIN
                                 switchyard.effective_breaker(h.state, h.opened_at),
                                 to_char(h.unhealthy_since AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"'),
                                 CASE WHEN h.flaps > 0
-                                     THEN format(', closed by its probes %s %s and failing again', h.flaps,
-                                                 CASE WHEN h.flaps = 1 THEN 'time' ELSE 'times' END)
+                                     THEN format(', closed %s %s and opened again within %s', h.flaps,
+                                                 CASE WHEN h.flaps = 1 THEN 'time' ELSE 'times' END,
+                                                 switchyard.window_text(settle))
                                      ELSE '' END,
                                 coalesce(h.reason, 'no reason recorded')) END
         FROM switchyard.model_health h

@@ -498,7 +498,7 @@ struct AlertTests {
             ).scalar(Bool.self))
             let raised = try await alerts.evaluate(at: at.addingTimeInterval(125))
             let alert = try #require(raised.first { $0.kind == "breaker" }, "\(raised)")
-            #expect(alert.message.contains("closed by its probes 2 times and failing again"), "\(alert.message)")
+            #expect(alert.message.contains("closed 2 times and opened again within 1 min"), "\(alert.message)")
             // Closed by its probes again: not over until it stays closed twice breaker_open_seconds (60 s).
             try await pool.query("UPDATE switchyard.model_health SET state = 'closed', opened_at = NULL WHERE model = 'flaky'")
             try await pool.query("UPDATE switchyard.model_health SET closed_at = $1 WHERE model = 'flaky'", [at.addingTimeInterval(124)])
