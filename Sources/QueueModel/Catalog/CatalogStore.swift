@@ -176,7 +176,8 @@ public struct CatalogStore: Sendable {
 
     /// Rules that route nothing as imported: every model disabled (each job fails `unroutable`),
     /// no enabled model reaching the rule's quality floor, or, under `hash`, every enabled model of
-    /// weight 0 (no model owns a key, so nothing is pinned). Warnings, as the import takes them: a model may be disabled for a while on purpose.
+    /// weight 0 (no model owns a key, so nothing is pinned). Warnings, as the import takes them: a
+    /// model may be disabled for a while on purpose.
     static func unusableRules(in catalog: Catalog) -> [CatalogProblem] {
         catalog.rules.compactMap { rule in
             let models = ([rule.primary] + rule.fallbacks).compactMap { catalog.model(named: $0) }

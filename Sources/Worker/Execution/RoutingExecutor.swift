@@ -573,9 +573,9 @@ struct RoutingExecutor: JobExecutor {
     }
 
     /// The code of a job no model of its rule can take. Kept out by the request itself (too long
-    /// for every model, or asking what none can do), it is the request's fault, said as a provider
-    /// says it: a walkthrough's client sending `max_tokens` 5,000,000 paged on-call as `unroutable`,
-    /// the catalog's code.
+    /// for every model, or asking what none can do, with no model of the catalog that would take
+    /// it), it is the request's fault, said as a provider says it: a walkthrough's client sending
+    /// `max_tokens` 5,000,000 paged on-call as `unroutable`, the catalog's code.
     static func unroutableCode(_ unroutable: RoutePlan.Unroutable?) -> String {
         guard let unroutable else { return "unroutable" }
         if unroutable.isTransient { return "no_model_available" }
