@@ -18,8 +18,12 @@
 -- within twice breaker_open_seconds of it goes on with the incident (flaps counts them); the alert
 -- clears once the breaker has stayed closed that long, not at each closing.
 --
+-- A failed probe's reopening keeps the cause the breaker was opened for in its reason ("a probe
+-- failed while half-open (opened for: failure rate 22.2% …)"): the walkthrough's breaker, and the
+-- breaker alert that quotes it, said only that a probe had failed.
+--
 -- alert_measurements is 0072's otherwise; setting_rule 0064's with the new settings;
--- model_health_unhealthy_since 0064's with the closings.
+-- model_health_unhealthy_since 0064's with the closings; report_health 0053's with the cause.
 
 SET LOCAL ROLE switchyard_admin;
 
@@ -69,6 +73,140 @@ BEGIN
         NEW.closed_at := NULL;
     END IF;
     RETURN NEW;
+END $$;
+
+CREATE OR REPLACE FUNCTION switchyard.report_health(p_reports jsonb)
+    RETURNS TABLE (model_name text, breaker text, changed boolean)
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, switchyard, pg_temp AS $$
+DECLARE
+    report record;
+    health switchyard.model_health;
+    previous text;
+    next_state text;
+    next_reason text;
+    cause text;
+    answered integer;
+    error_rate constant double precision := switchyard.setting('breaker_error_rate')::double precision;
+    consecutive_limit constant integer := switchyard.setting('breaker_consecutive_failures')::integer;
+    window_length constant interval := make_interval(secs => switchyard.setting('breaker_window_seconds')::double precision);
+    probes_needed constant integer := greatest(coalesce(switchyard.setting('breaker_half_open_successes')::integer, 5), 1);
+BEGIN
+    FOR report IN
+        SELECT * FROM jsonb_to_recordset(p_reports) AS r(
+            model text, requests integer, failures integer, had_success boolean, trailing_failures integer,
+            latency_mean_ms double precision, latency_p95_ms double precision, mark_unhealthy text,
+            failures_in_a_row integer)
+        ORDER BY r.model  -- a fixed lock order: two workers' batches never deadlock
+    LOOP
+        INSERT INTO switchyard.model_health AS h (model) VALUES (report.model) ON CONFLICT (model) DO NOTHING;
+        SELECT * INTO health FROM switchyard.model_health h WHERE h.model = report.model FOR UPDATE;
+        previous := switchyard.effective_breaker(health.state, health.opened_at);
+        IF health.window_started_at <= now() - window_length THEN
+            health.window_started_at := now();
+            health.window_requests := 0;
+            health.window_failures := 0;
+        END IF;
+        health.window_requests := health.window_requests + coalesce(report.requests, 0);
+        health.window_failures := health.window_failures + coalesce(report.failures, 0);
+        -- A worker's own count, in the order its calls started, when it sends one.
+        health.consecutive_failures := CASE
+            WHEN report.failures_in_a_row IS NOT NULL THEN report.failures_in_a_row
+            WHEN coalesce(report.had_success, false) THEN coalesce(report.trailing_failures, 0)
+            ELSE health.consecutive_failures + coalesce(report.failures, 0)
+        END;
+        IF report.latency_mean_ms IS NOT NULL THEN
+            -- An EWMA with weight 0.2 per report; P95 smoothed the same way from each batch's P95.
+            health.latency_ewma_ms := coalesce(0.8 * health.latency_ewma_ms + 0.2 * report.latency_mean_ms,
+                                                report.latency_mean_ms);
+            health.latency_p95_ms := coalesce(0.8 * health.latency_p95_ms + 0.2 * report.latency_p95_ms,
+                                               report.latency_p95_ms);
+        END IF;
+
+        next_state := previous;
+        next_reason := health.reason;
+        IF report.mark_unhealthy IS NOT NULL THEN
+            next_state := 'open';
+            next_reason := left(report.mark_unhealthy, 300);
+        ELSIF previous = 'half_open' THEN
+            IF coalesce(report.failures, 0) > 0 THEN
+                next_state := 'open';
+                -- With the cause it was opened for: a walkthrough's flapping model read only "a
+                -- probe failed while half-open" in its breaker and in the breaker alert.
+                cause := regexp_replace(coalesce(health.reason, ''), '; [0-9]+ of [0-9]+ probes answered$', '');
+                next_reason := CASE WHEN cause LIKE 'a probe failed while half-open%' THEN cause
+                                    WHEN cause = '' THEN 'a probe failed while half-open'
+                                    ELSE left('a probe failed while half-open (opened for: ' || left(cause, 250) || ')', 300)
+                               END;
+            ELSIF coalesce(report.had_success, false) THEN
+                -- The probes answered under this opening (an alert may have opened it again since).
+                answered := CASE WHEN health.probe_opened_at IS NOT DISTINCT FROM health.opened_at
+                                 THEN health.probe_successes ELSE 0 END
+                            + greatest(coalesce(report.requests, 0), 1);
+                IF answered >= probes_needed THEN
+                    next_state := 'closed';
+                    next_reason := NULL;
+                    health.window_started_at := now();
+                    health.window_requests := 0;
+                    health.window_failures := 0;
+                    answered := 0;
+                ELSE
+                    next_reason := format('%s; %s of %s probes answered',
+                                          left(regexp_replace(coalesce(health.reason, 'half-open'),
+                                                              '; [0-9]+ of [0-9]+ probes answered$', ''), 260),
+                                          answered, probes_needed);
+                END IF;
+                health.probe_successes := answered;
+                health.probe_opened_at := health.opened_at;
+            END IF;
+        ELSIF previous = 'closed' THEN
+            IF health.consecutive_failures >= consecutive_limit THEN
+                next_state := 'open';
+                next_reason := format('%s failures in a row', health.consecutive_failures);
+            ELSIF switchyard.breaker_error_rate_exceeded(health.window_requests, health.window_failures)
+                  -- Not the last healthy model of a rule (every other one disabled, open or
+                  -- half-open), as an alert leaves it: a model answering most calls beats none.
+                  AND NOT EXISTS (
+                      SELECT FROM switchyard.routes r
+                      WHERE report.model = ANY (r.primary_model || r.fallbacks)
+                        AND NOT EXISTS (
+                            SELECT FROM unnest(r.primary_model || r.fallbacks) AS other(name)
+                            JOIN switchyard.models m ON m.name = other.name AND m.enabled
+                            LEFT JOIN switchyard.model_health o ON o.model = other.name
+                            WHERE other.name <> report.model
+                              AND coalesce(switchyard.effective_breaker(o.state, o.opened_at), 'closed') = 'closed'))
+            THEN
+                next_state := 'open';
+                next_reason := format('failure rate %s%% over the last %s requests (errors and timeouts; limit %s%%)',
+                                      round(100.0 * health.window_failures / health.window_requests, 1),
+                                      health.window_requests, round(100 * error_rate::numeric, 1));
+            END IF;
+        END IF;
+
+        UPDATE switchyard.model_health h
+        SET state = next_state,
+            opened_at = CASE WHEN next_state = 'open' AND previous <> 'open' THEN now() ELSE h.opened_at END,
+            reason = next_reason,
+            consecutive_failures = health.consecutive_failures,
+            window_started_at = health.window_started_at,
+            window_requests = health.window_requests,
+            window_failures = health.window_failures,
+            latency_ewma_ms = health.latency_ewma_ms,
+            latency_p95_ms = health.latency_p95_ms,
+            probe_successes = health.probe_successes,
+            probe_opened_at = health.probe_opened_at,
+            total_requests = h.total_requests + coalesce(report.requests, 0),
+            total_failures = h.total_failures + coalesce(report.failures, 0),
+            updated_at = now()
+        WHERE h.model = report.model;
+
+        model_name := report.model;
+        breaker := next_state;
+        changed := next_state IS DISTINCT FROM previous;
+        IF changed THEN
+            PERFORM pg_notify('switchyard_health', report.model);
+        END IF;
+        RETURN NEXT;
+    END LOOP;
 END $$;
 
 CREATE OR REPLACE FUNCTION switchyard.setting_rule(p_name text, OUT kind text, OUT may_be_off boolean, OUT default_value text)

@@ -216,7 +216,8 @@ struct FleetReloadTests {
             try await waitUntil("the fleet's breaker is open again") {
                 try await Self.fleetBreaker(pool).state == "open"
             }
-            #expect(try await Self.fleetBreaker(pool).reason == "a probe failed while half-open")
+            // With the cause it was opened for (a walkthrough's breaker alert said only that a probe failed).
+            #expect(try await Self.fleetBreaker(pool).reason == "a probe failed while half-open (opened for: 5 failures in a row)")
         }
     }
 
@@ -267,10 +268,16 @@ struct FleetReloadTests {
             #expect(try await probe(true) == .halfOpen)
             #expect(try await Self.fleetBreaker(pool).reason == "alert: error rate 30%; 2 of 3 probes answered")
             #expect(try await probe(false) == .open)
-            #expect(try await Self.fleetBreaker(pool).reason == "a probe failed while half-open")
+            #expect(try await Self.fleetBreaker(pool).reason == "a probe failed while half-open (opened for: alert: error rate 30%)")
             try await pool.query("UPDATE switchyard.model_health SET opened_at = now() - interval '1 hour'")
             #expect(try await probe(true) == .halfOpen)
-            #expect(try await Self.fleetBreaker(pool).reason == "a probe failed while half-open; 1 of 3 probes answered")
+            #expect(try await Self.fleetBreaker(pool).reason
+                == "a probe failed while half-open (opened for: alert: error rate 30%); 1 of 3 probes answered")
+            // Failing again, it keeps the first cause, not one wrapped in another.
+            #expect(try await probe(false) == .open)
+            #expect(try await Self.fleetBreaker(pool).reason == "a probe failed while half-open (opened for: alert: error rate 30%)")
+            try await pool.query("UPDATE switchyard.model_health SET opened_at = now() - interval '1 hour'")
+            #expect(try await probe(true) == .halfOpen)
             // An alert opens it again (as evaluate_alerts does): the probe before it no longer counts.
             try await pool.query(
                 "UPDATE switchyard.model_health SET state = 'open', opened_at = now() - interval '1 hour', reason = 'alert: again'")
