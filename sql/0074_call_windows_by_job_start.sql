@@ -16,7 +16,7 @@
 -- of the model's in these windows, as a cancelled one is not.
 --
 -- calls is 0062's otherwise, with job_created_at at the end; call_stats 0062's; alert_measurements
--- 0073's.
+-- 0072's with 0073's job-failure and breaker rules (see its header).
 
 SET LOCAL ROLE switchyard_admin;
 
