@@ -50,11 +50,28 @@ struct QueueSQLTests {
             (#"{"messages": [{"role": "user", "content": "hi"}], "n": 0}"#, "interactive", "request.n must be between 1 and 2147483647, got 0"),
             // A worker reads JSON numbers as doubles: a seed past 2^53 reached the provider changed.
             (#"{"messages": [{"role": "user", "content": "hi"}], "seed": 9007199254740993}"#, "interactive",
-             "request.seed must be between 0 and 9007199254740991, got 9007199254740993"),
+             "request.seed must be between -9007199254740991 and 9007199254740991, got 9007199254740993"),
             (#"{"messages": [{"role": "user", "content": "hi"}], "seed": -1e400}"#, "interactive",
-             "request.seed must be a whole number of at least 0, got -10000000000… (402 characters)"),
+             "request.seed must be between -9007199254740991 and 9007199254740991, got -10000000000… (401 digits)"),
             (#"{"messages": [{"role": "user", "content": "hi"}], "seed": 1e400}"#, "interactive",
-             "request.seed must be between 0 and 9007199254740991, got 100000000000… (401 digits)"),
+             "request.seed must be between -9007199254740991 and 9007199254740991, got 100000000000… (401 digits)"),
+            // A negative whole number is of the right type, out of its range (an integrator's walkthrough
+            // was told "a whole number of at least 0" for -5, while 0 was refused too).
+            (#"{"messages": [{"role": "user", "content": "hi"}], "max_tokens": -5}"#, "interactive",
+             "request.max_tokens must be between 1 and 2147483647, got -5"),
+            (#"{"messages": [{"role": "user", "content": "hi"}], "top_k": -1}"#, "interactive",
+             "request.top_k must be between 0 and 2147483647, got -1"),
+            (#"{"messages": [{"role": "user", "content": "hi"}], "top_logprobs": 21}"#, "interactive",
+             "request.top_logprobs must be between 0 and 20, got 21"),
+            (#"{"messages": [{"role": "user", "content": "hi"}], "n": 1.5}"#, "interactive",
+             "request.n must be a whole number, got 1.5"),
+            // OpenAI's ranges of its other numbers (a walkthrough's temperature 7 failed at the provider).
+            (#"{"messages": [{"role": "user", "content": "hi"}], "temperature": 7}"#, "interactive",
+             "request.temperature must be between 0 and 2, got 7"),
+            (#"{"messages": [{"role": "user", "content": "hi"}], "top_p": -1}"#, "interactive",
+             "request.top_p must be between 0 and 1, got -1"),
+            (#"{"messages": [{"role": "user", "content": "hi"}], "presence_penalty": 2.5}"#, "interactive",
+             "request.presence_penalty must be between -2 and 2, got 2.5"),
         ]
     )
     func validation(request: String, priority: String, message: String) async throws {
@@ -76,6 +93,21 @@ struct QueueSQLTests {
             }
             #expect(viaInsert.message == message)
             #expect(try await pool.query("SELECT count(*) FROM switchyard.jobs").scalar(Int.self) == 0)
+        }
+    }
+
+    @Test("numbers at the ends of OpenAI's ranges are taken, a negative seed among them")
+    func numbersInRange() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            for fields in [
+                #""seed": -1, "temperature": 2, "top_p": 1, "presence_penalty": -2, "frequency_penalty": 2"#,
+                #""seed": -9007199254740991, "temperature": 0, "top_p": 0, "top_logprobs": 20, "top_k": 0, "n": 1"#,
+                #""max_tokens": 2147483647, "max_completion_tokens": 1, "temperature": 0.7, "top_p": null"#,
+            ] {
+                let request = #"{"messages": [{"role": "user", "content": "hi"}], \#(fields)}"#
+                let id = try await pool.query("SELECT switchyard.submit($1::jsonb)", [request]).scalar(Int64.self)
+                #expect(id > 0)
+            }
         }
     }
 

@@ -208,8 +208,8 @@ struct HostileInputs {
             let (field, value, expected) = random.pick([
                 ("temperature", "\"hot\"", "request.temperature must be a number, got string"),
                 ("max_tokens", "\"100\"", "request.max_tokens must be a whole number, got string"),
-                ("max_tokens", "1.5", "request.max_tokens must be a whole number of at least 0"),
-                ("max_tokens", "-3", "request.max_tokens must be a whole number of at least 0"),
+                ("max_tokens", "1.5", "request.max_tokens must be a whole number, got 1.5"),
+                ("max_tokens", "-3", "request.max_tokens must be between 1 and 2147483647, got -3"),
                 ("stream", "\"yes\"", "request.stream must be a boolean, got string"),
                 ("tools", "{}", "request.tools must be an array, got object"),
                 ("stop", "5", "request.stop must be a string or an array, got number"),
