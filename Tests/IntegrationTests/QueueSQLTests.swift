@@ -542,6 +542,15 @@ struct QueueSQLTests {
             #expect(try results[0].decode("model", as: String.self) == "good")
             #expect(try results[0].decode("attempt_count", as: Int.self) == 2)
             #expect(try results[0].decode("attempts", as: String.self).contains("lease_expired"))
+            // The lost lease's entry gives its time as a worker's entries do (it was jsonb's
+            // rendering, "…+00:00", beside the workers' "…Z": two formats in one trail).
+            let times = try await pool.query(
+                "SELECT e ->> 'outcome' AS outcome, e ->> 'at' AS at FROM switchyard.results r, jsonb_array_elements(r.attempts) e WHERE r.job_id = $1",
+                [id])
+            let lost = try #require(times.first { try $0.decode("outcome", as: String.self) == "lease_expired" })
+            let at = try lost.decode("at", as: String.self)
+            #expect(at.wholeMatch(of: /\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z/) != nil, "\(at)")
+            #expect(at.count == Date().postgresText.count)
         }
     }
 
