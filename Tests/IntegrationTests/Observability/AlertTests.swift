@@ -436,6 +436,38 @@ struct AlertTests {
         }
     }
 
+    /// A walkthrough's model, answering again after an outage its breaker caught, was taken out of
+    /// rotation by this alert two minutes after its probes closed the breaker: the busy minutes
+    /// before the outage aged out of the window, and the outage's errors were 5.8% of what was left.
+    @Test("the error-rate alert counts a model's calls since its breaker closed, not the errors it was taken out for")
+    func errorRateSinceBreakerClosed() async throws {
+        try await Self.withCatalog { pool in
+            let alerts = AlertStore(pool: pool)
+            let at = try await ResultRow.databaseNow(pool)
+            // Busy and healthy, then an outage (12 failed calls), closed by its probes at -90 s, then healthy.
+            try await ResultRow.insert(Self.calls("flaky", count: 200, end: at.addingTimeInterval(-200), spread: 90, firstJob: 1), into: pool)
+            try await ResultRow.insert(
+                Self.calls("flaky", count: 12, failing: 12, end: at.addingTimeInterval(-100), spread: 50, firstJob: 1000), into: pool)
+            try await ResultRow.insert(Self.calls("flaky", count: 60, end: at, spread: 80, firstJob: 2000), into: pool)
+            try await pool.query("INSERT INTO switchyard.model_health (model, state) VALUES ('flaky', 'closed')")
+            try await pool.query("UPDATE switchyard.model_health SET closed_at = $1 WHERE model = 'flaky'", [at.addingTimeInterval(-90)])
+            // 100 s on, the busy minutes are out of the window: 12 of 72 calls failed in it, all before the closing.
+            #expect(try await alerts.evaluate(at: at.addingTimeInterval(100)).isEmpty)
+            #expect(try await HealthStore(pool: pool).snapshot().models["flaky"]?.breaker == .closed)
+            let measured = try await pool.query(
+                "SELECT value, breached FROM switchyard.alert_measurements($1) WHERE kind = 'error_rate' AND subject = 'flaky'",
+                [at.addingTimeInterval(100)])
+            #expect(try measured.first?.decode("value", as: Double.self) == 0)
+            // Failing again after the closing: those count, and the message says since when.
+            try await ResultRow.insert(
+                Self.calls("flaky", count: 10, failing: 10, end: at.addingTimeInterval(110), spread: 5, firstJob: 3000), into: pool)
+            let raised = try await alerts.evaluate(at: at.addingTimeInterval(110))
+            let alert = try #require(raised.first { $0.kind == "error_rate" }, "\(raised)")
+            #expect(alert.message.hasPrefix("model flaky: 14.3% of 70 calls ended in an error since its breaker closed at "),
+                    "\(alert.message)")
+        }
+    }
+
     /// An on-call walkthrough's primary answered every call with a 503: its breaker opened at once
     /// and again at each failed probe, and no alert was raised (the error-rate rule never had its
     /// 50 calls).
