@@ -28,12 +28,16 @@ public struct QueueError: Error, Sendable, CustomStringConvertible {
     public var message: String
     public var hint: String?
     public var sqlState: SQLState?
+    /// What `message` lists, for a program to read (`--json`): a refused catalog's problems and
+    /// warnings, each with its path. Nil for most errors.
+    public var details: JSONValue?
 
-    public init(_ code: Code, _ message: String, hint: String? = nil, sqlState: SQLState? = nil) {
+    public init(_ code: Code, _ message: String, hint: String? = nil, sqlState: SQLState? = nil, details: JSONValue? = nil) {
         self.code = code
         self.message = message
         self.hint = hint
         self.sqlState = sqlState
+        self.details = details
     }
 
     public var description: String { hint.map { "\(message)\nhint: \($0)" } ?? message }

@@ -67,7 +67,7 @@ struct CatalogCommandTests {
         }
     }
 
-    @Test("models prices names an open window off-peak or surcharged, not peak")
+    @Test("models prices names an open window off-peak or surcharged, and none open list price")
     func pricesNameWindows() async throws {
         try await TestDatabase.withMigratedPool { pool in
             let catalog = """
@@ -76,17 +76,23 @@ struct CatalogCommandTests {
                               "price_windows": [{"start": "00:00", "end": "24:00", "multiplier": 0.5}]},
                    "dear":   {"provider": "simulated", "price_per_1k_input": 0.002, "price_per_1k_output": 0.002,
                               "price_windows": [{"start": "00:00", "end": "24:00", "multiplier": 3}]},
+                   "night":  {"provider": "simulated", "price_per_1k_input": 0.002, "price_per_1k_output": 0.002,
+                              "price_windows": [{"start": "22:00", "end": "06:00", "multiplier": 0.5}]},
                    "flat":   {"provider": "simulated", "price_per_1k_input": 0.002, "price_per_1k_output": 0.002}},
                  "routing_rules": {"default": {"primary": "flat"}}}
                 """
             _ = try await CatalogStore(pool: pool).importDocument(Data(catalog.utf8))
             let url = pool.configuration.effectiveConnectionString
-            let (status, output) = try await dispatcher(["models", "prices", "--database-url", url])
+            let (status, output) = try await dispatcher(
+                ["models", "prices", "--at", "2026-11-26T12:00:00Z", "--database-url", url])
             #expect(status == 0, "\(output)")
             let lines = output.split(separator: "\n").map(String.init)
             #expect(lines.contains { $0.hasPrefix("cheap") && $0.contains("off-peak ×0.5/×0.5") }, "\(output)")
             #expect(lines.contains { $0.hasPrefix("dear") && $0.contains("surcharged ×3/×3") && !$0.contains("peak") },
                     "\(output)")
+            // Outside its windows, a model is at its list price: "peak" said so of a surcharge's model too.
+            #expect(lines.contains { $0.hasPrefix("night") && $0.contains("list price") }, "\(output)")
+            #expect(!output.contains(" peak "), "\(output)")
             let json = try await dispatcher(["models", "prices", "--json", "--database-url", url])
             let models = try JSONValue(parsing: json.output)["models"]?.arrayValue ?? []
             let dear = try #require(models.first { $0["model"] == "dear" })
@@ -267,9 +273,40 @@ struct CatalogCommandTests {
             #expect(
                 result.output.contains(
                     "routing_rules.r.strategy: unknown strategy \"cheap\" (did you mean \"cheapest\"?)"))
+            // With --json, the problems for a script on stdout (they were on stderr only, as text).
+            let json = try await withFile(text) { path in
+                try await BlockingWork.run {
+                    try ChildProcess.run(
+                        "/bin/sh",
+                        ["-c", "'\(WorkerProcess.binary("dispatcher"))' models import '\(path)' --json --database-url '\(url)' 2>/dev/null"])
+                }
+            }
+            #expect(json.status == 2)
+            let outcome = try JSONValue(parsing: json.output)
+            #expect(outcome["imported"] == false && outcome["dry_run"] == false, "\(json.output)")
+            #expect(outcome["problems"]?.arrayValue?.compactMap { $0["path"]?.stringValue }
+                        == ["models.m.wieght", "routing_rules.r.primary", "routing_rules.r.strategy"], "\(json.output)")
+            #expect(outcome["problems"]?[0]?["message"] == "unknown field (did you mean \"weight\"?)", "\(json.output)")
             let pool = PostgresPool(configuration, options: .init(maxConnections: 1))
             #expect(try await pool.query("SELECT count(*) FROM switchyard.models").scalar(Int.self) == 0)
             await pool.close()
+        }
+    }
+
+    @Test("a time zone that is not one is one problem, not a second one from Postgres")
+    func unknownZoneOnce() async throws {
+        try await TestDatabase.withMigrated { configuration in
+            let url = WorkerProcess.databaseURL(configuration)
+            let text = """
+                {"models": {"m": {"provider": "simulated", "price_windows": [
+                    {"start": "22:00", "end": "06:00", "multiplier": 0.5, "time_zone": "Mars/Olympus"}]}},
+                 "routing_rules": {"default": {"primary": "m"}}}
+                """
+            let result = try await withFile(text) { path in
+                try await dispatcher(["models", "import", path, "--database-url", url])
+            }
+            #expect(result.status == 2)
+            #expect(result.output.contains("the catalog document has 1 problem:"), "\(result.output)")
         }
     }
 

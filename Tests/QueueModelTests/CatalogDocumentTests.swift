@@ -399,6 +399,51 @@ struct CatalogDocumentTests {
             ])
     }
 
+    /// An operator's walkthrough imported each of these without a word.
+    @Test("a window naming a day twice, a multiplier the other two override, or a free window is said in a warning")
+    func suspectWindows() {
+        let text = """
+            {"models": {"m": {"provider": "simulated", "price_windows": [
+                {"start": "22:00", "end": "06:00", "multiplier": 0.5, "days": ["mon", "Monday", "tue"]},
+                {"start": "01:00", "end": "02:00", "multiplier": 0.5, "input_multiplier": 0.4, "output_multiplier": 0.6},
+                {"start": "03:00", "end": "04:00", "multiplier": 0},
+                {"start": "05:00", "end": "06:00", "multiplier": 0.7, "days": ["sat", "sun"]}]}}}
+            """
+        let validation = CatalogDocument.validate(Data(text.utf8))
+        #expect(validation.problems.isEmpty)
+        #expect(
+            validation.warnings.map(\.description) == [
+                "models.m.price_windows[0].days: names mon twice — name each day once; did you mean another day?",
+                "models.m.price_windows[1].multiplier: is not used: input_multiplier and output_multiplier are both given "
+                    + "— remove it, or one of the other two",
+                "models.m.price_windows[2]: has a multiplier of 0: the model costs nothing in this window — if it is "
+                    + "free then, keep it; a discount is a fraction like 0.5",
+            ])
+    }
+
+    @Test("two models whose names differ only in case are said in a warning")
+    func namesDifferingInCase() {
+        let text = """
+            {"models": {"oa-mini": {"provider": "simulated"}, "OA-MINI": {"provider": "simulated"}}}
+            """
+        let validation = CatalogDocument.validate(Data(text.utf8))
+        #expect(validation.problems.isEmpty)
+        #expect(
+            validation.warnings.map(\.description) == [
+                "models.OA-MINI: model \"OA-MINI\" differs from \"oa-mini\" only in case: they are two models — "
+                    + "rename one, or keep one definition"
+            ])
+    }
+
+    @Test("a time zone that is not one is a problem of the window's time_zone")
+    func badZonePath() {
+        let text = """
+            {"models": {"m": {"provider": "simulated", "price_windows": [
+                {"start": "22:00", "end": "06:00", "multiplier": 0.5, "time_zone": "Mars/Olympus"}]}}}
+            """
+        #expect(CatalogDocument.validate(Data(text.utf8)).problems.map(\.path) == ["models.m.price_windows[0].time_zone"])
+    }
+
     @Test("replace makes each section the whole truth; merge only adds and updates; absent sections stay")
     func applyModes() throws {
         let existing = Catalog(

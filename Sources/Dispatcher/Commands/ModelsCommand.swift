@@ -129,13 +129,23 @@ enum ModelsCommand {
         let pool = try await currentPool(arguments)
         defer { Task { await pool.close() } }
         let dryRun = arguments.flag("dry-run")
-        let outcome = try await CatalogStore(pool: pool).importDocument(
-            data, mode: arguments.flag("merge") ? .merge : .replace, dryRun: dryRun,
-            allowEmpty: arguments.flag("allow-empty")
-        )
+        let outcome: CatalogStore.ImportOutcome
+        do {
+            outcome = try await CatalogStore(pool: pool).importDocument(
+                data, mode: arguments.flag("merge") ? .merge : .replace, dryRun: dryRun,
+                allowEmpty: arguments.flag("allow-empty")
+            )
+        } catch let error as QueueError where arguments.flag("json") && error.details != nil {
+            // A refused document's problems for a script to read, on stdout as an import's
+            // outcome is (they were on stderr only, as text); the text still goes to stderr.
+            var json: [String: JSONValue] = ["dry_run": .bool(dryRun), "imported": false]
+            if case .object(let details)? = error.details { json.merge(details) { $1 } }
+            print(JSONValue.object(json).prettyText)
+            throw error
+        }
         if arguments.flag("json") {
             let json: JSONValue = [
-                "dry_run": .bool(dryRun), "changes": outcome.changes.json,
+                "dry_run": .bool(dryRun), "imported": .bool(!dryRun), "changes": outcome.changes.json,
                 "warnings": .array(outcome.warnings.map { .string($0.description) }),
             ]
             print(json.prettyText)

@@ -38,7 +38,7 @@ enum PriceListing {
             let window =
                 input < 1 || output < 1
                 ? "off-peak ×\(input)/×\(output)"
-                : input > 1 || output > 1 ? "surcharged ×\(input)/×\(output)" : schedule.windows.isEmpty ? "-" : "peak"
+                : input > 1 || output > 1 ? "surcharged ×\(input)/×\(output)" : schedule.windows.isEmpty ? "-" : "list price"
             table.append([
                 model.name, model.tier, "\(dollars(model.pricePer1KInput)) / \(dollars(model.pricePer1KOutput))",
                 "\(dollars(model.pricePer1KInput * input)) / \(dollars(model.pricePer1KOutput * output))", window,

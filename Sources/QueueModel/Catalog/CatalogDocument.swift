@@ -114,7 +114,12 @@ public struct CatalogDocument: Sendable, Hashable {
             message += "\nand \(warnings.count == 1 ? "1 warning" : "\(warnings.count) warnings") (taken as they are):\n"
                 + warnings.map { "  \($0)" }.joined(separator: "\n")
         }
-        return QueueError(.invalidInput, message, hint: "Fix every problem above and import again; nothing was changed.")
+        return QueueError(
+            .invalidInput, message, hint: "Fix every problem above and import again; nothing was changed.",
+            details: [
+                // Warnings as `models import --json` gives an accepted document's: one line each.
+                "problems": .array(problems.map(\.json)), "warnings": .array(warnings.map { .string($0.description) }),
+            ])
     }
 
     /// The catalog after importing this document into `existing`.

@@ -15,6 +15,11 @@ public struct CatalogProblem: Sendable, Hashable, CustomStringConvertible {
         self.hint = hint
     }
 
+    /// `{"path", "message", "hint"}` (no hint: null), for `models import --json`.
+    public var json: JSONValue {
+        ["path": .string(path), "message": .string(message), "hint": hint.map(JSONValue.string) ?? .null]
+    }
+
     /// `path: message (hint)`, one line.
     public var description: String {
         let location = path.isEmpty ? "" : "\(path): "

@@ -51,6 +51,7 @@ extension CatalogReader {
         }
         var models: [ModelSpec] = []
         var names: Set<String> = []
+        var lowercased: [String: String] = [:]
         for entry in entries {
             if let name = entry.name ?? entry.node.members?.first(where: { $0.key == "name" })?.value.stringValue {
                 definedModelNames.insert(name)
@@ -59,6 +60,14 @@ extension CatalogReader {
             if !names.insert(model.name).inserted {
                 problem(entry.path, "model \"\(model.name)\" is defined twice", hint: "keep one definition")
                 continue
+            }
+            // Names are case-sensitive: "oa-mini" and "OA-MINI" are two models, seldom what was meant.
+            if let other = lowercased[model.name.lowercased()] {
+                warning(
+                    entry.path, "model \"\(model.name)\" differs from \"\(other)\" only in case: they are two models",
+                    hint: "rename one, or keep one definition")
+            } else {
+                lowercased[model.name.lowercased()] = model.name
             }
             models.append(model)
         }
@@ -231,11 +240,34 @@ extension CatalogReader {
                         "\(path)[\(index)]", "starts and ends at \(start): it lasts the whole day",
                         hint: "write \"00:00\" to \"24:00\" for a whole day, or the end you meant")
                 }
+                priceWindowWarnings(item, at: "\(path)[\(index)]")
+            } catch let error as PriceWindowError {
+                problem("\(path)[\(index)]" + (error.field.map { ".\($0)" } ?? ""), "\(error)")
             } catch {
                 problem("\(path)[\(index)]", "\(error)")
             }
         }
         return windows
+    }
+
+    /// What a window that parses may still have wrong (an operator's walkthrough imported each
+    /// without a word): a day named twice, a multiplier the two per-direction ones override, a free window.
+    private mutating func priceWindowWarnings(_ window: JSONValue, at path: String) {
+        let days = (window["days"]?.arrayValue ?? []).map { $0.stringValue?.lowercased().prefix(3).description ?? $0.jsonText }
+        if let twice = days.enumerated().first(where: { days.prefix($0.offset).contains($0.element) })?.element {
+            warning(Self.join(path, "days"), "names \(twice) twice", hint: "name each day once; did you mean another day?")
+        }
+        if window["multiplier"] != nil, window["input_multiplier"] != nil, window["output_multiplier"] != nil {
+            warning(
+                Self.join(path, "multiplier"), "is not used: input_multiplier and output_multiplier are both given",
+                hint: "remove it, or one of the other two")
+        }
+        let multipliers = ["multiplier", "input_multiplier", "output_multiplier"].compactMap { window[$0]?.doubleValue }
+        if !multipliers.isEmpty, multipliers.allSatisfy({ $0 == 0 }) {
+            warning(
+                path, "has a multiplier of 0: the model costs nothing in this window",
+                hint: "if it is free then, keep it; a discount is a fraction like 0.5")
+        }
     }
 
     private mutating func capabilities(_ node: JSONNode?, at path: String) -> [String: Int] {

@@ -125,7 +125,10 @@ public struct CatalogStore: Sendable {
             guard let document = validation.document else {
                 // With the rest, as the docs promise "every problem at once" (the zones were
                 // checked only once all else passed: a file's GMT+8 came up on its second import).
-                let zones = (try? await Self.timeZoneProblems(at: Self.zonePaths(inDocument: data), on: connection)) ?? []
+                // A zone the document check refused already ("must be an IANA zone") is not told
+                // a second time that Postgres does not know it.
+                let zones = ((try? await Self.timeZoneProblems(at: Self.zonePaths(inDocument: data), on: connection)) ?? [])
+                    .filter { zone in !validation.problems.contains { $0.path == zone.path } }
                 throw CatalogDocument.error(listing: validation.problems + zones, warnings: validation.warnings)
             }
             let catalog = document.applied(to: existing, mode: mode)

@@ -176,7 +176,8 @@ public struct PriceWindow: Sendable, Hashable {
                 }
                 throw PriceWindowError(
                     "\"time_zone\" must be an IANA zone like \"UTC\" or \"Asia/Shanghai\" (got \(name.jsonText))"
-                        + (near.map { "; did you mean \"\($0)\"? (zone names are case-sensitive)" } ?? ""))
+                        + (near.map { "; did you mean \"\($0)\"? (zone names are case-sensitive)" } ?? ""),
+                    field: "time_zone")
             }
             timeZone = zone
         }
@@ -196,5 +197,11 @@ public struct PriceWindow: Sendable, Hashable {
 /// A price window the catalog describes wrongly.
 public struct PriceWindowError: Error, CustomStringConvertible {
     public var description: String
-    init(_ description: String) { self.description = description }
+    /// The window's field at fault, when it is one field (an import's problem is at its path, where
+    /// the database's check of the zone puts its own).
+    public var field: String?
+    init(_ description: String, field: String? = nil) {
+        self.description = description
+        self.field = field
+    }
 }
