@@ -128,6 +128,41 @@ struct FallbackExecutionTests {
         }
     }
 
+    /// An operator's walkthrough: while one model's breaker was open, every job of its hash rule
+    /// named it in `passed_over`, those whose key's home was a healthy model and ran there too.
+    @Test("under a hash rule, a keyed job names an open breaker in passed_over only when it is its key's home")
+    func passedOverUnderHashIsTheHome() async throws {
+        try await withFakeProviderServer { server in
+            try await TestDatabase.withMigratedPool { pool in
+                let pinned = #""pinned": {"primary": "primary", "fallback": ["secondary", "big"], "strategy": "hash"},"#
+                let catalog = Self.catalog(server)
+                    .replacingOccurrences(of: #""claude": {"primary""#, with: pinned + #""claude": {"primary""#)
+                _ = try await CatalogStore(pool: pool).importDocument(Data(catalog.utf8))
+                try await Self.withRoutingWorker(on: pool, environment: ["FAKE_KEY": Self.key]) {
+                    let store = QueueStore(pool: pool)
+                    // Out of credit: primary's breaker opens at once, fleet-wide.
+                    try await server.script(["primary": ["kind": "quota", "status": 402, "type": nil, "code": 402,
+                                                         "message": "Insufficient credits"]])
+                    let opening = try await Self.submitAndWait(store, Self.chat())
+                    #expect(opening["model"] == "secondary")
+                    let ring = HashRing(members: ["primary", "secondary", "big"])
+                    let keys = (0..<1000).map { "conv-\($0)" }
+                    let elsewhere = try #require(keys.first { ring.walk(from: $0)[0] == "big" })
+                    let home = try #require(keys.first { ring.walk(from: $0)[0] == "primary" })
+                    let healthy = try await Self.submitAndWait(
+                        store, Submission(request: Submission.prompt("hello"), taskClass: "pinned", affinityKey: elsewhere))
+                    #expect(healthy["model"] == "big")
+                    #expect(healthy["metadata"]?["passed_over"] == nil, "\(String(describing: healthy["metadata"]))")
+                    let walkedPast = try await Self.submitAndWait(
+                        store, Submission(request: Submission.prompt("hello"), taskClass: "pinned", affinityKey: home))
+                    #expect(walkedPast["model"] != "primary")
+                    #expect(walkedPast["metadata"]?["passed_over"]?[0]?["model"] == "primary",
+                            "\(String(describing: walkedPast["metadata"]))")
+                }
+            }
+        }
+    }
+
     @Test("primary answers 500: the job succeeds on the secondary, and the trail shows both")
     func serverErrorFallsBack() async throws {
         try await Self.withRoutingWorker { store, server, pool in

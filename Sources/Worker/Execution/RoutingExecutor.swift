@@ -108,6 +108,10 @@ struct RoutingExecutor: JobExecutor {
             for index in -1..<rule.fallbacks.count {
                 let name = index < 0 ? rule.primary : rule.fallbacks[index]
                 if plan.attempts.contains(where: { $0.model.name == name }) { continue }
+                // A keyed job under a hash rule goes to its key's home: another model's breaker is
+                // not this job's business (a walkthrough's jobs homed on healthy models all named
+                // the one open breaker, overstating the outage's reach).
+                if let home = plan.affinityHome, name != home { continue }
                 guard let model = state.models[name] else { continue }
                 let reason =
                     if let here = model.unavailableHere { "not on this worker: \(here)" }
