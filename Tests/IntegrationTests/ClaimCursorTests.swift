@@ -242,4 +242,45 @@ struct ClaimCursorTests {
             #expect(next.map(\.id) == [late])
         }
     }
+
+    /// A walkthrough queued 3,000 background jobs without a deadline and, a second later, 50 with
+    /// 30 s: with the gate open, claims took the queue's order and all 50 expired.
+    @Test("with the gate open, a background job near its deadline is claimed before the backlog, and leaves the cursor behind it")
+    func nearDeadlineFirstWithGateOpen() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            try await pool.query(
+                """
+                INSERT INTO switchyard.jobs (request, priority, run_at)
+                SELECT jsonb_build_object('messages', jsonb_build_array(jsonb_build_object('role', 'user', 'content', 'x' || g))),
+                       'background', now() - interval '1 minute'
+                FROM generate_series(1, 200) g
+                """)
+            // Due a minute ago (a submission's past run_at is now: sql/0068).
+            try await pool.query("UPDATE switchyard.jobs SET run_at = now() - interval '1 minute'")
+            let hello: JSONValue = ["messages": [["role": "user", "content": "soon"]]]
+            var urgent: [Int64] = []
+            for _ in 0..<3 {
+                urgent.append(try await store.submit(
+                    Submission(request: hello, priority: .background, deadline: Date().addingTimeInterval(30))))
+            }
+            // Far from its deadline: it keeps its place in the queue.
+            _ = try await store.submit(
+                Submission(request: hello, priority: .background, deadline: Date().addingTimeInterval(86_400)))
+            #expect(try await pool.query("SELECT is_open FROM switchyard.background_gate(now())").scalar(Bool.self))
+            var cursor = ClaimCursor()
+            let first = try await store.claim(worker: "w", freeSlots: 5, backgroundSlots: 5, lease: Self.lease, after: cursor)
+            #expect(Set(first.prefix(3).map(\.id)) == Set(urgent), "\(first.map(\.id))")
+            #expect(first.count == 5)
+            let backlog = try await pool.query(
+                "SELECT id FROM switchyard.jobs WHERE deadline IS NULL ORDER BY run_at, id LIMIT 4"
+            ).map { try $0.decode("id", as: Int64.self) }
+            #expect(Array(first.suffix(2).map(\.id)) == Array(backlog.prefix(2)))
+            // The urgent jobs stand past the backlog in the queue's order: the cursor stays at the
+            // backlog's last claimed, so the next claim goes on with it.
+            cursor.advance(past: first)
+            let next = try await store.claim(worker: "w", freeSlots: 2, backgroundSlots: 2, lease: Self.lease, after: cursor)
+            #expect(next.map(\.id) == Array(backlog.suffix(2)))
+        }
+    }
 }

@@ -34,9 +34,19 @@ public struct ClaimCursor: Sendable, Hashable {
 
     /// Moves past the jobs one claim returned, held back to `inFlightSubmissions` before the
     /// claim's time (the database's, from `claimed_at`).
-    public mutating func advance(past jobs: [Job]) {
+    /// - Parameter deadlineHorizon: how near a job's deadline must be for the claim to take it
+    ///   first, out of the queue's order (`switchyard.escalation_horizon` for its `max_attempts`;
+    ///   `sql/0078`). Such a background job does not move the cursor: it may stand past a backlog
+    ///   not yet claimed, which the next claims would skip until the cursor's reset. Twice the
+    ///   horizon is left out, for a policy read a moment before or after the database's.
+    public mutating func advance(past jobs: [Job], deadlineHorizon: (Int) -> Duration = Self.defaultHorizon) {
         for job in jobs {
             guard let claimedAt = job.claimedAt else { continue }
+            if job.priority == .background, let deadline = job.deadline,
+                deadline.timeIntervalSince(claimedAt) <= 2 * deadlineHorizon(job.maxAttempts).seconds
+            {
+                continue
+            }
             let settled = Position(runAt: claimedAt.addingTimeInterval(-Self.inFlightSubmissions), id: .min)
             let position = min(Position(runAt: job.runAt, id: job.id), settled)
             switch job.priority {
@@ -44,6 +54,11 @@ public struct ClaimCursor: Sendable, Hashable {
             case .background: background = max(background ?? position, position)
             }
         }
+    }
+
+    /// The escalation horizon with the default settings and no rule's `max_latency_ms`.
+    public static func defaultHorizon(maxAttempts: Int) -> Duration {
+        BackgroundPolicy().escalationHorizon(maxAttempts: maxAttempts)
     }
 
     /// Back to the head of both partitions.

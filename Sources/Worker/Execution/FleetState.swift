@@ -94,6 +94,13 @@ final class FleetState: Sendable {
     /// The router and the background policy together, rebuilt when either changes.
     var planner: OffPeakPlanner { state.withLock { $0.planner } }
 
+    /// How near a background job's deadline lets it through the gate, as `switchyard.escalation_horizon`
+    /// reckons it: the policy's setting, else the formula with the largest `max_latency_ms` of any rule.
+    func escalationHorizon(maxAttempts: Int) -> Duration {
+        let (policy, widest) = state.withLock { ($0.policy, $0.router.catalog.rules.compactMap(\.maxLatencyMS).max()) }
+        return policy.escalationHorizon(maxAttempts: maxAttempts, primaryTimeoutMS: widest.map { max($0, 1500) })
+    }
+
     /// A model's price windows, parsed once per catalog.
     func schedule(of model: ModelSpec) -> PriceSchedule {
         // The catalog may have been reloaded since `model` was planned with: price the call by the

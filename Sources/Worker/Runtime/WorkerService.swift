@@ -236,7 +236,7 @@ final class WorkerService: Sendable {
                             lease: configuration.lease, after: cursor
                         )
                     }
-                    cursor.advance(past: jobs)
+                    cursor.advance(past: jobs, deadlineHorizon: fleet?.escalationHorizon ?? ClaimCursor.defaultHorizon)
                     for job in jobs {
                         metrics.jobsClaimed.increment([job.priority.rawValue])
                         start(job)
