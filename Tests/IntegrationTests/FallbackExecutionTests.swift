@@ -337,6 +337,13 @@ struct FallbackExecutionTests {
             // the alerts count timeouts against the model (an on-call walkthrough's clients with short
             // deadlines showed healthy models at 3–6% timeouts).
             #expect(Self.trail(cut).map(\.outcome) == [counted ? "timeout" : "deadline"], "\(cut["attempts"]?.jsonText ?? "")")
+            // And the error says the deadline cut it (it read "every model in the plan failed (primary);
+            // last: timed_out", a walkthrough's one model said to have timed out).
+            #expect(cut["error"]?["code"] == "deadline_passed")
+            if !counted {
+                #expect(cut["error"]?["message"]?.stringValue?.contains("cut the call to primary short") == true,
+                        "\(cut["error"]?.jsonText ?? "")")
+            }
             let next = try await Self.submitAndWait(store, Self.chat())
             #expect(next["model"] == "primary")
             // Nor a call of the model's at all: the first job's and the last one's are (a deadline's

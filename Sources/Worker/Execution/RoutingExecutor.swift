@@ -210,12 +210,7 @@ struct RoutingExecutor: JobExecutor {
             let model = attempt.model
             let budget = remainingBudget(job)
             if budget <= .zero {
-                return .failed(
-                    JobFailure(
-                        code: "deadline_passed", message: "the job's deadline passed while trying its models",
-                        retryable: false, taskClass: taskClass, trail: trail, metadata: routeMetadata
-                    )
-                )
+                return .failed(Self.deadlinePassed(job, trail: trail, taskClass: taskClass, metadata: routeMetadata))
             }
             let timeout = min(attempt.timeout, budget)
             let started = now()
@@ -472,6 +467,11 @@ struct RoutingExecutor: JobExecutor {
         {
             return wait
         }
+        // The job's deadline cut its last call: said so, not "every model in the plan failed" with
+        // a timeout (a walkthrough's 200 ms jobs read as if their one model had timed out).
+        if trail.last?.outcome == "deadline" {
+            return .failed(Self.deadlinePassed(job, trail: trail, taskClass: taskClass, metadata: routeMetadata))
+        }
         let unsupported = onlyUnsupported && !trail.isEmpty
         let skipped =
             overCeiling.isEmpty
@@ -485,6 +485,27 @@ struct RoutingExecutor: JobExecutor {
                 metadata: routeMetadata  // the rule, and why models were passed over
             )
         )
+    }
+
+    /// The job's deadline came before its models were done: which call it cut, and what failed before.
+    static func deadlinePassed(
+        _ job: Job, trail: [AttemptRecord], taskClass: String, metadata: [String: JSONValue]
+    ) -> JobFailure {
+        let deadline = job.deadline.map { " (\($0.postgresText))" } ?? ""
+        let cut = trail.last.flatMap { $0.outcome == "deadline" ? $0.model : nil }
+        let failed = trail.dropLast(cut == nil ? 0 : 1).compactMap(\.model)
+            .reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
+        let models = failed.joined(separator: ", ")
+        let message =
+            if let cut {
+                "its deadline\(deadline) cut the call to \(cut) short, with no time left for another"
+                    + (failed.isEmpty ? "" : "; before it, \(models) failed")
+            } else {
+                "its deadline\(deadline) passed while trying its models" + (failed.isEmpty ? "" : " (\(models) failed)")
+            }
+        return JobFailure(
+            code: "deadline_passed", message: message, retryable: false, taskClass: taskClass, trail: trail,
+            metadata: metadata)
     }
 
     /// Counts one call and times it (cancelled calls are counted, not timed).
