@@ -204,6 +204,44 @@ struct JobCommandTests {
         }
     }
 
+    /// A background walkthrough's jobs, held back by the ceiling, were told the fleet's next window
+    /// (another rule's, seven hours before theirs).
+    @Test("a job held back by the closed gate is told its own rule's next window, not the fleet's")
+    func heldJobToldItsOwnWindow() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            var calendar = Calendar(identifier: .gregorian)
+            calendar.timeZone = TimeZone(identifier: "UTC")!
+            let now = Date()
+            func window(hoursAhead: Int) -> (text: String, start: Date) {
+                let start = calendar.date(
+                    bySettingHour: calendar.component(.hour, from: now.addingTimeInterval(Double(hoursAhead) * 3600)),
+                    minute: 0, second: 0, of: now.addingTimeInterval(Double(hoursAhead) * 3600))!
+                let hour = calendar.component(.hour, from: start)
+                return (String(format: #"{"start": "%02d:00", "end": "%02d:30", "multiplier": 0.1}"#, hour, hour), start)
+            }
+            let (soon, _) = window(hoursAhead: 2)
+            let (later, laterStart) = window(hoursAhead: 5)
+            let catalog = """
+                {"models": {
+                   "a-model": {"provider": "simulated", "price_per_1k_input": 0.002, "price_per_1k_output": 0.002, "price_windows": [\(soon)]},
+                   "b-model": {"provider": "simulated", "price_per_1k_input": 0.002, "price_per_1k_output": 0.002, "price_windows": [\(later)]}},
+                 "routing_rules": {"a": {"primary": "a-model"}, "b": {"primary": "b-model"}, "default": {"primary": "a-model"}}}
+                """
+            _ = try await CatalogStore(pool: pool).importDocument(Data(catalog.utf8))
+            try await BackgroundPolicy.set("background_max_cost_per_1k", to: "0.001", in: pool)
+            let store = QueueStore(pool: pool)
+            let hello: JSONValue = ["messages": [["role": "user", "content": "hi"]]]
+            let id = try await store.submit(Submission(request: hello, priority: .background, taskClass: "b"))
+            let held = try #require(try await store.waiting(of: [id])[id]?.held)
+            #expect(held == "no model is within the background ceiling of $0.001/1K until \(laterStart.readableUTC)", "\(held)")
+            // With a deadline before that window, it says when it runs above the ceiling.
+            let hurried = try await store.submit(
+                Submission(request: hello, priority: .background, taskClass: "b", deadline: now.addingTimeInterval(3600)))
+            let hurriedHeld = try #require(try await store.waiting(of: [hurried])[hurried]?.held)
+            #expect(hurriedHeld.contains("; it runs above the ceiling from "), "\(hurriedHeld)")
+        }
+    }
+
     /// A review's job failed with `unreadable_request`; `result --content` advised a retry, which
     /// failed the same way.
     @Test("result --content of a job whose request was refused advises a corrected submission, not a retry")

@@ -205,9 +205,7 @@ struct JobWaiter {
         var text = status == "scheduled" ? "scheduled until \(StatusFormat.clock(waiting.runAt)) UTC" : status
         if let reason = waiting.reason { text += status == "scheduled" ? ": \(reason)" : "; put back: \(reason)" }
         if waiting.paused { text += "; background work is paused (dispatcher background resume)" }
-        if let held = waiting.held {
-            text += "; background work is held back: \(held) (sooner if its deadline needs it)"
-        }
+        if let held = waiting.held { text += "; background work is held back: \(held)" }
         return text
     }
 

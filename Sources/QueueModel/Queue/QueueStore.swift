@@ -399,14 +399,46 @@ public struct QueueStore: Sendable {
             for id in background { result[id]?.paused = true }
         } else if try may.decode("gate", as: Bool.self), let gate = try? await BackgroundGate.check(pool), !gate.isOpen {
             // A job held back by the ceiling read "queued" alone until a worker had put it back.
-            // The gate is the fleet's: it opens when some rule's model fits, which may not be this
-            // job's (a docs walkthrough's job was promised 16:30 by another rule's window).
-            let held = gate.reason
-                + (gate.nextOpenAt.map { "; the gate opens at \($0.readableUTC) for the first rule a model fits then" } ?? "")
             // A job a worker put back already says why (the same ceiling, with its next window).
-            for id in background where result[id]?.reason == nil { result[id]?.held = held }
+            let held = background.filter { result[$0]?.reason == nil }
+            let own = (try? await heldReasons(of: held)) ?? [:]
+            // The gate is the fleet's: it opens when some rule's model fits, which may not be this
+            // job's (a docs walkthrough's job was promised 16:30 by another rule's window): a job's
+            // own wait, as a worker would decide it now, where the catalog can be read.
+            let fleet = gate.reason
+                + (gate.nextOpenAt.map { "; the gate opens at \($0.readableUTC) for the first rule a model fits then" } ?? "")
+            for id in held { result[id]?.held = own[id] ?? fleet }
         }
         return result
+    }
+
+    /// Why each of `jobs` (background, queued, held back by the closed gate) waits, as a worker
+    /// would decide it now (`OffPeakPlanner`): its own rule's next cheap window, or that its
+    /// deadline lets it run past the ceiling. A background walkthrough's jobs were told of another
+    /// rule's window, seven hours before theirs.
+    private func heldReasons(of jobs: [Int64]) async throws -> [Int64: String] {
+        guard !jobs.isEmpty else { return [:] }
+        let catalogStore = CatalogStore(pool: pool)
+        let catalog = try await catalogStore.load()
+        let planner = OffPeakPlanner(router: Router(catalog: catalog), policy: try await BackgroundPolicy.load(pool))
+        let now = Date()
+        var state = try await catalogStore.routingState()
+        for (model, price) in PriceSchedule.offPeakPrices(catalog.models.map(PriceSchedule.init), at: now) {
+            state[model].averagePricePer1K = price
+        }
+        let rows = try await pool.query(
+            "SELECT \(Job.columns) FROM switchyard.jobs WHERE id = ANY ($1::bigint[]) AND lease_owner IS NULL", [jobs])
+        var reasons: [Int64: String] = [:]
+        for job in try rows.map(Job.init(row:)) {
+            switch planner.decide(
+                RoutingRequest(job: job), deadline: job.deadline, maxAttempts: job.maxAttempts, state: state, now: now)
+            {
+            case .postpone(_, let reason): reasons[job.id] = reason
+            case .run(_, let escalation?): reasons[job.id] = escalation + "; it runs past the ceiling at the next claim"
+            case .run(_, nil): break
+            }
+        }
+        return reasons
     }
 
     /// The result row of a finished job as JSON, or nil while it is not finished (or unknown).
