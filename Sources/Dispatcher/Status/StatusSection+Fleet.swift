@@ -70,18 +70,27 @@ extension StatusSection {
         if depth.contains(where: { $0.queued > 0 }) {
             // A role that may read the queue's figures but not its rows gets the table alone.
             let byPriority = (try? await context.observability.queuedByTenant()) ?? []
-            for (priority, tenants) in byPriority {
+            for partition in byPriority {
+                let others = partition.otherTenants == 0 ? "" : "; \(partition.otherTenants) more "
+                    + (partition.otherTenants == 1 ? "tenant" : "tenants") + " with \(partition.otherQueued) "
+                    + (partition.otherQueued == 1 ? "job" : "jobs")
                 lines.append(
-                    "\(priority) queued by tenant: "
-                        + tenants.map { "\($0.tenant.map(StatusFormat.printable) ?? "(none)") \($0.queued)" }
-                        .joined(separator: ", "))
+                    "\(partition.priority) queued by tenant: "
+                        + partition.tenants.map { "\($0.tenant.map(StatusFormat.printable) ?? "(none)") \($0.queued)" }
+                        .joined(separator: ", ") + others)
             }
             siblings["queued_by_tenant"] = .object(Dictionary(
-                byPriority.map { priority, tenants in
-                    (priority, JSONValue.array(tenants.map {
+                byPriority.map { partition in
+                    (partition.priority, JSONValue.array(partition.tenants.map {
                         ["tenant": $0.tenant.map(JSONValue.string) ?? .null, "queued": .number(Double($0.queued))]
                     }))
                 }, uniquingKeysWith: { first, _ in first }))
+            let others = byPriority.filter { $0.otherTenants > 0 }
+            if !others.isEmpty {
+                siblings["queued_by_other_tenants"] = .object(Dictionary(
+                    others.map { ($0.priority, ["tenants": .number(Double($0.otherTenants)), "queued": .number(Double($0.otherQueued))]) },
+                    uniquingKeysWith: { first, _ in first }))
+            }
         }
         // A network walkthrough's worker held 29 jobs for 15 minutes on a dead connection: status
         // showed "running 29" and a fresh heartbeat, nothing of how long they had run.
