@@ -9,6 +9,12 @@
 -- (model_health.closed_at, sql/0073) no longer counts; the message says the window is the time
 -- since the closing when it is.
 --
+-- The backlog-deadline rule, restated with it, takes the claim's deadline path (sql/0078) into
+-- account: a job whose deadline is near is claimed before the backlog, so the backlog's drain time
+-- alone no longer puts it at risk; the jobs with earlier deadlines, run first too, may. With no
+-- throughput measured, jobs are at risk only while no worker is alive. A walkthrough's alert said
+-- 567 and then 206 jobs "would miss their deadline" behind the backlog; every one ran in time.
+--
 -- alert_measurements is 0074's otherwise.
 
 SET LOCAL ROLE switchyard_admin;
@@ -48,6 +54,10 @@ DECLARE
     failure_window constant interval :=
         make_interval(secs => coalesce(switchyard.numeric_setting('alert_job_failure_window_seconds'), 300));
     failure_min_jobs constant integer := coalesce(switchyard.numeric_setting('alert_job_failure_min_jobs'), 10)::integer;
+    -- escalation_horizon's terms (sql/0078): a job's horizon is written inline, per job.
+    override constant double precision := nullif(switchyard.setting('background_escalation_seconds'), '')::double precision;
+    per_attempt constant double precision :=
+        13 + greatest(1.5, coalesce((SELECT max(r.max_latency_ms) FROM switchyard.routes r), 0) / 1000.0);
 BEGIN
     -- A model's error rate.
     IF error_limit IS NOT NULL THEN
@@ -283,13 +293,32 @@ BEGIN
                         ELSE p_at + throughput_window END AS drained_at
             FROM backlog b, throughput t
         ), at_risk AS (
+            -- Behind the backlog, a job near its deadline is still claimed first (sql/0078): at
+            -- risk only if, from when its escalation horizon begins (or now), the jobs with an
+            -- earlier deadline, run first too, are more than the recent throughput starts before
+            -- its deadline. A walkthrough's 206 jobs "would miss" behind 2,584: all ran in time.
+            -- With no throughput measured, only while no worker is alive to claim them (a worker
+            -- starting on a backlog paged 567 jobs that all ran).
             SELECT d.*, r.jobs_at_risk, r.put_off
             FROM drain d
             CROSS JOIN LATERAL (
                 SELECT count(*) AS jobs_at_risk,
-                       count(*) FILTER (WHERE j.postponed_at IS NOT NULL AND j.run_at > p_at) AS put_off
-                FROM switchyard.jobs_background j
-                WHERE j.lease_owner IS NULL AND j.deadline IS NOT NULL AND j.deadline < d.drained_at) r
+                       count(*) FILTER (WHERE q.postponed_at IS NOT NULL AND q.run_at > p_at) AS put_off
+                FROM (SELECT j.deadline, j.postponed_at, j.run_at, j.max_attempts,
+                             row_number() OVER (ORDER BY j.deadline, j.id) - 1 AS earlier
+                      FROM switchyard.jobs_background j
+                      WHERE j.lease_owner IS NULL AND j.deadline IS NOT NULL AND j.deadline < d.drained_at) q
+                WHERE paused
+                   OR (d.per_second > 0
+                       AND greatest(q.deadline - make_interval(secs => coalesce(override,
+                               per_attempt * q.max_attempts
+                               + CASE WHEN q.max_attempts <= 9 THEN power(2, q.max_attempts) - 2
+                                      ELSE 510 + 300 * (q.max_attempts - 9) END
+                               + 60)), p_at)
+                           + make_interval(secs => q.earlier / d.per_second) > q.deadline)
+                   OR (d.per_second = 0
+                       AND NOT EXISTS (SELECT 1 FROM switchyard.workers w
+                                       WHERE w.heartbeat_at + make_interval(secs => coalesce(w.lease_seconds, 30)) > p_at))) r
         )
         SELECT 'backlog_deadlines'::text, 'background'::text, a.jobs_at_risk::double precision, backlog_limit,
                a.jobs_at_risk > backlog_limit, a.jobs_at_risk <= backlog_limit,
