@@ -48,7 +48,7 @@ struct CatalogStoreTests {
         let extra = #"""
             {"models": {
                "fine": {"provider": "simulated", "price_per_1k_input": 0.0000000001, "price_per_1k_output": 1234.5678901234,
-                        "enabled": false, "settings": {"mode": "instant"},
+                        "enabled": false, "settings": {"mode": "instant"}, "supports": {"tools": false, "images": false},
                         "price_windows": [{"days": ["sat", "sun"], "start": "22:00", "end": "06:00",
                                            "time_zone": "Europe/Paris", "input_multiplier": 0.5, "output_multiplier": 2}]}},
              "routing_rules": {"fine": {"primary": "fine", "classes": ["tiny"], "description": "the fine one",

@@ -421,6 +421,26 @@ struct CatalogDocumentTests {
             ])
     }
 
+    @Test("supports names what a model cannot take; an unknown name or a LiteLLM field is a problem with the fix")
+    func supports() throws {
+        let text = """
+            {"models": {"m": {"provider": "simulated", "supports": {"tools": false, "images": true, "json_output": false}}}}
+            """
+        let document = try CatalogDocument(parsing: Data(text.utf8))
+        #expect(document.models?.first?.unsupported == [.tools, .jsonOutput])
+        let exported = Catalog(models: document.models ?? [], rules: []).document
+        #expect(exported["models"]?["m"]?["supports"] == ["tools": false, "json_output": false])
+        let bad = """
+            {"models": {"m": {"provider": "simulated", "supports": {"vision": false, "tools": "no"}},
+                        "n": {"provider": "simulated", "supports_vision": false}}}
+            """
+        #expect(CatalogDocument.validate(Data(bad.utf8)).problems.map(\.description) == [
+            "models.m.supports.vision: unknown feature — use tools, images, json_output",
+            "models.m.supports.tools: expected true or false, got a string",
+            "models.n.supports_vision: unknown field — write \"supports.images\" instead",
+        ])
+    }
+
     @Test("two models whose names differ only in case are said in a warning")
     func namesDifferingInCase() {
         let text = """

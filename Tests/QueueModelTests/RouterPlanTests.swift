@@ -225,6 +225,44 @@ struct RouterPlanTests {
         #expect(router.plan(for: F.request(), state: RoutingState()).attempts.map(\.model.name) == ["claude", "gpt"])
     }
 
+    /// An operator's walkthrough could not say a model takes no tools or images: such requests were
+    /// planned onto it first, and only its refusal at the call moved them on.
+    @Test("a model the catalog says cannot take tools, images or JSON output is left out of plans that ask for them")
+    func unsupportedFeatures() throws {
+        var text = F.model("text-only")
+        text.unsupported = [.tools, .images, .jsonOutput]
+        let router = Router(catalog: F.catalog([text, F.model("full")]))
+        let tool: JSONValue = [["type": "function", "function": ["name": "weather", "parameters": ["type": "object"]]]]
+        let image: JSONValue = ["messages": [["role": "user", "content": [
+            ["type": "text", "text": "what is this?"], ["type": "image_url", "image_url": ["url": "https://x/y.png"]],
+        ]]]]
+        var withTools = F.request().body.objectValue ?? [:]
+        withTools["tools"] = tool
+        var json = F.request().body.objectValue ?? [:]
+        json["response_format"] = ["type": "json_object"]
+        for body in [JSONValue.object(withTools), image, .object(json)] {
+            let plan = router.plan(for: RoutingRequest(body: body, taskClass: "r"), state: RoutingState())
+            #expect(plan.attempts.map(\.model.name) == ["full"], "\(body)")
+            let dropped = plan.explanation.candidates.first { $0.model == "text-only" }
+            #expect(dropped?.dropReasons.first?.hasPrefix("the catalog says it cannot take ") == true, "\(String(describing: dropped))")
+        }
+        #expect(router.plan(for: RoutingRequest(body: .object(withTools), taskClass: "r"), state: RoutingState())
+            .explanation.candidates.first { $0.model == "text-only" }?.dropReasons == ["the catalog says it cannot take tools (supports)"])
+        // A plain request, or a text response_format, goes to it as before.
+        var plainFormat = F.request().body.objectValue ?? [:]
+        plainFormat["response_format"] = ["type": "text"]
+        #expect(F.order(router, F.request()) == ["text-only", "full"])
+        #expect(F.order(router, RoutingRequest(body: .object(plainFormat), taskClass: "r")) == ["text-only", "full"])
+        // No model of the catalog takes it: the request's doing, unsupported_request, with the fix.
+        let alone = Router(catalog: F.catalog([text])).plan(for: RoutingRequest(body: image, taskClass: "r"), state: RoutingState())
+        #expect(alone.unroutable?.isRequestsFault == true && alone.unroutable?.isTooLarge == false)
+        #expect(alone.unroutable?.hint.hasPrefix("submit it without what its models cannot take") == true, "\(String(describing: alone.unroutable))")
+        // Another model of the catalog takes it: the rule's doing (unroutable), which adding it fixes.
+        let elsewhere = Router(catalog: Catalog(models: [text, F.model("full")], rules: F.catalog([text]).rules))
+            .plan(for: RoutingRequest(body: image, taskClass: "r"), state: RoutingState())
+        #expect(elsewhere.unroutable?.isRequestsFault == false)
+    }
+
     @Test("no model left: transient when some model is kept out only by health, budgets or concurrency")
     func unroutable() throws {
         let router = Router(catalog: F.catalog([F.model("a"), F.model("b", context: 100)]))

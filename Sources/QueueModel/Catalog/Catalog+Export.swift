@@ -32,6 +32,9 @@ extension Catalog {
         if let value = model.tokensPerMinute { fields["tokens_per_minute"] = .number(Double(value)) }
         if !model.enabled { fields["enabled"] = false }
         if model.settings.objectValue?.isEmpty == false { fields["settings"] = model.settings }
+        if !model.unsupported.isEmpty {
+            fields["supports"] = .object(Dictionary(uniqueKeysWithValues: model.unsupported.map { ($0.rawValue, false) }))
+        }
         return .object(fields)
     }
 

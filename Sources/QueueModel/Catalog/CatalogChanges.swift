@@ -124,6 +124,7 @@ public struct CatalogChanges: Sendable, Hashable {
         check("tokens_per_minute", \.tokensPerMinute)
         check("enabled", \.enabled)
         check("settings", \.settings)
+        check("supports", \.unsupported)
         return fields
     }
 

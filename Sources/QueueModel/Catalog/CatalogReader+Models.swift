@@ -6,7 +6,7 @@ extension CatalogReader {
         "name", "provider", "base_url", "api_key_env", "upstream_model", "tier", "price_per_1k_input",
         "price_per_1k_output", "price_per_1k_cached_input", "price_per_1k_cache_write", "price_windows",
         "context_window", "capabilities", "weight", "max_concurrency", "requests_per_minute", "tokens_per_minute",
-        "enabled", "settings",
+        "enabled", "settings", "supports",
     ]
 
     /// Names from LiteLLM and Portkey configs, and what Switchyard calls them.
@@ -21,6 +21,8 @@ extension CatalogReader {
         "cache_creation_input_token_cost": "price_per_1k_cache_write (per 1,000 tokens)",
         "max_input_tokens": "context_window", "context_length": "context_window", "max_context": "context_window",
         "rpm": "requests_per_minute", "tpm": "tokens_per_minute", "max_parallel_requests": "max_concurrency",
+        "supports_function_calling": "supports.tools", "supports_tool_choice": "supports.tools",
+        "supports_vision": "supports.images", "supports_response_schema": "supports.json_output",
     ]
 
     /// The most a Postgres `integer` column holds (2,147,483,647): the upper bound of any whole
@@ -145,7 +147,8 @@ extension CatalogReader {
                 fields["tokens_per_minute"], at: Self.join(path, "tokens_per_minute"), range: 1...Self.largestInteger,
                 unit: " tokens per minute"),
             enabled: bool(fields["enabled"], at: Self.join(path, "enabled")) ?? true,
-            settings: json(fields["settings"], at: Self.join(path, "settings"), expected: "an object") ?? [:]
+            settings: json(fields["settings"], at: Self.join(path, "settings"), expected: "an object") ?? [:],
+            unsupported: unsupported(fields["supports"], at: Self.join(path, "supports"))
         )
         if provider == .simulated {
             checkSimulatedSettings(fields["settings"], at: Self.join(path, "settings"))
@@ -268,6 +271,35 @@ extension CatalogReader {
                 path, "has a multiplier of 0: the model costs nothing in this window",
                 hint: "if it is free then, keep it; a discount is a fraction like 0.5")
         }
+    }
+
+    /// `"supports": {"tools": false, "images": false, "json_output": false}`: what the model cannot
+    /// take (true, or left out: it can).
+    private mutating func unsupported(_ node: JSONNode?, at path: String) -> Set<ModelFeature> {
+        guard let node, node != .null else { return [] }
+        let names = ModelFeature.allCases.map(\.rawValue)
+        guard let members = node.members else {
+            problem(path, "expected an object such as {\"tools\": false}, got \(node.typeName)",
+                    hint: "name what the model cannot take: \(names.joined(separator: ", "))")
+            return []
+        }
+        var unsupported: Set<ModelFeature> = []
+        var seen: Set<String> = []
+        for member in members {
+            let memberPath = Self.join(path, member.key)
+            guard seen.insert(member.key).inserted else {
+                problem(memberPath, "appears twice", hint: "keep one")
+                continue
+            }
+            guard let feature = ModelFeature(rawValue: member.key) else {
+                problem(
+                    memberPath, "unknown feature\(CatalogProblem.didYouMean(member.key, among: names))",
+                    hint: "use \(names.joined(separator: ", "))")
+                continue
+            }
+            if bool(member.value, at: memberPath) == false { unsupported.insert(feature) }
+        }
+        return unsupported
     }
 
     private mutating func capabilities(_ node: JSONNode?, at path: String) -> [String: Int] {

@@ -56,7 +56,8 @@ public struct CatalogStore: Sendable {
                    price_per_1k_output, price_per_1k_cached_input, price_per_1k_cache_write,
                    price_windows::text AS price_windows, context_window,
                    capabilities::text AS capabilities, weight, max_concurrency, requests_per_minute,
-                   tokens_per_minute, enabled, settings::text AS settings
+                   tokens_per_minute, enabled, settings::text AS settings,
+                   array_to_json(unsupported_features)::text AS unsupported_features
             FROM switchyard.models ORDER BY name
             """
         )
@@ -349,9 +350,10 @@ public struct CatalogStore: Sendable {
         INSERT INTO switchyard.models (
             name, provider, base_url, api_key_env, upstream_model, tier, price_per_1k_input, price_per_1k_output,
             price_windows, context_window, capabilities, weight, max_concurrency, requests_per_minute,
-            tokens_per_minute, enabled, settings, price_per_1k_cached_input, price_per_1k_cache_write, updated_at)
+            tokens_per_minute, enabled, settings, price_per_1k_cached_input, price_per_1k_cache_write,
+            unsupported_features, updated_at)
         VALUES ($1, $2, $3, $4, $5, $6, $7::numeric, $8::numeric, $9::jsonb, $10, $11::jsonb, $12, $13, $14, $15, $16,
-                $17::jsonb, $18::numeric, $19::numeric, now())
+                $17::jsonb, $18::numeric, $19::numeric, $20::text[], now())
         ON CONFLICT (name) DO UPDATE SET
             provider = EXCLUDED.provider, base_url = EXCLUDED.base_url, api_key_env = EXCLUDED.api_key_env,
             upstream_model = EXCLUDED.upstream_model, tier = EXCLUDED.tier,
@@ -362,7 +364,7 @@ public struct CatalogStore: Sendable {
             capabilities = EXCLUDED.capabilities, weight = EXCLUDED.weight,
             max_concurrency = EXCLUDED.max_concurrency, requests_per_minute = EXCLUDED.requests_per_minute,
             tokens_per_minute = EXCLUDED.tokens_per_minute, enabled = EXCLUDED.enabled,
-            settings = EXCLUDED.settings, updated_at = now()
+            settings = EXCLUDED.settings, unsupported_features = EXCLUDED.unsupported_features, updated_at = now()
         """
 
     private static let upsertRule = """
@@ -383,7 +385,7 @@ public struct CatalogStore: Sendable {
             model.pricePer1KInput, model.pricePer1KOutput, PostgresJSON(text: model.priceWindows.jsonText),
             model.contextWindow, PostgresJSON(text: capabilities.jsonText), model.weight, model.maxConcurrency,
             model.requestsPerMinute, model.tokensPerMinute, model.enabled, PostgresJSON(text: model.settings.jsonText),
-            model.pricePer1KCachedInput, model.pricePer1KCacheWrite,
+            model.pricePer1KCachedInput, model.pricePer1KCacheWrite, model.unsupported.sorted().map(\.rawValue),
         ]
     }
 
@@ -410,7 +412,12 @@ public struct CatalogStore: Sendable {
             weight: try row.decode("weight"), maxConcurrency: try row.decode("max_concurrency", as: Int?.self),
             requestsPerMinute: try row.decode("requests_per_minute", as: Int?.self),
             tokensPerMinute: try row.decode("tokens_per_minute", as: Int?.self), enabled: try row.decode("enabled"),
-            settings: try JSONValue(parsing: try row.decode("settings", as: String.self))
+            settings: try JSONValue(parsing: try row.decode("settings", as: String.self)),
+            // A name this binary does not know (stored by a newer one) is left out: the model is
+            // tried, and refuses the request at the call if it cannot take it.
+            unsupported: Set(
+                (try JSONValue(parsing: try row.decode("unsupported_features", as: String.self)).arrayValue ?? [])
+                    .compactMap { $0.stringValue.flatMap(ModelFeature.init(rawValue:)) })
         )
     }
 

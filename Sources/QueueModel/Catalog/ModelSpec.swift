@@ -10,6 +10,49 @@ public enum ProviderKind: String, Sendable, Hashable, Codable, CaseIterable {
     case simulated
 }
 
+/// What a request may ask that a model may not take: the catalog says so of a model
+/// (`"supports": {"images": false}`), and the router leaves it out of a plan for such a request
+/// instead of spending a call on its refusal.
+public enum ModelFeature: String, Sendable, Hashable, Codable, CaseIterable, Comparable {
+    /// Function or tool calling: a request with `tools` (or the legacy `functions`).
+    case tools
+    /// Image input: a message content part of type `image_url` (or `input_image`, `image`).
+    case images
+    /// Structured output: `response_format` of type `json_object` or `json_schema`.
+    case jsonOutput = "json_output"
+
+    /// As a drop reason names it: "tools", "images", "JSON output".
+    public var wording: String {
+        switch self {
+        case .tools: "tools"
+        case .images: "images"
+        case .jsonOutput: "JSON output"
+        }
+    }
+
+    public static func < (lhs: ModelFeature, rhs: ModelFeature) -> Bool {
+        allCases.firstIndex(of: lhs)! < allCases.firstIndex(of: rhs)!
+    }
+
+    /// What `request` (an OpenAI chat-completions body) asks of these.
+    public static func needed(by request: JSONValue) -> Set<ModelFeature> {
+        var needed: Set<ModelFeature> = []
+        for key in ["tools", "functions"] where request[key]?.arrayValue?.isEmpty == false { needed.insert(.tools) }
+        if let type = request["response_format"]?["type"]?.stringValue, type == "json_object" || type == "json_schema" {
+            needed.insert(.jsonOutput)
+        }
+        for message in request["messages"]?.arrayValue ?? [] {
+            for part in message["content"]?.arrayValue ?? [] {
+                if let type = part["type"]?.stringValue, type == "image_url" || type == "input_image" || type == "image" {
+                    needed.insert(.images)
+                    return needed
+                }
+            }
+        }
+        return needed
+    }
+}
+
 /// One model in the catalog (`switchyard.models`).
 public struct ModelSpec: Sendable, Hashable, Codable {
     /// The catalog name routing rules refer to (`gpt-4`, `claude-haiku`).
@@ -45,6 +88,8 @@ public struct ModelSpec: Sendable, Hashable, Codable {
     public var enabled: Bool
     /// Provider-specific settings (e.g. a simulated model's latency and error rates).
     public var settings: JSONValue
+    /// What the catalog says the model cannot take (`"supports": {"tools": false}`); empty: anything.
+    public var unsupported: Set<ModelFeature>
 
     public init(
         name: String, provider: ProviderKind, baseURL: String? = nil, apiKeyEnv: String? = nil,
@@ -52,7 +97,8 @@ public struct ModelSpec: Sendable, Hashable, Codable {
         pricePer1KOutput: Decimal = 0, pricePer1KCachedInput: Decimal? = nil, pricePer1KCacheWrite: Decimal? = nil,
         priceWindows: JSONValue = [], contextWindow: Int = 8192,
         capabilities: [String: Int] = [:], weight: Double = 1, maxConcurrency: Int? = nil,
-        requestsPerMinute: Int? = nil, tokensPerMinute: Int? = nil, enabled: Bool = true, settings: JSONValue = [:]
+        requestsPerMinute: Int? = nil, tokensPerMinute: Int? = nil, enabled: Bool = true, settings: JSONValue = [:],
+        unsupported: Set<ModelFeature> = []
     ) {
         self.name = name
         self.provider = provider
@@ -73,6 +119,7 @@ public struct ModelSpec: Sendable, Hashable, Codable {
         self.tokensPerMinute = tokensPerMinute
         self.enabled = enabled
         self.settings = settings
+        self.unsupported = unsupported
     }
 
     /// The name to send to the provider.

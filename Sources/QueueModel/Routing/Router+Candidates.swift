@@ -130,6 +130,9 @@ extension Router {
         /// What the request asks that an Anthropic model cannot give (`AnthropicLimits`), read
         /// only when the plan has one.
         var anthropicRefusals: [String] = []
+        /// What the request asks that the catalog says some model cannot take (`ModelFeature`),
+        /// read only when the catalog says so of one.
+        var needs: Set<ModelFeature> = []
 
         init(
             rule: RouteRule, scoringClass: TaskClass, estimate: PromptEstimate, ceiling: Decimal?,
@@ -152,13 +155,14 @@ extension Router {
     func evaluate(
         _ name: String, index: Int, rule: RouteRule, scoringClass: TaskClass, estimate: PromptEstimate,
         ceiling: Decimal?, allowedTiers: Set<String>? = nil, background: Bool,
-        state: RoutingState, explain: Bool = true, anthropicRefusals: [String] = []
+        state: RoutingState, explain: Bool = true, anthropicRefusals: [String] = [], needs: Set<ModelFeature> = []
     ) -> Evaluation {
         var criteria = Criteria(
             rule: rule, scoringClass: scoringClass, estimate: estimate, ceiling: ceiling, allowedTiers: allowedTiers,
             background: background, explain: explain
         )
         criteria.anthropicRefusals = anthropicRefusals
+        criteria.needs = needs
         return evaluate(name, entry: modelsByName[name], index: index, criteria: criteria, state: state)
     }
 
@@ -211,6 +215,12 @@ extension Router {
             evaluation.refusesRequest = true
             evaluation.drop(
                 "Anthropic models have no equivalent of \(criteria.anthropicRefusals.joined(separator: ", "))",
+                permanent: true)
+        }
+        if !criteria.needs.isEmpty, case let lacking = criteria.needs.intersection(entry.spec.unsupported), !lacking.isEmpty {
+            evaluation.refusesRequest = true
+            evaluation.drop(
+                "the catalog says it cannot take \(lacking.sorted().map(\.wording).joined(separator: ", ")) (supports)",
                 permanent: true)
         }
         if live.breaker == .open { evaluation.drop("breaker open (unhealthy)", permanent: false) }

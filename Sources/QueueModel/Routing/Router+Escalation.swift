@@ -36,7 +36,7 @@ extension Router {
                 model.name, index: 0, rule: plan.rule ?? RouteRule(taskClass: "", primary: model.name),
                 scoringClass: scoringClass, estimate: plan.estimate, ceiling: plan.ceiling,
                 allowedTiers: plan.allowedTiers, background: plan.background, state: state,
-                anthropicRefusals: anthropicRefusals
+                anthropicRefusals: anthropicRefusals, needs: request.map(featuresNeeded(by:)) ?? []
             )
             // The estimate said the request fits; the provider disagreed. Trust the provider.
             return evaluation.dropReasons.count == (evaluation.isTooSmall ? 1 : 0)

@@ -27,6 +27,9 @@ public struct Router: Sendable {
     let modelsByName: [String: ModelEntry]
     /// Each rule's models, by rule name, computed once: every plan for the rule walks them.
     let rulesModels: [String: RuleModels]
+    /// Whether the catalog says of some model what it cannot take (`supports`): only then does a
+    /// plan read what the request asks (`ModelFeature.needed(by:)`).
+    let hasFeatureLimits: Bool
 
     /// A router for one catalog version; builds the hash rings of its `hash` rules.
     public init(catalog: Catalog, classifier: TaskClassifier = TaskClassifier()) {
@@ -40,6 +43,12 @@ public struct Router: Sendable {
             catalog.rules.map { ($0.taskClass, RuleModels(rule: $0, entries: entries)) },
             uniquingKeysWith: { first, _ in first }
         )
+        self.hasFeatureLimits = catalog.models.contains { !$0.unsupported.isEmpty }
+    }
+
+    /// What `request` asks that the catalog says some model cannot take; empty when it says so of none.
+    func featuresNeeded(by request: JSONValue) -> Set<ModelFeature> {
+        hasFeatureLimits ? ModelFeature.needed(by: request) : []
     }
 
     /// Whether the job's own `task_class` found no rule by name, by `classes` or by alias, and was
@@ -88,12 +97,13 @@ public struct Router: Sendable {
         let anthropicRefusals =
             ruleModels.hasAnthropic || requested.flatMap({ modelsByName[$0] })?.spec.provider == .anthropic
             ? AnthropicLimits.untranslatable(request.body.objectValue ?? [:]) : []
+        let needs = featuresNeeded(by: request.body)
         let pinned = requested.map { name in
             evaluate(
                 name, index: -1, rule: RouteRule(taskClass: rule.taskClass, primary: name),
                 scoringClass: match.scoringClass, estimate: estimate, ceiling: request.maxCostPer1K,
                 allowedTiers: request.allowedTiers, background: request.priority == .background, state: state,
-                explain: explain, anthropicRefusals: anthropicRefusals
+                explain: explain, anthropicRefusals: anthropicRefusals, needs: needs
             )
         }
         // The pinned model first, then the rule's: the order the explanation lists them in.
@@ -104,6 +114,7 @@ public struct Router: Sendable {
             allowedTiers: request.allowedTiers, background: request.priority == .background, explain: explain
         )
         criteria.anthropicRefusals = anthropicRefusals
+        criteria.needs = needs
         var kept: [Int] = []
         kept.reserveCapacity(ruleModels.names.count)
         var index = 0
@@ -166,7 +177,7 @@ public struct Router: Sendable {
                     model.name, index: 0, rule: RouteRule(taskClass: "", primary: model.name),
                     scoringClass: match.scoringClass, estimate: estimate, ceiling: ceiling,
                     allowedTiers: request.allowedTiers, background: request.priority == .background, state: state,
-                    explain: false, anthropicRefusals: refusals
+                    explain: false, anthropicRefusals: refusals, needs: needs
                 ).isPermanentlyDropped
             }
             plan.unroutable = Self.unroutable(
@@ -209,6 +220,9 @@ public struct Router: Sendable {
         if reasons.contains(where: { $0.contains("disabled in the catalog") }) { fixes.append("enable one of its models") }
         if reasons.contains(where: { $0.hasPrefix("Anthropic models have no equivalent") }) {
             fixes.append("submit it without what Anthropic models cannot take")
+        }
+        if reasons.contains(where: { $0.hasPrefix("the catalog says it cannot take") }) {
+            fixes.append("submit it without what its models cannot take (or correct their supports in the catalog)")
         }
         if reasons.contains(where: { $0.contains("is not allowed here") }) {
             fixes.append("allow its models' tiers (dispatcher background ceiling --tiers)")
