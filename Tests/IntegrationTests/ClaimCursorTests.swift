@@ -281,6 +281,9 @@ struct ClaimCursorTests {
             cursor.advance(past: first)
             let next = try await store.claim(worker: "w", freeSlots: 2, backgroundSlots: 2, lease: Self.lease, after: cursor)
             #expect(next.map(\.id) == Array(backlog.suffix(2)))
+            // From SQL, no background limit (NULL) is the free slots, as before (a review: the queue's
+            // order was skipped).
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.claim('sql', 30, NULL, 30)").scalar(Int.self) == 30)
         }
     }
 }

@@ -104,6 +104,17 @@ struct OffPeakTests {
             #expect(try await horizon(1) == 253)  // 180 + 3 + 10 + 60
             // As the worker reckons it for that rule's jobs.
             #expect(BackgroundPolicy().escalationHorizon(maxAttempts: 1, primaryTimeoutMS: 180_000) == .seconds(253))
+            // The same at every number of attempts, and with the override: a worker's claim cursor
+            // relies on it (sql/0077 applies it per job), and so does the backlog alert.
+            let sql = try await pool.query(
+                "SELECT n, extract(epoch FROM switchyard.escalation_horizon(n))::float8 AS s FROM generate_series(1, 100) n")
+            for row in sql {
+                let attempts = try row.decode("n", as: Int.self)
+                let swift = BackgroundPolicy().escalationHorizon(maxAttempts: attempts, primaryTimeoutMS: 180_000).seconds
+                #expect(abs(try row.decode("s", as: Double.self) - swift) < 0.001, "\(attempts) attempts")
+            }
+            try await BackgroundPolicy.set("background_escalation_seconds", to: "3600.5", in: pool)
+            #expect(try await horizon(7) == 3600.5)
         }
     }
 

@@ -36,7 +36,7 @@ public struct ClaimCursor: Sendable, Hashable {
     /// claim's time (the database's, from `claimed_at`).
     /// - Parameter deadlineHorizon: how near a job's deadline must be for the claim to take it
     ///   first, out of the queue's order (`switchyard.escalation_horizon` for its `max_attempts`;
-    ///   `sql/0078`). Such a background job does not move the cursor: it may stand past a backlog
+    ///   `sql/0077`). Such a background job does not move the cursor: it may stand past a backlog
     ///   not yet claimed, which the next claims would skip until the cursor's reset. Twice the
     ///   horizon is left out, for a policy read a moment before or after the database's.
     public mutating func advance(past jobs: [Job], deadlineHorizon: (Int) -> Duration = Self.defaultHorizon) {
@@ -60,6 +60,10 @@ public struct ClaimCursor: Sendable, Hashable {
     public static func defaultHorizon(maxAttempts: Int) -> Duration {
         BackgroundPolicy().escalationHorizon(maxAttempts: maxAttempts)
     }
+
+    /// A horizon past any deadline, for a worker that does not read the settings and rules: no
+    /// background job with a deadline moves the cursor.
+    public static func anyHorizon(maxAttempts: Int) -> Duration { .seconds(Int64(Int32.max)) }
 
     /// Back to the head of both partitions.
     public mutating func reset() {

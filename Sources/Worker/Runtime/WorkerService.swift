@@ -236,7 +236,10 @@ final class WorkerService: Sendable {
                             lease: configuration.lease, after: cursor
                         )
                     }
-                    cursor.advance(past: jobs, deadlineHorizon: fleet?.escalationHorizon ?? ClaimCursor.defaultHorizon)
+                    // Without the fleet's state (--simulated-latency) the settings and rules are not
+                    // read: no job with a deadline moves the cursor (a review's worker stalled 10 s
+                    // behind a backlog with background_escalation_seconds at an hour).
+                    cursor.advance(past: jobs, deadlineHorizon: fleet?.escalationHorizon ?? ClaimCursor.anyHorizon)
                     for job in jobs {
                         metrics.jobsClaimed.increment([job.priority.rawValue])
                         start(job)

@@ -468,6 +468,37 @@ struct AlertTests {
         }
     }
 
+    /// A review: a model still failing 5% cleared on its first answers after its probes closed the
+    /// breaker (no calls since read as nothing to measure), was raised again and taken out again.
+    @Test("after a closing, the error-rate alert of a model still failing neither clears nor is raised again until enough calls")
+    func errorRateAlertHoldsThroughClosing() async throws {
+        try await Self.withCatalog { pool in
+            let alerts = AlertStore(pool: pool)
+            let at = try await ResultRow.databaseNow(pool)
+            try await ResultRow.insert(Self.calls("flaky", count: 400, failing: 20, end: at, spread: 280, firstJob: 1), into: pool)
+            let raised = try await alerts.evaluate(at: at)
+            #expect(raised.map(\.kind) == ["error_rate"], "\(raised)")
+            // Its probes close the breaker: no call since, nothing judged, the alert stays.
+            try await pool.query("UPDATE switchyard.model_health SET state = 'closed', opened_at = NULL WHERE model = 'flaky'")
+            let closedAt = try await pool.query("SELECT closed_at FROM switchyard.model_health WHERE model = 'flaky'")
+                .scalar(Date.self)
+            #expect(try await alerts.evaluate(at: closedAt.addingTimeInterval(1)).isEmpty)
+            #expect(try await alerts.open().count == 1)
+            let message = try await pool.query(
+                "SELECT message FROM switchyard.alert_measurements($1) WHERE kind = 'error_rate' AND subject = 'flaky'",
+                [closedAt.addingTimeInterval(1)]).scalar(String.self)
+            #expect(message.contains("its breaker closed at ") && message.hasSuffix("0 calls since (0 errors), too few to judge"),
+                    "\(message)")
+            // Still failing 5% after: the same alert, not a second one, and the breaker stays closed.
+            try await ResultRow.insert(
+                Self.calls("flaky", count: 300, failing: 15, end: closedAt.addingTimeInterval(100), spread: 90, firstJob: 1000),
+                into: pool)
+            #expect(try await alerts.evaluate(at: closedAt.addingTimeInterval(100)).isEmpty)
+            #expect(try await alerts.open().count == 1)
+            #expect(try await HealthStore(pool: pool).snapshot().models["flaky"]?.breaker == .closed)
+        }
+    }
+
     /// An on-call walkthrough's primary answered every call with a 503: its breaker opened at once
     /// and again at each failed probe, and no alert was raised (the error-rate rule never had its
     /// 50 calls).
@@ -726,7 +757,7 @@ struct AlertTests {
                 batch: (0..<30).map { _ in
                     Submission(request: hello, priority: .background, deadline: Date().addingTimeInterval(600))
                 })
-            // Claimed first once near their deadline (sql/0078), they still cannot all start in time:
+            // Claimed first once near their deadline (sql/0077), they still cannot all start in time:
             // 109.5 s before it (their escalation horizon) the line of 30 takes 30 minutes, and only the
             // first two start before their deadline.
             let raised = try await alerts.evaluate(at: at)
@@ -826,7 +857,7 @@ struct AlertTests {
             try await BackgroundPolicy.set("background_paused", to: "false", in: pool)
             try await pool.query("UPDATE switchyard.jobs SET deadline = NULL WHERE id = ANY ($1)", [waiting])
             // The same 60 submitted to run in a minute are in line by then, and the 5 would wait an hour;
-            // claimed first once near their deadline (sql/0078), at one a minute 2 of them start in time.
+            // claimed first once near their deadline (sql/0077), at one a minute 2 of them start in time.
             try await pool.query("UPDATE switchyard.jobs SET postponed_at = NULL, run_at = now() + interval '1 minute' WHERE id = ANY ($1)", [waiting])
             let submittedLater = try await pool.query(
                 "SELECT value FROM switchyard.alert_measurements($1) WHERE kind = 'backlog_deadlines'",

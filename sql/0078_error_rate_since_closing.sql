@@ -7,9 +7,12 @@
 -- aged out of the 5-minute window, and the outage's errors (its failed probes among them) came to
 -- 5.8% of the calls left in it, over the 2% limit. A call made before a closed breaker's closing
 -- (model_health.closed_at, sql/0073) no longer counts; the message says the window is the time
--- since the closing when it is.
+-- since the closing when it is. Since a closing, the alert neither clears nor is raised until as
+-- many calls as it takes to raise it (alert_min_calls) have been made (a review: a model still
+-- failing 5% cleared on its first answers after its probes, was raised again, and its breaker
+-- opened again, a cycle).
 --
--- The backlog-deadline rule, restated with it, takes the claim's deadline path (sql/0078) into
+-- The backlog-deadline rule, restated with it, takes the claim's deadline path (sql/0077) into
 -- account: a job whose deadline is near is claimed before the backlog, so the backlog's drain time
 -- alone no longer puts it at risk; the jobs with earlier deadlines, run first too, may. With no
 -- throughput measured, jobs are at risk only while no worker is alive. A walkthrough's alert said
@@ -54,24 +57,37 @@ DECLARE
     failure_window constant interval :=
         make_interval(secs => coalesce(switchyard.numeric_setting('alert_job_failure_window_seconds'), 300));
     failure_min_jobs constant integer := coalesce(switchyard.numeric_setting('alert_job_failure_min_jobs'), 10)::integer;
-    -- escalation_horizon's terms (sql/0078): a job's horizon is written inline, per job.
-    override constant double precision := nullif(switchyard.setting('background_escalation_seconds'), '')::double precision;
-    per_attempt constant double precision :=
-        13 + greatest(1.5, coalesce((SELECT max(r.max_latency_ms) FROM switchyard.routes r), 0) / 1000.0);
+    -- escalation_horizon's terms (sql/0077), read once: a job's horizon is horizon_seconds of them.
+    per_attempt constant double precision := (SELECT t.per_attempt FROM switchyard.horizon_terms() t);
+    override constant double precision := (SELECT t.override FROM switchyard.horizon_terms() t);
 BEGIN
     -- A model's error rate.
     IF error_limit IS NOT NULL THEN
         RETURN QUERY
-        SELECT 'error_rate'::text, c.model, c.errors::double precision / c.calls, error_limit,
-               c.calls >= min_calls AND c.errors::double precision / c.calls > error_limit
-                   AND switchyard.rate_lower_bound(c.errors, c.calls) > error_limit,
-               c.errors::double precision / c.calls <= error_limit,
-               format('model %s: %s%% of %s calls ended in an error %s (limit %s%%)', c.model,
-                      round(100.0 * c.errors / c.calls, 1), c.calls,
-                      CASE WHEN c.closed_at IS NULL THEN 'over the last ' || switchyard.window_text(error_window)
-                           ELSE 'since its breaker closed at '
-                                || to_char(c.closed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"') END,
-                      trim_scale(round(100 * error_limit::numeric, 2)))
+        SELECT 'error_rate'::text, c.model, CASE WHEN c.calls > 0 THEN c.errors::double precision / c.calls ELSE 0 END,
+               error_limit,
+               CASE WHEN c.calls >= min_calls AND c.calls > 0
+                    THEN c.errors::double precision / c.calls > error_limit
+                         AND switchyard.rate_lower_bound(c.errors, c.calls) > error_limit
+                    ELSE false END,
+               -- Since a closing, recovered only on as many calls as it takes to raise it: a model
+               -- still failing 5% answered its first calls after the closing, and the alert
+               -- cleared (no calls since read as none to measure) to be raised again, and its
+               -- breaker opened again, a cycle (a review).
+               CASE WHEN c.calls = 0 THEN c.closed_at IS NULL
+                    WHEN c.closed_at IS NULL THEN c.errors::double precision / c.calls <= error_limit
+                    WHEN c.calls >= min_calls THEN c.errors::double precision / c.calls <= error_limit
+                    ELSE false END,
+               CASE WHEN c.closed_at IS NOT NULL AND c.calls < min_calls
+                    THEN format('model %s: its breaker closed at %s; %s %s since (%s errors), too few to judge', c.model,
+                                to_char(c.closed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"'), c.calls,
+                                CASE WHEN c.calls = 1 THEN 'call' ELSE 'calls' END, c.errors)
+                    ELSE format('model %s: %s%% of %s calls ended in an error %s (limit %s%%)', c.model,
+                                round(100.0 * c.errors / c.calls, 1), c.calls,
+                                CASE WHEN c.closed_at IS NULL THEN 'over the last ' || switchyard.window_text(error_window)
+                                     ELSE 'since its breaker closed at '
+                                          || to_char(c.closed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"') END,
+                                trim_scale(round(100 * error_limit::numeric, 2))) END
         -- Not rate limits: a provider asking to slow down is what the pause sees to (the breaker
         -- does not count those that ask for a wait either), and a soak's model answering 95% of
         -- calls with 5% 429s was paged and taken out of rotation by this alert.
@@ -81,19 +97,20 @@ BEGIN
         -- probes closed the breaker, was taken out again two minutes later: the busy minutes
         -- before the outage aged out of the window, and the outage's errors, its failed probes
         -- among them, came to 5.8% of what was left.
-        FROM (SELECT k.model, count(*) AS calls,
-                     count(*) FILTER (WHERE k.model_error AND k.outcome <> 'rate_limited') AS errors,
+        FROM (SELECT k.model, count(*) FILTER (WHERE s.since) AS calls,
+                     count(*) FILTER (WHERE s.since AND k.model_error AND k.outcome <> 'rate_limited') AS errors,
                      max(h.closed_at) AS closed_at
               FROM switchyard.calls k
               LEFT JOIN switchyard.model_health h
                   ON h.model = k.model AND h.state = 'closed' AND h.closed_at > p_at - error_window AND h.closed_at <= p_at
+              CROSS JOIN LATERAL (
+                  SELECT h.closed_at IS NULL
+                         OR coalesce(k.called_at + make_interval(secs => coalesce(k.latency_ms, 0) / 1000), k.finished_at)
+                            > h.closed_at AS since) s
               WHERE k.finished_at > p_at - error_window AND k.finished_at <= p_at AND k.outcome NOT IN ('cancelled', 'deadline')
                     AND (k.job_created_at > p_at - error_window
                          OR coalesce(k.called_at + make_interval(secs => coalesce(k.latency_ms, 0) / 1000), k.finished_at)
                             > p_at - error_window)
-                    AND (h.closed_at IS NULL
-                         OR coalesce(k.called_at + make_interval(secs => coalesce(k.latency_ms, 0) / 1000), k.finished_at)
-                            > h.closed_at)
               GROUP BY k.model) c;
     END IF;
 
@@ -293,7 +310,7 @@ BEGIN
                         ELSE p_at + throughput_window END AS drained_at
             FROM backlog b, throughput t
         ), at_risk AS (
-            -- Behind the backlog, a job near its deadline is still claimed first (sql/0078): at
+            -- Behind the backlog, a job near its deadline is still claimed first (sql/0077): at
             -- risk only if, from when its escalation horizon begins (or now), the jobs with an
             -- earlier deadline, run first too, are more than the recent throughput starts before
             -- its deadline. A walkthrough's 206 jobs "would miss" behind 2,584: all ran in time.
@@ -310,11 +327,8 @@ BEGIN
                       WHERE j.lease_owner IS NULL AND j.deadline IS NOT NULL AND j.deadline < d.drained_at) q
                 WHERE paused
                    OR (d.per_second > 0
-                       AND greatest(q.deadline - make_interval(secs => coalesce(override,
-                               per_attempt * q.max_attempts
-                               + CASE WHEN q.max_attempts <= 9 THEN power(2, q.max_attempts) - 2
-                                      ELSE 510 + 300 * (q.max_attempts - 9) END
-                               + 60)), p_at)
+                       AND greatest(q.deadline - make_interval(secs => switchyard.horizon_seconds(
+                               per_attempt, override, q.max_attempts)), p_at)
                            + make_interval(secs => q.earlier / d.per_second) > q.deadline)
                    OR (d.per_second = 0
                        AND NOT EXISTS (SELECT 1 FROM switchyard.workers w
