@@ -407,6 +407,7 @@ struct CatalogDocumentTests {
                 {"start": "22:00", "end": "06:00", "multiplier": 0.5, "days": ["mon", "Monday", "tue"]},
                 {"start": "01:00", "end": "02:00", "multiplier": 0.5, "input_multiplier": 0.4, "output_multiplier": 0.6},
                 {"start": "03:00", "end": "04:00", "multiplier": 0},
+                {"start": "07:00", "end": "08:00", "multiplier": 0.5, "input_multiplier": 0, "output_multiplier": 0},
                 {"start": "05:00", "end": "06:00", "multiplier": 0.7, "days": ["sat", "sun"]}]}}}
             """
         let validation = CatalogDocument.validate(Data(text.utf8))
@@ -417,6 +418,10 @@ struct CatalogDocumentTests {
                 "models.m.price_windows[1].multiplier: is not used: input_multiplier and output_multiplier are both given "
                     + "— remove it, or one of the other two",
                 "models.m.price_windows[2]: has a multiplier of 0: the model costs nothing in this window — if it is "
+                    + "free then, keep it; a discount is a fraction like 0.5",
+                "models.m.price_windows[3].multiplier: is not used: input_multiplier and output_multiplier are both given "
+                    + "— remove it, or one of the other two",
+                "models.m.price_windows[3]: has a multiplier of 0: the model costs nothing in this window — if it is "
                     + "free then, keep it; a discount is a fraction like 0.5",
             ])
     }

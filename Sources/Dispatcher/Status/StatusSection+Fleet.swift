@@ -71,8 +71,9 @@ extension StatusSection {
             // A role that may read the queue's figures but not its rows gets the table alone.
             let byPriority = (try? await context.observability.queuedByTenant()) ?? []
             for partition in byPriority {
+                // (Jobs without a tenant count as one, "(none)", as above.)
                 let others = partition.otherTenants == 0 ? "" : "; \(partition.otherTenants) more "
-                    + (partition.otherTenants == 1 ? "tenant" : "tenants") + " with \(partition.otherQueued) "
+                    + (partition.otherTenants == 1 ? "tenant" : "tenants") + " (or none) with \(partition.otherQueued) "
                     + (partition.otherQueued == 1 ? "job" : "jobs")
                 lines.append(
                     "\(partition.priority) queued by tenant: "

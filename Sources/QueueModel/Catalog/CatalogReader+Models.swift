@@ -265,8 +265,11 @@ extension CatalogReader {
                 Self.join(path, "multiplier"), "is not used: input_multiplier and output_multiplier are both given",
                 hint: "remove it, or one of the other two")
         }
-        let multipliers = ["multiplier", "input_multiplier", "output_multiplier"].compactMap { window[$0]?.doubleValue }
-        if !multipliers.isEmpty, multipliers.allSatisfy({ $0 == 0 }) {
+        // What applies: each direction's own, else the common one.
+        let multipliers = ["input_multiplier", "output_multiplier"].compactMap {
+            (window[$0] ?? window["multiplier"])?.doubleValue
+        }
+        if multipliers.count == 2, multipliers.allSatisfy({ $0 == 0 }) {
             warning(
                 path, "has a multiplier of 0: the model costs nothing in this window",
                 hint: "if it is free then, keep it; a discount is a fraction like 0.5")

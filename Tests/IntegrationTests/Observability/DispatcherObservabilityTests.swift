@@ -262,7 +262,7 @@ struct DispatcherObservabilityTests {
             let lines = report.lines()
             // Past the three, how many more (a walkthrough's fourth tenant and its 938 jobs were left out
             // without a word): here the jobs without a tenant.
-            #expect(lines.contains("  interactive queued by tenant: globex 5, acme 2, initech 1; 1 more tenant with 1 job"),
+            #expect(lines.contains("  interactive queued by tenant: globex 5, acme 2, initech 1; 1 more tenant (or none) with 1 job"),
                     "\(lines)")
             #expect(lines.contains("  background queued by tenant: acme 1"), "\(lines)")
             #expect(report.json["queued_by_tenant"]?["interactive"]?[0]?["tenant"] == "globex")
