@@ -64,7 +64,10 @@ BEGIN
     -- A model's error rate.
     IF error_limit IS NOT NULL THEN
         RETURN QUERY
-        SELECT 'error_rate'::text, c.model, CASE WHEN c.calls > 0 THEN c.errors::double precision / c.calls ELSE 0 END,
+        -- Since a closing, too few calls to judge: no figure (status showed a held alert "now 0.0%").
+        SELECT 'error_rate'::text, c.model,
+               CASE WHEN c.calls = 0 OR (c.closed_at IS NOT NULL AND c.calls < min_calls) THEN NULL
+                    ELSE c.errors::double precision / c.calls END,
                error_limit,
                CASE WHEN c.calls >= min_calls AND c.calls > 0
                     THEN c.errors::double precision / c.calls > error_limit
@@ -78,7 +81,7 @@ BEGIN
                     WHEN c.closed_at IS NULL THEN c.errors::double precision / c.calls <= error_limit
                     WHEN c.calls >= min_calls THEN c.errors::double precision / c.calls <= error_limit
                     ELSE false END,
-               CASE WHEN c.closed_at IS NOT NULL AND c.calls < min_calls
+               CASE WHEN c.closed_at IS NOT NULL AND (c.calls < min_calls OR c.calls = 0)
                     THEN format('model %s: its breaker closed at %s; %s %s since (%s errors), too few to judge', c.model,
                                 to_char(c.closed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"'), c.calls,
                                 CASE WHEN c.calls = 1 THEN 'call' ELSE 'calls' END, c.errors)

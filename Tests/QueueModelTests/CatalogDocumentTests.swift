@@ -440,7 +440,7 @@ struct CatalogDocumentTests {
                         "n": {"provider": "simulated", "supports_vision": false}}}
             """
         #expect(CatalogDocument.validate(Data(bad.utf8)).problems.map(\.description) == [
-            "models.m.supports.vision: unknown feature — use tools, images, json_output",
+            "models.m.supports.vision: unknown feature (Switchyard calls it \"images\") — use tools, images, json_output",
             "models.m.supports.tools: expected true or false, got a string",
             "models.n.supports_vision: unknown field — write \"supports.images\" instead",
         ])

@@ -39,6 +39,36 @@ struct OffPeakPlannerTests {
 
     static let ceiling = BackgroundPolicy(maxCostPer1K: Decimal(string: "0.001"))
 
+    /// A review's image job, whose rule's model in its window takes no images, waited "for a breaker
+    /// or budget", put back every five minutes for good.
+    @Test("a job waits only for the windows of models that can take it")
+    func waitsOnlyForModelsThatTakeIt() {
+        var budget = Self.catalog.model(named: "budget")!  // the one with the window
+        budget.unsupported = [.images]
+        let catalog = Catalog(models: [Self.catalog.model(named: "premium")!, budget], rules: Self.catalog.rules)
+        let planner = OffPeakPlanner(router: Router(catalog: catalog), policy: Self.ceiling)
+        let night = Self.date("2026-11-26T23:00:00Z")
+        let image = RoutingRequest(
+            body: ["messages": [["role": "user", "content": [["type": "image_url", "image_url": ["url": "https://x/y.png"]]]]]],
+            priority: .background)
+        #expect(ModelFeature.needed(by: image.body) == [.images])
+        #expect(planner.router.plan(for: image, state: Self.state(at: night)).attempts.map(\.model.name) == ["premium"])
+        let decision = planner.decide(image, deadline: nil, maxAttempts: 3, state: Self.state(at: night), now: night)
+        guard case .postpone(_, let reason) = decision else {
+            Issue.record("expected a postponement, got \(decision)")
+            return
+        }
+        #expect(reason.hasPrefix("no model of its rule is within the background ceiling of $0.001/1K at any hour"), "\(reason)")
+        // A text job runs in the window, as before.
+        guard case .run(let plan, nil) = planner.decide(
+            Self.request(.background), deadline: nil, maxAttempts: 3, state: Self.state(at: night), now: night)
+        else {
+            Issue.record("expected a run")
+            return
+        }
+        #expect(plan.attempts.map(\.model.name) == ["budget"])
+    }
+
     @Test("outside the window, background work is postponed to the window's start")
     func waitsOutsideTheWindow() {
         let noon = Self.date("2026-11-26T12:00:00Z")

@@ -21,8 +21,8 @@ extension CatalogReader {
         "cache_creation_input_token_cost": "price_per_1k_cache_write (per 1,000 tokens)",
         "max_input_tokens": "context_window", "context_length": "context_window", "max_context": "context_window",
         "rpm": "requests_per_minute", "tpm": "tokens_per_minute", "max_parallel_requests": "max_concurrency",
-        "supports_function_calling": "supports.tools", "supports_tool_choice": "supports.tools",
-        "supports_vision": "supports.images", "supports_response_schema": "supports.json_output",
+        "supports_function_calling": "supports.tools", "supports_vision": "supports.images",
+        "supports_response_schema": "supports.json_output",
     ]
 
     /// The most a Postgres `integer` column holds (2,147,483,647): the upper bound of any whole
@@ -295,8 +295,17 @@ extension CatalogReader {
                 continue
             }
             guard let feature = ModelFeature(rawValue: member.key) else {
+                // Other tools' words for them: "vision" offered nothing (a review).
+                let synonyms = [
+                    "vision": "images", "image": "images", "image_input": "images", "function_calling": "tools",
+                    "functions": "tools", "tool_calls": "tools", "json": "json_output", "json_mode": "json_output",
+                    "response_schema": "json_output", "structured_output": "json_output",
+                ]
                 problem(
-                    memberPath, "unknown feature\(CatalogProblem.didYouMean(member.key, among: names))",
+                    memberPath,
+                    "unknown feature"
+                        + (synonyms[member.key].map { " (Switchyard calls it \"\($0)\")" }
+                            ?? CatalogProblem.didYouMean(member.key, among: names)),
                     hint: "use \(names.joined(separator: ", "))")
                 continue
             }

@@ -68,9 +68,9 @@ public struct OffPeakPlanner: Sendable {
         }
         // A model within the limit now that could not take the job (breaker open, budget spent)
         // is looked at again in five minutes, not at its next window.
-        let availableLater = affordableNow(for: unconstrained, ceiling: ceiling, at: now)
+        let availableLater = affordableNow(for: unconstrained, request: request, ceiling: ceiling, at: now)
         let window = availableLater ? now.addingTimeInterval(300) : nextAffordableWindow(
-            for: unconstrained, ceiling: ceiling, after: now)
+            for: unconstrained, request: request, ceiling: ceiling, after: now)
         let escalationPoint = deadline.map { $0.addingTimeInterval(-horizon.seconds) }
         let until = [window, escalationPoint].compactMap { $0 }.min() ?? now.addingTimeInterval(3600)
         // Said so that its user knows what ends the wait: a time, an escalation, or an operator.
@@ -122,28 +122,38 @@ public struct OffPeakPlanner: Sendable {
         return reordered
     }
 
-    /// The rule's enabled models within the policy's tiers, with their price schedules.
-    private func eligibleSchedules(for plan: RoutePlan) -> [PriceSchedule] {
-        (plan.rule?.models ?? []).compactMap { name in
+    /// The rule's enabled models within the policy's tiers that can take the request (its window
+    /// fits, the catalog does not say it cannot take what it asks, an Anthropic model has an
+    /// equivalent of it), with their price schedules. A review's image job waited on a model in its
+    /// window that takes no images, told "breaker open or rate budget spent", put back every 5 min.
+    private func eligibleSchedules(for plan: RoutePlan, request: RoutingRequest?) -> [PriceSchedule] {
+        let needs = request.map { router.featuresNeeded(by: $0.body) } ?? []
+        let anthropicRefuses = request.map { !AnthropicLimits.untranslatable($0.body.objectValue ?? [:]).isEmpty } ?? false
+        return (plan.rule?.models ?? []).compactMap { name in
             guard let schedule = schedules[name], schedule.model.enabled,
-                policy.tiers.map({ $0.contains(schedule.model.tier) }) ?? true
+                policy.tiers.map({ $0.contains(schedule.model.tier) }) ?? true,
+                schedule.model.contextWindow >= plan.estimate.totalTokens,
+                needs.isDisjoint(with: schedule.model.unsupported),
+                !(anthropicRefuses && schedule.model.provider == .anthropic)
             else { return nil }
             return schedule
         }
     }
 
-    /// Whether one of the rule's models is within the ceiling at its price now.
-    func affordableNow(for plan: RoutePlan, ceiling: Decimal?, at now: Date) -> Bool {
-        eligibleSchedules(for: plan).contains { schedule in
+    /// Whether one of the rule's models that can take the request is within the ceiling at its price now.
+    func affordableNow(for plan: RoutePlan, request: RoutingRequest? = nil, ceiling: Decimal?, at now: Date) -> Bool {
+        eligibleSchedules(for: plan, request: request).contains { schedule in
             ceiling.map { schedule.averagePricePer1K(at: now) <= $0 } ?? true
         }
     }
 
-    /// When the first of the rule's models is next priced within the ceiling: a price changes
-    /// only when a window opens or closes (a discount opens, a surcharge ends), so the first such
-    /// time at which one fits.
-    func nextAffordableWindow(for plan: RoutePlan, ceiling: Decimal?, after now: Date) -> Date? {
-        let schedules = eligibleSchedules(for: plan)
+    /// When the first of the rule's models that can take the request is next priced within the
+    /// ceiling: a price changes only when a window opens or closes (a discount opens, a surcharge
+    /// ends), so the first such time at which one fits.
+    func nextAffordableWindow(
+        for plan: RoutePlan, request: RoutingRequest? = nil, ceiling: Decimal?, after now: Date
+    ) -> Date? {
+        let schedules = eligibleSchedules(for: plan, request: request)
         let changes = Set(schedules.flatMap { $0.priceChanges(after: now) }).sorted()
         return changes.first { instant in
             schedules.contains { schedule in ceiling.map { schedule.averagePricePer1K(at: instant) <= $0 } ?? true }

@@ -404,7 +404,8 @@ struct RoutingExecutor: JobExecutor {
                                 code: "context_length_exceeded",
                                 message: "the request is too long for \(model.name) and no model with a larger "
                                     + "context window may take it (none in the catalog, or each is disabled, unhealthy, "
-                                    + "over its ceiling or under its quality floor): \(summary)",
+                                    + "over its ceiling, under its quality floor, or said not to take what it asks): "
+                                    + summary,
                                 retryable: false, taskClass: taskClass, trail: trail,
                                 metadata: routeMetadata  // the rule, and why models were passed over
                             )

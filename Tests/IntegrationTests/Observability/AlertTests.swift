@@ -489,6 +489,12 @@ struct AlertTests {
                 [closedAt.addingTimeInterval(1)]).scalar(String.self)
             #expect(message.contains("its breaker closed at ") && message.hasSuffix("0 calls since (0 errors), too few to judge"),
                     "\(message)")
+            // No figure while too few to judge (status showed the held alert "now 0.0%"), and none at
+            // an alert_min_calls of 0 either (a review: every evaluation failed on a division by zero).
+            #expect(try await alerts.open().first?.latest == nil)
+            try await pool.query("UPDATE switchyard.settings SET value = '0' WHERE name = 'alert_min_calls'")
+            #expect(try await alerts.evaluate(at: closedAt.addingTimeInterval(2)).isEmpty)
+            try await pool.query("UPDATE switchyard.settings SET value = '50' WHERE name = 'alert_min_calls'")
             // Still failing 5% after: the same alert, not a second one, and the breaker stays closed.
             try await ResultRow.insert(
                 Self.calls("flaky", count: 300, failing: 15, end: closedAt.addingTimeInterval(100), spread: 90, firstJob: 1000),
