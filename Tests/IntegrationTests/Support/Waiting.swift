@@ -6,10 +6,11 @@ struct WaitTimedOut: Error, CustomStringConvertible {
 }
 
 /// Polls `condition` until it holds; throws once `limit` has passed without it. The limit is
-/// generous: a full test run loads both cores, and a wait that ends early only costs time when
-/// something is wrong.
+/// generous: a full test run loads both cores (on a slow day a worker's first housekeeping round
+/// came over 30 s into its test, and several such waits gave up), and a wait that ends early only
+/// costs time when something is wrong.
 func waitUntil(
-    _ what: String, limit: Duration = .seconds(30), every interval: Duration = .milliseconds(20),
+    _ what: String, limit: Duration = .seconds(90), every interval: Duration = .milliseconds(20),
     _ condition: () async throws -> Bool
 ) async throws {
     let clock = ContinuousClock()
