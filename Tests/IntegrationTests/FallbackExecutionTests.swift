@@ -101,30 +101,21 @@ struct FallbackExecutionTests {
     /// An affinity walkthrough could not tell from a result whether its model was its key's.
     @Test("under a hash rule, a call that went to another model than the key's home names the home in the trail")
     func affinityHomeInTrail() async throws {
-        try await withFakeProviderServer { server in
-            try await TestDatabase.withMigratedPool { pool in
-                let pinned = #""pinned": {"primary": "primary", "fallback": ["secondary", "big"], "strategy": "hash"},"#
-                let catalog = Self.catalog(server)
-                    .replacingOccurrences(of: #""claude": {"primary""#, with: pinned + #""claude": {"primary""#)
-                _ = try await CatalogStore(pool: pool).importDocument(Data(catalog.utf8))
-                try await Self.withRoutingWorker(on: pool, environment: ["FAKE_KEY": Self.key]) {
-                    let store = QueueStore(pool: pool)
-                    let ring = HashRing(members: ["primary", "secondary", "big"])
-                    let key = try #require((0..<1000).map { "conv-\($0)" }.first { ring.walk(from: $0)[0] == "primary" })
-                    try await server.script(["primary": ["kind": "server_error"]])
-                    let result = try await Self.submitAndWait(
-                        store, Submission(request: Submission.prompt("hello"), taskClass: "pinned", affinityKey: key))
-                    #expect(result["status"] == "succeeded")
-                    let trail = result["attempts"]?.arrayValue ?? []
-                    #expect(trail.map { $0["model"] } == ["primary", "secondary"])
-                    // The home's own call has no mark; the one that went elsewhere names it.
-                    #expect(trail.map { $0["affinity_home"] } == [nil, "primary"], "\(trail)")
-                    // A job without a key under the same rule has none.
-                    let unkeyed = try await Self.submitAndWait(
-                        store, Submission(request: Submission.prompt("hello"), taskClass: "pinned"))
-                    #expect((unkeyed["attempts"]?.arrayValue ?? []).allSatisfy { $0["affinity_home"] == nil })
-                }
-            }
+        try await Self.withHashRuleWorker { store, server in
+            let ring = HashRing(members: ["primary", "secondary", "big"])
+            let key = try #require((0..<1000).map { "conv-\($0)" }.first { ring.walk(from: $0)[0] == "primary" })
+            try await server.script(["primary": ["kind": "server_error"]])
+            let result = try await Self.submitAndWait(
+                store, Submission(request: Submission.prompt("hello"), taskClass: "pinned", affinityKey: key))
+            #expect(result["status"] == "succeeded")
+            let trail = result["attempts"]?.arrayValue ?? []
+            #expect(trail.map { $0["model"] } == ["primary", "secondary"])
+            // The home's own call has no mark; the one that went elsewhere names it.
+            #expect(trail.map { $0["affinity_home"] } == [nil, "primary"], "\(trail)")
+            // A job without a key under the same rule has none.
+            let unkeyed = try await Self.submitAndWait(
+                store, Submission(request: Submission.prompt("hello"), taskClass: "pinned"))
+            #expect((unkeyed["attempts"]?.arrayValue ?? []).allSatisfy { $0["affinity_home"] == nil })
         }
     }
 
@@ -132,6 +123,31 @@ struct FallbackExecutionTests {
     /// named it in `passed_over`, those whose key's home was a healthy model and ran there too.
     @Test("under a hash rule, a keyed job names an open breaker in passed_over only when it is its key's home")
     func passedOverUnderHashIsTheHome() async throws {
+        try await Self.withHashRuleWorker { store, server in
+            // Out of credit: primary's breaker opens at once, fleet-wide.
+            try await server.script(["primary": ["kind": "quota", "status": 402, "type": nil, "code": 402,
+                                                 "message": "Insufficient credits"]])
+            let opening = try await Self.submitAndWait(store, Self.chat())
+            #expect(opening["model"] == "secondary")
+            let ring = HashRing(members: ["primary", "secondary", "big"])
+            let keys = (0..<1000).map { "conv-\($0)" }
+            let elsewhere = try #require(keys.first { ring.walk(from: $0)[0] == "big" })
+            let home = try #require(keys.first { ring.walk(from: $0)[0] == "primary" })
+            let healthy = try await Self.submitAndWait(
+                store, Submission(request: Submission.prompt("hello"), taskClass: "pinned", affinityKey: elsewhere))
+            #expect(healthy["model"] == "big")
+            #expect(healthy["metadata"]?["passed_over"] == nil, "\(String(describing: healthy["metadata"]))")
+            let walkedPast = try await Self.submitAndWait(
+                store, Submission(request: Submission.prompt("hello"), taskClass: "pinned", affinityKey: home))
+            #expect(walkedPast["model"] != "primary")
+            #expect(walkedPast["metadata"]?["passed_over"]?[0]?["model"] == "primary",
+                    "\(String(describing: walkedPast["metadata"]))")
+        }
+    }
+
+    /// A routing worker on the fake provider's catalog with a rule `pinned` over primary, secondary
+    /// and big, hashed on the affinity key.
+    static func withHashRuleWorker(_ body: (QueueStore, FakeProviderServer) async throws -> Void) async throws {
         try await withFakeProviderServer { server in
             try await TestDatabase.withMigratedPool { pool in
                 let pinned = #""pinned": {"primary": "primary", "fallback": ["secondary", "big"], "strategy": "hash"},"#
@@ -139,25 +155,7 @@ struct FallbackExecutionTests {
                     .replacingOccurrences(of: #""claude": {"primary""#, with: pinned + #""claude": {"primary""#)
                 _ = try await CatalogStore(pool: pool).importDocument(Data(catalog.utf8))
                 try await Self.withRoutingWorker(on: pool, environment: ["FAKE_KEY": Self.key]) {
-                    let store = QueueStore(pool: pool)
-                    // Out of credit: primary's breaker opens at once, fleet-wide.
-                    try await server.script(["primary": ["kind": "quota", "status": 402, "type": nil, "code": 402,
-                                                         "message": "Insufficient credits"]])
-                    let opening = try await Self.submitAndWait(store, Self.chat())
-                    #expect(opening["model"] == "secondary")
-                    let ring = HashRing(members: ["primary", "secondary", "big"])
-                    let keys = (0..<1000).map { "conv-\($0)" }
-                    let elsewhere = try #require(keys.first { ring.walk(from: $0)[0] == "big" })
-                    let home = try #require(keys.first { ring.walk(from: $0)[0] == "primary" })
-                    let healthy = try await Self.submitAndWait(
-                        store, Submission(request: Submission.prompt("hello"), taskClass: "pinned", affinityKey: elsewhere))
-                    #expect(healthy["model"] == "big")
-                    #expect(healthy["metadata"]?["passed_over"] == nil, "\(String(describing: healthy["metadata"]))")
-                    let walkedPast = try await Self.submitAndWait(
-                        store, Submission(request: Submission.prompt("hello"), taskClass: "pinned", affinityKey: home))
-                    #expect(walkedPast["model"] != "primary")
-                    #expect(walkedPast["metadata"]?["passed_over"]?[0]?["model"] == "primary",
-                            "\(String(describing: walkedPast["metadata"]))")
+                    try await body(QueueStore(pool: pool), server)
                 }
             }
         }
