@@ -150,6 +150,10 @@ struct CatalogCommandTests {
             #expect(catalog["models"]?[0]?["health"]?["breaker"] == "closed")
             // No cache prices in the example: null, the input price.
             #expect(catalog["models"]?[0]?["price_per_1k_cached_input"] == .null)
+            // What a model cannot take (a review found it in `models export` alone).
+            let deepseek = catalog["models"]?.arrayValue?.first { $0["name"] == "deepseek-v3" }
+            #expect(deepseek?["unsupported"] == ["images"], "\(String(describing: deepseek))")
+            #expect(catalog["models"]?.arrayValue?.first { $0["name"] == "gpt-4o" }?["unsupported"] == [])
 
             // A breaker opened by the error rate says so, not "1 failures in a row".
             let pool = PostgresPool(configuration)
@@ -163,6 +167,9 @@ struct CatalogCommandTests {
             #expect(text.output.contains("simple_queries"))
             // No model in the example sets a cache price: no cache columns.
             #expect(!text.output.contains("CACHED $/1K"))
+            #expect(text.output.contains("TAKES NO"), "\(text.output)")
+            let deepseekRow = try #require(text.output.split(separator: "\n").first { $0.hasPrefix("deepseek-v3 ") })
+            #expect(deepseekRow.contains(" images "), "\(deepseekRow)")
             #expect(text.output.contains("OPEN (error rate 12.0% over the last 50 requests (limit 2.0%))"), "\(text.output)")
             let relisted = try JSONValue(
                 parsing: try await dispatcher(["models", "list", "--json", "--database-url", url]).output)

@@ -18,6 +18,10 @@ enum CatalogListing {
         // price where a model leaves it out).
         let cachePrices = catalog.models.contains { $0.pricePer1KCachedInput != nil || $0.pricePer1KCacheWrite != nil }
         if cachePrices { rows[0].insert(contentsOf: ["CACHED $/1K", "CACHE WRITE $/1K"], at: 5) }
+        // What a model cannot take (`supports`), only when some model says so: a review found it in
+        // `models export` alone.
+        let limits = catalog.models.contains { !$0.unsupported.isEmpty }
+        if limits { rows[0].insert("TAKES NO", at: rows[0].count - 3) }
         let priced: (Decimal?, Decimal) -> String = { price, input in "\(price ?? input)" }
         for model in catalog.models {
             let record = health[model.name]
@@ -34,6 +38,11 @@ enum CatalogListing {
                     priced(model.pricePer1KCachedInput, model.pricePer1KInput),
                     priced(model.pricePer1KCacheWrite, model.pricePer1KInput),
                 ], at: 5)
+            }
+            if limits {
+                row.insert(
+                    model.unsupported.isEmpty ? "-" : model.unsupported.sorted().map(\.rawValue).joined(separator: ","),
+                    at: row.count - 3)
             }
             rows.append(row)
         }
@@ -150,6 +159,7 @@ enum CatalogListing {
                 "context_window": .number(Double(model.contextWindow)), "weight": .number(model.weight),
                 "enabled": .bool(model.enabled),
                 "capabilities": .object(model.capabilities.mapValues { .number(Double($0)) }),
+                "unsupported": .array(model.unsupported.sorted().map { .string($0.rawValue) }),
                 "health": [
                     "breaker": .string(record?.breaker.rawValue ?? "closed"),
                     "reason": record?.reason.map(JSONValue.string) ?? .null,
