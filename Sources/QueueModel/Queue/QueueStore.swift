@@ -395,13 +395,15 @@ public struct QueueStore: Sendable {
                    has_function_privilege('switchyard.background_gate(timestamptz)', 'EXECUTE') AS gate
             """)
         guard let may = may?.first, try may.decode("settings", as: Bool.self) else { return result }
-        if (try? await BackgroundPolicy.load(pool))?.paused == true {
+        let policy = try? await BackgroundPolicy.load(pool)
+        if policy?.paused == true {
             for id in background { result[id]?.paused = true }
         } else if try may.decode("gate", as: Bool.self), let gate = try? await BackgroundGate.check(pool), !gate.isOpen {
             // A job held back by the ceiling read "queued" alone until a worker had put it back.
             // A job a worker put back already says why (the same ceiling, with its next window).
             let held = background.filter { result[$0]?.reason == nil }
-            let own = (try? await heldReasons(of: held)) ?? [:]
+            var own: [Int64: String] = [:]
+            if let policy { own = (try? await heldReasons(of: held, policy: policy)) ?? [:] }
             // The gate is the fleet's: it opens when some rule's model fits, which may not be this
             // job's (a docs walkthrough's job was promised 16:30 by another rule's window): a job's
             // own wait, as a worker would decide it now, where the catalog can be read.
@@ -416,11 +418,11 @@ public struct QueueStore: Sendable {
     /// would decide it now (`OffPeakPlanner`): its own rule's next cheap window, or that its
     /// deadline lets it run past the ceiling. A background walkthrough's jobs were told of another
     /// rule's window, seven hours before theirs.
-    private func heldReasons(of jobs: [Int64]) async throws -> [Int64: String] {
+    private func heldReasons(of jobs: [Int64], policy: BackgroundPolicy) async throws -> [Int64: String] {
         guard !jobs.isEmpty else { return [:] }
         let catalogStore = CatalogStore(pool: pool)
         let catalog = try await catalogStore.load()
-        let planner = OffPeakPlanner(router: Router(catalog: catalog), policy: try await BackgroundPolicy.load(pool))
+        let planner = OffPeakPlanner(router: Router(catalog: catalog), policy: policy)
         let now = Date()
         var state = try await catalogStore.routingState()
         for (model, price) in PriceSchedule.offPeakPrices(catalog.models.map(PriceSchedule.init), at: now) {

@@ -460,7 +460,7 @@ struct RoutingExecutor: JobExecutor {
         {
             return wait
         }
-        let models = trail.compactMap(\.model).reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
+        let models = Self.modelsCalled(trail)
         if onlySkippedHere && !trail.isEmpty,
             let wait = Self.waitForAModel(
                 job, at: now(), reason: "this worker cannot call any model of the plan "
@@ -488,14 +488,18 @@ struct RoutingExecutor: JobExecutor {
         )
     }
 
+    /// The models a trail called, each once, in the order first called.
+    static func modelsCalled(_ trail: some Sequence<AttemptRecord>) -> [String] {
+        trail.compactMap(\.model).reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
+    }
+
     /// The job's deadline came before its models were done: which call it cut, and what failed before.
     static func deadlinePassed(
         _ job: Job, trail: [AttemptRecord], taskClass: String, metadata: [String: JSONValue]
     ) -> JobFailure {
         let deadline = job.deadline.map { " (\($0.postgresText))" } ?? ""
         let cut = trail.last.flatMap { $0.outcome == "deadline" ? $0.model : nil }
-        let failed = trail.dropLast(cut == nil ? 0 : 1).compactMap(\.model)
-            .reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
+        let failed = modelsCalled(trail.dropLast(cut == nil ? 0 : 1))
         let models = failed.joined(separator: ", ")
         let message =
             if let cut {
