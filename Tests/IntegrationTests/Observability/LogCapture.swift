@@ -16,7 +16,8 @@ final class LogCapture: Sendable {
     var all: [String] { lines.withLock { $0 } }
 
     /// Waits (polling lightly) until a line satisfies `predicate`, for at most `limit`.
-    func waitFor(limit: Duration = .seconds(30), _ predicate: (String) -> Bool) async throws -> String? {
+    /// (The limit is `waitUntil`'s: on a slow day a housekeeper's first round came over 30 s in.)
+    func waitFor(limit: Duration = .seconds(90), _ predicate: (String) -> Bool) async throws -> String? {
         let deadline = ContinuousClock.now + limit
         while ContinuousClock.now < deadline {
             if let line = all.first(where: predicate) { return line }
