@@ -615,6 +615,9 @@ struct WorkerServiceTests {
             let expired = try #require(try await store.result(of: waiting))
             #expect(expired["status"] == "expired")
             #expect(expired["error"]?["message"]?.stringValue?.contains("passed before attempt 2 could start") == true)
+            // The deadline in UTC as a trail gives times, whatever the session's zone.
+            let message = try #require(expired["error"]?["message"]?.stringValue)
+            #expect(message.wholeMatch(of: /its deadline, \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z, passed before attempt 2 could start/) != nil, "\(message)")
         }
     }
 

@@ -169,6 +169,13 @@ struct FeedbackRoutingTests {
                     #expect(error.hint?.isEmpty == false)
                 }
             }
+            // From SQL a NULL id is named as such (it was "job  not found").
+            do {
+                try await pool.query("SELECT switchyard.feedback(NULL, 50)")
+                Issue.record("a rating of job NULL was accepted")
+            } catch let error as PostgresError {
+                #expect(error.message == "feedback needs a job id, got NULL")
+            }
             let id = try await feedback.rate(job: 9001, score: 87.5, note: "good")
             #expect(id > 0)
             let stored = try await pool.query(
