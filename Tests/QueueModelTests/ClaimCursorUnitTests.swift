@@ -6,8 +6,10 @@ import Testing
 struct ClaimCursorUnitTests {
     static let now = Date(timeIntervalSince1970: 1_800_000_000)
 
-    static func job(_ id: Int64, _ priority: Priority = .interactive, runAt: Date, claimedAt: Date = now) -> Job {
-        Job(id: id, priority: priority, request: [:], runAt: runAt, claimedAt: claimedAt)
+    static func job(
+        _ id: Int64, _ priority: Priority = .interactive, tenant: String? = nil, runAt: Date, claimedAt: Date = now
+    ) -> Job {
+        Job(id: id, priority: priority, tenant: tenant, request: [:], runAt: runAt, claimedAt: claimedAt)
     }
 
     @Test("moves to the last job claimed in each partition, never back")
@@ -21,6 +23,23 @@ struct ClaimCursorUnitTests {
         #expect(cursor.interactive == .init(runAt: old, id: 7))
         cursor.reset()
         #expect(cursor == ClaimCursor())
+    }
+
+    @Test("a partition's jobs of several tenants do not move it: each tenant's share stands anywhere in the queue")
+    func sharedClaims() {
+        var cursor = ClaimCursor()
+        let old = Self.now.addingTimeInterval(-60)
+        cursor.advance(past: [
+            Self.job(3, tenant: "acme", runAt: old), Self.job(9_000, tenant: "globex", runAt: old),
+            Self.job(5, .background, tenant: "acme", runAt: old), Self.job(6, .background, tenant: "acme", runAt: old),
+        ])
+        #expect(cursor.interactive == nil)
+        #expect(cursor.background == .init(runAt: old, id: 6))
+        // A tenant's jobs and an operator's (no tenant) are two.
+        cursor.advance(past: [
+            Self.job(7, .background, tenant: "acme", runAt: old), Self.job(8, .background, runAt: old),
+        ])
+        #expect(cursor.background == .init(runAt: old, id: 6))
     }
 
     @Test("holds back to a second before the claim, so submissions still committing are not passed")

@@ -73,7 +73,8 @@ extension StatusSection {
             for partition in byPriority {
                 // (Jobs without a tenant count as one, "(none)", as above.)
                 let others = partition.otherTenants == 0 ? "" : "; \(partition.otherTenants) more "
-                    + (partition.otherTenants == 1 ? "tenant" : "tenants") + " (or none) with \(partition.otherQueued) "
+                    + (partition.otherTenants == 1 ? "tenant" : "tenants")
+                    + (partition.othersWithoutTenant ? " (or none)" : "") + " with \(partition.otherQueued) "
                     + (partition.otherQueued == 1 ? "job" : "jobs")
                 lines.append(
                     "\(partition.priority) queued by tenant: "

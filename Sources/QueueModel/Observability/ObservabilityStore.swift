@@ -47,11 +47,12 @@ public struct ObservabilityStore: Sendable {
     public func queuedByTenant() async throws -> [QueuedByTenant] {
         let rows = try await pool.query(
             """
-            SELECT priority, tenant, n, tenants, total FROM (
+            SELECT priority, tenant, n, tenants, total, untenanted FROM (
                 SELECT j.priority, j.tenant, count(*) AS n,
                        row_number() OVER (PARTITION BY j.priority ORDER BY count(*) DESC, j.tenant) AS rank,
                        count(*) OVER (PARTITION BY j.priority) AS tenants,
-                       (sum(count(*)) OVER (PARTITION BY j.priority))::bigint AS total
+                       (sum(count(*)) OVER (PARTITION BY j.priority))::bigint AS total,
+                       bool_or(j.tenant IS NULL) OVER (PARTITION BY j.priority) AS untenanted
                 FROM switchyard.jobs j WHERE j.lease_owner IS NULL AND j.run_at <= now()
                 GROUP BY j.priority, j.tenant) t
             WHERE rank <= 3 ORDER BY priority DESC, n DESC, tenant
@@ -64,11 +65,13 @@ public struct ObservabilityStore: Sendable {
                 result.append(
                     QueuedByTenant(
                         priority: priority, tenants: [], otherTenants: try row.decode("tenants", as: Int.self),
-                        otherQueued: try row.decode("total", as: Int.self)))
+                        otherQueued: try row.decode("total", as: Int.self),
+                        othersWithoutTenant: try row.decode("untenanted", as: Bool.self)))
             }
             result[result.count - 1].tenants.append(entry)
             result[result.count - 1].otherTenants -= 1
             result[result.count - 1].otherQueued -= entry.queued
+            if entry.tenant == nil { result[result.count - 1].othersWithoutTenant = false }
         }
         return result
     }
@@ -80,6 +83,8 @@ public struct ObservabilityStore: Sendable {
         public var tenants: [(tenant: String?, queued: Int)]
         public var otherTenants: Int
         public var otherQueued: Int
+        /// Whether the other tenants' jobs include jobs without a tenant (counted as one more).
+        public var othersWithoutTenant: Bool
     }
 
     /// Jobs taken back from their workers in the window because their leases ran out (the

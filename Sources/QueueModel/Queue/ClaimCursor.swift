@@ -39,8 +39,17 @@ public struct ClaimCursor: Sendable, Hashable {
     ///   `sql/0077`). Such a background job does not move the cursor: it may stand past a backlog
     ///   not yet claimed, which the next claims would skip until the cursor's reset. Twice the
     ///   horizon is left out, for a policy read a moment before or after the database's.
+    ///
+    /// Nor do a partition's jobs of several tenants (`sql/0082`): each tenant's share of the
+    /// claim stands anywhere in the queue's order. (A claim whose share went to one tenant alone
+    /// moves the cursor past it, and may pass jobs without a tenant queued among that tenant's,
+    /// found again at the cursor's reset.)
     public mutating func advance(past jobs: [Job], deadlineHorizon: (Int) -> Duration = Self.defaultHorizon) {
-        for job in jobs {
+        let shared = Set(
+            Priority.allCases.filter { priority in
+                Set(jobs.lazy.filter { $0.priority == priority }.map(\.tenant)).count > 1
+            })
+        for job in jobs where !shared.contains(job.priority) {
             guard let claimedAt = job.claimedAt else { continue }
             if job.priority == .background, let deadline = job.deadline,
                 deadline.timeIntervalSince(claimedAt) <= 2 * deadlineHorizon(job.maxAttempts).seconds

@@ -15,6 +15,8 @@ public struct Job: Sendable, Hashable {
     public var priority: Priority
     public var taskClass: String?
     public var affinityKey: String?
+    /// Whose job it is (`switchyard.tenant_roles`); nil for an operator's.
+    public var tenant: String?
     public var request: JSONValue
     /// This attempt's number (1 for the first); with the worker's id, it fences the write-back.
     public var attempt: Int
@@ -31,7 +33,8 @@ public struct Job: Sendable, Hashable {
     public var unreadableRequest: String?
 
     public init(
-        id: Int64, priority: Priority, taskClass: String? = nil, affinityKey: String? = nil, request: JSONValue,
+        id: Int64, priority: Priority, taskClass: String? = nil, affinityKey: String? = nil, tenant: String? = nil,
+        request: JSONValue,
         attempt: Int = 1, maxAttempts: Int = 3, runAt: Date = Date(), deadline: Date? = nil,
         claimedAt: Date? = nil, createdAt: Date = Date(), waitingSince: Date? = nil
     ) {
@@ -40,6 +43,7 @@ public struct Job: Sendable, Hashable {
         self.priority = priority
         self.taskClass = taskClass
         self.affinityKey = affinityKey
+        self.tenant = tenant
         self.request = request
         self.attempt = attempt
         self.maxAttempts = maxAttempts
@@ -52,7 +56,7 @@ public struct Job: Sendable, Hashable {
     /// The columns `init(row:)` reads: what a claim returns.
     static let columns = """
         id, priority, task_class, affinity_key, request, attempt, max_attempts, run_at, deadline, claimed_at, created_at,
-        waiting_since
+        waiting_since, tenant
         """
 
     /// Decodes a row of `switchyard.jobs` with (at least) `columns`.
@@ -75,7 +79,7 @@ public struct Job: Sendable, Hashable {
         self.init(
             id: try row.decode("id"), priority: priority, taskClass: try row.decode("task_class", as: String?.self),
             affinityKey: try row.decode("affinity_key", as: String?.self),
-            request: request,
+            tenant: try row.decode("tenant", as: String?.self), request: request,
             attempt: try row.decode("attempt"), maxAttempts: try row.decode("max_attempts"),
             runAt: try row.decode("run_at"), deadline: try row.decode("deadline", as: Date?.self),
             claimedAt: try row.decode("claimed_at", as: Date?.self), createdAt: try row.decode("created_at"),

@@ -97,6 +97,17 @@ struct SecuritySchemaTests {
                     SET client_min_messages = log;
                     SET ROLE switchyard_worker;
                     """)
+            // Two tenants: the tenants' shares (sql/0082), read from the tenants' index.
+            let shared = try await connection.query("SELECT id FROM switchyard.claim('plan-test', 16, 0, 30)")
+            #expect(shared.count == 16)
+            let sharePlans = plans.all.filter { $0.contains("jobs_interactive_tenant_run_at_id_idx") }
+            #expect(!sharePlans.isEmpty, "\(plans.all)")
+            for plan in sharePlans {
+                #expect(!plan.contains("visible_tenants"), "row-level security reached the claim: \(plan)")
+                #expect(!plan.contains("Seq Scan"), "\(plan)")
+            }
+            // The queue's order.
+            try await pool.query("UPDATE switchyard.settings SET value = 'false' WHERE name = 'fair_tenants'")
             let claimed = try await connection.query("SELECT id FROM switchyard.claim('plan-test', 16, 0, 30)")
             #expect(claimed.count == 16)
             let logged = plans.all.first { $0.contains("UPDATE switchyard.jobs_interactive") }
