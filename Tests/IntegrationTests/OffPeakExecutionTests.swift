@@ -427,7 +427,7 @@ struct OffPeakExecutionTests {
             // A release in progress holds the policy lock (as release_postponed does).
             let release = try await PostgresConnection.connect(pool.configuration)
             try await release.query("BEGIN")
-            try await release.query("SELECT pg_advisory_xact_lock(6005366778061868105)")
+            try await release.query("SELECT FROM switchyard.locks WHERE name = 'policies' FOR UPDATE")
             let writing = Task {
                 try await store.complete(worker: "w", [
                     Completion(jobID: jobs[0].id, attempt: jobs[0].attempt, kind: .result, status: "succeeded"),

@@ -11,10 +11,6 @@ public struct CatalogStore: Sendable {
     /// The channel a catalog change is announced on; the payload names the table (`models`, `routes`).
     public static let channel = "switchyard_catalog"
 
-    /// Serializes imports, so two operators importing at once cannot interleave their diffs (the
-    /// bytes of "SWYDCATL").
-    static let importLockKey: Int64 = 0x5357_5944_4341_544C
-
     /// The pool every statement runs on.
     public let pool: PostgresPool
 
@@ -105,7 +101,9 @@ public struct CatalogStore: Sendable {
         _ data: Data, mode: CatalogImportMode = .replace, dryRun: Bool = false, allowEmpty: Bool = false
     ) async throws -> ImportOutcome {
         try await pool.withTransaction { connection in
-            try await connection.query("SELECT pg_advisory_xact_lock($1)", [Self.importLockKey])
+            // One import at a time, so two operators importing at once cannot interleave their
+            // diffs: a row only the schema's owner may lock (an advisory lock any role could hold, sql/0083).
+            try await connection.query("SELECT FROM switchyard.locks WHERE name = 'catalog_import' FOR UPDATE")
             let existing = try await Self.load(on: connection)
             // Checked first: `{"models": {}}` alone was refused for each rule still naming a model
             // it would remove (24 lines), not for being empty.

@@ -271,6 +271,60 @@ struct SecurityRoleTests {
         }
     }
 
+    /// A security review's application role held evaluate_alerts' advisory key for two minutes
+    /// (housekeeping stopped with it), and the policy key to hold up other tenants' write-backs.
+    @Test("an application role cannot hold up alert evaluation or a write-back: Switchyard's locks are rows it cannot lock")
+    func locksNoApplicationCanTake() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            _ = try await store.submit(
+                Submission(request: ["messages": [["role": "user", "content": "hi"]]], priority: .background))
+            let job = try #require(
+                try await store.claim(worker: "w", freeSlots: 1, backgroundSlots: 1, lease: .seconds(30)).first)
+            try await SecurityFixtures.withRoles(pool, ["app": "switchyard_submitter"]) { roles in
+                let application = try await PostgresConnection.connect(pool.configuration)
+                defer { Task { await application.close() } }
+                try await application.query("BEGIN")
+                try await application.query("SET LOCAL ROLE \(try SecurityFixtures.quoted(roles["app"]!))")
+                // The keys the functions took before sql/0083, held as the review held them.
+                try await application.query("SELECT pg_advisory_xact_lock(6005366777810014804)")
+                try await application.query("SELECT pg_advisory_xact_lock(6005366778061868105)")
+                try await application.query("SAVEPOINT rows")
+                do {
+                    try await application.query("SELECT FROM switchyard.locks FOR UPDATE")
+                    Issue.record("an application role locked switchyard.locks")
+                } catch let error as PostgresError {
+                    #expect(error.sqlState == .insufficientPrivilege, "\(error)")
+                }
+                try await application.query("ROLLBACK TO SAVEPOINT rows")
+                // Blocked, these would wait for the application's transaction: give up after 10 s instead.
+                try await pool.withConnection { connection in
+                    try await connection.query("SET statement_timeout = '10s'")
+                    _ = try await connection.query("SELECT count(*) FROM switchyard.evaluate_alerts()")
+                    try await connection.query("RESET statement_timeout")
+                }
+                let writing = Task {
+                    try await store.complete(worker: "w", [
+                        Completion(jobID: job.id, attempt: job.attempt, kind: .postpone,
+                                   retryAt: Date().addingTimeInterval(3600))
+                    ])
+                }
+                var blocked: (any Error)?
+                do {
+                    try await waitUntil("the postponement is written", limit: .seconds(10)) {
+                        try await pool.query("SELECT postponed_at IS NOT NULL FROM switchyard.jobs WHERE id = $1", [job.id])
+                            .scalar(Bool.self)
+                    }
+                } catch {
+                    blocked = error
+                }
+                try await application.query("ROLLBACK")
+                #expect(try await writing.value.count == 1)
+                if let blocked { throw blocked }
+            }
+        }
+    }
+
     @Test("a tenant is mapped only to a role that exists: a mapping made before would go to whoever creates the role")
     func mapsExistingRolesOnly() async throws {
         try await TestDatabase.withMigratedPool { pool in
