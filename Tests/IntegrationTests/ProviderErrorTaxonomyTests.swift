@@ -99,6 +99,19 @@ struct ProviderErrorTaxonomyTests {
             status: 400,
             body: openAI("Insufficient Balance", type: "unknown_error", code: "invalid_request_error"),
             code: .quotaExhausted, decision: .nextCandidateAndMarkUnhealthy),
+        // A security review's request put "insufficient balance" in a field the provider's 400
+        // quoted back: the shared model's breaker opened for every tenant.
+        Row(
+            name: "a 400 quoting the request's own words of credit → the request's, not the account's",
+            status: 400,
+            body: openAI("Invalid value: 'insufficient balance'. Supported values are: 'auto' and 'default'.",
+                         code: "invalid_value"),
+            code: .badRequest, decision: .failJob),
+        Row(
+            name: "a quota message with apostrophes is still the account's",
+            status: 400,
+            body: anthropic("invalid_request_error", "Your account's credit balance isn't enough to access the API"),
+            code: .quotaExhausted, decision: .nextCandidateAndMarkUnhealthy),
         Row(
             name: "500 → next candidate",
             status: 500, body: openAI("The server had an error", type: "server_error"),

@@ -25,6 +25,10 @@ extension ProviderError {
         let detail = ErrorBody(body)
         let rateLimit = RateLimitInfo(headers: headers, now: now)
         let text = "\(detail.message ?? "") \(detail.code ?? "") \(detail.type ?? "")".lowercased()
+        // What the message quotes is often the request's own (OpenAI's "Invalid value: '…'"): a
+        // request may not decide that the account is out of credit, which opens the breaker for
+        // every tenant (a security review's one job a model's breaker every 30 s).
+        let ownWords = "\(Self.unquoted(detail.message ?? "")) \(detail.code ?? "") \(detail.type ?? "")".lowercased()
         let message = detail.message ?? Self.fallbackMessage(status: status, body: body)
 
         func make(
@@ -45,7 +49,7 @@ extension ProviderError {
                     + "which would send the API key to another address",
                 hint: "set the model's base_url to the address it redirects to", model: model, httpStatus: status,
                 rateLimit: rateLimit, latency: latency)
-        case 429 where Self.isQuota(text):
+        case 429 where Self.isQuota(ownWords):
             return make(.quotaExhausted, hint: "add credit or raise this account's quota, then re-enable the model")
         case 429:
             let wait = (RateLimitInfo.retryAfter(headers: headers, now: now) ?? rateLimit?.exhaustedUntil)
@@ -96,7 +100,7 @@ extension ProviderError {
                 .contextLengthExceeded,
                 hint: "the job moves to a model with a larger context window; if none fits, shorten the "
                     + "messages or lower max_tokens")
-        case 400...499 where Self.isQuota(text):
+        case 400...499 where Self.isQuota(ownWords):
             return make(.quotaExhausted, hint: "add credit or raise this account's quota, then re-enable the model")
         case 400...499 where Self.isUnsupportedByModel(text):
             // o1-style models refuse `max_tokens` ("use max_completion_tokens instead"), some refuse a
@@ -204,6 +208,13 @@ extension ProviderError {
             "insufficient balance", "insufficient credits",
         ]
             .contains { text.contains($0) }
+    }
+
+    /// A message without what it quotes: text in quotes or backticks that stand apart from words
+    /// (an apostrophe, as in "account's", is no quote).
+    static func unquoted(_ message: String) -> String {
+        message.replacingOccurrences(
+            of: #"(?<![\p{L}\p{N}])(['"`])[^'"`]*\1(?![\p{L}\p{N}])"#, with: " ", options: .regularExpression)
     }
 
     private static func fallbackMessage(status: Int, body: Data) -> String {
