@@ -175,6 +175,41 @@ struct QueueSQLTests {
         }
     }
 
+    /// A security review stored metadata 5,000 levels deep (30 KB); `dispatcher result` and `wait`
+    /// could not read the job's result then.
+    @Test("metadata is held to the request's depth limit, by submit and INSERT; a result stored deeper still reads")
+    func metadataDepth() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            func nested(_ levels: Int) -> String {
+                String(repeating: #"{"a":"#, count: levels - 1) + "{}" + String(repeating: "}", count: levels - 1)
+            }
+            let request = #"{"messages":[{"role":"user","content":"hi"}]}"#
+            for sql in [
+                "SELECT switchyard.submit($1::jsonb, metadata => $2::jsonb)",
+                "INSERT INTO switchyard.jobs (request, metadata) VALUES ($1::jsonb, $2::jsonb)",
+            ] {
+                try await pool.query(sql, [request, nested(32)])
+                do {
+                    try await pool.query(sql, [request, nested(33)])
+                    Issue.record("metadata of 33 levels was accepted: \(sql)")
+                } catch let error as PostgresError {
+                    #expect(error.message == "metadata nests objects and arrays deeper than the limit of 32 levels")
+                    #expect(error.sqlState == .invalidParameterValue)
+                }
+            }
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.jobs").scalar(Int.self) == 2)
+
+            // One stored before the limit, deeper than the client parses: the result without it.
+            let now = try await ResultRow.databaseNow(pool)
+            try await ResultRow.insert([ResultRow(job: 9001, model: "alpha", latencyMS: 10, finishedAt: now)], into: pool)
+            try await pool.query("UPDATE switchyard.results SET metadata = $1::jsonb WHERE job_id = 9001", [nested(600)])
+            let result = try #require(try await QueueStore(pool: pool).result(of: 9001))
+            #expect(result["status"] == "succeeded")
+            #expect(result["metadata"] == nil)
+            #expect(result["request"] != nil)
+        }
+    }
+
     /// A review found the Anthropic translation's message-level marks refused at the door.
     @Test("a message may carry cache_control (as the Anthropic translation takes it); an unknown field may not")
     func messageCacheControl() async throws {

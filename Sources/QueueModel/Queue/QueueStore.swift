@@ -449,12 +449,18 @@ public struct QueueStore: Sendable {
             .scalar(String?.self)
         guard let text else { return nil }
         if let result = try? JSONValue(parsing: text) { return result }
-        // A request no worker could read either (a number past ±1.8e308, which jsonb keeps): the
-        // result without it, which says why the job failed.
-        let rest = try await pool.query(
-            "SELECT (to_jsonb(r) - 'request')::text FROM switchyard.result($1) r", [job]
-        ).scalar(String?.self)
-        return try rest.map { try JSONValue(parsing: $0) }
+        // A request no worker could read either (a number past ±1.8e308, which jsonb keeps), or
+        // metadata nested deeper than the parser goes (stored before sql/0084): the result without
+        // it, which says why the job failed, and still has its answer.
+        var failure: (any Error)?
+        for left in [["request"], ["metadata"], ["request", "metadata"]] {
+            let rest = try await pool.query(
+                "SELECT (to_jsonb(r) - $2::text[])::text FROM switchyard.result($1) r", [job, left]
+            ).scalar(String?.self)
+            guard let rest else { return nil }
+            do { return try JSONValue(parsing: rest) } catch { failure = error }
+        }
+        throw failure ?? QueueError(.database, "job \(job)'s result could not be read")
     }
 
     /// Cancels a job: `cancelled` (now, or before), `cancelling`, a final status it already had,
