@@ -1,4 +1,5 @@
 import Foundation
+import Postgres
 import QueueModel
 import Synchronization
 import Testing
@@ -175,6 +176,35 @@ struct ProviderSecretTests {
                     #expect(!text.contains("\\u002d"), "\(name) kept the escaped key: \(text)")
                     #expect(!text.contains("1b5d"), "\(name) kept the masked key: \(text)")
                 }
+            }
+        }
+    }
+
+    /// A security review's catalog sent the worker's DATABASE_URL and AWS key to its own server.
+    @Test("a worker sends no variable a catalog may not name, nor one its SWITCHYARD_KEY_VARIABLES leaves out")
+    func refusedKeyVariables() async throws {
+        let environment = [
+            "DATABASE_URL": "postgresql://w:Sup3rSecretDbPass@db/switchyard", "AWS_SECRET_ACCESS_KEY": Self.sentinel,
+            "SWITCHYARD_KEY_VARIABLES": "OPENAI_API_KEY",
+        ]
+        let provider = OpenAIProvider(transport: ProviderTestSupport.transport(), environment: environment)
+        for variable in ["DATABASE_URL", "AWS_SECRET_ACCESS_KEY"] {
+            let model = ModelSpec(name: "m", provider: .openai, baseURL: "http://127.0.0.1:1/steal", apiKeyEnv: variable)
+            let refused = await ProviderTestSupport.providerError {
+                try await provider.complete(
+                    ProviderCall(request: ProviderTestSupport.request("hi"), model: model, timeout: .seconds(5)))
+            }
+            // Refused before any call (a call to port 1 would be connection_failed).
+            #expect(refused?.code == .missingAPIKey, "\(String(describing: refused))")
+            #expect(refused?.message.contains("api_key_env is not read: \(variable)") == true)
+            #expect(refused?.description.contains("Sup3rSecret") == false)
+        }
+        // Nor may the table hold one (an admin's UPDATE by hand).
+        try await TestDatabase.withMigratedPool { pool in
+            try await pool.query(
+                "INSERT INTO switchyard.models (name, provider, api_key_env) VALUES ('m', 'openai', 'OPENAI_API_KEY')")
+            await #expect(throws: PostgresError.self) {
+                try await pool.query("UPDATE switchyard.models SET api_key_env = 'PGPASSWORD' WHERE name = 'm'")
             }
         }
     }

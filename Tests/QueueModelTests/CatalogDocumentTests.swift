@@ -200,6 +200,30 @@ struct CatalogDocumentTests {
         #expect(problems(valid).isEmpty)
     }
 
+    /// A security review's admin named DATABASE_URL with its own server as base_url, and the
+    /// workers sent it their database password.
+    @Test("api_key_env may not name the worker's connection to Postgres; other names are the operator's to allow")
+    func refusesWorkerConnection() {
+        for variable in ["DATABASE_URL", "PGPASSWORD", "PGHOST"] {
+            let text = #"{"models": {"m": {"provider": "openai", "api_key_env": "\#(variable)"}}}"#
+            let found = problems(text)
+            #expect(found == [
+                "models.m.api_key_env: \(variable) is the worker's connection to Postgres, not a provider's key: a model "
+                    + "would send it to its base_url — name the variable on the workers that holds this provider's key, "
+                    + "e.g. OPENAI_API_KEY"
+            ], "\(found)")
+        }
+        for variable in ["PGVECTOR_API_KEY", "DATABASE_URL_KEY", "OPENAI_API_KEY"] {
+            #expect(problems(#"{"models": {"m": {"provider": "openai", "api_key_env": "\#(variable)"}}}"#).isEmpty)
+        }
+        #expect(KeyVariables(environment: [:]).refusal(of: "AWS_SECRET_ACCESS_KEY") == nil)
+        let listed = KeyVariables(environment: ["SWITCHYARD_KEY_VARIABLES": "OPENAI_API_KEY, ANTHROPIC_API_KEY"])
+        #expect(listed.refusal(of: "ANTHROPIC_API_KEY") == nil)
+        #expect(listed.refusal(of: "AWS_SECRET_ACCESS_KEY")
+            == "AWS_SECRET_ACCESS_KEY is not among the variables this worker's SWITCHYARD_KEY_VARIABLES allows")
+        #expect(listed.refusal(of: "DATABASE_URL") != nil)
+    }
+
     /// Keys a shape check cannot tell from ids (a review got both stored): an Azure key, 32
     /// lower-case hex digits, in an `api-key` header; 30 mixed-case characters where the
     /// variable's name belongs.

@@ -385,6 +385,10 @@ extension CatalogReader {
             )
             return nil
         }
+        if let refusal = KeyVariables.refusal(of: text) {
+            problem(path, refusal, hint: "name the variable on the workers that holds this provider's key, e.g. OPENAI_API_KEY")
+            return nil
+        }
         return text
     }
 

@@ -173,7 +173,15 @@ final class FleetState: Sendable {
             }
             // Known at load: a worker without a model's key skips it from its first job (a job
             // routed to it recorded a failed attempt, and counted as a fallback, first).
+            let keyVariables = KeyVariables(environment: environment)
             for model in catalog.models where model.enabled && model.provider != .simulated {
+                if let variable = model.apiKeyEnv, let refusal = keyVariables.refusal(of: variable) {
+                    skipHere(
+                        model, reason: "its api_key_env is not read: \(refusal)",
+                        hint: "name the provider's key variable in api_key_env, or list it in "
+                            + "\(KeyVariables.environmentVariable) on this worker")
+                    continue
+                }
                 guard let variable = model.apiKeyEnv, !variable.isEmpty,
                     environment[variable]?.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty ?? true
                 else { continue }

@@ -35,6 +35,13 @@ enum ProviderEndpoint {
     ///   unset or empty.
     static func apiKey(for model: ModelSpec, environment: [String: String]) throws -> String? {
         guard let variable = model.apiKeyEnv, !variable.isEmpty else { return nil }
+        if let refusal = KeyVariables(environment: environment).refusal(of: variable) {
+            throw ProviderError(
+                .missingAPIKey, "model \(model.name)'s api_key_env is not read: \(refusal)",
+                hint: "name the provider's key variable in api_key_env (dispatcher models import), or list it in "
+                    + "\(KeyVariables.environmentVariable) on this worker",
+                model: model.name)
+        }
         guard let key = environment[variable]?.trimmingCharacters(in: .whitespacesAndNewlines), !key.isEmpty else {
             throw ProviderError(
                 .missingAPIKey,
