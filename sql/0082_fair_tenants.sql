@@ -22,7 +22,7 @@
 -- * A worker's cursor (ClaimCursor) does not move past a claim's jobs of several tenants: they
 --   stand anywhere in the queue's order.
 --
--- claim is 0077's otherwise.
+-- claim is 0077's otherwise, with its lease held to an hour as the heartbeat's is (sql/0086).
 
 SET LOCAL ROLE switchyard_admin;
 
@@ -137,6 +137,8 @@ DECLARE
     background_after constant timestamptz := coalesce(p_background_after_run_at, '-infinity');
     background_after_id constant bigint := coalesce(p_background_after_id, -9223372036854775808);
 BEGIN
+    -- A lease is renewed by heartbeats, so none need be long: at most an hour (sql/0086).
+    p_lease_seconds := least(p_lease_seconds, 3600);
     IF p_free_slots <= 0 THEN
         RETURN;
     END IF;

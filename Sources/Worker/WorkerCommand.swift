@@ -205,6 +205,13 @@ enum WorkerCommand {
         guard configuration.lease >= .milliseconds(200) else {
             throw QueueError(.invalidInput, "--lease must be at least 200ms")
         }
+        // The database holds a lease to an hour (sql/0086): heartbeats renew it, so a long job
+        // needs no long lease.
+        guard configuration.lease <= .seconds(3600) else {
+            throw QueueError(
+                .invalidInput, "--lease must be at most 1h",
+                hint: "heartbeats renew a lease while its job runs, so a job of any length needs no longer one")
+        }
         configuration.heartbeatInterval = try arguments.duration("heartbeat", default: configuration.lease / 3)
         guard configuration.heartbeatInterval < configuration.lease else {
             throw QueueError(.invalidInput, "--heartbeat must be shorter than --lease, or leases expire between beats")

@@ -27,6 +27,30 @@ struct QueueSQLTests {
         }
     }
 
+    /// A security review's worker-role session leased jobs and took the housekeeper's tenure
+    /// until 2058: rotating the worker password freed neither.
+    @Test("a lease and the housekeeper's tenure last at most an hour, however long the worker role asks")
+    func boundedLeases() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let id = try await store.submit(Submission(request: Self.hello))
+            let job = try #require(try await store.claim(worker: "rogue", freeSlots: 1, backgroundSlots: 0, lease: .seconds(1e9)).first)
+            func leaseLeft() async throws -> Double {
+                try await pool.query(
+                    "SELECT extract(epoch FROM lease_expires_at - now())::float8 FROM switchyard.jobs WHERE id = $1", [id]
+                ).scalar(Double.self)
+            }
+            #expect(try await leaseLeft() <= 3600)
+            _ = try await store.heartbeat(
+                worker: WorkerIdentity(id: "rogue", concurrency: 1, hostname: "h", pid: 1, version: "t"),
+                held: [(id, job.attempt)], lease: .seconds(1e9))
+            #expect(try await leaseLeft() <= 3600)
+            #expect(try await store.keepHouse(worker: "rogue", tenure: .seconds(1e9)))
+            #expect(try await pool.query(
+                "SELECT extract(epoch FROM expires_at - now())::float8 FROM switchyard.housekeeper").scalar(Double.self) <= 3600)
+        }
+    }
+
     @Test(
         "every validation rule refuses with a message naming the field and the rule, and stores nothing",
         arguments: [

@@ -58,6 +58,20 @@ struct WorkerServiceTests {
         #expect(SimulatedExecutor(latency: .seconds(15)).model == "simulated-15s")
     }
 
+    @Test("--lease is between 200ms and 1h: the database holds a lease to an hour, and heartbeats renew it")
+    func leaseBounds() throws {
+        func configure(_ lease: String) throws -> WorkerConfiguration {
+            let arguments = try Arguments(
+                ["--database-url", "postgres://localhost/switchyard", "--lease", lease], command: "worker",
+                options: ["database-url", "lease"])
+            return try WorkerCommand.configure(arguments).0
+        }
+        #expect(try configure("1h").lease == .seconds(3600))
+        let long = try #require(throws: QueueError.self) { try configure("2h") }
+        #expect(long.message == "--lease must be at most 1h")
+        #expect(throws: QueueError.self) { try configure("100ms") }
+    }
+
     @Test("the default worker id is HOST-PID and four random hex digits, drawn at each start")
     func defaultIdentity() throws {
         let arguments = try Arguments(
