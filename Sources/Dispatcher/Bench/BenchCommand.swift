@@ -52,7 +52,7 @@ struct BenchContext: Sendable {
 /// `dispatcher bench [SCENARIO…]`.
 enum BenchCommand {
     static let scenarios = [
-        "client", "routing", "throughput", "latency", "isolation", "bloat", "backlog", "scale", "memory",
+        "client", "routing", "throughput", "latency", "isolation", "tenants", "bloat", "backlog", "scale", "memory",
     ]
 
     static let usage = """
@@ -70,6 +70,8 @@ enum BenchCommand {
                      of each, alternated
           latency    pickup latency at idle and under load, LISTEN/NOTIFY and --poll-only
           isolation  interactive queue wait with 100,000 background jobs queued and every slot busy
+          tenants    five tenants' queue wait behind one tenant's 2,000 slow jobs, with the claim's
+                     shares among tenants and without
           bloat      drain throughput with a snapshot held open, against without
           backlog    drain throughput with 1,000,000 queued against 10,000, seven rounds of
                      each, alternated
@@ -147,6 +149,7 @@ enum BenchCommand {
                 case "throughput": try await queue.throughput(report: &report)
                 case "latency": try await latency.latency(report: &report)
                 case "isolation": try await latency.isolation(report: &report)
+                case "tenants": try await latency.tenants(report: &report)
                 case "bloat": try await queue.bloat(report: &report, hold: hold)
                 case "backlog": try await queue.backlog(report: &report, large: backlog)
                 case "scale": try await queue.scale(report: &report)

@@ -149,20 +149,21 @@ struct BenchFleet {
     }
 
     /// Inserts `count` interactive (or background) jobs in one statement, server-side.
-    static func enqueue(_ pool: PostgresPool, count: Int, priority: Priority = .interactive, taskClass: String? = nil)
-        async throws
-    {
+    static func enqueue(
+        _ pool: PostgresPool, count: Int, priority: Priority = .interactive, taskClass: String? = nil,
+        tenant: String? = nil
+    ) async throws {
         var inserted = 0
         while inserted < count {
             let chunk = min(100_000, count - inserted)
             try await pool.query(
                 """
-                INSERT INTO switchyard.jobs (request, priority, task_class)
+                INSERT INTO switchyard.jobs (request, priority, task_class, tenant)
                 SELECT jsonb_build_object('messages', jsonb_build_array(
-                           jsonb_build_object('role', 'user', 'content', 'benchmark question ' || n))), $2, $3
+                           jsonb_build_object('role', 'user', 'content', 'benchmark question ' || n))), $2, $3, $4
                 FROM generate_series(1, $1) AS n
                 """,
-                [chunk, priority.rawValue, taskClass]
+                [chunk, priority.rawValue, taskClass, tenant]
             )
             inserted += chunk
         }

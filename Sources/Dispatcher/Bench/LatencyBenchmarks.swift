@@ -67,6 +67,34 @@ struct LatencyBenchmarks {
         }
     }
 
+    /// One tenant's backlog of slow jobs queued, then a few jobs of each of five others: how long
+    /// the few wait, with the claim's shares among tenants (`fair_tenants`, `sql/0082`) and, as
+    /// the baseline of the same run, with the queue's order alone.
+    func tenants(report: inout BenchReport, backlog: Int = 2_000, few: Int = 10) async throws {
+        let small = (1...5).map { "small-\($0)" }
+        for fair in [false, true] {
+            let database = try await fleet.freshDatabase(fair ? "tenants_fair" : "tenants_ordered")
+            let pool = PostgresPool(database, options: .init(maxConnections: 2))
+            try await pool.query("UPDATE switchyard.settings SET value = $1 WHERE name = 'fair_tenants'", [String(fair)])
+            try await BenchFleet.enqueue(pool, count: backlog, taskClass: "slow", tenant: "noisy")
+            for tenant in small {
+                try await BenchFleet.enqueue(pool, count: few, taskClass: "slow", tenant: tenant)
+            }
+            let processes = try BenchFleet.startWorkers(1, concurrency: concurrency, database: database)
+            try await BenchFleet.waitForResults(pool, count: backlog + few * small.count)
+            await BenchFleet.stop(processes)
+            let waits = try await BenchFleet.percentiles(pool, "queue_wait_ms", where: "tenant <> 'noisy'")
+            let noisy = try await BenchFleet.percentiles(pool, "queue_wait_ms", where: "tenant = 'noisy'")
+            report.add(Measurement(
+                scenario: "tenants", metric: "small tenants' wait P50, " + (fair ? "shared" : "queue order"),
+                value: waits.p50, unit: "ms",
+                note: String(format: "P99 %.0f ms; 5 tenants × %d behind one tenant's %d (its own P50 %.0f ms)",
+                             waits.p99, few, backlog, noisy.p50)
+                    + (fair ? "" : "; fair_tenants off: the baseline")))
+            await pool.close()
+        }
+    }
+
     /// Every slot busy with slow background calls and a deep background backlog; interactive
     /// jobs arriving at a steady rate: how long they wait.
     func isolation(report: inout BenchReport, backlog: Int = 100_000) async throws {
