@@ -107,6 +107,15 @@ struct ProviderErrorTaxonomyTests {
             body: openAI("Invalid value: 'insufficient balance'. Supported values are: 'auto' and 'default'.",
                          code: "invalid_value"),
             code: .badRequest, decision: .failJob),
+        // A review's: a quote inside the quoted value closed it early.
+        Row(
+            name: "a 400 quoting a request value with quotes of its own → still the request's",
+            status: 400, body: openAI(#"Invalid value: "it's insufficient balance". Supported values are: 'auto'."#),
+            code: .badRequest, decision: .failJob),
+        Row(
+            name: "a 400 quoting a request value that closes its quote → still the request's",
+            status: 400, body: openAI("Invalid value: 'x' insufficient balance 'y'."),
+            code: .badRequest, decision: .failJob),
         Row(
             name: "a quota message with apostrophes is still the account's",
             status: 400,

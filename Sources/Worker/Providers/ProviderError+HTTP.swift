@@ -210,11 +210,15 @@ extension ProviderError {
             .contains { text.contains($0) }
     }
 
-    /// A message without what it quotes: text in quotes or backticks that stand apart from words
-    /// (an apostrophe, as in "account's", is no quote).
+    /// The part of a message before anything it quotes: the provider's own words. What follows
+    /// the first quote or backtick that stands apart from a word (an apostrophe, as in
+    /// "account's", is no quote) may be the request's, and a quote inside it can close the quote
+    /// early ("'x' insufficient balance 'y'", "\"it's insufficient balance\"": a review's), so
+    /// nothing after it is read.
     static func unquoted(_ message: String) -> String {
-        message.replacingOccurrences(
-            of: #"(?<![\p{L}\p{N}])(['"`])[^'"`]*\1(?![\p{L}\p{N}])"#, with: " ", options: .regularExpression)
+        guard let quote = message.range(of: #"(?<![\p{L}\p{N}])['"`]|['"`](?![\p{L}\p{N}])"#, options: .regularExpression)
+        else { return message }
+        return String(message[..<quote.lowerBound])
     }
 
     private static func fallbackMessage(status: Int, body: Data) -> String {
