@@ -43,22 +43,23 @@ struct FairTenantsTests {
             let heads = try await pool.query(
                 """
                 SELECT id FROM (SELECT id, row_number() OVER (PARTITION BY priority, tenant ORDER BY run_at, id) AS n
-                                FROM switchyard.jobs WHERE tenant IS NOT NULL) t WHERE n <= 4
+                                FROM switchyard.jobs WHERE tenant IS NOT NULL) t WHERE n <= 6
                 """
             ).map { try $0.decode("id", as: Int64.self) }
 
+            // Three tenants and the queue's order share 12 slots, 3 each; the queue's head is acme's.
             let interactive = try await store.claim(worker: "w", freeSlots: 12, backgroundSlots: 0, lease: Self.lease)
-            #expect(Self.countsByTenant(interactive) == ["acme": 4, "globex": 4, "initech": 4])
+            #expect(Self.countsByTenant(interactive) == ["acme": 6, "globex": 3, "initech": 3])
             #expect(Set(interactive.map(\.id)).isSubset(of: heads))
-            // globex and initech have a job left each: their turns, a turn of acme's, and the rest
-            // in the queue's order (acme's backlog, ahead of the jobs without a tenant).
+            // globex and initech have two jobs left each: theirs, acme's share, and the rest in the
+            // queue's order (acme's backlog, ahead of the jobs without a tenant).
             let next = try await store.claim(worker: "w", freeSlots: 12, backgroundSlots: 0, lease: Self.lease)
-            #expect(Self.countsByTenant(next) == ["acme": 10, "globex": 1, "initech": 1])
+            #expect(Self.countsByTenant(next) == ["acme": 8, "globex": 2, "initech": 2])
 
             // With the gate open (no ceiling), the background partition alike.
             try await pool.query("DELETE FROM switchyard.jobs WHERE priority = 'interactive'")
             let background = try await store.claim(worker: "w", freeSlots: 12, backgroundSlots: 12, lease: Self.lease)
-            #expect(Self.countsByTenant(background) == ["acme": 4, "globex": 4, "initech": 4])
+            #expect(Self.countsByTenant(background) == ["acme": 6, "globex": 3, "initech": 3])
             #expect(Set(background.map(\.id)).isSubset(of: heads))
 
             // Off: the queue's order alone.
@@ -81,18 +82,48 @@ struct FairTenantsTests {
             }
             let connection = try await PostgresConnection.connect(configuration)
             defer { Task { await connection.close() } }
-            var served: [[String]] = []
-            for _ in 0..<5 {
-                served.append(
-                    try await connection.query("SELECT tenant FROM switchyard.claim('w', 2, 0, 30) ORDER BY tenant")
-                        .map { try $0.decode("tenant", as: String.self) })
+            // Claims of two slots reach two tenants each, and every other one keeps a slot for the
+            // queue's order (its head is t1's): each tenant is served every few claims.
+            var served: [String: Int] = [:]
+            for _ in 0..<10 {
+                for tenant in try await connection.query("SELECT tenant FROM switchyard.claim('w', 2, 0, 30)")
+                    .map({ try $0.decode("tenant", as: String.self) }) { served[tenant, default: 0] += 1 }
             }
-            #expect(served == [["t1", "t2"], ["t3", "t4"], ["t1", "t5"], ["t2", "t3"], ["t4", "t5"]])
-            // A claim of one slot goes round too.
-            let single = try await (0..<5).asyncMap { _ in
-                try await connection.query("SELECT tenant FROM switchyard.claim('w', 1, 0, 30)").scalar(String.self)
+            #expect(served.values.reduce(0, +) == 20)
+            #expect(Set(served.keys) == ["t1", "t2", "t3", "t4", "t5"] && served.values.allSatisfy { $0 >= 2 }, "\(served)")
+            // Claims of one slot go round too.
+            var single: [String: Int] = [:]
+            for _ in 0..<15 {
+                single[try await connection.query("SELECT tenant FROM switchyard.claim('w', 1, 0, 30)").scalar(String.self),
+                       default: 0] += 1
             }
-            #expect(single == ["t1", "t2", "t3", "t4", "t5"])
+            #expect(Set(single.keys) == ["t1", "t2", "t3", "t4", "t5"] && single.values.allSatisfy { $0 >= 2 }, "\(single)")
+        }
+    }
+
+    /// A review's 20 jobs without a tenant, at the head of the queue, expired behind two tenants'
+    /// 3,000; and 200 tenants whose jobs were all scheduled later took turns from the two with
+    /// jobs due.
+    @Test("the queue's head, an operator's jobs without a tenant among it, keeps a share; tenants with nothing due take no turn")
+    func headAndScheduled() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            try await Self.enqueue(pool, 5, tenant: nil)
+            try await Self.enqueue(pool, 300, tenant: "acme")
+            try await Self.enqueue(pool, 300, tenant: "globex")
+            for tenant in (1...20).map({ "later-\($0)" }) {
+                try await pool.query(
+                    """
+                    INSERT INTO switchyard.jobs (request, tenant, run_at)
+                    VALUES ('{"messages":[{"role":"user","content":"later"}]}', $1, now() + interval '1 hour')
+                    """, [tenant])
+            }
+            // Two tenants due and the queue's order: 3 slots each.
+            let first = try await store.claim(worker: "w", freeSlots: 9, backgroundSlots: 0, lease: Self.lease)
+            #expect(Self.countsByTenant(first) == ["acme": 3, "globex": 3, "none": 3], "\(first.map(\.tenant))")
+            let second = try await store.claim(worker: "w", freeSlots: 9, backgroundSlots: 0, lease: Self.lease)
+            // The last two without a tenant, and the queue's order goes on with acme's.
+            #expect(Self.countsByTenant(second) == ["acme": 4, "globex": 3, "none": 2], "\(second.map(\.tenant))")
         }
     }
 

@@ -17,7 +17,7 @@ public struct KeyVariables: Sendable {
     /// The variables this worker's operator allows; nil for any (but the worker's own settings).
     public let allowed: Set<String>?
 
-    /// Reads the list from the environment.
+    /// Reads the list from the environment; set but empty, it allows no variable.
     public init(environment: [String: String] = ProcessInfo.processInfo.environment) {
         let names = environment[Self.environmentVariable]?.split(separator: ",").map {
             $0.trimmingCharacters(in: .whitespaces)
@@ -35,6 +35,14 @@ public struct KeyVariables: Sendable {
                 + "to its base_url"
         }
         return nil
+    }
+
+    /// What to do about a refused variable: name another in the catalog, or (when only this
+    /// worker's list leaves it out) list it.
+    public static func hint(for variable: String) -> String {
+        refusal(of: variable) != nil
+            ? "name the variable that holds the provider's key in the model's api_key_env (dispatcher models import)"
+            : "name the provider's key variable in api_key_env, or add \(variable) to \(environmentVariable) on this worker"
     }
 
     /// Why this worker does not send `variable`'s value to a model's provider, or nil.

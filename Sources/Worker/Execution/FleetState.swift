@@ -178,8 +178,7 @@ final class FleetState: Sendable {
                 if let variable = model.apiKeyEnv, let refusal = keyVariables.refusal(of: variable) {
                     skipHere(
                         model, reason: "its api_key_env is not read: \(refusal)",
-                        hint: "name the provider's key variable in api_key_env, or list it in "
-                            + "\(KeyVariables.environmentVariable) on this worker")
+                        hint: KeyVariables.hint(for: variable))
                     continue
                 }
                 guard let variable = model.apiKeyEnv, !variable.isEmpty,

@@ -38,8 +38,7 @@ enum ProviderEndpoint {
         if let refusal = KeyVariables(environment: environment).refusal(of: variable) {
             throw ProviderError(
                 .missingAPIKey, "model \(model.name)'s api_key_env is not read: \(refusal)",
-                hint: "name the provider's key variable in api_key_env (dispatcher models import), or list it in "
-                    + "\(KeyVariables.environmentVariable) on this worker",
+                hint: KeyVariables.hint(for: variable),
                 model: model.name)
         }
         guard let key = environment[variable]?.trimmingCharacters(in: .whitespacesAndNewlines), !key.isEmpty else {
