@@ -838,6 +838,44 @@ struct QueueSQLTests {
         }
     }
 
+    /// A review's application cancelled its running job in a transaction it held open: the row
+    /// stayed locked, and the worker's write-back batch with it (other tenants' jobs among them)
+    /// waited 25 s, the worker claiming nothing meanwhile.
+    @Test("a cancel in a transaction left open holds up no write-back: a running job is asked without writing its row")
+    func cancelInOpenTransaction() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let mine = try await store.submit(Submission(request: Self.hello))
+            let other = try await store.submit(Submission(request: Self.hello))
+            let jobs = try await store.claim(worker: "w", freeSlots: 2, backgroundSlots: 0, lease: .seconds(30))
+            #expect(jobs.count == 2)
+            let application = try await PostgresConnection.connect(pool.configuration)
+            defer { Task { await application.close() } }
+            try await application.query("BEGIN")
+            #expect(try await application.query("SELECT switchyard.cancel($1)", [mine]).scalar(String.self) == "cancelling")
+            let writing = Task {
+                try await store.complete(worker: "w", jobs.map {
+                    Completion(jobID: $0.id, attempt: $0.attempt, kind: .result, status: "succeeded", model: "m")
+                })
+            }
+            var blocked: (any Error)?
+            do {
+                try await waitUntil("the write-back is written", limit: .seconds(10)) {
+                    try await store.status(of: other) == "succeeded"
+                }
+            } catch {
+                blocked = error
+            }
+            try await application.query("COMMIT")
+            #expect(try await writing.value.count == 2)
+            if let blocked { throw blocked }
+            // The request outlives nothing: the housekeeper's expiry removes it, its job ended.
+            try await pool.query("UPDATE switchyard.cancel_requests SET requested_at = now() - interval '2 hours'")
+            _ = try await store.expireOverdue()
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.cancel_requests").scalar(Int.self) == 0)
+        }
+    }
+
     @Test(
         "a cancel asked for while an attempt runs ends the job when the attempt comes back instead",
         arguments: [Completion.Kind.retry, .postpone, .wait, .release]

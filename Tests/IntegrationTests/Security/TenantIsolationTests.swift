@@ -220,7 +220,10 @@ struct TenantIsolationTests {
                         #expect(try cancelled.scalar(String.self) == "not_found")
                     }
                     let untouched = try await pool.query(
-                        "SELECT count(*) FROM switchyard.jobs WHERE id = ANY($1) AND NOT cancel_requested",
+                        """
+                        SELECT count(*) FROM switchyard.jobs j WHERE id = ANY($1) AND NOT cancel_requested
+                            AND NOT EXISTS (SELECT FROM switchyard.cancel_requests c WHERE c.job_id = j.id)
+                        """,
                         [[globexJobs.queued, globexJobs.running]]
                     ).scalar(Int.self)
                     #expect(untouched == 2)
@@ -335,7 +338,10 @@ struct TenantIsolationTests {
                 #expect(tenant == "acme")
                 #expect(
                     try await pool.query(
-                        "SELECT cancel_requested FROM switchyard.jobs WHERE id = $1",
+                        """
+                        SELECT cancel_requested OR EXISTS (SELECT FROM switchyard.cancel_requests c WHERE c.job_id = j.id)
+                        FROM switchyard.jobs j WHERE id = $1
+                        """,
                         [jobs["globex"]!.queued]
                     ).scalar(Bool.self) == false)
 
