@@ -105,14 +105,46 @@ actor SharedServer {
         if migrated { try await prepareTemplate(on: server) }
         counter += 1
         let name = "test_\(runID)_\(counter)"
-        try await Self.execute(on: server, "CREATE DATABASE \(name)" + (migrated ? " TEMPLATE \(templateName)" : ""))
+        try await administer(on: server, "CREATE DATABASE \(name)" + (migrated ? " TEMPLATE \(templateName)" : ""))
         return server.withDatabase(name)
     }
 
     /// Drops a test database, ending any sessions still in it.
     func drop(_ configuration: PostgresConfiguration) async {
         guard let server = administration, let name = configuration.databaseOverride else { return }
-        try? await Self.execute(on: server, "DROP DATABASE IF EXISTS \(name) WITH (FORCE)")
+        try? await administer(on: server, "DROP DATABASE IF EXISTS \(name) WITH (FORCE)")
+    }
+
+    /// Creations and drops under way, and those waiting for one to end. Copies of one template
+    /// take turns (Postgres locks it), so hundreds of tests starting at once each held a
+    /// connection in its queue: 300 of the server's 500 at once, and other tests' connections
+    /// were refused ("too many clients already"). A few at a time, each closing its connection
+    /// before the next goes.
+    private var administering = 0
+    private var waitingToAdminister: [CheckedContinuation<Void, Never>] = []
+    private static let administeringAtOnce = 4
+
+    private func administer(on server: PostgresConfiguration, _ sql: String) async throws {
+        if administering < Self.administeringAtOnce {
+            administering += 1
+        } else {
+            await withCheckedContinuation { waitingToAdminister.append($0) }
+        }
+        defer {
+            if waitingToAdminister.isEmpty {
+                administering -= 1
+            } else {
+                waitingToAdminister.removeFirst().resume()
+            }
+        }
+        let connection = try await PostgresConnection.connect(server)
+        do {
+            try await connection.query(sql)
+        } catch {
+            await connection.close()
+            throw error
+        }
+        await connection.close()
     }
 
     private static func execute(on server: PostgresConfiguration, _ sql: String) async throws {
