@@ -142,6 +142,29 @@ struct MigrationTests {
         }
     }
 
+    /// A review's application role held the migration's advisory lock, and migrate printed
+    /// nothing until it was killed.
+    @Test("a migrate that waits for the migration lock says who holds it, and goes on once it is let go")
+    func migrationLockHolderNamed() async throws {
+        try await TestDatabase.withMigrated { configuration in
+            let pool = PostgresPool(configuration, options: .init(maxConnections: 1))
+            defer { Task { await pool.close() } }
+            let holder = try await PostgresConnection.connect(configuration)
+            try await holder.query("SET application_name = 'stray-session'")
+            try await holder.query("SELECT pg_advisory_lock(6005366778011141970)")
+            var migrator = Migrator()
+            let waits = Mutex<[String]>([])
+            migrator.onLockWait = { message in waits.withLock { $0.append(message) } }
+            let migrating = Task { [migrator] in try await migrator.migrate(pool) }
+            try await waitUntil("migrate says what it waits for") { waits.withLock { !$0.isEmpty } }
+            #expect(waits.withLock { $0 }.first?.contains("held by pid") == true, "\(waits.withLock { $0 })")
+            #expect(waits.withLock { $0 }.first?.contains("stray-session") == true)
+            try await holder.query("SELECT pg_advisory_unlock(6005366778011141970)")
+            await holder.close()
+            #expect(try await migrating.value.isEmpty)
+        }
+    }
+
     @Test("a migration waiting behind a long transaction lets the fleet through, retries, and names the holder")
     func migrationWaitsBriefly() async throws {
         try await TestDatabase.withEmpty { configuration in

@@ -57,7 +57,22 @@ public struct Migrator: Sendable {
     @discardableResult
     public func migrate(_ pool: PostgresPool) async throws -> [Migration] {
         try await pool.withConnection { connection in
-            try await connection.query("SELECT pg_advisory_lock($1)", [Self.lockKey])
+            // Said, not waited out in silence: any session may hold an advisory lock (a review's
+            // application role held this one, and migrate printed nothing until killed).
+            if try await !connection.query("SELECT pg_try_advisory_lock($1)", [Self.lockKey]).scalar(Bool.self) {
+                let holders = try await connection.query(
+                    """
+                    SELECT string_agg(format('pid %s (%s, %s)', a.pid, a.usename, coalesce(nullif(a.application_name, ''), 'no application name')), ', ')
+                    FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+                    WHERE l.locktype = 'advisory' AND l.granted AND l.classid = ($1::bigint >> 32)::oid
+                          AND l.objid = ($1::bigint & 4294967295)::oid AND l.objsubid = 1
+                    """, [Self.lockKey]
+                ).scalar(String?.self)
+                onLockWait(
+                    "waiting for the migration lock, held by \(holders ?? "another session"): another dispatcher migrate, "
+                        + "or a session holding advisory lock \(Self.lockKey) (end it with pg_terminate_backend if it is not a migrate)")
+                try await connection.query("SELECT pg_advisory_lock($1)", [Self.lockKey])
+            }
             do {
                 let applied = try await apply(on: connection)
                 try await connection.query("SELECT pg_advisory_unlock($1)", [Self.lockKey])
