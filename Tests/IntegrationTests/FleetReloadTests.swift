@@ -146,6 +146,41 @@ struct FleetReloadTests {
         }
     }
 
+    /// A security review's catalog had workers send their DATABASE_URL and a cloud key to its server.
+    @Test("a worker skips a model whose key variable its SWITCHYARD_KEY_VARIABLES leaves out, or no catalog may name")
+    func keyVariablesSkipped() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            _ = try await CatalogStore(pool: pool).importDocument(Data("""
+                {"models": {"listed": {"provider": "openai", "api_key_env": "SWITCHYARD_TEST_SET_KEY",
+                                       "price_per_1k_input": 0.001, "price_per_1k_output": 0.001},
+                            "unlisted": {"provider": "openai", "api_key_env": "AWS_SECRET_ACCESS_KEY",
+                                         "price_per_1k_input": 0.001, "price_per_1k_output": 0.001},
+                            "legacy": {"provider": "openai", "api_key_env": "LEGACY_KEY",
+                                       "price_per_1k_input": 0.001, "price_per_1k_output": 0.001}},
+                 "routing_rules": {"default": {"primary": "unlisted", "fallback": ["legacy", "listed"]}}}
+                """.utf8))
+            // A row from before sql/0085 that names the worker's connection.
+            try await pool.query("ALTER TABLE switchyard.models DROP CONSTRAINT models_api_key_env_not_workers_check")
+            try await pool.query("UPDATE switchyard.models SET api_key_env = 'PGPASSWORD' WHERE name = 'legacy'")
+            let lines = Mutex<[String]>([])
+            let fleet = FleetState(
+                pool: pool, logger: Logger(label: "worker", level: .warning) { line in lines.withLock { $0.append(line) } },
+                environment: [
+                    "SWITCHYARD_TEST_SET_KEY": "sk-r8Mw3Zq6Lx2Vn9Tp5Kd4", "AWS_SECRET_ACCESS_KEY": "aws-secret",
+                    "PGPASSWORD": "db-secret", "SWITCHYARD_KEY_VARIABLES": "SWITCHYARD_TEST_SET_KEY",
+                ])
+            await fleet.reload()
+            let plan = fleet.planner.router.plan(
+                for: RoutingRequest(body: ["messages": [["role": "user", "content": "hi"]]]),
+                state: fleet.routingState(sequence: 0))
+            #expect(plan.attempts.map(\.model.name) == ["listed"])
+            let logged = lines.withLock { $0 }
+            #expect(logged.contains { $0.contains("model=unlisted") && $0.contains("other workers keep using it") }, "\(logged)")
+            #expect(logged.contains { $0.contains("model=legacy") && $0.contains("no worker calls it") }, "\(logged)")
+            #expect(!logged.joined().contains("db-secret") && !logged.joined().contains("aws-secret"))
+        }
+    }
+
     /// The model `m`, its breaker open long enough ago to be half-open now.
     private static func halfOpenFleet(
         _ pool: PostgresPool, logger: Logger = Logger(label: "worker", level: .error) { _ in }

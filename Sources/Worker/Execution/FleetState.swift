@@ -178,7 +178,7 @@ final class FleetState: Sendable {
                 if let variable = model.apiKeyEnv, let refusal = keyVariables.refusal(of: variable) {
                     skipHere(
                         model, reason: "its api_key_env is not read: \(refusal)",
-                        hint: KeyVariables.hint(for: variable))
+                        hint: KeyVariables.hint(for: variable), everywhere: KeyVariables.refusal(of: variable) != nil)
                     continue
                 }
                 guard let variable = model.apiKeyEnv, !variable.isEmpty,
@@ -432,13 +432,15 @@ final class FleetState: Sendable {
     /// Stops routing to a model from this worker until the catalog's entry for it changes. For a
     /// failure that is this worker's own (the model's key missing from its environment): the
     /// fleet's breaker is not told, so other workers keep the model. Logged once per model.
-    func skipHere(_ model: ModelSpec, reason: String, hint: String?) {
+    /// - Parameter everywhere: every worker skips it (a key variable no catalog may name), so no
+    ///   other keeps it either.
+    func skipHere(_ model: ModelSpec, reason: String, hint: String?, everywhere: Bool = false) {
         let isNew = state.withLock { state in
             state.skippedHere.updateValue((model, reason), forKey: model.name) == nil
         }
         guard isNew else { return }
         logger.warning(
-            "model skipped by this worker; other workers keep using it",
+            everywhere ? "model skipped: no worker calls it" : "model skipped by this worker; other workers keep using it",
             ["model": model.name, "reason": reason, "hint": hint ?? "none"])
     }
 }
