@@ -231,6 +231,7 @@ struct QueueSQLTests {
             #expect(result["status"] == "succeeded")
             #expect(result["metadata"] == nil)
             #expect(result["request"] != nil)
+            #expect(result["unreadable_fields"] == ["metadata"])
         }
     }
 

@@ -458,7 +458,14 @@ public struct QueueStore: Sendable {
                 "SELECT (to_jsonb(r) - $2::text[])::text FROM switchyard.result($1) r", [job, left]
             ).scalar(String?.self)
             guard let rest else { return nil }
-            do { return try JSONValue(parsing: rest) } catch { failure = error }
+            do {
+                // Said, not dropped in silence (a review): which fields could not be read.
+                guard case .object(var fields) = try JSONValue(parsing: rest) else { continue }
+                fields["unreadable_fields"] = .array(left.map(JSONValue.string))
+                return .object(fields)
+            } catch {
+                failure = error
+            }
         }
         throw failure ?? QueueError(.database, "job \(job)'s result could not be read")
     }
