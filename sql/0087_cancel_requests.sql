@@ -8,8 +8,11 @@
 -- A request to cancel a running job is now a row of switchyard.cancel_requests, which no worker
 -- waits for: heartbeat, complete, rescue_expired and job_status read it as they read the flag
 -- (still honoured, for requests made before). A queued job is cancelled at once as before: its
--- row locked and archived, which claims skip. The housekeeper's expiry removes requests whose job
--- has ended, an hour on.
+-- row locked and archived, which claims skip. A request that commits while a write-back or a
+-- rescue puts the job back is honoured by that write-back's last statement, or else by the
+-- housekeeper's next round, which ends such a job before a worker runs it again. The
+-- housekeeper's expiry removes requests whose job has ended, an hour on. Submitters read only
+-- the requests of jobs they may see (row security), for job_status.
 --
 -- cancel is 0007's, job_status 0002's, heartbeat 0086's, complete 0083's, rescue_expired 0076's
 -- and expire_overdue 0081's otherwise.
@@ -22,8 +25,13 @@ CREATE TABLE switchyard.cancel_requests (
 );
 COMMENT ON TABLE switchyard.cancel_requests IS
     'Running jobs asked to stop (switchyard.cancel): their workers hear of it at the next heartbeat.';
--- job_status runs as its caller: whether a job it may see is being cancelled.
+-- job_status runs as its caller: whether a job it may see is being cancelled. Only of jobs it
+-- may see (a review read every tenant's requests before this policy).
 GRANT SELECT ON switchyard.cancel_requests TO switchyard_submitter;
+ALTER TABLE switchyard.cancel_requests ENABLE ROW LEVEL SECURITY;
+CREATE POLICY cancel_requests_tenant_read ON switchyard.cancel_requests FOR SELECT TO switchyard_submitter
+    USING (EXISTS (SELECT FROM switchyard.jobs j WHERE j.id = cancel_requests.job_id));
+CREATE POLICY cancel_requests_admin ON switchyard.cancel_requests TO switchyard_admin USING (true) WITH CHECK (true);
 
 CREATE OR REPLACE FUNCTION switchyard.cancel(job_id bigint) RETURNS text
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, switchyard, pg_temp AS $$
@@ -61,7 +69,7 @@ CREATE OR REPLACE FUNCTION switchyard.job_status(job_id bigint) RETURNS text
     LANGUAGE sql STABLE AS $$
     SELECT coalesce(
         (SELECT CASE
-                    WHEN j.lease_owner IS NOT NULL AND (j.cancel_requested OR EXISTS (SELECT FROM switchyard.cancel_requests c WHERE c.job_id = j.id)) THEN 'cancelling'
+                    WHEN j.lease_owner IS NOT NULL AND j.cancel_requested OR EXISTS (SELECT FROM switchyard.cancel_requests c WHERE c.job_id = j.id) THEN 'cancelling'
                     WHEN j.lease_owner IS NOT NULL THEN 'running'
                     WHEN j.run_at > now() THEN 'scheduled'
                     ELSE 'queued'
@@ -270,14 +278,17 @@ BEGIN
         IF requeued > 0 THEN
             PERFORM pg_notify('switchyard_jobs', '');
         END IF;
-        -- Asked to cancel while this attempt ran: the job ends here, not back in the queue.
+        -- Asked to cancel while this attempt ran: the job ends here, not back in the queue. Also
+        -- one the statement above put back (unleased now) because the request committed after
+        -- that statement began, which it could not see (a review's cancel was lost so, and the
+        -- job ran again and succeeded).
         FOR cancelled IN
-            SELECT j AS job, i.trail FROM switchyard.jobs j
-            JOIN unnest(p_ids, p_attempts, p_kinds, p_trails) AS i(id, attempt, kind, trail)
-                ON j.id = i.id AND j.attempt = i.attempt
+            SELECT j AS job, CASE WHEN j.lease_owner IS NULL THEN '[]' ELSE i.trail END AS trail
+            FROM switchyard.jobs j
+            JOIN unnest(p_ids, p_attempts, p_kinds, p_trails) AS i(id, attempt, kind, trail) ON j.id = i.id
             WHERE j.id = ANY (p_ids) AND i.kind IN ('retry', 'release', 'postpone', 'wait')
                   AND (j.cancel_requested OR EXISTS (SELECT FROM switchyard.cancel_requests c WHERE c.job_id = j.id))
-                  AND coalesce(j.lease_owner = p_worker, false)
+                  AND ((j.attempt = i.attempt AND coalesce(j.lease_owner = p_worker, false)) OR j.lease_owner IS NULL)
             FOR UPDATE OF j
         LOOP
             PERFORM switchyard.archive(cancelled.job, 'cancelled',
@@ -379,6 +390,17 @@ BEGIN
                                 ELSE format('its deadline, %s, passed before attempt %s could start', switchyard.utc_text(job.deadline),
                                             job.attempt + 1) END), '[]');
         expired := expired + 1;
+    END LOOP;
+    -- A job asked to cancel that went back to the queue all the same (its request committed
+    -- while a write-back or a rescue put it back): ended here, at the housekeeper's next round,
+    -- before a worker runs it again. (Locked by a claim meanwhile: its worker's heartbeat ends it.)
+    FOR job IN
+        SELECT j.* FROM switchyard.jobs j JOIN switchyard.cancel_requests c ON c.job_id = j.id
+        WHERE j.lease_owner IS NULL
+        FOR UPDATE OF j SKIP LOCKED
+    LOOP
+        PERFORM switchyard.archive(job, 'cancelled',
+            jsonb_build_object('code', 'cancelled', 'message', 'cancelled while running'), '[]');
     END LOOP;
     -- Requests whose job has ended (a lease lasts at most an hour: 0086).
     DELETE FROM switchyard.cancel_requests c

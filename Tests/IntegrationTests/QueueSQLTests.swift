@@ -870,6 +870,26 @@ struct QueueSQLTests {
             try await application.query("COMMIT")
             #expect(try await writing.value.count == 2)
             if let blocked { throw blocked }
+            // A request that commits while a write-back or a rescue puts its job back is not lost
+            // (a review's job ran again and succeeded): the write-back's last statement ends a job
+            // it finds unleased with a request, and so does the housekeeper's next round.
+            let requeued = try await store.submit(Submission(request: Self.hello))
+            let swept = try await store.submit(Submission(request: Self.hello))
+            let both = try await store.claim(worker: "w", freeSlots: 2, backgroundSlots: 0, lease: .seconds(30))
+            #expect(Set(both.map(\.id)) == [requeued, swept])
+            try await pool.query(
+                "UPDATE switchyard.jobs SET lease_owner = NULL, lease_expires_at = NULL WHERE id = ANY($1)", [[requeued, swept]])
+            try await pool.query("INSERT INTO switchyard.cancel_requests (job_id) VALUES ($1), ($2)", [requeued, swept])
+            #expect(try await store.status(of: swept) == "cancelling")
+            let job = try #require(both.first { $0.id == requeued })
+            let written = try await store.complete(worker: "w", [
+                Completion(jobID: requeued, attempt: job.attempt, kind: .retry, retryAt: Date().addingTimeInterval(60))
+            ])
+            #expect(written == [requeued: "cancelled"])
+            #expect(try await store.status(of: requeued) == "cancelled")
+            _ = try await store.expireOverdue()
+            #expect(try await store.status(of: swept) == "cancelled")
+
             // The request outlives nothing: the housekeeper's expiry removes it, its job ended.
             try await pool.query("UPDATE switchyard.cancel_requests SET requested_at = now() - interval '2 hours'")
             _ = try await store.expireOverdue()

@@ -227,6 +227,11 @@ struct TenantIsolationTests {
                         [[globexJobs.queued, globexJobs.running]]
                     ).scalar(Int.self)
                     #expect(untouched == 2)
+                    // Another tenant's requests to cancel are not to be read (a review read them all).
+                    try await pool.query("INSERT INTO switchyard.cancel_requests (job_id) VALUES ($1)", [globexJobs.running])
+                    let requests = try await session.run(as: acme, "SELECT count(*) FROM switchyard.cancel_requests")
+                    #expect(try requests.scalar(Int.self) == 0)
+                    try await pool.query("DELETE FROM switchyard.cancel_requests")
                     for (sql, id) in [
                         ("SELECT switchyard.retry($1)", globexJobs.failed),
                         ("SELECT switchyard.feedback($1, 10)", globexJobs.succeeded),
