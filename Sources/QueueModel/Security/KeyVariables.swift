@@ -7,14 +7,14 @@ import Foundation
 /// its own server as `base_url`, and the workers sent it their database password and the cloud
 /// key. The worker's connection to Postgres is never a provider's key, so no catalog may name it
 /// (`refusal(of:)`: the import refuses it, `sql/0085` the table, and workers read none). Beyond
-/// them, a worker's operator may list the only variables its catalog may use
+/// it, a worker's operator may list the only variables its catalog may use
 /// (`SWITCHYARD_KEY_VARIABLES=OPENAI_API_KEY,ANTHROPIC_API_KEY`): a model naming another is
 /// skipped on that worker, as one whose key is missing.
 public struct KeyVariables: Sendable {
     /// The worker's environment variable that lists the variables its catalog may name.
     public static let environmentVariable = "SWITCHYARD_KEY_VARIABLES"
 
-    /// The variables this worker's operator allows; nil for any (but the worker's own settings).
+    /// The variables this worker's operator allows; nil for any (but the worker's connection's).
     public let allowed: Set<String>?
 
     /// Reads the list from the environment; set but empty, it allows no variable.
