@@ -376,25 +376,19 @@ struct WorkerProcessTests {
                 try await pool.query("SELECT count(*) FROM switchyard.results WHERE worker = 'victim'")
                     .scalar(Int.self) >= 16
             }
-            let survivors = try (0..<2).map { index in
-                try WorkerProcess.start(
-                    configuration, id: "survivor-\(index)",
-                    arguments: ["--concurrency", "16", "--lease", "1s", "--simulated-latency", "30ms"]
-                )
-            }
-            try await waitUntil("the survivors are at work", limit: .seconds(60)) {
-                try await pool.query("SELECT count(*) FROM switchyard.results WHERE worker LIKE 'survivor-%'")
-                    .scalar(Int.self) > 0
-            }
-            try await waitUntil("the victim holds jobs", every: .milliseconds(1)) {
-                try await pool.query("SELECT count(*) FROM switchyard.jobs WHERE lease_owner = 'victim'")
-                    .scalar(Int.self) > 0
+            // Killed mid-call: holding jobs it claimed within the last half second of their
+            // second's work (a CI run killed it as its last jobs were being written back, the
+            // survivors having drained the rest, and it held none). The survivors start after.
+            try await waitUntil("the victim holds jobs it has just claimed", every: .milliseconds(1)) {
+                try await pool.query(
+                    "SELECT count(*) FROM switchyard.jobs WHERE lease_owner = 'victim' AND claimed_at > now() - interval '500 ms'"
+                ).scalar(Int.self) > 0
             }
             victim.kill()
             #expect(await victim.wait() == 128 + SIGKILL)
             // A statement the victim sent just before it died still runs (and a claim commits):
-            // wait for its sessions to end. Its leases have not expired by then, so nothing was
-            // rescued so far.
+            // wait for its sessions to end. Its leases have not expired by then, and no survivor
+            // runs yet, so nothing was rescued so far.
             try await waitUntil("the victim's sessions have ended", every: .milliseconds(2)) {
                 try await pool.query(
                     """
@@ -407,6 +401,12 @@ struct WorkerProcessTests {
                 "SELECT count(*) FROM switchyard.jobs WHERE lease_owner = 'victim'"
             ).scalar(Int.self)
             #expect(heldByVictim > 0)
+            let survivors = try (0..<2).map { index in
+                try WorkerProcess.start(
+                    configuration, id: "survivor-\(index)",
+                    arguments: ["--concurrency", "16", "--lease", "1s", "--simulated-latency", "30ms"]
+                )
+            }
 
             let finished = try await Self.waitForResults(pool, total: submitted.count, limit: .seconds(300))
             for worker in survivors { worker.terminate() }
