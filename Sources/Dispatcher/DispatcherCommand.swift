@@ -16,6 +16,7 @@ enum DispatcherCommand {
           retry      submit a failed, cancelled or expired job again
           prune      drop results older than a given age (whole partitions)
           background pause, resume or drain background work; its price ceiling and backlog
+          tenants    each tenant's jobs and spending; pause a tenant, or give it a budget per day or month
           simulate   a month of traffic in simulated time: what the background price policy saves
           migrate    apply schema migrations to DATABASE_URL (--status to only show them)
           models     the model catalog and routing rules: import FILE.json, list, prices, export
@@ -67,6 +68,7 @@ enum DispatcherCommand {
             case "retry": return try await JobCommands.retry(rest)
             case "prune": return try await JobCommands.prune(rest)
             case "background": return try await BackgroundCommand.run(rest)
+            case "tenants": return try await TenantsCommand.run(rest)
             case "simulate": return try await SimulateCommand.run(rest)
             case "demo": return try await DemoCommand.run(rest)
             case "bench": return try await BenchCommand.run(rest)
@@ -99,8 +101,8 @@ enum DispatcherCommand {
     }
 
     static let roleHint =
-        "\nhint: this role may not do that. Operator commands (models, background, prune, status, "
-        + "report, top, feedback --list) need a member of switchyard_admin; submit, wait, result, cancel, retry "
+        "\nhint: this role may not do that. Operator commands (models, background, tenants pause, resume "
+        + "and budget, prune, status, report, top, feedback --list) need a member of switchyard_admin; submit, wait, result, cancel, retry "
         + "and feedback ID SCORE, of switchyard_submitter (docs/security.md)."
 
     /// For a write the server refused as read-only (`25006`) without a hint of its own: a

@@ -177,6 +177,7 @@ struct JobWaiter {
                     item["waiting_reason"] = waits.reason.map(JSONValue.string) ?? .null
                     if waits.paused { item["background_paused"] = true }
                     if let held = waits.held { item["background_held"] = .string(held) }
+                    if let hold = waits.tenantHold { item["tenant_held"] = .string(hold) }
                 }
                 return item
             }
@@ -201,6 +202,7 @@ struct JobWaiter {
     /// `scheduled until 2026-11-28 22:00:00 UTC: no model is within …`, `queued; put back: attempt 1
     /// of 3 failed: …`.
     static func describe(_ status: String, _ waiting: QueueStore.Waiting?) -> String {
+        if status == "held", let hold = waiting?.tenantHold { return "held: \(hold)" }
         guard let waiting, status == "scheduled" || status == "queued" else { return status }
         var text = status == "scheduled" ? "scheduled until \(StatusFormat.clock(waiting.runAt)) UTC" : status
         if let reason = waiting.reason { text += status == "scheduled" ? ": \(reason)" : "; put back: \(reason)" }

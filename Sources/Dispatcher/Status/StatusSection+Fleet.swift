@@ -94,6 +94,16 @@ extension StatusSection {
                     uniquingKeysWith: { first, _ in first }))
             }
         }
+        // Tenants paused or over their budgets (sql/0088): their jobs are in neither column above.
+        if let held = try? await TenantLimits.held(in: context.pool), !held.isEmpty {
+            lines.append(
+                "held for their tenants' limits: "
+                    + held.map { "\(StatusFormat.printable($0.tenant)) \($0.jobs) (\($0.paused ? "paused" : "budget spent"))" }
+                    .joined(separator: ", ") + "; dispatcher tenants says why")
+            siblings["held_tenants"] = .array(held.map {
+                ["tenant": .string($0.tenant), "jobs": .number(Double($0.jobs)), "reason": .string($0.reason)]
+            })
+        }
         // A network walkthrough's worker held 29 jobs for 15 minutes on a dead connection: status
         // showed "running 29" and a fresh heartbeat, nothing of how long they had run.
         if depth.contains(where: { $0.running > 0 }),

@@ -13,6 +13,9 @@ public struct QueueDepth: Sendable, Hashable {
     public var running: Int
     /// Queued or scheduled jobs with a deadline.
     public var withDeadline: Int
+    /// Jobs held for their tenant's limits (paused, or its budget spent: `sql/0088`), in neither
+    /// `queued` nor `scheduled`.
+    public var held: Int
     /// The job that has waited longest to run, and since when.
     public var oldestJobID: Int64?
     /// Since when it could run.
@@ -26,6 +29,7 @@ public struct QueueDepth: Sendable, Hashable {
         scheduled = try row.decode("scheduled")
         running = try row.decode("running")
         withDeadline = try row.decode("with_deadline")
+        held = try row.decode("held")
         oldestJobID = try row.decode("oldest_job_id", as: Int64?.self)
         oldestWaitingSince = try row.decode("oldest_waiting_since", as: Date?.self)
         oldestWaitSeconds = try row.decode("oldest_wait_s", as: Double?.self)
@@ -36,7 +40,7 @@ public struct QueueDepth: Sendable, Hashable {
         [
             "priority": .string(priority), "queued": .number(Double(queued)),
             "scheduled": .number(Double(scheduled)), "running": .number(Double(running)),
-            "with_deadline": .number(Double(withDeadline)),
+            "with_deadline": .number(Double(withDeadline)), "held": .number(Double(held)),
             "oldest_job_id": oldestJobID.map { .number(Double($0)) } ?? .null,
             "oldest_waiting_since": oldestWaitingSince.map { .string($0.postgresText) } ?? .null,
             "oldest_wait_s": .optional(oldestWaitSeconds),

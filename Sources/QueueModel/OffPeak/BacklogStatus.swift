@@ -14,6 +14,9 @@ public struct BacklogStatus: Sendable {
     /// Of the waiting, those a worker put off (no model of their rule within a ceiling), as against
     /// those submitted to run later.
     public var putOff = 0
+    /// Jobs held for their tenant's limits (paused, or its budget spent: `sql/0088`), in neither
+    /// of the above: they run when their tenant is released.
+    public var held = 0
     public var running: Int
     public var gate: BackgroundGate
     /// Background jobs workers finished (succeeded or failed) per minute over the last 10 minutes.
@@ -48,7 +51,7 @@ public struct BacklogStatus: Sendable {
     public static func load(_ pool: PostgresPool) async throws -> BacklogStatus {
         guard let row = try await pool.query(
             """
-            SELECT q.queued, q.waiting, q.running, q.next_waiting_at, q.put_off,
+            SELECT q.queued, q.waiting, q.running, q.next_waiting_at, q.put_off, q.held,
                    -- What workers finished: a mass cancel or expiry is no pace of draining.
                    (SELECT count(*) FROM switchyard.results
                     WHERE priority = 'background' AND status IN ('succeeded', 'failed')
@@ -61,14 +64,17 @@ public struct BacklogStatus: Sendable {
                     WHERE w.heartbeat_at + make_interval(secs => coalesce(w.lease_seconds, 30)) > now()) AS live_workers
             -- One pass over the partition (queued, waiting and running as switchyard.queue_depth
             -- counts them): a backlog of 1,000,000 was read three times per status.
-            FROM (SELECT count(*) FILTER (WHERE j.lease_owner IS NULL
+            FROM (SELECT count(*) FILTER (WHERE j.lease_owner IS NULL AND j.held_run_at IS NULL
                                                 AND (j.run_at <= now() OR j.waiting_since IS NOT NULL)) AS queued,
-                         count(*) FILTER (WHERE j.lease_owner IS NULL AND j.run_at > now()
+                         count(*) FILTER (WHERE j.lease_owner IS NULL AND j.held_run_at IS NULL AND j.run_at > now()
                                                 AND j.waiting_since IS NULL) AS waiting,
                          count(*) FILTER (WHERE j.lease_owner IS NOT NULL) AS running,
-                         min(j.run_at) FILTER (WHERE j.lease_owner IS NULL AND j.run_at > now()) AS next_waiting_at,
+                         count(*) FILTER (WHERE j.held_run_at IS NOT NULL) AS held,
+                         min(j.run_at) FILTER (WHERE j.lease_owner IS NULL AND j.held_run_at IS NULL
+                                                     AND j.run_at > now()) AS next_waiting_at,
                          -- Put off for a price, not those waiting for a model of their rule to come back.
                          count(*) FILTER (WHERE j.postponed_at IS NOT NULL AND j.lease_owner IS NULL AND j.run_at > now()
+                                                AND j.held_run_at IS NULL
                                                 AND coalesce(j.waiting_reason, '') NOT LIKE 'no model available now:%')
                              AS put_off
                   FROM switchyard.jobs_background j) q
@@ -85,7 +91,7 @@ public struct BacklogStatus: Sendable {
         return BacklogStatus(
             queued: try row.decode("queued"), waiting: try row.decode("waiting"),
             nextWaitingAt: try row.decode("next_waiting_at", as: Date?.self),
-            putOff: try row.decode("put_off"), running: try row.decode("running"),
+            putOff: try row.decode("put_off"), held: try row.decode("held"), running: try row.decode("running"),
             gate: try await BackgroundGate.check(pool),
             perMinute: Double(truncating: try row.decode("per_minute", as: Decimal.self) as NSNumber),
             lastMinute: Double(truncating: try row.decode("last_minute", as: Decimal.self) as NSNumber),
@@ -98,7 +104,7 @@ public struct BacklogStatus: Sendable {
     public var json: JSONValue {
         var json: [String: JSONValue] = [
             "queued": .number(Double(queued)), "running": .number(Double(running)), "waiting": .number(Double(waiting)),
-            "put_off": .number(Double(putOff)),
+            "put_off": .number(Double(putOff)), "held": .number(Double(held)),
             "gate_open": .bool(gate.isOpen), "gate_reason": .string(gate.reason),
             "per_minute": .number(perMinute), "last_minute": .number((lastMinute * 10).rounded() / 10),
             "paused": .bool(policy.paused),
@@ -120,6 +126,7 @@ public struct BacklogStatus: Sendable {
         if let next = nextWaitingAt {
             lines[0] += " (the next at \(next.readableUTC))"
         }
+        if held > 0 { lines[0] += ", \(held) held for their tenants (dispatcher tenants)" }
         // A dash, not brackets: reasons carry their own ("paused (dispatcher background resume)").
         var gateLine = "  gate: " + (gate.isOpen ? "open" : "closed") + " — \(gate.reason)"
         if let next = gate.nextOpenAt { gateLine += "; next cheap window \(next.readableUTC)" }

@@ -371,19 +371,30 @@ public struct QueueStore: Sendable {
         /// A background job while the claim gate is closed (no model within the price ceiling
         /// now): why, and when it opens next, as `switchyard.background_gate` says.
         public var held: String?
+        /// A job held for its tenant's limits (`sql/0088`: paused, or its budget spent): why.
+        /// `runAt` is then its own, from when it runs once released.
+        public var tenantHold: String?
     }
 
     /// What `Waiting` says of each of `jobs` still in the queue (finished and unknown ids are left out).
     public func waiting(of jobs: [Int64]) async throws -> [Int64: Waiting] {
         let rows = try await pool.query(
-            "SELECT id, priority, run_at, waiting_reason FROM switchyard.jobs WHERE id = ANY ($1::bigint[])", [jobs])
+            """
+            SELECT j.id, j.priority, coalesce(j.held_run_at, j.run_at) AS run_at, j.waiting_reason,
+                   CASE WHEN j.held_run_at IS NOT NULL
+                        THEN coalesce(l.held_reason, 'its tenant is held (the housekeeper releases it within seconds)')
+                   END AS tenant_hold
+            FROM switchyard.jobs j LEFT JOIN switchyard.tenant_limits l ON l.tenant = j.tenant AND j.held_run_at IS NOT NULL
+            WHERE j.id = ANY ($1::bigint[])
+            """, [jobs])
         var result: [Int64: Waiting] = [:]
         var background: [Int64] = []
         for row in rows {
             let id = try row.decode("id", as: Int64.self)
             result[id] = Waiting(
                 runAt: try row.decode("run_at", as: Date.self),
-                reason: try row.decode("waiting_reason", as: String?.self))
+                reason: try row.decode("waiting_reason", as: String?.self),
+                tenantHold: try row.decode("tenant_hold", as: String?.self))
             if try row.decode("priority", as: String.self) == Priority.background.rawValue { background.append(id) }
         }
         // The settings and the gate are an operator's and a worker's to read: a submitter's role

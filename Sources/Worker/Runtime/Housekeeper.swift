@@ -210,6 +210,16 @@ final class Housekeeper: Sendable {
         let expired = try await metrics.measure("expire") { try await store.expireOverdue() }
         metrics.expired.increment(by: Double(expired))
         if expired > 0 { logger.info("expired jobs not started by their deadline", ["count": expired]) }
+        // Tenants' limits (sql/0088): the write-backs' spending added up, a tenant that spent its
+        // budget held, one resumed or in a new period released.
+        for change in try await metrics.measure("tenant_limits", { try await TenantLimits.enforce(store.pool) }) {
+            switch change.change {
+            case "held":
+                logger.warning("tenant held", ["tenant": change.tenant, "jobs": change.jobs, "reason": change.reason ?? ""])
+            case "released": logger.notice("tenant released", ["tenant": change.tenant, "jobs": change.jobs])
+            default: logger.info("held more of a held tenant's jobs", ["tenant": change.tenant, "jobs": change.jobs])
+            }
+        }
         if partitions {
             let created = try await metrics.measure("partitions") { try await store.ensureResultPartitions() }
             if created > 0 { logger.info("created results partitions", ["count": created]) }

@@ -1,0 +1,146 @@
+import Foundation
+import Postgres
+import QueueModel
+
+/// `dispatcher tenants [list [NAME]] | pause NAME | resume NAME | budget NAME AMOUNT|none [--per day|month]`.
+enum TenantsCommand {
+    static let usage = """
+        usage: dispatcher tenants [list [NAME]] [--json]
+               dispatcher tenants pause NAME
+               dispatcher tenants resume NAME
+               dispatcher tenants budget NAME AMOUNT [--per month|day]
+               dispatcher tenants budget NAME none
+
+        Each tenant's jobs (queued, held, running), what its results cost today and this month
+        (USD, UTC days and months), its budget, and whether its jobs are held. A tenant paused, or
+        over its budget, is held: its queued jobs and those it submits wait, unclaimed, until it is
+        resumed, its budget is raised, or its next period begins. Running jobs finish; nothing is
+        lost (a job whose deadline passes while held expires).
+
+          list      every tenant with jobs, spending this month, or limits (the default); NAME for
+                    one; --json for the figures as JSON
+          pause     hold the tenant's jobs now, and those it submits, until it is resumed
+          resume    undo pause (its jobs stay held while its budget is spent)
+          budget    what the tenant's results may cost per calendar month (the default) or, with
+                    --per day, per UTC day, in US dollars; none removes it. Checked every
+                    housekeeper round (2 s): a tenant may go over by what its running jobs cost.
+
+        pause, resume and budget are an operator's (switchyard_admin); a submitter's role lists
+        its own tenants.
+        """
+
+    static func run(_ words: [String]) async throws -> Int32 {
+        let arguments = try Arguments(
+            words, command: "dispatcher tenants", options: ["per", "database-url"], flags: ["json"])
+        if arguments.flag("help") {
+            print(usage)
+            return ExitCode.success
+        }
+        let action = arguments.positionals.first ?? "list"
+        let names = Array(arguments.positionals.dropFirst())
+        let expected = ["list": 0...1, "pause": 1...1, "resume": 1...1, "budget": 2...2]
+        guard let counts = expected[action] else {
+            let meant = CatalogProblem.didYouMean(action, among: Set(expected.keys))
+            throw QueueError(
+                .invalidInput, "unknown tenants command \"\(action)\"\(meant)",
+                hint: meant.isEmpty ? "to show one tenant: dispatcher tenants list \(action)" : usage)
+        }
+        guard counts.contains(names.count) else {
+            let needs = action == "budget" ? "a tenant and an amount (or none)" : action == "list" ? "at most one tenant" : "a tenant"
+            throw QueueError(
+                .invalidInput, "dispatcher tenants \(action) takes \(needs) (got \(names.isEmpty ? "none" : names.joined(separator: " ")))",
+                hint: usage)
+        }
+        // Each option belongs to one action: elsewhere it would be ignored, so it is refused
+        // before anything is changed.
+        if arguments.value("per") != nil, action != "budget" {
+            throw QueueError(.invalidInput, "--per is for dispatcher tenants budget, not \(action); nothing was changed", hint: usage)
+        }
+        if arguments.flag("json"), action != "list" {
+            throw QueueError(.invalidInput, "--json is for dispatcher tenants list, not \(action); nothing was changed", hint: usage)
+        }
+        let period = try arguments.value("per").map { value in
+            guard let period = TenantLimits.Period(rawValue: value) else {
+                throw QueueError(.invalidInput, "--per is month or day (got \"\(value)\"); nothing was changed")
+            }
+            return period
+        } ?? .month
+        let amount = action == "budget" ? try budget(names[1]) : nil
+        if action == "budget", amount == nil, arguments.value("per") != nil {
+            throw QueueError(.invalidInput, "--per goes with an amount, not none; nothing was changed", hint: usage)
+        }
+        let pool = try Database.pool(arguments, applicationName: "switchyard-tenants", maxConnections: 1, asTenant: false)
+        defer { Task { await pool.close() } }
+        try await Migrator().requireCurrent(pool)
+        let tenant = names.first
+        switch action {
+        case "pause":
+            let held = try await TenantLimits.pause(names[0], in: pool)
+            print(
+                "tenant \(StatusFormat.printable(names[0])) paused: \(count(held, "queued job")) held now, and those it "
+                    + "submits; running jobs finish (dispatcher tenants resume \(names[0]))")
+        case "resume":
+            let released = try await TenantLimits.resume(names[0], in: pool)
+            let still = try await TenantLimits.usage(in: pool, tenant: names[0]).first?.heldReason
+            if let still {
+                print("tenant \(StatusFormat.printable(names[0])) resumed, but its jobs stay held: \(StatusFormat.printable(still))")
+            } else {
+                print("tenant \(StatusFormat.printable(names[0])) resumed: \(count(released, "held job")) may run again")
+            }
+        case "budget":
+            let change = try await TenantLimits.setBudget(names[0], amount, per: period, in: pool)
+            let shown = StatusFormat.printable(names[0])
+            var line = amount.map { "tenant \(shown)'s budget: \(StatusFormat.money($0)) per \(period.rawValue)" }
+                ?? "tenant \(shown) has no budget now"
+            switch change.change {
+            case "held", "still held": line += "; its jobs are held: \(StatusFormat.printable(change.reason ?? ""))"
+            case "released": line += "; \(count(change.jobs, "held job")) may run again"
+            default: break
+            }
+            print(line)
+        default:
+            break
+        }
+        let usage = try await TenantLimits.usage(in: pool, tenant: tenant)
+        if arguments.flag("json") {
+            print(JSONValue.array(usage.map(\.json)).prettyText)
+        } else if action == "list" {
+            print(lines(usage, named: tenant).joined(separator: "\n"))
+        }
+        return ExitCode.success
+    }
+
+    /// A budget as given: dollars with at most 6 decimal places, more than 0; nil for `none`.
+    static func budget(_ value: String) throws -> Decimal? {
+        guard value != "none" else { return nil }
+        let trimmed = value.hasPrefix("$") ? String(value.dropFirst()) : value
+        guard trimmed.wholeMatch(of: /[0-9]{1,12}(\.[0-9]{1,6})?/) != nil, let amount = Decimal(string: trimmed), amount > 0 else {
+            throw QueueError(
+                .invalidInput,
+                "a budget is an amount in US dollars like 50 or 12.5, more than 0 (got \"\(value)\"), or none; nothing was changed",
+                hint: "To stop a tenant's work, pause it: dispatcher tenants pause NAME.")
+        }
+        return amount
+    }
+
+    static func count(_ n: Int, _ noun: String) -> String { "\(n) \(noun)\(n == 1 ? "" : "s")" }
+
+    /// The table, and why each held tenant is held.
+    static func lines(_ usage: [TenantLimits.Usage], named tenant: String?) -> [String] {
+        guard !usage.isEmpty else {
+            return [tenant.map { "no tenant \(StatusFormat.printable($0)) has jobs, spending this month or limits" }
+                    ?? "no tenant has jobs, spending this month or limits"]
+        }
+        var table = TextTable(
+            ["tenant", "queued", "held", "running", "today", "this month", "budget", "state"], rightAligned: [1, 2, 3, 4, 5])
+        for row in usage {
+            let budget = row.budget.map { "\(StatusFormat.money($0))/\(row.period?.rawValue ?? "?")" } ?? StatusFormat.none
+            let state = row.heldReason == nil ? "not held" : row.pausedAt != nil ? "held: paused" : "held: budget spent"
+            table.append([
+                row.tenant, String(row.queued), String(row.held), String(row.running), StatusFormat.money(row.spentToday),
+                StatusFormat.money(row.spentThisMonth), budget, state,
+            ])
+        }
+        return table.lines + usage.compactMap { row in row.heldReason.map { StatusFormat.printable($0) } }
+    }
+}

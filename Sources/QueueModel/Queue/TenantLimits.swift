@@ -1,0 +1,155 @@
+import Foundation
+import Postgres
+
+/// Tenants' limits (`sql/0088`): a pause, and a budget in US dollars per UTC day or calendar
+/// month. A tenant paused or over its budget is *held*: its queued jobs, and those it submits,
+/// stay in the queue unclaimed until it is resumed, its budget is raised, or a new period begins.
+/// Running jobs finish; nothing is lost.
+public enum TenantLimits {
+    public enum Period: String, Sendable, CaseIterable {
+        case day, month
+
+        /// As a person says it: `daily`, `monthly`.
+        public var adjective: String { self == .day ? "daily" : "monthly" }
+    }
+
+    /// What a pause, a resume, a budget or the housekeeper's round did to a tenant's jobs.
+    public struct Change: Sendable, Hashable {
+        public var tenant: String
+        /// `held`, `still held` (jobs found that were not held yet) or `released`.
+        public var change: String
+        /// How many jobs it held or released.
+        public var jobs: Int
+        /// Why the tenant is held (nil when released).
+        public var reason: String?
+
+        init(tenant: String, row: PostgresRow) throws {
+            self.tenant = tenant
+            change = try row.decode("change", as: String?.self) ?? "unchanged"
+            jobs = try row.decode("jobs", as: Int?.self) ?? 0
+            reason = try row.decode("reason", as: String?.self)
+        }
+    }
+
+    /// One tenant as `dispatcher tenants` lists it.
+    public struct Usage: Sendable, Hashable {
+        public var tenant: String
+        /// Jobs that may be claimed now or later, jobs held for the tenant's limits, jobs running.
+        public var queued: Int
+        public var held: Int
+        public var running: Int
+        /// USD its results cost today and this month (UTC).
+        public var spentToday: Decimal
+        public var spentThisMonth: Decimal
+        public var budget: Decimal?
+        public var period: Period?
+        public var pausedAt: Date?
+        /// Why its jobs are held, as its users read it; nil when they are not.
+        public var heldReason: String?
+
+        /// What it has spent of its budget's period.
+        public var spentInPeriod: Decimal? {
+            period.map { $0 == .day ? spentToday : spentThisMonth }
+        }
+
+        public var json: JSONValue {
+            [
+                "tenant": .string(tenant), "queued": .number(Double(queued)), "held": .number(Double(held)),
+                "running": .number(Double(running)), "spent_today": .string("\(spentToday)"),
+                "spent_this_month": .string("\(spentThisMonth)"),
+                "budget": budget.map { .string("\($0)") } ?? .null,
+                "budget_period": period.map { .string($0.rawValue) } ?? .null,
+                "paused_at": pausedAt.map { .string($0.postgresText) } ?? .null,
+                "held_reason": heldReason.map(JSONValue.string) ?? .null,
+            ]
+        }
+    }
+
+    /// The housekeeper's round: adds the write-backs' spending up, and holds or releases each
+    /// tenant's jobs as its limits say now. Returns the changes made.
+    public static func enforce(_ pool: PostgresPool) async throws -> [Change] {
+        try await pool.query("SELECT * FROM switchyard.enforce_tenant_limits()").map {
+            try Change(tenant: try $0.decode("tenant", as: String.self), row: $0)
+        }
+    }
+
+    /// Pauses `tenant`: returns how many of its queued jobs were held now.
+    public static func pause(_ tenant: String, in pool: PostgresPool) async throws -> Int {
+        try await pool.query("SELECT switchyard.pause_tenant($1) AS held", [tenant]).scalar(Int.self)
+    }
+
+    /// Resumes `tenant`: returns how many of its jobs may run again (none while its budget is spent).
+    public static func resume(_ tenant: String, in pool: PostgresPool) async throws -> Int {
+        try await pool.query("SELECT switchyard.resume_tenant($1) AS released", [tenant]).scalar(Int.self)
+    }
+
+    /// Sets `tenant`'s budget per `period`, or removes it (`amount` nil). Returns what that did to its jobs.
+    public static func setBudget(
+        _ tenant: String, _ amount: Decimal?, per period: Period, in pool: PostgresPool
+    ) async throws -> Change {
+        let rows = try await pool.query(
+            "SELECT * FROM switchyard.set_tenant_budget($1, $2::numeric, $3)",
+            [tenant, amount.map { "\($0)" }, period.rawValue])
+        guard let row = rows.first else { throw QueueError(.database, "set_tenant_budget returned nothing") }
+        return try Change(tenant: tenant, row: row)
+    }
+
+    /// The tenants held now, by name, with how many jobs each has held and why.
+    public static func held(in pool: PostgresPool) async throws -> [(tenant: String, jobs: Int, paused: Bool, reason: String)] {
+        try await pool.query(
+            """
+            SELECT l.tenant, l.paused_at IS NOT NULL AS paused, l.held_reason,
+                   (SELECT count(*) FROM switchyard.jobs j WHERE j.tenant = l.tenant AND j.held_run_at IS NOT NULL) AS jobs
+            FROM switchyard.tenant_limits l WHERE l.held_reason IS NOT NULL ORDER BY l.tenant
+            """
+        ).map {
+            (tenant: try $0.decode("tenant"), jobs: try $0.decode("jobs"), paused: try $0.decode("paused"),
+             reason: try $0.decode("held_reason"))
+        }
+    }
+
+    /// Every tenant with jobs in the queue, spending this month, or limits, by name (one, if
+    /// `tenant` is given). A submitter's role sees its own tenants only.
+    public static func usage(in pool: PostgresPool, tenant: String? = nil) async throws -> [Usage] {
+        let rows = try await pool.query(
+            """
+            WITH month AS (SELECT date_trunc('month', now() AT TIME ZONE 'UTC')::date AS first,
+                                  (now() AT TIME ZONE 'UTC')::date AS today),
+            live AS (
+                SELECT j.tenant,
+                       count(*) FILTER (WHERE j.lease_owner IS NULL AND j.held_run_at IS NULL) AS queued,
+                       count(*) FILTER (WHERE j.held_run_at IS NOT NULL) AS held,
+                       count(*) FILTER (WHERE j.lease_owner IS NOT NULL) AS running
+                FROM switchyard.jobs j WHERE j.tenant IS NOT NULL GROUP BY j.tenant
+            ), spent AS (
+                SELECT s.tenant, coalesce(sum(s.cost) FILTER (WHERE s.day = month.today), 0) AS today,
+                       sum(s.cost) AS this_month
+                FROM (SELECT tenant, day, cost FROM switchyard.tenant_spend
+                      UNION ALL SELECT tenant, day, cost FROM switchyard.tenant_spend_pending) s, month
+                WHERE s.day >= month.first GROUP BY s.tenant
+            ), named AS (
+                SELECT tenant FROM live UNION SELECT tenant FROM spent
+                UNION SELECT tenant FROM switchyard.tenant_limits
+            )
+            SELECT n.tenant, coalesce(live.queued, 0) AS queued, coalesce(live.held, 0) AS held,
+                   coalesce(live.running, 0) AS running, coalesce(spent.today, 0) AS spent_today,
+                   coalesce(spent.this_month, 0) AS spent_this_month, l.budget, l.budget_period, l.paused_at,
+                   l.held_reason
+            FROM named n
+            LEFT JOIN live ON live.tenant = n.tenant
+            LEFT JOIN spent ON spent.tenant = n.tenant
+            LEFT JOIN switchyard.tenant_limits l ON l.tenant = n.tenant
+            WHERE $1::text IS NULL OR n.tenant = $1
+            ORDER BY n.tenant
+            """, [tenant])
+        return try rows.map { row in
+            Usage(
+                tenant: try row.decode("tenant"), queued: try row.decode("queued"), held: try row.decode("held"),
+                running: try row.decode("running"), spentToday: try row.decode("spent_today"),
+                spentThisMonth: try row.decode("spent_this_month"), budget: try row.decode("budget", as: Decimal?.self),
+                period: try row.decode("budget_period", as: String?.self).flatMap(Period.init(rawValue:)),
+                pausedAt: try row.decode("paused_at", as: Date?.self),
+                heldReason: try row.decode("held_reason", as: String?.self))
+        }
+    }
+}

@@ -1,0 +1,271 @@
+import Foundation
+import Postgres
+import QueueModel
+import Testing
+
+@testable import Worker
+
+/// Tenants' limits (`sql/0088`): a paused tenant's jobs, or those of a tenant over its budget,
+/// are held in the queue, unclaimed, until it is resumed, its budget raised, or a new period begins.
+@Suite("Tenants: pause and budgets")
+struct TenantLimitsTests {
+    static let lease = Duration.seconds(30)
+
+    static func tenants(_ jobs: [Job]) -> [String: Int] { FairTenantsTests.countsByTenant(jobs) }
+
+    static func status(_ pool: PostgresPool, _ id: Int64) async throws -> String {
+        try await pool.query("SELECT switchyard.job_status($1)", [id]).scalar(String.self)
+    }
+
+    static func ids(_ pool: PostgresPool, tenant: String) async throws -> [Int64] {
+        try await pool.query("SELECT id FROM switchyard.jobs WHERE tenant = $1 ORDER BY id", [tenant])
+            .map { try $0.decode("id", as: Int64.self) }
+    }
+
+    static func succeeded(_ job: Job, cost: Decimal) -> Completion {
+        Completion(jobID: job.id, attempt: job.attempt, kind: .result, status: "succeeded", model: "m", provider: "p",
+                   tier: "primary", response: ["ok": true], cost: cost)
+    }
+
+    @Test("a paused tenant's jobs are held: queued, submitted and put back; resumed, they run, other tenants' all along")
+    func pause() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            try await FairTenantsTests.enqueue(pool, 5, tenant: "acme")
+            let running = try await store.claim(worker: "w", freeSlots: 2, backgroundSlots: 0, lease: Self.lease)
+            #expect(Self.tenants(running) == ["acme": 2])
+            try await FairTenantsTests.enqueue(pool, 5, tenant: "globex")
+
+            #expect(try await TenantLimits.pause("acme", in: pool) == 3)
+            let queued = try await Self.ids(pool, tenant: "acme").filter { !running.map(\.id).contains($0) }
+            for id in queued { #expect(try await Self.status(pool, id) == "held") }
+            // Submitted while paused: held as it is inserted.
+            let submitted = try await store.submit(
+                Submission(request: ["messages": [["role": "user", "content": "later"]]], tenant: "acme"))
+            #expect(try await Self.status(pool, submitted) == "held")
+            let waiting = try await store.waiting(of: [submitted])
+            #expect(waiting[submitted]?.tenantHold?.contains("tenant acme is paused") == true, "\(waiting)")
+
+            // Claims take the other tenant's jobs only.
+            let claimed = try await store.claim(worker: "w", freeSlots: 20, backgroundSlots: 0, lease: Self.lease)
+            #expect(Self.tenants(claimed) == ["globex": 5])
+
+            // A running job put back (its retry now) is held; one that ends counts what it cost.
+            _ = try await store.complete(worker: "w", [
+                Completion(jobID: running[0].id, attempt: running[0].attempt, kind: .retry,
+                           error: ["code": "server_error", "message": "boom"], retryAt: nil),
+                Self.succeeded(running[1], cost: Decimal(string: "0.25")!),
+            ])
+            #expect(try await Self.status(pool, running[0].id) == "held")
+            let depth = try await ObservabilityStore(pool: pool).queueDepth()
+            #expect(depth.first { $0.priority == "interactive" }?.held == 5)
+            #expect(depth.first { $0.priority == "interactive" }?.queued == 0)
+            // Given a new run_at (as a drain's release of postponed jobs does), it stays held.
+            try await pool.query("UPDATE switchyard.jobs SET run_at = now() WHERE id = $1", [submitted])
+            #expect(try await Self.status(pool, submitted) == "held")
+            #expect(try await store.claim(worker: "w", freeSlots: 20, backgroundSlots: 0, lease: Self.lease).isEmpty)
+
+            // The housekeeper's round holds one a transaction begun before the pause let by.
+            try await pool.query(
+                "UPDATE switchyard.jobs SET run_at = held_run_at, held_run_at = NULL WHERE id = $1", [queued[0]])
+            let round = try await TenantLimits.enforce(pool)
+            #expect(round.map(\.change) == ["still held"] && round.first?.jobs == 1, "\(round)")
+
+            #expect(try await TenantLimits.resume("acme", in: pool) == 5)
+            let resumed = try await store.claim(worker: "w", freeSlots: 20, backgroundSlots: 0, lease: Self.lease)
+            #expect(Set(resumed.map(\.id)) == Set(queued + [submitted, running[0].id]))
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.tenant_limits").scalar(Int.self) == 0)
+            #expect(try await TenantLimits.enforce(pool).isEmpty)
+        }
+    }
+
+    @Test("a budget: spending is added up each round; spent, the tenant is held with why; raised or removed, released")
+    func budget() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            try await FairTenantsTests.enqueue(pool, 4, tenant: "acme")
+            try await FairTenantsTests.enqueue(pool, 1, tenant: "globex")
+            let first = try await store.claim(worker: "w", freeSlots: 5, backgroundSlots: 0, lease: Self.lease)
+            let acme = first.filter { $0.tenant == "acme" }
+            _ = try await store.complete(worker: "w", acme.prefix(2).map { Self.succeeded($0, cost: Decimal(string: "0.3")!) })
+            _ = try await store.complete(worker: "w", first.filter { $0.tenant == "globex" }.map {
+                Self.succeeded($0, cost: Decimal(string: "7")!)
+            })
+
+            let set = try await TenantLimits.setBudget("acme", Decimal(1), per: .month, in: pool)
+            #expect(set.change == "unchanged" && set.reason == nil)
+            var usage = try await TenantLimits.usage(in: pool, tenant: "acme")
+            #expect(usage.first?.spentThisMonth == Decimal(string: "0.6") && usage.first?.running == 2, "\(usage)")
+
+            _ = try await store.complete(worker: "w", acme.suffix(2).map { Self.succeeded($0, cost: Decimal(string: "0.5")!) })
+            try await FairTenantsTests.enqueue(pool, 3, tenant: "acme")
+            let round = try await TenantLimits.enforce(pool)
+            #expect(round.count == 1 && round.first?.tenant == "acme" && round.first?.change == "held" && round.first?.jobs == 3,
+                    "\(round)")
+            let reason = try #require(round.first?.reason)
+            #expect(reason.contains("tenant acme has spent its monthly budget ($1.60 of $1.00 since"), "\(reason)")
+            #expect(reason.contains("dispatcher tenants budget acme AMOUNT"))
+            // Added up: nothing pending, two tenants' rows for today.
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.tenant_spend_pending").scalar(Int.self) == 0)
+            #expect(try await pool.query("SELECT sum(cost) FROM switchyard.tenant_spend").scalar(Decimal.self) == Decimal(string: "8.6"))
+            usage = try await TenantLimits.usage(in: pool)
+            #expect(usage.map(\.tenant) == ["acme", "globex"])
+            #expect(usage[0].held == 3 && usage[0].heldReason == reason && usage[0].spentToday == Decimal(string: "1.6"))
+            #expect(usage[1].spentThisMonth == 7 && usage[1].budget == nil)
+            #expect(try await store.claim(worker: "w", freeSlots: 5, backgroundSlots: 0, lease: Self.lease).isEmpty)
+
+            // Raised past what it spent: released at once.
+            let raised = try await TenantLimits.setBudget("acme", Decimal(5), per: .month, in: pool)
+            #expect(raised.change == "released" && raised.jobs == 3, "\(raised)")
+            #expect(try await store.claim(worker: "w", freeSlots: 5, backgroundSlots: 0, lease: Self.lease).count == 3)
+            // A budget under what it spent holds it at once; removed, nothing is held and the row goes.
+            try await FairTenantsTests.enqueue(pool, 2, tenant: "acme")
+            let lowered = try await TenantLimits.setBudget("acme", Decimal(string: "0.5")!, per: .day, in: pool)
+            #expect(lowered.change == "held" && lowered.jobs == 2 && lowered.reason?.contains("daily budget") == true)
+            let removed = try await TenantLimits.setBudget("acme", nil, per: .month, in: pool)
+            #expect(removed.change == "released" && removed.jobs == 2)
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.tenant_limits").scalar(Int.self) == 0)
+
+            // Refused: no budget of $0 or less, no other period.
+            for (amount, period) in [("0", "month"), ("-1", "month"), ("5", "week")] {
+                await #expect(throws: PostgresError.self) {
+                    try await pool.query("SELECT * FROM switchyard.set_tenant_budget('acme', $1::numeric, $2)", [amount, period])
+                }
+            }
+        }
+    }
+
+    @Test("a budget's period: a day counts the UTC day's spending, a month the calendar month's, pending or added up")
+    func periods() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            try await pool.query(
+                """
+                INSERT INTO switchyard.tenant_spend (tenant, day, cost) VALUES
+                    ('acme', '2026-02-28', 100), ('acme', '2026-03-01', 2), ('acme', '2026-03-14', 3)
+                """)
+            try await pool.query(
+                "INSERT INTO switchyard.tenant_spend_pending (tenant, day, cost, results) VALUES ('acme', '2026-03-15', 4, 1)")
+            func reason(_ budget: Int, _ period: String) async throws -> String? {
+                try await pool.query(
+                    """
+                    SELECT switchyard.tenant_hold_reason(
+                        ROW('acme', NULL, NULL, $1::numeric, $2::text, NULL, NULL, now())::switchyard.tenant_limits,
+                        '2026-03-15 23:59:59Z')
+                    """, [budget, period]
+                ).scalar(String?.self)
+            }
+            #expect(try await reason(5, "day") == nil)
+            #expect(try await reason(4, "day")?.contains("($4.00 of $4.00 since 2026-03-15); its jobs run again at 2026-03-16 00:00 UTC") == true)
+            #expect(try await reason(10, "month") == nil)
+            #expect(try await reason(9, "month")?.contains("($9.00 of $9.00 since 2026-03-01); its jobs run again at 2026-04-01 00:00 UTC") == true)
+            #expect(try await pool.query("SELECT switchyard.usd(0.00042)").scalar(String.self) == "$0.00042")
+        }
+    }
+
+    @Test("only an operator pauses or budgets a tenant; an application reads its own tenants' limits and spending")
+    func roles() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            _ = try await TenantLimits.pause("acme", in: pool)
+            _ = try await TenantLimits.setBudget("globex", Decimal(3), per: .month, in: pool)
+            try await SecurityFixtures.withRoles(pool, ["app": "switchyard_submitter"]) { roles in
+                try await SecurityFixtures.map(pool, [(roles["app"]!, "acme")])
+                try await pool.withConnection { connection in
+                    try await connection.query("SET ROLE \(try SecurityFixtures.quoted(roles["app"]!))")
+                    defer { Task { try? await connection.query("RESET ROLE") } }
+                    let seen = try await connection.query("SELECT tenant FROM switchyard.tenant_limits")
+                        .map { try $0.decode("tenant", as: String.self) }
+                    #expect(seen == ["acme"])
+                    for call in ["pause_tenant('globex')", "resume_tenant('acme')", "set_tenant_budget('acme', 100)",
+                                 "enforce_tenant_limits()"] {
+                        do {
+                            _ = try await connection.query("SELECT switchyard.\(call)")
+                            Issue.record("an application ran \(call)")
+                        } catch let error as PostgresError {
+                            #expect(error.sqlState == .insufficientPrivilege, "\(error)")
+                        }
+                    }
+                    try await connection.query("RESET ROLE")
+                }
+            }
+        }
+    }
+
+    @Test("dispatcher tenants: lists, pauses, resumes and budgets, says why a tenant is held, and refuses bad input")
+    func command() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let url = pool.configuration.effectiveConnectionString
+            func dispatcher(_ arguments: [String]) async throws -> (status: Int32, output: String) {
+                try await BlockingWork.run {
+                    try ChildProcess.run(WorkerProcess.binary("dispatcher"), ["tenants"] + arguments + ["--database-url", url])
+                }
+            }
+            try await FairTenantsTests.enqueue(pool, 3, tenant: "acme")
+            try await FairTenantsTests.enqueue(pool, 2, tenant: "globex")
+            let paused = try await dispatcher(["pause", "acme"])
+            #expect(paused.status == 0 && paused.output.contains("tenant acme paused: 3 queued jobs held now"), "\(paused.output)")
+            let budget = try await dispatcher(["budget", "globex", "12.5", "--per", "day"])
+            #expect(budget.status == 0 && budget.output.contains("tenant globex's budget: $12.50 per day"), "\(budget.output)")
+            let listed = try await dispatcher([])
+            #expect(listed.status == 0, "\(listed.output)")
+            let lines = listed.output.split(separator: "\n").map(String.init)
+            #expect(lines.first == "tenant  queued  held  running  today  this month  budget      state", "\(listed.output)")
+            #expect(lines.contains("acme         0     3        0     $0          $0  —           held: paused"), "\(listed.output)")
+            #expect(lines.contains("globex       2     0        0     $0          $0  $12.50/day  not held"), "\(listed.output)")
+            #expect(lines.last?.hasPrefix("tenant acme is paused (since ") == true, "\(listed.output)")
+            let first = try await Self.ids(pool, tenant: "acme")[0]
+            let wait = try await BlockingWork.run {
+                try ChildProcess.run(
+                    WorkerProcess.binary("dispatcher"), ["wait", "\(first)", "--timeout", "0s", "--database-url", url])
+            }
+            #expect(wait.output.contains("  held: tenant acme is paused"), "\(wait.output)")
+            let json = try await dispatcher(["list", "globex", "--json"])
+            #expect(json.status == 0 && json.output.contains("\"budget_period\": \"day\""), "\(json.output)")
+            let resumed = try await dispatcher(["resume", "acme"])
+            #expect(resumed.status == 0 && resumed.output.contains("tenant acme resumed: 3 held jobs may run again"), "\(resumed.output)")
+
+            for (arguments, message) in [
+                (["budget", "acme", "-3"], "a budget is an amount in US dollars like 50 or 12.5, more than 0 (got \"-3\")"),
+                (["budget", "acme", "5", "--per", "week"], "--per is month or day (got \"week\")"),
+                (["pause"], "dispatcher tenants pause takes a tenant (got none)"),
+                (["pause", "acme", "--per", "day"], "--per is for dispatcher tenants budget, not pause"),
+                (["acme"], "unknown tenants command \"acme\""),
+            ] {
+                let refused = try await dispatcher(arguments)
+                #expect(refused.status == 2 && refused.output.contains(message), "\(arguments): \(refused.output)")
+            }
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.tenant_limits").scalar(Int.self) == 1)
+        }
+    }
+
+    /// Through a worker: its housekeeper adds the spending up and holds the tenant.
+    @Test("a worker's housekeeper holds a tenant that spent its budget; the other tenant's jobs all run")
+    func workerHolds() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            _ = try await TenantLimits.setBudget("acme", Decimal(string: "0.05")!, per: .month, in: pool)
+            try await FairTenantsTests.enqueue(pool, 3, tenant: "acme")
+            let executor = GatedExecutor(outcome: { _ in
+                .succeeded(JobAnswer(model: "gated", provider: "test", tier: "primary", response: ["ok": true],
+                                     cost: Decimal(string: "0.02")))
+            })
+            executor.releaseAll()
+            let configuration = WorkerServiceTests.configuration(concurrency: 4, reserve: 0)
+            try await WorkerServiceTests.withWorker(pool, configuration, executor) { _ in
+                try await waitUntil("acme's three jobs have their results") {
+                    try await pool.query("SELECT count(*) FROM switchyard.results").scalar(Int.self) == 3
+                }
+                try await waitUntil("the housekeeper holds acme") {
+                    try await pool.query("SELECT held_reason IS NOT NULL FROM switchyard.tenant_limits").scalar(Bool.self)
+                }
+                try await FairTenantsTests.enqueue(pool, 5, tenant: "acme")
+                try await FairTenantsTests.enqueue(pool, 5, tenant: "globex")
+                try await waitUntil("globex's jobs have their results") {
+                    try await pool.query("SELECT count(*) FROM switchyard.results WHERE tenant = 'globex'").scalar(Int.self) == 5
+                }
+            }
+            #expect(executor.started.filter { $0.tenant == "acme" }.count == 3)
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.jobs WHERE held_run_at IS NOT NULL").scalar(Int.self) == 5)
+            let usage = try await TenantLimits.usage(in: pool, tenant: "acme")
+            #expect(usage.first?.spentThisMonth == Decimal(string: "0.06") && usage.first?.held == 5, "\(usage)")
+        }
+    }
+}
