@@ -22,6 +22,8 @@
 --   back (a trigger on each); the round holds any a transaction begun before the hold let by.
 --   A held job given a new run_at (a drain's release of postponed jobs) stays held, to run from
 --   then when it is released.
+-- * cancel_tenant_jobs ends every queued and held job of a tenant in one statement (id by id,
+--   100,000 took a walkthrough two minutes), and asks the workers running its others to stop.
 -- * job_status says 'held'; queue_depth counts held jobs apart (a new last column, held), not as
 --   scheduled.
 --
@@ -299,6 +301,34 @@ BEGIN
     reason := applied.reason;
 END $$;
 
+-- Cancels every job p_tenant has in the queue now (held or not) in one statement, and asks the
+-- workers running its others to stop them (at their next heartbeat): cancelling 100,000 jobs id
+-- by id took a walkthrough two minutes. Jobs submitted after it began are not cancelled: pause the
+-- tenant first to stop those. Returns how many were cancelled, and how many are cancelling.
+CREATE FUNCTION switchyard.cancel_tenant_jobs(p_tenant text, OUT cancelled bigint, OUT cancelling bigint)
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, switchyard, pg_temp AS $$
+BEGIN
+    -- A job a claim holds is waited for and read again: claimed, it is left to the next statement.
+    WITH gone AS (
+        DELETE FROM switchyard.jobs j WHERE j.tenant = p_tenant AND j.lease_owner IS NULL RETURNING j.*
+    )
+    INSERT INTO switchyard.results
+        (job_id, status, priority, task_class, affinity_key, tenant, request, error, attempts, attempt_count,
+         created_at, started_at, worker, retry_of, metadata)
+    SELECT g.id, 'cancelled', g.priority, g.task_class, g.affinity_key, g.tenant, g.request,
+           jsonb_build_object('code', 'cancelled',
+                              'message', format('cancelled before it started, with every job of tenant %s', p_tenant)),
+           g.attempts, g.attempt, g.created_at, g.claimed_at, g.lease_owner, g.retry_of, g.metadata
+    FROM gone g;
+    GET DIAGNOSTICS cancelled = ROW_COUNT;
+    WITH running AS (
+        SELECT j.id FROM switchyard.jobs j WHERE j.tenant = p_tenant AND j.lease_owner IS NOT NULL
+    ), asked AS (
+        INSERT INTO switchyard.cancel_requests (job_id) SELECT r.id FROM running r ON CONFLICT DO NOTHING
+    )
+    SELECT count(*) INTO cancelling FROM running;
+END $$;
+
 -- Holds a job of a held tenant as it is submitted or put back in the queue (a retry, a worker
 -- stopping, a rescued lease), and keeps a held job held when something gives it a new run_at
 -- (a drain's release of postponed jobs): that run_at is the one it keeps.
@@ -318,7 +348,8 @@ END $$;
 REVOKE ALL ON FUNCTION switchyard.tenant_spent(text, date), switchyard.usd(numeric), switchyard.tenant_hold_reason(switchyard.tenant_limits, timestamptz),
     switchyard.hold_tenant_jobs(text), switchyard.release_tenant_jobs(text), switchyard.apply_tenant_limits(text),
     switchyard.enforce_tenant_limits(), switchyard.pause_tenant(text), switchyard.resume_tenant(text),
-    switchyard.set_tenant_budget(text, numeric, text), switchyard.hold_queued_job() FROM PUBLIC;
+    switchyard.set_tenant_budget(text, numeric, text), switchyard.cancel_tenant_jobs(text),
+    switchyard.hold_queued_job() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION switchyard.enforce_tenant_limits() TO switchyard_worker;
 
 -- After jobs_before_insert (a past run_at made now()) and jobs_before_insert_metadata: name order.

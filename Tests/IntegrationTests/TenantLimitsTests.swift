@@ -190,6 +190,36 @@ struct TenantLimitsTests {
         }
     }
 
+    @Test("cancelling a tenant's jobs: its queued and held jobs end cancelled at once, its running ones are asked to stop")
+    func cancelAll() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            try await FairTenantsTests.enqueue(pool, 4, tenant: "acme")
+            let running = try await store.claim(worker: "w", freeSlots: 2, backgroundSlots: 0, lease: Self.lease)
+            try await FairTenantsTests.enqueue(pool, 3, tenant: "acme", .background)
+            try await FairTenantsTests.enqueue(pool, 2, tenant: "globex")
+            _ = try await TenantLimits.pause("acme", in: pool)
+            try await FairTenantsTests.enqueue(pool, 1, tenant: "acme")
+
+            let (cancelled, cancelling) = try await TenantLimits.cancelJobs(of: "acme", in: pool)
+            #expect(cancelled == 6 && cancelling == 2)
+            let results = try await pool.query("SELECT status, error ->> 'message' AS message FROM switchyard.results")
+            #expect(results.count == 6)
+            for row in results {
+                #expect(try row.decode("status", as: String.self) == "cancelled")
+                #expect(try row.decode("message", as: String.self) == "cancelled before it started, with every job of tenant acme")
+            }
+            for job in running { #expect(try await Self.status(pool, job.id) == "cancelling") }
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.jobs WHERE tenant = 'globex'").scalar(Int.self) == 2)
+            // Their workers end them as cancelled, not put back.
+            _ = try await store.complete(worker: "w", running.map {
+                Completion(jobID: $0.id, attempt: $0.attempt, kind: .release)
+            })
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.jobs WHERE tenant = 'acme'").scalar(Int.self) == 0)
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.results WHERE status = 'cancelled'").scalar(Int.self) == 8)
+        }
+    }
+
     @Test("dispatcher tenants: lists, pauses, resumes and budgets, says why a tenant is held, and refuses bad input")
     func command() async throws {
         try await TestDatabase.withMigratedPool { pool in
@@ -222,6 +252,11 @@ struct TenantLimitsTests {
             #expect(json.status == 0 && json.output.contains("\"budget_period\": \"day\""), "\(json.output)")
             let resumed = try await dispatcher(["resume", "acme"])
             #expect(resumed.status == 0 && resumed.output.contains("tenant acme resumed: 3 held jobs may run again"), "\(resumed.output)")
+            let cancelled = try await dispatcher(["cancel", "acme"])
+            #expect(cancelled.status == 0, "\(cancelled.output)")
+            #expect(cancelled.output.contains(
+                "tenant acme: 3 queued jobs cancelled, 0 running ones cancelling (at their workers' next heartbeat); jobs it "
+                    + "submits from now on run (to stop those: dispatcher tenants pause acme)"), "\(cancelled.output)")
 
             for (arguments, message) in [
                 (["budget", "acme", "-3"], "a budget is an amount in US dollars like 50 or 12.5, more than 0 (got \"-3\")"),

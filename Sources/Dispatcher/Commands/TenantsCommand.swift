@@ -10,6 +10,7 @@ enum TenantsCommand {
                dispatcher tenants resume NAME
                dispatcher tenants budget NAME AMOUNT [--per month|day]
                dispatcher tenants budget NAME none
+               dispatcher tenants cancel NAME
 
         Each tenant's jobs (queued, held, running), what its results cost today and this month
         (USD, UTC days and months), its budget, and whether its jobs are held. A tenant paused, or
@@ -24,8 +25,11 @@ enum TenantsCommand {
           budget    what the tenant's results may cost per calendar month (the default) or, with
                     --per day, per UTC day, in US dollars; none removes it. Checked every
                     housekeeper round (2 s): a tenant may go over by what its running jobs cost.
+          cancel    cancel every job the tenant has queued or held, at once, and stop its running
+                    ones at their workers' next heartbeat; jobs it submits later run (pause it
+                    first to stop those)
 
-        pause, resume and budget are an operator's (switchyard_admin); a submitter's role lists
+        pause, resume, budget and cancel are an operator's (switchyard_admin); a submitter's role lists
         its own tenants.
         """
 
@@ -38,7 +42,7 @@ enum TenantsCommand {
         }
         let action = arguments.positionals.first ?? "list"
         let names = Array(arguments.positionals.dropFirst())
-        let expected = ["list": 0...1, "pause": 1...1, "resume": 1...1, "budget": 2...2]
+        let expected = ["list": 0...1, "pause": 1...1, "resume": 1...1, "budget": 2...2, "cancel": 1...1]
         guard let counts = expected[action] else {
             let meant = CatalogProblem.didYouMean(action, among: Set(expected.keys))
             throw QueueError(
@@ -87,6 +91,14 @@ enum TenantsCommand {
             } else {
                 print("tenant \(StatusFormat.printable(names[0])) resumed: \(count(released, "held job")) may run again")
             }
+        case "cancel":
+            let (cancelled, cancelling) = try await TenantLimits.cancelJobs(of: names[0], in: pool)
+            var line = "tenant \(StatusFormat.printable(names[0])): \(count(cancelled, "queued job")) cancelled, "
+                + "\(cancelling) running \(cancelling == 1 ? "one" : "ones") cancelling (at their workers' next heartbeat)"
+            if try await TenantLimits.usage(in: pool, tenant: names[0]).first?.pausedAt == nil {
+                line += "; jobs it submits from now on run (to stop those: dispatcher tenants pause \(names[0]))"
+            }
+            print(line)
         case "budget":
             let change = try await TenantLimits.setBudget(names[0], amount, per: period, in: pool)
             let shown = StatusFormat.printable(names[0])

@@ -83,6 +83,15 @@ public enum TenantLimits {
         try await pool.query("SELECT switchyard.resume_tenant($1) AS released", [tenant]).scalar(Int.self)
     }
 
+    /// Cancels every job `tenant` has in the queue now, held or not, and asks the workers running
+    /// its others to stop them. Returns how many were cancelled, and how many are cancelling.
+    public static func cancelJobs(of tenant: String, in pool: PostgresPool) async throws -> (cancelled: Int, cancelling: Int) {
+        guard let row = try await pool.query("SELECT * FROM switchyard.cancel_tenant_jobs($1)", [tenant]).first else {
+            throw QueueError(.database, "cancel_tenant_jobs returned nothing")
+        }
+        return (try row.decode("cancelled"), try row.decode("cancelling"))
+    }
+
     /// Sets `tenant`'s budget per `period`, or removes it (`amount` nil). Returns what that did to its jobs.
     public static func setBudget(
         _ tenant: String, _ amount: Decimal?, per period: Period, in pool: PostgresPool
