@@ -159,13 +159,15 @@ BEGIN
 END $$;
 
 -- Lets p_tenant's held jobs run again, each from its own run_at or now, whichever is later;
--- returns how many.
+-- returns how many. A job's wait starts again then (waiting_since, which a job put back to wait
+-- for a model had, is cleared): the time it was held is its tenant's, not the queue's, in its
+-- result's queue_wait_ms and the queue-wait alert.
 CREATE FUNCTION switchyard.release_tenant_jobs(p_tenant text) RETURNS integer
     LANGUAGE plpgsql SET search_path = pg_catalog, switchyard, pg_temp AS $$
 DECLARE
     released integer;
 BEGIN
-    UPDATE switchyard.jobs j SET run_at = greatest(j.held_run_at, now()), held_run_at = NULL
+    UPDATE switchyard.jobs j SET run_at = greatest(j.held_run_at, now()), held_run_at = NULL, waiting_since = NULL
     WHERE j.tenant = p_tenant AND j.held_run_at IS NOT NULL;
     GET DIAGNOSTICS released = ROW_COUNT;
     IF released > 0 THEN

@@ -248,6 +248,9 @@ struct TenantLimitsTests {
             #expect(before["backlog_deadlines"] == 3 && (before["queue_wait"] ?? 0) > 500_000, "\(before)")
             _ = try await TenantLimits.pause("acme", in: pool)
             #expect(try await measured().isEmpty)
+            // Released, its wait starts again: the time it was held was its tenant's.
+            _ = try await TenantLimits.resume("acme", in: pool)
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.jobs WHERE waiting_since IS NOT NULL").scalar(Int.self) == 0)
         }
     }
 
