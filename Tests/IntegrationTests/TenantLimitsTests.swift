@@ -282,6 +282,7 @@ struct TenantLimitsTests {
                     WorkerProcess.binary("dispatcher"), ["wait", "\(first)", "--timeout", "0s", "--database-url", url])
             }
             #expect(wait.output.contains("  held: tenant acme is paused"), "\(wait.output)")
+            #expect(wait.output.contains("note: job \(first) is held: tenant acme is paused (since "), "\(wait.output)")
             let json = try await dispatcher(["list", "globex", "--json"])
             #expect(json.status == 0 && json.output.contains("\"budget_period\": \"day\""), "\(json.output)")
             let resumed = try await dispatcher(["resume", "acme"])

@@ -91,6 +91,14 @@ struct JobWaiter {
                 "warning: no worker has sent a heartbeat in the last 30 s: the jobs stay queued until one runs "
                     + "(worker --concurrency 16)")
         }
+        // A job held for its tenant's limits runs only when an operator or a new period releases
+        // it: said at once, not found out at the timeout.
+        let held = pending.filter { statuses[$0] == "held" }.sorted()
+        if let first = held.first, let reason = try? await store.waiting(of: [first])[first]?.tenantHold {
+            printError(
+                "note: \(held.count == 1 ? "job \(first) is" : "\(held.count) jobs are") held: "
+                    + StatusFormat.printable(reason))
+        }
         if !pending.isEmpty {
             let waiting = pending
             try await withThrowingTaskGroup(of: Void.self) { group in
