@@ -14,14 +14,24 @@
 -- * Spending is counted from results: each write-back adds a row per tenant and day
 --   (tenant_spend_pending, no lock between workers) and the housekeeper adds them up into
 --   tenant_spend every round (enforce_tenant_limits), every tenant's, budget or not. This
---   migration counts the current month's results once.
+--   migration counts the current month's results (recount_tenant_spend), and the housekeeper
+--   counts them again a minute on: a write-back that began before this migration committed runs
+--   complete as it was, and adds nothing up (a review's upgrade lost two results' cost so).
 -- * A budget is checked by the housekeeper's round (every 2 s): a tenant may go over by what its
---   running jobs, and the jobs claimed before the round, cost. A pause holds the jobs at once.
+--   running jobs, and the jobs claimed before the round, cost. A pause holds the jobs at once,
+--   and waits for the write-backs of the tenant's jobs in flight, to hold those they put back.
 -- * Jobs submitted for a held tenant are held as they are inserted, and a job of a held tenant
 --   put back in the queue (a retry, a worker stopping, a rescued lease) is held as it is put
---   back (a trigger on each); the round holds any a transaction begun before the hold let by.
+--   back (a trigger on each); the round holds any a transaction begun before the hold let by
+--   (a submission committing as the tenant is paused).
 --   A held job given a new run_at (a drain's release of postponed jobs) stays held, to run from
 --   then when it is released.
+-- * Held jobs leave the fair claim's tenant index (jobs_tenant_queued_idx, made again): 2,000
+--   held tenants made each claim walk them all (21 ms a claim, against 1.4 ms, in a review).
+--   claim, fair_claim, tenants_due and several_tenants are restated to read it; claim also so
+--   that sessions that ran it before this migration compile it again: its RETURN QUERY SELECT *
+--   FROM fair_claim(…) kept the jobs' columns of before the new one, and every claim of the
+--   workers running through the upgrade failed (42804) until they were restarted.
 -- * cancel_tenant_jobs ends every queued and held job of a tenant in one statement (id by id,
 --   100,000 took a walkthrough two minutes), and asks the workers running its others to stop.
 -- * job_status says 'held'; queue_depth counts held jobs apart (a new last column, held), not as
@@ -31,7 +41,8 @@
 --   as an operator or a budget decided, not for the fleet (a paused tenant's jobs with deadlines
 --   paged as at risk, and its interactive jobs put back to wait for a model raised the queue wait).
 --
--- complete is 0087's otherwise, and alert_measurements 0078's.
+-- complete is 0087's otherwise, alert_measurements 0078's, and claim, fair_claim, tenants_due
+-- and several_tenants 0082's.
 
 SET LOCAL ROLE switchyard_admin;
 
@@ -39,6 +50,257 @@ ALTER TABLE switchyard.jobs ADD COLUMN held_run_at timestamptz;
 COMMENT ON COLUMN switchyard.jobs.held_run_at IS
     'A held job''s own run_at, while its tenant is paused or over its budget (run_at is then ''infinity'').';
 CREATE INDEX jobs_held_idx ON switchyard.jobs (tenant) WHERE held_run_at IS NOT NULL;
+DROP INDEX switchyard.jobs_tenant_queued_idx;
+CREATE INDEX jobs_tenant_queued_idx ON switchyard.jobs (tenant, run_at, id)
+    WHERE lease_owner IS NULL AND tenant IS NOT NULL AND held_run_at IS NULL;
+
+-- 0082's, reading the index above: held jobs are not there.
+-- The tenants with jobs due in the partition, up to p_limit, in name order after p_after (from
+-- the first when NULL) and not past p_through: a loose index scan of jobs_tenant_queued_idx, one
+-- probe per tenant, whose first entry is its earliest run_at. A tenant whose jobs are all
+-- scheduled later (or postponed to a price window) is passed over, not given a turn.
+CREATE OR REPLACE FUNCTION switchyard.tenants_due(p_priority text, p_after text, p_through text, p_limit integer)
+    RETURNS SETOF text
+    LANGUAGE sql STABLE SET search_path = pg_catalog, switchyard, pg_temp AS $$
+    WITH RECURSIVE walk(tenant, run_at) AS (
+        (SELECT j.tenant, j.run_at FROM switchyard.jobs j
+         WHERE j.priority = p_priority AND j.lease_owner IS NULL AND j.held_run_at IS NULL
+               AND j.tenant > coalesce(p_after, '')
+               AND (p_through IS NULL OR j.tenant <= p_through)
+         ORDER BY j.tenant, j.run_at LIMIT 1)
+        UNION ALL
+        SELECT next.tenant, next.run_at FROM walk w CROSS JOIN LATERAL (
+            SELECT j.tenant, j.run_at FROM switchyard.jobs j
+            WHERE j.priority = p_priority AND j.lease_owner IS NULL AND j.held_run_at IS NULL AND j.tenant > w.tenant
+                  AND (p_through IS NULL OR j.tenant <= p_through)
+            ORDER BY j.tenant, j.run_at LIMIT 1) next
+    )
+    SELECT walk.tenant FROM walk WHERE walk.run_at <= now() LIMIT p_limit
+$$;
+
+-- Whether two tenants or more have jobs queued in the partition: two probes of
+-- jobs_tenant_queued_idx (its least and greatest tenant). Under a snapshot another session
+-- holds, those probes step over the index entries of every job of the tenant claimed since
+-- (a review: 6 ms a claim, 40,000 entries, for a queue of one tenant), so a session that found
+-- fewer than two asks again only a second later (switchyard.one_tenant_at_<priority>).
+CREATE OR REPLACE FUNCTION switchyard.several_tenants(p_priority text) RETURNS boolean
+    LANGUAGE plpgsql SET search_path = pg_catalog, switchyard, pg_temp AS $$
+DECLARE
+    checked_setting constant text := 'switchyard.one_tenant_at_' || p_priority;
+    checked_at constant text := current_setting(checked_setting, true);
+    now_s constant double precision := extract(epoch FROM clock_timestamp());
+    several boolean;
+BEGIN
+    IF coalesce(checked_at, '') <> '' AND now_s - checked_at::double precision BETWEEN 0 AND 1 THEN
+        RETURN false;
+    END IF;
+    IF p_priority = 'interactive' THEN
+        SELECT min(j.tenant) <> max(j.tenant) INTO several FROM switchyard.jobs_interactive j
+        WHERE j.lease_owner IS NULL AND j.tenant IS NOT NULL AND j.held_run_at IS NULL;
+    ELSE
+        SELECT min(j.tenant) <> max(j.tenant) INTO several FROM switchyard.jobs_background j
+        WHERE j.lease_owner IS NULL AND j.tenant IS NOT NULL AND j.held_run_at IS NULL;
+    END IF;
+    several := coalesce(several, false);
+    PERFORM set_config(checked_setting, CASE WHEN several THEN '' ELSE now_s::text END, false);
+    RETURN several;
+END $$;
+
+-- Claims up to p_slots jobs of the partition, shared among the tenants with jobs due there: up to
+-- one tenant per slot (at least two), in name order from after the last tenant this session's
+-- previous claim reached, round after round, a job of each tenant in its turn; each tenant's in
+-- its queue order. The queue's order counts as one more (the caller's statement after this one
+-- claims it): the slots kept for it are a tenant's share, floor(slots / (tenants + 1)), and with
+-- fewer slots than that, one slot every so many claims of the session
+-- (switchyard.fair_turn_<priority>), so jobs at the head of the queue, an operator's without a
+-- tenant among them, are not held behind the tenants' shares (a review's 20 jobs without a
+-- tenant, at the head, expired behind two tenants' 3,000). Claims nothing unless two tenants or
+-- more have jobs due.
+CREATE OR REPLACE FUNCTION switchyard.fair_claim(p_priority text, p_worker text, p_slots integer, p_lease_seconds double precision)
+    RETURNS SETOF switchyard.jobs
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, switchyard, pg_temp AS $$
+DECLARE
+    position_setting constant text := 'switchyard.fair_after_' || p_priority;
+    turn_setting constant text := 'switchyard.fair_turn_' || p_priority;
+    after constant text := nullif(current_setting(position_setting, true), '');
+    visits constant integer := greatest(p_slots, 2);
+    tenants text[];
+    turn bigint;
+    kept integer;
+    slots integer;
+    share integer;
+BEGIN
+    IF p_slots <= 0 THEN
+        RETURN;
+    END IF;
+    -- The tenants after the last one reached, then from the first.
+    tenants := ARRAY(SELECT switchyard.tenants_due(p_priority, after, NULL, visits));
+    IF after IS NOT NULL AND cardinality(tenants) < visits THEN
+        tenants := tenants || ARRAY(SELECT switchyard.tenants_due(p_priority, NULL, after, visits - cardinality(tenants)));
+    END IF;
+    IF cardinality(tenants) < 2 THEN
+        RETURN;
+    END IF;
+    -- The queue's order's turn.
+    IF p_slots > cardinality(tenants) THEN
+        kept := p_slots / (cardinality(tenants) + 1);
+    ELSE
+        turn := coalesce(nullif(current_setting(turn_setting, true), '')::bigint, 0) + 1;
+        PERFORM set_config(turn_setting, turn::text, false);
+        kept := CASE WHEN turn % ceil((cardinality(tenants) + 1)::numeric / p_slots)::bigint = 0 THEN 1 ELSE 0 END;
+    END IF;
+    slots := p_slots - kept;
+    IF slots <= 0 THEN
+        RETURN;
+    END IF;
+    -- The next claim starts after the last tenant whose first turn this one reaches.
+    PERFORM set_config(position_setting, tenants[least(slots, cardinality(tenants))], false);
+    share := ceil(slots::numeric / cardinality(tenants));
+    RETURN QUERY
+    WITH picked AS (
+        SELECT turns.id FROM (
+            SELECT x.id, t.ord, row_number() OVER (PARTITION BY t.ord ORDER BY x.run_at, x.id) AS turn
+            FROM unnest(tenants) WITH ORDINALITY AS t(tenant, ord)
+            CROSS JOIN LATERAL (
+                SELECT j.id, j.run_at FROM switchyard.jobs j
+                WHERE j.priority = p_priority AND j.tenant = t.tenant AND j.lease_owner IS NULL
+                      AND j.held_run_at IS NULL AND j.run_at <= now() AND (j.deadline IS NULL OR j.deadline > now())
+                ORDER BY j.run_at, j.id
+                LIMIT share
+                FOR NO KEY UPDATE SKIP LOCKED
+            ) x
+        ) turns
+        ORDER BY turns.turn, turns.ord
+        LIMIT slots
+    )
+    UPDATE switchyard.jobs j
+    SET lease_owner = p_worker, lease_expires_at = now() + make_interval(secs => p_lease_seconds),
+        attempt = j.attempt + 1, claimed_at = now()
+    FROM picked WHERE j.id = picked.id AND j.priority = p_priority
+    RETURNING j.*;
+END $$;
+
+REVOKE ALL ON FUNCTION switchyard.tenants_due(text, text, text, integer), switchyard.several_tenants(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION switchyard.fair_claim(text, text, integer, double precision) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION switchyard.claim(
+    p_worker text, p_free_slots integer, p_background_slots integer, p_lease_seconds double precision,
+    p_interactive_after_run_at timestamptz DEFAULT NULL, p_interactive_after_id bigint DEFAULT NULL,
+    p_background_after_run_at timestamptz DEFAULT NULL, p_background_after_id bigint DEFAULT NULL
+) RETURNS SETOF switchyard.jobs
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, switchyard, pg_temp AS $$
+DECLARE
+    claimed integer := 0;
+    in_order integer;
+    urgent integer := 0;
+    shared integer;
+    fair constant boolean := switchyard.setting('fair_tenants') IS DISTINCT FROM 'false';
+    most_attempts integer;
+    override double precision;
+    per_attempt double precision;
+    gate_open boolean;
+    -- No cursor: from the head. (A run_at of -infinity with the lowest id is the one position
+    -- this cannot reach; no job has both.)
+    interactive_after constant timestamptz := coalesce(p_interactive_after_run_at, '-infinity');
+    interactive_after_id constant bigint := coalesce(p_interactive_after_id, -9223372036854775808);
+    background_after constant timestamptz := coalesce(p_background_after_run_at, '-infinity');
+    background_after_id constant bigint := coalesce(p_background_after_id, -9223372036854775808);
+BEGIN
+    -- A lease is renewed by heartbeats, so none need be long: at most an hour (sql/0086).
+    p_lease_seconds := least(p_lease_seconds, 3600);
+    IF p_free_slots <= 0 THEN
+        RETURN;
+    END IF;
+    -- Each tenant with jobs due its share of the slots first (fair_claim), then the queue's order.
+    IF fair AND switchyard.several_tenants('interactive') THEN
+        RETURN QUERY SELECT * FROM switchyard.fair_claim('interactive', p_worker, p_free_slots, p_lease_seconds);
+        GET DIAGNOSTICS claimed = ROW_COUNT;
+    END IF;
+    IF claimed >= p_free_slots THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+    WITH picked AS (
+        SELECT j.id FROM switchyard.jobs_interactive j
+        WHERE j.lease_owner IS NULL AND (j.run_at, j.id) > (interactive_after, interactive_after_id)
+              AND j.run_at <= now() AND (j.deadline IS NULL OR j.deadline > now())
+        ORDER BY j.run_at, j.id
+        LIMIT p_free_slots - claimed
+        FOR NO KEY UPDATE SKIP LOCKED
+    )
+    UPDATE switchyard.jobs_interactive j
+    SET lease_owner = p_worker, lease_expires_at = now() + make_interval(secs => p_lease_seconds),
+        attempt = j.attempt + 1, claimed_at = now()
+    FROM picked WHERE j.id = picked.id
+    RETURNING j.*;
+    GET DIAGNOSTICS in_order = ROW_COUNT;
+    claimed := claimed + in_order;
+    IF p_background_slots <= 0 OR claimed >= p_free_slots THEN
+        RETURN;
+    END IF;
+    SELECT g.is_open INTO gate_open FROM switchyard.background_gate(now()) g;
+    IF gate_open IS NOT TRUE AND switchyard.setting('background_paused') IS NOT DISTINCT FROM 'true' THEN
+        RETURN;
+    END IF;
+    -- Open or closed, first what cannot wait (found by the deadline index): open, a job whose
+    -- deadline is near waited its turn behind the backlog's and expired (a walkthrough's 30 s
+    -- jobs behind 3,000 without a deadline, all 50 expired); closed, only these run.
+    -- The scan is bounded by the widest horizon of the attempts queued jobs with a deadline
+    -- have (one probe of jobs_deadline_attempts_idx; none: no scan), not of 100 attempts (8 h),
+    -- and each job's own horizon is escalation_horizon's formula inline: with 100,000 jobs due in
+    -- 3 h, the function per row made each claim read them all, 2.2 s, whether any was near.
+    SELECT max(j.max_attempts) INTO most_attempts
+    FROM switchyard.jobs_background j WHERE j.deadline IS NOT NULL AND j.lease_owner IS NULL;
+    IF most_attempts IS NOT NULL THEN
+        SELECT t.per_attempt, t.override INTO per_attempt, override FROM switchyard.horizon_terms() t;
+        RETURN QUERY
+        WITH picked AS (
+            SELECT j.id FROM switchyard.jobs_background j
+            WHERE j.lease_owner IS NULL AND j.run_at <= now() AND j.deadline > now()
+              AND j.deadline <= now() + switchyard.escalation_horizon(most_attempts)
+              -- escalation_horizon(j.max_attempts), without its subquery per row.
+              AND j.deadline <= now() + make_interval(secs => switchyard.horizon_seconds(per_attempt, override, j.max_attempts))
+            ORDER BY j.deadline, j.id
+            LIMIT least(p_free_slots - claimed, p_background_slots)
+            FOR NO KEY UPDATE SKIP LOCKED
+        )
+        UPDATE switchyard.jobs_background j
+        SET lease_owner = p_worker, lease_expires_at = now() + make_interval(secs => p_lease_seconds),
+            attempt = j.attempt + 1, claimed_at = now()
+        FROM picked WHERE j.id = picked.id
+        RETURNING j.*;
+        GET DIAGNOSTICS urgent = ROW_COUNT;
+    END IF;
+    IF gate_open AND fair AND claimed + urgent < p_free_slots AND urgent < coalesce(p_background_slots, p_free_slots)
+       AND switchyard.several_tenants('background') THEN
+        RETURN QUERY SELECT * FROM switchyard.fair_claim('background', p_worker,
+                                                         least(p_free_slots - claimed, p_background_slots) - urgent,
+                                                         p_lease_seconds);
+        GET DIAGNOSTICS shared = ROW_COUNT;
+        urgent := urgent + shared;
+    END IF;
+    IF gate_open AND claimed + urgent < p_free_slots AND urgent < coalesce(p_background_slots, p_free_slots) THEN
+        -- Then the queue's order. (A worker's cursor does not move past a job of the deadline
+        -- path, nor past a claim's jobs of several tenants: ClaimCursor.)
+        RETURN QUERY
+        WITH picked AS (
+            SELECT j.id FROM switchyard.jobs_background j
+            WHERE j.lease_owner IS NULL AND (j.run_at, j.id) > (background_after, background_after_id)
+                  AND j.run_at <= now() AND (j.deadline IS NULL OR j.deadline > now())
+            ORDER BY j.run_at, j.id
+            LIMIT least(p_free_slots - claimed, p_background_slots) - urgent
+            FOR NO KEY UPDATE SKIP LOCKED
+        )
+        UPDATE switchyard.jobs_background j
+        SET lease_owner = p_worker, lease_expires_at = now() + make_interval(secs => p_lease_seconds),
+            attempt = j.attempt + 1, claimed_at = now()
+        FROM picked WHERE j.id = picked.id
+        RETURNING j.*;
+    END IF;
+END $$;
+
+-- fair_tenants is true or false, checked as alert_opens_breaker is; setting_rule is 0073's otherwise.
+
 
 CREATE TABLE switchyard.tenant_limits (
     tenant        text        PRIMARY KEY CHECK (length(tenant) BETWEEN 1 AND 200),
@@ -56,26 +318,32 @@ COMMENT ON TABLE switchyard.tenant_limits IS
     'Per tenant: paused, and a budget in USD per UTC day or month; held_reason says why its jobs are held.';
 
 CREATE TABLE switchyard.tenant_spend (
-    tenant  text    NOT NULL,
-    day     date    NOT NULL,
-    cost    numeric NOT NULL DEFAULT 0,
-    results bigint  NOT NULL DEFAULT 0,
+    tenant text    NOT NULL,
+    day    date    NOT NULL,
+    cost   numeric NOT NULL DEFAULT 0,
     PRIMARY KEY (tenant, day)
 );
 COMMENT ON TABLE switchyard.tenant_spend IS
     'What each tenant''s results cost per UTC day (USD), added up by the housekeeper from tenant_spend_pending.';
 
 CREATE TABLE switchyard.tenant_spend_pending (
-    tenant  text    NOT NULL,
-    day     date    NOT NULL,
-    cost    numeric NOT NULL,
-    results integer NOT NULL
+    tenant text    NOT NULL,
+    day    date    NOT NULL,
+    cost   numeric NOT NULL
 );
+-- The round reads it per tenant, dead rows and all until it is vacuumed (200,000 left by a
+-- housekeeper's outage made a round take 13 s without it).
+CREATE INDEX tenant_spend_pending_tenant_idx ON switchyard.tenant_spend_pending (tenant, day);
+-- When the housekeeper is to count this month's spending from the results again (see above).
+CREATE TABLE switchyard.tenant_spend_recount (due_at timestamptz NOT NULL);
 COMMENT ON TABLE switchyard.tenant_spend_pending IS
     'Write-backs'' spending per tenant and day, not yet added to tenant_spend (every housekeeper round).';
 
 -- Submitters read their own tenants' limits and spending (dispatcher tenants, and why a job is held).
-GRANT SELECT ON switchyard.tenant_limits, switchyard.tenant_spend, switchyard.tenant_spend_pending TO switchyard_submitter;
+-- Who paused a tenant is the operators' to know (paused_by is left out).
+GRANT SELECT (tenant, paused_at, budget, budget_period, held_reason, held_since, updated_at)
+    ON switchyard.tenant_limits TO switchyard_submitter;
+GRANT SELECT ON switchyard.tenant_spend, switchyard.tenant_spend_pending TO switchyard_submitter;
 ALTER TABLE switchyard.tenant_limits ENABLE ROW LEVEL SECURITY;
 ALTER TABLE switchyard.tenant_spend ENABLE ROW LEVEL SECURITY;
 ALTER TABLE switchyard.tenant_spend_pending ENABLE ROW LEVEL SECURITY;
@@ -89,13 +357,36 @@ CREATE POLICY tenant_limits_admin ON switchyard.tenant_limits TO switchyard_admi
 CREATE POLICY tenant_spend_admin ON switchyard.tenant_spend TO switchyard_admin USING (true) WITH CHECK (true);
 CREATE POLICY tenant_spend_pending_admin ON switchyard.tenant_spend_pending TO switchyard_admin USING (true) WITH CHECK (true);
 
--- This month's spending so far, from the results already written.
-INSERT INTO switchyard.tenant_spend (tenant, day, cost, results)
-SELECT r.tenant, (r.finished_at AT TIME ZONE 'UTC')::date, coalesce(sum(r.cost), 0), count(*)
-FROM switchyard.results r
-WHERE r.tenant IS NOT NULL
-  AND r.finished_at >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
-GROUP BY 1, 2;
+-- Counts every tenant's spending since p_since (a UTC day; this month's first by default) again
+-- from the results, in place of what was added up for those days: one statement, so the
+-- write-backs' rows it removes from tenant_spend_pending are exactly those whose results it
+-- counts (the others, and their results, committed after it began). Results pruned are not
+-- counted (a day with none left keeps what was added up). The housekeeper's adding up waits for
+-- it (the table's lock). Returns the tenants' days it wrote.
+CREATE FUNCTION switchyard.recount_tenant_spend(
+    p_since date DEFAULT date_trunc('month', now() AT TIME ZONE 'UTC')::date
+) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, switchyard, pg_temp AS $$
+DECLARE
+    written integer;
+BEGIN
+    LOCK TABLE switchyard.tenant_spend IN SHARE ROW EXCLUSIVE MODE;
+    WITH moved AS (
+        DELETE FROM switchyard.tenant_spend_pending p WHERE p.day >= p_since
+    )
+    INSERT INTO switchyard.tenant_spend AS s (tenant, day, cost)
+    SELECT r.tenant, (r.finished_at AT TIME ZONE 'UTC')::date, coalesce(sum(r.cost), 0)
+    FROM switchyard.results r
+    WHERE r.tenant IS NOT NULL AND r.finished_at >= p_since::timestamp AT TIME ZONE 'UTC'
+    GROUP BY 1, 2
+    ON CONFLICT ON CONSTRAINT tenant_spend_pkey DO UPDATE SET cost = EXCLUDED.cost;
+    GET DIAGNOSTICS written = ROW_COUNT;
+    RETURN written;
+END $$;
+
+-- This month's spending so far, and again a minute on (by the housekeeper's round).
+SELECT switchyard.recount_tenant_spend();
+INSERT INTO switchyard.tenant_spend_recount (due_at) VALUES (now() + interval '1 minute');
 
 -- The first day of the period that p_at falls in (UTC), and of the next one.
 CREATE FUNCTION switchyard.budget_period_start(p_period text, p_at timestamptz) RETURNS date
@@ -119,6 +410,14 @@ CREATE FUNCTION switchyard.usd(p_amount numeric) RETURNS text
                        ELSE trim_scale(round(p_amount, 6))::text END
 $$;
 
+-- A word as a shell takes it back, for the commands a message suggests: as it is when plain, else
+-- in single quotes (a review's tenant "acme corp; rm -rf" was printed bare in a command to paste).
+CREATE FUNCTION switchyard.shell_word(p_word text) RETURNS text
+    LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN p_word ~ '^[A-Za-z0-9_.,:@%+=/-]+$' THEN p_word
+                ELSE '''' || replace(p_word, '''', '''\''''') || '''' END
+$$;
+
 -- Why a tenant's jobs are to be held now, NULL if they are not: paused, or its budget spent.
 CREATE FUNCTION switchyard.tenant_hold_reason(l switchyard.tenant_limits, p_at timestamptz DEFAULT now()) RETURNS text
     LANGUAGE plpgsql STABLE SET search_path = pg_catalog, switchyard, pg_temp AS $$
@@ -128,7 +427,8 @@ DECLARE
 BEGIN
     IF l.paused_at IS NOT NULL THEN
         RETURN format('tenant %s is paused (since %s UTC); an operator resumes it: dispatcher tenants resume %s',
-                      l.tenant, to_char(l.paused_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), l.tenant);
+                      l.tenant, to_char(l.paused_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'),
+                      switchyard.shell_word(l.tenant));
     END IF;
     IF l.budget IS NULL THEN
         RETURN NULL;
@@ -143,7 +443,7 @@ BEGIN
                   l.tenant, CASE l.budget_period WHEN 'day' THEN 'daily' ELSE 'monthly' END,
                   switchyard.usd(spent), switchyard.usd(l.budget), since,
                   (since + CASE l.budget_period WHEN 'day' THEN interval '1 day' ELSE interval '1 month' END)::date,
-                  l.tenant);
+                  switchyard.shell_word(l.tenant));
 END $$;
 
 -- Holds p_tenant's queued jobs that are not held yet; returns how many.
@@ -200,6 +500,14 @@ BEGIN
             WHERE t.tenant = p_tenant;
         END IF;
         jobs := switchyard.hold_tenant_jobs(p_tenant);
+        IF l.held_reason IS NULL THEN
+            -- Newly held: a write-back putting one of its running jobs back (a retry) may have
+            -- read the tenant as not held, and commit after this: its row is waited for here,
+            -- and the job held if it is back in the queue (a review's retries started 27-58 ms
+            -- after a pause). One that comes later waits for this to commit, and reads the hold.
+            PERFORM FROM switchyard.jobs j WHERE j.tenant = p_tenant AND j.lease_owner IS NOT NULL FOR SHARE OF j;
+            jobs := jobs + switchyard.hold_tenant_jobs(p_tenant);
+        END IF;
         change := CASE WHEN l.held_reason IS NULL THEN 'held' WHEN jobs > 0 THEN 'still held' END;
         RETURN;
     END IF;
@@ -220,11 +528,17 @@ DECLARE
     name text;
     applied record;
 BEGIN
+    -- A recount due (after the upgrade: see above) first; it adds up what is pending too.
+    IF EXISTS (SELECT FROM switchyard.tenant_spend_recount r WHERE r.due_at <= now()) THEN
+        PERFORM switchyard.recount_tenant_spend();
+        DELETE FROM switchyard.tenant_spend_recount r WHERE r.due_at <= now();
+    END IF;
+    -- Taken in turn with a recount (an operator's), which would count rows added here twice.
+    LOCK TABLE switchyard.tenant_spend IN SHARE ROW EXCLUSIVE MODE;
     WITH moved AS (DELETE FROM switchyard.tenant_spend_pending p RETURNING p.*)
-    INSERT INTO switchyard.tenant_spend AS s (tenant, day, cost, results)
-    SELECT m.tenant, m.day, sum(m.cost), sum(m.results) FROM moved m GROUP BY m.tenant, m.day
-    ON CONFLICT ON CONSTRAINT tenant_spend_pkey
-        DO UPDATE SET cost = s.cost + EXCLUDED.cost, results = s.results + EXCLUDED.results;
+    INSERT INTO switchyard.tenant_spend AS s (tenant, day, cost)
+    SELECT m.tenant, m.day, sum(m.cost) FROM moved m GROUP BY m.tenant, m.day
+    ON CONFLICT ON CONSTRAINT tenant_spend_pkey DO UPDATE SET cost = s.cost + EXCLUDED.cost;
     FOR name IN
         SELECT l.tenant FROM switchyard.tenant_limits l
         UNION
@@ -271,9 +585,10 @@ BEGIN
     RETURN CASE WHEN applied.change = 'released' THEN applied.jobs ELSE 0 END;
 END $$;
 
--- Sets p_tenant's budget, in USD per p_period ('day' or 'month', UTC), or removes it (NULL).
--- Returns the change it made to the tenant's jobs, as apply_tenant_limits says it.
-CREATE FUNCTION switchyard.set_tenant_budget(p_tenant text, p_budget numeric, p_period text DEFAULT 'month',
+-- Sets p_tenant's budget, in USD per p_period ('day' or 'month', UTC; by default the period its
+-- budget has, else a month), or removes it (NULL). Returns the change it made to the tenant's
+-- jobs, as apply_tenant_limits says it.
+CREATE FUNCTION switchyard.set_tenant_budget(p_tenant text, p_budget numeric, p_period text DEFAULT NULL,
                                              OUT change text, OUT jobs integer, OUT reason text)
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, switchyard, pg_temp AS $$
 DECLARE
@@ -288,8 +603,11 @@ BEGIN
                                   'To stop a tenant''s work, pause it: dispatcher tenants pause NAME. '
                                       || 'To remove its budget: dispatcher tenants budget NAME none.');
     END IF;
-    IF p_budget IS NOT NULL AND p_period IS DISTINCT FROM 'day' AND p_period IS DISTINCT FROM 'month' THEN
-        PERFORM switchyard.reject(format('a budget is per day or per month (got %s)', coalesce(p_period, 'NULL')),
+    -- A new amount keeps the period (a review's daily budget became monthly when raised).
+    p_period := coalesce(p_period, (SELECT l.budget_period FROM switchyard.tenant_limits l WHERE l.tenant = p_tenant),
+                         'month');
+    IF p_budget IS NOT NULL AND p_period NOT IN ('day', 'month') THEN
+        PERFORM switchyard.reject(format('a budget is per day or per month (got %s)', p_period),
                                   'Periods are UTC days and calendar months: pass ''day'' or ''month''.');
     END IF;
     IF p_budget IS NULL THEN
@@ -351,7 +669,8 @@ BEGIN
     RETURN NEW;
 END $$;
 
-REVOKE ALL ON FUNCTION switchyard.tenant_spent(text, date), switchyard.usd(numeric), switchyard.tenant_hold_reason(switchyard.tenant_limits, timestamptz),
+REVOKE ALL ON FUNCTION switchyard.tenant_spent(text, date), switchyard.usd(numeric), switchyard.shell_word(text),
+    switchyard.recount_tenant_spend(date), switchyard.tenant_hold_reason(switchyard.tenant_limits, timestamptz),
     switchyard.hold_tenant_jobs(text), switchyard.release_tenant_jobs(text), switchyard.apply_tenant_limits(text),
     switchyard.enforce_tenant_limits(), switchyard.pause_tenant(text), switchyard.resume_tenant(text),
     switchyard.set_tenant_budget(text, numeric, text), switchyard.cancel_tenant_jobs(text),
@@ -502,8 +821,8 @@ BEGIN
         ), counted AS (
             -- What each tenant spent, a row per tenant and day for the batch (the housekeeper adds
             -- them up: enforce_tenant_limits); none for jobs without a tenant.
-            INSERT INTO switchyard.tenant_spend_pending (tenant, day, cost, results)
-            SELECT s.tenant, (s.finished_at AT TIME ZONE 'UTC')::date, coalesce(sum(s.cost), 0), count(*)
+            INSERT INTO switchyard.tenant_spend_pending (tenant, day, cost)
+            SELECT s.tenant, (s.finished_at AT TIME ZONE 'UTC')::date, coalesce(sum(s.cost), 0)
             FROM stored s WHERE s.tenant IS NOT NULL
             GROUP BY s.tenant, (s.finished_at AT TIME ZONE 'UTC')::date
         )

@@ -131,42 +131,57 @@ public actor PostgresConnection {
         -> PostgresRows
     {
         try run(ticket) { handle in
-            try LibPQ.withParameters(binds) { parameters in
-                guard self.preparing, !self.unpreparable.contains(sql) else {
-                    return try Self.unprepared(sql, parameters, handle)
+            do {
+                return try self.runPrepared(sql, binds, handle)
+            } catch let error as PostgresError where error.isStaleFunctionResult && PQtransactionStatus(handle) == PQTRANS_IDLE {
+                // A function's saved plan read a `*` of a row type that has changed since (a
+                // column added to switchyard.jobs): the session failed so at every call, and
+                // workers running through an upgrade claimed nothing until restarted (a review
+                // of sql/0088). Its plans are made afresh, and the statement is run once more.
+                PQclear(PQexec(handle, "DISCARD PLANS"))
+                return try self.runPrepared(sql, binds, handle)
+            }
+        }
+    }
+
+    private func runPrepared(_ sql: String, _ binds: [(any PostgresEncodable)?], _ handle: OpaquePointer) throws
+        -> PostgresRows
+    {
+        try LibPQ.withParameters(binds) { parameters in
+            guard self.preparing, !self.unpreparable.contains(sql) else {
+                return try Self.unprepared(sql, parameters, handle)
+            }
+            do {
+                let statement: PreparedStatement
+                if let known = self.prepared[sql] {
+                    statement = known
+                } else {
+                    statement = try PreparedStatement.prepare(sql, parameters, handle)
+                    self.prepared[sql] = statement
                 }
-                do {
-                    let statement: PreparedStatement
-                    if let known = self.prepared[sql] {
-                        statement = known
-                    } else {
-                        statement = try PreparedStatement.prepare(sql, parameters, handle)
-                        self.prepared[sql] = statement
-                    }
-                    guard statement.accepts(parameters) else { return try Self.unprepared(sql, parameters, handle) }
-                    return try LibPQ.rows(
-                        PQexecPrepared(
-                            handle, statement.name, parameters.count, parameters.values, parameters.lengths,
-                            parameters.formats, 0
-                        ),
-                        handle
-                    )
-                } catch let error as PostgresError where error.sqlState == .invalidStatementName || error.isStalePlan {
-                    // Gone (even between preparing and describing it): this connection prepares
-                    // nothing more. Stale: this text is not prepared again on it (a pooler that
-                    // keeps prepared statements for its clients would hand the stale one back
-                    // under the same name). Either way this call runs unprepared, unless the
-                    // error aborted the caller's transaction.
-                    self.prepared[sql] = nil
-                    if error.isStalePlan {
-                        self.unpreparable.insert(sql)
-                    } else {
-                        self.preparing = false
-                        self.prepared = [:]
-                    }
-                    guard PQtransactionStatus(handle) == PQTRANS_IDLE else { throw error }
-                    return try Self.unprepared(sql, parameters, handle)
+                guard statement.accepts(parameters) else { return try Self.unprepared(sql, parameters, handle) }
+                return try LibPQ.rows(
+                    PQexecPrepared(
+                        handle, statement.name, parameters.count, parameters.values, parameters.lengths,
+                        parameters.formats, 0
+                    ),
+                    handle
+                )
+            } catch let error as PostgresError where error.sqlState == .invalidStatementName || error.isStalePlan {
+                // Gone (even between preparing and describing it): this connection prepares
+                // nothing more. Stale: this text is not prepared again on it (a pooler that
+                // keeps prepared statements for its clients would hand the stale one back
+                // under the same name). Either way this call runs unprepared, unless the
+                // error aborted the caller's transaction.
+                self.prepared[sql] = nil
+                if error.isStalePlan {
+                    self.unpreparable.insert(sql)
+                } else {
+                    self.preparing = false
+                    self.prepared = [:]
                 }
+                guard PQtransactionStatus(handle) == PQTRANS_IDLE else { throw error }
+                return try Self.unprepared(sql, parameters, handle)
             }
         }
     }

@@ -134,6 +134,7 @@ public struct SQLState: Hashable, Sendable, CustomStringConvertible {
     public static let lockNotAvailable = SQLState("55P03")
     public static let invalidStatementName = SQLState("26000")
     public static let featureNotSupported = SQLState("0A000")
+    public static let datatypeMismatch = SQLState("42804")
     public static let duplicatePreparedStatement = SQLState("42P05")
 }
 
@@ -142,5 +143,12 @@ extension PostgresError {
     /// a table it reads with `*`, a function's result redefined): Postgres will not run it.
     var isStalePlan: Bool {
         sqlState == .featureNotSupported && message.contains("cached plan must not change result type")
+    }
+
+    /// A PL/pgSQL function's saved plan that returns a row type's columns of before a change to it
+    /// (`RETURN QUERY SELECT * FROM f()` after a column was added to f's table): `DISCARD PLANS`
+    /// mends it.
+    var isStaleFunctionResult: Bool {
+        sqlState == .datatypeMismatch && message.contains("structure of query does not match function result type")
     }
 }

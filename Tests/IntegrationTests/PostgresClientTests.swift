@@ -171,6 +171,32 @@ struct PostgresClientTests {
         }
     }
 
+    /// A review of sql/0088: workers running through the migration that added a column to
+    /// switchyard.jobs failed every claim (42804) until restarted, claim's RETURN QUERY SELECT *
+    /// FROM fair_claim(…) keeping the columns of before in the session's saved plan.
+    @Test("a function whose saved plan kept a row type's columns of before is planned afresh, and the call answers")
+    func staleFunctionResult() async throws {
+        try await TestDatabase.withEmpty { configuration in
+            let connection = try await PostgresConnection.connect(configuration)
+            defer { Task { await connection.close() } }
+            try await connection.execute(script: """
+                CREATE TABLE t (a integer); INSERT INTO t VALUES (1);
+                CREATE FUNCTION inner_rows() RETURNS SETOF t LANGUAGE sql AS 'SELECT * FROM t';
+                CREATE FUNCTION outer_rows() RETURNS SETOF t LANGUAGE plpgsql AS
+                    'BEGIN RETURN QUERY SELECT * FROM inner_rows(); END';
+                """)
+            let call = "SELECT * FROM outer_rows()"
+            #expect(try await connection.query(call, [], prepared: true).count == 1)
+            let other = try await PostgresConnection.connect(configuration)
+            try await other.query("ALTER TABLE t ADD COLUMN b text DEFAULT 'x'")
+            await other.close()
+            for _ in 0..<2 {
+                let row = try #require(try await connection.query(call, [], prepared: true).first)
+                #expect(try row.decode("b", as: String.self) == "x")
+            }
+        }
+    }
+
     @Test("prepared statements: prepared once per connection, and run unprepared when the server lost or outdated them")
     func preparedStatements() async throws {
         try await TestDatabase.withEmpty { configuration in

@@ -122,6 +122,9 @@ struct TenantLimitsTests {
             try await FairTenantsTests.enqueue(pool, 2, tenant: "acme")
             let lowered = try await TenantLimits.setBudget("acme", Decimal(string: "0.5")!, per: .day, in: pool)
             #expect(lowered.change == "held" && lowered.jobs == 2 && lowered.reason?.contains("daily budget") == true)
+            // A new amount keeps the period.
+            _ = try await TenantLimits.setBudget("acme", Decimal(string: "0.6")!, in: pool)
+            #expect(try await TenantLimits.usage(in: pool, tenant: "acme").first?.period == .day)
             let removed = try await TenantLimits.setBudget("acme", nil, per: .month, in: pool)
             #expect(removed.change == "released" && removed.jobs == 2)
             #expect(try await pool.query("SELECT count(*) FROM switchyard.tenant_limits").scalar(Int.self) == 0)
@@ -144,7 +147,7 @@ struct TenantLimitsTests {
                     ('acme', '2026-02-28', 100), ('acme', '2026-03-01', 2), ('acme', '2026-03-14', 3)
                 """)
             try await pool.query(
-                "INSERT INTO switchyard.tenant_spend_pending (tenant, day, cost, results) VALUES ('acme', '2026-03-15', 4, 1)")
+                "INSERT INTO switchyard.tenant_spend_pending (tenant, day, cost) VALUES ('acme', '2026-03-15', 4)")
             func reason(_ budget: Int, _ period: String) async throws -> String? {
                 try await pool.query(
                     """
@@ -159,6 +162,14 @@ struct TenantLimitsTests {
             #expect(try await reason(10, "month") == nil)
             #expect(try await reason(9, "month")?.contains("($9.00 of $9.00 since 2026-03-01); its jobs run again at 2026-04-01 00:00 UTC") == true)
             #expect(try await pool.query("SELECT switchyard.usd(0.00042)").scalar(String.self) == "$0.00042")
+            // A name a shell would split is quoted in the command a reason suggests.
+            let quoted = try await pool.query(
+                """
+                SELECT switchyard.tenant_hold_reason(
+                    ROW('acme corp; it''s', now(), NULL, NULL, NULL, NULL, NULL, now())::switchyard.tenant_limits)
+                """).scalar(String.self)
+            #expect(quoted.hasSuffix("dispatcher tenants resume 'acme corp; it'\\''s'"), "\(quoted)")
+            #expect(TenantLimits.shellWord("acme corp; it's") == "'acme corp; it'\\''s'" && TenantLimits.shellWord("acme-1") == "acme-1")
         }
     }
 
@@ -304,6 +315,97 @@ struct TenantLimitsTests {
                 #expect(refused.status == 2 && refused.output.contains(message), "\(arguments): \(refused.output)")
             }
             #expect(try await pool.query("SELECT count(*) FROM switchyard.tenant_limits").scalar(Int.self) == 1)
+        }
+    }
+
+    /// A review's retries started 27-58 ms after a pause: their write-backs had read the tenant as
+    /// not held, and committed after the pause.
+    @Test("a pause waits for a write-back in flight that puts one of the tenant's jobs back, and holds it")
+    func pauseWaitsForPutBack() async throws {
+        try await TestDatabase.withMigrated { configuration in
+            let pool = PostgresPool(configuration, options: .init(maxConnections: 2))
+            defer { Task { await pool.close() } }
+            let store = QueueStore(pool: pool)
+            try await FairTenantsTests.enqueue(pool, 1, tenant: "acme")
+            let job = try #require(try await store.claim(worker: "w", freeSlots: 1, backgroundSlots: 0, lease: Self.lease).first)
+            let writeBack = try await PostgresConnection.connect(configuration)
+            defer { Task { await writeBack.close() } }
+            // Put back (as a retry's write-back does), its trigger run before the pause: not held.
+            try await writeBack.query("BEGIN")
+            try await writeBack.query(
+                "UPDATE switchyard.jobs SET lease_owner = NULL, lease_expires_at = NULL, claimed_at = NULL WHERE id = $1",
+                [job.id])
+            let pausing = Task { try await TenantLimits.pause("acme", in: pool) }
+            try await waitUntil("the pause waits for the write-back") {
+                try await pool.query(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%pause_tenant%'"
+                ).scalar(Int.self) == 1
+            }
+            try await writeBack.query("COMMIT")
+            #expect(try await pausing.value == 1)
+            #expect(try await Self.status(pool, job.id) == "held")
+        }
+    }
+
+    @Test("held tenants are not the claim's: the fair claim's tenant scan leaves them out")
+    func heldLeaveTheClaim() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            try await FairTenantsTests.enqueue(pool, 3, tenant: "active")
+            for tenant in ["held-1", "held-2", "held-3"] {
+                try await FairTenantsTests.enqueue(pool, 2, tenant: tenant)
+                _ = try await TenantLimits.pause(tenant, in: pool)
+            }
+            #expect(try await pool.query("SELECT switchyard.several_tenants('interactive')").scalar(Bool.self) == false)
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.tenants_due('interactive', NULL, NULL, 10)").scalar(Int.self) == 1)
+            _ = try await TenantLimits.resume("held-2", in: pool)
+            try await pool.query("RESET switchyard.one_tenant_at_interactive")
+            #expect(try await pool.query("SELECT string_agg(t, ',' ORDER BY t) FROM switchyard.tenants_due('interactive', NULL, NULL, 10) t")
+                .scalar(String.self) == "active,held-2")
+        }
+    }
+
+    /// A review's upgrade stalled every worker running through it: each session that had claimed
+    /// through the fair path kept fair_claim's result at the jobs' columns of before (42804).
+    @Test("a session that claimed through the fair path before sql/0088 claims after it")
+    func upgradeKeepsClaiming() async throws {
+        try await TestDatabase.withEmpty { configuration in
+            let pool = PostgresPool(configuration, options: .init(maxConnections: 2))
+            defer { Task { await pool.close() } }
+            let before = Array(Migration.all.prefix { $0.version < 88 })
+            _ = try await Migrator(migrations: before).migrate(pool)
+            try await FairTenantsTests.enqueue(pool, 5, tenant: "acme")
+            try await FairTenantsTests.enqueue(pool, 5, tenant: "globex")
+            let worker = try await PostgresConnection.connect(configuration)
+            defer { Task { await worker.close() } }
+            #expect(try await worker.query("SELECT * FROM switchyard.claim('w', 4, 0, 30)").count == 4)
+            _ = try await Migrator().migrate(pool)
+            #expect(try await worker.query("SELECT * FROM switchyard.claim('w', 4, 0, 30)").count == 4)
+        }
+    }
+
+    /// A write-back that began before the migration committed ran complete as it was, and added
+    /// nothing up: a review's upgrade lost two results' cost.
+    @Test("a recount counts the month's spending from the results again, the pending rows with them, once")
+    func recount() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            try await FairTenantsTests.enqueue(pool, 3, tenant: "acme")
+            let jobs = try await store.claim(worker: "w", freeSlots: 3, backgroundSlots: 0, lease: Self.lease)
+            _ = try await store.complete(worker: "w", jobs.map { Self.succeeded($0, cost: Decimal(string: "0.5")!) })
+            _ = try await TenantLimits.enforce(pool)
+            // One result's cost never added up (as an old write-back's), another still pending.
+            try await pool.query("UPDATE switchyard.tenant_spend SET cost = cost - 0.5")
+            try await FairTenantsTests.enqueue(pool, 1, tenant: "acme")
+            let more = try await store.claim(worker: "w", freeSlots: 1, backgroundSlots: 0, lease: Self.lease)
+            _ = try await store.complete(worker: "w", more.map { Self.succeeded($0, cost: Decimal(string: "0.25")!) })
+            // Due, as the migration leaves it for a minute on.
+            try await pool.query("INSERT INTO switchyard.tenant_spend_recount (due_at) VALUES (now())")
+            _ = try await TenantLimits.enforce(pool)
+            #expect(try await pool.query("SELECT sum(cost) FROM switchyard.tenant_spend").scalar(Decimal.self) == Decimal(string: "1.75"))
+            // Done, it is not due again (the migration's own is due a minute after it).
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.tenant_spend_recount WHERE due_at <= now()").scalar(Int.self) == 0)
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.tenant_spend_pending").scalar(Int.self) == 0)
+            #expect(try await TenantLimits.usage(in: pool, tenant: "acme").first?.spentThisMonth == Decimal(string: "1.75"))
         }
     }
 

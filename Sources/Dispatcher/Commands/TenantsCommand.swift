@@ -5,7 +5,7 @@ import QueueModel
 /// `dispatcher tenants [list [NAME]] | pause NAME | resume NAME | budget NAME AMOUNT|none [--per day|month]`.
 enum TenantsCommand {
     static let usage = """
-        usage: dispatcher tenants [list [NAME]] [--json]
+        usage: dispatcher tenants [list [NAME]] [--json] [--tenant NAME]
                dispatcher tenants pause NAME
                dispatcher tenants resume NAME
                dispatcher tenants budget NAME AMOUNT [--per month|day]
@@ -19,12 +19,14 @@ enum TenantsCommand {
         lost (a job whose deadline passes while held expires).
 
           list      every tenant with jobs, spending this month, or limits (the default); NAME for
-                    one; --json for the figures as JSON
+                    one; --json for the figures as JSON; --tenant NAME acts as that tenant (sets
+                    switchyard.tenant), for a role mapped to several tenants or to * (a gateway)
           pause     hold the tenant's jobs now, and those it submits, until it is resumed
           resume    undo pause (its jobs stay held while its budget is spent)
           budget    what the tenant's results may cost per calendar month (the default) or, with
-                    --per day, per UTC day, in US dollars; none removes it. Checked every
-                    housekeeper round (2 s): a tenant may go over by what its running jobs cost.
+                    --per day, per UTC day, in US dollars (a new amount keeps the period the
+                    budget has); none removes it. Checked every housekeeper round (2 s): a tenant
+                    goes over by what its running jobs, and those started since, cost.
           cancel    cancel every job the tenant has queued or held, at once, and stop its running
                     ones at their workers' next heartbeat; jobs it submits later run (pause it
                     first to stop those)
@@ -35,7 +37,7 @@ enum TenantsCommand {
 
     static func run(_ words: [String]) async throws -> Int32 {
         let arguments = try Arguments(
-            words, command: "dispatcher tenants", options: ["per", "database-url"], flags: ["json"])
+            words, command: "dispatcher tenants", options: ["per", "tenant", "database-url"], flags: ["json"])
         if arguments.flag("help") {
             print(usage)
             return ExitCode.success
@@ -60,6 +62,11 @@ enum TenantsCommand {
         if arguments.value("per") != nil, action != "budget" {
             throw QueueError(.invalidInput, "--per is for dispatcher tenants budget, not \(action); nothing was changed", hint: usage)
         }
+        if arguments.value("tenant") != nil, action != "list" {
+            throw QueueError(
+                .invalidInput, "--tenant is for dispatcher tenants list, not \(action); name the tenant after \(action)",
+                hint: usage)
+        }
         if arguments.flag("json"), action != "list" {
             throw QueueError(.invalidInput, "--json is for dispatcher tenants list, not \(action); nothing was changed", hint: usage)
         }
@@ -68,41 +75,54 @@ enum TenantsCommand {
                 throw QueueError(.invalidInput, "--per is month or day (got \"\(value)\"); nothing was changed")
             }
             return period
-        } ?? .month
+        }
         let amount = action == "budget" ? try budget(names[1]) : nil
         if action == "budget", amount == nil, arguments.value("per") != nil {
             throw QueueError(.invalidInput, "--per goes with an amount, not none; nothing was changed", hint: usage)
         }
-        let pool = try Database.pool(arguments, applicationName: "switchyard-tenants", maxConnections: 1, asTenant: false)
+        let pool = try Database.pool(arguments, applicationName: "switchyard-tenants", maxConnections: 1)
         defer { Task { await pool.close() } }
         try await Migrator().requireCurrent(pool)
         let tenant = names.first
+        // The tenant as printed, and as a command to paste takes it.
+        let shown = tenant.map(StatusFormat.printable) ?? ""
+        let word = tenant.map { StatusFormat.printable(TenantLimits.shellWord($0)) } ?? ""
+        // What was known of the tenant before: a name no job, spending or limit has is likely a typo.
+        let before = action == "list" ? nil : try await TenantLimits.usage(in: pool, tenant: tenant).first
+        if action != "list", before == nil {
+            printError(
+                "note: no tenant \(shown) has jobs, spending this month or limits (is the name right? dispatcher "
+                    + "tenants lists them)\(action == "pause" || action == "budget" ? "; set for it all the same" : "")")
+        }
         switch action {
         case "pause":
             let held = try await TenantLimits.pause(names[0], in: pool)
             print(
-                "tenant \(StatusFormat.printable(names[0])) paused: \(count(held, "queued job")) held now, and those it "
-                    + "submits; running jobs finish (dispatcher tenants resume \(names[0]))")
+                "tenant \(shown) paused: \(count(held, "queued job")) held now, and those it submits; running jobs "
+                    + "finish (dispatcher tenants resume \(word))")
         case "resume":
             let released = try await TenantLimits.resume(names[0], in: pool)
             let still = try await TenantLimits.usage(in: pool, tenant: names[0]).first?.heldReason
+            let was = before?.pausedAt == nil ? "was not paused" : "resumed"
             if let still {
-                print("tenant \(StatusFormat.printable(names[0])) resumed, but its jobs stay held: \(StatusFormat.printable(still))")
+                print("tenant \(shown) \(was), and its jobs stay held: \(StatusFormat.printable(still))")
+            } else if before?.pausedAt == nil {
+                print("tenant \(shown) was not paused; nothing changed")
             } else {
-                print("tenant \(StatusFormat.printable(names[0])) resumed: \(count(released, "held job")) may run again")
+                print("tenant \(shown) resumed: \(count(released, "held job")) may run again")
             }
         case "cancel":
             let (cancelled, cancelling) = try await TenantLimits.cancelJobs(of: names[0], in: pool)
-            var line = "tenant \(StatusFormat.printable(names[0])): \(count(cancelled, "queued job")) cancelled, "
+            var line = "tenant \(shown): \(count(cancelled, "queued job")) cancelled, "
                 + "\(cancelling) running \(cancelling == 1 ? "one" : "ones") cancelling (at their workers' next heartbeat)"
-            if try await TenantLimits.usage(in: pool, tenant: names[0]).first?.pausedAt == nil {
-                line += "; jobs it submits from now on run (to stop those: dispatcher tenants pause \(names[0]))"
+            if before?.pausedAt == nil {
+                line += "; jobs it submits from now on run (to stop those: dispatcher tenants pause \(word))"
             }
             print(line)
         case "budget":
             let change = try await TenantLimits.setBudget(names[0], amount, per: period, in: pool)
-            let shown = StatusFormat.printable(names[0])
-            var line = amount.map { "tenant \(shown)'s budget: \(StatusFormat.money($0)) per \(period.rawValue)" }
+            let set = try await TenantLimits.usage(in: pool, tenant: names[0]).first
+            var line = amount.map { "tenant \(shown)'s budget: \(StatusFormat.money($0)) per \(set?.period?.rawValue ?? "?")" }
                 ?? "tenant \(shown) has no budget now"
             switch change.change {
             case "held", "still held": line += "; its jobs are held: \(StatusFormat.printable(change.reason ?? ""))"

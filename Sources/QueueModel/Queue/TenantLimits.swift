@@ -6,6 +6,15 @@ import Postgres
 /// stay in the queue unclaimed until it is resumed, its budget is raised, or a new period begins.
 /// Running jobs finish; nothing is lost.
 public enum TenantLimits {
+    /// `name` as a shell takes it back, for a command a message suggests: as it is when plain,
+    /// else in single quotes (as `switchyard.shell_word` writes it in SQL's messages).
+    public static func shellWord(_ name: String) -> String {
+        let plain = !name.isEmpty && name.unicodeScalars.allSatisfy {
+            ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || "_.,:@%+=/-".unicodeScalars.contains($0)
+        }
+        return plain ? name : "'" + name.replacingOccurrences(of: "'", with: "'\\''") + "'"
+    }
+
     public enum Period: String, Sendable, CaseIterable {
         case day, month
 
@@ -92,13 +101,14 @@ public enum TenantLimits {
         return (try row.decode("cancelled"), try row.decode("cancelling"))
     }
 
-    /// Sets `tenant`'s budget per `period`, or removes it (`amount` nil). Returns what that did to its jobs.
+    /// Sets `tenant`'s budget per `period` (nil: the period its budget has, else a month), or
+    /// removes it (`amount` nil). Returns what that did to its jobs.
     public static func setBudget(
-        _ tenant: String, _ amount: Decimal?, per period: Period, in pool: PostgresPool
+        _ tenant: String, _ amount: Decimal?, per period: Period? = nil, in pool: PostgresPool
     ) async throws -> Change {
         let rows = try await pool.query(
             "SELECT * FROM switchyard.set_tenant_budget($1, $2::numeric, $3)",
-            [tenant, amount.map { "\($0)" }, period.rawValue])
+            [tenant, amount.map { "\($0)" }, period?.rawValue])
         guard let row = rows.first else { throw QueueError(.database, "set_tenant_budget returned nothing") }
         return try Change(tenant: tenant, row: row)
     }
