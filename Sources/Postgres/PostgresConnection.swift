@@ -113,7 +113,9 @@ public actor PostgresConnection {
     /// (0A000, "cached plan must not change result type"), on this connection; and, for every
     /// statement of this connection, from the first time a prepared statement was gone when it
     /// ran it (26000: a transaction-mode pooler without prepared-statement support, or `DISCARD
-    /// ALL`). When such an error aborts the caller's transaction, it is thrown.
+    /// ALL`). When such an error aborts the caller's transaction, it is thrown. A PL/pgSQL
+    /// function whose saved plan kept a row type's columns of before a change to it (42804) has
+    /// the session's plans discarded, and the call is made once more, outside a transaction.
     @discardableResult
     public nonisolated func query(_ sql: String, _ binds: [(any PostgresEncodable)?], prepared: Bool) async throws
         -> PostgresRows

@@ -2,7 +2,7 @@ import Foundation
 import Postgres
 import QueueModel
 
-/// `dispatcher tenants [list [NAME]] | pause NAME | resume NAME | budget NAME AMOUNT|none [--per day|month]`.
+/// `dispatcher tenants [list [NAME]] | pause NAME | resume NAME | budget NAME AMOUNT|none [--per day|month] | cancel NAME`.
 enum TenantsCommand {
     static let usage = """
         usage: dispatcher tenants [list [NAME]] [--json] [--tenant NAME]

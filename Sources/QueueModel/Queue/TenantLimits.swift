@@ -139,13 +139,14 @@ public enum TenantLimits {
                        count(*) FILTER (WHERE j.lease_owner IS NULL AND j.held_run_at IS NULL) AS queued,
                        count(*) FILTER (WHERE j.held_run_at IS NOT NULL) AS held,
                        count(*) FILTER (WHERE j.lease_owner IS NOT NULL) AS running
-                FROM switchyard.jobs j WHERE j.tenant IS NOT NULL GROUP BY j.tenant
+                FROM switchyard.jobs j WHERE j.tenant IS NOT NULL AND ($1::text IS NULL OR j.tenant = $1)
+                GROUP BY j.tenant
             ), spent AS (
                 SELECT s.tenant, coalesce(sum(s.cost) FILTER (WHERE s.day = month.today), 0) AS today,
                        sum(s.cost) AS this_month
                 FROM (SELECT tenant, day, cost FROM switchyard.tenant_spend
                       UNION ALL SELECT tenant, day, cost FROM switchyard.tenant_spend_pending) s, month
-                WHERE s.day >= month.first GROUP BY s.tenant
+                WHERE s.day >= month.first AND ($1::text IS NULL OR s.tenant = $1) GROUP BY s.tenant
             ), named AS (
                 SELECT tenant FROM live UNION SELECT tenant FROM spent
                 UNION SELECT tenant FROM switchyard.tenant_limits
