@@ -40,6 +40,7 @@
 -- * The queue-wait and backlog-deadline alerts leave held jobs out: they wait for their tenant,
 --   as an operator or a budget decided, not for the fleet (a paused tenant's jobs with deadlines
 --   paged as at risk, and its interactive jobs put back to wait for a model raised the queue wait).
+--   A new rule, tenant_budget, raises for a tenant held for its budget, and clears as it is released.
 --
 -- complete is 0087's otherwise, alert_measurements 0078's, and claim, fair_claim, tenants_due
 -- and several_tenants 0082's.
@@ -1243,6 +1244,21 @@ BEGIN
                       coalesce(to_char(a.earliest AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"'), 'none'))
         FROM at_risk a;
     END IF;
+
+    -- A tenant held for its budget (above): its work stops until its next period or a raise,
+    -- which its operators hear of as of the other rules. Held for a pause, it is not breached
+    -- (an operator's own doing).
+    RETURN QUERY
+    SELECT 'tenant_budget'::text, l.tenant, spent.usd::double precision, l.budget::double precision,
+           l.held_reason IS NOT NULL AND l.paused_at IS NULL,
+           l.held_reason IS NULL OR l.paused_at IS NOT NULL,
+           coalesce(CASE WHEN l.paused_at IS NULL THEN l.held_reason END,
+                    format('tenant %s has spent %s of its %s budget of %s', l.tenant, switchyard.usd(spent.usd),
+                           CASE l.budget_period WHEN 'day' THEN 'daily' ELSE 'monthly' END, switchyard.usd(l.budget)))
+    FROM switchyard.tenant_limits l
+    CROSS JOIN LATERAL (
+        SELECT switchyard.tenant_spent(l.tenant, switchyard.budget_period_start(l.budget_period, p_at)) AS usd) spent
+    WHERE l.budget IS NOT NULL;
 END $$;
 
 -- As 0074 set it: CREATE OR REPLACE resets a function's settings.

@@ -265,6 +265,27 @@ struct TenantLimitsTests {
         }
     }
 
+    @Test("the tenant_budget alert raises for a tenant held for its budget, and clears as it is released")
+    func budgetAlert() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            try await pool.query("INSERT INTO switchyard.tenant_spend (tenant, day, cost) VALUES ('acme', (now() AT TIME ZONE 'UTC')::date, 2)")
+            _ = try await TenantLimits.setBudget("acme", Decimal(5), per: .day, in: pool)
+            func events() async throws -> [String] {
+                try await pool.query("SELECT event FROM switchyard.evaluate_alerts() WHERE kind = 'tenant_budget'")
+                    .map { try $0.decode("event", as: String.self) }
+            }
+            #expect(try await events().isEmpty)
+            let lowered = try await TenantLimits.setBudget("acme", Decimal(1), in: pool)
+            #expect(lowered.change == "held")
+            #expect(try await events() == ["raised"])
+            let message = try await pool.query(
+                "SELECT message FROM switchyard.alerts WHERE kind = 'tenant_budget' AND cleared_at IS NULL").scalar(String.self)
+            #expect(message.hasPrefix("tenant acme has spent its daily budget ($2.00 of $1.00 since "), "\(message)")
+            _ = try await TenantLimits.setBudget("acme", Decimal(3), in: pool)
+            #expect(try await events() == ["cleared"])
+        }
+    }
+
     @Test("dispatcher tenants: lists, pauses, resumes and budgets, says why a tenant is held, and refuses bad input")
     func command() async throws {
         try await TestDatabase.withMigratedPool { pool in
