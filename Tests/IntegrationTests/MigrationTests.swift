@@ -207,6 +207,44 @@ struct MigrationTests {
         }
     }
 
+    /// A review's upgrades to sql/0088 saw claims deadlock with the migration's locks (the claims
+    /// were chosen; the migration may be, and migrate failed then).
+    @Test("a migration chosen as a deadlock's victim is tried again")
+    func migrationDeadlockRetried() async throws {
+        try await TestDatabase.withMigrated { configuration in
+            let pool = PostgresPool(configuration, options: .init(maxConnections: 2))
+            defer { Task { await pool.close() } }
+            try await pool.query("CREATE TABLE public.dl_a (x int)")
+            try await pool.query("CREATE TABLE public.dl_b (x int)")
+            let other = try await PostgresConnection.connect(configuration)
+            defer { Task { await other.close() } }
+            try await other.query("BEGIN")
+            try await other.query("LOCK TABLE public.dl_b IN ACCESS EXCLUSIVE MODE")
+            var migrator = Migrator(migrations: Migration.all + [
+                Migration(version: 9000, name: "crossing", sql: """
+                    LOCK TABLE public.dl_a IN ACCESS EXCLUSIVE MODE;
+                    LOCK TABLE public.dl_b IN ACCESS EXCLUSIVE MODE;
+                    """)
+            ])
+            migrator.lockWait = .seconds(30)
+            migrator.lockPause = .milliseconds(100)
+            let waits = Mutex<[String]>([])
+            migrator.onLockWait = { message in waits.withLock { $0.append(message) } }
+            let migrating = Task { [migrator] in try await migrator.migrate(pool) }
+            // The migration holds dl_a and waits for dl_b; then the other session asks for dl_a.
+            try await waitUntil("the migration waits for dl_b") {
+                try await pool.query(
+                    "SELECT count(*) FROM pg_locks WHERE relation = 'public.dl_b'::regclass AND NOT granted"
+                ).scalar(Int.self) == 1
+            }
+            try await other.query("LOCK TABLE public.dl_a IN ACCESS EXCLUSIVE MODE")
+            try await other.query("COMMIT")
+            #expect(try await migrating.value.map(\.version) == [9000])
+            #expect(waits.withLock { $0 }.first?.contains("9000 (crossing) deadlocked with another statement") == true,
+                    "\(waits.withLock { $0 })")
+        }
+    }
+
     @Test("a failing migration leaves nothing behind and names itself")
     func failingMigrationRollsBack() async throws {
         try await TestDatabase.withEmpty { configuration in

@@ -76,6 +76,11 @@ enum TenantsCommand {
             }
             return period
         }
+        if let name = names.first, !(1...200).contains(name.count) {
+            throw QueueError(
+                .invalidInput, "a tenant is a name of 1 to 200 characters (got \(name.count)); nothing was changed",
+                hint: "Name the tenant as its jobs do (dispatcher tenants lists them).")
+        }
         let amount = action == "budget" ? try budget(names[1]) : nil
         if action == "budget", amount == nil, arguments.value("per") != nil {
             throw QueueError(.invalidInput, "--per goes with an amount, not none; nothing was changed", hint: usage)
@@ -161,7 +166,8 @@ enum TenantsCommand {
     static func lines(_ usage: [TenantLimits.Usage], named tenant: String?) -> [String] {
         guard !usage.isEmpty else {
             return [tenant.map { "no tenant \(StatusFormat.printable($0)) has jobs, spending this month or limits" }
-                    ?? "no tenant has jobs, spending this month or limits"]
+                    ?? ("no tenant this role may see has jobs, spending this month or limits (a role mapped to several "
+                        + "tenants or to * sees them with --tenant NAME)")]
         }
         var table = TextTable(
             ["tenant", "queued", "held", "running", "today", "this month", "budget", "state"], rightAligned: [1, 2, 3, 4, 5])

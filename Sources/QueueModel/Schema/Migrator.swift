@@ -121,11 +121,18 @@ public struct Migrator: Sendable {
                 do {
                     try await apply(migration, on: connection, earlierApplied: index > 0)
                     break
-                } catch let error as QueueError where error.sqlState == .lockNotAvailable && tries < lockTries {
+                } catch let error as QueueError
+                    where (error.sqlState == .lockNotAvailable || error.sqlState == .deadlockDetected) && tries < lockTries
+                {
+                    // A deadlock with the fleet's statements (a claim holding one partition and
+                    // asking for the table the migration locks: a review's upgrades saw claims
+                    // chosen; the migration may be) rolled the whole migration back: tried again.
                     onLockWait(
-                        "migration \(migration.version) (\(migration.name)) waited \(Arguments.format(lockWait)) "
-                            + "for a lock (try \(tries) of \(lockTries)); letting the fleet's statements through, "
-                            + "then trying again")
+                        "migration \(migration.version) (\(migration.name)) "
+                            + (error.sqlState == .deadlockDetected
+                                ? "deadlocked with another statement"
+                                : "waited \(Arguments.format(lockWait)) for a lock")
+                            + " (try \(tries) of \(lockTries)); letting the fleet's statements through, then trying again")
                     try await Task.sleep(for: lockPause)
                 } catch let error as QueueError where error.sqlState == .lockNotAvailable {
                     throw QueueError(

@@ -211,14 +211,20 @@ final class Housekeeper: Sendable {
         metrics.expired.increment(by: Double(expired))
         if expired > 0 { logger.info("expired jobs not started by their deadline", ["count": expired]) }
         // Tenants' limits (sql/0088): the write-backs' spending added up, a tenant that spent its
-        // budget held, one resumed or in a new period released.
-        for change in try await metrics.measure("tenant_limits", { try await TenantLimits.enforce(store.pool) }) {
-            switch change.change {
-            case "held":
-                logger.warning("tenant held", ["tenant": change.tenant, "jobs": change.jobs, "reason": change.reason ?? ""])
-            case "released": logger.notice("tenant released", ["tenant": change.tenant, "jobs": change.jobs])
-            default: logger.info("held more of a held tenant's jobs", ["tenant": change.tenant, "jobs": change.jobs])
+        // budget held, one resumed or in a new period released. A failure (a lock it gave up on)
+        // is the next round's to mend: partitions and alerts go on.
+        do {
+            for change in try await metrics.measure("tenant_limits", { try await TenantLimits.enforce(store.pool) }) {
+                switch change.change {
+                case "held":
+                    logger.warning("tenant held", ["tenant": change.tenant, "jobs": change.jobs, "reason": change.reason ?? ""])
+                case "released": logger.notice("tenant released", ["tenant": change.tenant, "jobs": change.jobs])
+                default: logger.info("held more of a held tenant's jobs", ["tenant": change.tenant, "jobs": change.jobs])
+                }
             }
+        } catch {
+            if Task.isCancelled { throw error }
+            logger.warning("could not bring tenants in line with their limits", ["error": "\(error)"])
         }
         if partitions {
             let created = try await metrics.measure("partitions") { try await store.ensureResultPartitions() }
