@@ -23,7 +23,8 @@
 --   put back in the queue (a retry, a worker stopping, a rescued lease) is held as it is put
 --   back (a trigger on each); the round holds any a transaction begun before the hold let by (a
 --   retry's write-back, a submission, committing as the tenant is paused), and until then the
---   claim passes them over (tenant_is_held, asked of each job with a tenant it would take): a
+--   claim passes them over (it asks of each job with a tenant it would take whether the tenant is
+--   held; fair_claim and tenants_due too): a
 --   review's retries started 27-58 ms after a pause. (Waiting, in the pause, for the write-backs
 --   of the tenant's running jobs deadlocked with them: a second review.) The round passes over a
 --   tenant whose limits another transaction is changing, and waits a second at most for a lock.
@@ -39,14 +40,13 @@
 --   100,000 took a walkthrough two minutes), and asks the workers running its others to stop.
 -- * job_status says 'held'; queue_depth counts held jobs apart (a new last column, held), not as
 --   scheduled.
---
 -- * The queue-wait and backlog-deadline alerts leave held jobs out: they wait for their tenant,
 --   as an operator or a budget decided, not for the fleet (a paused tenant's jobs with deadlines
 --   paged as at risk, and its interactive jobs put back to wait for a model raised the queue wait).
 --   A new rule, tenant_budget, raises for a tenant held for its budget, and clears as it is released.
 --
 -- complete is 0087's otherwise, alert_measurements 0078's, and claim, fair_claim, tenants_due
--- and several_tenants 0082's.
+-- and several_tenants 0082's (but for held jobs and tenants).
 
 SET LOCAL ROLE switchyard_admin;
 
@@ -70,6 +70,8 @@ CREATE TABLE switchyard.tenant_limits (
     updated_at    timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT tenant_limits_budget_period CHECK ((budget IS NULL) = (budget_period IS NULL))
 );
+-- The held tenants, which every claim reads (as a hashed set, or a probe per job with a tenant).
+CREATE INDEX tenant_limits_held_idx ON switchyard.tenant_limits (tenant) WHERE held_reason IS NOT NULL;
 COMMENT ON TABLE switchyard.tenant_limits IS
     'Per tenant: paused, and a budget in USD per UTC day or month; held_reason says why its jobs are held.';
 
@@ -93,12 +95,12 @@ CREATE INDEX tenant_spend_pending_tenant_idx ON switchyard.tenant_spend_pending 
 -- When the housekeeper is to count this month's spending from the results again (see above).
 CREATE TABLE switchyard.tenant_spend_recount (due_at timestamptz NOT NULL);
 
--- Whether p_tenant is held now: what the claim asks of a job's tenant before it takes the job,
--- so that a job put back or submitted unheld as its tenant was being held (its transaction begun
--- before the hold, committed after) is not claimed in the moments until the housekeeper's round
--- holds it (a review's retries started 27-58 ms after a pause). A probe of a small table's key.
--- (Inlined where it is called: no SET, no SECURITY DEFINER. Its callers, claim and fair_claim,
--- run as the schema's owner.)
+-- Whether p_tenant is held now. The claim asks the same of a job's tenant before it takes the job
+-- (written out there: a function with a subquery is not inlined, and a call per row cost the
+-- picking query 0.4 ms in a review), so that a job put back or submitted unheld as its tenant was
+-- being held (its transaction begun before the hold, committed after) is not claimed in the
+-- moments until the housekeeper's round holds it (a review's retries started 27-58 ms after a
+-- pause). A probe of a small table's key.
 CREATE FUNCTION switchyard.tenant_is_held(p_tenant text) RETURNS boolean
     LANGUAGE sql STABLE AS $$
     SELECT EXISTS (SELECT FROM switchyard.tenant_limits l WHERE l.tenant = p_tenant AND l.held_reason IS NOT NULL)
@@ -126,7 +128,10 @@ CREATE OR REPLACE FUNCTION switchyard.tenants_due(p_priority text, p_after text,
                   AND (p_through IS NULL OR j.tenant <= p_through)
             ORDER BY j.tenant, j.run_at LIMIT 1) next
     )
-    SELECT walk.tenant FROM walk WHERE walk.run_at <= now() AND NOT switchyard.tenant_is_held(walk.tenant) LIMIT p_limit
+    SELECT walk.tenant FROM walk
+    WHERE walk.run_at <= now()
+          AND NOT EXISTS (SELECT FROM switchyard.tenant_limits h WHERE h.tenant = walk.tenant AND h.held_reason IS NOT NULL)
+    LIMIT p_limit
 $$;
 
 -- Whether two tenants or more have jobs queued in the partition: two probes of
@@ -215,7 +220,8 @@ BEGIN
             CROSS JOIN LATERAL (
                 SELECT j.id, j.run_at FROM switchyard.jobs j
                 WHERE j.priority = p_priority AND j.tenant = t.tenant AND j.lease_owner IS NULL
-                      AND j.held_run_at IS NULL AND j.run_at <= now() AND (j.deadline IS NULL OR j.deadline > now())
+                      AND j.held_run_at IS NULL AND j.run_at <= now()
+                      AND NOT EXISTS (SELECT FROM switchyard.tenant_limits h WHERE h.tenant = j.tenant AND h.held_reason IS NOT NULL) AND (j.deadline IS NULL OR j.deadline > now())
                 ORDER BY j.run_at, j.id
                 LIMIT share
                 FOR NO KEY UPDATE SKIP LOCKED
@@ -275,7 +281,7 @@ BEGIN
         SELECT j.id FROM switchyard.jobs_interactive j
         WHERE j.lease_owner IS NULL AND (j.run_at, j.id) > (interactive_after, interactive_after_id)
               AND j.run_at <= now() AND (j.deadline IS NULL OR j.deadline > now())
-              AND (j.tenant IS NULL OR NOT switchyard.tenant_is_held(j.tenant))
+              AND (j.tenant IS NULL OR NOT EXISTS (SELECT FROM switchyard.tenant_limits h WHERE h.tenant = j.tenant AND h.held_reason IS NOT NULL))
         ORDER BY j.run_at, j.id
         LIMIT p_free_slots - claimed
         FOR NO KEY UPDATE SKIP LOCKED
@@ -312,7 +318,7 @@ BEGIN
               AND j.deadline <= now() + switchyard.escalation_horizon(most_attempts)
               -- escalation_horizon(j.max_attempts), without its subquery per row.
               AND j.deadline <= now() + make_interval(secs => switchyard.horizon_seconds(per_attempt, override, j.max_attempts))
-              AND (j.tenant IS NULL OR NOT switchyard.tenant_is_held(j.tenant))
+              AND (j.tenant IS NULL OR NOT EXISTS (SELECT FROM switchyard.tenant_limits h WHERE h.tenant = j.tenant AND h.held_reason IS NOT NULL))
             ORDER BY j.deadline, j.id
             LIMIT least(p_free_slots - claimed, p_background_slots)
             FOR NO KEY UPDATE SKIP LOCKED
@@ -340,7 +346,7 @@ BEGIN
             SELECT j.id FROM switchyard.jobs_background j
             WHERE j.lease_owner IS NULL AND (j.run_at, j.id) > (background_after, background_after_id)
                   AND j.run_at <= now() AND (j.deadline IS NULL OR j.deadline > now())
-                  AND (j.tenant IS NULL OR NOT switchyard.tenant_is_held(j.tenant))
+                  AND (j.tenant IS NULL OR NOT EXISTS (SELECT FROM switchyard.tenant_limits h WHERE h.tenant = j.tenant AND h.held_reason IS NOT NULL))
             ORDER BY j.run_at, j.id
             LIMIT least(p_free_slots - claimed, p_background_slots) - urgent
             FOR NO KEY UPDATE SKIP LOCKED
@@ -472,8 +478,15 @@ CREATE FUNCTION switchyard.hold_tenant_jobs(p_tenant text) RETURNS integer
 DECLARE
     held integer;
 BEGIN
+    -- Never waiting for a job's row: one a claim under way has locked is that claim's (a plain
+    -- UPDATE waited for it, kept the row locked once it was claimed, and deadlocked with the
+    -- write-backs of the tenant's running jobs: a review's pauses failed so 6% of the time). One
+    -- put back unheld meanwhile waits, unclaimed, for the housekeeper's round.
     UPDATE switchyard.jobs j SET held_run_at = j.run_at, run_at = 'infinity'
-    WHERE j.tenant = p_tenant AND j.lease_owner IS NULL AND j.held_run_at IS NULL AND j.run_at < 'infinity';
+    FROM (SELECT q.id, q.priority FROM switchyard.jobs q
+          WHERE q.tenant = p_tenant AND q.lease_owner IS NULL AND q.held_run_at IS NULL AND q.run_at < 'infinity'
+          FOR NO KEY UPDATE SKIP LOCKED) free
+    WHERE j.id = free.id AND j.priority = free.priority;
     GET DIAGNOSTICS held = ROW_COUNT;
     RETURN held;
 END $$;
@@ -487,8 +500,11 @@ CREATE FUNCTION switchyard.release_tenant_jobs(p_tenant text) RETURNS integer
 DECLARE
     released integer;
 BEGIN
+    -- Not waiting for a row either: one locked (a cancel under way) is the round's to release.
     UPDATE switchyard.jobs j SET run_at = greatest(j.held_run_at, now()), held_run_at = NULL, waiting_since = NULL
-    WHERE j.tenant = p_tenant AND j.held_run_at IS NOT NULL;
+    FROM (SELECT q.id, q.priority FROM switchyard.jobs q WHERE q.tenant = p_tenant AND q.held_run_at IS NOT NULL
+          FOR NO KEY UPDATE SKIP LOCKED) free
+    WHERE j.id = free.id AND j.priority = free.priority;
     GET DIAGNOSTICS released = ROW_COUNT;
     IF released > 0 THEN
         PERFORM pg_notify('switchyard_jobs', '');
@@ -572,8 +588,10 @@ BEGIN
     FOR l IN SELECT * FROM switchyard.tenant_limits t ORDER BY t.tenant LOOP
         name := l.tenant;
         IF switchyard.tenant_hold_reason(l) IS NOT DISTINCT FROM l.held_reason THEN
-            -- Nothing to change; a held tenant's jobs that came back unheld are held.
-            stragglers := CASE WHEN l.held_reason IS NOT NULL THEN switchyard.hold_tenant_jobs(name) ELSE 0 END;
+            -- Nothing to change; a held tenant's jobs that came back unheld are held (if it is
+            -- still held: resumed since this loop's snapshot, its jobs were held again, in a review).
+            stragglers := CASE WHEN l.held_reason IS NOT NULL AND switchyard.tenant_is_held(name)
+                               THEN switchyard.hold_tenant_jobs(name) ELSE 0 END;
             IF stragglers > 0 THEN
                 tenant := name;
                 change := 'still held';

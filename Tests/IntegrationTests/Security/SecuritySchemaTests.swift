@@ -104,7 +104,8 @@ struct SecuritySchemaTests {
             #expect(!sharePlans.isEmpty, "\(plans.all)")
             for plan in sharePlans {
                 #expect(!plan.contains("visible_tenants"), "row-level security reached the claim: \(plan)")
-                #expect(!plan.contains("Seq Scan"), "\(plan)")
+                // (The held tenants, read as a hashed set once per claim, may be a scan of that small table.)
+                #expect(!plan.contains("Seq Scan on jobs"), "\(plan)")
             }
             // The queue's order.
             try await pool.query("UPDATE switchyard.settings SET value = 'false' WHERE name = 'fair_tenants'")
@@ -114,7 +115,7 @@ struct SecuritySchemaTests {
             let claimPlan = try #require(logged)
             #expect(claimPlan.contains("Index Scan using jobs_interactive_run_at_id_idx"), "\(claimPlan)")
             #expect(!claimPlan.contains("visible_tenants"), "row-level security reached the claim: \(claimPlan)")
-            #expect(!claimPlan.contains("Seq Scan"), "\(claimPlan)")
+            #expect(!claimPlan.contains("Seq Scan on jobs"), "\(claimPlan)")
         }
     }
 
