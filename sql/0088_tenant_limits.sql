@@ -429,10 +429,11 @@ CREATE FUNCTION switchyard.tenant_spent(p_tenant text, p_since date) RETURNS num
 $$;
 
 -- An amount of US dollars as people read it: to the cent from a dollar up, else to six decimal
--- places at most ($1.20, $0.0042).
+-- places at most ($1.20, $0.0042), and a smaller one whole (a review's budget of $0.0000001 read $0).
 CREATE FUNCTION switchyard.usd(p_amount numeric) RETURNS text
     LANGUAGE sql IMMUTABLE AS $$
     SELECT '$' || CASE WHEN abs(p_amount) >= 1 THEN to_char(round(p_amount, 2), 'FM999999999999990.00')
+                       WHEN round(p_amount, 6) = 0 THEN trim_scale(p_amount)::text
                        ELSE trim_scale(round(p_amount, 6))::text END
 $$;
 

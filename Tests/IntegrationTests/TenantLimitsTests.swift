@@ -162,6 +162,8 @@ struct TenantLimitsTests {
             #expect(try await reason(10, "month") == nil)
             #expect(try await reason(9, "month")?.contains("($9.00 of $9.00 since 2026-03-01); its jobs run again at 2026-04-01 00:00 UTC") == true)
             #expect(try await pool.query("SELECT switchyard.usd(0.00042)").scalar(String.self) == "$0.00042")
+            #expect(try await pool.query("SELECT switchyard.usd(0.0000001)").scalar(String.self) == "$0.0000001")
+            #expect(try await pool.query("SELECT switchyard.usd(0)").scalar(String.self) == "$0")
             // A name a shell would split is quoted in the command a reason suggests.
             let quoted = try await pool.query(
                 """
