@@ -138,11 +138,11 @@ enum TenantsCommand {
         default:
             break
         }
-        let usage = try await TenantLimits.usage(in: pool, tenant: tenant)
-        if arguments.flag("json") {
-            print(JSONValue.array(usage.map(\.json)).prettyText)
-        } else if action == "list" {
-            print(lines(usage, named: tenant).joined(separator: "\n"))
+        // (The other actions said what they did; only list reads the figures again.)
+        if action == "list" {
+            let usage = try await TenantLimits.usage(in: pool, tenant: tenant)
+            print(arguments.flag("json") ? JSONValue.array(usage.map(\.json)).prettyText
+                  : lines(usage, named: tenant).joined(separator: "\n"))
         }
         return ExitCode.success
     }
