@@ -58,7 +58,11 @@ public struct PostgresNotifications: AsyncSequence, Sendable {
 /// (no sleeping, no timers), and on a pipe that `stop()` writes to.
 private final class ListenerThread: @unchecked Sendable {
     // Safe because the libpq handle is only touched by the thread `start` creates; other threads
-    // only write to `wakeWrite`, and `stopped` is guarded by `lock`.
+    // only write to `wakeWrite`, and `stopped` is guarded by `lock`. The pipe is closed in deinit,
+    // when neither the thread nor a `stop()` can use it: closed as the thread ended, a later
+    // `stop()` (the stream's termination, which the thread's own end sets off) wrote its byte to
+    // whatever the process had opened under that number since, such as a socket to a server
+    // gone (SIGPIPE, which killed a test run) or a connection in use.
     private let configuration: PostgresConfiguration
     private let channels: [String]
     private let coalescing: Bool
@@ -84,6 +88,11 @@ private final class ListenerThread: @unchecked Sendable {
         }
         wakeRead = descriptors[0]
         wakeWrite = descriptors[1]
+    }
+
+    deinit {
+        close(wakeRead)
+        close(wakeWrite)
     }
 
     func start(ready: CheckedContinuation<Void, Error>) {
@@ -112,8 +121,6 @@ private final class ListenerThread: @unchecked Sendable {
         var backoffMS: Int32 = 50
         defer {
             if let handle { PQfinish(handle) }
-            close(wakeRead)
-            close(wakeWrite)
             continuation.finish()
         }
         while !isStopped {

@@ -115,6 +115,33 @@ struct PostgresServerLifecycleTests {
         #expect(parseError.code == .invalidConfiguration)
     }
 
+    /// A listener whose first connection failed closed its wake-up pipe as its thread ended, and the
+    /// stream's end then wrote a byte to the pipe's number: to whatever the process had opened under
+    /// it since (a CI run died of SIGPIPE, as a socket to a stopped server got it, one guesses).
+    @Test("a listener that cannot connect writes nothing to a descriptor it no longer owns")
+    func failedListenerWritesNowhere() async throws {
+        let unreachable = try PostgresConfiguration("postgres://someone@127.0.0.1:1/app?connect_timeout=2")
+        // Opens pipes, as fast as it can, and looks in each for a byte nobody here wrote.
+        let probe = DescriptorProbe()
+        Thread { probe.run() }.start()
+        let before = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count
+        // 3,000 listeners (the old race took 1 in about 1,000), or what 3 s allow on a loaded
+        // machine: the probe keeps a core busy.
+        let clock = ContinuousClock()
+        let end = clock.now + .seconds(3)
+        for _ in 0..<3_000 where clock.now < end {
+            let pool = PostgresPool(unreachable, options: .init(maxConnections: 1))
+            let error = await #expect(throws: PostgresError.self) { _ = try await pool.listen(on: ["anything"]) }
+            #expect(error?.code == .connectionFailed && error?.message.contains("127.0.0.1:1") == true, "\(String(describing: error))")
+            await pool.close()
+        }
+        #expect(probe.stop() == 0, "bytes found in pipes this process had just opened")
+        // And the pipes are closed all the same: none of the listeners' is left open.
+        try await waitUntil("the listeners' pipes are closed") {
+            try FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count < before + 100
+        }
+    }
+
     @Test("the pool never opens more connections than its bound")
     func poolIsBounded() async throws {
         try await TestDatabase.withEmpty { configuration in
@@ -145,4 +172,35 @@ private func nextNotification(_ iterator: inout PostgresNotifications.AsyncItera
         if case .notification(let notification) = event { return notification }
     }
     return nil
+}
+
+/// Opens and closes pipes in a loop on a thread of its own, counting the bytes found in them: each
+/// pipe is new, so a byte in one was written by someone holding a stale descriptor number.
+private final class DescriptorProbe: @unchecked Sendable {
+    // Safe because `stopping` and `strays` are only touched under `lock`.
+    private let lock = NSLock()
+    private var stopping = false
+    private var strays = 0
+    private let done = DispatchSemaphore(value: 0)
+
+    func run() {
+        var buffer = [UInt8](repeating: 0, count: 16)
+        while !lock.withLock({ stopping }) {
+            var descriptors: [Int32] = [0, 0]
+            guard pipe(&descriptors) == 0 else { continue }
+            _ = fcntl(descriptors[0], F_SETFL, O_NONBLOCK)
+            let found = read(descriptors[0], &buffer, buffer.count)
+            close(descriptors[1])
+            close(descriptors[0])
+            if found > 0 { lock.withLock { strays += found } }
+        }
+        done.signal()
+    }
+
+    /// Stops the loop and returns the bytes it found.
+    func stop() -> Int {
+        lock.withLock { stopping = true }
+        done.wait()
+        return lock.withLock { strays }
+    }
 }

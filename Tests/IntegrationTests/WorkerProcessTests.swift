@@ -188,8 +188,8 @@ struct WorkerProcessTests {
             var environment = ProcessInfo.processInfo.environment
             environment["DATABASE_URL"] = WorkerProcess.databaseURL(configuration)
             environment["SWITCHYARD_EXIT_WITH_PARENT"] = "1"
-            // With SIGPIPE's default action, as a shell starts it (this test process ignores it, and
-            // a child would inherit that).
+            // With SIGPIPE's default action, as a shell starts it (ChildProcess starts every child
+            // so; `env` says so here, where the test depends on it).
             let worker = try ChildProcess.spawn(
                 "/usr/bin/env",
                 ["--default-signal=PIPE", WorkerProcess.binary("worker"), "--id", "piped", "--simulated-latency", "10ms"],
