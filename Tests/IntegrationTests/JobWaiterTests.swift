@@ -99,8 +99,7 @@ struct JobWaiterTests {
                     """
                 ).scalar(Int.self) == 2
             }
-            try await admin.query("ALTER DATABASE \(database) ALLOW_CONNECTIONS false")
-            try await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", [database])
+            try await cutOff(database, on: admin)
             let code = Mutex<Int32?>(nil)
             Task {
                 let value = try? await waiting.value

@@ -34,3 +34,15 @@ final class ManualProviderClock: ProviderClock {
         Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 }
+
+/// A `ContinuousClock` instant for tests that moves only when told: a test of time windows reads
+/// it instead of sleeping (a loaded machine's sleep of 4 s overshot by 8).
+final class ManualInstant: Sendable {
+    private let instant = Mutex(ContinuousClock.now)
+
+    @Sendable func now() -> ContinuousClock.Instant { instant.withLock { $0 } }
+
+    func advance(by duration: Duration) {
+        instant.withLock { $0 += duration }
+    }
+}

@@ -426,8 +426,9 @@ struct WorkerServiceTests {
     }
 
     @Test("only a run of heartbeat failures holds rescues back, and only for a while")
-    func heartbeatRuns() async throws {
-        let record = HeartbeatRecord()
+    func heartbeatRuns() {
+        let time = ManualInstant()
+        let record = HeartbeatRecord(now: time.now)
         record.failed()
         #expect(!record.outageRecently(within: .seconds(60)), "one missed heartbeat lapses no lease")
         record.succeeded()
@@ -436,12 +437,12 @@ struct WorkerServiceTests {
         record.failed()
         #expect(record.outageRecently(within: .seconds(60)))
         // Failing on and on: held back for two windows from the run's start, no longer.
-        try await Task.sleep(for: .milliseconds(250))
+        time.advance(by: .milliseconds(250))
         record.failed()
         #expect(!record.outageRecently(within: .milliseconds(100)))
         record.succeeded()
         #expect(record.outageRecently(within: .seconds(60)), "a window after the run ends")
-        try await Task.sleep(for: .milliseconds(150))
+        time.advance(by: .milliseconds(150))
         #expect(!record.outageRecently(within: .milliseconds(100)))
     }
 
@@ -449,31 +450,32 @@ struct WorkerServiceTests {
     /// waited out a 15 s connection attempt, and the quick retry's failure is not counted. The
     /// housekeeper rescued 32 live jobs the moment the standby was promoted.
     @Test("one failure that kept the worker from the database for two-thirds of a lease is an outage too")
-    func heartbeatRunByItsLength() async throws {
+    func heartbeatRunByItsLength() {
+        let time = ManualInstant()
         // Windows of 3 s: a loaded machine's sleep may overshoot by seconds, and a run is held for
         // two windows from its start.
-        let long = HeartbeatRecord()
+        let long = HeartbeatRecord(now: time.now)
         long.succeeded()
-        let sent = ContinuousClock.now
-        try await Task.sleep(for: .milliseconds(2100))
+        let sent = time.now()
+        time.advance(by: .milliseconds(2100))
         long.failed(sent: sent)
         #expect(long.outageRecently(within: .seconds(3)), "2.1 s from the heartbeat's sending to its failure")
         // One that failed at once, a while after the last went through (a heartbeat stuck on a dead
         // connection measured from the last success would count): no outage.
-        let stuck = HeartbeatRecord()
+        let stuck = HeartbeatRecord(now: time.now)
         stuck.succeeded()
-        try await Task.sleep(for: .milliseconds(2100))
+        time.advance(by: .milliseconds(2100))
         stuck.failed()
         #expect(!stuck.outageRecently(within: .seconds(3)))
         // A blip: one failure, and the quick retry's.
-        let blip = HeartbeatRecord()
+        let blip = HeartbeatRecord(now: time.now)
         blip.failed()
         blip.failed(counted: false)
         #expect(!blip.outageRecently(within: .seconds(60)))
         // The quick retry's failure, late, lengthens the run all the same.
-        let retried = HeartbeatRecord()
+        let retried = HeartbeatRecord(now: time.now)
         retried.failed()
-        try await Task.sleep(for: .milliseconds(2100))
+        time.advance(by: .milliseconds(2100))
         #expect(!retried.outageRecently(within: .seconds(3)))
         retried.failed(counted: false)
         #expect(retried.outageRecently(within: .seconds(3)))
@@ -483,12 +485,13 @@ struct WorkerServiceTests {
     /// attempt and went through as the standby was promoted, 22 s after the one before, without
     /// failing; the first round after it rescued 32 live jobs.
     @Test("a heartbeat late by two-thirds of a lease, failed or not yet back, counts as an outage too")
-    func lateHeartbeat() async throws {
+    func lateHeartbeat() {
+        let time = ManualInstant()
         // A lease of 6 s: late from 4 s, held for up to 12 s (a loaded machine's sleep may overshoot).
-        let record = HeartbeatRecord(lease: .seconds(6))
+        let record = HeartbeatRecord(lease: .seconds(6), now: time.now)
         record.succeeded()
         #expect(!record.outageRecently(within: .seconds(6)))
-        try await Task.sleep(for: .milliseconds(4100))
+        time.advance(by: .milliseconds(4100))
         // On its way still: its own statement may go through before the heartbeat does.
         #expect(record.outageRecently(within: .seconds(6)))
         // Back, late: an outage that just ended, held for a window.
@@ -496,19 +499,19 @@ struct WorkerServiceTests {
         #expect(record.outageRecently(within: .seconds(6)))
         // One failure, sent late (on time, it waited out a connection attempt): counted from the
         // last heartbeat that went through (a 27 s promotion's took 32 live jobs, 4 of 4 runs).
-        let waited = HeartbeatRecord(lease: .seconds(6))
+        let waited = HeartbeatRecord(lease: .seconds(6), now: time.now)
         waited.succeeded()
-        try await Task.sleep(for: .milliseconds(4100))
-        waited.failed(sent: .now)
+        time.advance(by: .milliseconds(4100))
+        waited.failed(sent: time.now())
         #expect(waited.outageRecently(within: .seconds(6)))
         // One failure, then a retry that went through late: the run to its end counts.
-        let retried = HeartbeatRecord(lease: .seconds(6))
+        let retried = HeartbeatRecord(lease: .seconds(6), now: time.now)
         retried.failed()
-        try await Task.sleep(for: .milliseconds(4100))
+        time.advance(by: .milliseconds(4100))
         retried.succeeded()
         #expect(retried.outageRecently(within: .seconds(6)))
         // On time, with no record of a lease: nothing.
-        let prompt = HeartbeatRecord()
+        let prompt = HeartbeatRecord(now: time.now)
         prompt.succeeded()
         prompt.succeeded()
         #expect(!prompt.outageRecently(within: .seconds(6)))
@@ -518,50 +521,54 @@ struct WorkerServiceTests {
     /// round that renewed the tenure afterwards rescued 26 live jobs before their workers'
     /// heartbeats, 10 s apart, could renew them.
     @Test("past its bound, a run still holds rescues from the database's answer until the next heartbeat says whose it was")
-    func heartbeatRunOutlastingItsBound() async throws {
-        let record = HeartbeatRecord()
+    func heartbeatRunOutlastingItsBound() {
+        let time = ManualInstant()
+        let record = HeartbeatRecord(now: time.now)
         record.failed()
         record.failed()
-        try await Task.sleep(for: .milliseconds(250))
+        time.advance(by: .milliseconds(250))
         record.failed()
         #expect(!record.outageRecently(within: .milliseconds(100)), "failing on and on: past the bound")
         // The database answers the housekeeper again: held until this worker's next heartbeat.
+        time.advance(by: .milliseconds(1))
         record.databaseAnswered(within: .milliseconds(100))
         #expect(record.outageRecently(within: .milliseconds(100)))
         // The heartbeat goes through: the database was out for everyone; a window after that.
         record.succeeded()
         #expect(record.outageRecently(within: .milliseconds(100)))
-        try await Task.sleep(for: .milliseconds(150))
+        time.advance(by: .milliseconds(150))
         #expect(!record.outageRecently(within: .milliseconds(100)))
 
         // An answer inside the bound (a flapping outage's early part) is not taken for its end.
-        let flapping = HeartbeatRecord()
+        let flapping = HeartbeatRecord(now: time.now)
         flapping.failed()
         flapping.failed()
         flapping.databaseAnswered(within: .milliseconds(100))
-        try await Task.sleep(for: .milliseconds(250))
+        time.advance(by: .milliseconds(250))
         flapping.failed()
+        time.advance(by: .milliseconds(1))
         flapping.databaseAnswered(within: .milliseconds(100))
         #expect(flapping.outageRecently(within: .milliseconds(100)), "the answer after the bound counts")
 
         // Or it fails again while the database answers: this worker's own trouble, rescues go on.
-        let own = HeartbeatRecord()
+        let own = HeartbeatRecord(now: time.now)
         own.failed()
         own.failed()
-        try await Task.sleep(for: .milliseconds(250))
+        time.advance(by: .milliseconds(250))
         own.databaseAnswered(within: .milliseconds(100))
         #expect(own.outageRecently(within: .milliseconds(100)))
+        time.advance(by: .milliseconds(1))
         own.failed()
         own.databaseAnswered(within: .milliseconds(100))
         #expect(!own.outageRecently(within: .milliseconds(100)))
         // And a database answer with no next heartbeat holds for a window at most.
-        let stuck = HeartbeatRecord()
+        let stuck = HeartbeatRecord(now: time.now)
         stuck.failed()
         stuck.failed()
-        try await Task.sleep(for: .milliseconds(250))
+        time.advance(by: .milliseconds(250))
         stuck.databaseAnswered(within: .milliseconds(100))
         #expect(stuck.outageRecently(within: .milliseconds(100)))
-        try await Task.sleep(for: .milliseconds(150))
+        time.advance(by: .milliseconds(150))
         #expect(!stuck.outageRecently(within: .milliseconds(100)))
     }
 
@@ -761,9 +768,7 @@ struct WorkerServiceTests {
             let running = Task { try await service.run() }
             try await executor.waitForStarts(2)
             // The database goes away: every connection closed, no new one allowed.
-            try await admin.query("ALTER DATABASE \(database) ALLOW_CONNECTIONS false")
-            try await admin.query(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", [database])
+            try await cutOff(database, on: admin)
             executor.release(ids[0])  // answered, but its outcome cannot be written
             service.shutdown()
             // It used to retry writing the released jobs until the database came back.
@@ -812,8 +817,7 @@ struct WorkerServiceTests {
                     claimed_at = now(), attempt = 1, run_at = now()
                 WHERE id = $1
                 """, [lost, configuration.identity.id])
-            try await admin.query("ALTER DATABASE \(database) ALLOW_CONNECTIONS false")
-            try await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", [database])
+            try await cutOff(database, on: admin)
             try await Task.sleep(for: .seconds(1))  // heartbeats fail
             try await admin.query("ALTER DATABASE \(database) ALLOW_CONNECTIONS true")
             await admin.close()
@@ -860,8 +864,7 @@ struct WorkerServiceTests {
                 try await pool.query("SELECT count(*) FROM switchyard.workers WHERE id = $1", [configuration.identity.id])
                     .scalar(Int.self) == 1
             }
-            try await admin.query("ALTER DATABASE \(database) ALLOW_CONNECTIONS false")
-            try await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", [database])
+            try await cutOff(database, on: admin)
             // Its claims every 100 ms now wait on a connection that cannot be made.
             try await Task.sleep(for: .milliseconds(500))
             service.shutdown()

@@ -55,19 +55,24 @@ final class HeartbeatRecord: Sendable {
     /// through, two-thirds of a lease (and two intervals) after the one before counts as an outage.
     private let lease: Duration?
     private let interval: Duration
+    /// The time (a test's own clock: sleeps overshot by seconds on a loaded machine).
+    private let now: @Sendable () -> ContinuousClock.Instant
 
     /// A record for a worker of `lease` and `interval` (nil: only failures count).
-    init(lease: Duration? = nil, interval: Duration = .zero) {
+    init(lease: Duration? = nil, interval: Duration = .zero, now: @escaping @Sendable () -> ContinuousClock.Instant = { .now }) {
         self.lease = lease
         self.interval = interval
+        self.now = now
     }
 
     /// How long after a heartbeat went through the next one is late.
     private func lateAfter(_ window: Duration) -> Duration { max(window * 2 / 3, interval * 2) }
 
-    /// A heartbeat sent at `sent` failed. A quick retry's failure (`counted` false) is not one
-    /// more in the run, but the time the run lasted runs on to it.
-    func failed(counted: Bool = true, sent: ContinuousClock.Instant = .now) {
+    /// A heartbeat sent at `sent` (nil: now) failed. A quick retry's failure (`counted` false) is
+    /// not one more in the run, but the time the run lasted runs on to it.
+    func failed(counted: Bool = true, sent: ContinuousClock.Instant? = nil) {
+        let now = now()
+        let sent = sent ?? now
         runs.withLock { runs in
             if runs.current == nil {
                 // A worker's record (its lease known) counts from its last heartbeat that went
@@ -76,11 +81,11 @@ final class HeartbeatRecord: Sendable {
                 // had lapsed; its 32 live jobs were taken at the promotion (4 of 4 runs). A
                 // heartbeat stuck 10 s on a dead connection then counts too: a lease's hold of
                 // the fleet's rescues is the lesser harm.
-                runs.current = Run(start: .now, since: lease == nil ? sent : runs.success ?? sent)
+                runs.current = Run(start: now, since: lease == nil ? sent : runs.success ?? sent)
                 runs.current?.failures = counted ? 1 : 0
             } else {
                 if counted { runs.current?.failures += 1 }
-                runs.current?.lastFailure = .now
+                runs.current?.lastFailure = now
             }
         }
     }
@@ -90,10 +95,10 @@ final class HeartbeatRecord: Sendable {
     /// early part would otherwise stand for its end, and answers after each of this worker's own
     /// failures would hold rescues back for good.
     func databaseAnswered(within window: Duration) {
+        let now = now()
         runs.withLock { runs in
-            guard let run = runs.current, run.databaseBack == nil, ContinuousClock.now - run.start >= window * 2
-            else { return }
-            runs.current?.databaseBack = .now
+            guard let run = runs.current, run.databaseBack == nil, now - run.start >= window * 2 else { return }
+            runs.current?.databaseBack = now
         }
     }
 
@@ -102,8 +107,8 @@ final class HeartbeatRecord: Sendable {
     /// an outage without failing).
     @discardableResult
     func succeeded() -> Duration? {
-        runs.withLock { runs in
-            let now = ContinuousClock.now
+        let now = now()
+        return runs.withLock { runs in
             defer { runs.success = now }
             guard var run = runs.current else {
                 // None failed, but this one waited out the outage (a connection attempt retried
@@ -133,8 +138,8 @@ final class HeartbeatRecord: Sendable {
     /// until the next heartbeat, for at most a `window` from that answer) or ended less than
     /// `window` ago.
     func outageRecently(within window: Duration) -> Bool {
-        runs.withLock { runs in
-            let now = ContinuousClock.now
+        let now = now()
+        return runs.withLock { runs in
             // A heartbeat on its way for two-thirds of a lease (failed or not yet), for at most two
             // `window`s: the housekeeper's own statement may go through before it does.
             if lease != nil, runs.current == nil, let success = runs.success, now - success >= lateAfter(window),

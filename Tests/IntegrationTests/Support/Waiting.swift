@@ -35,3 +35,15 @@ func waitUntilBlocked(_ pool: PostgresPool, calling function: String, _ what: St
         ).scalar(Int.self) == 1
     }
 }
+
+/// Takes a database away, as an outage would: no new connection allowed, and every session of
+/// it ended, however many terminations that takes (a connection on its way in as the first ended
+/// the others lived on: a test's worker wrote an outcome through it "with the database down").
+func cutOff(_ database: String, on admin: PostgresConnection) async throws {
+    try await admin.query("ALTER DATABASE \(database) ALLOW_CONNECTIONS false")
+    try await waitUntil("every session of \(database) has ended") {
+        try await admin.query(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1", [database]
+        ).scalar(Int.self) == 0
+    }
+}
