@@ -264,7 +264,9 @@ struct WorkerProcessTests {
         }
     }
 
-    @Test("a worker whose id another process takes over (started while it was frozen) stops", .timeLimit(.minutes(2)))
+    /// The limit catches a worker that never stops; a full run on a contended machine took over
+    /// two minutes to get this test's worker up and registered (its neighbours took 124–127 s).
+    @Test("a worker whose id another process takes over (started while it was frozen) stops", .timeLimit(.minutes(5)))
     func takenOverStops() async throws {
         try await TestDatabase.withMigrated { configuration in
             let pool = PostgresPool(configuration, options: .init(maxConnections: 2))
