@@ -14,6 +14,11 @@ struct FleetReloadTests {
         {"models": {"m": {"provider": "simulated", "price_per_1k_input": 0.001, "price_per_1k_output": 0.001}},
          "routing_rules": {"default": {"primary": "m"}}}
         """
+    /// `m` with a fallback, `n`.
+    static let twoModels = """
+        {"models": {"m": {"provider": "simulated"}, "n": {"provider": "simulated"}},
+         "routing_rules": {"default": {"primary": "m", "fallback": "n"}}}
+        """
 
     @Test("with a reload interval, a catalog import and a background setting reach the worker without a NOTIFY")
     func pollOnlyReload() async throws {
@@ -201,10 +206,12 @@ struct FleetReloadTests {
 
     /// The model `m`, whose breaker opens after 3 failures in a row, and a fleet state that
     /// reports only when asked (or at once).
+    /// A fleet whose breaker opens `m` after three failures in a row (`n`, its fallback, healthy:
+    /// `m` is not a rule's last healthy model).
     private static func fleetOpeningAfterThree(
         _ pool: PostgresPool, logger: Logger = Logger(label: "worker", level: .error) { _ in }
     ) async throws -> (FleetState, ModelSpec) {
-        _ = try await CatalogStore(pool: pool).importDocument(Data(Self.catalog.utf8))
+        _ = try await CatalogStore(pool: pool).importDocument(Data(Self.twoModels.utf8))
         try await pool.query("UPDATE switchyard.settings SET value = '3' WHERE name = 'breaker_consecutive_failures'")
         let fleet = FleetState(pool: pool, logger: logger, reportInterval: .seconds(600))
         await fleet.reload()
@@ -523,7 +530,81 @@ struct FleetReloadTests {
             run.record(success: false, latencyMS: 5)
             run.failuresInARow = 5
             #expect(try await store.report([run]) == ["m": .open])
+            #expect(try await Self.fleetBreaker(pool).reason
+                == "5 failures in a row (7 of 7 calls failed; the last healthy model of rule default)")
+        }
+    }
+
+    /// A review's rule of one model failing 30% of its calls: five in a row came every few hundred
+    /// calls, the breaker opened, and the queue waited two minutes for a model that answered
+    /// seven calls in ten.
+    @Test("failures in a row open a rule's last healthy model only while it fails most of its calls")
+    func inARowSparesLastHealthy() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            _ = try await CatalogStore(pool: pool).importDocument(Data(Self.catalog.utf8))  // rule default: m alone
+            let store = HealthStore(pool: pool)
+            func batch(answered: Int, failed: Int, inARow: Int) -> HealthReport {
+                var report = HealthReport(model: "m")
+                for _ in 0..<answered { report.record(success: true, latencyMS: 5) }
+                for _ in 0..<failed { report.record(success: false, latencyMS: 5) }
+                report.failuresInARow = inARow
+                return report
+            }
+            // 3 of 10 calls failed, the last 5 of them in a row (counted in the order calls started).
+            #expect(try await store.report([batch(answered: 7, failed: 3, inARow: 5)]) == ["m": .closed])
+            // 7 of 14: half, not most.
+            #expect(try await store.report([batch(answered: 0, failed: 4, inARow: 9)]) == ["m": .closed])
+            // 8 of 15: most. A model that is down opens as before, and its jobs wait for it.
+            #expect(try await store.report([batch(answered: 0, failed: 1, inARow: 10)]) == ["m": .open])
+            #expect(try await Self.fleetBreaker(pool).reason
+                == "10 failures in a row (8 of 15 calls failed; the last healthy model of rule default)")
+            // With a healthy fallback in the rule, five in a row open it whatever the share.
+            _ = try await CatalogStore(pool: pool).importDocument(Data(Self.twoModels.utf8))
+            try await pool.query(
+                "UPDATE switchyard.model_health SET state = 'closed', opened_at = NULL, reason = NULL, consecutive_failures = 0")
+            #expect(try await store.report([batch(answered: 20, failed: 5, inARow: 5)]) == ["m": .open])
             #expect(try await Self.fleetBreaker(pool).reason == "5 failures in a row")
+            // The fallback open: m is the last healthy model again, and a run of five leaves it in.
+            try await pool.query(
+                """
+                UPDATE switchyard.model_health SET state = 'closed', opened_at = NULL, reason = NULL, consecutive_failures = 0
+                WHERE model = 'm'
+                """)
+            try await pool.query(
+                "INSERT INTO switchyard.model_health (model, state, opened_at, reason) VALUES ('n', 'open', now(), 'down')")
+            #expect(try await store.report([batch(answered: 0, failed: 5, inARow: 5)]) == ["m": .closed])
+        }
+    }
+
+    @Test("a worker leaves a rule's last healthy model to the fleet at its own failures in a row")
+    func workerLeavesLastHealthyToTheFleet() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            _ = try await CatalogStore(pool: pool).importDocument(Data(Self.catalog.utf8))  // rule default: m alone
+            try await pool.query("UPDATE switchyard.settings SET value = '3' WHERE name = 'breaker_consecutive_failures'")
+            let fleet = FleetState(
+                pool: pool, logger: Logger(label: "worker", level: .error) { _ in }, reportInterval: .milliseconds(50))
+            await fleet.reload()
+            let model = try #require(fleet.router.catalog.models.first)
+            func call(_ success: Bool) throws {
+                let call = try #require(fleet.begin(model, estimatedTokens: 10))
+                fleet.end(model, call: call, success: success, latencyMS: 3)
+            }
+            for success in [true, true, true, true, true, true, true, false, false, false] { try call(success) }
+            // Its third in a row: still in this worker's plans, and reported at once.
+            #expect(fleet.routingState(sequence: 0).models["m"]?.breaker == .closed)
+            try await waitUntil("the report is in") {
+                try await pool.query("SELECT consecutive_failures FROM switchyard.model_health WHERE model = 'm'")
+                    .first?.decode("consecutive_failures", as: Int.self) == 3
+            }
+            #expect(try await Self.fleetBreaker(pool).state == "closed")
+            #expect(fleet.routingState(sequence: 0).models["m"]?.breaker == .closed)
+            // Failing most of its calls: the fleet opens it, and the report's answer shuts it here.
+            let running = Task { await fleet.run() }
+            for _ in 0..<10 { try call(false) }
+            try await waitUntil("this worker has it open") { fleet.routingState(sequence: 0).models["m"]?.breaker == .open }
+            #expect(try await Self.fleetBreaker(pool).reason?.hasSuffix("the last healthy model of rule default)") == true)
+            running.cancel()
+            await running.value
         }
     }
 }

@@ -45,6 +45,20 @@ final class FleetState: Sendable {
         var policyReadsStarted = 0
         var policyReadApplied = 0
 
+        /// Whether `model` is the last healthy model of a rule: every other model the rule names
+        /// disabled, or its breaker not closed (`switchyard.last_healthy_model_of`).
+        func isLastHealthy(_ model: String) -> Bool {
+            let catalog = router.catalog
+            return catalog.rules.contains { rule in
+                let names = [rule.primary] + rule.fallbacks
+                return names.contains(model)
+                    && !names.contains { other in
+                        other != model && catalog.model(named: other)?.enabled == true
+                            && (breakers[other]?.breaker ?? .closed) == .closed
+                    }
+            }
+        }
+
         /// A breaker the fleet closed again (another worker's probe succeeded) starts this
         /// worker's run of failures afresh: counted on, a failure before the opening and one
         /// after reopened a model that had recovered.
@@ -405,11 +419,16 @@ final class FleetState: Sendable {
                 let breaker = state.breakers[model.name]?.breaker ?? .closed
                 if success {
                     flushNow = flushNow || breaker == .halfOpen
-                } else if breaker == .halfOpen
-                    || (breaker == .closed && before < state.consecutiveFailureLimit
-                        && inARow >= state.consecutiveFailureLimit)
-                {
+                } else if breaker == .halfOpen {
                     state.breakers[model.name, default: .init()].breaker = .open
+                    flushNow = true
+                } else if breaker == .closed && before < state.consecutiveFailureLimit
+                    && inARow >= state.consecutiveFailureLimit
+                {
+                    // The last healthy model of a rule is the fleet's to open: only while it fails
+                    // most of its calls (report_health; a rule's one model failing 30% of calls
+                    // had five in a row every few hundred, and the queue waited with it open).
+                    if !state.isLastHealthy(model.name) { state.breakers[model.name, default: .init()].breaker = .open }
                     flushNow = true
                 }
             }

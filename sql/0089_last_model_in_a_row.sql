@@ -1,0 +1,172 @@
+-- The last healthy model of a rule opens its breaker on failures in a row only while it fails
+-- most of its calls.
+--
+-- The error-rate rule, and an alert, leave closed the breaker of the last healthy model of a rule
+-- (every other one disabled, open or half-open): a model answering most calls beats none (0052,
+-- 0056). Failures in a row (breaker_consecutive_failures, 5) opened it all the same: a review's
+-- rule of one model failing 30% of its calls drew five in a row every few hundred calls, its
+-- breaker opened, its probes failed often at that rate, and the queue waited two minutes with a
+-- model that answered seven calls in ten. Now failures in a row open the last healthy model only
+-- when over half of its calls in the window (breaker_window_seconds) failed: a model that is down
+-- still opens at once, and its jobs wait for it rather than spend their attempts; one that
+-- answers most calls stays in. Its reason says so ("5 failures in a row (9 of 12 calls failed;
+-- the last healthy model of rule chat)"). Workers stop calling a model themselves at their own
+-- fifth failure in a row; for such a model they report at once and leave the choice to this.
+--
+-- last_healthy_model_of names the rule a model is the last healthy one of (the first by task
+-- class), or NULL. report_health is 0073's with it.
+
+SET LOCAL ROLE switchyard_admin;
+
+CREATE FUNCTION switchyard.last_healthy_model_of(p_model text) RETURNS text
+    LANGUAGE sql STABLE SET search_path = pg_catalog, switchyard, pg_temp AS $$
+    SELECT r.task_class FROM switchyard.routes r
+    WHERE p_model = ANY (r.primary_model || r.fallbacks)
+      AND NOT EXISTS (
+          SELECT FROM unnest(r.primary_model || r.fallbacks) AS other(name)
+          JOIN switchyard.models m ON m.name = other.name AND m.enabled
+          LEFT JOIN switchyard.model_health o ON o.model = other.name
+          WHERE other.name <> p_model
+            AND coalesce(switchyard.effective_breaker(o.state, o.opened_at), 'closed') = 'closed')
+    ORDER BY r.task_class
+    LIMIT 1
+$$;
+
+REVOKE ALL ON FUNCTION switchyard.last_healthy_model_of(text) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION switchyard.report_health(p_reports jsonb)
+    RETURNS TABLE (model_name text, breaker text, changed boolean)
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, switchyard, pg_temp AS $$
+DECLARE
+    report record;
+    health switchyard.model_health;
+    previous text;
+    next_state text;
+    next_reason text;
+    cause text;
+    answered integer;
+    stranded text;
+    error_rate constant double precision := switchyard.setting('breaker_error_rate')::double precision;
+    consecutive_limit constant integer := switchyard.setting('breaker_consecutive_failures')::integer;
+    window_length constant interval := make_interval(secs => switchyard.setting('breaker_window_seconds')::double precision);
+    probes_needed constant integer := greatest(coalesce(switchyard.setting('breaker_half_open_successes')::integer, 5), 1);
+BEGIN
+    FOR report IN
+        SELECT * FROM jsonb_to_recordset(p_reports) AS r(
+            model text, requests integer, failures integer, had_success boolean, trailing_failures integer,
+            latency_mean_ms double precision, latency_p95_ms double precision, mark_unhealthy text,
+            failures_in_a_row integer)
+        ORDER BY r.model  -- a fixed lock order: two workers' batches never deadlock
+    LOOP
+        INSERT INTO switchyard.model_health AS h (model) VALUES (report.model) ON CONFLICT (model) DO NOTHING;
+        SELECT * INTO health FROM switchyard.model_health h WHERE h.model = report.model FOR UPDATE;
+        previous := switchyard.effective_breaker(health.state, health.opened_at);
+        IF health.window_started_at <= now() - window_length THEN
+            health.window_started_at := now();
+            health.window_requests := 0;
+            health.window_failures := 0;
+        END IF;
+        health.window_requests := health.window_requests + coalesce(report.requests, 0);
+        health.window_failures := health.window_failures + coalesce(report.failures, 0);
+        -- A worker's own count, in the order its calls started, when it sends one.
+        health.consecutive_failures := CASE
+            WHEN report.failures_in_a_row IS NOT NULL THEN report.failures_in_a_row
+            WHEN coalesce(report.had_success, false) THEN coalesce(report.trailing_failures, 0)
+            ELSE health.consecutive_failures + coalesce(report.failures, 0)
+        END;
+        IF report.latency_mean_ms IS NOT NULL THEN
+            -- An EWMA with weight 0.2 per report; P95 smoothed the same way from each batch's P95.
+            health.latency_ewma_ms := coalesce(0.8 * health.latency_ewma_ms + 0.2 * report.latency_mean_ms,
+                                                report.latency_mean_ms);
+            health.latency_p95_ms := coalesce(0.8 * health.latency_p95_ms + 0.2 * report.latency_p95_ms,
+                                               report.latency_p95_ms);
+        END IF;
+
+        next_state := previous;
+        next_reason := health.reason;
+        IF report.mark_unhealthy IS NOT NULL THEN
+            next_state := 'open';
+            next_reason := left(report.mark_unhealthy, 300);
+        ELSIF previous = 'half_open' THEN
+            IF coalesce(report.failures, 0) > 0 THEN
+                next_state := 'open';
+                -- With the cause it was opened for: a walkthrough's flapping model read only "a
+                -- probe failed while half-open" in its breaker and in the breaker alert.
+                cause := regexp_replace(coalesce(health.reason, ''), '; [0-9]+ of [0-9]+ probes answered$', '');
+                next_reason := CASE WHEN cause LIKE 'a probe failed while half-open%' THEN cause
+                                    WHEN cause = '' THEN 'a probe failed while half-open'
+                                    ELSE left('a probe failed while half-open (opened for: ' || left(cause, 250) || ')', 300)
+                               END;
+            ELSIF coalesce(report.had_success, false) THEN
+                -- The probes answered under this opening (an alert may have opened it again since).
+                answered := CASE WHEN health.probe_opened_at IS NOT DISTINCT FROM health.opened_at
+                                 THEN health.probe_successes ELSE 0 END
+                            + greatest(coalesce(report.requests, 0), 1);
+                IF answered >= probes_needed THEN
+                    next_state := 'closed';
+                    next_reason := NULL;
+                    health.window_started_at := now();
+                    health.window_requests := 0;
+                    health.window_failures := 0;
+                    answered := 0;
+                ELSE
+                    next_reason := format('%s; %s of %s probes answered',
+                                          left(regexp_replace(coalesce(health.reason, 'half-open'),
+                                                              '; [0-9]+ of [0-9]+ probes answered$', ''), 260),
+                                          answered, probes_needed);
+                END IF;
+                health.probe_successes := answered;
+                health.probe_opened_at := health.opened_at;
+            END IF;
+        ELSIF previous = 'closed' THEN
+            IF health.consecutive_failures >= consecutive_limit
+               OR switchyard.breaker_error_rate_exceeded(health.window_requests, health.window_failures) THEN
+                stranded := switchyard.last_healthy_model_of(report.model);
+            END IF;
+            IF health.consecutive_failures >= consecutive_limit
+               -- The last healthy model of a rule opens on failures in a row only while it fails
+               -- most of its calls (a dead model's jobs wait for it rather than fail).
+               AND (stranded IS NULL OR health.window_failures * 2 > health.window_requests) THEN
+                next_state := 'open';
+                next_reason := format('%s failures in a row', health.consecutive_failures)
+                               || CASE WHEN stranded IS NULL THEN ''
+                                       ELSE format(' (%s of %s calls failed; the last healthy model of rule %s)',
+                                                   health.window_failures, health.window_requests, stranded) END;
+            ELSIF switchyard.breaker_error_rate_exceeded(health.window_requests, health.window_failures)
+                  -- Not the last healthy model of a rule, as an alert leaves it: a model answering
+                  -- most calls beats none.
+                  AND stranded IS NULL
+            THEN
+                next_state := 'open';
+                next_reason := format('failure rate %s%% over the last %s requests (errors and timeouts; limit %s%%)',
+                                      round(100.0 * health.window_failures / health.window_requests, 1),
+                                      health.window_requests, round(100 * error_rate::numeric, 1));
+            END IF;
+        END IF;
+
+        UPDATE switchyard.model_health h
+        SET state = next_state,
+            opened_at = CASE WHEN next_state = 'open' AND previous <> 'open' THEN now() ELSE h.opened_at END,
+            reason = next_reason,
+            consecutive_failures = health.consecutive_failures,
+            window_started_at = health.window_started_at,
+            window_requests = health.window_requests,
+            window_failures = health.window_failures,
+            latency_ewma_ms = health.latency_ewma_ms,
+            latency_p95_ms = health.latency_p95_ms,
+            probe_successes = health.probe_successes,
+            probe_opened_at = health.probe_opened_at,
+            total_requests = h.total_requests + coalesce(report.requests, 0),
+            total_failures = h.total_failures + coalesce(report.failures, 0),
+            updated_at = now()
+        WHERE h.model = report.model;
+
+        model_name := report.model;
+        breaker := next_state;
+        changed := next_state IS DISTINCT FROM previous;
+        IF changed THEN
+            PERFORM pg_notify('switchyard_health', report.model);
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END $$;
