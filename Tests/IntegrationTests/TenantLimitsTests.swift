@@ -288,6 +288,36 @@ struct TenantLimitsTests {
         }
     }
 
+    @Test("the tenant_budget_share alert raises for a tenant that has spent most of its budget, before its work stops")
+    func budgetShareAlert() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            try await pool.query(
+                "INSERT INTO switchyard.tenant_spend (tenant, day, cost) VALUES ('acme corp', (now() AT TIME ZONE 'UTC')::date, 0.85)")
+            _ = try await TenantLimits.setBudget("acme corp", Decimal(2), per: .day, in: pool)
+            func events() async throws -> [String] {
+                try await pool.query("SELECT event FROM switchyard.evaluate_alerts() WHERE kind = 'tenant_budget_share'")
+                    .map { try $0.decode("event", as: String.self) }
+            }
+            #expect(try await events().isEmpty)  // 42.5%
+            _ = try await TenantLimits.setBudget("acme corp", Decimal(1), in: pool)
+            #expect(try await events() == ["raised"])  // 85%: not held, and warned
+            let alert = try await pool.query(
+                "SELECT message, value, threshold FROM switchyard.alerts WHERE kind = 'tenant_budget_share' AND cleared_at IS NULL")
+            #expect(try alert.first?.decode("message", as: String.self)
+                == "tenant acme corp has spent $0.85 of its daily budget of $1.00 (85.0%, over 80.0%): its jobs are held "
+                    + "once it is spent (to raise it: dispatcher tenants budget 'acme corp' AMOUNT)")
+            #expect(try alert.first?.decode("value", as: Double.self) == 0.85)
+            #expect(try alert.first?.decode("threshold", as: Double.self) == 0.8)
+            #expect(try await TenantLimits.usage(in: pool, tenant: "acme corp").first?.heldReason == nil)
+            _ = try await TenantLimits.setBudget("acme corp", Decimal(2), in: pool)
+            #expect(try await events() == ["cleared"])
+            // Off: no warning at any share.
+            try await pool.query("UPDATE switchyard.settings SET value = 'off' WHERE name = 'alert_tenant_budget_share'")
+            _ = try await TenantLimits.setBudget("acme corp", Decimal(1), in: pool)
+            #expect(try await events().isEmpty)
+        }
+    }
+
     @Test("dispatcher tenants: lists, pauses, resumes and budgets, says why a tenant is held, and refuses bad input")
     func command() async throws {
         try await TestDatabase.withMigratedPool { pool in

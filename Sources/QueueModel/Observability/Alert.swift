@@ -5,7 +5,8 @@ import Postgres
 public struct Alert: Sendable, Hashable {
     /// Its id in `switchyard.alerts`.
     public var id: Int64
-    /// `error_rate`, `latency`, `breaker`, `queue_wait`, `backlog_deadlines` or `job_failures`.
+    /// `error_rate`, `latency`, `breaker`, `queue_wait`, `backlog_deadlines`, `job_failures`,
+    /// `tenant_budget` or `tenant_budget_share`.
     public var kind: String
     /// What it is about: a model, `interactive`, `background`, a task class.
     public var subject: String
@@ -30,7 +31,7 @@ public struct Alert: Sendable, Hashable {
     public var latest: String? {
         guard let lastValue, lastValue != value else { return nil }
         switch kind {
-        case "error_rate", "job_failures": return String(format: "%.1f%%", lastValue * 100)
+        case "error_rate", "job_failures", "tenant_budget_share": return String(format: "%.1f%%", lastValue * 100)
         case "latency", "queue_wait": return "\(Int(lastValue.rounded())) ms"
         case "backlog_deadlines": return "\(Int(lastValue.rounded())) jobs"
         case "breaker":

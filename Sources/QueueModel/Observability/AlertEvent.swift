@@ -12,7 +12,8 @@ public struct AlertEvent: Sendable, Hashable {
     public var event: Kind
     /// The alert's row in `switchyard.alerts`.
     public var alertID: Int64
-    /// `error_rate`, `latency`, `breaker`, `queue_wait`, `backlog_deadlines` or `job_failures`.
+    /// `error_rate`, `latency`, `breaker`, `queue_wait`, `backlog_deadlines`, `job_failures`,
+    /// `tenant_budget` or `tenant_budget_share`.
     public var kind: String
     /// A model name, `interactive`, `background` or a task class.
     public var subject: String
