@@ -306,14 +306,31 @@ struct PostgresClientTests {
                 let third = PostgresPool(
                     try PostgresConfiguration(SecurityFixtures.connectionString(configuration, as: roles["capped"]!)),
                     options: .init(maxConnections: 1, connectRetryTimeout: .milliseconds(200)))
+                // Both slots held by the first pool while the third asks: its two statements wait
+                // for a lock until it has asked (a sleep of a second and a wait of 300 ms for
+                // them to start failed on a loaded machine).
+                let holder = try await PostgresConnection.connect(configuration)
+                try await holder.query("SELECT pg_advisory_lock(42)")
                 let held = try await withThrowingTaskGroup(of: Void.self) { group in
-                    // Both slots held by the first pool while the third asks.
-                    for _ in 0..<2 { group.addTask { try await pool.query("SELECT pg_sleep(1)") } }
-                    try await Task.sleep(for: .milliseconds(300))
-                    let error = await #expect(throws: PostgresError.self) { try await third.query("SELECT 1") }
+                    for _ in 0..<2 { group.addTask { try await pool.query("SELECT pg_advisory_xact_lock_shared(42)") } }
+                    var error: PostgresError?
+                    do {
+                        try await waitUntil("both of the pool's connections wait for the lock") {
+                            try await admin.query(
+                                "SELECT count(*) FROM pg_stat_activity WHERE usename = $1 AND wait_event_type = 'Lock'",
+                                [roles["capped"]!]
+                            ).scalar(Int.self) == 2
+                        }
+                        error = await #expect(throws: PostgresError.self) { try await third.query("SELECT 1") }
+                    } catch {
+                        try await holder.query("SELECT pg_advisory_unlock(42)")
+                        throw error
+                    }
+                    try await holder.query("SELECT pg_advisory_unlock(42)")
                     try await group.waitForAll()
                     return error
                 }
+                await holder.close()
                 #expect(held?.hint?.contains("CONNECTION LIMIT") == true, "\(String(describing: held))")
                 await third.close()
             }
