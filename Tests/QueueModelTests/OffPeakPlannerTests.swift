@@ -69,6 +69,29 @@ struct OffPeakPlannerTests {
         #expect(plan.attempts.map(\.model.name) == ["budget"])
     }
 
+    /// The planner re-derived the router's lasting drops and left out the rule's quality floor: a
+    /// job waited for the window of a model under it, and in that window was looked at again every
+    /// five minutes, "breaker open or rate budget spent", all night.
+    @Test("a job waits only for the windows of models its rule's quality floor lets take it")
+    func waitsOnlyForModelsOverTheFloor() {
+        var premium = Self.catalog.model(named: "premium")!
+        premium.capabilities = ["simple": 95]
+        var budget = Self.catalog.model(named: "budget")!  // the one with the window
+        budget.capabilities = ["simple": 40]
+        let rule = RouteRule(taskClass: "default", primary: "premium", fallbacks: ["budget"], qualityFloor: 80)
+        let planner = OffPeakPlanner(router: Router(catalog: Catalog(models: [premium, budget], rules: [rule])), policy: Self.ceiling)
+        for instant in [Self.date("2026-11-26T12:00:00Z"), Self.date("2026-11-26T23:00:00Z")] {
+            let decision = planner.decide(
+                Self.request(.background), deadline: nil, maxAttempts: 3, state: Self.state(at: instant), now: instant)
+            guard case .postpone(let until, let reason) = decision else {
+                Issue.record("expected a postponement, got \(decision)")
+                continue
+            }
+            #expect(reason.hasPrefix("no model of its rule is within the background ceiling of $0.001/1K at any hour"), "\(reason)")
+            #expect(until == instant.addingTimeInterval(3600))
+        }
+    }
+
     @Test("outside the window, background work is postponed to the window's start")
     func waitsOutsideTheWindow() {
         let noon = Self.date("2026-11-26T12:00:00Z")

@@ -68,9 +68,9 @@ public struct OffPeakPlanner: Sendable {
         }
         // A model within the limit now that could not take the job (breaker open, budget spent)
         // is looked at again in five minutes, not at its next window.
-        let availableLater = affordableNow(for: unconstrained, request: request, ceiling: ceiling, at: now)
-        let window = availableLater ? now.addingTimeInterval(300) : nextAffordableWindow(
-            for: unconstrained, request: request, ceiling: ceiling, after: now)
+        let schedules = eligibleSchedules(for: request, state: state)
+        let availableLater = affordableNow(schedules, ceiling: ceiling, at: now)
+        let window = availableLater ? now.addingTimeInterval(300) : nextAffordableWindow(schedules, ceiling: ceiling, after: now)
         let escalationPoint = deadline.map { $0.addingTimeInterval(-horizon.seconds) }
         let until = [window, escalationPoint].compactMap { $0 }.min() ?? now.addingTimeInterval(3600)
         // Said so that its user knows what ends the wait: a time, an escalation, or an operator.
@@ -122,38 +122,31 @@ public struct OffPeakPlanner: Sendable {
         return reordered
     }
 
-    /// The rule's enabled models within the policy's tiers that can take the request (its window
-    /// fits, the catalog does not say it cannot take what it asks, an Anthropic model has an
-    /// equivalent of it), with their price schedules. A review's image job waited on a model in its
-    /// window that takes no images, told "breaker open or rate budget spent", put back every 5 min.
-    private func eligibleSchedules(for plan: RoutePlan, request: RoutingRequest?) -> [PriceSchedule] {
-        let needs = request.map { router.featuresNeeded(by: $0.body) } ?? []
-        let anthropicRefuses = request.map { !AnthropicLimits.untranslatable($0.body.objectValue ?? [:]).isEmpty } ?? false
-        return (plan.rule?.models ?? []).compactMap { name in
-            guard let schedule = schedules[name], schedule.model.enabled,
-                policy.tiers.map({ $0.contains(schedule.model.tier) }) ?? true,
-                schedule.model.contextWindow >= plan.estimate.totalTokens,
-                needs.isDisjoint(with: schedule.model.unsupported),
-                !(anthropicRefuses && schedule.model.provider == .anthropic)
+    /// The models the router would give the request at some price, within the policy's tiers, with
+    /// their price schedules: those it keeps, and those it drops only for a reason that passes
+    /// (a breaker, a budget, a price over the ceiling). Asked of the router itself, not worked out
+    /// again here: a review's image job waited on a model in its window that takes no images, and
+    /// a job of a rule with a quality floor for the window of a model under it, each told "breaker
+    /// open or rate budget spent" and put back every 5 min for the whole window. Planned with its
+    /// explanation, which the worker's hot path skips: only for a job about to be postponed.
+    private func eligibleSchedules(for request: RoutingRequest, state: RoutingState) -> [PriceSchedule] {
+        router.plan(for: request, state: state, explain: true).explanation.candidates.compactMap { candidate in
+            guard !candidate.isDroppedForGood, let schedule = schedules[candidate.model],
+                policy.tiers.map({ $0.contains(schedule.model.tier) }) ?? true
             else { return nil }
             return schedule
         }
     }
 
-    /// Whether one of the rule's models that can take the request is within the ceiling at its price now.
-    func affordableNow(for plan: RoutePlan, request: RoutingRequest? = nil, ceiling: Decimal?, at now: Date) -> Bool {
-        eligibleSchedules(for: plan, request: request).contains { schedule in
-            ceiling.map { schedule.averagePricePer1K(at: now) <= $0 } ?? true
-        }
+    /// Whether one of `schedules` is within the ceiling at its price now.
+    private func affordableNow(_ schedules: [PriceSchedule], ceiling: Decimal?, at now: Date) -> Bool {
+        schedules.contains { schedule in ceiling.map { schedule.averagePricePer1K(at: now) <= $0 } ?? true }
     }
 
-    /// When the first of the rule's models that can take the request is next priced within the
-    /// ceiling: a price changes only when a window opens or closes (a discount opens, a surcharge
-    /// ends), so the first such time at which one fits.
-    func nextAffordableWindow(
-        for plan: RoutePlan, request: RoutingRequest? = nil, ceiling: Decimal?, after now: Date
-    ) -> Date? {
-        let schedules = eligibleSchedules(for: plan, request: request)
+    /// When the first of `schedules` is next priced within the ceiling: a price changes only when a
+    /// window opens or closes (a discount opens, a surcharge ends), so the first such time at which
+    /// one fits.
+    private func nextAffordableWindow(_ schedules: [PriceSchedule], ceiling: Decimal?, after now: Date) -> Date? {
         let changes = Set(schedules.flatMap { $0.priceChanges(after: now) }).sorted()
         return changes.first { instant in
             schedules.contains { schedule in ceiling.map { schedule.averagePricePer1K(at: instant) <= $0 } ?? true }

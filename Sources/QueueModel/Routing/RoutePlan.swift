@@ -128,16 +128,24 @@ public struct RouteExplanation: Sendable, Hashable {
         public var dropReasons: [String]
         /// What the router saw: price, score, in flight, latency, ring notes.
         public var facts: [String]
+        /// Dropped for a reason that lasts (disabled, under the rule's quality floor, too small for
+        /// the request, over its ceiling at every hour), not one that passes (a breaker, a budget,
+        /// a price a window brings under the ceiling).
+        public var isDroppedForGood: Bool
 
         /// True when the model is in the plan.
         public var isKept: Bool { position != nil }
 
         /// A candidate (kept when `position` is set).
-        public init(model: String, position: Int? = nil, dropReasons: [String] = [], facts: [String] = []) {
+        public init(
+            model: String, position: Int? = nil, dropReasons: [String] = [], facts: [String] = [],
+            isDroppedForGood: Bool = false
+        ) {
             self.model = model
             self.position = position
             self.dropReasons = dropReasons
             self.facts = facts
+            self.isDroppedForGood = isDroppedForGood
         }
     }
 

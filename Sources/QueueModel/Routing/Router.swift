@@ -151,7 +151,8 @@ public struct Router: Sendable {
                 return RouteExplanation.Candidate(model: evaluation.name, position: attempt.position, facts: facts)
             }
             candidates += evaluations.filter { !$0.isKept }.map {
-                RouteExplanation.Candidate(model: $0.name, dropReasons: $0.dropReasons, facts: $0.facts)
+                RouteExplanation.Candidate(
+                    model: $0.name, dropReasons: $0.dropReasons, facts: $0.facts, isDroppedForGood: $0.isPermanentlyDropped)
             }
         }
         var plan = RoutePlan(
