@@ -7,11 +7,17 @@
 -- rule of one model failing 30% of its calls drew five in a row every few hundred calls, its
 -- breaker opened, its probes failed often at that rate, and the queue waited two minutes with a
 -- model that answered seven calls in ten. Now failures in a row open the last healthy model only
--- when over half of its calls in the window (breaker_window_seconds) failed: a model that is down
--- still opens at once, and its jobs wait for it rather than spend their attempts; one that
--- answers most calls stays in. Its reason says so ("5 failures in a row (9 of 12 calls failed;
--- the last healthy model of rule chat)"). Workers stop calling a model themselves at their own
--- fifth failure in a row; for such a model they report at once and leave the choice to this.
+-- when over half of its calls in the window (breaker_window_seconds) failed, or when four times
+-- breaker_consecutive_failures (20) failed in a row: a model that is down still opens within a
+-- few calls, and its jobs wait for it; one that answers most calls stays in. Its reason says so
+-- ("5 failures in a row (9 of 12 calls failed; the last healthy model of rule chat)"). Workers
+-- stop calling a model themselves at their own fifth failure in a row; for such a model they
+-- report at once and leave the choice to this, and stop at their twentieth.
+--
+-- Half-open, such a model closes at its first answered probe, and a failed probe leaves it
+-- half-open (it had to answer five in a row). And report_health folds a batch worst first
+-- (the rows still locked in name order): a dead fallback is open before its rule's primary,
+-- failing 30%, is judged by the error-rate rule.
 --
 -- last_healthy_model_of names the rule a model is the last healthy one of (the first by task
 -- class), or NULL. report_health is 0073's with it.
@@ -51,15 +57,29 @@ DECLARE
     window_length constant interval := make_interval(secs => switchyard.setting('breaker_window_seconds')::double precision);
     probes_needed constant integer := greatest(coalesce(switchyard.setting('breaker_half_open_successes')::integer, 5), 1);
 BEGIN
+    -- Every model's row locked first, in name order (a fixed lock order: two workers' batches never
+    -- deadlock); then the batch is folded in worst first, so that a model failing every call is
+    -- open before the others of its rule are judged: folded by name, a rule's primary failing 30%
+    -- of its calls was opened by the error-rate rule while its dead fallback, later in the batch,
+    -- still read as healthy, and both were out (a review's 3,376 jobs failed; named the other way
+    -- round, 109).
+    INSERT INTO switchyard.model_health AS h (model)
+    SELECT DISTINCT r.model FROM jsonb_to_recordset(p_reports) AS r(model text) ORDER BY r.model
+    ON CONFLICT (model) DO NOTHING;
+    PERFORM FROM switchyard.model_health h
+    WHERE h.model IN (SELECT r.model FROM jsonb_to_recordset(p_reports) AS r(model text))
+    ORDER BY h.model
+    FOR UPDATE;
     FOR report IN
         SELECT * FROM jsonb_to_recordset(p_reports) AS r(
             model text, requests integer, failures integer, had_success boolean, trailing_failures integer,
             latency_mean_ms double precision, latency_p95_ms double precision, mark_unhealthy text,
             failures_in_a_row integer)
-        ORDER BY r.model  -- a fixed lock order: two workers' batches never deadlock
+        ORDER BY r.mark_unhealthy IS NULL,
+                 coalesce(r.failures, 0)::double precision / greatest(coalesce(r.requests, 0), 1) DESC, r.model
     LOOP
-        INSERT INTO switchyard.model_health AS h (model) VALUES (report.model) ON CONFLICT (model) DO NOTHING;
-        SELECT * INTO health FROM switchyard.model_health h WHERE h.model = report.model FOR UPDATE;
+        SELECT * INTO health FROM switchyard.model_health h WHERE h.model = report.model;
+        stranded := NULL;
         previous := switchyard.effective_breaker(health.state, health.opened_at);
         IF health.window_started_at <= now() - window_length THEN
             health.window_started_at := now();
@@ -88,7 +108,17 @@ BEGIN
             next_state := 'open';
             next_reason := left(report.mark_unhealthy, 300);
         ELSIF previous = 'half_open' THEN
-            IF coalesce(report.failures, 0) > 0 THEN
+            -- The last healthy model of a rule answering most calls (opened by the error-rate rule
+            -- before the others of its rule went out, or by a run of failures in a row) is let
+            -- back at its first answered probe, and a failed probe leaves it half-open: five
+            -- answered in a row, one time in six at 30% errors, kept a review's queue waiting
+            -- minutes for a model that answered seven calls in ten.
+            IF health.window_failures * 2 <= health.window_requests THEN
+                stranded := switchyard.last_healthy_model_of(report.model);
+            END IF;
+            IF coalesce(report.failures, 0) > 0 AND stranded IS NOT NULL THEN
+                NULL;  -- still half-open
+            ELSIF coalesce(report.failures, 0) > 0 THEN
                 next_state := 'open';
                 -- With the cause it was opened for: a walkthrough's flapping model read only "a
                 -- probe failed while half-open" in its breaker and in the breaker alert.
@@ -102,7 +132,7 @@ BEGIN
                 answered := CASE WHEN health.probe_opened_at IS NOT DISTINCT FROM health.opened_at
                                  THEN health.probe_successes ELSE 0 END
                             + greatest(coalesce(report.requests, 0), 1);
-                IF answered >= probes_needed THEN
+                IF answered >= probes_needed OR stranded IS NOT NULL THEN
                     next_state := 'closed';
                     next_reason := NULL;
                     health.window_started_at := now();
@@ -124,9 +154,13 @@ BEGIN
                 stranded := switchyard.last_healthy_model_of(report.model);
             END IF;
             IF health.consecutive_failures >= consecutive_limit
-               -- The last healthy model of a rule opens on failures in a row only while it fails
-               -- most of its calls (a dead model's jobs wait for it rather than fail).
-               AND (stranded IS NULL OR health.window_failures * 2 > health.window_requests) THEN
+               -- The last healthy model of a rule opens on failures in a row while it fails most
+               -- of its calls in the window, or on four times as many in a row: a model answering
+               -- half its calls draws 20 in a row about once in a million calls, and one that dies
+               -- after a minute's answers is out within 20 calls, not once its failures outnumber
+               -- the window's answers (a review's: 329 failures in a row, 62 jobs failed).
+               AND (stranded IS NULL OR health.window_failures * 2 > health.window_requests
+                    OR health.consecutive_failures >= 4 * consecutive_limit) THEN
                 next_state := 'open';
                 next_reason := format('%s failures in a row', health.consecutive_failures)
                                || CASE WHEN stranded IS NULL THEN ''

@@ -190,7 +190,8 @@ struct FleetReloadTests {
     private static func halfOpenFleet(
         _ pool: PostgresPool, logger: Logger = Logger(label: "worker", level: .error) { _ in }
     ) async throws -> (FleetState, ModelSpec) {
-        _ = try await CatalogStore(pool: pool).importDocument(Data(Self.catalog.utf8))
+        // With a healthy fallback: a rule's last healthy model is let back at its first probe.
+        _ = try await CatalogStore(pool: pool).importDocument(Data(Self.twoModels.utf8))
         try await pool.query(
             """
             INSERT INTO switchyard.model_health (model, state, reason, opened_at, consecutive_failures)
@@ -292,7 +293,7 @@ struct FleetReloadTests {
     @Test("a failed probe, or an alert opening the breaker again, starts the count of answered probes afresh")
     func probeCountRestarts() async throws {
         try await TestDatabase.withMigratedPool { pool in
-            _ = try await CatalogStore(pool: pool).importDocument(Data(Self.catalog.utf8))
+            _ = try await CatalogStore(pool: pool).importDocument(Data(Self.twoModels.utf8))
             try await pool.query("UPDATE switchyard.settings SET value = '3' WHERE name = 'breaker_half_open_successes'")
             let store = HealthStore(pool: pool)
             func probe(_ success: Bool) async throws -> RoutingState.Breaker? {
@@ -576,6 +577,70 @@ struct FleetReloadTests {
         }
     }
 
+    /// A review's one-model rule, healthy for a minute, then dead: its failures in a row reached
+    /// 329 before they outnumbered the window's answers, and 62 jobs failed.
+    @Test("a rule's last healthy model that dies after a while of answers opens at four times the failures in a row")
+    func lastHealthyDiesAfterAnswers() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            _ = try await CatalogStore(pool: pool).importDocument(Data(Self.catalog.utf8))  // rule default: m alone
+            let store = HealthStore(pool: pool)
+            var answers = HealthReport(model: "m")
+            for _ in 0..<200 { answers.record(success: true, latencyMS: 5) }
+            answers.failuresInARow = 0
+            #expect(try await store.report([answers]) == ["m": .closed])
+            var failing = HealthReport(model: "m")
+            for _ in 0..<19 { failing.record(success: false, latencyMS: 5) }
+            failing.failuresInARow = 19
+            #expect(try await store.report([failing]) == ["m": .closed])
+            var dead = HealthReport(model: "m")
+            dead.record(success: false, latencyMS: 5)
+            dead.failuresInARow = 20
+            #expect(try await store.report([dead]) == ["m": .open])
+            #expect(try await Self.fleetBreaker(pool).reason
+                == "20 failures in a row (20 of 220 calls failed; the last healthy model of rule default)")
+        }
+    }
+
+    /// A review's rule: its primary X failing 30% of calls, its fallback Y dead. Folded by name,
+    /// X was judged (and opened by the error-rate rule) while Y still read as healthy, then Y
+    /// opened too, and X's probes, five to answer in a row, kept it out for minutes.
+    @Test("a batch is folded worst first, and a rule's last healthy model is let back at its first answered probe")
+    func worstFirstAndStrandedProbes() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            _ = try await CatalogStore(pool: pool).importDocument(Data(
+                """
+                {"models": {"x": {"provider": "simulated"}, "y": {"provider": "simulated"}},
+                 "routing_rules": {"default": {"primary": "x", "fallback": "y"}}}
+                """.utf8))
+            let store = HealthStore(pool: pool)
+            var x = HealthReport(model: "x")
+            for index in 0..<30 { x.record(success: index % 10 >= 3, latencyMS: 5) }  // 30% fail
+            x.failuresInARow = 1
+            var y = HealthReport(model: "y")
+            for _ in 0..<8 { y.record(success: false, latencyMS: 5) }
+            y.failuresInARow = 8
+            #expect(try await store.report([x, y]) == ["x": .closed, "y": .open])
+            // Had x been opened all the same (by the error-rate rule before y went out), it is
+            // half-open now: a failed probe leaves it so, the first answered one closes it.
+            try await pool.query(
+                """
+                UPDATE switchyard.model_health SET state = 'open', opened_at = now() - interval '1 hour',
+                       reason = 'failure rate 30.0%' WHERE model = 'x'
+                """)
+            var failedProbe = HealthReport(model: "x")
+            failedProbe.record(success: false, latencyMS: 5)
+            #expect(try await store.report([failedProbe]) == ["x": .halfOpen])
+            var answeredProbe = HealthReport(model: "x")
+            answeredProbe.record(success: true, latencyMS: 5)
+            #expect(try await store.report([answeredProbe]) == ["x": .closed])
+            // y, failing every call, still needs its five: a failed probe opens it again.
+            try await pool.query("UPDATE switchyard.model_health SET opened_at = now() - interval '1 hour' WHERE model = 'y'")
+            var deadProbe = HealthReport(model: "y")
+            deadProbe.record(success: false, latencyMS: 5)
+            #expect(try await store.report([deadProbe]) == ["y": .open])
+        }
+    }
+
     @Test("a worker leaves a rule's last healthy model to the fleet at its own failures in a row")
     func workerLeavesLastHealthyToTheFleet() async throws {
         try await TestDatabase.withMigratedPool { pool in
@@ -601,10 +666,33 @@ struct FleetReloadTests {
             // Failing most of its calls: the fleet opens it, and the report's answer shuts it here.
             let running = Task { await fleet.run() }
             for _ in 0..<10 { try call(false) }
+            try await waitUntil("the fleet has it open") { try await Self.fleetBreaker(pool).state == "open" }
             try await waitUntil("this worker has it open") { fleet.routingState(sequence: 0).models["m"]?.breaker == .open }
             #expect(try await Self.fleetBreaker(pool).reason?.hasSuffix("the last healthy model of rule default)") == true)
             running.cancel()
             await running.value
+        }
+    }
+
+    @Test("a worker stops calling a rule's last healthy model itself at four times its failures in a row")
+    func workerShutsLastHealthyAtFourTimes() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            _ = try await CatalogStore(pool: pool).importDocument(Data(Self.catalog.utf8))  // rule default: m alone
+            try await pool.query("UPDATE switchyard.settings SET value = '3' WHERE name = 'breaker_consecutive_failures'")
+            let fleet = FleetState(pool: pool, logger: Logger(label: "worker", level: .error) { _ in }, reportInterval: .seconds(600))
+            await fleet.reload()
+            let model = try #require(fleet.router.catalog.models.first)
+            for _ in 0..<200 {
+                let call = try #require(fleet.begin(model, estimatedTokens: 10))
+                fleet.end(model, call: call, success: true, latencyMS: 3)
+            }
+            for failure in 1...12 {
+                #expect(fleet.routingState(sequence: 0).models["m"]?.breaker == .closed, "before failure \(failure)")
+                let call = try #require(fleet.begin(model, estimatedTokens: 10))
+                fleet.end(model, call: call, success: false, latencyMS: 3)
+            }
+            #expect(fleet.routingState(sequence: 0).models["m"]?.breaker == .open)
+            try await waitUntil("the fleet has it open") { try await Self.fleetBreaker(pool).state == "open" }
         }
     }
 }

@@ -427,8 +427,14 @@ final class FleetState: Sendable {
                 {
                     // The last healthy model of a rule is the fleet's to open: only while it fails
                     // most of its calls (report_health; a rule's one model failing 30% of calls
-                    // had five in a row every few hundred, and the queue waited with it open).
+                    // had five in a row every few hundred, and the queue waited with it open)…
                     if !state.isLastHealthy(model.name) { state.breakers[model.name, default: .init()].breaker = .open }
+                    flushNow = true
+                } else if breaker == .closed && before < state.consecutiveFailureLimit * 4
+                    && inARow >= state.consecutiveFailureLimit * 4
+                {
+                    // …or at four times as many in a row, which the fleet opens it for too.
+                    state.breakers[model.name, default: .init()].breaker = .open
                     flushNow = true
                 }
             }
