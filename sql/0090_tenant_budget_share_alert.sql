@@ -4,8 +4,9 @@
 -- stopped; LiteLLM and Portkey warn at a share of a budget first. The new rule raises for a tenant
 -- that has spent alert_tenant_budget_share (0.8; off disables) of its budget in the current
 -- period, and clears as a new period begins or the budget is raised or removed. Its value is the
--- share spent, its threshold the setting; the message gives the figures and the command that
--- raises the budget. A tenant held for its budget has both alerts open.
+-- share spent, its threshold the setting; the message gives the figures and, while the share is
+-- reached, what follows and the command that raises the budget. A tenant held for its budget has
+-- both alerts open.
 --
 -- setting_rule is 0082's with the setting; alert_measurements 0088's with the rule.
 
@@ -403,17 +404,25 @@ BEGIN
     -- A tenant near its budget: its operators hear of it before its work stops.
     IF budget_share IS NOT NULL THEN
         RETURN QUERY
+        -- The message reads as well when the alert clears (it says what was measured), and says
+        -- what follows only while the share is reached: held already, or held once it is spent.
         SELECT 'tenant_budget_share'::text, l.tenant, (spent.usd / l.budget)::double precision, budget_share,
-               spent.usd >= budget_share::numeric * l.budget, spent.usd < budget_share::numeric * l.budget,
-               format('tenant %s has spent %s of its %s budget of %s (%s%%, over %s%%): its jobs are held '
-                      'once it is spent (to raise it: dispatcher tenants budget %s AMOUNT)',
+               reached, NOT reached,
+               format('tenant %s has spent %s of its %s budget of %s (%s%%; the alert is at %s%%)',
                       l.tenant, switchyard.usd(spent.usd),
                       CASE l.budget_period WHEN 'day' THEN 'daily' ELSE 'monthly' END, switchyard.usd(l.budget),
-                      round(100 * spent.usd / l.budget, 1), round(100 * budget_share::numeric, 1),
-                      switchyard.shell_word(l.tenant))
+                      round(100 * spent.usd / l.budget, 1), round(100 * budget_share::numeric, 1))
+               || CASE WHEN NOT reached THEN ''
+                       WHEN spent.usd >= l.budget
+                       THEN format(': its jobs are held until its next period (to raise the budget: dispatcher tenants budget %s AMOUNT)',
+                                   switchyard.shell_word(l.tenant))
+                       ELSE format(': its jobs are held once it is spent (to raise it: dispatcher tenants budget %s AMOUNT)',
+                                   switchyard.shell_word(l.tenant)) END
         FROM switchyard.tenant_limits l
         CROSS JOIN LATERAL (
             SELECT switchyard.tenant_spent(l.tenant, switchyard.budget_period_start(l.budget_period, p_at)) AS usd) spent
+        -- At a share of 0, any spending: a tenant that has spent nothing has nothing to warn of.
+        CROSS JOIN LATERAL (SELECT spent.usd >= budget_share::numeric * l.budget AND spent.usd > 0 AS reached) r
         WHERE l.budget > 0;
     END IF;
 END $$;

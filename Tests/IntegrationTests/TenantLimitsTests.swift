@@ -304,15 +304,31 @@ struct TenantLimitsTests {
             let alert = try await pool.query(
                 "SELECT message, value, threshold FROM switchyard.alerts WHERE kind = 'tenant_budget_share' AND cleared_at IS NULL")
             #expect(try alert.first?.decode("message", as: String.self)
-                == "tenant acme corp has spent $0.85 of its daily budget of $1.00 (85.0%, over 80.0%): its jobs are held "
-                    + "once it is spent (to raise it: dispatcher tenants budget 'acme corp' AMOUNT)")
+                == "tenant acme corp has spent $0.85 of its daily budget of $1.00 (85.0%; the alert is at 80.0%): its jobs "
+                    + "are held once it is spent (to raise it: dispatcher tenants budget 'acme corp' AMOUNT)")
             #expect(try alert.first?.decode("value", as: Double.self) == 0.85)
             #expect(try alert.first?.decode("threshold", as: Double.self) == 0.8)
             #expect(try await TenantLimits.usage(in: pool, tenant: "acme corp").first?.heldReason == nil)
             _ = try await TenantLimits.setBudget("acme corp", Decimal(2), in: pool)
             #expect(try await events() == ["cleared"])
-            // Off: no warning at any share.
+            // Its clearing says what was measured, not what follows (a review's read "over 80.0%").
+            #expect(try await pool.query(
+                "SELECT clear_message FROM switchyard.alerts WHERE kind = 'tenant_budget_share'").scalar(String.self)
+                == "tenant acme corp has spent $0.85 of its daily budget of $2.00 (42.5%; the alert is at 80.0%)")
+            // Held already, it says so.
+            _ = try await TenantLimits.setBudget("acme corp", Decimal(string: "0.5")!, in: pool)
+            #expect(try await events() == ["raised"])
+            #expect(try await pool.query(
+                "SELECT message FROM switchyard.alerts WHERE kind = 'tenant_budget_share' AND cleared_at IS NULL").scalar(String.self)
+                .hasSuffix("(170.0%; the alert is at 80.0%): its jobs are held until its next period (to raise the budget: "
+                    + "dispatcher tenants budget 'acme corp' AMOUNT)"))
+            // At a share of 0, any spending, but not none.
+            try await pool.query("UPDATE switchyard.settings SET value = '0' WHERE name = 'alert_tenant_budget_share'")
+            _ = try await TenantLimits.setBudget("initech", Decimal(1), per: .day, in: pool)
+            #expect(try await events().isEmpty)  // initech has spent nothing; acme corp's stays open
+            // Off: the open one clears, and no warning at any share.
             try await pool.query("UPDATE switchyard.settings SET value = 'off' WHERE name = 'alert_tenant_budget_share'")
+            #expect(try await events() == ["cleared"])
             _ = try await TenantLimits.setBudget("acme corp", Decimal(1), in: pool)
             #expect(try await events().isEmpty)
         }
@@ -358,7 +374,9 @@ struct TenantLimitsTests {
                     + "submits from now on run (to stop those: dispatcher tenants pause acme)"), "\(cancelled.output)")
 
             for (arguments, message) in [
-                (["budget", "acme", "-3"], "a budget is an amount in US dollars like 50 or 12.5, more than 0 (got \"-3\")"),
+                (["budget", "acme", "-3"], "a budget is an amount in US dollars like 50 or 12.5, more than 0, with at most 12 "
+                    + "digits before the point and 6 after it (got \"-3\")"),
+                (["budget", "acme", "0.0000001"], "and 6 after it (got \"0.0000001\")"),
                 (["budget", "acme", "5", "--per", "week"], "--per is month or day (got \"week\")"),
                 (["pause"], "dispatcher tenants pause takes a tenant (got none)"),
                 (["pause", "acme", "--per", "day"], "--per is for dispatcher tenants budget, not pause"),

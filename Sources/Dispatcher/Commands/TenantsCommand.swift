@@ -154,7 +154,8 @@ enum TenantsCommand {
         guard trimmed.wholeMatch(of: /[0-9]{1,12}(\.[0-9]{1,6})?/) != nil, let amount = Decimal(string: trimmed), amount > 0 else {
             throw QueueError(
                 .invalidInput,
-                "a budget is an amount in US dollars like 50 or 12.5, more than 0 (got \"\(value)\"), or none; nothing was changed",
+                "a budget is an amount in US dollars like 50 or 12.5, more than 0, with at most 12 digits before the "
+                    + "point and 6 after it (got \"\(value)\"), or none; nothing was changed",
                 hint: "To stop a tenant's work, pause it: dispatcher tenants pause NAME.")
         }
         return amount
