@@ -7,7 +7,8 @@
 -- rule of one model failing 30% of its calls drew five in a row every few hundred calls, its
 -- breaker opened, its probes failed often at that rate, and the queue waited two minutes with a
 -- model that answered seven calls in ten. Now failures in a row open the last healthy model only
--- when over half of its calls in the window (breaker_window_seconds) failed, or when four times
+-- when most of its calls in the window (breaker_window_seconds) failed, with 95% confidence (the
+-- Wilson bound of 0052's rate rules over one half), or when four times
 -- breaker_consecutive_failures (20) failed in a row: a model that is down still opens within a
 -- few calls, and its jobs wait for it; one that answers most calls stays in. Its reason says so
 -- ("5 failures in a row (9 of 12 calls failed; the last healthy model of rule chat)"). Workers
@@ -15,7 +16,8 @@
 -- report at once and leave the choice to this, and stop at their twentieth.
 --
 -- Half-open, such a model closes at its first answered probe, and a failed probe leaves it
--- half-open (it had to answer five in a row). And report_health folds a batch worst first
+-- half-open (it had to answer five in a row), unless it fails most calls or its failures in a
+-- row have reached four times the limit. And report_health folds a batch worst first
 -- (the rows still locked in name order): a dead fallback is open before its rule's primary,
 -- failing 30%, is judged by the error-rate rule.
 --
@@ -113,7 +115,11 @@ BEGIN
             -- back at its first answered probe, and a failed probe leaves it half-open: five
             -- answered in a row, one time in six at 30% errors, kept a review's queue waiting
             -- minutes for a model that answered seven calls in ten.
-            IF health.window_failures * 2 <= health.window_requests THEN
+            -- Not one that fails most calls, nor one that went on to four times the failures in a
+            -- row (a model that died after a while of answers: its window's answers kept it
+            -- half-open while each worker's probes failed, 860 of them in 15 s).
+            IF health.consecutive_failures < 4 * consecutive_limit
+               AND switchyard.rate_lower_bound(health.window_failures, health.window_requests) <= 0.5 THEN
                 stranded := switchyard.last_healthy_model_of(report.model);
             END IF;
             IF coalesce(report.failures, 0) > 0 AND stranded IS NOT NULL THEN
@@ -155,11 +161,13 @@ BEGIN
             END IF;
             IF health.consecutive_failures >= consecutive_limit
                -- The last healthy model of a rule opens on failures in a row while it fails most
-               -- of its calls in the window, or on four times as many in a row: a model answering
-               -- half its calls draws 20 in a row about once in a million calls, and one that dies
-               -- after a minute's answers is out within 20 calls, not once its failures outnumber
-               -- the window's answers (a review's: 329 failures in a row, 62 jobs failed).
-               AND (stranded IS NULL OR health.window_failures * 2 > health.window_requests
+               -- of its calls in the window, with 95% confidence (5 of 5 is enough; 5 of 6 in a
+               -- fresh window, which a model failing 45% of calls drew in 9 runs of 20, is not),
+               -- or on four times as many in a row: a model answering half its calls draws 20 in a
+               -- row about once in a million calls, and one that dies after a minute's answers is
+               -- out within 20 calls, not once its failures outnumber the window's answers (a
+               -- review's: 329 failures in a row, 62 jobs failed).
+               AND (stranded IS NULL OR switchyard.rate_lower_bound(health.window_failures, health.window_requests) > 0.5
                     OR health.consecutive_failures >= 4 * consecutive_limit) THEN
                 next_state := 'open';
                 next_reason := format('%s failures in a row', health.consecutive_failures)

@@ -555,10 +555,10 @@ struct FleetReloadTests {
             #expect(try await store.report([batch(answered: 7, failed: 3, inARow: 5)]) == ["m": .closed])
             // 7 of 14: half, not most.
             #expect(try await store.report([batch(answered: 0, failed: 4, inARow: 9)]) == ["m": .closed])
-            // 8 of 15: most. A model that is down opens as before, and its jobs wait for it.
-            #expect(try await store.report([batch(answered: 0, failed: 1, inARow: 10)]) == ["m": .open])
+            // 23 of 30: most, with 95% confidence. A model that is down opens as before.
+            #expect(try await store.report([batch(answered: 0, failed: 16, inARow: 19)]) == ["m": .open])
             #expect(try await Self.fleetBreaker(pool).reason
-                == "10 failures in a row (8 of 15 calls failed; the last healthy model of rule default)")
+                == "19 failures in a row (23 of 30 calls failed; the last healthy model of rule default)")
             // With a healthy fallback in the rule, five in a row open it whatever the share.
             _ = try await CatalogStore(pool: pool).importDocument(Data(Self.twoModels.utf8))
             try await pool.query(
@@ -598,6 +598,34 @@ struct FleetReloadTests {
             #expect(try await store.report([dead]) == ["m": .open])
             #expect(try await Self.fleetBreaker(pool).reason
                 == "20 failures in a row (20 of 220 calls failed; the last healthy model of rule default)")
+            // Half-open, its window's answers do not keep it so: a failed probe opens it again (a
+            // second review's workers sent 860 failed probes in 15 s).
+            try await pool.query("UPDATE switchyard.model_health SET opened_at = now() - interval '1 hour'")
+            var probe = HealthReport(model: "m")
+            probe.record(success: false, latencyMS: 5)
+            probe.failuresInARow = 21
+            #expect(try await store.report([probe]) == ["m": .open])
+        }
+    }
+
+    /// A second review: a rule's one model failing 45% of its calls opened in 9 fresh starts of 20
+    /// on "5 failures in a row (5 of 6 calls failed)", and stayed out a minute.
+    @Test("a few failures in a fresh window are not most of a rule's last healthy model's calls")
+    func freshWindowIsNoMajority() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            _ = try await CatalogStore(pool: pool).importDocument(Data(Self.catalog.utf8))  // rule default: m alone
+            let store = HealthStore(pool: pool)
+            var start = HealthReport(model: "m")
+            start.record(success: true, latencyMS: 5)
+            for _ in 0..<5 { start.record(success: false, latencyMS: 5) }
+            start.failuresInARow = 5
+            #expect(try await store.report([start]) == ["m": .closed])
+            // Five of five is: a model down from the start is out at its fifth failure.
+            try await pool.query("DELETE FROM switchyard.model_health")
+            var down = HealthReport(model: "m")
+            for _ in 0..<5 { down.record(success: false, latencyMS: 5) }
+            down.failuresInARow = 5
+            #expect(try await store.report([down]) == ["m": .open])
         }
     }
 
