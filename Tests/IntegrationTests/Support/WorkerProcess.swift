@@ -1,5 +1,6 @@
 import Foundation
 import Postgres
+import Testing
 
 /// A real `worker` process, built alongside the tests, for tests that need several processes,
 /// a SIGKILL, or a SIGTERM.
@@ -41,9 +42,21 @@ struct WorkerProcess {
     func terminate() { child.signal(SIGTERM) }
     func kill() { child.signal(SIGKILL) }
 
-    /// Waits for the process to exit and returns its status.
-    func wait() async -> Int32 {
+    /// Waits for the process to exit and returns its status. One still running after `limit` is
+    /// recorded as an issue with the end of its log, and killed: a worker that never stopped hung
+    /// a CI run for 13 minutes with nothing to say which (a time limit cannot end a test blocked in
+    /// `waitpid`).
+    func wait(limit: Duration = .seconds(180)) async -> Int32 {
         let child = child
+        let clock = ContinuousClock()
+        let deadline = clock.now + limit
+        while clock.now < deadline {
+            if let status = child.poll() { return status }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        let tail = String(log.suffix(4000))
+        Issue.record("the worker logging to \(logFile) had not exited \(limit) after the wait began; killed. Its log ends:\n\(tail)")
+        child.signal(SIGKILL)
         return (try? await BlockingWork.run { child.wait() }) ?? -1
     }
 
