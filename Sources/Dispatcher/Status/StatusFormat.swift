@@ -46,11 +46,15 @@ enum StatusFormat {
             probes = String(reason[range].dropFirst(2))
             reason.removeSubrange(range)
         }
+        // A failed probe's reopening keeps the cause it was opened for in an aside, which the cut
+        // below dropped whole: status read "a probe failed while half-open", models list the cause.
+        let reopened = "a probe failed while half-open (opened for: "
+        if reason.count > limit, reason.hasPrefix(reopened), reason.hasSuffix(")") {
+            reason = "a probe failed; opened for: " + Self.withoutClosingAside(String(reason.dropFirst(reopened.count).dropLast()))
+        }
         // Too long: first without a closing aside ("… 551 requests (errors and timeouts; limit
         // 2.0%)", cut mid-word to "… 551 requests (e…"), then cut.
-        if reason.count > limit, reason.hasSuffix(")"), let aside = Self.closingAside(of: reason) {
-            reason = String(reason[..<aside])
-        }
+        if reason.count > limit { reason = Self.withoutClosingAside(reason) }
         let short = alertsShown && reason.hasPrefix("alert:")
             ? "alert" : reason.count > limit ? String(reason.prefix(limit - 1)) + "…" : reason
         switch state {
@@ -70,6 +74,12 @@ enum StatusFormat {
         let timed = 1 - min(errorRate ?? 0, 0.999_999)
         guard value != nil, let timeoutRate, timeoutRate / timed > 1 - quantile else { return text }
         return "≥" + text
+    }
+
+    /// The text without its closing parenthesized aside, when it has one.
+    private static func withoutClosingAside(_ text: String) -> String {
+        guard text.hasSuffix(")"), let aside = closingAside(of: text) else { return text }
+        return String(text[..<aside])
     }
 
     /// Where the parenthesis closing `text` opens, with the space before it (nested ones counted:

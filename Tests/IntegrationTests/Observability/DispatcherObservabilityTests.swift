@@ -69,6 +69,14 @@ struct DispatcherObservabilityTests {
             == "open (failure rate 3.1% of the calls)")
         #expect(StatusFormat.breaker("half_open", reason: "a probe failed while half-open")
             == "half_open: probing (opened on: a probe failed while half-open)")
+        // A failed probe keeps the cause in an aside, which the cut dropped whole (a review's status
+        // read "open (a probe failed while half-open)" where models list had the cause).
+        #expect(StatusFormat.breaker("open", reason: "a probe failed while half-open (opened for: 20 failures in a row "
+            + "(20 of 570 calls failed; the last healthy model of rule default))")
+            == "open (a probe failed; opened for: 20 failures in a row)")
+        #expect(StatusFormat.breaker("half_open", reason: "a probe failed while half-open (opened for: failure rate 32.1% "
+            + "over the last 28 requests (errors and timeouts; limit 2.0%)); 1 of 5 probes answered")
+            .hasPrefix("half_open: 1 of 5 probes answered (opened on: a probe failed; opened for: failure rate"))
         #expect(StatusFormat.breaker("half_open", reason: "alert: error rate 4.0%; 1 of 5 probes answered", alertsShown: true)
             == "half_open: 1 of 5 probes answered (opened on: alert)")
         #expect(StatusFormat.breaker("open", reason: "5 failures in a row") == "open (5 failures in a row)")
