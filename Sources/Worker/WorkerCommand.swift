@@ -99,8 +99,8 @@ enum WorkerCommand {
                 configuration: configuration, pool: pool, executor: executor, fleet: fleet, logger: logger,
                 metrics: metrics
             )
-            let metricsServer = try serveMetrics(arguments, metrics: metrics, logger: logger)
-            defer { metricsServer?.stop() }
+            // Signals are taken before the metrics server says where it serves: a supervisor (or a
+            // test) that stops the worker once it is up must not send its SIGTERM into nothing.
             let signals = SignalHandler(
                 onSignal: { service.shutdown() },
                 onSecondSignal: {
@@ -114,6 +114,8 @@ enum WorkerCommand {
                             + "the first exits at once")
                 })
             defer { signals.cancel() }
+            let metricsServer = try serveMetrics(arguments, metrics: metrics, logger: logger)
+            defer { metricsServer?.stop() }
             if ProcessInfo.processInfo.environment["SWITCHYARD_EXIT_WITH_PARENT"] == "1" {
                 watchParent { service.shutdown() }
             }

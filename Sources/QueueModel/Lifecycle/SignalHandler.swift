@@ -27,7 +27,13 @@ public final class SignalHandler: @unchecked Sendable {
         let firstAt = Mutex<ContinuousClock.Instant?>(nil)
         var sources: [any DispatchSourceSignal] = []
         for signalNumber in [SIGTERM, SIGINT] {
-            signal(signalNumber, SIG_IGN)
+            #if !os(Linux)
+                // kqueue reports a signal whatever its action: ignored, it does not end the process.
+                signal(signalNumber, SIG_IGN)
+            #endif
+            // On Linux the source installs its own handler as it is resumed; ignored first, a signal
+            // that came in between was lost: a test's worker, sent SIGTERM as it started, ran on
+            // and held its test (and a CI run) for 13 minutes.
             let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
             source.setEventHandler {
                 enum Seen { case first, copy, again }
@@ -53,9 +59,25 @@ public final class SignalHandler: @unchecked Sendable {
             }
             source.resume()
             sources.append(source)
+            #if os(Linux)
+                // Installed on a queue of Dispatch's own a moment after `resume`: waited for (a
+                // second at most), so that a signal sent once the caller says it is up is not
+                // taken by the default action.
+                let deadline = ContinuousClock.now + .seconds(1)
+                while ContinuousClock.now < deadline, !Self.isHandled(signalNumber) { usleep(500) }
+            #endif
         }
         self.sources = sources
     }
+
+    #if os(Linux)
+        /// Whether the process has a handler for the signal (not the default action).
+        static func isHandled(_ signalNumber: Int32) -> Bool {
+            var action = sigaction()
+            sigaction(signalNumber, nil, &action)
+            return unsafeBitCast(action.__sigaction_handler, to: Int.self) != 0
+        }
+    #endif
 
     /// Stops listening for signals.
     public func cancel() {
