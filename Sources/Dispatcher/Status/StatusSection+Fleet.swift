@@ -97,14 +97,14 @@ extension StatusSection {
         // Tenants paused or over their budgets (sql/0088): their jobs are in neither column above.
         if let held = try? await TenantLimits.held(in: context.pool), !held.isEmpty {
             // The three with most held jobs, and how many more (a review's 2,000 made a line of 44,000 characters).
-            let first = held.sorted { ($0.jobs, $1.tenant) > ($1.jobs, $0.tenant) }.prefix(3)
-            let more = held.count - first.count
+            let sorted = held.sorted { ($0.jobs, $1.tenant) > ($1.jobs, $0.tenant) }
+            let rest = sorted.dropFirst(3)
             lines.append(
                 "held for their tenants' limits: "
-                    + first.map { "\(StatusFormat.printable($0.tenant)) \($0.jobs) (\($0.paused ? "paused" : "budget spent"))" }
+                    + sorted.prefix(3).map { "\(StatusFormat.printable($0.tenant)) \($0.jobs) (\($0.paused ? "paused" : "budget spent"))" }
                     .joined(separator: ", ")
-                    + (more > 0 ? "; \(more) more \(more == 1 ? "tenant" : "tenants") with "
-                        + "\(held.map(\.jobs).reduce(0, +) - first.map(\.jobs).reduce(0, +)) jobs" : "")
+                    + (rest.isEmpty ? "" : "; \(rest.count) more \(rest.count == 1 ? "tenant" : "tenants") with "
+                        + "\(rest.map(\.jobs).reduce(0, +)) jobs")
                     + "; dispatcher tenants says why")
             siblings["held_tenants"] = .array(held.map {
                 ["tenant": .string($0.tenant), "jobs": .number(Double($0.jobs)), "reason": .string($0.reason)]

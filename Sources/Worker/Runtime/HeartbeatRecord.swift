@@ -56,13 +56,13 @@ final class HeartbeatRecord: Sendable {
     private let lease: Duration?
     private let interval: Duration
     /// The time (a test's own clock: sleeps overshot by seconds on a loaded machine).
-    private let now: @Sendable () -> ContinuousClock.Instant
+    private let clock: @Sendable () -> ContinuousClock.Instant
 
     /// A record for a worker of `lease` and `interval` (nil: only failures count).
     init(lease: Duration? = nil, interval: Duration = .zero, now: @escaping @Sendable () -> ContinuousClock.Instant = { .now }) {
         self.lease = lease
         self.interval = interval
-        self.now = now
+        self.clock = now
     }
 
     /// How long after a heartbeat went through the next one is late.
@@ -71,7 +71,7 @@ final class HeartbeatRecord: Sendable {
     /// A heartbeat sent at `sent` (nil: now) failed. A quick retry's failure (`counted` false) is
     /// not one more in the run, but the time the run lasted runs on to it.
     func failed(counted: Bool = true, sent: ContinuousClock.Instant? = nil) {
-        let now = now()
+        let now = clock()
         let sent = sent ?? now
         runs.withLock { runs in
             if runs.current == nil {
@@ -95,7 +95,7 @@ final class HeartbeatRecord: Sendable {
     /// early part would otherwise stand for its end, and answers after each of this worker's own
     /// failures would hold rescues back for good.
     func databaseAnswered(within window: Duration) {
-        let now = now()
+        let now = clock()
         runs.withLock { runs in
             guard let run = runs.current, run.databaseBack == nil, now - run.start >= window * 2 else { return }
             runs.current?.databaseBack = now
@@ -107,7 +107,7 @@ final class HeartbeatRecord: Sendable {
     /// an outage without failing).
     @discardableResult
     func succeeded() -> Duration? {
-        let now = now()
+        let now = clock()
         return runs.withLock { runs in
             defer { runs.success = now }
             guard var run = runs.current else {
@@ -138,7 +138,7 @@ final class HeartbeatRecord: Sendable {
     /// until the next heartbeat, for at most a `window` from that answer) or ended less than
     /// `window` ago.
     func outageRecently(within window: Duration) -> Bool {
-        let now = now()
+        let now = clock()
         return runs.withLock { runs in
             // A heartbeat on its way for two-thirds of a lease (failed or not yet), for at most two
             // `window`s: the housekeeper's own statement may go through before it does.
