@@ -634,6 +634,58 @@ struct AlertTests {
         }
     }
 
+    /// The alerts opened breakers in the order of their measurements (error rates, then latencies)
+    /// while a worker's health report locks its models' rows in name order: an error-rate alert on
+    /// beta and a latency alert on alpha, with a report on both between them, deadlocked (one of
+    /// the two statements was cancelled a second later).
+    @Test("the alerts open breakers in name order, as health reports lock them: neither waits on the other for ever")
+    func alertsOpenBreakersInNameOrder() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            _ = try await CatalogStore(pool: pool).importDocument(Data(
+                """
+                {"models": {"alpha": {"provider": "simulated", "tier": "standard"},
+                            "beta": {"provider": "simulated", "tier": "standard"},
+                            "steady": {"provider": "simulated", "tier": "standard"}},
+                 "routing_rules": {"one": {"primary": "alpha", "fallback": ["steady"]},
+                                   "two": {"primary": "beta", "fallback": ["steady"]}}}
+                """.utf8))
+            let at = try await ResultRow.databaseNow(pool)
+            try await ResultRow.insert(Self.calls("beta", count: 60, failing: 6, end: at, firstJob: 1), into: pool)
+            try await ResultRow.insert(Self.calls("alpha", count: 60, slow: 6, end: at, firstJob: 1000), into: pool)
+            try await pool.query("INSERT INTO switchyard.model_health (model) VALUES ('alpha'), ('beta')")
+            // A session holds alpha's row; the report waits for it, then the alerts do.
+            let holder = try await PostgresConnection.connect(pool.configuration)
+            try await holder.query("BEGIN")
+            try await holder.query("SELECT FROM switchyard.model_health WHERE model = 'alpha' FOR UPDATE")
+            let reporting = Task {
+                var alpha = HealthReport(model: "alpha")
+                alpha.record(success: true, latencyMS: 10)
+                var beta = HealthReport(model: "beta")
+                beta.record(success: true, latencyMS: 10)
+                return try await HealthStore(pool: pool).report([alpha, beta])
+            }
+            try await waitUntilBlocked(pool, calling: "report_health", "the report waits for alpha")
+            let evaluating = Task { try await AlertStore(pool: pool).evaluate(at: at) }
+            try await waitUntil("the alerts wait for alpha too") {
+                try await pool.query(
+                    """
+                    SELECT count(*) FROM pg_stat_activity
+                    WHERE datname = current_database() AND wait_event_type = 'Lock'
+                      AND (query LIKE '%report_health(%' OR query LIKE '%evaluate_alerts(%')
+                    """
+                ).scalar(Int.self) == 2
+            }
+            try await holder.query("COMMIT")
+            await holder.close()
+            let breakers = try await reporting.value
+            let events = try await evaluating.value
+            #expect(breakers.count == 2)
+            #expect(Set(events.map { "\($0.kind) \($0.subject)" }) == ["error_rate beta", "latency alpha"])
+            let snapshot = try await HealthStore(pool: pool).snapshot()
+            #expect(snapshot.models["alpha"]?.breaker == .open && snapshot.models["beta"]?.breaker == .open)
+        }
+    }
+
     @Test("a model's P95 over its tier's target raises a latency alert; raising the target in settings clears it")
     func latencyAlert() async throws {
         try await Self.withCatalog { pool in
