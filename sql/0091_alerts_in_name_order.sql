@@ -11,6 +11,9 @@
 -- Which rules a model is the last healthy one of was written twice in SQL (the alert path's own
 -- query, and last_healthy_model_of for the breaker); the alert path calls the function, which
 -- names every such rule (the alert path's form: "rule chat, code"), not only the first.
+--
+-- A tenant's budget alerts cleared as "nothing left to measure (no traffic in the window, …)"
+-- when its budget was removed; they say "the tenant has no budget now" instead.
 
 SET LOCAL ROLE switchyard_admin;
 
@@ -38,6 +41,7 @@ DECLARE
     seen text[] := '{}';
     trips_breaker boolean;
     stranded text;
+    unmeasured text;
 BEGIN
     -- One evaluation at a time: two housekeepers never raise the same alert twice.
     PERFORM FROM switchyard.locks l WHERE l.name = 'alerts' FOR UPDATE;
@@ -118,10 +122,13 @@ BEGIN
         ORDER BY a.id
         FOR UPDATE
     LOOP
+        -- A tenant's budget alerts are measured while it has a budget (removing it was read as
+        -- "no traffic in the window": a review).
+        unmeasured := format('%s %s: nothing left to measure (%s, or the rule is off)', existing.kind, existing.subject,
+                          CASE WHEN existing.kind IN ('tenant_budget', 'tenant_budget_share')
+                               THEN 'the tenant has no budget now' ELSE 'no traffic in the window' END);
         UPDATE switchyard.alerts a
-        SET cleared_at = p_at, last_evaluated_at = p_at,
-            clear_message = format('%s %s: nothing left to measure (no traffic in the window, or the rule is off)',
-                                   existing.kind, existing.subject)
+        SET cleared_at = p_at, last_evaluated_at = p_at, clear_message = unmeasured
         WHERE a.id = existing.id;
         event := 'cleared';
         alert_id := existing.id;
@@ -129,8 +136,7 @@ BEGIN
         subject := existing.subject;
         value := existing.last_value;
         threshold := existing.threshold;
-        message := format('%s %s: nothing left to measure (no traffic in the window, or the rule is off)',
-                          existing.kind, existing.subject);
+        message := unmeasured;
         event_at := p_at;
         PERFORM pg_notify('switchyard_alerts', json_build_object(
             'event', event, 'id', alert_id, 'kind', kind, 'subject', subject, 'value', value,

@@ -331,6 +331,16 @@ struct TenantLimitsTests {
             #expect(try await events() == ["cleared"])
             _ = try await TenantLimits.setBudget("acme corp", Decimal(1), in: pool)
             #expect(try await events().isEmpty)
+            // A budget removed clears its alerts, saying so, not "no traffic in the window" (a review).
+            try await pool.query("UPDATE switchyard.settings SET value = '0.8' WHERE name = 'alert_tenant_budget_share'")
+            #expect(try await events() == ["raised"])
+            _ = try await TenantLimits.setBudget("acme corp", nil, in: pool)
+            #expect(try await events() == ["cleared"])
+            #expect(try await pool.query(
+                """
+                SELECT clear_message FROM switchyard.alerts WHERE kind = 'tenant_budget_share' ORDER BY id DESC LIMIT 1
+                """).scalar(String.self)
+                == "tenant_budget_share acme corp: nothing left to measure (the tenant has no budget now, or the rule is off)")
         }
     }
 
