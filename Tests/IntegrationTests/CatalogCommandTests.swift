@@ -241,6 +241,70 @@ struct CatalogCommandTests {
         }
     }
 
+    @Test("models disable takes models out of every plan and enable puts them back; a rule's last one needs --force")
+    func disableAndEnable() async throws {
+        try await TestDatabase.withMigrated { configuration in
+            let url = WorkerProcess.databaseURL(configuration)
+            #expect(try await dispatcher(["models", "import", CatalogStoreTests.exampleURL.path, "--database-url", url]).status == 0)
+            let pool = PostgresPool(configuration)
+            defer { Task { await pool.close() } }
+            func enabled(_ model: String) async throws -> Bool {
+                try await pool.query("SELECT enabled FROM switchyard.models WHERE name = $1", [model]).scalar(Bool.self)
+            }
+            let notifications = try await pool.listen(on: [CatalogStore.channel])
+
+            let disabled = try await dispatcher(["models", "disable", "gpt-4", "--database-url", url])
+            #expect(disabled.status == 0, "\(disabled.output)")
+            #expect(disabled.output.contains("gpt-4: disabled; workers pass it over as they reload the catalog"))
+            #expect(try await enabled("gpt-4") == false)
+            let cue = await firstNotification(notifications)
+            #expect(cue != nil)  // the workers' cue to reload
+            let plan = Router(catalog: try await CatalogStore(pool: pool).load())
+                .plan(for: RoutingRequest(body: ["messages": [["role": "user", "content": "hi"]]], taskClass: "complex_reasoning"),
+                      state: RoutingState())
+            #expect(plan.attempts.map(\.model.name) == ["claude-opus"])
+
+            // The rule's last enabled model: refused, nothing written; with --force, done and warned of.
+            let refused = try await dispatcher(["models", "disable", "claude-opus", "gpt-4", "--database-url", url])
+            #expect(refused.status == 2)
+            #expect(refused.output.contains(
+                "disabling claude-opus, gpt-4 would leave rule complex_reasoning with no enabled model: every job of it "
+                    + "would fail as unroutable; nothing was changed"), "\(refused.output)")
+            #expect(refused.output.contains("pass --force"))
+            #expect(try await enabled("claude-opus"))
+            let forced = try await dispatcher(["models", "disable", "claude-opus", "gpt-4", "--force", "--json", "--database-url", url])
+            #expect(forced.status == 0, "\(forced.output)")
+            let json = try JSONValue(parsing: String(forced.output[forced.output.firstIndex(of: "{")!...]))
+            #expect(json["changed"] == ["claude-opus"] && json["unchanged"] == ["gpt-4"] && json["enabled"] == false)
+            #expect(json["warnings"]?[0]?.stringValue?.hasPrefix(
+                "routing_rules.complex_reasoning: every model of the rule is disabled (gpt-4, claude-opus)") == true)
+
+            // Unknown names: refused whole, with the catalog's names.
+            let unknown = try await dispatcher(["models", "disable", "gpt-5", "gpt-4o", "--database-url", url])
+            #expect(unknown.status == 2)
+            #expect(unknown.output.contains("the catalog has no model \"gpt-5\"; nothing was changed"), "\(unknown.output)")
+            #expect(unknown.output.contains("Its models: claude-haiku, claude-opus,"))
+            #expect(try await enabled("gpt-4o"))
+
+            // Back in: one whose breaker is open says it is passed over until its probes answer.
+            try await pool.query(
+                """
+                INSERT INTO switchyard.model_health (model, state, opened_at, reason)
+                VALUES ('gpt-4', 'open', now(), '5 failures in a row')
+                """)
+            let back = try await dispatcher(["models", "enable", "gpt-4", "claude-opus", "gpt-4o", "--database-url", url])
+            #expect(back.status == 0, "\(back.output)")
+            #expect(back.output.contains(
+                "gpt-4: enabled; its breaker is open (5 failures in a row), so plans pass it over until its probes answer"),
+                "\(back.output)")
+            #expect(back.output.contains("claude-opus: enabled; workers plan with it as they reload the catalog"))
+            #expect(back.output.contains("gpt-4o: already enabled"))
+            let both = (try await enabled("gpt-4"), try await enabled("claude-opus"))
+            #expect(both == (true, true))
+            #expect(try await dispatcher(["models", "enable", "--force", "gpt-4", "--database-url", url]).status == 2)
+        }
+    }
+
     @Test("models import warns of a simulated setting it does not know, on stderr and in --json")
     func unknownSimulatedSettingWarning() async throws {
         try await TestDatabase.withMigrated { configuration in

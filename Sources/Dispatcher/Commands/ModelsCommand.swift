@@ -2,13 +2,15 @@ import Foundation
 import Postgres
 import QueueModel
 
-/// `dispatcher models import FILE.json`, `list`, `prices` and `export`.
+/// `dispatcher models import FILE.json`, `list`, `prices`, `export`, `disable` and `enable`.
 enum ModelsCommand {
     static let usage = """
         usage: dispatcher models import FILE.json [--merge] [--dry-run] [--allow-empty] [--json]
                dispatcher models list [--json]
                dispatcher models prices [--at TIME] [--json]
                dispatcher models export [--file FILE]   (JSON, --json or not)
+               dispatcher models disable NAME… [--force] [--json]
+               dispatcher models enable NAME… [--json]
 
         import   validates a catalog document (a "models" section and/or "routing_rules") and loads
                  it in one transaction, then prints what changed. Every problem is listed at once,
@@ -33,6 +35,11 @@ enum ModelsCommand {
         export   the catalog as an import document (stdout, or --file FILE): edit it and import it
                  back, keep it in version control, or copy a catalog to another database.
 
+        disable  takes models out of every plan now (the catalog's "enabled": false), without
+                 editing a document; enable puts them back. Workers reload the catalog at once;
+                 calls already made finish. Disabling a rule's last enabled model is refused
+                 (its jobs would fail as unroutable) unless --force.
+
           --json   machine-readable output
 
         Exit status: 0 done; 2 invalid document or usage (every problem listed); 1 other failures.
@@ -42,7 +49,7 @@ enum ModelsCommand {
     static func run(_ words: [String]) async throws -> Int32 {
         let arguments = try Arguments(
             words, command: "dispatcher models", options: ["database-url", "at", "file"],
-            flags: ["merge", "dry-run", "allow-empty", "json"]
+            flags: ["merge", "dry-run", "allow-empty", "json", "force"]
         )
         guard let action = arguments.positionals.first, !arguments.flag("help") else {
             print(usage)
@@ -62,10 +69,12 @@ enum ModelsCommand {
             return try await PriceListing.run(arguments)
         case "export":
             return try await export(arguments)
+        case "disable", "enable":
+            return try await setEnabled(action == "enable", arguments: arguments)
         default:
             throw QueueError(
                 .invalidInput, "unknown models command \"\(action)\"",
-                hint: "Use `dispatcher models import FILE`, `list`, `prices` or `export`."
+                hint: "Use `dispatcher models import FILE`, `list`, `prices`, `export`, `disable NAME` or `enable NAME`."
             )
         }
     }
@@ -75,14 +84,15 @@ enum ModelsCommand {
     static let optionsByCommand: [String: (options: [String], flags: [String])] = [
         "import": ([], ["merge", "dry-run", "allow-empty", "json"]), "list": ([], ["json"]),
         // export writes JSON whatever it is given: --json is taken (scripts pass it), not refused.
-        "prices": (["at"], ["json"]), "export": (["file"], ["json"]),
+        "prices": (["at"], ["json"]), "export": (["file"], ["json"]), "disable": ([], ["force", "json"]),
+        "enable": ([], ["json"]),
     ]
 
     private static func refuseOthersOptions(_ arguments: Arguments, action: String) throws {
         guard let own = optionsByCommand[action] else { return }
         let given =
             ["at", "file"].filter { arguments.value($0) != nil && !own.options.contains($0) }
-            + ["merge", "dry-run", "allow-empty", "json"].filter { arguments.flag($0) && !own.flags.contains($0) }
+            + ["merge", "dry-run", "allow-empty", "json", "force"].filter { arguments.flag($0) && !own.flags.contains($0) }
         guard let stray = given.first else { return }
         let owners = optionsByCommand.keys.sorted().filter {
             optionsByCommand[$0]!.options.contains(stray) || optionsByCommand[$0]!.flags.contains(stray)
@@ -159,6 +169,44 @@ enum ModelsCommand {
                 : "catalog now has " + Self.counted(outcome.catalog.models.count, "model") + " and "
                     + Self.counted(outcome.catalog.rules.count, "rule")
         )
+        return 0
+    }
+
+    private static func setEnabled(_ enabled: Bool, arguments: Arguments) async throws -> Int32 {
+        let action = enabled ? "enable" : "disable"
+        let names = Array(arguments.positionals.dropFirst())
+        guard !names.isEmpty else {
+            throw QueueError(
+                .invalidInput, "dispatcher models \(action) takes the names of the models to \(action)",
+                hint: "dispatcher models list shows them; for example: dispatcher models \(action) gpt-4o")
+        }
+        let pool = try await currentPool(arguments)
+        defer { Task { await pool.close() } }
+        let store = CatalogStore(pool: pool)
+        let outcome = try await store.setEnabled(names, enabled, force: arguments.flag("force"))
+        let health = enabled ? try await store.health() : [:]
+        if arguments.flag("json") {
+            let json: JSONValue = [
+                "enabled": .bool(enabled), "changed": .array(outcome.changed.map { .string($0) }),
+                "unchanged": .array(outcome.unchanged.map { .string($0) }),
+                "warnings": .array(outcome.warnings.map { .string($0.description) }),
+            ]
+            print(json.prettyText)
+            return 0
+        }
+        for warning in outcome.warnings { printError("warning: \(warning)") }
+        for name in outcome.changed {
+            if !enabled {
+                print("\(name): disabled; workers pass it over as they reload the catalog (calls under way finish)")
+            } else if let record = health[name], record.breaker != .closed {
+                print(
+                    "\(name): enabled; its breaker is \(record.breaker.rawValue.replacingOccurrences(of: "_", with: "-"))"
+                        + (record.reason.map { " (\($0))" } ?? "") + ", so plans pass it over until its probes answer")
+            } else {
+                print("\(name): enabled; workers plan with it as they reload the catalog")
+            }
+        }
+        for name in outcome.unchanged { print("\(name): already \(action)d") }
         return 0
     }
 
