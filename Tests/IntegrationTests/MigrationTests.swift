@@ -212,12 +212,19 @@ struct MigrationTests {
     @Test("a migration chosen as a deadlock's victim is tried again")
     func migrationDeadlockRetried() async throws {
         try await TestDatabase.withMigrated { configuration in
+            // The migration is the victim: it looks for a deadlock 5 s into its wait, the other
+            // session never. (With a second each, a loaded run's other session asked for dl_a over
+            // a second after the migration began to wait: the migration's look found nothing, and
+            // the other session's found the deadlock and was chosen.)
+            let other = try await PostgresConnection.connect(configuration)
+            defer { Task { await other.close() } }
+            try await other.query(
+                "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET deadlock_timeout = ''5s''', current_database()); END $$")
+            try await other.query("SET deadlock_timeout = '1h'")
             let pool = PostgresPool(configuration, options: .init(maxConnections: 2))
             defer { Task { await pool.close() } }
             try await pool.query("CREATE TABLE public.dl_a (x int)")
             try await pool.query("CREATE TABLE public.dl_b (x int)")
-            let other = try await PostgresConnection.connect(configuration)
-            defer { Task { await other.close() } }
             try await other.query("BEGIN")
             try await other.query("LOCK TABLE public.dl_b IN ACCESS EXCLUSIVE MODE")
             var migrator = Migrator(migrations: Migration.all + [
