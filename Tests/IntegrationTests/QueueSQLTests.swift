@@ -287,6 +287,22 @@ struct QueueSQLTests {
             // ' acme' would be a tenant of its own beside 'acme'.
             #expect(await refusal("SELECT switchyard.submit($1::jsonb, tenant => ' acme')")
                 == "tenant ' acme' begins or ends with white space")
+            // Whatever the server's locale says is a space (its C.UTF-8 said a no-break space was not,
+            // and a review's gateway submitted for E'\u00a0acme' and for E'\u00a0'); the hint names
+            // the tenant without them, not as given (E'\u2003acme' was told to name it E'\u2003acme').
+            for (tenant, shown) in [("E'\\u00a0acme'", "'\u{a0}acme'"), ("E'\\u2003acme\\u202f'", "'\u{2003}acme\u{202f}'")] {
+                do {
+                    try await pool.query("SELECT switchyard.submit($1::jsonb, tenant => \(tenant))", [request])
+                    Issue.record("\(tenant) was accepted")
+                } catch let error as PostgresError {
+                    #expect(error.message == "tenant \(shown) begins or ends with white space")
+                    #expect(error.hint == "Name it without: 'acme'.", "\(tenant)")
+                }
+            }
+            #expect(await refusal("SELECT switchyard.submit($1::jsonb, tenant => E'\\u00a0')")
+                == "tenant must not be empty (or only spaces)")
+            #expect(await refusal("SELECT switchyard.submit($1::jsonb, idempotency_key => E'\\u00a0\\ufeff')")
+                == "idempotency_key must not be empty (or only spaces)")
             // Each identifier over its limit is named (one message named all four).
             for (column, limit) in [("task_class", 100), ("affinity_key", 500), ("tenant", 200), ("idempotency_key", 500)] {
                 #expect(await refusal("SELECT switchyard.submit($1::jsonb, \(column) => repeat('x', \(limit + 1)))")
@@ -836,6 +852,38 @@ struct QueueSQLTests {
                 held: [(running, job.attempt)], lease: .seconds(30)
             )
             #expect(held[running] == true)
+        }
+    }
+
+    /// A review's job, cancelled while it waited for its second attempt (the first had failed),
+    /// read "cancelled before it started".
+    @Test("a job cancelled between attempts says which attempt it did not start; one never started, that it never did")
+    func cancelBetweenAttempts() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            func message(_ id: Int64) async throws -> String {
+                try await pool.query("SELECT error ->> 'message' FROM switchyard.results WHERE job_id = $1", [id])
+                    .scalar(String.self)
+            }
+            func failedOnce(_ id: Int64) async throws {
+                try await pool.query(
+                    "UPDATE switchyard.jobs SET attempt = 1, run_at = now() + interval '1 minute' WHERE id = $1", [id])
+            }
+            let fresh = try await store.submit(Submission(request: Self.hello))
+            let retrying = try await store.submit(Submission(request: Self.hello))
+            try await failedOnce(retrying)
+            #expect(try await store.cancel(fresh) == "cancelled")
+            #expect(try await store.cancel(retrying) == "cancelled")
+            #expect(try await message(fresh) == "cancelled before it started")
+            #expect(try await message(retrying) == "cancelled before attempt 2 could start")
+
+            // A tenant's jobs, all at once, alike.
+            let first = try await store.submit(Submission(request: Self.hello, tenant: "acme"))
+            let second = try await store.submit(Submission(request: Self.hello, tenant: "acme"))
+            try await failedOnce(second)
+            #expect(try await TenantLimits.cancelJobs(of: "acme", in: pool) == (cancelled: 2, cancelling: 0))
+            #expect(try await message(first) == "cancelled before it started, with every job of tenant acme")
+            #expect(try await message(second) == "cancelled before attempt 2 could start, with every job of tenant acme")
         }
     }
 
