@@ -104,7 +104,59 @@ struct JobCommandTests {
             #expect(status == 0, "\(output)")
             #expect(output.split(separator: "\n") == [
                 "daily results partitions dropped: 0", "rows in results_default: 0 removed", "idempotency keys: 0 removed",
+                "tenant spending days: 0 removed", "cleared alerts: 0 removed",
             ], "\(output)")
+        }
+    }
+
+    /// tenant_spend and alerts grew for ever: prune left them.
+    @Test("prune removes tenants' spending of days before this month and the cutoff, and alerts cleared before it")
+    func pruneSpendingAndAlerts() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            try await pool.query(
+                """
+                INSERT INTO switchyard.tenant_spend (tenant, day, cost)
+                SELECT 'acme', d::date, 1 FROM generate_series(
+                    date_trunc('month', now() AT TIME ZONE 'UTC') - interval '70 days',
+                    date_trunc('month', now() AT TIME ZONE 'UTC') - interval '1 day', interval '1 day') AS d
+                UNION ALL SELECT 'acme', date_trunc('month', now() AT TIME ZONE 'UTC')::date, 1
+                """)
+            try await pool.query(
+                """
+                INSERT INTO switchyard.alerts (kind, subject, opened_at, cleared_at, value, threshold, message)
+                VALUES ('error_rate', 'old', now() - interval '50 days', now() - interval '40 days', 1, 0.02, 'm'),
+                       ('error_rate', 'recent', now() - interval '50 days', now() - interval '2 days', 1, 0.02, 'm'),
+                       ('latency', 'open', now() - interval '50 days', NULL, 1, 0.02, 'm')
+                """)
+            // Days before the cutoff of 30 days, unless this month's: the 71 days before this month
+            // less those within 30 days of now.
+            let expected = try await pool.query(
+                """
+                SELECT count(*) FROM switchyard.tenant_spend
+                WHERE day < least(((now() - interval '30 days') AT TIME ZONE 'UTC')::date,
+                                  date_trunc('month', now() AT TIME ZONE 'UTC')::date)
+                """).scalar(Int.self)
+            #expect(expected > 30)
+            let (status, output) = try await dispatcher(
+                ["prune", "--older-than", "30d"], stdin: "", url: pool.configuration.effectiveConnectionString)
+            #expect(status == 0, "\(output)")
+            #expect(output.contains("tenant spending days: \(expected) removed"), "\(output)")
+            #expect(output.contains("cleared alerts: 1 removed"), "\(output)")
+            let left = try await pool.query(
+                "SELECT min(day) >= ((now() - interval '30 days') AT TIME ZONE 'UTC')::date - 1 FROM switchyard.tenant_spend")
+            #expect(try left.scalar(Bool.self))
+            #expect(try await pool.query("SELECT string_agg(subject, ',' ORDER BY subject) FROM switchyard.alerts")
+                .scalar(String.self) == "open,recent")
+            // This month's spending stays, however short the cutoff.
+            let sql = try await QueueSQLTests.prune(pool, olderThan: .seconds(1))
+            #expect(sql.map(\.item).suffix(2) == ["tenant spending days", "cleared alerts"], "\(sql)")
+            #expect(try await pool.query(
+                "SELECT count(*) FROM switchyard.tenant_spend WHERE day >= date_trunc('month', now() AT TIME ZONE 'UTC')::date"
+            ).scalar(Int.self) == 1)
+            #expect(try await pool.query(
+                "SELECT count(*) FROM switchyard.tenant_spend WHERE day < date_trunc('month', now() AT TIME ZONE 'UTC')::date"
+            ).scalar(Int.self) == 0)
+            #expect(try await pool.query("SELECT string_agg(subject, ',') FROM switchyard.alerts").scalar(String.self) == "open")
         }
     }
 

@@ -76,8 +76,9 @@ enum JobCommands {
 
         Drops whole daily results partitions older than DURATION (e.g. 30d), and trims old
         idempotency keys, the old rows of results_default (results written before their day's
-        partition existed) and workers gone for a day. No DELETE in the daily partitions, so no
-        bloat. One step at a time, each committed: a partition's drop locks the results table for
+        partition existed), tenants' spending of older days (this month's stays: budgets count
+        it), alerts cleared before then, and workers gone for a day. No DELETE in the daily
+        partitions, so no bloat. One step at a time, each committed: a partition's drop locks the results table for
         milliseconds, not for the whole run, and waits at most 5 s behind a long reader (then
         tries again).
         """
@@ -297,6 +298,8 @@ enum JobCommands {
         try await Migrator().requireCurrent(store.pool)
         var defaultRows = 0
         var keys = 0
+        var spendingDays = 0
+        var clearedAlerts = 0
         var partitions = 0
         var waits = 0
         while true {
@@ -323,6 +326,8 @@ enum JobCommands {
             switch step.item {
             case "rows in results_default": defaultRows += step.removed
             case "idempotency keys": keys += step.removed
+            case "tenant spending days": spendingDays += step.removed
+            case "cleared alerts": clearedAlerts += step.removed
             default:
                 if step.item.hasPrefix("partition ") { partitions += 1 }
                 print("\(step.item): \(step.removed) removed")
@@ -332,6 +337,8 @@ enum JobCommands {
         print("daily results partitions dropped: \(partitions)")
         print("rows in results_default: \(defaultRows) removed")
         print("idempotency keys: \(keys) removed")
+        print("tenant spending days: \(spendingDays) removed")
+        print("cleared alerts: \(clearedAlerts) removed")
         return ExitCode.success
     }
 }
