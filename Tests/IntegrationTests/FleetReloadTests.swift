@@ -42,6 +42,39 @@ struct FleetReloadTests {
         }
     }
 
+    /// A review's worker, started as a catalog import committed, loaded the catalog before the
+    /// import and listened after it: it routed by the old rules until the next import (243 of a
+    /// rule's 300 jobs went to the default rule's model).
+    @Test("a catalog change committed between a worker's first load and its LISTEN reaches it")
+    func changeBeforeListening() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let catalogs = CatalogStore(pool: pool)
+            _ = try await catalogs.importDocument(Data(Self.catalog.utf8))
+            let fleet = FleetState(pool: pool, logger: Logger(label: "worker", level: .error) { _ in })
+            let imported = Mutex(false)
+            let service = WorkerService(
+                configuration: WorkerServiceTests.configuration(concurrency: 1), pool: pool,
+                executor: SimulatedExecutor(), fleet: fleet, logger: Logger(label: "worker", level: .error) { _ in },
+                beforeListening: {
+                    // Once only: the first LISTEN, after the worker's first load.
+                    guard !imported.withLock({ $0 }) else { return }
+                    _ = try? await catalogs.importDocument(
+                        Data(Self.catalog.replacingOccurrences(of: "\"m\"", with: "\"n\"").utf8))
+                    imported.withLock { $0 = true }
+                })
+            let running = Task { try await service.run() }
+            defer {
+                service.shutdown()
+                running.cancel()
+            }
+            try await waitUntil("the worker has the imported catalog") {
+                imported.withLock { $0 } && fleet.router.catalog.models.map(\.name) == ["n"]
+            }
+            service.shutdown()
+            try await running.value
+        }
+    }
+
     @Test("a call is priced by the catalog it was planned with, not one reloaded while it ran")
     func scheduleOfThePlannedModel() async throws {
         try await TestDatabase.withMigratedPool { pool in

@@ -230,20 +230,32 @@ final class FleetState: Sendable {
     /// listener goes on at once (see `ReloadGate`).
     func handle(_ notification: PostgresNotification) {
         switch notification.channel {
-        // The background policy's version covers the catalog too (sql/0063): read again with it,
-        // or every postponement after an import would carry the version before it, and be sent back.
-        case CatalogStore.channel:
-            // The version first: an import committing between the two reads then leaves an old
-            // version beside the new catalog (a postponement needlessly sent back once), not the
-            // new version beside the old catalog (one wrongly kept).
-            gates.catalog.request {
-                await self.reloadPolicy()
-                await self.reloadCatalog()
-            }
+        case CatalogStore.channel: requestCatalog()
         case HealthStore.channel: gates.health.request { await self.refreshHealth() }
         case Self.settingsChannel: gates.policy.request { await self.reloadPolicy() }
         default: break
         }
+    }
+
+    /// The background policy's version covers the catalog too (sql/0063): read again with it, or
+    /// every postponement after an import would carry the version before it, and be sent back.
+    private func requestCatalog() {
+        // The version first: an import committing between the two reads then leaves an old
+        // version beside the new catalog (a postponement needlessly sent back once), not the new
+        // version beside the old catalog (one wrongly kept).
+        gates.catalog.request {
+            await self.reloadPolicy()
+            await self.reloadCatalog()
+        }
+    }
+
+    /// Reads everything a notification could have announced again, through the same gates: once
+    /// LISTEN takes effect (what was committed since the first load announced itself to nobody:
+    /// a review's worker, started as an import committed, routed by the old rules until the next
+    /// import), and after the LISTEN connection comes back.
+    func catchUp() {
+        requestCatalog()
+        gates.health.request { await self.refreshHealth() }
     }
 
     /// One gate per kind of reload a notification asks for.

@@ -36,12 +36,14 @@ final class WorkerService: Sendable {
     private let startup = Mutex<Task<Void, any Error>?>(nil)
     /// The series served on `/metrics` (when the worker serves them).
     let metrics: WorkerMetrics
+    /// Runs before each LISTEN (tests: a change committed between the first load and LISTEN).
+    private let beforeListening: (@Sendable () async -> Void)?
 
     init(
         configuration: WorkerConfiguration, pool: PostgresPool, executor: any JobExecutor, fleet: FleetState? = nil,
         logger: Logger, now: @escaping @Sendable () -> Date = { Date() },
         random: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) },
-        metrics: WorkerMetrics = WorkerMetrics()
+        metrics: WorkerMetrics = WorkerMetrics(), beforeListening: (@Sendable () async -> Void)? = nil
     ) {
         self.configuration = configuration
         self.store = QueueStore(pool: pool)
@@ -51,6 +53,7 @@ final class WorkerService: Sendable {
         self.now = now
         self.random = random
         self.metrics = metrics
+        self.beforeListening = beforeListening
         self.heartbeats = HeartbeatRecord(lease: configuration.lease, interval: configuration.heartbeatInterval)
         metrics.concurrency.set(Double(configuration.concurrency))
         self.writer = CompletionWriter(
@@ -578,10 +581,13 @@ final class WorkerService: Sendable {
             do {
                 // Wake-ups all (no payload is read): what arrives together is one per channel, so
                 // a session flooding NOTIFY costs a few events per read, not one per notification.
+                await beforeListening?()
                 let notifications = try await store.pool.listen(on: channels, coalescing: true)
                 delay = .milliseconds(200)
-                // Jobs submitted before LISTEN took effect announced themselves to nobody.
+                // Jobs submitted, and catalog, breaker and settings changes committed, before
+                // LISTEN took effect announced themselves to nobody.
                 wake.signal(.notified)
+                fleet?.catchUp()
                 for await event in notifications {
                     switch event {
                     case .notification(let notification) where notification.channel == "switchyard_jobs":
@@ -595,7 +601,7 @@ final class WorkerService: Sendable {
                         logServer { self.logger.notice("the LISTEN connection is back", ["server": $0]) }
                         // Whatever was announced while disconnected is lost: catch up on all of it.
                         wake.signal(.notified)
-                        await fleet?.reload()
+                        fleet?.catchUp()
                     case .disconnected(let reason):
                         logger.warning("lost the LISTEN connection; polling until it is back", ["reason": reason])
                     }
