@@ -167,6 +167,23 @@ struct OpenAIProviderTests {
         }
     }
 
+    /// A review's base_url without its /v1 read as a missing model, and nothing named the address.
+    @Test("a server without such a model names the address called, without its user and password")
+    func notFoundNamesTheAddress() async throws {
+        try await withFakeProviderServer { server in
+            try await server.script(["gpt-gone": ["kind": "not_found"]])
+            var model = Self.model(server, name: "gpt-gone")
+            model.baseURL = "http://someone:secret@127.0.0.1:\(server.port)/v1"
+            let error = await ProviderTestSupport.providerError {
+                try await Self.provider().complete(Self.call(model))
+            }
+            #expect(error?.code == .modelNotFound)
+            #expect(error?.message.hasSuffix("(POST http://127.0.0.1:\(server.port)/v1/chat/completions)") == true,
+                    "\(String(describing: error?.message))")
+            #expect(error?.summary.contains("secret") == false)
+        }
+    }
+
     @Test("a context-length error asks for a larger context; any other 400 fails the job")
     func badRequests() async throws {
         try await withFakeProviderServer { server in

@@ -220,6 +220,23 @@ struct ProviderErrorTaxonomyTests {
             status: 400, body: openAI("Messages with role 'tool' does not support the field 'name'"),
             code: .badRequest, decision: .failJob),
         Row(
+            name: "LiteLLM 400 'Invalid model name passed in model=…' → fail over and mark unhealthy",
+            status: 400,
+            body: #"{"error":{"message":"{'error': '/chat/completions: Invalid model name passed in model=does-not-exist. Call `/v1/models` to view available models for your key.'}","type":"None","param":"None","code":"400"}}"#,
+            code: .modelNotFound, decision: .nextCandidateAndMarkUnhealthy),
+        Row(
+            name: "OpenRouter 400 '… is not a valid model ID' → fail over and mark unhealthy",
+            status: 400, body: #"{"error":{"message":"openai/gpt-5x is not a valid model ID","code":400}}"#,
+            code: .modelNotFound, decision: .nextCandidateAndMarkUnhealthy),
+        Row(
+            name: "Mistral 400 invalid_model → fail over and mark unhealthy",
+            status: 400,
+            body: #"{"object":"error","message":"Invalid model: mistral-large-x","type":"invalid_model","param":null,"code":"1500"}"#,
+            code: .modelNotFound, decision: .nextCandidateAndMarkUnhealthy),
+        Row(
+            name: "400 quoting a request's value that reads 'invalid model name' → fail the job",
+            status: 400, body: openAI("Invalid value for 'user': 'invalid model name'"), code: .badRequest, decision: .failJob),
+        Row(
             name: "other 400 → fail the job",
             status: 400, body: openAI("Invalid value for 'temperature'"), code: .badRequest, decision: .failJob),
         Row(

@@ -57,8 +57,12 @@ public struct AnthropicProvider: ModelProvider {
         request.httpBody = Data(AnthropicTranslation.bodyText(body, request: requestObject).utf8)
         let exchange = try await transport.send(
             request, timeout: call.timeout, model: model.name, skipVerification: skipVerification)
-        return try Self.reply(
-            from: exchange, model: model, stops: AnthropicTranslation.blankStops(requestObject), now: clock.now())
+        do {
+            return try Self.reply(
+                from: exchange, model: model, stops: AnthropicTranslation.blankStops(requestObject), now: clock.now())
+        } catch let error as ProviderError {
+            throw error.naming(url)
+        }
     }
 
     /// Reads a response: the translated completion for a readable 2xx message, else the

@@ -53,7 +53,11 @@ public struct OpenAIProvider: ModelProvider {
         let request = ProviderEndpoint.post(url, body: .object(body), headers: headers, model: model)
         let exchange = try await transport.send(
             request, timeout: call.timeout, model: model.name, skipVerification: skipVerification)
-        return try Self.reply(from: exchange, model: model.name, now: clock.now())
+        do {
+            return try Self.reply(from: exchange, model: model.name, now: clock.now())
+        } catch let error as ProviderError {
+            throw error.naming(url)
+        }
     }
 
     /// Whether the request goes with its `cache_control` marks (Anthropic's prompt caching, as

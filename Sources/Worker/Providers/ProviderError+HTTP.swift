@@ -28,7 +28,8 @@ extension ProviderError {
         // What the message quotes is often the request's own (OpenAI's "Invalid value: '…'"): a
         // request may not decide that the account is out of credit, which opens the breaker for
         // every tenant (a security review's one job a model's breaker every 30 s).
-        let ownWords = "\(Self.unquoted(detail.message ?? "")) \(detail.code ?? "") \(detail.type ?? "")".lowercased()
+        let ownWords = "\(Self.unquoted(Self.unwrapped(detail.message ?? ""))) \(detail.code ?? "") \(detail.type ?? "")"
+            .lowercased()
         let message = detail.message ?? Self.fallbackMessage(status: status, body: body)
 
         func make(
@@ -95,6 +96,12 @@ extension ProviderError {
             return make(.overloaded, hint: nil)
         case 500...599:
             return make(.serverError, hint: nil)
+        case 400...499 where Self.isUnknownModel(ownWords):
+            // A proxy's 400 for the model it was asked for (LiteLLM's "Invalid model name passed in
+            // model=…", OpenRouter's "… is not a valid model ID", Mistral's invalid_model): the
+            // catalog's, as a 404 is. As bad_request it failed every job of a review's rule without
+            // trying its healthy fallback, and no breaker or alert said so.
+            return make(.modelNotFound, hint: "check the model's base_url and upstream_model in the catalog")
         case 400...499 where Self.isContextLength(text):
             return make(
                 .contextLengthExceeded,
@@ -120,6 +127,23 @@ extension ProviderError {
         default:
             return make(.serverError, hint: "the provider answered with an unexpected HTTP status")
         }
+    }
+
+    /// This error with the address called, when the server says it has no such model: a
+    /// `base_url` missing its `/v1` reads as a missing model (`404 Not Found`), and nothing named
+    /// the address (a review's operator was sent to check the model's name). Without the
+    /// address's user and password, query and fragment.
+    func naming(_ url: URL) -> ProviderError {
+        guard code == .modelNotFound, var parts = URLComponents(url: url, resolvingAgainstBaseURL: false) else {
+            return self
+        }
+        parts.user = nil
+        parts.password = nil
+        parts.query = nil
+        parts.fragment = nil
+        var named = self
+        named.message += " (POST \(parts.string ?? url.path))"
+        return named
     }
 
     /// Classifies a failure to get any answer (no connection, connection lost, timeout).
@@ -200,6 +224,24 @@ extension ProviderError {
                     "was unexpected", "additional properties"].contains { text.contains($0) }
                 // A mark the server reads, with a value it does not take, is the request's.
                 && !["unknown variant", "input should be", "invalid value"].contains { text.contains($0) })
+    }
+
+    /// A 4xx saying the server has no such model (said in the provider's own words: a request
+    /// may not decide that a model is missing, which takes it out for every tenant).
+    static func isUnknownModel(_ text: String) -> Bool {
+        [
+            "model_not_found", "model not found", "invalid model name", "invalid model:", "invalid_model",
+            "is not a valid model", "unknown model", "no such model", "model does not exist",
+        ]
+            .contains { text.contains($0) }
+    }
+
+    /// What a LiteLLM proxy's message wraps: it passes an error on as the text of a Python dict,
+    /// `{'error': '/chat/completions: Invalid model name passed in model=x. …'}`, whose quote
+    /// would otherwise end the provider's own words at its second character.
+    static func unwrapped(_ message: String) -> String {
+        guard message.hasPrefix("{'error': '"), message.hasSuffix("'}") else { return message }
+        return String(message.dropFirst("{'error': '".count).dropLast(2))
     }
 
     static func isQuota(_ text: String) -> Bool {
