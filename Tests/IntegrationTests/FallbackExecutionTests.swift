@@ -432,6 +432,26 @@ struct FallbackExecutionTests {
         }
     }
 
+    /// A review's fleet with one worker on a stale key lost the model for every worker, and status
+    /// named no worker.
+    @Test("a refused key opens the model's breaker with the name of the worker whose key it was")
+    func refusedKeyNamesTheWorker() async throws {
+        try await Self.withRoutingWorker { store, server, pool in
+            try await server.script(["primary": ["kind": "unauthorized"]])
+            let result = try await Self.submitAndWait(store, Self.chat())
+            #expect(result["model"] == "secondary")
+            #expect(Self.trail(result).map(\.outcome) == ["error", "succeeded"])
+            let worker = try #require(result["attempts"]?[0]?["worker"]?.stringValue)
+            try await waitUntil("the fleet has the breaker open") {
+                try await pool.query("SELECT count(*) FROM switchyard.fleet_health WHERE model = 'primary' AND state = 'open'")
+                    .scalar(Int.self) == 1
+            }
+            let reason = try await pool.query("SELECT reason FROM switchyard.fleet_health WHERE model = 'primary'")
+                .scalar(String.self)
+            #expect(reason.hasPrefix("worker \(worker)'s key was refused: HTTP 401 unauthorized"), "\(reason)")
+        }
+    }
+
     @Test("a 400 only this model gives (unsupported_parameter, as o1 answers max_tokens): the next model answers")
     func unsupportedParameterFallsBack() async throws {
         try await Self.withRoutingWorker { store, server, _ in

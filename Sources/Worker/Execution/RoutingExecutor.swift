@@ -373,7 +373,7 @@ struct RoutingExecutor: JobExecutor {
                 fleet.end(
                     model, call: call, success: false, countsAgainstModel: modelAtFault,
                     latencyMS: timedOut ? latencyMS : nil, rateLimit: providerError?.rateLimit,
-                    markUnhealthy: decision == .nextCandidateAndMarkUnhealthy ? summary : nil
+                    markUnhealthy: decision == .nextCandidateAndMarkUnhealthy ? Self.breakerReason(summary, providerError, worker: worker) : nil
                 )
                 if providerError?.code != .unsupportedRequest { onlyUnsupported = false }
                 if decision == .nextCandidateAndSkipHere {
@@ -521,6 +521,15 @@ struct RoutingExecutor: JobExecutor {
     }
 
     /// What the executor does next, for the log.
+    /// Why the fleet's breaker opens for a call's failure: the call's summary, and for a refused
+    /// key the worker whose key it was. The fleet opens the model for one worker's 401 (a key
+    /// revoked fails every worker alike), and a review's fleet with one worker on a stale key lost
+    /// the model with nothing in status naming that worker.
+    static func breakerReason(_ summary: String, _ error: ProviderError?, worker: String) -> String {
+        guard error?.code == .unauthorized else { return summary }
+        return "worker \(worker)'s key was refused: \(summary)"
+    }
+
     static func describe(_ decision: FallbackDecision) -> String {
         switch decision {
         case .retrySameModel(let wait): "retry the same model after \(Int((wait.seconds * 1000).rounded())) ms"
