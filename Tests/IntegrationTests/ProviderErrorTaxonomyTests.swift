@@ -266,6 +266,14 @@ struct ProviderErrorTaxonomyTests {
         let refused = ProviderError.fromTransport(URLError(.cannotConnectToHost), model: "m", latency: nil)
         #expect(refused.code == .connectionFailed)
         #expect(refused.decision(remainingBudget: .seconds(5)) == .nextCandidate)
+        #expect(refused.message.hasPrefix("could not reach the provider"))
+        // An answer cut off (as URLSession on Linux reports it) was reached, not "could not reach".
+        let cut = ProviderError.fromTransport(
+            URLError(.unknown, userInfo: [NSLocalizedDescriptionKey: "transfer closed with 991 bytes remaining to read"]),
+            model: "m", latency: nil)
+        #expect(cut.code == .connectionFailed)
+        #expect(cut.message.hasPrefix("the provider closed the connection before its answer ended: transfer closed"),
+                "\(cut.message)")
     }
 
     @Test("an undecodable 200 body moves to the next candidate")

@@ -167,6 +167,13 @@ extension ProviderError {
                 hint: "the request may have reached it; the job moves to the next model", model: model,
                 latency: latency)
         }
+        // An answer cut off: curl's "transfer closed with 579 bytes remaining to read" comes as an
+        // unknown URLError, and read "could not reach the provider" (a review's).
+        if reason.contains("transfer closed") {
+            return ProviderError(
+                .connectionFailed, "the provider closed the connection before its answer ended: \(reason)",
+                hint: "the request reached it; the job moves to the next model", model: model, latency: latency)
+        }
         return ProviderError(
             .connectionFailed, "could not reach the provider: \(reason)",
             hint: "check the model's base_url and that the server is up", model: model, latency: latency)
