@@ -78,9 +78,9 @@ enum JobCommands {
         idempotency keys, the old rows of results_default (results written before their day's
         partition existed), tenants' spending of older days (this month's stays: budgets count
         it), alerts cleared before then, and workers gone for a day. No DELETE in the daily
-        partitions, so no bloat. One step at a time, each committed: a partition's drop locks the results table for
-        milliseconds, not for the whole run, and waits at most 5 s behind a long reader (then
-        tries again).
+        partitions, so no bloat. One step at a time, each committed: a partition's drop locks
+        the results table for milliseconds, not for the whole run, and waits at most 5 s behind
+        a long reader (then tries again).
         """
 
     private static func open(_ arguments: Arguments) throws -> QueueStore {

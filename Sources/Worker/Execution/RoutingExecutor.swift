@@ -373,7 +373,8 @@ struct RoutingExecutor: JobExecutor {
                 fleet.end(
                     model, call: call, success: false, countsAgainstModel: modelAtFault,
                     latencyMS: timedOut ? latencyMS : nil, rateLimit: providerError?.rateLimit,
-                    markUnhealthy: decision == .nextCandidateAndMarkUnhealthy ? Self.breakerReason(summary, providerError, worker: worker) : nil
+                    markUnhealthy: decision == .nextCandidateAndMarkUnhealthy
+                        ? Self.breakerReason(summary, providerError, worker: worker) : nil
                 )
                 if providerError?.code != .unsupportedRequest { onlyUnsupported = false }
                 if decision == .nextCandidateAndSkipHere {
@@ -520,7 +521,6 @@ struct RoutingExecutor: JobExecutor {
         if let latencyMS { metrics.attemptLatency.observe(latencyMS / 1000, [model.name, tier.rawValue]) }
     }
 
-    /// What the executor does next, for the log.
     /// Why the fleet's breaker opens for a call's failure: the call's summary, and for a refused
     /// key the worker whose key it was. The fleet opens the model for one worker's 401 (a key
     /// revoked fails every worker alike), and a review's fleet with one worker on a stale key lost
@@ -530,6 +530,7 @@ struct RoutingExecutor: JobExecutor {
         return "worker \(worker)'s key was refused: \(summary)"
     }
 
+    /// What the executor does next, for the log.
     static func describe(_ decision: FallbackDecision) -> String {
         switch decision {
         case .retrySameModel(let wait): "retry the same model after \(Int((wait.seconds * 1000).rounded())) ms"
