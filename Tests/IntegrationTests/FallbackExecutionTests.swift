@@ -620,6 +620,13 @@ struct FallbackExecutionTests {
                         #expect(next["model"] == "secondary")
                         #expect(Self.trail(next).map(\.model) == ["secondary"])
                     }
+                    // Status says so (only the worker's log did): its row notes the model, with why.
+                    try await waitUntil("the worker has noted the model it skips") {
+                        try await ObservabilityStore(pool: pool).workers().contains { !$0.skippedModels.isEmpty }
+                    }
+                    let worker = try #require(try await ObservabilityStore(pool: pool).workers().first)
+                    #expect(worker.skippedModels.keys.sorted() == ["primary"])
+                    #expect(worker.skippedModels["primary"]?.contains("PRIMARY_KEY") == true, "\(worker.skippedModels)")
                 }
                 // Said once, naming the variable; the worker's keys never appear.
                 let skipped = logs.all.filter { $0.contains("model skipped by this worker") }

@@ -163,6 +163,15 @@ extension StatusSection {
             "\(alive.count) alive of \(workers.count); \(alive.reduce(0) { $0 + $1.inFlight }) of "
             + "\(alive.reduce(0) { $0 + $1.concurrency }) slots busy at their last heartbeat"
         var lines = [summary] + (table.lines.count > 1 ? table.lines : [])
+        // A model a worker skips is out of its plans while the others call it: its jobs may wait
+        // for a worker with the model's key, and only that worker's log said why.
+        for worker in alive where !worker.skippedModels.isEmpty {
+            for (model, reason) in worker.skippedModels.sorted(by: { $0.key < $1.key }) {
+                lines.append(
+                    "\(StatusFormat.printable(worker.id)) skips \(StatusFormat.printable(model)): "
+                        + StatusFormat.printable(reason))
+            }
+        }
         if let latest = gone.map(\.heartbeatAgeSeconds).min() {
             lines.append(
                 "\(gone.count) more stopped without deregistering, silent for \(StatusFormat.seconds(latest)) or more "

@@ -25,6 +25,9 @@ public struct WorkerStatus: Sendable, Hashable {
     public var heartbeatAgeSeconds: Double
     /// A heartbeat in the last 30 seconds.
     public var alive: Bool
+    /// The models this worker skips while others may call them (its environment lacks their
+    /// key), with why; empty for a worker from before schema 95 too.
+    public var skippedModels: [String: String]
 
     init(row: PostgresRow) throws {
         id = try row.decode("id")
@@ -38,6 +41,8 @@ public struct WorkerStatus: Sendable, Hashable {
         heartbeatAt = try row.decode("heartbeat_at")
         heartbeatAgeSeconds = try row.decode("heartbeat_age_s")
         alive = try row.decode("alive")
+        skippedModels = (try JSONValue(parsing: try row.decode("skipped_models_text", as: String.self)).objectValue ?? [:])
+            .compactMapValues(\.stringValue)
     }
 
     /// The worker as JSON (snake_case keys, as in SQL).
@@ -48,7 +53,7 @@ public struct WorkerStatus: Sendable, Hashable {
             "concurrency": .number(Double(concurrency)), "in_flight": .number(Double(inFlight)),
             "leased": .number(Double(leased)), "started_at": .string(startedAt.postgresText),
             "heartbeat_at": .string(heartbeatAt.postgresText), "heartbeat_age_s": .optional(heartbeatAgeSeconds),
-            "alive": .bool(alive),
+            "alive": .bool(alive), "skipped_models": .object(skippedModels.mapValues(JSONValue.string)),
         ]
     }
 }

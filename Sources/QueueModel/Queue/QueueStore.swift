@@ -191,6 +191,14 @@ public struct QueueStore: Sendable {
         return result
     }
 
+    /// Notes the models this worker process skips, with why (`skipped_models` in
+    /// `switchyard.worker_status`, for status), in place of what it noted before.
+    public func noteSkippedModels(worker: WorkerIdentity, _ skipped: [String: String]) async throws {
+        try await pool.query(
+            "SELECT switchyard.note_skipped_models($1, $2, $3::jsonb)",
+            [worker.id, worker.instance, JSONValue.object(skipped.mapValues(JSONValue.string)).jsonText])
+    }
+
     /// Writes a batch of outcomes, fenced on (job, worker, attempt).
     /// - Returns: what was written for each job written: the outcome's kind (`result`, `retry`,
     ///   `release`, `postpone`), or `cancelled` where a retry, postponement or release met a

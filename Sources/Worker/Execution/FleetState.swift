@@ -258,6 +258,9 @@ final class FleetState: Sendable {
         gates.health.request { await self.refreshHealth() }
     }
 
+    /// The models this worker skips (`skipHere`), with why.
+    var skippedModels: [String: String] { state.withLock { $0.skippedHere.mapValues(\.reason) } }
+
     /// One gate per kind of reload a notification asks for.
     private let gates = (catalog: ReloadGate(), health: ReloadGate(), policy: ReloadGate())
 

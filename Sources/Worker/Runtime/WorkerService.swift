@@ -475,6 +475,9 @@ final class WorkerService: Sendable {
 
     private func heartbeatLoop() async {
         var retrySoon = false
+        // What this process last noted of the models it skips (nil: nothing yet, so the first
+        // heartbeat's notes it, even none, over what an earlier process under this id left).
+        var notedSkips: [String: String]?
         while !isStopping || inFlight.count > 0 {
             // After a failure, one heartbeat goes a second later: a heartbeat stuck on a dead
             // connection fails after the TCP user timeout (10 s), and a full interval more let the
@@ -495,6 +498,13 @@ final class WorkerService: Sendable {
                 }
                 let outage = heartbeats.succeeded()
                 metrics.leaseRenewals.increment(by: Double(answer.count))
+                // For status: a model only this worker skips (its key missing here) is said
+                // nowhere else, and its jobs may wait for a worker that has the key.
+                if let skipped = fleet?.skippedModels, skipped != notedSkips,
+                    (try? await store.noteSkippedModels(worker: configuration.identity, skipped)) != nil
+                {
+                    notedSkips = skipped
+                }
                 // The answer names the jobs still leased to this worker. A job held twice (claimed
                 // again before the earlier claim's slot was freed) is leased by its later claim.
                 // Each claim is judged as it was sent: one made since is not in `held`.

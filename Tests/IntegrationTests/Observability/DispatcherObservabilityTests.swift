@@ -283,6 +283,32 @@ struct DispatcherObservabilityTests {
         }
     }
 
+    /// A review's only live worker skipped a model whose key it lacked; status showed its jobs
+    /// waiting, and said nothing of why.
+    @Test("status names the models a live worker skips, with why")
+    func skippedModels() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let identity = WorkerIdentity(id: "w-1", concurrency: 4, hostname: "h", pid: 1, version: "t")
+            _ = try await store.heartbeat(worker: identity, held: [], lease: .seconds(30))
+            try await store.noteSkippedModels(
+                worker: identity, ["gpt-4o": "its api_key_env is not read: OPENAI_API_KEY is not set"])
+            let report = await StatusReport.load(
+                StatusContext(pool: pool, window: .seconds(60), at: nil), sections: [StatusSection.workers])
+            #expect(report.lines().contains("  w-1 skips gpt-4o: its api_key_env is not read: OPENAI_API_KEY is not set"),
+                    "\(report.lines())")
+            #expect(report.json["workers"]?[0]?["skipped_models"] == ["gpt-4o": "its api_key_env is not read: OPENAI_API_KEY is not set"])
+            // None skipped: nothing said; a bad note is refused.
+            try await store.noteSkippedModels(worker: identity, [:])
+            let none = await StatusReport.load(
+                StatusContext(pool: pool, window: .seconds(60), at: nil), sections: [StatusSection.workers])
+            #expect(!none.lines().contains { $0.contains(" skips ") })
+            await #expect(throws: PostgresError.self) {
+                try await pool.query("SELECT switchyard.note_skipped_models('w-1', NULL, '[1]')")
+            }
+        }
+    }
+
     /// A docs walkthrough's status listed tiers by their jobs: primary, secondary, (none), tertiary.
     @Test("status lists tiers in their order, a failed job's (none) last")
     func tiersInOrder() async throws {
