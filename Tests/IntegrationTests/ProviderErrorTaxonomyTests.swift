@@ -234,6 +234,10 @@ struct ProviderErrorTaxonomyTests {
             body: #"{"object":"error","message":"Invalid model: mistral-large-x","type":"invalid_model","param":null,"code":"1500"}"#,
             code: .modelNotFound, decision: .nextCandidateAndMarkUnhealthy),
         Row(
+            name: "DeepSeek 400 'Model Not Exist' → fail over and mark unhealthy",
+            status: 400, body: openAI("Model Not Exist", code: "invalid_request_error"),
+            code: .modelNotFound, decision: .nextCandidateAndMarkUnhealthy),
+        Row(
             name: "400 quoting a request's value that reads 'invalid model name' → fail the job",
             status: 400, body: openAI("Invalid value for 'user': 'invalid model name'"), code: .badRequest, decision: .failJob),
         Row(

@@ -521,13 +521,15 @@ struct RoutingExecutor: JobExecutor {
         if let latencyMS { metrics.attemptLatency.observe(latencyMS / 1000, [model.name, tier.rawValue]) }
     }
 
-    /// Why the fleet's breaker opens for a call's failure: the call's summary, and for a refused
-    /// key the worker whose key it was. The fleet opens the model for one worker's 401 (a key
-    /// revoked fails every worker alike), and a review's fleet with one worker on a stale key lost
-    /// the model with nothing in status naming that worker.
+    /// Why the fleet's breaker opens for a call's failure: the call's summary, and for a refusal
+    /// the worker refused (its key, a 401; a 403 may be its key, its address or its account). The
+    /// fleet opens the model for one worker's refusal (a key revoked fails every worker alike), and
+    /// a review's fleet with one worker on a stale key lost the model with nothing in status naming
+    /// that worker.
     static func breakerReason(_ summary: String, _ error: ProviderError?, worker: String) -> String {
         guard error?.code == .unauthorized else { return summary }
-        return "worker \(worker)'s key was refused: \(summary)"
+        return error?.httpStatus == 401
+            ? "worker \(worker)'s key was refused: \(summary)" : "worker \(worker) was refused: \(summary)"
     }
 
     /// What the executor does next, for the log.

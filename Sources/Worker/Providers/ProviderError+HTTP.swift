@@ -239,6 +239,8 @@ extension ProviderError {
         [
             "model_not_found", "model not found", "invalid model name", "invalid model:", "invalid_model",
             "is not a valid model", "unknown model", "no such model", "model does not exist",
+            // DeepSeek's 400: "Model Not Exist".
+            "model not exist",
         ]
             .contains { text.contains($0) }
     }
