@@ -4,9 +4,10 @@
 -- ending with white space) used \s, which is the server's locale's idea of a space: under C.UTF-8
 -- a no-break space is none, and a review's gateway submitted for E'\u00a0acme' (a tenant of its
 -- own beside 'acme') and for E'\u00a0' (a tenant that reads as none), and an idempotency key of a
--- no-break space alone. They now name Unicode's white space (and a byte order mark), and the hint
--- names the tenant without it: it trimmed only spaces, tabs and line ends, and E'\u2003acme' was
--- told to name itself E'\u2003acme'. jobs_before_insert is 0070's otherwise.
+-- no-break space alone. They now name Unicode's white space, and the invisible characters (zero-
+-- width space and joiners, word joiner, byte order mark: a second review's E'\u200bacme' passed),
+-- and the hint names the tenant without them: it trimmed only spaces, tabs and line ends, and
+-- E'\u2003acme' was told to name itself E'\u2003acme'. jobs_before_insert is 0070's otherwise.
 
 SET LOCAL ROLE switchyard_admin;
 
@@ -14,8 +15,9 @@ CREATE OR REPLACE FUNCTION switchyard.jobs_before_insert() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, switchyard, pg_temp AS $$
 DECLARE
     -- Unicode's white space, named: \s is the server locale's (its C.UTF-8 leaves out the no-break
-    -- spaces), and a byte order mark, as invisible.
-    space constant text := '[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]';
+    -- spaces); and the invisible ones that are not white space (zero-width space, joiners, word
+    -- joiner, Mongolian vowel separator, byte order mark), which a review's E'\u200bacme' passed by.
+    space constant text := '[\t\n\v\f\r \u0085\u00a0\u1680\u180e\u2000-\u200d\u2028\u2029\u202f\u205f\u2060\u3000\ufeff]';
     original switchyard.results;
     earlier_id bigint;
     earlier_request jsonb;

@@ -252,6 +252,26 @@ struct MigrationTests {
         }
     }
 
+    /// A review's LATIN1 database failed at the third migration, and a SQL_ASCII one migrated, but
+    /// its submission checks could not read a no-break space.
+    @Test("a database that is not UTF8 is refused before anything is applied, saying how to make one")
+    func refusesOtherEncodings() async throws {
+        try await TestDatabase.withEmpty { configuration in
+            let admin = try await PostgresConnection.connect(configuration.withDatabase("postgres"))
+            let name = "switchyard_ascii_\(UUID().uuidString.prefix(8).lowercased())"
+            try await admin.query("CREATE DATABASE \(name) ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
+            let pool = PostgresPool(configuration.withDatabase(name))
+            let error = try await #require(throws: QueueError.self) { try await Migrator().migrate(pool) }
+            #expect(error.message == "this database's encoding is SQL_ASCII; Switchyard needs UTF8 (requests, tenants and "
+                + "answers are Unicode); nothing was applied")
+            #expect(error.hint?.contains("ENCODING 'UTF8'") == true)
+            #expect(try await pool.query("SELECT to_regnamespace('switchyard') IS NULL").scalar(Bool.self))
+            await pool.close()
+            try await admin.query("DROP DATABASE \(name) WITH (FORCE)")
+            await admin.close()
+        }
+    }
+
     @Test("a failing migration leaves nothing behind and names itself")
     func failingMigrationRollsBack() async throws {
         try await TestDatabase.withEmpty { configuration in

@@ -299,8 +299,13 @@ struct QueueSQLTests {
                     #expect(error.hint == "Name it without: 'acme'.", "\(tenant)")
                 }
             }
-            #expect(await refusal("SELECT switchyard.submit($1::jsonb, tenant => E'\\u00a0')")
-                == "tenant must not be empty (or only spaces)")
+            for blank in ["E'\\u00a0'", "E'\\u200b'", "E'\\u2060'"] {
+                #expect(await refusal("SELECT switchyard.submit($1::jsonb, tenant => \(blank))")
+                    == "tenant must not be empty (or only spaces)", "\(blank)")
+            }
+            // Invisible, though not white space: a tenant beside acme that reads as acme.
+            #expect(await refusal("SELECT switchyard.submit($1::jsonb, tenant => E'\\u200bacme')")
+                == "tenant '\u{200B}acme' begins or ends with white space")
             #expect(await refusal("SELECT switchyard.submit($1::jsonb, idempotency_key => E'\\u00a0\\ufeff')")
                 == "idempotency_key must not be empty (or only spaces)")
             // Each identifier over its limit is named (one message named all four).

@@ -391,6 +391,9 @@ struct TenantLimitsTests {
                 (["pause"], "dispatcher tenants pause takes a tenant (got none)"),
                 (["pause", "acme", "--per", "day"], "--per is for dispatcher tenants budget, not pause"),
                 (["acme"], "unknown tenants command \"acme\""),
+                // A name no submission can give, and none has: "acme " in a script.
+                (["pause", "acme "], "tenant 'acme ' begins or ends with white space, and no job, spending or limit has it"),
+                (["budget", "\u{200B}globex", "5"], "begins or ends with white space"),
             ] {
                 let refused = try await dispatcher(arguments)
                 #expect(refused.status == 2 && refused.output.contains(message), "\(arguments): \(refused.output)")

@@ -94,6 +94,15 @@ enum TenantsCommand {
         let word = tenant.map { StatusFormat.printable(TenantLimits.shellWord($0)) } ?? ""
         // What was known of the tenant before: a name no job, spending or limit has is likely a typo.
         let before = action == "list" ? nil : try await TenantLimits.usage(in: pool, tenant: tenant).first
+        // A name no submission can give (they refuse white space at a tenant's edges, sql/0093),
+        // and none has: a typo, as "acme " in a script, listed beside acme as if it were it.
+        if action != "list", before == nil, let name = tenant, name != Self.trimmed(name) {
+            throw QueueError(
+                .invalidInput,
+                "tenant \(StatusFormat.printable(TenantLimits.shellWord(name))) begins or ends with white space, and no "
+                    + "job, spending or limit has it (submissions refuse such a name); nothing was changed",
+                hint: "Name it without: \(StatusFormat.printable(TenantLimits.shellWord(Self.trimmed(name))))")
+        }
         if action != "list", before == nil {
             printError(
                 "note: no tenant \(shown) has jobs, spending this month or limits (is the name right? dispatcher "
@@ -181,5 +190,15 @@ enum TenantsCommand {
             ])
         }
         return table.lines + usage.compactMap { row in row.heldReason.map { StatusFormat.printable($0) } }
+    }
+
+    /// A name without Unicode's white space at its edges (the no-break spaces among it), nor the
+    /// invisible characters submissions refuse there (sql/0093).
+    static func trimmed(_ name: String) -> String {
+        let invisible: Set<Unicode.Scalar> = ["\u{180E}", "\u{200B}", "\u{200C}", "\u{200D}", "\u{2060}", "\u{FEFF}"]
+        let space: (Character) -> Bool = {
+            $0.unicodeScalars.allSatisfy { $0.properties.isWhitespace || invisible.contains($0) }
+        }
+        return String(name.drop(while: space).reversed().drop(while: space).reversed())
     }
 }

@@ -91,6 +91,18 @@ public struct Migrator: Sendable {
             "SELECT to_regclass('switchyard.schema_migrations') IS NOT NULL"
         ).scalar(Bool.self)
         if !started {
+            // Requests, tenants and answers are Unicode: on a LATIN1 database the third migration
+            // failed, and on SQL_ASCII the submission checks could not read a character (a
+            // review's no-break space passed them, and a hint cut one in half).
+            let encoding = try await connection.query("SELECT current_setting('server_encoding')").scalar(String.self)
+            guard encoding == "UTF8" else {
+                throw QueueError(
+                    .invalidInput,
+                    "this database's encoding is \(encoding); Switchyard needs UTF8 (requests, tenants and answers are "
+                        + "Unicode); nothing was applied",
+                    hint: "Create a database for it with ENCODING 'UTF8' (CREATE DATABASE switchyard ENCODING 'UTF8' "
+                        + "TEMPLATE template0) and migrate that one.")
+            }
             do {
                 try await connection.execute(
                     script: """
