@@ -263,15 +263,40 @@ struct CatalogCommandTests {
                 .plan(for: RoutingRequest(body: ["messages": [["role": "user", "content": "hi"]]], taskClass: "complex_reasoning"),
                       state: RoutingState())
             #expect(plan.attempts.map(\.model.name) == ["claude-opus"])
+            // models list marks it in every rule's row, those that order per job too (a review read
+            // a disabled model in the default rule's list as one it used).
+            #expect(try await dispatcher(["models", "disable", "llama-3.1-70b", "--database-url", url]).status == 0)
+            let listed = try await dispatcher(["models", "list", "--database-url", url]).output
+            let defaultRow = listed.split(separator: "\n").first { $0.hasPrefix("default ") }.map(String.init) ?? ""
+            #expect(defaultRow.contains("gpt-4o-mini, claude-haiku, gpt-3.5-turbo (never: llama-3.1-70b, disabled)"),
+                    "\(listed)")
+            #expect(try await dispatcher(["models", "enable", "llama-3.1-70b", "--database-url", url]).status == 0)
 
             // The rule's last enabled model: refused, nothing written; with --force, done and warned of.
             let refused = try await dispatcher(["models", "disable", "claude-opus", "gpt-4", "--database-url", url])
             #expect(refused.status == 2)
             #expect(refused.output.contains(
-                "disabling claude-opus, gpt-4 would leave rule complex_reasoning with no enabled model: every job of it "
-                    + "would fail as unroutable; nothing was changed"), "\(refused.output)")
+                "disabling claude-opus, gpt-4 would leave rule complex_reasoning unable to route its jobs, which would "
+                    + "fail: every model of the rule is disabled (gpt-4, claude-opus): its jobs cannot be routed; nothing "
+                    + "was changed"), "\(refused.output)")
             #expect(refused.output.contains("pass --force"))
             #expect(try await enabled("claude-opus"))
+            // The same said on stdout as JSON for a script.
+            let refusedJSON = try await dispatcher(["models", "disable", "claude-opus", "gpt-4", "--json", "--database-url", url])
+            #expect(refusedJSON.status == 2)
+            let output = refusedJSON.output
+            let problems = try JSONValue(parsing: String(output[output.firstIndex(of: "{")!...output.lastIndex(of: "}")!]))
+            #expect(problems["changed"] == [] && problems["problems"]?[0]?["message"]?.stringValue?.hasPrefix(
+                "disabling claude-opus, gpt-4 would leave rule complex_reasoning") == true, "\(refusedJSON.output)")
+            // Nor the last model that reaches a rule's quality floor: code's floor is 80, and only
+            // llama-3.1-70b (code 78) would be left of deepseek-v3, claude-sonnet, gpt-4o, qwen-2.5-72b.
+            let floor = try await dispatcher(
+                ["models", "disable", "deepseek-v3", "claude-sonnet", "gpt-4o", "qwen-2.5-72b", "--database-url", url])
+            #expect(floor.status == 2)
+            #expect(floor.output.contains("would leave rules code, multilingual unable to route their jobs"),
+                    "\(floor.output)")
+            #expect(floor.output.contains("code: no enabled model of the rule reaches its quality_floor 80"), "\(floor.output)")
+            #expect(try await enabled("deepseek-v3"))
             let forced = try await dispatcher(["models", "disable", "claude-opus", "gpt-4", "--force", "--json", "--database-url", url])
             #expect(forced.status == 0, "\(forced.output)")
             let json = try JSONValue(parsing: String(forced.output[forced.output.firstIndex(of: "{")!...]))
@@ -299,6 +324,10 @@ struct CatalogCommandTests {
                 "\(back.output)")
             #expect(back.output.contains("claude-opus: enabled; workers plan with it as they reload the catalog"))
             #expect(back.output.contains("gpt-4o: already enabled"))
+            try await pool.query("UPDATE switchyard.models SET enabled = false WHERE name = 'gpt-4'")
+            let backJSON = try JSONValue(parsing: try await dispatcher(["models", "enable", "gpt-4", "--json", "--database-url", url]).output)
+            #expect(backJSON["breakers"]?["gpt-4"]?["state"] == "open" && backJSON["breakers"]?["gpt-4"]?["reason"] == "5 failures in a row",
+                    "\(backJSON)")
             let both = (try await enabled("gpt-4"), try await enabled("claude-opus"))
             #expect(both == (true, true))
             #expect(try await dispatcher(["models", "enable", "--force", "gpt-4", "--database-url", url]).status == 2)

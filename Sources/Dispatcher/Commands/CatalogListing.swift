@@ -61,8 +61,15 @@ enum CatalogListing {
             if rule.strategy == .bestQuality, let scoring = plan?.scoring {
                 strategy += " (\(scoring.capabilityNames.joined(separator: "/")) score)"
             }
-            var models = plan.map { $0.order.joined(separator: " → ") } ?? rule.models.joined(separator: ", ")
-            if let never = plan?.never, !never.isEmpty {
+            var models = plan.map { $0.order.joined(separator: " → ") }
+                ?? rule.models.filter { catalog.model(named: $0)?.enabled == true }.joined(separator: ", ")
+            // Ordered per job, a rule still never tries a disabled model, or one not in the catalog
+            // (a review read a disabled model in the default rule's list as one it used).
+            let never = plan?.never ?? rule.models.compactMap { name in
+                catalog.model(named: name).map { $0.enabled ? nil : FixedPlan.Skipped(model: name, reason: "disabled") }
+                    ?? FixedPlan.Skipped(model: name, reason: "not in the catalog")
+            }
+            if !never.isEmpty {
                 models += " (never: " + never.map { "\($0.model), \($0.reason)" }.joined(separator: "; ") + ")"
             }
             ruleRows.append([

@@ -183,13 +183,28 @@ enum ModelsCommand {
         let pool = try await currentPool(arguments)
         defer { Task { await pool.close() } }
         let store = CatalogStore(pool: pool)
-        let outcome = try await store.setEnabled(names, enabled, force: arguments.flag("force"))
+        let outcome: CatalogStore.EnabledOutcome
+        do {
+            outcome = try await store.setEnabled(names, enabled, force: arguments.flag("force"))
+        } catch let error as QueueError where arguments.flag("json") && error.code == .invalidInput {
+            // Refused: said on stdout for a script, as an import's refusal is (the text to stderr).
+            let problem: JSONValue = ["message": .string(error.message), "hint": error.hint.map(JSONValue.string) ?? .null]
+            print(JSONValue.object(["enabled": .bool(enabled), "changed": [], "problems": [problem]]).prettyText)
+            throw error
+        }
         let health = enabled ? try await store.health() : [:]
+        // Enabled, and still out for its health: its breaker.
+        let stillOut = outcome.changed.compactMap { name in
+            health[name].flatMap { $0.breaker == .closed ? nil : (name, $0) }
+        }
         if arguments.flag("json") {
             let json: JSONValue = [
                 "enabled": .bool(enabled), "changed": .array(outcome.changed.map { .string($0) }),
                 "unchanged": .array(outcome.unchanged.map { .string($0) }),
                 "warnings": .array(outcome.warnings.map { .string($0.description) }),
+                "breakers": .object(Dictionary(uniqueKeysWithValues: stillOut.map { name, record in
+                    (name, ["state": .string(record.breaker.rawValue), "reason": record.reason.map(JSONValue.string) ?? .null])
+                })),
             ]
             print(json.prettyText)
             return 0
@@ -198,7 +213,7 @@ enum ModelsCommand {
         for name in outcome.changed {
             if !enabled {
                 print("\(name): disabled; workers pass it over as they reload the catalog (calls under way finish)")
-            } else if let record = health[name], record.breaker != .closed {
+            } else if let record = stillOut.first(where: { $0.0 == name })?.1 {
                 print(
                     "\(name): enabled; its breaker is \(record.breaker.rawValue.replacingOccurrences(of: "_", with: "-"))"
                         + (record.reason.map { " (\($0))" } ?? "") + ", so plans pass it over until its probes answer")

@@ -19,11 +19,12 @@ extension CatalogStore {
     /// an incident. Written as an import is: under its lock, only rows that differ, announced to
     /// the workers (`switchyard_catalog`), which reload.
     ///
-    /// Disabling a rule's last enabled model is refused unless `force`: every job of that rule
-    /// would then fail as unroutable (an import warns of it; a command typed to take out a
-    /// misbehaving model should not fail a rule's whole queue by surprise).
+    /// Disabling what a rule routes by is refused unless `force` (its last enabled model, or the
+    /// last that reaches its quality floor): every job of that rule would then fail as unroutable
+    /// (an import warns of it; a command typed to take out a misbehaving model should not fail a
+    /// rule's whole queue by surprise).
     /// - Throws: `QueueError.invalidInput`, nothing written, for a name the catalog does not
-    ///   have, or a rule left with no enabled model.
+    ///   have, or a rule left unable to route its jobs.
     public func setEnabled(_ names: [String], _ enabled: Bool, force: Bool = false) async throws -> EnabledOutcome {
         var seen: Set<String> = []
         let names = names.filter { seen.insert($0).inserted }
@@ -47,19 +48,24 @@ extension CatalogStore {
                     return model
                 },
                 rules: existing.rules)
+            let blended = try await Self.blendingFeedback(into: catalog, on: connection)
             if !enabled && !force {
-                let stranded = catalog.rules.filter { rule in
-                    let models = ([rule.primary] + rule.fallbacks).compactMap { catalog.model(named: $0) }
-                    let before = models.compactMap { existing.model(named: $0.name) }
-                    return !models.contains(where: \.enabled) && before.contains(where: \.enabled)
-                }
+                // Rules that routed their jobs before and would not after: every model disabled,
+                // or none left that reaches the rule's quality floor (a review's code rule kept
+                // an enabled model under its floor, and every job failed).
+                let routed = Set(Self.unusableRules(
+                    in: try await Self.blendingFeedback(into: existing, on: connection), routingOnly: true).map(\.path))
+                let stranded = Self.unusableRules(in: blended, routingOnly: true).filter { !routed.contains($0.path) }
                 guard stranded.isEmpty else {
+                    let rules = stranded.map { $0.path.replacingOccurrences(of: "routing_rules.", with: "") }
+                    let why = stranded.count == 1
+                        ? stranded[0].message
+                        : zip(rules, stranded).map { "\($0): \($1.message)" }.joined(separator: "; ")
                     throw QueueError(
                         .invalidInput,
-                        "disabling " + names.joined(separator: ", ") + " would leave rule"
-                            + (stranded.count == 1 ? " " : "s ") + stranded.map(\.taskClass).joined(separator: ", ")
-                            + " with no enabled model: every job of "
-                            + (stranded.count == 1 ? "it" : "them") + " would fail as unroutable; nothing was changed",
+                        "disabling " + names.joined(separator: ", ") + " would leave rule" + (rules.count == 1 ? " " : "s ")
+                            + rules.joined(separator: ", ") + " unable to route "
+                            + (rules.count == 1 ? "its" : "their") + " jobs, which would fail: \(why); nothing was changed",
                         hint: "Add or enable another model in the rule first, or pass --force to disable it anyway.")
                 }
             }
@@ -70,7 +76,7 @@ extension CatalogStore {
                 changed: names.filter { changed.contains($0) },
                 unchanged: names.filter { !changed.contains($0) },
                 catalog: catalog,
-                warnings: Self.unusableRules(in: try await Self.blendingFeedback(into: catalog, on: connection)))
+                warnings: Self.unusableRules(in: blended))
         }
     }
 }

@@ -180,7 +180,9 @@ public struct CatalogStore: Sendable {
     /// no enabled model reaching the rule's quality floor, or, under `hash`, every enabled model of
     /// weight 0 (no model owns a key, so nothing is pinned). Warnings, as the import takes them: a
     /// model may be disabled for a while on purpose.
-    static func unusableRules(in catalog: Catalog) -> [CatalogProblem] {
+    /// - Parameter routingOnly: only the rules whose jobs cannot be routed at all (not a `hash`
+    ///   rule that pins nothing).
+    static func unusableRules(in catalog: Catalog, routingOnly: Bool = false) -> [CatalogProblem] {
         catalog.rules.compactMap { rule in
             let models = ([rule.primary] + rule.fallbacks).compactMap { catalog.model(named: $0) }
             let enabled = models.filter(\.enabled)
@@ -218,7 +220,7 @@ public struct CatalogStore: Sendable {
                             + "shows the scores with the ratings blended in)")
                 }
             }
-            if rule.strategy == .hash, enabled.allSatisfy({ $0.weight == 0 }) {
+            if !routingOnly, rule.strategy == .hash, enabled.allSatisfy({ $0.weight == 0 }) {
                 return CatalogProblem(
                     path: path,
                     message: "every enabled model of this hash rule has weight 0, so none owns a key: jobs are not "
