@@ -5,7 +5,8 @@
 -- breaker is not told. Only the worker's log said so: a review's only live worker skipped a model
 -- and its jobs waited, and status showed them waiting with no reason (security.md claimed status
 -- said why). Workers now note the models they skip, with why, in their row of switchyard.workers
--- (switchyard.note_skipped_models, when the set changes), and worker_status shows them.
+-- (switchyard.note_skipped_models, after a heartbeat, when the set changed and once a minute),
+-- and worker_status shows them.
 
 SET LOCAL ROLE switchyard_admin;
 
@@ -22,8 +23,11 @@ FROM switchyard.workers w
 ORDER BY w.id;
 
 -- Notes the models p_worker (this process of it: p_instance) skips, {"model": "why", …}, in place
--- of what it noted before ({} for none).
-CREATE FUNCTION switchyard.note_skipped_models(p_worker text, p_instance text, p_skipped jsonb) RETURNS void
+-- of what it noted before ({} for none). Returns whether it did: not while another session holds
+-- the worker's row (an operator's open transaction, a take-over in flight), which it does not wait
+-- for, as heartbeat does not (a review's worker waited here 12 s, after its heartbeat, and its
+-- leases ran out); the worker notes it again at its next heartbeat.
+CREATE FUNCTION switchyard.note_skipped_models(p_worker text, p_instance text, p_skipped jsonb) RETURNS boolean
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, switchyard, pg_temp AS $$
 BEGIN
     IF jsonb_typeof(p_skipped) IS DISTINCT FROM 'object'
@@ -34,7 +38,10 @@ BEGIN
                                   'Pass {"model": "why it is skipped", …}, or {} for none.');
     END IF;
     UPDATE switchyard.workers w SET skipped_models = p_skipped
-    WHERE w.id = p_worker AND w.instance IS NOT DISTINCT FROM p_instance;
+    WHERE w.id = (SELECT o.id FROM switchyard.workers o
+                  WHERE o.id = p_worker AND o.instance IS NOT DISTINCT FROM p_instance
+                  FOR UPDATE SKIP LOCKED);
+    RETURN FOUND;
 END $$;
 REVOKE ALL ON FUNCTION switchyard.note_skipped_models(text, text, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION switchyard.note_skipped_models(text, text, jsonb) TO switchyard_worker;

@@ -193,10 +193,14 @@ public struct QueueStore: Sendable {
 
     /// Notes the models this worker process skips, with why (`skipped_models` in
     /// `switchyard.worker_status`, for status), in place of what it noted before.
-    public func noteSkippedModels(worker: WorkerIdentity, _ skipped: [String: String]) async throws {
+    /// - Returns: false when it could not, without waiting: another session holds the worker's
+    ///   row, or the worker has none.
+    @discardableResult
+    public func noteSkippedModels(worker: WorkerIdentity, _ skipped: [String: String]) async throws -> Bool {
         try await pool.query(
             "SELECT switchyard.note_skipped_models($1, $2, $3::jsonb)",
-            [worker.id, worker.instance, JSONValue.object(skipped.mapValues(JSONValue.string)).jsonText])
+            [worker.id, worker.instance, JSONValue.object(skipped.mapValues(JSONValue.string)).jsonText]
+        ).scalar(Bool.self)
     }
 
     /// Writes a batch of outcomes, fenced on (job, worker, attempt).

@@ -475,9 +475,10 @@ final class WorkerService: Sendable {
 
     private func heartbeatLoop() async {
         var retrySoon = false
-        // What this process last noted of the models it skips (nil: nothing yet, so the first
-        // heartbeat's notes it, even none, over what an earlier process under this id left).
-        var notedSkips: [String: String]?
+        // What this process last noted of the models it skips, and when (nil: nothing yet, so the
+        // first heartbeat's notes it, even none, over what an earlier process under this id left).
+        var notedSkips: (skipped: [String: String], at: ContinuousClock.Instant)?
+        var noteFailed = false
         while !isStopping || inFlight.count > 0 {
             // After a failure, one heartbeat goes a second later: a heartbeat stuck on a dead
             // connection fails after the TCP user timeout (10 s), and a full interval more let the
@@ -498,13 +499,6 @@ final class WorkerService: Sendable {
                 }
                 let outage = heartbeats.succeeded()
                 metrics.leaseRenewals.increment(by: Double(answer.count))
-                // For status: a model only this worker skips (its key missing here) is said
-                // nowhere else, and its jobs may wait for a worker that has the key.
-                if let skipped = fleet?.skippedModels, skipped != notedSkips,
-                    (try? await store.noteSkippedModels(worker: configuration.identity, skipped)) != nil
-                {
-                    notedSkips = skipped
-                }
                 // The answer names the jobs still leased to this worker. A job held twice (claimed
                 // again before the earlier claim's slot was freed) is leased by its later claim.
                 // Each claim is judged as it was sent: one made since is not in `held`.
@@ -526,6 +520,26 @@ final class WorkerService: Sendable {
                         continue
                     }
                     if cancelRequested { inFlight.stop(ticket, reason: .cancelRequested) }
+                }
+                // For status: a model only this worker skips (its key missing here) is said nowhere
+                // else, and its jobs may wait for a worker that has the key. Noted when the set
+                // changes, and once a minute (a row deleted and made again by a heartbeat has none).
+                if let skipped = fleet?.skippedModels,
+                    notedSkips.map({ $0.skipped != skipped || ContinuousClock.now - $0.at >= .seconds(60) }) ?? true
+                {
+                    do {
+                        if try await store.noteSkippedModels(worker: configuration.identity, skipped) {
+                            notedSkips = (skipped, ContinuousClock.now)
+                        }
+                        noteFailed = false
+                    } catch {
+                        if !noteFailed {
+                            logger.warning(
+                                "could not note the models this worker skips, for status; trying again at each heartbeat",
+                                ["error": "\(error)"])
+                        }
+                        noteFailed = true
+                    }
                 }
                 if let outage {
                     let inFlight = held.count
