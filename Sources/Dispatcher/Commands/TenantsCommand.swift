@@ -195,10 +195,14 @@ enum TenantsCommand {
     /// A name without Unicode's white space at its edges (the no-break spaces among it), nor the
     /// invisible characters submissions refuse there (sql/0093).
     static func trimmed(_ name: String) -> String {
+        // By scalar, not by character: a joiner at the end belongs to the character before it.
         let invisible: Set<Unicode.Scalar> = ["\u{180E}", "\u{200B}", "\u{200C}", "\u{200D}", "\u{2060}", "\u{FEFF}"]
-        let space: (Character) -> Bool = {
-            $0.unicodeScalars.allSatisfy { $0.properties.isWhitespace || invisible.contains($0) }
-        }
-        return String(name.drop(while: space).reversed().drop(while: space).reversed())
+        let space: (Unicode.Scalar) -> Bool = { $0.properties.isWhitespace || invisible.contains($0) }
+        let scalars = Array(name.unicodeScalars)
+        guard let first = scalars.firstIndex(where: { !space($0) }), let last = scalars.lastIndex(where: { !space($0) })
+        else { return "" }
+        var trimmed = String.UnicodeScalarView()
+        trimmed.append(contentsOf: scalars[first...last])
+        return String(trimmed)
     }
 }

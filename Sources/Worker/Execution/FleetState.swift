@@ -44,6 +44,10 @@ final class FleetState: Sendable {
         /// must not put back the policy a newer one replaced.
         var policyReadsStarted = 0
         var policyReadApplied = 0
+        /// The same for the catalog: reads run from the gate, the reload-failed retry and
+        /// `--poll-only`'s timer, and one started earlier must not put back an older catalog.
+        var catalogReadsStarted = 0
+        var catalogReadApplied = 0
 
         /// Whether `model` is the last healthy model of a rule: every other model the rule names
         /// disabled, or its breaker not closed (`switchyard.last_healthy_model_of`).
@@ -156,19 +160,31 @@ final class FleetState: Sendable {
     }
 
     func reloadCatalog() async {
+        let read = state.withLock { state in
+            state.catalogReadsStarted += 1
+            return state.catalogReadsStarted
+        }
         do {
             let catalog = try await catalogStore.load()
             let previous = state.withLock { $0.router.catalog }
-            if catalog == previous && !catalog.models.isEmpty { return }
+            if catalog == previous && !catalog.models.isEmpty {
+                state.withLock { $0.catalogReadApplied = max($0.catalogReadApplied, read) }
+                return
+            }
             let router = Router(catalog: catalog)
             let schedules = Dictionary(catalog.models.map { ($0.name, PriceSchedule($0)) }, uniquingKeysWith: { a, _ in a })
-            state.withLock { state in
+            let applied = state.withLock { state -> Bool in
+                // A read that started before the one applied last is older than it.
+                guard read > state.catalogReadApplied else { return false }
+                state.catalogReadApplied = read
                 state.router = router
                 state.schedules = schedules
                 state.pricesComputedFor = -1
                 state.planner = OffPeakPlanner(router: router, policy: state.policy, schedules: schedules)
                 state.skippedHere = state.skippedHere.filter { catalog.model(named: $0.key) == $0.value.model }
+                return true
             }
+            guard applied else { return }
             if catalog.models.isEmpty {
                 logger.warning(
                     "the model catalog is empty: jobs cannot be routed",
