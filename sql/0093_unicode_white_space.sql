@@ -7,7 +7,8 @@
 -- no-break space alone. They now name Unicode's white space, and the invisible characters (zero-
 -- width space and joiners, word joiner, byte order mark: a second review's E'\u200bacme' passed),
 -- and the hint names the tenant without them: it trimmed only spaces, tabs and line ends, and
--- E'\u2003acme' was told to name itself E'\u2003acme'. jobs_before_insert is 0070's otherwise.
+-- E'\u2003acme' was told to name itself E'\u2003acme'. The message shows each such character but
+-- the space by its code point ('<U+200B>acme'). jobs_before_insert is 0070's otherwise.
 
 SET LOCAL ROLE switchyard_admin;
 
@@ -135,7 +136,13 @@ BEGIN
         -- ' acme' was a tenant of its own beside 'acme' (a gateway's typo splits a tenant's jobs).
         IF NEW.tenant ~ ('^' || space || '|' || space || '$') THEN
             PERFORM switchyard.reject(
-                format('tenant %s begins or ends with white space', quote_literal(left(NEW.tenant, 60))),
+                -- Each of those characters but the space shown by its code point: an invisible one
+                -- left the name in the message and the one in the hint alike to read.
+                format('tenant %s begins or ends with white space', quote_literal((
+                    SELECT string_agg(CASE WHEN t.c ~ ('^' || space || '$') AND t.c <> ' '
+                                           THEN format('<U+%s>', lpad(upper(to_hex(ascii(t.c))), 4, '0')) ELSE t.c END,
+                                      '' ORDER BY t.i)
+                    FROM unnest(string_to_array(left(NEW.tenant, 60), NULL)) WITH ORDINALITY AS t(c, i)))),
                 format('Name it without: %s.',
                        quote_literal(left(regexp_replace(NEW.tenant, '^' || space || '+|' || space || '+$', '', 'g'), 60))));
         END IF;

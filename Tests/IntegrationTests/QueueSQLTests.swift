@@ -290,7 +290,7 @@ struct QueueSQLTests {
             // Whatever the server's locale says is a space (its C.UTF-8 said a no-break space was not,
             // and a review's gateway submitted for E'\u00a0acme' and for E'\u00a0'); the hint names
             // the tenant without them, not as given (E'\u2003acme' was told to name it E'\u2003acme').
-            for (tenant, shown) in [("E'\\u00a0acme'", "'\u{a0}acme'"), ("E'\\u2003acme\\u202f'", "'\u{2003}acme\u{202f}'")] {
+            for (tenant, shown) in [("E'\\u00a0acme'", "'<U+00A0>acme'"), ("E'\\u2003acme\\u202f'", "'<U+2003>acme<U+202F>'")] {
                 do {
                     try await pool.query("SELECT switchyard.submit($1::jsonb, tenant => \(tenant))", [request])
                     Issue.record("\(tenant) was accepted")
@@ -305,7 +305,7 @@ struct QueueSQLTests {
             }
             // Invisible, though not white space: a tenant beside acme that reads as acme.
             #expect(await refusal("SELECT switchyard.submit($1::jsonb, tenant => E'\\u200bacme')")
-                == "tenant '\u{200B}acme' begins or ends with white space")
+                == "tenant '<U+200B>acme' begins or ends with white space")
             #expect(await refusal("SELECT switchyard.submit($1::jsonb, idempotency_key => E'\\u00a0\\ufeff')")
                 == "idempotency_key must not be empty (or only spaces)")
             // Each identifier over its limit is named (one message named all four).
