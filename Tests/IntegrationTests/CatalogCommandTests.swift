@@ -303,6 +303,8 @@ struct CatalogCommandTests {
             #expect(json["changed"] == ["claude-opus"] && json["unchanged"] == ["gpt-4"] && json["enabled"] == false)
             #expect(json["warnings"]?[0]?.stringValue?.hasPrefix(
                 "routing_rules.complex_reasoning: every model of the rule is disabled (gpt-4, claude-opus)") == true)
+            let none = try await dispatcher(["models", "list", "--database-url", url]).output
+            #expect(none.contains("none (never: gpt-4, disabled; claude-opus, disabled)"), "\(none)")
 
             // Unknown names: refused whole, with the catalog's names.
             let unknown = try await dispatcher(["models", "disable", "gpt-5", "gpt-4o", "--database-url", url])
@@ -324,6 +326,9 @@ struct CatalogCommandTests {
                 "\(back.output)")
             #expect(back.output.contains("claude-opus: enabled; workers plan with it as they reload the catalog"))
             #expect(back.output.contains("gpt-4o: already enabled"))
+            // Already enabled, and still out for its health: said too.
+            let again = try await dispatcher(["models", "enable", "gpt-4", "--database-url", url])
+            #expect(again.output.contains("gpt-4: already enabled; its breaker is open (5 failures in a row)"), "\(again.output)")
             try await pool.query("UPDATE switchyard.models SET enabled = false WHERE name = 'gpt-4'")
             let backJSON = try JSONValue(parsing: try await dispatcher(["models", "enable", "gpt-4", "--json", "--database-url", url]).output)
             #expect(backJSON["breakers"]?["gpt-4"]?["state"] == "open" && backJSON["breakers"]?["gpt-4"]?["reason"] == "5 failures in a row",

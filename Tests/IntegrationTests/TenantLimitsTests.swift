@@ -393,8 +393,8 @@ struct TenantLimitsTests {
                 (["acme"], "unknown tenants command \"acme\""),
                 // A name no submission can give, and none has: "acme " in a script.
                 (["pause", "acme "], "tenant 'acme ' begins or ends with white space, and no job, spending or limit has it"),
-                (["budget", "\u{200B}globex", "5"], "begins or ends with white space"),
-                (["pause", "acme\u{200D}"], "begins or ends with white space"),
+                (["budget", "\u{200B}globex", "5"], "tenant '<U+200B>globex' begins or ends with white space"),
+                (["pause", "acme\u{200D}"], "tenant 'acme<U+200D>' begins or ends with white space"),
             ] {
                 let refused = try await dispatcher(arguments)
                 #expect(refused.status == 2 && refused.output.contains(message), "\(arguments): \(refused.output)")

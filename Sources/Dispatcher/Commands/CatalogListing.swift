@@ -70,7 +70,9 @@ enum CatalogListing {
                     ?? FixedPlan.Skipped(model: name, reason: "not in the catalog")
             }
             if !never.isEmpty {
-                models += " (never: " + never.map { "\($0.model), \($0.reason)" }.joined(separator: "; ") + ")"
+                // A rule that tries none: "none (never: …)", not a blank before the parenthesis.
+                models = (models.isEmpty ? "none" : models)
+                    + " (never: " + never.map { "\($0.model), \($0.reason)" }.joined(separator: "; ") + ")"
             }
             ruleRows.append([
                 rule.taskClass, strategy, models,

@@ -193,9 +193,15 @@ enum ModelsCommand {
             throw error
         }
         let health = enabled ? try await store.health() : [:]
-        // Enabled, and still out for its health: its breaker.
-        let stillOut = outcome.changed.compactMap { name in
+        // Enabled (now or already), and still out for its health: its breaker.
+        let stillOut = (outcome.changed + outcome.unchanged).compactMap { name in
             health[name].flatMap { $0.breaker == .closed ? nil : (name, $0) }
+        }
+        func breakerNote(_ name: String) -> String? {
+            stillOut.first(where: { $0.0 == name }).map { _, record in
+                "its breaker is \(record.breaker.rawValue.replacingOccurrences(of: "_", with: "-"))"
+                    + (record.reason.map { " (\($0))" } ?? "") + ", so plans pass it over until its probes answer"
+            }
         }
         if arguments.flag("json") {
             let json: JSONValue = [
@@ -213,15 +219,13 @@ enum ModelsCommand {
         for name in outcome.changed {
             if !enabled {
                 print("\(name): disabled; workers pass it over as they reload the catalog (calls under way finish)")
-            } else if let record = stillOut.first(where: { $0.0 == name })?.1 {
-                print(
-                    "\(name): enabled; its breaker is \(record.breaker.rawValue.replacingOccurrences(of: "_", with: "-"))"
-                        + (record.reason.map { " (\($0))" } ?? "") + ", so plans pass it over until its probes answer")
+            } else if let note = breakerNote(name) {
+                print("\(name): enabled; \(note)")
             } else {
                 print("\(name): enabled; workers plan with it as they reload the catalog")
             }
         }
-        for name in outcome.unchanged { print("\(name): already \(action)d") }
+        for name in outcome.unchanged { print("\(name): already \(action)d" + (breakerNote(name).map { "; \($0)" } ?? "")) }
         return 0
     }
 

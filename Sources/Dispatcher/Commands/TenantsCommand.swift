@@ -99,9 +99,9 @@ enum TenantsCommand {
         if action != "list", before == nil, let name = tenant, name != Self.trimmed(name) {
             throw QueueError(
                 .invalidInput,
-                "tenant \(StatusFormat.printable(TenantLimits.shellWord(name))) begins or ends with white space, and no "
-                    + "job, spending or limit has it (submissions refuse such a name); nothing was changed",
-                hint: "Name it without: \(StatusFormat.printable(TenantLimits.shellWord(Self.trimmed(name))))")
+                "tenant '\(Self.codePoints(name))' begins or ends with white space, and no job, spending or limit has "
+                    + "it (submissions refuse such a name); nothing was changed",
+                hint: "Name it without: \(StatusFormat.printable(TenantLimits.shellWord(Self.trimmed(name)))).")
         }
         if action != "list", before == nil {
             printError(
@@ -192,12 +192,26 @@ enum TenantsCommand {
         return table.lines + usage.compactMap { row in row.heldReason.map { StatusFormat.printable($0) } }
     }
 
+    /// The name with each white-space or invisible character but the space shown by its code
+    /// point (`<U+200B>acme`), as submissions' refusal shows it: printed as it is, it read `acme`.
+    static func codePoints(_ name: String) -> String {
+        name.unicodeScalars.map { scalar in
+            guard scalar != " ", scalar.properties.isWhitespace || Self.invisible.contains(scalar) else {
+                return StatusFormat.printable(String(scalar))
+            }
+            let hex = String(scalar.value, radix: 16, uppercase: true)
+            return "<U+" + String(repeating: "0", count: max(0, 4 - hex.count)) + hex + ">"
+        }.joined()
+    }
+
+    /// Characters submissions refuse at a tenant's edges besides white space (sql/0093).
+    static let invisible: Set<Unicode.Scalar> = ["\u{180E}", "\u{200B}", "\u{200C}", "\u{200D}", "\u{2060}", "\u{FEFF}"]
+
     /// A name without Unicode's white space at its edges (the no-break spaces among it), nor the
     /// invisible characters submissions refuse there (sql/0093).
     static func trimmed(_ name: String) -> String {
         // By scalar, not by character: a joiner at the end belongs to the character before it.
-        let invisible: Set<Unicode.Scalar> = ["\u{180E}", "\u{200B}", "\u{200C}", "\u{200D}", "\u{2060}", "\u{FEFF}"]
-        let space: (Unicode.Scalar) -> Bool = { $0.properties.isWhitespace || invisible.contains($0) }
+        let space: (Unicode.Scalar) -> Bool = { $0.properties.isWhitespace || Self.invisible.contains($0) }
         let scalars = Array(name.unicodeScalars)
         guard let first = scalars.firstIndex(where: { !space($0) }), let last = scalars.lastIndex(where: { !space($0) })
         else { return "" }
