@@ -78,8 +78,12 @@ enum ReportCommand {
         let pool = try Database.pool(arguments, applicationName: "switchyard-report", maxConnections: 1)
         defer { Task { await pool.close() } }
         try await Migrator().requireCurrent(pool)
+        let generatedAt = Date()
         let series = try await ReportStore(pool: pool).series(window: window, bucket: bucket)
-        let html = HTMLReport(series: series, window: window, generatedAt: Date()).render()
+        let html = HTMLReport(
+            series: series, window: window, generatedAt: generatedAt, background: try await BacklogStatus.load(pool),
+            savings: try await SavingsReport.load(pool, since: generatedAt.addingTimeInterval(-window.seconds))
+        ).render()
         if path == "-" {
             print(html)
         } else {

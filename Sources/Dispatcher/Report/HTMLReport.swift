@@ -7,6 +7,10 @@ struct HTMLReport {
     let series: ReportStore.Series
     let window: Duration
     let generatedAt: Date
+    /// The background backlog and its gate now, and what the window's jobs saved against their
+    /// rules' primaries (nil: left out).
+    var background: BacklogStatus? = nil
+    var savings: SavingsReport? = nil
 
     /// The page.
     func render() -> String {
@@ -52,7 +56,33 @@ struct HTMLReport {
                 ],
                 format: { StatusFormat.percent($0) }
             ).lines())
+        if background != nil || savings != nil { sections.append(backgroundAndSavings()) }
         return page(body: sections.joined(separator: "\n"))
+    }
+
+    /// The background backlog, its gate and ceiling as `dispatcher background status` says them,
+    /// and the window's savings as `dispatcher report savings` counts them.
+    private func backgroundAndSavings() -> String {
+        var html = "<h2>Background work and savings</h2>"
+        if let background {
+            html += "<p>" + background.lines.map { HTMLText.escape($0.trimmingCharacters(in: .whitespaces)) }
+                .joined(separator: "<br>") + "</p>"
+        }
+        guard let savings else { return html }
+        html += "<p class=\"note\">Cost of the window's jobs against every job on its rule's primary model at list "
+            + "price: saved by the model chosen, and by off-peak prices; escalated jobs went past the background "
+            + "ceiling for their deadline.</p><table><thead><tr><th></th><th>jobs</th><th>cost</th><th>all-primary</th>"
+            + "<th>saved</th><th>by model</th><th>by off-peak</th><th>escalated</th></tr></thead><tbody>"
+        for row in savings.rows {
+            let cells = [
+                String(row.jobs), SavingsReport.money(row.cost), SavingsReport.money(row.baseline),
+                SavingsReport.money(row.saved), SavingsReport.money(row.savedByCheaperModel),
+                SavingsReport.money(row.savedByOffPeak), "\(row.escalatedJobs) jobs, \(SavingsReport.money(row.escalatedCost))",
+            ]
+            html += "<tr><td>\(HTMLText.escape(row.priority ?? "total"))</td>"
+                + cells.map { "<td class=\"num\">\(HTMLText.escape($0))</td>" }.joined() + "</tr>"
+        }
+        return html + "</tbody></table>"
     }
 
     private func tierMix(labels: [String]) -> String {

@@ -222,6 +222,17 @@ struct DispatcherObservabilityTests {
             #expect(!html.contains("<script") && !html.contains("<link") && !html.contains("src="))
             #expect(html.replacingOccurrences(of: "http://www.w3.org/2000/svg", with: "").range(of: "http") == nil)
             #expect(html.contains("secondary 8.6%"))
+            // Background work and the window's savings, as background status and report savings say them.
+            #expect(!html.contains("Background work and savings"))
+            let full = HTMLReport(
+                series: series, window: .seconds(3600), generatedAt: ObservabilityViewTests.at,
+                background: try await BacklogStatus.load(pool),
+                savings: try await SavingsReport.load(pool, since: ObservabilityViewTests.at.addingTimeInterval(-3600))
+            ).render()
+            #expect(full.contains("<h2>Background work and savings</h2>"))
+            #expect(full.contains("background backlog: 0 queued, 0 running, 0 waiting to run later"), "\(full)")
+            #expect(full.contains("gate: open"))
+            #expect(full.contains("<td>total</td><td class=\"num\">"), "\(full)")
         }
     }
 
