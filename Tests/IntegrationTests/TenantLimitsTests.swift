@@ -366,6 +366,14 @@ struct TenantLimitsTests {
             #expect(lines.contains("acme         0     3        0     $0          $0  —           held: paused"), "\(listed.output)")
             #expect(lines.contains("globex       2     0        0     $0          $0  $12.50/day  not held"), "\(listed.output)")
             #expect(lines.last?.hasPrefix("tenant acme is paused (since ") == true, "\(listed.output)")
+            // Thousands of tenants printed thousands of lines: --limit lists the first by name, and counts the rest.
+            let first1 = try await dispatcher(["--limit", "1"])
+            #expect(first1.output.contains("acme ") && !first1.output.contains("globex "), "\(first1.output)")
+            #expect(first1.output.contains(
+                "1 more tenant (0 held) with 2 jobs queued or held; --limit 0 lists all, dispatcher tenants list NAME one"),
+                "\(first1.output)")
+            let globexFirst = try await dispatcher(["list", "--limit", "1", "--json"])
+            #expect(try JSONValue(parsing: globexFirst.output).arrayValue?.count == 1)
             let first = try await Self.ids(pool, tenant: "acme")[0]
             let wait = try await BlockingWork.run {
                 try ChildProcess.run(
@@ -390,6 +398,8 @@ struct TenantLimitsTests {
                 (["budget", "acme", "5", "--per", "week"], "--per is month or day (got \"week\")"),
                 (["pause"], "dispatcher tenants pause takes a tenant (got none)"),
                 (["pause", "acme", "--per", "day"], "--per is for dispatcher tenants budget, not pause"),
+                (["pause", "acme", "--limit", "1"], "--limit is for dispatcher tenants list, not pause"),
+                (["--limit", "-1"], "--limit is a number of tenants, 0 for all (got \"-1\")"),
                 (["acme"], "unknown tenants command \"acme\""),
                 // A name no submission can give, and none has: "acme " in a script.
                 (["pause", "acme "], "tenant 'acme ' begins or ends with white space, and no job, spending or limit has it"),

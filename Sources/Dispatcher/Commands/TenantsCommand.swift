@@ -5,7 +5,7 @@ import QueueModel
 /// `dispatcher tenants [list [NAME]] | pause NAME | resume NAME | budget NAME AMOUNT|none [--per day|month] | cancel NAME`.
 enum TenantsCommand {
     static let usage = """
-        usage: dispatcher tenants [list [NAME]] [--json] [--tenant NAME]
+        usage: dispatcher tenants [list [NAME]] [--json] [--tenant NAME] [--limit N]
                dispatcher tenants pause NAME
                dispatcher tenants resume NAME
                dispatcher tenants budget NAME AMOUNT [--per month|day]
@@ -20,7 +20,9 @@ enum TenantsCommand {
 
           list      every tenant with jobs, spending this month, or limits (the default); NAME for
                     one; --json for the figures as JSON; --tenant NAME acts as that tenant (sets
-                    switchyard.tenant), for a role mapped to several tenants or to * (a gateway)
+                    switchyard.tenant), for a role mapped to several tenants or to * (a gateway);
+                    --limit N lists the first N by name (100 unless --json; 0 for all) and counts
+                    the rest
           pause     hold the tenant's jobs now, and those it submits, until it is resumed
           resume    undo pause (its jobs stay held while its budget is spent)
           budget    what the tenant's results may cost per calendar month (the default) or, with
@@ -37,7 +39,7 @@ enum TenantsCommand {
 
     static func run(_ words: [String]) async throws -> Int32 {
         let arguments = try Arguments(
-            words, command: "dispatcher tenants", options: ["per", "tenant", "database-url"], flags: ["json"])
+            words, command: "dispatcher tenants", options: ["per", "tenant", "limit", "database-url"], flags: ["json"])
         if arguments.flag("help") {
             print(usage)
             return ExitCode.success
@@ -67,6 +69,16 @@ enum TenantsCommand {
                 .invalidInput, "--tenant is for dispatcher tenants list, not \(action); name the tenant after \(action)",
                 hint: usage)
         }
+        if arguments.value("limit") != nil, action != "list" {
+            throw QueueError(.invalidInput, "--limit is for dispatcher tenants list, not \(action); nothing was changed", hint: usage)
+        }
+        // A fleet of thousands of tenants printed thousands of lines: the first 100 by name, and a count.
+        let limit = try arguments.value("limit").map { value -> Int in
+            guard let limit = Int(value), limit >= 0 else {
+                throw QueueError(.invalidInput, "--limit is a number of tenants, 0 for all (got \"\(value)\")")
+            }
+            return limit
+        } ?? (arguments.flag("json") ? 0 : 100)
         if arguments.flag("json"), action != "list" {
             throw QueueError(.invalidInput, "--json is for dispatcher tenants list, not \(action); nothing was changed", hint: usage)
         }
@@ -150,8 +162,9 @@ enum TenantsCommand {
         // (The other actions said what they did; only list reads the figures again.)
         if action == "list" {
             let usage = try await TenantLimits.usage(in: pool, tenant: tenant)
-            print(arguments.flag("json") ? JSONValue.array(usage.map(\.json)).prettyText
-                  : lines(usage, named: tenant).joined(separator: "\n"))
+            let shown = limit == 0 ? usage : Array(usage.prefix(limit))
+            print(arguments.flag("json") ? JSONValue.array(shown.map(\.json)).prettyText
+                  : (lines(shown, named: tenant) + more(usage.dropFirst(shown.count))).joined(separator: "\n"))
         }
         return ExitCode.success
     }
@@ -171,6 +184,16 @@ enum TenantsCommand {
     }
 
     static func count(_ n: Int, _ noun: String) -> String { "\(n) \(noun)\(n == 1 ? "" : "s")" }
+
+    /// What the list left out: how many tenants, how many of them held, and how to see them.
+    static func more(_ rest: ArraySlice<TenantLimits.Usage>) -> [String] {
+        guard !rest.isEmpty else { return [] }
+        let held = rest.count { $0.heldReason != nil }
+        return [
+            "\(count(rest.count, "more tenant")) (\(held) held) with \(count(rest.reduce(0) { $0 + $1.queued + $1.held }, "job"))"
+                + " queued or held; --limit 0 lists all, dispatcher tenants list NAME one"
+        ]
+    }
 
     /// The table, and why each held tenant is held.
     static func lines(_ usage: [TenantLimits.Usage], named tenant: String?) -> [String] {
