@@ -136,6 +136,9 @@ struct PrintableOutputTests {
         // A right-to-left override made a review's tenant `acme\u{202E}lanigiro` print as another name.
         #expect(StatusFormat.printable("acme\u{202E}lanigiro\u{2066}") == "acme<U+202E>lanigiro<U+2066>")
         #expect(StatusFormat.printable("שלום 世界") == "שלום 世界")
+        // Invisible inside a name (a tenant of its own that reads as another); the joiners stay (emoji, scripts).
+        #expect(StatusFormat.printable("ac\u{200B}me\u{FEFF}") == "ac<U+200B>me<U+FEFF>")
+        #expect(StatusFormat.printable("👩\u{200D}💻") == "👩\u{200D}💻")
     }
 
     @Test("wait's one-line summary shows a provider's control characters instead of sending them")

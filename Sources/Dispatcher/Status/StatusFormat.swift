@@ -9,7 +9,9 @@ enum StatusFormat {
     /// characters shown as `cat -v` does (ESC as `^[`, DEL as `^?`, C1 as `M-^[`), so none can
     /// clear the operator's screen, retitle the window or break the columns; and bidirectional
     /// overrides and isolates as `<U+202E>`, so none can make a name read as another
-    /// (`acme\u{202E}lanigiro` shows as `acmeoriginal`).
+    /// (`acme\u{202E}lanigiro` shows as `acmeoriginal`); and so the invisible characters that no
+    /// text needs (zero-width space, word joiner, byte order mark, Mongolian vowel separator):
+    /// `ac\u{200B}me` printed as it is read `acme`, a tenant of its own.
     static func printable(_ text: String) -> String {
         guard text.unicodeScalars.contains(where: isControl) else { return text }
         var shown = ""
@@ -18,7 +20,7 @@ enum StatusFormat {
             case 0x00..<0x20: shown += "^" + String(UnicodeScalar(UInt8(scalar.value + 0x40)))
             case 0x7F: shown += "^?"
             case 0x80..<0xA0: shown += "M-^" + String(UnicodeScalar(UInt8(scalar.value - 0x80 + 0x40)))
-            case _ where isBidiControl(scalar): shown += String(format: "<U+%04X>", scalar.value)
+            case _ where isBidiControl(scalar) || isInvisible(scalar): shown += String(format: "<U+%04X>", scalar.value)
             default: shown.unicodeScalars.append(scalar)
             }
         }
@@ -26,7 +28,13 @@ enum StatusFormat {
     }
 
     private static func isControl(_ scalar: Unicode.Scalar) -> Bool {
-        scalar.value < 0x20 || (0x7F..<0xA0).contains(scalar.value) || isBidiControl(scalar)
+        scalar.value < 0x20 || (0x7F..<0xA0).contains(scalar.value) || isBidiControl(scalar) || isInvisible(scalar)
+    }
+
+    /// Zero-width space, word joiner, byte order mark, Mongolian vowel separator (not the joiners
+    /// U+200C/200D, which scripts and emoji sequences need).
+    private static func isInvisible(_ scalar: Unicode.Scalar) -> Bool {
+        [0x200B, 0x2060, 0xFEFF, 0x180E].contains(scalar.value)
     }
 
     /// Embeddings, overrides and isolates (U+202A–202E, U+2066–2069) and the marks U+200E/200F.
