@@ -19,6 +19,8 @@ DECLARE
     -- spaces); and the invisible ones that are not white space (zero-width space, joiners, word
     -- joiner, Mongolian vowel separator, byte order mark), which a review's E'\u200bacme' passed by.
     space constant text := '[\t\n\v\f\r \u0085\u00a0\u1680\u180e\u2000-\u200d\u2028\u2029\u202f\u205f\u2060\u3000\ufeff]';
+    blank constant text := '^' || space || '*$';
+    at_an_edge constant text := '^' || space || '|' || space || '$';
     original switchyard.results;
     earlier_id bigint;
     earlier_request jsonb;
@@ -83,7 +85,7 @@ BEGIN
     END IF;
     -- No key, as '' was taken already: '   ' was one key that every job sent with it shared (one
     -- model for all of them, spilled as a hot key). A retry keeps its job's key, whatever it was.
-    IF NEW.affinity_key ~ ('^' || space || '*$') AND NEW.retry_of IS NULL THEN
+    IF NEW.affinity_key ~ blank AND NEW.retry_of IS NULL THEN
         NEW.affinity_key := NULL;
     END IF;
     IF length(NEW.tenant) > 200 THEN
@@ -95,7 +97,7 @@ BEGIN
             format('idempotency_key is %s characters, over the limit of 500', length(NEW.idempotency_key)),
             'Use a shorter key (hash a long one).');
     END IF;
-    IF NEW.idempotency_key ~ ('^' || space || '*$') THEN
+    IF NEW.idempotency_key ~ blank THEN
         PERFORM switchyard.reject('idempotency_key must not be empty (or only spaces)',
             'Leave it out for a job with no key, or give one that names the submission (e.g. your request''s id): '
                 || 'every job with the same key is taken for a repeat of the first.');
@@ -129,12 +131,12 @@ BEGIN
     ELSE
         -- Blank is no tenant's name: said as such before the role's tenants are asked (a role of one
         -- tenant was told it "may not submit for tenant ''", and a gateway's '   ' was taken).
-        IF NEW.tenant ~ ('^' || space || '*$') THEN
+        IF NEW.tenant ~ blank THEN
             PERFORM switchyard.reject('tenant must not be empty (or only spaces)',
                 'Name a tenant (a role that acts for one tenant may leave it out, and submits for that one).');
         END IF;
         -- ' acme' was a tenant of its own beside 'acme' (a gateway's typo splits a tenant's jobs).
-        IF NEW.tenant ~ ('^' || space || '|' || space || '$') THEN
+        IF NEW.tenant ~ at_an_edge THEN
             PERFORM switchyard.reject(
                 -- Each of those characters but the space shown by its code point: an invisible one
                 -- left the name in the message and the one in the hint alike to read.
@@ -155,7 +157,7 @@ BEGIN
         PERFORM switchyard.reject('tenant ''*'' is reserved (it maps a role to every tenant)', 'Name a real tenant.');
     END IF;
     -- A retry keeps its job's tenant, even one of spaces taken before this check.
-    IF NEW.retry_of IS NULL AND NEW.tenant ~ ('^' || space || '*$') THEN
+    IF NEW.retry_of IS NULL AND NEW.tenant ~ blank THEN
         PERFORM switchyard.reject('tenant must not be empty (or only spaces)',
             'Name a tenant (a role that acts for one tenant may leave it out, and submits for that one).');
     END IF;

@@ -194,11 +194,9 @@ enum ModelsCommand {
         }
         let health = enabled ? try await store.health() : [:]
         // Enabled (now or already), and still out for its health: its breaker.
-        let stillOut = (outcome.changed + outcome.unchanged).compactMap { name in
-            health[name].flatMap { $0.breaker == .closed ? nil : (name, $0) }
-        }
+        let stillOut = health.filter { names.contains($0.key) && $0.value.breaker != .closed }
         func breakerNote(_ name: String) -> String? {
-            stillOut.first(where: { $0.0 == name }).map { _, record in
+            stillOut[name].map { record in
                 "its breaker is \(record.breaker.rawValue.replacingOccurrences(of: "_", with: "-"))"
                     + (record.reason.map { " (\($0))" } ?? "") + ", so plans pass it over until its probes answer"
             }
@@ -208,9 +206,9 @@ enum ModelsCommand {
                 "enabled": .bool(enabled), "changed": .array(outcome.changed.map { .string($0) }),
                 "unchanged": .array(outcome.unchanged.map { .string($0) }),
                 "warnings": .array(outcome.warnings.map { .string($0.description) }),
-                "breakers": .object(Dictionary(uniqueKeysWithValues: stillOut.map { name, record in
-                    (name, ["state": .string(record.breaker.rawValue), "reason": record.reason.map(JSONValue.string) ?? .null])
-                })),
+                "breakers": .object(stillOut.mapValues { record in
+                    ["state": .string(record.breaker.rawValue), "reason": record.reason.map(JSONValue.string) ?? .null]
+                }),
             ]
             print(json.prettyText)
             return 0

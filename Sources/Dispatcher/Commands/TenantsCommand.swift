@@ -219,11 +219,8 @@ enum TenantsCommand {
     /// point (`<U+200B>acme`), as submissions' refusal shows it: printed as it is, it read `acme`.
     static func codePoints(_ name: String) -> String {
         name.unicodeScalars.map { scalar in
-            guard scalar != " ", scalar.properties.isWhitespace || Self.invisible.contains(scalar) else {
-                return StatusFormat.printable(String(scalar))
-            }
-            let hex = String(scalar.value, radix: 16, uppercase: true)
-            return "<U+" + String(repeating: "0", count: max(0, 4 - hex.count)) + hex + ">"
+            scalar != " " && (scalar.properties.isWhitespace || Self.invisible.contains(scalar))
+                ? String(format: "<U+%04X>", scalar.value) : StatusFormat.printable(String(scalar))
         }.joined()
     }
 

@@ -134,7 +134,6 @@ public struct ObservabilityStore: Sendable {
 
     /// Every worker with a row in `switchyard.workers` (live or not yet pruned).
     public func workers() async throws -> [WorkerStatus] {
-        try await pool.query("SELECT *, skipped_models::text AS skipped_models_text FROM switchyard.worker_status")
-            .map(WorkerStatus.init(row:))
+        try await pool.query("SELECT * FROM switchyard.worker_status").map(WorkerStatus.init(row:))
     }
 }

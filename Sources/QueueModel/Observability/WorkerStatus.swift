@@ -41,7 +41,7 @@ public struct WorkerStatus: Sendable, Hashable {
         heartbeatAt = try row.decode("heartbeat_at")
         heartbeatAgeSeconds = try row.decode("heartbeat_age_s")
         alive = try row.decode("alive")
-        skippedModels = (try JSONValue(parsing: try row.decode("skipped_models_text", as: String.self)).objectValue ?? [:])
+        skippedModels = (try JSONValue(parsing: try row.decode("skipped_models", as: String.self)).objectValue ?? [:])
             .compactMapValues(\.stringValue)
     }
 
