@@ -22,6 +22,14 @@ struct TenantLimitsTests {
             .map { try $0.decode("id", as: Int64.self) }
     }
 
+    /// `dispatcher tenants ARGUMENTS` against the pool's database.
+    static func tenantsCommand(_ pool: PostgresPool, _ arguments: [String]) async throws -> (status: Int32, output: String) {
+        let url = pool.configuration.effectiveConnectionString
+        return try await BlockingWork.run {
+            try ChildProcess.run(WorkerProcess.binary("dispatcher"), ["tenants"] + arguments + ["--database-url", url])
+        }
+    }
+
     static func succeeded(_ job: Job, cost: Decimal) -> Completion {
         Completion(jobID: job.id, attempt: job.attempt, kind: .result, status: "succeeded", model: "m", provider: "p",
                    tier: "primary", response: ["ok": true], cost: cost)
@@ -152,7 +160,7 @@ struct TenantLimitsTests {
                 try await pool.query(
                     """
                     SELECT switchyard.tenant_hold_reason(
-                        ROW('acme', NULL, NULL, $1::numeric, $2::text, NULL, NULL, now())::switchyard.tenant_limits,
+                        ROW('acme', NULL, NULL, $1::numeric, $2::text, NULL, NULL, now(), NULL)::switchyard.tenant_limits,
                         '2026-03-15 23:59:59Z')
                     """, [budget, period]
                 ).scalar(String?.self)
@@ -168,7 +176,7 @@ struct TenantLimitsTests {
             let quoted = try await pool.query(
                 """
                 SELECT switchyard.tenant_hold_reason(
-                    ROW('acme corp; it''s', now(), NULL, NULL, NULL, NULL, NULL, now())::switchyard.tenant_limits)
+                    ROW('acme corp; it''s', now(), NULL, NULL, NULL, NULL, NULL, now(), NULL)::switchyard.tenant_limits)
                 """).scalar(String.self)
             #expect(quoted.hasSuffix("dispatcher tenants resume 'acme corp; it'\\''s'"), "\(quoted)")
             #expect(TenantLimits.shellWord("acme corp; it's") == "'acme corp; it'\\''s'" && TenantLimits.shellWord("acme-1") == "acme-1")
@@ -347,11 +355,8 @@ struct TenantLimitsTests {
     @Test("dispatcher tenants: lists, pauses, resumes and budgets, says why a tenant is held, and refuses bad input")
     func command() async throws {
         try await TestDatabase.withMigratedPool { pool in
-            let url = pool.configuration.effectiveConnectionString
             func dispatcher(_ arguments: [String]) async throws -> (status: Int32, output: String) {
-                try await BlockingWork.run {
-                    try ChildProcess.run(WorkerProcess.binary("dispatcher"), ["tenants"] + arguments + ["--database-url", url])
-                }
+                try await TenantLimitsTests.tenantsCommand(pool, arguments)
             }
             try await FairTenantsTests.enqueue(pool, 3, tenant: "acme")
             try await FairTenantsTests.enqueue(pool, 2, tenant: "globex")
@@ -377,7 +382,7 @@ struct TenantLimitsTests {
             let first = try await Self.ids(pool, tenant: "acme")[0]
             let wait = try await BlockingWork.run {
                 try ChildProcess.run(
-                    WorkerProcess.binary("dispatcher"), ["wait", "\(first)", "--timeout", "0s", "--database-url", url])
+                    WorkerProcess.binary("dispatcher"), ["wait", "\(first)", "--timeout", "0s", "--database-url", pool.configuration.effectiveConnectionString])
             }
             #expect(wait.output.contains("  held: tenant acme is paused"), "\(wait.output)")
             #expect(wait.output.contains("note: job \(first) is held: tenant acme is paused (since "), "\(wait.output)")

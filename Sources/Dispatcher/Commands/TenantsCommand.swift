@@ -2,7 +2,8 @@ import Foundation
 import Postgres
 import QueueModel
 
-/// `dispatcher tenants [list [NAME]] | pause NAME | resume NAME | budget NAME AMOUNT|none [--per day|month] | cancel NAME`.
+/// `dispatcher tenants [list [NAME]] | pause NAME | resume NAME | budget NAME AMOUNT|none [--per day|month]
+/// | max-running NAME N|none | cancel NAME`.
 enum TenantsCommand {
     static let usage = """
         usage: dispatcher tenants [list [NAME]] [--json] [--tenant NAME] [--limit N]
@@ -10,13 +11,15 @@ enum TenantsCommand {
                dispatcher tenants resume NAME
                dispatcher tenants budget NAME AMOUNT [--per month|day]
                dispatcher tenants budget NAME none
+               dispatcher tenants max-running NAME N|none
                dispatcher tenants cancel NAME
 
         Each tenant's jobs (queued, held, running), what its results cost today and this month
         (USD, UTC days and months), its budget, and whether its jobs are held. A tenant paused, or
         over its budget, is held: its queued jobs and those it submits wait, unclaimed, until it is
         resumed, its budget is raised, or its next period begins. Running jobs finish; nothing is
-        lost (a job whose deadline passes while held expires).
+        lost (a job whose deadline passes while held expires). A tenant may also be capped: at most
+        so many of its jobs run at once, the others waiting in the queue.
 
           list      every tenant with jobs, spending this month, or limits (the default); NAME for
                     one; --json for the figures as JSON; --tenant NAME acts as that tenant (sets
@@ -29,11 +32,15 @@ enum TenantsCommand {
                     --per day, per UTC day, in US dollars (a new amount keeps the period the
                     budget has); none removes it. Checked every housekeeper round (2 s): a tenant
                     goes over by what its running jobs, and those started since, cost.
+          max-running
+                    at most N of the tenant's jobs run at once (1 to 1000000), across every worker
+                    and both priorities; the others wait, queued, and start as its running ones
+                    end (lowered under what runs, those finish); none removes the cap
           cancel    cancel every job the tenant has queued or held, at once, and stop its running
                     ones at their workers' next heartbeat; jobs it submits later run (pause it
                     first to stop those)
 
-        pause, resume, budget and cancel are an operator's (switchyard_admin); a submitter's role lists
+        pause, resume, budget, max-running and cancel are an operator's (switchyard_admin); a submitter's role lists
         its own tenants.
         """
 
@@ -46,7 +53,7 @@ enum TenantsCommand {
         }
         let action = arguments.positionals.first ?? "list"
         let names = Array(arguments.positionals.dropFirst())
-        let expected = ["list": 0...1, "pause": 1...1, "resume": 1...1, "budget": 2...2, "cancel": 1...1]
+        let expected = ["list": 0...1, "pause": 1...1, "resume": 1...1, "budget": 2...2, "max-running": 2...2, "cancel": 1...1]
         guard let counts = expected[action] else {
             let meant = CatalogProblem.didYouMean(action, among: Set(expected.keys))
             throw QueueError(
@@ -54,7 +61,9 @@ enum TenantsCommand {
                 hint: meant.isEmpty ? "to show one tenant: dispatcher tenants list \(action)" : usage)
         }
         guard counts.contains(names.count) else {
-            let needs = action == "budget" ? "a tenant and an amount (or none)" : action == "list" ? "at most one tenant" : "a tenant"
+            let needs = action == "budget" ? "a tenant and an amount (or none)"
+                : action == "max-running" ? "a tenant and a number of jobs (or none)"
+                : action == "list" ? "at most one tenant" : "a tenant"
             throw QueueError(
                 .invalidInput, "dispatcher tenants \(action) takes \(needs) (got \(names.isEmpty ? "none" : names.joined(separator: " ")))",
                 hint: usage)
@@ -94,6 +103,7 @@ enum TenantsCommand {
                 hint: "Name the tenant as its jobs do (dispatcher tenants lists them).")
         }
         let amount = action == "budget" ? try budget(names[1]) : nil
+        let maxRunning = action == "max-running" ? try Self.maxRunning(names[1]) : nil
         if action == "budget", amount == nil, arguments.value("per") != nil {
             throw QueueError(.invalidInput, "--per goes with an amount, not none; nothing was changed", hint: usage)
         }
@@ -118,7 +128,7 @@ enum TenantsCommand {
         if action != "list", before == nil {
             printError(
                 "note: no tenant \(shown) has jobs, spending this month or limits (is the name right? dispatcher "
-                    + "tenants lists them)\(action == "pause" || action == "budget" ? "; set for it all the same" : "")")
+                    + "tenants lists them)\(["pause", "budget", "max-running"].contains(action) ? "; set for it all the same" : "")")
         }
         switch action {
         case "pause":
@@ -156,6 +166,18 @@ enum TenantsCommand {
             default: break
             }
             print(line)
+        case "max-running":
+            let running = try await TenantLimits.setMaxRunning(names[0], maxRunning, in: pool)
+            let now = "\(running) running now"
+            if let limit = maxRunning {
+                print(
+                    running > limit
+                        ? "tenant \(shown) runs at most \(count(limit, "job")) at once: its \(running) running now finish, and "
+                            + "no more start until fewer than \(limit) run"
+                        : "tenant \(shown) runs at most \(count(limit, "job")) at once (\(now)); the others wait in the queue")
+            } else {
+                print("tenant \(shown) has no cap on its running jobs now (\(now))")
+            }
         default:
             break
         }
@@ -183,6 +205,19 @@ enum TenantsCommand {
         return amount
     }
 
+    /// A cap on a tenant's running jobs as given: 1 to 1,000,000; nil for `none`.
+    static func maxRunning(_ value: String) throws -> Int? {
+        guard value != "none" else { return nil }
+        guard let limit = Int(value), (1...1_000_000).contains(limit) else {
+            throw QueueError(
+                .invalidInput,
+                "a cap on a tenant's running jobs is a number of jobs from 1 to 1000000 (got \"\(value)\"), or none; "
+                    + "nothing was changed",
+                hint: "To stop a tenant's work, pause it: dispatcher tenants pause NAME.")
+        }
+        return limit
+    }
+
     static func count(_ n: Int, _ noun: String) -> String { "\(n) \(noun)\(n == 1 ? "" : "s")" }
 
     /// What the list left out: how many tenants, how many of them held, and how to see them.
@@ -206,9 +241,11 @@ enum TenantsCommand {
             ["tenant", "queued", "held", "running", "today", "this month", "budget", "state"], rightAligned: [1, 2, 3, 4, 5])
         for row in usage {
             let budget = row.budget.map { "\(StatusFormat.money($0))/\(row.period?.rawValue ?? "?")" } ?? StatusFormat.none
-            let state = row.heldReason == nil ? "not held" : row.pausedAt != nil ? "held: paused" : "held: budget spent"
+            let state = row.heldReason != nil ? (row.pausedAt != nil ? "held: paused" : "held: budget spent")
+                : row.maxRunning.map { row.running >= $0 } == true ? "at its cap" : "not held"
             table.append([
-                row.tenant, String(row.queued), String(row.held), String(row.running), StatusFormat.money(row.spentToday),
+                row.tenant, String(row.queued), String(row.held),
+                row.maxRunning.map { "\(row.running)/\($0)" } ?? String(row.running), StatusFormat.money(row.spentToday),
                 StatusFormat.money(row.spentThisMonth), budget, state,
             ])
         }

@@ -4,7 +4,8 @@ import Postgres
 /// Tenants' limits (`sql/0088`): a pause, and a budget in US dollars per UTC day or calendar
 /// month. A tenant paused or over its budget is *held*: its queued jobs, and those it submits,
 /// stay in the queue unclaimed until it is resumed, its budget is raised, or a new period begins.
-/// Running jobs finish; nothing is lost.
+/// Running jobs finish; nothing is lost. And a cap on how many of its jobs run at once (`sql/0096`):
+/// jobs over it wait, queued, until its running ones end.
 public enum TenantLimits {
     /// `name` as a shell takes it back, for a command a message suggests: as it is when plain,
     /// else in single quotes (as `switchyard.shell_word` writes it in SQL's messages).
@@ -55,6 +56,8 @@ public enum TenantLimits {
         public var pausedAt: Date?
         /// Why its jobs are held, as its users read it; nil when they are not.
         public var heldReason: String?
+        /// At most this many of its jobs run at once; nil: no cap.
+        public var maxRunning: Int?
 
         /// What it has spent of its budget's period.
         public var spentInPeriod: Decimal? {
@@ -70,6 +73,7 @@ public enum TenantLimits {
                 "budget_period": period.map { .string($0.rawValue) } ?? .null,
                 "paused_at": pausedAt.map { .string($0.postgresText) } ?? .null,
                 "held_reason": heldReason.map(JSONValue.string) ?? .null,
+                "max_running": maxRunning.map { .number(Double($0)) } ?? .null,
             ]
         }
     }
@@ -113,6 +117,12 @@ public enum TenantLimits {
         return try Change(tenant: tenant, row: row)
     }
 
+    /// Caps how many of `tenant`'s jobs run at once (nil: removes its cap). Returns how many run now.
+    public static func setMaxRunning(_ tenant: String, _ limit: Int?, in pool: PostgresPool) async throws -> Int {
+        try await pool.query("SELECT switchyard.set_tenant_max_running($1, $2::integer) AS running", [tenant, limit])
+            .scalar(Int.self)
+    }
+
     /// The tenants held now, by name, with how many jobs each has held and why.
     public static func held(in pool: PostgresPool) async throws -> [(tenant: String, jobs: Int, paused: Bool, reason: String)] {
         try await pool.query(
@@ -154,7 +164,7 @@ public enum TenantLimits {
             SELECT n.tenant, coalesce(live.queued, 0) AS queued, coalesce(live.held, 0) AS held,
                    coalesce(live.running, 0) AS running, coalesce(spent.today, 0) AS spent_today,
                    coalesce(spent.this_month, 0) AS spent_this_month, l.budget, l.budget_period, l.paused_at,
-                   l.held_reason
+                   l.held_reason, l.max_running
             FROM named n
             LEFT JOIN live ON live.tenant = n.tenant
             LEFT JOIN spent ON spent.tenant = n.tenant
@@ -169,7 +179,8 @@ public enum TenantLimits {
                 spentThisMonth: try row.decode("spent_this_month"), budget: try row.decode("budget", as: Decimal?.self),
                 period: try row.decode("budget_period", as: String?.self).flatMap(Period.init(rawValue:)),
                 pausedAt: try row.decode("paused_at", as: Date?.self),
-                heldReason: try row.decode("held_reason", as: String?.self))
+                heldReason: try row.decode("held_reason", as: String?.self),
+                maxRunning: try row.decode("max_running", as: Int?.self))
         }
     }
 }

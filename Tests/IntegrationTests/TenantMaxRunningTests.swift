@@ -1,0 +1,247 @@
+import Foundation
+import Postgres
+import QueueModel
+import Synchronization
+import Testing
+
+@testable import Worker
+
+/// A cap on each tenant's running jobs (`sql/0096`): at most so many of its jobs run at once,
+/// across every worker and both priorities; the others wait in the queue.
+@Suite("Tenants: a cap on running jobs")
+struct TenantMaxRunningTests {
+    static let lease = Duration.seconds(30)
+
+    static func tenants(_ jobs: [Job]) -> [String: Int] { FairTenantsTests.countsByTenant(jobs) }
+
+    static func running(_ pool: PostgresPool, _ tenant: String) async throws -> Int {
+        try await pool.query(
+            "SELECT count(*) FROM switchyard.jobs WHERE tenant = $1 AND lease_owner IS NOT NULL", [tenant]
+        ).scalar(Int.self)
+    }
+
+    @Test("a capped tenant's jobs run up to its cap, across priorities; the others' all along; raised, lowered, removed")
+    func cap() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            try await FairTenantsTests.enqueue(pool, 10, tenant: "acme")
+            try await FairTenantsTests.enqueue(pool, 5, tenant: "globex")
+            try await FairTenantsTests.enqueue(pool, 3, tenant: nil)
+            #expect(try await TenantLimits.setMaxRunning("acme", 3, in: pool) == 0)
+
+            let first = try await store.claim(worker: "w", freeSlots: 20, backgroundSlots: 0, lease: Self.lease)
+            #expect(Self.tenants(first) == ["acme": 3, "globex": 5, "none": 3], "\(first.map(\.tenant))")
+            #expect(try await store.claim(worker: "w", freeSlots: 20, backgroundSlots: 20, lease: Self.lease).isEmpty)
+
+            // One ends: one more starts.
+            let acme = first.filter { $0.tenant == "acme" }
+            _ = try await store.complete(worker: "w", [TenantLimitsTests.succeeded(acme[0], cost: 0)])
+            #expect(Self.tenants(try await store.claim(worker: "w", freeSlots: 20, backgroundSlots: 0, lease: Self.lease))
+                    == ["acme": 1])
+
+            // The cap counts both priorities: a background job waits while three interactive ones run.
+            try await FairTenantsTests.enqueue(pool, 2, tenant: "acme", .background)
+            #expect(try await store.claim(worker: "w", freeSlots: 20, backgroundSlots: 20, lease: Self.lease).isEmpty)
+
+            // Raised: two more (interactive first); lowered under what runs: none start, none are lost.
+            #expect(try await TenantLimits.setMaxRunning("acme", 5, in: pool) == 3)
+            let raised = try await store.claim(worker: "w", freeSlots: 20, backgroundSlots: 20, lease: Self.lease)
+            #expect(raised.count == 2 && raised.allSatisfy { $0.tenant == "acme" && $0.priority == .interactive })
+            #expect(try await TenantLimits.setMaxRunning("acme", 1, in: pool) == 5)
+            #expect(try await store.claim(worker: "w", freeSlots: 20, backgroundSlots: 20, lease: Self.lease).isEmpty)
+            let usage = try await TenantLimits.usage(in: pool, tenant: "acme")
+            #expect(usage.first?.maxRunning == 1 && usage.first?.running == 5 && usage.first?.queued == 6, "\(usage)")
+            #expect(usage.first?.json["max_running"] == 1)
+
+            // Removed: the rest run, and the row that limited nothing else goes.
+            #expect(try await TenantLimits.setMaxRunning("acme", nil, in: pool) == 5)
+            let rest = try await store.claim(worker: "w", freeSlots: 20, backgroundSlots: 20, lease: Self.lease)
+            #expect(Self.tenants(rest) == ["acme": 6])
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.tenant_limits").scalar(Int.self) == 0)
+
+            // A cap beside a budget: removing the cap keeps the row.
+            _ = try await TenantLimits.setBudget("acme", 10, per: .month, in: pool)
+            _ = try await TenantLimits.setMaxRunning("acme", 2, in: pool)
+            _ = try await TenantLimits.setMaxRunning("acme", nil, in: pool)
+            #expect(try await TenantLimits.usage(in: pool, tenant: "acme").first?.budget == 10)
+
+            for value in [0, -1, 1_000_001] {
+                await #expect(throws: PostgresError.self) {
+                    try await pool.query("SELECT switchyard.set_tenant_max_running('acme', $1::integer)", [value])
+                }
+            }
+        }
+    }
+
+    @Test("a capped tenant takes a share of a claim with others due, and every slot without")
+    func share() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            try await FairTenantsTests.enqueue(pool, 50, tenant: "acme")
+            try await FairTenantsTests.enqueue(pool, 50, tenant: "globex")
+            _ = try await TenantLimits.setMaxRunning("acme", 100, in: pool)
+            let shared = try await store.claim(worker: "w", freeSlots: 10, backgroundSlots: 0, lease: Self.lease)
+            #expect(Self.tenants(shared) == ["acme": 5, "globex": 5], "\(shared.map(\.tenant))")
+            try await pool.query("DELETE FROM switchyard.jobs WHERE tenant = 'globex' AND lease_owner IS NULL")
+            let alone = try await store.claim(worker: "w", freeSlots: 10, backgroundSlots: 0, lease: Self.lease)
+            #expect(Self.tenants(alone) == ["acme": 10], "\(alone.map(\.tenant))")
+            // Two capped tenants take turns from where the last claim left off.
+            try await FairTenantsTests.enqueue(pool, 5, tenant: "initech")
+            _ = try await TenantLimits.setMaxRunning("initech", 100, in: pool)
+            let turns = try await store.claim(worker: "w", freeSlots: 4, backgroundSlots: 0, lease: Self.lease)
+            #expect(Self.tenants(turns) == ["acme": 2, "initech": 2], "\(turns.map(\.tenant))")
+        }
+    }
+
+    /// Claims on many workers at once: each counts the tenant's running jobs, and one that has not
+    /// committed yet is invisible to the others' counts. The tenant's lock makes them take turns.
+    @Test("two claims at once never run more than the cap: the second leaves the tenant to the first, then counts its jobs")
+    func concurrentClaims() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            try await FairTenantsTests.enqueue(pool, 10, tenant: "acme")
+            try await FairTenantsTests.enqueue(pool, 4, tenant: "globex")
+            _ = try await TenantLimits.setMaxRunning("acme", 2, in: pool)
+            try await pool.withConnection { connection in
+                try await connection.query("BEGIN")
+                let held = try await connection.query(
+                    "SELECT tenant FROM switchyard.claim('first', 4, 0, 30)").map { try $0.decode("tenant", as: String.self) }
+                #expect(held == ["acme", "acme", "globex", "globex"])
+                // The first has not committed: the second takes none of acme's, the other tenant's yes.
+                let second = try await store.claim(worker: "second", freeSlots: 10, backgroundSlots: 0, lease: Self.lease)
+                #expect(Self.tenants(second) == ["globex": 2], "\(second.map(\.tenant))")
+                try await connection.query("COMMIT")
+            }
+            #expect(try await store.claim(worker: "second", freeSlots: 10, backgroundSlots: 0, lease: Self.lease).isEmpty)
+            #expect(try await Self.running(pool, "acme") == 2)
+        }
+    }
+
+    @Test("a capped tenant's background jobs wait for the gate, but those whose deadline is near")
+    func gate() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            try await OffPeakTests.importCatalog(pool, windowStartsIn: 7200)
+            try await BackgroundPolicy.set("background_max_cost_per_1k", to: "0.002", in: pool)
+            #expect(try await !BackgroundGate.check(pool).isOpen)
+            try await FairTenantsTests.enqueue(pool, 3, tenant: "acme", .background)
+            let near = try await store.submit(
+                Submission(request: OffPeakTests.hello, priority: .background, deadline: Date().addingTimeInterval(60),
+                           tenant: "acme"))
+            _ = try await TenantLimits.setMaxRunning("acme", 10, in: pool)
+            let claimed = try await store.claim(worker: "w", freeSlots: 10, backgroundSlots: 10, lease: Self.lease)
+            #expect(claimed.map(\.id) == [near])
+        }
+    }
+
+    @Test("dispatcher tenants max-running: sets, shows and removes a cap, says what runs, and refuses bad input")
+    func command() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            func dispatcher(_ arguments: [String]) async throws -> (status: Int32, output: String) {
+                try await TenantLimitsTests.tenantsCommand(pool, arguments)
+            }
+            try await FairTenantsTests.enqueue(pool, 4, tenant: "acme")
+            _ = try await QueueStore(pool: pool).claim(worker: "w", freeSlots: 3, backgroundSlots: 0, lease: Self.lease)
+            let set = try await dispatcher(["max-running", "acme", "5"])
+            #expect(set.status == 0 && set.output.contains(
+                "tenant acme runs at most 5 jobs at once (3 running now); the others wait in the queue"), "\(set.output)")
+            let lowered = try await dispatcher(["max-running", "acme", "2"])
+            #expect(lowered.output.contains(
+                "tenant acme runs at most 2 jobs at once: its 3 running now finish, and no more start until fewer than 2 run"),
+                "\(lowered.output)")
+            let listed = try await dispatcher([])
+            #expect(listed.output.contains("acme         1     0      3/2     $0          $0  —       at its cap"), "\(listed.output)")
+            let json = try await dispatcher(["list", "acme", "--json"])
+            #expect(json.output.contains("\"max_running\": 2"), "\(json.output)")
+            let removed = try await dispatcher(["max-running", "acme", "none"])
+            #expect(removed.output.contains("tenant acme has no cap on its running jobs now (3 running now)"), "\(removed.output)")
+            let unknown = try await dispatcher(["max-running", "initech", "4"])
+            #expect(unknown.status == 0 && unknown.output.contains("note: no tenant initech has jobs, spending this month or "
+                + "limits (is the name right? dispatcher tenants lists them); set for it all the same"), "\(unknown.output)")
+            for (arguments, message) in [
+                (["max-running", "acme", "0"], "a cap on a tenant's running jobs is a number of jobs from 1 to 1000000 (got \"0\")"),
+                (["max-running", "acme", "ten"], "(got \"ten\"), or none; nothing was changed"),
+                (["max-running", "acme"], "dispatcher tenants max-running takes a tenant and a number of jobs (or none) (got acme)"),
+                (["max-running", "acme", "3", "--per", "day"], "--per is for dispatcher tenants budget, not max-running"),
+            ] {
+                let refused = try await dispatcher(arguments)
+                #expect(refused.status == 2 && refused.output.contains(message), "\(arguments): \(refused.output)")
+            }
+            #expect(try await pool.query("SELECT tenant FROM switchyard.tenant_limits").scalar(String.self) == "initech")
+        }
+    }
+
+    /// A worker's housekeeper session reads tenant_limits' rows into variables of its type, which
+    /// sql/0096 gives a column; its claim session runs the claim restated.
+    @Test("a worker session that claimed and enforced limits before sql/0096 does both after it")
+    func upgrade() async throws {
+        try await TestDatabase.withEmpty { configuration in
+            let pool = PostgresPool(configuration, options: .init(maxConnections: 2))
+            defer { Task { await pool.close() } }
+            _ = try await Migrator(migrations: Array(Migration.all.prefix { $0.version < 96 })).migrate(pool)
+            try await FairTenantsTests.enqueue(pool, 5, tenant: "acme")
+            try await FairTenantsTests.enqueue(pool, 5, tenant: "globex")
+            _ = try await TenantLimits.setBudget("globex", 100, per: .month, in: pool)
+            let worker = try await PostgresConnection.connect(configuration)
+            defer { Task { await worker.close() } }
+            #expect(try await worker.query("SELECT * FROM switchyard.claim('w', 4, 0, 30)").count == 4)
+            _ = try await worker.query("SELECT * FROM switchyard.enforce_tenant_limits()")
+            _ = try await Migrator().migrate(pool)
+            _ = try await TenantLimits.setMaxRunning("acme", 2, in: pool)
+            _ = try await worker.query("SELECT * FROM switchyard.enforce_tenant_limits()")
+            let after = try await worker.query("SELECT tenant FROM switchyard.claim('w', 10, 0, 30)")
+                .map { try $0.decode("tenant", as: String.self) }
+            // acme runs three (its share and the queue's head), over its cap of two now: none of its.
+            #expect(after == ["globex", "globex", "globex", "globex"], "\(after)")
+        }
+    }
+
+    /// Through workers: two services claiming together, jobs that take a while.
+    @Test("two workers run a capped tenant's jobs at most the cap at once, every job once, another tenant's beside them")
+    func workers() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            try await FairTenantsTests.enqueue(pool, 40, tenant: "acme")
+            try await FairTenantsTests.enqueue(pool, 10, tenant: "globex")
+            _ = try await TenantLimits.setMaxRunning("acme", 3, in: pool)
+            let executor = OverlapExecutor()
+            try await WorkerServiceTests.withWorker(pool, WorkerServiceTests.configuration(concurrency: 4, reserve: 0), executor) { _ in
+                try await WorkerServiceTests.withWorker(pool, WorkerServiceTests.configuration(concurrency: 4, reserve: 0), executor) { _ in
+                    try await waitUntil("every job has its result") {
+                        try await pool.query("SELECT count(*) FROM switchyard.results").scalar(Int.self) == 50
+                    }
+                }
+            }
+            #expect(executor.started.count == 50 && Set(executor.started).count == 50)
+            let most = executor.most
+            #expect(most["acme"] == 3, "\(most)")
+            #expect((most["globex"] ?? 0) >= 1, "\(most)")
+        }
+    }
+}
+
+/// An executor whose jobs take 20 ms, counting how many of each tenant's run at once.
+final class OverlapExecutor: JobExecutor, Sendable {
+    private struct State {
+        var started: [Int64] = []
+        var running: [String: Int] = [:]
+        var most: [String: Int] = [:]
+    }
+
+    private let state = Mutex(State())
+
+    var started: [Int64] { state.withLock { $0.started } }
+    /// The most of each tenant's jobs that ran at once.
+    var most: [String: Int] { state.withLock { $0.most } }
+
+    func execute(_ job: Job) async -> JobOutcome {
+        let tenant = job.tenant ?? "none"
+        state.withLock { state in
+            state.started.append(job.id)
+            state.running[tenant, default: 0] += 1
+            state.most[tenant] = max(state.most[tenant] ?? 0, state.running[tenant]!)
+        }
+        try? await Task.sleep(for: .milliseconds(20))
+        state.withLock { $0.running[tenant, default: 0] -= 1 }
+        return .succeeded(JobAnswer(model: "overlap", provider: "test", tier: "primary", response: ["ok": true]))
+    }
+}
