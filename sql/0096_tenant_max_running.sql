@@ -27,9 +27,13 @@
 --   of a new partial index of tenant_limits.
 -- * A row of tenant_limits with a cap and nothing else is kept (apply_tenant_limits deleted a row
 --   without a pause or a budget).
+-- * The interactive queue-wait alert leaves out the finished jobs of capped tenants, and the
+--   waiting jobs of those running as many as their caps allow: their waits are the cap's, as a
+--   held tenant's are its hold's (a tenant capped with a backlog kept the alert raised, and the
+--   others' waits hidden in it). A capped tenant's job waiting under its cap still counts.
 --
 -- claim is 0088's otherwise (with the fair claim given what capped_claim left), tenants_due and
--- apply_tenant_limits 0088's.
+-- apply_tenant_limits 0088's, alert_measurements 0090's.
 
 SET LOCAL ROLE switchyard_admin;
 
@@ -352,3 +356,391 @@ BEGIN
                                                            p_lease_seconds, gate_open IS NOT TRUE, false);
     END IF;
 END $$;
+
+-- 0090's, leaving capped tenants' waits out of the queue-wait alert (above).
+CREATE OR REPLACE FUNCTION switchyard.alert_measurements(p_at timestamptz DEFAULT now())
+    RETURNS TABLE (
+        kind text, subject text, value double precision, threshold double precision, breached boolean,
+        recovered boolean, message text)
+    LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    min_calls constant integer := coalesce(switchyard.numeric_setting('alert_min_calls'), 50)::integer;
+    budget_share constant double precision := switchyard.numeric_setting('alert_tenant_budget_share');
+    error_limit constant double precision := switchyard.numeric_setting('alert_error_rate');
+    error_window constant interval :=
+        make_interval(secs => coalesce(switchyard.numeric_setting('alert_error_window_seconds'), 300));
+    latency_window constant interval :=
+        make_interval(secs => coalesce(switchyard.numeric_setting('alert_latency_window_seconds'), 300));
+    wait_limit constant double precision := switchyard.numeric_setting('alert_queue_wait_p95_ms');
+    wait_window constant interval :=
+        make_interval(secs => coalesce(switchyard.numeric_setting('alert_queue_wait_window_seconds'), 300));
+    wait_min_jobs constant integer := coalesce(switchyard.numeric_setting('alert_queue_wait_min_jobs'), 10)::integer;
+    backlog_limit constant double precision := switchyard.numeric_setting('alert_backlog_at_risk_jobs');
+    -- Paused, the backlog does not drain at all (and deadlines do not override a pause).
+    paused constant boolean := switchyard.setting('background_paused') = 'true';
+    -- Tenants with a cap on their running jobs (sql/0096), and those of them running as many as it
+    -- allows: their jobs' waits are the cap's, an operator's decision, not the fleet's.
+    capped constant text[] := ARRAY(SELECT l.tenant FROM switchyard.tenant_limits l WHERE l.max_running IS NOT NULL);
+    at_cap constant text[] := ARRAY(
+        SELECT l.tenant FROM switchyard.tenant_limits l
+        WHERE l.max_running IS NOT NULL
+              AND l.max_running <= (SELECT count(*) FROM switchyard.jobs r WHERE r.tenant = l.tenant AND r.lease_owner IS NOT NULL));
+    -- The longest-waiting jobs that count towards the queue-wait P95 (see the header).
+    waiting_sample constant integer := 1000;
+    throughput_window constant interval :=
+        make_interval(secs => coalesce(switchyard.numeric_setting('alert_backlog_throughput_window_seconds'), 900));
+    -- Read once, not per call: each call is compared with its target.
+    primary_target constant double precision := switchyard.numeric_setting('alert_latency_target_ms_primary');
+    secondary_target constant double precision := switchyard.numeric_setting('alert_latency_target_ms_secondary');
+    tertiary_target constant double precision := switchyard.numeric_setting('alert_latency_target_ms_tertiary');
+    breaker_limit constant double precision := switchyard.numeric_setting('alert_breaker_open_seconds');
+    -- How long a closed breaker must stay closed to end an incident (twice its open time).
+    settle constant interval :=
+        make_interval(secs => 2 * coalesce(switchyard.numeric_setting('breaker_open_seconds'), 30));
+    failure_limit constant double precision := switchyard.numeric_setting('alert_job_failure_rate');
+    failure_window constant interval :=
+        make_interval(secs => coalesce(switchyard.numeric_setting('alert_job_failure_window_seconds'), 300));
+    failure_min_jobs constant integer := coalesce(switchyard.numeric_setting('alert_job_failure_min_jobs'), 10)::integer;
+    -- escalation_horizon's terms (sql/0077), read once: a job's horizon is horizon_seconds of them.
+    per_attempt constant double precision := (SELECT t.per_attempt FROM switchyard.horizon_terms() t);
+    override constant double precision := (SELECT t.override FROM switchyard.horizon_terms() t);
+BEGIN
+    -- A model's error rate.
+    IF error_limit IS NOT NULL THEN
+        RETURN QUERY
+        -- Since a closing, too few calls to judge: no figure (status showed a held alert "now 0.0%").
+        SELECT 'error_rate'::text, c.model,
+               CASE WHEN c.calls = 0 OR (c.closed_at IS NOT NULL AND c.calls < min_calls) THEN NULL
+                    ELSE c.errors::double precision / c.calls END,
+               error_limit,
+               CASE WHEN c.calls >= min_calls AND c.calls > 0
+                    THEN c.errors::double precision / c.calls > error_limit
+                         AND switchyard.rate_lower_bound(c.errors, c.calls) > error_limit
+                    ELSE false END,
+               -- Since a closing, recovered only on as many calls as it takes to raise it: a model
+               -- still failing 5% answered its first calls after the closing, and the alert
+               -- cleared (no calls since read as none to measure) to be raised again, and its
+               -- breaker opened again, a cycle (a review).
+               CASE WHEN c.calls = 0 THEN c.closed_at IS NULL
+                    WHEN c.closed_at IS NULL THEN c.errors::double precision / c.calls <= error_limit
+                    WHEN c.calls >= min_calls THEN c.errors::double precision / c.calls <= error_limit
+                    ELSE false END,
+               CASE WHEN c.closed_at IS NOT NULL AND (c.calls < min_calls OR c.calls = 0)
+                    THEN format('model %s: its breaker closed at %s; %s %s since (%s errors), too few to judge', c.model,
+                                to_char(c.closed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"'), c.calls,
+                                CASE WHEN c.calls = 1 THEN 'call' ELSE 'calls' END, c.errors)
+                    ELSE format('model %s: %s%% of %s calls ended in an error %s (limit %s%%)', c.model,
+                                round(100.0 * c.errors / c.calls, 1), c.calls,
+                                CASE WHEN c.closed_at IS NULL THEN 'over the last ' || switchyard.window_text(error_window)
+                                     ELSE 'since its breaker closed at '
+                                          || to_char(c.closed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"') END,
+                                trim_scale(round(100 * error_limit::numeric, 2))) END
+        -- Not rate limits: a provider asking to slow down is what the pause sees to (the breaker
+        -- does not count those that ask for a wait either), and a soak's model answering 95% of
+        -- calls with 5% 429s was paged and taken out of rotation by this alert.
+        -- Not the calls made before a closed breaker last closed: the breaker saw those errors
+        -- and took the model out for them, and its probes have since answered (or an operator
+        -- closed it). A walkthrough's model, healthy again and 192 of 192 calls answered since its
+        -- probes closed the breaker, was taken out again two minutes later: the busy minutes
+        -- before the outage aged out of the window, and the outage's errors, its failed probes
+        -- among them, came to 5.8% of what was left.
+        FROM (SELECT k.model, count(*) FILTER (WHERE s.since) AS calls,
+                     count(*) FILTER (WHERE s.since AND k.model_error AND k.outcome <> 'rate_limited') AS errors,
+                     max(h.closed_at) AS closed_at
+              FROM switchyard.calls k
+              LEFT JOIN switchyard.model_health h
+                  ON h.model = k.model AND h.state = 'closed' AND h.closed_at > p_at - error_window AND h.closed_at <= p_at
+              CROSS JOIN LATERAL (
+                  SELECT h.closed_at IS NULL
+                         OR coalesce(k.called_at + make_interval(secs => coalesce(k.latency_ms, 0) / 1000), k.finished_at)
+                            > h.closed_at AS since) s
+              WHERE k.finished_at > p_at - error_window AND k.finished_at <= p_at AND k.outcome NOT IN ('cancelled', 'deadline')
+                    AND (k.job_created_at > p_at - error_window
+                         OR coalesce(k.called_at + make_interval(secs => coalesce(k.latency_ms, 0) / 1000), k.finished_at)
+                            > p_at - error_window)
+              GROUP BY k.model) c;
+    END IF;
+
+    -- A model's P95 against its target; per model, the group of calls furthest over its target
+    -- among those with enough calls. A call's target is its rule's max_latency_ms when the trail
+    -- records one (target_ms, a primary call of a rule that sets it), else its tier's setting; a
+    -- tier's setting turned off leaves that tier's calls unjudged. A P95 over the target means
+    -- over 5% of the calls took longer (a timed-out call is recorded just over its timeout): raised
+    -- only when that share is over 5% with 95% confidence (rate_lower_bound), not by a few calls
+    -- of a model whose tail reaches its timeout now and then.
+    RETURN QUERY
+    SELECT DISTINCT ON (t.model) 'latency'::text, t.model, t.p95, t.target, t.breached, t.p95 <= t.target,
+           format('model %s: P95 latency %s ms as %s over the last %s (target %s ms%s, %s calls)', t.model,
+                  round(t.p95::numeric, 1), t.tier, switchyard.window_text(latency_window), round(t.target::numeric),
+                  CASE WHEN t.rule_target IS NOT NULL THEN ': its rule''s max_latency_ms' ELSE '' END, t.calls)
+    FROM (SELECT g.*, g.calls >= min_calls AND g.p95 > g.target
+                      AND switchyard.rate_lower_bound(g.slow, g.calls) > 0.05 AS breached
+          FROM (SELECT c.model, c.tier, c.target_ms AS rule_target, count(*) AS calls,
+                       count(*) FILTER (WHERE c.latency_ms > c.target) AS slow,
+                       percentile_cont(0.95) WITHIN GROUP (ORDER BY c.latency_ms) AS p95,
+                       min(c.target) AS target
+                FROM (SELECT k.model, k.tier, k.target_ms, k.latency_ms,
+                             CASE WHEN tier_target IS NOT NULL THEN coalesce(k.target_ms, tier_target) END AS target
+                      FROM switchyard.calls k
+                      CROSS JOIN LATERAL (SELECT CASE k.tier WHEN 'primary' THEN primary_target
+                                                             WHEN 'secondary' THEN secondary_target
+                                                             ELSE tertiary_target END AS tier_target) s
+                      WHERE k.finished_at > p_at - latency_window AND k.finished_at <= p_at
+                            AND (k.job_created_at > p_at - latency_window
+                                 OR coalesce(k.called_at + make_interval(secs => coalesce(k.latency_ms, 0) / 1000),
+                                             k.finished_at) > p_at - latency_window)
+                            AND k.outcome IN ('succeeded', 'timeout') AND k.latency_ms IS NOT NULL
+                            AND k.tier IN ('primary', 'secondary', 'tertiary')) c
+                GROUP BY c.model, c.tier, c.target_ms) g) t
+    WHERE t.target IS NOT NULL
+    -- A breached group comes first (a small group far over its target that the confidence rule
+    -- spares must not hide a large one over it), then one with the calls to judge it: a few slow
+    -- calls in another tier must not stand for a model whose primary calls are over their target.
+    ORDER BY t.model, t.breached DESC, t.calls >= min_calls DESC, t.p95 / t.target DESC;
+
+    -- A model of the catalog out of rotation (its breaker open or half-open, opened again by failed
+    -- probes) for longer than the limit: an outage that trips the breaker within seconds keeps a
+    -- model under the error-rate rule's minimum of calls, and raised no alert at all. A flapping
+    -- model is one incident: a closing that lasts under twice breaker_open_seconds does not end it
+    -- (the trigger keeps unhealthy_since through it; an on-call walkthrough's model failing 30% of
+    -- its calls was closed by its probes every 35 s and never raised this), and an alert raised
+    -- clears once the breaker has stayed closed that long. Measured for every incident going on,
+    -- and for the models with such an alert open, which it clears.
+    IF breaker_limit IS NOT NULL THEN
+        RETURN QUERY
+        SELECT 'breaker'::text, h.model, coalesce(extract(epoch FROM p_at - h.unhealthy_since), 0)::double precision,
+               breaker_limit,
+               h.state <> 'closed' AND h.unhealthy_since IS NOT NULL
+                   AND h.unhealthy_since <= p_at - make_interval(secs => breaker_limit),
+               h.unhealthy_since IS NULL OR (h.state = 'closed' AND coalesce(h.closed_at <= p_at - settle, true)),
+               CASE WHEN h.unhealthy_since IS NULL OR h.state = 'closed'
+                    THEN format('model %s: its breaker is closed', h.model)
+                    ELSE format('model %s: out of rotation for %s (breaker %s since %s%s; %s)', h.model,
+                                CASE WHEN d.s >= 60 THEN format('%s min %s s', d.s / 60, d.s % 60)
+                                     ELSE format('%s s', d.s) END,
+                                switchyard.effective_breaker(h.state, h.opened_at),
+                                to_char(h.unhealthy_since AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"'),
+                                CASE WHEN h.flaps > 0
+                                     THEN format(', closed %s %s and opened again within %s', h.flaps,
+                                                 CASE WHEN h.flaps = 1 THEN 'time' ELSE 'times' END,
+                                                 switchyard.window_text(settle))
+                                     ELSE '' END,
+                                coalesce(h.reason, 'no reason recorded')) END
+        FROM switchyard.model_health h
+        JOIN switchyard.models m ON m.name = h.model AND m.enabled
+        CROSS JOIN LATERAL (SELECT greatest(floor(extract(epoch FROM p_at - h.unhealthy_since)), 0)::bigint AS s) d
+        WHERE (h.unhealthy_since IS NOT NULL AND (h.state <> 'closed' OR h.closed_at > p_at - settle))
+           OR EXISTS (SELECT FROM switchyard.alerts a
+                      WHERE a.kind = 'breaker' AND a.subject = h.model AND a.cleared_at IS NULL);
+    END IF;
+
+    -- Jobs of a task class that failed: every model of its rule kept out for good (a quality floor
+    -- the ratings rose past, a ceiling, a disabled model), every fallback failing, deadlines passed
+    -- (a retry that could not start before its deadline ends so, whatever failed: left out, an
+    -- outage of a rule's only model paged nothing; and a model that hangs on jobs with short
+    -- deadlines shows nowhere else). No model alert sees a job that made no call. Not the requests'
+    -- own faults (a provider's 400, a prompt too long for every model, one they cannot take, one a
+    -- worker cannot read), as the error-rate rule leaves those out; cancelled and expired jobs are
+    -- not counted at all.
+    -- The most frequent error is named, with one of its messages. One pass over the window's
+    -- results, grouped by class and code (a review's 200 classes cost 3 s more with a scan per class).
+    IF failure_limit IS NOT NULL THEN
+        RETURN QUERY
+        WITH codes AS (
+            SELECT coalesce(r.task_class, 'unclassified') AS task_class,
+                   CASE WHEN r.status = 'failed' THEN coalesce(r.error->>'code', 'no code') END AS code,
+                   count(*) AS jobs, max(r.error->>'message') FILTER (WHERE r.status = 'failed') AS message
+            FROM switchyard.results r
+            WHERE r.finished_at > p_at - failure_window AND r.finished_at <= p_at
+                  AND r.status IN ('succeeded', 'failed')
+                  AND (r.status = 'succeeded'
+                       OR coalesce(r.error->>'code', '') NOT IN
+                          ('bad_request', 'context_length_exceeded', 'unsupported_request', 'unreadable_request'))
+            GROUP BY 1, 2
+        ), classes AS (
+            SELECT c.task_class, sum(c.jobs)::bigint AS jobs,
+                   coalesce(sum(c.jobs) FILTER (WHERE c.code IS NOT NULL), 0)::bigint AS failures,
+                   (array_agg(c.code ORDER BY c.jobs DESC, c.code) FILTER (WHERE c.code IS NOT NULL))[1] AS top_code,
+                   (array_agg(c.jobs ORDER BY c.jobs DESC, c.code) FILTER (WHERE c.code IS NOT NULL))[1] AS top_jobs,
+                   (array_agg(c.message ORDER BY c.jobs DESC, c.code) FILTER (WHERE c.code IS NOT NULL))[1] AS top_message
+            FROM codes c GROUP BY c.task_class
+        )
+        SELECT 'job_failures'::text, c.task_class, c.failures::double precision / c.jobs, failure_limit,
+               c.jobs >= failure_min_jobs AND c.failures::double precision / c.jobs > failure_limit
+                   AND switchyard.rate_lower_bound(c.failures, c.jobs) > failure_limit,
+               c.failures::double precision / c.jobs <= failure_limit,
+               format('task class %s: %s of %s jobs failed over the last %s (%s%%, limit %s%%)', c.task_class,
+                      c.failures, c.jobs, switchyard.window_text(failure_window),
+                      round(100.0 * c.failures / c.jobs, 1), trim_scale(round(100 * failure_limit::numeric, 2)))
+               || CASE WHEN c.top_code IS NULL THEN ''
+                       ELSE format('; most often %s (%s)', c.top_code, c.top_jobs)
+                            || CASE WHEN coalesce(c.top_message, '') = '' THEN ''
+                                    WHEN length(c.top_message) > 300 THEN ': ' || left(c.top_message, 299) || '…'
+                                    ELSE ': ' || c.top_message END END
+        FROM classes c;
+    END IF;
+
+    -- Interactive queue wait: jobs that finished in the window, and the longest-waiting jobs right
+    -- now (their wait so far), so a stalled fleet raises it even though nothing finishes.
+    IF wait_limit IS NOT NULL THEN
+        RETURN QUERY
+        WITH finished AS (
+            SELECT r.queue_wait_ms AS wait_ms
+            FROM switchyard.results r
+            WHERE r.priority = 'interactive' AND r.finished_at > p_at - wait_window AND r.finished_at <= p_at
+                  AND r.queue_wait_ms IS NOT NULL AND (r.tenant IS NULL OR NOT r.tenant = ANY (capped))
+        ), waits AS (
+            SELECT f.wait_ms, false AS waiting FROM finished f
+            UNION ALL
+            SELECT * FROM (
+                SELECT extract(epoch FROM p_at - coalesce(j.waiting_since, greatest(j.created_at, j.run_at))) * 1000, true
+                FROM switchyard.jobs_interactive j
+                WHERE j.lease_owner IS NULL AND j.run_at <= p_at AND (j.tenant IS NULL OR NOT j.tenant = ANY (at_cap))
+                ORDER BY j.run_at, j.id
+                -- At least a nineteenth of what is measured: the top 5% can be waiting jobs.
+                LIMIT greatest(waiting_sample, (SELECT count(*) FROM finished) / 18 + 1)) oldest
+            UNION ALL
+            -- Put back to wait for a model (every one of its rule's is down): waiting all the same.
+            SELECT * FROM (
+                SELECT extract(epoch FROM p_at - j.waiting_since) * 1000, true
+                FROM switchyard.jobs_interactive j
+                WHERE j.lease_owner IS NULL AND j.waiting_since IS NOT NULL AND j.run_at > p_at
+                      AND j.held_run_at IS NULL AND (j.tenant IS NULL OR NOT j.tenant = ANY (at_cap))
+                ORDER BY j.waiting_since
+                LIMIT greatest(waiting_sample, (SELECT count(*) FROM finished) / 18 + 1)) put_back
+        ), measured AS (
+            SELECT count(*) AS jobs, percentile_cont(0.95) WITHIN GROUP (ORDER BY w.wait_ms) AS p95,
+                   coalesce(max(w.wait_ms) FILTER (WHERE w.waiting), 0) AS longest_now
+            FROM waits w
+        )
+        SELECT 'queue_wait'::text, 'interactive'::text, m.p95, wait_limit,
+               m.p95 > wait_limit AND (m.jobs >= wait_min_jobs OR m.longest_now > wait_limit),
+               m.p95 <= wait_limit,
+               format('interactive queue wait P95 %s ms over the last %s (limit %s ms, %s jobs, '
+                      'longest waiting now %s ms)', round(m.p95::numeric), switchyard.window_text(wait_window),
+                      round(wait_limit::numeric), m.jobs, round(m.longest_now::numeric))
+        FROM measured m
+        WHERE m.jobs > 0;
+    END IF;
+
+    -- Background jobs that would miss their deadline if the backlog drains at recent throughput
+    -- (counted only when some queued background job has a deadline: found by its index).
+    IF backlog_limit IS NOT NULL AND EXISTS (
+        SELECT 1 FROM switchyard.jobs_background j
+        WHERE j.deadline IS NOT NULL AND j.lease_owner IS NULL AND j.held_run_at IS NULL
+    ) THEN
+        RETURN QUERY
+        WITH throughput AS (
+            SELECT count(*) / extract(epoch FROM throughput_window) AS per_second
+            FROM switchyard.results r
+            WHERE r.priority = 'background' AND r.finished_at > p_at - throughput_window AND r.finished_at <= p_at
+                  AND r.status <> 'cancelled'
+        ), backlog AS (
+            -- A job a worker put off to a later time (no price within its ceiling until then, its
+            -- escalation point) does not stand in line: most are put off again when they come due,
+            -- an hour at a time, without a call. Jobs submitted to run later do, if they come due
+            -- before the earliest deadline: a soak's 3,000 submitted for the next day were counted
+            -- ahead of a job due in seven minutes, and paged while nothing was queued. (One put off
+            -- with a deadline is still at risk if the line ahead of it outlasts that deadline.)
+            SELECT count(*) FILTER (WHERE j.run_at <= p_at
+                                       OR (j.postponed_at IS NULL
+                                           AND j.run_at < (SELECT min(d.deadline) FROM switchyard.jobs_background d
+                                                           WHERE d.lease_owner IS NULL AND d.held_run_at IS NULL)))
+                       AS jobs,
+                   min(j.deadline) AS earliest
+            FROM switchyard.jobs_background j
+            WHERE j.lease_owner IS NULL AND j.held_run_at IS NULL
+        ), drain AS (
+            SELECT b.jobs, b.earliest, t.per_second,
+                   -- With nothing finished recently there is no rate to go by: only jobs due within
+                   -- the measuring window count as at risk (nothing drained in as long).
+                   CASE WHEN paused THEN 'infinity'::timestamptz
+                        WHEN b.jobs = 0 THEN p_at
+                        WHEN t.per_second > 0 THEN p_at + make_interval(secs => b.jobs / t.per_second)
+                        ELSE p_at + throughput_window END AS drained_at
+            FROM backlog b, throughput t
+        ), at_risk AS (
+            -- Behind the backlog, a job near its deadline is still claimed first (sql/0077): at
+            -- risk only if, from when its escalation horizon begins (or now), the jobs with an
+            -- earlier deadline, run first too, are more than the recent throughput starts before
+            -- its deadline. A walkthrough's 206 jobs "would miss" behind 2,584: all ran in time.
+            -- With no throughput measured, only while no worker is alive to claim them (a worker
+            -- starting on a backlog paged 567 jobs that all ran).
+            SELECT d.*, r.jobs_at_risk, r.put_off
+            FROM drain d
+            CROSS JOIN LATERAL (
+                SELECT count(*) AS jobs_at_risk,
+                       count(*) FILTER (WHERE q.postponed_at IS NOT NULL AND q.run_at > p_at) AS put_off
+                FROM (SELECT j.deadline, j.postponed_at, j.run_at, j.max_attempts,
+                             row_number() OVER (ORDER BY j.deadline, j.id) - 1 AS earlier
+                      FROM switchyard.jobs_background j
+                      WHERE j.lease_owner IS NULL AND j.deadline IS NOT NULL AND j.deadline < d.drained_at
+                            AND j.held_run_at IS NULL) q
+                WHERE paused
+                   OR (d.per_second > 0
+                       AND greatest(q.deadline - make_interval(secs => switchyard.horizon_seconds(
+                               per_attempt, override, q.max_attempts)), p_at)
+                           + make_interval(secs => q.earlier / d.per_second) > q.deadline)
+                   OR (d.per_second = 0
+                       AND NOT EXISTS (SELECT 1 FROM switchyard.workers w
+                                       WHERE w.heartbeat_at + make_interval(secs => coalesce(w.lease_seconds, 30)) > p_at))) r
+        )
+        SELECT 'backlog_deadlines'::text, 'background'::text, a.jobs_at_risk::double precision, backlog_limit,
+               a.jobs_at_risk > backlog_limit, a.jobs_at_risk <= backlog_limit,
+               format('%s queued background %s their deadline%s: the backlog of %s drains %s '
+                      '(recent throughput %s jobs/min over %s; earliest deadline %s)',
+                      a.jobs_at_risk, CASE WHEN a.jobs_at_risk = 1 THEN 'job would miss' ELSE 'jobs would miss' END,
+                      CASE WHEN a.put_off > 0 THEN format(' (%s of them waiting to run later)', a.put_off) ELSE '' END,
+                      a.jobs,
+                      CASE WHEN paused THEN 'never while background work is paused (dispatcher background resume)'
+                           WHEN a.per_second > 0
+                           THEN 'by ' || to_char(a.drained_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"')
+                           ELSE 'at an unknown time (no background job finished recently)' END,
+                      round((a.per_second * 60)::numeric, 2), switchyard.window_text(throughput_window),
+                      coalesce(to_char(a.earliest AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"'), 'none'))
+        FROM at_risk a;
+    END IF;
+
+    -- A tenant held for its budget (above): its work stops until its next period or a raise,
+    -- which its operators hear of as of the other rules. Held for a pause, it is not breached
+    -- (an operator's own doing).
+    RETURN QUERY
+    SELECT 'tenant_budget'::text, l.tenant, spent.usd::double precision, l.budget::double precision,
+           l.held_reason IS NOT NULL AND l.paused_at IS NULL,
+           l.held_reason IS NULL OR l.paused_at IS NOT NULL,
+           coalesce(CASE WHEN l.paused_at IS NULL THEN l.held_reason END,
+                    format('tenant %s has spent %s of its %s budget of %s', l.tenant, switchyard.usd(spent.usd),
+                           CASE l.budget_period WHEN 'day' THEN 'daily' ELSE 'monthly' END, switchyard.usd(l.budget)))
+    FROM switchyard.tenant_limits l
+    CROSS JOIN LATERAL (
+        SELECT switchyard.tenant_spent(l.tenant, switchyard.budget_period_start(l.budget_period, p_at)) AS usd) spent
+    WHERE l.budget IS NOT NULL;
+
+    -- A tenant near its budget: its operators hear of it before its work stops.
+    IF budget_share IS NOT NULL THEN
+        RETURN QUERY
+        -- The message reads as well when the alert clears (it says what was measured), and says
+        -- what follows only while the share is reached: held already, or held once it is spent.
+        SELECT 'tenant_budget_share'::text, l.tenant, (spent.usd / l.budget)::double precision, budget_share,
+               reached, NOT reached,
+               format('tenant %s has spent %s of its %s budget of %s (%s%%; the alert is at %s%%)',
+                      l.tenant, switchyard.usd(spent.usd),
+                      CASE l.budget_period WHEN 'day' THEN 'daily' ELSE 'monthly' END, switchyard.usd(l.budget),
+                      round(100 * spent.usd / l.budget, 1), round(100 * budget_share::numeric, 1))
+               || CASE WHEN NOT reached THEN ''
+                       WHEN spent.usd >= l.budget
+                       THEN format(': its jobs are held until its next period (to raise the budget: dispatcher tenants budget %s AMOUNT)',
+                                   switchyard.shell_word(l.tenant))
+                       ELSE format(': its jobs are held once it is spent (to raise it: dispatcher tenants budget %s AMOUNT)',
+                                   switchyard.shell_word(l.tenant)) END
+        FROM switchyard.tenant_limits l
+        CROSS JOIN LATERAL (
+            SELECT switchyard.tenant_spent(l.tenant, switchyard.budget_period_start(l.budget_period, p_at)) AS usd) spent
+        -- At a share of 0, any spending: a tenant that has spent nothing has nothing to warn of.
+        CROSS JOIN LATERAL (SELECT spent.usd >= budget_share::numeric * l.budget AND spent.usd > 0 AS reached) r
+        WHERE l.budget > 0;
+    END IF;
+END $$;
+
+-- As 0074 set it: CREATE OR REPLACE resets a function's settings.
+ALTER FUNCTION switchyard.alert_measurements(timestamptz) SET jit = off;

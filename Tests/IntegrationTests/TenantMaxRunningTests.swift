@@ -4,6 +4,7 @@ import QueueModel
 import Synchronization
 import Testing
 
+@testable import Dispatcher
 @testable import Worker
 
 /// A cap on each tenant's running jobs (`sql/0096`): at most so many of its jobs run at once,
@@ -168,6 +169,58 @@ struct TenantMaxRunningTests {
                 #expect(refused.status == 2 && refused.output.contains(message), "\(arguments): \(refused.output)")
             }
             #expect(try await pool.query("SELECT tenant FROM switchyard.tenant_limits").scalar(String.self) == "initech")
+        }
+    }
+
+    @Test("a job waiting for its tenant's cap says so, and status names the tenants at their caps")
+    func explains() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            try await FairTenantsTests.enqueue(pool, 4, tenant: "acme")
+            _ = try await TenantLimits.setMaxRunning("acme", 2, in: pool)
+            let running = try await store.claim(worker: "w", freeSlots: 10, backgroundSlots: 0, lease: Self.lease)
+            let queued = try await pool.query(
+                "SELECT id FROM switchyard.jobs WHERE lease_owner IS NULL ORDER BY id").map { try $0.decode("id", as: Int64.self) }
+            let waiting = try await store.waiting(of: queued + running.map(\.id))
+            #expect(waiting[queued[0]]?.tenantAtCap?.running == 2 && waiting[queued[0]]?.tenantAtCap?.cap == 2)
+            #expect(waiting[running[0].id]?.tenantAtCap == nil)
+            #expect(JobWaiter.describe("queued", waiting[queued[0]]) ==
+                    "queued; its tenant runs 2 jobs at once, its cap of 2: it starts as they end (dispatcher tenants max-running)")
+
+            let report = await StatusReport.load(StatusContext(pool: pool, window: .seconds(60), at: nil))
+            let screen = report.lines().joined(separator: "\n")
+            #expect(screen.contains(
+                "waiting for their tenants' caps: acme 2 (2/2 running); dispatcher tenants max-running raises a cap"), "\(screen)")
+            // Under the cap, neither.
+            _ = try await TenantLimits.setMaxRunning("acme", 3, in: pool)
+            #expect(try await store.waiting(of: queued)[queued[0]]?.tenantAtCap == nil)
+            let after = await StatusReport.load(StatusContext(pool: pool, window: .seconds(60), at: nil)).lines().joined()
+            #expect(!after.contains("tenants' caps"), "\(after)")
+        }
+    }
+
+    @Test("the queue-wait alert leaves out a capped tenant's waits: its finished jobs', and its queued ones' at its cap")
+    func queueWaitAlert() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            // Submitted and due a minute ago: each has waited a minute, over the 2 s limit.
+            try await FairTenantsTests.enqueue(pool, 20, tenant: "acme")
+            try await pool.query("UPDATE switchyard.jobs SET created_at = now() - interval '1 minute'")
+            _ = try await TenantLimits.setMaxRunning("acme", 1, in: pool)
+            let running = try await store.claim(worker: "w", freeSlots: 10, backgroundSlots: 0, lease: Self.lease)
+            _ = try await store.complete(worker: "w", running.map { TenantLimitsTests.succeeded($0, cost: 0) })
+            _ = try await store.claim(worker: "w", freeSlots: 10, backgroundSlots: 0, lease: Self.lease)
+            func breached() async throws -> Bool? {
+                try await pool.query(
+                    "SELECT breached FROM switchyard.alert_measurements() WHERE kind = 'queue_wait'"
+                ).first.map { try $0.decode("breached", as: Bool.self) }
+            }
+            #expect(try await breached() == nil)
+            // Under its cap, its waiting jobs count: the fleet's to run.
+            _ = try await TenantLimits.setMaxRunning("acme", 5, in: pool)
+            #expect(try await breached() == true)
+            _ = try await TenantLimits.setMaxRunning("acme", nil, in: pool)
+            #expect(try await breached() == true)
         }
     }
 

@@ -186,6 +186,9 @@ struct JobWaiter {
                     if waits.paused { item["background_paused"] = true }
                     if let held = waits.held { item["background_held"] = .string(held) }
                     if let hold = waits.tenantHold { item["tenant_held"] = .string(hold) }
+                    if let cap = waits.tenantAtCap {
+                        item["tenant_at_cap"] = ["running": .number(Double(cap.running)), "max_running": .number(Double(cap.cap))]
+                    }
                 }
                 return item
             }
@@ -216,6 +219,10 @@ struct JobWaiter {
         if let reason = waiting.reason { text += status == "scheduled" ? ": \(reason)" : "; put back: \(reason)" }
         if waiting.paused { text += "; background work is paused (dispatcher background resume)" }
         if let held = waiting.held { text += "; background work is held back: \(held)" }
+        if let cap = waiting.tenantAtCap {
+            text += "; its tenant runs \(cap.running) \(cap.running == 1 ? "job" : "jobs") at once, its cap of \(cap.cap): it "
+                + "starts as they end (dispatcher tenants max-running)"
+        }
         return text
     }
 

@@ -110,6 +110,22 @@ extension StatusSection {
                 ["tenant": .string($0.tenant), "jobs": .number(Double($0.jobs)), "reason": .string($0.reason)]
             })
         }
+        // Tenants whose due jobs wait for their caps (sql/0096): queued, and no worker takes them.
+        if let capped = try? await TenantLimits.atCap(in: context.pool), !capped.isEmpty {
+            let sorted = capped.sorted { ($0.queued, $1.tenant) > ($1.queued, $0.tenant) }
+            let rest = sorted.dropFirst(3)
+            lines.append(
+                "waiting for their tenants' caps: "
+                    + sorted.prefix(3).map { "\(StatusFormat.printable($0.tenant)) \($0.queued) (\($0.running)/\($0.cap) running)" }
+                    .joined(separator: ", ")
+                    + (rest.isEmpty ? "" : "; \(rest.count) more \(rest.count == 1 ? "tenant" : "tenants") with "
+                        + "\(rest.map(\.queued).reduce(0, +)) jobs")
+                    + "; dispatcher tenants max-running raises a cap")
+            siblings["tenants_at_cap"] = .array(capped.map {
+                ["tenant": .string($0.tenant), "queued": .number(Double($0.queued)), "running": .number(Double($0.running)),
+                 "max_running": .number(Double($0.cap))]
+            })
+        }
         // A network walkthrough's worker held 29 jobs for 15 minutes on a dead connection: status
         // showed "running 29" and a fresh heartbeat, nothing of how long they had run.
         if depth.contains(where: { $0.running > 0 }),

@@ -386,6 +386,14 @@ public struct QueueStore: Sendable {
         /// A job held for its tenant's limits (`sql/0088`: paused, or its budget spent): why.
         /// `runAt` is then its own, from when it runs once released.
         public var tenantHold: String?
+        /// A queued job whose tenant runs as many jobs as its cap allows (`sql/0096`): how many
+        /// run, and the cap. It starts as they end.
+        public var tenantAtCap: TenantCap?
+
+        public struct TenantCap: Sendable, Hashable {
+            public var running: Int
+            public var cap: Int
+        }
     }
 
     /// What `Waiting` says of each of `jobs` still in the queue (finished and unknown ids are left out).
@@ -395,18 +403,28 @@ public struct QueueStore: Sendable {
             SELECT j.id, j.priority, coalesce(j.held_run_at, j.run_at) AS run_at, j.waiting_reason,
                    CASE WHEN j.held_run_at IS NOT NULL
                         THEN coalesce(l.held_reason, 'its tenant is held (the housekeeper releases it within seconds)')
-                   END AS tenant_hold
-            FROM switchyard.jobs j LEFT JOIN switchyard.tenant_limits l ON l.tenant = j.tenant AND j.held_run_at IS NOT NULL
+                   END AS tenant_hold,
+                   l.max_running,
+                   CASE WHEN l.max_running IS NOT NULL AND j.held_run_at IS NULL AND j.lease_owner IS NULL THEN
+                       (SELECT count(*) FROM switchyard.jobs r WHERE r.tenant = j.tenant AND r.lease_owner IS NOT NULL)
+                   END AS tenant_running
+            FROM switchyard.jobs j LEFT JOIN switchyard.tenant_limits l ON l.tenant = j.tenant
             WHERE j.id = ANY ($1::bigint[])
             """, [jobs])
         var result: [Int64: Waiting] = [:]
         var background: [Int64] = []
         for row in rows {
             let id = try row.decode("id", as: Int64.self)
-            result[id] = Waiting(
+            var waiting = Waiting(
                 runAt: try row.decode("run_at", as: Date.self),
                 reason: try row.decode("waiting_reason", as: String?.self),
                 tenantHold: try row.decode("tenant_hold", as: String?.self))
+            if let cap = try row.decode("max_running", as: Int?.self), let running = try row.decode("tenant_running", as: Int?.self),
+                running >= cap
+            {
+                waiting.tenantAtCap = Waiting.TenantCap(running: running, cap: cap)
+            }
+            result[id] = waiting
             if try row.decode("priority", as: String.self) == Priority.background.rawValue { background.append(id) }
         }
         // The settings and the gate are an operator's and a worker's to read: a submitter's role

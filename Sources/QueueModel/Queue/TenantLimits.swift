@@ -137,6 +137,26 @@ public enum TenantLimits {
         }
     }
 
+    /// The tenants not held that run as many jobs as their caps allow with jobs due waiting for
+    /// them (`sql/0096`), by name: how many are due, how many run, the cap.
+    public static func atCap(in pool: PostgresPool) async throws -> [(tenant: String, queued: Int, running: Int, cap: Int)] {
+        try await pool.query(
+            """
+            SELECT c.* FROM (
+                SELECT l.tenant, l.max_running,
+                       (SELECT count(*) FROM switchyard.jobs j WHERE j.tenant = l.tenant AND j.lease_owner IS NOT NULL) AS running,
+                       (SELECT count(*) FROM switchyard.jobs j
+                        WHERE j.tenant = l.tenant AND j.lease_owner IS NULL AND j.held_run_at IS NULL AND j.run_at <= now()) AS queued
+                FROM switchyard.tenant_limits l WHERE l.max_running IS NOT NULL AND l.held_reason IS NULL
+            ) c
+            WHERE c.running >= c.max_running AND c.queued > 0 ORDER BY c.tenant
+            """
+        ).map {
+            (tenant: try $0.decode("tenant"), queued: try $0.decode("queued"), running: try $0.decode("running"),
+             cap: try $0.decode("max_running"))
+        }
+    }
+
     /// Every tenant with jobs in the queue, spending this month, or limits, by name (one, if
     /// `tenant` is given). A submitter's role sees its own tenants only.
     public static func usage(in pool: PostgresPool, tenant: String? = nil) async throws -> [Usage] {
