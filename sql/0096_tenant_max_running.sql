@@ -1,4 +1,4 @@
--- A cap on each tenant's running jobs.
+-- A cap on each tenant's running jobs, and on how many it starts a minute.
 --
 -- A tenant's limits were a pause and a budget (0088): nothing kept one tenant from taking every
 -- slot of the fleet. Fair shares (0082) divide a claim among the tenants with jobs due, but a
@@ -7,6 +7,10 @@
 -- many of a tenant's jobs run at once, across every worker and both priorities
 -- (switchyard.tenant_limits.max_running, set by set_tenant_max_running or dispatcher tenants
 -- max-running). Jobs over the cap wait in the queue, as queued, and start as its running ones end.
+-- And how many of its jobs start a minute (max_per_minute, set_tenant_max_per_minute, dispatcher
+-- tenants max-per-minute), as LiteLLM's and Portkey's keys' request rates: a token bucket of that
+-- many, filled at that rate (a burst of up to a minute's, then one every 60/N s), counting every
+-- attempt a worker starts, in both priorities. A tenant with either is *capped* below.
 --
 -- * A capped tenant's jobs are claimed by one path, capped_claim, and no other (the queue's order,
 --   the fair claim and the deadline path pass them over as they pass over a held tenant's). For
@@ -16,6 +20,8 @@
 --   the difference. The lock is held until the claim commits, so the next claim to count sees what
 --   this one leased: claims racing on many workers never run more than the cap. Lowering the cap
 --   under what runs stops nothing: the running jobs finish, and no more start until fewer run.
+--   Under the same lock, the tenant's bucket (rate_tokens as of rate_at) is filled for the time
+--   since and the claim takes at most its whole tokens, writing back what is left.
 -- * A claim gives each capped tenant first at most an equal share of its slots, counting the rest of
 --   the queue as one more (so a capped tenant with a large cap does not take every slot of each
 --   claim before the others'), then the fair claim and the queue's order theirs, then the capped
@@ -28,26 +34,46 @@
 -- * A row of tenant_limits with a cap and nothing else is kept (apply_tenant_limits deleted a row
 --   without a pause or a budget).
 -- * The interactive queue-wait alert leaves out the finished jobs of capped tenants, and the
---   waiting jobs of those running as many as their caps allow: their waits are the cap's, as a
---   held tenant's are its hold's (a tenant capped with a backlog kept the alert raised, and the
---   others' waits hidden in it). A capped tenant's job waiting under its cap still counts.
+--   waiting jobs of those running as many as their caps allow, or with a rate: their waits are the
+--   caps', as a held tenant's are its hold's (a tenant capped with a backlog kept the alert raised,
+--   and the others' waits hidden in it). A job waiting under its tenant's cap on running jobs
+--   still counts.
 --
 -- claim is 0088's otherwise (with the fair claim given what capped_claim left), tenants_due and
 -- apply_tenant_limits 0088's, alert_measurements 0090's.
 
 SET LOCAL ROLE switchyard_admin;
 
-ALTER TABLE switchyard.tenant_limits ADD COLUMN max_running integer CHECK (max_running BETWEEN 1 AND 1000000);
+ALTER TABLE switchyard.tenant_limits
+    ADD COLUMN max_running integer CHECK (max_running BETWEEN 1 AND 1000000),
+    ADD COLUMN max_per_minute integer CHECK (max_per_minute BETWEEN 1 AND 1000000),
+    ADD COLUMN rate_tokens double precision,
+    ADD COLUMN rate_at timestamptz;
 COMMENT ON COLUMN switchyard.tenant_limits.max_running IS
     'At most this many of the tenant''s jobs run at once, across the fleet and both priorities (NULL: no cap).';
-CREATE INDEX tenant_limits_capped_idx ON switchyard.tenant_limits (tenant) WHERE max_running IS NOT NULL;
+COMMENT ON COLUMN switchyard.tenant_limits.max_per_minute IS
+    'At most this many of the tenant''s jobs start a minute (attempts, both priorities; a burst of up to as many; NULL: no cap).';
+COMMENT ON COLUMN switchyard.tenant_limits.rate_tokens IS
+    'The starts max_per_minute left the tenant as of rate_at (NULL: a full minute''s); it fills at max_per_minute a minute.';
+CREATE INDEX tenant_limits_capped_idx ON switchyard.tenant_limits (tenant)
+    WHERE max_running IS NOT NULL OR max_per_minute IS NOT NULL;
 -- A capped tenant's running jobs, counted at each of its claims.
 CREATE INDEX jobs_tenant_running_idx ON switchyard.jobs (tenant) WHERE lease_owner IS NOT NULL AND tenant IS NOT NULL;
-GRANT SELECT (max_running) ON switchyard.tenant_limits TO switchyard_submitter;
+GRANT SELECT (max_running, max_per_minute, rate_tokens, rate_at) ON switchyard.tenant_limits TO switchyard_submitter;
 
--- Claims up to p_slots jobs of the partition's capped tenants (tenant_limits.max_running, not
--- held), in name order from after the last one this session reached: of each, at most what its cap
--- leaves of its running jobs (both partitions, every worker), and, with p_shared, at most an equal
+-- The starts a bucket of p_per_minute holds now: p_tokens as of p_at, filled at p_per_minute a
+-- minute since, up to p_per_minute (a full one when never drawn from).
+CREATE FUNCTION switchyard.rate_tokens_now(p_per_minute integer, p_tokens double precision, p_at timestamptz)
+    RETURNS double precision
+    LANGUAGE sql STABLE AS $$
+    SELECT least(p_per_minute::double precision,
+                 coalesce(p_tokens, p_per_minute) + p_per_minute * greatest(extract(epoch FROM now() - coalesce(p_at, now())), 0) / 60)
+$$;
+
+-- Claims up to p_slots jobs of the partition's capped tenants (tenant_limits.max_running or
+-- max_per_minute, not held), in name order from after the last one this session reached: of each,
+-- at most what its cap leaves of its running jobs (both partitions, every worker) and the whole
+-- starts its bucket holds (taken from it), and, with p_shared, at most an equal
 -- share of the slots with the rest of the queue counted as one more tenant (without, as many as
 -- the slots). A tenant whose advisory lock another claim holds is left to that claim. With
 -- p_urgent_only (a background gate closed), only jobs whose deadline is near, as the deadline
@@ -63,6 +89,8 @@ DECLARE
     lock_space constant integer := 1398233428;
     tenants text[];
     caps integer[];
+    rates integer[];
+    tokens double precision;
     share integer;
     remaining integer := p_slots;
     running bigint;
@@ -74,10 +102,11 @@ BEGIN
     IF p_slots <= 0 THEN
         RETURN;
     END IF;
-    SELECT array_agg(l.tenant ORDER BY l.tenant <= after, l.tenant), array_agg(l.max_running ORDER BY l.tenant <= after, l.tenant)
-    INTO tenants, caps
+    SELECT array_agg(l.tenant ORDER BY l.tenant <= after, l.tenant), array_agg(l.max_running ORDER BY l.tenant <= after, l.tenant),
+           array_agg(l.max_per_minute ORDER BY l.tenant <= after, l.tenant)
+    INTO tenants, caps, rates
     FROM switchyard.tenant_limits l
-    WHERE l.max_running IS NOT NULL AND l.held_reason IS NULL
+    WHERE (l.max_running IS NOT NULL OR l.max_per_minute IS NOT NULL) AND l.held_reason IS NULL
       AND EXISTS (SELECT FROM switchyard.jobs j
                   WHERE j.priority = p_priority AND j.tenant = l.tenant AND j.lease_owner IS NULL
                         AND j.held_run_at IS NULL AND j.run_at <= now());
@@ -91,8 +120,17 @@ BEGIN
     FOR i IN 1 .. cardinality(tenants) LOOP
         EXIT WHEN remaining <= 0;
         CONTINUE WHEN NOT pg_try_advisory_xact_lock(lock_space, hashtext(tenants[i]));
-        SELECT count(*) INTO running FROM switchyard.jobs j WHERE j.tenant = tenants[i] AND j.lease_owner IS NOT NULL;
-        take := least(caps[i] - running, share, remaining);
+        take := least(share, remaining);
+        IF caps[i] IS NOT NULL THEN
+            SELECT count(*) INTO running FROM switchyard.jobs j WHERE j.tenant = tenants[i] AND j.lease_owner IS NOT NULL;
+            take := least(take, caps[i] - running);
+        END IF;
+        IF rates[i] IS NOT NULL THEN
+            -- Read under the lock: another claim's tokens taken and committed are gone.
+            SELECT switchyard.rate_tokens_now(l.max_per_minute, l.rate_tokens, l.rate_at) INTO tokens
+            FROM switchyard.tenant_limits l WHERE l.tenant = tenants[i];
+            take := least(take, floor(tokens)::integer);
+        END IF;
         CONTINUE WHEN take <= 0;
         RETURN QUERY
         WITH picked AS (
@@ -112,10 +150,23 @@ BEGIN
         RETURNING j.*;
         GET DIAGNOSTICS taken = ROW_COUNT;
         remaining := remaining - taken;
+        IF rates[i] IS NOT NULL AND taken > 0 THEN
+            UPDATE switchyard.tenant_limits l SET rate_tokens = tokens - taken, rate_at = now() WHERE l.tenant = tenants[i];
+        END IF;
         PERFORM set_config(position_setting, tenants[i], false);
     END LOOP;
 END $$;
 REVOKE ALL ON FUNCTION switchyard.capped_claim(text, text, integer, double precision, boolean, boolean) FROM PUBLIC;
+
+-- Refuses a tenant's name no job can have, as pause_tenant and set_tenant_budget do.
+CREATE FUNCTION switchyard.check_tenant_name(p_tenant text) RETURNS void
+    LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_tenant IS NULL OR length(p_tenant) NOT BETWEEN 1 AND 200 THEN
+        PERFORM switchyard.reject('a tenant is a name of 1 to 200 characters',
+                                  'Name the tenant as its jobs do (the tenant column of switchyard.jobs).');
+    END IF;
+END $$;
 
 -- Caps p_tenant's running jobs at p_max (1 to 1,000,000), across the fleet and both priorities,
 -- or removes its cap (NULL). Returns how many of its jobs run now. Lowered under what runs, the
@@ -123,10 +174,7 @@ REVOKE ALL ON FUNCTION switchyard.capped_claim(text, text, integer, double preci
 CREATE FUNCTION switchyard.set_tenant_max_running(p_tenant text, p_max integer) RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, switchyard, pg_temp AS $$
 BEGIN
-    IF p_tenant IS NULL OR length(p_tenant) NOT BETWEEN 1 AND 200 THEN
-        PERFORM switchyard.reject('a tenant is a name of 1 to 200 characters',
-                                  'Name the tenant as its jobs do (the tenant column of switchyard.jobs).');
-    END IF;
+    PERFORM switchyard.check_tenant_name(p_tenant);
     IF p_max IS NOT NULL AND p_max NOT BETWEEN 1 AND 1000000 THEN
         PERFORM switchyard.reject(format('a tenant''s cap on its running jobs is 1 to 1000000 (got %s)', p_max),
                                   'To stop a tenant''s work, pause it: dispatcher tenants pause NAME. '
@@ -143,6 +191,36 @@ BEGIN
     RETURN (SELECT count(*) FROM switchyard.jobs j WHERE j.tenant = p_tenant AND j.lease_owner IS NOT NULL);
 END $$;
 REVOKE ALL ON FUNCTION switchyard.set_tenant_max_running(text, integer) FROM PUBLIC;
+
+-- Lets at most p_max of p_tenant's jobs start a minute (1 to 1,000,000: attempts, both priorities, a
+-- burst of up to p_max, then one every 60/p_max s), or removes the limit (NULL). A tenant given one
+-- anew may start a full minute's at once; a changed one keeps what its bucket holds (up to the new
+-- amount).
+CREATE FUNCTION switchyard.set_tenant_max_per_minute(p_tenant text, p_max integer) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, switchyard, pg_temp AS $$
+BEGIN
+    PERFORM switchyard.check_tenant_name(p_tenant);
+    IF p_max IS NOT NULL AND p_max NOT BETWEEN 1 AND 1000000 THEN
+        PERFORM switchyard.reject(format('a tenant''s jobs started a minute are 1 to 1000000 (got %s)', p_max),
+                                  'To stop a tenant''s work, pause it: dispatcher tenants pause NAME. '
+                                      || 'To remove its limit: dispatcher tenants max-per-minute NAME none.');
+    END IF;
+    IF p_max IS NULL THEN
+        UPDATE switchyard.tenant_limits l SET max_per_minute = NULL, rate_tokens = NULL, rate_at = NULL, updated_at = now()
+        WHERE l.tenant = p_tenant;
+        -- A row that limits nothing any more goes.
+        PERFORM switchyard.apply_tenant_limits(p_tenant);
+    ELSE
+        INSERT INTO switchyard.tenant_limits AS l (tenant, max_per_minute) VALUES (p_tenant, p_max)
+        ON CONFLICT (tenant) DO UPDATE
+        SET max_per_minute = EXCLUDED.max_per_minute, updated_at = now(),
+            -- What the bucket holds now, under the new amount, and from now.
+            rate_tokens = CASE WHEN l.max_per_minute IS NULL THEN NULL
+                               ELSE least(switchyard.rate_tokens_now(l.max_per_minute, l.rate_tokens, l.rate_at), EXCLUDED.max_per_minute) END,
+            rate_at = CASE WHEN l.max_per_minute IS NULL THEN NULL ELSE now() END;
+    END IF;
+END $$;
+REVOKE ALL ON FUNCTION switchyard.set_tenant_max_per_minute(text, integer) FROM PUBLIC;
 
 -- 0088's, passing over capped tenants too (capped_claim takes their jobs).
 CREATE OR REPLACE FUNCTION switchyard.tenants_due(p_priority text, p_after text, p_through text, p_limit integer)
@@ -163,7 +241,7 @@ CREATE OR REPLACE FUNCTION switchyard.tenants_due(p_priority text, p_after text,
     )
     SELECT walk.tenant FROM walk
     WHERE walk.run_at <= now()
-          AND NOT EXISTS (SELECT FROM switchyard.tenant_limits h WHERE h.tenant = walk.tenant AND (h.held_reason IS NOT NULL OR h.max_running IS NOT NULL))
+          AND NOT EXISTS (SELECT FROM switchyard.tenant_limits h WHERE h.tenant = walk.tenant AND (h.held_reason IS NOT NULL OR h.max_running IS NOT NULL OR h.max_per_minute IS NOT NULL))
     LIMIT p_limit
 $$;
 
@@ -199,7 +277,7 @@ BEGIN
         change := CASE WHEN l.held_reason IS NULL THEN 'held' WHEN jobs > 0 THEN 'still held' END;
         RETURN;
     END IF;
-    IF limited AND l.paused_at IS NULL AND l.budget IS NULL AND l.max_running IS NULL THEN
+    IF limited AND l.paused_at IS NULL AND l.budget IS NULL AND l.max_running IS NULL AND l.max_per_minute IS NULL THEN
         DELETE FROM switchyard.tenant_limits t WHERE t.tenant = p_tenant;
     ELSIF limited AND l.held_reason IS NOT NULL THEN
         UPDATE switchyard.tenant_limits t SET held_reason = NULL, held_since = NULL WHERE t.tenant = p_tenant;
@@ -224,9 +302,11 @@ DECLARE
     override double precision;
     per_attempt double precision;
     gate_open boolean;
-    -- Whether a tenant not held has a cap on its running jobs: one probe of tenant_limits_capped_idx.
+    -- Whether a tenant not held has a cap on its running jobs or its starts a minute: one probe of
+    -- tenant_limits_capped_idx.
     capped constant boolean := EXISTS (SELECT FROM switchyard.tenant_limits l
-                                       WHERE l.max_running IS NOT NULL AND l.held_reason IS NULL);
+                                       WHERE (l.max_running IS NOT NULL OR l.max_per_minute IS NOT NULL)
+                                             AND l.held_reason IS NULL);
     -- No cursor: from the head. (A run_at of -infinity with the lowest id is the one position
     -- this cannot reach; no job has both.)
     interactive_after constant timestamptz := coalesce(p_interactive_after_run_at, '-infinity');
@@ -239,7 +319,7 @@ BEGIN
     IF p_free_slots <= 0 THEN
         RETURN;
     END IF;
-    -- The tenants with a cap on their running jobs first, each up to its room and its share
+    -- The capped tenants first, each up to its room and its share
     -- (capped_claim); then each tenant with jobs due its share of the slots (fair_claim), then the
     -- queue's order; then the capped tenants again, for the slots nothing else took.
     IF capped THEN
@@ -259,7 +339,7 @@ BEGIN
         SELECT j.id FROM switchyard.jobs_interactive j
         WHERE j.lease_owner IS NULL AND (j.run_at, j.id) > (interactive_after, interactive_after_id)
               AND j.run_at <= now() AND (j.deadline IS NULL OR j.deadline > now())
-              AND (j.tenant IS NULL OR NOT EXISTS (SELECT FROM switchyard.tenant_limits h WHERE h.tenant = j.tenant AND (h.held_reason IS NOT NULL OR h.max_running IS NOT NULL)))
+              AND (j.tenant IS NULL OR NOT EXISTS (SELECT FROM switchyard.tenant_limits h WHERE h.tenant = j.tenant AND (h.held_reason IS NOT NULL OR h.max_running IS NOT NULL OR h.max_per_minute IS NOT NULL)))
         ORDER BY j.run_at, j.id
         LIMIT p_free_slots - claimed
         FOR NO KEY UPDATE SKIP LOCKED
@@ -301,7 +381,7 @@ BEGIN
               AND j.deadline <= now() + switchyard.escalation_horizon(most_attempts)
               -- escalation_horizon(j.max_attempts), without its subquery per row.
               AND j.deadline <= now() + make_interval(secs => switchyard.horizon_seconds(per_attempt, override, j.max_attempts))
-              AND (j.tenant IS NULL OR NOT EXISTS (SELECT FROM switchyard.tenant_limits h WHERE h.tenant = j.tenant AND (h.held_reason IS NOT NULL OR h.max_running IS NOT NULL)))
+              AND (j.tenant IS NULL OR NOT EXISTS (SELECT FROM switchyard.tenant_limits h WHERE h.tenant = j.tenant AND (h.held_reason IS NOT NULL OR h.max_running IS NOT NULL OR h.max_per_minute IS NOT NULL)))
             ORDER BY j.deadline, j.id
             LIMIT least(p_free_slots - claimed, p_background_slots)
             FOR NO KEY UPDATE SKIP LOCKED
@@ -337,7 +417,7 @@ BEGIN
             SELECT j.id FROM switchyard.jobs_background j
             WHERE j.lease_owner IS NULL AND (j.run_at, j.id) > (background_after, background_after_id)
                   AND j.run_at <= now() AND (j.deadline IS NULL OR j.deadline > now())
-                  AND (j.tenant IS NULL OR NOT EXISTS (SELECT FROM switchyard.tenant_limits h WHERE h.tenant = j.tenant AND (h.held_reason IS NOT NULL OR h.max_running IS NOT NULL)))
+                  AND (j.tenant IS NULL OR NOT EXISTS (SELECT FROM switchyard.tenant_limits h WHERE h.tenant = j.tenant AND (h.held_reason IS NOT NULL OR h.max_running IS NOT NULL OR h.max_per_minute IS NOT NULL)))
             ORDER BY j.run_at, j.id
             LIMIT least(p_free_slots - claimed, p_background_slots) - urgent
             FOR NO KEY UPDATE SKIP LOCKED
@@ -378,13 +458,15 @@ DECLARE
     backlog_limit constant double precision := switchyard.numeric_setting('alert_backlog_at_risk_jobs');
     -- Paused, the backlog does not drain at all (and deadlines do not override a pause).
     paused constant boolean := switchyard.setting('background_paused') = 'true';
-    -- Tenants with a cap on their running jobs (sql/0096), and those of them running as many as it
-    -- allows: their jobs' waits are the cap's, an operator's decision, not the fleet's.
-    capped constant text[] := ARRAY(SELECT l.tenant FROM switchyard.tenant_limits l WHERE l.max_running IS NOT NULL);
+    -- Tenants with a cap on their running jobs or their starts a minute (sql/0096), and those of them
+    -- at a cap now (every tenant with a rate: its bucket is drawn as it fills): their jobs' waits
+    -- are the cap's, an operator's decision, not the fleet's.
+    capped constant text[] := ARRAY(SELECT l.tenant FROM switchyard.tenant_limits l
+                                    WHERE l.max_running IS NOT NULL OR l.max_per_minute IS NOT NULL);
     at_cap constant text[] := ARRAY(
         SELECT l.tenant FROM switchyard.tenant_limits l
-        WHERE l.max_running IS NOT NULL
-              AND l.max_running <= (SELECT count(*) FROM switchyard.jobs r WHERE r.tenant = l.tenant AND r.lease_owner IS NOT NULL));
+        WHERE l.max_per_minute IS NOT NULL
+              OR l.max_running <= (SELECT count(*) FROM switchyard.jobs r WHERE r.tenant = l.tenant AND r.lease_owner IS NOT NULL));
     -- The longest-waiting jobs that count towards the queue-wait P95 (see the header).
     waiting_sample constant integer := 1000;
     throughput_window constant interval :=

@@ -160,7 +160,7 @@ struct TenantLimitsTests {
                 try await pool.query(
                     """
                     SELECT switchyard.tenant_hold_reason(
-                        ROW('acme', NULL, NULL, $1::numeric, $2::text, NULL, NULL, now(), NULL)::switchyard.tenant_limits,
+                        ROW('acme', NULL, NULL, $1::numeric, $2::text, NULL, NULL, now(), NULL, NULL, NULL, NULL)::switchyard.tenant_limits,
                         '2026-03-15 23:59:59Z')
                     """, [budget, period]
                 ).scalar(String?.self)
@@ -176,7 +176,7 @@ struct TenantLimitsTests {
             let quoted = try await pool.query(
                 """
                 SELECT switchyard.tenant_hold_reason(
-                    ROW('acme corp; it''s', now(), NULL, NULL, NULL, NULL, NULL, now(), NULL)::switchyard.tenant_limits)
+                    ROW('acme corp; it''s', now(), NULL, NULL, NULL, NULL, NULL, now(), NULL, NULL, NULL, NULL)::switchyard.tenant_limits)
                 """).scalar(String.self)
             #expect(quoted.hasSuffix("dispatcher tenants resume 'acme corp; it'\\''s'"), "\(quoted)")
             #expect(TenantLimits.shellWord("acme corp; it's") == "'acme corp; it'\\''s'" && TenantLimits.shellWord("acme-1") == "acme-1")
@@ -367,9 +367,9 @@ struct TenantLimitsTests {
             let listed = try await dispatcher([])
             #expect(listed.status == 0, "\(listed.output)")
             let lines = listed.output.split(separator: "\n").map(String.init)
-            #expect(lines.first == "tenant  queued  held  running  today  this month  budget      state", "\(listed.output)")
-            #expect(lines.contains("acme         0     3        0     $0          $0  —           held: paused"), "\(listed.output)")
-            #expect(lines.contains("globex       2     0        0     $0          $0  $12.50/day  not held"), "\(listed.output)")
+            #expect(lines.first == "tenant  queued  held  running  per minute  today  this month  budget      state", "\(listed.output)")
+            #expect(lines.contains("acme         0     3        0           —     $0          $0  —           held: paused"), "\(listed.output)")
+            #expect(lines.contains("globex       2     0        0           —     $0          $0  $12.50/day  not held"), "\(listed.output)")
             #expect(lines.last?.hasPrefix("tenant acme is paused (since ") == true, "\(listed.output)")
             // Thousands of tenants printed thousands of lines: --limit lists the first by name, and counts the rest.
             let first1 = try await dispatcher(["--limit", "1"])

@@ -7,9 +7,9 @@ import Testing
 @testable import Dispatcher
 @testable import Worker
 
-/// A cap on each tenant's running jobs (`sql/0096`): at most so many of its jobs run at once,
+/// Caps on each tenant's jobs (`sql/0096`): at most so many run at once, and start a minute,
 /// across every worker and both priorities; the others wait in the queue.
-@Suite("Tenants: a cap on running jobs")
+@Suite("Tenants: caps on running jobs and on starts a minute")
 struct TenantMaxRunningTests {
     static let lease = Duration.seconds(30)
 
@@ -94,6 +94,77 @@ struct TenantMaxRunningTests {
         }
     }
 
+    @Test("a tenant's starts a minute: a burst of as many, then as its bucket fills; with a cap, the lower; changed, removed")
+    func rate() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            try await FairTenantsTests.enqueue(pool, 12, tenant: "acme")
+            try await FairTenantsTests.enqueue(pool, 2, tenant: "globex")
+            try await TenantLimits.setMaxPerMinute("acme", 3, in: pool)
+            func claim() async throws -> [String: Int] {
+                Self.tenants(try await store.claim(worker: "w", freeSlots: 20, backgroundSlots: 20, lease: Self.lease))
+            }
+            // A minute's at once; the others' all along.
+            #expect(try await claim() == ["acme": 3, "globex": 2])
+            #expect(try await claim() == [:])
+            // 20 s on: a third of a minute's.
+            func later(_ seconds: Int) async throws {
+                try await pool.query(
+                    "UPDATE switchyard.tenant_limits SET rate_at = rate_at - make_interval(secs => $1)", [seconds])
+            }
+            try await later(20)
+            #expect(try await claim() == ["acme": 1])
+            // Never more than a minute's, however long it waited.
+            try await later(3600)
+            #expect(try await claim() == ["acme": 3])
+            // With a cap of two running (six run now): none, until fewer run and the bucket allows.
+            _ = try await TenantLimits.setMaxRunning("acme", 2, in: pool)
+            try await later(3600)
+            #expect(try await claim() == [:])
+            let waiting = try await store.waiting(of: try await pool.query(
+                "SELECT id FROM switchyard.jobs WHERE tenant = 'acme' AND lease_owner IS NULL ORDER BY id LIMIT 1"
+            ).map { try $0.decode("id", as: Int64.self) })
+            #expect(waiting.values.first?.tenantAtCap == QueueStore.Waiting.TenantCap(running: 7, maxRunning: 2, maxPerMinute: nil))
+            _ = try await TenantLimits.setMaxRunning("acme", nil, in: pool)
+            // Lowered: what the bucket holds, at most the new amount.
+            try await TenantLimits.setMaxPerMinute("acme", 1, in: pool)
+            #expect(try await claim() == ["acme": 1])
+            #expect(try await claim() == [:])
+            let spent = try await store.waiting(of: try await pool.query(
+                "SELECT id FROM switchyard.jobs WHERE tenant = 'acme' AND lease_owner IS NULL ORDER BY id LIMIT 1"
+            ).map { try $0.decode("id", as: Int64.self) })
+            #expect(JobWaiter.describe("queued", spent.values.first) == "queued; its tenant has started as many jobs as its "
+                + "rate of 1 a minute allows: it starts in turn, one every 1 min (dispatcher tenants max-per-minute)")
+            #expect(try await TenantLimits.usage(in: pool, tenant: "acme").first?.maxPerMinute == 1)
+            // Removed: the rest, and the row goes.
+            try await TenantLimits.setMaxPerMinute("acme", nil, in: pool)
+            #expect(try await claim() == ["acme": 4])
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.tenant_limits").scalar(Int.self) == 0)
+            for value in [0, 1_000_001] {
+                await #expect(throws: PostgresError.self) {
+                    try await pool.query("SELECT switchyard.set_tenant_max_per_minute('acme', $1::integer)", [value])
+                }
+            }
+        }
+    }
+
+    @Test("two claims at once never start more than a tenant's rate: the second leaves the tenant to the first, then finds its bucket drawn")
+    func concurrentRate() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            try await FairTenantsTests.enqueue(pool, 10, tenant: "acme")
+            try await TenantLimits.setMaxPerMinute("acme", 2, in: pool)
+            try await pool.withConnection { connection in
+                try await connection.query("BEGIN")
+                #expect(try await connection.query("SELECT id FROM switchyard.claim('first', 4, 0, 30)").count == 2)
+                #expect(try await store.claim(worker: "second", freeSlots: 10, backgroundSlots: 0, lease: Self.lease).isEmpty)
+                try await connection.query("COMMIT")
+            }
+            #expect(try await store.claim(worker: "second", freeSlots: 10, backgroundSlots: 0, lease: Self.lease).isEmpty)
+            #expect(try await Self.running(pool, "acme") == 2)
+        }
+    }
+
     /// Claims on many workers at once: each counts the tenant's running jobs, and one that has not
     /// committed yet is invisible to the others' counts. The tenant's lock makes them take turns.
     @Test("two claims at once never run more than the cap: the second leaves the tenant to the first, then counts its jobs")
@@ -151,9 +222,16 @@ struct TenantMaxRunningTests {
                 "tenant acme runs at most 2 jobs at once: its 3 running now finish, and no more start until fewer than 2 run"),
                 "\(lowered.output)")
             let listed = try await dispatcher([])
-            #expect(listed.output.contains("acme         1     0      3/2     $0          $0  —       at its cap"), "\(listed.output)")
+            #expect(listed.output.contains("acme         1     0      3/2           —     $0          $0  —       at its cap"), "\(listed.output)")
             let json = try await dispatcher(["list", "acme", "--json"])
             #expect(json.output.contains("\"max_running\": 2"), "\(json.output)")
+            let rate = try await dispatcher(["max-per-minute", "acme", "600"])
+            #expect(rate.status == 0 && rate.output.contains(
+                "tenant acme starts at most 600 jobs a minute (a burst of up to 600, then one every 100 ms); the others wait "
+                    + "in the queue"), "\(rate.output)")
+            #expect(try await dispatcher(["list", "acme"]).output.contains("3/2         600"))
+            let noRate = try await dispatcher(["max-per-minute", "acme", "none"])
+            #expect(noRate.output.contains("tenant acme has no limit on its jobs started a minute now"), "\(noRate.output)")
             let removed = try await dispatcher(["max-running", "acme", "none"])
             #expect(removed.output.contains("tenant acme has no cap on its running jobs now (3 running now)"), "\(removed.output)")
             let unknown = try await dispatcher(["max-running", "initech", "4"])
@@ -164,6 +242,8 @@ struct TenantMaxRunningTests {
                 (["max-running", "acme", "ten"], "(got \"ten\"), or none; nothing was changed"),
                 (["max-running", "acme"], "dispatcher tenants max-running takes a tenant and a number of jobs (or none) (got acme)"),
                 (["max-running", "acme", "3", "--per", "day"], "--per is for dispatcher tenants budget, not max-running"),
+                (["max-per-minute", "acme", "-5"], "a tenant's jobs started a minute are a number of jobs from 1 to 1000000 (got \"-5\")"),
+                (["max-per-minute", "acme"], "dispatcher tenants max-per-minute takes a tenant and a number of jobs (or none)"),
             ] {
                 let refused = try await dispatcher(arguments)
                 #expect(refused.status == 2 && refused.output.contains(message), "\(arguments): \(refused.output)")
@@ -182,7 +262,7 @@ struct TenantMaxRunningTests {
             let queued = try await pool.query(
                 "SELECT id FROM switchyard.jobs WHERE lease_owner IS NULL ORDER BY id").map { try $0.decode("id", as: Int64.self) }
             let waiting = try await store.waiting(of: queued + running.map(\.id))
-            #expect(waiting[queued[0]]?.tenantAtCap?.running == 2 && waiting[queued[0]]?.tenantAtCap?.cap == 2)
+            #expect(waiting[queued[0]]?.tenantAtCap?.running == 2 && waiting[queued[0]]?.tenantAtCap?.maxRunning == 2)
             #expect(waiting[running[0].id]?.tenantAtCap == nil)
             #expect(JobWaiter.describe("queued", waiting[queued[0]]) ==
                     "queued; its tenant runs 2 jobs at once, its cap of 2: it starts as they end (dispatcher tenants max-running)")
@@ -190,7 +270,7 @@ struct TenantMaxRunningTests {
             let report = await StatusReport.load(StatusContext(pool: pool, window: .seconds(60), at: nil))
             let screen = report.lines().joined(separator: "\n")
             #expect(screen.contains(
-                "waiting for their tenants' caps: acme 2 (2/2 running); dispatcher tenants max-running raises a cap"), "\(screen)")
+                "waiting for their tenants' caps: acme 2 (2/2 running); dispatcher tenants max-running and max-per-minute raise them"), "\(screen)")
             // Under the cap, neither.
             _ = try await TenantLimits.setMaxRunning("acme", 3, in: pool)
             #expect(try await store.waiting(of: queued)[queued[0]]?.tenantAtCap == nil)
@@ -221,6 +301,9 @@ struct TenantMaxRunningTests {
             #expect(try await breached() == true)
             _ = try await TenantLimits.setMaxRunning("acme", nil, in: pool)
             #expect(try await breached() == true)
+            // A tenant with a rate: its waits are the rate's.
+            try await TenantLimits.setMaxPerMinute("acme", 1000, in: pool)
+            #expect(try await breached() == nil)
         }
     }
 

@@ -187,7 +187,10 @@ struct JobWaiter {
                     if let held = waits.held { item["background_held"] = .string(held) }
                     if let hold = waits.tenantHold { item["tenant_held"] = .string(hold) }
                     if let cap = waits.tenantAtCap {
-                        item["tenant_at_cap"] = ["running": .number(Double(cap.running)), "max_running": .number(Double(cap.cap))]
+                        item["tenant_at_cap"] = [
+                            "running": .number(Double(cap.running)), "max_running": cap.maxRunning.map { .number(Double($0)) } ?? .null,
+                            "max_per_minute": cap.maxPerMinute.map { .number(Double($0)) } ?? .null,
+                        ]
                     }
                 }
                 return item
@@ -219,9 +222,13 @@ struct JobWaiter {
         if let reason = waiting.reason { text += status == "scheduled" ? ": \(reason)" : "; put back: \(reason)" }
         if waiting.paused { text += "; background work is paused (dispatcher background resume)" }
         if let held = waiting.held { text += "; background work is held back: \(held)" }
-        if let cap = waiting.tenantAtCap {
-            text += "; its tenant runs \(cap.running) \(cap.running == 1 ? "job" : "jobs") at once, its cap of \(cap.cap): it "
+        if let cap = waiting.tenantAtCap, let limit = cap.maxRunning {
+            text += "; its tenant runs \(cap.running) \(cap.running == 1 ? "job" : "jobs") at once, its cap of \(limit): it "
                 + "starts as they end (dispatcher tenants max-running)"
+        }
+        if let rate = waiting.tenantAtCap?.maxPerMinute {
+            text += "; its tenant has started as many jobs as its rate of \(rate) a minute allows: it starts in turn, one "
+                + "every \(TenantLimits.startInterval(perMinute: rate)) (dispatcher tenants max-per-minute)"
         }
         return text
     }

@@ -3,7 +3,7 @@ import Postgres
 import QueueModel
 
 /// `dispatcher tenants [list [NAME]] | pause NAME | resume NAME | budget NAME AMOUNT|none [--per day|month]
-/// | max-running NAME N|none | cancel NAME`.
+/// | max-running NAME N|none | max-per-minute NAME N|none | cancel NAME`.
 enum TenantsCommand {
     static let usage = """
         usage: dispatcher tenants [list [NAME]] [--json] [--tenant NAME] [--limit N]
@@ -12,6 +12,7 @@ enum TenantsCommand {
                dispatcher tenants budget NAME AMOUNT [--per month|day]
                dispatcher tenants budget NAME none
                dispatcher tenants max-running NAME N|none
+               dispatcher tenants max-per-minute NAME N|none
                dispatcher tenants cancel NAME
 
         Each tenant's jobs (queued, held, running), what its results cost today and this month
@@ -19,7 +20,7 @@ enum TenantsCommand {
         over its budget, is held: its queued jobs and those it submits wait, unclaimed, until it is
         resumed, its budget is raised, or its next period begins. Running jobs finish; nothing is
         lost (a job whose deadline passes while held expires). A tenant may also be capped: at most
-        so many of its jobs run at once, the others waiting in the queue.
+        so many of its jobs run at once, or start a minute, the others waiting in the queue.
 
           list      every tenant with jobs, spending this month, or limits (the default); NAME for
                     one; --json for the figures as JSON; --tenant NAME acts as that tenant (sets
@@ -36,11 +37,15 @@ enum TenantsCommand {
                     at most N of the tenant's jobs run at once (1 to 1000000), across every worker
                     and both priorities; the others wait, queued, and start as its running ones
                     end (lowered under what runs, those finish); none removes the cap
+          max-per-minute
+                    at most N of the tenant's jobs start a minute (1 to 1000000; every attempt, both
+                    priorities): a burst of up to N, then one every 60/N s; the others wait,
+                    queued; none removes the limit
           cancel    cancel every job the tenant has queued or held, at once, and stop its running
                     ones at their workers' next heartbeat; jobs it submits later run (pause it
                     first to stop those)
 
-        pause, resume, budget, max-running and cancel are an operator's (switchyard_admin); a submitter's role lists
+        pause, resume, budget, max-running, max-per-minute and cancel are an operator's (switchyard_admin); a submitter's role lists
         its own tenants.
         """
 
@@ -53,7 +58,8 @@ enum TenantsCommand {
         }
         let action = arguments.positionals.first ?? "list"
         let names = Array(arguments.positionals.dropFirst())
-        let expected = ["list": 0...1, "pause": 1...1, "resume": 1...1, "budget": 2...2, "max-running": 2...2, "cancel": 1...1]
+        let expected = ["list": 0...1, "pause": 1...1, "resume": 1...1, "budget": 2...2, "max-running": 2...2, "max-per-minute": 2...2,
+                        "cancel": 1...1]
         guard let counts = expected[action] else {
             let meant = CatalogProblem.didYouMean(action, among: Set(expected.keys))
             throw QueueError(
@@ -62,7 +68,7 @@ enum TenantsCommand {
         }
         guard counts.contains(names.count) else {
             let needs = action == "budget" ? "a tenant and an amount (or none)"
-                : action == "max-running" ? "a tenant and a number of jobs (or none)"
+                : action == "max-running" || action == "max-per-minute" ? "a tenant and a number of jobs (or none)"
                 : action == "list" ? "at most one tenant" : "a tenant"
             throw QueueError(
                 .invalidInput, "dispatcher tenants \(action) takes \(needs) (got \(names.isEmpty ? "none" : names.joined(separator: " ")))",
@@ -103,7 +109,8 @@ enum TenantsCommand {
                 hint: "Name the tenant as its jobs do (dispatcher tenants lists them).")
         }
         let amount = action == "budget" ? try budget(names[1]) : nil
-        let maxRunning = action == "max-running" ? try Self.maxRunning(names[1]) : nil
+        let maxRunning = action == "max-running" ? try Self.limit(names[1], "a cap on a tenant's running jobs is") : nil
+        let maxPerMinute = action == "max-per-minute" ? try Self.limit(names[1], "a tenant's jobs started a minute are") : nil
         if action == "budget", amount == nil, arguments.value("per") != nil {
             throw QueueError(.invalidInput, "--per goes with an amount, not none; nothing was changed", hint: usage)
         }
@@ -128,7 +135,7 @@ enum TenantsCommand {
         if action != "list", before == nil {
             printError(
                 "note: no tenant \(shown) has jobs, spending this month or limits (is the name right? dispatcher "
-                    + "tenants lists them)\(["pause", "budget", "max-running"].contains(action) ? "; set for it all the same" : "")")
+                    + "tenants lists them)\(["pause", "budget", "max-running", "max-per-minute"].contains(action) ? "; set for it all the same" : "")")
         }
         switch action {
         case "pause":
@@ -178,6 +185,13 @@ enum TenantsCommand {
             } else {
                 print("tenant \(shown) has no cap on its running jobs now (\(now))")
             }
+        case "max-per-minute":
+            try await TenantLimits.setMaxPerMinute(names[0], maxPerMinute, in: pool)
+            print(
+                maxPerMinute.map {
+                    "tenant \(shown) starts at most \(count($0, "job")) a minute (a burst of up to \($0), then one every "
+                        + "\(TenantLimits.startInterval(perMinute: $0))); the others wait in the queue"
+                } ?? "tenant \(shown) has no limit on its jobs started a minute now")
         default:
             break
         }
@@ -205,14 +219,13 @@ enum TenantsCommand {
         return amount
     }
 
-    /// A cap on a tenant's running jobs as given: 1 to 1,000,000; nil for `none`.
-    static func maxRunning(_ value: String) throws -> Int? {
+    /// A cap on a tenant's running jobs or starts a minute as given: 1 to 1,000,000; nil for `none`.
+    static func limit(_ value: String, _ what: String) throws -> Int? {
         guard value != "none" else { return nil }
         guard let limit = Int(value), (1...1_000_000).contains(limit) else {
             throw QueueError(
                 .invalidInput,
-                "a cap on a tenant's running jobs is a number of jobs from 1 to 1000000 (got \"\(value)\"), or none; "
-                    + "nothing was changed",
+                "\(what) a number of jobs from 1 to 1000000 (got \"\(value)\"), or none; nothing was changed",
                 hint: "To stop a tenant's work, pause it: dispatcher tenants pause NAME.")
         }
         return limit
@@ -238,14 +251,16 @@ enum TenantsCommand {
                         + "tenants or to * sees them with --tenant NAME)")]
         }
         var table = TextTable(
-            ["tenant", "queued", "held", "running", "today", "this month", "budget", "state"], rightAligned: [1, 2, 3, 4, 5])
+            ["tenant", "queued", "held", "running", "per minute", "today", "this month", "budget", "state"],
+            rightAligned: [1, 2, 3, 4, 5, 6])
         for row in usage {
             let budget = row.budget.map { "\(StatusFormat.money($0))/\(row.period?.rawValue ?? "?")" } ?? StatusFormat.none
             let state = row.heldReason != nil ? (row.pausedAt != nil ? "held: paused" : "held: budget spent")
                 : row.maxRunning.map { row.running >= $0 } == true ? "at its cap" : "not held"
             table.append([
                 row.tenant, String(row.queued), String(row.held),
-                row.maxRunning.map { "\(row.running)/\($0)" } ?? String(row.running), StatusFormat.money(row.spentToday),
+                row.maxRunning.map { "\(row.running)/\($0)" } ?? String(row.running),
+                row.maxPerMinute.map(String.init) ?? StatusFormat.none, StatusFormat.money(row.spentToday),
                 StatusFormat.money(row.spentThisMonth), budget, state,
             ])
         }

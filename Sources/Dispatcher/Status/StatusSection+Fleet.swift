@@ -116,14 +116,15 @@ extension StatusSection {
             let rest = sorted.dropFirst(3)
             lines.append(
                 "waiting for their tenants' caps: "
-                    + sorted.prefix(3).map { "\(StatusFormat.printable($0.tenant)) \($0.queued) (\($0.running)/\($0.cap) running)" }
+                    + sorted.prefix(3).map { "\(StatusFormat.printable($0.tenant)) \($0.queued) (\($0.caps))" }
                     .joined(separator: ", ")
                     + (rest.isEmpty ? "" : "; \(rest.count) more \(rest.count == 1 ? "tenant" : "tenants") with "
                         + "\(rest.map(\.queued).reduce(0, +)) jobs")
-                    + "; dispatcher tenants max-running raises a cap")
+                    + "; dispatcher tenants max-running and max-per-minute raise them")
             siblings["tenants_at_cap"] = .array(capped.map {
                 ["tenant": .string($0.tenant), "queued": .number(Double($0.queued)), "running": .number(Double($0.running)),
-                 "max_running": .number(Double($0.cap))]
+                 "max_running": $0.maxRunning.map { .number(Double($0)) } ?? .null,
+                 "max_per_minute": $0.maxPerMinute.map { .number(Double($0)) } ?? .null]
             })
         }
         // A network walkthrough's worker held 29 jobs for 15 minutes on a dead connection: status

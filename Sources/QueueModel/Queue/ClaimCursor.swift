@@ -43,7 +43,8 @@ public struct ClaimCursor: Sendable, Hashable {
     /// Nor do a partition's jobs of several tenants (`sql/0082`): each tenant's share of the
     /// claim stands anywhere in the queue's order. (A claim whose share went to one tenant alone
     /// moves the cursor past it, and may pass jobs without a tenant queued among that tenant's,
-    /// found again at the cursor's reset.)
+    /// found again at the cursor's reset. So does a claim whose every slot went to one capped
+    /// tenant's jobs, `sql/0096`, taken first: a claim of a slot or two.)
     public mutating func advance(past jobs: [Job], deadlineHorizon: (Int) -> Duration = Self.defaultHorizon) {
         let shared = Set(
             Priority.allCases.filter { priority in

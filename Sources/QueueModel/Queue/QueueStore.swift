@@ -386,13 +386,22 @@ public struct QueueStore: Sendable {
         /// A job held for its tenant's limits (`sql/0088`: paused, or its budget spent): why.
         /// `runAt` is then its own, from when it runs once released.
         public var tenantHold: String?
-        /// A queued job whose tenant runs as many jobs as its cap allows (`sql/0096`): how many
-        /// run, and the cap. It starts as they end.
+        /// A queued job whose tenant is at its caps (`sql/0096`): it runs as many jobs as its cap
+        /// allows (it starts as they end), or has started as many as its rate allows now.
         public var tenantAtCap: TenantCap?
 
         public struct TenantCap: Sendable, Hashable {
             public var running: Int
-            public var cap: Int
+            /// The cap on running jobs, when the tenant runs as many.
+            public var maxRunning: Int?
+            /// The rate, when the tenant may start none now.
+            public var maxPerMinute: Int?
+
+            public init(running: Int, maxRunning: Int?, maxPerMinute: Int?) {
+                self.running = running
+                self.maxRunning = maxRunning
+                self.maxPerMinute = maxPerMinute
+            }
         }
     }
 
@@ -404,8 +413,10 @@ public struct QueueStore: Sendable {
                    CASE WHEN j.held_run_at IS NOT NULL
                         THEN coalesce(l.held_reason, 'its tenant is held (the housekeeper releases it within seconds)')
                    END AS tenant_hold,
-                   l.max_running,
-                   CASE WHEN l.max_running IS NOT NULL AND j.held_run_at IS NULL AND j.lease_owner IS NULL THEN
+                   l.max_running, l.max_per_minute,
+                   switchyard.rate_tokens_now(l.max_per_minute, l.rate_tokens, l.rate_at) < 1 AS rate_spent,
+                   CASE WHEN (l.max_running IS NOT NULL OR l.max_per_minute IS NOT NULL)
+                             AND j.held_run_at IS NULL AND j.lease_owner IS NULL THEN
                        (SELECT count(*) FROM switchyard.jobs r WHERE r.tenant = j.tenant AND r.lease_owner IS NOT NULL)
                    END AS tenant_running
             FROM switchyard.jobs j LEFT JOIN switchyard.tenant_limits l ON l.tenant = j.tenant
@@ -419,10 +430,12 @@ public struct QueueStore: Sendable {
                 runAt: try row.decode("run_at", as: Date.self),
                 reason: try row.decode("waiting_reason", as: String?.self),
                 tenantHold: try row.decode("tenant_hold", as: String?.self))
-            if let cap = try row.decode("max_running", as: Int?.self), let running = try row.decode("tenant_running", as: Int?.self),
-                running >= cap
-            {
-                waiting.tenantAtCap = Waiting.TenantCap(running: running, cap: cap)
+            if let running = try row.decode("tenant_running", as: Int?.self) {
+                let cap = try row.decode("max_running", as: Int?.self).flatMap { running >= $0 ? $0 : nil }
+                let rate = try row.decode("rate_spent", as: Bool?.self) == true ? try row.decode("max_per_minute", as: Int?.self) : nil
+                if cap != nil || rate != nil {
+                    waiting.tenantAtCap = Waiting.TenantCap(running: running, maxRunning: cap, maxPerMinute: rate)
+                }
             }
             result[id] = waiting
             if try row.decode("priority", as: String.self) == Priority.background.rawValue { background.append(id) }

@@ -4,8 +4,8 @@ import Postgres
 /// Tenants' limits (`sql/0088`): a pause, and a budget in US dollars per UTC day or calendar
 /// month. A tenant paused or over its budget is *held*: its queued jobs, and those it submits,
 /// stay in the queue unclaimed until it is resumed, its budget is raised, or a new period begins.
-/// Running jobs finish; nothing is lost. And a cap on how many of its jobs run at once (`sql/0096`):
-/// jobs over it wait, queued, until its running ones end.
+/// Running jobs finish; nothing is lost. And caps on how many of its jobs run at once and start a
+/// minute (`sql/0096`): jobs over them wait, queued, until its running ones end or its rate allows.
 public enum TenantLimits {
     /// `name` as a shell takes it back, for a command a message suggests: as it is when plain,
     /// else in single quotes (as `switchyard.shell_word` writes it in SQL's messages).
@@ -58,6 +58,8 @@ public enum TenantLimits {
         public var heldReason: String?
         /// At most this many of its jobs run at once; nil: no cap.
         public var maxRunning: Int?
+        /// At most this many of its jobs start a minute; nil: no cap.
+        public var maxPerMinute: Int?
 
         /// What it has spent of its budget's period.
         public var spentInPeriod: Decimal? {
@@ -74,6 +76,7 @@ public enum TenantLimits {
                 "paused_at": pausedAt.map { .string($0.postgresText) } ?? .null,
                 "held_reason": heldReason.map(JSONValue.string) ?? .null,
                 "max_running": maxRunning.map { .number(Double($0)) } ?? .null,
+                "max_per_minute": maxPerMinute.map { .number(Double($0)) } ?? .null,
             ]
         }
     }
@@ -123,6 +126,19 @@ public enum TenantLimits {
             .scalar(Int.self)
     }
 
+    /// The time between two starts at `perMinute` a minute, as a person reads it: `100 ms`, `1.5 s`, `2 min`.
+    public static func startInterval(perMinute: Int) -> String {
+        let seconds = 60 / Double(max(perMinute, 1))
+        if seconds < 1 { return "\(Int((seconds * 1000).rounded())) ms" }
+        if seconds < 60 { return String(format: "%g s", (seconds * 10).rounded() / 10) }
+        return "1 min"
+    }
+
+    /// Lets at most `limit` of `tenant`'s jobs start a minute (nil: removes its limit).
+    public static func setMaxPerMinute(_ tenant: String, _ limit: Int?, in pool: PostgresPool) async throws {
+        try await pool.query("SELECT switchyard.set_tenant_max_per_minute($1, $2::integer)", [tenant, limit])
+    }
+
     /// The tenants held now, by name, with how many jobs each has held and why.
     public static func held(in pool: PostgresPool) async throws -> [(tenant: String, jobs: Int, paused: Bool, reason: String)] {
         try await pool.query(
@@ -137,23 +153,47 @@ public enum TenantLimits {
         }
     }
 
-    /// The tenants not held that run as many jobs as their caps allow with jobs due waiting for
-    /// them (`sql/0096`), by name: how many are due, how many run, the cap.
-    public static func atCap(in pool: PostgresPool) async throws -> [(tenant: String, queued: Int, running: Int, cap: Int)] {
+    /// A capped tenant (`sql/0096`) whose due jobs wait for its caps.
+    public struct AtCap: Sendable, Hashable {
+        public var tenant: String
+        /// Its jobs due, unclaimed.
+        public var queued: Int
+        public var running: Int
+        /// Its cap on running jobs, when it runs as many as that.
+        public var maxRunning: Int?
+        /// Its rate, when it has started as many as that allows now.
+        public var maxPerMinute: Int?
+
+        /// `3/3 running`, `600/min`, or both.
+        public var caps: String {
+            [maxRunning.map { "\(running)/\($0) running" }, maxPerMinute.map { "\($0)/min" }].compactMap { $0 }
+                .joined(separator: ", ")
+        }
+    }
+
+    /// The tenants not held with jobs due waiting for their caps (`sql/0096`), by name: those
+    /// running as many jobs as their caps allow, and those whose rate allows no start now.
+    public static func atCap(in pool: PostgresPool) async throws -> [AtCap] {
         try await pool.query(
             """
-            SELECT c.* FROM (
-                SELECT l.tenant, l.max_running,
+            SELECT c.tenant, c.queued, c.running,
+                   CASE WHEN c.running >= c.max_running THEN c.max_running END AS max_running,
+                   CASE WHEN c.tokens < 1 THEN c.max_per_minute END AS max_per_minute
+            FROM (
+                SELECT l.tenant, l.max_running, l.max_per_minute,
+                       switchyard.rate_tokens_now(l.max_per_minute, l.rate_tokens, l.rate_at) AS tokens,
                        (SELECT count(*) FROM switchyard.jobs j WHERE j.tenant = l.tenant AND j.lease_owner IS NOT NULL) AS running,
                        (SELECT count(*) FROM switchyard.jobs j
                         WHERE j.tenant = l.tenant AND j.lease_owner IS NULL AND j.held_run_at IS NULL AND j.run_at <= now()) AS queued
-                FROM switchyard.tenant_limits l WHERE l.max_running IS NOT NULL AND l.held_reason IS NULL
+                FROM switchyard.tenant_limits l
+                WHERE (l.max_running IS NOT NULL OR l.max_per_minute IS NOT NULL) AND l.held_reason IS NULL
             ) c
-            WHERE c.running >= c.max_running AND c.queued > 0 ORDER BY c.tenant
+            WHERE (c.running >= c.max_running OR c.tokens < 1) AND c.queued > 0 ORDER BY c.tenant
             """
         ).map {
-            (tenant: try $0.decode("tenant"), queued: try $0.decode("queued"), running: try $0.decode("running"),
-             cap: try $0.decode("max_running"))
+            AtCap(
+                tenant: try $0.decode("tenant"), queued: try $0.decode("queued"), running: try $0.decode("running"),
+                maxRunning: try $0.decode("max_running", as: Int?.self), maxPerMinute: try $0.decode("max_per_minute", as: Int?.self))
         }
     }
 
@@ -184,7 +224,7 @@ public enum TenantLimits {
             SELECT n.tenant, coalesce(live.queued, 0) AS queued, coalesce(live.held, 0) AS held,
                    coalesce(live.running, 0) AS running, coalesce(spent.today, 0) AS spent_today,
                    coalesce(spent.this_month, 0) AS spent_this_month, l.budget, l.budget_period, l.paused_at,
-                   l.held_reason, l.max_running
+                   l.held_reason, l.max_running, l.max_per_minute
             FROM named n
             LEFT JOIN live ON live.tenant = n.tenant
             LEFT JOIN spent ON spent.tenant = n.tenant
@@ -200,7 +240,8 @@ public enum TenantLimits {
                 period: try row.decode("budget_period", as: String?.self).flatMap(Period.init(rawValue:)),
                 pausedAt: try row.decode("paused_at", as: Date?.self),
                 heldReason: try row.decode("held_reason", as: String?.self),
-                maxRunning: try row.decode("max_running", as: Int?.self))
+                maxRunning: try row.decode("max_running", as: Int?.self),
+                maxPerMinute: try row.decode("max_per_minute", as: Int?.self))
         }
     }
 }
