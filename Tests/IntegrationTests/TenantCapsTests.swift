@@ -10,7 +10,7 @@ import Testing
 /// Caps on each tenant's jobs (`sql/0096`): at most so many run at once, and start a minute,
 /// across every worker and both priorities; the others wait in the queue.
 @Suite("Tenants: caps on running jobs and on starts a minute")
-struct TenantMaxRunningTests {
+struct TenantCapsTests {
     static let lease = Duration.seconds(30)
 
     static func tenants(_ jobs: [Job]) -> [String: Int] { FairTenantsTests.countsByTenant(jobs) }
