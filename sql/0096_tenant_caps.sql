@@ -13,22 +13,30 @@
 -- attempt a worker starts, in both priorities. A tenant with either is *capped* below.
 --
 -- * A capped tenant's jobs are claimed by one path, capped_claim, and no other (the queue's order,
---   the fair claim and the deadline path pass them over as they pass over a held tenant's). For
---   each capped tenant with jobs due it takes a transaction-level advisory lock (tried, not waited
---   for: a claim that does not get it leaves the tenant to the claim that has it), counts the
---   tenant's running jobs (a new partial index of the leased jobs with a tenant), and claims at most
---   the difference. The lock is held until the claim commits, so the next claim to count sees what
---   this one leased: claims racing on many workers never run more than the cap. Lowering the cap
---   under what runs stops nothing: the running jobs finish, and no more start until fewer run.
---   Under the same lock, the tenant's bucket (rate_tokens as of rate_at) is filled for the time
---   since and the claim takes at most its whole tokens, writing back what is left.
--- * A claim gives each capped tenant first at most an equal share of its slots, counting the rest of
---   the queue as one more (so a capped tenant with a large cap does not take every slot of each
---   claim before the others'), then the fair claim and the queue's order theirs, then the capped
---   tenants again whatever slots are left. Capped tenants are taken in name order from after the
---   last one this session's claim reached (switchyard.capped_after_<priority>).
--- * Background jobs of a capped tenant obey the gate as others do: closed, only those whose deadline
---   is near run (at the cap too).
+--   the fair claim and the deadline path pass them over as they pass over a held tenant's). It
+--   visits a bounded number of capped tenants per claim (twice its slots, at least 32), going round
+--   them claim after claim; of each with jobs due and room (its running jobs counted, a new partial
+--   index of the leased jobs with a tenant; its bucket, rate_tokens as of rate_at, filled for the
+--   time since), it takes a transaction-level advisory lock (tried, not waited for: a claim that
+--   does not get it leaves the tenant to the claim that has it), counts again, and claims at most
+--   what is left, writing the bucket back. The lock is held until the claim commits, so the next
+--   claim to count sees what this one took: claims racing on many workers never run, or start, more
+--   than the caps. A review's claim locked every capped tenant, 10,000 at their caps took 289 ms,
+--   and at 20,000 every claim failed (out of shared memory): now only those with room are locked.
+--   Lowering a cap under what runs stops nothing: the running jobs finish, and no more start until
+--   fewer run.
+-- * Each capped tenant with room counts as one tenant in a claim's shares: the capped tenants take
+--   slots × their number ÷ (their number + the other tenants with jobs due + 1 for the queue's
+--   order), the fraction carried to the session's next claim, then the fair claim and the queue's
+--   order take theirs, then the capped tenants whatever slots are left. (A review's tenant capped
+--   at 1,000 took 8 of 16 slots beside ten others, and 20 capped tenants every slot: a cap raised a
+--   tenant's share.)
+-- * A capped tenant's background jobs whose deadline is near come before its backlog (a new index
+--   on tenant and deadline); with the gate closed, only those run, as others'.
+-- * Its jobs do not move a worker's claim cursor (the claim says which jobs are a capped tenant's:
+--   tenant_is_capped), and their ends wake the worker's claim loop: a claim at the cap comes back
+--   short, and a freed slot alone waited for the poll timer (a review's 200 ms jobs capped at 4 ran
+--   0.77 at a time).
 -- * A claim with no capped tenant (none, or all held) asks one more question than before: a probe
 --   of a new partial index of tenant_limits.
 -- * A row of tenant_limits with a cap and nothing else is kept (apply_tenant_limits deleted a row
@@ -59,6 +67,9 @@ CREATE INDEX tenant_limits_capped_idx ON switchyard.tenant_limits (tenant)
     WHERE max_running IS NOT NULL OR max_per_minute IS NOT NULL;
 -- A capped tenant's running jobs, counted at each of its claims.
 CREATE INDEX jobs_tenant_running_idx ON switchyard.jobs (tenant) WHERE lease_owner IS NOT NULL AND tenant IS NOT NULL;
+-- A capped tenant's background jobs whose deadline is near, taken first.
+CREATE INDEX jobs_tenant_deadline_idx ON switchyard.jobs (tenant, deadline, id)
+    WHERE deadline IS NOT NULL AND lease_owner IS NULL AND tenant IS NOT NULL AND held_run_at IS NULL;
 GRANT SELECT (max_running, max_per_minute, rate_tokens, rate_at) ON switchyard.tenant_limits TO switchyard_submitter;
 
 -- The starts a bucket of p_per_minute holds now: p_tokens as of p_at, filled at p_per_minute a
@@ -70,93 +81,190 @@ CREATE FUNCTION switchyard.rate_tokens_now(p_per_minute integer, p_tokens double
                  coalesce(p_tokens, p_per_minute) + p_per_minute * greatest(extract(epoch FROM now() - coalesce(p_at, now())), 0) / 60)
 $$;
 
--- Claims up to p_slots jobs of the partition's capped tenants (tenant_limits.max_running or
--- max_per_minute, not held), in name order from after the last one this session reached: of each,
--- at most what its cap leaves of its running jobs (both partitions, every worker) and the whole
--- starts its bucket holds (taken from it), and, with p_shared, at most an equal
--- share of the slots with the rest of the queue counted as one more tenant (without, as many as
--- the slots). A tenant whose advisory lock another claim holds is left to that claim. With
--- p_urgent_only (a background gate closed), only jobs whose deadline is near, as the deadline
--- path takes them. Each tenant's jobs in its queue order.
+-- Claims jobs of the partition's capped tenants (tenant_limits.max_running or max_per_minute, not
+-- held), each tenant's at most what its caps leave: its cap less its running jobs (both
+-- partitions, every worker), and the whole starts its bucket holds (taken from it).
+--
+-- * It visits at most `visits` capped tenants, in name order from after p_after (the position the
+--   caller read from switchyard.capped_after_<priority>, which this sets to the last one visited):
+--   a claim's work is bounded however many tenants are capped, and claims go round them. Those
+--   with no job due, or no room (counted without a lock), are passed over; the others are locked
+--   (a transaction-level advisory lock, tried: one another claim holds is left to it) and counted
+--   again under the lock, which is held until the claim commits.
+-- * With p_others (the other tenants with jobs due, and the queue's order, as the caller counted
+--   them), it takes the tenants' share of p_slots, slots × tenants ÷ (tenants + p_others): each
+--   capped tenant with room counts as one tenant, as the fair claim counts each of the others;
+--   the fraction is carried to the session's next claim (switchyard.capped_credit_<priority>), so
+--   that claims of a slot or two give them their turns. With p_others 0, as many as p_slots.
+-- * The slots are dealt a job at a time round the tenants with room; each tenant's jobs are taken
+--   in its queue order, but in the background partition those whose deadline is near come first
+--   (p_most_attempts bounds that scan, as the claim's deadline path's; NULL: none has a deadline),
+--   and with p_urgent_only (the gate closed) only those.
 CREATE FUNCTION switchyard.capped_claim(p_priority text, p_worker text, p_slots integer, p_lease_seconds double precision,
-                                        p_urgent_only boolean, p_shared boolean)
+                                        p_urgent_only boolean, p_most_attempts integer, p_after text, p_others integer)
     RETURNS SETOF switchyard.jobs
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, switchyard, pg_temp AS $$
 DECLARE
     position_setting constant text := 'switchyard.capped_after_' || p_priority;
-    after constant text := coalesce(current_setting(position_setting, true), '');
+    credit_setting constant text := 'switchyard.capped_credit_' || p_priority;
+    visits constant integer := greatest(2 * p_slots, 32);
     -- The advisory locks' first key ('SWYT'); the second is the tenant's hash.
     lock_space constant integer := 1398233428;
-    tenants text[];
-    caps integer[];
-    rates integer[];
-    tokens double precision;
-    share integer;
-    remaining integer := p_slots;
-    running bigint;
-    take integer;
+    visited text[];
+    tenants text[] := '{}';
+    rooms integer[] := '{}';
+    tokens double precision[] := '{}';
+    deals integer[];
+    limits switchyard.tenant_limits;
+    room integer;
+    bucket double precision;
+    credit double precision;
+    quota integer;
+    dealt boolean;
     taken integer;
+    urgent integer;
     per_attempt double precision;
     override double precision;
 BEGIN
     IF p_slots <= 0 THEN
         RETURN;
     END IF;
-    SELECT array_agg(l.tenant ORDER BY l.tenant <= after, l.tenant), array_agg(l.max_running ORDER BY l.tenant <= after, l.tenant),
-           array_agg(l.max_per_minute ORDER BY l.tenant <= after, l.tenant)
-    INTO tenants, caps, rates
-    FROM switchyard.tenant_limits l
-    WHERE (l.max_running IS NOT NULL OR l.max_per_minute IS NOT NULL) AND l.held_reason IS NULL
-      AND EXISTS (SELECT FROM switchyard.jobs j
-                  WHERE j.priority = p_priority AND j.tenant = l.tenant AND j.lease_owner IS NULL
-                        AND j.held_run_at IS NULL AND j.run_at <= now());
-    IF tenants IS NULL THEN
+    -- The capped tenants after p_after, then from the first: two range scans of tenant_limits_capped_idx.
+    visited := ARRAY(SELECT l.tenant FROM switchyard.tenant_limits l
+                     WHERE (l.max_running IS NOT NULL OR l.max_per_minute IS NOT NULL) AND l.tenant > p_after
+                     ORDER BY l.tenant LIMIT visits);
+    IF cardinality(visited) < visits AND p_after <> '' THEN
+        visited := visited || ARRAY(SELECT l.tenant FROM switchyard.tenant_limits l
+                                    WHERE (l.max_running IS NOT NULL OR l.max_per_minute IS NOT NULL) AND l.tenant <= p_after
+                                    ORDER BY l.tenant LIMIT visits - cardinality(visited));
+    END IF;
+    IF cardinality(visited) = 0 THEN
         RETURN;
     END IF;
-    IF p_urgent_only THEN
+    PERFORM set_config(position_setting, visited[cardinality(visited)], false);
+    FOR i IN 1 .. cardinality(visited) LOOP
+        -- Held, or nothing due here: passed over.
+        SELECT * INTO limits FROM switchyard.tenant_limits l WHERE l.tenant = visited[i] AND l.held_reason IS NULL;
+        CONTINUE WHEN NOT FOUND OR NOT EXISTS (
+            SELECT FROM switchyard.jobs j
+            WHERE j.priority = p_priority AND j.tenant = visited[i] AND j.lease_owner IS NULL AND j.held_run_at IS NULL
+                  AND j.run_at <= now());
+        -- Its room, counted without the lock, then again under it.
+        FOR pass IN 1 .. 2 LOOP
+            room := p_slots;
+            IF limits.max_running IS NOT NULL THEN
+                room := least(room, limits.max_running - (
+                    SELECT count(*) FROM (SELECT FROM switchyard.jobs j
+                                          WHERE j.tenant = visited[i] AND j.lease_owner IS NOT NULL LIMIT limits.max_running) running));
+            END IF;
+            bucket := NULL;
+            IF limits.max_per_minute IS NOT NULL THEN
+                bucket := switchyard.rate_tokens_now(limits.max_per_minute, limits.rate_tokens, limits.rate_at);
+                room := least(room, floor(bucket)::integer);
+            END IF;
+            EXIT WHEN room <= 0 OR pass = 2;
+            IF NOT pg_try_advisory_xact_lock(lock_space, hashtext(visited[i])) THEN
+                room := 0;
+                EXIT;
+            END IF;
+            -- Read again under the lock: another claim's tokens taken and committed are gone.
+            SELECT * INTO limits FROM switchyard.tenant_limits l WHERE l.tenant = visited[i];
+        END LOOP;
+        CONTINUE WHEN room <= 0;
+        tenants := tenants || visited[i];
+        rooms := rooms || room;
+        tokens := tokens || bucket;
+    END LOOP;
+    IF cardinality(tenants) = 0 THEN
+        RETURN;
+    END IF;
+    -- Their share of the slots, the fraction carried to the next claim.
+    IF coalesce(p_others, 0) <= 0 THEN
+        quota := p_slots;
+    ELSE
+        credit := coalesce(nullif(current_setting(credit_setting, true), '')::double precision, 0)
+                  + p_slots::double precision * cardinality(tenants) / (cardinality(tenants) + p_others);
+        quota := least(floor(credit)::integer, p_slots);
+        PERFORM set_config(credit_setting, least(credit - quota, 1)::text, false);
+    END IF;
+    -- Dealt a job at a time round them, each up to its room.
+    deals := array_fill(0, ARRAY[cardinality(tenants)]);
+    WHILE quota > 0 LOOP
+        dealt := false;
+        FOR i IN 1 .. cardinality(tenants) LOOP
+            EXIT WHEN quota <= 0;
+            CONTINUE WHEN deals[i] >= rooms[i];
+            deals[i] := deals[i] + 1;
+            quota := quota - 1;
+            dealt := true;
+        END LOOP;
+        EXIT WHEN NOT dealt;
+    END LOOP;
+    IF p_priority = 'background' AND p_most_attempts IS NOT NULL THEN
         SELECT t.per_attempt, t.override INTO per_attempt, override FROM switchyard.horizon_terms() t;
     END IF;
-    share := ceil(p_slots::numeric / (cardinality(tenants) + CASE WHEN p_shared THEN 1 ELSE 0 END));
     FOR i IN 1 .. cardinality(tenants) LOOP
-        EXIT WHEN remaining <= 0;
-        CONTINUE WHEN NOT pg_try_advisory_xact_lock(lock_space, hashtext(tenants[i]));
-        take := least(share, remaining);
-        IF caps[i] IS NOT NULL THEN
-            SELECT count(*) INTO running FROM switchyard.jobs j WHERE j.tenant = tenants[i] AND j.lease_owner IS NOT NULL;
-            take := least(take, caps[i] - running);
+        CONTINUE WHEN deals[i] <= 0;
+        urgent := 0;
+        -- In the background partition, those whose deadline is near first (jobs_tenant_deadline_idx).
+        IF per_attempt IS NOT NULL THEN
+            RETURN QUERY
+            WITH picked AS (
+                SELECT j.id FROM switchyard.jobs j
+                WHERE j.priority = 'background' AND j.tenant = tenants[i] AND j.deadline IS NOT NULL
+                      AND j.lease_owner IS NULL AND j.held_run_at IS NULL AND j.run_at <= now() AND j.deadline > now()
+                      AND j.deadline <= now() + switchyard.escalation_horizon(p_most_attempts)
+                      AND j.deadline <= now() + make_interval(secs => switchyard.horizon_seconds(per_attempt, override, j.max_attempts))
+                      AND NOT EXISTS (SELECT FROM switchyard.tenant_limits h WHERE h.tenant = tenants[i] AND h.held_reason IS NOT NULL)
+                ORDER BY j.deadline, j.id
+                LIMIT deals[i]
+                FOR NO KEY UPDATE SKIP LOCKED
+            )
+            UPDATE switchyard.jobs j
+            SET lease_owner = p_worker, lease_expires_at = now() + make_interval(secs => p_lease_seconds),
+                attempt = j.attempt + 1, claimed_at = now()
+            FROM picked WHERE j.id = picked.id AND j.priority = 'background'
+            RETURNING j.*;
+            GET DIAGNOSTICS urgent = ROW_COUNT;
         END IF;
-        IF rates[i] IS NOT NULL THEN
-            -- Read under the lock: another claim's tokens taken and committed are gone.
-            SELECT switchyard.rate_tokens_now(l.max_per_minute, l.rate_tokens, l.rate_at) INTO tokens
-            FROM switchyard.tenant_limits l WHERE l.tenant = tenants[i];
-            take := least(take, floor(tokens)::integer);
+        taken := urgent;
+        IF urgent < deals[i] AND NOT p_urgent_only THEN
+            RETURN QUERY
+            WITH picked AS (
+                SELECT j.id FROM switchyard.jobs j
+                WHERE j.priority = p_priority AND j.tenant = tenants[i] AND j.lease_owner IS NULL AND j.held_run_at IS NULL
+                      AND j.run_at <= now() AND (j.deadline IS NULL OR j.deadline > now())
+                      -- Held as this claim began (a job put back unheld waits for the round): as the other paths ask.
+                      AND NOT EXISTS (SELECT FROM switchyard.tenant_limits h WHERE h.tenant = tenants[i] AND h.held_reason IS NOT NULL)
+                ORDER BY j.run_at, j.id
+                LIMIT deals[i] - urgent
+                FOR NO KEY UPDATE SKIP LOCKED
+            )
+            UPDATE switchyard.jobs j
+            SET lease_owner = p_worker, lease_expires_at = now() + make_interval(secs => p_lease_seconds),
+                attempt = j.attempt + 1, claimed_at = now()
+            FROM picked WHERE j.id = picked.id AND j.priority = p_priority
+            RETURNING j.*;
+            GET DIAGNOSTICS taken = ROW_COUNT;
+            taken := taken + urgent;
         END IF;
-        CONTINUE WHEN take <= 0;
-        RETURN QUERY
-        WITH picked AS (
-            SELECT j.id FROM switchyard.jobs j
-            WHERE j.priority = p_priority AND j.tenant = tenants[i] AND j.lease_owner IS NULL AND j.held_run_at IS NULL
-                  AND j.run_at <= now() AND (j.deadline IS NULL OR j.deadline > now())
-                  AND (NOT p_urgent_only
-                       OR j.deadline <= now() + make_interval(secs => switchyard.horizon_seconds(per_attempt, override, j.max_attempts)))
-            ORDER BY j.run_at, j.id
-            LIMIT take
-            FOR NO KEY UPDATE SKIP LOCKED
-        )
-        UPDATE switchyard.jobs j
-        SET lease_owner = p_worker, lease_expires_at = now() + make_interval(secs => p_lease_seconds),
-            attempt = j.attempt + 1, claimed_at = now()
-        FROM picked WHERE j.id = picked.id AND j.priority = p_priority
-        RETURNING j.*;
-        GET DIAGNOSTICS taken = ROW_COUNT;
-        remaining := remaining - taken;
-        IF rates[i] IS NOT NULL AND taken > 0 THEN
-            UPDATE switchyard.tenant_limits l SET rate_tokens = tokens - taken, rate_at = now() WHERE l.tenant = tenants[i];
+        IF tokens[i] IS NOT NULL AND taken > 0 THEN
+            UPDATE switchyard.tenant_limits l SET rate_tokens = tokens[i] - taken, rate_at = now() WHERE l.tenant = tenants[i];
         END IF;
-        PERFORM set_config(position_setting, tenants[i], false);
     END LOOP;
 END $$;
-REVOKE ALL ON FUNCTION switchyard.capped_claim(text, text, integer, double precision, boolean, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION switchyard.capped_claim(text, text, integer, double precision, boolean, integer, text, integer) FROM PUBLIC;
+
+-- Whether p_tenant has a cap on its running jobs or its starts a minute: a worker's claim asks it
+-- of the jobs it claimed, which do not move its cursor (ClaimCursor), and whose ends may let it
+-- claim at once (a freed slot alone does not).
+CREATE FUNCTION switchyard.tenant_is_capped(p_tenant text) RETURNS boolean
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, switchyard, pg_temp AS $$
+    SELECT EXISTS (SELECT FROM switchyard.tenant_limits l
+                   WHERE l.tenant = p_tenant AND (l.max_running IS NOT NULL OR l.max_per_minute IS NOT NULL))
+$$;
+REVOKE ALL ON FUNCTION switchyard.tenant_is_capped(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION switchyard.tenant_is_capped(text) TO switchyard_worker;
 
 -- Refuses a tenant's name no job can have, as pause_tenant and set_tenant_budget do.
 CREATE FUNCTION switchyard.check_tenant_name(p_tenant text) RETURNS void
@@ -307,6 +415,11 @@ DECLARE
     capped constant boolean := EXISTS (SELECT FROM switchyard.tenant_limits l
                                        WHERE (l.max_running IS NOT NULL OR l.max_per_minute IS NOT NULL)
                                              AND l.held_reason IS NULL);
+    -- Where this session's claims go round the capped tenants from, in this claim's two passes.
+    capped_after text;
+    -- The other tenants with jobs due (up to 32, or the slots) and the queue's order, for the
+    -- capped tenants' share.
+    others integer;
     -- No cursor: from the head. (A run_at of -infinity with the lowest id is the one position
     -- this cannot reach; no job has both.)
     interactive_after constant timestamptz := coalesce(p_interactive_after_run_at, '-infinity');
@@ -319,11 +432,15 @@ BEGIN
     IF p_free_slots <= 0 THEN
         RETURN;
     END IF;
-    -- The capped tenants first, each up to its room and its share
-    -- (capped_claim); then each tenant with jobs due its share of the slots (fair_claim), then the
-    -- queue's order; then the capped tenants again, for the slots nothing else took.
+    -- The capped tenants first, their share of the slots, each up to its room (capped_claim); then
+    -- each other tenant with jobs due its share (fair_claim), then the queue's order; then the
+    -- capped tenants again, for the slots nothing else took.
     IF capped THEN
-        RETURN QUERY SELECT * FROM switchyard.capped_claim('interactive', p_worker, p_free_slots, p_lease_seconds, false, true);
+        capped_after := coalesce(current_setting('switchyard.capped_after_interactive', true), '');
+        others := CASE WHEN fair THEN (SELECT count(*) FROM switchyard.tenants_due('interactive', NULL, NULL, greatest(p_free_slots, 32)))
+                       ELSE 0 END + 1;
+        RETURN QUERY SELECT * FROM switchyard.capped_claim('interactive', p_worker, p_free_slots, p_lease_seconds, false, NULL,
+                                                           capped_after, others);
         GET DIAGNOSTICS claimed = ROW_COUNT;
     END IF;
     IF fair AND claimed < p_free_slots AND switchyard.several_tenants('interactive') THEN
@@ -352,7 +469,8 @@ BEGIN
     GET DIAGNOSTICS in_order = ROW_COUNT;
     claimed := claimed + in_order;
     IF capped AND claimed < p_free_slots THEN
-        RETURN QUERY SELECT * FROM switchyard.capped_claim('interactive', p_worker, p_free_slots - claimed, p_lease_seconds, false, false);
+        RETURN QUERY SELECT * FROM switchyard.capped_claim('interactive', p_worker, p_free_slots - claimed, p_lease_seconds, false,
+                                                           NULL, capped_after, 0);
         GET DIAGNOSTICS in_order = ROW_COUNT;
         claimed := claimed + in_order;
     END IF;
@@ -393,11 +511,14 @@ BEGIN
         RETURNING j.*;
         GET DIAGNOSTICS urgent = ROW_COUNT;
     END IF;
-    -- The capped tenants' (closed, only what cannot wait).
+    -- The capped tenants' share (closed, only what cannot wait).
     IF capped AND claimed + urgent < p_free_slots AND urgent < coalesce(p_background_slots, p_free_slots) THEN
+        capped_after := coalesce(current_setting('switchyard.capped_after_background', true), '');
+        others := CASE WHEN fair AND gate_open THEN (SELECT count(*) FROM switchyard.tenants_due('background', NULL, NULL, greatest(p_free_slots, 32)))
+                       ELSE 0 END + 1;
         RETURN QUERY SELECT * FROM switchyard.capped_claim('background', p_worker,
                                                            least(p_free_slots - claimed, p_background_slots) - urgent,
-                                                           p_lease_seconds, gate_open IS NOT TRUE, true);
+                                                           p_lease_seconds, gate_open IS NOT TRUE, most_attempts, capped_after, others);
         GET DIAGNOSTICS shared = ROW_COUNT;
         urgent := urgent + shared;
     END IF;
@@ -433,7 +554,7 @@ BEGIN
     IF capped AND claimed + urgent < p_free_slots AND urgent < coalesce(p_background_slots, p_free_slots) THEN
         RETURN QUERY SELECT * FROM switchyard.capped_claim('background', p_worker,
                                                            least(p_free_slots - claimed, p_background_slots) - urgent,
-                                                           p_lease_seconds, gate_open IS NOT TRUE, false);
+                                                           p_lease_seconds, gate_open IS NOT TRUE, most_attempts, capped_after, 0);
     END IF;
 END $$;
 

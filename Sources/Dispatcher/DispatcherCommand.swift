@@ -102,7 +102,7 @@ enum DispatcherCommand {
 
     static let roleHint =
         "\nhint: this role may not do that. Operator commands (models, background, tenants pause, resume, "
-        + "budget and cancel, prune, status, report, top, feedback --list) need a member of switchyard_admin; submit, wait, result, cancel, retry "
+        + "budget, max-running, max-per-minute and cancel, prune, status, report, top, feedback --list) need a member of switchyard_admin; submit, wait, result, cancel, retry "
         + "and feedback ID SCORE, of switchyard_submitter (docs/security.md)."
 
     /// For a write the server refused as read-only (`25006`) without a hint of its own: a

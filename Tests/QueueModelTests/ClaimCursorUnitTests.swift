@@ -42,6 +42,18 @@ struct ClaimCursorUnitTests {
         #expect(cursor.background == .init(runAt: old, id: 6))
     }
 
+    @Test("a capped tenant's jobs do not move it; the claim's others do, as they would alone")
+    func cappedTenants() {
+        var cursor = ClaimCursor()
+        let old = Self.now.addingTimeInterval(-60)
+        var capped = Self.job(9_000, tenant: "acme", runAt: old)
+        capped.tenantCapped = true
+        cursor.advance(past: [capped])
+        #expect(cursor.interactive == nil)
+        cursor.advance(past: [capped, Self.job(4, runAt: old), Self.job(5, runAt: old)])
+        #expect(cursor.interactive == .init(runAt: old, id: 5))
+    }
+
     @Test("holds back to a second before the claim, so submissions still committing are not passed")
     func holdsBack() {
         var cursor = ClaimCursor()

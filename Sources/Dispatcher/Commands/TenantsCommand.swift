@@ -45,8 +45,8 @@ enum TenantsCommand {
                     ones at their workers' next heartbeat; jobs it submits later run (pause it
                     first to stop those)
 
-        pause, resume, budget, max-running, max-per-minute and cancel are an operator's (switchyard_admin); a submitter's role lists
-        its own tenants.
+        pause, resume, budget, max-running, max-per-minute and cancel are an operator's
+        (switchyard_admin); a submitter's role lists its own tenants.
         """
 
     static func run(_ words: [String]) async throws -> Int32 {
@@ -180,7 +180,7 @@ enum TenantsCommand {
                 print(
                     running > limit
                         ? "tenant \(shown) runs at most \(count(limit, "job")) at once: its \(running) running now finish, and "
-                            + "no more start until fewer than \(limit) run"
+                            + "no more start until \(limit == 1 ? "none runs" : "fewer than \(limit) run")"
                         : "tenant \(shown) runs at most \(count(limit, "job")) at once (\(now)); the others wait in the queue")
             } else {
                 print("tenant \(shown) has no cap on its running jobs now (\(now))")

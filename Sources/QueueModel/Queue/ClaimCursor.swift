@@ -43,14 +43,18 @@ public struct ClaimCursor: Sendable, Hashable {
     /// Nor do a partition's jobs of several tenants (`sql/0082`): each tenant's share of the
     /// claim stands anywhere in the queue's order. (A claim whose share went to one tenant alone
     /// moves the cursor past it, and may pass jobs without a tenant queued among that tenant's,
-    /// found again at the cursor's reset. So does a claim whose every slot went to one capped
-    /// tenant's jobs, `sql/0096`, taken first: a claim of a slot or two.)
+    /// found again at the cursor's reset.)
+    ///
+    /// Nor do jobs of a capped tenant (`Job.tenantCapped`, `sql/0096`): the claim takes them first,
+    /// wherever they stand; moving past one, a worker passed 600 older jobs and idled until the
+    /// reset (a review's drain took twice as long). The claim's other jobs move it as they would.
     public mutating func advance(past jobs: [Job], deadlineHorizon: (Int) -> Duration = Self.defaultHorizon) {
+        let ordered = jobs.filter { !$0.tenantCapped }
         let shared = Set(
             Priority.allCases.filter { priority in
-                Set(jobs.lazy.filter { $0.priority == priority }.map(\.tenant)).count > 1
+                Set(ordered.lazy.filter { $0.priority == priority }.map(\.tenant)).count > 1
             })
-        for job in jobs where !shared.contains(job.priority) {
+        for job in ordered where !shared.contains(job.priority) {
             guard let claimedAt = job.claimedAt else { continue }
             if job.priority == .background, let deadline = job.deadline,
                 deadline.timeIntervalSince(claimedAt) <= 2 * deadlineHorizon(job.maxAttempts).seconds

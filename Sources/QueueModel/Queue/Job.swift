@@ -31,6 +31,10 @@ public struct Job: Sendable, Hashable {
     /// beyond a double's range, which jsonb accepts, or nesting past the parser's limit. The
     /// job fails alone instead of failing the claim that brought it.
     public var unreadableRequest: String?
+    /// Whether its tenant has a cap on its running jobs or its starts a minute (`sql/0096`), as
+    /// the claim found it: such a job was claimed out of the queue's order, and its end may let
+    /// another of the tenant's start.
+    public var tenantCapped = false
 
     public init(
         id: Int64, priority: Priority, taskClass: String? = nil, affinityKey: String? = nil, tenant: String? = nil,

@@ -107,15 +107,23 @@ public struct QueueStore: Sendable {
     public func claim(
         worker: String, freeSlots: Int, backgroundSlots: Int, lease: Duration, after cursor: ClaimCursor = ClaimCursor()
     ) async throws -> [Job] {
+        // Whether each job's tenant is capped (sql/0096): asked of jobs with a tenant only.
         let rows = try await pool.query(
-            "SELECT \(Job.columns) FROM switchyard.claim($1, $2, $3, $4, $5, $6, $7, $8)",
+            """
+            SELECT \(Job.columns), CASE WHEN tenant IS NULL THEN false ELSE switchyard.tenant_is_capped(tenant) END AS tenant_capped
+            FROM switchyard.claim($1, $2, $3, $4, $5, $6, $7, $8)
+            """,
             [
                 worker, freeSlots, backgroundSlots, lease.seconds, cursor.interactive?.runAt, cursor.interactive?.id,
                 cursor.background?.runAt, cursor.background?.id,
             ],
             prepared: true
         )
-        return try rows.map(Job.init(row:))
+        return try rows.map { row in
+            var job = try Job(row: row)
+            job.tenantCapped = try row.decode("tenant_capped", as: Bool.self)
+            return job
+        }
     }
 
     /// Jobs this worker process leased and does not hold: a claim that committed while its

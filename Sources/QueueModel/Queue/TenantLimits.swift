@@ -126,7 +126,7 @@ public enum TenantLimits {
             .scalar(Int.self)
     }
 
-    /// The time between two starts at `perMinute` a minute, as a person reads it: `100 ms`, `1.5 s`, `2 min`.
+    /// The time between two starts at `perMinute` a minute, as a person reads it: `100 ms`, `1.5 s`, `1 min`.
     public static func startInterval(perMinute: Int) -> String {
         let seconds = 60 / Double(max(perMinute, 1))
         if seconds < 1 { return "\(Int((seconds * 1000).rounded())) ms" }

@@ -12,6 +12,10 @@ struct WakeReasons: OptionSet, Sendable {
     static let timer = WakeReasons(rawValue: 4)
     /// Shutdown began.
     static let stopping = WakeReasons(rawValue: 8)
+    /// A job of a capped tenant (`sql/0096`) was written back: its tenant may start another
+    /// now, which a claim that came back short (as one at the cap does) would not try until the
+    /// poll timer.
+    static let capFreed = WakeReasons(rawValue: 16)
 }
 
 /// A coalescing wake-up: any number of signals while the loop is busy become one wake, carrying

@@ -200,7 +200,7 @@ final class WorkerService: Sendable {
                 break
             }
             let free = min(configuration.concurrency - inFlight.count, left)
-            let eager = reasons.contains(.notified) || reasons.contains(.timer)
+            let eager = reasons.contains(.notified) || reasons.contains(.timer) || reasons.contains(.capFreed)
             if free > 0 && (eager || (queueMayHaveWork && free >= configuration.claimThreshold)) {
                 let backgroundSlots = max(
                     0, configuration.concurrency - configuration.reservedInteractiveSlots - inFlight.backgroundCount
@@ -315,6 +315,8 @@ final class WorkerService: Sendable {
                 // What was written: a refused outcome is counted as the failure that replaced it.
                 record(written ?? completion, of: job, model: model, written: written != nil)
                 release(job, ticket, wakeClaims: false)
+                // Its tenant may start another now (the writer's wake after the batch is for enough free slots).
+                if job.tenantCapped { wake.signal(.capFreed) }
             }
         }
         inFlight.attach(task, to: ticket)
