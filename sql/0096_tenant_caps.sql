@@ -42,10 +42,10 @@
 -- * A row of tenant_limits with a cap and nothing else is kept (apply_tenant_limits deleted a row
 --   without a pause or a budget).
 -- * The interactive queue-wait alert leaves out the finished jobs of capped tenants, and the
---   waiting jobs of those running as many as their caps allow, or with a rate: their waits are the
---   caps', as a held tenant's are its hold's (a tenant capped with a backlog kept the alert raised,
---   and the others' waits hidden in it). A job waiting under its tenant's cap on running jobs
---   still counts.
+--   waiting jobs of those running as many as their caps allow, or with more jobs due than their
+--   buckets hold: their waits are the caps', as a held tenant's are its hold's (a tenant capped
+--   with a backlog kept the alert raised, and the others' waits hidden in it). A capped tenant's
+--   job that its caps would let start now still counts.
 --
 -- claim is 0088's otherwise (with the fair claim given what capped_claim left), tenants_due and
 -- apply_tenant_limits 0088's, alert_measurements 0090's.
@@ -86,20 +86,24 @@ $$;
 -- partitions, every worker), and the whole starts its bucket holds (taken from it).
 --
 -- * It visits at most `visits` capped tenants, in name order from after p_after (the position the
---   caller read from switchyard.capped_after_<priority>, which this sets to the last one visited):
---   a claim's work is bounded however many tenants are capped, and claims go round them. Those
---   with no job due, or no room (counted without a lock), are passed over; the others are locked
---   (a transaction-level advisory lock, tried: one another claim holds is left to it) and counted
---   again under the lock, which is held until the claim commits.
--- * With p_others (the other tenants with jobs due, and the queue's order, as the caller counted
---   them), it takes the tenants' share of p_slots, slots × tenants ÷ (tenants + p_others): each
+--   caller read from switchyard.capped_after_<priority>, which this sets to the last one given a
+--   job, or else the last one visited): a claim's work is bounded however many tenants are
+--   capped, and claims go round them. Those with no job due, or no room (counted without a lock),
+--   are passed over; the others are locked (a transaction-level advisory lock, tried: one another
+--   claim holds is left to it) and counted again under the lock, which is held until the claim
+--   commits.
+-- * In the background partition, their jobs whose deadline is near are taken first, up to each
+--   one's room and the slots, whatever their share (as the claim's deadline path takes others':
+--   a review's capped tenant's jobs due in 20 s expired while it waited for its share);
+--   p_most_attempts bounds that scan as it bounds the deadline path's (NULL: none has a
+--   deadline). With p_urgent_only (the gate closed), only those.
+-- * Then, with p_others (the other tenants with jobs due, and the queue's order, as the caller
+--   counted them), the tenants' share of p_slots, slots × tenants ÷ (tenants + p_others): each
 --   capped tenant with room counts as one tenant, as the fair claim counts each of the others;
 --   the fraction is carried to the session's next claim (switchyard.capped_credit_<priority>), so
---   that claims of a slot or two give them their turns. With p_others 0, as many as p_slots.
--- * The slots are dealt a job at a time round the tenants with room; each tenant's jobs are taken
---   in its queue order, but in the background partition those whose deadline is near come first
---   (p_most_attempts bounds that scan, as the claim's deadline path's; NULL: none has a deadline),
---   and with p_urgent_only (the gate closed) only those.
+--   that claims of a slot or two give them their turns. With p_others 0, the slots left. The
+--   slots are dealt a job at a time round the tenants with room, each tenant's jobs in its queue
+--   order.
 CREATE FUNCTION switchyard.capped_claim(p_priority text, p_worker text, p_slots integer, p_lease_seconds double precision,
                                         p_urgent_only boolean, p_most_attempts integer, p_after text, p_others integer)
     RETURNS SETOF switchyard.jobs
@@ -115,6 +119,8 @@ DECLARE
     rooms integer[] := '{}';
     tokens double precision[] := '{}';
     deals integer[];
+    took integer[];
+    remaining integer := p_slots;
     limits switchyard.tenant_limits;
     room integer;
     bucket double precision;
@@ -122,7 +128,6 @@ DECLARE
     quota integer;
     dealt boolean;
     taken integer;
-    urgent integer;
     per_attempt double precision;
     override double precision;
 BEGIN
@@ -178,16 +183,48 @@ BEGIN
     IF cardinality(tenants) = 0 THEN
         RETURN;
     END IF;
-    -- Their share of the slots, the fraction carried to the next claim.
-    IF coalesce(p_others, 0) <= 0 THEN
-        quota := p_slots;
+    -- In the background partition, their jobs whose deadline is near first, whatever their share
+    -- (as the claim's deadline path takes others'), each up to its room (jobs_tenant_deadline_idx).
+    took := array_fill(0, ARRAY[cardinality(tenants)]);
+    IF p_priority = 'background' AND p_most_attempts IS NOT NULL THEN
+        SELECT t.per_attempt, t.override INTO per_attempt, override FROM switchyard.horizon_terms() t;
+        FOR i IN 1 .. cardinality(tenants) LOOP
+            EXIT WHEN remaining <= 0;
+            RETURN QUERY
+            WITH picked AS (
+                SELECT j.id FROM switchyard.jobs j
+                WHERE j.priority = 'background' AND j.tenant = tenants[i] AND j.deadline IS NOT NULL
+                      AND j.lease_owner IS NULL AND j.held_run_at IS NULL AND j.run_at <= now() AND j.deadline > now()
+                      AND j.deadline <= now() + switchyard.escalation_horizon(p_most_attempts)
+                      AND j.deadline <= now() + make_interval(secs => switchyard.horizon_seconds(per_attempt, override, j.max_attempts))
+                      AND NOT EXISTS (SELECT FROM switchyard.tenant_limits h WHERE h.tenant = tenants[i] AND h.held_reason IS NOT NULL)
+                ORDER BY j.deadline, j.id
+                LIMIT least(rooms[i], remaining)
+                FOR NO KEY UPDATE SKIP LOCKED
+            )
+            UPDATE switchyard.jobs j
+            SET lease_owner = p_worker, lease_expires_at = now() + make_interval(secs => p_lease_seconds),
+                attempt = j.attempt + 1, claimed_at = now()
+            FROM picked WHERE j.id = picked.id AND j.priority = 'background'
+            RETURNING j.*;
+            GET DIAGNOSTICS taken = ROW_COUNT;
+            took[i] := taken;
+            rooms[i] := rooms[i] - taken;
+            remaining := remaining - taken;
+        END LOOP;
+    END IF;
+    -- Their share of the slots (the fraction carried to the next claim), dealt a job at a time
+    -- round them, each up to its room; with the gate closed, none.
+    IF p_urgent_only OR remaining <= 0 THEN
+        quota := 0;
+    ELSIF coalesce(p_others, 0) <= 0 THEN
+        quota := remaining;
     ELSE
         credit := coalesce(nullif(current_setting(credit_setting, true), '')::double precision, 0)
                   + p_slots::double precision * cardinality(tenants) / (cardinality(tenants) + p_others);
-        quota := least(floor(credit)::integer, p_slots);
+        quota := least(floor(credit)::integer, remaining);
         PERFORM set_config(credit_setting, least(credit - quota, 1)::text, false);
     END IF;
-    -- Dealt a job at a time round them, each up to its room.
     deals := array_fill(0, ARRAY[cardinality(tenants)]);
     WHILE quota > 0 LOOP
         dealt := false;
@@ -200,35 +237,8 @@ BEGIN
         END LOOP;
         EXIT WHEN NOT dealt;
     END LOOP;
-    IF p_priority = 'background' AND p_most_attempts IS NOT NULL THEN
-        SELECT t.per_attempt, t.override INTO per_attempt, override FROM switchyard.horizon_terms() t;
-    END IF;
     FOR i IN 1 .. cardinality(tenants) LOOP
-        CONTINUE WHEN deals[i] <= 0;
-        urgent := 0;
-        -- In the background partition, those whose deadline is near first (jobs_tenant_deadline_idx).
-        IF per_attempt IS NOT NULL THEN
-            RETURN QUERY
-            WITH picked AS (
-                SELECT j.id FROM switchyard.jobs j
-                WHERE j.priority = 'background' AND j.tenant = tenants[i] AND j.deadline IS NOT NULL
-                      AND j.lease_owner IS NULL AND j.held_run_at IS NULL AND j.run_at <= now() AND j.deadline > now()
-                      AND j.deadline <= now() + switchyard.escalation_horizon(p_most_attempts)
-                      AND j.deadline <= now() + make_interval(secs => switchyard.horizon_seconds(per_attempt, override, j.max_attempts))
-                      AND NOT EXISTS (SELECT FROM switchyard.tenant_limits h WHERE h.tenant = tenants[i] AND h.held_reason IS NOT NULL)
-                ORDER BY j.deadline, j.id
-                LIMIT deals[i]
-                FOR NO KEY UPDATE SKIP LOCKED
-            )
-            UPDATE switchyard.jobs j
-            SET lease_owner = p_worker, lease_expires_at = now() + make_interval(secs => p_lease_seconds),
-                attempt = j.attempt + 1, claimed_at = now()
-            FROM picked WHERE j.id = picked.id AND j.priority = 'background'
-            RETURNING j.*;
-            GET DIAGNOSTICS urgent = ROW_COUNT;
-        END IF;
-        taken := urgent;
-        IF urgent < deals[i] AND NOT p_urgent_only THEN
+        IF deals[i] > 0 THEN
             RETURN QUERY
             WITH picked AS (
                 SELECT j.id FROM switchyard.jobs j
@@ -237,7 +247,7 @@ BEGIN
                       -- Held as this claim began (a job put back unheld waits for the round): as the other paths ask.
                       AND NOT EXISTS (SELECT FROM switchyard.tenant_limits h WHERE h.tenant = tenants[i] AND h.held_reason IS NOT NULL)
                 ORDER BY j.run_at, j.id
-                LIMIT deals[i] - urgent
+                LIMIT deals[i]
                 FOR NO KEY UPDATE SKIP LOCKED
             )
             UPDATE switchyard.jobs j
@@ -246,10 +256,16 @@ BEGIN
             FROM picked WHERE j.id = picked.id AND j.priority = p_priority
             RETURNING j.*;
             GET DIAGNOSTICS taken = ROW_COUNT;
-            taken := taken + urgent;
+            took[i] := took[i] + taken;
         END IF;
-        IF tokens[i] IS NOT NULL AND taken > 0 THEN
-            UPDATE switchyard.tenant_limits l SET rate_tokens = tokens[i] - taken, rate_at = now() WHERE l.tenant = tenants[i];
+        CONTINUE WHEN took[i] <= 0;
+        -- The next claim deals from the tenant after the last one given a job here (the name order
+        -- alone served the first tenants by name every claim, in a review).
+        PERFORM set_config(position_setting, tenants[i], false);
+        IF tokens[i] IS NOT NULL THEN
+            -- (Never back in time: a claim begun earlier may commit after another.)
+            UPDATE switchyard.tenant_limits l SET rate_tokens = tokens[i] - took[i], rate_at = greatest(l.rate_at, now())
+            WHERE l.tenant = tenants[i];
         END IF;
     END LOOP;
 END $$;
@@ -580,14 +596,22 @@ DECLARE
     -- Paused, the backlog does not drain at all (and deadlines do not override a pause).
     paused constant boolean := switchyard.setting('background_paused') = 'true';
     -- Tenants with a cap on their running jobs or their starts a minute (sql/0096), and those of them
-    -- at a cap now (every tenant with a rate: its bucket is drawn as it fills): their jobs' waits
-    -- are the cap's, an operator's decision, not the fleet's.
+    -- at a cap now: running as many as it allows, or with more jobs due than their buckets hold
+    -- (counted up to that): their jobs' waits are the caps', an operator's decision, not the
+    -- fleet's. (Every tenant with a rate, in a first form: a rate of a million a minute, and no
+    -- worker, raised nothing.)
     capped constant text[] := ARRAY(SELECT l.tenant FROM switchyard.tenant_limits l
                                     WHERE l.max_running IS NOT NULL OR l.max_per_minute IS NOT NULL);
     at_cap constant text[] := ARRAY(
         SELECT l.tenant FROM switchyard.tenant_limits l
-        WHERE l.max_per_minute IS NOT NULL
-              OR l.max_running <= (SELECT count(*) FROM switchyard.jobs r WHERE r.tenant = l.tenant AND r.lease_owner IS NOT NULL));
+        WHERE l.max_running <= (SELECT count(*) FROM switchyard.jobs r WHERE r.tenant = l.tenant AND r.lease_owner IS NOT NULL)
+              OR CASE WHEN l.max_per_minute IS NULL THEN false
+                      ELSE switchyard.rate_tokens_now(l.max_per_minute, l.rate_tokens, l.rate_at) < (
+                          SELECT count(*) FROM (
+                              SELECT FROM switchyard.jobs r
+                              WHERE r.tenant = l.tenant AND r.lease_owner IS NULL AND r.held_run_at IS NULL AND r.run_at <= p_at
+                              LIMIT floor(switchyard.rate_tokens_now(l.max_per_minute, l.rate_tokens, l.rate_at))::bigint + 1) due)
+                 END);
     -- The longest-waiting jobs that count towards the queue-wait P95 (see the header).
     waiting_sample constant integer := 1000;
     throughput_window constant interval :=

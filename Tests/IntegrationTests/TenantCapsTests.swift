@@ -105,6 +105,21 @@ struct TenantCapsTests {
             }
             #expect((1...2).contains(big), "\(big) of 12")
 
+            // Claims of a slot go round the capped tenants, not to the first by name (a review's C4
+            // ran 5 jobs in 40 s while C1000 ran all its 300).
+            try await pool.query("DELETE FROM switchyard.jobs")
+            for name in ["c1", "c2", "c3"] {
+                try await FairTenantsTests.enqueue(pool, 5, tenant: name)
+                _ = try await TenantLimits.setMaxRunning(name, 100, in: pool)
+            }
+            var served: [String: Int] = [:]
+            for _ in 0..<6 {
+                for job in try await store.claim(worker: "w", freeSlots: 1, backgroundSlots: 0, lease: Self.lease) {
+                    served[job.tenant ?? "none", default: 0] += 1
+                }
+            }
+            #expect(served == ["c1": 2, "c2": 2, "c3": 2], "\(served)")
+
             // Two capped tenants: each gets some of a claim of their own.
             try await pool.query("DELETE FROM switchyard.jobs")
             try await FairTenantsTests.enqueue(pool, 5, tenant: "big")
@@ -130,6 +145,13 @@ struct TenantCapsTests {
             _ = try await TenantLimits.setMaxRunning("acme", 2, in: pool)
             let claimed = try await store.claim(worker: "w", freeSlots: 10, backgroundSlots: 10, lease: Self.lease)
             #expect(claimed.count == 2 && Set(claimed.map(\.id)).isSubset(of: near), "\(claimed.map(\.id)) of \(near)")
+
+            // Beside others' backlogs, whatever its share: all that its cap allows (a review's jobs
+            // due in 20 s expired while it waited for a share of each claim).
+            _ = try await TenantLimits.setMaxRunning("acme", 100, in: pool)
+            for n in 0..<5 { try await FairTenantsTests.enqueue(pool, 50, tenant: "other\(n)", .background) }
+            let shared = try await store.claim(worker: "w", freeSlots: 4, backgroundSlots: 4, lease: Self.lease)
+            #expect(shared.map(\.id).contains(near[2]) && shared.count == 4, "\(Self.tenants(shared))")
         }
     }
 
@@ -381,9 +403,13 @@ struct TenantCapsTests {
             #expect(try await breached() == true)
             _ = try await TenantLimits.setMaxRunning("acme", nil, in: pool)
             #expect(try await breached() == true)
-            // A tenant with a rate: its waits are the rate's.
-            try await TenantLimits.setMaxPerMinute("acme", 1000, in: pool)
+            // A tenant with more jobs due than its bucket holds: its waits are the rate's.
+            try await TenantLimits.setMaxPerMinute("acme", 5, in: pool)
             #expect(try await breached() == nil)
+            // One whose bucket would start them all now: they wait for the fleet (a review's rate of
+            // a million a minute, and no worker, raised nothing).
+            try await TenantLimits.setMaxPerMinute("acme", 1_000_000, in: pool)
+            #expect(try await breached() == true)
         }
     }
 
