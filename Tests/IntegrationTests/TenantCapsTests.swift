@@ -233,7 +233,9 @@ struct TenantCapsTests {
             ).map { try $0.decode("id", as: Int64.self) })
             #expect(JobWaiter.describe("queued", spent.values.first) == "queued; its tenant has started as many jobs as its "
                 + "rate of 1 a minute allows: it starts in turn, one every 1 min (dispatcher tenants max-per-minute)")
-            #expect(try await TenantLimits.usage(in: pool, tenant: "acme").first?.maxPerMinute == 1)
+            let usage = try await TenantLimits.usage(in: pool, tenant: "acme").first
+            #expect(usage?.maxPerMinute == 1 && usage?.rateSpent == true, "\(String(describing: usage))")
+            #expect(TenantsCommand.lines(usage.map { [$0] } ?? [], named: "acme").joined().contains("at its rate"))
             // Removed: the rest, and the row goes.
             try await TenantLimits.setMaxPerMinute("acme", nil, in: pool)
             #expect(try await claim() == ["acme": 4])

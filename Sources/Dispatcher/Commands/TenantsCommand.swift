@@ -256,7 +256,8 @@ enum TenantsCommand {
         for row in usage {
             let budget = row.budget.map { "\(StatusFormat.money($0))/\(row.period?.rawValue ?? "?")" } ?? StatusFormat.none
             let state = row.heldReason != nil ? (row.pausedAt != nil ? "held: paused" : "held: budget spent")
-                : row.maxRunning.map { row.running >= $0 } == true ? "at its cap" : "not held"
+                : row.maxRunning.map { row.running >= $0 } == true ? "at its cap"
+                : row.rateSpent ? "at its rate" : "not held"
             table.append([
                 row.tenant, String(row.queued), String(row.held),
                 row.maxRunning.map { "\(row.running)/\($0)" } ?? String(row.running),

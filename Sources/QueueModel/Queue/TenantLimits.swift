@@ -60,6 +60,8 @@ public enum TenantLimits {
         public var maxRunning: Int?
         /// At most this many of its jobs start a minute; nil: no cap.
         public var maxPerMinute: Int?
+        /// Whether its rate lets none of its jobs start now (its bucket holds less than one).
+        public var rateSpent = false
 
         /// What it has spent of its budget's period.
         public var spentInPeriod: Decimal? {
@@ -224,7 +226,8 @@ public enum TenantLimits {
             SELECT n.tenant, coalesce(live.queued, 0) AS queued, coalesce(live.held, 0) AS held,
                    coalesce(live.running, 0) AS running, coalesce(spent.today, 0) AS spent_today,
                    coalesce(spent.this_month, 0) AS spent_this_month, l.budget, l.budget_period, l.paused_at,
-                   l.held_reason, l.max_running, l.max_per_minute
+                   l.held_reason, l.max_running, l.max_per_minute,
+                   coalesce(switchyard.rate_tokens_now(l.max_per_minute, l.rate_tokens, l.rate_at) < 1, false) AS rate_spent
             FROM named n
             LEFT JOIN live ON live.tenant = n.tenant
             LEFT JOIN spent ON spent.tenant = n.tenant
@@ -241,7 +244,8 @@ public enum TenantLimits {
                 pausedAt: try row.decode("paused_at", as: Date?.self),
                 heldReason: try row.decode("held_reason", as: String?.self),
                 maxRunning: try row.decode("max_running", as: Int?.self),
-                maxPerMinute: try row.decode("max_per_minute", as: Int?.self))
+                maxPerMinute: try row.decode("max_per_minute", as: Int?.self),
+                rateSpent: try row.decode("rate_spent", as: Bool.self))
         }
     }
 }
