@@ -325,7 +325,7 @@ CREATE FUNCTION switchyard.set_tenant_max_per_minute(p_tenant text, p_max intege
 BEGIN
     PERFORM switchyard.check_tenant_name(p_tenant);
     IF p_max IS NOT NULL AND p_max NOT BETWEEN 1 AND 1000000 THEN
-        PERFORM switchyard.reject(format('a tenant''s jobs started a minute are 1 to 1000000 (got %s)', p_max),
+        PERFORM switchyard.reject(format('a limit on a tenant''s jobs started a minute is 1 to 1000000 (got %s)', p_max),
                                   'To stop a tenant''s work, pause it: dispatcher tenants pause NAME. '
                                       || 'To remove its limit: dispatcher tenants max-per-minute NAME none.');
     END IF;

@@ -346,7 +346,7 @@ struct TenantCapsTests {
                 (["max-running", "acme", "ten"], "(got \"ten\"), or none; nothing was changed"),
                 (["max-running", "acme"], "dispatcher tenants max-running takes a tenant and a number of jobs (or none) (got acme)"),
                 (["max-running", "acme", "3", "--per", "day"], "--per is for dispatcher tenants budget, not max-running"),
-                (["max-per-minute", "acme", "-5"], "a tenant's jobs started a minute are a number of jobs from 1 to 1000000 (got \"-5\")"),
+                (["max-per-minute", "acme", "-5"], "a limit on a tenant's jobs started a minute is a number of jobs from 1 to 1000000 (got \"-5\")"),
                 (["max-per-minute", "acme"], "dispatcher tenants max-per-minute takes a tenant and a number of jobs (or none)"),
             ] {
                 let refused = try await dispatcher(arguments)

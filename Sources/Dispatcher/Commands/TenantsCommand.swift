@@ -110,7 +110,7 @@ enum TenantsCommand {
         }
         let amount = action == "budget" ? try budget(names[1]) : nil
         let maxRunning = action == "max-running" ? try Self.limit(names[1], "a cap on a tenant's running jobs is") : nil
-        let maxPerMinute = action == "max-per-minute" ? try Self.limit(names[1], "a tenant's jobs started a minute are") : nil
+        let maxPerMinute = action == "max-per-minute" ? try Self.limit(names[1], "a limit on a tenant's jobs started a minute is") : nil
         if action == "budget", amount == nil, arguments.value("per") != nil {
             throw QueueError(.invalidInput, "--per goes with an amount, not none; nothing was changed", hint: usage)
         }

@@ -96,15 +96,9 @@ extension StatusSection {
         }
         // Tenants paused or over their budgets (sql/0088): their jobs are in neither column above.
         if let held = try? await TenantLimits.held(in: context.pool), !held.isEmpty {
-            // The three with most held jobs, and how many more (a review's 2,000 made a line of 44,000 characters).
-            let sorted = held.sorted { ($0.jobs, $1.tenant) > ($1.jobs, $0.tenant) }
-            let rest = sorted.dropFirst(3)
             lines.append(
                 "held for their tenants' limits: "
-                    + sorted.prefix(3).map { "\(StatusFormat.printable($0.tenant)) \($0.jobs) (\($0.paused ? "paused" : "budget spent"))" }
-                    .joined(separator: ", ")
-                    + (rest.isEmpty ? "" : "; \(rest.count) more \(rest.count == 1 ? "tenant" : "tenants") with "
-                        + "\(rest.map(\.jobs).reduce(0, +)) jobs")
+                    + Self.mostJobs(held.map { ($0.tenant, $0.jobs, $0.paused ? "paused" : "budget spent") })
                     + "; dispatcher tenants says why")
             siblings["held_tenants"] = .array(held.map {
                 ["tenant": .string($0.tenant), "jobs": .number(Double($0.jobs)), "reason": .string($0.reason)]
@@ -112,14 +106,8 @@ extension StatusSection {
         }
         // Tenants whose due jobs wait for their caps (sql/0096): queued, and no worker takes them.
         if let capped = try? await TenantLimits.atCap(in: context.pool), !capped.isEmpty {
-            let sorted = capped.sorted { ($0.queued, $1.tenant) > ($1.queued, $0.tenant) }
-            let rest = sorted.dropFirst(3)
             lines.append(
-                "waiting for their tenants' caps: "
-                    + sorted.prefix(3).map { "\(StatusFormat.printable($0.tenant)) \($0.queued) (\($0.caps))" }
-                    .joined(separator: ", ")
-                    + (rest.isEmpty ? "" : "; \(rest.count) more \(rest.count == 1 ? "tenant" : "tenants") with "
-                        + "\(rest.map(\.queued).reduce(0, +)) jobs")
+                "waiting for their tenants' caps: " + Self.mostJobs(capped.map { ($0.tenant, $0.queued, $0.caps) })
                     + "; dispatcher tenants max-running and max-per-minute raise them")
             siblings["tenants_at_cap"] = .array(capped.map {
                 ["tenant": .string($0.tenant), "queued": .number(Double($0.queued)), "running": .number(Double($0.running)),
@@ -213,4 +201,14 @@ extension StatusSection {
 
     /// How long a stopped worker's row is listed before it is only counted.
     static let goneAfterSeconds = 600.0
+
+    /// The three tenants with most jobs, `acme 120 (paused)`, and how many more with how many jobs:
+    /// a review's 2,000 held tenants made a line of 44,000 characters.
+    static func mostJobs(_ tenants: [(tenant: String, jobs: Int, why: String)]) -> String {
+        let sorted = tenants.sorted { ($0.jobs, $1.tenant) > ($1.jobs, $0.tenant) }
+        let rest = sorted.dropFirst(3)
+        return sorted.prefix(3).map { "\(StatusFormat.printable($0.tenant)) \($0.jobs) (\($0.why))" }.joined(separator: ", ")
+            + (rest.isEmpty ? "" : "; \(rest.count) more \(rest.count == 1 ? "tenant" : "tenants") with "
+                + "\(rest.map(\.jobs).reduce(0, +)) jobs")
+    }
 }
