@@ -79,7 +79,7 @@ enum WorkerCommand {
             let fleet = simulatedLatency == nil
                 ? FleetState(
                     pool: pool, logger: logger, reloadInterval: configuration.pollOnly ? .seconds(10) : nil,
-                    interactiveReserve: configuration.reserveInteractiveShare) : nil
+                    interactiveReserve: configuration.reserveInteractiveShare, worker: configuration.identity.id) : nil
             let metrics = WorkerMetrics()
             let executor: any JobExecutor = if let fleet {
                 RoutingExecutor(

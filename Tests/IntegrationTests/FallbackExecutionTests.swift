@@ -63,8 +63,8 @@ struct FallbackExecutionTests {
         on pool: PostgresPool, environment: [String: String],
         logger: Logger = Logger(label: "worker", level: .error) { _ in }, _ body: () async throws -> T
     ) async throws -> T {
-        let fleet = FleetState(pool: pool, logger: logger, environment: environment)
         var configuration = WorkerServiceTests.configuration(concurrency: 4)
+        let fleet = FleetState(pool: pool, logger: logger, environment: environment, worker: configuration.identity.id)
         configuration.retryPolicy = RetryPolicy(base: .seconds(60))
         let executor = RoutingExecutor(
             fleet: fleet, providers: ProviderFactory(concurrency: 4, environment: environment),

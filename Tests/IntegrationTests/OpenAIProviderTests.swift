@@ -152,17 +152,20 @@ struct OpenAIProviderTests {
         }
     }
 
-    @Test("429 insufficient_quota and 401 fail over and mark the model unhealthy")
+    @Test("429 insufficient_quota fails over and marks the model unhealthy; 401 fails over, this worker refused")
     func quotaAndAuth() async throws {
         try await withFakeProviderServer { server in
             try await server.script(["gpt-quota": ["kind": "quota"], "gpt-401": ["kind": "unauthorized"]])
             let provider = Self.provider()
-            for (name, code) in [("gpt-quota", ProviderError.Code.quotaExhausted), ("gpt-401", .unauthorized)] {
+            for (name, code, decision) in [
+                ("gpt-quota", ProviderError.Code.quotaExhausted, FallbackDecision.nextCandidateAndMarkUnhealthy),
+                ("gpt-401", .unauthorized, .nextCandidateRefusedHere),
+            ] {
                 let error = await ProviderTestSupport.providerError {
                     try await provider.complete(Self.call(Self.model(server, name: name)))
                 }
                 #expect(error?.code == code)
-                #expect(error?.decision(remainingBudget: .seconds(5)) == .nextCandidateAndMarkUnhealthy)
+                #expect(error?.decision(remainingBudget: .seconds(5)) == decision)
             }
         }
     }

@@ -73,13 +73,13 @@ struct ProviderErrorTaxonomyTests {
                 code: "insufficient_quota"),
             headers: ["retry-after": "1"], code: .quotaExhausted, decision: .nextCandidateAndMarkUnhealthy),
         Row(
-            name: "401 → fail over and mark unhealthy",
+            name: "401 → fail over, this worker refused",
             status: 401, body: openAI("Incorrect API key provided", code: "invalid_api_key"),
-            code: .unauthorized, decision: .nextCandidateAndMarkUnhealthy),
+            code: .unauthorized, decision: .nextCandidateRefusedHere),
         Row(
-            name: "Anthropic 403 permission_error → fail over and mark unhealthy",
+            name: "Anthropic 403 permission_error → fail over, this worker refused",
             status: 403, body: anthropic("permission_error", "Your API key does not have permission"),
-            code: .unauthorized, decision: .nextCandidateAndMarkUnhealthy),
+            code: .unauthorized, decision: .nextCandidateRefusedHere),
         Row(
             name: "404 model_not_found → fail over and mark unhealthy (the catalog is wrong)",
             status: 404, body: openAI("The model `gpt-5x` does not exist", code: "model_not_found"),

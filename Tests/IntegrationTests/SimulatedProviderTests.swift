@@ -158,13 +158,13 @@ struct SimulatedProviderTests {
         #expect(await outcome() == "overloaded 529")
     }
 
-    @Test("outage faults: timeout holds the attempt for its budget; 401 and quota mark the model unhealthy")
+    @Test("outage faults: timeout holds the attempt for its budget; quota marks the model unhealthy; 401 refuses this worker")
     func outageFaults() async throws {
         let clock = ManualProviderClock()
         let provider = SimulatedProvider(clock: clock)
         for (fault, code, decision) in [
             ("timeout", ProviderError.Code.timedOut, FallbackDecision.nextCandidate),
-            ("unauthorized", .unauthorized, .nextCandidateAndMarkUnhealthy),
+            ("unauthorized", .unauthorized, .nextCandidateRefusedHere),
             ("quota", .quotaExhausted, .nextCandidateAndMarkUnhealthy),
             ("rate_limited", .rateLimited, .retrySameModel(after: .milliseconds(200))),
         ] {

@@ -18,6 +18,11 @@ public struct HealthReport: Sendable, Hashable {
     /// counting only failures every earlier-started call of which has ended (`report_health`
     /// takes it for the model's consecutive failures; without it, the batch's own count).
     public var failuresInARow: Int?
+    /// The reporting worker's id: an answered call takes it off the model's refused workers.
+    public var worker: String?
+    /// Why the provider refused the reporting worker (a 401 or 403): the fleet opens the breaker
+    /// once every live worker has been refused (without `worker`, at once).
+    public var refused: String?
 
     public init(model: String) {
         self.model = model
@@ -48,6 +53,8 @@ public struct HealthReport: Sendable, Hashable {
         }
         if let markUnhealthy { object["mark_unhealthy"] = .string(markUnhealthy) }
         if let failuresInARow { object["failures_in_a_row"] = .number(Double(failuresInARow)) }
+        if let worker { object["worker"] = .string(worker) }
+        if let refused { object["refused"] = .string(refused) }
         return .object(object)
     }
 }

@@ -58,6 +58,8 @@ public struct HealthStore: Sendable {
         /// `breaker_consecutive_failures`: after this many failures in a row a worker stops
         /// calling the model at once, before its report comes back with the fleet's breaker.
         public var consecutiveFailureLimit: Int
+        /// `breaker_open_seconds`: a worker the provider refused skips the model this long.
+        public var breakerOpenSeconds: Double
     }
 
     /// Reads the fleet's health in one round trip.
@@ -66,21 +68,26 @@ public struct HealthStore: Sendable {
             """
             SELECT model, state, latency_ewma_ms, total_requests > 0 AS has_calls,
                    (SELECT count(*) FROM switchyard.workers WHERE heartbeat_at > now() - interval '30 seconds') AS live,
-                   NULL AS consecutive_limit
+                   NULL AS consecutive_limit, NULL AS open_seconds
             FROM switchyard.fleet_health
             UNION ALL
             SELECT NULL, NULL, NULL, NULL,
                    (SELECT count(*) FROM switchyard.workers WHERE heartbeat_at > now() - interval '30 seconds'),
-                   (SELECT value FROM switchyard.settings WHERE name = 'breaker_consecutive_failures')
+                   (SELECT value FROM switchyard.settings WHERE name = 'breaker_consecutive_failures'),
+                   (SELECT value FROM switchyard.settings WHERE name = 'breaker_open_seconds')
             """
         )
         var models: [String: RoutingState.ModelState] = [:]
         var live = 1
         var limit = 5
+        var openSeconds = 30.0
         for row in rows {
             live = max(1, try row.decode("live", as: Int.self))
             if let text = try row.decode("consecutive_limit", as: String?.self), let value = Int(text), value > 0 {
                 limit = value
+            }
+            if let text = try row.decode("open_seconds", as: String?.self), let value = Double(text), value > 0 {
+                openSeconds = value
             }
             guard let model = try row.decode("model", as: String?.self) else { continue }
             var state = RoutingState.ModelState(
@@ -90,6 +97,6 @@ public struct HealthStore: Sendable {
             state.hasCalls = try row.decode("has_calls", as: Bool?.self) ?? false
             models[model] = state
         }
-        return Snapshot(models: models, liveWorkers: live, consecutiveFailureLimit: limit)
+        return Snapshot(models: models, liveWorkers: live, consecutiveFailureLimit: limit, breakerOpenSeconds: openSeconds)
     }
 }

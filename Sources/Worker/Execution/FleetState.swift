@@ -32,8 +32,10 @@ final class FleetState: Sendable {
         var budgets: [String: RateBudget] = [:]
         var pending: [String: HealthReport] = [:]
         /// Models this worker cannot call though the fleet can, by name: the catalog entry it
-        /// failed with (a changed entry is tried again) and why.
-        var skippedHere: [String: (model: ModelSpec, reason: String)] = [:]
+        /// failed with (a changed entry is tried again), why, and until when (nil: for good).
+        var skippedHere: [String: (model: ModelSpec, reason: String, until: Date?)] = [:]
+        /// `breaker_open_seconds`: how long a model that refused this worker is skipped here.
+        var breakerOpenSeconds: TimeInterval = 30
         /// A reload that failed (the database away for a moment) is tried again at the next
         /// refresh, not left until the next notification: a stale policy would have every
         /// postponement it decides sent back at once (`complete()` keeps none decided under an
@@ -48,6 +50,12 @@ final class FleetState: Sendable {
         /// `--poll-only`'s timer, and one started earlier must not put back an older catalog.
         var catalogReadsStarted = 0
         var catalogReadApplied = 0
+
+        /// Why this worker skips `model` now, or nil.
+        func skippedHere(_ model: String, at now: Date) -> String? {
+            guard let skip = skippedHere[model], skip.until.map({ $0 > now }) ?? true else { return nil }
+            return skip.reason
+        }
 
         /// Whether `model` is the last healthy model of a rule: every other model the rule names
         /// disabled, or its breaker not closed (`switchyard.last_healthy_model_of`).
@@ -89,10 +97,13 @@ final class FleetState: Sendable {
     /// The worker's environment, where the models' API keys are read (only their variables'
     /// names are looked at here).
     private let environment: [String: String]
+    /// This worker's id, in its reports: the fleet counts a provider's refusal per worker.
+    private let worker: String?
 
     init(pool: PostgresPool, logger: Logger, reportInterval: Duration = .milliseconds(250),
          refreshInterval: Duration = .seconds(2), reloadInterval: Duration? = nil, interactiveReserve: Double = 0,
-         environment: [String: String] = ProcessInfo.processInfo.environment) {
+         environment: [String: String] = ProcessInfo.processInfo.environment, worker: String? = nil) {
+        self.worker = worker
         self.interactiveReserve = interactiveReserve
         self.environment = environment
         self.catalogStore = CatalogStore(pool: pool)
@@ -235,6 +246,7 @@ final class FleetState: Sendable {
                 state.breakers = snapshot.models
                 state.liveWorkers = snapshot.liveWorkers
                 state.consecutiveFailureLimit = snapshot.consecutiveFailureLimit
+                state.breakerOpenSeconds = snapshot.breakerOpenSeconds
             }
         } catch {
             if Task.isCancelled { return }
@@ -275,7 +287,10 @@ final class FleetState: Sendable {
     }
 
     /// The models this worker skips (`skipHere`), with why.
-    var skippedModels: [String: String] { state.withLock { $0.skippedHere.mapValues(\.reason) } }
+    var skippedModels: [String: String] {
+        let now = Date()
+        return state.withLock { state in state.skippedHere.keys.reduce(into: [:]) { $0[$1] = state.skippedHere($1, at: now) } }
+    }
 
     /// One gate per kind of reload a notification asks for.
     private let gates = (catalog: ReloadGate(), health: ReloadGate(), policy: ReloadGate())
@@ -316,7 +331,11 @@ final class FleetState: Sendable {
     private func flushReports() async {
         let reports = state.withLock { state in
             defer { state.pending = [:] }
-            return Array(state.pending.values)
+            return state.pending.values.map { report in
+                var report = report
+                report.worker = worker
+                return report
+            }
         }
         guard !reports.isEmpty else { return }
         do {
@@ -374,7 +393,7 @@ final class FleetState: Sendable {
                 let inFlight = state.inFlight[model.name] ?? 0
                 modelState.inFlight = inFlight
                 modelState.averagePricePer1K = state.offPeakPrices[model.name]
-                modelState.unavailableHere = state.skippedHere[model.name]?.reason
+                modelState.unavailableHere = state.skippedHere(model.name, at: now)
                 if modelState.breaker == .halfOpen && inFlight > 0 { modelState.breaker = .open }
                 if var budget = state.budgets[model.name] {
                     budget.refill(now: now)
@@ -426,7 +445,11 @@ final class FleetState: Sendable {
     ///     answer's or a timeout's; nil for a failure that says nothing about speed.
     ///   - countsAgainstModel: false for failures that are the request's fault (a 400), which
     ///     say nothing about the model's health.
-    ///   - markUnhealthy: a reason to open the breaker at once (bad key, quota gone).
+    ///   - markUnhealthy: a reason to open the breaker at once (quota gone, no such model).
+    ///   - refused: why the provider refused this worker (a 401 or 403): it skips the model for
+    ///     `breaker_open_seconds`, and the fleet opens the breaker once every live worker has been
+    ///     refused. Not counted against the model.
+    ///   - hint: what to do about the refusal, for the log.
     ///
     /// The breaker opens here at once, and the report goes out now rather than in the next round,
     /// when the call marks the model unhealthy, when it was a half-open model's probe and failed
@@ -436,11 +459,12 @@ final class FleetState: Sendable {
     /// breaker (`breaker_half_open_successes`) and the next probe can go.
     func end(
         _ model: ModelSpec, call: UInt64, success: Bool, countsAgainstModel: Bool = true, latencyMS: Double?,
-        rateLimit: RateLimitInfo? = nil, markUnhealthy: String? = nil, now: Date = Date()
+        rateLimit: RateLimitInfo? = nil, markUnhealthy: String? = nil, refused: (fleet: String, here: String)? = nil,
+        hint: String? = nil, now: Date = Date()
     ) {
-        let flushNow = state.withLock { state in
+        let (flushNow, skipUntil) = state.withLock { state -> (Bool, Date?) in
             state.inFlight[model.name, default: 1] -= 1
-            var flushNow = markUnhealthy != nil
+            var flushNow = markUnhealthy != nil || refused != nil
             let counted = success || countsAgainstModel
             let (before, inARow) = state.runs[model.name, default: FailureRun()]
                 .end(call, success: counted ? success : nil, at: now)
@@ -480,23 +504,38 @@ final class FleetState: Sendable {
                 budget.apply(rateLimit, workers: state.liveWorkers, now: now)
                 state.budgets[model.name] = budget
             }
-            return flushNow
+            if let refused {
+                state.pending[model.name, default: HealthReport(model: model.name)].refused = refused.fleet
+                return (flushNow, now.addingTimeInterval(state.breakerOpenSeconds))
+            }
+            // Answered: a refusal that skipped the model here is over.
+            if success, state.skippedHere[model.name]?.until != nil { state.skippedHere[model.name] = nil }
+            return (flushNow, nil)
+        }
+        if let refused, let skipUntil {
+            skipHere(model, reason: "\(refused.here); it tries the model again from \(skipUntil.readableUTC)", hint: hint,
+                     until: skipUntil)
         }
         if flushNow { Task { await self.flushReports() } }
     }
 
-    /// Stops routing to a model from this worker until the catalog's entry for it changes. For a
-    /// failure that is this worker's own (the model's key missing from its environment): the
-    /// fleet's breaker is not told, so other workers keep the model. Logged once per model.
+    /// Stops routing to a model from this worker until the catalog's entry for it changes, or
+    /// `until`. For a failure that is this worker's own (the model's key missing from its
+    /// environment, or refused): other workers keep the model. Logged once per model (a refusal
+    /// renewed after its skip ran out is not logged again).
     /// - Parameter everywhere: every worker skips it (a key variable no catalog may name), so no
     ///   other keeps it either.
-    func skipHere(_ model: ModelSpec, reason: String, hint: String?, everywhere: Bool = false) {
+    func skipHere(_ model: ModelSpec, reason: String, hint: String?, everywhere: Bool = false, until: Date? = nil) {
         let isNew = state.withLock { state in
-            state.skippedHere.updateValue((model, reason), forKey: model.name) == nil
+            state.skippedHere.updateValue((model, reason, until), forKey: model.name) == nil
         }
         guard isNew else { return }
         logger.warning(
-            everywhere ? "model skipped: no worker calls it" : "model skipped by this worker; other workers keep using it",
+            everywhere
+                ? "model skipped: no worker calls it"
+                : until == nil
+                    ? "model skipped by this worker; other workers keep using it"
+                    : "model skipped by this worker for a while; other workers keep using it unless it refuses them too",
             ["model": model.name, "reason": reason, "hint": hint ?? "none"])
     }
 }

@@ -359,7 +359,8 @@ struct RoutingExecutor: JobExecutor {
                 // does a request this model cannot take (`max_tokens` on o1, `n` on Anthropic): counted, a
                 // run of them would open its breaker for the requests it can take.
                 let modelAtFault =
-                    !cutByDeadline && ![.failJob, .largerContext, .nextCandidateAndSkipHere].contains(decision)
+                    !cutByDeadline
+                    && ![.failJob, .largerContext, .nextCandidateAndSkipHere, .nextCandidateRefusedHere].contains(decision)
                     && providerError?.code != .unsupportedRequest
                     // A 429 that asks for a wait says "slower", not "broken": its wait and the rate
                     // budget handle it. Counted, a few percent of 429s among 128 calls in flight came
@@ -373,13 +374,17 @@ struct RoutingExecutor: JobExecutor {
                 fleet.end(
                     model, call: call, success: false, countsAgainstModel: modelAtFault,
                     latencyMS: timedOut ? latencyMS : nil, rateLimit: providerError?.rateLimit,
-                    markUnhealthy: decision == .nextCandidateAndMarkUnhealthy
-                        ? Self.breakerReason(summary, providerError, worker: worker) : nil
+                    markUnhealthy: decision == .nextCandidateAndMarkUnhealthy ? summary : nil,
+                    refused: decision == .nextCandidateRefusedHere ? Self.refusal(summary, providerError, worker: worker) : nil,
+                    hint: providerError?.hint
                 )
                 if providerError?.code != .unsupportedRequest { onlyUnsupported = false }
-                if decision == .nextCandidateAndSkipHere {
+                switch decision {
+                case .nextCandidateAndSkipHere:
                     fleet.skipHere(model, reason: providerError?.message ?? summary, hint: providerError?.hint)
-                } else {
+                case .nextCandidateRefusedHere:
+                    break
+                default:
                     onlySkippedHere = false
                 }
                 switch decision {
@@ -391,7 +396,8 @@ struct RoutingExecutor: JobExecutor {
                         return .cancelled(trail: trail)
                     }
                     continue
-                case .retrySameModel, .nextCandidate, .nextCandidateAndMarkUnhealthy, .nextCandidateAndSkipHere:
+                case .retrySameModel, .nextCandidate, .nextCandidateAndMarkUnhealthy, .nextCandidateAndSkipHere,
+                    .nextCandidateRefusedHere:
                     break
                 case .largerContext:
                     tried.insert(model.name)
@@ -521,15 +527,14 @@ struct RoutingExecutor: JobExecutor {
         if let latencyMS { metrics.attemptLatency.observe(latencyMS / 1000, [model.name, tier.rawValue]) }
     }
 
-    /// Why the fleet's breaker opens for a call's failure: the call's summary, and for a refusal
-    /// the worker refused (its key, a 401; a 403 may be its key, its address or its account). The
-    /// fleet opens the model for one worker's refusal (a key revoked fails every worker alike), and
-    /// a review's fleet with one worker on a stale key lost the model with nothing in status naming
-    /// that worker.
-    static func breakerReason(_ summary: String, _ error: ProviderError?, worker: String) -> String {
-        guard error?.code == .unauthorized else { return summary }
-        return error?.httpStatus == 401
-            ? "worker \(worker)'s key was refused: \(summary)" : "worker \(worker) was refused: \(summary)"
+    /// A provider's refusal of this worker (its key, a 401; a 403 may be its key, its address or
+    /// its account), said for the fleet's breaker (the worker named: a review's fleet with one
+    /// worker on a stale key lost the model with nothing in status naming that worker) and for
+    /// this worker's own skip, which status shows beside its name.
+    static func refusal(_ summary: String, _ error: ProviderError?, worker: String) -> (fleet: String, here: String) {
+        error?.httpStatus == 401
+            ? ("worker \(worker)'s key was refused: \(summary)", "its key was refused: \(summary)")
+            : ("worker \(worker) was refused: \(summary)", "it was refused: \(summary)")
     }
 
     /// What the executor does next, for the log.
@@ -540,6 +545,7 @@ struct RoutingExecutor: JobExecutor {
         case .largerContext: "a model with a larger context window"
         case .nextCandidateAndMarkUnhealthy: "next candidate; model marked unhealthy"
         case .nextCandidateAndSkipHere: "next candidate; model skipped by this worker"
+        case .nextCandidateRefusedHere: "next candidate; model skipped by this worker for a while, the fleet told"
         case .failJob: "fail the job: the request is at fault"
         }
     }

@@ -11,8 +11,9 @@ import QueueModel
 /// | 4xx: this model does not take a parameter        | `nextCandidate` (breaker not told)    |
 /// | (`unsupported_parameter`, `unsupported_value`)   |                                       |
 /// | context-length error                             | `largerContext`                       |
-/// | 429 `insufficient_quota`, 401, 403, 404,         | `nextCandidateAndMarkUnhealthy`       |
+/// | 429 `insufficient_quota`, 404,                   | `nextCandidateAndMarkUnhealthy`       |
 /// | unusable catalog entry                           |                                       |
+/// | 401, 403                                         | `nextCandidateRefusedHere`            |
 /// | the key's variable unset on this worker          | `nextCandidateAndSkipHere`            |
 /// | any other 4xx                                    | `failJob`                             |
 public enum FallbackDecision: Sendable, Hashable {
@@ -31,6 +32,11 @@ public enum FallbackDecision: Sendable, Hashable {
     /// operator has not confirmed) is this worker's, so the fleet's breaker is left alone and
     /// other workers keep the model.
     case nextCandidateAndSkipHere
+    /// Try the next candidate: the provider refused this worker (a 401 or 403: its key, its
+    /// address, its account). It stops calling the model for `breaker_open_seconds`, then tries
+    /// again, and tells the fleet, whose breaker opens once every live worker has been refused: one
+    /// worker on a stale key took the model out for every worker, whose keys were good.
+    case nextCandidateRefusedHere
     /// Stop: the request itself is at fault, and no model would accept it.
     case failJob
 }
@@ -51,7 +57,9 @@ extension ProviderError {
             return .retrySameModel(after: retryAfter)
         case .contextLengthExceeded:
             return .largerContext
-        case .quotaExhausted, .unauthorized, .modelNotFound, .misconfigured:
+        case .unauthorized:
+            return .nextCandidateRefusedHere
+        case .quotaExhausted, .modelNotFound, .misconfigured:
             return .nextCandidateAndMarkUnhealthy
         case .badRequest:
             return .failJob

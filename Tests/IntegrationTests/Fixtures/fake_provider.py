@@ -34,6 +34,7 @@ A step is an object; every field is optional (the default is a normal answer):
     content_blocks  Anthropic content blocks to answer with (e.g. a tool_use block)
     anthropic_type  the Anthropic error type (default: by status, e.g. 529 → overloaded_error)
     usage         usage object to answer with (provider's own shape)
+    refuse_keys   API keys (Bearer or x-api-key) answered 401 unauthorized; other keys get the step
 A model's steps are used in order; the last one repeats. A request header `x-fake-script` holding
 a step as JSON overrides the model's script for that request.
 """
@@ -182,6 +183,11 @@ class Handler(BaseHTTPRequestHandler):
             step = STATE.next_step(model)
         if self.headers.get("x-fake-script"):
             step = json.loads(self.headers["x-fake-script"])
+        refused = step.get("refuse_keys")
+        if refused is not None:
+            auth = self.headers.get("Authorization") or ""
+            key = auth[len("Bearer "):] if auth.startswith("Bearer ") else (self.headers.get("x-api-key") or "")
+            step = {"kind": "unauthorized"} if key in refused else {k: v for k, v in step.items() if k != "refuse_keys"}
         step = resolve(step)
         if step.get("delay_ms"):
             time.sleep(step["delay_ms"] / 1000.0)

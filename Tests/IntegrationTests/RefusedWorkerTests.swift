@@ -1,0 +1,152 @@
+import Foundation
+import Postgres
+import QueueModel
+import Testing
+
+@testable import Worker
+
+/// A provider's refusal (401, 403) of one worker is that worker's: it skips the model for a while,
+/// and the fleet's breaker opens only once every live worker has been refused
+/// (`sql/0097_refused_workers.sql`). A real Postgres; the second test with two routing workers and
+/// the fake provider refusing one's key.
+@Suite("A provider's refusal of one worker")
+struct RefusedWorkerTests {
+    static func refusal(_ worker: String?, model: String = "m") -> HealthReport {
+        var report = HealthReport(model: model)
+        report.worker = worker
+        report.refused = "worker \(worker ?? "old")'s key was refused: HTTP 401 unauthorized (invalid_api_key): Incorrect API key"
+        return report
+    }
+
+    static func answered(_ worker: String, model: String = "m") -> HealthReport {
+        var report = HealthReport(model: model)
+        report.worker = worker
+        report.record(success: true, latencyMS: 100)
+        return report
+    }
+
+    static func health(_ pool: PostgresPool, model: String = "m") async throws -> (state: String, reason: String?, refused: [String]) {
+        // No row until the first report: closed, nothing refused.
+        let row = try #require(
+            try await pool.query(
+                """
+                SELECT coalesce(f.state, 'closed') AS state, f.reason,
+                       coalesce((SELECT string_agg(k, ',' ORDER BY k) FROM jsonb_object_keys(h.refused_by) k), '') AS refused
+                FROM (VALUES ($1)) AS m(model)
+                LEFT JOIN switchyard.fleet_health f USING (model) LEFT JOIN switchyard.model_health h USING (model)
+                """, [model]
+            ).first)
+        let refused: String = try row.decode("refused")
+        return (try row.decode("state"), try row.decode("reason", as: String?.self), refused.split(separator: ",").map(String.init))
+    }
+
+    @Test("one worker refused leaves the breaker closed and is noted; once every live worker is refused it opens")
+    func everyLiveWorker() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            try await pool.query(
+                """
+                INSERT INTO switchyard.workers (id, concurrency, heartbeat_at) VALUES
+                    ('w-a', 4, now()), ('w-b', 4, now()), ('w-gone', 4, now() - interval '5 minutes')
+                """)
+            let store = HealthStore(pool: pool)
+            #expect(try await store.report([Self.refusal("w-a")]) == ["m": .closed])
+            var health = try await Self.health(pool)
+            #expect(health.state == "closed")
+            #expect(health.refused == ["w-a"])
+            // Said again, still one worker of two: closed. A worker gone silent is not waited for.
+            #expect(try await store.report([Self.refusal("w-a")]) == ["m": .closed])
+            #expect(try await store.report([Self.refusal("w-b")]) == ["m": .open])
+            health = try await Self.health(pool)
+            #expect(health.refused == ["w-a", "w-b"])
+            #expect(
+                health.reason == "every live worker was refused (2 workers); the last: worker w-b's key was refused: "
+                    + "HTTP 401 unauthorized (invalid_api_key): Incorrect API key", "\(String(describing: health.reason))")
+        }
+    }
+
+    @Test("an answered call takes a worker off, a refusal twice breaker_open_seconds old is forgotten, and a report naming no worker opens at once")
+    func forgotten() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            try await pool.query(
+                "INSERT INTO switchyard.workers (id, concurrency, heartbeat_at) VALUES ('w-a', 4, now()), ('w-b', 4, now())")
+            let store = HealthStore(pool: pool)
+            try await store.report([Self.refusal("w-a")])
+            try await store.report([Self.answered("w-a")])
+            #expect(try await Self.health(pool).refused == [])
+            try await store.report([Self.refusal("w-a")])
+            try await pool.query(
+                """
+                UPDATE switchyard.model_health
+                SET refused_by = jsonb_set(refused_by, '{w-a,at}', to_jsonb(now() - interval '61 seconds'))
+                WHERE model = 'm'
+                """)
+            #expect(try await store.report([Self.refusal("w-b")]) == ["m": .closed])
+            #expect(try await Self.health(pool).refused == ["w-b"])
+            // A worker from before 0097 does not say who it is: its refusal opens the breaker, as it did.
+            #expect(try await store.report([Self.refusal(nil)]) == ["m": .open])
+            #expect(try await Self.health(pool).reason?.hasPrefix("worker old's key was refused") == true)
+        }
+    }
+
+    /// A key rotated on one machine and not yet on the other: the stale worker's 401 opened the
+    /// model for both, and the good worker's probes closed it until the stale one's next call.
+    @Test("two workers, one on a stale key: it skips the model and says so in status, the other keeps calling it")
+    func staleKeyOnOneWorker() async throws {
+        try await withFakeProviderServer { server in
+            try await TestDatabase.withMigratedPool { pool in
+                _ = try await CatalogStore(pool: pool).importDocument(Data(FallbackExecutionTests.catalog(server).utf8))
+                try await server.script(["primary": ["refuse_keys": ["sk-stale-0000000000000000"]]])
+                let store = QueueStore(pool: pool)
+                try await FallbackExecutionTests.withRoutingWorker(
+                    on: pool, environment: ["FAKE_KEY": FallbackExecutionTests.key]
+                ) {
+                    try await FallbackExecutionTests.withRoutingWorker(
+                        on: pool, environment: ["FAKE_KEY": "sk-stale-0000000000000000"]
+                    ) {
+                        // Batches until the stale worker has taken a job and been refused.
+                        var ids: [Int64] = []
+                        try await waitUntil("the stale worker has been refused", every: .milliseconds(200)) {
+                            ids += try await store.submit(batch: Array(repeating: FallbackExecutionTests.chat(), count: 8))
+                            return try await Self.health(pool, model: "primary").refused.count == 1
+                        }
+                        try await waitUntil("every job has its result") {
+                            try await pool.query("SELECT count(*) FROM switchyard.results").scalar(Int.self) == ids.count
+                        }
+                        let stale = try #require(try await Self.health(pool, model: "primary").refused.first)
+                        var byWorker: [String: Set<String>] = [:]
+                        for id in ids {
+                            let result = try #require(try await store.result(of: id))
+                            #expect(result["status"] == "succeeded")
+                            let last = try #require(result["attempts"]?.arrayValue?.last)
+                            byWorker[last["worker"]?.stringValue ?? "", default: []]
+                                .insert(last["model"]?.stringValue ?? "")
+                        }
+                        // The good worker kept the model; the stale one went to the fallback.
+                        #expect(byWorker.keys.count == 2, "\(byWorker)")
+                        #expect(byWorker[stale] == ["secondary"], "\(byWorker)")
+                        #expect(byWorker.first { $0.key != stale }?.value.contains("primary") == true, "\(byWorker)")
+                        let health = try await Self.health(pool, model: "primary")
+                        #expect(health.state == "closed", "\(health)")
+                        try await waitUntil("status shows the stale worker skipping the model") {
+                            let reason = try await pool.query(
+                                "SELECT skipped_models ->> 'primary' FROM switchyard.workers WHERE id = $1", [stale]
+                            ).scalar(String?.self)
+                            return reason?.hasPrefix("its key was refused: HTTP 401 unauthorized") == true
+                                && reason?.contains("it tries the model again from") == true
+                        }
+                        // Revoked for both: the fleet's breaker opens, with both named as refused.
+                        try await server.script(["primary": ["kind": "unauthorized"]])
+                        try await waitUntil("the breaker opens", every: .milliseconds(200)) {
+                            _ = try await store.submit(batch: Array(repeating: FallbackExecutionTests.chat(), count: 4))
+                            return try await Self.health(pool, model: "primary").state == "open"
+                        }
+                        let open = try await Self.health(pool, model: "primary")
+                        #expect(
+                            open.reason?.hasPrefix("every live worker was refused (2 workers); the last: worker ") == true,
+                            "\(open)")
+                    }
+                }
+            }
+        }
+    }
+}
