@@ -15,7 +15,12 @@
 -- 401 …" when there are more. A report that names no worker (a worker from before this) opens it
 -- at once, as before.
 --
--- report_health is 0089's with the refused workers.
+-- And a breaker opened by hand (UPDATE switchyard.model_health SET state = 'open' …, leaving
+-- opened_at as it was) is opened now: one never opened before kept a NULL opened_at and never
+-- half-opened, one opened before half-opened at once, on its last opening's time.
+--
+-- report_health is 0089's with the refused workers; model_health_unhealthy_since 0073's with the
+-- opening by hand.
 
 SET LOCAL ROLE switchyard_admin;
 
@@ -230,4 +235,60 @@ BEGIN
         END IF;
         RETURN NEXT;
     END LOOP;
+END $$;
+
+CREATE OR REPLACE FUNCTION switchyard.model_health_unhealthy_since() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+DECLARE
+    settle constant interval :=
+        make_interval(secs => 2 * coalesce(switchyard.numeric_setting('breaker_open_seconds'), 30));
+BEGIN
+    -- Opened by a write that leaves opened_at as it was (an operator's "SET state = 'open'"): opened
+    -- now. A breaker never opened before kept a NULL opened_at and never half-opened; one opened
+    -- before half-opened at once, on its last opening's time.
+    IF NEW.state = 'open' THEN
+        IF TG_OP = 'INSERT' THEN
+            NEW.opened_at := coalesce(NEW.opened_at, now());
+        ELSIF OLD.state <> 'open' AND NEW.opened_at IS NOT DISTINCT FROM OLD.opened_at THEN
+            NEW.opened_at := now();
+        END IF;
+    END IF;
+    IF NEW.state = 'closed' THEN
+        -- The incident is over only once it stays closed (the alert reads closed_at).
+        IF TG_OP = 'INSERT' THEN
+            NEW.unhealthy_since := NULL;
+            NEW.closed_at := NULL;
+        ELSIF OLD.state <> 'closed' THEN
+            NEW.unhealthy_since := OLD.unhealthy_since;
+            NEW.closed_at := now();
+        ELSE
+            NEW.unhealthy_since := OLD.unhealthy_since;
+            NEW.closed_at := OLD.closed_at;
+        END IF;
+    ELSIF TG_OP = 'INSERT' THEN
+        NEW.unhealthy_since := coalesce(NEW.opened_at, now());
+        NEW.closed_at := NULL;
+        NEW.flaps := 0;
+    ELSIF OLD.state = 'closed' THEN
+        IF OLD.unhealthy_since IS NOT NULL AND OLD.closed_at > now() - settle THEN
+            -- Closed by its probes and failing again: the same incident.
+            NEW.unhealthy_since := OLD.unhealthy_since;
+            NEW.flaps := OLD.flaps + 1;
+        ELSE
+            -- Its opened_at only when this write set it: a closed breaker keeps its last opening's, and
+            -- an operator's "SET state = 'open'" alone read as out for ten minutes (a review).
+            NEW.unhealthy_since := CASE WHEN NEW.opened_at IS DISTINCT FROM OLD.opened_at
+                                        THEN coalesce(NEW.opened_at, now()) ELSE now() END;
+            NEW.flaps := 0;
+        END IF;
+        NEW.closed_at := NULL;
+    ELSIF OLD.unhealthy_since IS NULL THEN
+        NEW.unhealthy_since := CASE WHEN NEW.opened_at IS DISTINCT FROM OLD.opened_at
+                                    THEN coalesce(NEW.opened_at, now()) ELSE now() END;
+        NEW.closed_at := NULL;
+    ELSE
+        NEW.unhealthy_since := OLD.unhealthy_since;
+        NEW.closed_at := NULL;
+    END IF;
+    RETURN NEW;
 END $$;

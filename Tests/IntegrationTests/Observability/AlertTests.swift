@@ -538,6 +538,16 @@ struct AlertTests {
             #expect(try await pool.query(
                 "SELECT unhealthy_since > now() - interval '1 minute' FROM switchyard.model_health WHERE model = 'steady'"
             ).scalar(Bool.self))
+            // And opened from now, so it half-opens in breaker_open_seconds (it half-opened at once, on
+            // the opening of an hour ago); one never opened before half-opened never (sql/0097).
+            try await pool.query("INSERT INTO switchyard.model_health (model, state) VALUES ('never', 'open')")
+            #expect(try await pool.query(
+                """
+                SELECT string_agg(model || ' ' || state || ' ' || (opened_at > now() - interval '1 minute'), ', ' ORDER BY model)
+                FROM switchyard.fleet_health WHERE model IN ('steady', 'never')
+                """
+            ).scalar(String.self) == "never open true, steady open true")
+            try await pool.query("DELETE FROM switchyard.model_health WHERE model = 'never'")
             // Off: measured no more, and the open one is cleared.
             try await pool.query("UPDATE switchyard.settings SET value = 'off' WHERE name = 'alert_breaker_open_seconds'")
             #expect(try await alerts.evaluate(at: at.addingTimeInterval(130)).map(\.event) == [.cleared])
