@@ -7,13 +7,15 @@
 -- whose keys were good; after breaker_open_seconds a good worker's probes closed it, and the stale
 -- worker's next call opened it again. Now the refused worker skips the model itself for
 -- breaker_open_seconds (status names it: "w-2 skips gpt-4o: its key was refused …"), then tries
--- it again, and reports the refusal with its name; report_health keeps each refused worker in
--- model_health.refused_by ({"w-2": {"at": …, "reason": …}}) while it is alive and its refusal is
--- under twice breaker_open_seconds old, and takes it off at its next answered call. When every
--- live worker is in it, the breaker opens, as it did: with the worker's reason when there is one
+-- it again (one call), and reports the refusal with its name; report_health keeps each refused
+-- worker in model_health.refused_by ({"w-2": {"at": …, "reason": …}}) while it is alive and its
+-- refusal is under twice breaker_open_seconds old, and takes it off at its next answered call.
+-- When every live worker is in it (but those that skip the model for good, their key missing:
+-- they never call it), the breaker opens, as it did: with the worker's reason when there is one
 -- worker, "every live worker was refused (3 workers); the last: worker w-3's key was refused: HTTP
 -- 401 …" when there are more. A report that names no worker (a worker from before this) opens it
--- at once, as before.
+-- at once, as before. Workers record such a call's outcome as "refused", which is_model_error does
+-- not count: one worker's refusals raised the error-rate alert, which opened the breaker.
 --
 -- And a breaker opened by hand (UPDATE switchyard.model_health SET state = 'open' …, leaving
 -- opened_at as it was) is opened now: one never opened before kept a NULL opened_at and never
@@ -101,20 +103,27 @@ BEGIN
         IF report.worker IS NOT NULL AND coalesce(report.had_success, false) THEN
             refused := refused - report.worker;
         END IF;
+        IF refused <> '{}' THEN
+            -- At every report on the model, not only at a refusal: a stopped worker's refusal stayed
+            -- listed minutes after its time.
+            SELECT coalesce(jsonb_object_agg(e.key, e.value), '{}') INTO refused
+            FROM jsonb_each(refused) e
+            WHERE (e.value ->> 'at')::timestamptz > now() - refusal_kept
+              AND EXISTS (SELECT FROM switchyard.workers w
+                          WHERE w.id = e.key AND w.heartbeat_at > now() - interval '30 seconds');
+        END IF;
         IF report.refused IS NOT NULL AND report.worker IS NULL THEN
             -- A worker that does not say who it is (one from before 0097): the fleet's, as it was.
             report.mark_unhealthy := report.refused;
         ELSIF report.refused IS NOT NULL THEN
-            SELECT coalesce(jsonb_object_agg(e.key, e.value), '{}') INTO refused
-            FROM jsonb_each(refused) e
-            WHERE e.key <> report.worker
-              AND (e.value ->> 'at')::timestamptz > now() - refusal_kept
-              AND EXISTS (SELECT FROM switchyard.workers w
-                          WHERE w.id = e.key AND w.heartbeat_at > now() - interval '30 seconds');
             refused := refused || jsonb_build_object(report.worker,
                                                      jsonb_build_object('at', now(), 'reason', left(report.refused, 300)));
+            -- Live workers that may yet call the model and have not been refused. Not one that
+            -- skips it for good (its key missing from its environment, noted in skipped_models): it
+            -- never calls the model, and a key revoked for every other worker opened no breaker.
             SELECT count(*) INTO live_unrefused FROM switchyard.workers w
-            WHERE w.heartbeat_at > now() - interval '30 seconds' AND w.id <> report.worker AND NOT refused ? w.id;
+            WHERE w.heartbeat_at > now() - interval '30 seconds' AND NOT refused ? w.id
+              AND NOT w.skipped_models ? report.model;
         END IF;
 
         next_state := previous;

@@ -440,8 +440,12 @@ struct FallbackExecutionTests {
             try await server.script(["primary": ["kind": "unauthorized"]])
             let result = try await Self.submitAndWait(store, Self.chat())
             #expect(result["model"] == "secondary")
-            #expect(Self.trail(result).map(\.outcome) == ["error", "succeeded"])
+            #expect(Self.trail(result).map(\.outcome) == ["refused", "succeeded"])
             let worker = try #require(result["attempts"]?[0]?["worker"]?.stringValue)
+            // Not the model's error: one worker's refusals raised the error-rate alert, which opened
+            // the breaker for every worker.
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.calls WHERE model = 'primary' AND model_error")
+                .scalar(Int.self) == 0)
             try await waitUntil("the fleet has the breaker open") {
                 try await pool.query("SELECT count(*) FROM switchyard.fleet_health WHERE model = 'primary' AND state = 'open'")
                     .scalar(Int.self) == 1
@@ -591,6 +595,11 @@ struct FallbackExecutionTests {
                     try await waitUntil("the job is put back to wait") {
                         try await store.status(of: id) == "scheduled"
                     }
+                    // For a second, not five: a worker that has the keys may take it now (a review's
+                    // single-model jobs waited 5–25 s behind a worker refused its key).
+                    #expect(try await pool.query(
+                        "SELECT run_at <= now() + interval '1.5 seconds' FROM switchyard.jobs WHERE id = $1", [id]
+                    ).scalar(Bool.self))
                 }
                 #expect(try await store.result(of: id) == nil)
                 let attempt = try await pool.query("SELECT attempt FROM switchyard.jobs WHERE id = $1", [id])

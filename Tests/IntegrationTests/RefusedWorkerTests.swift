@@ -88,6 +88,69 @@ struct RefusedWorkerTests {
         }
     }
 
+    /// A review's revoked key opened nothing while a worker without the key was alive (it never
+    /// calls the model), and a stopped worker's refusal stayed listed minutes past its time.
+    @Test("a worker that skips the model for good does not hold the breaker closed; old and gone refusals leave at any report")
+    func workersThatNeverCall() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            try await pool.query(
+                """
+                INSERT INTO switchyard.workers (id, concurrency, heartbeat_at, skipped_models) VALUES
+                    ('w-a', 4, now(), '{}'), ('w-b', 4, now(), '{}'),
+                    ('w-nokey', 4, now(), '{"m": "its API key variable FAKE_KEY is not set in this worker environment"}')
+                """)
+            let store = HealthStore(pool: pool)
+            try await store.report([Self.refusal("w-a")])
+            // An old refusal, and one of a worker since stopped: gone at the next report of any kind.
+            try await pool.query(
+                """
+                UPDATE switchyard.model_health
+                SET refused_by = refused_by || jsonb_build_object('w-gone', jsonb_build_object('at', now(), 'reason', 'r'),
+                                                                  'w-b', jsonb_build_object('at', now() - interval '61 seconds',
+                                                                                            'reason', 'r'))
+                WHERE model = 'm'
+                """)
+            try await store.report([Self.answered("w-a")])
+            #expect(try await Self.health(pool).refused == [])
+            try await store.report([Self.refusal("w-a")])
+            #expect(try await store.report([Self.refusal("w-b")]) == ["m": .open])
+            #expect(try await Self.health(pool).refused == ["w-a", "w-b"])
+        }
+    }
+
+    /// A review's burst right after a refusal's skip ran out sent a refused call from each free
+    /// slot at once.
+    @Test("once a refusal's skip runs out, one call tries the model again while the others pass it over")
+    func oneCallTriesAgain() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            _ = try await CatalogStore(pool: pool).importDocument(
+                Data(#"{"models": {"m": {"provider": "simulated"}}, "routing_rules": {"chat": {"primary": "m"}}}"#.utf8))
+            let fleet = FleetState(pool: pool, logger: Logger(label: "worker", level: .error) { _ in }, worker: "w-a")
+            await fleet.reload()
+            let model = try #require(fleet.router.catalog.model(named: "m"))
+            func skipped() -> String? { fleet.routingState(sequence: 0).models["m"]?.unavailableHere }
+            let first = try #require(fleet.begin(model, estimatedTokens: 10))
+            // Refused a minute ago: its skip has run out.
+            fleet.end(
+                model, call: first, success: false, countsAgainstModel: false, latencyMS: nil,
+                refused: ("worker w-a's key was refused: HTTP 401 …", "its key was refused: HTTP 401 unauthorized: Bad key."),
+                now: Date().addingTimeInterval(-60))
+            #expect(skipped() == nil)
+            #expect(fleet.skippedModels.isEmpty)
+            let probe = try #require(fleet.begin(model, estimatedTokens: 10))
+            let reason = try #require(skipped())
+            #expect(reason.hasPrefix("its key was refused: HTTP 401 unauthorized: Bad key; it tries the model again from "), "\(reason)")
+            #expect(fleet.skippedModels["m"] == reason)
+            #expect(fleet.begin(model, estimatedTokens: 10) == nil)
+            // Answered: the model is this worker's again, every slot of it.
+            fleet.end(model, call: probe, success: true, latencyMS: 10)
+            #expect(skipped() == nil)
+            let again = try #require(fleet.begin(model, estimatedTokens: 10))
+            #expect(fleet.begin(model, estimatedTokens: 10) != nil)
+            fleet.end(model, call: again, success: true, latencyMS: 10)
+        }
+    }
+
     /// A key rotated on one machine and not yet on the other: the stale worker's 401 opened the
     /// model for both, and the good worker's probes closed it until the stale one's next call.
     @Test("two workers, one on a stale key: it skips the model and says so in status, the other keeps calling it")

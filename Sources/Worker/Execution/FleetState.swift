@@ -36,6 +36,10 @@ final class FleetState: Sendable {
         var skippedHere: [String: (model: ModelSpec, reason: String, until: Date?)] = [:]
         /// `breaker_open_seconds`: how long a model that refused this worker is skipped here.
         var breakerOpenSeconds: TimeInterval = 30
+        /// Models whose refusal here has run out, with the one call that tries them again in
+        /// flight: the others wait for its answer (a burst after the skip ran out sent a refused
+        /// call from every free slot at once).
+        var refusalProbes: Set<String> = []
         /// A reload that failed (the database away for a moment) is tried again at the next
         /// refresh, not left until the next notification: a stale policy would have every
         /// postponement it decides sent back at once (`complete()` keeps none decided under an
@@ -51,9 +55,12 @@ final class FleetState: Sendable {
         var catalogReadsStarted = 0
         var catalogReadApplied = 0
 
-        /// Why this worker skips `model` now, or nil.
+        /// Why this worker skips `model` now, or nil: for good, until its refusal runs out, and
+        /// then while the call that tries it again is in flight.
         func skippedHere(_ model: String, at now: Date) -> String? {
-            guard let skip = skippedHere[model], skip.until.map({ $0 > now }) ?? true else { return nil }
+            guard let skip = skippedHere[model],
+                skip.until.map({ $0 > now || refusalProbes.contains(model) }) ?? true
+            else { return nil }
             return skip.reason
         }
 
@@ -427,6 +434,11 @@ final class FleetState: Sendable {
             let inFlight = state.inFlight[model.name, default: 0]
             if state.breakers[model.name]?.breaker == .halfOpen, inFlight > 0 { return nil }
             if let limit = model.maxConcurrency, inFlight >= limit { return nil }
+            // Refused here, and its skip over: one call tries it again.
+            if let until = state.skippedHere[model.name]?.until {
+                guard until <= now, !state.refusalProbes.contains(model.name) else { return nil }
+                state.refusalProbes.insert(model.name)
+            }
             state.inFlight[model.name, default: 0] += 1
             if model.requestsPerMinute != nil || model.tokensPerMinute != nil {
                 var budget = state.budgets[model.name]
@@ -464,6 +476,7 @@ final class FleetState: Sendable {
     ) {
         let (flushNow, skipUntil) = state.withLock { state -> (Bool, Date?) in
             state.inFlight[model.name, default: 1] -= 1
+            state.refusalProbes.remove(model.name)
             var flushNow = markUnhealthy != nil || refused != nil
             let counted = success || countsAgainstModel
             let (before, inARow) = state.runs[model.name, default: FailureRun()]
@@ -513,8 +526,8 @@ final class FleetState: Sendable {
             return (flushNow, nil)
         }
         if let refused, let skipUntil {
-            skipHere(model, reason: "\(refused.here); it tries the model again from \(skipUntil.readableUTC)", hint: hint,
-                     until: skipUntil)
+            let said = refused.here.hasSuffix(".") ? String(refused.here.dropLast()) : refused.here
+            skipHere(model, reason: "\(said); it tries the model again from \(skipUntil.readableUTC)", hint: hint, until: skipUntil)
         }
         if flushNow { Task { await self.flushReports() } }
     }

@@ -162,10 +162,16 @@ struct RoutingExecutor: JobExecutor {
                     router.catalog.model(named: name).map { !$0.enabled } ?? true
                         || state.models[name]?.pausedUntil.map { $0 > allowance } ?? false
                 }
+            // A model of the rule that only this worker cannot call (its key missing or refused
+            // here, its breaker closed): another worker may run the job now.
+            let elsewhere = ruleModels.contains { name in
+                router.catalog.model(named: name)?.enabled == true
+                    && state.models[name].map { $0.unavailableHere != nil && $0.breaker == .closed } ?? false
+            }
             if unroutable?.isTransient == true, !router.catalog.models.isEmpty,
                 let wait = Self.waitForAModel(
                     job, at: instant, reason: "no model available now: \(unroutable?.reason ?? "")", planner: planner,
-                    until: pauseEnd, busy: unroutable?.isBusy == true && !pausedLong)
+                    until: pauseEnd, busy: unroutable?.isBusy == true && !pausedLong, elsewhere: elsewhere)
             {
                 if held < 5, pauseEnd != nil, case .postponed(let until, _, _, _, _) = wait,
                     until.timeIntervalSince(instant) <= Self.holdInSlot.seconds
@@ -471,7 +477,8 @@ struct RoutingExecutor: JobExecutor {
         if onlySkippedHere && !trail.isEmpty,
             let wait = Self.waitForAModel(
                 job, at: now(), reason: "this worker cannot call any model of the plan "
-                    + "(\(models.joined(separator: ", "))): \(trail.last?.error ?? "unknown error")", planner: planner)
+                    + "(\(models.joined(separator: ", "))): \(trail.last?.error ?? "unknown error")", planner: planner,
+                elsewhere: true)
         {
             return wait
         }
@@ -552,6 +559,10 @@ struct RoutingExecutor: JobExecutor {
 
     /// How often a job with no model available looks again.
     static let recheckInterval = Duration.seconds(5)
+    /// How soon a job this worker cannot run, though others may, is due again: a review's stale
+    /// worker put a single-model rule's jobs back for 5 s each, and took some again (a quarter
+    /// of them waited 5–25 s while the other workers had the model).
+    static let elsewhereRecheck = Duration.seconds(1)
 
     /// The job put back to look again in `recheckInterval`, attempt not spent, while it has not
     /// waited longer than its priority allows (nil then: it fails, and its attempts retry it).
@@ -560,10 +571,13 @@ struct RoutingExecutor: JobExecutor {
     ///   - busy: a model is only busy (calls in flight, budget): it is waited for however long the
     ///     job has waited (a background job over an hour old spent an attempt each time it met a
     ///     model at its max_concurrency).
+    ///   - elsewhere: other workers may call a model this one cannot: due again in
+    ///     `elsewhereRecheck`.
     static func waitForAModel(
-        _ job: Job, at instant: Date, reason: String, planner: OffPeakPlanner, until: Date? = nil, busy: Bool = false
+        _ job: Job, at instant: Date, reason: String, planner: OffPeakPlanner, until: Date? = nil, busy: Bool = false,
+        elsewhere: Bool = false
     ) -> JobOutcome? {
-        let recheck = instant.addingTimeInterval(recheckInterval.seconds)
+        let recheck = instant.addingTimeInterval((elsewhere ? elsewhereRecheck : recheckInterval).seconds)
         // A provider's pause that ends before the next look is a blip, not an outage: waited out
         // whatever the job's age (a backlog's older jobs each spent an attempt on a 1 s pause).
         let blip = until.map { $0 <= recheck } ?? false
@@ -643,6 +657,10 @@ struct RoutingExecutor: JobExecutor {
         // This worker has no key for it: no error of the model's either (it counted in the
         // fleet's error-rate alert, which can open the breaker for every worker).
         case .missingAPIKey: return "missing_api_key"
+        // The provider refused this worker (401, 403: its key, its address): not the model's error
+        // until every worker is refused, when the breaker opens (sql/0097). Counted, one worker on
+        // a stale key raised the error-rate alert, which opened the breaker for every worker.
+        case .unauthorized: return "refused"
         // Out of credit, said with a 400 or 402 as often as a 429: the model's error all the same
         // (is_model_error counts it whatever the status).
         case .quotaExhausted: return "quota_exhausted"

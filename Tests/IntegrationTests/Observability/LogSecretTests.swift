@@ -56,7 +56,7 @@ struct LogSecretTests {
                     return
                 }
                 #expect(answer.model == "answer")
-                #expect(metrics.attempts.value(["leaky", "error"]) == 1)
+                #expect(metrics.attempts.value(["leaky", "refused"]) == 1)
                 #expect(metrics.attempts.value(["answer", "succeeded"]) == 1)
 
                 let lines = capture.all
