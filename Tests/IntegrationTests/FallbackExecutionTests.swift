@@ -595,10 +595,10 @@ struct FallbackExecutionTests {
                     try await waitUntil("the job is put back to wait") {
                         try await store.status(of: id) == "scheduled"
                     }
-                    // For a second, not five: a worker that has the keys may take it now (a review's
-                    // single-model jobs waited 5–25 s behind a worker refused its key).
+                    // For five seconds, not the quarter second of a refusal: no worker may have the
+                    // keys (with them missing everywhere, a review's jobs went back every second).
                     #expect(try await pool.query(
-                        "SELECT run_at <= now() + interval '1.5 seconds' FROM switchyard.jobs WHERE id = $1", [id]
+                        "SELECT run_at > now() + interval '2 seconds' FROM switchyard.jobs WHERE id = $1", [id]
                     ).scalar(Bool.self))
                 }
                 #expect(try await store.result(of: id) == nil)

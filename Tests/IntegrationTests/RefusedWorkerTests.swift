@@ -151,6 +151,44 @@ struct RefusedWorkerTests {
         }
     }
 
+    /// A review's stale worker put a single-model rule's jobs back for 5 s each, and took some
+    /// again: a quarter of them waited 5–25 s while the other workers had the model.
+    @Test("a job whose only model refused this worker goes back for a moment; one whose key is missing here, for five seconds")
+    func refusedHereGoesBackSoon() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            _ = try await CatalogStore(pool: pool).importDocument(
+                Data(#"{"models": {"solo": {"provider": "simulated"}}, "routing_rules": {"chat": {"primary": "solo"}}}"#.utf8))
+            // Another worker alive, not refused: the fleet's breaker stays closed.
+            try await pool.query(
+                "INSERT INTO switchyard.workers (id, concurrency, heartbeat_at) VALUES ('w-stale', 4, now()), ('w-good', 4, now())")
+            let fleet = FleetState(pool: pool, logger: Logger(label: "worker", level: .error) { _ in }, worker: "w-stale")
+            await fleet.reload()
+            let model = try #require(fleet.router.catalog.model(named: "solo"))
+            let call = try #require(fleet.begin(model, estimatedTokens: 10))
+            fleet.end(
+                model, call: call, success: false, countsAgainstModel: false, latencyMS: nil,
+                refused: ("worker w-stale's key was refused: HTTP 401 …", "its key was refused: HTTP 401 …"))
+            let executor = RoutingExecutor(fleet: fleet, providers: ProviderFactory(concurrency: 2), worker: "w-stale")
+            let store = QueueStore(pool: pool)
+            func putBack() async throws -> (seconds: Double, reason: String) {
+                _ = try await store.submit(Submission(request: Submission.prompt("hi"), taskClass: "chat"))
+                let job = try #require(
+                    try await store.claim(worker: "w-stale", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30)).first)
+                let started = Date()
+                guard case .postponed(let until, let reason, _, _, _) = await executor.execute(job) else {
+                    throw WaitTimedOut(description: "the job was not put back")
+                }
+                return (until.timeIntervalSince(started), reason)
+            }
+            let refused = try await putBack()
+            #expect(refused.seconds <= 1, "\(refused)")
+            #expect(refused.reason.contains("not on this worker: its key was refused"), "\(refused)")
+            fleet.skipHere(model, reason: "its API key variable FAKE_KEY is not set in this worker's environment", hint: nil)
+            let missing = try await putBack()
+            #expect(missing.seconds >= 4, "\(missing)")
+        }
+    }
+
     /// A key rotated on one machine and not yet on the other: the stale worker's 401 opened the
     /// model for both, and the good worker's probes closed it until the stale one's next call.
     @Test("two workers, one on a stale key: it skips the model and says so in status, the other keeps calling it")

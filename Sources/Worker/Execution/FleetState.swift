@@ -293,6 +293,12 @@ final class FleetState: Sendable {
         gates.health.request { await self.refreshHealth() }
     }
 
+    /// Whether the provider refused this worker `model` lately: it skips the model for a while,
+    /// or has its one call out to try it again.
+    func isRefusedHere(_ model: String) -> Bool {
+        state.withLock { $0.skippedHere[model]?.until != nil }
+    }
+
     /// The models this worker skips (`skipHere`), with why.
     var skippedModels: [String: String] {
         let now = Date()
