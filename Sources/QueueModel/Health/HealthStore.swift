@@ -97,6 +97,7 @@ public struct HealthStore: Sendable {
             state.hasCalls = try row.decode("has_calls", as: Bool?.self) ?? false
             models[model] = state
         }
-        return Snapshot(models: models, liveWorkers: live, consecutiveFailureLimit: limit, breakerOpenSeconds: openSeconds)
+        return Snapshot(
+            models: models, liveWorkers: live, consecutiveFailureLimit: limit, breakerOpenSeconds: openSeconds)
     }
 }

@@ -302,7 +302,9 @@ final class FleetState: Sendable {
     /// The models this worker skips (`skipHere`), with why.
     var skippedModels: [String: String] {
         let now = Date()
-        return state.withLock { state in state.skippedHere.keys.reduce(into: [:]) { $0[$1] = state.skippedHere($1, at: now) } }
+        return state.withLock { state in
+            state.skippedHere.keys.reduce(into: [:]) { $0[$1] = state.skippedHere($1, at: now) }
+        }
     }
 
     /// One gate per kind of reload a notification asks for.
@@ -533,7 +535,9 @@ final class FleetState: Sendable {
         }
         if let refused, let skipUntil {
             let said = refused.here.hasSuffix(".") ? String(refused.here.dropLast()) : refused.here
-            skipHere(model, reason: "\(said); it tries the model again from \(skipUntil.readableUTC)", hint: hint, until: skipUntil)
+            skipHere(
+                model, reason: "\(said); it tries the model again from \(skipUntil.readableUTC)", hint: hint,
+                until: skipUntil)
         }
         if flushNow { Task { await self.flushReports() } }
     }

@@ -383,7 +383,8 @@ struct RoutingExecutor: JobExecutor {
                     model, call: call, success: false, countsAgainstModel: modelAtFault,
                     latencyMS: timedOut ? latencyMS : nil, rateLimit: providerError?.rateLimit,
                     markUnhealthy: decision == .nextCandidateAndMarkUnhealthy ? summary : nil,
-                    refused: decision == .nextCandidateRefusedHere ? Self.refusal(summary, providerError, worker: worker) : nil,
+                    refused: decision == .nextCandidateRefusedHere
+                        ? Self.refusal(summary, providerError, worker: worker) : nil,
                     hint: providerError?.hint
                 )
                 if providerError?.code != .unsupportedRequest { onlyUnsupported = false }
