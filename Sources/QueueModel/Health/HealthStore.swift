@@ -60,27 +60,46 @@ public struct HealthStore: Sendable {
         public var consecutiveFailureLimit: Int
         /// `breaker_open_seconds`: a worker the provider refused skips the model this long.
         public var breakerOpenSeconds: Double
+        /// The live workers other than the one asking, and how many of them skip each model
+        /// (`workers.skipped_models`): whether another worker may call a model this one cannot.
+        public var otherWorkers = 0
+        public var skippedByOthers: [String: Int] = [:]
+
+        /// Whether a live worker other than the one asking calls `model` (does not skip it).
+        public func othersCall(_ model: String) -> Bool {
+            otherWorkers > skippedByOthers[model, default: 0]
+        }
     }
 
     /// Reads the fleet's health in one round trip.
-    public func snapshot() async throws -> Snapshot {
+    /// - Parameter worker: the worker asking, left out of `otherWorkers` and `skippedByOthers`.
+    public func snapshot(for worker: String? = nil) async throws -> Snapshot {
         let rows = try await pool.query(
             """
             SELECT model, state, latency_ewma_ms, total_requests > 0 AS has_calls,
                    (SELECT count(*) FROM switchyard.workers WHERE heartbeat_at > now() - interval '30 seconds') AS live,
-                   NULL AS consecutive_limit, NULL AS open_seconds
+                   NULL AS consecutive_limit, NULL AS open_seconds, NULL AS others, NULL AS skipped_by_others
             FROM switchyard.fleet_health
             UNION ALL
             SELECT NULL, NULL, NULL, NULL,
                    (SELECT count(*) FROM switchyard.workers WHERE heartbeat_at > now() - interval '30 seconds'),
                    (SELECT value FROM switchyard.settings WHERE name = 'breaker_consecutive_failures'),
-                   (SELECT value FROM switchyard.settings WHERE name = 'breaker_open_seconds')
-            """
+                   (SELECT value FROM switchyard.settings WHERE name = 'breaker_open_seconds'),
+                   (SELECT count(*) FROM switchyard.workers
+                    WHERE heartbeat_at > now() - interval '30 seconds' AND id IS DISTINCT FROM $1),
+                   (SELECT coalesce(jsonb_object_agg(s.model, s.workers), '{}')::text
+                    FROM (SELECT e.key AS model, count(*) AS workers
+                          FROM switchyard.workers w CROSS JOIN LATERAL jsonb_each(w.skipped_models) e
+                          WHERE w.heartbeat_at > now() - interval '30 seconds' AND w.id IS DISTINCT FROM $1
+                          GROUP BY e.key) s)
+            """, [worker]
         )
         var models: [String: RoutingState.ModelState] = [:]
         var live = 1
         var limit = 5
         var openSeconds = 30.0
+        var others = 0
+        var skippedByOthers: [String: Int] = [:]
         for row in rows {
             live = max(1, try row.decode("live", as: Int.self))
             if let text = try row.decode("consecutive_limit", as: String?.self), let value = Int(text), value > 0 {
@@ -88,6 +107,12 @@ public struct HealthStore: Sendable {
             }
             if let text = try row.decode("open_seconds", as: String?.self), let value = Double(text), value > 0 {
                 openSeconds = value
+            }
+            if let count = try row.decode("others", as: Int?.self) { others = count }
+            if let text = try row.decode("skipped_by_others", as: String?.self) {
+                for (model, count) in try JSONValue(parsing: text).objectValue ?? [:] {
+                    skippedByOthers[model] = count.intValue ?? 0
+                }
             }
             guard let model = try row.decode("model", as: String?.self) else { continue }
             var state = RoutingState.ModelState(
@@ -98,6 +123,7 @@ public struct HealthStore: Sendable {
             models[model] = state
         }
         return Snapshot(
-            models: models, liveWorkers: live, consecutiveFailureLimit: limit, breakerOpenSeconds: openSeconds)
+            models: models, liveWorkers: live, consecutiveFailureLimit: limit, breakerOpenSeconds: openSeconds,
+            otherWorkers: others, skippedByOthers: skippedByOthers)
     }
 }

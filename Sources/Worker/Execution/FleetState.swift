@@ -36,6 +36,9 @@ final class FleetState: Sendable {
         var skippedHere: [String: (model: ModelSpec, reason: String, until: Date?)] = [:]
         /// `breaker_open_seconds`: how long a model that refused this worker is skipped here.
         var breakerOpenSeconds: TimeInterval = 30
+        /// The other live workers, and how many of them skip each model: whether a job this
+        /// worker cannot run may be run by another now.
+        var othersCall: (workers: Int, skipping: [String: Int]) = (0, [:])
         /// Models whose refusal here has run out, with the one call that tries them again in
         /// flight: the others wait for its answer (a burst after the skip ran out sent a refused
         /// call from every free slot at once).
@@ -247,13 +250,14 @@ final class FleetState: Sendable {
 
     func refreshHealth() async {
         do {
-            let snapshot = try await healthStore.snapshot()
+            let snapshot = try await healthStore.snapshot(for: worker)
             state.withLock { state in
                 state.resetRunsOfClosed(snapshot.models.mapValues(\.breaker))
                 state.breakers = snapshot.models
                 state.liveWorkers = snapshot.liveWorkers
                 state.consecutiveFailureLimit = snapshot.consecutiveFailureLimit
                 state.breakerOpenSeconds = snapshot.breakerOpenSeconds
+                state.othersCall = (snapshot.otherWorkers, snapshot.skippedByOthers)
             }
         } catch {
             if Task.isCancelled { return }
@@ -293,10 +297,10 @@ final class FleetState: Sendable {
         gates.health.request { await self.refreshHealth() }
     }
 
-    /// Whether the provider refused this worker `model` lately: it skips the model for a while,
-    /// or has its one call out to try it again.
-    func isRefusedHere(_ model: String) -> Bool {
-        state.withLock { $0.skippedHere[model]?.until != nil }
+    /// Whether another live worker calls `model` (does not skip it), as of the last refresh of
+    /// the breakers (every 2 s).
+    func othersCall(_ model: String) -> Bool {
+        state.withLock { $0.othersCall.workers > $0.othersCall.skipping[model, default: 0] }
     }
 
     /// The models this worker skips (`skipHere`), with why.

@@ -162,13 +162,14 @@ struct RoutingExecutor: JobExecutor {
                     router.catalog.model(named: name).map { !$0.enabled } ?? true
                         || state.models[name]?.pausedUntil.map { $0 > allowance } ?? false
                 }
-            // A model of the rule that refused this worker while the fleet's breaker stays closed:
-            // other workers call it, and may run the job now. (Not one skipped for a key missing
-            // here: the fleet is not told of those, and with the key missing everywhere a review's
-            // jobs went back every second.)
+            // A model of the rule that this worker cannot call (its key missing or refused here),
+            // its breaker closed, and another live worker calls it: that worker may run the job
+            // now. (Not when none does: with the key missing everywhere, a review's jobs went back
+            // every second.)
             let elsewhere = ruleModels.contains { name in
-                router.catalog.model(named: name)?.enabled == true && fleet.isRefusedHere(name)
-                    && state.models[name]?.breaker == .closed
+                router.catalog.model(named: name)?.enabled == true
+                    && state.models[name].map { $0.unavailableHere != nil && $0.breaker == .closed } ?? false
+                    && fleet.othersCall(name)
             }
             if unroutable?.isTransient == true, !router.catalog.models.isEmpty,
                 let wait = Self.waitForAModel(
@@ -481,7 +482,7 @@ struct RoutingExecutor: JobExecutor {
             let wait = Self.waitForAModel(
                 job, at: now(), reason: "this worker cannot call any model of the plan "
                     + "(\(models.joined(separator: ", "))): \(trail.last?.error ?? "unknown error")", planner: planner,
-                elsewhere: trail.contains { $0.outcome == "refused" })
+                elsewhere: models.contains(where: fleet.othersCall))
         {
             return wait
         }
@@ -562,10 +563,11 @@ struct RoutingExecutor: JobExecutor {
 
     /// How often a job with no model available looks again.
     static let recheckInterval = Duration.seconds(5)
-    /// How soon a job this worker cannot run, though others may (its model refused this worker
-    /// only), is due again: a review's stale worker put a single-model rule's jobs back for 5 s
-    /// each, and took some again (a quarter of them waited 5–25 s while the other workers had the
-    /// model); at 1 s, a third of them still waited over a second.
+    /// How soon a job this worker cannot run, though another live worker calls its model (its
+    /// key missing or refused here only), is due again: a review's stale worker put a
+    /// single-model rule's jobs back for 5 s each, and took some again (a quarter of them waited
+    /// 5–25 s while the other workers had the model); at 1 s, a third of them still waited over a
+    /// second.
     static let elsewhereRecheck = Duration.milliseconds(250)
 
     /// The job put back to look again in `recheckInterval` (or `elsewhereRecheck`), attempt not
@@ -576,7 +578,7 @@ struct RoutingExecutor: JobExecutor {
     ///   - busy: a model is only busy (calls in flight, budget): it is waited for however long the
     ///     job has waited (a background job over an hour old spent an attempt each time it met a
     ///     model at its max_concurrency).
-    ///   - elsewhere: other workers call a model that refused this one: due again in
+    ///   - elsewhere: another live worker calls a model this one cannot: due again in
     ///     `elsewhereRecheck`.
     static func waitForAModel(
         _ job: Job, at instant: Date, reason: String, planner: OffPeakPlanner, until: Date? = nil, busy: Bool = false,
