@@ -197,6 +197,48 @@ struct RefusedWorkerTests {
         }
     }
 
+    /// A review's put-back jobs waited for an idle worker's poll (about 0.75 s of a second), the
+    /// worker that put them back claiming them again first: the write-back's notification comes
+    /// before they are due.
+    @Test("a job put back for a moment is announced when it falls due, so an idle worker takes it without a poll")
+    func putBackAnnouncedWhenDue() async throws {
+        try await withFakeProviderServer { server in
+            try await TestDatabase.withMigratedPool { pool in
+                _ = try await CatalogStore(pool: pool).importDocument(Data(FallbackExecutionTests.catalog(server).utf8))
+                // Another worker calls the model (its skipped_models names none): the job goes back
+                // for a quarter second.
+                try await pool.query("INSERT INTO switchyard.workers (id, concurrency, heartbeat_at) VALUES ('w-good', 4, now())")
+                var configuration = WorkerServiceTests.configuration(concurrency: 2)
+                configuration.pollInterval = .seconds(600)  // woken by notifications only
+                let fleet = FleetState(
+                    pool: pool, logger: Logger(label: "worker", level: .error) { _ in }, environment: [:],
+                    worker: configuration.identity.id)
+                let executor = RoutingExecutor(
+                    fleet: fleet, providers: ProviderFactory(concurrency: 2, environment: [:]),
+                    worker: configuration.identity.id)
+                try await WorkerServiceTests.withWorker(pool, configuration, executor, fleet: fleet) { _ in
+                    let id = try await QueueStore(pool: pool).submit(
+                        Submission(request: Submission.prompt("hi"), taskClass: "claude"))
+                    // When it is due again: each putting back moves it.
+                    func due() async throws -> Date? {
+                        try await pool.query(
+                            "SELECT run_at FROM switchyard.jobs WHERE id = $1 AND waiting_reason IS NOT NULL", [id]
+                        ).scalar(Date?.self)
+                    }
+                    var first: Date?
+                    try await waitUntil("the job is put back") {
+                        first = try await due()
+                        return first != nil
+                    }
+                    // Claimed and put back again once due, though this worker polls every ten minutes.
+                    try await waitUntil("the job is put back again", limit: .seconds(30)) {
+                        try await due().map { $0 > first! } ?? false
+                    }
+                }
+            }
+        }
+    }
+
     /// A key rotated on one machine and not yet on the other: the stale worker's 401 opened the
     /// model for both, and the good worker's probes closed it until the stale one's next call.
     @Test("two workers, one on a stale key: it skips the model and says so in status, the other keeps calling it")

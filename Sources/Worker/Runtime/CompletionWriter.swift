@@ -188,6 +188,30 @@ final class CompletionWriter: Sendable {
     /// outcome is set aside (see `State.stuck`).
     /// - Parameter afterFailure: a try of these outcomes failed before (the halves of a batch, an
     ///   outcome set aside): one of them may have committed.
+    /// How soon a job put back must fall due to be announced then (`announceWhenDue`): an idle
+    /// worker looks at its poll interval (a second by default) without one.
+    static let announcedWithin: TimeInterval = 1
+
+    /// Jobs put back to run again within `announcedWithin` (a model only this worker cannot
+    /// call, a provider's pause ending) are announced on `switchyard_jobs` when the last of them
+    /// falls due: no other worker looks before its next poll otherwise (a review's put-back jobs
+    /// waited about 0.75 s for an idle worker's poll, the worker that put them back claiming
+    /// them again first).
+    private func announceWhenDue(_ written: [Completion]) {
+        let now = Date()
+        guard let due = written.compactMap({ completion -> Date? in
+            guard completion.kind == .wait || completion.kind == .postpone, let at = completion.retryAt,
+                at.timeIntervalSince(now) <= Self.announcedWithin
+            else { return nil }
+            return at
+        }).max() else { return }
+        let store = store
+        Task {
+            try? await Task.sleep(for: .seconds(max(due.timeIntervalSinceNow, 0)))
+            _ = try? await store.pool.query("SELECT pg_notify('switchyard_jobs', '')")
+        }
+    }
+
     private func flush(_ batch: [Pending], afterFailure: Bool = false) async {
         var delay = Duration.milliseconds(100)
         var attempts = 0
@@ -240,6 +264,7 @@ final class CompletionWriter: Sendable {
                         item.done(item.completion)
                     }
                 }
+                announceWhenDue(batch.map(\.completion).filter { written[$0.jobID] != nil })
                 return
             } catch let error as PostgresError where error.isRefusedValue {
                 await isolate(batch, error)
