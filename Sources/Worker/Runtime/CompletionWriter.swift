@@ -178,16 +178,6 @@ final class CompletionWriter: Sendable {
         }
     }
 
-    /// Writes one batch, retrying while the database is unreachable. Giving up is safe: an
-    /// unwritten job keeps its row in switchyard.jobs and is rescued when its lease expires.
-    /// An error a retry cannot cure (the database refuses a value in the batch) is narrowed down
-    /// to the outcome that causes it, which is written as failed instead: retrying the batch
-    /// forever would hold every later outcome, and their leases, behind it. Anything else (the
-    /// database down, restarting, out of connections, read-only after a failover) is retried;
-    /// with the database up, a batch that fails three times is retried in halves, and a single
-    /// outcome is set aside (see `State.stuck`).
-    /// - Parameter afterFailure: a try of these outcomes failed before (the halves of a batch, an
-    ///   outcome set aside): one of them may have committed.
     /// How soon a job put back must fall due to be announced then (`announceWhenDue`): an idle
     /// worker looks at its poll interval (a second by default) without one.
     static let announcedWithin: TimeInterval = 1
@@ -212,6 +202,16 @@ final class CompletionWriter: Sendable {
         }
     }
 
+    /// Writes one batch, retrying while the database is unreachable. Giving up is safe: an
+    /// unwritten job keeps its row in switchyard.jobs and is rescued when its lease expires.
+    /// An error a retry cannot cure (the database refuses a value in the batch) is narrowed down
+    /// to the outcome that causes it, which is written as failed instead: retrying the batch
+    /// forever would hold every later outcome, and their leases, behind it. Anything else (the
+    /// database down, restarting, out of connections, read-only after a failover) is retried;
+    /// with the database up, a batch that fails three times is retried in halves, and a single
+    /// outcome is set aside (see `State.stuck`).
+    /// - Parameter afterFailure: a try of these outcomes failed before (the halves of a batch, an
+    ///   outcome set aside): one of them may have committed.
     private func flush(_ batch: [Pending], afterFailure: Bool = false) async {
         var delay = Duration.milliseconds(100)
         var attempts = 0
