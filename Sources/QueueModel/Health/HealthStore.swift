@@ -60,19 +60,28 @@ public struct HealthStore: Sendable {
         public var consecutiveFailureLimit: Int
         /// `breaker_open_seconds`: a worker the provider refused skips the model this long.
         public var breakerOpenSeconds: Double
-        /// The live workers other than the one asking, and how many of them skip each model
-        /// (`workers.skipped_models`): whether another worker may call a model this one cannot.
-        public var otherWorkers = 0
-        public var skippedByOthers: [String: Int] = [:]
+        /// The live workers other than the one asking: whether another may call a model this
+        /// one cannot.
+        public var others = OtherWorkers()
+    }
 
-        /// Whether a live worker other than the one asking calls `model` (does not skip it).
-        public func othersCall(_ model: String) -> Bool {
-            otherWorkers > skippedByOthers[model, default: 0]
+    /// The live workers other than the one asking, and how many of them skip each model
+    /// (`workers.skipped_models`).
+    public struct OtherWorkers: Sendable {
+        public var count = 0
+        public var skipping: [String: Int] = [:]
+
+        public init(count: Int = 0, skipping: [String: Int] = [:]) {
+            self.count = count
+            self.skipping = skipping
         }
+
+        /// Whether one of them calls `model` (does not skip it).
+        public func call(_ model: String) -> Bool { count > skipping[model, default: 0] }
     }
 
     /// Reads the fleet's health in one round trip.
-    /// - Parameter worker: the worker asking, left out of `otherWorkers` and `skippedByOthers`.
+    /// - Parameter worker: the worker asking, left out of `others`.
     public func snapshot(for worker: String? = nil) async throws -> Snapshot {
         let rows = try await pool.query(
             """
@@ -98,8 +107,7 @@ public struct HealthStore: Sendable {
         var live = 1
         var limit = 5
         var openSeconds = 30.0
-        var others = 0
-        var skippedByOthers: [String: Int] = [:]
+        var others = OtherWorkers()
         for row in rows {
             live = max(1, try row.decode("live", as: Int.self))
             if let text = try row.decode("consecutive_limit", as: String?.self), let value = Int(text), value > 0 {
@@ -108,10 +116,10 @@ public struct HealthStore: Sendable {
             if let text = try row.decode("open_seconds", as: String?.self), let value = Double(text), value > 0 {
                 openSeconds = value
             }
-            if let count = try row.decode("others", as: Int?.self) { others = count }
+            if let count = try row.decode("others", as: Int?.self) { others.count = count }
             if let text = try row.decode("skipped_by_others", as: String?.self) {
                 for (model, count) in try JSONValue(parsing: text).objectValue ?? [:] {
-                    skippedByOthers[model] = count.intValue ?? 0
+                    others.skipping[model] = count.intValue ?? 0
                 }
             }
             guard let model = try row.decode("model", as: String?.self) else { continue }
@@ -124,6 +132,6 @@ public struct HealthStore: Sendable {
         }
         return Snapshot(
             models: models, liveWorkers: live, consecutiveFailureLimit: limit, breakerOpenSeconds: openSeconds,
-            otherWorkers: others, skippedByOthers: skippedByOthers)
+            others: others)
     }
 }

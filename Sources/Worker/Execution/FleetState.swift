@@ -38,7 +38,7 @@ final class FleetState: Sendable {
         var breakerOpenSeconds: TimeInterval = 30
         /// The other live workers, and how many of them skip each model: whether a job this
         /// worker cannot run may be run by another now.
-        var othersCall: (workers: Int, skipping: [String: Int]) = (0, [:])
+        var others = HealthStore.OtherWorkers()
         /// Models whose refusal here has run out, with the one call that tries them again in
         /// flight: the others wait for its answer (a burst after the skip ran out sent a refused
         /// call from every free slot at once).
@@ -257,7 +257,7 @@ final class FleetState: Sendable {
                 state.liveWorkers = snapshot.liveWorkers
                 state.consecutiveFailureLimit = snapshot.consecutiveFailureLimit
                 state.breakerOpenSeconds = snapshot.breakerOpenSeconds
-                state.othersCall = (snapshot.otherWorkers, snapshot.skippedByOthers)
+                state.others = snapshot.others
             }
         } catch {
             if Task.isCancelled { return }
@@ -300,7 +300,7 @@ final class FleetState: Sendable {
     /// Whether another live worker calls `model` (does not skip it), as of the last refresh of
     /// the breakers (every 2 s).
     func othersCall(_ model: String) -> Bool {
-        state.withLock { $0.othersCall.workers > $0.othersCall.skipping[model, default: 0] }
+        state.withLock { $0.others.call(model) }
     }
 
     /// The models this worker skips (`skipHere`), with why.

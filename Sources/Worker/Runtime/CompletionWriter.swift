@@ -187,14 +187,17 @@ final class CompletionWriter: Sendable {
     /// falls due: no other worker looks before its next poll otherwise (a review's put-back jobs
     /// waited about 0.75 s for an idle worker's poll, the worker that put them back claiming
     /// them again first).
-    private func announceWhenDue(_ written: [Completion]) {
+    /// (Every write-back passes here: a loop over the batch, nothing built unless one is due soon.)
+    private func announceWhenDue(_ batch: [Pending], written: [Int64: String]) {
         let now = Date()
-        guard let due = written.compactMap({ completion -> Date? in
-            guard completion.kind == .wait || completion.kind == .postpone, let at = completion.retryAt,
-                at.timeIntervalSince(now) <= Self.announcedWithin
-            else { return nil }
-            return at
-        }).max() else { return }
+        var due: Date?
+        for item in batch where item.completion.kind == .wait || item.completion.kind == .postpone {
+            guard let at = item.completion.retryAt, at.timeIntervalSince(now) <= Self.announcedWithin,
+                written[item.completion.jobID] != nil
+            else { continue }
+            due = max(due ?? at, at)
+        }
+        guard let due else { return }
         let store = store
         Task {
             try? await Task.sleep(for: .seconds(max(due.timeIntervalSinceNow, 0)))
@@ -264,7 +267,7 @@ final class CompletionWriter: Sendable {
                         item.done(item.completion)
                     }
                 }
-                announceWhenDue(batch.map(\.completion).filter { written[$0.jobID] != nil })
+                announceWhenDue(batch, written: written)
                 return
             } catch let error as PostgresError where error.isRefusedValue {
                 await isolate(batch, error)
