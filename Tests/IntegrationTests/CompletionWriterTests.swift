@@ -383,6 +383,49 @@ struct CompletionWriterTests {
         }
     }
 
+    /// A review's put-back jobs waited for an idle worker's poll (about 0.75 s of a second): the
+    /// write-back's notification comes before they are due.
+    @Test("a job put back for under a second is announced on switchyard_jobs when it falls due")
+    func announcedWhenDue() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let store = QueueStore(pool: pool)
+            let writer = CompletionWriter(store: store, worker: "w", batchLimit: 10, logger: Logger(label: "t", level: .error) { _ in })
+            let running = Task { await writer.run() }
+            defer {
+                writer.finish()
+                running.cancel()
+            }
+            let events = try await pool.listen(on: ["switchyard_jobs"])
+            // A write-back slower than the job's time (a loaded machine) cannot tell: tried again.
+            var due: Date?
+            for _ in 0..<5 where due == nil {
+                let job = try #require(try await Self.claimed(1, in: store).first)
+                let at = Date().addingTimeInterval(0.9)
+                #expect(
+                    await writer.write(
+                        Completion(
+                            jobID: job.id, attempt: job.attempt, kind: .wait,
+                            error: ["message": "no model available now"], retryAt: at)))
+                if Date() < at { due = at }
+            }
+            let dueAt = try #require(due)
+            Task {
+                try await Task.sleep(for: .seconds(30))
+                try await pool.query("SELECT pg_notify('switchyard_jobs', 'timeout')")
+            }
+            var announced = false
+            for await event in events {
+                guard case .notification(let notification) = event else { continue }
+                if notification.payload == "timeout" { break }
+                if Date() >= dueAt {
+                    announced = true
+                    break
+                }
+            }
+            #expect(announced)
+        }
+    }
+
     @Test("as the worker stops, a batch the database keeps failing is given up after five tries, not split",
           .timeLimit(.minutes(5)))
     func noSplittingWhenStopping() async throws {

@@ -103,19 +103,21 @@ public struct QueueStore: Sendable {
     // MARK: Claims, leases, write-back
 
     /// Claims up to `freeSlots` jobs, interactive first, background only into `backgroundSlots`,
-    /// each partition read from after its position in `cursor`.
+    /// each partition read from after its position in `cursor`, passing over `passedOn` (jobs this
+    /// worker put back for another to run, sql/0098).
     public func claim(
-        worker: String, freeSlots: Int, backgroundSlots: Int, lease: Duration, after cursor: ClaimCursor = ClaimCursor()
+        worker: String, freeSlots: Int, backgroundSlots: Int, lease: Duration,
+        after cursor: ClaimCursor = ClaimCursor(), passedOn: [Int64] = []
     ) async throws -> [Job] {
         // Whether each job's tenant is capped (sql/0096): asked of jobs with a tenant only.
         let rows = try await pool.query(
             """
             SELECT \(Job.columns), CASE WHEN tenant IS NULL THEN false ELSE switchyard.tenant_is_capped(tenant) END AS tenant_capped
-            FROM switchyard.claim($1, $2, $3, $4, $5, $6, $7, $8)
+            FROM switchyard.claim($1, $2, $3, $4, $5, $6, $7, $8, $9)
             """,
             [
                 worker, freeSlots, backgroundSlots, lease.seconds, cursor.interactive?.runAt, cursor.interactive?.id,
-                cursor.background?.runAt, cursor.background?.id,
+                cursor.background?.runAt, cursor.background?.id, passedOn.isEmpty ? nil : passedOn,
             ],
             prepared: true
         )

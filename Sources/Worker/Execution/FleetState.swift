@@ -43,6 +43,9 @@ final class FleetState: Sendable {
         /// flight: the others wait for its answer (a burst after the skip ran out sent a refused
         /// call from every free slot at once).
         var refusalProbes: Set<String> = []
+        /// Jobs this worker passed on to the others (`passOn`), and until when its claims pass
+        /// them over.
+        var passedOn: [Int64: Date] = [:]
         /// A reload that failed (the database away for a moment) is tried again at the next
         /// refresh, not left until the next notification: a stale policy would have every
         /// postponement it decides sent back at once (`complete()` keeps none decided under an
@@ -301,6 +304,40 @@ final class FleetState: Sendable {
     /// the breakers (every 2 s).
     func othersCall(_ model: String) -> Bool {
         state.withLock { $0.others.call(model) }
+    }
+
+    /// How long this worker's claims pass over a job it passed on: if the others have gone by
+    /// then, it claims the job again (and puts it back for `RoutingExecutor.recheckInterval`
+    /// once no live worker calls its models).
+    static let passedOnFor: TimeInterval = 5
+    /// How many jobs passed on the claims name at most (the latest): each candidate job of a claim
+    /// is compared with them.
+    static let passedOnLimit = 1_000
+
+    /// Notes a job this worker put back for another live worker to run (it cannot call the job's
+    /// models, another worker does): its claims pass it over for `passedOnFor` (sql/0098).
+    /// Before, it claimed the job again as often as the others did, and put it back again.
+    func passOn(_ job: Int64, now: Date = Date()) {
+        state.withLock { state in
+            if state.passedOn.count >= Self.passedOnLimit {
+                state.passedOn = state.passedOn.filter { $0.value > now }
+                if state.passedOn.count >= Self.passedOnLimit,
+                    let oldest = state.passedOn.min(by: { $0.value < $1.value })
+                {
+                    state.passedOn[oldest.key] = nil
+                }
+            }
+            state.passedOn[job] = now.addingTimeInterval(Self.passedOnFor)
+        }
+    }
+
+    /// The jobs this worker's next claim passes over (`passOn`).
+    func passedOn(now: Date = Date()) -> [Int64] {
+        state.withLock { state in
+            guard !state.passedOn.isEmpty else { return [] }
+            state.passedOn = state.passedOn.filter { $0.value > now }
+            return Array(state.passedOn.keys)
+        }
     }
 
     /// The models this worker skips (`skipHere`), with why.

@@ -164,8 +164,8 @@ struct RoutingExecutor: JobExecutor {
                 }
             // A model of the rule that this worker cannot call (its key missing or refused here),
             // its breaker closed, and another live worker calls it: that worker may run the job
-            // now. (Not when none does: with the key missing everywhere, a review's jobs went back
-            // every second.)
+            // now, and this one's claims pass it over (`passOn`). (Not when none does: with the key
+            // missing everywhere, a review's jobs went back every second.)
             let elsewhere = ruleModels.contains { name in
                 router.catalog.model(named: name)?.enabled == true
                     && state.models[name].map { $0.unavailableHere != nil && $0.breaker == .closed } ?? false
@@ -176,6 +176,10 @@ struct RoutingExecutor: JobExecutor {
                     job, at: instant, reason: "no model available now: \(unroutable?.reason ?? "")", planner: planner,
                     until: pauseEnd, busy: unroutable?.isBusy == true && !pausedLong, elsewhere: elsewhere)
             {
+                if elsewhere {
+                    fleet.passOn(job.id)
+                    return wait
+                }
                 if held < 5, pauseEnd != nil, case .postponed(let until, _, _, _, _) = wait,
                     until.timeIntervalSince(instant) <= Self.holdInSlot.seconds
                 {
@@ -478,12 +482,14 @@ struct RoutingExecutor: JobExecutor {
             return wait
         }
         let models = Self.modelsCalled(trail)
+        let elsewhere = models.contains(where: fleet.othersCall)
         if onlySkippedHere && !trail.isEmpty,
             let wait = Self.waitForAModel(
                 job, at: now(), reason: "this worker cannot call any model of the plan "
                     + "(\(models.joined(separator: ", "))): \(trail.last?.error ?? "unknown error")", planner: planner,
-                elsewhere: models.contains(where: fleet.othersCall))
+                elsewhere: elsewhere)
         {
+            if elsewhere { fleet.passOn(job.id) }
             return wait
         }
         // The job's deadline cut its last call: said so, not "every model in the plan failed" with
@@ -563,28 +569,25 @@ struct RoutingExecutor: JobExecutor {
 
     /// How often a job with no model available looks again.
     static let recheckInterval = Duration.seconds(5)
-    /// How soon a job this worker cannot run, though another live worker calls its model (its
-    /// key missing or refused here only), is due again: a review's stale worker put a
-    /// single-model rule's jobs back for 5 s each, and took some again (a quarter of them waited
-    /// 5–25 s while the other workers had the model); at 1 s, a third of them still waited over a
-    /// second.
-    static let elsewhereRecheck = Duration.milliseconds(250)
 
-    /// The job put back to look again in `recheckInterval` (or `elsewhereRecheck`), attempt not
-    /// spent, while it has not waited longer than its priority allows (nil then: it fails, and its
-    /// attempts retry it).
+    /// The job put back to look again in `recheckInterval` (due at once with `elsewhere`), attempt
+    /// not spent, while it has not waited longer than its priority allows (nil then: it fails, and
+    /// its attempts retry it).
     /// - Parameters:
     ///   - until: when a model may be back sooner than that (a provider's pause ends).
     ///   - busy: a model is only busy (calls in flight, budget): it is waited for however long the
     ///     job has waited (a background job over an hour old spent an attempt each time it met a
     ///     model at its max_concurrency).
-    ///   - elsewhere: another live worker calls a model this one cannot: due again in
-    ///     `elsewhereRecheck`.
+    ///   - elsewhere: another live worker calls a model this one cannot: due again at once, for
+    ///     the others (this worker's claims pass it over: `FleetState.passOn`). Put back for 5 s,
+    ///     a review's stale worker's single-model jobs waited 5–25 s while the other workers had the
+    ///     model; for 250 ms, the worker that put a job back claimed it again as often as the others
+    ///     did, and a job went back up to six times.
     static func waitForAModel(
         _ job: Job, at instant: Date, reason: String, planner: OffPeakPlanner, until: Date? = nil, busy: Bool = false,
         elsewhere: Bool = false
     ) -> JobOutcome? {
-        let recheck = instant.addingTimeInterval((elsewhere ? elsewhereRecheck : recheckInterval).seconds)
+        let recheck = elsewhere ? instant : instant.addingTimeInterval(recheckInterval.seconds)
         // A provider's pause that ends before the next look is a blip, not an outage: waited out
         // whatever the job's age (a backlog's older jobs each spent an attempt on a 1 s pause).
         let blip = until.map { $0 <= recheck } ?? false

@@ -182,17 +182,17 @@ final class CompletionWriter: Sendable {
     /// worker looks at its poll interval (a second by default) without one.
     static let announcedWithin: TimeInterval = 1
 
-    /// Jobs put back to run again within `announcedWithin` (a model only this worker cannot
-    /// call, a provider's pause ending) are announced on `switchyard_jobs` when the last of them
-    /// falls due: no other worker looks before its next poll otherwise (a review's put-back jobs
-    /// waited about 0.75 s for an idle worker's poll, the worker that put them back claiming
-    /// them again first).
+    /// Jobs put back to run again within `announcedWithin` (a provider's pause ending) are
+    /// announced on `switchyard_jobs` when the last of them falls due: the write-back's own
+    /// notification comes before, and no worker looks again before its next poll (a review's
+    /// put-back jobs waited about 0.75 s for an idle worker's poll). One due already as it was
+    /// written (a job passed on to the others) was announced by the write-back.
     /// (Every write-back passes here: a loop over the batch, nothing built unless one is due soon.)
     private func announceWhenDue(_ batch: [Pending], written: [Int64: String]) {
         let now = Date()
         var due: Date?
         for item in batch where item.completion.kind == .wait || item.completion.kind == .postpone {
-            guard let at = item.completion.retryAt, at.timeIntervalSince(now) <= Self.announcedWithin,
+            guard let at = item.completion.retryAt, at > now, at.timeIntervalSince(now) <= Self.announcedWithin,
                 written[item.completion.jobID] != nil
             else { continue }
             due = max(due ?? at, at)

@@ -233,10 +233,11 @@ final class WorkerService: Sendable {
                     }
                 }
                 do {
+                    let passedOn = fleet?.passedOn() ?? []
                     let jobs = try await metrics.measure("claim") { [cursor] in
                         try await store.claim(
                             worker: configuration.identity.id, freeSlots: free, backgroundSlots: backgroundSlots,
-                            lease: configuration.lease, after: cursor
+                            lease: configuration.lease, after: cursor, passedOn: passedOn
                         )
                     }
                     // Without the fleet's state (--simulated-latency) the settings and rules are not
