@@ -154,7 +154,7 @@ public final class HTTPTransport: Sendable {
         }
     }
 
-    /// One data task, cancelled when the calling task is.
+    /// One request: a data task, and another if libcurl sent the first again (see below).
     private func perform(_ request: URLRequest, skipVerification: Bool) async throws -> Exchange {
         #if canImport(FoundationNetworking)
             let (session, collector) = (session, collector)
@@ -163,28 +163,33 @@ public final class HTTPTransport: Sendable {
                 skipVerification && unverifiedSession != nil
                 ? (unverifiedSession!, unverifiedCollector) : (session, collector)
         #endif
-        // The body goes as a stream the collector can give again from its start: libcurl sends a
-        // request again on a new connection when the server closed the one it reused (an idle
-        // timeout, a restart), and a body given as data went again empty (FoundationNetworking
-        // rewinds only a stream, and only one the delegate hands it anew).
-        var request = request
-        let body = request.httpBody
-        #if canImport(FoundationNetworking)
-            if let body {
-                request.httpBody = nil
-                request.httpBodyStream = InputStream(data: body)
-                request.setValue(String(body.count), forHTTPHeaderField: "Content-Length")
-                // A stream's length is unknown to FoundationNetworking, so libcurl would send it
-                // chunked (beside our Content-Length); a blank Transfer-Encoding is not sent, and
-                // tells libcurl not to chunk.
-                request.setValue(" ", forHTTPHeaderField: "Transfer-Encoding")
+        // libcurl sends a request again on a new connection when the server closed the one it
+        // reused (an idle timeout, a restart), and FoundationNetworking cannot give a body given
+        // as data again: it would go with its head alone. The collector stops such a task as it
+        // is sent again (`SentAgain`), and it is sent once more here, as a new task.
+        // (A body given as a stream could be given again, but then libcurl waited for the answer
+        // with FoundationNetworking watching the socket for writing: it spun a core for as long
+        // as any call was in flight, 85-90% of one in a review.)
+        do {
+            return try await dataTask(request, on: session, collector)
+        } catch is SentAgain {
+            do {
+                return try await dataTask(request, on: session, collector)
+            } catch is SentAgain {
+                throw URLError(.networkConnectionLost)
             }
-        #endif
+        }
+    }
+
+    /// One data task, cancelled when the calling task is.
+    private func dataTask(
+        _ request: URLRequest, on session: URLSession, _ collector: ResponseCollector
+    ) async throws -> Exchange {
         let handle = TaskHandle()
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Exchange, Error>) in
                 let task = session.dataTask(with: request)
-                collector.expect(task, continuation, body: body)
+                collector.expect(task, continuation, body: request.httpBody)
                 handle.start(task)
             }
         } onCancel: {
@@ -219,6 +224,10 @@ public final class HTTPTransport: Sendable {
         }
     }
 }
+
+/// A task libcurl was sending again on a new connection (the server closed the one it reused),
+/// which its body would not have reached: it was cancelled, to be sent as a new task.
+private struct SentAgain: Error {}
 
 /// A body that passed the transport's limit: its task was cancelled there.
 private struct ResponseTooLarge: Error {
@@ -255,13 +264,24 @@ private final class ResponseCollector: NSObject, URLSessionDataDelegate, Sendabl
         tasks.withLock { $0[task.taskIdentifier] = Collecting(continuation: continuation, requestBody: body) }
     }
 
-    /// The request's body again, from its start, for a request sent again.
+    /// The request's body again, from its start, for a request sent again. FoundationNetworking
+    /// asks as libcurl sends a request again on a new connection, and takes a stream only for a
+    /// body given as one (a body given as data, it stops on): the task ends here instead, and the
+    /// transport sends the request again as a new task. The request sent without its body is
+    /// cancelled before the server can have read all it announced.
     func urlSession(
         _ session: URLSession, task: URLSessionTask,
         needNewBodyStream completionHandler: @escaping @Sendable (InputStream?) -> Void
     ) {
-        let body = tasks.withLock { $0[task.taskIdentifier]?.requestBody }
-        completionHandler(body.map { InputStream(data: $0) })
+        #if canImport(FoundationNetworking)
+            completionHandler(nil)
+            finish(task) { _ in .failure(SentAgain()) }
+            // Not from here: FoundationNetworking asks on the queue that a cancellation waits for.
+            DispatchQueue.global().async { task.cancel() }
+        #else
+            let body = tasks.withLock { $0[task.taskIdentifier]?.requestBody }
+            completionHandler(body.map { InputStream(data: $0) })
+        #endif
     }
 
     /// Resumes the task's continuation, the first time only.
