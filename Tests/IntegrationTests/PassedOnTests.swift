@@ -118,6 +118,7 @@ struct PassedOnTests {
             fleet.passOn(2, now: start.addingTimeInterval(3))
             #expect(Set(fleet.passedOn(now: start.addingTimeInterval(4))) == [1, 2])
             #expect(fleet.passedOn(now: start.addingTimeInterval(6)) == [2])
+            #expect(fleet.hasPassedOn(2, now: start.addingTimeInterval(6)) && !fleet.hasPassedOn(1, now: start.addingTimeInterval(6)))
             #expect(fleet.passedOn(now: start.addingTimeInterval(9)).isEmpty)
             for id in 1...Int64(FleetState.passedOnLimit + 5) {
                 fleet.passOn(id, now: start.addingTimeInterval(Double(id) / 10_000))

@@ -179,7 +179,7 @@ struct RefusedWorkerTests {
                 guard case .postponed(let until, let reason, _, _, _) = await executor.execute(job) else {
                     throw WaitTimedOut(description: "the job was not put back")
                 }
-                return (until.timeIntervalSinceNow, reason, fleet.passedOn().contains(job.id))
+                return (until.timeIntervalSinceNow, reason, fleet.hasPassedOn(job.id))
             }
             let refused = try await putBack()
             #expect(refused.seconds <= 0 && refused.passedOn, "\(refused)")

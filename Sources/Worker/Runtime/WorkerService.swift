@@ -378,9 +378,16 @@ final class WorkerService: Sendable {
                 jobID: job.id, attempt: job.attempt, kind: forModel ? .wait : .postpone,
                 error: ["code": forModel ? "waiting_for_model" : "postponed", "message": .string(reason)], trail: trail,
                 retryAt: until, policy: policy)
-            logger.info(
-                "job waits to run later",
-                ["job": job.id, "model": model, "attempt": job.attempt, "until": until, "reason": reason])
+            if forModel, fleet?.hasPassedOn(job.id) == true {
+                // Due at once, for the others: "waits … until" now read as if it waited.
+                logger.info(
+                    "job passed on to the other workers: this one cannot call its models",
+                    ["job": job.id, "attempt": job.attempt, "reason": reason])
+            } else {
+                logger.info(
+                    "job waits to run later",
+                    ["job": job.id, "model": model, "attempt": job.attempt, "until": until, "reason": reason])
+            }
         case (nil, .failed(let failure)):
             var error: JSONValue = ["code": .string(failure.code), "message": .string(failure.message)]
             var retry: (delay: Duration, at: Date)?
