@@ -147,6 +147,20 @@ struct PrintableOutputTests {
         #expect(JobWaiter.summary(id: 7, result: failed) == "7  failed  bad^[[31m red^M^Jline")
     }
 
+    /// A walkthrough's answer cut by max_tokens read as whole: the line's cut at 200 characters
+    /// took its "(finish_reason: length)" with it.
+    @Test("wait's line cuts a long answer with an ellipsis and keeps how it finished")
+    func waitSummaryOfALongAnswer() {
+        let long: JSONValue = [
+            "status": "succeeded", "model": "m",
+            "response": ["choices": [["finish_reason": "length", "message": ["content": .string(String(repeating: "ab\n", count: 100))]]]],
+        ]
+        let line = JobWaiter.summary(id: 7, result: long)
+        #expect(line == "7  succeeded  m  " + String(repeating: "ab ", count: 66) + "ab…" + " (finish_reason: length)", "\(line)")
+        let short: JSONValue = ["status": "succeeded", "response": ["choices": [["finish_reason": "stop", "message": ["content": "hi"]]]]]
+        #expect(JobWaiter.summary(id: 8, result: short) == "8  succeeded  hi")
+    }
+
     @Test("an answer of tool calls, a refusal or several choices is shown, not an empty line")
     func answerText() {
         let tools: JSONValue = ["choices": [["finish_reason": "tool_calls", "message": [

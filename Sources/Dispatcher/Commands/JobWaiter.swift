@@ -248,8 +248,13 @@ struct JobWaiter {
         if let model = result["model"]?.stringValue { parts.append(model) }
         if let latency = result["latency_ms"]?.doubleValue { parts.append(String(format: "%.0fms", latency)) }
         if status == "succeeded" {
-            let content = answerText(result["response"])
-            parts.append(String(content.prefix(200)).replacingOccurrences(of: "\n", with: " "))
+            // The answer cut to its first `summaryLength` characters, marked so, and the notes on
+            // how it finished kept after it (a walkthrough's answer cut by max_tokens read as
+            // whole: the cut took its "(finish_reason: length)").
+            let answer = answerParts(result["response"])
+            var text = answer.lines.joined(separator: " ").replacingOccurrences(of: "\n", with: " ")
+            if text.count > summaryLength { text = String(text.prefix(summaryLength)) + "…" }
+            parts.append(([text] + answer.notes).filter { !$0.isEmpty }.joined(separator: " "))
         } else if let message = result["error"]?["message"]?.stringValue {
             parts.append(message)
         }
@@ -262,8 +267,17 @@ struct JobWaiter {
     /// calls (an answer of tool calls alone printed nothing), with how it finished when not
     /// `stop`, and how many more choices there are (`result ID --json` shows them).
     static func answerText(_ response: JSONValue?) -> String {
+        let answer = answerParts(response)
+        return (answer.lines + answer.notes).joined(separator: "\n")
+    }
+
+    /// How much of an answer a line of `wait` shows (`result ID --content` prints it whole).
+    static let summaryLength = 200
+
+    /// `answerText`'s lines: what the answer says, and the notes on how it finished.
+    static func answerParts(_ response: JSONValue?) -> (lines: [String], notes: [String]) {
         let choices = response?["choices"]?.arrayValue ?? []
-        guard let choice = choices.first else { return "" }
+        guard let choice = choices.first else { return ([], []) }
         let message = choice["message"]
         var lines: [String] = []
         if let content = message?["content"]?.stringValue, !content.isEmpty { lines.append(content) }
@@ -272,10 +286,11 @@ struct JobWaiter {
             let name = call["function"]?["name"]?.stringValue ?? "?"
             lines.append("tool call \(name)(\(call["function"]?["arguments"]?.stringValue ?? ""))")
         }
+        var notes: [String] = []
         if let reason = choice["finish_reason"]?.stringValue, reason != "stop", reason != "tool_calls" {
-            lines.append("(finish_reason: \(reason))")
+            notes.append("(finish_reason: \(reason))")
         }
-        if choices.count > 1 { lines.append("(\(choices.count - 1) more choices: dispatcher result --json)") }
-        return lines.joined(separator: "\n")
+        if choices.count > 1 { notes.append("(\(choices.count - 1) more choices: dispatcher result --json)") }
+        return (lines, notes)
     }
 }
