@@ -74,4 +74,20 @@ struct SavingsMoneyTests {
     func money(value: String, expected: String) {
         #expect(SavingsReport.money(Decimal(string: value)!) == expected)
     }
+
+    /// A walkthrough read the demo's negative figures (its hash rule's keys on dearer models than
+    /// the rule's primary) as the product costing more.
+    @Test("a report below zero by model says why; one that saved says nothing more")
+    func belowZeroExplained() {
+        func report(byModel: Decimal) -> String {
+            SavingsReport(since: nil, rows: [
+                .init(priority: nil, jobs: 10, cost: 1 - byModel, baseline: 1, saved: byModel, savedByCheaperModel: byModel,
+                      savedByOffPeak: 0, escalatedJobs: 0, escalatedCost: 0),
+            ]).text
+        }
+        #expect(report(byModel: Decimal(string: "-0.2")!).hasSuffix(
+            "below zero by model: jobs ran on dearer models than their rules' primaries (a hash rule spreads affinity "
+                + "keys over its models, best_quality picks by quality, a fallback leaves a failing primary)"))
+        #expect(!report(byModel: Decimal(string: "0.2")!).contains("below zero"))
+    }
 }

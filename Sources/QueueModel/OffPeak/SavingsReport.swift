@@ -62,6 +62,13 @@ public struct SavingsReport: Sendable {
                     : String(repeating: " ", count: widths[index] - cell.count) + cell
             }.joined(separator: "  "))
         }
+        // A walkthrough read the demo's negative figures as the product costing more, after its
+        // summary's 85% saving against the premium model: they are the strategies' choice.
+        if rows.contains(where: { $0.savedByCheaperModel < 0 }) {
+            lines.append(
+                "below zero by model: jobs ran on dearer models than their rules' primaries (a hash rule spreads "
+                    + "affinity keys over its models, best_quality picks by quality, a fallback leaves a failing primary)")
+        }
         return lines.joined(separator: "\n")
     }
 
