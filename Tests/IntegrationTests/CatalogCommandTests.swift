@@ -524,6 +524,8 @@ struct CatalogCommandTests {
                     ["submit", "--file", path, "--database-url", configuration.effectiveConnectionString])
                 #expect(status == 0, "\(output)")
                 #expect(output.contains("submitted 3, rejected 0 (2 new jobs: 1 line repeats"), "\(output)")
+                // The ids, for dispatcher wait (a walkthrough's run printed counts alone).
+                #expect(output.split(separator: "\n").contains { $0.hasPrefix("ids ") && $0.split(separator: " ").count == 3 }, "\(output)")
                 // Run again: the keyed lines name the job from the first run (a review's re-run said
                 // "submitted 2" with nothing made); the line without a key makes a new job.
                 let (again, againOutput) = try await dispatcher(
@@ -538,6 +540,12 @@ struct CatalogCommandTests {
                 let summary = try JSONValue(parsing: json)
                 #expect(summary["new_jobs"] == 1 && summary["jobs"] == 2 && summary["submitted"] == 3, "\(json)")
             }
+            // One job with a key: a repeat says its job is from before (its id alone read as new).
+            let url = configuration.effectiveConnectionString
+            let (_, first) = try await dispatcher(["submit", "--prompt", "d", "--idempotency-key", "k2", "--json", "--database-url", url])
+            #expect(try JSONValue(parsing: first)["new"] == true, "\(first)")
+            let (repeatStatus, repeated) = try await dispatcher(["submit", "--prompt", "d", "--idempotency-key", "k2", "--database-url", url])
+            #expect(repeatStatus == 0 && repeated.contains("is from before: its idempotency key named it"), "\(repeated)")
             // The key with another request is that line's error, not a repeat of job k1's.
             try await withFile(#"{"request":{"messages":[{"role":"user","content":"c"}]},"idempotency_key":"k1"}"# + "\n") { path in
                 let (status, output) = try await dispatcher(

@@ -140,10 +140,22 @@ struct BulkSubmission {
             print(
                 "submitted \(submitted), rejected \(rejections.count)"
                     + (why.isEmpty ? "" : " (\(made): \(why.joined(separator: "; ")))"))
+            if let line = Self.idsLine(ids) { print(line) }
             for rejection in rejections.prefix(100) { print("  line \(rejection.line): \(rejection.reason)") }
             if rejections.count > 100 { print("  … and \(rejections.count - 100) more (use --json for all)") }
         }
         return rejections.isEmpty ? ExitCode.success : ExitCode.invalidInput
+    }
+
+    /// The jobs' ids, for `dispatcher wait`: each of up to ten, a run of consecutive ids as its
+    /// ends, else the lowest and the highest (`--json` lists each). A walkthrough's bulk submit
+    /// printed counts alone, and the README's next step waits on ids.
+    static func idsLine(_ ids: [Int64]) -> String? {
+        let unique = Set(ids).sorted()
+        guard let low = unique.first, let high = unique.last else { return nil }
+        if unique.count <= 10 { return "ids " + unique.map(String.init).joined(separator: " ") }
+        if high - low + 1 == Int64(unique.count) { return "ids \(low)–\(high)" }
+        return "ids \(low) … \(high) (\(unique.count) jobs; --json lists each)"
     }
 
     /// The error for a run the database stopped, saying what went in, what may have (a batch is

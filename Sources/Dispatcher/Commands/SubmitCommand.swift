@@ -101,9 +101,23 @@ enum SubmitCommand {
                 hint: "Give --prompt \"…\", --request FILE.json, or --file JOBS.jsonl (see dispatcher submit --help)."
             )
         }
+        // With a key, whether it named a job from before (a walkthrough could not tell a repeat's
+        // id from a new job's): asked of the job's creation against the database's clock.
+        let before = submission.idempotencyKey == nil ? nil : try? await store.databaseNow()
         let id = try await store.submit(submission)
+        var earlier: Bool?
+        if let before, let found = try? await store.createdBefore(before, among: [id]), found.seen.contains(id) {
+            earlier = found.earlier.contains(id)
+        }
         guard arguments.flag("wait") else {
-            print(arguments.flag("json") ? JSONValue.object(["id": .number(Double(id))]).jsonText : String(id))
+            if arguments.flag("json") {
+                var object: [String: JSONValue] = ["id": .number(Double(id))]
+                if let earlier { object["new"] = .bool(!earlier) }
+                print(JSONValue.object(object).jsonText)
+            } else {
+                print(id)
+                if earlier == true { printError("(job \(id) is from before: its idempotency key named it)") }
+            }
             return ExitCode.success
         }
         if !arguments.flag("json") { printError("submitted job \(id); waiting…") }
