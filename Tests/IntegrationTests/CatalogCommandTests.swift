@@ -43,6 +43,14 @@ struct CatalogCommandTests {
                 ["route", "--explain", "--catalog", path, "--prompt", "hello", "--affinity", String(repeating: "k", count: 501)])
             #expect(refused == 2 && words.contains("error: affinity key is 501 characters"), "\(words)")
         }
+        // A request naming a model the catalog lacks is refused, as submission refuses it (a
+        // walkthrough's plan for one read as if it could run).
+        try await withFile(text) { catalog in
+            try await withFile(#"{"model": "gpt-5", "messages": [{"role": "user", "content": "hi"}]}"#) { request in
+                let (status, output) = try await dispatcher(["route", "--explain", "--catalog", catalog, "--file", request])
+                #expect(status == 2 && output.contains("error: request.model names an unknown model: 'gpt-5'"), "\(output)")
+            }
+        }
     }
 
     /// A failover walkthrough's writes against a standby said "cannot execute INSERT in a read-only

@@ -48,6 +48,16 @@ enum RouteCommand {
         }
         var request = try request(from: arguments)
         let (catalog, unpriced, policy) = try await catalogAndState(arguments)
+        // Refused as submission refuses it (sql/0002's check): a walkthrough's plan for a request
+        // naming a model not in the catalog read as if the request could run.
+        if let model = request.body["model"]?.stringValue, !model.isEmpty, model != "auto",
+            catalog.model(named: model) == nil
+        {
+            throw QueueError(
+                .invalidInput, "request.model names an unknown model: '\(model.prefix(100))'; submission refuses it",
+                hint: "Leave \"model\" out to let Switchyard route the request, or name a model from the catalog "
+                    + "(dispatcher models list).")
+        }
         let router = Router(catalog: catalog)
         let planner = OffPeakPlanner(router: router, policy: policy)
         let now = Date()
