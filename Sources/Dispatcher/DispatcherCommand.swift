@@ -19,7 +19,7 @@ enum DispatcherCommand {
           tenants    each tenant's jobs and spending; pause a tenant, or give it a budget per day or month
           simulate   a month of traffic in simulated time: what the background price policy saves
           migrate    apply schema migrations to DATABASE_URL (--status to only show them)
-          models     the model catalog and routing rules: import FILE.json, list, prices, export
+          models     the model catalog and routing rules: import FILE.json, list, prices, export, disable, enable
           route      explain the routing plan for a request (--explain), without running it
           status     one screen about the fleet: throughput, latency, queue, workers, models, alerts
           top        the status screen, redrawn live until q or Ctrl-C

@@ -330,7 +330,7 @@ struct CatalogCommandTests {
             let back = try await dispatcher(["models", "enable", "gpt-4", "claude-opus", "gpt-4o", "--database-url", url])
             #expect(back.status == 0, "\(back.output)")
             #expect(back.output.contains(
-                "gpt-4: enabled; its breaker is open (5 failures in a row), so plans pass it over until its probes answer"),
+                "gpt-4: enabled; its breaker is open (5 failures in a row), so plans pass it over until it half-opens and its probes answer"),
                 "\(back.output)")
             #expect(back.output.contains("claude-opus: enabled; workers plan with it as they reload the catalog"))
             #expect(back.output.contains("gpt-4o: already enabled"))

@@ -212,6 +212,8 @@ struct JobCommandTests {
             #expect(lines.contains("\(ids[3])  scheduled until \(Self.clock(later)) UTC"), "\(lines)")
             // No worker alive: said, not waited out in silence (a newcomer's first job looked stuck).
             #expect(waited.output.contains("warning: no worker has sent a heartbeat in the last 30 s"), "\(waited.output)")
+            // The timeout said, not only its exit status (a walkthrough's ended in silence).
+            #expect(waited.output.contains("timed out after 1s: 4 of 4 jobs not finished"), "\(waited.output)")
 
             let identity = WorkerIdentity(id: "alive", concurrency: 1, hostname: "h", pid: 1, version: "t")
             _ = try await store.heartbeat(worker: identity, held: [], lease: .seconds(30))

@@ -56,7 +56,7 @@ struct OffPeakTests {
             #expect(paused.lines.last?.hasSuffix("; paused: nothing starts until dispatcher background resume") == true,
                     "\(paused.lines)")
             try await BackgroundPolicy.set("background_paused", to: "false", in: pool)
-            #expect(backlog.lines.last == "  pace: 0.4 jobs/min over the last 10 minutes; not draining now: no worker is running")
+            #expect(backlog.lines.last == "  pace: 0.4 jobs/min over the last 10 minutes; no worker is running: nothing starts until one does")
             let worker = WorkerIdentity(id: "w", concurrency: 1, hostname: "h", pid: 1, version: "t")
             _ = try await QueueStore(pool: pool).heartbeat(worker: worker, held: [], lease: .seconds(30))
             backlog = try await BacklogStatus.load(pool)

@@ -291,10 +291,13 @@ final class LineReader: @unchecked Sendable {
         if path == "-" {
             handle = FileHandle.standardInput
         } else {
-            guard let opened = FileHandle(forReadingAtPath: path) else {
-                throw QueueError(.invalidInput, "cannot read \(path)", hint: "Check that the file exists and is readable.")
+            do {
+                handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
+            } catch {
+                throw QueueError(
+                    .invalidInput, "cannot read \(path): \(InputFile.reason(error))",
+                    hint: "Check that the file exists and is readable.")
             }
-            handle = opened
         }
     }
 

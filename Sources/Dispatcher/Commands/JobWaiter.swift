@@ -208,7 +208,15 @@ struct JobWaiter {
             if !json { printError("hint: \(notFoundHint)") }
             return ExitCode.notFound
         }
-        if !pending.isEmpty { return ExitCode.timedOut }
+        if !pending.isEmpty {
+            // Said: a walkthrough's exit 4 came with the jobs' lines and nothing on why it ended.
+            if !json {
+                printError(
+                    "timed out after \(Arguments.format(timeout)): \(pending.count) of \(ids.count) "
+                        + "\(ids.count == 1 ? "job" : "jobs") not finished (wait again, or a longer --timeout)")
+            }
+            return ExitCode.timedOut
+        }
         return ids.allSatisfy({ statuses[$0] == "succeeded" }) ? ExitCode.success : ExitCode.jobNotSucceeded
     }
 

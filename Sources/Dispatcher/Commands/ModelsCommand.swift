@@ -198,7 +198,12 @@ enum ModelsCommand {
         func breakerNote(_ name: String) -> String? {
             stillOut[name].map { record in
                 "its breaker is \(record.breaker.rawValue.replacingOccurrences(of: "_", with: "-"))"
-                    + (record.reason.map { " (\($0))" } ?? "") + ", so plans pass it over until its probes answer"
+                    + (record.reason.map { " (\($0))" } ?? "")
+                    // Half-open, plans keep it and a worker tries it one call at a time (route
+                    // --explain: "kept: breaker half-open (probing)"); open, they pass it over.
+                    + (record.breaker == .halfOpen
+                        ? ": workers try it one call at a time until enough probes answer"
+                        : ", so plans pass it over until it half-opens and its probes answer")
             }
         }
         if arguments.flag("json") {

@@ -74,7 +74,7 @@ enum SimulateCommand {
             if cluster == nil {
                 try await ScratchDatabase.requireEmpty(pool, target: configuration.target, for: "the simulation")
             }
-            print("simulating \(options.jobs) jobs over \(options.days) days…")
+            print("simulating \(options.jobs) jobs over \(options.days) \(options.days == 1 ? "day" : "days")…")
             let clock = ContinuousClock()
             let started = clock.now
             let summary = OffPeakSimulation(catalog: catalog, policy: policy, options: options).run()

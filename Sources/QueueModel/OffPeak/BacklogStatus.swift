@@ -154,7 +154,8 @@ public struct BacklogStatus: Sendable {
             lines.append(
                 "\(pace)\(recent); the \(queued + running) queued and running drained by \(done.readableUTC)")
         } else if liveWorkers == 0 {
-            lines.append("\(pace); not draining now: no worker is running")
+            // "not draining now" beside a drain's "draining until …" read as a contradiction.
+            lines.append("\(pace); no worker is running: nothing starts until one does")
         } else if gate.isOpen {
             // Seconds into a drain nothing has finished yet: "not draining now" said the opposite.
             lines.append("\(pace); no job finished lately to reckon a drain time by")
