@@ -563,6 +563,22 @@ struct CatalogCommandTests {
         }
     }
 
+    /// A walkthrough's `--class nosuchclass` went to the default rule unsaid.
+    @Test("a class no rule serves is submitted with a warning that the default rule routes it")
+    func unservedClass() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            _ = try await CatalogStore(pool: pool).importDocument(
+                Data(#"{"models": {"m": {"provider": "simulated"}}, "routing_rules": {"default": {"primary": "m"}, "code": {"primary": "m"}}}"#.utf8))
+            let url = pool.configuration.effectiveConnectionString
+            let (status, output) = try await dispatcher(["submit", "--prompt", "hi", "--class", "cdoe", "--database-url", url])
+            #expect(status == 0 && output.contains("warning: no rule serves class 'cdoe': the default rule routes it"), "\(output)")
+            for served in ["code", "general"] {
+                let (_, quiet) = try await dispatcher(["submit", "--prompt", "hi", "--class", served, "--database-url", url])
+                #expect(!quiet.contains("warning"), "\(quiet)")
+            }
+        }
+    }
+
     @Test("submit flags that cannot work together or do not parse are refused before the database is asked")
     func submitFlagErrors() async throws {
         let unreachable = "host=/nonexistent-socket-dir"

@@ -81,6 +81,7 @@ enum SubmitCommand {
         defer { Task { await pool.close() } }
         let store = QueueStore(pool: pool)
 
+        if let taskClass = arguments.value("class") { await warnOfUnservedClass(taskClass, pool: pool) }
         if let file = arguments.value("file") ?? (sources.isEmpty && isatty(0) == 0 ? "-" : nil) {
             return try await BulkSubmission(store: store, defaults: defaults, json: arguments.flag("json"))
                 .run(reading: file)
@@ -167,6 +168,21 @@ enum SubmitCommand {
             submission.metadata = value
         }
         return submission
+    }
+
+    /// Warns when no rule serves `--class` by name (a typo went to the default rule unsaid, in a
+    /// walkthrough): the job is still submitted, as a class is the caller's to name. Nothing is
+    /// said when the catalog cannot be read (a role without it).
+    static func warnOfUnservedClass(_ taskClass: String, pool: PostgresPool) async {
+        guard !TaskClass.builtIn.contains(TaskClass(taskClass)),
+            let catalog = try? await CatalogStore(pool: pool).load(), !catalog.rules.isEmpty
+        else { return }
+        let match = RuleMatcher(catalog: catalog).match(TaskClass(taskClass))
+        guard match == nil || match?.byDefault == true else { return }
+        printError(
+            "warning: no rule serves class '\(taskClass)'"
+                + (match == nil ? ", and there is no default rule: no worker can route it" : ": the default rule routes it")
+                + " (dispatcher models list shows the rules and their classes)")
     }
 
     /// An ISO 8601 time, or a duration from now.
