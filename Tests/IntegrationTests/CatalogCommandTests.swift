@@ -242,6 +242,9 @@ struct CatalogCommandTests {
                     "\(paused.output)")
             #expect(try await dispatcher(["background", "resume", "--database-url", url]).status == 0)
             #expect(try await dispatcher(["background", "ceiling", "none", "--database-url", url]).status == 0)
+            // Alone, the status (it printed the help and exited 2).
+            let alone = try await dispatcher(["background", "--database-url", url])
+            #expect(alone.status == 0 && alone.output.contains("pace:"), "\(alone.output)")
             let cleared = try await dispatcher(
                 ["route", "--explain", "--prompt", "Write a haiku about autumn", "--priority", "background",
                  "--database-url", url])

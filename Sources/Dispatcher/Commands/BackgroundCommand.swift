@@ -5,7 +5,7 @@ import QueueModel
 /// `dispatcher background pause | resume | drain --until TIME | status`.
 enum BackgroundCommand {
     static let usage = """
-        usage: dispatcher background status [--json]
+        usage: dispatcher background [status] [--json]
                dispatcher background pause
                dispatcher background resume
                dispatcher background drain --until TIME
@@ -32,10 +32,12 @@ enum BackgroundCommand {
         let arguments = try Arguments(
             words, command: "dispatcher background", options: ["until", "tiers", "database-url"], flags: ["json"]
         )
-        guard let action = arguments.positionals.first, !arguments.flag("help") else {
+        if arguments.flag("help") {
             print(usage)
-            return arguments.flag("help") ? ExitCode.success : ExitCode.invalidInput
+            return ExitCode.success
         }
+        // Alone, as `dispatcher tenants` lists: the status (it printed the help and exited 2).
+        let action = arguments.positionals.first ?? "status"
         // Each option belongs to one action: elsewhere it would be ignored (pause --until 1h paused
         // for good), so it is refused before anything is changed.
         let owners = ["until": "drain", "tiers": "ceiling"]
