@@ -179,7 +179,9 @@ extension StatusSection {
         }
         if let latest = gone.map(\.heartbeatAgeSeconds).min() {
             lines.append(
-                "\(gone.count) more stopped without deregistering, silent for \(StatusFormat.seconds(latest)) or more "
+                // "more" only beside rows listed: alone, "1 more" read as another worker than the
+                // summary's one (a walkthrough's).
+                "\(gone.count)\(table.lines.count > 1 ? " more" : "") stopped without deregistering, silent for \(StatusFormat.seconds(latest)) or more "
                     + "(status --json lists them; prune removes rows a day old)")
         }
         // A network walkthrough's cut had 30 jobs taken from a live worker and their answers

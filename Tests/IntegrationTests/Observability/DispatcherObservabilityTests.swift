@@ -130,6 +130,10 @@ struct DispatcherObservabilityTests {
             #expect(!screen.contains("crashed-"), "\(screen)")
             #expect(screen.contains("25 more stopped without deregistering, silent for 3.0 h or more"), "\(screen)")
             #expect(report.json["workers"]?.arrayValue?.count == 27)
+            // None listed: not "1 more" (a walkthrough read it as another worker than the summary's).
+            try await pool.query("DELETE FROM switchyard.workers WHERE id <> 'crashed-1'")
+            let alone = await StatusReport.load(StatusContext(pool: pool, window: .seconds(60), at: nil)).lines().joined(separator: "\n")
+            #expect(alone.contains("0 alive of 1") && alone.contains("\n  1 stopped without deregistering"), "\(alone)")
         }
     }
 
