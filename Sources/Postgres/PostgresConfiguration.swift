@@ -25,7 +25,17 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible {
     public var noticeHandler: (@Sendable (PostgresNotice) -> Void)?
 
     /// The server, database and user this configuration points at, without the password.
-    public private(set) var target: String
+    public var target: String {
+        let database = databaseOverride ?? targetDatabase
+        // A socket directory as libpq's URIs name it (a walkthrough read `@[/tmp/x]:5432` as made up).
+        return targetHost.hasPrefix("/")
+            ? "postgres://\(targetUser)@/\(database)?host=\(targetHost)&port=\(targetPort)"
+            : "postgres://\(targetUser)@\(targetHost):\(targetPort)/\(database)"
+    }
+    private let targetUser: String
+    private let targetHost: String
+    private let targetPort: String
+    private let targetDatabase: String
     /// A database name that replaces the one in the connection string.
     public private(set) var databaseOverride: String?
     /// The password, kept only so error messages can be scrubbed of it.
@@ -92,8 +102,7 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible {
         // libpq would read PGOPTIONS when the string names none; an `options` of ours replaces both.
         self.givenOptions =
             values["options"] ?? ProcessInfo.processInfo.environment["PGOPTIONS"].flatMap { $0.isEmpty ? nil : $0 }
-        let hostPart = host.hasPrefix("/") ? "[\(host)]" : host
-        self.target = "postgres://\(user)@\(hostPart):\(port)/\(database)"
+        (targetUser, targetHost, targetPort, targetDatabase) = (user, host, port, database)
     }
 
     /// The same, with a server setting for every session it opens (a custom one such as
@@ -126,9 +135,6 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible {
     public func withDatabase(_ name: String) -> PostgresConfiguration {
         var copy = self
         copy.databaseOverride = name
-        if let slash = target.lastIndex(of: "/") {
-            copy.target = target[...slash] + name
-        }
         return copy
     }
 

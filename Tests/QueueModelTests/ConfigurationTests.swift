@@ -10,7 +10,7 @@ struct ConfigurationTests {
         #expect(!url.description.contains("s3cret-pass"))
 
         let pairs = try PostgresConfiguration("host=/run/pg port=5433 user=bob password=hunter22 dbname=app")
-        #expect(pairs.target == "postgres://bob@[/run/pg]:5433/app")
+        #expect(pairs.target == "postgres://bob@/app?host=/run/pg&port=5433")
         #expect(!"\(pairs)".contains("hunter22"))
 
         let other = url.withDatabase("reports")

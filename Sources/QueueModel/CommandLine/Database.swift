@@ -46,7 +46,10 @@ public enum Database {
         var withNotice = options
         withNotice.onConnectRetry = { error in
             guard said.withLock({ done in defer { done = true }; return !done }) else { return }
-            let line = "waiting for the database (retrying for about \(seconds) s; Ctrl-C stops): \(error.message)\n"
+            // Its first line only: the error that ends the wait says it whole (a walkthrough read
+            // libpq's "Is the server running…" twice).
+            let first = error.message.split(separator: "\n", maxSplits: 1).first.map(String.init) ?? error.message
+            let line = "waiting for the database (retrying for about \(seconds) s; Ctrl-C stops): \(first)\n"
             FileHandle.standardError.write(Data(Secrets.redact(line).utf8))
         }
         return withNotice
