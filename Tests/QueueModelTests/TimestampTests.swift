@@ -108,5 +108,9 @@ struct ISO8601ParsingTests {
         let bad = #"{"request": {"messages": [{"role": "user", "content": "hi"}]}, "deadline": "soon"}"#
         let error = #expect(throws: QueueError.self) { try Submission.parse(line: bad, defaults: Submission(request: [:])) }
         #expect(error?.message.contains("or a duration from now like 15m (got \"soon\")") == true)
+        // A misspelt key is named with the one meant (a walkthrough's "priorty" was not).
+        let misspelt = #"{"request": {"messages": [{"role": "user", "content": "hi"}]}, "priorty": "background"}"#
+        let unknown = #expect(throws: QueueError.self) { try Submission.parse(line: misspelt, defaults: Submission(request: [:])) }
+        #expect(unknown?.message == #"unknown field "priorty" (did you mean "priority"?)"#)
     }
 }

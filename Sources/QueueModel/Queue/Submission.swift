@@ -63,7 +63,7 @@ public struct Submission: Sendable, Hashable {
         ]
         if let unknown = object.keys.sorted().first(where: { !known.contains($0) }) {
             throw QueueError(
-                .invalidInput, "unknown field \"\(unknown)\"",
+                .invalidInput, "unknown field \"\(unknown)\"\(CatalogProblem.didYouMean(unknown, among: known))",
                 hint: "An envelope line may have: \(known.sorted().joined(separator: ", "))."
             )
         }
