@@ -163,22 +163,23 @@ public final class HTTPTransport: Sendable {
                 skipVerification && unverifiedSession != nil
                 ? (unverifiedSession!, unverifiedCollector) : (session, collector)
         #endif
-        // libcurl sends a request again on a new connection when the server closed the one it
+        // libcurl sends a request again on another connection when the server closed the one it
         // reused (an idle timeout, a restart), and FoundationNetworking cannot give a body given
         // as data again: it would go with its head alone. The collector stops such a task as it
-        // is sent again (`SentAgain`), and it is sent once more here, as a new task.
+        // is sent again (`SentAgain`), and it is sent once more here, as a new task: as often as
+        // there may be closed connections kept for the host (a review's burst left four, and a
+        // second try met the next one), and once more; the attempt's budget bounds it too.
         // (A body given as a stream could be given again, but then libcurl waited for the answer
         // with FoundationNetworking watching the socket for writing: it spun a core for as long
         // as any call was in flight, 85-90% of one in a review.)
-        do {
-            return try await dataTask(request, on: session, collector)
-        } catch is SentAgain {
+        for _ in 0...maximumConnectionsPerHost {
             do {
                 return try await dataTask(request, on: session, collector)
             } catch is SentAgain {
-                throw URLError(.networkConnectionLost)
+                continue
             }
         }
+        throw URLError(.networkConnectionLost)
     }
 
     /// One data task, cancelled when the calling task is.

@@ -36,4 +36,33 @@ struct ConnectionReuseTests {
                 "call \(call): \(String(decoding: exchange.body, as: UTF8.self))")
         }
     }
+
+    /// A review's burst left four kept-alive connections that the server closes at their next
+    /// use: the transport sent a request again once, met a second closed one, and failed the
+    /// attempt as connection_failed (FoundationNetworking cannot give a body given as data again,
+    /// so each try is a new task, and libcurl's own try goes to the next kept connection).
+    @Test("a request that meets several closed kept-alive connections is sent until a live one answers, whole")
+    func severalClosedConnections() async throws {
+        let broken = try await MisbehavingServer.start()
+        defer { Task { await broken.stop() } }
+        let transport = HTTPTransport(maximumConnectionsPerHost: 4)
+        let body = Data(#"{"model":"m","messages":[{"role":"user","content":"hello, four times"}]}"#.utf8)
+        var request = URLRequest(url: URL(string: broken.baseURL("keepalive-drop") + "/chat/completions")!)
+        request.httpMethod = "POST"
+        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+        request.httpBody = body
+        let sent = request
+        // Four at once: four connections, each answered and kept, each closed at its next use.
+        try await withThrowingTaskGroup(of: Int.self) { group in
+            for _ in 0..<4 { group.addTask { try await transport.send(sent, timeout: .seconds(10), model: "m").status } }
+            for try await status in group { #expect(status == 200) }
+        }
+        for call in 1...2 {
+            let exchange = try await transport.send(request, timeout: .seconds(10), model: "m")
+            let answer = try JSONValue(parsing: exchange.body)
+            #expect(
+                exchange.status == 200 && answer == ["body_bytes": .number(Double(body.count)), "framing": "length"],
+                "call \(call): \(String(decoding: exchange.body, as: UTF8.self))")
+        }
+    }
 }
