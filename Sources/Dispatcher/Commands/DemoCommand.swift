@@ -126,10 +126,11 @@ enum DemoCommand {
                 // The outage was the demo's: a worker started on the kept database met it again
                 // (a walkthrough's first call there was a simulated 503).
                 try? FileManager.default.removeItem(atPath: outageFile)
-                let dispatcher = CommandLine.arguments.first.map { $0.contains("/") ? $0 : "dispatcher" } ?? "dispatcher"
+                let dispatcher =
+                    CommandLine.arguments.first.map { $0.contains("/") ? $0 : "dispatcher" } ?? "dispatcher"
                 print(
-                    "\nthe database stays up until Ctrl-C here (\(failing) answers again; its breaker closes at a worker's "
-                        + "next probe); in another terminal:")
+                    "\nthe database stays up until Ctrl-C here (\(failing) answers again; its breaker closes at a "
+                        + "worker's next probe); in another terminal:")
                 print("  export DATABASE_URL='\(configuration.effectiveConnectionString)'")
                 print("  \(dispatcher) status   (or top, or psql \"$DATABASE_URL\")")
                 fflush(nil)  // before waiting, also when stdout is a pipe or a file

@@ -181,7 +181,8 @@ enum SubmitCommand {
         guard match == nil || match?.byDefault == true else { return }
         printError(
             "warning: no rule serves class '\(taskClass)'"
-                + (match == nil ? ", and there is no default rule: no worker can route it" : ": the default rule routes it")
+                + (match == nil
+                    ? ", and there is no default rule: no worker can route it" : ": the default rule routes it")
                 + " (dispatcher models list shows the rules and their classes)")
     }
 

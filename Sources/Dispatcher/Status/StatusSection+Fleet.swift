@@ -181,8 +181,9 @@ extension StatusSection {
             lines.append(
                 // "more" only beside rows listed: alone, "1 more" read as another worker than the
                 // summary's one (a walkthrough's).
-                "\(gone.count)\(table.lines.count > 1 ? " more" : "") stopped without deregistering, silent for \(StatusFormat.seconds(latest)) or more "
-                    + "(status --json lists them; prune removes rows a day old)")
+                "\(gone.count)\(table.lines.count > 1 ? " more" : "") stopped without deregistering, silent for "
+                    + "\(StatusFormat.seconds(latest)) or more (status --json lists them; prune removes rows a day "
+                    + "old)")
         }
         // A network walkthrough's cut had 30 jobs taken from a live worker and their answers
         // refused, and status said nothing of it (only the worker logs and the trails did).

@@ -66,8 +66,9 @@ public struct SavingsReport: Sendable {
         // summary's 85% saving against the premium model: they are the strategies' choice.
         if rows.contains(where: { $0.savedByCheaperModel < 0 }) {
             lines.append(
-                "below zero by model: jobs ran on dearer models than their rules' primaries (a hash rule spreads "
-                    + "affinity keys over its models, best_quality picks by quality, a fallback leaves a failing primary)")
+                "below zero by model: jobs ran on dearer models than their rules' primaries (a hash rule "
+                    + "spreads affinity keys over its models, best_quality picks by quality, a fallback leaves a "
+                    + "failing primary)")
         }
         return lines.joined(separator: "\n")
     }
