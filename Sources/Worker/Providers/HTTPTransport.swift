@@ -167,12 +167,14 @@ public final class HTTPTransport: Sendable {
         // reused (an idle timeout, a restart), and FoundationNetworking cannot give a body given
         // as data again: it would go with its head alone. The collector stops such a task as it
         // is sent again (`SentAgain`), and it is sent once more here, as a new task: as often as
-        // there may be closed connections kept for the host (a review's burst left four, and a
-        // second try met the next one), and once more; the attempt's budget bounds it too.
+        // closed kept connections may meet it (a review's burst left four, and a second try met
+        // the next one), at most `resends`; the attempt's budget bounds it too. Only within a
+        // second of sending: later, the server may have read the request and worked on it (a
+        // proxy's idle timeout during a long answer), and sending it again could bill it twice.
         // (A body given as a stream could be given again, but then libcurl waited for the answer
         // with FoundationNetworking watching the socket for writing: it spun a core for as long
         // as any call was in flight, 85-90% of one in a review.)
-        for _ in 0...maximumConnectionsPerHost {
+        for _ in 0...min(maximumConnectionsPerHost, Self.resends) {
             do {
                 return try await dataTask(request, on: session, collector)
             } catch is SentAgain {
@@ -181,6 +183,9 @@ public final class HTTPTransport: Sendable {
         }
         throw URLError(.networkConnectionLost)
     }
+
+    /// How many times a request is sent again after libcurl met a closed kept-alive connection.
+    static let resends = 8
 
     /// One data task, cancelled when the calling task is.
     private func dataTask(
@@ -228,7 +233,11 @@ public final class HTTPTransport: Sendable {
 
 /// A task libcurl was sending again on a new connection (the server closed the one it reused),
 /// which its body would not have reached: it was cancelled, to be sent as a new task.
-private struct SentAgain: Error {}
+private struct SentAgain: Error {
+    /// How soon after it was sent a task is sent again: the race of a reuse with the server's
+    /// closing of an idle connection shows at once.
+    static let within: TimeInterval = 1
+}
 
 /// A body that passed the transport's limit: its task was cancelled there.
 private struct ResponseTooLarge: Error {
@@ -244,6 +253,8 @@ private final class ResponseCollector: NSObject, URLSessionDataDelegate, Sendabl
         var continuation: CheckedContinuation<HTTPTransport.Exchange, Error>
         /// The request's body, to send again from its start.
         var requestBody: Data?
+        /// When the task was started.
+        var started = Date()
         var response: HTTPURLResponse?
         var body = Data()
     }
@@ -276,7 +287,12 @@ private final class ResponseCollector: NSObject, URLSessionDataDelegate, Sendabl
     ) {
         #if canImport(FoundationNetworking)
             completionHandler(nil)
-            finish(task) { _ in .failure(SentAgain()) }
+            finish(task) { collecting in
+                // Later than the race of a reuse with a closing: the server may have worked on it.
+                .failure(
+                    Date().timeIntervalSince(collecting.started) < SentAgain.within
+                        ? SentAgain() : URLError(.networkConnectionLost))
+            }
             // Not from here: FoundationNetworking asks on the queue that a cancellation waits for.
             DispatchQueue.global().async { task.cancel() }
         #else
