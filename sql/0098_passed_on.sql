@@ -301,8 +301,9 @@ DECLARE
     interactive_after_id constant bigint := coalesce(p_interactive_after_id, -9223372036854775808);
     background_after constant timestamptz := coalesce(p_background_after_run_at, '-infinity');
     background_after_id constant bigint := coalesce(p_background_after_id, -9223372036854775808);
-    -- The jobs this worker passed on to the others (none: NULL).
-    passed constant bigint[] := coalesce(p_passed, '{}');
+    -- The jobs this worker passed on to the others (none: NULL). A NULL among them would make
+    -- `id <> ALL` unknown for every job, and the claim take nothing.
+    passed constant bigint[] := coalesce(array_remove(p_passed, NULL), '{}');
 BEGIN
     -- A lease is renewed by heartbeats, so none need be long: at most an hour (sql/0086).
     p_lease_seconds := least(p_lease_seconds, 3600);

@@ -35,6 +35,13 @@ struct PassedOnTests {
                     ).map { try $0.decode("id", as: Int64.self) })
             }
             #expect(try await claim(passing: named) == Set(submitted.filter { !$0.named }.map(\.id)))
+            // A NULL among the names is no name (it made every job's test unknown: nothing claimed).
+            try await pool.query("UPDATE switchyard.jobs SET lease_owner = NULL, lease_expires_at = NULL")
+            let withNull = try await pool.query(
+                "SELECT count(*) FROM switchyard.claim('w', 40, 40, 30, NULL, NULL, NULL, NULL, $1::bigint[] || NULL::bigint)",
+                [named]
+            ).scalar(Int.self)
+            #expect(withNull == submitted.count - named.count)
             // Naming none: as before (an old worker's claim has eight arguments).
             #expect(
                 Set(try await pool.query("SELECT id FROM switchyard.claim('w', 40, 40, 30)").map { try $0.decode("id", as: Int64.self) })
@@ -109,23 +116,26 @@ struct PassedOnTests {
         }
     }
 
-    @Test("the jobs passed on are named for five seconds, the latest thousand at most")
+    @Test("the jobs passed on are named for five seconds, a thousand at most: past that, none is named")
     func namedForAWhile() async throws {
         try await TestDatabase.withMigratedPool { pool in
             let fleet = FleetState(pool: pool, logger: Logger(label: "worker", level: .error) { _ in }, worker: "w")
             let start = Date()
-            fleet.passOn(1, now: start)
-            fleet.passOn(2, now: start.addingTimeInterval(3))
+            #expect(fleet.passOn(1, now: start) && fleet.passOn(2, now: start.addingTimeInterval(3)))
             #expect(Set(fleet.passedOn(now: start.addingTimeInterval(4))) == [1, 2])
             #expect(fleet.passedOn(now: start.addingTimeInterval(6)) == [2])
             #expect(fleet.hasPassedOn(2, now: start.addingTimeInterval(6)) && !fleet.hasPassedOn(1, now: start.addingTimeInterval(6)))
             #expect(fleet.passedOn(now: start.addingTimeInterval(9)).isEmpty)
-            for id in 1...Int64(FleetState.passedOnLimit + 5) {
-                fleet.passOn(id, now: start.addingTimeInterval(Double(id) / 10_000))
-            }
-            let named = fleet.passedOn(now: start)
-            #expect(named.count == FleetState.passedOnLimit)
-            #expect(named.min() == 6)
+            // Full, a job is not named (it is put back for 5 s instead): making room by forgetting
+            // the oldest had this worker claim them again at once, as fast as the database allowed.
+            let later = start.addingTimeInterval(10)
+            let named = (1...Int64(FleetState.passedOnLimit + 5)).filter { fleet.passOn($0, now: later) }
+            #expect(named.count == FleetState.passedOnLimit && named.max() == Int64(FleetState.passedOnLimit))
+            #expect(fleet.passedOn(now: later).count == FleetState.passedOnLimit)
+            // Named again while named: no room taken.
+            #expect(fleet.passOn(1, now: later))
+            // Once they have run out, there is room again.
+            #expect(fleet.passOn(5_000, now: later.addingTimeInterval(6)) && fleet.passedOn(now: later.addingTimeInterval(6)) == [5_000])
         }
     }
 }

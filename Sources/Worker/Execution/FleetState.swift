@@ -45,7 +45,7 @@ final class FleetState: Sendable {
         var refusalProbes: Set<String> = []
         /// Jobs this worker passed on to the others (`passOn`), and until when its claims pass
         /// them over.
-        var passedOn: [Int64: Date] = [:]
+        var passedOn = PassedOnJobs()
         /// A reload that failed (the database away for a moment) is tried again at the next
         /// refresh, not left until the next notification: a stale policy would have every
         /// postponement it decides sent back at once (`complete()` keeps none decided under an
@@ -310,38 +310,32 @@ final class FleetState: Sendable {
     /// then, it claims the job again (and puts it back for `RoutingExecutor.recheckInterval`
     /// once no live worker calls its models).
     static let passedOnFor: TimeInterval = 5
-    /// How many jobs passed on the claims name at most (the latest): each candidate job of a claim
-    /// is compared with them.
+    /// How many jobs passed on the claims name at most: each candidate job of a claim is compared
+    /// with them. Past it, a job is put back for `RoutingExecutor.recheckInterval` instead (a
+    /// review's 1,500-job backlog filled the list in 3.3 s, and a limit that made room by naming
+    /// the oldest no more had this worker claim them again as fast as the database allowed).
     static let passedOnLimit = 1_000
 
-    /// Notes a job this worker put back for another live worker to run (it cannot call the job's
+    /// Names a job this worker puts back for another live worker to run (it cannot call the job's
     /// models, another worker does): its claims pass it over for `passedOnFor` (sql/0098).
     /// Before, it claimed the job again as often as the others did, and put it back again.
-    func passOn(_ job: Int64, now: Date = Date()) {
+    /// - Returns: false when `passedOnLimit` jobs are named already (the job is not).
+    func passOn(_ job: Int64, now: Date = Date()) -> Bool {
         state.withLock { state in
-            if state.passedOn.count >= Self.passedOnLimit {
-                state.passedOn = state.passedOn.filter { $0.value > now }
-                if state.passedOn.count >= Self.passedOnLimit,
-                    let oldest = state.passedOn.min(by: { $0.value < $1.value })
-                {
-                    state.passedOn[oldest.key] = nil
-                }
-            }
-            state.passedOn[job] = now.addingTimeInterval(Self.passedOnFor)
+            state.passedOn.insert(job, until: now.addingTimeInterval(Self.passedOnFor), limit: Self.passedOnLimit, now: now)
         }
     }
 
     /// Whether this worker passed `job` on (`passOn`) and its claims still pass it over.
     func hasPassedOn(_ job: Int64, now: Date = Date()) -> Bool {
-        state.withLock { $0.passedOn[job].map { $0 > now } ?? false }
+        state.withLock { $0.passedOn.until[job].map { $0 > now } ?? false }
     }
 
     /// The jobs this worker's next claim passes over (`passOn`).
     func passedOn(now: Date = Date()) -> [Int64] {
         state.withLock { state in
-            guard !state.passedOn.isEmpty else { return [] }
-            state.passedOn = state.passedOn.filter { $0.value > now }
-            return Array(state.passedOn.keys)
+            state.passedOn.prune(at: now)
+            return state.passedOn.ids
         }
     }
 
@@ -615,6 +609,40 @@ final class FleetState: Sendable {
 /// ended, a model failing 3% of calls showed five "in a row" in every wave of 128, and its breaker
 /// opened on a model that was answering nearly every call. A model that fails every call still
 /// runs up its count as fast as its calls end.
+/// The jobs a worker passed on to the others, in the order it did: each is named for the same
+/// time, so the oldest runs out first, and keeping the list costs nothing per job however long it
+/// is (it is kept under the fleet state's lock, which every job's plan takes).
+struct PassedOnJobs: Sendable {
+    /// Each naming, oldest first, from `head` (a job named again has an entry for each).
+    private var order: [(id: Int64, until: Date)] = []
+    private var head = 0
+    /// Until when each job is named.
+    private(set) var until: [Int64: Date] = [:]
+
+    var ids: [Int64] { Array(until.keys) }
+
+    /// Forgets the jobs named until `now` or before.
+    mutating func prune(at now: Date) {
+        while head < order.count, order[head].until <= now {
+            if until[order[head].id] == order[head].until { until[order[head].id] = nil }
+            head += 1
+        }
+        if head >= 64 && head * 2 >= order.count {
+            order.removeFirst(head)
+            head = 0
+        }
+    }
+
+    /// Names `job` until `date`, unless `limit` jobs are named already.
+    mutating func insert(_ job: Int64, until date: Date, limit: Int, now: Date) -> Bool {
+        prune(at: now)
+        guard until[job] != nil || until.count < limit else { return false }
+        until[job] = date
+        order.append((job, date))
+        return true
+    }
+}
+
 struct FailureRun: Sendable {
     /// How long a call in flight holds back the count of failures that started after it: a
     /// wave's answers come back within it; a model that is down is not kept open by one slow

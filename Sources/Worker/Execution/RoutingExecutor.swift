@@ -171,15 +171,13 @@ struct RoutingExecutor: JobExecutor {
                     && state.models[name].map { $0.unavailableHere != nil && $0.breaker == .closed } ?? false
                     && fleet.othersCall(name)
             }
+            let passing = elsewhere && unroutable?.isTransient == true && fleet.passOn(job.id)
             if unroutable?.isTransient == true, !router.catalog.models.isEmpty,
                 let wait = Self.waitForAModel(
                     job, at: instant, reason: "no model available now: \(unroutable?.reason ?? "")", planner: planner,
-                    until: pauseEnd, busy: unroutable?.isBusy == true && !pausedLong, elsewhere: elsewhere)
+                    until: pauseEnd, busy: unroutable?.isBusy == true && !pausedLong, passedOn: passing)
             {
-                if elsewhere {
-                    fleet.passOn(job.id)
-                    return wait
-                }
+                if passing { return wait }
                 if held < 5, pauseEnd != nil, case .postponed(let until, _, _, _, _) = wait,
                     until.timeIntervalSince(instant) <= Self.holdInSlot.seconds
                 {
@@ -482,14 +480,12 @@ struct RoutingExecutor: JobExecutor {
             return wait
         }
         let models = Self.modelsCalled(trail)
-        let elsewhere = models.contains(where: fleet.othersCall)
         if onlySkippedHere && !trail.isEmpty,
             let wait = Self.waitForAModel(
                 job, at: now(), reason: "this worker cannot call any model of the plan "
                     + "(\(models.joined(separator: ", "))): \(trail.last?.error ?? "unknown error")", planner: planner,
-                elsewhere: elsewhere)
+                passedOn: models.contains(where: fleet.othersCall) && fleet.passOn(job.id))
         {
-            if elsewhere { fleet.passOn(job.id) }
             return wait
         }
         // The job's deadline cut its last call: said so, not "every model in the plan failed" with
@@ -570,7 +566,7 @@ struct RoutingExecutor: JobExecutor {
     /// How often a job with no model available looks again.
     static let recheckInterval = Duration.seconds(5)
 
-    /// The job put back to look again in `recheckInterval` (due at once with `elsewhere`), attempt
+    /// The job put back to look again in `recheckInterval` (due at once when passed on), attempt
     /// not spent, while it has not waited longer than its priority allows (nil then: it fails, and
     /// its attempts retry it).
     /// - Parameters:
@@ -578,16 +574,16 @@ struct RoutingExecutor: JobExecutor {
     ///   - busy: a model is only busy (calls in flight, budget): it is waited for however long the
     ///     job has waited (a background job over an hour old spent an attempt each time it met a
     ///     model at its max_concurrency).
-    ///   - elsewhere: another live worker calls a model this one cannot: due again at once, for
-    ///     the others (this worker's claims pass it over: `FleetState.passOn`). Put back for 5 s,
+    ///   - passedOn: another live worker calls a model this one cannot, and this one's claims pass
+    ///     the job over (`FleetState.passOn`): due again at once, for the others. Put back for 5 s,
     ///     a review's stale worker's single-model jobs waited 5–25 s while the other workers had the
     ///     model; for 250 ms, the worker that put a job back claimed it again as often as the others
     ///     did, and a job went back up to six times.
     static func waitForAModel(
         _ job: Job, at instant: Date, reason: String, planner: OffPeakPlanner, until: Date? = nil, busy: Bool = false,
-        elsewhere: Bool = false
+        passedOn: Bool = false
     ) -> JobOutcome? {
-        let recheck = elsewhere ? instant : instant.addingTimeInterval(recheckInterval.seconds)
+        let recheck = passedOn ? instant : instant.addingTimeInterval(recheckInterval.seconds)
         // A provider's pause that ends before the next look is a blip, not an outage: waited out
         // whatever the job's age (a backlog's older jobs each spent an attempt on a 1 s pause).
         let blip = until.map { $0 <= recheck } ?? false

@@ -186,13 +186,13 @@ final class CompletionWriter: Sendable {
     /// announced on `switchyard_jobs` when the last of them falls due: the write-back's own
     /// notification comes before, and no worker looks again before its next poll (a review's
     /// put-back jobs waited about 0.75 s for an idle worker's poll). One due already as it was
-    /// written (a job passed on to the others) was announced by the write-back.
+    /// written (due by `sent`, before the write-back went: a time taken after it left a job due
+    /// in between unannounced) was announced by the write-back.
     /// (Every write-back passes here: a loop over the batch, nothing built unless one is due soon.)
-    private func announceWhenDue(_ batch: [Pending], written: [Int64: String]) {
-        let now = Date()
+    private func announceWhenDue(_ batch: [Pending], written: [Int64: String], sent: Date) {
         var due: Date?
         for item in batch where item.completion.kind == .wait || item.completion.kind == .postpone {
-            guard let at = item.completion.retryAt, at > now, at.timeIntervalSince(now) <= Self.announcedWithin,
+            guard let at = item.completion.retryAt, at > sent, at.timeIntervalSince(sent) <= Self.announcedWithin,
                 written[item.completion.jobID] != nil
             else { continue }
             due = max(due ?? at, at)
@@ -223,6 +223,7 @@ final class CompletionWriter: Sendable {
         while true {
             do {
                 let written: [Int64: String]
+                let sent = Date()
                 do {
                     written = try await store.complete(worker: worker, batch.map(\.completion))
                     wrote(false)
@@ -267,7 +268,7 @@ final class CompletionWriter: Sendable {
                         item.done(item.completion)
                     }
                 }
-                announceWhenDue(batch, written: written)
+                announceWhenDue(batch, written: written, sent: sent)
                 return
             } catch let error as PostgresError where error.isRefusedValue {
                 await isolate(batch, error)

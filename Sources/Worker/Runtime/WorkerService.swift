@@ -233,6 +233,8 @@ final class WorkerService: Sendable {
                     }
                 }
                 do {
+                    // Read before the claim is sent: a job passed on, and written back, in between
+                    // may be claimed again once (a review saw 1 in 2,338).
                     let passedOn = fleet?.passedOn() ?? []
                     let jobs = try await metrics.measure("claim") { [cursor] in
                         try await store.claim(
@@ -373,12 +375,15 @@ final class WorkerService: Sendable {
             trail.append(AttemptRecord(attempt: job.attempt, outcome: "cancelled", worker: worker, at: now()))
             completion = .cancelledWhileRunning(jobID: job.id, attempt: job.attempt, trail: trail)
         case (nil, .postponed(let until, let reason, let policy, let forModel, let trail)):
+            // A job passed on is due at once by the database's clock (retry_at NULL): by this
+            // worker's, one a second behind it stood behind the other workers' claim cursors.
+            let passedOn = forModel && fleet?.hasPassedOn(job.id) == true
             // The reason is kept on the job (jobs.waiting_reason) for its user to read.
             completion = Completion(
                 jobID: job.id, attempt: job.attempt, kind: forModel ? .wait : .postpone,
                 error: ["code": forModel ? "waiting_for_model" : "postponed", "message": .string(reason)], trail: trail,
-                retryAt: until, policy: policy)
-            if forModel, fleet?.hasPassedOn(job.id) == true {
+                retryAt: passedOn ? nil : until, policy: policy)
+            if passedOn {
                 // Due at once, for the others: "waits … until" now read as if it waited.
                 logger.info(
                     "job passed on to the other workers: this one cannot call its models",
