@@ -25,12 +25,20 @@ public struct PostgresConfiguration: Sendable, CustomStringConvertible {
     public var noticeHandler: (@Sendable (PostgresNotice) -> Void)?
 
     /// The server, database and user this configuration points at, without the password.
+    /// A socket directory as libpq's URIs name it (a walkthrough read `@[/tmp/x]:5432` as made up),
+    /// an IPv6 address in brackets, each part percent-encoded where a URI needs it.
     public var target: String {
-        let database = databaseOverride ?? targetDatabase
-        // A socket directory as libpq's URIs name it (a walkthrough read `@[/tmp/x]:5432` as made up).
-        return targetHost.hasPrefix("/")
-            ? "postgres://\(targetUser)@/\(database)?host=\(targetHost)&port=\(targetPort)"
-            : "postgres://\(targetUser)@\(targetHost):\(targetPort)/\(database)"
+        func encoded(_ text: String, _ allowed: CharacterSet) -> String {
+            text.addingPercentEncoding(withAllowedCharacters: allowed) ?? text
+        }
+        let user = encoded(targetUser, .urlUserAllowed)
+        let database = encoded(databaseOverride ?? targetDatabase, .urlPathAllowed.subtracting(["/"]))
+        if targetHost.hasPrefix("/") {
+            let host = encoded(targetHost, .urlQueryAllowed.subtracting(["&", "=", "#", "+"]))
+            return "postgres://\(user)@/\(database)?host=\(host)&port=\(targetPort)"
+        }
+        let host = targetHost.contains(":") ? "[\(targetHost)]" : targetHost
+        return "postgres://\(user)@\(host):\(targetPort)/\(database)"
     }
     private let targetUser: String
     private let targetHost: String

@@ -11,6 +11,11 @@ struct ConfigurationTests {
 
         let pairs = try PostgresConfiguration("host=/run/pg port=5433 user=bob password=hunter22 dbname=app")
         #expect(pairs.target == "postgres://bob@/app?host=/run/pg&port=5433")
+        // As a URI reads them: an IPv6 address bracketed, a directory's & and space encoded.
+        #expect(try PostgresConfiguration("host=::1 port=5432 user=u dbname=d").target == "postgres://u@[::1]:5432/d")
+        #expect(
+            try PostgresConfiguration("host='/tmp/a&b c' port=5432 user=u dbname=d").target
+                == "postgres://u@/d?host=/tmp/a%26b%20c&port=5432")
         #expect(!"\(pairs)".contains("hunter22"))
 
         let other = url.withDatabase("reports")

@@ -148,13 +148,15 @@ struct BulkSubmission {
     }
 
     /// The jobs' ids, for `dispatcher wait`: each of up to ten, a run of consecutive ids as its
-    /// ends, else the lowest and the highest (`--json` lists each). A walkthrough's bulk submit
-    /// printed counts alone, and the README's next step waits on ids.
+    /// ends with how to wait for them all, else the lowest and the highest (`--json` lists each).
+    /// A walkthrough's bulk submit printed counts alone, and the README's next step waits on ids.
     static func idsLine(_ ids: [Int64]) -> String? {
         let unique = Set(ids).sorted()
         guard let low = unique.first, let high = unique.last else { return nil }
         if unique.count <= 10 { return "ids " + unique.map(String.init).joined(separator: " ") }
-        if high - low + 1 == Int64(unique.count) { return "ids \(low)–\(high)" }
+        if high - low + 1 == Int64(unique.count) {
+            return "ids \(low)–\(high) (seq \(low) \(high) | dispatcher wait - waits for them all)"
+        }
         return "ids \(low) … \(high) (\(unique.count) jobs; --json lists each)"
     }
 

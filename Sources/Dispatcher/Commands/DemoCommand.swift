@@ -126,17 +126,27 @@ enum DemoCommand {
                 // The outage was the demo's: a worker started on the kept database met it again
                 // (a walkthrough's first call there was a simulated 503).
                 try? FileManager.default.removeItem(atPath: outageFile)
+                // This binary as another terminal finds it (a path from where the demo started).
                 let dispatcher =
-                    CommandLine.arguments.first.map { $0.contains("/") ? $0 : "dispatcher" } ?? "dispatcher"
-                print(
-                    "\nthe database stays up until Ctrl-C here (\(failing) answers again; its breaker closes at a "
-                        + "worker's next probe); in another terminal:")
-                print("  export DATABASE_URL='\(configuration.effectiveConnectionString)'")
-                print("  \(dispatcher) status   (or top, or psql \"$DATABASE_URL\")")
-                fflush(nil)  // before waiting, also when stdout is a pipe or a file
-                await LocalWorkers.stop(workers)
-                workers = []
-                while !interrupted.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(200)) }
+                    CommandLine.arguments.first.map {
+                        $0.contains("/") ? URL(fileURLWithPath: $0).standardizedFileURL.path : "dispatcher"
+                    } ?? "dispatcher"
+                if given != nil {
+                    // Not its URL: it may hold the password. The database is the user's, and stays.
+                    print(
+                        "\nthe demo's catalog, jobs and results stay in your database (\(configuration.target)); "
+                            + "\(failing) answers again there; try: \(dispatcher) status")
+                } else {
+                    print(
+                        "\nthe database stays up until Ctrl-C here (\(failing) answers again; its breaker closes at "
+                            + "a worker's next probe); in another terminal:")
+                    print("  export DATABASE_URL='\(configuration.effectiveConnectionString)'")
+                    print("  \(dispatcher) status   (or top, or psql \"$DATABASE_URL\")")
+                    fflush(nil)  // before waiting, also when stdout is a pipe or a file
+                    await LocalWorkers.stop(workers)
+                    workers = []
+                    while !interrupted.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(200)) }
+                }
             }
         } catch {
             await cleanUp()

@@ -54,9 +54,10 @@ enum RouteCommand {
             catalog.model(named: model) == nil
         {
             throw QueueError(
-                .invalidInput, "request.model names an unknown model: '\(model.prefix(100))'; submission refuses it",
-                hint: "Leave \"model\" out to let Switchyard route the request, or name a model from the catalog "
-                    + "(dispatcher models list).")
+                .invalidInput,
+                "request.model names a model the catalog lacks: '\(StatusFormat.printable(String(model.prefix(100))))'",
+                hint: "Submission refuses a request naming a model its database's catalog lacks: leave \"model\" out "
+                    + "to let Switchyard route the request, or name a model from the catalog (dispatcher models list).")
         }
         let router = Router(catalog: catalog)
         let planner = OffPeakPlanner(router: router, policy: policy)

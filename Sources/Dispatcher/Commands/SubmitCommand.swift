@@ -121,7 +121,11 @@ enum SubmitCommand {
             }
             return ExitCode.success
         }
-        if !arguments.flag("json") { printError("submitted job \(id); waiting…") }
+        if !arguments.flag("json") {
+            printError(
+                earlier == true
+                    ? "job \(id) is from before (its idempotency key named it); waiting…" : "submitted job \(id); waiting…")
+        }
         let hint = JobCommands.notFoundHint(tenant: arguments.value("tenant"))
         return try await JobWaiter(store: store, notFoundHint: hint).wait(
             for: [id], timeout: timeout, json: arguments.flag("json")
