@@ -19,6 +19,9 @@ when that process is gone. Every request is read whole, then answered by the fir
                    connection is read and the connection closed without a reply, as a server
                    closing an idle connection just as the client reuses it does. A request whose
                    body never arrives (a client that sent only its head) waits for it
+    /keepalive-drop-late/...  the same, closing the reused connection 1.5 s after reading the
+                   request (a proxy's idle timeout during a long answer: the request may have
+                   been worked on)
 GET /count answers how many requests were broken so far, GET /sent how many bytes of body the
 endless and huge answers sent in all.
 """
@@ -96,11 +99,13 @@ def serve(connection):
         elif path.startswith("/endless/"):
             connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
             stream(connection, chunked=True)
-        elif path.startswith("/keepalive-drop/"):
+        elif path.startswith("/keepalive-drop/") or path.startswith("/keepalive-drop-late/"):
             answer = b'{"body_bytes": %d, "framing": "%s"}' % (len(body), framing)
             connection.sendall(
                 b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(answer), answer))
             read_request(connection)
+            if path.startswith("/keepalive-drop-late/"):
+                time.sleep(1.5)
         elif path.startswith("/huge/"):
             connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % GIB)
             stream(connection, chunked=False)

@@ -65,4 +65,23 @@ struct ConnectionReuseTests {
                 "call \(call): \(String(decoding: exchange.body, as: UTF8.self))")
         }
     }
+
+    /// A review: each try a new task, only the attempt's budget bounded the sending again, and
+    /// libcurl sends again also when the server read the request and worked on it before the
+    /// connection died: a provider could bill it again and again.
+    @Test("a request whose kept connection dies more than a second after it was sent is not sent again")
+    func lateCloseIsNotSentAgain() async throws {
+        let broken = try await MisbehavingServer.start()
+        defer { Task { await broken.stop() } }
+        let transport = HTTPTransport(maximumConnectionsPerHost: 1)
+        var request = URLRequest(url: URL(string: broken.baseURL("keepalive-drop-late") + "/chat/completions")!)
+        request.httpMethod = "POST"
+        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+        request.httpBody = Data(#"{"model":"m","messages":[{"role":"user","content":"once"}]}"#.utf8)
+        #expect(try await transport.send(request, timeout: .seconds(10), model: "m").status == 200)
+        let error = await #expect(throws: ProviderError.self) {
+            try await transport.send(request, timeout: .seconds(10), model: "m")
+        }
+        #expect(error?.code == .connectionFailed, "\(String(describing: error))")
+    }
 }
