@@ -124,7 +124,8 @@ enum SubmitCommand {
         if !arguments.flag("json") {
             printError(
                 earlier == true
-                    ? "job \(id) is from before (its idempotency key named it); waiting…" : "submitted job \(id); waiting…")
+                    ? "job \(id) is from before (its idempotency key named it); waiting…"
+                    : "submitted job \(id); waiting…")
         }
         let hint = JobCommands.notFoundHint(tenant: arguments.value("tenant"))
         return try await JobWaiter(store: store, notFoundHint: hint).wait(

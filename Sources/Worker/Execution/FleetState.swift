@@ -322,7 +322,8 @@ final class FleetState: Sendable {
     /// - Returns: false when `passedOnLimit` jobs are named already (the job is not).
     func passOn(_ job: Int64, now: Date = Date()) -> Bool {
         state.withLock { state in
-            state.passedOn.insert(job, until: now.addingTimeInterval(Self.passedOnFor), limit: Self.passedOnLimit, now: now)
+            state.passedOn.insert(
+                job, until: now.addingTimeInterval(Self.passedOnFor), limit: Self.passedOnLimit, now: now)
         }
     }
 
