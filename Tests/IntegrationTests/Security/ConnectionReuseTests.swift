@@ -15,16 +15,22 @@ import Testing
 /// `bad_request`.
 @Suite("Provider calls: a connection closed as it is reused")
 struct ConnectionReuseTests {
+    /// A chat request with `body` to the server's `path` (keepalive-drop, keepalive-drop-late).
+    static func request(_ server: MisbehavingServer, _ path: String, body: Data) -> URLRequest {
+        var request = URLRequest(url: URL(string: server.baseURL(path) + "/chat/completions")!)
+        request.httpMethod = "POST"
+        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+        request.httpBody = body
+        return request
+    }
+
     @Test("a request sent again after the server closed its reused connection carries its whole body")
     func bodyResentWhole() async throws {
         let broken = try await MisbehavingServer.start()
         defer { Task { await broken.stop() } }
         let transport = HTTPTransport(maximumConnectionsPerHost: 1)
         let body = Data(#"{"model":"m","messages":[{"role":"user","content":"hello, twice"}]}"#.utf8)
-        var request = URLRequest(url: URL(string: broken.baseURL("keepalive-drop") + "/chat/completions")!)
-        request.httpMethod = "POST"
-        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
-        request.httpBody = body
+        let request = Self.request(broken, "keepalive-drop", body: body)
         // The first opens the connection; the second goes on it, is read, and the connection is
         // closed unanswered; the third likewise. Each is answered on a new connection in the end.
         for call in 1...3 {
@@ -47,14 +53,10 @@ struct ConnectionReuseTests {
         defer { Task { await broken.stop() } }
         let transport = HTTPTransport(maximumConnectionsPerHost: 4)
         let body = Data(#"{"model":"m","messages":[{"role":"user","content":"hello, four times"}]}"#.utf8)
-        var request = URLRequest(url: URL(string: broken.baseURL("keepalive-drop") + "/chat/completions")!)
-        request.httpMethod = "POST"
-        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
-        request.httpBody = body
-        let sent = request
+        let request = Self.request(broken, "keepalive-drop", body: body)
         // Four at once: four connections, each answered and kept, each closed at its next use.
         try await withThrowingTaskGroup(of: Int.self) { group in
-            for _ in 0..<4 { group.addTask { try await transport.send(sent, timeout: .seconds(10), model: "m").status } }
+            for _ in 0..<4 { group.addTask { try await transport.send(request, timeout: .seconds(10), model: "m").status } }
             for try await status in group { #expect(status == 200) }
         }
         for call in 1...2 {
@@ -74,10 +76,8 @@ struct ConnectionReuseTests {
         let broken = try await MisbehavingServer.start()
         defer { Task { await broken.stop() } }
         let transport = HTTPTransport(maximumConnectionsPerHost: 1)
-        var request = URLRequest(url: URL(string: broken.baseURL("keepalive-drop-late") + "/chat/completions")!)
-        request.httpMethod = "POST"
-        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
-        request.httpBody = Data(#"{"model":"m","messages":[{"role":"user","content":"once"}]}"#.utf8)
+        let request = Self.request(
+            broken, "keepalive-drop-late", body: Data(#"{"model":"m","messages":[{"role":"user","content":"once"}]}"#.utf8))
         #expect(try await transport.send(request, timeout: .seconds(10), model: "m").status == 200)
         let error = await #expect(throws: ProviderError.self) {
             try await transport.send(request, timeout: .seconds(10), model: "m")
