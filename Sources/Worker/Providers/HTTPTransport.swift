@@ -251,7 +251,8 @@ private struct ResponseTooLarge: Error {
 private final class ResponseCollector: NSObject, URLSessionDataDelegate, Sendable {
     private struct Collecting {
         var continuation: CheckedContinuation<HTTPTransport.Exchange, Error>
-        /// The request's body, to send again from its start.
+        /// The request's body, to send again from its start (Apple's Foundation; FoundationNetworking
+        /// ends the task instead, and the transport sends it again: `SentAgain`).
         var requestBody: Data?
         /// When the task was started.
         var started = Date()
