@@ -604,12 +604,6 @@ final class FleetState: Sendable {
     }
 }
 
-/// One model's calls from this worker, for its failures in a row: in the order the calls
-/// started, and counting a failure only once every call that started before it has ended. With
-/// many calls in flight, errors come back in milliseconds and answers in a second: counted as they
-/// ended, a model failing 3% of calls showed five "in a row" in every wave of 128, and its breaker
-/// opened on a model that was answering nearly every call. A model that fails every call still
-/// runs up its count as fast as its calls end.
 /// The jobs a worker passed on to the others, in the order it did: each is named for the same
 /// time, so the oldest runs out first, and keeping the list costs nothing per job however long it
 /// is (it is kept under the fleet state's lock, which every job's plan takes).
@@ -644,6 +638,12 @@ struct PassedOnJobs: Sendable {
     }
 }
 
+/// One model's calls from this worker, for its failures in a row: in the order the calls
+/// started, and counting a failure only once every call that started before it has ended. With
+/// many calls in flight, errors come back in milliseconds and answers in a second: counted as they
+/// ended, a model failing 3% of calls showed five "in a row" in every wave of 128, and its breaker
+/// opened on a model that was answering nearly every call. A model that fails every call still
+/// runs up its count as fast as its calls end.
 struct FailureRun: Sendable {
     /// How long a call in flight holds back the count of failures that started after it: a
     /// wave's answers come back within it; a model that is down is not kept open by one slow
