@@ -92,7 +92,7 @@ struct WaitForAModelTests {
         let now = Date()
         let job = Job(id: 1, priority: .interactive, request: [:], runAt: now, createdAt: now)
         func until(_ pauseEnd: Date?) -> Date? {
-            guard case .postponed(let until, _, _, true, _)? = RoutingExecutor.waitForAModel(
+            guard case .postponed(let until, _, _, true, false, _)? = RoutingExecutor.waitForAModel(
                 job, at: now, reason: "paused", planner: Self.planner, until: pauseEnd)
             else { return nil }
             return until

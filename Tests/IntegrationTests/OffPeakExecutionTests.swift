@@ -239,13 +239,13 @@ struct OffPeakExecutionTests {
                     #expect(failure.message.contains("not called, over the background ceiling since the plan: windowed"),
                             "\(failure.message)")
                     #expect(failure.trail.map(\.model) == ["failing"])
-                case .postponed(let until, let reason, _, false, let trail) where primaryWindowed && !deadlineNear:
+                case .postponed(let until, let reason, _, false, _, let trail) where primaryWindowed && !deadlineNear:
                     // Nothing within the ceiling until tomorrow's window: it waits, its attempt not spent.
                     #expect(reason.contains("windowed went over the ceiling since it was planned"), "\(reason)")
                     #expect(until == planned.addingTimeInterval(86_400 - 3599))
                     #expect(trail.map(\.model) == ["failing"])
                     #expect(trail.map(\.outcome) == ["error"])
-                case .postponed(let until, let reason, _, false, let trail) where deadlineNear:
+                case .postponed(let until, let reason, _, false, _, let trail) where deadlineNear:
                     // Its deadline near now: planned again at once, to run escalated, not an attempt spent.
                     #expect(reason.contains("escalation horizon"), "\(reason)")
                     #expect(until == planned.addingTimeInterval(90))

@@ -176,13 +176,23 @@ struct RefusedWorkerTests {
                 _ = try await store.submit(Submission(request: Submission.prompt("hi"), taskClass: "chat"))
                 let job = try #require(
                     try await store.claim(worker: "w-stale", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30)).first)
-                guard case .postponed(let until, let reason, _, _, _) = await executor.execute(job) else {
+                guard case .postponed(let until, let reason, _, _, let passedOn, _) = await executor.execute(job) else {
                     throw WaitTimedOut(description: "the job was not put back")
                 }
-                return (until.timeIntervalSinceNow, reason, fleet.hasPassedOn(job.id))
+                return (until.timeIntervalSinceNow, reason, passedOn)
             }
             let refused = try await putBack()
             #expect(refused.seconds <= 0 && refused.passedOn, "\(refused)")
+            // Waited past its limit, the job fails its attempt, and is not passed on: named, this
+            // worker's claims passed its retry over for five seconds.
+            _ = try await store.submit(Submission(request: Submission.prompt("hi"), taskClass: "chat"))
+            var old = try #require(
+                try await store.claim(worker: "w-stale", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30)).first)
+            old.waitingSince = Date().addingTimeInterval(-120)
+            guard case .failed = await executor.execute(old) else {
+                throw WaitTimedOut(description: "a job that waited two minutes was put back again")
+            }
+            #expect(!fleet.passedOn().contains(old.id))
             #expect(refused.reason.contains("not on this worker: its key was refused"), "\(refused)")
             fleet.skipHere(model, reason: "its API key variable FAKE_KEY is not set in this worker's environment", hint: nil)
             let missing = try await putBack()

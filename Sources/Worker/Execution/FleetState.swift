@@ -327,11 +327,6 @@ final class FleetState: Sendable {
         }
     }
 
-    /// Whether this worker passed `job` on (`passOn`) and its claims still pass it over.
-    func hasPassedOn(_ job: Int64, now: Date = Date()) -> Bool {
-        state.withLock { $0.passedOn.until[job].map { $0 > now } ?? false }
-    }
-
     /// The jobs this worker's next claim passes over (`passOn`).
     func passedOn(now: Date = Date()) -> [Int64] {
         state.withLock { state in

@@ -171,14 +171,12 @@ struct RoutingExecutor: JobExecutor {
                     && state.models[name].map { $0.unavailableHere != nil && $0.breaker == .closed } ?? false
                     && fleet.othersCall(name)
             }
-            let passing = elsewhere && unroutable?.isTransient == true && fleet.passOn(job.id)
             if unroutable?.isTransient == true, !router.catalog.models.isEmpty,
-                let wait = Self.waitForAModel(
+                let wait = waitForAModel(
                     job, at: instant, reason: "no model available now: \(unroutable?.reason ?? "")", planner: planner,
-                    until: pauseEnd, busy: unroutable?.isBusy == true && !pausedLong, passedOn: passing)
+                    until: pauseEnd, busy: unroutable?.isBusy == true && !pausedLong, othersMayRunIt: elsewhere)
             {
-                if passing { return wait }
-                if held < 5, pauseEnd != nil, case .postponed(let until, _, _, _, _) = wait,
+                if held < 5, pauseEnd != nil, case .postponed(let until, _, _, _, false, _) = wait,
                     until.timeIntervalSince(instant) <= Self.holdInSlot.seconds
                 {
                     do {
@@ -472,7 +470,7 @@ struct RoutingExecutor: JobExecutor {
         }
         // Nothing called: every model left was half-open with its probe out, or full. Wait for one.
         if trail.isEmpty && probeBusy,
-            let wait = Self.waitForAModel(
+            let wait = waitForAModel(
                 job, at: now(),
                 reason: "the plan's models are each half-open with its probe in flight, or at max_concurrency",
                 planner: planner, busy: true)
@@ -481,10 +479,10 @@ struct RoutingExecutor: JobExecutor {
         }
         let models = Self.modelsCalled(trail)
         if onlySkippedHere && !trail.isEmpty,
-            let wait = Self.waitForAModel(
+            let wait = waitForAModel(
                 job, at: now(), reason: "this worker cannot call any model of the plan "
                     + "(\(models.joined(separator: ", "))): \(trail.last?.error ?? "unknown error")", planner: planner,
-                passedOn: models.contains(where: fleet.othersCall) && fleet.passOn(job.id))
+                othersMayRunIt: models.contains(where: fleet.othersCall))
         {
             return wait
         }
@@ -592,7 +590,26 @@ struct RoutingExecutor: JobExecutor {
             return nil
         }
         let soonest = until.map { max($0, instant.addingTimeInterval(0.25)) } ?? recheck
-        return .postponed(until: min(soonest, recheck), reason: reason, policy: planner.policy.version, forModel: true)
+        return .postponed(
+            until: min(soonest, recheck), reason: reason, policy: planner.policy.version, forModel: true,
+            passedOn: passedOn)
+    }
+
+    /// `waitForAModel`, the job passed on (`FleetState.passOn`) when another live worker may run
+    /// it and it may still wait: named only then (named first, a job that failed instead was
+    /// passed over by this worker's claims of its retry), and not past the list's limit.
+    private func waitForAModel(
+        _ job: Job, at instant: Date, reason: String, planner: OffPeakPlanner, until: Date? = nil,
+        busy: Bool = false, othersMayRunIt: Bool = false
+    ) -> JobOutcome? {
+        if othersMayRunIt,
+            let wait = Self.waitForAModel(
+                job, at: instant, reason: reason, planner: planner, until: until, busy: busy, passedOn: true),
+            fleet.passOn(job.id, now: instant)
+        {
+            return wait
+        }
+        return Self.waitForAModel(job, at: instant, reason: reason, planner: planner, until: until, busy: busy)
     }
 
     /// When a job began to wait for a model. An interactive job: when it became due (one

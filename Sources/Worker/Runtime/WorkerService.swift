@@ -371,13 +371,12 @@ final class WorkerService: Sendable {
         case (.cancelRequested, _), (_, .cancelled):
             var trail: [AttemptRecord] = []
             if case .cancelled(let calls) = outcome { trail = calls }
-            if case .postponed(_, _, _, _, let calls) = outcome { trail = calls }
+            if case .postponed(_, _, _, _, _, let calls) = outcome { trail = calls }
             trail.append(AttemptRecord(attempt: job.attempt, outcome: "cancelled", worker: worker, at: now()))
             completion = .cancelledWhileRunning(jobID: job.id, attempt: job.attempt, trail: trail)
-        case (nil, .postponed(let until, let reason, let policy, let forModel, let trail)):
+        case (nil, .postponed(let until, let reason, let policy, let forModel, let passedOn, let trail)):
             // A job passed on is due at once by the database's clock (retry_at NULL): by this
             // worker's, one a second behind it stood behind the other workers' claim cursors.
-            let passedOn = forModel && fleet?.hasPassedOn(job.id) == true
             // The reason is kept on the job (jobs.waiting_reason) for its user to read.
             completion = Completion(
                 jobID: job.id, attempt: job.attempt, kind: forModel ? .wait : .postpone,
