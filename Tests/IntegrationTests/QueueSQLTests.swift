@@ -1055,6 +1055,78 @@ struct QueueSQLTests {
         }
     }
 
+    /// A review's gateway, with SET switchyard.tenant = 'acme ', submitted for a tenant beside
+    /// 'acme' that ran through acme's pause and made a second job of an idempotency key acme had
+    /// used: the session's tenant was not checked as the row's was.
+    @Test("a tenant the session chooses is checked as one the row names; tenant_roles refuses such names")
+    func sessionTenantChecked() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let request = #"{"messages":[{"role":"user","content":"hi"}]}"#
+            try await SecurityFixtures.withRoles(pool, ["gw": "switchyard_submitter"]) { roles in
+                let gateway = roles["gw"]!
+                try await SecurityFixtures.map(pool, [(gateway, "*")])
+                try await pool.withConnection { connection in
+                    /// What submit and a plain INSERT say with the session's tenant set to `tenant`
+                    /// (a literal), as the admin and as the gateway: each refusal's message.
+                    func refusals(_ tenant: String) async throws -> Set<String> {
+                        var said: Set<String> = []
+                        for role in ["", gateway] {
+                            for sql in ["SELECT switchyard.submit($1::jsonb)", "INSERT INTO switchyard.jobs (request) VALUES ($1::jsonb)"] {
+                                try await connection.query(role.isEmpty ? "RESET ROLE" : "SET ROLE \(role)")
+                                try await connection.query("SELECT set_config('switchyard.tenant', \(tenant), false)")
+                                do {
+                                    try await connection.query(sql, [request])
+                                    said.insert("accepted")
+                                } catch let error as PostgresError {
+                                    said.insert(error.message)
+                                }
+                                try await connection.query("RESET ROLE")
+                                try await connection.query("RESET switchyard.tenant")
+                            }
+                        }
+                        return said
+                    }
+                    for (tenant, said) in [
+                        ("'acme '", "tenant 'acme ' begins or ends with white space"),
+                        ("E'\\u200bacme'", "tenant '<U+200B>acme' begins or ends with white space"),
+                        ("repeat('x', 300)", "tenant is 300 characters, over the limit of 200"),
+                        // Invisible, and not refused at an edge before: a soft hyphen, a bidirectional mark.
+                        ("E'acme\\u00ad'", "tenant 'acme<U+00AD>' begins or ends with white space"),
+                        ("E'\\u200facme'", "tenant '<U+200F>acme' begins or ends with white space"),
+                    ] {
+                        let refused = try await refusals(tenant)
+                        #expect(refused == [said], "\(tenant)")
+                    }
+                    let none = try await pool.query("SELECT count(*) FROM switchyard.jobs").scalar(Int.self)
+                    #expect(none == 0)
+                    let accepted = try await refusals("'acme'")
+                    #expect(accepted == ["accepted"])
+                    let acme = try await pool.query("SELECT count(*) FROM switchyard.jobs WHERE tenant = 'acme'")
+                    #expect(try acme.scalar(Int.self) == 4)
+                }
+                // Mapped to such a name, a role could submit for it only through the session (and was
+                // told to name itself without the space, which it did not act for).
+                for (tenant, message) in [
+                    ("gamma ", "tenant 'gamma ' begins or ends with white space"),
+                    ("   ", "tenant must not be empty (or only spaces)"),
+                ] {
+                    do {
+                        try await SecurityFixtures.map(pool, [(gateway, tenant)])
+                        Issue.record("tenant_roles took \(tenant)")
+                    } catch let error as PostgresError {
+                        #expect(error.message == message)
+                    }
+                }
+                try await SecurityFixtures.map(pool, [(gateway, "gamma")])
+                await #expect(throws: PostgresError.self) {
+                    try await pool.query(
+                        "UPDATE switchyard.tenant_roles SET tenant = 'gamma ' WHERE role = $1 AND tenant = 'gamma'", [gateway])
+                }
+                try await pool.query("DELETE FROM switchyard.tenant_roles WHERE role = $1", [gateway])
+            }
+        }
+    }
+
     @Test("a retry keeps its job's tenant (none), whatever the admin session's switchyard.tenant says")
     func retryKeepsNoTenant() async throws {
         try await TestDatabase.withMigratedPool { pool in

@@ -410,6 +410,7 @@ struct TenantLimitsTests {
                 (["pause", "acme "], "tenant 'acme ' begins or ends with white space, and no job, spending or limit has it"),
                 (["budget", "\u{200B}globex", "5"], "tenant '<U+200B>globex' begins or ends with white space"),
                 (["pause", "acme\u{200D}"], "tenant 'acme<U+200D>' begins or ends with white space"),
+                (["pause", "acme\u{00AD}"], "tenant 'acme<U+00AD>' begins or ends with white space"),
             ] {
                 let refused = try await dispatcher(arguments)
                 #expect(refused.status == 2 && refused.output.contains(message), "\(arguments): \(refused.output)")

@@ -277,11 +277,17 @@ enum TenantsCommand {
         }.joined()
     }
 
-    /// Characters submissions refuse at a tenant's edges besides white space (sql/0093).
-    static let invisible: Set<Unicode.Scalar> = ["\u{180E}", "\u{200B}", "\u{200C}", "\u{200D}", "\u{2060}", "\u{FEFF}"]
+    /// Characters submissions refuse at a tenant's edges besides white space
+    /// (`switchyard.edge_space()`, sql/0099): zero-width space and joiners, word joiner, Mongolian
+    /// vowel separator, byte order mark, soft hyphen, combining grapheme joiner, invisible
+    /// operators, the Arabic letter mark and the bidirectional controls.
+    static let invisible: Set<Unicode.Scalar> = Set(
+        [0x00AD, 0x034F, 0x061C, 0x180E, 0xFEFF].compactMap(Unicode.Scalar.init)
+            + [0x200B...0x200F, 0x202A...0x202E, 0x2060...0x2064, 0x2066...0x2069]
+            .flatMap { $0.compactMap(Unicode.Scalar.init) })
 
     /// A name without Unicode's white space at its edges (the no-break spaces among it), nor the
-    /// invisible characters submissions refuse there (sql/0093).
+    /// invisible characters submissions refuse there (sql/0099).
     static func trimmed(_ name: String) -> String {
         // By scalar, not by character: a joiner at the end belongs to the character before it.
         let space: (Unicode.Scalar) -> Bool = { $0.properties.isWhitespace || Self.invisible.contains($0) }
