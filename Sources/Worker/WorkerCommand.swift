@@ -200,6 +200,13 @@ enum WorkerCommand {
             guard let number, number >= 0, number <= 100 else {
                 throw QueueError(.invalidInput, "--reserve-interactive must be a percentage like 25% (got \"\(text)\")")
             }
+            // A share written as a fraction: 0.5 read as 0.5% kept no slot of 16 (an operator's
+            // walkthrough meant half).
+            if !text.hasSuffix("%"), number > 0, number < 1 {
+                throw QueueError(
+                    .invalidInput, "--reserve-interactive is a percentage: \(text) would be \(text)%, not a fraction",
+                    hint: "write \(text)% for that, or e.g. \(Int((number * 100).rounded()))% for \(text) of the slots")
+            }
             share = number / 100
         }
         var configuration = WorkerConfiguration(identity: identity, reserveInteractiveShare: share)
@@ -214,7 +221,9 @@ enum WorkerCommand {
                 .invalidInput, "--lease must be at most 1h",
                 hint: "heartbeats renew a lease while its job runs, so a job of any length needs no longer one")
         }
-        configuration.heartbeatInterval = try arguments.duration("heartbeat", default: configuration.lease / 3)
+        // 0 beat as fast as the database answered: an idle worker's 780 heartbeats a second.
+        configuration.heartbeatInterval = try arguments.duration(
+            "heartbeat", default: configuration.lease / 3, minimum: .milliseconds(50))
         guard configuration.heartbeatInterval < configuration.lease else {
             throw QueueError(.invalidInput, "--heartbeat must be shorter than --lease, or leases expire between beats")
         }

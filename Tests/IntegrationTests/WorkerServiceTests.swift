@@ -72,6 +72,27 @@ struct WorkerServiceTests {
         #expect(throws: QueueError.self) { try configure("100ms") }
     }
 
+    /// An operator's walkthrough: `--heartbeat 0` sent 780 heartbeats a second from an idle
+    /// worker, and `--reserve-interactive 0.5` (meant as half) reserved 0.5%.
+    @Test("--heartbeat is at least 50ms; --reserve-interactive takes no fraction for a percentage")
+    func heartbeatAndReserve() throws {
+        func configure(_ name: String, _ value: String) throws -> WorkerConfiguration {
+            let arguments = try Arguments(
+                ["--database-url", "postgres://localhost/switchyard", "--\(name)", value], command: "worker",
+                options: ["database-url", name])
+            return try WorkerCommand.configure(arguments).0
+        }
+        let zero = try #require(throws: QueueError.self) { try configure("heartbeat", "0") }
+        #expect(zero.message == "--heartbeat must be at least 50ms (got \"0\")")
+        #expect(try configure("heartbeat", "50ms").heartbeatInterval == .milliseconds(50))
+        let fraction = try #require(throws: QueueError.self) { try configure("reserve-interactive", "0.5") }
+        #expect(fraction.message.hasPrefix("--reserve-interactive is a percentage: 0.5 would be 0.5%"))
+        #expect(fraction.hint == "write 0.5% for that, or e.g. 50% for 0.5 of the slots")
+        #expect(try configure("reserve-interactive", "0.5%").reserveInteractiveShare == 0.005)
+        #expect(try configure("reserve-interactive", "0").reserveInteractiveShare == 0)
+        #expect(try configure("reserve-interactive", "30").reserveInteractiveShare == 0.3)
+    }
+
     @Test("the default worker id is HOST-PID and four random hex digits, drawn at each start")
     func defaultIdentity() throws {
         let arguments = try Arguments(
