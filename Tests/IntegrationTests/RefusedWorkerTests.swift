@@ -207,6 +207,49 @@ struct RefusedWorkerTests {
         }
     }
 
+    /// A routing walkthrough's worker without the fallback's key failed a job on its primary's one
+    /// 500 (with --max-attempts 1, for good), the healthy fallback untried though the other worker
+    /// called it; and a job passed on lost the calls made before.
+    @Test("the models a worker can call failed, and one it cannot another calls: the job is passed on with its calls")
+    func fallbackElsewhere() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            _ = try await CatalogStore(pool: pool).importDocument(
+                Data(
+                    #"""
+                    {"models": {"down": {"provider": "simulated", "settings": {"latency_p50_ms": 1, "latency_p95_ms": 1,
+                                                                               "error_rate": 1}},
+                                "away": {"provider": "simulated"}},
+                     "routing_rules": {"chat": {"primary": "down", "fallbacks": ["away"]}}}
+                    """#.utf8))
+            try await pool.query(
+                "INSERT INTO switchyard.workers (id, concurrency, heartbeat_at) VALUES ('w-here', 4, now()), ('w-other', 4, now())")
+            let fleet = FleetState(pool: pool, logger: Logger(label: "worker", level: .error) { _ in }, worker: "w-here")
+            await fleet.reload()
+            let away = try #require(fleet.router.catalog.model(named: "away"))
+            fleet.skipHere(away, reason: "its API key variable AWAY_KEY is not set in this worker's environment", hint: nil)
+            let executor = RoutingExecutor(fleet: fleet, providers: ProviderFactory(concurrency: 2), worker: "w-here")
+            let store = QueueStore(pool: pool)
+            _ = try await store.submit(Submission(request: Submission.prompt("hi"), taskClass: "chat", maxAttempts: 1))
+            let job = try #require(
+                try await store.claim(worker: "w-here", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30)).first)
+            guard case .postponed(let until, let reason, _, true, true, let trail) = await executor.execute(job) else {
+                throw WaitTimedOut(description: "the job was not passed on")
+            }
+            #expect(until <= Date(), "\(until)")
+            #expect(reason.hasPrefix("down failed (last: ") && reason.hasSuffix("away left to the workers that can call it"),
+                    "\(reason)")
+            #expect(trail.map(\.model) == ["down"] && trail.allSatisfy { $0.worker == "w-here" }, "\(trail)")
+            // No other worker calls it: the attempt fails here, as before.
+            try await pool.query(
+                "UPDATE switchyard.workers SET skipped_models = '{\"away\": \"its API key variable is not set\"}' WHERE id = 'w-other'")
+            await fleet.reload()
+            guard case .failed(let failure) = await executor.execute(job) else {
+                throw WaitTimedOut(description: "the job was put back with no worker to run it")
+            }
+            #expect(failure.code == "all_candidates_failed", "\(failure)")
+        }
+    }
+
     /// A key rotated on one machine and not yet on the other: the stale worker's 401 opened the
     /// model for both, and the good worker's probes closed it until the stale one's next call.
     @Test("two workers, one on a stale key: it skips the model and says so in status, the other keeps calling it")

@@ -166,11 +166,7 @@ struct RoutingExecutor: JobExecutor {
             // its breaker closed, and another live worker calls it: that worker may run the job
             // now, and this one's claims pass it over (`passOn`). (Not when none does: with the key
             // missing everywhere, a review's jobs went back every second.)
-            let elsewhere = ruleModels.contains { name in
-                router.catalog.model(named: name)?.enabled == true
-                    && state.models[name].map { $0.unavailableHere != nil && $0.breaker == .closed } ?? false
-                    && fleet.othersCall(name)
-            }
+            let elsewhere = !calledElsewhere(ruleModels, state: state, router: router).isEmpty
             if unroutable?.isTransient == true, !router.catalog.models.isEmpty,
                 let wait = waitForAModel(
                     job, at: instant, reason: "no model available now: \(unroutable?.reason ?? "")", planner: planner,
@@ -482,7 +478,7 @@ struct RoutingExecutor: JobExecutor {
             let wait = waitForAModel(
                 job, at: now(), reason: "this worker cannot call any model of the plan "
                     + "(\(models.joined(separator: ", "))): \(trail.last?.error ?? "unknown error")", planner: planner,
-                othersMayRunIt: models.contains(where: fleet.othersCall))
+                othersMayRunIt: models.contains(where: fleet.othersCall), trail: trail)
         {
             return wait
         }
@@ -490,6 +486,26 @@ struct RoutingExecutor: JobExecutor {
         // a timeout (a walkthrough's 200 ms jobs read as if their one model had timed out).
         if trail.last?.outcome == "deadline" {
             return .failed(Self.deadlinePassed(job, trail: trail, taskClass: taskClass, metadata: routeMetadata))
+        }
+        // The models this worker can call failed, and a model of the rule it cannot call (its key
+        // missing or refused here) another live worker calls: passed on to them, its calls kept
+        // (a walkthrough's worker without the fallback's key failed a job on its primary's one 500,
+        // the healthy fallback untried; with --max-attempts 1, for good). Bounded as any wait for a
+        // model: past its priority's longest, the job fails here as before.
+        if let rule = plan.rule, !trail.isEmpty,
+            case let elsewhere = calledElsewhere(
+                [rule.primary] + rule.fallbacks, state: fleet.routingState(sequence: UInt64(bitPattern: job.id)),
+                router: router),
+            !elsewhere.isEmpty,
+            let wait = waitForAModel(
+                job, at: now(),
+                reason: "\(models.joined(separator: ", ")) failed (last: \(trail.last?.error ?? "unknown error")); "
+                    + "\(elsewhere.joined(separator: ", ")) left to the workers that can call "
+                    + (elsewhere.count == 1 ? "it" : "them"),
+                planner: planner, othersMayRunIt: true, trail: trail),
+            case .postponed(_, _, _, _, true, _) = wait
+        {
+            return wait
         }
         let unsupported = onlyUnsupported && !trail.isEmpty
         let skipped =
@@ -579,7 +595,7 @@ struct RoutingExecutor: JobExecutor {
     ///     did, and a job went back up to six times.
     static func waitForAModel(
         _ job: Job, at instant: Date, reason: String, planner: OffPeakPlanner, until: Date? = nil, busy: Bool = false,
-        passedOn: Bool = false
+        passedOn: Bool = false, trail: [AttemptRecord] = []
     ) -> JobOutcome? {
         let recheck = passedOn ? instant : instant.addingTimeInterval(recheckInterval.seconds)
         // A provider's pause that ends before the next look is a blip, not an outage: waited out
@@ -592,7 +608,17 @@ struct RoutingExecutor: JobExecutor {
         let soonest = until.map { max($0, instant.addingTimeInterval(0.25)) } ?? recheck
         return .postponed(
             until: min(soonest, recheck), reason: reason, policy: planner.policy.version, forModel: true,
-            passedOn: passedOn)
+            passedOn: passedOn, trail: trail)
+    }
+
+    /// Of `names`, the models this worker cannot call (a key missing or refused here) that are
+    /// enabled, their breakers closed, and called by another live worker: one that may run the job.
+    private func calledElsewhere(_ names: [String], state: RoutingState, router: Router) -> [String] {
+        names.filter { name in
+            router.catalog.model(named: name)?.enabled == true
+                && state.models[name].map { $0.unavailableHere != nil && $0.breaker == .closed } ?? false
+                && fleet.othersCall(name)
+        }
     }
 
     /// `waitForAModel`, the job passed on (`FleetState.passOn`) when another live worker may run
@@ -600,16 +626,18 @@ struct RoutingExecutor: JobExecutor {
     /// passed over by this worker's claims of its retry), and not past the list's limit.
     private func waitForAModel(
         _ job: Job, at instant: Date, reason: String, planner: OffPeakPlanner, until: Date? = nil,
-        busy: Bool = false, othersMayRunIt: Bool = false
+        busy: Bool = false, othersMayRunIt: Bool = false, trail: [AttemptRecord] = []
     ) -> JobOutcome? {
         if othersMayRunIt,
             let wait = Self.waitForAModel(
-                job, at: instant, reason: reason, planner: planner, until: until, busy: busy, passedOn: true),
+                job, at: instant, reason: reason, planner: planner, until: until, busy: busy, passedOn: true,
+                trail: trail),
             fleet.passOn(job.id, now: instant)
         {
             return wait
         }
-        return Self.waitForAModel(job, at: instant, reason: reason, planner: planner, until: until, busy: busy)
+        return Self.waitForAModel(
+            job, at: instant, reason: reason, planner: planner, until: until, busy: busy, trail: trail)
     }
 
     /// When a job began to wait for a model. An interactive job: when it became due (one
