@@ -200,6 +200,12 @@ struct JobCommandTests {
                 result.output.contains(
                     "job \(ids[0]) has not finished: it is scheduled until \(Self.clock(later)) UTC: \(reason) "
                         + "(wait for it: dispatcher wait \(ids[0]))"), "\(result.output)")
+            // --json, accepted and ignored before (a routing walkthrough's): as wait --json prints it.
+            let resultJSON = try await dispatcher(["result", String(ids[0]), "--json"], stdin: "", url: url)
+            #expect(resultJSON.status == 5)
+            let item = try JSONValue(parsing: resultJSON.output.drop { $0 != "{" }.description)
+            #expect(item["job_id"] == .number(Double(ids[0])) && item["status"] == "scheduled", "\(resultJSON.output)")
+            #expect(item["waiting_reason"]?.stringValue == reason && item["run_at"] != nil, "\(resultJSON.output)")
 
             let waited = try await dispatcher(["wait", "-", "--timeout", "1s"], stdin: ids.map(String.init).joined(separator: " "), url: url)
             let lines = waited.output.split(separator: "\n").map(String.init)

@@ -20,10 +20,11 @@ enum JobCommands {
         """
 
     static let resultUsage = """
-        usage: dispatcher result ID [--content] [--tenant NAME]
+        usage: dispatcher result ID [--content] [--json] [--tenant NAME]
 
         Prints the job's result row as JSON (status, model, response, error, attempts, tokens,
-        cost, timings), or with --content only the answer's text.
+        cost, timings), or with --content only the answer's text. A job not finished yet is said on
+        stderr, or with --json printed as wait --json prints it (its status, run_at, waiting_reason).
         Exit status: 0 succeeded; 3 failed, cancelled or expired; 5 not finished yet; 6 unknown.
         \(tenantNote)
         """
@@ -137,6 +138,11 @@ enum JobCommands {
                 return ExitCode.notFound
             }
             let waiting = (try? await store.waiting(of: [jobs[0]]))?[jobs[0]] ?? nil
+            // Accepted and ignored before (a routing walkthrough's): as wait --json prints it.
+            if arguments.flag("json") {
+                print(JobWaiter.unfinishedJSON(jobs[0], status: status, waiting: waiting).prettyText)
+                return ExitCode.notFinished
+            }
             printError(
                 StatusFormat.printable(
                     "job \(jobs[0]) has not finished: it is \(JobWaiter.describe(status, waiting)) "

@@ -178,22 +178,7 @@ struct JobWaiter {
         let waiting = pending.isEmpty ? [:] : ((try? await store.waiting(of: Array(pending))) ?? [:])
         if json {
             let items: [JSONValue] = ids.map { id in
-                if let result = results[id] { return result }
-                var item: JSONValue = ["job_id": .number(Double(id)), "status": .string(statuses[id] ?? "unknown")]
-                if let waits = waiting[id] {
-                    item["run_at"] = .string(waits.runAt.postgresText)
-                    item["waiting_reason"] = waits.reason.map(JSONValue.string) ?? .null
-                    if waits.paused { item["background_paused"] = true }
-                    if let held = waits.held { item["background_held"] = .string(held) }
-                    if let hold = waits.tenantHold { item["tenant_held"] = .string(hold) }
-                    if let cap = waits.tenantAtCap {
-                        item["tenant_at_cap"] = [
-                            "running": .number(Double(cap.running)), "max_running": cap.maxRunning.map { .number(Double($0)) } ?? .null,
-                            "max_per_minute": cap.maxPerMinute.map { .number(Double($0)) } ?? .null,
-                        ]
-                    }
-                }
-                return item
+                results[id] ?? Self.unfinishedJSON(id, status: statuses[id] ?? "unknown", waiting: waiting[id])
             }
             print(JSONValue.array(items).prettyText)
         } else {
@@ -218,6 +203,27 @@ struct JobWaiter {
             return ExitCode.timedOut
         }
         return ids.allSatisfy({ statuses[$0] == "succeeded" }) ? ExitCode.success : ExitCode.jobNotSucceeded
+    }
+
+    /// A job not finished yet as `wait --json` and `result --json` print it: its id and status,
+    /// and when it runs next and why (`run_at`, `waiting_reason`, the gate's and its tenant's holds)
+    /// when that could be read.
+    static func unfinishedJSON(_ id: Int64, status: String, waiting: QueueStore.Waiting?) -> JSONValue {
+        var item: JSONValue = ["job_id": .number(Double(id)), "status": .string(status)]
+        guard let waits = waiting else { return item }
+        item["run_at"] = .string(waits.runAt.postgresText)
+        item["waiting_reason"] = waits.reason.map(JSONValue.string) ?? .null
+        if waits.paused { item["background_paused"] = true }
+        if let held = waits.held { item["background_held"] = .string(held) }
+        if let hold = waits.tenantHold { item["tenant_held"] = .string(hold) }
+        if let cap = waits.tenantAtCap {
+            item["tenant_at_cap"] = [
+                "running": .number(Double(cap.running)),
+                "max_running": cap.maxRunning.map { .number(Double($0)) } ?? .null,
+                "max_per_minute": cap.maxPerMinute.map { .number(Double($0)) } ?? .null,
+            ]
+        }
+        return item
     }
 
     /// A job's status in the queue, with when it may run and why a worker put it back:
