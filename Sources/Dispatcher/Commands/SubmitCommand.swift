@@ -107,7 +107,9 @@ enum SubmitCommand {
         let before = submission.idempotencyKey == nil ? nil : try? await store.databaseNow()
         let id = try await store.submit(submission)
         var earlier: Bool?
-        if let before, let found = try? await store.createdBefore(before, among: [id]), found.seen.contains(id) {
+        if let before, let found = try? await store.createdBefore(before, among: [id], tenant: submission.tenant),
+            found.seen.contains(id)
+        {
             earlier = found.earlier.contains(id)
         }
         guard arguments.flag("wait") else {

@@ -34,15 +34,26 @@ public struct QueueStore: Sendable {
     /// Of `ids`, those of jobs created before `instant` (by the database's clock): a submission
     /// whose idempotency key named a job from before, not a new one. Finished or not. `seen`: the
     /// ids this role could read at all (a gateway role's row security may hide its own jobs, and
-    /// then which are new cannot be told).
-    public func createdBefore(_ instant: Date, among ids: [Int64]) async throws -> (earlier: Set<Int64>, seen: Set<Int64>) {
+    /// then which are new cannot be told). `tenant`: read as that tenant (`switchyard.tenant`, for
+    /// this transaction alone): a `*` gateway's jobs of a tenant it named are hidden from it else.
+    public func createdBefore(
+        _ instant: Date, among ids: [Int64], tenant: String? = nil
+    ) async throws -> (earlier: Set<Int64>, seen: Set<Int64>) {
         guard !ids.isEmpty else { return ([], []) }
-        let rows = try await pool.query(
-            """
+        let sql = """
             SELECT id, created_at < $2 AS earlier FROM switchyard.jobs WHERE id = ANY ($1)
             UNION ALL
             SELECT job_id, created_at < $2 FROM switchyard.results WHERE job_id = ANY ($1)
-            """, [ids, instant])
+            """
+        let rows =
+            if let tenant {
+                try await pool.withTransaction { connection in
+                    try await connection.query("SELECT set_config('switchyard.tenant', $1, true)", [tenant])
+                    return try await connection.query(sql, [ids, instant])
+                }
+            } else {
+                try await pool.query(sql, [ids, instant])
+            }
         var earlier: Set<Int64> = []
         var seen: Set<Int64> = []
         for row in rows {

@@ -288,19 +288,24 @@ struct HostileCLITests {
 
     /// An operator walkthrough's application role: `tenants` failed ("permission denied for
     /// function rate_tokens_now", its hint calling it an operator's command), and `result` of a job
-    /// scheduled for later said only "scheduled" (the query saying when and why was refused).
-    @Test("an application's role lists its own tenants, and reads when its job runs")
+    /// scheduled for later said only "scheduled" (the query saying when and why was refused); a `*`
+    /// gateway's keyed repeat for a tenant it named did not say its job was from before.
+    @Test("an application's role lists its own tenants, and reads when its job runs; a gateway's repeat is told")
     func applicationReadsItsTenants() async throws {
         try await TestDatabase.withMigrated { configuration in
             let admin = PostgresPool(configuration, options: .init(maxConnections: 2))
             defer { Task { await admin.close() } }
-            try await SecurityFixtures.withRoles(admin, ["s": "switchyard_submitter"], login: true) { roles in
-                try await SecurityFixtures.map(admin, [(roles["s"]!, "acme")])
+            try await SecurityFixtures.withRoles(
+                admin, ["s": "switchyard_submitter", "gw": "switchyard_submitter"], login: true
+            ) { roles in
+                try await SecurityFixtures.map(admin, [(roles["s"]!, "acme"), (roles["gw"]!, "*")])
                 try await admin.query("SELECT switchyard.set_tenant_max_per_minute('acme', 10)")
                 let binary = WorkerProcess.binary("dispatcher")
-                let url = SecurityFixtures.connectionString(configuration, as: roles["s"]!)
-                func run(_ arguments: [String]) async throws -> (status: Int32, output: String) {
-                    try await BlockingWork.run { try ChildProcess.run(binary, arguments + ["--database-url", url]) }
+                func run(_ arguments: [String], as role: String = "s") async throws -> (status: Int32, output: String) {
+                    let url = SecurityFixtures.connectionString(configuration, as: roles[role]!)
+                    return try await BlockingWork.run {
+                        try ChildProcess.run(binary, arguments + ["--database-url", url])
+                    }
                 }
                 let listed = try await run(["tenants"])
                 #expect(listed.status == 0 && listed.output.contains("acme"), "\(listed.output)")
@@ -309,6 +314,11 @@ struct HostileCLITests {
                     submitted.output.split(separator: "\n").first { Int64($0) != nil }, "\(submitted.output)")
                 let read = try await run(["result", String(id)])
                 #expect(read.status == 5 && read.output.contains("scheduled until"), "\(read.output)")
+                let keyed = ["submit", "--prompt", "again", "--tenant", "acme", "--idempotency-key", "k1", "--json"]
+                let first = try await run(keyed, as: "gw")
+                let repeated = try await run(keyed, as: "gw")
+                #expect(first.output.contains(#""new":true"#), "\(first.output)")
+                #expect(repeated.output.contains(#""new":false"#), "\(repeated.output)")
             }
         }
     }
