@@ -141,8 +141,14 @@ enum WorkerCommand {
 
     /// What the worker says when it stops on `error`: the error, and for a statement cancelled by
     /// the database's own `statement_timeout` (a review set 2 ms: the worker stopped with the bare
-    /// server message, naming neither the setting nor where it comes from) where that is set.
+    /// server message, naming neither the setting nor where it comes from) where that is set; for a
+    /// refusal of its role (an operator's walkthrough started one with an application's URL:
+    /// "permission denied for table workers", and no more), which role it needs.
     static func failureText(_ error: any Error) -> String {
+        if let error = error as? PostgresError, error.sqlState == .insufficientPrivilege, error.hint == nil {
+            return "error: \(error)\nhint: a worker's role must be a member of switchyard_worker "
+                + "(GRANT switchyard_worker TO <the role in DATABASE_URL>; docs/security.md)"
+        }
         guard let error = error as? PostgresError, error.sqlState == .queryCanceled, error.hint == nil else {
             return "error: \(error)"
         }

@@ -381,7 +381,7 @@ struct WorkerServiceTests {
         }
     }
 
-    @Test("a worker stopped by the database's statement_timeout says where that is set")
+    @Test("a worker stopped by statement_timeout says where that is set; one refused, which role it needs")
     func statementTimeoutHint() {
         let cancelled = PostgresError(
             .server, "canceling statement due to statement timeout", sqlState: .queryCanceled)
@@ -391,6 +391,11 @@ struct WorkerServiceTests {
         // Any other error is said as it is.
         let other = PostgresError(.server, "relation does not exist", sqlState: SQLState("42P01"))
         #expect(WorkerCommand.failureText(other) == "error: relation does not exist (SQLSTATE 42P01)")
+        // Started with an application's URL, the worker said only "permission denied for table workers".
+        let refused = PostgresError(.server, "permission denied for table workers", sqlState: .insufficientPrivilege)
+        #expect(WorkerCommand.failureText(refused).hasSuffix(
+            "\nhint: a worker's role must be a member of switchyard_worker "
+                + "(GRANT switchyard_worker TO <the role in DATABASE_URL>; docs/security.md)"))
     }
 
     /// A review restarted a worker through a 75 s read-only outage: started as the database came
