@@ -125,12 +125,20 @@ extension CatalogReader {
         guard let text = string(node, at: path) else { return nil }
         if let strategy = RoutingStrategy(rawValue: text) { return strategy }
         let names = RoutingStrategy.allCases.map(\.rawValue)
+        // LiteLLM's routing_strategy values got no suggestion (its field names did).
+        let liteLLM = Self.liteLLMStrategies[text].map { " (LiteLLM's name for \"\($0.rawValue)\")" }
         problem(
-            path, "unknown strategy \"\(text)\"\(CatalogProblem.didYouMean(text, among: names))",
+            path, "unknown strategy \"\(text)\"\(liteLLM ?? CatalogProblem.didYouMean(text, among: names))",
             hint: "use one of \(names.joined(separator: ", "))"
         )
         return nil
     }
+
+    /// LiteLLM's `routing_strategy` values, and the strategy here that does the most alike.
+    static let liteLLMStrategies: [String: RoutingStrategy] = [
+        "simple-shuffle": .weighted, "least-busy": .leastBusy, "latency-based-routing": .lowestLatency,
+        "usage-based-routing": .leastBusy, "usage-based-routing-v2": .leastBusy, "cost-based-routing": .cheapest,
+    ]
 
     /// A rule's `settings.background_max_cost_per_1k` is a price, read as `max_cost_per_1k` is:
     /// the claim's gate (`switchyard.background_gate`) ignores one that is not a number
