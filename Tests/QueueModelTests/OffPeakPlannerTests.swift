@@ -39,6 +39,27 @@ struct OffPeakPlannerTests {
 
     static let ceiling = BackgroundPolicy(maxCostPer1K: Decimal(string: "0.001"))
 
+    /// A routing walkthrough's tiers kept every model out, and the reason blamed a ceiling every
+    /// model was under ("it waits until the ceiling is raised").
+    @Test("a job the tiers keep out is told so, with the ceiling when both apply")
+    func tiersNamed() {
+        let noon = Self.date("2026-11-26T12:00:00Z")
+        func reason(_ policy: BackgroundPolicy) -> String {
+            guard case .postpone(_, let reason) = Self.planner(policy).decide(
+                Self.request(.background), deadline: nil, maxAttempts: 3, state: Self.state(at: noon), now: noon)
+            else { return "ran" }
+            return reason
+        }
+        #expect(
+            reason(BackgroundPolicy(tiers: ["cheap"])) == "no model of its rule is within the background tiers (cheap) "
+                + "at any hour; it waits until the tiers change or a drain begins (dispatcher background ceiling … "
+                + "--tiers | drain), looking again hourly")
+        #expect(
+            reason(BackgroundPolicy(maxCostPer1K: Decimal(string: "1"), tiers: ["cheap"])).hasPrefix(
+                "no model of its rule is within the background ceiling of $1/1K and the background tiers (cheap) at "
+                    + "any hour; it waits until the ceiling or the tiers change"))
+    }
+
     /// A review's image job, whose rule's model in its window takes no images, waited "for a breaker
     /// or budget", put back every five minutes for good.
     @Test("a job waits only for the windows of models that can take it")

@@ -129,7 +129,9 @@ public struct BacklogStatus: Sendable {
         if held > 0 { lines[0] += ", \(held) held for their tenants (dispatcher tenants)" }
         // A dash, not brackets: reasons carry their own ("paused (dispatcher background resume)").
         var gateLine = "  gate: " + (gate.isOpen ? "open" : "closed") + " — \(gate.reason)"
-        if let next = gate.nextOpenAt { gateLine += "; next cheap window \(next.readableUTC)" }
+        // A price window's start, or when a cheap model's open breaker lets a probe through
+        // (sql/0079): "next cheap window" named a breaker's half-open time as a window.
+        if let next = gate.nextOpenAt { gateLine += "; it may open at \(next.readableUTC)" }
         // The gate opens for all when one model is within a ceiling: a job whose rule has none waits
         // (a cost walkthrough read "open — chat-fast is within…" beside 12 jobs its rules held back).
         if gate.isOpen, putOff > 0, !policy.paused {

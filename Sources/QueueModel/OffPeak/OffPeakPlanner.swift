@@ -55,7 +55,11 @@ public struct OffPeakPlanner: Sendable {
         // A rule whose primary may take minutes needs them before the deadline: with the 1.5 s
         // default, a job escalated 74 s before its deadline was cut at it, its 180 s call unfinished.
         let horizon = policy.escalationHorizon(maxAttempts: maxAttempts, primaryTimeoutMS: unconstrained.rule?.maxLatencyMS)
-        let limit = ceiling.map { "the background ceiling of $\($0)/1K" } ?? "the background tiers"
+        // Both named when both apply: with tiers alone keeping the models out, "within the ceiling"
+        // sent a walkthrough to raise a ceiling every model was under.
+        let tiers = policy.tiers.map { "the background tiers (\($0.sorted().joined(separator: ", ")))" }
+        let limit = [ceiling.map { "the background ceiling of $\($0)/1K" }, tiers].compactMap { $0 }
+            .joined(separator: " and ")
         if let deadline, deadline.timeIntervalSince(now) <= horizon.seconds {
             let plan = cheapestFirst(unconstrained, request: request, at: now)
             return .run(
@@ -85,9 +89,13 @@ public struct OffPeakPlanner: Sendable {
             let first = escalationPoint.map { $0 < window } ?? false
             reason = "no model is within \(limit) until \(window.readableUTC)" + (first ? escalates ?? "" : "")
         } else {
+            let change =
+                tiers == nil
+                ? "the ceiling is raised" : ceiling == nil ? "the tiers change" : "the ceiling or the tiers change"
             reason = "no model of its rule is within \(limit) at any hour"
-                + (escalates ?? "; it waits until the ceiling is raised or a drain begins (dispatcher background "
-                    + "ceiling | drain), looking again hourly")
+                + (escalates
+                    ?? "; it waits until \(change) or a drain begins (dispatcher background ceiling"
+                    + (tiers == nil ? "" : " … --tiers") + " | drain), looking again hourly")
         }
         return .postpone(until: max(until, now.addingTimeInterval(1)), reason: reason)
     }

@@ -468,7 +468,9 @@ struct RoutingExecutor: JobExecutor {
         if trail.isEmpty && probeBusy,
             let wait = waitForAModel(
                 job, at: now(),
-                reason: "the plan's models are each half-open with its probe in flight, or at max_concurrency",
+                // The third: a walkthrough's worker, its key refused, read "half-open" of a closed breaker.
+                reason: "the plan's models are each half-open with its probe in flight, at max_concurrency, "
+                    + "or refused on this worker with its one retry in flight",
                 planner: planner, busy: true)
         {
             return wait
