@@ -96,6 +96,35 @@ struct JobCommandTests {
     }
 
     /// A docs walkthrough: prune never said how many partitions it dropped when it dropped none.
+    /// An SQL walkthrough's order id 9007199254740993 was stored and printed as 9007199254740992.0,
+    /// exit 0, by submit --metadata and --file alike; result printed SQL's exact values rounded.
+    @Test("numbers past a Double's digits go in and come out as written: --metadata, --file, result")
+    func exactNumbers() async throws {
+        try await TestDatabase.withMigratedPool { pool in
+            let url = pool.configuration.effectiveConnectionString
+            let metadata = #"{"order_id": 9007199254740993, "price": 0.1000000000000000055511151231257827}"#
+            let one = try await dispatcher(["submit", "--prompt", "hi", "--metadata", metadata], stdin: "", url: url)
+            let line = #"{"request": {"messages": [{"role": "user", "content": "hi"}]}, "metadata": {"order_id": 9007199254740995}}"#
+            let many = try await dispatcher(["submit", "--file", "-"], stdin: line + "\n", url: url)
+            #expect(one.status == 0 && many.status == 0, "\(one.output) \(many.output)")
+            let stored = try await pool.query(
+                "SELECT metadata->>'order_id' AS id, metadata->>'price' AS price FROM switchyard.jobs ORDER BY id")
+            #expect(try stored.map { try $0.decode("id", as: String.self) } == ["9007199254740993", "9007199254740995"])
+            #expect(try stored.first?.decode("price", as: String?.self) == "0.1000000000000000055511151231257827")
+            // Finished, read back by result as stored.
+            let id = try await pool.query("SELECT min(id) FROM switchyard.jobs").scalar(Int64.self)
+            let job = try #require(
+                try await QueueStore(pool: pool).claim(worker: "w", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30))
+                    .first)
+            #expect(job.id == id)
+            _ = try await QueueStore(pool: pool).complete(
+                worker: "w", [Completion(jobID: id, attempt: job.attempt, kind: .result, status: "succeeded")])
+            let result = try await dispatcher(["result", String(id)], stdin: "", url: url)
+            #expect(result.output.contains(#""order_id": 9007199254740993"#), "\(result.output)")
+            #expect(result.output.contains(#""price": 0.1000000000000000055511151231257827"#), "\(result.output)")
+        }
+    }
+
     @Test("prune says what it did, nothing included")
     func pruneSaysNothingDropped() async throws {
         try await TestDatabase.withMigratedPool { pool in

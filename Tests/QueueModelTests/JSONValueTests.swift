@@ -56,6 +56,30 @@ struct JSONValueTests {
         #expect(value.jsonText == #"{"a":[1,-2.5,300,true,false,null],"b":"quote \" backslash \\ newline \n tab \t nul-free \u0001","c":"Grüße 世界 😀 😀","d":{}}"#)
     }
 
+    /// An SQL walkthrough's `--metadata '{"order_id": 9007199254740993}'` was stored and printed
+    /// as 9007199254740992.0, without a word.
+    @Test("a number with more digits than a Double keeps is kept as written; one with fewer reads as before")
+    func exactNumbers() throws {
+        let text = #"{"big":123456789012345678901234567890,"id":9007199254740993,"neg":-9007199254740993,"#
+            + #""p":0.1000000000000000055511151231257827,"plain":1.5,"small":0.000123}"#
+        let value = try JSONValue(parsing: text)
+        #expect(value.jsonText == text)
+        // Zeros at the end carry no digit a Double loses.
+        #expect(try JSONValue(parsing: "1.000000000000000000") == 1 && JSONValue(parsing: "2500000000000000000000") == 2.5e21)
+        #expect(try JSONValue(parsing: value.prettyText) == value)
+        #expect(value["id"] == .exactNumber("9007199254740993") && value["id"]?.intValue == 9_007_199_254_740_993)
+        #expect(value["neg"]?.intValue == -9_007_199_254_740_993)
+        #expect(value["p"]?.doubleValue == 0.1 && value["p"]?.intValue == nil && value["big"]?.intValue == nil)
+        #expect(value["big"]?.typeName == "a number")
+        #expect(value["plain"] == 1.5 && value["small"] == 0.000123)
+        // 15 significant digits, leading zeros not among them: a Double keeps them.
+        #expect(try JSONValue(parsing: "0.000123456789012345") == .number(0.000123456789012345))
+        #expect(try JSONValue(parsing: "1234567890123456") == .exactNumber("1234567890123456"))
+        // Encoded exactly too (as an integer, or a decimal).
+        let encoded = try JSONEncoder().encode(["id": value["id"]!])
+        #expect(String(decoding: encoded, as: UTF8.self) == #"{"id":9007199254740993}"#)
+    }
+
     @Test("agrees with Foundation's JSONSerialization on generated documents")
     func agreesWithFoundation() throws {
         var generator = SystemRandomNumberGenerator()

@@ -20,6 +20,7 @@ extension JSONValue {
         case .null: output.append(contentsOf: Self.nullBytes)
         case .bool(let value): output.append(contentsOf: value ? Self.trueBytes : Self.falseBytes)
         case .number(let value): Self.writeNumber(value, into: &output)
+        case .exactNumber(let text): output.append(contentsOf: text.utf8)
         case .string(let value): Self.writeString(value, into: &output, storable: storable)
         case .array(let elements):
             output.append(0x5B)
@@ -288,7 +289,7 @@ struct JSONParser {
         case 0x74: try literal("true"); return .bool(true)
         case 0x66: try literal("false"); return .bool(false)
         case 0x6E: try literal("null"); return .null
-        case 0x2D, 0x30...0x39: return .number(try number())
+        case 0x2D, 0x30...0x39: return try number()
         default: throw failure("unexpected character")
         }
     }
@@ -354,11 +355,17 @@ struct JSONParser {
         }
     }
 
-    mutating func number() throws -> Double {
+    mutating func number() throws -> JSONValue {
         let start = position
         if bytes[position] == 0x2D { position += 1 }
         var digits = 0
+        // Significant digits: from the first that is not a zero to the last, in the whole part and
+        // the fraction. Up to 15, a Double keeps the value (written back with the same digits).
+        var run = 0
+        var significant = 0
         while position < bytes.count, (0x30...0x39).contains(bytes[position]) {
+            if run > 0 || bytes[position] != 0x30 { run += 1 }
+            if bytes[position] != 0x30 { significant = run }
             position += 1
             digits += 1
         }
@@ -367,6 +374,8 @@ struct JSONParser {
             position += 1
             var fraction = 0
             while position < bytes.count, (0x30...0x39).contains(bytes[position]) {
+                if run > 0 || bytes[position] != 0x30 { run += 1 }
+                if bytes[position] != 0x30 { significant = run }
                 position += 1
                 fraction += 1
             }
@@ -392,7 +401,7 @@ struct JSONParser {
                     + "(\(text.prefix(40))), more than a 64-bit float holds",
                 hint: "write a smaller number, or send it as a string")
         }
-        return value
+        return significant > 15 ? .exactNumber(text) : .number(value)
     }
 
     mutating func string() throws -> String {

@@ -3,7 +3,9 @@ import Foundation
 /// A JSON document as a Swift value: what requests, responses, settings and trails are made of.
 ///
 /// `Sendable` and `Hashable`, unlike `[String: Any]`, so it can cross tasks and be compared in
-/// tests. Numbers are `Double`s (exact for integers up to 2^53, plenty for token counts).
+/// tests. Numbers are `Double`s (exact for integers up to 2^53, plenty for token counts), but for
+/// one parsed with more significant digits than a `Double` keeps, which is kept as written
+/// (`exactNumber`).
 public enum JSONValue: Sendable, Hashable, Codable, CustomStringConvertible, ExpressibleByDictionaryLiteral,
     ExpressibleByArrayLiteral, ExpressibleByStringLiteral, ExpressibleByFloatLiteral,
     ExpressibleByIntegerLiteral, ExpressibleByBooleanLiteral, ExpressibleByNilLiteral
@@ -11,6 +13,11 @@ public enum JSONValue: Sendable, Hashable, Codable, CustomStringConvertible, Exp
     case null
     case bool(Bool)
     case number(Double)
+    /// A number parsed with more than 15 significant digits (`9007199254740993`, an order id; a
+    /// price to 30 places), kept as its text: as a `Double` the CLI stored and printed
+    /// `9007199254740992.0` for it, without a word. Written back as it came; `doubleValue` and
+    /// `intValue` read it.
+    case exactNumber(String)
     case string(String)
     case array([JSONValue])
     case object([String: JSONValue])
@@ -77,6 +84,14 @@ public enum JSONValue: Sendable, Hashable, Codable, CustomStringConvertible, Exp
             } else {
                 try container.encode(value)
             }
+        case .exactNumber(let text):
+            if let whole = Int64(text) {
+                try container.encode(whole)
+            } else if let decimal = Decimal(string: text, locale: Locale(identifier: "en_US_POSIX")) {
+                try container.encode(decimal)
+            } else {
+                try container.encode(Double(text) ?? 0)
+            }
         case .string(let value): try container.encode(value)
         case .array(let value): try container.encode(value)
         case .object(let value): try container.encode(value)
@@ -101,7 +116,13 @@ public enum JSONValue: Sendable, Hashable, Codable, CustomStringConvertible, Exp
     }
 
     public var stringValue: String? { if case .string(let value) = self { value } else { nil } }
-    public var doubleValue: Double? { if case .number(let value) = self { value } else { nil } }
+    public var doubleValue: Double? {
+        switch self {
+        case .number(let value): value
+        case .exactNumber(let text): Double(text)
+        default: nil
+        }
+    }
     public var boolValue: Bool? { if case .bool(let value) = self { value } else { nil } }
     public var arrayValue: [JSONValue]? { if case .array(let value) = self { value } else { nil } }
     public var objectValue: [String: JSONValue]? { if case .object(let value) = self { value } else { nil } }
@@ -109,6 +130,7 @@ public enum JSONValue: Sendable, Hashable, Codable, CustomStringConvertible, Exp
 
     /// The number as an integer, when it is one.
     public var intValue: Int? {
+        if case .exactNumber(let text) = self { return Int(text) }
         guard case .number(let value) = self, value.rounded() == value, abs(value) < 9.2e18 else { return nil }
         return Int(value)
     }
@@ -118,7 +140,7 @@ public enum JSONValue: Sendable, Hashable, Codable, CustomStringConvertible, Exp
         switch self {
         case .null: "null"
         case .bool: "a boolean"
-        case .number: "a number"
+        case .number, .exactNumber: "a number"
         case .string: "a string"
         case .array: "an array"
         case .object: "an object"

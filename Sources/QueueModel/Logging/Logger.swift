@@ -292,7 +292,7 @@ public enum Secrets {
             case .array(let items): .array(items.map(clean))
             case .object(let members):
                 .object(Dictionary(members.map { (redact($0.key), clean($0.value)) }, uniquingKeysWith: { first, _ in first }))
-            case .null, .bool, .number: value
+            case .null, .bool, .number, .exactNumber: value
             }
         }
         return clean(value)

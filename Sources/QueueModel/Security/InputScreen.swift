@@ -71,7 +71,7 @@ public enum InputScreen {
                 }
                 try checkStrings(members[key]!, path: named)
             }
-        case .null, .bool, .number:
+        case .null, .bool, .number, .exactNumber:
             return
         }
     }
