@@ -80,7 +80,12 @@ enum DispatcherCommand {
                 printError("error: unknown command \"\(command)\"\n\n\(usage)")
                 return 2
             }
-        } catch let error as QueueError where error.code == .invalidInput && !error.isRoleRefusal {
+        } catch var error as QueueError where error.code == .invalidInput && !error.isRoleRefusal {
+            // The server's hint for a role that must name its tenant is SQL's; on the command line
+            // it is --tenant (an operator's walkthrough read "SET switchyard.tenant …" after submit).
+            if error.hint?.hasPrefix("SET switchyard.tenant = 'name'") == true {
+                error.hint = "give the job's tenant: --tenant NAME"
+            }
             printError("error: \(error)")
             return 2
         } catch {

@@ -319,6 +319,10 @@ struct HostileCLITests {
                 let repeated = try await run(keyed, as: "gw")
                 #expect(first.output.contains(#""new":true"#), "\(first.output)")
                 #expect(repeated.output.contains(#""new":false"#), "\(repeated.output)")
+                // No tenant named: told the option, not SQL's SET (as it was).
+                let unnamed = try await run(["submit", "--prompt", "x"], as: "gw")
+                #expect(unnamed.status == 2 && unnamed.output.contains("hint: give the job's tenant: --tenant NAME"),
+                        "\(unnamed.output)")
             }
         }
     }
