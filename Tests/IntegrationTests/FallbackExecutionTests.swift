@@ -240,6 +240,11 @@ struct FallbackExecutionTests {
             #expect(next["model"] == "secondary")
             #expect(Self.trail(next).map(\.outcome) == ["succeeded"])
             #expect(try await server.count(for: "primary") == 1)
+            // And says why its rule's primary was not called (a walkthrough's said nothing).
+            let passedOver = next["metadata"]?["passed_over"]?[0]
+            #expect(passedOver?["model"] == "primary", "\(String(describing: next["metadata"]))")
+            #expect(passedOver?["reason"]?.stringValue?.hasPrefix("paused by its provider until ") == true,
+                    "\(String(describing: passedOver))")
         }
     }
 

@@ -113,10 +113,14 @@ struct RoutingExecutor: JobExecutor {
                 // the one open breaker, overstating the outage's reach).
                 if let home = plan.affinityHome, name != home { continue }
                 guard let model = state.models[name] else { continue }
+                // A provider's pause too (a 429's retry-after): a walkthrough's job ran on the
+                // fallback, as if it were the rule's primary, with nothing said of why.
                 let reason =
                     if let here = model.unavailableHere { "not on this worker: \(here)" }
                     else if model.breaker == .open { "its breaker is open (or a probe of it is in flight)" }
-                    else { nil as String? }
+                    else if let paused = model.pausedUntil, paused > instant {
+                        "paused by its provider until \(paused.postgresText) (a 429's retry-after, on this worker)"
+                    } else { nil as String? }
                 if let reason { passedOver.append(["model": .string(name), "reason": .string(reason)]) }
             }
             if !passedOver.isEmpty { routeMetadata["passed_over"] = .array(passedOver) }
