@@ -744,6 +744,28 @@ struct AlertTests {
         }
     }
 
+    /// An operator's walkthrough read "nothing left to measure (no traffic in the window …)" of a
+    /// breaker alert cleared by disabling its model, and of the backlog's once no job was at risk.
+    @Test("an alert nothing measures any more says why it cleared: a disabled model, no job at risk, no traffic")
+    func clearedWithWhy() async throws {
+        try await Self.withCatalog { pool in
+            try await pool.query(
+                """
+                INSERT INTO switchyard.alerts (kind, subject, opened_at, value, threshold, message)
+                VALUES ('breaker', 'steady', now(), 1, 0, 'open'), ('backlog_deadlines', 'background', now(), 3, 0, 'late'),
+                       ('error_rate', 'flaky', now(), 0.5, 0.1, 'errors')
+                """)
+            try await pool.query("UPDATE switchyard.models SET enabled = false WHERE name = 'steady'")
+            let cleared = try await AlertStore(pool: pool).evaluate()
+            #expect(cleared.allSatisfy { $0.event == .cleared } && cleared.count == 3, "\(cleared)")
+            #expect(Set(cleared.map(\.message)) == [
+                "breaker steady: the model is disabled (dispatcher models enable steady brings it back)",
+                "backlog_deadlines background: no queued background job would miss its deadline now",
+                "error_rate flaky: nothing left to measure (no traffic in the window, or the rule is off)",
+            ])
+        }
+    }
+
     @Test("an interactive job put back to wait for a model keeps waiting: the alert sees it, its result counts it")
     func waitThroughPostponement() async throws {
         try await Self.withCatalog { pool in
