@@ -226,6 +226,10 @@ struct CatalogDocumentTests {
         #expect(listed.refusal(of: "AWS_SECRET_ACCESS_KEY")
             == "AWS_SECRET_ACCESS_KEY is not among the variables this worker's SWITCHYARD_KEY_VARIABLES allows")
         #expect(listed.refusal(of: "DATABASE_URL") != nil)
+        #expect(listed.malformed.isEmpty)
+        // Names apart with spaces, or no name at all: said at the worker's start.
+        let spaced = KeyVariables(environment: ["SWITCHYARD_KEY_VARIABLES": "OPENAI_API_KEY FAKE_KEY,lower_ok,;,9LIVES"])
+        #expect(spaced.malformed == ["OPENAI_API_KEY FAKE_KEY", ";", "9LIVES"])
     }
 
     /// Keys a shape check cannot tell from ids (a review got both stored): an Azure key, 32

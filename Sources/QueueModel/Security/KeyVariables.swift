@@ -16,6 +16,10 @@ public struct KeyVariables: Sendable {
 
     /// The variables this worker's operator allows; nil for any (but the worker's connection's).
     public let allowed: Set<String>?
+    /// Entries of the list that are no variable's name (`OPENAI_API_KEY ANTHROPIC_API_KEY`, names
+    /// apart with spaces): an operator's walkthrough's were taken without a word, and each model
+    /// was skipped as not allowed.
+    public let malformed: [String]
 
     /// Reads the list from the environment; set but empty, it allows no variable.
     public init(environment: [String: String] = ProcessInfo.processInfo.environment) {
@@ -23,6 +27,10 @@ public struct KeyVariables: Sendable {
             $0.trimmingCharacters(in: .whitespaces)
         }.filter { !$0.isEmpty }
         allowed = names.map(Set.init)
+        malformed = (names ?? []).filter { name in
+            name.first.map { $0 == "_" || ($0.isASCII && $0.isLetter) } != true
+                || !name.allSatisfy { $0 == "_" || ($0.isASCII && ($0.isLetter || $0.isNumber)) }
+        }
     }
 
     /// Why no catalog may name `variable` as a key, or nil: the worker's connection to Postgres

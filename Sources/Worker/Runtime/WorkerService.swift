@@ -98,6 +98,13 @@ final class WorkerService: Sendable {
 
     func run() async throws {
         logger.info("starting: connecting to the database", ["database": store.pool.configuration.description])
+        let keyVariables = KeyVariables()
+        if !keyVariables.malformed.isEmpty {
+            logger.warning(
+                "\(KeyVariables.environmentVariable) lists what is no variable's name: models naming the variables "
+                    + "meant are skipped here; separate the names with commas (OPENAI_API_KEY,ANTHROPIC_API_KEY)",
+                ["entries": keyVariables.malformed.joined(separator: " | ")])
+        }
         let registered = Mutex(false)
         let starting = Task {
             try await Migrator().requireCurrent(store.pool)
