@@ -190,14 +190,21 @@ extension StatusSection {
         var siblings: [String: JSONValue] = [:]
         if let rescues = try? await context.observability.rescues(window: context.window, at: context.at) {
             let total = rescues.reduce(0) { $0 + $1.jobs }
+            let failed = rescues.reduce(0) { $0 + $1.failed }
             if total > 0 {
                 lines.append(
                     "leases run out in the last \(StatusFormat.window(context.window)): \(total) job\(total == 1 ? "" : "s") "
                         + "taken back from "
                         + rescues.map { "\(StatusFormat.printable($0.worker)) (\($0.jobs))" }.joined(separator: ", ")
-                        + " and run again; an answer such a worker sends later is refused")
+                        + (failed == total
+                            ? " and failed, no attempt left" : " and run again"
+                                + (failed > 0 ? " (\(failed) failed instead, no attempt left)" : ""))
+                        + "; an answer such a worker sends later is refused")
             }
-            siblings["rescued_jobs"] = .array(rescues.map { ["worker": .string($0.worker), "jobs": .number(Double($0.jobs))] })
+            siblings["rescued_jobs"] = .array(
+                rescues.map {
+                    ["worker": .string($0.worker), "jobs": .number(Double($0.jobs)), "failed": .number(Double($0.failed))]
+                })
         }
         return StatusOutput(lines: lines, json: .array(workers.map(\.json)), siblings: siblings)
     }

@@ -89,16 +89,19 @@ public struct ObservabilityStore: Sendable {
 
     /// Jobs taken back from their workers in the window because their leases ran out (the
     /// `lease_expired` entries of the trails of jobs finished in the window or still live), by
-    /// the worker they were taken from, most first.
-    public func rescues(window: Duration, at: Date? = nil) async throws -> [(worker: String, jobs: Int)] {
+    /// the worker they were taken from, most first. `failed`: of them, those that ended failed
+    /// there, their attempts spent (an SQL walkthrough's `max_attempts` 1 jobs were left out).
+    public func rescues(window: Duration, at: Date? = nil) async throws -> [(worker: String, jobs: Int, failed: Int)] {
         try await pool.query(
             """
-            SELECT e->>'worker' AS worker, count(*) AS jobs
-            FROM (SELECT r.attempts FROM switchyard.results r
+            SELECT e->>'worker' AS worker, count(*) AS jobs,
+                   count(*) FILTER (WHERE trails.failed_at = (e->>'attempt')::int) AS failed
+            FROM (SELECT r.attempts, CASE WHEN r.status = 'failed' THEN r.attempt_count END AS failed_at
+                  FROM switchyard.results r
                   WHERE r.finished_at > coalesce($2::timestamptz, now()) - make_interval(secs => $1)
-                    AND r.attempt_count > 1
+                    AND (r.attempt_count > 1 OR r.status = 'failed')
                   UNION ALL
-                  SELECT j.attempts FROM switchyard.jobs j WHERE j.attempts <> '[]') trails,
+                  SELECT j.attempts, NULL FROM switchyard.jobs j WHERE j.attempts <> '[]') trails,
                  jsonb_array_elements(trails.attempts) e
             WHERE e->>'outcome' = 'lease_expired'
               AND (e->>'at')::timestamptz > coalesce($2::timestamptz, now()) - make_interval(secs => $1)
@@ -106,7 +109,10 @@ public struct ObservabilityStore: Sendable {
             GROUP BY 1 ORDER BY 2 DESC, 1
             """,
             [window.seconds, at]
-        ).map { (worker: try $0.decode("worker", as: String?.self) ?? "?", jobs: try $0.decode("jobs", as: Int.self)) }
+        ).map {
+            (worker: try $0.decode("worker", as: String?.self) ?? "?", jobs: try $0.decode("jobs", as: Int.self),
+             failed: try $0.decode("failed", as: Int.self))
+        }
     }
 
     /// The job running longest (claimed earliest and not yet written back), its worker, and for

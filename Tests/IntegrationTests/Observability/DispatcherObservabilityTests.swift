@@ -158,7 +158,22 @@ struct DispatcherObservabilityTests {
             #expect(
                 screen.contains("leases run out in the last 5 min: 3 jobs taken back from cut-off (3) and run again"),
                 "\(screen)")
-            #expect(report.json["rescued_jobs"] == [["worker": "cut-off", "jobs": 3]])
+            #expect(report.json["rescued_jobs"] == [["worker": "cut-off", "jobs": 3, "failed": 0]])
+            // A job with no attempt left fails there: counted, and said (an SQL walkthrough's were
+            // left out of status).
+            _ = try await store.submit(
+                Submission(request: ["messages": [["role": "user", "content": "once"]]], maxAttempts: 1))
+            try await pool.query("UPDATE switchyard.jobs SET run_at = now() + interval '1 hour' WHERE attempt > 0")
+            let once = try await store.claim(worker: "gone", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30))
+            #expect(once.count == 1)
+            try await pool.query("UPDATE switchyard.jobs SET lease_expires_at = now() - interval '1 second' WHERE lease_owner = 'gone'")
+            #expect(try await pool.query("SELECT count(*) FROM switchyard.rescue_expired(10)").scalar(Int.self) == 1)
+            let failedScreen = await StatusReport.load(StatusContext(pool: pool, window: .seconds(300), at: nil))
+                .lines().joined(separator: "\n")
+            #expect(
+                failedScreen.contains(
+                    "4 jobs taken back from cut-off (3), gone (1) and run again (1 failed instead, no attempt left)"),
+                "\(failedScreen)")
             // Outside the window, nothing is said.
             let later = await StatusReport.load(
                 StatusContext(pool: pool, window: .seconds(60), at: Date().addingTimeInterval(3600)))
