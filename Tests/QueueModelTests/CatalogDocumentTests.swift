@@ -178,8 +178,8 @@ struct CatalogDocumentTests {
                     + "of ordered, round_robin, weighted, least_busy, lowest_latency, cheapest, best_quality, hash",
                 "routing_rules.chat.max_latency_ms: expected a whole number, got 2.5",
                 "routing_rules.chat.quality_floor: 101 is out of range — use a value from 0 to 100",
-                "routing_rules.other.strategy: unknown strategy \"latency-based-routing\" (LiteLLM's name for "
-                    + "\"lowest_latency\") — use one of ordered, round_robin, weighted, least_busy, lowest_latency, "
+                "routing_rules.other.strategy: unknown strategy \"latency-based-routing\" (LiteLLM's; the nearest "
+                    + "here is \"lowest_latency\") — use one of ordered, round_robin, weighted, least_busy, lowest_latency, "
                     + "cheapest, best_quality, hash",
             ]
         )
@@ -243,11 +243,18 @@ struct CatalogDocumentTests {
             {"models": {"azure": {"provider": "openai", "base_url": "https://r.openai.azure.com/openai/v1",
                "settings": {"headers": {"api-key": "\(hex)", "X-Custom-Token": "PLAINsecretvalue", "HTTP-Referer": "https://example.com"}}},
              "pasted": {"provider": "openai", "api_key_env": "\(pasted)"},
-             "bearer": {"provider": "openai", "settings": {"headers": {"Authorization": "Bearer sk-\(pasted)"}}}}}
+             "bearer": {"provider": "openai", "settings": {"headers": {"Authorization": "Bearer sk-\(pasted)"}}},
+             "nested": {"provider": "openai",
+                        "settings": {"extra_body": {"settings": {"headers": {"Authorization": "Bearer sk-\(pasted)"}}}}}},
+             "routing_rules": {"chat": {"primary": "bearer",
+                                        "settings": {"headers": {"Authorization": "Bearer sk-\(pasted)"}}}}}
             """
         let found = problems(text)
-        // One problem a header: a key-shaped value in a credentials header was reported twice.
-        #expect(found.count == 4, "\(found)")
+        // One problem a header: a key-shaped value in a credentials header was reported twice. One
+        // anywhere else is still refused for its shape (a review's rule and nested headers passed).
+        #expect(found.count == 6, "\(found)")
+        #expect(found.contains { $0.hasPrefix("models.nested.settings.extra_body.settings.headers.Authorization: looks like") })
+        #expect(found.contains { $0.hasPrefix("routing_rules.chat.settings.headers.Authorization: looks like") })
         #expect(found.contains { $0.hasPrefix("models.bearer.settings.headers.Authorization: is a header that carries") })
         #expect(found.allSatisfy { !$0.contains(hex) && !$0.contains(pasted) && !$0.contains("PLAIN") })
         #expect(found.contains { $0.hasPrefix("models.azure.settings.headers.api-key: is a header that carries credentials") })

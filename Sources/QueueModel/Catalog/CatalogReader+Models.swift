@@ -158,7 +158,7 @@ extension CatalogReader {
         // A header that carries credentials holds a key whatever its value looks like (an Azure
         // key is 32 lower-case hex digits, which no shape check can tell from an id).
         for name in (spec.settings["headers"]?.objectValue?.keys).map(Array.init) ?? [] where ModelSetting.carriesCredentials(header: name) {
-            problem(
+            credentialProblem(
                 Self.join(Self.join(Self.join(path, "settings"), "headers"), name),
                 "is a header that carries credentials, so its value would put a key in the catalog (the value is "
                     + "not shown)",

@@ -126,7 +126,7 @@ extension CatalogReader {
         if let strategy = RoutingStrategy(rawValue: text) { return strategy }
         let names = RoutingStrategy.allCases.map(\.rawValue)
         // LiteLLM's routing_strategy values got no suggestion (its field names did).
-        let liteLLM = Self.liteLLMStrategies[text].map { " (LiteLLM's name for \"\($0.rawValue)\")" }
+        let liteLLM = Self.liteLLMStrategies[text].map { " (LiteLLM's; the nearest here is \"\($0.rawValue)\")" }
         problem(
             path, "unknown strategy \"\(text)\"\(liteLLM ?? CatalogProblem.didYouMean(text, among: names))",
             hint: "use one of \(names.joined(separator: ", "))"

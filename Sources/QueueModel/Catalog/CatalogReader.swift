@@ -16,6 +16,17 @@ struct CatalogReader {
         problems.append(CatalogProblem(path: path, message: message, hint: hint))
     }
 
+    /// Reports a value that holds a credential (a model's credentials header), in place of the
+    /// shape check's "looks like an API key" at the same path: a walkthrough's "Authorization":
+    /// "Bearer …" was reported twice, one mistake counted as two. (Every other path keeps the
+    /// shape check's report.)
+    mutating func credentialProblem(_ path: String, _ message: String, hint: String) {
+        problems.removeAll { $0.path == path && $0.message.hasPrefix(Self.secretShapeMessage) }
+        problem(path, message, hint: hint)
+    }
+
+    static let secretShapeMessage = "looks like an API key or token"
+
     mutating func warning(_ path: String, _ message: String, hint: String? = nil) {
         warnings.append(CatalogProblem(path: path, message: message, hint: hint))
     }
@@ -187,19 +198,14 @@ struct CatalogReader {
         switch node {
         case .string(let text) where Self.looksLikeSecret(text):
             problem(
-                path, "looks like an API key or token (the value is not shown)",
+                path, "\(Self.secretShapeMessage) (the value is not shown)",
                 hint: "keys never go into the catalog: put the key in an environment variable on the workers and "
                     + "name that variable in api_key_env"
             )
         case .array(let elements):
             for (index, element) in elements.enumerated() { refuseSecrets(in: element, at: "\(path)[\(index)]") }
         case .object(let members):
-            // A header that carries credentials is reported as such, whatever its value (a
-            // walkthrough's "Authorization": "Bearer …" was reported twice, one mistake counted two).
-            for member in members
-            where !(path.hasSuffix(".settings.headers") && ModelSetting.carriesCredentials(header: member.key)) {
-                refuseSecrets(in: member.value, at: Self.join(path, member.key))
-            }
+            for member in members { refuseSecrets(in: member.value, at: Self.join(path, member.key)) }
         default:
             break
         }
