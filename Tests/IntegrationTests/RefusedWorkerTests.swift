@@ -218,8 +218,10 @@ struct RefusedWorkerTests {
                     #"""
                     {"models": {"down": {"provider": "simulated", "settings": {"latency_p50_ms": 1, "latency_p95_ms": 1,
                                                                                "error_rate": 1}},
-                                "away": {"provider": "simulated"}},
-                     "routing_rules": {"chat": {"primary": "down", "fallbacks": ["away"]}}}
+                                "away": {"provider": "simulated"},
+                                "tiny": {"provider": "simulated", "context_window": 1}},
+                     "routing_rules": {"chat": {"primary": "down", "fallbacks": ["away"]},
+                                       "small": {"primary": "down", "fallbacks": ["tiny"]}}}
                     """#.utf8))
             try await pool.query(
                 "INSERT INTO switchyard.workers (id, concurrency, heartbeat_at) VALUES ('w-here', 4, now()), ('w-other', 4, now())")
@@ -227,6 +229,8 @@ struct RefusedWorkerTests {
             await fleet.reload()
             let away = try #require(fleet.router.catalog.model(named: "away"))
             fleet.skipHere(away, reason: "its API key variable AWAY_KEY is not set in this worker's environment", hint: nil)
+            let tiny = try #require(fleet.router.catalog.model(named: "tiny"))
+            fleet.skipHere(tiny, reason: "its API key variable TINY_KEY is not set in this worker's environment", hint: nil)
             let executor = RoutingExecutor(fleet: fleet, providers: ProviderFactory(concurrency: 2), worker: "w-here")
             let store = QueueStore(pool: pool)
             _ = try await store.submit(Submission(request: Submission.prompt("hi"), taskClass: "chat", maxAttempts: 1))
@@ -239,6 +243,20 @@ struct RefusedWorkerTests {
             #expect(reason.hasPrefix("down failed (last: ") && reason.hasSuffix("away left to the workers that can call it"),
                     "\(reason)")
             #expect(trail.map(\.model) == ["down"] && trail.allSatisfy { $0.worker == "w-here" }, "\(trail)")
+            // Passed on once an attempt: a job already waiting for a model in it fails here (two
+            // workers each without the other's key passed it back and forth).
+            var waited = job
+            waited.waitingSince = Date().addingTimeInterval(-1)
+            guard case .failed = await executor.execute(waited) else {
+                throw WaitTimedOut(description: "a job passed on before in its attempt was passed on again")
+            }
+            // Nor to a model that would not take it there (too small for the request): it came back.
+            _ = try await store.submit(Submission(request: Submission.prompt("hi"), taskClass: "small", maxAttempts: 1))
+            let small = try #require(
+                try await store.claim(worker: "w-here", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30)).first)
+            guard case .failed = await executor.execute(small) else {
+                throw WaitTimedOut(description: "a job was passed on to a model too small for it")
+            }
             // No other worker calls it: the attempt fails here, as before.
             try await pool.query(
                 "UPDATE switchyard.workers SET skipped_models = '{\"away\": \"its API key variable is not set\"}' WHERE id = 'w-other'")

@@ -14,8 +14,9 @@ public enum JobOutcome: Sendable {
     /// whose rule's models are all out for now (breakers, budgets) waits for one to come back.
     /// `policy`: the version of the background policy it was decided under. `forModel`: it waits
     /// for a model to come back (its wait keeps counting: `jobs.waiting_since`), not for a price.
-    /// `passedOn` (with `forModel`): this worker cannot call the job's models and another does;
-    /// its claims pass the job over for a while, and it is due at once, for the others.
+    /// `passedOn` (with `forModel`): another live worker calls a model of the job's rule that this
+    /// one cannot (and this one's could not answer, or it had none); its claims pass the job over
+    /// for a while, and it is due at once, for the others.
     /// `trail`: the calls this attempt made before it was put back.
     case postponed(
         until: Date, reason: String, policy: String?, forModel: Bool = false, passedOn: Bool = false,

@@ -119,7 +119,8 @@ struct RoutingExecutor: JobExecutor {
                     if let here = model.unavailableHere { "not on this worker: \(here)" }
                     else if model.breaker == .open { "its breaker is open (or a probe of it is in flight)" }
                     else if let paused = model.pausedUntil, paused > instant {
-                        "paused by its provider until \(paused.postgresText) (a 429's retry-after, on this worker)"
+                        "paused by its provider until \(paused.postgresText) (a 429's retry-after or its rate-limit "
+                            + "headers, on this worker)"
                     } else { nil as String? }
                 if let reason { passedOver.append(["model": .string(name), "reason": .string(reason)]) }
             }
@@ -496,12 +497,11 @@ struct RoutingExecutor: JobExecutor {
         // The models this worker can call failed, and a model of the rule it cannot call (its key
         // missing or refused here) another live worker calls: passed on to them, its calls kept
         // (a walkthrough's worker without the fallback's key failed a job on its primary's one 500,
-        // the healthy fallback untried; with --max-attempts 1, for good). Bounded as any wait for a
-        // model: past its priority's longest, the job fails here as before.
-        if let rule = plan.rule, !trail.isEmpty,
-            case let elsewhere = calledElsewhere(
-                [rule.primary] + rule.fallbacks, state: fleet.routingState(sequence: UInt64(bitPattern: job.id)),
-                router: router),
+        // the healthy fallback untried; with --max-attempts 1, for good). Once an attempt, before
+        // any wait for a model in it (`waitingSince`, which a retry clears): two workers lacking
+        // each other's key passed a job back and forth, calling its failing models each time.
+        if let rule = plan.rule, !trail.isEmpty, job.waitingSince == nil,
+            case let elsewhere = takersElsewhere(job, rule: rule, router: router),
             !elsewhere.isEmpty,
             let wait = waitForAModel(
                 job, at: now(),
@@ -625,6 +625,20 @@ struct RoutingExecutor: JobExecutor {
                 && state.models[name].map { $0.unavailableHere != nil && $0.breaker == .closed } ?? false
                 && fleet.othersCall(name)
         }
+    }
+
+    /// The models of `rule` called elsewhere (`calledElsewhere`) that would take `job` there: in
+    /// its plan with this worker's state but for them (a review's: a model too small for the
+    /// request, or out of its quality floor, had the job passed on to a worker whose plan left it
+    /// out, and passed back).
+    private func takersElsewhere(_ job: Job, rule: RouteRule, router: Router) -> [String] {
+        let state = fleet.routingState(sequence: UInt64(bitPattern: job.id))
+        let candidates = calledElsewhere([rule.primary] + rule.fallbacks, state: state, router: router)
+        guard !candidates.isEmpty else { return [] }
+        var there = state
+        for name in candidates { there[name].unavailableHere = nil }
+        let plan = router.plan(for: RoutingRequest(job: job), state: there, explain: false)
+        return candidates.filter { name in plan.attempts.contains { $0.model.name == name } }
     }
 
     /// `waitForAModel`, the job passed on (`FleetState.passOn`) when another live worker may run

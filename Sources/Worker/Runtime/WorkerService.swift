@@ -392,7 +392,7 @@ final class WorkerService: Sendable {
             if passedOn {
                 // Due at once, for the others: "waits … until" now read as if it waited.
                 logger.info(
-                    "job passed on to the other workers: this one cannot call its models",
+                    "job passed on to the other workers: they call models of its rule this one cannot",
                     ["job": job.id, "attempt": job.attempt, "reason": reason])
             } else {
                 logger.info(
