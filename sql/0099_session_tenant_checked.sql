@@ -11,7 +11,9 @@
 -- 'gamma ' was told to name itself 'gamma', which it did not act for), and migrate warns of any
 -- mapped before. The characters refused at a name's edge gain the invisible ones a review found
 -- missing: the soft hyphen (a trailing one passed), the combining grapheme joiner, the invisible
--- operators, the Arabic letter mark and the bidirectional marks, embeddings and isolates.
+-- operators and deprecated format characters, the Arabic letter mark, the bidirectional marks,
+-- embeddings and isolates, and the blank fillers (Hangul's, the blank Braille pattern). A name
+-- taken from the session or the role's mapping is told what to change there.
 -- jobs_before_insert is 0093's otherwise.
 
 SET LOCAL ROLE switchyard_admin;
@@ -19,21 +21,35 @@ SET LOCAL ROLE switchyard_admin;
 -- Unicode's white space, named (\s is the server locale's: its C.UTF-8 leaves out the no-break
 -- spaces), and the invisible characters that are not white space: zero-width space and joiners,
 -- word joiner, Mongolian vowel separator, byte order mark, soft hyphen, combining grapheme joiner,
--- invisible operators, the Arabic letter mark and the bidirectional controls. A regular
--- expression's bracket class.
+-- invisible operators and deprecated format characters, the Arabic letter mark, the
+-- bidirectional controls, and the blank fillers (Hangul's, the blank Braille pattern). A regular
+-- expression's bracket class. (Not the variation selectors: an emoji's ends with one.)
 CREATE FUNCTION switchyard.edge_space() RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT '[\t\n\v\f\r \u0085\u00a0\u00ad\u034f\u061c\u1680\u180e\u2000-\u200f\u2028-\u202f\u205f-\u2064'
-           '\u2066-\u2069\u3000\ufeff]'
+    SELECT '[\t\n\v\f\r \u0085\u00a0\u00ad\u034f\u061c\u115f\u1160\u1680\u180e\u2000-\u200f\u2028-\u202f'
+           '\u205f-\u2064\u2066-\u206f\u2800\u3000\u3164\ufeff\uffa0]'
+$$;
+
+-- The name with each edge_space character but the space shown by its code point
+-- ('<U+200B>acme'): printed as it is, an invisible one left the name reading 'acme'.
+CREATE FUNCTION switchyard.tenant_shown(p_tenant text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT string_agg(CASE WHEN t.c ~ ('^' || switchyard.edge_space() || '$') AND t.c <> ' '
+                           THEN format('<U+%s>', lpad(upper(to_hex(ascii(t.c))), 4, '0')) ELSE t.c END,
+                      '' ORDER BY t.i)
+    FROM unnest(string_to_array(p_tenant, NULL)) WITH ORDINALITY AS t(c, i)
 $$;
 
 -- Refuses a tenant name that is blank, or begins or ends with white space or an invisible
--- character (edge_space), saying it with each such character but the space by its code point
--- ('<U+200B>acme'), and the name without them in the hint.
-CREATE FUNCTION switchyard.check_submitted_tenant(p_tenant text) RETURNS void
+-- character (edge_space), saying it as tenant_shown does, and the name without them in the hint.
+-- p_source: where the name came from when not the row (`session`: SET switchyard.tenant;
+-- `mapping`: the role's one tenant in tenant_roles), for a hint that says what to change there
+-- ("Name it without" sent a role mapped to 'gamma ' to a name it did not act for).
+CREATE FUNCTION switchyard.check_submitted_tenant(p_tenant text, p_source text DEFAULT NULL) RETURNS void
     LANGUAGE plpgsql STABLE SET search_path = pg_catalog, switchyard, pg_temp AS $$
 DECLARE
     space constant text := switchyard.edge_space();
+    trimmed text;
 BEGIN
     IF length(p_tenant) > 200 THEN
         PERFORM switchyard.reject(format('tenant is %s characters, over the limit of 200', length(p_tenant)),
@@ -45,14 +61,14 @@ BEGIN
     END IF;
     -- ' acme' was a tenant of its own beside 'acme' (a gateway's typo splits a tenant's jobs).
     IF p_tenant ~ ('^' || space || '|' || space || '$') THEN
+        trimmed := quote_literal(left(regexp_replace(p_tenant, '^' || space || '+|' || space || '+$', '', 'g'), 60));
         PERFORM switchyard.reject(
-            format('tenant %s begins or ends with white space', quote_literal((
-                SELECT string_agg(CASE WHEN t.c ~ ('^' || space || '$') AND t.c <> ' '
-                                       THEN format('<U+%s>', lpad(upper(to_hex(ascii(t.c))), 4, '0')) ELSE t.c END,
-                                  '' ORDER BY t.i)
-                FROM unnest(string_to_array(left(p_tenant, 60), NULL)) WITH ORDINALITY AS t(c, i)))),
-            format('Name it without: %s.',
-                   quote_literal(left(regexp_replace(p_tenant, '^' || space || '+|' || space || '+$', '', 'g'), 60))));
+            format('tenant %s begins or ends with white space', quote_literal(switchyard.tenant_shown(left(p_tenant, 60)))),
+            CASE p_source
+                WHEN 'session' THEN format('SET switchyard.tenant to the name without them: %s.', trimmed)
+                WHEN 'mapping' THEN format('This role''s one tenant in switchyard.tenant_roles is named so: an admin '
+                                           'maps it to the name without them (%s) and deletes this mapping.', trimmed)
+                ELSE format('Name it without: %s.', trimmed) END);
     END IF;
 END $$;
 
@@ -176,7 +192,9 @@ BEGIN
         ELSE
             NEW.tenant := switchyard.job_tenant(NULL);
             IF NEW.tenant IS NOT NULL THEN
-                PERFORM switchyard.check_submitted_tenant(NEW.tenant);
+                PERFORM switchyard.check_submitted_tenant(
+                    NEW.tenant, CASE WHEN NEW.tenant = current_setting('switchyard.tenant', true) THEN 'session'
+                                     ELSE 'mapping' END);
             END IF;
         END IF;
     END IF;
@@ -269,10 +287,11 @@ BEGIN
         WHERE t.tenant <> '*' AND t.tenant ~ ('^' || switchyard.edge_space() || '|' || switchyard.edge_space() || '$')
         ORDER BY t.role, t.tenant
     LOOP
+        -- Shown by code point, and deleted by it too: a name printed as it is reads as another.
         RAISE WARNING 'switchyard.tenant_roles maps role % to tenant %, which begins or ends with white space or an '
                       'invisible character: no submission may name it; map the name without them and delete this one: '
-                      'DELETE FROM switchyard.tenant_roles WHERE role = % AND tenant = %',
-                      quote_ident(mapping.role), quote_literal(mapping.tenant), quote_literal(mapping.role),
-                      quote_literal(mapping.tenant);
+                      'DELETE FROM switchyard.tenant_roles WHERE role = % AND switchyard.tenant_shown(tenant) = %',
+                      quote_ident(mapping.role), quote_literal(switchyard.tenant_shown(mapping.tenant)),
+                      quote_literal(mapping.role), quote_literal(switchyard.tenant_shown(mapping.tenant));
     END LOOP;
 END $$;

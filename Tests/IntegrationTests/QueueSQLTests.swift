@@ -1099,6 +1099,17 @@ struct QueueSQLTests {
                     }
                     let none = try await pool.query("SELECT count(*) FROM switchyard.jobs").scalar(Int.self)
                     #expect(none == 0)
+                    // Told what to change where the name came from: the session's setting.
+                    try await connection.query("SET switchyard.tenant = 'acme '")
+                    do {
+                        try await connection.query("SELECT switchyard.submit($1::jsonb)", [request])
+                        Issue.record("'acme ' from the session was accepted")
+                    } catch let error as PostgresError {
+                        #expect(error.hint == "SET switchyard.tenant to the name without them: 'acme'.")
+                    }
+                    try await connection.query("RESET switchyard.tenant")
+                    let filler = try await refusals("E'acme\\u3164'")
+                    #expect(filler == ["tenant 'acme<U+3164>' begins or ends with white space"])
                     let accepted = try await refusals("'acme'")
                     #expect(accepted == ["accepted"])
                     let acme = try await pool.query("SELECT count(*) FROM switchyard.jobs WHERE tenant = 'acme'")
@@ -1123,6 +1134,28 @@ struct QueueSQLTests {
                         "UPDATE switchyard.tenant_roles SET tenant = 'gamma ' WHERE role = $1 AND tenant = 'gamma'", [gateway])
                 }
                 try await pool.query("DELETE FROM switchyard.tenant_roles WHERE role = $1", [gateway])
+            }
+            // A role whose one tenant was mapped so before schema 99 (the check bypassed here) is told
+            // to have the mapping changed, not to name a tenant it does not act for.
+            try await SecurityFixtures.withRoles(pool, ["one": "switchyard_submitter"]) { roles in
+                let role = roles["one"]!
+                try await pool.withConnection { connection in
+                    try await connection.query("SET session_replication_role = replica")
+                    try await connection.query(
+                        "INSERT INTO switchyard.tenant_roles (role, tenant) VALUES ($1, 'gamma ')", [role])
+                    try await connection.query("RESET session_replication_role")
+                    try await connection.query("SET ROLE \(role)")
+                    do {
+                        try await connection.query("SELECT switchyard.submit($1::jsonb)", [request])
+                        Issue.record("the mapped 'gamma ' was accepted")
+                    } catch let error as PostgresError {
+                        #expect(error.message == "tenant 'gamma ' begins or ends with white space")
+                        #expect(error.hint?.hasPrefix("This role's one tenant in switchyard.tenant_roles is named so") == true,
+                                "\(String(describing: error.hint))")
+                    }
+                    try await connection.query("RESET ROLE")
+                    try await connection.query("DELETE FROM switchyard.tenant_roles WHERE role = $1", [role])
+                }
             }
         }
     }

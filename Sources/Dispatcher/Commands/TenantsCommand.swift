@@ -280,10 +280,12 @@ enum TenantsCommand {
     /// Characters submissions refuse at a tenant's edges besides white space
     /// (`switchyard.edge_space()`, sql/0099): zero-width space and joiners, word joiner, Mongolian
     /// vowel separator, byte order mark, soft hyphen, combining grapheme joiner, invisible
-    /// operators, the Arabic letter mark and the bidirectional controls.
+    /// operators and deprecated format characters, the Arabic letter mark, the bidirectional
+    /// controls, and the blank fillers (Hangul's, the blank Braille pattern).
     static let invisible: Set<Unicode.Scalar> = Set(
-        [0x00AD, 0x034F, 0x061C, 0x180E, 0xFEFF].compactMap(Unicode.Scalar.init)
-            + [0x200B...0x200F, 0x202A...0x202E, 0x2060...0x2064, 0x2066...0x2069]
+        [0x00AD, 0x034F, 0x061C, 0x115F, 0x1160, 0x180E, 0x2800, 0x3164, 0xFEFF, 0xFFA0]
+            .compactMap(Unicode.Scalar.init)
+            + [0x200B...0x200F, 0x202A...0x202E, 0x2060...0x2064, 0x2066...0x206F]
             .flatMap { $0.compactMap(Unicode.Scalar.init) })
 
     /// A name without Unicode's white space at its edges (the no-break spaces among it), nor the
