@@ -69,6 +69,7 @@ struct JSONValueTests {
         #expect(try JSONValue(parsing: value.prettyText) == value)
         #expect(value["id"] == .exactNumber("9007199254740993") && value["id"]?.intValue == 9_007_199_254_740_993)
         #expect(value["neg"]?.intValue == -9_007_199_254_740_993)
+        #expect(try JSONValue(parsing: "9007199254740993.000").intValue == 9_007_199_254_740_993)
         #expect(value["p"]?.doubleValue == 0.1 && value["p"]?.intValue == nil && value["big"]?.intValue == nil)
         #expect(value["big"]?.typeName == "a number")
         #expect(value["plain"] == 1.5 && value["small"] == 0.000123)

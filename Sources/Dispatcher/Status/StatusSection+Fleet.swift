@@ -203,7 +203,10 @@ extension StatusSection {
             }
             siblings["rescued_jobs"] = .array(
                 rescues.map {
-                    ["worker": .string($0.worker), "jobs": .number(Double($0.jobs)), "failed": .number(Double($0.failed))]
+                    [
+                        "worker": .string($0.worker), "jobs": .number(Double($0.jobs)),
+                        "failed": .number(Double($0.failed)),
+                    ]
                 })
         }
         return StatusOutput(lines: lines, json: .array(workers.map(\.json)), siblings: siblings)

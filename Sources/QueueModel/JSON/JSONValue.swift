@@ -130,7 +130,13 @@ public enum JSONValue: Sendable, Hashable, Codable, CustomStringConvertible, Exp
 
     /// The number as an integer, when it is one.
     public var intValue: Int? {
-        if case .exactNumber(let text) = self { return Int(text) }
+        if case .exactNumber(let text) = self {
+            // Whole with a fraction of zeros (`9007199254740993.0`); an exponent form is left out.
+            let whole = text.firstIndex(of: ".").flatMap { point in
+                text[text.index(after: point)...].allSatisfy { $0 == "0" } ? text[..<point] : nil
+            }
+            return Int(whole ?? Substring(text))
+        }
         guard case .number(let value) = self, value.rounded() == value, abs(value) < 9.2e18 else { return nil }
         return Int(value)
     }

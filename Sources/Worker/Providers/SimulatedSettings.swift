@@ -133,6 +133,8 @@ struct SimulatedSettings: Sendable {
         switch value {
         case nil, .null?: return nil
         case .number(let seconds)?: return Date(timeIntervalSince1970: seconds)
+        // Written with more than 15 digits (a review's 1790000000.1234567 was refused).
+        case .exactNumber?: return value?.doubleValue.map { Date(timeIntervalSince1970: $0) }
         case .string(let text)?:
             let formatter = ISO8601DateFormatter()
             for options: ISO8601DateFormatter.Options in [
