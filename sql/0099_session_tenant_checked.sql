@@ -53,7 +53,11 @@ DECLARE
 BEGIN
     IF length(p_tenant) > 200 THEN
         PERFORM switchyard.reject(format('tenant is %s characters, over the limit of 200', length(p_tenant)),
-                                  'Use a shorter tenant name.');
+            CASE p_source
+                WHEN 'session' THEN 'SET switchyard.tenant to a shorter name.'
+                WHEN 'mapping' THEN 'This role''s one tenant in switchyard.tenant_roles is named so: an admin maps it '
+                                    'to a shorter name and deletes this mapping.'
+                ELSE 'Use a shorter tenant name.' END);
     END IF;
     IF p_tenant ~ ('^' || space || '*$') THEN
         PERFORM switchyard.reject('tenant must not be empty (or only spaces)',

@@ -1108,6 +1108,14 @@ struct QueueSQLTests {
                         #expect(error.hint == "SET switchyard.tenant to the name without them: 'acme'.")
                     }
                     try await connection.query("RESET switchyard.tenant")
+                    try await connection.query("SELECT set_config('switchyard.tenant', repeat('x', 201), false)")
+                    do {
+                        try await connection.query("SELECT switchyard.submit($1::jsonb)", [request])
+                        Issue.record("a 201-character tenant from the session was accepted")
+                    } catch let error as PostgresError {
+                        #expect(error.hint == "SET switchyard.tenant to a shorter name.")
+                    }
+                    try await connection.query("RESET switchyard.tenant")
                     let filler = try await refusals("E'acme\\u3164'")
                     #expect(filler == ["tenant 'acme<U+3164>' begins or ends with white space"])
                     let accepted = try await refusals("'acme'")
