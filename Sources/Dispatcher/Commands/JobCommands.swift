@@ -66,6 +66,14 @@ enum JobCommands {
     static func notFoundHint(tenant: String?) -> String {
         let retention = "results older than the retention (dispatcher prune) are gone"
         if let tenant {
+            // A name no submission takes (white space or an invisible character at an edge) said so:
+            // a walkthrough's "tenant acme  that" showed its trailing space as a double space alone.
+            let trimmed = TenantsCommand.trimmed(tenant)
+            if tenant != trimmed {
+                let without = StatusFormat.printable(TenantLimits.shellWord(trimmed))
+                return "tenant '\(TenantsCommand.codePoints(tenant))' begins or ends with white space, which no "
+                    + "submission takes; name it without: --tenant \(without)"
+            }
             return "check the id and the tenant: it is not a job of tenant \(tenant) that this role may see; \(retention)"
         }
         return "check the id; \(retention), and another tenant's jobs are not visible (a role mapped to * names the "

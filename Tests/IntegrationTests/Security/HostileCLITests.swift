@@ -327,6 +327,16 @@ struct HostileCLITests {
         }
     }
 
+    /// helper-155: `result --tenant 'acme '` said "not a job of tenant acme  that this role may
+    /// see", the trailing space a double space alone.
+    @Test("a --tenant no submission takes is said so when a job is not found")
+    func notFoundNamesTheSpace() {
+        #expect(JobCommands.notFoundHint(tenant: "acme ")
+            == "tenant 'acme ' begins or ends with white space, which no submission takes; name it without: --tenant acme")
+        #expect(JobCommands.notFoundHint(tenant: "\u{200B}acme").hasPrefix("tenant '<U+200B>acme' begins or ends"))
+        #expect(JobCommands.notFoundHint(tenant: "acme").hasPrefix("check the id and the tenant"))
+    }
+
     @Test("a JSONL line over the client's limit is reported by number without being held in memory")
     func oversizedLine() async throws {
         let file = Self.temporaryFile("long.jsonl")
