@@ -243,6 +243,23 @@ struct RefusedWorkerTests {
             #expect(reason.hasPrefix("down failed (last: ") && reason.hasSuffix("away left to the workers that can call it"),
                     "\(reason)")
             #expect(trail.map(\.model) == ["down"] && trail.allSatisfy { $0.worker == "w-here" }, "\(trail)")
+            // Written back as the worker writes a job passed on, the other worker claims it with the
+            // model that failed named, and calls only the fallback (a re-check's called the failed
+            // primary again first).
+            _ = try await store.complete(worker: "w-here", [
+                Completion(jobID: job.id, attempt: job.attempt, kind: .wait,
+                           error: ["code": "waiting_for_model", "message": .string(reason)], trail: trail, retryAt: nil)
+            ])
+            let other = FleetState(pool: pool, logger: Logger(label: "worker", level: .error) { _ in }, worker: "w-other")
+            await other.reload()
+            let taken = try #require(
+                try await store.claim(worker: "w-other", freeSlots: 1, backgroundSlots: 0, lease: .seconds(30)).first)
+            #expect(taken.id == job.id && taken.failedElsewhere == ["down"], "\(taken.failedElsewhere)")
+            let otherExecutor = RoutingExecutor(fleet: other, providers: ProviderFactory(concurrency: 2), worker: "w-other")
+            guard case .succeeded(let answer) = await otherExecutor.execute(taken) else {
+                throw WaitTimedOut(description: "the worker it was passed on to did not answer it")
+            }
+            #expect(answer.model == "away" && answer.trail.map(\.model) == ["away"], "\(answer.trail)")
             // Passed on once an attempt: a job already waiting for a model in it fails here (two
             // workers each without the other's key passed it back and forth).
             var waited = job

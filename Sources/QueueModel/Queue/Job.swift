@@ -35,6 +35,11 @@ public struct Job: Sendable, Hashable {
     /// the claim found it: such a job was claimed out of the queue's order, and its end may let
     /// another of the tenant's start.
     public var tenantCapped = false
+    /// The models whose calls failed in this attempt on another worker, which passed the job on
+    /// (model errors, timeouts, quota, a request they do not take), as the claim found them: not
+    /// called again while the plan has others (a review's receiving worker called the primary that
+    /// had just failed before the fallback it was passed on for).
+    public var failedElsewhere: Set<String> = []
 
     public init(
         id: Int64, priority: Priority, taskClass: String? = nil, affinityKey: String? = nil, tenant: String? = nil,

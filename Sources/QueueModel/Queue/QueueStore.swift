@@ -120,10 +120,18 @@ public struct QueueStore: Sendable {
         worker: String, freeSlots: Int, backgroundSlots: Int, lease: Duration,
         after cursor: ClaimCursor = ClaimCursor(), passedOn: [Int64] = []
     ) async throws -> [Job] {
-        // Whether each job's tenant is capped (sql/0096): asked of jobs with a tenant only.
+        // Whether each job's tenant is capped (sql/0096): asked of jobs with a tenant only. The
+        // models that failed this attempt on another worker (one that passed the job on): read of
+        // jobs with a trail only.
         let rows = try await pool.query(
             """
-            SELECT \(Job.columns), CASE WHEN tenant IS NULL THEN false ELSE switchyard.tenant_is_capped(tenant) END AS tenant_capped
+            SELECT \(Job.columns), CASE WHEN tenant IS NULL THEN false ELSE switchyard.tenant_is_capped(tenant) END AS tenant_capped,
+                   CASE WHEN attempts = '[]' THEN NULL
+                        ELSE (SELECT string_agg(DISTINCT e->>'model', ' ') FROM jsonb_array_elements(attempts) e
+                              WHERE (e->>'attempt')::numeric = attempt AND e->>'worker' IS DISTINCT FROM $1
+                                AND e->>'outcome' IN ('error', 'timeout', 'quota_exhausted', 'unsupported',
+                                                      'context_length'))
+                   END AS failed_elsewhere
             FROM switchyard.claim($1, $2, $3, $4, $5, $6, $7, $8, $9)
             """,
             [
@@ -135,6 +143,9 @@ public struct QueueStore: Sendable {
         return try rows.map { row in
             var job = try Job(row: row)
             job.tenantCapped = try row.decode("tenant_capped", as: Bool.self)
+            if let failed = try row.decode("failed_elsewhere", as: String?.self) {
+                job.failedElsewhere = Set(failed.split(separator: " ").map(String.init))
+            }
             return job
         }
     }

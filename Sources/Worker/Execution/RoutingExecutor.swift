@@ -202,6 +202,10 @@ struct RoutingExecutor: JobExecutor {
         }
 
         var queue = plan.attempts
+        // Passed on after its models here failed: those are not called again while others remain.
+        if !job.failedElsewhere.isEmpty, queue.contains(where: { !job.failedElsewhere.contains($0.model.name) }) {
+            queue.removeAll { job.failedElsewhere.contains($0.model.name) }
+        }
         /// The key's home, for a call that went elsewhere.
         func awayFromHome(_ model: ModelSpec) -> String? { plan.affinityHome.flatMap { $0 == model.name ? nil : $0 } }
         var tried: Set<String> = []
